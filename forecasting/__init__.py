@@ -1,0 +1,1 @@
+"""Per-household forecasts of net surplus, backtests on real data, and the bidding policy (pure)."""

@@ -1,0 +1,185 @@
+"""Orders: a household's price–quantity curve for one delivery slot, and the rules they must obey.
+
+Rules of this module:
+
+* An :class:`Order` is immutable: order id, household id, side, slot, nonce and one or more
+  :class:`Step` (limit price in µ¤/kWh, energy in Wh). A sell step offers its energy at that price or
+  more; a buy step bids for its energy at that price or less. Steps are independent: a curve
+  "800 Wh at ≥ 120 000, 400 Wh more at ≥ 180 000" is two steps.
+* :func:`validate_order` checks one order against :class:`OrderLimits` and, given a slot clock and
+  ``now``, that its slot is still open; :func:`validate_book` also checks that every order is for the
+  book's slot and that ids are unique. Every rejection raises :class:`~market.errors.InvalidInput`
+  with a reason code, the order id and the field; the reasons are listed in :data:`REJECTION_REASONS`.
+* Nothing here mutates; a valid order stays valid (validation depends only on the order, the limits
+  and ``now``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from market.errors import InvalidInput
+from market.slots import SlotClock
+from market.units import MAX_ENERGY_WH, MAX_PRICE_MICRO_PER_KWH
+
+__all__ = [
+    "REJECTION_REASONS",
+    "Order",
+    "OrderLimits",
+    "Side",
+    "Step",
+    "validate_book",
+    "validate_order",
+]
+
+
+class Side(Enum):
+    """Which way an order trades energy."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of an order curve: ``energy_wh`` at limit ``price_micro_per_kwh``."""
+
+    price_micro_per_kwh: int
+    energy_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A household's order for one slot. ``nonce`` is the household's sequence number for replays."""
+
+    order_id: str
+    household: str
+    side: Side
+    slot: int
+    steps: tuple[Step, ...]
+    nonce: int = 0
+
+    @property
+    def energy_wh(self) -> int:
+        """Total energy over all steps."""
+        return sum(s.energy_wh for s in self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLimits:
+    """Bounds every order must respect. ``price_cap_micro_per_kwh`` is usually the retail price."""
+
+    price_cap_micro_per_kwh: int = 1_000_000
+    max_steps: int = 16
+    max_energy_wh: int = 10**9
+    max_id_chars: int = 128
+
+
+REJECTION_REASONS: Final = (
+    "empty_id",
+    "id_too_long",
+    "empty_household",
+    "bad_side",
+    "bad_slot",
+    "bad_nonce",
+    "no_steps",
+    "too_many_steps",
+    "non_positive_energy",
+    "energy_too_large",
+    "price_out_of_range",
+    "slot_closed",
+    "wrong_slot",
+    "duplicate_id",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_order(
+    order: Order,
+    *,
+    limits: OrderLimits = OrderLimits(),  # noqa: B008 - frozen, immutable default
+    clock: SlotClock | None = None,
+    now: int | None = None,
+) -> Order:
+    """Return ``order`` if it obeys every rule, else raise :class:`InvalidInput`.
+
+    With ``clock`` and ``now`` the order's slot must also still be open at ``now``.
+    """
+    subject = f"order {order.order_id!r}" if order.order_id else "order"
+
+    def reject(reason: str, field: str, expected: str, found: object) -> InvalidInput:
+        return InvalidInput(
+            reason=reason, subject=subject, field=field, expected=expected, found=repr(found)
+        )
+
+    if not isinstance(order.order_id, str) or not order.order_id:
+        raise reject("empty_id", "id", "a non-empty string", order.order_id)
+    if len(order.order_id) > limits.max_id_chars:
+        raise reject("id_too_long", "id", f"at most {limits.max_id_chars} chars", len(order.order_id))
+    if not isinstance(order.household, str) or not order.household:
+        raise reject("empty_household", "household", "a non-empty string", order.household)
+    if not isinstance(order.side, Side):
+        raise reject("bad_side", "side", "'buy' or 'sell'", order.side)
+    if not _is_int(order.slot) or order.slot < 0:
+        raise reject("bad_slot", "slot", "an integer >= 0", order.slot)
+    if not _is_int(order.nonce) or order.nonce < 0:
+        raise reject("bad_nonce", "nonce", "an integer >= 0", order.nonce)
+    if not order.steps:
+        raise reject("no_steps", "steps", "at least one step", 0)
+    if len(order.steps) > limits.max_steps:
+        raise reject("too_many_steps", "steps", f"at most {limits.max_steps}", len(order.steps))
+    cap = min(limits.price_cap_micro_per_kwh, MAX_PRICE_MICRO_PER_KWH)
+    max_energy = min(limits.max_energy_wh, MAX_ENERGY_WH)
+    for i, step in enumerate(order.steps):
+        if not _is_int(step.energy_wh) or step.energy_wh <= 0:
+            raise reject("non_positive_energy", f"steps[{i}].energy_wh", "> 0", step.energy_wh)
+        if step.energy_wh > max_energy:
+            raise reject("energy_too_large", f"steps[{i}].energy_wh", f"<= {max_energy}", step.energy_wh)
+        price = step.price_micro_per_kwh
+        if not _is_int(price) or not 0 <= price <= cap:
+            raise reject("price_out_of_range", f"steps[{i}].price", f"in [0, {cap}]", price)
+    if clock is not None and now is not None and not clock.is_open(order.slot, now):
+        raise reject(
+            "slot_closed",
+            "slot",
+            f"a slot whose gate closes after {now} (first open slot {clock.first_open_slot(now)})",
+            order.slot,
+        )
+    return order
+
+
+def validate_book(
+    slot: int,
+    orders: Iterable[Order],
+    *,
+    limits: OrderLimits = OrderLimits(),  # noqa: B008 - frozen, immutable default
+) -> Sequence[Order]:
+    """Validate every order of one slot's book: each order's rules, its slot, unique ids."""
+    seen: set[str] = set()
+    book = list(orders)
+    for order in book:
+        validate_order(order, limits=limits)
+        if order.slot != slot:
+            raise InvalidInput(
+                reason="wrong_slot",
+                subject=f"order {order.order_id!r}",
+                field="slot",
+                expected=str(slot),
+                found=str(order.slot),
+            )
+        if order.order_id in seen:
+            raise InvalidInput(
+                reason="duplicate_id",
+                subject=f"order {order.order_id!r}",
+                field="id",
+                expected="an id used once per book",
+                found="a second order with this id",
+            )
+        seen.add(order.order_id)
+    return book

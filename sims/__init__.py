@@ -1,0 +1,1 @@
+"""Simulation harness: scenarios, simulated network and clock, real-daemon launcher, KPIs, reports."""
