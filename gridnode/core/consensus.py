@@ -1,0 +1,710 @@
+"""Tendermint BFT consensus as a sans-IO state machine (etcd-raft style).
+
+The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus"
+(2018); comments ``L22`` etc. name its lines. Rules of this module:
+
+* Inputs: :meth:`Consensus.start`, :meth:`Consensus.on_message` (a message from a peer) and
+  :meth:`Consensus.on_timer` (a timer this machine asked for has fired), each with ``now`` (integer
+  milliseconds of the node's clock). Outputs: an **ordered** list of effects the driver must carry
+  out in order: :class:`Persist` (write a WAL record durably *before* doing anything after it),
+  :class:`Broadcast` / :class:`Send`, :class:`SetTimer`, :class:`Decided` (store the block and its
+  commit, then apply it), :class:`EvidenceFound`.
+* Proposer of (height, round) is validator ``(height + round) mod n`` (round-robin). Timeouts grow
+  linearly per round: ``base + round * delta`` for propose, prevote and precommit.
+* A node that has not signed anything for (h, r, step) may sign once. Before signing a vote or
+  proposal it emits ``Persist(SignedRecord)``; it never signs for a (height, round, step) lower than
+  the last signed one, nor a different value for the same one, even when restored from its WAL
+  (:meth:`Consensus.recover`). Lock changes are persisted too (:class:`LockRecord`).
+* After deciding height h the machine waits ``commit_ms`` (the driver applies the block meanwhile;
+  the application sees ``make_block(h+1)`` only after ``Decided(h)`` was handled) and then starts
+  round 0 of h+1. Messages for h+1 that arrive earlier are buffered (bounded).
+* Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
+  proposal signature is checked once on arrival; two different signed votes for one step are
+  recorded as evidence and the first one counts.
+* Catch-up: a message from a higher height makes the node ask the sender for blocks
+  (:class:`BlockRequest`, at most once per ``sync_interval_ms``); blocks received in a
+  :class:`BlockResponse` are accepted only with a valid commit and are decided in height order.
+  :class:`FullNode` is the same sync logic without voting.
+* Known limits: the validator set is fixed (from genesis); no proposer weighting; proposals carry
+  the whole block (no block parts); the commit kept is the first > 2/3 precommit set seen.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from gridnode.core.consensus_messages import (
+    NIL,
+    BlockRequest,
+    BlockResponse,
+    Commit,
+    ConsensusMessage,
+    DuplicateProposal,
+    DuplicateVote,
+    Evidence,
+    Proposal,
+    SyncedBlock,
+    ValidatorSet,
+    Vote,
+    VoteType,
+    block_hash,
+    commit_from_votes,
+    sign_proposal,
+    sign_vote,
+    verify_commit,
+    verify_proposal,
+    verify_vote,
+)
+from gridnode.core.crypto import KeyPair
+from market.errors import InvalidInput, UsageError
+
+__all__ = [
+    "Application",
+    "BlockSource",
+    "Broadcast",
+    "Consensus",
+    "ConsensusConfig",
+    "Decided",
+    "Effect",
+    "EvidenceFound",
+    "FullNode",
+    "LockRecord",
+    "Persist",
+    "Send",
+    "SetTimer",
+    "SignedRecord",
+    "Step",
+    "TimerKind",
+    "WalRecord",
+]
+
+_FUTURE_BUFFER_LIMIT: Final = 10_000
+
+
+class Step(enum.IntEnum):
+    """Where a validator is within a round. ``NEW_HEIGHT`` is the wait after a decision."""
+
+    NEW_HEIGHT = -1
+    PROPOSE = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+class TimerKind(enum.Enum):
+    PROPOSE = "propose"
+    PREVOTE = "prevote"
+    PRECOMMIT = "precommit"
+    NEW_HEIGHT = "new_height"
+    SYNC = "sync"
+    REBROADCAST = "rebroadcast"
+
+
+class Application(Protocol):
+    """What consensus asks of the replicated application (the ledger, or a test app)."""
+
+    def make_block(self, height: int, round_: int, now: int) -> bytes:
+        """The block this node proposes at (height, round) when it has no valid value."""
+        ...
+
+    def validate_block(self, height: int, block: bytes, now: int) -> bool:
+        """Whether ``block`` may be committed at ``height`` (checked before prevoting for it)."""
+        ...
+
+
+class BlockSource(Protocol):
+    """Committed blocks this node can serve to lagging peers (its store)."""
+
+    def committed(self, height: int) -> SyncedBlock | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    """Timeouts in milliseconds (``base + round * delta``) and sync limits.
+
+    ``unsafe_quorum`` exists only for the campaign's negative control: it replaces the > 2/3
+    threshold with a smaller one so the campaign can show it catches the resulting forks.
+    """
+
+    propose_ms: int = 400
+    propose_delta_ms: int = 200
+    prevote_ms: int = 150
+    prevote_delta_ms: int = 100
+    precommit_ms: int = 150
+    precommit_delta_ms: int = 100
+    commit_ms: int = 50
+    sync_interval_ms: int = 300
+    rebroadcast_ms: int = 1_000
+    sync_batch: int = 32
+    unsafe_quorum: int | None = None
+
+    def timeout(self, kind: TimerKind, round_: int) -> int:
+        if kind is TimerKind.PROPOSE:
+            return self.propose_ms + round_ * self.propose_delta_ms
+        if kind is TimerKind.PREVOTE:
+            return self.prevote_ms + round_ * self.prevote_delta_ms
+        if kind is TimerKind.PRECOMMIT:
+            return self.precommit_ms + round_ * self.precommit_delta_ms
+        if kind is TimerKind.NEW_HEIGHT:
+            return self.commit_ms
+        if kind is TimerKind.REBROADCAST:
+            return self.rebroadcast_ms
+        return self.sync_interval_ms
+
+
+# --- WAL records and effects ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRecord:
+    """The last (height, round, step) this validator signed, and for which value (hash)."""
+
+    height: int
+    round: int
+    step: Step
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LockRecord:
+    """The locking state of Algorithm 1 at ``height`` (round -1 and empty block = none)."""
+
+    height: int
+    locked_round: int
+    locked_block: bytes
+    valid_round: int
+    valid_block: bytes
+
+
+WalRecord = SignedRecord | LockRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    record: WalRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send to every other validator (full nodes do not need votes)."""
+
+    message: ConsensusMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: str
+    message: ConsensusMessage
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    kind: TimerKind
+    height: int
+    round: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    height: int
+    block: bytes
+    commit: Commit
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceFound:
+    evidence: Evidence
+
+
+Effect = Persist | Broadcast | Send | SetTimer | Decided | EvidenceFound
+
+
+# --- per-height bookkeeping ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Height:
+    proposals: dict[int, Proposal] = field(default_factory=dict)
+    blocks: dict[bytes, bytes] = field(default_factory=dict)
+    votes: dict[tuple[VoteType, int], dict[int, Vote]] = field(default_factory=dict)
+    round_senders: dict[int, set[int]] = field(default_factory=dict)
+    validity: dict[bytes, bool] = field(default_factory=dict)
+    prevote_timer_rounds: set[int] = field(default_factory=set)
+    precommit_timer_rounds: set[int] = field(default_factory=set)
+    l36_rounds: set[int] = field(default_factory=set)
+    evidence_keys: set[tuple[int, int, int]] = field(default_factory=set)
+
+    def count(self, vote_type: VoteType, round_: int, value: bytes | None) -> int:
+        votes = self.votes.get((vote_type, round_))
+        if not votes:
+            return 0
+        if value is None:
+            return len(votes)
+        return sum(1 for v in votes.values() if v.block_hash == value)
+
+
+class _SyncMixin:
+    """Block-sync logic shared by validators and full nodes."""
+
+    _validators: ValidatorSet
+    _blocks_src: BlockSource
+    _config: ConsensusConfig
+    height: int
+
+    def _answer_request(self, sender: str, req: BlockRequest, out: list[Effect]) -> None:
+        found: list[SyncedBlock] = []
+        limit = max(0, min(req.max_blocks, self._config.sync_batch))
+        h = req.from_height
+        while len(found) < limit:
+            sb = self._blocks_src.committed(h)
+            if sb is None:
+                break
+            found.append(sb)
+            h += 1
+        if found:
+            out.append(Send(sender, BlockResponse(tuple(found))))
+
+    def _verified(self, sb: SyncedBlock) -> bool:
+        try:
+            verify_commit(
+                self._validators,
+                sb.commit,
+                sb.block,
+                height=sb.height,
+                quorum=self._config.unsafe_quorum,
+            )
+        except InvalidInput:
+            return False
+        return True
+
+
+class Consensus(_SyncMixin):
+    """One validator's Tendermint state machine for consecutive heights."""
+
+    def __init__(
+        self,
+        *,
+        validators: ValidatorSet,
+        key: KeyPair,
+        app: Application,
+        blocks: BlockSource,
+        height: int = 1,
+        config: ConsensusConfig | None = None,
+        last_signed: SignedRecord | None = None,
+        lock: LockRecord | None = None,
+    ) -> None:
+        index = validators.index_of(key.public_key)
+        if index is None:
+            raise UsageError("this key is not in the validator set")
+        self._validators = validators
+        self._key = key
+        self.index: Final = index
+        self._app = app
+        self._blocks_src = blocks
+        self._config = config or ConsensusConfig()
+        self._quorum = self._config.unsafe_quorum or validators.quorum
+        self.height = height
+        self.round = 0
+        self.step = Step.NEW_HEIGHT
+        self._last_signed = last_signed
+        self._locked_round = -1
+        self._locked_block: bytes | None = None
+        self._valid_round = -1
+        self._valid_block: bytes | None = None
+        if lock is not None and lock.height == height:
+            self._locked_round = lock.locked_round
+            self._locked_block = lock.locked_block if lock.locked_round >= 0 else None
+            self._valid_round = lock.valid_round
+            self._valid_block = lock.valid_block if lock.valid_round >= 0 else None
+        self._h = _Height()
+        self._future: list[tuple[str, ConsensusMessage]] = []
+        self._last_sync_request = -(10**18)
+        #: Counters a driver or test may read.
+        self.refused_signatures = 0
+        self.evidence: list[Evidence] = []
+
+    # -- construction from storage ---------------------------------------------------------------
+
+    @classmethod
+    def recover(
+        cls,
+        *,
+        validators: ValidatorSet,
+        key: KeyPair,
+        app: Application,
+        blocks: BlockSource,
+        height: int,
+        wal: Sequence[WalRecord],
+        config: ConsensusConfig | None = None,
+    ) -> Consensus:
+        """A machine restarted at ``height`` (last committed + 1) from its persisted WAL records."""
+        last_signed: SignedRecord | None = None
+        lock: LockRecord | None = None
+        for rec in wal:
+            if isinstance(rec, SignedRecord):
+                key_new = (rec.height, rec.round, rec.step)
+                if last_signed is None or key_new >= (
+                    last_signed.height,
+                    last_signed.round,
+                    last_signed.step,
+                ):
+                    last_signed = rec
+            elif lock is None or rec.height >= lock.height:
+                lock = rec
+        machine = cls(
+            validators=validators,
+            key=key,
+            app=app,
+            blocks=blocks,
+            height=height,
+            config=config,
+            last_signed=last_signed,
+            lock=lock,
+        )
+        if last_signed is not None and last_signed.height == height:
+            machine.round = last_signed.round
+        return machine
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def start(self, now: int) -> list[Effect]:
+        """Begin (or resume after a restart) the current height at the current round."""
+        out: list[Effect] = []
+        self._start_round(self.round, now, out)
+        self._set_timer(TimerKind.REBROADCAST, 0, now, out)
+        self._evaluate(now, out)
+        return out
+
+    def on_timer(self, kind: TimerKind, height: int, round_: int, now: int) -> list[Effect]:
+        out: list[Effect] = []
+        if height != self.height:
+            return out
+        if kind is TimerKind.NEW_HEIGHT:
+            if self.step is Step.NEW_HEIGHT:
+                self._start_round(0, now, out)
+        elif kind is TimerKind.REBROADCAST:
+            self._rebroadcast(now, out)
+        elif round_ != self.round:
+            return out
+        elif kind is TimerKind.PROPOSE and self.step is Step.PROPOSE:
+            self._vote(VoteType.PREVOTE, NIL, now, out)  # L57
+        elif kind is TimerKind.PREVOTE and self.step is Step.PREVOTE:
+            self._vote(VoteType.PRECOMMIT, NIL, now, out)  # L61
+        elif kind is TimerKind.PRECOMMIT and self.step is not Step.NEW_HEIGHT:
+            self._start_round(round_ + 1, now, out)  # L65
+        self._evaluate(now, out)
+        return out
+
+    def on_message(self, sender: str, msg: ConsensusMessage, now: int) -> list[Effect]:
+        out: list[Effect] = []
+        if isinstance(msg, BlockRequest):
+            self._answer_request(sender, msg, out)
+            return out
+        if isinstance(msg, BlockResponse):
+            for sb in msg.blocks:
+                if sb.height == self.height and self._verified(sb):
+                    out.append(Decided(sb.height, sb.block, sb.commit))
+                    self._advance_height(now, out)
+            return out
+        if msg.height < self.height:
+            return out
+        if msg.height > self.height:
+            if msg.height == self.height + 1 and len(self._future) < _FUTURE_BUFFER_LIMIT:
+                self._future.append((sender, msg))
+            self._maybe_request_sync(sender, now, out)
+            return out
+        self._record(msg, out)
+        self._evaluate(now, out)
+        return out
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def _record(self, msg: Proposal | Vote, out: list[Effect]) -> None:
+        h = self._h
+        if isinstance(msg, Proposal):
+            old = h.proposals.get(msg.round)
+            if old is not None and old.signature == msg.signature and old.block == msg.block:
+                return
+            if not verify_proposal(self._validators, msg):
+                return
+            if old is not None:
+                if (old.block_hash, old.valid_round) != (msg.block_hash, msg.valid_round):
+                    self._evidence(DuplicateProposal(old, msg), (msg.proposer, msg.round, 0), out)
+                return
+            h.proposals[msg.round] = msg
+            h.blocks.setdefault(msg.block_hash, msg.block)
+            h.round_senders.setdefault(msg.round, set()).add(msg.proposer)
+            return
+        votes = h.votes.setdefault((msg.vote_type, msg.round), {})
+        old_vote = votes.get(msg.validator)
+        if old_vote is not None and old_vote == msg:
+            return
+        if not verify_vote(self._validators, msg):
+            return
+        if old_vote is not None:
+            if old_vote.block_hash != msg.block_hash:
+                key = (msg.validator, msg.round, int(msg.vote_type))
+                self._evidence(DuplicateVote(old_vote, msg), key, out)
+            return
+        votes[msg.validator] = msg
+        h.round_senders.setdefault(msg.round, set()).add(msg.validator)
+
+    def _evidence(self, ev: Evidence, key: tuple[int, int, int], out: list[Effect]) -> None:
+        if key in self._h.evidence_keys:
+            return
+        self._h.evidence_keys.add(key)
+        self.evidence.append(ev)
+        out.append(EvidenceFound(ev))
+
+    def _rebroadcast(self, now: int, out: list[Effect]) -> None:
+        """Re-send this node's messages of the current and previous round: the network may
+        have lost them, and a lagging peer learns from them that it must sync."""
+        h = self._h
+        for rnd in (self.round - 1, self.round):
+            prop = h.proposals.get(rnd)
+            if prop is not None and prop.proposer == self.index:
+                out.append(Broadcast(prop))
+            for vt in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+                vote = h.votes.get((vt, rnd), {}).get(self.index)
+                if vote is not None:
+                    out.append(Broadcast(vote))
+        self._set_timer(TimerKind.REBROADCAST, 0, now, out)
+
+    def _maybe_request_sync(self, sender: str, now: int, out: list[Effect]) -> None:
+        if now - self._last_sync_request >= self._config.sync_interval_ms:
+            self._last_sync_request = now
+            out.append(Send(sender, BlockRequest(self.height, self._config.sync_batch)))
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _set_timer(self, kind: TimerKind, round_: int, now: int, out: list[Effect]) -> None:
+        at = now + self._config.timeout(kind, round_)
+        out.append(SetTimer(kind, self.height, round_, at))
+
+    def _may_sign(self, round_: int, step: Step, value: bytes) -> bool:
+        last = self._last_signed
+        if last is None:
+            return True
+        new = (self.height, round_, int(step))
+        old = (last.height, last.round, int(last.step))
+        if new < old or (new == old and last.value != value):
+            self.refused_signatures += 1
+            return False
+        return True
+
+    def _persist_signed(self, round_: int, step: Step, value: bytes, out: list[Effect]) -> None:
+        rec = SignedRecord(self.height, round_, step, value)
+        if rec != self._last_signed:
+            out.append(Persist(rec))
+            self._last_signed = rec
+
+    def _start_round(self, round_: int, now: int, out: list[Effect]) -> None:  # L11
+        self.round = round_
+        self.step = Step.PROPOSE
+        if self._validators.proposer(self.height, round_) == self.index:
+            if self._valid_block is not None:
+                block, vr = self._valid_block, self._valid_round
+            else:
+                block, vr = self._app.make_block(self.height, round_, now), -1
+            value = block_hash(block)
+            if self._may_sign(round_, Step.PROPOSE, value):
+                self._persist_signed(round_, Step.PROPOSE, value, out)
+                prop = sign_proposal(
+                    self._key,
+                    height=self.height,
+                    round_=round_,
+                    block=block,
+                    valid_round=vr,
+                    proposer=self.index,
+                )
+                out.append(Broadcast(prop))
+                self._record(prop, out)
+        self._set_timer(TimerKind.PROPOSE, round_, now, out)
+
+    def _vote(self, vote_type: VoteType, value: bytes, now: int, out: list[Effect]) -> None:
+        step = Step.PREVOTE if vote_type is VoteType.PREVOTE else Step.PRECOMMIT
+        self.step = step
+        if not self._may_sign(self.round, step, value):
+            return
+        self._persist_signed(self.round, step, value, out)
+        vote = sign_vote(
+            self._key,
+            vote_type=vote_type,
+            height=self.height,
+            round_=self.round,
+            value=value,
+            validator=self.index,
+        )
+        out.append(Broadcast(vote))
+        self._record(vote, out)
+
+    def _persist_lock(self, out: list[Effect]) -> None:
+        out.append(
+            Persist(
+                LockRecord(
+                    self.height,
+                    self._locked_round,
+                    self._locked_block or b"",
+                    self._valid_round,
+                    self._valid_block or b"",
+                )
+            )
+        )
+
+    def _valid(self, value: bytes, now: int) -> bool:
+        cached = self._h.validity.get(value)
+        if cached is None:
+            block = self._h.blocks.get(value)
+            cached = block is not None and self._app.validate_block(self.height, block, now)
+            self._h.validity[value] = cached
+        return cached
+
+    def _decide(self, round_: int, value: bytes, now: int, out: list[Effect]) -> None:  # L49
+        votes = list(self._h.votes.get((VoteType.PRECOMMIT, round_), {}).values())
+        commit = commit_from_votes(self.height, round_, value, votes)
+        out.append(Decided(self.height, self._h.blocks[value], commit))
+        self._advance_height(now, out)
+
+    def _advance_height(self, now: int, out: list[Effect]) -> None:
+        self.height += 1
+        self.round = 0
+        self.step = Step.NEW_HEIGHT
+        self._locked_round, self._locked_block = -1, None
+        self._valid_round, self._valid_block = -1, None
+        self._h = _Height()
+        self._set_timer(TimerKind.NEW_HEIGHT, 0, now, out)
+        self._set_timer(TimerKind.REBROADCAST, 0, now, out)
+        future, self._future = self._future, []
+        for _sender, msg in future:
+            if isinstance(msg, Proposal | Vote) and msg.height == self.height:
+                self._record(msg, out)
+
+    # -- the upon-rules --------------------------------------------------------------------------
+
+    def _evaluate(self, now: int, out: list[Effect]) -> None:
+        while self.step is not Step.NEW_HEIGHT and self._fire_one(now, out):
+            pass
+
+    def _fire_one(self, now: int, out: list[Effect]) -> bool:
+        h, q, r = self._h, self._quorum, self.round
+        # L49: a proposal's value with 2f+1 precommits in any round -> decide.
+        for (vt, rnd), votes in sorted(h.votes.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            if vt is not VoteType.PRECOMMIT or len(votes) < q:
+                continue
+            for value in sorted({v.block_hash for v in votes.values()}):
+                if value != NIL and h.count(vt, rnd, value) >= q and self._valid(value, now):
+                    self._decide(rnd, value, now, out)
+                    return True
+        # L55: f+1 validators are in a later round -> skip to it.
+        later = [
+            rnd
+            for rnd, senders in h.round_senders.items()
+            if rnd > r and len(senders) >= self._validators.skip_threshold
+        ]
+        if later:
+            self._start_round(max(later), now, out)
+            return True
+        prop = h.proposals.get(r)
+        if self.step is Step.PROPOSE and prop is not None:
+            v, vr = prop.block_hash, prop.valid_round
+            if vr == -1:  # L22
+                ok = self._valid(v, now) and (
+                    self._locked_round == -1 or self._locked_block == prop.block
+                )
+                self._vote(VoteType.PREVOTE, v if ok else NIL, now, out)
+                return True
+            if 0 <= vr < r and h.count(VoteType.PREVOTE, vr, v) >= q:  # L28
+                ok = self._valid(v, now) and (
+                    self._locked_round <= vr or self._locked_block == prop.block
+                )
+                self._vote(VoteType.PREVOTE, v if ok else NIL, now, out)
+                return True
+        if (
+            self.step is Step.PREVOTE
+            and r not in h.prevote_timer_rounds
+            and h.count(VoteType.PREVOTE, r, None) >= q
+        ):  # L34
+            h.prevote_timer_rounds.add(r)
+            self._set_timer(TimerKind.PREVOTE, r, now, out)
+            return True
+        if (
+            prop is not None
+            and self.step >= Step.PREVOTE
+            and r not in h.l36_rounds
+            and h.count(VoteType.PREVOTE, r, prop.block_hash) >= q
+            and self._valid(prop.block_hash, now)
+        ):  # L36
+            h.l36_rounds.add(r)
+            if self.step is Step.PREVOTE:
+                self._locked_round, self._locked_block = r, prop.block
+                self._valid_round, self._valid_block = r, prop.block
+                self._persist_lock(out)
+                self._vote(VoteType.PRECOMMIT, prop.block_hash, now, out)
+            else:
+                self._valid_round, self._valid_block = r, prop.block
+                self._persist_lock(out)
+            return True
+        if self.step is Step.PREVOTE and h.count(VoteType.PREVOTE, r, NIL) >= q:  # L44
+            self._vote(VoteType.PRECOMMIT, NIL, now, out)
+            return True
+        if r not in h.precommit_timer_rounds and h.count(VoteType.PRECOMMIT, r, None) >= q:  # L47
+            h.precommit_timer_rounds.add(r)
+            self._set_timer(TimerKind.PRECOMMIT, r, now, out)
+            return True
+        return False
+
+
+class FullNode(_SyncMixin):
+    """A non-validator: polls peers for blocks, keeps those with a valid commit, serves them."""
+
+    def __init__(
+        self,
+        *,
+        validators: ValidatorSet,
+        peers: Sequence[str],
+        blocks: BlockSource,
+        height: int = 1,
+        config: ConsensusConfig | None = None,
+    ) -> None:
+        if not peers:
+            raise UsageError("a full node needs at least one peer to sync from")
+        self._validators = validators
+        self._peers = tuple(peers)
+        self._blocks_src = blocks
+        self._config = config or ConsensusConfig()
+        self.height = height
+        self._next_peer = 0
+        self.rejected_blocks = 0
+
+    def start(self, now: int) -> list[Effect]:
+        return self.on_timer(TimerKind.SYNC, self.height, 0, now)
+
+    def on_timer(self, kind: TimerKind, height: int, round_: int, now: int) -> list[Effect]:
+        del height, round_
+        if kind is not TimerKind.SYNC:
+            return []
+        peer = self._peers[self._next_peer % len(self._peers)]
+        self._next_peer += 1
+        return [
+            Send(peer, BlockRequest(self.height, self._config.sync_batch)),
+            SetTimer(TimerKind.SYNC, self.height, 0, now + self._config.sync_interval_ms),
+        ]
+
+    def on_message(self, sender: str, msg: ConsensusMessage, now: int) -> list[Effect]:
+        del now
+        out: list[Effect] = []
+        if isinstance(msg, BlockRequest):
+            self._answer_request(sender, msg, out)
+        elif isinstance(msg, BlockResponse):
+            for sb in msg.blocks:
+                if sb.height != self.height:
+                    continue
+                if not self._verified(sb):
+                    self.rejected_blocks += 1
+                    continue
+                out.append(Decided(sb.height, sb.block, sb.commit))
+                self.height += 1
+        return out

@@ -1,0 +1,461 @@
+"""Consensus messages, their signatures, commits and their canonical wire encoding.
+
+Rules of this module:
+
+* Validators are named by their **index** in the genesis validator list (a small int); a message's
+  authority comes from its Ed25519 signature, never from the peer that delivered it.
+* A block is opaque bytes; its id is ``block_hash(block) = sha256(block)`` (32 bytes). The empty
+  byte string :data:`NIL` is the "nil" value of a vote.
+* A vote signs ``pack(["gn.vote", 1, type, height, round, block_hash])`` in the domain ``"vote"``;
+  a proposal signs ``pack(["gn.proposal", 1, height, round, block_hash, valid_round])`` in the
+  domain ``"proposal"``. The signer's index is not in the signed bytes (the key is the identity).
+* A :class:`Commit` for (height, round, hash) is a list of precommit signatures ordered by strictly
+  increasing validator index; it is valid when more than 2/3 of the validators (``3·k > 2·n``)
+  signed a precommit for exactly that (height, round, hash), and the hash is not nil.
+* Every record on the wire is a msgpack array with a tag and a format version (see
+  :mod:`market.codec`); decoding is strict and rejects anything that does not re-encode to itself.
+* :class:`DuplicateVote` / :class:`DuplicateProposal` are equivocation evidence: two validly signed
+  messages by one validator for the same (height, round, type) with different values.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gridnode.core.crypto import KeyPair, verify
+from market.codec import pack, unpack
+from market.errors import InvalidInput
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "NIL",
+    "BlockRequest",
+    "BlockResponse",
+    "Commit",
+    "CommitSig",
+    "ConsensusMessage",
+    "DuplicateProposal",
+    "DuplicateVote",
+    "Evidence",
+    "Proposal",
+    "SyncedBlock",
+    "ValidatorSet",
+    "Vote",
+    "VoteType",
+    "block_hash",
+    "commit_from_votes",
+    "commit_is_valid",
+    "decode_message",
+    "encode_message",
+    "evidence_is_valid",
+    "proposal_sign_bytes",
+    "sign_proposal",
+    "sign_vote",
+    "verify_commit",
+    "verify_proposal",
+    "verify_vote",
+    "vote_sign_bytes",
+]
+
+NIL: Final = b""
+FORMAT_VERSION: Final = 1
+#: Upper bound on one encoded consensus message (a proposal carries a whole block).
+MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
+VOTE_DOMAIN: Final = "vote"
+PROPOSAL_DOMAIN: Final = "proposal"
+
+
+class VoteType(enum.IntEnum):
+    """The two voting steps; the values are also the step numbers of the double-sign record."""
+
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+def block_hash(block: bytes) -> bytes:
+    """The id of a block: SHA-256 of its bytes."""
+    return hashlib.sha256(block).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorSet:
+    """The ordered validator public keys from genesis; index = position in this tuple."""
+
+    public_keys: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if not self.public_keys:
+            raise InvalidInput(reason="empty_validator_set", subject="validators", expected=">= 1")
+        if len(set(self.public_keys)) != len(self.public_keys):
+            raise InvalidInput(reason="duplicate_validator", subject="validators")
+
+    @property
+    def n(self) -> int:
+        return len(self.public_keys)
+
+    @property
+    def quorum(self) -> int:
+        """Smallest k with 3k > 2n: the 2f+1 of the paper when n = 3f+1."""
+        return 2 * self.n // 3 + 1
+
+    @property
+    def skip_threshold(self) -> int:
+        """Smallest k with 3k > n: the f+1 of the paper (at least one honest sender)."""
+        return self.n // 3 + 1
+
+    def proposer(self, height: int, round_: int) -> int:
+        """Round-robin proposer: index ``(height + round) mod n``."""
+        return (height + round_) % self.n
+
+    def index_of(self, public_key: bytes) -> int | None:
+        try:
+            return self.public_keys.index(public_key)
+        except ValueError:
+            return None
+
+
+def vote_sign_bytes(vote_type: VoteType, height: int, round_: int, value: bytes) -> bytes:
+    return pack(["gn.vote", FORMAT_VERSION, int(vote_type), height, round_, value])
+
+
+def proposal_sign_bytes(height: int, round_: int, value: bytes, valid_round: int) -> bytes:
+    return pack(["gn.proposal", FORMAT_VERSION, height, round_, value, valid_round])
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A prevote or precommit; ``block_hash == NIL`` is a nil vote."""
+
+    vote_type: VoteType
+    height: int
+    round: int
+    block_hash: bytes
+    validator: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """The proposer's block for (height, round); ``valid_round`` is -1 or an earlier round."""
+
+    height: int
+    round: int
+    block: bytes
+    valid_round: int
+    proposer: int
+    signature: bytes
+
+    @property
+    def block_hash(self) -> bytes:
+        return block_hash(self.block)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSig:
+    validator: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Precommit signatures (> 2/3 of validators) for ``block_hash`` at (height, round)."""
+
+    height: int
+    round: int
+    block_hash: bytes
+    signatures: tuple[CommitSig, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedBlock:
+    height: int
+    block: bytes
+    commit: Commit
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRequest:
+    """Ask a peer for committed blocks from ``from_height`` on (at most ``max_blocks``)."""
+
+    from_height: int
+    max_blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResponse:
+    """Committed blocks with their commits, in increasing height order (possibly empty)."""
+
+    blocks: tuple[SyncedBlock, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateVote:
+    first: Vote
+    second: Vote
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateProposal:
+    first: Proposal
+    second: Proposal
+
+
+ConsensusMessage = Proposal | Vote | BlockRequest | BlockResponse
+Evidence = DuplicateVote | DuplicateProposal
+
+
+def sign_vote(
+    key: KeyPair, *, vote_type: VoteType, height: int, round_: int, value: bytes, validator: int
+) -> Vote:
+    sig = key.sign(VOTE_DOMAIN, vote_sign_bytes(vote_type, height, round_, value))
+    return Vote(vote_type, height, round_, value, validator, sig)
+
+
+def sign_proposal(
+    key: KeyPair, *, height: int, round_: int, block: bytes, valid_round: int, proposer: int
+) -> Proposal:
+    msg = proposal_sign_bytes(height, round_, block_hash(block), valid_round)
+    return Proposal(height, round_, block, valid_round, proposer, key.sign(PROPOSAL_DOMAIN, msg))
+
+
+def verify_vote(validators: ValidatorSet, vote: Vote) -> bool:
+    if not 0 <= vote.validator < validators.n:
+        return False
+    if vote.block_hash != NIL and len(vote.block_hash) != 32:
+        return False
+    msg = vote_sign_bytes(vote.vote_type, vote.height, vote.round, vote.block_hash)
+    return verify(validators.public_keys[vote.validator], VOTE_DOMAIN, msg, vote.signature)
+
+
+def verify_proposal(validators: ValidatorSet, proposal: Proposal) -> bool:
+    """Signature check plus: signed by the round's proposer, ``-1 <= valid_round < round``."""
+    if proposal.proposer != validators.proposer(proposal.height, proposal.round):
+        return False
+    if not -1 <= proposal.valid_round < proposal.round or proposal.round < 0:
+        return False
+    msg = proposal_sign_bytes(
+        proposal.height, proposal.round, proposal.block_hash, proposal.valid_round
+    )
+    return verify(
+        validators.public_keys[proposal.proposer], PROPOSAL_DOMAIN, msg, proposal.signature
+    )
+
+
+def verify_commit(
+    validators: ValidatorSet,
+    commit: Commit,
+    block: bytes,
+    *,
+    height: int,
+    quorum: int | None = None,
+) -> None:
+    """Raise :class:`InvalidInput` unless ``commit`` proves ``block`` at ``height``.
+
+    ``quorum`` defaults to the validator set's (> 2/3); only the campaign's negative control
+    passes a weaker one.
+    """
+    need = validators.quorum if quorum is None else quorum
+    subject = f"commit for height {height}"
+    if commit.height != height:
+        raise InvalidInput(
+            reason="wrong_height", subject=subject, expected=str(height), found=str(commit.height)
+        )
+    if commit.block_hash == NIL or commit.block_hash != block_hash(block):
+        raise InvalidInput(reason="wrong_block_hash", subject=subject, field="block_hash")
+    last = -1
+    for cs in commit.signatures:
+        if cs.validator <= last:
+            raise InvalidInput(
+                reason="unordered_signatures", subject=subject, expected="strictly increasing"
+            )
+        last = cs.validator
+        vote = Vote(
+            VoteType.PRECOMMIT, height, commit.round, commit.block_hash, cs.validator, cs.signature
+        )
+        if not verify_vote(validators, vote):
+            raise InvalidInput(
+                reason="bad_signature", subject=subject, field=f"validator {cs.validator}"
+            )
+    if len(commit.signatures) < need:
+        raise InvalidInput(
+            reason="no_quorum",
+            subject=subject,
+            expected=f">= {need} precommits",
+            found=str(len(commit.signatures)),
+        )
+
+
+def commit_is_valid(validators: ValidatorSet, commit: Commit, block: bytes, *, height: int) -> bool:
+    try:
+        verify_commit(validators, commit, block, height=height)
+    except InvalidInput:
+        return False
+    return True
+
+
+def evidence_is_valid(validators: ValidatorSet, evidence: Evidence) -> bool:
+    """Whether ``evidence`` proves a validator signed two different values for one step."""
+    if isinstance(evidence, DuplicateVote):
+        a, b = evidence.first, evidence.second
+        same_slot = (a.vote_type, a.height, a.round, a.validator) == (
+            b.vote_type,
+            b.height,
+            b.round,
+            b.validator,
+        )
+        return (
+            same_slot
+            and a.block_hash != b.block_hash
+            and verify_vote(validators, a)
+            and verify_vote(validators, b)
+        )
+    p, q = evidence.first, evidence.second
+    return (
+        (p.height, p.round, p.proposer) == (q.height, q.round, q.proposer)
+        and (p.block_hash, p.valid_round) != (q.block_hash, q.valid_round)
+        and verify_proposal(validators, p)
+        and verify_proposal(validators, q)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire encoding
+
+
+def _commit_wire(c: Commit) -> list[Any]:
+    return [c.height, c.round, c.block_hash, [[s.validator, s.signature] for s in c.signatures]]
+
+
+def encode_message(msg: ConsensusMessage) -> bytes:
+    """Canonical bytes of one consensus message."""
+    if isinstance(msg, Vote):
+        body: list[Any] = [
+            "gn.vote",
+            FORMAT_VERSION,
+            int(msg.vote_type),
+            msg.height,
+            msg.round,
+            msg.block_hash,
+            msg.validator,
+            msg.signature,
+        ]
+    elif isinstance(msg, Proposal):
+        body = [
+            "gn.proposal",
+            FORMAT_VERSION,
+            msg.height,
+            msg.round,
+            msg.block,
+            msg.valid_round,
+            msg.proposer,
+            msg.signature,
+        ]
+    elif isinstance(msg, BlockRequest):
+        body = ["gn.blockreq", FORMAT_VERSION, msg.from_height, msg.max_blocks]
+    else:
+        body = [
+            "gn.blockresp",
+            FORMAT_VERSION,
+            [[b.height, b.block, _commit_wire(b.commit)] for b in msg.blocks],
+        ]
+    return pack(body)
+
+
+def _int(v: Any, field: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidInput(
+            reason="bad_type", subject="message", field=field, expected="int", found=repr(v)[:40]
+        )
+    return v
+
+
+def _bytes(v: Any, field: str) -> bytes:
+    if not isinstance(v, bytes):
+        raise InvalidInput(
+            reason="bad_type", subject="message", field=field, expected="bytes", found=repr(v)[:40]
+        )
+    return v
+
+
+def _shape(v: Any, n: int, what: str) -> list[Any]:
+    if not isinstance(v, list) or len(v) != n:
+        raise InvalidInput(
+            reason="bad_shape", subject=what, expected=f"array of {n}", found=repr(v)[:60]
+        )
+    return v
+
+
+def _commit_from(v: Any) -> Commit:
+    h, r, bh, sigs = _shape(v, 4, "commit")
+    if not isinstance(sigs, list):
+        raise InvalidInput(reason="bad_shape", subject="commit", field="signatures")
+    out = []
+    for s in sigs:
+        idx, sig = _shape(s, 2, "commit signature")
+        out.append(CommitSig(_int(idx, "validator"), _bytes(sig, "signature")))
+    return Commit(_int(h, "height"), _int(r, "round"), _bytes(bh, "block_hash"), tuple(out))
+
+
+def decode_message(data: bytes) -> ConsensusMessage:
+    """Parse bytes made by :func:`encode_message`; strict. Signatures are *not* checked here."""
+    value = unpack(data, what="consensus message", max_bytes=MAX_MESSAGE_BYTES)
+    if not isinstance(value, list) or len(value) < 2:
+        raise InvalidInput(reason="bad_shape", subject="consensus message")
+    tag, version = value[0], value[1]
+    if version != FORMAT_VERSION:
+        raise InvalidInput(
+            reason="bad_version", subject="consensus message", found=repr(version)[:20]
+        )
+    if tag == "gn.vote":
+        _, _, vt, h, r, bh, idx, sig = _shape(value, 8, "vote")
+        if vt not in (1, 2):
+            raise InvalidInput(reason="bad_vote_type", subject="vote", found=repr(vt)[:20])
+        return Vote(
+            VoteType(vt),
+            _int(h, "height"),
+            _int(r, "round"),
+            _bytes(bh, "block_hash"),
+            _int(idx, "validator"),
+            _bytes(sig, "signature"),
+        )
+    if tag == "gn.proposal":
+        _, _, h, r, block, vr, idx, sig = _shape(value, 8, "proposal")
+        return Proposal(
+            _int(h, "height"),
+            _int(r, "round"),
+            _bytes(block, "block"),
+            _int(vr, "valid_round"),
+            _int(idx, "proposer"),
+            _bytes(sig, "signature"),
+        )
+    if tag == "gn.blockreq":
+        _, _, h, m = _shape(value, 4, "block request")
+        return BlockRequest(_int(h, "from_height"), _int(m, "max_blocks"))
+    if tag == "gn.blockresp":
+        _, _, blocks = _shape(value, 3, "block response")
+        if not isinstance(blocks, list):
+            raise InvalidInput(reason="bad_shape", subject="block response")
+        out = []
+        for b in blocks:
+            h, block, c = _shape(b, 3, "synced block")
+            out.append(SyncedBlock(_int(h, "height"), _bytes(block, "block"), _commit_from(c)))
+        return BlockResponse(tuple(out))
+    raise InvalidInput(reason="bad_tag", subject="consensus message", found=repr(tag)[:40])
+
+
+def commit_from_votes(height: int, round_: int, value: bytes, votes: Sequence[Vote]) -> Commit:
+    """Build a commit from precommits (any order); keeps the ones for exactly this value."""
+    sigs = sorted(
+        (
+            CommitSig(v.validator, v.signature)
+            for v in votes
+            if v.vote_type is VoteType.PRECOMMIT
+            and (v.height, v.round, v.block_hash) == (height, round_, value)
+        ),
+        key=lambda s: s.validator,
+    )
+    return Commit(height, round_, value, tuple(sigs))

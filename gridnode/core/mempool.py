@@ -1,0 +1,123 @@
+"""A mempool: pending transactions waiting for a proposer, generic over the transaction type.
+
+Rules of this module:
+
+* The application supplies three functions: ``tx_id(tx) -> bytes`` (a content hash, unique per
+  transaction), ``check(tx) -> str | None`` (``None`` = admissible, else a rejection reason; it is
+  called on arrival and again by :meth:`Mempool.recheck` after each block) and ``size(tx) -> int``
+  (bytes counted against a batch's budget).
+* A transaction whose id is pending, or was removed as committed (the last ``remember_committed``
+  ids), is rejected as ``"duplicate"``; the pool holds at most ``capacity`` transactions
+  (``"full"`` beyond that). Nothing is evicted to make room.
+* :meth:`Mempool.batch` is deterministic: pending transactions ordered by ``(sort_key(tx), id)``
+  (``sort_key`` defaults to the empty tuple, i.e. id order), taken greedily while the count is
+  ``<= max_count`` and the summed size ``<= max_bytes`` (a transaction that does not fit is skipped,
+  later smaller ones may still be taken). Two pools holding the same set give the same batch,
+  whatever the arrival order.
+* :meth:`Mempool.remove_committed` drops what a decided block contained.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from market.errors import UsageError
+
+__all__ = ["AddResult", "Mempool"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """``accepted`` or the rejection ``reason`` (``"duplicate"``, ``"full"`` or ``check``'s)."""
+
+    tx_id: bytes
+    accepted: bool
+    reason: str = ""
+
+
+class Mempool(Generic[T]):
+    """Pending transactions of type ``T``; see the module rules."""
+
+    def __init__(
+        self,
+        *,
+        tx_id: Callable[[T], bytes],
+        check: Callable[[T], str | None],
+        size: Callable[[T], int],
+        sort_key: Callable[[T], tuple[int, ...]] | None = None,
+        capacity: int = 100_000,
+        remember_committed: int = 100_000,
+    ) -> None:
+        if capacity <= 0 or remember_committed < 0:
+            raise UsageError("mempool capacity must be > 0 and remember_committed >= 0")
+        self._tx_id = tx_id
+        self._check = check
+        self._size = size
+        self._sort_key = sort_key
+        self._capacity = capacity
+        self._remember = remember_committed
+        self._pending: dict[bytes, T] = {}
+        self._committed: OrderedDict[bytes, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, tx_id: object) -> bool:
+        return tx_id in self._pending
+
+    def add(self, tx: T) -> AddResult:
+        tid = self._tx_id(tx)
+        if tid in self._pending or tid in self._committed:
+            return AddResult(tid, accepted=False, reason="duplicate")
+        if len(self._pending) >= self._capacity:
+            return AddResult(tid, accepted=False, reason="full")
+        reason = self._check(tx)
+        if reason is not None:
+            return AddResult(tid, accepted=False, reason=reason)
+        self._pending[tid] = tx
+        return AddResult(tid, accepted=True)
+
+    def _ordered(self) -> list[tuple[bytes, T]]:
+        key = self._sort_key
+        if key is None:
+            return sorted(self._pending.items(), key=lambda kv: kv[0])
+        return sorted(self._pending.items(), key=lambda kv: (key(kv[1]), kv[0]))
+
+    def batch(self, *, max_count: int, max_bytes: int) -> list[T]:
+        """The proposer's batch (see the module rules); does not remove anything."""
+        out: list[T] = []
+        used = 0
+        for _tid, tx in self._ordered():
+            if len(out) >= max_count:
+                break
+            size = self._size(tx)
+            if used + size > max_bytes:
+                continue
+            out.append(tx)
+            used += size
+        return out
+
+    def remove_committed(self, tx_ids: Iterable[bytes]) -> int:
+        """Drop transactions a decided block contained; returns how many were pending."""
+        removed = 0
+        for tid in tx_ids:
+            if self._pending.pop(tid, None) is not None:
+                removed += 1
+            if self._remember:
+                self._committed[tid] = None
+                self._committed.move_to_end(tid)
+        while len(self._committed) > self._remember:
+            self._committed.popitem(last=False)
+        return removed
+
+    def recheck(self) -> list[bytes]:
+        """Re-run ``check`` on every pending transaction; drop and return the ids that now fail."""
+        dropped = [tid for tid, tx in self._pending.items() if self._check(tx) is not None]
+        for tid in dropped:
+            del self._pending[tid]
+        return dropped
