@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,8 @@ __all__ = ["ClearingResult", "Rule", "Trade", "Trades", "clear"]
 
 _I64 = np.int64
 _IntArray = npt.NDArray[np.int64]
+#: A column of integers: a numpy array on the fast path, a list of Python ints on the exact one.
+_Column = Sequence[int] | npt.NDArray[Any]
 # Products above this may overflow int64; such (rare, huge) books take the exact Python-int path.
 _SAFE = 2**62
 
@@ -100,11 +102,11 @@ class Trades(Sequence[Trade]):
     def __init__(
         self,
         *,
-        buy: Sequence[int] = (),
-        sell: Sequence[int] = (),
-        energy_wh: Sequence[int] = (),
-        price_micro_per_kwh: Sequence[int] = (),
-        amount_micro: Sequence[int] = (),
+        buy: _Column = (),
+        sell: _Column = (),
+        energy_wh: _Column = (),
+        price_micro_per_kwh: _Column = (),
+        amount_micro: _Column = (),
         order_ids: Sequence[str] = (),
         households: Sequence[str] = (),
     ) -> None:
@@ -161,9 +163,10 @@ class Trades(Sequence[Trade]):
         return f"Trades({list(self)!r})"
 
 
-def _as_list(column: Sequence[int]) -> list[int]:
+def _as_list(column: _Column) -> list[int]:
     if isinstance(column, np.ndarray):
-        return column.tolist()  # type: ignore[no-any-return]
+        values: list[int] = column.tolist()
+        return values
     return list(column)
 
 
@@ -311,7 +314,10 @@ def clear(orders: Sequence[Order], *, slot: int, rule: Rule = Rule.PAY_AS_CLEAR)
     for oid in sorted(o.order_id for o in orders):
         if oid in rank:
             raise InvalidInput(
-                reason="duplicate_id", subject=f"order {oid!r}", field="id", expected="unique order ids"
+                reason="duplicate_id",
+                subject=f"order {oid!r}",
+                field="id",
+                expected="unique order ids",
             )
         rank[oid] = len(rank)
     for o in orders:
@@ -328,7 +334,9 @@ def clear(orders: Sequence[Order], *, slot: int, rule: Rule = Rule.PAY_AS_CLEAR)
     sells = _curve(flat, Side.SELL)
     volume = _crossing_volume(buys, sells)
     if volume == 0:
-        return ClearingResult(slot=slot, rule=rule, clearing_price_micro_per_kwh=None, volume_wh=0, welfare_micro=0)
+        return ClearingResult(
+            slot=slot, rule=rule, clearing_price_micro_per_kwh=None, volume_wh=0, welfare_micro=0
+        )
 
     b_fill = _fills(buys, volume)
     s_fill = _fills(sells, volume)
@@ -346,7 +354,7 @@ def clear(orders: Sequence[Order], *, slot: int, rule: Rule = Rule.PAY_AS_CLEAR)
         assert lo <= hi, (lo, hi)
         uniform = (lo + hi) // 2
 
-    trades = _pair(orders, buys, b_fill, sells, s_fill, uniform)
+    trades = _pair(orders, buys=buys, b_fill=b_fill, sells=sells, s_fill=s_fill, uniform=uniform)
     return ClearingResult(
         slot=slot,
         rule=rule,
@@ -359,6 +367,7 @@ def clear(orders: Sequence[Order], *, slot: int, rule: Rule = Rule.PAY_AS_CLEAR)
 
 def _pair(
     orders: Sequence[Order],
+    *,
     buys: _Curve,
     b_fill: _IntArray,
     sells: _Curve,
@@ -381,15 +390,19 @@ def _pair(
         price = np.full(len(ends), uniform, dtype=_I64)
     # merge consecutive segments with the same (buy order, sell order, price)
     change = np.ones(len(ends), dtype=bool)
-    change[1:] = (b_order[1:] != b_order[:-1]) | (s_order[1:] != s_order[:-1]) | (price[1:] != price[:-1])
+    change[1:] = (
+        (b_order[1:] != b_order[:-1]) | (s_order[1:] != s_order[:-1]) | (price[1:] != price[:-1])
+    )
     starts = np.flatnonzero(change)
     run_energy = np.add.reduceat(energy, starts)
     run_price = price[starts]
-    amounts: Sequence[int]
+    amounts: _Column
     if len(run_energy) and int(run_energy.max()) * int(run_price.max()) < _SAFE:
         amounts = (run_energy * run_price + WH_PER_KWH // 2) // WH_PER_KWH
     else:  # exact path for huge quantities
-        amounts = [amount_micro(e, p) for e, p in zip(run_energy.tolist(), run_price.tolist(), strict=True)]
+        amounts = [
+            amount_micro(e, p) for e, p in zip(run_energy.tolist(), run_price.tolist(), strict=True)
+        ]
     return Trades(
         buy=b_order[starts],
         sell=s_order[starts],

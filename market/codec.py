@@ -30,8 +30,8 @@ __all__ = [
     "decode_order",
     "encode_clearing_result",
     "encode_order",
-    "order_to_wire",
     "order_from_wire",
+    "order_to_wire",
     "pack",
     "unpack",
 ]
@@ -51,16 +51,25 @@ def pack(value: Any) -> bytes:
 def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
     """Strictly parse one msgpack value; reject oversize, trailing or non-canonical bytes."""
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidInput(reason="not_bytes", subject=what, expected="bytes", found=type(data).__name__)
+        raise InvalidInput(
+            reason="not_bytes", subject=what, expected="bytes", found=type(data).__name__
+        )
     if len(data) > max_bytes:
         raise InvalidInput(
-            reason="oversize", subject=what, expected=f"<= {max_bytes} bytes", found=f"{len(data)} bytes"
+            reason="oversize",
+            subject=what,
+            expected=f"<= {max_bytes} bytes",
+            found=f"{len(data)} bytes",
         )
     try:
-        value = msgpack.unpackb(
-            bytes(data), raw=False, strict_map_key=True, use_list=True, max_buffer_size=max_bytes
-        )
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
+        value = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
+    except (
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        ValueError,
+        TypeError,
+    ) as exc:
         raise InvalidInput(
             reason="malformed", subject=what, expected="one msgpack value", found=str(exc)
         ) from exc
@@ -104,13 +113,21 @@ def order_to_wire(order: Order) -> list[Any]:
 def order_from_wire(value: Any, *, what: str = "order") -> Order:
     """Inverse of :func:`order_to_wire`; checks structure and types, not the market rules."""
     if not isinstance(value, list) or len(value) != 8:
-        raise InvalidInput(reason="bad_shape", subject=what, expected="array of 8", found=repr(value)[:80])
+        raise InvalidInput(
+            reason="bad_shape", subject=what, expected="array of 8", found=repr(value)[:80]
+        )
     tag, version, order_id, household, side, slot, nonce, steps = value
     if tag != ORDER_TAG:
-        raise InvalidInput(reason="bad_tag", subject=what, field="tag", expected=ORDER_TAG, found=repr(tag))
+        raise InvalidInput(
+            reason="bad_tag", subject=what, field="tag", expected=ORDER_TAG, found=repr(tag)
+        )
     if version != FORMAT_VERSION:
         raise InvalidInput(
-            reason="bad_version", subject=what, field="version", expected=str(FORMAT_VERSION), found=repr(version)
+            reason="bad_version",
+            subject=what,
+            field="version",
+            expected=str(FORMAT_VERSION),
+            found=repr(version),
         )
     order_id = _expect_str(order_id, what=what, field="id")
     what = f"order {order_id!r}"
@@ -120,15 +137,29 @@ def order_from_wire(value: Any, *, what: str = "order") -> Order:
         side_v = Side(side_s)
     except ValueError:
         raise InvalidInput(
-            reason="bad_side", subject=what, field="side", expected="'buy' or 'sell'", found=repr(side_s)
+            reason="bad_side",
+            subject=what,
+            field="side",
+            expected="'buy' or 'sell'",
+            found=repr(side_s),
         ) from None
     if not isinstance(steps, list):
-        raise InvalidInput(reason="bad_type", subject=what, field="steps", expected="array", found=type(steps).__name__)
+        raise InvalidInput(
+            reason="bad_type",
+            subject=what,
+            field="steps",
+            expected="array",
+            found=type(steps).__name__,
+        )
     parsed: list[Step] = []
     for i, step in enumerate(steps):
         if not isinstance(step, list) or len(step) != 2:
             raise InvalidInput(
-                reason="bad_shape", subject=what, field=f"steps[{i}]", expected="[price, energy_wh]", found=repr(step)[:40]
+                reason="bad_shape",
+                subject=what,
+                field=f"steps[{i}]",
+                expected="[price, energy_wh]",
+                found=repr(step)[:40],
             )
         parsed.append(
             Step(
@@ -173,6 +204,12 @@ def encode_clearing_result(result: ClearingResult) -> bytes:
 
 
 def _trade_to_wire(t: Trade) -> list[Any]:
-    return [t.buyer, t.seller, t.buy_order, t.sell_order, t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
-
-
+    return [
+        t.buyer,
+        t.seller,
+        t.buy_order,
+        t.sell_order,
+        t.energy_wh,
+        t.price_micro_per_kwh,
+        t.amount_micro,
+    ]

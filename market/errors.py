@@ -57,7 +57,9 @@ class InvalidInput(GridnodeError, ValueError):
         super().__init__(self.describe())
 
     def describe(self) -> str:
-        where = " ".join(p for p in (self.subject, f"field {self.field!r}" if self.field else "") if p)
+        where = " ".join(
+            p for p in (self.subject, f"field {self.field!r}" if self.field else "") if p
+        )
         parts = [f"{where}: {self.reason}" if where else self.reason]
         if self.expected:
             parts.append(f"expected {self.expected}")

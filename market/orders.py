@@ -103,7 +103,7 @@ def _is_int(value: object) -> bool:
 def validate_order(
     order: Order,
     *,
-    limits: OrderLimits = OrderLimits(),  # noqa: B008 - frozen, immutable default
+    limits: OrderLimits = OrderLimits(),
     clock: SlotClock | None = None,
     now: int | None = None,
 ) -> Order:
@@ -121,7 +121,9 @@ def validate_order(
     if not isinstance(order.order_id, str) or not order.order_id:
         raise reject("empty_id", "id", "a non-empty string", order.order_id)
     if len(order.order_id) > limits.max_id_chars:
-        raise reject("id_too_long", "id", f"at most {limits.max_id_chars} chars", len(order.order_id))
+        raise reject(
+            "id_too_long", "id", f"at most {limits.max_id_chars} chars", len(order.order_id)
+        )
     if not isinstance(order.household, str) or not order.household:
         raise reject("empty_household", "household", "a non-empty string", order.household)
     if not isinstance(order.side, Side):
@@ -140,7 +142,9 @@ def validate_order(
         if not _is_int(step.energy_wh) or step.energy_wh <= 0:
             raise reject("non_positive_energy", f"steps[{i}].energy_wh", "> 0", step.energy_wh)
         if step.energy_wh > max_energy:
-            raise reject("energy_too_large", f"steps[{i}].energy_wh", f"<= {max_energy}", step.energy_wh)
+            raise reject(
+                "energy_too_large", f"steps[{i}].energy_wh", f"<= {max_energy}", step.energy_wh
+            )
         price = step.price_micro_per_kwh
         if not _is_int(price) or not 0 <= price <= cap:
             raise reject("price_out_of_range", f"steps[{i}].price", f"in [0, {cap}]", price)
@@ -158,7 +162,7 @@ def validate_book(
     slot: int,
     orders: Iterable[Order],
     *,
-    limits: OrderLimits = OrderLimits(),  # noqa: B008 - frozen, immutable default
+    limits: OrderLimits = OrderLimits(),
 ) -> Sequence[Order]:
     """Validate every order of one slot's book: each order's rules, its slot, unique ids."""
     seen: set[str] = set()

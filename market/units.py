@@ -13,6 +13,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_PRICE_MICRO_PER_KWH",
     "WH_PER_KWH",
     "amount_micro",
+    "largest_remainder",
 ]
 
 WH_PER_KWH: Final = 1000
@@ -43,3 +45,28 @@ def amount_micro(energy_wh: int, price_micro_per_kwh: int) -> int:
             f"amount_micro needs non-negative inputs, got {energy_wh} Wh at {price_micro_per_kwh}"
         )
     return (energy_wh * price_micro_per_kwh + WH_PER_KWH // 2) // WH_PER_KWH
+
+
+def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
+    """Split the integer ``total`` in proportion to ``weights``, exactly.
+
+    Each share is ``floor(total * w / W)``; the units that flooring leaves over go one each to the
+    largest fractional remainders, ties to the earlier position (callers order ``weights`` by their
+    priority first). The shares always sum to ``total``.
+
+    >>> largest_remainder(10, [1, 1, 1])
+    [4, 3, 3]
+    """
+    weight_sum = sum(weights)
+    if total < 0 or any(w < 0 for w in weights):
+        raise ValueError("largest_remainder needs non-negative total and weights")
+    if weight_sum == 0:
+        if total:
+            raise ValueError(f"cannot split {total} over zero weights")
+        return [0] * len(weights)
+    parts = [divmod(total * w, weight_sum) for w in weights]
+    shares = [q for q, _ in parts]
+    leftover = total - sum(shares)
+    for i in sorted(range(len(parts)), key=lambda j: (-parts[j][1], j))[:leftover]:
+        shares[i] += 1
+    return shares

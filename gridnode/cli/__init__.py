@@ -42,7 +42,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gridnode {args.command}: interrupted", file=sys.stderr)
         return 130
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -81,7 +81,11 @@ def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> 
         return False
     try:
         nacl.signing.VerifyKey(public_key).verify(signing_bytes(domain, message), signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
+    except (
+        nacl.exceptions.BadSignatureError,
+        nacl.exceptions.ValueError,
+        nacl.exceptions.TypeError,
+    ):
         return False
     return True
 

@@ -1,0 +1,5 @@
+import sys
+
+from gridnode.cli import main
+
+sys.exit(main())

@@ -1,0 +1,330 @@
+"""Settlement of one delivered slot: contracts vs meters, imbalances, the grid, and who pays whom.
+
+Rules of this module:
+
+* **Signs.** A household's measured net energy for the slot is ``+`` when it exported (fed energy
+  in) and ``-`` when it imported. Its contracted net is ``sold_p2p_wh - bought_p2p_wh``. Its
+  imbalance is ``measured - contracted``: negative means it delivered less / used more than it
+  contracted (it is *short*), positive means *long*.
+* **Trades** are paid as cleared: the buyer pays each trade's ``amount_micro`` to the seller, the
+  same integer both ways. With a grid fee, the buyer also pays ``amount_micro(energy, fee)`` per trade
+  to the grid. A household matched with itself (a wash trade) counts the energy as bought and sold
+  and moves no trade money (the fee is still due).
+* **Imbalances without netting** (:attr:`Netting.NONE`): a short household buys its shortfall from the
+  grid at retail; a long household sells its excess to the grid at feed-in.
+* **Community netting** (:attr:`Netting.COMMUNITY`): first, ``N = min(Σ short, Σ long)`` Wh of the
+  community's shortfalls are covered by its excesses at the netting price (midpoint of retail and
+  feed-in, rounded down). Short and long households get their part of ``N`` pro rata to their
+  imbalance; the money ``amount_micro(N, netting price)`` is paid by the short ones into the
+  community pool and paid out of it to the long ones, each split pro rata to netted energy. All
+  splits use :func:`market.units.largest_remainder` over households in id order, so the pool nets to
+  exactly zero. Whatever is left is settled with the grid as above.
+* **Bills.** A household's bill is what it pays minus what it receives (negative: it earned money).
+  Its grid-only counterfactual bill is what its measured net would have cost with no P2P market:
+  ``amount_micro(import, retail)`` or ``-amount_micro(export, feed-in)``. Savings are the difference,
+  exact to the µ¤.
+* **Conservation** (checked by :func:`check_settlement` on every result): Σ energy bought = Σ sold;
+  every transfer moves the same integer out of one account and into another, so Σ over all parties
+  (households, the grid :data:`GRID`, the pool :data:`POOL`) of net payments is 0 and the pool ends at 0;
+  every bill equals the sum of its own transfers.
+* Every household in a trade must have a reading; a missing reading is the ledger's business (it
+  applies its documented rule before calling :func:`settle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from market.clearing import Trade
+from market.errors import GridnodeError, InvalidInput, UsageError
+from market.units import amount_micro, largest_remainder
+
+__all__ = [
+    "GRID",
+    "POOL",
+    "HouseholdBill",
+    "InvariantViolation",
+    "Netting",
+    "Settlement",
+    "Tariff",
+    "Transfer",
+    "TransferKind",
+    "check_settlement",
+    "grid_only_bill_micro",
+    "settle",
+]
+
+#: The grid's account in transfers.
+GRID: Final = "grid"
+#: The community netting pool's account (always ends a slot at exactly zero).
+POOL: Final = "community-pool"
+
+
+class InvariantViolation(GridnodeError):
+    """A conservation rule failed: a bug in our code, never bad input."""
+
+
+class Netting(Enum):
+    """How imbalances are settled."""
+
+    NONE = "none"
+    COMMUNITY = "community"
+
+
+class TransferKind(Enum):
+    TRADE = "trade"
+    GRID_FEE = "grid-fee"
+    GRID_IMPORT = "grid-import"
+    GRID_EXPORT = "grid-export"
+    NETTING = "netting"
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    """The community's prices, µ¤ per kWh."""
+
+    retail_micro_per_kwh: int
+    feed_in_micro_per_kwh: int
+    grid_fee_micro_per_kwh: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("retail_micro_per_kwh", "feed_in_micro_per_kwh", "grid_fee_micro_per_kwh"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UsageError(f"tariff {name} must be an integer >= 0, got {value!r}")
+        if self.feed_in_micro_per_kwh > self.retail_micro_per_kwh:
+            raise UsageError(
+                f"tariff feed-in ({self.feed_in_micro_per_kwh}) must not exceed retail "
+                f"({self.retail_micro_per_kwh})"
+            )
+
+    @property
+    def netting_price_micro_per_kwh(self) -> int:
+        return (self.retail_micro_per_kwh + self.feed_in_micro_per_kwh) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """``amount_micro`` moves from ``payer`` to ``payee``."""
+
+    payer: str
+    payee: str
+    amount_micro: int
+    kind: TransferKind
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdBill:
+    """One household's slot, in energy and money. ``bill_micro > 0`` means it pays."""
+
+    household: str
+    measured_net_wh: int
+    bought_p2p_wh: int
+    sold_p2p_wh: int
+    imbalance_wh: int
+    netted_wh: int  # + covered by the community (short), - supplied to it (long)
+    grid_import_wh: int
+    grid_export_wh: int
+    paid_p2p_micro: int
+    received_p2p_micro: int
+    grid_fee_micro: int
+    netting_micro: int  # + paid into the pool, - received from it
+    grid_import_micro: int
+    grid_export_micro: int
+    bill_micro: int
+    grid_only_bill_micro: int
+
+    @property
+    def savings_micro(self) -> int:
+        return self.grid_only_bill_micro - self.bill_micro
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A slot's settlement: bills in household-id order and every transfer in canonical order."""
+
+    slot: int
+    bills: tuple[HouseholdBill, ...]
+    transfers: tuple[Transfer, ...]
+
+    def bill(self, household: str) -> HouseholdBill:
+        for b in self.bills:
+            if b.household == household:
+                return b
+        raise KeyError(household)
+
+    @property
+    def grid_net_micro(self) -> int:
+        """What the grid received net (negative: it paid out)."""
+        return sum(
+            t.amount_micro if t.payee == GRID else -t.amount_micro
+            for t in self.transfers
+            if GRID in (t.payee, t.payer)
+        )
+
+
+def grid_only_bill_micro(measured_net_wh: int, tariff: Tariff) -> int:
+    """What a household's measured net would cost with no P2P market."""
+    if measured_net_wh < 0:
+        return amount_micro(-measured_net_wh, tariff.retail_micro_per_kwh)
+    return -amount_micro(measured_net_wh, tariff.feed_in_micro_per_kwh)
+
+
+def settle(
+    slot: int,
+    trades: Iterable[Trade],
+    measured_net_wh: Mapping[str, int],
+    tariff: Tariff,
+    *,
+    netting: Netting = Netting.NONE,
+) -> Settlement:
+    """Settle one slot (see the module rules)."""
+    trades = list(trades)
+    bought: dict[str, int] = {}
+    sold: dict[str, int] = {}
+    transfers: list[Transfer] = []
+    for t in trades:
+        bought[t.buyer] = bought.get(t.buyer, 0) + t.energy_wh
+        sold[t.seller] = sold.get(t.seller, 0) + t.energy_wh
+        if t.buyer != t.seller:  # a wash trade moves no money (see the module rules)
+            transfers.append(Transfer(t.buyer, t.seller, t.amount_micro, TransferKind.TRADE))
+        fee = amount_micro(t.energy_wh, tariff.grid_fee_micro_per_kwh)
+        if fee:
+            transfers.append(Transfer(t.buyer, GRID, fee, TransferKind.GRID_FEE))
+
+    households = sorted(set(measured_net_wh) | set(bought) | set(sold))
+    for h in households:
+        if h not in measured_net_wh:
+            raise InvalidInput(
+                reason="missing_reading",
+                subject=f"slot {slot}",
+                field=h,
+                expected="a meter reading for every household that traded",
+                found="none",
+            )
+        value = measured_net_wh[h]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidInput(
+                reason="bad_type",
+                subject=f"slot {slot}",
+                field=h,
+                expected="int Wh",
+                found=repr(value),
+            )
+    if GRID in households or POOL in households:
+        raise InvalidInput(
+            reason="reserved_name",
+            subject=f"slot {slot}",
+            expected="household ids other than 'grid'/'community-pool'",
+        )
+
+    imbalance = {h: measured_net_wh[h] - (sold.get(h, 0) - bought.get(h, 0)) for h in households}
+    netted = {h: 0 for h in households}
+    netting_money = {h: 0 for h in households}
+    if netting is Netting.COMMUNITY:
+        shorts = [h for h in households if imbalance[h] < 0]
+        longs = [h for h in households if imbalance[h] > 0]
+        volume = min(sum(-imbalance[h] for h in shorts), sum(imbalance[h] for h in longs))
+        if volume:
+            money = amount_micro(volume, tariff.netting_price_micro_per_kwh)
+            short_e = largest_remainder(volume, [-imbalance[h] for h in shorts])
+            long_e = largest_remainder(volume, [imbalance[h] for h in longs])
+            for h, e, m in zip(shorts, short_e, largest_remainder(money, short_e), strict=True):
+                netted[h] = e
+                netting_money[h] = m
+                if m:
+                    transfers.append(Transfer(h, POOL, m, TransferKind.NETTING))
+            for h, e, m in zip(longs, long_e, largest_remainder(money, long_e), strict=True):
+                netted[h] = -e
+                netting_money[h] = -m
+                if m:
+                    transfers.append(Transfer(POOL, h, m, TransferKind.NETTING))
+
+    bills: list[HouseholdBill] = []
+    paid: dict[str, int] = {}
+    received: dict[str, int] = {}
+    fees: dict[str, int] = {}
+    for tr in transfers:
+        if tr.kind is TransferKind.TRADE:
+            paid[tr.payer] = paid.get(tr.payer, 0) + tr.amount_micro
+            received[tr.payee] = received.get(tr.payee, 0) + tr.amount_micro
+        elif tr.kind is TransferKind.GRID_FEE:
+            fees[tr.payer] = fees.get(tr.payer, 0) + tr.amount_micro
+    for h in households:
+        residual = imbalance[h] + netted[h]  # what is left for the grid
+        grid_import_wh = -residual if residual < 0 else 0
+        grid_export_wh = residual if residual > 0 else 0
+        import_micro = amount_micro(grid_import_wh, tariff.retail_micro_per_kwh)
+        export_micro = amount_micro(grid_export_wh, tariff.feed_in_micro_per_kwh)
+        if import_micro:
+            transfers.append(Transfer(h, GRID, import_micro, TransferKind.GRID_IMPORT))
+        if export_micro:
+            transfers.append(Transfer(GRID, h, export_micro, TransferKind.GRID_EXPORT))
+        bill = (
+            paid.get(h, 0)
+            - received.get(h, 0)
+            + fees.get(h, 0)
+            + netting_money[h]
+            + import_micro
+            - export_micro
+        )
+        bills.append(
+            HouseholdBill(
+                household=h,
+                measured_net_wh=measured_net_wh[h],
+                bought_p2p_wh=bought.get(h, 0),
+                sold_p2p_wh=sold.get(h, 0),
+                imbalance_wh=imbalance[h],
+                netted_wh=netted[h],
+                grid_import_wh=grid_import_wh,
+                grid_export_wh=grid_export_wh,
+                paid_p2p_micro=paid.get(h, 0),
+                received_p2p_micro=received.get(h, 0),
+                grid_fee_micro=fees.get(h, 0),
+                netting_micro=netting_money[h],
+                grid_import_micro=import_micro,
+                grid_export_micro=export_micro,
+                bill_micro=bill,
+                grid_only_bill_micro=grid_only_bill_micro(measured_net_wh[h], tariff),
+            )
+        )
+    result = Settlement(slot=slot, bills=tuple(bills), transfers=tuple(transfers))
+    check_settlement(result, trades)
+    return result
+
+
+def check_settlement(settlement: Settlement, trades: Iterable[Trade]) -> None:
+    """Assert the conservation rules; raise :class:`InvariantViolation` naming the broken one."""
+    trades = list(trades)
+    bought = sum(t.energy_wh for t in trades)
+    sold = sum(t.energy_wh for t in trades)
+    if bought != sold or bought != sum(b.bought_p2p_wh for b in settlement.bills):
+        raise InvariantViolation(f"slot {settlement.slot}: energy bought {bought} != sold {sold}")
+    if sum(b.sold_p2p_wh for b in settlement.bills) != sold:
+        raise InvariantViolation(f"slot {settlement.slot}: household sold totals != traded energy")
+    balance: dict[str, int] = {}
+    for t in settlement.transfers:
+        if t.amount_micro < 0 or t.payer == t.payee:
+            raise InvariantViolation(f"slot {settlement.slot}: bad transfer {t}")
+        balance[t.payer] = balance.get(t.payer, 0) - t.amount_micro
+        balance[t.payee] = balance.get(t.payee, 0) + t.amount_micro
+    if sum(balance.values()) != 0:
+        raise InvariantViolation(
+            f"slot {settlement.slot}: money not conserved: {sum(balance.values())}"
+        )
+    if balance.get(POOL, 0) != 0:
+        raise InvariantViolation(f"slot {settlement.slot}: netting pool left {balance[POOL]}")
+    for b in settlement.bills:
+        if -balance.get(b.household, 0) != b.bill_micro:
+            raise InvariantViolation(
+                f"slot {settlement.slot}: bill of {b.household} {b.bill_micro} != its transfers "
+                f"{-balance.get(b.household, 0)}"
+            )
+        short = b.imbalance_wh + b.netted_wh
+        if b.grid_import_wh - b.grid_export_wh != -short:
+            raise InvariantViolation(
+                f"slot {settlement.slot}: grid energy of {b.household} inconsistent"
+            )
