@@ -10,7 +10,8 @@ Rules of this module:
   rejected *before* the body is buffered, so a peer cannot make us allocate more than the limit.
 * Empty frames (length 0) are legal.
 * :class:`FrameDecoder` is incremental: feed it whatever a stream read returned and it yields every
-  complete frame, in order; partial frames stay buffered. After it raised once it stays failed.
+  complete frame, in order; partial frames stay buffered. A violation is recorded in
+  ``decoder.error`` (frames before it are still returned); the decoder then stays failed.
 * Pure: no I/O, no clock. The stream drivers in :mod:`gridnode.net.host` own the sockets.
 """
 
@@ -101,16 +102,20 @@ def encode_frames(bodies: Iterable[bytes]) -> bytes:
 
 
 class FrameDecoder:
-    """Incremental frame parser with a size limit (see the module rules)."""
+    """Incremental frame parser with a size limit (see the module rules).
 
-    __slots__ = ("_buf", "_failed", "max_frame_bytes")
+    :meth:`feed` returns the complete frames that precede any violation; the violation itself is
+    left in :attr:`error` (the caller then resets the stream). Feeding a failed decoder raises.
+    """
+
+    __slots__ = ("_buf", "error", "max_frame_bytes")
 
     def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         if max_frame_bytes < 0:
             raise ValueError("max_frame_bytes must be >= 0")
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
-        self._failed = False
+        self.error: InvalidInput | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -118,9 +123,9 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return every frame it completes, in order."""
-        if self._failed:
-            raise InvalidInput(reason="decoder_failed", subject="frame stream")
+        """Add ``data``; return every frame it completes, in order (see :attr:`error`)."""
+        if self.error is not None:
+            raise InvalidInput(reason="decoder_failed", subject="frame stream", found=str(self.error))
         self._buf += data
         frames: list[bytes] = []
         pos = 0
@@ -142,9 +147,9 @@ class FrameDecoder:
                     break
                 frames.append(bytes(self._buf[start:end]))
                 pos = end
-        except InvalidInput:
-            self._failed = True
+        except InvalidInput as exc:
+            self.error = exc
             self._buf.clear()
-            raise
+            return frames
         del self._buf[:pos]
         return frames

@@ -277,12 +277,7 @@ class _Outbound:
                 data = await self.stream.read(_READ_CHUNK)
                 if not data:
                     break
-                try:
-                    frames = decoder.feed(data)
-                except InvalidInput as exc:
-                    fault = "oversize" if exc.reason == "oversize" else "malformed"
-                    self.host._count(self.peer, fault)
-                    break
+                frames = decoder.feed(data)
                 for frame in frames:
                     self.host._count(self.peer, "frames_in")
                     if not self.pending:  # a response nobody asked for
@@ -291,6 +286,10 @@ class _Outbound:
                     waiter = self.pending.popleft()
                     waiter.response = frame
                     waiter.done.set()
+                if decoder.error is not None:
+                    fault = "oversize" if decoder.error.reason == "oversize" else "malformed"
+                    self.host._count(self.peer, fault)
+                    return
         except Exception as exc:
             log.debug("read from %s on %s ended: %r", self.peer, self.protocol, exc)
         finally:
@@ -580,21 +579,20 @@ class NetHost:
                 data = await stream.read(_READ_CHUNK)
                 if not data:
                     return
-                try:
-                    frames = decoder.feed(data)
-                except InvalidInput as exc:
-                    self._count(peer, "oversize" if exc.reason == "oversize" else "malformed")
-                    log.debug("peer %s on %s: %s; resetting stream", peer, protocol, exc)
+                frames = decoder.feed(data)
+                if frames:
+                    self._count(peer, "frames_in", len(frames))
+                    if respond:
+                        replies = [await self._answer(peer, protocol, body) for body in frames]
+                        await stream.write(encode_frames(replies))
+                    else:
+                        for body in frames:
+                            await self._deliver(peer, protocol, body)
+                if decoder.error is not None:
+                    fault = "oversize" if decoder.error.reason == "oversize" else "malformed"
+                    self._count(peer, fault)
+                    log.debug("peer %s on %s: %s; resetting stream", peer, protocol, decoder.error)
                     return
-                if not frames:
-                    continue
-                self._count(peer, "frames_in", len(frames))
-                if respond:
-                    replies = [await self._answer(peer, protocol, body) for body in frames]
-                    await stream.write(encode_frames(replies))
-                else:
-                    for body in frames:
-                        await self._deliver(peer, protocol, body)
         except Exception as exc:
             log.debug("stream %s from %s ended: %r", protocol, peer, exc)
         finally:

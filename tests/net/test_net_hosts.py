@@ -1,0 +1,373 @@
+"""Real py-libp2p hosts on loopback TCP: gossip with validation, framed streams, submit, reconnect.
+
+Every wait polls a condition with a deadline; nothing sleeps and then asserts.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+import trio
+
+from gridnode.core.crypto import KeyPair, verify
+from gridnode.net.framing import encode_frame, encode_frames, encode_uvarint
+from gridnode.net.host import (
+    NetConfig,
+    NetHost,
+    open_net_host,
+    peer_id_of,
+    public_key_of,
+    stream_protocol,
+)
+from market.errors import InvalidInput, NetworkError, UsageError
+
+pytestmark = pytest.mark.net
+
+COMMUNITY = "test-community"
+
+
+def keys(n: int, seed: int = 7) -> list[KeyPair]:
+    rng = random.Random(seed)
+    return [KeyPair.from_rng(rng) for _ in range(n)]
+
+
+def run(scenario: Callable[[], Awaitable[None]], *, deadline_s: float = 30) -> None:
+    """Run a trio scenario with a hard deadline and check that it leaves no thread behind."""
+    before = set(threading.enumerate())
+
+    async def bounded() -> None:
+        with trio.fail_after(deadline_s):
+            await scenario()
+
+    trio.run(bounded)
+    stray = [t for t in threading.enumerate() if t not in before]
+    assert stray == [], f"threads left behind: {stray}"
+
+
+async def wait_for(cond: Callable[[], bool], timeout_s: float = 10, what: str = "") -> None:
+    with trio.move_on_after(timeout_s):
+        while not cond():
+            await trio.sleep(0.02)
+    assert cond(), f"timed out waiting for {what or cond}"
+
+
+async def mesh(hosts: list[NetHost]) -> None:
+    """Connect every pair, in parallel."""
+    async with trio.open_nursery() as nursery:
+        for i, a in enumerate(hosts):
+            for b in hosts[i + 1 :]:
+                nursery.start_soon(a.connect, b.addrs[0])
+    for h in hosts:
+        await wait_for(lambda h=h: len(h.connected_peers()) >= len(hosts) - 1, what="full mesh")
+
+
+async def start_host(
+    nursery: trio.Nursery, key: KeyPair, config: NetConfig
+) -> tuple[NetHost, trio.Event]:
+    """A host in its own task (so it can stop out of nesting order); set the event to stop it."""
+    stop = trio.Event()
+
+    async def hold(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_net_host(key, config) as host:
+            task_status.started(host)
+            await stop.wait()
+
+    host: NetHost = await nursery.start(hold)
+    return host, stop
+
+
+def test_peer_id_derives_from_the_household_key() -> None:
+    (k,) = keys(1)
+
+    async def scenario() -> None:
+        async with open_net_host(k, NetConfig(community=COMMUNITY)) as host:
+            assert host.peer_id == peer_id_of(k.public_key)
+            assert public_key_of(host.peer_id) == k.public_key
+            assert host.addrs[0].startswith("/ip4/127.0.0.1/tcp/")
+            assert host.addrs[0].endswith(f"/p2p/{host.peer_id}")
+
+    run(scenario)
+    with pytest.raises(InvalidInput, match="malformed_peer_id"):
+        public_key_of("not-a-peer-id")
+    with pytest.raises(UsageError, match="community"):
+        NetConfig(community="Bad Name")
+
+
+def test_requests_messages_batching_and_rejection_between_two_hosts() -> None:
+    ka, kb = keys(2)
+    cfg = NetConfig(community=COMMUNITY)
+
+    async def scenario() -> None:
+        received: list[tuple[str, bytes]] = []
+        async with open_net_host(ka, cfg) as a, open_net_host(kb, cfg) as b:
+
+            def echo(peer: str, body: bytes) -> bytes:
+                if body == b"bad":
+                    raise InvalidInput(reason="bad_order", subject="order")
+                return peer.encode() + b":" + body
+
+            async def slow_upper(peer: str, body: bytes) -> bytes:
+                await trio.sleep(0)
+                return body.upper()
+
+            b.on_request("echo", echo)
+            b.on_request("upper", slow_upper)
+            b.on_message("votes", lambda peer, body: received.append((peer, body)))
+            peer_b = await a.connect(b.addrs[0])
+            assert peer_b == b.peer_id
+
+            assert await a.request(peer_b, "echo", b"hi") == a.peer_id.encode() + b":hi"
+            assert await a.request(peer_b, "upper", b"abc") == b"ABC"
+
+            # many concurrent requests share one stream and get their own answers back, in order
+            answers: dict[int, bytes] = {}
+
+            async def ask(i: int) -> None:
+                answers[i] = await a.request(peer_b, "upper", f"m{i}".encode())
+
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(ask, i)
+            assert answers == {i: f"M{i}".encode() for i in range(100)}
+
+            with pytest.raises(InvalidInput, match="rejected_by_peer") as caught:
+                await a.request(peer_b, "echo", b"bad")
+            assert "bad_order" in caught.value.found
+
+            # one-way messages, queued together -> few writes, all delivered in order
+            bodies = [f"v{i}".encode() for i in range(300)]
+            await a.send(peer_b, "votes", bodies)
+            await wait_for(lambda: len(received) == 300, what="300 messages")
+            assert received == [(a.peer_id, body) for body in bodies]
+            channel = a._outbound[(peer_b, stream_protocol(COMMUNITY, "votes"))]
+            assert channel.writes < 300 / 10, "messages queued together go out in batched writes"
+
+            stats_b = b.peer_stats()[a.peer_id]
+            assert stats_b.rejected == 1
+            assert stats_b.frames_in == 2 + 100 + 1 + 300
+            assert stats_b.misbehaviour == 1
+
+    run(scenario)
+
+
+def test_oversize_and_malformed_frames_reset_the_stream_and_are_counted() -> None:
+    ka, kb = keys(2, seed=11)
+    cfg_b = NetConfig(community=COMMUNITY, max_frame_bytes=1000)
+
+    async def scenario() -> None:
+        async with (
+            open_net_host(ka, NetConfig(community=COMMUNITY)) as a,
+            open_net_host(kb, cfg_b) as b,
+        ):
+            served: list[bytes] = []
+
+            def handler(peer: str, body: bytes) -> bytes:
+                served.append(body)
+                return b"ok"
+
+            b.on_request("submit", handler)
+            peer_b = await a.connect(b.addrs[0])
+            protocol = stream_protocol(COMMUNITY, "submit")
+
+            async def raw_stream_sends(data: bytes) -> None:
+                from libp2p.peer.id import ID
+
+                stream = await a._host.new_stream(ID.from_base58(peer_b), [protocol])
+                await stream.write(data)
+                with trio.move_on_after(5):  # b resets the stream: reading ends
+                    try:
+                        while await stream.read(1024):
+                            pass
+                    except Exception:
+                        pass
+
+            # a valid frame followed by an oversize header: the first is served, then reset
+            await raw_stream_sends(encode_frame(b"fine") + encode_uvarint(1001) + b"x" * 10)
+            await wait_for(lambda: b.peer_stats()[a.peer_id].oversize == 1, what="oversize")
+            await raw_stream_sends(b"\x80" * 12)
+            await wait_for(lambda: b.peer_stats()[a.peer_id].malformed == 1, what="malformed")
+            assert served == [b"fine"]
+            # the requester refuses to send oversize itself
+            with pytest.raises(UsageError):
+                await a.request(peer_b, "submit", b"y" * 2_000_000)
+            # b is still fine
+            assert await a.request(peer_b, "submit", b"after") == b"ok"
+            assert served == [b"fine", b"after"]
+
+    run(scenario)
+
+
+def test_submit_resends_to_another_peer_on_timeout_and_when_a_peer_is_gone() -> None:
+    kc, kv1, kv2, kv3 = keys(4, seed=3)
+    cfg = NetConfig(community=COMMUNITY, request_timeout_s=0.5)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            client = await stack.enter_async_context(open_net_host(kc, cfg))
+            v1, stop_v1 = await start_host(nursery, kv1, cfg)
+            v2 = await stack.enter_async_context(open_net_host(kv2, cfg))
+            v3 = await stack.enter_async_context(open_net_host(kv3, cfg))
+            seen: dict[str, list[bytes]] = {"v1": [], "v2": [], "v3": []}
+
+            async def hung(peer: str, body: bytes) -> bytes:
+                seen["v2"].append(body)
+                await trio.sleep_forever()
+                raise AssertionError("unreachable")
+
+            v1.on_request("submit", lambda p, b: seen["v1"].append(b) or b"ack-v1")
+            v2.on_request("submit", hung)
+            v3.on_request("submit", lambda p, b: seen["v3"].append(b) or b"ack-v3")
+            for v in (v1, v2, v3):
+                await client.connect(v.addrs[0])
+
+            assert await client.submit([v1.peer_id, v3.peer_id], "submit", b"o1") == (
+                v1.peer_id,
+                b"ack-v1",
+            )
+            # v1 goes away: the stream breaks, the order is re-sent to v3
+            v1_id = v1.peer_id
+            stop_v1.set()
+            await wait_for(lambda: v1_id not in client.connected_peers(), what="v1 gone")
+            assert await client.submit([v1_id, v3.peer_id], "submit", b"o2") == (
+                v3.peer_id,
+                b"ack-v3",
+            )
+            # v2 accepts the stream but never answers: timeout, then v3
+            assert await client.submit([v2.peer_id, v3.peer_id], "submit", b"o3") == (
+                v3.peer_id,
+                b"ack-v3",
+            )
+            assert seen == {"v1": [b"o1"], "v2": [b"o3"], "v3": [b"o2", b"o3"]}
+            assert client.peer_stats()[v2.peer_id].timeouts == 1
+            with pytest.raises(NetworkError, match="no peer acknowledged"):
+                await client.submit([v1_id, v2.peer_id], "submit", b"o4")
+
+    run(scenario)
+
+
+def test_reconnects_after_a_peer_restarts() -> None:
+    ka, kb = keys(2, seed=5)
+    cfg = NetConfig(community=COMMUNITY, reconnect_min_s=0.2, reconnect_max_s=0.5)
+
+    async def scenario() -> None:
+        async with open_net_host(ka, cfg) as a:
+            async with open_net_host(kb, cfg) as b:
+                b.on_request("ping", lambda p, body: b"pong1")
+                addr_b = b.addrs[0]
+                a.add_peer(addr_b)
+                await wait_for(lambda: b.peer_id in a.connected_peers(), what="first connect")
+                assert await a.request(b.peer_id, "ping", b"") == b"pong1"
+            await wait_for(lambda: b.peer_id not in a.connected_peers(), what="b gone")
+            # b comes back on the same address; a re-dials it by itself
+            listen = addr_b.split("/p2p/")[0]
+            cfg_b2 = NetConfig(community=COMMUNITY, listen_addrs=(listen,))
+            async with open_net_host(kb, cfg_b2) as b2:
+                b2.on_request("ping", lambda p, body: b"pong2")
+                await wait_for(lambda: b2.peer_id in a.connected_peers(), what="reconnect")
+                assert await a.request(b2.peer_id, "ping", b"") == b"pong2"
+
+    run(scenario)
+
+
+def signed(k: KeyPair, payload: bytes) -> bytes:
+    return k.sign("test-gossip", payload) + payload
+
+
+def valid_signature(origin: str, data: bytes) -> bool:
+    return verify(public_key_of(origin), "test-gossip", data[64:], data[:64])
+
+
+@pytest.mark.parametrize("router", ["gossipsub", "floodsub"])
+def test_gossip_reaches_all_five_hosts_and_the_validator_stops_forgeries(router: Any) -> None:
+    ks = keys(6, seed=17)
+    cfg = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=2000)
+    # host 5 allows itself big messages, so the others see oversize gossip arrive
+    cfg_big = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=100_000)
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            hosts = [
+                await stack.enter_async_context(open_net_host(k, cfg_big if i == 5 else cfg))
+                for i, k in enumerate(ks)
+            ]
+            inbox: dict[int, list[tuple[str, bytes]]] = {i: [] for i in range(6)}
+            for i, h in enumerate(hosts):
+                await h.subscribe(
+                    "orders",
+                    lambda origin, data, i=i: inbox[i].append((origin, data)),
+                    validate=valid_signature,
+                )
+            await mesh(hosts)
+            topic = "/gridnode/test-community/orders/1"
+            for h in hosts:
+                await wait_for(lambda h=h: len(h.gossip_peers(topic)) == 5, what="subscriptions")
+
+            for i, (h, k) in enumerate(zip(hosts[:5], ks, strict=True)):
+                await h.publish("orders", signed(k, f"order {i}".encode()))
+            forger = hosts[1]
+            await forger.publish("orders", signed(ks[0], b"forged: signed by someone else"))
+            await forger.publish("orders", b"\x00" * 10)  # malformed: no signature at all
+            await hosts[5].publish("orders", signed(ks[5], b"x" * 5000))  # oversize for others
+
+            expected = {(hosts[i].peer_id, signed(ks[i], f"order {i}".encode())) for i in range(5)}
+            for i in range(5):
+                await wait_for(lambda i=i: len(inbox[i]) >= 5, what=f"host {i} gets 5 orders")
+            # give stray forwarding a chance to show up: poll until every host's counters settle
+            await wait_for(
+                lambda: all(
+                    h.peer_stats().get(forger.peer_id) is not None
+                    and h.peer_stats()[forger.peer_id].rejected >= 2
+                    for h in hosts
+                    if h is not forger
+                ),
+                what="forgeries counted",
+            )
+            await wait_for(
+                lambda: all(
+                    h.peer_stats().get(hosts[5].peer_id) is not None
+                    and h.peer_stats()[hosts[5].peer_id].oversize >= 1
+                    for h in hosts[:5]
+                ),
+                what="oversize counted",
+            )
+            for i in range(5):
+                assert set(inbox[i]) == expected, f"host {i}"
+            assert {o for o, _ in inbox[5]} == {h.peer_id for h in hosts[:5]}
+            with pytest.raises(UsageError, match="exceeds"):
+                await hosts[0].publish("orders", b"y" * 2001)
+
+    run(scenario, deadline_s=40)
+
+
+def test_paced_publishing_delivers_a_burst_completely() -> None:
+    ks = keys(3, seed=23)
+    cfg = NetConfig(community=COMMUNITY)
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            hosts = [await stack.enter_async_context(open_net_host(k, cfg)) for k in ks]
+            counts = [0, 0, 0]
+
+            def make_handler(i: int) -> Callable[[str, bytes], None]:
+                def handler(origin: str, data: bytes) -> None:
+                    counts[i] += 1
+
+                return handler
+
+            for i, h in enumerate(hosts):
+                await h.subscribe("book", make_handler(i))
+            await mesh(hosts)
+            topic = "/gridnode/test-community/book/1"
+            for h in hosts:
+                await wait_for(lambda h=h: len(h.gossip_peers(topic)) == 2, what="subscriptions")
+            await trio.sleep(0)
+            for n in range(300):
+                await hosts[0].publish("book", encode_frames([n.to_bytes(4, "big")]))
+            await wait_for(lambda: counts[1] == 300 and counts[2] == 300, what="burst delivered")
+
+    run(scenario)
