@@ -30,7 +30,7 @@ import heapq
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from gridnode.core.consensus import (
     Broadcast,
@@ -43,7 +43,10 @@ from gridnode.core.consensus import (
     Persist,
     Send,
     SetTimer,
+    SignedRecord,
     WalRecord,
+    decode_wal_record,
+    encode_wal_record,
 )
 from gridnode.core.consensus_messages import (
     NIL,
@@ -53,7 +56,9 @@ from gridnode.core.consensus_messages import (
     ValidatorSet,
     Vote,
     VoteType,
+    decode_commit,
     decode_message,
+    encode_commit,
     encode_message,
     sign_proposal,
     sign_vote,
@@ -61,18 +66,18 @@ from gridnode.core.consensus_messages import (
 )
 from gridnode.core.crypto import KeyPair, verify
 from gridnode.core.mempool import Mempool
+from gridnode.store import MemoryStore, Store, recover
 from market.codec import pack, unpack
 from market.errors import InvalidInput
 
 __all__ = [
     "FAULT_NAMES",
     "Faults",
-    "MemoryStore",
-    "NodeStore",
     "RunResult",
     "SimApp",
     "SimTx",
     "Simulation",
+    "StoreBlocks",
     "Violation",
     "make_tx",
 ]
@@ -93,52 +98,17 @@ TX_DOMAIN: Final = "simtx"
 # --- storage ----------------------------------------------------------------------------------
 
 
-class NodeStore(Protocol):
-    """What a node persists; the SQLite store implements the same methods."""
+class StoreBlocks:
+    """Serves committed blocks from a :class:`gridnode.store.Store` as a consensus BlockSource."""
 
-    def append_wal(self, record: WalRecord) -> None: ...
-
-    def wal(self) -> list[WalRecord]: ...
-
-    def save_block(self, block: SyncedBlock) -> None: ...
-
-    def committed(self, height: int) -> SyncedBlock | None: ...
-
-    def last_height(self) -> int: ...
-
-
-class MemoryStore:
-    """In-memory :class:`NodeStore`: survives a simulated crash because the simulation keeps it."""
-
-    def __init__(self) -> None:
-        self._wal: list[WalRecord] = []
-        self._blocks: list[SyncedBlock] = []
-
-    def append_wal(self, record: WalRecord) -> None:
-        self._wal.append(record)
-        if len(self._wal) > 64:  # keep the tail: only the newest records matter on recovery
-            del self._wal[:32]
-
-    def wal(self) -> list[WalRecord]:
-        return list(self._wal)
-
-    def save_block(self, block: SyncedBlock) -> None:
-        if block.height != len(self._blocks) + 1:
-            raise InvalidInput(
-                reason="height_gap",
-                subject="store",
-                expected=str(len(self._blocks) + 1),
-                found=str(block.height),
-            )
-        self._blocks.append(block)
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def committed(self, height: int) -> SyncedBlock | None:
-        if 1 <= height <= len(self._blocks):
-            return self._blocks[height - 1]
-        return None
-
-    def last_height(self) -> int:
-        return len(self._blocks)
+        sb = self.store.block(height)
+        if sb is None:
+            return None
+        return SyncedBlock(sb.height, sb.block, decode_commit(sb.commit))
 
 
 # --- the test application -----------------------------------------------------------------------
@@ -322,41 +292,56 @@ class _HonestNode:
         self.name = name
         self.key = key
         self.skew = skew_ms
-        self.store: NodeStore = MemoryStore()
         self.alive = True
         self.incarnation = 0
         self.tear_at: int | None = None
-        self.app = SimApp(sig_counter=sim.sig_counter, max_block_txs=sim.max_block_txs)
-        self.core: Consensus | FullNode = self._build_core()
         self.decided: dict[int, bytes] = {}
+        self.store = sim.open_store(name)
+        self.app, self.core = self._boot()
 
-    def _build_core(self) -> Consensus | FullNode:
-        h = self.store.last_height() + 1
+    def _boot(self) -> tuple[SimApp, Consensus | FullNode]:
+        """Build the application and the core from the store only (the recovery contract)."""
+        rec = recover(self.store)
+        app = SimApp(sig_counter=self.sim.sig_counter, max_block_txs=self.sim.max_block_txs)
+        for sb in rec.blocks:
+            app.apply(sb.height, sb.block)
+        h = rec.head.height + 1 if rec.head is not None else 1
+        blocks = StoreBlocks(self.store)
         if self.key is None:
-            return FullNode(
+            return app, FullNode(
                 validators=self.sim.validators,
                 peers=self.sim.validator_names,
-                blocks=self.store,
+                blocks=blocks,
                 height=h,
                 config=self.sim.config,
             )
-        return Consensus.recover(
+        wal: list[WalRecord] = [decode_wal_record(w.record) for w in rec.wal]
+        if rec.last_signed is not None:
+            wal.append(decode_wal_record(rec.last_signed.vote))
+        core = Consensus.recover(
             validators=self.sim.validators,
             key=self.key,
-            app=self.app,
-            blocks=self.store,
+            app=app,
+            blocks=blocks,
             height=h,
-            wal=self.store.wal(),
+            wal=wal,
             config=self.sim.config,
         )
+        return app, core
+
+    def persist(self, record: WalRecord) -> None:
+        if isinstance(record, SignedRecord):
+            # the "vote" column holds the whole record: a nil vote's value is empty bytes
+            self.store.save_last_signed(
+                record.height, record.round, int(record.step), encode_wal_record(record)
+            )
+        else:
+            self.store.append_wal(record.height, encode_wal_record(record))
 
     def restart(self) -> None:
-        self.app = SimApp(sig_counter=self.sim.sig_counter, max_block_txs=self.sim.max_block_txs)
-        for height in range(1, self.store.last_height() + 1):
-            sb = self.store.committed(height)
-            assert sb is not None
-            self.app.apply(height, sb.block)
-        self.core = self._build_core()
+        self.store.close()
+        self.store = self.sim.open_store(self.name)
+        self.app, self.core = self._boot()
         self.alive = True
         self.incarnation += 1
         self.tear_at = None
@@ -455,10 +440,13 @@ class Simulation:
         faults: Faults | None = None,
         config: ConsensusConfig | None = None,
         clients: int = 3,
+        store_factory: Callable[[str], Store] | None = None,
         tx_interval_ms: int = 150,
         max_block_txs: int = 200,
     ) -> None:
         self.seed = seed
+        self._store_factory = store_factory
+        self._memory_stores: dict[str, MemoryStore] = {}
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
         self.config = config or ConsensusConfig()
@@ -503,6 +491,16 @@ class Simulation:
         self._tx_submitted_at: dict[bytes, int] = {}
         self._down: list[str] = []
 
+    def open_store(self, name: str) -> Store:
+        """Open node ``name``'s store; opening again after a crash must give the same data."""
+        if self._store_factory is not None:
+            return self._store_factory(name)
+        store = self._memory_stores.get(name)
+        if store is None:
+            store = self._memory_stores[name] = MemoryStore()
+            return store
+        return store.reopen()
+
     # -- scheduling -------------------------------------------------------------------------------
 
     def _push(self, at: int, event: tuple[Any, ...]) -> None:
@@ -540,7 +538,7 @@ class Simulation:
             effects = effects[: node.tear_at]
         for eff in effects:
             if isinstance(eff, Persist):
-                node.store.append_wal(eff.record)
+                node.persist(eff.record)
             elif isinstance(eff, Broadcast):
                 data = encode_message(eff.message)
                 for dst in self.validator_names:
@@ -565,7 +563,6 @@ class Simulation:
         self._transcript.update(
             pack(["decided", self.now, node.name, eff.height, eff.commit.block_hash])
         )
-        sb = SyncedBlock(eff.height, eff.block, eff.commit)
         try:
             verify_commit(self.validators, eff.commit, eff.block, height=eff.height)
         except InvalidInput as exc:
@@ -579,7 +576,10 @@ class Simulation:
                 Violation("invalid_block", f"{node.name} height {eff.height}: {exc}")
             )
             node.app.height = eff.height
-        node.store.save_block(sb)
+        node.store.put_block(
+            eff.height, eff.commit.block_hash, eff.block, encode_commit(eff.commit)
+        )
+        node.store.truncate_wal(eff.height + 1)
         node.decided[eff.height] = eff.commit.block_hash
         if node.name == self.honest_validators[0]:
             for tx in _block_txs(eff.block):

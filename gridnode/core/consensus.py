@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from gridnode.core.consensus_messages import (
+    MAX_MESSAGE_BYTES,
     NIL,
     BlockRequest,
     BlockResponse,
@@ -59,6 +60,7 @@ from gridnode.core.consensus_messages import (
     verify_vote,
 )
 from gridnode.core.crypto import KeyPair
+from market.codec import pack, unpack
 from market.errors import InvalidInput, UsageError
 
 __all__ = [
@@ -79,6 +81,8 @@ __all__ = [
     "Step",
     "TimerKind",
     "WalRecord",
+    "decode_wal_record",
+    "encode_wal_record",
 ]
 
 _FUTURE_BUFFER_LIMIT: Final = 10_000
@@ -179,6 +183,45 @@ class LockRecord:
 
 
 WalRecord = SignedRecord | LockRecord
+
+
+def encode_wal_record(record: WalRecord) -> bytes:
+    """Canonical bytes of a WAL record (tagged msgpack array)."""
+    if isinstance(record, SignedRecord):
+        return pack(["gn.signed", 1, record.height, record.round, int(record.step), record.value])
+    return pack(
+        [
+            "gn.lock",
+            1,
+            record.height,
+            record.locked_round,
+            record.locked_block,
+            record.valid_round,
+            record.valid_block,
+        ]
+    )
+
+
+def decode_wal_record(data: bytes) -> WalRecord:
+    """Inverse of :func:`encode_wal_record`; strict."""
+    value = unpack(data, what="wal record", max_bytes=MAX_MESSAGE_BYTES)
+    if isinstance(value, list) and len(value) == 6 and value[:2] == ["gn.signed", 1]:
+        _, _, h, r, step, v = value
+        if (
+            all(isinstance(x, int) and not isinstance(x, bool) for x in (h, r, step))
+            and step in (0, 1, 2)
+            and isinstance(v, bytes)
+        ):
+            return SignedRecord(h, r, Step(step), v)
+    if isinstance(value, list) and len(value) == 7 and value[:2] == ["gn.lock", 1]:
+        _, _, h, lr, lb, vr, vb = value
+        if (
+            all(isinstance(x, int) and not isinstance(x, bool) for x in (h, lr, vr))
+            and isinstance(lb, bytes)
+            and isinstance(vb, bytes)
+        ):
+            return LockRecord(h, lr, lb, vr, vb)
+    raise InvalidInput(reason="bad_wal_record", subject="wal record", found=repr(value)[:60])
 
 
 @dataclass(frozen=True, slots=True)

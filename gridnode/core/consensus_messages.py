@@ -49,7 +49,9 @@ __all__ = [
     "block_hash",
     "commit_from_votes",
     "commit_is_valid",
+    "decode_commit",
     "decode_message",
+    "encode_commit",
     "encode_message",
     "evidence_is_valid",
     "proposal_sign_bytes",
@@ -445,6 +447,19 @@ def decode_message(data: bytes) -> ConsensusMessage:
             out.append(SyncedBlock(_int(h, "height"), _bytes(block, "block"), _commit_from(c)))
         return BlockResponse(tuple(out))
     raise InvalidInput(reason="bad_tag", subject="consensus message", found=repr(tag)[:40])
+
+
+def encode_commit(commit: Commit) -> bytes:
+    """Canonical bytes of a commit (what the store keeps next to the block)."""
+    return pack(["gn.commit", FORMAT_VERSION, *_commit_wire(commit)])
+
+
+def decode_commit(data: bytes) -> Commit:
+    value = unpack(data, what="commit", max_bytes=MAX_MESSAGE_BYTES)
+    tag, version, *rest = _shape(value, 6, "commit")
+    if tag != "gn.commit" or version != FORMAT_VERSION:
+        raise InvalidInput(reason="bad_tag", subject="commit", found=repr(tag)[:40])
+    return _commit_from(rest)
 
 
 def commit_from_votes(height: int, round_: int, value: bytes, votes: Sequence[Vote]) -> Commit:
