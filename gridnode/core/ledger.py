@@ -1,0 +1,739 @@
+"""The replicated ledger: genesis, signed transactions, blocks, and the pure ``check``/``apply`` rules.
+
+Every node keeps this state and re-derives it from the blocks alone; consensus only agrees on the
+blocks. Rules of this module:
+
+**Genesis.** A community is defined by a :class:`Genesis` (community id, genesis time, slot length and
+gate lead, tariff, clearing rule, netting, reading deadline, the members' and validators' public keys,
+n = 3f + 1 validators). Its canonical hash names the chain.
+
+**Transactions** (canonical msgpack, signed by the household's Ed25519 key; the signature domain names the
+community, so nothing signed for one community is valid in another):
+
+* :class:`SignedOrder` — a market :class:`~market.orders.Order`. Admitted only if the signature is the
+  household's, the household is a member, the order obeys the market rules with the price cap at retail,
+  its slot is still open at the block's time, and its nonce is above the household's last used nonce
+  (so a replayed or re-ordered older message is refused). A household has at most **one open order per
+  slot**: a newer order for the same slot (higher nonce) *replaces* the open one (this is how forecasts
+  are re-quoted before gate closure). Hence no household can sell the same energy twice, and a household
+  can never trade with itself. Order ids are unique among open orders.
+* :class:`SignedCancel` — removes the household's open order for a slot (slot still open; nonce rule).
+* :class:`SignedReading` — a household's measured net energy for a delivered slot (``+`` exported).
+  Accepted once per household and slot, from the slot's end until ``reading_deadline_s`` after it.
+
+**Blocks.** ``Block(height, prev_hash, time_ms, proposer, txs, state_root)``; the hash is SHA-256 of the
+canonical bytes; ``state_root`` is the digest of the state *after* applying the block. A block is valid
+(:func:`check`) when: its height is the next one, ``prev_hash`` is the head, its time is strictly later
+than the previous block's (and, when the caller passes ``now_ms``, within ``max_drift_ms`` of the
+checking node's clock: validators check this before prevoting; nodes replaying committed blocks don't), the proposer is a validator, every transaction is admitted in order
+against the evolving state (a refused transaction makes the whole block invalid: proposers filter
+first with :func:`admit`), and the ``state_root`` matches.
+
+**Apply** (:func:`apply`), in this order: admit the transactions; then **clear** every slot whose gate
+closure is ``<=`` the block time (each slot once, from exactly the orders the ledger holds for it, with
+:func:`market.clearing.clear`), keeping its trades until settlement; then **settle** every cleared slot
+whose readings are all in (every member) or whose reading deadline has passed. A household that traded
+but sent no reading by the deadline is settled as if its meter read **0 Wh** (it delivered and used
+nothing): a seller that does not report buys its whole contract back at retail, a buyer sells its
+purchase back at feed-in, so staying silent never pays. Bills add to the households' balances; the grid
+and the netting pool are accounts too, so the sum of all balances is always exactly 0.
+
+**State digest.** SHA-256 of the canonical encoding of the whole state (sorted keys). Two nodes agree
+at a height iff their digests are equal.
+
+Known limits: the member and validator sets are fixed at genesis; the whole state is re-encoded for the
+digest at every block (fine for thousands of households, not millions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from gridnode.core.crypto import KeyPair, is_public_hex, verify_hex
+from market.clearing import Rule, Trade, clear
+from market.codec import order_from_wire, order_to_wire, pack, unpack
+from market.errors import InvalidInput, UsageError
+from market.orders import Order, OrderLimits, validate_order
+from market.settlement import GRID, POOL, Netting, Settlement, Tariff, settle
+from market.slots import SlotClock
+
+__all__ = [
+    "Block",
+    "Genesis",
+    "HouseholdTotals",
+    "LedgerState",
+    "SignedCancel",
+    "SignedOrder",
+    "SignedReading",
+    "Tx",
+    "admit",
+    "apply",
+    "build_block",
+    "check",
+    "decode_block",
+    "decode_tx",
+    "genesis_state",
+    "sign_cancel",
+    "sign_order",
+    "sign_reading",
+    "tx_id",
+]
+
+FORMAT: Final = 1
+ZERO_HASH: Final = b"\x00" * 32
+MAX_TX_BYTES: Final = 8 * 1024
+MAX_BLOCK_BYTES: Final = 4 * 1024 * 1024
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+# ------------------------------------------------------------------------------------------ genesis
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    """What a community operator decides once. Validators need not be members (a grid company)."""
+
+    community_id: str
+    genesis_time_ms: int
+    members: tuple[str, ...]
+    validators: tuple[str, ...]
+    slot_seconds: int = 900
+    gate_lead_seconds: int = 300
+    retail_micro_per_kwh: int = 300_000
+    feed_in_micro_per_kwh: int = 80_000
+    grid_fee_micro_per_kwh: int = 0
+    rule: Rule = Rule.PAY_AS_CLEAR
+    netting: Netting = Netting.NONE
+    reading_deadline_seconds: int = 900
+    max_drift_ms: int = 5_000
+    max_steps: int = 16
+
+    def __post_init__(self) -> None:
+        if (
+            not self.community_id
+            or not self.community_id.isascii()
+            or not self.community_id.isprintable()
+        ):
+            raise UsageError(f"community_id must be printable ASCII, got {self.community_id!r}")
+        if len(self.community_id) > 64 or "/" in self.community_id or " " in self.community_id:
+            raise UsageError("community_id must be at most 64 chars with no '/' or spaces")
+        for what, keys in (("member", self.members), ("validator", self.validators)):
+            for key in keys:
+                if not is_public_hex(key):
+                    raise UsageError(f"{what} {key!r} is not a hex Ed25519 public key")
+            if len(set(keys)) != len(keys):
+                raise UsageError(f"duplicate {what} keys in genesis")
+        if not self.validators:
+            raise UsageError("genesis needs at least one validator")
+        if self.reading_deadline_seconds < 0 or self.max_drift_ms < 0 or self.genesis_time_ms < 0:
+            raise UsageError("reading deadline, drift and genesis time must be >= 0")
+        self.clock  # noqa: B018 - validates slot length and gate lead
+        self.tariff  # noqa: B018 - validates the prices
+
+    @property
+    def clock(self) -> SlotClock:
+        return SlotClock(slot_seconds=self.slot_seconds, gate_lead_seconds=self.gate_lead_seconds)
+
+    @property
+    def tariff(self) -> Tariff:
+        return Tariff(
+            retail_micro_per_kwh=self.retail_micro_per_kwh,
+            feed_in_micro_per_kwh=self.feed_in_micro_per_kwh,
+            grid_fee_micro_per_kwh=self.grid_fee_micro_per_kwh,
+        )
+
+    @property
+    def limits(self) -> OrderLimits:
+        return OrderLimits(
+            price_cap_micro_per_kwh=self.retail_micro_per_kwh, max_steps=self.max_steps
+        )
+
+    @property
+    def max_faulty(self) -> int:
+        """f: how many Byzantine validators the committee tolerates (n >= 3f + 1)."""
+        return (len(self.validators) - 1) // 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (for TOML/JSON files)."""
+        return {
+            "community_id": self.community_id,
+            "genesis_time_ms": self.genesis_time_ms,
+            "slot_seconds": self.slot_seconds,
+            "gate_lead_seconds": self.gate_lead_seconds,
+            "retail_micro_per_kwh": self.retail_micro_per_kwh,
+            "feed_in_micro_per_kwh": self.feed_in_micro_per_kwh,
+            "grid_fee_micro_per_kwh": self.grid_fee_micro_per_kwh,
+            "rule": self.rule.value,
+            "netting": self.netting.value,
+            "reading_deadline_seconds": self.reading_deadline_seconds,
+            "max_drift_ms": self.max_drift_ms,
+            "max_steps": self.max_steps,
+            "members": list(self.members),
+            "validators": list(self.validators),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Genesis:
+        """Inverse of :meth:`to_dict`; unknown or mistyped keys raise :class:`UsageError` naming them."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(
+                f"genesis: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        for key in ("community_id", "genesis_time_ms", "members", "validators"):
+            if key not in data:
+                raise UsageError(f"genesis: missing key {key!r}")
+        values: dict[str, Any] = dict(data)
+        for key, value in values.items():
+            if key in ("members", "validators"):
+                if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, str) for v in value
+                ):
+                    raise UsageError(f"genesis: {key!r} must be a list of hex public keys")
+                values[key] = tuple(value)
+            elif key == "community_id":
+                if not isinstance(value, str):
+                    raise UsageError("genesis: 'community_id' must be a string")
+            elif key == "rule":
+                try:
+                    values[key] = Rule(value)
+                except ValueError:
+                    raise UsageError(
+                        f"genesis: 'rule' must be one of {[r.value for r in Rule]}"
+                    ) from None
+            elif key == "netting":
+                try:
+                    values[key] = Netting(value)
+                except ValueError:
+                    raise UsageError(
+                        f"genesis: 'netting' must be one of {[n.value for n in Netting]}"
+                    ) from None
+            elif not isinstance(value, int) or isinstance(value, bool):
+                raise UsageError(f"genesis: {key!r} must be an integer, got {value!r}")
+        return cls(**values)
+
+    def encode(self) -> bytes:
+        d = self.to_dict()
+        return pack(["gn.genesis", FORMAT, *[d[k] for k in sorted(d)]])
+
+    @property
+    def hash(self) -> bytes:
+        return _sha256(self.encode())
+
+    def domain(self, kind: str) -> str:
+        """The signature domain for ``kind`` in this community."""
+        return f"{kind}:{self.community_id}"
+
+
+# ------------------------------------------------------------------------------------ transactions
+
+
+@dataclass(frozen=True, slots=True)
+class SignedOrder:
+    order: Order
+    signature: bytes
+
+    @property
+    def household(self) -> str:
+        return self.order.household
+
+    def body(self) -> list[Any]:
+        return order_to_wire(self.order)
+
+    def encode(self) -> bytes:
+        return pack(["gn.tx.order", FORMAT, self.body(), self.signature])
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCancel:
+    household: str
+    slot: int
+    nonce: int
+    signature: bytes
+
+    def body(self) -> list[Any]:
+        return ["gn.cancel", FORMAT, self.household, self.slot, self.nonce]
+
+    def encode(self) -> bytes:
+        return pack(["gn.tx.cancel", FORMAT, self.body(), self.signature])
+
+
+@dataclass(frozen=True, slots=True)
+class SignedReading:
+    household: str
+    slot: int
+    net_wh: int
+    signature: bytes
+
+    def body(self) -> list[Any]:
+        return ["gn.reading", FORMAT, self.household, self.slot, self.net_wh]
+
+    def encode(self) -> bytes:
+        return pack(["gn.tx.reading", FORMAT, self.body(), self.signature])
+
+
+Tx = SignedOrder | SignedCancel | SignedReading
+
+_DOMAIN = {SignedOrder: "order", SignedCancel: "cancel", SignedReading: "reading"}
+
+
+def tx_id(tx: Tx) -> bytes:
+    """Content id of a transaction: SHA-256 of its canonical bytes."""
+    return _sha256(tx.encode())
+
+
+def sign_order(key: KeyPair, genesis: Genesis, order: Order) -> SignedOrder:
+    if order.household != key.public_hex:
+        raise UsageError("an order's household must be the signing key's public key")
+    return SignedOrder(order, key.sign(genesis.domain("order"), pack(order_to_wire(order))))
+
+
+def sign_cancel(key: KeyPair, genesis: Genesis, *, slot: int, nonce: int) -> SignedCancel:
+    unsigned = SignedCancel(key.public_hex, slot, nonce, b"")
+    return replace(unsigned, signature=key.sign(genesis.domain("cancel"), pack(unsigned.body())))
+
+
+def sign_reading(key: KeyPair, genesis: Genesis, *, slot: int, net_wh: int) -> SignedReading:
+    unsigned = SignedReading(key.public_hex, slot, net_wh, b"")
+    return replace(unsigned, signature=key.sign(genesis.domain("reading"), pack(unsigned.body())))
+
+
+def _int(value: Any, what: str, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(
+            reason="bad_type", subject=what, field=field, expected="int", found=type(value).__name__
+        )
+    return value
+
+
+def _tx_from_wire(value: Any) -> Tx:
+    if not isinstance(value, list) or len(value) != 4 or value[1] != FORMAT:
+        raise InvalidInput(reason="bad_shape", subject="tx", expected="[tag, 1, body, signature]")
+    tag, _, body, sig = value
+    if not isinstance(sig, bytes):
+        raise InvalidInput(reason="bad_type", subject="tx", field="signature", expected="bytes")
+    if tag == "gn.tx.order":
+        return SignedOrder(order_from_wire(body), sig)
+    if not isinstance(body, list) or len(body) != 5 or body[1] != FORMAT:
+        raise InvalidInput(reason="bad_shape", subject="tx", field="body", expected="array of 5")
+    household = body[2]
+    if not isinstance(household, str):
+        raise InvalidInput(reason="bad_type", subject="tx", field="household", expected="str")
+    if tag == "gn.tx.cancel" and body[0] == "gn.cancel":
+        return SignedCancel(
+            household, _int(body[3], "cancel", "slot"), _int(body[4], "cancel", "nonce"), sig
+        )
+    if tag == "gn.tx.reading" and body[0] == "gn.reading":
+        return SignedReading(
+            household, _int(body[3], "reading", "slot"), _int(body[4], "reading", "net_wh"), sig
+        )
+    raise InvalidInput(
+        reason="bad_tag",
+        subject="tx",
+        field="tag",
+        expected="gn.tx.order|cancel|reading",
+        found=repr(tag),
+    )
+
+
+def decode_tx(data: bytes) -> Tx:
+    """Strictly parse one transaction (structure only; :func:`admit` checks the rules)."""
+    return _tx_from_wire(unpack(data, what="tx", max_bytes=MAX_TX_BYTES))
+
+
+def verify_signature(genesis: Genesis, tx: Tx) -> bool:
+    return verify_hex(
+        tx.household, genesis.domain(_DOMAIN[type(tx)]), pack(tx.body()), tx.signature
+    )
+
+
+# ------------------------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdTotals:
+    """A household's running totals over every settled slot."""
+
+    bought_p2p_wh: int = 0
+    sold_p2p_wh: int = 0
+    grid_import_wh: int = 0
+    grid_export_wh: int = 0
+    bill_micro: int = 0
+    grid_only_bill_micro: int = 0
+    slots_settled: int = 0
+
+    @property
+    def savings_micro(self) -> int:
+        return self.grid_only_bill_micro - self.bill_micro
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    """Everything the blocks so far imply. Never mutated: :func:`apply` returns a new one.
+
+    ``orders``: open (not yet cleared) orders by slot, then household. ``trades``: cleared slots awaiting
+    settlement. ``readings``: meter readings by slot, then household. ``balances``: µ¤ per account,
+    positive = the account is owed money; households, the grid and the pool; sum always 0.
+    """
+
+    genesis: Genesis
+    height: int = 0
+    head_hash: bytes = ZERO_HASH
+    time_ms: int = 0
+    nonces: Mapping[str, int] = field(default_factory=dict)
+    orders: Mapping[int, Mapping[str, SignedOrder]] = field(default_factory=dict)
+    trades: Mapping[int, tuple[Trade, ...]] = field(default_factory=dict)
+    clearing_prices: Mapping[int, int | None] = field(default_factory=dict)
+    readings: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    balances: Mapping[str, int] = field(default_factory=dict)
+    totals: Mapping[str, HouseholdTotals] = field(default_factory=dict)
+    last_cleared_slot: int = -1
+    settled_slots: int = 0
+
+    def encode(self) -> bytes:
+        """Canonical bytes of the whole state (what the digest covers)."""
+        return pack(
+            [
+                "gn.state",
+                FORMAT,
+                self.genesis.hash,
+                self.height,
+                self.head_hash,
+                self.time_ms,
+                sorted(self.nonces.items()),
+                [
+                    [slot, [[h, o.encode()] for h, o in sorted(by_h.items())]]
+                    for slot, by_h in sorted(self.orders.items())
+                ],
+                [[slot, [list(t) for t in ts]] for slot, ts in sorted(self.trades.items())],
+                sorted(self.clearing_prices.items()),
+                [[slot, sorted(r.items())] for slot, r in sorted(self.readings.items())],
+                sorted(self.balances.items()),
+                [
+                    [
+                        h,
+                        t.bought_p2p_wh,
+                        t.sold_p2p_wh,
+                        t.grid_import_wh,
+                        t.grid_export_wh,
+                        t.bill_micro,
+                        t.grid_only_bill_micro,
+                        t.slots_settled,
+                    ]
+                    for h, t in sorted(self.totals.items())
+                ],
+                self.last_cleared_slot,
+                self.settled_slots,
+            ]
+        )
+
+    def digest(self) -> bytes:
+        return _sha256(self.encode())
+
+    def open_order(self, slot: int, household: str) -> SignedOrder | None:
+        return self.orders.get(slot, {}).get(household)
+
+
+def genesis_state(genesis: Genesis) -> LedgerState:
+    """The state before block 1."""
+    clock = genesis.clock
+    return LedgerState(
+        genesis=genesis,
+        time_ms=genesis.genesis_time_ms,
+        last_cleared_slot=clock.first_open_slot(genesis.genesis_time_ms // 1000) - 1,
+    )
+
+
+# ------------------------------------------------------------------------------------------ blocks
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    height: int
+    prev_hash: bytes
+    time_ms: int
+    proposer: str
+    txs: tuple[Tx, ...]
+    state_root: bytes
+
+    def encode(self) -> bytes:
+        return pack(
+            [
+                "gn.block",
+                FORMAT,
+                self.height,
+                self.prev_hash,
+                self.time_ms,
+                self.proposer,
+                [tx.encode() for tx in self.txs],
+                self.state_root,
+            ]
+        )
+
+    @property
+    def hash(self) -> bytes:
+        return _sha256(self.encode())
+
+
+def decode_block(data: bytes) -> Block:
+    """Strictly parse a block's bytes (structure only; :func:`check` checks the rules)."""
+    value = unpack(data, what="block", max_bytes=MAX_BLOCK_BYTES)
+    if (
+        not isinstance(value, list)
+        or len(value) != 8
+        or value[0] != "gn.block"
+        or value[1] != FORMAT
+    ):
+        raise InvalidInput(reason="bad_shape", subject="block", expected="['gn.block', 1, …] of 8")
+    _, _, height, prev, time_ms, proposer, txs, root = value
+    if not isinstance(prev, bytes) or not isinstance(root, bytes) or not isinstance(proposer, str):
+        raise InvalidInput(
+            reason="bad_type", subject="block", expected="bytes hashes and str proposer"
+        )
+    if not isinstance(txs, list) or not all(isinstance(t, bytes) for t in txs):
+        raise InvalidInput(
+            reason="bad_type", subject="block", field="txs", expected="array of bytes"
+        )
+    return Block(
+        height=_int(height, "block", "height"),
+        prev_hash=prev,
+        time_ms=_int(time_ms, "block", "time_ms"),
+        proposer=proposer,
+        txs=tuple(_tx_from_wire(unpack(t, what="tx", max_bytes=MAX_TX_BYTES)) for t in txs),
+        state_root=root,
+    )
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+class _Draft:
+    """Mutable working copy used inside one :func:`apply`; never escapes it."""
+
+    def __init__(self, state: LedgerState) -> None:
+        self.state = state
+        self.nonces = dict(state.nonces)
+        self.orders = {s: dict(v) for s, v in state.orders.items()}
+        self.readings = {s: dict(v) for s, v in state.readings.items()}
+        self.trades = dict(state.trades)
+        self.prices = dict(state.clearing_prices)
+        self.balances = dict(state.balances)
+        self.totals = dict(state.totals)
+        self.order_ids = {o.order.order_id for by_h in state.orders.values() for o in by_h.values()}
+
+
+def _reject(reason: str, tx: Tx, expected: str, found: object) -> InvalidInput:
+    return InvalidInput(
+        reason=reason,
+        subject=f"{type(tx).__name__} from {tx.household[:16]}",
+        expected=expected,
+        found=str(found),
+    )
+
+
+def _admit(draft: _Draft, tx: Tx, time_ms: int) -> None:
+    genesis = draft.state.genesis
+    now_s = time_ms // 1000
+    clock = genesis.clock
+    if tx.household not in genesis.members:
+        raise _reject("not_a_member", tx, "a member of the community", tx.household[:16])
+    if not verify_signature(genesis, tx):
+        raise _reject("bad_signature", tx, "the household's signature", "another")
+    if isinstance(tx, SignedReading):
+        if now_s < clock.end(tx.slot):
+            raise _reject("slot_not_delivered", tx, f"block time >= {clock.end(tx.slot)}", now_s)
+        if now_s >= clock.end(tx.slot) + genesis.reading_deadline_seconds:
+            raise _reject("reading_too_late", tx, "a reading before the deadline", now_s)
+        if tx.household in draft.readings.get(tx.slot, {}):
+            raise _reject("duplicate_reading", tx, "one reading per household and slot", tx.slot)
+        if abs(tx.net_wh) > genesis.limits.max_energy_wh:
+            raise _reject(
+                "energy_too_large", tx, f"|net_wh| <= {genesis.limits.max_energy_wh}", tx.net_wh
+            )
+        draft.readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
+        return
+    nonce = tx.order.nonce if isinstance(tx, SignedOrder) else tx.nonce
+    if nonce <= draft.nonces.get(tx.household, -1):
+        raise _reject("stale_nonce", tx, f"nonce > {draft.nonces.get(tx.household, -1)}", nonce)
+    slot = tx.order.slot if isinstance(tx, SignedOrder) else tx.slot
+    if not clock.is_open(slot, now_s):
+        raise _reject(
+            "slot_closed", tx, f"a slot open at {now_s} (>= {clock.first_open_slot(now_s)})", slot
+        )
+    previous = draft.orders.get(slot, {}).get(tx.household)
+    if isinstance(tx, SignedOrder):
+        validate_order(tx.order, limits=genesis.limits)
+        if tx.order.order_id in draft.order_ids and (
+            previous is None or previous.order.order_id != tx.order.order_id
+        ):
+            raise _reject("duplicate_id", tx, "an order id not in use", tx.order.order_id)
+        if previous is not None:
+            draft.order_ids.discard(previous.order.order_id)
+        draft.orders.setdefault(slot, {})[tx.household] = tx
+        draft.order_ids.add(tx.order.order_id)
+    else:
+        if previous is None:
+            raise _reject("no_open_order", tx, "an open order to cancel", slot)
+        draft.order_ids.discard(previous.order.order_id)
+        del draft.orders[slot][tx.household]
+        if not draft.orders[slot]:
+            del draft.orders[slot]
+    draft.nonces[tx.household] = nonce
+
+
+def _clear_due(draft: _Draft, time_ms: int) -> int:
+    """Clear every slot whose gate closed by ``time_ms``; returns the last cleared slot."""
+    genesis = draft.state.genesis
+    last_closed = genesis.clock.first_open_slot(time_ms // 1000) - 1
+    for slot in sorted(s for s in draft.orders if s <= last_closed):
+        book = [so.order for so in draft.orders.pop(slot).values()]
+        result = clear(book, slot=slot, rule=genesis.rule)
+        if result.trades:
+            draft.trades[slot] = tuple(result.trades)
+        draft.prices[slot] = result.clearing_price_micro_per_kwh
+        for o in book:
+            draft.order_ids.discard(o.order_id)
+    return max(last_closed, draft.state.last_cleared_slot)
+
+
+def _settle_due(draft: _Draft, time_ms: int, last_cleared: int) -> int:
+    genesis = draft.state.genesis
+    clock = genesis.clock
+    now_s = time_ms // 1000
+    members = genesis.members
+    settled = 0
+    for slot in sorted(set(draft.trades) | set(draft.readings)):
+        if slot > last_cleared:
+            continue
+        readings = draft.readings.get(slot, {})
+        deadline_passed = now_s >= clock.end(slot) + genesis.reading_deadline_seconds
+        if not deadline_passed and len(readings) < len(members):
+            continue
+        trades = draft.trades.pop(slot, ())
+        draft.readings.pop(slot, None)
+        meters = dict(readings)
+        for t in trades:  # the documented rule for a missing reading: 0 Wh
+            meters.setdefault(t.buyer, 0)
+            meters.setdefault(t.seller, 0)
+        result = settle(slot, trades, meters, genesis.tariff, netting=genesis.netting)
+        _book(draft, result)
+        settled += 1
+    return settled
+
+
+def _book(draft: _Draft, result: Settlement) -> None:
+    for t in result.transfers:
+        draft.balances[t.payer] = draft.balances.get(t.payer, 0) - t.amount_micro
+        draft.balances[t.payee] = draft.balances.get(t.payee, 0) + t.amount_micro
+    for b in result.bills:
+        old = draft.totals.get(b.household, HouseholdTotals())
+        draft.totals[b.household] = HouseholdTotals(
+            bought_p2p_wh=old.bought_p2p_wh + b.bought_p2p_wh,
+            sold_p2p_wh=old.sold_p2p_wh + b.sold_p2p_wh,
+            grid_import_wh=old.grid_import_wh + b.grid_import_wh,
+            grid_export_wh=old.grid_export_wh + b.grid_export_wh,
+            bill_micro=old.bill_micro + b.bill_micro,
+            grid_only_bill_micro=old.grid_only_bill_micro + b.grid_only_bill_micro,
+            slots_settled=old.slots_settled + 1,
+        )
+
+
+def _run(
+    state: LedgerState, *, height: int, head_hash: bytes, time_ms: int, txs: Iterable[Tx]
+) -> LedgerState:
+    draft = _Draft(state)
+    for tx in txs:
+        _admit(draft, tx, time_ms)
+    last_cleared = _clear_due(draft, time_ms)
+    settled = _settle_due(draft, time_ms, last_cleared)
+    if sum(draft.balances.values()) != 0:  # pragma: no cover - settlement already guarantees it
+        raise AssertionError("ledger balances do not sum to zero")
+    return LedgerState(
+        genesis=state.genesis,
+        height=height,
+        head_hash=head_hash,
+        time_ms=time_ms,
+        nonces=draft.nonces,
+        orders=draft.orders,
+        trades=draft.trades,
+        clearing_prices=draft.prices,
+        readings=draft.readings,
+        balances={k: v for k, v in draft.balances.items() if v or k in (GRID, POOL)},
+        totals=draft.totals,
+        last_cleared_slot=last_cleared,
+        settled_slots=state.settled_slots + settled,
+    )
+
+
+def admit(state: LedgerState, txs: Iterable[Tx], *, time_ms: int) -> list[Tx]:
+    """The longest valid selection of ``txs``, in order: what a proposer may put in a block at ``time_ms``.
+
+    Each transaction is kept if it is admissible after the ones kept before it.
+    """
+    draft = _Draft(state)
+    kept: list[Tx] = []
+    for tx in txs:
+        try:
+            _admit(draft, tx, time_ms)  # raises before it changes anything
+        except InvalidInput:
+            continue
+        kept.append(tx)
+    return kept
+
+
+def build_block(
+    state: LedgerState, *, time_ms: int, proposer: str, txs: Sequence[Tx]
+) -> tuple[Block, LedgerState]:
+    """A valid next block from the admissible part of ``txs``, and the state after it."""
+    time_ms = max(time_ms, state.time_ms + 1)
+    chosen = tuple(admit(state, txs, time_ms=time_ms))
+    unsigned = Block(state.height + 1, state.head_hash, time_ms, proposer, chosen, ZERO_HASH)
+    after = _run(state, height=unsigned.height, head_hash=ZERO_HASH, time_ms=time_ms, txs=chosen)
+    block = replace(unsigned, state_root=_root(after))
+    return block, replace(after, head_hash=block.hash)
+
+
+def _root(state_with_zero_head: LedgerState) -> bytes:
+    # the root cannot cover the block's own hash (it is part of the block): it covers everything else
+    return state_with_zero_head.digest()
+
+
+def check(state: LedgerState, block: Block, *, now_ms: int | None = None) -> LedgerState:
+    """Validate ``block`` as the next block; return the state after it, or raise :class:`InvalidInput`."""
+    genesis = state.genesis
+
+    def bad(reason: str, expected: object, found: object) -> InvalidInput:
+        return InvalidInput(
+            reason=reason, subject=f"block {block.height}", expected=str(expected), found=str(found)
+        )
+
+    if block.height != state.height + 1:
+        raise bad("wrong_height", state.height + 1, block.height)
+    if block.prev_hash != state.head_hash:
+        raise bad("wrong_prev_hash", state.head_hash.hex()[:16], block.prev_hash.hex()[:16])
+    if block.time_ms <= state.time_ms:
+        raise bad("time_not_monotonic", f"> {state.time_ms}", block.time_ms)
+    if now_ms is not None and block.time_ms > now_ms + genesis.max_drift_ms:
+        raise bad("time_in_future", f"<= {now_ms + genesis.max_drift_ms}", block.time_ms)
+    if now_ms is not None and block.time_ms < now_ms - genesis.max_drift_ms:
+        raise bad("time_too_old", f">= {now_ms - genesis.max_drift_ms}", block.time_ms)
+    if block.proposer not in genesis.validators:
+        raise bad("not_a_validator", "a validator's key", block.proposer[:16])
+    after = _run(
+        state, height=block.height, head_hash=ZERO_HASH, time_ms=block.time_ms, txs=block.txs
+    )
+    if _root(after) != block.state_root:
+        raise bad("wrong_state_root", _root(after).hex()[:16], block.state_root.hex()[:16])
+    return replace(after, head_hash=block.hash)
+
+
+def apply(state: LedgerState, block: Block) -> LedgerState:
+    """The state after a committed ``block`` (which :func:`check` accepted). Pure and deterministic."""
+    return check(state, block)
