@@ -125,7 +125,9 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data``; return every frame it completes, in order (see :attr:`error`)."""
         if self.error is not None:
-            raise InvalidInput(reason="decoder_failed", subject="frame stream", found=str(self.error))
+            raise InvalidInput(
+                reason="decoder_failed", subject="frame stream", found=str(self.error)
+            )
         self._buf += data
         frames: list[bytes] = []
         pos = 0

@@ -163,8 +163,9 @@ class NetConfig:
     bootstrap: tuple[str, ...] = ()
     mdns: bool = False
     router: Literal["gossipsub", "floodsub"] = "gossipsub"
-    gossip_degree: int = 6
-    gossip_degree_low: int = 4
+    #: mesh target/low: with fewer peers than ``gossip_degree_low`` the mesh holds every peer.
+    gossip_degree: int = 8
+    gossip_degree_low: int = 6
     #: >= the community size, so GossipSub never prunes a member out of the mesh.
     gossip_degree_high: int = 64
     heartbeat_interval_s: int = 1
@@ -341,6 +342,7 @@ class NetHost:
         self._wanted: dict[str, _Wanted] = {}
         self._wanted_changed = trio.Event()
         self._subscriptions: dict[str, Any] = {}
+        self._validators: dict[str, Validator | None] = {}
         self.peer_id: str = host.get_id().to_base58()
 
     # ---- identity, addresses, peers ----
@@ -502,6 +504,7 @@ class NetHost:
                 self._count(fwd, "rejected")
             return bool(accepted)
 
+        self._validators[topic] = validate
         self._pubsub.set_topic_validator(topic, libp2p_validator, False)
         sub = await self._pubsub.subscribe(topic)
         self._subscriptions[topic] = sub
@@ -532,11 +535,21 @@ class NetHost:
         return max((len(q) for q in queues.values()), default=0)
 
     async def publish(self, name: str, data: bytes) -> None:
-        """Publish ``data`` on our community's topic ``name`` (paced: never overruns a queue)."""
+        """Publish ``data`` on our community's topic ``name`` (paced: never overruns a queue).
+
+        Raises :class:`InvalidInput` (``rejected_by_own_validator``) if our own topic validator
+        rejects ``data`` (libp2p would drop it silently) and :class:`UsageError` when oversize.
+        """
         topic = topic_name(self.config.community, name)
         if len(data) > self.config.max_gossip_bytes:
             raise UsageError(
                 f"gossip message of {len(data)} bytes exceeds {self.config.max_gossip_bytes}"
+            )
+        validate = self._validators.get(topic)
+        # libp2p runs our own validator on our own message and drops it silently: say so instead
+        if validate is not None and not validate(self.peer_id, data):
+            raise InvalidInput(
+                reason="rejected_by_own_validator", subject=f"gossip on {topic}", field="data"
             )
         with trio.move_on_after(self.config.publish_wait_s):
             while self._max_peer_queue() >= self.config.publish_queue_limit:

@@ -283,63 +283,58 @@ def valid_signature(origin: str, data: bytes) -> bool:
 
 
 @pytest.mark.parametrize("router", ["gossipsub", "floodsub"])
-def test_gossip_reaches_all_five_hosts_and_the_validator_stops_forgeries(router: Any) -> None:
+def test_gossip_reaches_all_hosts_and_the_validator_stops_forgeries(router: Any) -> None:
     ks = keys(6, seed=17)
     cfg = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=2000)
-    # host 5 allows itself big messages, so the others see oversize gossip arrive
-    cfg_big = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=100_000)
+    # host 5 is an attacker: no validator of its own and a big size limit
+    cfg_attacker = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=100_000)
 
     async def scenario() -> None:
         async with AsyncExitStack() as stack:
             hosts = [
-                await stack.enter_async_context(open_net_host(k, cfg_big if i == 5 else cfg))
+                await stack.enter_async_context(open_net_host(k, cfg_attacker if i == 5 else cfg))
                 for i, k in enumerate(ks)
             ]
+            attacker = hosts[5]
             inbox: dict[int, list[tuple[str, bytes]]] = {i: [] for i in range(6)}
             for i, h in enumerate(hosts):
                 await h.subscribe(
                     "orders",
                     lambda origin, data, i=i: inbox[i].append((origin, data)),
-                    validate=valid_signature,
+                    validate=None if h is attacker else valid_signature,
                 )
             await mesh(hosts)
             topic = "/gridnode/test-community/orders/1"
             for h in hosts:
                 await wait_for(lambda h=h: len(h.gossip_peers(topic)) == 5, what="subscriptions")
 
-            for i, (h, k) in enumerate(zip(hosts[:5], ks, strict=True)):
-                await h.publish("orders", signed(k, f"order {i}".encode()))
-            forger = hosts[1]
-            await forger.publish("orders", signed(ks[0], b"forged: signed by someone else"))
-            await forger.publish("orders", b"\x00" * 10)  # malformed: no signature at all
-            await hosts[5].publish("orders", signed(ks[5], b"x" * 5000))  # oversize for others
-
-            expected = {(hosts[i].peer_id, signed(ks[i], f"order {i}".encode())) for i in range(5)}
-            for i in range(5):
-                await wait_for(lambda i=i: len(inbox[i]) >= 5, what=f"host {i} gets 5 orders")
-            # give stray forwarding a chance to show up: poll until every host's counters settle
-            await wait_for(
-                lambda: all(
-                    h.peer_stats().get(forger.peer_id) is not None
-                    and h.peer_stats()[forger.peer_id].rejected >= 2
-                    for h in hosts
-                    if h is not forger
-                ),
-                what="forgeries counted",
-            )
-            await wait_for(
-                lambda: all(
-                    h.peer_stats().get(hosts[5].peer_id) is not None
-                    and h.peer_stats()[hosts[5].peer_id].oversize >= 1
-                    for h in hosts[:5]
-                ),
-                what="oversize counted",
-            )
-            for i in range(5):
-                assert set(inbox[i]) == expected, f"host {i}"
-            assert {o for o, _ in inbox[5]} == {h.peer_id for h in hosts[:5]}
+            good = [signed(k, f"order {i}".encode()) for i, k in enumerate(ks)]
+            for h, msg in zip(hosts, good, strict=True):
+                await h.publish("orders", msg)
+            await attacker.publish("orders", signed(ks[0], b"forged: signed with another key"))
+            await attacker.publish("orders", b"\x00" * 10)  # malformed: no signature at all
+            await attacker.publish("orders", signed(ks[5], b"x" * 5000))  # oversize for others
+            with pytest.raises(InvalidInput, match="rejected_by_own_validator"):
+                await hosts[0].publish("orders", b"unsigned")
             with pytest.raises(UsageError, match="exceeds"):
                 await hosts[0].publish("orders", b"y" * 2001)
+
+            expected = {(hosts[i].peer_id, good[i]) for i in range(6)}
+            for i in range(5):
+                await wait_for(lambda i=i: len(inbox[i]) >= 6, what=f"host {i} gets 6 orders")
+
+            def attacker_counted(h: NetHost) -> bool:
+                st = h.peer_stats().get(attacker.peer_id)
+                return st is not None and st.rejected >= 2 and st.oversize >= 1
+
+            await wait_for(lambda: all(attacker_counted(h) for h in hosts[:5]), what="counters")
+            for i in range(5):
+                assert set(inbox[i]) == expected, f"host {i}"
+                assert len(inbox[i]) == 6, "each message is delivered once"
+                assert hosts[i].peer_stats()[attacker.peer_id].misbehaviour >= 3
+                for honest in hosts[:5]:
+                    if honest is not hosts[i]:
+                        assert hosts[i].peer_stats()[honest.peer_id].misbehaviour == 0
 
     run(scenario, deadline_s=40)
 
