@@ -69,6 +69,7 @@ __all__ = [
     "SignedOrder",
     "SignedReading",
     "Tx",
+    "admission_error",
     "admit",
     "apply",
     "build_block",
@@ -686,6 +687,15 @@ def admit(state: LedgerState, txs: Iterable[Tx], *, time_ms: int) -> list[Tx]:
             continue
         kept.append(tx)
     return kept
+
+
+def admission_error(state: LedgerState, tx: Tx, *, time_ms: int) -> InvalidInput | None:
+    """Why ``tx`` would be refused on top of ``state`` at ``time_ms``, or ``None`` if admissible."""
+    try:
+        _admit(_Draft(state), tx, time_ms)
+    except InvalidInput as exc:
+        return exc
+    return None
 
 
 def build_block(

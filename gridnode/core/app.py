@@ -1,0 +1,134 @@
+"""The ledger as a consensus application: mempool in, blocks out, committed blocks applied.
+
+Rules of this module:
+
+* :class:`LedgerApp` implements the consensus :class:`~gridnode.core.consensus.Application`
+  protocol over :mod:`gridnode.core.ledger`. Block bytes are :meth:`Block.encode`; block time is the
+  proposer's clock in unix milliseconds (consensus ``now``).
+* :meth:`LedgerApp.submit` admits a transaction to the mempool only if it would be admitted on top of
+  the current committed state (signature, membership, nonce, open slot, …); the reason otherwise.
+  After every committed block the mempool drops what the block carried and re-checks the rest.
+* :meth:`LedgerApp.make_block` takes the mempool's deterministic batch (ordered by nonce, then id, so a
+  household's transactions stay in nonce order), keeps its admissible part and builds the block with
+  its state root. :meth:`LedgerApp.validate_block` re-runs every rule (:func:`ledger.check`) with the
+  validator's own clock for the drift bound. States computed while proposing or validating are cached
+  by block hash, so a committed block is not re-applied from scratch.
+* :meth:`LedgerApp.apply` applies a committed block and raises :class:`~market.errors.InvalidInput` if it
+  breaks a rule (which a commit of > 2/3 honest validators never does).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gridnode.core.ledger import (
+    Block,
+    Genesis,
+    LedgerState,
+    SignedCancel,
+    SignedOrder,
+    Tx,
+    admission_error,
+    build_block,
+    check,
+    decode_block,
+    genesis_state,
+    tx_id,
+)
+from gridnode.core.mempool import AddResult, Mempool
+from market.errors import InvalidInput
+
+__all__ = ["LedgerApp"]
+
+_CACHE_LIMIT: Final = 64
+
+
+def _nonce_key(tx: Tx) -> tuple[int, ...]:
+    if isinstance(tx, SignedOrder):
+        return (tx.order.nonce,)
+    if isinstance(tx, SignedCancel):
+        return (tx.nonce,)
+    return (0,)
+
+
+class LedgerApp:
+    """One node's ledger: committed state, mempool, and the consensus application hooks."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        *,
+        proposer: str = "",
+        max_block_txs: int = 2_000,
+        max_block_bytes: int = 2 * 1024 * 1024,
+        state: LedgerState | None = None,
+    ) -> None:
+        self.genesis = genesis
+        self.state = state if state is not None else genesis_state(genesis)
+        self.proposer = proposer
+        self._max_txs = max_block_txs
+        self._max_bytes = max_block_bytes
+        self._after: dict[bytes, LedgerState] = {}
+        self.mempool: Mempool[Tx] = Mempool(
+            tx_id=tx_id,
+            check=self._check_tx,
+            size=lambda tx: len(tx.encode()),
+            sort_key=_nonce_key,
+        )
+
+    # ------------------------------------------------------------------ mempool
+    def _check_tx(self, tx: Tx) -> str | None:
+        error = admission_error(self.state, tx, time_ms=self.state.time_ms + 1)
+        return None if error is None else error.reason
+
+    def submit(self, tx: Tx) -> AddResult:
+        """Offer a transaction to the mempool (see the module rules)."""
+        return self.mempool.add(tx)
+
+    # ------------------------------------------------------------------ consensus hooks
+    def make_block(self, height: int, round_: int, now: int) -> bytes:
+        del round_
+        if height != self.state.height + 1:
+            raise InvalidInput(
+                reason="not_next", subject=f"block {height}", expected=str(self.state.height + 1)
+            )
+        txs = self.mempool.batch(max_count=self._max_txs, max_bytes=self._max_bytes)
+        block, after = build_block(self.state, time_ms=now, proposer=self.proposer, txs=txs)
+        self._remember(block.hash, after)
+        return block.encode()
+
+    def validate_block(self, height: int, block: bytes, now: int) -> bool:
+        try:
+            parsed = decode_block(block)
+            if parsed.height != height:
+                return False
+            after = check(self.state, parsed, now_ms=now)
+        except InvalidInput:
+            return False
+        self._remember(parsed.hash, after)
+        return True
+
+    def apply(self, height: int, block: bytes) -> LedgerState:
+        """Apply the committed block at ``height``; returns the new state."""
+        parsed = decode_block(block)
+        if parsed.height != height:
+            raise InvalidInput(
+                reason="wrong_height", subject=f"block {height}", found=str(parsed.height)
+            )
+        after = self._after.pop(parsed.hash, None)
+        if after is None or after.height != self.state.height + 1:
+            after = check(self.state, parsed)
+        self.state = after
+        self._after.clear()
+        self.mempool.remove_committed(tx_id(tx) for tx in parsed.txs)
+        self.mempool.recheck()
+        return after
+
+    def _remember(self, block_hash: bytes, after: LedgerState) -> None:
+        if len(self._after) >= _CACHE_LIMIT:
+            self._after.pop(next(iter(self._after)))
+        self._after[block_hash] = after
+
+    @staticmethod
+    def decode(block: bytes) -> Block:
+        return decode_block(block)
