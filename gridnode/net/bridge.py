@@ -12,7 +12,8 @@ an explicit :meth:`TrioBridge.stop`.
 Rules:
 
 * Everything libp2p-related runs on the bridge's trio thread; asyncio code reaches it only through
-  :meth:`~TrioBridge.call` (awaitable), :meth:`~TrioBridge.call_sync` (blocking, for non-async code
+  :meth:`~TrioBridge.call` (awaitable), :meth:`~TrioBridge.run_sync` (a plain function, awaitable),
+  :meth:`~TrioBridge.call_sync` (blocking, for non-async code
   such as a CLI), :meth:`~TrioBridge.spawn` (fire and forget) and :meth:`~TrioBridge.enter`
   (keep an async context manager — e.g. a libp2p host — open until :meth:`~TrioBridge.stop`).
 * Results and exceptions cross back unchanged. Cancelling an asyncio ``call`` cancels the trio task.
@@ -197,6 +198,14 @@ class TrioBridge:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(scope.cancel)
             raise
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the plain function ``fn(*args)`` on the trio thread (e.g. to register a handler)."""
+
+        async def wrapper() -> T:
+            return fn(*args)
+
+        return await self.call(wrapper)
 
     def call_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``await fn(*args)`` on the trio thread and block this (non-trio) thread for it."""
