@@ -304,7 +304,10 @@ class _HonestNode:
         rec = recover(self.store)
         app = SimApp(sig_counter=self.sim.sig_counter, max_block_txs=self.sim.max_block_txs)
         for sb in rec.blocks:
-            app.apply(sb.height, sb.block)
+            try:
+                app.apply(sb.height, sb.block)
+            except InvalidInput:  # already reported as a violation when it was decided
+                app.height = sb.height
         h = rec.head.height + 1 if rec.head is not None else 1
         blocks = StoreBlocks(self.store)
         if self.key is None:
@@ -332,9 +335,9 @@ class _HonestNode:
     def persist(self, record: WalRecord) -> None:
         if isinstance(record, SignedRecord):
             # the "vote" column holds the whole record: a nil vote's value is empty bytes
-            self.store.save_last_signed(
-                record.height, record.round, int(record.step), encode_wal_record(record)
-            )
+            data = encode_wal_record(record)
+            self.store.append_wal(record.height, data)  # every vote, to re-send after a crash
+            self.store.save_last_signed(record.height, record.round, int(record.step), data)
         else:
             self.store.append_wal(record.height, encode_wal_record(record))
 

@@ -86,6 +86,8 @@ __all__ = [
 ]
 
 _FUTURE_BUFFER_LIMIT: Final = 10_000
+#: Distinct values accepted from one validator for one (type, round); more is only spam.
+_MAX_VALUES_PER_SIGNER: Final = 4
 
 
 class Step(enum.IntEnum):
@@ -272,7 +274,11 @@ Effect = Persist | Broadcast | Send | SetTimer | Decided | EvidenceFound
 class _Height:
     proposals: dict[int, Proposal] = field(default_factory=dict)
     blocks: dict[bytes, bytes] = field(default_factory=dict)
+    #: the first vote of each validator per (type, round): "any value" counts, round changes
     votes: dict[tuple[VoteType, int], dict[int, Vote]] = field(default_factory=dict)
+    #: every validly signed vote per (type, round, value): an equivocator counts for each value
+    by_value: dict[tuple[VoteType, int, bytes], dict[int, Vote]] = field(default_factory=dict)
+    values_per_signer: dict[tuple[VoteType, int, int], int] = field(default_factory=dict)
     round_senders: dict[int, set[int]] = field(default_factory=dict)
     validity: dict[bytes, bool] = field(default_factory=dict)
     prevote_timer_rounds: set[int] = field(default_factory=set)
@@ -281,12 +287,9 @@ class _Height:
     evidence_keys: set[tuple[int, int, int]] = field(default_factory=set)
 
     def count(self, vote_type: VoteType, round_: int, value: bytes | None) -> int:
-        votes = self.votes.get((vote_type, round_))
-        if not votes:
-            return 0
         if value is None:
-            return len(votes)
-        return sum(1 for v in votes.values() if v.block_hash == value)
+            return len(self.votes.get((vote_type, round_), ()))
+        return len(self.by_value.get((vote_type, round_, value), ()))
 
 
 class _SyncMixin:
@@ -363,6 +366,7 @@ class Consensus(_SyncMixin):
             self._valid_round = lock.valid_round
             self._valid_block = lock.valid_block if lock.valid_round >= 0 else None
         self._h = _Height()
+        self._signed_before: list[SignedRecord] = []
         self._future: list[tuple[str, ConsensusMessage]] = []
         self._last_sync_request = -(10**18)
         #: Counters a driver or test may read.
@@ -409,6 +413,13 @@ class Consensus(_SyncMixin):
         )
         if last_signed is not None and last_signed.height == height:
             machine.round = last_signed.round
+        machine._signed_before = [
+            rec
+            for rec in wal
+            if isinstance(rec, SignedRecord)
+            and rec.height == height
+            and rec.step in (Step.PREVOTE, Step.PRECOMMIT)
+        ]
         return machine
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -417,6 +428,13 @@ class Consensus(_SyncMixin):
         """Begin (or resume after a restart) the current height at the current round."""
         out: list[Effect] = []
         self._start_round(self.round, now, out)
+        # resume where a crash left us: re-send every vote already signed at this height (Ed25519
+        # is deterministic, so these are the same bytes) and do not vote again at those steps
+        for rec in self._signed_before:
+            self._resend_signed(rec, out)
+            if rec.round == self.round and rec.step > self.step:
+                self.step = rec.step
+        self._signed_before = []
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
         self._evaluate(now, out)
         return out
@@ -481,18 +499,23 @@ class Consensus(_SyncMixin):
             h.blocks.setdefault(msg.block_hash, msg.block)
             h.round_senders.setdefault(msg.round, set()).add(msg.proposer)
             return
-        votes = h.votes.setdefault((msg.vote_type, msg.round), {})
-        old_vote = votes.get(msg.validator)
-        if old_vote is not None and old_vote == msg:
+        same_value = h.by_value.setdefault((msg.vote_type, msg.round, msg.block_hash), {})
+        if msg.validator in same_value:
+            return  # a duplicate (signatures are deterministic: same value, same bytes)
+        signer_key = (msg.vote_type, msg.round, msg.validator)
+        if h.values_per_signer.get(signer_key, 0) >= _MAX_VALUES_PER_SIGNER:
             return
         if not verify_vote(self._validators, msg):
             return
+        h.values_per_signer[signer_key] = h.values_per_signer.get(signer_key, 0) + 1
+        same_value[msg.validator] = msg
+        first_votes = h.votes.setdefault((msg.vote_type, msg.round), {})
+        old_vote = first_votes.get(msg.validator)
         if old_vote is not None:
-            if old_vote.block_hash != msg.block_hash:
-                key = (msg.validator, msg.round, int(msg.vote_type))
-                self._evidence(DuplicateVote(old_vote, msg), key, out)
+            key = (msg.validator, msg.round, int(msg.vote_type))
+            self._evidence(DuplicateVote(old_vote, msg), key, out)
             return
-        votes[msg.validator] = msg
+        first_votes[msg.validator] = msg
         h.round_senders.setdefault(msg.round, set()).add(msg.validator)
 
     def _evidence(self, ev: Evidence, key: tuple[int, int, int], out: list[Effect]) -> None:
@@ -503,17 +526,27 @@ class Consensus(_SyncMixin):
         out.append(EvidenceFound(ev))
 
     def _rebroadcast(self, now: int, out: list[Effect]) -> None:
-        """Re-send this node's messages of the current and previous round: the network may
-        have lost them, and a lagging peer learns from them that it must sync."""
+        """Gossip what this node knows of the current height, as Tendermint's liveness assumes.
+
+        Re-sent: this node's own messages of every round, every proposal and vote of the current
+        and previous round (relayed: the network may have lost a peer's copy), and the proposal
+        and prevotes that justify this node's valid value (the "proof of lock" others need for
+        L28). Receivers drop exact duplicates before checking signatures; a lagging peer learns
+        from these messages that it must sync."""
         h = self._h
-        for rnd in (self.round - 1, self.round):
-            prop = h.proposals.get(rnd)
-            if prop is not None and prop.proposer == self.index:
+        recent = (self.round - 1, self.round)
+        pol_round = self._valid_round
+        pol_value = block_hash(self._valid_block) if self._valid_block is not None else NIL
+        for rnd in sorted(h.proposals):
+            prop = h.proposals[rnd]
+            if prop.proposer == self.index or rnd in recent or rnd == pol_round:
                 out.append(Broadcast(prop))
-            for vt in (VoteType.PREVOTE, VoteType.PRECOMMIT):
-                vote = h.votes.get((vt, rnd), {}).get(self.index)
-                if vote is not None:
-                    out.append(Broadcast(vote))
+        for key in sorted(h.by_value):
+            vote_type, rnd, value = key
+            is_pol = vote_type is VoteType.PREVOTE and rnd == pol_round and value == pol_value
+            for idx in sorted(h.by_value[key]):
+                if idx == self.index or rnd in recent or is_pol:
+                    out.append(Broadcast(h.by_value[key][idx]))
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
 
     def _maybe_request_sync(self, sender: str, now: int, out: list[Effect]) -> None:
@@ -567,10 +600,31 @@ class Consensus(_SyncMixin):
                 self._record(prop, out)
         self._set_timer(TimerKind.PROPOSE, round_, now, out)
 
+    def _resend_signed(self, last: SignedRecord, out: list[Effect]) -> None:
+        """Re-create and broadcast the vote of ``last`` (Ed25519 is deterministic: same bytes)."""
+        vote_type = VoteType.PREVOTE if last.step is Step.PREVOTE else VoteType.PRECOMMIT
+        vote = sign_vote(
+            self._key,
+            vote_type=vote_type,
+            height=last.height,
+            round_=last.round,
+            value=last.value,
+            validator=self.index,
+        )
+        out.append(Broadcast(vote))
+        self._record(vote, out)
+
     def _vote(self, vote_type: VoteType, value: bytes, now: int, out: list[Effect]) -> None:
         step = Step.PREVOTE if vote_type is VoteType.PREVOTE else Step.PRECOMMIT
         self.step = step
         if not self._may_sign(self.round, step, value):
+            last = self._last_signed
+            if last is not None and (last.height, last.round, last.step) == (
+                self.height,
+                self.round,
+                step,
+            ):
+                self._resend_signed(last, out)  # we already voted here: say the same again
             return
         self._persist_signed(self.round, step, value, out)
         vote = sign_vote(
@@ -606,7 +660,7 @@ class Consensus(_SyncMixin):
         return cached
 
     def _decide(self, round_: int, value: bytes, now: int, out: list[Effect]) -> None:  # L49
-        votes = list(self._h.votes.get((VoteType.PRECOMMIT, round_), {}).values())
+        votes = list(self._h.by_value[(VoteType.PRECOMMIT, round_, value)].values())
         commit = commit_from_votes(self.height, round_, value, votes)
         out.append(Decided(self.height, self._h.blocks[value], commit))
         self._advance_height(now, out)
@@ -634,13 +688,15 @@ class Consensus(_SyncMixin):
     def _fire_one(self, now: int, out: list[Effect]) -> bool:
         h, q, r = self._h, self._quorum, self.round
         # L49: a proposal's value with 2f+1 precommits in any round -> decide.
-        for (vt, rnd), votes in sorted(h.votes.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-            if vt is not VoteType.PRECOMMIT or len(votes) < q:
-                continue
-            for value in sorted({v.block_hash for v in votes.values()}):
-                if value != NIL and h.count(vt, rnd, value) >= q and self._valid(value, now):
-                    self._decide(rnd, value, now, out)
-                    return True
+        for (vt, rnd, value), votes in sorted(h.by_value.items(), key=lambda kv: kv[0]):
+            if (
+                vt is VoteType.PRECOMMIT
+                and value != NIL
+                and len(votes) >= q
+                and self._valid(value, now)
+            ):
+                self._decide(rnd, value, now, out)
+                return True
         # L55: f+1 validators are in a later round -> skip to it.
         later = [
             rnd
