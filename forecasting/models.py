@@ -169,7 +169,9 @@ class SeasonalNaive:
 
     @property
     def name(self) -> str:
-        return f"seasonal-naive-{'day' if self.period_days == 1 else f'{self.period_days}d'}"
+        return {1: "seasonal-naive-day", 7: "seasonal-naive-week"}.get(
+            self.period_days, f"seasonal-naive-{self.period_days}d"
+        )
 
     def fit(self, history: MeterHistory) -> FittedSeasonalNaive:
         y = target_values(history, self.target)

@@ -1,0 +1,265 @@
+"""``gridnode forecast``: backtests, policy evaluation and order planning on real meter data.
+
+Subcommands (each has ``--help``):
+
+* ``backtest`` — rolling-origin backtest of forecasters; a table on stdout, JSON with ``--json``.
+* ``evaluate`` — compare bidding policies on a community built from real data, settled by the
+  market's own rules; a table on stdout, JSON with ``--json``.
+* ``plan`` — the orders the automatic bidder would place at ``--now`` from a meter history (JSON).
+
+Without ``--history`` the shipped real data set is used (UCI household load + NREL PVDAQ system 50
+PV, see ``forecasting/data/README.md``). Dates are local calendar dates of the history's site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from forecasting.backtest import backtest, format_table
+from forecasting.data import (
+    SHIPPED_LATITUDE,
+    SHIPPED_LONGITUDE,
+    SHIPPED_UTC_OFFSET_S,
+    load_meter_history,
+    load_shipped,
+)
+from forecasting.evaluate import POLICIES, community_from, evaluate_policies
+from forecasting.policy import PolicyConfig, plan_orders
+from forecasting.registry import DEFAULT_MODELS, MODEL_NAMES, build_model
+from forecasting.series import MeterHistory
+from market.errors import InvalidInput, UsageError
+from market.orders import Order
+from market.settlement import Netting, Tariff
+from market.slots import SlotClock
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "forecast",
+        help="forecast backtests, bidding-policy evaluation and order planning",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fsub = p.add_subparsers(dest="forecast_command", metavar="SUBCOMMAND", required=True)
+
+    b = fsub.add_parser(
+        "backtest",
+        help="rolling-origin backtest: MAE, RMSE, pinball, P10-P90 coverage, skill vs naive",
+        description=(
+            "Rolling-origin backtest of forecasters over [--start, --end) of a real series: one "
+            "origin per day at local midnight (or every --every intervals), horizons 1..--horizon "
+            "intervals, refit every --refit-days on the past only. Prints a table; --json FILE "
+            "(or -) writes the full report including per-horizon MAE."
+        ),
+    )
+    _history_args(b)
+    b.add_argument("--start", default="2009-01-01", help="first origin date (default %(default)s)")
+    b.add_argument("--end", default="2010-01-01", help="end date, exclusive (default %(default)s)")
+    b.add_argument("--horizon", type=int, default=24, help="intervals ahead (default %(default)s)")
+    b.add_argument(
+        "--every", type=int, default=None, help="intervals between origins (default: a day)"
+    )
+    b.add_argument("--refit-days", type=int, default=28, help="refit period (default %(default)s)")
+    b.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated, from: {', '.join(MODEL_NAMES)} (default %(default)s)",
+    )
+    b.add_argument("--json", metavar="FILE", help="write the report as JSON (- for stdout)")
+    b.set_defaults(func=run_backtest)
+
+    e = fsub.add_parser(
+        "evaluate",
+        help="compare bidding policies by household cost, settled by the market's rules",
+        description=(
+            "Builds a community from one real metered household (load shifted by 7 days and PV by "
+            "1 day per household, PV scaled by --pv-scales; 0 = no PV), runs each policy day by day "
+            "(day-ahead forecasts, refit every 28 days), clears every slot with the market engine "
+            "and settles it against the measured energy. Reports community cost against grid-only "
+            "and perfect foresight."
+        ),
+    )
+    _history_args(e)
+    e.add_argument("--start", default="2009-01-01", help="first day (default %(default)s)")
+    e.add_argument("--days", type=int, default=28, help="days to run (default %(default)s)")
+    e.add_argument(
+        "--pv-scales",
+        default="1,0,1.5,0,0.7,0,1.2,0,2,0",
+        help="PV scale per household (default %(default)s)",
+    )
+    e.add_argument("--retail", type=int, default=300_000, help="µ¤/kWh (default %(default)s)")
+    e.add_argument("--feed-in", type=int, default=80_000, help="µ¤/kWh (default %(default)s)")
+    e.add_argument("--netting", choices=[n.value for n in Netting], default="none")
+    e.add_argument("--policies", default=",".join(POLICIES), help="default %(default)s")
+    e.add_argument("--json", metavar="FILE", help="write the results as JSON (- for stdout)")
+    e.set_defaults(func=run_evaluate)
+
+    pl = fsub.add_parser(
+        "plan",
+        help="print the orders the automatic bidder would place now (JSON)",
+        description=(
+            "Fits the quantile-regression forecaster on the meter history known before --now, "
+            "forecasts the next --horizon intervals and prints the orders for every open slot."
+        ),
+    )
+    _history_args(pl)
+    pl.add_argument("--now", required=True, help="local date-time, e.g. 2009-06-01T00:00")
+    pl.add_argument("--household", default="me", help="household id (default %(default)s)")
+    pl.add_argument("--horizon", type=int, default=24, help="intervals ahead (default %(default)s)")
+    pl.add_argument("--slot-seconds", type=int, default=900, help="default %(default)s")
+    pl.add_argument("--gate-lead", type=int, default=300, help="seconds (default %(default)s)")
+    pl.add_argument("--retail", type=int, default=300_000, help="µ¤/kWh (default %(default)s)")
+    pl.add_argument("--feed-in", type=int, default=80_000, help="µ¤/kWh (default %(default)s)")
+    pl.set_defaults(func=run_plan)
+
+
+def _history_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        help="meter history CSV/Parquet (schema: docs/forecasting.md); default: shipped data set",
+    )
+    p.add_argument("--step", type=int, default=3600, help="forecast step, s (default %(default)s)")
+    p.add_argument(
+        "--utc-offset-hours",
+        type=float,
+        default=None,
+        help="site's local standard time offset (default: -7 for the shipped data, else 0)",
+    )
+    p.add_argument("--latitude", type=float, default=SHIPPED_LATITUDE)
+    p.add_argument("--longitude", type=float, default=SHIPPED_LONGITUDE)
+
+
+def _load(args: argparse.Namespace) -> MeterHistory:
+    if args.history is None:
+        history = load_shipped(step_s=900)
+    else:
+        offset = 0 if args.utc_offset_hours is None else round(args.utc_offset_hours * 3600)
+        try:
+            history = load_meter_history(args.history, utc_offset_s=offset)
+        except OSError as exc:
+            raise InvalidInput(reason="unreadable", subject=args.history, found=str(exc)) from exc
+    if args.step != history.step_s:
+        history = history.resample(args.step)
+    return history
+
+
+def _offset(args: argparse.Namespace, history: MeterHistory) -> int:
+    if args.utc_offset_hours is not None:
+        return round(args.utc_offset_hours * 3600)
+    return SHIPPED_UTC_OFFSET_S if args.history is None else history.utc_offset_s
+
+
+def _local_to_utc(text: str, offset_s: int, what: str) -> int:
+    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            parsed = time.strptime(text, fmt)
+        except ValueError:
+            continue
+        return calendar.timegm(parsed) - offset_s
+    raise InvalidInput(reason="bad_date", subject=what, expected="YYYY-MM-DD[THH:MM]", found=text)
+
+
+def _emit_json(doc: Any, target: str | None) -> None:
+    if target is None:
+        return
+    text = json.dumps(doc, indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        Path(target).write_text(text, encoding="utf-8")
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    history = _load(args)
+    offset = _offset(args, history)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    models = [
+        build_model(n, horizon=args.horizon, latitude=args.latitude, longitude=args.longitude)
+        for n in names
+    ]
+    if "components" in names and not history.has_components:
+        raise UsageError("the components model needs a history with pv_w and load_w")
+    report = backtest(
+        history,
+        models,
+        start_s=_local_to_utc(args.start, offset, "--start"),
+        end_s=_local_to_utc(args.end, offset, "--end"),
+        horizon=args.horizon,
+        origin_every_steps=args.every,
+        refit_every_days=args.refit_days,
+        clock=time.perf_counter,
+    )
+    if args.json != "-":
+        print(format_table(report))
+    _emit_json(report.to_json(), args.json)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    history = _load(args)
+    if not history.has_components:
+        raise UsageError("evaluate needs a history with pv_w and load_w to build a community")
+    scales = [float(x) for x in args.pv_scales.split(",") if x.strip()]
+    community = community_from(history, scales)
+    tariff = Tariff(retail_micro_per_kwh=args.retail, feed_in_micro_per_kwh=args.feed_in)
+    results = evaluate_policies(
+        community,
+        start_s=_local_to_utc(args.start, _offset(args, history), "--start"),
+        days=args.days,
+        tariff=tariff,
+        policies=[p.strip() for p in args.policies.split(",") if p.strip()],
+        netting=Netting(args.netting),
+    )
+    if args.json != "-":
+        grid = results[0].grid_only_bill_micro
+        print(f"{len(scales)} households, {args.days} days, retail {args.retail}, feed-in "
+              f"{args.feed_in} µ¤/kWh, netting {args.netting}")  # fmt: skip
+        print(f"{'policy':<20}{'cost ¤':>12}{'saved ¤':>10}{'saved':>8}{'traded kWh':>12}")
+        for r in results:
+            pct = 100 * r.savings_micro / grid if grid else 0.0
+            print(
+                f"{r.policy:<20}{r.community_bill_micro / 1e6:>12.2f}{r.savings_micro / 1e6:>10.2f}"
+                f"{pct:>7.2f}%{r.traded_wh / 1000:>12.1f}"
+            )
+    _emit_json([r.to_json() for r in results], args.json)
+    return 0
+
+
+def _order_json(order: Order) -> dict[str, Any]:
+    """An order in the JSON book format of ``docs/clear.md``, plus its slot."""
+    return {
+        "id": order.order_id,
+        "household": order.household,
+        "side": order.side.value,
+        "slot": order.slot,
+        "nonce": order.nonce,
+        "steps": [{"price": s.price_micro_per_kwh, "energy_wh": s.energy_wh} for s in order.steps],
+    }
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    history = _load(args)
+    now = _local_to_utc(args.now, _offset(args, history), "--now")
+    known_until = now - now % history.step_s
+    past = history.until(known_until).select([0])
+    model = build_model("quantile-regression", horizon=args.horizon)
+    fitted = model.fit(past)
+    orders = plan_orders(
+        past,
+        fitted,
+        now=now,
+        clock=SlotClock(slot_seconds=args.slot_seconds, gate_lead_seconds=args.gate_lead),
+        config=PolicyConfig(args.feed_in, args.retail),
+        household=args.household,
+        horizon=args.horizon,
+    )
+    doc = {"now": now, "orders": [_order_json(o) for o in orders]}
+    print(json.dumps(doc, indent=2))
+    return 0
