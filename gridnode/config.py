@@ -1,0 +1,362 @@
+"""A household's data directory: identity, configuration, API token, genesis, lock.
+
+Layout of ``DIR`` (made by ``gridnode init``)::
+
+    DIR/identity.key     the Ed25519 seed, hex, mode 0600 (the household id and libp2p peer id)
+    DIR/gridnode.toml    the commented configuration (below)
+    DIR/api.token        the bearer token for the API's write endpoints, mode 0600
+    DIR/genesis.toml     the community's genesis (``--genesis`` at init, or copied in later)
+    DIR/data/            the node's SQLite store
+    DIR/gridnode.lock    held while a daemon runs (a second daemon on DIR is refused)
+
+Every problem with a file is a :class:`~market.errors.UsageError` that names the file, the key and
+what was wrong, in one line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import tomli_w
+
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import Genesis
+from market.errors import UsageError
+
+__all__ = [
+    "CONFIG_NAME",
+    "Config",
+    "DirLock",
+    "create_data_dir",
+    "load_config",
+    "load_genesis",
+    "load_identity",
+    "load_token",
+    "write_genesis",
+]
+
+CONFIG_NAME: Final = "gridnode.toml"
+IDENTITY_NAME: Final = "identity.key"
+TOKEN_NAME: Final = "api.token"
+LOCK_NAME: Final = "gridnode.lock"
+GENESIS_NAME: Final = "genesis.toml"
+ROLES: Final = ("validator", "full")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The parsed ``gridnode.toml``. Paths are absolute."""
+
+    dir: Path
+    role: str = "full"
+    genesis_path: Path = Path(GENESIS_NAME)
+    data_dir: Path = Path("data")
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = 8470
+    pv_kwp: float = 0.0
+    battery_kwh: float = 0.0
+    battery_kw: float = 0.0
+    bidding_enabled: bool = False
+    meter_history: Path | None = None
+    log_level: str = "info"
+    clock_speedup: float = 1.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+
+# (section, key) -> (attribute, type, help). The comments are written into the file by `init`.
+_SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] = {
+    ("node", "role"): (
+        "role",
+        str,
+        'what this node does: "validator" (votes on blocks) or "full" (verifies and applies)',
+    ),
+    ("node", "genesis"): (
+        "genesis_path",
+        str,
+        "the community's genesis file, relative to this directory",
+    ),
+    ("node", "data_dir"): ("data_dir", str, "where the node keeps its SQLite store"),
+    ("node", "clock_speedup"): (
+        "clock_speedup",
+        (int, float),
+        "1 = real time; >1 runs the slot clock faster (demos, simulations)",
+    ),
+    ("network", "listen"): ("listen", list, "multiaddrs to listen on"),
+    ("network", "bootstrap"): (
+        "bootstrap",
+        list,
+        "peers to dial at start: multiaddrs ending in /p2p/<peer id>",
+    ),
+    ("network", "mdns"): ("mdns", bool, "find peers on the local network with mDNS"),
+    ("api", "host"): (
+        "api_host",
+        str,
+        "the local API and status page bind here; keep 127.0.0.1 unless you know why",
+    ),
+    ("api", "port"): ("api_port", int, "API and status page port"),
+    ("household", "pv_kwp"): ("pv_kwp", (int, float), "rooftop PV peak power, kWp"),
+    ("household", "battery_kwh"): ("battery_kwh", (int, float), "battery capacity, kWh (0 = none)"),
+    ("household", "battery_kw"): ("battery_kw", (int, float), "battery charge/discharge power, kW"),
+    ("bidding", "enabled"): (
+        "bidding_enabled",
+        bool,
+        "forecast and place orders automatically every slot",
+    ),
+    ("bidding", "meter_history"): (
+        "meter_history",
+        str,
+        "CSV of this household's meter history (docs/forecasting.md)",
+    ),
+    ("logging", "level"): ("log_level", str, "debug, info, warning or error"),
+}
+
+
+def _default_doc(
+    role: str, listen: str, api_port: int, bootstrap: list[str], genesis: str
+) -> dict[str, dict[str, Any]]:
+    return {
+        "node": {"role": role, "genesis": genesis, "data_dir": "data", "clock_speedup": 1.0},
+        "network": {"listen": [listen], "bootstrap": bootstrap, "mdns": True},
+        "api": {"host": "127.0.0.1", "port": api_port},
+        "household": {"pv_kwp": 0.0, "battery_kwh": 0.0, "battery_kw": 0.0},
+        "bidding": {"enabled": False, "meter_history": "meter.csv"},
+        "logging": {"level": "info"},
+    }
+
+
+def _render_commented(doc: Mapping[str, Mapping[str, Any]]) -> str:
+    lines = [
+        "# gridnode household daemon configuration. `gridnode run --help` explains the daemon.",
+        "",
+    ]
+    for section, values in doc.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            help_text = _SCHEMA[(section, key)][2]
+            lines.append(f"# {help_text}")
+            rendered = tomli_w.dumps({key: value}).strip()
+            lines.append(rendered)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def create_data_dir(
+    directory: Path,
+    *,
+    role: str = "full",
+    listen: str = "/ip4/0.0.0.0/tcp/4001",
+    api_port: int = 8470,
+    bootstrap: list[str] | None = None,
+    genesis: Path | None = None,
+    key: KeyPair | None = None,
+) -> KeyPair:
+    """Create DIR with a new identity, a commented config and an API token; refuse to overwrite."""
+    if role not in ROLES:
+        raise UsageError(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
+    if not 0 < api_port < 65536:
+        raise UsageError(f"--api-port must be 1..65535, got {api_port}")
+    directory.mkdir(parents=True, exist_ok=True)
+    ident = directory / IDENTITY_NAME
+    if ident.exists():
+        raise UsageError(f"{ident} already exists: refusing to overwrite a household identity")
+    if (directory / CONFIG_NAME).exists():
+        raise UsageError(f"{directory / CONFIG_NAME} already exists: refusing to overwrite it")
+    genesis_name = GENESIS_NAME
+    if genesis is not None:
+        g = load_genesis(genesis)  # validate before writing anything
+        write_genesis(directory / GENESIS_NAME, g)
+    key = key or KeyPair.generate()
+    _write_private(ident, key.seed.hex() + "\n")
+    if not (directory / TOKEN_NAME).exists():
+        _write_private(directory / TOKEN_NAME, secrets.token_urlsafe(32) + "\n")
+    doc = _default_doc(role, listen, api_port, bootstrap or [], genesis_name)
+    (directory / CONFIG_NAME).write_text(_render_commented(doc), encoding="utf-8")
+    (directory / "data").mkdir(exist_ok=True)
+    return key
+
+
+def load_identity(directory: Path) -> KeyPair:
+    path = directory / IDENTITY_NAME
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise UsageError(
+            f"{path}: no identity; run `gridnode init --dir {directory}` first"
+        ) from None
+    try:
+        seed = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{path}: not a hex Ed25519 seed") from None
+    if len(seed) != 32:
+        raise UsageError(f"{path}: an Ed25519 seed is 32 bytes, found {len(seed)}")
+    return KeyPair(seed)
+
+
+def load_token(directory: Path) -> str:
+    path = directory / TOKEN_NAME
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no API token; run `gridnode init --dir {directory}`") from None
+
+
+def load_config(directory: Path) -> Config:
+    """Parse and check ``DIR/gridnode.toml``; every error names the file and the key."""
+    path = directory / CONFIG_NAME
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"{path}: no config; run `gridnode init --dir {directory}` first"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{path}: [{section}] must be a table")
+        for key, value in table.items():
+            spec = _SCHEMA.get((section, key))
+            if spec is None:
+                known = sorted(k for s, k in _SCHEMA if s == section)
+                hint = (
+                    f" (known in [{section}]: {', '.join(known)})"
+                    if known
+                    else " (unknown section)"
+                )
+                raise UsageError(f"{path}: unknown key {section}.{key}{hint}")
+            attr, typ, _ = spec
+            if isinstance(value, bool) and typ is not bool:
+                raise UsageError(
+                    f"{path}: {section}.{key} must be {_type_words(typ)}, got {value!r}"
+                )
+            if not isinstance(value, typ):
+                raise UsageError(
+                    f"{path}: {section}.{key} must be {_type_words(typ)}, got {value!r}"
+                )
+            values[attr] = value
+    role = values.get("role", "full")
+    if role not in ROLES:
+        raise UsageError(f"{path}: node.role must be one of {', '.join(ROLES)}, got {role!r}")
+    port = values.get("api_port", 8470)
+    if not 0 < port < 65536:
+        raise UsageError(f"{path}: api.port must be 1..65535, got {port}")
+    for name in ("listen", "bootstrap"):
+        items = values.get(name)
+        if items is not None:
+            if not all(isinstance(x, str) and x.startswith("/") for x in items):
+                raise UsageError(
+                    f"{path}: network.{name} must be a list of multiaddrs like /ip4/…/tcp/…"
+                )
+            values[name] = tuple(items)
+    if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
+        raise UsageError(f"{path}: logging.level must be debug, info, warning or error")
+    speed = values.get("clock_speedup", 1.0)
+    if not speed > 0:
+        raise UsageError(f"{path}: node.clock_speedup must be > 0, got {speed}")
+    for name in ("pv_kwp", "battery_kwh", "battery_kw"):
+        if values.get(name, 0.0) < 0:
+            raise UsageError(f"{path}: household.{name} must be >= 0")
+    directory = directory.resolve()
+    for name in ("genesis_path", "data_dir", "meter_history"):
+        if name in values:
+            values[name] = directory / values[name]
+    values.setdefault("genesis_path", directory / GENESIS_NAME)
+    values.setdefault("data_dir", directory / "data")
+    for name in ("clock_speedup", "pv_kwp", "battery_kwh", "battery_kw"):
+        if name in values:
+            values[name] = float(values[name])
+    return Config(dir=directory, **values)
+
+
+def _type_words(typ: type | tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+    }
+    if isinstance(typ, tuple):
+        return "a number" if set(typ) == {int, float} else " or ".join(names[t] for t in typ)
+    return names[typ]
+
+
+def load_genesis(path: Path) -> Genesis:
+    """Read a genesis TOML file; errors name the file and the key."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such genesis file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Genesis.from_dict(doc.get("genesis", doc))
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def write_genesis(path: Path, genesis: Genesis) -> None:
+    header = (
+        "# gridnode community genesis. Every node of the community needs this exact file:\n"
+        f"# its hash ({genesis.hash.hex()[:16]}…) names the chain. Prices are µ-units per kWh.\n"
+    )
+    path.write_text(header + tomli_w.dumps({"genesis": genesis.to_dict()}), encoding="utf-8")
+
+
+class DirLock:
+    """An exclusive lock on ``DIR/gridnode.lock`` (flock): one daemon per data dir."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> DirLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.path.read_text(encoding="utf-8").strip() or "another process"
+            raise UsageError(
+                f"{self.path}: a daemon is already running on this directory (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,106 @@
+"""What the daemon shows the outside world: an immutable snapshot, and the handle the API talks to.
+
+The node core is single-owner (it lives on the trio side). After every change it publishes a new
+:class:`Snapshot` (frozen; replacing one reference is atomic), which the asyncio side (API, status
+page) reads without locks. Commands from the API (place/cancel an order) go through
+:class:`NodeHandle`, whose implementation queues them to the owner and awaits the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gridnode.core.ledger import LedgerState
+from market.orders import Order
+
+__all__ = ["BlockInfo", "NodeHandle", "PeerInfo", "Snapshot", "SubmitResult", "ValidatorHealth"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    peer_id: str
+    household: str  # hex public key ("" if unknown)
+    connected: bool
+    misbehaviour: Mapping[str, int] = field(default_factory=dict)  # reason -> count
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorHealth:
+    public_key: str
+    connected: bool
+    last_seen_ms: int | None  # our clock when we last heard a consensus message from it
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    height: int
+    hash: str  # hex
+    time_ms: int
+    proposer: str
+    tx_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the API and page show, as of ``now_ms`` (the node's clock, unix ms)."""
+
+    peer_id: str
+    household: str
+    role: str  # "validator" | "full"
+    community_id: str
+    now_ms: int
+    ledger: LedgerState
+    peers: tuple[PeerInfo, ...] = ()
+    validators: tuple[ValidatorHealth, ...] = ()
+    mempool_size: int = 0
+    misbehaviour: Mapping[str, int] = field(default_factory=dict)  # reason -> count, all peers
+    recent_blocks: tuple[BlockInfo, ...] = ()  # newest first, a bounded window
+    forecast: tuple[
+        tuple[int, int, int, int], ...
+    ] = ()  # (slot, p10_wh, p50_wh, p90_wh) net surplus
+    started_ms: int = 0
+
+    @property
+    def height(self) -> int:
+        return self.ledger.height
+
+    @property
+    def current_slot(self) -> int:
+        return self.ledger.genesis.clock.slot_at(self.now_ms // 1000)
+
+    @property
+    def first_open_slot(self) -> int:
+        return self.ledger.genesis.clock.first_open_slot(self.now_ms // 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """``accepted`` by a validator's mempool (or ours), else ``reason``. ``tx_id`` is hex."""
+
+    accepted: bool
+    tx_id: str
+    reason: str = ""
+    order_id: str = ""
+
+
+class NodeHandle(Protocol):
+    """What the API may do with the node (implemented by the daemon; by a real in-process node in tests)."""
+
+    def snapshot(self) -> Snapshot:
+        """The latest snapshot (never blocks)."""
+        ...
+
+    async def place_order(self, order: Order) -> SubmitResult:
+        """Sign ``order`` with the household key (its ``household`` and ``nonce`` are filled in by
+        the node) and submit it to the validators."""
+        ...
+
+    async def cancel_order(self, slot: int) -> SubmitResult:
+        """Cancel this household's open order for ``slot``."""
+        ...
+
+    def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
+        """Committed blocks from the store, ascending, at most ``limit``."""
+        ...
