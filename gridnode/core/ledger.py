@@ -75,6 +75,7 @@ __all__ = [
     "build_block",
     "check",
     "decode_block",
+    "decode_state",
     "decode_tx",
     "genesis_state",
     "sign_cancel",
@@ -440,6 +441,61 @@ class LedgerState:
 
     def open_order(self, slot: int, household: str) -> SignedOrder | None:
         return self.orders.get(slot, {}).get(household)
+
+
+def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
+    """Inverse of :meth:`LedgerState.encode` (for snapshots); the genesis must be the one it was made for."""
+    value = unpack(data, what="state", max_bytes=1 << 30)
+    try:
+        (
+            tag,
+            version,
+            g_hash,
+            height,
+            head,
+            time_ms,
+            nonces,
+            orders,
+            trades,
+            prices,
+            readings,
+            balances,
+            totals,
+            last_cleared,
+            settled,
+        ) = value
+    except (TypeError, ValueError):
+        raise InvalidInput(reason="bad_shape", subject="state snapshot") from None
+    if tag != "gn.state" or version != FORMAT:
+        raise InvalidInput(reason="bad_tag", subject="state snapshot", found=repr(tag))
+    if g_hash != genesis.hash:
+        raise InvalidInput(
+            reason="wrong_genesis", subject="state snapshot", expected=genesis.hash.hex()[:16]
+        )
+    order_map: dict[int, dict[str, SignedOrder]] = {}
+    for slot, by_h in orders:
+        parsed = {}
+        for h, raw in by_h:
+            tx = decode_tx(raw)
+            if not isinstance(tx, SignedOrder):
+                raise InvalidInput(reason="bad_type", subject="state snapshot", field="orders")
+            parsed[h] = tx
+        order_map[slot] = parsed
+    return LedgerState(
+        genesis=genesis,
+        height=height,
+        head_hash=head,
+        time_ms=time_ms,
+        nonces=dict(nonces),
+        orders=order_map,
+        trades={slot: tuple(Trade(*t) for t in ts) for slot, ts in trades},
+        clearing_prices=dict(prices),
+        readings={slot: dict(r) for slot, r in readings},
+        balances=dict(balances),
+        totals={t[0]: HouseholdTotals(*t[1:]) for t in totals},
+        last_cleared_slot=last_cleared,
+        settled_slots=settled,
+    )
 
 
 def genesis_state(genesis: Genesis) -> LedgerState:

@@ -236,3 +236,25 @@ def test_genesis_round_trip_and_errors() -> None:
         Genesis.from_dict(g.to_dict() | {"members": ["alice"]})
     with pytest.raises(UsageError, match="missing key 'validators'"):
         Genesis.from_dict({k: v for k, v in g.to_dict().items() if k != "validators"})
+
+
+def test_state_snapshot_round_trip() -> None:
+    from gridnode.core.ledger import decode_state
+
+    c = Community(n_members=3)
+    s = c.state()
+    _, s = c.block(
+        s,
+        T0_MS + 1,
+        [c.order(0, Side.SELL, OPEN, (100_000, 800)), c.order(1, Side.BUY, OPEN, (300_000, 800))],
+    )
+    _, s = c.block(s, gate_ms(OPEN), [c.order(2, Side.BUY, OPEN + 4, (1, 5))])
+    _, s = c.block(
+        s, (OPEN + 1) * SLOT_MS + 1, [sign_reading(c.members[0], c.genesis, slot=OPEN, net_wh=700)]
+    )
+    assert s.trades and s.orders and s.readings
+    back = decode_state(s.encode(), c.genesis)
+    assert back == s
+    assert back.digest() == s.digest()
+    with pytest.raises(InvalidInput, match="wrong_genesis"):
+        decode_state(s.encode(), dataclasses.replace(c.genesis, community_id="other"))
