@@ -268,10 +268,11 @@ class QuantileRegression:
 
     Features (see :func:`_qr_features`): the value one day and one week before the target, medians
     of the same time over the last 7/14/28 days, their 28-day mean, the last observed value, the
-    mean of the last day, and a weekend flag. One model per forecast origin time of day in
-    ``origin_steps_of_day`` (default: local midnight only); :meth:`FittedQuantileRegression.predict`
-    uses the latest fitted origin time at or before the actual one (circularly).
-    Trained on origins of the last ``train_days`` days.
+    mean of the last day, and a weekend flag. One set of coefficients per forecast origin time of
+    day in ``origin_steps_of_day`` (default: local midnight only, the backtest's daily origins);
+    predicting from an origin at another time of day is refused. A daemon that re-forecasts every
+    hour fits all of them (``tuple(range(24))`` for hourly steps; about 3.5 s per household here,
+    so refit weekly). Trained on origins of the last ``train_days`` days.
     """
 
     horizon: int = 24
@@ -339,8 +340,12 @@ class FittedQuantileRegression:
         origin = np.array([history.steps], dtype=np.int64)
         feats = _qr_features(y, history, origin, horizon)[:, 0]  # (n, H, F)
         tod = int(history.step_of_day(history.steps))
-        phases = np.asarray(self.model.origin_steps_of_day)
-        p = int(np.argmin((tod - phases) % s))
+        if tod not in self.model.origin_steps_of_day:
+            raise UsageError(
+                f"fitted for origins at steps {self.model.origin_steps_of_day} of the day, "
+                f"asked to forecast from step {tod}; fit with that origin_steps_of_day"
+            )
+        p = self.model.origin_steps_of_day.index(tod)
         values = np.einsum("nhf,nhqf->nhq", feats, self.coefs[:, p, :horizon])
         return _make_forecast(history, values)
 

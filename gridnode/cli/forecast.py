@@ -30,6 +30,7 @@ from forecasting.data import (
     load_shipped,
 )
 from forecasting.evaluate import POLICIES, community_from, evaluate_policies
+from forecasting.models import QuantileRegression
 from forecasting.policy import PolicyConfig, plan_orders
 from forecasting.registry import DEFAULT_MODELS, MODEL_NAMES, build_model
 from forecasting.series import MeterHistory
@@ -249,8 +250,8 @@ def run_plan(args: argparse.Namespace) -> int:
     now = _local_to_utc(args.now, _offset(args, history), "--now")
     known_until = now - now % history.step_s
     past = history.until(known_until).select([0])
-    model = build_model("quantile-regression", horizon=args.horizon)
-    fitted = model.fit(past)
+    phase = int(past.step_of_day(past.steps))
+    fitted = QuantileRegression(horizon=args.horizon, origin_steps_of_day=(phase,)).fit(past)
     orders = plan_orders(
         past,
         fitted,
