@@ -116,12 +116,15 @@ def evaluate_policies(
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise UsageError(f"unknown policies {unknown}; known: {POLICIES}")
-    model = forecaster or QuantileRegression(horizon=history.steps_per_day)
+    if start_s % history.step_s:
+        raise UsageError("start_s must lie on the history's grid")
+    phase = int(history.step_of_day(history.index_at(start_s)))
+    model = forecaster or QuantileRegression(
+        horizon=history.steps_per_day, origin_steps_of_day=(phase,)
+    )
     cfg = config or PolicyConfig(tariff.feed_in_micro_per_kwh, tariff.retail_micro_per_kwh)
     seconds = history.step_s
     clock = SlotClock(slot_seconds=seconds, gate_lead_seconds=0)
-    if start_s % seconds:
-        raise UsageError("start_s must lie on the slot grid")
     names = [f"h{i:03d}" for i in range(history.households)]
     batt = list(batteries) if batteries is not None else [None] * history.households
     first = history.index_at(start_s)
