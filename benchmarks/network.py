@@ -1,0 +1,302 @@
+"""Network benchmarks for the libp2p shell (real py-libp2p hosts on loopback TCP).
+
+Prints figures; asserts nothing about speed. Run from the repo root inside the venv:
+
+    python benchmarks/network.py                 # everything (~1-2 min on 2 cores)
+    python benchmarks/network.py streams         # direct streams only
+    python benchmarks/network.py gossip --hosts 4 10 --rate 20 --messages 200
+    python benchmarks/network.py capacity --hosts 100
+
+All hosts of one run live in this one process and one trio loop, so every figure includes the CPU
+of *both* ends (and, for gossip, of every host): a daemon-per-process deployment spreads that over
+the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import resource
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gridnode.core.crypto import KeyPair  # noqa: E402
+from gridnode.net.host import NetConfig, NetHost, open_net_host, stream_protocol  # noqa: E402
+
+COMMUNITY = "bench"
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def wait_until(cond: Callable[[], bool], timeout_s: float) -> bool:
+    with trio.move_on_after(timeout_s):
+        while not cond():
+            await trio.sleep(0.005)
+    return cond()
+
+
+def keys(n: int, seed: int) -> list[KeyPair]:
+    rng = random.Random(seed)
+    return [KeyPair.from_rng(rng) for _ in range(n)]
+
+
+# -- direct streams ------------------------------------------------------------------------------
+
+
+async def bench_streams(n_requests: int, batch: int) -> None:
+    ka, kb = keys(2, 1)
+    cfg = NetConfig(community=COMMUNITY, request_timeout_s=30)
+    async with open_net_host(ka, cfg) as a, open_net_host(kb, cfg) as b:
+        received = 0
+
+        def on_msg(peer: str, body: bytes) -> None:
+            nonlocal received
+            received += 1
+
+        b.on_request("echo", lambda peer, body: body)
+        b.on_message("votes", on_msg)
+        peer = await a.connect(b.addrs[0])
+        payload = b"x" * 200  # about one signed order
+        await a.request(peer, "echo", payload)  # warm up
+        key = (peer, stream_protocol(COMMUNITY, "echo"))
+
+        async def timed(n: int, fresh_stream: bool) -> list[float]:
+            lat = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await a.request(peer, "echo", payload)
+                lat.append(time.perf_counter() - t0)
+                if fresh_stream:
+                    await a._outbound[key].close()
+            return lat
+
+        n_fresh = max(50, n_requests // 10)
+        lat = await timed(n_fresh, fresh_stream=True)
+        print(
+            f"  new stream per request : {n_fresh / sum(lat):8.0f} req/s   "
+            f"p50 {ms(pct(lat, 0.5))}  p99 {ms(pct(lat, 0.99))}"
+        )
+        lat = await timed(n_requests, fresh_stream=False)
+        print(
+            f"  persistent, sequential : {n_requests / sum(lat):8.0f} req/s   "
+            f"p50 {ms(pct(lat, 0.5))}  p99 {ms(pct(lat, 0.99))}"
+        )
+
+        # pipelined: `batch` concurrent requesters share the persistent stream
+        lat = []
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            await a.request(peer, "echo", payload)
+            lat.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        for _ in range(n_requests // batch):
+            async with trio.open_nursery() as nursery:
+                for _ in range(batch):
+                    nursery.start_soon(one)
+        took = time.perf_counter() - t0
+        print(
+            f"  persistent, {batch:3d} in flight: {len(lat) / took:8.0f} req/s   "
+            f"p50 {ms(pct(lat, 0.5))}  p99 {ms(pct(lat, 0.99))}"
+        )
+
+        # batched one-way messages: `batch` frames per write
+        n_msgs = n_requests * batch
+        t0 = time.perf_counter()
+        for _ in range(n_msgs // batch):
+            await a.send(peer, "votes", [payload] * batch)
+            await trio.sleep(0)
+        await wait_until(lambda: received >= n_msgs // batch * batch, 120)
+        took = time.perf_counter() - t0
+        print(f"  one-way, {batch} per write  : {received / took:8.0f} msgs/s ({received} msgs)")
+
+
+# -- gossip ---------------------------------------------------------------------------------------
+
+
+async def bench_gossip(
+    n_hosts: int, router: str, n_messages: int, rate: float, topology: str
+) -> None:
+    cfg = NetConfig(community=COMMUNITY, router=router)  # type: ignore[arg-type]
+    ks = keys(n_hosts, 2)
+    async with AsyncExitStack() as stack:
+        hosts: list[NetHost] = [await stack.enter_async_context(open_net_host(k, cfg)) for k in ks]
+        sent_at: dict[int, float] = {}
+        latencies: list[float] = []
+        seen: list[set[int]] = [set() for _ in range(n_hosts)]
+        duplicates = 0
+
+        def handler_for(i: int) -> Callable[[str, bytes], None]:
+            def handler(origin: str, data: bytes) -> None:
+                nonlocal duplicates
+                seq = int.from_bytes(data[:4], "big")
+                if seq % n_hosts == i:
+                    return  # libp2p hands a publisher its own message too
+                if seq in seen[i]:
+                    duplicates += 1
+                    return
+                seen[i].add(seq)
+                latencies.append(time.perf_counter() - sent_at[seq])
+
+            return handler
+
+        for i, h in enumerate(hosts):
+            await h.subscribe("orders", handler_for(i))
+        # "hub-ring": every host dials host 0 and the next one; "full": every pair. In parallel.
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i, h in enumerate(hosts):
+                targets = (
+                    hosts[i + 1 :]
+                    if topology == "full"
+                    else [x for x in {hosts[0], hosts[(i + 1) % n_hosts]} if x is not h]
+                )
+                for other in targets:
+                    nursery.start_soon(h.connect, other.addrs[0])
+        topic = f"/gridnode/{COMMUNITY}/orders/1"
+        await wait_until(lambda: all(h.gossip_peers(topic) for h in hosts), 20)
+        await trio.sleep(2.5)  # let a few heartbeats build the mesh
+        connect_s = time.perf_counter() - t0
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        interval = 1.0 / rate
+        for seq in range(n_messages):
+            publisher = hosts[seq % n_hosts]
+            sent_at[seq] = time.perf_counter()
+            await publisher.publish("orders", seq.to_bytes(4, "big") + b"o" * 200)
+            await trio.sleep(max(0.0, t0 + (seq + 1) * interval - time.perf_counter()))
+        expected = n_messages * (n_hosts - 1)
+        await wait_until(lambda: sum(len(x) for x in seen) >= expected, 30)
+        cpu = time.process_time() - cpu0
+        delivered = sum(len(x) for x in seen) / expected
+        worst = min(
+            len(x) / sum(1 for q in range(n_messages) if q % n_hosts != i)
+            for i, x in enumerate(seen)
+        )
+        print(
+            f"  {router:9s} {topology:8s} {n_hosts:3d} hosts, {rate:5.1f} msg/s: delivered "
+            f"{delivered * 100:6.2f} % (worst host {worst * 100:.1f} %, dups {duplicates})  "
+            f"latency p50 {ms(pct(latencies, 0.5))} "
+            f"p99 {ms(pct(latencies, 0.99))}  CPU {cpu / n_messages * 1000:.1f} ms/msg "
+            f"(all hosts)  setup {connect_s:.1f} s"
+        )
+
+
+# -- capacity ------------------------------------------------------------------------------------
+
+
+async def bench_capacity(max_hosts: int) -> None:
+    ks = keys(max_hosts, 3)
+    cfg = NetConfig(community=COMMUNITY)
+    base_rss = rss_mb()
+    base_threads = threading.active_count()
+    base_fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else 0
+    async with AsyncExitStack() as stack:
+        hosts: list[NetHost] = []
+        steps = sorted({s for s in (10, 25, 50, 100, 200, max_hosts) if s <= max_hosts})
+        t_start = time.perf_counter()
+        for target in steps:
+            while len(hosts) < target:
+                h = await stack.enter_async_context(open_net_host(ks[len(hosts)], cfg))
+                await h.subscribe("orders", lambda o, d: None)
+                if hosts:
+                    h.add_peer(hosts[0].addrs[0])  # everyone keeps a connection to a hub
+                hosts.append(h)
+            hub = hosts[0]
+            await wait_until(lambda n=target: len(hub.connected_peers()) >= n - 1, 60)
+            cpu0, w0 = time.process_time(), time.perf_counter()
+            await trio.sleep(3)
+            idle = (time.process_time() - cpu0) / (time.perf_counter() - w0)
+            fds = len(os.listdir("/proc/self/fd")) - base_fds if base_fds else -1
+            print(
+                f"  {target:4d} hosts: RSS +{rss_mb() - base_rss:7.1f} MB "
+                f"({(rss_mb() - base_rss) / target:.2f} MB/host)  threads "
+                f"+{threading.active_count() - base_threads}  fds +{fds}  idle CPU "
+                f"{idle * 100:5.1f} % of a core  hub peers {len(hub.connected_peers())}  "
+                f"elapsed {time.perf_counter() - t_start:.1f} s"
+            )
+        t0 = time.perf_counter()
+    print(f"  shutdown of {len(hosts)} hosts: {time.perf_counter() - t0:.1f} s")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.CRITICAL)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "what", nargs="*", default=["streams", "gossip", "capacity"], help="which benchmarks"
+    )
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--hosts", type=int, nargs="+", default=[4, 10])
+    parser.add_argument("--routers", nargs="+", default=["gossipsub", "floodsub"])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--rate", type=float, nargs="+", default=[5.0, 20.0])
+    parser.add_argument("--topology", nargs="+", default=["full", "hub-ring"])
+    parser.add_argument("--capacity-hosts", type=int, default=100)
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, one process, loopback TCP")
+    runs: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    if "streams" in args.what:
+        runs.append(
+            ("direct streams (1 host pair)", lambda: bench_streams(args.requests, args.batch))
+        )
+    if "gossip" in args.what:
+        combos = [
+            (n, router, rate, topo)
+            for n in args.hosts
+            for topo in args.topology
+            for rate in args.rate
+            for router in args.routers
+        ]
+        if combos:
+            print("gossip (publishers rotate; latency = publish -> delivery, same process clock)")
+        for n, router, rate, topo in combos:
+            runs.append(
+                (
+                    "",
+                    lambda n=n, router=router, rate=rate, topo=topo: bench_gossip(
+                        n, router, args.messages, rate, topo
+                    ),
+                )
+            )
+    if "capacity" in args.what:
+        runs.append(("hosts per process", lambda: bench_capacity(args.capacity_hosts)))
+    for title, fn in runs:
+        if title:
+            print(title)
+        trio.run(fn)
+
+
+if __name__ == "__main__":
+    main()
