@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import resource
-import statistics
 import sys
 import threading
 import time
@@ -29,10 +28,8 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gridnode.core.crypto import KeyPair  # noqa: E402
-from gridnode.net.host import NetConfig, NetHost, open_net_host, stream_protocol  # noqa: E402
+from gridnode.core.crypto import KeyPair
+from gridnode.net.host import NetConfig, NetHost, open_net_host, stream_protocol
 
 COMMUNITY = "bench"
 
@@ -234,7 +231,7 @@ async def bench_capacity(max_hosts: int) -> None:
                     h.add_peer(hosts[0].addrs[0])  # everyone keeps a connection to a hub
                 hosts.append(h)
             hub = hosts[0]
-            await wait_until(lambda n=target: len(hub.connected_peers()) >= n - 1, 60)
+            await wait_until(lambda n=target, hub=hub: len(hub.connected_peers()) >= n - 1, 60)
             cpu0, w0 = time.process_time(), time.perf_counter()
             await trio.sleep(3)
             idle = (time.process_time() - cpu0) / (time.perf_counter() - w0)
