@@ -276,12 +276,11 @@ def main() -> None:
             for rate in args.rate
             for router in args.routers
         ]
-        if combos:
-            print("gossip (publishers rotate; latency = publish -> delivery, same process clock)")
-        for n, router, rate, topo in combos:
+        header = "gossip (publishers rotate; latency = publish -> delivery, same process clock)"
+        for k, (n, router, rate, topo) in enumerate(combos):
             runs.append(
                 (
-                    "",
+                    header if k == 0 else "",
                     lambda n=n, router=router, rate=rate, topo=topo: bench_gossip(
                         n, router, args.messages, rate, topo
                     ),

@@ -114,14 +114,30 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
+def _check_community(community: str) -> str:
+    # the same rule as the ledger's Genesis.community_id: printable ASCII, <= 64, no '/' or space
+    if (
+        not community
+        or len(community) > 64
+        or not community.isascii()
+        or not community.isprintable()
+        or "/" in community
+        or " " in community
+    ):
+        raise UsageError(
+            f"community {community!r}: expected 1-64 printable ASCII chars without '/' or spaces"
+        )
+    return community
+
+
 def topic_name(community: str, name: str) -> str:
     """The GossipSub topic for ``name`` in ``community``: ``/gridnode/<community>/<name>/1``."""
-    return f"/gridnode/{_check_name('community', community)}/{_check_name('topic', name)}/1"
+    return f"/gridnode/{_check_community(community)}/{_check_name('topic', name)}/1"
 
 
 def stream_protocol(community: str, name: str) -> str:
     """The stream protocol id: ``/gridnode/<community>/<name>/1.0.0``."""
-    return f"/gridnode/{_check_name('community', community)}/{_check_name('protocol', name)}/1.0.0"
+    return f"/gridnode/{_check_community(community)}/{_check_name('protocol', name)}/1.0.0"
 
 
 def libp2p_key_pair(keys: KeyPair) -> Libp2pKeyPair:
@@ -180,7 +196,7 @@ class NetConfig:
     publish_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
-        _check_name("community", self.community)
+        _check_community(self.community)
         if self.router not in ("gossipsub", "floodsub"):
             raise UsageError(f"router {self.router!r}: expected 'gossipsub' or 'floodsub'")
         if not 0 < self.gossip_degree_low <= self.gossip_degree <= self.gossip_degree_high:
