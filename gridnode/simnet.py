@@ -30,9 +30,10 @@ import heapq
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gridnode.core.consensus import (
+    Application,
     Broadcast,
     Consensus,
     ConsensusConfig,
@@ -75,9 +76,11 @@ __all__ = [
     "Faults",
     "RunResult",
     "SimApp",
+    "SimApplication",
     "SimTx",
     "Simulation",
     "StoreBlocks",
+    "TxSource",
     "Violation",
     "make_tx",
 ]
@@ -109,6 +112,28 @@ class StoreBlocks:
         if sb is None:
             return None
         return SyncedBlock(sb.height, sb.block, decode_commit(sb.commit))
+
+
+# --- the application interface -----------------------------------------------------------------
+
+
+class SimApplication(Application, Protocol):
+    """What the simulation needs from a replicated application (the ledger's ``LedgerApp`` too).
+
+    ``apply`` raises :class:`InvalidInput` when a committed block breaks a rule (reported as a
+    violation); ``submit`` offers a transaction to the node's mempool; ``block_tx_ids`` lists the
+    ids of the transactions a block carries (for commit latency).
+    """
+
+    def apply(self, height: int, block: bytes) -> object: ...
+
+    def submit(self, tx: Any) -> object: ...
+
+    def block_tx_ids(self, block: bytes) -> list[bytes]: ...
+
+
+#: ``(rng, now_ms) -> (tx_id, tx)`` or ``None``: the clients' next transaction.
+TxSource = Callable[[random.Random, int], "tuple[bytes, Any] | None"]
 
 
 # --- the test application -----------------------------------------------------------------------
@@ -162,6 +187,16 @@ class SimApp:
         self.mempool: Mempool[SimTx] = Mempool(
             tx_id=lambda t: t.tx_id, check=self._check_tx, size=lambda t: len(t.body) + 64
         )
+
+    def submit(self, tx: SimTx) -> object:
+        return self.mempool.add(tx)
+
+    def block_tx_ids(self, block: bytes) -> list[bytes]:
+        try:
+            value = unpack(block, what="block", max_bytes=8 << 20)
+            return [hashlib.sha256(bytes(item[0])).digest() for item in value[4]]
+        except (InvalidInput, ValueError, TypeError, IndexError):
+            return []
 
     def _check_tx(self, tx: SimTx) -> str | None:
         if tx.tx_id in self.committed_ids:
@@ -299,15 +334,15 @@ class _HonestNode:
         self.store = sim.open_store(name)
         self.app, self.core = self._boot()
 
-    def _boot(self) -> tuple[SimApp, Consensus | FullNode]:
+    def _boot(self) -> tuple[SimApplication, Consensus | FullNode]:
         """Build the application and the core from the store only (the recovery contract)."""
         rec = recover(self.store)
-        app = SimApp(sig_counter=self.sim.sig_counter, max_block_txs=self.sim.max_block_txs)
+        app = self.sim.make_app(self.name)
         for sb in rec.blocks:
             try:
                 app.apply(sb.height, sb.block)
             except InvalidInput:  # already reported as a violation when it was decided
-                app.height = sb.height
+                _skip_block(app, sb.height)
         h = rec.head.height + 1 if rec.head is not None else 1
         blocks = StoreBlocks(self.store)
         if self.key is None:
@@ -350,7 +385,7 @@ class _HonestNode:
         self.tear_at = None
 
     def now(self) -> int:
-        return self.sim.now + self.skew
+        return self.sim.epoch_ms + self.sim.now + self.skew
 
 
 class _Byzantine:
@@ -410,7 +445,7 @@ class _Byzantine:
     def _equivocate(self, h: int, r: int) -> None:
         sim = self.sim
         sim.byzantine_events += 1
-        t = sim.now
+        t = sim.epoch_ms + sim.now
         if sim.rng.random() < 0.2:  # an invalid block (wrong height), to everyone
             bad = pack(["gn.simblock", 1, h + 7, t, []])
             prop = sign_proposal(
@@ -444,11 +479,16 @@ class Simulation:
         config: ConsensusConfig | None = None,
         clients: int = 3,
         store_factory: Callable[[str], Store] | None = None,
+        app_factory: Callable[[str], SimApplication] | None = None,
+        tx_source: TxSource | None = None,
+        epoch_ms: int = 0,
         tx_interval_ms: int = 150,
         max_block_txs: int = 200,
     ) -> None:
         self.seed = seed
         self._store_factory = store_factory
+        self._app_factory = app_factory
+        self.epoch_ms = epoch_ms
         self._memory_stores: dict[str, MemoryStore] = {}
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
@@ -493,6 +533,7 @@ class Simulation:
         self._tx_interval = tx_interval_ms
         self._tx_submitted_at: dict[bytes, int] = {}
         self._down: list[str] = []
+        self._tx_source: TxSource = tx_source or self._sim_tx
 
     def open_store(self, name: str) -> Store:
         """Open node ``name``'s store; opening again after a crash must give the same data."""
@@ -550,7 +591,7 @@ class Simulation:
             elif isinstance(eff, Send):
                 self.transmit(node.name, eff.to, encode_message(eff.message))
             elif isinstance(eff, SetTimer):
-                at = max(self.now, eff.at - node.skew)
+                at = max(self.now, eff.at - node.skew - self.epoch_ms)
                 self._push(
                     at, ("timer", node.name, node.incarnation, eff.kind, eff.height, eff.round)
                 )
@@ -578,14 +619,14 @@ class Simulation:
             self.result.violations.append(
                 Violation("invalid_block", f"{node.name} height {eff.height}: {exc}")
             )
-            node.app.height = eff.height
+            _skip_block(node.app, eff.height)
         node.store.put_block(
             eff.height, eff.commit.block_hash, eff.block, encode_commit(eff.commit)
         )
         node.store.truncate_wal(eff.height + 1)
         node.decided[eff.height] = eff.commit.block_hash
         if node.name == self.honest_validators[0]:
-            for tx in _block_txs(eff.block):
+            for tx in node.app.block_tx_ids(eff.block):
                 at = self._tx_submitted_at.pop(tx, None)
                 if at is not None:
                     self.result.commit_latency_ms.append(self.now - at)
@@ -721,16 +762,30 @@ class Simulation:
             else:
                 self._restart(ev[1])
 
-    def _submit_tx(self) -> None:
-        i = self.rng.randrange(len(self._client_keys))
+    def _sim_tx(self, rng: random.Random, now: int) -> tuple[bytes, Any]:
+        del now
+        i = rng.randrange(len(self._client_keys))
         self._client_nonce[i] += 1
-        payload = self.rng.randbytes(self.rng.randint(16, 96))
-        tx = make_tx(self._client_keys[i], self._client_nonce[i], payload)
-        self._tx_submitted_at[tx.tx_id] = self.now
+        tx = make_tx(
+            self._client_keys[i], self._client_nonce[i], rng.randbytes(rng.randint(16, 96))
+        )
+        return tx.tx_id, tx
+
+    def make_app(self, name: str) -> SimApplication:
+        if self._app_factory is not None:
+            return self._app_factory(name)
+        return SimApp(sig_counter=self.sig_counter, max_block_txs=self.max_block_txs)
+
+    def _submit_tx(self) -> None:
+        made = self._tx_source(self.rng, self.epoch_ms + self.now)
+        if made is None:
+            return
+        tid, tx = made
+        self._tx_submitted_at[tid] = self.now
         alive = [n for n in self.honest_validators if self.nodes[n].alive]
         # a client submits to two validators, as a household re-sending on timeout would
         for name in self.rng.sample(alive, min(2, len(alive))):
-            self.nodes[name].app.mempool.add(tx)
+            self.nodes[name].app.submit(tx)
 
     def _finish(self, heights_at_calm: dict[str, int], progress_heights: int) -> None:
         res = self.result
@@ -755,18 +810,17 @@ class Simulation:
         if stuck:
             res.violations.append(Violation("no_progress_after_faults", ", ".join(stuck)))
         first = self.nodes[self.honest_validators[0]] if self.honest_validators else None
-        res.committed_txs = first.app.tx_count if first else 0
+        res.committed_txs = getattr(first.app, "tx_count", 0) if first else 0
         res.byzantine_events = self.byzantine_events
         res.signature_checks = self.sig_counter[0]
         res.transcript_sha256 = self._transcript.hexdigest()
 
 
-def _block_txs(block: bytes) -> list[bytes]:
-    try:
-        value = unpack(block, what="block", max_bytes=8 << 20)
-        return [hashlib.sha256(bytes(item[0])).digest() for item in value[4]]
-    except (InvalidInput, ValueError, TypeError, IndexError):
-        return []
+def _skip_block(app: SimApplication, height: int) -> None:
+    """After a committed block failed to apply (a violation already recorded), let the
+    application move past it if it knows how (only :class:`SimApp` does)."""
+    if isinstance(app, SimApp):
+        app.height = height
 
 
 #: A run-level check the ledger adds later (no energy sold twice, conservation, …).
