@@ -19,14 +19,27 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   the application sees ``make_block(h+1)`` only after ``Decided(h)`` was handled) and then starts
   round 0 of h+1. Messages for h+1 that arrive earlier are buffered (bounded).
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
-  proposal signature is checked once on arrival; two different signed votes for one step are
-  recorded as evidence and the first one counts.
+  proposal signature is checked once on arrival (exact duplicates are dropped before that).
+  "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
+  values (recorded as :class:`EvidenceFound`, once per validator and step) counts for each of
+  them, as the quorum-intersection argument allows; "2f+1 votes of any value" counts distinct
+  validators. At most 4 values per validator and step are kept. A proposer's first proposal per
+  round counts; a different second one is evidence.
+* Gossip: every ``rebroadcast_ms`` the node re-sends its own messages of the current height, every
+  proposal and vote it holds for the current and previous round, and the proposal and prevotes
+  that justify its valid value (Tendermint's liveness assumes correct nodes' messages eventually
+  reach everyone; the network here may drop them).
+* Restart: :meth:`Consensus.recover` takes the WAL of the height in progress. It restores the lock
+  and valid value, resumes at the last signed round and re-sends the votes signed before the
+  crash (Ed25519 is deterministic: the same bytes), without signing anything new for those steps.
 * Catch-up: a message from a higher height makes the node ask the sender for blocks
   (:class:`BlockRequest`, at most once per ``sync_interval_ms``); blocks received in a
   :class:`BlockResponse` are accepted only with a valid commit and are decided in height order.
   :class:`FullNode` is the same sync logic without voting.
 * Known limits: the validator set is fixed (from genesis); no proposer weighting; proposals carry
-  the whole block (no block parts); the commit kept is the first > 2/3 precommit set seen.
+  the whole block (no block parts); the commit kept is the > 2/3 precommit set seen when deciding;
+  messages for heights other than the current one and the next are dropped (sync covers them);
+  evidence is reported, not yet acted on (no slashing or committee change).
 """
 
 from __future__ import annotations
