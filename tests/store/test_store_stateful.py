@@ -158,6 +158,15 @@ class StoreMachine(RuleBasedStateMachine):
         expected = self.model.save_last_signed(new)
         self.both(expected, "save_last_signed", height, round_, step, new.vote)
 
+    @rule(tag=tags)
+    def sign_again_at_the_last_position(self, tag: str) -> None:
+        last = self.model.last
+        if last is None:
+            return
+        new = LastSigned(last.height, last.round, last.step, f"vote {tag}".encode())
+        expected = self.model.save_last_signed(new)
+        self.both(expected, "save_last_signed", new.height, new.round, new.step, new.vote)
+
     @rule(key=tags, value=st.binary(max_size=8))
     def set_meta(self, key: str, value: bytes) -> None:
         self.model.meta[key] = value
