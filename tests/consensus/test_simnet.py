@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gridnode.core.consensus import (
     Broadcast,
@@ -137,3 +139,26 @@ def test_crash_and_restart_from_sqlite_files(tmp_path: Path) -> None:
         head = store.head()
         assert head is not None and head.height == len(res.decided[name])
         store.close()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32),
+    chosen=st.sets(st.sampled_from(FAULT_NAMES), min_size=1),
+    validators=st.sampled_from([4, 5, 7]),
+)
+def test_any_fault_mix_with_at_most_f_byzantine_is_safe_and_live(
+    seed: int, chosen: set[str], validators: int
+) -> None:
+    faults = Faults(enabled=frozenset(chosen), byzantine=(validators - 1) // 3)
+    sim = Simulation(seed=seed, validators=validators, faults=faults)
+    res = sim.run(fault_ms=3_000, calm_ms=8_000)
+    assert res.violations == []
+
+
+@pytest.mark.slow
+def test_a_larger_campaign_finds_nothing() -> None:
+    from gridnode.campaign import run_campaign
+
+    summary, found = run_campaign(seeds=200, start_seed=10_000)
+    assert found == [] and summary.heights > 1000
