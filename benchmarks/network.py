@@ -15,10 +15,12 @@ the machine's cores.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -217,6 +219,7 @@ async def bench_capacity(max_hosts: int) -> None:
     ks = keys(max_hosts, 3)
     cfg = NetConfig(community=COMMUNITY)
     base_rss = rss_mb()
+    print(f"  process RSS before any host (python + libp2p imported): {base_rss:.0f} MB")
     base_threads = threading.active_count()
     base_fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else 0
     async with AsyncExitStack() as stack:
@@ -247,11 +250,130 @@ async def bench_capacity(max_hosts: int) -> None:
     print(f"  shutdown of {len(hosts)} hosts: {time.perf_counter() - t0:.1f} s")
 
 
+# -- gossip across processes (one daemon-like host per process) ---------------------------------
+
+
+async def _worker(index: int, n_hosts: int, router: str, n_messages: int, rate: float) -> None:
+    """One host in its own process; talks to the parent over stdin/stdout JSON lines."""
+
+    async def read_line() -> dict:
+        line = await trio.to_thread.run_sync(sys.stdin.readline)
+        return json.loads(line)
+
+    def say(**msg: object) -> None:
+        print(json.dumps(msg), flush=True)
+
+    cfg = NetConfig(community=COMMUNITY, router=router)  # type: ignore[arg-type]
+    key = keys(n_hosts, 4)[index]
+    received: dict[int, float] = {}
+    async with open_net_host(key, cfg) as host:
+
+        def on_msg(origin: str, data: bytes) -> None:
+            seq = int.from_bytes(data[:4], "big")
+            sent = int.from_bytes(data[4:12], "big") / 1e6
+            if seq % n_hosts != index and seq not in received:
+                received[seq] = time.time() - sent
+
+        await host.subscribe("orders", on_msg)
+        say(addr=host.addrs[0])
+        addrs = (await read_line())["addrs"]
+        for addr in addrs[index + 1 :]:  # each pair dials once
+            host.add_peer(addr)
+        topic = f"/gridnode/{COMMUNITY}/orders/1"
+        await wait_until(lambda: len(host.gossip_peers(topic)) >= n_hosts - 1, 60)
+        say(ready=len(host.gossip_peers(topic)))
+        start = (await read_line())["start"]
+        await trio.sleep(max(0.0, start - time.time()))
+        cpu0 = time.process_time()
+        for seq in range(index, n_messages, n_hosts):
+            await trio.sleep(max(0.0, start + seq / rate - time.time()))
+            stamp = int(time.time() * 1e6).to_bytes(8, "big")
+            await host.publish("orders", seq.to_bytes(4, "big") + stamp + b"o" * 200)
+        mine = sum(1 for q in range(n_messages) if q % n_hosts != index)
+        await wait_until(lambda: len(received) >= mine, 30)
+        cpu = time.process_time() - cpu0
+        say(received=len(received), expected=mine, lat=list(received.values()), cpu=cpu)
+        await read_line()  # wait for "stop" so nobody disconnects before all are done
+
+
+def bench_processes(n_hosts: int, router: str, n_messages: int, rate: float) -> None:
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "_worker",
+                str(i),
+                str(n_hosts),
+                router,
+                str(n_messages),
+                str(rate),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for i in range(n_hosts)
+    ]
+    try:
+
+        def send(p: subprocess.Popen[str], **msg: object) -> None:
+            assert p.stdin is not None
+            p.stdin.write(json.dumps(msg) + "\n")
+            p.stdin.flush()
+
+        def recv(p: subprocess.Popen[str]) -> dict:
+            assert p.stdout is not None
+            return json.loads(p.stdout.readline())
+
+        addrs = [recv(p)["addr"] for p in procs]
+        for p in procs:
+            send(p, addrs=addrs)
+        for p in procs:
+            recv(p)
+        start = time.time() + 1.0
+        for p in procs:
+            send(p, start=start)
+        results = [recv(p) for p in procs]
+        for p in procs:
+            send(p, stop=True)
+        for p in procs:
+            p.wait(timeout=30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    got = sum(r["received"] for r in results)
+    expected = sum(r["expected"] for r in results)
+    lat = [x for r in results for x in r["lat"]]
+    cpu = sum(r["cpu"] for r in results)
+    worst = min(r["received"] / r["expected"] for r in results)
+    print(
+        f"  {router:9s} {n_hosts:3d} processes, {rate:5.1f} msg/s: delivered "
+        f"{got / expected * 100:6.2f} % (worst host {worst * 100:.1f} %)  latency p50 "
+        f"{ms(pct(lat, 0.5))} p99 {ms(pct(lat, 0.99))}  CPU {cpu / n_messages * 1000:.1f} ms/msg "
+        f"(sum over hosts, {cpu / n_messages / n_hosts * 1000:.1f} per host)"
+    )
+
+
+async def _sync(fn: Callable[..., None], *args: object) -> None:
+    fn(*args)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.CRITICAL)
+    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
+        index, n_hosts, router, n_messages, rate = sys.argv[2:7]
+        trio.run(_worker, int(index), int(n_hosts), router, int(n_messages), float(rate))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "what", nargs="*", default=["streams", "gossip", "capacity"], help="which benchmarks"
+        "what",
+        nargs="*",
+        default=["streams", "gossip", "procs", "capacity"],
+        help="which: streams, gossip (in one process), procs (one host per process), capacity",
     )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=50)
@@ -283,6 +405,19 @@ def main() -> None:
                     header if k == 0 else "",
                     lambda n=n, router=router, rate=rate, topo=topo: bench_gossip(
                         n, router, args.messages, rate, topo
+                    ),
+                )
+            )
+    if "procs" in args.what:
+        for k, (n, router, rate) in enumerate(
+            (n, router, rate) for n in args.hosts for rate in args.rate for router in args.routers
+        ):
+            title = "gossip, one host per process, full mesh" if k == 0 else ""
+            runs.append(
+                (
+                    title,
+                    lambda n=n, router=router, rate=rate: _sync(
+                        bench_processes, n, router, args.messages, rate
                     ),
                 )
             )

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -78,6 +79,8 @@ __all__ = [
     "libp2p_key_pair",
     "open_net_host",
     "peer_id_of",
+    "peer_id_of_hex",
+    "public_hex_of",
     "public_key_of",
     "stream_protocol",
     "topic_name",
@@ -149,6 +152,21 @@ def libp2p_key_pair(keys: KeyPair) -> Libp2pKeyPair:
 def peer_id_of(public_key: bytes) -> str:
     """The base58 libp2p peer id of a 32-byte Ed25519 public key."""
     return ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key)).to_base58()
+
+
+def peer_id_of_hex(public_hex: str) -> str:
+    """:func:`peer_id_of` for a key given as 64 lowercase hex chars (as in genesis and ledger)."""
+    try:
+        return peer_id_of(bytes.fromhex(public_hex))
+    except Exception as exc:
+        raise InvalidInput(
+            reason="malformed_public_key", subject="public key", found=public_hex[:80]
+        ) from exc
+
+
+def public_hex_of(peer_id: str) -> str:
+    """:func:`public_key_of` as 64 lowercase hex chars."""
+    return public_key_of(peer_id).hex()
 
 
 def public_key_of(peer_id: str) -> bytes:
@@ -359,6 +377,10 @@ class NetHost:
         self._wanted_changed = trio.Event()
         self._subscriptions: dict[str, Any] = {}
         self._validators: dict[str, Validator | None] = {}
+        self._send_backlog: dict[tuple[str, str], list[bytes]] = {}
+        self._publish_queue_in, self._publish_queue_out = trio.open_memory_channel[
+            tuple[str, bytes]
+        ](math.inf)
         self.peer_id: str = host.get_id().to_base58()
 
     # ---- identity, addresses, peers ----
@@ -572,6 +594,31 @@ class NetHost:
                 await trio.sleep(0.002)
         await self._pubsub.publish(topic, data)
 
+    def publish_soon(self, name: str, data: bytes) -> None:
+        """:meth:`publish` without waiting, for sans-IO drivers: queued, published in order.
+
+        Checks size and our own validator immediately (raising like :meth:`publish`); a later
+        failure to publish is logged, never raised.
+        """
+        topic = topic_name(self.config.community, name)
+        if len(data) > self.config.max_gossip_bytes:
+            raise UsageError(
+                f"gossip message of {len(data)} bytes exceeds {self.config.max_gossip_bytes}"
+            )
+        validate = self._validators.get(topic)
+        if validate is not None and not validate(self.peer_id, data):
+            raise InvalidInput(
+                reason="rejected_by_own_validator", subject=f"gossip on {topic}", field="data"
+            )
+        self._publish_queue_in.send_nowait((name, data))
+
+    async def _publisher(self) -> None:
+        async for name, data in self._publish_queue_out:
+            try:
+                await self.publish(name, data)
+            except Exception:
+                log.exception("queued publish on %s failed", name)
+
     # ---- direct streams: handlers ----
 
     def on_request(self, name: str, handler: RequestHandler) -> str:
@@ -733,6 +780,47 @@ class NetHost:
         for body in bodies:
             channel.enqueue(body, None)
 
+    def send_soon(self, peer: str, name: str, bodies: Sequence[bytes]) -> None:
+        """:meth:`send` without waiting, for sans-IO drivers (e.g. the node's ``Outbox``).
+
+        Messages to one (peer, protocol) keep their order, also while the stream is being opened.
+        If the stream cannot be opened within ``request_timeout_s`` they are dropped (logged, and
+        a timeout counted): one-way messages are not acknowledged; the protocols above re-send.
+        """
+        protocol = stream_protocol(self.config.community, name)
+        for body in bodies:
+            if len(body) > self.config.max_frame_bytes:
+                raise UsageError(f"message of {len(body)} bytes exceeds max_frame_bytes")
+        key = (peer, protocol)
+        channel = self._outbound.get(key)
+        if channel is not None and not channel.closed:
+            for body in bodies:
+                channel.enqueue(body, None)
+            return
+        backlog = self._send_backlog.get(key)
+        if backlog is not None:
+            backlog.extend(bodies)
+            return
+        self._send_backlog[key] = list(bodies)
+        self._nursery.start_soon(self._open_and_flush, peer, protocol)
+
+    async def _open_and_flush(self, peer: str, protocol: str) -> None:
+        key = (peer, protocol)
+        channel: _Outbound | None = None
+        try:
+            with trio.move_on_after(self.config.request_timeout_s) as scope:
+                channel = await self._channel(peer, protocol)
+            if scope.cancelled_caught:
+                self._count(peer, "timeouts")
+        except NetworkError as exc:
+            log.debug("send to %s failed: %s", peer, exc)
+        backlog = self._send_backlog.pop(key, [])
+        if channel is None or channel.closed:
+            log.debug("dropping %d messages to %s on %s", len(backlog), peer, protocol)
+            return
+        for body in backlog:
+            channel.enqueue(body, None)
+
     async def submit(
         self,
         peers: Sequence[str],
@@ -807,6 +895,7 @@ async def open_net_host(keys: KeyPair, config: NetConfig) -> AsyncIterator[NetHo
                     config=config, host=host, pubsub=pubsub, router=router, nursery=nursery
                 )
                 nursery.start_soon(net._maintain_peers)
+                nursery.start_soon(net._publisher)
                 if config.mdns:
                     nursery.start_soon(net._mdns_dialer)
                 for addr in config.bootstrap:

@@ -21,6 +21,8 @@ from gridnode.net.host import (
     NetHost,
     open_net_host,
     peer_id_of,
+    peer_id_of_hex,
+    public_hex_of,
     public_key_of,
     stream_protocol,
 )
@@ -88,10 +90,14 @@ def test_peer_id_derives_from_the_household_key() -> None:
         async with open_net_host(k, NetConfig(community=COMMUNITY)) as host:
             assert host.peer_id == peer_id_of(k.public_key)
             assert public_key_of(host.peer_id) == k.public_key
+            assert public_hex_of(host.peer_id) == k.public_hex
+            assert peer_id_of_hex(k.public_hex) == host.peer_id
             assert host.addrs[0].startswith("/ip4/127.0.0.1/tcp/")
             assert host.addrs[0].endswith(f"/p2p/{host.peer_id}")
 
     run(scenario)
+    with pytest.raises(InvalidInput, match="malformed_public_key"):
+        peer_id_of_hex("zz")
     with pytest.raises(InvalidInput, match="malformed_peer_id"):
         public_key_of("not-a-peer-id")
     with pytest.raises(UsageError, match="community"):
@@ -364,5 +370,35 @@ def test_paced_publishing_delivers_a_burst_completely() -> None:
             for n in range(300):
                 await hosts[0].publish("book", encode_frames([n.to_bytes(4, "big")]))
             await wait_for(lambda: counts[1] == 300 and counts[2] == 300, what="burst delivered")
+
+    run(scenario)
+
+
+def test_fire_and_forget_sends_and_publishes_keep_their_order() -> None:
+    """What a sans-IO driver uses: send_soon/publish_soon never block and never reorder."""
+    ka, kb = keys(2, seed=31)
+    cfg = NetConfig(community=COMMUNITY)
+
+    async def scenario() -> None:
+        async with open_net_host(ka, cfg) as a, open_net_host(kb, cfg) as b:
+            votes: list[bytes] = []
+            gossip: list[bytes] = []
+            b.on_message("consensus", lambda peer, body: votes.append(body))
+            await a.subscribe("orders", lambda o, d: None)
+            await b.subscribe("orders", lambda o, d: gossip.append(d))
+            await a.connect(b.addrs[0])
+            topic = "/gridnode/test-community/orders/1"
+            await wait_for(lambda: b.peer_id in a.gossip_peers(topic), what="subscription")
+            # the stream does not exist yet: these queue up behind its opening, in order
+            for i in range(50):
+                a.send_soon(b.peer_id, "consensus", [f"vote {i}".encode()])
+                a.publish_soon("orders", f"order {i}".encode())
+            a.send_soon(b.peer_id, "consensus", [b"vote 50", b"vote 51"])
+            await wait_for(lambda: len(votes) == 52 and len(gossip) == 50, what="all delivered")
+            assert votes == [f"vote {i}".encode() for i in range(52)]
+            assert gossip == [f"order {i}".encode() for i in range(50)]
+            # to a peer that does not exist, messages are dropped quietly after the timeout
+            (ghost,) = keys(1, seed=99)
+            a.send_soon(peer_id_of(ghost.public_key), "consensus", [b"lost"])
 
     run(scenario)
