@@ -803,11 +803,13 @@ class MemoryStore:
     __slots__ = (
         "_blocks",
         "_closed",
+        "_first",
         "_keep_snapshots",
         "_last_signed",
         "_meta",
         "_next_seq",
         "_snapshots",
+        "_top",
         "_wal",
         "_wal_floor",
     )
@@ -821,6 +823,9 @@ class MemoryStore:
             raise UsageError(f"keep_snapshots must be an int >= 1, got {keep_snapshots!r}")
         self._keep_snapshots = keep_snapshots
         self._blocks: dict[int, StoredBlock] = {}
+        # heights are contiguous, so the blocks are exactly range(_first, _top + 1)
+        self._first = 0
+        self._top = -1
         self._snapshots: dict[int, Snapshot] = {}
         self._wal: list[WalRecord] = []
         self._wal_floor = 0
@@ -858,6 +863,9 @@ class MemoryStore:
         self._live()
         if _block_is_new(new, self._blocks.get(new.height), self.head()):
             self._blocks[new.height] = new
+            if self._top < 0:
+                self._first = new.height
+            self._top = new.height
 
     def block(self, height: int) -> StoredBlock | None:
         h = _check_int(height, field="height", subject="block")
@@ -868,11 +876,12 @@ class MemoryStore:
         h = _check_int(height, field="height", subject="blocks_from")
         n = _check_limit(limit)
         self._live()
-        return [self._blocks[k] for k in sorted(k for k in self._blocks if k >= h)[:n]]
+        start = max(h, self._first)
+        return [self._blocks[k] for k in range(start, min(self._top + 1, start + n))]
 
     def head(self) -> StoredBlock | None:
         self._live()
-        return self._blocks[max(self._blocks)] if self._blocks else None
+        return self._blocks[self._top] if self._blocks else None
 
     def put_snapshot(self, height: int, state: bytes) -> None:
         subject = f"snapshot {height!r}"
