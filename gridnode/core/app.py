@@ -6,7 +6,8 @@ Rules of this module:
   protocol over :mod:`gridnode.core.ledger`. Block bytes are :meth:`Block.encode`; block time is the
   proposer's clock in unix milliseconds (consensus ``now``).
 * :meth:`LedgerApp.submit` admits a transaction to the mempool only if it would be admitted on top of
-  the current committed state (signature, membership, nonce, open slot, …); the reason otherwise.
+  the current committed state at the latest clock reading the app has seen (signature, membership,
+  nonce, open slot, delivered slot, …); the reason otherwise.
   After every committed block the mempool drops what the block carried and re-checks the rest.
 * :meth:`LedgerApp.make_block` takes the mempool's deterministic batch (ordered by nonce, then id, so a
   household's transactions stay in nonce order), keeps its admissible part and builds the block with
@@ -69,6 +70,7 @@ class LedgerApp:
         self._max_txs = max_block_txs
         self._max_bytes = max_block_bytes
         self._after: dict[bytes, LedgerState] = {}
+        self._now_ms = self.state.time_ms  # the latest clock reading we were given
         self.mempool: Mempool[Tx] = Mempool(
             tx_id=tx_id,
             check=self._check_tx,
@@ -78,11 +80,13 @@ class LedgerApp:
 
     # ------------------------------------------------------------------ mempool
     def _check_tx(self, tx: Tx) -> str | None:
-        error = admission_error(self.state, tx, time_ms=self.state.time_ms + 1)
+        error = admission_error(self.state, tx, time_ms=max(self.state.time_ms + 1, self._now_ms))
         return None if error is None else error.reason
 
-    def submit(self, tx: Tx) -> AddResult:
-        """Offer a transaction to the mempool (see the module rules)."""
+    def submit(self, tx: Tx, *, now_ms: int | None = None) -> AddResult:
+        """Offer a transaction to the mempool (see the module rules), as of ``now_ms`` if given."""
+        if now_ms is not None:
+            self._now_ms = max(self._now_ms, now_ms)
         return self.mempool.add(tx)
 
     # ------------------------------------------------------------------ consensus hooks
@@ -92,6 +96,7 @@ class LedgerApp:
             raise InvalidInput(
                 reason="not_next", subject=f"block {height}", expected=str(self.state.height + 1)
             )
+        self._now_ms = max(self._now_ms, now)
         txs = self.mempool.batch(max_count=self._max_txs, max_bytes=self._max_bytes)
         block, after = build_block(self.state, time_ms=now, proposer=self.proposer, txs=txs)
         self._remember(block.hash, after)
