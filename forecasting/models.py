@@ -317,10 +317,10 @@ class QuantileRegression:
         )
         for p, phase in enumerate(self.origin_steps_of_day):
             origins = candidates[tod == phase]
-            feats = _qr_features(y, history, origins, self.horizon)  # (n, N, H, F)
             t = origins[:, None] + np.arange(self.horizon)[None, :]
-            for i in range(y.shape[0]):
-                x = np.tile(feats[i].transpose(1, 0, 2), (len(QUANTILES), 1, 1))  # (Q*H, N, F)
+            for i in range(y.shape[0]):  # one household at a time keeps memory at ~MBs
+                feats = _qr_features(y[i : i + 1], history, origins, self.horizon)[0]  # (N, H, F)
+                x = np.tile(feats.transpose(1, 0, 2), (len(QUANTILES), 1, 1))  # (Q*H, N, F)
                 yy = np.tile(y[i][t].T, (len(QUANTILES), 1))  # (Q*H, N)
                 beta = _irls_quantile(x, yy, taus, iterations=self.iterations, ridge=self.ridge)
                 coefs[i, p] = beta.reshape(len(QUANTILES), self.horizon, -1).transpose(1, 0, 2)
