@@ -5,10 +5,11 @@ and a precommit, commits the block, snapshots every :data:`SNAPSHOT_EVERY` heigh
 WAL below ``h - 2`` and records its height in the metadata every third height. After the last write
 of a height it prints and flushes ``ok height=h``: everything up to there is acknowledged durable.
 
-Run as a script (``python store_crash_plan.py DB [BROKEN [KILL_AFTER_S]]``) it opens the store, recovers, redoes the ops of
-the head's height that may not have happened (skipping the ones that did) and carries on forever,
-until it is killed (by the test, or by its own thread after ``KILL_AFTER_S``). The test drives a :class:`~gridnode.store.MemoryStore` through the same ops as
-the reference for what the file may contain after a kill.
+Run as a script (``python store_crash_plan.py DB [BROKEN [KILL_AFTER_S]]``) it opens the store,
+recovers, redoes the ops of the head's height that may not have happened (skipping the ones that
+did) and carries on forever, until it is killed (by the test, or by its own thread after
+``KILL_AFTER_S`` seconds). The test drives a :class:`~gridnode.store.MemoryStore` through the same
+ops as the reference for what the file may contain after a kill.
 """
 
 from __future__ import annotations
