@@ -100,6 +100,10 @@ function showTrades(t) {
   fillTable("trades", t.slots.map((s) => {
     const mine = s.trades.filter((x) => x.mine);
     const myText = mine.length === 0 ? "—" : mine.map((x) => x.my_side + " " + energy(x.energy_wh) + " for " + money(x.amount_micro)).join("; ");
+    if (!s.awaiting_settlement) {
+      // the ledger keeps a slot's trades only until the slot settles
+      return [String(s.slot), price(s.clearing_price_micro_per_kwh), { text: "settled (or no trades)", cls: "muted" }, "—", "see balance"];
+    }
     return [String(s.slot), price(s.clearing_price_micro_per_kwh), energy(s.volume_wh), String(s.trades.length), myText];
   }), 5, "no slot cleared yet");
 }
