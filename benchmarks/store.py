@@ -47,6 +47,11 @@ def bench_last_signed(store: Store, n: int) -> tuple[float, float]:
     return _rate(n, lambda i: store.save_last_signed(1 + i // 3, 0, i % 3, vote))
 
 
+def bench_append_signed(store: Store, n: int) -> tuple[float, float]:
+    vote = _payload("v", 0, 120)
+    return _rate(n, lambda i: store.append_signed(1 + i // 3, 0, i % 3, vote))
+
+
 def bench_wal(store: Store, n: int) -> tuple[float, float]:
     record = _payload("w", 0, 300)
     return _rate(n, lambda i: store.append_wal(1 + i // 10, record))
@@ -79,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"  save_last_signed  {durability.name:<6}  {rate:9.0f} writes/s  {ms:7.3f} ms each"
             )
+        with NodeStore.open(base / "signed.sqlite") as s:
+            rate, ms = bench_append_signed(s, n)
+        print(f"  append_signed  FULL  {rate:9.0f} votes/s  {ms:7.3f} ms each (WAL + last-signed)")
         with NodeStore.open(base / "wal.sqlite") as s:
             rate, ms = bench_wal(s, n)
         print(f"  append_wal  FULL            {rate:9.0f} records/s {ms:7.3f} ms each")

@@ -300,6 +300,32 @@ def test_last_signed_checks_its_arguments(store: Store) -> None:
     assert store.last_signed() is None
 
 
+def test_append_signed_logs_and_guards_in_one_step(opener: Opener) -> None:
+    store = opener.open()
+    store.append_wal(3, b"proposal")
+    store.append_signed(3, 0, 1, b"prevote")
+    store.append_signed(3, 0, 1, b"prevote")  # retry: neither table changes
+    store = opener.open()
+    assert store.last_signed() == LastSigned(3, 0, 1, b"prevote")
+    assert store.wal_since(0) == [WalRecord(1, 3, b"proposal"), WalRecord(2, 3, b"prevote")]
+    with pytest.raises(InvalidInput) as double:
+        store.append_signed(3, 0, 1, b"other prevote")
+    assert reason(double) == "double_sign"
+    with pytest.raises(InvalidInput) as older:
+        store.append_signed(2, 5, 2, b"old")
+    assert reason(older) == "last_signed_regression"
+    assert len(store.wal_since(0)) == 2
+
+
+def test_append_signed_refuses_a_wal_regression_without_signing(store: Store) -> None:
+    store.append_wal(7, b"r")
+    with pytest.raises(InvalidInput) as exc:
+        store.append_signed(6, 0, 1, b"v")
+    assert reason(exc) == "wal_regression"
+    assert store.last_signed() is None
+    assert len(store.wal_since(0)) == 1
+
+
 # --- meta ------------------------------------------------------------------------------------
 
 

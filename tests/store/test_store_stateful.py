@@ -88,6 +88,20 @@ class Model:
         self.floor = max(self.floor, below)
         return before - len(self.wal)
 
+    def append_signed(self, new: LastSigned) -> object:
+        key = (new.height, new.round, new.step)
+        if self.last is not None:
+            cur = (self.last.height, self.last.round, self.last.step)
+            if key < cur:
+                return "last_signed_regression"
+            if key == cur:
+                return None if self.last.vote == new.vote else "double_sign"
+        seq = self.append_wal(new.height, new.vote)
+        if seq == "wal_regression":
+            return seq
+        self.last = new
+        return None
+
     def save_last_signed(self, new: LastSigned) -> object:
         key = (new.height, new.round, new.step)
         if self.last is not None:
@@ -157,6 +171,12 @@ class StoreMachine(RuleBasedStateMachine):
         new = LastSigned(height, round_, step, f"vote {tag}".encode())
         expected = self.model.save_last_signed(new)
         self.both(expected, "save_last_signed", height, round_, step, new.vote)
+
+    @rule(height=heights, round_=small, step=small, tag=tags)
+    def append_signed(self, height: int, round_: int, step: int, tag: str) -> None:
+        new = LastSigned(height, round_, step, f"vote {tag}".encode())
+        expected = self.model.append_signed(new)
+        self.both(expected, "append_signed", height, round_, step, new.vote)
 
     @rule(tag=tags)
     def sign_again_at_the_last_position(self, tag: str) -> None:
