@@ -26,6 +26,7 @@ Documented for users in ``docs/api.md``.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import itertools
 import json
@@ -273,6 +274,11 @@ async def status(request: web.Request) -> web.Response:
         "open_orders": sum(
             1 for s, by_h in ledger.orders.items() if clock.is_open(s, now_s) for _ in by_h
         ),
+        "my_open_orders": sum(
+            1
+            for s, by_h in ledger.orders.items()
+            if clock.is_open(s, now_s) and snap.household in by_h
+        ),
         "retail_micro_per_kwh": genesis.retail_micro_per_kwh,
         "feed_in_micro_per_kwh": genesis.feed_in_micro_per_kwh,
         "max_steps": genesis.max_steps,
@@ -374,7 +380,7 @@ async def trades(request: web.Request) -> web.Response:
         slots = [only_slot]
     else:
         known = set(ledger.clearing_prices) | set(ledger.trades)
-        slots = sorted(known, reverse=True)[:limit]
+        slots = heapq.nlargest(limit, known)
     body = {
         "last_cleared_slot": ledger.last_cleared_slot,
         "height": ledger.height,
@@ -591,7 +597,8 @@ async def place_order(request: web.Request) -> web.Response:
         validate_order(order, limits=genesis.limits, clock=genesis.clock, now=snap.now_ms // 1000)
     except InvalidInput as exc:
         field = exc.field.replace(".price", ".price_micro_per_kwh")
-        raise ApiError(422, exc.reason, exc.describe(), field=field) from None
+        message = exc.describe().replace(f"field {exc.field!r}", f"field {field!r}")
+        raise ApiError(422, exc.reason, message, field=field) from None
     try:
         result = await request.app[HANDLE_KEY].place_order(order)
     except NetworkError as exc:

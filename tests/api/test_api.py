@@ -69,7 +69,7 @@ async def test_status_reports_the_snapshot(node: LocalNode, http: aiohttp.Client
     node.commit()
     _, s = await call(http, "GET", "/api/status")
     assert s["height"] == 2 and s["state_digest"] == node.app.state.digest().hex()
-    assert s["open_orders"] == 1
+    assert s["open_orders"] == 1 and s["my_open_orders"] == 0
 
 
 async def test_place_list_clear_settle_balance(
@@ -86,6 +86,8 @@ async def test_place_list_clear_settle_balance(
     assert o["side"] == "sell" and o["slot"] == FIRST_OPEN and o["open"] is True and o["mine"]
     assert o["steps"] == [{"price_micro_per_kwh": 100_000, "energy_wh": 500}]
     assert o["energy_wh"] == 500 and o["nonce"] == 1
+    _, s = await call(http, "GET", "/api/status")
+    assert s["open_orders"] == 2 and s["my_open_orders"] == 1
     _, every = await call(http, "GET", "/api/orders")
     assert sorted(x["mine"] for x in every["orders"]) == [False, True]
     _, by_slot = await call(http, "GET", f"/api/orders?slot={FIRST_OPEN + 1}")
