@@ -1,9 +1,10 @@
 """The crash test's workload: a fixed sequence of store writes, and the child process that runs it.
 
-The workload imitates a validator: per height ``h`` it logs two consensus records, signs a prevote
-and a precommit, commits the block, snapshots every :data:`SNAPSHOT_EVERY` heights, truncates the
-WAL below ``h - 2`` and records its height in the metadata every third height. After the last write
-of a height it prints and flushes ``ok height=h``: everything up to there is acknowledged durable.
+The workload imitates a validator: per height ``h`` it logs two consensus records, signs a
+prevote (``save_last_signed``) and a precommit (``append_signed``: WAL and last-signed at once),
+commits the block, snapshots every :data:`SNAPSHOT_EVERY` heights, truncates the WAL below
+``h - 2`` and records its height in the metadata every third height. After the last write of a
+height it prints and flushes ``ok height=h``: everything up to there is acknowledged durable.
 
 Run as a script (``python store_crash_plan.py DB [BROKEN [KILL_AFTER_S]]``) it opens the store,
 recovers, redoes the ops of the head's height that may not have happened (skipping the ones that
@@ -68,7 +69,7 @@ def ops_for_height(h: int) -> list[Op]:
         Op("wal", h, _bytes("proposal", h, 200)),
         Op("wal", h, _bytes("prevotes", h, 3000)),
         Op("sign", h, _bytes("prevote", h, 100), round=0, step=PREVOTE),
-        Op("sign", h, _bytes("precommit", h, 100), round=0, step=PRECOMMIT),
+        Op("wal+sign", h, _bytes("precommit", h, 100), round=0, step=PRECOMMIT),
         Op("block", h),
     ]
     if h % SNAPSHOT_EVERY == 0:
@@ -90,6 +91,8 @@ def apply(store: Store, op: Op) -> None:
         store.append_wal(op.height, op.payload)
     elif op.kind == "sign":
         store.save_last_signed(op.height, op.round, op.step, op.payload)
+    elif op.kind == "wal+sign":
+        store.append_signed(op.height, op.round, op.step, op.payload)
     elif op.kind == "block":
         b = expected_block(op.height)
         store.put_block(b.height, b.block_hash, b.block, b.commit)
@@ -108,7 +111,7 @@ def redo(store: Store, op: Op) -> None:
     if op.kind == "wal":
         if any(r.record == op.payload for r in store.wal_since(op.height)):
             return
-    elif op.kind == "sign":
+    elif op.kind in ("sign", "wal+sign"):
         last = store.last_signed()
         if last is not None and last.key >= (op.height, op.round, op.step):
             return
