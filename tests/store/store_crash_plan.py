@@ -132,7 +132,7 @@ def _torn_block(store: NodeStore, op: Op) -> None:
 
 
 def run_child(path: str, broken: str) -> None:
-    """``broken``: ``""`` (the real workload), ``"ack-early"`` or ``"torn-block"`` (planted bugs)."""
+    """``broken``: ``""`` (the real workload), ``"ack-early"`` or ``"torn-block"`` (bugs)."""
     store = NodeStore.open(path, keep_snapshots=KEEP_SNAPSHOTS)
     head = store.head()
     h = head.height if head is not None else 1
