@@ -464,3 +464,26 @@ async def test_now_is_the_node_clock_not_ours(node: LocalNode, http: aiohttp.Cli
     later = {**SELL, "slot": FIRST_OPEN + 1}
     status, _ = await call(http, "POST", "/api/orders", json=later, headers=AUTH)
     assert status == 202
+
+
+async def test_stop_does_not_hang_on_a_request_in_flight(node: LocalNode) -> None:
+    """A write stuck in the node (its queue never answers) does not keep the API from stopping."""
+    import asyncio
+
+    from gridnode.api import start_api
+
+    entered = asyncio.Event()
+
+    async def stuck(order: object) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # never answers
+
+    node.place_order = stuck  # type: ignore[assignment,method-assign]
+    running = await start_api(make_app(node, token=TOKEN), "127.0.0.1", 0, shutdown_timeout_s=0.5)
+    async with aiohttp.ClientSession(base_url=running.url) as session:
+        pending = asyncio.ensure_future(session.post("/api/orders", json=SELL, headers=AUTH))
+        await asyncio.wait_for(entered.wait(), timeout=10)
+        await asyncio.wait_for(running.stop(), timeout=10)  # a deadline, not a timing assertion
+        with pytest.raises(aiohttp.ClientError):
+            response = await asyncio.wait_for(pending, timeout=10)
+            response.release()

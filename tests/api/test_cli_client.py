@@ -216,3 +216,30 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             cli.main([*argv, "--help"])
         assert exc.value.code == 0
         assert "--dir" in capsys.readouterr().out or argv == ["order"]
+
+
+def test_as_a_real_process_without_heavy_imports(server: ServerThread, home: Path) -> None:
+    """`gridnode status` in its own process: exit 0, the table, and no aiohttp/libp2p import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gridnode import cli\n"
+        "if 'client' not in cli._COMMANDS:\n"
+        "    cli._COMMANDS = (*cli._COMMANDS, 'client')\n"
+        "rc = cli.main(sys.argv[1:])\n"
+        "heavy = sorted(m for m in ('aiohttp', 'libp2p', 'trio') if m in sys.modules)\n"
+        "print('heavy:', heavy, file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, "status", "--dir", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "state digest" in p.stdout and server.node.app.state.digest().hex() in p.stdout
+    assert "heavy: []" in p.stderr
