@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from market.errors import GridnodeError
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ("init", "community", "clear")
+_COMMANDS = ("init", "community", "run", "clear")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,34 @@
+"""``gridnode run --dir DIR``: start the household daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "run",
+        help="start the household daemon",
+        description=(
+            "Start the daemon for the household in DIR (made by `gridnode init`): join the community "
+            "over libp2p, keep the ledger (and vote on blocks if this node is a validator), serve the "
+            "local API and status page. Stops cleanly on Ctrl-C / SIGTERM. Only one daemon may run "
+            "on a directory."
+        ),
+    )
+    p.add_argument("--dir", required=True, type=Path, help="the household's data directory")
+    p.add_argument(
+        "--ready-file",
+        type=Path,
+        help="write the API URL and listen addresses here once serving (for scripts)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gridnode.daemon import run_daemon
+
+    return asyncio.run(run_daemon(args.dir, ready_file=args.ready_file))

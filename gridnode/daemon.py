@@ -1,0 +1,503 @@
+"""The household daemon: one process, two event loops, one node owner.
+
+``gridnode run --dir DIR`` starts this. Layout:
+
+* **asyncio** (the main thread) serves the local API and status page (:mod:`gridnode.api`) and
+  handles SIGINT/SIGTERM.
+* **trio** (one thread, :class:`gridnode.net.bridge.TrioBridge`) runs the libp2p host and owns the
+  node: a :class:`DaemonNode` wraps the :class:`~gridnode.node.NodeRuntime` (store, ledger,
+  consensus). Everything that touches the runtime or the SQLite store runs on this thread.
+* The two meet only through the bridge (API commands are awaited calls onto the trio thread) and an
+  immutable :class:`~gridnode.status.Snapshot` the node republishes after every change.
+
+Network protocols (``docs/protocol.md``): consensus messages travel as one-way framed messages on
+``/gridnode/<community>/consensus/1.0.0`` (addressed by public key, which *is* the peer id);
+transactions are submitted with an acknowledged request on ``…/submit/1.0.0`` to a validator (re-sent to
+the next one on timeout); validators share accepted transactions with each other on ``…/tx/1.0.0``;
+and every accepted order is broadcast on the GossipSub topic ``/gridnode/<community>/orders/1`` whose
+validator refuses anything malformed, unsigned, from a non-member, replayed or for a closed slot.
+
+Time: the node clock is ``epoch + (wall − epoch) × speedup`` in unix ms, with ``epoch`` the genesis
+time. Every node of a community must run the same speedup (demos use e.g. 60: a 15-minute slot in
+15 s); the consensus timeouts are scaled by the same factor so they stay sane in real seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+
+from gridnode.api import make_app, start_api
+from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
+from gridnode.core.consensus import ConsensusConfig, TimerKind
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import (
+    Genesis,
+    SignedOrder,
+    Tx,
+    admission_error,
+    decode_block,
+    decode_tx,
+    sign_cancel,
+    sign_order,
+    sign_reading,
+    tx_id,
+)
+from gridnode.net.bridge import TrioBridge
+from gridnode.net.host import (
+    NetConfig,
+    NetHost,
+    PeerStats,
+    open_net_host,
+    peer_id_of_hex,
+    public_hex_of,
+)
+from gridnode.node import Committed, NodeRuntime
+from gridnode.status import BlockInfo, PeerInfo, Snapshot, SubmitResult, ValidatorHealth
+from gridnode.store import NodeStore
+from market.errors import InvalidInput, NetworkError, UsageError
+from market.orders import Order
+
+__all__ = ["DaemonNode", "NodeClock", "run_daemon"]
+
+log = logging.getLogger("gridnode")
+
+_RECENT_BLOCKS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeClock:
+    """The community clock: wall time, optionally sped up around ``epoch_ms``."""
+
+    epoch_ms: int = 0
+    speedup: float = 1.0
+
+    def now_ms(self) -> int:
+        wall = time.time_ns() // 1_000_000
+        if self.speedup == 1.0:
+            return wall
+        return self.epoch_ms + int((wall - self.epoch_ms) * self.speedup)
+
+    def seconds_until(self, at_ms: int) -> float:
+        return max(0.0, (at_ms - self.now_ms()) / 1000 / self.speedup)
+
+
+def consensus_config(speedup: float) -> ConsensusConfig:
+    """Timeouts for real networks (one block about every second of wall time), scaled to the clock."""
+    base = ConsensusConfig(
+        propose_ms=1_000,
+        propose_delta_ms=500,
+        prevote_ms=500,
+        prevote_delta_ms=250,
+        precommit_ms=500,
+        precommit_delta_ms=250,
+        commit_ms=1_000,
+        sync_interval_ms=1_000,
+        rebroadcast_ms=2_000,
+    )
+    if speedup == 1.0:
+        return base
+    scaled = {
+        name: int(getattr(base, name) * speedup)
+        for name in (
+            "propose_ms",
+            "propose_delta_ms",
+            "prevote_ms",
+            "prevote_delta_ms",
+            "precommit_ms",
+            "precommit_delta_ms",
+            "commit_ms",
+            "sync_interval_ms",
+            "rebroadcast_ms",
+        )
+    }
+    return replace(base, **scaled)
+
+
+class DaemonNode:
+    """The node owner on the trio thread: runtime + libp2p host + timers + snapshot."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        genesis: Genesis,
+        key: KeyPair,
+        store: NodeStore,
+        net: NetHost,
+        clock: NodeClock,
+    ) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.key = key
+        self.net = net
+        self.clock = clock
+        self.started_ms = clock.now_ms()
+        self.validators = list(genesis.validators)
+        self.validator_peers = {v: peer_id_of_hex(v) for v in self.validators}
+        self._timers: list[tuple[int, int, TimerKind, int, int]] = []
+        self._timer_seq = 0
+        self._timer_changed = trio.Event()
+        self._recent: deque[BlockInfo] = deque(maxlen=_RECENT_BLOCKS)
+        self._nonce = 0
+        self.live_orders: dict[bytes, SignedOrder] = {}  # seen on gossip, not yet committed
+        self.runtime = NodeRuntime(
+            genesis=genesis,
+            key=key,
+            store=store,
+            outbox=self,
+            validator=config.role == "validator",
+            config=consensus_config(clock.speedup),
+            sync_peers=[v for v in self.validators if v != key.public_hex],
+        )
+        self.runtime.listeners.append(self._on_commit)
+        for sb in store.blocks_from(
+            max(1, self.runtime.state.height - _RECENT_BLOCKS + 1), _RECENT_BLOCKS
+        ):
+            self._recent.appendleft(self._block_info(sb.height, sb.block_hash, sb.block))
+        self.latest = self._make_snapshot()
+
+    # ------------------------------------------------------------------ Outbox (runtime -> net)
+    def broadcast(self, data: bytes) -> None:
+        for v, peer in self.validator_peers.items():
+            if v != self.key.public_hex:
+                self._send(peer, data)
+
+    def send(self, to: str, data: bytes) -> None:
+        try:
+            peer = self.validator_peers.get(to) or peer_id_of_hex(to)
+        except InvalidInput:
+            return
+        self._send(peer, data)
+
+    def _send(self, peer: str, data: bytes) -> None:
+        try:
+            self.net.send_soon(peer, "consensus", [data])
+        except (UsageError, NetworkError) as exc:
+            log.debug("send to %s failed: %s", peer, exc)
+
+    def set_timer(self, at_ms: int, kind: TimerKind, height: int, round_: int) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (at_ms, self._timer_seq, kind, height, round_))
+        self._timer_changed.set()
+
+    # ------------------------------------------------------------------ tasks
+    async def run(self) -> None:
+        """Start the node and serve until cancelled."""
+        self.net.on_message("consensus", self._on_consensus)
+        self.net.on_message("tx", self._on_shared_tx)
+        self.net.on_request("submit", self._on_submit)
+        await self.net.subscribe("orders", self._on_gossip_order, validate=self._validate_gossip)
+        self.runtime.start(self.clock.now_ms())
+        self._publish()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._refresh_loop)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_changed = trio.Event()
+            wait = self.clock.seconds_until(self._timers[0][0]) if self._timers else 3600.0
+            if wait > 0:
+                with trio.move_on_after(wait):
+                    await self._timer_changed.wait()
+                continue
+            now = self.clock.now_ms()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, kind, height, round_ = heapq.heappop(self._timers)
+                self.runtime.on_timer(kind, height, round_, now)
+            self._publish()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await trio.sleep(0.5)
+            self._publish()
+
+    # ------------------------------------------------------------------ net -> runtime
+    def _sender_key(self, peer_id: str) -> str:
+        return public_hex_of(peer_id)
+
+    def _on_consensus(self, peer_id: str, body: bytes) -> None:
+        try:
+            sender = self._sender_key(peer_id)
+        except InvalidInput:
+            return
+        self.runtime.on_message(sender, body, self.clock.now_ms())
+
+    def _accept_tx(self, tx: Tx, *, share: bool) -> SubmitResult:
+        result = self.runtime.submit(tx, self.clock.now_ms())
+        tid = result.tx_id.hex()
+        if result.accepted and share:
+            for v, peer in self.validator_peers.items():
+                if v != self.key.public_hex:
+                    with contextlib.suppress(UsageError, NetworkError):
+                        self.net.send_soon(peer, "tx", [tx.encode()])
+            if isinstance(tx, SignedOrder):
+                with contextlib.suppress(InvalidInput, UsageError):
+                    self.net.publish_soon("orders", tx.encode())
+        return SubmitResult(result.accepted or result.reason == "duplicate", tid, result.reason)
+
+    async def _on_submit(self, peer_id: str, body: bytes) -> bytes:
+        tx = decode_tx(body)  # InvalidInput -> "rejected" answer and a counted rejection
+        if not self.runtime.is_validator:
+            raise InvalidInput(reason="not_a_validator", subject="submit")
+        result = self._accept_tx(tx, share=True)
+        if not result.accepted:
+            raise InvalidInput(
+                reason=result.reason or "refused", subject="tx", found=result.tx_id[:16]
+            )
+        self._publish()
+        return bytes.fromhex(result.tx_id)
+
+    def _on_shared_tx(self, peer_id: str, body: bytes) -> None:
+        if not self.runtime.is_validator or peer_id not in self.validator_peers.values():
+            return
+        try:
+            tx = decode_tx(body)
+        except InvalidInput as exc:
+            self.runtime.count(peer_id, exc.reason)
+            return
+        self.runtime.submit(tx, self.clock.now_ms())
+
+    def _validate_gossip(self, origin: str, data: bytes) -> bool:
+        try:
+            tx = decode_tx(data)
+        except InvalidInput as exc:
+            self.runtime.count(origin, exc.reason)
+            return False
+        if not isinstance(tx, SignedOrder):
+            self.runtime.count(origin, "not_an_order")
+            return False
+        error = admission_error(self.runtime.state, tx, time_ms=self.clock.now_ms())
+        if error is not None:
+            self.runtime.count(origin, error.reason)
+            return False
+        return True
+
+    def _on_gossip_order(self, origin: str, data: bytes) -> None:
+        tx = decode_tx(data)
+        if isinstance(tx, SignedOrder):
+            self.live_orders[tx_id(tx)] = tx
+            if self.runtime.is_validator:
+                self.runtime.submit(tx, self.clock.now_ms())
+
+    # ------------------------------------------------------------------ commands (from the API)
+    def _next_nonce(self) -> int:
+        self._nonce = max(self._nonce, self.runtime.state.nonces.get(self.key.public_hex, 0)) + 1
+        return self._nonce
+
+    async def place_order(self, order: Order) -> SubmitResult:
+        order = replace(order, household=self.key.public_hex, nonce=self._next_nonce())
+        result = await self._submit(sign_order(self.key, self.genesis, order))
+        return replace(result, order_id=order.order_id)
+
+    async def cancel_order(self, slot: int) -> SubmitResult:
+        return await self._submit(
+            sign_cancel(self.key, self.genesis, slot=slot, nonce=self._next_nonce())
+        )
+
+    async def submit_reading(self, slot: int, net_wh: int) -> SubmitResult:
+        return await self._submit(sign_reading(self.key, self.genesis, slot=slot, net_wh=net_wh))
+
+    async def _submit(self, tx: Tx) -> SubmitResult:
+        if self.runtime.is_validator:
+            result = self._accept_tx(tx, share=True)
+            self._publish()
+            return result
+        peers = [p for v, p in self.validator_peers.items() if v != self.key.public_hex]
+        connected = set(self.net.connected_peers())
+        peers.sort(key=lambda p: p not in connected)  # connected validators first
+        tid = tx_id(tx).hex()
+        try:
+            _, _ = await self.net.submit(peers, "submit", tx.encode())
+        except InvalidInput as exc:
+            reason = str(exc).split(":")[-1].strip() or "refused"
+            return SubmitResult(False, tid, reason)
+        if isinstance(tx, SignedOrder):
+            with contextlib.suppress(InvalidInput, UsageError):
+                self.net.publish_soon("orders", tx.encode())
+        return SubmitResult(True, tid)
+
+    # ------------------------------------------------------------------ snapshot
+    def _block_info(self, height: int, block_hash: bytes, block: bytes) -> BlockInfo:
+        parsed = decode_block(block)
+        return BlockInfo(height, block_hash.hex(), parsed.time_ms, parsed.proposer, len(parsed.txs))
+
+    def _on_commit(self, event: Committed) -> None:
+        stored = self.runtime.store.block(event.height)
+        if stored is not None:
+            self._recent.appendleft(self._block_info(event.height, stored.block_hash, stored.block))
+        committed = {tx_id(o) for by_h in event.state.orders.values() for o in by_h.values()}
+        open_slot = self.genesis.clock.first_open_slot(event.state.time_ms // 1000)
+        self.live_orders = {
+            k: v
+            for k, v in self.live_orders.items()
+            if k not in committed and v.order.slot >= open_slot
+        }
+        if event.height % 50 == 0:
+            log.info("height %d, %d slots settled", event.height, event.state.settled_slots)
+
+    def _make_snapshot(self) -> Snapshot:
+        stats = self.net.peer_stats()
+        connected = set(self.net.connected_peers())
+        totals: dict[str, int] = {}
+        peers = []
+        for peer in sorted(set(stats) | connected):
+            counts = {k: v for k, v in _stat_dict(stats.get(peer)).items() if v}
+            counts.update(self.runtime.misbehaviour.get(peer, {}))
+            try:
+                household = public_hex_of(peer)
+            except InvalidInput:
+                household = ""
+            counts.update(self.runtime.misbehaviour.get(household, {}))
+            bad = {k: v for k, v in counts.items() if k not in _NOT_MISBEHAVIOUR}
+            for k, v in bad.items():
+                totals[k] = totals.get(k, 0) + v
+            peers.append(PeerInfo(peer, household, peer in connected, bad))
+        health = tuple(
+            ValidatorHealth(
+                v,
+                connected=(v == self.key.public_hex) or self.validator_peers[v] in connected,
+                last_seen_ms=self.runtime.last_heard_ms.get(v),
+            )
+            for v in self.validators
+        )
+        return Snapshot(
+            peer_id=self.net.peer_id,
+            household=self.key.public_hex,
+            role="validator" if self.runtime.is_validator else "full",
+            community_id=self.genesis.community_id,
+            now_ms=self.clock.now_ms(),
+            ledger=self.runtime.state,
+            peers=tuple(peers),
+            validators=health,
+            mempool_size=len(self.runtime.app.mempool),
+            misbehaviour=totals,
+            recent_blocks=tuple(list(self._recent)[:50]),
+            started_ms=self.started_ms,
+        )
+
+    def _publish(self) -> None:
+        self.latest = self._make_snapshot()
+
+    def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
+        return sorted((b for b in self._recent if b.height >= from_height), key=lambda b: b.height)[
+            :limit
+        ]
+
+
+_NOT_MISBEHAVIOUR = frozenset(
+    {"gossip_in", "frames_in", "frames_out", "gossip_out", "requests", "timeouts"}
+)
+
+
+def _stat_dict(stats: PeerStats | None) -> dict[str, int]:
+    return {} if stats is None else dataclasses.asdict(stats)
+
+
+class BridgeHandle:
+    """The API's :class:`~gridnode.status.NodeHandle`: snapshot reads and commands over the bridge."""
+
+    def __init__(self, bridge: TrioBridge, node: DaemonNode) -> None:
+        self._bridge = bridge
+        self._node = node
+
+    def snapshot(self) -> Snapshot:
+        snap = self._node.latest
+        return replace(snap, now_ms=self._node.clock.now_ms())
+
+    async def place_order(self, order: Order) -> SubmitResult:
+        return await self._bridge.call(self._node.place_order, order)
+
+    async def cancel_order(self, slot: int) -> SubmitResult:
+        return await self._bridge.call(self._node.cancel_order, slot)
+
+    def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
+        return self._node.blocks(from_height, limit)
+
+
+@asynccontextmanager
+async def open_daemon_node(
+    config: Config, genesis: Genesis, key: KeyPair
+) -> AsyncIterator[DaemonNode]:
+    """On the trio thread: open the store and the host, run the node, close everything on exit."""
+    clock = NodeClock(epoch_ms=genesis.genesis_time_ms, speedup=config.clock_speedup)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = NodeStore.open(config.data_dir / "node.sqlite")
+    try:
+        net_config = NetConfig(
+            community=genesis.community_id,
+            listen_addrs=config.listen,
+            bootstrap=config.bootstrap,
+            mdns=config.mdns,
+            gossip_degree_high=max(64, len(genesis.members) + len(genesis.validators)),
+        )
+        async with open_net_host(key, net_config) as net:
+            node = DaemonNode(
+                config=config, genesis=genesis, key=key, store=store, net=net, clock=clock
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node.run)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
+    """``gridnode run``: serve until SIGINT/SIGTERM; return the exit code."""
+    config = load_config(directory)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    key = load_identity(directory)
+    genesis = load_genesis(config.genesis_path)
+    token = load_token(directory)
+    if config.role == "validator" and key.public_hex not in genesis.validators:
+        raise UsageError(
+            f"{directory}: node.role is 'validator' but this key is not in the genesis validator set"
+        )
+    lock = DirLock(directory).acquire()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bridge = TrioBridge().start()
+    api = None
+    try:
+        node: DaemonNode = await bridge.enter(lambda: open_daemon_node(config, genesis, key))
+        api = await start_api(
+            make_app(BridgeHandle(bridge, node), token=token), config.api_host, config.api_port
+        )
+        log.info("household %s peer %s role %s", key.public_hex[:16], node.net.peer_id, config.role)
+        for addr in node.net.addrs:
+            log.info("listening on %s", addr)
+        log.info("status page and API at %s/", api.url)
+        if ready_file is not None:
+            ready_file.write_text(
+                f"{api.url}\n" + "\n".join(node.net.addrs) + "\n", encoding="utf-8"
+            )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if api is not None:
+            await api.stop()
+        await bridge.aclose()
+        lock.release()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,230 @@
+"""Launch a real local community: N ``gridnode run`` processes on loopback talking libp2p.
+
+Used by ``gridnode demo`` (the README's main job), by the integration tests and by the simulation
+harness's daemon engine. Each household gets its own data directory (``gridnode init`` layout), its own
+TCP port for libp2p and for its API; the genesis names the validators; every node bootstraps to the
+validators. The community clock may be sped up (``speedup``), which also scales the genesis clock-drift
+bound. Nothing here is a fake: these are the same processes a household runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gridnode.config import create_data_dir, load_identity, load_token, write_genesis
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import Genesis
+from market.clearing import Rule
+from market.errors import UsageError
+from market.settlement import Netting
+
+__all__ = ["Household", "LocalCommunity", "free_port"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Household:
+    index: int
+    dir: Path
+    key: KeyPair
+    role: str
+    p2p_port: int
+    api_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{'v' if self.role == 'validator' else 'h'}{self.index}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def multiaddr(self) -> str:
+        from gridnode.net.host import peer_id_of
+
+        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{peer_id_of(self.key.public_key)}"
+
+
+@dataclass
+class LocalCommunity:
+    """A community of real daemons under ``root`` (see the module docstring)."""
+
+    root: Path
+    validators: int = 4
+    full_nodes: int = 2
+    speedup: float = 60.0
+    slot_seconds: int = 900
+    gate_lead_seconds: int = 300
+    rule: Rule = Rule.PAY_AS_CLEAR
+    netting: Netting = Netting.NONE
+    community_id: str = "demo"
+    households: list[Household] = field(default_factory=list)
+    genesis: Genesis | None = None
+
+    def create(self) -> None:
+        """Make every household's directory and the shared genesis (fresh keys, free ports)."""
+        if self.validators < 1:
+            raise UsageError("a community needs at least one validator")
+        self.root.mkdir(parents=True, exist_ok=True)
+        roles = ["validator"] * self.validators + ["full"] * self.full_nodes
+        for i, role in enumerate(roles):
+            d = self.root / f"node{i}"
+            p2p, api = free_port(), free_port()
+            key = create_data_dir(d, role=role, listen=f"/ip4/127.0.0.1/tcp/{p2p}", api_port=api)
+            self.households.append(Household(i, d, key, role, p2p, api))
+        now_ms = time.time_ns() // 1_000_000
+        self.genesis = Genesis(
+            community_id=self.community_id,
+            genesis_time_ms=now_ms,
+            members=tuple(h.key.public_hex for h in self.households),
+            validators=tuple(h.key.public_hex for h in self.households if h.role == "validator"),
+            slot_seconds=self.slot_seconds,
+            gate_lead_seconds=self.gate_lead_seconds,
+            rule=self.rule,
+            netting=self.netting,
+            reading_deadline_seconds=self.slot_seconds,
+            max_drift_ms=int(5_000 * self.speedup),
+        )
+        boot = [h.multiaddr() for h in self.households if h.role == "validator"]
+        for h in self.households:
+            write_genesis(h.dir / "genesis.toml", self.genesis)
+            cfg = (h.dir / "gridnode.toml").read_text(encoding="utf-8")
+            peers = [a for a in boot if not a.endswith(h.multiaddr().rsplit("/", 1)[-1])]
+            cfg = cfg.replace("bootstrap = []", "bootstrap = " + json.dumps(peers))
+            cfg = cfg.replace("clock_speedup = 1.0", f"clock_speedup = {float(self.speedup)}")
+            cfg = cfg.replace("mdns = true", "mdns = false")
+            (h.dir / "gridnode.toml").write_text(cfg, encoding="utf-8")
+
+    @classmethod
+    def load(cls, root: Path) -> LocalCommunity:
+        """Re-open a community made by :meth:`create` (to restart daemons)."""
+        import tomllib
+
+        households = []
+        for d in sorted(root.glob("node*"), key=lambda p: int(p.name[4:])):
+            cfg = tomllib.loads((d / "gridnode.toml").read_text(encoding="utf-8"))
+            p2p = int(cfg["network"]["listen"][0].rsplit("/", 1)[-1])
+            households.append(
+                Household(
+                    int(d.name[4:]),
+                    d,
+                    load_identity(d),
+                    cfg["node"]["role"],
+                    p2p,
+                    cfg["api"]["port"],
+                )
+            )
+        from gridnode.config import load_genesis
+
+        genesis = load_genesis(households[0].dir / "genesis.toml")
+        return cls(root=root, households=households, genesis=genesis)
+
+    # ------------------------------------------------------------------ processes
+    def start(self, which: list[int] | None = None, *, env: dict[str, str] | None = None) -> None:
+        for h in self.households:
+            if which is not None and h.index not in which:
+                continue
+            if h.process is not None and h.process.poll() is None:
+                continue
+            (h.dir / "ready").unlink(missing_ok=True)
+            log = (h.dir / "daemon.log").open("ab")
+            h.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gridnode",
+                    "run",
+                    "--dir",
+                    str(h.dir),
+                    "--ready-file",
+                    str(h.dir / "ready"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
+            log.close()
+
+    def wait_ready(self, timeout_s: float = 60.0, which: list[int] | None = None) -> None:
+        deadline = time.monotonic() + timeout_s
+        for h in self.households:
+            if which is not None and h.index not in which:
+                continue
+            while not (h.dir / "ready").exists():
+                if h.process is not None and h.process.poll() is not None:
+                    tail = (h.dir / "daemon.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{h.name} exited with {h.process.returncode}:\n{tail}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{h.name} not ready after {timeout_s} s")
+                time.sleep(0.1)
+
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
+        h = self.households[index]
+        if h.process is not None:
+            h.process.send_signal(sig)
+            h.process.wait(timeout=30)
+
+    def stop(self, timeout_s: float = 15.0) -> dict[int, int]:
+        """SIGTERM every daemon, wait, SIGKILL stragglers; return exit codes."""
+        for h in self.households:
+            if h.process is not None and h.process.poll() is None:
+                h.process.send_signal(signal.SIGTERM)
+        codes = {}
+        deadline = time.monotonic() + timeout_s
+        for h in self.households:
+            if h.process is None:
+                continue
+            try:
+                codes[h.index] = h.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                h.process.kill()
+                codes[h.index] = h.process.wait()
+        return codes
+
+    # ------------------------------------------------------------------ API
+    def api(
+        self, index: int, path: str, *, method: str = "GET", body: Any = None, timeout_s: float = 10
+    ) -> Any:
+        h = self.households[index]
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(h.api_url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if method != "GET":
+            req.add_header("Authorization", f"Bearer {load_token(h.dir)}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return {"http_status": exc.code, **json.loads(exc.read() or b"{}")}
+
+    def wait_for(self, cond: Callable[[], bool], timeout_s: float, poll_s: float = 0.25) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if cond():
+                    return True
+            except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError):
+                pass
+            time.sleep(poll_s)
+        return cond()
