@@ -31,7 +31,7 @@ import hmac
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "HANDLE_KEY",
+    "LOOPBACK_HOSTS",
     "MAX_BODY_BYTES",
     "RunningApi",
     "make_app",
@@ -69,6 +70,11 @@ _TOKEN_KEY: Final = web.AppKey("gridnode_token", bytes)
 _DIGEST_KEY: Final = web.AppKey("gridnode_digest_cache", dict)
 _PAGES_KEY: Final = web.AppKey("gridnode_pages", dict)
 _IDS_KEY: Final[web.AppKey[itertools.count[int]]] = web.AppKey("gridnode_order_ids")
+
+#: Host names accepted by default: a page on another site that resolves its own name to 127.0.0.1
+#: (DNS rebinding) sends its own name as Host and is refused.
+LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
+_HOSTS_KEY: Final = web.AppKey("gridnode_allowed_hosts", frozenset)
 
 _CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -117,6 +123,7 @@ async def _errors_middleware(
 ) -> web.StreamResponse:
     """Every failure becomes a JSON error; unexpected ones are logged, never shown."""
     try:
+        _check_host(request)
         response = await handler(request)
     except ApiError as exc:
         response = _error_response(exc.status, exc.reason, exc.message, exc.field)
@@ -140,6 +147,20 @@ async def _errors_middleware(
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
+
+
+def _check_host(request: web.Request) -> None:
+    allowed: frozenset[str] = request.app[_HOSTS_KEY]
+    if not allowed:
+        return
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    host = host.strip("[]").lower()
+    if host not in allowed:
+        raise ApiError(
+            403,
+            "host_not_allowed",
+            f"Host {request.host!r} is not served here (allowed: {', '.join(sorted(allowed))})",
+        )
 
 
 # ------------------------------------------------------------------------------------- query args
@@ -660,11 +681,22 @@ async def page(request: web.Request) -> web.Response:
 # -------------------------------------------------------------------------------------- app & run
 
 
-def make_app(handle: NodeHandle, *, token: str) -> web.Application:
-    """The API and page for ``handle``; ``token`` guards the write endpoints (must be non-empty)."""
+def make_app(
+    handle: NodeHandle,
+    *,
+    token: str,
+    allowed_hosts: Collection[str] | None = LOOPBACK_HOSTS,
+) -> web.Application:
+    """The API and page for ``handle``; ``token`` guards the write endpoints (must be non-empty).
+
+    Requests whose ``Host`` header names none of ``allowed_hosts`` get 403 ``host_not_allowed``
+    (DNS-rebinding protection). Serving on another address, add its name or IP, or pass ``None``
+    to accept any Host.
+    """
     if not token or not token.strip():
         raise UsageError("the API token must not be empty")
     app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_BODY_BYTES)
+    app[_HOSTS_KEY] = frozenset(h.lower().strip("[]") for h in allowed_hosts or ())
     app[HANDLE_KEY] = handle
     app[_TOKEN_KEY] = token.strip().encode("utf-8")
     app[_DIGEST_KEY] = {}

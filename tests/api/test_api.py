@@ -487,3 +487,40 @@ async def test_stop_does_not_hang_on_a_request_in_flight(node: LocalNode) -> Non
         with pytest.raises(aiohttp.ClientError):
             response = await asyncio.wait_for(pending, timeout=10)
             response.release()
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("evil.example", 403),
+        ("evil.example:8470", 403),
+        ("127.0.0.1.evil.example", 403),
+        ("localhost", 200),
+        ("LOCALHOST:1234", 200),
+        ("127.0.0.1:8470", 200),
+        ("[::1]:8470", 200),
+    ],
+)
+async def test_foreign_host_names_are_refused(
+    http: aiohttp.ClientSession, host: str, expected: int
+) -> None:
+    for path in ("/api/status", "/"):
+        async with http.get(path, headers={"Host": host}) as response:
+            assert response.status == expected
+            if expected == 403:
+                body = await response.json()
+                assert_error(response.status, body, 403, "host_not_allowed")
+
+
+async def test_any_host_when_allowed_hosts_is_none(node: LocalNode) -> None:
+    from gridnode.api import start_api
+
+    running = await start_api(make_app(node, token=TOKEN, allowed_hosts=None), "127.0.0.1", 0)
+    try:
+        async with (
+            aiohttp.ClientSession(base_url=running.url) as session,
+            session.get("/api/status", headers={"Host": "gridbox.lan"}) as response,
+        ):
+            assert response.status == 200
+    finally:
+        await running.stop()
