@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gridnode.config import create_data_dir, load_identity, load_token, write_genesis
+from gridnode.config import create_data_dir, load_genesis, load_identity, load_token, write_genesis
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
+from gridnode.net.host import peer_id_of
 from market.clearing import Rule
 from market.errors import UsageError
 from market.settlement import Netting
@@ -33,8 +36,6 @@ __all__ = ["Household", "LocalCommunity", "free_port"]
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -60,8 +61,6 @@ class Household:
         return f"http://127.0.0.1:{self.api_port}"
 
     def multiaddr(self) -> str:
-        from gridnode.net.host import peer_id_of
-
         return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{peer_id_of(self.key.public_key)}"
 
 
@@ -118,8 +117,6 @@ class LocalCommunity:
     @classmethod
     def load(cls, root: Path) -> LocalCommunity:
         """Re-open a community made by :meth:`create` (to restart daemons)."""
-        import tomllib
-
         households = []
         for d in sorted(root.glob("node*"), key=lambda p: int(p.name[4:])):
             cfg = tomllib.loads((d / "gridnode.toml").read_text(encoding="utf-8"))
@@ -134,8 +131,6 @@ class LocalCommunity:
                     cfg["api"]["port"],
                 )
             )
-        from gridnode.config import load_genesis
-
         genesis = load_genesis(households[0].dir / "genesis.toml")
         return cls(root=root, households=households, genesis=genesis)
 
