@@ -1,7 +1,8 @@
 """The status page in a real headless Chromium: it shows live values from the API and follows changes.
 
-Needs Debian's ``chromium`` (``/usr/bin/chromium``) and the ``playwright`` Python package (driving that
-browser; no browser is downloaded). Skipped, with the reason, where either is missing.
+Needs Debian's ``chromium`` (``/usr/bin/chromium``, or ``GRIDNODE_CHROMIUM``) and the ``playwright``
+Python package (driving that browser; no browser is downloaded). Skipped, with the reason, where
+either is missing — unless ``GRIDNODE_REQUIRE_BROWSER=1`` (CI), where that is a failure.
 """
 
 from __future__ import annotations
@@ -21,17 +22,25 @@ from tests.api.server import AUTH, ServerThread
 CHROMIUM = os.environ.get("GRIDNODE_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT_DIR = os.environ.get("GRIDNODE_SCREENSHOT_DIR")
 
-pytestmark = [
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None,
-        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)",
-    ),
-]
+#: CI sets this (after installing both) so that a missing browser fails instead of skipping.
+REQUIRED = os.environ.get("GRIDNODE_REQUIRE_BROWSER") == "1"
+
+
+def _missing(what: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"GRIDNODE_REQUIRE_BROWSER=1 but {what}")
+    pytest.skip(what)
 
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if shutil.which(CHROMIUM) is None:
+        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _missing("no playwright package (pip install playwright)")
+        raise
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
