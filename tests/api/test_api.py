@@ -524,3 +524,27 @@ async def test_any_host_when_allowed_hosts_is_none(node: LocalNode) -> None:
             assert response.status == 200
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",
+        b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
+    ],
+)
+async def test_malformed_http_is_a_400_without_traceback(api: Any, raw: bytes) -> None:
+    """Broken HTTP never reaches our handlers: aiohttp's parser answers a plain-text 400."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4096), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:80]
+    assert b"Traceback" not in answer and b".py" not in answer
