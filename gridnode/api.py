@@ -622,7 +622,7 @@ async def place_order(request: web.Request) -> web.Response:
         raise ApiError(422, exc.reason, message, field=field) from None
     try:
         result = await request.app[HANDLE_KEY].place_order(order)
-    except NetworkError as exc:
+    except (NetworkError, TimeoutError) as exc:
         raise ApiError(503, "network", f"could not submit the order: {exc}") from None
     except (InvalidInput, UsageError) as exc:
         raise ApiError(409, getattr(exc, "reason", "refused"), str(exc)) from None
@@ -651,7 +651,7 @@ async def cancel_order(request: web.Request) -> web.Response:
         )
     try:
         result = await request.app[HANDLE_KEY].cancel_order(slot)
-    except NetworkError as exc:
+    except (NetworkError, TimeoutError) as exc:
         raise ApiError(503, "network", f"could not submit the cancel: {exc}") from None
     except (InvalidInput, UsageError) as exc:
         raise ApiError(409, getattr(exc, "reason", "refused"), str(exc)) from None

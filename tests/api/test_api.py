@@ -385,6 +385,7 @@ async def test_not_a_member_cannot_trade(http: aiohttp.ClientSession, node: Loca
     ("exc", "expected", "reason"),
     [
         (NetworkError("no validator answered"), 503, "network"),
+        (TimeoutError(), 503, "network"),
         (InvalidInput(reason="stale_nonce", subject="order"), 409, "stale_nonce"),
         (UsageError("node is shutting down"), 409, "refused"),
     ],
