@@ -1,9 +1,9 @@
 """Store throughput: blocks appended per second at synchronous=FULL vs NORMAL, last-signed writes
 per second (FULL: what bounds a validator's vote rate), WAL appends per second, and block reads.
 
-    python benchmarks/store.py [--blocks 2000] [--block-bytes 4096] [--commit-bytes 3000] [--dir D]
+    python benchmarks/store.py [--blocks 1000] [--repeat 3] [--block-bytes 4096] [--dir D]
 
-Each figure is one run on a fresh file in ``--dir`` (default: a temporary directory, i.e. the disk
+Each run uses a fresh file in ``--dir`` (default: a temporary directory, i.e. the disk
 the data directory would be on if it is the same file system). Wall-clock figures; they depend on
 the disk's fsync latency far more than on the CPU.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -57,40 +59,50 @@ def bench_wal(store: Store, n: int) -> tuple[float, float]:
     return _rate(n, lambda i: store.append_wal(1 + i // 10, record))
 
 
+def _row(name: str, mode: str, rates: list[float], unit: str) -> None:
+    rates = sorted(rates)
+    med = statistics.median(rates)
+    print(
+        f"  {name:<24}{mode:<8}{med:10.0f} {unit}/s  (min {rates[0]:.0f}, max {rates[-1]:.0f})"
+        f"  {1e3 / med:8.3f} ms each"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=2000)
+    parser.add_argument("--blocks", type=int, default=1000, help="writes per measurement")
     parser.add_argument("--block-bytes", type=int, default=4096)
     parser.add_argument("--commit-bytes", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median shown)")
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args(argv)
     n = args.blocks
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
         print(
-            f"store benchmark: {n} blocks of {args.block_bytes} B + {args.commit_bytes} B commit,"
-            f" SQLite in {base}"
+            f"store benchmark: {n} writes per run, {args.repeat} runs; blocks of {args.block_bytes} B"
+            f" + {args.commit_bytes} B commit; SQLite {sqlite3.sqlite_version} in {base}"
         )
-        for durability in (Durability.FULL, Durability.NORMAL):
-            path = base / f"blocks-{durability.name}.sqlite"
-            with NodeStore.open(path, durability=durability) as s:
-                rate, ms = bench_blocks(s, n, args.block_bytes, args.commit_bytes)
-            print(
-                f"  put_block  synchronous={durability.name:<6}  {rate:9.0f} blocks/s  {ms:7.3f} ms each"
-            )
-        for durability in (Durability.FULL, Durability.NORMAL):
-            with NodeStore.open(base / f"ls-{durability.name}.sqlite", durability=durability) as s:
-                rate, ms = bench_last_signed(s, n)
-            print(
-                f"  save_last_signed  {durability.name:<6}  {rate:9.0f} writes/s  {ms:7.3f} ms each"
-            )
-        with NodeStore.open(base / "signed.sqlite") as s:
-            rate, ms = bench_append_signed(s, n)
-        print(f"  append_signed  FULL  {rate:9.0f} votes/s  {ms:7.3f} ms each (WAL + last-signed)")
-        with NodeStore.open(base / "wal.sqlite") as s:
-            rate, ms = bench_wal(s, n)
-        print(f"  append_wal  FULL            {rate:9.0f} records/s {ms:7.3f} ms each")
-        with NodeStore.open(base / "blocks-FULL.sqlite") as s:
+        cases: list[tuple[str, str, Callable[[Store], tuple[float, float]]]] = [
+            (
+                "put_block",
+                "blocks",
+                lambda s: bench_blocks(s, n, args.block_bytes, args.commit_bytes),
+            ),
+            ("save_last_signed", "writes", lambda s: bench_last_signed(s, n)),
+            ("append_signed", "votes", lambda s: bench_append_signed(s, n)),
+            ("append_wal", "records", lambda s: bench_wal(s, n)),
+        ]
+        run = 0
+        for name, unit, fn in cases:
+            for durability in (Durability.FULL, Durability.NORMAL):
+                rates = []
+                for _ in range(args.repeat):
+                    run += 1
+                    with NodeStore.open(base / f"{run}.sqlite", durability=durability) as s:
+                        rates.append(fn(s)[0])
+                _row(name, durability.name, rates, unit)
+        with NodeStore.open(base / "1.sqlite") as s:  # the first put_block file
             start = time.perf_counter()
             got = 0
             h = 0
@@ -98,10 +110,12 @@ def main(argv: list[str] | None = None) -> None:
                 got += len(batch)
                 h = batch[-1].height + 1
             elapsed = time.perf_counter() - start
-        print(f"  blocks_from (500/batch)     {got / elapsed:9.0f} blocks/s read")
-        mem = MemoryStore()
-        rate, ms = bench_blocks(mem, n, args.block_bytes, args.commit_bytes)
-        print(f"  MemoryStore put_block       {rate:9.0f} blocks/s  {ms:7.3f} ms each")
+        _row("blocks_from (500/batch)", "read", [got / elapsed], "blocks")
+        mem_rates = [
+            bench_blocks(MemoryStore(), n, args.block_bytes, args.commit_bytes)[0]
+            for _ in range(args.repeat)
+        ]
+        _row("MemoryStore.put_block", "-", mem_rates, "blocks")
 
 
 if __name__ == "__main__":
