@@ -479,6 +479,8 @@ class NodeStore:
             or keep_snapshots < 1
         ):
             raise UsageError(f"keep_snapshots must be an int >= 1, got {keep_snapshots!r}")
+        if not isinstance(durability, Durability):
+            raise UsageError(f"durability must be a Durability, got {durability!r}")
         if sqlite3.sqlite_version_info < _MIN_SQLITE:
             raise UsageError(
                 f"gridnode's store needs SQLite >= 3.37, found {sqlite3.sqlite_version}"

@@ -176,6 +176,14 @@ def test_durability_normal_relaxes_the_consensus_tables(tmp_path: Path) -> None:
         assert s._c().execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
+def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="durability"):
+        NodeStore.open(tmp_path / "n.sqlite", durability="FULL")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="keep_snapshots"):
+        NodeStore.open(tmp_path / "n.sqlite", keep_snapshots=True)
+    assert not (tmp_path / "n.sqlite").exists()
+
+
 def test_a_refused_write_leaves_no_open_transaction(tmp_path: Path) -> None:
     with NodeStore.open(tmp_path / "n.sqlite") as s:
         s.put_block(1, b"h", b"b", b"c")
