@@ -1,7 +1,8 @@
 """Forecasting benchmark: skill and cost per model on the real household, cost for 1,000
 households, and the bidding policies' money on a real-data community.
 
-Run from the repo root (takes ~1–2 minutes on 2 cores; --quick for a smoke run)::
+Run from the repo root (about 7 minutes on 2 shared cores with --prophet, most of it fitting
+1,000 households; --quick takes under a minute)::
 
     python benchmarks/forecasting.py [--quick] [--prophet] [--json out.json]
 
