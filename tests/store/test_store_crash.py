@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from store_crash_plan import (
     KEEP_SNAPSHOTS,
+    PRECOMMIT,
     Op,
     apply,
     expected_block,
@@ -30,7 +31,7 @@ from store_crash_plan import (
     ops_through,
 )
 
-from gridnode.store import MemoryStore, NodeStore, Store
+from gridnode.store import MemoryStore, NodeStore, Store, recover
 
 CHILD = Path(__file__).with_name("store_crash_plan.py")
 #: generous bound for a child to produce its next line; only reached if something is broken
@@ -180,6 +181,15 @@ def check_file(db: Path, ref: Reference, acked_max: int) -> None:
         for b in _all_blocks(store):
             assert b == expected_block(b.height), f"block {b.height} differs from what was written"
         observed = small_state(store)
+        # the restart contract reads a consistent picture
+        rec = recover(store)
+        assert rec.head == head
+        snap_h = rec.snapshot.height if rec.snapshot is not None else 0
+        assert [b.height for b in rec.blocks] == list(range(snap_h + 1, head_height + 1))
+        assert all(r.height > head_height for r in rec.wal)
+        if head is not None:  # a block is only committed after this node's precommit for it
+            assert rec.last_signed is not None
+            assert rec.last_signed.key >= (head_height, 0, PRECOMMIT)
     # the positions in the op sequence this state can be at; the file only ever moves forward
     need = ops_through(acked_max)
     limit = max(need, ref.lo) + 2 * len(ops_for_height(head_height + 1)) + 12
