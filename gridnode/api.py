@@ -41,7 +41,7 @@ from aiohttp import web
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
 from market.errors import InvalidInput, NetworkError, UsageError
-from market.orders import Order, Side, Step, validate_order
+from market.orders import REJECTION_REASONS, Order, Side, Step, validate_order
 
 __all__ = [
     "DEFAULT_HOST",
@@ -602,7 +602,12 @@ def _submit_response(result: SubmitResult, status_ok: int = 202) -> web.Response
     if result.accepted:
         body = {"accepted": True, "tx_id": result.tx_id, "order_id": result.order_id}
         return web.json_response(body, status=status_ok)
-    status = 404 if result.reason == "no_open_order" else 409
+    if result.reason == "no_open_order":
+        status = 404
+    elif result.reason in REJECTION_REASONS:  # a market rule, seen by the ledger's clock
+        status = 422
+    else:  # the node's own refusal: stale nonce, duplicate, mempool full, ...
+        status = 409
     raise ApiError(status, result.reason or "refused", f"the node refused it: {result.reason}")
 
 

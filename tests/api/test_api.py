@@ -549,3 +549,14 @@ async def test_malformed_http_is_a_400_without_traceback(api: Any, raw: bytes) -
         await writer.wait_closed()
     assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:80]
     assert b"Traceback" not in answer and b".py" not in answer
+
+
+async def test_ledger_refusals_keep_their_reason(
+    node: LocalNode, http: aiohttp.ClientSession
+) -> None:
+    """The ledger re-checks with its own clock: a slot the API still thought open is a 422 too."""
+    node.commit(advance_ms=600_000)  # the ledger's time passes FIRST_OPEN's gate closure
+    node.now_ms = T0_MS + 1_000  # ... while this node's clock lags behind the proposer's
+    status, body = await call(http, "POST", "/api/orders", json=SELL, headers=AUTH)
+    assert_error(status, body, 422, "slot_closed")
+    assert len(node.placed) == 1 and len(node.app.mempool) == 0
