@@ -2,14 +2,15 @@
 
 Prints figures; asserts nothing about speed. Run from the repo root inside the venv:
 
-    python benchmarks/network.py                 # everything (~1-2 min on 2 cores)
+    python benchmarks/network.py                 # everything (~8 min on 2 cores)
     python benchmarks/network.py streams         # direct streams only
-    python benchmarks/network.py gossip --hosts 4 10 --rate 20 --messages 200
-    python benchmarks/network.py capacity --hosts 100
+    python benchmarks/network.py gossip --hosts 4 10 --rate 5 20 --topology full
+    python benchmarks/network.py procs --hosts 4 10 --rate 5 20 --routers gossipsub
+    python benchmarks/network.py capacity --capacity-hosts 100
 
-All hosts of one run live in this one process and one trio loop, so every figure includes the CPU
-of *both* ends (and, for gossip, of every host): a daemon-per-process deployment spreads that over
-the machine's cores.
+Except for ``procs``, all hosts of one run live in this one process and one trio loop, so every
+figure includes the CPU of *both* ends (and, for gossip, of every host); ``procs`` runs one host
+per process, as daemons do, and measures latency with the machine's wall clock.
 """
 
 from __future__ import annotations
@@ -379,7 +380,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--hosts", type=int, nargs="+", default=[4, 10])
     parser.add_argument("--routers", nargs="+", default=["gossipsub", "floodsub"])
-    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--rate", type=float, nargs="+", default=[5.0, 20.0])
     parser.add_argument("--topology", nargs="+", default=["full", "hub-ring"])
     parser.add_argument("--capacity-hosts", type=int, default=100)

@@ -22,6 +22,8 @@ Rules:
   reused; everything queued while a write is in flight goes out in the next single write (batching).
   Requests on a stream are answered in order; a response body starts with a status byte
   (``0x00`` ok, ``0x01`` rejected + UTF-8 reason). A request that times out resets its stream.
+* A sans-IO driver that cannot await uses :meth:`NetHost.send_soon` / :meth:`NetHost.publish_soon`:
+  they never block and keep the order of messages per (peer, protocol) and per host respectively.
 * A peer that sends an oversize or malformed frame gets its stream reset and a counter bumped; no
   peer input can raise out of a handler task. Counters are visible via :meth:`NetHost.peer_stats`.
 * Wanted peers (bootstrap, :meth:`NetHost.add_peer`, mDNS finds) are dialled in parallel and
@@ -849,6 +851,35 @@ class NetHost:
 # -- lifecycle ------------------------------------------------------------------------------------
 
 
+async def _close_connections(host: Any, router: Any, net: NetHost) -> None:
+    """Stop inbound traffic, then close every connection, before Pubsub's service stops.
+
+    Otherwise a pubsub stream still being read schedules work on the stopped Pubsub service
+    ("Nursery is closed to new arrivals"), which tears down the host with an error.
+    """
+    for protocol in router.get_protocols():
+        with contextlib.suppress(Exception):
+            host.remove_stream_handler(protocol)
+    network = host.get_network()
+    for channel in list(net._outbound.values()):
+        await channel.close()
+
+    async def close_quietly(conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+    for _ in range(3):  # connections that were being set up may register late: sweep again
+        conns = [c for cs in list(network.connections.values()) for c in list(cs)]
+        if not conns:
+            break
+        async with trio.open_nursery() as nursery:
+            for conn in conns:
+                nursery.start_soon(close_quietly, conn)
+        for peer in list(host.get_connected_peers()):
+            with contextlib.suppress(Exception):
+                await host.disconnect(peer)
+
+
 def _make_router(config: NetConfig) -> Any:
     if config.router == "floodsub":
         return FloodSub([FLOODSUB_PROTOCOL])
@@ -888,7 +919,9 @@ async def open_net_host(keys: KeyPair, config: NetConfig) -> AsyncIterator[NetHo
             else contextlib.nullcontext()
         )
         listen = [multiaddr.Multiaddr(a) for a in config.listen_addrs]
-        async with host.run(listen_addrs=listen), background_trio_service(pubsub), router_cm:
+        # Pubsub and its router run *outside* host.run(): the network service (and with it every
+        # connection's stream tasks) stops before they do (notes: shutdown order).
+        async with background_trio_service(pubsub), router_cm, host.run(listen_addrs=listen):
             await pubsub.wait_until_ready()
             async with trio.open_nursery() as nursery:
                 net = NetHost(
@@ -904,13 +937,9 @@ async def open_net_host(keys: KeyPair, config: NetConfig) -> AsyncIterator[NetHo
                     yield net
                 finally:
                     nursery.cancel_scope.cancel()
-            # connections close before pubsub/gossipsub stop (notes: shutdown order)
-            with trio.CancelScope(shield=True), trio.move_on_after(3):
-                for channel in list(net._outbound.values()):
-                    await channel.close()
-                for peer in list(host.get_connected_peers()):
-                    with contextlib.suppress(Exception):
-                        await host.disconnect(peer)
+            # every connection closes before pubsub/gossipsub stop (notes: shutdown order)
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await _close_connections(host, router, net)
     finally:
         pubsub.seen_messages.stop()
         with trio.CancelScope(shield=True), trio.move_on_after(3), contextlib.suppress(Exception):
