@@ -39,6 +39,7 @@ __all__ = [
     "load_genesis",
     "load_identity",
     "load_token",
+    "update_config",
     "write_genesis",
 ]
 
@@ -68,6 +69,12 @@ class Config:
     battery_kw: float = 0.0
     bidding_enabled: bool = False
     meter_history: Path | None = None
+    meter_source: str = "none"
+    replay_day: str = "2009-06-01"
+    replay_day_offset: int = 0
+    replay_hour: float = 10.0
+    pv_scale: float = 1.0
+    load_scale: float = 1.0
     log_level: str = "info"
     clock_speedup: float = 1.0
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -122,6 +129,28 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
         str,
         "CSV of this household's meter history (docs/forecasting.md)",
     ),
+    ("meter", "source"): (
+        "meter_source",
+        str,
+        '"none"; "file" (bidding.meter_history, kept current by a meter adapter); "replay" (replays the shipped real household data in node time: demos, simulations)',
+    ),
+    ("meter", "replay_day"): (
+        "replay_day",
+        str,
+        "replay: the data day (YYYY-MM-DD) that the genesis day maps to",
+    ),
+    ("meter", "replay_day_offset"): (
+        "replay_day_offset",
+        int,
+        "replay: days added to replay_day (gives households different days)",
+    ),
+    ("meter", "replay_hour"): (
+        "replay_hour",
+        (int, float),
+        "replay: the data's local hour at the genesis time",
+    ),
+    ("meter", "pv_scale"): ("pv_scale", (int, float), "replay: PV scale factor (0 = no PV)"),
+    ("meter", "load_scale"): ("load_scale", (int, float), "replay: consumption scale factor"),
     ("logging", "level"): ("log_level", str, "debug, info, warning or error"),
 }
 
@@ -135,6 +164,14 @@ def _default_doc(
         "api": {"host": "127.0.0.1", "port": api_port},
         "household": {"pv_kwp": 0.0, "battery_kwh": 0.0, "battery_kw": 0.0},
         "bidding": {"enabled": False, "meter_history": "meter.csv"},
+        "meter": {
+            "source": "none",
+            "replay_day": "2009-06-01",
+            "replay_day_offset": 0,
+            "replay_hour": 10.0,
+            "pv_scale": 1.0,
+            "load_scale": 1.0,
+        },
         "logging": {"level": "info"},
     }
 
@@ -196,6 +233,20 @@ def create_data_dir(
     (directory / CONFIG_NAME).write_text(_render_commented(doc), encoding="utf-8")
     (directory / "data").mkdir(exist_ok=True)
     return key
+
+
+def update_config(directory: Path, changes: Mapping[str, Any]) -> None:
+    """Set ``section.key`` values in ``DIR/gridnode.toml`` (rewritten with its comments), then
+    check the result loads. Unknown keys raise :class:`UsageError`."""
+    path = directory / CONFIG_NAME
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition(".")
+        if (section, key) not in _SCHEMA:
+            raise UsageError(f"unknown config key {dotted!r}")
+        doc.setdefault(section, {})[key] = value
+    path.write_text(_render_commented(doc), encoding="utf-8")
+    load_config(directory)
 
 
 def load_identity(directory: Path) -> KeyPair:
@@ -280,13 +331,28 @@ def load_config(directory: Path) -> Config:
     for name in ("pv_kwp", "battery_kwh", "battery_kw"):
         if values.get(name, 0.0) < 0:
             raise UsageError(f"{path}: household.{name} must be >= 0")
+    for name in ("pv_scale", "load_scale"):
+        if values.get(name, 1.0) < 0:
+            raise UsageError(f"{path}: meter.{name} must be >= 0")
+    if values.get("meter_source", "none") not in ("none", "file", "replay"):
+        raise UsageError(
+            f"{path}: meter.source must be none, file or replay, got {values['meter_source']!r}"
+        )
     directory = directory.resolve()
     for name in ("genesis_path", "data_dir", "meter_history"):
         if name in values:
             values[name] = directory / values[name]
     values.setdefault("genesis_path", directory / GENESIS_NAME)
     values.setdefault("data_dir", directory / "data")
-    for name in ("clock_speedup", "pv_kwp", "battery_kwh", "battery_kw"):
+    for name in (
+        "clock_speedup",
+        "pv_kwp",
+        "battery_kwh",
+        "battery_kw",
+        "replay_hour",
+        "pv_scale",
+        "load_scale",
+    ):
         if name in values:
             values[name] = float(values[name])
     return Config(dir=directory, **values)

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import trio
 
+from forecasting.models import SeasonalNaive
+from forecasting.policy import PolicyConfig, forecast_slots, quote_slot
 from gridnode.api import make_app, start_api
 from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
 from gridnode.core.consensus import ConsensusConfig, TimerKind
@@ -55,6 +57,7 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
+from gridnode.meter import FileMeter, Meter, shipped_replay
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import (
     NetConfig,
@@ -138,6 +141,7 @@ class DaemonNode:
         store: NodeStore,
         net: NetHost,
         clock: NodeClock,
+        meter: Meter | None = None,
     ) -> None:
         self.config = config
         self.genesis = genesis
@@ -153,6 +157,9 @@ class DaemonNode:
         self._recent: deque[BlockInfo] = deque(maxlen=_RECENT_BLOCKS)
         self._nonce = 0
         self.live_orders: dict[bytes, SignedOrder] = {}  # seen on gossip, not yet committed
+        self.meter = meter
+        self.forecast: tuple[tuple[int, int, int, int], ...] = ()
+        self._read_slots: set[int] = set()
         self.runtime = NodeRuntime(
             genesis=genesis,
             key=key,
@@ -205,6 +212,8 @@ class DaemonNode:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._refresh_loop)
+            if self.meter is not None:
+                nursery.start_soon(self._household_loop)
 
     async def _timer_loop(self) -> None:
         while True:
@@ -224,6 +233,63 @@ class DaemonNode:
         while True:
             await trio.sleep(0.5)
             self._publish()
+
+    async def _household_loop(self) -> None:
+        """Every slot: send the meter reading of each delivered slot, then (if bidding is on)
+        forecast and quote the next open slots. Re-quoting replaces the open order of a slot."""
+        assert self.meter is not None
+        clock = self.genesis.clock
+        first_slot = clock.slot_at(self.clock.now_ms() // 1000)
+        model = SeasonalNaive(period_days=1, train_days=28)
+        policy = PolicyConfig(
+            feed_in_micro_per_kwh=self.genesis.feed_in_micro_per_kwh,
+            retail_micro_per_kwh=self.genesis.retail_micro_per_kwh,
+        )
+        member = self.key.public_hex in self.genesis.members
+        while True:
+            now_s = self.clock.now_ms() // 1000
+            for slot in range(first_slot, clock.slot_at(now_s)):
+                if slot in self._read_slots or not member:
+                    continue
+                net_wh = self.meter.slot_net_wh(slot, clock)
+                if net_wh is not None:
+                    result = await self.submit_reading(slot, net_wh)
+                    log.info(
+                        "reading slot %d: %+d Wh (%s)", slot, net_wh, result.reason or "accepted"
+                    )
+                self._read_slots.add(slot)
+            if self.config.bidding_enabled and member:
+                await self._quote(now_s, model, policy)
+            self._publish()
+            next_boundary_ms = (clock.slot_at(now_s) + 1) * clock.slot_seconds * 1000 + 50
+            await trio.sleep(self.clock.seconds_until(next_boundary_ms))
+
+    async def _quote(self, now_s: int, model: SeasonalNaive, policy: PolicyConfig) -> None:
+        assert self.meter is not None
+        clock = self.genesis.clock
+        try:
+            history = self.meter.history_before(now_s, days=35)
+            fitted = model.fit(history)
+            quantiles = forecast_slots(history, fitted, now=now_s, clock=clock, horizon=8)[:2]
+        except (InvalidInput, UsageError) as exc:
+            log.warning("no forecast: %s", exc)
+            return
+        self.forecast = tuple((q.slot, q.p10_wh, q.p50_wh, q.p90_wh) for q in quantiles)
+        for q in quantiles:
+            order = quote_slot(
+                q,
+                household=self.key.public_hex,
+                config=policy,
+                slot_seconds=clock.slot_seconds,
+                lead_s=clock.gate_closure(q.slot) - now_s,
+            )
+            if order is None:
+                continue
+            result = await self.place_order(order)
+            log.info(
+                "quoted slot %d: %s %d Wh in %d steps (%s)",
+                q.slot, order.side.value, order.energy_wh, len(order.steps), result.reason or "accepted",
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ net -> runtime
     def _sender_key(self, peer_id: str) -> str:
@@ -386,6 +452,7 @@ class DaemonNode:
             mempool_size=len(self.runtime.app.mempool),
             misbehaviour=totals,
             recent_blocks=tuple(list(self._recent)[:50]),
+            forecast=self.forecast,
             started_ms=self.started_ms,
         )
 
@@ -428,6 +495,28 @@ class BridgeHandle:
         return self._node.blocks(from_height, limit)
 
 
+def make_meter(config: Config, genesis: Genesis) -> Meter | None:
+    """The meter the config asks for (``[meter] source``)."""
+    if config.meter_source == "replay":
+        return shipped_replay(
+            node_anchor_s=genesis.genesis_time_ms // 1000,
+            day=config.replay_day,
+            day_offset=config.replay_day_offset,
+            hour=config.replay_hour,
+            pv_scale=config.pv_scale,
+            load_scale=config.load_scale,
+        )
+    if config.meter_source == "file":
+        if config.meter_history is None:
+            raise UsageError(
+                f"{config.dir}: meter.source is 'file' but bidding.meter_history is not set"
+            )
+        return FileMeter(config.meter_history)
+    if config.bidding_enabled:
+        raise UsageError(f"{config.dir}: bidding.enabled needs a meter (set meter.source)")
+    return None
+
+
 @asynccontextmanager
 async def open_daemon_node(
     config: Config, genesis: Genesis, key: KeyPair
@@ -446,7 +535,13 @@ async def open_daemon_node(
         )
         async with open_net_host(key, net_config) as net:
             node = DaemonNode(
-                config=config, genesis=genesis, key=key, store=store, net=net, clock=clock
+                config=config,
+                genesis=genesis,
+                key=key,
+                store=store,
+                net=net,
+                clock=clock,
+                meter=make_meter(config, genesis),
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.run)

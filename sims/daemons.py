@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gridnode.config import create_data_dir, load_genesis, load_identity, load_token, write_genesis
+from gridnode.config import (
+    create_data_dir,
+    load_genesis,
+    load_identity,
+    load_token,
+    update_config,
+    write_genesis,
+)
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
 from gridnode.net.host import peer_id_of
@@ -107,12 +114,15 @@ class LocalCommunity:
         boot = [h.multiaddr() for h in self.households if h.role == "validator"]
         for h in self.households:
             write_genesis(h.dir / "genesis.toml", self.genesis)
-            cfg = (h.dir / "gridnode.toml").read_text(encoding="utf-8")
-            peers = [a for a in boot if not a.endswith(h.multiaddr().rsplit("/", 1)[-1])]
-            cfg = cfg.replace("bootstrap = []", "bootstrap = " + json.dumps(peers))
-            cfg = cfg.replace("clock_speedup = 1.0", f"clock_speedup = {float(self.speedup)}")
-            cfg = cfg.replace("mdns = true", "mdns = false")
-            (h.dir / "gridnode.toml").write_text(cfg, encoding="utf-8")
+            me = h.multiaddr()
+            update_config(
+                h.dir,
+                {
+                    "network.bootstrap": [a for a in boot if a != me],
+                    "network.mdns": False,
+                    "node.clock_speedup": float(self.speedup),
+                },
+            )
 
     @classmethod
     def load(cls, root: Path) -> LocalCommunity:
