@@ -94,11 +94,8 @@ def run(args: argparse.Namespace) -> int:
         last = first + args.slots - 1
         slot_s = status["slot_seconds"] / args.speedup
         print(f"trading slots {first}..{last} (one every {slot_s:.0f} s)", flush=True)
-        settled_target = None
         for slot in range(first, last + 1):
-            ok = lc.wait_for(
-                lambda s=slot: lc.api(0, "/api/status")["last_cleared_slot"] >= s, slot_s * 4 + 60
-            )
+            ok = lc.wait_for(_cleared(lc, slot), slot_s * 4 + 60)
             if not ok:
                 raise UsageError(
                     f"slot {slot} was not cleared in time; see the daemon logs in {root}"
@@ -110,13 +107,11 @@ def run(args: argparse.Namespace) -> int:
             volume = sum(tr["energy_wh"] for tr in trades)
             p = "-" if price is None else f"{price / 1_000_000:.3f}/kWh"
             print(f"  slot {slot}: cleared {volume} Wh in {len(trades)} trades at {p}", flush=True)
-            settled_target = slot
         print("waiting for meter readings and settlement…", flush=True)
         lc.wait_for(
             lambda: lc.api(0, "/api/status")["settled_slots"] >= args.slots,
             timeout_s=slot_s * 6 + 60,
         )
-        del settled_target
         print(
             f"{'household':>10} {'P2P bought':>11} {'P2P sold':>9} {'bill':>10} {'grid-only':>10} {'saved':>9}"
         )
