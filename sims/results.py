@@ -1,0 +1,170 @@
+"""What a simulation run produces, whichever engine ran it (in-process or real daemons).
+
+Both engines fill the same :class:`SimResult`; the report, ``results.json``, the Parquet/CSV tables and
+``gridnode sim compare`` read only this. Energy in Wh and money in µ¤ as integers; derived ratios
+(self-sufficiency, …) are floats computed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FaultEvent", "HouseholdKPI", "SimResult", "SlotRecord"]
+
+RESULTS_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRecord:
+    """One delivery slot, community-wide."""
+
+    slot: int
+    start_s: int
+    clearing_price_micro_per_kwh: int | None
+    volume_wh: int  # traded P2P
+    trades: int
+    orders: int  # orders that reached the ledger for this slot
+    orders_submitted: int  # orders the households tried to place for this slot
+    pv_wh: int  # community PV generation (0 if not metered)
+    load_wh: int  # community consumption (0 if not metered)
+    net_wh: int  # community net (+ export)
+    grid_import_wh: int
+    grid_export_wh: int
+    forecast_abs_error_wh: int  # Σ |P50 forecast − measured net| over households that quoted
+    commit_height: int  # ledger height when the slot was cleared
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdKPI:
+    household: str  # public key hex
+    name: str  # scenario name (e.g. "h017")
+    pv_kwp: float
+    battery_kwh: float
+    bought_p2p_wh: int
+    sold_p2p_wh: int
+    grid_import_wh: int
+    grid_export_wh: int
+    pv_wh: int
+    load_wh: int
+    bill_micro: int
+    grid_only_bill_micro: int
+
+    @property
+    def savings_micro(self) -> int:
+        return self.grid_only_bill_micro - self.bill_micro
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    at_s: int  # simulated unix seconds
+    kind: str  # "partition", "heal", "crash", "restart", "byzantine", "drop", ...
+    detail: str = ""
+
+
+@dataclass
+class SimResult:
+    """A finished (or interrupted) run."""
+
+    scenario: str
+    engine: str  # "inproc" | "daemons"
+    seed: int
+    rule: str
+    policy: str
+    slot_seconds: int
+    slots_planned: int
+    slots_done: int
+    interrupted: bool
+    wall_seconds: float
+    households: list[HouseholdKPI] = field(default_factory=list)
+    slots: list[SlotRecord] = field(default_factory=list)
+    faults: list[FaultEvent] = field(default_factory=list)
+    blocks_committed: int = 0
+    commit_latency_ms_p50: float | None = None
+    commit_latency_ms_p99: float | None = None
+    ledger_agreement: bool | None = None  # all nodes: same head hash and state digest
+    head_hash: str = ""
+    state_digest: str = ""
+    conservation_ok: bool | None = None  # Σ balances = 0 and Σ bought = Σ sold, re-checked
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ KPIs
+    def community(self) -> dict[str, Any]:
+        hh = self.households
+        bill = sum(h.bill_micro for h in hh)
+        grid_only = sum(h.grid_only_bill_micro for h in hh)
+        load = sum(h.load_wh for h in hh)
+        pv = sum(h.pv_wh for h in hh)
+        imported = sum(h.grid_import_wh for h in hh)
+        exported = sum(h.grid_export_wh for h in hh)
+        p2p = sum(h.bought_p2p_wh for h in hh)
+        return {
+            "households": len(hh),
+            "bill_micro": bill,
+            "grid_only_bill_micro": grid_only,
+            "savings_micro": grid_only - bill,
+            "savings_pct": 100.0 * (grid_only - bill) / grid_only if grid_only else 0.0,
+            "p2p_volume_wh": p2p,
+            "grid_import_wh": imported,
+            "grid_export_wh": exported,
+            "pv_wh": pv,
+            "load_wh": load,
+            # share of consumption not imported from the grid; share of PV not exported
+            "self_sufficiency": 1.0 - imported / load if load else 0.0,
+            "self_consumption": 1.0 - exported / pv if pv else 0.0,
+            "mean_clearing_price_micro_per_kwh": _mean(
+                [
+                    s.clearing_price_micro_per_kwh
+                    for s in self.slots
+                    if s.clearing_price_micro_per_kwh is not None
+                ]
+            ),
+            "orders_committed_share": (
+                sum(s.orders for s in self.slots) / sum(s.orders_submitted for s in self.slots)
+                if sum(s.orders_submitted for s in self.slots)
+                else None
+            ),
+            "forecast_mae_wh_per_household_slot": _mean_ratio(
+                sum(s.forecast_abs_error_wh for s in self.slots), len(self.slots) * max(1, len(hh))
+            ),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": RESULTS_VERSION,
+            **{k: v for k, v in asdict(self).items() if k not in ("households", "slots", "faults")},
+            "community": self.community(),
+            "households": [asdict(h) | {"savings_micro": h.savings_micro} for h in self.households],
+            "slots": [asdict(s) for s in self.slots],
+            "faults": [asdict(f) for f in self.faults],
+        }
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read_json(cls, path: Path) -> SimResult:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("version") != RESULTS_VERSION:
+            raise ValueError(
+                f"{path}: results version {doc.get('version')} is not {RESULTS_VERSION}"
+            )
+        doc.pop("version")
+        doc.pop("community", None)
+        hh = [
+            HouseholdKPI(**{k: v for k, v in h.items() if k != "savings_micro"})
+            for h in doc.pop("households")
+        ]
+        slots = [SlotRecord(**s) for s in doc.pop("slots")]
+        faults = [FaultEvent(**f) for f in doc.pop("faults")]
+        return cls(**doc, households=hh, slots=slots, faults=faults)
+
+
+def _mean(values: list[int]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _mean_ratio(total: int, n: int) -> float | None:
+    return total / n if n else None
