@@ -1,0 +1,480 @@
+"""Simulation scenarios: a TOML file that says which community to simulate, under which rules and faults.
+
+Both engines (``sims.inproc`` and the real-daemon engine) read a scenario only through
+:func:`load_scenario` and the frozen :class:`Scenario` it returns. Rules of this module:
+
+* **Validation**: every key is checked (type, range, known name); an unknown key is an error (a typo must
+  not silently fall back to a default). Errors are :class:`~market.errors.InvalidInput` whose one-line
+  message names the file, the dotted key and the problem (``expected …; found …``).
+* **Units in names**: seconds ``*_s``/``*_seconds``, prices in µ¤ per kWh, energy in kWh only where a
+  human sizes equipment (``pv_kwp``, ``battery_kwh``, ``battery_kw``).
+* **Households are drawn once, deterministically**: :meth:`Scenario.household_specs` draws each
+  household's group, PV size, battery, load scale and replay day offset from ``random.Random(seed)``
+  in household order, so the same scenario and seed give the same community in every engine.
+  Each household replays the shipped **real** measured series (UCI household load + NREL PVDAQ PV,
+  see ``forecasting/data/README.md``) starting ``day_offset`` days after ``start_day`` (offsets are
+  distinct while the spread allows), with PV scaled to its kWp (:data:`SHIPPED_PV_KWP`) and load scaled.
+* **Overrides** (``households``, ``days``, ``seed``) replace the file's values before validation.
+* **Fault plan**: a list of timed faults, times in seconds after the simulation start; what each
+  engine supports is documented in ``docs/sims.md`` (the in-process engine supports all kinds).
+
+Scenario fields (stable API): ``name, seed, days, start_day, start_hour, slot_seconds,
+gate_lead_seconds, reading_deadline_seconds, rule, netting, retail_micro_per_kwh,
+feed_in_micro_per_kwh, grid_fee_micro_per_kwh, validators, households, groups, day_spread, policy,
+model, horizon_slots, latency_ms, drop_rate, faults, source``; derived: ``slots``, ``duration_s``,
+``household_specs()``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from market.clearing import Rule
+from market.errors import InvalidInput
+from market.settlement import Netting
+
+__all__ = [
+    "FAULT_KINDS",
+    "POLICIES",
+    "SHIPPED_PV_KWP",
+    "FaultSpec",
+    "HouseholdGroup",
+    "HouseholdSpec",
+    "Scenario",
+    "load_scenario",
+    "parse_scenario",
+]
+
+#: Peak AC power of the shipped PV system (NREL PVDAQ system 50), used as its kWp for scaling.
+SHIPPED_PV_KWP: Final = 3.4
+POLICIES: Final = ("forecast", "perfect-foresight", "naive-fixed-price")
+FAULT_KINDS: Final = ("drop", "partition", "crash", "byzantine", "skew")
+BYZANTINE_BEHAVIOURS: Final = ("equivocate", "silent")
+MODELS: Final = ("seasonal-naive",)
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdGroup:
+    """A kind of household; ``share`` of the community (shares are normalised)."""
+
+    name: str
+    share: float
+    pv_kwp: tuple[float, float]  # drawn uniformly in [lo, hi]; (0, 0) = no PV
+    load_scale: tuple[float, float]
+    battery_kwh: float = 0.0
+    battery_kw: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdSpec:
+    """One drawn household (see :meth:`Scenario.household_specs`)."""
+
+    index: int
+    name: str  # "h017"
+    group: str
+    pv_kwp: float
+    load_scale: float
+    battery_kwh: float
+    battery_kw: float
+    day_offset: int  # replay day relative to the scenario's start_day
+
+    @property
+    def pv_scale(self) -> float:
+        return self.pv_kwp / SHIPPED_PV_KWP
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """One timed fault. ``kind`` in :data:`FAULT_KINDS`.
+
+    * ``drop``: every message is lost with probability ``rate`` during ``[at_s, at_s + duration_s)``.
+    * ``partition``: validators split into ``groups`` (lists of validator indices); validators in
+      different groups cannot talk until it heals.
+    * ``crash``: validator ``validator`` stops (loses everything not in its store) and restarts after
+      ``duration_s`` (``0`` = never).
+    * ``byzantine``: validator ``validator`` behaves as ``behaviour`` (``equivocate``: signs two
+      conflicting votes each step; ``silent``: sends nothing) for ``duration_s`` (``0`` = to the end).
+    * ``skew``: validator ``validator``'s clock is off by ``skew_ms`` (for ``duration_s``, 0 = to the end).
+    """
+
+    kind: str
+    at_s: int
+    duration_s: int = 0
+    rate: float = 0.0
+    groups: tuple[tuple[int, ...], ...] = ()
+    validator: int = 0
+    behaviour: str = "equivocate"
+    skew_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A validated scenario. See the module docstring for the fields."""
+
+    name: str
+    seed: int
+    days: float
+    start_day: str  # the shipped data's calendar (YYYY-MM-DD), local time of the data
+    start_hour: float
+    slot_seconds: int
+    gate_lead_seconds: int
+    reading_deadline_seconds: int
+    rule: Rule
+    netting: Netting
+    retail_micro_per_kwh: int
+    feed_in_micro_per_kwh: int
+    grid_fee_micro_per_kwh: int
+    validators: int
+    households: int
+    groups: tuple[HouseholdGroup, ...]
+    day_spread: int
+    policy: str
+    model: str
+    horizon_slots: int
+    latency_ms: tuple[int, int]
+    drop_rate: float
+    faults: tuple[FaultSpec, ...]
+    source: str = ""
+
+    @property
+    def duration_s(self) -> int:
+        return self.slots * self.slot_seconds
+
+    @property
+    def slots(self) -> int:
+        return max(1, round(self.days * 86_400 / self.slot_seconds))
+
+    def household_specs(self) -> list[HouseholdSpec]:
+        """Draw the households (deterministic in ``seed``; see the module rules)."""
+        rng = random.Random(f"households:{self.seed}")
+        counts = _apportion([g.share for g in self.groups], self.households)
+        offsets = list(range(-self.day_spread, self.day_spread + 1))
+        rng.shuffle(offsets)
+        specs: list[HouseholdSpec] = []
+        order = [gi for gi, c in enumerate(counts) for _ in range(c)]
+        rng.shuffle(order)
+        for i, gi in enumerate(order):
+            g = self.groups[gi]
+            specs.append(
+                HouseholdSpec(
+                    index=i,
+                    name=f"h{i:03d}" if self.households <= 1000 else f"h{i:05d}",
+                    group=g.name,
+                    pv_kwp=round(rng.uniform(*g.pv_kwp), 2),
+                    load_scale=round(rng.uniform(*g.load_scale), 3),
+                    battery_kwh=g.battery_kwh,
+                    battery_kw=g.battery_kw,
+                    day_offset=offsets[i % len(offsets)],
+                )
+            )
+        return specs
+
+
+def _apportion(shares: list[float], n: int) -> list[int]:
+    """Largest-remainder split of ``n`` by ``shares`` (ties to the earlier group)."""
+    total = sum(shares)
+    exact = [s * n / total for s in shares]
+    counts = [math.floor(x) for x in exact]
+    rest = sorted(range(len(shares)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in rest[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+
+class _Reader:
+    """Typed access to one TOML table, tracking which keys were used (unknown keys are errors)."""
+
+    def __init__(self, source: str, prefix: str, table: Mapping[str, Any]) -> None:
+        self.source = source
+        self.prefix = prefix
+        self.table = table
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def fail(self, name: str, reason: str, expected: str, found: object) -> InvalidInput:
+        return InvalidInput(
+            reason=reason,
+            subject=self.source,
+            field=self.key(name),
+            expected=expected,
+            found=repr(found),
+        )
+
+    def get(self, name: str, default: Any) -> Any:
+        self.used.add(name)
+        return self.table.get(name, default)
+
+    def int_(self, name: str, default: int | None, lo: int, hi: int) -> int:
+        v = self.get(name, default)
+        if v is None:
+            raise self.fail(name, "missing", f"an integer in [{lo}, {hi}]", "nothing")
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(name, "not_an_integer", "an integer", v)
+        if not lo <= v <= hi:
+            raise self.fail(name, "out_of_range", f"an integer in [{lo}, {hi}]", v)
+        return v
+
+    def float_(self, name: str, default: float, lo: float, hi: float) -> float:
+        v = self.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.fail(name, "not_a_number", "a number", v)
+        if not lo <= v <= hi:
+            raise self.fail(name, "out_of_range", f"a number in [{lo}, {hi}]", v)
+        return float(v)
+
+    def range_(
+        self, name: str, default: tuple[float, float], lo: float, hi: float
+    ) -> tuple[float, float]:
+        v = self.get(name, default)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            v = (v, v)
+        ok = (
+            isinstance(v, list | tuple)
+            and len(v) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        )
+        if not ok:
+            raise self.fail(name, "not_a_range", "a number or [low, high]", v)
+        a, b = float(v[0]), float(v[1])
+        if not lo <= a <= b <= hi:
+            raise self.fail(name, "out_of_range", f"{lo} <= low <= high <= {hi}", v)
+        return (a, b)
+
+    def str_(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
+        v = self.get(name, default)
+        if not isinstance(v, str):
+            raise self.fail(name, "not_a_string", "a string", v)
+        if choices is not None and v not in choices:
+            raise self.fail(name, "unknown_value", " | ".join(choices), v)
+        return v
+
+    def table_(self, name: str) -> _Reader:
+        v = self.get(name, {})
+        if not isinstance(v, dict):
+            raise self.fail(name, "not_a_table", "a table", v)
+        return _Reader(self.source, f"{self.key(name)}.", v)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown_key", "a documented key (see docs/sims.md)", "")
+
+
+def parse_scenario(
+    doc: Mapping[str, Any],
+    *,
+    source: str = "<scenario>",
+    households: int | None = None,
+    days: float | None = None,
+    seed: int | None = None,
+) -> Scenario:
+    """Validate a parsed TOML document (see :func:`load_scenario`)."""
+    doc = dict(doc)
+    if seed is not None:
+        doc["seed"] = seed
+    if days is not None:
+        doc["days"] = days
+    hh = doc.get("households", {})
+    if households is not None and isinstance(hh, dict):
+        doc["households"] = dict(hh) | {"count": households}
+    r = _Reader(source, "", doc)
+    name = r.str_("name", Path(source).stem or "scenario")
+    seed_v = r.int_("seed", 1, 0, 2**63 - 1)
+    days_v = r.float_("days", 1.0, 1 / 96, 366.0)
+    start_day = r.str_("start_day", "2009-06-01")
+    _check_day(r, start_day)
+    start_hour = r.float_("start_hour", 0.0, 0.0, 23.75)
+
+    m = r.table_("market")
+    slot_seconds = m.int_("slot_seconds", 900, 60, 3600)
+    if 86_400 % slot_seconds:
+        raise m.fail("slot_seconds", "not_a_divisor_of_a_day", "a divisor of 86400", slot_seconds)
+    gate = m.int_("gate_lead_seconds", 300, 0, 86_400)
+    deadline = m.int_("reading_deadline_seconds", slot_seconds, 60, 86_400)
+    rule = Rule(m.str_("rule", "pay-as-clear", tuple(x.value for x in Rule)))
+    netting = Netting(m.str_("netting", "none", tuple(x.value for x in Netting)))
+    m.finish()
+
+    t = r.table_("tariffs")
+    retail = t.int_("retail_micro_per_kwh", 300_000, 1, 10**9)
+    feed_in = t.int_("feed_in_micro_per_kwh", 80_000, 0, 10**9)
+    fee = t.int_("grid_fee_micro_per_kwh", 0, 0, 10**9)
+    if feed_in > retail:
+        raise t.fail("feed_in_micro_per_kwh", "above_retail", f"<= retail ({retail})", feed_in)
+    t.finish()
+
+    validators = r.int_("validators", 4, 4, 7)
+
+    h = r.table_("households")
+    count = h.int_("count", 12, 2, 100_000)
+    spread = h.int_("day_spread", 30, 0, 400)
+    groups_doc = h.get("group", [])
+    if not isinstance(groups_doc, list):
+        raise h.fail("group", "not_an_array_of_tables", "[[households.group]] tables", groups_doc)
+    groups: list[HouseholdGroup] = []
+    for i, gd in enumerate(groups_doc):
+        if not isinstance(gd, dict):
+            raise h.fail(f"group[{i}]", "not_a_table", "a table", gd)
+        g = _Reader(source, f"households.group[{i}].", gd)
+        pv = g.range_("pv_kwp", (0.0, 0.0), 0.0, 100.0)
+        load = g.range_("load_scale", (1.0, 1.0), 0.0, 20.0)
+        groups.append(
+            HouseholdGroup(
+                name=g.str_("name", f"group{i}"),
+                share=g.float_("share", 1.0, 1e-9, 1e9),
+                pv_kwp=pv,
+                load_scale=load,
+                battery_kwh=g.float_("battery_kwh", 0.0, 0.0, 1000.0),
+                battery_kw=g.float_("battery_kw", 0.0, 0.0, 1000.0),
+            )
+        )
+        g.finish()
+    if not groups:
+        groups.append(HouseholdGroup("default", 1.0, (0.0, 6.0), (0.7, 1.3)))
+    h.finish()
+
+    b = r.table_("bidding")
+    policy = b.str_("policy", "forecast", POLICIES)
+    model = b.str_("model", "seasonal-naive", MODELS)
+    horizon = b.int_("horizon_slots", 2, 1, 96)
+    b.finish()
+
+    n = r.table_("network")
+    lat = n.range_("latency_ms", (5.0, 40.0), 0.0, 60_000.0)
+    drop = n.float_("drop_rate", 0.0, 0.0, 0.5)
+    n.finish()
+
+    faults_doc = r.get("faults", [])
+    if not isinstance(faults_doc, list):
+        raise r.fail("faults", "not_an_array_of_tables", "[[faults]] tables", faults_doc)
+    duration_s = max(1, round(days_v * 86_400 / slot_seconds)) * slot_seconds
+    faults = tuple(
+        _parse_fault(source, i, fd, validators=validators, duration_s=duration_s)
+        for i, fd in enumerate(faults_doc)
+    )
+    _check_byzantine(source, faults, validators)
+    r.finish()
+    return Scenario(
+        name=name,
+        seed=seed_v,
+        days=days_v,
+        start_day=start_day,
+        start_hour=start_hour,
+        slot_seconds=slot_seconds,
+        gate_lead_seconds=gate,
+        reading_deadline_seconds=deadline,
+        rule=rule,
+        netting=netting,
+        retail_micro_per_kwh=retail,
+        feed_in_micro_per_kwh=feed_in,
+        grid_fee_micro_per_kwh=fee,
+        validators=validators,
+        households=count,
+        groups=tuple(groups),
+        day_spread=spread,
+        policy=policy,
+        model=model,
+        horizon_slots=horizon,
+        latency_ms=(int(lat[0]), int(lat[1])),
+        drop_rate=drop,
+        faults=faults,
+        source=source,
+    )
+
+
+def _check_day(r: _Reader, day: str) -> None:
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        raise r.fail("start_day", "not_a_date", "YYYY-MM-DD", day) from None
+
+
+def _parse_fault(source: str, i: int, fd: object, *, validators: int, duration_s: int) -> FaultSpec:
+    if not isinstance(fd, dict):
+        raise InvalidInput(
+            reason="not_a_table", subject=source, field=f"faults[{i}]", found=repr(fd)
+        )
+    f = _Reader(source, f"faults[{i}].", fd)
+    kind = f.str_("kind", "", FAULT_KINDS)
+    at_s = f.int_("at_s", 0, 0, duration_s)
+    dur = f.int_("duration_s", 0, 0, 10 * 366 * 86_400)
+    spec = FaultSpec(kind=kind, at_s=at_s, duration_s=dur)
+    if kind == "drop":
+        spec = replace(spec, rate=f.float_("rate", 0.1, 0.0, 1.0))
+        if dur == 0:
+            raise f.fail("duration_s", "missing", "a positive duration for a drop fault", dur)
+    elif kind == "partition":
+        groups = f.get("groups", None)
+        ok = (
+            isinstance(groups, list)
+            and len(groups) >= 2
+            and all(isinstance(g, list) and g for g in groups)
+            and all(isinstance(x, int) and not isinstance(x, bool) for g in groups for x in g)
+        )
+        if not ok:
+            raise f.fail("groups", "not_groups", "two or more lists of validator indices", groups)
+        assert isinstance(groups, list)
+        flat = [x for g in groups for x in g]
+        if len(set(flat)) != len(flat) or not all(0 <= x < validators for x in flat):
+            raise f.fail("groups", "bad_indices", f"distinct indices in [0, {validators})", groups)
+        if dur == 0:
+            raise f.fail("duration_s", "missing", "a positive duration for a partition", dur)
+        spec = replace(spec, groups=tuple(tuple(g) for g in groups))
+    else:
+        v = f.int_("validator", None, 0, validators - 1)
+        spec = replace(spec, validator=v)
+        if kind == "byzantine":
+            spec = replace(spec, behaviour=f.str_("behaviour", "equivocate", BYZANTINE_BEHAVIOURS))
+        elif kind == "skew":
+            spec = replace(spec, skew_ms=f.int_("skew_ms", None, -60_000, 60_000))
+    f.finish()
+    return spec
+
+
+def _check_byzantine(source: str, faults: tuple[FaultSpec, ...], validators: int) -> None:
+    byz = sorted({f.validator for f in faults if f.kind == "byzantine"})
+    max_faulty = (validators - 1) // 3
+    if len(byz) > max_faulty:
+        raise InvalidInput(
+            reason="too_many_byzantine",
+            subject=source,
+            field="faults",
+            expected=f"at most {max_faulty} Byzantine validators of {validators} (n >= 3f + 1)",
+            found=str(byz),
+        )
+
+
+def load_scenario(
+    path: Path | str,
+    *,
+    households: int | None = None,
+    days: float | None = None,
+    seed: int | None = None,
+) -> Scenario:
+    """Read and validate a scenario TOML file; overrides replace the file's values."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(
+            reason="unreadable", subject=str(p), expected="a readable TOML file", found=str(exc)
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(
+            reason="not_toml", subject=str(p), expected="valid TOML", found=str(exc)
+        ) from None
+    return parse_scenario(doc, source=str(p), households=households, days=days, seed=seed)
