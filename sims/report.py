@@ -1,0 +1,367 @@
+"""Write a finished run to disk: ``results.json``, Parquet + CSV tables, a self-contained HTML report.
+
+:func:`write_outputs` reads only a :class:`~sims.results.SimResult` (whichever engine filled it), plus
+optionally the run's individual trades, and writes into ``out_dir``:
+
+* ``results.json`` — :meth:`SimResult.to_json` (``SimResult.read_json`` reads it back);
+* ``slots.parquet`` / ``slots.csv`` — one row per delivery slot (:class:`~sims.results.SlotRecord`);
+* ``households.parquet`` / ``households.csv`` — one row per household with its KPIs and savings;
+* ``trades.parquet`` / ``trades.csv`` — one row per trade, when the engine passed them;
+* ``faults.csv`` — the fault plan as it happened;
+* ``report.html`` — one file that opens offline: plotly.js is embedded inline (no CDN), every
+  figure's element id is fixed, so the same result always gives the same bytes.
+
+Energy and money stay integers (Wh, µ¤) in the tables; the report shows kWh and ¤ for people.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from sims.results import SimResult
+
+__all__ = ["kpi_rows", "write_outputs"]
+
+REPORT_NAME = "report.html"
+
+
+def write_outputs(
+    result: SimResult,
+    out_dir: Path,
+    *,
+    trades: Sequence[Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write every output of ``result`` into ``out_dir`` (created if needed); return the report's path.
+
+    ``trades``: optional rows (``slot``, ``buyer``, ``seller``, ``energy_wh``,
+    ``price_micro_per_kwh``, ``amount_micro``, …) for the trades table.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.write_json(out_dir / "results.json")
+    doc = result.to_json()
+    _table(pd.DataFrame(doc["slots"], columns=_SLOT_COLUMNS), out_dir, "slots")
+    _table(pd.DataFrame(doc["households"], columns=_HOUSEHOLD_COLUMNS), out_dir, "households")
+    if trades is not None:
+        _table(pd.DataFrame(list(trades)), out_dir, "trades")
+    pd.DataFrame(doc["faults"], columns=["at_s", "kind", "detail"]).to_csv(
+        out_dir / "faults.csv", index=False
+    )
+    path = out_dir / REPORT_NAME
+    path.write_text(render_html(result), encoding="utf-8")
+    return path
+
+
+_SLOT_COLUMNS = [
+    "slot",
+    "start_s",
+    "clearing_price_micro_per_kwh",
+    "volume_wh",
+    "trades",
+    "orders",
+    "orders_submitted",
+    "pv_wh",
+    "load_wh",
+    "net_wh",
+    "grid_import_wh",
+    "grid_export_wh",
+    "forecast_abs_error_wh",
+    "commit_height",
+]
+_HOUSEHOLD_COLUMNS = [
+    "household",
+    "name",
+    "pv_kwp",
+    "battery_kwh",
+    "bought_p2p_wh",
+    "sold_p2p_wh",
+    "grid_import_wh",
+    "grid_export_wh",
+    "pv_wh",
+    "load_wh",
+    "bill_micro",
+    "grid_only_bill_micro",
+    "savings_micro",
+]
+
+
+def _table(frame: pd.DataFrame, out_dir: Path, name: str) -> None:
+    if "clearing_price_micro_per_kwh" in frame:  # None → a nullable integer column, not float
+        frame["clearing_price_micro_per_kwh"] = frame["clearing_price_micro_per_kwh"].astype(
+            "Int64"
+        )
+    frame.to_parquet(out_dir / f"{name}.parquet", index=False)
+    frame.to_csv(out_dir / f"{name}.csv", index=False)
+
+
+# ----------------------------------------------------------------------------------------- KPIs
+
+
+def _money(micro: float) -> str:
+    return f"{micro / 1_000_000:,.2f} ¤"
+
+
+def _kwh(wh: float) -> str:
+    return f"{wh / 1000:,.1f} kWh"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _yes_no(x: bool | None) -> str:
+    return "not checked" if x is None else ("yes" if x else "NO")
+
+
+def kpi_rows(result: SimResult) -> list[tuple[str, str]]:
+    """The KPI summary as (label, formatted value) rows: the report's table and ``compare``'s."""
+    c = result.community()
+    price = c["mean_clearing_price_micro_per_kwh"]
+    mae = c["forecast_mae_wh_per_household_slot"]
+    return [
+        ("households", str(c["households"])),
+        ("slots done / planned", f"{result.slots_done} / {result.slots_planned}"),
+        ("community bill", _money(c["bill_micro"])),
+        ("grid-only bill", _money(c["grid_only_bill_micro"])),
+        ("savings vs grid-only", f"{_money(c['savings_micro'])} ({c['savings_pct']:.1f} %)"),
+        ("self-sufficiency", _pct(c["self_sufficiency"])),
+        ("self-consumption", _pct(c["self_consumption"])),
+        ("P2P volume", _kwh(c["p2p_volume_wh"])),
+        ("grid import / export", f"{_kwh(c['grid_import_wh'])} / {_kwh(c['grid_export_wh'])}"),
+        ("load / PV", f"{_kwh(c['load_wh'])} / {_kwh(c['pv_wh'])}"),
+        (
+            "mean clearing price",
+            "–" if price is None else f"{price / 1_000_000:.4f} ¤/kWh",
+        ),
+        ("orders committed in their slot", _pct(c["orders_committed_share"])),
+        ("forecast MAE", "–" if mae is None else f"{mae:.0f} Wh per household-slot"),
+        ("blocks committed", str(result.blocks_committed)),
+        (
+            "commit latency p50 / p99",
+            "–"
+            if result.commit_latency_ms_p50 is None
+            else f"{result.commit_latency_ms_p50:.0f} / {result.commit_latency_ms_p99 or 0:.0f} ms",
+        ),
+        ("ledger agreement (head hash + state digest)", _yes_no(result.ledger_agreement)),
+        ("conservation (Σ balances = 0, Σ bought = Σ sold)", _yes_no(result.conservation_ok)),
+    ]
+
+
+# ----------------------------------------------------------------------------------------- figures
+
+
+def _times(starts: Sequence[int]) -> list[dt.datetime]:
+    return [dt.datetime.fromtimestamp(s, tz=dt.UTC) for s in starts]
+
+
+def _layout(fig: go.Figure, title: str, *, height: int = 380) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 60, "r": 30, "t": 50, "b": 40},
+        legend={"orientation": "h", "y": -0.15},
+        template="plotly_white",
+    )
+    return fig
+
+
+def _price_volume(result: SimResult) -> go.Figure:
+    s = result.slots
+    t = _times([r.start_s for r in s])
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Bar(x=t, y=[r.volume_wh / 1000 for r in s], name="P2P volume (kWh)", opacity=0.6),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=t,
+            y=[
+                None
+                if r.clearing_price_micro_per_kwh is None
+                else r.clearing_price_micro_per_kwh / 1_000_000
+                for r in s
+            ],
+            name="clearing price (¤/kWh)",
+            mode="lines+markers",
+            connectgaps=False,
+        ),
+        secondary_y=True,
+    )
+    fig.update_yaxes(title_text="kWh per slot", secondary_y=False)
+    fig.update_yaxes(title_text="¤/kWh", secondary_y=True)
+    return _layout(fig, "Clearing price and P2P volume per slot")
+
+
+def _energy_stack(result: SimResult) -> go.Figure:
+    s = result.slots
+    t = _times([r.start_s for r in s])
+    fig = go.Figure()
+    own = [max(0, r.load_wh - r.grid_import_wh - r.volume_wh) / 1000 for r in s]
+    fig.add_trace(go.Bar(x=t, y=own, name="own PV used (kWh)"))
+    fig.add_trace(go.Bar(x=t, y=[r.volume_wh / 1000 for r in s], name="P2P (kWh)"))
+    fig.add_trace(go.Bar(x=t, y=[r.grid_import_wh / 1000 for r in s], name="grid import (kWh)"))
+    fig.add_trace(go.Bar(x=t, y=[-r.grid_export_wh / 1000 for r in s], name="grid export (kWh)"))
+    fig.add_trace(
+        go.Scatter(x=t, y=[r.load_wh / 1000 for r in s], name="community load", mode="lines")
+    )
+    fig.add_trace(go.Scatter(x=t, y=[r.pv_wh / 1000 for r in s], name="community PV", mode="lines"))
+    fig.update_layout(barmode="relative")
+    fig.update_yaxes(title_text="kWh per slot (export below 0)")
+    return _layout(fig, "Community energy: load, PV, P2P and grid")
+
+
+def _savings(result: SimResult) -> go.Figure:
+    hh = sorted(result.households, key=lambda h: h.savings_micro, reverse=True)
+    fig = go.Figure(
+        go.Bar(
+            x=[h.name or h.household[:8] for h in hh],
+            y=[h.savings_micro / 1_000_000 for h in hh],
+            marker={"color": [h.pv_kwp for h in hh], "colorscale": "Viridis", "showscale": True,
+                    "colorbar": {"title": "PV kWp"}},
+            customdata=[
+                [h.bill_micro / 1e6, h.grid_only_bill_micro / 1e6, h.bought_p2p_wh / 1e3,
+                 h.sold_p2p_wh / 1e3] for h in hh
+            ],
+            hovertemplate="%{x}<br>saved %{y:.3f} ¤<br>bill %{customdata[0]:.3f} ¤, grid-only "
+            "%{customdata[1]:.3f} ¤<br>bought %{customdata[2]:.1f} kWh, sold %{customdata[3]:.1f} kWh"
+            "<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_yaxes(title_text="savings vs grid-only (¤)")
+    return _layout(fig, "Savings per household (colour: PV size)")
+
+
+def _forecast(result: SimResult) -> go.Figure:
+    s = result.slots
+    t = _times([r.start_s for r in s])
+    err = [r.forecast_abs_error_wh / 1000 for r in s]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=t, y=err, name="Σ |P50 forecast − measured| (kWh)", opacity=0.6))
+    net = [r.net_wh / 1000 for r in s]
+    fig.add_trace(go.Scatter(x=t, y=net, name="community net (kWh, + export)", mode="lines"))
+    fig.update_yaxes(title_text="kWh per slot")
+    return _layout(fig, "Forecast error over time (all households that quoted)")
+
+
+def _faults(result: SimResult) -> go.Figure:
+    s = result.slots
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=_times([r.start_s for r in s]),
+            y=[r.commit_height for r in s],
+            name="ledger height at clearing",
+            mode="lines+markers",
+        )
+    )
+    height_at = {r.start_s: r.commit_height for r in s}
+    starts = sorted(height_at)
+    for f in result.faults:
+        before = [x for x in starts if x <= f.at_s]
+        y = height_at[before[-1]] if before else 0
+        fig.add_trace(
+            go.Scatter(
+                x=_times([f.at_s]),
+                y=[y],
+                mode="markers+text",
+                marker={"size": 12, "symbol": "x"},
+                text=[f.kind],
+                textposition="top center",
+                name=f"{f.kind}: {f.detail}"[:60],
+            )
+        )
+    fig.update_yaxes(title_text="block height")
+    return _layout(fig, "Faults and commit heights")
+
+
+# ----------------------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#222}
+header{background:#1f3b57;color:#fff;padding:18px 32px}
+header h1{margin:0 0 4px;font-size:1.5em} header p{margin:0;opacity:.85}
+main{max-width:1200px;margin:0 auto;padding:16px 32px}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);margin:16px 0;padding:12px 16px}
+table{border-collapse:collapse;width:100%} td,th{padding:5px 10px;border-bottom:1px solid #eee;text-align:left}
+td.v{text-align:right;font-variant-numeric:tabular-nums}
+.bad{color:#b00020;font-weight:bold} .good{color:#1b7f3a;font-weight:bold}
+.notes li{margin:3px 0}
+"""
+
+
+def _kpi_table(result: SimResult) -> str:
+    rows = []
+    for label, value in kpi_rows(result):
+        cls = ""
+        if value == "NO":
+            cls = " bad"
+        elif value == "yes":
+            cls = " good"
+        rows.append(
+            f"<tr><th>{html.escape(label)}</th><td class='v{cls}'>{html.escape(value)}</td></tr>"
+        )
+    return "<table id='kpis'>" + "".join(rows) + "</table>"
+
+
+def render_html(result: SimResult) -> str:
+    """The report as one HTML string (plotly.js inline; deterministic for a given result)."""
+    figures = [
+        ("price-volume", _price_volume(result)),
+        ("energy-stack", _energy_stack(result)),
+        ("savings", _savings(result)),
+        ("forecast", _forecast(result)),
+        ("faults", _faults(result)),
+    ]
+    parts = []
+    for i, (name, fig) in enumerate(figures):
+        parts.append(
+            "<section>"
+            + fig.to_html(
+                full_html=False,
+                include_plotlyjs=i == 0,  # plotly.js inline once, before the first figure
+                div_id=f"fig-{name}",
+                config={"displaylogo": False},
+            )
+            + "</section>"
+        )
+    interrupted = " — INTERRUPTED, partial results" if result.interrupted else ""
+    subtitle = (
+        f"engine {result.engine} · rule {result.rule} · policy {result.policy} · seed {result.seed}"
+        f" · {result.slots_done} slots of {result.slot_seconds // 60} min · "
+        f"{len(result.households)} households · {result.wall_seconds:.1f} s wall{interrupted}"
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    faults = "".join(
+        f"<tr><td>{dt.datetime.fromtimestamp(f.at_s, tz=dt.UTC):%Y-%m-%d %H:%M}</td>"
+        f"<td>{html.escape(f.kind)}</td><td>{html.escape(f.detail)}</td></tr>"
+        for f in result.faults
+    )
+    head = (
+        f"<p>head {html.escape(result.head_hash[:16] or '–')} · state digest "
+        f"{html.escape(result.state_digest[:16] or '–')}</p>"
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>gridnode simulation — {html.escape(result.scenario)}</title>"
+        f"<style>{_CSS}</style></head><body>"
+        f"<header><h1>{html.escape(result.scenario)}</h1><p>{html.escape(subtitle)}</p>{head}"
+        "</header><main>"
+        f"<section><h2>Key figures</h2>{_kpi_table(result)}</section>"
+        + "".join(parts)
+        + (
+            f"<section><h2>Fault plan</h2><table><tr><th>time (UTC)</th><th>kind</th>"
+            f"<th>detail</th></tr>{faults}</table></section>"
+            if faults
+            else ""
+        )
+        + (f"<section><h2>Notes</h2><ul class='notes'>{notes}</ul></section>" if notes else "")
+        + "</main></body></html>\n"
+    )
