@@ -16,17 +16,20 @@ stays non-zero whenever there are violations, so a negative control "passes" by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gridnode.core.consensus import ConsensusConfig
+from gridnode.ledger_campaign import EPOCH_MS, LedgerWorld, broken_nonce_rule
 from gridnode.simnet import FAULT_NAMES, Faults, RunCheck, RunResult, Simulation, Violation
 
 __all__ = ["CampaignSummary", "main", "run_campaign"]
 
-NEGATIVE_CONTROLS = ("byzantine-majority", "weak-quorum")
+NEGATIVE_CONTROLS = ("byzantine-majority", "weak-quorum", "ledger-nonce")
+APPS = ("ledger", "sim")
 
 
 @dataclass(slots=True)
@@ -38,6 +41,8 @@ class CampaignSummary:
     byzantine_events: int = 0
     evidence: int = 0
     committed_txs: int = 0
+    double_signs: int = 0
+    settled_slots: int = 0
     violations: int = 0
     failing_seeds: tuple[int, ...] = ()
 
@@ -46,6 +51,7 @@ class CampaignSummary:
             f"seeds={self.seeds} heights={self.heights} partitions={self.partitions} "
             f"crashes={self.crashes} byzantine_events={self.byzantine_events} "
             f"evidence={self.evidence} committed_txs={self.committed_txs} "
+            f"double_signed_orders={self.double_signs} settled_slots={self.settled_slots} "
             f"violations={self.violations}"
         )
 
@@ -63,8 +69,18 @@ def run_campaign(
     calm_ms: int = 10_000,
     progress_heights: int = 2,
     checks: Sequence[RunCheck] = (),
+    app: str | None = None,
 ) -> tuple[CampaignSummary, list[tuple[int, Violation]]]:
-    """Run the campaign; returns the summary and every (seed, violation)."""
+    """Run the campaign; returns the summary and every (seed, violation).
+
+    ``app`` defaults to the ledger, except for the consensus-level negative controls: their
+    Byzantine coalition forges blocks of consensus' minimal test log, which under the ledger are
+    merely invalid (rejected), so they need ``app="sim"`` to be able to fork anything.
+    """
+    if app is None:
+        app = "sim" if negative_control in ("byzantine-majority", "weak-quorum") else "ledger"
+    elif app == "ledger" and negative_control in ("byzantine-majority", "weak-quorum"):
+        raise ValueError(f"the {negative_control} negative control needs --app sim")
     f = (validators - 1) // 3
     n_byz = f if byzantine is None else byzantine
     enabled = set(faults)
@@ -76,30 +92,51 @@ def run_campaign(
         config = ConsensusConfig(unsafe_quorum=max(1, 2 * f))
         n_byz = max(1, n_byz)
         enabled.add("byzantine")
+    elif negative_control == "ledger-nonce":
+        if app != "ledger":
+            raise ValueError("the ledger-nonce negative control needs --app ledger")
     elif negative_control is not None:
         raise ValueError(f"unknown negative control {negative_control!r}")
+    if app not in APPS:
+        raise ValueError(f"unknown app {app!r}")
     fault_set = Faults(enabled=frozenset(enabled), byzantine=n_byz)
     summary = CampaignSummary()
     found: list[tuple[int, Violation]] = []
     failing: list[int] = []
     for seed in range(start_seed, start_seed + seeds):
+        world = LedgerWorld(seed=seed, validators=validators) if app == "ledger" else None
         sim = Simulation(
             seed=seed,
             validators=validators,
             full_nodes=full_nodes,
             faults=fault_set,
             config=config,
+            app_factory=world.app_factory if world is not None else None,
+            tx_source=world.tx_source if world is not None else None,
+            epoch_ms=EPOCH_MS if world is not None else 0,
+            validator_keys=world.validator_keys if world is not None else None,
         )
-        res: RunResult = sim.run(
-            fault_ms=fault_ms, calm_ms=calm_ms, progress_heights=progress_heights, checks=checks
+        run_checks = [*checks, world.check] if world is not None else list(checks)
+        planted = (
+            broken_nonce_rule() if negative_control == "ledger-nonce" else contextlib.nullcontext()
         )
+        with planted:
+            res: RunResult = sim.run(
+                fault_ms=fault_ms,
+                calm_ms=calm_ms,
+                progress_heights=progress_heights,
+                checks=run_checks,
+            )
+        if world is not None:
+            summary.double_signs += world.double_signs
+            summary.settled_slots += world.settled_slots
         summary.seeds += 1
         summary.heights += res.heights
         summary.partitions += res.partitions
         summary.crashes += res.crashes
         summary.byzantine_events += res.byzantine_events
         summary.evidence += res.evidence
-        summary.committed_txs += res.committed_txs
+        summary.committed_txs += world.committed_txs if world is not None else res.committed_txs
         summary.violations += len(res.violations)
         if res.violations:
             failing.append(seed)
@@ -123,6 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--byzantine", type=int, default=None, help="Byzantine validators (default f)")
     p.add_argument("--negative-control", choices=NEGATIVE_CONTROLS, default=None)
+    p.add_argument(
+        "--app",
+        choices=APPS,
+        default=None,
+        help="replicated application: the real ledger with households' orders and readings "
+        "(default), or consensus' minimal test log (default for the consensus negative controls)",
+    )
     p.add_argument("--fault-ms", type=int, default=6_000, help="virtual ms with faults on")
     p.add_argument("--calm-ms", type=int, default=10_000, help="virtual ms after faults stop")
     p.add_argument("--progress-heights", type=int, default=2)
@@ -144,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fault_ms=args.fault_ms,
         calm_ms=args.calm_ms,
         progress_heights=args.progress_heights,
+        app=args.app,
     )
     wall = time.perf_counter() - t0
     for seed, v in found[: args.show]:

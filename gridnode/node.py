@@ -203,9 +203,10 @@ class NodeRuntime:
 
     def _persist(self, record: WalRecord) -> None:
         data = encode_wal_record(record)
-        self.store.append_wal(record.height, data)
-        if isinstance(record, SignedRecord):
-            self.store.save_last_signed(record.height, record.round, int(record.step), data)
+        if isinstance(record, SignedRecord):  # WAL + last-signed in one durable transaction
+            self.store.append_signed(record.height, record.round, int(record.step), data)
+        else:
+            self.store.append_wal(record.height, data)
 
     def _decided(self, eff: Decided) -> None:
         block_hash = eff.commit.block_hash

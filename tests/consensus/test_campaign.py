@@ -10,7 +10,8 @@ from gridnode.campaign import main, run_campaign
 
 LINE = re.compile(
     r"^seeds=(\d+) heights=(\d+) partitions=(\d+) crashes=(\d+) byzantine_events=(\d+) "
-    r"evidence=(\d+) committed_txs=(\d+) violations=(\d+) wall_s=[\d.]+"
+    r"evidence=(\d+) committed_txs=(\d+) (?:double_signed_orders=\d+ settled_slots=\d+ )?"
+    r"violations=(\d+) wall_s=[\d.]+"
 )
 
 

@@ -1,0 +1,187 @@
+"""The fault campaign with the real ledger as the replicated application (``--app ledger``).
+
+Every seed builds a small community (8 member households, the campaign's validators) on a fast clock
+(2-second slots, 1-second gate lead, 2-second reading deadline) so slots open, close, clear and settle
+many times within one run. Households submit signed orders and meter readings; with a fixed share a
+Byzantine *seller* signs two different orders with the same nonce for the same slot (double-selling
+its energy) and sends both. On top of the consensus checks, every run checks the ledger:
+
+* ``state_digest`` — honest nodes at the same height hold byte-identical ledger states;
+* ``conservation`` — on every node, Σ balances = 0 (grid and pool included) and Σ bought = Σ sold;
+* ``energy_sold_twice`` — no (household, nonce) appears in two committed orders, so no double-signed
+  order pair ever got both halves in.
+
+The negative control ``ledger-nonce`` breaks one rule on purpose (admission forgets the household's
+last nonce), and the checks must report double-selling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gridnode.core import ledger
+from gridnode.core.app import LedgerApp
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import (
+    Genesis,
+    SignedOrder,
+    Tx,
+    decode_block,
+    sign_order,
+    sign_reading,
+    tx_id,
+)
+from gridnode.simnet import RunResult, Simulation, Violation
+from market.orders import Order, Side, Step
+
+__all__ = ["LedgerWorld", "broken_nonce_rule"]
+
+EPOCH_MS = 1_800_000_000_000
+
+
+@dataclass
+class LedgerWorld:
+    """One seed's community, transaction source and ledger checks."""
+
+    seed: int
+    validators: int
+    members: int = 8
+    double_sign_share: float = 0.1
+    keys: list[KeyPair] = field(init=False)
+    validator_keys: list[KeyPair] = field(init=False)
+    genesis: Genesis = field(init=False)
+    double_signs: int = 0
+    committed_txs: int = 0
+    settled_slots: int = 0
+    _nonce: dict[str, int] = field(default_factory=dict)
+    _pending: list[Tx] = field(default_factory=list)
+    _read: set[tuple[int, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(f"ledger-world-{self.seed}")
+        self.keys = [KeyPair.from_rng(rng) for _ in range(self.members)]
+        self.validator_keys = [KeyPair.from_rng(rng) for _ in range(self.validators)]
+        self.genesis = Genesis(
+            community_id="campaign",
+            genesis_time_ms=EPOCH_MS,
+            members=tuple(k.public_hex for k in self.keys),
+            validators=tuple(k.public_hex for k in self.validator_keys),
+            slot_seconds=2,
+            gate_lead_seconds=1,
+            reading_deadline_seconds=2,
+            max_drift_ms=10_000,
+        )
+
+    # ------------------------------------------------------------------ simulation hooks
+    def app_factory(self, name: str) -> LedgerApp:
+        proposer = ""
+        if name.startswith("v") and name[1:].isdigit() and int(name[1:]) < self.validators:
+            proposer = self.validator_keys[int(name[1:])].public_hex
+        return LedgerApp(self.genesis, proposer=proposer)
+
+    def _order(
+        self, key: KeyPair, rng: random.Random, slot: int, nonce: int, side: Side
+    ) -> SignedOrder:
+        order = Order(
+            order_id=f"{key.public_hex[:8]}-{nonce}-{rng.randrange(10**6)}",
+            household=key.public_hex,
+            side=side,
+            slot=slot,
+            steps=(Step(rng.randint(80_000, 300_000), rng.randint(1, 2_000)),),
+            nonce=nonce,
+        )
+        return sign_order(key, self.genesis, order)
+
+    def tx_source(self, rng: random.Random, now_ms: int) -> tuple[bytes, Any] | None:
+        if self._pending:
+            queued = self._pending.pop()
+            return tx_id(queued), queued
+        clock = self.genesis.clock
+        now_s = now_ms // 1000
+        i = rng.randrange(self.members)
+        key = self.keys[i]
+        if rng.random() < 0.3:  # a meter reading for the last delivered slot
+            slot = clock.slot_at(now_s) - 1
+            if (slot, key.public_hex) in self._read:
+                return None
+            self._read.add((slot, key.public_hex))
+            reading = sign_reading(key, self.genesis, slot=slot, net_wh=rng.randint(-2_000, 2_000))
+            return tx_id(reading), reading
+        slot = clock.first_open_slot(now_s) + rng.randint(0, 1)
+        nonce = self._nonce.get(key.public_hex, 0) + 1
+        self._nonce[key.public_hex] = nonce
+        side = Side.SELL if i % 2 else Side.BUY
+        first = self._order(key, rng, slot, nonce, side)
+        if side is Side.SELL and rng.random() < self.double_sign_share:
+            # a Byzantine seller: a second, different order with the same nonce for the same energy
+            self._pending.append(self._order(key, rng, slot, nonce, side))
+            self.double_signs += 1
+        return tx_id(first), first
+
+    # ------------------------------------------------------------------ checks
+    def check(self, sim: Simulation, res: RunResult) -> list[Violation]:
+        del res
+        out: list[Violation] = []
+        digests: dict[int, set[bytes]] = {}
+        longest: Any = None
+        for name in sorted(sim.nodes):
+            app = sim.nodes[name].app
+            if not isinstance(app, LedgerApp):
+                continue
+            state = app.state
+            digests.setdefault(state.height, set()).add(state.digest())
+            if sum(state.balances.values()) != 0:
+                out.append(
+                    Violation(
+                        "conservation", f"{name}: balances sum to {sum(state.balances.values())}"
+                    )
+                )
+            bought = sum(t.bought_p2p_wh for t in state.totals.values())
+            sold = sum(t.sold_p2p_wh for t in state.totals.values())
+            if bought != sold:
+                out.append(Violation("conservation", f"{name}: bought {bought} != sold {sold}"))
+            if longest is None or state.height > longest[1].height:
+                longest = (sim.nodes[name], state)
+        out += [
+            Violation("state_digest", f"height {h}: {len(d)} states")
+            for h, d in digests.items()
+            if len(d) > 1
+        ]
+        if longest is not None:
+            seen: set[tuple[str, int]] = set()
+            self.settled_slots = longest[1].settled_slots
+            for sb in longest[0].store.blocks_from(0, 1 << 30):
+                txs = decode_block(sb.block).txs
+                self.committed_txs += len(txs)
+                for tx in txs:
+                    if isinstance(tx, SignedOrder):
+                        key = (tx.household, tx.order.nonce)
+                        if key in seen:
+                            out.append(
+                                Violation(
+                                    "energy_sold_twice",
+                                    f"{tx.household[:12]} nonce {tx.order.nonce} committed twice",
+                                )
+                            )
+                        seen.add(key)
+        return out
+
+
+@contextlib.contextmanager
+def broken_nonce_rule() -> Iterator[None]:
+    """Negative control: admission forgets every household's last nonce (replays get in)."""
+    original = ledger._admit
+
+    def forgetful(draft: Any, tx: Tx, time_ms: int) -> None:
+        draft.nonces.pop(tx.household, None)
+        original(draft, tx, time_ms)
+
+    ledger._admit = forgetful
+    try:
+        yield
+    finally:
+        ledger._admit = original
