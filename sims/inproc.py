@@ -1,0 +1,812 @@
+"""The in-process simulation engine: a whole community on a virtual clock, deterministic by seed.
+
+Same node code as the daemon, different driver:
+
+* **Validators** are :class:`gridnode.node.NodeRuntime` (ledger application + mempool + Tendermint
+  core + a :class:`~gridnode.store.MemoryStore`), wired through an in-process outbox: every message
+  travels as its canonical bytes with a seeded latency (``network.latency_ms``) and loss model
+  (``network.drop_rate`` plus the fault plan). Timers run on the same virtual clock.
+* **Households** are driven by the daemon's policy functions: every slot boundary each household
+  sends the signed meter reading of the slot just delivered (:func:`gridnode.core.ledger.sign_reading`,
+  measured by its :class:`gridnode.meter.ReplayMeter` over the shipped real data) and quotes the next
+  open slots (:func:`forecasting.policy.forecast_slots` + :func:`~forecasting.policy.quote_slot`, the
+  forecaster fitted once per slot, vectorised across all households; or perfect foresight, or the
+  naive median-only order), signs the orders (:func:`gridnode.core.ledger.sign_order`) and submits
+  them to a validator (another one after a timeout if it does not answer); a validator that admits a
+  transaction to its mempool forwards it to the other validators.
+* **Households are full nodes logically**, but their consensus cores are not run (1,000 cores would
+  only re-verify the same commits). The validators' committed chain *is* the ledger; at the end the
+  engine checks that every honest validator holds the same head hash and state digest, and replays
+  the committed blocks from genesis in a fresh state with :func:`gridnode.core.ledger.apply`
+  (checking each block's ≥ 2/3 commit signatures, as a full node does) and compares the digest: that
+  replay is a sample full node, and it is also where the per-slot records come from.
+* **Determinism**: one ``random.Random(seed)`` draws every latency and loss in event order; keys come
+  from a seeded generator; events are ordered by ``(time, sequence)``; nothing iterates a ``set``.
+  The same scenario and seed give a byte-identical ``results.json`` apart from ``wall_seconds``.
+* **Faults** (the scenario's plan): ``drop`` (loss rate in a window), ``partition`` (validator groups
+  cut off from each other), ``crash`` (a validator loses its memory and restarts from its store),
+  ``byzantine`` (``silent``: sends nothing; ``equivocate``: for every vote it signs, also signs the
+  conflicting nil vote and sends each to half of the others), ``skew`` (a validator's clock offset).
+  Households never crash and their links to validators only suffer ``drop`` faults.
+
+Known limits: batteries are not dispatched (the scenario's battery sizes are recorded only); the
+forecaster is the daemon's seasonal-naive model; signature checks are not shared between validators
+(each validator verifies every transaction itself, as the real ones do), which bounds the speed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import heapq
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from forecasting.data import SHIPPED_UTC_OFFSET_S, load_shipped
+from forecasting.models import FittedForecaster, QuantileForecast, SeasonalNaive
+from forecasting.policy import (
+    PolicyConfig,
+    SlotQuantiles,
+    forecast_slots,
+    median_only_order,
+    quote_slot,
+)
+from forecasting.series import MeterHistory, energy_wh
+from gridnode.core.consensus import ConsensusConfig, TimerKind
+from gridnode.core.consensus_messages import (
+    NIL,
+    Vote,
+    decode_commit,
+    decode_message,
+    encode_message,
+    sign_vote,
+    verify_commit,
+)
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import (
+    Genesis,
+    LedgerState,
+    SignedOrder,
+    SignedReading,
+    Tx,
+    apply,
+    decode_block,
+    genesis_state,
+    sign_order,
+    sign_reading,
+    tx_id,
+)
+from gridnode.meter import ReplayMeter
+from gridnode.node import Committed, NodeRuntime
+from gridnode.store import MemoryStore
+from market.clearing import Trade
+from market.errors import UsageError
+from market.orders import Order
+from market.settlement import settle
+from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
+from sims.scenario import FaultSpec, HouseholdSpec, Scenario
+
+__all__ = ["Progress", "results_digest", "run_inproc"]
+
+HISTORY_DAYS: Final = 35  # what the daemon's household loop reads before forecasting
+RETRY_MS: Final = 2_000  # a household re-sends elsewhere when a validator does not answer
+QUOTE_OFFSET_MS: Final = 50  # households act just after the slot boundary (as the daemon does)
+CALM_LIMIT_MS: Final = 3_600_000  # after the last slot: at most this long for validators to agree
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Handed to the progress callback after every slot boundary."""
+
+    sim_s: int  # simulated unix seconds
+    slots_done: int
+    slots_total: int
+    height: int
+
+
+@dataclass(slots=True)
+class _Validator:
+    name: str  # public key hex
+    index: int
+    key: KeyPair
+    store: MemoryStore
+    runtime: NodeRuntime | None = None
+    incarnation: int = 0
+    skew_ms: int = 0
+    byzantine: str = ""  # "", "silent", "equivocate"
+
+
+class _CachedForecast:
+    """A fitted forecaster whose forecast was computed once for every household."""
+
+    def __init__(self, fc: QuantileForecast) -> None:
+        self.fc = fc
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        del history, horizon
+        return self.fc
+
+
+class _Outbox:
+    def __init__(self, engine: _Engine, v: _Validator) -> None:
+        self.engine = engine
+        self.v = v
+
+    def broadcast(self, data: bytes) -> None:
+        for other in self.engine.validators:
+            if other is not self.v:
+                self.send(other.name, data)
+
+    def send(self, to: str, data: bytes) -> None:
+        self.engine.send_consensus(self.v, to, data)
+
+    def set_timer(self, at_ms: int, kind: TimerKind, height: int, round_: int) -> None:
+        e = self.engine
+        at = max(at_ms - self.v.skew_ms, e.now)
+        e.push(at, ("timer", self.v.index, self.v.incarnation, kind, height, round_))
+
+
+@dataclass(slots=True)
+class _Stats:
+    submitted_at: dict[bytes, int] = field(default_factory=dict)
+    latencies_ms: list[int] = field(default_factory=list)
+    decided_at: dict[int, int] = field(default_factory=dict)
+    orders_submitted: dict[int, set[int]] = field(default_factory=dict)
+    forecast_p50: dict[tuple[int, int], int] = field(default_factory=dict)  # (slot, hh) -> P50
+    refused: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+    dropped: int = 0
+
+
+class _Engine:
+    def __init__(self, sc: Scenario) -> None:
+        self.sc = sc
+        self.rng = random.Random(f"net:{sc.seed}")
+        keys_rng = random.Random(f"keys:{sc.seed}")
+        self.specs: list[HouseholdSpec] = sc.household_specs()
+        self.hh_keys = [KeyPair.from_rng(keys_rng) for _ in self.specs]
+        v_keys = [KeyPair.from_rng(keys_rng) for _ in range(sc.validators)]
+        # simulated time: the data's calendar, start_day at start_hour (data-local time)
+        day = dt.date.fromisoformat(sc.start_day)
+        midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+        start_s = midnight - SHIPPED_UTC_OFFSET_S + int(sc.start_hour * 3600)
+        self.first_slot = -(-start_s // sc.slot_seconds)
+        self.last_slot = self.first_slot + sc.slots - 1
+        begin_s = (self.first_slot - 1) * sc.slot_seconds
+        self.genesis = Genesis(
+            community_id=f"sim-{_safe(sc.name)}-{sc.seed}"[:64],
+            genesis_time_ms=begin_s * 1000,
+            members=tuple(k.public_hex for k in self.hh_keys),
+            validators=tuple(k.public_hex for k in v_keys),
+            slot_seconds=sc.slot_seconds,
+            gate_lead_seconds=sc.gate_lead_seconds,
+            retail_micro_per_kwh=sc.retail_micro_per_kwh,
+            feed_in_micro_per_kwh=sc.feed_in_micro_per_kwh,
+            grid_fee_micro_per_kwh=sc.grid_fee_micro_per_kwh,
+            rule=sc.rule,
+            netting=sc.netting,
+            reading_deadline_seconds=sc.reading_deadline_seconds,
+        )
+        self.clock = self.genesis.clock
+        self.config = ConsensusConfig(
+            commit_ms=sc.block_interval_s * 1000,
+            rebroadcast_ms=max(2_000, min(30_000, sc.block_interval_s * 500)),
+            sync_interval_ms=1_000,
+        )
+        self.policy = PolicyConfig(
+            feed_in_micro_per_kwh=sc.feed_in_micro_per_kwh,
+            retail_micro_per_kwh=sc.retail_micro_per_kwh,
+        )
+        self.now = begin_s * 1000
+        self.heap: list[tuple[int, int, tuple[Any, ...]]] = []
+        self.seq = 0
+        self.validators = [
+            _Validator(k.public_hex, i, k, MemoryStore()) for i, k in enumerate(v_keys)
+        ]
+        self.by_name = {v.name: v for v in self.validators}
+        self.blocked: set[tuple[int, int]] = set()
+        self.drop_rate = sc.drop_rate
+        self.fault_drop: list[float] = []
+        self.events: list[FaultEvent] = []
+        self.stats = _Stats()
+        self.nonces = [0] * len(self.specs)
+        self.home = [i % len(self.validators) for i in range(len(self.specs))]
+        self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)
+        self.model = SeasonalNaive(period_days=1, train_days=28)
+
+    # ------------------------------------------------------------------ meters
+    def _meter_history(self, begin_s: int, end_s: int) -> MeterHistory:
+        """Every household's replayed meter (one row each), from ``HISTORY_DAYS`` before the start."""
+        data = load_shipped()
+        sc = self.sc
+        day = dt.date.fromisoformat(sc.start_day)
+        first_s = begin_s - HISTORY_DAYS * 86_400
+        pv_rows: list[np.ndarray[Any, Any]] = []
+        load_rows: list[np.ndarray[Any, Any]] = []
+        span_days = -(-(end_s - first_s) // 86_400)
+        for spec in self.specs:
+            d = day + dt.timedelta(days=spec.day_offset)
+            midnight = int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp())
+            anchor = midnight - data.utc_offset_s + int(sc.start_hour * 3600)
+            node_anchor = begin_s + self.sc.slot_seconds
+            if (
+                not data.start_s + (HISTORY_DAYS + 2) * 86_400
+                <= anchor
+                < data.end_s - (span_days - HISTORY_DAYS) * 86_400
+            ):
+                raise UsageError(
+                    f"{spec.name}: replay day {d} with {HISTORY_DAYS} days of history and "
+                    f"{sc.days} simulated days is outside the shipped data"
+                )
+            meter = ReplayMeter(data, anchor, node_anchor, spec.pv_scale, spec.load_scale)
+            h = meter.history_before(end_s, days=span_days).window(first_s, end_s)
+            assert h.pv_w is not None and h.load_w is not None
+            pv_rows.append(h.pv_w[0])
+            load_rows.append(h.load_w[0])
+        return MeterHistory.from_components(
+            np.stack(pv_rows),
+            np.stack(load_rows),
+            start_s=first_s,
+            step_s=data.step_s,
+            utc_offset_s=data.utc_offset_s,
+        )
+
+    def slot_energy(self, slot: int) -> tuple[np.ndarray[Any, Any], ...]:
+        """(net, pv, load) Wh per household for ``slot`` (the meters' readings)."""
+        h = self.history.window(self.clock.start(slot), self.clock.end(slot))
+        assert h.pv_w is not None and h.load_w is not None
+        step = h.step_s
+        return (
+            energy_wh(h.net_w, step).sum(axis=1),
+            energy_wh(h.pv_w, step).sum(axis=1),
+            energy_wh(h.load_w, step).sum(axis=1),
+        )
+
+    # ------------------------------------------------------------------ scheduling
+    def push(self, at: int, event: tuple[Any, ...]) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (at, self.seq, event))
+
+    def latency(self) -> int:
+        lo, hi = self.sc.latency_ms
+        return self.rng.randint(lo, hi)
+
+    def lost(self) -> bool:
+        rate = max([self.drop_rate, *self.fault_drop])
+        return rate > 0 and self.rng.random() < rate
+
+    def node_now(self, v: _Validator) -> int:
+        return self.now + v.skew_ms
+
+    def send_consensus(self, src: _Validator, to: str, data: bytes) -> None:
+        dst = self.by_name.get(to)
+        if dst is None:
+            return
+        if src.byzantine == "silent":
+            return
+        if src.byzantine == "equivocate":
+            data = self._equivocate(src, dst, data)
+        self.stats.messages += 1
+        if (src.index, dst.index) in self.blocked or self.lost():
+            self.stats.dropped += 1
+            return
+        self.push(self.now + self.latency(), ("msg", dst.index, src.name, data))
+
+    def _equivocate(self, src: _Validator, dst: _Validator, data: bytes) -> bytes:
+        msg = decode_message(data)
+        if not isinstance(msg, Vote) or msg.block_hash == NIL or dst.index % 2 == 0:
+            return data
+        other = sign_vote(
+            src.key,
+            vote_type=msg.vote_type,
+            height=msg.height,
+            round_=msg.round,
+            value=NIL,
+            validator=msg.validator,
+        )
+        return encode_message(other)
+
+    # ------------------------------------------------------------------ validators
+    def boot(self, v: _Validator) -> None:
+        rt = NodeRuntime(
+            genesis=self.genesis,
+            key=v.key,
+            store=v.store,
+            outbox=_Outbox(self, v),
+            validator=True,
+            config=self.config,
+            snapshot_every=200,
+        )
+        rt.listeners.append(lambda c, v=v: self._committed(v, c))
+        v.runtime = rt
+        rt.start(self.node_now(v))
+
+    def _committed(self, v: _Validator, c: Committed) -> None:
+        st = self.stats
+        if c.height in st.decided_at:
+            return
+        st.decided_at[c.height] = self.now
+        sb = v.store.block(c.height)
+        assert sb is not None  # stored before it is applied
+        for tx in decode_block(sb.block).txs:
+            at = st.submitted_at.pop(tx_id(tx), None)
+            if at is not None:
+                st.latencies_ms.append(self.now - at)
+
+    def crash(self, v: _Validator) -> None:
+        v.runtime = None
+        v.incarnation += 1
+        v.store = v.store.reopen()
+
+    # ------------------------------------------------------------------ households
+    def households_act(self, boundary_slot: int) -> None:
+        """At the start of ``boundary_slot``: readings of the slot before, quotes for the next."""
+        now_s = self.now // 1000
+        delivered = boundary_slot - 1
+        txs: list[tuple[int, Tx]] = []
+        if self.first_slot <= delivered <= self.last_slot:
+            net, _pv, _load = self.slot_energy(delivered)
+            for i, key in enumerate(self.hh_keys):
+                txs.append((i, sign_reading(key, self.genesis, slot=delivered, net_wh=int(net[i]))))
+        txs.extend(self._quotes(now_s))
+        for i, tx in txs:
+            self.submit(i, tx, attempt=0)
+
+    def _quotes(self, now_s: int) -> list[tuple[int, Tx]]:
+        sc = self.sc
+        first_open = self.clock.first_open_slot(now_s)
+        wanted = [
+            s
+            for s in range(first_open, first_open + sc.horizon_slots)
+            if self.first_slot <= s <= self.last_slot
+        ]
+        if not wanted:
+            return []
+        quantiles: list[list[SlotQuantiles]]
+        if sc.policy == "perfect-foresight":
+            actual = {s: self.slot_energy(s)[0] for s in wanted}
+            quantiles = [
+                [SlotQuantiles(s, int(a[i]), int(a[i]), int(a[i])) for s, a in actual.items()]
+                for i in range(len(self.specs))
+            ]
+        else:
+            hist = self.history.window(now_s - HISTORY_DAYS * 86_400, now_s)
+            fitted = self.model.fit(hist)
+            horizon = (wanted[-1] + 1) * sc.slot_seconds // hist.step_s - now_s // hist.step_s
+            cached: FittedForecaster = _CachedForecast(fitted.predict(hist, horizon))
+            quantiles = [
+                [
+                    q
+                    for q in forecast_slots(
+                        hist, cached, now=now_s, clock=self.clock, horizon=horizon, row=i
+                    )
+                    if q.slot in wanted
+                ]
+                for i in range(len(self.specs))
+            ]
+        out: list[tuple[int, Tx]] = []
+        for i, qs in enumerate(quantiles):
+            household = self.hh_keys[i].public_hex
+            for q in qs:
+                self.stats.forecast_p50[(q.slot, i)] = q.p50_wh
+                order = self._order(q, household, i, now_s)
+                if order is None:
+                    continue
+                self.stats.orders_submitted.setdefault(q.slot, set()).add(i)
+                out.append((i, sign_order(self.hh_keys[i], self.genesis, order)))
+        return out
+
+    def _order(self, q: SlotQuantiles, household: str, i: int, now_s: int) -> Order | None:
+        self.nonces[i] += 1
+        if self.sc.policy == "naive-fixed-price":
+            return median_only_order(
+                q, household=household, config=self.policy, nonce=self.nonces[i]
+            )
+        return quote_slot(
+            q,
+            household=household,
+            config=self.policy,
+            slot_seconds=self.sc.slot_seconds,
+            lead_s=self.clock.gate_closure(q.slot) - now_s,
+            nonce=self.nonces[i],
+        )
+
+    def submit(self, household: int, tx: Tx, *, attempt: int) -> None:
+        if attempt >= len(self.validators):
+            self.stats.refused["unreachable"] = self.stats.refused.get("unreachable", 0) + 1
+            return
+        v = self.validators[(self.home[household] + attempt) % len(self.validators)]
+        self.stats.submitted_at.setdefault(tx_id(tx), self.now)
+        if self.lost():
+            self.push(self.now + RETRY_MS, ("submit", household, tx, attempt + 1))
+            return
+        self.push(self.now + self.latency(), ("arrive", household, tx, attempt, v.index))
+
+    def arrive(self, household: int, tx: Tx, attempt: int, v: _Validator) -> None:
+        rt = v.runtime
+        if rt is None:  # crashed: no answer, the household re-sends elsewhere after a timeout
+            self.push(self.now + RETRY_MS, ("submit", household, tx, attempt + 1))
+            return
+        result = rt.submit(tx, self.node_now(v))
+        if not result.accepted:
+            if result.reason != "duplicate":
+                self.stats.refused[result.reason] = self.stats.refused.get(result.reason, 0) + 1
+            return
+        if v.byzantine == "silent":
+            return
+        for other in self.validators:
+            if other is v:
+                continue
+            self.stats.messages += 1
+            if (v.index, other.index) in self.blocked or self.lost():
+                self.stats.dropped += 1
+                continue
+            self.push(self.now + self.latency(), ("tx", other.index, tx))
+
+    # ------------------------------------------------------------------ faults
+    def schedule_faults(self, begin_ms: int) -> None:
+        for n, f in enumerate(self.sc.faults):
+            self.push(begin_ms + f.at_s * 1000, ("fault", n, "start"))
+            if f.duration_s:
+                self.push(begin_ms + (f.at_s + f.duration_s) * 1000, ("fault", n, "end"))
+
+    def fault(self, f: FaultSpec, phase: str) -> None:
+        at_s = self.now // 1000
+        v = self.validators[f.validator]
+        if f.kind == "drop":
+            if phase == "start":
+                self.fault_drop.append(f.rate)
+            else:
+                self.fault_drop.remove(f.rate)
+            self.events.append(FaultEvent(at_s, "drop" if phase == "start" else "drop-end",
+                                          f"rate={f.rate}"))  # fmt: skip
+        elif f.kind == "partition":
+            pairs = [
+                (a, b)
+                for gi, ga in enumerate(f.groups)
+                for gj, gb in enumerate(f.groups)
+                if gi != gj
+                for a in ga
+                for b in gb
+            ]
+            detail = " | ".join(",".join(f"v{x}" for x in g) for g in f.groups)
+            if phase == "start":
+                self.blocked.update(pairs)
+                self.events.append(FaultEvent(at_s, "partition", detail))
+            else:
+                self.blocked.difference_update(pairs)
+                self.events.append(FaultEvent(at_s, "heal", detail))
+        elif f.kind == "crash":
+            if phase == "start" and v.runtime is not None:
+                self.crash(v)
+                self.events.append(FaultEvent(at_s, "crash", f"v{v.index}"))
+            elif phase == "end" and v.runtime is None:
+                self.boot(v)
+                self.events.append(FaultEvent(at_s, "restart", f"v{v.index}"))
+        elif f.kind == "byzantine":
+            v.byzantine = f.behaviour if phase == "start" else ""
+            kind = "byzantine" if phase == "start" else "byzantine-end"
+            self.events.append(FaultEvent(at_s, kind, f"v{v.index} {f.behaviour}"))
+        elif f.kind == "skew":
+            v.skew_ms = f.skew_ms if phase == "start" else 0
+            kind = "skew" if phase == "start" else "skew-end"
+            self.events.append(FaultEvent(at_s, kind, f"v{v.index} {f.skew_ms:+d} ms"))
+
+    # ------------------------------------------------------------------ the loop
+    def step(self, ev: tuple[Any, ...]) -> None:
+        kind = ev[0]
+        if kind == "msg":
+            v = self.validators[ev[1]]
+            if v.runtime is not None:
+                v.runtime.on_message(ev[2], ev[3], self.node_now(v))
+        elif kind == "timer":
+            v = self.validators[ev[1]]
+            if v.runtime is not None and v.incarnation == ev[2]:
+                v.runtime.on_timer(ev[3], ev[4], ev[5], self.node_now(v))
+        elif kind == "tx":
+            v = self.validators[ev[1]]
+            if v.runtime is not None:
+                v.runtime.submit(ev[2], self.node_now(v))
+        elif kind == "arrive":
+            self.arrive(ev[1], ev[2], ev[3], self.validators[ev[4]])
+        elif kind == "submit":
+            self.submit(ev[1], ev[2], attempt=ev[3])
+        elif kind == "fault":
+            self.fault(self.sc.faults[ev[1]], ev[2])
+        elif kind == "boundary":
+            self.households_act(ev[1])
+
+    def run_until(self, until_ms: int) -> None:
+        while self.heap and self.heap[0][0] <= until_ms:
+            at, _seq, ev = heapq.heappop(self.heap)
+            self.now = at
+            self.step(ev)
+        self.now = max(self.now, until_ms)
+
+    def height(self) -> int:
+        return max((v.runtime.state.height for v in self.validators if v.runtime), default=0)
+
+    def honest(self) -> list[_Validator]:
+        return [v for v in self.validators if v.runtime is not None and not v.byzantine]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40] or "scenario"
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def run_inproc(
+    scenario: Scenario,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SimResult:
+    """Run ``scenario`` in process (see the module rules). Ctrl-C (``KeyboardInterrupt``) or
+    ``should_stop()`` returning true ends the run early with ``interrupted=True`` and what was done."""
+    wall0 = time.perf_counter()
+    e = _Engine(scenario)
+    sc = scenario
+    clock = e.clock
+    begin_ms = e.now
+    for v in e.validators:
+        e.boot(v)
+    e.schedule_faults(clock.start(e.first_slot) * 1000)
+    boundaries = range(e.first_slot, e.last_slot + 2)  # the last one sends the last readings
+    for b in boundaries:
+        e.push(clock.start(b) * 1000 + QUOTE_OFFSET_MS, ("boundary", b))
+    e.push(begin_ms + QUOTE_OFFSET_MS, ("boundary", e.first_slot - 1))
+    interrupted = False
+    slots_done = 0
+    try:
+        for b in boundaries:
+            if should_stop is not None and should_stop():
+                interrupted = True
+                break
+            e.run_until(clock.start(b) * 1000 + QUOTE_OFFSET_MS)
+            slots_done = min(sc.slots, b - e.first_slot)
+            if progress is not None:
+                progress(Progress(e.now // 1000, slots_done, sc.slots, e.height()))
+        if not interrupted:
+            # readings are in: run until the last slot is settled, then let the honest validators agree
+            settle_ms = (clock.end(e.last_slot) + sc.reading_deadline_seconds + 1) * 1000
+            e.run_until(settle_ms + 2 * sc.block_interval_s * 1000)
+            _calm(e)
+    except KeyboardInterrupt:
+        interrupted = True
+    result = _collect(e, slots_done=slots_done, interrupted=interrupted)
+    result.wall_seconds = round(time.perf_counter() - wall0, 3)
+    return result
+
+
+def _calm(e: _Engine) -> None:
+    """Heal every fault; restart crashed validators; run until all honest validators share a head."""
+    e.blocked.clear()
+    e.fault_drop.clear()
+    e.drop_rate = 0.0
+    for v in e.validators:
+        v.byzantine = ""
+        v.skew_ms = 0
+        if v.runtime is None:
+            e.boot(v)
+    deadline = e.now + CALM_LIMIT_MS
+    step_ms = e.sc.block_interval_s * 1000
+    while e.now < deadline:
+        e.run_until(e.now + step_ms)
+        heads = {v.runtime.state.height for v in e.validators if v.runtime is not None}
+        if len(heads) == 1:
+            return
+
+
+# ---------------------------------------------------------------------------------- results
+
+
+def _collect(e: _Engine, *, slots_done: int, interrupted: bool) -> SimResult:
+    sc = e.sc
+    notes: list[str] = []
+    live = [v for v in e.validators if v.runtime is not None]
+    # agreement: every live validator at the common height has the same block and state digest
+    common = min(v.runtime.state.height for v in live if v.runtime is not None) if live else 0
+    ref = max(live, key=lambda v: (v.runtime.state.height if v.runtime else 0, -v.index))
+    hashes = {
+        v.store.block(common).block_hash.hex()  # type: ignore[union-attr]
+        for v in live
+        if common > 0 and v.store.block(common) is not None
+    }
+    agreement = len(hashes) <= 1 and len({_height_of(v) for v in live}) == 1
+    # the sample full node: replay the reference validator's committed chain from genesis
+    replay = _replay(e, ref)
+    assert ref.runtime is not None
+    final = ref.runtime.state
+    digests = {v.runtime.state.digest() for v in live if v.runtime is not None}
+    agreement = agreement and len(digests) == 1 and replay.state.digest() == final.digest()
+    if not agreement:
+        notes.append(
+            "validators disagree or did not converge: heights "
+            + ", ".join(f"v{v.index}={_height_of(v)}" for v in e.validators)
+        )
+    if replay.problem:
+        notes.append(replay.problem)
+    conservation = _conservation(final, replay)
+    households = _households(e, final, slots_done)
+    lat = sorted(e.stats.latencies_ms)
+    if e.stats.refused:
+        notes.append(
+            "transactions refused: "
+            + ", ".join(f"{k}={n}" for k, n in sorted(e.stats.refused.items()))
+        )
+    notes.append(
+        f"messages between validators: {e.stats.messages}, dropped {e.stats.dropped}; "
+        f"evidence of equivocation: {sum(v.runtime.evidence for v in live if v.runtime)}"
+    )
+    return SimResult(
+        scenario=sc.name,
+        engine="inproc",
+        seed=sc.seed,
+        rule=sc.rule.value,
+        policy=sc.policy,
+        slot_seconds=sc.slot_seconds,
+        slots_planned=sc.slots,
+        slots_done=slots_done,
+        interrupted=interrupted,
+        wall_seconds=0.0,
+        households=households,
+        slots=replay.records,
+        faults=list(e.events),
+        blocks_committed=final.height,
+        commit_latency_ms_p50=_pct(lat, 50),
+        commit_latency_ms_p99=_pct(lat, 99),
+        ledger_agreement=agreement,
+        head_hash=final.head_hash.hex(),
+        state_digest=final.digest().hex(),
+        conservation_ok=conservation,
+        notes=notes,
+    )
+
+
+def _height_of(v: _Validator) -> int:
+    return v.runtime.state.height if v.runtime is not None else -1
+
+
+def _pct(values: list[int], p: int) -> float | None:
+    if not values:
+        return None
+    return float(values[min(len(values) - 1, (len(values) * p) // 100)])
+
+
+@dataclass(slots=True)
+class _Replay:
+    state: LedgerState
+    records: list[SlotRecord]
+    bought_wh: int
+    sold_wh: int
+    problem: str = ""
+
+
+def _replay(e: _Engine, source: _Validator) -> _Replay:
+    """A full node: verify every commit and apply every block from genesis; per-slot records."""
+    g = e.genesis
+    assert source.runtime is not None
+    state = genesis_state(g)
+    validators = source.runtime.validators
+    orders: dict[int, set[str]] = {}
+    readings: dict[int, dict[str, int]] = {}
+    cleared: dict[int, tuple[int | None, tuple[Trade, ...], int]] = {}
+    problem = ""
+    for h in range(1, source.runtime.state.height + 1):
+        sb = source.store.block(h)
+        if sb is None:
+            problem = f"replay: block {h} missing from v{source.index}'s store"
+            break
+        verify_commit(validators, decode_commit(sb.commit), sb.block, height=h)
+        block = decode_block(sb.block)
+        for tx in block.txs:
+            if isinstance(tx, SignedOrder):
+                orders.setdefault(tx.order.slot, set()).add(tx.household)
+            elif isinstance(tx, SignedReading):
+                readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
+        before = state
+        state = apply(state, block)
+        for slot, price in state.clearing_prices.items():
+            if slot not in before.clearing_prices:
+                cleared[slot] = (price, state.trades.get(slot, ()), h)
+    records: list[SlotRecord] = []
+    bought = sold = 0
+    for slot in range(e.first_slot, e.last_slot + 1):
+        if slot > e.first_slot + _slots_seen(e) - 1:
+            break
+        net, pv, load = e.slot_energy(slot)
+        price, trades, height = cleared.get(slot, (None, (), 0))
+        meters = dict(readings.get(slot, {}))
+        for t in trades:
+            meters.setdefault(t.buyer, 0)
+            meters.setdefault(t.seller, 0)
+        imp = exp = 0
+        if meters:
+            s = settle(slot, trades, meters, g.tariff, netting=g.netting)
+            imp = sum(b.grid_import_wh for b in s.bills)
+            exp = sum(b.grid_export_wh for b in s.bills)
+        volume = sum(t.energy_wh for t in trades)
+        bought += volume
+        sold += volume
+        err = sum(
+            abs(p50 - int(net[i]))
+            for i in range(len(e.specs))
+            if (p50 := e.stats.forecast_p50.get((slot, i))) is not None
+        )
+        records.append(
+            SlotRecord(
+                slot=slot,
+                start_s=e.clock.start(slot),
+                clearing_price_micro_per_kwh=price,
+                volume_wh=volume,
+                trades=len(trades),
+                orders=len(orders.get(slot, set())),
+                orders_submitted=len(e.stats.orders_submitted.get(slot, set())),
+                pv_wh=int(pv.sum()),
+                load_wh=int(load.sum()),
+                net_wh=int(net.sum()),
+                grid_import_wh=imp,
+                grid_export_wh=exp,
+                forecast_abs_error_wh=err,
+                commit_height=height,
+            )
+        )
+    return _Replay(state, records, bought, sold, problem)
+
+
+def _slots_seen(e: _Engine) -> int:
+    """Slots whose delivery the run reached (all of them unless interrupted)."""
+    return max(0, min(e.sc.slots, e.now // 1000 // e.sc.slot_seconds - e.first_slot))
+
+
+def _conservation(final: LedgerState, replay: _Replay) -> bool:
+    balances_ok = sum(final.balances.values()) == 0
+    totals = final.totals.values()
+    energy_ok = sum(t.bought_p2p_wh for t in totals) == sum(t.sold_p2p_wh for t in totals)
+    return balances_ok and energy_ok and replay.bought_wh == replay.sold_wh
+
+
+def _households(e: _Engine, final: LedgerState, slots_done: int) -> list[HouseholdKPI]:
+    n_slots = max(0, min(slots_done, _slots_seen(e)))
+    pv_tot = np.zeros(len(e.specs), dtype=np.int64)
+    load_tot = np.zeros(len(e.specs), dtype=np.int64)
+    for slot in range(e.first_slot, e.first_slot + n_slots):
+        _net, pv, load = e.slot_energy(slot)
+        pv_tot += pv
+        load_tot += load
+    out = []
+    for i, spec in enumerate(e.specs):
+        key = e.hh_keys[i].public_hex
+        t = final.totals.get(key)
+        out.append(
+            HouseholdKPI(
+                household=key,
+                name=spec.name,
+                pv_kwp=spec.pv_kwp,
+                battery_kwh=spec.battery_kwh,
+                bought_p2p_wh=t.bought_p2p_wh if t else 0,
+                sold_p2p_wh=t.sold_p2p_wh if t else 0,
+                grid_import_wh=t.grid_import_wh if t else 0,
+                grid_export_wh=t.grid_export_wh if t else 0,
+                pv_wh=int(pv_tot[i]),
+                load_wh=int(load_tot[i]),
+                bill_micro=t.bill_micro if t else 0,
+                grid_only_bill_micro=t.grid_only_bill_micro if t else 0,
+            )
+        )
+    return out
+
+
+def results_digest(result: SimResult) -> str:
+    """SHA-256 of the run's results without the wall time (for determinism checks)."""
+    doc = result.to_json()
+    doc.pop("wall_seconds", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
