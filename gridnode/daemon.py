@@ -321,9 +321,8 @@ class DaemonNode:
             raise InvalidInput(reason="not_a_validator", subject="submit")
         result = self._accept_tx(tx, share=True)
         if not result.accepted:
-            raise InvalidInput(
-                reason=result.reason or "refused", subject="tx", found=result.tx_id[:16]
-            )
+            # the answer's text is exactly the reason code: the client maps it back (see _submit)
+            raise InvalidInput(reason=result.reason or "refused")
         self._publish()
         return bytes.fromhex(result.tx_id)
 
@@ -388,9 +387,8 @@ class DaemonNode:
         tid = tx_id(tx).hex()
         try:
             _, _ = await self.net.submit(peers, "submit", tx.encode())
-        except InvalidInput as exc:
-            reason = str(exc).split(":")[-1].strip() or "refused"
-            return SubmitResult(False, tid, reason)
+        except InvalidInput as exc:  # the validator refused it; its answer is the reason code
+            return SubmitResult(False, tid, exc.found or exc.reason)
         if isinstance(tx, SignedOrder):
             with contextlib.suppress(InvalidInput, UsageError):
                 self.net.publish_soon("orders", tx.encode())
