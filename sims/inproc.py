@@ -548,9 +548,14 @@ def run_inproc(
     *,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    trades_out: list[dict[str, Any]] | None = None,
 ) -> SimResult:
     """Run ``scenario`` in process (see the module rules). Ctrl-C (``KeyboardInterrupt``) or
-    ``should_stop()`` returning true ends the run early with ``interrupted=True`` and what was done."""
+    ``should_stop()`` returning true ends the run early with ``interrupted=True`` and what was done.
+
+    ``progress`` is called after every slot boundary; every committed trade is appended to
+    ``trades_out`` (if given) as a row ``slot, buyer, seller, buyer_name, seller_name, energy_wh,
+    price_micro_per_kwh, amount_micro, height``."""
     wall0 = time.perf_counter()
     e = _Engine(scenario)
     sc = scenario
@@ -581,7 +586,7 @@ def run_inproc(
             _calm(e)
     except KeyboardInterrupt:
         interrupted = True
-    result = _collect(e, slots_done=slots_done, interrupted=interrupted)
+    result = _collect(e, slots_done=slots_done, interrupted=interrupted, trades_out=trades_out)
     result.wall_seconds = round(time.perf_counter() - wall0, 3)
     return result
 
@@ -608,7 +613,9 @@ def _calm(e: _Engine) -> None:
 # ---------------------------------------------------------------------------------- results
 
 
-def _collect(e: _Engine, *, slots_done: int, interrupted: bool) -> SimResult:
+def _collect(
+    e: _Engine, *, slots_done: int, interrupted: bool, trades_out: list[dict[str, Any]] | None
+) -> SimResult:
     sc = e.sc
     notes: list[str] = []
     live = [v for v in e.validators if v.runtime is not None]
@@ -622,7 +629,7 @@ def _collect(e: _Engine, *, slots_done: int, interrupted: bool) -> SimResult:
     }
     agreement = len(hashes) <= 1 and len({_height_of(v) for v in live}) == 1
     # the sample full node: replay the reference validator's committed chain from genesis
-    replay = _replay(e, ref)
+    replay = _replay(e, ref, trades_out)
     assert ref.runtime is not None
     final = ref.runtime.state
     digests = {v.runtime.state.digest() for v in live if v.runtime is not None}
@@ -690,7 +697,7 @@ class _Replay:
     problem: str = ""
 
 
-def _replay(e: _Engine, source: _Validator) -> _Replay:
+def _replay(e: _Engine, source: _Validator, trades_out: list[dict[str, Any]] | None) -> _Replay:
     """A full node: verify every commit and apply every block from genesis; per-slot records."""
     g = e.genesis
     assert source.runtime is not None
@@ -718,6 +725,7 @@ def _replay(e: _Engine, source: _Validator) -> _Replay:
             if slot not in before.clearing_prices:
                 cleared[slot] = (price, state.trades.get(slot, ()), h)
     records: list[SlotRecord] = []
+    names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}
     bought = sold = 0
     for slot in range(e.first_slot, e.last_slot + 1):
         if slot > e.first_slot + _slots_seen(e) - 1:
@@ -734,6 +742,21 @@ def _replay(e: _Engine, source: _Validator) -> _Replay:
             imp = sum(b.grid_import_wh for b in s.bills)
             exp = sum(b.grid_export_wh for b in s.bills)
         volume = sum(t.energy_wh for t in trades)
+        if trades_out is not None:
+            trades_out.extend(
+                {
+                    "slot": slot,
+                    "buyer": t.buyer,
+                    "seller": t.seller,
+                    "buyer_name": names.get(t.buyer, ""),
+                    "seller_name": names.get(t.seller, ""),
+                    "energy_wh": t.energy_wh,
+                    "price_micro_per_kwh": t.price_micro_per_kwh,
+                    "amount_micro": t.amount_micro,
+                    "height": height,
+                }
+                for t in trades
+            )
         bought += volume
         sold += volume
         err = sum(

@@ -1,0 +1,144 @@
+"""Simulate a whole community from a scenario file, or compare two runs.
+
+  gridnode sim SCENARIO [--households N] [--days D] [--seed S] [--engine inproc|daemons] [--out DIR]
+  gridnode sim compare A B
+
+The in-process engine (default) is deterministic: the same scenario and seed give the same
+results.json (apart from wall_seconds). The daemons engine launches real `gridnode run` processes on
+loopback. A progress bar on stderr shows simulated time, slots/s and an ETA; Ctrl-C stops the run
+cleanly and still writes what was done (marked interrupted). Outputs go to --out (default
+sim-runs/NAME-ENGINE-sSEED): results.json, tables, and the HTML report, whose path is printed.
+Scenario format: docs/sims.md; shipped examples in sims/scenarios/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from market.errors import UsageError
+from sims.results import SimResult
+from sims.scenario import load_scenario
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "sim",
+        help="simulate a community from a scenario file (or: sim compare A B)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", help="scenario TOML file (or the word 'compare', then two runs)")
+    p.add_argument("runs", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--households", type=int, help="override the number of households")
+    p.add_argument("--days", type=float, help="override the simulated days")
+    p.add_argument("--seed", type=int, help="override the seed")
+    p.add_argument(
+        "--engine", choices=("inproc", "daemons"), default="inproc", help="default %(default)s"
+    )
+    p.add_argument("--out", type=Path, help="output directory (default sim-runs/NAME-ENGINE-sSEED)")
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=60.0,
+        help="daemons engine: clock speed-up (default %(default)s)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.scenario == "compare":
+        return _compare(args.runs)
+    if args.runs:
+        raise UsageError(f"unexpected arguments after the scenario: {' '.join(args.runs)}")
+    scenario = load_scenario(
+        args.scenario, households=args.households, days=args.days, seed=args.seed
+    )
+    out: Path = args.out or Path("sim-runs") / f"{scenario.name}-{args.engine}-s{scenario.seed}"
+    if args.engine == "inproc":
+        result, trades = _run_inproc(scenario)
+    else:
+        result, trades = _run_daemons(scenario, out, args.speedup)
+    report = _write(result, out, trades)
+    c = result.community()
+    state = "INTERRUPTED after" if result.interrupted else "done:"
+    print(
+        f"{state} {result.slots_done}/{result.slots_planned} slots, {c['households']} households, "
+        f"{result.blocks_committed} blocks in {result.wall_seconds:.1f} s; "
+        f"community savings {c['savings_micro'] / 1e6:,.2f} ({c['savings_pct']:.1f} %), "
+        f"ledger agreement {result.ledger_agreement}, conservation {result.conservation_ok}"
+    )
+    print(f"report: {report}")
+    return 130 if result.interrupted else 0
+
+
+def _compare(runs: list[str]) -> int:
+    compare = importlib.import_module("sims.compare")
+    parser = argparse.ArgumentParser(prog="gridnode sim")
+    sub = parser.add_subparsers(dest="command", required=True)
+    compare.register(sub)
+    cargs = parser.parse_args(["compare", *runs])
+    code: int = cargs.func(cargs)
+    return code
+
+
+def _bar(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="slot", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+
+def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
+    from sims.inproc import Progress, run_inproc
+
+    bar = _bar(scenario.slots)
+
+    def progress(p: Progress) -> None:
+        when = dt.datetime.fromtimestamp(p.sim_s, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        bar.set_postfix_str(f"sim {when} UTC, height {p.height}", refresh=False)
+        bar.update(p.slots_done - bar.n)
+
+    trades: list[dict[str, Any]] = []
+    try:
+        result = run_inproc(scenario, progress=progress, trades_out=trades)
+    finally:
+        bar.close()
+    return result, trades
+
+
+def _run_daemons(
+    scenario: Any, out: Path, speedup: float
+) -> tuple[SimResult, list[dict[str, Any]]]:
+    engine = importlib.import_module("sims.daemon_engine")
+    bar = _bar(scenario.slots)
+
+    def progress(done: int, planned: int) -> None:
+        bar.total = planned
+        bar.update(done - bar.n)
+
+    try:
+        run_ = engine.run_daemons(scenario, out / "daemons", speedup=speedup, progress=progress)
+    finally:
+        bar.close()
+    result: SimResult = run_.result
+    trades: list[dict[str, Any]] = run_.trades
+    return result, trades
+
+
+def _write(result: SimResult, out: Path, trades: list[dict[str, Any]]) -> Path:
+    """F2's report writer if present; otherwise results.json alone."""
+    try:
+        report = importlib.import_module("sims.report")
+    except ImportError:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "results.json"
+        result.write_json(path)
+        return path
+    written: Path = report.write_outputs(result, out, trades=trades)
+    return written
