@@ -84,6 +84,8 @@ class LocalCommunity:
     rule: Rule = Rule.PAY_AS_CLEAR
     netting: Netting = Netting.NONE
     community_id: str = "demo"
+    #: public keys of members that run no daemon here (benchmark clients, remote households)
+    extra_members: tuple[str, ...] = ()
     households: list[Household] = field(default_factory=list)
     genesis: Genesis | None = None
 
@@ -102,7 +104,7 @@ class LocalCommunity:
         self.genesis = Genesis(
             community_id=self.community_id,
             genesis_time_ms=now_ms,
-            members=tuple(h.key.public_hex for h in self.households),
+            members=tuple(h.key.public_hex for h in self.households) + self.extra_members,
             validators=tuple(h.key.public_hex for h in self.households if h.role == "validator"),
             slot_seconds=self.slot_seconds,
             gate_lead_seconds=self.gate_lead_seconds,
