@@ -1,0 +1,690 @@
+"""The real-daemon engine: a scenario run by N real ``gridnode run`` processes on loopback.
+
+:func:`run_daemons` launches a :class:`~sims.daemons.LocalCommunity` (the scenario's validators as a
+committee that is *not* a member, plus one full-node household per scenario household), sets each
+household's replay meter to the scenario's drawn household (real UCI load + NREL PVDAQ PV, its day
+offset, PV kWp and load scale) with automatic bidding on, runs the community clock ``speedup`` times
+faster, and tears everything down at the end (or on Ctrl-C, keeping what was done). Nothing is
+simulated: every order, reading and block goes over libp2p between separate processes.
+
+What is measured and how:
+
+* **Market outcome** — after the daemons stop, the harness opens one validator's SQLite store and
+  replays its committed blocks with the pure ledger (:func:`gridnode.core.ledger.apply`), so every
+  slot's committed orders, trades, clearing price, readings and settlement come from the ledger
+  itself. The final replayed state must equal what the daemons serve (``state_digest``).
+* **Orders submitted vs committed in their slot** — each daemon logs every quote it submits
+  (``quoted slot N: …``); a household *submitted* for slot N if it logged a quote for N, and its order
+  was *committed in its slot* if the ledger held an order of it for N when N was cleared.
+* **Seconds per simulated slot** — the wall time between consecutive clearings seen on a validator's
+  API, and the **clearing lag**: wall time from a slot's gate closure to the first block that cleared
+  it (an overloaded community clears late: blocks fall behind the clock).
+* **Commit latency** — for each committed order, wall time from the daemon's log line of its
+  submission to the commit of the block holding it (block times are node-clock ms, converted back).
+* **Forecast error** — each daemon's last quote for slot N is made at the start of slot N−1 from its
+  meter history; the harness recomputes that P50 forecast with the same code and data
+  (``SeasonalNaive`` 1 day/28 days, :func:`forecasting.policy.forecast_slots`) and compares it with
+  the reading the household signed.
+* **Ledger agreement** — every node's ``/api/status`` reports the same height, head hash and digest.
+
+Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
+validator count, households (PV, load scale, replay day), policy ``forecast`` (the daemon's own
+bidding), and ``crash`` faults (SIGKILL a validator at ``at_s``, restart it after ``duration_s``).
+Other fault kinds (drop, partition, Byzantine, skew) and the other policies exist only in the
+in-process engine; asking the daemon engine for them is a :class:`~market.errors.UsageError`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import signal
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from forecasting.models import SeasonalNaive
+from forecasting.policy import forecast_slots
+from forecasting.series import MeterHistory, energy_wh
+from gridnode.config import update_config, write_genesis
+from gridnode.core.ledger import (
+    LedgerState,
+    SignedOrder,
+    SignedReading,
+    apply,
+    decode_block,
+    genesis_state,
+)
+from gridnode.meter import ReplayMeter, shipped_replay
+from gridnode.store import NodeStore
+from market.clearing import Trade, clear
+from market.errors import InvalidInput, UsageError
+from market.settlement import GRID, POOL, settle
+from market.slots import SlotClock
+from sims.daemons import LocalCommunity
+from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
+from sims.scenario import HouseholdSpec, Scenario
+
+__all__ = ["DaemonRun", "LedgerReplay", "SlotTiming", "replay_store", "run_daemons"]
+
+SUPPORTED_FAULTS = ("crash",)
+_QUOTE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO gridnode: quoted slot (\d+): (\w+) (\d+) Wh "
+    r"in \d+ steps \((.*)\)$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotTiming:
+    """When a validator's API first showed a slot cleared (wall clock of the harness)."""
+
+    slot: int
+    cleared_wall_s: float
+    gate_closure_wall_s: float
+    height: int
+
+    @property
+    def lag_s(self) -> float:
+        return self.cleared_wall_s - self.gate_closure_wall_s
+
+
+@dataclass
+class LedgerReplay:
+    """What a node's committed blocks say, replayed with the pure ledger."""
+
+    state: LedgerState
+    orders: dict[int, dict[str, SignedOrder]] = field(default_factory=dict)  # at clearing
+    cleared_at: dict[int, int] = field(default_factory=dict)  # slot -> height that cleared it
+    readings: dict[int, dict[str, int]] = field(default_factory=dict)
+    order_commit_ms: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    block_times_ms: list[int] = field(default_factory=list)
+    digests: dict[int, tuple[str, str]] = field(default_factory=dict)  # height -> (head, digest)
+    ledger_trades: dict[int, tuple[Trade, ...]] = field(default_factory=dict)  # as apply cleared
+    ledger_prices: dict[int, int | None] = field(default_factory=dict)
+
+
+@dataclass
+class DaemonRun:
+    """A finished daemon-engine run: the result plus the engine's own measurements."""
+
+    result: SimResult
+    trades: list[dict[str, Any]]
+    root: Path
+    timings: list[SlotTiming]
+    speedup: float
+    daemons: int
+    startup_wall_s: float
+    #: slot -> {node index: (clearing price, [(buyer, seller, energy_wh, price, amount_micro)])}
+    #: as two nodes' APIs (a validator and a household) served them right after clearing
+    served_trades: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def wall_s_per_slot(self) -> float | None:
+        """Mean wall seconds between consecutive clearings."""
+        t = [x.cleared_wall_s for x in self.timings]
+        return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else None
+
+    @property
+    def committed_share(self) -> float | None:
+        share: float | None = self.result.community()["orders_committed_share"]
+        return share
+
+
+# --------------------------------------------------------------------------------------- ledger
+
+
+def replay_store(
+    path: Path, state: LedgerState, *, digest_at: frozenset[int] = frozenset()
+) -> LedgerReplay:
+    """Replay every block of the SQLite store at ``path`` from ``state`` (the genesis state).
+
+    ``digest_at``: heights at which to record the head hash and state digest (to compare with what
+    the daemons served at those heights).
+
+    Records, per slot, the committed orders at the moment of clearing and the height that cleared
+    it, every reading, and each order's commit time; the caller re-clears and re-settles from these.
+    """
+    out = LedgerReplay(state)
+    store = NodeStore.open(path)
+    try:
+        height = 1
+        while True:
+            batch = store.blocks_from(height, 200)
+            if not batch:
+                break
+            for sb in batch:
+                block = decode_block(sb.block)
+                before = state
+                state = apply(state, block)
+                out.block_times_ms.append(block.time_ms)
+                if block.height in digest_at:
+                    out.digests[block.height] = (state.head_hash.hex(), state.digest().hex())
+                for tx in block.txs:
+                    if isinstance(tx, SignedReading):
+                        out.readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
+                    elif isinstance(tx, SignedOrder):
+                        key = (tx.household, tx.order.slot, tx.order.nonce)
+                        out.order_commit_ms[key] = block.time_ms
+                for slot in range(before.last_cleared_slot + 1, state.last_cleared_slot + 1):
+                    # the orders this block cleared: those of ``before`` plus this block's txs
+                    mid = _orders_before_clearing(before, block.txs, slot)
+                    out.orders[slot] = mid
+                    out.cleared_at[slot] = block.height
+                    out.ledger_trades[slot] = tuple(state.trades.get(slot, ()))
+                    out.ledger_prices[slot] = state.clearing_prices.get(slot)
+                height = sb.height + 1
+    finally:
+        store.close()
+    out.state = state
+    return out
+
+
+def _orders_before_clearing(
+    before: LedgerState, txs: tuple[Any, ...], slot: int
+) -> dict[str, SignedOrder]:
+    book = dict(before.orders.get(slot, {}))
+    for tx in txs:  # admitted in order (the block is valid): replacement by a newer nonce
+        if isinstance(tx, SignedOrder) and tx.order.slot == slot:
+            book[tx.household] = tx
+        elif not isinstance(tx, SignedOrder | SignedReading) and tx.slot == slot:  # a cancel
+            book.pop(tx.household, None)
+    return book
+
+
+# --------------------------------------------------------------------------------------- meters
+
+
+def _slot_pv_load(meter: ReplayMeter, slot: int, clock: SlotClock) -> tuple[int, int]:
+    shift = meter.node_anchor_s - meter.data_anchor_s
+    start, end = clock.start(slot) - shift, clock.end(slot) - shift
+    d = meter.data
+    step = d.step_s
+    if start < d.start_s or end > d.end_s:
+        return 0, 0
+    w = d.window(start - (start - d.start_s) % step, end + (-(end - d.start_s)) % step)
+    assert w.pv_w is not None and w.load_w is not None
+    first = (start - w.start_s) // step
+    last = -(-(end - w.start_s) // step)
+    pv = int(energy_wh(w.pv_w[0, first:last] * meter.pv_scale, step).sum())
+    load = int(energy_wh(w.load_w[0, first:last] * meter.load_scale, step).sum())
+    return pv, load
+
+
+def _p50_for(meter: ReplayMeter, slot: int, clock: SlotClock) -> int | None:
+    """The P50 of the daemon's last quote for ``slot`` (made at the start of ``slot - 1``)."""
+    now_s = clock.start(slot - 1)
+    try:
+        history: MeterHistory = meter.history_before(now_s, days=35)
+        fitted = SeasonalNaive(period_days=1, train_days=28).fit(history)
+        for q in forecast_slots(history, fitted, now=now_s, clock=clock, horizon=8)[:2]:
+            if q.slot == slot:
+                return q.p50_wh
+    except (InvalidInput, UsageError):
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------- logs
+
+
+def _log_wall_s(stamp: str) -> float:
+    # logging's asctime is the daemon's local time; astimezone() reads it as local time too
+    return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+
+
+def _quotes(log: Path) -> dict[int, list[tuple[float, str]]]:
+    """slot -> [(wall s, result)] of every quote this daemon submitted."""
+    out: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    if not log.exists():
+        return out
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = _QUOTE.match(line)
+        if m:
+            out[int(m.group(2))].append((_log_wall_s(m.group(1)), m.group(5)))
+    return out
+
+
+# --------------------------------------------------------------------------------------- run
+
+
+def _check_supported(scenario: Scenario) -> None:
+    if scenario.policy != "forecast":
+        raise UsageError(
+            f"the daemon engine bids with the daemon's own forecast policy; policy "
+            f"{scenario.policy!r} runs only in the in-process engine (--engine inproc)"
+        )
+    bad = sorted({f.kind for f in scenario.faults if f.kind not in SUPPORTED_FAULTS})
+    if bad:
+        raise UsageError(
+            f"the daemon engine supports only {', '.join(SUPPORTED_FAULTS)} faults; "
+            f"{', '.join(bad)} run only in the in-process engine (--engine inproc)"
+        )
+
+
+def _configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> None:
+    assert lc.genesis is not None
+    households = [h for h in lc.households if h.role == "full"]
+    lc.genesis = replace(
+        lc.genesis,
+        members=tuple(h.key.public_hex for h in households),
+        retail_micro_per_kwh=scenario.retail_micro_per_kwh,
+        feed_in_micro_per_kwh=scenario.feed_in_micro_per_kwh,
+        grid_fee_micro_per_kwh=scenario.grid_fee_micro_per_kwh,
+        reading_deadline_seconds=scenario.reading_deadline_seconds,
+    )
+    for h in lc.households:
+        write_genesis(h.dir / "genesis.toml", lc.genesis)
+    for h, spec in zip(households, specs, strict=True):
+        update_config(
+            h.dir,
+            {
+                "meter.source": "replay",
+                "meter.replay_day": scenario.start_day,
+                "meter.replay_day_offset": spec.day_offset,
+                "meter.replay_hour": scenario.start_hour,
+                "meter.pv_scale": spec.pv_scale,
+                "meter.load_scale": spec.load_scale,
+                "household.pv_kwp": spec.pv_kwp,
+                "household.battery_kwh": spec.battery_kwh,
+                "household.battery_kw": spec.battery_kw,
+                "bidding.enabled": True,
+            },
+        )
+
+
+def run_daemons(
+    scenario: Scenario,
+    root: Path,
+    *,
+    speedup: float = 60.0,
+    slots: int | None = None,
+    ready_timeout_s: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> DaemonRun:
+    """Run ``scenario`` with real daemons under ``root`` (must be empty or absent).
+
+    ``slots`` overrides the scenario's slot count (a day is 96 slots: at ``speedup`` 60 that is 24
+    minutes of wall time). ``progress(done, planned)`` is called as slots clear. Ctrl-C stops the
+    daemons and returns what was committed, marked ``interrupted``.
+    """
+    _check_supported(scenario)
+    say = log or (lambda _msg: None)
+    if root.exists() and any(root.iterdir()):
+        raise UsageError(f"{root} exists and is not empty")
+    planned = slots if slots is not None else scenario.slots
+    if planned < 1:
+        raise UsageError("slots must be >= 1")
+    specs = scenario.household_specs()
+    lc = LocalCommunity(
+        root,
+        validators=scenario.validators,
+        full_nodes=scenario.households,
+        speedup=speedup,
+        slot_seconds=scenario.slot_seconds,
+        gate_lead_seconds=scenario.gate_lead_seconds,
+        rule=scenario.rule,
+        netting=scenario.netting,
+        community_id=re.sub(r"[^A-Za-z0-9_.-]", "-", scenario.name)[:64] or "sim",
+    )
+    lc.create()
+    _configure(lc, scenario, specs)
+    assert lc.genesis is not None
+    genesis = lc.genesis
+    clock = genesis.clock
+    n = len(lc.households)
+    wall0 = time.monotonic()
+    say(f"starting {n} daemons ({scenario.validators} validators) under {root}")
+    lc.start()
+    timings: list[SlotTiming] = []
+    served: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = {}
+    faults: list[FaultEvent] = []
+    interrupted = False
+    first = last = 0
+    startup = 0.0
+    try:
+        lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n)
+        startup = time.monotonic() - wall0
+        status = lc.api(0, "/api/status")
+        first = status["current_slot"] + 2  # every household has quoted it before its gate
+        last = first + planned - 1
+        say(f"{n} daemons ready in {startup:.1f} s; measuring slots {first}..{last}")
+        sim_start_s = clock.start(first)
+        pending = sorted(
+            (f.at_s, i, f) for i, f in enumerate(scenario.faults)
+        )  # crash at at_s, restart at at_s + duration_s
+        restarts: list[tuple[int, int]] = []
+        seen = first - 1
+        settled_at_first = -1
+        slot_wall_s = scenario.slot_seconds / speedup
+        deadline = time.monotonic() + (planned + 4) * slot_wall_s * 4 + 120
+        while seen < last and time.monotonic() < deadline:
+            try:
+                status = lc.api(0, "/api/status", timeout_s=5)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            now_node_s = status["now_ms"] // 1000
+            while pending and now_node_s >= sim_start_s + pending[0][0]:
+                at, _, f = pending.pop(0)
+                lc.kill(f.validator, signal.SIGKILL)
+                faults.append(FaultEvent(sim_start_s + at, "crash", f"validator {f.validator}"))
+                say(f"fault: crashed validator {f.validator}")
+                if f.duration_s:
+                    restarts.append((sim_start_s + at + f.duration_s, f.validator))
+            for at, v in list(restarts):
+                if now_node_s >= at:
+                    lc.start(which=[v])
+                    faults.append(FaultEvent(at, "restart", f"validator {v}"))
+                    restarts.remove((at, v))
+                    say(f"fault: restarted validator {v}")
+            cleared = status["last_cleared_slot"]
+            if cleared >= first and settled_at_first < 0:
+                settled_at_first = status["settled_slots"]
+            if cleared > seen:
+                wall = time.time()
+                for s in range(max(seen + 1, first), min(cleared, last) + 1):
+                    gate_node_ms = clock.gate_closure(s) * 1000
+                    gate_wall = _wall_at(status["now_ms"], gate_node_ms, wall, speedup)
+                    timings.append(SlotTiming(s, wall, gate_wall, status["height"]))
+                    served[s] = {i: _served(lc, i, s) for i in (0, n - 1)}
+                    if progress is not None:
+                        progress(s - first + 1, planned)
+                seen = cleared
+            time.sleep(0.25)
+        # settlement of the last slot needs its readings (one slot later)
+        lc.wait_for(
+            lambda: (
+                lc.api(0, "/api/status")["block_time_ms"] // 1000
+                >= clock.end(last) + scenario.reading_deadline_seconds + scenario.slot_seconds // 10
+            ),
+            timeout_s=(scenario.reading_deadline_seconds / speedup) * 3 + 60,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted: stopping the daemons and collecting what was committed")
+    agreed: list[tuple[int, str, str]] = []
+    if not interrupted:
+
+        def all_agree() -> bool:
+            seen = {
+                (s["height"], s["head_hash"], s["state_digest"])
+                for s in (lc.api(h.index, "/api/status") for h in lc.households)
+            }
+            if len(seen) == 1:
+                agreed.append(seen.pop())
+            return bool(agreed)
+
+        lc.wait_for(all_agree, 30, poll_s=0.2)
+    codes = lc.stop()
+    bad_exits = {i: c for i, c in codes.items() if c not in (0, -9)}
+    result, trades, replay = _collect(
+        lc,
+        scenario,
+        specs,
+        first=first,
+        last=last,
+        speedup=speedup,
+        digest_at=frozenset(a[0] for a in agreed[:1]),
+    )
+    result.wall_seconds = time.monotonic() - wall0
+    result.interrupted = interrupted
+    result.faults = faults
+    result.slots_planned = planned
+    if not interrupted:
+        # every node served the same (height, head, digest), and replaying the blocks gives it too
+        if agreed:
+            height, head, digest = agreed[0]
+            replayed = replay.digests.get(height)
+            result.ledger_agreement = replayed == (head, digest)
+            result.head_hash, result.state_digest = head, digest
+            if replayed != (head, digest):
+                result.notes.append(
+                    f"at height {height} the nodes served head {head[:16]} digest {digest[:16]}, "
+                    f"the replayed blocks give {replayed}"
+                )
+        else:
+            result.ledger_agreement = False
+            result.notes.append("the nodes did not report one height, head hash and digest in 30 s")
+    if bad_exits:
+        result.notes.append(f"daemons exited with codes {bad_exits}")
+    result.notes.append(
+        f"daemon engine: {n} gridnode processes ({scenario.validators} validators), clock speed-up "
+        f"{speedup:g} ({scenario.slot_seconds / speedup:.1f} s per slot), started in {startup:.1f} s"
+    )
+    return DaemonRun(result, trades, root, timings, speedup, n, startup, served)
+
+
+def _served(lc: LocalCommunity, index: int, slot: int) -> tuple[int | None, list[tuple[Any, ...]]]:
+    """A node's API view of a cleared slot's trades (before settlement drops them)."""
+    try:
+        doc = lc.api(index, f"/api/trades?slot={slot}", timeout_s=5)
+        info = doc["slots"][0]
+    except (OSError, KeyError, IndexError):
+        return (None, [("unavailable",)])
+    rows = [
+        (t["buyer"], t["seller"], t["energy_wh"], t["price_micro_per_kwh"], t["amount_micro"])
+        for t in info["trades"]
+    ]
+    return (info["clearing_price_micro_per_kwh"], rows)
+
+
+def _wall_at(now_node_ms: int, at_node_ms: int, now_wall_s: float, speedup: float) -> float:
+    """Wall time of node time ``at_node_ms``, given that node time ``now_node_ms`` is ``now_wall_s``."""
+    return now_wall_s - (now_node_ms - at_node_ms) / 1000 / speedup
+
+
+def _resettle_matches(replay: LedgerReplay) -> bool:
+    """Re-clear and re-settle every slot the ledger settled; the sums must equal its totals."""
+    state = replay.state
+    genesis = state.genesis
+    totals: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
+    for slot in sorted(set(replay.cleared_at) | set(replay.readings)):
+        if slot > state.last_cleared_slot or slot in state.trades or slot in state.readings:
+            continue  # cleared, not settled yet
+        trades = clear(
+            [so.order for so in replay.orders.get(slot, {}).values()], slot=slot, rule=genesis.rule
+        ).trades
+        readings = replay.readings.get(slot, {})
+        if not trades and not readings:
+            continue
+        meters = dict(readings)
+        for t in trades:
+            meters.setdefault(t.buyer, 0)
+            meters.setdefault(t.seller, 0)
+        for b in settle(slot, trades, meters, genesis.tariff, netting=genesis.netting).bills:
+            acc = totals[b.household]
+            for i, v in enumerate(
+                (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
+                 b.bill_micro, b.grid_only_bill_micro)
+            ):  # fmt: skip
+                acc[i] += v
+    ledger = {
+        h: [t.bought_p2p_wh, t.sold_p2p_wh, t.grid_import_wh, t.grid_export_wh, t.bill_micro,
+            t.grid_only_bill_micro]
+        for h, t in state.totals.items()
+    }  # fmt: skip
+    return ledger == dict(totals)
+
+
+def _collect(
+    lc: LocalCommunity,
+    scenario: Scenario,
+    specs: list[HouseholdSpec],
+    *,
+    first: int,
+    last: int,
+    speedup: float,
+    digest_at: frozenset[int],
+) -> tuple[SimResult, list[dict[str, Any]], LedgerReplay]:
+    assert lc.genesis is not None
+    genesis = lc.genesis
+    clock = genesis.clock
+    tariff = genesis.tariff
+    replay = replay_store(
+        lc.households[0].dir / "data" / "node.sqlite", genesis_state(genesis), digest_at=digest_at
+    )
+    state = replay.state
+    full = [h for h in lc.households if h.role == "full"]
+    meters = {
+        h.key.public_hex: shipped_replay(
+            node_anchor_s=genesis.genesis_time_ms // 1000,
+            day=scenario.start_day,
+            day_offset=spec.day_offset,
+            hour=scenario.start_hour,
+            pv_scale=spec.pv_scale,
+            load_scale=spec.load_scale,
+        )
+        for h, spec in zip(full, specs, strict=True)
+    }
+    quotes = {h.key.public_hex: _quotes(h.dir / "daemon.log") for h in full}
+    epoch_ms = genesis.genesis_time_ms
+
+    def wall_of(node_ms: int) -> float:
+        return (epoch_ms + (node_ms - epoch_ms) / speedup) / 1000
+
+    slots_out: list[SlotRecord] = []
+    trades_out: list[dict[str, Any]] = []
+    per_hh: dict[str, dict[str, int]] = {
+        k: defaultdict(int) for k in meters
+    }  # pv/load over measured slots
+    latencies: list[float] = []
+    conservation = sum(state.balances.values()) == 0
+    settled_bills: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
+    for slot in range(first, last + 1):
+        if slot not in replay.cleared_at:
+            continue
+        book = replay.orders.get(slot, {})
+        result = clear([so.order for so in book.values()], slot=slot, rule=genesis.rule)
+        readings = replay.readings.get(slot, {})
+        meters_wh = dict(readings)
+        for t in result.trades:
+            meters_wh.setdefault(t.buyer, 0)
+            meters_wh.setdefault(t.seller, 0)
+        settlement = settle(slot, result.trades, meters_wh, tariff, netting=genesis.netting)
+        for b in settlement.bills:
+            acc = settled_bills[b.household]
+            for i, v in enumerate(
+                (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
+                 b.bill_micro, b.grid_only_bill_micro)
+            ):  # fmt: skip
+                acc[i] += v
+        if sum(b.bought_p2p_wh for b in settlement.bills) != sum(
+            b.sold_p2p_wh for b in settlement.bills
+        ):
+            conservation = False
+        pv_sum = load_sum = err = 0
+        for hh, meter in meters.items():
+            pv, load = _slot_pv_load(meter, slot, clock)
+            per_hh[hh]["pv"] += pv
+            per_hh[hh]["load"] += load
+            pv_sum += pv
+            load_sum += load
+            if hh in readings and hh in quotes and slot in quotes[hh]:
+                p50 = _p50_for(meter, slot, clock)
+                if p50 is not None:
+                    err += abs(p50 - readings[hh])
+        submitted = sum(1 for hh in quotes if quotes[hh].get(slot))
+        for so in book.values():
+            commit_ms = replay.order_commit_ms.get((so.household, slot, so.order.nonce))
+            sent = [w for w, _ in quotes.get(so.household, {}).get(slot, [])]
+            if commit_ms is not None and sent:
+                commit_wall = wall_of(commit_ms)
+                before = [w for w in sent if w <= commit_wall + 0.5]
+                if before:
+                    latencies.append(max(0.0, commit_wall - before[-1]) * 1000)
+        for t in result.trades:
+            trades_out.append(
+                {
+                    "slot": slot,
+                    "buyer": t.buyer,
+                    "seller": t.seller,
+                    "buy_order": t.buy_order,
+                    "sell_order": t.sell_order,
+                    "energy_wh": t.energy_wh,
+                    "price_micro_per_kwh": t.price_micro_per_kwh,
+                    "amount_micro": t.amount_micro,
+                }
+            )
+        imports = sum(b.grid_import_wh for b in settlement.bills)
+        exports = sum(b.grid_export_wh for b in settlement.bills)
+        slots_out.append(
+            SlotRecord(
+                slot=slot,
+                start_s=clock.start(slot),
+                clearing_price_micro_per_kwh=result.clearing_price_micro_per_kwh,
+                volume_wh=result.volume_wh,
+                trades=len(result.trades),
+                orders=len(book),
+                orders_submitted=submitted,
+                pv_wh=pv_sum,
+                load_wh=load_sum,
+                net_wh=sum(readings.values()),
+                grid_import_wh=imports,
+                grid_export_wh=exports,
+                forecast_abs_error_wh=err,
+                commit_height=replay.cleared_at[slot],
+            )
+        )
+    households = []
+    names = {h.key.public_hex: spec for h, spec in zip(full, specs, strict=True)}
+    for hh, spec in names.items():
+        acc = settled_bills.get(hh, [0] * 6)
+        households.append(
+            HouseholdKPI(
+                household=hh,
+                name=spec.name,
+                pv_kwp=spec.pv_kwp,
+                battery_kwh=spec.battery_kwh,
+                bought_p2p_wh=acc[0],
+                sold_p2p_wh=acc[1],
+                grid_import_wh=acc[2],
+                grid_export_wh=acc[3],
+                pv_wh=per_hh[hh]["pv"],
+                load_wh=per_hh[hh]["load"],
+                bill_micro=acc[4],
+                grid_only_bill_micro=acc[5],
+            )
+        )
+    # the ledger's own totals cover every settled slot (also the warm-up ones): Σ bought = Σ sold,
+    # and re-settling every settled slot from the committed orders and readings gives them exactly
+    bought = sum(t.bought_p2p_wh for t in state.totals.values())
+    sold = sum(t.sold_p2p_wh for t in state.totals.values())
+    conservation = conservation and bought == sold and _resettle_matches(replay)
+    notes = [
+        "households' KPIs cover the measured slots only; the ledger also settled "
+        f"{state.settled_slots} slots in all (warm-up slots included)",
+        f"accounts besides households: grid {state.balances.get(GRID, 0)} µ¤, pool "
+        f"{state.balances.get(POOL, 0)} µ¤",
+    ]
+    latencies.sort()
+    result_obj = SimResult(
+        scenario=scenario.name,
+        engine="daemons",
+        seed=scenario.seed,
+        rule=scenario.rule.value,
+        policy=scenario.policy,
+        slot_seconds=scenario.slot_seconds,
+        slots_planned=last - first + 1,
+        slots_done=len(slots_out),
+        interrupted=False,
+        wall_seconds=0.0,
+        households=households,
+        slots=slots_out,
+        blocks_committed=state.height,
+        commit_latency_ms_p50=statistics.median(latencies) if latencies else None,
+        commit_latency_ms_p99=latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        if latencies
+        else None,
+        head_hash=state.head_hash.hex(),
+        state_digest=state.digest().hex(),
+        conservation_ok=conservation,
+        notes=notes,
+    )
+    return result_obj, trades_out, replay
