@@ -1,0 +1,73 @@
+"""`gridnode init` / `run` as a user meets them: refusals, bad config, lock, clean stop on SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gridnode.config import update_config
+from sims.daemons import LocalCommunity
+
+
+def gridnode(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gridnode", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_init_refuses_to_overwrite_and_bad_config_names_the_key(tmp_path: Path) -> None:
+    d = tmp_path / "home"
+    first = gridnode("init", "--dir", str(d))
+    assert first.returncode == 0, first.stderr
+    assert "household id" in first.stdout
+    again = gridnode("init", "--dir", str(d))
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    cfg = d / "gridnode.toml"
+    cfg.write_text(cfg.read_text() + "\n[api]\ncolour = 1\n")
+    bad = gridnode("run", "--dir", str(d))
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1  # one line, no traceback
+    assert "gridnode.toml" in bad.stderr and "api" in bad.stderr
+
+
+def test_bad_value_and_missing_genesis(tmp_path: Path) -> None:
+    d = tmp_path / "home"
+    assert gridnode("init", "--dir", str(d)).returncode == 0
+    missing = gridnode("run", "--dir", str(d))
+    assert missing.returncode == 2 and "genesis" in missing.stderr
+    text = (d / "gridnode.toml").read_text().replace("port = 8470", 'port = "eighty"')
+    (d / "gridnode.toml").write_text(text)
+    bad = gridnode("run", "--dir", str(d))
+    assert bad.returncode == 2 and "api.port must be an integer" in bad.stderr
+
+
+@pytest.mark.net
+def test_second_daemon_is_refused_and_sigint_stops_cleanly(tmp_path: Path) -> None:
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=0, speedup=60)
+    lc.create()
+    update_config(lc.households[0].dir, {"logging.level": "info"})
+    lc.start()
+    try:
+        lc.wait_ready(60)
+        second = gridnode("run", "--dir", str(lc.households[0].dir))
+        assert second.returncode == 2
+        assert "already running" in second.stderr or "in use" in second.stderr
+        proc = lc.households[0].process
+        assert proc is not None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - t0 < 10
+    finally:
+        lc.stop()
+    log = (lc.households[0].dir / "daemon.log").read_text()
+    assert "stopping" in log and "Traceback" not in log
