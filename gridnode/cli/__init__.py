@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from market.errors import GridnodeError
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ("demo", "init", "community", "run", "client", "forecast", "clear")
+_COMMANDS = ("demo", "sim", "init", "community", "run", "client", "forecast", "clear")
 
 
 def build_parser() -> argparse.ArgumentParser:
