@@ -346,11 +346,20 @@ async def orders(request: web.Request) -> web.Response:
             if mine and household != snap.household:
                 continue
             listed.append(_order_json(ledger.orders[slot][household], snap.household, open_=open_))
+    committed = {o["order_id"] for o in listed}
+    pending = [  # seen on the orders topic (signature-checked), not yet in a block
+        _order_json(so, snap.household, open_=clock.is_open(so.order.slot, now_s))
+        for so in snap.gossip_orders
+        if so.order.order_id not in committed
+        and (only_slot is None or so.order.slot == only_slot)
+        and (not mine or so.household == snap.household)
+    ]
     body = {
         "now_ms": snap.now_ms,
         "height": ledger.height,
         "first_open_slot": snap.first_open_slot,
         "orders": listed,
+        "pending": pending,
     }
     return web.json_response(body)
 

@@ -451,6 +451,7 @@ class DaemonNode:
             misbehaviour=totals,
             recent_blocks=tuple(list(self._recent)[:50]),
             forecast=self.forecast,
+            gossip_orders=tuple(self.live_orders.values()),
             started_ms=self.started_ms,
         )
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gridnode.core.ledger import LedgerState
+from gridnode.core.ledger import LedgerState, SignedOrder
 from market.orders import Order
 
 __all__ = ["BlockInfo", "NodeHandle", "PeerInfo", "Snapshot", "SubmitResult", "ValidatorHealth"]
@@ -57,9 +57,10 @@ class Snapshot:
     mempool_size: int = 0
     misbehaviour: Mapping[str, int] = field(default_factory=dict)  # reason -> count, all peers
     recent_blocks: tuple[BlockInfo, ...] = ()  # newest first, a bounded window
-    forecast: tuple[
-        tuple[int, int, int, int], ...
-    ] = ()  # (slot, p10_wh, p50_wh, p90_wh) net surplus
+    #: (slot, p10_wh, p50_wh, p90_wh) of forecast net surplus
+    forecast: tuple[tuple[int, int, int, int], ...] = ()
+    #: the live book seen on gossip (signature-checked), not yet committed
+    gossip_orders: tuple[SignedOrder, ...] = ()
     started_ms: int = 0
 
     @property

@@ -15,6 +15,7 @@ from gridnode.core.app import LedgerApp
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
     Genesis,
+    SignedOrder,
     Tx,
     decode_block,
     sign_cancel,
@@ -52,6 +53,7 @@ class LocalNode:
         self.peers: tuple[PeerInfo, ...] = ()
         self.misbehaviour: dict[str, int] = {}
         self.forecast: tuple[tuple[int, int, int, int], ...] = ()
+        self.gossip_orders: tuple[SignedOrder, ...] = ()
         self._blocks: list[BlockInfo] = []
         self._nonces: dict[str, int] = {}
         self.placed: list[Order] = []
@@ -72,6 +74,7 @@ class LocalNode:
             misbehaviour=dict(self.misbehaviour),
             recent_blocks=tuple(reversed(self._blocks[-16:])),
             forecast=self.forecast,
+            gossip_orders=self.gossip_orders,
             started_ms=T0_MS,
         )
 

@@ -173,6 +173,26 @@ async def test_peers_and_forecast(node: LocalNode, http: aiohttp.ClientSession) 
     assert f["forecast"] == [{"slot": FIRST_OPEN, "p10_wh": -100, "p50_wh": 250, "p90_wh": 600}]
 
 
+async def test_orders_seen_on_gossip_are_listed_as_pending(
+    node: LocalNode, http: aiohttp.ClientSession
+) -> None:
+    from gridnode.core.ledger import sign_order
+    from market.orders import Order, Side, Step
+
+    other = node.others[0]
+    seen = sign_order(
+        other,
+        node.genesis,
+        Order("gossiped", other.public_hex, Side.SELL, FIRST_OPEN, (Step(90_000, 400),), 1),
+    )
+    node.gossip_orders = (seen,)
+    _, o = await call(http, "GET", "/api/orders")
+    assert [x["order_id"] for x in o["pending"]] == ["gossiped"]
+    assert o["pending"][0]["household"] == other.public_hex and not o["pending"][0]["mine"]
+    _, mine = await call(http, "GET", "/api/orders?mine=1")
+    assert mine["pending"] == []
+
+
 # ------------------------------------------------------------------------------------------- auth
 
 
