@@ -463,11 +463,17 @@ def run_daemons(
 
 def _served(lc: LocalCommunity, index: int, slot: int) -> tuple[int | None, list[tuple[Any, ...]]]:
     """A node's API view of a cleared slot's trades (before settlement drops them)."""
-    try:
+    found: list[Any] = []
+
+    def fetch() -> bool:  # a household may apply the clearing block a moment after the validator
         doc = lc.api(index, f"/api/trades?slot={slot}", timeout_s=5)
-        info = doc["slots"][0]
-    except (OSError, KeyError, IndexError):
+        if doc.get("slots"):
+            found.append(doc["slots"][0])
+        return bool(found)
+
+    if not lc.wait_for(fetch, 5.0, poll_s=0.05):
         return (None, [("unavailable",)])
+    info = found[0]
     rows = [
         (t["buyer"], t["seller"], t["energy_wh"], t["price_micro_per_kwh"], t["amount_micro"])
         for t in info["trades"]
