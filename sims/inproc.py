@@ -37,6 +37,7 @@ forecaster is the daemon's seasonal-naive model; signature checks are not shared
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import heapq
 import json
@@ -323,7 +324,7 @@ class _Engine:
             config=self.config,
             snapshot_every=200,
         )
-        rt.listeners.append(lambda c, v=v: self._committed(v, c))
+        rt.listeners.append(functools.partial(self._committed, v))
         v.runtime = rt
         rt.start(self.node_now(v))
 

@@ -89,7 +89,7 @@ def _compare(runs: list[str]) -> int:
 
 
 def _bar(total: int) -> Any:
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]  # no tqdm stubs in the venv
 
     return tqdm(total=total, unit="slot", file=sys.stderr, dynamic_ncols=True, disable=None)
 
