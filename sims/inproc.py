@@ -458,6 +458,14 @@ class _Engine:
                 self.push(begin_ms + (f.at_s + f.duration_s) * 1000, ("fault", n, "end"))
 
     def fault(self, f: FaultSpec, phase: str) -> None:
+        """Start or end fault ``f``; the event's detail ends with the commit height at that moment."""
+        n = len(self.events)
+        self._fault(f, phase)
+        for i in range(n, len(self.events)):
+            ev = self.events[i]
+            self.events[i] = FaultEvent(ev.at_s, ev.kind, f"{ev.detail} (height {self.height()})")
+
+    def _fault(self, f: FaultSpec, phase: str) -> None:
         at_s = self.now // 1000
         v = self.validators[f.validator]
         if f.kind == "drop":

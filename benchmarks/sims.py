@@ -1,0 +1,100 @@
+"""The in-process engine's scaling curve: households × slots simulated per wall second.
+
+For each community size N (households drawn from ``sims/scenarios/town.toml``: 7 validators,
+forecast bidding, 15-minute slots), runs ``--hours`` of simulated daytime with
+:func:`sims.inproc.run_inproc` and prints one row: wall seconds, household-slots per second, blocks,
+transactions per second through the validators, the share of wall time spent in Ed25519 signature
+verification and in the ledger's per-transaction admission check (measured with cProfile when
+``--profile`` is given, which slows the run ~1.3x), and the extrapolated wall time of the full
+scenario (N households × 7 days).
+
+    python benchmarks/sims.py [--households 12,100,300,1000] [--hours 2] [--validators 7] [--profile]
+
+The real-daemon engine's curve is ``benchmarks/sims_daemons.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import json
+import pstats
+import time
+from pathlib import Path
+
+from sims.inproc import run_inproc
+from sims.scenario import load_scenario
+
+TOWN = Path(__file__).resolve().parents[1] / "sims" / "scenarios" / "town.toml"
+
+
+def _cum(stats: pstats.Stats, suffix: str) -> float:
+    total = 0.0
+    for (file, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        if f"{file}:{name}".endswith(suffix):
+            total += row[3]
+    return total
+
+
+def one(households: int, hours: float, validators: int, profile: bool) -> dict[str, object]:
+    base = load_scenario(TOWN, households=households, days=hours / 24)
+    sc = dataclasses.replace(base, start_hour=9.0, validators=validators)
+    prof = cProfile.Profile() if profile else None
+    t0 = time.perf_counter()
+    if prof is not None:
+        prof.enable()
+    r = run_inproc(sc)
+    if prof is not None:
+        prof.disable()
+    wall = time.perf_counter() - t0
+    hh_slots = households * r.slots_done
+    row: dict[str, object] = {
+        "households": households,
+        "validators": validators,
+        "slots": r.slots_done,
+        "wall_s": round(wall, 2),
+        "household_slots_per_s": round(hh_slots / wall, 1),
+        "blocks": r.blocks_committed,
+        "agreement": r.ledger_agreement,
+        "committed_share": r.community()["orders_committed_share"],
+        "extrapolated_7d_min": round(wall * (7 * 96) / max(1, r.slots_done) / 60, 1),
+    }
+    if prof is not None:
+        stats = pstats.Stats(prof)
+        row["share_sig_verify"] = round(_cum(stats, "crypto.py:verify") / wall, 3)
+        row["share_admission_check"] = round(_cum(stats, "ledger.py:admission_error") / wall, 3)
+        row["share_block_check"] = round(_cum(stats, "ledger.py:check") / wall, 3)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--households", default="12,100,300,1000")
+    ap.add_argument("--hours", type=float, default=2.0)
+    ap.add_argument("--validators", type=int, default=7)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print JSON lines only")
+    args = ap.parse_args()
+    header = (
+        f"{'households':>10} {'slots':>5} {'wall s':>8} {'hh·slot/s':>10} {'blocks':>6} "
+        f"{'7-day min':>9} {'sig':>5} {'admit':>5} agree"
+    )
+    if not args.json:
+        print(header)
+    for n in (int(x) for x in args.households.split(",")):
+        row = one(n, args.hours, args.validators, args.profile)
+        if args.json:
+            print(json.dumps(row))
+            continue
+        print(
+            f"{n:>10} {row['slots']:>5} {row['wall_s']:>8} {row['household_slots_per_s']:>10} "
+            f"{row['blocks']:>6} {row['extrapolated_7d_min']:>9} "
+            f"{row.get('share_sig_verify', '-'):>5} {row.get('share_admission_check', '-'):>5} "
+            f"{row['agreement']}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
