@@ -37,6 +37,7 @@ in-process engine; asking the daemon engine for them is a :class:`~market.errors
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import signal
 import statistics
@@ -69,7 +70,14 @@ from sims.daemons import LocalCommunity
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
 from sims.scenario import HouseholdSpec, Scenario
 
-__all__ = ["DaemonRun", "LedgerReplay", "SlotTiming", "replay_store", "run_daemons"]
+__all__ = [
+    "DaemonRun",
+    "LedgerReplay",
+    "SlotTiming",
+    "collect_run",
+    "replay_store",
+    "run_daemons",
+]
 
 SUPPORTED_FAULTS = ("crash",)
 _QUOTE = re.compile(
@@ -123,6 +131,9 @@ class DaemonRun:
     served_trades: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = field(
         default_factory=dict
     )
+    #: CPU seconds (user + system) each daemon used from start to stop, by node index
+    cpu_s: dict[int, float] = field(default_factory=dict)
+    measure_wall_s: float = 0.0  # wall seconds from the first to the last measured clearing
 
     @property
     def wall_s_per_slot(self) -> float | None:
@@ -422,6 +433,7 @@ def run_daemons(
             return bool(agreed)
 
         lc.wait_for(all_agree, 30, poll_s=0.2)
+    cpu = {h.index: _cpu_seconds(h.process.pid) for h in lc.households if h.process is not None}
     codes = lc.stop()
     bad_exits = {i: c for i, c in codes.items() if c not in (0, -9)}
     result, trades, replay = _collect(
@@ -458,7 +470,19 @@ def run_daemons(
         f"daemon engine: {n} gridnode processes ({scenario.validators} validators), clock speed-up "
         f"{speedup:g} ({scenario.slot_seconds / speedup:.1f} s per slot), started in {startup:.1f} s"
     )
-    return DaemonRun(result, trades, root, timings, speedup, n, startup, served)
+    return DaemonRun(
+        result, trades, root, timings, speedup, n, startup, served, cpu,
+        timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0,
+    )  # fmt: skip
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux ``/proc``); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _served(lc: LocalCommunity, index: int, slot: int) -> tuple[int | None, list[tuple[Any, ...]]]:
@@ -517,6 +541,21 @@ def _resettle_matches(replay: LedgerReplay) -> bool:
         for h, t in state.totals.items()
     }  # fmt: skip
     return ledger == dict(totals)
+
+
+def collect_run(
+    root: Path, scenario: Scenario, *, first: int, last: int, speedup: float
+) -> tuple[SimResult, list[dict[str, Any]]]:
+    """Collect a finished run from its household directories under ``root`` (``node0`` … as
+    :class:`~sims.daemons.LocalCommunity` lays them out): node0's ``data/node.sqlite`` and every
+    household's ``daemon.log``. Used when the daemons ran on other machines and their directories
+    were copied back (``docs/sims_daemons.md``); ledger agreement is then not checked here."""
+    lc = LocalCommunity.load(root)
+    result, trades, _ = _collect(
+        lc, scenario, scenario.household_specs(), first=first, last=last, speedup=speedup,
+        digest_at=frozenset(),
+    )  # fmt: skip
+    return result, trades
 
 
 def _collect(
