@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,7 @@ def _compare(runs: list[str]) -> int:
 def _bar(total: int) -> Any:
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]  # no tqdm stubs in the venv
 
-    return tqdm(total=total, unit="slot", file=sys.stderr, dynamic_ncols=True, disable=None)
+    return tqdm(total=total, unit="slot", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
 def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
@@ -105,11 +107,42 @@ def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
         bar.update(p.slots_done - bar.n)
 
     trades: list[dict[str, Any]] = []
+    stop = _StopOnSigint()
     try:
-        result = run_inproc(scenario, progress=progress, trades_out=trades)
+        with stop:
+            result = run_inproc(
+                scenario, progress=progress, should_stop=stop.requested, trades_out=trades
+            )
     finally:
         bar.close()
     return result, trades
+
+
+class _StopOnSigint:
+    """First Ctrl-C: stop at the next slot boundary (the run is then collected and written).
+    A second Ctrl-C interrupts at once (the engine still returns what it can)."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous: Any = None
+
+    def requested(self) -> bool:
+        return self._flag
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del signum, frame
+        if self._flag:
+            raise KeyboardInterrupt
+        self._flag = True
+        print("\nstopping at the next slot boundary (Ctrl-C again to stop now)", file=sys.stderr)
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _run_daemons(
