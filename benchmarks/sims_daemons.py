@@ -71,6 +71,10 @@ def one(daemons: int, speedup: float, slots: int, validators: int) -> dict[str, 
         "run_wall_s": wall,
         "daemon_cpu_s": cpu,
         "cpu_per_wall_s": cpu / r.wall_seconds if r.wall_seconds else None,
+        # CPU per daemon per slot of wall time (over the whole run, start-up included)
+        "cpu_ms_per_daemon_slot": 1000 * cpu / daemons / (r.wall_seconds / (900 / speedup))
+        if r.wall_seconds
+        else None,
         "p2p_wh": c["p2p_volume_wh"],
     }
 
@@ -88,7 +92,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start", flush=True)
     head = (
         f"{'daemons':>7} {'speedup':>7} {'s/slot':>6} {'meas.':>6} {'committed':>13} "
-        f"{'lag p50/max s':>13} {'latency p50/p99 ms':>18} {'agree':>5} {'CPU/wall':>8} {'start s':>7}"
+        f"{'lag p50/max s':>13} {'latency p50/p99 ms':>18} {'agree':>5} {'CPU/wall':>8} {'ms/d/slot':>9} {'start s':>7}"
     )
     print(head, flush=True)
     for n in [int(x) for x in args.daemons.split(",")]:
@@ -106,7 +110,8 @@ def main() -> None:
                 f"{'–' if lag50 is None else f'{lag50:.1f}/{lagmax:.1f}':>13} "
                 f"{'–' if lat50 is None else f'{lat50:.0f}/{lat99:.0f}':>18} "
                 f"{'yes' if row['agreement'] else 'NO':>5} "
-                f"{row['cpu_per_wall_s'] or 0:>8.2f} {row['startup_s']:>7.1f}",
+                f"{row['cpu_per_wall_s'] or 0:>8.2f} {row['cpu_ms_per_daemon_slot'] or 0:>9.0f} "
+                f"{row['startup_s']:>7.1f}",
                 flush=True,
             )
             if args.json:

@@ -278,7 +278,9 @@ def _check_supported(scenario: Scenario) -> None:
         )
 
 
-def _configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> None:
+def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> None:
+    """Turn a freshly created community into the scenario's: validators not members, the scenario's
+    tariffs and deadline in the genesis, each household's replay meter and bidding in its config."""
     assert lc.genesis is not None
     households = [h for h in lc.households if h.role == "full"]
     lc.genesis = replace(
@@ -345,7 +347,7 @@ def run_daemons(
         community_id=re.sub(r"[^A-Za-z0-9_.-]", "-", scenario.name)[:64] or "sim",
     )
     lc.create()
-    _configure(lc, scenario, specs)
+    configure(lc, scenario, specs)
     assert lc.genesis is not None
     genesis = lc.genesis
     clock = genesis.clock

@@ -17,7 +17,7 @@ from gridnode.config import load_genesis
 from gridnode.core.ledger import genesis_state
 from market.clearing import clear
 from market.errors import UsageError
-from sims.daemon_engine import replay_store, run_daemons
+from sims.daemon_engine import collect_run, replay_store, run_daemons
 from sims.report import write_outputs
 from sims.scenario import FaultSpec, load_scenario
 
@@ -97,6 +97,15 @@ def test_real_daemons_trade_and_the_market_outcome_matches_the_pure_functions(
             ]
             assert engine_rows == rows
             assert rec.volume_wh == expected.volume_wh
+
+    # collecting again from the directories alone (the multi-machine path) gives the same outcome
+    again, again_trades = collect_run(
+        tmp_path / "c", sc, first=r.slots[0].slot, last=r.slots[-1].slot, speedup=90
+    )
+    assert again.slots == r.slots
+    assert again.households == r.households
+    assert again_trades == run.trades
+    assert again.conservation_ok is True
 
     report = write_outputs(r, tmp_path / "out", trades=run.trades)
     assert report.is_file()
