@@ -99,22 +99,22 @@ def _bar(total: int) -> Any:
 def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
     from sims.inproc import Progress, run_inproc
 
-    bar = _bar(scenario.slots)
-
-    def progress(p: Progress) -> None:
-        when = dt.datetime.fromtimestamp(p.sim_s, dt.UTC).strftime("%Y-%m-%d %H:%M")
-        bar.set_postfix_str(f"sim {when} UTC, height {p.height}", refresh=False)
-        bar.update(p.slots_done - bar.n)
-
     trades: list[dict[str, Any]] = []
     stop = _StopOnSigint()
-    try:
-        with stop:
+    with stop:
+        bar = _bar(scenario.slots)
+
+        def progress(p: Progress) -> None:
+            when = dt.datetime.fromtimestamp(p.sim_s, dt.UTC).strftime("%Y-%m-%d %H:%M")
+            bar.set_postfix_str(f"sim {when} UTC, height {p.height}", refresh=False)
+            bar.update(p.slots_done - bar.n)
+
+        try:
             result = run_inproc(
                 scenario, progress=progress, should_stop=stop.requested, trades_out=trades
             )
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     return result, trades
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from gridnode.cli import sim as sim_cli
 from gridnode.meter import ReplayMeter, shipped_replay
 from sims.inproc import _Engine, results_digest, run_inproc
 from sims.results import SimResult
@@ -123,3 +131,77 @@ def test_stop_returns_what_was_done(tmp_path: Path) -> None:
     r.write_json(tmp_path / "results.json")
     back = SimResult.read_json(tmp_path / "results.json")
     assert back.interrupted and back.slots_done == r.slots_done
+
+
+# ------------------------------------------------------------------------------- the CLI
+
+_TINY = """
+name = "tiny"
+seed = 5
+days = 0.125
+start_hour = 10
+[households]
+count = 6
+[consensus]
+block_interval_s = 120
+"""
+
+_CLI = (
+    "import argparse, sys\n"
+    "from gridnode.cli import sim\n"
+    "p = argparse.ArgumentParser(prog='gridnode')\n"
+    "sim.register(p.add_subparsers(dest='command', required=True))\n"
+    "a = p.parse_args(sys.argv[1:])\n"
+    "sys.exit(a.func(a))\n"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridnode")
+    sim_cli.register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def test_cli_runs_a_scenario_and_prints_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(_TINY, encoding="utf-8")
+    out = tmp_path / "run"
+    args = _parser().parse_args(["sim", str(scenario), "--households", "4", "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "report: " in printed and "ledger agreement True" in printed
+    report = Path(printed.split("report: ")[1].strip())
+    assert report.is_file()
+    result = SimResult.read_json(out / "results.json")
+    assert len(result.households) == 4 and not result.interrupted
+
+
+def test_ctrl_c_stops_cleanly_and_still_writes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "sim", str(SCENARIOS / "small.toml"), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    err = proc.stderr
+    # tqdm redraws with "\r", not newlines: read small chunks
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: err.read(16), "")))
+    reader.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not re.search(r"\b[1-9]\d*/96", "".join(seen)):
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    reader.join(timeout=10)
+    assert proc.returncode == 130, "".join(seen)
+    assert "INTERRUPTED" in stdout
+    result = SimResult.read_json(out / "results.json")
+    assert result.interrupted and result.slots_done < result.slots_planned
