@@ -9,9 +9,13 @@ re-settling every settled slot from the committed orders and readings gives the 
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gridnode.config import load_genesis
 from gridnode.core.ledger import genesis_state
@@ -110,3 +114,68 @@ def test_real_daemons_trade_and_the_market_outcome_matches_the_pure_functions(
     report = write_outputs(r, tmp_path / "out", trades=run.trades)
     assert report.is_file()
     assert (tmp_path / "out" / "trades.parquet").is_file()
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_replay_of_a_store_recovers_orders_trades_and_totals(tmp_path: Path, seed: int) -> None:
+    """Blocks built by the ledger and stored as a daemon stores them: the replay finds the orders each
+    slot cleared from, the ledger's trades equal clear() of them, and re-settling gives its totals."""
+    from gridnode.core.ledger import sign_reading
+    from gridnode.store import Durability, NodeStore
+    from market.orders import Side
+    from sims.daemon_engine import _resettle_matches
+    from tests.ledger.helpers import T0_MS, Community
+
+    rng = random.Random(seed)
+    c = Community(seed=seed % 1000, n_members=5)
+    state = c.state()
+    path = tmp_path / f"s{seed}.sqlite"
+    path.unlink(missing_ok=True)
+    store = NodeStore.open(path, durability=Durability.NORMAL)
+    first = T0_MS // 1000 // 900 + 1
+    slots = range(first, first + 3)
+    built: dict[int, list[Any]] = {slot: [] for slot in slots}
+    for slot in slots:  # every order in the first block, while all three slots are open
+        for m in range(5):
+            if rng.random() < 0.8:
+                side = rng.choice([Side.BUY, Side.SELL])
+                price, energy = rng.randrange(80_000, 300_001), rng.randrange(1, 2000)
+                built[slot].append(c.order(m, side, slot, (price, energy)))
+
+    def put(time_ms: int, txs: list[Any]) -> None:
+        nonlocal state
+        block, state = c.block(state, max(time_ms, state.time_ms + 1), txs)
+        assert len(block.txs) == len(txs)  # every transaction was admissible
+        store.put_block(block.height, block.hash, block.encode(), b"commit")
+
+    try:
+        put(T0_MS + 1000, [tx for slot in slots for tx in built[slot]])
+        for slot in slots:
+            put((slot * 900 - 300) * 1000 + 1000, [])  # after the gate closure: clears the slot
+            readings = [
+                sign_reading(k, c.genesis, slot=slot, net_wh=rng.randrange(-3000, 3000))
+                for k in c.members
+                if rng.random() < 0.9
+            ]
+            put((slot + 1) * 900 * 1000 + 1000, readings)  # the slot delivered: readings
+        put((first + 5) * 900 * 1000 + 1000, [])  # every reading deadline passed: all settled
+    finally:
+        store.close()
+    replay = replay_store(path, c.state(), digest_at=frozenset({state.height}))
+    assert replay.digests[state.height] == (state.head_hash.hex(), state.digest().hex())
+    assert replay.state.digest() == state.digest()
+    for slot, txs in built.items():
+        assert sorted(replay.orders[slot]) == sorted({tx.household for tx in txs})
+        book = [so.order for so in replay.orders[slot].values()]
+        assert replay.ledger_trades.get(slot, ()) == tuple(clear(book, slot=slot).trades)
+    assert _resettle_matches(replay)
+    # a tampered total is noticed
+    h, tot = next(iter(replay.state.totals.items()))
+    replay.state = dataclasses.replace(
+        replay.state,
+        totals={**replay.state.totals, h: dataclasses.replace(tot, bill_micro=tot.bill_micro + 1)},
+    )
+    assert not _resettle_matches(replay)
