@@ -87,7 +87,7 @@ from gridnode.meter import ReplayMeter
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.clearing import Trade
-from market.errors import UsageError
+from market.errors import InvalidInput, UsageError
 from market.orders import Order
 from market.settlement import settle
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
@@ -628,24 +628,33 @@ def _collect(
     sc = e.sc
     notes: list[str] = []
     live = [v for v in e.validators if v.runtime is not None]
-    # agreement: every live validator at the common height has the same block and state digest
-    common = min(v.runtime.state.height for v in live if v.runtime is not None) if live else 0
-    ref = max(live, key=lambda v: (v.runtime.state.height if v.runtime else 0, -v.index))
-    hashes = {
-        v.store.block(common).block_hash.hex()  # type: ignore[union-attr]
-        for v in live
-        if common > 0 and v.store.block(common) is not None
-    }
-    agreement = len(hashes) <= 1 and len({_height_of(v) for v in live}) == 1
-    # the sample full node: replay the reference validator's committed chain from genesis
-    replay = _replay(e, ref, trades_out)
+    ref = max(live, key=lambda v: (_height_of(v), -v.index))
+    # the sample full node: replay the reference validator's committed chain from genesis,
+    # remembering the state digest at every height a validator stands at
+    heights = {_height_of(v) for v in live}
+    replay = _replay(e, ref, trades_out, heights)
     assert ref.runtime is not None
     final = ref.runtime.state
-    digests = {v.runtime.state.digest() for v in live if v.runtime is not None}
-    agreement = agreement and len(digests) == 1 and replay.state.digest() == final.digest()
+    # agreement: every validator's chain is a prefix of the reference chain (same block hash at its
+    # head height) and its state digest equals the replayed state's at that height
+    agreement = replay.state.digest() == final.digest() and not replay.problem
+    for v in live:
+        assert v.runtime is not None
+        h = v.runtime.state.height
+        mine, theirs = v.store.block(h), ref.store.block(h)
+        same_block = h == 0 or (
+            mine is not None and theirs is not None and mine.block_hash == theirs.block_hash
+        )
+        if not same_block or v.runtime.state.digest() != replay.digests.get(h):
+            agreement = False
+    if len(heights) > 1:
+        notes.append(
+            "validators ended at different heights (the laggards' chains are prefixes of the "
+            "longest, checked): " + ", ".join(f"v{v.index}={_height_of(v)}" for v in e.validators)
+        )
     if not agreement:
         notes.append(
-            "validators disagree or did not converge: heights "
+            "validators DISAGREE: heights "
             + ", ".join(f"v{v.index}={_height_of(v)}" for v in e.validators)
         )
     if replay.problem:
@@ -703,10 +712,16 @@ class _Replay:
     records: list[SlotRecord]
     bought_wh: int
     sold_wh: int
+    digests: dict[int, bytes]
     problem: str = ""
 
 
-def _replay(e: _Engine, source: _Validator, trades_out: list[dict[str, Any]] | None) -> _Replay:
+def _replay(
+    e: _Engine,
+    source: _Validator,
+    trades_out: list[dict[str, Any]] | None,
+    digest_at: set[int],
+) -> _Replay:
     """A full node: verify every commit and apply every block from genesis; per-slot records."""
     g = e.genesis
     assert source.runtime is not None
@@ -716,12 +731,17 @@ def _replay(e: _Engine, source: _Validator, trades_out: list[dict[str, Any]] | N
     readings: dict[int, dict[str, int]] = {}
     cleared: dict[int, tuple[int | None, tuple[Trade, ...], int]] = {}
     problem = ""
+    digests: dict[int, bytes] = {0: state.digest()} if 0 in digest_at else {}
     for h in range(1, source.runtime.state.height + 1):
         sb = source.store.block(h)
         if sb is None:
             problem = f"replay: block {h} missing from v{source.index}'s store"
             break
-        verify_commit(validators, decode_commit(sb.commit), sb.block, height=h)
+        try:
+            verify_commit(validators, decode_commit(sb.commit), sb.block, height=h)
+        except InvalidInput as exc:
+            problem = f"replay: block {h}'s commit does not verify: {exc}"
+            break
         block = decode_block(sb.block)
         for tx in block.txs:
             if isinstance(tx, SignedOrder):
@@ -730,6 +750,8 @@ def _replay(e: _Engine, source: _Validator, trades_out: list[dict[str, Any]] | N
                 readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
         before = state
         state = apply(state, block)
+        if h in digest_at:
+            digests[h] = state.digest()
         for slot, price in state.clearing_prices.items():
             if slot not in before.clearing_prices:
                 cleared[slot] = (price, state.trades.get(slot, ()), h)
@@ -791,7 +813,7 @@ def _replay(e: _Engine, source: _Validator, trades_out: list[dict[str, Any]] | N
                 commit_height=height,
             )
         )
-    return _Replay(state, records, bought, sold, problem)
+    return _Replay(state, records, bought, sold, digests, problem)
 
 
 def _slots_seen(e: _Engine) -> int:

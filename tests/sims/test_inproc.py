@@ -205,3 +205,15 @@ def test_ctrl_c_stops_cleanly_and_still_writes(tmp_path: Path) -> None:
     assert "INTERRUPTED" in stdout
     result = SimResult.read_json(out / "results.json")
     assert result.interrupted and result.slots_done < result.slots_planned
+
+
+def test_a_validator_down_for_good_and_a_silent_one_with_seven_validators() -> None:
+    faults = (
+        FaultSpec(kind="byzantine", at_s=0, validator=1, behaviour="silent"),
+        FaultSpec(kind="crash", at_s=1800, validator=2),  # duration 0: down until the end
+    )
+    r = run_inproc(_daytime(validators=7, days=1 / 8, faults=faults))
+    assert r.ledger_agreement is True, r.notes
+    assert r.conservation_ok is True
+    assert [f.kind for f in r.faults] == ["byzantine", "crash"]
+    assert r.community()["p2p_volume_wh"] > 0
