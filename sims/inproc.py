@@ -220,6 +220,7 @@ class _Engine:
         self.home = [i % len(self.validators) for i in range(len(self.specs))]
         self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)
         self.model = SeasonalNaive(period_days=1, train_days=28)
+        self.calm = False
 
     # ------------------------------------------------------------------ meters
     def _meter_history(self, begin_s: int, end_s: int) -> MeterHistory:
@@ -526,7 +527,7 @@ class _Engine:
             self.arrive(ev[1], ev[2], ev[3], self.validators[ev[4]])
         elif kind == "submit":
             self.submit(ev[1], ev[2], attempt=ev[3])
-        elif kind == "fault":
+        elif kind == "fault" and not self.calm:
             self.fault(self.sc.faults[ev[1]], ev[2])
         elif kind == "boundary":
             self.households_act(ev[1])
@@ -602,6 +603,7 @@ def run_inproc(
 
 def _calm(e: _Engine) -> None:
     """Heal every fault; restart crashed validators; run until all honest validators share a head."""
+    e.calm = True  # faults still scheduled are dropped
     e.blocked.clear()
     e.fault_drop.clear()
     e.drop_rate = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import signal
 import subprocess
@@ -217,3 +218,28 @@ def test_a_validator_down_for_good_and_a_silent_one_with_seven_validators() -> N
     assert r.conservation_ok is True
     assert [f.kind for f in r.faults] == ["byzantine", "crash"]
     assert r.community()["p2p_volume_wh"] > 0
+
+
+def test_same_results_across_processes_with_different_hash_seeds() -> None:
+    code = (
+        "import dataclasses\n"
+        "from sims.scenario import load_scenario\n"
+        "from sims.inproc import run_inproc, results_digest\n"
+        f"sc = load_scenario({str(SCENARIOS / 'faults.toml')!r})\n"
+        "sc = dataclasses.replace(sc, days=1 / 12, start_hour=9.0, households=6)\n"
+        "print(results_digest(run_inproc(sc)))\n"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
