@@ -20,11 +20,18 @@ import cProfile
 import dataclasses
 import json
 import pstats
+import sys
 import time
 from pathlib import Path
 
-from sims.inproc import run_inproc
-from sims.scenario import load_scenario
+# this file is named like the ``sims`` package: when run as a script, its own folder must not shadow it
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+from sims.inproc import run_inproc  # noqa: E402 - after the path fix above
+from sims.scenario import load_scenario  # noqa: E402 - after the path fix above
 
 TOWN = Path(__file__).resolve().parents[1] / "sims" / "scenarios" / "town.toml"
 
