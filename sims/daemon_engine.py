@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import re
 import signal
+import socket
 import statistics
 import time
 from collections import defaultdict
@@ -278,6 +280,44 @@ def _check_supported(scenario: Scenario) -> None:
         )
 
 
+def _stable_ports(lc: LocalCommunity, rng_seed: int) -> None:
+    """Move every node's libp2p and API port below the kernel's ephemeral range.
+
+    ``LocalCommunity`` picks free ephemeral ports when it creates the directories; with tens of
+    daemons dialling each other, an outgoing connection of one daemon can take another's port
+    before that one binds it ("address already in use"). Ports under 32768 are never handed out
+    for outgoing connections."""
+    rng = random.Random(rng_seed)
+    taken: set[int] = set()
+
+    def pick() -> int:
+        while True:
+            port = rng.randrange(20_000, 32_000)
+            if port in taken:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            taken.add(port)
+            return port
+
+    for h in lc.households:
+        h.p2p_port, h.api_port = pick(), pick()
+    boot = [h.multiaddr() for h in lc.households if h.role == "validator"]
+    for h in lc.households:
+        me = h.multiaddr()
+        update_config(
+            h.dir,
+            {
+                "network.listen": [f"/ip4/127.0.0.1/tcp/{h.p2p_port}"],
+                "api.port": h.api_port,
+                "network.bootstrap": [a for a in boot if a != me],
+            },
+        )
+
+
 def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> None:
     """Turn a freshly created community into the scenario's: validators not members, the scenario's
     tariffs and deadline in the genesis, each household's replay meter and bidding in its config."""
@@ -347,13 +387,36 @@ def run_daemons(
         community_id=re.sub(r"[^A-Za-z0-9_.-]", "-", scenario.name)[:64] or "sim",
     )
     lc.create()
+    _stable_ports(lc, os.getpid())
     configure(lc, scenario, specs)
-    assert lc.genesis is not None
-    genesis = lc.genesis
-    clock = genesis.clock
     n = len(lc.households)
     wall0 = time.monotonic()
     say(f"starting {n} daemons ({scenario.validators} validators) under {root}")
+    try:
+        return _run_started(
+            lc, scenario, specs, planned=planned, speedup=speedup, ready_timeout_s=ready_timeout_s,
+            progress=progress, say=say, wall0=wall0,
+        )  # fmt: skip
+    except BaseException:
+        lc.stop()  # never leave daemons behind (a start-up failure, a bug, Ctrl-C during collection)
+        raise
+
+
+def _run_started(
+    lc: LocalCommunity,
+    scenario: Scenario,
+    specs: list[HouseholdSpec],
+    *,
+    planned: int,
+    speedup: float,
+    ready_timeout_s: float | None,
+    progress: Callable[[int, int], None] | None,
+    say: Callable[[str], None],
+    wall0: float,
+) -> DaemonRun:
+    assert lc.genesis is not None
+    clock = lc.genesis.clock
+    n = len(lc.households)
     lc.start()
     timings: list[SlotTiming] = []
     served: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = {}
@@ -482,7 +545,7 @@ def run_daemons(
         f"{speedup:g} ({scenario.slot_seconds / speedup:.1f} s per slot), started in {startup:.1f} s"
     )
     return DaemonRun(
-        result, trades, root, timings, speedup, n, startup, served, cpu,
+        result, trades, lc.root, timings, speedup, n, startup, served, cpu,
         timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0,
     )  # fmt: skip
 
