@@ -177,7 +177,7 @@ def broken_nonce_rule() -> Iterator[None]:
     original = ledger._admit
 
     def forgetful(draft: Any, tx: Tx, time_ms: int) -> None:
-        draft.nonces.pop(tx.household, None)
+        draft.set_nonce(tx.household, -1)
         original(draft, tx, time_ms)
 
     ledger._admit = forgetful

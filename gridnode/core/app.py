@@ -71,6 +71,8 @@ class LedgerApp:
         self._max_bytes = max_block_bytes
         self._after: dict[bytes, LedgerState] = {}
         self._now_ms = self.state.time_ms  # the latest clock reading we were given
+        #: ids of transactions whose signature this node already verified (each is checked once)
+        self.verified: set[bytes] = set()
         self.mempool: Mempool[Tx] = Mempool(
             tx_id=tx_id,
             check=self._check_tx,
@@ -80,7 +82,12 @@ class LedgerApp:
 
     # ------------------------------------------------------------------ mempool
     def _check_tx(self, tx: Tx) -> str | None:
-        error = admission_error(self.state, tx, time_ms=max(self.state.time_ms + 1, self._now_ms))
+        error = admission_error(
+            self.state,
+            tx,
+            time_ms=max(self.state.time_ms + 1, self._now_ms),
+            verified=self.verified,
+        )
         return None if error is None else error.reason
 
     def submit(self, tx: Tx, *, now_ms: int | None = None) -> AddResult:
@@ -98,7 +105,9 @@ class LedgerApp:
             )
         self._now_ms = max(self._now_ms, now)
         txs = self.mempool.batch(max_count=self._max_txs, max_bytes=self._max_bytes)
-        block, after = build_block(self.state, time_ms=now, proposer=self.proposer, txs=txs)
+        block, after = build_block(
+            self.state, time_ms=now, proposer=self.proposer, txs=txs, verified=self.verified
+        )
         self._remember(block.hash, after)
         return block.encode()
 
@@ -107,7 +116,7 @@ class LedgerApp:
             parsed = decode_block(block)
             if parsed.height != height:
                 return False
-            after = check(self.state, parsed, now_ms=now)
+            after = check(self.state, parsed, now_ms=now, verified=self.verified)
         except InvalidInput:
             return False
         self._remember(parsed.hash, after)
@@ -122,7 +131,7 @@ class LedgerApp:
             )
         after = self._after.pop(parsed.hash, None)
         if after is None or after.height != self.state.height + 1:
-            after = check(self.state, parsed)
+            after = check(self.state, parsed, verified=self.verified)
         self.state = after
         self._after.clear()
         self.mempool.remove_committed(tx_id(tx) for tx in parsed.txs)

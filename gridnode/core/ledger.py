@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -398,6 +399,9 @@ class LedgerState:
     totals: Mapping[str, HouseholdTotals] = field(default_factory=dict)
     last_cleared_slot: int = -1
     settled_slots: int = 0
+    #: derived from ``orders`` (ids of every open order), kept so admission checks need not rebuild
+    #: it; not part of the encoding or of equality
+    open_order_ids: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def encode(self) -> bytes:
         """Canonical bytes of the whole state (what the digest covers)."""
@@ -495,6 +499,7 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
         totals={t[0]: HouseholdTotals(*t[1:]) for t in totals},
         last_cleared_slot=last_cleared,
         settled_slots=settled,
+        open_order_ids=frozenset(o.order.order_id for v in order_map.values() for o in v.values()),
     )
 
 
@@ -572,18 +577,99 @@ def decode_block(data: bytes) -> Block:
 
 
 class _Draft:
-    """Mutable working copy used inside one :func:`apply`; never escapes it."""
+    """Working copy used inside one :func:`apply` or admission check; never escapes it.
 
-    def __init__(self, state: LedgerState) -> None:
+    Copy-on-write: it reads the state's mappings until something is written, so checking one
+    transaction against a large state costs O(1), not O(state). :class:`_Work` takes full copies
+    before clearing and settlement.
+    """
+
+    def __init__(self, state: LedgerState, verified: set[bytes] | None = None) -> None:
         self.state = state
-        self.nonces = dict(state.nonces)
-        self.orders = {s: dict(v) for s, v in state.orders.items()}
-        self.readings = {s: dict(v) for s, v in state.readings.items()}
-        self.trades = dict(state.trades)
-        self.prices = dict(state.clearing_prices)
-        self.balances = dict(state.balances)
-        self.totals = dict(state.totals)
-        self.order_ids = {o.order.order_id for by_h in state.orders.values() for o in by_h.values()}
+        self.verified = verified
+        self.nonces: Mapping[str, int] = state.nonces
+        self.orders: Mapping[int, Mapping[str, SignedOrder]] = state.orders
+        self.readings: Mapping[int, Mapping[str, int]] = state.readings
+        self.order_ids: AbstractSet[str] = state.open_order_ids
+        if state.orders and not state.open_order_ids:  # a state built without the derived field
+            self.order_ids = frozenset(
+                o.order.order_id for v in state.orders.values() for o in v.values()
+            )
+        self._own: set[str] = set()
+        self._own_slots: set[tuple[str, int]] = set()
+
+    # -- writes used by admission (copy on first write) --
+    def set_nonce(self, household: str, nonce: int) -> None:
+        if "nonces" not in self._own:
+            self.nonces = dict(self.nonces)
+            self._own.add("nonces")
+        self.nonces[household] = nonce  # type: ignore[index]
+
+    def _ids(self) -> set[str]:
+        if "ids" not in self._own:
+            self.order_ids = set(self.order_ids)
+            self._own.add("ids")
+        return self.order_ids  # type: ignore[return-value]
+
+    def _slot_dict(self, name: str, slot: int) -> dict[str, Any]:
+        top: Any = getattr(self, name)
+        if name not in self._own:
+            top = dict(top)
+            setattr(self, name, top)
+            self._own.add(name)
+        if (name, slot) not in self._own_slots:
+            top[slot] = dict(top.get(slot, {}))
+            self._own_slots.add((name, slot))
+        inner: dict[str, Any] = top[slot]
+        return inner
+
+    def put_order(self, tx: SignedOrder, previous: SignedOrder | None) -> None:
+        ids = self._ids()
+        if previous is not None:
+            ids.discard(previous.order.order_id)
+        self._slot_dict("orders", tx.order.slot)[tx.household] = tx
+        ids.add(tx.order.order_id)
+
+    def drop_order(self, slot: int, previous: SignedOrder) -> None:
+        self._ids().discard(previous.order.order_id)
+        by_h = self._slot_dict("orders", slot)
+        del by_h[previous.household]
+        if not by_h:
+            del self.orders[slot]  # type: ignore[attr-defined]
+            self._own_slots.discard(("orders", slot))
+
+    def put_reading(self, slot: int, household: str, net_wh: int) -> None:
+        self._slot_dict("readings", slot)[household] = net_wh
+
+
+@dataclass(slots=True)
+class _Work:
+    """Full, owned copies of everything, for clearing, settlement and booking inside :func:`apply`."""
+
+    state: LedgerState
+    nonces: dict[str, int]
+    orders: dict[int, dict[str, SignedOrder]]
+    readings: dict[int, dict[str, int]]
+    order_ids: set[str]
+    trades: dict[int, tuple[Trade, ...]]
+    prices: dict[int, int | None]
+    balances: dict[str, int]
+    totals: dict[str, HouseholdTotals]
+
+    @classmethod
+    def of(cls, draft: _Draft) -> _Work:
+        state = draft.state
+        return cls(
+            state=state,
+            nonces=dict(draft.nonces),
+            orders={s: dict(v) for s, v in draft.orders.items()},
+            readings={s: dict(v) for s, v in draft.readings.items()},
+            order_ids=set(draft.order_ids),
+            trades=dict(state.trades),
+            prices=dict(state.clearing_prices),
+            balances=dict(state.balances),
+            totals=dict(state.totals),
+        )
 
 
 def _reject(reason: str, tx: Tx, expected: str, found: object) -> InvalidInput:
@@ -595,13 +681,29 @@ def _reject(reason: str, tx: Tx, expected: str, found: object) -> InvalidInput:
     )
 
 
+def _signature_ok(draft: _Draft, genesis: Genesis, tx: Tx) -> bool:
+    """Verify once per cache: ``draft.verified`` holds ids (hash of the full signed bytes) of
+    transactions whose signature already verified, so a cache hit means the same bytes."""
+    if draft.verified is None:
+        return verify_signature(genesis, tx)
+    tid = tx_id(tx)
+    if tid in draft.verified:
+        return True
+    if not verify_signature(genesis, tx):
+        return False
+    if len(draft.verified) > 500_000:
+        draft.verified.clear()
+    draft.verified.add(tid)
+    return True
+
+
 def _admit(draft: _Draft, tx: Tx, time_ms: int) -> None:
     genesis = draft.state.genesis
     now_s = time_ms // 1000
     clock = genesis.clock
     if tx.household not in genesis.members:
         raise _reject("not_a_member", tx, "a member of the community", tx.household[:16])
-    if not verify_signature(genesis, tx):
+    if not _signature_ok(draft, genesis, tx):
         raise _reject("bad_signature", tx, "the household's signature", "another")
     if isinstance(tx, SignedReading):
         if now_s < clock.end(tx.slot):
@@ -614,7 +716,7 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int) -> None:
             raise _reject(
                 "energy_too_large", tx, f"|net_wh| <= {genesis.limits.max_energy_wh}", tx.net_wh
             )
-        draft.readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
+        draft.put_reading(tx.slot, tx.household, tx.net_wh)
         return
     nonce = tx.order.nonce if isinstance(tx, SignedOrder) else tx.nonce
     if nonce <= draft.nonces.get(tx.household, -1):
@@ -631,21 +733,15 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int) -> None:
             previous is None or previous.order.order_id != tx.order.order_id
         ):
             raise _reject("duplicate_id", tx, "an order id not in use", tx.order.order_id)
-        if previous is not None:
-            draft.order_ids.discard(previous.order.order_id)
-        draft.orders.setdefault(slot, {})[tx.household] = tx
-        draft.order_ids.add(tx.order.order_id)
+        draft.put_order(tx, previous)
     else:
         if previous is None:
             raise _reject("no_open_order", tx, "an open order to cancel", slot)
-        draft.order_ids.discard(previous.order.order_id)
-        del draft.orders[slot][tx.household]
-        if not draft.orders[slot]:
-            del draft.orders[slot]
-    draft.nonces[tx.household] = nonce
+        draft.drop_order(slot, previous)
+    draft.set_nonce(tx.household, nonce)
 
 
-def _clear_due(draft: _Draft, time_ms: int) -> int:
+def _clear_due(draft: _Work, time_ms: int) -> int:
     """Clear every slot whose gate closed by ``time_ms``; returns the last cleared slot."""
     genesis = draft.state.genesis
     last_closed = genesis.clock.first_open_slot(time_ms // 1000) - 1
@@ -660,7 +756,7 @@ def _clear_due(draft: _Draft, time_ms: int) -> int:
     return max(last_closed, draft.state.last_cleared_slot)
 
 
-def _settle_due(draft: _Draft, time_ms: int, last_cleared: int) -> int:
+def _settle_due(draft: _Work, time_ms: int, last_cleared: int) -> int:
     genesis = draft.state.genesis
     clock = genesis.clock
     now_s = time_ms // 1000
@@ -685,7 +781,7 @@ def _settle_due(draft: _Draft, time_ms: int, last_cleared: int) -> int:
     return settled
 
 
-def _book(draft: _Draft, result: Settlement) -> None:
+def _book(draft: _Work, result: Settlement) -> None:
     for t in result.transfers:
         draft.balances[t.payer] = draft.balances.get(t.payer, 0) - t.amount_micro
         draft.balances[t.payee] = draft.balances.get(t.payee, 0) + t.amount_micro
@@ -703,11 +799,18 @@ def _book(draft: _Draft, result: Settlement) -> None:
 
 
 def _run(
-    state: LedgerState, *, height: int, head_hash: bytes, time_ms: int, txs: Iterable[Tx]
+    state: LedgerState,
+    *,
+    height: int,
+    head_hash: bytes,
+    time_ms: int,
+    txs: Iterable[Tx],
+    verified: set[bytes] | None = None,
 ) -> LedgerState:
-    draft = _Draft(state)
+    admitting = _Draft(state, verified)
     for tx in txs:
-        _admit(draft, tx, time_ms)
+        _admit(admitting, tx, time_ms)
+    draft = _Work.of(admitting)
     last_cleared = _clear_due(draft, time_ms)
     settled = _settle_due(draft, time_ms, last_cleared)
     if sum(draft.balances.values()) != 0:  # pragma: no cover - settlement already guarantees it
@@ -726,15 +829,18 @@ def _run(
         totals=draft.totals,
         last_cleared_slot=last_cleared,
         settled_slots=state.settled_slots + settled,
+        open_order_ids=frozenset(draft.order_ids),
     )
 
 
-def admit(state: LedgerState, txs: Iterable[Tx], *, time_ms: int) -> list[Tx]:
+def admit(
+    state: LedgerState, txs: Iterable[Tx], *, time_ms: int, verified: set[bytes] | None = None
+) -> list[Tx]:
     """The longest valid selection of ``txs``, in order: what a proposer may put in a block at ``time_ms``.
 
     Each transaction is kept if it is admissible after the ones kept before it.
     """
-    draft = _Draft(state)
+    draft = _Draft(state, verified)
     kept: list[Tx] = []
     for tx in txs:
         try:
@@ -745,23 +851,37 @@ def admit(state: LedgerState, txs: Iterable[Tx], *, time_ms: int) -> list[Tx]:
     return kept
 
 
-def admission_error(state: LedgerState, tx: Tx, *, time_ms: int) -> InvalidInput | None:
+def admission_error(
+    state: LedgerState, tx: Tx, *, time_ms: int, verified: set[bytes] | None = None
+) -> InvalidInput | None:
     """Why ``tx`` would be refused on top of ``state`` at ``time_ms``, or ``None`` if admissible."""
     try:
-        _admit(_Draft(state), tx, time_ms)
+        _admit(_Draft(state, verified), tx, time_ms)
     except InvalidInput as exc:
         return exc
     return None
 
 
 def build_block(
-    state: LedgerState, *, time_ms: int, proposer: str, txs: Sequence[Tx]
+    state: LedgerState,
+    *,
+    time_ms: int,
+    proposer: str,
+    txs: Sequence[Tx],
+    verified: set[bytes] | None = None,
 ) -> tuple[Block, LedgerState]:
     """A valid next block from the admissible part of ``txs``, and the state after it."""
     time_ms = max(time_ms, state.time_ms + 1)
-    chosen = tuple(admit(state, txs, time_ms=time_ms))
+    chosen = tuple(admit(state, txs, time_ms=time_ms, verified=verified))
     unsigned = Block(state.height + 1, state.head_hash, time_ms, proposer, chosen, ZERO_HASH)
-    after = _run(state, height=unsigned.height, head_hash=ZERO_HASH, time_ms=time_ms, txs=chosen)
+    after = _run(
+        state,
+        height=unsigned.height,
+        head_hash=ZERO_HASH,
+        time_ms=time_ms,
+        txs=chosen,
+        verified=verified,
+    )
     block = replace(unsigned, state_root=_root(after))
     return block, replace(after, head_hash=block.hash)
 
@@ -771,8 +891,18 @@ def _root(state_with_zero_head: LedgerState) -> bytes:
     return state_with_zero_head.digest()
 
 
-def check(state: LedgerState, block: Block, *, now_ms: int | None = None) -> LedgerState:
-    """Validate ``block`` as the next block; return the state after it, or raise :class:`InvalidInput`."""
+def check(
+    state: LedgerState,
+    block: Block,
+    *,
+    now_ms: int | None = None,
+    verified: set[bytes] | None = None,
+) -> LedgerState:
+    """Validate ``block`` as the next block; return the state after it, or raise :class:`InvalidInput`.
+
+    ``verified`` is an optional cache of ids of transactions whose signatures already verified
+    (filled as a side effect); it changes how fast the answer comes, never the answer.
+    """
     genesis = state.genesis
 
     def bad(reason: str, expected: object, found: object) -> InvalidInput:
@@ -793,13 +923,18 @@ def check(state: LedgerState, block: Block, *, now_ms: int | None = None) -> Led
     if block.proposer not in genesis.validators:
         raise bad("not_a_validator", "a validator's key", block.proposer[:16])
     after = _run(
-        state, height=block.height, head_hash=ZERO_HASH, time_ms=block.time_ms, txs=block.txs
+        state,
+        height=block.height,
+        head_hash=ZERO_HASH,
+        time_ms=block.time_ms,
+        txs=block.txs,
+        verified=verified,
     )
     if _root(after) != block.state_root:
         raise bad("wrong_state_root", _root(after).hex()[:16], block.state_root.hex()[:16])
     return replace(after, head_hash=block.hash)
 
 
-def apply(state: LedgerState, block: Block) -> LedgerState:
+def apply(state: LedgerState, block: Block, *, verified: set[bytes] | None = None) -> LedgerState:
     """The state after a committed ``block`` (which :func:`check` accepted). Pure and deterministic."""
-    return check(state, block)
+    return check(state, block, verified=verified)

@@ -182,7 +182,18 @@ def test_cli_runs_a_scenario_and_prints_the_report(
 def test_ctrl_c_stops_cleanly_and_still_writes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "sim", str(SCENARIOS / "small.toml"), "--out", str(out)],
+        # three days, so the run is still going when the signal arrives, even on a fast machine
+        [
+            sys.executable,
+            "-c",
+            _CLI,
+            "sim",
+            str(SCENARIOS / "small.toml"),
+            "--days",
+            "3",
+            "--out",
+            str(out),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -195,7 +206,7 @@ def test_ctrl_c_stops_cleanly_and_still_writes(tmp_path: Path) -> None:
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: err.read(16), "")))
     reader.start()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not re.search(r"\b[1-9]\d*/96", "".join(seen)):
+    while time.monotonic() < deadline and not re.search(r"\b[1-9]\d*/288", "".join(seen)):
         if proc.poll() is not None:
             break
         time.sleep(0.05)
