@@ -238,10 +238,23 @@ class Genesis:
 # ------------------------------------------------------------------------------------ transactions
 
 
+def _seal(tx: object, wire: list[Any]) -> None:
+    raw = pack(wire)
+    object.__setattr__(tx, "raw", raw)
+    object.__setattr__(tx, "id", _sha256(raw))
+
+
 @dataclass(frozen=True, slots=True)
 class SignedOrder:
     order: Order
     signature: bytes
+    #: the canonical bytes and their SHA-256 (the tx id), computed once: they are needed for every
+    #: mempool lookup, block and state digest
+    raw: bytes = field(init=False, repr=False, compare=False)
+    id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _seal(self, ["gn.tx.order", FORMAT, self.body(), self.signature])
 
     @property
     def household(self) -> str:
@@ -251,7 +264,7 @@ class SignedOrder:
         return order_to_wire(self.order)
 
     def encode(self) -> bytes:
-        return pack(["gn.tx.order", FORMAT, self.body(), self.signature])
+        return self.raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,12 +273,17 @@ class SignedCancel:
     slot: int
     nonce: int
     signature: bytes
+    raw: bytes = field(init=False, repr=False, compare=False)
+    id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _seal(self, ["gn.tx.cancel", FORMAT, self.body(), self.signature])
 
     def body(self) -> list[Any]:
         return ["gn.cancel", FORMAT, self.household, self.slot, self.nonce]
 
     def encode(self) -> bytes:
-        return pack(["gn.tx.cancel", FORMAT, self.body(), self.signature])
+        return self.raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,12 +292,17 @@ class SignedReading:
     slot: int
     net_wh: int
     signature: bytes
+    raw: bytes = field(init=False, repr=False, compare=False)
+    id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _seal(self, ["gn.tx.reading", FORMAT, self.body(), self.signature])
 
     def body(self) -> list[Any]:
         return ["gn.reading", FORMAT, self.household, self.slot, self.net_wh]
 
     def encode(self) -> bytes:
-        return pack(["gn.tx.reading", FORMAT, self.body(), self.signature])
+        return self.raw
 
 
 Tx = SignedOrder | SignedCancel | SignedReading
@@ -289,7 +312,7 @@ _DOMAIN = {SignedOrder: "order", SignedCancel: "cancel", SignedReading: "reading
 
 def tx_id(tx: Tx) -> bytes:
     """Content id of a transaction: SHA-256 of its canonical bytes."""
-    return _sha256(tx.encode())
+    return tx.id
 
 
 def sign_order(key: KeyPair, genesis: Genesis, order: Order) -> SignedOrder:
