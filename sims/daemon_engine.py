@@ -421,7 +421,7 @@ def _run_started(
     timings: list[SlotTiming] = []
     served: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = {}
     faults: list[FaultEvent] = []
-    interrupted = False
+    interrupted = stalled = False
     first = last = 0
     startup = 0.0
     try:
@@ -440,12 +440,20 @@ def _run_started(
         settled_at_first = -1
         slot_wall_s = scenario.slot_seconds / speedup
         deadline = time.monotonic() + (planned + 4) * slot_wall_s * 4 + 120
+        last_height, last_progress = -1, time.monotonic()
+        stall_s = max(60.0, 4 * slot_wall_s)
         while seen < last and time.monotonic() < deadline:
             try:
                 status = lc.api(0, "/api/status", timeout_s=5)
             except OSError:
                 time.sleep(0.2)
                 continue
+            if status["height"] != last_height:
+                last_height, last_progress = status["height"], time.monotonic()
+            elif time.monotonic() - last_progress > stall_s:
+                stalled = True
+                say(f"the ledger stalled at height {last_height} for {stall_s:.0f} s: stopping")
+                break
             now_node_s = status["now_ms"] // 1000
             while pending and now_node_s >= sim_start_s + pending[0][0]:
                 at, _, f = pending.pop(0)
@@ -540,10 +548,21 @@ def _run_started(
             )
     if bad_exits:
         result.notes.append(f"daemons exited with codes {bad_exits}")
+    if stalled:
+        result.notes.append("the ledger stopped growing: the run was cut short (see daemon logs)")
+        result.interrupted = True
     result.notes.append(
         f"daemon engine: {n} gridnode processes ({scenario.validators} validators), clock speed-up "
         f"{speedup:g} ({scenario.slot_seconds / speedup:.1f} s per slot), started in {startup:.1f} s"
     )
+    if len(timings) > 1:
+        lags = sorted(t.lag_s for t in timings)
+        per_slot = (timings[-1].cleared_wall_s - timings[0].cleared_wall_s) / (len(timings) - 1)
+        result.notes.append(
+            f"measured {per_slot:.1f} wall s per slot between clearings; clearing lag after gate "
+            f"closure p50 {statistics.median(lags):.1f} s, max {lags[-1]:.1f} s; daemons used "
+            f"{sum(cpu.values()):.0f} CPU s"
+        )
     return DaemonRun(
         result, trades, lc.root, timings, speedup, n, startup, served, cpu,
         timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0,
