@@ -20,6 +20,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from gridnode.core.ledger import (
@@ -69,7 +70,7 @@ class LedgerApp:
         self.proposer = proposer
         self._max_txs = max_block_txs
         self._max_bytes = max_block_bytes
-        self._after: dict[bytes, LedgerState] = {}
+        self._after: dict[bytes, tuple[Block, LedgerState]] = {}
         self._now_ms = self.state.time_ms  # the latest clock reading we were given
         #: ids of transactions whose signature this node already verified (each is checked once)
         self.verified: set[bytes] = set()
@@ -108,10 +109,17 @@ class LedgerApp:
         block, after = build_block(
             self.state, time_ms=now, proposer=self.proposer, txs=txs, verified=self.verified
         )
-        self._remember(block.hash, after)
+        self._remember(block, after)
         return block.encode()
 
     def validate_block(self, height: int, block: bytes, now: int) -> bool:
+        known = self._after.get(hashlib.sha256(block).digest())
+        if known is not None and known[1].height == self.state.height + 1:
+            # already checked on top of the current state (our own proposal, or a re-proposal):
+            # only the clock-drift bound depends on ``now``
+            parsed = known[0]
+            drift = self.genesis.max_drift_ms
+            return parsed.height == height and abs(parsed.time_ms - now) <= drift
         try:
             parsed = decode_block(block)
             if parsed.height != height:
@@ -119,29 +127,32 @@ class LedgerApp:
             after = check(self.state, parsed, now_ms=now, verified=self.verified)
         except InvalidInput:
             return False
-        self._remember(parsed.hash, after)
+        self._remember(parsed, after)
         return True
 
     def apply(self, height: int, block: bytes) -> LedgerState:
         """Apply the committed block at ``height``; returns the new state."""
-        parsed = decode_block(block)
+        known = self._after.get(hashlib.sha256(block).digest())
+        if known is not None and known[1].height == self.state.height + 1:
+            parsed, after = known
+        else:
+            parsed = decode_block(block)
+            after = check(self.state, parsed, verified=self.verified)
         if parsed.height != height:
             raise InvalidInput(
                 reason="wrong_height", subject=f"block {height}", found=str(parsed.height)
             )
-        after = self._after.pop(parsed.hash, None)
-        if after is None or after.height != self.state.height + 1:
-            after = check(self.state, parsed, verified=self.verified)
         self.state = after
         self._after.clear()
         self.mempool.remove_committed(tx_id(tx) for tx in parsed.txs)
         self.mempool.recheck()
         return after
 
-    def _remember(self, block_hash: bytes, after: LedgerState) -> None:
+    def _remember(self, block: Block, after: LedgerState) -> None:
+        """Cache the state after ``block`` by its hash (= SHA-256 of its canonical bytes)."""
         if len(self._after) >= _CACHE_LIMIT:
             self._after.pop(next(iter(self._after)))
-        self._after[block_hash] = after
+        self._after[block.hash] = (block, after)
 
     @staticmethod
     def decode(block: bytes) -> Block:
