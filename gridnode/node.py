@@ -113,6 +113,7 @@ class NodeRuntime:
         snapshot_every: int = 100,
         sync_peers: Sequence[str] | None = None,
         max_block_txs: int = 2_000,
+        verified: set[bytes] | None = None,
     ) -> None:
         self.genesis = genesis
         self.key = key
@@ -129,7 +130,11 @@ class NodeRuntime:
         if rec.snapshot is not None:
             state = decode_state(rec.snapshot.state, genesis)
         self.app = LedgerApp(
-            genesis, proposer=key.public_hex, state=state, max_block_txs=max_block_txs
+            genesis,
+            proposer=key.public_hex,
+            state=state,
+            max_block_txs=max_block_txs,
+            verified=verified,
         )
         for sb in rec.blocks:
             self.app.apply(sb.height, sb.block)

@@ -64,6 +64,7 @@ class LedgerApp:
         max_block_txs: int = 2_000,
         max_block_bytes: int = 2 * 1024 * 1024,
         state: LedgerState | None = None,
+        verified: set[bytes] | None = None,
     ) -> None:
         self.genesis = genesis
         self.state = state if state is not None else genesis_state(genesis)
@@ -72,8 +73,9 @@ class LedgerApp:
         self._max_bytes = max_block_bytes
         self._after: dict[bytes, tuple[Block, LedgerState]] = {}
         self._now_ms = self.state.time_ms  # the latest clock reading we were given
-        #: ids of transactions whose signature this node already verified (each is checked once)
-        self.verified: set[bytes] = set()
+        #: ids of transactions whose signature this node already verified (each is checked once);
+        #: a simulation may share one set among the nodes it runs in one process
+        self.verified: set[bytes] = set() if verified is None else verified
         self.mempool: Mempool[Tx] = Mempool(
             tx_id=tx_id,
             check=self._check_tx,
