@@ -53,7 +53,7 @@ from gridnode.core.consensus_messages import (
     encode_message,
 )
 from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import Genesis, LedgerState, Tx, decode_state, genesis_state
+from gridnode.core.ledger import Block, Genesis, LedgerState, Tx, decode_state, genesis_state
 from gridnode.core.mempool import AddResult
 from gridnode.store import Store, recover
 from market.errors import GridnodeError, InvalidInput
@@ -114,6 +114,7 @@ class NodeRuntime:
         sync_peers: Sequence[str] | None = None,
         max_block_txs: int = 2_000,
         verified: set[bytes] | None = None,
+        shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
     ) -> None:
         self.genesis = genesis
         self.key = key
@@ -135,6 +136,7 @@ class NodeRuntime:
             state=state,
             max_block_txs=max_block_txs,
             verified=verified,
+            shared_blocks=shared_blocks,
         )
         for sb in rec.blocks:
             self.app.apply(sb.height, sb.block)

@@ -71,6 +71,7 @@ from gridnode.core.consensus_messages import (
 )
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
+    Block,
     Genesis,
     LedgerState,
     SignedOrder,
@@ -174,6 +175,10 @@ class _Engine:
         # Outcomes are identical (the cache is keyed by the hash of the signed bytes); what is not
         # modelled is each validator's own verification CPU (the real daemon verifies on its own).
         self.verified: set[bytes] = set()
+        # Likewise one cache of checked blocks keyed by (head hash, block hash): a validator whose
+        # head and proposal match another's reuses that check. The full-node replay at the end
+        # re-applies every committed block from genesis on its own, without these caches.
+        self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
         keys_rng = random.Random(f"keys:{sc.seed}")
         self.specs: list[HouseholdSpec] = sc.household_specs()
         self.hh_keys = [KeyPair.from_rng(keys_rng) for _ in self.specs]
@@ -330,6 +335,7 @@ class _Engine:
             config=self.config,
             snapshot_every=200,
             verified=self.verified,
+            shared_blocks=self.shared_blocks,
         )
         rt.listeners.append(functools.partial(self._committed, v))
         v.runtime = rt

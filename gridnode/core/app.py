@@ -65,6 +65,7 @@ class LedgerApp:
         max_block_bytes: int = 2 * 1024 * 1024,
         state: LedgerState | None = None,
         verified: set[bytes] | None = None,
+        shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
     ) -> None:
         self.genesis = genesis
         self.state = state if state is not None else genesis_state(genesis)
@@ -76,6 +77,10 @@ class LedgerApp:
         #: ids of transactions whose signature this node already verified (each is checked once);
         #: a simulation may share one set among the nodes it runs in one process
         self.verified: set[bytes] = set() if verified is None else verified
+        #: (head hash, block hash) -> the checked block and the state after it. Only a simulation
+        #: that runs many nodes in one process shares one: the same block on the same head always
+        #: yields the same state, so one node's check serves all (per-node CPU is not modelled).
+        self._shared = shared_blocks
         self.mempool: Mempool[Tx] = Mempool(
             tx_id=tx_id,
             check=self._check_tx,
@@ -114,8 +119,15 @@ class LedgerApp:
         self._remember(block, after)
         return block.encode()
 
+    def _known(self, block: bytes) -> tuple[Block, LedgerState] | None:
+        digest = hashlib.sha256(block).digest()
+        known = self._after.get(digest)
+        if known is None and self._shared is not None:
+            known = self._shared.get((self.state.head_hash, digest))
+        return known
+
     def validate_block(self, height: int, block: bytes, now: int) -> bool:
-        known = self._after.get(hashlib.sha256(block).digest())
+        known = self._known(block)
         if known is not None and known[1].height == self.state.height + 1:
             # already checked on top of the current state (our own proposal, or a re-proposal):
             # only the clock-drift bound depends on ``now``
@@ -134,7 +146,7 @@ class LedgerApp:
 
     def apply(self, height: int, block: bytes) -> LedgerState:
         """Apply the committed block at ``height``; returns the new state."""
-        known = self._after.get(hashlib.sha256(block).digest())
+        known = self._known(block)
         if known is not None and known[1].height == self.state.height + 1:
             parsed, after = known
         else:
@@ -155,6 +167,10 @@ class LedgerApp:
         if len(self._after) >= _CACHE_LIMIT:
             self._after.pop(next(iter(self._after)))
         self._after[block.hash] = (block, after)
+        if self._shared is not None:
+            if len(self._shared) >= 16 * _CACHE_LIMIT:
+                self._shared.pop(next(iter(self._shared)))
+            self._shared[(self.state.head_hash, block.hash)] = (block, after)
 
     @staticmethod
     def decode(block: bytes) -> Block:
