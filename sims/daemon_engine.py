@@ -82,6 +82,7 @@ __all__ = [
 ]
 
 SUPPORTED_FAULTS = ("crash",)
+_START_BATCH = 8
 _QUOTE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO gridnode: quoted slot (\d+): (\w+) (\d+) Wh "
     r"in \d+ steps \((.*)\)$"
@@ -417,7 +418,11 @@ def _run_started(
     assert lc.genesis is not None
     clock = lc.genesis.clock
     n = len(lc.households)
-    lc.start()
+    # validators first; households in small batches, so the validators are not answering 46
+    # connection handshakes while the first households already submit (a household whose submission
+    # no validator acknowledges in time loses its bidding loop: see _dead_loops)
+    validators = [h.index for h in lc.households if h.role == "validator"]
+    lc.start(which=validators)
     timings: list[SlotTiming] = []
     served: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = {}
     faults: list[FaultEvent] = []
@@ -425,7 +430,12 @@ def _run_started(
     first = last = 0
     startup = 0.0
     try:
-        lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n)
+        lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=validators)
+        rest = [h.index for h in lc.households if h.role != "validator"]
+        for i in range(0, len(rest), _START_BATCH):
+            batch = rest[i : i + _START_BATCH]
+            lc.start(which=batch)
+            lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=batch)
         startup = time.monotonic() - wall0
         status = lc.api(0, "/api/status")
         first = status["current_slot"] + 2  # every household has quoted it before its gate
@@ -548,6 +558,12 @@ def _run_started(
             )
     if bad_exits:
         result.notes.append(f"daemons exited with codes {bad_exits}")
+    dead = _dead_loops(lc)
+    if dead:
+        result.notes.append(
+            f"{len(dead)} daemons lost their node task while the process kept running "
+            f"({', '.join(dead[:10])}{'…' if len(dead) > 10 else ''}; see their daemon.log)"
+        )
     if stalled:
         result.notes.append("the ledger stopped growing: the run was cut short (see daemon logs)")
         result.interrupted = True
@@ -596,6 +612,17 @@ def _served(lc: LocalCommunity, index: int, slot: int) -> tuple[int | None, list
         for t in info["trades"]
     ]
     return (info["clearing_price_micro_per_kwh"], rows)
+
+
+def _dead_loops(lc: LocalCommunity) -> list[str]:
+    """Daemons whose node task died (the bridge logs "closing … failed"), e.g. a household whose
+    submission no validator acknowledged: its process keeps serving a frozen API."""
+    dead = []
+    for h in lc.households:
+        log = h.dir / "daemon.log"
+        if log.exists() and "ERROR gridnode.net.bridge: closing" in log.read_text(errors="replace"):
+            dead.append(h.name)
+    return dead
 
 
 def _wall_at(now_node_ms: int, at_node_ms: int, now_wall_s: float, speedup: float) -> float:
