@@ -746,12 +746,14 @@ def _collect(
             conservation = False
         pv_sum = load_sum = err = 0
         for hh, meter in meters.items():
+            if hh not in readings:
+                continue  # a household whose daemon sent no reading is not in the ledger's figures
             pv, load = _slot_pv_load(meter, slot, clock)
             per_hh[hh]["pv"] += pv
             per_hh[hh]["load"] += load
             pv_sum += pv
             load_sum += load
-            if hh in readings and hh in quotes and slot in quotes[hh]:
+            if hh in quotes and slot in quotes[hh]:
                 p50 = _p50_for(meter, slot, clock)
                 if p50 is not None:
                     err += abs(p50 - readings[hh])
