@@ -248,21 +248,31 @@ class DaemonNode:
         member = self.key.public_hex in self.genesis.members
         while True:
             now_s = self.clock.now_ms() // 1000
-            for slot in range(first_slot, clock.slot_at(now_s)):
-                if slot in self._read_slots or not member:
-                    continue
-                net_wh = self.meter.slot_net_wh(slot, clock)
-                if net_wh is not None:
-                    result = await self.submit_reading(slot, net_wh)
-                    log.info(
-                        "reading slot %d: %+d Wh (%s)", slot, net_wh, result.reason or "accepted"
-                    )
-                self._read_slots.add(slot)
-            if self.config.bidding_enabled and member:
-                await self._quote(now_s, model, policy)
+            try:
+                await self._household_step(first_slot, now_s, member, model, policy)
+            except NetworkError as exc:  # no validator answered: try again next slot
+                log.warning("household step: %s", exc)
+            except Exception:  # a bug in bidding must never stop the node's consensus work
+                log.exception("household step failed")
             self._publish()
             next_boundary_ms = (clock.slot_at(now_s) + 1) * clock.slot_seconds * 1000 + 50
             await trio.sleep(self.clock.seconds_until(next_boundary_ms))
+
+    async def _household_step(
+        self, first_slot: int, now_s: int, member: bool, model: SeasonalNaive, policy: PolicyConfig
+    ) -> None:
+        assert self.meter is not None
+        clock = self.genesis.clock
+        for slot in range(first_slot, clock.slot_at(now_s)):
+            if slot in self._read_slots or not member:
+                continue
+            net_wh = self.meter.slot_net_wh(slot, clock)
+            if net_wh is not None:
+                result = await self.submit_reading(slot, net_wh)
+                log.info("reading slot %d: %+d Wh (%s)", slot, net_wh, result.reason or "accepted")
+            self._read_slots.add(slot)  # only once it was sent (a network error retries it)
+        if self.config.bidding_enabled and member:
+            await self._quote(now_s, model, policy)
 
     async def _quote(self, now_s: int, model: SeasonalNaive, policy: PolicyConfig) -> None:
         assert self.meter is not None

@@ -71,3 +71,31 @@ def test_second_daemon_is_refused_and_sigint_stops_cleanly(tmp_path: Path) -> No
         lc.stop()
     log = (lc.households[0].dir / "daemon.log").read_text()
     assert "stopping" in log and "Traceback" not in log
+
+
+@pytest.mark.net
+def test_a_household_whose_validators_are_gone_keeps_running(tmp_path: Path) -> None:
+    """Bidding and meter readings with no validator reachable: warned about, retried, never fatal."""
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60)
+    lc.create()
+    household = lc.households[1].dir
+    update_config(
+        household, {"meter.source": "replay", "meter.pv_scale": 2.0, "bidding.enabled": True}
+    )
+    lc.start()
+    try:
+        lc.wait_ready(60)
+        lc.kill(0)  # the only validator is gone
+        log = household / "daemon.log"
+        assert lc.wait_for(lambda: "household step: " in log.read_text(), 90)
+        proc = lc.households[1].process
+        assert proc is not None and proc.poll() is None
+        # the validator comes back: the household's loop is still alive and its quotes get committed
+        lc.start(which=[0])
+        lc.wait_ready(60, which=[0])
+        me = lc.households[1].key.public_hex
+        assert lc.wait_for(
+            lambda: any(o["household"] == me for o in lc.api(0, "/api/orders")["orders"]), 90
+        )
+    finally:
+        lc.stop()
