@@ -48,6 +48,18 @@ def _int(value: Any, *, subject: str, field: str) -> int:
     return value
 
 
+def _str(value: Any, *, subject: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(
+            reason="bad_type",
+            subject=subject,
+            field=field,
+            expected="a string",
+            found=_type_name(value),
+        )
+    return value
+
+
 def _keys(
     obj: Any, *, allowed: set[str], required: set[str], subject: str, field: str
 ) -> dict[str, Any]:
@@ -109,22 +121,8 @@ def parse_book(doc: Any, *, limits: OrderLimits = OrderLimits()) -> tuple[int, R
         if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
             subject = f"order {raw['id']!r}"
         o = _keys(raw, allowed=_ORDER, required=_ORDER_REQUIRED, subject=subject, field="")
-        if not isinstance(o["id"], str):
-            raise InvalidInput(
-                reason="bad_type",
-                subject=subject,
-                field="id",
-                expected="a string",
-                found=_type_name(o["id"]),
-            )
-        if not isinstance(o["household"], str):
-            raise InvalidInput(
-                reason="bad_type",
-                subject=subject,
-                field="household",
-                expected="a string",
-                found=_type_name(o["household"]),
-            )
+        order_id = _str(o["id"], subject=subject, field="id")
+        household = _str(o["household"], subject=subject, field="household")
         try:
             side = Side(o["side"])
         except (ValueError, TypeError):
@@ -155,8 +153,8 @@ def parse_book(doc: Any, *, limits: OrderLimits = OrderLimits()) -> tuple[int, R
             )
         orders.append(
             Order(
-                order_id=o["id"],
-                household=o["household"],
+                order_id=order_id,
+                household=household,
                 side=side,
                 slot=slot,
                 steps=tuple(steps),
