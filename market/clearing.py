@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from market.errors import InvalidInput
 from market.orders import Order, Side
-from market.units import WH_PER_KWH, amount_micro
+from market.units import WH_PER_KWH, amount_micro, largest_remainder
 
 __all__ = ["ClearingResult", "Rule", "Trade", "Trades", "clear"]
 
@@ -281,21 +281,8 @@ def _fills(curve: _Curve, volume: int) -> _IntArray:
     if remaining == total:
         fills[level] = q
         return fills
-    if int(q.max()) * remaining < _SAFE:
-        prod = q * remaining
-        share = prod // total
-        frac = prod % total
-    else:  # exact path for huge quantities
-        pairs = [divmod(int(x) * remaining, total) for x in q]
-        share = np.asarray([p[0] for p in pairs], dtype=_I64)
-        frac = np.asarray([min(p[1], _SAFE) for p in pairs], dtype=object)
-    leftover = remaining - int(share.sum())
-    if leftover:
-        # largest remainder first; ties to the earlier (higher-priority) position
-        pos = np.arange(len(q))
-        by = sorted(range(len(q)), key=lambda j: (-int(frac[j]), int(pos[j])))[:leftover]
-        share = share.copy()
-        share[np.asarray(by, dtype=np.intp)] += 1
+    # the documented rule is exactly market.units.largest_remainder over the level in priority order
+    share = np.asarray(largest_remainder(remaining, q.tolist()), dtype=_I64)
     fills[level] = share
     return fills
 
