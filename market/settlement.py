@@ -299,12 +299,15 @@ def settle(
 def check_settlement(settlement: Settlement, trades: Iterable[Trade]) -> None:
     """Assert the conservation rules; raise :class:`InvariantViolation` naming the broken one."""
     trades = list(trades)
-    bought = sum(t.energy_wh for t in trades)
-    sold = sum(t.energy_wh for t in trades)
-    if bought != sold or bought != sum(b.bought_p2p_wh for b in settlement.bills):
-        raise InvariantViolation(f"slot {settlement.slot}: energy bought {bought} != sold {sold}")
-    if sum(b.sold_p2p_wh for b in settlement.bills) != sold:
-        raise InvariantViolation(f"slot {settlement.slot}: household sold totals != traded energy")
+    traded = sum(t.energy_wh for t in trades)  # each trade is bought and sold in the same amount
+    if sum(b.bought_p2p_wh for b in settlement.bills) != traded:
+        raise InvariantViolation(
+            f"slot {settlement.slot}: household bought totals != traded {traded}"
+        )
+    if sum(b.sold_p2p_wh for b in settlement.bills) != traded:
+        raise InvariantViolation(
+            f"slot {settlement.slot}: household sold totals != traded {traded}"
+        )
     balance: dict[str, int] = {}
     for t in settlement.transfers:
         if t.amount_micro < 0 or t.payer == t.payee:
