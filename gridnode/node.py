@@ -169,10 +169,10 @@ class NodeRuntime:
         return self.app.state
 
     def start(self, now: int) -> None:
-        self._run(self.core.start(now), now)
+        self._run(self.core.start(now))
 
     def on_timer(self, kind: TimerKind, height: int, round_: int, now: int) -> None:
-        self._run(self.core.on_timer(kind, height, round_, now), now)
+        self._run(self.core.on_timer(kind, height, round_, now))
 
     def on_message(self, sender: str, data: bytes, now: int) -> None:
         try:
@@ -181,7 +181,7 @@ class NodeRuntime:
             self.count(sender, exc.reason)
             return
         self.last_heard_ms[sender] = now
-        self._run(self.core.on_message(sender, msg, now), now)
+        self._run(self.core.on_message(sender, msg, now))
 
     def submit(self, tx: Tx, now: int) -> AddResult:
         """Offer a transaction to this node's mempool."""
@@ -192,7 +192,7 @@ class NodeRuntime:
         by[reason] = by.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ effects
-    def _run(self, effects: list[Effect], now: int) -> None:
+    def _run(self, effects: list[Effect]) -> None:
         for eff in effects:
             if isinstance(eff, Persist):
                 self._persist(eff.record)
@@ -206,7 +206,6 @@ class NodeRuntime:
                 self._decided(eff)
             elif isinstance(eff, EvidenceFound):
                 self.evidence += 1
-        del now
 
     def _persist(self, record: WalRecord) -> None:
         data = encode_wal_record(record)
