@@ -176,9 +176,9 @@ def broken_nonce_rule() -> Iterator[None]:
     """Negative control: admission forgets every household's last nonce (replays get in)."""
     original = ledger._admit
 
-    def forgetful(draft: Any, tx: Tx, time_ms: int) -> None:
+    def forgetful(draft: Any, tx: Tx, time_ms: int, *, write: bool = True) -> None:
         draft.set_nonce(tx.household, -1)
-        original(draft, tx, time_ms)
+        original(draft, tx, time_ms, write=write)
 
     ledger._admit = forgetful
     try:

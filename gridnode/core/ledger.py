@@ -50,7 +50,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
 from gridnode.core.crypto import KeyPair, is_public_hex, verify_hex
@@ -116,6 +116,10 @@ class Genesis:
     reading_deadline_seconds: int = 900
     max_drift_ms: int = 5_000
     max_steps: int = 16
+    # derived once (admission looks them up for every transaction): not part of the genesis' identity
+    member_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    _clock: SlotClock = field(init=False, repr=False, compare=False)
+    _limits: OrderLimits = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (
@@ -134,14 +138,23 @@ class Genesis:
                 raise UsageError(f"duplicate {what} keys in genesis")
         if not self.validators:
             raise UsageError("genesis needs at least one validator")
+        object.__setattr__(self, "member_set", frozenset(self.members))
         if self.reading_deadline_seconds < 0 or self.max_drift_ms < 0 or self.genesis_time_ms < 0:
             raise UsageError("reading deadline, drift and genesis time must be >= 0")
-        self.clock  # noqa: B018 - validates slot length and gate lead
+        clock = SlotClock(slot_seconds=self.slot_seconds, gate_lead_seconds=self.gate_lead_seconds)
+        object.__setattr__(self, "_clock", clock)  # validates slot length and gate lead
         self.tariff  # noqa: B018 - validates the prices
+        object.__setattr__(
+            self,
+            "_limits",
+            OrderLimits(
+                price_cap_micro_per_kwh=self.retail_micro_per_kwh, max_steps=self.max_steps
+            ),
+        )
 
     @property
     def clock(self) -> SlotClock:
-        return SlotClock(slot_seconds=self.slot_seconds, gate_lead_seconds=self.gate_lead_seconds)
+        return self._clock
 
     @property
     def tariff(self) -> Tariff:
@@ -153,9 +166,7 @@ class Genesis:
 
     @property
     def limits(self) -> OrderLimits:
-        return OrderLimits(
-            price_cap_micro_per_kwh=self.retail_micro_per_kwh, max_steps=self.max_steps
-        )
+        return self._limits
 
     @property
     def max_faulty(self) -> int:
@@ -184,7 +195,7 @@ class Genesis:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Genesis:
         """Inverse of :meth:`to_dict`; unknown or mistyped keys raise :class:`UsageError` naming them."""
-        known = set(cls.__dataclass_fields__)
+        known = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UsageError(
@@ -720,11 +731,29 @@ def _signature_ok(draft: _Draft, genesis: Genesis, tx: Tx) -> bool:
     return True
 
 
-def _admit(draft: _Draft, tx: Tx, time_ms: int) -> None:
+def _order_ok(draft: _Draft, genesis: Genesis, tx: SignedOrder) -> None:
+    """:func:`~market.orders.validate_order` once per cache: the order's rules depend only on its
+    bytes and the genesis, so ``draft.verified`` also remembers ``b"o" + id`` of orders that passed
+    (33 bytes: never equal to a 32-byte signature-cache id)."""
+    key = b"o" + tx_id(tx)
+    if draft.verified is not None and key in draft.verified:
+        return
+    validate_order(tx.order, limits=genesis.limits)
+    if draft.verified is not None:
+        draft.verified.add(key)
+
+
+def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
+    """Check ``tx`` on top of ``draft`` and (if ``write``) record it there.
+
+    ``write=False`` is the single-transaction check of :func:`admission_error`: it raises the same
+    errors and copies nothing (a written draft copies the slot's orders, the nonces and the open
+    ids on first write: O(state), which a mempool check per transaction per validator cannot afford).
+    """
     genesis = draft.state.genesis
     now_s = time_ms // 1000
     clock = genesis.clock
-    if tx.household not in genesis.members:
+    if tx.household not in genesis.member_set:
         raise _reject("not_a_member", tx, "a member of the community", tx.household[:16])
     if not _signature_ok(draft, genesis, tx):
         raise _reject("bad_signature", tx, "the household's signature", "another")
@@ -739,7 +768,8 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int) -> None:
             raise _reject(
                 "energy_too_large", tx, f"|net_wh| <= {genesis.limits.max_energy_wh}", tx.net_wh
             )
-        draft.put_reading(tx.slot, tx.household, tx.net_wh)
+        if write:
+            draft.put_reading(tx.slot, tx.household, tx.net_wh)
         return
     nonce = tx.order.nonce if isinstance(tx, SignedOrder) else tx.nonce
     if nonce <= draft.nonces.get(tx.household, -1):
@@ -751,17 +781,20 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int) -> None:
         )
     previous = draft.orders.get(slot, {}).get(tx.household)
     if isinstance(tx, SignedOrder):
-        validate_order(tx.order, limits=genesis.limits)
+        _order_ok(draft, genesis, tx)
         if tx.order.order_id in draft.order_ids and (
             previous is None or previous.order.order_id != tx.order.order_id
         ):
             raise _reject("duplicate_id", tx, "an order id not in use", tx.order.order_id)
-        draft.put_order(tx, previous)
+        if write:
+            draft.put_order(tx, previous)
     else:
         if previous is None:
             raise _reject("no_open_order", tx, "an open order to cancel", slot)
-        draft.drop_order(slot, previous)
-    draft.set_nonce(tx.household, nonce)
+        if write:
+            draft.drop_order(slot, previous)
+    if write:
+        draft.set_nonce(tx.household, nonce)
 
 
 def _clear_due(draft: _Work, time_ms: int) -> int:
@@ -879,7 +912,7 @@ def admission_error(
 ) -> InvalidInput | None:
     """Why ``tx`` would be refused on top of ``state`` at ``time_ms``, or ``None`` if admissible."""
     try:
-        _admit(_Draft(state, verified), tx, time_ms)
+        _admit(_Draft(state, verified), tx, time_ms, write=False)
     except InvalidInput as exc:
         return exc
     return None
@@ -923,8 +956,9 @@ def check(
 ) -> LedgerState:
     """Validate ``block`` as the next block; return the state after it, or raise :class:`InvalidInput`.
 
-    ``verified`` is an optional cache of ids of transactions whose signatures already verified
-    (filled as a side effect); it changes how fast the answer comes, never the answer.
+    ``verified`` is an optional cache of ids of transactions whose signatures (and, for orders,
+    order rules) already passed, filled as a side effect; it changes how fast the answer comes,
+    never the answer.
     """
     genesis = state.genesis
 
