@@ -135,9 +135,13 @@ def _check_community(community: str) -> str:
     return community
 
 
-def topic_name(community: str, name: str) -> str:
-    """The GossipSub topic for ``name`` in ``community``: ``/gridnode/<community>/<name>/1``."""
-    return f"/gridnode/{_check_community(community)}/{_check_name('topic', name)}/1"
+def topic_name(community: str, name: str, version: int = 1) -> str:
+    """The GossipSub topic for ``name`` in ``community``: ``/gridnode/<community>/<name>/<version>``.
+
+    A topic's payload format changes only with a new version (a new topic)."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 < version < 1000:
+        raise UsageError(f"topic version {version!r}: expected an int 1..999")
+    return f"/gridnode/{_check_community(community)}/{_check_name('topic', name)}/{version}"
 
 
 def stream_protocol(community: str, name: str) -> str:
@@ -511,15 +515,20 @@ class NetHost:
     # ---- gossip ----
 
     async def subscribe(
-        self, name: str, handler: GossipHandler, *, validate: Validator | None = None
+        self,
+        name: str,
+        handler: GossipHandler,
+        *,
+        validate: Validator | None = None,
+        version: int = 1,
     ) -> str:
-        """Join topic ``name`` of our community; return the full topic name.
+        """Join topic ``name`` (``version``) of our community; return the full topic name.
 
         ``validate(origin_peer_id, data)`` runs on every message (ours included) before it is
         delivered or forwarded; ``handler(origin_peer_id, data)`` gets each accepted message once.
         Messages above ``max_gossip_bytes`` are rejected before ``validate`` runs.
         """
-        topic = topic_name(self.config.community, name)
+        topic = topic_name(self.config.community, name, version)
         if topic in self._subscriptions:
             raise UsageError(f"already subscribed to {topic}")
         limit = self.config.max_gossip_bytes
@@ -574,13 +583,17 @@ class NetHost:
         queues = getattr(self._pubsub, "peer_queues", {})
         return max((len(q) for q in queues.values()), default=0)
 
-    async def publish(self, name: str, data: bytes) -> None:
+    async def publish(self, name: str, data: bytes, *, version: int = 1) -> None:
         """Publish ``data`` on our community's topic ``name`` (paced: never overruns a queue).
 
         Raises :class:`InvalidInput` (``rejected_by_own_validator``) if our own topic validator
         rejects ``data`` (libp2p would drop it silently) and :class:`UsageError` when oversize.
         """
-        topic = topic_name(self.config.community, name)
+        topic = topic_name(self.config.community, name, version)
+        self._check_publishable(topic, data)
+        await self._publish_checked(topic, data)
+
+    def _check_publishable(self, topic: str, data: bytes) -> None:
         if len(data) > self.config.max_gossip_bytes:
             raise UsageError(
                 f"gossip message of {len(data)} bytes exceeds {self.config.max_gossip_bytes}"
@@ -591,35 +604,29 @@ class NetHost:
             raise InvalidInput(
                 reason="rejected_by_own_validator", subject=f"gossip on {topic}", field="data"
             )
+
+    async def _publish_checked(self, topic: str, data: bytes) -> None:
         with trio.move_on_after(self.config.publish_wait_s):
             while self._max_peer_queue() >= self.config.publish_queue_limit:
                 await trio.sleep(0.002)
         await self._pubsub.publish(topic, data)
 
-    def publish_soon(self, name: str, data: bytes) -> None:
+    def publish_soon(self, name: str, data: bytes, *, version: int = 1) -> None:
         """:meth:`publish` without waiting, for sans-IO drivers: queued, published in order.
 
         Checks size and our own validator immediately (raising like :meth:`publish`); a later
         failure to publish is logged, never raised.
         """
-        topic = topic_name(self.config.community, name)
-        if len(data) > self.config.max_gossip_bytes:
-            raise UsageError(
-                f"gossip message of {len(data)} bytes exceeds {self.config.max_gossip_bytes}"
-            )
-        validate = self._validators.get(topic)
-        if validate is not None and not validate(self.peer_id, data):
-            raise InvalidInput(
-                reason="rejected_by_own_validator", subject=f"gossip on {topic}", field="data"
-            )
-        self._publish_queue_in.send_nowait((name, data))
+        topic = topic_name(self.config.community, name, version)
+        self._check_publishable(topic, data)
+        self._publish_queue_in.send_nowait((topic, data))
 
     async def _publisher(self) -> None:
-        async for name, data in self._publish_queue_out:
+        async for topic, data in self._publish_queue_out:
             try:
-                await self.publish(name, data)
+                await self._publish_checked(topic, data)
             except Exception:
-                log.exception("queued publish on %s failed", name)
+                log.exception("queued publish on %s failed", topic)
 
     # ---- direct streams: handlers ----
 
