@@ -29,8 +29,17 @@ Same node code as the daemon, different driver:
   conflicting nil vote and sends each to half of the others), ``skew`` (a validator's clock offset).
   Households never crash and their links to validators only suffer ``drop`` faults.
 
-Known limits: batteries are not dispatched (the scenario's battery sizes are recorded only); the
-forecaster is the daemon's seasonal-naive model; signature checks are not shared between validators
+* **Batteries** (households whose group has ``battery_kwh > 0``): :class:`gridnode.core.battery.Battery`
+  with the scenario's kWh and kW (rounded to Wh and W), 950 ‰ each way (round trip ≈ 90 %), no
+  reserve, starting **half full**. At each slot boundary the household dispatches it over the slot
+  just delivered (:func:`gridnode.core.battery.dispatch`) against its contract for that slot (Wh
+  sold − bought in the trades that the highest honest validator's ledger state holds for the slot;
+  0 if the slot was not cleared there), and the reading it signs is the *metered* net after
+  dispatch. Its quotes pass the current state of charge to the policy
+  (:class:`forecasting.policy.BatteryState`; the naive policy ignores batteries). The forecasts
+  stay forecasts of the natural net (PV − load), which is what the battery-aware policy expects.
+
+Known limits: the forecaster is the daemon's seasonal-naive model; signature checks are not shared between validators
 (each validator verifies every transaction itself, as the real ones do), which bounds the speed.
 """
 
@@ -44,7 +53,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -52,6 +61,7 @@ import numpy as np
 from forecasting.data import SHIPPED_UTC_OFFSET_S, load_shipped
 from forecasting.models import FittedForecaster, QuantileForecast, SeasonalNaive
 from forecasting.policy import (
+    BatteryState,
     PolicyConfig,
     SlotQuantiles,
     forecast_slots,
@@ -59,27 +69,22 @@ from forecasting.policy import (
     quote_slot,
 )
 from forecasting.series import MeterHistory, energy_wh
+from gridnode.core.battery import Battery, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     NIL,
     Vote,
-    decode_commit,
     decode_message,
     encode_message,
     sign_vote,
-    verify_commit,
 )
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
     Block,
     Genesis,
     LedgerState,
-    SignedOrder,
-    SignedReading,
     Tx,
-    apply,
     decode_block,
-    genesis_state,
     sign_order,
     sign_reading,
     tx_id,
@@ -87,10 +92,10 @@ from gridnode.core.ledger import (
 from gridnode.meter import ReplayMeter
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
-from market.clearing import Trade
-from market.errors import InvalidInput, UsageError
+from market.errors import UsageError
 from market.orders import Order
 from market.settlement import settle
+from sims.fullnode import Chain, FullNode, FullNodeProcess
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
 
@@ -99,6 +104,7 @@ __all__ = ["Progress", "results_digest", "run_inproc"]
 HISTORY_DAYS: Final = 35  # what the daemon's household loop reads before forecasting
 RETRY_MS: Final = 2_000  # a household re-sends elsewhere when a validator does not answer
 QUOTE_OFFSET_MS: Final = 50  # households act just after the slot boundary (as the daemon does)
+PARALLEL_FULL_NODE_FROM: Final = 20_000  # household-slots: below, a second process is not worth it
 CALM_LIMIT_MS: Final = 3_600_000  # after the last slot: at most this long for validators to agree
 
 
@@ -167,7 +173,7 @@ class _Stats:
 
 
 class _Engine:
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, *, first_slot: int | None = None) -> None:
         self.sc = sc
         self.rng = random.Random(f"net:{sc.seed}")
         # One signature-verification cache shared by every simulated validator in this process:
@@ -179,15 +185,15 @@ class _Engine:
         # head and proposal match another's reuses that check. The full-node replay at the end
         # re-applies every committed block from genesis on its own, without these caches.
         self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
-        keys_rng = random.Random(f"keys:{sc.seed}")
         self.specs: list[HouseholdSpec] = sc.household_specs()
-        self.hh_keys = [KeyPair.from_rng(keys_rng) for _ in self.specs]
-        v_keys = [KeyPair.from_rng(keys_rng) for _ in range(sc.validators)]
+        self.hh_keys, v_keys = sc.node_keys()
         # simulated time: the data's calendar, start_day at start_hour (data-local time)
         day = dt.date.fromisoformat(sc.start_day)
         midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
         start_s = midnight - SHIPPED_UTC_OFFSET_S + int(sc.start_hour * 3600)
-        self.first_slot = -(-start_s // sc.slot_seconds)
+        # slots are numbered on the data's calendar, unless the caller numbers them from its own
+        # first slot (run_inproc's first_slot: the slot numbers of a daemon run, a wall clock's)
+        self.first_slot = -(-start_s // sc.slot_seconds) if first_slot is None else first_slot
         self.last_slot = self.first_slot + sc.slots - 1
         begin_s = (self.first_slot - 1) * sc.slot_seconds
         self.genesis = Genesis(
@@ -231,6 +237,10 @@ class _Engine:
         self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)
         self.model = SeasonalNaive(period_days=1, train_days=28)
         self.calm = False
+        self.full_node: FullNode | FullNodeProcess = FullNode(self.genesis)
+        self.fed = 0  # the full node has every block up to this height
+        self.to_feed: dict[int, tuple[int, bytes, bytes]] = {}
+        self.batteries = _Batteries([_battery_of(spec) for spec in self.specs])
 
     # ------------------------------------------------------------------ meters
     def _meter_history(self, begin_s: int, end_s: int) -> MeterHistory:
@@ -348,6 +358,11 @@ class _Engine:
         st.decided_at[c.height] = self.now
         sb = v.store.block(c.height)
         assert sb is not None  # stored before it is applied
+        # the sample full node gets each height's first decision, in height order
+        self.to_feed[c.height] = (c.height, sb.block, sb.commit)
+        while self.fed + 1 in self.to_feed:
+            self.fed += 1
+            self.full_node.feed(*self.to_feed.pop(self.fed))
         for tx in decode_block(sb.block).txs:
             at = st.submitted_at.pop(tx_id(tx), None)
             if at is not None:
@@ -365,12 +380,63 @@ class _Engine:
         delivered = boundary_slot - 1
         txs: list[tuple[int, Tx]] = []
         if self.first_slot <= delivered <= self.last_slot:
-            net, _pv, _load = self.slot_energy(delivered)
+            metered = self.metered_net(delivered)
             for i, key in enumerate(self.hh_keys):
-                txs.append((i, sign_reading(key, self.genesis, slot=delivered, net_wh=int(net[i]))))
+                txs.append((i, sign_reading(key, self.genesis, slot=delivered, net_wh=metered[i])))
         txs.extend(self._quotes(now_s))
         for i, tx in txs:
             self.submit(i, tx, attempt=0)
+
+    def metered_net(self, slot: int) -> list[int]:
+        """Each household's meter reading for delivered ``slot``: the natural net after its battery
+        (if any) dispatched against its contract. Call once per slot: it moves the batteries on."""
+        net = [int(x) for x in self.slot_energy(slot)[0]]
+        b = self.batteries
+        if not b.present:
+            return net
+        contracts = self._contracts(slot)
+        for i, battery in enumerate(b.spec):
+            if battery is None:
+                continue
+            d = dispatch(
+                battery,
+                soc_wh=b.soc_wh[i],
+                natural_net_wh=net[i],
+                contract_wh=contracts.get(self.hh_keys[i].public_hex, 0),
+                slot_seconds=self.sc.slot_seconds,
+            )
+            net[i] = d.metered_net_wh
+            b.soc_wh[i] = d.soc_wh
+            b.charged_wh[i] += d.charged_wh
+            b.discharged_wh[i] += d.discharged_wh
+            b.loss_wh[i] += d.loss_wh
+            charged, discharged = b.by_slot.get(slot, (0, 0))
+            b.by_slot[slot] = (charged + d.charged_wh, discharged + d.discharged_wh)
+        return net
+
+    def _contracts(self, slot: int) -> dict[str, int]:
+        """Wh sold − bought per household in ``slot``'s trades on the highest honest validator."""
+        honest = [v.runtime for v in self.honest() if v.runtime is not None]
+        if not honest:
+            return {}
+        state = max(honest, key=lambda rt: rt.state.height).state  # ties: the first validator
+        out: dict[str, int] = {}
+        for t in state.trades.get(slot, ()):
+            out[t.seller] = out.get(t.seller, 0) + t.energy_wh
+            out[t.buyer] = out.get(t.buyer, 0) - t.energy_wh
+        return out
+
+    def battery_state(self, i: int) -> BatteryState | None:
+        """Household ``i``'s battery now, as the bidding policy sees it (``None``: no battery)."""
+        battery = self.batteries.spec[i]
+        if battery is None:
+            return None
+        return BatteryState(
+            energy_wh=self.batteries.soc_wh[i],
+            capacity_wh=battery.capacity_wh,
+            max_power_w=battery.power_w,
+            reserve_wh=battery.reserve_wh,
+        )
 
     def _quotes(self, now_s: int) -> list[tuple[int, Tx]]:
         sc = self.sc
@@ -412,6 +478,9 @@ class _Engine:
                 order = self._order(q, household, i, now_s)
                 if order is None:
                     continue
+                # as the daemon's place_order: the order id is the policy's (nonce 0), the nonce the
+                # household's next one; the clearing breaks ties between equal prices by order id
+                order = replace(order, nonce=self.nonces[i])
                 self.stats.orders_submitted.setdefault(q.slot, set()).add(i)
                 out.append((i, sign_order(self.hh_keys[i], self.genesis, order)))
         return out
@@ -419,16 +488,14 @@ class _Engine:
     def _order(self, q: SlotQuantiles, household: str, i: int, now_s: int) -> Order | None:
         self.nonces[i] += 1
         if self.sc.policy == "naive-fixed-price":
-            return median_only_order(
-                q, household=household, config=self.policy, nonce=self.nonces[i]
-            )
+            return median_only_order(q, household=household, config=self.policy)
         return quote_slot(
             q,
             household=household,
             config=self.policy,
             slot_seconds=self.sc.slot_seconds,
             lead_s=self.clock.gate_closure(q.slot) - now_s,
-            nonce=self.nonces[i],
+            battery=self.battery_state(i),
         )
 
     def submit(self, household: int, tx: Tx, *, attempt: int) -> None:
@@ -558,6 +625,37 @@ class _Engine:
         return [v for v in self.validators if v.runtime is not None and not v.byzantine]
 
 
+@dataclass(slots=True)
+class _Batteries:
+    """Every household's battery (``None``: none) and what it did, indexed like the households."""
+
+    spec: list[Battery | None]
+    soc_wh: list[int] = field(default_factory=list)
+    start_soc_wh: list[int] = field(default_factory=list)
+    charged_wh: list[int] = field(default_factory=list)
+    discharged_wh: list[int] = field(default_factory=list)
+    loss_wh: list[int] = field(default_factory=list)
+    by_slot: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (charged, disch.)
+
+    def __post_init__(self) -> None:
+        n = len(self.spec)
+        self.soc_wh = [b.capacity_wh // 2 if b else 0 for b in self.spec]  # start half full
+        self.start_soc_wh = list(self.soc_wh)
+        self.charged_wh, self.discharged_wh, self.loss_wh = [0] * n, [0] * n, [0] * n
+
+    @property
+    def present(self) -> bool:
+        return any(b is not None for b in self.spec)
+
+
+def _battery_of(spec: HouseholdSpec) -> Battery | None:
+    """The household's battery from its kWh / kW sizes (rounded to Wh / W), or ``None``."""
+    capacity_wh = round(spec.battery_kwh * 1000)
+    if capacity_wh <= 0:
+        return None
+    return Battery(capacity_wh=capacity_wh, power_w=round(spec.battery_kw * 1000))
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40] or "scenario"
 
@@ -571,15 +669,33 @@ def run_inproc(
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     trades_out: list[dict[str, Any]] | None = None,
+    first_slot: int | None = None,
+    full_node: str = "auto",
 ) -> SimResult:
     """Run ``scenario`` in process (see the module rules). Ctrl-C (``KeyboardInterrupt``) or
     ``should_stop()`` returning true ends the run early with ``interrupted=True`` and what was done.
 
     ``progress`` is called after every slot boundary; every committed trade is appended to
     ``trades_out`` (if given) as a row ``slot, buyer, seller, buyer_name, seller_name, energy_wh,
-    price_micro_per_kwh, amount_micro, height``."""
+    price_micro_per_kwh, amount_micro, height``.
+
+    ``first_slot`` numbers the run's slots from this slot instead of the data calendar's (the
+    households still replay ``start_day`` at ``start_hour`` from the first slot on): to run exactly
+    the slots of a daemon run, whose slot numbers follow the wall clock
+    (:func:`sims.daemon_engine.inproc_twin`); order ids include the slot number.
+
+    ``full_node``: where the sample full node re-verifies the chain (:mod:`sims.fullnode`):
+    ``"process"`` (a second process, fed as blocks are decided: uses the second core),
+    ``"inline"`` (this process), or ``"auto"`` (a process from ``PARALLEL_FULL_NODE_FROM``
+    household-slots on). Same results either way."""
+    if full_node not in ("auto", "process", "inline"):
+        raise UsageError(f"full_node must be auto, process or inline, got {full_node!r}")
     wall0 = time.perf_counter()
-    e = _Engine(scenario)
+    e = _Engine(scenario, first_slot=first_slot)
+    parallel = full_node == "process" or (
+        full_node == "auto" and len(e.specs) * scenario.slots >= PARALLEL_FULL_NODE_FROM
+    )
+    e.full_node = FullNodeProcess(e.genesis) if parallel else FullNode(e.genesis)
     sc = scenario
     clock = e.clock
     begin_ms = e.now
@@ -598,6 +714,8 @@ def run_inproc(
                 interrupted = True
                 break
             e.run_until(clock.start(b) * 1000 + QUOTE_OFFSET_MS)
+            if isinstance(e.full_node, FullNodeProcess):
+                e.full_node.flush()
             slots_done = min(sc.slots, b - e.first_slot)
             if progress is not None:
                 progress(Progress(e.now // 1000, slots_done, sc.slots, e.height()))
@@ -608,6 +726,10 @@ def run_inproc(
             _calm(e)
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        if isinstance(e.full_node, FullNodeProcess):
+            e.full_node.close()
+        raise
     result = _collect(e, slots_done=slots_done, interrupted=interrupted, trades_out=trades_out)
     result.wall_seconds = round(time.perf_counter() - wall0, 3)
     return result
@@ -646,12 +768,12 @@ def _collect(
     # the sample full node: replay the reference validator's committed chain from genesis,
     # remembering the state digest at every height a validator stands at
     heights = {_height_of(v) for v in live}
-    replay = _replay(e, ref, trades_out, heights)
+    replay = _replay(e, e.full_node.chain(heights), trades_out)
     assert ref.runtime is not None
     final = ref.runtime.state
     # agreement: every validator's chain is a prefix of the reference chain (same block hash at its
     # head height) and its state digest equals the replayed state's at that height
-    agreement = replay.state.digest() == final.digest() and not replay.problem
+    agreement = replay.final_digest == final.digest() and not replay.problem
     for v in live:
         assert v.runtime is not None
         h = v.runtime.state.height
@@ -722,7 +844,7 @@ def _pct(values: list[int], p: int) -> float | None:
 
 @dataclass(slots=True)
 class _Replay:
-    state: LedgerState
+    final_digest: bytes
     records: list[SlotRecord]
     bought_wh: int
     sold_wh: int
@@ -730,45 +852,10 @@ class _Replay:
     problem: str = ""
 
 
-def _replay(
-    e: _Engine,
-    source: _Validator,
-    trades_out: list[dict[str, Any]] | None,
-    digest_at: set[int],
-) -> _Replay:
-    """A full node: verify every commit and apply every block from genesis; per-slot records."""
+def _replay(e: _Engine, chain: Chain, trades_out: list[dict[str, Any]] | None) -> _Replay:
+    """Per-slot records from what the sample full node learned (:mod:`sims.fullnode`)."""
     g = e.genesis
-    assert source.runtime is not None
-    state = genesis_state(g)
-    validators = source.runtime.validators
-    orders: dict[int, set[str]] = {}
-    readings: dict[int, dict[str, int]] = {}
-    cleared: dict[int, tuple[int | None, tuple[Trade, ...], int]] = {}
-    problem = ""
-    digests: dict[int, bytes] = {0: state.digest()} if 0 in digest_at else {}
-    for h in range(1, source.runtime.state.height + 1):
-        sb = source.store.block(h)
-        if sb is None:
-            problem = f"replay: block {h} missing from v{source.index}'s store"
-            break
-        try:
-            verify_commit(validators, decode_commit(sb.commit), sb.block, height=h)
-        except InvalidInput as exc:
-            problem = f"replay: block {h}'s commit does not verify: {exc}"
-            break
-        block = decode_block(sb.block)
-        for tx in block.txs:
-            if isinstance(tx, SignedOrder):
-                orders.setdefault(tx.order.slot, set()).add(tx.household)
-            elif isinstance(tx, SignedReading):
-                readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
-        before = state
-        state = apply(state, block)
-        if h in digest_at:
-            digests[h] = state.digest()
-        for slot, price in state.clearing_prices.items():
-            if slot not in before.clearing_prices:
-                cleared[slot] = (price, state.trades.get(slot, ()), h)
+    orders, readings, cleared = chain.orders, chain.readings, chain.cleared
     records: list[SlotRecord] = []
     names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}
     bought = sold = 0
@@ -825,9 +912,11 @@ def _replay(
                 grid_export_wh=exp,
                 forecast_abs_error_wh=err,
                 commit_height=height,
+                battery_charged_wh=e.batteries.by_slot.get(slot, (0, 0))[0],
+                battery_discharged_wh=e.batteries.by_slot.get(slot, (0, 0))[1],
             )
         )
-    return _Replay(state, records, bought, sold, digests, problem)
+    return _Replay(chain.final_digest, records, bought, sold, chain.digests, chain.problem)
 
 
 def _slots_seen(e: _Engine) -> int:
@@ -850,6 +939,7 @@ def _households(e: _Engine, final: LedgerState, slots_done: int) -> list[Househo
         _net, pv, load = e.slot_energy(slot)
         pv_tot += pv
         load_tot += load
+    b = e.batteries
     out = []
     for i, spec in enumerate(e.specs):
         key = e.hh_keys[i].public_hex
@@ -868,6 +958,12 @@ def _households(e: _Engine, final: LedgerState, slots_done: int) -> list[Househo
                 load_wh=int(load_tot[i]),
                 bill_micro=t.bill_micro if t else 0,
                 grid_only_bill_micro=t.grid_only_bill_micro if t else 0,
+                battery_kw=spec.battery_kw,
+                battery_charged_wh=b.charged_wh[i],
+                battery_discharged_wh=b.discharged_wh[i],
+                battery_loss_wh=b.loss_wh[i],
+                battery_soc_start_wh=b.start_soc_wh[i],
+                battery_soc_end_wh=b.soc_wh[i],
             )
         )
     return out

@@ -74,6 +74,8 @@ _SLOT_COLUMNS = [
     "grid_export_wh",
     "forecast_abs_error_wh",
     "commit_height",
+    "battery_charged_wh",
+    "battery_discharged_wh",
 ]
 _HOUSEHOLD_COLUMNS = [
     "household",
@@ -89,6 +91,12 @@ _HOUSEHOLD_COLUMNS = [
     "bill_micro",
     "grid_only_bill_micro",
     "savings_micro",
+    "battery_kw",
+    "battery_charged_wh",
+    "battery_discharged_wh",
+    "battery_loss_wh",
+    "battery_soc_start_wh",
+    "battery_soc_end_wh",
 ]
 
 
@@ -125,6 +133,18 @@ def kpi_rows(result: SimResult) -> list[tuple[str, str]]:
     c = result.community()
     price = c["mean_clearing_price_micro_per_kwh"]
     mae = c["forecast_mae_wh_per_household_slot"]
+    with_battery = sum(1 for h in result.households if h.battery_kwh > 0)
+    battery_rows = (
+        [
+            (
+                "battery throughput: charged / discharged (losses)",
+                f"{_kwh(c['battery_charged_wh'])} / {_kwh(c['battery_discharged_wh'])} "
+                f"({_kwh(c['battery_loss_wh'])}) in {with_battery} households",
+            )
+        ]
+        if with_battery
+        else []
+    )
     return [
         ("households", str(c["households"])),
         ("slots done / planned", f"{result.slots_done} / {result.slots_planned}"),
@@ -136,6 +156,7 @@ def kpi_rows(result: SimResult) -> list[tuple[str, str]]:
         ("P2P volume", _kwh(c["p2p_volume_wh"])),
         ("grid import / export", f"{_kwh(c['grid_import_wh'])} / {_kwh(c['grid_export_wh'])}"),
         ("load / PV", f"{_kwh(c['load_wh'])} / {_kwh(c['pv_wh'])}"),
+        *battery_rows,
         (
             "mean clearing price",
             "–" if price is None else f"{price / 1_000_000:.4f} ¤/kWh",
@@ -204,17 +225,27 @@ def _energy_stack(result: SimResult) -> go.Figure:
     s = result.slots
     t = _times([r.start_s for r in s])
     fig = go.Figure()
-    own = [max(0, r.load_wh - r.grid_import_wh - r.volume_wh) / 1000 for r in s]
+    own = [
+        max(0, r.load_wh - r.grid_import_wh - r.volume_wh - r.battery_discharged_wh) / 1000
+        for r in s
+    ]
+    batteries = any(r.battery_charged_wh or r.battery_discharged_wh for r in s)
     fig.add_trace(go.Bar(x=t, y=own, name="own PV used (kWh)"))
+    if batteries:
+        y = [r.battery_discharged_wh / 1000 for r in s]
+        fig.add_trace(go.Bar(x=t, y=y, name="from batteries (kWh)"))
     fig.add_trace(go.Bar(x=t, y=[r.volume_wh / 1000 for r in s], name="P2P (kWh)"))
     fig.add_trace(go.Bar(x=t, y=[r.grid_import_wh / 1000 for r in s], name="grid import (kWh)"))
     fig.add_trace(go.Bar(x=t, y=[-r.grid_export_wh / 1000 for r in s], name="grid export (kWh)"))
+    if batteries:
+        y = [-r.battery_charged_wh / 1000 for r in s]
+        fig.add_trace(go.Bar(x=t, y=y, name="into batteries (kWh)"))
     fig.add_trace(
         go.Scatter(x=t, y=[r.load_wh / 1000 for r in s], name="community load", mode="lines")
     )
     fig.add_trace(go.Scatter(x=t, y=[r.pv_wh / 1000 for r in s], name="community PV", mode="lines"))
     fig.update_layout(barmode="relative")
-    fig.update_yaxes(title_text="kWh per slot (export below 0)")
+    fig.update_yaxes(title_text="kWh per slot (export and charging below 0)")
     return _layout(fig, "Community energy: load, PV, P2P and grid")
 
 

@@ -30,11 +30,13 @@ class SlotRecord:
     orders_submitted: int  # orders the households tried to place for this slot
     pv_wh: int  # community PV generation (0 if not metered)
     load_wh: int  # community consumption (0 if not metered)
-    net_wh: int  # community net (+ export)
+    net_wh: int  # community natural net, PV − load (+ export), before any battery
     grid_import_wh: int
     grid_export_wh: int
-    forecast_abs_error_wh: int  # Σ |P50 forecast − measured net| over households that quoted
+    forecast_abs_error_wh: int  # Σ |P50 forecast − natural net| over households that quoted
     commit_height: int  # ledger height when the slot was cleared
+    battery_charged_wh: int = 0  # Σ AC energy into the households' batteries in the slot
+    battery_discharged_wh: int = 0  # Σ AC energy out of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,14 @@ class HouseholdKPI:
     load_wh: int
     bill_micro: int
     grid_only_bill_micro: int
+    # the battery (all 0 without one); charged/discharged are AC energies at the meter, so
+    # Σ metered net = pv − load − charged + discharged and charged − discharged = Δsoc + loss
+    battery_kw: float = 0.0
+    battery_charged_wh: int = 0
+    battery_discharged_wh: int = 0
+    battery_loss_wh: int = 0
+    battery_soc_start_wh: int = 0
+    battery_soc_end_wh: int = 0
 
     @property
     def savings_micro(self) -> int:
@@ -111,7 +121,12 @@ class SimResult:
             "grid_export_wh": exported,
             "pv_wh": pv,
             "load_wh": load,
-            # share of consumption not imported from the grid; share of PV not exported
+            "battery_charged_wh": sum(h.battery_charged_wh for h in hh),
+            "battery_discharged_wh": sum(h.battery_discharged_wh for h in hh),
+            "battery_loss_wh": sum(h.battery_loss_wh for h in hh),
+            # share of consumption not imported from the grid; share of PV not exported. Both come
+            # from the metered (after-battery) grid import/export, so energy shifted through a
+            # battery counts as self-consumed (its conversion losses too) and as self-supplied.
             "self_sufficiency": 1.0 - imported / load if load else 0.0,
             "self_consumption": 1.0 - exported / pv if pv else 0.0,
             "mean_clearing_price_micro_per_kwh": _mean(

@@ -22,7 +22,7 @@ Scenario fields (stable API): ``name, seed, days, start_day, start_hour, slot_se
 gate_lead_seconds, reading_deadline_seconds, rule, netting, retail_micro_per_kwh,
 feed_in_micro_per_kwh, grid_fee_micro_per_kwh, validators, households, groups, day_spread, policy,
 model, horizon_slots, latency_ms, drop_rate, faults, source, block_interval_s``; derived: ``slots``, ``duration_s``,
-``household_specs()``.
+``household_specs()``, ``node_keys()``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from gridnode.core.crypto import KeyPair
 from market.clearing import Rule
 from market.errors import InvalidInput
 from market.settlement import Netting
@@ -176,6 +177,14 @@ class Scenario:
                 )
             )
         return specs
+
+    def node_keys(self) -> tuple[list[KeyPair], list[KeyPair]]:
+        """The households' and the validators' keys, deterministic in ``seed``. Both engines use
+        them, so a household has the same id in either, and so do its orders (same order ids: the
+        clearing's tie-breaking between equal prices is the same)."""
+        rng = random.Random(f"keys:{self.seed}")
+        households = [KeyPair.from_rng(rng) for _ in range(self.households)]
+        return households, [KeyPair.from_rng(rng) for _ in range(self.validators)]
 
 
 def _apportion(shares: list[float], n: int) -> list[int]:
@@ -332,14 +341,18 @@ def parse_scenario(
         g = _Reader(source, f"households.group[{i}].", gd)
         pv = g.range_("pv_kwp", (0.0, 0.0), 0.0, 100.0)
         load = g.range_("load_scale", (1.0, 1.0), 0.0, 20.0)
+        battery_kwh = g.float_("battery_kwh", 0.0, 0.0, 1000.0)
+        battery_kw = g.float_("battery_kw", 0.0, 0.0, 1000.0)
+        if battery_kwh > 0 and battery_kw <= 0:  # a battery that can never move energy: a typo
+            raise g.fail("battery_kw", "battery_without_power", "> 0 when battery_kwh > 0", 0.0)
         groups.append(
             HouseholdGroup(
                 name=g.str_("name", f"group{i}"),
                 share=g.float_("share", 1.0, 1e-9, 1e9),
                 pv_kwp=pv,
                 load_scale=load,
-                battery_kwh=g.float_("battery_kwh", 0.0, 0.0, 1000.0),
-                battery_kw=g.float_("battery_kw", 0.0, 0.0, 1000.0),
+                battery_kwh=battery_kwh,
+                battery_kw=battery_kw,
             )
         )
         g.finish()

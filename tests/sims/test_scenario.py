@@ -18,7 +18,11 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
 
 def test_shipped_examples_load() -> None:
     names = sorted(p.name for p in SCENARIOS.glob("*.toml"))
-    assert names == ["faults.toml", "small.toml", "town.toml"]
+    assert names == ["batteries.toml", "faults.toml", "small.toml", "town.toml"]
+    batteries = load_scenario(SCENARIOS / "batteries.toml")
+    specs = batteries.household_specs()
+    assert sum(s.battery_kwh == 5.0 and s.battery_kw == 2.5 for s in specs) == 3
+    assert all(s.pv_kwp > 0 for s in specs if s.battery_kwh > 0)
     small = load_scenario(SCENARIOS / "small.toml")
     assert (small.households, small.days, small.slots, small.validators) == (12, 1.0, 96, 4)
     assert small.rule is Rule.PAY_AS_CLEAR and small.policy == "forecast"
@@ -98,6 +102,11 @@ def _doc(**overrides: Any) -> dict[str, Any]:
             _doc(households={"count": 4, "group": [{"pv": 3}]}),
             "households.group[0].pv",
             "unknown_key",
+        ),
+        (
+            _doc(households={"count": 4, "group": [{"battery_kwh": 5}]}),
+            "households.group[0].battery_kw",
+            "battery_without_power",
         ),
         (_doc(bidding={"policy": "psychic"}), "bidding.policy", "unknown_value"),
         (_doc(network={"drop_rate": 0.9}), "network.drop_rate", "out_of_range"),
