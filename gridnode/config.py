@@ -31,6 +31,7 @@ from gridnode.core.ledger import Genesis
 from market.errors import UsageError
 
 __all__ = [
+    "BIDDING_POLICIES",
     "CONFIG_NAME",
     "Config",
     "DirLock",
@@ -49,6 +50,8 @@ TOKEN_NAME: Final = "api.token"
 LOCK_NAME: Final = "gridnode.lock"
 GENESIS_NAME: Final = "genesis.toml"
 ROLES: Final = ("validator", "full")
+#: ``bidding.policy``: the same policies the in-process simulation engine runs (``docs/sims.md``)
+BIDDING_POLICIES: Final = ("forecast", "naive-fixed-price", "perfect-foresight")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class Config:
     battery_kwh: float = 0.0
     battery_kw: float = 0.0
     bidding_enabled: bool = False
+    bidding_policy: str = "forecast"
     meter_history: Path | None = None
     meter_source: str = "none"
     replay_day: str = "2009-06-01"
@@ -124,6 +128,11 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
         bool,
         "forecast and place orders automatically every slot",
     ),
+    ("bidding", "policy"): (
+        "bidding_policy",
+        str,
+        '"forecast" (forecast quantiles -> order curve), "naive-fixed-price" (the P50 forecast in one step at the midpoint price), "perfect-foresight" (quotes the slot\'s actual net; needs meter.source = "replay": simulations only)',
+    ),
     ("bidding", "meter_history"): (
         "meter_history",
         str,
@@ -163,7 +172,7 @@ def _default_doc(
         "network": {"listen": [listen], "bootstrap": bootstrap, "mdns": True},
         "api": {"host": "127.0.0.1", "port": api_port},
         "household": {"pv_kwp": 0.0, "battery_kwh": 0.0, "battery_kw": 0.0},
-        "bidding": {"enabled": False, "meter_history": "meter.csv"},
+        "bidding": {"enabled": False, "policy": "forecast", "meter_history": "meter.csv"},
         "meter": {
             "source": "none",
             "replay_day": "2009-06-01",
@@ -337,6 +346,17 @@ def load_config(directory: Path) -> Config:
     if values.get("meter_source", "none") not in ("none", "file", "replay"):
         raise UsageError(
             f"{path}: meter.source must be none, file or replay, got {values['meter_source']!r}"
+        )
+    policy = values.get("bidding_policy", "forecast")
+    if policy not in BIDDING_POLICIES:
+        raise UsageError(
+            f"{path}: bidding.policy must be one of {', '.join(BIDDING_POLICIES)}, got {policy!r}"
+        )
+    if policy == "perfect-foresight" and values.get("meter_source", "none") != "replay":
+        raise UsageError(
+            f"{path}: bidding.policy 'perfect-foresight' reads the slot's actual net ahead, which "
+            f"only a replay meter can: it needs meter.source = 'replay', got "
+            f"{values.get('meter_source', 'none')!r}"
         )
     directory = directory.resolve()
     for name in ("genesis_path", "data_dir", "meter_history"):

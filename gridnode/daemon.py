@@ -40,7 +40,13 @@ from pathlib import Path
 import trio
 
 from forecasting.models import SeasonalNaive
-from forecasting.policy import PolicyConfig, forecast_slots, quote_slot
+from forecasting.policy import (
+    PolicyConfig,
+    SlotQuantiles,
+    forecast_slots,
+    median_only_order,
+    quote_slot,
+)
 from gridnode.api import make_app, start_api
 from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
 from gridnode.core.consensus import ConsensusConfig, TimerKind
@@ -72,6 +78,7 @@ from gridnode.status import BlockInfo, PeerInfo, Snapshot, SubmitResult, Validat
 from gridnode.store import NodeStore
 from market.errors import InvalidInput, NetworkError, UsageError
 from market.orders import Order
+from market.slots import SlotClock
 
 __all__ = ["DaemonNode", "NodeClock", "run_daemon"]
 
@@ -284,15 +291,20 @@ class DaemonNode:
         except (InvalidInput, UsageError) as exc:
             log.warning("no forecast: %s", exc)
             return
+        if self.config.bidding_policy == "perfect-foresight":  # the replay meter reads ahead
+            quantiles = _foreseen(self.meter, quantiles, clock)
         self.forecast = tuple((q.slot, q.p10_wh, q.p50_wh, q.p90_wh) for q in quantiles)
         for q in quantiles:
-            order = quote_slot(
-                q,
-                household=self.key.public_hex,
-                config=policy,
-                slot_seconds=clock.slot_seconds,
-                lead_s=clock.gate_closure(q.slot) - now_s,
-            )
+            if self.config.bidding_policy == "naive-fixed-price":
+                order = median_only_order(q, household=self.key.public_hex, config=policy)
+            else:
+                order = quote_slot(
+                    q,
+                    household=self.key.public_hex,
+                    config=policy,
+                    slot_seconds=clock.slot_seconds,
+                    lead_s=clock.gate_closure(q.slot) - now_s,
+                )
             if order is None:
                 continue
             result = await self.place_order(order)
@@ -477,6 +489,19 @@ class DaemonNode:
 _NOT_MISBEHAVIOUR = frozenset(
     {"gossip_in", "frames_in", "frames_out", "gossip_out", "requests", "timeouts"}
 )
+
+
+def _foreseen(
+    meter: Meter, quantiles: list[SlotQuantiles], clock: SlotClock
+) -> list[SlotQuantiles]:
+    """Perfect foresight (``bidding.policy``): every quantile of each slot is the net the meter will
+    measure in it (a replay meter knows; the config allows this policy only with one)."""
+    out = []
+    for q in quantiles:
+        net_wh = meter.slot_net_wh(q.slot, clock)
+        if net_wh is not None:
+            out.append(SlotQuantiles(q.slot, net_wh, net_wh, net_wh))
+    return out
 
 
 def _stat_dict(stats: PeerStats | None) -> dict[str, int]:

@@ -28,10 +28,16 @@ What is measured and how:
 * **Ledger agreement** — every node's ``/api/status`` reports the same height, head hash and digest.
 
 Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
-validator count, households (PV, load scale, replay day), policy ``forecast`` (the daemon's own
-bidding), and ``crash`` faults (SIGKILL a validator at ``at_s``, restart it after ``duration_s``).
-Other fault kinds (drop, partition, Byzantine, skew) and the other policies exist only in the
-in-process engine; asking the daemon engine for them is a :class:`~market.errors.UsageError`.
+validator count, households (PV, load scale, replay day), every bidding policy (``forecast``,
+``naive-fixed-price``, ``perfect-foresight``: the daemon's ``bidding.policy``), and ``crash`` faults
+(SIGKILL a validator at ``at_s``, restart it after ``duration_s``). Other fault kinds (drop,
+partition, Byzantine, skew) exist only in the in-process engine; asking the daemon engine for them
+is a :class:`~market.errors.UsageError`.
+
+**Same households as the in-process engine**: the nodes' keys are the scenario's
+(:meth:`~sims.scenario.Scenario.node_keys`), so a household has the same id, and its orders the same
+order ids, in both engines. :func:`inproc_twin` gives the scenario and first slot with which
+:func:`sims.inproc.run_inproc` runs exactly the slots a daemon run measured, on the same data.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from typing import Any
 from forecasting.models import SeasonalNaive
 from forecasting.policy import forecast_slots
 from forecasting.series import MeterHistory, energy_wh
-from gridnode.config import update_config, write_genesis
+from gridnode.config import load_genesis, update_config, write_genesis
 from gridnode.core.ledger import (
     LedgerState,
     SignedOrder,
@@ -77,6 +83,7 @@ __all__ = [
     "LedgerReplay",
     "SlotTiming",
     "collect_run",
+    "inproc_twin",
     "replay_store",
     "run_daemons",
 ]
@@ -137,6 +144,7 @@ class DaemonRun:
     #: CPU seconds (user + system) each daemon used from start to stop, by node index
     cpu_s: dict[int, float] = field(default_factory=dict)
     measure_wall_s: float = 0.0  # wall seconds from the first to the last measured clearing
+    first_slot: int = 0  # the first measured slot (node-clock slot number)
 
     @property
     def wall_s_per_slot(self) -> float | None:
@@ -230,8 +238,10 @@ def _slot_pv_load(meter: ReplayMeter, slot: int, clock: SlotClock) -> tuple[int,
     return pv, load
 
 
-def _p50_for(meter: ReplayMeter, slot: int, clock: SlotClock) -> int | None:
+def _p50_for(meter: ReplayMeter, slot: int, clock: SlotClock, policy: str) -> int | None:
     """The P50 of the daemon's last quote for ``slot`` (made at the start of ``slot - 1``)."""
+    if policy == "perfect-foresight":
+        return meter.slot_net_wh(slot, clock)
     now_s = clock.start(slot - 1)
     try:
         history: MeterHistory = meter.history_before(now_s, days=35)
@@ -268,11 +278,6 @@ def _quotes(log: Path) -> dict[int, list[tuple[float, str]]]:
 
 
 def _check_supported(scenario: Scenario) -> None:
-    if scenario.policy != "forecast":
-        raise UsageError(
-            f"the daemon engine bids with the daemon's own forecast policy; policy "
-            f"{scenario.policy!r} runs only in the in-process engine (--engine inproc)"
-        )
     bad = sorted({f.kind for f in scenario.faults if f.kind not in SUPPORTED_FAULTS})
     if bad:
         raise UsageError(
@@ -348,6 +353,7 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
                 "household.battery_kwh": spec.battery_kwh,
                 "household.battery_kw": spec.battery_kw,
                 "bidding.enabled": True,
+                "bidding.policy": scenario.policy,
             },
         )
 
@@ -376,6 +382,7 @@ def run_daemons(
     if planned < 1:
         raise UsageError("slots must be >= 1")
     specs = scenario.household_specs()
+    hh_keys, v_keys = scenario.node_keys()
     lc = LocalCommunity(
         root,
         validators=scenario.validators,
@@ -386,6 +393,7 @@ def run_daemons(
         rule=scenario.rule,
         netting=scenario.netting,
         community_id=re.sub(r"[^A-Za-z0-9_.-]", "-", scenario.name)[:64] or "sim",
+        keys=(*v_keys, *hh_keys),
     )
     lc.create()
     _stable_ports(lc, os.getpid())
@@ -581,7 +589,7 @@ def _run_started(
         )
     return DaemonRun(
         result, trades, lc.root, timings, speedup, n, startup, served, cpu,
-        timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0,
+        timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0, first,
     )  # fmt: skip
 
 
@@ -663,6 +671,43 @@ def _resettle_matches(replay: LedgerReplay) -> bool:
     return ledger == dict(totals)
 
 
+def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
+    """``(twin, first_slot)`` such that ``sims.inproc.run_inproc(twin, first_slot=first_slot)`` runs
+    exactly the slots ``run`` (a run of ``scenario``) measured, on the same data.
+
+    The daemons replay ``start_day`` at ``start_hour`` from the genesis time (put on the data's
+    15-minute grid) and measure from a slot after start-up. ``twin`` is ``scenario`` starting at the
+    data time of that first measured slot (``start_day``/``start_hour`` moved on by as much; the
+    households' day offsets, sizes and keys are unchanged: they depend on the seed only) and lasting
+    the measured slots; ``first_slot`` numbers the in-process slots as the daemons' node clock did
+    (order ids contain the slot). Each household then quotes the same slots, at the same slot
+    boundaries, from the same meter history in both engines.
+    """
+    if run.first_slot <= 0 or run.result.slots_planned < 1:
+        raise UsageError("the daemon run measured no slot")
+    genesis = load_genesis(run.root / "node0" / "genesis.toml")
+    meter = shipped_replay(  # what the daemons' make_meter built; only its node anchor matters here
+        node_anchor_s=genesis.genesis_time_ms // 1000,
+        day=scenario.start_day,
+        hour=scenario.start_hour,
+    )
+    after_s = genesis.clock.start(run.first_slot) - meter.node_anchor_s
+    start = dt.datetime.fromisoformat(scenario.start_day) + dt.timedelta(
+        seconds=int(scenario.start_hour * 3600) + after_s
+    )
+    seconds = start.hour * 3600 + start.minute * 60 + start.second
+    hour = seconds / 3600
+    if int(hour * 3600) != seconds:  # the in-process engine reads the hour back this way
+        raise UsageError(f"the first measured slot starts at {start}, not a whole second in hours")
+    twin = replace(
+        scenario,
+        start_day=start.date().isoformat(),
+        start_hour=hour,
+        days=run.result.slots_planned * scenario.slot_seconds / 86_400,
+    )
+    return twin, run.first_slot
+
+
 def collect_run(
     root: Path, scenario: Scenario, *, first: int, last: int, speedup: float
 ) -> tuple[SimResult, list[dict[str, Any]]]:
@@ -709,6 +754,7 @@ def _collect(
         for h, spec in zip(full, specs, strict=True)
     }
     quotes = {h.key.public_hex: _quotes(h.dir / "daemon.log") for h in full}
+    names = {h.key.public_hex: spec for h, spec in zip(full, specs, strict=True)}
     epoch_ms = genesis.genesis_time_ms
 
     def wall_of(node_ms: int) -> float:
@@ -754,7 +800,7 @@ def _collect(
             pv_sum += pv
             load_sum += load
             if hh in quotes and slot in quotes[hh]:
-                p50 = _p50_for(meter, slot, clock)
+                p50 = _p50_for(meter, slot, clock, scenario.policy)
                 if p50 is not None:
                     err += abs(p50 - readings[hh])
         submitted = sum(1 for hh in quotes if quotes[hh].get(slot))
@@ -772,6 +818,8 @@ def _collect(
                     "slot": slot,
                     "buyer": t.buyer,
                     "seller": t.seller,
+                    "buyer_name": names[t.buyer].name if t.buyer in names else "",
+                    "seller_name": names[t.seller].name if t.seller in names else "",
                     "buy_order": t.buy_order,
                     "sell_order": t.sell_order,
                     "energy_wh": t.energy_wh,
@@ -800,7 +848,6 @@ def _collect(
             )
         )
     households = []
-    names = {h.key.public_hex: spec for h, spec in zip(full, specs, strict=True)}
     for hh, spec in names.items():
         acc = settled_bills.get(hh, [0] * 6)
         households.append(

@@ -86,6 +86,8 @@ class LocalCommunity:
     community_id: str = "demo"
     #: public keys of members that run no daemon here (benchmark clients, remote households)
     extra_members: tuple[str, ...] = ()
+    #: the nodes' identities in node order (validators first); empty: fresh keys
+    keys: tuple[KeyPair, ...] = ()
     households: list[Household] = field(default_factory=list)
     genesis: Genesis | None = None
 
@@ -95,10 +97,18 @@ class LocalCommunity:
             raise UsageError("a community needs at least one validator")
         self.root.mkdir(parents=True, exist_ok=True)
         roles = ["validator"] * self.validators + ["full"] * self.full_nodes
+        if self.keys and len(self.keys) != len(roles):
+            raise UsageError(f"{len(self.keys)} keys for {len(roles)} nodes")
         for i, role in enumerate(roles):
             d = self.root / f"node{i}"
             p2p, api = free_port(), free_port()
-            key = create_data_dir(d, role=role, listen=f"/ip4/127.0.0.1/tcp/{p2p}", api_port=api)
+            key = create_data_dir(
+                d,
+                role=role,
+                listen=f"/ip4/127.0.0.1/tcp/{p2p}",
+                api_port=api,
+                key=self.keys[i] if self.keys else None,
+            )
             self.households.append(Household(i, d, key, role, p2p, api))
         now_ms = time.time_ns() // 1_000_000
         self.genesis = Genesis(

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gridnode.config import update_config
+from forecasting.policy import SlotQuantiles
+from gridnode.config import load_config, update_config
+from gridnode.daemon import _foreseen
+from gridnode.meter import shipped_replay
+from market.errors import UsageError
+from market.slots import SlotClock
 from sims.daemons import LocalCommunity
 
 
@@ -48,6 +53,44 @@ def test_bad_value_and_missing_genesis(tmp_path: Path) -> None:
     (d / "gridnode.toml").write_text(text)
     bad = gridnode("run", "--dir", str(d))
     assert bad.returncode == 2 and "api.port must be an integer" in bad.stderr
+
+
+def test_bidding_policy_is_checked_and_perfect_foresight_needs_a_replay_meter(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "home"
+    assert gridnode("init", "--dir", str(d)).returncode == 0
+    cfg = d / "gridnode.toml"
+    assert 'policy = "forecast"' in cfg.read_text()  # in the commented template
+    assert load_config(d).bidding_policy == "forecast"
+    cfg.write_text(cfg.read_text().replace('policy = "forecast"', 'policy = "psychic"'))
+    bad = gridnode("run", "--dir", str(d))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert (
+        "bidding.policy must be one of forecast, naive-fixed-price, perfect-foresight, "
+        "got 'psychic'" in bad.stderr
+    )
+    with pytest.raises(UsageError, match=r"needs meter\.source = 'replay', got 'none'"):
+        update_config(d, {"bidding.policy": "perfect-foresight"})
+    with pytest.raises(UsageError, match=r"needs meter\.source = 'replay', got 'file'"):
+        update_config(d, {"bidding.policy": "perfect-foresight", "meter.source": "file"})
+    update_config(d, {"bidding.policy": "naive-fixed-price", "meter.source": "file"})
+    assert load_config(d).bidding_policy == "naive-fixed-price"
+    update_config(d, {"bidding.policy": "perfect-foresight", "meter.source": "replay"})
+    assert load_config(d).bidding_policy == "perfect-foresight"
+
+
+def test_perfect_foresight_quotes_what_the_replay_meter_will_measure() -> None:
+    clock = SlotClock(900, 300)
+    meter = shipped_replay(node_anchor_s=1_700_000_000, hour=11.0, pv_scale=1.5)
+    first = clock.slot_at(1_700_000_000) + 1
+    forecast = [SlotQuantiles(s, -900, 10, 900) for s in range(first, first + 3)]
+    foreseen = _foreseen(meter, forecast, clock)
+    actual = [meter.slot_net_wh(s, clock) for s in range(first, first + 3)]
+    assert [(q.slot, q.p10_wh, q.p50_wh, q.p90_wh) for q in foreseen] == [
+        (s, a, a, a) for s, a in zip(range(first, first + 3), actual, strict=True)
+    ]
+    assert len(set(actual)) > 1  # real data: the slots differ
 
 
 @pytest.mark.net
