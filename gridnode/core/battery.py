@@ -26,6 +26,10 @@ Pure: integers in, integers out; no clock, no I/O, no randomness. Rules of this 
   capacity, or no power) is the identity: ``metered = natural``.
 * ``loss_wh = (charged − stored) + (drawn − discharged) ≥ 0``, and ``soc_after = soc + stored − drawn``,
   always within ``[0, capacity_wh]``, and ``≥ reserve_wh`` whenever it started there.
+* **The contract** of a household for a slot (:func:`contract_wh`) is Σ energy of the slot's trades
+  it sells in minus Σ of those it buys in; both engines read the trades from a ledger state
+  (``LedgerState.trades[slot]``, present from clearing until settlement) and use 0 when the slot has
+  not been cleared there.
 
 Known limits: one efficiency per direction (no SoC- or power-dependent losses), no self-discharge,
 no ageing; a battery either charges or discharges within a slot, by the slot's energy only.
@@ -33,11 +37,13 @@ no ageing; a battery either charges or discharges within a slot, by the slot's e
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from market.clearing import Trade
 from market.errors import UsageError
 
-__all__ = ["Battery", "Dispatch", "dispatch"]
+__all__ = ["Battery", "Dispatch", "contract_wh", "dispatch"]
 
 DEFAULT_EFFICIENCY_PERMILLE = 950
 
@@ -114,3 +120,14 @@ def dispatch(
         soc_wh=soc_wh + stored - drawn,
         loss_wh=(charged - stored) + (drawn - discharged),
     )
+
+
+def contract_wh(trades: Iterable[Trade], household: str) -> int:
+    """``household``'s committed position in ``trades`` (one slot's): Wh sold − Wh bought."""
+    total = 0
+    for t in trades:
+        if t.seller == household:
+            total += t.energy_wh
+        elif t.buyer == household:
+            total -= t.energy_wh
+    return total

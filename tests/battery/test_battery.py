@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridnode.core.battery import Battery, Dispatch, dispatch
+from gridnode.core.battery import Battery, Dispatch, contract_wh, dispatch
+from market.clearing import Trade
 from market.errors import UsageError
 
 SLOT_S = st.sampled_from([60, 300, 900, 3600])
@@ -127,3 +128,14 @@ def test_misuse_is_refused() -> None:
         dispatch(b, soc_wh=101, natural_net_wh=0, contract_wh=0, slot_seconds=900)
     with pytest.raises(UsageError, match="slot_seconds"):
         dispatch(b, soc_wh=0, natural_net_wh=0, contract_wh=0, slot_seconds=0)
+
+
+def test_the_contract_is_sold_minus_bought() -> None:
+    def trade(buyer: str, seller: str, energy_wh: int) -> Trade:
+        return Trade(buyer, seller, f"b-{buyer}", f"s-{seller}", energy_wh, 100_000, 0)
+
+    trades = [trade("a", "b", 300), trade("c", "b", 200), trade("b", "d", 50), trade("a", "d", 7)]
+    assert contract_wh(trades, "b") == 300 + 200 - 50
+    assert contract_wh(trades, "a") == -307
+    assert contract_wh(trades, "d") == 57
+    assert contract_wh(trades, "x") == 0 and contract_wh([], "a") == 0
