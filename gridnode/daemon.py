@@ -80,11 +80,15 @@ from market.errors import InvalidInput, NetworkError, UsageError
 from market.orders import Order
 from market.slots import SlotClock
 
-__all__ = ["DaemonNode", "NodeClock", "run_daemon"]
+__all__ = ["QUOTED_SLOTS", "DaemonNode", "NodeClock", "run_daemon"]
 
 log = logging.getLogger("gridnode")
 
 _RECENT_BLOCKS = 1_000
+#: open slots the household loop quotes at every slot boundary, the earliest first (a later quote
+#: for a slot replaces the earlier one); the in-process engine's ``horizon_slots`` twin, which
+#: :func:`sims.daemon_engine.inproc_twin` sets to this
+QUOTED_SLOTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +291,8 @@ class DaemonNode:
         try:
             history = self.meter.history_before(now_s, days=35)
             fitted = model.fit(history)
-            quantiles = forecast_slots(history, fitted, now=now_s, clock=clock, horizon=8)[:2]
+            open_slots = forecast_slots(history, fitted, now=now_s, clock=clock, horizon=8)
+            quantiles = open_slots[:QUOTED_SLOTS]
         except (InvalidInput, UsageError) as exc:
             log.warning("no forecast: %s", exc)
             return

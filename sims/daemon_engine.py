@@ -68,6 +68,7 @@ from gridnode.core.ledger import (
     decode_block,
     genesis_state,
 )
+from gridnode.daemon import QUOTED_SLOTS
 from gridnode.meter import ReplayMeter, shipped_replay
 from gridnode.store import NodeStore
 from market.clearing import Trade, clear
@@ -679,9 +680,11 @@ def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
     15-minute grid) and measure from a slot after start-up. ``twin`` is ``scenario`` starting at the
     data time of that first measured slot (``start_day``/``start_hour`` moved on by as much; the
     households' day offsets, sizes and keys are unchanged: they depend on the seed only) and lasting
-    the measured slots; ``first_slot`` numbers the in-process slots as the daemons' node clock did
-    (order ids contain the slot). Each household then quotes the same slots, at the same slot
-    boundaries, from the same meter history in both engines.
+    the measured slots, quoting as many slots ahead as the daemon does
+    (:data:`gridnode.daemon.QUOTED_SLOTS` as ``horizon_slots``); ``first_slot`` numbers the
+    in-process slots as the daemons' node clock did (order ids contain the slot). Each household
+    then quotes the same slots, at the same slot boundaries, from the same meter history in both
+    engines.
     """
     if run.first_slot <= 0 or run.result.slots_planned < 1:
         raise UsageError("the daemon run measured no slot")
@@ -704,6 +707,7 @@ def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
         start_day=start.date().isoformat(),
         start_hour=hour,
         days=run.result.slots_planned * scenario.slot_seconds / 86_400,
+        horizon_slots=QUOTED_SLOTS,
     )
     return twin, run.first_slot
 
