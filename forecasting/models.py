@@ -188,15 +188,38 @@ class SeasonalNaive:
             )  # fmt: skip
         first = y.shape[1] - n
         residuals = y[:, first:] - y[:, first - p : y.shape[1] - p]
-        return FittedSeasonalNaive(
-            self, _residual_quantiles_by_time(history, residuals, first, median_offset=False)
-        )
+        tod = history.step_of_day(first + np.arange(residuals.shape[1]))
+        return FittedSeasonalNaive(self, residuals, tod, history.steps_per_day)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FittedSeasonalNaive:
+    """The in-sample errors; their quantiles per time of day are computed when a forecast first
+    needs that time of day (a forecast of a few slots needs a few of the day's intervals, and
+    fitting every slot is what the daemon and the simulation do). Same numbers as computing all."""
+
     model: SeasonalNaive
-    residual_q: FloatArray
+    residuals: FloatArray  # (households, n) in-sample errors
+    tod: npt.NDArray[np.int64]  # local time-of-day index of each residual column
+    steps_per_day: int
+    _by_tod: dict[int, FloatArray] = field(default_factory=dict)
+
+    def spread(self, k: int) -> FloatArray:
+        """``(households, quantiles)`` error quantiles at time-of-day index ``k`` (P50 = 0)."""
+        q = self._by_tod.get(k)
+        if q is None:
+            q = np.zeros((self.residuals.shape[0], len(QUANTILES)))
+            cols = self.residuals[:, self.tod == k]
+            if cols.shape[1]:
+                q[:, :] = np.quantile(cols, QUANTILES, axis=1).T
+            q[:, QUANTILES.index(0.5)] = 0.0  # the P50 is the point forecast itself
+            self._by_tod[k] = q
+        return q
+
+    @property
+    def residual_q(self) -> FloatArray:
+        """``(households, steps_per_day, quantiles)``: every time of day's error quantiles."""
+        return np.stack([self.spread(k) for k in range(self.steps_per_day)], axis=1)
 
     def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
         p = self.model.period_days * history.steps_per_day
@@ -204,7 +227,7 @@ class FittedSeasonalNaive:
         y = target_values(history, self.model.target)
         t = _targets(history, horizon)
         point = y[:, t - p]
-        spread = self.residual_q[:, history.step_of_day(t), :]
+        spread = np.stack([self.spread(int(k)) for k in history.step_of_day(t)], axis=1)
         return _make_forecast(history, point[:, :, None] + spread)
 
 

@@ -96,6 +96,7 @@ class Committed:
     height: int
     block_hash: bytes
     state: LedgerState
+    block: Block  # the block, decoded (listeners need not decode the stored bytes again)
 
 
 class NodeRuntime:
@@ -224,6 +225,7 @@ class NodeRuntime:
         self.store.truncate_wal(eff.height + 1)
         if self.snapshot_every and eff.height % self.snapshot_every == 0:
             self.store.put_snapshot(eff.height, state.encode())
-        event = Committed(eff.height, block_hash, state)
+        assert self.app.last_applied is not None  # set by apply()
+        event = Committed(eff.height, block_hash, state, self.app.last_applied)
         for listener in self.listeners:
             listener(event)

@@ -15,11 +15,17 @@ Same node code as the daemon, different driver:
   them to a validator (another one after a timeout if it does not answer); a validator that admits a
   transaction to its mempool forwards it to the other validators.
 * **Households are full nodes logically**, but their consensus cores are not run (1,000 cores would
-  only re-verify the same commits). The validators' committed chain *is* the ledger; at the end the
-  engine checks that every honest validator holds the same head hash and state digest, and replays
-  the committed blocks from genesis in a fresh state with :func:`gridnode.core.ledger.apply`
-  (checking each block's ≥ 2/3 commit signatures, as a full node does) and compares the digest: that
-  replay is a sample full node, and it is also where the per-slot records come from.
+  only re-verify the same commits). The validators' committed chain *is* the ledger. A sample full
+  node (:mod:`sims.fullnode`) gets every height's first decision as it happens, checks its ≥ 2/3
+  commit signatures, re-verifies every transaction signature and re-applies the block from genesis
+  with :func:`gridnode.core.ledger.apply` in a fresh state, sharing nothing with the validators; on
+  big runs it is a second process (the second core). At the end the engine checks that every honest
+  validator holds the same head hash and state digest as that full node; the per-slot records come
+  from it too.
+* **What is shared to go fast** (outcomes identical, CPU not modelled per validator): the simulated
+  validators share one cache of verified signatures and checked order rules, households put their
+  own freshly signed transactions into it (the engine injects no forged transaction; the full node
+  verifies every signature on its own), and a cache of checked blocks keyed by (head, block hash).
 * **Determinism**: one ``random.Random(seed)`` draws every latency and loss in event order; keys come
   from a seeded generator; events are ordered by ``(time, sequence)``; nothing iterates a ``set``.
   The same scenario and seed give a byte-identical ``results.json`` apart from ``wall_seconds``.
@@ -39,8 +45,9 @@ Same node code as the daemon, different driver:
   (:class:`forecasting.policy.BatteryState`; the naive policy ignores batteries). The forecasts
   stay forecasts of the natural net (PV − load), which is what the battery-aware policy expects.
 
-Known limits: the forecaster is the daemon's seasonal-naive model; signature checks are not shared between validators
-(each validator verifies every transaction itself, as the real ones do), which bounds the speed.
+Known limits: the forecaster is the daemon's seasonal-naive model, refitted every slot as the daemon
+does; per-validator CPU is not modelled (shared caches, above), so the engine's speed says nothing
+about a real validator's.
 """
 
 from __future__ import annotations
@@ -84,7 +91,6 @@ from gridnode.core.ledger import (
     Genesis,
     LedgerState,
     Tx,
-    decode_block,
     sign_order,
     sign_reading,
     tx_id,
@@ -176,14 +182,14 @@ class _Engine:
     def __init__(self, sc: Scenario, *, first_slot: int | None = None) -> None:
         self.sc = sc
         self.rng = random.Random(f"net:{sc.seed}")
-        # One signature-verification cache shared by every simulated validator in this process:
-        # each transaction's signature is verified once per run instead of once per validator.
-        # Outcomes are identical (the cache is keyed by the hash of the signed bytes); what is not
-        # modelled is each validator's own verification CPU (the real daemon verifies on its own).
+        # One signature-verification cache shared by every simulated validator in this process,
+        # seeded by the households with what they sign (see the module rules). Outcomes are
+        # identical (the cache is keyed by the hash of the signed bytes); what is not modelled is
+        # each validator's own verification CPU (the real daemon verifies on its own).
         self.verified: set[bytes] = set()
         # Likewise one cache of checked blocks keyed by (head hash, block hash): a validator whose
-        # head and proposal match another's reuses that check. The full-node replay at the end
-        # re-applies every committed block from genesis on its own, without these caches.
+        # head and proposal match another's reuses that check. The sample full node re-applies
+        # every committed block from genesis on its own, without these caches.
         self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
         self.specs: list[HouseholdSpec] = sc.household_specs()
         self.hh_keys, v_keys = sc.node_keys()
@@ -297,7 +303,7 @@ class _Engine:
 
     def latency(self) -> int:
         lo, hi = self.sc.latency_ms
-        return self.rng.randint(lo, hi)
+        return lo + int(self.rng.random() * (hi - lo + 1))  # uniform on lo..hi; randint is slower
 
     def lost(self) -> bool:
         rate = max([self.drop_rate, *self.fault_drop])
@@ -363,7 +369,7 @@ class _Engine:
         while self.fed + 1 in self.to_feed:
             self.fed += 1
             self.full_node.feed(*self.to_feed.pop(self.fed))
-        for tx in decode_block(sb.block).txs:
+        for tx in c.block.txs:
             at = st.submitted_at.pop(tx_id(tx), None)
             if at is not None:
                 st.latencies_ms.append(self.now - at)
@@ -385,6 +391,9 @@ class _Engine:
                 txs.append((i, sign_reading(key, self.genesis, slot=delivered, net_wh=metered[i])))
         txs.extend(self._quotes(now_s))
         for i, tx in txs:
+            # the simulated validators take the simulation's own signatures as verified (nothing
+            # forged is injected); the full node re-verifies every one (see the module rules)
+            self.verified.add(tx_id(tx))
             self.submit(i, tx, attempt=0)
 
     def metered_net(self, slot: int) -> list[int]:

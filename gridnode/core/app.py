@@ -77,6 +77,7 @@ class LedgerApp:
         #: ids of transactions whose signature this node already verified (each is checked once);
         #: a simulation may share one set among the nodes it runs in one process
         self.verified: set[bytes] = set() if verified is None else verified
+        self.last_applied: Block | None = None  # the block the last apply() applied, decoded
         #: (head hash, block hash) -> the checked block and the state after it. Only a simulation
         #: that runs many nodes in one process shares one: the same block on the same head always
         #: yields the same state, so one node's check serves all (per-node CPU is not modelled).
@@ -157,6 +158,7 @@ class LedgerApp:
                 reason="wrong_height", subject=f"block {height}", found=str(parsed.height)
             )
         self.state = after
+        self.last_applied = parsed
         self._after.clear()
         self.mempool.remove_committed(tx_id(tx) for tx in parsed.txs)
         self.mempool.recheck()

@@ -71,6 +71,28 @@ def test_seasonal_naive_median_is_yesterday(past: MeterHistory) -> None:
         fc.at(0.3)
 
 
+def test_seasonal_naive_spread_per_time_of_day_is_the_empirical_error_quantile(
+    past: MeterHistory,
+) -> None:
+    """The error quantiles computed on demand per time of day are those of all the in-sample errors
+    at that time of day (computed here directly, the textbook way)."""
+    fitted = SeasonalNaive(1, train_days=28).fit(past)
+    y = past.net_w
+    s = past.steps_per_day
+    errors = y[:, -28 * s :] - y[:, -29 * s : -s]  # same time yesterday, last 28 days
+    tod = past.step_of_day(np.arange(y.shape[1] - 28 * s, y.shape[1]))
+    for k in (0, 7, 12, s - 1):
+        expected = np.quantile(errors[:, tod == k], QUANTILES, axis=1).T
+        expected[:, QUANTILES.index(0.5)] = 0.0
+        np.testing.assert_allclose(fitted.spread(k), expected)
+    full = fitted.residual_q
+    assert full.shape == (1, s, len(QUANTILES))
+    fc = fitted.predict(past, 3)
+    t = past.steps + np.arange(3)
+    want = y[:, t - s][:, :, None] + full[:, past.step_of_day(t), :]
+    np.testing.assert_allclose(fc.values_w, np.sort(want, axis=2))
+
+
 def test_quantile_regression_recovers_a_regular_daily_pattern() -> None:
     days = 120
     hour = np.tile(np.arange(24.0), days)

@@ -211,8 +211,13 @@ def test_ctrl_c_stops_cleanly_and_still_writes(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=120)
+    # not communicate(): it would also read (and close) stderr under the reader thread's feet
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    proc.wait(timeout=120)
     reader.join(timeout=10)
+    proc.stdout.close()
+    err.close()
     assert proc.returncode == 130, "".join(seen)
     assert "INTERRUPTED" in stdout
     result = SimResult.read_json(out / "results.json")
