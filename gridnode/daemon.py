@@ -12,10 +12,13 @@
 
 Network protocols (``docs/protocol.md``): consensus messages travel as one-way framed messages on
 ``/gridnode/<community>/consensus/1.0.0`` (addressed by public key, which *is* the peer id);
-transactions are submitted with an acknowledged request on ``…/submit/1.0.0`` to a validator (re-sent to
-the next one on timeout); validators share accepted transactions with each other on ``…/tx/1.0.0``;
-and every accepted order is broadcast on the GossipSub topic ``/gridnode/<community>/orders/1`` whose
-validator refuses anything malformed, unsigned, from a non-member, replayed or for a closed slot.
+transactions are submitted with an acknowledged request to a validator (re-sent to the next one on
+timeout): a household's readings and order of a slot in one ``…/submit-batch/1.0.0`` request, the
+API's single orders and cancels on ``…/submit/1.0.0``; validators share accepted transactions with
+each other on ``…/tx/1.0.0``; and each validator gossips the orders it accepted as batches (at most
+one message per second) on the GossipSub topic ``/gridnode/<community>/orders/2``, whose validator
+refuses a whole batch if any order in it is malformed, unsigned, from a non-member, replayed or for
+a closed slot. (py-libp2p costs every host milliseconds of CPU per gossip message: few messages.)
 
 Time: the node clock is ``epoch + (wall − epoch) × speedup`` in unix ms, with ``epoch`` the genesis
 time. Every node of a community must run the same speedup (demos use e.g. 60: a 15-minute slot in
@@ -31,8 +34,8 @@ import heapq
 import logging
 import signal
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +44,7 @@ import trio
 
 from forecasting.models import SeasonalNaive
 from forecasting.policy import (
+    BatteryState,
     PolicyConfig,
     SlotQuantiles,
     forecast_slots,
@@ -49,11 +53,14 @@ from forecasting.policy import (
 )
 from gridnode.api import make_app, start_api
 from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
+from gridnode.core.battery import Battery, contract_wh, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
     Genesis,
+    LedgerState,
     SignedOrder,
+    SignedReading,
     Tx,
     admission_error,
     decode_block,
@@ -76,6 +83,13 @@ from gridnode.net.host import (
 from gridnode.node import Committed, NodeRuntime
 from gridnode.status import BlockInfo, PeerInfo, Snapshot, SubmitResult, ValidatorHealth
 from gridnode.store import NodeStore
+from gridnode.txbatch import (
+    decode_tx_batch,
+    decode_tx_results,
+    encode_tx_batch,
+    encode_tx_results,
+    split_for,
+)
 from market.errors import InvalidInput, NetworkError, UsageError
 from market.orders import Order
 from market.slots import SlotClock
@@ -88,7 +102,17 @@ _RECENT_BLOCKS = 1_000
 #: open slots the household loop quotes at every slot boundary, the earliest first (a later quote
 #: for a slot replaces the earlier one); the in-process engine's ``horizon_slots`` twin, which
 #: :func:`sims.daemon_engine.inproc_twin` sets to this
-QUOTED_SLOTS = 2
+QUOTED_SLOTS = 1
+#: gossip topic ``orders`` carries batches of orders since version 2 (``docs/protocol.md`` §7.4)
+_ORDERS_TOPIC_VERSION = 2
+#: a validator publishes at most one order batch per this many wall seconds, ...
+_GOSSIP_EVERY_S = 1.0
+#: ... after gathering for at least this long (households submit in a burst at a slot boundary)
+_GOSSIP_GATHER_S = 0.25
+#: orders whose gate closes within this many wall seconds are not gossiped (they would arrive late)
+_GOSSIP_MARGIN_S = 2.0
+#: decoded gossip batches kept between the topic validator and the handler
+_DECODED_CACHE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +195,16 @@ class DaemonNode:
         self.meter = meter
         self.forecast: tuple[tuple[int, int, int, int], ...] = ()
         self._read_slots: set[int] = set()
+        #: a household's battery (``household.battery_kwh`` > 0), half full at every start
+        self.battery = battery_of(config)
+        self.battery_soc_wh = self.battery.capacity_wh // 2 if self.battery else 0
+        self._metered: dict[int, int] = {}  # slot -> reading after dispatch (a retry reuses it)
+        #: validators: orders accepted from submissions, to gossip in the next batch
+        self._gossip_pending: dict[tuple[str, int], SignedOrder] = {}
+        self._gossip_wake = trio.Event()
+        self._decoded: OrderedDict[bytes, tuple[SignedOrder, ...]] = OrderedDict()
+        #: households: signed readings that go out with the next submission (one request per slot)
+        self._carried: list[SignedReading] = []
         self.runtime = NodeRuntime(
             genesis=genesis,
             key=key,
@@ -217,12 +251,20 @@ class DaemonNode:
         self.net.on_message("consensus", self._on_consensus)
         self.net.on_message("tx", self._on_shared_tx)
         self.net.on_request("submit", self._on_submit)
-        await self.net.subscribe("orders", self._on_gossip_order, validate=self._validate_gossip)
+        self.net.on_request("submit-batch", self._on_submit_batch)
+        await self.net.subscribe(
+            "orders",
+            self._on_gossip_order,
+            validate=self._validate_gossip,
+            version=_ORDERS_TOPIC_VERSION,
+        )
         self.runtime.start(self.clock.now_ms())
         self._publish()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._refresh_loop)
+            if self.runtime.is_validator:
+                nursery.start_soon(self._gossip_loop)
             if self.meter is not None:
                 nursery.start_soon(self._household_loop)
 
@@ -277,13 +319,45 @@ class DaemonNode:
         for slot in range(first_slot, clock.slot_at(now_s)):
             if slot in self._read_slots or not member:
                 continue
-            net_wh = self.meter.slot_net_wh(slot, clock)
-            if net_wh is not None:
-                result = await self.submit_reading(slot, net_wh)
-                log.info("reading slot %d: %+d Wh (%s)", slot, net_wh, result.reason or "accepted")
-            self._read_slots.add(slot)  # only once it was sent (a network error retries it)
+            net_wh = self._metered_net(slot, clock)
+            if net_wh is not None:  # sent with the step's first order, or just below
+                self._carried.append(sign_reading(self.key, self.genesis, slot=slot, net_wh=net_wh))
+            self._read_slots.add(slot)  # a network error un-marks it (see _submit): retried
         if self.config.bidding_enabled and member:
             await self._quote(now_s, model, policy)
+        await self._send_carried()
+
+    def _metered_net(self, slot: int, clock: SlotClock) -> int | None:
+        """The reading of delivered ``slot``: the meter's net after the battery (if any) was
+        dispatched once against this household's committed trades for the slot (0 if the slot is
+        not cleared in this node's ledger state); ``None`` when the meter has no data."""
+        assert self.meter is not None
+        natural = self.meter.slot_net_wh(slot, clock)
+        if natural is None or self.battery is None:
+            return natural
+        if slot not in self._metered:
+            trades = self.runtime.state.trades.get(slot, ())
+            d = dispatch(
+                self.battery,
+                soc_wh=self.battery_soc_wh,
+                natural_net_wh=natural,
+                contract_wh=contract_wh(trades, self.key.public_hex),
+                slot_seconds=clock.slot_seconds,
+            )
+            self.battery_soc_wh = d.soc_wh
+            self._metered = {s: m for s, m in self._metered.items() if s > slot - 96}
+            self._metered[slot] = d.metered_net_wh
+            log.info(
+                "battery slot %d: charged %d Wh, discharged %d Wh, SoC %d Wh",
+                slot, d.charged_wh, d.discharged_wh, d.soc_wh,
+            )  # fmt: skip
+        return self._metered[slot]
+
+    def _battery_state(self) -> BatteryState | None:
+        if self.battery is None:
+            return None
+        b = self.battery
+        return BatteryState(self.battery_soc_wh, b.capacity_wh, b.power_w, b.reserve_wh)
 
     async def _quote(self, now_s: int, model: SeasonalNaive, policy: PolicyConfig) -> None:
         assert self.meter is not None
@@ -309,6 +383,7 @@ class DaemonNode:
                     config=policy,
                     slot_seconds=clock.slot_seconds,
                     lead_s=clock.gate_closure(q.slot) - now_s,
+                    battery=self._battery_state(),
                 )
             if order is None:
                 continue
@@ -337,10 +412,50 @@ class DaemonNode:
                 if v != self.key.public_hex:
                     with contextlib.suppress(UsageError, NetworkError):
                         self.net.send_soon(peer, "tx", [tx.encode()])
-            if isinstance(tx, SignedOrder):
-                with contextlib.suppress(InvalidInput, UsageError):
-                    self.net.publish_soon("orders", tx.encode())
+            if isinstance(tx, SignedOrder):  # gossiped in the next batch (_gossip_loop)
+                key = (tx.household, tx.order.slot)
+                held = self._gossip_pending.get(key)
+                if held is None or held.order.nonce < tx.order.nonce:
+                    self._gossip_pending[key] = tx
+                self._gossip_wake.set()
         return SubmitResult(result.accepted or result.reason == "duplicate", tid, result.reason)
+
+    async def _gossip_loop(self) -> None:
+        """Validators: publish the orders accepted from submissions as one gossip message (a
+        batch), at most every ``_GOSSIP_EVERY_S`` of wall time and only when there are any.
+
+        Orders already committed, replaced, or whose gate closes within ``_GOSSIP_MARGIN_S`` are
+        left out: the live book is the not-yet-committed orders, and a peer receiving a closed
+        slot's order would rightly refuse the whole batch.
+        """
+        last = -1e9
+        while True:
+            await self._gossip_wake.wait()
+            self._gossip_wake = trio.Event()
+            await trio.sleep(max(_GOSSIP_GATHER_S, last + _GOSSIP_EVERY_S - trio.current_time()))
+            pending, self._gossip_pending = list(self._gossip_pending.values()), {}
+            last = trio.current_time()
+            ahead_ms = self.clock.now_ms() + int(_GOSSIP_MARGIN_S * 1000 * self.clock.speedup)
+            state = self.runtime.state
+            fresh = [
+                tx
+                for tx in pending
+                if admission_error(state, tx, time_ms=ahead_ms, verified=self._verified) is None
+            ]
+            runs = split_for(fresh, self.net.config.max_gossip_bytes)
+            for run in runs:
+                try:
+                    data = encode_tx_batch(run)
+                    await self.net.publish("orders", data, version=_ORDERS_TOPIC_VERSION)
+                except (InvalidInput, UsageError) as exc:  # e.g. a slot closed in between
+                    log.warning("order batch of %d not gossiped: %s", len(run), exc)
+            if runs:
+                log.info("gossiped %d orders in %d batch(es)", len(fresh), len(runs))
+
+    @property
+    def _verified(self) -> set[bytes]:
+        """Ids of transactions whose signature this node verified (each is checked once)."""
+        return self.runtime.app.verified
 
     async def _on_submit(self, peer_id: str, body: bytes) -> bytes:
         tx = decode_tx(body)  # InvalidInput -> "rejected" answer and a counted rejection
@@ -353,6 +468,17 @@ class DaemonNode:
         self._publish()
         return bytes.fromhex(result.tx_id)
 
+    async def _on_submit_batch(self, peer_id: str, body: bytes) -> bytes:
+        """A household's transactions of a slot in one request: one result per transaction."""
+        txs = decode_tx_batch(body, max_bytes=self.net.config.max_frame_bytes)  # -> "rejected"
+        if not self.runtime.is_validator:
+            raise InvalidInput(reason="not_a_validator", subject="submit-batch")
+        results = [self._accept_tx(tx, share=True) for tx in txs]
+        self._publish()
+        return encode_tx_results(
+            [(bytes.fromhex(r.tx_id), "" if r.accepted else r.reason or "refused") for r in results]
+        )
+
     def _on_shared_tx(self, peer_id: str, body: bytes) -> None:
         if not self.runtime.is_validator or peer_id not in self.validator_peers.values():
             return
@@ -363,27 +489,54 @@ class DaemonNode:
             return
         self.runtime.submit(tx, self.clock.now_ms())
 
+    def _order_batch(self, data: bytes) -> tuple[SignedOrder, ...]:
+        """Decode a gossiped order batch once: the topic validator (which may run more than once
+        on our own messages) and the handler share the result."""
+        orders = self._decoded.get(data)
+        if orders is not None:
+            return orders
+        txs = decode_tx_batch(data, max_bytes=self.net.config.max_gossip_bytes)
+        orders = tuple(tx for tx in txs if isinstance(tx, SignedOrder))
+        if len(orders) != len(txs):
+            raise InvalidInput(reason="not_an_order", subject="order batch")
+        self._decoded[data] = orders
+        while len(self._decoded) > _DECODED_CACHE:
+            self._decoded.popitem(last=False)
+        return orders
+
     def _validate_gossip(self, origin: str, data: bytes) -> bool:
+        """Every order in the batch must be admissible now (member, signature, not replayed, slot
+        open) — or be exactly the order the ledger already committed (the batch raced the block).
+        One bad order refuses the batch, counted against its publisher ``origin``."""
         try:
-            tx = decode_tx(data)
+            orders = self._order_batch(data)
         except InvalidInput as exc:
             self.runtime.count(origin, exc.reason)
             return False
-        if not isinstance(tx, SignedOrder):
-            self.runtime.count(origin, "not_an_order")
-            return False
-        error = admission_error(self.runtime.state, tx, time_ms=self.clock.now_ms())
-        if error is not None:
-            self.runtime.count(origin, error.reason)
-            return False
+        state, now = self.runtime.state, self.clock.now_ms()
+        for tx in orders:
+            error = admission_error(state, tx, time_ms=now, verified=self._verified)
+            if error is not None and not _is_committed(state, tx):
+                self.runtime.count(origin, error.reason)
+                self._decoded.pop(data, None)
+                return False
         return True
 
     def _on_gossip_order(self, origin: str, data: bytes) -> None:
-        tx = decode_tx(data)
-        if isinstance(tx, SignedOrder):
+        orders = self._decoded.pop(data, None)
+        if orders is None:  # validated, then pushed out of the cache by later batches
+            try:
+                orders = self._order_batch(data)
+            except InvalidInput:
+                return
+            self._decoded.pop(data, None)
+        state, now = self.runtime.state, self.clock.now_ms()
+        for tx in orders:
+            if _is_committed(state, tx):
+                continue
             self.live_orders[tx_id(tx)] = tx
             if self.runtime.is_validator:
-                self.runtime.submit(tx, self.clock.now_ms())
+                self.runtime.submit(tx, now)
 
     # ------------------------------------------------------------------ commands (from the API)
     def _next_nonce(self) -> int:
@@ -404,22 +557,66 @@ class DaemonNode:
         return await self._submit(sign_reading(self.key, self.genesis, slot=slot, net_wh=net_wh))
 
     async def _submit(self, tx: Tx) -> SubmitResult:
+        if self._carried:  # readings waiting for this step's first order: one request for all
+            return (await self._submit_with_carried([tx]))[-1]
         if self.runtime.is_validator:
             result = self._accept_tx(tx, share=True)
             self._publish()
             return result
+        tid = tx_id(tx).hex()
+        try:
+            _, _ = await self.net.submit(self._submit_peers(), "submit", tx.encode())
+        except InvalidInput as exc:  # the validator refused it; its answer is the reason code
+            return SubmitResult(False, tid, exc.found or exc.reason)
+        return SubmitResult(True, tid)
+
+    def _submit_peers(self) -> list[str]:
         peers = [p for v, p in self.validator_peers.items() if v != self.key.public_hex]
         connected = set(self.net.connected_peers())
         peers.sort(key=lambda p: p not in connected)  # connected validators first
-        tid = tx_id(tx).hex()
+        return peers
+
+    async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
+        """Submit ``txs`` in one acknowledged request (``…/submit-batch/1.0.0``): one result per
+        transaction, in order. :class:`NetworkError` when no validator answered."""
+        if self.runtime.is_validator:
+            results = [self._accept_tx(tx, share=True) for tx in txs]
+            self._publish()
+            return results
         try:
-            _, _ = await self.net.submit(peers, "submit", tx.encode())
-        except InvalidInput as exc:  # the validator refused it; its answer is the reason code
-            return SubmitResult(False, tid, exc.found or exc.reason)
-        if isinstance(tx, SignedOrder):
-            with contextlib.suppress(InvalidInput, UsageError):
-                self.net.publish_soon("orders", tx.encode())
-        return SubmitResult(True, tid)
+            peer, answer = await self.net.submit(
+                self._submit_peers(), "submit-batch", encode_tx_batch(txs)
+            )
+        except InvalidInput as exc:  # the whole batch was refused (e.g. malformed)
+            reason = exc.found or exc.reason
+            return [SubmitResult(False, tx_id(tx).hex(), reason) for tx in txs]
+        try:
+            rows = decode_tx_results(answer, expected=len(txs))
+        except InvalidInput as exc:
+            raise NetworkError(f"validator {peer} answered a batch with {exc}") from exc
+        if [tid for tid, _ in rows] != [tx_id(tx) for tx in txs]:
+            raise NetworkError(f"validator {peer} answered a batch for other transactions")
+        return [SubmitResult(not reason, tid.hex(), reason) for tid, reason in rows]
+
+    async def _submit_with_carried(self, txs: list[Tx]) -> list[SubmitResult]:
+        """Send the carried readings with ``txs``; log the readings' results; return all."""
+        carried, self._carried = self._carried, []
+        try:
+            results = await self.submit_batch([*carried, *txs])
+        except NetworkError:
+            self._read_slots.difference_update(r.slot for r in carried)  # retried next step
+            raise
+        for reading, result in zip(carried, results, strict=False):
+            log.info(
+                "reading slot %d: %+d Wh (%s)",
+                reading.slot, reading.net_wh, result.reason or "accepted",
+            )  # fmt: skip
+        return results
+
+    async def _send_carried(self) -> None:
+        """Readings that no order took along (no quote this step): send them now."""
+        if self._carried:
+            await self._submit_with_carried([])
 
     # ------------------------------------------------------------------ snapshot
     def _block_info(self, height: int, block_hash: bytes, block: bytes) -> BlockInfo:
@@ -513,6 +710,12 @@ def _stat_dict(stats: PeerStats | None) -> dict[str, int]:
     return {} if stats is None else dataclasses.asdict(stats)
 
 
+def _is_committed(state: LedgerState, tx: SignedOrder) -> bool:
+    """``tx`` is exactly the order the ledger holds for its household and slot."""
+    held = state.open_order(tx.order.slot, tx.household)
+    return held is not None and held.id == tx.id
+
+
 class BridgeHandle:
     """The API's :class:`~gridnode.status.NodeHandle`: snapshot reads and commands over the bridge."""
 
@@ -532,6 +735,15 @@ class BridgeHandle:
 
     def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
         return self._node.blocks(from_height, limit)
+
+
+def battery_of(config: Config) -> Battery | None:
+    """The household's battery from ``household.battery_kwh`` / ``battery_kw`` (rounded to Wh / W;
+    :mod:`gridnode.core.battery`'s default 95 % each way, no reserve), or ``None`` without one."""
+    capacity_wh = round(config.battery_kwh * 1000)
+    if capacity_wh <= 0:
+        return None
+    return Battery(capacity_wh=capacity_wh, power_w=round(config.battery_kw * 1000))
 
 
 def make_meter(config: Config, genesis: Genesis) -> Meter | None:
