@@ -116,13 +116,16 @@ class NodeRuntime:
         max_block_txs: int = 2_000,
         verified: set[bytes] | None = None,
         shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
+        verified_votes: set[tuple[int, str, bytes, bytes]] | None = None,
     ) -> None:
         self.genesis = genesis
         self.key = key
         self.store = store
         self.outbox = outbox
         self.snapshot_every = snapshot_every
-        self.validators = ValidatorSet(tuple(bytes.fromhex(v) for v in genesis.validators))
+        self.validators = ValidatorSet(
+            tuple(bytes.fromhex(v) for v in genesis.validators), verified=verified_votes
+        )
         self.misbehaviour: dict[str, dict[str, int]] = {}
         self.evidence = 0
         self.listeners: list[Callable[[Committed], None]] = []

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gridnode.core.crypto import KeyPair, verify
@@ -67,6 +67,7 @@ NIL: Final = b""
 FORMAT_VERSION: Final = 1
 #: Upper bound on one encoded consensus message (a proposal carries a whole block).
 MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
+_VERIFIED_LIMIT: Final = 100_000  # a shared vote cache is cleared when it holds this many
 VOTE_DOMAIN: Final = "vote"
 PROPOSAL_DOMAIN: Final = "proposal"
 
@@ -88,6 +89,12 @@ class ValidatorSet:
     """The ordered validator public keys from genesis; index = position in this tuple."""
 
     public_keys: tuple[bytes, ...]
+    #: optional cache of (signer index, domain, signed bytes, signature) that verified; a simulation
+    #: running many nodes in one process shares one so each vote is verified once, not once per
+    #: node (same answers; per-node CPU is then not modelled). Not part of the set's identity.
+    verified: set[tuple[int, str, bytes, bytes]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not self.public_keys:
@@ -230,7 +237,23 @@ def verify_vote(validators: ValidatorSet, vote: Vote) -> bool:
     if vote.block_hash != NIL and len(vote.block_hash) != 32:
         return False
     msg = vote_sign_bytes(vote.vote_type, vote.height, vote.round, vote.block_hash)
-    return verify(validators.public_keys[vote.validator], VOTE_DOMAIN, msg, vote.signature)
+    return _verify_cached(validators, vote.validator, VOTE_DOMAIN, msg, vote.signature)
+
+
+def _verify_cached(
+    validators: ValidatorSet, signer: int, domain: str, msg: bytes, signature: bytes
+) -> bool:
+    cache = validators.verified
+    key = (signer, domain, msg, signature)
+    if cache is not None and key in cache:
+        return True
+    if not verify(validators.public_keys[signer], domain, msg, signature):
+        return False
+    if cache is not None:
+        if len(cache) >= _VERIFIED_LIMIT:
+            cache.clear()
+        cache.add(key)
+    return True
 
 
 def verify_proposal(validators: ValidatorSet, proposal: Proposal) -> bool:
@@ -242,9 +265,7 @@ def verify_proposal(validators: ValidatorSet, proposal: Proposal) -> bool:
     msg = proposal_sign_bytes(
         proposal.height, proposal.round, proposal.block_hash, proposal.valid_round
     )
-    return verify(
-        validators.public_keys[proposal.proposer], PROPOSAL_DOMAIN, msg, proposal.signature
-    )
+    return _verify_cached(validators, proposal.proposer, PROPOSAL_DOMAIN, msg, proposal.signature)
 
 
 def verify_commit(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,6 +24,7 @@ from gridnode.core.consensus_messages import (
     DuplicateProposal,
     DuplicateVote,
     SyncedBlock,
+    ValidatorSet,
     VoteType,
     block_hash,
     commit_from_votes,
@@ -207,3 +210,23 @@ def test_validator_set_thresholds() -> None:
         vs = validator_set(keys(n))
         assert (vs.quorum, vs.skip_threshold) == (q, skip)
         assert 3 * vs.quorum > 2 * n and 3 * (vs.quorum - 1) <= 2 * n
+
+
+def test_a_shared_vote_cache_never_accepts_what_does_not_verify() -> None:
+    cache: set[tuple[int, str, bytes, bytes]] = set()
+    vals = ValidatorSet(VALS.public_keys, verified=cache)
+    assert vals == VALS  # the cache is not part of the set's identity
+    vote = sign_vote(
+        KEYS[1], vote_type=VoteType.PRECOMMIT, height=5, round_=0, value=HASH, validator=1
+    )
+    assert verify_vote(vals, vote) and len(cache) == 1
+    assert verify_vote(vals, vote)  # a cache hit
+    # the cached signature on other content, or claimed by another validator, still fails
+    assert not verify_vote(vals, dataclasses.replace(vote, height=6))
+    assert not verify_vote(vals, dataclasses.replace(vote, block_hash=NIL))
+    assert not verify_vote(vals, dataclasses.replace(vote, validator=2))
+    assert not verify_vote(vals, dataclasses.replace(vote, signature=bytes(64)))
+    assert len(cache) == 1
+    prop = sign_proposal(KEYS[1], height=4, round_=1, block=BLOCK, valid_round=-1, proposer=1)
+    assert verify_proposal(vals, prop) and len(cache) == 2
+    assert not verify_proposal(vals, dataclasses.replace(prop, valid_round=0))
