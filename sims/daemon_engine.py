@@ -28,8 +28,10 @@ What is measured and how:
 * **Ledger agreement** — every node's ``/api/status`` reports the same height, head hash and digest.
 
 Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
-validator count, households (PV, load scale, replay day), every bidding policy (``forecast``,
-``naive-fixed-price``, ``perfect-foresight``: the daemon's ``bidding.policy``), and ``crash`` faults
+validator count, households (PV, load scale, replay day, batteries: each household daemon
+dispatches its own, and what they did is read back from its readings and meter), every bidding
+policy (``forecast``, ``naive-fixed-price``, ``perfect-foresight``: the daemon's
+``bidding.policy``), and ``crash`` faults
 (SIGKILL a validator at ``at_s``, restart it after ``duration_s``). Other fault kinds (drop,
 partition, Byzantine, skew) exist only in the in-process engine; asking the daemon engine for them
 is a :class:`~market.errors.UsageError`.
@@ -51,7 +53,7 @@ import socket
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ from forecasting.models import SeasonalNaive
 from forecasting.policy import forecast_slots
 from forecasting.series import MeterHistory, energy_wh
 from gridnode.config import load_genesis, update_config, write_genesis
+from gridnode.core.battery import Battery
 from gridnode.core.ledger import (
     LedgerState,
     SignedOrder,
@@ -712,6 +715,35 @@ def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
     return twin, run.first_slot
 
 
+def _battery_moves(
+    meter: ReplayMeter,
+    spec: HouseholdSpec,
+    household: str,
+    readings: Mapping[int, Mapping[str, int]],
+    clock: SlotClock,
+) -> dict[int, tuple[int, int, int, int]]:
+    """What a household daemon's battery did in each slot it sent a reading for: ``(charged,
+    discharged, loss, soc after)`` in Wh. The daemon (:func:`gridnode.daemon.battery_of`) signs the
+    meter's net after dispatch, so ``meter − reading`` is the AC energy charged (``+``) or
+    discharged (``−``), exactly; stored and drawn energy follow :mod:`gridnode.core.battery`'s
+    rounding, from half full at the daemon's first reading. A dispatched slot whose reading never
+    reached the ledger is missed (the state of charge after it is then off)."""
+    b = Battery(capacity_wh=round(spec.battery_kwh * 1000), power_w=round(spec.battery_kw * 1000))
+    soc = b.capacity_wh // 2
+    out: dict[int, tuple[int, int, int, int]] = {}
+    for slot in sorted(s for s, r in readings.items() if household in r):
+        natural = meter.slot_net_wh(slot, clock)
+        if natural is None:
+            continue
+        moved = natural - readings[slot][household]
+        charged, discharged = max(moved, 0), max(-moved, 0)
+        stored = charged * b.charge_permille // 1000
+        drawn = -(-discharged * 1000 // b.discharge_permille)
+        soc += stored - drawn
+        out[slot] = (charged, discharged, charged - stored + drawn - discharged, soc)
+    return out
+
+
 def collect_run(
     root: Path, scenario: Scenario, *, first: int, last: int, speedup: float
 ) -> tuple[SimResult, list[dict[str, Any]]]:
@@ -771,6 +803,11 @@ def _collect(
     }  # pv/load over measured slots
     latencies: list[float] = []
     conservation = sum(state.balances.values()) == 0
+    moves = {
+        hh: _battery_moves(meters[hh], spec, hh, replay.readings, clock)
+        for hh, spec in names.items()
+        if spec.battery_kwh > 0
+    }
     settled_bills: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
     for slot in range(first, last + 1):
         if slot not in replay.cleared_at:
@@ -794,7 +831,7 @@ def _collect(
             b.sold_p2p_wh for b in settlement.bills
         ):
             conservation = False
-        pv_sum = load_sum = err = 0
+        pv_sum = load_sum = err = charged_sum = discharged_sum = 0
         for hh, meter in meters.items():
             if hh not in readings:
                 continue  # a household whose daemon sent no reading is not in the ledger's figures
@@ -803,10 +840,20 @@ def _collect(
             per_hh[hh]["load"] += load
             pv_sum += pv
             load_sum += load
+            charged, discharged, loss, soc = moves.get(hh, {}).get(slot, (0, 0, 0, 0))
+            if slot in moves.get(hh, {}):
+                acc_b = per_hh[hh]
+                acc_b.setdefault("soc_start", soc - (charged - discharged - loss))
+                acc_b["soc_end"] = soc
+                acc_b["charged"] += charged
+                acc_b["discharged"] += discharged
+                acc_b["loss"] += loss
+            charged_sum += charged
+            discharged_sum += discharged
             if hh in quotes and slot in quotes[hh]:
                 p50 = _p50_for(meter, slot, clock, scenario.policy)
-                if p50 is not None:
-                    err += abs(p50 - readings[hh])
+                if p50 is not None:  # the forecast is of the natural net, before the battery
+                    err += abs(p50 - (readings[hh] + charged - discharged))
         submitted = sum(1 for hh in quotes if quotes[hh].get(slot))
         for so in book.values():
             commit_ms = replay.order_commit_ms.get((so.household, slot, so.order.nonce))
@@ -844,11 +891,13 @@ def _collect(
                 orders_submitted=submitted,
                 pv_wh=pv_sum,
                 load_wh=load_sum,
-                net_wh=sum(readings.values()),
+                net_wh=sum(readings.values()) + charged_sum - discharged_sum,
                 grid_import_wh=imports,
                 grid_export_wh=exports,
                 forecast_abs_error_wh=err,
                 commit_height=replay.cleared_at[slot],
+                battery_charged_wh=charged_sum,
+                battery_discharged_wh=discharged_sum,
             )
         )
     households = []
@@ -868,6 +917,12 @@ def _collect(
                 load_wh=per_hh[hh]["load"],
                 bill_micro=acc[4],
                 grid_only_bill_micro=acc[5],
+                battery_kw=spec.battery_kw,
+                battery_charged_wh=per_hh[hh]["charged"],
+                battery_discharged_wh=per_hh[hh]["discharged"],
+                battery_loss_wh=per_hh[hh]["loss"],
+                battery_soc_start_wh=per_hh[hh]["soc_start"],
+                battery_soc_end_wh=per_hh[hh]["soc_end"],
             )
         )
     # the ledger's own totals cover every settled slot (also the warm-up ones): Σ bought = Σ sold,
