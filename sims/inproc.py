@@ -428,7 +428,8 @@ class _Engine:
         return net
 
     def _contracts(self, slot: int) -> dict[str, int]:
-        """Wh sold − bought per household in ``slot``'s trades on the highest honest validator."""
+        """Wh sold − bought per household in ``slot``'s trades on the highest honest validator
+        (:func:`gridnode.core.battery.contract_wh`'s rule for every household in one pass)."""
         honest = [v.runtime for v in self.honest() if v.runtime is not None]
         if not honest:
             return {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sims.inproc import _Engine, results_digest, run_inproc
-from sims.report import kpi_rows, render_html
+from sims.report import kpi_rows, render_html, write_outputs
 from sims.results import SimResult
 from sims.scenario import Scenario, load_scenario
 
@@ -87,8 +87,19 @@ def test_energy_through_the_battery_is_accounted_exactly(
     )
 
 
-def test_the_report_shows_battery_throughput(runs: tuple[SimResult, SimResult]) -> None:
+def test_the_report_shows_battery_throughput(
+    runs: tuple[SimResult, SimResult], tmp_path: Path
+) -> None:
     with_b, without = runs
+    write_outputs(with_b, tmp_path)
+    assert SimResult.read_json(tmp_path / "results.json").households == with_b.households
+    header = (tmp_path / "households.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header.endswith(
+        "battery_kw,battery_charged_wh,battery_discharged_wh,battery_loss_wh,"
+        "battery_soc_start_wh,battery_soc_end_wh"
+    )
+    slots_header = (tmp_path / "slots.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert slots_header.endswith("battery_charged_wh,battery_discharged_wh")
     rows = dict(kpi_rows(with_b))
     c = with_b.community()
     label = "battery throughput: charged / discharged (losses)"
