@@ -48,7 +48,7 @@ digest at every block (fine for thousands of households, not millions).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
@@ -411,6 +411,35 @@ class HouseholdTotals:
         return self.grid_only_bill_micro - self.bill_micro
 
 
+def _array_header(n: int) -> bytes:
+    """The msgpack array header for ``n`` items (fixarray, array 16 or array 32)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _trades_wire(trades: Mapping[int, tuple[Trade, ...]]) -> list[Any]:
+    return [[slot, [list(t) for t in ts]] for slot, ts in sorted(trades.items())]
+
+
+def _totals_wire(totals: Mapping[str, HouseholdTotals]) -> list[Any]:
+    return [
+        [
+            h,
+            t.bought_p2p_wh,
+            t.sold_p2p_wh,
+            t.grid_import_wh,
+            t.grid_export_wh,
+            t.bill_micro,
+            t.grid_only_bill_micro,
+            t.slots_settled,
+        ]
+        for h, t in sorted(totals.items())
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerState:
     """Everything the blocks so far imply. Never mutated: :func:`apply` returns a new one.
@@ -436,9 +465,67 @@ class LedgerState:
     #: derived from ``orders`` (ids of every open order), kept so admission checks need not rebuild
     #: it; not part of the encoding or of equality
     open_order_ids: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: packed parts of :meth:`encode` by part name (or ``(name, slot)``), each with the object it
+    #: packs; shared along a chain of states (:func:`apply` passes it on). A part is reused only
+    #: while it packs the very same object, and state mappings are never mutated, so the bytes
+    #: are always those of a fresh encoding. Not part of equality.
+    memo: dict[Any, tuple[object, bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     def encode(self) -> bytes:
-        """Canonical bytes of the whole state (what the digest covers)."""
+        """Canonical bytes of the whole state (what the digest covers): the msgpack array of
+        :meth:`_encode_plain`, assembled from memoised parts (an array's encoding is its header
+        followed by its items' encodings), so a block that changes a few slots re-packs those."""
+        memo = self.memo
+
+        def part(key: Any, obj: object, build: Callable[[], Any]) -> bytes:
+            hit = memo.get(key)
+            if hit is not None and hit[0] is obj:
+                return hit[1]
+            data = pack(build())
+            memo[key] = (obj, data)
+            return data
+
+        def by_slot(
+            name: str, top: Mapping[int, Mapping[str, Any]], enc: Callable[[Any], Any]
+        ) -> bytes:
+            def one(slot: int, inner: Mapping[str, Any]) -> bytes:
+                return part(
+                    (name, slot),
+                    inner,
+                    lambda: [slot, [[h, enc(v)] for h, v in sorted(inner.items())]],
+                )
+
+            items = sorted(top.items())
+            return _array_header(len(items)) + b"".join(one(slot, inner) for slot, inner in items)
+
+        out = b"".join(
+            [
+                _array_header(15),
+                pack("gn.state"),
+                pack(FORMAT),
+                pack(self.genesis.hash),
+                pack(self.height),
+                pack(self.head_hash),
+                pack(self.time_ms),
+                part("nonces", self.nonces, lambda: sorted(self.nonces.items())),
+                by_slot("orders", self.orders, lambda o: o.encode()),
+                part("trades", self.trades, lambda: _trades_wire(self.trades)),
+                part("prices", self.clearing_prices, lambda: sorted(self.clearing_prices.items())),
+                by_slot("readings", self.readings, lambda v: v),
+                part("balances", self.balances, lambda: sorted(self.balances.items())),
+                part("totals", self.totals, lambda: _totals_wire(self.totals)),
+                pack(self.last_cleared_slot),
+                pack(self.settled_slots),
+            ]
+        )
+        if len(memo) > 64:  # forget slots no longer in the state
+            live = {("orders", s) for s in self.orders} | {("readings", s) for s in self.readings}
+            for key in [k for k in memo if isinstance(k, tuple) and k not in live]:
+                del memo[key]
+        return out
+
+    def _encode_plain(self) -> bytes:
+        """:meth:`encode` without the memo (the definition; tests compare the two)."""
         return pack(
             [
                 "gn.state",
@@ -452,23 +539,11 @@ class LedgerState:
                     [slot, [[h, o.encode()] for h, o in sorted(by_h.items())]]
                     for slot, by_h in sorted(self.orders.items())
                 ],
-                [[slot, [list(t) for t in ts]] for slot, ts in sorted(self.trades.items())],
+                _trades_wire(self.trades),
                 sorted(self.clearing_prices.items()),
                 [[slot, sorted(r.items())] for slot, r in sorted(self.readings.items())],
                 sorted(self.balances.items()),
-                [
-                    [
-                        h,
-                        t.bought_p2p_wh,
-                        t.sold_p2p_wh,
-                        t.grid_import_wh,
-                        t.grid_export_wh,
-                        t.bill_micro,
-                        t.grid_only_bill_micro,
-                        t.slots_settled,
-                    ]
-                    for h, t in sorted(self.totals.items())
-                ],
+                _totals_wire(self.totals),
                 self.last_cleared_slot,
                 self.settled_slots,
             ]
@@ -678,26 +753,32 @@ class _Draft:
 
 @dataclass(slots=True)
 class _Work:
-    """Full, owned copies of everything, for clearing, settlement and booking inside :func:`apply`."""
+    """Owned copies for clearing, settlement and booking inside :func:`apply`.
+
+    Clearing and settlement only add or drop whole slots, so ``orders`` and ``readings`` are copies
+    of the outer mapping whose per-slot mappings are shared (never written); ``nonces`` is not
+    written at all. Sharing what did not change keeps :meth:`LedgerState.encode`'s memo useful.
+    """
 
     state: LedgerState
-    nonces: dict[str, int]
-    orders: dict[int, dict[str, SignedOrder]]
-    readings: dict[int, dict[str, int]]
+    nonces: Mapping[str, int]
+    orders: dict[int, Mapping[str, SignedOrder]]
+    readings: dict[int, Mapping[str, int]]
     order_ids: set[str]
     trades: dict[int, tuple[Trade, ...]]
     prices: dict[int, int | None]
     balances: dict[str, int]
     totals: dict[str, HouseholdTotals]
+    cleared: int = 0  # slots cleared in this block
 
     @classmethod
     def of(cls, draft: _Draft) -> _Work:
         state = draft.state
         return cls(
             state=state,
-            nonces=dict(draft.nonces),
-            orders={s: dict(v) for s, v in draft.orders.items()},
-            readings={s: dict(v) for s, v in draft.readings.items()},
+            nonces=draft.nonces,
+            orders=dict(draft.orders),
+            readings=dict(draft.readings),
             order_ids=set(draft.order_ids),
             trades=dict(state.trades),
             prices=dict(state.clearing_prices),
@@ -809,6 +890,7 @@ def _clear_due(draft: _Work, time_ms: int) -> int:
         draft.prices[slot] = result.clearing_price_micro_per_kwh
         for o in book:
             draft.order_ids.discard(o.order_id)
+        draft.cleared += 1
     return max(last_closed, draft.state.last_cleared_slot)
 
 
@@ -871,6 +953,7 @@ def _run(
     settled = _settle_due(draft, time_ms, last_cleared)
     if sum(draft.balances.values()) != 0:  # pragma: no cover - settlement already guarantees it
         raise AssertionError("ledger balances do not sum to zero")
+    market = draft.cleared or settled  # otherwise trades, prices, balances, totals are unchanged
     return LedgerState(
         genesis=state.genesis,
         height=height,
@@ -878,14 +961,17 @@ def _run(
         time_ms=time_ms,
         nonces=draft.nonces,
         orders=draft.orders,
-        trades=draft.trades,
-        clearing_prices=draft.prices,
+        trades=draft.trades if market else state.trades,
+        clearing_prices=draft.prices if market else state.clearing_prices,
         readings=draft.readings,
-        balances={k: v for k, v in draft.balances.items() if v or k in (GRID, POOL)},
-        totals=draft.totals,
+        balances={k: v for k, v in draft.balances.items() if v or k in (GRID, POOL)}
+        if settled
+        else state.balances,
+        totals=draft.totals if settled else state.totals,
         last_cleared_slot=last_cleared,
         settled_slots=state.settled_slots + settled,
         open_order_ids=frozenset(draft.order_ids),
+        memo=state.memo,
     )
 
 

@@ -258,3 +258,12 @@ def test_state_snapshot_round_trip() -> None:
     assert back.digest() == s.digest()
     with pytest.raises(InvalidInput, match="wrong_genesis"):
         decode_state(s.encode(), dataclasses.replace(c.genesis, community_id="other"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 255, 65_535, 65_536])
+def test_array_header_is_msgpacks(n: int) -> None:
+    from gridnode.core.ledger import _array_header
+    from market.codec import pack
+
+    packed = pack([None] * n)  # None packs as one byte
+    assert _array_header(n) == packed[: len(packed) - n]

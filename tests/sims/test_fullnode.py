@@ -10,7 +10,7 @@ import pytest
 
 import sims.inproc
 from gridnode.core.consensus_messages import decode_commit, encode_commit
-from gridnode.core.ledger import Genesis
+from gridnode.core.ledger import Genesis, apply, decode_block, genesis_state
 from market.errors import UsageError
 from sims.fullnode import FullNode, FullNodeProcess
 from sims.inproc import results_digest, run_inproc
@@ -126,3 +126,19 @@ def test_a_dead_full_node_process_is_an_error_not_a_hang(
     node.flush()  # the pipe is broken: nothing raised yet
     with pytest.raises(RuntimeError, match="full-node process ended"):
         node.chain([2])
+
+
+def test_the_memoised_state_encoding_is_the_plain_one_at_every_height(
+    recorded: tuple[SimResult, Genesis, list[tuple[int, bytes, bytes]]],
+) -> None:
+    """Along a real chain (orders, readings, clearing, settlement), the state encoding assembled
+    from memoised parts equals the plain definition, and so does a fresh state's."""
+    _, genesis, chain = recorded
+    state = genesis_state(genesis)
+    for _, block, _ in chain:
+        before = state
+        state = apply(state, decode_block(block))
+        assert state.encode() == state._encode_plain()
+        assert dataclasses.replace(state, memo={}).digest() == state.digest()
+        assert before.encode() == before._encode_plain()  # the shared memo moved on: still right
+    assert state.settled_slots > 0 and state.height == len(chain)
