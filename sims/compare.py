@@ -81,6 +81,9 @@ _ROWS: list[_Row] = [
     ("P2P volume", lambda r: r.community()["p2p_volume_wh"], _k, _diff(_k)),
     ("grid import", lambda r: r.community()["grid_import_wh"], _k, _diff(_k)),
     ("grid export", lambda r: r.community()["grid_export_wh"], _k, _diff(_k)),
+    ("battery charged", lambda r: r.community()["battery_charged_wh"], _k, _diff(_k)),
+    ("battery discharged", lambda r: r.community()["battery_discharged_wh"], _k, _diff(_k)),
+    ("battery losses", lambda r: r.community()["battery_loss_wh"], _k, _diff(_k)),
     (
         "mean clearing price",
         lambda r: r.community()["mean_clearing_price_micro_per_kwh"],

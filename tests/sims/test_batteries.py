@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sims.compare import compare
 from sims.inproc import _Engine, results_digest, run_inproc
 from sims.report import kpi_rows, render_html, write_outputs
 from sims.results import SimResult
@@ -109,6 +110,9 @@ def test_the_report_shows_battery_throughput(
     page = render_html(with_b)
     assert "into batteries (kWh)" in page and "from batteries (kWh)" in page
     assert "into batteries (kWh)" not in render_html(without)
+    # `gridnode sim compare` without → with: the batteries' throughput appears as the difference
+    line = next(x for x in compare(without, with_b).splitlines() if x.startswith("battery charged"))
+    assert f"+{c['battery_charged_wh'] / 1000:,.1f} kWh" in line
 
 
 def test_battery_runs_are_deterministic() -> None:
