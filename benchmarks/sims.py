@@ -2,13 +2,14 @@
 
 For each community size N (households drawn from ``sims/scenarios/town.toml``: 7 validators,
 forecast bidding, 15-minute slots), runs ``--hours`` of simulated daytime with
-:func:`sims.inproc.run_inproc` and prints one row: wall seconds, household-slots per second, blocks,
-transactions per second through the validators, the share of wall time spent in Ed25519 signature
-verification and in the ledger's per-transaction admission check (measured with cProfile when
-``--profile`` is given, which slows the run ~1.3x), and the extrapolated wall time of the full
-scenario (N households × 7 days).
+:func:`sims.inproc.run_inproc` and prints one row: wall seconds, the engine process's CPU seconds
+(robust to other jobs on the machine; the sample full node's child process is not counted), household-
+slots per second, blocks, the share of wall time spent in Ed25519 signature verification and in the
+ledger's per-transaction admission check (measured with cProfile when ``--profile`` is given, which
+slows the run ~1.3x), and the extrapolated wall time of the full scenario (N households × 7 days).
 
     python benchmarks/sims.py [--households 12,100,300,1000] [--hours 2] [--validators 7] [--profile]
+                              [--full-node auto|process|inline]
 
 The real-daemon engine's curve is ``benchmarks/sims_daemons.py``.
 """
@@ -44,23 +45,27 @@ def _cum(stats: pstats.Stats, suffix: str) -> float:
     return total
 
 
-def one(households: int, hours: float, validators: int, profile: bool) -> dict[str, object]:
+def one(
+    households: int, hours: float, validators: int, profile: bool, full_node: str = "auto"
+) -> dict[str, object]:
     base = load_scenario(TOWN, households=households, days=hours / 24)
     sc = dataclasses.replace(base, start_hour=9.0, validators=validators)
     prof = cProfile.Profile() if profile else None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if prof is not None:
         prof.enable()
-    r = run_inproc(sc)
+    r = run_inproc(sc, full_node=full_node)
     if prof is not None:
         prof.disable()
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     hh_slots = households * r.slots_done
     row: dict[str, object] = {
         "households": households,
         "validators": validators,
         "slots": r.slots_done,
         "wall_s": round(wall, 2),
+        "engine_cpu_s": round(cpu, 2),
         "household_slots_per_s": round(hh_slots / wall, 1),
         "blocks": r.blocks_committed,
         "agreement": r.ledger_agreement,
@@ -81,21 +86,26 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--validators", type=int, default=7)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--full-node", default="auto", choices=("auto", "process", "inline"),
+        help="where the sample full node runs (see sims.fullnode)",
+    )  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args()
     header = (
-        f"{'households':>10} {'slots':>5} {'wall s':>8} {'hh·slot/s':>10} {'blocks':>6} "
+        f"{'households':>10} {'slots':>5} {'wall s':>8} {'cpu s':>7} {'hh·slot/s':>10} {'blocks':>6} "
         f"{'7-day min':>9} {'sig':>5} {'admit':>5} agree"
     )
     if not args.json:
         print(header)
     for n in (int(x) for x in args.households.split(",")):
-        row = one(n, args.hours, args.validators, args.profile)
+        row = one(n, args.hours, args.validators, args.profile, args.full_node)
         if args.json:
             print(json.dumps(row))
             continue
         print(
-            f"{n:>10} {row['slots']:>5} {row['wall_s']:>8} {row['household_slots_per_s']:>10} "
+            f"{n:>10} {row['slots']:>5} {row['wall_s']:>8} {row['engine_cpu_s']:>7} "
+            f"{row['household_slots_per_s']:>10} "
             f"{row['blocks']:>6} {row['extrapolated_7d_min']:>9} "
             f"{row.get('share_sig_verify', '-'):>5} {row.get('share_admission_check', '-'):>5} "
             f"{row['agreement']}",

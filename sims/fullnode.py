@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pickle
 import signal
 import subprocess
@@ -32,6 +33,7 @@ import sys
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from gridnode.core.consensus_messages import ValidatorSet, decode_commit, verify_commit
@@ -167,8 +169,15 @@ class FullNodeProcess:
     main module, which breaks scripts without a ``__main__`` guard."""
 
     def __init__(self, genesis: Genesis, *, keep: int = KEEP_STATES) -> None:
+        # the child imports this very package, wherever the caller found it
+        root = str(Path(__file__).resolve().parents[1])
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "sims.fullnode"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "sims.fullnode"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
         )
         self._pending: list[tuple[int, bytes, bytes]] = []
         self._send(("genesis", (genesis.to_dict(), keep)))
