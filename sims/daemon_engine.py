@@ -282,6 +282,12 @@ def _quotes(log: Path) -> dict[int, list[tuple[float, str]]]:
 
 
 def _check_supported(scenario: Scenario) -> None:
+    if scenario.horizon_slots != QUOTED_SLOTS:
+        raise UsageError(
+            f"the daemon engine's households quote {QUOTED_SLOTS} open slot(s) ahead "
+            f"(gridnode.daemon.QUOTED_SLOTS); horizon_slots = {scenario.horizon_slots} runs only "
+            "in the in-process engine (--engine inproc)"
+        )
     bad = sorted({f.kind for f in scenario.faults if f.kind not in SUPPORTED_FAULTS})
     if bad:
         raise UsageError(

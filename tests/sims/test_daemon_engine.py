@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from gridnode.config import load_genesis
 from gridnode.core.ledger import genesis_state
+from gridnode.daemon import QUOTED_SLOTS
 from market.clearing import clear
 from market.errors import UsageError
 from sims.daemon_engine import collect_run, inproc_twin, replay_store, run_daemons
@@ -55,6 +56,11 @@ def test_unsupported_faults_are_refused_before_anything_starts(tmp_path: Path) -
             tmp_path / "x",
         )
     assert not (tmp_path / "x").exists()
+    # the households quote as many slots ahead as the daemon does, and the scenario default is that
+    assert sc.horizon_slots == QUOTED_SLOTS
+    with pytest.raises(UsageError, match="horizon_slots = 2 runs only in the in-process engine"):
+        run_daemons(dataclasses.replace(sc, horizon_slots=2), tmp_path / "h")
+    assert not (tmp_path / "h").exists()
 
 
 @pytest.mark.net
