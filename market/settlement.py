@@ -29,6 +29,18 @@ Rules of this module:
   every bill equals the sum of its own transfers.
 * Every household in a trade must have a reading; a missing reading is the ledger's business (it
   applies its documented rule before calling :func:`settle`).
+* **Imbalance energy and cost** (a KPI, not money that moves): a household with a P2P position in the
+  slot (bought or sold > 0) has imbalance energy ``|imbalance_wh|``; one that did not trade is a plain
+  grid customer and has 0. Its imbalance cost is what settling the imbalance actually cost it
+  (``netting_micro + grid_import_micro - grid_export_micro``) minus what the same energy would have
+  cost at the slot's market price ``p``: ``amount_micro(-imbalance_wh, p)`` when short,
+  ``-amount_micro(imbalance_wh, p)`` when long (:func:`imbalance_cost_micro`). Positive: the deviation
+  cost money compared with trading it. ``p`` is the clearing price under pay-as-clear, else the
+  volume-weighted mean trade price ``Σ energy x price / Σ energy`` rounded half up to a whole µ¤/kWh
+  (the :mod:`market.units` rule; under pay-as-clear the two are equal), and there is none when
+  nothing traded (:func:`imbalance_reference_price_micro_per_kwh`). Both amounts use
+  :func:`market.units.amount_micro`, so the cost is an exact integer and, for a trader,
+  ``bill = paid - received + fee + (market value of the imbalance) + imbalance cost`` exactly.
 """
 
 from __future__ import annotations
@@ -54,6 +66,9 @@ __all__ = [
     "TransferKind",
     "check_settlement",
     "grid_only_bill_micro",
+    "imbalance_cost_micro",
+    "imbalance_energy_wh",
+    "imbalance_reference_price_micro_per_kwh",
     "settle",
 ]
 
@@ -171,6 +186,48 @@ def grid_only_bill_micro(measured_net_wh: int, tariff: Tariff) -> int:
     if measured_net_wh < 0:
         return amount_micro(-measured_net_wh, tariff.retail_micro_per_kwh)
     return -amount_micro(measured_net_wh, tariff.feed_in_micro_per_kwh)
+
+
+def imbalance_reference_price_micro_per_kwh(
+    trades: Iterable[Trade], clearing_price_micro_per_kwh: int | None
+) -> int | None:
+    """The slot's market price that imbalances are valued at (see the module rules): the clearing
+    price if there is one, else the volume-weighted mean trade price rounded half up; ``None`` when
+    nothing traded."""
+    if clearing_price_micro_per_kwh is not None:
+        return clearing_price_micro_per_kwh
+    energy = value = 0
+    for t in trades:
+        energy += t.energy_wh
+        value += t.energy_wh * t.price_micro_per_kwh
+    if energy == 0:
+        return None
+    return (2 * value + energy) // (2 * energy)
+
+
+def imbalance_energy_wh(bill: HouseholdBill) -> int:
+    """``|imbalance_wh|`` for a household with a P2P position in the slot, else 0."""
+    if bill.bought_p2p_wh == 0 and bill.sold_p2p_wh == 0:
+        return 0
+    return abs(bill.imbalance_wh)
+
+
+def imbalance_cost_micro(bill: HouseholdBill, reference_price_micro_per_kwh: int | None) -> int:
+    """What the household's imbalance cost it beyond trading the same energy at the reference price
+    (µ¤, signed; see the module rules). 0 for a household without a P2P position or imbalance."""
+    if imbalance_energy_wh(bill) == 0:
+        return 0
+    if reference_price_micro_per_kwh is None:
+        raise UsageError(
+            f"slot imbalance of {bill.household}: a household that traded needs the slot's "
+            "reference price, got None"
+        )
+    actual = bill.netting_micro + bill.grid_import_micro - bill.grid_export_micro
+    if bill.imbalance_wh < 0:
+        at_market = amount_micro(-bill.imbalance_wh, reference_price_micro_per_kwh)
+    else:
+        at_market = -amount_micro(bill.imbalance_wh, reference_price_micro_per_kwh)
+    return actual - at_market
 
 
 def settle(
