@@ -81,6 +81,8 @@ _ROWS: list[_Row] = [
     ("P2P volume", lambda r: r.community()["p2p_volume_wh"], _k, _diff(_k)),
     ("grid import", lambda r: r.community()["grid_import_wh"], _k, _diff(_k)),
     ("grid export", lambda r: r.community()["grid_export_wh"], _k, _diff(_k)),
+    ("imbalance energy (traders)", lambda r: r.community()["imbalance_wh"], _k, _diff(_k)),
+    ("imbalance cost", lambda r: r.community()["imbalance_cost_micro"], _m, _diff(_m)),
     ("battery charged", lambda r: r.community()["battery_charged_wh"], _k, _diff(_k)),
     ("battery discharged", lambda r: r.community()["battery_discharged_wh"], _k, _diff(_k)),
     ("battery losses", lambda r: r.community()["battery_loss_wh"], _k, _diff(_k)),

@@ -76,7 +76,14 @@ from gridnode.meter import ReplayMeter, shipped_replay
 from gridnode.store import NodeStore
 from market.clearing import Trade, clear
 from market.errors import InvalidInput, UsageError
-from market.settlement import GRID, POOL, settle
+from market.settlement import (
+    GRID,
+    POOL,
+    imbalance_cost_micro,
+    imbalance_energy_wh,
+    imbalance_reference_price_micro_per_kwh,
+    settle,
+)
 from market.slots import SlotClock
 from sims.daemons import LocalCommunity
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
@@ -815,6 +822,7 @@ def _collect(
         if spec.battery_kwh > 0
     }
     settled_bills: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
+    imbalance: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # Σ Wh, Σ µ¤ per household
     for slot in range(first, last + 1):
         if slot not in replay.cleared_at:
             continue
@@ -826,6 +834,10 @@ def _collect(
             meters_wh.setdefault(t.buyer, 0)
             meters_wh.setdefault(t.seller, 0)
         settlement = settle(slot, result.trades, meters_wh, tariff, netting=genesis.netting)
+        ref = imbalance_reference_price_micro_per_kwh(
+            result.trades, result.clearing_price_micro_per_kwh
+        )
+        imb_wh = imb_micro = 0
         for b in settlement.bills:
             acc = settled_bills[b.household]
             for i, v in enumerate(
@@ -833,6 +845,11 @@ def _collect(
                  b.bill_micro, b.grid_only_bill_micro)
             ):  # fmt: skip
                 acc[i] += v
+            wh, micro = imbalance_energy_wh(b), imbalance_cost_micro(b, ref)
+            imbalance[b.household][0] += wh
+            imbalance[b.household][1] += micro
+            imb_wh += wh
+            imb_micro += micro
         if sum(b.bought_p2p_wh for b in settlement.bills) != sum(
             b.sold_p2p_wh for b in settlement.bills
         ):
@@ -900,6 +917,8 @@ def _collect(
                 net_wh=sum(readings.values()) + charged_sum - discharged_sum,
                 grid_import_wh=imports,
                 grid_export_wh=exports,
+                imbalance_wh=imb_wh,
+                imbalance_cost_micro=imb_micro,
                 forecast_abs_error_wh=err,
                 commit_height=replay.cleared_at[slot],
                 battery_charged_wh=charged_sum,
@@ -923,6 +942,8 @@ def _collect(
                 load_wh=per_hh[hh]["load"],
                 bill_micro=acc[4],
                 grid_only_bill_micro=acc[5],
+                imbalance_wh=imbalance[hh][0],
+                imbalance_cost_micro=imbalance[hh][1],
                 battery_kw=spec.battery_kw,
                 battery_charged_wh=per_hh[hh]["charged"],
                 battery_discharged_wh=per_hh[hh]["discharged"],

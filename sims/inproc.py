@@ -101,7 +101,12 @@ from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.errors import UsageError
 from market.orders import Order
-from market.settlement import settle
+from market.settlement import (
+    imbalance_cost_micro,
+    imbalance_energy_wh,
+    imbalance_reference_price_micro_per_kwh,
+    settle,
+)
 from sims.fullnode import Chain, FullNode, FullNodeProcess
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
@@ -810,7 +815,7 @@ def _collect(
     if replay.problem:
         notes.append(replay.problem)
     conservation = _conservation(final, replay)
-    households = _households(e, final, slots_done)
+    households = _households(e, final, slots_done, replay.imbalance)
     lat = sorted(e.stats.latencies_ms)
     if e.stats.refused:
         notes.append(
@@ -864,6 +869,8 @@ class _Replay:
     sold_wh: int
     digests: dict[int, bytes]
     problem: str = ""
+    # per household (public key): Σ imbalance energy (Wh) and Σ imbalance cost (µ¤) over the slots
+    imbalance: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _replay(e: _Engine, chain: Chain, trades_out: list[dict[str, Any]] | None) -> _Replay:
@@ -873,6 +880,7 @@ def _replay(e: _Engine, chain: Chain, trades_out: list[dict[str, Any]] | None) -
     records: list[SlotRecord] = []
     names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}
     bought = sold = 0
+    per_hh: dict[str, list[int]] = {}
     for slot in range(e.first_slot, e.last_slot + 1):
         if slot > e.first_slot + _slots_seen(e) - 1:
             break
@@ -882,11 +890,19 @@ def _replay(e: _Engine, chain: Chain, trades_out: list[dict[str, Any]] | None) -
         for t in trades:
             meters.setdefault(t.buyer, 0)
             meters.setdefault(t.seller, 0)
-        imp = exp = 0
+        imp = exp = imb_wh = imb_micro = 0
         if meters:
             s = settle(slot, trades, meters, g.tariff, netting=g.netting)
             imp = sum(b.grid_import_wh for b in s.bills)
             exp = sum(b.grid_export_wh for b in s.bills)
+            ref = imbalance_reference_price_micro_per_kwh(trades, price)
+            for b in s.bills:
+                wh, micro = imbalance_energy_wh(b), imbalance_cost_micro(b, ref)
+                acc = per_hh.setdefault(b.household, [0, 0])
+                acc[0] += wh
+                acc[1] += micro
+                imb_wh += wh
+                imb_micro += micro
         volume = sum(t.energy_wh for t in trades)
         if trades_out is not None:
             trades_out.extend(
@@ -924,13 +940,15 @@ def _replay(e: _Engine, chain: Chain, trades_out: list[dict[str, Any]] | None) -
                 net_wh=int(net.sum()),
                 grid_import_wh=imp,
                 grid_export_wh=exp,
+                imbalance_wh=imb_wh,
+                imbalance_cost_micro=imb_micro,
                 forecast_abs_error_wh=err,
                 commit_height=height,
                 battery_charged_wh=e.batteries.by_slot.get(slot, (0, 0))[0],
                 battery_discharged_wh=e.batteries.by_slot.get(slot, (0, 0))[1],
             )
         )
-    return _Replay(chain.final_digest, records, bought, sold, chain.digests, chain.problem)
+    return _Replay(chain.final_digest, records, bought, sold, chain.digests, chain.problem, per_hh)
 
 
 def _slots_seen(e: _Engine) -> int:
@@ -945,7 +963,9 @@ def _conservation(final: LedgerState, replay: _Replay) -> bool:
     return balances_ok and energy_ok and replay.bought_wh == replay.sold_wh
 
 
-def _households(e: _Engine, final: LedgerState, slots_done: int) -> list[HouseholdKPI]:
+def _households(
+    e: _Engine, final: LedgerState, slots_done: int, imbalance: dict[str, list[int]]
+) -> list[HouseholdKPI]:
     n_slots = max(0, min(slots_done, _slots_seen(e)))
     pv_tot = np.zeros(len(e.specs), dtype=np.int64)
     load_tot = np.zeros(len(e.specs), dtype=np.int64)
@@ -958,6 +978,7 @@ def _households(e: _Engine, final: LedgerState, slots_done: int) -> list[Househo
     for i, spec in enumerate(e.specs):
         key = e.hh_keys[i].public_hex
         t = final.totals.get(key)
+        imb_wh, imb_micro = imbalance.get(key, (0, 0))
         out.append(
             HouseholdKPI(
                 household=key,
@@ -972,6 +993,8 @@ def _households(e: _Engine, final: LedgerState, slots_done: int) -> list[Househo
                 load_wh=int(load_tot[i]),
                 bill_micro=t.bill_micro if t else 0,
                 grid_only_bill_micro=t.grid_only_bill_micro if t else 0,
+                imbalance_wh=imb_wh,
+                imbalance_cost_micro=imb_micro,
                 battery_kw=spec.battery_kw,
                 battery_charged_wh=b.charged_wh[i],
                 battery_discharged_wh=b.discharged_wh[i],

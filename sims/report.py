@@ -72,6 +72,8 @@ _SLOT_COLUMNS = [
     "net_wh",
     "grid_import_wh",
     "grid_export_wh",
+    "imbalance_wh",
+    "imbalance_cost_micro",
     "forecast_abs_error_wh",
     "commit_height",
     "battery_charged_wh",
@@ -91,6 +93,8 @@ _HOUSEHOLD_COLUMNS = [
     "bill_micro",
     "grid_only_bill_micro",
     "savings_micro",
+    "imbalance_wh",
+    "imbalance_cost_micro",
     "battery_kw",
     "battery_charged_wh",
     "battery_discharged_wh",
@@ -155,6 +159,10 @@ def kpi_rows(result: SimResult) -> list[tuple[str, str]]:
         ("self-consumption", _pct(c["self_consumption"])),
         ("P2P volume", _kwh(c["p2p_volume_wh"])),
         ("grid import / export", f"{_kwh(c['grid_import_wh'])} / {_kwh(c['grid_export_wh'])}"),
+        (
+            "imbalance of traders: energy / cost vs market price",
+            f"{_kwh(c['imbalance_wh'])} / {_money(c['imbalance_cost_micro'])}",
+        ),
         ("load / PV", f"{_kwh(c['load_wh'])} / {_kwh(c['pv_wh'])}"),
         *battery_rows,
         (

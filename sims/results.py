@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["FaultEvent", "HouseholdKPI", "SimResult", "SlotRecord"]
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2  # 2: imbalance energy and cost per slot and household
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,10 @@ class SlotRecord:
     net_wh: int  # community natural net, PV − load (+ export), before any battery
     grid_import_wh: int
     grid_export_wh: int
+    # Σ over the households that traded in the slot of |measured − contracted| (Wh) and of its
+    # imbalance cost (µ¤, signed): market.settlement.imbalance_energy_wh / imbalance_cost_micro
+    imbalance_wh: int
+    imbalance_cost_micro: int
     forecast_abs_error_wh: int  # Σ |P50 forecast − natural net| over households that quoted
     commit_height: int  # ledger height when the slot was cleared
     battery_charged_wh: int = 0  # Σ AC energy into the households' batteries in the slot
@@ -53,6 +57,10 @@ class HouseholdKPI:
     load_wh: int
     bill_micro: int
     grid_only_bill_micro: int
+    # Σ over the slots it traded in of |measured − contracted| (Wh) and of what that cost beyond
+    # trading the same energy at the slot's market price (µ¤, signed; market.settlement's rules)
+    imbalance_wh: int
+    imbalance_cost_micro: int
     # the battery (all 0 without one); charged/discharged are AC energies at the meter, so
     # Σ metered net = pv − load − charged + discharged and charged − discharged = Δsoc + loss
     battery_kw: float = 0.0
@@ -119,6 +127,8 @@ class SimResult:
             "p2p_volume_wh": p2p,
             "grid_import_wh": imported,
             "grid_export_wh": exported,
+            "imbalance_wh": sum(h.imbalance_wh for h in hh),
+            "imbalance_cost_micro": sum(h.imbalance_cost_micro for h in hh),
             "pv_wh": pv,
             "load_wh": load,
             "battery_charged_wh": sum(h.battery_charged_wh for h in hh),

@@ -172,6 +172,12 @@ def test_same_orders_in_both_engines_give_the_same_trades_and_kpis(tmp_path: Pat
     ]
     assert ri.households == r.households
     assert ri.community() == r.community()
+    # the imbalance KPIs (per slot, per household, community) are among the compared fields, and
+    # not vacuously: the naive policy's P50 quotes miss the meters
+    assert [(h.imbalance_wh, h.imbalance_cost_micro) for h in ri.households] == [
+        (h.imbalance_wh, h.imbalance_cost_micro) for h in r.households
+    ]
+    assert r.community()["imbalance_wh"] > 0, r.slots
 
 
 @settings(

@@ -40,6 +40,8 @@ def make_result(seed: int = 1, *, slots: int = 12, households: int = 5) -> SimRe
                 net_wh=pv - load,
                 grid_import_wh=max(0, load - pv),
                 grid_export_wh=max(0, pv - load),
+                imbalance_wh=rng.randrange(0, 800),
+                imbalance_cost_micro=rng.randrange(-20_000, 100_000),
                 forecast_abs_error_wh=rng.randrange(0, 500),
                 commit_height=10 + 5 * i,
             )
@@ -61,6 +63,8 @@ def make_result(seed: int = 1, *, slots: int = 12, households: int = 5) -> SimRe
                 load_wh=rng.randrange(1000, 20000),
                 bill_micro=grid_only - rng.randrange(0, 100_000),
                 grid_only_bill_micro=grid_only,
+                imbalance_wh=rng.randrange(0, 4000),
+                imbalance_cost_micro=rng.randrange(-50_000, 500_000),
             )
         )
     return SimResult(
@@ -191,3 +195,36 @@ def test_compare_cli_reads_run_dirs(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         parser.parse_args(["compare", str(tmp_path / "a")])
     json.loads((tmp_path / "a" / "results.json").read_text(encoding="utf-8"))
+
+
+def test_imbalance_columns_key_figure_and_compare_row(tmp_path: Path) -> None:
+    a, b = make_result(1), make_result(2)
+    write_outputs(b, tmp_path / "b")
+    slots = pd.read_parquet(tmp_path / "b" / "slots.parquet")
+    assert slots["imbalance_wh"].tolist() == [s.imbalance_wh for s in b.slots]
+    assert slots["imbalance_cost_micro"].tolist() == [s.imbalance_cost_micro for s in b.slots]
+    hh = pd.read_csv(tmp_path / "b" / "households.csv")
+    assert hh["imbalance_wh"].tolist() == [h.imbalance_wh for h in b.households]
+    assert hh["imbalance_cost_micro"].tolist() == [h.imbalance_cost_micro for h in b.households]
+    back = SimResult.read_json(tmp_path / "b" / "results.json")
+    assert [h.imbalance_cost_micro for h in back.households] == [
+        h.imbalance_cost_micro for h in b.households
+    ]
+    c = b.community()
+    assert c["imbalance_wh"] == sum(h.imbalance_wh for h in b.households)
+    assert c["imbalance_cost_micro"] == sum(h.imbalance_cost_micro for h in b.households)
+    row = dict(kpi_rows(b))["imbalance of traders: energy / cost vs market price"]
+    assert row == f"{c['imbalance_wh'] / 1000:,.1f} kWh / {c['imbalance_cost_micro'] / 1e6:,.2f} ¤"
+    assert "imbalance of traders" in render_html(b)
+    line = next(x for x in compare(a, b).splitlines() if x.startswith("imbalance cost"))
+    diff = (c["imbalance_cost_micro"] - a.community()["imbalance_cost_micro"]) / 1_000_000
+    assert line.rstrip().endswith(f"{diff:+,.2f} ¤")
+
+
+def test_results_without_imbalance_figures_are_refused(tmp_path: Path) -> None:
+    make_result(1).write_json(tmp_path / "results.json")
+    doc = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    doc["version"] = 1  # written before the imbalance KPIs existed
+    (tmp_path / "results.json").write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ValueError, match="results version 1 is not 2"):
+        SimResult.read_json(tmp_path / "results.json")
