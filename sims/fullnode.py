@@ -99,18 +99,18 @@ class FullNode:
         except InvalidInput as exc:
             self.problem = f"replay: block {height}'s commit does not verify: {exc}"
             return
-        parsed = decode_block(block)
+        before = self.state
+        try:
+            parsed = decode_block(block)
+            self.state = apply(before, parsed)
+        except InvalidInput as exc:
+            self.problem = f"replay: committed block {height} breaks a ledger rule: {exc}"
+            return
         for tx in parsed.txs:
             if isinstance(tx, SignedOrder):
                 self._orders.setdefault(tx.order.slot, set()).add(tx.household)
             elif isinstance(tx, SignedReading):
                 self._readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
-        before = self.state
-        try:
-            self.state = apply(before, parsed)
-        except InvalidInput as exc:
-            self.problem = f"replay: committed block {height} breaks a ledger rule: {exc}"
-            return
         self._recent.append(self.state)
         for slot, price in self.state.clearing_prices.items():
             if slot not in before.clearing_prices:
@@ -127,7 +127,11 @@ class FullNode:
         for h in sorted(set(digest_at)):
             if h in by_height:
                 digests[h] = by_height[h].digest()
-            elif h <= self.state.height and not problem:
+            elif not problem and h > self.state.height:
+                problem = (
+                    f"replay: a validator is at height {h}, the full node at {self.state.height}"
+                )
+            elif not problem:
                 problem = f"replay: no state kept for height {h} (only the last {self.keep})"
         return Chain(
             height=self.state.height,

@@ -9,7 +9,14 @@ from typing import ClassVar
 import pytest
 
 import sims.inproc
-from gridnode.core.consensus_messages import decode_commit, encode_commit
+from gridnode.core.consensus_messages import (
+    VoteType,
+    block_hash,
+    commit_from_votes,
+    decode_commit,
+    encode_commit,
+    sign_vote,
+)
 from gridnode.core.ledger import Genesis, apply, decode_block, genesis_state
 from market.errors import UsageError
 from sims.fullnode import FullNode, FullNodeProcess
@@ -88,6 +95,20 @@ def test_a_forged_commit_a_gap_and_a_swapped_block_are_problems(
         "expected block 2": [chain[0], chain[2]],
         "does not verify ": [chain[0], (h, chain[2][1], commit)],  # another block under this commit
     }
+    # the validators (whose keys the scenario derives from its seed) commit bytes that are no block
+    _, v_keys = _short().node_keys()
+    garbage = b"\x93garbage"
+    votes = [
+        sign_vote(k, vote_type=VoteType.PRECOMMIT, height=2, round_=0, value=block_hash(garbage),
+                  validator=i)
+        for i, k in enumerate(v_keys)
+    ]  # fmt: skip
+    node = FullNode(genesis)
+    node.feed_all(
+        [chain[0], (2, garbage, encode_commit(commit_from_votes(2, 0, block_hash(garbage), votes)))]
+    )
+    assert "committed block 2 breaks a ledger rule" in node.problem
+    assert node.state.height == 1
     for needle, fed in cases.items():
         node = FullNode(genesis)
         node.feed_all(fed)
@@ -107,6 +128,8 @@ def test_digests_are_kept_only_for_recent_heights(
     out = node.chain([1, 4])
     assert 4 in out.digests and 1 not in out.digests
     assert "no state kept for height 1" in out.problem
+    ahead = node.chain([4, 9])
+    assert "a validator is at height 9, the full node at 4" in ahead.problem
 
 
 def test_a_bad_full_node_mode_is_a_usage_error() -> None:
