@@ -53,7 +53,7 @@ from forecasting.policy import (
 )
 from gridnode.api import make_app, start_api
 from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
-from gridnode.core.battery import Battery, contract_wh, dispatch
+from gridnode.core.battery import Battery, battery_from_sizes, contract_wh, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
@@ -740,10 +740,7 @@ class BridgeHandle:
 def battery_of(config: Config) -> Battery | None:
     """The household's battery from ``household.battery_kwh`` / ``battery_kw`` (rounded to Wh / W;
     :mod:`gridnode.core.battery`'s default 95 % each way, no reserve), or ``None`` without one."""
-    capacity_wh = round(config.battery_kwh * 1000)
-    if capacity_wh <= 0:
-        return None
-    return Battery(capacity_wh=capacity_wh, power_w=round(config.battery_kw * 1000))
+    return battery_from_sizes(config.battery_kwh, config.battery_kw)
 
 
 def make_meter(config: Config, genesis: Genesis) -> Meter | None:

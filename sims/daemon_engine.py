@@ -62,7 +62,7 @@ from forecasting.models import SeasonalNaive
 from forecasting.policy import forecast_slots
 from forecasting.series import MeterHistory, energy_wh
 from gridnode.config import load_genesis, update_config, write_genesis
-from gridnode.core.battery import Battery
+from gridnode.core.battery import battery_from_sizes
 from gridnode.core.ledger import (
     LedgerState,
     SignedOrder,
@@ -741,7 +741,9 @@ def _battery_moves(
     discharged (``−``), exactly; stored and drawn energy follow :mod:`gridnode.core.battery`'s
     rounding, from half full at the daemon's first reading. A dispatched slot whose reading never
     reached the ledger is missed (the state of charge after it is then off)."""
-    b = Battery(capacity_wh=round(spec.battery_kwh * 1000), power_w=round(spec.battery_kw * 1000))
+    b = battery_from_sizes(spec.battery_kwh, spec.battery_kw)
+    if b is None:  # sized below 1 Wh: the daemon has none either
+        return {}
     soc = b.capacity_wh // 2
     out: dict[int, tuple[int, int, int, int]] = {}
     for slot in sorted(s for s, r in readings.items() if household in r):
@@ -750,8 +752,7 @@ def _battery_moves(
             continue
         moved = natural - readings[slot][household]
         charged, discharged = max(moved, 0), max(-moved, 0)
-        stored = charged * b.charge_permille // 1000
-        drawn = -(-discharged * 1000 // b.discharge_permille)
+        stored, drawn = b.stored_wh(charged), b.drawn_wh(discharged)
         soc += stored - drawn
         out[slot] = (charged, discharged, charged - stored + drawn - discharged, soc)
     return out

@@ -77,7 +77,7 @@ from forecasting.policy import (
     quote_slot,
 )
 from forecasting.series import MeterHistory, energy_wh
-from gridnode.core.battery import Battery, dispatch
+from gridnode.core.battery import Battery, battery_from_sizes, contracts_wh, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     NIL,
@@ -254,7 +254,9 @@ class _Engine:
         self.full_node: FullNode | FullNodeProcess = FullNode(self.genesis)
         self.fed = 0  # the full node has every block up to this height
         self.to_feed: dict[int, tuple[int, bytes, bytes]] = {}
-        self.batteries = _Batteries([_battery_of(spec) for spec in self.specs])
+        self.batteries = _Batteries(
+            [battery_from_sizes(spec.battery_kwh, spec.battery_kw) for spec in self.specs]
+        )
 
     # ------------------------------------------------------------------ meters
     def _meter_history(self, begin_s: int, end_s: int) -> MeterHistory:
@@ -433,17 +435,12 @@ class _Engine:
         return net
 
     def _contracts(self, slot: int) -> dict[str, int]:
-        """Wh sold − bought per household in ``slot``'s trades on the highest honest validator
-        (:func:`gridnode.core.battery.contract_wh`'s rule for every household in one pass)."""
+        """Wh sold − bought per household in ``slot``'s trades on the highest honest validator."""
         honest = [v.runtime for v in self.honest() if v.runtime is not None]
         if not honest:
             return {}
         state = max(honest, key=lambda rt: rt.state.height).state  # ties: the first validator
-        out: dict[str, int] = {}
-        for t in state.trades.get(slot, ()):
-            out[t.seller] = out.get(t.seller, 0) + t.energy_wh
-            out[t.buyer] = out.get(t.buyer, 0) - t.energy_wh
-        return out
+        return contracts_wh(state.trades.get(slot, ()))
 
     def battery_state(self, i: int) -> BatteryState | None:
         """Household ``i``'s battery now, as the bidding policy sees it (``None``: no battery)."""
@@ -665,14 +662,6 @@ class _Batteries:
     @property
     def present(self) -> bool:
         return any(b is not None for b in self.spec)
-
-
-def _battery_of(spec: HouseholdSpec) -> Battery | None:
-    """The household's battery from its kWh / kW sizes (rounded to Wh / W), or ``None``."""
-    capacity_wh = round(spec.battery_kwh * 1000)
-    if capacity_wh <= 0:
-        return None
-    return Battery(capacity_wh=capacity_wh, power_w=round(spec.battery_kw * 1000))
 
 
 def _safe(name: str) -> str:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from market.clearing import Trade
 from market.errors import UsageError
 
-__all__ = ["Battery", "Dispatch", "contract_wh", "dispatch"]
+__all__ = ["Battery", "Dispatch", "battery_from_sizes", "contract_wh", "contracts_wh", "dispatch"]
 
 DEFAULT_EFFICIENCY_PERMILLE = 950
 
@@ -76,6 +76,23 @@ class Battery:
         """AC energy it can move in one slot at full power (rounded down)."""
         return self.power_w * slot_seconds // 3600
 
+    def stored_wh(self, charged_wh: int) -> int:
+        """Energy the cells gain from ``charged_wh`` of AC charging (losses round up)."""
+        return charged_wh * self.charge_permille // 1000
+
+    def drawn_wh(self, discharged_wh: int) -> int:
+        """Energy the cells give for ``discharged_wh`` of AC discharging (losses round up)."""
+        return -(-discharged_wh * 1000 // self.discharge_permille)
+
+
+def battery_from_sizes(capacity_kwh: float, power_kw: float) -> Battery | None:
+    """A household's battery from its kWh / kW sizes (rounded to Wh / W, the module's default
+    efficiencies, no reserve), or ``None`` when it has no capacity."""
+    capacity_wh = round(capacity_kwh * 1000)
+    if capacity_wh <= 0:
+        return None
+    return Battery(capacity_wh=capacity_wh, power_w=round(power_kw * 1000))
+
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
@@ -106,13 +123,13 @@ def dispatch(
     charged = discharged = stored = drawn = 0
     if gap > 0:
         eta = battery.charge_permille
-        stored = min(battery.capacity_wh - soc_wh, min(gap, limit) * eta // 1000)
+        stored = min(battery.capacity_wh - soc_wh, battery.stored_wh(min(gap, limit)))
         charged = -(-stored * 1000 // eta)  # the least AC energy that stores `stored`
     elif gap < 0:
         eta = battery.discharge_permille
         above_reserve = max(0, soc_wh - battery.reserve_wh)
         discharged = min(-gap, limit, above_reserve * eta // 1000)
-        drawn = -(-discharged * 1000 // eta)
+        drawn = battery.drawn_wh(discharged)
     return Dispatch(
         metered_net_wh=natural_net_wh - charged + discharged,
         charged_wh=charged,
@@ -122,12 +139,15 @@ def dispatch(
     )
 
 
+def contracts_wh(trades: Iterable[Trade]) -> dict[str, int]:
+    """Every household's committed position in ``trades`` (one slot's): Wh sold − Wh bought."""
+    out: dict[str, int] = {}
+    for t in trades:
+        out[t.seller] = out.get(t.seller, 0) + t.energy_wh
+        out[t.buyer] = out.get(t.buyer, 0) - t.energy_wh
+    return out
+
+
 def contract_wh(trades: Iterable[Trade], household: str) -> int:
     """``household``'s committed position in ``trades`` (one slot's): Wh sold − Wh bought."""
-    total = 0
-    for t in trades:
-        if t.seller == household:
-            total += t.energy_wh
-        elif t.buyer == household:
-            total -= t.energy_wh
-    return total
+    return contracts_wh(trades).get(household, 0)

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridnode.core.battery import Battery, Dispatch, contract_wh, dispatch
+from gridnode.core.battery import (
+    Battery,
+    Dispatch,
+    battery_from_sizes,
+    contract_wh,
+    contracts_wh,
+    dispatch,
+)
 from market.clearing import Trade
 from market.errors import UsageError
 
@@ -139,3 +146,11 @@ def test_the_contract_is_sold_minus_bought() -> None:
     assert contract_wh(trades, "a") == -307
     assert contract_wh(trades, "d") == 57
     assert contract_wh(trades, "x") == 0 and contract_wh([], "a") == 0
+    assert contracts_wh(trades) == {h: contract_wh(trades, h) for h in "abcd"}
+
+
+def test_sizes_in_kwh_and_kw_become_a_battery_or_none() -> None:
+    assert battery_from_sizes(5.0, 2.5) == Battery(capacity_wh=5_000, power_w=2_500)
+    assert battery_from_sizes(0.0, 2.5) is None and battery_from_sizes(0.0004, 1.0) is None
+    b = Battery(capacity_wh=1_000, power_w=1_000)
+    assert (b.stored_wh(1_000), b.drawn_wh(950), b.drawn_wh(951)) == (950, 1_000, 1_002)
