@@ -112,6 +112,8 @@ class FullNode:
             elif isinstance(tx, SignedReading):
                 self._readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
         self._recent.append(self.state)
+        if self.state.clearing_prices is before.clearing_prices:  # apply kept it: nothing cleared
+            return
         for slot, price in self.state.clearing_prices.items():
             if slot not in before.clearing_prices:
                 self._cleared[slot] = (price, self.state.trades.get(slot, ()), height)
