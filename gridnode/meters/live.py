@@ -303,7 +303,9 @@ class LiveMeter(Meter):
         first_slot = max(0, end_slot - days * 86_400 // step)
         energies = self._energies(first_slot, end_slot - 1) if end_slot > first_slot else []
         known = [i for i, e in enumerate(energies) if e is not None]
-        if known:
+        if not known:
+            energies = []
+        else:
             energies = energies[: known[-1] + 1]
             for i, j in itertools.pairwise(known):
                 if j - i - 1 > MAX_FILLED_SLOTS:
