@@ -44,7 +44,9 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     exe = _mosquitto()
     if exe is None:
         if REQUIRED:
-            pytest.fail("GRIDNODE_REQUIRE_MOSQUITTO=1 but no mosquitto binary (apt-get install mosquitto)")
+            pytest.fail(
+                "GRIDNODE_REQUIRE_MOSQUITTO=1 but no mosquitto binary (apt-get install mosquitto)"
+            )
         pytest.skip("no mosquitto broker installed")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
@@ -87,7 +89,11 @@ def crc16(text: str) -> int:
 
 
 def dsmr5_telegram(
-    *, import_wh: tuple[int, int], export_wh: tuple[int, int], equipment: str = "4530303435303033383833343439303137", power_w: int = 0
+    *,
+    import_wh: tuple[int, int],
+    export_wh: tuple[int, int],
+    equipment: str = "4530303435303033383833343439303137",
+    power_w: int = 0,
 ) -> bytes:
     """A DSMR 5.0 telegram in the real format (a Landis+Gyr E360's layout), with its CRC."""
 

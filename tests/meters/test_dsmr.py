@@ -94,7 +94,11 @@ async def test_telegrams_over_tcp_as_ser2net_serves_them(tmp_path: Path) -> None
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     reader = asyncio.create_task(
-        run_reader(lambda: read_dsmr(meter, DsmrSource(f"tcp://127.0.0.1:{port}")), name="dsmr", min_wait_s=0.05)
+        run_reader(
+            lambda: read_dsmr(meter, DsmrSource(f"tcp://127.0.0.1:{port}")),
+            name="dsmr",
+            min_wait_s=0.05,
+        )
     )
     try:
         await asyncio.wait_for(connected.wait(), 10)
@@ -108,7 +112,11 @@ async def test_telegrams_over_tcp_as_ser2net_serves_them(tmp_path: Path) -> None
         clock.at(start + 3 * SLOT + 1)
         slot = start // SLOT
         # each slot holds six telegrams' increments (5 Wh each): exactly the register difference
-        assert [meter.slot_net_wh(slot + k, SlotClock(SLOT, 10)) for k in range(3)] == [-30, -30, -30]
+        assert [meter.slot_net_wh(slot + k, SlotClock(SLOT, 10)) for k in range(3)] == [
+            -30,
+            -30,
+            -30,
+        ]
         assert meter.counts["dropped:bad_crc"] == 0
 
         # the stream drops (ser2net restarted): the reader reconnects and carries on

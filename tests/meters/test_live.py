@@ -40,7 +40,16 @@ def open_meter(path: Path, clock: FakeClock, **kw: object) -> LiveMeter:
     )
 
 
-def feed(meter: LiveMeter, clock: FakeClock, start_s: int, end_s: int, every_s: int, w_import: int, w_export: int, base: tuple[int, int]) -> tuple[int, int]:
+def feed(
+    meter: LiveMeter,
+    clock: FakeClock,
+    start_s: int,
+    end_s: int,
+    every_s: int,
+    w_import: int,
+    w_export: int,
+    base: tuple[int, int],
+) -> tuple[int, int]:
     """Samples every ``every_s`` from ``start_s`` at constant powers; returns the registers (mWh)."""
     imp, exp = base
     t = start_s

@@ -24,12 +24,21 @@ URL = "mqtt://127.0.0.1:1883"
 
 def test_tasmota_sensor_messages_including_per_phase_arrays_and_sml_paths() -> None:
     dec = MessageDecoder(mqtt_source(url=URL, format="tasmota", topic="tele/plug/SENSOR"))
-    msg = {"Time": "2024-01-01T12:00:00", "ENERGY": {"TotalStartTime": "x", "Total": 12.345, "Power": 50}}
+    msg = {
+        "Time": "2024-01-01T12:00:00",
+        "ENERGY": {"TotalStartTime": "x", "Total": 12.345, "Power": 50},
+    }
     assert dec.feed("tele/plug/SENSOR", json.dumps(msg).encode()) == [{"import": 12_345_000}]
     msg["ENERGY"]["Total"] = [1.0, 2.5, 0.001]  # type: ignore[index]
     assert dec.feed("tele/plug/SENSOR", json.dumps(msg).encode()) == [{"import": 3_501_000}]
     sml = MessageDecoder(
-        mqtt_source(url=URL, format="tasmota", topic="tele/p1/SENSOR", import_path="SML.Total_in", export_path="SML.Total_out")
+        mqtt_source(
+            url=URL,
+            format="tasmota",
+            topic="tele/p1/SENSOR",
+            import_path="SML.Total_in",
+            export_path="SML.Total_out",
+        )
     )
     doc = {"Time": "t", "SML": {"Total_in": 4521.0123, "Total_out": 1200.5, "Power_curr": 320}}
     assert sml.feed("tele/p1/SENSOR", json.dumps(doc).encode()) == [
@@ -52,7 +61,13 @@ def test_shelly_gen1_totals_per_phase_are_summed_once_every_phase_was_heard() ->
     assert out == [{"import": 6_000_500, "export": 10_000}]
     # watt-minute counters (energy / returned_energy) with mqtt_unit = "Wmin"
     wmin = MessageDecoder(
-        mqtt_source(url=URL, format="shelly-gen1", topic=bases[0], import_topic=f"{bases[0]}/energy", unit="Wmin")
+        mqtt_source(
+            url=URL,
+            format="shelly-gen1",
+            topic=bases[0],
+            import_topic=f"{bases[0]}/energy",
+            unit="Wmin",
+        )
     )
     assert wmin.feed(f"{bases[0]}/energy", b"600") == [{"import": 10_000}]
 
@@ -63,14 +78,23 @@ def test_shelly_gen2_notify_status_carries_only_what_changed() -> None:
 
     def notify(**emdata: float) -> bytes:
         return json.dumps(
-            {"src": "shellypro3em-x", "method": "NotifyStatus", "params": {"ts": 1.0, "emdata:0": {"id": 0, **emdata}}}
+            {
+                "src": "shellypro3em-x",
+                "method": "NotifyStatus",
+                "params": {"ts": 1.0, "emdata:0": {"id": 0, **emdata}},
+            }
         ).encode()
 
     assert dec.feed(topic, notify(total_act=5000.25, total_act_ret=100.0)) == [
         {"import": 5_000_250, "export": 100_000}
     ]
-    assert dec.feed(topic, notify(total_act=5010.0)) == ["no_field", {"import": 5_010_000, "export": 100_000}]
-    other = json.dumps({"method": "NotifyStatus", "params": {"ts": 2.0, "em:0": {"id": 0}}}).encode()
+    assert dec.feed(topic, notify(total_act=5010.0)) == [
+        "no_field",
+        {"import": 5_010_000, "export": 100_000},
+    ]
+    other = json.dumps(
+        {"method": "NotifyStatus", "params": {"ts": 2.0, "em:0": {"id": 0}}}
+    ).encode()
     assert dec.feed(topic, other) == ["no_field", "no_field"]
 
 
@@ -84,7 +108,9 @@ def test_home_assistant_statestream_values_and_unavailable_states() -> None:
             pv_topic="homeassistant/sensor/pv_total/state",
         )
     )
-    assert dec.feed("homeassistant/sensor/grid_import/state", b"1234.5678") == [{"import": 1_234_567_800}]
+    assert dec.feed("homeassistant/sensor/grid_import/state", b"1234.5678") == [
+        {"import": 1_234_567_800}
+    ]
     assert dec.feed("homeassistant/sensor/grid_import/state", b"unavailable") == ["not_a_number"]
     # a retained value (from before we subscribed) is a last value, not a sample now
     assert dec.feed("homeassistant/sensor/grid_export/state", b"10", retained=True) == []
@@ -95,7 +121,9 @@ def test_home_assistant_statestream_values_and_unavailable_states() -> None:
 
 def test_power_only_sources_and_paths() -> None:
     dec = MessageDecoder(
-        mqtt_source(url=URL, format="custom", power_topic="house/grid", power_path="power", power_unit="kW")
+        mqtt_source(
+            url=URL, format="custom", power_topic="house/grid", power_path="power", power_unit="kW"
+        )
     )
     assert dec.feed("house/grid", b'{"power": -1.25}') == [-1250]
     assert value_at(b'{"a": {"b": [1, {"c": 7}]}}', "a.b.1.c") == 7
@@ -132,7 +160,11 @@ async def test_tasmota_messages_through_a_real_broker_become_exact_slot_readings
 ) -> None:
     clock = FakeClock(1_700_000_000)
     source = mqtt_source(
-        url=broker.url, format="tasmota", topic="tele/p1/SENSOR", import_path="SML.Total_in", export_path="SML.Total_out"
+        url=broker.url,
+        format="tasmota",
+        topic="tele/p1/SENSOR",
+        import_path="SML.Total_in",
+        export_path="SML.Total_out",
     )
     meter = LiveMeter(
         store=MeterStore.open(tmp_path / "meter.sqlite"),
@@ -143,7 +175,9 @@ async def test_tasmota_messages_through_a_real_broker_become_exact_slot_readings
     )
     async with aiomqtt.Client(broker.host, broker.port) as pub:
         # a retained message from before: a last value, never a sample
-        await pub.publish("tele/p1/SENSOR", json.dumps({"SML": {"Total_in": 1.0, "Total_out": 0.5}}), retain=True)
+        await pub.publish(
+            "tele/p1/SENSOR", json.dumps({"SML": {"Total_in": 1.0, "Total_out": 0.5}}), retain=True
+        )
         reader = asyncio.create_task(
             run_reader(lambda: read_mqtt(meter, source), name="mqtt", min_wait_s=0.05)
         )
@@ -152,7 +186,10 @@ async def test_tasmota_messages_through_a_real_broker_become_exact_slot_readings
             imp, exp = 100_000, 50_000  # Wh
             clock.at(start - 20)
             while not meter.counts["samples"]:  # until subscribed: live messages get through
-                await pub.publish("tele/p1/SENSOR", json.dumps({"SML": {"Total_in": imp / 1000, "Total_out": exp / 1000}}))
+                await pub.publish(
+                    "tele/p1/SENSOR",
+                    json.dumps({"SML": {"Total_in": imp / 1000, "Total_out": exp / 1000}}),
+                )
                 await asyncio.sleep(0.1)
             for k in range(-1, 19):  # the last one on the third boundary
                 clock.at(start + 10 * k)

@@ -38,7 +38,9 @@ def reference_held(samples: list[Sample], boundary_s: int, rules: Rules) -> tupl
     return s.value_mwh, i
 
 
-def stream(samples: list[Sample], rules: Rules) -> tuple[Tracked | None, dict[int, Held], list[Break | None]]:
+def stream(
+    samples: list[Sample], rules: Rules
+) -> tuple[Tracked | None, dict[int, Held], list[Break | None]]:
     last: Tracked | None = None
     rows: dict[int, Held] = {}
     breaks = []
@@ -176,7 +178,11 @@ def test_units_convert_exactly_to_mwh() -> None:
     assert to_mwh(60, "Wmin") == 1_000
     assert to_mwh(1, "Wmin") == 17  # 16.67 mWh, round half even
     assert to_w("-1.5", "kW") == -1500
-    for bad, reason in (("unavailable", "not_a_number"), (True, "not_a_number"), ("nan", "not_finite")):
+    for bad, reason in (
+        ("unavailable", "not_a_number"),
+        (True, "not_a_number"),
+        ("nan", "not_finite"),
+    ):
         with pytest.raises(InvalidInput) as exc:
             to_mwh(bad, "kWh")
         assert exc.value.reason == reason
@@ -187,7 +193,9 @@ def test_units_convert_exactly_to_mwh() -> None:
         to_mwh(1, "MWh")
 
 
-@given(st.lists(st.tuples(st.integers(1, 20_000), st.integers(-9_000, 9_000)), min_size=1, max_size=50))
+@given(
+    st.lists(st.tuples(st.integers(1, 20_000), st.integers(-9_000, 9_000)), min_size=1, max_size=50)
+)
 def test_power_integration_holds_each_power_until_the_next_sample(
     steps_: list[tuple[int, int]],
 ) -> None:
