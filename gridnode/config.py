@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -50,6 +51,11 @@ TOKEN_NAME: Final = "api.token"
 LOCK_NAME: Final = "gridnode.lock"
 GENESIS_NAME: Final = "genesis.toml"
 ROLES: Final = ("validator", "full")
+#: ``meter.source``: none, a meter history file, the shipped replay, or a live meter (docs/meters.md)
+METER_SOURCES: Final = ("none", "file", "replay", "dsmr", "mqtt")
+#: ``meter.dsmr_version`` and ``meter.mqtt_format`` (the adapters in gridnode/meters/ use the same)
+DSMR_VERSIONS: Final = ("4", "5", "5B")
+MQTT_FORMATS: Final = ("tasmota", "shelly-gen1", "shelly-gen2", "homeassistant", "custom")
 #: ``bidding.policy``: the same policies the in-process simulation engine runs (``docs/sims.md``)
 BIDDING_POLICIES: Final = ("forecast", "naive-fixed-price", "perfect-foresight")
 
@@ -81,6 +87,25 @@ class Config:
     load_scale: float = 1.0
     log_level: str = "info"
     clock_speedup: float = 1.0
+    # -- live meters (meter.source = "dsmr" / "mqtt"; docs/meters.md) --
+    dsmr_port: str = ""
+    dsmr_url: str = ""
+    dsmr_baud: int = 115_200
+    dsmr_version: str = "5"
+    mqtt_url: str = ""
+    mqtt_format: str = "tasmota"
+    mqtt_topic: tuple[str, ...] = ()
+    mqtt_import_topic: tuple[str, ...] = ()
+    mqtt_import_path: str | None = None
+    mqtt_export_topic: tuple[str, ...] = ()
+    mqtt_export_path: str | None = None
+    mqtt_pv_topic: tuple[str, ...] = ()
+    mqtt_pv_path: str | None = None
+    mqtt_power_topic: tuple[str, ...] = ()
+    mqtt_power_path: str | None = None
+    mqtt_unit: str | None = None
+    mqtt_power_unit: str = "W"
+    meter_max_age_s: int = 600
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -141,7 +166,7 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
     ("meter", "source"): (
         "meter_source",
         str,
-        '"none"; "file" (bidding.meter_history, kept current by a meter adapter); "replay" (replays the shipped real household data in node time: demos, simulations)',
+        '"none"; "file" (bidding.meter_history, kept current by a meter adapter); "replay" (replays the shipped real household data in node time: demos, simulations); "dsmr" (a P1 port: dsmr_port or dsmr_url); "mqtt" (Tasmota, Shelly, Home Assistant via a broker: mqtt_*). See docs/meters.md',
     ),
     ("meter", "replay_day"): (
         "replay_day",
@@ -160,6 +185,93 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
     ),
     ("meter", "pv_scale"): ("pv_scale", (int, float), "replay: PV scale factor (0 = no PV)"),
     ("meter", "load_scale"): ("load_scale", (int, float), "replay: consumption scale factor"),
+    # -- live meters: meter.source = "dsmr" / "mqtt" (docs/meters.md) --
+    ("meter", "dsmr_port"): (
+        "dsmr_port",
+        str,
+        'dsmr: the P1 cable\'s serial device, e.g. "/dev/ttyUSB0"',
+    ),
+    ("meter", "dsmr_url"): (
+        "dsmr_url",
+        str,
+        'dsmr: telegrams over TCP (ser2net), "tcp://host:port"',
+    ),
+    ("meter", "dsmr_baud"): ("dsmr_baud", int, "dsmr: serial speed (DSMR 4 and 5: 115200)"),
+    ("meter", "dsmr_version"): (
+        "dsmr_version",
+        str,
+        'dsmr: "5" (8N1), "4" (7E1) or "5B" (Belgium, Fluvius)',
+    ),
+    ("meter", "mqtt_url"): (
+        "mqtt_url",
+        str,
+        'mqtt: the broker, "mqtt://[user:password@]host[:port]" (mqtts:// for TLS)',
+    ),
+    ("meter", "mqtt_format"): (
+        "mqtt_format",
+        str,
+        'mqtt: "tasmota", "shelly-gen1", "shelly-gen2", "homeassistant" or "custom"',
+    ),
+    ("meter", "mqtt_topic"): (
+        "mqtt_topic",
+        (str, list),
+        "mqtt: the device's topic (tasmota: tele/<device>/SENSOR; shelly-gen1: shellies/<id>/emeter/<i>; shelly-gen2: the topic prefix)",
+    ),
+    ("meter", "mqtt_import_topic"): (
+        "mqtt_import_topic",
+        (str, list),
+        "mqtt: topic(s) of the grid import register (several are summed)",
+    ),
+    ("meter", "mqtt_import_path"): (
+        "mqtt_import_path",
+        str,
+        'mqtt: dotted JSON path of the import register in the message ("" = the payload itself)',
+    ),
+    ("meter", "mqtt_export_topic"): (
+        "mqtt_export_topic",
+        (str, list),
+        "mqtt: topic(s) of the grid export register",
+    ),
+    ("meter", "mqtt_export_path"): (
+        "mqtt_export_path",
+        str,
+        "mqtt: dotted JSON path of the export register",
+    ),
+    ("meter", "mqtt_pv_topic"): (
+        "mqtt_pv_topic",
+        (str, list),
+        "mqtt: topic(s) of a PV production register (optional)",
+    ),
+    ("meter", "mqtt_pv_path"): (
+        "mqtt_pv_path",
+        str,
+        "mqtt: dotted JSON path of the PV production register",
+    ),
+    ("meter", "mqtt_power_topic"): (
+        "mqtt_power_topic",
+        (str, list),
+        "mqtt: power-only meters: topic of the signed grid power (+ import), integrated (less exact)",
+    ),
+    ("meter", "mqtt_power_path"): (
+        "mqtt_power_path",
+        str,
+        "mqtt: dotted JSON path of the signed grid power",
+    ),
+    ("meter", "mqtt_unit"): (
+        "mqtt_unit",
+        str,
+        'mqtt: unit of the registers, "Wh", "kWh" or "Wmin" (default: the format\'s)',
+    ),
+    ("meter", "mqtt_power_unit"): (
+        "mqtt_power_unit",
+        str,
+        'mqtt: unit of the power field, "W" or "kW"',
+    ),
+    ("meter", "max_sample_age_s"): (
+        "meter_max_age_s",
+        int,
+        "dsmr/mqtt: a slot boundary takes the last register sample at most this old (node seconds)",
+    ),
     ("logging", "level"): ("log_level", str, "debug, info, warning or error"),
 }
 
@@ -185,6 +297,21 @@ def _default_doc(
     }
 
 
+#: written under [meter] by `init`: how a real meter is connected (every key: docs/meters.md)
+_LIVE_METER_EXAMPLE: Final = (
+    "# A real meter (docs/meters.md). A DSMR P1 port, on a serial cable or served by ser2net:",
+    '#   source = "dsmr"',
+    '#   dsmr_port = "/dev/ttyUSB0"            # or: dsmr_url = "tcp://192.168.1.20:2001"',
+    "# or an MQTT broker that a Tasmota / Shelly / Home Assistant meter publishes to:",
+    '#   source = "mqtt"',
+    '#   mqtt_url = "mqtt://192.168.1.10:1883"',
+    '#   mqtt_format = "tasmota"               # shelly-gen1, shelly-gen2, homeassistant, custom',
+    '#   mqtt_topic = "tele/p1meter/SENSOR"',
+    '#   mqtt_import_path = "SML.Total_in"     # override a format\'s field; mqtt_unit = "kWh"',
+    '#   mqtt_export_path = "SML.Total_out"',
+)
+
+
 def _render_commented(doc: Mapping[str, Mapping[str, Any]]) -> str:
     lines = [
         "# gridnode household daemon configuration. `gridnode run --help` explains the daemon.",
@@ -197,6 +324,8 @@ def _render_commented(doc: Mapping[str, Mapping[str, Any]]) -> str:
             lines.append(f"# {help_text}")
             rendered = tomli_w.dumps({key: value}).strip()
             lines.append(rendered)
+        if section == "meter":
+            lines.extend(_LIVE_METER_EXAMPLE)
         lines.append("")
     return "\n".join(lines)
 
@@ -343,10 +472,11 @@ def load_config(directory: Path) -> Config:
     for name in ("pv_scale", "load_scale"):
         if values.get(name, 1.0) < 0:
             raise UsageError(f"{path}: meter.{name} must be >= 0")
-    if values.get("meter_source", "none") not in ("none", "file", "replay"):
+    if values.get("meter_source", "none") not in METER_SOURCES:
         raise UsageError(
-            f"{path}: meter.source must be none, file or replay, got {values['meter_source']!r}"
+            f"{path}: meter.source must be one of {', '.join(METER_SOURCES)}, got {values['meter_source']!r}"
         )
+    _check_live_meter(path, values)
     policy = values.get("bidding_policy", "forecast")
     if policy not in BIDDING_POLICIES:
         raise UsageError(
@@ -376,6 +506,92 @@ def load_config(directory: Path) -> Config:
         if name in values:
             values[name] = float(values[name])
     return Config(dir=directory, **values)
+
+
+def _check_live_meter(path: Path, values: dict[str, Any]) -> None:
+    """The ``[meter]`` keys of the DSMR and MQTT adapters (``docs/meters.md``): one line per problem,
+    naming the file and the key. Topic keys become tuples."""
+    for name in (
+        "mqtt_topic",
+        "mqtt_import_topic",
+        "mqtt_export_topic",
+        "mqtt_pv_topic",
+        "mqtt_power_topic",
+    ):
+        if name in values:
+            raw = values[name]
+            topics = (raw,) if isinstance(raw, str) else tuple(raw)
+            key = f"meter.{name}"
+            if not topics or not all(
+                isinstance(t, str) and t and not set(t) & {"#", "+"} for t in topics
+            ):
+                raise UsageError(
+                    f"{path}: {key} must be a topic or a list of topics (no wildcards), got {raw!r}"
+                )
+            values[name] = topics
+    source = values.get("meter_source", "none")
+    if values.get("meter_max_age_s", 600) < 0:
+        raise UsageError(f"{path}: meter.max_sample_age_s must be >= 0")
+    if source == "dsmr":
+        port, url = values.get("dsmr_port", ""), values.get("dsmr_url", "")
+        if bool(port) == bool(url):
+            raise UsageError(
+                f"{path}: meter.source 'dsmr' needs exactly one of meter.dsmr_port (a serial device) "
+                f"or meter.dsmr_url (tcp://host:port)"
+            )
+        if url and not re.fullmatch(r"tcp://[^\s/:]+:\d{1,5}", url):
+            raise UsageError(f"{path}: meter.dsmr_url must be tcp://host:port, got {url!r}")
+        if values.get("dsmr_version", "5") not in DSMR_VERSIONS:
+            raise UsageError(
+                f"{path}: meter.dsmr_version must be one of {', '.join(DSMR_VERSIONS)}, got {values['dsmr_version']!r}"
+            )
+        if values.get("dsmr_baud", 115_200) <= 0:
+            raise UsageError(f"{path}: meter.dsmr_baud must be > 0, got {values['dsmr_baud']}")
+    if source == "mqtt":
+        url = values.get("mqtt_url", "")
+        if not re.fullmatch(r"mqtts?://([^@/\s]+@)?[^@/:\s]+(:\d{1,5})?/?", url):
+            raise UsageError(
+                f"{path}: meter.source 'mqtt' needs meter.mqtt_url = 'mqtt://[user:password@]host[:port]', got {url!r}"
+            )
+        fmt = values.get("mqtt_format", "tasmota")
+        if fmt not in MQTT_FORMATS:
+            raise UsageError(
+                f"{path}: meter.mqtt_format must be one of {', '.join(MQTT_FORMATS)}, got {fmt!r}"
+            )
+        if values.get("mqtt_unit", "kWh") not in ("Wh", "kWh", "Wmin"):
+            raise UsageError(
+                f"{path}: meter.mqtt_unit must be Wh, kWh or Wmin, got {values['mqtt_unit']!r}"
+            )
+        if values.get("mqtt_power_unit", "W") not in ("W", "kW"):
+            raise UsageError(
+                f"{path}: meter.mqtt_power_unit must be W or kW, got {values['mqtt_power_unit']!r}"
+            )
+        power = "mqtt_power_topic" in values or "mqtt_power_path" in values
+        if power and any(
+            f"mqtt_{r}_{k}" in values for r in ("import", "export", "pv") for k in ("topic", "path")
+        ):
+            raise UsageError(
+                f"{path}: meter.mqtt_power_* integrates power into the registers: leave mqtt_import_*, mqtt_export_* and mqtt_pv_* unset"
+            )
+        if (
+            fmt in ("tasmota", "shelly-gen1", "shelly-gen2")
+            and "mqtt_topic" not in values
+            and "mqtt_import_topic" not in values
+        ):
+            raise UsageError(
+                f"{path}: meter.mqtt_format {fmt!r} needs meter.mqtt_topic (the device's topic)"
+            )
+        if (
+            fmt in ("homeassistant", "custom")
+            and not power
+            and "mqtt_import_topic" not in values
+            and "mqtt_topic" not in values
+        ):
+            raise UsageError(f"{path}: meter.mqtt_format {fmt!r} needs meter.mqtt_import_topic")
+        if fmt == "custom" and not power and "mqtt_import_path" not in values:
+            raise UsageError(
+                f"{path}: meter.mqtt_format 'custom' needs meter.mqtt_import_path ('' = the payload itself)"
+            )
 
 
 def _type_words(typ: type | tuple[type, ...]) -> str:

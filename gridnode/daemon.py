@@ -71,6 +71,7 @@ from gridnode.core.ledger import (
     tx_id,
 )
 from gridnode.meter import FileMeter, Meter, shipped_replay
+from gridnode.meters import open_live_meter, start_meter_reader, stop_meter_reader
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import (
     NetConfig,
@@ -754,6 +755,9 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
             pv_scale=config.pv_scale,
             load_scale=config.load_scale,
         )
+    if config.meter_source in ("dsmr", "mqtt"):  # a real meter (docs/meters.md)
+        clock = NodeClock(epoch_ms=genesis.genesis_time_ms, speedup=config.clock_speedup)
+        return open_live_meter(config, slot_seconds=genesis.slot_seconds, now_ms=clock.now_ms)
     if config.meter_source == "file":
         if config.meter_history is None:
             raise UsageError(
@@ -821,8 +825,11 @@ async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     bridge = TrioBridge().start()
     api = None
+    node: DaemonNode | None = None
+    reader = None
     try:
-        node: DaemonNode = await bridge.enter(lambda: open_daemon_node(config, genesis, key))
+        node = await bridge.enter(lambda: open_daemon_node(config, genesis, key))
+        reader = start_meter_reader(node.meter)  # a live meter's reader runs on this asyncio loop
         api = await start_api(
             make_app(BridgeHandle(bridge, node), token=token), config.api_host, config.api_port
         )
@@ -840,6 +847,8 @@ async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
         if api is not None:
             await api.stop()
         await bridge.aclose()
+        if node is not None:
+            await stop_meter_reader(reader, node.meter)
         lock.release()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
