@@ -76,9 +76,7 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
     seen: dict[str, object] = {}
 
     async def main() -> None:
-        clock = NodeClock.start(
-            epoch_ms=genesis.genesis_time_ms, speedup=SPEEDUP, wall_ms=WALL0_MS
-        )
+        clock = NodeClock.start(epoch_ms=genesis.genesis_time_ms, speedup=SPEEDUP, wall_ms=WALL0_MS)
         net_config = NetConfig(
             community=genesis.community_id, listen_addrs=config.listen, mdns=False
         )
@@ -123,9 +121,7 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
     # one reading per delivered slot: the meter's net after the battery, which started half full
     # and dispatched against a contract of 0 (a lone member never trades)
     assert sorted(readings) == list(delivered)
-    meter = shipped_replay(
-        node_anchor_s=genesis.genesis_time_ms // 1000, hour=11.0, pv_scale=1.5
-    )
+    meter = shipped_replay(node_anchor_s=genesis.genesis_time_ms // 1000, hour=11.0, pv_scale=1.5)
     battery, soc = Battery(capacity_wh=5000, power_w=2500), 2500
     for slot in delivered:
         natural = meter.slot_net_wh(slot, genesis.clock)
