@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -49,6 +50,7 @@ def test_node_clock_follows_trio_and_speeds_up_around_the_epoch() -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+@pytest.mark.net
 def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
     tmp_path: Path,
 ) -> None:
