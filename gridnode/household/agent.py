@@ -180,13 +180,18 @@ class HouseholdAgent:
         if not 0 <= soc_wh <= capacity:
             raise UsageError(f"soc_wh must lie in [0, {capacity}], got {soc_wh}")
         self.config = config
+        self._naive = config.bidding is Bidding.NAIVE_FIXED_PRICE
         self.soc_wh = soc_wh
         self._next_read = config.first_slot  # every slot before it was read
         self._lost: dict[int, Reading] = {}  # readings handed back by the driver, to send again
+        self._needs: tuple[int, int, Needs] | None = None  # (now_s, _next_read, needs): the last
 
     # ------------------------------------------------------------------ the boundary
     def needs(self, now_s: int) -> Needs:
         """The delivered slots to read and the open slots to quote at ``now_s``."""
+        last = self._needs
+        if last is not None and last[0] == now_s and last[1] == self._next_read:
+            return last[2]  # the driver asked just before on_slot_boundary asks again
         c = self.config
         delivered = c.clock.slot_at(now_s)  # slots before it are delivered
         if c.last_slot is not None:
@@ -198,7 +203,9 @@ class HouseholdAgent:
             if c.last_slot is None
             else min(first_open + c.quoted_slots, c.last_slot + 1),
         )
-        return Needs(tuple(range(self._next_read, delivered)), tuple(quote))
+        needs = Needs(tuple(range(self._next_read, delivered)), tuple(quote))
+        self._needs = (now_s, self._next_read, needs)
+        return needs
 
     def on_slot_boundary(
         self,
@@ -212,7 +219,7 @@ class HouseholdAgent:
         meter has no data; ``contract_wh`` the committed position, absent = 0), then quote from
         ``forecast`` (``None``: no forecast, no quotes). See the module rules."""
         needs = self.needs(now_s)
-        readings = [self._lost.pop(s) for s in sorted(self._lost)]
+        readings = [self._lost.pop(s) for s in sorted(self._lost)] if self._lost else []
         for slot in needs.read:
             if slot not in natural_wh:
                 raise UsageError(f"slot {slot} is delivered: its natural net is needed (or None)")
@@ -259,13 +266,12 @@ class HouseholdAgent:
         self, now_s: int, slots: tuple[int, ...], forecast: SlotForecast
     ) -> tuple[Quote, ...]:
         c = self.config
-        wanted = set(slots)
         out = []
         for q in forecast.quantiles:
-            if q.slot not in wanted:
+            if q.slot not in slots:
                 continue
             order: Order | None
-            if c.bidding is Bidding.NAIVE_FIXED_PRICE:
+            if self._naive:
                 order = median_only_order(q, household=c.household, config=c.policy)
             else:
                 order = quote_slot(

@@ -13,8 +13,8 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   default: every call, as both drivers have always done). Predicting always uses the history
   passed in, so a stale fit still forecasts from the latest meter data.
 * **Slot quantiles**: each requested slot takes the forecast mean power of the interval that
-  contains its start, times the slot length (:func:`forecasting.policy.forecast_slots`), as
-  integer Wh at P10 ≤ P50 ≤ P90. A slot whose gate is closed at ``now_s`` or that starts more than
+  contains its start, times the slot length (:func:`forecasting.policy.slot_quantiles`, all rows
+  at once), as integer Wh at P10 ≤ P50 ≤ P90. A slot whose gate is closed at ``now_s`` or that starts more than
   a day (the models' longest horizon) after the history ends is left out.
 * :func:`foresight` is the *perfect-foresight* policy's forecast: every quantile of a slot is the
   net the meter will measure in it (only a simulation or a replay meter knows it).
@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from forecasting.models import FittedForecaster, Forecaster, QuantileForecast, SeasonalNaive
-from forecasting.policy import SlotQuantiles, forecast_slots
+from forecasting.models import FittedForecaster, Forecaster, SeasonalNaive
+from forecasting.policy import SlotQuantiles, slot_quantiles
 from forecasting.series import MeterHistory
 from market.errors import UsageError
 from market.slots import SlotClock
@@ -65,19 +65,6 @@ def bidding_forecaster() -> SlotForecaster:
     """The forecaster households bid with: seasonal naive (same time yesterday, error quantiles
     from the last 28 days), refitted at every boundary."""
     return SlotForecaster(SeasonalNaive(period_days=1, train_days=28))
-
-
-class _Predicted:
-    """A fitted forecaster whose forecast was computed once, for every row."""
-
-    __slots__ = ("fc",)
-
-    def __init__(self, fc: QuantileForecast) -> None:
-        self.fc = fc
-
-    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
-        del history, horizon
-        return self.fc
 
 
 class SlotForecaster:
@@ -123,18 +110,9 @@ class SlotForecaster:
         ):
             self.fit(history, now_s=now_s)
         assert self._fitted is not None
-        predicted = _Predicted(self._fitted.predict(history, horizon))
+        fc = self._fitted.predict(history, horizon)
         keep = set(wanted)
         return [
-            SlotForecast(
-                self.name,
-                tuple(
-                    q
-                    for q in forecast_slots(
-                        history, predicted, now=now_s, clock=clock, horizon=horizon, row=row
-                    )
-                    if q.slot in keep
-                ),
-            )
-            for row in range(rows)
+            SlotForecast(self.name, tuple(q for q in row if q.slot in keep))
+            for row in slot_quantiles(fc, now=now_s, clock=clock)
         ]
