@@ -194,15 +194,12 @@ class HouseholdAgent:
             return last[2]  # the driver asked just before on_slot_boundary asks again
         c = self.config
         delivered = c.clock.slot_at(now_s)  # slots before it are delivered
+        first_open = c.clock.first_open_slot(now_s)
+        quote_end = first_open + c.quoted_slots
         if c.last_slot is not None:
             delivered = min(delivered, c.last_slot + 1)
-        first_open = c.clock.first_open_slot(now_s)
-        quote = range(
-            max(first_open, c.first_slot),
-            first_open + c.quoted_slots
-            if c.last_slot is None
-            else min(first_open + c.quoted_slots, c.last_slot + 1),
-        )
+            quote_end = min(quote_end, c.last_slot + 1)
+        quote = range(max(first_open, c.first_slot), quote_end)
         needs = Needs(tuple(range(self._next_read, delivered)), tuple(quote))
         self._needs = (now_s, self._next_read, needs)
         return needs
@@ -266,6 +263,7 @@ class HouseholdAgent:
         self, now_s: int, slots: tuple[int, ...], forecast: SlotForecast
     ) -> tuple[Quote, ...]:
         c = self.config
+        battery = self.battery_state
         out = []
         for q in forecast.quantiles:
             if q.slot not in slots:
@@ -280,7 +278,7 @@ class HouseholdAgent:
                     config=c.policy,
                     slot_seconds=c.clock.slot_seconds,
                     lead_s=c.clock.gate_closure(q.slot) - now_s,
-                    battery=self.battery_state,
+                    battery=battery,
                 )
             out.append(Quote(q.slot, q, forecast.model, order))
         return tuple(out)
