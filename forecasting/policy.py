@@ -33,9 +33,9 @@ re-plans with the new state of charge (a fill in one slot reduces what later slo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from forecasting.models import QUANTILES, FittedForecaster
+from forecasting.models import QUANTILES, FittedForecaster, QuantileForecast
 from forecasting.series import MeterHistory, energy_wh
 from market.errors import UsageError
 from market.orders import Order, Side, Step
@@ -50,6 +50,7 @@ __all__ = [
     "order_id",
     "plan_orders",
     "quote_slot",
+    "slot_quantiles",
 ]
 
 
@@ -203,26 +204,35 @@ def forecast_slots(
     horizon: int,
     row: int = 0,
 ) -> list[SlotQuantiles]:
-    """Forecast the open slots covered by the next ``horizon`` intervals after ``history`` ends.
+    """Forecast the open slots covered by the next ``horizon`` intervals after ``history`` ends
+    (household ``row``; :func:`slot_quantiles` has the rules)."""
+    fc = fitted.predict(history, horizon)
+    return slot_quantiles(replace(fc, values_w=fc.values_w[row : row + 1]), now=now, clock=clock)[0]
+
+
+def slot_quantiles(
+    fc: QuantileForecast, *, now: int, clock: SlotClock
+) -> list[list[SlotQuantiles]]:
+    """Every household's (row's) quantiles of the open slots that forecast ``fc`` covers.
 
     Each slot takes the forecast mean power of the interval containing its start, times the slot
     length (so hourly forecasts serve 15-minute slots). Slots whose gate already closed at ``now``
-    are skipped.
+    are skipped. Vectorised over the rows (one call for a whole community).
     """
-    fc = fitted.predict(history, horizon)
-    values = fc.values_w[row]  # (H, Q)
     first = clock.first_open_slot(now)
-    last_s = fc.origin_s + horizon * fc.step_s
-    out = []
+    last_s = fc.origin_s + fc.horizon * fc.step_s
+    slots: list[int] = []
+    intervals: list[int] = []
     slot = max(first, clock.slot_at(fc.origin_s))
-    lo, mid, hi = (QUANTILES.index(v) for v in (0.1, 0.5, 0.9))
     while clock.start(slot) < last_s:
         h = (clock.start(slot) - fc.origin_s) // fc.step_s
         if h >= 0:
-            wh = energy_wh(values[h], clock.slot_seconds)
-            out.append(SlotQuantiles(slot, int(wh[lo]), int(wh[mid]), int(wh[hi])))
+            slots.append(slot)
+            intervals.append(h)
         slot += 1
-    return out
+    levels = [QUANTILES.index(v) for v in (0.1, 0.5, 0.9)]
+    wh = energy_wh(fc.values_w[:, intervals][:, :, levels], clock.slot_seconds).tolist()
+    return [[SlotQuantiles(s, *q) for s, q in zip(slots, row, strict=True)] for row in wh]
 
 
 def plan_orders(

@@ -20,9 +20,15 @@ one message per second) on the GossipSub topic ``/gridnode/<community>/orders/2`
 refuses a whole batch if any order in it is malformed, unsigned, from a non-member, replayed or for
 a closed slot. (py-libp2p costs every host milliseconds of CPU per gossip message: few messages.)
 
-Time: the node clock is ``epoch + (wall − epoch) × speedup`` in unix ms, with ``epoch`` the genesis
-time. Every node of a community must run the same speedup (demos use e.g. 60: a 15-minute slot in
-15 s); the consensus timeouts are scaled by the same factor so they stay sane in real seconds.
+A member household with a meter runs a :class:`~gridnode.household_driver.HouseholdDriver` in the
+node's nursery: its pure agent reads, quotes and hands signed readings and orders to
+:meth:`DaemonNode.submit_batch`.
+
+Time: the node clock (:class:`~gridnode.clock.NodeClock`) is ``epoch + (wall − epoch) × speedup`` in
+unix ms, with ``epoch`` the genesis time and ``wall`` trio's clock anchored to the wall clock at
+start, so every timer runs on trio's clock. Every node of a community must run the same speedup
+(demos use e.g. 60: a 15-minute slot in 15 s); the consensus timeouts are scaled by the same factor
+so they stay sane in real seconds.
 """
 
 from __future__ import annotations
@@ -33,34 +39,23 @@ import dataclasses
 import heapq
 import logging
 import signal
-import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
-from forecasting.models import SeasonalNaive
-from forecasting.policy import (
-    BatteryState,
-    PolicyConfig,
-    SlotQuantiles,
-    forecast_slots,
-    median_only_order,
-    quote_slot,
-)
 from gridnode.api import make_app, start_api
+from gridnode.clock import NodeClock
 from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
-from gridnode.core.battery import Battery, battery_from_sizes, contract_wh, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
     Genesis,
     LedgerState,
     SignedOrder,
-    SignedReading,
     Tx,
     admission_error,
     decode_block,
@@ -70,6 +65,7 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
+from gridnode.household_driver import HouseholdDriver
 from gridnode.meter import FileMeter, Meter, shipped_replay
 from gridnode.meters import open_live_meter, start_meter_reader, stop_meter_reader
 from gridnode.net.bridge import TrioBridge
@@ -93,17 +89,12 @@ from gridnode.txbatch import (
 )
 from market.errors import InvalidInput, NetworkError, UsageError
 from market.orders import Order
-from market.slots import SlotClock
 
-__all__ = ["QUOTED_SLOTS", "DaemonNode", "NodeClock", "run_daemon"]
+__all__ = ["DaemonNode", "run_daemon"]
 
 log = logging.getLogger("gridnode")
 
 _RECENT_BLOCKS = 1_000
-#: open slots the household loop quotes at every slot boundary, the earliest first (a later quote
-#: for a slot replaces the earlier one); the in-process engine's ``horizon_slots`` twin, which
-#: :func:`sims.daemon_engine.inproc_twin` sets to this
-QUOTED_SLOTS = 1
 #: gossip topic ``orders`` carries batches of orders since version 2 (``docs/protocol.md`` §7.4)
 _ORDERS_TOPIC_VERSION = 2
 #: a validator publishes at most one order batch per this many wall seconds, ...
@@ -114,23 +105,6 @@ _GOSSIP_GATHER_S = 0.25
 _GOSSIP_MARGIN_S = 2.0
 #: decoded gossip batches kept between the topic validator and the handler
 _DECODED_CACHE = 64
-
-
-@dataclass(frozen=True, slots=True)
-class NodeClock:
-    """The community clock: wall time, optionally sped up around ``epoch_ms``."""
-
-    epoch_ms: int = 0
-    speedup: float = 1.0
-
-    def now_ms(self) -> int:
-        wall = time.time_ns() // 1_000_000
-        if self.speedup == 1.0:
-            return wall
-        return self.epoch_ms + int((wall - self.epoch_ms) * self.speedup)
-
-    def seconds_until(self, at_ms: int) -> float:
-        return max(0.0, (at_ms - self.now_ms()) / 1000 / self.speedup)
 
 
 def consensus_config(speedup: float) -> ConsensusConfig:
@@ -193,19 +167,10 @@ class DaemonNode:
         self._recent: deque[BlockInfo] = deque(maxlen=_RECENT_BLOCKS)
         self._nonce = 0
         self.live_orders: dict[bytes, SignedOrder] = {}  # seen on gossip, not yet committed
-        self.meter = meter
-        self.forecast: tuple[tuple[int, int, int, int], ...] = ()
-        self._read_slots: set[int] = set()
-        #: a household's battery (``household.battery_kwh`` > 0), half full at every start
-        self.battery = battery_of(config)
-        self.battery_soc_wh = self.battery.capacity_wh // 2 if self.battery else 0
-        self._metered: dict[int, int] = {}  # slot -> reading after dispatch (a retry reuses it)
         #: validators: orders accepted from submissions, to gossip in the next batch
         self._gossip_pending: dict[tuple[str, int], SignedOrder] = {}
         self._gossip_wake = trio.Event()
         self._decoded: OrderedDict[bytes, tuple[SignedOrder, ...]] = OrderedDict()
-        #: households: signed readings that go out with the next submission (one request per slot)
-        self._carried: list[SignedReading] = []
         self.runtime = NodeRuntime(
             genesis=genesis,
             key=key,
@@ -220,7 +185,14 @@ class DaemonNode:
             max(1, self.runtime.state.height - _RECENT_BLOCKS + 1), _RECENT_BLOCKS
         ):
             self._recent.appendleft(self._block_info(sb.height, sb.block_hash, sb.block))
+        #: the household's meter readings and automatic orders (a household with a meter)
+        self.household = None if meter is None else HouseholdDriver(self, meter, config)
         self.latest = self._make_snapshot()
+
+    @property
+    def forecast(self) -> tuple[tuple[int, int, int, int], ...]:
+        """The household's last forecast ``(slot, P10, P50, P90)`` Wh (the status page shows it)."""
+        return () if self.household is None else self.household.forecast
 
     # ------------------------------------------------------------------ Outbox (runtime -> net)
     def broadcast(self, data: bytes) -> None:
@@ -266,8 +238,8 @@ class DaemonNode:
             nursery.start_soon(self._refresh_loop)
             if self.runtime.is_validator:
                 nursery.start_soon(self._gossip_loop)
-            if self.meter is not None:
-                nursery.start_soon(self._household_loop)
+            if self.household is not None:
+                nursery.start_soon(self.household.run, self._publish)
 
     async def _timer_loop(self) -> None:
         while True:
@@ -287,112 +259,6 @@ class DaemonNode:
         while True:
             await trio.sleep(0.5)
             self._publish()
-
-    async def _household_loop(self) -> None:
-        """Every slot: send the meter reading of each delivered slot, then (if bidding is on)
-        forecast and quote the next open slots. Re-quoting replaces the open order of a slot."""
-        assert self.meter is not None
-        clock = self.genesis.clock
-        first_slot = clock.slot_at(self.clock.now_ms() // 1000)
-        model = SeasonalNaive(period_days=1, train_days=28)
-        policy = PolicyConfig(
-            feed_in_micro_per_kwh=self.genesis.feed_in_micro_per_kwh,
-            retail_micro_per_kwh=self.genesis.retail_micro_per_kwh,
-        )
-        member = self.key.public_hex in self.genesis.members
-        while True:
-            now_s = self.clock.now_ms() // 1000
-            try:
-                await self._household_step(first_slot, now_s, member, model, policy)
-            except NetworkError as exc:  # no validator answered: try again next slot
-                log.warning("household step: %s", exc)
-            except Exception:  # a bug in bidding must never stop the node's consensus work
-                log.exception("household step failed")
-            self._publish()
-            next_boundary_ms = (clock.slot_at(now_s) + 1) * clock.slot_seconds * 1000 + 50
-            await trio.sleep(self.clock.seconds_until(next_boundary_ms))
-
-    async def _household_step(
-        self, first_slot: int, now_s: int, member: bool, model: SeasonalNaive, policy: PolicyConfig
-    ) -> None:
-        assert self.meter is not None
-        clock = self.genesis.clock
-        for slot in range(first_slot, clock.slot_at(now_s)):
-            if slot in self._read_slots or not member:
-                continue
-            net_wh = self._metered_net(slot, clock)
-            if net_wh is not None:  # sent with the step's first order, or just below
-                self._carried.append(sign_reading(self.key, self.genesis, slot=slot, net_wh=net_wh))
-            self._read_slots.add(slot)  # a network error un-marks it (see _submit): retried
-        if self.config.bidding_enabled and member:
-            await self._quote(now_s, model, policy)
-        await self._send_carried()
-
-    def _metered_net(self, slot: int, clock: SlotClock) -> int | None:
-        """The reading of delivered ``slot``: the meter's net after the battery (if any) was
-        dispatched once against this household's committed trades for the slot (0 if the slot is
-        not cleared in this node's ledger state); ``None`` when the meter has no data."""
-        assert self.meter is not None
-        natural = self.meter.slot_net_wh(slot, clock)
-        if natural is None or self.battery is None:
-            return natural
-        if slot not in self._metered:
-            trades = self.runtime.state.trades.get(slot, ())
-            d = dispatch(
-                self.battery,
-                soc_wh=self.battery_soc_wh,
-                natural_net_wh=natural,
-                contract_wh=contract_wh(trades, self.key.public_hex),
-                slot_seconds=clock.slot_seconds,
-            )
-            self.battery_soc_wh = d.soc_wh
-            self._metered = {s: m for s, m in self._metered.items() if s > slot - 96}
-            self._metered[slot] = d.metered_net_wh
-            log.info(
-                "battery slot %d: charged %d Wh, discharged %d Wh, SoC %d Wh",
-                slot, d.charged_wh, d.discharged_wh, d.soc_wh,
-            )  # fmt: skip
-        return self._metered[slot]
-
-    def _battery_state(self) -> BatteryState | None:
-        if self.battery is None:
-            return None
-        b = self.battery
-        return BatteryState(self.battery_soc_wh, b.capacity_wh, b.power_w, b.reserve_wh)
-
-    async def _quote(self, now_s: int, model: SeasonalNaive, policy: PolicyConfig) -> None:
-        assert self.meter is not None
-        clock = self.genesis.clock
-        try:
-            history = self.meter.history_before(now_s, days=35)
-            fitted = model.fit(history)
-            open_slots = forecast_slots(history, fitted, now=now_s, clock=clock, horizon=8)
-            quantiles = open_slots[:QUOTED_SLOTS]
-        except (InvalidInput, UsageError) as exc:
-            log.warning("no forecast: %s", exc)
-            return
-        if self.config.bidding_policy == "perfect-foresight":  # the replay meter reads ahead
-            quantiles = _foreseen(self.meter, quantiles, clock)
-        self.forecast = tuple((q.slot, q.p10_wh, q.p50_wh, q.p90_wh) for q in quantiles)
-        for q in quantiles:
-            if self.config.bidding_policy == "naive-fixed-price":
-                order = median_only_order(q, household=self.key.public_hex, config=policy)
-            else:
-                order = quote_slot(
-                    q,
-                    household=self.key.public_hex,
-                    config=policy,
-                    slot_seconds=clock.slot_seconds,
-                    lead_s=clock.gate_closure(q.slot) - now_s,
-                    battery=self._battery_state(),
-                )
-            if order is None:
-                continue
-            result = await self.place_order(order)
-            log.info(
-                "quoted slot %d: %s %d Wh in %d steps (%s)",
-                q.slot, order.side.value, order.energy_wh, len(order.steps), result.reason or "accepted",
-            )  # fmt: skip
 
     # ------------------------------------------------------------------ net -> runtime
     def _sender_key(self, peer_id: str) -> str:
@@ -544,9 +410,13 @@ class DaemonNode:
         self._nonce = max(self._nonce, self.runtime.state.nonces.get(self.key.public_hex, 0)) + 1
         return self._nonce
 
-    async def place_order(self, order: Order) -> SubmitResult:
+    def sign_order(self, order: Order) -> SignedOrder:
+        """``order`` as this household's, with its next nonce, signed."""
         order = replace(order, household=self.key.public_hex, nonce=self._next_nonce())
-        result = await self._submit(sign_order(self.key, self.genesis, order))
+        return sign_order(self.key, self.genesis, order)
+
+    async def place_order(self, order: Order) -> SubmitResult:
+        result = await self._submit(self.sign_order(order))
         return replace(result, order_id=order.order_id)
 
     async def cancel_order(self, slot: int) -> SubmitResult:
@@ -558,8 +428,6 @@ class DaemonNode:
         return await self._submit(sign_reading(self.key, self.genesis, slot=slot, net_wh=net_wh))
 
     async def _submit(self, tx: Tx) -> SubmitResult:
-        if self._carried:  # readings waiting for this step's first order: one request for all
-            return (await self._submit_with_carried([tx]))[-1]
         if self.runtime.is_validator:
             result = self._accept_tx(tx, share=True)
             self._publish()
@@ -598,26 +466,6 @@ class DaemonNode:
         if [tid for tid, _ in rows] != [tx_id(tx) for tx in txs]:
             raise NetworkError(f"validator {peer} answered a batch for other transactions")
         return [SubmitResult(not reason, tid.hex(), reason) for tid, reason in rows]
-
-    async def _submit_with_carried(self, txs: list[Tx]) -> list[SubmitResult]:
-        """Send the carried readings with ``txs``; log the readings' results; return all."""
-        carried, self._carried = self._carried, []
-        try:
-            results = await self.submit_batch([*carried, *txs])
-        except NetworkError:
-            self._read_slots.difference_update(r.slot for r in carried)  # retried next step
-            raise
-        for reading, result in zip(carried, results, strict=False):
-            log.info(
-                "reading slot %d: %+d Wh (%s)",
-                reading.slot, reading.net_wh, result.reason or "accepted",
-            )  # fmt: skip
-        return results
-
-    async def _send_carried(self) -> None:
-        """Readings that no order took along (no quote this step): send them now."""
-        if self._carried:
-            await self._submit_with_carried([])
 
     # ------------------------------------------------------------------ snapshot
     def _block_info(self, height: int, block_hash: bytes, block: bytes) -> BlockInfo:
@@ -694,19 +542,6 @@ _NOT_MISBEHAVIOUR = frozenset(
 )
 
 
-def _foreseen(
-    meter: Meter, quantiles: list[SlotQuantiles], clock: SlotClock
-) -> list[SlotQuantiles]:
-    """Perfect foresight (``bidding.policy``): every quantile of each slot is the net the meter will
-    measure in it (a replay meter knows; the config allows this policy only with one)."""
-    out = []
-    for q in quantiles:
-        net_wh = meter.slot_net_wh(q.slot, clock)
-        if net_wh is not None:
-            out.append(SlotQuantiles(q.slot, net_wh, net_wh, net_wh))
-    return out
-
-
 def _stat_dict(stats: PeerStats | None) -> dict[str, int]:
     return {} if stats is None else dataclasses.asdict(stats)
 
@@ -736,12 +571,6 @@ class BridgeHandle:
 
     def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
         return self._node.blocks(from_height, limit)
-
-
-def battery_of(config: Config) -> Battery | None:
-    """The household's battery from ``household.battery_kwh`` / ``battery_kw`` (rounded to Wh / W;
-    :mod:`gridnode.core.battery`'s default 95 % each way, no reserve), or ``None`` without one."""
-    return battery_from_sizes(config.battery_kwh, config.battery_kw)
 
 
 def make_meter(config: Config, genesis: Genesis) -> Meter | None:
@@ -774,7 +603,7 @@ async def open_daemon_node(
     config: Config, genesis: Genesis, key: KeyPair
 ) -> AsyncIterator[DaemonNode]:
     """On the trio thread: open the store and the host, run the node, close everything on exit."""
-    clock = NodeClock(epoch_ms=genesis.genesis_time_ms, speedup=config.clock_speedup)
+    clock = NodeClock.start(epoch_ms=genesis.genesis_time_ms, speedup=config.clock_speedup)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = NodeStore.open(config.data_dir / "node.sqlite")
     try:

@@ -23,8 +23,8 @@ What is measured and how:
   submission to the commit of the block holding it (block times are node-clock ms, converted back).
 * **Forecast error** — each daemon's last quote for slot N is made at the start of slot N−1 from its
   meter history; the harness recomputes that P50 forecast with the same code and data
-  (``SeasonalNaive`` 1 day/28 days, :func:`forecasting.policy.forecast_slots`) and compares it with
-  the reading the household signed.
+  (:func:`gridnode.household.forecast.bidding_forecaster`) and compares it with the reading the
+  household signed.
 * **Ledger agreement** — every node's ``/api/status`` reports the same height, head hash and digest.
 
 Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
@@ -58,11 +58,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from forecasting.models import SeasonalNaive
-from forecasting.policy import forecast_slots
-from forecasting.series import MeterHistory, energy_wh
+from forecasting.series import energy_wh
 from gridnode.config import load_genesis, update_config, write_genesis
-from gridnode.core.battery import battery_from_sizes
 from gridnode.core.ledger import (
     LedgerState,
     SignedOrder,
@@ -71,7 +68,9 @@ from gridnode.core.ledger import (
     decode_block,
     genesis_state,
 )
-from gridnode.daemon import QUOTED_SLOTS
+from gridnode.household.agent import HISTORY_DAYS, QUOTED_SLOTS
+from gridnode.household.battery import battery_from_sizes
+from gridnode.household.forecast import bidding_forecaster
 from gridnode.meter import ReplayMeter, shipped_replay
 from gridnode.store import NodeStore
 from market.clearing import Trade, clear
@@ -255,14 +254,11 @@ def _p50_for(meter: ReplayMeter, slot: int, clock: SlotClock, policy: str) -> in
         return meter.slot_net_wh(slot, clock)
     now_s = clock.start(slot - 1)
     try:
-        history: MeterHistory = meter.history_before(now_s, days=35)
-        fitted = SeasonalNaive(period_days=1, train_days=28).fit(history)
-        for q in forecast_slots(history, fitted, now=now_s, clock=clock, horizon=8)[:2]:
-            if q.slot == slot:
-                return q.p50_wh
+        history = meter.history_before(now_s, days=HISTORY_DAYS)
+        (fc,) = bidding_forecaster().forecast(history, now_s=now_s, slots=[slot], clock=clock)
     except (InvalidInput, UsageError):
         return None
-    return None
+    return fc.quantiles[0].p50_wh if fc.quantiles else None
 
 
 # --------------------------------------------------------------------------------------- logs
@@ -292,7 +288,7 @@ def _check_supported(scenario: Scenario) -> None:
     if scenario.horizon_slots != QUOTED_SLOTS:
         raise UsageError(
             f"the daemon engine's households quote {QUOTED_SLOTS} open slot(s) ahead "
-            f"(gridnode.daemon.QUOTED_SLOTS); horizon_slots = {scenario.horizon_slots} runs only "
+            f"(gridnode.household.agent.QUOTED_SLOTS); horizon_slots = {scenario.horizon_slots} runs only "
             "in the in-process engine (--engine inproc)"
         )
     bad = sorted({f.kind for f in scenario.faults if f.kind not in SUPPORTED_FAULTS})
@@ -697,7 +693,7 @@ def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
     data time of that first measured slot (``start_day``/``start_hour`` moved on by as much; the
     households' day offsets, sizes and keys are unchanged: they depend on the seed only) and lasting
     the measured slots, quoting as many slots ahead as the daemon does
-    (:data:`gridnode.daemon.QUOTED_SLOTS` as ``horizon_slots``); ``first_slot`` numbers the
+    (:data:`gridnode.household.agent.QUOTED_SLOTS` as ``horizon_slots``); ``first_slot`` numbers the
     in-process slots as the daemons' node clock did (order ids contain the slot). Each household
     then quotes the same slots, at the same slot boundaries, from the same meter history in both
     engines.
@@ -736,9 +732,9 @@ def _battery_moves(
     clock: SlotClock,
 ) -> dict[int, tuple[int, int, int, int]]:
     """What a household daemon's battery did in each slot it sent a reading for: ``(charged,
-    discharged, loss, soc after)`` in Wh. The daemon (:func:`gridnode.daemon.battery_of`) signs the
+    discharged, loss, soc after)`` in Wh. The daemon (:func:`gridnode.household_driver.battery_of`) signs the
     meter's net after dispatch, so ``meter − reading`` is the AC energy charged (``+``) or
-    discharged (``−``), exactly; stored and drawn energy follow :mod:`gridnode.core.battery`'s
+    discharged (``−``), exactly; stored and drawn energy follow :mod:`gridnode.household.battery`'s
     rounding, from half full at the daemon's first reading. A dispatched slot whose reading never
     reached the ledger is missed (the state of charge after it is then off)."""
     b = battery_from_sizes(spec.battery_kwh, spec.battery_kw)

@@ -6,13 +6,14 @@ Same node code as the daemon, different driver:
   core + a :class:`~gridnode.store.MemoryStore`), wired through an in-process outbox: every message
   travels as its canonical bytes with a seeded latency (``network.latency_ms``) and loss model
   (``network.drop_rate`` plus the fault plan). Timers run on the same virtual clock.
-* **Households** are driven by the daemon's policy functions: every slot boundary each household
-  sends the signed meter reading of the slot just delivered (:func:`gridnode.core.ledger.sign_reading`,
-  measured by its :class:`gridnode.meter.ReplayMeter` over the shipped real data) and quotes the next
-  open slots (:func:`forecasting.policy.forecast_slots` + :func:`~forecasting.policy.quote_slot`, the
-  forecaster fitted once per slot, vectorised across all households; or perfect foresight, or the
-  naive median-only order), signs the orders (:func:`gridnode.core.ledger.sign_order`) and submits
-  them to a validator (another one after a timeout if it does not answer); a validator that admits a
+* **Households** are the daemon's household agents (:class:`gridnode.household.agent.HouseholdAgent`,
+  one per household, the same object the daemon drives): at every slot boundary each agent reads
+  the slot just delivered (its :class:`gridnode.meter.ReplayMeter` over the shipped real data, after
+  its battery if any) and quotes the next open slots from its row of **one batched forecast**
+  (:class:`gridnode.household.forecast.SlotForecaster`: the model fitted once per slot on the whole
+  community's history matrix; or perfect foresight), with the scenario's policy. The engine signs
+  what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
+  it to a validator (another one after a timeout if it does not answer); a validator that admits a
   transaction to its mempool forwards it to the other validators.
 * **Households are full nodes logically**, but their consensus cores are not run (1,000 cores would
   only re-verify the same commits). The validators' committed chain *is* the ledger. A sample full
@@ -36,15 +37,15 @@ Same node code as the daemon, different driver:
   conflicting nil vote and sends each to half of the others), ``skew`` (a validator's clock offset).
   Households never crash and their links to validators only suffer ``drop`` faults.
 
-* **Batteries** (households whose group has ``battery_kwh > 0``): :class:`gridnode.core.battery.Battery`
-  with the scenario's kWh and kW (rounded to Wh and W), 950 ‰ each way (round trip ≈ 90 %), no
-  reserve, starting **half full**. At each slot boundary the household dispatches it over the slot
-  just delivered (:func:`gridnode.core.battery.dispatch`) against its contract for that slot (Wh
-  sold − bought in the trades that the highest honest validator's ledger state holds for the slot;
-  0 if the slot was not cleared there), and the reading it signs is the *metered* net after
-  dispatch. Its quotes pass the current state of charge to the policy
-  (:class:`forecasting.policy.BatteryState`; the naive policy ignores batteries). The forecasts
-  stay forecasts of the natural net (PV − load), which is what the battery-aware policy expects.
+* **Batteries** (households whose group has ``battery_kwh > 0``): a
+  :class:`gridnode.household.battery.Battery` with the scenario's kWh and kW (rounded to Wh and W),
+  950 ‰ each way (round trip ≈ 90 %), no reserve, starting **half full**, owned by the household's
+  agent. At each slot boundary the agent dispatches it over the slot just delivered against its
+  contract for that slot (Wh sold − bought in the trades that the highest honest validator's ledger
+  state holds for the slot; 0 if the slot was not cleared there), and the reading it signs is the
+  *metered* net after dispatch. Its quotes pass the current state of charge to the policy. The
+  forecasts stay forecasts of the natural net (PV − load), which is what the battery-aware policy
+  expects. The engine records what every battery did for the KPIs.
 
 Known limits: the forecaster is the daemon's seasonal-naive model, refitted every slot as the daemon
 does; per-validator CPU is not modelled (shared caches, above), so the engine's speed says nothing
@@ -67,17 +68,7 @@ from typing import Any, Final
 import numpy as np
 
 from forecasting.data import SHIPPED_UTC_OFFSET_S, load_shipped
-from forecasting.models import FittedForecaster, QuantileForecast, SeasonalNaive
-from forecasting.policy import (
-    BatteryState,
-    PolicyConfig,
-    SlotQuantiles,
-    forecast_slots,
-    median_only_order,
-    quote_slot,
-)
 from forecasting.series import MeterHistory, energy_wh
-from gridnode.core.battery import Battery, battery_from_sizes, contracts_wh, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     NIL,
@@ -96,11 +87,20 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
+from gridnode.household.agent import (
+    BOUNDARY_DELAY_MS,
+    HISTORY_DAYS,
+    AgentConfig,
+    Bidding,
+    HouseholdAgent,
+    Needs,
+)
+from gridnode.household.battery import Dispatch, battery_from_sizes, contracts_wh
+from gridnode.household.forecast import SlotForecast, bidding_forecaster, foresight
 from gridnode.meter import ReplayMeter
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.errors import UsageError
-from market.orders import Order
 from market.settlement import (
     imbalance_cost_micro,
     imbalance_energy_wh,
@@ -113,9 +113,8 @@ from sims.scenario import FaultSpec, HouseholdSpec, Scenario
 
 __all__ = ["Progress", "results_digest", "run_inproc"]
 
-HISTORY_DAYS: Final = 35  # what the daemon's household loop reads before forecasting
 RETRY_MS: Final = 2_000  # a household re-sends elsewhere when a validator does not answer
-QUOTE_OFFSET_MS: Final = 50  # households act just after the slot boundary (as the daemon does)
+QUOTE_OFFSET_MS: Final = BOUNDARY_DELAY_MS  # households act just after the slot boundary
 PARALLEL_FULL_NODE_FROM: Final = 20_000  # household-slots: below, a second process is not worth it
 CALM_LIMIT_MS: Final = 3_600_000  # after the last slot: at most this long for validators to agree
 
@@ -140,17 +139,6 @@ class _Validator:
     incarnation: int = 0
     skew_ms: int = 0
     byzantine: str = ""  # "", "silent", "equivocate"
-
-
-class _CachedForecast:
-    """A fitted forecaster whose forecast was computed once for every household."""
-
-    def __init__(self, fc: QuantileForecast) -> None:
-        self.fc = fc
-
-    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
-        del history, horizon
-        return self.fc
 
 
 class _Outbox:
@@ -230,10 +218,6 @@ class _Engine:
             rebroadcast_ms=max(2_000, min(30_000, sc.block_interval_s * 500)),
             sync_interval_ms=1_000,
         )
-        self.policy = PolicyConfig(
-            feed_in_micro_per_kwh=sc.feed_in_micro_per_kwh,
-            retail_micro_per_kwh=sc.retail_micro_per_kwh,
-        )
         self.now = begin_s * 1000
         self.heap: list[tuple[int, int, tuple[Any, ...]]] = []
         self.seq = 0
@@ -249,13 +233,28 @@ class _Engine:
         self.nonces = [0] * len(self.specs)
         self.home = [i % len(self.validators) for i in range(len(self.specs))]
         self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)
-        self.model = SeasonalNaive(period_days=1, train_days=28)
+        self.forecaster = bidding_forecaster()
         self.calm = False
         self.full_node: FullNode | FullNodeProcess = FullNode(self.genesis)
         self.fed = 0  # the full node has every block up to this height
         self.to_feed: dict[int, tuple[int, bytes, bytes]] = {}
+        self.agents = [
+            HouseholdAgent(
+                AgentConfig.of_member(
+                    self.genesis,
+                    key.public_hex,
+                    bidding=Bidding(sc.policy),
+                    battery=battery_from_sizes(spec.battery_kwh, spec.battery_kw),
+                    first_slot=self.first_slot,
+                    last_slot=self.last_slot,
+                    quoted_slots=sc.horizon_slots,
+                )
+            )
+            for key, spec in zip(self.hh_keys, self.specs, strict=True)
+        ]
         self.batteries = _Batteries(
-            [battery_from_sizes(spec.battery_kwh, spec.battery_kw) for spec in self.specs]
+            [a.soc_wh for a in self.agents],
+            present=any(a.config.battery is not None for a in self.agents),
         )
 
     # ------------------------------------------------------------------ meters
@@ -392,127 +391,74 @@ class _Engine:
 
     # ------------------------------------------------------------------ households
     def households_act(self, boundary_slot: int) -> None:
-        """At the start of ``boundary_slot``: readings of the slot before, quotes for the next."""
+        """At the start of ``boundary_slot``: every household's agent reads the slot just delivered
+        and quotes the next open slots (one batched forecast for all); the engine signs what they
+        produce and submits it, every household's readings first, then the orders."""
+        del boundary_slot  # the agents know from the time which slots are due
         now_s = self.now // 1000
-        delivered = boundary_slot - 1
-        txs: list[tuple[int, Tx]] = []
-        if self.first_slot <= delivered <= self.last_slot:
-            metered = self.metered_net(delivered)
-            for i, key in enumerate(self.hh_keys):
-                txs.append((i, sign_reading(key, self.genesis, slot=delivered, net_wh=metered[i])))
-        txs.extend(self._quotes(now_s))
-        for i, tx in txs:
+        needs = [a.needs(now_s) for a in self.agents]
+        natural = self._natural(needs)
+        contracts = self._contracts(needs)
+        forecasts = self._forecasts(now_s, needs)
+        readings: list[tuple[int, Tx]] = []
+        orders: list[tuple[int, Tx]] = []
+        for i, agent in enumerate(self.agents):
+            key = self.hh_keys[i]
+            actions = agent.on_slot_boundary(
+                now_s,
+                natural_wh={s: natural[s][i] for s in needs[i].read},
+                contract_wh={s: contracts[s].get(key.public_hex, 0) for s in contracts},
+                forecast=forecasts[i],
+            )
+            for r in actions.readings:
+                if r.dispatch is not None:
+                    self.batteries.record(i, r.slot, r.dispatch)
+                readings.append((i, sign_reading(key, self.genesis, slot=r.slot, net_wh=r.net_wh)))
+            for q in actions.quotes:
+                self.stats.forecast_p50[(q.slot, i)] = q.forecast.p50_wh
+                self.nonces[i] += 1
+                if q.order is None:
+                    continue
+                # as the daemon's: the order id is the policy's (nonce 0), the nonce the household's
+                # next one; the clearing breaks ties between equal prices by order id
+                order = replace(q.order, nonce=self.nonces[i])
+                self.stats.orders_submitted.setdefault(q.slot, set()).add(i)
+                orders.append((i, sign_order(key, self.genesis, order)))
+        for i, tx in readings + orders:
             # the simulated validators take the simulation's own signatures as verified (nothing
             # forged is injected); the full node re-verifies every one (see the module rules)
             self.verified.add(tx_id(tx))
             self.submit(i, tx, attempt=0)
 
-    def metered_net(self, slot: int) -> list[int]:
-        """Each household's meter reading for delivered ``slot``: the natural net after its battery
-        (if any) dispatched against its contract. Call once per slot: it moves the batteries on."""
-        net = [int(x) for x in self.slot_energy(slot)[0]]
-        b = self.batteries
-        if not b.present:
-            return net
-        contracts = self._contracts(slot)
-        for i, battery in enumerate(b.spec):
-            if battery is None:
-                continue
-            d = dispatch(
-                battery,
-                soc_wh=b.soc_wh[i],
-                natural_net_wh=net[i],
-                contract_wh=contracts.get(self.hh_keys[i].public_hex, 0),
-                slot_seconds=self.sc.slot_seconds,
-            )
-            net[i] = d.metered_net_wh
-            b.soc_wh[i] = d.soc_wh
-            b.charged_wh[i] += d.charged_wh
-            b.discharged_wh[i] += d.discharged_wh
-            b.loss_wh[i] += d.loss_wh
-            charged, discharged = b.by_slot.get(slot, (0, 0))
-            b.by_slot[slot] = (charged + d.charged_wh, discharged + d.discharged_wh)
-        return net
+    def _natural(self, needs: list[Needs]) -> dict[int, list[int]]:
+        """Every household's meter (natural net, Wh) for each slot some agent needs read."""
+        slots = sorted({s for n in needs for s in n.read})
+        return {s: self.slot_energy(s)[0].tolist() for s in slots}
 
-    def _contracts(self, slot: int) -> dict[str, int]:
-        """Wh sold − bought per household in ``slot``'s trades on the highest honest validator."""
+    def _contracts(self, needs: list[Needs]) -> dict[int, dict[str, int]]:
+        """Wh sold − bought per household in the trades of each slot to read, as the highest honest
+        validator's state holds them (only batteries need them)."""
         honest = [v.runtime for v in self.honest() if v.runtime is not None]
-        if not honest:
+        if not self.batteries.present or not honest:
             return {}
         state = max(honest, key=lambda rt: rt.state.height).state  # ties: the first validator
-        return contracts_wh(state.trades.get(slot, ()))
+        slots = sorted({s for n in needs for s in n.read})
+        return {s: contracts_wh(state.trades.get(s, ())) for s in slots}
 
-    def battery_state(self, i: int) -> BatteryState | None:
-        """Household ``i``'s battery now, as the bidding policy sees it (``None``: no battery)."""
-        battery = self.batteries.spec[i]
-        if battery is None:
-            return None
-        return BatteryState(
-            energy_wh=self.batteries.soc_wh[i],
-            capacity_wh=battery.capacity_wh,
-            max_power_w=battery.power_w,
-            reserve_wh=battery.reserve_wh,
-        )
-
-    def _quotes(self, now_s: int) -> list[tuple[int, Tx]]:
-        sc = self.sc
-        first_open = self.clock.first_open_slot(now_s)
-        wanted = [
-            s
-            for s in range(first_open, first_open + sc.horizon_slots)
-            if self.first_slot <= s <= self.last_slot
+    def _forecasts(self, now_s: int, needs: list[Needs]) -> list[SlotForecast | None]:
+        """Each household's forecast of the slots its agent quotes: one fit and one prediction
+        for the whole community (or the actual net, for perfect foresight)."""
+        slots = sorted({s for n in needs for s in n.quote})
+        if not slots:
+            return [None] * len(self.agents)
+        if self.sc.policy == Bidding.PERFECT_FORESIGHT:
+            actual = {s: self.slot_energy(s)[0].tolist() for s in slots}
+            return [foresight((s, actual[s][i]) for s in slots) for i in range(len(self.agents))]
+        hist = self.history.window(now_s - HISTORY_DAYS * 86_400, now_s)
+        out: list[SlotForecast | None] = [
+            *self.forecaster.forecast(hist, now_s=now_s, slots=slots, clock=self.clock)
         ]
-        if not wanted:
-            return []
-        quantiles: list[list[SlotQuantiles]]
-        if sc.policy == "perfect-foresight":
-            actual = {s: self.slot_energy(s)[0] for s in wanted}
-            quantiles = [
-                [SlotQuantiles(s, int(a[i]), int(a[i]), int(a[i])) for s, a in actual.items()]
-                for i in range(len(self.specs))
-            ]
-        else:
-            hist = self.history.window(now_s - HISTORY_DAYS * 86_400, now_s)
-            fitted = self.model.fit(hist)
-            horizon = (wanted[-1] + 1) * sc.slot_seconds // hist.step_s - now_s // hist.step_s
-            cached: FittedForecaster = _CachedForecast(fitted.predict(hist, horizon))
-            quantiles = [
-                [
-                    q
-                    for q in forecast_slots(
-                        hist, cached, now=now_s, clock=self.clock, horizon=horizon, row=i
-                    )
-                    if q.slot in wanted
-                ]
-                for i in range(len(self.specs))
-            ]
-        out: list[tuple[int, Tx]] = []
-        for i, qs in enumerate(quantiles):
-            household = self.hh_keys[i].public_hex
-            for q in qs:
-                self.stats.forecast_p50[(q.slot, i)] = q.p50_wh
-                order = self._order(q, household, i, now_s)
-                if order is None:
-                    continue
-                # as the daemon's place_order: the order id is the policy's (nonce 0), the nonce the
-                # household's next one; the clearing breaks ties between equal prices by order id
-                order = replace(order, nonce=self.nonces[i])
-                self.stats.orders_submitted.setdefault(q.slot, set()).add(i)
-                out.append((i, sign_order(self.hh_keys[i], self.genesis, order)))
         return out
-
-    def _order(self, q: SlotQuantiles, household: str, i: int, now_s: int) -> Order | None:
-        self.nonces[i] += 1
-        if self.sc.policy == "naive-fixed-price":
-            return median_only_order(q, household=household, config=self.policy)
-        return quote_slot(
-            q,
-            household=household,
-            config=self.policy,
-            slot_seconds=self.sc.slot_seconds,
-            lead_s=self.clock.gate_closure(q.slot) - now_s,
-            battery=self.battery_state(i),
-        )
 
     def submit(self, household: int, tx: Tx, *, attempt: int) -> None:
         if attempt >= len(self.validators):
@@ -643,10 +589,11 @@ class _Engine:
 
 @dataclass(slots=True)
 class _Batteries:
-    """Every household's battery (``None``: none) and what it did, indexed like the households."""
+    """What every household's battery did (KPIs), indexed like the households. The batteries
+    themselves and their state of charge belong to the households' agents."""
 
-    spec: list[Battery | None]
-    soc_wh: list[int] = field(default_factory=list)
+    soc_wh: list[int]  # after the last dispatch (starts as the agents start: half full)
+    present: bool  # any household has one
     start_soc_wh: list[int] = field(default_factory=list)
     charged_wh: list[int] = field(default_factory=list)
     discharged_wh: list[int] = field(default_factory=list)
@@ -654,14 +601,18 @@ class _Batteries:
     by_slot: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (charged, disch.)
 
     def __post_init__(self) -> None:
-        n = len(self.spec)
-        self.soc_wh = [b.capacity_wh // 2 if b else 0 for b in self.spec]  # start half full
+        n = len(self.soc_wh)
         self.start_soc_wh = list(self.soc_wh)
         self.charged_wh, self.discharged_wh, self.loss_wh = [0] * n, [0] * n, [0] * n
 
-    @property
-    def present(self) -> bool:
-        return any(b is not None for b in self.spec)
+    def record(self, i: int, slot: int, d: Dispatch) -> None:
+        """Household ``i``'s battery dispatched ``d`` over ``slot``."""
+        self.soc_wh[i] = d.soc_wh
+        self.charged_wh[i] += d.charged_wh
+        self.discharged_wh[i] += d.discharged_wh
+        self.loss_wh[i] += d.loss_wh
+        charged, discharged = self.by_slot.get(slot, (0, 0))
+        self.by_slot[slot] = (charged + d.charged_wh, discharged + d.discharged_wh)
 
 
 def _safe(name: str) -> str:

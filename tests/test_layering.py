@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = ["market", "forecasting", "gridnode/core"]
+PURE = ["market", "forecasting", "gridnode/core", "gridnode/household"]
 FORBIDDEN_MODULES = {
     "market": {
         "gridnode",
@@ -40,6 +40,26 @@ FORBIDDEN_MODULES = {
         "sqlite3",
         "socket",
         "gridnode.net",
+    },
+    # the household agent, its battery and forecast: the pure cores only, never a shell
+    "gridnode/household": {
+        "sims",
+        "trio",
+        "asyncio",
+        "aiohttp",
+        "libp2p",
+        "sqlite3",
+        "socket",
+        "gridnode.net",
+        "gridnode.api",
+        "gridnode.cli",
+        "gridnode.clock",
+        "gridnode.config",
+        "gridnode.daemon",
+        "gridnode.household_driver",
+        "gridnode.meter",
+        "gridnode.node",
+        "gridnode.store",
     },
 }
 # (module, attribute) calls that read the wall clock, the OS's randomness or global random state

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
+from forecasting.policy import PolicyConfig
 from gridnode.config import Config
-from gridnode.core.battery import Battery, dispatch
-from gridnode.daemon import DaemonNode, battery_of
+from gridnode.household.agent import AgentConfig, HouseholdAgent
+from gridnode.household.battery import Battery, contract_wh, dispatch
+from gridnode.household_driver import battery_of
 from gridnode.meter import shipped_replay
 from market.clearing import Trade
 from market.slots import SlotClock
 
+CLOCK = SlotClock(900, 300)
+START_S = 1_700_000_000
+METER = shipped_replay(node_anchor_s=START_S, hour=10.0, pv_scale=1.5)
 
-def _household(battery_kwh: float, trades: dict[int, tuple[Trade, ...]]) -> SimpleNamespace:
-    """The parts of a DaemonNode that the reading path uses (a fake, not a mock)."""
+
+def _household(battery_kwh: float) -> HouseholdAgent:
+    """The daemon's agent for a config with ``battery_kwh`` (the driver builds it the same way)."""
     config = Config(dir=Path("."), battery_kwh=battery_kwh, battery_kw=2.5)
-    battery = battery_of(config)
-    return SimpleNamespace(
-        meter=shipped_replay(node_anchor_s=1_700_000_000, hour=10.0, pv_scale=1.5),
-        battery=battery,
-        battery_soc_wh=battery.capacity_wh // 2 if battery else 0,
-        _metered={},
-        runtime=SimpleNamespace(state=SimpleNamespace(trades=trades)),
-        key=SimpleNamespace(public_hex="me"),
+    return HouseholdAgent(
+        AgentConfig(
+            household="me",
+            clock=CLOCK,
+            policy=PolicyConfig(feed_in_micro_per_kwh=80_000, retail_micro_per_kwh=300_000),
+            battery=battery_of(config),
+            first_slot=CLOCK.slot_at(START_S) + 1,
+            quoted_slots=0,
+        )
     )
 
 
@@ -35,18 +41,24 @@ def test_battery_of_config() -> None:
 
 
 def test_readings_are_metered_after_dispatch_against_the_committed_trades() -> None:
-    clock = SlotClock(900, 300)
-    first = clock.slot_at(1_700_000_000) + 1
+    first = CLOCK.slot_at(START_S) + 1
     slots = range(first, first + 4)
     sold = Trade("other", "me", "b", "s", 700, 150_000, 105_000)
     trades = {first + 1: (sold,)}
-    hh = _household(5.0, trades)
-    plain = _household(0.0, trades)
+    hh, plain = _household(5.0), _household(0.0)
+    assert hh.soc_wh == 2500 and plain.battery_state is None  # half full at every start
     soc = 2500
-    natural = [hh.meter.slot_net_wh(s, clock) for s in slots]
+    natural = [METER.slot_net_wh(s, CLOCK) for s in slots]
     assert all(n is not None for n in natural)
+    metered = []
     for slot, n in zip(slots, natural, strict=True):
-        reading = DaemonNode._metered_net(hh, slot, clock)  # type: ignore[arg-type]
+        now_s = CLOCK.end(slot) + 1  # just after the slot was delivered
+        needs = hh.needs(now_s)
+        assert needs.read == (slot,) and needs.quote == ()
+        contracts = {s: contract_wh(trades.get(s, ()), "me") for s in needs.read}
+        actions = hh.on_slot_boundary(
+            now_s, natural_wh={slot: n}, contract_wh=contracts, forecast=None
+        )
         expected = dispatch(
             Battery(capacity_wh=5000, power_w=2500),
             soc_wh=soc,
@@ -55,18 +67,28 @@ def test_readings_are_metered_after_dispatch_against_the_committed_trades() -> N
             slot_seconds=900,
         )
         soc = expected.soc_wh
-        assert reading == expected.metered_net_wh and hh.battery_soc_wh == soc
-        # a retried reading (network error) is the same and does not move the battery again
-        assert DaemonNode._metered_net(hh, slot, clock) == reading  # type: ignore[arg-type]
-        assert hh.battery_soc_wh == soc
+        (reading,) = actions.readings
+        assert (reading.slot, reading.net_wh, reading.dispatch) == (
+            slot,
+            expected.metered_net_wh,
+            expected,
+        )
+        assert hh.soc_wh == soc
+        metered.append(reading.net_wh)
+        # a reading that did not reach a validator goes again, the same, and the battery stays
+        hh.readings_lost(actions.readings)
+        again = hh.on_slot_boundary(now_s, natural_wh={}, contract_wh={}, forecast=None)
+        assert again.readings == actions.readings and hh.soc_wh == soc
         # without a battery the reading is the meter's
-        assert DaemonNode._metered_net(plain, slot, clock) == n  # type: ignore[arg-type]
+        (bare,) = plain.on_slot_boundary(
+            now_s, natural_wh={slot: n}, contract_wh=contracts, forecast=None
+        ).readings
+        assert bare.net_wh == n and bare.dispatch is None
     # the battery did something on this morning: the readings are not the meter's
-    assert [hh._metered[s] for s in slots] != natural
-    state = DaemonNode._battery_state(hh)  # type: ignore[arg-type]
+    assert metered != natural
+    state = hh.battery_state
     assert state is not None and (state.energy_wh, state.capacity_wh, state.max_power_w) == (
         soc,
         5000,
         2500,
     )
-    assert DaemonNode._battery_state(plain) is None  # type: ignore[arg-type]

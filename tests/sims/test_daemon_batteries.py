@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gridnode.core.battery import Battery, contract_wh, dispatch
 from gridnode.core.ledger import genesis_state
+from gridnode.household.battery import Battery, contract_wh, dispatch
 from gridnode.meter import shipped_replay
 from market.slots import SlotClock
 from sims.daemon_engine import _battery_moves, replay_store, run_daemons

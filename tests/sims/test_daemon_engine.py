@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from gridnode.config import load_genesis
 from gridnode.core.ledger import genesis_state
-from gridnode.daemon import QUOTED_SLOTS
+from gridnode.household.agent import QUOTED_SLOTS
 from market.clearing import clear
 from market.errors import UsageError
 from sims.daemon_engine import collect_run, inproc_twin, replay_store, run_daemons

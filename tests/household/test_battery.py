@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridnode.core.battery import (
+from gridnode.household.battery import (
     Battery,
     Dispatch,
     battery_from_sizes,

@@ -27,9 +27,10 @@ Pure: integers in, integers out; no clock, no I/O, no randomness. Rules of this 
 * ``loss_wh = (charged − stored) + (drawn − discharged) ≥ 0``, and ``soc_after = soc + stored − drawn``,
   always within ``[0, capacity_wh]``, and ``≥ reserve_wh`` whenever it started there.
 * **The contract** of a household for a slot (:func:`contract_wh`) is Σ energy of the slot's trades
-  it sells in minus Σ of those it buys in; both engines read the trades from a ledger state
-  (``LedgerState.trades[slot]``, present from clearing until settlement) and use 0 when the slot has
-  not been cleared there.
+  it sells in minus Σ of those it buys in; the household's drivers read the trades from a ledger
+  state (``LedgerState.trades[slot]``, present from clearing until settlement) and use 0 when the
+  slot has not been cleared there. The household agent (:mod:`gridnode.household.agent`) owns the
+  state of charge and calls :func:`dispatch` once per delivered slot.
 
 Known limits: one efficiency per direction (no SoC- or power-dependent losses), no self-discharge,
 no ageing; a battery either charges or discharges within a slot, by the slot's energy only.

@@ -1,0 +1,205 @@
+"""The daemon's household driver: its meter, its agent, its submissions, on trio's clock.
+
+The household's logic is the pure :class:`~gridnode.household.agent.HouseholdAgent`; this module is
+the daemon's I/O around it (the in-process simulation engine drives the same agent). Rules:
+
+* **When**: one step just after every slot boundary of the community clock
+  (:data:`~gridnode.household.agent.BOUNDARY_DELAY_MS` after it), timed with ``trio.sleep`` on the
+  node's :class:`~gridnode.clock.NodeClock` (trio's clock), so a test drives it under
+  ``trio.testing.MockClock``. A step that fails (no validator answered, or a bug) is logged and the
+  next boundary comes anyway: bidding must never stop the node's consensus work.
+* **A step**: ask the agent what it needs (``needs``), read the meter's natural net of each
+  delivered slot (:class:`~gridnode.meter.Meter`) and this household's committed contract for it
+  (the node's ledger state; 0 if not cleared there), forecast the quoted slots from the last
+  :data:`~gridnode.household.agent.HISTORY_DAYS` days of meter history (one
+  :class:`~gridnode.household.forecast.SlotForecaster` row; perfect foresight reads the replay
+  meter ahead), hand all of it to the agent, sign what it returns (readings with
+  :func:`~gridnode.core.ledger.sign_reading`, orders with the node's next nonce) and submit
+  everything of the step in **one** acknowledged request (``…/submit-batch/1.0.0``; a validator
+  takes them into its own mempool). When no validator answered, the readings go back to the agent
+  and are re-sent unchanged at the next step.
+* **Log lines** (logger ``gridnode``): ``battery slot N: …`` at each dispatch, ``reading slot N: …``
+  and ``quoted slot N: SIDE E Wh in K steps (result)`` after the submission's answer. The
+  real-daemon simulation engine reads the ``quoted slot`` lines (their time stamps).
+* Only a member of the community reads and quotes; bidding off (``bidding.enabled = false``) still
+  sends the meter readings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import trio
+
+from gridnode.clock import NodeClock
+from gridnode.config import Config
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import Genesis, SignedOrder, Tx, sign_reading
+from gridnode.household.agent import (
+    BOUNDARY_DELAY_MS,
+    HISTORY_DAYS,
+    QUOTED_SLOTS,
+    Actions,
+    AgentConfig,
+    Bidding,
+    HouseholdAgent,
+)
+from gridnode.household.battery import Battery, battery_from_sizes, contract_wh
+from gridnode.household.forecast import (
+    SlotForecast,
+    SlotForecaster,
+    bidding_forecaster,
+    foresight,
+)
+from gridnode.meter import Meter
+from gridnode.node import NodeRuntime
+from gridnode.status import SubmitResult
+from market.errors import InvalidInput, NetworkError, UsageError
+from market.orders import Order
+from market.slots import SlotClock
+
+__all__ = ["HouseholdDriver", "HouseholdNode", "battery_of", "foreseen"]
+
+log = logging.getLogger("gridnode")
+
+
+class HouseholdNode(Protocol):
+    """What the driver uses of its node (:class:`gridnode.daemon.DaemonNode`)."""
+
+    key: KeyPair
+    genesis: Genesis
+    clock: NodeClock
+    runtime: NodeRuntime
+
+    def sign_order(self, order: Order) -> SignedOrder:
+        """``order`` as this household's, with its next nonce, signed."""
+        ...
+
+    async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
+        """One acknowledged request; :class:`NetworkError` when no validator answered."""
+        ...
+
+
+def battery_of(config: Config) -> Battery | None:
+    """The household's battery from ``household.battery_kwh`` / ``battery_kw`` (rounded to Wh / W;
+    :mod:`gridnode.household.battery`'s default 95 % each way, no reserve), or ``None``."""
+    return battery_from_sizes(config.battery_kwh, config.battery_kw)
+
+
+def foreseen(meter: Meter, slots: Sequence[int], clock: SlotClock) -> SlotForecast:
+    """Perfect foresight (``bidding.policy``): each slot's net as the meter will measure it (a
+    replay meter knows; the config allows this policy only with one)."""
+    return foresight((s, meter.slot_net_wh(s, clock)) for s in slots)
+
+
+class HouseholdDriver:
+    """Drives one household's agent for a daemon node (see the module rules)."""
+
+    def __init__(
+        self,
+        node: HouseholdNode,
+        meter: Meter,
+        config: Config,
+        *,
+        forecaster: SlotForecaster | None = None,
+    ) -> None:
+        self.node = node
+        self.meter = meter
+        self.member = node.key.public_hex in node.genesis.members
+        clock = node.genesis.clock
+        self.agent = HouseholdAgent(
+            AgentConfig.of_member(
+                node.genesis,
+                node.key.public_hex,
+                bidding=Bidding(config.bidding_policy),
+                battery=battery_of(config),
+                first_slot=clock.slot_at(node.clock.now_ms() // 1000),
+                quoted_slots=QUOTED_SLOTS if config.bidding_enabled else 0,
+            )
+        )
+        self.forecaster = forecaster if forecaster is not None else bidding_forecaster()
+        #: the last forecast quoted from: ``(slot, P10, P50, P90)`` Wh (the status page shows it)
+        self.forecast: tuple[tuple[int, int, int, int], ...] = ()
+
+    async def run(self, on_step: Callable[[], None]) -> None:
+        """Step after every slot boundary until cancelled; ``on_step`` after each step."""
+        if not self.member:
+            log.warning("this household is not a member of the community: no readings, no orders")
+            return
+        node, clock = self.node, self.node.genesis.clock
+        while True:
+            now_s = node.clock.now_ms() // 1000
+            try:
+                await self.step(now_s)
+            except NetworkError as exc:  # no validator answered: the readings go again next slot
+                log.warning("household step: %s", exc)
+            except Exception:  # a bug in bidding must never stop the node's consensus work
+                log.exception("household step failed")
+            on_step()
+            next_ms = (clock.slot_at(now_s) + 1) * clock.slot_seconds * 1000 + BOUNDARY_DELAY_MS
+            await trio.sleep(node.clock.seconds_until(next_ms))
+
+    async def step(self, now_s: int) -> Actions:
+        """One boundary at community time ``now_s``: what the agent did (also when the submission
+        failed: then :class:`NetworkError` is raised after the readings went back to the agent)."""
+        node, agent = self.node, self.agent
+        clock = node.genesis.clock
+        needs = agent.needs(now_s)
+        trades = node.runtime.state.trades
+        forecast = self._forecast(now_s, needs.quote)
+        actions = agent.on_slot_boundary(
+            now_s,
+            natural_wh={s: self.meter.slot_net_wh(s, clock) for s in needs.read},
+            contract_wh={
+                s: contract_wh(trades.get(s, ()), node.key.public_hex) for s in needs.read
+            },
+            forecast=forecast,
+        )
+        for r in actions.readings:
+            if r.dispatch is not None and r.slot in needs.read:  # not a re-sent one
+                d = r.dispatch
+                log.info(
+                    "battery slot %d: charged %d Wh, discharged %d Wh, SoC %d Wh",
+                    r.slot, d.charged_wh, d.discharged_wh, d.soc_wh,
+                )  # fmt: skip
+        if forecast is not None:
+            self.forecast = tuple(
+                (q.slot, q.forecast.p10_wh, q.forecast.p50_wh, q.forecast.p90_wh)
+                for q in actions.quotes
+            )
+        readings = [
+            sign_reading(node.key, node.genesis, slot=r.slot, net_wh=r.net_wh)
+            for r in actions.readings
+        ]
+        placed = [(q, node.sign_order(q.order)) for q in actions.quotes if q.order is not None]
+        if not readings and not placed:
+            return actions
+        try:
+            results = await node.submit_batch([*readings, *(tx for _, tx in placed)])
+        except NetworkError:
+            agent.readings_lost(actions.readings)
+            raise
+        for r, result in zip(actions.readings, results, strict=False):
+            log.info("reading slot %d: %+d Wh (%s)", r.slot, r.net_wh, result.reason or "accepted")
+        for (q, tx), result in zip(placed, results[len(readings) :], strict=False):
+            log.info(
+                "quoted slot %d: %s %d Wh in %d steps (%s)",
+                q.slot, tx.order.side.value, tx.order.energy_wh, len(tx.order.steps),
+                result.reason or "accepted",
+            )  # fmt: skip
+        return actions
+
+    def _forecast(self, now_s: int, slots: Sequence[int]) -> SlotForecast | None:
+        if not slots:
+            return None
+        clock = self.node.genesis.clock
+        if self.agent.config.bidding is Bidding.PERFECT_FORESIGHT:
+            return foreseen(self.meter, slots, clock)
+        try:
+            history = self.meter.history_before(now_s, days=HISTORY_DAYS)
+            return self.forecaster.forecast(history, now_s=now_s, slots=slots, clock=clock)[0]
+        except (InvalidInput, UsageError) as exc:
+            log.warning("no forecast: %s", exc)
+            return None
