@@ -194,6 +194,11 @@ class DaemonNode:
         """The household's last forecast ``(slot, P10, P50, P90)`` Wh (the status page shows it)."""
         return () if self.household is None else self.household.forecast
 
+    @property
+    def meter(self) -> Meter | None:
+        """Where the household's readings come from (``None``: no meter configured)."""
+        return None if self.household is None else self.household.meter
+
     # ------------------------------------------------------------------ Outbox (runtime -> net)
     def broadcast(self, data: bytes) -> None:
         for v, peer in self.validator_peers.items():
@@ -573,8 +578,9 @@ class BridgeHandle:
         return self._node.blocks(from_height, limit)
 
 
-def make_meter(config: Config, genesis: Genesis) -> Meter | None:
-    """The meter the config asks for (``[meter] source``)."""
+def make_meter(config: Config, genesis: Genesis, clock: NodeClock) -> Meter | None:
+    """The meter the config asks for (``[meter] source``); a live meter stamps its samples with
+    the node's ``clock`` (readable from the asyncio thread its reader runs on)."""
     if config.meter_source == "replay":
         return shipped_replay(
             node_anchor_s=genesis.genesis_time_ms // 1000,
@@ -585,7 +591,6 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
             load_scale=config.load_scale,
         )
     if config.meter_source in ("dsmr", "mqtt"):  # a real meter (docs/meters.md)
-        clock = NodeClock(epoch_ms=genesis.genesis_time_ms, speedup=config.clock_speedup)
         return open_live_meter(config, slot_seconds=genesis.slot_seconds, now_ms=clock.now_ms)
     if config.meter_source == "file":
         if config.meter_history is None:
@@ -622,7 +627,7 @@ async def open_daemon_node(
                 store=store,
                 net=net,
                 clock=clock,
-                meter=make_meter(config, genesis),
+                meter=make_meter(config, genesis, clock),
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.run)

@@ -90,7 +90,7 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
                 store=store,
                 net=net,
                 clock=clock,
-                meter=make_meter(config, genesis),
+                meter=make_meter(config, genesis, clock),
             )
             assert node.household is not None
             slots = genesis.clock
