@@ -81,7 +81,14 @@ from gridnode.net.host import (
     public_hex_of,
 )
 from gridnode.node import Committed, NodeRuntime
-from gridnode.status import BlockInfo, PeerInfo, Snapshot, SubmitResult, ValidatorHealth
+from gridnode.status import (
+    BlockInfo,
+    PeerInfo,
+    Snapshot,
+    Submission,
+    SubmitResult,
+    ValidatorHealth,
+)
 from gridnode.store import NodeStore
 from gridnode.txbatch import (
     decode_tx_batch,
@@ -113,6 +120,8 @@ _GOSSIP_GATHER_S = 0.25
 _GOSSIP_MARGIN_S = 2.0
 #: decoded gossip batches kept between the topic validator and the handler
 _DECODED_CACHE = 64
+#: submitted orders the snapshot shows (``/api/submissions``): a week of 15-minute slots and more
+_SUBMISSIONS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,7 @@ class DaemonNode:
         self._timer_seq = 0
         self._timer_changed = trio.Event()
         self._recent: deque[BlockInfo] = deque(maxlen=_RECENT_BLOCKS)
+        self._submissions: deque[Submission] = deque(maxlen=_SUBMISSIONS)
         self._nonce = 0
         self.live_orders: dict[bytes, SignedOrder] = {}  # seen on gossip, not yet committed
         self.meter = meter
@@ -545,8 +555,11 @@ class DaemonNode:
 
     async def place_order(self, order: Order) -> SubmitResult:
         order = replace(order, household=self.key.public_hex, nonce=self._next_nonce())
+        at_ms = self.clock.now_ms()
         result = await self._submit(sign_order(self.key, self.genesis, order))
-        return replace(result, order_id=order.order_id)
+        result = replace(result, order_id=order.order_id)
+        self._submissions.append(_submission(order, at_ms, result))
+        return result
 
     async def cancel_order(self, slot: int) -> SubmitResult:
         return await self._submit(
@@ -677,6 +690,7 @@ class DaemonNode:
             forecast=self.forecast,
             gossip_orders=tuple(self.live_orders.values()),
             started_ms=self.started_ms,
+            submissions=tuple(self._submissions),
         )
 
     def _publish(self) -> None:
@@ -704,6 +718,20 @@ def _foreseen(
         if net_wh is not None:
             out.append(SlotQuantiles(q.slot, net_wh, net_wh, net_wh))
     return out
+
+
+def _submission(order: Order, at_ms: int, result: SubmitResult) -> Submission:
+    return Submission(
+        slot=order.slot,
+        at_ms=at_ms,
+        order_id=order.order_id,
+        tx_id=result.tx_id,
+        side=order.side.value,
+        energy_wh=order.energy_wh,
+        steps=len(order.steps),
+        accepted=result.accepted,
+        reason=result.reason,
+    )
 
 
 def _stat_dict(stats: PeerStats | None) -> dict[str, int]:

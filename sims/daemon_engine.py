@@ -7,20 +7,24 @@ offset, PV kWp and load scale) with automatic bidding on, runs the community clo
 faster, and tears everything down at the end (or on Ctrl-C, keeping what was done). Nothing is
 simulated: every order, reading and block goes over libp2p between separate processes.
 
-What is measured and how:
+What is measured and how (from the chain and the daemons' API, never from their log text):
 
-* **Market outcome** — after the daemons stop, the harness opens one validator's SQLite store and
-  replays its committed blocks with the pure ledger (:func:`gridnode.core.ledger.apply`), so every
-  slot's committed orders, trades, clearing price, readings and settlement come from the ledger
-  itself. The final replayed state must equal what the daemons serve (``state_digest``).
-* **Orders submitted vs committed in their slot** — each daemon logs every quote it submits
-  (``quoted slot N: …``); a household *submitted* for slot N if it logged a quote for N, and its order
-  was *committed in its slot* if the ledger held an order of it for N when N was cleared.
+* **Market outcome** — after the daemons stop, the harness reads one validator's SQLite store with
+  the one chain reader (:func:`read_store`: the sample full node of :mod:`sims.fullnode`, every
+  commit verified and every block re-applied with the ledger's rules), so every slot's cleared book,
+  trades, clearing price, readings and settlement are the ledger's own facts
+  (:mod:`sims.ledger_kpis`). The final replayed state must equal what the daemons serve
+  (``state_digest``).
+* **Orders submitted vs committed in their slot** — before they stop, the harness saves every
+  household daemon's ``/api/submissions`` (the orders it signed and sent, with the node-clock time
+  and transaction id) as ``submissions.json`` in its directory; a household *submitted* for slot N
+  if it sent an order for N, and its order was *committed in its slot* if it was in the book the
+  ledger cleared for N.
 * **Seconds per simulated slot** — the wall time between consecutive clearings seen on a validator's
   API, and the **clearing lag**: wall time from a slot's gate closure to the first block that cleared
   it (an overloaded community clears late: blocks fall behind the clock).
-* **Commit latency** — for each committed order, wall time from the daemon's log line of its
-  submission to the commit of the block holding it (block times are node-clock ms, converted back).
+* **Commit latency** — for each order in a cleared book, from its submission (``at_ms``) to the
+  block that committed that very transaction, both on the node clock, in wall ms.
 * **Forecast error** — each daemon's last quote for slot N is made at the start of slot N−1 from its
   meter history; the harness recomputes that P50 forecast with the same code and data
   (``SeasonalNaive`` 1 day/28 days, :func:`forecasting.policy.forecast_slots`) and compares it with
@@ -45,6 +49,7 @@ order ids, in both engines. :func:`inproc_twin` gives the scenario and first slo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import re
@@ -61,50 +66,38 @@ from typing import Any
 from forecasting.models import SeasonalNaive
 from forecasting.policy import forecast_slots
 from forecasting.series import MeterHistory, energy_wh
+from gridnode.chain import stored_blocks
 from gridnode.config import load_genesis, update_config, write_genesis
 from gridnode.core.battery import battery_from_sizes
-from gridnode.core.ledger import (
-    LedgerState,
-    SignedOrder,
-    SignedReading,
-    apply,
-    decode_block,
-    genesis_state,
-)
+from gridnode.core.ledger import Genesis, LedgerState, SignedOrder, tx_id
 from gridnode.daemon import QUOTED_SLOTS
 from gridnode.meter import ReplayMeter, shipped_replay
 from gridnode.store import NodeStore
-from market.clearing import Trade, clear
 from market.errors import InvalidInput, UsageError
-from market.settlement import (
-    GRID,
-    POOL,
-    imbalance_cost_micro,
-    imbalance_energy_wh,
-    imbalance_reference_price_micro_per_kwh,
-    settle,
-)
+from market.settlement import GRID, POOL
 from market.slots import SlotClock
 from sims.daemons import LocalCommunity
-from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
+from sims.fullnode import ChainSummary, SampleFullNode
+from sims.ledger_kpis import household_kpi, slot_record, trade_rows
+from sims.results import FaultEvent, SimResult, SlotRecord
 from sims.scenario import HouseholdSpec, Scenario
 
 __all__ = [
+    "ChainReplay",
     "DaemonRun",
-    "LedgerReplay",
     "SlotTiming",
     "collect_run",
     "inproc_twin",
-    "replay_store",
+    "read_store",
     "run_daemons",
 ]
 
 SUPPORTED_FAULTS = ("crash",)
 _START_BATCH = 8
-_QUOTE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO gridnode: quoted slot (\d+): (\w+) (\d+) Wh "
-    r"in \d+ steps \((.*)\)$"
-)
+#: where the harness saves a household daemon's ``/api/submissions`` before stopping it
+SUBMISSIONS_FILE = "submissions.json"
+#: a daemon whose API's clock lags the community clock by more wall seconds than this is frozen
+_FROZEN_AFTER_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +115,15 @@ class SlotTiming:
 
 
 @dataclass
-class LedgerReplay:
-    """What a node's committed blocks say, replayed with the pure ledger."""
+class ChainReplay:
+    """What a node's store says (:func:`read_store`), beyond the sample full node's summary."""
 
-    state: LedgerState
-    orders: dict[int, dict[str, SignedOrder]] = field(default_factory=dict)  # at clearing
-    cleared_at: dict[int, int] = field(default_factory=dict)  # slot -> height that cleared it
-    readings: dict[int, dict[str, int]] = field(default_factory=dict)
-    order_commit_ms: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    block_times_ms: list[int] = field(default_factory=list)
+    summary: ChainSummary  # digests, problem, the measured slots' market outcome
+    state: LedgerState  # after the last block read
+    books: dict[int, Mapping[str, SignedOrder]] = field(default_factory=dict)  # measured, cleared
+    readings: dict[int, dict[str, int]] = field(default_factory=dict)  # measured slots, as signed
+    committed_ms: dict[str, int] = field(default_factory=dict)  # order tx id (hex) -> block time
     digests: dict[int, tuple[str, str]] = field(default_factory=dict)  # height -> (head, digest)
-    ledger_trades: dict[int, tuple[Trade, ...]] = field(default_factory=dict)  # as apply cleared
-    ledger_prices: dict[int, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -172,62 +162,45 @@ class DaemonRun:
 # --------------------------------------------------------------------------------------- ledger
 
 
-def replay_store(
-    path: Path, state: LedgerState, *, digest_at: frozenset[int] = frozenset()
-) -> LedgerReplay:
-    """Replay every block of the SQLite store at ``path`` from ``state`` (the genesis state).
+def read_store(
+    path: Path,
+    genesis: Genesis,
+    *,
+    slots: tuple[int, int],
+    digest_at: frozenset[int] = frozenset(),
+) -> ChainReplay:
+    """Read the chain of the SQLite store at ``path`` from genesis with the sample full node.
 
-    ``digest_at``: heights at which to record the head hash and state digest (to compare with what
-    the daemons served at those heights).
-
-    Records, per slot, the committed orders at the moment of clearing and the height that cleared
-    it, every reading, and each order's commit time; the caller re-clears and re-settles from these.
-    """
-    out = LedgerReplay(state)
+    ``slots``: the measured slots (first, last); ``digest_at``: heights at which to record the head
+    hash and state digest (to compare with what the daemons served at those heights). Besides the
+    summary, keeps for the measured slots the book the ledger cleared and the signed readings, and
+    each committed order's block time (by transaction id). A block that does not read ends the
+    replay (the summary's ``problem``)."""
+    node = SampleFullNode(genesis, slots, keep=1)
+    first, last = slots
+    books: dict[int, Mapping[str, SignedOrder]] = {}
+    readings: dict[int, dict[str, int]] = {}
+    committed_ms: dict[str, int] = {}
+    digests: dict[int, tuple[str, str]] = {}
     store = NodeStore.open(path)
     try:
-        height = 1
-        while True:
-            batch = store.blocks_from(height, 200)
-            if not batch:
+        for height, block, commit in stored_blocks(store):
+            facts = node.feed(height, block, commit)
+            if facts is None:
                 break
-            for sb in batch:
-                block = decode_block(sb.block)
-                before = state
-                state = apply(state, block)
-                out.block_times_ms.append(block.time_ms)
-                if block.height in digest_at:
-                    out.digests[block.height] = (state.head_hash.hex(), state.digest().hex())
-                for tx in block.txs:
-                    if isinstance(tx, SignedReading):
-                        out.readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
-                    elif isinstance(tx, SignedOrder):
-                        key = (tx.household, tx.order.slot, tx.order.nonce)
-                        out.order_commit_ms[key] = block.time_ms
-                for slot in range(before.last_cleared_slot + 1, state.last_cleared_slot + 1):
-                    # the orders this block cleared: those of ``before`` plus this block's txs
-                    mid = _orders_before_clearing(before, block.txs, slot)
-                    out.orders[slot] = mid
-                    out.cleared_at[slot] = block.height
-                    out.ledger_trades[slot] = tuple(state.trades.get(slot, ()))
-                    out.ledger_prices[slot] = state.clearing_prices.get(slot)
-                height = sb.height + 1
+            for so in facts.orders:
+                committed_ms[tx_id(so).hex()] = facts.time_ms
+            for r in facts.readings:
+                if first <= r.slot <= last:
+                    readings.setdefault(r.slot, {})[r.household] = r.net_wh
+            for c in facts.cleared:
+                if first <= c.slot <= last:
+                    books[c.slot] = c.book
+            if height in digest_at:
+                digests[height] = (node.state.head_hash.hex(), node.state.digest().hex())
     finally:
         store.close()
-    out.state = state
-    return out
-
-
-def _orders_before_clearing(
-    before: LedgerState, txs: tuple[Any, ...], slot: int
-) -> dict[str, SignedOrder]:
-    book = dict(before.orders.get(slot, {}))
-    for tx in txs:  # admitted in order (the block is valid): replacement by a newer nonce
-        if isinstance(tx, SignedOrder) and tx.order.slot == slot:
-            book[tx.household] = tx
-        elif not isinstance(tx, SignedOrder | SignedReading) and tx.slot == slot:  # a cancel
-            book.pop(tx.household, None)
-    return book
+    return ChainReplay(node.summary([]), node.state, books, readings, committed_ms, digests)
 
 
 # --------------------------------------------------------------------------------------- meters
@@ -265,24 +238,51 @@ def _p50_for(meter: ReplayMeter, slot: int, clock: SlotClock, policy: str) -> in
     return None
 
 
-# --------------------------------------------------------------------------------------- logs
+# --------------------------------------------------------------------------------------- API
 
 
-def _log_wall_s(stamp: str) -> float:
-    # logging's asctime is the daemon's local time; astimezone() reads it as local time too
-    return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+def _save_submissions(lc: LocalCommunity) -> None:
+    """Save every household daemon's ``/api/submissions`` into its directory (a daemon that does
+    not answer leaves none: it submitted nothing, as far as the run can tell)."""
+    for h in lc.households:
+        if h.role != "full":
+            continue
+        try:
+            doc = lc.api(h.index, "/api/submissions", timeout_s=10)
+        except (OSError, ValueError):
+            continue
+        (h.dir / SUBMISSIONS_FILE).write_text(json.dumps(doc), encoding="utf-8")
 
 
-def _quotes(log: Path) -> dict[int, list[tuple[float, str]]]:
-    """slot -> [(wall s, result)] of every quote this daemon submitted."""
-    out: dict[int, list[tuple[float, str]]] = defaultdict(list)
-    if not log.exists():
-        return out
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        m = _QUOTE.match(line)
-        if m:
-            out[int(m.group(2))].append((_log_wall_s(m.group(1)), m.group(5)))
+def _submissions(directory: Path) -> dict[int, dict[str, int]]:
+    """slot -> {transaction id (hex): node-clock ms it was sent} of a household's saved
+    submissions (:func:`_save_submissions`)."""
+    out: dict[int, dict[str, int]] = defaultdict(dict)
+    path = directory / SUBMISSIONS_FILE
+    if path.exists():
+        for sub in json.loads(path.read_text(encoding="utf-8"))["submissions"]:
+            out[int(sub["slot"])][str(sub["tx_id"])] = int(sub["at_ms"])
     return out
+
+
+def _frozen_nodes(lc: LocalCommunity, speedup: float) -> list[str]:
+    """Daemons whose node task died while the process kept serving a frozen snapshot (e.g. a
+    household whose submission no validator acknowledged, before that was fixed): the clock their
+    ``/api/status`` shows stops, while the community clock goes on."""
+    assert lc.genesis is not None
+    epoch_ms = lc.genesis.genesis_time_ms
+    frozen = []
+    for h in lc.households:
+        if h.process is None or h.process.poll() is not None:
+            continue
+        try:
+            shown_ms = lc.api(h.index, "/api/status", timeout_s=5)["now_ms"]
+        except (OSError, ValueError, KeyError):
+            continue
+        community_ms = epoch_ms + (time.time() * 1000 - epoch_ms) * speedup
+        if (community_ms - shown_ms) / speedup > _FROZEN_AFTER_S * 1000:
+            frozen.append(h.name)
+    return frozen
 
 
 # --------------------------------------------------------------------------------------- run
@@ -445,7 +445,7 @@ def _run_started(
     n = len(lc.households)
     # validators first; households in small batches, so the validators are not answering 46
     # connection handshakes while the first households already submit (a household whose submission
-    # no validator acknowledges in time loses its bidding loop: see _dead_loops)
+    # no validator acknowledges in time loses its bidding loop: see _frozen_nodes)
     validators = [h.index for h in lc.households if h.role == "validator"]
     lc.start(which=validators)
     timings: list[SlotTiming] = []
@@ -545,6 +545,8 @@ def _run_started(
             return len(served_heads) == len(lc.households)
 
         lc.wait_for(every_node_answers, 30 + n, poll_s=0.5)
+    frozen = _frozen_nodes(lc, speedup)
+    _save_submissions(lc)
     cpu = {h.index: _cpu_seconds(h.process.pid) for h in lc.households if h.process is not None}
     codes = lc.stop()
     bad_exits = {i: c for i, c in codes.items() if c not in (0, -9)}
@@ -583,11 +585,11 @@ def _run_started(
             )
     if bad_exits:
         result.notes.append(f"daemons exited with codes {bad_exits}")
-    dead = _dead_loops(lc)
-    if dead:
+    if frozen:
         result.notes.append(
-            f"{len(dead)} daemons lost their node task while the process kept running "
-            f"({', '.join(dead[:10])}{'…' if len(dead) > 10 else ''}; see their daemon.log)"
+            f"{len(frozen)} daemons lost their node task while the process kept running: their "
+            f"API's clock stood still ({', '.join(frozen[:10])}{'…' if len(frozen) > 10 else ''}; "
+            "see their daemon.log)"
         )
     if stalled:
         result.notes.append("the ledger stopped growing: the run was cut short (see daemon logs)")
@@ -639,53 +641,9 @@ def _served(lc: LocalCommunity, index: int, slot: int) -> tuple[int | None, list
     return (info["clearing_price_micro_per_kwh"], rows)
 
 
-def _dead_loops(lc: LocalCommunity) -> list[str]:
-    """Daemons whose node task died (the bridge logs "closing … failed"), e.g. a household whose
-    submission no validator acknowledged: its process keeps serving a frozen API."""
-    dead = []
-    for h in lc.households:
-        log = h.dir / "daemon.log"
-        if log.exists() and "ERROR gridnode.net.bridge: closing" in log.read_text(errors="replace"):
-            dead.append(h.name)
-    return dead
-
-
 def _wall_at(now_node_ms: int, at_node_ms: int, now_wall_s: float, speedup: float) -> float:
     """Wall time of node time ``at_node_ms``, given that node time ``now_node_ms`` is ``now_wall_s``."""
     return now_wall_s - (now_node_ms - at_node_ms) / 1000 / speedup
-
-
-def _resettle_matches(replay: LedgerReplay) -> bool:
-    """Re-clear and re-settle every slot the ledger settled; the sums must equal its totals."""
-    state = replay.state
-    genesis = state.genesis
-    totals: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
-    for slot in sorted(set(replay.cleared_at) | set(replay.readings)):
-        if slot > state.last_cleared_slot or slot in state.trades or slot in state.readings:
-            continue  # cleared, not settled yet
-        trades = clear(
-            [so.order for so in replay.orders.get(slot, {}).values()], slot=slot, rule=genesis.rule
-        ).trades
-        readings = replay.readings.get(slot, {})
-        if not trades and not readings:
-            continue
-        meters = dict(readings)
-        for t in trades:
-            meters.setdefault(t.buyer, 0)
-            meters.setdefault(t.seller, 0)
-        for b in settle(slot, trades, meters, genesis.tariff, netting=genesis.netting).bills:
-            acc = totals[b.household]
-            for i, v in enumerate(
-                (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
-                 b.bill_micro, b.grid_only_bill_micro)
-            ):  # fmt: skip
-                acc[i] += v
-    ledger = {
-        h: [t.bought_p2p_wh, t.sold_p2p_wh, t.grid_import_wh, t.grid_export_wh, t.bill_micro,
-            t.grid_only_bill_micro]
-        for h, t in state.totals.items()
-    }  # fmt: skip
-    return ledger == dict(totals)
 
 
 def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
@@ -763,8 +721,9 @@ def collect_run(
 ) -> tuple[SimResult, list[dict[str, Any]]]:
     """Collect a finished run from its household directories under ``root`` (``node0`` … as
     :class:`~sims.daemons.LocalCommunity` lays them out): node0's ``data/node.sqlite`` and every
-    household's ``daemon.log``. Used when the daemons ran on other machines and their directories
-    were copied back (``docs/sims_daemons.md``); ledger agreement is then not checked here."""
+    household's ``submissions.json`` (its ``/api/submissions``, saved before it stopped). Used when
+    the daemons ran on other machines and their directories were copied back
+    (``docs/sims_daemons.md``); ledger agreement is then not checked here."""
     lc = LocalCommunity.load(root)
     result, trades, _ = _collect(
         lc, scenario, scenario.household_specs(), first=first, last=last, speedup=speedup,
@@ -782,15 +741,18 @@ def _collect(
     last: int,
     speedup: float,
     digest_at: frozenset[int],
-) -> tuple[SimResult, list[dict[str, Any]], LedgerReplay]:
+) -> tuple[SimResult, list[dict[str, Any]], ChainReplay]:
     assert lc.genesis is not None
     genesis = lc.genesis
     clock = genesis.clock
-    tariff = genesis.tariff
-    replay = replay_store(
-        lc.households[0].dir / "data" / "node.sqlite", genesis_state(genesis), digest_at=digest_at
+    replay = read_store(
+        lc.households[0].dir / "data" / "node.sqlite",
+        genesis,
+        slots=(first, last),
+        digest_at=digest_at,
     )
     state = replay.state
+    market = replay.summary.market
     full = [h for h in lc.households if h.role == "full"]
     meters = {
         h.key.public_hex: shipped_replay(
@@ -803,58 +765,26 @@ def _collect(
         )
         for h, spec in zip(full, specs, strict=True)
     }
-    quotes = {h.key.public_hex: _quotes(h.dir / "daemon.log") for h in full}
-    names = {h.key.public_hex: spec for h, spec in zip(full, specs, strict=True)}
-    epoch_ms = genesis.genesis_time_ms
-
-    def wall_of(node_ms: int) -> float:
-        return (epoch_ms + (node_ms - epoch_ms) / speedup) / 1000
+    sent = {h.key.public_hex: _submissions(h.dir) for h in full}
+    specs_by_key = {h.key.public_hex: spec for h, spec in zip(full, specs, strict=True)}
+    names = {k: spec.name for k, spec in specs_by_key.items()}
 
     slots_out: list[SlotRecord] = []
     trades_out: list[dict[str, Any]] = []
     per_hh: dict[str, dict[str, int]] = {
         k: defaultdict(int) for k in meters
-    }  # pv/load over measured slots
+    }  # pv/load/battery over measured slots
     latencies: list[float] = []
-    conservation = sum(state.balances.values()) == 0
     moves = {
         hh: _battery_moves(meters[hh], spec, hh, replay.readings, clock)
-        for hh, spec in names.items()
+        for hh, spec in specs_by_key.items()
         if spec.battery_kwh > 0
     }
-    settled_bills: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
-    imbalance: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # Σ Wh, Σ µ¤ per household
-    for slot in range(first, last + 1):
-        if slot not in replay.cleared_at:
-            continue
-        book = replay.orders.get(slot, {})
-        result = clear([so.order for so in book.values()], slot=slot, rule=genesis.rule)
+    for m in market.slots:
+        slot = m.slot
+        if slot > state.last_cleared_slot:
+            continue  # not cleared when the run ended
         readings = replay.readings.get(slot, {})
-        meters_wh = dict(readings)
-        for t in result.trades:
-            meters_wh.setdefault(t.buyer, 0)
-            meters_wh.setdefault(t.seller, 0)
-        settlement = settle(slot, result.trades, meters_wh, tariff, netting=genesis.netting)
-        ref = imbalance_reference_price_micro_per_kwh(
-            result.trades, result.clearing_price_micro_per_kwh
-        )
-        imb_wh = imb_micro = 0
-        for b in settlement.bills:
-            acc = settled_bills[b.household]
-            for i, v in enumerate(
-                (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
-                 b.bill_micro, b.grid_only_bill_micro)
-            ):  # fmt: skip
-                acc[i] += v
-            wh, micro = imbalance_energy_wh(b), imbalance_cost_micro(b, ref)
-            imbalance[b.household][0] += wh
-            imbalance[b.household][1] += micro
-            imb_wh += wh
-            imb_micro += micro
-        if sum(b.bought_p2p_wh for b in settlement.bills) != sum(
-            b.sold_p2p_wh for b in settlement.bills
-        ):
-            conservation = False
         pv_sum = load_sum = err = charged_sum = discharged_sum = 0
         for hh, meter in meters.items():
             if hh not in readings:
@@ -874,96 +804,58 @@ def _collect(
                 acc_b["loss"] += loss
             charged_sum += charged
             discharged_sum += discharged
-            if hh in quotes and slot in quotes[hh]:
+            if sent[hh].get(slot):
                 p50 = _p50_for(meter, slot, clock, scenario.policy)
                 if p50 is not None:  # the forecast is of the natural net, before the battery
                     err += abs(p50 - (readings[hh] + charged - discharged))
-        submitted = sum(1 for hh in quotes if quotes[hh].get(slot))
-        for so in book.values():
-            commit_ms = replay.order_commit_ms.get((so.household, slot, so.order.nonce))
-            sent = [w for w, _ in quotes.get(so.household, {}).get(slot, [])]
-            if commit_ms is not None and sent:
-                commit_wall = wall_of(commit_ms)
-                before = [w for w in sent if w <= commit_wall + 0.5]
-                if before:
-                    latencies.append(max(0.0, commit_wall - before[-1]) * 1000)
-        for t in result.trades:
-            trades_out.append(
-                {
-                    "slot": slot,
-                    "buyer": t.buyer,
-                    "seller": t.seller,
-                    "buyer_name": names[t.buyer].name if t.buyer in names else "",
-                    "seller_name": names[t.seller].name if t.seller in names else "",
-                    "buy_order": t.buy_order,
-                    "sell_order": t.sell_order,
-                    "energy_wh": t.energy_wh,
-                    "price_micro_per_kwh": t.price_micro_per_kwh,
-                    "amount_micro": t.amount_micro,
-                }
-            )
-        imports = sum(b.grid_import_wh for b in settlement.bills)
-        exports = sum(b.grid_export_wh for b in settlement.bills)
+        for so in replay.books.get(slot, {}).values():
+            tid = tx_id(so).hex()
+            commit_ms = replay.committed_ms.get(tid)
+            sent_ms = sent.get(so.household, {}).get(slot, {}).get(tid)
+            if commit_ms is not None and sent_ms is not None:
+                latencies.append(max(0.0, (commit_ms - sent_ms) / speedup))
+        trades_out.extend(trade_rows(m, names))
         slots_out.append(
-            SlotRecord(
-                slot=slot,
+            slot_record(
+                m,
                 start_s=clock.start(slot),
-                clearing_price_micro_per_kwh=result.clearing_price_micro_per_kwh,
-                volume_wh=result.volume_wh,
-                trades=len(result.trades),
-                orders=len(book),
-                orders_submitted=submitted,
+                orders_submitted=sum(1 for hh in sent if sent[hh].get(slot)),
                 pv_wh=pv_sum,
                 load_wh=load_sum,
                 net_wh=sum(readings.values()) + charged_sum - discharged_sum,
-                grid_import_wh=imports,
-                grid_export_wh=exports,
-                imbalance_wh=imb_wh,
-                imbalance_cost_micro=imb_micro,
                 forecast_abs_error_wh=err,
-                commit_height=replay.cleared_at[slot],
                 battery_charged_wh=charged_sum,
                 battery_discharged_wh=discharged_sum,
             )
         )
-    households = []
-    for hh, spec in names.items():
-        acc = settled_bills.get(hh, [0] * 6)
-        households.append(
-            HouseholdKPI(
-                household=hh,
-                name=spec.name,
-                pv_kwp=spec.pv_kwp,
-                battery_kwh=spec.battery_kwh,
-                bought_p2p_wh=acc[0],
-                sold_p2p_wh=acc[1],
-                grid_import_wh=acc[2],
-                grid_export_wh=acc[3],
-                pv_wh=per_hh[hh]["pv"],
-                load_wh=per_hh[hh]["load"],
-                bill_micro=acc[4],
-                grid_only_bill_micro=acc[5],
-                imbalance_wh=imbalance[hh][0],
-                imbalance_cost_micro=imbalance[hh][1],
-                battery_kw=spec.battery_kw,
-                battery_charged_wh=per_hh[hh]["charged"],
-                battery_discharged_wh=per_hh[hh]["discharged"],
-                battery_loss_wh=per_hh[hh]["loss"],
-                battery_soc_start_wh=per_hh[hh]["soc_start"],
-                battery_soc_end_wh=per_hh[hh]["soc_end"],
-            )
+    households = [
+        household_kpi(
+            hh,
+            spec,
+            market.households.get(hh),
+            pv_wh=per_hh[hh]["pv"],
+            load_wh=per_hh[hh]["load"],
+            battery_charged_wh=per_hh[hh]["charged"],
+            battery_discharged_wh=per_hh[hh]["discharged"],
+            battery_loss_wh=per_hh[hh]["loss"],
+            battery_soc_start_wh=per_hh[hh]["soc_start"],
+            battery_soc_end_wh=per_hh[hh]["soc_end"],
         )
-    # the ledger's own totals cover every settled slot (also the warm-up ones): Σ bought = Σ sold,
-    # and re-settling every settled slot from the committed orders and readings gives them exactly
+        for hh, spec in specs_by_key.items()
+    ]
+    # the ledger's own totals cover every settled slot (also the warm-up ones): Σ balances = 0,
+    # Σ bought = Σ sold, and the ledger's settlements of every slot sum exactly to its totals
     bought = sum(t.bought_p2p_wh for t in state.totals.values())
     sold = sum(t.sold_p2p_wh for t in state.totals.values())
-    conservation = conservation and bought == sold and _resettle_matches(replay)
+    conservation = sum(state.balances.values()) == 0 and bought == sold and market.totals_agree
     notes = [
         "households' KPIs cover the measured slots only; the ledger also settled "
         f"{state.settled_slots} slots in all (warm-up slots included)",
         f"accounts besides households: grid {state.balances.get(GRID, 0)} µ¤, pool "
         f"{state.balances.get(POOL, 0)} µ¤",
     ]
+    if replay.summary.problem:
+        notes.append(replay.summary.problem)
     latencies.sort()
     result_obj = SimResult(
         scenario=scenario.name,
