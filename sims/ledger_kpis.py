@@ -37,6 +37,7 @@ from gridnode.chain import BlockFacts, trade_row
 from gridnode.core.ledger import Genesis, HouseholdTotals, LedgerState, settle_slot
 from market.clearing import Trade
 from market.settlement import (
+    HouseholdBill,
     Settlement,
     imbalance_cost_micro,
     imbalance_energy_wh,
@@ -78,14 +79,10 @@ class SlotMarket:
 
 @dataclass(frozen=True, slots=True)
 class HouseholdMarket:
-    """One household's settlements summed over the measured slots."""
+    """One household's settlements summed over the measured slots: P2P and grid energy and bills
+    (as the ledger's own :class:`~gridnode.core.ledger.HouseholdTotals`), and imbalance."""
 
-    bought_p2p_wh: int = 0
-    sold_p2p_wh: int = 0
-    grid_import_wh: int = 0
-    grid_export_wh: int = 0
-    bill_micro: int = 0
-    grid_only_bill_micro: int = 0
+    totals: HouseholdTotals = field(default_factory=HouseholdTotals)
     imbalance_wh: int = 0
     imbalance_cost_micro: int = 0
 
@@ -97,7 +94,7 @@ class MarketOutcome:
     totals_agree: bool
 
 
-#: a household's running sums: HouseholdMarket's fields in order
+#: a household's running sums: HouseholdTotals' fields in order, then imbalance Wh and µ¤
 _Sums = list[int]
 #: a slot's settlement figures: grid import, grid export, imbalance Wh, imbalance µ¤
 _Figures = tuple[int, int, int, int]
@@ -137,12 +134,7 @@ class MarketKPIs:
                 )
         for s in facts.settled:
             for b in s.settlement.bills:
-                acc = self._totals.setdefault(b.household, [0] * 7)
-                for i, v in enumerate(
-                    (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
-                     b.bill_micro, b.grid_only_bill_micro, 1)
-                ):  # fmt: skip
-                    acc[i] += v
+                _add(self._totals.setdefault(b.household, [0] * 7), _bill_totals(b))
             if self._measured(s.slot):
                 self._readings.pop(s.slot, None)
                 self._figures[s.slot] = self._settled_figures(
@@ -157,12 +149,7 @@ class MarketKPIs:
         imported = exported = imb_wh = imb_micro = 0
         for b in settlement.bills:
             wh, micro = imbalance_energy_wh(b), imbalance_cost_micro(b, ref)
-            acc = households.setdefault(b.household, [0] * 8)
-            for i, v in enumerate(
-                (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
-                 b.bill_micro, b.grid_only_bill_micro, wh, micro)
-            ):  # fmt: skip
-                acc[i] += v
+            _add(households.setdefault(b.household, [0] * 9), (*_bill_totals(b), wh, micro))
             imported += b.grid_import_wh
             exported += b.grid_export_wh
             imb_wh += wh
@@ -193,8 +180,21 @@ class MarketKPIs:
             slots.append(SlotMarket(slot, height, price, trades, orders, settled, *figures))
         agree = {h: HouseholdTotals(*v) for h, v in self._totals.items()} == dict(state.totals)
         return MarketOutcome(
-            tuple(slots), {h: HouseholdMarket(*v) for h, v in households.items()}, agree
+            tuple(slots),
+            {h: HouseholdMarket(HouseholdTotals(*v[:7]), *v[7:]) for h, v in households.items()},
+            agree,
         )
+
+
+def _bill_totals(b: HouseholdBill) -> tuple[int, ...]:
+    """What one slot's bill adds to a household's :class:`HouseholdTotals`, in its field order."""
+    return (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh, b.bill_micro,
+            b.grid_only_bill_micro, 1)  # fmt: skip
+
+
+def _add(acc: list[int], values: tuple[int, ...]) -> None:
+    for i, v in enumerate(values):
+        acc[i] += v
 
 
 def trade_rows(m: SlotMarket, names: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -262,19 +262,20 @@ def household_kpi(
 ) -> HouseholdKPI:
     """A household's KPIs: its measured slots' settlements and the engine's own measurements."""
     m = m or HouseholdMarket()
+    t = m.totals
     return HouseholdKPI(
         household=household,
         name=spec.name,
         pv_kwp=spec.pv_kwp,
         battery_kwh=spec.battery_kwh,
-        bought_p2p_wh=m.bought_p2p_wh,
-        sold_p2p_wh=m.sold_p2p_wh,
-        grid_import_wh=m.grid_import_wh,
-        grid_export_wh=m.grid_export_wh,
+        bought_p2p_wh=t.bought_p2p_wh,
+        sold_p2p_wh=t.sold_p2p_wh,
+        grid_import_wh=t.grid_import_wh,
+        grid_export_wh=t.grid_export_wh,
         pv_wh=pv_wh,
         load_wh=load_wh,
-        bill_micro=m.bill_micro,
-        grid_only_bill_micro=m.grid_only_bill_micro,
+        bill_micro=t.bill_micro,
+        grid_only_bill_micro=t.grid_only_bill_micro,
         imbalance_wh=m.imbalance_wh,
         imbalance_cost_micro=m.imbalance_cost_micro,
         battery_kw=spec.battery_kw,
