@@ -52,7 +52,6 @@ import datetime as dt
 import json
 import os
 import random
-import re
 import signal
 import socket
 import statistics
@@ -409,7 +408,7 @@ def run_daemons(
         gate_lead_seconds=scenario.gate_lead_seconds,
         rule=scenario.rule,
         netting=scenario.netting,
-        community_id=re.sub(r"[^A-Za-z0-9_.-]", "-", scenario.name)[:64] or "sim",
+        community_id=_community_id(scenario.name),
         keys=(*v_keys, *hh_keys),
     )
     lc.create()
@@ -426,6 +425,12 @@ def run_daemons(
     except BaseException:
         lc.stop()  # never leave daemons behind (a start-up failure, a bug, Ctrl-C during collection)
         raise
+
+
+def _community_id(name: str) -> str:
+    """A community id from a scenario name: letters, digits, ``_ . -``; others become ``-``."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "-" for c in name)
+    return safe[:64] or "sim"
 
 
 def _run_started(

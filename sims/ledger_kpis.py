@@ -72,10 +72,6 @@ class SlotMarket:
     imbalance_wh: int = 0
     imbalance_cost_micro: int = 0
 
-    @property
-    def volume_wh(self) -> int:
-        return sum(t.energy_wh for t in self.trades)
-
 
 @dataclass(frozen=True, slots=True)
 class HouseholdMarket:
@@ -229,7 +225,7 @@ def slot_record(
         slot=m.slot,
         start_s=start_s,
         clearing_price_micro_per_kwh=m.clearing_price_micro_per_kwh,
-        volume_wh=m.volume_wh,
+        volume_wh=sum(t.energy_wh for t in m.trades),
         trades=len(m.trades),
         orders=m.orders,
         orders_submitted=orders_submitted,

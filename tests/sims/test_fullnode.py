@@ -75,9 +75,11 @@ def test_the_recorded_chain_replays_to_the_validators_state_and_records(
     assert out.digests == {len(chain): out.final_digest}
     market = out.market
     assert market.totals_agree and all(m.settled for m in market.slots)
-    assert [(m.slot, m.height, m.clearing_price_micro_per_kwh, m.volume_wh, m.orders)
+    assert [(m.slot, m.height, m.clearing_price_micro_per_kwh, len(m.trades), m.orders,
+             sum(t.energy_wh for t in m.trades), m.grid_import_wh, m.imbalance_cost_micro)
             for m in market.slots] == [
-        (r.slot, r.commit_height, r.clearing_price_micro_per_kwh, r.volume_wh, r.orders)
+        (r.slot, r.commit_height, r.clearing_price_micro_per_kwh, r.trades, r.orders, r.volume_wh,
+         r.grid_import_wh, r.imbalance_cost_micro)
         for r in result.slots
     ]  # fmt: skip
     assert sum(len(m.trades) for m in market.slots) > 0
