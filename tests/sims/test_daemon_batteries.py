@@ -14,7 +14,8 @@ from gridnode.meter import shipped_replay
 from gridnode.store import NodeStore
 from market.clearing import Trade
 from market.slots import SlotClock
-from sims.daemon_engine import _battery_moves, run_daemons
+from sims.daemon_collect import _battery_moves
+from sims.daemon_engine import run_daemons
 from sims.daemons import LocalCommunity
 from sims.scenario import HouseholdSpec, load_scenario
 
