@@ -29,8 +29,11 @@ the last block read (keep the states you need: the reader keeps none).
 :func:`trade_row` is the one conversion of a :class:`~market.clearing.Trade` into a JSON-ready row
 (the API, the simulation's trade tables and the audit use it).
 
-Known limits: reading is sequential on one core (the commit and transaction signatures could be
-checked in a pool: issue 15); a chain that starts from a snapshot rather than genesis cannot be read.
+Known limits: reading is sequential on one core (a caller may check transaction signatures in a
+pool first and hand their ids in as ``verified``); a chain that starts from a snapshot rather than
+genesis cannot be read; ``block_hash`` is the ledger's (SHA-256 of the block's canonical
+re-encoding), while the commit is verified over the bytes as stored — the same for every block an
+honest validator built.
 """
 
 from __future__ import annotations
@@ -139,12 +142,17 @@ class BlockFacts:
 class ChainReader:
     """Reads a chain from genesis, one height at a time (see the module rules)."""
 
-    __slots__ = ("_state", "_validators", "genesis")
+    __slots__ = ("_state", "_validators", "_verified", "genesis")
 
-    def __init__(self, genesis: Genesis) -> None:
+    def __init__(self, genesis: Genesis, *, verified: set[bytes] | None = None) -> None:
+        """``verified``: ids (:func:`~gridnode.core.ledger.tx_id`) of transactions whose signature
+        the caller has already checked, e.g. in a process pool — the ledger's cache
+        (:func:`~gridnode.core.ledger.check`): an id vouches for exactly those signed bytes, and
+        the reader adds the ones it checks. ``None``: every signature is checked here."""
         self.genesis = genesis
         self._state = genesis_state(genesis)
         self._validators = ValidatorSet(tuple(bytes.fromhex(v) for v in genesis.validators))
+        self._verified = verified
 
     @property
     def state(self) -> LedgerState:
@@ -176,7 +184,7 @@ class ChainReader:
         except InvalidInput as exc:
             raise ChainError(ChainReason.BAD_BLOCK, height=height, cause=exc) from exc
         try:
-            outcome = apply_with_outcome(self._state, parsed)
+            outcome = apply_with_outcome(self._state, parsed, verified=self._verified)
         except InvalidInput as exc:
             raise ChainError(ChainReason.BROKEN_RULE, height=height, cause=exc) from exc
         self._state = outcome.state

@@ -28,6 +28,7 @@ from gridnode.core.ledger import (
     settle_slot,
     sign_cancel,
     sign_reading,
+    tx_id,
 )
 from gridnode.store import Durability, MemoryStore, NodeStore
 from market.clearing import clear
@@ -155,6 +156,25 @@ def test_the_facts_are_what_the_ledger_did_from_any_store(tmp_path: Path) -> Non
     balances = _balances(facts)
     assert {k: v for k, v in balances.items() if v or k in (GRID, POOL)} == dict(final.balances)
     assert final.settled_slots == 1 and not final.trades and not final.readings
+
+
+def test_signatures_checked_elsewhere_give_the_same_facts_and_only_for_those_bytes() -> None:
+    c, chain, final, _ = _small_chain()
+    plain = list(ChainReader(c.genesis).read_all(chain))
+    checked = {tx_id(tx) for _, block, _ in chain for tx in decode_block(block).txs}
+    with_cache = ChainReader(c.genesis, verified=set(checked))
+    assert list(with_cache.read_all(chain)) == plain
+    assert with_cache.state.digest() == final.digest()
+    # an id vouches for its exact bytes only: a forged signature is still refused
+    parsed = decode_block(chain[1][1])
+    forged = dataclasses.replace(parsed.txs[0], signature=bytes(64))
+    bad = dataclasses.replace(parsed, txs=(forged, *parsed.txs[1:])).encode()
+    reader = ChainReader(c.genesis, verified=set(checked))
+    reader.read(*chain[0])
+    with pytest.raises(ChainError) as caught:
+        reader.read(2, bad, commit_for(c.validators, 2, bad))
+    assert caught.value.reason == ChainReason.BROKEN_RULE
+    assert caught.value.cause is not None and caught.value.cause.reason == "bad_signature"
 
 
 def test_every_refusal_is_named_and_nothing_of_it_is_applied() -> None:
