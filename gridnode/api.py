@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gridnode.chain import trade_row
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
 from market.errors import InvalidInput, NetworkError, UsageError
@@ -370,19 +371,7 @@ def _trade_slot(ledger: LedgerState, slot: int, me: str) -> dict[str, Any]:
     rows = []
     for t in trades:
         side = "buy" if t.buyer == me else "sell" if t.seller == me else None
-        rows.append(
-            {
-                "buyer": t.buyer,
-                "seller": t.seller,
-                "buy_order": t.buy_order,
-                "sell_order": t.sell_order,
-                "energy_wh": t.energy_wh,
-                "price_micro_per_kwh": t.price_micro_per_kwh,
-                "amount_micro": t.amount_micro,
-                "mine": side is not None,
-                "my_side": side,
-            }
-        )
+        rows.append({**trade_row(t), "mine": side is not None, "my_side": side})
     return {
         "slot": slot,
         "clearing_price_micro_per_kwh": price,
@@ -481,6 +470,34 @@ async def forecast(request: web.Request) -> web.Response:
         "forecast": [
             {"slot": slot, "p10_wh": p10, "p50_wh": p50, "p90_wh": p90}
             for slot, p10, p50, p90 in snap.forecast
+        ],
+    }
+    return web.json_response(body)
+
+
+async def submissions(request: web.Request) -> web.Response:
+    """The orders this node submitted lately (its bidding loop's and the API's), with the answer
+    each got; ``slot`` keeps one slot's. Read-only."""
+    _check_params(request, ("slot",))
+    only_slot = _int_param(request, "slot", None)
+    snap = _snapshot(request)
+    body = {
+        "now_ms": snap.now_ms,
+        "household": snap.household,
+        "submissions": [
+            {
+                "slot": s.slot,
+                "at_ms": s.at_ms,
+                "order_id": s.order_id,
+                "tx_id": s.tx_id,
+                "side": s.side,
+                "energy_wh": s.energy_wh,
+                "steps": s.steps,
+                "accepted": s.accepted,
+                "reason": s.reason,
+            }
+            for s in snap.submissions
+            if only_slot is None or s.slot == only_slot
         ],
     }
     return web.json_response(body)
@@ -725,6 +742,7 @@ def make_app(
     app.router.add_get("/api/blocks", blocks)
     app.router.add_get("/api/balance", balance)
     app.router.add_get("/api/forecast", forecast)
+    app.router.add_get("/api/submissions", submissions)
     for path in _STATIC:
         app.router.add_get(path, page)
     return app

@@ -78,7 +78,14 @@ from gridnode.net.host import (
     public_hex_of,
 )
 from gridnode.node import Committed, NodeRuntime
-from gridnode.status import BlockInfo, PeerInfo, Snapshot, SubmitResult, ValidatorHealth
+from gridnode.status import (
+    BlockInfo,
+    PeerInfo,
+    Snapshot,
+    Submission,
+    SubmitResult,
+    ValidatorHealth,
+)
 from gridnode.store import NodeStore
 from gridnode.txbatch import (
     decode_tx_batch,
@@ -105,6 +112,8 @@ _GOSSIP_GATHER_S = 0.25
 _GOSSIP_MARGIN_S = 2.0
 #: decoded gossip batches kept between the topic validator and the handler
 _DECODED_CACHE = 64
+#: submitted orders the snapshot shows (``/api/submissions``): a week of 15-minute slots and more
+_SUBMISSIONS = 2_000
 
 
 def consensus_config(speedup: float) -> ConsensusConfig:
@@ -165,6 +174,7 @@ class DaemonNode:
         self._timer_seq = 0
         self._timer_changed = trio.Event()
         self._recent: deque[BlockInfo] = deque(maxlen=_RECENT_BLOCKS)
+        self._submissions: deque[Submission] = deque(maxlen=_SUBMISSIONS)
         self._nonce = 0
         self.live_orders: dict[bytes, SignedOrder] = {}  # seen on gossip, not yet committed
         #: validators: orders accepted from submissions, to gossip in the next batch
@@ -421,8 +431,16 @@ class DaemonNode:
         return sign_order(self.key, self.genesis, order)
 
     async def place_order(self, order: Order) -> SubmitResult:
+        at_ms = self.clock.now_ms()
         result = await self._submit(self.sign_order(order))
-        return replace(result, order_id=order.order_id)
+        result = replace(result, order_id=order.order_id)
+        self.record_submission(order, at_ms, result)
+        return result
+
+    def record_submission(self, order: Order, at_ms: int, result: SubmitResult) -> None:
+        """Keep a submitted order and its validator's answer for ``/api/submissions`` (the API's
+        orders and the household driver's quotes alike)."""
+        self._submissions.append(_submission(order, at_ms, result))
 
     async def cancel_order(self, slot: int) -> SubmitResult:
         return await self._submit(
@@ -531,6 +549,7 @@ class DaemonNode:
             forecast=self.forecast,
             gossip_orders=tuple(self.live_orders.values()),
             started_ms=self.started_ms,
+            submissions=tuple(self._submissions),
         )
 
     def _publish(self) -> None:
@@ -545,6 +564,20 @@ class DaemonNode:
 _NOT_MISBEHAVIOUR = frozenset(
     {"gossip_in", "frames_in", "frames_out", "gossip_out", "requests", "timeouts"}
 )
+
+
+def _submission(order: Order, at_ms: int, result: SubmitResult) -> Submission:
+    return Submission(
+        slot=order.slot,
+        at_ms=at_ms,
+        order_id=order.order_id,
+        tx_id=result.tx_id,
+        side=order.side.value,
+        energy_wh=order.energy_wh,
+        steps=len(order.steps),
+        accepted=result.accepted,
+        reason=result.reason,
+    )
 
 
 def _stat_dict(stats: PeerStats | None) -> dict[str, int]:

@@ -81,6 +81,10 @@ class HouseholdNode(Protocol):
         """One acknowledged request; :class:`NetworkError` when no validator answered."""
         ...
 
+    def record_submission(self, order: Order, at_ms: int, result: SubmitResult) -> None:
+        """Keep a submitted order and its answer for ``/api/submissions``."""
+        ...
+
 
 def battery_of(config: Config) -> Battery | None:
     """The household's battery from ``household.battery_kwh`` / ``battery_kw`` (rounded to Wh / W;
@@ -176,6 +180,7 @@ class HouseholdDriver:
         placed = [(q, node.sign_order(q.order)) for q in actions.quotes if q.order is not None]
         if not readings and not placed:
             return actions
+        at_ms = node.clock.now_ms()
         try:
             results = await node.submit_batch([*readings, *(tx for _, tx in placed)])
         except NetworkError:
@@ -184,6 +189,7 @@ class HouseholdDriver:
         for r, result in zip(actions.readings, results, strict=False):
             log.info("reading slot %d: %+d Wh (%s)", r.slot, r.net_wh, result.reason or "accepted")
         for (q, tx), result in zip(placed, results[len(readings) :], strict=False):
+            node.record_submission(tx.order, at_ms, result)
             log.info(
                 "quoted slot %d: %s %d Wh in %d steps (%s)",
                 q.slot, tx.order.side.value, tx.order.energy_wh, len(tx.order.steps),

@@ -15,7 +15,15 @@ from typing import Protocol
 from gridnode.core.ledger import LedgerState, SignedOrder
 from market.orders import Order
 
-__all__ = ["BlockInfo", "NodeHandle", "PeerInfo", "Snapshot", "SubmitResult", "ValidatorHealth"]
+__all__ = [
+    "BlockInfo",
+    "NodeHandle",
+    "PeerInfo",
+    "Snapshot",
+    "Submission",
+    "SubmitResult",
+    "ValidatorHealth",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,24 @@ class BlockInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Submission:
+    """An order this node signed and submitted (its bidding loop or the API), and the answer.
+
+    What happened to it afterwards is on the chain: the transaction ``tx_id`` in a block, the order
+    in its slot's cleared book (:mod:`gridnode.chain`)."""
+
+    slot: int
+    at_ms: int  # the node's clock when it was signed and sent (unix ms)
+    order_id: str
+    tx_id: str  # hex
+    side: str  # "buy" | "sell"
+    energy_wh: int
+    steps: int
+    accepted: bool  # by a validator's mempool (or ours)
+    reason: str = ""  # why not, if not
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the API and page show, as of ``now_ms`` (the node's clock, unix ms)."""
 
@@ -62,6 +88,8 @@ class Snapshot:
     #: the live book seen on gossip (signature-checked), not yet committed
     gossip_orders: tuple[SignedOrder, ...] = ()
     started_ms: int = 0
+    #: the latest orders this node submitted, oldest first (a bounded window)
+    submissions: tuple[Submission, ...] = ()
 
     @property
     def height(self) -> int:

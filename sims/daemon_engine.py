@@ -7,20 +7,25 @@ offset, PV kWp and load scale) with automatic bidding on, runs the community clo
 faster, and tears everything down at the end (or on Ctrl-C, keeping what was done). Nothing is
 simulated: every order, reading and block goes over libp2p between separate processes.
 
-What is measured and how:
+What is measured and how (from the chain and the daemons' API, never from their log text):
 
-* **Market outcome** — after the daemons stop, the harness opens one validator's SQLite store and
-  replays its committed blocks with the pure ledger (:func:`gridnode.core.ledger.apply`), so every
-  slot's committed orders, trades, clearing price, readings and settlement come from the ledger
-  itself. The final replayed state must equal what the daemons serve (``state_digest``).
-* **Orders submitted vs committed in their slot** — each daemon logs every quote it submits
-  (``quoted slot N: …``); a household *submitted* for slot N if it logged a quote for N, and its order
-  was *committed in its slot* if the ledger held an order of it for N when N was cleared.
+* **Market outcome** — after the daemons stop, the harness reads one validator's SQLite store with
+  the one chain reader (:func:`sims.daemon_collect.read_store`: the sample full node of
+  :mod:`sims.fullnode`, every commit verified and every block re-applied with the ledger's rules;
+  the collection lives in :mod:`sims.daemon_collect`), so every slot's cleared book,
+  trades, clearing price, readings and settlement are the ledger's own facts
+  (:mod:`sims.ledger_kpis`). The final replayed state must equal what the daemons serve
+  (``state_digest``).
+* **Orders submitted vs committed in their slot** — before they stop, the harness saves every
+  household daemon's ``/api/submissions`` (the orders it signed and sent, with the node-clock time
+  and transaction id) as ``submissions.json`` in its directory; a household *submitted* for slot N
+  if it sent an order for N, and its order was *committed in its slot* if it was in the book the
+  ledger cleared for N.
 * **Seconds per simulated slot** — the wall time between consecutive clearings seen on a validator's
   API, and the **clearing lag**: wall time from a slot's gate closure to the first block that cleared
   it (an overloaded community clears late: blocks fall behind the clock).
-* **Commit latency** — for each committed order, wall time from the daemon's log line of its
-  submission to the commit of the block holding it (block times are node-clock ms, converted back).
+* **Commit latency** — for each order in a cleared book, from its submission (``at_ms``) to the
+  block that committed that very transaction, both on the node clock, in wall ms.
 * **Forecast error** — each daemon's last quote for slot N is made at the start of slot N−1 from its
   meter history; the harness recomputes that P50 forecast with the same code and data
   (:func:`gridnode.household.forecast.bidding_forecaster`) and compares it with the reading the
@@ -47,63 +52,38 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import re
 import signal
 import socket
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from forecasting.series import energy_wh
 from gridnode.config import load_genesis, update_config, write_genesis
-from gridnode.core.ledger import (
-    LedgerState,
-    SignedOrder,
-    SignedReading,
-    apply,
-    decode_block,
-    genesis_state,
-)
-from gridnode.household.agent import HISTORY_DAYS, QUOTED_SLOTS
-from gridnode.household.battery import battery_from_sizes
-from gridnode.household.forecast import bidding_forecaster
-from gridnode.meter import ReplayMeter, shipped_replay
-from gridnode.store import NodeStore
-from market.clearing import Trade, clear
-from market.errors import InvalidInput, UsageError
-from market.settlement import (
-    GRID,
-    POOL,
-    imbalance_cost_micro,
-    imbalance_energy_wh,
-    imbalance_reference_price_micro_per_kwh,
-    settle,
-)
-from market.slots import SlotClock
+from gridnode.household.agent import QUOTED_SLOTS
+from gridnode.meter import shipped_replay
+from market.errors import UsageError
+from sims.daemon_collect import ChainReplay, collect, collect_run, read_store, save_submissions
 from sims.daemons import LocalCommunity
-from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
+from sims.results import FaultEvent, SimResult
 from sims.scenario import HouseholdSpec, Scenario
 
 __all__ = [
+    "ChainReplay",
     "DaemonRun",
-    "LedgerReplay",
     "SlotTiming",
     "collect_run",
     "inproc_twin",
-    "replay_store",
+    "read_store",
     "run_daemons",
 ]
 
 SUPPORTED_FAULTS = ("crash",)
 _START_BATCH = 8
-_QUOTE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO gridnode: quoted slot (\d+): (\w+) (\d+) Wh "
-    r"in \d+ steps \((.*)\)$"
-)
+#: a daemon whose API's clock lags the community clock by more wall seconds than this is frozen
+_FROZEN_AFTER_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,21 +98,6 @@ class SlotTiming:
     @property
     def lag_s(self) -> float:
         return self.cleared_wall_s - self.gate_closure_wall_s
-
-
-@dataclass
-class LedgerReplay:
-    """What a node's committed blocks say, replayed with the pure ledger."""
-
-    state: LedgerState
-    orders: dict[int, dict[str, SignedOrder]] = field(default_factory=dict)  # at clearing
-    cleared_at: dict[int, int] = field(default_factory=dict)  # slot -> height that cleared it
-    readings: dict[int, dict[str, int]] = field(default_factory=dict)
-    order_commit_ms: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    block_times_ms: list[int] = field(default_factory=list)
-    digests: dict[int, tuple[str, str]] = field(default_factory=dict)  # height -> (head, digest)
-    ledger_trades: dict[int, tuple[Trade, ...]] = field(default_factory=dict)  # as apply cleared
-    ledger_prices: dict[int, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,117 +133,27 @@ class DaemonRun:
         return share
 
 
-# --------------------------------------------------------------------------------------- ledger
+# --------------------------------------------------------------------------------------- API
 
 
-def replay_store(
-    path: Path, state: LedgerState, *, digest_at: frozenset[int] = frozenset()
-) -> LedgerReplay:
-    """Replay every block of the SQLite store at ``path`` from ``state`` (the genesis state).
-
-    ``digest_at``: heights at which to record the head hash and state digest (to compare with what
-    the daemons served at those heights).
-
-    Records, per slot, the committed orders at the moment of clearing and the height that cleared
-    it, every reading, and each order's commit time; the caller re-clears and re-settles from these.
-    """
-    out = LedgerReplay(state)
-    store = NodeStore.open(path)
-    try:
-        height = 1
-        while True:
-            batch = store.blocks_from(height, 200)
-            if not batch:
-                break
-            for sb in batch:
-                block = decode_block(sb.block)
-                before = state
-                state = apply(state, block)
-                out.block_times_ms.append(block.time_ms)
-                if block.height in digest_at:
-                    out.digests[block.height] = (state.head_hash.hex(), state.digest().hex())
-                for tx in block.txs:
-                    if isinstance(tx, SignedReading):
-                        out.readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
-                    elif isinstance(tx, SignedOrder):
-                        key = (tx.household, tx.order.slot, tx.order.nonce)
-                        out.order_commit_ms[key] = block.time_ms
-                for slot in range(before.last_cleared_slot + 1, state.last_cleared_slot + 1):
-                    # the orders this block cleared: those of ``before`` plus this block's txs
-                    mid = _orders_before_clearing(before, block.txs, slot)
-                    out.orders[slot] = mid
-                    out.cleared_at[slot] = block.height
-                    out.ledger_trades[slot] = tuple(state.trades.get(slot, ()))
-                    out.ledger_prices[slot] = state.clearing_prices.get(slot)
-                height = sb.height + 1
-    finally:
-        store.close()
-    out.state = state
-    return out
-
-
-def _orders_before_clearing(
-    before: LedgerState, txs: tuple[Any, ...], slot: int
-) -> dict[str, SignedOrder]:
-    book = dict(before.orders.get(slot, {}))
-    for tx in txs:  # admitted in order (the block is valid): replacement by a newer nonce
-        if isinstance(tx, SignedOrder) and tx.order.slot == slot:
-            book[tx.household] = tx
-        elif not isinstance(tx, SignedOrder | SignedReading) and tx.slot == slot:  # a cancel
-            book.pop(tx.household, None)
-    return book
-
-
-# --------------------------------------------------------------------------------------- meters
-
-
-def _slot_pv_load(meter: ReplayMeter, slot: int, clock: SlotClock) -> tuple[int, int]:
-    shift = meter.node_anchor_s - meter.data_anchor_s
-    start, end = clock.start(slot) - shift, clock.end(slot) - shift
-    d = meter.data
-    step = d.step_s
-    if start < d.start_s or end > d.end_s:
-        return 0, 0
-    w = d.window(start - (start - d.start_s) % step, end + (-(end - d.start_s)) % step)
-    assert w.pv_w is not None and w.load_w is not None
-    first = (start - w.start_s) // step
-    last = -(-(end - w.start_s) // step)
-    pv = int(energy_wh(w.pv_w[0, first:last] * meter.pv_scale, step).sum())
-    load = int(energy_wh(w.load_w[0, first:last] * meter.load_scale, step).sum())
-    return pv, load
-
-
-def _p50_for(meter: ReplayMeter, slot: int, clock: SlotClock, policy: str) -> int | None:
-    """The P50 of the daemon's last quote for ``slot`` (made at the start of ``slot - 1``)."""
-    if policy == "perfect-foresight":
-        return meter.slot_net_wh(slot, clock)
-    now_s = clock.start(slot - 1)
-    try:
-        history = meter.history_before(now_s, days=HISTORY_DAYS)
-        (fc,) = bidding_forecaster().forecast(history, now_s=now_s, slots=[slot], clock=clock)
-    except (InvalidInput, UsageError):
-        return None
-    return fc.quantiles[0].p50_wh if fc.quantiles else None
-
-
-# --------------------------------------------------------------------------------------- logs
-
-
-def _log_wall_s(stamp: str) -> float:
-    # logging's asctime is the daemon's local time; astimezone() reads it as local time too
-    return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
-
-
-def _quotes(log: Path) -> dict[int, list[tuple[float, str]]]:
-    """slot -> [(wall s, result)] of every quote this daemon submitted."""
-    out: dict[int, list[tuple[float, str]]] = defaultdict(list)
-    if not log.exists():
-        return out
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        m = _QUOTE.match(line)
-        if m:
-            out[int(m.group(2))].append((_log_wall_s(m.group(1)), m.group(5)))
-    return out
+def _frozen_nodes(lc: LocalCommunity, speedup: float) -> list[str]:
+    """Daemons whose node task died while the process kept serving a frozen snapshot (e.g. a
+    household whose submission no validator acknowledged, before that was fixed): the clock their
+    ``/api/status`` shows stops, while the community clock goes on."""
+    assert lc.genesis is not None
+    epoch_ms = lc.genesis.genesis_time_ms
+    frozen = []
+    for h in lc.households:
+        if h.process is None or h.process.poll() is not None:
+            continue
+        try:
+            shown_ms = lc.api(h.index, "/api/status", timeout_s=5)["now_ms"]
+        except (OSError, ValueError, KeyError):
+            continue
+        community_ms = epoch_ms + (time.time() * 1000 - epoch_ms) * speedup
+        if (community_ms - shown_ms) / speedup > _FROZEN_AFTER_S * 1000:
+            frozen.append(h.name)
+    return frozen
 
 
 # --------------------------------------------------------------------------------------- run
@@ -405,7 +280,7 @@ def run_daemons(
         gate_lead_seconds=scenario.gate_lead_seconds,
         rule=scenario.rule,
         netting=scenario.netting,
-        community_id=re.sub(r"[^A-Za-z0-9_.-]", "-", scenario.name)[:64] or "sim",
+        community_id=_community_id(scenario.name),
         keys=(*v_keys, *hh_keys),
     )
     lc.create()
@@ -422,6 +297,12 @@ def run_daemons(
     except BaseException:
         lc.stop()  # never leave daemons behind (a start-up failure, a bug, Ctrl-C during collection)
         raise
+
+
+def _community_id(name: str) -> str:
+    """A community id from a scenario name: letters, digits, ``_ . -``; others become ``-``."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "-" for c in name)
+    return safe[:64] or "sim"
 
 
 def _run_started(
@@ -441,7 +322,7 @@ def _run_started(
     n = len(lc.households)
     # validators first; households in small batches, so the validators are not answering 46
     # connection handshakes while the first households already submit (a household whose submission
-    # no validator acknowledges in time loses its bidding loop: see _dead_loops)
+    # no validator acknowledges in time loses its bidding loop: see _frozen_nodes)
     validators = [h.index for h in lc.households if h.role == "validator"]
     lc.start(which=validators)
     timings: list[SlotTiming] = []
@@ -541,10 +422,12 @@ def _run_started(
             return len(served_heads) == len(lc.households)
 
         lc.wait_for(every_node_answers, 30 + n, poll_s=0.5)
+    frozen = _frozen_nodes(lc, speedup)
+    save_submissions(lc)
     cpu = {h.index: _cpu_seconds(h.process.pid) for h in lc.households if h.process is not None}
     codes = lc.stop()
     bad_exits = {i: c for i, c in codes.items() if c not in (0, -9)}
-    result, trades, replay = _collect(
+    result, trades, replay = collect(
         lc,
         scenario,
         specs,
@@ -579,11 +462,11 @@ def _run_started(
             )
     if bad_exits:
         result.notes.append(f"daemons exited with codes {bad_exits}")
-    dead = _dead_loops(lc)
-    if dead:
+    if frozen:
         result.notes.append(
-            f"{len(dead)} daemons lost their node task while the process kept running "
-            f"({', '.join(dead[:10])}{'…' if len(dead) > 10 else ''}; see their daemon.log)"
+            f"{len(frozen)} daemons lost their node task while the process kept running: their "
+            f"API's clock stood still ({', '.join(frozen[:10])}{'…' if len(frozen) > 10 else ''}; "
+            "see their daemon.log)"
         )
     if stalled:
         result.notes.append("the ledger stopped growing: the run was cut short (see daemon logs)")
@@ -635,53 +518,9 @@ def _served(lc: LocalCommunity, index: int, slot: int) -> tuple[int | None, list
     return (info["clearing_price_micro_per_kwh"], rows)
 
 
-def _dead_loops(lc: LocalCommunity) -> list[str]:
-    """Daemons whose node task died (the bridge logs "closing … failed"), e.g. a household whose
-    submission no validator acknowledged: its process keeps serving a frozen API."""
-    dead = []
-    for h in lc.households:
-        log = h.dir / "daemon.log"
-        if log.exists() and "ERROR gridnode.net.bridge: closing" in log.read_text(errors="replace"):
-            dead.append(h.name)
-    return dead
-
-
 def _wall_at(now_node_ms: int, at_node_ms: int, now_wall_s: float, speedup: float) -> float:
     """Wall time of node time ``at_node_ms``, given that node time ``now_node_ms`` is ``now_wall_s``."""
     return now_wall_s - (now_node_ms - at_node_ms) / 1000 / speedup
-
-
-def _resettle_matches(replay: LedgerReplay) -> bool:
-    """Re-clear and re-settle every slot the ledger settled; the sums must equal its totals."""
-    state = replay.state
-    genesis = state.genesis
-    totals: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
-    for slot in sorted(set(replay.cleared_at) | set(replay.readings)):
-        if slot > state.last_cleared_slot or slot in state.trades or slot in state.readings:
-            continue  # cleared, not settled yet
-        trades = clear(
-            [so.order for so in replay.orders.get(slot, {}).values()], slot=slot, rule=genesis.rule
-        ).trades
-        readings = replay.readings.get(slot, {})
-        if not trades and not readings:
-            continue
-        meters = dict(readings)
-        for t in trades:
-            meters.setdefault(t.buyer, 0)
-            meters.setdefault(t.seller, 0)
-        for b in settle(slot, trades, meters, genesis.tariff, netting=genesis.netting).bills:
-            acc = totals[b.household]
-            for i, v in enumerate(
-                (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
-                 b.bill_micro, b.grid_only_bill_micro)
-            ):  # fmt: skip
-                acc[i] += v
-    ledger = {
-        h: [t.bought_p2p_wh, t.sold_p2p_wh, t.grid_import_wh, t.grid_export_wh, t.bill_micro,
-            t.grid_only_bill_micro]
-        for h, t in state.totals.items()
-    }  # fmt: skip
-    return ledger == dict(totals)
 
 
 def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
@@ -722,266 +561,3 @@ def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
         horizon_slots=QUOTED_SLOTS,
     )
     return twin, run.first_slot
-
-
-def _battery_moves(
-    meter: ReplayMeter,
-    spec: HouseholdSpec,
-    household: str,
-    readings: Mapping[int, Mapping[str, int]],
-    clock: SlotClock,
-) -> dict[int, tuple[int, int, int, int]]:
-    """What a household daemon's battery did in each slot it sent a reading for: ``(charged,
-    discharged, loss, soc after)`` in Wh. The daemon (:func:`gridnode.household_driver.battery_of`) signs the
-    meter's net after dispatch, so ``meter − reading`` is the AC energy charged (``+``) or
-    discharged (``−``), exactly; stored and drawn energy follow :mod:`gridnode.household.battery`'s
-    rounding, from half full at the daemon's first reading. A dispatched slot whose reading never
-    reached the ledger is missed (the state of charge after it is then off)."""
-    b = battery_from_sizes(spec.battery_kwh, spec.battery_kw)
-    if b is None:  # sized below 1 Wh: the daemon has none either
-        return {}
-    soc = b.capacity_wh // 2
-    out: dict[int, tuple[int, int, int, int]] = {}
-    for slot in sorted(s for s, r in readings.items() if household in r):
-        natural = meter.slot_net_wh(slot, clock)
-        if natural is None:
-            continue
-        moved = natural - readings[slot][household]
-        charged, discharged = max(moved, 0), max(-moved, 0)
-        stored, drawn = b.stored_wh(charged), b.drawn_wh(discharged)
-        soc += stored - drawn
-        out[slot] = (charged, discharged, charged - stored + drawn - discharged, soc)
-    return out
-
-
-def collect_run(
-    root: Path, scenario: Scenario, *, first: int, last: int, speedup: float
-) -> tuple[SimResult, list[dict[str, Any]]]:
-    """Collect a finished run from its household directories under ``root`` (``node0`` … as
-    :class:`~sims.daemons.LocalCommunity` lays them out): node0's ``data/node.sqlite`` and every
-    household's ``daemon.log``. Used when the daemons ran on other machines and their directories
-    were copied back (``docs/sims_daemons.md``); ledger agreement is then not checked here."""
-    lc = LocalCommunity.load(root)
-    result, trades, _ = _collect(
-        lc, scenario, scenario.household_specs(), first=first, last=last, speedup=speedup,
-        digest_at=frozenset(),
-    )  # fmt: skip
-    return result, trades
-
-
-def _collect(
-    lc: LocalCommunity,
-    scenario: Scenario,
-    specs: list[HouseholdSpec],
-    *,
-    first: int,
-    last: int,
-    speedup: float,
-    digest_at: frozenset[int],
-) -> tuple[SimResult, list[dict[str, Any]], LedgerReplay]:
-    assert lc.genesis is not None
-    genesis = lc.genesis
-    clock = genesis.clock
-    tariff = genesis.tariff
-    replay = replay_store(
-        lc.households[0].dir / "data" / "node.sqlite", genesis_state(genesis), digest_at=digest_at
-    )
-    state = replay.state
-    full = [h for h in lc.households if h.role == "full"]
-    meters = {
-        h.key.public_hex: shipped_replay(
-            node_anchor_s=genesis.genesis_time_ms // 1000,
-            day=scenario.start_day,
-            day_offset=spec.day_offset,
-            hour=scenario.start_hour,
-            pv_scale=spec.pv_scale,
-            load_scale=spec.load_scale,
-        )
-        for h, spec in zip(full, specs, strict=True)
-    }
-    quotes = {h.key.public_hex: _quotes(h.dir / "daemon.log") for h in full}
-    names = {h.key.public_hex: spec for h, spec in zip(full, specs, strict=True)}
-    epoch_ms = genesis.genesis_time_ms
-
-    def wall_of(node_ms: int) -> float:
-        return (epoch_ms + (node_ms - epoch_ms) / speedup) / 1000
-
-    slots_out: list[SlotRecord] = []
-    trades_out: list[dict[str, Any]] = []
-    per_hh: dict[str, dict[str, int]] = {
-        k: defaultdict(int) for k in meters
-    }  # pv/load over measured slots
-    latencies: list[float] = []
-    conservation = sum(state.balances.values()) == 0
-    moves = {
-        hh: _battery_moves(meters[hh], spec, hh, replay.readings, clock)
-        for hh, spec in names.items()
-        if spec.battery_kwh > 0
-    }
-    settled_bills: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
-    imbalance: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # Σ Wh, Σ µ¤ per household
-    for slot in range(first, last + 1):
-        if slot not in replay.cleared_at:
-            continue
-        book = replay.orders.get(slot, {})
-        result = clear([so.order for so in book.values()], slot=slot, rule=genesis.rule)
-        readings = replay.readings.get(slot, {})
-        meters_wh = dict(readings)
-        for t in result.trades:
-            meters_wh.setdefault(t.buyer, 0)
-            meters_wh.setdefault(t.seller, 0)
-        settlement = settle(slot, result.trades, meters_wh, tariff, netting=genesis.netting)
-        ref = imbalance_reference_price_micro_per_kwh(
-            result.trades, result.clearing_price_micro_per_kwh
-        )
-        imb_wh = imb_micro = 0
-        for b in settlement.bills:
-            acc = settled_bills[b.household]
-            for i, v in enumerate(
-                (b.bought_p2p_wh, b.sold_p2p_wh, b.grid_import_wh, b.grid_export_wh,
-                 b.bill_micro, b.grid_only_bill_micro)
-            ):  # fmt: skip
-                acc[i] += v
-            wh, micro = imbalance_energy_wh(b), imbalance_cost_micro(b, ref)
-            imbalance[b.household][0] += wh
-            imbalance[b.household][1] += micro
-            imb_wh += wh
-            imb_micro += micro
-        if sum(b.bought_p2p_wh for b in settlement.bills) != sum(
-            b.sold_p2p_wh for b in settlement.bills
-        ):
-            conservation = False
-        pv_sum = load_sum = err = charged_sum = discharged_sum = 0
-        for hh, meter in meters.items():
-            if hh not in readings:
-                continue  # a household whose daemon sent no reading is not in the ledger's figures
-            pv, load = _slot_pv_load(meter, slot, clock)
-            per_hh[hh]["pv"] += pv
-            per_hh[hh]["load"] += load
-            pv_sum += pv
-            load_sum += load
-            charged, discharged, loss, soc = moves.get(hh, {}).get(slot, (0, 0, 0, 0))
-            if slot in moves.get(hh, {}):
-                acc_b = per_hh[hh]
-                acc_b.setdefault("soc_start", soc - (charged - discharged - loss))
-                acc_b["soc_end"] = soc
-                acc_b["charged"] += charged
-                acc_b["discharged"] += discharged
-                acc_b["loss"] += loss
-            charged_sum += charged
-            discharged_sum += discharged
-            if hh in quotes and slot in quotes[hh]:
-                p50 = _p50_for(meter, slot, clock, scenario.policy)
-                if p50 is not None:  # the forecast is of the natural net, before the battery
-                    err += abs(p50 - (readings[hh] + charged - discharged))
-        submitted = sum(1 for hh in quotes if quotes[hh].get(slot))
-        for so in book.values():
-            commit_ms = replay.order_commit_ms.get((so.household, slot, so.order.nonce))
-            sent = [w for w, _ in quotes.get(so.household, {}).get(slot, [])]
-            if commit_ms is not None and sent:
-                commit_wall = wall_of(commit_ms)
-                before = [w for w in sent if w <= commit_wall + 0.5]
-                if before:
-                    latencies.append(max(0.0, commit_wall - before[-1]) * 1000)
-        for t in result.trades:
-            trades_out.append(
-                {
-                    "slot": slot,
-                    "buyer": t.buyer,
-                    "seller": t.seller,
-                    "buyer_name": names[t.buyer].name if t.buyer in names else "",
-                    "seller_name": names[t.seller].name if t.seller in names else "",
-                    "buy_order": t.buy_order,
-                    "sell_order": t.sell_order,
-                    "energy_wh": t.energy_wh,
-                    "price_micro_per_kwh": t.price_micro_per_kwh,
-                    "amount_micro": t.amount_micro,
-                }
-            )
-        imports = sum(b.grid_import_wh for b in settlement.bills)
-        exports = sum(b.grid_export_wh for b in settlement.bills)
-        slots_out.append(
-            SlotRecord(
-                slot=slot,
-                start_s=clock.start(slot),
-                clearing_price_micro_per_kwh=result.clearing_price_micro_per_kwh,
-                volume_wh=result.volume_wh,
-                trades=len(result.trades),
-                orders=len(book),
-                orders_submitted=submitted,
-                pv_wh=pv_sum,
-                load_wh=load_sum,
-                net_wh=sum(readings.values()) + charged_sum - discharged_sum,
-                grid_import_wh=imports,
-                grid_export_wh=exports,
-                imbalance_wh=imb_wh,
-                imbalance_cost_micro=imb_micro,
-                forecast_abs_error_wh=err,
-                commit_height=replay.cleared_at[slot],
-                battery_charged_wh=charged_sum,
-                battery_discharged_wh=discharged_sum,
-            )
-        )
-    households = []
-    for hh, spec in names.items():
-        acc = settled_bills.get(hh, [0] * 6)
-        households.append(
-            HouseholdKPI(
-                household=hh,
-                name=spec.name,
-                pv_kwp=spec.pv_kwp,
-                battery_kwh=spec.battery_kwh,
-                bought_p2p_wh=acc[0],
-                sold_p2p_wh=acc[1],
-                grid_import_wh=acc[2],
-                grid_export_wh=acc[3],
-                pv_wh=per_hh[hh]["pv"],
-                load_wh=per_hh[hh]["load"],
-                bill_micro=acc[4],
-                grid_only_bill_micro=acc[5],
-                imbalance_wh=imbalance[hh][0],
-                imbalance_cost_micro=imbalance[hh][1],
-                battery_kw=spec.battery_kw,
-                battery_charged_wh=per_hh[hh]["charged"],
-                battery_discharged_wh=per_hh[hh]["discharged"],
-                battery_loss_wh=per_hh[hh]["loss"],
-                battery_soc_start_wh=per_hh[hh]["soc_start"],
-                battery_soc_end_wh=per_hh[hh]["soc_end"],
-            )
-        )
-    # the ledger's own totals cover every settled slot (also the warm-up ones): Σ bought = Σ sold,
-    # and re-settling every settled slot from the committed orders and readings gives them exactly
-    bought = sum(t.bought_p2p_wh for t in state.totals.values())
-    sold = sum(t.sold_p2p_wh for t in state.totals.values())
-    conservation = conservation and bought == sold and _resettle_matches(replay)
-    notes = [
-        "households' KPIs cover the measured slots only; the ledger also settled "
-        f"{state.settled_slots} slots in all (warm-up slots included)",
-        f"accounts besides households: grid {state.balances.get(GRID, 0)} µ¤, pool "
-        f"{state.balances.get(POOL, 0)} µ¤",
-    ]
-    latencies.sort()
-    result_obj = SimResult(
-        scenario=scenario.name,
-        engine="daemons",
-        seed=scenario.seed,
-        rule=scenario.rule.value,
-        policy=scenario.policy,
-        slot_seconds=scenario.slot_seconds,
-        slots_planned=last - first + 1,
-        slots_done=len(slots_out),
-        interrupted=False,
-        wall_seconds=0.0,
-        households=households,
-        slots=slots_out,
-        blocks_committed=state.height,
-        commit_latency_ms_p50=statistics.median(latencies) if latencies else None,
-        commit_latency_ms_p99=latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        if latencies
-        else None,
-        head_hash=state.head_hash.hex(),
-        state_digest=state.digest().hex(),
-        conservation_ok=conservation,
-        notes=notes,
-    )
-    return result_obj, trades_out, replay

@@ -2,20 +2,25 @@
 
 The in-process engine's validators share caches to go fast (see :mod:`sims.inproc`); this full node
 shares nothing with them. It receives the committed chain as bytes — ``(height, block, commit)``
-in height order, each the first decision of that height — checks each block's ≥ 2/3 commit
-signatures, re-verifies every transaction signature and re-applies the block with
-:func:`gridnode.core.ledger.apply` (whose state root must match). What it learns is a
-:class:`Chain`: the final state's digest, the digest at the heights the caller asks for at the
-end, which households had an order and what they read per slot, and each slot's clearing.
+in height order, each the first decision of that height — and reads it with the one chain reader
+(:class:`gridnode.chain.ChainReader`: the ≥ 2/3 commit signatures, every transaction signature,
+every block re-applied with the ledger's rules and its state root compared). What it learns is a
+:class:`ChainSummary`: the final state's digest, the digest at the heights the caller asks for at
+the end, and the market outcome of the measured slots (:class:`sims.ledger_kpis.MarketKPIs`, fed
+with every block's facts). The daemon engine feeds it a validator's SQLite store after a run; the
+in-process engine feeds it as its validators decide.
 
 Two ways to run it, same answer (same input bytes, same pure functions):
 
-* :class:`FullNode` in the engine's process (small runs: no process start-up cost);
-* :class:`FullNodeProcess`: the same object in a child process, fed through a pipe as
-  blocks are decided, so re-verifying ~2 signatures per household per slot runs on the second core
-  while the engine simulates. The engine sends blocks in batches (one per slot boundary) and asks
-  for the :class:`Chain` at the end; Ctrl-C in the terminal is left to the parent (the child
-  ignores SIGINT and exits when its pipe closes).
+* :class:`SampleFullNode` in the engine's process (small runs: no process start-up cost);
+* :class:`SampleFullNodeProcess`: the same object in a child process, fed through a pipe as
+  blocks are decided, so re-verifying ~2 signatures per household per slot (and settling every
+  slot) runs on the second core while the engine simulates. The engine sends blocks in batches (one
+  per slot boundary) and asks for the :class:`ChainSummary` at the end; Ctrl-C in the terminal is
+  left to the parent (the child ignores SIGINT and exits when its pipe closes).
+
+A block that does not read (:class:`gridnode.chain.ChainError`) is the node's ``problem``; nothing
+after it is applied.
 
 Known limit: digests are kept for the last ``keep`` heights only (a state per height costs
 megabytes at 1,000 households); a validator stuck further behind is reported as a problem.
@@ -36,145 +41,125 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gridnode.core.consensus_messages import ValidatorSet, decode_commit, verify_commit
-from gridnode.core.ledger import (
-    Genesis,
-    LedgerState,
-    SignedOrder,
-    SignedReading,
-    apply,
-    decode_block,
-    genesis_state,
-)
-from market.clearing import Trade
-from market.errors import InvalidInput
+from gridnode.chain import BlockFacts, ChainError, ChainReader
+from gridnode.core.ledger import Genesis, LedgerState
+from sims.ledger_kpis import MarketKPIs, MarketOutcome
 
-__all__ = ["Chain", "FullNode", "FullNodeProcess"]
+__all__ = ["ChainSummary", "SampleFullNode", "SampleFullNodeProcess"]
 
 #: how many of the latest states a full node keeps to answer digest requests at the end
 KEEP_STATES = 64
 
 
 @dataclass(slots=True)
-class Chain:
-    """What the full node learned from the committed chain."""
+class ChainSummary:
+    """What the sample full node learned from the committed chain."""
 
     height: int
     final_digest: bytes
     digests: dict[int, bytes]
-    orders: dict[int, set[str]]  # slot -> households with a committed order
-    readings: dict[int, dict[str, int]]  # slot -> household -> metered net Wh
-    cleared: dict[int, tuple[int | None, tuple[Trade, ...], int]]  # slot -> price, trades, height
+    market: MarketOutcome
     problem: str = ""
 
 
 @dataclass(slots=True)
-class FullNode:
-    """Feed it the committed chain in height order; ask :meth:`chain` at the end."""
+class SampleFullNode:
+    """Feed it the committed chain in height order; ask :meth:`summary` at the end.
+
+    ``slots``: the measured slots (first, last) whose market outcome it keeps."""
 
     genesis: Genesis
+    slots: tuple[int, int]
     keep: int = KEEP_STATES
-    state: LedgerState = field(init=False)
     problem: str = ""
-    _validators: ValidatorSet = field(init=False)
+    reader: ChainReader = field(init=False)
+    kpis: MarketKPIs = field(init=False)
     _recent: deque[LedgerState] = field(init=False)
-    _orders: dict[int, set[str]] = field(default_factory=dict)
-    _readings: dict[int, dict[str, int]] = field(default_factory=dict)
-    _cleared: dict[int, tuple[int | None, tuple[Trade, ...], int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.state = genesis_state(self.genesis)
-        self._validators = ValidatorSet(tuple(bytes.fromhex(v) for v in self.genesis.validators))
-        self._recent = deque([self.state], maxlen=self.keep)
+        self.reader = ChainReader(self.genesis)
+        self.kpis = MarketKPIs(self.genesis, *self.slots)
+        self._recent = deque([self.reader.state], maxlen=self.keep)
 
-    def feed(self, height: int, block: bytes, commit: bytes) -> None:
-        """Verify and apply block ``height``; after the first problem everything else is ignored."""
+    @property
+    def state(self) -> LedgerState:
+        return self.reader.state
+
+    def feed(self, height: int, block: bytes, commit: bytes) -> BlockFacts | None:
+        """Read block ``height``; its facts, or ``None`` once there is a problem (the first
+        problem stops the node: everything after it is ignored)."""
         if self.problem:
-            return
-        if height != self.state.height + 1:
-            self.problem = f"replay: expected block {self.state.height + 1}, got {height}"
-            return
+            return None
         try:
-            verify_commit(self._validators, decode_commit(commit), block, height=height)
-        except InvalidInput as exc:
-            self.problem = f"replay: block {height}'s commit does not verify: {exc}"
-            return
-        before = self.state
-        try:
-            parsed = decode_block(block)
-            self.state = apply(before, parsed)
-        except InvalidInput as exc:
-            self.problem = f"replay: committed block {height} breaks a ledger rule: {exc}"
-            return
-        for tx in parsed.txs:
-            if isinstance(tx, SignedOrder):
-                self._orders.setdefault(tx.order.slot, set()).add(tx.household)
-            elif isinstance(tx, SignedReading):
-                self._readings.setdefault(tx.slot, {})[tx.household] = tx.net_wh
-        self._recent.append(self.state)
-        if self.state.clearing_prices is before.clearing_prices:  # apply kept it: nothing cleared
-            return
-        for slot, price in self.state.clearing_prices.items():
-            if slot not in before.clearing_prices:
-                self._cleared[slot] = (price, self.state.trades.get(slot, ()), height)
+            facts = self.reader.read(height, block, commit)
+        except ChainError as exc:
+            self.problem = f"replay: {exc}"
+            return None
+        self.kpis.add(facts)
+        self._recent.append(self.reader.state)
+        return facts
 
     def feed_all(self, blocks: Iterable[tuple[int, bytes, bytes]]) -> None:
         for height, block, commit in blocks:
             self.feed(height, block, commit)
 
-    def chain(self, digest_at: Iterable[int]) -> Chain:
+    def summary(self, digest_at: Iterable[int], *, through: int | None = None) -> ChainSummary:
+        """The digests at ``digest_at`` and the market outcome of the measured slots up to
+        ``through`` (default: all of them)."""
+        state = self.reader.state
         by_height = {s.height: s for s in self._recent}
         digests: dict[int, bytes] = {}
         problem = self.problem
         for h in sorted(set(digest_at)):
             if h in by_height:
                 digests[h] = by_height[h].digest()
-            elif not problem and h > self.state.height:
-                problem = (
-                    f"replay: a validator is at height {h}, the full node at {self.state.height}"
-                )
+            elif not problem and h > state.height:
+                problem = f"replay: a validator is at height {h}, the full node at {state.height}"
             elif not problem:
                 problem = f"replay: no state kept for height {h} (only the last {self.keep})"
-        return Chain(
-            height=self.state.height,
-            final_digest=self.state.digest(),
+        return ChainSummary(
+            height=state.height,
+            final_digest=state.digest(),
             digests=digests,
-            orders=self._orders,
-            readings=self._readings,
-            cleared=self._cleared,
+            market=self.kpis.finish(state, through=through),
             problem=problem,
         )
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """The child process: feed batches until asked for the chain (or its input closes).
+    """The child process: feed batches until asked for the summary (or its input closes).
 
     Frames are pickles (trusted: parent and child are the same program) read from ``inp``; the one
-    answer, a :class:`Chain`, is pickled to ``out``."""
+    answer, a :class:`ChainSummary`, is pickled to ``out``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the pipe
-    node: FullNode | None = None
+    node: SampleFullNode | None = None
     while True:
         try:
             kind, payload = pickle.load(inp)
         except EOFError:
             return
         if kind == "genesis":
-            node = FullNode(Genesis.from_dict(payload[0]), keep=payload[1])
+            node = SampleFullNode(Genesis.from_dict(payload[0]), payload[1], keep=payload[2])
         elif kind == "blocks" and node is not None:
             node.feed_all(payload)
-        elif kind == "chain" and node is not None:
-            pickle.dump(node.chain(payload), out, protocol=pickle.HIGHEST_PROTOCOL)
+        elif kind == "summary" and node is not None:
+            digest_at, through = payload
+            summary = node.summary(digest_at, through=through)
+            pickle.dump(summary, out, protocol=pickle.HIGHEST_PROTOCOL)
             out.flush()
             return
 
 
-class FullNodeProcess:
-    """A :class:`FullNode` in a child process (``python -m sims.fullnode``), fed through a pipe.
+class SampleFullNodeProcess:
+    """A :class:`SampleFullNode` in a child process (``python -m sims.fullnode``), fed through a
+    pipe.
 
     A plain subprocess rather than :mod:`multiprocessing`: ``spawn`` would re-import the caller's
     main module, which breaks scripts without a ``__main__`` guard."""
 
-    def __init__(self, genesis: Genesis, *, keep: int = KEEP_STATES) -> None:
+    def __init__(
+        self, genesis: Genesis, slots: tuple[int, int], *, keep: int = KEEP_STATES
+    ) -> None:
         # the child imports this very package, wherever the caller found it
         root = str(Path(__file__).resolve().parents[1])
         path = os.environ.get("PYTHONPATH")
@@ -186,10 +171,10 @@ class FullNodeProcess:
             env=env,
         )
         self._pending: list[tuple[int, bytes, bytes]] = []
-        self._send(("genesis", (genesis.to_dict(), keep)))
+        self._send(("genesis", (genesis.to_dict(), slots, keep)))
 
     def _send(self, frame: tuple[str, Any]) -> None:
-        # a child that died (its traceback is on stderr) is reported by chain(), not here
+        # a child that died (its traceback is on stderr) is reported by summary(), not here
         assert self._proc.stdin is not None
         with contextlib.suppress(BrokenPipeError, ValueError):
             pickle.dump(frame, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
@@ -207,12 +192,12 @@ class FullNodeProcess:
             self._send(("blocks", self._pending))
             self._pending = []
 
-    def chain(self, digest_at: Iterable[int]) -> Chain:
+    def summary(self, digest_at: Iterable[int], *, through: int | None = None) -> ChainSummary:
         self.flush()
-        self._send(("chain", list(digest_at)))
+        self._send(("summary", (list(digest_at), through)))
         assert self._proc.stdout is not None
         try:
-            result: Chain = pickle.load(self._proc.stdout)
+            result: ChainSummary = pickle.load(self._proc.stdout)
         except EOFError:
             code = self._proc.wait()
             raise RuntimeError(
@@ -235,5 +220,5 @@ class FullNodeProcess:
 
 
 if __name__ == "__main__":
-    # run the imported module's serve, so the Chain it pickles is sims.fullnode.Chain
+    # run the imported module's serve, so what it pickles is sims.fullnode.ChainSummary
     importlib.import_module("sims.fullnode").serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -101,13 +101,8 @@ from gridnode.meter import ReplayMeter
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.errors import UsageError
-from market.settlement import (
-    imbalance_cost_micro,
-    imbalance_energy_wh,
-    imbalance_reference_price_micro_per_kwh,
-    settle,
-)
-from sims.fullnode import Chain, FullNode, FullNodeProcess
+from sims.fullnode import ChainSummary, SampleFullNode, SampleFullNodeProcess
+from sims.ledger_kpis import MarketOutcome, household_kpi, slot_record, trade_rows
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
 
@@ -235,7 +230,9 @@ class _Engine:
         self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)
         self.forecaster = bidding_forecaster()
         self.calm = False
-        self.full_node: FullNode | FullNodeProcess = FullNode(self.genesis)
+        self.full_node: SampleFullNode | SampleFullNodeProcess = SampleFullNode(
+            self.genesis, (self.first_slot, self.last_slot)
+        )
         self.fed = 0  # the full node has every block up to this height
         self.to_feed: dict[int, tuple[int, bytes, bytes]] = {}
         self.agents = [
@@ -654,7 +651,8 @@ def run_inproc(
     parallel = full_node == "process" or (
         full_node == "auto" and len(e.specs) * scenario.slots >= PARALLEL_FULL_NODE_FROM
     )
-    e.full_node = FullNodeProcess(e.genesis) if parallel else FullNode(e.genesis)
+    if parallel:
+        e.full_node = SampleFullNodeProcess(e.genesis, (e.first_slot, e.last_slot))
     sc = scenario
     clock = e.clock
     begin_ms = e.now
@@ -673,7 +671,7 @@ def run_inproc(
                 interrupted = True
                 break
             e.run_until(clock.start(b) * 1000 + QUOTE_OFFSET_MS)
-            if isinstance(e.full_node, FullNodeProcess):
+            if isinstance(e.full_node, SampleFullNodeProcess):
                 e.full_node.flush()
             slots_done = min(sc.slots, b - e.first_slot)
             if progress is not None:
@@ -686,7 +684,7 @@ def run_inproc(
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
-        if isinstance(e.full_node, FullNodeProcess):
+        if isinstance(e.full_node, SampleFullNodeProcess):
             e.full_node.close()
         raise
     result = _collect(e, slots_done=slots_done, interrupted=interrupted, trades_out=trades_out)
@@ -727,7 +725,8 @@ def _collect(
     # the sample full node: replay the reference validator's committed chain from genesis,
     # remembering the state digest at every height a validator stands at
     heights = {_height_of(v) for v in live}
-    replay = _replay(e, e.full_node.chain(heights), trades_out)
+    chain = e.full_node.summary(heights, through=e.first_slot + _slots_seen(e) - 1)
+    replay = _replay(e, chain, trades_out)
     assert ref.runtime is not None
     final = ref.runtime.state
     # agreement: every validator's chain is a prefix of the reference chain (same block hash at its
@@ -755,7 +754,7 @@ def _collect(
     if replay.problem:
         notes.append(replay.problem)
     conservation = _conservation(final, replay)
-    households = _households(e, final, slots_done, replay.imbalance)
+    households = _households(e, slots_done, chain.market)
     lat = sorted(e.stats.latencies_ms)
     if e.stats.refused:
         notes.append(
@@ -805,90 +804,42 @@ def _pct(values: list[int], p: int) -> float | None:
 class _Replay:
     final_digest: bytes
     records: list[SlotRecord]
-    bought_wh: int
-    sold_wh: int
     digests: dict[int, bytes]
-    problem: str = ""
-    # per household (public key): Σ imbalance energy (Wh) and Σ imbalance cost (µ¤) over the slots
-    imbalance: dict[str, list[int]] = field(default_factory=dict)
+    problem: str
+    totals_agree: bool
 
 
-def _replay(e: _Engine, chain: Chain, trades_out: list[dict[str, Any]] | None) -> _Replay:
-    """Per-slot records from what the sample full node learned (:mod:`sims.fullnode`)."""
-    g = e.genesis
-    orders, readings, cleared = chain.orders, chain.readings, chain.cleared
-    records: list[SlotRecord] = []
+def _replay(e: _Engine, chain: ChainSummary, trades_out: list[dict[str, Any]] | None) -> _Replay:
+    """Per-slot records: the chain's market outcome (:mod:`sims.ledger_kpis`, from the sample full
+    node) and the engine's meters, forecasts and batteries."""
     names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}
-    bought = sold = 0
-    per_hh: dict[str, list[int]] = {}
-    for slot in range(e.first_slot, e.last_slot + 1):
-        if slot > e.first_slot + _slots_seen(e) - 1:
-            break
-        net, pv, load = e.slot_energy(slot)
-        price, trades, height = cleared.get(slot, (None, (), 0))
-        meters = dict(readings.get(slot, {}))
-        for t in trades:
-            meters.setdefault(t.buyer, 0)
-            meters.setdefault(t.seller, 0)
-        imp = exp = imb_wh = imb_micro = 0
-        if meters:
-            s = settle(slot, trades, meters, g.tariff, netting=g.netting)
-            imp = sum(b.grid_import_wh for b in s.bills)
-            exp = sum(b.grid_export_wh for b in s.bills)
-            ref = imbalance_reference_price_micro_per_kwh(trades, price)
-            for b in s.bills:
-                wh, micro = imbalance_energy_wh(b), imbalance_cost_micro(b, ref)
-                acc = per_hh.setdefault(b.household, [0, 0])
-                acc[0] += wh
-                acc[1] += micro
-                imb_wh += wh
-                imb_micro += micro
-        volume = sum(t.energy_wh for t in trades)
+    records: list[SlotRecord] = []
+    for m in chain.market.slots:
+        net, pv, load = e.slot_energy(m.slot)
         if trades_out is not None:
-            trades_out.extend(
-                {
-                    "slot": slot,
-                    "buyer": t.buyer,
-                    "seller": t.seller,
-                    "buyer_name": names.get(t.buyer, ""),
-                    "seller_name": names.get(t.seller, ""),
-                    "energy_wh": t.energy_wh,
-                    "price_micro_per_kwh": t.price_micro_per_kwh,
-                    "amount_micro": t.amount_micro,
-                    "height": height,
-                }
-                for t in trades
-            )
-        bought += volume
-        sold += volume
+            trades_out.extend(trade_rows(m, names))
         err = sum(
             abs(p50 - int(net[i]))
             for i in range(len(e.specs))
-            if (p50 := e.stats.forecast_p50.get((slot, i))) is not None
+            if (p50 := e.stats.forecast_p50.get((m.slot, i))) is not None
         )
+        charged, discharged = e.batteries.by_slot.get(m.slot, (0, 0))
         records.append(
-            SlotRecord(
-                slot=slot,
-                start_s=e.clock.start(slot),
-                clearing_price_micro_per_kwh=price,
-                volume_wh=volume,
-                trades=len(trades),
-                orders=len(orders.get(slot, set())),
-                orders_submitted=len(e.stats.orders_submitted.get(slot, set())),
+            slot_record(
+                m,
+                start_s=e.clock.start(m.slot),
+                orders_submitted=len(e.stats.orders_submitted.get(m.slot, set())),
                 pv_wh=int(pv.sum()),
                 load_wh=int(load.sum()),
                 net_wh=int(net.sum()),
-                grid_import_wh=imp,
-                grid_export_wh=exp,
-                imbalance_wh=imb_wh,
-                imbalance_cost_micro=imb_micro,
                 forecast_abs_error_wh=err,
-                commit_height=height,
-                battery_charged_wh=e.batteries.by_slot.get(slot, (0, 0))[0],
-                battery_discharged_wh=e.batteries.by_slot.get(slot, (0, 0))[1],
+                battery_charged_wh=charged,
+                battery_discharged_wh=discharged,
             )
         )
-    return _Replay(chain.final_digest, records, bought, sold, chain.digests, chain.problem, per_hh)
+    return _Replay(
+        chain.final_digest, records, chain.digests, chain.problem, chain.market.totals_agree
+    )
 
 
 def _slots_seen(e: _Engine) -> int:
@@ -897,15 +848,14 @@ def _slots_seen(e: _Engine) -> int:
 
 
 def _conservation(final: LedgerState, replay: _Replay) -> bool:
+    """Σ balances = 0, Σ bought = Σ sold in the ledger's totals, and its settlements sum to them."""
     balances_ok = sum(final.balances.values()) == 0
     totals = final.totals.values()
     energy_ok = sum(t.bought_p2p_wh for t in totals) == sum(t.sold_p2p_wh for t in totals)
-    return balances_ok and energy_ok and replay.bought_wh == replay.sold_wh
+    return balances_ok and energy_ok and replay.totals_agree
 
 
-def _households(
-    e: _Engine, final: LedgerState, slots_done: int, imbalance: dict[str, list[int]]
-) -> list[HouseholdKPI]:
+def _households(e: _Engine, slots_done: int, market: MarketOutcome) -> list[HouseholdKPI]:
     n_slots = max(0, min(slots_done, _slots_seen(e)))
     pv_tot = np.zeros(len(e.specs), dtype=np.int64)
     load_tot = np.zeros(len(e.specs), dtype=np.int64)
@@ -914,36 +864,21 @@ def _households(
         pv_tot += pv
         load_tot += load
     b = e.batteries
-    out = []
-    for i, spec in enumerate(e.specs):
-        key = e.hh_keys[i].public_hex
-        t = final.totals.get(key)
-        imb_wh, imb_micro = imbalance.get(key, (0, 0))
-        out.append(
-            HouseholdKPI(
-                household=key,
-                name=spec.name,
-                pv_kwp=spec.pv_kwp,
-                battery_kwh=spec.battery_kwh,
-                bought_p2p_wh=t.bought_p2p_wh if t else 0,
-                sold_p2p_wh=t.sold_p2p_wh if t else 0,
-                grid_import_wh=t.grid_import_wh if t else 0,
-                grid_export_wh=t.grid_export_wh if t else 0,
-                pv_wh=int(pv_tot[i]),
-                load_wh=int(load_tot[i]),
-                bill_micro=t.bill_micro if t else 0,
-                grid_only_bill_micro=t.grid_only_bill_micro if t else 0,
-                imbalance_wh=imb_wh,
-                imbalance_cost_micro=imb_micro,
-                battery_kw=spec.battery_kw,
-                battery_charged_wh=b.charged_wh[i],
-                battery_discharged_wh=b.discharged_wh[i],
-                battery_loss_wh=b.loss_wh[i],
-                battery_soc_start_wh=b.start_soc_wh[i],
-                battery_soc_end_wh=b.soc_wh[i],
-            )
+    return [
+        household_kpi(
+            e.hh_keys[i].public_hex,
+            spec,
+            market.households.get(e.hh_keys[i].public_hex),
+            pv_wh=int(pv_tot[i]),
+            load_wh=int(load_tot[i]),
+            battery_charged_wh=b.charged_wh[i],
+            battery_discharged_wh=b.discharged_wh[i],
+            battery_loss_wh=b.loss_wh[i],
+            battery_soc_start_wh=b.start_soc_wh[i],
+            battery_soc_end_wh=b.soc_wh[i],
         )
-    return out
+        for i, spec in enumerate(e.specs)
+    ]
 
 
 def results_digest(result: SimResult) -> str:

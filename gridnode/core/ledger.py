@@ -35,8 +35,15 @@ closure is ``<=`` the block time (each slot once, from exactly the orders the le
 whose readings are all in (every member) or whose reading deadline has passed. A household that traded
 but sent no reading by the deadline is settled as if its meter read **0 Wh** (it delivered and used
 nothing): a seller that does not report buys its whole contract back at retail, a buyer sells its
-purchase back at feed-in, so staying silent never pays. Bills add to the households' balances; the grid
-and the netting pool are accounts too, so the sum of all balances is always exactly 0.
+purchase back at feed-in, so staying silent never pays (:func:`settle_slot` is that rule, the only
+copy: whoever settles a slot as the ledger does calls it). Bills add to the households' balances; the
+grid and the netting pool are accounts too, so the sum of all balances is always exactly 0.
+
+**Outcome.** :func:`apply_with_outcome` is :func:`apply` that also says what the block cleared (each
+slot's book exactly as the ledger held it at gate closure, after every replacement and cancel, and
+its trades) and what it settled (the readings and the :class:`~market.settlement.Settlement`): the
+facts a chain reader (:mod:`gridnode.chain`) reports, taken from the ledger's own step, never
+re-derived.
 
 **State digest.** SHA-256 of the canonical encoding of the whole state (sorted keys). Two nodes agree
 at a height iff their digests are equal.
@@ -63,22 +70,27 @@ from market.slots import SlotClock
 
 __all__ = [
     "Block",
+    "BlockOutcome",
     "Genesis",
     "HouseholdTotals",
     "LedgerState",
     "SignedCancel",
     "SignedOrder",
     "SignedReading",
+    "SlotCleared",
+    "SlotSettled",
     "Tx",
     "admission_error",
     "admit",
     "apply",
+    "apply_with_outcome",
     "build_block",
     "check",
     "decode_block",
     "decode_state",
     "decode_tx",
     "genesis_state",
+    "settle_slot",
     "sign_cancel",
     "sign_order",
     "sign_reading",
@@ -878,23 +890,29 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
         draft.set_nonce(tx.household, nonce)
 
 
-def _clear_due(draft: _Work, time_ms: int) -> int:
+def _clear_due(draft: _Work, time_ms: int, outcome: list[SlotCleared] | None) -> int:
     """Clear every slot whose gate closed by ``time_ms``; returns the last cleared slot."""
     genesis = draft.state.genesis
     last_closed = genesis.clock.first_open_slot(time_ms // 1000) - 1
     for slot in sorted(s for s in draft.orders if s <= last_closed):
-        book = [so.order for so in draft.orders.pop(slot).values()]
+        held = draft.orders.pop(slot)
+        book = [so.order for so in held.values()]
         result = clear(book, slot=slot, rule=genesis.rule)
-        if result.trades:
-            draft.trades[slot] = tuple(result.trades)
+        trades = tuple(result.trades)
+        if trades:
+            draft.trades[slot] = trades
         draft.prices[slot] = result.clearing_price_micro_per_kwh
         for o in book:
             draft.order_ids.discard(o.order_id)
         draft.cleared += 1
+        if outcome is not None:
+            outcome.append(SlotCleared(slot, held, result.clearing_price_micro_per_kwh, trades))
     return max(last_closed, draft.state.last_cleared_slot)
 
 
-def _settle_due(draft: _Work, time_ms: int, last_cleared: int) -> int:
+def _settle_due(
+    draft: _Work, time_ms: int, last_cleared: int, outcome: list[SlotSettled] | None
+) -> int:
     genesis = draft.state.genesis
     clock = genesis.clock
     now_s = time_ms // 1000
@@ -909,14 +927,26 @@ def _settle_due(draft: _Work, time_ms: int, last_cleared: int) -> int:
             continue
         trades = draft.trades.pop(slot, ())
         draft.readings.pop(slot, None)
-        meters = dict(readings)
-        for t in trades:  # the documented rule for a missing reading: 0 Wh
-            meters.setdefault(t.buyer, 0)
-            meters.setdefault(t.seller, 0)
-        result = settle(slot, trades, meters, genesis.tariff, netting=genesis.netting)
+        result = settle_slot(genesis, slot, trades, readings)
         _book(draft, result)
         settled += 1
+        if outcome is not None:
+            outcome.append(SlotSettled(slot, readings, result))
     return settled
+
+
+def settle_slot(
+    genesis: Genesis, slot: int, trades: Iterable[Trade], readings: Mapping[str, int]
+) -> Settlement:
+    """Settle ``slot`` as the ledger does: its ``trades`` against the households' signed
+    ``readings`` with the genesis tariff and netting, where a household that traded but sent no
+    reading counts as having read **0 Wh** (the module rules). The one copy of that rule."""
+    trades = tuple(trades)
+    meters = dict(readings)
+    for t in trades:
+        meters.setdefault(t.buyer, 0)
+        meters.setdefault(t.seller, 0)
+    return settle(slot, trades, meters, genesis.tariff, netting=genesis.netting)
 
 
 def _book(draft: _Work, result: Settlement) -> None:
@@ -944,13 +974,15 @@ def _run(
     time_ms: int,
     txs: Iterable[Tx],
     verified: set[bytes] | None = None,
+    cleared: list[SlotCleared] | None = None,
+    settled_out: list[SlotSettled] | None = None,
 ) -> LedgerState:
     admitting = _Draft(state, verified)
     for tx in txs:
         _admit(admitting, tx, time_ms)
     draft = _Work.of(admitting)
-    last_cleared = _clear_due(draft, time_ms)
-    settled = _settle_due(draft, time_ms, last_cleared)
+    last_cleared = _clear_due(draft, time_ms, cleared)
+    settled = _settle_due(draft, time_ms, last_cleared, settled_out)
     if sum(draft.balances.values()) != 0:  # pragma: no cover - settlement already guarantees it
         raise AssertionError("ledger balances do not sum to zero")
     market = draft.cleared or settled  # otherwise trades, prices, balances, totals are unchanged
@@ -1046,6 +1078,18 @@ def check(
     order rules) already passed, filled as a side effect; it changes how fast the answer comes,
     never the answer.
     """
+    return _checked(state, block, now_ms=now_ms, verified=verified, outcome=None)
+
+
+def _checked(
+    state: LedgerState,
+    block: Block,
+    *,
+    now_ms: int | None,
+    verified: set[bytes] | None,
+    outcome: tuple[list[SlotCleared], list[SlotSettled]] | None,
+) -> LedgerState:
+    """:func:`check`; with ``outcome``, also append what the block cleared and settled to it."""
     genesis = state.genesis
 
     def bad(reason: str, expected: object, found: object) -> InvalidInput:
@@ -1072,6 +1116,8 @@ def check(
         time_ms=block.time_ms,
         txs=block.txs,
         verified=verified,
+        cleared=None if outcome is None else outcome[0],
+        settled_out=None if outcome is None else outcome[1],
     )
     if _root(after) != block.state_root:
         raise bad("wrong_state_root", _root(after).hex()[:16], block.state_root.hex()[:16])
@@ -1081,3 +1127,52 @@ def check(
 def apply(state: LedgerState, block: Block, *, verified: set[bytes] | None = None) -> LedgerState:
     """The state after a committed ``block`` (which :func:`check` accepted). Pure and deterministic."""
     return check(state, block, verified=verified)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCleared:
+    """A slot the ledger cleared at its gate closure (see the module rules).
+
+    ``book``: the orders it held for the slot then, by household (every replacement and cancel
+    already applied); ``trades`` and the price are :func:`market.clearing.clear` of exactly those.
+    Slots without any order are not cleared one by one (no fact): they just fall behind
+    ``last_cleared_slot``."""
+
+    slot: int
+    book: Mapping[str, SignedOrder]
+    clearing_price_micro_per_kwh: int | None
+    trades: tuple[Trade, ...]
+
+    @property
+    def volume_wh(self) -> int:
+        return sum(t.energy_wh for t in self.trades)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSettled:
+    """A slot the ledger settled: the ``readings`` households signed (a missing one is absent
+    here and counts as 0 Wh in ``settlement``: :func:`settle_slot`) and what was billed."""
+
+    slot: int
+    readings: Mapping[str, int]
+    settlement: Settlement
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutcome:
+    """What applying one block did: the new state, and the slots it cleared and settled (in slot
+    order, the order :func:`apply` handles them)."""
+
+    state: LedgerState
+    cleared: tuple[SlotCleared, ...]
+    settled: tuple[SlotSettled, ...]
+
+
+def apply_with_outcome(
+    state: LedgerState, block: Block, *, verified: set[bytes] | None = None
+) -> BlockOutcome:
+    """:func:`apply`, and what the block cleared and settled, from the same single step."""
+    cleared: list[SlotCleared] = []
+    settled: list[SlotSettled] = []
+    after = _checked(state, block, now_ms=None, verified=verified, outcome=(cleared, settled))
+    return BlockOutcome(after, tuple(cleared), tuple(settled))

@@ -23,7 +23,14 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
-from gridnode.status import BlockInfo, PeerInfo, Snapshot, SubmitResult, ValidatorHealth
+from gridnode.status import (
+    BlockInfo,
+    PeerInfo,
+    Snapshot,
+    Submission,
+    SubmitResult,
+    ValidatorHealth,
+)
 from market.orders import Order, Side, Step
 
 T0_MS = 1_800_000_000_000  # a slot boundary for 900 s slots (slot 2_000_000)
@@ -54,6 +61,7 @@ class LocalNode:
         self.misbehaviour: dict[str, int] = {}
         self.forecast: tuple[tuple[int, int, int, int], ...] = ()
         self.gossip_orders: tuple[SignedOrder, ...] = ()
+        self.submissions: tuple[Submission, ...] = ()
         self._blocks: list[BlockInfo] = []
         self._nonces: dict[str, int] = {}
         self.placed: list[Order] = []
@@ -76,6 +84,7 @@ class LocalNode:
             forecast=self.forecast,
             gossip_orders=self.gossip_orders,
             started_ms=T0_MS,
+            submissions=self.submissions,
         )
 
     async def place_order(self, order: Order) -> SubmitResult:

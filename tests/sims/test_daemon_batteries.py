@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gridnode.core.ledger import genesis_state
+from gridnode.chain import ChainReader, stored_blocks
 from gridnode.household.battery import Battery, contract_wh, dispatch
 from gridnode.meter import shipped_replay
+from gridnode.store import NodeStore
+from market.clearing import Trade
 from market.slots import SlotClock
-from sims.daemon_engine import _battery_moves, replay_store, run_daemons
+from sims.daemon_collect import _battery_moves
+from sims.daemon_engine import run_daemons
 from sims.daemons import LocalCommunity
 from sims.scenario import HouseholdSpec, load_scenario
 
@@ -67,10 +70,14 @@ def test_household_daemons_dispatch_their_batteries(tmp_path: Path) -> None:
     lc = LocalCommunity.load(tmp_path / "d")
     assert lc.genesis is not None
     clock = lc.genesis.clock
-    replay = replay_store(
-        lc.households[0].dir / "data" / "node.sqlite", genesis_state(lc.genesis),
-        digest_at=frozenset(),
-    )  # fmt: skip
+    readings: dict[int, int] = {}  # slot -> the owner's signed reading
+    traded: dict[int, tuple[Trade, ...]] = {}  # slot -> the ledger's trades
+    with NodeStore.open(lc.households[0].dir / "data" / "node.sqlite") as store:
+        for facts in ChainReader(lc.genesis).read_all(stored_blocks(store)):
+            readings.update(
+                {r.slot: r.net_wh for r in facts.readings if r.household == owner.household}
+            )
+            traded.update({c.slot: c.trades for c in facts.cleared})
     spec = next(s for s in sc.household_specs() if s.name in owners)
     meter = shipped_replay(
         node_anchor_s=lc.genesis.genesis_time_ms // 1000, day=sc.start_day,
@@ -78,15 +85,15 @@ def test_household_daemons_dispatch_their_batteries(tmp_path: Path) -> None:
         load_scale=spec.load_scale,
     )  # fmt: skip
     battery, soc = Battery(capacity_wh=5000, power_w=2500), 2500
-    slots = sorted(s for s, rd in replay.readings.items() if owner.household in rd)
+    slots = sorted(readings)
     assert len(slots) >= 3
     for slot in slots:
         natural = meter.slot_net_wh(slot, clock)
         assert natural is not None
-        trades = replay.ledger_trades.get(slot, ())
+        trades = traded.get(slot, ())
         d = dispatch(
             battery, soc_wh=soc, natural_net_wh=natural,
             contract_wh=contract_wh(trades, owner.household), slot_seconds=clock.slot_seconds,
         )  # fmt: skip
-        assert replay.readings[slot][owner.household] == d.metered_net_wh, slot
+        assert readings[slot] == d.metered_net_wh, slot
         soc = d.soc_wh

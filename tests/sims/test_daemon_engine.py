@@ -1,9 +1,9 @@
 """The real-daemon engine: a small scenario run by real ``gridnode run`` processes on loopback.
 
-The market-outcome check: what the daemons' APIs served for each slot, what the pure ledger derives
-by replaying the committed blocks (``gridnode.core.ledger.apply``), and what the market's clearing
-function gives from exactly the committed orders (``market.clearing.clear``) are the same trades;
-re-settling every settled slot from the committed orders and readings gives the ledger's totals.
+The market-outcome check: what the daemons' APIs served for each slot, what the chain reader finds
+by reading a node's committed blocks (``gridnode.chain``: the book the ledger cleared, its trades),
+and what the market's clearing function gives from exactly that book (``market.clearing.clear``)
+are the same trades; the ledger's settlements sum to its totals.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridnode.config import load_genesis
-from gridnode.core.ledger import genesis_state
 from gridnode.household.agent import QUOTED_SLOTS
 from market.clearing import clear
 from market.errors import UsageError
-from sims.daemon_engine import collect_run, inproc_twin, replay_store, run_daemons
+from sims.daemon_engine import collect_run, inproc_twin, read_store, run_daemons
 from sims.inproc import run_inproc
 from sims.report import write_outputs
 from sims.scenario import FaultSpec, load_scenario
@@ -86,16 +85,20 @@ def test_real_daemons_trade_and_the_market_outcome_matches_the_pure_functions(
 
     # same orders in -> same trades out: API (validator and household) == ledger apply == clear()
     genesis = load_genesis(tmp_path / "c" / "node0" / "genesis.toml")
+    window = (r.slots[0].slot, r.slots[-1].slot)
     for node in ("node0", f"node{run.daemons - 1}"):  # a validator's and a household's store
-        replay = replay_store(
-            tmp_path / "c" / node / "data" / "node.sqlite", genesis_state(genesis)
-        )
+        replay = read_store(tmp_path / "c" / node / "data" / "node.sqlite", genesis, slots=window)
+        assert replay.summary.problem == "" and replay.summary.market.totals_agree
+        market = {m.slot: m for m in replay.summary.market.slots}
         for rec in r.slots:
-            orders = [so.order for so in replay.orders[rec.slot].values()]
+            orders = [so.order for so in replay.books[rec.slot].values()]
             assert len(orders) == rec.orders
             expected = clear(orders, slot=rec.slot, rule=genesis.rule)
-            assert replay.ledger_trades[rec.slot] == tuple(expected.trades)
-            assert replay.ledger_prices[rec.slot] == expected.clearing_price_micro_per_kwh
+            assert market[rec.slot].trades == tuple(expected.trades)
+            assert market[rec.slot].clearing_price_micro_per_kwh == (
+                expected.clearing_price_micro_per_kwh
+            )
+            assert rec.commit_height == market[rec.slot].height > 0
             rows = [
                 (t.buyer, t.seller, t.energy_wh, t.price_micro_per_kwh, t.amount_micro)
                 for t in expected.trades
@@ -184,13 +187,17 @@ def test_same_orders_in_both_engines_give_the_same_trades_and_kpis(tmp_path: Pat
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(seed=st.integers(0, 2**32 - 1))
-def test_replay_of_a_store_recovers_orders_trades_and_totals(tmp_path: Path, seed: int) -> None:
-    """Blocks built by the ledger and stored as a daemon stores them: the replay finds the orders each
-    slot cleared from, the ledger's trades equal clear() of them, and re-settling gives its totals."""
+def test_reading_a_store_recovers_books_trades_and_totals(tmp_path: Path, seed: int) -> None:
+    """Blocks built by the ledger, committed by its validators and stored as a daemon stores them:
+    the read finds the book each slot cleared from, the ledger's trades equal clear() of it, and
+    the ledger's settlements sum to its totals (a tampered total is noticed)."""
+    from gridnode.chain import ChainReader, stored_blocks
+    from gridnode.core.consensus_messages import block_hash
     from gridnode.core.ledger import sign_reading
     from gridnode.store import Durability, NodeStore
     from market.orders import Side
-    from sims.daemon_engine import _resettle_matches
+    from sims.ledger_kpis import MarketKPIs
+    from tests.chain.helpers import commit_for
     from tests.ledger.helpers import T0_MS, Community
 
     rng = random.Random(seed)
@@ -213,7 +220,10 @@ def test_replay_of_a_store_recovers_orders_trades_and_totals(tmp_path: Path, see
         nonlocal state
         block, state = c.block(state, max(time_ms, state.time_ms + 1), txs)
         assert len(block.txs) == len(txs)  # every transaction was admissible
-        store.put_block(block.height, block.hash, block.encode(), b"commit")
+        data = block.encode()
+        store.put_block(
+            block.height, block_hash(data), data, commit_for(c.validators, block.height, data)
+        )
 
     try:
         put(T0_MS + 1000, [tx for slot in slots for tx in built[slot]])
@@ -228,18 +238,28 @@ def test_replay_of_a_store_recovers_orders_trades_and_totals(tmp_path: Path, see
         put((first + 5) * 900 * 1000 + 1000, [])  # every reading deadline passed: all settled
     finally:
         store.close()
-    replay = replay_store(path, c.state(), digest_at=frozenset({state.height}))
+    replay = read_store(
+        path, c.genesis, slots=(slots[0], slots[-1]), digest_at=frozenset({state.height})
+    )
+    assert replay.summary.problem == ""
     assert replay.digests[state.height] == (state.head_hash.hex(), state.digest().hex())
     assert replay.state.digest() == state.digest()
+    market = {m.slot: m for m in replay.summary.market.slots}
     for slot, txs in built.items():
-        assert sorted(replay.orders[slot]) == sorted({tx.household for tx in txs})
-        book = [so.order for so in replay.orders[slot].values()]
-        assert replay.ledger_trades.get(slot, ()) == tuple(clear(book, slot=slot).trades)
-    assert _resettle_matches(replay)
+        book = replay.books.get(slot, {})
+        assert sorted(book) == sorted({tx.household for tx in txs})
+        expected = clear([so.order for so in book.values()], slot=slot)
+        assert market[slot].trades == tuple(expected.trades)
+        assert market[slot].settled and market[slot].orders == len(book)
+    assert replay.summary.market.totals_agree
     # a tampered total is noticed
-    h, tot = next(iter(replay.state.totals.items()))
-    replay.state = dataclasses.replace(
-        replay.state,
-        totals={**replay.state.totals, h: dataclasses.replace(tot, bill_micro=tot.bill_micro + 1)},
+    kpis = MarketKPIs(c.genesis, slots[0], slots[-1])
+    with NodeStore.open(path) as again:
+        for facts in ChainReader(c.genesis).read_all(stored_blocks(again)):
+            kpis.add(facts)
+    assert kpis.finish(state).totals_agree
+    h, tot = next(iter(state.totals.items()))
+    tampered = dataclasses.replace(
+        state, totals={**state.totals, h: dataclasses.replace(tot, bill_micro=tot.bill_micro + 1)}
     )
-    assert not _resettle_matches(replay)
+    assert not kpis.finish(tampered).totals_agree
