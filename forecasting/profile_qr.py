@@ -115,41 +115,17 @@ def _lags(y: FloatArray, t: IntArray, s: int, days: int) -> FloatArray:
     return out
 
 
-def _win(series: _Series, t: IntArray, s: int, days: int) -> FloatArray:
-    """(n, M, days*3): same time ±1 step over ``days`` days."""
-    return np.concatenate([_lags(series.load, t + k, s, days) for k in (-1, 0, 1)], axis=-1)
-
-
-import os as _os
-
-
-def _ew(a: float) -> FloatArray:
-    w = (1 - a) ** np.arange(PROFILE_DAYS)
-    return w / w.sum()
-
-_EXTRA_ALL = {
-    "win14med": lambda se, t, s, lags: np.median(_win(se, t, s, 14), axis=-1),
-    "win7med": lambda se, t, s, lags: np.median(_win(se, t, s, 7), axis=-1),
-    "q25_21": lambda se, t, s, lags: np.quantile(lags, 0.25, axis=-1),
-    "med21": lambda se, t, s, lags: np.median(lags, axis=-1),
-    "ewm3": lambda se, t, s, lags: np.einsum("nmd,d->nm", lags, _ew(0.3)),
-    "ewm1": lambda se, t, s, lags: np.einsum("nmd,d->nm", lags, _ew(0.1)),
-    "wk3": lambda se, t, s, lags: lags[..., [6, 13, 20]].mean(axis=-1),
-    "win21q30": lambda se, t, s, lags: np.quantile(_win(se, t, s, 21), 0.3, axis=-1),
-}
-_EXTRA = [_EXTRA_ALL[k] for k in _os.environ.get("PQR_EXTRA", "").split(",") if k]
-
-
 #: Profile feature columns (load part; PV part follows when PV is metered).
 MED7: Final = 2
-PV_ENV: Final = 7 + len(_EXTRA)
+PV_ENV: Final = 7
 
 
 def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
     """``(n, len(t), P)`` profile features at intervals ``t`` (each needs 21 days before it)."""
     lags = _lags(series.load, t, s, PROFILE_DAYS)
-    same = series.day_type[t[:, None] - s * np.arange(1, PROFILE_DAYS + 1)] == (
-        series.day_type[t][:, None]
+    same = (
+        series.day_type[t[:, None] - s * np.arange(1, PROFILE_DAYS + 1)]
+        == (series.day_type[t][:, None])
     )  # (M, D)
     rank = np.cumsum(same, axis=1)
     w = (same & (rank <= 4)).astype(np.float64)
@@ -161,8 +137,6 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
         lags.mean(axis=-1),
         np.einsum("nmd,md->nm", lags, w),
     ]
-    for extra in _EXTRA:
-        feats.append(extra(series, t, s, lags))
     if series.pv is not None:
         pv_lags = _lags(series.pv, t, s, ENVELOPE_DAYS)
         if series.ghi is None:
@@ -178,9 +152,7 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
     return np.stack(feats, axis=-1)
 
 
-def _origin_features(
-    series: _Series, prof: FloatArray, t0: int, o: IntArray, s: int
-) -> FloatArray:
+def _origin_features(series: _Series, prof: FloatArray, t0: int, o: IntArray, s: int) -> FloatArray:
     """``(n, len(o), K)`` features known at origins ``o``, from the profiles ``prof`` of the
     intervals ``t0, t0 + 1, …`` (which must cover at least a day before each origin)."""
     hour = max(1, 3600 * s // SECONDS_PER_DAY)
@@ -224,13 +196,13 @@ def _design(prof_t: FloatArray, orig: FloatArray, has_pv: bool) -> FloatArray:
 class ProfileQR:
     """Quantile regression on profiles, the recent anomaly and clear-sky PV (module docstring)."""
 
-    train_days: int = 112
+    train_days: int = 365
     max_origins: int = 2000
     latitude: float | None = None
     longitude: float | None = None
     holiday_country: str | None = None
     holiday_subdiv: str | None = None
-    band_scale: float = 1.08
+    band_scale: float = 1.04
     iterations: int = 25
     ridge: float = 1e-3
     target: Target = Target.NET
@@ -256,9 +228,11 @@ class ProfileQR:
         ghi = None
         if use_pv and self.latitude is not None and self.longitude is not None:
             # the envelope looks back ENVELOPE_DAYS from a day before the origin at most
-            lo = max(0, history.steps - (ENVELOPE_DAYS + 1) * history.steps_per_day) if (
-                extra_steps
-            ) else 0
+            lo = (
+                max(0, history.steps - (ENVELOPE_DAYS + 1) * history.steps_per_day)
+                if (extra_steps)
+                else 0
+            )
             mid = history.start_s + idx[lo:] * history.step_s + history.step_s // 2
             ghi = np.zeros(total)
             ghi[lo:] = clear_sky_ghi_w_m2(mid, latitude=self.latitude, longitude=self.longitude)
@@ -305,7 +279,7 @@ class ProfileQR:
             ys.append(y[:, origins + lead])
         x_all = np.stack(xs, axis=1)  # (n, B, N, F)
         y_all = np.stack(ys, axis=1)  # (n, B, N)
-        n, _, m, f = x_all.shape
+        n, _, _, f = x_all.shape
         taus = np.repeat(np.asarray(QUANTILES), n_b)
         coefs = np.zeros((n, n_b, len(QUANTILES), f))
         for i in range(n):

@@ -112,9 +112,7 @@ def load_citylearn_homes(
     table = pd.read_parquet(CITYLEARN_FILE)
     hours = len(table) // len(CITYLEARN_HOMES)
     first = int(table["time_s"].iloc[0])
-    by_home = {
-        int(h): g.sort_values("time_s") for h, g in table.groupby("home", sort=True)
-    }
+    by_home = {int(h): g.sort_values("time_s") for h, g in table.groupby("home", sort=True)}
     pv = np.stack([by_home[h]["pv_wh"].to_numpy(np.float64) for h in homes])
     load = np.stack([by_home[h]["load_wh"].to_numpy(np.float64) for h in homes])
     assert pv.shape[1] == hours

@@ -101,9 +101,7 @@ def build(wheel: Path) -> pd.DataFrame:
         raise SystemExit(f"{wheel}: sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL})")
     with zipfile.ZipFile(wheel) as zf:
         schema = json.loads(zf.read(f"{FOLDER}/schema.json"))
-        tables = {
-            h: pd.read_csv(io.BytesIO(zf.read(f"{FOLDER}/Building_{h}.csv"))) for h in HOMES
-        }
+        tables = {h: pd.read_csv(io.BytesIO(zf.read(f"{FOLDER}/Building_{h}.csv"))) for h in HOMES}
     utc, rows, dst_flags = wall_to_utc_rows()
     parts = []
     for h, raw in tables.items():

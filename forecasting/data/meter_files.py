@@ -84,7 +84,9 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
     )
 
 
-def _bad(path: Path, row: int, column: str, reason: str, expected: str, found: str) -> InvalidInput:
+def _bad(
+    path: Path, row: int, column: str, reason: str, *, expected: str, found: str
+) -> InvalidInput:
     return InvalidInput(
         reason=reason, subject=f"{path} row {row}", field=column, expected=expected, found=found
     )
@@ -99,7 +101,14 @@ def _numbers(table: pd.DataFrame, column: str, path: Path, first_row: int) -> Fl
     bad = ~np.isfinite(values) & ~empty
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _bad(path, first_row + i, column, "not_a_number", "a number", repr(raw.iloc[i]))
+        raise _bad(
+            path,
+            first_row + i,
+            column,
+            "not_a_number",
+            expected="a number",
+            found=repr(raw.iloc[i]),
+        )
     values[empty] = np.nan
     return values
 
@@ -114,21 +123,36 @@ def _times(
         missing = ~np.isfinite(values)
         if missing.any():
             i = int(np.flatnonzero(missing)[0])
-            raise _bad(path, first_row + i, col, "missing_time", "unix seconds", "an empty cell")
+            raise _bad(
+                path,
+                first_row + i,
+                col,
+                "missing_time",
+                expected="unix seconds",
+                found="an empty cell",
+            )
         return values.astype(np.int64), None
-    col = next((columns[c] for c in TIME_TEXT_COLUMNS if c in columns), None)
-    if col is None:
+    text_col = next((columns[c] for c in TIME_TEXT_COLUMNS if c in columns), None)
+    if text_col is None:
         raise InvalidInput(
             reason="missing_column", subject=str(path), field="time_s",
             expected=f"a time column ('time_s' or one of {', '.join(TIME_TEXT_COLUMNS)})",
             found=", ".join(map(str, table.columns)) or "no columns",
         )  # fmt: skip
+    col = text_col
     text = table[col].astype(str).str.strip()
     stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     bad = stamps.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _bad(path, first_row + i, col, "bad_time", "ISO 8601 date-time", repr(text.iloc[i]))
+        raise _bad(
+            path,
+            first_row + i,
+            col,
+            "bad_time",
+            expected="ISO 8601 date-time",
+            found=repr(text.iloc[i]),
+        )
     out = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
     parts = text.str.extract(r"([+-])(\d{2}):?(\d{2})$")
     has_offset = parts[0].notna().to_numpy()
@@ -193,21 +217,16 @@ def read_meter_file(
     time_col = columns.get("time_s") or next(columns[c] for c in TIME_TEXT_COLUMNS if c in columns)
     if np.any(steps <= 0):
         i = int(np.flatnonzero(steps <= 0)[0]) + 1
-        raise _bad(path, first_row + i, time_col, "unsorted_time", "times in increasing order",
-                   "a time not after the row before")  # fmt: skip
+        raise _bad(path, first_row + i, time_col, "unsorted_time", expected="times in increasing order", found="a time not after the row before")  # fmt: skip
     step_s = int(steps.min())
     if SECONDS_PER_DAY % step_s:
-        raise _bad(path, first_row + int(np.argmin(steps)) + 1, time_col, "irregular_time",
-                   "a spacing that divides a day", f"{step_s} s")  # fmt: skip
+        raise _bad(path, first_row + int(np.argmin(steps)) + 1, time_col, "irregular_time", expected="a spacing that divides a day", found=f"{step_s} s")  # fmt: skip
     if np.any(steps % step_s):
         i = int(np.flatnonzero(steps % step_s)[0]) + 1
-        raise _bad(path, first_row + i, time_col, "irregular_time",
-                   f"evenly spaced times ({step_s} s)", f"{int(steps[i - 1])} s after the row before")  # fmt: skip
+        raise _bad(path, first_row + i, time_col, "irregular_time", expected=f"evenly spaced times ({step_s} s)", found=f"{int(steps[i - 1])} s after the row before")  # fmt: skip
     if int(steps.max()) > step_s * (max_gap_steps + 1):
         i = int(np.argmax(steps)) + 1
-        raise _bad(path, first_row + i, time_col, "gap_too_long",
-                   f"gaps of at most {max_gap_steps} intervals",
-                   f"{int(steps[i - 1]) // step_s - 1} missing intervals before this row")  # fmt: skip
+        raise _bad(path, first_row + i, time_col, "gap_too_long", expected=f"gaps of at most {max_gap_steps} intervals", found=f"{int(steps[i - 1]) // step_s - 1} missing intervals before this row")  # fmt: skip
     grid = np.arange(time_s[0], time_s[-1] + 1, step_s, dtype=np.int64)
     filled = len(grid) - len(time_s)
     arrays: dict[str, FloatArray] = {}
@@ -219,15 +238,15 @@ def read_meter_file(
             negative = v < 0
             if negative.any():
                 i = int(np.flatnonzero(negative)[0])
-                raise _bad(path, first_row + i, col, "negative_value", ">= 0",
-                           repr(table[col].iloc[i]))  # fmt: skip
+                raise _bad(path, first_row + i, col, "negative_value", expected=">= 0", found=repr(table[col].iloc[i]))  # fmt: skip
         ok = np.isfinite(v)
         if ok.sum() < 2:
-            raise _bad(path, first_row, col, "empty_column", "values", "fewer than 2")
+            raise _bad(
+                path, first_row, col, "empty_column", expected="values", found="fewer than 2"
+            )
         run = _longest_missing_run(ok)
         if run[1] > max_gap_steps:
-            raise _bad(path, first_row + run[0], col, "gap_too_long",
-                       f"at most {max_gap_steps} empty cells in a row", f"{run[1]} from this row")  # fmt: skip
+            raise _bad(path, first_row + run[0], col, "gap_too_long", expected=f"at most {max_gap_steps} empty cells in a row", found=f"{run[1]} from this row")  # fmt: skip
         filled += int((~ok).sum())
         arrays[q] = np.interp(grid, time_s[ok], v[ok])
     offset = utc_offset_s if utc_offset_s is not None else (seen_offset or 0)
