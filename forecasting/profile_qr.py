@@ -63,6 +63,7 @@ LEAD_EDGES_S: Final = (0, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600
                        57600, 86400)  # fmt: skip
 PROFILE_DAYS: Final = 21  # the oldest lag a feature uses
 ENVELOPE_DAYS: Final = 14
+MIN_TRAIN_DAYS: Final = 7  # days of training origins a fit needs at least
 MIN_GHI_W_M2: Final = 20.0
 
 
@@ -213,8 +214,10 @@ class ProfileQR:
 
     @property
     def min_history_days(self) -> int:
-        """Days of history :meth:`fit` needs (forecasting needs :data:`PROFILE_DAYS` + 1)."""
-        return PROFILE_DAYS + 1 + 14
+        """Whole days of history :meth:`fit` needs: 22 for the oldest lag, a week of training
+        origins and a day of targets (forecasting alone needs :data:`PROFILE_DAYS` + 1). It
+        learns better from more: ``train_days`` (a year) is what it was measured with."""
+        return PROFILE_DAYS + 1 + MIN_TRAIN_DAYS + 1
 
     def _series(self, history: MeterHistory, extra_steps: int) -> _Series:
         use_pv = self.target is Target.NET and history.has_components
@@ -254,10 +257,10 @@ class ProfileQR:
         y = target_values(history, self.target)
         first = (PROFILE_DAYS + 1) * s  # the oldest lag of the first origin's target
         last = history.steps - s  # every lead of the last origin is inside the history
-        if last - first < 14 * s:
+        if last - first < MIN_TRAIN_DAYS * s:
             raise InvalidInput(
                 reason="history_too_short", subject="meter history", field="steps",
-                expected=f">= {self.min_history_days} days ({first + 14 * s + s} intervals)",
+                expected=f">= {self.min_history_days} days ({self.min_history_days * s} intervals)",
                 found=f"{history.steps} intervals ({history.steps / s:.1f} days)",
             )  # fmt: skip
         first = max(first, last - self.train_days * s)
