@@ -9,19 +9,23 @@ release pins pandas 1.3.5 and torch) and reads the CSVs straight out of the zip:
 What it does (provenance, licence and quality flags: ``forecasting/data/README.md``):
 
 * Reads ``citylearn/data/citylearn_challenge_2022_phase_all/Building_1..17.csv`` (hourly, 8,760
-  rows from the last hour of 31 July) and the PV sizes from ``schema.json`` in that folder.
+  rows) and the PV sizes from ``schema.json`` in that folder.
 * **Load** = ``Equipment Electric Power [kWh]`` per hour → integer Wh (round half to even).
   **PV** = ``Solar Generation [W/kW]`` × the home's ``nominal_power`` (kW) → integer Wh per hour.
-* **Calendar.** The CSVs carry no timestamps, only Month, Hour (1–24: the hour *ending* then) and
-  Day Type (1–7 = Monday–Sunday per CityLearn's ``EnergySimulation`` docs). 1 August is a Monday and
-  February has 28 days, which fixes the year pair to 2016/17 (or 2022/23, the same calendar; the
-  data predate the 2022 challenge, so 2016-08-01 → 2017-07-31). The hours are **Pacific wall-clock
-  time with DST**: the PV's daily centroid jumps by one hour exactly on 2016-11-06 and 2017-03-12,
-  the US DST dates. Row ``i`` is the wall-clock hour starting ``2016-07-31 23:00 + i h`` (24 rows on
-  every day). It is mapped to UTC with America/Los_Angeles rules written out below (no tz database
-  read): the wall hour 02:00 of 2017-03-12 does not exist and is dropped; the wall hour 01:00 of
-  2016-11-06 happened twice and its row is used for both (flag ``FLAG_DST_REPEATED``). The result is
-  a gap-free hourly UTC grid of 8,760 hours, ``time_s`` = start of each hour.
+* **Calendar.** The CSVs carry no timestamps, only Month, Hour (1–24) and Day Type (1–7 =
+  Monday–Sunday per CityLearn's ``EnergySimulation`` docs). 1 August is a Monday and February has
+  28 days, which fixes the year pair to 2016/17 (or 2022/23, the same calendar; the data predate
+  the 2022 challenge, so 2016-08-01 → 2017-07-31). The hours are **Pacific wall-clock time with
+  DST**: the PV's daily centroid jumps by one hour exactly on 2016-11-06 and 2017-03-12, the US DST
+  dates. Row ``i`` is the wall-clock hour *starting* at ``2016-08-01 00:00 + i h`` (so "Month 7,
+  Hour 24" in row 0 is 00:00–01:00 on 1 August): read that way, no PV falls in an hour when the sun
+  is down in summer (0.00 % of the PV energy, against 0.42 % if Hour ``h`` were the hour *ending*
+  at ``h``:00) and the PV's correlation with clear-sky irradiance is highest (0.949 summer, 0.873
+  winter; an hour earlier 0.941 / 0.842, an hour later 0.865 / 0.788), the same shift in winter
+  and summer. Rows are mapped to UTC with America/Los_Angeles rules written out below (no tz
+  database read): the wall hour 02:00 of 2017-03-12 does not exist and is dropped; the wall hour
+  01:00 of 2016-11-06 happened twice and its row is used for both (flag ``FLAG_DST_REPEATED``).
+  The result is a gap-free hourly UTC grid of 8,760 hours, ``time_s`` = start of each hour.
 * Flags (bit mask, uint8): ``FLAG_LOAD_NEAR_ZERO`` (1) load < 1 Wh in that hour — a meter outage or an
   empty house, kept as measured; ``FLAG_DST_REPEATED`` (2) the repeated fall-back hour.
 
@@ -58,8 +62,8 @@ FLAG_DST_REPEATED: Final = 2
 
 PST_S: Final = -8 * 3600
 PDT_S: Final = -7 * 3600
-#: Row 0's wall-clock start: 2016-07-31 23:00 (Pacific, DST in force), as if it were UTC.
-FIRST_WALL_S: Final = calendar.timegm((2016, 7, 31, 23, 0, 0))
+#: Row 0's wall-clock start: 2016-08-01 00:00 (Pacific, DST in force), as if it were UTC.
+FIRST_WALL_S: Final = calendar.timegm((2016, 8, 1, 0, 0, 0))
 #: US DST of 2016/17 in wall-clock terms: ends 2016-11-06 02:00 PDT, starts 2017-03-12 02:00 PST.
 DST_END_WALL_S: Final = calendar.timegm((2016, 11, 6, 1, 0, 0))  # the repeated wall hour
 DST_START_WALL_S: Final = calendar.timegm((2017, 3, 12, 2, 0, 0))  # the missing wall hour
