@@ -73,7 +73,7 @@ def test_loader_rows_steps_and_refusals() -> None:
     q = load_citylearn_homes((3,), step_s=900)
     assert q.steps == 4 * 8760
     assert q.load_w is not None and h.load_w is not None
-    np.testing.assert_array_equal(q.load_w[0, :8], np.repeat(h.load_w[1, :2], 4))
+    np.testing.assert_array_equal(q.load_w[0, :8], np.repeat(h.load_w[2, :2], 4))  # home 3
     d = load_citylearn_homes((3,), step_s=86_400)
     assert d.step_s == 86_400 and d.steps == 364
     with pytest.raises(UsageError):
