@@ -198,7 +198,7 @@ class ProfileQR:
     """Quantile regression on profiles, the recent anomaly and clear-sky PV (module docstring)."""
 
     train_days: int = 365
-    max_origins: int = 2000
+    max_origins: int = 1500
     latitude: float | None = None
     longitude: float | None = None
     holiday_country: str | None = None
