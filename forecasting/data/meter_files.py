@@ -15,7 +15,8 @@ Rules of this module:
 * The household's **local standard-time offset** (what its calendar features use) is the caller's
   ``utc_offset_s`` if given, else the smallest UTC offset among the timestamps (DST adds an hour,
   so the smallest is standard time), else 0.
-* Rows must be in time order, evenly spaced (the spacing divides a day, at most one day); a gap of
+* CSV is comma-separated, or semicolon-separated with decimal commas (told apart by the header).
+* Rows must be in time order, evenly spaced (the usual spacing divides a day); a gap of
   up to ``max_gap_steps`` intervals (missing rows or empty cells) is filled linearly, longer gaps
   are refused.
 * Every refusal is an :class:`~market.errors.InvalidInput` whose one-line message names the file,
@@ -26,6 +27,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -70,7 +72,11 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
         if name.endswith(".parquet"):
             return pd.read_parquet(path), 1
         if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path, dtype=str, keep_default_na=False), 2
+            sep = ";" if ";" in _header(path) and "," not in _header(path) else ","
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+            if sep == ";":  # a European export: decimal commas
+                table = table.apply(lambda c: c.str.replace(",", ".", regex=False))
+            return table, 2
     except OSError as exc:
         raise InvalidInput(reason="unreadable", subject=str(path), found=str(exc)) from exc
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -82,6 +88,13 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
         expected="a .csv, .csv.gz or .parquet file",
         found=path.suffix or "no suffix",
     )
+
+
+def _header(path: Path) -> str:
+    """The first line of a (possibly gzipped) text file."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        return f.readline()
 
 
 def _bad(
@@ -218,7 +231,8 @@ def read_meter_file(
     if np.any(steps <= 0):
         i = int(np.flatnonzero(steps <= 0)[0]) + 1
         raise _bad(path, first_row + i, time_col, "unsorted_time", expected="times in increasing order", found="a time not after the row before")  # fmt: skip
-    step_s = int(steps.min())
+    spacings, counts = np.unique(steps[steps > 0], return_counts=True)
+    step_s = int(spacings[np.argmax(counts)]) if len(spacings) else 1  # the usual spacing
     if SECONDS_PER_DAY % step_s:
         raise _bad(path, first_row + int(np.argmin(steps)) + 1, time_col, "irregular_time", expected="a spacing that divides a day", found=f"{step_s} s")  # fmt: skip
     if np.any(steps % step_s):

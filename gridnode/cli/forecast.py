@@ -280,7 +280,7 @@ def _backtest_span(
             f"{_local_date(start, offset)}",
         )  # fmt: skip
     start += (history.start_s - start) % history.step_s  # onto the history's grid
-    horizon_s = (args.horizon or history.steps_per_day) * history.step_s
+    horizon_s = (history.steps_per_day if args.horizon is None else args.horizon) * history.step_s
     if end - start < horizon_s:
         raise UsageError(
             f"no forecast fits between {_local_date(start, offset)} and "
@@ -301,7 +301,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.models == ",".join(DEFAULT_MODELS) and (latitude is None or not history.has_components):
         names = [n for n in names if n != "components"]  # needs coordinates and PV + load
-    horizon = args.horizon or history.steps_per_day
+    horizon = history.steps_per_day if args.horizon is None else args.horizon
     if not 1 <= horizon <= history.steps_per_day:
         raise UsageError(f"--horizon must be 1..{history.steps_per_day} intervals")
     models = [

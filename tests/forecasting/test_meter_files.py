@@ -146,3 +146,10 @@ def test_empty_folder_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as info:
         load_meter_history(tmp_path / "absent.parquet")
     assert info.value.reason == "unreadable"
+
+
+def test_semicolon_exports_with_decimal_commas(tmp_path: Path) -> None:
+    path = tmp_path / "eu.csv"
+    path.write_text("Time;Net_kW\n2010-01-01T00:00+01:00;0,5\n2010-01-01T01:00+01:00;-0,25\n")
+    h = load_meter_history(path)
+    assert h.net_w.tolist() == [[500.0, -250.0]] and h.utc_offset_s == 3600
