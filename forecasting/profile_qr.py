@@ -10,18 +10,21 @@ Rules of this module:
     over the last 7 days, the mean over the last 21 days, and the mean of the last 4 days of the
     same *day type* (working day, or weekend/holiday) at that time;
   - *origin* features, known at the origin: the last hour's and the last day's departure from the
-    7-day median profile (the household is out, has guests, the heating is on ...), the last value.
+    7-day median profile (the household is out, has guests, the heating is on ...), and the last
+    interval's departure.
 
   When PV and load are metered separately (``Target.NET``), the load features come from the load
   and the PV features from the PV: a **clear-sky envelope** (clear-sky GHI from pvlib times the
   highest ratio PV/GHI at that time of day over the last 14 days; without the site's coordinates,
-  the highest PV at that time of day over 14 days), multiplied by the **recent clear-sky index**
-  (last hour, last day) and by the 7-day median index, plus yesterday's PV.
+  the highest PV at that time of day over 14 days), the envelope times the **recent clear-sky
+  index** (last hour, last day; clipped to [0, 1.5]), GHI times the 7-day median index, and
+  yesterday's PV.
 * **Coefficients per lead bucket** (0–15 min, 15–30, 30–45, 45–60 min, 1–1.5 h, 1.5–2, 2–3, 3–4,
   4–6, 6–8, 8–12, 12–16, 16–24 h), one set per quantile level, fitted per household by batched
-  IRLS quantile regression on origins of the last ``train_days`` days (every interval is an origin;
-  each origin contributes one lead of each bucket, cycling through the bucket's leads). So the same
-  fitted model serves the daemon's next-slot quotes and a day-ahead plan from any time of day.
+  IRLS quantile regression on at most ``max_origins`` origins spread evenly over the last
+  ``train_days`` days and over every time of day (each origin contributes one lead of each bucket,
+  cycling through the bucket's leads). So the same fitted model serves the daemon's next-slot
+  quotes and a day-ahead plan from any time of day, and a fit costs the same for any window.
 * **Bands** are the fitted P10/P90, widened about the P50 by ``band_scale`` (in-sample quantiles
   are too narrow out of sample; the factor was chosen on the tuning homes and years only, see
   ``docs/forecasting.md``) and sorted (no crossing).
@@ -29,13 +32,16 @@ Rules of this module:
   share parameters, so a household's forecast does not depend on who else is in the batch.
 * Pure: no clock, no randomness; pvlib's clear-sky GHI is computed from the time stamps alone.
 
-Known limits: no weather forecast (a cloudy day after a clear one is missed day-ahead); holidays
-only when a country is given; a household needs ``min_history_days`` of history to be fitted
-(28 to forecast).
+Known limits: no weather forecast (a cloudy day after a clear one is missed day-ahead; day-ahead
+skill is bounded by that, see the docs); holidays only when a country is given; DST is not
+modelled (the calendar is local standard time, as everywhere in :mod:`forecasting`); a household
+needs ``min_history_days`` (30) of history to be fitted, 22 to be forecast, and is fitted best on
+a year.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -85,8 +91,10 @@ def _day_type(history: MeterHistory, idx: IntArray, holidays: frozenset[int]) ->
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _holiday_days(country: str | None, subdiv: str | None, years: range) -> frozenset[int]:
-    """Local day numbers (days since 1970-01-01) of public holidays, or none without a country."""
+    """Local day numbers (days since 1970-01-01) of public holidays, or none without a country
+    (memoised: a pure function of its arguments, asked again at every forecast)."""
     if country is None:
         return frozenset()
     import holidays as holidays_lib  # noqa: PLC0415 - only needed when a country is configured
