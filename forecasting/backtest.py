@@ -8,7 +8,7 @@ Rules of this module:
 * Scores compare the P50 with the actual ``target`` series: MAE and RMSE (W), the mean pinball loss
   over the quantile levels (W), the share of actuals inside [P10, P90] (coverage), and MAE skill
   ``1 - MAE / MAE_baseline`` against ``baseline`` (seasonal naive, one day) on the same origins.
-  Per-horizon MAE is kept too. All households of the history are pooled.
+  Per-horizon MAE and coverage are kept too. All households of the history are pooled.
 * Pure: the only optional impurity is ``clock``, a function the *caller* passes to time fits and
   predictions (``time.perf_counter`` in the CLI and benchmark, nothing in tests); without it costs
   are reported as ``None``.
@@ -47,6 +47,7 @@ class ModelScore:
     coverage_p10_p90: float
     skill_mae: float
     mae_by_horizon_w: tuple[float, ...]
+    coverage_by_horizon: tuple[float, ...]
     fits: int
     fit_seconds: float | None
     predict_ms_per_household: float | None
@@ -90,6 +91,7 @@ class BacktestReport:
                     "coverage_p10_p90": rnd(s.coverage_p10_p90),
                     "skill_mae": rnd(s.skill_mae),
                     "mae_by_horizon_w": [rnd(v) for v in s.mae_by_horizon_w],
+                    "coverage_by_horizon": [rnd(v) for v in s.coverage_by_horizon],
                     "fits": s.fits,
                     "fit_seconds": rnd(s.fit_seconds),
                     "predict_ms_per_household": rnd(s.predict_ms_per_household),
@@ -176,6 +178,7 @@ def backtest(
                 coverage_p10_p90=float(np.mean(inside)),
                 skill_mae=1.0 - mae / base_mae if base_mae > 0 else 0.0,
                 mae_by_horizon_w=tuple(float(v) for v in np.abs(err).mean(axis=(0, 1))),
+                coverage_by_horizon=tuple(float(v) for v in inside.mean(axis=(0, 1))),
                 fits=run.fits,
                 fit_seconds=run.fit_seconds if clock else None,
                 predict_ms_per_household=(

@@ -49,6 +49,7 @@ __all__ = [
     "QuantileRegression",
     "SeasonalNaive",
     "Target",
+    "min_history_days",
 ]
 
 #: Quantile levels every forecaster produces: P10, P50, P90.
@@ -176,6 +177,11 @@ class SeasonalNaive:
         return {1: "seasonal-naive-day", 7: "seasonal-naive-week"}.get(
             self.period_days, f"seasonal-naive-{self.period_days}d"
         )
+
+    @property
+    def min_history_days(self) -> int:
+        """Whole days of history :meth:`fit` and ``predict`` need."""
+        return self.period_days + 1
 
     def fit(self, history: MeterHistory) -> FittedSeasonalNaive:
         y = target_values(history, self.target)
@@ -317,7 +323,9 @@ class QuantileRegression:
 
     @property
     def min_history_days(self) -> int:
-        return _LAG_DAYS + 2
+        """Whole days of history :meth:`fit` needs: 29 for the lags, 14 of training origins and
+        the horizon's day."""
+        return _LAG_DAYS + 1 + 14 + 1
 
     def fit(self, history: MeterHistory) -> FittedQuantileRegression:
         s = history.steps_per_day
@@ -394,6 +402,10 @@ class AutoRegForecaster:
     def name(self) -> str:
         return "autoreg"
 
+    @property
+    def min_history_days(self) -> int:
+        return self.window_days
+
     def fit(self, history: MeterHistory) -> FittedAutoReg:
         return FittedAutoReg(self)
 
@@ -439,6 +451,10 @@ class ClearSkyPV:
     @property
     def name(self) -> str:
         return "clear-sky-pv"
+
+    @property
+    def min_history_days(self) -> int:
+        return self.days
 
     def fit(self, history: MeterHistory) -> FittedClearSkyPV:
         return FittedClearSkyPV(self)
@@ -490,6 +506,10 @@ class ComponentForecaster:
     def name(self) -> str:
         return self.label
 
+    @property
+    def min_history_days(self) -> int:
+        return max(min_history_days(self.pv), min_history_days(self.load))
+
     def fit(self, history: MeterHistory) -> FittedComponents:
         if not history.has_components:
             raise UsageError("the component model needs a history with PV and load metered")
@@ -512,6 +532,13 @@ class FittedComponents:
             dist = np.hypot(pv[:, :, k] - pv[:, :, mid], load[:, :, mirror] - load[:, :, mid])
             out[:, :, k] = net50 + np.sign(q - 0.5) * dist
         return _make_forecast(history, out)
+
+
+def min_history_days(model: Forecaster) -> int:
+    """Whole days of history ``model`` needs before it can be fitted and forecast (its
+    ``min_history_days`` property; 1 for a model that does not say)."""
+    days = getattr(model, "min_history_days", 1)
+    return int(days) if isinstance(days, int) else 1
 
 
 def fit_all(models: Sequence[Forecaster], history: MeterHistory) -> dict[str, FittedForecaster]:

@@ -72,6 +72,10 @@ class ProphetForecaster:
     def name(self) -> str:
         return "prophet"
 
+    @property
+    def min_history_days(self) -> int:
+        return 2
+
     def fit(self, history: MeterHistory) -> FittedProphet:
         try:
             prophet = importlib.import_module("prophet")

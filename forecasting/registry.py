@@ -1,8 +1,13 @@
-"""Forecasters by name, for the CLI, the benchmark and the daemon's config.
+"""Forecasters by name, for the CLI, the benchmark, the daemon's config and the engines.
 
 Rules of this module: names are stable strings (used in config files and JSON reports);
-:func:`build_model` builds a fresh, unfitted model; the PV-aware ones need the site's latitude and
-longitude. ``prophet`` is listed but needs the optional package when fitted.
+:func:`build_model` builds a fresh, unfitted model. :data:`DEFAULT_MODEL` (``"profile-qr"``) is the
+best measured model (``docs/forecasting.md``): it uses the site's latitude and longitude for
+clear-sky PV when the history has PV and load metered (without them it falls back to the PV's own
+14-day envelope), and a public-holiday calendar when given a country code (``holidays`` package).
+Every model is vectorised over households (rows of a history) and its ``fit`` result forecasts from
+any origin the model documents. ``components`` needs the coordinates; ``prophet`` is listed but
+needs the optional package when fitted.
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ from forecasting.models import (
     SeasonalNaive,
     Target,
 )
+from forecasting.profile_qr import ProfileQR
 from forecasting.prophet_model import ProphetForecaster
 from market.errors import UsageError
 
-__all__ = ["DEFAULT_MODELS", "MODEL_NAMES", "build_model"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_MODELS", "MODEL_NAMES", "build_model"]
+
+#: The model the daemon and the engines should bid with (the best measured, see the docs).
+DEFAULT_MODEL: Final = "profile-qr"
 
 MODEL_NAMES: Final = (
+    "profile-qr",
     "seasonal-naive-day",
     "seasonal-naive-week",
     "quantile-regression",
@@ -33,6 +43,7 @@ MODEL_NAMES: Final = (
 )
 #: What ``gridnode forecast backtest`` runs unless told otherwise (prophet is opt-in: slow).
 DEFAULT_MODELS: Final = (
+    "profile-qr",
     "seasonal-naive-day",
     "seasonal-naive-week",
     "quantile-regression",
@@ -42,9 +53,23 @@ DEFAULT_MODELS: Final = (
 
 
 def build_model(
-    name: str, *, horizon: int, latitude: float | None = None, longitude: float | None = None
+    name: str = DEFAULT_MODEL,
+    *,
+    horizon: int = 24,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    holiday_country: str | None = None,
+    holiday_subdiv: str | None = None,
 ) -> Forecaster:
-    """A fresh model called ``name`` forecasting up to ``horizon`` intervals of net surplus."""
+    """A fresh model called ``name`` forecasting up to ``horizon`` intervals of net surplus
+    (``horizon`` matters only to the midnight-origin ``quantile-regression``)."""
+    if name == "profile-qr":
+        return ProfileQR(
+            latitude=latitude,
+            longitude=longitude,
+            holiday_country=holiday_country,
+            holiday_subdiv=holiday_subdiv,
+        )
     if name == "seasonal-naive-day":
         return SeasonalNaive(period_days=1)
     if name == "seasonal-naive-week":

@@ -1,27 +1,20 @@
-"""Meter data: the shipped real data set and a household's own meter history files.
+"""Meter data: the shipped real data sets and a household's own meter history files.
 
 This subpackage is the only place in :mod:`forecasting` that reads files (it is the data *source*;
 everything else takes a :class:`~forecasting.series.MeterHistory`). It never writes, never downloads
-and never reads the clock.
+and never reads the clock. Provenance, licences and rebuild commands: ``README.md`` next to it.
 
-**Shipped data set** (``uci_pvdaq50_15min.parquet``, provenance and licences in ``README.md`` next to
-it): one real household's load (UCI, Sceaux) with real PV (NREL PVDAQ system 50, Golden CO),
-15-minute mean power, 2007-04-15 → 2009-12-31 local standard time (UTC-7). :func:`load_shipped`.
-
-**Meter history files** (:func:`load_meter_history`), CSV (optionally ``.gz``) or Parquet, one row per
-interval on a regular grid, columns:
-
-=============  ===========================================================================
-``time_s``     unix seconds UTC of the interval start (int) — or ``timestamp``: ISO 8601 with
-               an offset (``2009-06-01T12:00:00+02:00``)
-``net_w``      mean net power in W, export ``+`` / import ``-`` (when only the net is metered)
-``pv_w``       mean PV generation in W (``>= 0``), together with ``load_w``
-``load_w``     mean consumption in W (``>= 0``)
-=============  ===========================================================================
-
-Either ``net_w`` or both ``pv_w`` and ``load_w`` must be present. Rows must be sorted, evenly
-spaced (the spacing must divide a day) and complete; short gaps (up to ``max_gap_steps``) are filled
-linearly, longer gaps are an error. Other columns (flags, …) are ignored.
+* **One real household** (``uci_pvdaq50_15min.parquet``): UCI household load (Sceaux) with real PV
+  (NREL PVDAQ system 50, Golden CO), 15-minute mean power, 2007-04-15 → 2009-12-31 local standard
+  time (UTC-7). :func:`load_shipped`.
+* **17 real homes** (``citylearn_homes.parquet``, from the ``citylearn==2.0.0`` wheel): hourly load
+  and rooftop PV of 17 single-family homes in Fontana, California, 2016-08-01 → 2017-07-31 (Pacific
+  time; ``time_s`` is UTC). :func:`load_citylearn_homes`; :data:`CITYLEARN_CLEAN_HOMES` leaves out
+  the four homes with long outages or broken PV.
+* **A household's own files** (:mod:`forecasting.data.meter_files`): :func:`load_meter_history` for
+  one file, :func:`load_meter_folder` for a folder of them (one household per file),
+  :func:`align_histories` to put them on one grid. Schema in that module and in
+  ``docs/forecasting.md``.
 """
 
 from __future__ import annotations
@@ -32,16 +25,34 @@ from typing import Final
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # no pandas-stubs in the venv
 
-from forecasting.series import FloatArray, MeterHistory
-from market.errors import InvalidInput
+from forecasting.data.meter_files import (
+    MeterFile,
+    align_histories,
+    load_meter_folder,
+    load_meter_history,
+    read_meter_file,
+)
+from forecasting.series import MeterHistory
+from market.errors import UsageError
 
 __all__ = [
+    "CITYLEARN_CLEAN_HOMES",
+    "CITYLEARN_FILE",
+    "CITYLEARN_HOMES",
+    "CITYLEARN_LATITUDE",
+    "CITYLEARN_LONGITUDE",
+    "CITYLEARN_UTC_OFFSET_S",
     "SHIPPED_FILE",
     "SHIPPED_LATITUDE",
     "SHIPPED_LONGITUDE",
     "SHIPPED_UTC_OFFSET_S",
+    "MeterFile",
+    "align_histories",
+    "load_citylearn_homes",
+    "load_meter_folder",
     "load_meter_history",
     "load_shipped",
+    "read_meter_file",
 ]
 
 SHIPPED_FILE: Final = Path(__file__).with_name("uci_pvdaq50_15min.parquet")
@@ -74,78 +85,52 @@ def load_shipped(
     return history
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    if name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path)
-    raise InvalidInput(
-        reason="unknown_format",
-        subject=str(path),
-        expected="a .csv, .csv.gz or .parquet file",
-        found=path.suffix or "no suffix",
-    )
+CITYLEARN_FILE: Final = Path(__file__).with_name("citylearn_homes.parquet")
+#: Fontana, California (the Sierra Crest community), Pacific Standard Time (UTC-8).
+CITYLEARN_LATITUDE: Final = 34.0922
+CITYLEARN_LONGITUDE: Final = -117.435
+CITYLEARN_UTC_OFFSET_S: Final = -8 * 3600
+CITYLEARN_HOMES: Final = tuple(range(1, 18))
+#: Homes without long outages or broken PV (7: 1,150 h of near-zero load, 12: 4,558 h,
+#: 14: 949 h and weak PV, 15: 4,391 h and almost no PV). See the README.
+CITYLEARN_CLEAN_HOMES: Final = tuple(h for h in CITYLEARN_HOMES if h not in (7, 12, 14, 15))
 
 
-def load_meter_history(
-    path: str | Path, *, utc_offset_s: int = 0, max_gap_steps: int = 4
+def load_citylearn_homes(
+    homes: tuple[int, ...] | list[int] = CITYLEARN_HOMES,
+    *,
+    step_s: int = 3600,
+    start_s: int | None = None,
+    end_s: int | None = None,
 ) -> MeterHistory:
-    """Read a household's meter history file (schema in the module docstring)."""
-    path = Path(path)
-    table = _read_table(path)
-    subject = str(path)
-    if "time_s" in table.columns:
-        time_s = table["time_s"].to_numpy(dtype=np.int64)
-    elif "timestamp" in table.columns:
-        stamps = pd.to_datetime(table["timestamp"], utc=True)
-        time_s = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(
-            dtype=np.int64
+    """The CityLearn homes ``homes`` (numbers 1..17, one row each in that order), PV and load
+    metered, hourly; ``step_s`` 3600 or a multiple of it (coarser), or 900/1800 (each hour's mean
+    power repeated: the data carry no finer detail). Optionally cut to ``[start_s, end_s)``."""
+    unknown = sorted(set(homes) - set(CITYLEARN_HOMES))
+    if unknown or not homes:
+        raise UsageError(f"CityLearn homes are numbered 1..17, got {list(homes)}")
+    table = pd.read_parquet(CITYLEARN_FILE)
+    hours = len(table) // len(CITYLEARN_HOMES)
+    first = int(table["time_s"].iloc[0])
+    by_home = {int(h): g.sort_values("time_s") for h, g in table.groupby("home", sort=True)}
+    pv = np.stack([by_home[h]["pv_wh"].to_numpy(np.float64) for h in homes])
+    load = np.stack([by_home[h]["load_wh"].to_numpy(np.float64) for h in homes])
+    assert pv.shape[1] == hours
+    if step_s in (900, 1800):
+        k = 3600 // step_s
+        pv, load = np.repeat(pv, k, axis=1), np.repeat(load, k, axis=1)
+    elif step_s % 3600:
+        raise UsageError(f"step_s must be 900, 1800 or a multiple of 3600, got {step_s}")
+    history = MeterHistory.from_components(
+        pv, load, start_s=first, step_s=min(step_s, 3600), utc_offset_s=CITYLEARN_UTC_OFFSET_S
+    )
+    if step_s > 3600:
+        start = -(-history.start_s // step_s) * step_s
+        history = history.window(start, history.end_s - (history.end_s - start) % step_s)
+        history = history.resample(step_s)
+    if start_s is not None or end_s is not None:
+        history = history.window(
+            history.start_s if start_s is None else start_s,
+            history.end_s if end_s is None else end_s,
         )
-    else:
-        raise InvalidInput(
-            reason="missing_column", subject=subject, field="time_s",
-            expected="a 'time_s' or 'timestamp' column", found=", ".join(map(str, table.columns)),
-        )  # fmt: skip
-    if len(time_s) < 2:
-        raise InvalidInput(
-            reason="too_few_rows", subject=subject, expected=">= 2 rows", found=str(len(time_s))
-        )
-    steps = np.diff(time_s)
-    step_s = int(steps.min())
-    if step_s <= 0 or np.any(steps % step_s) or 86_400 % step_s:
-        raise InvalidInput(
-            reason="irregular_time", subject=subject, field="time_s",
-            expected="sorted, evenly spaced times whose spacing divides a day",
-            found=f"spacings {sorted(set(steps.tolist()))[:5]}",
-        )  # fmt: skip
-    if int(steps.max()) > step_s * (max_gap_steps + 1):
-        raise InvalidInput(
-            reason="gap_too_long", subject=subject, field="time_s",
-            expected=f"gaps of at most {max_gap_steps} intervals", found=f"{int(steps.max())} s",
-        )  # fmt: skip
-    grid = np.arange(time_s[0], time_s[-1] + 1, step_s)
-
-    def column(name: str) -> FloatArray:
-        values = table[name].to_numpy(dtype=np.float64)
-        ok = np.isfinite(values)
-        if ok.sum() < 2:
-            raise InvalidInput(
-                reason="empty_column", subject=subject, field=name, expected="values"
-            )
-        out: FloatArray = np.interp(grid, time_s[ok], values[ok])
-        return out
-
-    if "pv_w" in table.columns and "load_w" in table.columns:
-        return MeterHistory.from_components(
-            column("pv_w"), column("load_w"), start_s=int(grid[0]), step_s=step_s,
-            utc_offset_s=utc_offset_s,
-        )  # fmt: skip
-    if "net_w" in table.columns:
-        return MeterHistory.from_net(
-            column("net_w"), start_s=int(grid[0]), step_s=step_s, utc_offset_s=utc_offset_s
-        )
-    raise InvalidInput(
-        reason="missing_column", subject=subject, field="net_w",
-        expected="'net_w' or both 'pv_w' and 'load_w'", found=", ".join(map(str, table.columns)),
-    )  # fmt: skip
+    return history

@@ -8,7 +8,9 @@ Subcommands (each has ``--help``):
 * ``plan`` — the orders the automatic bidder would place at ``--now`` from a meter history (JSON).
 
 Without ``--history`` the shipped real data set is used (UCI household load + NREL PVDAQ system 50
-PV, see ``forecasting/data/README.md``). Dates are local calendar dates of the history's site.
+PV, see ``forecasting/data/README.md``). Dates are local calendar dates of the history's site: for a
+file, at the UTC offset its timestamps carry (the smallest one, i.e. standard time) unless
+``--utc-offset-hours`` says otherwise. Every failure is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import calendar
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,11 @@ from forecasting.data import (
     load_shipped,
 )
 from forecasting.evaluate import POLICIES, community_from, evaluate_policies
-from forecasting.models import QuantileRegression
+from forecasting.models import Forecaster, min_history_days
 from forecasting.policy import PolicyConfig, plan_orders
-from forecasting.registry import DEFAULT_MODELS, MODEL_NAMES, build_model
-from forecasting.series import MeterHistory
-from market.errors import InvalidInput, UsageError
+from forecasting.registry import DEFAULT_MODEL, DEFAULT_MODELS, MODEL_NAMES, build_model
+from forecasting.series import SECONDS_PER_DAY, MeterHistory
+from market.errors import GridnodeError, InvalidInput, UsageError
 from market.orders import Order
 from market.settlement import Netting, Tariff
 from market.slots import SlotClock
@@ -56,13 +59,17 @@ def register(sub: Any) -> None:
             "Rolling-origin backtest of forecasters over [--start, --end) of a real series: one "
             "origin per day at local midnight (or every --every intervals), horizons 1..--horizon "
             "intervals, refit every --refit-days on the past only. Prints a table; --json FILE "
-            "(or -) writes the full report including per-horizon MAE."
+            "(or -) writes the full report including per-horizon MAE. With --history, --start "
+            "defaults to the first day with enough history before it for every model and --end "
+            "to the file's last whole day."
         ),
     )
     _history_args(b)
-    b.add_argument("--start", default="2009-01-01", help="first origin date (default %(default)s)")
-    b.add_argument("--end", default="2010-01-01", help="end date, exclusive (default %(default)s)")
-    b.add_argument("--horizon", type=int, default=24, help="intervals ahead (default %(default)s)")
+    b.add_argument(
+        "--start", help="first origin date (default 2009-01-01, or the file's first usable day)"
+    )
+    b.add_argument("--end", help="end date, exclusive (default 2010-01-01, or the file's end)")
+    b.add_argument("--horizon", type=int, help="intervals ahead (default: a day)")
     b.add_argument(
         "--every", type=int, default=None, help="intervals between origins (default: a day)"
     )
@@ -105,7 +112,7 @@ def register(sub: Any) -> None:
         "plan",
         help="print the orders the automatic bidder would place now (JSON)",
         description=(
-            "Fits the quantile-regression forecaster on the meter history known before --now, "
+            f"Fits the default forecaster ({DEFAULT_MODEL}) on the meter history known before --now, "
             "forecasts the next --horizon intervals and prints the orders for every open slot."
         ),
     )
@@ -126,28 +133,57 @@ def _history_args(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="meter history CSV/Parquet (schema: docs/forecasting.md); default: shipped data set",
     )
-    p.add_argument("--step", type=int, default=3600, help="forecast step, s (default %(default)s)")
+    p.add_argument(
+        "--step", type=int, help="forecast step, s (default 3600, or the file's if coarser)"
+    )
     p.add_argument(
         "--utc-offset-hours",
         type=float,
         default=None,
-        help="site's local standard time offset (default: -7 for the shipped data, else 0)",
+        help="site's local standard time offset (default: -7 for the shipped data; for a file, "
+        "the offset its timestamps carry, else 0)",
     )
-    p.add_argument("--latitude", type=float, default=SHIPPED_LATITUDE)
-    p.add_argument("--longitude", type=float, default=SHIPPED_LONGITUDE)
+    p.add_argument("--latitude", type=float, help="site latitude (clear-sky PV; default: shipped)")
+    p.add_argument("--longitude", type=float, help="site longitude (default: shipped site's)")
+    p.add_argument(
+        "--holidays", metavar="COUNTRY", help="public holidays of this country (e.g. US, FR)"
+    )
+
+
+def _site(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """The site's coordinates: given, else the shipped site's for the shipped data, else none."""
+    if args.history is None:
+        return (
+            SHIPPED_LATITUDE if args.latitude is None else args.latitude,
+            SHIPPED_LONGITUDE if args.longitude is None else args.longitude,
+        )
+    if (args.latitude is None) != (args.longitude is None):
+        raise UsageError("give both --latitude and --longitude, or neither")
+    return args.latitude, args.longitude
 
 
 def _load(args: argparse.Namespace) -> MeterHistory:
     if args.history is None:
         history = load_shipped(step_s=900)
     else:
-        offset = 0 if args.utc_offset_hours is None else round(args.utc_offset_hours * 3600)
-        try:
-            history = load_meter_history(args.history, utc_offset_s=offset)
-        except OSError as exc:
-            raise InvalidInput(reason="unreadable", subject=args.history, found=str(exc)) from exc
-    if args.step != history.step_s:
-        history = history.resample(args.step)
+        offset = None if args.utc_offset_hours is None else round(args.utc_offset_hours * 3600)
+        history = load_meter_history(args.history, utc_offset_s=offset)
+    step = args.step
+    if step is None:
+        step = 3600 if 3600 % history.step_s == 0 else history.step_s
+    if step <= 0 or SECONDS_PER_DAY % step:
+        raise UsageError(f"--step {step}: must divide a day (e.g. 900 or 3600)")
+    if step % history.step_s:
+        raise UsageError(
+            f"--step {step}: not a multiple of the history's {history.step_s}-s intervals"
+        )
+    if step != history.step_s:
+        start = -(-history.start_s // step) * step
+        end = history.end_s - (history.end_s - start) % step
+        if end - start < step:
+            raise InvalidInput(reason="too_short", subject=args.history or "history",
+                               expected=f"at least one {step}-s interval")  # fmt: skip
+        history = history.window(start, end).resample(step)
     return history
 
 
@@ -155,6 +191,36 @@ def _offset(args: argparse.Namespace, history: MeterHistory) -> int:
     if args.utc_offset_hours is not None:
         return round(args.utc_offset_hours * 3600)
     return SHIPPED_UTC_OFFSET_S if args.history is None else history.utc_offset_s
+
+
+def _local_date(unix_s: int, offset_s: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(unix_s + offset_s))
+
+
+def _midnight_at_or_after(unix_s: int, offset_s: int) -> int:
+    local = unix_s + offset_s
+    return -(-local // SECONDS_PER_DAY) * SECONDS_PER_DAY - offset_s
+
+
+def _one_line(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a subcommand so that any failure is one line (a GridnodeError as is, anything else
+    named by its type): a user's file must never produce a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (GridnodeError, KeyboardInterrupt):
+            raise
+        except OSError as exc:
+            raise InvalidInput(
+                reason="unreadable", subject=str(exc.filename or args.history or ""),
+                found=exc.strerror or str(exc),
+            ) from exc  # fmt: skip
+        except Exception as exc:  # the promise is one line, never a traceback
+            detail = " ".join(str(exc).split())[:200]
+            raise UsageError(f"{type(exc).__name__}: {detail}") from exc
+
+    return run
 
 
 def _local_to_utc(text: str, offset_s: int, what: str) -> int:
@@ -177,22 +243,81 @@ def _emit_json(doc: Any, target: str | None) -> None:
         Path(target).write_text(text, encoding="utf-8")
 
 
+def _backtest_span(
+    args: argparse.Namespace, history: MeterHistory, models: list[Forecaster], offset: int
+) -> tuple[int, int]:
+    """``[start, end)`` of the backtest's origins: given, or from the history's span; refuses a
+    start with too little history before it, naming the minimum and a usable start."""
+    need_days = max(min_history_days(m) for m in models)
+    where = args.history or "the shipped data"
+    first_ok = _midnight_at_or_after(history.start_s + need_days * SECONDS_PER_DAY, offset)
+    if args.history is None:
+        start_text, end_text = args.start or "2009-01-01", args.end or "2010-01-01"
+        start = _local_to_utc(start_text, offset, "--start")
+        end = _local_to_utc(end_text, offset, "--end")
+    else:
+        start = first_ok if args.start is None else _local_to_utc(args.start, offset, "--start")
+        end = history.end_s if args.end is None else _local_to_utc(args.end, offset, "--end")
+    end = min(end, history.end_s)
+    span = (
+        f"{where} runs {_local_date(history.start_s, offset)} -> "
+        f"{_local_date(history.end_s - 1, offset)}"
+    )
+    if first_ok + SECONDS_PER_DAY > history.end_s:
+        days = (history.end_s - history.start_s) / SECONDS_PER_DAY
+        raise InvalidInput(
+            reason="history_too_short", subject=where,
+            expected=f"at least {need_days + 1} days of meter history ({need_days} before the "
+            f"first origin for {', '.join(m.name for m in models)}, 1 to score)",
+            found=f"{days:.1f} days ({span})",
+        )  # fmt: skip
+    if start < first_ok:
+        raise InvalidInput(
+            reason="history_too_short", subject="--start",
+            expected=f"{need_days} days of history before the first origin: use --start "
+            f"{_local_date(first_ok, offset)} or later ({span})",
+            found=f"{max(0.0, (start - history.start_s) / SECONDS_PER_DAY):.1f} days before "
+            f"{_local_date(start, offset)}",
+        )  # fmt: skip
+    start += (history.start_s - start) % history.step_s  # onto the history's grid
+    horizon_s = (history.steps_per_day if args.horizon is None else args.horizon) * history.step_s
+    if end - start < horizon_s:
+        raise UsageError(
+            f"no forecast fits between {_local_date(start, offset)} and "
+            f"{_local_date(end - 1, offset)} (one needs {horizon_s / 3600:g} h; {span})"
+        )
+    return start, end
+
+
+@_one_line
 def run_backtest(args: argparse.Namespace) -> int:
     history = _load(args)
     offset = _offset(args, history)
+    if offset != history.utc_offset_s:
+        history = MeterHistory(
+            history.start_s, history.step_s, history.net_w, history.pv_w, history.load_w, offset
+        )
+    latitude, longitude = _site(args)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if args.models == ",".join(DEFAULT_MODELS) and (latitude is None or not history.has_components):
+        names = [n for n in names if n != "components"]  # needs coordinates and PV + load
+    horizon = history.steps_per_day if args.horizon is None else args.horizon
+    if not 1 <= horizon <= history.steps_per_day:
+        raise UsageError(f"--horizon must be 1..{history.steps_per_day} intervals")
     models = [
-        build_model(n, horizon=args.horizon, latitude=args.latitude, longitude=args.longitude)
+        build_model(n, horizon=horizon, latitude=latitude, longitude=longitude,
+                    holiday_country=args.holidays)
         for n in names
-    ]
+    ]  # fmt: skip
     if "components" in names and not history.has_components:
         raise UsageError("the components model needs a history with pv_w and load_w")
+    start, end = _backtest_span(args, history, models, offset)
     report = backtest(
         history,
         models,
-        start_s=_local_to_utc(args.start, offset, "--start"),
-        end_s=_local_to_utc(args.end, offset, "--end"),
-        horizon=args.horizon,
+        start_s=start,
+        end_s=end,
+        horizon=horizon,
         origin_every_steps=args.every,
         refit_every_days=args.refit_days,
         clock=time.perf_counter,
@@ -203,6 +328,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+@_one_line
 def run_evaluate(args: argparse.Namespace) -> int:
     history = _load(args)
     if not history.has_components:
@@ -245,13 +371,17 @@ def _order_json(order: Order) -> dict[str, Any]:
     }
 
 
+@_one_line
 def run_plan(args: argparse.Namespace) -> int:
     history = _load(args)
     now = _local_to_utc(args.now, _offset(args, history), "--now")
     known_until = now - now % history.step_s
     past = history.until(known_until).select([0])
-    phase = int(past.step_of_day(past.steps))
-    fitted = QuantileRegression(horizon=args.horizon, origin_steps_of_day=(phase,)).fit(past)
+    latitude, longitude = _site(args)
+    model = build_model(
+        DEFAULT_MODEL, latitude=latitude, longitude=longitude, holiday_country=args.holidays
+    )
+    fitted = model.fit(past)
     orders = plan_orders(
         past,
         fitted,

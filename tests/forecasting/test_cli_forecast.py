@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from forecasting.data import load_shipped
 from gridnode import cli
 from gridnode.cli import forecast
 from market.errors import GridnodeError
@@ -83,3 +86,70 @@ def test_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) ->
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 3
+
+
+def _user_file(tmp_path: Path, days: int, name: str = "meter.csv") -> Path:
+    """A real-data export as users have them: local ISO times with their offset, kW columns."""
+    h = load_shipped(step_s=900)
+    n = 96 * days
+    assert h.load_w is not None and h.pv_w is not None
+    t = pd.to_datetime(h.start_s + 900 * np.arange(n), unit="s", utc=True).tz_convert(
+        "America/Denver"
+    )
+    frame = pd.DataFrame({"time": [x.isoformat() for x in t],
+                          "load_kW": h.load_w[0, :n] / 1000, "pv_kW": h.pv_w[0, :n] / 1000})  # fmt: skip
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_backtest_a_users_file_with_defaults_from_its_span(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _user_file(tmp_path, 45)
+    code = run(["forecast", "backtest", "--history", str(path),
+                "--models", "seasonal-naive-day,profile-qr", "--json", "-"])  # fmt: skip
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    # 30 days of history first (profile-qr), then one origin per local midnight to the end
+    assert doc["step_s"] == 3600 and doc["horizon"] == 24 and 13 <= doc["origins"] <= 15
+    # local midnight at the offset the timestamps carry (all -06:00: April-May is summer time)
+    assert (doc["first_origin_s"] - 6 * 3600) % 86_400 == 0
+
+
+def test_too_little_history_names_the_minimum_and_a_usable_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = _user_file(tmp_path, 20, "short.csv")
+    assert run(["forecast", "backtest", "--history", str(short)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "history_too_short" in err
+    assert "at least" in err and "20.0 days" in err and str(short) in err
+    longer = _user_file(tmp_path, 70, "longer.csv")
+    code = run(["forecast", "backtest", "--history", str(longer), "--start", "2007-04-20",
+                "--models", "seasonal-naive-day,profile-qr"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--start 2007-05-16 or later" in err
+
+
+def test_bad_files_give_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _user_file(tmp_path, 40)
+    lines = path.read_text().splitlines()
+    lines[57] = lines[57].split(",")[0] + ",abc," + lines[57].split(",")[2]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"\x00\x01\x02\xff\n\xfe\x00")
+    hourly = tmp_path / "hourly.csv"
+    hourly.write_text("time_s,net_w\n0,1\n3600,2\n7200,3\n")
+    assert run(["forecast", "backtest", "--history", str(bad)]) == 2
+    assert run(["forecast", "backtest", "--history", str(garbage)]) == 2
+    assert run(["forecast", "backtest", "--history", str(hourly), "--step", "900"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 3 and "Traceback" not in captured.err
+    assert f"{bad} row 58" in errors[0] and "'load_kW'" in errors[0]

@@ -1,0 +1,344 @@
+"""The default forecaster: quantile regression on daily profiles, the recent anomaly and clear-sky PV.
+
+Rules of this module:
+
+* **Any origin, any lead up to a day.** A forecast from origin ``o`` (the first unknown interval)
+  for target ``t = o + L`` (lead ``L`` = 0 .. one day − 1) is linear in features of two kinds:
+
+  - *profile* features of the target time, built only from data at least one day before it (so
+    they exist for every lead): the value one day and one week before, the median of the same time
+    over the last 7 days, the mean over the last 21 days, and the mean of the last 4 days of the
+    same *day type* (working day, or weekend/holiday) at that time;
+  - *origin* features, known at the origin: the last hour's and the last day's departure from the
+    7-day median profile (the household is out, has guests, the heating is on ...), and the last
+    interval's departure.
+
+  When PV and load are metered separately (``Target.NET``), the load features come from the load
+  and the PV features from the PV: a **clear-sky envelope** (clear-sky GHI from pvlib times the
+  highest ratio PV/GHI at that time of day over the last 14 days; without the site's coordinates,
+  the highest PV at that time of day over 14 days), the envelope times the **recent clear-sky
+  index** (last hour, last day; clipped to [0, 1.5]), GHI times the 7-day median index, and
+  yesterday's PV.
+* **Coefficients per lead bucket** (0–15 min, 15–30, 30–45, 45–60 min, 1–1.5 h, 1.5–2, 2–3, 3–4,
+  4–6, 6–8, 8–12, 12–16, 16–24 h), one set per quantile level, fitted per household by batched
+  IRLS quantile regression on at most ``max_origins`` origins spread evenly over the last
+  ``train_days`` days and over every time of day (each origin contributes one lead of each bucket,
+  cycling through the bucket's leads). So the same fitted model serves the daemon's next-slot
+  quotes and a day-ahead plan from any time of day, and a fit costs the same for any window.
+* **Bands** are the fitted P10/P90, widened about the P50 by ``band_scale`` (in-sample quantiles
+  are too narrow out of sample; the factor was chosen on the tuning homes and years only, see
+  ``docs/forecasting.md``) and sorted (no crossing).
+* Vectorised over households: one call fits or forecasts every row of a history; households never
+  share parameters, so a household's forecast does not depend on who else is in the batch.
+* Pure: no clock, no randomness; pvlib's clear-sky GHI is computed from the time stamps alone.
+
+Known limits: no weather forecast (a cloudy day after a clear one is missed day-ahead; day-ahead
+skill is bounded by that, see the docs); holidays only when a country is given; DST is not
+modelled (the calendar is local standard time, as everywhere in :mod:`forecasting`); a household
+needs ``min_history_days`` (30) of history to be fitted, 22 to be forecast, and is fitted best on
+a year.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from forecasting.models import (
+    QUANTILES,
+    QuantileForecast,
+    Target,
+    _irls_quantile,
+    _make_forecast,
+    target_values,
+)
+from forecasting.series import SECONDS_PER_DAY, FloatArray, MeterHistory
+from forecasting.solar import clear_sky_ghi_w_m2
+from market.errors import InvalidInput, UsageError
+
+__all__ = ["FittedProfileQR", "ProfileQR"]
+
+IntArray = npt.NDArray[np.int64]
+
+#: Lead bucket edges in seconds (a bucket is [edge_i, edge_i+1)).
+LEAD_EDGES_S: Final = (0, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600, 28800, 43200,
+                       57600, 86400)  # fmt: skip
+PROFILE_DAYS: Final = 21  # the oldest lag a feature uses
+ENVELOPE_DAYS: Final = 14
+MIN_TRAIN_DAYS: Final = 7  # days of training origins a fit needs at least
+MIN_GHI_W_M2: Final = 20.0
+
+
+def lead_buckets(step_s: int) -> IntArray:
+    """Bucket index of each lead 0 .. steps_per_day − 1 for intervals of ``step_s``."""
+    s = SECONDS_PER_DAY // step_s
+    edges = sorted({-(-e // step_s) for e in LEAD_EDGES_S})
+    lead = np.arange(s)
+    return np.asarray(np.searchsorted(edges, lead, side="right") - 1, dtype=np.int64)
+
+
+def _day_type(history: MeterHistory, idx: IntArray, holidays: frozenset[int]) -> IntArray:
+    """1 for a weekend day or holiday (local calendar), else 0, for intervals ``idx``."""
+    t = history.start_s + idx * history.step_s + history.utc_offset_s
+    day = t // SECONDS_PER_DAY
+    out = ((day + 3) % 7 >= 5).astype(np.int64)  # 1970-01-01 was a Thursday
+    if holidays:
+        out |= np.isin(day, np.fromiter(holidays, dtype=np.int64)).astype(np.int64)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _holiday_days(country: str | None, subdiv: str | None, years: range) -> frozenset[int]:
+    """Local day numbers (days since 1970-01-01) of public holidays, or none without a country
+    (memoised: a pure function of its arguments, asked again at every forecast)."""
+    if country is None:
+        return frozenset()
+    import holidays as holidays_lib  # noqa: PLC0415 - only needed when a country is configured
+
+    try:
+        cal = holidays_lib.country_holidays(country, subdiv=subdiv, years=list(years))
+    except NotImplementedError:
+        raise UsageError(f"no holiday calendar for country {country!r} / {subdiv!r}") from None
+    epoch = np.datetime64("1970-01-01", "D")
+    return frozenset(int((np.datetime64(d, "D") - epoch).astype(np.int64)) for d in cal)
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """What the features are built from, for one history (all arrays (households, T) or (T,))."""
+
+    load: FloatArray  # the load-like series: the load, or the target itself
+    pv: FloatArray | None  # the PV, when metered
+    ghi: FloatArray | None  # clear-sky GHI at each interval's midpoint (when the site is known)
+    day_type: IntArray  # (T,)
+
+
+def _lags(y: FloatArray, t: IntArray, s: int, days: int) -> FloatArray:
+    """``(n, len(t), days)``: y at ``t − d·s`` for d = 1..days."""
+    idx = t[:, None] - s * np.arange(1, days + 1)[None, :]
+    out: FloatArray = y[:, idx]
+    return out
+
+
+#: Profile feature columns (load part; PV part follows when PV is metered).
+MED7: Final = 2
+PV_ENV: Final = 7
+
+
+def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
+    """``(n, len(t), P)`` profile features at intervals ``t`` (each needs 21 days before it)."""
+    lags = _lags(series.load, t, s, PROFILE_DAYS)
+    same = (
+        series.day_type[t[:, None] - s * np.arange(1, PROFILE_DAYS + 1)]
+        == (series.day_type[t][:, None])
+    )  # (M, D)
+    rank = np.cumsum(same, axis=1)
+    w = (same & (rank <= 4)).astype(np.float64)
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+    feats = [
+        lags[..., 0],
+        lags[..., 6],
+        np.median(lags[..., :7], axis=-1),
+        lags.mean(axis=-1),
+        np.einsum("nmd,md->nm", lags, w),
+    ]
+    if series.pv is not None:
+        pv_lags = _lags(series.pv, t, s, ENVELOPE_DAYS)
+        if series.ghi is None:
+            env, med = pv_lags.max(axis=-1), np.median(pv_lags[..., :7], axis=-1)
+        else:
+            ghi_t = series.ghi[t]
+            ghi_lags = series.ghi[t[:, None] - s * np.arange(1, ENVELOPE_DAYS + 1)]
+            lit = ghi_lags > MIN_GHI_W_M2
+            ratio = np.where(lit[None], pv_lags / np.where(lit, ghi_lags, 1.0)[None], 0.0)
+            env = ratio.max(axis=-1) * ghi_t[None]
+            med = np.median(ratio[..., :7], axis=-1) * ghi_t[None]
+        feats += [pv_lags[..., 0], med, env]
+    return np.stack(feats, axis=-1)
+
+
+def _origin_features(series: _Series, prof: FloatArray, t0: int, o: IntArray, s: int) -> FloatArray:
+    """``(n, len(o), K)`` features known at origins ``o``, from the profiles ``prof`` of the
+    intervals ``t0, t0 + 1, …`` (which must cover at least a day before each origin)."""
+    hour = max(1, 3600 * s // SECONDS_PER_DAY)
+    n = series.load.shape[0]
+    zero = np.zeros((n, 1))
+    t = t0 + np.arange(prof.shape[1])
+    resid = series.load[:, t] - prof[..., MED7]
+    c_r = np.concatenate([zero, np.cumsum(resid, axis=1)], axis=1)
+    i = o - t0  # position of the origin in the cumulative sums
+    feats = [
+        (c_r[:, i] - c_r[:, i - hour]) / hour,
+        (c_r[:, i] - c_r[:, i - s]) / s,
+        resid[:, i - 1],
+    ]
+    if series.pv is not None:
+        c_pv = np.concatenate([zero, np.cumsum(series.pv[:, t], axis=1)], axis=1)
+        c_env = np.concatenate([zero, np.cumsum(prof[..., PV_ENV], axis=1)], axis=1)
+        k_day = _ratio(c_pv[:, i] - c_pv[:, i - s], c_env[:, i] - c_env[:, i - s], 1.0)
+        k_hour = _ratio(c_pv[:, i] - c_pv[:, i - hour], c_env[:, i] - c_env[:, i - hour], k_day)
+        feats += [k_hour, k_day]
+    return np.stack(feats, axis=-1)
+
+
+def _ratio(num: FloatArray, den: FloatArray, default: FloatArray | float) -> FloatArray:
+    """``num / den`` clipped to [0, 1.5], ``default`` where ``den`` is (nearly) zero (night)."""
+    out: FloatArray = np.where(den > 1.0, np.clip(num / np.maximum(den, 1.0), 0.0, 1.5), default)
+    return out
+
+
+def _design(prof_t: FloatArray, orig: FloatArray, has_pv: bool) -> FloatArray:
+    """``(n, M, F)`` regression features from target profiles and origin features (both (n, M, ·))."""
+    n, m = prof_t.shape[:2]
+    cols = [np.ones((n, m, 1)), prof_t, orig[..., :3]]
+    if has_pv:
+        env = prof_t[..., PV_ENV : PV_ENV + 1]
+        cols += [env * orig[..., 3:4], env * orig[..., 4:5]]
+    return np.concatenate(cols, axis=-1)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileQR:
+    """Quantile regression on profiles, the recent anomaly and clear-sky PV (module docstring)."""
+
+    train_days: int = 365
+    max_origins: int = 1500
+    latitude: float | None = None
+    longitude: float | None = None
+    holiday_country: str | None = None
+    holiday_subdiv: str | None = None
+    band_scale: float = 1.04
+    iterations: int = 25
+    ridge: float = 1e-3
+    target: Target = Target.NET
+
+    @property
+    def name(self) -> str:
+        return "profile-qr"
+
+    @property
+    def min_history_days(self) -> int:
+        """Whole days of history :meth:`fit` needs: 22 for the oldest lag, a week of training
+        origins and a day of targets (forecasting alone needs :data:`PROFILE_DAYS` + 1). It
+        learns better from more: ``train_days`` (a year) is what it was measured with."""
+        return PROFILE_DAYS + 1 + MIN_TRAIN_DAYS + 1
+
+    def _series(self, history: MeterHistory, extra_steps: int) -> _Series:
+        use_pv = self.target is Target.NET and history.has_components
+        load = target_values(history, self.target)
+        pv = None
+        if use_pv:
+            assert history.load_w is not None and history.pv_w is not None
+            load, pv = history.load_w, history.pv_w
+        total = history.steps + extra_steps
+        idx = np.arange(total, dtype=np.int64)
+        ghi = None
+        if use_pv and self.latitude is not None and self.longitude is not None:
+            # the envelope looks back ENVELOPE_DAYS from a day before the origin at most
+            lo = (
+                max(0, history.steps - (ENVELOPE_DAYS + 1) * history.steps_per_day)
+                if (extra_steps)
+                else 0
+            )
+            mid = history.start_s + idx[lo:] * history.step_s + history.step_s // 2
+            ghi = np.zeros(total)
+            ghi[lo:] = clear_sky_ghi_w_m2(mid, latitude=self.latitude, longitude=self.longitude)
+        first = (history.start_s + history.utc_offset_s) // SECONDS_PER_DAY
+        last = (history.start_s + total * history.step_s + history.utc_offset_s) // SECONDS_PER_DAY
+        years = range(int(_year(first)), int(_year(last)) + 1)
+        hol = _holiday_days(self.holiday_country, self.holiday_subdiv, years)
+        pad = np.zeros((load.shape[0], extra_steps))
+        series = _Series(
+            load=np.concatenate([load, pad], axis=1),
+            pv=None if pv is None else np.concatenate([pv, pad], axis=1),
+            ghi=ghi,
+            day_type=_day_type(history, idx, hol),
+        )
+        return series
+
+    def fit(self, history: MeterHistory) -> FittedProfileQR:
+        s = history.steps_per_day
+        y = target_values(history, self.target)
+        first = (PROFILE_DAYS + 1) * s  # the oldest lag of the first origin's target
+        last = history.steps - s  # every lead of the last origin is inside the history
+        if last - first < MIN_TRAIN_DAYS * s:
+            raise InvalidInput(
+                reason="history_too_short", subject="meter history", field="steps",
+                expected=f">= {self.min_history_days} days ({self.min_history_days * s} intervals)",
+                found=f"{history.steps} intervals ({history.steps / s:.1f} days)",
+            )  # fmt: skip
+        first = max(first, last - self.train_days * s)
+        # at most max_origins training origins, spread over every time of day
+        stride = -(-(last - first) // self.max_origins)
+        k = np.arange((last - first) // stride, dtype=np.int64)
+        origins = first + k * stride + k % stride
+        buckets = lead_buckets(history.step_s)
+        n_b = int(buckets.max()) + 1
+        series = self._series(history, 0)
+        t0 = first - s
+        prof = _profiles(series, np.arange(t0, history.steps, dtype=np.int64), s)
+        orig = _origin_features(series, prof, t0, origins, s)
+        xs, ys = [], []
+        for b in range(n_b):
+            leads = np.flatnonzero(buckets == b)
+            lead = leads[k % len(leads)]
+            xs.append(_design(prof[:, origins + lead - t0], orig, series.pv is not None))
+            ys.append(y[:, origins + lead])
+        x_all = np.stack(xs, axis=1)  # (n, B, N, F)
+        y_all = np.stack(ys, axis=1)  # (n, B, N)
+        n, _, _, f = x_all.shape
+        taus = np.repeat(np.asarray(QUANTILES), n_b)
+        coefs = np.zeros((n, n_b, len(QUANTILES), f))
+        for i in range(n):
+            x = np.tile(x_all[i], (len(QUANTILES), 1, 1))
+            yy = np.tile(y_all[i], (len(QUANTILES), 1))
+            beta = _irls_quantile(x, yy, taus, iterations=self.iterations, ridge=self.ridge)
+            coefs[i] = beta.reshape(len(QUANTILES), n_b, f).transpose(1, 0, 2)
+        coefs.setflags(write=False)
+        return FittedProfileQR(self, coefs, history.step_s)
+
+
+def _year(day: int) -> int:
+    return int(str(np.datetime64(int(day), "D"))[:4])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FittedProfileQR:
+    """Per-household coefficients ``(households, buckets, quantiles, features)``."""
+
+    model: ProfileQR
+    coefs: FloatArray
+    step_s: int
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        s = history.steps_per_day
+        if history.step_s != self.step_s:
+            raise UsageError(f"fitted on {self.step_s}-s steps, got {history.step_s}-s steps")
+        if not 1 <= horizon <= s:
+            raise UsageError(f"horizon must be 1..{s} intervals, got {horizon}")
+        if history.households != self.coefs.shape[0]:
+            raise UsageError(
+                f"fitted for {self.coefs.shape[0]} households, got {history.households}"
+            )
+        need = (PROFILE_DAYS + 1) * s
+        if history.steps < need:
+            raise InvalidInput(
+                reason="history_too_short", subject="meter history", field="steps",
+                expected=f">= {need} intervals ({PROFILE_DAYS + 1} days)", found=str(history.steps),
+            )  # fmt: skip
+        tail = history.window(history.end_s - need * history.step_s, history.end_s)
+        series = self.model._series(tail, horizon)
+        o = tail.steps
+        t0 = o - s
+        prof = _profiles(series, np.arange(t0, o + horizon, dtype=np.int64), s)
+        orig = _origin_features(series, prof, t0, np.array([o], dtype=np.int64), s)
+        x = _design(prof[:, s:], np.repeat(orig, horizon, axis=1), series.pv is not None)
+        coefs = self.coefs[:, lead_buckets(history.step_s)[:horizon]]  # (n, H, Q, F)
+        values = np.einsum("nhf,nhqf->nhq", x, coefs)
+        mid = values[:, :, QUANTILES.index(0.5)][:, :, None]
+        values = mid + self.model.band_scale * (values - mid)
+        return _make_forecast(history, values)
