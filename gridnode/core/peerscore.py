@@ -55,9 +55,9 @@ __all__ = [
     "record",
 ]
 
-_WIRE_FAULT: Final = 25.0
-_FORGERY: Final = 50.0
-_BAD_ORDER: Final = 10.0
+_WIRE_FAULT: Final = 30.0
+_FORGERY: Final = 60.0
+_BAD_ORDER: Final = 12.0
 
 #: Penalty points per misbehaviour reason (see ``docs/protocol.md`` §6 for the reasoning):
 #: a forged signature costs most (the sender had to try), bytes no encoder writes and outsiders'
@@ -78,9 +78,9 @@ class ScoreParams:
     """How misbehaviour is weighed and forgiven. Durations in seconds, penalties in points.
 
     Defaults: half-life 60 s, ban at 100 points for 300 s, validators ×10. So an ordinary peer is
-    banned after 2 forged signatures, 4 junk frames or 10 bad orders within about a minute, and
-    one that misbehaves once a minute forever never is (its penalty settles at twice the weight);
-    a validator needs 20 forgeries in about a minute.
+    banned by 2 forged signatures within 35 s, 4 junk frames within 15 s or 9 bad orders in quick
+    succession, and one that sends a junk frame every 32 s or slower forever never is (its penalty
+    settles below the threshold); a validator needs 17 forgeries or 34 junk frames in a burst.
     """
 
     weights: Mapping[Reason, float] = field(default_factory=lambda: DEFAULT_WEIGHTS)
