@@ -549,8 +549,9 @@ def test_a_misbehaving_peer_is_banned_for_its_back_off_and_an_honest_or_protecte
                 with refused(WireReason.BAD_SHAPE, error=Rejected):
                     await attacker.request(b.peer_id, "submit", b"junk")
             # 4 x 30 points pass the threshold of 100: the answer may lose the race with the ban
-            with pytest.raises((Rejected, NetworkError)):
+            with pytest.raises((Rejected, NetworkError)) as last:
                 await attacker.request(b.peer_id, "submit", b"junk")
+            assert getattr(last.value, "reason", WireReason.BAD_SHAPE) is WireReason.BAD_SHAPE
 
             stats = b.peer_stats()
             assert stats[honest.peer_id].misbehaviour == {} and stats[honest.peer_id].score == 0
