@@ -11,7 +11,15 @@ Rules of this module:
 * Every error is JSON: ``{"error": {"reason": str, "field": str, "message": str}}`` with a 4xx status
   (400 malformed request, 401/403 auth, 404 unknown path or thing, 405 method, 409 refused by the
   node, 413 body too large, 415 not JSON, 422 breaks a market rule, 503 node cannot submit now).
+  ``reason`` is always a code from the closed set of :mod:`market.errors` (an
+  :class:`~market.errors.ApiReason`, or the order/ledger rule that refused the request).
   Anything unexpected becomes a JSON 500 ``internal`` error; the traceback goes to the log only.
+* A client's mistakes are not our errors: a malformed HTTP request (aiohttp answers it with a
+  plain 400) and a client that goes away mid-request are logged as one line at debug/info level,
+  never as an ERROR with a traceback. JSON integers are at most 20 digits (``number_too_long``).
+* The ``Host`` header must be ``name`` or ``name:port`` with a decimal port 1-65535 (``[v6]`` and
+  ``[v6]:port`` for IPv6) and ``name`` one of the allowed hosts; anything else (``localhost:80@evil``)
+  is refused ``host_not_allowed``.
 * Energy and money are integers with the unit in the key: ``*_wh``, ``*_micro``,
   ``*_micro_per_kwh``; times are unix ``*_ms`` (or ``*_s``); hashes and keys are lowercase hex.
 * Orders are checked with :func:`market.orders.validate_order` (price cap = the genesis retail
@@ -25,6 +33,7 @@ Documented for users in ``docs/api.md``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import hmac
@@ -37,10 +46,22 @@ from importlib import resources
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
-from market.errors import InvalidInput, NetworkError, UsageError
+from market.errors import (
+    ApiReason,
+    DataReason,
+    InvalidInput,
+    LedgerReason,
+    NetworkError,
+    OrderReason,
+    Reason,
+    UsageError,
+    WireReason,
+    reason_of,
+)
 from market.orders import REJECTION_REASONS, Order, Side, Step, validate_order
 
 __all__ = [
@@ -60,6 +81,8 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8470
 #: The largest request body accepted (an order with 16 steps is ~1 KiB of JSON).
 MAX_BODY_BYTES: Final = 16 * 1024
+#: The longest JSON integer accepted, in digits (every integer field fits in 63 bits: 19 digits).
+MAX_INT_DIGITS: Final = 20
 MAX_BLOCKS: Final = 100
 DEFAULT_BLOCKS: Final = 20
 DEFAULT_TRADE_SLOTS: Final = 8
@@ -93,7 +116,7 @@ _STATIC: Final = {  # URL path -> (file in gridnode/web, content type)
 class ApiError(Exception):
     """A request we refuse: becomes ``{"error": {...}}`` with ``status``."""
 
-    def __init__(self, status: int, reason: str, message: str, *, field: str = "") -> None:
+    def __init__(self, status: int, reason: Reason, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
@@ -101,19 +124,19 @@ class ApiError(Exception):
         self.message = message
 
 
-def _error_response(status: int, reason: str, message: str, field: str = "") -> web.Response:
-    body = {"error": {"reason": reason, "field": field, "message": message}}
+def _error_response(status: int, reason: Reason, message: str, field: str = "") -> web.Response:
+    body = {"error": {"reason": reason.value, "field": field, "message": message}}
     return web.json_response(body, status=status)
 
 
-_HTTP_REASONS: Final = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
+_HTTP_REASONS: Final[dict[int, Reason]] = {
+    400: ApiReason.BAD_REQUEST,
+    401: ApiReason.UNAUTHORIZED,
+    403: ApiReason.FORBIDDEN,
+    404: ApiReason.NOT_FOUND,
+    405: ApiReason.METHOD_NOT_ALLOWED,
+    413: ApiReason.BODY_TOO_LARGE,
+    415: ApiReason.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
@@ -132,7 +155,7 @@ async def _errors_middleware(
     except web.HTTPException as exc:  # router 404/405, body too large, ...
         if exc.status < 400:
             raise
-        reason = _HTTP_REASONS.get(exc.status, "http_error")
+        reason = _HTTP_REASONS.get(exc.status, ApiReason.HTTP_ERROR)
         message = {
             404: f"no such endpoint: {request.path} (see docs/api.md)",
             405: f"{request.method} is not allowed on {request.path}",
@@ -141,25 +164,48 @@ async def _errors_middleware(
         response = _error_response(exc.status, reason, message)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
+    except ConnectionError as exc:  # the client went away mid-request: its business, not a bug
+        log.info("client left during %s %s: %s", request.method, request.path, exc)
+        response = _error_response(400, ApiReason.BAD_REQUEST, "the connection was lost")
     except Exception:
         log.exception("internal error serving %s %s", request.method, request.path)
-        response = _error_response(500, "internal", "internal error; see the daemon's log")
+        response = _error_response(500, ApiReason.INTERNAL, "internal error; see the daemon's log")
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
+
+
+def host_name(header: str) -> str | None:
+    """The lower-case name in a ``Host`` header of the form ``name[:port]`` or ``[v6][:port]``
+    (port: 1-5 decimal digits, 1..65535), or ``None`` when the header has any other form."""
+    if header.startswith("["):
+        end = header.find("]")
+        if end < 0:
+            return None
+        name, rest = header[1:end], header[end + 1 :]
+    else:
+        name, sep, port = header.rpartition(":")
+        name, rest = (name, ":" + port) if sep else (header, "")
+    if rest:
+        port = rest[1:]
+        if not (rest[0] == ":" and port.isascii() and port.isdigit() and len(port) <= 5):
+            return None
+        if not 0 < int(port) <= 65535:
+            return None
+    if not name or not name.isascii() or not all(c.isalnum() or c in ".-:" for c in name):
+        return None
+    return name.lower()
 
 
 def _check_host(request: web.Request) -> None:
     allowed: frozenset[str] = request.app[_HOSTS_KEY]
     if not allowed:
         return
-    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-    host = host.strip("[]").lower()
-    if host not in allowed:
+    if host_name(request.host) not in allowed:
         raise ApiError(
             403,
-            "host_not_allowed",
-            f"Host {request.host!r} is not served here (allowed: {', '.join(sorted(allowed))})",
+            ApiReason.HOST_NOT_ALLOWED,
+            f"Host {request.host[:100]!r} is not served here (allowed: {', '.join(sorted(allowed))})",
         )
 
 
@@ -174,7 +220,9 @@ def _check_params(request: web.Request, allowed: tuple[str, ...]) -> None:
         if name not in allowed:
             known = ", ".join(allowed) or "none"
             raise ApiError(
-                400, "unknown_parameter", f"unknown query parameter {name!r} (known: {known})"
+                400,
+                ApiReason.UNKNOWN_PARAMETER,
+                f"unknown query parameter {name[:64]!r} (known: {known})",
             )
 
 
@@ -185,11 +233,15 @@ def _int_param(
     if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer >= {low}", field=name)
+        raise ApiError(
+            400, ApiReason.BAD_PARAMETER, f"{name} must be an integer >= {low}", field=name
+        )
     value = int(raw)
     if value < low or (high is not None and value > high):
         bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ApiError(400, "bad_parameter", f"{name} must be in {bound}, got {value}", field=name)
+        raise ApiError(
+            400, ApiReason.BAD_PARAMETER, f"{name} must be in {bound}, got {value}", field=name
+        )
     return value
 
 
@@ -199,7 +251,7 @@ def _bool_param(request: web.Request, name: str) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise ApiError(400, "bad_parameter", f"{name} must be 0 or 1, got {raw!r}", field=name)
+    raise ApiError(400, ApiReason.BAD_PARAMETER, f"{name} must be 0 or 1, got {raw!r}", field=name)
 
 
 # ----------------------------------------------------------------------------------------- views
@@ -292,6 +344,7 @@ async def status(request: web.Request) -> web.Response:
         "mempool_size": snap.mempool_size,
         "misbehaviour": dict(sorted(snap.misbehaviour.items())),
         "misbehaviour_total": sum(snap.misbehaviour.values()),
+        "banned_peers": sum(1 for p in snap.peers if p.banned),
         "open_orders": sum(
             1 for s, by_h in ledger.orders.items() if clock.is_open(s, now_s) for _ in by_h
         ),
@@ -321,6 +374,8 @@ async def peers(request: web.Request) -> web.Response:
                 "member": p.household in members,
                 "validator": p.household in validators,
                 "misbehaviour": dict(sorted(p.misbehaviour.items())),
+                "score": p.score,
+                "banned": p.banned,
             }
             for p in sorted(snap.peers, key=lambda p: (not p.connected, p.peer_id))
         ],
@@ -403,7 +458,7 @@ async def trades(request: web.Request) -> web.Response:
         if only_slot > ledger.last_cleared_slot:
             raise ApiError(
                 404,
-                "not_cleared",
+                ApiReason.NOT_CLEARED,
                 f"slot {only_slot} is not cleared yet (last cleared: {ledger.last_cleared_slot})",
                 field="slot",
             )
@@ -495,36 +550,56 @@ def _authorize(request: web.Request) -> None:
     if not header or scheme.lower() != "bearer" or not given.strip():
         raise ApiError(
             401,
-            "unauthorized",
+            ApiReason.UNAUTHORIZED,
             "this endpoint needs 'Authorization: Bearer <token>' (DIR/api.token)",
         )
     expected = request.app[_TOKEN_KEY]
     if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
-        raise ApiError(403, "forbidden", "wrong API token")
+        raise ApiError(403, ApiReason.FORBIDDEN, "wrong API token")
+
+
+class _NumberTooLong(Exception):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NumberTooLong(len(text))
+    return int(text)
 
 
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(
             415,
-            "unsupported_media_type",
-            f"send Content-Type: application/json, not {request.content_type!r}",
+            ApiReason.UNSUPPORTED_MEDIA_TYPE,
+            f"send Content-Type: application/json, not {request.content_type[:64]!r}",
         )
     raw = await request.read()  # raises 413 past client_max_size
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        return json.loads(raw.decode("utf-8"), parse_int=_bounded_int)
+    except _NumberTooLong:
+        raise ApiError(
+            400,
+            ApiReason.NUMBER_TOO_LONG,
+            f"a JSON integer has more than {MAX_INT_DIGITS} digits",
+        ) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError too
+        raise ApiError(
+            400, ApiReason.MALFORMED_JSON, f"the body is not valid JSON: {str(exc)[:200]}"
+        ) from None
 
 
 def _field_int(doc: Mapping[str, Any], key: str, where: str) -> int:
     if key not in doc:
-        raise ApiError(400, "missing_field", f"{where}{key} is required", field=where + key)
+        raise ApiError(
+            400, DataReason.MISSING_FIELD, f"{where}{key} is required", field=where + key
+        )
     value = doc[key]
     if not isinstance(value, int) or isinstance(value, bool):
         raise ApiError(
             400,
-            "bad_type",
+            WireReason.BAD_TYPE,
             f"{where}{key} must be an integer, got {type(value).__name__}",
             field=where + key,
         )
@@ -538,26 +613,29 @@ _STEP_KEYS: Final = frozenset({"price_micro_per_kwh", "price", "energy_wh"})
 def _parse_order_request(doc: Any, household: str, order_id: str) -> Order:
     """The request body as an (unsigned, nonce 0) order; shape errors are 400s."""
     if not isinstance(doc, dict):
-        raise ApiError(400, "bad_shape", "the body must be a JSON object")
+        raise ApiError(400, WireReason.BAD_SHAPE, "the body must be a JSON object")
     unknown = sorted(set(doc) - _ORDER_KEYS)
     if unknown:
         raise ApiError(
             400,
-            "unknown_field",
-            f"unknown field {unknown[0]!r} (known: slot, side, steps)",
-            field=unknown[0],
+            DataReason.UNKNOWN_FIELD,
+            f"unknown field {unknown[0][:64]!r} (known: slot, side, steps)",
+            field=unknown[0][:64],
         )
     slot = _field_int(doc, "slot", "")
     side_raw = doc.get("side")
     if side_raw not in ("buy", "sell"):
         raise ApiError(
-            400, "bad_side", f"side must be 'buy' or 'sell', got {side_raw!r}", field="side"
+            400,
+            OrderReason.BAD_SIDE,
+            f"side must be 'buy' or 'sell', got {str(side_raw)[:64]!r}",
+            field="side",
         )
     steps_raw = doc.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise ApiError(
             400,
-            "bad_steps",
+            ApiReason.BAD_STEPS,
             "steps must be a non-empty list of {price_micro_per_kwh, energy_wh}",
             field="steps",
         )
@@ -565,16 +643,21 @@ def _parse_order_request(doc: Any, household: str, order_id: str) -> Order:
     for i, step in enumerate(steps_raw[:1000]):
         where = f"steps[{i}]."
         if not isinstance(step, dict):
-            raise ApiError(400, "bad_shape", f"steps[{i}] must be an object", field=f"steps[{i}]")
+            raise ApiError(
+                400, WireReason.BAD_SHAPE, f"steps[{i}] must be an object", field=f"steps[{i}]"
+            )
         extra = sorted(set(step) - _STEP_KEYS)
         if extra:
             raise ApiError(
-                400, "unknown_field", f"unknown field {where}{extra[0]}", field=where + extra[0]
+                400,
+                DataReason.UNKNOWN_FIELD,
+                f"unknown field {where}{extra[0][:64]}",
+                field=where + extra[0][:64],
             )
         if "price" in step and "price_micro_per_kwh" in step:
             raise ApiError(
                 400,
-                "bad_shape",
+                WireReason.BAD_SHAPE,
                 f"{where}: give price_micro_per_kwh or price, not both",
                 field=where + "price",
             )
@@ -602,7 +685,7 @@ def _check_member(snap: Snapshot) -> None:
     if snap.household not in snap.ledger.genesis.members:
         raise ApiError(
             403,
-            "not_a_member",
+            LedgerReason.NOT_A_MEMBER,
             "this node's household is not a member of the community: it cannot trade",
         )
 
@@ -611,13 +694,14 @@ def _submit_response(result: SubmitResult, status_ok: int = 202) -> web.Response
     if result.accepted:
         body = {"accepted": True, "tx_id": result.tx_id, "order_id": result.order_id}
         return web.json_response(body, status=status_ok)
-    if result.reason == "no_open_order":
+    reason = reason_of(result.reason) or ApiReason.REFUSED
+    if reason is LedgerReason.NO_OPEN_ORDER:
         status = 404
-    elif result.reason in REJECTION_REASONS:  # a market rule, seen by the ledger's clock
+    elif reason in REJECTION_REASONS:  # a market rule, seen by the ledger's clock
         status = 422
     else:  # the node's own refusal: stale nonce, duplicate, mempool full, ...
         status = 409
-    raise ApiError(status, result.reason or "refused", f"the node refused it: {result.reason}")
+    raise ApiError(status, reason, f"the node refused it: {reason.value}")
 
 
 async def place_order(request: web.Request) -> web.Response:
@@ -637,9 +721,11 @@ async def place_order(request: web.Request) -> web.Response:
     try:
         result = await request.app[HANDLE_KEY].place_order(order)
     except (NetworkError, TimeoutError) as exc:
-        raise ApiError(503, "network", f"could not submit the order: {exc}") from None
-    except (InvalidInput, UsageError) as exc:
-        raise ApiError(409, getattr(exc, "reason", "refused"), str(exc)) from None
+        raise ApiError(503, ApiReason.NETWORK, f"could not submit the order: {exc}") from None
+    except InvalidInput as exc:
+        raise ApiError(409, exc.reason, str(exc)) from None
+    except UsageError as exc:
+        raise ApiError(409, ApiReason.REFUSED, str(exc)) from None
     return _submit_response(result)
 
 
@@ -649,26 +735,31 @@ async def cancel_order(request: web.Request) -> web.Response:
     raw = request.match_info["slot"]
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise ApiError(
-            400, "bad_parameter", f"slot must be an integer >= 0, got {raw!r}", field="slot"
+            400, ApiReason.BAD_PARAMETER, f"slot must be an integer >= 0, got {raw!r}", field="slot"
         )
     slot = int(raw)
     snap = _snapshot(request)
     _check_member(snap)
-    clock = snap.ledger.genesis.clock
+    genesis = snap.ledger.genesis
+    clock = genesis.clock
     now_s = snap.now_ms // 1000
-    if not clock.is_open(slot, now_s):
+    why = clock.window_error(slot, now_s, max_ahead_slots=genesis.max_order_ahead_slots)
+    if why is not None:
+        first = clock.first_open_slot(now_s)
         raise ApiError(
             422,
-            "slot_closed",
-            f"slot {slot} is closed for changes (first open slot {clock.first_open_slot(now_s)})",
+            why,
+            f"slot {slot} takes no changes now (open: {first}..{first + genesis.max_order_ahead_slots})",
             field="slot",
         )
     try:
         result = await request.app[HANDLE_KEY].cancel_order(slot)
     except (NetworkError, TimeoutError) as exc:
-        raise ApiError(503, "network", f"could not submit the cancel: {exc}") from None
-    except (InvalidInput, UsageError) as exc:
-        raise ApiError(409, getattr(exc, "reason", "refused"), str(exc)) from None
+        raise ApiError(503, ApiReason.NETWORK, f"could not submit the cancel: {exc}") from None
+    except InvalidInput as exc:
+        raise ApiError(409, exc.reason, str(exc)) from None
+    except UsageError as exc:
+        raise ApiError(409, ApiReason.REFUSED, str(exc)) from None
     return _submit_response(result)
 
 
@@ -730,6 +821,29 @@ def make_app(
     return app
 
 
+class _QuietServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, minus the tracebacks for what clients do wrong: a malformed request
+    (which aiohttp answers with a plain 400) or a connection lost mid-request is one debug line.
+    Anything else aiohttp reports keeps its level and traceback."""
+
+    def log(self, level: int, msg: object, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError | ConnectionError | asyncio.CancelledError):
+            kw.pop("exc_info")
+            text = str(msg) % args if args else str(msg)
+            super().log(logging.DEBUG, "%s: %s", text, _one_line(exc), **kw)
+            return
+        super().log(level, msg, *args, **kw)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+_QUIET_SERVER_LOG: Final = _QuietServerLog(logging.getLogger("gridnode.api.http"), {})
+
+
 @dataclass(frozen=True, slots=True)
 class RunningApi:
     """A started API: ``url`` is where it answers (the real port when started on port 0)."""
@@ -761,7 +875,9 @@ async def start_api(
 
     Raises :class:`UsageError` if the address is taken.
     """
-    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=shutdown_timeout_s)
+    runner = web.AppRunner(
+        app, access_log=access_log, shutdown_timeout=shutdown_timeout_s, logger=_QUIET_SERVER_LOG
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
