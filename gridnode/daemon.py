@@ -668,12 +668,14 @@ class DaemonNode:
         stored = self.runtime.store.block(event.height)
         if stored is not None:
             self._recent.appendleft(self._block_info(event.height, stored.block_hash, stored.block))
-        committed = {tx_id(o) for by_h in event.state.orders.values() for o in by_h.values()}
+        # the live book keeps what the ledger does not hold yet: an order whose nonce the ledger
+        # has used (committed, or replaced by a newer one) leaves it, as does a closed slot's
+        nonces = event.state.nonces
         open_slot = self.genesis.clock.first_open_slot(event.state.time_ms // 1000)
         self.live_orders = {
             k: v
             for k, v in self.live_orders.items()
-            if k not in committed and v.order.slot >= open_slot
+            if v.order.nonce > nonces.get(v.household, -1) and v.order.slot >= open_slot
         }
         if event.height % 50 == 0:
             log.info("height %d, %d slots settled", event.height, event.state.settled_slots)

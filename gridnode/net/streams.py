@@ -218,14 +218,16 @@ class Streams:
                 frames = decoder.feed(data)
                 if frames:
                     self.peers.count(peer, "frames_in", len(frames))
-                    if respond:
-                        replies = [await self._answer(peer, protocol, body) for body in frames]
-                        await stream.write(encode_frames(replies))
-                    else:
-                        for body in frames:
+                    replies = []
+                    for body in frames:
+                        if self.peers.is_banned(peer):  # banned by an earlier frame: stop reading
+                            return
+                        if respond:
+                            replies.append(await self._answer(peer, protocol, body))
+                        else:
                             await self._deliver(peer, protocol, body)
-                    if self.peers.is_banned(peer):
-                        return
+                    if replies:
+                        await stream.write(encode_frames(replies))
                 if decoder.error is not None:
                     self.peers.judge(peer, decoder.error)
                     log.debug("peer %s on %s: %s; resetting stream", peer, protocol, decoder.error)
