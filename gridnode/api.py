@@ -586,7 +586,7 @@ async def _json_body(request: web.Request) -> Any:
         ) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError too
         raise ApiError(
-            400, ApiReason.MALFORMED_JSON, f"the body is not valid JSON: {str(exc)[:200]}"
+            400, DataReason.MALFORMED_JSON, f"the body is not valid JSON: {str(exc)[:200]}"
         ) from None
 
 

@@ -171,7 +171,6 @@ class ApiReason(StrEnum):
     HTTP_ERROR = "http_error"
     UNKNOWN_PARAMETER = "unknown_parameter"
     BAD_PARAMETER = "bad_parameter"
-    MALFORMED_JSON = "malformed_json"
     NUMBER_TOO_LONG = "number_too_long"
     BAD_STEPS = "bad_steps"
     NOT_CLEARED = "not_cleared"
@@ -200,10 +199,12 @@ class StoreReason(StrEnum):
 
 
 class DataReason(StrEnum):
-    """Local files and data sets: order books, scenarios, meter histories, forecasts."""
+    """Documents and data sets: JSON and TOML documents (order books, scenarios, API bodies),
+    meter histories, forecasts."""
 
     UNREADABLE = "unreadable"
     NOT_UTF8 = "not_utf8"
+    MALFORMED_JSON = "malformed_json"
     NOT_TOML = "not_toml"
     NOT_A_TABLE = "not_a_table"
     UNKNOWN_FIELD = "unknown_field"
