@@ -44,11 +44,12 @@ leaves = (
     | st.sampled_from(["gn.tx.order", "gn.order", "gn.vote", "gn.txbatch", "buy", "sell"])
 )
 values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=9), max_leaves=30)
+TAGS = [
+    *("gn.tx.order", "gn.tx.cancel", "gn.tx.reading", "gn.txbatch", "gn.txresults", "gn.vote"),
+    *("gn.proposal", "gn.blockreq", "gn.blockresp", "gn.block", "gn.order", "gn.cancel"),
+]
 tagged = st.tuples(
-    st.sampled_from(
-        "gn.tx.order gn.tx.cancel gn.tx.reading gn.txbatch gn.txresults gn.vote gn.proposal"
-        " gn.blockreq gn.blockresp gn.block gn.order gn.cancel".split()
-    ),
+    st.sampled_from(TAGS),
     st.sampled_from([1, 1, 1, 2]),
     st.lists(values, max_size=8),
 ).map(lambda t: pack([t[0], t[1], *t[2]]))
