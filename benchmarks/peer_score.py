@@ -22,7 +22,7 @@ from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis, admission_error, genesis_state, sign_order
 from gridnode.net.host import NetConfig, NetHost, open_net_host
 from gridnode.txbatch import decode_tx_batch, encode_tx_batch
-from market.errors import InvalidInput, NetworkError, PeerMisbehaviour
+from market.errors import InvalidInput, NetworkError, PeerMisbehaviour, is_misbehaviour
 from market.orders import Order, Side, Step
 
 COMMUNITY = "bench"
@@ -88,11 +88,9 @@ def main() -> None:
                 for tx in txs
                 if (e := admission_error(state, tx, time_ms=1_000)) is not None
             }
-            for reason in sorted(reasons):
-                try:
+            for reason in sorted(reasons):  # as the daemon's submit-batch handler does
+                if is_misbehaviour(reason):
                     victim.report_misbehaviour(PeerMisbehaviour(peer, InvalidInput(reason=reason)))
-                except Exception:  # a refusal, not misbehaviour: not reported
-                    pass
             return b"ok"
 
         victim.on_request("submit-batch", submit_batch)
