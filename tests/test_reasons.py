@@ -52,18 +52,48 @@ def test_codes_are_unique_across_domains_and_map_back_to_their_member() -> None:
             assert member.value.isascii() and member.value.islower() and len(member.value) <= 64
 
 
+def _refusal_helpers(tree: ast.AST) -> dict[str, int]:
+    """Functions that pass their ``reason`` parameter on as ``reason=reason`` (``reject``,
+    ``fail``, ...): name -> the parameter's positional index at a call site."""
+    found = {}
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        names = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+        if "reason" not in names:
+            continue
+        forwards = any(
+            isinstance(kw.value, ast.Name) and kw.value.id == "reason"
+            for call in ast.walk(fn)
+            if isinstance(call, ast.Call)
+            for kw in call.keywords
+            if kw.arg == "reason"
+        )
+        if forwards:
+            found[fn.name] = names.index("reason") - (names[0] in ("self", "cls"))
+    return found
+
+
 def _literal_reasons(path: Path) -> list[tuple[int, str]]:
-    """String constants given as ``reason=`` to any call (an InvalidInput or a helper)."""
+    """String constants given as a reason: ``reason=`` to any call, or the ``reason`` argument of
+    a helper that forwards it (see :func:`_refusal_helpers`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    helpers = _refusal_helpers(tree)
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call):
-            for kw in node.keywords:
-                if kw.arg == "reason":
-                    found += [
-                        (c.lineno, c.value)
-                        for c in ast.walk(kw.value)
-                        if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value
-                    ]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        given = [kw.value for kw in node.keywords if kw.arg == "reason"]
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        if name in helpers and helpers[name] < len(node.args):
+            given.append(node.args[helpers[name]])
+        found += [
+            (c.lineno, c.value)
+            for value in given
+            for c in ast.walk(value)
+            if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value
+        ]
     return found
 
 
@@ -78,6 +108,11 @@ def test_every_reason_written_in_the_source_is_a_member() -> None:
         if code not in REASONS
     ]
     assert unknown == [], "add these to a reason enum in market/errors.py:\n" + "\n".join(unknown)
+
+
+def test_the_scan_sees_reasons_passed_to_helpers() -> None:
+    scenario = _literal_reasons(ROOT / "sims" / "scenario.py")
+    assert {"unknown_key", "not_a_date", "too_many_byzantine"} <= {code for _, code in scenario}
 
 
 def test_a_code_that_names_no_member_is_our_bug() -> None:
