@@ -228,6 +228,12 @@ class DataReason(StrEnum):
     NOT_FINITE = "not_finite"
     SHAPE_MISMATCH = "shape_mismatch"
     HISTORY_TOO_SHORT = "history_too_short"
+    # meter telegrams, messages and registers (gridnode/meters)
+    NO_REGISTERS = "no_registers"
+    NO_HISTORY = "no_history"
+    NOT_JSON = "not_json"
+    NO_FIELD = "no_field"
+    NEGATIVE = "negative"
 
 
 class SimReason(StrEnum):
