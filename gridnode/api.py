@@ -14,16 +14,13 @@ Rules of this module:
   ``reason`` is always a code from the closed set of :mod:`market.errors` (an
   :class:`~market.errors.ApiReason`, or the order/ledger rule that refused the request).
   Anything unexpected becomes a JSON 500 ``internal`` error; the traceback goes to the log only.
-* A client's mistakes are not our errors: a malformed HTTP request (aiohttp answers it with a
-  plain 400) and a client that goes away mid-request are logged as one line at debug/info level,
-  never as an ERROR with a traceback. JSON integers are at most 20 digits (``number_too_long``).
-* The ``Host`` header must be ``name`` or ``name:port`` with a decimal port 1-65535 (``[v6]`` and
-  ``[v6]:port`` for IPv6) and ``name`` one of the allowed hosts; anything else (``localhost:80@evil``)
-  is refused ``host_not_allowed``.
+* How a request is read and refused — the error body, the ``Host`` rule, query parameters, JSON
+  bodies and their bounds, quiet logs for a client's mistakes — is :mod:`gridnode.api_requests`.
 * Energy and money are integers with the unit in the key: ``*_wh``, ``*_micro``,
   ``*_micro_per_kwh``; times are unix ``*_ms`` (or ``*_s``); hashes and keys are lowercase hex.
 * Orders are checked with :func:`market.orders.validate_order` (price cap = the genesis retail
-  price, at most ``max_steps`` steps, slot still open at the snapshot's ``now_ms``) before the handle
+  price, at most ``max_steps`` steps, slot still open at the snapshot's ``now_ms`` and at most
+  ``max_order_ahead_slots`` beyond the first open slot) before the handle
   sees them; the ledger re-checks everything anyway.
 * The status page (``/``) is static HTML + JS + CSS shipped in ``gridnode/web``; it makes no
   request outside this origin (a Content-Security-Policy header enforces it) and polls the JSON API.
@@ -33,36 +30,42 @@ Documented for users in ``docs/api.md``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import heapq
 import hmac
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
+from gridnode.api_requests import (
+    HOSTS_KEY,
+    MAX_BODY_BYTES,
+    QUIET_SERVER_LOG,
+    ApiError,
+    bool_param,
+    check_params,
+    errors_middleware,
+    int_param,
+    json_body,
+    parse_order_request,
+)
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
 from market.errors import (
     ApiReason,
-    DataReason,
     InvalidInput,
     LedgerReason,
     NetworkError,
-    OrderReason,
-    Reason,
     UsageError,
-    WireReason,
     reason_of,
 )
-from market.orders import REJECTION_REASONS, Order, Side, Step, validate_order
+from market.orders import REJECTION_REASONS, validate_order
 
 __all__ = [
     "DEFAULT_HOST",
@@ -79,10 +82,6 @@ log = logging.getLogger("gridnode.api")
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8470
-#: The largest request body accepted (an order with 16 steps is ~1 KiB of JSON).
-MAX_BODY_BYTES: Final = 16 * 1024
-#: The longest JSON integer accepted, in digits (every integer field fits in 63 bits: 19 digits).
-MAX_INT_DIGITS: Final = 20
 MAX_BLOCKS: Final = 100
 DEFAULT_BLOCKS: Final = 20
 DEFAULT_TRADE_SLOTS: Final = 8
@@ -97,7 +96,6 @@ _IDS_KEY: Final[web.AppKey[itertools.count[int]]] = web.AppKey("gridnode_order_i
 #: Host names accepted by default: a page on another site that resolves its own name to 127.0.0.1
 #: (DNS rebinding) sends its own name as Host and is refused.
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
-_HOSTS_KEY: Final = web.AppKey("gridnode_allowed_hosts", frozenset)
 
 _CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -108,150 +106,6 @@ _STATIC: Final = {  # URL path -> (file in gridnode/web, content type)
     "/static/app.js": ("app.js", "text/javascript"),
     "/static/style.css": ("style.css", "text/css"),
 }
-
-
-# ------------------------------------------------------------------------------------------ errors
-
-
-class ApiError(Exception):
-    """A request we refuse: becomes ``{"error": {...}}`` with ``status``."""
-
-    def __init__(self, status: int, reason: Reason, message: str, *, field: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.field = field
-        self.message = message
-
-
-def _error_response(status: int, reason: Reason, message: str, field: str = "") -> web.Response:
-    body = {"error": {"reason": reason.value, "field": field, "message": message}}
-    return web.json_response(body, status=status)
-
-
-_HTTP_REASONS: Final[dict[int, Reason]] = {
-    400: ApiReason.BAD_REQUEST,
-    401: ApiReason.UNAUTHORIZED,
-    403: ApiReason.FORBIDDEN,
-    404: ApiReason.NOT_FOUND,
-    405: ApiReason.METHOD_NOT_ALLOWED,
-    413: ApiReason.BODY_TOO_LARGE,
-    415: ApiReason.UNSUPPORTED_MEDIA_TYPE,
-}
-
-
-@web.middleware
-async def _errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every failure becomes a JSON error; unexpected ones are logged, never shown."""
-    try:
-        _check_host(request)
-        response = await handler(request)
-    except ApiError as exc:
-        response = _error_response(exc.status, exc.reason, exc.message, exc.field)
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="gridnode"'
-    except web.HTTPException as exc:  # router 404/405, body too large, ...
-        if exc.status < 400:
-            raise
-        reason = _HTTP_REASONS.get(exc.status, ApiReason.HTTP_ERROR)
-        message = {
-            404: f"no such endpoint: {request.path} (see docs/api.md)",
-            405: f"{request.method} is not allowed on {request.path}",
-            413: f"request body over {MAX_BODY_BYTES} bytes",
-        }.get(exc.status, exc.reason)
-        response = _error_response(exc.status, reason, message)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-    except ConnectionError as exc:  # the client went away mid-request: its business, not a bug
-        log.info("client left during %s %s: %s", request.method, request.path, exc)
-        response = _error_response(400, ApiReason.BAD_REQUEST, "the connection was lost")
-    except Exception:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        response = _error_response(500, ApiReason.INTERNAL, "internal error; see the daemon's log")
-    response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
-
-
-def host_name(header: str) -> str | None:
-    """The lower-case name in a ``Host`` header of the form ``name[:port]`` or ``[v6][:port]``
-    (port: 1-5 decimal digits, 1..65535), or ``None`` when the header has any other form."""
-    if header.startswith("["):
-        end = header.find("]")
-        if end < 0:
-            return None
-        name, rest = header[1:end], header[end + 1 :]
-    else:
-        name, sep, port = header.rpartition(":")
-        name, rest = (name, ":" + port) if sep else (header, "")
-    if rest:
-        port = rest[1:]
-        if not (rest[0] == ":" and port.isascii() and port.isdigit() and len(port) <= 5):
-            return None
-        if not 0 < int(port) <= 65535:
-            return None
-    if not name or not name.isascii() or not all(c.isalnum() or c in ".-:" for c in name):
-        return None
-    return name.lower()
-
-
-def _check_host(request: web.Request) -> None:
-    allowed: frozenset[str] = request.app[_HOSTS_KEY]
-    if not allowed:
-        return
-    if host_name(request.host) not in allowed:
-        raise ApiError(
-            403,
-            ApiReason.HOST_NOT_ALLOWED,
-            f"Host {request.host[:100]!r} is not served here (allowed: {', '.join(sorted(allowed))})",
-        )
-
-
-# ------------------------------------------------------------------------------------- query args
-
-_TRUE: Final = ("1", "true", "yes")
-_FALSE: Final = ("0", "false", "no", "")
-
-
-def _check_params(request: web.Request, allowed: tuple[str, ...]) -> None:
-    for name in request.query:
-        if name not in allowed:
-            known = ", ".join(allowed) or "none"
-            raise ApiError(
-                400,
-                ApiReason.UNKNOWN_PARAMETER,
-                f"unknown query parameter {name[:64]!r} (known: {known})",
-            )
-
-
-def _int_param(
-    request: web.Request, name: str, default: int | None, *, low: int = 0, high: int | None = None
-) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise ApiError(
-            400, ApiReason.BAD_PARAMETER, f"{name} must be an integer >= {low}", field=name
-        )
-    value = int(raw)
-    if value < low or (high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ApiError(
-            400, ApiReason.BAD_PARAMETER, f"{name} must be in {bound}, got {value}", field=name
-        )
-    return value
-
-
-def _bool_param(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "0").lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ApiError(400, ApiReason.BAD_PARAMETER, f"{name} must be 0 or 1, got {raw!r}", field=name)
 
 
 # ----------------------------------------------------------------------------------------- views
@@ -290,7 +144,7 @@ def _order_json(so: SignedOrder, me: str, *, open_: bool) -> dict[str, Any]:
 
 
 async def status(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     ledger = snap.ledger
     genesis = ledger.genesis
@@ -361,7 +215,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def peers(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     members = set(snap.ledger.genesis.members)
     validators = set(snap.ledger.genesis.validators)
@@ -385,9 +239,9 @@ async def peers(request: web.Request) -> web.Response:
 
 
 async def orders(request: web.Request) -> web.Response:
-    _check_params(request, ("mine", "slot"))
-    mine = _bool_param(request, "mine")
-    only_slot = _int_param(request, "slot", None)
+    check_params(request, ("mine", "slot"))
+    mine = bool_param(request, "mine")
+    only_slot = int_param(request, "slot", None)
     snap = _snapshot(request)
     ledger = snap.ledger
     clock = ledger.genesis.clock
@@ -448,9 +302,9 @@ def _trade_slot(ledger: LedgerState, slot: int, me: str) -> dict[str, Any]:
 
 
 async def trades(request: web.Request) -> web.Response:
-    _check_params(request, ("slot", "limit"))
-    only_slot = _int_param(request, "slot", None)
-    limit = _int_param(request, "limit", DEFAULT_TRADE_SLOTS, low=1, high=MAX_TRADE_SLOTS)
+    check_params(request, ("slot", "limit"))
+    only_slot = int_param(request, "slot", None)
+    limit = int_param(request, "limit", DEFAULT_TRADE_SLOTS, low=1, high=MAX_TRADE_SLOTS)
     assert limit is not None
     snap = _snapshot(request)
     ledger = snap.ledger
@@ -475,12 +329,12 @@ async def trades(request: web.Request) -> web.Response:
 
 
 async def blocks(request: web.Request) -> web.Response:
-    _check_params(request, ("from", "limit"))
-    limit = _int_param(request, "limit", DEFAULT_BLOCKS, low=1, high=MAX_BLOCKS)
+    check_params(request, ("from", "limit"))
+    limit = int_param(request, "limit", DEFAULT_BLOCKS, low=1, high=MAX_BLOCKS)
     assert limit is not None
     snap = _snapshot(request)
     height = snap.ledger.height
-    start = _int_param(request, "from", max(1, height - limit + 1), low=1)
+    start = int_param(request, "from", max(1, height - limit + 1), low=1)
     assert start is not None
     found = request.app[HANDLE_KEY].blocks(start, limit) if start <= height else []
     body = {
@@ -502,7 +356,7 @@ async def blocks(request: web.Request) -> web.Response:
 
 
 async def balance(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     ledger = snap.ledger
     genesis = ledger.genesis
@@ -529,7 +383,7 @@ async def balance(request: web.Request) -> web.Response:
 
 
 async def forecast(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     body = {
         "now_ms": snap.now_ms,
@@ -556,121 +410,6 @@ def _authorize(request: web.Request) -> None:
     expected = request.app[_TOKEN_KEY]
     if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
         raise ApiError(403, ApiReason.FORBIDDEN, "wrong API token")
-
-
-class _NumberTooLong(Exception):
-    pass
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _NumberTooLong(len(text))
-    return int(text)
-
-
-async def _json_body(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise ApiError(
-            415,
-            ApiReason.UNSUPPORTED_MEDIA_TYPE,
-            f"send Content-Type: application/json, not {request.content_type[:64]!r}",
-        )
-    raw = await request.read()  # raises 413 past client_max_size
-    try:
-        return json.loads(raw.decode("utf-8"), parse_int=_bounded_int)
-    except _NumberTooLong:
-        raise ApiError(
-            400,
-            ApiReason.NUMBER_TOO_LONG,
-            f"a JSON integer has more than {MAX_INT_DIGITS} digits",
-        ) from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError too
-        raise ApiError(
-            400, DataReason.MALFORMED_JSON, f"the body is not valid JSON: {str(exc)[:200]}"
-        ) from None
-
-
-def _field_int(doc: Mapping[str, Any], key: str, where: str) -> int:
-    if key not in doc:
-        raise ApiError(
-            400, DataReason.MISSING_FIELD, f"{where}{key} is required", field=where + key
-        )
-    value = doc[key]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ApiError(
-            400,
-            WireReason.BAD_TYPE,
-            f"{where}{key} must be an integer, got {type(value).__name__}",
-            field=where + key,
-        )
-    return value
-
-
-_ORDER_KEYS: Final = frozenset({"slot", "side", "steps"})
-_STEP_KEYS: Final = frozenset({"price_micro_per_kwh", "price", "energy_wh"})
-
-
-def _parse_order_request(doc: Any, household: str, order_id: str) -> Order:
-    """The request body as an (unsigned, nonce 0) order; shape errors are 400s."""
-    if not isinstance(doc, dict):
-        raise ApiError(400, WireReason.BAD_SHAPE, "the body must be a JSON object")
-    unknown = sorted(set(doc) - _ORDER_KEYS)
-    if unknown:
-        raise ApiError(
-            400,
-            DataReason.UNKNOWN_FIELD,
-            f"unknown field {unknown[0][:64]!r} (known: slot, side, steps)",
-            field=unknown[0][:64],
-        )
-    slot = _field_int(doc, "slot", "")
-    side_raw = doc.get("side")
-    if side_raw not in ("buy", "sell"):
-        raise ApiError(
-            400,
-            OrderReason.BAD_SIDE,
-            f"side must be 'buy' or 'sell', got {str(side_raw)[:64]!r}",
-            field="side",
-        )
-    steps_raw = doc.get("steps")
-    if not isinstance(steps_raw, list) or not steps_raw:
-        raise ApiError(
-            400,
-            ApiReason.BAD_STEPS,
-            "steps must be a non-empty list of {price_micro_per_kwh, energy_wh}",
-            field="steps",
-        )
-    steps = []
-    for i, step in enumerate(steps_raw[:1000]):
-        where = f"steps[{i}]."
-        if not isinstance(step, dict):
-            raise ApiError(
-                400, WireReason.BAD_SHAPE, f"steps[{i}] must be an object", field=f"steps[{i}]"
-            )
-        extra = sorted(set(step) - _STEP_KEYS)
-        if extra:
-            raise ApiError(
-                400,
-                DataReason.UNKNOWN_FIELD,
-                f"unknown field {where}{extra[0][:64]}",
-                field=where + extra[0][:64],
-            )
-        if "price" in step and "price_micro_per_kwh" in step:
-            raise ApiError(
-                400,
-                WireReason.BAD_SHAPE,
-                f"{where}: give price_micro_per_kwh or price, not both",
-                field=where + "price",
-            )
-        price_key = "price" if "price" in step else "price_micro_per_kwh"
-        steps.append(Step(_field_int(step, price_key, where), _field_int(step, "energy_wh", where)))
-    return Order(
-        order_id=order_id,
-        household=household,
-        side=Side(side_raw),
-        slot=slot,
-        steps=tuple(steps),
-        nonce=0,
-    )
 
 
 def _new_order_id(request: web.Request, snap: Snapshot, doc: Any) -> str:
@@ -706,12 +445,12 @@ def _submit_response(result: SubmitResult, status_ok: int = 202) -> web.Response
 
 async def place_order(request: web.Request) -> web.Response:
     _authorize(request)
-    _check_params(request, ())
-    doc = await _json_body(request)
+    check_params(request, ())
+    doc = await json_body(request)
     snap = _snapshot(request)
     _check_member(snap)
     genesis = snap.ledger.genesis
-    order = _parse_order_request(doc, snap.household, _new_order_id(request, snap, doc))
+    order = parse_order_request(doc, snap.household, _new_order_id(request, snap, doc))
     try:
         validate_order(order, limits=genesis.limits, clock=genesis.clock, now=snap.now_ms // 1000)
     except InvalidInput as exc:
@@ -731,7 +470,7 @@ async def place_order(request: web.Request) -> web.Response:
 
 async def cancel_order(request: web.Request) -> web.Response:
     _authorize(request)
-    _check_params(request, ())
+    check_params(request, ())
     raw = request.match_info["slot"]
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise ApiError(
@@ -800,8 +539,8 @@ def make_app(
     """
     if not token or not token.strip():
         raise UsageError("the API token must not be empty")
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_BODY_BYTES)
-    app[_HOSTS_KEY] = frozenset(h.lower().strip("[]") for h in allowed_hosts or ())
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
+    app[HOSTS_KEY] = frozenset(h.lower().strip("[]") for h in allowed_hosts or ())
     app[HANDLE_KEY] = handle
     app[_TOKEN_KEY] = token.strip().encode("utf-8")
     app[_DIGEST_KEY] = {}
@@ -819,29 +558,6 @@ def make_app(
     for path in _STATIC:
         app.router.add_get(path, page)
     return app
-
-
-class _QuietServerLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's server log, minus the tracebacks for what clients do wrong: a malformed request
-    (which aiohttp answers with a plain 400) or a connection lost mid-request is one debug line.
-    Anything else aiohttp reports keeps its level and traceback."""
-
-    def log(self, level: int, msg: object, *args: Any, **kw: Any) -> None:
-        exc = kw.get("exc_info")
-        if isinstance(exc, HttpProcessingError | ConnectionError | asyncio.CancelledError):
-            kw.pop("exc_info")
-            text = str(msg) % args if args else str(msg)
-            super().log(logging.DEBUG, "%s: %s", text, _one_line(exc), **kw)
-            return
-        super().log(level, msg, *args, **kw)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"
-
-
-_QUIET_SERVER_LOG: Final = _QuietServerLog(logging.getLogger("gridnode.api.http"), {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -876,7 +592,7 @@ async def start_api(
     Raises :class:`UsageError` if the address is taken.
     """
     runner = web.AppRunner(
-        app, access_log=access_log, shutdown_timeout=shutdown_timeout_s, logger=_QUIET_SERVER_LOG
+        app, access_log=access_log, shutdown_timeout=shutdown_timeout_s, logger=QUIET_SERVER_LOG
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

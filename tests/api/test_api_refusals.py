@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gridnode.api import RunningApi, host_name
+from gridnode.api import RunningApi
+from gridnode.api_requests import host_name
 from gridnode.status import PeerInfo
 from market.errors import REASONS
 from tests.api.node import FIRST_OPEN, LocalNode
