@@ -11,11 +11,16 @@ Rules of this module:
 * Every error is JSON: ``{"error": {"reason": str, "field": str, "message": str}}`` with a 4xx status
   (400 malformed request, 401/403 auth, 404 unknown path or thing, 405 method, 409 refused by the
   node, 413 body too large, 415 not JSON, 422 breaks a market rule, 503 node cannot submit now).
+  ``reason`` is always a code from the closed set of :mod:`market.errors` (an
+  :class:`~market.errors.ApiReason`, or the order/ledger rule that refused the request).
   Anything unexpected becomes a JSON 500 ``internal`` error; the traceback goes to the log only.
+* How a request is read and refused — the error body, the ``Host`` rule, query parameters, JSON
+  bodies and their bounds, quiet logs for a client's mistakes — is :mod:`gridnode.api_requests`.
 * Energy and money are integers with the unit in the key: ``*_wh``, ``*_micro``,
   ``*_micro_per_kwh``; times are unix ``*_ms`` (or ``*_s``); hashes and keys are lowercase hex.
 * Orders are checked with :func:`market.orders.validate_order` (price cap = the genesis retail
-  price, at most ``max_steps`` steps, slot still open at the snapshot's ``now_ms``) before the handle
+  price, at most ``max_steps`` steps, slot still open at the snapshot's ``now_ms`` and at most
+  ``max_order_ahead_slots`` beyond the first open slot) before the handle
   sees them; the ledger re-checks everything anyway.
 * The status page (``/``) is static HTML + JS + CSS shipped in ``gridnode/web``; it makes no
   request outside this origin (a Content-Security-Policy header enforces it) and polls the JSON API.
@@ -31,18 +36,37 @@ import hmac
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
 from aiohttp import web
 
+from gridnode.api_requests import (
+    HOSTS_KEY,
+    MAX_BODY_BYTES,
+    QUIET_SERVER_LOG,
+    ApiError,
+    bool_param,
+    check_params,
+    errors_middleware,
+    int_param,
+    json_body,
+    parse_order_request,
+)
 from gridnode.chain import trade_row
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
-from market.errors import InvalidInput, NetworkError, UsageError
-from market.orders import REJECTION_REASONS, Order, Side, Step, validate_order
+from market.errors import (
+    ApiReason,
+    InvalidInput,
+    LedgerReason,
+    NetworkError,
+    UsageError,
+    reason_of,
+)
+from market.orders import REJECTION_REASONS, validate_order
 
 __all__ = [
     "DEFAULT_HOST",
@@ -59,8 +83,6 @@ log = logging.getLogger("gridnode.api")
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8470
-#: The largest request body accepted (an order with 16 steps is ~1 KiB of JSON).
-MAX_BODY_BYTES: Final = 16 * 1024
 MAX_BLOCKS: Final = 100
 DEFAULT_BLOCKS: Final = 20
 DEFAULT_TRADE_SLOTS: Final = 8
@@ -75,7 +97,6 @@ _IDS_KEY: Final[web.AppKey[itertools.count[int]]] = web.AppKey("gridnode_order_i
 #: Host names accepted by default: a page on another site that resolves its own name to 127.0.0.1
 #: (DNS rebinding) sends its own name as Host and is refused.
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
-_HOSTS_KEY: Final = web.AppKey("gridnode_allowed_hosts", frozenset)
 
 _CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -86,121 +107,6 @@ _STATIC: Final = {  # URL path -> (file in gridnode/web, content type)
     "/static/app.js": ("app.js", "text/javascript"),
     "/static/style.css": ("style.css", "text/css"),
 }
-
-
-# ------------------------------------------------------------------------------------------ errors
-
-
-class ApiError(Exception):
-    """A request we refuse: becomes ``{"error": {...}}`` with ``status``."""
-
-    def __init__(self, status: int, reason: str, message: str, *, field: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.field = field
-        self.message = message
-
-
-def _error_response(status: int, reason: str, message: str, field: str = "") -> web.Response:
-    body = {"error": {"reason": reason, "field": field, "message": message}}
-    return web.json_response(body, status=status)
-
-
-_HTTP_REASONS: Final = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-}
-
-
-@web.middleware
-async def _errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every failure becomes a JSON error; unexpected ones are logged, never shown."""
-    try:
-        _check_host(request)
-        response = await handler(request)
-    except ApiError as exc:
-        response = _error_response(exc.status, exc.reason, exc.message, exc.field)
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="gridnode"'
-    except web.HTTPException as exc:  # router 404/405, body too large, ...
-        if exc.status < 400:
-            raise
-        reason = _HTTP_REASONS.get(exc.status, "http_error")
-        message = {
-            404: f"no such endpoint: {request.path} (see docs/api.md)",
-            405: f"{request.method} is not allowed on {request.path}",
-            413: f"request body over {MAX_BODY_BYTES} bytes",
-        }.get(exc.status, exc.reason)
-        response = _error_response(exc.status, reason, message)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-    except Exception:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        response = _error_response(500, "internal", "internal error; see the daemon's log")
-    response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
-
-
-def _check_host(request: web.Request) -> None:
-    allowed: frozenset[str] = request.app[_HOSTS_KEY]
-    if not allowed:
-        return
-    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-    host = host.strip("[]").lower()
-    if host not in allowed:
-        raise ApiError(
-            403,
-            "host_not_allowed",
-            f"Host {request.host!r} is not served here (allowed: {', '.join(sorted(allowed))})",
-        )
-
-
-# ------------------------------------------------------------------------------------- query args
-
-_TRUE: Final = ("1", "true", "yes")
-_FALSE: Final = ("0", "false", "no", "")
-
-
-def _check_params(request: web.Request, allowed: tuple[str, ...]) -> None:
-    for name in request.query:
-        if name not in allowed:
-            known = ", ".join(allowed) or "none"
-            raise ApiError(
-                400, "unknown_parameter", f"unknown query parameter {name!r} (known: {known})"
-            )
-
-
-def _int_param(
-    request: web.Request, name: str, default: int | None, *, low: int = 0, high: int | None = None
-) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer >= {low}", field=name)
-    value = int(raw)
-    if value < low or (high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ApiError(400, "bad_parameter", f"{name} must be in {bound}, got {value}", field=name)
-    return value
-
-
-def _bool_param(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "0").lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ApiError(400, "bad_parameter", f"{name} must be 0 or 1, got {raw!r}", field=name)
 
 
 # ----------------------------------------------------------------------------------------- views
@@ -239,7 +145,7 @@ def _order_json(so: SignedOrder, me: str, *, open_: bool) -> dict[str, Any]:
 
 
 async def status(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     ledger = snap.ledger
     genesis = ledger.genesis
@@ -293,6 +199,7 @@ async def status(request: web.Request) -> web.Response:
         "mempool_size": snap.mempool_size,
         "misbehaviour": dict(sorted(snap.misbehaviour.items())),
         "misbehaviour_total": sum(snap.misbehaviour.values()),
+        "banned_peers": sum(1 for p in snap.peers if p.banned),
         "open_orders": sum(
             1 for s, by_h in ledger.orders.items() if clock.is_open(s, now_s) for _ in by_h
         ),
@@ -309,7 +216,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def peers(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     members = set(snap.ledger.genesis.members)
     validators = set(snap.ledger.genesis.validators)
@@ -322,6 +229,8 @@ async def peers(request: web.Request) -> web.Response:
                 "member": p.household in members,
                 "validator": p.household in validators,
                 "misbehaviour": dict(sorted(p.misbehaviour.items())),
+                "score": p.score,
+                "banned": p.banned,
             }
             for p in sorted(snap.peers, key=lambda p: (not p.connected, p.peer_id))
         ],
@@ -331,9 +240,9 @@ async def peers(request: web.Request) -> web.Response:
 
 
 async def orders(request: web.Request) -> web.Response:
-    _check_params(request, ("mine", "slot"))
-    mine = _bool_param(request, "mine")
-    only_slot = _int_param(request, "slot", None)
+    check_params(request, ("mine", "slot"))
+    mine = bool_param(request, "mine")
+    only_slot = int_param(request, "slot", None)
     snap = _snapshot(request)
     ledger = snap.ledger
     clock = ledger.genesis.clock
@@ -382,9 +291,9 @@ def _trade_slot(ledger: LedgerState, slot: int, me: str) -> dict[str, Any]:
 
 
 async def trades(request: web.Request) -> web.Response:
-    _check_params(request, ("slot", "limit"))
-    only_slot = _int_param(request, "slot", None)
-    limit = _int_param(request, "limit", DEFAULT_TRADE_SLOTS, low=1, high=MAX_TRADE_SLOTS)
+    check_params(request, ("slot", "limit"))
+    only_slot = int_param(request, "slot", None)
+    limit = int_param(request, "limit", DEFAULT_TRADE_SLOTS, low=1, high=MAX_TRADE_SLOTS)
     assert limit is not None
     snap = _snapshot(request)
     ledger = snap.ledger
@@ -392,7 +301,7 @@ async def trades(request: web.Request) -> web.Response:
         if only_slot > ledger.last_cleared_slot:
             raise ApiError(
                 404,
-                "not_cleared",
+                ApiReason.NOT_CLEARED,
                 f"slot {only_slot} is not cleared yet (last cleared: {ledger.last_cleared_slot})",
                 field="slot",
             )
@@ -409,12 +318,12 @@ async def trades(request: web.Request) -> web.Response:
 
 
 async def blocks(request: web.Request) -> web.Response:
-    _check_params(request, ("from", "limit"))
-    limit = _int_param(request, "limit", DEFAULT_BLOCKS, low=1, high=MAX_BLOCKS)
+    check_params(request, ("from", "limit"))
+    limit = int_param(request, "limit", DEFAULT_BLOCKS, low=1, high=MAX_BLOCKS)
     assert limit is not None
     snap = _snapshot(request)
     height = snap.ledger.height
-    start = _int_param(request, "from", max(1, height - limit + 1), low=1)
+    start = int_param(request, "from", max(1, height - limit + 1), low=1)
     assert start is not None
     found = request.app[HANDLE_KEY].blocks(start, limit) if start <= height else []
     body = {
@@ -436,7 +345,7 @@ async def blocks(request: web.Request) -> web.Response:
 
 
 async def balance(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     ledger = snap.ledger
     genesis = ledger.genesis
@@ -463,7 +372,7 @@ async def balance(request: web.Request) -> web.Response:
 
 
 async def forecast(request: web.Request) -> web.Response:
-    _check_params(request, ())
+    check_params(request, ())
     snap = _snapshot(request)
     body = {
         "now_ms": snap.now_ms,
@@ -478,8 +387,8 @@ async def forecast(request: web.Request) -> web.Response:
 async def submissions(request: web.Request) -> web.Response:
     """The orders this node submitted lately (its bidding loop's and the API's), with the answer
     each got; ``slot`` keeps one slot's. Read-only."""
-    _check_params(request, ("slot",))
-    only_slot = _int_param(request, "slot", None)
+    check_params(request, ("slot",))
+    only_slot = int_param(request, "slot", None)
     snap = _snapshot(request)
     body = {
         "now_ms": snap.now_ms,
@@ -512,99 +421,12 @@ def _authorize(request: web.Request) -> None:
     if not header or scheme.lower() != "bearer" or not given.strip():
         raise ApiError(
             401,
-            "unauthorized",
+            ApiReason.UNAUTHORIZED,
             "this endpoint needs 'Authorization: Bearer <token>' (DIR/api.token)",
         )
     expected = request.app[_TOKEN_KEY]
     if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
-        raise ApiError(403, "forbidden", "wrong API token")
-
-
-async def _json_body(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"send Content-Type: application/json, not {request.content_type!r}",
-        )
-    raw = await request.read()  # raises 413 past client_max_size
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-
-
-def _field_int(doc: Mapping[str, Any], key: str, where: str) -> int:
-    if key not in doc:
-        raise ApiError(400, "missing_field", f"{where}{key} is required", field=where + key)
-    value = doc[key]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ApiError(
-            400,
-            "bad_type",
-            f"{where}{key} must be an integer, got {type(value).__name__}",
-            field=where + key,
-        )
-    return value
-
-
-_ORDER_KEYS: Final = frozenset({"slot", "side", "steps"})
-_STEP_KEYS: Final = frozenset({"price_micro_per_kwh", "price", "energy_wh"})
-
-
-def _parse_order_request(doc: Any, household: str, order_id: str) -> Order:
-    """The request body as an (unsigned, nonce 0) order; shape errors are 400s."""
-    if not isinstance(doc, dict):
-        raise ApiError(400, "bad_shape", "the body must be a JSON object")
-    unknown = sorted(set(doc) - _ORDER_KEYS)
-    if unknown:
-        raise ApiError(
-            400,
-            "unknown_field",
-            f"unknown field {unknown[0]!r} (known: slot, side, steps)",
-            field=unknown[0],
-        )
-    slot = _field_int(doc, "slot", "")
-    side_raw = doc.get("side")
-    if side_raw not in ("buy", "sell"):
-        raise ApiError(
-            400, "bad_side", f"side must be 'buy' or 'sell', got {side_raw!r}", field="side"
-        )
-    steps_raw = doc.get("steps")
-    if not isinstance(steps_raw, list) or not steps_raw:
-        raise ApiError(
-            400,
-            "bad_steps",
-            "steps must be a non-empty list of {price_micro_per_kwh, energy_wh}",
-            field="steps",
-        )
-    steps = []
-    for i, step in enumerate(steps_raw[:1000]):
-        where = f"steps[{i}]."
-        if not isinstance(step, dict):
-            raise ApiError(400, "bad_shape", f"steps[{i}] must be an object", field=f"steps[{i}]")
-        extra = sorted(set(step) - _STEP_KEYS)
-        if extra:
-            raise ApiError(
-                400, "unknown_field", f"unknown field {where}{extra[0]}", field=where + extra[0]
-            )
-        if "price" in step and "price_micro_per_kwh" in step:
-            raise ApiError(
-                400,
-                "bad_shape",
-                f"{where}: give price_micro_per_kwh or price, not both",
-                field=where + "price",
-            )
-        price_key = "price" if "price" in step else "price_micro_per_kwh"
-        steps.append(Step(_field_int(step, price_key, where), _field_int(step, "energy_wh", where)))
-    return Order(
-        order_id=order_id,
-        household=household,
-        side=Side(side_raw),
-        slot=slot,
-        steps=tuple(steps),
-        nonce=0,
-    )
+        raise ApiError(403, ApiReason.FORBIDDEN, "wrong API token")
 
 
 def _new_order_id(request: web.Request, snap: Snapshot, doc: Any) -> str:
@@ -619,7 +441,7 @@ def _check_member(snap: Snapshot) -> None:
     if snap.household not in snap.ledger.genesis.members:
         raise ApiError(
             403,
-            "not_a_member",
+            LedgerReason.NOT_A_MEMBER,
             "this node's household is not a member of the community: it cannot trade",
         )
 
@@ -628,23 +450,24 @@ def _submit_response(result: SubmitResult, status_ok: int = 202) -> web.Response
     if result.accepted:
         body = {"accepted": True, "tx_id": result.tx_id, "order_id": result.order_id}
         return web.json_response(body, status=status_ok)
-    if result.reason == "no_open_order":
+    reason = reason_of(result.reason) or ApiReason.REFUSED
+    if reason is LedgerReason.NO_OPEN_ORDER:
         status = 404
-    elif result.reason in REJECTION_REASONS:  # a market rule, seen by the ledger's clock
+    elif reason in REJECTION_REASONS:  # a market rule, seen by the ledger's clock
         status = 422
     else:  # the node's own refusal: stale nonce, duplicate, mempool full, ...
         status = 409
-    raise ApiError(status, result.reason or "refused", f"the node refused it: {result.reason}")
+    raise ApiError(status, reason, f"the node refused it: {reason.value}")
 
 
 async def place_order(request: web.Request) -> web.Response:
     _authorize(request)
-    _check_params(request, ())
-    doc = await _json_body(request)
+    check_params(request, ())
+    doc = await json_body(request)
     snap = _snapshot(request)
     _check_member(snap)
     genesis = snap.ledger.genesis
-    order = _parse_order_request(doc, snap.household, _new_order_id(request, snap, doc))
+    order = parse_order_request(doc, snap.household, _new_order_id(request, snap, doc))
     try:
         validate_order(order, limits=genesis.limits, clock=genesis.clock, now=snap.now_ms // 1000)
     except InvalidInput as exc:
@@ -654,38 +477,45 @@ async def place_order(request: web.Request) -> web.Response:
     try:
         result = await request.app[HANDLE_KEY].place_order(order)
     except (NetworkError, TimeoutError) as exc:
-        raise ApiError(503, "network", f"could not submit the order: {exc}") from None
-    except (InvalidInput, UsageError) as exc:
-        raise ApiError(409, getattr(exc, "reason", "refused"), str(exc)) from None
+        raise ApiError(503, ApiReason.NETWORK, f"could not submit the order: {exc}") from None
+    except InvalidInput as exc:
+        raise ApiError(409, exc.reason, str(exc)) from None
+    except UsageError as exc:
+        raise ApiError(409, ApiReason.REFUSED, str(exc)) from None
     return _submit_response(result)
 
 
 async def cancel_order(request: web.Request) -> web.Response:
     _authorize(request)
-    _check_params(request, ())
+    check_params(request, ())
     raw = request.match_info["slot"]
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise ApiError(
-            400, "bad_parameter", f"slot must be an integer >= 0, got {raw!r}", field="slot"
+            400, ApiReason.BAD_PARAMETER, f"slot must be an integer >= 0, got {raw!r}", field="slot"
         )
     slot = int(raw)
     snap = _snapshot(request)
     _check_member(snap)
-    clock = snap.ledger.genesis.clock
+    genesis = snap.ledger.genesis
+    clock = genesis.clock
     now_s = snap.now_ms // 1000
-    if not clock.is_open(slot, now_s):
+    why = clock.window_error(slot, now_s, max_ahead_slots=genesis.max_order_ahead_slots)
+    if why is not None:
+        first = clock.first_open_slot(now_s)
         raise ApiError(
             422,
-            "slot_closed",
-            f"slot {slot} is closed for changes (first open slot {clock.first_open_slot(now_s)})",
+            why,
+            f"slot {slot} takes no changes now (open: {first}..{first + genesis.max_order_ahead_slots})",
             field="slot",
         )
     try:
         result = await request.app[HANDLE_KEY].cancel_order(slot)
     except (NetworkError, TimeoutError) as exc:
-        raise ApiError(503, "network", f"could not submit the cancel: {exc}") from None
-    except (InvalidInput, UsageError) as exc:
-        raise ApiError(409, getattr(exc, "reason", "refused"), str(exc)) from None
+        raise ApiError(503, ApiReason.NETWORK, f"could not submit the cancel: {exc}") from None
+    except InvalidInput as exc:
+        raise ApiError(409, exc.reason, str(exc)) from None
+    except UsageError as exc:
+        raise ApiError(409, ApiReason.REFUSED, str(exc)) from None
     return _submit_response(result)
 
 
@@ -726,8 +556,8 @@ def make_app(
     """
     if not token or not token.strip():
         raise UsageError("the API token must not be empty")
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_BODY_BYTES)
-    app[_HOSTS_KEY] = frozenset(h.lower().strip("[]") for h in allowed_hosts or ())
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
+    app[HOSTS_KEY] = frozenset(h.lower().strip("[]") for h in allowed_hosts or ())
     app[HANDLE_KEY] = handle
     app[_TOKEN_KEY] = token.strip().encode("utf-8")
     app[_DIGEST_KEY] = {}
@@ -779,7 +609,9 @@ async def start_api(
 
     Raises :class:`UsageError` if the address is taken.
     """
-    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=shutdown_timeout_s)
+    runner = web.AppRunner(
+        app, access_log=access_log, shutdown_timeout=shutdown_timeout_s, logger=QUIET_SERVER_LOG
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from gridnode.core.consensus_messages import ValidatorSet, decode_commit, verify_commit
@@ -58,7 +57,7 @@ from gridnode.core.ledger import (
     genesis_state,
 )
 from market.clearing import Trade
-from market.errors import InvalidInput
+from market.errors import ChainReason, InvalidInput, LedgerReason
 
 __all__ = [
     "BlockFacts",
@@ -76,22 +75,13 @@ __all__ = [
 STORE_BATCH = 200
 
 
-class ChainReason(StrEnum):
-    """Which step refused a block (see the module rules)."""
-
-    WRONG_HEIGHT = "wrong_height"  # not the next height
-    BAD_COMMIT = "bad_commit"  # the commit does not decode or does not prove these bytes
-    BAD_BLOCK = "bad_block"  # committed bytes that are no block
-    BROKEN_RULE = "broken_rule"  # a block the ledger's rules refuse
-
-
 class ChainError(InvalidInput):
     """A chain that does not read: ``height`` is the first block refused, ``cause`` the commit's or
     ledger's own error (naming the transaction and rule), if the step raised one."""
 
     def __init__(
         self,
-        reason: ChainReason,
+        reason: ChainReason | LedgerReason,
         *,
         height: int,
         expected: str = "",
@@ -168,7 +158,7 @@ class ChainReader:
         expected = self._state.height + 1
         if height != expected:
             raise ChainError(
-                ChainReason.WRONG_HEIGHT, height=height, expected=f"block {expected} next"
+                LedgerReason.WRONG_HEIGHT, height=height, expected=f"block {expected} next"
             )
         try:
             verify_commit(self._validators, decode_commit(commit), block, height=height)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import heapq
 import logging
 import signal
@@ -51,6 +50,13 @@ from gridnode.api import make_app, start_api
 from gridnode.clock import NodeClock
 from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
 from gridnode.core.consensus import ConsensusConfig, TimerKind
+from gridnode.core.consensus_messages import (
+    Proposal,
+    Vote,
+    decode_message,
+    verify_proposal,
+    verify_vote,
+)
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
     Genesis,
@@ -72,7 +78,6 @@ from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import (
     NetConfig,
     NetHost,
-    PeerStats,
     open_net_host,
     peer_id_of_hex,
     public_hex_of,
@@ -94,7 +99,17 @@ from gridnode.txbatch import (
     encode_tx_results,
     split_for,
 )
-from market.errors import InvalidInput, NetworkError, UsageError
+from market.errors import (
+    InvalidInput,
+    LedgerReason,
+    NetworkError,
+    PeerMisbehaviour,
+    Rejected,
+    UsageError,
+    WireReason,
+    is_misbehaviour,
+    reason_of,
+)
 from market.orders import Order
 
 __all__ = ["DaemonNode", "run_daemon"]
@@ -189,6 +204,7 @@ class DaemonNode:
             validator=config.role == "validator",
             config=consensus_config(clock.speedup),
             sync_peers=[v for v in self.validators if v != key.public_hex],
+            verified_votes=set(),  # _on_consensus checks signatures first; the core reuses them
         )
         self.runtime.listeners.append(self._on_commit)
         for sb in store.blocks_from(
@@ -236,6 +252,7 @@ class DaemonNode:
     # ------------------------------------------------------------------ tasks
     async def run(self) -> None:
         """Start the node and serve until cancelled."""
+        self.net.protect(self.validator_peers.values())  # never banned by one bad message
         self.net.on_message("consensus", self._on_consensus)
         self.net.on_message("tx", self._on_shared_tx)
         self.net.on_request("submit", self._on_submit)
@@ -276,14 +293,30 @@ class DaemonNode:
             self._publish()
 
     # ------------------------------------------------------------------ net -> runtime
-    def _sender_key(self, peer_id: str) -> str:
-        return public_hex_of(peer_id)
+    # Peer-facing handlers decode what a peer sent and refuse bad bytes by raising InvalidInput;
+    # the net layer (gridnode.net.peers) records it against the peer if the reason is
+    # misbehaviour, once. A refusal an honest peer can meet (slot_closed, stale_nonce, ...) is
+    # answered with its reason and never counted.
 
     def _on_consensus(self, peer_id: str, body: bytes) -> None:
-        try:
-            sender = self._sender_key(peer_id)
-        except InvalidInput:
-            return
+        """A consensus message from ``peer_id`` (whose key is its peer id). It must decode, and a
+        vote or proposal for the height being decided (or the next) must be signed by a
+        validator (the round's proposer for a proposal): ``bad_signature`` otherwise."""
+        sender = public_hex_of(peer_id)
+        msg = decode_message(body)
+        current = self.runtime.state.height + 1
+        if isinstance(msg, Vote | Proposal) and current <= msg.height <= current + 1:
+            ok = (
+                verify_vote(self.runtime.validators, msg)
+                if isinstance(msg, Vote)
+                else verify_proposal(self.runtime.validators, msg)
+            )
+            if not ok:
+                raise InvalidInput(
+                    reason=LedgerReason.BAD_SIGNATURE,
+                    subject=f"{type(msg).__name__.lower()} {msg.height}/{msg.round}",
+                    expected="a validator's signature",
+                )
         self.runtime.on_message(sender, body, self.clock.now_ms())
 
     def _accept_tx(self, tx: Tx, *, share: bool) -> SubmitResult:
@@ -300,7 +333,9 @@ class DaemonNode:
                 if held is None or held.order.nonce < tx.order.nonce:
                     self._gossip_pending[key] = tx
                 self._gossip_wake.set()
-        return SubmitResult(result.accepted or result.reason == "duplicate", tid, result.reason)
+        reason = reason_of(result.reason) if result.reason else None
+        accepted = result.accepted or reason is LedgerReason.DUPLICATE
+        return SubmitResult(accepted, tid, reason or "")
 
     async def _gossip_loop(self) -> None:
         """Validators: publish the orders accepted from submissions as one gossip message (a
@@ -340,36 +375,46 @@ class DaemonNode:
         return self.runtime.app.verified
 
     async def _on_submit(self, peer_id: str, body: bytes) -> bytes:
-        tx = decode_tx(body)  # InvalidInput -> "rejected" answer and a counted rejection
+        """``submit``: one transaction; OK with its id, or REJECTED with the bare reason code."""
+        tx = decode_tx(body)
         if not self.runtime.is_validator:
-            raise InvalidInput(reason="not_a_validator", subject="submit")
+            raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit")
         result = self._accept_tx(tx, share=True)
-        if not result.accepted:
-            # the answer's text is exactly the reason code: the client maps it back (see _submit)
-            raise InvalidInput(reason=result.reason or "refused")
         self._publish()
+        if not result.accepted:
+            raise InvalidInput(reason=result.reason, subject=f"tx {result.tx_id[:16]}")
         return bytes.fromhex(result.tx_id)
 
     async def _on_submit_batch(self, peer_id: str, body: bytes) -> bytes:
-        """A household's transactions of a slot in one request: one result per transaction."""
-        txs = decode_tx_batch(body, max_bytes=self.net.config.max_frame_bytes)  # -> "rejected"
+        """A household's transactions of a slot in one request: one result per transaction. A
+        batch carrying forged or foreign transactions is misbehaviour of its sender, recorded once
+        per reason (the batch is one message) while every transaction still gets its answer."""
+        txs = decode_tx_batch(body, max_bytes=self.net.config.max_frame_bytes)
         if not self.runtime.is_validator:
-            raise InvalidInput(reason="not_a_validator", subject="submit-batch")
+            raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit-batch")
         results = [self._accept_tx(tx, share=True) for tx in txs]
         self._publish()
+        faults = {r.reason for r in results if not r.accepted and is_misbehaviour(r.reason)}
+        for reason in sorted(faults):
+            cause = InvalidInput(reason=reason, subject=f"submit-batch of {len(txs)}")
+            self.net.report_misbehaviour(PeerMisbehaviour(peer_id, cause))
         return encode_tx_results(
-            [(bytes.fromhex(r.tx_id), "" if r.accepted else r.reason or "refused") for r in results]
+            [(bytes.fromhex(r.tx_id), None if r.accepted else reason_of(r.reason)) for r in results]
         )
 
     def _on_shared_tx(self, peer_id: str, body: bytes) -> None:
-        if not self.runtime.is_validator or peer_id not in self.validator_peers.values():
+        """``tx``: a transaction another validator accepted (mempool sharing). Only validators may
+        send it; one that forwards a forged or malformed transaction is to blame."""
+        if not self.runtime.is_validator:
             return
-        try:
-            tx = decode_tx(body)
-        except InvalidInput as exc:
-            self.runtime.count(peer_id, exc.reason)
-            return
-        self.runtime.submit(tx, self.clock.now_ms())
+        if peer_id not in self.validator_peers.values():
+            raise InvalidInput(
+                reason=WireReason.NOT_PERMITTED, subject="tx", expected="a validator"
+            )
+        tx = decode_tx(body)
+        result = self.runtime.submit(tx, self.clock.now_ms())
+        if not result.accepted and is_misbehaviour(result.reason):
+            raise InvalidInput(reason=result.reason, subject=f"shared tx {tx.id.hex()[:16]}")
 
     def _order_batch(self, data: bytes) -> tuple[SignedOrder, ...]:
         """Decode a gossiped order batch once: the topic validator (which may run more than once
@@ -380,29 +425,24 @@ class DaemonNode:
         txs = decode_tx_batch(data, max_bytes=self.net.config.max_gossip_bytes)
         orders = tuple(tx for tx in txs if isinstance(tx, SignedOrder))
         if len(orders) != len(txs):
-            raise InvalidInput(reason="not_an_order", subject="order batch")
+            raise InvalidInput(reason=WireReason.NOT_AN_ORDER, subject="order batch")
         self._decoded[data] = orders
         while len(self._decoded) > _DECODED_CACHE:
             self._decoded.popitem(last=False)
         return orders
 
-    def _validate_gossip(self, origin: str, data: bytes) -> bool:
+    def _validate_gossip(self, origin: str, data: bytes) -> None:
         """Every order in the batch must be admissible now (member, signature, not replayed, slot
         open) — or be exactly the order the ledger already committed (the batch raced the block).
-        One bad order refuses the batch, counted against its publisher ``origin``."""
-        try:
-            orders = self._order_batch(data)
-        except InvalidInput as exc:
-            self.runtime.count(origin, exc.reason)
-            return False
+        One bad order refuses the batch with its reason (the net layer blames the forwarder only
+        for misbehaviour: a stale nonce or a closed slot can be a race, a forgery cannot)."""
+        orders = self._order_batch(data)
         state, now = self.runtime.state, self.clock.now_ms()
         for tx in orders:
             error = admission_error(state, tx, time_ms=now, verified=self._verified)
             if error is not None and not _is_committed(state, tx):
-                self.runtime.count(origin, error.reason)
                 self._decoded.pop(data, None)
-                return False
-        return True
+                raise error
 
     def _on_gossip_order(self, origin: str, data: bytes) -> None:
         orders = self._decoded.pop(data, None)
@@ -458,8 +498,8 @@ class DaemonNode:
         tid = tx_id(tx).hex()
         try:
             _, _ = await self.net.submit(self._submit_peers(), "submit", tx.encode())
-        except InvalidInput as exc:  # the validator refused it; its answer is the reason code
-            return SubmitResult(False, tid, exc.found or exc.reason)
+        except Rejected as exc:  # the validator refused it; its answer is the reason code
+            return SubmitResult(False, tid, exc.reason)
         return SubmitResult(True, tid)
 
     def _submit_peers(self) -> list[str]:
@@ -479,16 +519,17 @@ class DaemonNode:
             peer, answer = await self.net.submit(
                 self._submit_peers(), "submit-batch", encode_tx_batch(txs)
             )
-        except InvalidInput as exc:  # the whole batch was refused (e.g. malformed)
-            reason = exc.found or exc.reason
-            return [SubmitResult(False, tx_id(tx).hex(), reason) for tx in txs]
+        except (
+            Rejected
+        ) as exc:  # the whole batch was refused (e.g. we are not talking to a validator)
+            return [SubmitResult(False, tx_id(tx).hex(), exc.reason) for tx in txs]
         try:
             rows = decode_tx_results(answer, expected=len(txs))
         except InvalidInput as exc:
             raise NetworkError(f"validator {peer} answered a batch with {exc}") from exc
         if [tid for tid, _ in rows] != [tx_id(tx) for tx in txs]:
             raise NetworkError(f"validator {peer} answered a batch for other transactions")
-        return [SubmitResult(not reason, tid.hex(), reason) for tid, reason in rows]
+        return [SubmitResult(reason is None, tid.hex(), reason or "") for tid, reason in rows]
 
     # ------------------------------------------------------------------ snapshot
     def _block_info(self, height: int, block_hash: bytes, block: bytes) -> BlockInfo:
@@ -499,33 +540,42 @@ class DaemonNode:
         stored = self.runtime.store.block(event.height)
         if stored is not None:
             self._recent.appendleft(self._block_info(event.height, stored.block_hash, stored.block))
-        committed = {tx_id(o) for by_h in event.state.orders.values() for o in by_h.values()}
+        # the live book keeps what the ledger does not hold yet: an order whose nonce the ledger
+        # has used (committed, or replaced by a newer one) leaves it, as does a closed slot's
+        nonces = event.state.nonces
         open_slot = self.genesis.clock.first_open_slot(event.state.time_ms // 1000)
         self.live_orders = {
             k: v
             for k, v in self.live_orders.items()
-            if k not in committed and v.order.slot >= open_slot
+            if v.order.nonce > nonces.get(v.household, -1) and v.order.slot >= open_slot
         }
         if event.height % 50 == 0:
             log.info("height %d, %d slots settled", event.height, event.state.settled_slots)
 
     def _make_snapshot(self) -> Snapshot:
-        stats = self.net.peer_stats()
+        stats = self.net.peer_stats()  # the one record of misbehaviour: each refusal once
         connected = set(self.net.connected_peers())
         totals: dict[str, int] = {}
         peers = []
         for peer in sorted(set(stats) | connected):
-            counts = {k: v for k, v in _stat_dict(stats.get(peer)).items() if v}
-            counts.update(self.runtime.misbehaviour.get(peer, {}))
             try:
                 household = public_hex_of(peer)
             except InvalidInput:
                 household = ""
-            counts.update(self.runtime.misbehaviour.get(household, {}))
-            bad = {k: v for k, v in counts.items() if k not in _NOT_MISBEHAVIOUR}
+            st = stats.get(peer)
+            bad = dict(st.misbehaviour) if st is not None else {}
             for k, v in bad.items():
                 totals[k] = totals.get(k, 0) + v
-            peers.append(PeerInfo(peer, household, peer in connected, bad))
+            peers.append(
+                PeerInfo(
+                    peer,
+                    household,
+                    peer in connected,
+                    bad,
+                    score=round(st.score, 1) if st is not None else 0.0,
+                    banned=st is not None and st.banned,
+                )
+            )
         health = tuple(
             ValidatorHealth(
                 v,
@@ -561,11 +611,6 @@ class DaemonNode:
         ]
 
 
-_NOT_MISBEHAVIOUR = frozenset(
-    {"gossip_in", "frames_in", "frames_out", "gossip_out", "requests", "timeouts"}
-)
-
-
 def _submission(order: Order, at_ms: int, result: SubmitResult) -> Submission:
     return Submission(
         slot=order.slot,
@@ -578,10 +623,6 @@ def _submission(order: Order, at_ms: int, result: SubmitResult) -> Submission:
         accepted=result.accepted,
         reason=result.reason,
     )
-
-
-def _stat_dict(stats: PeerStats | None) -> dict[str, int]:
-    return {} if stats is None else dataclasses.asdict(stats)
 
 
 def _is_committed(state: LedgerState, tx: SignedOrder) -> bool:

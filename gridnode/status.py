@@ -32,6 +32,8 @@ class PeerInfo:
     household: str  # hex public key ("" if unknown)
     connected: bool
     misbehaviour: Mapping[str, int] = field(default_factory=dict)  # reason -> count
+    score: float = 0.0  # the peer score (0 clean, lower worse; docs/protocol.md §6)
+    banned: bool = False  # refused for its back-off period
 
 
 @dataclass(frozen=True, slots=True)

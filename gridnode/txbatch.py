@@ -9,7 +9,8 @@ request (``…/submit-batch/1.0.0``) and validators gossip the orders they accep
   bytes exactly as signed (§7.3), so a transaction's id is the same inside and outside a batch;
 * results = ``["gn.txresults", 1, [[tx_id(32 bytes), reason], …]]`` — one per transaction of the
   request, in its order; ``reason`` is ``""`` when the validator holds the transaction (also when
-  it already did), else the ledger rule's reason code.
+  it already did), else the refusal's reason code (a :data:`~market.errors.Reason` member's code,
+  never a sentence). A code the receiver does not know reads as ``unknown_reason``.
 
 Rules: decoding is strict (canonical msgpack, exact shapes, 1..``MAX_BATCH_TXS`` items, no
 transaction twice); a batch with any undecodable item is refused as a whole. Which transactions a
@@ -24,7 +25,7 @@ from typing import Any, Final
 
 from gridnode.core.ledger import Tx, decode_tx
 from market.codec import pack, unpack
-from market.errors import InvalidInput, UsageError
+from market.errors import REASONS, InvalidInput, Reason, UsageError, WireReason
 
 __all__ = [
     "BATCH_TAG",
@@ -65,12 +66,14 @@ def decode_tx_batch(data: bytes, *, max_bytes: int) -> tuple[Tx, ...]:
         or not isinstance(value[2], list)
     ):
         raise InvalidInput(
-            reason="bad_shape", subject="tx batch", expected=f'["{BATCH_TAG}", 1, [bytes, ...]]'
+            reason=WireReason.BAD_SHAPE,
+            subject="tx batch",
+            expected=f'["{BATCH_TAG}", 1, [bytes, ...]]',
         )
     items: list[Any] = value[2]
     if not 0 < len(items) <= MAX_BATCH_TXS:
         raise InvalidInput(
-            reason="bad_batch_size",
+            reason=WireReason.BAD_BATCH_SIZE,
             subject="tx batch",
             expected=f"1..{MAX_BATCH_TXS} transactions",
             found=str(len(items)),
@@ -80,12 +83,12 @@ def decode_tx_batch(data: bytes, *, max_bytes: int) -> tuple[Tx, ...]:
     for item in items:
         if not isinstance(item, bytes):
             raise InvalidInput(
-                reason="bad_type", subject="tx batch", field="item", expected="bytes"
+                reason=WireReason.BAD_TYPE, subject="tx batch", field="item", expected="bytes"
             )
         tx = decode_tx(item)
         if tx.id in seen:
             raise InvalidInput(
-                reason="duplicate_in_batch",
+                reason=WireReason.DUPLICATE_IN_BATCH,
                 subject="tx batch",
                 expected="each transaction once",
                 found=tx.id.hex()[:16],
@@ -114,13 +117,15 @@ def split_for(txs: Sequence[Tx], max_bytes: int) -> list[list[Tx]]:
     return runs
 
 
-def encode_tx_results(results: Sequence[tuple[bytes, str]]) -> bytes:
-    """The answer to a batch: ``(tx_id, reason)`` per transaction, ``reason == ""`` if accepted."""
-    return pack([RESULTS_TAG, _VERSION, [[tid, reason] for tid, reason in results]])
+def encode_tx_results(results: Sequence[tuple[bytes, Reason | None]]) -> bytes:
+    """The answer to a batch: ``(tx_id, reason)`` per transaction, ``None`` if accepted."""
+    rows = [[tid, "" if reason is None else reason.value] for tid, reason in results]
+    return pack([RESULTS_TAG, _VERSION, rows])
 
 
-def decode_tx_results(data: bytes, *, expected: int) -> list[tuple[bytes, str]]:
-    """Strictly parse an answer to a batch of ``expected`` transactions."""
+def decode_tx_results(data: bytes, *, expected: int) -> list[tuple[bytes, Reason | None]]:
+    """Strictly parse an answer to a batch of ``expected`` transactions: ``(tx_id, reason)`` per
+    transaction, ``None`` when accepted (a code we do not know is ``unknown_reason``)."""
     value = unpack(data, what="tx results", max_bytes=64 * (MAX_BATCH_TXS + 1) + 1024 * expected)
     if (
         not isinstance(value, list)
@@ -131,11 +136,11 @@ def decode_tx_results(data: bytes, *, expected: int) -> list[tuple[bytes, str]]:
         or len(value[2]) != expected
     ):
         raise InvalidInput(
-            reason="bad_shape",
+            reason=WireReason.BAD_SHAPE,
             subject="tx results",
             expected=f'["{RESULTS_TAG}", 1, [[tx_id, reason] x {expected}]]',
         )
-    out: list[tuple[bytes, str]] = []
+    out: list[tuple[bytes, Reason | None]] = []
     for row in value[2]:
         if (
             not isinstance(row, list)
@@ -145,7 +150,10 @@ def decode_tx_results(data: bytes, *, expected: int) -> list[tuple[bytes, str]]:
             or not isinstance(row[1], str)
         ):
             raise InvalidInput(
-                reason="bad_shape", subject="tx results", expected="[32-byte tx id, reason]"
+                reason=WireReason.BAD_SHAPE,
+                subject="tx results",
+                expected="[32-byte tx id, reason]",
             )
-        out.append((row[0], row[1]))
+        code = row[1]
+        out.append((row[0], None if not code else REASONS.get(code, WireReason.UNKNOWN_REASON)))
     return out

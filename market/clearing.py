@@ -53,7 +53,7 @@ from typing import Any, NamedTuple, overload
 import numpy as np
 import numpy.typing as npt
 
-from market.errors import InvalidInput
+from market.errors import InvalidInput, OrderReason
 from market.orders import Order, Side
 from market.units import WH_PER_KWH, amount_micro, largest_remainder
 
@@ -301,7 +301,7 @@ def clear(orders: Sequence[Order], *, slot: int, rule: Rule = Rule.PAY_AS_CLEAR)
     for oid in sorted(o.order_id for o in orders):
         if oid in rank:
             raise InvalidInput(
-                reason="duplicate_id",
+                reason=OrderReason.DUPLICATE_ID,
                 subject=f"order {oid!r}",
                 field="id",
                 expected="unique order ids",
@@ -310,7 +310,7 @@ def clear(orders: Sequence[Order], *, slot: int, rule: Rule = Rule.PAY_AS_CLEAR)
     for o in orders:
         if o.slot != slot:
             raise InvalidInput(
-                reason="wrong_slot",
+                reason=OrderReason.WRONG_SLOT,
                 subject=f"order {o.order_id!r}",
                 field="slot",
                 expected=str(slot),

@@ -19,7 +19,7 @@ from typing import Any, Final
 import msgpack
 
 from market.clearing import ClearingResult, Trade
-from market.errors import InvalidInput
+from market.errors import InvalidInput, OrderReason, WireReason
 from market.orders import Order, Side, Step
 
 __all__ = [
@@ -52,11 +52,11 @@ def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
     """Strictly parse one msgpack value; reject oversize, trailing or non-canonical bytes."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidInput(
-            reason="not_bytes", subject=what, expected="bytes", found=type(data).__name__
+            reason=WireReason.NOT_BYTES, subject=what, expected="bytes", found=type(data).__name__
         )
     if len(data) > max_bytes:
         raise InvalidInput(
-            reason="oversize",
+            reason=WireReason.OVERSIZE,
             subject=what,
             expected=f"<= {max_bytes} bytes",
             found=f"{len(data)} bytes",
@@ -71,11 +71,14 @@ def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
         TypeError,
     ) as exc:
         raise InvalidInput(
-            reason="malformed", subject=what, expected="one msgpack value", found=str(exc)
+            reason=WireReason.MALFORMED, subject=what, expected="one msgpack value", found=str(exc)
         ) from exc
     if pack(value) != bytes(data):
         raise InvalidInput(
-            reason="non_canonical", subject=what, expected="canonical msgpack", found="other bytes"
+            reason=WireReason.NON_CANONICAL,
+            subject=what,
+            expected="canonical msgpack",
+            found="other bytes",
         )
     return value
 
@@ -83,7 +86,11 @@ def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
 def _expect_int(value: Any, *, what: str, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput(
-            reason="bad_type", subject=what, field=field, expected="int", found=type(value).__name__
+            reason=WireReason.BAD_TYPE,
+            subject=what,
+            field=field,
+            expected="int",
+            found=type(value).__name__,
         )
     return value
 
@@ -91,7 +98,11 @@ def _expect_int(value: Any, *, what: str, field: str) -> int:
 def _expect_str(value: Any, *, what: str, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(
-            reason="bad_type", subject=what, field=field, expected="str", found=type(value).__name__
+            reason=WireReason.BAD_TYPE,
+            subject=what,
+            field=field,
+            expected="str",
+            found=type(value).__name__,
         )
     return value
 
@@ -114,16 +125,20 @@ def order_from_wire(value: Any, *, what: str = "order") -> Order:
     """Inverse of :func:`order_to_wire`; checks structure and types, not the market rules."""
     if not isinstance(value, list) or len(value) != 8:
         raise InvalidInput(
-            reason="bad_shape", subject=what, expected="array of 8", found=repr(value)[:80]
+            reason=WireReason.BAD_SHAPE, subject=what, expected="array of 8", found=repr(value)[:80]
         )
     tag, version, order_id, household, side, slot, nonce, steps = value
     if tag != ORDER_TAG:
         raise InvalidInput(
-            reason="bad_tag", subject=what, field="tag", expected=ORDER_TAG, found=repr(tag)
+            reason=WireReason.BAD_TAG,
+            subject=what,
+            field="tag",
+            expected=ORDER_TAG,
+            found=repr(tag),
         )
     if version != FORMAT_VERSION:
         raise InvalidInput(
-            reason="bad_version",
+            reason=WireReason.BAD_VERSION,
             subject=what,
             field="version",
             expected=str(FORMAT_VERSION),
@@ -137,7 +152,7 @@ def order_from_wire(value: Any, *, what: str = "order") -> Order:
         side_v = Side(side_s)
     except ValueError:
         raise InvalidInput(
-            reason="bad_side",
+            reason=OrderReason.BAD_SIDE,
             subject=what,
             field="side",
             expected="'buy' or 'sell'",
@@ -145,7 +160,7 @@ def order_from_wire(value: Any, *, what: str = "order") -> Order:
         ) from None
     if not isinstance(steps, list):
         raise InvalidInput(
-            reason="bad_type",
+            reason=WireReason.BAD_TYPE,
             subject=what,
             field="steps",
             expected="array",
@@ -155,7 +170,7 @@ def order_from_wire(value: Any, *, what: str = "order") -> Order:
     for i, step in enumerate(steps):
         if not isinstance(step, list) or len(step) != 2:
             raise InvalidInput(
-                reason="bad_shape",
+                reason=WireReason.BAD_SHAPE,
                 subject=what,
                 field=f"steps[{i}]",
                 expected="[price, energy_wh]",

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from market.clearing import ClearingResult, Rule
-from market.errors import InvalidInput
+from market.errors import DataReason, InvalidInput, OrderReason, WireReason
 from market.orders import Order, OrderLimits, Side, Step, validate_book
 
 __all__ = ["parse_book", "result_to_json"]
@@ -39,7 +39,7 @@ def _type_name(value: Any) -> str:
 def _int(value: Any, *, subject: str, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput(
-            reason="bad_type",
+            reason=WireReason.BAD_TYPE,
             subject=subject,
             field=field,
             expected="an integer",
@@ -51,7 +51,7 @@ def _int(value: Any, *, subject: str, field: str) -> int:
 def _str(value: Any, *, subject: str, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(
-            reason="bad_type",
+            reason=WireReason.BAD_TYPE,
             subject=subject,
             field=field,
             expected="a string",
@@ -65,7 +65,7 @@ def _keys(
 ) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidInput(
-            reason="bad_type",
+            reason=WireReason.BAD_TYPE,
             subject=subject,
             field=field,
             expected="an object",
@@ -74,7 +74,7 @@ def _keys(
     unknown = sorted(set(obj) - allowed)
     if unknown:
         raise InvalidInput(
-            reason="unknown_field",
+            reason=DataReason.UNKNOWN_FIELD,
             subject=subject,
             field=f"{field}.{unknown[0]}" if field else unknown[0],
             expected=f"only {sorted(allowed)}",
@@ -83,7 +83,7 @@ def _keys(
     missing = sorted(required - set(obj))
     if missing:
         raise InvalidInput(
-            reason="missing_field",
+            reason=DataReason.MISSING_FIELD,
             subject=subject,
             field=f"{field}.{missing[0]}" if field else missing[0],
             expected="present",
@@ -100,7 +100,7 @@ def parse_book(doc: Any, *, limits: OrderLimits = OrderLimits()) -> tuple[int, R
         rule = Rule(top["rule"])
     except (ValueError, TypeError):
         raise InvalidInput(
-            reason="bad_rule",
+            reason=OrderReason.BAD_RULE,
             subject="book",
             field="rule",
             expected="'pay-as-clear' or 'pay-as-bid'",
@@ -109,7 +109,7 @@ def parse_book(doc: Any, *, limits: OrderLimits = OrderLimits()) -> tuple[int, R
     raw_orders = top["orders"]
     if not isinstance(raw_orders, list):
         raise InvalidInput(
-            reason="bad_type",
+            reason=WireReason.BAD_TYPE,
             subject="book",
             field="orders",
             expected="an array",
@@ -127,7 +127,7 @@ def parse_book(doc: Any, *, limits: OrderLimits = OrderLimits()) -> tuple[int, R
             side = Side(o["side"])
         except (ValueError, TypeError):
             raise InvalidInput(
-                reason="bad_side",
+                reason=OrderReason.BAD_SIDE,
                 subject=subject,
                 field="side",
                 expected="'buy' or 'sell'",
@@ -135,7 +135,7 @@ def parse_book(doc: Any, *, limits: OrderLimits = OrderLimits()) -> tuple[int, R
             ) from None
         if not isinstance(o["steps"], list):
             raise InvalidInput(
-                reason="bad_type",
+                reason=WireReason.BAD_TYPE,
                 subject=subject,
                 field="steps",
                 expected="an array",

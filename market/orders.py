@@ -7,9 +7,12 @@ Rules of this module:
   more; a buy step bids for its energy at that price or less. Steps are independent: a curve
   "800 Wh at ≥ 120 000, 400 Wh more at ≥ 180 000" is two steps.
 * :func:`validate_order` checks one order against :class:`OrderLimits` and, given a slot clock and
-  ``now``, that its slot is still open; :func:`validate_book` also checks that every order is for the
-  book's slot and that ids are unique. Every rejection raises :class:`~market.errors.InvalidInput`
-  with a reason code, the order id and the field; the reasons are listed in :data:`REJECTION_REASONS`.
+  ``now``, that its slot is still open and not further ahead than ``limits.max_ahead_slots``
+  (:meth:`~market.slots.SlotClock.window_error`); :func:`validate_book` also checks that every order
+  is for the book's slot and that ids are unique. Slots and nonces are at most
+  :data:`~market.units.MAX_WIRE_INT` (they must encode as signed 64-bit integers). Every rejection
+  raises :class:`~market.errors.InvalidInput` with an :class:`~market.errors.OrderReason`, the
+  order id and the field; the order reasons are listed in :data:`REJECTION_REASONS`.
 * Nothing here mutates; a valid order stays valid (validation depends only on the order, the limits
   and ``now``).
 """
@@ -21,9 +24,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from market.errors import InvalidInput
+from market.errors import InvalidInput, OrderReason
 from market.slots import SlotClock
-from market.units import MAX_ENERGY_WH, MAX_PRICE_MICRO_PER_KWH
+from market.units import MAX_ENERGY_WH, MAX_PRICE_MICRO_PER_KWH, MAX_WIRE_INT
 
 __all__ = [
     "REJECTION_REASONS",
@@ -70,29 +73,34 @@ class Order:
 
 @dataclass(frozen=True, slots=True)
 class OrderLimits:
-    """Bounds every order must respect. ``price_cap_micro_per_kwh`` is usually the retail price."""
+    """Bounds every order must respect. ``price_cap_micro_per_kwh`` is usually the retail price;
+    ``max_ahead_slots`` (checked only when a clock and ``now`` are given) bounds how far beyond the
+    first open slot an order may be placed (``None``: no bound)."""
 
     price_cap_micro_per_kwh: int = 1_000_000
     max_steps: int = 16
     max_energy_wh: int = 10**9
     max_id_chars: int = 128
+    max_ahead_slots: int | None = None
 
 
+#: the reasons :func:`validate_order` and :func:`validate_book` refuse an order with
 REJECTION_REASONS: Final = (
-    "empty_id",
-    "id_too_long",
-    "empty_household",
-    "bad_side",
-    "bad_slot",
-    "bad_nonce",
-    "no_steps",
-    "too_many_steps",
-    "non_positive_energy",
-    "energy_too_large",
-    "price_out_of_range",
-    "slot_closed",
-    "wrong_slot",
-    "duplicate_id",
+    OrderReason.EMPTY_ID,
+    OrderReason.ID_TOO_LONG,
+    OrderReason.EMPTY_HOUSEHOLD,
+    OrderReason.BAD_SIDE,
+    OrderReason.BAD_SLOT,
+    OrderReason.BAD_NONCE,
+    OrderReason.NO_STEPS,
+    OrderReason.TOO_MANY_STEPS,
+    OrderReason.NON_POSITIVE_ENERGY,
+    OrderReason.ENERGY_TOO_LARGE,
+    OrderReason.PRICE_OUT_OF_RANGE,
+    OrderReason.SLOT_CLOSED,
+    OrderReason.SLOT_TOO_FAR_AHEAD,
+    OrderReason.WRONG_SLOT,
+    OrderReason.DUPLICATE_ID,
 )
 
 
@@ -113,48 +121,64 @@ def validate_order(
     """
     subject = f"order {order.order_id!r}" if order.order_id else "order"
 
-    def reject(reason: str, field: str, expected: str, found: object) -> InvalidInput:
+    def reject(reason: OrderReason, field: str, expected: str, found: object) -> InvalidInput:
         return InvalidInput(
             reason=reason, subject=subject, field=field, expected=expected, found=repr(found)
         )
 
     if not isinstance(order.order_id, str) or not order.order_id:
-        raise reject("empty_id", "id", "a non-empty string", order.order_id)
+        raise reject(OrderReason.EMPTY_ID, "id", "a non-empty string", order.order_id)
     if len(order.order_id) > limits.max_id_chars:
         raise reject(
-            "id_too_long", "id", f"at most {limits.max_id_chars} chars", len(order.order_id)
+            OrderReason.ID_TOO_LONG,
+            "id",
+            f"at most {limits.max_id_chars} chars",
+            len(order.order_id),
         )
     if not isinstance(order.household, str) or not order.household:
-        raise reject("empty_household", "household", "a non-empty string", order.household)
+        raise reject(
+            OrderReason.EMPTY_HOUSEHOLD, "household", "a non-empty string", order.household
+        )
     if not isinstance(order.side, Side):
-        raise reject("bad_side", "side", "'buy' or 'sell'", order.side)
-    if not _is_int(order.slot) or order.slot < 0:
-        raise reject("bad_slot", "slot", "an integer >= 0", order.slot)
-    if not _is_int(order.nonce) or order.nonce < 0:
-        raise reject("bad_nonce", "nonce", "an integer >= 0", order.nonce)
+        raise reject(OrderReason.BAD_SIDE, "side", "'buy' or 'sell'", order.side)
+    if not _is_int(order.slot) or not 0 <= order.slot <= MAX_WIRE_INT:
+        raise reject(OrderReason.BAD_SLOT, "slot", f"an integer in [0, {MAX_WIRE_INT}]", order.slot)
+    if not _is_int(order.nonce) or not 0 <= order.nonce <= MAX_WIRE_INT:
+        raise reject(
+            OrderReason.BAD_NONCE, "nonce", f"an integer in [0, {MAX_WIRE_INT}]", order.nonce
+        )
     if not order.steps:
-        raise reject("no_steps", "steps", "at least one step", 0)
+        raise reject(OrderReason.NO_STEPS, "steps", "at least one step", 0)
     if len(order.steps) > limits.max_steps:
-        raise reject("too_many_steps", "steps", f"at most {limits.max_steps}", len(order.steps))
+        raise reject(
+            OrderReason.TOO_MANY_STEPS, "steps", f"at most {limits.max_steps}", len(order.steps)
+        )
     cap = min(limits.price_cap_micro_per_kwh, MAX_PRICE_MICRO_PER_KWH)
     max_energy = min(limits.max_energy_wh, MAX_ENERGY_WH)
     for i, step in enumerate(order.steps):
         if not _is_int(step.energy_wh) or step.energy_wh <= 0:
-            raise reject("non_positive_energy", f"steps[{i}].energy_wh", "> 0", step.energy_wh)
+            raise reject(
+                OrderReason.NON_POSITIVE_ENERGY, f"steps[{i}].energy_wh", "> 0", step.energy_wh
+            )
         if step.energy_wh > max_energy:
             raise reject(
-                "energy_too_large", f"steps[{i}].energy_wh", f"<= {max_energy}", step.energy_wh
+                OrderReason.ENERGY_TOO_LARGE,
+                f"steps[{i}].energy_wh",
+                f"<= {max_energy}",
+                step.energy_wh,
             )
         price = step.price_micro_per_kwh
         if not _is_int(price) or not 0 <= price <= cap:
-            raise reject("price_out_of_range", f"steps[{i}].price", f"in [0, {cap}]", price)
-    if clock is not None and now is not None and not clock.is_open(order.slot, now):
-        raise reject(
-            "slot_closed",
-            "slot",
-            f"a slot whose gate closes after {now} (first open slot {clock.first_open_slot(now)})",
-            order.slot,
-        )
+            raise reject(
+                OrderReason.PRICE_OUT_OF_RANGE, f"steps[{i}].price", f"in [0, {cap}]", price
+            )
+    if clock is not None and now is not None:
+        why = clock.window_error(order.slot, now, max_ahead_slots=limits.max_ahead_slots)
+        if why is not None:
+            first = clock.first_open_slot(now)
+            ahead = limits.max_ahead_slots
+            window = f">= {first}" if ahead is None else f"in {first}..{first + ahead}"
+            raise reject(why, "slot", f"a slot open at {now} ({window})", order.slot)
     return order
 
 
@@ -171,7 +195,7 @@ def validate_book(
         validate_order(order, limits=limits)
         if order.slot != slot:
             raise InvalidInput(
-                reason="wrong_slot",
+                reason=OrderReason.WRONG_SLOT,
                 subject=f"order {order.order_id!r}",
                 field="slot",
                 expected=str(slot),
@@ -179,7 +203,7 @@ def validate_book(
             )
         if order.order_id in seen:
             raise InvalidInput(
-                reason="duplicate_id",
+                reason=OrderReason.DUPLICATE_ID,
                 subject=f"order {order.order_id!r}",
                 field="id",
                 expected="an id used once per book",

@@ -51,7 +51,7 @@ from enum import Enum
 from typing import Final
 
 from market.clearing import Trade
-from market.errors import GridnodeError, InvalidInput, UsageError
+from market.errors import GridnodeError, InvalidInput, OrderReason, UsageError, WireReason
 from market.units import amount_micro, largest_remainder
 
 __all__ = [
@@ -256,7 +256,7 @@ def settle(
     for h in households:
         if h not in measured_net_wh:
             raise InvalidInput(
-                reason="missing_reading",
+                reason=OrderReason.MISSING_READING,
                 subject=f"slot {slot}",
                 field=h,
                 expected="a meter reading for every household that traded",
@@ -265,7 +265,7 @@ def settle(
         value = measured_net_wh[h]
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidInput(
-                reason="bad_type",
+                reason=WireReason.BAD_TYPE,
                 subject=f"slot {slot}",
                 field=h,
                 expected="int Wh",
@@ -273,7 +273,7 @@ def settle(
             )
     if GRID in households or POOL in households:
         raise InvalidInput(
-            reason="reserved_name",
+            reason=OrderReason.RESERVED_NAME,
             subject=f"slot {slot}",
             expected="household ids other than 'grid'/'community-pool'",
         )

@@ -6,13 +6,16 @@ Rules of this module:
 * ``slot = unix_s // slot_seconds``. Slot ``k`` delivers during ``[k * slot_seconds, (k+1) * slot_seconds)``.
 * Gate closure of slot ``k`` is ``start(k) - gate_lead_seconds``. Orders for slot ``k`` are accepted
   while ``now < gate_closure(k)``; at ``now >= gate_closure(k)`` the slot is closed and is cleared once.
+* A community may also bound how far ahead an order may be placed: at ``now`` slots up to
+  ``first_open_slot(now) + max_ahead_slots`` are accepted (:meth:`SlotClock.window_error`, the one
+  copy of the rule that the market's order check and the ledger's admission share).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from market.errors import UsageError
+from market.errors import OrderReason, UsageError
 
 __all__ = ["SlotClock"]
 
@@ -49,6 +52,17 @@ class SlotClock:
     def is_open(self, slot: int, now: int) -> bool:
         """Whether orders for ``slot`` are still accepted at ``now``."""
         return now < self.gate_closure(slot)
+
+    def window_error(
+        self, slot: int, now: int, *, max_ahead_slots: int | None
+    ) -> OrderReason | None:
+        """Why ``slot`` does not accept orders at ``now`` (closed, or more than ``max_ahead_slots``
+        beyond the first open slot), or ``None`` when it does."""
+        if not self.is_open(slot, now):
+            return OrderReason.SLOT_CLOSED
+        if max_ahead_slots is not None and slot > self.first_open_slot(now) + max_ahead_slots:
+            return OrderReason.SLOT_TOO_FAR_AHEAD
+        return None
 
     def first_open_slot(self, now: int) -> int:
         """The earliest slot that still accepts orders at ``now``."""

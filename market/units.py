@@ -19,6 +19,7 @@ from typing import Final
 __all__ = [
     "MAX_ENERGY_WH",
     "MAX_PRICE_MICRO_PER_KWH",
+    "MAX_WIRE_INT",
     "WH_PER_KWH",
     "amount_micro",
     "largest_remainder",
@@ -30,6 +31,8 @@ WH_PER_KWH: Final = 1000
 MAX_ENERGY_WH: Final = 10**12
 #: Hard upper bound on any price (1,000,000 ¤/kWh); communities set a much lower cap in their genesis.
 MAX_PRICE_MICRO_PER_KWH: Final = 10**12
+#: Largest slot index or nonce: a signed 64-bit integer, which every peer's msgpack decoder reads.
+MAX_WIRE_INT: Final = 2**63 - 1
 
 
 def amount_micro(energy_wh: int, price_micro_per_kwh: int) -> int:

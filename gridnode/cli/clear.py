@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from market.clearing import clear
-from market.errors import InvalidInput
+from market.errors import DataReason, InvalidInput
 from market.jsonbook import parse_book, result_to_json
 from market.orders import OrderLimits
 from market.units import MAX_PRICE_MICRO_PER_KWH
@@ -48,15 +48,15 @@ def run(args: argparse.Namespace) -> int:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInput(
-            reason="unreadable", subject=source, found=exc.strerror or str(exc)
+            reason=DataReason.UNREADABLE, subject=source, found=exc.strerror or str(exc)
         ) from exc
     except UnicodeDecodeError as exc:
-        raise InvalidInput(reason="not_utf8", subject=source, found=str(exc)) from exc
+        raise InvalidInput(reason=DataReason.NOT_UTF8, subject=source, found=str(exc)) from exc
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            reason="malformed_json",
+            reason=DataReason.MALFORMED_JSON,
             subject=source,
             found=f"{exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from exc

@@ -260,14 +260,15 @@ def run_peers(args: argparse.Namespace) -> int:
         print("no peers")
         return 0
     _table(
-        ["PEER ID", "HOUSEHOLD", "CONNECTED", "ROLE", "MISBEHAVIOUR"],
+        ["PEER ID", "HOUSEHOLD", "CONNECTED", "ROLE", "MISBEHAVIOUR", "SCORE"],
         [
             [
                 p["peer_id"],
                 p["household"][:16] or "-",
-                "yes" if p["connected"] else "no",
+                "banned" if p.get("banned") else "yes" if p["connected"] else "no",
                 "validator" if p["validator"] else "member" if p["member"] else "-",
-                sum(p["misbehaviour"].values()),
+                ", ".join(f"{k} {v}" for k, v in sorted(p["misbehaviour"].items())) or "0",
+                f"{p.get('score', 0):.0f}",
             ]
             for p in doc["peers"]
         ],

@@ -4,20 +4,28 @@ Every node keeps this state and re-derives it from the blocks alone; consensus o
 blocks. Rules of this module:
 
 **Genesis.** A community is defined by a :class:`Genesis` (community id, genesis time, slot length and
-gate lead, tariff, clearing rule, netting, reading deadline, the members' and validators' public keys,
-n = 3f + 1 validators). Its canonical hash names the chain.
+gate lead, tariff, clearing rule, netting, reading deadline, how far ahead orders may go, the
+members' and validators' public keys, n = 3f + 1 validators). Its canonical hash names the chain;
+a parameter added after format 1 enters the hash only when it differs from its default.
+
+**Refusals** carry an :class:`~market.errors.OrderReason` (the market's order rules) or a
+:class:`~market.errors.LedgerReason` (membership, signature, nonce, readings, block validity);
+undecodable bytes a :class:`~market.errors.WireReason`.
 
 **Transactions** (canonical msgpack, signed by the household's Ed25519 key; the signature domain names the
 community, so nothing signed for one community is valid in another):
 
 * :class:`SignedOrder` — a market :class:`~market.orders.Order`. Admitted only if the signature is the
   household's, the household is a member, the order obeys the market rules with the price cap at retail,
-  its slot is still open at the block's time, and its nonce is above the household's last used nonce
+  its slot is still open at the block's time and at most ``max_order_ahead_slots`` beyond the first
+  open slot (a genesis parameter: a slot of 2**63 would otherwise be held forever), and its nonce
+  is above the household's last used nonce
   (so a replayed or re-ordered older message is refused). A household has at most **one open order per
   slot**: a newer order for the same slot (higher nonce) *replaces* the open one (this is how forecasts
   are re-quoted before gate closure). Hence no household can sell the same energy twice, and a household
   can never trade with itself. Order ids are unique among open orders.
-* :class:`SignedCancel` — removes the household's open order for a slot (slot still open; nonce rule).
+* :class:`SignedCancel` — removes the household's open order for a slot (slot still open, not too
+  far ahead; nonce rule).
 * :class:`SignedReading` — a household's measured net energy for a delivered slot (``+`` exported).
   Accepted once per household and slot, from the slot's end until ``reading_deadline_s`` after it.
 
@@ -63,7 +71,7 @@ from typing import Any, Final
 from gridnode.core.crypto import KeyPair, is_public_hex, verify_hex
 from market.clearing import Rule, Trade, clear
 from market.codec import order_from_wire, order_to_wire, pack, unpack
-from market.errors import InvalidInput, UsageError
+from market.errors import InvalidInput, LedgerReason, OrderReason, Reason, UsageError, WireReason
 from market.orders import Order, OrderLimits, validate_order
 from market.settlement import GRID, POOL, Netting, Settlement, Tariff, settle
 from market.slots import SlotClock
@@ -101,6 +109,10 @@ FORMAT: Final = 1
 ZERO_HASH: Final = b"\x00" * 32
 MAX_TX_BYTES: Final = 8 * 1024
 MAX_BLOCK_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_MAX_ORDER_AHEAD_SLOTS: Final = 672
+#: genesis parameters added after format 1: left out of the canonical encoding (and so of the
+#: genesis hash) while they hold their default, so a community's existing chain keeps its hash
+_HASHED_ONLY_IF_SET: Final = {"max_order_ahead_slots": DEFAULT_MAX_ORDER_AHEAD_SLOTS}
 
 
 def _sha256(data: bytes) -> bytes:
@@ -128,6 +140,9 @@ class Genesis:
     reading_deadline_seconds: int = 900
     max_drift_ms: int = 5_000
     max_steps: int = 16
+    #: how far beyond the first open slot an order or cancel may name a slot (672 = one week of
+    #: 15-minute slots); a genesis file without it gets this default
+    max_order_ahead_slots: int = DEFAULT_MAX_ORDER_AHEAD_SLOTS
     # derived once (admission looks them up for every transaction): not part of the genesis' identity
     member_set: frozenset[str] = field(init=False, repr=False, compare=False)
     _clock: SlotClock = field(init=False, repr=False, compare=False)
@@ -153,6 +168,8 @@ class Genesis:
         object.__setattr__(self, "member_set", frozenset(self.members))
         if self.reading_deadline_seconds < 0 or self.max_drift_ms < 0 or self.genesis_time_ms < 0:
             raise UsageError("reading deadline, drift and genesis time must be >= 0")
+        if self.max_order_ahead_slots < 0:
+            raise UsageError("max_order_ahead_slots must be >= 0")
         clock = SlotClock(slot_seconds=self.slot_seconds, gate_lead_seconds=self.gate_lead_seconds)
         object.__setattr__(self, "_clock", clock)  # validates slot length and gate lead
         self.tariff  # noqa: B018 - validates the prices
@@ -160,7 +177,9 @@ class Genesis:
             self,
             "_limits",
             OrderLimits(
-                price_cap_micro_per_kwh=self.retail_micro_per_kwh, max_steps=self.max_steps
+                price_cap_micro_per_kwh=self.retail_micro_per_kwh,
+                max_steps=self.max_steps,
+                max_ahead_slots=self.max_order_ahead_slots,
             ),
         )
 
@@ -200,6 +219,7 @@ class Genesis:
             "reading_deadline_seconds": self.reading_deadline_seconds,
             "max_drift_ms": self.max_drift_ms,
             "max_steps": self.max_steps,
+            "max_order_ahead_slots": self.max_order_ahead_slots,
             "members": list(self.members),
             "validators": list(self.validators),
         }
@@ -247,6 +267,9 @@ class Genesis:
 
     def encode(self) -> bytes:
         d = self.to_dict()
+        for key, default in _HASHED_ONLY_IF_SET.items():  # so older genesis files keep their hash
+            if d[key] == default:
+                del d[key]
         return pack(["gn.genesis", FORMAT, *[d[k] for k in sorted(d)]])
 
     @property
@@ -357,24 +380,36 @@ def sign_reading(key: KeyPair, genesis: Genesis, *, slot: int, net_wh: int) -> S
 def _int(value: Any, what: str, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput(
-            reason="bad_type", subject=what, field=field, expected="int", found=type(value).__name__
+            reason=WireReason.BAD_TYPE,
+            subject=what,
+            field=field,
+            expected="int",
+            found=type(value).__name__,
         )
     return value
 
 
 def _tx_from_wire(value: Any) -> Tx:
     if not isinstance(value, list) or len(value) != 4 or value[1] != FORMAT:
-        raise InvalidInput(reason="bad_shape", subject="tx", expected="[tag, 1, body, signature]")
+        raise InvalidInput(
+            reason=WireReason.BAD_SHAPE, subject="tx", expected="[tag, 1, body, signature]"
+        )
     tag, _, body, sig = value
     if not isinstance(sig, bytes):
-        raise InvalidInput(reason="bad_type", subject="tx", field="signature", expected="bytes")
+        raise InvalidInput(
+            reason=WireReason.BAD_TYPE, subject="tx", field="signature", expected="bytes"
+        )
     if tag == "gn.tx.order":
         return SignedOrder(order_from_wire(body), sig)
     if not isinstance(body, list) or len(body) != 5 or body[1] != FORMAT:
-        raise InvalidInput(reason="bad_shape", subject="tx", field="body", expected="array of 5")
+        raise InvalidInput(
+            reason=WireReason.BAD_SHAPE, subject="tx", field="body", expected="array of 5"
+        )
     household = body[2]
     if not isinstance(household, str):
-        raise InvalidInput(reason="bad_type", subject="tx", field="household", expected="str")
+        raise InvalidInput(
+            reason=WireReason.BAD_TYPE, subject="tx", field="household", expected="str"
+        )
     if tag == "gn.tx.cancel" and body[0] == "gn.cancel":
         return SignedCancel(
             household, _int(body[3], "cancel", "slot"), _int(body[4], "cancel", "nonce"), sig
@@ -384,7 +419,7 @@ def _tx_from_wire(value: Any) -> Tx:
             household, _int(body[3], "reading", "slot"), _int(body[4], "reading", "net_wh"), sig
         )
     raise InvalidInput(
-        reason="bad_tag",
+        reason=WireReason.BAD_TAG,
         subject="tx",
         field="tag",
         expected="gn.tx.order|cancel|reading",
@@ -590,12 +625,14 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
             settled,
         ) = value
     except (TypeError, ValueError):
-        raise InvalidInput(reason="bad_shape", subject="state snapshot") from None
+        raise InvalidInput(reason=WireReason.BAD_SHAPE, subject="state snapshot") from None
     if tag != "gn.state" or version != FORMAT:
-        raise InvalidInput(reason="bad_tag", subject="state snapshot", found=repr(tag))
+        raise InvalidInput(reason=WireReason.BAD_TAG, subject="state snapshot", found=repr(tag))
     if g_hash != genesis.hash:
         raise InvalidInput(
-            reason="wrong_genesis", subject="state snapshot", expected=genesis.hash.hex()[:16]
+            reason=LedgerReason.WRONG_GENESIS,
+            subject="state snapshot",
+            expected=genesis.hash.hex()[:16],
         )
     order_map: dict[int, dict[str, SignedOrder]] = {}
     for slot, by_h in orders:
@@ -603,7 +640,9 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
         for h, raw in by_h:
             tx = decode_tx(raw)
             if not isinstance(tx, SignedOrder):
-                raise InvalidInput(reason="bad_type", subject="state snapshot", field="orders")
+                raise InvalidInput(
+                    reason=WireReason.BAD_TYPE, subject="state snapshot", field="orders"
+                )
             parsed[h] = tx
         order_map[slot] = parsed
     return LedgerState(
@@ -674,15 +713,17 @@ def decode_block(data: bytes) -> Block:
         or value[0] != "gn.block"
         or value[1] != FORMAT
     ):
-        raise InvalidInput(reason="bad_shape", subject="block", expected="['gn.block', 1, …] of 8")
+        raise InvalidInput(
+            reason=WireReason.BAD_SHAPE, subject="block", expected="['gn.block', 1, …] of 8"
+        )
     _, _, height, prev, time_ms, proposer, txs, root = value
     if not isinstance(prev, bytes) or not isinstance(root, bytes) or not isinstance(proposer, str):
         raise InvalidInput(
-            reason="bad_type", subject="block", expected="bytes hashes and str proposer"
+            reason=WireReason.BAD_TYPE, subject="block", expected="bytes hashes and str proposer"
         )
     if not isinstance(txs, list) or not all(isinstance(t, bytes) for t in txs):
         raise InvalidInput(
-            reason="bad_type", subject="block", field="txs", expected="array of bytes"
+            reason=WireReason.BAD_TYPE, subject="block", field="txs", expected="array of bytes"
         )
     return Block(
         height=_int(height, "block", "height"),
@@ -799,7 +840,7 @@ class _Work:
         )
 
 
-def _reject(reason: str, tx: Tx, expected: str, found: object) -> InvalidInput:
+def _reject(reason: Reason, tx: Tx, expected: str, found: object) -> InvalidInput:
     return InvalidInput(
         reason=reason,
         subject=f"{type(tx).__name__} from {tx.household[:16]}",
@@ -847,43 +888,53 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
     now_s = time_ms // 1000
     clock = genesis.clock
     if tx.household not in genesis.member_set:
-        raise _reject("not_a_member", tx, "a member of the community", tx.household[:16])
+        raise _reject(LedgerReason.NOT_A_MEMBER, tx, "a member of the community", tx.household[:16])
     if not _signature_ok(draft, genesis, tx):
-        raise _reject("bad_signature", tx, "the household's signature", "another")
+        raise _reject(LedgerReason.BAD_SIGNATURE, tx, "the household's signature", "another")
     if isinstance(tx, SignedReading):
         if now_s < clock.end(tx.slot):
-            raise _reject("slot_not_delivered", tx, f"block time >= {clock.end(tx.slot)}", now_s)
+            raise _reject(
+                LedgerReason.SLOT_NOT_DELIVERED, tx, f"block time >= {clock.end(tx.slot)}", now_s
+            )
         if now_s >= clock.end(tx.slot) + genesis.reading_deadline_seconds:
-            raise _reject("reading_too_late", tx, "a reading before the deadline", now_s)
+            raise _reject(LedgerReason.READING_TOO_LATE, tx, "a reading before the deadline", now_s)
         if tx.household in draft.readings.get(tx.slot, {}):
-            raise _reject("duplicate_reading", tx, "one reading per household and slot", tx.slot)
+            raise _reject(
+                LedgerReason.DUPLICATE_READING, tx, "one reading per household and slot", tx.slot
+            )
         if abs(tx.net_wh) > genesis.limits.max_energy_wh:
             raise _reject(
-                "energy_too_large", tx, f"|net_wh| <= {genesis.limits.max_energy_wh}", tx.net_wh
+                OrderReason.ENERGY_TOO_LARGE,
+                tx,
+                f"|net_wh| <= {genesis.limits.max_energy_wh}",
+                tx.net_wh,
             )
         if write:
             draft.put_reading(tx.slot, tx.household, tx.net_wh)
         return
     nonce = tx.order.nonce if isinstance(tx, SignedOrder) else tx.nonce
     if nonce <= draft.nonces.get(tx.household, -1):
-        raise _reject("stale_nonce", tx, f"nonce > {draft.nonces.get(tx.household, -1)}", nonce)
-    slot = tx.order.slot if isinstance(tx, SignedOrder) else tx.slot
-    if not clock.is_open(slot, now_s):
         raise _reject(
-            "slot_closed", tx, f"a slot open at {now_s} (>= {clock.first_open_slot(now_s)})", slot
+            LedgerReason.STALE_NONCE, tx, f"nonce > {draft.nonces.get(tx.household, -1)}", nonce
         )
+    slot = tx.order.slot if isinstance(tx, SignedOrder) else tx.slot
+    why = clock.window_error(slot, now_s, max_ahead_slots=genesis.max_order_ahead_slots)
+    if why is not None:
+        first = clock.first_open_slot(now_s)
+        last = first + genesis.max_order_ahead_slots
+        raise _reject(why, tx, f"a slot open at {now_s} (in {first}..{last})", slot)
     previous = draft.orders.get(slot, {}).get(tx.household)
     if isinstance(tx, SignedOrder):
         _order_ok(draft, genesis, tx)
         if tx.order.order_id in draft.order_ids and (
             previous is None or previous.order.order_id != tx.order.order_id
         ):
-            raise _reject("duplicate_id", tx, "an order id not in use", tx.order.order_id)
+            raise _reject(OrderReason.DUPLICATE_ID, tx, "an order id not in use", tx.order.order_id)
         if write:
             draft.put_order(tx, previous)
     else:
         if previous is None:
-            raise _reject("no_open_order", tx, "an open order to cancel", slot)
+            raise _reject(LedgerReason.NO_OPEN_ORDER, tx, "an open order to cancel", slot)
         if write:
             draft.drop_order(slot, previous)
     if write:
@@ -1092,23 +1143,25 @@ def _checked(
     """:func:`check`; with ``outcome``, also append what the block cleared and settled to it."""
     genesis = state.genesis
 
-    def bad(reason: str, expected: object, found: object) -> InvalidInput:
+    def bad(reason: LedgerReason, expected: object, found: object) -> InvalidInput:
         return InvalidInput(
             reason=reason, subject=f"block {block.height}", expected=str(expected), found=str(found)
         )
 
     if block.height != state.height + 1:
-        raise bad("wrong_height", state.height + 1, block.height)
+        raise bad(LedgerReason.WRONG_HEIGHT, state.height + 1, block.height)
     if block.prev_hash != state.head_hash:
-        raise bad("wrong_prev_hash", state.head_hash.hex()[:16], block.prev_hash.hex()[:16])
+        raise bad(
+            LedgerReason.WRONG_PREV_HASH, state.head_hash.hex()[:16], block.prev_hash.hex()[:16]
+        )
     if block.time_ms <= state.time_ms:
-        raise bad("time_not_monotonic", f"> {state.time_ms}", block.time_ms)
+        raise bad(LedgerReason.TIME_NOT_MONOTONIC, f"> {state.time_ms}", block.time_ms)
     if now_ms is not None and block.time_ms > now_ms + genesis.max_drift_ms:
-        raise bad("time_in_future", f"<= {now_ms + genesis.max_drift_ms}", block.time_ms)
+        raise bad(LedgerReason.TIME_IN_FUTURE, f"<= {now_ms + genesis.max_drift_ms}", block.time_ms)
     if now_ms is not None and block.time_ms < now_ms - genesis.max_drift_ms:
-        raise bad("time_too_old", f">= {now_ms - genesis.max_drift_ms}", block.time_ms)
+        raise bad(LedgerReason.TIME_TOO_OLD, f">= {now_ms - genesis.max_drift_ms}", block.time_ms)
     if block.proposer not in genesis.validators:
-        raise bad("not_a_validator", "a validator's key", block.proposer[:16])
+        raise bad(LedgerReason.NOT_A_VALIDATOR, "a validator's key", block.proposer[:16])
     after = _run(
         state,
         height=block.height,
@@ -1120,7 +1173,9 @@ def _checked(
         settled_out=None if outcome is None else outcome[1],
     )
     if _root(after) != block.state_root:
-        raise bad("wrong_state_root", _root(after).hex()[:16], block.state_root.hex()[:16])
+        raise bad(
+            LedgerReason.WRONG_STATE_ROOT, _root(after).hex()[:16], block.state_root.hex()[:16]
+        )
     return replace(after, head_hash=block.hash)
 
 

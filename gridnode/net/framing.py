@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from market.errors import InvalidInput
+from market.errors import InvalidInput, WireReason
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -42,7 +42,10 @@ def encode_uvarint(value: int) -> bytes:
     """The shortest unsigned LEB128 encoding of ``value`` (0 <= value < 2**63)."""
     if value < 0 or value >= 1 << 63:
         raise InvalidInput(
-            reason="out_of_range", subject="uvarint", expected="0 <= n < 2**63", found=str(value)
+            reason=WireReason.OUT_OF_RANGE,
+            subject="uvarint",
+            expected="0 <= n < 2**63",
+            found=str(value),
         )
     out = bytearray()
     while True:
@@ -72,7 +75,7 @@ def decode_uvarint(data: bytes | bytearray | memoryview, offset: int = 0) -> tup
         if not byte & 0x80:
             if byte == 0 and i > 0:
                 raise InvalidInput(
-                    reason="malformed_varint",
+                    reason=WireReason.MALFORMED_VARINT,
                     subject="frame length",
                     expected="minimal encoding",
                     found=bytes(data[offset : pos + 1]).hex(),
@@ -80,7 +83,7 @@ def decode_uvarint(data: bytes | bytearray | memoryview, offset: int = 0) -> tup
             return value, pos + 1
         shift += 7
     raise InvalidInput(
-        reason="malformed_varint",
+        reason=WireReason.MALFORMED_VARINT,
         subject="frame length",
         expected=f"<= {MAX_VARINT_BYTES} bytes",
         found=f"more than {MAX_VARINT_BYTES} bytes",
@@ -126,7 +129,7 @@ class FrameDecoder:
         """Add ``data``; return every frame it completes, in order (see :attr:`error`)."""
         if self.error is not None:
             raise InvalidInput(
-                reason="decoder_failed", subject="frame stream", found=str(self.error)
+                reason=WireReason.DECODER_FAILED, subject="frame stream", found=str(self.error)
             )
         self._buf += data
         frames: list[bytes] = []
@@ -139,7 +142,7 @@ class FrameDecoder:
                 length, start = head
                 if length > self.max_frame_bytes:
                     raise InvalidInput(
-                        reason="oversize",
+                        reason=WireReason.OVERSIZE,
                         subject="frame",
                         expected=f"<= {self.max_frame_bytes} bytes",
                         found=f"{length} bytes",

@@ -128,10 +128,21 @@ def test_trades_balance_peers(
     assert json.loads(out)["slots"][0]["volume_wh"] == 400
     code, out, _ = gridnode(capsys, "balance", "--dir", str(home))
     assert code == 0 and "slots settled         0\n" in out and "0.000000 (0 µ)" in out
-    node.peers = (PeerInfo("12D3KooWxyz", node.others[0].public_hex, True, {"forged": 2}),)
+    node.peers = (
+        PeerInfo(
+            "12D3KooWxyz",
+            node.others[0].public_hex,
+            False,
+            {"bad_signature": 2},
+            score=-120.0,
+            banned=True,
+        ),
+    )
     code, out, _ = gridnode(capsys, "peers", "--dir", str(home))
     assert code == 0
-    assert "12D3KooWxyz" in out and "member" in out and out.splitlines()[1].endswith("2")
+    row = out.splitlines()[1]
+    assert "12D3KooWxyz" in row and "member" in row and "banned" in row
+    assert "bad_signature 2" in row and row.endswith("-120")
 
 
 def free_port() -> int:

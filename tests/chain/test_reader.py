@@ -13,7 +13,6 @@ from gridnode.chain import (
     BlockFacts,
     ChainError,
     ChainReader,
-    ChainReason,
     SlotCleared,
     stored_blocks,
     trade_row,
@@ -32,6 +31,7 @@ from gridnode.core.ledger import (
 )
 from gridnode.store import Durability, MemoryStore, NodeStore
 from market.clearing import clear
+from market.errors import ChainReason, LedgerReason
 from market.orders import Side
 from market.settlement import GRID, POOL
 from sims.fullnode import SampleFullNode
@@ -191,7 +191,7 @@ def test_every_refusal_is_named_and_nothing_of_it_is_applied() -> None:
     tampered_tx = dataclasses.replace(parsed.txs[0], signature=bytes(64))
     bad_signature = dataclasses.replace(parsed, txs=(tampered_tx, *parsed.txs[1:])).encode()
     cases: list[tuple[tuple[int, bytes, bytes], ChainReason, str]] = [
-        ((3, chain[2][1], chain[2][2]), ChainReason.WRONG_HEIGHT, ""),
+        ((3, chain[2][1], chain[2][2]), LedgerReason.WRONG_HEIGHT, ""),
         ((h2, block2, bytes(forged)), ChainReason.BAD_COMMIT, "bad_signature"),
         ((h2, chain[2][1], commit2), ChainReason.BAD_COMMIT, ""),  # another block, this commit
         ((h2, block2, chain[2][2]), ChainReason.BAD_COMMIT, ""),  # this block, another commit

@@ -40,8 +40,9 @@ from gridnode.core.consensus_messages import (
     verify_proposal,
     verify_vote,
 )
-from market.errors import InvalidInput
+from market.errors import ConsensusReason, InvalidInput, WireReason
 from tests.consensus.helpers import keys, validator_set
+from tests.refusals import refused
 
 KEYS = keys(4)
 VALS = validator_set(KEYS)
@@ -123,9 +124,9 @@ def test_decoding_garbage_raises_invalid_input_or_parses_canonically(data: bytes
 def test_decode_rejects_wrong_tag_and_shape() -> None:
     from market.codec import pack
 
-    with pytest.raises(InvalidInput):
+    with refused(WireReason.BAD_TAG):
         decode_message(pack(["gn.nope", 1]))
-    with pytest.raises(InvalidInput):
+    with refused(ConsensusReason.BAD_VOTE_TYPE):
         decode_message(pack(["gn.vote", 1, 3, 1, 0, b"", 0, b"x" * 64]))  # vote type 3
 
 

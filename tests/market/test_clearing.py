@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market.clearing import ClearingResult, Rule, clear
-from market.errors import InvalidInput
+from market.errors import OrderReason
 from market.orders import Order, Side, Step
 from market.units import amount_micro
 from tests.market.strategies import books
+from tests.refusals import refused
 
 
 def o(
@@ -173,9 +174,9 @@ def test_many_tiny_steps() -> None:
 
 
 def test_rejects_duplicate_ids_and_wrong_slot() -> None:
-    with pytest.raises(InvalidInput, match="duplicate_id"):
+    with refused(OrderReason.DUPLICATE_ID):
         clear([o("a", B, (1, 1)), o("a", S, (1, 1))], slot=7)
-    with pytest.raises(InvalidInput, match="wrong_slot"):
+    with refused(OrderReason.WRONG_SLOT):
         clear([o("a", B, (1, 1), slot=8)], slot=7)
 
 

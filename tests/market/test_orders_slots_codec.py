@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from market.clearing import clear
 from market.codec import decode_order, encode_clearing_result, encode_order, pack
-from market.errors import InvalidInput, UsageError
+from market.errors import InvalidInput, OrderReason, UsageError
 from market.orders import (
     REJECTION_REASONS,
     Order,
@@ -22,6 +22,7 @@ from market.orders import (
 )
 from market.slots import SlotClock
 from tests.market.strategies import books
+from tests.refusals import refused
 
 GOOD = Order("o1", "h1", Side.SELL, 10, (Step(120_000, 800), Step(180_000, 400)), nonce=3)
 
@@ -58,14 +59,14 @@ def test_every_rejection_names_reason_and_field(
 def test_valid_order_passes_and_closed_slot_is_rejected() -> None:
     clock = SlotClock(slot_seconds=900, gate_lead_seconds=300)
     assert validate_order(GOOD, clock=clock, now=clock.gate_closure(10) - 1) is GOOD
-    with pytest.raises(InvalidInput, match="slot_closed"):
+    with refused(OrderReason.SLOT_CLOSED):
         validate_order(GOOD, clock=clock, now=clock.gate_closure(10))
 
 
 def test_book_rules_wrong_slot_and_duplicate_id() -> None:
-    with pytest.raises(InvalidInput, match="wrong_slot"):
+    with refused(OrderReason.WRONG_SLOT):
         validate_book(11, [GOOD])
-    with pytest.raises(InvalidInput, match="duplicate_id"):
+    with refused(OrderReason.DUPLICATE_ID):
         validate_book(10, [GOOD, dataclasses.replace(GOOD, household="h2")])
     assert validate_book(10, [GOOD], limits=OrderLimits()) == [GOOD]
 

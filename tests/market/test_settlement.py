@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market.clearing import Rule, clear
-from market.errors import InvalidInput, UsageError
+from market.errors import OrderReason, UsageError
 from market.orders import Order, Side, Step
 from market.settlement import (
     GRID,
@@ -20,6 +20,7 @@ from market.settlement import (
 )
 from market.units import amount_micro
 from tests.market.strategies import books
+from tests.refusals import refused
 
 TARIFF = Tariff(
     retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000, grid_fee_micro_per_kwh=10_000
@@ -74,9 +75,9 @@ def test_bad_input() -> None:
         Order("b", "x", Side.BUY, 1, (Step(200, 8),)),
         Order("s", "y", Side.SELL, 1, (Step(100, 8),)),
     ]
-    with pytest.raises(InvalidInput, match="missing_reading"):
+    with refused(OrderReason.MISSING_READING):
         settle(1, clear(book, slot=1).trades, {"x": 0}, TARIFF)
-    with pytest.raises(InvalidInput, match="reserved_name"):
+    with refused(OrderReason.RESERVED_NAME):
         settle(1, [], {GRID: 0}, TARIFF)
     with pytest.raises(UsageError, match="feed-in"):
         Tariff(retail_micro_per_kwh=1, feed_in_micro_per_kwh=2)

@@ -13,7 +13,8 @@ from gridnode.net.framing import (
     encode_frames,
     encode_uvarint,
 )
-from market.errors import InvalidInput
+from market.errors import WireReason
+from tests.refusals import refused
 
 # multiformats/unsigned-varint test vectors
 VECTORS = [
@@ -42,13 +43,13 @@ def test_uvarint_round_trip(value: int) -> None:
 
 
 def test_out_of_range_and_malformed_varints() -> None:
-    with pytest.raises(InvalidInput, match="out_of_range"):
+    with refused(WireReason.OUT_OF_RANGE):
         encode_uvarint(-1)
-    with pytest.raises(InvalidInput, match="out_of_range"):
+    with refused(WireReason.OUT_OF_RANGE):
         encode_uvarint(2**63)
-    with pytest.raises(InvalidInput, match="malformed_varint"):
+    with refused(WireReason.MALFORMED_VARINT):
         decode_uvarint(bytes.fromhex("8000"))  # 0 in two bytes: not minimal
-    with pytest.raises(InvalidInput, match="malformed_varint"):
+    with refused(WireReason.MALFORMED_VARINT):
         decode_uvarint(b"\x80" * 9 + b"\x01")  # ten bytes
 
 
@@ -83,7 +84,7 @@ def test_oversize_is_rejected_from_the_header_alone() -> None:
     assert decoder.error is not None
     assert decoder.error.reason == "oversize"
     assert decoder.buffered_bytes == 0
-    with pytest.raises(InvalidInput, match="decoder_failed"):
+    with refused(WireReason.DECODER_FAILED):
         decoder.feed(encode_frame(b"ok"))
 
 

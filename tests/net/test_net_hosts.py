@@ -5,6 +5,7 @@ Every wait polls a condition with a deadline; nothing sleeps and then asserts.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ import pytest
 import trio
 
 from gridnode.core.crypto import KeyPair, verify
+from gridnode.core.peerscore import ScoreParams
 from gridnode.net.framing import encode_frame, encode_frames, encode_uvarint
 from gridnode.net.host import (
     NetConfig,
@@ -27,7 +29,16 @@ from gridnode.net.host import (
     public_key_of,
     stream_protocol,
 )
-from market.errors import InvalidInput, NetworkError, UsageError
+from market.errors import (
+    InvalidInput,
+    LedgerReason,
+    NetworkError,
+    OrderReason,
+    Rejected,
+    UsageError,
+    WireReason,
+)
+from tests.refusals import refused
 
 pytestmark = pytest.mark.net
 
@@ -97,9 +108,9 @@ def test_peer_id_derives_from_the_household_key() -> None:
             assert host.addrs[0].endswith(f"/p2p/{host.peer_id}")
 
     run(scenario)
-    with pytest.raises(InvalidInput, match="malformed_public_key"):
+    with refused(WireReason.MALFORMED_PUBLIC_KEY):
         peer_id_of_hex("zz")
-    with pytest.raises(InvalidInput, match="malformed_peer_id"):
+    with refused(WireReason.MALFORMED_PEER_ID):
         public_key_of("not-a-peer-id")
     with pytest.raises(UsageError, match="community"):
         NetConfig(community="Bad Name")
@@ -114,8 +125,10 @@ def test_requests_messages_batching_and_rejection_between_two_hosts() -> None:
         async with open_net_host(ka, cfg) as a, open_net_host(kb, cfg) as b:
 
             def echo(peer: str, body: bytes) -> bytes:
-                if body == b"bad":
-                    raise InvalidInput(reason="bad_order", subject="order")
+                if body == b"bad":  # a peer's fault: answered and counted
+                    raise InvalidInput(reason=OrderReason.PRICE_OUT_OF_RANGE, subject="order")
+                if body == b"late":  # an honest refusal: answered, never counted
+                    raise InvalidInput(reason=OrderReason.SLOT_CLOSED, subject="order")
                 return peer.encode() + b":" + body
 
             async def slow_upper(peer: str, body: bytes) -> bytes:
@@ -142,22 +155,25 @@ def test_requests_messages_batching_and_rejection_between_two_hosts() -> None:
                     nursery.start_soon(ask, i)
             assert answers == {i: f"M{i}".encode() for i in range(100)}
 
-            with pytest.raises(InvalidInput, match="rejected_by_peer") as caught:
+            # a refusal comes back as its reason code, not a sentence
+            with refused(OrderReason.PRICE_OUT_OF_RANGE, error=Rejected) as caught:
                 await a.request(peer_b, "echo", b"bad")
-            assert "bad_order" in caught.value.found
+            assert caught.value.peer == peer_b and caught.value.found == ""
+            with refused(OrderReason.SLOT_CLOSED, error=Rejected):
+                await a.request(peer_b, "echo", b"late")
 
             # one-way messages, queued together -> few writes, all delivered in order
             bodies = [f"v{i}".encode() for i in range(300)]
             await a.send(peer_b, "votes", bodies)
             await wait_for(lambda: len(received) == 300, what="300 messages")
             assert received == [(a.peer_id, body) for body in bodies]
-            channel = a._outbound[(peer_b, stream_protocol(COMMUNITY, "votes"))]
+            channel = a.streams.outbound[(peer_b, stream_protocol(COMMUNITY, "votes"))]
             assert channel.writes < 300 / 10, "messages queued together go out in batched writes"
 
             stats_b = b.peer_stats()[a.peer_id]
-            assert stats_b.rejected == 1
-            assert stats_b.frames_in == 2 + 100 + 1 + 300
-            assert stats_b.misbehaviour == 1
+            assert stats_b.frames_in == 2 + 100 + 2 + 300
+            assert stats_b.misbehaviour == {"price_out_of_range": 1}  # once, under its reason
+            assert stats_b.score < 0 and not stats_b.banned
 
     run(scenario)
 
@@ -195,9 +211,12 @@ def test_oversize_and_malformed_frames_reset_the_stream_and_are_counted() -> Non
 
             # a valid frame followed by an oversize header: the first is served, then reset
             await raw_stream_sends(encode_frame(b"fine") + encode_uvarint(1001) + b"x" * 10)
-            await wait_for(lambda: b.peer_stats()[a.peer_id].oversize == 1, what="oversize")
+            bad = lambda: b.peer_stats()[a.peer_id].misbehaviour  # noqa: E731
+            await wait_for(lambda: bad() == {"oversize": 1}, what="oversize")
             await raw_stream_sends(b"\x80" * 12)
-            await wait_for(lambda: b.peer_stats()[a.peer_id].malformed == 1, what="malformed")
+            await wait_for(
+                lambda: bad() == {"oversize": 1, "malformed_varint": 1}, what="malformed varint"
+            )
             assert served == [b"fine"]
             # the requester refuses to send oversize itself
             with pytest.raises(UsageError):
@@ -285,14 +304,17 @@ def signed(k: KeyPair, payload: bytes) -> bytes:
     return k.sign("test-gossip", payload) + payload
 
 
-def valid_signature(origin: str, data: bytes) -> bool:
-    return verify(public_key_of(origin), "test-gossip", data[64:], data[:64])
+def valid_signature(origin: str, data: bytes) -> None:
+    if not verify(public_key_of(origin), "test-gossip", data[64:], data[:64]):
+        raise InvalidInput(reason=LedgerReason.BAD_SIGNATURE, subject="test gossip")
 
 
 @pytest.mark.parametrize("router", ["gossipsub", "floodsub"])
 def test_gossip_reaches_all_hosts_and_the_validator_stops_forgeries(router: Any) -> None:
     ks = keys(6, seed=17)
-    cfg = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=2000)
+    # counting, not banning, is what this test is about: a threshold the attacker never reaches
+    patient = ScoreParams(ban_threshold=10_000)
+    cfg = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=2000, score=patient)
     # host 5 is an attacker: no validator of its own and a big size limit
     cfg_attacker = NetConfig(community=COMMUNITY, router=router, max_gossip_bytes=100_000)
 
@@ -321,7 +343,7 @@ def test_gossip_reaches_all_hosts_and_the_validator_stops_forgeries(router: Any)
             await attacker.publish("orders", signed(ks[0], b"forged: signed with another key"))
             await attacker.publish("orders", b"\x00" * 10)  # malformed: no signature at all
             await attacker.publish("orders", signed(ks[5], b"x" * 5000))  # oversize for others
-            with pytest.raises(InvalidInput, match="rejected_by_own_validator"):
+            with refused(LedgerReason.BAD_SIGNATURE):  # our own validator's refusal, as it is
                 await hosts[0].publish("orders", b"unsigned")
             with pytest.raises(UsageError, match="exceeds"):
                 await hosts[0].publish("orders", b"y" * 2001)
@@ -332,16 +354,19 @@ def test_gossip_reaches_all_hosts_and_the_validator_stops_forgeries(router: Any)
 
             def attacker_counted(h: NetHost) -> bool:
                 st = h.peer_stats().get(attacker.peer_id)
-                return st is not None and st.rejected >= 2 and st.oversize >= 1
+                if st is None:
+                    return False
+                bad = st.misbehaviour
+                return bad.get("bad_signature", 0) >= 2 and bad.get("oversize", 0) >= 1
 
             await wait_for(lambda: all(attacker_counted(h) for h in hosts[:5]), what="counters")
             for i in range(5):
                 assert set(inbox[i]) == expected, f"host {i}"
                 assert len(inbox[i]) == 6, "each message is delivered once"
-                assert hosts[i].peer_stats()[attacker.peer_id].misbehaviour >= 3
+                assert hosts[i].peer_stats()[attacker.peer_id].misbehaviour_total >= 3
                 for honest in hosts[:5]:
                     if honest is not hosts[i]:
-                        assert hosts[i].peer_stats()[honest.peer_id].misbehaviour == 0
+                        assert hosts[i].peer_stats()[honest.peer_id].misbehaviour == {}
 
     run(scenario, deadline_s=40)
 
@@ -456,9 +481,8 @@ def test_topic_versions_are_separate_topics_and_validated_once_before_publishing
             seen: dict[int, list[bytes]] = {1: [], 2: []}
             checked: list[bytes] = []
 
-            def validate(origin: str, data: bytes) -> bool:
+            def validate(origin: str, data: bytes) -> None:
                 checked.append(data)
-                return True
 
             for v in (1, 2):
                 await a.subscribe("orders", lambda o, d: None, version=v, validate=validate)
@@ -476,3 +500,92 @@ def test_topic_versions_are_separate_topics_and_validated_once_before_publishing
             assert sorted(checked) == sorted([b"old format", b"new format", b"new again"] * 2)
 
     run(scenario)
+
+
+def test_a_misbehaving_peer_is_banned_for_its_back_off_and_an_honest_or_protected_one_is_not() -> (
+    None
+):
+    """Junk costs a peer score; at the threshold it is disconnected and refused (connections,
+    streams, dials) until its back-off ends. Refusals an honest peer meets (a late order) cost
+    nothing, and a protected peer (a genesis validator) survives what bans anyone else."""
+    kb, ka, kv, kh = keys(4, seed=43)
+    cfg = NetConfig(
+        community=COMMUNITY,
+        score=ScoreParams(ban_s=3.0),
+        reconnect_min_s=0.2,
+        reconnect_max_s=0.4,
+        request_timeout_s=2.0,
+    )
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            b, attacker, validator, honest = [
+                await stack.enter_async_context(open_net_host(k, cfg)) for k in (kb, ka, kv, kh)
+            ]
+            served: list[tuple[str, bytes]] = []
+
+            def submit(peer: str, body: bytes) -> bytes:
+                if body == b"junk":
+                    raise InvalidInput(reason=WireReason.BAD_SHAPE, subject="tx")
+                if body == b"late":
+                    raise InvalidInput(reason=OrderReason.SLOT_CLOSED, subject="order")
+                served.append((peer, body))
+                return b"ok"
+
+            b.on_request("submit", submit)
+            attacker.on_request("echo", lambda peer, body: b"back")
+            b.protect([validator.peer_id])
+            for h in (attacker, validator, honest):
+                await h.connect(b.addrs[0])
+            b.add_peer(attacker.addrs[0])  # b wants the attacker too: it must not re-dial it
+
+            for _ in range(20):  # an honest household that keeps being late is never penalised
+                with refused(OrderReason.SLOT_CLOSED, error=Rejected):
+                    await honest.request(b.peer_id, "submit", b"late")
+            for _ in range(4):  # what bans an ordinary peer does not ban a validator
+                with refused(WireReason.BAD_SHAPE, error=Rejected):
+                    await validator.request(b.peer_id, "submit", b"junk")
+            for _ in range(3):
+                with refused(WireReason.BAD_SHAPE, error=Rejected):
+                    await attacker.request(b.peer_id, "submit", b"junk")
+            # 4 x 30 points pass the threshold of 100: the answer may lose the race with the ban
+            with pytest.raises((Rejected, NetworkError)) as last:
+                await attacker.request(b.peer_id, "submit", b"junk")
+            assert getattr(last.value, "reason", WireReason.BAD_SHAPE) is WireReason.BAD_SHAPE
+
+            stats = b.peer_stats()
+            assert stats[honest.peer_id].misbehaviour == {} and stats[honest.peer_id].score == 0
+            assert not stats[validator.peer_id].banned
+            assert stats[validator.peer_id].score == pytest.approx(-120, abs=2)  # decays slowly
+            assert stats[attacker.peer_id].banned and stats[attacker.peer_id].bans == 1
+            assert stats[attacker.peer_id].misbehaviour == {"bad_shape": 4}
+            await wait_for(lambda: attacker.peer_id not in b.connected_peers(), what="kicked")
+
+            async def come_back() -> bytes:
+                await attacker.connect(b.addrs[0])
+                return await attacker.request(b.peer_id, "submit", b"let me in", timeout_s=1)
+
+            with pytest.raises(NetworkError):  # refused while banned: a fresh connection too
+                await come_back()
+            with pytest.raises(NetworkError):  # and b sends nothing to it
+                await b.request(attacker.peer_id, "submit", b"x")
+            assert b.is_banned(attacker.peer_id)
+            assert (attacker.peer_id, b"let me in") not in served
+            assert await honest.request(b.peer_id, "submit", b"still fine") == b"ok"
+
+            # the back-off ends: b re-dials the peer it wants, and serves it again
+            await wait_for(lambda: not b.is_banned(attacker.peer_id), timeout_s=10, what="unban")
+            await wait_for(lambda: attacker.peer_id in b.connected_peers(), what="re-dialled")
+            answers: list[bytes] = []
+
+            async def served_again() -> None:  # a fresh connection may need a moment to settle
+                with contextlib.suppress(NetworkError):
+                    answers.append(await b.request(attacker.peer_id, "echo", b"", timeout_s=1))
+
+            with trio.move_on_after(10):
+                while not answers:
+                    await served_again()
+                    await trio.sleep(0.1)
+            assert answers == [b"back"]
+
+    run(scenario, deadline_s=40)

@@ -18,8 +18,16 @@ from gridnode.txbatch import (
     split_for,
 )
 from market.codec import pack
-from market.errors import InvalidInput, UsageError
+from market.errors import (
+    InvalidInput,
+    LedgerReason,
+    OrderReason,
+    Reason,
+    UsageError,
+    WireReason,
+)
 from market.orders import Order, Side, Step
+from tests.refusals import refused
 
 KEY = KeyPair.from_rng(random.Random(3))
 GENESIS = Genesis(
@@ -90,11 +98,21 @@ def test_split_for_keeps_order_and_every_batch_fits() -> None:
 
 
 def test_results_round_trip_and_must_match_the_request() -> None:
-    rows = [(bytes(range(32)), ""), (bytes(32), "bad_signature")]
-    assert decode_tx_results(encode_tx_results(rows), expected=2) == rows
-    with pytest.raises(InvalidInput):
-        decode_tx_results(encode_tx_results(rows), expected=3)
-    with pytest.raises(InvalidInput):
+    rows: list[tuple[bytes, Reason | None]] = [
+        (bytes(range(32)), None),
+        (bytes(32), LedgerReason.BAD_SIGNATURE),
+        (b"\x01" * 32, OrderReason.SLOT_CLOSED),
+    ]
+    data = encode_tx_results(rows)
+    assert b"bad_signature" in data and b"slot_closed" in data  # codes on the wire
+    back = decode_tx_results(data, expected=3)
+    assert back == rows and back[1][1] is LedgerReason.BAD_SIGNATURE
+    # a code this node does not know (a newer peer's) reads as unknown_reason
+    newer = pack(["gn.txresults", 1, [[bytes(32), "some_new_rule"]]])
+    assert decode_tx_results(newer, expected=1) == [(bytes(32), WireReason.UNKNOWN_REASON)]
+    with refused(WireReason.BAD_SHAPE):
+        decode_tx_results(data, expected=4)
+    with refused(WireReason.BAD_SHAPE):
         decode_tx_results(pack(["gn.txresults", 1, [[b"short", ""]]]), expected=1)
 
 

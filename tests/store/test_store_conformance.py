@@ -12,7 +12,8 @@ import pytest
 from store_helpers import Opener
 
 from gridnode.store import LastSigned, Recovery, Snapshot, Store, StoredBlock, WalRecord, recover
-from market.errors import InvalidInput, UsageError
+from market.errors import InvalidInput, Reason, StoreReason, UsageError, WireReason
+from tests.refusals import refused
 
 
 def blk(height: int, tag: str = "") -> StoredBlock:
@@ -145,11 +146,11 @@ def test_put_block_checks_its_arguments(
 
 
 def test_reads_check_their_arguments(store: Store) -> None:
-    with pytest.raises(InvalidInput):
+    with refused(WireReason.OUT_OF_RANGE):
         store.block(-1)
-    with pytest.raises(InvalidInput):
+    with refused(WireReason.OUT_OF_RANGE):
         store.blocks_from(0, -1)
-    with pytest.raises(InvalidInput):
+    with refused(WireReason.OUT_OF_RANGE):
         store.wal_since(-1)
 
 
@@ -250,7 +251,7 @@ def test_the_wal_floor_survives_an_empty_wal(opener: Opener) -> None:
 
 def test_truncate_on_an_empty_store(store: Store) -> None:
     assert store.truncate_wal(0) == 0
-    with pytest.raises(InvalidInput):
+    with refused(StoreReason.TRUNCATE_UNCOMMITTED):
         store.truncate_wal(1)
 
 
@@ -265,8 +266,11 @@ def test_last_signed_moves_forward_only(opener: Opener) -> None:
     store.save_last_signed(2, 0, 0, b"proposal 2/0")
     store = opener.open()
     assert store.last_signed() == LastSigned(2, 0, 0, b"proposal 2/0")
-    for key in [(1, 9, 9), (2, 0, 0)]:
-        with pytest.raises(InvalidInput):
+    for key, why in [
+        ((1, 9, 9), StoreReason.LAST_SIGNED_REGRESSION),
+        ((2, 0, 0), StoreReason.DOUBLE_SIGN),
+    ]:
+        with refused(why):
             store.save_last_signed(*key, b"other")
     assert store.last_signed() == LastSigned(2, 0, 0, b"proposal 2/0")
 
@@ -293,9 +297,9 @@ def test_an_older_position_is_a_regression(store: Store, older: tuple[int, int, 
 
 
 def test_last_signed_checks_its_arguments(store: Store) -> None:
-    with pytest.raises(InvalidInput):
+    with refused(WireReason.OUT_OF_RANGE):
         store.save_last_signed(1, -1, 0, b"v")
-    with pytest.raises(InvalidInput):
+    with refused(StoreReason.EMPTY):
         store.save_last_signed(1, 0, 0, b"")
     assert store.last_signed() is None
 
@@ -340,14 +344,17 @@ def test_meta_sets_overwrites_and_persists(opener: Opener) -> None:
     assert store.meta("missing") is None
 
 
-@pytest.mark.parametrize("key", ["", "k" * 201, 3])
-def test_meta_keys_are_short_strings(store: Store, key: object) -> None:
-    with pytest.raises(InvalidInput):
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [("", StoreReason.BAD_LENGTH), ("k" * 201, StoreReason.BAD_LENGTH), (3, WireReason.BAD_TYPE)],
+)
+def test_meta_keys_are_short_strings(store: Store, key: object, why: Reason) -> None:
+    with refused(why):
         store.set_meta(key, b"v")  # type: ignore[arg-type]
 
 
 def test_meta_values_are_bytes(store: Store) -> None:
-    with pytest.raises(InvalidInput):
+    with refused(WireReason.BAD_TYPE):
         store.set_meta("k", "text")  # type: ignore[arg-type]
 
 

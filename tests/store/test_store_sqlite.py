@@ -17,7 +17,8 @@ from gridnode.store import (
     Durability,
     NodeStore,
 )
-from market.errors import InvalidInput, UsageError
+from market.errors import InvalidInput, StoreReason, UsageError
+from tests.refusals import refused
 
 
 def raw(path: Path) -> sqlite3.Connection:
@@ -187,7 +188,7 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
 def test_a_refused_write_leaves_no_open_transaction(tmp_path: Path) -> None:
     with NodeStore.open(tmp_path / "n.sqlite") as s:
         s.put_block(1, b"h", b"b", b"c")
-        with pytest.raises(InvalidInput):
+        with refused(StoreReason.CONFLICTING_BLOCK):
             s.put_block(1, b"other", b"b", b"c")
         assert not s._c().in_transaction
         s.put_block(2, b"h2", b"b", b"c")
