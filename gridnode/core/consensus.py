@@ -8,16 +8,30 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   milliseconds of the node's clock). Outputs: an **ordered** list of effects the driver must carry
   out in order: :class:`Persist` (write a WAL record durably *before* doing anything after it),
   :class:`Broadcast` / :class:`Send`, :class:`SetTimer`, :class:`Decided` (store the block and its
-  commit, then apply it), :class:`EvidenceFound`.
+  commit, then apply it), :class:`EvidenceFound`, :class:`ProposalRefused` (log the reason). The
+  one executor that carries them out, and the written contract it obeys, is ``gridnode.node``.
 * Proposer of (height, round) is validator ``(height + round) mod n`` (round-robin). Timeouts grow
   linearly per round: ``base + round * delta`` for propose, prevote and precommit.
 * A node that has not signed anything for (h, r, step) may sign once. Before signing a vote or
   proposal it emits ``Persist(SignedRecord)``; it never signs for a (height, round, step) lower than
   the last signed one, nor a different value for the same one, even when restored from its WAL
   (:meth:`Consensus.recover`). Lock changes are persisted too (:class:`LockRecord`).
+* **Validity and time** (Tendermint's rule, as CometBFT's proposer-based timestamps apply it): the
+  application judges a block by its own rules (:meth:`Application.block_error` with ``now=None``:
+  height, chain, signatures, time strictly after the previous block, …; cached per value and
+  height) wherever consensus needs "valid(v)" (L28, L36, L49). Only a **fresh** proposal
+  (``valid_round == -1``, L22) is also judged against this node's clock (``now``), and only for
+  the prevote. A value that carries a proof-of-lock (a polka in its ``valid_round``) is never
+  stopped by the clock: its time may be older than any drift bound after a long stall, and
+  refusing it would leave the validators locked on it unable to decide anything, forever.
+  Every refusal is reported as :class:`ProposalRefused` with the application's reason.
 * After deciding height h the machine waits ``commit_ms`` (the driver applies the block meanwhile;
   the application sees ``make_block(h+1)`` only after ``Decided(h)`` was handled) and then starts
-  round 0 of h+1. Messages for h+1 that arrive earlier are buffered (bounded).
+  round 0 of h+1. Messages for h+1 that arrive earlier are buffered only when a validator signed
+  them (the signature is checked first; exact duplicates are skipped), at most
+  :data:`FUTURE_PER_SIGNER` messages and :data:`MAX_MESSAGE_BYTES` bytes per signer (its oldest
+  is dropped beyond) and :data:`FUTURE_BUFFER_BYTES` in all (the oldest is dropped beyond), so
+  neither an outsider nor a Byzantine validator can grow this node's memory without bound.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
   proposal signature is checked once on arrival (exact duplicates are dropped before that).
   "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
@@ -88,6 +102,7 @@ __all__ = [
     "FullNode",
     "LockRecord",
     "Persist",
+    "ProposalRefused",
     "Send",
     "SetTimer",
     "SignedRecord",
@@ -98,7 +113,11 @@ __all__ = [
     "encode_wal_record",
 ]
 
-_FUTURE_BUFFER_LIMIT: Final = 10_000
+#: Messages for the next height kept per signing validator (a correct one sends a proposal and
+#: two votes per round, so this covers ~10 rounds of the next height).
+FUTURE_PER_SIGNER: Final = 32
+#: Bytes of next-height messages kept in all (each signer also at most MAX_MESSAGE_BYTES).
+FUTURE_BUFFER_BYTES: Final = 32 * 1024 * 1024
 #: Distinct values accepted from one validator for one (type, round); more is only spam.
 _MAX_VALUES_PER_SIGNER: Final = 4
 
@@ -128,8 +147,14 @@ class Application(Protocol):
         """The block this node proposes at (height, round) when it has no valid value."""
         ...
 
-    def validate_block(self, height: int, block: bytes, now: int) -> bool:
-        """Whether ``block`` may be committed at ``height`` (checked before prevoting for it)."""
+    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
+        """Why ``block`` may not be committed at ``height``, or ``None`` if it may.
+
+        ``now`` (this node's clock, ms) is given only for a fresh proposal (L22): then the block's
+        time is also judged against it. ``None``: the clock-free rules only (a value with a
+        proof-of-lock, or one being locked or decided), which must not depend on when they are
+        asked.
+        """
         ...
 
 
@@ -277,7 +302,22 @@ class EvidenceFound:
     evidence: Evidence
 
 
-Effect = Persist | Broadcast | Send | SetTimer | Decided | EvidenceFound
+@dataclass(frozen=True, slots=True)
+class ProposalRefused:
+    """This node refused to prevote, lock on or decide a proposed value: why (the app's reason).
+
+    ``round`` and ``proposer`` are those of the first proposal of the value seen (-1 if none).
+    """
+
+    height: int
+    round: int
+    proposer: int
+    block_hash: bytes
+    reason: str
+    detail: str
+
+
+Effect = Persist | Broadcast | Send | SetTimer | Decided | EvidenceFound | ProposalRefused
 
 
 # --- per-height bookkeeping ---------------------------------------------------------------------
@@ -303,6 +343,67 @@ class _Height:
         if value is None:
             return len(self.votes.get((vote_type, round_), ()))
         return len(self.by_value.get((vote_type, round_, value), ()))
+
+
+def _message_bytes(msg: Proposal | Vote) -> int:
+    """Memory a buffered message holds, roughly (its block, signature and fields)."""
+    return 160 + (len(msg.block) if isinstance(msg, Proposal) else 0)
+
+
+class _FutureBuffer:
+    """Validator-signed messages for the next height, bounded (see the module rules)."""
+
+    def __init__(self) -> None:
+        # signature -> message, oldest first (a signature identifies one signed message)
+        self._msgs: dict[bytes, Proposal | Vote] = {}
+        self._count: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+        self.total_bytes = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    def has(self, msg: Proposal | Vote) -> bool:
+        return msg.signature in self._msgs
+
+    def add(self, msg: Proposal | Vote) -> None:
+        signer, size = _signer(msg), _message_bytes(msg)
+        if size > MAX_MESSAGE_BYTES:
+            self.dropped += 1
+            return
+        while self._msgs and (
+            self._count.get(signer, 0) >= FUTURE_PER_SIGNER
+            or self._bytes.get(signer, 0) + size > MAX_MESSAGE_BYTES
+        ):
+            self._drop(next(s for s, m in self._msgs.items() if _signer(m) == signer))
+        while self._msgs and self.total_bytes + size > FUTURE_BUFFER_BYTES:
+            self._drop(next(iter(self._msgs)))
+        self._msgs[msg.signature] = msg
+        self._count[signer] = self._count.get(signer, 0) + 1
+        self._bytes[signer] = self._bytes.get(signer, 0) + size
+        self.total_bytes += size
+
+    def _drop(self, signature: bytes) -> None:
+        msg = self._msgs.pop(signature)
+        signer, size = _signer(msg), _message_bytes(msg)
+        self._count[signer] -= 1
+        self._bytes[signer] -= size
+        self.total_bytes -= size
+        self.dropped += 1
+
+    def take(self) -> list[Proposal | Vote]:
+        """Every buffered message, oldest first; the buffer is empty afterwards."""
+        out = list(self._msgs.values())
+        self._msgs.clear()
+        self._count.clear()
+        self._bytes.clear()
+        self.total_bytes = 0
+        return out
+
+
+def _signer(msg: Proposal | Vote) -> int:
+    return msg.proposer if isinstance(msg, Proposal) else msg.validator
 
 
 class _SyncMixin:
@@ -380,11 +481,18 @@ class Consensus(_SyncMixin):
             self._valid_block = lock.valid_block if lock.valid_round >= 0 else None
         self._h = _Height()
         self._signed_before: list[SignedRecord] = []
-        self._future: list[tuple[str, ConsensusMessage]] = []
+        self._future = _FutureBuffer()
         self._last_sync_request = -(10**18)
         #: Counters a driver or test may read.
         self.refused_signatures = 0
+        #: next-height messages not buffered: not signed by a validator
+        self.refused_future = 0
         self.evidence: list[Evidence] = []
+
+    @property
+    def future_buffer(self) -> tuple[int, int, int]:
+        """(messages, bytes) buffered for the next height, and how many the caps dropped so far."""
+        return len(self._future), self._future.total_bytes, self._future.dropped
 
     # -- construction from storage ---------------------------------------------------------------
 
@@ -486,8 +594,11 @@ class Consensus(_SyncMixin):
         if msg.height < self.height:
             return out
         if msg.height > self.height:
-            if msg.height == self.height + 1 and len(self._future) < _FUTURE_BUFFER_LIMIT:
-                self._future.append((sender, msg))
+            if msg.height == self.height + 1 and not self._future.has(msg):
+                if not self._signed_by_validator(msg):
+                    self.refused_future += 1  # an outsider's (or forged) message: not kept
+                    return out
+                self._future.add(msg)
             self._maybe_request_sync(sender, now, out)
             return out
         self._record(msg, out)
@@ -664,13 +775,36 @@ class Consensus(_SyncMixin):
             )
         )
 
-    def _valid(self, value: bytes, now: int) -> bool:
-        cached = self._h.validity.get(value)
-        if cached is None:
-            block = self._h.blocks.get(value)
-            cached = block is not None and self._app.validate_block(self.height, block, now)
-            self._h.validity[value] = cached
-        return cached
+    def _signed_by_validator(self, msg: Proposal | Vote) -> bool:
+        if isinstance(msg, Proposal):
+            return verify_proposal(self._validators, msg)
+        return verify_vote(self._validators, msg)
+
+    def _valid(self, value: bytes, now: int | None, out: list[Effect]) -> bool:
+        """valid(v) of the paper: the application's clock-free rules, cached per value. With
+        ``now`` (a fresh proposal, L22 only) the block's time is judged against this node's clock
+        too (see the module rules)."""
+        h = self._h
+        valid = h.validity.get(value)
+        if valid is None:
+            block = h.blocks.get(value)
+            error = None if block is None else self._app.block_error(self.height, block, None)
+            valid = h.validity[value] = block is not None and error is None
+            if error is not None:
+                self._refused(value, error, out)
+        if not valid or now is None:
+            return valid
+        error = self._app.block_error(self.height, h.blocks[value], now)
+        if error is not None:
+            self._refused(value, error, out)
+            return False
+        return True
+
+    def _refused(self, value: bytes, error: InvalidInput, out: list[Effect]) -> None:
+        props = [p for _, p in sorted(self._h.proposals.items()) if p.block_hash == value]
+        rnd, proposer = (props[0].round, props[0].proposer) if props else (-1, -1)
+        detail = str(error)
+        out.append(ProposalRefused(self.height, rnd, proposer, value, error.reason, detail))
 
     def _decide(self, round_: int, value: bytes, now: int, out: list[Effect]) -> None:  # L49
         votes = list(self._h.by_value[(VoteType.PRECOMMIT, round_, value)].values())
@@ -687,9 +821,8 @@ class Consensus(_SyncMixin):
         self._h = _Height()
         self._set_timer(TimerKind.NEW_HEIGHT, 0, now, out)
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
-        future, self._future = self._future, []
-        for _sender, msg in future:
-            if isinstance(msg, Proposal | Vote) and msg.height == self.height:
+        for msg in self._future.take():
+            if msg.height == self.height:
                 self._record(msg, out)
 
     # -- the upon-rules --------------------------------------------------------------------------
@@ -706,7 +839,7 @@ class Consensus(_SyncMixin):
                 vt is VoteType.PRECOMMIT
                 and value != NIL
                 and len(votes) >= q
-                and self._valid(value, now)
+                and self._valid(value, None, out)
             ):
                 self._decide(rnd, value, now, out)
                 return True
@@ -722,14 +855,14 @@ class Consensus(_SyncMixin):
         prop = h.proposals.get(r)
         if self.step is Step.PROPOSE and prop is not None:
             v, vr = prop.block_hash, prop.valid_round
-            if vr == -1:  # L22
-                ok = self._valid(v, now) and (
+            if vr == -1:  # L22: a fresh proposal, the only one judged against our clock
+                ok = self._valid(v, now, out) and (
                     self._locked_round == -1 or self._locked_block == prop.block
                 )
                 self._vote(VoteType.PREVOTE, v if ok else NIL, now, out)
                 return True
-            if 0 <= vr < r and h.count(VoteType.PREVOTE, vr, v) >= q:  # L28
-                ok = self._valid(v, now) and (
+            if 0 <= vr < r and h.count(VoteType.PREVOTE, vr, v) >= q:  # L28: proof-of-lock
+                ok = self._valid(v, None, out) and (
                     self._locked_round <= vr or self._locked_block == prop.block
                 )
                 self._vote(VoteType.PREVOTE, v if ok else NIL, now, out)
@@ -747,7 +880,7 @@ class Consensus(_SyncMixin):
             and self.step >= Step.PREVOTE
             and r not in h.l36_rounds
             and h.count(VoteType.PREVOTE, r, prop.block_hash) >= q
-            and self._valid(prop.block_hash, now)
+            and self._valid(prop.block_hash, None, out)
         ):  # L36
             h.l36_rounds.add(r)
             if self.step is Step.PREVOTE:
