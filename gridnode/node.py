@@ -328,7 +328,7 @@ class Executor(Generic[AppT]):
             self.evidence += 1
         elif isinstance(eff, ProposalRefused):
             self.refused[eff.reason] = self.refused.get(eff.reason, 0) + 1
-            log.warning(
+            log.info(
                 "refused proposal at height %d round %d (proposer %d, block %s): %s",
                 eff.height,
                 eff.round,

@@ -1,16 +1,37 @@
-"""The deterministic fault campaign: ``python -m gridnode.campaign --seeds N``.
+"""The deterministic fault campaign: ``python -m gridnode.campaign --seeds N`` (or ``-m sims.campaign``).
 
-Runs one :class:`gridnode.simnet.Simulation` per seed (faults during ``--fault-ms``, then a reliable
-network for ``--calm-ms``) and checks on every run: no two honest nodes decide different blocks at
-a height; every decided block's commit has > 2/3 valid precommit signatures; every decided block is
-valid for the application; after the faults stop, every honest node decides at least
-``--progress-heights`` more blocks. Prints violations (at most ``--show`` of them) on stderr and one
-summary line on stdout; exits 0 only when there were no violations.
+Runs one :class:`sims.simnet.Simulation` per seed — every honest node is the one node executor the
+daemon runs (:class:`gridnode.node.Executor`) — with faults during ``--fault-ms`` (longer while a
+``stall`` lasts), then a reliable network for ``--calm-ms``, and checks on every run:
 
-``--negative-control`` plants a fault the checks must catch: ``byzantine-majority`` runs f+1
-Byzantine validators (more than the protocol tolerates), ``weak-quorum`` makes honest validators
-accept 2f votes instead of 2f+1. The summary then says whether violations were found; the exit code
-stays non-zero whenever there are violations, so a negative control "passes" by failing loudly.
+* **safety**: no two honest nodes decide different blocks at a height (``disagreement``); every
+  decided block's commit has > 2/3 valid precommit signatures (``bad_commit``) and applies
+  (``invalid_block``); no honest validator signs two values for one height, round and step
+  (``double_sign``); no block a node announced as committed is missing from its store after a
+  restart (``lost_commit``);
+* **liveness**: after the faults heal, every honest node decides a new height within
+  ``--liveness-ms`` (``no_decision_within_bound``) and at least ``--progress-heights`` more blocks
+  within ``--calm-ms`` (``no_progress_after_faults``).
+
+Prints violations (at most ``--show`` of them) on stderr and one summary line on stdout (with the
+recovery times after heal: p50, p99 and max over the runs); exits 0 only when there were no
+violations.
+
+``--negative-control`` plants a fault the checks must catch:
+
+* ``byzantine-majority`` runs f+1 Byzantine validators (more than the protocol tolerates);
+* ``weak-quorum`` makes honest validators accept 2f votes instead of 2f+1;
+* ``ledger-nonce`` breaks a ledger admission rule (the household's last nonce is forgotten);
+* ``stale-time-rule`` restores the old time rule (every validity check judges the block's time
+  against the clock, also for a value carrying a proof-of-lock): after a stall longer than the
+  drift bound the committee halts — a liveness violation;
+* ``apply-before-persist`` (a plan hook on the executor): a decided block is applied and announced
+  before it is stored — a torn crash loses an announced commit;
+* ``sign-without-persist`` (a plan hook on the executor): signatures leave without their
+  last-signed record — a crash makes the validator sign twice.
+
+The summary then says whether violations were found; the exit code stays non-zero whenever there
+are violations, so a negative control "passes" by failing loudly.
 """
 
 from __future__ import annotations
@@ -20,16 +41,34 @@ import contextlib
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gridnode.core.consensus import ConsensusConfig
-from gridnode.ledger_campaign import EPOCH_MS, LedgerWorld, broken_nonce_rule
-from gridnode.simnet import FAULT_NAMES, Faults, RunCheck, RunResult, Simulation, Violation
+from gridnode.core.consensus import ConsensusConfig, SignedRecord
+from gridnode.node import Action, Duty, NodeApp, PlanHook
+from sims.ledger_campaign import EPOCH_MS, LedgerWorld, broken_nonce_rule
+from sims.simnet import (
+    FAULT_NAMES,
+    AppHook,
+    Faults,
+    RunCheck,
+    RunResult,
+    Simulation,
+    Violation,
+)
 
 __all__ = ["CampaignSummary", "main", "run_campaign"]
 
-NEGATIVE_CONTROLS = ("byzantine-majority", "weak-quorum", "ledger-nonce")
+NEGATIVE_CONTROLS = (
+    "byzantine-majority",
+    "weak-quorum",
+    "ledger-nonce",
+    "stale-time-rule",
+    "apply-before-persist",
+    "sign-without-persist",
+)
 APPS = ("ledger", "sim")
+#: The liveness bound: every honest node decides a new height this long after the faults heal.
+LIVENESS_MS = 8_000
 
 
 @dataclass(slots=True)
@@ -38,22 +77,83 @@ class CampaignSummary:
     heights: int = 0
     partitions: int = 0
     crashes: int = 0
+    torn_crashes: int = 0
+    stalls: int = 0
     byzantine_events: int = 0
     evidence: int = 0
+    refused_proposals: int = 0
     committed_txs: int = 0
     double_signs: int = 0
     settled_slots: int = 0
     violations: int = 0
     failing_seeds: tuple[int, ...] = ()
+    #: per run: the slowest honest node's first new decision after heal (ms; -1: never)
+    recovery_ms: list[int] = field(default_factory=list)
+    violation_kinds: dict[str, int] = field(default_factory=dict)
+
+    def recovery(self, q: float) -> int:
+        """The ``q`` quantile (0..1) of the runs' recovery times; -1 if a run never recovered."""
+        if not self.recovery_ms or min(self.recovery_ms) < 0:
+            return -1
+        ordered = sorted(self.recovery_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def line(self) -> str:
+        kinds = ",".join(f"{k}:{v}" for k, v in sorted(self.violation_kinds.items()))
         return (
             f"seeds={self.seeds} heights={self.heights} partitions={self.partitions} "
-            f"crashes={self.crashes} byzantine_events={self.byzantine_events} "
-            f"evidence={self.evidence} committed_txs={self.committed_txs} "
+            f"crashes={self.crashes} torn={self.torn_crashes} stalls={self.stalls} "
+            f"byzantine_events={self.byzantine_events} evidence={self.evidence} "
+            f"refused_proposals={self.refused_proposals} committed_txs={self.committed_txs} "
             f"double_signed_orders={self.double_signs} settled_slots={self.settled_slots} "
-            f"violations={self.violations}"
+            f"recovery_ms_p50={self.recovery(0.5)} recovery_ms_p99={self.recovery(0.99)} "
+            f"recovery_ms_max={self.recovery(1.0)} "
+            f"violations={self.violations}" + (f" ({kinds})" if kinds else "")
         )
+
+
+# --- planted bugs (negative controls), as hooks on the one executor -----------------------------
+
+
+def apply_before_persist(actions: list[Action]) -> list[Action]:
+    """Planted bug: a decided block is applied and announced before it is stored."""
+    out: list[Action] = []
+    held: list[Action] = []
+    for action in actions:
+        if action.duty in (Duty.STORE, Duty.TRUNCATE, Duty.SNAPSHOT):
+            held.append(action)
+        elif action.duty is Duty.NOTIFY:
+            out += [action, *held]
+            held = []
+        else:
+            out.append(action)
+    return out + held
+
+
+def sign_without_persist(actions: list[Action]) -> list[Action]:
+    """Planted bug: a signature leaves the node without its WAL / last-signed record."""
+    return [
+        a
+        for a in actions
+        if not (a.duty is Duty.PERSIST and isinstance(getattr(a.effect, "record", None), SignedRecord))
+    ]
+
+
+def stale_time_rule(sim: Simulation, name: str, app: NodeApp) -> None:
+    """Planted bug (the rule before the fix): every validity check also judges the block's time
+    against the node's clock, so a value whose lock is older than the drift bound is refused."""
+    judged = app.block_error
+
+    def block_error(height: int, block: bytes, now: int | None) -> object:
+        return judged(height, block, sim.clock_ms(name) if now is None else now)
+
+    setattr(app, "block_error", block_error)  # noqa: B010 — replacing a method is the planted bug
+
+
+EXECUTOR_BUGS: dict[str, PlanHook] = {
+    "apply-before-persist": apply_before_persist,
+    "sign-without-persist": sign_without_persist,
+}
 
 
 def run_campaign(
@@ -68,6 +168,7 @@ def run_campaign(
     fault_ms: int = 6_000,
     calm_ms: int = 10_000,
     progress_heights: int = 2,
+    liveness_ms: int = LIVENESS_MS,
     checks: Sequence[RunCheck] = (),
     app: str | None = None,
 ) -> tuple[CampaignSummary, list[tuple[int, Violation]]]:
@@ -85,6 +186,8 @@ def run_campaign(
     n_byz = f if byzantine is None else byzantine
     enabled = set(faults)
     config = ConsensusConfig()
+    plan_hooks: list[PlanHook] = []
+    app_hooks: list[AppHook] = []
     if negative_control == "byzantine-majority":
         n_byz = f + 1
         enabled.add("byzantine")
@@ -95,6 +198,12 @@ def run_campaign(
     elif negative_control == "ledger-nonce":
         if app != "ledger":
             raise ValueError("the ledger-nonce negative control needs --app ledger")
+    elif negative_control == "stale-time-rule":
+        enabled.add("stall")
+        app_hooks.append(stale_time_rule)
+    elif negative_control in EXECUTOR_BUGS:
+        enabled.add("crash")
+        plan_hooks.append(EXECUTOR_BUGS[negative_control])
     elif negative_control is not None:
         raise ValueError(f"unknown negative control {negative_control!r}")
     if app not in APPS:
@@ -115,6 +224,8 @@ def run_campaign(
             tx_source=world.tx_source if world is not None else None,
             epoch_ms=EPOCH_MS if world is not None else 0,
             validator_keys=world.validator_keys if world is not None else None,
+            plan_hooks=plan_hooks,
+            app_hooks=app_hooks,
         )
         run_checks = [*checks, world.check] if world is not None else list(checks)
         planted = (
@@ -125,6 +236,7 @@ def run_campaign(
                 fault_ms=fault_ms,
                 calm_ms=calm_ms,
                 progress_heights=progress_heights,
+                liveness_ms=liveness_ms,
                 checks=run_checks,
             )
         if world is not None:
@@ -134,8 +246,14 @@ def run_campaign(
         summary.heights += res.heights
         summary.partitions += res.partitions
         summary.crashes += res.crashes
+        summary.torn_crashes += res.torn_crashes
+        summary.stalls += res.stalls
         summary.byzantine_events += res.byzantine_events
         summary.evidence += res.evidence
+        summary.refused_proposals += res.refused_proposals
+        summary.recovery_ms.append(res.recovery_ms)
+        for v in res.violations:
+            summary.violation_kinds[v.kind] = summary.violation_kinds.get(v.kind, 0) + 1
         summary.committed_txs += world.committed_txs if world is not None else res.committed_txs
         summary.violations += len(res.violations)
         if res.violations:
@@ -170,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fault-ms", type=int, default=6_000, help="virtual ms with faults on")
     p.add_argument("--calm-ms", type=int, default=10_000, help="virtual ms after faults stop")
     p.add_argument("--progress-heights", type=int, default=2)
+    p.add_argument(
+        "--liveness-ms",
+        type=int,
+        default=LIVENESS_MS,
+        help=f"every honest node decides within this long after heal (default {LIVENESS_MS})",
+    )
     p.add_argument("--show", type=int, default=10, help="violations to print (stderr)")
     args = p.parse_args(argv)
     faults = [] if args.faults == "none" else [x for x in args.faults.split(",") if x]
@@ -188,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fault_ms=args.fault_ms,
         calm_ms=args.calm_ms,
         progress_heights=args.progress_heights,
+        liveness_ms=args.liveness_ms,
         app=args.app,
     )
     wall = time.perf_counter() - t0

@@ -35,7 +35,7 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
-from gridnode.simnet import RunResult, Simulation, Violation
+from sims.simnet import RunResult, Simulation, Violation
 from market.orders import Order, Side, Step
 
 __all__ = ["LedgerWorld", "broken_nonce_rule"]

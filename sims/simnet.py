@@ -1,26 +1,42 @@
-"""In-process simulated network and virtual clock that drive many consensus cores.
+"""In-process simulated network and virtual clock that drive many nodes through the one executor.
 
 Rules of this module:
 
+* Every honest node — validator or full node — is the one node executor
+  (:class:`gridnode.node.Executor`, what the daemon and the in-process engine run) on a simulated
+  outbox and clock; nothing here carries out a consensus effect itself. The fault campaign adds its
+  faults through the executor's hooks: a *torn* crash is a plan hook that cuts a step's actions
+  after ``k`` of them (a ``kill -9`` in the middle of a step), planted bugs are plan hooks too
+  (``Simulation(plan_hooks=...)``), and the checks are observers of the actions carried out.
 * One :class:`Simulation` owns a virtual clock (integer ms), an event heap ordered by
   ``(time, sequence)`` and one seeded ``random.Random``; every random choice (delays, drops, faults,
   Byzantine choices, transactions) is drawn from it in event order, so a seed gives a
   byte-identical transcript (:attr:`RunResult.transcript_sha256`) on every run and platform.
   Nothing here iterates over a ``set`` of bytes/str (hash order varies between processes).
-* Messages travel as their canonical bytes (:func:`encode_message`) and are decoded on delivery.
-  A node's effects are carried out in the order the core emitted them: ``Persist`` goes to the
-  node's :class:`NodeStore` before any later ``Broadcast``/``Send`` leaves.
-* Faults (each switchable, see :class:`Faults`) are active during ``[0, fault_until_ms)``; after
-  that the network is reliable and every crashed node restarts, so the run can check that blocks
-  commit again within a bound. Byzantine validators stay Byzantine for the whole run.
-* Crashes may be *torn*: the crashed node's next step executes only its first ``k`` effects (a
-  ``kill -9`` in the middle of a step). A restart rebuilds the node only from its store: committed
-  blocks (the application state is replayed from them) and the WAL (last signed step and lock).
-  :class:`MemoryStore` is the in-memory stand-in for the SQLite store (same interface).
+* Messages travel as their canonical bytes and are decoded by the receiving executor.
+* Faults (each switchable, see :class:`Faults`) are active during ``[0, fault_ms)``; a ``stall``
+  (every link down for ``Faults.stall_ms``, longer than the applications' clock-drift bound,
+  starting right after a validator locked a value; every honest validator restarts during it, so
+  the locks outlive everything but the WAL) may extend that. A torn crash kills the node inside
+  its next step that writes to its store (half of them: that stores a block), just before one of
+  those writes (chosen at random). When the faults end (*heal*)
+  the network is reliable and every crashed node restarts, and the run checks that every honest
+  node decides again within ``liveness_ms`` (:attr:`RunResult.recovery_ms`). Byzantine validators
+  stay Byzantine for the whole run.
+* A restart rebuilds the node only from its store (a new executor: snapshot + blocks, WAL,
+  last-signed record). :class:`~gridnode.store.MemoryStore` is the in-memory stand-in for the
+  SQLite store (same interface); ``store_factory`` runs SQLite files instead.
 * Clock skew: node ``i`` reads ``global_now + skew_i``; its timers are converted back.
+* Checks on every run: ``disagreement`` (two honest nodes decided different blocks at a height),
+  ``bad_commit`` (a decided block's commit is not > 2/3 valid precommits), ``invalid_block`` (a
+  committed block breaks an application rule: the executor halts), ``double_sign`` (an honest
+  validator signed two different values for one height, round and step), ``lost_commit`` (a block
+  a node announced as committed is not in its store after a restart), ``no_decision_within_bound``
+  and ``no_progress_after_faults`` (liveness after heal), plus the caller's ``checks``.
 * :class:`SimApp` is a small replicated application (signed opaque transactions, a monotonic block
-  time within a bound of the validator's clock, no transaction committed twice) so consensus can be
-  exercised without the ledger; the ledger plugs in through the same :class:`Application` protocol.
+  time within a bound of the validator's clock for fresh proposals, no transaction committed twice)
+  so consensus can be exercised without the ledger; the ledger plugs in through the same
+  :class:`~gridnode.node.NodeApp` protocol.
 """
 
 from __future__ import annotations
@@ -30,56 +46,46 @@ import heapq
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from gridnode.core.consensus import (
-    Application,
     Broadcast,
     Consensus,
     ConsensusConfig,
     Decided,
-    Effect,
-    EvidenceFound,
-    FullNode,
+    LockRecord,
     Persist,
-    Send,
-    SetTimer,
-    SignedRecord,
-    WalRecord,
-    decode_wal_record,
-    encode_wal_record,
+    Step,
+    TimerKind,
 )
 from gridnode.core.consensus_messages import (
     NIL,
     ConsensusMessage,
     Proposal,
-    SyncedBlock,
     ValidatorSet,
     Vote,
     VoteType,
-    decode_commit,
     decode_message,
-    encode_commit,
     encode_message,
     sign_proposal,
     sign_vote,
     verify_commit,
 )
 from gridnode.core.crypto import KeyPair, verify
-from gridnode.core.mempool import Mempool
-from gridnode.store import MemoryStore, Store, recover
+from gridnode.core.mempool import AddResult, Mempool
+from gridnode.node import Action, Duty, Executor, LedgerHalted, NodeApp, PlanHook
+from gridnode.store import MemoryStore, Store
 from market.codec import pack, unpack
 from market.errors import InvalidInput
 
 __all__ = [
     "FAULT_NAMES",
+    "AppHook",
     "Faults",
     "RunResult",
     "SimApp",
-    "SimApplication",
     "SimTx",
     "Simulation",
-    "StoreBlocks",
     "TxSource",
     "Violation",
     "make_tx",
@@ -94,42 +100,9 @@ FAULT_NAMES: Final = (
     "crash",
     "skew",
     "byzantine",
+    "stall",
 )
 TX_DOMAIN: Final = "simtx"
-
-
-# --- storage ----------------------------------------------------------------------------------
-
-
-class StoreBlocks:
-    """Serves committed blocks from a :class:`gridnode.store.Store` as a consensus BlockSource."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def committed(self, height: int) -> SyncedBlock | None:
-        sb = self.store.block(height)
-        if sb is None:
-            return None
-        return SyncedBlock(sb.height, sb.block, decode_commit(sb.commit))
-
-
-# --- the application interface -----------------------------------------------------------------
-
-
-class SimApplication(Application, Protocol):
-    """What the simulation needs from a replicated application (the ledger's ``LedgerApp`` too).
-
-    ``apply`` raises :class:`InvalidInput` when a committed block breaks a rule (reported as a
-    violation); ``submit`` offers a transaction to the node's mempool. An optional
-    ``block_tx_ids(block) -> list[bytes]`` (the ids of a block's transactions) enables the commit
-    latency figures.
-    """
-
-    def apply(self, height: int, block: bytes) -> object: ...
-
-    def submit(self, tx: Any) -> object: ...
-
 
 #: ``(rng, now_ms) -> (tx_id, tx)`` or ``None``: the clients' next transaction.
 TxSource = Callable[[random.Random, int], "tuple[bytes, Any] | None"]
@@ -187,7 +160,8 @@ class SimApp:
             tx_id=lambda t: t.tx_id, check=self._check_tx, size=lambda t: len(t.body) + 64
         )
 
-    def submit(self, tx: SimTx) -> object:
+    def submit(self, tx: SimTx, *, now_ms: int | None = None) -> AddResult:
+        del now_ms
         return self.mempool.add(tx)
 
     def block_tx_ids(self, block: bytes) -> list[bytes]:
@@ -238,12 +212,20 @@ class SimApp:
             out.append(tx)
         return t, out
 
-    def validate_block(self, height: int, block: bytes, now: int) -> bool:
+    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
+        """Why ``block`` may not be committed; ``now`` given (a fresh proposal): the clock too."""
         try:
             t, _ = self._parse(height, block)
-        except InvalidInput:
-            return False
-        return abs(t - now) <= self._bound
+        except InvalidInput as exc:
+            return exc
+        if now is not None and abs(t - now) > self._bound:
+            return InvalidInput(
+                reason="time_too_old" if t < now else "time_in_future",
+                subject=f"block {height}",
+                expected=f"within {self._bound} ms of {now}",
+                found=str(t),
+            )
+        return None
 
     def apply(self, height: int, block: bytes) -> None:
         """Apply a committed block; raises :class:`InvalidInput` if it breaks a rule."""
@@ -254,6 +236,15 @@ class SimApp:
             self.committed_ids[tx.tx_id] = height
         self.tx_count += len(txs)
         self.mempool.remove_committed(tx.tx_id for tx in txs)
+
+    def snapshot(self) -> bytes:
+        ids = sorted(self.committed_ids.items())
+        return pack(["gn.simstate", 1, self.height, self.last_time, self.tx_count, ids])
+
+    def restore(self, data: bytes) -> None:
+        _tag, _version, height, last_time, tx_count, ids = unpack(data, what="sim state")
+        self.height, self.last_time, self.tx_count = height, last_time, tx_count
+        self.committed_ids = {bytes(tid): h for tid, h in ids}
 
 
 # --- faults and results ------------------------------------------------------------------------
@@ -275,6 +266,10 @@ class Faults:
     crash_length_ms: tuple[int, int] = (100, 3_000)
     max_skew_ms: int = 500
     byzantine: int = 0
+    #: a ``stall`` cuts every link this long (longer than the apps' 10 s drift bound), starting
+    #: right after the first lock a validator takes after a random moment of the fault window;
+    #: every honest validator restarts during it
+    stall_ms: int = 12_000
 
     def __post_init__(self) -> None:
         unknown = sorted(self.enabled - set(FAULT_NAMES))
@@ -303,9 +298,11 @@ class RunResult:
     partitions: int = 0
     crashes: int = 0
     torn_crashes: int = 0
+    stalls: int = 0
     byzantine_events: int = 0
     evidence: int = 0
     refused_signatures: int = 0
+    refused_proposals: int = 0
     messages: int = 0
     dropped: int = 0
     committed_txs: int = 0
@@ -315,76 +312,129 @@ class RunResult:
     #: ``decided[node][height] = block hash`` for every honest node.
     decided: dict[str, dict[int, bytes]] = field(default_factory=dict)
     commit_latency_ms: list[int] = field(default_factory=list)
+    #: virtual ms at which the faults ended (the network healed)
+    heal_ms: int = 0
+    #: the slowest honest node's first new decision after heal, in ms (-1: some node never did)
+    recovery_ms: int = -1
+
+
+#: The actions that write to the node's store (where a torn crash may strike just before).
+_WRITES: Final = frozenset({Duty.PERSIST, Duty.STORE, Duty.TRUNCATE, Duty.SNAPSHOT})
+
+#: Called on every application an honest node boots with (the campaign's planted app bugs).
+AppHook = Callable[["Simulation", str, NodeApp], None]
 
 
 # --- nodes ------------------------------------------------------------------------------------
 
 
-class _HonestNode:
+class _SimOutbox:
+    """The executor's outbox on the simulated network and clock."""
+
+    def __init__(self, sim: Simulation, node: _SimNode) -> None:
+        self.sim = sim
+        self.node = node
+
+    def broadcast(self, data: bytes) -> None:
+        for dst in self.sim.validator_names:
+            if dst != self.node.name:
+                self.sim.transmit(self.node.name, dst, data)
+
+    def send(self, to: str, data: bytes) -> None:
+        self.sim.transmit(self.node.name, to, data)
+
+    def set_timer(self, at_ms: int, kind: TimerKind, height: int, round_: int) -> None:
+        sim, node = self.sim, self.node
+        at = max(sim.now, at_ms - node.skew - sim.epoch_ms)
+        sim.push(at, ("timer", node.name, node.incarnation, kind, height, round_))
+
+
+class _SimNode:
+    """One honest node: an executor, rebuilt from its store at every restart."""
+
     def __init__(self, sim: Simulation, name: str, key: KeyPair | None, skew_ms: int) -> None:
         self.sim = sim
         self.name = name
         self.key = key
         self.skew = skew_ms
         self.alive = True
+        self.halted = False
         self.incarnation = 0
-        self.tear_at: int | None = None
+        self.tear: str | None = None  # a torn crash armed: "write" or "block" (see _tear)
+        self.torn = False
+        #: heights this node announced as committed (NOTIFY), and their block hashes
         self.decided: dict[int, bytes] = {}
-        self.store = sim.open_store(name)
-        self.app, self.core = self._boot()
+        #: (height, round, step) -> value of every signature this validator sent
+        self.signed: dict[tuple[int, int, int], bytes] = {}
+        self.rt = self._boot()
 
-    def _boot(self) -> tuple[SimApplication, Consensus | FullNode]:
-        """Build the application and the core from the store only (the recovery contract)."""
-        rec = recover(self.store)
-        app = self.sim.make_app(self.name)
-        for sb in rec.blocks:
-            try:
-                app.apply(sb.height, sb.block)
-            except InvalidInput:  # already reported as a violation when it was decided
-                _skip_block(app, sb.height)
-        h = rec.head.height + 1 if rec.head is not None else 1
-        blocks = StoreBlocks(self.store)
-        if self.key is None:
-            return app, FullNode(
-                validators=self.sim.validators,
-                peers=self.sim.validator_names,
-                blocks=blocks,
-                height=h,
-                config=self.sim.config,
-            )
-        wal: list[WalRecord] = [decode_wal_record(w.record) for w in rec.wal]
-        if rec.last_signed is not None:
-            wal.append(decode_wal_record(rec.last_signed.vote))
-        core = Consensus.recover(
-            validators=self.sim.validators,
-            key=self.key,
+    def _boot(self) -> Executor[Any]:
+        sim = self.sim
+        app = sim.make_app(self.name)
+        for hook in sim.app_hooks:
+            hook(sim, self.name, app)
+        rt: Executor[Any] = Executor(
             app=app,
-            blocks=blocks,
-            height=h,
-            wal=wal,
-            config=self.sim.config,
+            validators=sim.validators,
+            key=self.key,
+            store=sim.open_store(self.name),
+            outbox=_SimOutbox(sim, self),
+            validator=self.key is not None,
+            sync_peers=sim.validator_names,
+            config=sim.config,
+            snapshot_every=sim.snapshot_every,
         )
-        return app, core
+        rt.plan_hooks.extend(sim.plan_hooks)
+        rt.plan_hooks.append(self._tear)
+        rt.observers.append(self._observe)
+        return rt
 
-    def persist(self, record: WalRecord) -> None:
-        if isinstance(record, SignedRecord):
-            # the "vote" column holds the whole record: a nil vote's value is empty bytes
-            data = encode_wal_record(record)
-            self.store.append_wal(record.height, data)  # every vote, to re-send after a crash
-            self.store.save_last_signed(record.height, record.round, int(record.step), data)
-        else:
-            self.store.append_wal(record.height, encode_wal_record(record))
+    @property
+    def app(self) -> Any:
+        return self.rt.app
 
-    def restart(self) -> None:
-        self.store.close()
-        self.store = self.sim.open_store(self.name)
-        self.app, self.core = self._boot()
-        self.alive = True
-        self.incarnation += 1
-        self.tear_at = None
+    @property
+    def store(self) -> Store:
+        return self.rt.store
+
+    @property
+    def core(self) -> Any:
+        return self.rt.core
 
     def now(self) -> int:
         return self.sim.epoch_ms + self.sim.now + self.skew
+
+    def restart(self) -> None:
+        self.rt.store.close()
+        self.incarnation += 1
+        self.tear, self.torn = None, False
+        self.rt = self._boot()
+        self.alive = True
+        head = self.rt.store.head()
+        top = head.height if head is not None else 0
+        lost = sorted(h for h in self.decided if h > top)
+        if lost:
+            self.sim.violation("lost_commit", f"{self.name}: announced {lost} but stored {top}")
+            for h in lost:
+                del self.decided[h]
+
+    # -- hooks on the executor --------------------------------------------------------------------
+
+    def _tear(self, actions: list[Action]) -> list[Action]:
+        """A ``kill -9`` inside the first step that writes to the store (``tear == "write"``) or
+        stores a block (``"block"``) once a torn crash is armed: the node dies just before one of
+        the step's writes (or after its last action), chosen at random, so every write is in turn
+        the first one that did not happen."""
+        if self.tear is None:
+            return actions
+        cuts = [i for i, a in enumerate(actions) if a.duty in _WRITES]
+        if not cuts or (self.tear == "block" and all(a.duty is not Duty.STORE for a in actions)):
+            return actions
+        self.tear, self.torn = None, True
+        return actions[: self.sim.rng.choice([*cuts, len(actions)])]
+
+    def _observe(self, action: Action) -> None:
+        self.sim.observe(self, action)
 
 
 class _Byzantine:
@@ -463,8 +513,6 @@ class _Byzantine:
 
 
 # --- the simulation ----------------------------------------------------------------------------
-
-
 class Simulation:
     """N validators (some Byzantine) and full nodes over a faulty simulated network."""
 
@@ -478,17 +526,23 @@ class Simulation:
         config: ConsensusConfig | None = None,
         clients: int = 3,
         store_factory: Callable[[str], Store] | None = None,
-        app_factory: Callable[[str], SimApplication] | None = None,
+        app_factory: Callable[[str], NodeApp] | None = None,
         tx_source: TxSource | None = None,
         epoch_ms: int = 0,
         validator_keys: Sequence[KeyPair] | None = None,
         tx_interval_ms: int = 150,
         max_block_txs: int = 200,
+        snapshot_every: int = 5,
+        plan_hooks: Sequence[PlanHook] = (),
+        app_hooks: Sequence[AppHook] = (),
     ) -> None:
         self.seed = seed
         self._store_factory = store_factory
         self._app_factory = app_factory
         self.epoch_ms = epoch_ms
+        self.snapshot_every = snapshot_every
+        self.plan_hooks = tuple(plan_hooks)
+        self.app_hooks = tuple(app_hooks)
         self._memory_stores: dict[str, MemoryStore] = {}
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
@@ -512,16 +566,16 @@ class Simulation:
         n_byz = self.faults.byzantine if self.faults.on("byzantine") else 0
         byz_idx = sorted(self.rng.sample(range(validators), n_byz))
         skew = self.faults.max_skew_ms if self.faults.on("skew") else 0
-        self.nodes: dict[str, _HonestNode] = {}
+        self.nodes: dict[str, _SimNode] = {}
         self.byzantine: dict[str, _Byzantine] = {}
         for i, k in enumerate(keys):
             name = self.validator_names[i]
             if i in byz_idx:
                 self.byzantine[name] = _Byzantine(self, name, i, k)
             else:
-                self.nodes[name] = _HonestNode(self, name, k, self.rng.randint(-skew, skew))
+                self.nodes[name] = _SimNode(self, name, k, self.rng.randint(-skew, skew))
         for j in range(full_nodes):
-            self.nodes[f"f{j}"] = _HonestNode(self, f"f{j}", None, self.rng.randint(-skew, skew))
+            self.nodes[f"f{j}"] = _SimNode(self, f"f{j}", None, self.rng.randint(-skew, skew))
         self.honest_validators = tuple(n for n in self.validator_names if n in self.nodes)
         shuffled = list(self.honest_validators)
         self.rng.shuffle(shuffled)
@@ -533,6 +587,13 @@ class Simulation:
         self.half_of = {name: side for side, half in enumerate(self.halves) for name in half}
         self.blocked: set[tuple[str, str]] = set()
         self._fault_until = 0
+        self._calm_ms = 0
+        self._end = 0
+        self._blackout_until = 0
+        self._stall_at: int | None = None  # the stall starts at the first lock after this
+        self._heal_at: int | None = None
+        self._heights_at_heal: dict[str, int] = {}
+        self._recovered: dict[str, int] = {}
         self._client_keys = [KeyPair.from_rng(self.rng) for _ in range(clients)]
         self._client_nonce = [0] * clients
         self._tx_interval = tx_interval_ms
@@ -550,9 +611,21 @@ class Simulation:
             return store
         return store.reopen()
 
+    def make_app(self, name: str) -> NodeApp:
+        if self._app_factory is not None:
+            return self._app_factory(name)
+        return SimApp(sig_counter=self.sig_counter, max_block_txs=self.max_block_txs)
+
+    def clock_ms(self, name: str) -> int:
+        """Node ``name``'s clock now (unix ms, with its skew)."""
+        return self.nodes[name].now()
+
+    def violation(self, kind: str, detail: str) -> None:
+        self.result.violations.append(Violation(kind, detail))
+
     # -- scheduling -------------------------------------------------------------------------------
 
-    def _push(self, at: int, event: tuple[Any, ...]) -> None:
+    def push(self, at: int, event: tuple[Any, ...]) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, event))
 
@@ -562,8 +635,10 @@ class Simulation:
     def transmit(self, src: str, dst: str, data: bytes) -> None:
         """Put one message on the wire from ``src`` to ``dst`` (subject to the active faults)."""
         self.result.messages += 1
-        if (src, dst) in self.blocked or (
-            self._faulty("drop") and self.rng.random() < self.faults.drop_probability
+        if (
+            self.now < self._blackout_until
+            or (src, dst) in self.blocked
+            or (self._faulty("drop") and self.rng.random() < self.faults.drop_probability)
         ):
             self.result.dropped += 1
             return
@@ -580,56 +655,71 @@ class Simulation:
                     delay += self.rng.randint(0, self.faults.long_delay_ms)
             else:
                 delay = 2 + self.rng.randint(0, 3)
-            self._push(self.now + delay, ("deliver", dst, src, data))
+            self.push(self.now + delay, ("deliver", dst, src, data))
 
-    def _run_effects(self, node: _HonestNode, effects: list[Effect]) -> None:
-        if node.tear_at is not None:
-            effects = effects[: node.tear_at]
-        for eff in effects:
-            if isinstance(eff, Persist):
-                node.persist(eff.record)
-            elif isinstance(eff, Broadcast):
-                data = encode_message(eff.message)
-                for dst in self.validator_names:
-                    if dst != node.name:
-                        self.transmit(node.name, dst, data)
-            elif isinstance(eff, Send):
-                self.transmit(node.name, eff.to, encode_message(eff.message))
-            elif isinstance(eff, SetTimer):
-                at = max(self.now, eff.at - node.skew - self.epoch_ms)
-                self._push(
-                    at, ("timer", node.name, node.incarnation, eff.kind, eff.height, eff.round)
-                )
-            elif isinstance(eff, Decided):
-                self._decided(node, eff)
-            elif isinstance(eff, EvidenceFound):
-                self.result.evidence += 1
-        if node.tear_at is not None:
-            node.tear_at = None
+    # -- the executors ----------------------------------------------------------------------------
+
+    def _drive(self, node: _SimNode, call: Callable[[Executor[Any]], None]) -> None:
+        """One input into ``node``'s executor; a torn step then kills the node."""
+        try:
+            call(node.rt)
+        except LedgerHalted as exc:
+            self.violation("invalid_block", f"{node.name}: {exc}")
+            node.alive, node.halted = False, True
+            return
+        if node.torn:
+            node.torn = False
             self._crash(node)
 
-    def _decided(self, node: _HonestNode, eff: Decided) -> None:
+    def observe(self, node: _SimNode, action: Action) -> None:
+        """Every action an honest executor carried out (the run's checks and the stall trigger)."""
+        duty, eff = action.duty, action.effect
+        if duty is Duty.SEND and isinstance(eff, Broadcast):
+            self._check_signed(node, eff.message)
+        elif duty is Duty.NOTIFY:
+            assert isinstance(eff, Decided)
+            self._decided(node, eff)
+        elif duty is Duty.PERSIST:
+            assert isinstance(eff, Persist)
+            rec = eff.record
+            if isinstance(rec, LockRecord) and rec.locked_round >= 0:
+                self._locked()
+        elif duty is Duty.EVIDENCE:
+            self.result.evidence += 1
+        elif duty is Duty.REFUSED:
+            self.result.refused_proposals += 1
+
+    def _check_signed(self, node: _SimNode, msg: ConsensusMessage) -> None:
+        core = node.rt.core
+        if not isinstance(core, Consensus):
+            return
+        if isinstance(msg, Vote) and msg.validator == core.index:
+            key, value = (msg.height, msg.round, int(msg.vote_type)), msg.block_hash
+        elif isinstance(msg, Proposal) and msg.proposer == core.index:
+            key = (msg.height, msg.round, int(Step.PROPOSE))
+            value = msg.block_hash + msg.valid_round.to_bytes(8, "big", signed=True)
+        else:
+            return
+        old = node.signed.setdefault(key, value)
+        if old != value:
+            h, r, step = key
+            self.violation("double_sign", f"{node.name} signed two values at h{h} r{r} step {step}")
+
+    def _decided(self, node: _SimNode, eff: Decided) -> None:
         self._transcript.update(
             pack(["decided", self.now, node.name, eff.height, eff.commit.block_hash])
         )
         try:
             verify_commit(self.validators, eff.commit, eff.block, height=eff.height)
         except InvalidInput as exc:
-            self.result.violations.append(
-                Violation("bad_commit", f"{node.name} height {eff.height}: {exc}")
-            )
-        try:
-            node.app.apply(eff.height, eff.block)
-        except InvalidInput as exc:
-            self.result.violations.append(
-                Violation("invalid_block", f"{node.name} height {eff.height}: {exc}")
-            )
-            _skip_block(node.app, eff.height)
-        node.store.put_block(
-            eff.height, eff.commit.block_hash, eff.block, encode_commit(eff.commit)
-        )
-        node.store.truncate_wal(eff.height + 1)
+            self.violation("bad_commit", f"{node.name} height {eff.height}: {exc}")
         node.decided[eff.height] = eff.commit.block_hash
+        if (
+            self._heal_at is not None
+            and node.name not in self._recovered
+            and eff.height > self._heights_at_heal.get(node.name, 0)
+        ):
+            self._recovered[node.name] = self.now - self._heal_at
         if node.name == self.honest_validators[0]:
             tx_ids = getattr(node.app, "block_tx_ids", None)
             for tx in tx_ids(eff.block) if tx_ids is not None else ():
@@ -637,7 +727,23 @@ class Simulation:
                 if at is not None:
                     self.result.commit_latency_ms.append(self.now - at)
 
-    def _crash(self, node: _HonestNode) -> None:
+    def _locked(self) -> None:
+        """A validator took a lock: an armed stall starts at the first lock after its time."""
+        if self._stall_at is not None and self._stall_at <= self.now < self._fault_until:
+            self._stall_at = None
+            length = self.faults.stall_ms
+            self._blackout_until = self.now + length
+            self._end = max(self._end, self._blackout_until + self._calm_ms)
+            self.result.stalls += 1
+            self._transcript.update(pack(["stall", self.now, self._blackout_until]))
+            # every honest validator restarts during the outage, as operators do with a stuck
+            # node: what it had judged is gone, its lock is in its WAL
+            for name in self.honest_validators:
+                down = self.now + self.rng.randint(length // 4, length // 2)
+                self.push(down, ("stall_crash", name))
+                self.push(down + self.rng.randint(1, length // 4), ("stall_restart", name))
+
+    def _crash(self, node: _SimNode) -> None:
         node.alive = False
         node.incarnation += 1
         self.result.crashes += 1
@@ -651,13 +757,15 @@ class Simulation:
         if f.on("partition") or f.on("asymmetric"):
             t = self.rng.randint(*f.partition_every_ms)
             while t < until:
-                self._push(t, ("partition",))
+                self.push(t, ("partition",))
                 t += self.rng.randint(*f.partition_every_ms)
         if f.on("crash"):
             t = self.rng.randint(*f.crash_every_ms)
             while t < until:
-                self._push(t, ("crash", self.rng.choice(honest)))
+                self.push(t, ("crash", self.rng.choice(honest)))
                 t += self.rng.randint(*f.crash_every_ms)
+        if f.on("stall"):
+            self._stall_at = self.rng.randrange(until)
 
     def _partition(self) -> None:
         names = list(self.validator_names) + [n for n in self.nodes if n.startswith("f")]
@@ -674,7 +782,7 @@ class Simulation:
                     self.blocked.add((y, x))
         self.result.partitions += 1
         length = self.rng.randint(*self.faults.partition_length_ms)
-        self._push(min(self.now + length, self._fault_until), ("heal",))
+        self.push(min(self.now + length, self._fault_until), ("heal",))
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -684,87 +792,105 @@ class Simulation:
         fault_ms: int,
         calm_ms: int,
         progress_heights: int = 2,
+        liveness_ms: int = 8_000,
         checks: Sequence[RunCheck] = (),
     ) -> RunResult:
-        """Faults during ``[0, fault_ms)``, then a reliable network for ``calm_ms``; check it all.
-
-        ``checks`` are extra run-level checks (the ledger's: no energy sold twice, conservation).
+        """Faults during ``[0, fault_ms)`` (longer if a stall is still on), then a reliable network
+        for ``calm_ms``; check it all. Every honest node must decide a new height within
+        ``liveness_ms`` of the heal. ``checks`` are extra run-level checks (the ledger's: no energy
+        sold twice, conservation).
         """
         self._fault_until = fault_ms
+        self._calm_ms = calm_ms
+        self._end = fault_ms + calm_ms
         self._schedule_faults(fault_ms)
-        self._push(fault_ms, ("calm",))
+        self.push(fault_ms, ("calm",))
         for name in sorted(self.nodes):
             node = self.nodes[name]
-            self._run_effects(node, node.core.start(node.now()))
-        t = self._tx_interval
-        while t < fault_ms + calm_ms:
-            self._push(t, ("tx",))
-            t += self._tx_interval
+            self._drive(node, lambda rt, node=node: rt.start(node.now()))  # type: ignore[misc]
+        self.push(self._tx_interval, ("tx",))
         heights_at_calm: dict[str, int] = {}
-        end = fault_ms + calm_ms
-        while self._heap and self._heap[0][0] <= end:
+        while self._heap and self._heap[0][0] <= self._end:
             at, _seq, ev = heapq.heappop(self._heap)
             self.now = at
-            kind = ev[0]
-            if kind == "calm":
-                self.blocked.clear()
-                for node in self.nodes.values():
-                    node.tear_at = None
-                for name in list(self._down):
-                    self._restart(name)
-                heights_at_calm = {n: len(node.decided) for n, node in self.nodes.items()}
-            else:
+            if ev[0] != "calm":
                 self._step(ev)
-        self._finish(heights_at_calm, progress_heights)
+            elif self.now < self._blackout_until:
+                self.push(self._blackout_until, ev)  # the stall outlasts the fault window
+            else:
+                self._heal()
+                heights_at_calm = {n: len(node.decided) for n, node in self.nodes.items()}
+        self._finish(heights_at_calm, progress_heights, liveness_ms)
         for check in checks:
             self.result.violations.extend(check(self, self.result))
         return self.result
+
+    def _heal(self) -> None:
+        self.blocked.clear()
+        for node in self.nodes.values():
+            node.tear = None
+        for name in list(self._down):
+            self._restart(name)
+        self._heal_at = self.now
+        self._end = self.now + self._calm_ms
+        self._heights_at_heal = {n: max(node.decided, default=0) for n, node in self.nodes.items()}
 
     def _restart(self, name: str) -> None:
         if name in self._down:
             self._down.remove(name)
             node = self.nodes[name]
-            node.restart()
+            try:
+                node.restart()
+            except LedgerHalted as exc:
+                self.violation("invalid_block", f"{name} at restart: {exc}")
+                node.halted = True
+                return
             self._transcript.update(pack(["restart", self.now, name]))
-            self._run_effects(node, node.core.start(node.now()))
+            self._drive(node, lambda rt: rt.start(node.now()))
 
     def _step(self, ev: tuple[Any, ...]) -> None:
         kind = ev[0]
         if kind == "deliver":
             _, dst, src, data = ev
             self._transcript.update(pack(["d", self.now, dst, src]) + data)
-            msg = decode_message(data)
             if dst in self.byzantine:
-                self.byzantine[dst].on_message(src, msg)
+                self.byzantine[dst].on_message(src, decode_message(data))
                 return
-            node = self.nodes.get(dst)
-            if node is None or not node.alive:
+            target = self.nodes.get(dst)
+            if target is None or not target.alive:
                 return
-            self._run_effects(node, node.core.on_message(src, msg, node.now()))
+            self._drive(target, lambda rt: rt.on_message(src, data, target.now()))
         elif kind == "timer":
             _, name, incarnation, tkind, h, r = ev
-            node = self.nodes[name]
-            if node.alive and node.incarnation == incarnation:
-                self._run_effects(node, node.core.on_timer(tkind, h, r, node.now()))
+            timed = self.nodes[name]
+            if timed.alive and timed.incarnation == incarnation:
+                self._drive(timed, lambda rt: rt.on_timer(tkind, h, r, timed.now()))
         elif kind == "tx":
             self._submit_tx()
+            self.push(self.now + self._tx_interval, ("tx",))
         elif kind == "partition":
             self._partition()
         elif kind == "heal":
             self.blocked.clear()
         elif kind == "crash":
             node = self.nodes[ev[1]]
-            if node.alive and node.tear_at is None:
+            if node.alive and node.tear is None:
                 if self.rng.random() < 0.5:
-                    node.tear_at = self.rng.randint(0, 3)  # dies inside its next step
+                    # dies inside its next step that writes, or (half of them) stores a block
+                    node.tear = "block" if self.rng.random() < 0.5 else "write"
                     self.result.torn_crashes += 1
                 else:
                     self._crash(node)
                 length = self.rng.randint(*self.faults.crash_length_ms)
-                self._push(min(self.now + length, self._fault_until), ("restart", node.name))
+                self.push(min(self.now + length, self._fault_until), ("restart", node.name))
+        elif kind == "stall_crash":
+            if self.nodes[ev[1]].alive:
+                self._crash(self.nodes[ev[1]])
+        elif kind == "stall_restart":
+            self._restart(ev[1])
         elif kind == "restart":
-            if self.nodes[ev[1]].tear_at is not None:
-                self._push(self.now + 50, ev)
+            if self.nodes[ev[1]].tear is not None:
+                self.push(self.now + 50, ev)
             else:
                 self._restart(ev[1])
 
@@ -777,11 +903,6 @@ class Simulation:
         )
         return tx.tx_id, tx
 
-    def make_app(self, name: str) -> SimApplication:
-        if self._app_factory is not None:
-            return self._app_factory(name)
-        return SimApp(sig_counter=self.sig_counter, max_block_txs=self.max_block_txs)
-
     def _submit_tx(self) -> None:
         made = self._tx_source(self.rng, self.epoch_ms + self.now)
         if made is None:
@@ -791,9 +912,12 @@ class Simulation:
         alive = [n for n in self.honest_validators if self.nodes[n].alive]
         # a client submits to two validators, as a household re-sending on timeout would
         for name in self.rng.sample(alive, min(2, len(alive))):
-            self.nodes[name].app.submit(tx)
+            node = self.nodes[name]
+            node.rt.submit(tx, node.now())
 
-    def _finish(self, heights_at_calm: dict[str, int], progress_heights: int) -> None:
+    def _finish(
+        self, heights_at_calm: dict[str, int], progress_heights: int, liveness_ms: int
+    ) -> None:
         res = self.result
         by_height: dict[int, dict[bytes, list[str]]] = {}
         for name in sorted(self.nodes):
@@ -815,6 +939,18 @@ class Simulation:
         ]
         if stuck:
             res.violations.append(Violation("no_progress_after_faults", ", ".join(stuck)))
+        res.heal_ms = self._heal_at if self._heal_at is not None else -1
+        never = [n for n in sorted(self.nodes) if n not in self._recovered]
+        res.recovery_ms = -1 if never else max(self._recovered.values(), default=0)
+        slow = [f"{n}: {w} ms" for n, w in sorted(self._recovered.items()) if w > liveness_ms]
+        if never or slow:
+            what = [f"{n}: none" for n in never] + slow
+            res.violations.append(
+                Violation(
+                    "no_decision_within_bound",
+                    f"healed at {res.heal_ms} ms, bound {liveness_ms} ms: " + ", ".join(what),
+                )
+            )
         first = self.nodes[self.honest_validators[0]] if self.honest_validators else None
         res.committed_txs = getattr(first.app, "tx_count", 0) if first else 0
         res.byzantine_events = self.byzantine_events
@@ -822,12 +958,5 @@ class Simulation:
         res.transcript_sha256 = self._transcript.hexdigest()
 
 
-def _skip_block(app: SimApplication, height: int) -> None:
-    """After a committed block failed to apply (a violation already recorded), let the
-    application move past it if it knows how (only :class:`SimApp` does)."""
-    if isinstance(app, SimApp):
-        app.height = height
-
-
-#: A run-level check the ledger adds later (no energy sold twice, conservation, …).
+#: A run-level check the ledger adds (no energy sold twice, conservation, …).
 RunCheck = Callable[[Simulation, RunResult], Sequence[Violation]]

@@ -80,6 +80,8 @@ from gridnode.core.consensus_messages import (
     VoteType,
     block_hash,
     commit_from_votes,
+    decode_message,
+    encode_message,
     sign_proposal,
     sign_vote,
     verify_commit,
@@ -213,13 +215,16 @@ class SignedRecord:
 
 @dataclass(frozen=True, slots=True)
 class LockRecord:
-    """The locking state of Algorithm 1 at ``height`` (round -1 and empty block = none)."""
+    """The locking state of Algorithm 1 at ``height`` (round -1 and empty block = none), with the
+    proof-of-lock: the prevotes for the valid value in the valid round (restored at a restart and
+    gossiped again, so peers that lost them can still accept a re-proposal of that value)."""
 
     height: int
     locked_round: int
     locked_block: bytes
     valid_round: int
     valid_block: bytes
+    proof: tuple[Vote, ...] = ()
 
 
 WalRecord = SignedRecord | LockRecord
@@ -232,12 +237,13 @@ def encode_wal_record(record: WalRecord) -> bytes:
     return pack(
         [
             "gn.lock",
-            1,
+            2,
             record.height,
             record.locked_round,
             record.locked_block,
             record.valid_round,
             record.valid_block,
+            [encode_message(v) for v in record.proof],
         ]
     )
 
@@ -253,14 +259,20 @@ def decode_wal_record(data: bytes) -> WalRecord:
             and isinstance(v, bytes)
         ):
             return SignedRecord(h, r, Step(step), v)
-    if isinstance(value, list) and len(value) == 7 and value[:2] == ["gn.lock", 1]:
-        _, _, h, lr, lb, vr, vb = value
+    if isinstance(value, list) and value[:2] in (["gn.lock", 1], ["gn.lock", 2]):
+        # version 1 (before the proof-of-lock was kept) has no proof
+        proof: object = value[7] if len(value) == 8 and value[1] == 2 else []
+        _, _, h, lr, lb, vr, vb = value[:7] if len(value) == 6 + value[1] else (None,) * 7
         if (
             all(isinstance(x, int) and not isinstance(x, bool) for x in (h, lr, vr))
             and isinstance(lb, bytes)
             and isinstance(vb, bytes)
+            and isinstance(proof, list)
+            and all(isinstance(x, bytes) for x in proof)
         ):
-            return LockRecord(h, lr, lb, vr, vb)
+            votes = tuple(decode_message(x) for x in proof)
+            if all(isinstance(v, Vote) for v in votes):
+                return LockRecord(h, lr, lb, vr, vb, votes)  # type: ignore[arg-type]
     raise InvalidInput(reason="bad_wal_record", subject="wal record", found=repr(value)[:60])
 
 
@@ -480,6 +492,9 @@ class Consensus(_SyncMixin):
             self._valid_round = lock.valid_round
             self._valid_block = lock.valid_block if lock.valid_round >= 0 else None
         self._h = _Height()
+        for known in (self._locked_block, self._valid_block):
+            if known is not None:  # our own WAL: the bytes of the value we locked on / saw a polka for
+                self._h.blocks.setdefault(block_hash(known), known)
         self._signed_before: list[SignedRecord] = []
         self._future = _FutureBuffer()
         self._last_sync_request = -(10**18)
@@ -488,6 +503,10 @@ class Consensus(_SyncMixin):
         #: next-height messages not buffered: not signed by a validator
         self.refused_future = 0
         self.evidence: list[Evidence] = []
+        if lock is not None and lock.height == height:
+            for vote in lock.proof:  # the proof-of-lock, to gossip again (see _rebroadcast)
+                if vote.height == height and vote.vote_type is VoteType.PREVOTE:
+                    self._record(vote, [])
 
     @property
     def future_buffer(self) -> tuple[int, int, int]:
@@ -763,6 +782,11 @@ class Consensus(_SyncMixin):
         self._record(vote, out)
 
     def _persist_lock(self, out: list[Effect]) -> None:
+        proof: tuple[Vote, ...] = ()
+        if self._valid_block is not None:
+            key = (VoteType.PREVOTE, self._valid_round, block_hash(self._valid_block))
+            by_signer = self._h.by_value.get(key, {})
+            proof = tuple(by_signer[i] for i in sorted(by_signer))
         out.append(
             Persist(
                 LockRecord(
@@ -771,6 +795,7 @@ class Consensus(_SyncMixin):
                     self._locked_block or b"",
                     self._valid_round,
                     self._valid_block or b"",
+                    proof,
                 )
             )
         )
@@ -785,16 +810,18 @@ class Consensus(_SyncMixin):
         ``now`` (a fresh proposal, L22 only) the block's time is judged against this node's clock
         too (see the module rules)."""
         h = self._h
+        block = h.blocks.get(value)
+        if block is None:
+            return False  # not known yet: judged when its proposal arrives, never cached
         valid = h.validity.get(value)
         if valid is None:
-            block = h.blocks.get(value)
-            error = None if block is None else self._app.block_error(self.height, block, None)
-            valid = h.validity[value] = block is not None and error is None
+            error = self._app.block_error(self.height, block, None)
+            valid = h.validity[value] = error is None
             if error is not None:
                 self._refused(value, error, out)
         if not valid or now is None:
             return valid
-        error = self._app.block_error(self.height, h.blocks[value], now)
+        error = self._app.block_error(self.height, block, now)
         if error is not None:
             self._refused(value, error, out)
             return False
