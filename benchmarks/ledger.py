@@ -35,8 +35,8 @@ from gridnode.core.consensus_messages import (
 )
 from gridnode.core.crypto import KeyPair, verify
 from gridnode.core.ledger import decode_block, tx_id
-from gridnode.ledger_campaign import EPOCH_MS, LedgerWorld
-from gridnode.simnet import Simulation
+from sims.ledger_campaign import EPOCH_MS, LedgerWorld
+from sims.simnet import Simulation
 
 COUNT = [0]
 

@@ -417,6 +417,8 @@ class NodeRuntime(Executor[LedgerApp]):
         if action.duty is Duty.NOTIFY and self.listeners:
             eff = action.effect
             assert isinstance(eff, Decided) and self.app.last_applied is not None
-            event = Committed(eff.height, eff.commit.block_hash, self.app.state, self.app.last_applied)
+            event = Committed(
+                eff.height, eff.commit.block_hash, self.app.state, self.app.last_applied
+            )
             for listener in self.listeners:
                 listener(event)

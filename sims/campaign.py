@@ -135,7 +135,9 @@ def sign_without_persist(actions: list[Action]) -> list[Action]:
     return [
         a
         for a in actions
-        if not (a.duty is Duty.PERSIST and isinstance(getattr(a.effect, "record", None), SignedRecord))
+        if not (
+            a.duty is Duty.PERSIST and isinstance(getattr(a.effect, "record", None), SignedRecord)
+        )
     ]
 
 

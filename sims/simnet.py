@@ -32,7 +32,10 @@ Rules of this module:
   committed block breaks an application rule: the executor halts), ``double_sign`` (an honest
   validator signed two different values for one height, round and step), ``lost_commit`` (a block
   a node announced as committed is not in its store after a restart), ``no_decision_within_bound``
-  and ``no_progress_after_faults`` (liveness after heal), plus the caller's ``checks``.
+  and ``no_progress_after_faults`` (liveness after heal), plus the caller's ``checks``. Two more
+  check the driver contract itself on every action: ``unpersisted_signature`` (a signature left
+  before its record was persisted) and ``announced_unstored`` (a block was announced before it
+  was stored).
 * :class:`SimApp` is a small replicated application (signed opaque transactions, a monotonic block
   time within a bound of the validator's clock for fresh proposals, no transaction committed twice)
   so consensus can be exercised without the ledger; the ledger plugs in through the same
@@ -53,8 +56,8 @@ from gridnode.core.consensus import (
     Consensus,
     ConsensusConfig,
     Decided,
-    LockRecord,
     Persist,
+    SignedRecord,
     Step,
     TimerKind,
 )
@@ -366,6 +369,8 @@ class _SimNode:
         self.decided: dict[int, bytes] = {}
         #: (height, round, step) -> value of every signature this validator sent
         self.signed: dict[tuple[int, int, int], bytes] = {}
+        #: (height, round, step, value) of every signed record its executor persisted
+        self.persisted: set[tuple[int, int, int, bytes]] = set()
         self.rt = self._boot()
 
     def _boot(self) -> Executor[Any]:
@@ -682,7 +687,9 @@ class Simulation:
         elif duty is Duty.PERSIST:
             assert isinstance(eff, Persist)
             rec = eff.record
-            if isinstance(rec, LockRecord) and rec.locked_round >= 0:
+            if isinstance(rec, SignedRecord):
+                node.persisted.add((rec.height, rec.round, int(rec.step), rec.value))
+            elif rec.locked_round >= 0:
                 self._locked()
         elif duty is Duty.EVIDENCE:
             self.result.evidence += 1
@@ -695,11 +702,16 @@ class Simulation:
             return
         if isinstance(msg, Vote) and msg.validator == core.index:
             key, value = (msg.height, msg.round, int(msg.vote_type)), msg.block_hash
+            signed = value
         elif isinstance(msg, Proposal) and msg.proposer == core.index:
             key = (msg.height, msg.round, int(Step.PROPOSE))
             value = msg.block_hash + msg.valid_round.to_bytes(8, "big", signed=True)
+            signed = msg.block_hash
         else:
             return
+        if (*key, signed) not in node.persisted:
+            h, r, step = key
+            self.violation("unpersisted_signature", f"{node.name} sent h{h} r{r} step {step}")
         old = node.signed.setdefault(key, value)
         if old != value:
             h, r, step = key
@@ -709,6 +721,9 @@ class Simulation:
         self._transcript.update(
             pack(["decided", self.now, node.name, eff.height, eff.commit.block_hash])
         )
+        stored = node.store.block(eff.height)
+        if stored is None or stored.block_hash != eff.commit.block_hash:
+            self.violation("announced_unstored", f"{node.name} height {eff.height}")
         try:
             verify_commit(self.validators, eff.commit, eff.block, height=eff.height)
         except InvalidInput as exc:

@@ -493,7 +493,9 @@ class Consensus(_SyncMixin):
             self._valid_block = lock.valid_block if lock.valid_round >= 0 else None
         self._h = _Height()
         for known in (self._locked_block, self._valid_block):
-            if known is not None:  # our own WAL: the bytes of the value we locked on / saw a polka for
+            if (
+                known is not None
+            ):  # our own WAL: the bytes of the value we locked on / saw a polka for
                 self._h.blocks.setdefault(block_hash(known), known)
         self._signed_before: list[SignedRecord] = []
         self._future = _FutureBuffer()
