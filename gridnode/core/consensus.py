@@ -555,13 +555,16 @@ class Consensus(_SyncMixin):
         )
         if last_signed is not None and last_signed.height == height:
             machine.round = last_signed.round
-        machine._signed_before = [
-            rec
-            for rec in wal
-            if isinstance(rec, SignedRecord)
-            and rec.height == height
-            and rec.step in (Step.PREVOTE, Step.PRECOMMIT)
-        ]
+        # each vote once (the last-signed record repeats the WAL's last signed record)
+        machine._signed_before = list(
+            dict.fromkeys(
+                rec
+                for rec in wal
+                if isinstance(rec, SignedRecord)
+                and rec.height == height
+                and rec.step in (Step.PREVOTE, Step.PRECOMMIT)
+            )
+        )
         return machine
 
     # -- inputs ----------------------------------------------------------------------------------
