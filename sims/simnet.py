@@ -36,9 +36,8 @@ Rules of this module:
   check the driver contract itself on every action: ``unpersisted_signature`` (a signature left
   before its record was persisted) and ``announced_unstored`` (a block was announced before it
   was stored).
-* :class:`SimApp` is a small replicated application (signed opaque transactions, a monotonic block
-  time within a bound of the validator's clock for fresh proposals, no transaction committed twice)
-  so consensus can be exercised without the ledger; the ledger plugs in through the same
+* The default application is :class:`sims.simapp.SimApp` (signed opaque transactions), so
+  consensus can be exercised without the ledger; the ledger plugs in through the same
   :class:`~gridnode.node.NodeApp` protocol.
 """
 
@@ -62,24 +61,20 @@ from gridnode.core.consensus import (
     TimerKind,
 )
 from gridnode.core.consensus_messages import (
-    NIL,
     ConsensusMessage,
     Proposal,
     ValidatorSet,
     Vote,
-    VoteType,
     decode_message,
-    encode_message,
-    sign_proposal,
-    sign_vote,
     verify_commit,
 )
-from gridnode.core.crypto import KeyPair, verify
-from gridnode.core.mempool import AddResult, Mempool
+from gridnode.core.crypto import KeyPair
 from gridnode.node import Action, Duty, Executor, LedgerHalted, NodeApp, PlanHook
 from gridnode.store import MemoryStore, Store
-from market.codec import pack, unpack
+from market.codec import pack
 from market.errors import InvalidInput
+from sims.byzantine import ByzantineValidator
+from sims.simapp import SimApp, SimTx, make_tx
 
 __all__ = [
     "FAULT_NAMES",
@@ -105,149 +100,9 @@ FAULT_NAMES: Final = (
     "byzantine",
     "stall",
 )
-TX_DOMAIN: Final = "simtx"
 
 #: ``(rng, now_ms) -> (tx_id, tx)`` or ``None``: the clients' next transaction.
 TxSource = Callable[[random.Random, int], "tuple[bytes, Any] | None"]
-
-
-# --- the test application -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SimTx:
-    """A signed opaque transaction: ``body = pack(["gn.simtx", client, nonce, payload])``."""
-
-    body: bytes
-    signature: bytes
-
-    @property
-    def tx_id(self) -> bytes:
-        return hashlib.sha256(self.body).digest()
-
-    def encoded(self) -> list[bytes]:
-        return [self.body, self.signature]
-
-
-def make_tx(key: KeyPair, nonce: int, payload: bytes) -> SimTx:
-    body = pack(["gn.simtx", key.public_key, nonce, payload])
-    return SimTx(body, key.sign(TX_DOMAIN, body))
-
-
-def _tx_ok(tx: SimTx) -> bool:
-    try:
-        tag, client, _nonce, _payload = unpack(tx.body, what="simtx")
-    except (InvalidInput, ValueError):
-        return False
-    return (
-        tag == "gn.simtx"
-        and isinstance(client, bytes)
-        and verify(client, TX_DOMAIN, tx.body, tx.signature)
-    )
-
-
-class SimApp:
-    """A replicated log of signed transactions (see the module rules). Counts signature checks."""
-
-    def __init__(
-        self, *, time_bound_ms: int = 10_000, max_block_txs: int = 200, sig_counter: list[int]
-    ) -> None:
-        self.height = 0
-        self.last_time = -(10**18)
-        self.committed_ids: dict[bytes, int] = {}
-        self.tx_count = 0
-        self._bound = time_bound_ms
-        self._max_txs = max_block_txs
-        self._sigs = sig_counter
-        self.mempool: Mempool[SimTx] = Mempool(
-            tx_id=lambda t: t.tx_id, check=self._check_tx, size=lambda t: len(t.body) + 64
-        )
-
-    def submit(self, tx: SimTx, *, now_ms: int | None = None) -> AddResult:
-        del now_ms
-        return self.mempool.add(tx)
-
-    def block_tx_ids(self, block: bytes) -> list[bytes]:
-        try:
-            value = unpack(block, what="block", max_bytes=8 << 20)
-            return [hashlib.sha256(bytes(item[0])).digest() for item in value[4]]
-        except (InvalidInput, ValueError, TypeError, IndexError):
-            return []
-
-    def _check_tx(self, tx: SimTx) -> str | None:
-        if tx.tx_id in self.committed_ids:
-            return "committed"
-        self._sigs[0] += 1
-        return None if _tx_ok(tx) else "bad_signature"
-
-    def make_block(self, height: int, round_: int, now: int) -> bytes:
-        del round_
-        txs = self.mempool.batch(max_count=self._max_txs, max_bytes=1 << 20)
-        return pack(["gn.simblock", 1, height, now, [t.encoded() for t in txs]])
-
-    def _parse(self, height: int, block: bytes) -> tuple[int, list[SimTx]]:
-        what = f"block {height}"
-        try:
-            tag, version, h, t, txs = unpack(block, what=what, max_bytes=8 << 20)
-        except ValueError as exc:
-            raise InvalidInput(reason="malformed", subject=what) from exc
-        if tag != "gn.simblock" or version != 1 or h != height or not isinstance(t, int):
-            raise InvalidInput(reason="bad_header", subject=what)
-        if height != self.height + 1:
-            raise InvalidInput(
-                reason="not_next", subject=what, expected=str(self.height + 1), found=str(height)
-            )
-        if t <= self.last_time:
-            raise InvalidInput(reason="time_not_monotonic", subject=what)
-        out: list[SimTx] = []
-        seen: set[bytes] = set()
-        for item in txs:
-            if not (isinstance(item, list) and len(item) == 2):
-                raise InvalidInput(reason="bad_tx", subject=what)
-            tx = SimTx(bytes(item[0]), bytes(item[1]))
-            tid = tx.tx_id
-            if tid in seen or tid in self.committed_ids:
-                raise InvalidInput(reason="replayed_tx", subject=what, found=tid.hex()[:16])
-            seen.add(tid)
-            self._sigs[0] += 1
-            if not _tx_ok(tx):
-                raise InvalidInput(reason="bad_tx_signature", subject=what)
-            out.append(tx)
-        return t, out
-
-    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
-        """Why ``block`` may not be committed; ``now`` given (a fresh proposal): the clock too."""
-        try:
-            t, _ = self._parse(height, block)
-        except InvalidInput as exc:
-            return exc
-        if now is not None and abs(t - now) > self._bound:
-            return InvalidInput(
-                reason="time_too_old" if t < now else "time_in_future",
-                subject=f"block {height}",
-                expected=f"within {self._bound} ms of {now}",
-                found=str(t),
-            )
-        return None
-
-    def apply(self, height: int, block: bytes) -> None:
-        """Apply a committed block; raises :class:`InvalidInput` if it breaks a rule."""
-        t, txs = self._parse(height, block)
-        self.height = height
-        self.last_time = t
-        for tx in txs:
-            self.committed_ids[tx.tx_id] = height
-        self.tx_count += len(txs)
-        self.mempool.remove_committed(tx.tx_id for tx in txs)
-
-    def snapshot(self) -> bytes:
-        ids = sorted(self.committed_ids.items())
-        return pack(["gn.simstate", 1, self.height, self.last_time, self.tx_count, ids])
-
-    def restore(self, data: bytes) -> None:
-        _tag, _version, height, last_time, tx_count, ids = unpack(data, what="sim state")
-        self.height, self.last_time, self.tx_count = height, last_time, tx_count
-        self.committed_ids = {bytes(tid): h for tid, h in ids}
 
 
 # --- faults and results ------------------------------------------------------------------------
@@ -442,81 +297,6 @@ class _SimNode:
         self.sim.observe(self, action)
 
 
-class _Byzantine:
-    """A coalition member: equivocates as proposer and echoes each honest half's votes to it."""
-
-    def __init__(self, sim: Simulation, name: str, index: int, key: KeyPair) -> None:
-        self.sim = sim
-        self.name = name
-        self.index = index
-        self.key = key
-        self.proposed: dict[tuple[int, int], None] = {}
-        self.echoed: dict[tuple[int, int, int, bytes, int], None] = {}
-
-    def on_message(self, sender: str, msg: ConsensusMessage) -> None:
-        sim = self.sim
-        if not isinstance(msg, Proposal | Vote):
-            return
-        h, r = msg.height, msg.round
-        # propose early for this round, the next round and the next height: honest nodes keep
-        # proposals for later rounds and buffer the next height's messages
-        for ph, pr in ((h, r), (h, r + 1), (h + 1, 0)):
-            if sim.validators.proposer(ph, pr) == self.index and (ph, pr) not in self.proposed:
-                self.proposed[(ph, pr)] = None
-                self._equivocate(ph, pr)
-        if isinstance(msg, Vote) and sender in sim.half_of:
-            side = sim.half_of[sender]
-            key = (h, r, int(msg.vote_type), msg.block_hash, side)
-            if key in self.echoed:
-                return
-            self.echoed[key] = None
-            vote = sign_vote(
-                self.key,
-                vote_type=msg.vote_type,
-                height=h,
-                round_=r,
-                value=msg.block_hash,
-                validator=self.index,
-            )
-            everyone = sim.rng.random() < 0.3
-            targets = sim.honest_validators if everyone else sim.halves[side]
-            sim.byzantine_events += 1
-            for dst in targets:
-                sim.transmit(self.name, dst, encode_message(vote))
-            if msg.vote_type is VoteType.PREVOTE and msg.block_hash != NIL:
-                # also precommit what this half prevoted: the half can then decide on its own
-                pc = sign_vote(
-                    self.key,
-                    vote_type=VoteType.PRECOMMIT,
-                    height=h,
-                    round_=r,
-                    value=msg.block_hash,
-                    validator=self.index,
-                )
-                for dst in sim.halves[side]:
-                    sim.transmit(self.name, dst, encode_message(pc))
-
-    def _equivocate(self, h: int, r: int) -> None:
-        sim = self.sim
-        sim.byzantine_events += 1
-        t = sim.epoch_ms + sim.now
-        if sim.rng.random() < 0.2:  # an invalid block (wrong height), to everyone
-            bad = pack(["gn.simblock", 1, h + 7, t, []])
-            prop = sign_proposal(
-                self.key, height=h, round_=r, block=bad, valid_round=-1, proposer=self.index
-            )
-            for dst in sim.honest_validators:
-                sim.transmit(self.name, dst, encode_message(prop))
-            return
-        for side, members in enumerate(sim.halves):
-            block = pack(["gn.simblock", 1, h, t + side, []])
-            prop = sign_proposal(
-                self.key, height=h, round_=r, block=block, valid_round=-1, proposer=self.index
-            )
-            for dst in members:
-                sim.transmit(self.name, dst, encode_message(prop))
-
-
 # --- the simulation ----------------------------------------------------------------------------
 class Simulation:
     """N validators (some Byzantine) and full nodes over a faulty simulated network."""
@@ -572,11 +352,11 @@ class Simulation:
         byz_idx = sorted(self.rng.sample(range(validators), n_byz))
         skew = self.faults.max_skew_ms if self.faults.on("skew") else 0
         self.nodes: dict[str, _SimNode] = {}
-        self.byzantine: dict[str, _Byzantine] = {}
+        self.byzantine: dict[str, ByzantineValidator] = {}
         for i, k in enumerate(keys):
             name = self.validator_names[i]
             if i in byz_idx:
-                self.byzantine[name] = _Byzantine(self, name, i, k)
+                self.byzantine[name] = ByzantineValidator(self, name, i, k)
             else:
                 self.nodes[name] = _SimNode(self, name, k, self.rng.randint(-skew, skew))
         for j in range(full_nodes):

@@ -28,10 +28,9 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
 * After deciding height h the machine waits ``commit_ms`` (the driver applies the block meanwhile;
   the application sees ``make_block(h+1)`` only after ``Decided(h)`` was handled) and then starts
   round 0 of h+1. Messages for h+1 that arrive earlier are buffered only when a validator signed
-  them (the signature is checked first; exact duplicates are skipped), at most
-  :data:`FUTURE_PER_SIGNER` messages and :data:`MAX_MESSAGE_BYTES` bytes per signer (its oldest
-  is dropped beyond) and :data:`FUTURE_BUFFER_BYTES` in all (the oldest is dropped beyond), so
-  neither an outsider nor a Byzantine validator can grow this node's memory without bound.
+  them (the signature is checked first), in a bounded
+  :class:`~gridnode.core.consensus_messages.FutureBuffer` (per signer and in bytes), so neither an
+  outsider nor a Byzantine validator can grow this node's memory without bound.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
   proposal signature is checked once on arrival (exact duplicates are dropped before that).
   "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
@@ -58,21 +57,36 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from gridnode.core.consensus_effects import (
+    Broadcast,
+    Decided,
+    Effect,
+    EvidenceFound,
+    LockRecord,
+    Persist,
+    ProposalRefused,
+    Send,
+    SetTimer,
+    SignedRecord,
+    Step,
+    TimerKind,
+    WalRecord,
+    decode_wal_record,
+    encode_wal_record,
+)
 from gridnode.core.consensus_messages import (
-    MAX_MESSAGE_BYTES,
     NIL,
     BlockRequest,
     BlockResponse,
-    Commit,
     ConsensusMessage,
     DuplicateProposal,
     DuplicateVote,
     Evidence,
+    FutureBuffer,
     Proposal,
     SyncedBlock,
     ValidatorSet,
@@ -80,8 +94,6 @@ from gridnode.core.consensus_messages import (
     VoteType,
     block_hash,
     commit_from_votes,
-    decode_message,
-    encode_message,
     sign_proposal,
     sign_vote,
     verify_commit,
@@ -89,7 +101,6 @@ from gridnode.core.consensus_messages import (
     verify_vote,
 )
 from gridnode.core.crypto import KeyPair
-from market.codec import pack, unpack
 from market.errors import InvalidInput, UsageError
 
 __all__ = [
@@ -115,31 +126,8 @@ __all__ = [
     "encode_wal_record",
 ]
 
-#: Messages for the next height kept per signing validator (a correct one sends a proposal and
-#: two votes per round, so this covers ~10 rounds of the next height).
-FUTURE_PER_SIGNER: Final = 32
-#: Bytes of next-height messages kept in all (each signer also at most MAX_MESSAGE_BYTES).
-FUTURE_BUFFER_BYTES: Final = 32 * 1024 * 1024
 #: Distinct values accepted from one validator for one (type, round); more is only spam.
 _MAX_VALUES_PER_SIGNER: Final = 4
-
-
-class Step(enum.IntEnum):
-    """Where a validator is within a round. ``NEW_HEIGHT`` is the wait after a decision."""
-
-    NEW_HEIGHT = -1
-    PROPOSE = 0
-    PREVOTE = 1
-    PRECOMMIT = 2
-
-
-class TimerKind(enum.Enum):
-    PROPOSE = "propose"
-    PREVOTE = "prevote"
-    PRECOMMIT = "precommit"
-    NEW_HEIGHT = "new_height"
-    SYNC = "sync"
-    REBROADCAST = "rebroadcast"
 
 
 class Application(Protocol):
@@ -200,138 +188,6 @@ class ConsensusConfig:
         return self.sync_interval_ms
 
 
-# --- WAL records and effects ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SignedRecord:
-    """The last (height, round, step) this validator signed, and for which value (hash)."""
-
-    height: int
-    round: int
-    step: Step
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LockRecord:
-    """The locking state of Algorithm 1 at ``height`` (round -1 and empty block = none), with the
-    proof-of-lock: the prevotes for the valid value in the valid round (restored at a restart and
-    gossiped again, so peers that lost them can still accept a re-proposal of that value)."""
-
-    height: int
-    locked_round: int
-    locked_block: bytes
-    valid_round: int
-    valid_block: bytes
-    proof: tuple[Vote, ...] = ()
-
-
-WalRecord = SignedRecord | LockRecord
-
-
-def encode_wal_record(record: WalRecord) -> bytes:
-    """Canonical bytes of a WAL record (tagged msgpack array)."""
-    if isinstance(record, SignedRecord):
-        return pack(["gn.signed", 1, record.height, record.round, int(record.step), record.value])
-    return pack(
-        [
-            "gn.lock",
-            2,
-            record.height,
-            record.locked_round,
-            record.locked_block,
-            record.valid_round,
-            record.valid_block,
-            [encode_message(v) for v in record.proof],
-        ]
-    )
-
-
-def decode_wal_record(data: bytes) -> WalRecord:
-    """Inverse of :func:`encode_wal_record`; strict."""
-    value = unpack(data, what="wal record", max_bytes=MAX_MESSAGE_BYTES)
-    if isinstance(value, list) and len(value) == 6 and value[:2] == ["gn.signed", 1]:
-        _, _, h, r, step, v = value
-        if (
-            all(isinstance(x, int) and not isinstance(x, bool) for x in (h, r, step))
-            and step in (0, 1, 2)
-            and isinstance(v, bytes)
-        ):
-            return SignedRecord(h, r, Step(step), v)
-    if isinstance(value, list) and value[:2] in (["gn.lock", 1], ["gn.lock", 2]):
-        # version 1 (before the proof-of-lock was kept) has no proof
-        proof: object = value[7] if len(value) == 8 and value[1] == 2 else []
-        _, _, h, lr, lb, vr, vb = value[:7] if len(value) == 6 + value[1] else (None,) * 7
-        if (
-            all(isinstance(x, int) and not isinstance(x, bool) for x in (h, lr, vr))
-            and isinstance(lb, bytes)
-            and isinstance(vb, bytes)
-            and isinstance(proof, list)
-            and all(isinstance(x, bytes) for x in proof)
-        ):
-            votes = tuple(decode_message(x) for x in proof)
-            if all(isinstance(v, Vote) for v in votes):
-                return LockRecord(h, lr, lb, vr, vb, votes)  # type: ignore[arg-type]
-    raise InvalidInput(reason="bad_wal_record", subject="wal record", found=repr(value)[:60])
-
-
-@dataclass(frozen=True, slots=True)
-class Persist:
-    record: WalRecord
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    """Send to every other validator (full nodes do not need votes)."""
-
-    message: ConsensusMessage
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    to: str
-    message: ConsensusMessage
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    kind: TimerKind
-    height: int
-    round: int
-    at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    height: int
-    block: bytes
-    commit: Commit
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceFound:
-    evidence: Evidence
-
-
-@dataclass(frozen=True, slots=True)
-class ProposalRefused:
-    """This node refused to prevote, lock on or decide a proposed value: why (the app's reason).
-
-    ``round`` and ``proposer`` are those of the first proposal of the value seen (-1 if none).
-    """
-
-    height: int
-    round: int
-    proposer: int
-    block_hash: bytes
-    reason: str
-    detail: str
-
-
-Effect = Persist | Broadcast | Send | SetTimer | Decided | EvidenceFound | ProposalRefused
-
-
 # --- per-height bookkeeping ---------------------------------------------------------------------
 
 
@@ -355,67 +211,6 @@ class _Height:
         if value is None:
             return len(self.votes.get((vote_type, round_), ()))
         return len(self.by_value.get((vote_type, round_, value), ()))
-
-
-def _message_bytes(msg: Proposal | Vote) -> int:
-    """Memory a buffered message holds, roughly (its block, signature and fields)."""
-    return 160 + (len(msg.block) if isinstance(msg, Proposal) else 0)
-
-
-class _FutureBuffer:
-    """Validator-signed messages for the next height, bounded (see the module rules)."""
-
-    def __init__(self) -> None:
-        # signature -> message, oldest first (a signature identifies one signed message)
-        self._msgs: dict[bytes, Proposal | Vote] = {}
-        self._count: dict[int, int] = {}
-        self._bytes: dict[int, int] = {}
-        self.total_bytes = 0
-        self.dropped = 0
-
-    def __len__(self) -> int:
-        return len(self._msgs)
-
-    def has(self, msg: Proposal | Vote) -> bool:
-        return msg.signature in self._msgs
-
-    def add(self, msg: Proposal | Vote) -> None:
-        signer, size = _signer(msg), _message_bytes(msg)
-        if size > MAX_MESSAGE_BYTES:
-            self.dropped += 1
-            return
-        while self._msgs and (
-            self._count.get(signer, 0) >= FUTURE_PER_SIGNER
-            or self._bytes.get(signer, 0) + size > MAX_MESSAGE_BYTES
-        ):
-            self._drop(next(s for s, m in self._msgs.items() if _signer(m) == signer))
-        while self._msgs and self.total_bytes + size > FUTURE_BUFFER_BYTES:
-            self._drop(next(iter(self._msgs)))
-        self._msgs[msg.signature] = msg
-        self._count[signer] = self._count.get(signer, 0) + 1
-        self._bytes[signer] = self._bytes.get(signer, 0) + size
-        self.total_bytes += size
-
-    def _drop(self, signature: bytes) -> None:
-        msg = self._msgs.pop(signature)
-        signer, size = _signer(msg), _message_bytes(msg)
-        self._count[signer] -= 1
-        self._bytes[signer] -= size
-        self.total_bytes -= size
-        self.dropped += 1
-
-    def take(self) -> list[Proposal | Vote]:
-        """Every buffered message, oldest first; the buffer is empty afterwards."""
-        out = list(self._msgs.values())
-        self._msgs.clear()
-        self._count.clear()
-        self._bytes.clear()
-        self.total_bytes = 0
-        return out
-
-
-def _signer(msg: Proposal | Vote) -> int:
-    return msg.proposer if isinstance(msg, Proposal) else msg.validator
 
 
 class _SyncMixin:
@@ -498,7 +293,7 @@ class Consensus(_SyncMixin):
             ):  # our own WAL: the bytes of the value we locked on / saw a polka for
                 self._h.blocks.setdefault(block_hash(known), known)
         self._signed_before: list[SignedRecord] = []
-        self._future = _FutureBuffer()
+        self._future = FutureBuffer()
         self._last_sync_request = -(10**18)
         #: Counters a driver or test may read.
         self.refused_signatures = 0

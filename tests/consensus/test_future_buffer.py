@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import random
 
-from gridnode.core.consensus import (
+from gridnode.core.consensus import Consensus, Decided
+from gridnode.core.consensus_messages import (
     FUTURE_BUFFER_BYTES,
     FUTURE_PER_SIGNER,
-    Consensus,
-    Decided,
-)
-from gridnode.core.consensus_messages import (
     MAX_MESSAGE_BYTES,
     Vote,
     VoteType,
