@@ -20,23 +20,31 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-import gridnode.core.consensus as consensus_mod
-from gridnode.core.app import LedgerApp
-from gridnode.core.consensus import ConsensusConfig
-from gridnode.core.consensus_messages import (
+# benchmarks/sims.py is named like the ``sims`` package: run as a script, this folder must not shadow it
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+import gridnode.core.consensus as consensus_mod  # noqa: E402 - after the path fix above
+from gridnode.core.app import LedgerApp  # noqa: E402
+from gridnode.core.consensus import ConsensusConfig  # noqa: E402
+from gridnode.core.consensus_messages import (  # noqa: E402
     Proposal,
     ValidatorSet,
     Vote,
     verify_proposal,
     verify_vote,
 )
-from gridnode.core.crypto import KeyPair, verify
-from gridnode.core.ledger import decode_block, tx_id
-from gridnode.ledger_campaign import EPOCH_MS, LedgerWorld
-from gridnode.simnet import Simulation
+from gridnode.core.crypto import KeyPair, verify  # noqa: E402
+from gridnode.core.ledger import decode_block, tx_id  # noqa: E402
+from sims.ledger_campaign import EPOCH_MS, LedgerWorld  # noqa: E402
+from sims.simnet import Simulation  # noqa: E402
 
 COUNT = [0]
 

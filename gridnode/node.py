@@ -1,33 +1,58 @@
-"""One node's runtime: store + ledger application + consensus core, driven by any transport and clock.
+"""The one node executor: store + replicated application + consensus core, for every driver.
 
-This is the glue every driver shares (the daemon over libp2p, simulations in process). It has no
-sockets and no clock of its own: the driver calls :meth:`NodeRuntime.start`, :meth:`on_message`,
-:meth:`on_timer` and :meth:`submit` with ``now`` (unix ms of the node's clock) and provides an
-:class:`Outbox` that carries bytes to other nodes and sets timers.
+The daemon (libp2p, trio), the in-process engine (``sims/inproc.py``) and the fault campaign
+(``sims/simnet.py``) all run :class:`Executor` — the daemon and the engine through
+:class:`NodeRuntime`, which only boots it with the ledger (:class:`~gridnode.core.app.LedgerApp`)
+from a genesis. It has no sockets and no clock of its own: the driver calls :meth:`Executor.start`,
+:meth:`~Executor.on_message`, :meth:`~Executor.on_timer` and :meth:`~Executor.submit` with ``now``
+(unix ms of the node's clock) and provides an :class:`Outbox` that carries bytes and sets timers.
 
-Rules of this module:
+**The driver contract** (etcd raft's ``Ready``/``Advance``, written once, in :func:`plan`). Each
+call into the consensus core returns an ordered list of effects; :func:`plan` turns it into the
+ordered list of :class:`Action` s the executor carries out, one :class:`Duty` each, and nothing
+else decides an order:
 
-* **Boot** follows the store's recovery contract (:func:`gridnode.store.recover`): the ledger state is
-  the latest snapshot plus the blocks after it (or the genesis state plus every block); a validator's
-  consensus core is restored from its WAL and last-signed record, so it never signs twice.
-* **Effects are carried out in the order the core emitted them**: a ``Persist`` is written (durably)
-  before any later message leaves; a ``Decided`` block is stored with its commit *before* it is
-  applied, then the WAL below the next height is truncated, and every ``snapshot_every`` blocks the
-  state is snapshotted. A block that breaks a ledger rule despite a valid commit (impossible with
-  < 1/3 Byzantine validators) stops the node with :class:`LedgerHalted`: continuing would fork.
-* **Peers' bytes are never trusted**: an undecodable consensus message counts as misbehaviour of its
-  sender (:attr:`misbehaviour`) and is dropped; nothing a peer sends can raise out of
-  :meth:`on_message`.
+1. effects are carried out **in the order the core emitted them** (a ``Persist`` before the vote it
+   protects, a decision before the next height's first message);
+2. ``Persist(record)`` → ``PERSIST``: written durably before anything after it — a signed record
+   with :meth:`Store.append_signed` (WAL + last-signed in one transaction), a lock record with
+   :meth:`Store.append_wal`;
+3. ``Broadcast`` / ``Send`` → ``SEND``: the message's canonical bytes to the outbox;
+   ``SetTimer`` → ``TIMER``;
+4. ``Decided(h, block, commit)`` → ``STORE`` (block + commit, durable) **before** ``APPLY`` (the
+   application), then ``TRUNCATE`` (the WAL below h+1), then ``SNAPSHOT`` (every ``snapshot_every``
+   heights, the application's state bytes), then ``NOTIFY`` (observers and listeners: only a block
+   that is stored and applied is ever announced, so nothing acknowledged is lost by a crash);
+5. ``EvidenceFound`` → ``EVIDENCE`` (counted); ``ProposalRefused`` → ``REFUSED`` (logged on the
+   ``gridnode.node`` logger with the application's reason, counted in :attr:`Executor.refused`).
+
+A committed block that breaks an application rule despite a valid commit (impossible with < 1/3
+Byzantine validators) stops the node with :class:`LedgerHalted`: continuing would fork.
+
+**Boot** follows the store's recovery contract (:func:`gridnode.store.recover`): the application
+restores the latest snapshot and applies the blocks after it; a validator's consensus core is
+restored from its WAL and last-signed record, so it never signs twice.
+
+**Peers' bytes are never trusted**: an undecodable consensus message counts as misbehaviour of its
+sender (:attr:`Executor.misbehaviour`) and is dropped; nothing a peer sends can raise out of
+:meth:`Executor.on_message`.
+
+**Hooks** (harnesses only; the daemon sets none): :attr:`Executor.plan_hooks` may cut or reorder a
+step's actions before they run (the campaign's torn crash — ``kill -9`` after ``k`` actions — and
+its planted bugs), :attr:`Executor.observers` see every action after it ran (the campaign's checks).
 """
 
 from __future__ import annotations
 
+import enum
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from gridnode.core.app import LedgerApp
 from gridnode.core.consensus import (
+    Application,
     Broadcast,
     Consensus,
     ConsensusConfig,
@@ -36,6 +61,7 @@ from gridnode.core.consensus import (
     EvidenceFound,
     FullNode,
     Persist,
+    ProposalRefused,
     Send,
     SetTimer,
     SignedRecord,
@@ -53,16 +79,29 @@ from gridnode.core.consensus_messages import (
     encode_message,
 )
 from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import Block, Genesis, LedgerState, Tx, decode_state, genesis_state
+from gridnode.core.ledger import Block, Genesis, LedgerState
 from gridnode.core.mempool import AddResult
 from gridnode.store import Store, recover
 from market.errors import GridnodeError, InvalidInput
 
-__all__ = ["LedgerHalted", "NodeRuntime", "Outbox"]
+__all__ = [
+    "Action",
+    "Committed",
+    "Duty",
+    "Executor",
+    "LedgerHalted",
+    "NodeApp",
+    "NodeRuntime",
+    "Outbox",
+    "StoreBlocks",
+    "plan",
+]
+
+log = logging.getLogger("gridnode.node")
 
 
 class LedgerHalted(GridnodeError):
-    """A committed block broke a ledger rule: the node stops rather than fork."""
+    """A committed block broke an application rule: the node stops rather than fork."""
 
 
 class Outbox(Protocol):
@@ -75,10 +114,36 @@ class Outbox(Protocol):
         """Send consensus bytes to one node, named by its public key hex."""
 
     def set_timer(self, at_ms: int, kind: TimerKind, height: int, round_: int) -> None:
-        """Call :meth:`NodeRuntime.on_timer` with these arguments at ``at_ms`` (node clock)."""
+        """Call :meth:`Executor.on_timer` with these arguments at ``at_ms`` (node clock)."""
 
 
-class _StoreBlocks:
+class NodeApp(Application, Protocol):
+    """The replicated application an executor runs (the ledger's ``LedgerApp``, the campaign's
+    ``SimApp``): consensus' :class:`~gridnode.core.consensus.Application` plus these."""
+
+    def apply(self, height: int, block: bytes) -> object:
+        """Apply a committed block; raise :class:`InvalidInput` if it breaks a rule."""
+        ...
+
+    def submit(self, tx: Any, *, now_ms: int | None = None) -> AddResult:
+        """Offer a transaction to the mempool (as of ``now_ms`` if given)."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The committed state's bytes (stored every ``snapshot_every`` heights)."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Start from :meth:`snapshot` bytes (called at boot, before any block is applied)."""
+        ...
+
+
+AppT = TypeVar("AppT", bound=NodeApp)
+
+
+class StoreBlocks:
+    """Serves committed blocks from a :class:`~gridnode.store.Store` to the consensus core."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -89,9 +154,209 @@ class _StoreBlocks:
         return SyncedBlock(sb.height, sb.block, decode_commit(sb.commit))
 
 
+# --- the driver contract ------------------------------------------------------------------------
+
+
+class Duty(enum.Enum):
+    """One thing the executor does for an effect (see the module's driver contract)."""
+
+    PERSIST = "persist"
+    SEND = "send"
+    TIMER = "timer"
+    STORE = "store"
+    APPLY = "apply"
+    TRUNCATE = "truncate"
+    SNAPSHOT = "snapshot"
+    NOTIFY = "notify"
+    EVIDENCE = "evidence"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    duty: Duty
+    effect: Effect
+
+
+def plan(effects: Sequence[Effect], *, snapshot_every: int) -> list[Action]:
+    """The driver contract: the actions that carry out ``effects``, in the order to run them."""
+    out: list[Action] = []
+    for eff in effects:
+        if isinstance(eff, Persist):
+            out.append(Action(Duty.PERSIST, eff))
+        elif isinstance(eff, Broadcast | Send):
+            out.append(Action(Duty.SEND, eff))
+        elif isinstance(eff, SetTimer):
+            out.append(Action(Duty.TIMER, eff))
+        elif isinstance(eff, Decided):
+            out += [Action(Duty.STORE, eff), Action(Duty.APPLY, eff), Action(Duty.TRUNCATE, eff)]
+            if snapshot_every and eff.height % snapshot_every == 0:
+                out.append(Action(Duty.SNAPSHOT, eff))
+            out.append(Action(Duty.NOTIFY, eff))
+        elif isinstance(eff, EvidenceFound):
+            out.append(Action(Duty.EVIDENCE, eff))
+        else:
+            out.append(Action(Duty.REFUSED, eff))
+    return out
+
+
+#: Cuts or reorders one step's actions before they run (harnesses only: torn crashes, planted bugs).
+PlanHook = Callable[[list[Action]], list[Action]]
+
+
+# --- the executor -------------------------------------------------------------------------------
+
+
+class Executor(Generic[AppT]):
+    """See the module rules: carries out the consensus core's effects by :func:`plan`."""
+
+    def __init__(
+        self,
+        *,
+        app: AppT,
+        validators: ValidatorSet,
+        key: KeyPair | None,
+        store: Store,
+        outbox: Outbox,
+        validator: bool,
+        sync_peers: Sequence[str],
+        config: ConsensusConfig | None = None,
+        snapshot_every: int = 100,
+    ) -> None:
+        self.app = app
+        self.validators = validators
+        self.key = key
+        self.store = store
+        self.outbox = outbox
+        self.snapshot_every = snapshot_every
+        self.misbehaviour: dict[str, dict[str, int]] = {}
+        self.evidence = 0
+        #: proposals this node refused to vote for, by the application's reason
+        self.refused: dict[str, int] = {}
+        self.last_heard_ms: dict[str, int] = {}
+        self.plan_hooks: list[PlanHook] = []
+        self.observers: list[Callable[[Action], None]] = []
+        rec = recover(store)
+        if rec.snapshot is not None:
+            app.restore(rec.snapshot.state)
+        for sb in rec.blocks:
+            self._apply(sb.height, sb.block)
+        height = rec.head.height + 1 if rec.head is not None else 1
+        blocks = StoreBlocks(store)
+        self.is_validator = (
+            validator and key is not None and validators.index_of(key.public_key) is not None
+        )
+        self.core: Consensus | FullNode
+        if self.is_validator:
+            assert key is not None
+            wal: list[WalRecord] = [decode_wal_record(w.record) for w in rec.wal]
+            if rec.last_signed is not None:
+                wal.append(decode_wal_record(rec.last_signed.vote))
+            self.core = Consensus.recover(
+                validators=validators,
+                key=key,
+                app=app,
+                blocks=blocks,
+                height=height,
+                wal=wal,
+                config=config,
+            )
+        else:
+            self.core = FullNode(
+                validators=validators, peers=sync_peers, blocks=blocks, height=height, config=config
+            )
+
+    # ------------------------------------------------------------------ inputs
+    def start(self, now: int) -> None:
+        self._run(self.core.start(now))
+
+    def on_timer(self, kind: TimerKind, height: int, round_: int, now: int) -> None:
+        self._run(self.core.on_timer(kind, height, round_, now))
+
+    def on_message(self, sender: str, data: bytes, now: int) -> None:
+        try:
+            msg = decode_message(data)
+        except InvalidInput as exc:
+            self.count(sender, exc.reason)
+            return
+        self.last_heard_ms[sender] = now
+        self._run(self.core.on_message(sender, msg, now))
+
+    def submit(self, tx: Any, now: int) -> AddResult:
+        """Offer a transaction to this node's mempool."""
+        return self.app.submit(tx, now_ms=now)
+
+    def count(self, peer: str, reason: str) -> None:
+        by = self.misbehaviour.setdefault(peer, {})
+        by[reason] = by.get(reason, 0) + 1
+
+    # ------------------------------------------------------------------ the contract, carried out
+    def _run(self, effects: list[Effect]) -> None:
+        actions = plan(effects, snapshot_every=self.snapshot_every)
+        for hook in self.plan_hooks:
+            actions = hook(actions)
+        for action in actions:
+            self._carry_out(action)
+            for observe in self.observers:
+                observe(action)
+
+    def _carry_out(self, action: Action) -> None:
+        duty, eff = action.duty, action.effect
+        if duty is Duty.SEND:
+            if isinstance(eff, Broadcast):
+                self.outbox.broadcast(encode_message(eff.message))
+            elif isinstance(eff, Send):
+                self.outbox.send(eff.to, encode_message(eff.message))
+        elif duty is Duty.TIMER:
+            assert isinstance(eff, SetTimer)
+            self.outbox.set_timer(eff.at, eff.kind, eff.height, eff.round)
+        elif duty is Duty.PERSIST:
+            assert isinstance(eff, Persist)
+            self._persist(eff.record)
+        elif isinstance(eff, Decided):
+            if duty is Duty.STORE:
+                commit = encode_commit(eff.commit)
+                self.store.put_block(eff.height, eff.commit.block_hash, eff.block, commit)
+            elif duty is Duty.APPLY:
+                self._apply(eff.height, eff.block)
+            elif duty is Duty.TRUNCATE:
+                self.store.truncate_wal(eff.height + 1)
+            elif duty is Duty.SNAPSHOT:
+                self.store.put_snapshot(eff.height, self.app.snapshot())
+            # NOTIFY: nothing to do here; observers run after every action
+        elif duty is Duty.EVIDENCE:
+            self.evidence += 1
+        elif isinstance(eff, ProposalRefused):
+            self.refused[eff.reason] = self.refused.get(eff.reason, 0) + 1
+            log.info(
+                "refused proposal at height %d round %d (proposer %d, block %s): %s",
+                eff.height,
+                eff.round,
+                eff.proposer,
+                eff.block_hash.hex()[:12],
+                eff.detail,
+            )
+
+    def _persist(self, record: WalRecord) -> None:
+        data = encode_wal_record(record)
+        if isinstance(record, SignedRecord):  # WAL + last-signed in one durable transaction
+            self.store.append_signed(record.height, record.round, int(record.step), data)
+        else:
+            self.store.append_wal(record.height, data)
+
+    def _apply(self, height: int, block: bytes) -> None:
+        try:
+            self.app.apply(height, block)
+        except InvalidInput as exc:
+            raise LedgerHalted(f"committed block {height} breaks a ledger rule: {exc}") from exc
+
+
+# --- the ledger node ---------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """Handed to ``on_commit`` listeners after a block is stored and applied."""
+    """Handed to :attr:`NodeRuntime.listeners` after a block is stored and applied."""
 
     height: int
     block_hash: bytes
@@ -99,8 +364,10 @@ class Committed:
     block: Block  # the block, decoded (listeners need not decode the stored bytes again)
 
 
-class NodeRuntime:
-    """See the module rules."""
+class NodeRuntime(Executor[LedgerApp]):
+    """The ledger node the daemon and the in-process engine run: the :class:`Executor` booted
+    with a :class:`LedgerApp` from ``genesis`` (this class only builds it; it overrides nothing).
+    """
 
     def __init__(
         self,
@@ -119,116 +386,39 @@ class NodeRuntime:
         verified_votes: set[tuple[int, str, bytes, bytes]] | None = None,
     ) -> None:
         self.genesis = genesis
-        self.key = key
-        self.store = store
-        self.outbox = outbox
-        self.snapshot_every = snapshot_every
-        self.validators = ValidatorSet(
-            tuple(bytes.fromhex(v) for v in genesis.validators), verified=verified_votes
-        )
-        self.misbehaviour: dict[str, dict[str, int]] = {}
-        self.evidence = 0
         self.listeners: list[Callable[[Committed], None]] = []
-        self.last_heard_ms: dict[str, int] = {}
-        rec = recover(store)
-        state = genesis_state(genesis)
-        if rec.snapshot is not None:
-            state = decode_state(rec.snapshot.state, genesis)
-        self.app = LedgerApp(
+        app = LedgerApp(
             genesis,
             proposer=key.public_hex,
-            state=state,
             max_block_txs=max_block_txs,
             verified=verified,
             shared_blocks=shared_blocks,
         )
-        for sb in rec.blocks:
-            self.app.apply(sb.height, sb.block)
-        height = rec.head.height + 1 if rec.head is not None else 1
-        blocks = _StoreBlocks(store)
-        self.is_validator = validator and key.public_hex in genesis.validators
-        self.core: Consensus | FullNode
-        if self.is_validator:
-            wal: list[WalRecord] = [decode_wal_record(w.record) for w in rec.wal]
-            if rec.last_signed is not None:
-                wal.append(decode_wal_record(rec.last_signed.vote))
-            self.core = Consensus.recover(
-                validators=self.validators,
-                key=key,
-                app=self.app,
-                blocks=blocks,
-                height=height,
-                wal=wal,
-                config=config,
-            )
-        else:
-            peers = list(sync_peers) if sync_peers else list(genesis.validators)
-            self.core = FullNode(
-                validators=self.validators, peers=peers, blocks=blocks, height=height, config=config
-            )
+        super().__init__(
+            app=app,
+            validators=ValidatorSet(
+                tuple(bytes.fromhex(v) for v in genesis.validators), verified=verified_votes
+            ),
+            key=key,
+            store=store,
+            outbox=outbox,
+            validator=validator,
+            sync_peers=list(sync_peers) if sync_peers else list(genesis.validators),
+            config=config,
+            snapshot_every=snapshot_every,
+        )
+        self.observers.append(self._announce)
 
-    # ------------------------------------------------------------------ inputs
     @property
     def state(self) -> LedgerState:
         return self.app.state
 
-    def start(self, now: int) -> None:
-        self._run(self.core.start(now))
-
-    def on_timer(self, kind: TimerKind, height: int, round_: int, now: int) -> None:
-        self._run(self.core.on_timer(kind, height, round_, now))
-
-    def on_message(self, sender: str, data: bytes, now: int) -> None:
-        try:
-            msg = decode_message(data)
-        except InvalidInput as exc:
-            self.count(sender, exc.reason)
-            return
-        self.last_heard_ms[sender] = now
-        self._run(self.core.on_message(sender, msg, now))
-
-    def submit(self, tx: Tx, now: int) -> AddResult:
-        """Offer a transaction to this node's mempool."""
-        return self.app.submit(tx, now_ms=now)
-
-    def count(self, peer: str, reason: str) -> None:
-        by = self.misbehaviour.setdefault(peer, {})
-        by[reason] = by.get(reason, 0) + 1
-
-    # ------------------------------------------------------------------ effects
-    def _run(self, effects: list[Effect]) -> None:
-        for eff in effects:
-            if isinstance(eff, Persist):
-                self._persist(eff.record)
-            elif isinstance(eff, Broadcast):
-                self.outbox.broadcast(encode_message(eff.message))
-            elif isinstance(eff, Send):
-                self.outbox.send(eff.to, encode_message(eff.message))
-            elif isinstance(eff, SetTimer):
-                self.outbox.set_timer(eff.at, eff.kind, eff.height, eff.round)
-            elif isinstance(eff, Decided):
-                self._decided(eff)
-            elif isinstance(eff, EvidenceFound):
-                self.evidence += 1
-
-    def _persist(self, record: WalRecord) -> None:
-        data = encode_wal_record(record)
-        if isinstance(record, SignedRecord):  # WAL + last-signed in one durable transaction
-            self.store.append_signed(record.height, record.round, int(record.step), data)
-        else:
-            self.store.append_wal(record.height, data)
-
-    def _decided(self, eff: Decided) -> None:
-        block_hash = eff.commit.block_hash
-        self.store.put_block(eff.height, block_hash, eff.block, encode_commit(eff.commit))
-        try:
-            state = self.app.apply(eff.height, eff.block)
-        except InvalidInput as exc:
-            raise LedgerHalted(f"committed block {eff.height} breaks a ledger rule: {exc}") from exc
-        self.store.truncate_wal(eff.height + 1)
-        if self.snapshot_every and eff.height % self.snapshot_every == 0:
-            self.store.put_snapshot(eff.height, state.encode())
-        assert self.app.last_applied is not None  # set by apply()
-        event = Committed(eff.height, block_hash, state, self.app.last_applied)
-        for listener in self.listeners:
-            listener(event)
+    def _announce(self, action: Action) -> None:
+        if action.duty is Duty.NOTIFY and self.listeners:
+            eff = action.effect
+            assert isinstance(eff, Decided) and self.app.last_applied is not None
+            event = Committed(
+                eff.height, eff.commit.block_hash, self.app.state, self.app.last_applied
+            )
+            for listener in self.listeners:
+                listener(event)

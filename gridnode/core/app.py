@@ -11,9 +11,15 @@ Rules of this module:
   After every committed block the mempool drops what the block carried and re-checks the rest.
 * :meth:`LedgerApp.make_block` takes the mempool's deterministic batch (ordered by nonce, then id, so a
   household's transactions stay in nonce order), keeps its admissible part and builds the block with
-  its state root. :meth:`LedgerApp.validate_block` re-runs every rule (:func:`ledger.check`) with the
-  validator's own clock for the drift bound. States computed while proposing or validating are cached
-  by block hash, so a committed block is not re-applied from scratch.
+  its state root. :meth:`LedgerApp.block_error` re-runs every rule (:func:`ledger.check`) and says
+  which one a block breaks (the typed reason of the :class:`~market.errors.InvalidInput`). The clock
+  rule (block time within ``max_drift_ms`` of the validator's clock) is judged only when consensus
+  passes ``now``, i.e. for a fresh proposal; a value carrying a proof-of-lock is judged without it
+  (Tendermint's rule, see :mod:`gridnode.core.consensus` and ``docs/consensus.md``). Monotonic time
+  (later than the previous block) is always checked. States computed while proposing or validating
+  are cached by block hash, so a committed block is not re-applied from scratch.
+* :meth:`LedgerApp.snapshot` / :meth:`LedgerApp.restore` are the state's canonical bytes and back
+  (what the node executor stores every ``snapshot_every`` blocks and boots from).
 * :meth:`LedgerApp.apply` applies a committed block and raises :class:`~market.errors.InvalidInput` if it
   breaks a rule (which a commit of > 2/3 honest validators never does).
 """
@@ -34,6 +40,7 @@ from gridnode.core.ledger import (
     build_block,
     check,
     decode_block,
+    decode_state,
     genesis_state,
     tx_id,
 )
@@ -43,6 +50,10 @@ from market.errors import InvalidInput
 __all__ = ["LedgerApp"]
 
 _CACHE_LIMIT: Final = 64
+
+
+def _wrong_height(height: int, found: int) -> InvalidInput:
+    return InvalidInput(reason="wrong_height", subject=f"block {height}", found=str(found))
 
 
 def _nonce_key(tx: Tx) -> tuple[int, ...]:
@@ -127,23 +138,32 @@ class LedgerApp:
             known = self._shared.get((self.state.head_hash, digest))
         return known
 
-    def validate_block(self, height: int, block: bytes, now: int) -> bool:
+    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
+        """Why ``block`` may not be committed at ``height`` (``None``: it may); ``now`` given: the
+        clock rule too (a fresh proposal only, see the module rules)."""
         known = self._known(block)
         if known is not None and known[1].height == self.state.height + 1:
             # already checked on top of the current state (our own proposal, or a re-proposal):
-            # only the clock-drift bound depends on ``now``
+            # only the clock rule depends on ``now``; ledger.check names it when it fails
             parsed = known[0]
-            drift = self.genesis.max_drift_ms
-            return parsed.height == height and abs(parsed.time_ms - now) <= drift
+            if parsed.height != height:
+                return _wrong_height(height, parsed.height)
+            if now is None or abs(parsed.time_ms - now) <= self.genesis.max_drift_ms:
+                return None
+            try:
+                check(self.state, parsed, now_ms=now, verified=self.verified)
+            except InvalidInput as exc:  # time_in_future / time_too_old, raised before any work
+                return exc
+            return None
         try:
             parsed = decode_block(block)
             if parsed.height != height:
-                return False
+                return _wrong_height(height, parsed.height)
             after = check(self.state, parsed, now_ms=now, verified=self.verified)
-        except InvalidInput:
-            return False
+        except InvalidInput as exc:
+            return exc
         self._remember(parsed, after)
-        return True
+        return None
 
     def apply(self, height: int, block: bytes) -> LedgerState:
         """Apply the committed block at ``height``; returns the new state."""
@@ -154,15 +174,22 @@ class LedgerApp:
             parsed = decode_block(block)
             after = check(self.state, parsed, verified=self.verified)
         if parsed.height != height:
-            raise InvalidInput(
-                reason="wrong_height", subject=f"block {height}", found=str(parsed.height)
-            )
+            raise _wrong_height(height, parsed.height)
         self.state = after
         self.last_applied = parsed
         self._after.clear()
         self.mempool.remove_committed(tx_id(tx) for tx in parsed.txs)
         self.mempool.recheck()
         return after
+
+    def snapshot(self) -> bytes:
+        """The committed state's canonical bytes (:meth:`LedgerState.encode`)."""
+        return self.state.encode()
+
+    def restore(self, data: bytes) -> None:
+        """Start from a snapshot made by :meth:`snapshot` (on an app that has applied nothing)."""
+        self.state = decode_state(data, self.genesis)
+        self._now_ms = self.state.time_ms
 
     def _remember(self, block: Block, after: LedgerState) -> None:
         """Cache the state after ``block`` by its hash (= SHA-256 of its canonical bytes)."""

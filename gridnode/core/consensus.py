@@ -8,16 +8,29 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   milliseconds of the node's clock). Outputs: an **ordered** list of effects the driver must carry
   out in order: :class:`Persist` (write a WAL record durably *before* doing anything after it),
   :class:`Broadcast` / :class:`Send`, :class:`SetTimer`, :class:`Decided` (store the block and its
-  commit, then apply it), :class:`EvidenceFound`.
+  commit, then apply it), :class:`EvidenceFound`, :class:`ProposalRefused` (log the reason). The
+  one executor that carries them out, and the written contract it obeys, is ``gridnode.node``.
 * Proposer of (height, round) is validator ``(height + round) mod n`` (round-robin). Timeouts grow
   linearly per round: ``base + round * delta`` for propose, prevote and precommit.
 * A node that has not signed anything for (h, r, step) may sign once. Before signing a vote or
   proposal it emits ``Persist(SignedRecord)``; it never signs for a (height, round, step) lower than
   the last signed one, nor a different value for the same one, even when restored from its WAL
   (:meth:`Consensus.recover`). Lock changes are persisted too (:class:`LockRecord`).
+* **Validity and time** (Tendermint's rule, as CometBFT's proposer-based timestamps apply it): the
+  application judges a block by its own rules (:meth:`Application.block_error` with ``now=None``:
+  height, chain, signatures, time strictly after the previous block, …; cached per value and
+  height) wherever consensus needs "valid(v)" (L28, L36, L49). Only a **fresh** proposal
+  (``valid_round == -1``, L22) is also judged against this node's clock (``now``), and only for
+  the prevote. A value that carries a proof-of-lock (a polka in its ``valid_round``) is never
+  stopped by the clock: its time may be older than any drift bound after a long stall, and
+  refusing it would leave the validators locked on it unable to decide anything, forever.
+  Every refusal is reported as :class:`ProposalRefused` with the application's reason.
 * After deciding height h the machine waits ``commit_ms`` (the driver applies the block meanwhile;
   the application sees ``make_block(h+1)`` only after ``Decided(h)`` was handled) and then starts
-  round 0 of h+1. Messages for h+1 that arrive earlier are buffered (bounded).
+  round 0 of h+1. Messages for h+1 that arrive earlier are buffered only when a validator signed
+  them (the signature is checked first), in a bounded
+  :class:`~gridnode.core.consensus_messages.FutureBuffer` (per signer and in bytes), so neither an
+  outsider nor a Byzantine validator can grow this node's memory without bound.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
   proposal signature is checked once on arrival (exact duplicates are dropped before that).
   "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
@@ -44,21 +57,36 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from gridnode.core.consensus_effects import (
+    Broadcast,
+    Decided,
+    Effect,
+    EvidenceFound,
+    LockRecord,
+    Persist,
+    ProposalRefused,
+    Send,
+    SetTimer,
+    SignedRecord,
+    Step,
+    TimerKind,
+    WalRecord,
+    decode_wal_record,
+    encode_wal_record,
+)
 from gridnode.core.consensus_messages import (
-    MAX_MESSAGE_BYTES,
     NIL,
     BlockRequest,
     BlockResponse,
-    Commit,
     ConsensusMessage,
     DuplicateProposal,
     DuplicateVote,
     Evidence,
+    FutureBuffer,
     Proposal,
     SyncedBlock,
     ValidatorSet,
@@ -73,7 +101,6 @@ from gridnode.core.consensus_messages import (
     verify_vote,
 )
 from gridnode.core.crypto import KeyPair
-from market.codec import pack, unpack
 from market.errors import InvalidInput, UsageError
 
 __all__ = [
@@ -88,6 +115,7 @@ __all__ = [
     "FullNode",
     "LockRecord",
     "Persist",
+    "ProposalRefused",
     "Send",
     "SetTimer",
     "SignedRecord",
@@ -98,27 +126,8 @@ __all__ = [
     "encode_wal_record",
 ]
 
-_FUTURE_BUFFER_LIMIT: Final = 10_000
 #: Distinct values accepted from one validator for one (type, round); more is only spam.
 _MAX_VALUES_PER_SIGNER: Final = 4
-
-
-class Step(enum.IntEnum):
-    """Where a validator is within a round. ``NEW_HEIGHT`` is the wait after a decision."""
-
-    NEW_HEIGHT = -1
-    PROPOSE = 0
-    PREVOTE = 1
-    PRECOMMIT = 2
-
-
-class TimerKind(enum.Enum):
-    PROPOSE = "propose"
-    PREVOTE = "prevote"
-    PRECOMMIT = "precommit"
-    NEW_HEIGHT = "new_height"
-    SYNC = "sync"
-    REBROADCAST = "rebroadcast"
 
 
 class Application(Protocol):
@@ -128,8 +137,14 @@ class Application(Protocol):
         """The block this node proposes at (height, round) when it has no valid value."""
         ...
 
-    def validate_block(self, height: int, block: bytes, now: int) -> bool:
-        """Whether ``block`` may be committed at ``height`` (checked before prevoting for it)."""
+    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
+        """Why ``block`` may not be committed at ``height``, or ``None`` if it may.
+
+        ``now`` (this node's clock, ms) is given only for a fresh proposal (L22): then the block's
+        time is also judged against it. ``None``: the clock-free rules only (a value with a
+        proof-of-lock, or one being locked or decided), which must not depend on when they are
+        asked.
+        """
         ...
 
 
@@ -171,113 +186,6 @@ class ConsensusConfig:
         if kind is TimerKind.REBROADCAST:
             return self.rebroadcast_ms
         return self.sync_interval_ms
-
-
-# --- WAL records and effects ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SignedRecord:
-    """The last (height, round, step) this validator signed, and for which value (hash)."""
-
-    height: int
-    round: int
-    step: Step
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LockRecord:
-    """The locking state of Algorithm 1 at ``height`` (round -1 and empty block = none)."""
-
-    height: int
-    locked_round: int
-    locked_block: bytes
-    valid_round: int
-    valid_block: bytes
-
-
-WalRecord = SignedRecord | LockRecord
-
-
-def encode_wal_record(record: WalRecord) -> bytes:
-    """Canonical bytes of a WAL record (tagged msgpack array)."""
-    if isinstance(record, SignedRecord):
-        return pack(["gn.signed", 1, record.height, record.round, int(record.step), record.value])
-    return pack(
-        [
-            "gn.lock",
-            1,
-            record.height,
-            record.locked_round,
-            record.locked_block,
-            record.valid_round,
-            record.valid_block,
-        ]
-    )
-
-
-def decode_wal_record(data: bytes) -> WalRecord:
-    """Inverse of :func:`encode_wal_record`; strict."""
-    value = unpack(data, what="wal record", max_bytes=MAX_MESSAGE_BYTES)
-    if isinstance(value, list) and len(value) == 6 and value[:2] == ["gn.signed", 1]:
-        _, _, h, r, step, v = value
-        if (
-            all(isinstance(x, int) and not isinstance(x, bool) for x in (h, r, step))
-            and step in (0, 1, 2)
-            and isinstance(v, bytes)
-        ):
-            return SignedRecord(h, r, Step(step), v)
-    if isinstance(value, list) and len(value) == 7 and value[:2] == ["gn.lock", 1]:
-        _, _, h, lr, lb, vr, vb = value
-        if (
-            all(isinstance(x, int) and not isinstance(x, bool) for x in (h, lr, vr))
-            and isinstance(lb, bytes)
-            and isinstance(vb, bytes)
-        ):
-            return LockRecord(h, lr, lb, vr, vb)
-    raise InvalidInput(reason="bad_wal_record", subject="wal record", found=repr(value)[:60])
-
-
-@dataclass(frozen=True, slots=True)
-class Persist:
-    record: WalRecord
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    """Send to every other validator (full nodes do not need votes)."""
-
-    message: ConsensusMessage
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    to: str
-    message: ConsensusMessage
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    kind: TimerKind
-    height: int
-    round: int
-    at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    height: int
-    block: bytes
-    commit: Commit
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceFound:
-    evidence: Evidence
-
-
-Effect = Persist | Broadcast | Send | SetTimer | Decided | EvidenceFound
 
 
 # --- per-height bookkeeping ---------------------------------------------------------------------
@@ -379,12 +287,28 @@ class Consensus(_SyncMixin):
             self._valid_round = lock.valid_round
             self._valid_block = lock.valid_block if lock.valid_round >= 0 else None
         self._h = _Height()
+        for known in (self._locked_block, self._valid_block):
+            if (
+                known is not None
+            ):  # our own WAL: the bytes of the value we locked on / saw a polka for
+                self._h.blocks.setdefault(block_hash(known), known)
         self._signed_before: list[SignedRecord] = []
-        self._future: list[tuple[str, ConsensusMessage]] = []
+        self._future = FutureBuffer()
         self._last_sync_request = -(10**18)
         #: Counters a driver or test may read.
         self.refused_signatures = 0
+        #: next-height messages not buffered: not signed by a validator
+        self.refused_future = 0
         self.evidence: list[Evidence] = []
+        if lock is not None and lock.height == height:
+            for vote in lock.proof:  # the proof-of-lock, to gossip again (see _rebroadcast)
+                if vote.height == height and vote.vote_type is VoteType.PREVOTE:
+                    self._record(vote, [])
+
+    @property
+    def future_buffer(self) -> tuple[int, int, int]:
+        """(messages, bytes) buffered for the next height, and how many the caps dropped so far."""
+        return len(self._future), self._future.total_bytes, self._future.dropped
 
     # -- construction from storage ---------------------------------------------------------------
 
@@ -426,13 +350,16 @@ class Consensus(_SyncMixin):
         )
         if last_signed is not None and last_signed.height == height:
             machine.round = last_signed.round
-        machine._signed_before = [
-            rec
-            for rec in wal
-            if isinstance(rec, SignedRecord)
-            and rec.height == height
-            and rec.step in (Step.PREVOTE, Step.PRECOMMIT)
-        ]
+        # each vote once (the last-signed record repeats the WAL's last signed record)
+        machine._signed_before = list(
+            dict.fromkeys(
+                rec
+                for rec in wal
+                if isinstance(rec, SignedRecord)
+                and rec.height == height
+                and rec.step in (Step.PREVOTE, Step.PRECOMMIT)
+            )
+        )
         return machine
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -486,8 +413,11 @@ class Consensus(_SyncMixin):
         if msg.height < self.height:
             return out
         if msg.height > self.height:
-            if msg.height == self.height + 1 and len(self._future) < _FUTURE_BUFFER_LIMIT:
-                self._future.append((sender, msg))
+            if msg.height == self.height + 1 and not self._future.has(msg):
+                if not self._signed_by_validator(msg):
+                    self.refused_future += 1  # an outsider's (or forged) message: not kept
+                    return out
+                self._future.add(msg)
             self._maybe_request_sync(sender, now, out)
             return out
         self._record(msg, out)
@@ -652,6 +582,11 @@ class Consensus(_SyncMixin):
         self._record(vote, out)
 
     def _persist_lock(self, out: list[Effect]) -> None:
+        proof: tuple[Vote, ...] = ()
+        if self._valid_block is not None:
+            key = (VoteType.PREVOTE, self._valid_round, block_hash(self._valid_block))
+            by_signer = self._h.by_value.get(key, {})
+            proof = tuple(by_signer[i] for i in sorted(by_signer))
         out.append(
             Persist(
                 LockRecord(
@@ -660,17 +595,43 @@ class Consensus(_SyncMixin):
                     self._locked_block or b"",
                     self._valid_round,
                     self._valid_block or b"",
+                    proof,
                 )
             )
         )
 
-    def _valid(self, value: bytes, now: int) -> bool:
-        cached = self._h.validity.get(value)
-        if cached is None:
-            block = self._h.blocks.get(value)
-            cached = block is not None and self._app.validate_block(self.height, block, now)
-            self._h.validity[value] = cached
-        return cached
+    def _signed_by_validator(self, msg: Proposal | Vote) -> bool:
+        if isinstance(msg, Proposal):
+            return verify_proposal(self._validators, msg)
+        return verify_vote(self._validators, msg)
+
+    def _valid(self, value: bytes, now: int | None, out: list[Effect]) -> bool:
+        """valid(v) of the paper: the application's clock-free rules, cached per value. With
+        ``now`` (a fresh proposal, L22 only) the block's time is judged against this node's clock
+        too (see the module rules)."""
+        h = self._h
+        block = h.blocks.get(value)
+        if block is None:
+            return False  # not known yet: judged when its proposal arrives, never cached
+        valid = h.validity.get(value)
+        if valid is None:
+            error = self._app.block_error(self.height, block, None)
+            valid = h.validity[value] = error is None
+            if error is not None:
+                self._refused(value, error, out)
+        if not valid or now is None:
+            return valid
+        error = self._app.block_error(self.height, block, now)
+        if error is not None:
+            self._refused(value, error, out)
+            return False
+        return True
+
+    def _refused(self, value: bytes, error: InvalidInput, out: list[Effect]) -> None:
+        props = [p for _, p in sorted(self._h.proposals.items()) if p.block_hash == value]
+        rnd, proposer = (props[0].round, props[0].proposer) if props else (-1, -1)
+        detail = str(error)
+        out.append(ProposalRefused(self.height, rnd, proposer, value, error.reason, detail))
 
     def _decide(self, round_: int, value: bytes, now: int, out: list[Effect]) -> None:  # L49
         votes = list(self._h.by_value[(VoteType.PRECOMMIT, round_, value)].values())
@@ -687,9 +648,8 @@ class Consensus(_SyncMixin):
         self._h = _Height()
         self._set_timer(TimerKind.NEW_HEIGHT, 0, now, out)
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
-        future, self._future = self._future, []
-        for _sender, msg in future:
-            if isinstance(msg, Proposal | Vote) and msg.height == self.height:
+        for msg in self._future.take():
+            if msg.height == self.height:
                 self._record(msg, out)
 
     # -- the upon-rules --------------------------------------------------------------------------
@@ -706,7 +666,7 @@ class Consensus(_SyncMixin):
                 vt is VoteType.PRECOMMIT
                 and value != NIL
                 and len(votes) >= q
-                and self._valid(value, now)
+                and self._valid(value, None, out)
             ):
                 self._decide(rnd, value, now, out)
                 return True
@@ -722,14 +682,14 @@ class Consensus(_SyncMixin):
         prop = h.proposals.get(r)
         if self.step is Step.PROPOSE and prop is not None:
             v, vr = prop.block_hash, prop.valid_round
-            if vr == -1:  # L22
-                ok = self._valid(v, now) and (
+            if vr == -1:  # L22: a fresh proposal, the only one judged against our clock
+                ok = self._valid(v, now, out) and (
                     self._locked_round == -1 or self._locked_block == prop.block
                 )
                 self._vote(VoteType.PREVOTE, v if ok else NIL, now, out)
                 return True
-            if 0 <= vr < r and h.count(VoteType.PREVOTE, vr, v) >= q:  # L28
-                ok = self._valid(v, now) and (
+            if 0 <= vr < r and h.count(VoteType.PREVOTE, vr, v) >= q:  # L28: proof-of-lock
+                ok = self._valid(v, None, out) and (
                     self._locked_round <= vr or self._locked_block == prop.block
                 )
                 self._vote(VoteType.PREVOTE, v if ok else NIL, now, out)
@@ -747,7 +707,7 @@ class Consensus(_SyncMixin):
             and self.step >= Step.PREVOTE
             and r not in h.l36_rounds
             and h.count(VoteType.PREVOTE, r, prop.block_hash) >= q
-            and self._valid(prop.block_hash, now)
+            and self._valid(prop.block_hash, None, out)
         ):  # L36
             h.l36_rounds.add(r)
             if self.step is Step.PREVOTE:

@@ -16,6 +16,9 @@ Rules of this module:
   :mod:`market.codec`); decoding is strict and rejects anything that does not re-encode to itself.
 * :class:`DuplicateVote` / :class:`DuplicateProposal` are equivocation evidence: two validly signed
   messages by one validator for the same (height, round, type) with different values.
+* :class:`FutureBuffer` holds messages for a later height with bounded memory: one copy of each,
+  at most :data:`FUTURE_PER_SIGNER` messages and :data:`MAX_MESSAGE_BYTES` bytes per signer (its
+  oldest dropped beyond), :data:`FUTURE_BUFFER_BYTES` in all (the oldest dropped beyond).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from market.codec import pack, unpack
 from market.errors import InvalidInput
 
 __all__ = [
+    "FUTURE_BUFFER_BYTES",
+    "FUTURE_PER_SIGNER",
     "MAX_MESSAGE_BYTES",
     "NIL",
     "BlockRequest",
@@ -41,6 +46,7 @@ __all__ = [
     "DuplicateProposal",
     "DuplicateVote",
     "Evidence",
+    "FutureBuffer",
     "Proposal",
     "SyncedBlock",
     "ValidatorSet",
@@ -495,3 +501,76 @@ def commit_from_votes(height: int, round_: int, value: bytes, votes: Sequence[Vo
         key=lambda s: s.validator,
     )
     return Commit(height, round_, value, tuple(sigs))
+
+
+# --- a bounded buffer of signed messages -------------------------------------------------------
+
+#: Messages for the next height kept per signing validator (a correct one sends a proposal and
+#: two votes per round, so this covers ~10 rounds of the next height).
+FUTURE_PER_SIGNER: Final = 32
+#: Bytes of next-height messages kept in all (each signer also at most MAX_MESSAGE_BYTES).
+FUTURE_BUFFER_BYTES: Final = 32 * 1024 * 1024
+
+
+def _message_bytes(msg: Proposal | Vote) -> int:
+    """Memory a buffered message holds, roughly (its block, signature and fields)."""
+    return 160 + (len(msg.block) if isinstance(msg, Proposal) else 0)
+
+
+class FutureBuffer:
+    """Messages for a later height, bounded: at most :data:`FUTURE_PER_SIGNER` messages and
+    :data:`MAX_MESSAGE_BYTES` bytes per signer (its oldest dropped beyond), :data:`FUTURE_BUFFER_BYTES`
+    in all (the oldest dropped beyond); one copy of each (by signature). The caller checks the
+    signatures before it adds a message."""
+
+    def __init__(self) -> None:
+        # signature -> message, oldest first (a signature identifies one signed message)
+        self._msgs: dict[bytes, Proposal | Vote] = {}
+        self._count: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+        self.total_bytes = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    def has(self, msg: Proposal | Vote) -> bool:
+        return msg.signature in self._msgs
+
+    def add(self, msg: Proposal | Vote) -> None:
+        signer, size = _signer(msg), _message_bytes(msg)
+        if size > MAX_MESSAGE_BYTES:
+            self.dropped += 1
+            return
+        while self._msgs and (
+            self._count.get(signer, 0) >= FUTURE_PER_SIGNER
+            or self._bytes.get(signer, 0) + size > MAX_MESSAGE_BYTES
+        ):
+            self._drop(next(s for s, m in self._msgs.items() if _signer(m) == signer))
+        while self._msgs and self.total_bytes + size > FUTURE_BUFFER_BYTES:
+            self._drop(next(iter(self._msgs)))
+        self._msgs[msg.signature] = msg
+        self._count[signer] = self._count.get(signer, 0) + 1
+        self._bytes[signer] = self._bytes.get(signer, 0) + size
+        self.total_bytes += size
+
+    def _drop(self, signature: bytes) -> None:
+        msg = self._msgs.pop(signature)
+        signer, size = _signer(msg), _message_bytes(msg)
+        self._count[signer] -= 1
+        self._bytes[signer] -= size
+        self.total_bytes -= size
+        self.dropped += 1
+
+    def take(self) -> list[Proposal | Vote]:
+        """Every buffered message, oldest first; the buffer is empty afterwards."""
+        out = list(self._msgs.values())
+        self._msgs.clear()
+        self._count.clear()
+        self._bytes.clear()
+        self.total_bytes = 0
+        return out
+
+
+def _signer(msg: Proposal | Vote) -> int:
+    return msg.proposer if isinstance(msg, Proposal) else msg.validator

@@ -134,7 +134,7 @@ class LocalNode:
         self.now_ms += advance_ms
         height = self.app.state.height + 1
         raw = self.app.make_block(height, 0, self.now_ms)
-        assert self.app.validate_block(height, raw, self.now_ms)
+        assert self.app.block_error(height, raw, self.now_ms) is None
         self.app.apply(height, raw)
         block = decode_block(raw)
         self._blocks.append(

@@ -8,6 +8,7 @@ from gridnode.core.consensus import Application, BlockSource
 from gridnode.core.consensus_messages import SyncedBlock, ValidatorSet
 from gridnode.core.crypto import KeyPair
 from market.codec import pack, unpack
+from market.errors import InvalidInput, SimReason
 
 
 def keys(n: int, seed: int = 7) -> list[KeyPair]:
@@ -30,10 +31,14 @@ class TagApp(Application):
     def make_block(self, height: int, round_: int, now: int) -> bytes:
         return pack([height, f"{self.tag}-r{round_}"])
 
-    def validate_block(self, height: int, block: bytes, now: int) -> bool:
+    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
         self.validated.append(block)
         h, tag = unpack(block, what="test block")
-        return bool(h == height and tag not in self.reject)
+        if h != height:
+            return InvalidInput(reason="wrong_height", subject=f"block {height}", found=str(h))
+        if tag in self.reject:
+            return InvalidInput(reason=SimReason.BAD_HEADER, subject=f"block {height}", found=tag)
+        return None
 
 
 class ListBlocks(BlockSource):

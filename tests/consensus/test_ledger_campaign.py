@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gridnode.campaign import main, run_campaign
+from sims.campaign import main, run_campaign
 
 
 def test_ledger_campaign_finds_no_violation_and_settles_slots() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 from gridnode.core.app import LedgerApp
 from gridnode.core.ledger import tx_id
-from gridnode.simnet import FAULT_NAMES, Faults, RunResult, Simulation, Violation
 from market.orders import Side
+from sims.simnet import FAULT_NAMES, Faults, RunResult, Simulation, Violation
 from tests.ledger.helpers import T0_MS, Community
 
 

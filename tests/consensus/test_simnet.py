@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from gridnode.core.consensus import (
     Broadcast,
     ConsensusConfig,
-    Effect,
     Persist,
     SignedRecord,
 )
 from gridnode.core.consensus_messages import Proposal, Vote
-from gridnode.simnet import FAULT_NAMES, Faults, RunResult, Simulation, Violation
+from gridnode.node import Action
 from gridnode.store import Durability, NodeStore, Store
+from sims.simnet import FAULT_NAMES, Faults, RunResult, Simulation, Violation
 
 ALL = Faults(enabled=frozenset(FAULT_NAMES), byzantine=1)
 
@@ -84,27 +84,28 @@ def test_negative_control_a_weakened_quorum_rule_is_caught() -> None:
 
 
 class CheckedSimulation(Simulation):
-    """Checks that every signature a node sends was persisted first (in this or an earlier step:
-    re-sent votes and proposals were persisted when they were first signed)."""
+    """Checks, as an observer of the executor, that every signature a node sends was persisted
+    first (in this or an earlier step: re-sent votes and proposals were persisted when they were
+    first signed)."""
 
     persisted: dict[str, set[tuple[int, int, int, bytes]]]
     checked = 0
 
-    def _run_effects(self, node: Any, effects: list[Effect]) -> None:
+    def observe(self, node: Any, action: Action) -> None:
         seen = self.__dict__.setdefault("persisted", {}).setdefault(node.name, set())
-        for eff in effects[: node.tear_at] if node.tear_at is not None else effects:
-            if isinstance(eff, Persist) and isinstance(eff.record, SignedRecord):
-                r = eff.record
-                seen.add((r.height, r.round, int(r.step), r.value))
-            elif isinstance(eff, Broadcast):
-                m = eff.message
-                if isinstance(m, Vote) and m.validator == node.core.index:
-                    assert (m.height, m.round, int(m.vote_type), m.block_hash) in seen
-                    self.checked += 1
-                if isinstance(m, Proposal) and m.proposer == node.core.index:
-                    assert (m.height, m.round, 0, m.block_hash) in seen
-                    self.checked += 1
-        super()._run_effects(node, effects)
+        eff = action.effect
+        if isinstance(eff, Persist) and isinstance(eff.record, SignedRecord):
+            r = eff.record
+            seen.add((r.height, r.round, int(r.step), r.value))
+        elif isinstance(eff, Broadcast):
+            m = eff.message
+            if isinstance(m, Vote) and m.validator == node.core.index:
+                assert (m.height, m.round, int(m.vote_type), m.block_hash) in seen
+                self.checked += 1
+            if isinstance(m, Proposal) and m.proposer == node.core.index:
+                assert (m.height, m.round, 0, m.block_hash) in seen
+                self.checked += 1
+        super().observe(node, action)
 
 
 def test_signatures_are_persisted_before_they_leave_the_node() -> None:
@@ -158,7 +159,7 @@ def test_any_fault_mix_with_at_most_f_byzantine_is_safe_and_live(
 
 @pytest.mark.slow
 def test_a_larger_campaign_finds_nothing() -> None:
-    from gridnode.campaign import run_campaign
+    from sims.campaign import run_campaign
 
     summary, found = run_campaign(seeds=200, start_seed=10_000)
     assert found == [] and summary.heights > 1000

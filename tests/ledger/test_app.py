@@ -25,9 +25,13 @@ def test_propose_validate_apply_round_trip_across_two_nodes() -> None:
     block = proposer.make_block(1, 0, T0_MS + 500)
     # same pool, same clock: the same transactions in the same order, whoever proposes
     assert decode_block(follower.make_block(1, 0, T0_MS + 500)).txs == decode_block(block).txs
-    assert follower.validate_block(1, block, T0_MS + 700)
-    assert not follower.validate_block(1, block, T0_MS + 500 + c.genesis.max_drift_ms + 10_000)
-    assert not follower.validate_block(2, block, T0_MS + 700)
+    assert follower.block_error(1, block, T0_MS + 700) is None
+    late = follower.block_error(1, block, T0_MS + 500 + c.genesis.max_drift_ms + 10_000)
+    assert late is not None and late.reason == "time_too_old"
+    # a value with a proof-of-lock is judged without the clock (consensus passes no ``now``)
+    assert follower.block_error(1, block, None) is None
+    wrong = follower.block_error(2, block, T0_MS + 700)
+    assert wrong is not None and wrong.reason == "wrong_height"
     a = proposer.apply(1, block)
     b = follower.apply(1, block)
     assert a.digest() == b.digest()

@@ -35,8 +35,8 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
-from gridnode.simnet import RunResult, Simulation, Violation
 from market.orders import Order, Side, Step
+from sims.simnet import RunResult, Simulation, Violation
 
 __all__ = ["LedgerWorld", "broken_nonce_rule"]
 
