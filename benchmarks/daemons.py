@@ -226,15 +226,15 @@ class Bench:
                 )
                 for h in lc.households:
                     await bridge.call(client.connect, h.multiaddr())
-                lat = await self.singles(bridge, client, peers)
-                lat.sort()
-                print(
-                    f"singles (unloaded, one at a time): n={len(lat)} commit latency "
-                    f"p50={1000 * statistics.median(lat):.0f} ms "
-                    f"p99={1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]:.0f} ms "
-                    f"max={1000 * lat[-1]:.0f} ms",
-                    flush=True,
-                )
+                lat = sorted(await self.singles(bridge, client, peers))
+                if lat:
+                    print(
+                        f"singles (unloaded, one at a time): n={len(lat)} commit latency "
+                        f"p50={1000 * statistics.median(lat):.0f} ms "
+                        f"p99={1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]:.0f} ms "
+                        f"max={1000 * lat[-1]:.0f} ms",
+                        flush=True,
+                    )
                 for rate in (float(r) for r in self.args.rates.split(",") if r):
                     run = Run(f"r{int(rate)}", rate=rate)
                     self.runs.append(run)
