@@ -14,12 +14,15 @@ households over the acknowledged submit protocols, as households' daemons do.
 
 Every order's commit time is exact: after the runs the blocks are read from validator 0's store
 (order id → height) and each height's commit time is when validator 0's API first showed it
-(polled every 50 ms). Printed per run: offered (sent) and acknowledged rate, committed rate in the
-steady part (orders committed between 2 s after the start and the end of sending, per second),
-latency p50/p99 (submit → commit), blocks (count, mean interval, mean and max orders per block vs
-the block limit) and each daemon's CPU share of one core, with a verdict on what bounds the run:
-the block interval (blocks not full, latency ≈ the interval), the block size (blocks full), the
-daemons' CPU (a validator near one core) or the client (offered rate not reached).
+(polled every 50 ms). Printed per run: the offered (sent) rate; the committed rate from the first
+submit to the last commit (what the committee sustained, backlog included) and while sending
+(orders committed from 2 s after the start to the end of sending, per second); latency p50/p99
+(submit → commit); blocks (count, mean interval, mean and max orders per block vs the block limit,
+how many were decided only after round 0, i.e. after a timeout); each daemon's CPU and its time
+runnable but waiting for a CPU (``/proc/<pid>/task/*/schedstat``: what other load on the machine
+takes), as shares of the run; and a verdict on what bounds the run: the client (offered rate not
+reached), a validator's CPU, the machine (daemons waiting for a CPU), the block size (blocks full)
+or the block interval (blocks not full, latency ≈ the interval).
 
     python benchmarks/daemons.py [--singles 20] [--rates 100,300,1000] [--seconds 10]
                                  [--mode single|batch] [--drain 30]
@@ -47,7 +50,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_HERE.parent) not in sys.path:
     sys.path.insert(0, str(_HERE.parent))
 
-from gridnode.core.crypto import KeyPair  # noqa: E402 - after the path fix above
+from gridnode.core.consensus_messages import decode_commit  # noqa: E402 - after the path fix
+from gridnode.core.crypto import KeyPair  # noqa: E402
 from gridnode.core.ledger import SignedOrder, decode_block, sign_order  # noqa: E402
 from gridnode.net.bridge import TrioBridge  # noqa: E402
 from gridnode.net.host import NetConfig, NetHost, open_net_host, peer_id_of  # noqa: E402
@@ -58,13 +62,23 @@ from sims.daemons import LocalCommunity  # noqa: E402
 
 MAX_BLOCK_TXS = 2_000  # NodeRuntime's default block limit (gridnode/node.py)
 TICK_S = 0.1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_of(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def cpu_of(pid: int) -> tuple[float, float]:
+    """(CPU seconds used, seconds runnable but waiting for a CPU) of a process, over its threads.
+
+    From /proc/<pid>/task/*/schedstat (ns on a CPU, ns waiting on a run queue); the second figure
+    is what a loaded machine takes from it.
+    """
+    on_cpu = waiting = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ran, waited, _slices = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):  # a thread that just ended
+            continue
+        on_cpu += int(ran)
+        waiting += int(waited)
+    return on_cpu / 1e9, waiting / 1e9
 
 
 @dataclass
@@ -79,6 +93,7 @@ class Run:
     refused: int = 0
     client_cpu: float = 0.0
     daemon_cpu: list[float] = field(default_factory=list)
+    daemon_wait: list[float] = field(default_factory=list)
 
 
 class Bench:
@@ -187,7 +202,8 @@ class Bench:
             await asyncio.sleep(0.2)
         run.end = time.time()
         cpu1 = [cpu_of(h.process.pid) for h in self.lc.households if h.process is not None]
-        run.daemon_cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+        run.daemon_cpu = [b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True)]
+        run.daemon_wait = [b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True)]
 
     async def singles(self, bridge: TrioBridge, client: NetHost, peers: list[str]) -> list[float]:
         run = Run("single")
@@ -255,9 +271,11 @@ class Bench:
         try:
             height_of: dict[str, int] = {}
             size: dict[int, int] = {}
+            rounds: dict[int, int] = {}
             for sb in store.blocks_from(1, 1 << 30):
                 txs = decode_block(sb.block).txs
                 size[sb.height] = len(txs)
+                rounds[sb.height] = decode_commit(sb.commit).round
                 for tx in txs:
                     if isinstance(tx, SignedOrder):
                         height_of[tx.order.order_id] = sb.height
@@ -288,30 +306,39 @@ class Bench:
             intervals = [self.seen[b] - self.seen[a] for a, b in pairwise(heights)]
             sizes = [size.get(h, 0) for h in heights]
             span = run.end_send - run.start
-            cpu = [c / (run.end - run.start) for c in run.daemon_cpu]
+            length = run.end - run.start
+            cpu = [c / length for c in run.daemon_cpu]
+            wait = [w / length for w in run.daemon_wait]
             rate_committed = steady / max(1e-9, steady1 - steady0)
+            last_commit = max((self.seen[height_of[oid]] for oid in run.sent if oid in height_of
+                               and height_of[oid] in self.seen), default=run.start)  # fmt: skip
+            throughput = committed / max(1e-9, last_commit - run.start)
             p50 = statistics.median(lat) if lat else float("nan")
             p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
             mean_interval = statistics.mean(intervals) if intervals else float("nan")
             full = sum(1 for s in sizes if s >= MAX_BLOCK_TXS)
+            late = sum(1 for h in heights if rounds.get(h, 0) > 0)
             client_share = run.client_cpu / span
             if len(run.sent) / span < 0.9 * run.rate or client_share > 0.9:
                 bound = "the client (offered rate not reached / client near one core)"
             elif max(cpu, default=0.0) > 0.85:
                 bound = "validator CPU (a daemon near one core)"
+            elif max(wait, default=0.0) > 0.5 * max(cpu, default=0.0) and max(wait) > 0.1:
+                bound = "the machine (daemons runnable but waiting for a CPU; other load)"
             elif full and full >= len(sizes) // 2:
                 bound = "block size (blocks full)"
             else:
                 bound = f"block interval (blocks not full; a block every {mean_interval:.2f} s)"
             print(
-                f"offered {run.rate:.0f}/s: sent {len(run.sent) / span:.0f}/s, acked "
-                f"{run.acked} requests, {run.refused} failed; committed {committed}/"
-                f"{len(run.sent)}, steady {rate_committed:.0f}/s; latency p50 {1000 * p50:.0f} ms "
-                f"p99 {1000 * p99:.0f} ms; blocks {len(heights)} every {mean_interval:.2f} s, "
-                f"orders/block mean {statistics.mean(sizes) if sizes else 0:.0f} max "
-                f"{max(sizes, default=0)} (full {full}); CPU: daemons "
-                + " ".join(f"{c:.0%}" for c in cpu)
-                + f", client {client_share:.0%}; bound: {bound}"
+                f"offered {run.rate:.0f}/s ({self.args.mode}): sent {len(run.sent) / span:.0f}/s "
+                f"for {span:.0f} s in {run.acked} requests ({run.refused} failed) | committed "
+                f"{committed}/{len(run.sent)}: {throughput:.0f}/s from the first submit to the last "
+                f"commit, {rate_committed:.0f}/s while sending (from 2 s in) | latency p50 "
+                f"{1000 * p50:.0f} ms p99 {1000 * p99:.0f} ms | blocks {len(heights)}, one every "
+                f"{mean_interval:.2f} s, orders/block mean {statistics.mean(sizes) if sizes else 0:.0f}"
+                f" max {max(sizes, default=0)}, {full} full, {late} decided after round 0 | "
+                f"CPU per daemon {' '.join(f'{c:.0%}' for c in cpu)}, waiting for a CPU "
+                f"{' '.join(f'{w:.0%}' for w in wait)}, client {client_share:.0%} | bound: {bound}"
             )
 
 
