@@ -34,6 +34,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -100,15 +101,26 @@ def measure(book: list[Order], rule: Rule, repeat: int) -> dict[str, float]:
     return out
 
 
+def validate_and_clear(book: Sequence[Order], rule: Rule) -> Any:
+    return clear(validate_book(1, book, limits=LIMITS), slot=1, rule=rule)
+
+
+def maker(size: int, max_steps: int) -> Callable[[int], list[Order]]:
+    """A book of about ``size`` steps for a seed."""
+
+    def make(seed: int) -> list[Order]:
+        return realistic_book(size, seed=seed, max_steps=max_steps)
+
+    return make
+
+
 def cold(make: Callable[[int], list[Order]], rule: Rule, books: int) -> float:
     """Median over fresh books of the first validate + clear + trades on each."""
     times = []
     for seed in range(100, 100 + books):
         book = make(seed)
-        t, result = cpu(
-            lambda book=book: clear(validate_book(1, book, limits=LIMITS), slot=1, rule=rule)
-        )
-        t2, _ = cpu(lambda result=result: tuple(result.trades))
+        t, result = cpu(partial(validate_and_clear, book, rule))
+        t2, _ = cpu(partial(tuple, result.trades))
         times.append(t + t2)
     return statistics.median(times)
 
@@ -147,11 +159,9 @@ def main() -> None:
     )
     plans: list[tuple[str, int, Callable[[int], list[Order]]]] = []
     for size in (int(s) for s in args.steps.split(",") if s):
-        plans.append(("realistic", size, lambda seed, size=size: realistic_book(size, seed=seed)))
+        plans.append(("realistic", size, maker(size, 4)))
     for size in (int(s) for s in args.single.split(",") if s):
-        plans.append(
-            ("single", size, lambda seed, size=size: realistic_book(size, seed=seed, max_steps=1))
-        )
+        plans.append(("single", size, maker(size, 1)))
     for kind, size, make in plans:
         cold_s = cold(make, rule, args.cold if size <= 100_000 else 1)
         book = make(1)

@@ -43,15 +43,23 @@ import argparse
 import os
 import random
 import statistics
+import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from gridnode.core.app import LedgerApp
-from gridnode.core.consensus import ConsensusConfig
-from gridnode.core.crypto import KeyPair, verify, verify_counts
-from gridnode.core.ledger import decode_block, tx_id
+# this folder holds a ``sims.py``: when run as a script, the folder must not shadow the sims package
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+from gridnode.core.app import LedgerApp  # noqa: E402 - after the path fix above
+from gridnode.core.consensus import ConsensusConfig  # noqa: E402
+from gridnode.core.crypto import KeyPair, verify, verify_counts  # noqa: E402
+from gridnode.core.ledger import decode_block, tx_id  # noqa: E402
 
 try:  # the simulation harness is moving from gridnode/ to sims/
     import sims.simnet as simnet_mod  # type: ignore[import-not-found, unused-ignore]
@@ -112,7 +120,7 @@ class Ledger:
         self.block_sizes: list[int] = []
         self.sim: Any = None
         self._rng = random.Random(2)
-        self.submit_cpu: Counter[str] = Counter()
+        self.submit_cpu: defaultdict[str, float] = defaultdict(float)
 
     def _count(self, who: str, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -126,7 +134,7 @@ class Ledger:
         return counted
 
     def app_factory(self, name: str) -> LedgerApp:
-        app = self.world.app_factory(name)
+        app: LedgerApp = self.world.app_factory(name)
         submit = self._count(name, "submit", app.submit)
 
         def timed_submit(tx: Any, **kwargs: Any) -> Any:
@@ -136,9 +144,9 @@ class Ledger:
             finally:
                 self.submit_cpu[name] += time.process_time() - t0
 
-        app.submit = timed_submit  # type: ignore[method-assign]
-        app.make_block = self._count(name, "check", app.make_block)  # type: ignore[method-assign]
-        app.validate_block = self._count(name, "check", app.validate_block)  # type: ignore[method-assign]
+        app.submit = timed_submit  # type: ignore[method-assign, unused-ignore]
+        app.make_block = self._count(name, "check", app.make_block)  # type: ignore[method-assign, unused-ignore]
+        app.validate_block = self._count(name, "check", app.validate_block)  # type: ignore[method-assign, unused-ignore]
         apply = self._count(name, "apply", app.apply)
 
         def timed_apply(height: int, block: bytes) -> Any:
@@ -152,12 +160,12 @@ class Ledger:
                         self.latencies.append(self.sim.now - at)
             return state
 
-        app.apply = timed_apply  # type: ignore[method-assign]
+        app.apply = timed_apply  # type: ignore[method-assign, unused-ignore]
         return app
 
     def tx_source(self, rng: random.Random, now_ms: int) -> tuple[bytes, Any] | None:
         t0 = time.process_time()
-        made = self.world.tx_source(rng, now_ms)
+        made: tuple[bytes, Any] | None = self.world.tx_source(rng, now_ms)
         self._owed += self.offer_per_s * self.sim._tx_interval / 1000 - 1
         extra = [self.world.tx_source(self._rng, now_ms) for _ in range(int(self._owed))]
         self._owed -= len(extra)
@@ -195,8 +203,8 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
         **hooks,
     )
     harness: Counter[str] = Counter()
-    harness_cpu: Counter[str] = Counter()
-    node_cpu: Counter[str] = Counter()
+    harness_cpu: defaultdict[str, float] = defaultdict(float)
+    node_cpu: defaultdict[str, float] = defaultdict(float)
     current = [""]
     check_commit = simnet_mod.verify_commit
 
@@ -219,7 +227,7 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
         finally:
             node_cpu[current[0]] += time.process_time() - t0
 
-    sim._step = timed_step  # type: ignore[method-assign]
+    sim._step = timed_step  # type: ignore[method-assign, unused-ignore]
     simnet_mod.verify_commit = harness_check
     if ledger is not None:
         ledger.sim = sim
