@@ -1,4 +1,13 @@
-"""The in-process engine's scaling curve: households × slots simulated per wall second.
+"""In-process engine scaling (household-slots/s); validators share caches, full node not in cpu s.
+
+**What it shares and skips** (printed as the first line of the output too): the simulated
+validators share one cache of verified signatures and checked order rules, one of verified votes and
+proposals and one of checked blocks (:mod:`sims.inproc`), so each signature is verified about once
+per process, not once per validator — per-validator CPU is not modelled and the figure says nothing
+about a real validator's speed (``benchmarks/ledger.py`` measures that). Households' consensus cores
+are not run. On big runs (``--full-node auto``) the sample full node, which re-verifies everything
+on its own, is a child process on the second core: ``cpu s`` is this process only; ``wall s``
+includes waiting for it.
 
 For each community size N (households drawn from ``sims/scenarios/town.toml``: 7 validators,
 forecast bidding, 15-minute slots), runs ``--hours`` of simulated daytime with
@@ -97,6 +106,12 @@ def main() -> None:
         f"{'7-day min':>9} {'sig':>5} {'admit':>5} agree"
     )
     if not args.json:
+        print(
+            f"# in-process engine, {args.validators} validators sharing verified-signature, vote and "
+            "block-check caches (each signature verified ~once per process, not per validator); "
+            "households' consensus cores not run; cpu s = this process only (the sample full node "
+            f"runs {'in a child process on big runs' if args.full_node == 'auto' else args.full_node})"
+        )
         print(header)
     for n in (int(x) for x in args.households.split(",")):
         row = one(n, args.hours, args.validators, args.profile, args.full_node)

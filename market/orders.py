@@ -19,10 +19,14 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from itertools import chain
+from typing import Final, overload
+
+import numpy as np
+import numpy.typing as npt
 
 from market.errors import InvalidInput, OrderReason
 from market.slots import SlotClock
@@ -30,10 +34,13 @@ from market.units import MAX_ENERGY_WH, MAX_PRICE_MICRO_PER_KWH, MAX_WIRE_INT
 
 __all__ = [
     "REJECTION_REASONS",
+    "BookColumns",
     "Order",
     "OrderLimits",
     "Side",
     "Step",
+    "ValidBook",
+    "book_columns",
     "validate_book",
     "validate_order",
 ]
@@ -191,6 +198,9 @@ def validate_book(
     """Validate every order of one slot's book: each order's rules, its slot, unique ids."""
     seen: set[str] = set()
     book = list(orders)
+    columns = _surely_valid(slot, book, limits)
+    if columns is not None:
+        return ValidBook(book, slot=slot, columns=columns)
     for order in book:
         validate_order(order, limits=limits)
         if order.slot != slot:
@@ -210,4 +220,162 @@ def validate_book(
                 found="a second order with this id",
             )
         seen.add(order.order_id)
-    return book
+    return ValidBook(book, slot=slot, columns=None)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BookColumns:
+    """A book's orders as columns, in input order: what the bulk check and clearing read.
+
+    Per order: ``order_ids``, ``households``, ``is_buy``, ``step_counts``; per step (the orders'
+    steps one after another): ``price_micro_per_kwh`` and ``energy_wh`` as int64.
+    """
+
+    order_ids: list[str]
+    households: list[str]
+    is_buy: npt.NDArray[np.bool_]
+    step_counts: npt.NDArray[np.intp]
+    price_micro_per_kwh: npt.NDArray[np.int64]
+    energy_wh: npt.NDArray[np.int64]
+
+
+def book_columns(orders: Sequence[Order]) -> BookColumns:
+    """The columns of ``orders`` (no rule checked; numpy's ``OverflowError`` past int64)."""
+    curves = [o.steps for o in orders]
+    steps = list(chain.from_iterable(curves))
+    return _columns(
+        ids=[o.order_id for o in orders],
+        homes=[o.household for o in orders],
+        sides=[o.side for o in orders],
+        counts=np.fromiter(map(len, curves), dtype=np.intp, count=len(curves)),
+        prices=[s.price_micro_per_kwh for s in steps],
+        energies=[s.energy_wh for s in steps],
+    )
+
+
+def _columns(
+    *,
+    ids: list[str],
+    homes: list[str],
+    sides: list[Side],
+    counts: npt.NDArray[np.intp],
+    prices: list[int],
+    energies: list[int],
+) -> BookColumns:
+    buy = Side.BUY
+    return BookColumns(
+        order_ids=ids,
+        households=homes,
+        is_buy=np.asarray([side is buy for side in sides], dtype=bool),
+        step_counts=counts,
+        price_micro_per_kwh=np.asarray(prices, dtype=np.int64),
+        energy_wh=np.asarray(energies, dtype=np.int64),
+    )
+
+
+class ValidBook(Sequence[Order]):
+    """What :func:`validate_book` returns: the book's orders (immutable), the slot they were
+    checked for, and their :class:`BookColumns` when the bulk check built them, which
+    :func:`market.clearing.clear` reuses instead of reading every order again.
+
+    Equal to any sequence of the same orders (a list, a tuple, another book).
+    """
+
+    __slots__ = ("_orders", "columns", "slot")
+
+    def __init__(self, orders: Sequence[Order], *, slot: int, columns: BookColumns | None) -> None:
+        self._orders = tuple(orders)
+        self.slot = slot
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    @overload
+    def __getitem__(self, index: int) -> Order: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Order, ...]: ...
+    def __getitem__(self, index: int | slice) -> Order | tuple[Order, ...]:
+        return self._orders[index]
+
+    def __iter__(self) -> Iterator[Order]:
+        return iter(self._orders)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return self._orders == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ValidBook(slot={self.slot}, orders={list(self._orders)!r})"
+
+
+#: slots and nonces up to this are accepted by the bulk check; larger ones go through the per-order
+#: rules (which decide whether they are valid)
+_BULK_INT_LIMIT: Final = 2**62
+
+
+def _surely_valid(slot: int, book: list[Order], limits: OrderLimits) -> BookColumns | None:
+    """``book``'s columns if every order certainly passes :func:`validate_book` for ``slot``.
+
+    The fast path of :func:`validate_book`: the same rules checked column by column (one list per
+    field, then ``set(map(type, ...))``, ``min``, ``max``), ≈ 5x faster than order by order. It is a
+    *sufficient* check: columns only for books every per-order rule accepts. Anything it cannot
+    confirm — a rule broken, an unusual type (a ``str`` or ``int`` subclass, steps in a list), a
+    slot or nonce above :data:`_BULK_INT_LIMIT` — answers ``None``, and the per-order rules run and
+    raise the refusal with its reason. ``tests/market/test_fast_paths.py`` holds the two together.
+    """
+    if not book:
+        return book_columns(())
+    n = len(book)
+    if set(map(type, book)) != {Order} or type(slot) is not int:
+        return None
+    if not 0 <= slot < _BULK_INT_LIMIT:
+        return None
+    ids = [o.order_id for o in book]
+    unique = set(ids)
+    if set(map(type, ids)) != {str} or len(unique) != n or "" in unique:
+        return None
+    if max(map(len, ids)) > limits.max_id_chars:
+        return None
+    homes = [o.household for o in book]
+    if set(map(type, homes)) != {str} or "" in homes:
+        return None
+    sides = [o.side for o in book]
+    if set(map(type, sides)) != {Side}:
+        return None
+    slots = [o.slot for o in book]
+    if set(map(type, slots)) != {int} or slots.count(slot) != n:
+        return None
+    nonces = [o.nonce for o in book]
+    if set(map(type, nonces)) != {int} or min(nonces) < 0 or max(nonces) >= _BULK_INT_LIMIT:
+        return None
+    curves = [o.steps for o in book]
+    if set(map(type, curves)) != {tuple}:
+        return None
+    counts = np.fromiter(map(len, curves), dtype=np.intp, count=n)
+    if int(counts.min()) < 1 or int(counts.max()) > limits.max_steps:
+        return None
+    steps = list(chain.from_iterable(curves))
+    if set(map(type, steps)) != {Step}:
+        return None
+    energies = [s.energy_wh for s in steps]
+    prices = [s.price_micro_per_kwh for s in steps]
+    if set(map(type, energies)) != {int} or set(map(type, prices)) != {int}:
+        return None
+    try:
+        columns = _columns(
+            ids=ids, homes=homes, sides=sides, counts=counts, prices=prices, energies=energies
+        )
+    except OverflowError:  # beyond int64: far beyond every bound; the per-order rules say which
+        return None
+    energy, price = columns.energy_wh, columns.price_micro_per_kwh
+    if int(energy.min()) <= 0 or int(energy.max()) > min(limits.max_energy_wh, MAX_ENERGY_WH):
+        return None
+    if int(price.min()) < 0:
+        return None
+    if int(price.max()) > min(limits.price_cap_micro_per_kwh, MAX_PRICE_MICRO_PER_KWH):
+        return None
+    return columns
