@@ -35,7 +35,7 @@ import logging
 import signal
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,7 +52,15 @@ from forecasting.policy import (
     quote_slot,
 )
 from gridnode.api import make_app, start_api
-from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
+from gridnode.config import (
+    Config,
+    DirLock,
+    load_config,
+    load_genesis,
+    load_identity,
+    load_token,
+    write_atomic,
+)
 from gridnode.core.battery import Battery, battery_from_sizes, contract_wh, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.crypto import KeyPair
@@ -80,9 +88,23 @@ from gridnode.net.host import (
     peer_id_of_hex,
     public_hex_of,
 )
-from gridnode.node import Committed, NodeRuntime
+from gridnode.node import Committed, LedgerHalted, NodeRuntime
+from gridnode.startup import (
+    FatalLatch,
+    chain_refusal,
+    check_chain,
+    check_clock,
+    check_listening,
+    check_ports,
+    check_role,
+    describe,
+    open_node_store,
+    root_cause,
+    setup_logging,
+    store_binding,
+)
 from gridnode.status import BlockInfo, PeerInfo, Snapshot, SubmitResult, ValidatorHealth
-from gridnode.store import NodeStore
+from gridnode.store import NodeStore, StoreFailed, bind
 from gridnode.txbatch import (
     decode_tx_batch,
     decode_tx_results,
@@ -90,7 +112,7 @@ from gridnode.txbatch import (
     encode_tx_results,
     split_for,
 )
-from market.errors import InvalidInput, NetworkError, UsageError
+from market.errors import GridnodeError, InvalidInput, NetworkError, UsageError
 from market.orders import Order
 from market.slots import SlotClock
 
@@ -205,6 +227,8 @@ class DaemonNode:
         self._decoded: OrderedDict[bytes, tuple[SignedOrder, ...]] = OrderedDict()
         #: households: signed readings that go out with the next submission (one request per slot)
         self._carried: list[SignedReading] = []
+        #: called with an error the node cannot go on from (set by :func:`open_daemon_node`)
+        self.on_fatal: Callable[[BaseException], None] = _raise
         self.runtime = NodeRuntime(
             genesis=genesis,
             key=key,
@@ -402,7 +426,10 @@ class DaemonNode:
             sender = self._sender_key(peer_id)
         except InvalidInput:
             return
-        self.runtime.on_message(sender, body, self.clock.now_ms())
+        try:
+            self.runtime.on_message(sender, body, self.clock.now_ms())
+        except (StoreFailed, LedgerHalted) as exc:  # not the peer's doing: the daemon stops
+            self.on_fatal(exc)
 
     def _accept_tx(self, tx: Tx, *, share: bool) -> SubmitResult:
         result = self.runtime.submit(tx, self.clock.now_ms())
@@ -744,7 +771,9 @@ def battery_of(config: Config) -> Battery | None:
 
 
 def make_meter(config: Config, genesis: Genesis) -> Meter | None:
-    """The meter the config asks for (``[meter] source``)."""
+    """The meter the config asks for (``[meter] source``), checked at start: a file meter's history
+    must exist and parse (it used to start anyway and log a traceback every slot)."""
+    path = config.dir / "gridnode.toml"
     if config.meter_source == "replay":
         return shipped_replay(
             node_anchor_s=genesis.genesis_time_ms // 1000,
@@ -755,24 +784,82 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
             load_scale=config.load_scale,
         )
     if config.meter_source == "file":
-        if config.meter_history is None:
+        history = config.meter_history
+        if history is None:
             raise UsageError(
-                f"{config.dir}: meter.source is 'file' but bidding.meter_history is not set"
+                f"{path}: meter.source is 'file' but bidding.meter_history is not set: name the "
+                "meter history CSV your meter adapter writes (docs/forecasting.md)"
             )
-        return FileMeter(config.meter_history)
+        if not history.is_file():
+            what = "is a directory" if history.is_dir() else "does not exist"
+            raise UsageError(
+                f"{path}: meter.source = 'file' reads bidding.meter_history {history}, which "
+                f"{what}: start your meter adapter first, or set meter.source = 'none'"
+            )
+        meter = FileMeter(history)
+        try:
+            meter.history_before(genesis.genesis_time_ms // 1000 + 10**10, days=1)
+        except (InvalidInput, UsageError) as exc:
+            raise UsageError(f"{history}: not a usable meter history: {exc}") from None
+        return meter
     if config.bidding_enabled:
-        raise UsageError(f"{config.dir}: bidding.enabled needs a meter (set meter.source)")
+        raise UsageError(
+            f"{path}: bidding.enabled = true needs a meter to forecast from and to read each "
+            'slot: set meter.source ("file" or "replay"), or bidding.enabled = false'
+        )
     return None
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _build_node(
+    *,
+    config: Config,
+    genesis: Genesis,
+    key: KeyPair,
+    store: NodeStore,
+    net: NetHost,
+    clock: NodeClock,
+    meter: Meter | None,
+) -> DaemonNode:
+    """The node over ``store``, which must hold a chain that replays on ``genesis`` up to its head
+    (:func:`gridnode.startup.check_chain`); a store made before bindings existed is bound now."""
+    try:
+        node = DaemonNode(
+            config=config, genesis=genesis, key=key, store=store, net=net, clock=clock, meter=meter
+        )
+    except InvalidInput as exc:
+        raise chain_refusal(config, store, f"it does not replay ({exc})") from None
+    check_chain(config, store, node.runtime.state)
+    bind(store, store_binding(genesis))
+    return node
 
 
 @asynccontextmanager
 async def open_daemon_node(
-    config: Config, genesis: Genesis, key: KeyPair
+    config: Config,
+    genesis: Genesis,
+    key: KeyPair,
+    *,
+    meter: Meter | None = None,
+    on_fatal: Callable[[BaseException], None] = _raise,
 ) -> AsyncIterator[DaemonNode]:
-    """On the trio thread: open the store and the host, run the node, close everything on exit."""
-    clock = NodeClock(epoch_ms=genesis.genesis_time_ms, speedup=config.clock_speedup)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = NodeStore.open(config.data_dir / "node.sqlite")
+    """On the trio thread: open the store and the host, run the node, close everything on exit.
+
+    Start-up refusals are :class:`UsageError` (one line each, :mod:`gridnode.startup`). After
+    start, an error the node cannot go on from (its store failed, a committed block broke a rule,
+    any exception out of its tasks) cancels the node's tasks and goes to ``on_fatal``.
+    """
+    clock = NodeClock(epoch_ms=genesis.genesis_time_ms, speedup=float(genesis.clock_speedup))
+    work = trio.CancelScope()  # the node's tasks; cancelled on a fatal error
+
+    def halt(exc: BaseException) -> None:
+        work.cancel()
+        on_fatal(exc)
+
+    store = open_node_store(config, genesis, on_failure=halt)
     try:
         net_config = NetConfig(
             community=genesis.community_id,
@@ -782,17 +869,14 @@ async def open_daemon_node(
             gossip_degree_high=max(64, len(genesis.members) + len(genesis.validators)),
         )
         async with open_net_host(key, net_config) as net:
-            node = DaemonNode(
-                config=config,
-                genesis=genesis,
-                key=key,
-                store=store,
-                net=net,
-                clock=clock,
-                meter=make_meter(config, genesis),
-            )
+            check_listening(config, net.addrs)
+            node = _build_node(
+                config=config, genesis=genesis, key=key, store=store, net=net, clock=clock,
+                meter=meter,
+            )  # fmt: skip
+            node.on_fatal = halt
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(node.run)
+                nursery.start_soon(_run_node, node, work, halt)
                 try:
                     yield node
                 finally:
@@ -801,41 +885,75 @@ async def open_daemon_node(
         store.close()
 
 
+async def _run_node(
+    node: DaemonNode, work: trio.CancelScope, halt: Callable[[BaseException], None]
+) -> None:
+    with work:
+        try:
+            await node.run()
+        except BaseException as exc:  # incl. trio's exception groups: any end of the node is fatal
+            if not isinstance(root_cause(exc), trio.Cancelled):
+                halt(exc)
+            else:
+                raise
+
+
 async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
-    """``gridnode run``: serve until SIGINT/SIGTERM; return the exit code."""
+    """``gridnode run``: serve until SIGINT/SIGTERM (exit 0) or a fatal error (exit 1).
+
+    Start-up refusals raise :class:`UsageError` before anything is written (the CLI prints one
+    line and exits 2; :mod:`gridnode.startup` lists what is checked).
+    """
     config = load_config(directory)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log_level)
     key = load_identity(directory)
     genesis = load_genesis(config.genesis_path)
     token = load_token(directory)
-    if config.role == "validator" and key.public_hex not in genesis.validators:
-        raise UsageError(
-            f"{directory}: node.role is 'validator' but this key is not in the genesis validator set"
-        )
+    check_role(config, key, genesis)
+    check_clock(config, genesis)
+    meter = make_meter(config, genesis)
+    check_ports(config)
     lock = DirLock(directory).acquire()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    fatal = FatalLatch(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bridge = TrioBridge().start()
     api = None
+    code = 0
     try:
-        node: DaemonNode = await bridge.enter(lambda: open_daemon_node(config, genesis, key))
+        try:
+            node: DaemonNode = await bridge.enter(
+                lambda: open_daemon_node(config, genesis, key, meter=meter, on_fatal=fatal.report)
+            )
+        except BaseExceptionGroup as group:  # a refusal raised inside trio's nurseries
+            raise root_cause(group) from None
         api = await start_api(
             make_app(BridgeHandle(bridge, node), token=token), config.api_host, config.api_port
         )
-        log.info("household %s peer %s role %s", key.public_hex[:16], node.net.peer_id, config.role)
+        log.info(
+            "household %s peer %s role %s, community %r at %gx",
+            key.public_hex[:16], node.net.peer_id, config.role, genesis.community_id,
+            genesis.clock_speedup,
+        )  # fmt: skip
         for addr in node.net.addrs:
             log.info("listening on %s", addr)
         log.info("status page and API at %s/", api.url)
         if ready_file is not None:
-            ready_file.write_text(
-                f"{api.url}\n" + "\n".join(node.net.addrs) + "\n", encoding="utf-8"
-            )
-        await stop.wait()
-        log.info("stopping")
+            write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
+        stopping = asyncio.ensure_future(stop.wait())
+        failing = asyncio.ensure_future(fatal.wait())
+        await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopping, failing):
+            waiter.cancel()
+        if fatal.error is not None:
+            code = 1
+            log.critical("fatal: %s; the daemon stops (exit 1)", describe(fatal.error))
+            if not isinstance(fatal.error, GridnodeError):
+                log.debug("the fatal error's traceback", exc_info=fatal.error)
+        else:
+            log.info("stopping")
     finally:
         if api is not None:
             await api.stop()
@@ -843,4 +961,4 @@ async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
         lock.release()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return 0
+    return code

@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from gridnode.cli import add_dir_option
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -15,11 +17,13 @@ def register(sub: Any) -> None:
         description=(
             "Start the daemon for the household in DIR (made by `gridnode init`): join the community "
             "over libp2p, keep the ledger (and vote on blocks if this node is a validator), serve the "
-            "local API and status page. Stops cleanly on Ctrl-C / SIGTERM. Only one daemon may run "
-            "on a directory."
+            "local API and status page. Stops cleanly on Ctrl-C / SIGTERM (exit 0). Only one daemon "
+            "may run on a directory. A problem you can fix stops it at start with one line (exit "
+            "2, nothing changed on disk); a fatal error while running (e.g. the disk is full) "
+            "stops it with one line (exit 1). docs/daemon.md lists both."
         ),
     )
-    p.add_argument("--dir", required=True, type=Path, help="the household's data directory")
+    add_dir_option(p)
     p.add_argument(
         "--ready-file",
         type=Path,

@@ -62,6 +62,7 @@ from market.settlement import GRID, POOL, Netting, Settlement, Tariff, settle
 from market.slots import SlotClock
 
 __all__ = [
+    "MAX_CLOCK_SPEEDUP",
     "Block",
     "Genesis",
     "HouseholdTotals",
@@ -89,6 +90,8 @@ FORMAT: Final = 1
 ZERO_HASH: Final = b"\x00" * 32
 MAX_TX_BYTES: Final = 8 * 1024
 MAX_BLOCK_BYTES: Final = 4 * 1024 * 1024
+#: the fastest community clock a genesis may ask for (an hour of community time per wall second)
+MAX_CLOCK_SPEEDUP: Final = 3600
 
 
 def _sha256(data: bytes) -> bytes:
@@ -116,6 +119,9 @@ class Genesis:
     reading_deadline_seconds: int = 900
     max_drift_ms: int = 5_000
     max_steps: int = 16
+    #: the community clock runs this many times faster than wall time from ``genesis_time_ms``
+    #: (demos and simulations; 1 = real time). Every node takes it from here, so all agree.
+    clock_speedup: int = 1
     # derived once (admission looks them up for every transaction): not part of the genesis' identity
     member_set: frozenset[str] = field(init=False, repr=False, compare=False)
     _clock: SlotClock = field(init=False, repr=False, compare=False)
@@ -141,6 +147,15 @@ class Genesis:
         object.__setattr__(self, "member_set", frozenset(self.members))
         if self.reading_deadline_seconds < 0 or self.max_drift_ms < 0 or self.genesis_time_ms < 0:
             raise UsageError("reading deadline, drift and genesis time must be >= 0")
+        if not 1 <= self.clock_speedup <= MAX_CLOCK_SPEEDUP:
+            raise UsageError(
+                f"clock_speedup must be 1..{MAX_CLOCK_SPEEDUP}, got {self.clock_speedup!r}"
+            )
+        if self.clock_speedup > 1 and self.genesis_time_ms == 0:
+            raise UsageError(
+                f"clock_speedup {self.clock_speedup} needs a genesis_time_ms: the community clock "
+                "runs faster from that moment (with 0 it would be thousands of years ahead)"
+            )
         clock = SlotClock(slot_seconds=self.slot_seconds, gate_lead_seconds=self.gate_lead_seconds)
         object.__setattr__(self, "_clock", clock)  # validates slot length and gate lead
         self.tariff  # noqa: B018 - validates the prices
@@ -190,6 +205,8 @@ class Genesis:
             "max_steps": self.max_steps,
             "members": list(self.members),
             "validators": list(self.validators),
+            # left out at 1, so a real-time genesis keeps the hash it had before the field existed
+            **({"clock_speedup": self.clock_speedup} if self.clock_speedup != 1 else {}),
         }
 
     @classmethod
