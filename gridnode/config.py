@@ -331,6 +331,7 @@ def create_data_dir(
         write_genesis(directory / GENESIS_NAME, g)
     doc = _default_doc(role, listen, api_port, bootstrap or [], GENESIS_NAME)
     write_atomic(directory / CONFIG_NAME, _render_commented(doc))
+    (directory / LOCK_NAME).touch()
     data.mkdir(exist_ok=True)
     return key
 
@@ -517,7 +518,12 @@ def write_genesis(path: Path, genesis: Genesis) -> None:
 
 
 class DirLock:
-    """An exclusive lock on ``DIR/gridnode.lock`` (flock): one daemon per data dir."""
+    """An exclusive lock on ``DIR/gridnode.lock`` (flock): one daemon per data dir.
+
+    ``gridnode init`` creates the (empty) file; taking the lock writes nothing, so a daemon refused
+    at start leaves the directory as it was. A daemon that started records its pid in it
+    (:meth:`record_pid`), which a second one names when it is refused.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / LOCK_NAME
@@ -540,10 +546,14 @@ class DirLock:
             raise UsageError(
                 f"{self.path}: a daemon is already running on this directory (pid {holder})"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def record_pid(self) -> None:
+        """Write this process' pid into the held lock file (after a successful start)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

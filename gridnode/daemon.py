@@ -52,15 +52,7 @@ from forecasting.policy import (
     quote_slot,
 )
 from gridnode.api import make_app, start_api
-from gridnode.config import (
-    Config,
-    DirLock,
-    load_config,
-    load_genesis,
-    load_identity,
-    load_token,
-    write_atomic,
-)
+from gridnode.config import Config, DirLock, write_atomic
 from gridnode.core.battery import Battery, battery_from_sizes, contract_wh, dispatch
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.crypto import KeyPair
@@ -78,7 +70,7 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
-from gridnode.meter import FileMeter, Meter, shipped_replay
+from gridnode.meter import Meter
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import (
     NetConfig,
@@ -91,12 +83,10 @@ from gridnode.net.host import (
 from gridnode.node import Committed, LedgerHalted, NodeRuntime
 from gridnode.startup import (
     FatalLatch,
+    Plan,
     chain_refusal,
     check_chain,
-    check_clock,
     check_listening,
-    check_ports,
-    check_role,
     describe,
     open_node_store,
     root_cause,
@@ -770,46 +760,6 @@ def battery_of(config: Config) -> Battery | None:
     return battery_from_sizes(config.battery_kwh, config.battery_kw)
 
 
-def make_meter(config: Config, genesis: Genesis) -> Meter | None:
-    """The meter the config asks for (``[meter] source``), checked at start: a file meter's history
-    must exist and parse (it used to start anyway and log a traceback every slot)."""
-    path = config.dir / "gridnode.toml"
-    if config.meter_source == "replay":
-        return shipped_replay(
-            node_anchor_s=genesis.genesis_time_ms // 1000,
-            day=config.replay_day,
-            day_offset=config.replay_day_offset,
-            hour=config.replay_hour,
-            pv_scale=config.pv_scale,
-            load_scale=config.load_scale,
-        )
-    if config.meter_source == "file":
-        history = config.meter_history
-        if history is None:
-            raise UsageError(
-                f"{path}: meter.source is 'file' but bidding.meter_history is not set: name the "
-                "meter history CSV your meter adapter writes (docs/forecasting.md)"
-            )
-        if not history.is_file():
-            what = "is a directory" if history.is_dir() else "does not exist"
-            raise UsageError(
-                f"{path}: meter.source = 'file' reads bidding.meter_history {history}, which "
-                f"{what}: start your meter adapter first, or set meter.source = 'none'"
-            )
-        meter = FileMeter(history)
-        try:
-            meter.history_before(genesis.genesis_time_ms // 1000 + 10**10, days=1)
-        except (InvalidInput, UsageError) as exc:
-            raise UsageError(f"{history}: not a usable meter history: {exc}") from None
-        return meter
-    if config.bidding_enabled:
-        raise UsageError(
-            f"{path}: bidding.enabled = true needs a meter to forecast from and to read each "
-            'slot: set meter.source ("file" or "replay"), or bidding.enabled = false'
-        )
-    return None
-
-
 def _raise(exc: BaseException) -> None:
     raise exc
 
@@ -898,22 +848,16 @@ async def _run_node(
                 raise
 
 
-async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
+async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     """``gridnode run``: serve until SIGINT/SIGTERM (exit 0) or a fatal error (exit 1).
 
-    Start-up refusals raise :class:`UsageError` before anything is written (the CLI prints one
-    line and exits 2; :mod:`gridnode.startup` lists what is checked).
+    ``plan`` is :func:`gridnode.startup.preflight`'s. Start-up refusals raise :class:`UsageError`
+    before anything is written (the CLI prints one line and exits 2; :mod:`gridnode.startup` lists
+    what is checked).
     """
-    config = load_config(directory)
+    config, key, genesis, meter = plan.config, plan.key, plan.genesis, plan.meter
     setup_logging(config.log_level)
-    key = load_identity(directory)
-    genesis = load_genesis(config.genesis_path)
-    token = load_token(directory)
-    check_role(config, key, genesis)
-    check_clock(config, genesis)
-    meter = make_meter(config, genesis)
-    check_ports(config)
-    lock = DirLock(directory).acquire()
+    lock = DirLock(config.dir).acquire()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     fatal = FatalLatch(loop)
@@ -930,7 +874,7 @@ async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
         except BaseExceptionGroup as group:  # a refusal raised inside trio's nurseries
             raise root_cause(group) from None
         api = await start_api(
-            make_app(BridgeHandle(bridge, node), token=token), config.api_host, config.api_port
+            make_app(BridgeHandle(bridge, node), token=plan.token), config.api_host, config.api_port
         )
         log.info(
             "household %s peer %s role %s, community %r at %gx",
@@ -940,6 +884,7 @@ async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
         for addr in node.net.addrs:
             log.info("listening on %s", addr)
         log.info("status page and API at %s/", api.url)
+        lock.record_pid()
         if ready_file is not None:
             write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
         stopping = asyncio.ensure_future(stop.wait())

@@ -29,24 +29,38 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gridnode.config import CONFIG_NAME, Config
+from gridnode.config import (
+    CONFIG_NAME,
+    Config,
+    load_config,
+    load_genesis,
+    load_identity,
+    load_token,
+)
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import ZERO_HASH, Genesis, LedgerState, decode_block
 from gridnode.store import NodeStore, StoreBinding, StoreFailed
 from market.errors import GridnodeError, InvalidInput, UsageError
 
+if TYPE_CHECKING:
+    from gridnode.meter import Meter
+
 __all__ = [
     "FatalLatch",
+    "Plan",
     "chain_refusal",
     "check_chain",
     "check_clock",
     "check_listening",
     "check_ports",
     "check_role",
+    "make_meter",
     "open_node_store",
+    "preflight",
     "root_cause",
     "setup_logging",
     "store_binding",
@@ -95,6 +109,73 @@ def setup_logging(level: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``gridnode run`` starts from, every part read and checked by :func:`preflight`."""
+
+    config: Config
+    key: KeyPair
+    genesis: Genesis
+    token: str
+    meter: Meter | None
+
+
+def preflight(directory: Path) -> Plan:
+    """The checks that need no network stack (fast, before the daemon's heavy imports): the
+    files, role, clock, meter and ports. The store and the lock are checked by the daemon."""
+    config = load_config(directory)
+    key = load_identity(directory)
+    genesis = load_genesis(config.genesis_path)
+    token = load_token(directory)
+    check_role(config, key, genesis)
+    check_clock(config, genesis)
+    meter = make_meter(config, genesis)
+    check_ports(config)
+    return Plan(config=config, key=key, genesis=genesis, token=token, meter=meter)
+
+
+def make_meter(config: Config, genesis: Genesis) -> Meter | None:
+    """The meter the config asks for (``[meter] source``), checked at start: a file meter's history
+    must exist and parse (it used to start anyway and log a traceback every slot)."""
+    from gridnode.meter import FileMeter, shipped_replay  # noqa: PLC0415 - numpy, pandas: only with a meter
+
+    path = config.dir / CONFIG_NAME
+    if config.meter_source == "replay":
+        return shipped_replay(
+            node_anchor_s=genesis.genesis_time_ms // 1000,
+            day=config.replay_day,
+            day_offset=config.replay_day_offset,
+            hour=config.replay_hour,
+            pv_scale=config.pv_scale,
+            load_scale=config.load_scale,
+        )
+    if config.meter_source == "file":
+        history = config.meter_history
+        if history is None:
+            raise UsageError(
+                f"{path}: meter.source is 'file' but bidding.meter_history is not set: name the "
+                "meter history CSV your meter adapter writes (docs/forecasting.md)"
+            )
+        if not history.is_file():
+            what = "is a directory" if history.is_dir() else "does not exist"
+            raise UsageError(
+                f"{path}: meter.source = 'file' reads bidding.meter_history {history}, which "
+                f"{what}: start your meter adapter first, or set meter.source = 'none'"
+            )
+        meter = FileMeter(history)
+        try:
+            meter.history_before(genesis.genesis_time_ms // 1000 + 10**10, days=1)
+        except (InvalidInput, UsageError) as exc:
+            raise UsageError(f"{history}: not a usable meter history: {exc}") from None
+        return meter
+    if config.bidding_enabled:
+        raise UsageError(
+            f"{path}: bidding.enabled = true needs a meter to forecast from and to read each "
+            'slot: set meter.source ("file" or "replay"), or bidding.enabled = false'
+        )
+    return None
 
 
 def check_role(config: Config, key: KeyPair, genesis: Genesis) -> None:
@@ -205,10 +286,7 @@ def open_node_store(
 
 def _store_refusal(config: Config, genesis: Genesis, path: Path, exc: InvalidInput) -> str:
     g = config.genesis_path.name
-    start_afresh = (
-        f"move {config.data_dir} away to start this node afresh and resync from peers (a "
-        "validator: only if its votes are no longer needed, or it may sign a conflicting block)"
-    )
+    start_afresh = _start_afresh(config)
     if exc.reason == "empty_file":
         return (
             f"{path} is empty (0 bytes): this node's store is lost (a new node has no file); "
@@ -237,9 +315,16 @@ def chain_refusal(config: Config, store: NodeStore, problem: str) -> UsageError:
     """The one line for a stored chain that is not this genesis' (or is damaged)."""
     return UsageError(
         f"{store.path}: the stored chain is not {config.genesis_path.name}'s: {problem}; the store "
-        f"is damaged or was made for another genesis: restore it from a backup, or move "
-        f"{config.data_dir} away to start afresh and resync from peers (a validator: only if its "
-        "votes are no longer needed)"
+        f"is damaged or was made for another genesis: restore it from a backup, or "
+        f"{_start_afresh(config)}"
+    )
+
+
+def _start_afresh(config: Config) -> str:
+    """The last-resort fix for a store that cannot be used, with the validator's caveat."""
+    return (
+        f"move {config.data_dir} away to start this node afresh and resync from peers (a "
+        "validator: only if its votes are no longer needed, or it may sign a conflicting block)"
     )
 
 

@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gridnode.startup import preflight
+
+    plan = preflight(args.dir)  # the files, clock, meter and ports: refused before libp2p loads
     from gridnode.daemon import run_daemon
 
-    return asyncio.run(run_daemon(args.dir, ready_file=args.ready_file))
+    return asyncio.run(run_daemon(plan, ready_file=args.ready_file))

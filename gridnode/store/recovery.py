@@ -12,7 +12,15 @@ from typing import Final
 from gridnode.store.records import Recovery, Store, StoreBinding, StoredBlock
 from market.errors import InvalidInput
 
-__all__ = ["BINDING_KEY", "bind", "binding_of", "check_binding", "encode_binding", "recover"]
+__all__ = [
+    "BINDING_KEY",
+    "bind",
+    "binding_of",
+    "check_binding",
+    "decode_binding",
+    "encode_binding",
+    "recover",
+]
 
 #: the metadata key of the store's :class:`StoreBinding`
 BINDING_KEY: Final = "binding"
@@ -58,8 +66,11 @@ def encode_binding(binding: StoreBinding) -> bytes:
 def binding_of(store: Store) -> StoreBinding | None:
     """The chain ``store`` was bound to, or ``None`` (a store made before bindings existed)."""
     raw = store.meta(BINDING_KEY)
-    if raw is None:
-        return None
+    return None if raw is None else decode_binding(raw)
+
+
+def decode_binding(raw: bytes) -> StoreBinding:
+    """Inverse of :func:`encode_binding`; a malformed entry is ``damaged_store``."""
     if len(raw) < _HASH_BYTES:
         raise InvalidInput(
             reason="damaged_store",
@@ -80,10 +91,9 @@ def binding_of(store: Store) -> StoreBinding | None:
     return StoreBinding(community_id=community, genesis_hash=raw[:_HASH_BYTES])
 
 
-def check_binding(store: Store, binding: StoreBinding, *, subject: str) -> None:
-    """Refuse ``store`` if it is bound to another chain than ``binding`` (an unbound store
-    passes): ``other_community``, else ``other_genesis``."""
-    held = binding_of(store)
+def check_binding(held: StoreBinding | None, binding: StoreBinding, *, subject: str) -> None:
+    """Refuse a store bound to ``held`` if that is another chain than ``binding`` (an unbound
+    store, ``held`` ``None``, passes): ``other_community``, else ``other_genesis``."""
     if held is None or held == binding:
         return
     if held.community_id != binding.community_id:
@@ -106,6 +116,7 @@ def check_binding(store: Store, binding: StoreBinding, *, subject: str) -> None:
 def bind(store: Store, binding: StoreBinding) -> None:
     """Record ``binding`` in ``store`` (a no-op if it holds exactly that; refused as in
     :func:`check_binding` if it holds another)."""
-    check_binding(store, binding, subject="store")
-    if binding_of(store) is None:
+    held = binding_of(store)
+    check_binding(held, binding, subject="store")
+    if held is None:
         store.set_meta(BINDING_KEY, encode_binding(binding))

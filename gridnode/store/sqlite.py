@@ -45,7 +45,7 @@ from gridnode.store.records import (
     StoreFailed,
     WalRow,
 )
-from gridnode.store.recovery import BINDING_KEY, check_binding, encode_binding
+from gridnode.store.recovery import BINDING_KEY, check_binding, decode_binding, encode_binding
 from gridnode.store.rules import (
     block_is_new,
     check_int,
@@ -193,17 +193,14 @@ class NodeStore:
         except sqlite3.Error as exc:
             raise _open_error(p, exc) from exc
         try:
-            _open_schema(conn, p)
-            store = cls(conn, p, durability=durability, keep_snapshots=keep, on_failure=on_failure)
-            if binding is not None:
-                check_binding(store, binding, subject=str(p))
+            _open_schema(conn, p, binding)
         except sqlite3.Error as exc:
             conn.close()
             raise _open_error(p, exc) from exc
         except BaseException:
             conn.close()
             raise
-        return store
+        return cls(conn, p, durability=durability, keep_snapshots=keep, on_failure=on_failure)
 
     @property
     def path(self) -> Path:
@@ -498,9 +495,9 @@ def _open_error(path: Path, exc: sqlite3.Error) -> Exception:
     return UsageError(f"store {str(path)!r} cannot be opened: {text}")
 
 
-def _open_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Check the file is ours and sound (without touching a foreign or damaged one), take the lock,
-    switch to WAL mode, migrate."""
+def _open_schema(conn: sqlite3.Connection, path: Path, binding: StoreBinding | None) -> None:
+    """Check the file is ours, sound and (given a ``binding``) holds that chain, without touching
+    it; then switch to WAL mode, migrate and take the lock."""
     try:
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
@@ -526,6 +523,10 @@ def _open_schema(conn: sqlite3.Connection, path: Path) -> None:
     problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
     if problems != ["ok"]:
         raise _damaged(path, problems[0] if problems else "")
+    if binding is not None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (BINDING_KEY,)).fetchone()
+        held = None if row is None else decode_binding(bytes(row[0]))
+        check_binding(held, binding, subject=str(path))
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise UsageError(f"store {str(path)!r}: could not switch to WAL mode (got {mode!r})")
