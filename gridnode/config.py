@@ -283,6 +283,11 @@ def _check_dir(directory: Path, *, create: bool) -> None:
     """DIR must be a directory (made when ``create``): a file there is a one-line error."""
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory}: is a file, where the data directory belongs")
+    if not create and not directory.exists():
+        raise UsageError(
+            f"{directory}: no such household directory; run `gridnode init --dir {directory}` "
+            "(commands take --dir, or $GRIDNODE_DIR)"
+        )
     if create:
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -311,7 +316,8 @@ def create_data_dir(
         raise UsageError(f"--api-port must be 1..65535, got {api_port}")
     if not listen.startswith("/") or any(not b.startswith("/") for b in bootstrap or []):
         raise UsageError("--listen and --bootstrap take multiaddrs like /ip4/…/tcp/…")
-    _check_dir(directory, create=False)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: is a file, where the data directory belongs")
     ident = directory / IDENTITY_NAME
     for path in (ident, directory / CONFIG_NAME):
         if path.exists() or path.is_symlink():
@@ -353,6 +359,7 @@ def update_config(directory: Path, changes: Mapping[str, Any]) -> None:
 
 
 def load_identity(directory: Path, *, name: str = IDENTITY_NAME) -> KeyPair:
+    _check_dir(directory, create=False)
     path = directory / name
     text = read_text(
         path, missing=f"no identity; run `gridnode init --dir {directory}` first"
