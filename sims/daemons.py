@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,10 +51,25 @@ from market.settlement import Netting
 __all__ = ["Household", "LocalCommunity", "free_port", "gridnode_cli"]
 
 
+#: listen ports come from here: below the kernel's ephemeral range (32768+), which it hands out for
+#: outgoing connections, so a daemon dialling out never takes a port another has yet to bind
+_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 below the ephemeral range, never the same twice per process."""
+    rng = random.SystemRandom()
+    while True:
+        port = rng.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridnode.config import update_config
+from sims.daemons import free_port
 
 
 def gridnode(
@@ -37,13 +37,6 @@ def ok(*args: str) -> str:
     done = gridnode(*args)
     assert done.returncode == 0, (args, done.stderr)
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

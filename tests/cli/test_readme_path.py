@@ -117,8 +117,9 @@ def test_a_readme_made_community_trades_and_takes_a_restarted_validator_back(
         assert wait_for(lambda: all(height(i) >= 3 for i in range(5)), 90)
         assert json.loads(ok("status", "--dir", str(nodes[4].dir), "--json"))["height"] >= 3
         # a household places an order with the CLI; the community commits it
-        placed = ok("order", "place", "--dir", str(nodes[4].dir), "--next", "--side", "sell",
-                    "--step", "120000:800")  # fmt: skip
+        slot = int(api(4, "/api/status")["first_open_slot"]) + 2  # 30 s of margin at 60x
+        placed = ok("order", "place", "--dir", str(nodes[4].dir), "--slot", str(slot), "--side",
+                    "sell", "--step", "120000:800")  # fmt: skip
         assert "submitted" in placed
         assert wait_for(
             lambda: "sell" in ok("order", "list", "--dir", str(nodes[0].dir), "--all"), 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -146,6 +147,10 @@ def test_a_household_whose_validators_are_gone_keeps_running(tmp_path: Path) -> 
         )
     finally:
         lc.stop()
+    # quiet, timestamped logs: the dead validator is a warning of ours, not py-libp2p's noise
+    lines = [line for line in (household / "daemon.log").read_text().splitlines() if line]
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", x) for x in lines), lines
+    assert not any("Failed to open TCP stream" in x for x in lines)
 
 
 @pytest.fixture
