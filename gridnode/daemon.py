@@ -848,6 +848,14 @@ async def _run_node(
                 raise
 
 
+async def _watch(bridge: TrioBridge, fatal: FatalLatch) -> None:
+    """The node's thread must outlive the daemon's wait: if it ends, that is fatal too (the API
+    would otherwise serve its last snapshot for ever)."""
+    while bridge.running:
+        await asyncio.sleep(1.0)
+    fatal.report(RuntimeError("the node's trio thread stopped unexpectedly"))
+
+
 async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     """``gridnode run``: serve until SIGINT/SIGTERM (exit 0) or a fatal error (exit 1).
 
@@ -887,10 +895,13 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
         lock.record_pid()
         if ready_file is not None:
             write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
-        stopping = asyncio.ensure_future(stop.wait())
-        failing = asyncio.ensure_future(fatal.wait())
-        await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (stopping, failing):
+        waiters = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(fatal.wait()),
+            asyncio.ensure_future(_watch(bridge, fatal)),
+        ]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
             waiter.cancel()
         if fatal.error is not None:
             code = 1

@@ -165,10 +165,11 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
                 f"{what}: start your meter adapter first, or set meter.source = 'none'"
             )
         meter = FileMeter(history)
-        try:
-            meter.history_before(genesis.genesis_time_ms // 1000 + 10**10, days=1)
-        except (InvalidInput, UsageError) as exc:
-            raise UsageError(f"{history}: not a usable meter history: {exc}") from None
+        try:  # read it once now (the node re-reads it every slot): its last day, whenever that is
+            meter.history_before(2**62, days=1)
+        except (ValueError, OSError, UsageError) as exc:  # InvalidInput is a ValueError
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(f"{history}: not a usable meter history: {text}") from None
         return meter
     if config.bidding_enabled:
         raise UsageError(
