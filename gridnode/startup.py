@@ -281,8 +281,6 @@ def open_node_store(
         return NodeStore.open(path, binding=store_binding(genesis), on_failure=on_failure)
     except InvalidInput as exc:
         raise UsageError(_store_refusal(config, genesis, path, exc)) from None
-    except StoreFailed as exc:
-        raise UsageError(f"{exc}; free space or fix the disk, then start again") from None
 
 
 def _store_refusal(config: Config, genesis: Genesis, path: Path, exc: InvalidInput) -> str:
