@@ -9,16 +9,31 @@ Layout of ``DIR`` (made by ``gridnode init``)::
     DIR/data/            the node's SQLite store
     DIR/gridnode.lock    held while a daemon runs (a second daemon on DIR is refused)
 
-Every problem with a file is a :class:`~market.errors.UsageError` that names the file, the key and
-what was wrong, in one line.
+Where DIR is when a command is given no ``--dir``: :func:`gridnode.cli.default_dir`
+(``$GRIDNODE_DIR``, else ``$XDG_DATA_HOME/gridnode``, else ``~/.local/share/gridnode``).
+
+Rules of this module:
+
+* Every problem with a file is a :class:`~market.errors.UsageError` that names the file, the key and
+  what was wrong, in one line: a missing file, a directory where the file belongs (or a file where
+  DIR belongs), an unreadable or non-UTF-8 file, bad TOML, an unknown key, a wrong type or value.
+* A config must name what the node exposes: ``node.role``, ``network.listen`` and
+  ``network.mdns`` are required (an empty file used to run a full node listening on every
+  interface with mDNS on); every other key has a documented default.
+* Files are written atomically: a temporary file in the same directory, fsynced, renamed (or, for
+  the identity and token, which are never overwritten, hard-linked) into place, then the directory
+  fsynced. A crash leaves the old file or the new one, never a mix; a refused ``init`` or
+  ``community create`` writes nothing.
 """
 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import re
 import secrets
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +73,8 @@ DSMR_VERSIONS: Final = ("4", "5", "5B")
 MQTT_FORMATS: Final = ("tasmota", "shelly-gen1", "shelly-gen2", "homeassistant", "custom")
 #: ``bidding.policy``: the same policies the in-process simulation engine runs (``docs/sims.md``)
 BIDDING_POLICIES: Final = ("forecast", "naive-fixed-price", "perfect-foresight")
+#: keys a config must set: what the node exposes is never a silent default
+REQUIRED_KEYS: Final = (("node", "role"), ("network", "listen"), ("network", "mdns"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +103,8 @@ class Config:
     pv_scale: float = 1.0
     load_scale: float = 1.0
     log_level: str = "info"
-    clock_speedup: float = 1.0
+    #: deprecated (the genesis sets the clock): when set it must equal the genesis' clock_speedup
+    clock_speedup: float | None = None
     # -- live meters (meter.source = "dsmr" / "mqtt"; docs/meters.md) --
     dsmr_port: str = ""
     dsmr_url: str = ""
@@ -130,7 +148,8 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
     ("node", "clock_speedup"): (
         "clock_speedup",
         (int, float),
-        "1 = real time; >1 runs the slot clock faster (demos, simulations)",
+        "deprecated: the genesis sets the community clock (clock_speedup); if set here it must "
+        "equal the genesis' value",
     ),
     ("network", "listen"): ("listen", list, "multiaddrs to listen on"),
     ("network", "bootstrap"): (
@@ -280,7 +299,7 @@ def _default_doc(
     role: str, listen: str, api_port: int, bootstrap: list[str], genesis: str
 ) -> dict[str, dict[str, Any]]:
     return {
-        "node": {"role": role, "genesis": genesis, "data_dir": "data", "clock_speedup": 1.0},
+        "node": {"role": role, "genesis": genesis, "data_dir": "data"},
         "network": {"listen": [listen], "bootstrap": bootstrap, "mdns": True},
         "api": {"host": "127.0.0.1", "port": api_port},
         "household": {"pv_kwp": 0.0, "battery_kwh": 0.0, "battery_kw": 0.0},
@@ -330,12 +349,79 @@ def _render_commented(doc: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+def write_atomic(path: Path, text: str, *, mode: int = 0o644, overwrite: bool = True) -> None:
+    """Write ``text`` to ``path`` atomically (the module's rule); ``overwrite=False`` refuses an
+    existing file (:class:`UsageError`) without a window in which two writers could both win."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            if path.is_dir():
+                raise UsageError(f"{path}: is a directory, where a file belongs")
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UsageError(f"{path} already exists: refusing to overwrite it") from None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_text(path: Path, *, missing: str) -> str:
+    """``path``'s text (UTF-8), or a one-line :class:`UsageError` naming the file; ``missing`` is
+    the message's end when there is no file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, where a file belongs") from None
+    except NotADirectoryError:
+        raise UsageError(f"{path}: a file is where a directory belongs on this path") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied (not readable by this user)") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _check_dir(directory: Path, *, create: bool) -> None:
+    """DIR must be a directory (made when ``create``): a file there is a one-line error."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: is a file, where the data directory belongs")
+    if not create and not directory.exists():
+        raise UsageError(
+            f"{directory}: no such household directory; run `gridnode init --dir {directory}` "
+            "(commands take --dir, or $GRIDNODE_DIR)"
+        )
+    if create:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{directory}: cannot create it: {exc.strerror or exc}") from None
 
 
 def create_data_dir(
@@ -348,53 +434,65 @@ def create_data_dir(
     genesis: Path | None = None,
     key: KeyPair | None = None,
 ) -> KeyPair:
-    """Create DIR with a new identity, a commented config and an API token; refuse to overwrite."""
+    """Create DIR with a new identity (or ``key``), a commented config and an API token.
+
+    Everything is checked before anything is written: an existing identity or config, a bad role,
+    port or genesis is refused with DIR untouched.
+    """
     if role not in ROLES:
         raise UsageError(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
     if not 0 < api_port < 65536:
         raise UsageError(f"--api-port must be 1..65535, got {api_port}")
-    directory.mkdir(parents=True, exist_ok=True)
+    if not listen.startswith("/") or any(not b.startswith("/") for b in bootstrap or []):
+        raise UsageError("--listen and --bootstrap take multiaddrs like /ip4/…/tcp/…")
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: is a file, where the data directory belongs")
     ident = directory / IDENTITY_NAME
-    if ident.exists():
-        raise UsageError(f"{ident} already exists: refusing to overwrite a household identity")
-    if (directory / CONFIG_NAME).exists():
-        raise UsageError(f"{directory / CONFIG_NAME} already exists: refusing to overwrite it")
-    genesis_name = GENESIS_NAME
-    if genesis is not None:
-        g = load_genesis(genesis)  # validate before writing anything
-        write_genesis(directory / GENESIS_NAME, g)
+    for path in (ident, directory / CONFIG_NAME):
+        if path.exists() or path.is_symlink():
+            raise UsageError(f"{path} already exists: refusing to overwrite a household's files")
+    g = load_genesis(genesis) if genesis is not None else None  # validate before writing
+    data = directory / "data"
+    if data.exists() and not data.is_dir():
+        raise UsageError(f"{data}: is a file, where the data directory belongs")
+    _check_dir(directory, create=True)
     key = key or KeyPair.generate()
-    _write_private(ident, key.seed.hex() + "\n")
+    write_atomic(ident, key.seed.hex() + "\n", mode=0o600, overwrite=False)
     if not (directory / TOKEN_NAME).exists():
-        _write_private(directory / TOKEN_NAME, secrets.token_urlsafe(32) + "\n")
-    doc = _default_doc(role, listen, api_port, bootstrap or [], genesis_name)
-    (directory / CONFIG_NAME).write_text(_render_commented(doc), encoding="utf-8")
-    (directory / "data").mkdir(exist_ok=True)
+        write_atomic(
+            directory / TOKEN_NAME, secrets.token_urlsafe(32) + "\n", mode=0o600, overwrite=False
+        )
+    if g is not None:
+        write_genesis(directory / GENESIS_NAME, g)
+    doc = _default_doc(role, listen, api_port, bootstrap or [], GENESIS_NAME)
+    write_atomic(directory / CONFIG_NAME, _render_commented(doc))
+    (directory / LOCK_NAME).touch()
+    data.mkdir(exist_ok=True)
     return key
 
 
 def update_config(directory: Path, changes: Mapping[str, Any]) -> None:
-    """Set ``section.key`` values in ``DIR/gridnode.toml`` (rewritten with its comments), then
-    check the result loads. Unknown keys raise :class:`UsageError`."""
+    """Set ``section.key`` values in ``DIR/gridnode.toml`` (rewritten with its comments,
+    atomically) if the result loads; unknown keys and bad values raise :class:`UsageError` and
+    leave the file as it was."""
     path = directory / CONFIG_NAME
-    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    doc = _parse_toml(path, read_text(path, missing="no config"))
     for dotted, value in changes.items():
         section, _, key = dotted.partition(".")
         if (section, key) not in _SCHEMA:
             raise UsageError(f"unknown config key {dotted!r}")
         doc.setdefault(section, {})[key] = value
-    path.write_text(_render_commented(doc), encoding="utf-8")
-    load_config(directory)
+    text = _render_commented(doc)
+    _parse_config(directory, path, tomllib.loads(text))  # refuse before writing
+    write_atomic(path, text)
 
 
-def load_identity(directory: Path) -> KeyPair:
-    path = directory / IDENTITY_NAME
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise UsageError(
-            f"{path}: no identity; run `gridnode init --dir {directory}` first"
-        ) from None
+def load_identity(directory: Path, *, name: str = IDENTITY_NAME) -> KeyPair:
+    _check_dir(directory, create=False)
+    path = directory / name
+    text = read_text(
+        path, missing=f"no identity; run `gridnode init --dir {directory}` first"
+    ).strip()
     try:
         seed = bytes.fromhex(text)
     except ValueError:
@@ -406,23 +504,37 @@ def load_identity(directory: Path) -> KeyPair:
 
 def load_token(directory: Path) -> str:
     path = directory / TOKEN_NAME
+    token = read_text(path, missing=f"no API token; run `gridnode init --dir {directory}`").strip()
+    if not token:
+        raise UsageError(f"{path}: empty API token; delete it and run `gridnode init` again")
+    return token
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no API token; run `gridnode init --dir {directory}`") from None
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
 
 
 def load_config(directory: Path) -> Config:
     """Parse and check ``DIR/gridnode.toml``; every error names the file and the key."""
+    _check_dir(directory, create=False)
     path = directory / CONFIG_NAME
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    text = read_text(path, missing=f"no config; run `gridnode init --dir {directory}` first")
+    return _parse_config(directory, path, _parse_toml(path, text))
+
+
+def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config:
+    missing = [
+        f"{s}.{k}" for s, k in REQUIRED_KEYS if not isinstance(doc.get(s), dict) or k not in doc[s]
+    ]
+    if missing:
         raise UsageError(
-            f"{path}: no config; run `gridnode init --dir {directory}` first"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+            f"{path}: missing {', '.join(missing)}: say what this node is and exposes "
+            f'(`gridnode init` writes a complete file; e.g. role = "full", '
+            f'listen = ["/ip4/127.0.0.1/tcp/4001"], mdns = false)'
+        )
     values: dict[str, Any] = {}
     for section, table in doc.items():
         if not isinstance(table, dict):
@@ -463,9 +575,12 @@ def load_config(directory: Path) -> Config:
             values[name] = tuple(items)
     if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         raise UsageError(f"{path}: logging.level must be debug, info, warning or error")
-    speed = values.get("clock_speedup", 1.0)
-    if not speed > 0:
-        raise UsageError(f"{path}: node.clock_speedup must be > 0, got {speed}")
+    speed = values.get("clock_speedup")
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        raise UsageError(
+            f"{path}: node.clock_speedup must be a finite number > 0, got {speed} (better: "
+            "remove it; the genesis sets the community clock)"
+        )
     for name in ("pv_kwp", "battery_kwh", "battery_kw"):
         if values.get(name, 0.0) < 0:
             raise UsageError(f"{path}: household.{name} must be >= 0")
@@ -609,12 +724,7 @@ def _type_words(typ: type | tuple[type, ...]) -> str:
 
 def load_genesis(path: Path) -> Genesis:
     """Read a genesis TOML file; errors name the file and the key."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such genesis file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    doc = _parse_toml(path, read_text(path, missing="no such genesis file"))
     try:
         return Genesis.from_dict(doc.get("genesis", doc))
     except UsageError as exc:
@@ -622,34 +732,51 @@ def load_genesis(path: Path) -> Genesis:
 
 
 def write_genesis(path: Path, genesis: Genesis) -> None:
+    """Write ``genesis`` to ``path`` atomically (replacing a file there)."""
     header = (
         "# gridnode community genesis. Every node of the community needs this exact file:\n"
         f"# its hash ({genesis.hash.hex()[:16]}…) names the chain. Prices are µ-units per kWh.\n"
     )
-    path.write_text(header + tomli_w.dumps({"genesis": genesis.to_dict()}), encoding="utf-8")
+    write_atomic(path, header + tomli_w.dumps({"genesis": genesis.to_dict()}))
 
 
 class DirLock:
-    """An exclusive lock on ``DIR/gridnode.lock`` (flock): one daemon per data dir."""
+    """An exclusive lock on ``DIR/gridnode.lock`` (flock): one daemon per data dir.
+
+    ``gridnode init`` creates the (empty) file; taking the lock writes nothing, so a daemon refused
+    at start leaves the directory as it was. A daemon that started records its pid in it
+    (:meth:`record_pid`), which a second one names when it is refused.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / LOCK_NAME
         self._fd: int | None = None
 
     def acquire(self) -> DirLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise UsageError(f"{self.path}: is a directory, where the lock file belongs") from None
+        except OSError as exc:
+            raise UsageError(
+                f"{self.path}: cannot open the lock file for writing: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            holder = self.path.read_text(encoding="utf-8").strip() or "another process"
+            holder = self.path.read_text(encoding="utf-8", errors="replace").strip() or "?"
             raise UsageError(
                 f"{self.path}: a daemon is already running on this directory (pid {holder})"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def record_pid(self) -> None:
+        """Write this process' pid into the held lock file (after a successful start)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

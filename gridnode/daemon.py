@@ -39,7 +39,7 @@ import heapq
 import logging
 import signal
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +48,7 @@ import trio
 
 from gridnode.api import make_app, start_api
 from gridnode.clock import NodeClock
-from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
+from gridnode.config import Config, DirLock, write_atomic
 from gridnode.core.consensus import ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     Proposal,
@@ -72,7 +72,7 @@ from gridnode.core.ledger import (
     tx_id,
 )
 from gridnode.household_driver import HouseholdDriver
-from gridnode.meter import FileMeter, Meter, shipped_replay
+from gridnode.meter import Meter
 from gridnode.meters import open_live_meter, start_meter_reader, stop_meter_reader
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import (
@@ -82,7 +82,20 @@ from gridnode.net.host import (
     peer_id_of_hex,
     public_hex_of,
 )
-from gridnode.node import Committed, NodeRuntime
+from gridnode.node import Committed, LedgerHalted, NodeRuntime
+from gridnode.startup import (
+    LIVE_SOURCES,
+    FatalLatch,
+    Plan,
+    chain_refusal,
+    check_chain,
+    check_listening,
+    describe,
+    open_node_store,
+    root_cause,
+    setup_logging,
+    store_binding,
+)
 from gridnode.status import (
     BlockInfo,
     PeerInfo,
@@ -91,7 +104,7 @@ from gridnode.status import (
     SubmitResult,
     ValidatorHealth,
 )
-from gridnode.store import NodeStore
+from gridnode.store import NodeStore, StoreFailed, bind
 from gridnode.txbatch import (
     decode_tx_batch,
     decode_tx_results,
@@ -100,6 +113,7 @@ from gridnode.txbatch import (
     split_for,
 )
 from market.errors import (
+    GridnodeError,
     InvalidInput,
     LedgerReason,
     NetworkError,
@@ -196,6 +210,8 @@ class DaemonNode:
         self._gossip_pending: dict[tuple[str, int], SignedOrder] = {}
         self._gossip_wake = trio.Event()
         self._decoded: OrderedDict[bytes, tuple[SignedOrder, ...]] = OrderedDict()
+        #: called with an error the node cannot go on from (set by :func:`open_daemon_node`)
+        self.on_fatal: Callable[[BaseException], None] = _raise
         self.runtime = NodeRuntime(
             genesis=genesis,
             key=key,
@@ -317,7 +333,10 @@ class DaemonNode:
                     subject=f"{type(msg).__name__.lower()} {msg.height}/{msg.round}",
                     expected="a validator's signature",
                 )
-        self.runtime.on_message(sender, body, self.clock.now_ms())
+        try:
+            self.runtime.on_message(sender, body, self.clock.now_ms())
+        except (StoreFailed, LedgerHalted) as exc:  # not the peer's doing: the daemon stops
+            self.on_fatal(exc)
 
     def _accept_tx(self, tx: Tx, *, share: bool) -> SubmitResult:
         result = self.runtime.submit(tx, self.clock.now_ms())
@@ -652,39 +671,56 @@ class BridgeHandle:
         return self._node.blocks(from_height, limit)
 
 
-def make_meter(config: Config, genesis: Genesis, clock: NodeClock) -> Meter | None:
-    """The meter the config asks for (``[meter] source``); a live meter stamps its samples with
-    the node's ``clock`` (readable from the asyncio thread its reader runs on)."""
-    if config.meter_source == "replay":
-        return shipped_replay(
-            node_anchor_s=genesis.genesis_time_ms // 1000,
-            day=config.replay_day,
-            day_offset=config.replay_day_offset,
-            hour=config.replay_hour,
-            pv_scale=config.pv_scale,
-            load_scale=config.load_scale,
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _build_node(
+    *,
+    config: Config,
+    genesis: Genesis,
+    key: KeyPair,
+    store: NodeStore,
+    net: NetHost,
+    clock: NodeClock,
+    meter: Meter | None,
+) -> DaemonNode:
+    """The node over ``store``, which must hold a chain that replays on ``genesis`` up to its head
+    (:func:`gridnode.startup.check_chain`); a store made before bindings existed is bound now."""
+    try:
+        node = DaemonNode(
+            config=config, genesis=genesis, key=key, store=store, net=net, clock=clock, meter=meter
         )
-    if config.meter_source in ("dsmr", "mqtt"):  # a real meter (docs/meters.md)
-        return open_live_meter(config, slot_seconds=genesis.slot_seconds, now_ms=clock.now_ms)
-    if config.meter_source == "file":
-        if config.meter_history is None:
-            raise UsageError(
-                f"{config.dir}: meter.source is 'file' but bidding.meter_history is not set"
-            )
-        return FileMeter(config.meter_history)
-    if config.bidding_enabled:
-        raise UsageError(f"{config.dir}: bidding.enabled needs a meter (set meter.source)")
-    return None
+    except (InvalidInput, LedgerHalted) as exc:  # a stored block the ledger refuses on replay
+        raise chain_refusal(config, store, f"it does not replay ({exc})") from None
+    check_chain(config, store, node.runtime.state)
+    bind(store, store_binding(genesis))
+    return node
 
 
 @asynccontextmanager
 async def open_daemon_node(
-    config: Config, genesis: Genesis, key: KeyPair
+    config: Config,
+    genesis: Genesis,
+    key: KeyPair,
+    *,
+    meter: Meter | None = None,
+    on_fatal: Callable[[BaseException], None] = _raise,
 ) -> AsyncIterator[DaemonNode]:
-    """On the trio thread: open the store and the host, run the node, close everything on exit."""
-    clock = NodeClock.start(epoch_ms=genesis.genesis_time_ms, speedup=config.clock_speedup)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = NodeStore.open(config.data_dir / "node.sqlite")
+    """On the trio thread: open the store and the host, run the node, close everything on exit.
+
+    Start-up refusals are :class:`UsageError` (one line each, :mod:`gridnode.startup`). After
+    start, an error the node cannot go on from (its store failed, a committed block broke a rule,
+    any exception out of its tasks) cancels the node's tasks and goes to ``on_fatal``.
+    """
+    clock = NodeClock.start(epoch_ms=genesis.genesis_time_ms, speedup=float(genesis.clock_speedup))
+    work = trio.CancelScope()  # the node's tasks; cancelled on a fatal error
+
+    def halt(exc: BaseException) -> None:
+        work.cancel()
+        on_fatal(exc)
+
+    store = open_node_store(config, genesis, on_failure=halt)
     try:
         net_config = NetConfig(
             community=genesis.community_id,
@@ -694,17 +730,18 @@ async def open_daemon_node(
             gossip_degree_high=max(64, len(genesis.members) + len(genesis.validators)),
         )
         async with open_net_host(key, net_config) as net:
-            node = DaemonNode(
-                config=config,
-                genesis=genesis,
-                key=key,
-                store=store,
-                net=net,
-                clock=clock,
-                meter=make_meter(config, genesis, clock),
-            )
+            check_listening(config, net.addrs)
+            if meter is None and config.meter_source in LIVE_SOURCES:  # stamped on the node clock
+                meter = open_live_meter(
+                    config, slot_seconds=genesis.slot_seconds, now_ms=clock.now_ms
+                )
+            node = _build_node(
+                config=config, genesis=genesis, key=key, store=store, net=net, clock=clock,
+                meter=meter,
+            )  # fmt: skip
+            node.on_fatal = halt
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(node.run)
+                nursery.start_soon(_run_node, node, work, halt)
                 try:
                     yield node
                 finally:
@@ -713,51 +750,90 @@ async def open_daemon_node(
         store.close()
 
 
-async def run_daemon(directory: Path, *, ready_file: Path | None = None) -> int:
-    """``gridnode run``: serve until SIGINT/SIGTERM; return the exit code."""
-    config = load_config(directory)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    key = load_identity(directory)
-    genesis = load_genesis(config.genesis_path)
-    token = load_token(directory)
-    if config.role == "validator" and key.public_hex not in genesis.validators:
-        raise UsageError(
-            f"{directory}: node.role is 'validator' but this key is not in the genesis validator set"
-        )
-    lock = DirLock(directory).acquire()
+async def _run_node(
+    node: DaemonNode, work: trio.CancelScope, halt: Callable[[BaseException], None]
+) -> None:
+    with work:
+        try:
+            await node.run()
+        except BaseException as exc:  # incl. trio's exception groups: any end of the node is fatal
+            if not isinstance(root_cause(exc), trio.Cancelled):
+                halt(exc)
+            else:
+                raise
+
+
+async def _watch(bridge: TrioBridge, fatal: FatalLatch) -> None:
+    """The node's thread must outlive the daemon's wait: if it ends, that is fatal too (the API
+    would otherwise serve its last snapshot for ever)."""
+    while bridge.running:
+        await asyncio.sleep(1.0)
+    fatal.report(RuntimeError("the node's trio thread stopped unexpectedly"))
+
+
+async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
+    """``gridnode run``: serve until SIGINT/SIGTERM (exit 0) or a fatal error (exit 1).
+
+    ``plan`` is :func:`gridnode.startup.preflight`'s. Start-up refusals raise :class:`UsageError`
+    before anything is written (the CLI prints one line and exits 2; :mod:`gridnode.startup` lists
+    what is checked).
+    """
+    config, key, genesis, meter = plan.config, plan.key, plan.genesis, plan.meter
+    setup_logging(config.log_level)
+    lock = DirLock(config.dir).acquire()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    fatal = FatalLatch(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bridge = TrioBridge().start()
     api = None
-    node: DaemonNode | None = None
     reader = None
+    node: DaemonNode | None = None
+    code = 0
     try:
-        node = await bridge.enter(lambda: open_daemon_node(config, genesis, key))
+        try:
+            node = await bridge.enter(
+                lambda: open_daemon_node(config, genesis, key, meter=meter, on_fatal=fatal.report)
+            )
+        except BaseExceptionGroup as group:  # a refusal raised inside trio's nurseries
+            raise root_cause(group) from None
         reader = start_meter_reader(node.meter)  # a live meter's reader runs on this asyncio loop
         api = await start_api(
-            make_app(BridgeHandle(bridge, node), token=token), config.api_host, config.api_port
+            make_app(BridgeHandle(bridge, node), token=plan.token), config.api_host, config.api_port
         )
-        log.info("household %s peer %s role %s", key.public_hex[:16], node.net.peer_id, config.role)
+        log.info(
+            "household %s peer %s role %s, community %r at %gx",
+            key.public_hex[:16], node.net.peer_id, config.role, genesis.community_id,
+            genesis.clock_speedup,
+        )  # fmt: skip
         for addr in node.net.addrs:
             log.info("listening on %s", addr)
         log.info("status page and API at %s/", api.url)
+        lock.record_pid()
         if ready_file is not None:
-            ready_file.write_text(
-                f"{api.url}\n" + "\n".join(node.net.addrs) + "\n", encoding="utf-8"
-            )
-        await stop.wait()
-        log.info("stopping")
+            write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
+        waiters = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(fatal.wait()),
+            asyncio.ensure_future(_watch(bridge, fatal)),
+        ]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if fatal.error is not None:
+            code = 1
+            log.critical("fatal: %s; the daemon stops (exit 1)", describe(fatal.error))
+            if not isinstance(fatal.error, GridnodeError):
+                log.debug("the fatal error's traceback", exc_info=fatal.error)
+        else:
+            log.info("stopping")
     finally:
         if api is not None:
             await api.stop()
         await bridge.aclose()
-        if node is not None:
-            await stop_meter_reader(reader, node.meter)
+        await stop_meter_reader(reader, node.meter if node is not None else meter)
         lock.release()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return 0
+    return code

@@ -197,6 +197,11 @@ class StoreReason(StrEnum):
     DOUBLE_SIGN = "double_sign"
     NOT_A_GRIDNODE_STORE = "not_a_gridnode_store"
     SCHEMA_TOO_NEW = "schema_too_new"
+    # checked when a store is opened (gridnode/store: recovery, sqlite)
+    EMPTY_FILE = "empty_file"
+    DAMAGED_STORE = "damaged_store"
+    OTHER_COMMUNITY = "other_community"
+    OTHER_GENESIS = "other_genesis"
 
 
 class DataReason(StrEnum):

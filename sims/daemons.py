@@ -1,16 +1,23 @@
 """Launch a real local community: N ``gridnode run`` processes on loopback talking libp2p.
 
 Used by ``gridnode demo`` (the README's main job), by the integration tests and by the simulation
-harness's daemon engine. Each household gets its own data directory (``gridnode init`` layout), its own
-TCP port for libp2p and for its API; the genesis names the validators; every node bootstraps to the
-validators. The community clock may be sped up (``speedup``), which also scales the genesis clock-drift
-bound. Nothing here is a fake: these are the same processes a household runs.
+harness's daemon engine. A community is set up exactly the way the README tells a user to, through the
+same command-line code (:func:`gridnode.cli.main`, in process): ``gridnode init`` per household (its own
+data directory, libp2p port and API port), ``gridnode community create`` once (the genesis names the
+members and validators and, with ``--clock-speedup``, the community clock and its drift bound), the
+genesis copied into every directory, then per-node config edits (every node bootstraps to the
+validators; no mDNS). So every test that starts daemons through this launcher exercises the CLI path.
+Nothing here is a fake: the daemons are the same processes a household runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,18 +26,20 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridnode.cli import main as gridnode_main
 from gridnode.config import (
-    create_data_dir,
+    GENESIS_NAME,
+    IDENTITY_NAME,
     load_genesis,
     load_identity,
     load_token,
     update_config,
-    write_genesis,
+    write_atomic,
 )
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
@@ -39,14 +48,40 @@ from market.clearing import Rule
 from market.errors import UsageError
 from market.settlement import Netting
 
-__all__ = ["Household", "LocalCommunity", "free_port"]
+__all__ = ["Household", "LocalCommunity", "free_port", "gridnode_cli"]
+
+
+#: listen ports come from here: below the kernel's ephemeral range (32768+), which it hands out for
+#: outgoing connections, so a daemon dialling out never takes a port another has yet to bind
+_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 below the ephemeral range, never the same twice per process."""
+    rng = random.SystemRandom()
+    while True:
+        port = rng.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+
+
+def gridnode_cli(*args: str) -> str:
+    """Run one ``gridnode`` command in this process, as a user would type it; its stdout, or
+    :class:`UsageError` with its one-line error."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = gridnode_main(list(args))
+    if code != 0:
+        raise UsageError(err.getvalue().strip() or f"gridnode {args[0]} exited {code}")
+    return out.getvalue()
 
 
 @dataclass
@@ -92,9 +127,12 @@ class LocalCommunity:
     genesis: Genesis | None = None
 
     def create(self) -> None:
-        """Make every household's directory and the shared genesis (fresh keys, free ports)."""
+        """Set the community up the README's way (see the module docstring): fresh keys (or
+        :attr:`keys`), free ports, the shared genesis, per-node config edits."""
         if self.validators < 1:
             raise UsageError("a community needs at least one validator")
+        if self.speedup != int(self.speedup) or self.speedup < 1:
+            raise UsageError(f"the clock speed-up must be a whole number >= 1, got {self.speedup}")
         self.root.mkdir(parents=True, exist_ok=True)
         roles = ["validator"] * self.validators + ["full"] * self.full_nodes
         if self.keys and len(self.keys) != len(roles):
@@ -102,39 +140,49 @@ class LocalCommunity:
         for i, role in enumerate(roles):
             d = self.root / f"node{i}"
             p2p, api = free_port(), free_port()
-            key = create_data_dir(
-                d,
-                role=role,
-                listen=f"/ip4/127.0.0.1/tcp/{p2p}",
-                api_port=api,
-                key=self.keys[i] if self.keys else None,
-            )
-            self.households.append(Household(i, d, key, role, p2p, api))
-        now_ms = time.time_ns() // 1_000_000
-        self.genesis = Genesis(
-            community_id=self.community_id,
-            genesis_time_ms=now_ms,
-            members=tuple(h.key.public_hex for h in self.households) + self.extra_members,
-            validators=tuple(h.key.public_hex for h in self.households if h.role == "validator"),
-            slot_seconds=self.slot_seconds,
-            gate_lead_seconds=self.gate_lead_seconds,
-            rule=self.rule,
-            netting=self.netting,
-            reading_deadline_seconds=self.slot_seconds,
-            max_drift_ms=int(5_000 * self.speedup),
-        )
+            init = ["init", "--dir", str(d), "--role", role, "--api-port", str(api)]
+            init += ["--listen", f"/ip4/127.0.0.1/tcp/{p2p}"]
+            with self._identity_file(i) as identity:
+                gridnode_cli(*init, *(["--identity", str(identity)] if identity else []))
+            self.households.append(Household(i, d, load_identity(d), role, p2p, api))
+        genesis_file = self.root / GENESIS_NAME
+        create = ["community", "create", f"--id={self.community_id}", "--out", str(genesis_file)]
+        create += ["--genesis-time-ms", str(time.time_ns() // 1_000_000)]
+        create += ["--clock-speedup", str(int(self.speedup))]
+        create += ["--slot-seconds", str(self.slot_seconds)]
+        create += ["--gate-lead-seconds", str(self.gate_lead_seconds)]
+        create += ["--reading-deadline-seconds", str(self.slot_seconds)]
+        create += ["--rule", self.rule.value, "--netting", self.netting.value, "--force"]
+        for h in self.households:
+            create += ["--member", str(h.dir)]
+            if h.role == "validator":
+                create += ["--validator", str(h.dir)]
+        for extra in self.extra_members:
+            create += ["--member", extra]
+        gridnode_cli(*create)
+        self.genesis = load_genesis(genesis_file)
         boot = [h.multiaddr() for h in self.households if h.role == "validator"]
         for h in self.households:
-            write_genesis(h.dir / "genesis.toml", self.genesis)
+            shutil.copyfile(genesis_file, h.dir / GENESIS_NAME)  # "cp genesis.toml ~/gridnode/"
             me = h.multiaddr()
             update_config(
                 h.dir,
-                {
-                    "network.bootstrap": [a for a in boot if a != me],
-                    "network.mdns": False,
-                    "node.clock_speedup": float(self.speedup),
-                },
+                {"network.bootstrap": [a for a in boot if a != me], "network.mdns": False},
             )
+
+    @contextlib.contextmanager
+    def _identity_file(self, index: int) -> Iterator[Path | None]:
+        """The given key of node ``index`` as an identity file for ``init --identity`` (removed
+        after), or ``None`` for a fresh key."""
+        if not self.keys:
+            yield None
+            return
+        path = self.root / f".node{index}.{IDENTITY_NAME}"
+        write_atomic(path, self.keys[index].seed.hex() + "\n", mode=0o600)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, root: Path) -> LocalCommunity:

@@ -19,15 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gridnode.cli import add_dir_option
 from market.errors import UsageError
 
 TIMEOUT_S = 10.0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dir", required=True, type=Path, help="the household's data directory (gridnode init)"
-    )
+    add_dir_option(p)
     p.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
 
 

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gridnode.config import create_data_dir
+from gridnode.cli import add_dir_option
+from gridnode.config import create_data_dir, load_identity
+from market.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -16,14 +18,21 @@ def register(sub: Any) -> None:
         description=(
             "Create DIR with a new Ed25519 identity (your household id and libp2p peer id), a "
             "commented gridnode.toml, an API token and the data directory. Refuses to overwrite an "
-            "existing identity. Prints the public key to give to your community operator."
+            "existing identity. Prints the public key to give to your community operator. Nothing "
+            "is written if anything is wrong."
         ),
     )
-    p.add_argument("--dir", required=True, type=Path, help="the household's data directory")
+    add_dir_option(p)
     p.add_argument(
         "--role", choices=("validator", "full"), default="full", help="default: %(default)s"
     )
     p.add_argument("--genesis", type=Path, help="the community's genesis file, copied into DIR")
+    p.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="use this existing identity.key (a household moving to a new box) instead of a new one",
+    )
     p.add_argument(
         "--listen",
         default="/ip4/0.0.0.0/tcp/4001",
@@ -48,6 +57,11 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from gridnode.net.host import peer_id_of
 
+    key = None
+    if args.identity is not None:
+        if not args.identity.exists():
+            raise UsageError(f"{args.identity}: no such identity file")
+        key = load_identity(args.identity.parent, name=args.identity.name)
     key = create_data_dir(
         args.dir,
         role=args.role,
@@ -55,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         bootstrap=args.bootstrap,
         genesis=args.genesis,
+        key=key,
     )
     print(f"created {args.dir}")
     print(f"household id (public key): {key.public_hex}")

@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from gridnode.cli import add_dir_option
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -15,11 +17,13 @@ def register(sub: Any) -> None:
         description=(
             "Start the daemon for the household in DIR (made by `gridnode init`): join the community "
             "over libp2p, keep the ledger (and vote on blocks if this node is a validator), serve the "
-            "local API and status page. Stops cleanly on Ctrl-C / SIGTERM. Only one daemon may run "
-            "on a directory."
+            "local API and status page. Stops cleanly on Ctrl-C / SIGTERM (exit 0). Only one daemon "
+            "may run on a directory. A problem you can fix stops it at start with one line (exit "
+            "2, nothing changed on disk); a fatal error while running (e.g. the disk is full) "
+            "stops it with one line (exit 1). docs/daemon.md lists both."
         ),
     )
-    p.add_argument("--dir", required=True, type=Path, help="the household's data directory")
+    add_dir_option(p)
     p.add_argument(
         "--ready-file",
         type=Path,
@@ -29,6 +33,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gridnode.startup import preflight
+
+    plan = preflight(args.dir)  # the files, clock, meter and ports: refused before libp2p loads
     from gridnode.daemon import run_daemon
 
-    return asyncio.run(run_daemon(args.dir, ready_file=args.ready_file))
+    return asyncio.run(run_daemon(plan, ready_file=args.ready_file))

@@ -77,6 +77,7 @@ from market.settlement import GRID, POOL, Netting, Settlement, Tariff, settle
 from market.slots import SlotClock
 
 __all__ = [
+    "MAX_CLOCK_SPEEDUP",
     "Block",
     "BlockOutcome",
     "Genesis",
@@ -112,7 +113,12 @@ MAX_BLOCK_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_MAX_ORDER_AHEAD_SLOTS: Final = 672
 #: genesis parameters added after format 1: left out of the canonical encoding (and so of the
 #: genesis hash) while they hold their default, so a community's existing chain keeps its hash
-_HASHED_ONLY_IF_SET: Final = {"max_order_ahead_slots": DEFAULT_MAX_ORDER_AHEAD_SLOTS}
+_HASHED_ONLY_IF_SET: Final = {
+    "max_order_ahead_slots": DEFAULT_MAX_ORDER_AHEAD_SLOTS,
+    "clock_speedup": 1,
+}
+#: the fastest community clock a genesis may ask for (an hour of community time per wall second)
+MAX_CLOCK_SPEEDUP: Final = 3600
 
 
 def _sha256(data: bytes) -> bytes:
@@ -143,6 +149,9 @@ class Genesis:
     #: how far beyond the first open slot an order or cancel may name a slot (672 = one week of
     #: 15-minute slots); a genesis file without it gets this default
     max_order_ahead_slots: int = DEFAULT_MAX_ORDER_AHEAD_SLOTS
+    #: the community clock runs this many times faster than wall time from ``genesis_time_ms``
+    #: (demos and simulations; 1 = real time). Every node takes it from here, so all agree.
+    clock_speedup: int = 1
     # derived once (admission looks them up for every transaction): not part of the genesis' identity
     member_set: frozenset[str] = field(init=False, repr=False, compare=False)
     _clock: SlotClock = field(init=False, repr=False, compare=False)
@@ -170,6 +179,15 @@ class Genesis:
             raise UsageError("reading deadline, drift and genesis time must be >= 0")
         if self.max_order_ahead_slots < 0:
             raise UsageError("max_order_ahead_slots must be >= 0")
+        if not 1 <= self.clock_speedup <= MAX_CLOCK_SPEEDUP:
+            raise UsageError(
+                f"clock_speedup must be 1..{MAX_CLOCK_SPEEDUP}, got {self.clock_speedup!r}"
+            )
+        if self.clock_speedup > 1 and self.genesis_time_ms == 0:
+            raise UsageError(
+                f"clock_speedup {self.clock_speedup} needs a genesis_time_ms: the community clock "
+                "runs faster from that moment (with 0 it would be thousands of years ahead)"
+            )
         clock = SlotClock(slot_seconds=self.slot_seconds, gate_lead_seconds=self.gate_lead_seconds)
         object.__setattr__(self, "_clock", clock)  # validates slot length and gate lead
         self.tariff  # noqa: B018 - validates the prices
@@ -222,6 +240,8 @@ class Genesis:
             "max_order_ahead_slots": self.max_order_ahead_slots,
             "members": list(self.members),
             "validators": list(self.validators),
+            # left out at 1, so a real-time genesis file reads as it did before the key existed
+            **({"clock_speedup": self.clock_speedup} if self.clock_speedup != 1 else {}),
         }
 
     @classmethod
@@ -268,8 +288,8 @@ class Genesis:
     def encode(self) -> bytes:
         d = self.to_dict()
         for key, default in _HASHED_ONLY_IF_SET.items():  # so older genesis files keep their hash
-            if d[key] == default:
-                del d[key]
+            if d.get(key, default) == default:
+                d.pop(key, None)
         return pack(["gn.genesis", FORMAT, *[d[k] for k in sorted(d)]])
 
     @property

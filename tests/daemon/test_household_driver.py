@@ -21,11 +21,12 @@ from gridnode.clock import NodeClock
 from gridnode.config import Config
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis, SignedOrder, SignedReading, decode_block
-from gridnode.daemon import DaemonNode, make_meter
+from gridnode.daemon import DaemonNode
 from gridnode.household.battery import Battery, dispatch
 from gridnode.household_driver import foreseen
 from gridnode.meter import shipped_replay
 from gridnode.net.host import NetConfig, open_net_host
+from gridnode.startup import make_meter
 from gridnode.store import NodeStore
 from market.slots import SlotClock
 
@@ -90,7 +91,7 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
                 store=store,
                 net=net,
                 clock=clock,
-                meter=make_meter(config, genesis, clock),
+                meter=make_meter(config, genesis),
             )
             assert node.household is not None
             slots = genesis.clock

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gridnode.config import load_config, update_config
+from gridnode.store import NodeStore
 from market.errors import UsageError
 from sims.daemons import LocalCommunity
 
@@ -125,3 +130,65 @@ def test_a_household_whose_validators_are_gone_keeps_running(tmp_path: Path) -> 
         )
     finally:
         lc.stop()
+    # quiet, timestamped logs: the dead validator is a warning of ours, not py-libp2p's noise
+    lines = [line for line in (household / "daemon.log").read_text().splitlines() if line]
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", x) for x in lines), lines
+    assert not any("Failed to open TCP stream" in x for x in lines)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs to fill up for real (needs root to mount, as in CI and on the dev box)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.net
+def test_a_full_disk_stops_the_daemon_with_one_line_instead_of_a_zombie(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Issue 11.3: the disk fills under a running validator. It used to keep serving /api/status
+    with a frozen height (its node task dead with a traceback); now it stops: the API goes away,
+    one CRITICAL line says why, exit 1, and the store is sound for a restart once space is freed."""
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=0, speedup=60)
+    lc.create()
+    update_config(lc.households[0].dir, {"node.data_dir": str(small_disk / "data")})
+    lc.start()
+    proc = lc.households[0].process
+    assert proc is not None
+    try:
+        lc.wait_ready(60)
+        assert lc.wait_for(lambda: lc.api(0, "/api/status")["height"] >= 3, 60)
+        filler = small_disk / "filler"
+        with filler.open("wb") as f, contextlib.suppress(OSError):
+            while True:  # until ENOSPC
+                f.write(b"\0" * 65536)
+                f.flush()
+        code = proc.wait(timeout=60)
+    finally:
+        lc.stop()
+    assert code == 1
+    log = (lc.households[0].dir / "daemon.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    fatal = [line for line in log.splitlines() if " CRITICAL " in line]
+    assert len(fatal) == 1, log[-3000:]
+    assert "fatal: store " in fatal[0] and "database or disk is full" in fatal[0]
+    assert fatal[0].endswith("the daemon stops (exit 1)")
+    with pytest.raises(urllib.error.URLError):
+        lc.api(0, "/api/status", timeout_s=2)
+    filler.unlink()
+    with NodeStore.open(small_disk / "data" / "node.sqlite") as store:
+        head = store.head()
+        assert head is not None and head.height >= 3
+        assert store.integrity_check() == "ok"

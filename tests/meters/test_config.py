@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from gridnode.clock import NodeClock
 from gridnode.config import CONFIG_NAME, create_data_dir, load_config, update_config
 from gridnode.core.ledger import Genesis
-from gridnode.daemon import make_meter
+from gridnode.meters import open_live_meter
 from gridnode.meters.live import LiveMeter
+from gridnode.startup import make_meter
 from market.errors import UsageError
 
 MQTT = {
@@ -138,27 +137,14 @@ def test_gridnode_run_refuses_a_bad_meter_key_with_one_line_and_exit_2(home: Pat
     assert len(lines) == 1 and "meter.mqtt_url" in lines[0] and CONFIG_NAME in lines[0]
 
 
-class _Still(trio.abc.Clock):
-    """A trio clock that never moves (make_meter only keeps the clock; nothing reads it here)."""
-
-    def start_clock(self) -> None:
-        pass
-
-    def current_time(self) -> float:
-        return 0.0
-
-    def deadline_to_sleep_time(self, deadline: float) -> float:
-        return deadline
-
-
 def test_make_meter_builds_a_live_meter_in_the_data_directory(home: Path) -> None:
     update_config(home, {**MQTT, "meter.mqtt_import_path": "ENERGY.Total"})
     cfg = load_config(home)
     genesis = Genesis(
         community_id="t", genesis_time_ms=0, members=("a" * 64,), validators=("a" * 64,)
     )
-    clock = NodeClock(epoch_ms=0, speedup=1.0, anchor_wall_ms=0, anchor_s=0.0, source=_Still())
-    meter = make_meter(cfg, genesis, clock)
+    assert make_meter(cfg, genesis) is None  # the daemon opens a live meter on its own clock
+    meter = open_live_meter(cfg, slot_seconds=genesis.slot_seconds, now_ms=lambda: 0)
     try:
         assert isinstance(meter, LiveMeter) and meter.reader is not None and meter.exact
         assert (cfg.data_dir / "meter.sqlite").exists()

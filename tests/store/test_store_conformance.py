@@ -11,7 +11,7 @@ import hashlib
 import pytest
 from store_helpers import Opener
 
-from gridnode.store import LastSigned, Recovery, Snapshot, Store, StoredBlock, WalRecord, recover
+from gridnode.store import LastSigned, Recovery, StateSnapshot, Store, StoredBlock, WalRow, recover
 from market.errors import InvalidInput, Reason, StoreReason, UsageError, WireReason
 from tests.refusals import refused
 
@@ -173,7 +173,7 @@ def test_snapshots_need_the_block_and_never_go_back(opener: Opener) -> None:
         store.put_snapshot(3, b"s3")
     assert reason(older) == "snapshot_regression"
     store = opener.open()
-    assert store.latest_snapshot() == Snapshot(5, b"s5")
+    assert store.latest_snapshot() == StateSnapshot(5, b"s5")
 
 
 def test_a_snapshot_on_an_empty_store_is_only_the_genesis_state(store: Store) -> None:
@@ -192,7 +192,7 @@ def test_old_snapshots_are_pruned(opener: Opener, keep: int) -> None:
         assert store.snapshot_heights() == expected
     store = opener.open(keep_snapshots=keep)
     assert store.snapshot_heights() == list(range(5, 31, 5))[-keep:]
-    assert store.latest_snapshot() == Snapshot(30, b"state 30")
+    assert store.latest_snapshot() == StateSnapshot(30, b"state 30")
 
 
 def test_keep_snapshots_must_be_positive(opener: Opener) -> None:
@@ -208,7 +208,7 @@ def test_wal_appends_in_sequence_and_filters_by_height(opener: Opener) -> None:
     seqs = [store.append_wal(h, f"r{h}.{i}".encode()) for h in (1, 1, 2, 4) for i in (0,)]
     assert seqs == [1, 2, 3, 4]
     store = opener.open()
-    assert store.wal_since(2) == [WalRecord(3, 2, b"r2.0"), WalRecord(4, 4, b"r4.0")]
+    assert store.wal_since(2) == [WalRow(3, 2, b"r2.0"), WalRow(4, 4, b"r4.0")]
     assert [r.seq for r in store.wal_since(0)] == [1, 2, 3, 4]
     assert store.wal_since(5) == []
 
@@ -311,7 +311,7 @@ def test_append_signed_logs_and_guards_in_one_step(opener: Opener) -> None:
     store.append_signed(3, 0, 1, b"prevote")  # retry: neither table changes
     store = opener.open()
     assert store.last_signed() == LastSigned(3, 0, 1, b"prevote")
-    assert store.wal_since(0) == [WalRecord(1, 3, b"proposal"), WalRecord(2, 3, b"prevote")]
+    assert store.wal_since(0) == [WalRow(1, 3, b"proposal"), WalRow(2, 3, b"prevote")]
     with pytest.raises(InvalidInput) as double:
         store.append_signed(3, 0, 1, b"other prevote")
     assert reason(double) == "double_sign"
@@ -380,9 +380,9 @@ def test_recover_gathers_the_restart_contract(opener: Opener) -> None:
     store.save_last_signed(13, 0, 1, b"prevote 13")
     rec = recover(opener.open())
     assert rec.head == blocks[-1]
-    assert rec.snapshot == Snapshot(10, b"s10")
+    assert rec.snapshot == StateSnapshot(10, b"s10")
     assert rec.blocks == tuple(blocks[10:])
-    assert rec.wal == (WalRecord(3, 13, b"r13"), WalRecord(4, 13, b"r13"))
+    assert rec.wal == (WalRow(3, 13, b"r13"), WalRow(4, 13, b"r13"))
     assert rec.last_signed == LastSigned(13, 0, 1, b"prevote 13")
 
 

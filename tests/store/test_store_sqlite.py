@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from gridnode import store as store_mod
 from gridnode.store import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -17,6 +16,7 @@ from gridnode.store import (
     Durability,
     NodeStore,
 )
+from gridnode.store import sqlite as store_mod
 from market.errors import InvalidInput, StoreReason, UsageError
 from tests.refusals import refused
 
@@ -105,11 +105,30 @@ def test_a_newer_schema_is_refused_with_both_versions_named(tmp_path: Path) -> N
     assert str(SCHEMA_VERSION) in exc.value.expected
 
 
-def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
+def test_an_empty_file_is_refused_untouched(tmp_path: Path) -> None:
+    """A 0-byte file is a store that lost its content, never a new one: a validator started on
+    it would have forgotten its last signed vote (issue 11.5)."""
     path = tmp_path / "n.sqlite"
     path.touch()
-    with NodeStore.open(path) as s:
-        assert s.head() is None
+    with pytest.raises(InvalidInput) as exc:
+        NodeStore.open(path)
+    assert exc.value.reason == "empty_file"
+    assert path.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.sqlite"]
+
+
+def test_an_empty_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "n.sqlite"
+    conn = raw(path)
+    conn.execute("PRAGMA user_version=0")  # a valid, empty SQLite file
+    conn.execute("VACUUM")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(InvalidInput) as exc:
+        NodeStore.open(path)
+    assert exc.value.reason == "not_a_gridnode_store"
+    assert "empty SQLite database" in exc.value.found
+    assert path.read_bytes() == before
 
 
 def test_a_missing_directory_or_a_directory_path_is_a_usage_error(tmp_path: Path) -> None:
@@ -226,19 +245,20 @@ def test_a_failing_migration_step_leaves_the_old_version(tmp_path: Path) -> None
         assert s.integrity_check() == "ok"
 
 
-def test_a_fresh_file_is_created_in_one_step(tmp_path: Path) -> None:
-    """The first migration writes the application id in its own transaction: a file killed
-    before that commit is empty (and becomes a store on the next open), never half ours."""
+def test_a_fresh_file_is_created_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is built in a temporary file and linked into place: a creation that fails (here a
+    broken migration) leaves no file behind, neither at the path nor beside it."""
     path = tmp_path / "n.sqlite"
-    conn = raw(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    with pytest.raises(sqlite3.OperationalError):
-        store_mod._migrate(conn, 0, ((*MIGRATIONS[0], "BROKEN"),))
-    assert conn.execute("PRAGMA application_id").fetchone()[0] == 0
-    assert conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] == 0
-    conn.close()
+    monkeypatch.setattr(store_mod, "MIGRATIONS", ((*MIGRATIONS[0], "BROKEN"),))
+    with pytest.raises(UsageError, match="cannot create the store"):
+        NodeStore.open(path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
     with NodeStore.open(path) as s:
         assert s.head() is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.sqlite"]  # no -wal/-shm, no temp
 
 
 def test_repr_and_path(tmp_path: Path) -> None:

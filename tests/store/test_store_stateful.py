@@ -23,10 +23,10 @@ from gridnode.store import (
     LastSigned,
     MemoryStore,
     NodeStore,
-    Snapshot,
+    StateSnapshot,
     Store,
     StoredBlock,
-    WalRecord,
+    WalRow,
 )
 from market.errors import InvalidInput
 
@@ -40,7 +40,7 @@ class Model:
     def __init__(self) -> None:
         self.blocks: dict[int, StoredBlock] = {}
         self.snapshots: dict[int, bytes] = {}
-        self.wal: list[WalRecord] = []
+        self.wal: list[WalRow] = []
         self.next_seq = 1
         self.floor = 0
         self.last: LastSigned | None = None
@@ -76,7 +76,7 @@ class Model:
     def append_wal(self, height: int, record: bytes) -> object:
         if height < max([self.floor, *(r.height for r in self.wal)]):
             return "wal_regression"
-        self.wal.append(WalRecord(self.next_seq, height, record))
+        self.wal.append(WalRow(self.next_seq, height, record))
         self.next_seq += 1
         return self.next_seq - 1
 
@@ -211,7 +211,7 @@ class StoreMachine(RuleBasedStateMachine):
                 assert s.block(h) == m.blocks.get(h)
             assert s.snapshot_heights() == sorted(m.snapshots)
             assert s.latest_snapshot() == (
-                None if latest is None else Snapshot(latest, m.snapshots[latest])
+                None if latest is None else StateSnapshot(latest, m.snapshots[latest])
             )
             assert s.wal_since(0) == m.wal
             assert s.last_signed() == m.last
