@@ -23,13 +23,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import tomli_w
 
 from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import Genesis
 from market.errors import UsageError
+
+# the ledger (numpy) is imported where a genesis is read: the client commands start fast
+if TYPE_CHECKING:
+    from gridnode.core.ledger import Genesis
 
 __all__ = [
     "BIDDING_POLICIES",
@@ -609,6 +612,8 @@ def _type_words(typ: type | tuple[type, ...]) -> str:
 
 def load_genesis(path: Path) -> Genesis:
     """Read a genesis TOML file; errors name the file and the key."""
+    from gridnode.core.ledger import Genesis  # noqa: PLC0415  # numpy: not on the client path
+
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
