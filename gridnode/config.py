@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import tomli_w
 
 from gridnode.core.crypto import KeyPair
+from gridnode.localtime import LocalTime
 from market.errors import UsageError
 
 # the ledger (numpy) is imported where a genesis is read: the client commands start fast
@@ -90,6 +91,8 @@ class Config:
     load_scale: float = 1.0
     log_level: str = "info"
     clock_speedup: float = 1.0
+    #: the household's time zone for everything people read (gridnode/localtime.py)
+    timezone: str = "local"
     # -- live meters (meter.source = "dsmr" / "mqtt"; docs/meters.md) --
     dsmr_port: str = ""
     dsmr_url: str = ""
@@ -134,6 +137,11 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
         "clock_speedup",
         (int, float),
         "1 = real time; >1 runs the slot clock faster (demos, simulations)",
+    ),
+    ("node", "timezone"): (
+        "timezone",
+        str,
+        'times on the status page and in the client commands: "local" (this machine\'s), an IANA name like "Europe/Amsterdam", or an offset like "-07:00"',
     ),
     ("network", "listen"): ("listen", list, "multiaddrs to listen on"),
     ("network", "bootstrap"): (
@@ -480,6 +488,11 @@ def load_config(directory: Path) -> Config:
             f"{path}: meter.source must be one of {', '.join(METER_SOURCES)}, got {values['meter_source']!r}"
         )
     _check_live_meter(path, values)
+    if "timezone" in values:
+        try:
+            LocalTime.parse(values["timezone"])
+        except UsageError as exc:
+            raise UsageError(f"{path}: node.timezone: {exc}") from None
     policy = values.get("bidding_policy", "forecast")
     if policy not in BIDDING_POLICIES:
         raise UsageError(
