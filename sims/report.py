@@ -203,7 +203,7 @@ def _layout(
     fig: go.Figure, title: str, *, height: int = 380, offset_s: int | None = None
 ) -> go.Figure:
     if offset_s is not None:
-        fig.update_xaxes(title_text=f"local time ({format_offset(offset_s)})")
+        title = f"{title} · local time ({format_offset(offset_s)})"
     fig.update_layout(
         title=title,
         height=height,
