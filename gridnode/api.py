@@ -74,7 +74,7 @@ from gridnode.api_views import (
 )
 from gridnode.chain import trade_row
 from gridnode.core.ledger import LedgerState, SignedOrder
-from gridnode.localtime import LocalTime
+from gridnode.localtime import LocalTime, zone_named
 from gridnode.metrics import render_metrics
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
 from market.errors import (
@@ -177,12 +177,7 @@ def _order_json(so: SignedOrder, me: str, *, open_: bool) -> dict[str, Any]:
 
 def _zone(app: web.Application, snap: Snapshot) -> LocalTime:
     """The household's zone (parsed once per name)."""
-    cache: dict[Any, Any] = app[_VIEWS_KEY]
-    zone = cache.get(("zone", snap.timezone))
-    if zone is None:
-        zone = cache[("zone", snap.timezone)] = LocalTime.parse(snap.timezone)
-    assert isinstance(zone, LocalTime)
-    return zone
+    return zone_named(snap.timezone)
 
 
 def _cached(

@@ -89,6 +89,8 @@ def _when(zone: LocalTime, snap: Snapshot, slot: int) -> dict[str, Any]:
         "start_ms": start * 1000,
         "local": zone.naive(start),
         "clock": zone.clock(start),
+        "date": zone.date(start).isoformat(),
+        "span": zone.span(start, end),
         "delivery": zone.interval(start, end),
     }
 
@@ -195,6 +197,27 @@ def _slot_row(zone: LocalTime, snap: Snapshot, r: HouseholdSlot, day: str) -> di
         "missed": r.missed,
         "missed_cost_micro": r.missed_cost_micro,
     }
+
+
+def _chart_rows(
+    snap: Snapshot, zone: LocalTime, since_s: int, labels: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every slot from ``since_s`` (local midnight yesterday) or the history's start, whichever is
+    later, to the last one delivered: the history's record, or an empty row (``no_reading``: the
+    meter gave nothing for it)."""
+    view = snap.history
+    if view is None or view.since_slot is None:
+        return []
+    clock = snap.ledger.genesis.clock
+    first = max(clock.slot_at(since_s), view.since_slot)
+    last = clock.slot_at(snap.now_ms // 1000) - 1
+    rows = []
+    for slot in range(first, last + 1):
+        r = view.slot(slot) or HouseholdSlot(slot)
+        row = _slot_row(zone, snap, r, labels.get(zone.date(clock.start(slot)).isoformat(), ""))
+        row["no_reading"] = r.metered is None and snap.meter_source not in ("", "none")
+        rows.append(row)
+    return rows
 
 
 def _day_json(d: Any, label: str) -> dict[str, Any]:
@@ -344,7 +367,6 @@ def household_view(snap: Snapshot, zone: LocalTime) -> dict[str, Any]:
     ledger = snap.ledger
     genesis = ledger.genesis
     me = snap.household
-    clock = genesis.clock
     now_s = snap.now_ms // 1000
     today = zone.date(now_s)
     yesterday_start = zone.day_start_s(today) - 86_400
@@ -352,11 +374,7 @@ def household_view(snap: Snapshot, zone: LocalTime) -> dict[str, Any]:
     slots = view.slots if view is not None else ()
     days = view.days if view is not None else ()
     labels = {today.isoformat(): "today", zone.date(yesterday_start).isoformat(): "yesterday"}
-    chart = [
-        _slot_row(zone, snap, r, labels.get(zone.date(clock.start(r.slot)).isoformat(), ""))
-        for r in slots
-        if clock.start(r.slot) >= yesterday_start and clock.start(r.slot) <= now_s
-    ]
+    chart = _chart_rows(snap, zone, yesterday_start, labels)
     totals = ledger.totals.get(me)
     metered = [r for r in slots if r.settled and r.bill is not None and r.metered is not None]
     known = [r for r in metered if r.metered and r.metered.pv_wh is not None]
@@ -621,9 +639,9 @@ def _explain_open(doc: dict[str, Any], mine: Order | None) -> list[str]:
 
 def _order_words(o: Order) -> str:
     verb = "offer to sell" if o.side is Side.SELL else "bid to buy"
-    limit = "at least" if o.side is Side.SELL else "at most"
+    limit = "for at least" if o.side is Side.SELL else "for at most"
     steps = ", ".join(
-        f"{energy(s.energy_wh)} at {limit} {price(s.price_micro_per_kwh)}" for s in o.steps
+        f"{energy(s.energy_wh)} {limit} {price(s.price_micro_per_kwh)}" for s in o.steps
     )
     return f"{verb} {steps}"
 
@@ -687,5 +705,9 @@ def _explain(doc: dict[str, Any], r: HouseholdSlot, snap: Snapshot) -> list[str]
             f"saved {money(b.savings_micro)})."
         )
     elif not r.settled:
-        lines.append("Not settled yet: waiting for the meter readings.")
+        clock = snap.ledger.genesis.clock
+        if snap.now_ms // 1000 < clock.end(r.slot):
+            lines.append("It settles after delivery, once the meter readings are in.")
+        else:
+            lines.append("Not settled yet: waiting for the meter readings (or their deadline).")
     return lines

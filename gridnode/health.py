@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from gridnode.localtime import zone_named
+
 if TYPE_CHECKING:
     from gridnode.status import Snapshot
 
@@ -124,7 +126,10 @@ def node_health(snap: Snapshot) -> Health:
             f"{_plural(missed, 'meter reading')} missed in the last day (counted as 0 Wh)"
         )
     if silent is not None:
-        warnings.append(f"the meter gave no reading for slot {silent}")
+        zone = zone_named(snap.timezone)
+        warnings.append(
+            f"the meter gave no reading for {zone.span(clock.start(silent), clock.end(silent))}"
+        )
     if problems:
         level, label = "bad", problems[0]
     elif warnings:

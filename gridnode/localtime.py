@@ -19,6 +19,7 @@ Rules of this module:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from market.errors import UsageError
 
-__all__ = ["LocalTime", "format_offset"]
+__all__ = ["LocalTime", "format_offset", "zone_named"]
 
 _OFFSET = re.compile(r"(?:UTC)?([+\-−])(\d{1,2})(?::?(\d{2}))?")
 
@@ -109,6 +110,10 @@ class LocalTime:
         """``"2026-06-01 13:15:00"``: the local wall-clock time without offset (chart axes)."""
         return self.at(unix_s).strftime("%Y-%m-%d %H:%M:%S")
 
+    def span(self, start_s: int, end_s: int) -> str:
+        """A delivery interval's clock times: ``"13:15–13:30"``."""
+        return f"{self.clock(start_s)}–{self.clock(end_s)}"
+
     def interval(self, start_s: int, end_s: int) -> str:
         """A delivery interval: ``"2026-06-01 13:15–13:30 UTC−07:00"``."""
         a, b = self.at(start_s), self.at(end_s)
@@ -122,6 +127,12 @@ class LocalTime:
     def day_start_s(self, day: dt.date) -> int:
         """Unix seconds of local midnight starting ``day``."""
         return int(dt.datetime(day.year, day.month, day.day, tzinfo=self.zone).timestamp())
+
+
+@functools.lru_cache(maxsize=8)
+def zone_named(name: str) -> LocalTime:
+    """:meth:`LocalTime.parse`, remembered (``"local"`` reads the machine's zone once)."""
+    return LocalTime.parse(name)
 
 
 def _midnight(t: dt.datetime) -> dt.datetime:

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     )
     lc.create()
     n = len(lc.households)
-    replay_hour = _start_in_the_morning(lc, args.speedup)
+    replay_hour = start_in_the_morning(lc, args.speedup)
     from gridnode.config import update_config
 
     for h in lc.households:
@@ -230,9 +230,9 @@ def _read_chain(
     return not wrong and same_head
 
 
-def _start_in_the_morning(lc: Any, speedup: float) -> float:
+def start_in_the_morning(lc: Any, speedup: float, *, hour: float = DEMO_START_HOUR) -> float:
     """Re-issue the genesis so the community clock (``epoch + (wall − epoch) × speedup``) reads the
-    next :data:`DEMO_START_HOUR` o'clock in :data:`DEMO_TIMEZONE` when the daemons start, and
+    next ``hour`` o'clock in :data:`DEMO_TIMEZONE` when the daemons start, and
     return the replay hour that maps the genesis time to the same local time of day in the data:
     the page's local times and the replayed sun agree (PV peaks at noon). With a slow clock the
     genesis stays at the wall time and only the replay hour follows it."""
@@ -242,7 +242,7 @@ def _start_in_the_morning(lc: Any, speedup: float) -> float:
     epoch_ms = now_ms
     if speedup >= 10:
         local_now_s = now_ms // 1000 + DEMO_UTC_OFFSET_S
-        start_s = local_now_s - local_now_s % 86_400 + DEMO_START_HOUR * 3600
+        start_s = local_now_s - local_now_s % 86_400 + int(hour * 3600)
         if start_s <= local_now_s:
             start_s += 86_400
         target_ms = (start_s - DEMO_UTC_OFFSET_S) * 1000

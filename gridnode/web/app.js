@@ -19,10 +19,18 @@ function money(micro) {
 function price(p) { return p === null || p === undefined ? "—" : money(p) + "/kWh"; }
 function energy(wh) {
   if (wh === null || wh === undefined) return "—";
-  return Math.abs(wh) >= 10000 ? (wh / 1000).toFixed(1) + " kWh" : wh + " Wh";
+  return Math.abs(wh) >= 1000 ? (wh / 1000).toFixed(Math.abs(wh) >= 10000 ? 1 : 2) + " kWh" : wh + " Wh";
 }
+// A bill: what is paid, or what is earned when it is negative.
+function bill(micro) { return micro < 0 ? money(-micro) + " earned" : money(micro); }
 function pct(x) { return x === null || x === undefined ? "—" : Math.round(x * 100) + " %"; }
 function short(hex) { return hex ? hex.slice(0, 12) + "…" : "—"; }
+// A slot's delivery as "13:15–13:30", with its date when it is not today (the offset is in the
+// table's header).
+function when(r) {
+  const today = state.household ? state.household.today.day : null;
+  return r.span + (r.date !== today ? " · " + r.date.slice(5).replace("-", "/") : "");
+}
 function ago(s) {
   if (s === null || s === undefined) return "never";
   if (s < 90) return Math.round(s) + " s ago";
@@ -146,8 +154,8 @@ function showHousehold(h) {
   state.household = h;
   const t = h.today, y = h.yesterday;
   setText("today-date", t.day);
-  setText("bill-today", money(t.bill_micro));
-  setText("bill-today-sub", "grid only " + money(t.grid_only_bill_micro) + " · " + t.slots_settled + " slots settled");
+  setText("bill-today", bill(t.bill_micro));
+  setText("bill-today-sub", "grid only: " + bill(t.grid_only_bill_micro) + " · " + t.slots_settled + " slots settled");
   const saved = $("saved-today");
   saved.textContent = money(t.savings_micro);
   saved.className = "value " + (t.savings_micro > 0 ? "ok" : t.savings_micro < 0 ? "bad" : "");
@@ -160,7 +168,7 @@ function showHousehold(h) {
   const st = $("saved-total");
   st.textContent = money(total.savings_micro) + " saved";
   st.className = "value " + (total.savings_micro > 0 ? "ok" : total.savings_micro < 0 ? "bad" : "");
-  setText("balance-sub", "balance " + money(total.balance_micro) + " · bill " + money(total.bill_micro) + " over " + total.slots_settled + " slots");
+  setText("balance-sub", "bill " + bill(total.bill_micro) + " (grid only: " + bill(total.grid_only_bill_micro) + ") over " + total.slots_settled + " slots");
   filled("summary");
 
   const rows = h.slots.filter((r) => r.day === state.day);
@@ -174,8 +182,11 @@ function showHousehold(h) {
   window.gridCharts.forecastChart($("forecast-chart"), today, h.forecast);
   const withBoth = today.filter((r) => r.forecast && r.natural_wh !== null);
   const mae = withBoth.length ? Math.round(withBoth.reduce((a, r) => a + Math.abs(r.forecast[1] - r.natural_wh), 0) / withBoth.length) : null;
-  setText("forecast-note", (mae === null ? "No slot with both a forecast and a reading yet today." : "Mean error of the P50 today: " + mae + " Wh per slot over " + withBoth.length + " slots.") +
-    (h.forecast.length ? " Next slots' forecast shown ahead." : ""));
+  const anyForecast = h.forecast.length || h.slots.some((r) => r.forecast);
+  setText("forecast-note", !anyForecast
+    ? "No forecast: this node does not bid automatically (bidding.enabled), or its meter has less than a day of history. Measured surplus shown."
+    : (mae === null ? "No slot with both a forecast and a reading yet today." : "Mean error of the P50 today: " + mae + " Wh per slot over " + withBoth.length + " slots.") +
+      (h.forecast.length ? " The next slots' forecast is shown ahead." : ""));
   if (today.length || h.forecast.length) filled("forecast");
 
   window.gridCharts.billsChart($("bills-chart"), h.days.slice(-14));
@@ -186,12 +197,13 @@ function showHousehold(h) {
     const fate = el("span", "fate " + o.fate, o.fate.replace("_", " "));
     const box = el("span");
     box.append(fate, el("span", "fate-text", o.fate_text + (o.submissions > 1 ? " · re-quoted " + (o.submissions - 1) + "×" : "")));
-    return [o.delivery, { text: o.side, cls: o.side }, { text: energy(o.energy_wh), cls: "num" }, { node: box }];
+    return [when(o), { text: o.side, cls: o.side }, { text: energy(o.energy_wh), cls: "num" }, { node: box }];
   }), 4, "no order submitted yet");
   if (h.orders.length) filled("orders");
 
+  for (const th of document.querySelectorAll("th.delivery")) th.textContent = "Delivery (" + h.utc_offset + ")";
   fillTable("trades-table", h.trades.map((t) => [
-    t.delivery, { text: t.side, cls: t.side }, { text: energy(t.energy_wh), cls: "num" },
+    when(t), { text: t.side, cls: t.side }, { text: energy(t.energy_wh), cls: "num" },
     { text: price(t.price_micro_per_kwh), cls: "num" }, { text: money(t.amount_micro), cls: "num" },
     { text: short(t.counterparty), cls: "mono opt" },
     t.missed ? { text: "reading missed", cls: "bad" } : t.settled ? "yes" : { text: "awaiting readings", cls: "muted" },
@@ -241,6 +253,7 @@ async function loadWhy(slot) {
 }
 
 function showWhy(doc, slot) {
+  if (Number($("why-select").value) !== slot) return; // an answer for a slot no longer chosen
   state.why = doc;
   window.gridCharts.whyChart($("why-chart"), doc);
   const list = $("why-text");
@@ -249,7 +262,10 @@ function showWhy(doc, slot) {
     setText("why-title", "Slot " + slot + ": this node knows nothing of it.");
     return;
   }
-  const words = { open: "open for orders", waiting: "gate closed, clearing", empty: "no orders", cleared: "cleared, waiting for meter readings", settled: "settled" };
+  const now = state.status ? state.status.now_ms : 0;
+  const slotMs = state.status ? state.status.slot_seconds * 1000 : 900000;
+  const cleared = doc.start_ms > now ? "cleared; delivery starts at " + doc.clock : doc.start_ms + slotMs > now ? "cleared; delivering now" : "cleared; waiting for the meter readings";
+  const words = { open: "open for orders", waiting: "gate closed, clearing", empty: "no orders", cleared: cleared, settled: "settled" };
   setText("why-title", doc.delivery + " — " + (words[doc.state] || doc.state));
   for (const line of doc.explanation) list.append(el("li", /missed|never reached/.test(line) ? "bad" : "", line));
   filled("why");

@@ -10,12 +10,15 @@ const COLORS = {
 };
 const PLOT_CONFIG = { responsive: true, displayModeBar: false };
 
+function narrow() { return window.innerWidth < 600; }
+
 function baseLayout(extra) {
-  const narrow = window.innerWidth < 600;
+  const phone = narrow();
   return Object.assign({
-    margin: { l: narrow ? 44 : 56, r: narrow ? 8 : 16, t: 8, b: narrow ? 74 : 56 },
-    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: narrow ? 11 : 12 },
-    legend: { orientation: "h", y: -0.22, x: 0, font: { size: narrow ? 10 : 11 } },
+    margin: { l: phone ? 44 : 56, r: phone ? 8 : 16, t: 8, b: 30 },
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: phone ? 11 : 12 },
+    // below the plot; plotly makes room for it (automargin), at most half the chart's height
+    legend: { orientation: "h", x: 0, y: phone ? -0.1 : -0.12, yanchor: "top", font: { size: phone ? 10 : 11 }, maxheight: 0.5 },
     paper_bgcolor: "#fff", plot_bgcolor: "#fff",
     hovermode: "x unified",
     xaxis: { type: "date", tickformat: "%H:%M", gridcolor: "#eef1f4" },
@@ -41,40 +44,48 @@ function emptyChart(el, text) {
 function energyChart(el, rows) {
   if (!rows.length) return emptyChart(el, "no delivered slot yet on this day");
   const x = rows.map((r) => r.local);
-  const withPv = rows.some((r) => r.pv_wh !== null);
+  const withPv = rows.some((r) => r.pv_wh !== null); // the meter measures PV and load apart
+  const panels = rows.some((r) => r.pv_wh); // ... and there is PV to draw
   const num = (v) => (v === null || v === undefined ? 0 : v);
   const gridIn = rows.map((r) => r.grid_import_wh !== null ? r.grid_import_wh
     : r.reading_wh === null ? 0 : Math.max(0, -r.reading_wh - r.bought_p2p_wh));
   const gridOut = rows.map((r) => r.grid_export_wh !== null ? r.grid_export_wh
     : r.reading_wh === null ? 0 : Math.max(0, r.reading_wh - r.sold_p2p_wh));
   const traces = [];
+  const short = narrow();
+  const n = (long, brief) => (short ? brief : long);
   const bar = (name, y, color, hover) => traces.push({
     type: "bar", name: name, x: x, y: y, marker: { color: color }, hovertemplate: (hover || "%{y:.0f} Wh") + "<extra>" + name + "</extra>",
+    showlegend: y.some((v) => v), // a series that is zero all day stays out of the legend
   });
   if (withPv) {
     const own = rows.map((r, i) => Math.max(0, num(r.load_wh) - r.battery_discharged_wh - r.bought_p2p_wh - gridIn[i]));
-    bar("own PV used", own, COLORS.own);
+    bar(n("own PV used", "own PV"), own, COLORS.own);
   }
   if (rows.some((r) => r.battery_discharged_wh || r.battery_charged_wh)) {
-    bar("from battery", rows.map((r) => r.battery_discharged_wh), COLORS.discharge);
-    bar("into battery", rows.map((r) => -r.battery_charged_wh), COLORS.charge, "%{customdata} Wh");
+    bar(n("from battery", "battery out"), rows.map((r) => r.battery_discharged_wh), COLORS.discharge);
+    bar(n("into battery", "battery in"), rows.map((r) => -r.battery_charged_wh), COLORS.charge, "%{customdata} Wh");
     traces[traces.length - 1].customdata = rows.map((r) => r.battery_charged_wh);
   }
-  bar("bought from neighbours", rows.map((r) => r.bought_p2p_wh), COLORS.bought);
-  bar("from the grid", gridIn, COLORS.gridIn);
-  bar("sold to neighbours", rows.map((r) => -r.sold_p2p_wh), COLORS.sold, "%{customdata} Wh");
+  bar(n("bought from neighbours", "neighbours"), rows.map((r) => r.bought_p2p_wh), COLORS.bought);
+  bar(n("from the grid", "grid"), gridIn, COLORS.gridIn);
+  bar(n("sold to neighbours", "to neighbours"), rows.map((r) => -r.sold_p2p_wh), COLORS.sold, "%{customdata} Wh");
   traces[traces.length - 1].customdata = rows.map((r) => r.sold_p2p_wh);
-  bar("to the grid", gridOut.map((v) => -v), COLORS.gridOut, "%{customdata} Wh");
+  bar(n("to the grid", "to grid"), gridOut.map((v) => -v), COLORS.gridOut, "%{customdata} Wh");
   traces[traces.length - 1].customdata = gridOut;
   if (withPv) {
-    traces.push({ type: "scatter", mode: "lines", name: "PV", x: x, y: rows.map((r) => r.pv_wh), line: { color: COLORS.pv, width: 2.5, shape: "hvh" }, hovertemplate: "%{y:.0f} Wh<extra>PV</extra>" });
-    traces.push({ type: "scatter", mode: "lines", name: "consumption", x: x, y: rows.map((r) => r.load_wh), line: { color: COLORS.load, width: 2, shape: "hvh" }, hovertemplate: "%{y:.0f} Wh<extra>consumption</extra>" });
+    if (panels) traces.push({ type: "scatter", mode: "lines", name: "PV", x: x, y: rows.map((r) => r.pv_wh), line: { color: COLORS.pv, width: 2.5, shape: "hvh" }, hovertemplate: "%{y:.0f} Wh<extra>PV</extra>" });
+    traces.push({ type: "scatter", mode: "lines", name: n("consumption", "use"), x: x, y: rows.map((r) => r.load_wh), line: { color: COLORS.load, width: 2, shape: "hvh" }, hovertemplate: "%{y:.0f} Wh<extra>consumption</extra>" });
   } else {
     traces.push({ type: "scatter", mode: "lines", name: "meter net (+ export)", x: x, y: rows.map((r) => r.reading_wh), line: { color: COLORS.load, width: 2, shape: "hvh" } });
   }
   const missed = rows.filter((r) => r.missed);
   if (missed.length) {
-    traces.push({ type: "scatter", mode: "markers", name: "reading missed", x: missed.map((r) => r.local), y: missed.map(() => 0), marker: { color: COLORS.bad, symbol: "x", size: 12 }, hovertemplate: "reading missed: counted as 0 Wh<extra></extra>" });
+    traces.push({ type: "scatter", mode: "markers", name: n("reading missed (counted as 0 Wh)", "missed"), x: missed.map((r) => r.local), y: missed.map(() => 0), marker: { color: COLORS.bad, symbol: "x", size: 13, line: { width: 2 } }, hovertemplate: "reading missed: the ledger counted 0 Wh<extra></extra>" });
+  }
+  const silent = rows.filter((r) => r.no_reading && !r.missed);
+  if (silent.length) {
+    traces.push({ type: "scatter", mode: "markers", name: n("no meter reading", "no reading"), x: silent.map((r) => r.local), y: silent.map(() => 0), marker: { color: "#9aa5ae", symbol: "x-thin", size: 12, line: { width: 2, color: "#9aa5ae" } }, hovertemplate: "the meter gave no reading<extra></extra>" });
   }
   return draw(el, traces, baseLayout({ barmode: "relative", bargap: 0.12, yaxis: { title: { text: "Wh per slot" }, gridcolor: "#eef1f4", zerolinecolor: "#9aa5ae" } }));
 }
@@ -163,7 +174,7 @@ function marketChart(el, doc) {
   ], baseLayout({
     yaxis: { title: { text: "Wh" }, gridcolor: "#eef1f4", rangemode: "tozero" },
     yaxis2: { title: { text: "¤/kWh" }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false },
-    margin: { l: 50, r: 52, t: 8, b: window.innerWidth < 600 ? 74 : 56 },
+    margin: { l: 50, r: 52, t: 8, b: 30 },
   }));
 }
 
