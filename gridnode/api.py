@@ -157,14 +157,21 @@ def _digest(app: web.Application, ledger: LedgerState) -> str:
     return digest
 
 
-def _order_json(so: SignedOrder, me: str, *, open_: bool) -> dict[str, Any]:
+def _delivery(snap: Snapshot, slot: int) -> str:
+    """The slot's delivery interval in the household's local time, with the offset."""
+    clock = snap.ledger.genesis.clock
+    return zone_named(snap.timezone).interval(clock.start(slot), clock.end(slot))
+
+
+def _order_json(so: SignedOrder, snap: Snapshot, *, open_: bool) -> dict[str, Any]:
     o = so.order
     return {
         "order_id": o.order_id,
         "household": o.household,
-        "mine": o.household == me,
+        "mine": o.household == snap.household,
         "side": o.side.value,
         "slot": o.slot,
+        "delivery": _delivery(snap, o.slot),
         "nonce": o.nonce,
         "open": open_,
         "energy_wh": o.energy_wh,
@@ -338,10 +345,10 @@ async def orders(request: web.Request) -> web.Response:
         for household in sorted(ledger.orders[slot]):
             if mine and household != snap.household:
                 continue
-            listed.append(_order_json(ledger.orders[slot][household], snap.household, open_=open_))
+            listed.append(_order_json(ledger.orders[slot][household], snap, open_=open_))
     committed = {o["order_id"] for o in listed}
     pending = [  # seen on the orders topic (signature-checked), not yet in a block
-        _order_json(so, snap.household, open_=clock.is_open(so.order.slot, now_s))
+        _order_json(so, snap, open_=clock.is_open(so.order.slot, now_s))
         for so in snap.gossip_orders
         if so.order.order_id not in committed
         and (only_slot is None or so.order.slot == only_slot)
@@ -381,6 +388,7 @@ def _trade_slot(snap: Snapshot, slot: int) -> dict[str, Any]:
         volume = record.volume_wh if record is not None else 0
     return {
         "slot": slot,
+        "delivery": _delivery(snap, slot),
         "clearing_price_micro_per_kwh": price,
         "volume_wh": volume,
         "awaiting_settlement": slot in ledger.trades,
@@ -616,9 +624,13 @@ def _check_member(snap: Snapshot) -> None:
         )
 
 
-def _submit_response(result: SubmitResult, status_ok: int = 202) -> web.Response:
+def _submit_response(
+    result: SubmitResult, status_ok: int = 202, *, delivery: str = ""
+) -> web.Response:
     if result.accepted:
         body = {"accepted": True, "tx_id": result.tx_id, "order_id": result.order_id}
+        if delivery:
+            body["delivery"] = delivery
         return web.json_response(body, status=status_ok)
     reason = reason_of(result.reason) or ApiReason.REFUSED
     if reason is LedgerReason.NO_OPEN_ORDER:
@@ -652,7 +664,7 @@ async def place_order(request: web.Request) -> web.Response:
         raise ApiError(409, exc.reason, str(exc)) from None
     except UsageError as exc:
         raise ApiError(409, ApiReason.REFUSED, str(exc)) from None
-    return _submit_response(result)
+    return _submit_response(result, delivery=_delivery(snap, order.slot))
 
 
 async def cancel_order(request: web.Request) -> web.Response:

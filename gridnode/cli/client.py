@@ -15,7 +15,6 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,21 +217,25 @@ def run_status(args: argparse.Namespace) -> int:
         _dump(s)
         return 0
     v = s["validators"]
-    now = datetime.fromtimestamp(s["now_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     misbehaviour = ", ".join(f"{k} {n}" for k, n in s["misbehaviour"].items())
+    health = s["health"]
+    speed = f" (clock at {s['speedup']:g}x)" if s["speedup"] != 1 else ""
     _pairs(
         [
+            ("health", f"{health['level'].upper()}: {health['label']}"),
+            *(("", f"- {r}") for r in health["reasons"][1:]),
             ("community", s["community_id"]),
             ("household", f"{s['household']} ({s['role']})"),
             ("peer id", s["peer_id"]),
-            ("time", now),
+            ("time", s["now_local"] + speed),
             ("height", s["height"]),
             ("head hash", s["head_hash"]),
             ("state digest", s["state_digest"]),
-            ("current slot", s["current_slot"]),
+            ("current slot", f"{s['current_slot']} ({s['current_delivery']})"),
             (
                 "first open slot",
-                f"{s['first_open_slot']} (gate closes in {_duration(s['ms_to_gate_closure'])})",
+                f"{s['first_open_slot']} ({s['first_open_delivery']}; gate closes in "
+                f"{_duration(int(s['wall_s_to_gate_closure'] * 1000))})",
             ),
             ("last cleared", s["last_cleared_slot"]),
             ("peers", f"{s['peers_count']} connected"),
@@ -293,6 +296,7 @@ def run_trades(args: argparse.Namespace) -> int:
         rows.append(
             [
                 s["slot"],
+                s["delivery"],
                 "-"
                 if s["clearing_price_micro_per_kwh"] is None
                 else s["clearing_price_micro_per_kwh"],
@@ -304,7 +308,7 @@ def run_trades(args: argparse.Namespace) -> int:
                 or "-",
             ]
         )
-    _table(["SLOT", "PRICE µ/kWh", "VOLUME Wh", "TRADES", "MINE (µ)"], rows)
+    _table(["SLOT", "DELIVERY", "PRICE µ/kWh", "VOLUME Wh", "TRADES", "MINE (µ)"], rows)
     return 0
 
 
@@ -357,6 +361,8 @@ def run_place(args: argparse.Namespace) -> int:
         _dump(doc)
         return 0
     print(f"order {doc['order_id']} for slot {slot} submitted (tx {doc['tx_id'][:16]}…)")
+    if doc.get("delivery"):
+        print(f"delivery {doc['delivery']}")
     return 0
 
 
@@ -379,13 +385,14 @@ def run_list(args: argparse.Namespace) -> int:
     if not doc["orders"]:
         print("no open orders")
         return 0
-    headers = ["SLOT", "SIDE", "STEPS price:Wh", "TOTAL Wh", "ORDER ID"]
+    headers = ["SLOT", "DELIVERY", "SIDE", "STEPS price:Wh", "TOTAL Wh", "ORDER ID"]
     if args.all:
         headers.insert(0, "HOUSEHOLD")
     rows = []
     for o in doc["orders"]:
         row: list[object] = [
             o["slot"],
+            o["delivery"],
             o["side"],
             _steps(o["steps"]),
             o["energy_wh"],

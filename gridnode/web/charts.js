@@ -106,7 +106,7 @@ function forecastChart(el, rows, upcoming) {
     { type: "scatter", mode: "lines", name: "P10–P90", x: x, y: points.map((p) => p.p90), fill: "tonexty", fillcolor: "rgba(11,92,173,0.16)", line: { width: 0, color: COLORS.demand }, hovertemplate: "P90 %{y:.0f} Wh<extra></extra>", connectgaps: false },
     { type: "scatter", mode: "lines", name: "forecast P50", x: x, y: points.map((p) => p.p50), line: { color: COLORS.demand, dash: "dash", width: 2 }, hovertemplate: "P50 %{y:.0f} Wh<extra></extra>", connectgaps: false },
     { type: "scatter", mode: "markers", name: "measured", x: x, y: points.map((p) => p.actual), marker: { color: COLORS.mine, size: 7 }, hovertemplate: "measured %{y:.0f} Wh<extra></extra>" },
-  ], baseLayout({ yaxis: { title: { text: "Wh surplus (+) per slot" }, gridcolor: "#eef1f4", zerolinecolor: "#9aa5ae" } }));
+  ], baseLayout({ yaxis: { title: { text: "Wh surplus (+) per slot" }, gridcolor: "#eef1f4", zerolinecolor: "#9aa5ae", rangemode: "tozero" } }));
 }
 
 // Bill against grid-only per local day (¤; a negative bill is money earned).
@@ -155,7 +155,7 @@ function whyChart(el, doc) {
   }
   return draw(el, traces, baseLayout({
     hovermode: "closest",
-    xaxis: { title: { text: "energy (Wh, cumulative)" }, gridcolor: "#eef1f4", rangemode: "tozero" },
+    xaxis: { ticksuffix: " Wh", gridcolor: "#eef1f4", rangemode: "tozero" }, // cumulative energy
     yaxis: { title: { text: "¤/kWh" }, gridcolor: "#eef1f4" },
   }));
 }

@@ -12,8 +12,6 @@ import random
 from dataclasses import replace
 
 from gridnode.core.app import LedgerApp
-from gridnode.history import History, MeteredSlot
-from gridnode.localtime import LocalTime
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
     Genesis,
@@ -25,6 +23,8 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
+from gridnode.history import History, MeteredSlot
+from gridnode.localtime import LocalTime
 from gridnode.status import (
     BlockInfo,
     PeerInfo,

@@ -344,9 +344,9 @@ def no_horizontal_scroll(page: Any, width: int) -> None:
     assert scroll <= width, f"the page is {scroll} px wide at a {width} px viewport"
 
 
-def shoot(community: Community, page: Any, name: str) -> Path:
+def shoot(community: Community, page: Any, name: str, *, full_page: bool = True) -> Path:
     path = community.artifacts / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     print(f"screenshot: {path}")
     return path
 
@@ -396,7 +396,10 @@ def test_household_page_answers_the_owner(community: Community, browser: Any) ->
     # orders and their fate; trades kept after settlement
     fates = page.locator("#orders-table tbody .fate").all_inner_texts()
     assert fates and set(fates) & {"cleared", "partly"}, fates
-    assert "UTC−07:00" in page.locator("#orders-table tbody tr").first.inner_text()
+    assert "Delivery (UTC−07:00)" in page.locator("#orders-table thead").inner_text()
+    assert (
+        household["orders"][0]["span"] in page.locator("#orders-table tbody tr").first.inner_text()
+    )
     settled_rows = [
         r for r in page.locator("#trades-table tbody tr").all_inner_texts() if "yes" in r
     ]
@@ -429,7 +432,8 @@ def test_household_page_at_phone_width(community: Community, browser: Any) -> No
     no_horizontal_scroll(page, 390)
     page.locator("#operator summary").click()
     no_horizontal_scroll(page, 390)
-    shoot(community, page, "page-household-phone.png")
+    page.evaluate("window.scrollTo(0, 0)")
+    shoot(community, page, "page-household-phone.png", full_page=False)  # the first screen
     assert seen.console == [], seen.console
 
 
