@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,12 +26,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import tomli_w
 
-from gridnode.core.crypto import KeyPair
-from gridnode.localtime import LocalTime
 from market.errors import UsageError
 
-# the ledger (numpy) is imported where a genesis is read: the client commands start fast
+# the ledger (numpy), keys (libsodium), zones and token randomness are imported where they are used:
+# the client commands, which only read the API address and token, start fast (docs/api.md)
 if TYPE_CHECKING:
+    from gridnode.core.crypto import KeyPair
     from gridnode.core.ledger import Genesis
 
 __all__ = [
@@ -374,6 +373,10 @@ def create_data_dir(
     if genesis is not None:
         g = load_genesis(genesis)  # validate before writing anything
         write_genesis(directory / GENESIS_NAME, g)
+    import secrets  # noqa: PLC0415
+
+    from gridnode.core.crypto import KeyPair  # noqa: PLC0415
+
     key = key or KeyPair.generate()
     _write_private(ident, key.seed.hex() + "\n")
     if not (directory / TOKEN_NAME).exists():
@@ -412,6 +415,8 @@ def load_identity(directory: Path) -> KeyPair:
         raise UsageError(f"{path}: not a hex Ed25519 seed") from None
     if len(seed) != 32:
         raise UsageError(f"{path}: an Ed25519 seed is 32 bytes, found {len(seed)}")
+    from gridnode.core.crypto import KeyPair  # noqa: PLC0415
+
     return KeyPair(seed)
 
 
@@ -490,6 +495,8 @@ def load_config(directory: Path) -> Config:
     _check_live_meter(path, values)
     if "timezone" in values:
         try:
+            from gridnode.localtime import LocalTime  # noqa: PLC0415
+
             LocalTime.parse(values["timezone"])
         except UsageError as exc:
             raise UsageError(f"{path}: node.timezone: {exc}") from None

@@ -147,10 +147,10 @@ def _families(snap: Snapshot) -> Iterator[object]:
     for reason, n in sorted(snap.misbehaviour.items()):
         refused.add_metric([reason], n)
     yield refused
-    yield CounterMetricFamily(
+    yield gauge(
         "gridnode_submit_failures",
-        "Submissions no validator acknowledged (recent window)",
-        value=len(snap.submit_failures),
+        "Submissions no validator acknowledged in the last 5 wall minutes",
+        health.submit_failures,
     )
     lat = snap.commit_latency
     yield HistogramMetricFamily(

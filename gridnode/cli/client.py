@@ -1,19 +1,22 @@
 """Client commands that talk to the local daemon's API: ``gridnode status|peers|trades|balance|order``.
 
 Each reads ``DIR/gridnode.toml`` for the API address (and ``DIR/api.token`` for writes), makes one
-or two HTTP requests with the standard library (no aiohttp import: these commands start fast), and
-prints a human-readable table, or the API's JSON with ``--json``. A daemon that does not answer, or
-an API error, is one line on stderr and exit 2 (through :func:`gridnode.cli.main`).
+or two HTTP requests with the standard library's ``http.client``, and prints a human-readable table,
+or the API's JSON with ``--json``. A daemon that does not answer, or an API error, is one line on
+stderr and exit 2 (through :func:`gridnode.cli.main`).
+
+These commands must start fast (``docs/api.md``): this module imports only the standard library
+and small modules of ours (no numpy, pandas, libp2p, aiohttp, not even ``urllib.request``);
+``tests/api/test_client_imports.py`` checks the import graph.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import socket
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -143,30 +146,34 @@ def _call(
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
     not_running = f"no daemon answering at {url} (is `gridnode run --dir {directory}` running?)"
+    connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=TIMEOUT_S)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise UsageError(_describe_error(exc)) from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ConnectionRefusedError | FileNotFoundError | socket.gaierror):
-            raise UsageError(not_running) from None
-        raise UsageError(f"{not_running}: {exc.reason}") from None
-    except (TimeoutError, ConnectionError) as exc:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+    except (ConnectionRefusedError, FileNotFoundError, socket.gaierror):
+        raise UsageError(not_running) from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
         raise UsageError(f"the daemon at {url} did not answer: {exc}") from None
-    except json.JSONDecodeError:
+    finally:
+        connection.close()
+    if response.status >= 400:
+        raise UsageError(_describe_error(response.status, response.reason, raw))
+    try:
+        return json.loads(raw)
+    except ValueError:
         raise UsageError(f"{url}{path} did not answer JSON: is that a gridnode daemon?") from None
 
 
-def _describe_error(exc: urllib.error.HTTPError) -> str:
+def _describe_error(status: int, reason: str, raw: bytes) -> str:
     try:
-        error = json.loads(exc.read())["error"]
+        error = json.loads(raw)["error"]
         field = f" ({error['field']})" if error.get("field") else ""
-        return f"the daemon refused ({exc.code} {error['reason']}){field}: {error['message']}"
+        return f"the daemon refused ({status} {error['reason']}){field}: {error['message']}"
     except (ValueError, KeyError, TypeError):
-        return f"the daemon answered HTTP {exc.code} {exc.reason}"
+        return f"the daemon answered HTTP {status} {reason}"
 
 
 # ---------------------------------------------------------------------------------------- output

@@ -74,8 +74,9 @@ function energyChart(el, rows) {
   bar(n("to the grid", "to grid"), gridOut.map((v) => -v), COLORS.gridOut, "%{customdata} Wh");
   traces[traces.length - 1].customdata = gridOut;
   if (withPv) {
-    if (panels) traces.push({ type: "scatter", mode: "lines", name: "PV", x: x, y: rows.map((r) => r.pv_wh), line: { color: COLORS.pv, width: 2.5, shape: "hvh" }, hovertemplate: "%{y:.0f} Wh<extra>PV</extra>" });
-    traces.push({ type: "scatter", mode: "lines", name: n("consumption", "use"), x: x, y: rows.map((r) => r.load_wh), line: { color: COLORS.load, width: 2, shape: "hvh" }, hovertemplate: "%{y:.0f} Wh<extra>consumption</extra>" });
+    // markers too: a slot between two without data is a lone point, which a line does not draw
+    if (panels) traces.push({ type: "scatter", mode: "lines+markers", name: "PV", x: x, y: rows.map((r) => r.pv_wh), line: { color: COLORS.pv, width: 2.5, shape: "hvh" }, marker: { size: 5 }, hovertemplate: "%{y:.0f} Wh<extra>PV</extra>" });
+    traces.push({ type: "scatter", mode: "lines+markers", name: n("consumption", "use"), x: x, y: rows.map((r) => r.load_wh), line: { color: COLORS.load, width: 2, shape: "hvh" }, marker: { size: 4 }, hovertemplate: "%{y:.0f} Wh<extra>consumption</extra>" });
   } else {
     traces.push({ type: "scatter", mode: "lines", name: "meter net (+ export)", x: x, y: rows.map((r) => r.reading_wh), line: { color: COLORS.load, width: 2, shape: "hvh" } });
   }

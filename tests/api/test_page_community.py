@@ -523,7 +523,7 @@ def test_metrics_parse_and_move(community: Community) -> None:
     for name in (
         "gridnode_height", "gridnode_sync_lag_seconds", "gridnode_peers",
         "gridnode_mempool_transactions", "gridnode_commit_latency_seconds_count",
-        "gridnode_savings_micro", "gridnode_forecast_abs_error_wh", "gridnode_submit_failures_total",
+        "gridnode_savings_micro", "gridnode_forecast_abs_error_wh", "gridnode_submit_failures",
     ):  # fmt: skip
         assert name in first, (name, sorted(first))
     assert first["gridnode_commit_latency_seconds_count"] > 0
