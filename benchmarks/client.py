@@ -52,7 +52,7 @@ def main() -> None:
                 start = time.perf_counter()
                 subprocess.run(
                     [sys.executable, "-m", "gridnode", *argv, "--dir", str(home)],
-                    check=True, env=env, stdout=subprocess.DEVNULL,
+                    check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                 )  # fmt: skip
                 times.append((time.perf_counter() - start) * 1000)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -41,6 +41,7 @@ def loaded(*argv: str) -> dict[str, object]:
         capture_output=True,
         text=True,
         env=env,
+        cwd=ROOT,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
