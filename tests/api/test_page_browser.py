@@ -1,4 +1,4 @@
-"""The status page in a real headless Chromium: it shows live values from the API and follows changes.
+"""The status page in a real headless Chromium: it shows what the node pushes over server-sent events.
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``, or ``GRIDNODE_CHROMIUM``) and the ``playwright``
 Python package (driving that browser; no browser is downloaded). Skipped, with the reason, where
