@@ -22,26 +22,36 @@ Rules of this module:
   price, at most ``max_steps`` steps, slot still open at the snapshot's ``now_ms`` and at most
   ``max_order_ahead_slots`` beyond the first open slot) before the handle
   sees them; the ledger re-checks everything anyway.
-* The status page (``/``) is static HTML + JS + CSS shipped in ``gridnode/web``; it makes no
-  request outside this origin (a Content-Security-Policy header enforces it) and polls the JSON API.
+* The status page (``/``) is static HTML + JS + CSS shipped in ``gridnode/web`` and the plotly.js
+  that the ``plotly`` package ships (``/static/plotly.min.js``, gzip, cached); it makes no request
+  outside this origin (a Content-Security-Policy header enforces it). Live updates are pushed over
+  server-sent events (``GET /api/events``: ``status`` every second, ``household`` and ``market``
+  when they change), not polled. The owner's views (``/api/household``, ``/api/market``,
+  ``/api/slot``) are :mod:`gridnode.api_views`; ``/metrics`` is Prometheus text
+  (:func:`gridnode.metrics.render_metrics`).
 
 Documented for users in ``docs/api.md``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gzip
 import hashlib
 import heapq
 import hmac
 import itertools
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse
 
 from gridnode.api_requests import (
     HOSTS_KEY,
@@ -55,8 +65,17 @@ from gridnode.api_requests import (
     json_body,
     parse_order_request,
 )
+from gridnode.api_views import (
+    household_view,
+    market_view,
+    slot_view,
+    status_extras,
+    validator_rows,
+)
 from gridnode.chain import trade_row
 from gridnode.core.ledger import LedgerState, SignedOrder
+from gridnode.localtime import LocalTime, zone_named
+from gridnode.metrics import render_metrics
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
 from market.errors import (
     ApiReason,
@@ -93,20 +112,32 @@ _TOKEN_KEY: Final = web.AppKey("gridnode_token", bytes)
 _DIGEST_KEY: Final = web.AppKey("gridnode_digest_cache", dict)
 _PAGES_KEY: Final = web.AppKey("gridnode_pages", dict)
 _IDS_KEY: Final[web.AppKey[itertools.count[int]]] = web.AppKey("gridnode_order_ids")
+_VIEWS_KEY: Final = web.AppKey("gridnode_view_cache", dict)
+_STOP_KEY: Final = web.AppKey("gridnode_stop_streams", asyncio.Event)
+
+#: how often the event stream looks at the snapshot (wall seconds)
+EVENT_PERIOD_S: Final = 1.0
 
 #: Host names accepted by default: a page on another site that resolves its own name to 127.0.0.1
 #: (DNS rebinding) sends its own name as Host and is refused.
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
 
+#: Only this origin. plotly.js sets inline styles on the elements it draws ('unsafe-inline' for
+#: styles only: a style cannot fetch anything that img-src / default-src do not allow).
 _CSP: Final = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
 _STATIC: Final = {  # URL path -> (file in gridnode/web, content type)
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
+    "/static/charts.js": ("charts.js", "text/javascript"),
     "/static/style.css": ("style.css", "text/css"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
 }
+PLOTLY_PATH: Final = "/static/plotly.min.js"
 
 
 # ----------------------------------------------------------------------------------------- views
@@ -116,9 +147,9 @@ def _snapshot(request: web.Request) -> Snapshot:
     return request.app[HANDLE_KEY].snapshot()
 
 
-def _digest(request: web.Request, ledger: LedgerState) -> str:
+def _digest(app: web.Application, ledger: LedgerState) -> str:
     """The state digest, computed once per ledger state (it re-encodes the whole state)."""
-    cache: dict[str, Any] = request.app[_DIGEST_KEY]
+    cache: dict[str, Any] = app[_DIGEST_KEY]
     if cache.get("state") is not ledger:
         cache["state"] = ledger
         cache["digest"] = ledger.digest().hex()
@@ -126,14 +157,21 @@ def _digest(request: web.Request, ledger: LedgerState) -> str:
     return digest
 
 
-def _order_json(so: SignedOrder, me: str, *, open_: bool) -> dict[str, Any]:
+def _delivery(snap: Snapshot, slot: int) -> str:
+    """The slot's delivery interval in the household's local time, with the offset."""
+    clock = snap.ledger.genesis.clock
+    return zone_named(snap.timezone).interval(clock.start(slot), clock.end(slot))
+
+
+def _order_json(so: SignedOrder, snap: Snapshot, *, open_: bool) -> dict[str, Any]:
     o = so.order
     return {
         "order_id": o.order_id,
         "household": o.household,
-        "mine": o.household == me,
+        "mine": o.household == snap.household,
         "side": o.side.value,
         "slot": o.slot,
+        "delivery": _delivery(snap, o.slot),
         "nonce": o.nonce,
         "open": open_,
         "energy_wh": o.energy_wh,
@@ -144,9 +182,60 @@ def _order_json(so: SignedOrder, me: str, *, open_: bool) -> dict[str, Any]:
     }
 
 
+def _zone(app: web.Application, snap: Snapshot) -> LocalTime:
+    """The household's zone (parsed once per name)."""
+    return zone_named(snap.timezone)
+
+
+def _cached(
+    app: web.Application, name: str, key: object, build: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """``build()``, or the document built last for the same ``key`` (one per view name)."""
+    cache: dict[Any, Any] = app[_VIEWS_KEY]
+    held = cache.get(name)
+    if held is not None and held[0] == key:
+        doc: dict[str, Any] = held[1]
+        return doc
+    doc = build()
+    cache[name] = (key, doc)
+    return doc
+
+
+def _history_key(snap: Snapshot) -> object:
+    """What the household and market views depend on besides the clock's slot."""
+    last = snap.submissions[-1] if snap.submissions else None
+    version = snap.history.version if snap.history is not None else -1
+    clock = snap.ledger.genesis.clock
+    return (
+        snap.household,
+        snap.ledger.height,
+        version,
+        len(snap.submissions),
+        last,
+        clock.slot_at(snap.now_ms // 1000),
+        clock.first_open_slot(snap.now_ms // 1000),
+        snap.forecast,
+    )
+
+
+def household_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
+    return _cached(
+        app, "household", _history_key(snap), lambda: household_view(snap, _zone(app, snap))
+    )
+
+
+def market_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
+    key = (snap.history.version if snap.history is not None else -1, snap.ledger.height)
+    return _cached(app, "market", key, lambda: market_view(snap, _zone(app, snap)))
+
+
 async def status(request: web.Request) -> web.Response:
     check_params(request, ())
-    snap = _snapshot(request)
+    return web.json_response(status_doc(request.app, _snapshot(request)))
+
+
+def status_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
+    """``/api/status`` (also the event stream's ``status`` event)."""
     ledger = snap.ledger
     genesis = ledger.genesis
     clock = genesis.clock
@@ -170,7 +259,7 @@ async def status(request: web.Request) -> web.Response:
         "uptime_s": max(0, snap.now_ms - snap.started_ms) // 1000 if snap.started_ms else None,
         "height": ledger.height,
         "head_hash": ledger.head_hash.hex(),
-        "state_digest": _digest(request, ledger),
+        "state_digest": _digest(app, ledger),
         "block_time_ms": ledger.time_ms,
         "slot_seconds": genesis.slot_seconds,
         "gate_lead_seconds": genesis.gate_lead_seconds,
@@ -186,15 +275,7 @@ async def status(request: web.Request) -> web.Response:
             "connected": len(connected),
             "quorum": 3 * len(connected) > 2 * n,
             "self_is_validator": me_validator,
-            "members": [
-                {
-                    "public_key": v.public_key,
-                    "connected": v.connected,
-                    "last_seen_ms": v.last_seen_ms,
-                    "age_ms": None if v.last_seen_ms is None else snap.now_ms - v.last_seen_ms,
-                }
-                for v in snap.validators
-            ],
+            "members": validator_rows(snap),
         },
         "mempool_size": snap.mempool_size,
         "misbehaviour": dict(sorted(snap.misbehaviour.items())),
@@ -211,13 +292,22 @@ async def status(request: web.Request) -> web.Response:
         "retail_micro_per_kwh": genesis.retail_micro_per_kwh,
         "feed_in_micro_per_kwh": genesis.feed_in_micro_per_kwh,
         "max_steps": genesis.max_steps,
+        **status_extras(snap, _zone(app, snap)),
     }
-    return web.json_response(body)
+    return body
 
 
 async def peers(request: web.Request) -> web.Response:
     check_params(request, ())
-    snap = _snapshot(request)
+    return web.json_response(peers_doc(request.app, _snapshot(request)))
+
+
+def peers_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
+    """``/api/peers`` (also the event stream's ``peers`` event)."""
+    return _cached(app, "peers", snap.peers, lambda: _peers_view(snap))
+
+
+def _peers_view(snap: Snapshot) -> dict[str, Any]:
     members = set(snap.ledger.genesis.members)
     validators = set(snap.ledger.genesis.validators)
     body = {
@@ -236,7 +326,7 @@ async def peers(request: web.Request) -> web.Response:
         ],
         "connected": sum(1 for p in snap.peers if p.connected),
     }
-    return web.json_response(body)
+    return body
 
 
 async def orders(request: web.Request) -> web.Response:
@@ -255,10 +345,10 @@ async def orders(request: web.Request) -> web.Response:
         for household in sorted(ledger.orders[slot]):
             if mine and household != snap.household:
                 continue
-            listed.append(_order_json(ledger.orders[slot][household], snap.household, open_=open_))
+            listed.append(_order_json(ledger.orders[slot][household], snap, open_=open_))
     committed = {o["order_id"] for o in listed}
     pending = [  # seen on the orders topic (signature-checked), not yet in a block
-        _order_json(so, snap.household, open_=clock.is_open(so.order.slot, now_s))
+        _order_json(so, snap, open_=clock.is_open(so.order.slot, now_s))
         for so in snap.gossip_orders
         if so.order.order_id not in committed
         and (only_slot is None or so.order.slot == only_slot)
@@ -274,18 +364,36 @@ async def orders(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def _trade_slot(ledger: LedgerState, slot: int, me: str) -> dict[str, Any]:
-    trades = ledger.trades.get(slot, ())
+def _trade_slot(snap: Snapshot, slot: int) -> dict[str, Any]:
+    """A cleared slot's trades: the ledger's while they await settlement, then the node's history
+    (``trades_kept``: false once the history dropped them, or for a slot before it)."""
+    ledger, me = snap.ledger, snap.household
+    record = None if snap.history is None else snap.history.slot(slot)
+    if slot in ledger.trades:
+        trades: tuple[Any, ...] | None = tuple(ledger.trades[slot])
+    elif record is not None and record.cleared_height:
+        trades = record.trades
+    else:
+        trades = ()
     price = ledger.clearing_prices.get(slot)
+    if price is None and record is not None:
+        price = record.price_micro_per_kwh
     rows = []
-    for t in trades:
+    for t in trades or ():
         side = "buy" if t.buyer == me else "sell" if t.seller == me else None
         rows.append({**trade_row(t), "mine": side is not None, "my_side": side})
+    if trades is not None:
+        volume = sum(t.energy_wh for t in trades)
+    else:
+        volume = record.volume_wh if record is not None else 0
     return {
         "slot": slot,
+        "delivery": _delivery(snap, slot),
         "clearing_price_micro_per_kwh": price,
-        "volume_wh": sum(t.energy_wh for t in trades),
+        "volume_wh": volume,
         "awaiting_settlement": slot in ledger.trades,
+        "settled": record is not None and record.settled,
+        "trades_kept": trades is not None,
         "trades": rows,
     }
 
@@ -308,11 +416,13 @@ async def trades(request: web.Request) -> web.Response:
         slots = [only_slot]
     else:
         known = set(ledger.clearing_prices) | set(ledger.trades)
+        if snap.history is not None:
+            known |= {r.slot for r in snap.history.slots if r.cleared_height}
         slots = heapq.nlargest(limit, known)
     body = {
         "last_cleared_slot": ledger.last_cleared_slot,
         "height": ledger.height,
-        "slots": [_trade_slot(ledger, s, snap.household) for s in slots],
+        "slots": [_trade_slot(snap, s) for s in slots],
     }
     return web.json_response(body)
 
@@ -412,6 +522,74 @@ async def submissions(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def household(request: web.Request) -> web.Response:
+    """The owner's view: energy per slot, bills per day, shares, orders and their fate, trades
+    kept after settlement, missed readings (:func:`gridnode.api_views.household_view`)."""
+    check_params(request, ())
+    return web.json_response(household_doc(request.app, _snapshot(request)))
+
+
+async def market(request: web.Request) -> web.Response:
+    """The community's clearing prices and volumes (:func:`gridnode.api_views.market_view`)."""
+    check_params(request, ())
+    return web.json_response(market_doc(request.app, _snapshot(request)))
+
+
+async def slot_detail(request: web.Request) -> web.Response:
+    """Why a slot went as it did: the book's curves, my steps, the clearing point, my bill."""
+    check_params(request, ("slot",))
+    slot = int_param(request, "slot", None)
+    snap = _snapshot(request)
+    if slot is None:
+        slot = household_doc(request.app, snap)["why_slot"]
+        if slot is None:
+            raise ApiError(404, ApiReason.NOT_CLEARED, "no slot cleared yet", field="slot")
+    doc = slot_view(snap, _zone(request.app, snap), slot)
+    if doc is None:
+        raise ApiError(
+            404, ApiReason.NOT_FOUND, f"this node knows nothing of slot {slot}", field="slot"
+        )
+    return web.json_response(doc)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition (:func:`gridnode.metrics.render_metrics`)."""
+    check_params(request, ())
+    body = render_metrics(_snapshot(request))
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``status`` every :data:`EVENT_PERIOD_S`, ``household``, ``market`` and
+    ``peers`` whenever their document changed (each first sent at once). Ends when the client goes away or
+    the API stops."""
+    check_params(request, ())
+    app = request.app
+    stop = app[_STOP_KEY]
+    response = EventSourceResponse(ping_interval=15, send_timeout=30)
+    await response.prepare(request)
+    sent: dict[str, Any] = {}
+    async with response:  # on the way out: stop the pings, wait for them
+        try:
+            while not stop.is_set() and response.is_connected():
+                snap = _snapshot(request)
+                await response.send(json.dumps(status_doc(app, snap)), event="status")
+                for name, build in (
+                    ("household", household_doc),
+                    ("market", market_doc),
+                    ("peers", peers_doc),
+                ):
+                    doc = build(app, snap)
+                    if sent.get(name) is not doc:
+                        sent[name] = doc
+                        await response.send(json.dumps(doc), event=name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), EVENT_PERIOD_S)
+        except (ConnectionError, TimeoutError):  # the client went away or stalled
+            pass
+    return response
+
+
 # ------------------------------------------------------------------------------------------ writes
 
 
@@ -446,9 +624,13 @@ def _check_member(snap: Snapshot) -> None:
         )
 
 
-def _submit_response(result: SubmitResult, status_ok: int = 202) -> web.Response:
+def _submit_response(
+    result: SubmitResult, status_ok: int = 202, *, delivery: str = ""
+) -> web.Response:
     if result.accepted:
         body = {"accepted": True, "tx_id": result.tx_id, "order_id": result.order_id}
+        if delivery:
+            body["delivery"] = delivery
         return web.json_response(body, status=status_ok)
     reason = reason_of(result.reason) or ApiReason.REFUSED
     if reason is LedgerReason.NO_OPEN_ORDER:
@@ -482,7 +664,7 @@ async def place_order(request: web.Request) -> web.Response:
         raise ApiError(409, exc.reason, str(exc)) from None
     except UsageError as exc:
         raise ApiError(409, ApiReason.REFUSED, str(exc)) from None
-    return _submit_response(result)
+    return _submit_response(result, delivery=_delivery(snap, order.slot))
 
 
 async def cancel_order(request: web.Request) -> web.Response:
@@ -529,14 +711,35 @@ def _load_pages() -> dict[str, tuple[bytes, str]]:
     }
 
 
+def plotly_js() -> Path:
+    """The plotly.js bundle the ``plotly`` Python package ships (no CDN, no download)."""
+    import plotly  # noqa: PLC0415  # only its file is needed
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
 async def page(request: web.Request) -> web.Response:
     body, ctype = request.app[_PAGES_KEY][request.path]
     return web.Response(
         body=body,
         content_type=ctype,
-        charset="utf-8",
+        charset="utf-8" if ctype.startswith("text/") else None,
         headers={"Content-Security-Policy": _CSP, "Referrer-Policy": "no-referrer"},
     )
+
+
+async def plotly_page(request: web.Request) -> web.Response:
+    """plotly.js, read and gzipped once (4.8 MB → 1.4 MB), cached by the browser for a day."""
+    pages: dict[str, Any] = request.app[_PAGES_KEY]
+    held = pages.get(PLOTLY_PATH)
+    if held is None:
+        raw = await asyncio.to_thread(plotly_js().read_bytes)
+        held = pages[PLOTLY_PATH] = (raw, await asyncio.to_thread(gzip.compress, raw, 6))
+    raw, packed = held
+    headers = {"Cache-Control": "max-age=86400", "Content-Type": "text/javascript; charset=utf-8"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        return web.Response(body=packed, headers={**headers, "Content-Encoding": "gzip"})
+    return web.Response(body=raw, headers=headers)
 
 
 # -------------------------------------------------------------------------------------- app & run
@@ -563,6 +766,13 @@ def make_app(
     app[_DIGEST_KEY] = {}
     app[_PAGES_KEY] = _load_pages()
     app[_IDS_KEY] = itertools.count()
+    app[_VIEWS_KEY] = {}
+    app[_STOP_KEY] = asyncio.Event()
+
+    async def end_streams(app: web.Application) -> None:
+        app[_STOP_KEY].set()
+
+    app.on_shutdown.append(end_streams)
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/peers", peers)
     app.router.add_get("/api/orders", orders)
@@ -573,6 +783,12 @@ def make_app(
     app.router.add_get("/api/balance", balance)
     app.router.add_get("/api/forecast", forecast)
     app.router.add_get("/api/submissions", submissions)
+    app.router.add_get("/api/household", household)
+    app.router.add_get("/api/market", market)
+    app.router.add_get("/api/slot", slot_detail)
+    app.router.add_get("/api/events", events)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get(PLOTLY_PATH, plotly_page)
     for path in _STATIC:
         app.router.add_get(path, page)
     return app

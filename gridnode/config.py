@@ -38,13 +38,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import tomli_w
 
-from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import Genesis
 from market.errors import UsageError
+
+# the ledger (numpy), keys (libsodium), zones and token randomness are imported where they are used:
+# the client commands, which only read the API address and token, start fast (docs/api.md)
+if TYPE_CHECKING:
+    from gridnode.core.crypto import KeyPair
+    from gridnode.core.ledger import Genesis
 
 __all__ = [
     "BIDDING_POLICIES",
@@ -105,6 +109,8 @@ class Config:
     log_level: str = "info"
     #: deprecated (the genesis sets the clock): when set it must equal the genesis' clock_speedup
     clock_speedup: float | None = None
+    #: the household's time zone for everything people read (gridnode/localtime.py)
+    timezone: str = "local"
     # -- live meters (meter.source = "dsmr" / "mqtt"; docs/meters.md) --
     dsmr_port: str = ""
     dsmr_url: str = ""
@@ -150,6 +156,11 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
         (int, float),
         "deprecated: the genesis sets the community clock (clock_speedup); if set here it must "
         "equal the genesis' value",
+    ),
+    ("node", "timezone"): (
+        "timezone",
+        str,
+        'times on the status page and in the client commands: "local" (this machine\'s), an IANA name like "Europe/Amsterdam", or an offset like "-07:00"',
     ),
     ("network", "listen"): ("listen", list, "multiaddrs to listen on"),
     ("network", "bootstrap"): (
@@ -456,6 +467,8 @@ def create_data_dir(
     if data.exists() and not data.is_dir():
         raise UsageError(f"{data}: is a file, where the data directory belongs")
     _check_dir(directory, create=True)
+    from gridnode.core.crypto import KeyPair  # noqa: PLC0415  # not on the client path
+
     key = key or KeyPair.generate()
     write_atomic(ident, key.seed.hex() + "\n", mode=0o600, overwrite=False)
     if not (directory / TOKEN_NAME).exists():
@@ -499,6 +512,8 @@ def load_identity(directory: Path, *, name: str = IDENTITY_NAME) -> KeyPair:
         raise UsageError(f"{path}: not a hex Ed25519 seed") from None
     if len(seed) != 32:
         raise UsageError(f"{path}: an Ed25519 seed is 32 bytes, found {len(seed)}")
+    from gridnode.core.crypto import KeyPair  # noqa: PLC0415
+
     return KeyPair(seed)
 
 
@@ -592,6 +607,13 @@ def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config
             f"{path}: meter.source must be one of {', '.join(METER_SOURCES)}, got {values['meter_source']!r}"
         )
     _check_live_meter(path, values)
+    if "timezone" in values:
+        try:
+            from gridnode.localtime import LocalTime  # noqa: PLC0415
+
+            LocalTime.parse(values["timezone"])
+        except UsageError as exc:
+            raise UsageError(f"{path}: node.timezone: {exc}") from None
     policy = values.get("bidding_policy", "forecast")
     if policy not in BIDDING_POLICIES:
         raise UsageError(
@@ -724,6 +746,8 @@ def _type_words(typ: type | tuple[type, ...]) -> str:
 
 def load_genesis(path: Path) -> Genesis:
     """Read a genesis TOML file; errors name the file and the key."""
+    from gridnode.core.ledger import Genesis  # noqa: PLC0415  # numpy: not on the client path
+
     doc = _parse_toml(path, read_text(path, missing="no such genesis file"))
     try:
         return Genesis.from_dict(doc.get("genesis", doc))

@@ -65,15 +65,20 @@ from gridnode.core.ledger import (
     Tx,
     admission_error,
     decode_block,
+    decode_state,
     decode_tx,
+    genesis_state,
     sign_cancel,
     sign_order,
     sign_reading,
     tx_id,
 )
+from gridnode.history import History, MeteredSlot
 from gridnode.household_driver import HouseholdDriver
+from gridnode.localtime import LocalTime
 from gridnode.meter import Meter
 from gridnode.meters import open_live_meter, start_meter_reader, stop_meter_reader
+from gridnode.metrics import CommitLatency
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import (
     NetConfig,
@@ -143,6 +148,8 @@ _GOSSIP_MARGIN_S = 2.0
 _DECODED_CACHE = 64
 #: submitted orders the snapshot shows (``/api/submissions``): a week of 15-minute slots and more
 _SUBMISSIONS = 2_000
+#: submissions no validator acknowledged, kept for the health badge
+_SUBMIT_FAILURES = 256
 
 
 def consensus_config(speedup: float) -> ConsensusConfig:
@@ -204,6 +211,8 @@ class DaemonNode:
         self._timer_changed = trio.Event()
         self._recent: deque[BlockInfo] = deque(maxlen=_RECENT_BLOCKS)
         self._submissions: deque[Submission] = deque(maxlen=_SUBMISSIONS)
+        self._submit_failures: deque[int] = deque(maxlen=_SUBMIT_FAILURES)
+        self._latency = CommitLatency()
         self._nonce = 0
         self.live_orders: dict[bytes, SignedOrder] = {}  # seen on gossip, not yet committed
         #: validators: orders accepted from submissions, to gossip in the next batch
@@ -223,6 +232,13 @@ class DaemonNode:
             verified_votes=set(),  # _on_consensus checks signatures first; the core reuses them
         )
         self.runtime.listeners.append(self._on_commit)
+        self.zone = LocalTime.parse(config.timezone)
+        #: this household's slots kept after settlement (the status page's history)
+        self.history = History(
+            key.public_hex, genesis.clock, self.zone, verified=self.runtime.app.verified
+        )
+        seed_history(self.history, store, genesis)
+        self._before = self.runtime.state  # the state the next committed block applies to
         for sb in store.blocks_from(
             max(1, self.runtime.state.height - _RECENT_BLOCKS + 1), _RECENT_BLOCKS
         ):
@@ -501,6 +517,16 @@ class DaemonNode:
         orders and the household driver's quotes alike)."""
         self._submissions.append(_submission(order, at_ms, result))
 
+    def record_metered(self, metered: MeteredSlot) -> None:
+        """What the meter and agent saw of a delivered slot (the household driver)."""
+        self.history.record_metered(metered)
+
+    def _sending(self, txs: Sequence[Tx]) -> None:
+        self._latency.sent((tx_id(tx) for tx in txs), self.clock.wall_ms())
+
+    def _not_acknowledged(self) -> None:
+        self._submit_failures.append(self.clock.now_ms())
+
     async def cancel_order(self, slot: int) -> SubmitResult:
         return await self._submit(
             sign_cancel(self.key, self.genesis, slot=slot, nonce=self._next_nonce())
@@ -510,6 +536,7 @@ class DaemonNode:
         return await self._submit(sign_reading(self.key, self.genesis, slot=slot, net_wh=net_wh))
 
     async def _submit(self, tx: Tx) -> SubmitResult:
+        self._sending([tx])
         if self.runtime.is_validator:
             result = self._accept_tx(tx, share=True)
             self._publish()
@@ -519,6 +546,9 @@ class DaemonNode:
             _, _ = await self.net.submit(self._submit_peers(), "submit", tx.encode())
         except Rejected as exc:  # the validator refused it; its answer is the reason code
             return SubmitResult(False, tid, exc.reason)
+        except NetworkError:
+            self._not_acknowledged()
+            raise
         return SubmitResult(True, tid)
 
     def _submit_peers(self) -> list[str]:
@@ -530,6 +560,7 @@ class DaemonNode:
     async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
         """Submit ``txs`` in one acknowledged request (``…/submit-batch/1.0.0``): one result per
         transaction, in order. :class:`NetworkError` when no validator answered."""
+        self._sending(txs)
         if self.runtime.is_validator:
             results = [self._accept_tx(tx, share=True) for tx in txs]
             self._publish()
@@ -542,6 +573,9 @@ class DaemonNode:
             Rejected
         ) as exc:  # the whole batch was refused (e.g. we are not talking to a validator)
             return [SubmitResult(False, tx_id(tx).hex(), exc.reason) for tx in txs]
+        except NetworkError:
+            self._not_acknowledged()
+            raise
         try:
             rows = decode_tx_results(answer, expected=len(txs))
         except InvalidInput as exc:
@@ -556,6 +590,9 @@ class DaemonNode:
         return BlockInfo(height, block_hash.hex(), parsed.time_ms, parsed.proposer, len(parsed.txs))
 
     def _on_commit(self, event: Committed) -> None:
+        self.history.on_block(self._before, event.block, event.block_hash)
+        self._before = event.state
+        self._latency.committed((tx_id(tx) for tx in event.block.txs), self.clock.wall_ms())
         stored = self.runtime.store.block(event.height)
         if stored is not None:
             self._recent.appendleft(self._block_info(event.height, stored.block_hash, stored.block))
@@ -619,15 +656,36 @@ class DaemonNode:
             gossip_orders=tuple(self.live_orders.values()),
             started_ms=self.started_ms,
             submissions=tuple(self._submissions),
+            speedup=self.clock.speedup,
+            timezone=self.zone.name,
+            meter_source=self.config.meter_source,
+            history=self.history.view(),
+            submit_failures=tuple(self._submit_failures),
+            commit_latency=self._latency.histogram(),
         )
 
     def _publish(self) -> None:
+        self.history.note_forecast(self.forecast)
         self.latest = self._make_snapshot()
 
     def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
         return sorted((b for b in self._recent if b.height >= from_height), key=lambda b: b.height)[
             :limit
         ]
+
+
+def seed_history(history: History, store: NodeStore, genesis: Genesis) -> LedgerState:
+    """Feed ``history`` the stored blocks after the newest state snapshot (or every block when
+    there is none: the runtime replayed the same ones at boot); return the state after them."""
+    snapshot = store.latest_snapshot()
+    state = genesis_state(genesis) if snapshot is None else decode_state(snapshot.state, genesis)
+    while batch := store.blocks_from(state.height + 1, 200):
+        for sb in batch:
+            after = history.on_block(state, decode_block(sb.block), sb.block_hash)
+            if after is None:
+                return state
+            state = after
+    return state
 
 
 def _submission(order: Order, at_ms: int, result: SubmitResult) -> Submission:

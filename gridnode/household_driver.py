@@ -18,6 +18,9 @@ the daemon's I/O around it (the in-process simulation engine drives the same age
   everything of the step in **one** acknowledged request (``…/submit-batch/1.0.0``; a validator
   takes them into its own mempool). When no validator answered, the readings go back to the agent
   and are re-sent unchanged at the next step.
+* **The page's history**: each delivered slot's natural net, signed reading, PV and load (where
+  the meter measures them apart) and battery go to the node (``record_metered``) before the
+  submission, so a slot whose reading could not be sent is still shown.
 * **Log lines** (logger ``gridnode``): ``battery slot N: …`` at each dispatch, ``reading slot N: …``
   and ``quoted slot N: SIDE E Wh in K steps (result)`` after the submission's answer. The
   real-daemon simulation engine reads the ``quoted slot`` lines (their time stamps).
@@ -37,6 +40,7 @@ from gridnode.clock import NodeClock
 from gridnode.config import Config
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis, SignedOrder, Tx, sign_reading
+from gridnode.history import MeteredSlot
 from gridnode.household.agent import (
     BOUNDARY_DELAY_MS,
     HISTORY_DAYS,
@@ -83,6 +87,10 @@ class HouseholdNode(Protocol):
 
     def record_submission(self, order: Order, at_ms: int, result: SubmitResult) -> None:
         """Keep a submitted order and its answer for ``/api/submissions``."""
+        ...
+
+    def record_metered(self, metered: MeteredSlot) -> None:
+        """Keep what the meter and agent saw of a delivered slot (the status page's history)."""
         ...
 
 
@@ -162,12 +170,27 @@ class HouseholdDriver:
             forecast=forecast,
         )
         for r in actions.readings:
-            if r.dispatch is not None and r.slot in needs.read:  # not a re-sent one
-                d = r.dispatch
+            if r.slot not in needs.read:  # a re-sent one
+                continue
+            d = r.dispatch
+            if d is not None:
                 log.info(
                     "battery slot %d: charged %d Wh, discharged %d Wh, SoC %d Wh",
                     r.slot, d.charged_wh, d.discharged_wh, d.soc_wh,
                 )  # fmt: skip
+            split = self.meter.slot_pv_load_wh(r.slot, clock)
+            node.record_metered(
+                MeteredSlot(
+                    r.slot,
+                    natural_wh=r.natural_net_wh,
+                    reading_wh=r.net_wh,
+                    pv_wh=None if split is None else split[0],
+                    load_wh=None if split is None else split[1],
+                    charged_wh=0 if d is None else d.charged_wh,
+                    discharged_wh=0 if d is None else d.discharged_wh,
+                    soc_wh=None if d is None else d.soc_wh,
+                )
+            )
         if forecast is not None:
             self.forecast = tuple(
                 (q.slot, q.forecast.p10_wh, q.forecast.p50_wh, q.forecast.p90_wh)

@@ -40,6 +40,11 @@ class Meter:
         """Measured net energy (+ export) of ``slot``; ``None`` if the meter has no data for it."""
         raise NotImplementedError
 
+    def slot_pv_load_wh(self, slot: int, clock: SlotClock) -> tuple[int, int] | None:
+        """PV production and consumption of ``slot`` (Wh), where the meter measures them apart;
+        ``None`` otherwise (a grid meter alone sees only the net). The status page shows them."""
+        return None
+
 
 def _net_wh(history: MeterHistory, start_s: int, end_s: int) -> int | None:
     if start_s < history.start_s or end_s > history.end_s:
@@ -48,6 +53,18 @@ def _net_wh(history: MeterHistory, start_s: int, end_s: int) -> int | None:
     last = -(-(end_s - history.start_s) // history.step_s)
     values = history.net_w[0, first:last]
     return int(energy_wh(values, history.step_s).sum())
+
+
+def _pv_load_wh(history: MeterHistory, start_s: int, end_s: int) -> tuple[int, int] | None:
+    if history.pv_w is None or history.load_w is None:
+        return None
+    if start_s < history.start_s or end_s > history.end_s:
+        return None
+    first = (start_s - history.start_s) // history.step_s
+    last = -(-(end_s - history.start_s) // history.step_s)
+    pv = int(energy_wh(history.pv_w[0, first:last], history.step_s).sum())
+    load = int(energy_wh(history.load_w[0, first:last], history.step_s).sum())
+    return pv, load
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +94,7 @@ class ReplayMeter(Meter):
             utc_offset_s=window.utc_offset_s,
         )
 
-    def slot_net_wh(self, slot: int, clock: SlotClock) -> int | None:
+    def _scaled(self, slot: int, clock: SlotClock) -> tuple[MeterHistory, int, int]:
         start, end = clock.start(slot) - self._shift(), clock.end(slot) - self._shift()
         window = self.data.window(start - start % self.data.step_s, end + (-end) % self.data.step_s)
         assert window.pv_w is not None and window.load_w is not None
@@ -87,7 +104,13 @@ class ReplayMeter(Meter):
             start_s=window.start_s,
             step_s=window.step_s,
         )
-        return _net_wh(scaled, start, end)
+        return scaled, start, end
+
+    def slot_net_wh(self, slot: int, clock: SlotClock) -> int | None:
+        return _net_wh(*self._scaled(slot, clock))
+
+    def slot_pv_load_wh(self, slot: int, clock: SlotClock) -> tuple[int, int] | None:
+        return _pv_load_wh(*self._scaled(slot, clock))
 
 
 def shipped_replay(
@@ -128,3 +151,6 @@ class FileMeter(Meter):
 
     def slot_net_wh(self, slot: int, clock: SlotClock) -> int | None:
         return _net_wh(self._load(), clock.start(slot), clock.end(slot))
+
+    def slot_pv_load_wh(self, slot: int, clock: SlotClock) -> tuple[int, int] | None:
+        return _pv_load_wh(self._load(), clock.start(slot), clock.end(slot))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gridnode.core.ledger import LedgerState, SignedOrder
+from gridnode.history import HistoryView
+from gridnode.metrics import LatencyHistogram
 from market.orders import Order
 
 __all__ = [
@@ -92,6 +94,18 @@ class Snapshot:
     started_ms: int = 0
     #: the latest orders this node submitted, oldest first (a bounded window)
     submissions: tuple[Submission, ...] = ()
+    #: the community clock's speed-up (node-time ages / speedup = wall seconds)
+    speedup: float = 1.0
+    #: the household's time zone as configured (``node.timezone``; :mod:`gridnode.localtime`)
+    timezone: str = "UTC"
+    #: ``meter.source`` ("none", "replay", "file", "dsmr", "mqtt")
+    meter_source: str = "none"
+    #: this household's recent slots kept after settlement (:mod:`gridnode.history`)
+    history: HistoryView | None = None
+    #: node times (unix ms) of recent submissions no validator acknowledged, oldest first
+    submit_failures: tuple[int, ...] = ()
+    #: submission-to-commit times of this node's transactions (:mod:`gridnode.metrics`)
+    commit_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     @property
     def height(self) -> int:

@@ -12,6 +12,9 @@ optionally the run's individual trades, and writes into ``out_dir``:
   figure's element id is fixed, so the same result always gives the same bytes.
 
 Energy and money stay integers (Wh, µ¤) in the tables; the report shows kWh and ¤ for people.
+Times in the report are the data's local time with its offset (``utc_offset_s``: the shipped data's
+UTC−7 by default; the daemon engine's caller passes the offset that maps its node clock onto the
+data's calendar), so the sun peaks at noon; the tables keep unix ``start_s``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from sims.results import SimResult
+from forecasting.data import SHIPPED_UTC_OFFSET_S
+from gridnode.localtime import format_offset
+from market.kpis import self_consumption, self_sufficiency
+from sims.results import HouseholdKPI, SimResult
 
 __all__ = ["kpi_rows", "write_outputs"]
 
@@ -38,11 +44,13 @@ def write_outputs(
     out_dir: Path,
     *,
     trades: Sequence[Mapping[str, Any]] | None = None,
+    utc_offset_s: int = SHIPPED_UTC_OFFSET_S,
 ) -> Path:
     """Write every output of ``result`` into ``out_dir`` (created if needed); return the report's path.
 
     ``trades``: optional rows (``slot``, ``buyer``, ``seller``, ``energy_wh``,
-    ``price_micro_per_kwh``, ``amount_micro``, …) for the trades table.
+    ``price_micro_per_kwh``, ``amount_micro``, …) for the trades table. ``utc_offset_s``: what to
+    add to the slots' unix start times to get the data's local wall-clock time (the report's axis).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     result.write_json(out_dir / "results.json")
@@ -55,7 +63,7 @@ def write_outputs(
         out_dir / "faults.csv", index=False
     )
     path = out_dir / REPORT_NAME
-    path.write_text(render_html(result), encoding="utf-8")
+    path.write_text(render_html(result, utc_offset_s=utc_offset_s), encoding="utf-8")
     return path
 
 
@@ -186,11 +194,16 @@ def kpi_rows(result: SimResult) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------- figures
 
 
-def _times(starts: Sequence[int]) -> list[dt.datetime]:
-    return [dt.datetime.fromtimestamp(s, tz=dt.UTC) for s in starts]
+def _times(starts: Sequence[int], offset_s: int) -> list[dt.datetime]:
+    """Unix seconds as naive local wall-clock times (the axis says the offset)."""
+    return [dt.datetime.fromtimestamp(s + offset_s, tz=dt.UTC).replace(tzinfo=None) for s in starts]
 
 
-def _layout(fig: go.Figure, title: str, *, height: int = 380) -> go.Figure:
+def _layout(
+    fig: go.Figure, title: str, *, height: int = 380, offset_s: int | None = None
+) -> go.Figure:
+    if offset_s is not None:
+        title = f"{title} · local time ({format_offset(offset_s)})"
     fig.update_layout(
         title=title,
         height=height,
@@ -201,9 +214,9 @@ def _layout(fig: go.Figure, title: str, *, height: int = 380) -> go.Figure:
     return fig
 
 
-def _price_volume(result: SimResult) -> go.Figure:
+def _price_volume(result: SimResult, offset_s: int) -> go.Figure:
     s = result.slots
-    t = _times([r.start_s for r in s])
+    t = _times([r.start_s for r in s], offset_s)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(
         go.Bar(x=t, y=[r.volume_wh / 1000 for r in s], name="P2P volume (kWh)", opacity=0.6),
@@ -226,12 +239,12 @@ def _price_volume(result: SimResult) -> go.Figure:
     )
     fig.update_yaxes(title_text="kWh per slot", secondary_y=False)
     fig.update_yaxes(title_text="¤/kWh", secondary_y=True)
-    return _layout(fig, "Clearing price and P2P volume per slot")
+    return _layout(fig, "Clearing price and P2P volume per slot", offset_s=offset_s)
 
 
-def _energy_stack(result: SimResult) -> go.Figure:
+def _energy_stack(result: SimResult, offset_s: int) -> go.Figure:
     s = result.slots
-    t = _times([r.start_s for r in s])
+    t = _times([r.start_s for r in s], offset_s)
     fig = go.Figure()
     own = [
         max(0, r.load_wh - r.grid_import_wh - r.volume_wh - r.battery_discharged_wh) / 1000
@@ -254,7 +267,7 @@ def _energy_stack(result: SimResult) -> go.Figure:
     fig.add_trace(go.Scatter(x=t, y=[r.pv_wh / 1000 for r in s], name="community PV", mode="lines"))
     fig.update_layout(barmode="relative")
     fig.update_yaxes(title_text="kWh per slot (export and charging below 0)")
-    return _layout(fig, "Community energy: load, PV, P2P and grid")
+    return _layout(fig, "Community energy: load, PV, P2P and grid", offset_s=offset_s)
 
 
 def _savings(result: SimResult) -> go.Figure:
@@ -278,24 +291,24 @@ def _savings(result: SimResult) -> go.Figure:
     return _layout(fig, "Savings per household (colour: PV size)")
 
 
-def _forecast(result: SimResult) -> go.Figure:
+def _forecast(result: SimResult, offset_s: int) -> go.Figure:
     s = result.slots
-    t = _times([r.start_s for r in s])
+    t = _times([r.start_s for r in s], offset_s)
     err = [r.forecast_abs_error_wh / 1000 for r in s]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=t, y=err, name="Σ |P50 forecast − measured| (kWh)", opacity=0.6))
     net = [r.net_wh / 1000 for r in s]
     fig.add_trace(go.Scatter(x=t, y=net, name="community net (kWh, + export)", mode="lines"))
     fig.update_yaxes(title_text="kWh per slot")
-    return _layout(fig, "Forecast error over time (all households that quoted)")
+    return _layout(fig, "Forecast error over time (all households that quoted)", offset_s=offset_s)
 
 
-def _faults(result: SimResult) -> go.Figure:
+def _faults(result: SimResult, offset_s: int) -> go.Figure:
     s = result.slots
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=_times([r.start_s for r in s]),
+            x=_times([r.start_s for r in s], offset_s),
             y=[r.commit_height for r in s],
             name="ledger height at clearing",
             mode="lines+markers",
@@ -308,7 +321,7 @@ def _faults(result: SimResult) -> go.Figure:
         y = height_at[before[-1]] if before else 0
         fig.add_trace(
             go.Scatter(
-                x=_times([f.at_s]),
+                x=_times([f.at_s], offset_s),
                 y=[y],
                 mode="markers+text",
                 marker={"size": 12, "symbol": "x"},
@@ -318,7 +331,7 @@ def _faults(result: SimResult) -> go.Figure:
             )
         )
     fig.update_yaxes(title_text="block height")
-    return _layout(fig, "Faults and commit heights")
+    return _layout(fig, "Faults and commit heights", offset_s=offset_s)
 
 
 # ----------------------------------------------------------------------------------------- HTML
@@ -333,6 +346,7 @@ table{border-collapse:collapse;width:100%} td,th{padding:5px 10px;border-bottom:
 td.v{text-align:right;font-variant-numeric:tabular-nums}
 .bad{color:#b00020;font-weight:bold} .good{color:#1b7f3a;font-weight:bold}
 .notes li{margin:3px 0}
+.scroll{overflow-x:auto} #households td,#households th{white-space:nowrap}
 """
 
 
@@ -350,14 +364,56 @@ def _kpi_table(result: SimResult) -> str:
     return "<table id='kpis'>" + "".join(rows) + "</table>"
 
 
-def render_html(result: SimResult) -> str:
+def _household_table(result: SimResult) -> str:
+    """One row per household: its sizes, energy, money and shares (:mod:`market.kpis`: energy
+    from and to the grid; neighbours' PV counts as local supply)."""
+
+    def row(h: HouseholdKPI) -> str:
+        cells = [
+            h.name or h.household[:8],
+            f"{h.pv_kwp:g}",
+            f"{h.battery_kwh:g}",
+            _kwh(h.load_wh),
+            _kwh(h.pv_wh),
+            f"{_kwh(h.bought_p2p_wh)} / {_kwh(h.sold_p2p_wh)}",
+            f"{_kwh(h.grid_import_wh)} / {_kwh(h.grid_export_wh)}",
+            _money(h.bill_micro),
+            _money(h.grid_only_bill_micro),
+            _money(h.savings_micro),
+            _pct(self_sufficiency(load_wh=h.load_wh, import_wh=h.grid_import_wh)),
+            _pct(self_consumption(pv_wh=h.pv_wh, export_wh=h.grid_export_wh)),
+        ]
+        cls = " class='bad'" if h.savings_micro < 0 else ""
+        return (
+            f"<tr{cls}><td>{html.escape(cells[0])}</td>"
+            + "".join(f"<td class='v'>{html.escape(c)}</td>" for c in cells[1:])
+            + "</tr>"
+        )
+
+    head = (
+        "household", "PV kWp", "battery kWh", "load", "PV", "P2P bought / sold",
+        "grid import / export", "bill", "grid-only bill", "saved", "self-sufficiency",
+        "self-consumption",
+    )  # fmt: skip
+    hh = sorted(result.households, key=lambda h: (h.name, h.household))
+    return (
+        "<div class='scroll'><table id='households'><tr>"
+        + "".join(f"<th>{html.escape(x)}</th>" for x in head)
+        + "</tr>"
+        + "".join(row(h) for h in hh)
+        + "</table></div>"
+    )
+
+
+def render_html(result: SimResult, *, utc_offset_s: int = SHIPPED_UTC_OFFSET_S) -> str:
     """The report as one HTML string (plotly.js inline; deterministic for a given result)."""
+    off = utc_offset_s
     figures = [
-        ("price-volume", _price_volume(result)),
-        ("energy-stack", _energy_stack(result)),
+        ("price-volume", _price_volume(result, off)),
+        ("energy-stack", _energy_stack(result, off)),
         ("savings", _savings(result)),
-        ("forecast", _forecast(result)),
-        ("faults", _faults(result)),
+        ("forecast", _forecast(result, off)),
+        ("faults", _faults(result, off)),
     ]
     parts = []
     for i, (name, fig) in enumerate(figures):
@@ -379,7 +435,7 @@ def render_html(result: SimResult) -> str:
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     faults = "".join(
-        f"<tr><td>{dt.datetime.fromtimestamp(f.at_s, tz=dt.UTC):%Y-%m-%d %H:%M}</td>"
+        f"<tr><td>{_times([f.at_s], off)[0]:%Y-%m-%d %H:%M}</td>"
         f"<td>{html.escape(f.kind)}</td><td>{html.escape(f.detail)}</td></tr>"
         for f in result.faults
     )
@@ -394,9 +450,15 @@ def render_html(result: SimResult) -> str:
         f"<header><h1>{html.escape(result.scenario)}</h1><p>{html.escape(subtitle)}</p>{head}"
         "</header><main>"
         f"<section><h2>Key figures</h2>{_kpi_table(result)}</section>"
-        + "".join(parts)
+        + parts[0]
+        + parts[1]
+        + f"<section><h2>Households</h2>{_household_table(result)}"
+        "<p>Self-sufficiency: the share of a household's consumption not bought from the grid "
+        "(its own PV, its battery, its neighbours' PV); self-consumption: the share of its PV not "
+        "sold to the grid.</p></section>"
+        + "".join(parts[2:])
         + (
-            f"<section><h2>Fault plan</h2><table><tr><th>time (UTC)</th><th>kind</th>"
+            f"<section><h2>Fault plan</h2><table><tr><th>time ({format_offset(off)})</th><th>kind</th>"
             f"<th>detail</th></tr>{faults}</table></section>"
             if faults
             else ""

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from market.kpis import self_consumption, self_sufficiency
+
 __all__ = ["FaultEvent", "HouseholdKPI", "SimResult", "SlotRecord"]
 
 RESULTS_VERSION = 2  # 2: imbalance energy and cost per slot and household
@@ -137,8 +139,8 @@ class SimResult:
             # share of consumption not imported from the grid; share of PV not exported. Both come
             # from the metered (after-battery) grid import/export, so energy shifted through a
             # battery counts as self-consumed (its conversion losses too) and as self-supplied.
-            "self_sufficiency": 1.0 - imported / load if load else 0.0,
-            "self_consumption": 1.0 - exported / pv if pv else 0.0,
+            "self_sufficiency": self_sufficiency(load_wh=load, import_wh=imported) or 0.0,
+            "self_consumption": self_consumption(pv_wh=pv, export_wh=exported) or 0.0,
             "mean_clearing_price_micro_per_kwh": _mean(
                 [
                     s.clearing_price_micro_per_kwh

@@ -1,21 +1,23 @@
 """Client commands that talk to the local daemon's API: ``gridnode status|peers|trades|balance|order``.
 
 Each reads ``DIR/gridnode.toml`` for the API address (and ``DIR/api.token`` for writes), makes one
-or two HTTP requests with the standard library (no aiohttp import: these commands start fast), and
-prints a human-readable table, or the API's JSON with ``--json``. A daemon that does not answer, or
-an API error, is one line on stderr and exit 2 (through :func:`gridnode.cli.main`).
+or two HTTP requests with the standard library's ``http.client``, and prints a human-readable table,
+or the API's JSON with ``--json``. A daemon that does not answer, or an API error, is one line on
+stderr and exit 2 (through :func:`gridnode.cli.main`).
+
+These commands must start fast (``docs/api.md``): this module imports only the standard library
+and small modules of ours (no numpy, pandas, libp2p, aiohttp, not even ``urllib.request``);
+``tests/api/test_client_imports.py`` checks the import graph.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import socket
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,30 +145,34 @@ def _call(
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
     not_running = f"no daemon answering at {url} (is `gridnode run --dir {directory}` running?)"
+    connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=TIMEOUT_S)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise UsageError(_describe_error(exc)) from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ConnectionRefusedError | FileNotFoundError | socket.gaierror):
-            raise UsageError(not_running) from None
-        raise UsageError(f"{not_running}: {exc.reason}") from None
-    except (TimeoutError, ConnectionError) as exc:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+    except (ConnectionRefusedError, FileNotFoundError, socket.gaierror):
+        raise UsageError(not_running) from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
         raise UsageError(f"the daemon at {url} did not answer: {exc}") from None
-    except json.JSONDecodeError:
+    finally:
+        connection.close()
+    if response.status >= 400:
+        raise UsageError(_describe_error(response.status, response.reason, raw))
+    try:
+        return json.loads(raw)
+    except ValueError:
         raise UsageError(f"{url}{path} did not answer JSON: is that a gridnode daemon?") from None
 
 
-def _describe_error(exc: urllib.error.HTTPError) -> str:
+def _describe_error(status: int, reason: str, raw: bytes) -> str:
     try:
-        error = json.loads(exc.read())["error"]
+        error = json.loads(raw)["error"]
         field = f" ({error['field']})" if error.get("field") else ""
-        return f"the daemon refused ({exc.code} {error['reason']}){field}: {error['message']}"
+        return f"the daemon refused ({status} {error['reason']}){field}: {error['message']}"
     except (ValueError, KeyError, TypeError):
-        return f"the daemon answered HTTP {exc.code} {exc.reason}"
+        return f"the daemon answered HTTP {status} {reason}"
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -217,21 +223,25 @@ def run_status(args: argparse.Namespace) -> int:
         _dump(s)
         return 0
     v = s["validators"]
-    now = datetime.fromtimestamp(s["now_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     misbehaviour = ", ".join(f"{k} {n}" for k, n in s["misbehaviour"].items())
+    health = s["health"]
+    speed = f" (clock at {s['speedup']:g}x)" if s["speedup"] != 1 else ""
     _pairs(
         [
+            ("health", f"{health['level'].upper()}: {health['label']}"),
+            *(("", f"- {r}") for r in health["reasons"][1:]),
             ("community", s["community_id"]),
             ("household", f"{s['household']} ({s['role']})"),
             ("peer id", s["peer_id"]),
-            ("time", now),
+            ("time", s["now_local"] + speed),
             ("height", s["height"]),
             ("head hash", s["head_hash"]),
             ("state digest", s["state_digest"]),
-            ("current slot", s["current_slot"]),
+            ("current slot", f"{s['current_slot']} ({s['current_delivery']})"),
             (
                 "first open slot",
-                f"{s['first_open_slot']} (gate closes in {_duration(s['ms_to_gate_closure'])})",
+                f"{s['first_open_slot']} ({s['first_open_delivery']}; gate closes in "
+                f"{_duration(int(s['wall_s_to_gate_closure'] * 1000))})",
             ),
             ("last cleared", s["last_cleared_slot"]),
             ("peers", f"{s['peers_count']} connected"),
@@ -292,6 +302,7 @@ def run_trades(args: argparse.Namespace) -> int:
         rows.append(
             [
                 s["slot"],
+                s["delivery"],
                 "-"
                 if s["clearing_price_micro_per_kwh"] is None
                 else s["clearing_price_micro_per_kwh"],
@@ -303,7 +314,7 @@ def run_trades(args: argparse.Namespace) -> int:
                 or "-",
             ]
         )
-    _table(["SLOT", "PRICE µ/kWh", "VOLUME Wh", "TRADES", "MINE (µ)"], rows)
+    _table(["SLOT", "DELIVERY", "PRICE µ/kWh", "VOLUME Wh", "TRADES", "MINE (µ)"], rows)
     return 0
 
 
@@ -356,6 +367,8 @@ def run_place(args: argparse.Namespace) -> int:
         _dump(doc)
         return 0
     print(f"order {doc['order_id']} for slot {slot} submitted (tx {doc['tx_id'][:16]}…)")
+    if doc.get("delivery"):
+        print(f"delivery {doc['delivery']}")
     return 0
 
 
@@ -378,13 +391,14 @@ def run_list(args: argparse.Namespace) -> int:
     if not doc["orders"]:
         print("no open orders")
         return 0
-    headers = ["SLOT", "SIDE", "STEPS price:Wh", "TOTAL Wh", "ORDER ID"]
+    headers = ["SLOT", "DELIVERY", "SIDE", "STEPS price:Wh", "TOTAL Wh", "ORDER ID"]
     if args.all:
         headers.insert(0, "HOUSEHOLD")
     rows = []
     for o in doc["orders"]:
         row: list[object] = [
             o["slot"],
+            o["delivery"],
             o["side"],
             _steps(o["steps"]),
             o["energy_wh"],

@@ -20,10 +20,20 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gridnode.localtime import LocalTime
 from market.errors import UsageError
+
+#: the households' time zone: the shipped data's local standard time (UTC−7)
+DEMO_TIMEZONE = "-07:00"
+DEMO_UTC_OFFSET_S = -7 * 3600
+#: the community clock starts at this local hour (sunshine for the traded slots)
+DEMO_START_HOUR = 9
+#: the shipped data's step: replay anchors are whole steps
+_DATA_STEP_S = 900
 
 
 def register(sub: Any) -> None:
@@ -71,14 +81,17 @@ def run(args: argparse.Namespace) -> int:
     )
     lc.create()
     n = len(lc.households)
+    replay_hour = start_in_the_morning(lc, args.speedup)
     from gridnode.config import update_config
 
     for h in lc.households:
         update_config(
             h.dir,
             {
+                "node.timezone": DEMO_TIMEZONE,
                 "meter.source": "replay",
                 "meter.replay_day_offset": h.index * 3,  # a different real day per household
+                "meter.replay_hour": replay_hour,
                 "meter.pv_scale": [2.5, 0.0, 1.5, 0.0, 3.0, 0.5][
                     h.index % 6
                 ],  # PV sizes, some none
@@ -97,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         status = lc.api(0, "/api/status")
         first = status["current_slot"] + 2
         last = first + args.slots - 1
-        slot_s = status["slot_seconds"] / args.speedup
+        slot_len = status["slot_seconds"]
+        slot_s = slot_len / args.speedup
+        zone = LocalTime.parse(DEMO_TIMEZONE)
         print(f"trading slots {first}..{last} (one every {slot_s:.0f} s)", flush=True)
         for slot in range(first, last + 1):
             ok = lc.wait_for(_cleared(lc, slot), slot_s * 4 + 60)
@@ -112,12 +127,20 @@ def run(args: argparse.Namespace) -> int:
             volume = sum(tr["energy_wh"] for tr in trades)
             served[slot] = (price, trades)
             p = "-" if price is None else f"{price / 1_000_000:.3f}/kWh"
-            print(f"  slot {slot}: cleared {volume} Wh in {len(trades)} trades at {p}", flush=True)
-        print("waiting for meter readings and settlement…", flush=True)
-        lc.wait_for(
-            lambda: lc.api(0, "/api/status")["settled_slots"] >= args.slots,
-            timeout_s=slot_s * 6 + 60,
+            when = zone.interval(slot * slot_len, (slot + 1) * slot_len)
+            print(
+                f"  slot {slot} ({when}): cleared {volume} Wh in {len(trades)} trades at {p}",
+                flush=True,
+            )
+        traded = [slot for slot, (_, rows) in served.items() if rows]
+        print(
+            f"waiting for the meter readings and settlement of the traded slots {traded}…",
+            flush=True,
         )
+        if not lc.wait_for(lambda: _settled(lc, traded), timeout_s=slot_s * 6 + 60):
+            raise UsageError(
+                f"the traded slots {traded} were not settled in time; see the daemon logs in {root}"
+            )
         print(
             f"{'household':>10} {'P2P bought':>11} {'P2P sold':>9} {'bill':>10} {'grid-only':>10} {'saved':>9}"
         )
@@ -205,6 +228,41 @@ def _read_chain(
         )
     )
     return not wrong and same_head
+
+
+def start_in_the_morning(lc: Any, speedup: float, *, hour: float = DEMO_START_HOUR) -> float:
+    """Re-issue the genesis so the community clock (``epoch + (wall − epoch) × speedup``) reads the
+    next ``hour`` o'clock in :data:`DEMO_TIMEZONE` when the daemons start, and
+    return the replay hour that maps the genesis time to the same local time of day in the data:
+    the page's local times and the replayed sun agree (PV peaks at noon). With a slow clock the
+    genesis stays at the wall time and only the replay hour follows it."""
+    from gridnode.config import write_genesis
+
+    now_ms = time.time_ns() // 1_000_000
+    epoch_ms = now_ms
+    if speedup >= 10:
+        local_now_s = now_ms // 1000 + DEMO_UTC_OFFSET_S
+        start_s = local_now_s - local_now_s % 86_400 + int(hour * 3600)
+        if start_s <= local_now_s:
+            start_s += 86_400
+        target_ms = (start_s - DEMO_UTC_OFFSET_S) * 1000
+        # node(now) = epoch + (now − epoch) × speedup = target
+        epoch_ms = int((speedup * now_ms - target_ms) / (speedup - 1))
+    lc.genesis = replace(lc.genesis, genesis_time_ms=epoch_ms)
+    for h in lc.households:
+        write_genesis(h.dir / "genesis.toml", lc.genesis)
+    anchor_s = epoch_ms // 1000 - (epoch_ms // 1000) % _DATA_STEP_S  # as the replay meter rounds
+    return float((anchor_s + DEMO_UTC_OFFSET_S) % 86_400) / 3600
+
+
+def _settled(lc: Any, slots: list[int]) -> bool:
+    """Every node has settled every one of ``slots`` (its trades left the ledger's open trades:
+    every reading is in, or the reading deadline passed)."""
+    return all(
+        not lc.api(h.index, f"/api/trades?slot={slot}")["slots"][0]["awaiting_settlement"]
+        for h in lc.households
+        for slot in slots
+    )
 
 
 def _cleared(lc: Any, slot: int) -> Callable[[], bool]:

@@ -29,12 +29,40 @@ from sims.scenario import load_scenario
 __all__ = ["register", "run"]
 
 
+class _Help(argparse.Action):
+    """``-h/--help``: ``sim``'s help, or ``sim compare``'s own after the word ``compare``."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, *_: Any) -> None:
+        if getattr(namespace, "scenario", None) == "compare":
+            _compare_parser().print_help()
+        else:
+            parser.print_help()
+        parser.exit()
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    compare = importlib.import_module("sims.compare")
+    parser = argparse.ArgumentParser(prog="gridnode sim")
+    sub = parser.add_subparsers(dest="command", required=True)
+    compare.register(sub)
+    chosen: argparse.ArgumentParser = sub.choices["compare"]
+    return chosen
+
+
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "sim",
         help="simulate a community from a scenario file (or: sim compare A B)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    p.add_argument(
+        "-h", "--help", action=_Help, help="show this help (sim compare --help: its own)"
     )
     p.add_argument("scenario", help="scenario TOML file (or the word 'compare', then two runs)")
     p.add_argument("runs", nargs="*", help=argparse.SUPPRESS)
@@ -65,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out or Path("sim-runs") / f"{scenario.name}-{args.engine}-s{scenario.seed}"
     if args.engine == "inproc":
         result, trades = _run_inproc(scenario)
+        offset_s = None  # slots are numbered on the data's calendar
     else:
-        result, trades = _run_daemons(scenario, out, args.speedup)
-    report = _write(result, out, trades)
+        result, trades, offset_s = _run_daemons(scenario, out, args.speedup)
+    report = _write(result, out, trades, offset_s)
     c = result.community()
     state = "INTERRUPTED after" if result.interrupted else "done:"
     print(
@@ -81,11 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(runs: list[str]) -> int:
-    compare = importlib.import_module("sims.compare")
-    parser = argparse.ArgumentParser(prog="gridnode sim")
-    sub = parser.add_subparsers(dest="command", required=True)
-    compare.register(sub)
-    cargs = parser.parse_args(["compare", *runs])
+    cargs = _compare_parser().parse_args(runs)
     code: int = cargs.func(cargs)
     return code
 
@@ -97,6 +122,8 @@ def _bar(total: int) -> Any:
 
 
 def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
+    from forecasting.data import SHIPPED_UTC_OFFSET_S
+    from gridnode.localtime import format_offset
     from sims.inproc import Progress, run_inproc
 
     trades: list[dict[str, Any]] = []
@@ -105,8 +132,12 @@ def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
         bar = _bar(scenario.slots)
 
         def progress(p: Progress) -> None:
-            when = dt.datetime.fromtimestamp(p.sim_s, dt.UTC).strftime("%Y-%m-%d %H:%M")
-            bar.set_postfix_str(f"sim {when} UTC, height {p.height}", refresh=False)
+            local = dt.datetime.fromtimestamp(p.sim_s + SHIPPED_UTC_OFFSET_S, dt.UTC)
+            bar.set_postfix_str(
+                f"sim {local:%Y-%m-%d %H:%M} {format_offset(SHIPPED_UTC_OFFSET_S)}, "
+                f"height {p.height}",
+                refresh=False,
+            )
             bar.update(p.slots_done - bar.n)
 
         try:
@@ -147,7 +178,9 @@ class _StopOnSigint:
 
 def _run_daemons(
     scenario: Any, out: Path, speedup: float
-) -> tuple[SimResult, list[dict[str, Any]]]:
+) -> tuple[SimResult, list[dict[str, Any]], int]:
+    """The run, its trades, and the offset that turns its node times into the data's local time
+    (the daemons' replay meters map the genesis time to ``start_day`` at ``start_hour``)."""
     engine = importlib.import_module("sims.daemon_engine")
     bar = _bar(scenario.slots)
 
@@ -161,17 +194,26 @@ def _run_daemons(
         bar.close()
     result: SimResult = run_.result
     trades: list[dict[str, Any]] = run_.trades
-    return result, trades
+    from forecasting.data import SHIPPED_UTC_OFFSET_S
+    from gridnode.config import load_genesis
+    from gridnode.meter import shipped_replay
+
+    genesis = load_genesis(run_.root / "node0" / "genesis.toml")
+    meter = shipped_replay(
+        node_anchor_s=genesis.genesis_time_ms // 1000,
+        day=scenario.start_day,
+        hour=scenario.start_hour,
+    )
+    offset_s = SHIPPED_UTC_OFFSET_S + meter.data_anchor_s - meter.node_anchor_s
+    return result, trades, offset_s
 
 
-def _write(result: SimResult, out: Path, trades: list[dict[str, Any]]) -> Path:
-    """F2's report writer if present; otherwise results.json alone."""
-    try:
-        report = importlib.import_module("sims.report")
-    except ImportError:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "results.json"
-        result.write_json(path)
-        return path
-    written: Path = report.write_outputs(result, out, trades=trades)
+def _write(
+    result: SimResult, out: Path, trades: list[dict[str, Any]], offset_s: int | None
+) -> Path:
+    """The outputs and the report (times in the data's local time: ``offset_s`` from the slots'
+    unix times, or the shipped data's own offset)."""
+    report = importlib.import_module("sims.report")
+    extra = {} if offset_s is None else {"utc_offset_s": offset_s}
+    written: Path = report.write_outputs(result, out, trades=trades, **extra)
     return written

@@ -293,6 +293,12 @@ class LiveMeter(Meter):
         energy = self.slot_energy(slot)
         return None if energy is None else energy.net_wh
 
+    def slot_pv_load_wh(self, slot: int, clock: SlotClock) -> tuple[int, int] | None:
+        energy = self.slot_energy(slot) if clock.slot_seconds == self.rules.slot_seconds else None
+        if energy is None or energy.pv_wh is None or energy.load_wh is None:
+            return None
+        return energy.pv_wh, energy.load_wh
+
     def history_before(self, node_s: int, *, days: int) -> MeterHistory:
         """Mean power per slot over the last ``days`` before ``node_s``, from the stored boundary
         values: trailing slots without a reading are dropped, interior gaps of up to

@@ -23,6 +23,8 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
+from gridnode.history import History, MeteredSlot
+from gridnode.localtime import LocalTime
 from gridnode.status import (
     BlockInfo,
     PeerInfo,
@@ -66,6 +68,11 @@ class LocalNode:
         self._nonces: dict[str, int] = {}
         self.placed: list[Order] = []
         self.fail_next: Exception | None = None
+        #: the node's history, fed with every committed block as the daemon feeds its own
+        self.history = History(self.key.public_hex, self.genesis.clock, LocalTime.parse("UTC"))
+        self.meter_source = "none"
+        self.speedup = 1.0
+        self.submit_failures: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ NodeHandle
     def snapshot(self) -> Snapshot:
@@ -85,6 +92,11 @@ class LocalNode:
             gossip_orders=self.gossip_orders,
             started_ms=T0_MS,
             submissions=self.submissions,
+            speedup=self.speedup,
+            timezone="UTC",
+            meter_source=self.meter_source,
+            history=self.history.view(),
+            submit_failures=self.submit_failures,
         )
 
     async def place_order(self, order: Order) -> SubmitResult:
@@ -125,6 +137,12 @@ class LocalNode:
         result = self.app.submit(tx)
         assert result.accepted, result.reason
 
+    def metered(self, slot: int, natural_wh: int, *, pv_wh: int, load_wh: int) -> None:
+        """What the household driver records for a delivered slot of this node's meter."""
+        self.history.record_metered(
+            MeteredSlot(slot, natural_wh, natural_wh, pv_wh=pv_wh, load_wh=load_wh)
+        )
+
     def reading(self, member: int, slot: int, net_wh: int) -> Tx:
         key = self.key if member < 0 else self.others[member]
         return sign_reading(key, self.genesis, slot=slot, net_wh=net_wh)
@@ -135,8 +153,10 @@ class LocalNode:
         height = self.app.state.height + 1
         raw = self.app.make_block(height, 0, self.now_ms)
         assert self.app.block_error(height, raw, self.now_ms) is None
-        self.app.apply(height, raw)
+        before = self.app.state
+        after = self.app.apply(height, raw)
         block = decode_block(raw)
+        assert self.history.on_block(before, block, after.head_hash) == after
         self._blocks.append(
             BlockInfo(height, block.hash.hex(), block.time_ms, block.proposer, len(block.txs))
         )

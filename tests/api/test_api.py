@@ -126,8 +126,13 @@ async def test_place_list_clear_settle_balance(
     assert b["savings_micro"] == totals.savings_micro > 0
     assert b["balance_micro"] == node.app.state.balances[node.key.public_hex] > 0
     assert b["slots_settled"] == 1 and b["member"] is True
+    # the ledger dropped the slot's trades at settlement; the node's history keeps them
+    assert FIRST_OPEN not in node.app.state.trades
     _, t = await call(http, "GET", f"/api/trades?slot={FIRST_OPEN}")
-    assert t["slots"][0]["awaiting_settlement"] is False and t["slots"][0]["trades"] == []
+    (kept,) = t["slots"]
+    assert kept["awaiting_settlement"] is False and kept["settled"] is True
+    assert kept["trades_kept"] is True and kept["volume_wh"] == 400
+    assert [(x["my_side"], x["energy_wh"]) for x in kept["trades"]] == [("sell", 400)]
 
 
 async def test_cancel(node: LocalNode, http: aiohttp.ClientSession) -> None:
@@ -448,6 +453,7 @@ async def test_page_and_assets_are_served_same_origin_only(http: aiohttp.ClientS
     for path, ctype in (
         ("/", "text/html"),
         ("/static/app.js", "text/javascript"),
+        ("/static/charts.js", "text/javascript"),
         ("/static/style.css", "text/css"),
     ):
         async with http.get(path) as response:
@@ -456,11 +462,29 @@ async def test_page_and_assets_are_served_same_origin_only(http: aiohttp.ClientS
             texts[path] = await response.text()
             csp = response.headers["Content-Security-Policy"]
             assert "default-src 'none'" in csp and "connect-src 'self'" in csp
-    assert '<script src="/static/app.js"' in texts["/"]
+    for script in ("plotly.min.js", "charts.js", "app.js"):
+        assert f'<script src="/static/{script}"' in texts["/"]
     for text in texts.values():
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
-    for endpoint in ("/api/status", "/api/orders?mine=1", "/api/trades", "/api/balance"):
-        assert endpoint.split("?")[0] in texts["/static/app.js"]
+    for endpoint in ("/api/events", "/api/slot"):  # pushed over SSE; a slot's detail on demand
+        assert endpoint in texts["/static/app.js"]
+    for path in ("/favicon.ico", "/favicon.svg"):
+        async with http.get(path) as response:
+            assert response.status == 200 and response.content_type == "image/svg+xml"
+            assert (await response.read()).startswith(b"<svg")
+
+
+async def test_plotly_is_served_from_the_python_package_gzipped(
+    http: aiohttp.ClientSession,
+) -> None:
+    from gridnode.api import plotly_js
+
+    shipped = plotly_js().read_bytes()
+    async with http.get("/static/plotly.min.js") as response:  # aiohttp asks for gzip
+        assert response.status == 200
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert response.headers["Cache-Control"] == "max-age=86400"
+        assert await response.read() == shipped
 
 
 async def test_api_stops_and_releases_the_port(node: LocalNode) -> None:

@@ -120,7 +120,8 @@ def test_trades_balance_peers(
     code, out, _ = gridnode(capsys, "trades", "--dir", str(home))
     assert code == 0
     row = out.splitlines()[1].split()
-    assert row[:4] == [str(FIRST_OPEN), str(price), "400", "2"]
+    assert row[:1] + row[4:7] == [str(FIRST_OPEN), str(price), "400", "2"]
+    assert " ".join(row[1:4]) == "2027-01-15 08:15–08:30 UTC+00:00"  # delivery, local time
     assert "sell 100 Wh for" in out  # merit order: the 90 000 seller first, then us
     code, out, _ = gridnode(
         capsys, "trades", "--dir", str(home), "--slot", str(FIRST_OPEN), "--json"

@@ -1,4 +1,4 @@
-"""The status page in a real headless Chromium: it shows live values from the API and follows changes.
+"""The status page in a real headless Chromium: it shows what the node pushes over server-sent events.
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``, or ``GRIDNODE_CHROMIUM``) and the ``playwright``
 Python package (driving that browser; no browser is downloaded). Skipped, with the reason, where
@@ -7,6 +7,7 @@ either is missing — unless ``GRIDNODE_REQUIRE_BROWSER=1`` (CI), where that is 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gridnode.status import Submission
 from market.orders import Side
 from tests.api.node import FIRST_OPEN, LocalNode
 from tests.api.server import AUTH, ServerThread
@@ -60,7 +62,7 @@ def expect(locator: Any) -> Any:
 
 
 def wait_height(page: Any, height: int) -> None:
-    """Wait (polling, 15 s deadline) until the page has shown data for ``height``."""
+    """Wait (15 s deadline) until the page has shown the status of ``height`` (pushed to it)."""
     expect(page.locator("body")).to_have_attribute("data-height", str(height), timeout=15_000)
 
 
@@ -68,7 +70,8 @@ def text(page: Any, selector: str) -> str:
     return str(page.locator(selector).inner_text()).strip()
 
 
-def test_page_shows_live_values(page: Any, tmp_path: Path) -> None:
+def test_page_follows_the_node_over_server_sent_events(page: Any, tmp_path: Path) -> None:
+    """The page never polls: every change below reaches it over /api/events."""
     node = LocalNode()
     external: list[str] = []
     with ServerThread(node) as server:
@@ -78,57 +81,56 @@ def test_page_shows_live_values(page: Any, tmp_path: Path) -> None:
         )
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url.removeprefix(server.url)))
         server.on_loop(node.commit)
         page.goto(server.url + "/")
         wait_height(page, 1)
         status = server.get_json("/api/status")
-        assert text(page, "#height") == "1"
-        assert text(page, "#head-hash") == status["head_hash"]
-        assert text(page, "#digest") == status["state_digest"]
-        assert text(page, "#current-slot") == str(status["current_slot"])
-        assert text(page, "#open-slot") == str(FIRST_OPEN)
-        assert text(page, "#gate").endswith(f"(slot {FIRST_OPEN})")
+        expect(page.locator("#health")).to_have_text("in sync · height 1")
+        assert page.locator("#health").get_attribute("data-level") == "ok"
         assert text(page, "#community") == "api-test"
-        assert text(page, "#validators") == "1 of 1 reachable — quorum"
-        assert text(page, "#orders tbody") == "no open orders"
-        assert text(page, "#misbehaviour-total") == "0"
-        assert text(page, "#conn") == "live · height 1"
+        assert text(page, "#node-validators") == "1 of 1 reachable — quorum"
+        assert text(page, "#node-open").startswith(status["first_open_delivery"])
+        assert text(page, "#orders-table tbody") == "no order submitted yet"
 
-        # the node moves on: an order of ours, a trade, a rejected peer message
+        # an order of ours, a bid from a neighbour: the order shows as open, then its fate
         body = (
             b'{"slot": %d, "side": "sell", "steps": [{"price": 100000, "energy_wh": 500}]}'
             % FIRST_OPEN
         )
-        code, _, _ = server.request(
+        code, _, placed = server.request(
             "POST", "/api/orders", body=body, headers={**AUTH, "Content-Type": "application/json"}
         )
         assert code == 202
+        order_id = json.loads(placed)["order_id"]
 
         def progress() -> None:
+            node.submissions = (
+                Submission(FIRST_OPEN, node.now_ms, order_id, "00" * 32, "sell", 500, 1, True),
+            )
             node.submit(node.other_order(0, Side.BUY, FIRST_OPEN, (250_000, 400)))
             node.misbehaviour = {"bad_signature": 2}
             node.commit()
 
         server.on_loop(progress)
         wait_height(page, 2)
-        order_row = text(page, "#orders tbody")
-        assert str(FIRST_OPEN) in order_row and "sell" in order_row
-        assert "0.1000 ¤/kWh × 500 Wh" in order_row and node.placed[0].order_id in order_row
-        assert text(page, "#misbehaviour-total") == "2"
-        assert "bad_signature: 2" in text(page, "#misbehaviour")
+        expect(page.locator("#orders-table tbody .fate")).to_have_text("open")
+        assert "08:15–08:30" in text(page, "#orders-table tbody")
+        page.locator("#operator summary").click()
+        expect(page.locator("#op-misbehaviour")).to_contain_text("bad_signature 2")
 
         server.on_loop(lambda: node.commit(advance_ms=600_000))  # gate closes: cleared
         wait_height(page, 3)
-        price = node.app.state.clearing_prices[FIRST_OPEN]
-        trade_row = text(page, "#trades tbody")
-        assert trade_row.split("\t")[0] == str(FIRST_OPEN)
-        assert f"0.{price // 100:04d} ¤/kWh" in trade_row and "400 Wh" in trade_row
-        assert "sell 400 Wh for" in trade_row
-        assert text(page, "#orders tbody") == "no open orders"
+        expect(page.locator("#orders-table tbody .fate")).to_have_text("partly")
+        assert "sold 400 Wh of 500 Wh" in text(page, "#orders-table tbody")
+        expect(page.locator("#trades-table tbody")).to_contain_text("awaiting readings")
 
-        # settle: the balance and savings appear
+        # delivered and settled: today's bill, the trade kept after settlement
         def settle() -> None:
             node.commit(advance_ms=1_200_000)
+            node.metered(FIRST_OPEN, 500, pv_wh=700, load_wh=200)
             node.submit(node.reading(-1, FIRST_OPEN, 500))
             for i, wh in enumerate((-400, 0, 0)):
                 node.submit(node.reading(i, FIRST_OPEN, wh))
@@ -136,21 +138,26 @@ def test_page_shows_live_values(page: Any, tmp_path: Path) -> None:
 
         server.on_loop(settle)
         wait_height(page, 5)
-        balance = server.get_json("/api/balance")
-        assert balance["savings_micro"] > 0
-        savings = balance["savings_micro"]
-        assert (
-            text(page, "#savings") == f"{savings // 1_000_000}.{savings % 1_000_000 // 100:04d} ¤"
+        totals = node.app.state.totals[node.key.public_hex]
+        earned = -totals.bill_micro
+        expect(page.locator("#bill-today")).to_have_text(
+            f"{earned // 1_000_000}.{earned % 1_000_000 // 100:04d} ¤ earned"
         )
-        assert text(page, "#p2p") == "0 Wh / 400 Wh"
-        assert text(page, "#settled") == "1"
-        assert "settled (or no trades)" in text(page, "#trades tbody")
+        row = text(page, "#trades-table tbody")
+        assert "sell" in row and "400 Wh" in row and "yes" in row
+        expect(page.locator("#why-text")).to_contain_text("You sold 400 Wh of it")
         if SCREENSHOT_DIR:
             page.screenshot(path=str(Path(SCREENSHOT_DIR) / "status-page.png"), full_page=True)
         page.screenshot(path=str(tmp_path / "status-page.png"), full_page=True)
         assert (tmp_path / "status-page.png").stat().st_size > 10_000
 
     # the daemon goes away: the page says so instead of showing stale values as live
-    expect(page.locator("#conn")).to_have_text("daemon not answering", timeout=15_000)
-    assert errors == []
+    expect(page.locator("#health")).to_have_text("daemon not answering — retrying", timeout=15_000)
+    polled = [
+        r
+        for r in requests
+        if r.startswith("/api/") and not r.startswith(("/api/events", "/api/slot"))
+    ]
+    assert polled == [], polled  # everything came over the event stream
+    assert [e for e in errors if "api/events" not in e and "ERR_CONNECTION_REFUSED" not in e] == []
     assert external == []

@@ -7,6 +7,7 @@ Missing, the broker tests are skipped — unless ``GRIDNODE_REQUIRE_MOSQUITTO=1`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -41,6 +42,14 @@ def _mosquitto() -> str | None:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
+    with running_broker(tmp_path) as b:
+        yield b
+
+
+@contextlib.contextmanager
+def running_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto broker on a free loopback port for the ``with`` block (skips, or fails under
+    ``GRIDNODE_REQUIRE_MOSQUITTO=1``, where there is none)."""
     exe = _mosquitto()
     if exe is None:
         if REQUIRED:
