@@ -105,6 +105,8 @@ class LedgerReason(StrEnum):
     #: a block's proposer, or the node a transaction was submitted to, is not a validator
     NOT_A_VALIDATOR = "not_a_validator"
     WRONG_STATE_ROOT = "wrong_state_root"
+    #: a block's header names other transactions than the block carries
+    WRONG_TXS_ROOT = "wrong_txs_root"
     WRONG_GENESIS = "wrong_genesis"
     #: the mempool already holds (or just committed) this transaction: a re-send, not a fault
     DUPLICATE = "duplicate"

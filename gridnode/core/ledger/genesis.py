@@ -64,8 +64,11 @@ class Genesis:
     max_order_ahead_slots: int = DEFAULT_MAX_ORDER_AHEAD_SLOTS
     # derived once (admission looks them up for every transaction): not part of the genesis' identity
     member_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    #: a member's position in ``members`` (its leaf in the state root's trees)
+    member_index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     _clock: SlotClock = field(init=False, repr=False, compare=False)
     _limits: OrderLimits = field(init=False, repr=False, compare=False)
+    _hash: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (
@@ -85,6 +88,7 @@ class Genesis:
         if not self.validators:
             raise UsageError("genesis needs at least one validator")
         object.__setattr__(self, "member_set", frozenset(self.members))
+        object.__setattr__(self, "member_index", {h: i for i, h in enumerate(self.members)})
         if self.reading_deadline_seconds < 0 or self.max_drift_ms < 0 or self.genesis_time_ms < 0:
             raise UsageError("reading deadline, drift and genesis time must be >= 0")
         if self.max_order_ahead_slots < 0:
@@ -101,6 +105,7 @@ class Genesis:
                 max_ahead_slots=self.max_order_ahead_slots,
             ),
         )
+        object.__setattr__(self, "_hash", _sha256(self.encode()))
 
     @property
     def clock(self) -> SlotClock:
@@ -193,7 +198,8 @@ class Genesis:
 
     @property
     def hash(self) -> bytes:
-        return _sha256(self.encode())
+        """SHA-256 of :meth:`encode`, computed once (the state root names it at every block)."""
+        return self._hash
 
     def domain(self, kind: str) -> str:
         """The signature domain for ``kind`` in this community."""

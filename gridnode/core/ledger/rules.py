@@ -52,7 +52,7 @@ from typing import Any
 
 from gridnode.core.ledger.blocks import Block
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
-from gridnode.core.ledger.state import HouseholdTotals, LedgerState
+from gridnode.core.ledger.state import HouseholdTotals, LedgerState, SettledSlot
 from gridnode.core.ledger.transactions import (
     SignedOrder,
     SignedReading,
@@ -303,7 +303,11 @@ def _clear_due(draft: _Work, time_ms: int, outcome: list[SlotCleared] | None) ->
 
 
 def _settle_due(
-    draft: _Work, time_ms: int, last_cleared: int, outcome: list[SlotSettled] | None
+    draft: _Work,
+    time_ms: int,
+    last_cleared: int,
+    outcome: list[SlotSettled] | None,
+    done: dict[int, SettledSlot],
 ) -> int:
     genesis = draft.state.genesis
     clock = genesis.clock
@@ -321,6 +325,7 @@ def _settle_due(
         draft.readings.pop(slot, None)
         result = settle_slot(genesis, slot, trades, readings)
         _book(draft, result)
+        done[slot] = SettledSlot(trades, readings, {b.household: b for b in result.bills})
         settled += 1
         if outcome is not None:
             outcome.append(SlotSettled(slot, readings, result))
@@ -374,7 +379,8 @@ def _run(
         _admit(admitting, tx, time_ms)
     draft = _Work.of(admitting)
     last_cleared = _clear_due(draft, time_ms, cleared)
-    settled = _settle_due(draft, time_ms, last_cleared, settled_out)
+    done: dict[int, SettledSlot] = {}
+    settled = _settle_due(draft, time_ms, last_cleared, settled_out, done)
     if sum(draft.balances.values()) != 0:  # pragma: no cover - settlement already guarantees it
         raise AssertionError("ledger balances do not sum to zero")
     market = draft.cleared or settled  # otherwise trades, prices, balances, totals are unchanged
@@ -394,6 +400,7 @@ def _run(
         totals=draft.totals if settled else state.totals,
         last_cleared_slot=last_cleared,
         settled_slots=state.settled_slots + settled,
+        settled=done if done or state.settled else state.settled,
         open_order_ids=frozenset(draft.order_ids),
         memo=state.memo,
     )
@@ -439,21 +446,20 @@ def build_block(
     """A valid next block from the admissible part of ``txs``, and the state after it."""
     time_ms = max(time_ms, state.time_ms + 1)
     chosen = tuple(admit(state, txs, time_ms=time_ms, verified=verified))
-    unsigned = Block(state.height + 1, state.head_hash, time_ms, proposer, chosen, ZERO_HASH)
     after = _run(
         state,
-        height=unsigned.height,
+        height=state.height + 1,
         head_hash=ZERO_HASH,
         time_ms=time_ms,
         txs=chosen,
         verified=verified,
     )
-    block = replace(unsigned, state_root=_root(after))
+    block = Block(state.height + 1, state.head_hash, time_ms, proposer, chosen, _root(after))
     return block, replace(after, head_hash=block.hash)
 
 
 def _root(state_with_zero_head: LedgerState) -> bytes:
-    # the root cannot cover the block's own hash (it is part of the block): it covers everything else
+    # the root leaves out the head hash (the block's own hash cannot be inside the block)
     return state_with_zero_head.digest()
 
 

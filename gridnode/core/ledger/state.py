@@ -5,29 +5,48 @@ cleared trades awaiting settlement, clearing prices, readings, balances (househo
 the pool; the sum is always exactly 0) and per-household totals. It is never mutated: the rules
 (:mod:`.rules`) return a new one.
 
-**Encoding.** Canonical msgpack of the whole state with sorted keys (:meth:`LedgerState.encode`;
-:func:`decode_state` is its inverse, for snapshots). It is assembled from memoised parts, so a block
-that changes a few slots re-packs only those; the memo never changes the bytes (tests compare it with
-the plain definition). **State digest**: SHA-256 of that encoding. Two nodes agree at a height iff
-their digests are equal.
+``settled`` holds the slots the block that made this state settled (their trades, readings and
+bill lines), for one height only: so the state root commits to every household's bill of a slot
+at the height that settled it (:mod:`.stateroot`), and the next block drops them.
 
-Known limits: the whole state's bytes are re-joined for the digest at every block (fine for
-thousands of households, not millions).
+**Encoding.** Canonical msgpack of the whole state with sorted keys (:meth:`LedgerState.encode`,
+``["gn.state", 2, …]``; :func:`decode_state` is its inverse, for snapshots). It is assembled from
+memoised parts, so a block that changes a few slots re-packs only those; the memo never changes the
+bytes (tests compare it with the plain definition).
+
+**State digest** (:meth:`LedgerState.digest`) is the **state root**: the Merkle commitment of
+:mod:`.stateroot` (``docs/merkle.md``), computed incrementally. Two nodes agree at a height iff
+their digests are equal; a block's ``state_root`` is the digest of the state after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from gridnode.core.ledger.genesis import FORMAT, ZERO_HASH, Genesis, _sha256
+from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
+from gridnode.core.ledger.stateroot import BILL_FIELDS, StateTree, bill_wire, state_tree
 from gridnode.core.ledger.transactions import SignedOrder, decode_tx
 from market.clearing import Trade
 from market.codec import pack, unpack
 from market.errors import InvalidInput, LedgerReason, WireReason
+from market.settlement import HouseholdBill
 
-__all__ = ["HouseholdTotals", "LedgerState", "decode_state", "genesis_state"]
+__all__ = ["HouseholdTotals", "LedgerState", "SettledSlot", "decode_state", "genesis_state"]
+
+#: the state snapshot's format (2: the slots settled by the last block are part of the state)
+STATE_FORMAT: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SettledSlot:
+    """A slot the last block settled: its trades, the signed readings (a missing one is absent and
+    counted as 0 Wh) and every household's bill line."""
+
+    trades: tuple[Trade, ...]
+    readings: Mapping[str, int]
+    bills: Mapping[str, HouseholdBill]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +77,18 @@ def _array_header(n: int) -> bytes:
 
 def _trades_wire(trades: Mapping[int, tuple[Trade, ...]]) -> list[Any]:
     return [[slot, [list(t) for t in ts]] for slot, ts in sorted(trades.items())]
+
+
+def _settled_wire(settled: Mapping[int, SettledSlot]) -> list[Any]:
+    return [
+        [
+            slot,
+            [list(t) for t in s.trades],
+            sorted(s.readings.items()),
+            [[h, *bill_wire(b)] for h, b in sorted(s.bills.items())],
+        ]
+        for slot, s in sorted(settled.items())
+    ]
 
 
 def _totals_wire(totals: Mapping[str, HouseholdTotals]) -> list[Any]:
@@ -98,17 +129,20 @@ class LedgerState:
     totals: Mapping[str, HouseholdTotals] = field(default_factory=dict)
     last_cleared_slot: int = -1
     settled_slots: int = 0
+    #: the slots the block that made this state settled (see the module rules)
+    settled: Mapping[int, SettledSlot] = field(default_factory=dict)
     #: derived from ``orders`` (ids of every open order), kept so admission checks need not rebuild
     #: it; not part of the encoding or of equality
     open_order_ids: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     #: packed parts of :meth:`encode` by part name (or ``(name, slot)``), each with the object it
-    #: packs; shared along a chain of states (:func:`apply` passes it on). A part is reused only
-    #: while it packs the very same object, and state mappings are never mutated, so the bytes
-    #: are always those of a fresh encoding. Not part of equality.
-    memo: dict[Any, tuple[object, bytes]] = field(default_factory=dict, compare=False, repr=False)
+    #: packs, and the state root's trees (keys ``"mt:…"``, :mod:`.stateroot`) with the objects
+    #: they were computed from; shared along a chain of states (:func:`apply` passes it on). A
+    #: part is reused only while it packs the very same object, and state mappings are never
+    #: mutated, so the bytes are always those of a fresh encoding. Not part of equality.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def encode(self) -> bytes:
-        """Canonical bytes of the whole state (what the digest covers): the msgpack array of
+        """Canonical bytes of the whole state (what a snapshot holds): the msgpack array of
         :meth:`_encode_plain`, assembled from memoised parts (an array's encoding is its header
         followed by its items' encodings), so a block that changes a few slots re-packs those."""
         memo = self.memo
@@ -116,7 +150,8 @@ class LedgerState:
         def part(key: Any, obj: object, build: Callable[[], Any]) -> bytes:
             hit = memo.get(key)
             if hit is not None and hit[0] is obj:
-                return hit[1]
+                packed: bytes = hit[1]
+                return packed
             data = pack(build())
             memo[key] = (obj, data)
             return data
@@ -136,9 +171,9 @@ class LedgerState:
 
         out = b"".join(
             [
-                _array_header(15),
+                _array_header(16),
                 pack("gn.state"),
-                pack(FORMAT),
+                pack(STATE_FORMAT),
                 pack(self.genesis.hash),
                 pack(self.height),
                 pack(self.head_hash),
@@ -152,11 +187,14 @@ class LedgerState:
                 part("totals", self.totals, lambda: _totals_wire(self.totals)),
                 pack(self.last_cleared_slot),
                 pack(self.settled_slots),
+                pack(_settled_wire(self.settled)),
             ]
         )
         if len(memo) > 64:  # forget slots no longer in the state
             live = {("orders", s) for s in self.orders} | {("readings", s) for s in self.readings}
-            for key in [k for k in memo if isinstance(k, tuple) and k not in live]:
+            for key in [
+                k for k in memo if isinstance(k, tuple) and k[0] != "mt:slot" and k not in live
+            ]:
                 del memo[key]
         return out
 
@@ -165,7 +203,7 @@ class LedgerState:
         return pack(
             [
                 "gn.state",
-                FORMAT,
+                STATE_FORMAT,
                 self.genesis.hash,
                 self.height,
                 self.head_hash,
@@ -182,11 +220,17 @@ class LedgerState:
                 _totals_wire(self.totals),
                 self.last_cleared_slot,
                 self.settled_slots,
+                _settled_wire(self.settled),
             ]
         )
 
     def digest(self) -> bytes:
-        return _sha256(self.encode())
+        """The state root (:mod:`.stateroot`): what a block's ``state_root`` commits to."""
+        return state_tree(self).root
+
+    def tree(self) -> StateTree:
+        """The state root's trees, for cutting proofs (:mod:`gridnode.core.ledger.proofs`)."""
+        return state_tree(self)
 
     def open_order(self, slot: int, household: str) -> SignedOrder | None:
         return self.orders.get(slot, {}).get(household)
@@ -211,11 +255,12 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
             balances,
             totals,
             last_cleared,
+            settled_slots,
             settled,
         ) = value
     except (TypeError, ValueError):
         raise InvalidInput(reason=WireReason.BAD_SHAPE, subject="state snapshot") from None
-    if tag != "gn.state" or version != FORMAT:
+    if tag != "gn.state" or version != STATE_FORMAT:
         raise InvalidInput(reason=WireReason.BAD_TAG, subject="state snapshot", found=repr(tag))
     if g_hash != genesis.hash:
         raise InvalidInput(
@@ -247,7 +292,18 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
         balances=dict(balances),
         totals={t[0]: HouseholdTotals(*t[1:]) for t in totals},
         last_cleared_slot=last_cleared,
-        settled_slots=settled,
+        settled_slots=settled_slots,
+        settled={
+            slot: SettledSlot(
+                tuple(Trade(*t) for t in ts),
+                dict(r),
+                {
+                    b[0]: HouseholdBill(b[0], **dict(zip(BILL_FIELDS, b[1:], strict=True)))
+                    for b in bills
+                },
+            )
+            for slot, ts, r, bills in settled
+        },
         open_order_ids=frozenset(o.order.order_id for v in order_map.values() for o in v.values()),
     )
 
