@@ -16,7 +16,19 @@ from collections.abc import Sequence
 from market.errors import GridnodeError
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ("demo", "sim", "init", "community", "run", "client", "forecast", "clear")
+_COMMANDS = (
+    "demo",
+    "sim",
+    "init",
+    "community",
+    "run",
+    "client",
+    "forecast",
+    "clear",
+    "chain",
+    "bill",
+    "explain",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

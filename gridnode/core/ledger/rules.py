@@ -184,7 +184,7 @@ class _Work:
 def _reject(reason: Reason, tx: Tx, expected: str, found: object) -> InvalidInput:
     return InvalidInput(
         reason=reason,
-        subject=f"{type(tx).__name__} from {tx.household[:16]}",
+        subject=f"{type(tx).__name__} {tx.id.hex()[:16]} from {tx.household[:16]}",
         expected=expected,
         found=str(found),
     )
