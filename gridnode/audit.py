@@ -154,6 +154,7 @@ def open_chain(path: Path, *, genesis: Genesis | None = None) -> ChainSource:
         if f.read(len(MAGIC)) != MAGIC:
             raise UsageError(f"{path}: not a gridnode chain export (nor a data directory)")
     reader = ChainFileReader(path)
+    reader.close()  # the genesis is all it reads here; batches() opens it again
     src = ChainSource(
         path, "file", genesis or reader.genesis, "given" if genesis else "the export file"
     )
@@ -511,7 +512,18 @@ class BlockPipeline:
     def batches(self) -> Iterator[tuple[list[tuple[int, bytes, bytes]], list[BlockFacts], int]]:
         window: deque[tuple[list[tuple[int, bytes, bytes]], Future[Any] | None, int]] = deque()
         src, pool = self.src, self._pool
-        for batch in src.batches(offset=self._offset, next_height=self.reader.height + 1):
+        source = src.batches(offset=self._offset, next_height=self.reader.height + 1)
+        while True:
+            try:
+                batch = next(source)
+            except StopIteration:
+                break
+            except ChainError:
+                # the file broke further on: the blocks read before it come first (an earlier
+                # height's own failure is the first discrepancy)
+                while window:
+                    yield self._consume(window.popleft())
+                raise
             fut = pool.submit(_verify_batch, batch) if pool is not None else None
             window.append((batch, fut, src.offset))
             while len(window) > 2 * self._jobs + 2:

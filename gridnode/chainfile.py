@@ -115,6 +115,7 @@ def write_chain(
     *,
     from_height: int = 1,
     to_height: int | None = None,
+    blocks_per_record: int = BLOCKS_PER_RECORD,
 ) -> ChainFileEnd:
     """Write the chain ``store`` holds (heights ``from_height`` … ``to_height`` or its head) to
     ``out`` as an export file; returns what the end record says."""
@@ -140,7 +141,7 @@ def write_chain(
         size += len(block) + len(commit)
         n += 1
         last_height, last_id = height, block_id(block)
-        if len(batch) >= BLOCKS_PER_RECORD or size >= _RECORD_TARGET_BYTES:
+        if len(batch) >= blocks_per_record or size >= _RECORD_TARGET_BYTES:
             flush()
     flush()
     digest = w.sha.digest()
@@ -169,18 +170,23 @@ class ChainFileReader:
         from an earlier reader's :attr:`offset` and :attr:`next_height`)."""
         self.path = path
         self._f = path.open("rb")
+        try:
+            self._open(offset, next_height)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _open(self, offset: int, next_height: int | None) -> None:
         self._sha = hashlib.sha256()
         self.size = os.fstat(self._f.fileno()).st_size
         self.end: ChainFileEnd | None = None
         self._last_block: bytes | None = None
         head = self._f.read(len(MAGIC))
         if head != MAGIC:
-            self._f.close()
             raise self._bad(0, "a gridnode chain export (magic bytes)", head[:8].hex())
         self._sha.update(head)
         body = self._record(0)
         if body is None:
-            self._f.close()
             raise self._bad(0, "a header record", "end of file")
         try:
             value = unpack(body, what="chain file header", max_bytes=MAX_RECORD_BYTES)
@@ -189,10 +195,8 @@ class ChainFileReader:
                 raise ValueError(tag)
             self.genesis = Genesis.from_dict(json.loads(gjson))
         except (InvalidInput, ValueError, TypeError) as exc:
-            self._f.close()
             raise self._bad(0, "['gn.chainfile', 1, genesis, hash, first]", str(exc)) from exc
         if self.genesis.hash != ghash:
-            self._f.close()
             raise ChainError(
                 ChainReason.BAD_FILE,
                 height=0,
@@ -332,6 +336,9 @@ class ChainFileReader:
                     found=before.digest().hex(),
                 ),
             )
+
+    def close(self) -> None:
+        self._f.close()
 
     def __iter__(self) -> Iterator[tuple[int, bytes, bytes]]:
         for batch in self.records():

@@ -47,6 +47,7 @@ from pathlib import Path
 import trio
 
 from gridnode.api import make_app, start_api
+from gridnode.bills import ProofKeeper
 from gridnode.clock import NodeClock
 from gridnode.config import Config, DirLock, load_config, load_genesis, load_identity, load_token
 from gridnode.core.consensus import ConsensusConfig, TimerKind
@@ -207,6 +208,9 @@ class DaemonNode:
             verified_votes=set(),  # _on_consensus checks signatures first; the core reuses them
         )
         self.runtime.listeners.append(self._on_commit)
+        #: the states /api/proof serves bill proofs from (gridnode/bills.py)
+        self.proofs = ProofKeeper(store)
+        self.runtime.listeners.append(self.proofs.on_commit)
         for sb in store.blocks_from(
             max(1, self.runtime.state.height - _RECENT_BLOCKS + 1), _RECENT_BLOCKS
         ):
@@ -650,6 +654,11 @@ class BridgeHandle:
 
     def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
         return self._node.blocks(from_height, limit)
+
+    @property
+    def proofs(self) -> ProofKeeper:
+        """Bill proofs for ``/api/proof`` (read from the API's thread: see gridnode/bills.py)."""
+        return self._node.proofs
 
 
 def make_meter(config: Config, genesis: Genesis, clock: NodeClock) -> Meter | None:

@@ -207,6 +207,7 @@ def _info(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from gridnode.audit import Progress, open_chain, run_audit
     from gridnode.audit_report import summary_lines, write_reports
+    from gridnode.chain import ChainError
 
     if args.resume and args.checkpoint is None:
         raise UsageError("--resume needs --checkpoint FILE")
@@ -214,7 +215,12 @@ def _audit(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     head = _hex32(args.expect_head, "--expect-head")
     root = _hex32(args.expect_root, "--expect-root")
-    src = open_chain(args.source, genesis=_genesis(args.genesis))
+    try:
+        src = open_chain(args.source, genesis=_genesis(args.genesis))
+    except ChainError as exc:  # an export whose header record is broken
+        print(f"DISCREPANCY at height {exc.height}: {exc.reason.value}: {exc}")
+        print("AUDIT FAILED")
+        return 1
     bar: Any = None
     if not args.quiet:
         from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]  # no stubs

@@ -4,8 +4,11 @@ silent, one order replaced and one cancelled; every block committed by the genes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from gridnode.core.ledger import LedgerState, Tx, sign_cancel, sign_reading
+from gridnode.chainfile import write_chain
+from gridnode.core.ledger import Genesis, LedgerState, Tx, sign_cancel, sign_reading
 from market.orders import Side
 from market.settlement import Netting
 from tests.chain.helpers import commit_for
@@ -71,3 +74,30 @@ def small_chain(*, seed: int = 3) -> SmallChain:
         chain.append((block.height, data, commit_for(c.validators, block.height, data)))
         states.append(state)
     return SmallChain(c, chain, states, tx)
+
+
+class ListSource:
+    """A :class:`gridnode.chain.BlockSource` over a list of ``(height, block, commit)``, in the
+    list's order whatever the heights say (so tests can write drop / reorder exports)."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+
+    def blocks_from(self, height: int, limit: int) -> list[Any]:
+        if height != 1 and height != -1:
+            return []
+        return [_Stored(h, b, c) for h, b, c in self.chain]
+
+
+@dataclass(frozen=True)
+class _Stored:
+    height: int
+    block: bytes
+    commit: bytes
+
+
+def export(chain: Chain, path: Path, genesis: Genesis, *, per_record: int = 64) -> Path:
+    """Write ``chain`` as an export file (any order the list has)."""
+    with path.open("wb") as f:
+        write_chain(f, genesis, ListSource(chain), blocks_per_record=per_record)
+    return path
