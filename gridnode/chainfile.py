@@ -48,6 +48,7 @@ from gridnode.core.consensus_messages import (
     encode_message,
 )
 from gridnode.core.ledger import Genesis
+from gridnode.net.framing import MAX_VARINT_BYTES, decode_uvarint, encode_frame
 from market.codec import pack, unpack
 from market.errors import ChainReason, InvalidInput
 
@@ -65,18 +66,6 @@ MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
 BLOCKS_PER_RECORD: Final = 64
 _RECORD_TARGET_BYTES: Final = 1 << 20
 _END_TAG: Final = pack("gn.chainend")
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def genesis_json(genesis: Genesis) -> str:
@@ -105,7 +94,7 @@ class _HashingWriter:
         self.size += len(data)
 
     def record(self, body: bytes) -> None:
-        self.write(_uvarint(len(body)) + body)
+        self.write(encode_frame(body))
 
 
 def write_chain(
@@ -239,13 +228,15 @@ class ChainFileReader:
                     raise self._bad(height, "a record length", "end of file")
                 return None
             prefix += b
-            if not b[0] & 0x80:
+            if not b[0] & 0x80 or len(prefix) >= MAX_VARINT_BYTES:
                 break
-            if len(prefix) >= 9:
-                raise self._bad(height, "a length of at most 9 bytes", prefix.hex())
-        n = 0
-        for i, byte in enumerate(prefix):
-            n |= (byte & 0x7F) << (7 * i)
+        try:
+            decoded = decode_uvarint(prefix)
+        except InvalidInput as exc:
+            raise self._bad(height, "a minimal record length", prefix.hex()) from exc
+        if decoded is None:
+            raise self._bad(height, "a record length", "end of file")
+        n = decoded[0]
         if n > MAX_RECORD_BYTES:
             raise self._bad(height, f"a record of <= {MAX_RECORD_BYTES} bytes", str(n))
         body = self._f.read(n)

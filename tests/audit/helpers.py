@@ -84,7 +84,7 @@ class ListSource:
         self.chain = chain
 
     def blocks_from(self, height: int, limit: int) -> list[Any]:
-        if height != 1 and height != -1:
+        if height != 1:
             return []
         return [_Stored(h, b, c) for h, b, c in self.chain]
 

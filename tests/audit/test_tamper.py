@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gridnode.audit import AuditResult, open_chain, run_audit
+from gridnode.audit import Discrepancy, open_chain, run_audit
+from gridnode.chain import ChainError
 from gridnode.core.consensus_messages import (
     Commit,
     CommitSig,
@@ -26,7 +27,7 @@ from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Block, decode_block, sign_reading
 from gridnode.core.ledger.proofs import make_bill_proof, verify_bill_proof
 from market.codec import pack, unpack
-from market.errors import ChainReason, InvalidInput, LedgerReason
+from market.errors import ChainReason, InvalidInput, LedgerReason, UsageError
 from tests.audit.helpers import SmallChain, export, small_chain
 from tests.chain.helpers import commit_for
 
@@ -36,24 +37,17 @@ def chain() -> SmallChain:
     return small_chain()
 
 
-def _audit(path: Path) -> AuditResult:
+def _audit(path: Path) -> Discrepancy | None:
+    """The audit's first discrepancy (``step`` "open": the export's header record is broken)."""
     try:
         src = open_chain(path)
-    except Exception as exc:  # a header too broken to open: named at open
-        return AuditResult(str(path), "file", "", "", "", 0, 0, _tally(), discrepancy=_named(exc))
-    return run_audit(src, jobs=1)
-
-
-def _tally():  # type: ignore[no-untyped-def]
-    from gridnode.audit import Tally
-
-    return Tally()
-
-
-def _named(exc: Exception):  # type: ignore[no-untyped-def]
-    from gridnode.audit import Discrepancy
-
-    return Discrepancy(0, "open", getattr(getattr(exc, "reason", None), "value", ""), str(exc))
+    except ChainError as exc:
+        return Discrepancy(exc.height, "open", exc.reason.value, str(exc))
+    except UsageError as exc:  # the magic bytes: not an export at all
+        return Discrepancy(0, "open", "", str(exc))
+    result = run_audit(src, jobs=1)
+    assert result.discrepancy is not None or result.ok
+    return result.discrepancy
 
 
 FILE_STEPS = {"bad_file", "truncated", "checksum_mismatch", "open"}
@@ -72,10 +66,9 @@ def test_one_flipped_byte_anywhere_is_caught_and_named(chain: SmallChain, tmp_pa
     for i in positions:
         bad = tmp_path / "bad.gnc"
         bad.write_bytes(data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :])
-        result = _audit(bad)
-        assert not result.ok, f"byte {i} flipped and the audit passed"
-        d = result.discrepancy
-        assert d is not None and d.step in FILE_STEPS | CHAIN_STEPS, (i, d)
+        d = _audit(bad)
+        assert d is not None, f"byte {i} flipped and the audit passed"
+        assert d.step in FILE_STEPS | CHAIN_STEPS, (i, d)
         steps[d.step] = steps.get(d.step, 0) + 1
     # the certificates and the file's checksum both did their part
     assert steps.get("bad_commit", 0) > 0 and steps.get("checksum_mismatch", 0) > 0, steps
@@ -83,16 +76,16 @@ def test_one_flipped_byte_anywhere_is_caught_and_named(chain: SmallChain, tmp_pa
 
 def test_a_dropped_block_is_named(chain: SmallChain, tmp_path: Path) -> None:
     dropped = [c for c in chain.chain if c[0] != 4]
-    r = _audit(export(dropped, tmp_path / "d.gnc", chain.community.genesis))
-    assert r.discrepancy is not None and (r.discrepancy.step, r.discrepancy.height) == (
+    d = _audit(export(dropped, tmp_path / "d.gnc", chain.community.genesis))
+    assert d is not None and (d.step, d.height) == (
         "bad_file",
         4,
     )
     # renumbered so the file's heights run on: the commit of block 5 does not prove height 4
     renumbered = [(i + 1, b, c) for i, (_, b, c) in enumerate(dropped)]
-    r = _audit(export(renumbered, tmp_path / "r.gnc", chain.community.genesis))
-    assert r.discrepancy is not None
-    assert (r.discrepancy.step, r.discrepancy.rule, r.discrepancy.height) == (
+    d = _audit(export(renumbered, tmp_path / "r.gnc", chain.community.genesis))
+    assert d is not None
+    assert (d.step, d.rule, d.height) == (
         "bad_commit",
         "wrong_height",
         4,
@@ -102,15 +95,15 @@ def test_a_dropped_block_is_named(chain: SmallChain, tmp_path: Path) -> None:
 def test_reordered_blocks_are_named(chain: SmallChain, tmp_path: Path) -> None:
     c = list(chain.chain)
     c[2], c[3] = c[3], c[2]
-    r = _audit(export(c, tmp_path / "o.gnc", chain.community.genesis))
-    assert r.discrepancy is not None and (r.discrepancy.step, r.discrepancy.height) == (
+    d = _audit(export(c, tmp_path / "o.gnc", chain.community.genesis))
+    assert d is not None and (d.step, d.height) == (
         "bad_file",
         3,
     )
     swapped = [(i + 1, b, cm) for i, (_, b, cm) in enumerate(c)]
-    r = _audit(export(swapped, tmp_path / "s.gnc", chain.community.genesis))
-    assert r.discrepancy is not None
-    assert (r.discrepancy.step, r.discrepancy.rule, r.discrepancy.height) == (
+    d = _audit(export(swapped, tmp_path / "s.gnc", chain.community.genesis))
+    assert d is not None
+    assert (d.step, d.rule, d.height) == (
         "bad_commit",
         "wrong_height",
         3,
@@ -136,13 +129,10 @@ def test_a_forged_certificate_is_named(chain: SmallChain, tmp_path: Path) -> Non
             replace(real, signatures=(real.signatures[1], real.signatures[1], real.signatures[2]))
         ),
         # a real commit of another block
-        "wrong_block_hash": chain.chain[3][2].replace(b"", b"", 0)
-        if False
-        else encode_commit(replace(decode_commit(chain.chain[3][2]), height=h)),
+        "wrong_block_hash": encode_commit(replace(decode_commit(chain.chain[3][2]), height=h)),
     }
     for rule, forged in cases.items():
-        r = _audit(export(_with_commit(chain, h, forged), tmp_path / f"{rule}.gnc", g))
-        d = r.discrepancy
+        d = _audit(export(_with_commit(chain, h, forged), tmp_path / f"{rule}.gnc", g))
         assert d is not None and (d.step, d.rule, d.height) == ("bad_commit", rule, h), (rule, d)
 
 
@@ -163,8 +153,7 @@ def test_a_certified_block_that_breaks_a_rule_is_named_with_its_transaction(
     raw = bad.encode()
     tampered = [(hh, raw, commit_for(c.validators, h, raw)) if hh == h else (hh, b, cm)
                 for hh, b, cm in chain.chain]  # fmt: skip
-    r = _audit(export(tampered, tmp_path / "rule.gnc", c.genesis))
-    d = r.discrepancy
+    d = _audit(export(tampered, tmp_path / "rule.gnc", c.genesis))
     assert d is not None
     assert (d.step, d.height, d.tx_index, d.household) == (
         "broken_rule",
@@ -180,9 +169,9 @@ def test_a_certified_block_that_breaks_a_rule_is_named_with_its_transaction(
     raw = lie.encode()
     tampered = [(hh, raw, commit_for(c.validators, h, raw)) if hh == h else (hh, b, cm)
                 for hh, b, cm in chain.chain]  # fmt: skip
-    r = _audit(export(tampered, tmp_path / "root.gnc", c.genesis))
-    assert r.discrepancy is not None
-    assert (r.discrepancy.step, r.discrepancy.rule, r.discrepancy.height) == (
+    d = _audit(export(tampered, tmp_path / "root.gnc", c.genesis))
+    assert d is not None
+    assert (d.step, d.rule, d.height) == (
         "broken_rule",
         LedgerReason.WRONG_STATE_ROOT.value,
         h,
@@ -195,9 +184,8 @@ def test_transactions_swapped_under_a_header_are_named(chain: SmallChain, tmp_pa
     h, data, commit = chain.chain[0]
     items = unpack(data, what="block", max_bytes=1 << 22)
     items[3] = items[3][1:]  # one transaction fewer
-    r = _audit(export(_with_commit(chain, h, commit)[:0] + [(h, pack(items), commit)]
-                      + chain.chain[1:], tmp_path / "txs.gnc", c.genesis))  # fmt: skip
-    d = r.discrepancy
+    swapped = [(h, pack(items), commit), *chain.chain[1:]]
+    d = _audit(export(swapped, tmp_path / "txs.gnc", c.genesis))
     assert d is not None and (d.step, d.rule, d.height) == ("bad_block", "wrong_txs_root", h)
     assert block_hash(pack(items)) == block_hash(data)  # the commit alone could not tell
 
@@ -207,7 +195,7 @@ def test_transactions_swapped_under_a_header_are_named(chain: SmallChain, tmp_pa
 
 @pytest.fixture(scope="module")
 def proof(chain: SmallChain) -> bytes:
-    h, data, commit = chain.chain[5]  # height 6 settled slot 2 for everyone
+    _, data, commit = chain.chain[5]  # height 6 settled slot 2 for everyone
     m1 = chain.community.members[1].public_hex
     return make_bill_proof(chain.states[6], decode_block(data).header.raw, commit, m1)
 
