@@ -69,21 +69,13 @@ def bill_json(bill: Any) -> dict[str, Any]:
                 "clearing_price_micro_per_kwh": s.clearing_price_micro_per_kwh,
                 "order_tx_hex": None if s.order is None else s.order.hex(),
                 "trades": [
-                    dict(
-                        zip(
-                            (
-                                "buyer",
-                                "seller",
-                                "buy_order",
-                                "sell_order",
-                                "energy_wh",
-                                "price_micro_per_kwh",
-                                "amount_micro",
-                            ),
-                            t,
-                            strict=True,
-                        )
-                    )
+                    {
+                        "role": "bought" if t.bought else "sold",
+                        "counterparty": t.counterparty,
+                        "energy_wh": t.energy_wh,
+                        "price_micro_per_kwh": t.price_micro_per_kwh,
+                        "amount_micro": t.amount_micro,
+                    }
                     for t in s.trades
                 ],
                 "reading_wh": s.reading_wh,
@@ -130,8 +122,11 @@ def _verify(args: argparse.Namespace) -> int:
         if s.order is not None:
             parts.append("open order")
         for tr in s.trades:
-            side = "bought" if tr[0] == bill.household else "sold"
-            parts.append(f"{side} {tr[4]:,} Wh at {tr[5]:,} µ¤/kWh = {tr[6]:,} µ¤")
+            side = "bought from" if tr.bought else "sold to"
+            parts.append(
+                f"{side} {tr.counterparty[:12]} {tr.energy_wh:,} Wh at "
+                f"{tr.price_micro_per_kwh:,} µ¤/kWh = {tr.amount_micro:,} µ¤"
+            )
         if s.reading_wh is not None:
             parts.append(f"meter read {s.reading_wh:+,} Wh")
         if s.bill is not None:

@@ -136,8 +136,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _prove(args: argparse.Namespace) -> int:
-    from gridnode.audit import open_chain
-    from gridnode.chain import ChainError, ChainReader
+    import os
+
+    from gridnode.audit import BlockPipeline, open_chain
+    from gridnode.chain import ChainError
     from gridnode.core.ledger import decode_block
     from gridnode.core.ledger.proofs import make_bill_proof
 
@@ -145,39 +147,40 @@ def _prove(args: argparse.Namespace) -> int:
         raise UsageError("chain prove: give --slot S or --height H")
     src = open_chain(args.source, genesis=_genesis(args.genesis))
     if args.household not in src.genesis.member_index:
+        src.close()
         raise UsageError(f"--household: {args.household[:16]} is not a member")
-    reader = ChainReader(src.genesis)
+    hit: list[Any] = []  # [state] at the height to prove
+
+    def after_block(height: int, state: Any) -> None:
+        if not hit and (args.slot in state.settled or height == args.height):
+            hit.append(state)
+
+    pipeline = BlockPipeline(src, jobs=os.cpu_count() or 1, after_block=after_block)
     found = None
     try:
-        for batch in src.batches():
-            for height, block, commit in batch:
-                facts = reader.read(height, block, commit)
-                if (args.slot is not None and any(s.slot == args.slot for s in facts.settled)) or (
-                    height == args.height
-                ):
-                    found = (decode_block(block).header.raw, commit)
-                    break
-            if found is not None:
+        for batch, _, _ in pipeline.batches():
+            if hit:
+                height = hit[0].height
+                _, block, commit = next(b for b in batch if b[0] == height)
+                found = (hit[0], decode_block(block).header.raw, commit)
                 break
     except ChainError as exc:
         print(f"chain prove: the chain does not verify: {exc}", file=sys.stderr)
         return 1
     finally:
+        pipeline.close()
         src.close()
     if found is None:
         raise UsageError(
             f"slot {args.slot} was never settled" if args.slot is not None else
-            f"height {args.height} is beyond the chain ({reader.height})"
+            f"height {args.height} is beyond the chain"
         )  # fmt: skip
+    state, header, commit = found
     data = make_bill_proof(
-        reader.state,
-        found[0],
-        found[1],
-        args.household,
-        None if args.slot is None else [args.slot],
+        state, header, commit, args.household, None if args.slot is None else [args.slot]
     )
     args.out.write_bytes(data)
-    print(f"wrote {args.out}: {len(data):,} bytes, height {reader.height}")
+    print(f"wrote {args.out}: {len(data):,} bytes, height {state.height}")
     return 0
 
 

@@ -149,7 +149,14 @@ def spec_root(state: LedgerState) -> bytes:
         orders = {} if done else state.orders.get(s, {})
         members = []
         for h in g.members:
-            mine = [list(t) for t in trades if h in (t.buyer, t.seller)]
+            idx = g.member_index
+            mine = [
+                [0, idx[t.seller], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+                if t.buyer == h
+                else [1, idx[t.buyer], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+                for t in trades
+                if h in (t.buyer, t.seller)
+            ]
             order = orders.get(h)
             reading = readings.get(h)
             bill = done.bills.get(h) if done else None

@@ -50,6 +50,7 @@ from market.errors import ChainReason, InvalidInput, LedgerReason, Reason, Usage
 __all__ = [
     "ProvenBill",
     "ProvenSlot",
+    "ProvenTrade",
     "make_bill_proof",
     "slots_of",
     "verify_bill_proof",
@@ -70,6 +71,17 @@ _TOTALS: Final = (
 
 
 @dataclass(frozen=True, slots=True)
+class ProvenTrade:
+    """One of the household's trades in a proven slot."""
+
+    bought: bool  # True: the household bought, False: it sold
+    counterparty: str  # the other household's public key (hex)
+    energy_wh: int
+    price_micro_per_kwh: int
+    amount_micro: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProvenSlot:
     """What a proof shows of one slot for the household (plain values)."""
 
@@ -77,7 +89,7 @@ class ProvenSlot:
     phase: str  # open | cleared | settled (by the proven block)
     clearing_price_micro_per_kwh: int | None
     order: bytes | None  # the open order's canonical transaction bytes
-    trades: tuple[tuple[Any, ...], ...]  # (buyer, seller, buy_order, sell_order, Wh, price, µ¤)
+    trades: tuple[ProvenTrade, ...]
     reading_wh: int | None
     bill: dict[str, int] | None  # BILL_FIELDS -> value, when the proven block settled the slot
 
@@ -189,6 +201,7 @@ def _member_entry(state: LedgerState, slot: int, household: str) -> bytes:
         [t for t in trades if household in (t.buyer, t.seller)],
         readings.get(household),
         None if done is None else done.bills.get(household),
+        state.genesis.member_index,
     )
 
 
@@ -304,7 +317,7 @@ def verify_bill_proof(genesis: Genesis, data: bytes) -> ProvenBill:
             raise _fail(
                 ChainReason.BAD_PROOF, "member path", f"a path to slot {slot}'s members root"
             )
-        proven.append(_slot(slot, phase, price, m_entry, household))
+        proven.append(_slot(genesis, slot, phase, price, m_entry, household))
     return ProvenBill(
         household=household,
         height=header.height,
@@ -319,7 +332,9 @@ def verify_bill_proof(genesis: Genesis, data: bytes) -> ProvenBill:
     )
 
 
-def _slot(slot: Any, phase: Any, price: Any, m_entry: bytes, household: str) -> ProvenSlot:
+def _slot(  # noqa: PLR0917 - the slot entry's fields
+    genesis: Genesis, slot: Any, phase: Any, price: Any, m_entry: bytes, household: str
+) -> ProvenSlot:
     if phase not in PHASES:
         raise _fail(ChainReason.BAD_PROOF, "slot", "phase 0, 1 or 2", repr(phase))
     if m_entry == b"":
@@ -334,12 +349,21 @@ def _slot(slot: Any, phase: Any, price: Any, m_entry: bytes, household: str) -> 
             f"slot {slot} of {household[:16]}",
             f"slot {m_slot} of {str(m_household)[:16]}",
         )
+    try:
+        proven = tuple(
+            ProvenTrade(role == 0, genesis.members[other], wh, price_, amount)
+            for role, other, wh, price_, amount in trades
+        )
+    except (TypeError, ValueError, IndexError):
+        raise _fail(
+            ChainReason.BAD_PROOF, "member", "trades [role, member, Wh, price, µ¤]"
+        ) from None
     return ProvenSlot(
         slot,
         PHASES[phase],
         price,
         order,
-        tuple(tuple(t) for t in trades),
+        proven,
         reading,
         None if bill is None else dict(zip(BILL_FIELDS, bill, strict=True)),
     )

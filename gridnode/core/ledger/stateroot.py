@@ -16,10 +16,11 @@ Rules:
   made this state. ``members_root`` is the root of the slot's **members tree**: one entry per
   member in genesis order (fixed size ``n``): the empty string when the member has nothing in the
   slot, else ``["gn.slotleaf", 1, slot, household, order | nil, trades, reading | nil, bill | nil]``
-  — its open order (the transaction's canonical bytes), its trades as buyer or seller (each
-  ``[buyer, seller, buy_order, sell_order, energy_wh, price_micro_per_kwh, amount_micro]``, in
-  the clearing's order), its signed reading, and, in a slot settled by this block, its bill line
-  (:data:`BILL_FIELDS`, 15 integers).
+  — its open order (the transaction's canonical bytes), its trades (each ``[role,
+  counterparty, energy_wh, price_micro_per_kwh, amount_micro]``: role 0 bought, 1 sold, the
+  counterparty as its member index; in the clearing's order), its signed reading, and, in a slot
+  settled by this block, its bill line (:data:`BILL_FIELDS`, 15 integers). Compact on purpose: a
+  household's entry is what its bill proof carries.
 * **Prices tree**: one entry per slot with a recorded clearing price, in slot order:
   ``["gn.price", 1, slot, price | nil]``.
 * **Root**: ``SHA-256`` of the record ``["gn.stateroot", 1, genesis_hash, height, time_ms,
@@ -109,8 +110,10 @@ def slot_leaf_entry(  # noqa: PLR0917 - the entry's fields, in the entry's order
     trades: Sequence[Trade],
     reading: int | None,
     bill: HouseholdBill | None,
+    members: Mapping[str, int],
 ) -> bytes:
-    """A members-tree entry: empty when the household has nothing in the slot."""
+    """A members-tree entry: empty when the household has nothing in the slot. ``members``:
+    the genesis member index (trades name their counterparty by it)."""
     if order is None and not trades and reading is None and bill is None:
         return b""
     return pack(
@@ -120,7 +123,12 @@ def slot_leaf_entry(  # noqa: PLR0917 - the entry's fields, in the entry's order
             slot,
             household,
             None if order is None else order.raw,
-            [list(t) for t in trades],
+            [
+                [0, members[t.seller], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+                if t.buyer == household
+                else [1, members[t.buyer], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+                for t in trades
+            ],
             reading,
             None if bill is None else bill_wire(bill),
         ]
@@ -305,6 +313,7 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
                 index.get(h, _NO_TRADES),
                 None if readings is None else readings.get(h),
                 None if settled is None else settled.bills.get(h),
+                members,
             )
         )
     tree = base.updated(changes)
