@@ -35,15 +35,16 @@ from gridnode.core.ledger.blocks import decode_header
 from gridnode.net.framing import FrameDecoder
 from gridnode.txbatch import decode_tx_batch, decode_tx_results
 from market.codec import unpack
-from tests.audit.vectors import GENESIS, VALIDATORS, vectors
+from tests.audit.vectors import GENESIS, VALIDATORS, merkle_vectors, vectors
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOC = DOCS / "protocol.md"
 _VECTOR = re.compile(r"<!-- vector: (\w+) \((\d+) bytes\) -->\n```text\n([0-9a-f\n]+)```")
 
 
-def _documented() -> dict[str, bytes]:
+def _documented(doc: Path = DOC) -> dict[str, bytes]:
     out = {}
-    for name, size, text in _VECTOR.findall(DOC.read_text(encoding="utf-8")):
+    for name, size, text in _VECTOR.findall(doc.read_text(encoding="utf-8")):
         data = bytes.fromhex(text.replace("\n", ""))
         assert len(data) == int(size), name
         assert name not in out, f"{name} quoted twice"
@@ -116,3 +117,20 @@ def test_blocks_commits_and_consensus_messages_decode_and_verify(v: dict[str, by
     resp = decode_message(v["block_response"])
     assert isinstance(resp, BlockResponse) and resp.blocks[0].block == v["block"]
     assert resp.blocks[0].commit == commit
+
+
+def test_merkle_md_vectors_are_ours_and_the_bill_proof_verifies() -> None:
+    from gridnode.core.ledger.proofs import verify_bill_proof
+    from gridnode.core.merkle import leaf_hash, verify_inclusion
+
+    ours, documented = merkle_vectors(), _documented(DOCS / "merkle.md")
+    assert documented == ours
+    leaves = [leaf_hash(f"entry {i}".encode()) for i in range(5)]
+    path = [ours["tree5_path_of_3"][i : i + 32] for i in range(0, 96, 32)]
+    assert verify_inclusion(leaves[3], 3, 5, path, ours["tree5_root"])
+    bill = verify_bill_proof(GENESIS, ours["bill_proof"])
+    assert (
+        hashlib.sha256(ours["state_root_record"]).digest() == ours["state_root"] == bill.state_root
+    )
+    assert bill.nonce == 1 and [s.phase for s in bill.slots] == ["open"]
+    assert bill.slots[0].order == _documented()["order_tx"]  # protocol.md's signed order

@@ -115,8 +115,51 @@ def vectors() -> dict[str, bytes]:
     }
 
 
+def merkle_vectors() -> dict[str, bytes]:
+    """docs/merkle.md's vectors: the hashing, a small tree and its audit path, and a real bill
+    proof: the vectors' genesis, block 1 with the order of docs/protocol.md §7.3, committed by
+    validators 0–2; the proof of the household's account and its open order at height 1."""
+    from gridnode.core.ledger import build_block, decode_block, genesis_state
+    from gridnode.core.ledger.proofs import make_bill_proof
+    from gridnode.core.merkle import inclusion_path, leaf_hash, tree_root
+
+    entries = [f"entry {i}".encode() for i in range(5)]
+    leaves = [leaf_hash(e) for e in entries]
+    g = GENESIS
+    order = Order(
+        order_id="o-1",
+        household=HOUSEHOLD.public_hex,
+        side=Side.SELL,
+        slot=SLOT,
+        steps=(Step(120_000, 800), Step(180_000, 400)),
+        nonce=1,
+    )
+    block, state = build_block(
+        genesis_state(g),
+        time_ms=g.genesis_time_ms + 1_000,
+        proposer=VALIDATORS[1].public_hex,
+        txs=[sign_order(HOUSEHOLD, g, order)],
+    )
+    raw = block.encode()
+    votes = [
+        sign_vote(k, vote_type=VoteType.PRECOMMIT, height=1, round_=0, value=block.hash,
+                  validator=i)
+        for i, k in enumerate(VALIDATORS[:3])
+    ]  # fmt: skip
+    commit = encode_commit(commit_from_votes(1, 0, block.hash, votes))
+    header = decode_block(raw).header.raw
+    return {
+        "empty_leaf_hash": leaf_hash(b""),
+        "tree5_root": tree_root(leaves),
+        "tree5_path_of_3": b"".join(inclusion_path(leaves, 3)),
+        "state_root_record": state.tree().record,
+        "state_root": state.digest(),
+        "bill_proof": make_bill_proof(state, header, commit, HOUSEHOLD.public_hex),
+    }
+
+
 if __name__ == "__main__":
-    for name, data in vectors().items():
+    for name, data in {**vectors(), **merkle_vectors()}.items():
         print(f"{name}:")
         h = data.hex()
         for i in range(0, len(h), 96):
