@@ -175,19 +175,27 @@ def decode_block(data: bytes) -> Block:
             reason=WireReason.BAD_TYPE, subject="block", field="txs", expected="array of bytes"
         )
     header = decode_header(header_bytes)
-    block = Block(
-        height=header.height,
-        prev_hash=header.prev_hash,
-        time_ms=header.time_ms,
-        proposer=header.proposer,
-        txs=tuple(_tx_from_wire(unpack(t, what="tx", max_bytes=MAX_TX_BYTES)) for t in txs),
-        state_root=header.state_root,
-    )
-    if block.header.raw != header_bytes:
+    parsed = tuple(_tx_from_wire(unpack(t, what="tx", max_bytes=MAX_TX_BYTES), t) for t in txs)
+    root = txs_root(parsed)
+    if len(parsed) != header.n_txs or root != header.txs_root:
         raise InvalidInput(
             reason=LedgerReason.WRONG_TXS_ROOT,
             subject=f"block {header.height}",
-            expected=f"{block.header.n_txs} txs with root {block.header.txs_root.hex()[:16]}",
+            expected=f"{len(parsed)} txs with root {root.hex()[:16]}",
             found=f"{header.n_txs} txs with root {header.txs_root.hex()[:16]}",
         )
+    # the bytes are canonical (unpack checked): the block is made from them without packing again
+    block = Block.__new__(Block)
+    for name, value in (
+        ("height", header.height),
+        ("prev_hash", header.prev_hash),
+        ("time_ms", header.time_ms),
+        ("proposer", header.proposer),
+        ("txs", parsed),
+        ("state_root", header.state_root),
+        ("header", header),
+        ("raw", bytes(data)),
+        ("hash", header.id),
+    ):
+        object.__setattr__(block, name, value)
     return block

@@ -115,6 +115,11 @@ class SignedReading:
 Tx = SignedOrder | SignedCancel | SignedReading
 
 _DOMAIN = {SignedOrder: "order", SignedCancel: "cancel", SignedReading: "reading"}
+_TAG_BYTES: Final = {
+    SignedOrder: pack("gn.tx.order"),
+    SignedCancel: pack("gn.tx.cancel"),
+    SignedReading: pack("gn.tx.reading"),
+}
 
 
 def tx_id(tx: Tx) -> bytes:
@@ -150,7 +155,19 @@ def _int(value: Any, what: str, field: str) -> int:
     return value
 
 
-def _tx_from_wire(value: Any) -> Tx:
+def _decoded(cls: type[Tx], raw: bytes, **values: Any) -> Tx:
+    """A transaction decoded from ``raw``, its canonical bytes (``unpack`` checked that they
+    re-encode to themselves): its ``raw`` and ``id`` come from them without packing again."""
+    tx = cls.__new__(cls)
+    for name, value in values.items():
+        object.__setattr__(tx, name, value)
+    object.__setattr__(tx, "raw", raw)
+    object.__setattr__(tx, "id", _sha256(raw))
+    return tx
+
+
+def _tx_from_wire(value: Any, raw: bytes | None = None) -> Tx:
+    """A transaction from its unpacked ``value``; ``raw``: the canonical bytes it came from."""
     if not isinstance(value, list) or len(value) != 4 or value[1] != FORMAT:
         raise InvalidInput(
             reason=WireReason.BAD_SHAPE, subject="tx", expected="[tag, 1, body, signature]"
@@ -161,7 +178,10 @@ def _tx_from_wire(value: Any) -> Tx:
             reason=WireReason.BAD_TYPE, subject="tx", field="signature", expected="bytes"
         )
     if tag == "gn.tx.order":
-        return SignedOrder(order_from_wire(body), sig)
+        order = order_from_wire(body)
+        if raw is None:
+            return SignedOrder(order, sig)
+        return _decoded(SignedOrder, raw, order=order, signature=sig)
     if not isinstance(body, list) or len(body) != 5 or body[1] != FORMAT:
         raise InvalidInput(
             reason=WireReason.BAD_SHAPE, subject="tx", field="body", expected="array of 5"
@@ -172,12 +192,18 @@ def _tx_from_wire(value: Any) -> Tx:
             reason=WireReason.BAD_TYPE, subject="tx", field="household", expected="str"
         )
     if tag == "gn.tx.cancel" and body[0] == "gn.cancel":
-        return SignedCancel(
-            household, _int(body[3], "cancel", "slot"), _int(body[4], "cancel", "nonce"), sig
+        slot, nonce = _int(body[3], "cancel", "slot"), _int(body[4], "cancel", "nonce")
+        if raw is None:
+            return SignedCancel(household, slot, nonce, sig)
+        return _decoded(
+            SignedCancel, raw, household=household, slot=slot, nonce=nonce, signature=sig
         )
     if tag == "gn.tx.reading" and body[0] == "gn.reading":
-        return SignedReading(
-            household, _int(body[3], "reading", "slot"), _int(body[4], "reading", "net_wh"), sig
+        slot, net_wh = _int(body[3], "reading", "slot"), _int(body[4], "reading", "net_wh")
+        if raw is None:
+            return SignedReading(household, slot, net_wh, sig)
+        return _decoded(
+            SignedReading, raw, household=household, slot=slot, net_wh=net_wh, signature=sig
         )
     raise InvalidInput(
         reason=WireReason.BAD_TAG,
@@ -190,10 +216,19 @@ def _tx_from_wire(value: Any) -> Tx:
 
 def decode_tx(data: bytes) -> Tx:
     """Strictly parse one transaction (structure only; :func:`admit` checks the rules)."""
-    return _tx_from_wire(unpack(data, what="tx", max_bytes=MAX_TX_BYTES))
+    return _tx_from_wire(unpack(data, what="tx", max_bytes=MAX_TX_BYTES), bytes(data))
+
+
+def signed_body(tx: Tx) -> bytes:
+    """The canonical bytes of ``tx``'s body (what its signature covers): cut from its bytes
+    ``[tag, 1, body, signature]``, which end with the 66 bytes of a 64-byte signature."""
+    if len(tx.signature) == 64:
+        start = 2 + len(_TAG_BYTES[type(tx)])  # array header, tag, version 1
+        return tx.raw[start:-66]
+    return pack(tx.body())
 
 
 def verify_signature(genesis: Genesis, tx: Tx) -> bool:
     return verify_hex(
-        tx.household, genesis.domain(_DOMAIN[type(tx)]), pack(tx.body()), tx.signature
+        tx.household, genesis.domain(_DOMAIN[type(tx)]), signed_body(tx), tx.signature
     )
