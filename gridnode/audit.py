@@ -39,6 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -537,7 +538,13 @@ class BlockPipeline:
         batch, fut, position = item
         ids: list[bytes] = []
         if fut is not None:
-            ids, vote_keys, checked = fut.result()
+            try:
+                ids, vote_keys, checked = fut.result()
+            except BrokenProcessPool as exc:
+                raise UsageError(
+                    f"a signature worker process died ({exc}); run again with --resume, or "
+                    "with --jobs 1"
+                ) from None
             self._verified.update(ids)
             self._votes.update(vote_keys)
             self.tx_signatures_checked += checked
