@@ -650,7 +650,15 @@ def run_audit(
 def _compare_snapshot(src: ChainSource, state: LedgerState, result: AuditResult) -> None:
     assert src.node_snapshot is not None
     height, data = src.node_snapshot
-    theirs = decode_state(data, src.genesis)
+    try:
+        theirs = decode_state(data, src.genesis)
+    except InvalidInput as exc:
+        raise ChainError(
+            ChainReason.DISAGREES,
+            height=height,
+            expected=f"the node's snapshot at height {height} decodes",
+            cause=exc,
+        ) from exc
     if theirs != state:
         raise ChainError(
             ChainReason.DISAGREES,
