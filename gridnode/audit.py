@@ -118,6 +118,11 @@ class ChainSource:
     def offset(self) -> int:
         return self._file.offset if self._file is not None else 0
 
+    @property
+    def size(self) -> int:
+        """An export's size in bytes (0 for a node directory)."""
+        return self.path.stat().st_size if self.kind == "file" else 0
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -569,7 +574,9 @@ class BlockPipeline:
 class Progress:
     height: int
     blocks: int
-    last_height: int | None  # the source's last height, when known
+    last_height: int | None  # the source's last height, when known (a node's store)
+    bytes_read: int = 0  # an export: how far into the file
+    bytes_total: int = 0  # an export: its size
 
 
 def run_audit(
@@ -619,7 +626,7 @@ def run_audit(
                 tally.add(facts, len(decode_commit(commit).signatures))
             since_checkpoint += len(batch)
             if progress is not None:
-                progress(Progress(reader.height, tally.blocks, last_known))
+                progress(Progress(reader.height, tally.blocks, last_known, position, src.size))
             if checkpoint is not None and since_checkpoint >= checkpoint_every:
                 _write_checkpoint(checkpoint, src, reader.state, tally, position)
                 since_checkpoint = 0

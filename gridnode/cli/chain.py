@@ -231,10 +231,18 @@ def _audit(args: argparse.Namespace) -> int:
         bar = tqdm(unit="block", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
     def progress(p: Progress) -> None:
-        if bar is not None:
+        if bar is None:
+            return
+        if p.bytes_total:  # an export: progress through the file, in MB
+            if bar.total is None:
+                bar.total = round(p.bytes_total / 1e6, 1)
+                bar.unit = "MB"
+            bar.update(round(p.bytes_read / 1e6, 1) - bar.n)
+        else:
             if p.last_height is not None and bar.total is None:
                 bar.total = p.last_height
             bar.update(p.height - bar.n)
+        bar.set_postfix_str(f"height {p.height}", refresh=False)
 
     try:
         result = run_audit(
