@@ -52,8 +52,9 @@ class ProofKeeper:
         if not isinstance(commit, bytes):  # pragma: no cover - a listener runs after the store
             return
         entry: _Entry = (event.height, event.state, event.block.header.raw, commit)
-        if event.state.settled:
-            self._settled = (*self._settled[-(self._keep - 1) :], entry) if self._keep else ()
+        if event.state.settled and self._keep > 0:
+            kept = self._settled[max(0, len(self._settled) - self._keep + 1) :]
+            self._settled = (*kept, entry)
         self._head = entry
 
     @property

@@ -44,6 +44,7 @@ async def http() -> AsyncIterator[tuple[aiohttp.ClientSession, SmallChain]]:
         keeper.on_commit(
             Committed(height, block_hash(data), chain.states[height], decode_block(data))
         )
+    assert keeper.heights == [8, 9]  # the last settlement height kept (keep=1), and the head
     running: RunningApi = await start_api(
         make_app(Handle(chain, keeper), token="t"), "127.0.0.1", 0
     )
