@@ -5,10 +5,13 @@ blocks. The package is split along its seams, each module opening with its own r
 
 * :mod:`.genesis` — the community's parameters (:class:`Genesis`) and the shared constants;
 * :mod:`.transactions` — signed orders, cancels and readings: signing, ids, strict decoding;
-* :mod:`.state` — :class:`LedgerState` and its canonical encoding (snapshots, the state digest);
-* :mod:`.blocks` — :class:`Block` and its strict decoding;
+* :mod:`.state` — :class:`LedgerState` and its canonical encoding (snapshots);
+* :mod:`.stateroot` — the state root: a Merkle commitment to the state (``docs/merkle.md``);
+* :mod:`.blocks` — :class:`Block`, its header (which commits to the transactions) and strict
+  decoding;
 * :mod:`.rules` — admission, :func:`check`/:func:`apply`, clearing and settlement inside apply,
-  what a block cleared and settled (:func:`apply_with_outcome`).
+  what a block cleared and settled (:func:`apply_with_outcome`);
+* :mod:`.proofs` — bill proofs: a household's account and slots against a commit certificate.
 
 This module re-exports their public names: ``gridnode.core.ledger`` is the one import the rest of the
 tree uses.
