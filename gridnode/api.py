@@ -143,6 +143,36 @@ PLOTLY_PATH: Final = "/static/plotly.min.js"
 # ----------------------------------------------------------------------------------------- views
 
 
+async def proof(request: web.Request) -> web.Response:
+    """``GET /api/proof?household=HEX&slot=S&height=H``: a bill proof (docs/merkle.md) that
+    ``gridnode verify-bill`` checks against the genesis alone. Served by a node that keeps
+    proof states (:class:`gridnode.bills.ProofKeeper`, the handle's ``proofs``)."""
+    check_params(request, ("household", "slot", "height"))
+    keeper = getattr(request.app[HANDLE_KEY], "proofs", None)
+    if keeper is None:
+        raise ApiError(404, ApiReason.NOT_FOUND, "this node serves no proofs")
+    household = request.query.get("household", _snapshot(request).household)
+    if len(household) != 64 or not all(c in "0123456789abcdef" for c in household):
+        raise ApiError(
+            400, ApiReason.BAD_PARAMETER, "household: 64 lowercase hex", field="household"
+        )
+    slot = int_param(request, "slot", None)
+    height = int_param(request, "height", None, low=1)
+    try:
+        at, data = keeper.proof(household, slot=slot, height=height)
+    except InvalidInput as exc:
+        raise ApiError(404, exc.reason, str(exc), field=exc.field) from None
+    body = {
+        "household": household,
+        "height": at,
+        "slot": slot,
+        "bytes": len(data),
+        "proof_hex": data.hex(),
+        "verify": "save as a file; gridnode verify-bill FILE --genesis genesis.toml",
+    }
+    return web.json_response(body)
+
+
 def _snapshot(request: web.Request) -> Snapshot:
     return request.app[HANDLE_KEY].snapshot()
 
@@ -789,6 +819,7 @@ def make_app(
     app.router.add_get("/api/events", events)
     app.router.add_get("/metrics", metrics)
     app.router.add_get(PLOTLY_PATH, plotly_page)
+    app.router.add_get("/api/proof", proof)
     for path in _STATIC:
         app.router.add_get(path, page)
     return app

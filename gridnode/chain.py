@@ -29,11 +29,10 @@ the last block read (keep the states you need: the reader keeps none).
 :func:`trade_row` is the one conversion of a :class:`~market.clearing.Trade` into a JSON-ready row
 (the API, the simulation's trade tables and the audit use it).
 
-Known limits: reading is sequential on one core (a caller may check transaction signatures in a
-pool first and hand their ids in as ``verified``); a chain that starts from a snapshot rather than
-genesis cannot be read; ``block_hash`` is the ledger's (SHA-256 of the block's canonical
-re-encoding), while the commit is verified over the bytes as stored — the same for every block an
-honest validator built.
+Known limits: reading is sequential on one core (a caller checks transaction and commit signatures
+in a pool first and hands what verified in as ``verified`` / ``verified_votes``: the audit,
+:mod:`gridnode.audit`, does); a reader starts at genesis or after a state the caller computed
+itself from genesis (``state``: an audit's checkpoint), never a snapshot a node handed over.
 """
 
 from __future__ import annotations
@@ -134,14 +133,30 @@ class ChainReader:
 
     __slots__ = ("_state", "_validators", "_verified", "genesis")
 
-    def __init__(self, genesis: Genesis, *, verified: set[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        genesis: Genesis,
+        *,
+        verified: set[bytes] | None = None,
+        verified_votes: set[tuple[int, str, bytes, bytes]] | None = None,
+        state: LedgerState | None = None,
+    ) -> None:
         """``verified``: ids (:func:`~gridnode.core.ledger.tx_id`) of transactions whose signature
         the caller has already checked, e.g. in a process pool — the ledger's cache
         (:func:`~gridnode.core.ledger.check`): an id vouches for exactly those signed bytes, and
-        the reader adds the ones it checks. ``None``: every signature is checked here."""
+        the reader adds the ones it checks. ``None``: every signature is checked here.
+        ``verified_votes``: likewise for commit signatures, the validator set's cache of
+        ``(validator, domain, signed bytes, signature)`` that verified
+        (:class:`~gridnode.core.consensus_messages.ValidatorSet`).
+        ``state``: start after that state instead of at genesis — a state the caller computed
+        itself from this genesis (an audit's own checkpoint), never one a node handed over."""
+        if state is not None and state.genesis.hash != genesis.hash:
+            raise ChainError(LedgerReason.WRONG_GENESIS, height=state.height)
         self.genesis = genesis
-        self._state = genesis_state(genesis)
-        self._validators = ValidatorSet(tuple(bytes.fromhex(v) for v in genesis.validators))
+        self._state = genesis_state(genesis) if state is None else state
+        self._validators = ValidatorSet(
+            tuple(bytes.fromhex(v) for v in genesis.validators), verified=verified_votes
+        )
         self._verified = verified
 
     @property

@@ -47,6 +47,7 @@ from pathlib import Path
 import trio
 
 from gridnode.api import make_app, start_api
+from gridnode.bills import ProofKeeper
 from gridnode.clock import NodeClock
 from gridnode.config import Config, DirLock, write_atomic
 from gridnode.core.consensus import ConsensusConfig, TimerKind
@@ -239,6 +240,9 @@ class DaemonNode:
         )
         seed_history(self.history, store, genesis)
         self._before = self.runtime.state  # the state the next committed block applies to
+        #: the states /api/proof serves bill proofs from (gridnode/bills.py)
+        self.proofs = ProofKeeper(store)
+        self.runtime.listeners.append(self.proofs.on_commit)
         for sb in store.blocks_from(
             max(1, self.runtime.state.height - _RECENT_BLOCKS + 1), _RECENT_BLOCKS
         ):
@@ -727,6 +731,11 @@ class BridgeHandle:
 
     def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
         return self._node.blocks(from_height, limit)
+
+    @property
+    def proofs(self) -> ProofKeeper:
+        """Bill proofs for ``/api/proof`` (read from the API's thread: see gridnode/bills.py)."""
+        return self._node.proofs
 
 
 def _raise(exc: BaseException) -> None:

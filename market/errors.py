@@ -105,6 +105,8 @@ class LedgerReason(StrEnum):
     #: a block's proposer, or the node a transaction was submitted to, is not a validator
     NOT_A_VALIDATOR = "not_a_validator"
     WRONG_STATE_ROOT = "wrong_state_root"
+    #: a block's header names other transactions than the block carries
+    WRONG_TXS_ROOT = "wrong_txs_root"
     WRONG_GENESIS = "wrong_genesis"
     #: the mempool already holds (or just committed) this transaction: a re-send, not a fault
     DUPLICATE = "duplicate"
@@ -263,6 +265,14 @@ class ChainReason(StrEnum):
     BAD_COMMIT = "bad_commit"  # the commit does not decode or does not prove these bytes
     BAD_BLOCK = "bad_block"  # committed bytes that are no block
     BROKEN_RULE = "broken_rule"  # a block the ledger's rules refuse
+    # chain export files (gridnode/chainfile.py)
+    BAD_FILE = "bad_file"  # not an export, or a record that does not decode or is out of order
+    TRUNCATED = "truncated"  # the file ends before its end record
+    CHECKSUM_MISMATCH = "checksum_mismatch"  # the end record's SHA-256 is not the file's
+    # the audit and bill proofs (gridnode/audit.py, gridnode/core/ledger/proofs.py)
+    DISAGREES = "disagrees"  # the chain reads, but not to what the node that wrote it holds
+    BAD_PROOF = "bad_proof"  # a Merkle path that does not lead to the committed root
+    WRONG_LEAF = "wrong_leaf"  # a proven entry that is not the asked household or slot
 
 
 class SimReason(StrEnum):

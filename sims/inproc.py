@@ -627,6 +627,7 @@ def run_inproc(
     trades_out: list[dict[str, Any]] | None = None,
     first_slot: int | None = None,
     full_node: str = "auto",
+    chain_out: Callable[[Genesis, MemoryStore], object] | None = None,
 ) -> SimResult:
     """Run ``scenario`` in process (see the module rules). Ctrl-C (``KeyboardInterrupt``) or
     ``should_stop()`` returning true ends the run early with ``interrupted=True`` and what was done.
@@ -643,7 +644,10 @@ def run_inproc(
     ``full_node``: where the sample full node re-verifies the chain (:mod:`sims.fullnode`):
     ``"process"`` (a second process, fed as blocks are decided: uses the second core),
     ``"inline"`` (this process), or ``"auto"`` (a process from ``PARALLEL_FULL_NODE_FROM``
-    household-slots on). Same results either way."""
+    household-slots on). Same results either way.
+
+    ``chain_out`` is called at the end with the genesis and the store of the validator whose chain
+    the results report (the highest; e.g. to export it for ``gridnode audit``)."""
     if full_node not in ("auto", "process", "inline"):
         raise UsageError(f"full_node must be auto, process or inline, got {full_node!r}")
     wall0 = time.perf_counter()
@@ -689,7 +693,15 @@ def run_inproc(
         raise
     result = _collect(e, slots_done=slots_done, interrupted=interrupted, trades_out=trades_out)
     result.wall_seconds = round(time.perf_counter() - wall0, 3)
+    if chain_out is not None:
+        chain_out(e.genesis, _reference(e).store)
     return result
+
+
+def _reference(e: _Engine) -> _Validator:
+    """The live validator with the longest chain (the lowest index among equals)."""
+    live = [v for v in e.validators if v.runtime is not None]
+    return max(live, key=lambda v: (_height_of(v), -v.index))
 
 
 def _calm(e: _Engine) -> None:
@@ -721,7 +733,7 @@ def _collect(
     sc = e.sc
     notes: list[str] = []
     live = [v for v in e.validators if v.runtime is not None]
-    ref = max(live, key=lambda v: (_height_of(v), -v.index))
+    ref = _reference(e)
     # the sample full node: replay the reference validator's committed chain from genesis,
     # remembering the state digest at every height a validator stands at
     heights = {_height_of(v) for v in live}

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gridnode.core import ledger
 from gridnode.core.app import LedgerApp
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
@@ -35,6 +34,7 @@ from gridnode.core.ledger import (
     sign_reading,
     tx_id,
 )
+from gridnode.core.ledger import rules as ledger_rules
 from market.orders import Order, Side, Step
 from sims.simnet import RunResult, Simulation, Violation
 
@@ -174,14 +174,14 @@ class LedgerWorld:
 @contextlib.contextmanager
 def broken_nonce_rule() -> Iterator[None]:
     """Negative control: admission forgets every household's last nonce (replays get in)."""
-    original = ledger._admit
+    original = ledger_rules._admit
 
     def forgetful(draft: Any, tx: Tx, time_ms: int, *, write: bool = True) -> None:
         draft.set_nonce(tx.household, -1)
         original(draft, tx, time_ms, write=write)
 
-    ledger._admit = forgetful
+    ledger_rules._admit = forgetful
     try:
         yield
     finally:
-        ledger._admit = original
+        ledger_rules._admit = original

@@ -38,6 +38,9 @@ _COMMANDS = (
     "client",
     "forecast",
     "clear",
+    "chain",
+    "bill",
+    "explain",
 )
 #: the environment variable naming the default data directory
 DIR_ENV = "GRIDNODE_DIR"

@@ -74,6 +74,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, help="output directory (default sim-runs/NAME-ENGINE-sSEED)")
     p.add_argument(
+        "--chain",
+        type=Path,
+        metavar="FILE",
+        help="inproc engine: also write the committed chain as an export file (gridnode audit FILE)",
+    )
+    p.add_argument(
         "--speedup",
         type=float,
         default=60.0,
@@ -91,8 +97,12 @@ def run(args: argparse.Namespace) -> int:
         args.scenario, households=args.households, days=args.days, seed=args.seed
     )
     out: Path = args.out or Path("sim-runs") / f"{scenario.name}-{args.engine}-s{scenario.seed}"
+    if args.chain is not None and args.engine != "inproc":
+        raise UsageError(
+            "--chain: only the inproc engine (a daemon run's chain: gridnode chain export)"
+        )
     if args.engine == "inproc":
-        result, trades = _run_inproc(scenario)
+        result, trades = _run_inproc(scenario, args.chain)
         offset_s = None  # slots are numbered on the data's calendar
     else:
         result, trades, offset_s = _run_daemons(scenario, out, args.speedup)
@@ -121,10 +131,17 @@ def _bar(total: int) -> Any:
     return tqdm(total=total, unit="slot", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
-def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
+def _run_inproc(scenario: Any, chain: Path | None = None) -> tuple[SimResult, list[dict[str, Any]]]:
     from forecasting.data import SHIPPED_UTC_OFFSET_S
+    from gridnode.chainfile import write_chain_file
     from gridnode.localtime import format_offset
     from sims.inproc import Progress, run_inproc
+
+    def chain_out(genesis: Any, store: Any) -> None:
+        if chain is not None:
+            chain.parent.mkdir(parents=True, exist_ok=True)
+            end = write_chain_file(chain, genesis, store)
+            print(f"chain: {chain} ({end.blocks} blocks)", file=sys.stderr)
 
     trades: list[dict[str, Any]] = []
     stop = _StopOnSigint()
@@ -142,7 +159,11 @@ def _run_inproc(scenario: Any) -> tuple[SimResult, list[dict[str, Any]]]:
 
         try:
             result = run_inproc(
-                scenario, progress=progress, should_stop=stop.requested, trades_out=trades
+                scenario,
+                progress=progress,
+                should_stop=stop.requested,
+                trades_out=trades,
+                chain_out=chain_out,
             )
         finally:
             bar.close()

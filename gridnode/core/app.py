@@ -26,9 +26,9 @@ Rules of this module:
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
+from gridnode.core.consensus_messages import block_hash
 from gridnode.core.ledger import (
     Block,
     Genesis,
@@ -132,10 +132,12 @@ class LedgerApp:
         return block.encode()
 
     def _known(self, block: bytes) -> tuple[Block, LedgerState] | None:
-        digest = hashlib.sha256(block).digest()
+        digest = block_hash(block)
         known = self._after.get(digest)
         if known is None and self._shared is not None:
             known = self._shared.get((self.state.head_hash, digest))
+        if known is not None and known[0].raw != block:
+            return None  # the same header over other bytes: not the block we checked
         return known
 
     def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
@@ -192,7 +194,8 @@ class LedgerApp:
         self._now_ms = self.state.time_ms
 
     def _remember(self, block: Block, after: LedgerState) -> None:
-        """Cache the state after ``block`` by its hash (= SHA-256 of its canonical bytes)."""
+        """Cache the state after ``block`` by its id (SHA-256 of its header; :meth:`_known` also
+        compares the bytes)."""
         if len(self._after) >= _CACHE_LIMIT:
             self._after.pop(next(iter(self._after)))
         self._after[block.hash] = (block, after)

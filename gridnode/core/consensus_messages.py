@@ -4,8 +4,9 @@ Rules of this module:
 
 * Validators are named by their **index** in the genesis validator list (a small int); a message's
   authority comes from its Ed25519 signature, never from the peer that delivered it.
-* A block is opaque bytes; its id is ``block_hash(block) = sha256(block)`` (32 bytes). The empty
-  byte string :data:`NIL` is the "nil" value of a vote.
+* A block is opaque bytes; its id is ``block_hash(block)`` (32 bytes): SHA-256 of its header
+  (:mod:`gridnode.core.block_id`; bytes not shaped like a ledger block are their own header). The
+  empty byte string :data:`NIL` is the "nil" value of a vote.
 * A vote signs ``pack(["gn.vote", 1, type, height, round, block_hash])`` in the domain ``"vote"``;
   a proposal signs ``pack(["gn.proposal", 1, height, round, block_hash, valid_round])`` in the
   domain ``"proposal"``. The signer's index is not in the signed bytes (the key is the identity).
@@ -24,11 +25,11 @@ Rules of this module:
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from gridnode.core.block_id import block_id
 from gridnode.core.crypto import KeyPair, verify
 from market.codec import pack, unpack
 from market.errors import InvalidInput
@@ -86,8 +87,8 @@ class VoteType(enum.IntEnum):
 
 
 def block_hash(block: bytes) -> bytes:
-    """The id of a block: SHA-256 of its bytes."""
-    return hashlib.sha256(block).digest()
+    """The id of a block: SHA-256 of its header (:func:`gridnode.core.block_id.block_id`)."""
+    return block_id(block)
 
 
 @dataclass(frozen=True, slots=True)

@@ -269,7 +269,7 @@ def test_state_snapshot_round_trip() -> None:
 
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 255, 65_535, 65_536])
 def test_array_header_is_msgpacks(n: int) -> None:
-    from gridnode.core.ledger import _array_header
+    from gridnode.core.ledger.state import _array_header
     from market.codec import pack
 
     packed = pack([None] * n)  # None packs as one byte

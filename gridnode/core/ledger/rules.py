@@ -1,0 +1,580 @@
+"""The block rules: admission of transactions, ``check``/``apply``, clearing and settlement in apply.
+
+**Refusals** carry an :class:`~market.errors.OrderReason` (the market's order rules) or a
+:class:`~market.errors.LedgerReason` (membership, signature, nonce, readings, block validity).
+
+**Admission** of a transaction against the evolving state:
+
+* :class:`~.transactions.SignedOrder` — admitted only if the signature is the
+  household's, the household is a member, the order obeys the market rules with the price cap at retail,
+  its slot is still open at the block's time and at most ``max_order_ahead_slots`` beyond the first
+  open slot (a genesis parameter: a slot of 2**63 would otherwise be held forever), and its nonce
+  is above the household's last used nonce
+  (so a replayed or re-ordered older message is refused). A household has at most **one open order per
+  slot**: a newer order for the same slot (higher nonce) *replaces* the open one (this is how forecasts
+  are re-quoted before gate closure). Hence no household can sell the same energy twice, and a household
+  can never trade with itself. Order ids are unique among open orders.
+* :class:`~.transactions.SignedCancel` — removes the household's open order for a slot (slot still
+  open, not too far ahead; nonce rule).
+* :class:`~.transactions.SignedReading` — accepted once per household and slot, from the slot's end
+  until ``reading_deadline_seconds`` after it.
+
+**Blocks.** A block is valid (:func:`check`) when: its height is the next one, ``prev_hash`` is the
+head, its time is strictly later than the previous block's (and, when the caller passes ``now_ms``,
+within ``max_drift_ms`` of the checking node's clock: validators check this before prevoting; nodes
+replaying committed blocks don't), the proposer is a validator, every transaction is admitted in
+order against the evolving state (a refused transaction makes the whole block invalid: proposers
+filter first with :func:`admit`), and the ``state_root`` matches.
+
+**Apply** (:func:`apply`), in this order: admit the transactions; then **clear** every slot whose gate
+closure is ``<=`` the block time (each slot once, from exactly the orders the ledger holds for it, with
+:func:`market.clearing.clear`), keeping its trades until settlement; then **settle** every cleared slot
+whose readings are all in (every member) or whose reading deadline has passed. A household that traded
+but sent no reading by the deadline is settled as if its meter read **0 Wh** (it delivered and used
+nothing): a seller that does not report buys its whole contract back at retail, a buyer sells its
+purchase back at feed-in, so staying silent never pays (:func:`settle_slot` is that rule, the only
+copy: whoever settles a slot as the ledger does calls it). Bills add to the households' balances; the
+grid and the netting pool are accounts too, so the sum of all balances is always exactly 0.
+
+**Outcome.** :func:`apply_with_outcome` is :func:`apply` that also says what the block cleared (each
+slot's book exactly as the ledger held it at gate closure, after every replacement and cancel, and
+its trades) and what it settled (the readings and the :class:`~market.settlement.Settlement`): the
+facts a chain reader (:mod:`gridnode.chain`) reports, taken from the ledger's own step, never
+re-derived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gridnode.core.ledger.blocks import Block
+from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
+from gridnode.core.ledger.state import HouseholdTotals, LedgerState, SettledSlot
+from gridnode.core.ledger.transactions import (
+    SignedOrder,
+    SignedReading,
+    Tx,
+    tx_id,
+    verify_signature,
+)
+from market.clearing import Trade, clear
+from market.errors import InvalidInput, LedgerReason, OrderReason, Reason
+from market.orders import validate_order
+from market.settlement import GRID, POOL, Settlement, settle
+
+__all__ = [
+    "BlockOutcome",
+    "SlotCleared",
+    "SlotSettled",
+    "admission_error",
+    "admit",
+    "apply",
+    "apply_with_outcome",
+    "build_block",
+    "check",
+    "settle_slot",
+]
+
+
+class _Draft:
+    """Working copy used inside one :func:`apply` or admission check; never escapes it.
+
+    Copy-on-write: it reads the state's mappings until something is written, so checking one
+    transaction against a large state costs O(1), not O(state). :class:`_Work` takes full copies
+    before clearing and settlement.
+    """
+
+    def __init__(self, state: LedgerState, verified: set[bytes] | None = None) -> None:
+        self.state = state
+        self.verified = verified
+        self.nonces: Mapping[str, int] = state.nonces
+        self.orders: Mapping[int, Mapping[str, SignedOrder]] = state.orders
+        self.readings: Mapping[int, Mapping[str, int]] = state.readings
+        self.order_ids: AbstractSet[str] = state.open_order_ids
+        if state.orders and not state.open_order_ids:  # a state built without the derived field
+            self.order_ids = frozenset(
+                o.order.order_id for v in state.orders.values() for o in v.values()
+            )
+        self._own: set[str] = set()
+        self._own_slots: set[tuple[str, int]] = set()
+
+    # -- writes used by admission (copy on first write) --
+    def set_nonce(self, household: str, nonce: int) -> None:
+        if "nonces" not in self._own:
+            self.nonces = dict(self.nonces)
+            self._own.add("nonces")
+        self.nonces[household] = nonce  # type: ignore[index]
+
+    def _ids(self) -> set[str]:
+        if "ids" not in self._own:
+            self.order_ids = set(self.order_ids)
+            self._own.add("ids")
+        return self.order_ids  # type: ignore[return-value]
+
+    def _slot_dict(self, name: str, slot: int) -> dict[str, Any]:
+        top: Any = getattr(self, name)
+        if name not in self._own:
+            top = dict(top)
+            setattr(self, name, top)
+            self._own.add(name)
+        if (name, slot) not in self._own_slots:
+            top[slot] = dict(top.get(slot, {}))
+            self._own_slots.add((name, slot))
+        inner: dict[str, Any] = top[slot]
+        return inner
+
+    def put_order(self, tx: SignedOrder, previous: SignedOrder | None) -> None:
+        ids = self._ids()
+        if previous is not None:
+            ids.discard(previous.order.order_id)
+        self._slot_dict("orders", tx.order.slot)[tx.household] = tx
+        ids.add(tx.order.order_id)
+
+    def drop_order(self, slot: int, previous: SignedOrder) -> None:
+        self._ids().discard(previous.order.order_id)
+        by_h = self._slot_dict("orders", slot)
+        del by_h[previous.household]
+        if not by_h:
+            del self.orders[slot]  # type: ignore[attr-defined]
+            self._own_slots.discard(("orders", slot))
+
+    def put_reading(self, slot: int, household: str, net_wh: int) -> None:
+        self._slot_dict("readings", slot)[household] = net_wh
+
+
+@dataclass(slots=True)
+class _Work:
+    """Owned copies for clearing, settlement and booking inside :func:`apply`.
+
+    Clearing and settlement only add or drop whole slots, so ``orders`` and ``readings`` are copies
+    of the outer mapping whose per-slot mappings are shared (never written); ``nonces`` is not
+    written at all. Sharing what did not change keeps :meth:`LedgerState.encode`'s memo useful.
+    """
+
+    state: LedgerState
+    nonces: Mapping[str, int]
+    orders: dict[int, Mapping[str, SignedOrder]]
+    readings: dict[int, Mapping[str, int]]
+    order_ids: set[str]
+    trades: dict[int, tuple[Trade, ...]]
+    prices: dict[int, int | None]
+    balances: dict[str, int]
+    totals: dict[str, HouseholdTotals]
+    cleared: int = 0  # slots cleared in this block
+
+    @classmethod
+    def of(cls, draft: _Draft) -> _Work:
+        state = draft.state
+        return cls(
+            state=state,
+            nonces=draft.nonces,
+            orders=dict(draft.orders),
+            readings=dict(draft.readings),
+            order_ids=set(draft.order_ids),
+            trades=dict(state.trades),
+            prices=dict(state.clearing_prices),
+            balances=dict(state.balances),
+            totals=dict(state.totals),
+        )
+
+
+def _reject(reason: Reason, tx: Tx, expected: str, found: object) -> InvalidInput:
+    return InvalidInput(
+        reason=reason,
+        subject=f"{type(tx).__name__} {tx.id.hex()[:16]} from {tx.household[:16]}",
+        expected=expected,
+        found=str(found),
+    )
+
+
+def _signature_ok(draft: _Draft, genesis: Genesis, tx: Tx) -> bool:
+    """Verify once per cache: ``draft.verified`` holds ids (hash of the full signed bytes) of
+    transactions whose signature already verified, so a cache hit means the same bytes."""
+    if draft.verified is None:
+        return verify_signature(genesis, tx)
+    tid = tx_id(tx)
+    if tid in draft.verified:
+        return True
+    if not verify_signature(genesis, tx):
+        return False
+    if len(draft.verified) > 500_000:
+        draft.verified.clear()
+    draft.verified.add(tid)
+    return True
+
+
+def _order_ok(draft: _Draft, genesis: Genesis, tx: SignedOrder) -> None:
+    """:func:`~market.orders.validate_order` once per cache: the order's rules depend only on its
+    bytes and the genesis, so ``draft.verified`` also remembers ``b"o" + id`` of orders that passed
+    (33 bytes: never equal to a 32-byte signature-cache id)."""
+    key = b"o" + tx_id(tx)
+    if draft.verified is not None and key in draft.verified:
+        return
+    validate_order(tx.order, limits=genesis.limits)
+    if draft.verified is not None:
+        draft.verified.add(key)
+
+
+def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
+    """Check ``tx`` on top of ``draft`` and (if ``write``) record it there.
+
+    ``write=False`` is the single-transaction check of :func:`admission_error`: it raises the same
+    errors and copies nothing (a written draft copies the slot's orders, the nonces and the open
+    ids on first write: O(state), which a mempool check per transaction per validator cannot afford).
+    """
+    genesis = draft.state.genesis
+    now_s = time_ms // 1000
+    clock = genesis.clock
+    if tx.household not in genesis.member_set:
+        raise _reject(LedgerReason.NOT_A_MEMBER, tx, "a member of the community", tx.household[:16])
+    if not _signature_ok(draft, genesis, tx):
+        raise _reject(LedgerReason.BAD_SIGNATURE, tx, "the household's signature", "another")
+    if isinstance(tx, SignedReading):
+        if now_s < clock.end(tx.slot):
+            raise _reject(
+                LedgerReason.SLOT_NOT_DELIVERED, tx, f"block time >= {clock.end(tx.slot)}", now_s
+            )
+        if now_s >= clock.end(tx.slot) + genesis.reading_deadline_seconds:
+            raise _reject(LedgerReason.READING_TOO_LATE, tx, "a reading before the deadline", now_s)
+        if tx.household in draft.readings.get(tx.slot, {}):
+            raise _reject(
+                LedgerReason.DUPLICATE_READING, tx, "one reading per household and slot", tx.slot
+            )
+        if abs(tx.net_wh) > genesis.limits.max_energy_wh:
+            raise _reject(
+                OrderReason.ENERGY_TOO_LARGE,
+                tx,
+                f"|net_wh| <= {genesis.limits.max_energy_wh}",
+                tx.net_wh,
+            )
+        if write:
+            draft.put_reading(tx.slot, tx.household, tx.net_wh)
+        return
+    nonce = tx.order.nonce if isinstance(tx, SignedOrder) else tx.nonce
+    if nonce <= draft.nonces.get(tx.household, -1):
+        raise _reject(
+            LedgerReason.STALE_NONCE, tx, f"nonce > {draft.nonces.get(tx.household, -1)}", nonce
+        )
+    slot = tx.order.slot if isinstance(tx, SignedOrder) else tx.slot
+    why = clock.window_error(slot, now_s, max_ahead_slots=genesis.max_order_ahead_slots)
+    if why is not None:
+        first = clock.first_open_slot(now_s)
+        last = first + genesis.max_order_ahead_slots
+        raise _reject(why, tx, f"a slot open at {now_s} (in {first}..{last})", slot)
+    previous = draft.orders.get(slot, {}).get(tx.household)
+    if isinstance(tx, SignedOrder):
+        _order_ok(draft, genesis, tx)
+        if tx.order.order_id in draft.order_ids and (
+            previous is None or previous.order.order_id != tx.order.order_id
+        ):
+            raise _reject(OrderReason.DUPLICATE_ID, tx, "an order id not in use", tx.order.order_id)
+        if write:
+            draft.put_order(tx, previous)
+    else:
+        if previous is None:
+            raise _reject(LedgerReason.NO_OPEN_ORDER, tx, "an open order to cancel", slot)
+        if write:
+            draft.drop_order(slot, previous)
+    if write:
+        draft.set_nonce(tx.household, nonce)
+
+
+def _clear_due(draft: _Work, time_ms: int, outcome: list[SlotCleared] | None) -> int:
+    """Clear every slot whose gate closed by ``time_ms``; returns the last cleared slot."""
+    genesis = draft.state.genesis
+    last_closed = genesis.clock.first_open_slot(time_ms // 1000) - 1
+    for slot in sorted(s for s in draft.orders if s <= last_closed):
+        held = draft.orders.pop(slot)
+        book = [so.order for so in held.values()]
+        result = clear(book, slot=slot, rule=genesis.rule)
+        trades = tuple(result.trades)
+        if trades:
+            draft.trades[slot] = trades
+        draft.prices[slot] = result.clearing_price_micro_per_kwh
+        for o in book:
+            draft.order_ids.discard(o.order_id)
+        draft.cleared += 1
+        if outcome is not None:
+            outcome.append(SlotCleared(slot, held, result.clearing_price_micro_per_kwh, trades))
+    return max(last_closed, draft.state.last_cleared_slot)
+
+
+def _settle_due(
+    draft: _Work,
+    time_ms: int,
+    last_cleared: int,
+    outcome: list[SlotSettled] | None,
+    done: dict[int, SettledSlot],
+) -> int:
+    genesis = draft.state.genesis
+    clock = genesis.clock
+    now_s = time_ms // 1000
+    members = genesis.members
+    settled = 0
+    for slot in sorted(set(draft.trades) | set(draft.readings)):
+        if slot > last_cleared:
+            continue
+        readings = draft.readings.get(slot, {})
+        deadline_passed = now_s >= clock.end(slot) + genesis.reading_deadline_seconds
+        if not deadline_passed and len(readings) < len(members):
+            continue
+        trades = draft.trades.pop(slot, ())
+        draft.readings.pop(slot, None)
+        result = settle_slot(genesis, slot, trades, readings)
+        _book(draft, result)
+        done[slot] = SettledSlot(trades, readings, {b.household: b for b in result.bills})
+        settled += 1
+        if outcome is not None:
+            outcome.append(SlotSettled(slot, readings, result))
+    return settled
+
+
+def settle_slot(
+    genesis: Genesis, slot: int, trades: Iterable[Trade], readings: Mapping[str, int]
+) -> Settlement:
+    """Settle ``slot`` as the ledger does: its ``trades`` against the households' signed
+    ``readings`` with the genesis tariff and netting, where a household that traded but sent no
+    reading counts as having read **0 Wh** (the module rules). The one copy of that rule."""
+    trades = tuple(trades)
+    meters = dict(readings)
+    for t in trades:
+        meters.setdefault(t.buyer, 0)
+        meters.setdefault(t.seller, 0)
+    return settle(slot, trades, meters, genesis.tariff, netting=genesis.netting)
+
+
+def _book(draft: _Work, result: Settlement) -> None:
+    for t in result.transfers:
+        draft.balances[t.payer] = draft.balances.get(t.payer, 0) - t.amount_micro
+        draft.balances[t.payee] = draft.balances.get(t.payee, 0) + t.amount_micro
+    for b in result.bills:
+        old = draft.totals.get(b.household, HouseholdTotals())
+        draft.totals[b.household] = HouseholdTotals(
+            bought_p2p_wh=old.bought_p2p_wh + b.bought_p2p_wh,
+            sold_p2p_wh=old.sold_p2p_wh + b.sold_p2p_wh,
+            grid_import_wh=old.grid_import_wh + b.grid_import_wh,
+            grid_export_wh=old.grid_export_wh + b.grid_export_wh,
+            bill_micro=old.bill_micro + b.bill_micro,
+            grid_only_bill_micro=old.grid_only_bill_micro + b.grid_only_bill_micro,
+            slots_settled=old.slots_settled + 1,
+        )
+
+
+def _run(
+    state: LedgerState,
+    *,
+    height: int,
+    head_hash: bytes,
+    time_ms: int,
+    txs: Iterable[Tx],
+    verified: set[bytes] | None = None,
+    cleared: list[SlotCleared] | None = None,
+    settled_out: list[SlotSettled] | None = None,
+) -> LedgerState:
+    admitting = _Draft(state, verified)
+    for tx in txs:
+        _admit(admitting, tx, time_ms)
+    draft = _Work.of(admitting)
+    last_cleared = _clear_due(draft, time_ms, cleared)
+    done: dict[int, SettledSlot] = {}
+    settled = _settle_due(draft, time_ms, last_cleared, settled_out, done)
+    if sum(draft.balances.values()) != 0:  # pragma: no cover - settlement already guarantees it
+        raise AssertionError("ledger balances do not sum to zero")
+    market = draft.cleared or settled  # otherwise trades, prices, balances, totals are unchanged
+    return LedgerState(
+        genesis=state.genesis,
+        height=height,
+        head_hash=head_hash,
+        time_ms=time_ms,
+        nonces=draft.nonces,
+        orders=draft.orders,
+        trades=draft.trades if market else state.trades,
+        clearing_prices=draft.prices if market else state.clearing_prices,
+        readings=draft.readings,
+        balances={k: v for k, v in draft.balances.items() if v or k in (GRID, POOL)}
+        if settled
+        else state.balances,
+        totals=draft.totals if settled else state.totals,
+        last_cleared_slot=last_cleared,
+        settled_slots=state.settled_slots + settled,
+        settled=done if done or state.settled else state.settled,
+        open_order_ids=frozenset(draft.order_ids),
+        memo=state.memo,
+    )
+
+
+def admit(
+    state: LedgerState, txs: Iterable[Tx], *, time_ms: int, verified: set[bytes] | None = None
+) -> list[Tx]:
+    """The longest valid selection of ``txs``, in order: what a proposer may put in a block at ``time_ms``.
+
+    Each transaction is kept if it is admissible after the ones kept before it.
+    """
+    draft = _Draft(state, verified)
+    kept: list[Tx] = []
+    for tx in txs:
+        try:
+            _admit(draft, tx, time_ms)  # raises before it changes anything
+        except InvalidInput:
+            continue
+        kept.append(tx)
+    return kept
+
+
+def admission_error(
+    state: LedgerState, tx: Tx, *, time_ms: int, verified: set[bytes] | None = None
+) -> InvalidInput | None:
+    """Why ``tx`` would be refused on top of ``state`` at ``time_ms``, or ``None`` if admissible."""
+    try:
+        _admit(_Draft(state, verified), tx, time_ms, write=False)
+    except InvalidInput as exc:
+        return exc
+    return None
+
+
+def build_block(
+    state: LedgerState,
+    *,
+    time_ms: int,
+    proposer: str,
+    txs: Sequence[Tx],
+    verified: set[bytes] | None = None,
+) -> tuple[Block, LedgerState]:
+    """A valid next block from the admissible part of ``txs``, and the state after it."""
+    time_ms = max(time_ms, state.time_ms + 1)
+    chosen = tuple(admit(state, txs, time_ms=time_ms, verified=verified))
+    after = _run(
+        state,
+        height=state.height + 1,
+        head_hash=ZERO_HASH,
+        time_ms=time_ms,
+        txs=chosen,
+        verified=verified,
+    )
+    block = Block(state.height + 1, state.head_hash, time_ms, proposer, chosen, _root(after))
+    return block, replace(after, head_hash=block.hash)
+
+
+def _root(state_with_zero_head: LedgerState) -> bytes:
+    # the root leaves out the head hash (the block's own hash cannot be inside the block)
+    return state_with_zero_head.digest()
+
+
+def check(
+    state: LedgerState,
+    block: Block,
+    *,
+    now_ms: int | None = None,
+    verified: set[bytes] | None = None,
+) -> LedgerState:
+    """Validate ``block`` as the next block; return the state after it, or raise :class:`InvalidInput`.
+
+    ``verified`` is an optional cache of ids of transactions whose signatures (and, for orders,
+    order rules) already passed, filled as a side effect; it changes how fast the answer comes,
+    never the answer.
+    """
+    return _checked(state, block, now_ms=now_ms, verified=verified, outcome=None)
+
+
+def _checked(
+    state: LedgerState,
+    block: Block,
+    *,
+    now_ms: int | None,
+    verified: set[bytes] | None,
+    outcome: tuple[list[SlotCleared], list[SlotSettled]] | None,
+) -> LedgerState:
+    """:func:`check`; with ``outcome``, also append what the block cleared and settled to it."""
+    genesis = state.genesis
+
+    def bad(reason: LedgerReason, expected: object, found: object) -> InvalidInput:
+        return InvalidInput(
+            reason=reason, subject=f"block {block.height}", expected=str(expected), found=str(found)
+        )
+
+    if block.height != state.height + 1:
+        raise bad(LedgerReason.WRONG_HEIGHT, state.height + 1, block.height)
+    if block.prev_hash != state.head_hash:
+        raise bad(
+            LedgerReason.WRONG_PREV_HASH, state.head_hash.hex()[:16], block.prev_hash.hex()[:16]
+        )
+    if block.time_ms <= state.time_ms:
+        raise bad(LedgerReason.TIME_NOT_MONOTONIC, f"> {state.time_ms}", block.time_ms)
+    if now_ms is not None and block.time_ms > now_ms + genesis.max_drift_ms:
+        raise bad(LedgerReason.TIME_IN_FUTURE, f"<= {now_ms + genesis.max_drift_ms}", block.time_ms)
+    if now_ms is not None and block.time_ms < now_ms - genesis.max_drift_ms:
+        raise bad(LedgerReason.TIME_TOO_OLD, f">= {now_ms - genesis.max_drift_ms}", block.time_ms)
+    if block.proposer not in genesis.validators:
+        raise bad(LedgerReason.NOT_A_VALIDATOR, "a validator's key", block.proposer[:16])
+    after = _run(
+        state,
+        height=block.height,
+        head_hash=ZERO_HASH,
+        time_ms=block.time_ms,
+        txs=block.txs,
+        verified=verified,
+        cleared=None if outcome is None else outcome[0],
+        settled_out=None if outcome is None else outcome[1],
+    )
+    if _root(after) != block.state_root:
+        raise bad(
+            LedgerReason.WRONG_STATE_ROOT, _root(after).hex()[:16], block.state_root.hex()[:16]
+        )
+    return replace(after, head_hash=block.hash)
+
+
+def apply(state: LedgerState, block: Block, *, verified: set[bytes] | None = None) -> LedgerState:
+    """The state after a committed ``block`` (which :func:`check` accepted). Pure and deterministic."""
+    return check(state, block, verified=verified)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCleared:
+    """A slot the ledger cleared at its gate closure (see the module rules).
+
+    ``book``: the orders it held for the slot then, by household (every replacement and cancel
+    already applied); ``trades`` and the price are :func:`market.clearing.clear` of exactly those.
+    Slots without any order are not cleared one by one (no fact): they just fall behind
+    ``last_cleared_slot``."""
+
+    slot: int
+    book: Mapping[str, SignedOrder]
+    clearing_price_micro_per_kwh: int | None
+    trades: tuple[Trade, ...]
+
+    @property
+    def volume_wh(self) -> int:
+        return sum(t.energy_wh for t in self.trades)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSettled:
+    """A slot the ledger settled: the ``readings`` households signed (a missing one is absent
+    here and counts as 0 Wh in ``settlement``: :func:`settle_slot`) and what was billed."""
+
+    slot: int
+    readings: Mapping[str, int]
+    settlement: Settlement
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutcome:
+    """What applying one block did: the new state, and the slots it cleared and settled (in slot
+    order, the order :func:`apply` handles them)."""
+
+    state: LedgerState
+    cleared: tuple[SlotCleared, ...]
+    settled: tuple[SlotSettled, ...]
+
+
+def apply_with_outcome(
+    state: LedgerState, block: Block, *, verified: set[bytes] | None = None
+) -> BlockOutcome:
+    """:func:`apply`, and what the block cleared and settled, from the same single step."""
+    cleared: list[SlotCleared] = []
+    settled: list[SlotSettled] = []
+    after = _checked(state, block, now_ms=None, verified=verified, outcome=(cleared, settled))
+    return BlockOutcome(after, tuple(cleared), tuple(settled))

@@ -1,0 +1,395 @@
+"""The state root: a Merkle commitment to the ledger state, so one household's part can be proven.
+
+``docs/merkle.md`` is the specification another implementation follows; this module is the code.
+Rules:
+
+* **Trees** are Certificate Transparency trees (:mod:`gridnode.core.merkle`: RFC 9162 hashing with
+  0x00/0x01 prefixes, audit paths). Every entry is canonical msgpack (:mod:`market.codec`).
+* **Accounts tree**: one entry per member, in genesis order (fixed size ``n``): ``["gn.account",
+  1, household, nonce, balance_micro, bought_p2p_wh, sold_p2p_wh, grid_import_wh, grid_export_wh,
+  bill_micro, grid_only_bill_micro, slots_settled]`` (nonce ``-1`` before the first order or
+  cancel; zeros before anything was settled).
+* **Slots tree**: one entry per *live* slot (a slot with an open order, trades awaiting
+  settlement, a reading, or settled by this very block), in increasing slot order:
+  ``["gn.slot", 1, slot, phase, clearing_price | nil, members_root]`` with ``phase`` 0 = open
+  (after ``last_cleared_slot``), 1 = cleared (awaiting settlement), 2 = settled by the block that
+  made this state. ``members_root`` is the root of the slot's **members tree**: one entry per
+  member in genesis order (fixed size ``n``): the empty string when the member has nothing in the
+  slot, else ``["gn.slotleaf", 1, slot, household, order | nil, trades, reading | nil, bill | nil]``
+  — its open order (the transaction's canonical bytes), its trades (each ``[role,
+  counterparty, energy_wh, price_micro_per_kwh, amount_micro]``: role 0 bought, 1 sold, the
+  counterparty as its member index; in the clearing's order), its signed reading, and, in a slot
+  settled by this block, its bill line (:data:`BILL_FIELDS`, 15 integers). Compact on purpose: a
+  household's entry is what its bill proof carries.
+* **Prices tree**: one entry per slot with a recorded clearing price, in slot order:
+  ``["gn.price", 1, slot, price | nil]``.
+* **Root**: ``SHA-256`` of the record ``["gn.stateroot", 1, genesis_hash, height, time_ms,
+  last_cleared_slot, settled_slots, grid_balance_micro, pool_balance_micro, n_members,
+  accounts_root, n_slots, slots_root, n_prices, prices_root]``. It leaves out the head hash (a
+  block cannot commit to its own hash); a block's ``state_root`` is this root of the state after
+  it, and two nodes agree at a height iff their roots are equal.
+* **Incremental**: each tree is kept per chain of states in the state's memo together with the
+  very objects it was computed from; the next state's tree is the memo's, updated at the
+  households whose entries changed (found by identity: the ledger never mutates a mapping it has
+  handed on), so a block rehashes what it changed, not the state. A memo never changes a root.
+
+Known limits: the prices tree is rebuilt when a slot is cleared (it grows by one entry per slot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from gridnode.core.merkle import FixedTree, leaf_hash, tree_root
+from market.clearing import Trade
+from market.codec import pack
+from market.settlement import GRID, POOL, HouseholdBill
+
+if TYPE_CHECKING:
+    from gridnode.core.ledger.state import LedgerState, SettledSlot
+    from gridnode.core.ledger.transactions import SignedOrder
+
+__all__ = [
+    "BILL_FIELDS",
+    "PHASE_CLEARED",
+    "PHASE_OPEN",
+    "PHASE_SETTLED",
+    "StateTree",
+    "account_entry",
+    "bill_wire",
+    "root_record",
+    "slot_entry",
+    "slot_leaf_entry",
+    "state_tree",
+]
+
+VERSION: Final = 1
+PHASE_OPEN: Final = 0
+PHASE_CLEARED: Final = 1
+PHASE_SETTLED: Final = 2
+#: a bill line in a members-tree entry: these fields of :class:`~market.settlement.HouseholdBill`
+BILL_FIELDS: Final = (
+    "measured_net_wh",
+    "bought_p2p_wh",
+    "sold_p2p_wh",
+    "imbalance_wh",
+    "netted_wh",
+    "grid_import_wh",
+    "grid_export_wh",
+    "paid_p2p_micro",
+    "received_p2p_micro",
+    "grid_fee_micro",
+    "netting_micro",
+    "grid_import_micro",
+    "grid_export_micro",
+    "bill_micro",
+    "grid_only_bill_micro",
+)
+_EMPTY_LEAF: Final = leaf_hash(b"")
+_sha256 = hashlib.sha256
+
+
+def bill_wire(bill: HouseholdBill) -> list[int]:
+    return [getattr(bill, f) for f in BILL_FIELDS]
+
+
+def account_entry(
+    household: str, nonce: int, balance_micro: int, totals: Sequence[int] | None
+) -> bytes:
+    """An accounts-tree entry; ``totals``: the seven running totals, or ``None`` for zeros."""
+    return pack(["gn.account", VERSION, household, nonce, balance_micro, *(totals or (0,) * 7)])
+
+
+def slot_leaf_entry(  # noqa: PLR0917 - the entry's fields, in the entry's order
+    slot: int,
+    household: str,
+    order: SignedOrder | None,
+    trades: Sequence[Trade],
+    reading: int | None,
+    bill: HouseholdBill | None,
+    members: Mapping[str, int],
+) -> bytes:
+    """A members-tree entry: empty when the household has nothing in the slot. ``members``:
+    the genesis member index (trades name their counterparty by it)."""
+    if order is None and not trades and reading is None and bill is None:
+        return b""
+    return pack(
+        [
+            "gn.slotleaf",
+            VERSION,
+            slot,
+            household,
+            None if order is None else order.raw,
+            [
+                [0, members[t.seller], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+                if t.buyer == household
+                else [1, members[t.buyer], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+                for t in trades
+            ],
+            reading,
+            None if bill is None else bill_wire(bill),
+        ]
+    )
+
+
+def slot_entry(slot: int, phase: int, price: int | None, members_root: bytes) -> bytes:
+    return pack(["gn.slot", VERSION, slot, phase, price, members_root])
+
+
+def price_entry(slot: int, price: int | None) -> bytes:
+    return pack(["gn.price", VERSION, slot, price])
+
+
+def root_record(
+    state: LedgerState, accounts_root: bytes, slots: tuple[int, bytes], prices: tuple[int, bytes]
+) -> bytes:
+    return pack(
+        [
+            "gn.stateroot",
+            VERSION,
+            state.genesis.hash,
+            state.height,
+            state.time_ms,
+            state.last_cleared_slot,
+            state.settled_slots,
+            state.balances.get(GRID, 0),
+            state.balances.get(POOL, 0),
+            len(state.genesis.members),
+            accounts_root,
+            slots[0],
+            slots[1],
+            prices[0],
+            prices[1],
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StateTree:
+    """Every tree of one state (what proofs are cut from) and its root."""
+
+    accounts: FixedTree
+    slots: tuple[int, ...]  # live slots, increasing
+    slot_entries: tuple[bytes, ...]  # their slots-tree entries
+    members: Mapping[int, FixedTree]  # each live slot's members tree
+    record: bytes  # the root record
+    root: bytes  # SHA-256 of the record
+
+    def slot_leaves(self) -> list[bytes]:
+        return [leaf_hash(e) for e in self.slot_entries]
+
+
+def _changed(old: Mapping[Any, Any] | None, new: Mapping[Any, Any] | None) -> Iterable[Any]:
+    """Keys whose value is not the very same object in ``old`` and ``new``."""
+    if old is new:
+        return ()
+    if old is None:
+        return new.keys() if new is not None else ()
+    if new is None:
+        return old.keys()
+    out = [k for k, v in new.items() if old.get(k) is not v]
+    out.extend(k for k in old.keys() - new.keys())
+    return out
+
+
+def _empty_tree(state: LedgerState) -> FixedTree:
+    memo = state.memo
+    hit = memo.get("mt:empty")
+    n = len(state.genesis.members)
+    if hit is None or hit[1].size != n:
+        hit = (None, FixedTree([_EMPTY_LEAF] * n))
+        memo["mt:empty"] = hit
+    tree: FixedTree = hit[1]
+    return tree
+
+
+def _accounts(state: LedgerState) -> FixedTree:
+    memo = state.memo
+    objs = (state.nonces, state.balances, state.totals)
+    hit = memo.get("mt:accounts")
+    if hit is not None and all(a is b for a, b in zip(hit[0], objs, strict=True)):
+        tree: FixedTree = hit[1]
+        return tree
+    index = state.genesis.member_index
+    if hit is None:
+        base = FixedTree([leaf_hash(account_entry(h, -1, 0, None)) for h in state.genesis.members])
+        dirty: set[str] = set(state.nonces) | set(state.balances) | set(state.totals)
+    else:
+        base = hit[1]
+        old_n, old_b, old_t = hit[0]
+        dirty = set(_changed(old_n, state.nonces))
+        dirty.update(_changed(old_b, state.balances))
+        dirty.update(_changed(old_t, state.totals))
+    changes: dict[int, bytes] = {}
+    for h in dirty:
+        i = index.get(h)
+        if i is None:
+            continue  # the grid and the pool: in the root record
+        t = state.totals.get(h)
+        changes[i] = leaf_hash(
+            account_entry(
+                h,
+                state.nonces.get(h, -1),
+                state.balances.get(h, 0),
+                None
+                if t is None
+                else (
+                    t.bought_p2p_wh,
+                    t.sold_p2p_wh,
+                    t.grid_import_wh,
+                    t.grid_export_wh,
+                    t.bill_micro,
+                    t.grid_only_bill_micro,
+                    t.slots_settled,
+                ),
+            )
+        )
+    tree = base.updated(changes)
+    memo["mt:accounts"] = (objs, tree)
+    return tree
+
+
+def _by_household(trades: Sequence[Trade]) -> dict[str, list[Trade]]:
+    out: dict[str, list[Trade]] = {}
+    for t in trades:
+        out.setdefault(t.buyer, []).append(t)
+        if t.seller != t.buyer:
+            out.setdefault(t.seller, []).append(t)
+    return out
+
+
+_NO_TRADES: Final[tuple[Trade, ...]] = ()
+
+
+def _members(state: LedgerState, slot: int) -> FixedTree:
+    """The members tree of ``slot`` (live in ``state``)."""
+    memo = state.memo
+    done: SettledSlot | None = state.settled.get(slot)
+    if done is not None:
+        objs: tuple[Any, ...] = (None, done.trades, done.readings, done)
+    else:
+        objs = (
+            state.orders.get(slot),
+            state.trades.get(slot, _NO_TRADES),
+            state.readings.get(slot),
+            None,
+        )
+    key = ("mt:slot", slot)
+    hit = memo.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], objs, strict=True)):
+        tree: FixedTree = hit[1]
+        return tree
+    orders, trades, readings, settled = objs
+    if hit is None:
+        base = _empty_tree(state)
+        old: tuple[Any, ...] = (None, _NO_TRADES, None, None)
+        old_index: dict[str, list[Trade]] = {}
+    else:
+        base, old, old_index = hit[1], hit[0], hit[2]
+    index = old_index if trades is old[1] else _by_household(trades)
+    dirty = set(_changed(old[0], orders))
+    dirty.update(_changed(old[2], readings))
+    if trades is not old[1]:
+        dirty.update(old_index)
+        dirty.update(index)
+    if settled is not old[3]:
+        for s in (old[3], settled):
+            if s is not None:
+                dirty.update(s.bills)
+    members = state.genesis.member_index
+    changes: dict[int, bytes] = {}
+    for h in dirty:
+        i = members.get(h)
+        if i is None:  # pragma: no cover - only members trade, read and get bills
+            continue
+        changes[i] = leaf_hash(
+            slot_leaf_entry(
+                slot,
+                h,
+                None if orders is None else orders.get(h),
+                index.get(h, _NO_TRADES),
+                None if readings is None else readings.get(h),
+                None if settled is None else settled.bills.get(h),
+                members,
+            )
+        )
+    tree = base.updated(changes)
+    memo[key] = (objs, tree, index)
+    return tree
+
+
+def _prices(state: LedgerState) -> tuple[int, bytes]:
+    memo = state.memo
+    prices = state.clearing_prices
+    hit = memo.get("mt:prices")
+    if hit is not None and (hit[0] is prices or hit[0] == prices):
+        memo["mt:prices"] = (prices, hit[1])
+        result: tuple[int, bytes] = hit[1]
+        return result
+    leaves = [leaf_hash(price_entry(s, p)) for s, p in sorted(prices.items())]
+    result = (len(leaves), tree_root(leaves))
+    memo["mt:prices"] = (dict(prices), result)
+    return result
+
+
+def state_tree(state: LedgerState) -> StateTree:
+    """The trees of ``state`` and its root (see the module rules)."""
+    parts = (
+        state.nonces,
+        state.balances,
+        state.totals,
+        state.orders,
+        state.trades,
+        state.readings,
+        state.settled,
+        state.clearing_prices,
+    )
+    scalars = (state.height, state.time_ms, state.last_cleared_slot, state.settled_slots)
+    hit = state.memo.get("mt:tree")
+    if (
+        hit is not None
+        and hit[1] == scalars
+        and hit[2] is state.genesis
+        and all(a is b for a, b in zip(hit[0], parts, strict=True))
+    ):
+        cached: StateTree = hit[3]
+        return cached
+    tree = _state_tree(state)
+    state.memo["mt:tree"] = (parts, scalars, state.genesis, tree)
+    return tree
+
+
+def _state_tree(state: LedgerState) -> StateTree:
+    accounts = _accounts(state)
+    live = sorted(set(state.orders) | set(state.trades) | set(state.readings) | set(state.settled))
+    members = {s: _members(state, s) for s in live}
+    last = state.last_cleared_slot
+    prices = state.clearing_prices
+    entries = tuple(
+        slot_entry(
+            s,
+            PHASE_SETTLED if s in state.settled else PHASE_CLEARED if s <= last else PHASE_OPEN,
+            prices.get(s),
+            members[s].root,
+        )
+        for s in live
+    )
+    slots_root = tree_root([leaf_hash(e) for e in entries])
+    record = root_record(state, accounts.root, (len(entries), slots_root), _prices(state))
+    _forget(state, live)
+    return StateTree(accounts, tuple(live), entries, members, record, _sha256(record).digest())
+
+
+def _forget(state: LedgerState, live: Sequence[int]) -> None:
+    """Drop memoised members trees of slots that left the state (keeps a few for forks)."""
+    memo = state.memo
+    keys = [k for k in memo if isinstance(k, tuple) and k[0] == "mt:slot"]
+    if len(keys) <= len(live) + 8:
+        return
+    keep = set(live)
+    for k in keys:
+        if k[1] not in keep:
+            del memo[k]
