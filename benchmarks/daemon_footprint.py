@@ -61,12 +61,14 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 def import_cost(statement: str) -> str:
     code = (
-        "import resource, sys, time\n"
+        "import resource, sys\n"
         f"{statement}\n"
         "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+        # VmRSS, not ru_maxrss: a child's ru_maxrss keeps its parent's peak across fork + exec
+        "rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "print(f'{u.ru_utime + u.ru_stime:.3f} s CPU, max RSS {u.ru_maxrss / 1024:.0f} MB, "
-        "{len(sys.modules)} modules, heavy: {heavy or \"none\"}')\n"
+        "print(f'{u.ru_utime + u.ru_stime:.3f} s CPU, RSS {rss[0] / 1024:.0f} MB, "
+        '{len(sys.modules)} modules, heavy: {heavy or "none"}\')\n'
     )
     env = {**os.environ, "PYTHONPATH": str(_HERE.parent)}
     return subprocess.run(

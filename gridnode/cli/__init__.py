@@ -39,6 +39,10 @@ _COMMANDS = (
     "forecast",
     "clear",
 )
+#: commands whose module alone is imported when the command line names them: ``gridnode run``
+#: must start fast and small (the daemon imports no pandas, plotly or forecasting back-ends it does
+#: not run; docs/benchmarks.md)
+_ALONE = {"run": "run"}
 #: the environment variable naming the default data directory
 DIR_ENV = "GRIDNODE_DIR"
 #: exit code after a closed output pipe, as a process killed by SIGPIPE reports it
@@ -66,13 +70,16 @@ def add_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for an ``argv`` whose command is in :data:`_ALONE`, only that
+    command's module is imported (its parser and ``--help`` are the same)."""
     parser = argparse.ArgumentParser(
         prog="gridnode",
         description="Peer-to-peer energy trading for households with rooftop PV.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMANDS:
+    first = argv[0] if argv else None
+    for name in (_ALONE[first],) if first in _ALONE else _COMMANDS:
         importlib.import_module(f"gridnode.cli.{name}").register(sub)
     return parser
 
@@ -93,7 +100,8 @@ def _ours(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         try:
