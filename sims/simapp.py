@@ -80,6 +80,10 @@ class SimApp:
         del now_ms
         return self.mempool.add(tx)
 
+    def backlog(self) -> tuple[int, bool]:
+        """Pending transactions, and whether they fill a block (adaptive cadence)."""
+        return len(self.mempool), len(self.mempool) >= self._max_txs
+
     def block_tx_ids(self, block: bytes) -> list[bytes]:
         try:
             value = unpack(block, what="block", max_bytes=8 << 20)

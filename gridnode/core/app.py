@@ -116,6 +116,13 @@ class LedgerApp:
             self._now_ms = max(self._now_ms, now_ms)
         return self.mempool.add(tx)
 
+    def backlog(self) -> tuple[int, bool]:
+        """Transactions pending, and whether they fill a block: half its count or bytes limit
+        (what the adaptive cadence starts the next height for, ``gridnode.core.consensus``)."""
+        count = len(self.mempool)
+        full = count >= self._max_txs // 2 or self.mempool.pending_bytes >= self._max_bytes // 2
+        return count, full
+
     # ------------------------------------------------------------------ consensus hooks
     def make_block(self, height: int, round_: int, now: int) -> bytes:
         del round_

@@ -31,6 +31,15 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   them (the signature is checked first), in a bounded
   :class:`~gridnode.core.consensus_messages.FutureBuffer` (per signer and in bytes), so neither an
   outsider nor a Byzantine validator can grow this node's memory without bound.
+* **Adaptive cadence** (``ConsensusConfig.adaptive`` set; off by default): the wait after a
+  decision follows the work waiting. The driver reports the application's backlog with
+  :meth:`Consensus.on_pending` (after a decided block was applied and after a transaction was
+  admitted); once transactions are pending, round 0 of h+1 starts ``busy_ms`` after the decision,
+  once a block's worth is pending ``full_ms`` after it (never before the driver has handled the
+  decision: the start is a ``NEW_HEIGHT`` timer), and with nothing pending after ``commit_ms``
+  (the idle heartbeat). A validator still waiting that holds the round-0 proposal of its height
+  starts the round at once (the wait lets the proposer gather transactions; once it proposed,
+  waiting only adds latency). Timing only: no rule of safety looks at it.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
   proposal signature is checked once on arrival (exact duplicates are dropped before that).
   "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
@@ -104,6 +113,7 @@ from gridnode.core.crypto import KeyPair
 from market.errors import InvalidInput, UsageError
 
 __all__ = [
+    "AdaptiveCommit",
     "Application",
     "BlockSource",
     "Broadcast",
@@ -155,6 +165,15 @@ class BlockSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveCommit:
+    """The wait after a decision when work is waiting (milliseconds; see the module rules):
+    ``busy_ms`` once transactions are pending, ``full_ms`` once a block's worth is."""
+
+    busy_ms: int
+    full_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ConsensusConfig:
     """Timeouts in milliseconds (``base + round * delta``) and sync limits.
 
@@ -172,6 +191,11 @@ class ConsensusConfig:
     sync_interval_ms: int = 300
     rebroadcast_ms: int = 1_000
     sync_batch: int = 32
+    #: a block response carries blocks up to this many bytes (at least one block): it must fit
+    #: in one network frame
+    sync_max_bytes: int = 768 * 1024
+    #: adaptive cadence (see the module rules); ``None``: every height waits ``commit_ms``
+    adaptive: AdaptiveCommit | None = None
     unsafe_quorum: int | None = None
 
     def timeout(self, kind: TimerKind, round_: int) -> int:
@@ -224,11 +248,14 @@ class _SyncMixin:
     def _answer_request(self, sender: str, req: BlockRequest, out: list[Effect]) -> None:
         found: list[SyncedBlock] = []
         limit = max(0, min(req.max_blocks, self._config.sync_batch))
-        h = req.from_height
+        h, size = req.from_height, 0
         while len(found) < limit:
             sb = self._blocks_src.committed(h)
             if sb is None:
                 break
+            size += len(sb.block)
+            if found and size > self._config.sync_max_bytes:
+                break  # the rest in the next request: a response must fit one frame
             found.append(sb)
             h += 1
         if found:
@@ -295,6 +322,10 @@ class Consensus(_SyncMixin):
         self._signed_before: list[SignedRecord] = []
         self._future = FutureBuffer()
         self._last_sync_request = -(10**18)
+        #: adaptive cadence: when the current height's wait began (the decision) and when round 0
+        #: is due to start (``None`` outside the wait)
+        self._decided_at: int | None = None
+        self._start_at: int | None = None
         #: Counters a driver or test may read.
         self.refused_signatures = 0
         #: next-height messages not buffered: not signed by a validator
@@ -386,6 +417,7 @@ class Consensus(_SyncMixin):
         if kind is TimerKind.NEW_HEIGHT:
             if self.step is Step.NEW_HEIGHT:
                 self._start_round(0, now, out)
+                self._decided_at = self._start_at = None
         elif kind is TimerKind.REBROADCAST:
             self._rebroadcast(now, out)
         elif round_ != self.round:
@@ -421,8 +453,40 @@ class Consensus(_SyncMixin):
             self._maybe_request_sync(sender, now, out)
             return out
         self._record(msg, out)
+        if self._waiting_adaptively() and 0 in self._h.proposals:
+            self._start_round(0, now, out)  # the proposer has spoken: waiting only adds latency
+            self._decided_at = self._start_at = None
         self._evaluate(now, out)
         return out
+
+    def on_pending(self, count: int, full: bool, now: int) -> list[Effect]:
+        """The application's backlog: ``count`` transactions pending, ``full`` when they fill a
+        block. With adaptive cadence, an earlier start of the waiting height (see the module
+        rules); otherwise nothing."""
+        out: list[Effect] = []
+        adaptive = self._config.adaptive
+        if adaptive is None or count <= 0 or not self._waiting_adaptively():
+            return out
+        assert self._decided_at is not None and self._start_at is not None
+        at = max(now, self._decided_at + (adaptive.full_ms if full else adaptive.busy_ms))
+        if at < self._start_at:
+            self._start_at = at
+            out.append(SetTimer(TimerKind.NEW_HEIGHT, self.height, 0, at))
+        return out
+
+    @property
+    def waiting_for_work(self) -> bool:
+        """In the wait after a decision, with adaptive cadence: :meth:`on_pending` may start the
+        next height earlier."""
+        return self._waiting_adaptively()
+
+    def _waiting_adaptively(self) -> bool:
+        """In the wait after a decision, with adaptive cadence."""
+        return (
+            self._config.adaptive is not None
+            and self.step is Step.NEW_HEIGHT
+            and self._decided_at is not None
+        )
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -647,10 +711,15 @@ class Consensus(_SyncMixin):
         self._valid_round, self._valid_block = -1, None
         self._h = _Height()
         self._set_timer(TimerKind.NEW_HEIGHT, 0, now, out)
+        self._decided_at, self._start_at = now, now + self._config.commit_ms
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
         for msg in self._future.take():
             if msg.height == self.height:
                 self._record(msg, out)
+        if self._config.adaptive is not None and 0 in self._h.proposals:
+            # the round-0 proposal came early: start once the driver has handled the decision
+            self._start_at = now
+            out.append(SetTimer(TimerKind.NEW_HEIGHT, self.height, 0, now))
 
     # -- the upon-rules --------------------------------------------------------------------------
 

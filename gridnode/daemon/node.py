@@ -30,7 +30,7 @@ import trio
 
 from gridnode.clock import NodeClock
 from gridnode.config import Config
-from gridnode.core.consensus import ConsensusConfig, TimerKind
+from gridnode.core.consensus import AdaptiveCommit, ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     Proposal,
     Vote,
@@ -56,6 +56,17 @@ __all__ = ["DaemonNode", "consensus_config", "raise_fatal"]
 
 log = logging.getLogger("gridnode")
 
+#: the snapshot is rebuilt at most this long after a change, and at least every _REFRESH_S
+_COALESCE_S = 0.02
+_REFRESH_S = 0.5
+#: wall seconds from a decision to the next height's start when transactions are waiting
+COMMIT_BUSY_S = 0.25
+#: blocks are sized in bytes: a proposal (and a block response) must fit one network frame
+#: (``gridnode.net.framing.DEFAULT_MAX_FRAME_BYTES``, 1 MiB) with room for its envelope
+MAX_BLOCK_BYTES = 768 * 1024
+#: ... and the count is only a backstop (≈ 190–230 bytes per order: ~3,500 orders fill the bytes)
+MAX_BLOCK_TXS = 10_000
+
 
 def raise_fatal(exc: BaseException) -> None:
     """The default ``on_fatal``: raise the error (:func:`gridnode.daemon.run.open_daemon_node`
@@ -64,35 +75,25 @@ def raise_fatal(exc: BaseException) -> None:
 
 
 def consensus_config(speedup: float) -> ConsensusConfig:
-    """Timeouts for real networks (one block about every second of wall time), scaled to the clock."""
-    base = ConsensusConfig(
-        propose_ms=1_000,
-        propose_delta_ms=500,
-        prevote_ms=500,
-        prevote_delta_ms=250,
-        precommit_ms=500,
-        precommit_delta_ms=250,
-        commit_ms=1_000,
-        sync_interval_ms=1_000,
-        rebroadcast_ms=2_000,
+    """Timeouts for real networks, scaled to the clock: a block about every second of wall time
+    when idle; with transactions waiting the next height starts ``COMMIT_BUSY_S`` after a
+    decision, at once when they fill half a block (adaptive cadence, ``gridnode.core.consensus``)."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000 * speedup)
+
+    return ConsensusConfig(
+        propose_ms=ms(1.0),
+        propose_delta_ms=ms(0.5),
+        prevote_ms=ms(0.5),
+        prevote_delta_ms=ms(0.25),
+        precommit_ms=ms(0.5),
+        precommit_delta_ms=ms(0.25),
+        commit_ms=ms(1.0),
+        sync_interval_ms=ms(1.0),
+        rebroadcast_ms=ms(2.0),
+        adaptive=AdaptiveCommit(busy_ms=ms(COMMIT_BUSY_S), full_ms=0),
     )
-    if speedup == 1.0:
-        return base
-    scaled = {
-        name: int(getattr(base, name) * speedup)
-        for name in (
-            "propose_ms",
-            "propose_delta_ms",
-            "prevote_ms",
-            "prevote_delta_ms",
-            "precommit_ms",
-            "precommit_delta_ms",
-            "commit_ms",
-            "sync_interval_ms",
-            "rebroadcast_ms",
-        )
-    }
-    return replace(base, **scaled)
 
 
 class DaemonNode:
@@ -120,6 +121,7 @@ class DaemonNode:
         self._timers: list[tuple[int, int, TimerKind, int, int]] = []
         self._timer_seq = 0
         self._timer_changed = trio.Event()
+        self._changed = trio.Event()
         self._nonce = 0
         #: called with an error the node cannot go on from (set by :func:`open_daemon_node`)
         self.on_fatal: Callable[[BaseException], None] = raise_fatal
@@ -132,6 +134,8 @@ class DaemonNode:
             config=consensus_config(clock.speedup),
             sync_peers=[v for v in self.validators if v != key.public_hex],
             verified_votes=set(),  # _on_consensus checks signatures first; the core reuses them
+            max_block_txs=MAX_BLOCK_TXS,
+            max_block_bytes=MAX_BLOCK_BYTES,
         )
         self.gossip = OrderGossip(runtime=self.runtime, net=net, clock=clock, genesis=genesis)
         self.submissions = Submissions(
@@ -142,6 +146,7 @@ class DaemonNode:
             validator_peers=self.validator_peers,
             gossip=self.gossip,
             publish=self._publish,
+            changed=self._mark_changed,
         )
         self.status = StatusBoard(self)
         self.runtime.listeners.append(self._on_commit)
@@ -199,7 +204,7 @@ class DaemonNode:
         self._publish()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._timer_loop)
-            nursery.start_soon(self._refresh_loop)
+            nursery.start_soon(self._publish_loop)
             if self.runtime.is_validator:
                 nursery.start_soon(self.gossip.run)
             if self.household is not None:
@@ -217,12 +222,21 @@ class DaemonNode:
             while self._timers and self._timers[0][0] <= now:
                 _, _, kind, height, round_ = heapq.heappop(self._timers)
                 self.runtime.on_timer(kind, height, round_, now)
+            self._mark_changed()
+
+    async def _publish_loop(self) -> None:
+        """Republish the snapshot after a change — changes within ``_COALESCE_S`` share one (a
+        validator taking hundreds of submissions a second builds tens of snapshots, not
+        hundreds) — and every ``_REFRESH_S`` anyway (peers come and go)."""
+        while True:
+            with trio.move_on_after(_REFRESH_S):
+                await self._changed.wait()
+                await trio.sleep(_COALESCE_S)
+            self._changed = trio.Event()
             self._publish()
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await trio.sleep(0.5)
-            self._publish()
+    def _mark_changed(self) -> None:
+        self._changed.set()
 
     # ------------------------------------------------------------------ net -> runtime
     def _on_consensus(self, peer_id: str, body: bytes) -> None:

@@ -59,6 +59,7 @@ class Submissions:
         validator_peers: Mapping[str, str],
         gossip: OrderGossip,
         publish: Callable[[], None],
+        changed: Callable[[], None],
     ) -> None:
         self._runtime = runtime
         self._net = net
@@ -66,7 +67,8 @@ class Submissions:
         self._clock = clock
         self._validator_peers = validator_peers
         self._gossip = gossip
-        self._publish = publish
+        self._publish = publish  # now: the caller (API, household) reads the snapshot next
+        self._changed = changed  # soon: peers' submissions, hundreds a second
 
     def register(self) -> None:
         """Serve the submit protocols on the host."""
@@ -96,7 +98,7 @@ class Submissions:
         if not self._runtime.is_validator:
             raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit")
         result = self.accept(tx, share=True)
-        self._publish()
+        self._changed()
         if not result.accepted:
             raise InvalidInput(reason=result.reason, subject=f"tx {result.tx_id[:16]}")
         return bytes.fromhex(result.tx_id)
@@ -107,7 +109,7 @@ class Submissions:
         if not self._runtime.is_validator:
             raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit-batch")
         results = [self.accept(tx, share=True) for tx in txs]
-        self._publish()
+        self._changed()
         faults = {r.reason for r in results if not r.accepted and is_misbehaviour(r.reason)}
         for reason in sorted(faults):
             cause = InvalidInput(reason=reason, subject=f"submit-batch of {len(txs)}")
