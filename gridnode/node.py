@@ -53,6 +53,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from gridnode.core.app import LedgerApp
 from gridnode.core.consensus import (
     Application,
+    Backlog,
     Broadcast,
     Consensus,
     ConsensusConfig,
@@ -133,9 +134,9 @@ class NodeApp(Application, Protocol):
         """The committed state's bytes (stored every ``snapshot_every`` heights)."""
         ...
 
-    def backlog(self) -> tuple[int, bool]:
-        """Transactions pending for the next block, and whether they fill one (adaptive
-        cadence, :meth:`~gridnode.core.consensus.Consensus.on_pending`)."""
+    def backlog(self) -> Backlog:
+        """What waits for the next block (adaptive cadence,
+        :meth:`~gridnode.core.consensus.Consensus.on_backlog`)."""
         ...
 
     def restore(self, data: bytes) -> None:
@@ -298,8 +299,7 @@ class Executor(Generic[AppT]):
     def _report_backlog(self, now: int) -> None:
         core = self.core
         if isinstance(core, Consensus) and core.waiting_for_work:
-            count, full = self.app.backlog()
-            self._run(core.on_pending(count, full, now), now)
+            self._run(core.on_backlog(self.app.backlog(), now), now)
 
     def count(self, peer: str, reason: str) -> None:
         by = self.misbehaviour.setdefault(peer, {})

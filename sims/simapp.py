@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final
 
+from gridnode.core.consensus import Backlog
 from gridnode.core.crypto import KeyPair, verify
 from gridnode.core.mempool import AddResult, Mempool
 from market.codec import pack, unpack
@@ -80,9 +81,10 @@ class SimApp:
         del now_ms
         return self.mempool.add(tx)
 
-    def backlog(self) -> tuple[int, bool]:
-        """Pending transactions, and whether they fill a block (adaptive cadence)."""
-        return len(self.mempool), len(self.mempool) >= self._max_txs
+    def backlog(self) -> Backlog:
+        """Pending transactions, and whether they fill a block (adaptive cadence); nothing here
+        is due by time alone."""
+        return Backlog(len(self.mempool), len(self.mempool) >= self._max_txs)
 
     def block_tx_ids(self, block: bytes) -> list[bytes]:
         try:

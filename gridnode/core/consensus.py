@@ -32,12 +32,15 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   :class:`~gridnode.core.consensus_messages.FutureBuffer` (per signer and in bytes), so neither an
   outsider nor a Byzantine validator can grow this node's memory without bound.
 * **Adaptive cadence** (``ConsensusConfig.adaptive`` set; off by default): the wait after a
-  decision follows the work waiting. The driver reports the application's backlog with
-  :meth:`Consensus.on_pending` (after a decided block was applied and after a transaction was
-  admitted); once transactions are pending, round 0 of h+1 starts ``busy_ms`` after the decision,
-  once a block's worth is pending ``full_ms`` after it (never before the driver has handled the
-  decision: the start is a ``NEW_HEIGHT`` timer), and with nothing pending after ``commit_ms``
-  (the idle heartbeat). A validator still waiting that holds the round-0 proposal of its height
+  decision follows the work waiting. The driver reports the application's :class:`Backlog` with
+  :meth:`Consensus.on_backlog` (after a decided block was applied and after a transaction was
+  admitted); once transactions are pending, round 0 of h+1 starts ``busy_ms`` after the decision
+  or after the first of them was reported, whichever is later (a burst is gathered into one
+  block), once a block's worth is pending ``full_ms`` after that, and at ``due_ms`` when a block
+  would do
+  something by its time alone (the ledger: clear a slot whose gate closed, settle one whose
+  reading deadline passed) — never before the driver has handled the decision (the start is a
+  ``NEW_HEIGHT`` timer); with nothing pending or due, after ``commit_ms`` (the idle heartbeat). A validator still waiting that holds the round-0 proposal of its height
   starts the round at once (the wait lets the proposer gather transactions; once it proposed,
   waiting only adds latency). Timing only: no rule of safety looks at it.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
@@ -115,6 +118,7 @@ from market.errors import InvalidInput, UsageError
 __all__ = [
     "AdaptiveCommit",
     "Application",
+    "Backlog",
     "BlockSource",
     "Broadcast",
     "Consensus",
@@ -171,6 +175,17 @@ class AdaptiveCommit:
 
     busy_ms: int
     full_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What the application has waiting for the next block (adaptive cadence): ``pending``
+    transactions, whether they ``full``-y fill a block, and ``due_ms``, the earliest block time at
+    which a block would change the state even without a transaction (``None``: never)."""
+
+    pending: int
+    full: bool = False
+    due_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +341,7 @@ class Consensus(_SyncMixin):
         #: is due to start (``None`` outside the wait)
         self._decided_at: int | None = None
         self._start_at: int | None = None
+        self._busy_since: int | None = None  # when transactions were first reported waiting
         #: Counters a driver or test may read.
         self.refused_signatures = 0
         #: next-height messages not buffered: not signed by a validator
@@ -459,16 +475,25 @@ class Consensus(_SyncMixin):
         self._evaluate(now, out)
         return out
 
-    def on_pending(self, count: int, full: bool, now: int) -> list[Effect]:
-        """The application's backlog: ``count`` transactions pending, ``full`` when they fill a
-        block. With adaptive cadence, an earlier start of the waiting height (see the module
-        rules); otherwise nothing."""
+    def on_backlog(self, backlog: Backlog, now: int) -> list[Effect]:
+        """The application's backlog after a change. With adaptive cadence, an earlier start of
+        the waiting height (see the module rules); otherwise nothing."""
         out: list[Effect] = []
         adaptive = self._config.adaptive
-        if adaptive is None or count <= 0 or not self._waiting_adaptively():
+        if adaptive is None or not self._waiting_adaptively():
             return out
         assert self._decided_at is not None and self._start_at is not None
-        at = max(now, self._decided_at + (adaptive.full_ms if full else adaptive.busy_ms))
+        starts = []
+        if backlog.pending > 0:
+            if self._busy_since is None:  # the first transaction of this wait: gather from now
+                self._busy_since = max(now, self._decided_at)
+            wait = adaptive.full_ms if backlog.full else adaptive.busy_ms
+            starts.append(self._busy_since + wait)
+        if backlog.due_ms is not None:
+            starts.append(backlog.due_ms)
+        if not starts:
+            return out
+        at = max(now, min(starts))
         if at < self._start_at:
             self._start_at = at
             out.append(SetTimer(TimerKind.NEW_HEIGHT, self.height, 0, at))
@@ -476,7 +501,7 @@ class Consensus(_SyncMixin):
 
     @property
     def waiting_for_work(self) -> bool:
-        """In the wait after a decision, with adaptive cadence: :meth:`on_pending` may start the
+        """In the wait after a decision, with adaptive cadence: :meth:`on_backlog` may start the
         next height earlier."""
         return self._waiting_adaptively()
 
@@ -712,6 +737,7 @@ class Consensus(_SyncMixin):
         self._h = _Height()
         self._set_timer(TimerKind.NEW_HEIGHT, 0, now, out)
         self._decided_at, self._start_at = now, now + self._config.commit_ms
+        self._busy_since = None
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
         for msg in self._future.take():
             if msg.height == self.height:
