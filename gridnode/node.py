@@ -292,8 +292,8 @@ class Executor(Generic[AppT]):
         """Offer a transaction to this node's mempool (and, with adaptive cadence, tell the
         consensus core about the backlog: it may start the next height sooner)."""
         result = self.app.submit(tx, now_ms=now)
-        if result.accepted:
-            self._report_backlog(now)
+        if result.accepted and isinstance(self.core, Consensus) and self.core.wants_backlog:
+            self._run(self.core.on_backlog(self.app.backlog(), now), now)
         return result
 
     def _report_backlog(self, now: int) -> None:

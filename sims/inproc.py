@@ -62,6 +62,7 @@ import heapq
 import json
 import random
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -107,6 +108,7 @@ from sims.ledger_kpis import MarketOutcome, household_kpi, slot_record, trade_ro
 from sims.prunedstore import PrunedMemoryStore
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
+from sims.slotstats import SlotMembers, SlotValues
 
 __all__ = ["Progress", "results_digest", "run_inproc"]
 
@@ -167,14 +169,22 @@ class _Outbox:
 
 @dataclass(slots=True)
 class _Stats:
+    """What the run records besides the chain, sized for long runs: a machine word per
+    household-slot (:mod:`sims.slotstats`), not a dict entry."""
+
+    households: int
     submitted_at: dict[bytes, int] = field(default_factory=dict)
-    latencies_ms: list[int] = field(default_factory=list)
+    latencies_ms: array[int] = field(default_factory=lambda: array("q"))
     decided_at: dict[int, int] = field(default_factory=dict)
-    orders_submitted: dict[int, set[int]] = field(default_factory=dict)
-    forecast_p50: dict[tuple[int, int], int] = field(default_factory=dict)  # (slot, hh) -> P50
+    orders_submitted: SlotMembers = field(init=False)
+    forecast_p50: SlotValues = field(init=False)  # (slot, hh) -> P50
     refused: dict[str, int] = field(default_factory=dict)
     messages: int = 0
     dropped: int = 0
+
+    def __post_init__(self) -> None:
+        self.orders_submitted = SlotMembers(self.households)
+        self.forecast_p50 = SlotValues(self.households)
 
 
 class _Engine:
@@ -236,7 +246,7 @@ class _Engine:
         self.drop_rate = sc.drop_rate
         self.fault_drop: list[float] = []
         self.events: list[FaultEvent] = []
-        self.stats = _Stats()
+        self.stats = _Stats(len(self.specs))
         self.nonces = [0] * len(self.specs)
         self.home = [i % len(self.validators) for i in range(len(self.specs))]
         self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)

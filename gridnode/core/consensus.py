@@ -342,6 +342,7 @@ class Consensus(_SyncMixin):
         self._decided_at: int | None = None
         self._start_at: int | None = None
         self._busy_since: int | None = None  # when transactions were first reported waiting
+        self._full_seen = False  # ... and whether a full block of them was
         #: Counters a driver or test may read.
         self.refused_signatures = 0
         #: next-height messages not buffered: not signed by a validator
@@ -487,6 +488,7 @@ class Consensus(_SyncMixin):
         if backlog.pending > 0:
             if self._busy_since is None:  # the first transaction of this wait: gather from now
                 self._busy_since = max(now, self._decided_at)
+            self._full_seen = self._full_seen or backlog.full
             wait = adaptive.full_ms if backlog.full else adaptive.busy_ms
             starts.append(self._busy_since + wait)
         if backlog.due_ms is not None:
@@ -504,6 +506,14 @@ class Consensus(_SyncMixin):
         """In the wait after a decision, with adaptive cadence: :meth:`on_backlog` may start the
         next height earlier."""
         return self._waiting_adaptively()
+
+    @property
+    def wants_backlog(self) -> bool:
+        """Whether one more admitted transaction can still move the next height's start: waiting
+        adaptively, and not yet told of pending transactions, or of a full block of them (a
+        driver may skip :meth:`on_backlog` after a transaction otherwise; after a decision it
+        always reports, the state — and with it what is due — having changed)."""
+        return self._waiting_adaptively() and (self._busy_since is None or not self._full_seen)
 
     def _waiting_adaptively(self) -> bool:
         """In the wait after a decision, with adaptive cadence."""
@@ -737,7 +747,7 @@ class Consensus(_SyncMixin):
         self._h = _Height()
         self._set_timer(TimerKind.NEW_HEIGHT, 0, now, out)
         self._decided_at, self._start_at = now, now + self._config.commit_ms
-        self._busy_since = None
+        self._busy_since, self._full_seen = None, False
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
         for msg in self._future.take():
             if msg.height == self.height:
