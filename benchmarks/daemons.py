@@ -20,7 +20,9 @@ submit to the last commit (what the committee sustained, backlog included) and w
 (submit → commit); blocks (count, mean interval, mean and max orders per block vs the block limit,
 how many were decided only after round 0, i.e. after a timeout); each daemon's CPU and its time
 runnable but waiting for a CPU (``/proc/<pid>/task/*/schedstat``: what other load on the machine
-takes), as shares of the run; and a verdict on what bounds the run: the client (offered rate not
+takes), as shares of the run; CPU milliseconds per committed order per daemon and for the client,
+and the rate this machine's cores could carry at that cost if nothing else ran (the figure that
+survives a shared, loaded machine); and a verdict on what bounds the run: the client (offered rate not
 reached), nothing (all offered orders committed; latency ≈ the block interval), the block size
 (blocks full), a validator's CPU, or the block interval — noting when the daemons waited for a CPU
 longer than they ran (other load on the machine).
@@ -54,6 +56,7 @@ if str(_HERE.parent) not in sys.path:
 from gridnode.core.consensus_messages import decode_commit  # noqa: E402 - after the path fix
 from gridnode.core.crypto import KeyPair  # noqa: E402
 from gridnode.core.ledger import SignedOrder, decode_block, sign_order  # noqa: E402
+from gridnode.daemon.node import MAX_BLOCK_BYTES, MAX_BLOCK_TXS  # noqa: E402
 from gridnode.net.bridge import TrioBridge  # noqa: E402
 from gridnode.net.host import NetConfig, NetHost, open_net_host, peer_id_of  # noqa: E402
 from gridnode.store import NodeStore  # noqa: E402
@@ -61,7 +64,6 @@ from gridnode.txbatch import encode_tx_batch  # noqa: E402
 from market.orders import Order, Side, Step  # noqa: E402
 from sims.daemons import LocalCommunity  # noqa: E402
 
-MAX_BLOCK_TXS = 2_000  # NodeRuntime's default block limit (gridnode/node.py)
 TICK_S = 0.1
 
 
@@ -272,10 +274,12 @@ class Bench:
         try:
             height_of: dict[str, int] = {}
             size: dict[int, int] = {}
+            nbytes: dict[int, int] = {}
             rounds: dict[int, int] = {}
             for sb in store.blocks_from(1, 1 << 30):
                 txs = decode_block(sb.block).txs
                 size[sb.height] = len(txs)
+                nbytes[sb.height] = len(sb.block)
                 rounds[sb.height] = decode_commit(sb.commit).round
                 for tx in txs:
                     if isinstance(tx, SignedOrder):
@@ -284,7 +288,8 @@ class Bench:
             store.close()
         print(
             f"# load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; mode "
-            f"{self.args.mode}; block limit {MAX_BLOCK_TXS} txs; CPU as a share of one core"
+            f"{self.args.mode}; block limit {MAX_BLOCK_BYTES // 1024} KiB (or {MAX_BLOCK_TXS} txs); "
+            "CPU as a share of one core"
         )
         for run in self.runs:
             if run.name == "single":
@@ -317,7 +322,11 @@ class Bench:
             p50 = statistics.median(lat) if lat else float("nan")
             p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
             mean_interval = statistics.mean(intervals) if intervals else float("nan")
-            full = sum(1 for s in sizes if s >= MAX_BLOCK_TXS)
+            full = sum(
+                1
+                for h in heights
+                if size.get(h, 0) >= MAX_BLOCK_TXS or nbytes.get(h, 0) >= 0.95 * MAX_BLOCK_BYTES
+            )
             late = sum(1 for h in heights if rounds.get(h, 0) > 0)
             client_share = run.client_cpu / span
             sent_rate = len(run.sent) / span
@@ -334,15 +343,21 @@ class Bench:
                     f"every {mean_interval:.2f} s)"
                 )
             elif full and full >= len(sizes) // 2:
+                per_block = max(sizes, default=0)
                 bound = (
-                    f"block size: blocks full ({MAX_BLOCK_TXS} orders, at most "
-                    f"{MAX_BLOCK_TXS / mean_interval:.0f}/s at one every {mean_interval:.2f} s)"
+                    f"block size: blocks full (≈ {per_block} orders, at most "
+                    f"{per_block / mean_interval:.0f}/s at one every {mean_interval:.2f} s)"
                 )
             elif max(cpu, default=0.0) > 0.85:
                 bound = "validator CPU (a daemon near one core)"
             else:
                 bound = f"block interval (blocks not full; one every {mean_interval:.2f} s)"
             bound += machine
+            # CPU per committed order: what bounds the committee when the machine is not shared
+            per_order = [1000 * c / max(1, committed) for c in run.daemon_cpu]
+            client_ms = 1000 * run.client_cpu / max(1, len(run.sent))
+            cores = os.cpu_count() or 1
+            capacity = 1000 * cores / max(1e-9, sum(per_order) + client_ms)
             print(
                 f"offered {run.rate:.0f}/s ({self.args.mode}): sent {len(run.sent) / span:.0f}/s "
                 f"for {span:.0f} s in {run.acked} requests ({run.refused} failed) | committed "
@@ -353,6 +368,11 @@ class Bench:
                 f" max {max(sizes, default=0)}, {full} full, {late} decided after round 0 | "
                 f"CPU per daemon {' '.join(f'{c:.0%}' for c in cpu)}, waiting for a CPU "
                 f"{' '.join(f'{w:.0%}' for w in wait)}, client {client_share:.0%} | bound: {bound}"
+            )
+            print(
+                f"  CPU per committed order: daemons {' '.join(f'{m:.2f}' for m in per_order)} ms "
+                f"(sum {sum(per_order):.2f}), client {client_ms:.2f} ms -> this machine's "
+                f"{cores} cores, if not shared, could commit ≈ {capacity:.0f} orders/s"
             )
 
 

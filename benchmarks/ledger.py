@@ -146,7 +146,7 @@ class Ledger:
 
         app.submit = timed_submit  # type: ignore[method-assign, unused-ignore]
         app.make_block = self._count(name, "check", app.make_block)  # type: ignore[method-assign, unused-ignore]
-        app.validate_block = self._count(name, "check", app.validate_block)  # type: ignore[method-assign, unused-ignore]
+        app.block_error = self._count(name, "check", app.block_error)  # type: ignore[method-assign, unused-ignore]
         apply = self._count(name, "apply", app.apply)
 
         def timed_apply(height: int, block: bytes) -> Any:

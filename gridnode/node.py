@@ -53,6 +53,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from gridnode.core.app import LedgerApp
 from gridnode.core.consensus import (
     Application,
+    Backlog,
     Broadcast,
     Consensus,
     ConsensusConfig,
@@ -131,6 +132,11 @@ class NodeApp(Application, Protocol):
 
     def snapshot(self) -> bytes:
         """The committed state's bytes (stored every ``snapshot_every`` heights)."""
+        ...
+
+    def backlog(self) -> Backlog:
+        """What waits for the next block (adaptive cadence,
+        :meth:`~gridnode.core.consensus.Consensus.on_backlog`)."""
         ...
 
     def restore(self, data: bytes) -> None:
@@ -268,10 +274,10 @@ class Executor(Generic[AppT]):
 
     # ------------------------------------------------------------------ inputs
     def start(self, now: int) -> None:
-        self._run(self.core.start(now))
+        self._run(self.core.start(now), now)
 
     def on_timer(self, kind: TimerKind, height: int, round_: int, now: int) -> None:
-        self._run(self.core.on_timer(kind, height, round_, now))
+        self._run(self.core.on_timer(kind, height, round_, now), now)
 
     def on_message(self, sender: str, data: bytes, now: int) -> None:
         try:
@@ -280,25 +286,38 @@ class Executor(Generic[AppT]):
             self.count(sender, exc.reason)
             return
         self.last_heard_ms[sender] = now
-        self._run(self.core.on_message(sender, msg, now))
+        self._run(self.core.on_message(sender, msg, now), now)
 
     def submit(self, tx: Any, now: int) -> AddResult:
-        """Offer a transaction to this node's mempool."""
-        return self.app.submit(tx, now_ms=now)
+        """Offer a transaction to this node's mempool (and, with adaptive cadence, tell the
+        consensus core about the backlog: it may start the next height sooner)."""
+        result = self.app.submit(tx, now_ms=now)
+        if result.accepted and isinstance(self.core, Consensus) and self.core.wants_backlog:
+            self._run(self.core.on_backlog(self.app.backlog(), now), now)
+        return result
+
+    def _report_backlog(self, now: int) -> None:
+        core = self.core
+        if isinstance(core, Consensus) and core.waiting_for_work:
+            self._run(core.on_backlog(self.app.backlog(), now), now)
 
     def count(self, peer: str, reason: str) -> None:
         by = self.misbehaviour.setdefault(peer, {})
         by[reason] = by.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ the contract, carried out
-    def _run(self, effects: list[Effect]) -> None:
+    def _run(self, effects: list[Effect], now: int | None = None) -> None:
         actions = plan(effects, snapshot_every=self.snapshot_every)
         for hook in self.plan_hooks:
             actions = hook(actions)
+        applied = False
         for action in actions:
             self._carry_out(action)
+            applied = applied or action.duty is Duty.APPLY
             for observe in self.observers:
                 observe(action)
+        if applied and now is not None:  # what is left pending may start the next height sooner
+            self._report_backlog(now)
 
     def _carry_out(self, action: Action) -> None:
         duty, eff = action.duty, action.effect
@@ -381,6 +400,7 @@ class NodeRuntime(Executor[LedgerApp]):
         snapshot_every: int = 100,
         sync_peers: Sequence[str] | None = None,
         max_block_txs: int = 2_000,
+        max_block_bytes: int = 2 * 1024 * 1024,
         verified: set[bytes] | None = None,
         shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
         verified_votes: set[tuple[int, str, bytes, bytes]] | None = None,
@@ -391,6 +411,7 @@ class NodeRuntime(Executor[LedgerApp]):
             genesis,
             proposer=key.public_hex,
             max_block_txs=max_block_txs,
+            max_block_bytes=max_block_bytes,
             verified=verified,
             shared_blocks=shared_blocks,
         )

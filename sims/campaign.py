@@ -13,6 +13,10 @@ daemon runs (:class:`gridnode.node.Executor`) — with faults during ``--fault-m
   ``--liveness-ms`` (``no_decision_within_bound``) and at least ``--progress-heights`` more blocks
   within ``--calm-ms`` (``no_progress_after_faults``).
 
+``--cadence`` (default ``mixed``: odd seeds adaptive) picks the consensus wait between heights:
+the fixed ``commit_ms`` the in-process engine runs, or the adaptive cadence the daemon runs (the
+next height starts sooner once transactions wait, and on the round-0 proposal).
+
 Prints violations (at most ``--show`` of them) on stderr and one summary line on stdout (with the
 recovery times after heal: p50, p99 and max over the runs); exits 0 only when there were no
 violations.
@@ -41,9 +45,9 @@ import contextlib
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from gridnode.core.consensus import ConsensusConfig, SignedRecord
+from gridnode.core.consensus import AdaptiveCommit, ConsensusConfig, SignedRecord
 from gridnode.node import Action, Duty, NodeApp, PlanHook
 from sims.ledger_campaign import EPOCH_MS, LedgerWorld, broken_nonce_rule
 from sims.simnet import (
@@ -152,6 +156,10 @@ def stale_time_rule(sim: Simulation, name: str, app: NodeApp) -> None:
     setattr(app, "block_error", block_error)  # noqa: B010 — replacing a method is the planted bug
 
 
+CADENCES = ("fixed", "adaptive", "mixed")
+#: the adaptive cadence the campaign runs (ConsensusConfig's default commit_ms is 50)
+ADAPTIVE = AdaptiveCommit(busy_ms=20, full_ms=0)
+
 EXECUTOR_BUGS: dict[str, PlanHook] = {
     "apply-before-persist": apply_before_persist,
     "sign-without-persist": sign_without_persist,
@@ -173,8 +181,13 @@ def run_campaign(
     liveness_ms: int = LIVENESS_MS,
     checks: Sequence[RunCheck] = (),
     app: str | None = None,
+    cadence: str = "mixed",
 ) -> tuple[CampaignSummary, list[tuple[int, Violation]]]:
     """Run the campaign; returns the summary and every (seed, violation).
+
+    ``cadence`` is the consensus wait between heights: ``fixed`` (``commit_ms``, the in-process
+    engine's), ``adaptive`` (the daemon's: sooner when transactions wait,
+    :class:`~gridnode.core.consensus.AdaptiveCommit`) or ``mixed`` (odd seeds adaptive).
 
     ``app`` defaults to the ledger, except for the consensus-level negative controls: their
     Byzantine coalition forges blocks of consensus' minimal test log, which under the ledger are
@@ -210,6 +223,9 @@ def run_campaign(
         raise ValueError(f"unknown negative control {negative_control!r}")
     if app not in APPS:
         raise ValueError(f"unknown app {app!r}")
+    if cadence not in CADENCES:
+        raise ValueError(f"unknown cadence {cadence!r}")
+    adaptive = replace(config, adaptive=ADAPTIVE)
     fault_set = Faults(enabled=frozenset(enabled), byzantine=n_byz)
     summary = CampaignSummary()
     found: list[tuple[int, Violation]] = []
@@ -221,7 +237,9 @@ def run_campaign(
             validators=validators,
             full_nodes=full_nodes,
             faults=fault_set,
-            config=config,
+            config=adaptive
+            if cadence == "adaptive" or (cadence == "mixed" and seed % 2)
+            else config,
             app_factory=world.app_factory if world is not None else None,
             tx_source=world.tx_source if world is not None else None,
             epoch_ms=EPOCH_MS if world is not None else 0,
@@ -296,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=LIVENESS_MS,
         help=f"every honest node decides within this long after heal (default {LIVENESS_MS})",
     )
+    p.add_argument(
+        "--cadence",
+        choices=CADENCES,
+        default="mixed",
+        help="consensus wait between heights: fixed, adaptive (the daemon's) or mixed (odd seeds "
+        "adaptive; default)",
+    )
     p.add_argument("--show", type=int, default=10, help="violations to print (stderr)")
     args = p.parse_args(argv)
     faults = [] if args.faults == "none" else [x for x in args.faults.split(",") if x]
@@ -316,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress_heights=args.progress_heights,
         liveness_ms=args.liveness_ms,
         app=args.app,
+        cadence=args.cadence,
     )
     wall = time.perf_counter() - t0
     for seed, v in found[: args.show]:

@@ -3,7 +3,8 @@
 Same node code as the daemon, different driver:
 
 * **Validators** are :class:`gridnode.node.NodeRuntime` (ledger application + mempool + Tendermint
-  core + a :class:`~gridnode.store.MemoryStore`), wired through an in-process outbox: every message
+  core + a :class:`~sims.prunedstore.PrunedMemoryStore`: a memory store that keeps the blocks after
+  its latest snapshot and the last ``KEEP_BLOCKS``), wired through an in-process outbox: every message
   travels as its canonical bytes with a seeded latency (``network.latency_ms``) and loss model
   (``network.drop_rate`` plus the fault plan). Timers run on the same virtual clock.
 * **Households** are the daemon's household agents (:class:`gridnode.household.agent.HouseholdAgent`,
@@ -61,6 +62,7 @@ import heapq
 import json
 import random
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -69,7 +71,7 @@ import numpy as np
 
 from forecasting.data import SHIPPED_UTC_OFFSET_S, load_shipped
 from forecasting.series import MeterHistory, energy_wh
-from gridnode.core.consensus import ConsensusConfig, TimerKind
+from gridnode.core.consensus import AdaptiveCommit, ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     NIL,
     Vote,
@@ -103,8 +105,10 @@ from gridnode.store import MemoryStore
 from market.errors import UsageError
 from sims.fullnode import ChainSummary, SampleFullNode, SampleFullNodeProcess
 from sims.ledger_kpis import MarketOutcome, household_kpi, slot_record, trade_rows
+from sims.prunedstore import PrunedMemoryStore
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
+from sims.slotstats import SlotMembers, SlotValues
 
 __all__ = ["Progress", "results_digest", "run_inproc"]
 
@@ -112,6 +116,14 @@ RETRY_MS: Final = 2_000  # a household re-sends elsewhere when a validator does 
 QUOTE_OFFSET_MS: Final = BOUNDARY_DELAY_MS  # households act just after the slot boundary
 PARALLEL_FULL_NODE_FROM: Final = 20_000  # household-slots: below, a second process is not worth it
 CALM_LIMIT_MS: Final = 3_600_000  # after the last slot: at most this long for validators to agree
+#: validators snapshot their state every this many heights, and keep this many blocks (and all
+#: above their latest snapshot): a year's chain is not held in RAM four to seven times
+SNAPSHOT_EVERY: Final = 200
+KEEP_BLOCKS: Final = 2 * SNAPSHOT_EVERY
+#: ``cadence = "adaptive"``: a height starts 2 s after a decision once transactions wait (the
+#: households' burst after a slot boundary arrives within the links' latency), at once when they
+#: fill half a block, and at a gate closure or reading deadline; block_interval_s when idle
+ADAPTIVE: Final = AdaptiveCommit(busy_ms=2_000, full_ms=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +169,22 @@ class _Outbox:
 
 @dataclass(slots=True)
 class _Stats:
+    """What the run records besides the chain, sized for long runs: a machine word per
+    household-slot (:mod:`sims.slotstats`), not a dict entry."""
+
+    households: int
     submitted_at: dict[bytes, int] = field(default_factory=dict)
-    latencies_ms: list[int] = field(default_factory=list)
+    latencies_ms: array[int] = field(default_factory=lambda: array("q"))
     decided_at: dict[int, int] = field(default_factory=dict)
-    orders_submitted: dict[int, set[int]] = field(default_factory=dict)
-    forecast_p50: dict[tuple[int, int], int] = field(default_factory=dict)  # (slot, hh) -> P50
+    orders_submitted: SlotMembers = field(init=False)
+    forecast_p50: SlotValues = field(init=False)  # (slot, hh) -> P50
     refused: dict[str, int] = field(default_factory=dict)
     messages: int = 0
     dropped: int = 0
+
+    def __post_init__(self) -> None:
+        self.orders_submitted = SlotMembers(self.households)
+        self.forecast_p50 = SlotValues(self.households)
 
 
 class _Engine:
@@ -212,19 +232,21 @@ class _Engine:
             commit_ms=sc.block_interval_s * 1000,
             rebroadcast_ms=max(2_000, min(30_000, sc.block_interval_s * 500)),
             sync_interval_ms=1_000,
+            adaptive=ADAPTIVE if sc.cadence == "adaptive" else None,
         )
         self.now = begin_s * 1000
         self.heap: list[tuple[int, int, tuple[Any, ...]]] = []
         self.seq = 0
         self.validators = [
-            _Validator(k.public_hex, i, k, MemoryStore()) for i, k in enumerate(v_keys)
+            _Validator(k.public_hex, i, k, PrunedMemoryStore(keep_blocks=KEEP_BLOCKS))
+            for i, k in enumerate(v_keys)
         ]
         self.by_name = {v.name: v for v in self.validators}
         self.blocked: set[tuple[int, int]] = set()
         self.drop_rate = sc.drop_rate
         self.fault_drop: list[float] = []
         self.events: list[FaultEvent] = []
-        self.stats = _Stats()
+        self.stats = _Stats(len(self.specs))
         self.nonces = [0] * len(self.specs)
         self.home = [i % len(self.validators) for i in range(len(self.specs))]
         self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)
@@ -355,7 +377,7 @@ class _Engine:
             outbox=_Outbox(self, v),
             validator=True,
             config=self.config,
-            snapshot_every=200,
+            snapshot_every=SNAPSHOT_EVERY,
             verified=self.verified,
             shared_blocks=self.shared_blocks,
             verified_votes=self.verified_votes,

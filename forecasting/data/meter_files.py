@@ -30,11 +30,15 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # no pandas-stubs in the venv
+
+if (
+    TYPE_CHECKING
+):  # pandas is imported where a file is read: a daemon that reads none never loads it
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
 from forecasting.series import SECONDS_PER_DAY, FloatArray, MeterHistory
 from market.errors import InvalidInput
@@ -67,6 +71,8 @@ class MeterFile:
 
 def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
     """The table and the row number of its first data row (see the module rules)."""
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
+
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
@@ -107,6 +113,8 @@ def _bad(
 
 def _numbers(table: pd.DataFrame, column: str, path: Path, first_row: int) -> FloatArray:
     """The column as floats, NaN where the cell is empty; a non-number names its row."""
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
+
     raw = table[column]
     values = np.array(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
     text = raw.astype(str).str.strip()
@@ -130,6 +138,8 @@ def _times(
     table: pd.DataFrame, columns: dict[str, str], path: Path, first_row: int, offset_s: int | None
 ) -> tuple[npt.NDArray[np.int64], int | None]:
     """Unix seconds of each row, and the smallest UTC offset the timestamps carried (if any)."""
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
+
     if "time_s" in columns:
         col = columns["time_s"]
         values = _numbers(table, col, path, first_row)

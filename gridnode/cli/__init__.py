@@ -42,6 +42,14 @@ _COMMANDS = (
     "bill",
     "explain",
 )
+#: commands whose module alone is imported when the command line names them: ``gridnode run``
+#: must start fast and small (the daemon imports no pandas, plotly or forecasting back-ends it does
+#: not run; docs/benchmarks.md), and the client commands fast (no numpy, pandas or libp2p;
+#: docs/api.md)
+_ALONE = {
+    "run": "run",
+    **dict.fromkeys(("status", "peers", "trades", "balance", "order"), "client"),
+}
 #: the environment variable naming the default data directory
 DIR_ENV = "GRIDNODE_DIR"
 #: exit code after a closed output pipe, as a process killed by SIGPIPE reports it
@@ -67,11 +75,6 @@ def add_dir_option(parser: argparse.ArgumentParser) -> None:
         default=default_dir(),
         help=f"the household's data directory (default: ${DIR_ENV}, else %(default)s)",
     )
-
-
-#: commands whose module alone is imported when the command line names them: the client commands
-#: must start fast (no numpy, pandas or libp2p; docs/api.md)
-_ALONE = dict.fromkeys(("status", "peers", "trades", "balance", "order"), "client")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

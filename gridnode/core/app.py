@@ -21,13 +21,18 @@ Rules of this module:
 * :meth:`LedgerApp.snapshot` / :meth:`LedgerApp.restore` are the state's canonical bytes and back
   (what the node executor stores every ``snapshot_every`` blocks and boots from).
 * :meth:`LedgerApp.apply` applies a committed block and raises :class:`~market.errors.InvalidInput` if it
-  breaks a rule (which a commit of > 2/3 honest validators never does).
+  breaks a rule (which a commit of > 2/3 honest validators never does). A committed block's
+  transaction signatures are taken as checked: more than 2/3 of the validators signed the commit,
+  so at least one honest validator verified each of them before voting (a full node, a node
+  syncing or replaying its store verifies the commit's signatures and re-runs every other rule,
+  not one Ed25519 check per transaction); ``verified`` then also holds those ids.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from gridnode.core.consensus import Backlog
 from gridnode.core.consensus_messages import block_hash
 from gridnode.core.ledger import (
     Block,
@@ -89,6 +94,7 @@ class LedgerApp:
         #: a simulation may share one set among the nodes it runs in one process
         self.verified: set[bytes] = set() if verified is None else verified
         self.last_applied: Block | None = None  # the block the last apply() applied, decoded
+        self._due: tuple[LedgerState | None, int | None] = (None, None)  # backlog()'s, per state
         #: (head hash, block hash) -> the checked block and the state after it. Only a simulation
         #: that runs many nodes in one process shares one: the same block on the same head always
         #: yields the same state, so one node's check serves all (per-node CPU is not modelled).
@@ -115,6 +121,26 @@ class LedgerApp:
         if now_ms is not None:
             self._now_ms = max(self._now_ms, now_ms)
         return self.mempool.add(tx)
+
+    def backlog(self) -> Backlog:
+        """What the adaptive cadence starts the next height for (``gridnode.core.consensus``):
+        the pending transactions, full at half the block's count or bytes limit, and when a block
+        would next clear or settle something by its time alone — the gate closure of the earliest
+        slot holding open orders, the reading deadline of the earliest slot awaiting settlement
+        (the ledger's rules decide what a block does; this only says when to look)."""
+        count = len(self.mempool)
+        full = count >= self._max_txs // 2 or self.mempool.pending_bytes >= self._max_bytes // 2
+        state = self.state
+        if self._due[0] is not state:  # a function of the state alone: once per block
+            clock, due = self.genesis.clock, []
+            if state.orders:
+                due.append(clock.gate_closure(min(state.orders)) * 1000)
+            waiting = state.trades.keys() | state.readings.keys()
+            if waiting:
+                deadline = clock.end(min(waiting)) + self.genesis.reading_deadline_seconds
+                due.append(deadline * 1000)
+            self._due = (state, min(due) if due else None)
+        return Backlog(count, full, self._due[1])
 
     # ------------------------------------------------------------------ consensus hooks
     def make_block(self, height: int, round_: int, now: int) -> bytes:
@@ -172,8 +198,11 @@ class LedgerApp:
         known = self._known(block)
         if known is not None and known[1].height == self.state.height + 1:
             parsed, after = known
-        else:
+        else:  # a block this node did not check (a full node, a sync, a replay at boot)
             parsed = decode_block(block)
+            # committed: > 2/3 of the validators signed it, so an honest one checked every
+            # signature in it (the module rules); every other rule is re-run here
+            self.verified.update(tx_id(tx) for tx in parsed.txs)
             after = check(self.state, parsed, verified=self.verified)
         if parsed.height != height:
             raise _wrong_height(height, parsed.height)

@@ -31,6 +31,18 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   them (the signature is checked first), in a bounded
   :class:`~gridnode.core.consensus_messages.FutureBuffer` (per signer and in bytes), so neither an
   outsider nor a Byzantine validator can grow this node's memory without bound.
+* **Adaptive cadence** (``ConsensusConfig.adaptive`` set; off by default): the wait after a
+  decision follows the work waiting. The driver reports the application's :class:`Backlog` with
+  :meth:`Consensus.on_backlog` (after a decided block was applied and after a transaction was
+  admitted); once transactions are pending, round 0 of h+1 starts ``busy_ms`` after the decision
+  or after the first of them was reported, whichever is later (a burst is gathered into one
+  block), once a block's worth is pending ``full_ms`` after that, and at ``due_ms`` when a block
+  would do
+  something by its time alone (the ledger: clear a slot whose gate closed, settle one whose
+  reading deadline passed) — never before the driver has handled the decision (the start is a
+  ``NEW_HEIGHT`` timer); with nothing pending or due, after ``commit_ms`` (the idle heartbeat). A validator still waiting that holds the round-0 proposal of its height
+  starts the round at once (the wait lets the proposer gather transactions; once it proposed,
+  waiting only adds latency). Timing only: no rule of safety looks at it.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
   proposal signature is checked once on arrival (exact duplicates are dropped before that).
   "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
@@ -104,7 +116,9 @@ from gridnode.core.crypto import KeyPair
 from market.errors import InvalidInput, UsageError
 
 __all__ = [
+    "AdaptiveCommit",
     "Application",
+    "Backlog",
     "BlockSource",
     "Broadcast",
     "Consensus",
@@ -155,6 +169,26 @@ class BlockSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveCommit:
+    """The wait after a decision when work is waiting (milliseconds; see the module rules):
+    ``busy_ms`` once transactions are pending, ``full_ms`` once a block's worth is."""
+
+    busy_ms: int
+    full_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What the application has waiting for the next block (adaptive cadence): ``pending``
+    transactions, whether they ``full``-y fill a block, and ``due_ms``, the earliest block time at
+    which a block would change the state even without a transaction (``None``: never)."""
+
+    pending: int
+    full: bool = False
+    due_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConsensusConfig:
     """Timeouts in milliseconds (``base + round * delta``) and sync limits.
 
@@ -172,6 +206,11 @@ class ConsensusConfig:
     sync_interval_ms: int = 300
     rebroadcast_ms: int = 1_000
     sync_batch: int = 32
+    #: a block response carries blocks up to this many bytes (at least one block): it must fit
+    #: in one network frame
+    sync_max_bytes: int = 768 * 1024
+    #: adaptive cadence (see the module rules); ``None``: every height waits ``commit_ms``
+    adaptive: AdaptiveCommit | None = None
     unsafe_quorum: int | None = None
 
     def timeout(self, kind: TimerKind, round_: int) -> int:
@@ -224,11 +263,14 @@ class _SyncMixin:
     def _answer_request(self, sender: str, req: BlockRequest, out: list[Effect]) -> None:
         found: list[SyncedBlock] = []
         limit = max(0, min(req.max_blocks, self._config.sync_batch))
-        h = req.from_height
+        h, size = req.from_height, 0
         while len(found) < limit:
             sb = self._blocks_src.committed(h)
             if sb is None:
                 break
+            size += len(sb.block)
+            if found and size > self._config.sync_max_bytes:
+                break  # the rest in the next request: a response must fit one frame
             found.append(sb)
             h += 1
         if found:
@@ -295,6 +337,12 @@ class Consensus(_SyncMixin):
         self._signed_before: list[SignedRecord] = []
         self._future = FutureBuffer()
         self._last_sync_request = -(10**18)
+        #: adaptive cadence: when the current height's wait began (the decision) and when round 0
+        #: is due to start (``None`` outside the wait)
+        self._decided_at: int | None = None
+        self._start_at: int | None = None
+        self._busy_since: int | None = None  # when transactions were first reported waiting
+        self._full_seen = False  # ... and whether a full block of them was
         #: Counters a driver or test may read.
         self.refused_signatures = 0
         #: next-height messages not buffered: not signed by a validator
@@ -386,6 +434,7 @@ class Consensus(_SyncMixin):
         if kind is TimerKind.NEW_HEIGHT:
             if self.step is Step.NEW_HEIGHT:
                 self._start_round(0, now, out)
+                self._decided_at = self._start_at = None
         elif kind is TimerKind.REBROADCAST:
             self._rebroadcast(now, out)
         elif round_ != self.round:
@@ -421,8 +470,58 @@ class Consensus(_SyncMixin):
             self._maybe_request_sync(sender, now, out)
             return out
         self._record(msg, out)
+        if self._waiting_adaptively() and 0 in self._h.proposals:
+            self._start_round(0, now, out)  # the proposer has spoken: waiting only adds latency
+            self._decided_at = self._start_at = None
         self._evaluate(now, out)
         return out
+
+    def on_backlog(self, backlog: Backlog, now: int) -> list[Effect]:
+        """The application's backlog after a change. With adaptive cadence, an earlier start of
+        the waiting height (see the module rules); otherwise nothing."""
+        out: list[Effect] = []
+        adaptive = self._config.adaptive
+        if adaptive is None or not self._waiting_adaptively():
+            return out
+        assert self._decided_at is not None and self._start_at is not None
+        starts = []
+        if backlog.pending > 0:
+            if self._busy_since is None:  # the first transaction of this wait: gather from now
+                self._busy_since = max(now, self._decided_at)
+            self._full_seen = self._full_seen or backlog.full
+            wait = adaptive.full_ms if backlog.full else adaptive.busy_ms
+            starts.append(self._busy_since + wait)
+        if backlog.due_ms is not None:
+            starts.append(backlog.due_ms)
+        if not starts:
+            return out
+        at = max(now, min(starts))
+        if at < self._start_at:
+            self._start_at = at
+            out.append(SetTimer(TimerKind.NEW_HEIGHT, self.height, 0, at))
+        return out
+
+    @property
+    def waiting_for_work(self) -> bool:
+        """In the wait after a decision, with adaptive cadence: :meth:`on_backlog` may start the
+        next height earlier."""
+        return self._waiting_adaptively()
+
+    @property
+    def wants_backlog(self) -> bool:
+        """Whether one more admitted transaction can still move the next height's start: waiting
+        adaptively, and not yet told of pending transactions, or of a full block of them (a
+        driver may skip :meth:`on_backlog` after a transaction otherwise; after a decision it
+        always reports, the state — and with it what is due — having changed)."""
+        return self._waiting_adaptively() and (self._busy_since is None or not self._full_seen)
+
+    def _waiting_adaptively(self) -> bool:
+        """In the wait after a decision, with adaptive cadence."""
+        return (
+            self._config.adaptive is not None
+            and self.step is Step.NEW_HEIGHT
+            and self._decided_at is not None
+        )
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -647,10 +746,16 @@ class Consensus(_SyncMixin):
         self._valid_round, self._valid_block = -1, None
         self._h = _Height()
         self._set_timer(TimerKind.NEW_HEIGHT, 0, now, out)
+        self._decided_at, self._start_at = now, now + self._config.commit_ms
+        self._busy_since, self._full_seen = None, False
         self._set_timer(TimerKind.REBROADCAST, 0, now, out)
         for msg in self._future.take():
             if msg.height == self.height:
                 self._record(msg, out)
+        if self._config.adaptive is not None and 0 in self._h.proposals:
+            # the round-0 proposal came early: start once the driver has handled the decision
+            self._start_at = now
+            out.append(SetTimer(TimerKind.NEW_HEIGHT, self.height, 0, now))
 
     # -- the upon-rules --------------------------------------------------------------------------
 

@@ -62,10 +62,17 @@ class Mempool(Generic[T]):
         self._capacity = capacity
         self._remember = remember_committed
         self._pending: dict[bytes, T] = {}
+        self._sizes: dict[bytes, int] = {}
+        self._bytes = 0
         self._committed: OrderedDict[bytes, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        """The summed ``size`` of the pending transactions."""
+        return self._bytes
 
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._pending
@@ -80,6 +87,8 @@ class Mempool(Generic[T]):
         if reason is not None:
             return AddResult(tid, accepted=False, reason=reason)
         self._pending[tid] = tx
+        size = self._sizes[tid] = self._size(tx)
+        self._bytes += size
         return AddResult(tid, accepted=True)
 
     def _ordered(self) -> list[tuple[bytes, T]]:
@@ -92,10 +101,10 @@ class Mempool(Generic[T]):
         """The proposer's batch (see the module rules); does not remove anything."""
         out: list[T] = []
         used = 0
-        for _tid, tx in self._ordered():
+        for tid, tx in self._ordered():
             if len(out) >= max_count:
                 break
-            size = self._size(tx)
+            size = self._sizes[tid]
             if used + size > max_bytes:
                 continue
             out.append(tx)
@@ -107,6 +116,7 @@ class Mempool(Generic[T]):
         removed = 0
         for tid in tx_ids:
             if self._pending.pop(tid, None) is not None:
+                self._bytes -= self._sizes.pop(tid)
                 removed += 1
             if self._remember:
                 self._committed[tid] = None
@@ -120,4 +130,5 @@ class Mempool(Generic[T]):
         dropped = [tid for tid, tx in self._pending.items() if self._check(tx) is not None]
         for tid in dropped:
             del self._pending[tid]
+            self._bytes -= self._sizes.pop(tid)
         return dropped

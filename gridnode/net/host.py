@@ -13,7 +13,11 @@ specified in ``docs/protocol.md``. The host is put together from four parts:
 
 Rules of this module:
 
-* Transport: TCP + Noise + Yamux, nothing else offered.
+* Transport: TCP + Noise + Yamux, nothing else offered. Yamux acknowledges received data the way
+  go-yamux does — a window update once half the window was read — instead of py-libp2p's default
+  of one update per read (``PY_YAMUX_RELEASE_ON_READ=0``, set for this process when a host opens
+  unless the environment says otherwise): an update is a frame written, encrypted and sent, and
+  was one for every message a validator received.
 * Wanted peers (bootstrap, :meth:`NetHost.add_peer`, mDNS finds) are dialled in parallel and
   re-dialled with exponential back-off whenever they are not connected.
 * **Bans.** When a peer's score falls below the threshold (``NetConfig.score``) the host closes its
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -72,6 +77,9 @@ from gridnode.net.streams import (
     Streams,
 )
 from market.errors import NetworkError, PeerMisbehaviour, UsageError
+
+#: py-libp2p's Yamux tuning switch (see the module rules)
+_YAMUX_RELEASE_ON_READ = "PY_YAMUX_RELEASE_ON_READ"
 
 __all__ = [
     "FLOODSUB_PROTOCOL",
@@ -474,6 +482,7 @@ async def _close_connections(host: Any, router: Any, net: NetHost) -> None:
 @asynccontextmanager
 async def open_net_host(keys: KeyPair, config: NetConfig) -> AsyncIterator[NetHost]:
     """Start a host for ``keys`` with ``config``; stop it cleanly on exit (see module rules)."""
+    os.environ.setdefault(_YAMUX_RELEASE_ON_READ, "0")  # read by py-libp2p's Yamux on every read
     key_pair = libp2p_key_pair(keys)
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     host = new_host(

@@ -14,6 +14,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -84,6 +85,7 @@ def libp2p_key_pair(keys: KeyPair) -> Libp2pKeyPair:
     return Libp2pKeyPair(private, private.get_public_key())
 
 
+@functools.lru_cache(maxsize=4096)  # pure; peers' ids are converted on every message
 def peer_id_of(public_key: bytes) -> str:
     """The base58 libp2p peer id of a 32-byte Ed25519 public key."""
     return str(ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key)).to_base58())
@@ -104,6 +106,7 @@ def public_hex_of(peer_id: str) -> str:
     return public_key_of(peer_id).hex()
 
 
+@functools.lru_cache(maxsize=4096)  # pure (a refusal is raised again, never cached)
 def public_key_of(peer_id: str) -> bytes:
     """The 32-byte Ed25519 key inside a peer id; :class:`InvalidInput` for anything else."""
     try:

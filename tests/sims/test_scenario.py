@@ -18,7 +18,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
 
 def test_shipped_examples_load() -> None:
     names = sorted(p.name for p in SCENARIOS.glob("*.toml"))
-    assert names == ["batteries.toml", "faults.toml", "small.toml", "town.toml"]
+    assert names == ["batteries.toml", "faults.toml", "small.toml", "town.toml", "year.toml"]
     batteries = load_scenario(SCENARIOS / "batteries.toml")
     specs = batteries.household_specs()
     assert sum(s.battery_kwh == 5.0 and s.battery_kw == 2.5 for s in specs) == 3
@@ -30,6 +30,9 @@ def test_shipped_examples_load() -> None:
     assert {f.kind for f in faults.faults} == {"drop", "partition", "crash", "byzantine", "skew"}
     town = load_scenario(SCENARIOS / "town.toml")
     assert (town.households, town.slots, town.validators) == (1000, 7 * 96, 7)
+    assert town.cadence == "fixed"
+    year = load_scenario(SCENARIOS / "year.toml")
+    assert (year.households, year.slots, year.cadence) == (100, 365 * 96, "adaptive")
 
 
 def test_overrides_replace_the_file_values() -> None:

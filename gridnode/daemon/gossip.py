@@ -1,0 +1,166 @@
+"""The daemon's order gossip: the live book of not-yet-committed orders, and validators' batches.
+
+Rules of this module (``docs/protocol.md`` §7.4):
+
+* Each validator gossips the orders it accepted from submissions as **batches** on the GossipSub
+  topic ``/gridnode/<community>/orders/2``: at most one message per ``_GOSSIP_EVERY_S`` of wall
+  time, after gathering for ``_GOSSIP_GATHER_S`` (households submit in a burst at a slot
+  boundary), only when there is something to send. Orders already committed, replaced, or whose
+  gate closes within ``_GOSSIP_MARGIN_S`` are left out (a peer would rightly refuse a closed
+  slot's order, and with it the whole batch).
+* The topic validator refuses a whole batch when any order in it is malformed, unsigned, from a
+  non-member, replayed or for a closed slot — unless it is exactly the order the ledger already
+  committed (the batch raced the block). The net layer blames the forwarder only for
+  misbehaviour (a stale nonce or a closed slot can be a race, a forgery cannot).
+* A batch is decoded once: the topic validator (which may run more than once on our own messages)
+  and the handler share the result through a small cache.
+* The live book (:attr:`OrderGossip.live_orders`, the status page's) keeps what the ledger does not
+  hold yet: an order whose nonce the ledger has used (committed, or replaced by a newer one)
+  leaves it after the block, as does a closed slot's. A validator also offers every gossiped
+  order to its own mempool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import trio
+
+from gridnode.clock import NodeClock
+from gridnode.core.ledger import Genesis, LedgerState, SignedOrder, admission_error, tx_id
+from gridnode.net.host import NetHost
+from gridnode.node import Committed, NodeRuntime
+from gridnode.txbatch import decode_tx_batch, encode_tx_batch, split_for
+from market.errors import InvalidInput, UsageError, WireReason
+
+__all__ = ["ORDERS_TOPIC_VERSION", "OrderGossip", "is_committed"]
+
+log = logging.getLogger("gridnode")
+
+#: gossip topic ``orders`` carries batches of orders since version 2 (``docs/protocol.md`` §7.4)
+ORDERS_TOPIC_VERSION = 2
+#: a validator publishes at most one order batch per this many wall seconds, ...
+_GOSSIP_EVERY_S = 1.0
+#: ... after gathering for at least this long (households submit in a burst at a slot boundary)
+_GOSSIP_GATHER_S = 0.25
+#: orders whose gate closes within this many wall seconds are not gossiped (they would arrive late)
+_GOSSIP_MARGIN_S = 2.0
+#: decoded gossip batches kept between the topic validator and the handler
+_DECODED_CACHE = 64
+
+
+def is_committed(state: LedgerState, tx: SignedOrder) -> bool:
+    """``tx`` is exactly the order the ledger holds for its household and slot."""
+    held = state.open_order(tx.order.slot, tx.household)
+    return held is not None and held.id == tx.id
+
+
+class OrderGossip:
+    """One node's side of the order topic (see the module rules)."""
+
+    def __init__(
+        self, *, runtime: NodeRuntime, net: NetHost, clock: NodeClock, genesis: Genesis
+    ) -> None:
+        self._runtime = runtime
+        self._net = net
+        self._clock = clock
+        self._genesis = genesis
+        #: orders seen on gossip, not yet committed (the status page's live book)
+        self.live_orders: dict[bytes, SignedOrder] = {}
+        #: validators: orders accepted from submissions, to gossip in the next batch
+        self._pending: dict[tuple[str, int], SignedOrder] = {}
+        self._wake = trio.Event()
+        self._decoded: OrderedDict[bytes, tuple[SignedOrder, ...]] = OrderedDict()
+
+    async def subscribe(self) -> None:
+        await self._net.subscribe(
+            "orders", self._on_batch, validate=self._validate, version=ORDERS_TOPIC_VERSION
+        )
+
+    def queue(self, tx: SignedOrder) -> None:
+        """A validator accepted ``tx`` from a submission: gossip it in the next batch (the newest
+        nonce per household and slot)."""
+        key = (tx.household, tx.order.slot)
+        held = self._pending.get(key)
+        if held is None or held.order.nonce < tx.order.nonce:
+            self._pending[key] = tx
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Validators: publish the queued orders as batches (see the module rules)."""
+        last = -1e9
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await trio.sleep(max(_GOSSIP_GATHER_S, last + _GOSSIP_EVERY_S - trio.current_time()))
+            pending, self._pending = list(self._pending.values()), {}
+            last = trio.current_time()
+            ahead_ms = self._clock.now_ms() + int(_GOSSIP_MARGIN_S * 1000 * self._clock.speedup)
+            state, verified = self._runtime.state, self._runtime.app.verified
+            fresh = [
+                tx
+                for tx in pending
+                if admission_error(state, tx, time_ms=ahead_ms, verified=verified) is None
+            ]
+            runs = split_for(fresh, self._net.config.max_gossip_bytes)
+            for run in runs:
+                try:
+                    data = encode_tx_batch(run)
+                    await self._net.publish("orders", data, version=ORDERS_TOPIC_VERSION)
+                except (InvalidInput, UsageError) as exc:  # e.g. a slot closed in between
+                    log.warning("order batch of %d not gossiped: %s", len(run), exc)
+            if runs:
+                log.info("gossiped %d orders in %d batch(es)", len(fresh), len(runs))
+
+    def _batch(self, data: bytes) -> tuple[SignedOrder, ...]:
+        """Decode a gossiped order batch once (see the module rules)."""
+        orders = self._decoded.get(data)
+        if orders is not None:
+            return orders
+        txs = decode_tx_batch(data, max_bytes=self._net.config.max_gossip_bytes)
+        orders = tuple(tx for tx in txs if isinstance(tx, SignedOrder))
+        if len(orders) != len(txs):
+            raise InvalidInput(reason=WireReason.NOT_AN_ORDER, subject="order batch")
+        self._decoded[data] = orders
+        while len(self._decoded) > _DECODED_CACHE:
+            self._decoded.popitem(last=False)
+        return orders
+
+    def _validate(self, origin: str, data: bytes) -> None:
+        """The topic validator: every order admissible now, or exactly the committed one; one bad
+        order refuses the batch with its reason."""
+        orders = self._batch(data)
+        state, now = self._runtime.state, self._clock.now_ms()
+        verified = self._runtime.app.verified
+        for tx in orders:
+            error = admission_error(state, tx, time_ms=now, verified=verified)
+            if error is not None and not is_committed(state, tx):
+                self._decoded.pop(data, None)
+                raise error
+
+    def _on_batch(self, origin: str, data: bytes) -> None:
+        orders = self._decoded.pop(data, None)
+        if orders is None:  # validated, then pushed out of the cache by later batches
+            try:
+                orders = self._batch(data)
+            except InvalidInput:
+                return
+            self._decoded.pop(data, None)
+        state, now = self._runtime.state, self._clock.now_ms()
+        for tx in orders:
+            if is_committed(state, tx):
+                continue
+            self.live_orders[tx_id(tx)] = tx
+            if self._runtime.is_validator:
+                self._runtime.submit(tx, now)
+
+    def on_commit(self, event: Committed) -> None:
+        """Drop from the live book what the ledger now holds, replaced or closed."""
+        nonces = event.state.nonces
+        open_slot = self._genesis.clock.first_open_slot(event.state.time_ms // 1000)
+        self.live_orders = {
+            k: v
+            for k, v in self.live_orders.items()
+            if v.order.nonce > nonces.get(v.household, -1) and v.order.slot >= open_slot
+        }

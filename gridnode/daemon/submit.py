@@ -1,0 +1,185 @@
+"""The daemon's transaction submission: the client side (to a validator) and the server side.
+
+Rules of this module (``docs/protocol.md``):
+
+* **Client**: a household sends its transactions to a validator with an acknowledged request,
+  re-sent to the next validator on timeout (connected validators first): the API's single orders
+  and cancels on ``…/submit/1.0.0``, a household's readings and orders of a slot in one
+  ``…/submit-batch/1.0.0`` request. A validator submits to its own mempool directly.
+* **Server** (validators): a submitted transaction is offered to the mempool; the answer is OK with
+  its id, or REJECTED with the bare reason code. An accepted one is shared with the other
+  validators (``…/tx/1.0.0``, one-way) and, if it is an order, queued for the next gossip batch.
+* **Blame**: peer-facing handlers decode what a peer sent and refuse bad bytes by raising
+  :class:`InvalidInput`; the net layer (:mod:`gridnode.net.peers`) records it against the peer if
+  the reason is misbehaviour, once. A refusal an honest peer can meet (``slot_closed``,
+  ``stale_nonce``, …) is answered with its reason and never counted. A batch carrying forged or
+  foreign transactions is misbehaviour of its sender, recorded once per reason (the batch is one
+  message) while every transaction still gets its answer. Only validators may share (``tx``); one
+  that forwards a forged or malformed transaction is to blame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+
+from gridnode.clock import NodeClock
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import SignedOrder, Tx, decode_tx, tx_id
+from gridnode.daemon.gossip import OrderGossip
+from gridnode.net.host import NetHost
+from gridnode.node import NodeRuntime
+from gridnode.status import SubmitResult
+from gridnode.txbatch import decode_tx_batch, decode_tx_results, encode_tx_batch, encode_tx_results
+from market.errors import (
+    InvalidInput,
+    LedgerReason,
+    NetworkError,
+    PeerMisbehaviour,
+    Rejected,
+    UsageError,
+    WireReason,
+    is_misbehaviour,
+    reason_of,
+)
+
+__all__ = ["Submissions"]
+
+
+class Submissions:
+    """Both sides of transaction submission for one node (see the module rules)."""
+
+    def __init__(
+        self,
+        *,
+        runtime: NodeRuntime,
+        net: NetHost,
+        key: KeyPair,
+        clock: NodeClock,
+        validator_peers: Mapping[str, str],
+        gossip: OrderGossip,
+        publish: Callable[[], None],
+        changed: Callable[[], None],
+    ) -> None:
+        self._runtime = runtime
+        self._net = net
+        self._me = key.public_hex
+        self._clock = clock
+        self._validator_peers = validator_peers
+        self._gossip = gossip
+        self._publish = publish  # now: the caller (API, household) reads the snapshot next
+        self._changed = changed  # soon: peers' submissions, hundreds a second
+        #: told of every transaction this node sends (commit latency) and of every submission
+        #: no validator acknowledged (the health badge); the status board sets both
+        self.on_send: Callable[[Sequence[Tx]], None] = lambda txs: None
+        self.on_unacknowledged: Callable[[], None] = lambda: None
+
+    def register(self) -> None:
+        """Serve the submit protocols on the host."""
+        self._net.on_message("tx", self._on_shared_tx)
+        self._net.on_request("submit", self._on_submit)
+        self._net.on_request("submit-batch", self._on_submit_batch)
+
+    # ------------------------------------------------------------------ server
+    def accept(self, tx: Tx, *, share: bool) -> SubmitResult:
+        """Offer ``tx`` to this validator's mempool; an accepted one is shared and gossiped."""
+        result = self._runtime.submit(tx, self._clock.now_ms())
+        tid = result.tx_id.hex()
+        if result.accepted and share:
+            for v, peer in self._validator_peers.items():
+                if v != self._me:
+                    with contextlib.suppress(UsageError, NetworkError):
+                        self._net.send_soon(peer, "tx", [tx.encode()])
+            if isinstance(tx, SignedOrder):
+                self._gossip.queue(tx)
+        reason = reason_of(result.reason) if result.reason else None
+        accepted = result.accepted or reason is LedgerReason.DUPLICATE
+        return SubmitResult(accepted, tid, reason or "")
+
+    async def _on_submit(self, peer_id: str, body: bytes) -> bytes:
+        """``submit``: one transaction; OK with its id, or REJECTED with the bare reason code."""
+        tx = decode_tx(body)
+        if not self._runtime.is_validator:
+            raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit")
+        result = self.accept(tx, share=True)
+        self._changed()
+        if not result.accepted:
+            raise InvalidInput(reason=result.reason, subject=f"tx {result.tx_id[:16]}")
+        return bytes.fromhex(result.tx_id)
+
+    async def _on_submit_batch(self, peer_id: str, body: bytes) -> bytes:
+        """A household's transactions of a slot in one request: one result per transaction."""
+        txs = decode_tx_batch(body, max_bytes=self._net.config.max_frame_bytes)
+        if not self._runtime.is_validator:
+            raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit-batch")
+        results = [self.accept(tx, share=True) for tx in txs]
+        self._changed()
+        faults = {r.reason for r in results if not r.accepted and is_misbehaviour(r.reason)}
+        for reason in sorted(faults):
+            cause = InvalidInput(reason=reason, subject=f"submit-batch of {len(txs)}")
+            self._net.report_misbehaviour(PeerMisbehaviour(peer_id, cause))
+        return encode_tx_results(
+            [(bytes.fromhex(r.tx_id), None if r.accepted else reason_of(r.reason)) for r in results]
+        )
+
+    def _on_shared_tx(self, peer_id: str, body: bytes) -> None:
+        """``tx``: a transaction another validator accepted (mempool sharing)."""
+        if not self._runtime.is_validator:
+            return
+        if peer_id not in self._validator_peers.values():
+            raise InvalidInput(
+                reason=WireReason.NOT_PERMITTED, subject="tx", expected="a validator"
+            )
+        tx = decode_tx(body)
+        result = self._runtime.submit(tx, self._clock.now_ms())
+        if not result.accepted and is_misbehaviour(result.reason):
+            raise InvalidInput(reason=result.reason, subject=f"shared tx {tx.id.hex()[:16]}")
+
+    # ------------------------------------------------------------------ client
+    async def submit(self, tx: Tx) -> SubmitResult:
+        """Submit one transaction (``…/submit/1.0.0``; a validator's own mempool directly)."""
+        self.on_send([tx])
+        if self._runtime.is_validator:
+            result = self.accept(tx, share=True)
+            self._publish()
+            return result
+        tid = tx_id(tx).hex()
+        try:
+            _, _ = await self._net.submit(self._peers(), "submit", tx.encode())
+        except Rejected as exc:  # the validator refused it; its answer is the reason code
+            return SubmitResult(False, tid, exc.reason)
+        except NetworkError:
+            self.on_unacknowledged()
+            raise
+        return SubmitResult(True, tid)
+
+    def _peers(self) -> list[str]:
+        peers = [p for v, p in self._validator_peers.items() if v != self._me]
+        connected = set(self._net.connected_peers())
+        peers.sort(key=lambda p: p not in connected)  # connected validators first
+        return peers
+
+    async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
+        """Submit ``txs`` in one acknowledged request (``…/submit-batch/1.0.0``): one result per
+        transaction, in order. :class:`NetworkError` when no validator answered."""
+        self.on_send(txs)
+        if self._runtime.is_validator:
+            results = [self.accept(tx, share=True) for tx in txs]
+            self._publish()
+            return results
+        try:
+            peer, answer = await self._net.submit(
+                self._peers(), "submit-batch", encode_tx_batch(txs)
+            )
+        except Rejected as exc:  # the whole batch was refused (e.g. not talking to a validator)
+            return [SubmitResult(False, tx_id(tx).hex(), exc.reason) for tx in txs]
+        except NetworkError:
+            self.on_unacknowledged()
+            raise
+        try:
+            rows = decode_tx_results(answer, expected=len(txs))
+        except InvalidInput as exc:
+            raise NetworkError(f"validator {peer} answered a batch with {exc}") from exc
+        if [tid for tid, _ in rows] != [tx_id(tx) for tx in txs]:
+            raise NetworkError(f"validator {peer} answered a batch for other transactions")
+        return [SubmitResult(reason is None, tid.hex(), reason or "") for tid, reason in rows]

@@ -1,0 +1,70 @@
+"""The daemon starts light: what ``gridnode run`` imports excludes the heavy libraries it does not
+run (issue 16). Checked in a fresh interpreter (``sys.modules``), not timed: the figures are in
+``benchmarks/daemon_footprint.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecasting.data import SHIPPED_ARRAYS, SHIPPED_FILE, load_shipped
+
+ROOT = Path(__file__).resolve().parents[2]
+#: libraries a daemon does not need at run time: data frames and Parquet (the shipped data are read
+#: from numpy arrays), plots (the report), statistical models and PV physics (offline tools)
+HEAVY = ("pandas", "pyarrow", "plotly", "statsmodels", "scipy", "pvlib", "sklearn", "prophet")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True, cwd=ROOT
+    )
+    loaded: list[str] = json.loads(out.stdout.splitlines()[-1])
+    return loaded
+
+
+def _heavy(modules: list[str]) -> list[str]:
+    return sorted({m.split(".")[0] for m in modules} & set(HEAVY))
+
+
+def test_the_run_command_imports_no_heavy_library() -> None:
+    # what `gridnode run` loads before serving: its command line (only the run command's module),
+    # the start-up checks, the daemon with its household driver, and a replay meter's data
+    loaded = _loaded_after(
+        "from gridnode.cli import build_parser\n"
+        "build_parser(['run', '--dir', 'x'])\n"
+        "import gridnode.startup, gridnode.daemon\n"
+        "from gridnode.meter import shipped_replay\n"
+        "shipped_replay(node_anchor_s=1_800_000_000)\n"
+    )
+    assert "gridnode.daemon" in loaded and "libp2p" in loaded and "numpy" in loaded
+    assert _heavy(loaded) == []
+    assert [m for m in loaded if m.startswith("gridnode.cli.")] == ["gridnode.cli.run"]
+    assert not [m for m in loaded if m == "sims" or m.startswith("sims.")]
+
+
+def test_the_whole_command_line_still_loads_every_command() -> None:
+    # the control: without a command named, every command's module is loaded (so the check above
+    # is about the run command's path, not a broken probe)
+    loaded = _loaded_after("from gridnode.cli import build_parser\nbuild_parser([])\n")
+    assert {"gridnode.cli.sim", "gridnode.cli.forecast", "gridnode.cli.run"} <= set(loaded)
+
+
+def test_the_shipped_arrays_are_the_shipped_parquet_file() -> None:
+    # the daemons read numpy arrays written beside the published Parquet file; they must agree
+    table = pd.read_parquet(SHIPPED_FILE)
+    with np.load(SHIPPED_ARRAYS) as arrays:
+        assert int(arrays["time_s0"]) == int(table["time_s"].iloc[0])
+        assert (np.diff(table["time_s"].to_numpy()) == 900).all()
+        assert np.array_equal(arrays["pv_w"], table["pv_w"].to_numpy())
+        assert np.array_equal(arrays["load_w"], table["load_w"].to_numpy())
+    h = load_shipped()
+    assert h.steps == len(table) and h.start_s == int(table["time_s"].iloc[0])
