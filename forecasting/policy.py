@@ -42,6 +42,15 @@ Rules of this module (all pure: same inputs, same orders, byte for byte):
 * **One side per slot** (the ledger refuses a buy and a sell for one slot): the side whose curve
   gains more in expectation at the expected clearing price (the midpoint of feed-in and retail when
   none is known); ties and nothing to gain: the side of the P50.
+* **Calibration from the household's own record** (:class:`BandCalibration`): a forecaster can be
+  wrong in a way its history did not show (a PV system repaired, a house emptied). The agent keeps
+  each quoted slot's forecast and its meter's reading; once :data:`CALIBRATION_MIN` slots are in,
+  the factors by which the lower and the upper half-band would have had to be widened about the
+  P50 to keep all but 10 % of the last :data:`CALIBRATION_DAYS` days' readings above the P10
+  (below the P90) are ``widen`` (never below 1, at most :data:`CALIBRATION_MAX_SCALE`). Each side
+  uses the one that makes it more careful: the **sell** curve is laid out on the distribution with
+  its *lower* half-band widened (a seller fears a shortfall), the **buy** curve on the one with its
+  *upper* half-band widened (a buyer fears not needing it). A calibrated forecast is left as it is.
 * Steps with the same price are merged, zero-energy steps dropped; an order with no energy is not
   emitted. Order ids are ``sha256(household|slot|side|nonce)``; nonces are ``nonce, nonce+1, …``
   in slot order.
@@ -68,14 +77,20 @@ from market.orders import Order, Side, Step
 from market.slots import SlotClock
 
 __all__ = [
+    "CALIBRATION_DAYS",
+    "CALIBRATION_MAX_SCALE",
+    "CALIBRATION_MIN",
     "LEVELS",
+    "BandCalibration",
     "BatteryState",
+    "Curves",
     "NetDistribution",
     "PolicyConfig",
     "SlotQuantiles",
     "buy_reservation",
     "forecast_slots",
     "median_only_order",
+    "order_curves",
     "order_id",
     "plan_orders",
     "quote_slot",
@@ -86,6 +101,12 @@ __all__ = [
 #: Survival probabilities (‰) at which the curve's price levels sit (see the module rules).
 LEVELS: Final = (990, 950, 900, 800, 700, 600, 500, 400, 300, 200, 100)
 _LN5: Final = math.log(5.0)
+#: the household's own record that calibrates its bands: the last this many days of quoted slots
+CALIBRATION_DAYS: Final = 7
+#: ... once at least this many slots are in
+CALIBRATION_MIN: Final = 24
+#: the widest a band is widened
+CALIBRATION_MAX_SCALE: Final = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +246,40 @@ class NetDistribution:
         return self.cdf(x)
 
 
+class BandCalibration:
+    """A household's record of forecasts and readings, and the band widths it calls for (module
+    rules). Pure and deterministic: its state is the record, in slot order."""
+
+    def __init__(self, *, slot_seconds: int) -> None:
+        self._size = CALIBRATION_DAYS * 86_400 // slot_seconds
+        self._below: list[float] = []  # (P50 − reading) / (P50 − P10) of the last slots
+        self._above: list[float] = []  # (reading − P50) / (P90 − P50)
+
+    def record(self, q: SlotQuantiles, actual_wh: int) -> None:
+        """Slot ``q.slot`` read ``actual_wh``: how far below and above its P50 it fell, in lower
+        and upper half-bands (≤ 1 on both: inside P10–P90)."""
+        self._below.append((q.p50_wh - actual_wh) / max(q.p50_wh - q.p10_wh, 1))
+        self._above.append((actual_wh - q.p50_wh) / max(q.p90_wh - q.p50_wh, 1))
+        if len(self._below) > self._size:
+            del self._below[0], self._above[0]
+
+    @staticmethod
+    def _scale(errors: list[float]) -> float:
+        if len(errors) < CALIBRATION_MIN:
+            return 1.0
+        ordered = sorted(errors)
+        tail = ordered[math.ceil(0.9 * len(ordered)) - 1]  # 90 % of readings within it
+        return min(max(tail, 1.0), CALIBRATION_MAX_SCALE)
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """The factors to widen the lower and the upper half-band by: each so that no more than
+        10 % of the recorded readings would have fallen beyond it (1 until
+        :data:`CALIBRATION_MIN` slots are in)."""
+        return self._scale(self._below), self._scale(self._above)
+
+
+
 def sell_reservation(
     dist: NetDistribution, k: float, config: PolicyConfig, *, avail_wh: int = 0, room_wh: int = 0
 ) -> float:
@@ -264,17 +319,30 @@ def _steps(parts: list[tuple[int, int]]) -> tuple[Step, ...]:
     return tuple(Step(price, e) for price, e in sorted(merged.items()))
 
 
-def _last_k(reservation: Callable[[float], float], ok: Callable[[float], bool], cap: int) -> int:
-    """The largest ``k`` in ``0..cap`` whose reservation is acceptable (``ok``); the reservation is
-    monotone in ``k``, so bisection finds it."""
+def _last_k(ok: Callable[[int], bool], cap: int) -> int:
+    """The largest ``k`` in ``0..cap`` for which ``ok(k)`` (the ``k``-th Wh's reservation is
+    acceptable at the price; it is monotone in ``k``, so bisection finds it), 0 if none."""
     lo, hi = 0, cap
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if ok(reservation(float(mid))):
+        if ok(mid):
             lo = mid
         else:
             hi = mid - 1
     return lo
+
+
+def _ratio(num: int, spread: int) -> float:
+    """``num / spread``; with no spread (feed-in = retail) 0, or ``inf`` for a positive ``num``."""
+    if spread:
+        return num / spread
+    return math.inf if num > 0 else 0.0
+
+
+def _floor(wh: float) -> int:
+    """Whole Wh at or below ``wh`` (a hair of float noise forgiven); ``−inf`` → −1, ``+inf`` is
+    not asked for (the callers cap quantities first)."""
+    return math.floor(wh + 1e-9) if math.isfinite(wh) else -1
 
 
 def _levels(config: PolicyConfig, expected: int, *, sell: bool, battery: bool) -> list[int]:
@@ -300,59 +368,61 @@ def _levels(config: PolicyConfig, expected: int, *, sell: bool, battery: bool) -
 
 
 def _sell_curve(
-    dist: NetDistribution, config: PolicyConfig, avail: int, room: int, expected: int
+    dist: NetDistribution, config: PolicyConfig, avail: int, room: int, expected: int, *, cap: int
 ) -> list[tuple[int, int]]:
-    """``(ask, cumulative Wh offered at or below it)`` at every price level, ascending."""
+    """``(ask, cumulative Wh offered at or below it)`` at every price level, ascending; at most
+    ``cap`` Wh of the forecast (its P90) and the battery's energy."""
     r, spread = config.retail_micro_per_kwh, config.spread
-    cap = max(math.floor(dist.p90), 0) + avail
+    cap = max(cap, 0) + avail
     battery = bool(avail or room)
     out = []
     for price in _levels(config, expected, sell=True, battery=battery):
         if battery:
-            k = _last_k(
-                lambda x: sell_reservation(dist, x, config, avail_wh=avail, room_wh=room),
-                lambda a, p=price: a <= p + 1e-6,
-                cap,
-            )
+
+            def cheap_enough(k: int, price: int = price) -> bool:
+                ask = sell_reservation(dist, k, config, avail_wh=avail, room_wh=room)
+                return ask <= price + 1e-6
+
+            k = _last_k(cheap_enough, cap)
         else:  # P(X ≥ k) ≥ u, u = (R − price)/spread: k up to the (1 − u) quantile
-            u = (r - price) / spread if spread else 1.0
-            k = cap if u <= 0.1 else math.floor(dist.quantile(1.0 - u) + 1e-9)
+            u = _ratio(r - price, spread)
+            k = cap if u <= 0.1 else _floor(dist.quantile(1.0 - u))
         out.append((price, min(max(k, 0), cap)))
     return out
 
 
 def _buy_curve(
-    dist: NetDistribution, config: PolicyConfig, avail: int, room: int, expected: int
+    dist: NetDistribution, config: PolicyConfig, avail: int, room: int, expected: int, *, cap: int
 ) -> list[tuple[int, int]]:
-    """``(bid, cumulative Wh bid at or above it)`` at every price level, descending."""
+    """``(bid, cumulative Wh bid at or above it)`` at every price level, descending; at most
+    ``cap`` Wh of the forecast shortfall (its 90 % one) and the battery's headroom."""
     f, spread, g = config.feed_in_micro_per_kwh, config.spread, config.grid_fee_micro_per_kwh
-    cap = max(math.floor(-dist.p10), 0) + room
+    cap = max(cap, 0) + room
     battery = bool(avail or room)
     out = []
     for price in reversed(_levels(config, expected, sell=False, battery=battery)):
         if battery:
-            k = _last_k(
-                lambda x: buy_reservation(dist, x, config, avail_wh=avail, room_wh=room),
-                lambda b, p=price: b >= p - 1e-6,
-                cap,
-            )
+
+            def worth_it(k: int, price: int = price) -> bool:
+                bid = buy_reservation(dist, k, config, avail_wh=avail, room_wh=room)
+                return bid >= price - 1e-6
+
+            k = _last_k(worth_it, cap)
         else:  # P(D ≥ k) ≥ u, u = (price + g − F)/spread: k up to minus the u quantile of X
-            u = (price + g - f) / spread if spread else 1.0
-            k = 0 if u > 1.0 else cap if u <= 0.1 else math.floor(-dist.quantile(u) + 1e-9)
+            u = _ratio(price + g - f, spread)
+            k = 0 if u > 1.0 else cap if u <= 0.1 else _floor(-dist.quantile(u))
         out.append((price, min(max(k, 0), cap)))
     return out
 
 
-def _gain(curve: list[tuple[int, int]], price: int, *, sell: bool) -> int:
-    """What the curve's steps gain at clearing ``price`` (µ¤·Wh/kWh, a lower bound of the expected
-    gain: each Wh is valued at its level, not its exact reservation)."""
-    gain, done = 0, 0
-    for level, cum in curve:
-        energy = cum - done
-        done = max(done, cum)
-        if energy > 0 and (level <= price if sell else level >= price):
-            gain += energy * (price - level if sell else level - price)
-    return gain
+def _gain(steps: tuple[Step, ...], price: int, *, sell: bool) -> int:
+    """What the curve's steps gain at clearing ``price`` (µ¤·Wh/kWh; a lower bound of the expected
+    gain: each Wh is valued at its step's price, not at its exact reservation)."""
+    if sell:
+        return sum(s.energy_wh * (price - s.price_micro_per_kwh)
+                   for s in steps if s.price_micro_per_kwh <= price)  # fmt: skip
+    return sum(s.energy_wh * (s.price_micro_per_kwh - price)
+               for s in steps if s.price_micro_per_kwh >= price)  # fmt: skip
 
 
 def _as_steps(curve: list[tuple[int, int]]) -> tuple[Step, ...]:
@@ -364,17 +434,39 @@ def _as_steps(curve: list[tuple[int, int]]) -> tuple[Step, ...]:
     return _steps(parts)
 
 
-def quote_slot(
+@dataclass(frozen=True, slots=True)
+class Curves:
+    """Both sides' order curves for one slot (steps in price order) and the price they were laid
+    out around (the expected clearing price, clamped to [feed-in, retail])."""
+
+    sell: tuple[Step, ...]
+    buy: tuple[Step, ...]
+    expected_price_micro_per_kwh: int
+
+    @property
+    def side(self) -> Side | None:
+        """The side that gains more at the expected price (module rules; ``None``: nothing to
+        trade). Ties go to the side of the P50, which :func:`quote_slot` knows."""
+        if not self.sell and not self.buy:
+            return None
+        gain_sell = _gain(self.sell, self.expected_price_micro_per_kwh, sell=True)
+        gain_buy = _gain(self.buy, self.expected_price_micro_per_kwh, sell=False)
+        if gain_sell == gain_buy:
+            return None
+        return Side.SELL if gain_sell > gain_buy else Side.BUY
+
+
+def order_curves(
     q: SlotQuantiles,
     *,
-    household: str,
     config: PolicyConfig,
     slot_seconds: int,
     battery: BatteryState | None = None,
     expected_price_micro_per_kwh: int | None = None,
-    nonce: int = 0,
-) -> Order | None:
-    """The order for one slot (see the module rules), or ``None`` when there is nothing to trade."""
+    widen: tuple[float, float] = (1.0, 1.0),
+) -> Curves:
+    """The sell and the buy curve of one slot's forecast (module rules), before a side is chosen;
+    ``widen``: the calibration's factors for the lower and the upper half-band."""
     avail = battery.available_wh(slot_seconds) if battery else 0
     room = battery.headroom_wh(slot_seconds) if battery else 0
     expected = (
@@ -385,20 +477,48 @@ def quote_slot(
             config.retail_micro_per_kwh,
         )
     )
-    dist = NetDistribution.of(q)
-    sell = _sell_curve(dist, config, avail, room, expected)
-    buy = _buy_curve(dist, config, avail, room, expected)
-    gain_sell, gain_buy = _gain(sell, expected, sell=True), _gain(buy, expected, sell=False)
-    if gain_sell != gain_buy:
-        side = Side.SELL if gain_sell > gain_buy else Side.BUY
-    else:
+    lo, hi = widen
+    if lo < 1.0 or hi < 1.0:
+        raise UsageError(f"widen factors must be >= 1, got {widen}")
+    p10, p50, p90 = float(q.p10_wh), float(q.p50_wh), float(q.p90_wh)
+    fearing_short = NetDistribution(p50 - lo * (p50 - p10), p50, p90)
+    fearing_long = NetDistribution(p10, p50, p50 + hi * (p90 - p50))
+    return Curves(
+        _as_steps(_sell_curve(fearing_short, config, avail, room, expected, cap=q.p90_wh)),
+        _as_steps(_buy_curve(fearing_long, config, avail, room, expected, cap=-q.p10_wh)),
+        expected,
+    )
+
+
+def quote_slot(
+    q: SlotQuantiles,
+    *,
+    household: str,
+    config: PolicyConfig,
+    slot_seconds: int,
+    battery: BatteryState | None = None,
+    expected_price_micro_per_kwh: int | None = None,
+    widen: tuple[float, float] = (1.0, 1.0),
+    nonce: int = 0,
+) -> Order | None:
+    """The order for one slot (see the module rules), or ``None`` when there is nothing to trade."""
+    curves = order_curves(
+        q,
+        config=config,
+        slot_seconds=slot_seconds,
+        battery=battery,
+        expected_price_micro_per_kwh=expected_price_micro_per_kwh,
+        widen=widen,
+    )
+    side = curves.side
+    if side is None:  # a tie: the side of the P50, if it has a curve
         side = Side.SELL if q.p50_wh >= 0 else Side.BUY
-    steps = _as_steps(sell if side is Side.SELL else buy)
+    steps = curves.sell if side is Side.SELL else curves.buy
     if not steps:
-        other = _as_steps(buy if side is Side.SELL else sell)
-        if not other:
+        side = Side.BUY if side is Side.SELL else Side.SELL
+        steps = curves.sell if side is Side.SELL else curves.buy
+        if not steps:
             return None
-        side, steps = (Side.BUY if side is Side.SELL else Side.SELL), other
     return Order(order_id(household, q.slot, side, nonce), household, side, q.slot, steps, nonce)
 
 

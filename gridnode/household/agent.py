@@ -34,6 +34,10 @@ Rules of this module:
   slot is meant to replace the earlier order (the ledger keeps the highest nonce). Orders come out
   with nonce 0 and the policy's order id; the driver sets the household's next nonce and signs.
   Every :class:`Quote` keeps the forecast, the expected price and the model that produced it.
+* **Calibration**: every reading of a slot it quoted (policy ``forecast``) goes into the agent's
+  :class:`~forecasting.policy.BandCalibration`, whose factors widen the bands of its next quotes
+  (the side each curve fears) when its forecasts have been missing their P10–P90 more often than
+  they should (the policy's rules).
 * **Expected clearing price** (:func:`expected_clearing_price`): the median of the ledger's
   clearing prices at the same time of day on the last :data:`PRICE_DAYS` days, else of the last
   :data:`PRICE_SLOTS` slots' prices, else none (the policy then assumes the midpoint of feed-in
@@ -55,6 +59,7 @@ from enum import StrEnum
 from typing import Final
 
 from forecasting.policy import (
+    BandCalibration,
     BatteryState,
     PolicyConfig,
     SlotQuantiles,
@@ -201,6 +206,8 @@ class HouseholdAgent:
         self.soc_wh = soc_wh
         self._next_read = config.first_slot  # every slot before it was read
         self._lost: dict[int, Reading] = {}  # readings handed back by the driver, to send again
+        self._quoted: dict[int, SlotQuantiles] = {}  # the last forecast quoted for each slot
+        self.calibration = BandCalibration(slot_seconds=config.clock.slot_seconds)
         self._needs: tuple[int, int, Needs] | None = None  # (now_s, _next_read, needs): the last
 
     # ------------------------------------------------------------------ the boundary
@@ -256,8 +263,11 @@ class HouseholdAgent:
 
     # ------------------------------------------------------------------ readings
     def _read(self, slot: int, natural_net_wh: int | None, contract: int) -> Reading | None:
+        quoted = self._quoted.pop(slot, None)
         if natural_net_wh is None:
             return None
+        if quoted is not None:
+            self.calibration.record(quoted, natural_net_wh)
         battery = self.config.battery
         if battery is None:
             return Reading(slot, natural_net_wh, natural_net_wh, contract, None)
@@ -298,6 +308,7 @@ class HouseholdAgent:
                 order = median_only_order(q, household=c.household, config=c.policy)
             else:
                 expected = expected_clearing_price(q.slot, clearing_prices, c.clock)
+                self._quoted[q.slot] = q
                 order = quote_slot(
                     q,
                     household=c.household,
@@ -305,6 +316,7 @@ class HouseholdAgent:
                     slot_seconds=c.clock.slot_seconds,
                     battery=battery,
                     expected_price_micro_per_kwh=expected,
+                    widen=self.calibration.scales,
                 )
             out.append(Quote(q.slot, q, forecast.model, order, expected))
         return tuple(out)

@@ -21,6 +21,11 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
 * **Too little history**: when the model cannot be fitted yet (``history_too_short``: profile-qr
   needs 30 days), the ``fallback`` (seasonal naive: same time yesterday, needs 2 days) is fitted
   instead — on the history up to ``now_s``, at every call, until the model can be fitted.
+* **Plausible**: every forecast is clipped, row by row, to the range of net power the household's
+  meter showed in the last :data:`PLAUSIBLE_DAYS` days of the history passed in. A model that
+  extrapolates wildly (a PV system that produced next to nothing all year and comes back to life
+  makes profile-qr's PV coefficients, fitted on near-zero features, forecast tens of kWh an hour)
+  cannot make a household bid for or offer more than its meter has ever moved in a month.
 * **Slot quantiles**: each requested slot takes the forecast mean power of the interval that
   contains its start, times the slot length (:func:`forecasting.policy.slot_quantiles`, all rows
   at once), as integer Wh at P10 ≤ P50 ≤ P90. A slot whose gate is closed at ``now_s`` or that
@@ -72,6 +77,8 @@ REFIT_EVERY_S: Final = 86_400
 FIT_DAYS: Final = 365
 #: rows fitted in one call of the model
 FIT_ROWS: Final = 32
+#: a forecast stays within the net power the meter showed in this many days
+PLAUSIBLE_DAYS: Final = 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,12 +210,22 @@ class SlotForecaster:
         ):
             self.fit(history, now_s=now_s)
         assert self._fitted is not None
-        fc = self._fitted.predict(history, horizon)
+        fc = _plausible(self._fitted.predict(history, horizon), history)
         keep = set(wanted)
         return [
             SlotForecast(self.name, tuple(q for q in row if q.slot in keep))
             for row in slot_quantiles(fc, now=now_s, clock=clock)
         ]
+
+
+def _plausible(fc: QuantileForecast, history: MeterHistory) -> QuantileForecast:
+    """``fc`` clipped, row by row, to the net power of the last :data:`PLAUSIBLE_DAYS` days of
+    ``history`` (module rules)."""
+    recent = history.net_w[:, -PLAUSIBLE_DAYS * history.steps_per_day :]
+    lo, hi = recent.min(axis=1), recent.max(axis=1)
+    values = np.clip(fc.values_w, lo[:, None, None], hi[:, None, None])
+    values.setflags(write=False)
+    return replace(fc, values_w=values)
 
 
 def _fit_rows(model: Forecaster, history: MeterHistory) -> FittedForecaster:
