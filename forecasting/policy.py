@@ -100,6 +100,9 @@ __all__ = [
 
 #: Survival probabilities (‰) at which the curve's price levels sit (see the module rules).
 LEVELS: Final = (990, 950, 900, 800, 700, 600, 500, 400, 300, 200, 100)
+#: the least likely Wh a curve contracts: a seller offers up to its (1000 − TAIL)‰ quantile, a
+#: buyer bids for up to its (1000 − TAIL)‰ shortfall (the last of :data:`LEVELS`)
+TAIL: Final = LEVELS[-1]
 _LN5: Final = math.log(5.0)
 #: the household's own record that calibrates its bands: the last this many days of quoted slots
 CALIBRATION_DAYS: Final = 7
@@ -279,7 +282,6 @@ class BandCalibration:
         return self._scale(self._below), self._scale(self._above)
 
 
-
 def sell_reservation(
     dist: NetDistribution, k: float, config: PolicyConfig, *, avail_wh: int = 0, room_wh: int = 0
 ) -> float:
@@ -386,7 +388,7 @@ def _sell_curve(
             k = _last_k(cheap_enough, cap)
         else:  # P(X ≥ k) ≥ u, u = (R − price)/spread: k up to the (1 − u) quantile
             u = _ratio(r - price, spread)
-            k = cap if u <= 0.1 else _floor(dist.quantile(1.0 - u))
+            k = cap if u <= TAIL / 1000 else _floor(dist.quantile(1.0 - u))
         out.append((price, min(max(k, 0), cap)))
     return out
 
@@ -410,7 +412,7 @@ def _buy_curve(
             k = _last_k(worth_it, cap)
         else:  # P(D ≥ k) ≥ u, u = (price + g − F)/spread: k up to minus the u quantile of X
             u = _ratio(price + g - f, spread)
-            k = 0 if u > 1.0 else cap if u <= 0.1 else _floor(-dist.quantile(u))
+            k = 0 if u > 1.0 else cap if u <= TAIL / 1000 else _floor(-dist.quantile(u))
         out.append((price, min(max(k, 0), cap)))
     return out
 
@@ -484,8 +486,26 @@ def order_curves(
     fearing_short = NetDistribution(p50 - lo * (p50 - p10), p50, p90)
     fearing_long = NetDistribution(p10, p50, p50 + hi * (p90 - p50))
     return Curves(
-        _as_steps(_sell_curve(fearing_short, config, avail, room, expected, cap=q.p90_wh)),
-        _as_steps(_buy_curve(fearing_long, config, avail, room, expected, cap=-q.p10_wh)),
+        _as_steps(
+            _sell_curve(
+                fearing_short,
+                config,
+                avail,
+                room,
+                expected,
+                cap=_floor(fearing_short.quantile(1 - TAIL / 1000)),
+            )
+        ),
+        _as_steps(
+            _buy_curve(
+                fearing_long,
+                config,
+                avail,
+                room,
+                expected,
+                cap=_floor(-fearing_long.quantile(TAIL / 1000)),
+            )
+        ),
         expected,
     )
 

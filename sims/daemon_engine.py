@@ -61,12 +61,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from forecasting.series import MeterHistory
 from gridnode.config import load_genesis, update_config, write_genesis
 from gridnode.household.agent import QUOTED_SLOTS
 from gridnode.meter import shipped_replay
 from market.errors import UsageError
 from sims.daemon_collect import ChainReplay, collect, collect_run, read_store, save_submissions
 from sims.daemons import LocalCommunity
+from sims.homes import data_utc_offset_s, home_histories, write_meter_file
+from sims.ledger_kpis import WEEK_S
 from sims.results import FaultEvent, SimResult
 from sims.scenario import HouseholdSpec, Scenario
 
@@ -212,9 +215,16 @@ def _stable_ports(lc: LocalCommunity, rng_seed: int) -> None:
         )
 
 
+#: a household daemon's meter file when the scenario's homes are not the shipped household
+METER_FILE = "meter.parquet"
+
+
 def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> None:
     """Turn a freshly created community into the scenario's: validators not members, the scenario's
-    tariffs and deadline in the genesis, each household's replay meter and bidding in its config."""
+    tariffs and deadline in the genesis, each household's meter, forecaster and bidding in its
+    config. The shipped household is replayed by the daemon's own replay meter; other homes (the
+    CityLearn homes, a meter folder) are written as each household's meter file in node time
+    (:func:`homes_shift_s`)."""
     assert lc.genesis is not None
     households = [h for h in lc.households if h.role == "full"]
     lc.genesis = replace(
@@ -227,23 +237,67 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
     )
     for h in lc.households:
         write_genesis(h.dir / "genesis.toml", lc.genesis)
+    site = scenario.site
+    bidding: dict[str, Any] = {
+        "bidding.enabled": True,
+        "bidding.policy": scenario.policy,
+        "bidding.model": scenario.model,
+    }
+    if site.latitude is not None and site.longitude is not None:
+        bidding |= {"household.latitude": site.latitude, "household.longitude": site.longitude}
+    if site.holiday_country is not None:
+        bidding["household.holiday_country"] = site.holiday_country
+    if site.holiday_subdiv is not None:
+        bidding["household.holiday_subdiv"] = site.holiday_subdiv
+    shift = homes_shift_s(scenario, lc.genesis.genesis_time_ms // 1000)
     for h, spec in zip(households, specs, strict=True):
-        update_config(
-            h.dir,
-            {
+        sizes = {
+            "household.pv_kwp": spec.pv_kwp,
+            "household.battery_kwh": spec.battery_kwh,
+            "household.battery_kw": spec.battery_kw,
+        }
+        if scenario.home_source == "shipped":
+            meter: dict[str, Any] = {
                 "meter.source": "replay",
                 "meter.replay_day": scenario.start_day,
                 "meter.replay_day_offset": spec.day_offset,
                 "meter.replay_hour": scenario.start_hour,
                 "meter.pv_scale": spec.pv_scale,
                 "meter.load_scale": spec.load_scale,
-                "household.pv_kwp": spec.pv_kwp,
-                "household.battery_kwh": spec.battery_kwh,
-                "household.battery_kw": spec.battery_kw,
-                "bidding.enabled": True,
-                "bidding.policy": scenario.policy,
-            },
-        )
+            }
+        else:
+            write_meter_file(_home_row(scenario, spec), h.dir / METER_FILE, shift_s=shift)
+            meter = {"meter.source": "file", "bidding.meter_history": METER_FILE}
+        update_config(h.dir, meter | sizes | bidding)
+
+
+def homes_shift_s(scenario: Scenario, genesis_s: int) -> int:
+    """Node time − data time for a community of real homes: the whole number of weeks that puts
+    ``start_day`` at ``start_hour`` (the homes' time) nearest the genesis time. A whole number of
+    weeks keeps the homes' weekdays and time of day, and the sun where it was (the forecaster's
+    calendar and clear-sky PV stay right); so the daemons replay from the node clock's time of
+    day, on a day within half a week of ``start_day``. 0 for the shipped household."""
+    if scenario.home_source == "shipped":
+        return 0
+    day = dt.date.fromisoformat(scenario.start_day)
+    midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+    start = midnight - data_utc_offset_s(scenario) + int(scenario.start_hour * 3600)
+    return round((genesis_s - start) / WEEK_S) * WEEK_S
+
+
+def _home_row(scenario: Scenario, spec: HouseholdSpec) -> MeterHistory:
+    """The household's whole history in the data's time: its home's meter data replayed its day
+    offset later, PV and load scaled (the row :func:`sims.homes.community_history` gives the
+    in-process engine)."""
+    home = home_histories(scenario)[spec.home]
+    start = home.start_s - spec.day_offset * 86_400
+    if home.pv_w is not None and home.load_w is not None:
+        return MeterHistory.from_components(
+            home.pv_w * spec.pv_scale, home.load_w * spec.load_scale,
+            start_s=start, step_s=home.step_s, utc_offset_s=home.utc_offset_s,
+        )  # fmt: skip
+    return MeterHistory.from_net(home.net_w, start_s=start, step_s=home.step_s,
+                                 utc_offset_s=home.utc_offset_s)  # fmt: skip
 
 
 def run_daemons(
@@ -539,6 +593,8 @@ def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
     """
     if run.first_slot <= 0 or run.result.slots_planned < 1:
         raise UsageError("the daemon run measured no slot")
+    if scenario.home_source != "shipped":
+        raise UsageError("inproc_twin lines up runs of the shipped household only")
     genesis = load_genesis(run.root / "node0" / "genesis.toml")
     meter = shipped_replay(  # what the daemons' make_meter built; only its node anchor matters here
         node_anchor_s=genesis.genesis_time_ms // 1000,

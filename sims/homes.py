@@ -190,16 +190,17 @@ def community_history(
             raise _outside(scenario, spec, h, hi)
         windows.append(h.window(lo, hi))
     offset = next(iter(homes.values())).utc_offset_s
-    if all(w.has_components for w in windows):
+    pv_rows, load_rows = [], []
+    for w, spec in zip(windows, specs, strict=True):
+        if w.pv_w is None or w.load_w is None:
+            break
+        pv_rows.append(w.pv_w[0] * spec.pv_scale)
+        load_rows.append(w.load_w[0] * spec.load_scale)
+    else:
         return MeterHistory.from_components(
-            np.stack([w.pv_w[0] * spec.pv_scale for w, spec in zip(windows, specs, strict=True)]),  # type: ignore[index]
-            np.stack(
-                [w.load_w[0] * spec.load_scale for w, spec in zip(windows, specs, strict=True)]
-            ),  # type: ignore[index]
-            start_s=first,
-            step_s=step,
+            np.stack(pv_rows), np.stack(load_rows), start_s=first, step_s=step,
             utc_offset_s=offset,
-        )
+        )  # fmt: skip
     return MeterHistory.from_net(
         np.stack([w.net_w[0] for w in windows]), start_s=first, step_s=step, utc_offset_s=offset
     )
@@ -262,10 +263,18 @@ def _shipped_history(
 
 
 def write_meter_file(history: MeterHistory, path: Path, *, shift_s: int) -> None:
-    """Write one household's history (row 0) as a meter file (``time_s`` and ``pv_w``/``load_w``,
-    or ``net_w``), its times moved by ``shift_s`` (the daemon engine puts the data in node time)."""
+    """Write one household's history (row 0) as a meter file (``docs/forecasting.md`` schema:
+    ISO ``timestamp`` at the history's local standard-time offset, so whoever reads it gets the
+    household's calendar back, and ``pv_w``/``load_w`` or ``net_w``), its times moved by
+    ``shift_s`` (the daemon engine puts the data in node time)."""
     t = history.start_s + shift_s + np.arange(history.steps, dtype=np.int64) * history.step_s
-    cols: dict[str, object] = {"time_s": t}
+    offset = pd.Timedelta(seconds=history.utc_offset_s)
+    stamps = pd.to_datetime(t, unit="s", utc=True) + offset
+    sign = "+" if history.utc_offset_s >= 0 else "-"
+    hours, minutes = divmod(abs(history.utc_offset_s) // 60, 60)
+    cols: dict[str, object] = {
+        "timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%S") + f"{sign}{hours:02d}:{minutes:02d}"
+    }
     if history.pv_w is not None and history.load_w is not None:
         cols |= {"pv_w": history.pv_w[0], "load_w": history.load_w[0]}
     else:

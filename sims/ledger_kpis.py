@@ -213,7 +213,10 @@ class MarketKPIs:
             {
                 h: HouseholdMarket(
                     HouseholdTotals(*v[:7]),
-                    *v[7:],
+                    v[7],
+                    v[8],
+                    v[9],
+                    v[10],
                     tuple(weeks.get(h, {}).get(w, 0) for w in range(n_weeks)),
                 )
                 for h, v in households.items()

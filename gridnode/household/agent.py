@@ -68,7 +68,7 @@ from forecasting.policy import (
 )
 from gridnode.core.ledger import Genesis
 from gridnode.household.battery import Battery, Dispatch, dispatch
-from gridnode.household.forecast import SlotForecast
+from gridnode.household.forecast import HISTORY_DAYS, SlotForecast
 from market.errors import UsageError
 from market.orders import Order
 from market.slots import SlotClock
@@ -92,9 +92,6 @@ __all__ = [
 #: open slots a household quotes at every slot boundary, the earliest first; the scenario's
 #: ``[bidding] horizon_slots`` default (the real-daemon engine runs only this)
 QUOTED_SLOTS: Final = 1
-#: days of meter history a household's forecaster is fitted on (at most; profile-qr fits from 30
-#: days and was measured with a year) and that the drivers hand to it
-HISTORY_DAYS: Final = 365
 #: the expected clearing price: same time of day on this many past days ...
 PRICE_DAYS: Final = 7
 #: ... or, when none of them cleared at a price, the last this many slots

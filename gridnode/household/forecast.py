@@ -11,9 +11,10 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
 * **Fitting off the slot's hot path, on a schedule of the community clock**: the model is fitted
   once per period of ``refit_every_s`` (:data:`REFIT_EVERY_S`: a day; periods are aligned to
   multiples of it in unix time) on the history *before the period started* — at most
-  :data:`FIT_DAYS` days of it — and again whenever the number of rows changes. So a fit is a
+  :data:`HISTORY_DAYS` days of it — and again whenever the number of rows changes. So a fit is a
   function of the period and the meter data alone, never of when a driver started: a daemon and
-  the in-process engine fit alike. Each call then only predicts, from the history passed in (a fit
+  the in-process engine fit alike, provided they pass :attr:`~SlotForecaster.history_days` of
+  history (or all there is). Each call then only predicts, from the history passed in (a fit
   from midnight forecasts from this hour's meter data). ``refit_every_s = 0`` fits at every call
   on the history up to ``now_s``.
 * **Many rows** are fitted :data:`FIT_ROWS` at a time (a year of history for a thousand households
@@ -61,6 +62,8 @@ from market.slots import SlotClock
 
 __all__ = [
     "FORESIGHT_MODEL",
+    "HISTORY_DAYS",
+    "PLAUSIBLE_DAYS",
     "REFIT_EVERY_S",
     "Site",
     "SlotForecast",
@@ -73,8 +76,9 @@ __all__ = [
 FORESIGHT_MODEL = "perfect-foresight"
 #: the forecaster is refitted once a day (at 00:00 UTC), on the history before that
 REFIT_EVERY_S: Final = 86_400
-#: days of history a fit uses at most (profile-qr's training window: a year)
-FIT_DAYS: Final = 365
+#: days of meter history a fit uses at most (profile-qr fits from 30 days and was measured with a
+#: year: its training window)
+HISTORY_DAYS: Final = 365
 #: rows fitted in one call of the model
 FIT_ROWS: Final = 32
 #: a forecast stays within the net power the meter showed in this many days
@@ -143,7 +147,7 @@ class SlotForecaster:
         model: Forecaster,
         *,
         refit_every_s: int = REFIT_EVERY_S,
-        fit_days: int = FIT_DAYS,
+        fit_days: int = HISTORY_DAYS,
         fallback: Forecaster | None = None,
     ) -> None:
         if refit_every_s < 0:
@@ -164,6 +168,13 @@ class SlotForecaster:
     def name(self) -> str:
         """The model whose forecasts come out now (the fallback's while the model cannot fit)."""
         return self._fitted_name
+
+    @property
+    def history_days(self) -> int:
+        """Days of history a driver passes so that every fit sees all of its ``fit_days`` (the
+        period may have started up to ``refit_every_s`` ago): then a fit depends on the period
+        and the meter data alone."""
+        return self.fit_days + -(-self.refit_every_s // 86_400)
 
     def _period_of(self, now_s: int) -> int:
         return now_s // self.refit_every_s if self.refit_every_s else now_s

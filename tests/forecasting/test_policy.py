@@ -342,7 +342,9 @@ def test_the_battery_extends_the_curves_by_what_it_can_give_and_take() -> None:
 
 def test_nothing_to_trade_means_no_order_and_ids_are_content_derived() -> None:
     cfg = PolicyConfig(80_000, 300_000)
-    assert quote_slot(SlotQuantiles(1, 0, 0, 0), household="h", config=cfg, slot_seconds=900) is None
+    assert (
+        quote_slot(SlotQuantiles(1, 0, 0, 0), household="h", config=cfg, slot_seconds=900) is None
+    )
     assert median_only_order(SlotQuantiles(1, -5, 0, 5), household="h", config=cfg) is None
     naive = median_only_order(SlotQuantiles(1, -5, 40, 90), household="h", config=cfg)
     assert naive is not None and naive.steps == (Step(190_000, 40),)
