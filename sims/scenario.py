@@ -436,9 +436,9 @@ def parse_scenario(
             isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi
         ):
             raise site_t.fail(key, "out_of_range", f"a number in [{lo}, {hi}]", v)
-    if (lat is None) != (lon is None):
-        raise site_t.fail("longitude" if lon is None else "latitude", "missing",
-                          "latitude and longitude together", None)  # fmt: skip
+    if ("latitude" in site_t.table) != ("longitude" in site_t.table):
+        missing = "longitude" if "latitude" in site_t.table else "latitude"
+        raise site_t.fail(missing, "missing", "latitude and longitude together", None)
     country = site_t.get("holiday_country", homes.site.holiday_country)
     subdiv = site_t.get("holiday_subdiv", homes.site.holiday_subdiv)
     for key, v in (("holiday_country", country), ("holiday_subdiv", subdiv)):
