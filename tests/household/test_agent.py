@@ -281,7 +281,7 @@ def test_forecasts_that_keep_missing_make_the_agent_careful() -> None:
     q_for = lambda slot: SlotQuantiles(slot, 400, 500, 600)  # noqa: E731 - a local shorthand
     slot = FIRST + 1
     first = None
-    for k in range(40):
+    for _k in range(40):
         now_s = boundary(slot - 1)
         needs = a.needs(now_s)
         actions = a.on_slot_boundary(

@@ -140,27 +140,27 @@ def _doc(**overrides: Any) -> dict[str, Any]:
             _doc(households={"count": 4, "homes": [1, 2]}),
             "households.homes",
             "not_for_this_source",
-        ),  # fmt: skip
+        ),
         (
             _doc(households={"source": "citylearn", "homes": [1, 18]}),
             "households.homes",
             "bad_homes",
-        ),  # fmt: skip
+        ),
         (
             _doc(households={"source": "citylearn", "homes": [1, 1]}),
             "households.homes",
             "bad_homes",
-        ),  # fmt: skip
+        ),
         (
             _doc(households={"source": "citylearn"}, market={"slot_seconds": 900}),
             "market.slot_seconds",
             "not_whole_intervals",
-        ),  # fmt: skip
+        ),
         (
             _doc(households={"source": "citylearn", "group": [{"pv_kwp": 3}]}),
             "households.group[0].pv_kwp",
             "not_for_this_source",
-        ),  # fmt: skip
+        ),
         (_doc(households={"source": "meter-folder"}), "households.folder", "missing"),
         (_doc(network={"drop_rate": 0.9}), "network.drop_rate", "out_of_range"),
         (_doc(faults=[{"kind": "meteor", "at_s": 0}]), "faults[0].kind", "unknown_value"),
