@@ -7,11 +7,15 @@ Same node code as the daemon, different driver:
   travels as its canonical bytes with a seeded latency (``network.latency_ms``) and loss model
   (``network.drop_rate`` plus the fault plan). Timers run on the same virtual clock.
 * **Households** are the daemon's household agents (:class:`gridnode.household.agent.HouseholdAgent`,
-  one per household, the same object the daemon drives): at every slot boundary each agent reads
-  the slot just delivered (its :class:`gridnode.meter.ReplayMeter` over the shipped real data, after
-  its battery if any) and quotes the next open slots from its row of **one batched forecast**
-  (:class:`gridnode.household.forecast.SlotForecaster`: the model fitted once per slot on the whole
-  community's history matrix; or perfect foresight), with the scenario's policy. The engine signs
+  one per household, the same object the daemon drives) living in the scenario's homes
+  (:mod:`sims.homes`: the shipped household replayed per household as the daemon's
+  :class:`gridnode.meter.ReplayMeter` does, the CityLearn homes, or a folder of meter files): at
+  every slot boundary each agent reads the slot just delivered (after its battery if any) and
+  quotes the next open slots from its row of **one batched forecast**
+  (:class:`gridnode.household.forecast.SlotForecaster`: the scenario's model, profile-qr by
+  default, fitted for the whole community's history matrix once per ``refit_days`` period on the
+  year before it, predicting every slot; or perfect foresight), with the scenario's policy and the
+  clearing prices of the highest honest validator's ledger state (the expected price). The engine signs
   what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
   it to a validator (another one after a timeout if it does not answer); a validator that admits a
   transaction to its mempool forwards it to the other validators.
@@ -47,8 +51,7 @@ Same node code as the daemon, different driver:
   forecasts stay forecasts of the natural net (PV − load), which is what the battery-aware policy
   expects. The engine records what every battery did for the KPIs.
 
-Known limits: the forecaster is the daemon's seasonal-naive model, refitted every slot as the daemon
-does; per-validator CPU is not modelled (shared caches, above), so the engine's speed says nothing
+Known limits: per-validator CPU is not modelled (shared caches, above), so the engine's speed says nothing
 about a real validator's.
 """
 
