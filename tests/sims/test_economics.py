@@ -64,7 +64,9 @@ def test_the_comparison_and_its_table() -> None:
         assert comp[policy]["p2p_gains_micro"] == c["savings_micro"] + c["imbalance_cost_micro"]
     text = table(comp)
     assert text.splitlines()[0].startswith("policy") and "perfect-foresight" in text
-    assert comparison({"forecast": make_result(1)})["forecast"]["share_of_perfect_foresight"] is None
+    assert (
+        comparison({"forecast": make_result(1)})["forecast"]["share_of_perfect_foresight"] is None
+    )
 
 
 def test_the_kpis_hold_exactly_on_a_real_run_and_are_reported(tmp_path: Path) -> None:
