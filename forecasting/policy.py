@@ -313,14 +313,6 @@ def order_id(household: str, slot: int, side: Side, nonce: int) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _steps(parts: list[tuple[int, int]]) -> tuple[Step, ...]:
-    merged: dict[int, int] = {}
-    for price, energy in parts:
-        if energy > 0:
-            merged[price] = merged.get(price, 0) + energy
-    return tuple(Step(price, e) for price, e in sorted(merged.items()))
-
-
 def _last_k(ok: Callable[[int], bool], cap: int) -> int:
     """The largest ``k`` in ``0..cap`` for which ``ok(k)`` (the ``k``-th Wh's reservation is
     acceptable at the price; it is monotone in ``k``, so bisection finds it), 0 if none."""
@@ -344,7 +336,7 @@ def _ratio(num: int, spread: int) -> float:
 def _floor(wh: float) -> int:
     """Whole Wh at or below ``wh`` (a hair of float noise forgiven); ``−inf`` → −1, ``+inf`` is
     not asked for (the callers cap quantities first)."""
-    return math.floor(wh + 1e-9) if math.isfinite(wh) else -1
+    return math.floor(wh + 1e-9) if -1e18 < wh < 1e18 else -1
 
 
 def _levels(config: PolicyConfig, expected: int, *, sell: bool, battery: bool) -> list[int]:
@@ -371,13 +363,16 @@ def _levels(config: PolicyConfig, expected: int, *, sell: bool, battery: bool) -
 
 def _sell_curve(
     dist: NetDistribution, config: PolicyConfig, avail: int, room: int, expected: int, *, cap: int
-) -> list[tuple[int, int]]:
-    """``(ask, cumulative Wh offered at or below it)`` at every price level, ascending; at most
-    ``cap`` Wh of the forecast (its P90) and the battery's energy."""
-    r, spread = config.retail_micro_per_kwh, config.spread
+) -> tuple[Step, ...]:
+    """The sell steps (ascending asks): at each price level the Wh whose reservation it covers,
+    at most ``cap`` Wh of the forecast (its P90) and the battery's energy."""
     cap = max(cap, 0) + avail
+    if cap == 0:
+        return ()
+    r, spread = config.retail_micro_per_kwh, config.spread
     battery = bool(avail or room)
-    out = []
+    tail = TAIL / 1000
+    steps, done = [], 0
     for price in _levels(config, expected, sell=True, battery=battery):
         if battery:
 
@@ -388,20 +383,28 @@ def _sell_curve(
             k = _last_k(cheap_enough, cap)
         else:  # P(X ≥ k) ≥ u, u = (R − price)/spread: k up to the (1 − u) quantile
             u = _ratio(r - price, spread)
-            k = cap if u <= TAIL / 1000 else _floor(dist.quantile(1.0 - u))
-        out.append((price, min(max(k, 0), cap)))
-    return out
+            k = cap if u <= tail else _floor(dist.quantile(1.0 - u))
+        if k > done:
+            k = min(k, cap)
+            steps.append(Step(price, k - done))
+            done = k
+            if done == cap:
+                break  # dearer asks offer nothing more
+    return tuple(steps)
 
 
 def _buy_curve(
     dist: NetDistribution, config: PolicyConfig, avail: int, room: int, expected: int, *, cap: int
-) -> list[tuple[int, int]]:
-    """``(bid, cumulative Wh bid at or above it)`` at every price level, descending; at most
-    ``cap`` Wh of the forecast shortfall (its 90 % one) and the battery's headroom."""
-    f, spread, g = config.feed_in_micro_per_kwh, config.spread, config.grid_fee_micro_per_kwh
+) -> tuple[Step, ...]:
+    """The buy steps (in ascending price order): at each price level the Wh whose reservation
+    covers it, at most ``cap`` Wh of the forecast shortfall (its 90 % one) and the headroom."""
     cap = max(cap, 0) + room
+    if cap == 0:
+        return ()
+    f, spread, g = config.feed_in_micro_per_kwh, config.spread, config.grid_fee_micro_per_kwh
     battery = bool(avail or room)
-    out = []
+    tail = TAIL / 1000
+    steps, done = [], 0
     for price in reversed(_levels(config, expected, sell=False, battery=battery)):
         if battery:
 
@@ -412,9 +415,15 @@ def _buy_curve(
             k = _last_k(worth_it, cap)
         else:  # P(D ≥ k) ≥ u, u = (price + g − F)/spread: k up to minus the u quantile of X
             u = _ratio(price + g - f, spread)
-            k = 0 if u > 1.0 else cap if u <= TAIL / 1000 else _floor(-dist.quantile(u))
-        out.append((price, min(max(k, 0), cap)))
-    return out
+            k = 0 if u > 1.0 else cap if u <= tail else _floor(-dist.quantile(u))
+        if k > done:
+            k = min(k, cap)
+            steps.append(Step(price, k - done))
+            done = k
+            if done == cap:
+                break  # cheaper bids ask for nothing more
+    steps.reverse()
+    return tuple(steps)
 
 
 def _gain(steps: tuple[Step, ...], price: int, *, sell: bool) -> int:
@@ -425,15 +434,6 @@ def _gain(steps: tuple[Step, ...], price: int, *, sell: bool) -> int:
                    for s in steps if s.price_micro_per_kwh <= price)  # fmt: skip
     return sum(s.energy_wh * (s.price_micro_per_kwh - price)
                for s in steps if s.price_micro_per_kwh >= price)  # fmt: skip
-
-
-def _as_steps(curve: list[tuple[int, int]]) -> tuple[Step, ...]:
-    parts, done = [], 0
-    for price, cum in curve:
-        if cum > done:
-            parts.append((price, cum - done))
-            done = cum
-    return _steps(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,27 +485,11 @@ def order_curves(
     p10, p50, p90 = float(q.p10_wh), float(q.p50_wh), float(q.p90_wh)
     fearing_short = NetDistribution(p50 - lo * (p50 - p10), p50, p90)
     fearing_long = NetDistribution(p10, p50, p50 + hi * (p90 - p50))
+    sell_cap = _floor(fearing_short.quantile(1 - TAIL / 1000))
+    buy_cap = _floor(-fearing_long.quantile(TAIL / 1000))
     return Curves(
-        _as_steps(
-            _sell_curve(
-                fearing_short,
-                config,
-                avail,
-                room,
-                expected,
-                cap=_floor(fearing_short.quantile(1 - TAIL / 1000)),
-            )
-        ),
-        _as_steps(
-            _buy_curve(
-                fearing_long,
-                config,
-                avail,
-                room,
-                expected,
-                cap=_floor(-fearing_long.quantile(TAIL / 1000)),
-            )
-        ),
+        _sell_curve(fearing_short, config, avail, room, expected, cap=sell_cap),
+        _buy_curve(fearing_long, config, avail, room, expected, cap=buy_cap),
         expected,
     )
 
