@@ -224,11 +224,15 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
     tariffs and deadline in the genesis, each household's meter, forecaster and bidding in its
     config. The shipped household is replayed by the daemon's own replay meter; other homes (the
     CityLearn homes, a meter folder) are written as each household's meter file in node time
-    (:func:`homes_shift_s`)."""
+    (:func:`homes_clock`, which may move the genesis time)."""
     assert lc.genesis is not None
     households = [h for h in lc.households if h.role == "full"]
+    genesis_s, shift = homes_clock(scenario, lc.genesis.genesis_time_ms // 1000, lc.speedup)
     lc.genesis = replace(
         lc.genesis,
+        genesis_time_ms=genesis_s * 1000
+        if scenario.home_source != "shipped"
+        else lc.genesis.genesis_time_ms,
         members=tuple(h.key.public_hex for h in households),
         retail_micro_per_kwh=scenario.retail_micro_per_kwh,
         feed_in_micro_per_kwh=scenario.feed_in_micro_per_kwh,
@@ -249,7 +253,6 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
         bidding["household.holiday_country"] = site.holiday_country
     if site.holiday_subdiv is not None:
         bidding["household.holiday_subdiv"] = site.holiday_subdiv
-    shift = homes_shift_s(scenario, lc.genesis.genesis_time_ms // 1000)
     for h, spec in zip(households, specs, strict=True):
         sizes = {
             "household.pv_kwp": spec.pv_kwp,
@@ -271,18 +274,25 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
         update_config(h.dir, meter | sizes | bidding)
 
 
-def homes_shift_s(scenario: Scenario, genesis_s: int) -> int:
-    """Node time − data time for a community of real homes: the whole number of weeks that puts
-    ``start_day`` at ``start_hour`` (the homes' time) nearest the genesis time. A whole number of
-    weeks keeps the homes' weekdays and time of day, and the sun where it was (the forecaster's
-    calendar and clear-sky PV stay right); so the daemons replay from the node clock's time of
-    day, on a day within half a week of ``start_day``. 0 for the shipped household."""
+def homes_clock(scenario: Scenario, now_s: int, speedup: float) -> tuple[int, int]:
+    """``(genesis_s, shift_s)`` for a community of real homes: the genesis time, and node time −
+    data time (a whole number of weeks, so the homes keep their weekdays and time of day and the
+    sun stays where it was: the forecaster's calendar and clear-sky PV stay right). With a clock
+    speed-up the genesis is put up to ``week / (speedup − 1)`` in the past, so that node time
+    ``now_s`` is ``start_day`` at ``start_hour`` in the homes' calendar (shifted by the weeks);
+    in real time the node clock is the wall clock and the replay starts at its time of day, on a
+    day within half a week of ``start_day``. The shipped household: ``(now_s, 0)`` (its replay
+    meter anchors itself)."""
     if scenario.home_source == "shipped":
-        return 0
+        return now_s, 0
     day = dt.date.fromisoformat(scenario.start_day)
     midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
     start = midnight - data_utc_offset_s(scenario) + int(scenario.start_hour * 3600)
-    return round((genesis_s - start) / WEEK_S) * WEEK_S
+    if speedup <= 1.0:
+        return now_s, round((now_s - start) / WEEK_S) * WEEK_S
+    shift = -(-(now_s - start) // WEEK_S) * WEEK_S  # the first week with start + shift >= now
+    genesis = now_s - int((start + shift - now_s) / (speedup - 1.0))
+    return genesis, shift
 
 
 def _home_row(scenario: Scenario, spec: HouseholdSpec) -> MeterHistory:
