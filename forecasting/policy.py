@@ -38,7 +38,7 @@ Rules of this module (all pure: same inputs, same orders, byte for byte):
 * **Bounds**: offered energy ≤ ``max(P90, 0) + A``, bid energy ≤ ``max(−P10, 0) + H`` (nothing
   beyond the 10 % tail: a household without PV never bids for more than it plausibly uses); bid
   steps below feed-in are dropped (no seller sells below what the grid pays); every price lies in
-  ``[F, R]``; at most 12 steps.
+  ``[F, R]``; at most 12 steps (14 with a battery).
 * **One side per slot** (the ledger refuses a buy and a sell for one slot): the side whose curve
   gains more in expectation at the expected clearing price (the midpoint of feed-in and retail when
   none is known); ties and nothing to gain: the side of the P50.
@@ -51,7 +51,7 @@ Rules of this module (all pure: same inputs, same orders, byte for byte):
   uses the one that makes it more careful: the **sell** curve is laid out on the distribution with
   its *lower* half-band widened (a seller fears a shortfall), the **buy** curve on the one with its
   *upper* half-band widened (a buyer fears not needing it). A calibrated forecast is left as it is.
-* Steps with the same price are merged, zero-energy steps dropped; an order with no energy is not
+* Steps are at distinct prices in ascending order, none empty; an order with no energy is not
   emitted. Order ids are ``sha256(household|slot|side|nonce)``; nonces are ``nonce, nonce+1, …``
   in slot order.
 
