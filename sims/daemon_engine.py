@@ -50,6 +50,7 @@ order ids, in both engines. :func:`inproc_twin` gives the scenario and first slo
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import random
 import signal
@@ -59,7 +60,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from forecasting.series import MeterHistory
 from gridnode.config import load_genesis, update_config, write_genesis
@@ -274,25 +275,35 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
         update_config(h.dir, meter | sizes | bidding)
 
 
+#: a year as the daemon engine shifts real homes: the whole weeks nearest 365.25 days
+_YEAR_S: Final = 365.25 * 86_400
+
+
 def homes_clock(scenario: Scenario, now_s: int, speedup: float) -> tuple[int, int]:
     """``(genesis_s, shift_s)`` for a community of real homes: the genesis time, and node time −
-    data time (a whole number of weeks, so the homes keep their weekdays and time of day and the
-    sun stays where it was: the forecaster's calendar and clear-sky PV stay right). With a clock
-    speed-up the genesis is put up to ``week / (speedup − 1)`` in the past, so that node time
-    ``now_s`` is ``start_day`` at ``start_hour`` in the homes' calendar (shifted by the weeks);
-    in real time the node clock is the wall clock and the replay starts at its time of day, on a
-    day within half a week of ``start_day``. The shipped household: ``(now_s, 0)`` (its replay
-    meter anchors itself)."""
+    data time, a whole number of weeks nearest a whole number of years — so the homes keep their
+    weekdays and time of day, and the sun its season (within half a week): the forecaster's
+    calendar and clear-sky PV stay right. With a clock speed-up the genesis is put back (by up to
+    a year / (speedup − 1)) so that node time ``now_s`` is ``start_day`` at ``start_hour`` of the
+    homes' calendar, those years later; in real time the node clock is the wall clock, and the
+    replay runs the homes' data of the wall clock's date in the data year nearest ``start_day``.
+    The shipped household: ``(now_s, 0)`` (its replay meter anchors itself)."""
     if scenario.home_source == "shipped":
         return now_s, 0
     day = dt.date.fromisoformat(scenario.start_day)
     midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
     start = midnight - data_utc_offset_s(scenario) + int(scenario.start_hour * 3600)
+
+    def shift_of(years: int) -> int:
+        return round(years * _YEAR_S / WEEK_S) * WEEK_S
+
     if speedup <= 1.0:
-        return now_s, round((now_s - start) / WEEK_S) * WEEK_S
-    shift = -(-(now_s - start) // WEEK_S) * WEEK_S  # the first week with start + shift >= now
-    genesis = now_s - int((start + shift - now_s) / (speedup - 1.0))
-    return genesis, shift
+        return now_s, shift_of(round((now_s - start) / _YEAR_S))
+    years = max(0, math.ceil((now_s - start) / _YEAR_S))
+    while start + shift_of(years) < now_s:
+        years += 1
+    shift = shift_of(years)
+    return now_s - int((start + shift - now_s) / (speedup - 1.0)), shift
 
 
 def _home_row(scenario: Scenario, spec: HouseholdSpec) -> MeterHistory:
