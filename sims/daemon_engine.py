@@ -34,9 +34,11 @@ What is measured and how (from the chain and the daemons' API, never from their 
 
 Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
 validator count, households (PV, load scale, replay day, batteries: each household daemon
-dispatches its own, and what they did is read back from its readings and meter), every bidding
-policy (``forecast``, ``naive-fixed-price``, ``perfect-foresight``: the daemon's
-``bidding.policy``), and ``crash`` faults
+dispatches its own, and what they did is read back from its readings and meter), every home source
+(the shipped household through the daemon's replay meter; the CityLearn homes and meter folders as
+a meter file per household in node time, :func:`homes_clock`), the forecaster and site (the
+daemon's ``bidding.model`` and ``household`` keys), every bidding policy (``forecast``,
+``naive-fixed-price``, ``perfect-foresight``: the daemon's ``bidding.policy``), and ``crash`` faults
 (SIGKILL a validator at ``at_s``, restart it after ``duration_s``). Other fault kinds (drop,
 partition, Byzantine, skew) exist only in the in-process engine; asking the daemon engine for them
 is a :class:`~market.errors.UsageError`.
