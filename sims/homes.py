@@ -27,8 +27,8 @@ Rules of this module:
   :class:`~forecasting.series.MeterHistory` (one row each) over ``[first_s, end_s)``, cut to where
   every household has data (a one-line error names the households and days when the scenario asks
   for data the homes do not have).
-* Reading files is the only I/O; nothing is written (the daemon engine writes its households'
-  meter files with :func:`write_meter_file`).
+* Reading files is this module's I/O, and :func:`write_meter_file`, with which the daemon engine
+  writes each household's meter file.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from forecasting.data import (
 from forecasting.series import MeterHistory
 from gridnode.household.forecast import Site
 from gridnode.meter import ReplayMeter
-from market.errors import InvalidInput
+from market.errors import InvalidInput, UsageError
 
 if TYPE_CHECKING:
     from sims.scenario import HouseholdSpec, Scenario, _HomesInfo
@@ -134,20 +134,15 @@ def _citylearn(step_s: int) -> MeterHistory:
 def home_histories(scenario: Scenario) -> dict[str, MeterHistory]:
     """Each home's whole measured history (one row) by home id, on a grid of the slot length
     (``citylearn``, ``meter-folder``)."""
-    if scenario.home_source == "citylearn":
+    if scenario.home_source == "citylearn":  # hourly: the scenario's slots are an hour long
         data = _citylearn(3600)
-        return {
-            hid: data.select([int(hid.split("-")[1]) - 1]).resample(scenario.slot_seconds)
-            if scenario.slot_seconds != 3600
-            else data.select([int(hid.split("-")[1]) - 1])
-            for hid in scenario.home_ids
-        }
+        return {hid: data.select([int(hid.split("-")[1]) - 1]) for hid in scenario.home_ids}
     if scenario.home_source == "meter-folder":
         folder = Path(scenario.meter_folder)
         files = _folder(str(folder), _mtime(folder))
         aligned = align_histories(files, step_s=scenario.slot_seconds)
         return {name: aligned.select([i]) for i, name in enumerate(files)}
-    raise ValueError(f"home_histories is for real-home sources, not {scenario.home_source!r}")
+    raise UsageError(f"home_histories is for real homes, not source {scenario.home_source!r}")
 
 
 def data_utc_offset_s(scenario: Scenario) -> int:
