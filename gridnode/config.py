@@ -553,8 +553,19 @@ def _check_site(path: Path, values: dict[str, Any]) -> None:
         raise UsageError(f"{path}: household.latitude must lie in [-90, 90], got {lat}")
     if lon is not None and not -180 <= lon <= 180:
         raise UsageError(f"{path}: household.longitude must lie in [-180, 180], got {lon}")
-    if values.get("holiday_subdiv") is not None and values.get("holiday_country") is None:
+    country, subdiv = values.get("holiday_country"), values.get("holiday_subdiv")
+    if subdiv is not None and country is None:
         raise UsageError(f"{path}: household.holiday_subdiv needs household.holiday_country")
+    if country is not None:
+        import holidays  # noqa: PLC0415 - only a household that names its country needs it
+
+        try:
+            holidays.country_holidays(country, subdiv=subdiv)
+        except NotImplementedError:
+            raise UsageError(
+                f"{path}: household.holiday_country/holiday_subdiv: no public-holiday calendar "
+                f"for {country!r}/{subdiv!r} (the holidays package's codes, e.g. 'US'/'CA')"
+            ) from None
     for name in ("latitude", "longitude"):
         if values.get(name) is not None:
             values[name] = float(values[name])

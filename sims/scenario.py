@@ -446,6 +446,15 @@ def parse_scenario(
             raise site_t.fail(key, "not_a_string", "a country code such as 'US'", v)
     if subdiv is not None and country is None:
         raise site_t.fail("holiday_country", "missing", "a country for holiday_subdiv", None)
+    if country is not None:
+        import holidays  # noqa: PLC0415 - only a scenario that names a country needs it
+
+        try:
+            holidays.country_holidays(country, subdiv=subdiv)
+        except NotImplementedError:
+            key = "holiday_subdiv" if subdiv is not None else "holiday_country"
+            raise site_t.fail(key, "unknown_calendar", "a country (and subdivision) the "
+                              "holidays package knows, e.g. 'US' / 'CA'", subdiv or country) from None  # fmt: skip
     site_t.finish()
     site = Site(
         None if lat is None else float(lat),
@@ -521,7 +530,8 @@ def parse_scenario(
 
 @dataclass(frozen=True, slots=True)
 class _HomesInfo:
-    """What parsing needs to know about the scenario's homes (:func:`sims.homes.homes_info`)."""
+    """What parsing needs to know about the scenario's homes (``sims.homes``: ``shipped_info``,
+    ``citylearn_info``, ``folder_info``)."""
 
     ids: tuple[str, ...]  # empty: the shipped household
     kwp: tuple[float, ...]

@@ -47,6 +47,7 @@ def test_the_daemon_bids_with_the_default_model_for_its_site(tmp_path: Path) -> 
         ({"household.latitude": 52.0}, "household.latitude and household.longitude go together"),
         ({"household.latitude": 95, "household.longitude": 0}, "latitude must lie in [-90, 90]"),
         ({"household.holiday_subdiv": "CA"}, "holiday_subdiv needs household.holiday_country"),
+        ({"household.holiday_country": "XX"}, "no public-holiday calendar for 'XX'/None"),
     ],
 )
 def test_mistakes_are_one_line_naming_the_key(

@@ -135,6 +135,12 @@ def _doc(**overrides: Any) -> dict[str, Any]:
         (_doc(site={"latitude": 52.5}), "site.longitude", "missing"),
         (_doc(site={"latitude": 95, "longitude": 0}), "site.latitude", "out_of_range"),
         (_doc(site={"holiday_country": 7}), "site.holiday_country", "not_a_string"),
+        (_doc(site={"holiday_country": "XX"}), "site.holiday_country", "unknown_calendar"),
+        (
+            _doc(site={"holiday_country": "US", "holiday_subdiv": "ZZ"}),
+            "site.holiday_subdiv",
+            "unknown_calendar",
+        ),
         (_doc(households={"count": 4, "source": "mars"}), "households.source", "unknown_value"),
         (
             _doc(households={"count": 4, "homes": [1, 2]}),
