@@ -34,10 +34,10 @@ Rules of this module:
   slot is meant to replace the earlier order (the ledger keeps the highest nonce). Orders come out
   with nonce 0 and the policy's order id; the driver sets the household's next nonce and signs.
   Every :class:`Quote` keeps the forecast, the expected price and the model that produced it.
-* **Calibration**: every reading of a slot it quoted (policy ``forecast``) goes into the agent's
+* **Calibration**: every reading of a slot it quoted from a forecast goes into the agent's
   :class:`~forecasting.policy.BandCalibration`, whose factors widen the bands of its next quotes
   (the side each curve fears) when its forecasts have been missing their P10–P90 more often than
-  they should (the policy's rules).
+  they should (the policy's rules; perfect foresight's never miss, so never widen).
 * **Expected clearing price** (:func:`expected_clearing_price`): the median of the ledger's
   clearing prices at the same time of day on the last :data:`PRICE_DAYS` days, else of the last
   :data:`PRICE_SLOTS` slots' prices, else none (the policy then assumes the midpoint of feed-in
