@@ -11,9 +11,11 @@ Rules of this module:
   and the policy quotes every slot of that day; each slot is cleared with
   :func:`market.clearing.clear` and settled with :func:`market.settlement.settle` against the
   *measured* net energy (integer Wh). Costs are sums of the settlement's bills, exact µ¤.
-* Reference policies: ``grid-only`` (no orders: every bill is the grid-only counterfactual) and
-  ``perfect-foresight`` (every household knows its measured net exactly and quotes it in one step at
-  the midpoint price: the best a forecast can do under this market).
+* Policies: ``quantile-steps`` (:func:`forecasting.policy.quote_slot`, the reservation-price
+  curve of the forecast distribution), ``median-one-step`` (the P50 at the midpoint price), and
+  the references ``grid-only`` (no orders: every bill is the grid-only counterfactual) and
+  ``perfect-foresight`` (:func:`~forecasting.policy.quote_slot` on the measured net: the same
+  policy with a forecast that is never wrong).
 * Pure and deterministic: same inputs → same report.
 """
 
@@ -122,7 +124,11 @@ def evaluate_policies(
     model = forecaster or QuantileRegression(
         horizon=history.steps_per_day, origin_steps_of_day=(phase,)
     )
-    cfg = config or PolicyConfig(tariff.feed_in_micro_per_kwh, tariff.retail_micro_per_kwh)
+    cfg = config or PolicyConfig(
+        tariff.feed_in_micro_per_kwh,
+        tariff.retail_micro_per_kwh,
+        grid_fee_micro_per_kwh=tariff.grid_fee_micro_per_kwh,
+    )
     seconds = history.step_s
     clock = SlotClock(slot_seconds=seconds, gate_lead_seconds=0)
     names = [f"h{i:03d}" for i in range(history.households)]
@@ -151,16 +157,16 @@ def evaluate_policies(
                 order = None
                 if policy == "perfect-foresight":
                     m = int(measured[i, k])
-                    order = median_only_order(
-                        SlotQuantiles(slot, m, m, m), household=name, config=cfg, nonce=k
-                    )
+                    order = quote_slot(
+                        SlotQuantiles(slot, m, m, m), household=name, config=cfg,
+                        slot_seconds=seconds, battery=batt[i], nonce=k,
+                    )  # fmt: skip
                 elif policy != "grid-only":
                     assert forecasts is not None
                     q = _slot_quantiles(forecasts[i, k], slot, seconds)
                     if policy == "quantile-steps":
                         order = quote_slot(
                             q, household=name, config=cfg, slot_seconds=seconds,
-                            lead_s=clock.gate_closure(slot) - (start_s + (k // day) * day * seconds),
                             battery=batt[i], nonce=k,
                         )  # fmt: skip
                     else:

@@ -24,7 +24,6 @@ from forecasting.models import (
     Target,
 )
 from forecasting.profile_qr import ProfileQR
-from forecasting.prophet_model import ProphetForecaster
 from market.errors import UsageError
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_MODELS", "MODEL_NAMES", "build_model"]
@@ -85,5 +84,7 @@ def build_model(
     if name == "autoreg":
         return AutoRegForecaster()
     if name == "prophet":
+        from forecasting.prophet_model import ProphetForecaster  # noqa: PLC0415 - pandas, prophet
+
         return ProphetForecaster()
     raise UsageError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")

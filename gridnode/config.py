@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import tomli_w
 
+from forecasting.registry import DEFAULT_MODEL, MODEL_NAMES
 from market.errors import UsageError
 
 # the ledger (numpy), keys (libsodium), zones and token randomness are imported where they are used:
@@ -99,6 +100,11 @@ class Config:
     battery_kw: float = 0.0
     bidding_enabled: bool = False
     bidding_policy: str = "forecast"
+    bidding_model: str = DEFAULT_MODEL
+    latitude: float | None = None
+    longitude: float | None = None
+    holiday_country: str | None = None
+    holiday_subdiv: str | None = None
     meter_history: Path | None = None
     meter_source: str = "none"
     replay_day: str = "2009-06-01"
@@ -187,6 +193,27 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
         "bidding_policy",
         str,
         '"forecast" (forecast quantiles -> order curve), "naive-fixed-price" (the P50 forecast in one step at the midpoint price), "perfect-foresight" (quotes the slot\'s actual net; needs meter.source = "replay": simulations only)',
+    ),
+    ("bidding", "model"): (
+        "bidding_model",
+        str,
+        'the forecaster it bids with: "profile-qr" (the default, the best measured) or another name of forecasting.registry (docs/forecasting.md)',
+    ),
+    ("household", "latitude"): (
+        "latitude",
+        (int, float),
+        "the site's latitude, degrees (clear-sky PV in the forecaster; with longitude)",
+    ),
+    ("household", "longitude"): ("longitude", (int, float), "the site's longitude, degrees"),
+    ("household", "holiday_country"): (
+        "holiday_country",
+        str,
+        'the public holidays the household keeps, a country code such as "US" or "DE"',
+    ),
+    ("household", "holiday_subdiv"): (
+        "holiday_subdiv",
+        str,
+        'and its subdivision, e.g. "CA" (needs holiday_country)',
     ),
     ("bidding", "meter_history"): (
         "meter_history",
@@ -619,12 +646,16 @@ def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config
         raise UsageError(
             f"{path}: bidding.policy must be one of {', '.join(BIDDING_POLICIES)}, got {policy!r}"
         )
-    if policy == "perfect-foresight" and values.get("meter_source", "none") != "replay":
+    if policy == "perfect-foresight" and values.get("meter_source", "none") not in (
+        "replay",
+        "file",
+    ):
         raise UsageError(
             f"{path}: bidding.policy 'perfect-foresight' reads the slot's actual net ahead, which "
-            f"only a replay meter can: it needs meter.source = 'replay', got "
-            f"{values.get('meter_source', 'none')!r}"
+            f"only a replay meter (or a meter file written ahead, in a simulation) can: it needs "
+            f"meter.source = 'replay' or 'file', got {values.get('meter_source', 'none')!r}"
         )
+    _check_site(path, values)
     directory = directory.resolve()
     for name in ("genesis_path", "data_dir", "meter_history"):
         if name in values:
@@ -643,6 +674,38 @@ def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config
         if name in values:
             values[name] = float(values[name])
     return Config(dir=directory, **values)
+
+
+def _check_site(path: Path, values: dict[str, Any]) -> None:
+    """``bidding.model`` and the household's site (the bidding forecaster's inputs)."""
+    model = values.get("bidding_model", DEFAULT_MODEL)
+    if model not in MODEL_NAMES:
+        raise UsageError(
+            f"{path}: bidding.model must be one of {', '.join(MODEL_NAMES)}, got {model!r}"
+        )
+    lat, lon = values.get("latitude"), values.get("longitude")
+    if (lat is None) != (lon is None):
+        raise UsageError(f"{path}: household.latitude and household.longitude go together")
+    if lat is not None and not -90 <= lat <= 90:
+        raise UsageError(f"{path}: household.latitude must lie in [-90, 90], got {lat}")
+    if lon is not None and not -180 <= lon <= 180:
+        raise UsageError(f"{path}: household.longitude must lie in [-180, 180], got {lon}")
+    country, subdiv = values.get("holiday_country"), values.get("holiday_subdiv")
+    if subdiv is not None and country is None:
+        raise UsageError(f"{path}: household.holiday_subdiv needs household.holiday_country")
+    if country is not None:
+        import holidays  # noqa: PLC0415 - only a household that names its country needs it
+
+        try:
+            holidays.country_holidays(country, subdiv=subdiv)
+        except NotImplementedError:
+            raise UsageError(
+                f"{path}: household.holiday_country/holiday_subdiv: no public-holiday calendar "
+                f"for {country!r}/{subdiv!r} (the holidays package's codes, e.g. 'US'/'CA')"
+            ) from None
+    for name in ("latitude", "longitude"):
+        if values.get(name) is not None:
+            values[name] = float(values[name])
 
 
 def _check_live_meter(path: Path, values: dict[str, Any]) -> None:

@@ -10,10 +10,12 @@ the daemon's I/O around it (the in-process simulation engine drives the same age
   next boundary comes anyway: bidding must never stop the node's consensus work.
 * **A step**: ask the agent what it needs (``needs``), read the meter's natural net of each
   delivered slot (:class:`~gridnode.meter.Meter`) and this household's committed contract for it
-  (the node's ledger state; 0 if not cleared there), forecast the quoted slots from the last
-  :data:`~gridnode.household.agent.HISTORY_DAYS` days of meter history (one
-  :class:`~gridnode.household.forecast.SlotForecaster` row; perfect foresight reads the replay
-  meter ahead), hand all of it to the agent, sign what it returns (readings with
+  (the node's ledger state; 0 if not cleared there) and the ledger's clearing prices (the agent's
+  expected price), forecast the quoted slots from the meter history (one
+  :class:`~gridnode.household.forecast.SlotForecaster` row: ``bidding.model``, by default
+  profile-qr, told the household's site; fitted once a day on the year before the day began, so
+  the fit is off the other slots' path; perfect foresight reads the meter ahead), hand all of it
+  to the agent, sign what it returns (readings with
   :func:`~gridnode.core.ledger.sign_reading`, orders with the node's next nonce) and submit
   everything of the step in **one** acknowledged request (``…/submit-batch/1.0.0``; a validator
   takes them into its own mempool). When no validator answered, the readings go back to the agent
@@ -43,7 +45,6 @@ from gridnode.core.ledger import Genesis, SignedOrder, Tx, sign_reading
 from gridnode.history import MeteredSlot
 from gridnode.household.agent import (
     BOUNDARY_DELAY_MS,
-    HISTORY_DAYS,
     QUOTED_SLOTS,
     Actions,
     AgentConfig,
@@ -52,6 +53,7 @@ from gridnode.household.agent import (
 )
 from gridnode.household.battery import Battery, battery_from_sizes, contract_wh
 from gridnode.household.forecast import (
+    Site,
     SlotForecast,
     SlotForecaster,
     bidding_forecaster,
@@ -64,7 +66,7 @@ from market.errors import InvalidInput, NetworkError, UsageError
 from market.orders import Order
 from market.slots import SlotClock
 
-__all__ = ["HouseholdDriver", "HouseholdNode", "battery_of", "foreseen"]
+__all__ = ["HouseholdDriver", "HouseholdNode", "battery_of", "forecaster_of", "foreseen"]
 
 log = logging.getLogger("gridnode")
 
@@ -100,6 +102,13 @@ def battery_of(config: Config) -> Battery | None:
     return battery_from_sizes(config.battery_kwh, config.battery_kw)
 
 
+def forecaster_of(config: Config) -> SlotForecaster:
+    """The forecaster the household bids with: ``bidding.model`` for its site
+    (``household.latitude``/``longitude``/``holiday_country``/``holiday_subdiv``)."""
+    site = Site(config.latitude, config.longitude, config.holiday_country, config.holiday_subdiv)
+    return bidding_forecaster(config.bidding_model, site=site)
+
+
 def foreseen(meter: Meter, slots: Sequence[int], clock: SlotClock) -> SlotForecast:
     """Perfect foresight (``bidding.policy``): each slot's net as the meter will measure it (a
     replay meter knows; the config allows this policy only with one)."""
@@ -131,7 +140,7 @@ class HouseholdDriver:
                 quoted_slots=QUOTED_SLOTS if config.bidding_enabled else 0,
             )
         )
-        self.forecaster = forecaster if forecaster is not None else bidding_forecaster()
+        self.forecaster = forecaster if forecaster is not None else forecaster_of(config)
         #: the last forecast quoted from: ``(slot, P10, P50, P90)`` Wh (the status page shows it)
         self.forecast: tuple[tuple[int, int, int, int], ...] = ()
 
@@ -159,7 +168,8 @@ class HouseholdDriver:
         node, agent = self.node, self.agent
         clock = node.genesis.clock
         needs = agent.needs(now_s)
-        trades = node.runtime.state.trades
+        state = node.runtime.state
+        trades = state.trades
         forecast = self._forecast(now_s, needs.quote)
         actions = agent.on_slot_boundary(
             now_s,
@@ -168,6 +178,7 @@ class HouseholdDriver:
                 s: contract_wh(trades.get(s, ()), node.key.public_hex) for s in needs.read
             },
             forecast=forecast,
+            clearing_prices=state.clearing_prices,
         )
         for r in actions.readings:
             if r.slot not in needs.read:  # a re-sent one
@@ -227,7 +238,7 @@ class HouseholdDriver:
         if self.agent.config.bidding is Bidding.PERFECT_FORESIGHT:
             return foreseen(self.meter, slots, clock)
         try:
-            history = self.meter.history_before(now_s, days=HISTORY_DAYS)
+            history = self.meter.history_before(now_s, days=self.forecaster.history_days)
             return self.forecaster.forecast(history, now_s=now_s, slots=slots, clock=clock)[0]
         except (InvalidInput, UsageError) as exc:
             log.warning("no forecast: %s", exc)

@@ -289,6 +289,12 @@ class SimReason(StrEnum):
     BAD_TX = "bad_tx"
     BAD_TX_SIGNATURE = "bad_tx_signature"
     REPLAYED_TX = "replayed_tx"
+    OUTSIDE_THE_DATA = "outside_the_data"  # a scenario's days the homes' data do not cover
+    UNKNOWN_CALENDAR = "unknown_calendar"  # a holiday country / subdivision nobody knows
+    NOT_FOR_THIS_SOURCE = "not_for_this_source"  # a key of another households.source
+    NET_ONLY_METERS = "net_only_meters"  # a PV / load scale for meters that hold only the net
+    NEEDS_THE_SITE = "needs_the_site"  # a model that needs the site's latitude and longitude
+    BAD_HOMES = "bad_homes"  # CityLearn home numbers that are not distinct numbers in range
 
 
 Reason = (

@@ -1,8 +1,12 @@
 """Two runs side by side: ``gridnode sim compare A B`` (A, B = run directories or results.json files).
 
 :func:`compare` prints the community KPIs of both runs and the difference B − A (e.g. forecast-driven vs
-perfect-foresight bidding, pay-as-clear vs pay-as-bid, in-process vs daemons), plus, when both runs name
-the same households, how much of B's savings A captures. It reads only :class:`~sims.results.SimResult`.
+perfect-foresight bidding, pay-as-clear vs pay-as-bid, in-process vs daemons), plus how much of B's
+savings A captures — with B the perfect-foresight run of the same scenario, the share of perfect
+foresight's savings. The economics rows (P2P gains, imbalance cost's share of them, over-contracted
+energy, household-weeks worse off than grid-only) are defined in ``docs/sims.md``, *Economics*. When
+the runs were made together with ``--policies``, every policy's economics follow the table. It reads
+only :class:`~sims.results.SimResult`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from market.errors import UsageError
+from sims import economics
 from sims.results import SimResult
 
 __all__ = ["compare", "load_result", "register"]
@@ -83,6 +88,33 @@ _ROWS: list[_Row] = [
     ("grid export", lambda r: r.community()["grid_export_wh"], _k, _diff(_k)),
     ("imbalance energy (traders)", lambda r: r.community()["imbalance_wh"], _k, _diff(_k)),
     ("imbalance cost", lambda r: r.community()["imbalance_cost_micro"], _m, _diff(_m)),
+    (
+        "P2P gains (savings + imbalance cost)",
+        lambda r: r.community()["p2p_gains_micro"],
+        _m,
+        _diff(_m),
+    ),
+    (
+        "imbalance cost / P2P gains",
+        lambda r: r.community()["imbalance_share_of_gains"],
+        _p,
+        _diff(_p),
+    ),
+    (
+        "over-contracted (short sellers, long buyers)",
+        lambda r: r.community()["over_contracted_wh"],
+        _k,
+        _diff(_k),
+    ),
+    ("over-contract cost", lambda r: r.community()["over_contract_cost_micro"], _m, _diff(_m)),
+    ("household-weeks", lambda r: r.community()["household_weeks"], _n, _diff(_n)),
+    (
+        "household-weeks worse off than grid-only",
+        lambda r: r.community()["household_weeks_worse_off"],
+        _n,
+        _diff(_n),
+    ),
+    ("distinct homes", lambda r: r.community()["homes"], _n, _diff(_n)),
     ("battery charged", lambda r: r.community()["battery_charged_wh"], _k, _diff(_k)),
     ("battery discharged", lambda r: r.community()["battery_discharged_wh"], _k, _diff(_k)),
     ("battery losses", lambda r: r.community()["battery_loss_wh"], _k, _diff(_k)),
@@ -132,6 +164,10 @@ def compare(a: SimResult, b: SimResult) -> str:
 
     out = [line(rows[0]), "─" * len(line(rows[0]))]
     out += [line(r) for r in rows[1:]]
+    for r in (a, b):
+        if r.policies:
+            out += ["", f"policies run on {r.scenario} ({r.engine}):", economics.table(r.policies)]
+            break
     return "\n".join(out)
 
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forecasting.data import load_meter_history
 from forecasting.series import energy_wh
 from gridnode.chain import stored_blocks
 from gridnode.core.ledger import Genesis, LedgerState, SignedOrder, tx_id
-from gridnode.household.agent import HISTORY_DAYS
 from gridnode.household.battery import battery_from_sizes
-from gridnode.household.forecast import bidding_forecaster
+from gridnode.household.forecast import SlotForecaster, bidding_forecaster
 from gridnode.meter import ReplayMeter, shipped_replay
 from gridnode.store import NodeStore
 from market.errors import InvalidInput, UsageError
@@ -125,17 +125,38 @@ def _slot_pv_load(meter: ReplayMeter, slot: int, clock: SlotClock) -> tuple[int,
     return pv, load
 
 
-def _p50_for(meter: ReplayMeter, slot: int, clock: SlotClock, policy: str) -> int | None:
-    """The P50 of the daemon's last quote for ``slot`` (made at the start of ``slot - 1``)."""
+def _p50_for(
+    meter: ReplayMeter, forecaster: SlotForecaster, slot: int, clock: SlotClock, policy: str
+) -> int | None:
+    """The P50 of the daemon's last quote for ``slot`` (made at the start of ``slot - 1``, with a
+    forecaster like the daemon's: its fit depends only on the day and the data)."""
     if policy == "perfect-foresight":
         return meter.slot_net_wh(slot, clock)
     now_s = clock.start(slot - 1)
     try:
-        history = meter.history_before(now_s, days=HISTORY_DAYS)
-        (fc,) = bidding_forecaster().forecast(history, now_s=now_s, slots=[slot], clock=clock)
+        history = meter.history_before(now_s, days=forecaster.history_days)
+        (fc,) = forecaster.forecast(history, now_s=now_s, slots=[slot], clock=clock)
     except (InvalidInput, UsageError):
         return None
     return fc.quantiles[0].p50_wh if fc.quantiles else None
+
+
+def _meter_of(h: Any, scenario: Scenario, spec: HouseholdSpec, genesis: Genesis) -> ReplayMeter:
+    """What a household daemon's meter reads, for the harness: the shipped household's replay
+    (the daemon's own), or the meter file the engine wrote for it, read as the daemon reads it
+    (already in node time: a replay with no shift)."""
+    if scenario.home_source == "shipped":
+        return shipped_replay(
+            node_anchor_s=genesis.genesis_time_ms // 1000,
+            day=scenario.start_day,
+            day_offset=spec.day_offset,
+            hour=scenario.start_hour,
+            pv_scale=spec.pv_scale,
+            load_scale=spec.load_scale,
+        )
+    from sims.daemon_engine import METER_FILE  # noqa: PLC0415 - the engine imports this module
+
+    return ReplayMeter(load_meter_history(h.dir / METER_FILE), 0, 0)
 
 
 # --------------------------------------------------------------------------------------- API
@@ -234,16 +255,10 @@ def collect(
     market = replay.summary.market
     full = [h for h in lc.households if h.role == "full"]
     meters = {
-        h.key.public_hex: shipped_replay(
-            node_anchor_s=genesis.genesis_time_ms // 1000,
-            day=scenario.start_day,
-            day_offset=spec.day_offset,
-            hour=scenario.start_hour,
-            pv_scale=spec.pv_scale,
-            load_scale=spec.load_scale,
-        )
+        h.key.public_hex: _meter_of(h, scenario, spec, genesis)
         for h, spec in zip(full, specs, strict=True)
     }
+    forecasters = {hh: bidding_forecaster(scenario.model, site=scenario.site) for hh in meters}
     sent = {h.key.public_hex: _submissions(h.dir) for h in full}
     specs_by_key = {h.key.public_hex: spec for h, spec in zip(full, specs, strict=True)}
     names = {k: spec.name for k, spec in specs_by_key.items()}
@@ -284,7 +299,7 @@ def collect(
             charged_sum += charged
             discharged_sum += discharged
             if sent[hh].get(slot):
-                p50 = _p50_for(meter, slot, clock, scenario.policy)
+                p50 = _p50_for(meter, forecasters[hh], slot, clock, scenario.policy)
                 if p50 is not None:  # the forecast is of the natural net, before the battery
                     err += abs(p50 - (readings[hh] + charged - discharged))
         for so in replay.books.get(slot, {}).values():

@@ -34,9 +34,11 @@ What is measured and how (from the chain and the daemons' API, never from their 
 
 Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
 validator count, households (PV, load scale, replay day, batteries: each household daemon
-dispatches its own, and what they did is read back from its readings and meter), every bidding
-policy (``forecast``, ``naive-fixed-price``, ``perfect-foresight``: the daemon's
-``bidding.policy``), and ``crash`` faults
+dispatches its own, and what they did is read back from its readings and meter), every home source
+(the shipped household through the daemon's replay meter; the CityLearn homes and meter folders as
+a meter file per household in node time, :func:`homes_clock`), the forecaster and site (the
+daemon's ``bidding.model`` and ``household`` keys), every bidding policy (``forecast``,
+``naive-fixed-price``, ``perfect-foresight``: the daemon's ``bidding.policy``), and ``crash`` faults
 (SIGKILL a validator at ``at_s``, restart it after ``duration_s``). Other fault kinds (drop,
 partition, Byzantine, skew) exist only in the in-process engine; asking the daemon engine for them
 is a :class:`~market.errors.UsageError`.
@@ -50,6 +52,7 @@ order ids, in both engines. :func:`inproc_twin` gives the scenario and first slo
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import random
 import signal
@@ -59,14 +62,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from forecasting.series import MeterHistory
 from gridnode.config import load_genesis, update_config, write_genesis
 from gridnode.household.agent import QUOTED_SLOTS
 from gridnode.meter import shipped_replay
 from market.errors import UsageError
 from sims.daemon_collect import ChainReplay, collect, collect_run, read_store, save_submissions
 from sims.daemons import LocalCommunity
+from sims.homes import data_utc_offset_s, home_histories, write_meter_file
+from sims.ledger_kpis import WEEK_S
 from sims.results import FaultEvent, SimResult
 from sims.scenario import HouseholdSpec, Scenario
 
@@ -212,13 +218,24 @@ def _stable_ports(lc: LocalCommunity, rng_seed: int) -> None:
         )
 
 
+#: a household daemon's meter file when the scenario's homes are not the shipped household
+METER_FILE = "meter.parquet"
+
+
 def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> None:
     """Turn a freshly created community into the scenario's: validators not members, the scenario's
-    tariffs and deadline in the genesis, each household's replay meter and bidding in its config."""
+    tariffs and deadline in the genesis, each household's meter, forecaster and bidding in its
+    config. The shipped household is replayed by the daemon's own replay meter; other homes (the
+    CityLearn homes, a meter folder) are written as each household's meter file in node time
+    (:func:`homes_clock`, which may move the genesis time)."""
     assert lc.genesis is not None
     households = [h for h in lc.households if h.role == "full"]
+    genesis_s, shift = homes_clock(scenario, lc.genesis.genesis_time_ms // 1000, lc.speedup)
     lc.genesis = replace(
         lc.genesis,
+        genesis_time_ms=genesis_s * 1000
+        if scenario.home_source != "shipped"
+        else lc.genesis.genesis_time_ms,
         members=tuple(h.key.public_hex for h in households),
         retail_micro_per_kwh=scenario.retail_micro_per_kwh,
         feed_in_micro_per_kwh=scenario.feed_in_micro_per_kwh,
@@ -227,23 +244,83 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
     )
     for h in lc.households:
         write_genesis(h.dir / "genesis.toml", lc.genesis)
+    site = scenario.site
+    bidding: dict[str, Any] = {
+        "bidding.enabled": True,
+        "bidding.policy": scenario.policy,
+        "bidding.model": scenario.model,
+    }
+    if site.latitude is not None and site.longitude is not None:
+        bidding |= {"household.latitude": site.latitude, "household.longitude": site.longitude}
+    if site.holiday_country is not None:
+        bidding["household.holiday_country"] = site.holiday_country
+    if site.holiday_subdiv is not None:
+        bidding["household.holiday_subdiv"] = site.holiday_subdiv
     for h, spec in zip(households, specs, strict=True):
-        update_config(
-            h.dir,
-            {
+        sizes = {
+            "household.pv_kwp": spec.pv_kwp,
+            "household.battery_kwh": spec.battery_kwh,
+            "household.battery_kw": spec.battery_kw,
+        }
+        if scenario.home_source == "shipped":
+            meter: dict[str, Any] = {
                 "meter.source": "replay",
                 "meter.replay_day": scenario.start_day,
                 "meter.replay_day_offset": spec.day_offset,
                 "meter.replay_hour": scenario.start_hour,
                 "meter.pv_scale": spec.pv_scale,
                 "meter.load_scale": spec.load_scale,
-                "household.pv_kwp": spec.pv_kwp,
-                "household.battery_kwh": spec.battery_kwh,
-                "household.battery_kw": spec.battery_kw,
-                "bidding.enabled": True,
-                "bidding.policy": scenario.policy,
-            },
-        )
+            }
+        else:
+            write_meter_file(_home_row(scenario, spec), h.dir / METER_FILE, shift_s=shift)
+            meter = {"meter.source": "file", "bidding.meter_history": METER_FILE}
+        update_config(h.dir, meter | sizes | bidding)
+
+
+#: a year as the daemon engine shifts real homes: the whole weeks nearest 365.25 days
+_YEAR_S: Final = 365.25 * 86_400
+
+
+def homes_clock(scenario: Scenario, now_s: int, speedup: float) -> tuple[int, int]:
+    """``(genesis_s, shift_s)`` for a community of real homes: the genesis time, and node time −
+    data time, a whole number of weeks nearest a whole number of years — so the homes keep their
+    weekdays and time of day, and the sun its season (within half a week): the forecaster's
+    calendar and clear-sky PV stay right. With a clock speed-up the genesis is put back (by up to
+    a year / (speedup − 1)) so that node time ``now_s`` is ``start_day`` at ``start_hour`` of the
+    homes' calendar, those years later; in real time the node clock is the wall clock, and the
+    replay runs the homes' data of the wall clock's date in the data year nearest ``start_day``.
+    The shipped household: ``(now_s, 0)`` (its replay meter anchors itself)."""
+    if scenario.home_source == "shipped":
+        return now_s, 0
+    day = dt.date.fromisoformat(scenario.start_day)
+    midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+    start = midnight - data_utc_offset_s(scenario) + int(scenario.start_hour * 3600)
+
+    def shift_of(years: int) -> int:
+        return round(years * _YEAR_S / WEEK_S) * WEEK_S
+
+    if speedup <= 1.0:
+        return now_s, shift_of(round((now_s - start) / _YEAR_S))
+    years = max(0, math.ceil((now_s - start) / _YEAR_S))
+    while start + shift_of(years) < now_s:
+        years += 1
+    shift = shift_of(years)
+    return now_s - int((start + shift - now_s) / (speedup - 1.0)), shift
+
+
+def _home_row(scenario: Scenario, spec: HouseholdSpec) -> MeterHistory:
+    """The household's whole history in the data's time: its home's meter data replayed its day
+    offset later, PV and load scaled (the row :func:`sims.homes.community_history` gives the
+    in-process engine)."""
+    home = home_histories(scenario)[spec.home]
+    start = home.start_s - spec.day_offset * 86_400
+    if home.pv_w is not None and home.load_w is not None:
+        return MeterHistory.from_components(
+            home.pv_w * spec.pv_scale, home.load_w * spec.load_scale,
+            start_s=start, step_s=home.step_s, utc_offset_s=home.utc_offset_s,
+        )  # fmt: skip
+    return MeterHistory.from_net(home.net_w, start_s=start, step_s=home.step_s,
+                                 utc_offset_s=home.utc_offset_s)  # fmt: skip
 
 
 def run_daemons(
@@ -539,6 +616,8 @@ def inproc_twin(scenario: Scenario, run: DaemonRun) -> tuple[Scenario, int]:
     """
     if run.first_slot <= 0 or run.result.slots_planned < 1:
         raise UsageError("the daemon run measured no slot")
+    if scenario.home_source != "shipped":
+        raise UsageError("inproc_twin lines up runs of the shipped household only")
     genesis = load_genesis(run.root / "node0" / "genesis.toml")
     meter = shipped_replay(  # what the daemons' make_meter built; only its node anchor matters here
         node_anchor_s=genesis.genesis_time_ms // 1000,

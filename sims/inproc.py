@@ -8,11 +8,15 @@ Same node code as the daemon, different driver:
   travels as its canonical bytes with a seeded latency (``network.latency_ms``) and loss model
   (``network.drop_rate`` plus the fault plan). Timers run on the same virtual clock.
 * **Households** are the daemon's household agents (:class:`gridnode.household.agent.HouseholdAgent`,
-  one per household, the same object the daemon drives): at every slot boundary each agent reads
-  the slot just delivered (its :class:`gridnode.meter.ReplayMeter` over the shipped real data, after
-  its battery if any) and quotes the next open slots from its row of **one batched forecast**
-  (:class:`gridnode.household.forecast.SlotForecaster`: the model fitted once per slot on the whole
-  community's history matrix; or perfect foresight), with the scenario's policy. The engine signs
+  one per household, the same object the daemon drives) living in the scenario's homes
+  (:mod:`sims.homes`: the shipped household replayed per household as the daemon's
+  :class:`gridnode.meter.ReplayMeter` does, the CityLearn homes, or a folder of meter files): at
+  every slot boundary each agent reads the slot just delivered (after its battery if any) and
+  quotes the next open slots from its row of **one batched forecast**
+  (:class:`gridnode.household.forecast.SlotForecaster`: the scenario's model, profile-qr by
+  default, fitted for the whole community's history matrix once per ``refit_days`` period on the
+  year before it, predicting every slot; or perfect foresight), with the scenario's policy and the
+  clearing prices of the highest honest validator's ledger state (the expected price). The engine signs
   what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
   it to a validator (another one after a timeout if it does not answer); a validator that admits a
   transaction to its mempool forwards it to the other validators.
@@ -48,8 +52,7 @@ Same node code as the daemon, different driver:
   forecasts stay forecasts of the natural net (PV − load), which is what the battery-aware policy
   expects. The engine records what every battery did for the KPIs.
 
-Known limits: the forecaster is the daemon's seasonal-naive model, refitted every slot as the daemon
-does; per-validator CPU is not modelled (shared caches, above), so the engine's speed says nothing
+Known limits: per-validator CPU is not modelled (shared caches, above), so the engine's speed says nothing
 about a real validator's.
 """
 
@@ -63,14 +66,13 @@ import json
 import random
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
 
-from forecasting.data import SHIPPED_UTC_OFFSET_S, load_shipped
-from forecasting.series import MeterHistory, energy_wh
+from forecasting.series import energy_wh
 from gridnode.core.consensus import AdaptiveCommit, ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     NIL,
@@ -99,11 +101,11 @@ from gridnode.household.agent import (
 )
 from gridnode.household.battery import Dispatch, battery_from_sizes, contracts_wh
 from gridnode.household.forecast import SlotForecast, bidding_forecaster, foresight
-from gridnode.meter import ReplayMeter
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.errors import UsageError
 from sims.fullnode import ChainSummary, SampleFullNode, SampleFullNodeProcess
+from sims.homes import community_history, data_utc_offset_s
 from sims.ledger_kpis import MarketOutcome, household_kpi, slot_record, trade_rows
 from sims.prunedstore import PrunedMemoryStore
 from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
@@ -207,7 +209,7 @@ class _Engine:
         # simulated time: the data's calendar, start_day at start_hour (data-local time)
         day = dt.date.fromisoformat(sc.start_day)
         midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
-        start_s = midnight - SHIPPED_UTC_OFFSET_S + int(sc.start_hour * 3600)
+        start_s = midnight - data_utc_offset_s(sc) + int(sc.start_hour * 3600)
         # slots are numbered on the data's calendar, unless the caller numbers them from its own
         # first slot (run_inproc's first_slot: the slot numbers of a daemon run, a wall clock's)
         self.first_slot = -(-start_s // sc.slot_seconds) if first_slot is None else first_slot
@@ -249,8 +251,18 @@ class _Engine:
         self.stats = _Stats(len(self.specs))
         self.nonces = [0] * len(self.specs)
         self.home = [i % len(self.validators) for i in range(len(self.specs))]
-        self.history = self._meter_history(begin_s, (self.last_slot + 2) * sc.slot_seconds)
-        self.forecaster = bidding_forecaster()
+        self.refit_s = sc.refit_days * 86_400
+        # the history the forecaster is fitted on: HISTORY_DAYS before its first period's start
+        first_fit_s = (begin_s // self.refit_s) * self.refit_s - HISTORY_DAYS * 86_400
+        self.history = community_history(
+            sc,
+            self.specs,
+            first_s=first_fit_s,
+            end_s=(self.last_slot + 2) * sc.slot_seconds,
+            node_anchor_s=begin_s + sc.slot_seconds,
+            start_s=start_s,
+        )
+        self.forecaster = bidding_forecaster(sc.model, site=sc.site, refit_every_s=self.refit_s)
         self.calm = False
         self.full_node: SampleFullNode | SampleFullNodeProcess = SampleFullNode(
             self.genesis, (self.first_slot, self.last_slot)
@@ -277,52 +289,15 @@ class _Engine:
         )
 
     # ------------------------------------------------------------------ meters
-    def _meter_history(self, begin_s: int, end_s: int) -> MeterHistory:
-        """Every household's replayed meter (one row each), from ``HISTORY_DAYS`` before the start."""
-        data = load_shipped()
-        sc = self.sc
-        day = dt.date.fromisoformat(sc.start_day)
-        first_s = begin_s - HISTORY_DAYS * 86_400
-        pv_rows: list[np.ndarray[Any, Any]] = []
-        load_rows: list[np.ndarray[Any, Any]] = []
-        span_days = -(-(end_s - first_s) // 86_400)
-        for spec in self.specs:
-            d = day + dt.timedelta(days=spec.day_offset)
-            midnight = int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp())
-            anchor = midnight - data.utc_offset_s + int(sc.start_hour * 3600)
-            node_anchor = begin_s + self.sc.slot_seconds
-            if (
-                not data.start_s + (HISTORY_DAYS + 2) * 86_400
-                <= anchor
-                < data.end_s - (span_days - HISTORY_DAYS) * 86_400
-            ):
-                raise UsageError(
-                    f"{spec.name}: replay day {d} with {HISTORY_DAYS} days of history and "
-                    f"{sc.days} simulated days is outside the shipped data"
-                )
-            meter = ReplayMeter(data, anchor, node_anchor, spec.pv_scale, spec.load_scale)
-            h = meter.history_before(end_s, days=span_days).window(first_s, end_s)
-            assert h.pv_w is not None and h.load_w is not None
-            pv_rows.append(h.pv_w[0])
-            load_rows.append(h.load_w[0])
-        return MeterHistory.from_components(
-            np.stack(pv_rows),
-            np.stack(load_rows),
-            start_s=first_s,
-            step_s=data.step_s,
-            utc_offset_s=data.utc_offset_s,
-        )
-
     def slot_energy(self, slot: int) -> tuple[np.ndarray[Any, Any], ...]:
-        """(net, pv, load) Wh per household for ``slot`` (the meters' readings)."""
+        """(net, pv, load) Wh per household for ``slot`` (the meters' readings; PV and load are 0
+        when the meters hold only the net)."""
         h = self.history.window(self.clock.start(slot), self.clock.end(slot))
-        assert h.pv_w is not None and h.load_w is not None
         step = h.step_s
-        return (
-            energy_wh(h.net_w, step).sum(axis=1),
-            energy_wh(h.pv_w, step).sum(axis=1),
-            energy_wh(h.load_w, step).sum(axis=1),
-        )
+        net = energy_wh(h.net_w, step).sum(axis=1)
+        if h.pv_w is None or h.load_w is None:
+            return net, np.zeros_like(net), np.zeros_like(net)
+        return net, energy_wh(h.pv_w, step).sum(axis=1), energy_wh(h.load_w, step).sum(axis=1)
 
     # ------------------------------------------------------------------ scheduling
     def push(self, at: int, event: tuple[Any, ...]) -> None:
@@ -418,6 +393,7 @@ class _Engine:
         needs = [a.needs(now_s) for a in self.agents]
         natural = self._natural(needs)
         contracts = self._contracts(needs)
+        prices = self._clearing_prices()
         forecasts = self._forecasts(now_s, needs)
         readings: list[tuple[int, Tx]] = []
         orders: list[tuple[int, Tx]] = []
@@ -428,6 +404,7 @@ class _Engine:
                 natural_wh={s: natural[s][i] for s in needs[i].read},
                 contract_wh={s: contracts[s].get(key.public_hex, 0) for s in contracts},
                 forecast=forecasts[i],
+                clearing_prices=prices,
             )
             for r in actions.readings:
                 if r.dispatch is not None:
@@ -464,6 +441,14 @@ class _Engine:
         slots = sorted({s for n in needs for s in n.read})
         return {s: contracts_wh(state.trades.get(s, ())) for s in slots}
 
+    def _clearing_prices(self) -> Mapping[int, int | None]:
+        """The ledger's clearing prices by slot, as the highest honest validator's state holds them
+        (the agents' expected clearing price; a daemon reads its own node's state)."""
+        honest = [v.runtime for v in self.honest() if v.runtime is not None]
+        if not honest or self.sc.policy != Bidding.FORECAST:
+            return {}
+        return max(honest, key=lambda rt: rt.state.height).state.clearing_prices
+
     def _forecasts(self, now_s: int, needs: list[Needs]) -> list[SlotForecast | None]:
         """Each household's forecast of the slots its agent quotes: one fit and one prediction
         for the whole community (or the actual net, for perfect foresight)."""
@@ -473,7 +458,7 @@ class _Engine:
         if self.sc.policy == Bidding.PERFECT_FORESIGHT:
             actual = {s: self.slot_energy(s)[0].tolist() for s in slots}
             return [foresight((s, actual[s][i]) for s in slots) for i in range(len(self.agents))]
-        hist = self.history.window(now_s - HISTORY_DAYS * 86_400, now_s)
+        hist = self.history.until(now_s)
         out: list[SlotForecast | None] = [
             *self.forecaster.forecast(hist, now_s=now_s, slots=slots, clock=self.clock)
         ]

@@ -14,7 +14,13 @@ run reached):
   (:func:`gridnode.core.ledger.settle_slot`) — the grid import and export and the imbalance energy
   and cost (:mod:`market.settlement`'s KPI rules);
 * per household (:class:`HouseholdMarket`): those settlements' P2P and grid energy, bills and
-  imbalance, summed over the measured slots;
+  imbalance, summed over the measured slots; its **over-contracted** energy and cost (the part of
+  its contract it could not honour: a seller short of what it sold, ``max(0, sold − bought −
+  max(measured, 0))``, bought back at retail instead of the price it was paid; a buyer long on what
+  it bought, ``max(0, bought − sold − max(−measured, 0))``, sold back at feed-in after paying the
+  price and the grid fee; at the slot's market price, the no-netting rule); and its **weekly
+  savings** vs grid-only, one sum per :data:`WEEK_S` from the first measured slot (the last week may
+  be partial);
 * ``totals_agree``: the ledger's settlements of every slot it settled (measured or not) sum exactly
   to the totals its final state holds.
 
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gridnode.chain import BlockFacts, trade_row
 from gridnode.core.ledger import Genesis, HouseholdTotals, LedgerState, settle_slot
@@ -39,19 +45,23 @@ from market.clearing import Trade
 from market.settlement import (
     HouseholdBill,
     Settlement,
+    Tariff,
     imbalance_cost_micro,
     imbalance_energy_wh,
     imbalance_reference_price_micro_per_kwh,
 )
+from market.units import amount_micro
 from sims.results import HouseholdKPI, SlotRecord
 from sims.scenario import HouseholdSpec
 
 __all__ = [
+    "WEEK_S",
     "HouseholdMarket",
     "MarketKPIs",
     "MarketOutcome",
     "SlotMarket",
     "household_kpi",
+    "over_contracted",
     "slot_record",
     "trade_rows",
 ]
@@ -73,14 +83,22 @@ class SlotMarket:
     imbalance_cost_micro: int = 0
 
 
+#: a household-week: savings are also summed per week of the measured slots
+WEEK_S: Final = 7 * 86_400
+
+
 @dataclass(frozen=True, slots=True)
 class HouseholdMarket:
     """One household's settlements summed over the measured slots: P2P and grid energy and bills
-    (as the ledger's own :class:`~gridnode.core.ledger.HouseholdTotals`), and imbalance."""
+    (as the ledger's own :class:`~gridnode.core.ledger.HouseholdTotals`), imbalance, over-contracted
+    energy and cost, and savings per week (module rules)."""
 
     totals: HouseholdTotals = field(default_factory=HouseholdTotals)
     imbalance_wh: int = 0
     imbalance_cost_micro: int = 0
+    over_contracted_wh: int = 0
+    over_contract_cost_micro: int = 0
+    weekly_savings_micro: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +108,10 @@ class MarketOutcome:
     totals_agree: bool
 
 
-#: a household's running sums: HouseholdTotals' fields in order, then imbalance Wh and µ¤
+#: a household's running sums: HouseholdTotals' fields in order, then imbalance Wh and µ¤, then
+#: over-contracted Wh and µ¤
 _Sums = list[int]
+_SUMS: Final = 11
 #: a slot's settlement figures: grid import, grid export, imbalance Wh, imbalance µ¤
 _Figures = tuple[int, int, int, int]
 
@@ -109,6 +129,7 @@ class MarketKPIs:
     _readings: dict[int, dict[str, int]] = field(default_factory=dict)  # measured, not settled
     _figures: dict[int, _Figures] = field(default_factory=dict)  # measured, settled
     _households: dict[str, _Sums] = field(default_factory=dict)  # over settled measured slots
+    _weeks: dict[str, dict[int, int]] = field(default_factory=dict)  # household -> week -> savings
     _totals: dict[str, list[int]] = field(default_factory=dict)  # over every settled slot
 
     def _measured(self, slot: int) -> bool:
@@ -134,18 +155,28 @@ class MarketKPIs:
             if self._measured(s.slot):
                 self._readings.pop(s.slot, None)
                 self._figures[s.slot] = self._settled_figures(
-                    s.slot, s.settlement, self._households
+                    s.slot, s.settlement, self._households, self._weeks
                 )
 
     def _settled_figures(
-        self, slot: int, settlement: Settlement, households: dict[str, _Sums]
+        self,
+        slot: int,
+        settlement: Settlement,
+        households: dict[str, _Sums],
+        weeks: dict[str, dict[int, int]],
     ) -> _Figures:
         _, price, trades, _ = self._cleared.get(slot, (0, None, (), 0))
         ref = imbalance_reference_price_micro_per_kwh(trades, price)
+        tariff = self.genesis.tariff
+        week = (slot - self.first_slot) * self.genesis.slot_seconds // WEEK_S
         imported = exported = imb_wh = imb_micro = 0
         for b in settlement.bills:
             wh, micro = imbalance_energy_wh(b), imbalance_cost_micro(b, ref)
-            _add(households.setdefault(b.household, [0] * 9), (*_bill_totals(b), wh, micro))
+            over = over_contracted(b, ref, tariff)
+            _add(households.setdefault(b.household, [0] * _SUMS),
+                 (*_bill_totals(b), wh, micro, *over))  # fmt: skip
+            by_week = weeks.setdefault(b.household, {})
+            by_week[week] = by_week.get(week, 0) + b.savings_micro
             imported += b.grid_import_wh
             exported += b.grid_export_wh
             imb_wh += wh
@@ -157,6 +188,7 @@ class MarketKPIs:
         state after the last block added. Repeatable: it changes nothing."""
         end = self.last_slot if through is None else min(through, self.last_slot)
         households = {h: list(v) for h, v in self._households.items()}
+        weeks = {h: dict(v) for h, v in self._weeks.items()}
         slots = []
         for slot in range(self.first_slot, end + 1):
             cleared = self._cleared.get(slot)
@@ -172,14 +204,44 @@ class MarketKPIs:
                 readings = self._readings.get(slot, {})
                 if trades or readings:  # provisional: the ledger's rule on the readings so far
                     provisional = settle_slot(self.genesis, slot, trades, readings)
-                    figures = self._settled_figures(slot, provisional, households)
+                    figures = self._settled_figures(slot, provisional, households, weeks)
             slots.append(SlotMarket(slot, height, price, trades, orders, settled, *figures))
         agree = {h: HouseholdTotals(*v) for h, v in self._totals.items()} == dict(state.totals)
+        n_weeks = -(-(end + 1 - self.first_slot) * self.genesis.slot_seconds // WEEK_S)
         return MarketOutcome(
             tuple(slots),
-            {h: HouseholdMarket(HouseholdTotals(*v[:7]), *v[7:]) for h, v in households.items()},
+            {
+                h: HouseholdMarket(
+                    HouseholdTotals(*v[:7]),
+                    v[7],
+                    v[8],
+                    v[9],
+                    v[10],
+                    tuple(weeks.get(h, {}).get(w, 0) for w in range(n_weeks)),
+                )
+                for h, v in households.items()
+            },
             agree,
         )
+
+
+def over_contracted(bill: HouseholdBill, price: int | None, tariff: Tariff) -> tuple[int, int]:
+    """``(Wh, µ¤)`` of the contract a household could not honour in a slot, and what that cost it
+    against the market ``price`` it traded at (module rules; ``(0, 0)`` when it did not)."""
+    contract = bill.sold_p2p_wh - bill.bought_p2p_wh
+    if contract == 0 or price is None:
+        return 0, 0
+    if contract > 0:  # a seller short: bought back at retail what it was paid the price for
+        over = max(0, contract - max(bill.measured_net_wh, 0))
+        cost = amount_micro(over, tariff.retail_micro_per_kwh) - amount_micro(over, price)
+        return over, cost
+    over = max(0, -contract - max(-bill.measured_net_wh, 0))  # a buyer long: sold back at feed-in
+    cost = (
+        amount_micro(over, price)
+        + amount_micro(over, tariff.grid_fee_micro_per_kwh)
+        - amount_micro(over, tariff.feed_in_micro_per_kwh)
+    )
+    return over, cost
 
 
 def _bill_totals(b: HouseholdBill) -> tuple[int, ...]:
@@ -274,6 +336,10 @@ def household_kpi(
         grid_only_bill_micro=t.grid_only_bill_micro,
         imbalance_wh=m.imbalance_wh,
         imbalance_cost_micro=m.imbalance_cost_micro,
+        over_contracted_wh=m.over_contracted_wh,
+        over_contract_cost_micro=m.over_contract_cost_micro,
+        weekly_savings_micro=m.weekly_savings_micro,
+        home=spec.home,
         battery_kw=spec.battery_kw,
         battery_charged_wh=battery_charged_wh,
         battery_discharged_wh=battery_discharged_wh,

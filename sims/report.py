@@ -32,6 +32,7 @@ from plotly.subplots import make_subplots
 from forecasting.data import SHIPPED_UTC_OFFSET_S
 from gridnode.localtime import format_offset
 from market.kpis import self_consumption, self_sufficiency
+from sims import economics
 from sims.results import HouseholdKPI, SimResult
 
 __all__ = ["kpi_rows", "write_outputs"]
@@ -103,6 +104,9 @@ _HOUSEHOLD_COLUMNS = [
     "savings_micro",
     "imbalance_wh",
     "imbalance_cost_micro",
+    "over_contracted_wh",
+    "over_contract_cost_micro",
+    "home",
     "battery_kw",
     "battery_charged_wh",
     "battery_discharged_wh",
@@ -171,6 +175,24 @@ def kpi_rows(result: SimResult) -> list[tuple[str, str]]:
             "imbalance of traders: energy / cost vs market price",
             f"{_kwh(c['imbalance_wh'])} / {_money(c['imbalance_cost_micro'])}",
         ),
+        (
+            "P2P gains (savings + imbalance cost) / imbalance cost's share",
+            f"{_money(c['p2p_gains_micro'])} / {_pct(c['imbalance_share_of_gains'])}",
+        ),
+        (
+            "over-contracted (seller short, buyer long): energy / cost",
+            f"{_kwh(c['over_contracted_wh'])} / {_money(c['over_contract_cost_micro'])}",
+        ),
+        (
+            "household-weeks worse off than grid-only",
+            f"{c['household_weeks_worse_off']} of {c['household_weeks']}"
+            + (
+                ""
+                if c["worst_household_week_micro"] is None
+                else f" (worst week {_money(c['worst_household_week_micro'])})"
+            ),
+        ),
+        ("distinct homes (meter data)", str(c["homes"])),
         ("load / PV", f"{_kwh(c['load_wh'])} / {_kwh(c['pv_wh'])}"),
         *battery_rows,
         (
@@ -434,6 +456,13 @@ def render_html(result: SimResult, *, utc_offset_s: int = SHIPPED_UTC_OFFSET_S) 
         f"{len(result.households)} households · {result.wall_seconds:.1f} s wall{interrupted}"
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    policies = (
+        "<section><h2>Policies on this scenario</h2><pre id='policies'>"
+        + html.escape(economics.table(result.policies))
+        + "</pre></section>"
+        if result.policies
+        else ""
+    )
     faults = "".join(
         f"<tr><td>{_times([f.at_s], off)[0]:%Y-%m-%d %H:%M}</td>"
         f"<td>{html.escape(f.kind)}</td><td>{html.escape(f.detail)}</td></tr>"
@@ -450,6 +479,7 @@ def render_html(result: SimResult, *, utc_offset_s: int = SHIPPED_UTC_OFFSET_S) 
         f"<header><h1>{html.escape(result.scenario)}</h1><p>{html.escape(subtitle)}</p>{head}"
         "</header><main>"
         f"<section><h2>Key figures</h2>{_kpi_table(result)}</section>"
+        + policies
         + parts[0]
         + parts[1]
         + f"<section><h2>Households</h2>{_household_table(result)}"

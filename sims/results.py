@@ -14,9 +14,9 @@ from typing import Any
 
 from market.kpis import self_consumption, self_sufficiency
 
-__all__ = ["FaultEvent", "HouseholdKPI", "SimResult", "SlotRecord"]
+__all__ = ["FaultEvent", "HouseholdKPI", "SimResult", "SlotRecord", "economics"]
 
-RESULTS_VERSION = 2  # 2: imbalance energy and cost per slot and household
+RESULTS_VERSION = 3  # 2: imbalance energy and cost; 3: over-contract, weekly savings, homes
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,12 @@ class HouseholdKPI:
     battery_loss_wh: int = 0
     battery_soc_start_wh: int = 0
     battery_soc_end_wh: int = 0
+    # the contract it could not honour (seller short / buyer long) and what that cost against the
+    # market price (sims.ledger_kpis.over_contracted), and its savings per week of the run
+    over_contracted_wh: int = 0
+    over_contract_cost_micro: int = 0
+    weekly_savings_micro: tuple[int, ...] = ()
+    home: str = ""  # whose meter data it replays ("shipped", "citylearn-3", a meter file's name)
 
     @property
     def savings_micro(self) -> int:
@@ -109,6 +115,9 @@ class SimResult:
     state_digest: str = ""
     conservation_ok: bool | None = None  # Σ balances = 0 and Σ bought = Σ sold, re-checked
     notes: list[str] = field(default_factory=list)
+    #: when the run is one of several policies on the same scenario (``--policies``): every
+    #: policy's economics by name (:func:`sims.economics.comparison`), this one's included
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ KPIs
     def community(self) -> dict[str, Any]:
@@ -131,6 +140,7 @@ class SimResult:
             "grid_export_wh": exported,
             "imbalance_wh": sum(h.imbalance_wh for h in hh),
             "imbalance_cost_micro": sum(h.imbalance_cost_micro for h in hh),
+            **economics(hh),
             "pv_wh": pv,
             "load_wh": load,
             "battery_charged_wh": sum(h.battery_charged_wh for h in hh),
@@ -181,12 +191,49 @@ class SimResult:
         doc.pop("version")
         doc.pop("community", None)
         hh = [
-            HouseholdKPI(**{k: v for k, v in h.items() if k != "savings_micro"})
+            HouseholdKPI(
+                **{k: v for k, v in h.items() if k != "savings_micro"}
+                | {"weekly_savings_micro": tuple(h.get("weekly_savings_micro", ()))}
+            )
             for h in doc.pop("households")
         ]
         slots = [SlotRecord(**s) for s in doc.pop("slots")]
         faults = [FaultEvent(**f) for f in doc.pop("faults")]
         return cls(**doc, households=hh, slots=slots, faults=faults)
+
+
+def economics(households: list[HouseholdKPI]) -> dict[str, Any]:
+    """What trading was worth and what it risked (``docs/sims.md``, *Economics*):
+
+    * ``p2p_gains_micro`` = savings + imbalance cost: what the community would have saved had every
+      trader's deviation from its contract been settled at the slot's market price rather than at
+      retail / feed-in (so ``savings = p2p_gains − imbalance_cost`` exactly), and
+      ``imbalance_share_of_gains`` = imbalance cost / P2P gains;
+    * ``over_contracted_wh`` / ``over_contract_cost_micro``: the contracts not honoured (seller short,
+      buyer long) and what they cost against the market price, ``over_contract_share`` of
+      (savings + that cost);
+    * household-weeks: every household's savings per week of the run (a shorter run or last week
+      counts as one), how many of them were negative (worse off than grid-only) and their share;
+    * ``homes``: how many distinct homes' meter data the households replay.
+    """
+    savings = sum(h.savings_micro for h in households)
+    imbalance = sum(h.imbalance_cost_micro for h in households)
+    over = sum(h.over_contract_cost_micro for h in households)
+    weeks = [w for h in households for w in h.weekly_savings_micro]
+    worse = sum(w < 0 for w in weeks)
+    gains = savings + imbalance
+    return {
+        "p2p_gains_micro": gains,
+        "imbalance_share_of_gains": imbalance / gains if gains > 0 else None,
+        "over_contracted_wh": sum(h.over_contracted_wh for h in households),
+        "over_contract_cost_micro": over,
+        "over_contract_share": over / (savings + over) if savings + over > 0 else None,
+        "household_weeks": len(weeks),
+        "household_weeks_worse_off": worse,
+        "household_weeks_worse_off_share": worse / len(weeks) if weeks else None,
+        "worst_household_week_micro": min(weeks) if weeks else None,
+        "homes": len({h.home for h in households}),
+    }
 
 
 def _mean(values: list[int]) -> float | None:

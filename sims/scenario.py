@@ -11,9 +11,19 @@ Both engines (``sims.inproc`` and the real-daemon engine) read a scenario only t
 * **Households are drawn once, deterministically**: :meth:`Scenario.household_specs` draws each
   household's group, PV size, battery, load scale and replay day offset from ``random.Random(seed)``
   in household order, so the same scenario and seed give the same community in every engine.
-  Each household replays the shipped **real** measured series (UCI household load + NREL PVDAQ PV,
-  see ``forecasting/data/README.md``) starting ``day_offset`` days after ``start_day`` (offsets are
-  distinct while the spread allows), with PV scaled to its kWp (:data:`SHIPPED_PV_KWP`) and load scaled.
+* **Where the households live** (``households.source``, :data:`HOME_SOURCES`; the data are read by
+  :mod:`sims.homes`): ``"shipped"`` (default) — every household replays the one shipped **real**
+  measured household (UCI load + NREL PVDAQ PV, ``forecasting/data/README.md``) starting
+  ``day_offset`` days after ``start_day`` (offsets distinct while the spread allows), PV scaled to its
+  kWp (:data:`SHIPPED_PV_KWP`), load scaled; ``"citylearn"`` — the 17 real CityLearn homes
+  (``households.homes``, default all), each household its own home; ``"meter-folder"`` — one home
+  per meter file of ``households.folder`` (a folder of the user's own meter histories, relative to
+  the scenario file). With these two, household ``i`` lives in home ``i mod H``; a home used again
+  (more households than homes) replays its data 7 days earlier per reuse; groups scale each home's
+  own PV by ``pv_scale`` (0 = no PV) and its load by ``load_scale``, and ``start_day`` is in the
+  homes' own calendar.
+* **The site** (``[site]``: latitude, longitude, holiday country) is what the households'
+  forecaster is told (clear-sky PV, public holidays); it defaults to the source's site.
 * **Overrides** (``households``, ``days``, ``seed``) replace the file's values before validation.
 * **Fault plan**: a list of timed faults, times in seconds after the simulation start; what each
   engine supports is documented in ``docs/sims.md`` (the in-process engine supports all kinds).
@@ -21,8 +31,8 @@ Both engines (``sims.inproc`` and the real-daemon engine) read a scenario only t
 Scenario fields (stable API): ``name, seed, days, start_day, start_hour, slot_seconds,
 gate_lead_seconds, reading_deadline_seconds, rule, netting, retail_micro_per_kwh,
 feed_in_micro_per_kwh, grid_fee_micro_per_kwh, validators, households, groups, day_spread, policy,
-model, horizon_slots, latency_ms, drop_rate, faults, source, block_interval_s, cadence``; derived: ``slots``,
-``duration_s``,
+model, horizon_slots, latency_ms, drop_rate, faults, source, block_interval_s, cadence, home_source,
+home_ids, meter_folder, site, refit_days``; derived: ``slots``, ``duration_s``,
 ``household_specs()``, ``node_keys()``.
 """
 
@@ -33,17 +43,21 @@ import math
 import random
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from forecasting.registry import DEFAULT_MODEL, MODEL_NAMES, build_model
 from gridnode.core.crypto import KeyPair
+from gridnode.household.forecast import REFIT_EVERY_S, Site
 from market.clearing import Rule
-from market.errors import InvalidInput
+from market.errors import InvalidInput, SimReason, UsageError
 from market.settlement import Netting
 
 __all__ = [
+    "CITYLEARN_HOME_IDS",
     "FAULT_KINDS",
+    "HOME_SOURCES",
     "POLICIES",
     "SHIPPED_PV_KWP",
     "FaultSpec",
@@ -59,9 +73,14 @@ SHIPPED_PV_KWP: Final = 3.4
 POLICIES: Final = ("forecast", "perfect-foresight", "naive-fixed-price")
 FAULT_KINDS: Final = ("drop", "partition", "crash", "byzantine", "skew")
 BYZANTINE_BEHAVIOURS: Final = ("equivocate", "silent")
-MODELS: Final = ("seasonal-naive",)
 #: consensus cadences (``[consensus] cadence``): sims.inproc builds the consensus config from it
 CADENCES: Final = ("fixed", "adaptive")
+#: ``[bidding] model``: the forecasting registry's names (default: its DEFAULT_MODEL, profile-qr)
+MODELS: Final = MODEL_NAMES
+#: ``households.source``
+HOME_SOURCES: Final = ("shipped", "citylearn", "meter-folder")
+#: the CityLearn homes' numbers (``forecasting.data.CITYLEARN_HOMES``)
+CITYLEARN_HOME_IDS: Final = tuple(range(1, 18))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +89,11 @@ class HouseholdGroup:
 
     name: str
     share: float
-    pv_kwp: tuple[float, float]  # drawn uniformly in [lo, hi]; (0, 0) = no PV
+    pv_kwp: tuple[float, float]  # drawn uniformly in [lo, hi]; (0, 0) = no PV (source "shipped")
     load_scale: tuple[float, float]
     battery_kwh: float = 0.0
     battery_kw: float = 0.0
+    pv_scale: tuple[float, float] = (1.0, 1.0)  # × the home's own PV (other sources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +108,8 @@ class HouseholdSpec:
     battery_kwh: float
     battery_kw: float
     day_offset: int  # replay day relative to the scenario's start_day
-
-    @property
-    def pv_scale(self) -> float:
-        return self.pv_kwp / SHIPPED_PV_KWP
+    pv_scale: float = 1.0  # × the home's measured PV
+    home: str = "shipped"  # which home's data: "shipped", "citylearn-3", a meter file's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +143,7 @@ class Scenario:
     name: str
     seed: int
     days: float
-    start_day: str  # the shipped data's calendar (YYYY-MM-DD), local time of the data
+    start_day: str  # the homes' data calendar (YYYY-MM-DD), local standard time of the data
     start_hour: float
     slot_seconds: int
     gate_lead_seconds: int
@@ -150,6 +168,12 @@ class Scenario:
     #: consensus cadence: "fixed" (every height waits block_interval_s) or "adaptive" (sooner when
     #: transactions wait or a gate closure / reading deadline is due; block_interval_s when idle)
     cadence: str = "fixed"
+    home_source: str = "shipped"  # households.source
+    home_ids: tuple[str, ...] = ()  # the homes households are drawn from (empty: shipped)
+    home_kwp: tuple[float, ...] = ()  # each home's PV size (peak kW), aligned with home_ids
+    meter_folder: str = ""  # households.folder, absolute (source "meter-folder")
+    site: Site = field(default_factory=Site)
+    refit_days: int = REFIT_EVERY_S // 86_400  # [bidding] refit_days: the forecaster's period
 
     @property
     def duration_s(self) -> int:
@@ -168,18 +192,37 @@ class Scenario:
         specs: list[HouseholdSpec] = []
         order = [gi for gi, c in enumerate(counts) for _ in range(c)]
         rng.shuffle(order)
+        shipped = self.home_source == "shipped"
         for i, gi in enumerate(order):
             g = self.groups[gi]
+            name = f"h{i:03d}" if self.households <= 1000 else f"h{i:05d}"
+            if shipped:
+                pv_kwp = round(rng.uniform(*g.pv_kwp), 2)
+                load_scale = round(rng.uniform(*g.load_scale), 3)
+                pv_scale, offset, home = (
+                    pv_kwp / SHIPPED_PV_KWP,
+                    offsets[i % len(offsets)],
+                    "shipped",
+                )
+            else:
+                pv_scale = round(rng.uniform(*g.pv_scale), 3)
+                load_scale = round(rng.uniform(*g.load_scale), 3)
+                home_index = i % len(self.home_ids)
+                home = self.home_ids[home_index]
+                pv_kwp = round(pv_scale * self.home_kwp[home_index], 2)
+                offset = -7 * (i // len(self.home_ids))
             specs.append(
                 HouseholdSpec(
                     index=i,
-                    name=f"h{i:03d}" if self.households <= 1000 else f"h{i:05d}",
+                    name=name,
                     group=g.name,
-                    pv_kwp=round(rng.uniform(*g.pv_kwp), 2),
-                    load_scale=round(rng.uniform(*g.load_scale), 3),
+                    pv_kwp=pv_kwp,
+                    load_scale=load_scale,
                     battery_kwh=g.battery_kwh,
                     battery_kw=g.battery_kw,
-                    day_offset=offsets[i % len(offsets)],
+                    day_offset=offset,
+                    pv_scale=pv_scale,
+                    home=home,
                 )
             )
         return specs
@@ -309,15 +352,23 @@ def parse_scenario(
     name = r.str_("name", Path(source).stem or "scenario")
     seed_v = r.int_("seed", 1, 0, 2**63 - 1)
     days_v = r.float_("days", 1.0, 1 / 96, 366.0)
-    start_day = r.str_("start_day", "2009-06-01")
+    h = r.table_("households")
+    home_source = h.str_("source", "shipped", HOME_SOURCES)
+    homes = _homes(h, home_source, source)
+    start_day = r.str_("start_day", homes.default_day)
     _check_day(r, start_day)
     start_hour = r.float_("start_hour", 0.0, 0.0, 23.75)
 
     m = r.table_("market")
-    slot_seconds = m.int_("slot_seconds", 900, 900, 3600)
-    if slot_seconds % 900:
-        # the shipped real data has 15-minute resolution: a slot covers whole intervals
-        raise m.fail("slot_seconds", "not_whole_intervals", "900, 1800 or 3600", slot_seconds)
+    slot_seconds = m.int_("slot_seconds", max(900, homes.step_s), 900, 3600)
+    if slot_seconds % 900 or slot_seconds % homes.step_s:
+        # a slot covers whole intervals of the meter data (the shipped household's are 15 minutes,
+        # the CityLearn homes' an hour)
+        expected = "900, 1800 or 3600" if homes.step_s <= 900 else f"a multiple of {homes.step_s}"
+        raise m.fail(
+            "slot_seconds", "not_whole_intervals", f"{expected} (the homes' meter interval)",
+            slot_seconds,
+        )  # fmt: skip
     gate = m.int_("gate_lead_seconds", 300, 0, 86_400)
     deadline = m.int_("reading_deadline_seconds", slot_seconds, 60, 86_400)
     rule = Rule(m.str_("rule", "pay-as-clear", tuple(x.value for x in Rule)))
@@ -334,8 +385,7 @@ def parse_scenario(
 
     validators = r.int_("validators", 4, 4, 7)
 
-    h = r.table_("households")
-    count = h.int_("count", 12, 2, 100_000)
+    count = h.int_("count", len(homes.ids) if homes.ids else 12, 2, 100_000)
     spread = h.int_("day_spread", 30, 0, 400)
     groups_doc = h.get("group", [])
     if not isinstance(groups_doc, list):
@@ -345,8 +395,22 @@ def parse_scenario(
         if not isinstance(gd, dict):
             raise h.fail(f"group[{i}]", "not_a_table", "a table", gd)
         g = _Reader(source, f"households.group[{i}].", gd)
-        pv = g.range_("pv_kwp", (0.0, 0.0), 0.0, 100.0)
+        if home_source == "shipped":
+            pv = g.range_("pv_kwp", (0.0, 0.0), 0.0, 100.0)
+            pv_scale = (1.0, 1.0)
+        else:  # a real home has its own PV: scale it (0 = none)
+            if "pv_kwp" in gd:
+                raise g.fail(
+                    "pv_kwp", SimReason.NOT_FOR_THIS_SOURCE,
+                    f"pv_scale (× the home's own PV) with households.source = {home_source!r}",
+                    gd["pv_kwp"],
+                )  # fmt: skip
+            pv, pv_scale = (0.0, 0.0), g.range_("pv_scale", (1.0, 1.0), 0.0, 20.0)
+            if homes.net_only and pv_scale != (1.0, 1.0):
+                raise g.fail("pv_scale", SimReason.NET_ONLY_METERS, "1 (the meter files hold only the net)", list(pv_scale))  # fmt: skip
         load = g.range_("load_scale", (1.0, 1.0), 0.0, 20.0)
+        if home_source != "shipped" and homes.net_only and load != (1.0, 1.0):
+            raise g.fail("load_scale", SimReason.NET_ONLY_METERS, "1 (the meter files hold only the net)", list(load))  # fmt: skip
         battery_kwh = g.float_("battery_kwh", 0.0, 0.0, 1000.0)
         battery_kw = g.float_("battery_kw", 0.0, 0.0, 1000.0)
         if battery_kwh > 0 and battery_kw <= 0:  # a battery that can never move energy: a typo
@@ -359,18 +423,62 @@ def parse_scenario(
                 load_scale=load,
                 battery_kwh=battery_kwh,
                 battery_kw=battery_kw,
+                pv_scale=pv_scale,
             )
         )
         g.finish()
     if not groups:
-        groups.append(HouseholdGroup("default", 1.0, (0.0, 6.0), (0.7, 1.3)))
+        if home_source == "shipped":
+            groups.append(HouseholdGroup("default", 1.0, (0.0, 6.0), (0.7, 1.3)))
+        else:
+            groups.append(HouseholdGroup("own", 1.0, (0.0, 0.0), (1.0, 1.0)))
     h.finish()
+
+    site_t = r.table_("site")
+    lat = site_t.get("latitude", homes.site.latitude)
+    lon = site_t.get("longitude", homes.site.longitude)
+    for key, v, lo, hi in (("latitude", lat, -90, 90), ("longitude", lon, -180, 180)):
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi
+        ):
+            raise site_t.fail(key, "out_of_range", f"a number in [{lo}, {hi}]", v)
+    if ("latitude" in site_t.table) != ("longitude" in site_t.table):
+        missing = "longitude" if "latitude" in site_t.table else "latitude"
+        raise site_t.fail(missing, "missing", "latitude and longitude together", None)
+    country = site_t.get("holiday_country", homes.site.holiday_country)
+    subdiv = site_t.get("holiday_subdiv", homes.site.holiday_subdiv)
+    for key, v in (("holiday_country", country), ("holiday_subdiv", subdiv)):
+        if v is not None and not isinstance(v, str):
+            raise site_t.fail(key, "not_a_string", "a country code such as 'US'", v)
+    if subdiv is not None and country is None:
+        raise site_t.fail("holiday_country", "missing", "a country for holiday_subdiv", None)
+    if country is not None:
+        import holidays  # noqa: PLC0415 - only a scenario that names a country needs it
+
+        try:
+            holidays.country_holidays(country, subdiv=subdiv)
+        except NotImplementedError:
+            key = "holiday_subdiv" if subdiv is not None else "holiday_country"
+            raise site_t.fail(key, SimReason.UNKNOWN_CALENDAR, "a country (and subdivision) the "
+                              "holidays package knows, e.g. 'US' / 'CA'", subdiv or country) from None  # fmt: skip
+    site_t.finish()
+    site = Site(
+        None if lat is None else float(lat),
+        None if lon is None else float(lon),
+        country,
+        subdiv,
+    )
 
     b = r.table_("bidding")
     policy = b.str_("policy", "forecast", POLICIES)
-    model = b.str_("model", "seasonal-naive", MODELS)
+    model = b.str_("model", DEFAULT_MODEL, MODELS)
     horizon = b.int_("horizon_slots", 1, 1, 96)  # 1 = gridnode.daemon.QUOTED_SLOTS (tested)
+    refit_days = b.int_("refit_days", REFIT_EVERY_S // 86_400, 1, 366)
     b.finish()
+    try:
+        build_model(model, latitude=site.latitude, longitude=site.longitude)
+    except UsageError as exc:
+        raise b.fail("model", SimReason.NEEDS_THE_SITE, str(exc), model) from None
 
     c = r.table_("consensus")
     block_interval = c.int_("block_interval_s", 60, 1, 3600)
@@ -419,7 +527,68 @@ def parse_scenario(
         source=source,
         block_interval_s=block_interval,
         cadence=cadence,
+        home_source=home_source,
+        home_ids=homes.ids,
+        home_kwp=homes.kwp,
+        meter_folder=homes.folder,
+        site=site,
+        refit_days=refit_days,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _HomesInfo:
+    """What parsing needs to know about the scenario's homes (``sims.homes``: ``shipped_info``,
+    ``citylearn_info``, ``folder_info``)."""
+
+    ids: tuple[str, ...]  # empty: the shipped household
+    kwp: tuple[float, ...]
+    step_s: int  # the meter data's interval
+    net_only: bool  # the meters hold only the net (no PV and load apart)
+    site: Site
+    default_day: str  # start_day when the file names none
+    folder: str = ""
+
+
+def _homes(h: _Reader, home_source: str, source: str) -> _HomesInfo:
+    from sims.homes import citylearn_info, folder_info, shipped_info  # noqa: PLC0415 - no cycle
+
+    if home_source == "citylearn":
+        ids = h.get("homes", list(CITYLEARN_HOME_IDS))
+        ok = (
+            isinstance(ids, list)
+            and ids
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in ids)
+            and set(ids) <= set(CITYLEARN_HOME_IDS)
+            and len(set(ids)) == len(ids)
+        )
+        if not ok:
+            raise h.fail(
+                "homes", SimReason.BAD_HOMES, "distinct CityLearn home numbers in 1..17", ids
+            )
+        return citylearn_info(tuple(ids))
+    if "homes" in h.table:
+        raise h.fail(
+            "homes",
+            SimReason.NOT_FOR_THIS_SOURCE,
+            "households.source = 'citylearn'",
+            h.table["homes"],
+        )
+    if home_source == "meter-folder":
+        folder = h.get("folder", None)
+        if not isinstance(folder, str) or not folder:
+            raise h.fail(
+                "folder", "missing", "a folder of meter files (relative to the scenario)", folder
+            )
+        return folder_info(Path(source).parent / folder)
+    if "folder" in h.table:
+        raise h.fail(
+            "folder",
+            SimReason.NOT_FOR_THIS_SOURCE,
+            "households.source = 'meter-folder'",
+            h.table["folder"],
+        )
+    return shipped_info()
 
 
 def _check_day(r: _Reader, day: str) -> None:

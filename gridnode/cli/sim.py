@@ -1,6 +1,7 @@
 """Simulate a whole community from a scenario file, or compare two runs.
 
   gridnode sim SCENARIO [--households N] [--days D] [--seed S] [--engine inproc|daemons] [--out DIR]
+  gridnode sim SCENARIO --policies forecast,naive-fixed-price,perfect-foresight [--out DIR]
   gridnode sim compare A B
 
 The in-process engine (default) is deterministic: the same scenario and seed give the same
@@ -8,14 +9,20 @@ results.json (apart from wall_seconds). The daemons engine launches real `gridno
 loopback. A progress bar on stderr shows simulated time, slots/s and an ETA; Ctrl-C stops the run
 cleanly and still writes what was done (marked interrupted). Outputs go to --out (default
 sim-runs/NAME-ENGINE-sSEED): results.json, tables, and the HTML report, whose path is printed.
+With --policies the scenario runs once per policy (same households and data) into DIR/POLICY/, and
+the policies' economics (savings, share of perfect foresight's, imbalance, P2P gains,
+household-weeks worse off than grid-only) are printed and written to DIR/economics.json and into
+every run's results.json and report.
 Scenario format: docs/sims.md; shipped examples in sims/scenarios/.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
+import json
 import signal
 import sys
 import threading
@@ -80,6 +87,11 @@ def register(sub: Any) -> None:
         help="inproc engine: also write the committed chain as an export file (gridnode audit FILE)",
     )
     p.add_argument(
+        "--policies",
+        help="comma-separated bidding policies to run one after the other and compare "
+        "(forecast, naive-fixed-price, perfect-foresight)",
+    )
+    p.add_argument(
         "--speedup",
         type=float,
         default=60.0,
@@ -101,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "--chain: only the inproc engine (a daemon run's chain: gridnode chain export)"
         )
+    if args.policies is not None:
+        return _run_policies(scenario, args, out)
     if args.engine == "inproc":
         result, trades = _run_inproc(scenario, args.chain)
         offset_s = None  # slots are numbered on the data's calendar
@@ -117,6 +131,45 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"report: {report}")
     return 130 if result.interrupted else 0
+
+
+def _run_policies(scenario: Any, args: argparse.Namespace, out: Path) -> int:
+    """Run ``scenario`` once per policy of ``--policies`` and compare them (module docstring)."""
+    from sims.economics import comparison, table
+    from sims.scenario import POLICIES
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    bad = [p for p in policies if p not in POLICIES]
+    if not policies or bad or len(set(policies)) != len(policies):
+        raise UsageError(
+            f"--policies: expected distinct names among {', '.join(POLICIES)}; "
+            f"found {args.policies!r}"
+        )
+    results: dict[str, SimResult] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    offsets: dict[str, int | None] = {}
+    for policy in policies:
+        sc = dataclasses.replace(scenario, policy=policy)
+        print(f"policy {policy}: running", file=sys.stderr)
+        if args.engine == "inproc":
+            results[policy], runs[policy] = _run_inproc(sc)
+            offsets[policy] = None
+        else:
+            results[policy], runs[policy], offsets[policy] = _run_daemons(
+                sc, out / policy, args.speedup
+            )
+        if results[policy].interrupted:
+            break
+    comp = comparison(results)
+    for policy, result in results.items():
+        result.policies = comp
+        _write(result, out / policy, runs[policy], offsets[policy])
+    (out / "economics.json").write_text(json.dumps(comp, indent=2) + "\n", encoding="utf-8")
+    print(f"{scenario.name}, {args.engine} engine, {len(scenario.household_specs())} households, "
+          f"{scenario.slots} slots of {scenario.slot_seconds // 60} min:")  # fmt: skip
+    print(table(comp))
+    print(f"runs and reports: {out}/POLICY/, the table: {out / 'economics.json'}")
+    return 130 if any(r.interrupted for r in results.values()) else 0
 
 
 def _compare(runs: list[str]) -> int:

@@ -28,11 +28,22 @@ Rules of this module:
   first ``quoted_slots`` slots whose gate is still open (within ``first_slot``..``last_slot``;
   ``0``: no bidding), each from its forecast (:class:`~gridnode.household.forecast.SlotForecast`)
   with the bidding policy: ``forecast`` and ``perfect-foresight`` use
-  :func:`forecasting.policy.quote_slot` with the current state of charge and the lead time to the
-  gate; ``naive-fixed-price`` uses :func:`forecasting.policy.median_only_order`. A later quote for a
+  :func:`forecasting.policy.quote_slot` (the reservation-price curve of the forecast distribution)
+  with the current state of charge and the slot's expected clearing price;
+  ``naive-fixed-price`` uses :func:`forecasting.policy.median_only_order`. A later quote for a
   slot is meant to replace the earlier order (the ledger keeps the highest nonce). Orders come out
   with nonce 0 and the policy's order id; the driver sets the household's next nonce and signs.
-  Every :class:`Quote` keeps the forecast and the model that produced it (provenance).
+  Every :class:`Quote` keeps the forecast, the expected price and the model that produced it.
+* **Calibration**: every reading of a slot it quoted from a forecast goes into the agent's
+  :class:`~forecasting.policy.BandCalibration`, whose factors widen the bands of its next quotes
+  (the side each curve fears) when its forecasts have been missing their P10–P90 more often than
+  they should (the policy's rules; perfect foresight's never miss, so never widen).
+* **Expected clearing price** (:func:`expected_clearing_price`): the median of the ledger's
+  clearing prices at the same time of day on the last :data:`PRICE_DAYS` days, else of the last
+  :data:`PRICE_SLOTS` slots' prices, else none (the policy then assumes the midpoint of feed-in
+  and retail). The drivers pass the ledger's clearing prices as they hold them (the daemon its
+  node's state, the in-process engine the highest honest validator's); slots without a price (no
+  book, or a book that did not cross) are left out.
 * **Battery**: the agent owns the state of charge (half full when it starts, unless given);
   :attr:`~HouseholdAgent.battery_state` is what the bidding policy sees.
 
@@ -48,6 +59,7 @@ from enum import StrEnum
 from typing import Final
 
 from forecasting.policy import (
+    BandCalibration,
     BatteryState,
     PolicyConfig,
     SlotQuantiles,
@@ -56,7 +68,7 @@ from forecasting.policy import (
 )
 from gridnode.core.ledger import Genesis
 from gridnode.household.battery import Battery, Dispatch, dispatch
-from gridnode.household.forecast import SlotForecast
+from gridnode.household.forecast import HISTORY_DAYS, SlotForecast
 from market.errors import UsageError
 from market.orders import Order
 from market.slots import SlotClock
@@ -64,6 +76,8 @@ from market.slots import SlotClock
 __all__ = [
     "BOUNDARY_DELAY_MS",
     "HISTORY_DAYS",
+    "PRICE_DAYS",
+    "PRICE_SLOTS",
     "QUOTED_SLOTS",
     "Actions",
     "AgentConfig",
@@ -72,13 +86,16 @@ __all__ = [
     "Needs",
     "Quote",
     "Reading",
+    "expected_clearing_price",
 ]
 
 #: open slots a household quotes at every slot boundary, the earliest first; the scenario's
 #: ``[bidding] horizon_slots`` default (the real-daemon engine runs only this)
 QUOTED_SLOTS: Final = 1
-#: days of meter history a household forecasts from
-HISTORY_DAYS: Final = 35
+#: the expected clearing price: same time of day on this many past days ...
+PRICE_DAYS: Final = 7
+#: ... or, when none of them cleared at a price, the last this many slots
+PRICE_SLOTS: Final = 8
 #: drivers call the agent this long after each slot boundary (the community clock's ms)
 BOUNDARY_DELAY_MS: Final = 50
 
@@ -120,6 +137,7 @@ class AgentConfig:
         policy = PolicyConfig(
             feed_in_micro_per_kwh=genesis.feed_in_micro_per_kwh,
             retail_micro_per_kwh=genesis.retail_micro_per_kwh,
+            grid_fee_micro_per_kwh=genesis.grid_fee_micro_per_kwh,
         )
         return cls(
             household, genesis.clock, policy, bidding, battery, first_slot, last_slot, quoted_slots
@@ -159,6 +177,7 @@ class Quote:
     forecast: SlotQuantiles
     model: str  # the model version that produced the forecast
     order: Order | None  # nonce 0: the driver sets the household's next nonce and signs
+    expected_price_micro_per_kwh: int | None = None  # what the policy expected it to clear at
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +203,8 @@ class HouseholdAgent:
         self.soc_wh = soc_wh
         self._next_read = config.first_slot  # every slot before it was read
         self._lost: dict[int, Reading] = {}  # readings handed back by the driver, to send again
+        self._quoted: dict[int, SlotQuantiles] = {}  # the last forecast quoted for each slot
+        self.calibration = BandCalibration(slot_seconds=config.clock.slot_seconds)
         self._needs: tuple[int, int, Needs] | None = None  # (now_s, _next_read, needs): the last
 
     # ------------------------------------------------------------------ the boundary
@@ -211,10 +232,12 @@ class HouseholdAgent:
         natural_wh: Mapping[int, int | None],
         contract_wh: Mapping[int, int],
         forecast: SlotForecast | None,
+        clearing_prices: Mapping[int, int | None] | None = None,
     ) -> Actions:
         """Read every slot of ``needs(now_s).read`` (``natural_wh`` must hold each, ``None`` when the
         meter has no data; ``contract_wh`` the committed position, absent = 0), then quote from
-        ``forecast`` (``None``: no forecast, no quotes). See the module rules."""
+        ``forecast`` (``None``: no forecast, no quotes) at the prices ``clearing_prices`` (the
+        ledger's, by slot) lead it to expect. See the module rules."""
         needs = self.needs(now_s)
         readings = [self._lost.pop(s) for s in sorted(self._lost)] if self._lost else []
         for slot in needs.read:
@@ -225,7 +248,9 @@ class HouseholdAgent:
                 readings.append(reading)
         if needs.read:
             self._next_read = needs.read[-1] + 1
-        quotes = () if forecast is None else self._quotes(now_s, needs.quote, forecast)
+        quotes = (
+            () if forecast is None else self._quotes(needs.quote, forecast, clearing_prices or {})
+        )
         return Actions(tuple(readings), quotes)
 
     def readings_lost(self, readings: Iterable[Reading]) -> None:
@@ -235,8 +260,11 @@ class HouseholdAgent:
 
     # ------------------------------------------------------------------ readings
     def _read(self, slot: int, natural_net_wh: int | None, contract: int) -> Reading | None:
+        quoted = self._quoted.pop(slot, None)
         if natural_net_wh is None:
             return None
+        if quoted is not None:
+            self.calibration.record(quoted, natural_net_wh)
         battery = self.config.battery
         if battery is None:
             return Reading(slot, natural_net_wh, natural_net_wh, contract, None)
@@ -260,7 +288,10 @@ class HouseholdAgent:
         return BatteryState(self.soc_wh, b.capacity_wh, b.power_w, b.reserve_wh)
 
     def _quotes(
-        self, now_s: int, slots: tuple[int, ...], forecast: SlotForecast
+        self,
+        slots: tuple[int, ...],
+        forecast: SlotForecast,
+        clearing_prices: Mapping[int, int | None],
     ) -> tuple[Quote, ...]:
         c = self.config
         battery = self.battery_state
@@ -269,16 +300,35 @@ class HouseholdAgent:
             if q.slot not in slots:
                 continue
             order: Order | None
+            expected = None
             if self._naive:
                 order = median_only_order(q, household=c.household, config=c.policy)
             else:
+                expected = expected_clearing_price(q.slot, clearing_prices, c.clock)
+                self._quoted[q.slot] = q
                 order = quote_slot(
                     q,
                     household=c.household,
                     config=c.policy,
                     slot_seconds=c.clock.slot_seconds,
-                    lead_s=c.clock.gate_closure(q.slot) - now_s,
                     battery=battery,
+                    expected_price_micro_per_kwh=expected,
+                    widen=self.calibration.scales,
                 )
-            out.append(Quote(q.slot, q, forecast.model, order))
+            out.append(Quote(q.slot, q, forecast.model, order, expected))
         return tuple(out)
+
+
+def expected_clearing_price(
+    slot: int, clearing_prices: Mapping[int, int | None], clock: SlotClock
+) -> int | None:
+    """The price ``slot`` is expected to clear at, from the ledger's clearing prices by slot (the
+    module rules): the median (the lower middle one of an even count) of the same time of day on the
+    last :data:`PRICE_DAYS` days, else of the last :data:`PRICE_SLOTS` slots before ``slot``."""
+    per_day = 86_400 // clock.slot_seconds
+    same_time = [clearing_prices.get(slot - d * per_day) for d in range(1, PRICE_DAYS + 1)]
+    prices = sorted(p for p in same_time if p is not None)
+    if not prices:
+        recent = [clearing_prices.get(slot - k) for k in range(1, PRICE_SLOTS + 1)]
+        prices = sorted(p for p in recent if p is not None)
+    return prices[(len(prices) - 1) // 2] if prices else None

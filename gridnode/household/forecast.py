@@ -8,40 +8,100 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   :class:`SlotForecast` per row, in row order. The daemon passes its one household; the in-process
   engine passes its whole community's matrix, so the model is fitted and predicted **once** for all
   rows (vectorised), and each household's agent consumes its own row.
-* **Fitting**: the model is (re)fitted on the history passed in when it was never fitted, when the
-  number of rows changed, or when ``refit_every_s`` seconds passed since the last fit (``0``, the
-  default: every call, as both drivers have always done). Predicting always uses the history
-  passed in, so a stale fit still forecasts from the latest meter data.
+* **Fitting off the slot's hot path, on a schedule of the community clock**: the model is fitted
+  once per period of ``refit_every_s`` (:data:`REFIT_EVERY_S`: a day; periods are aligned to
+  multiples of it in unix time) on the history *before the period started* — at most
+  :data:`HISTORY_DAYS` days of it — and again whenever the number of rows changes. So a fit is a
+  function of the period and the meter data alone, never of when a driver started: a daemon and
+  the in-process engine fit alike, provided they pass :attr:`~SlotForecaster.history_days` of
+  history (or all there is). Each call then only predicts, from the history passed in (a fit
+  from midnight forecasts from this hour's meter data). ``refit_every_s = 0`` fits at every call
+  on the history up to ``now_s``.
+* **Many rows** are fitted :data:`FIT_ROWS` at a time (a year of history for a thousand households
+  at once would need gigabytes); rows never share parameters, so the forecasts are the same.
+* **Too little history**: when the model cannot be fitted yet (``history_too_short``: profile-qr
+  needs 30 days), the ``fallback`` (seasonal naive: same time yesterday, needs 2 days) is fitted
+  instead — on the history up to ``now_s``, at every call, until the model can be fitted.
+* **Plausible**: every forecast is clipped, row by row, to the range of net power the household's
+  meter showed in the last :data:`PLAUSIBLE_DAYS` days of the history passed in. A model that
+  extrapolates wildly (a PV system that produced next to nothing all year and comes back to life
+  makes profile-qr's PV coefficients, fitted on near-zero features, forecast tens of kWh an hour)
+  cannot make a household bid for or offer more than its meter has ever moved in a month.
 * **Slot quantiles**: each requested slot takes the forecast mean power of the interval that
   contains its start, times the slot length (:func:`forecasting.policy.slot_quantiles`, all rows
-  at once), as integer Wh at P10 ≤ P50 ≤ P90. A slot whose gate is closed at ``now_s`` or that starts more than
-  a day (the models' longest horizon) after the history ends is left out.
+  at once), as integer Wh at P10 ≤ P50 ≤ P90. A slot whose gate is closed at ``now_s`` or that
+  starts more than a day (the models' longest horizon) after the history ends is left out.
+* :func:`bidding_forecaster` is what both drivers bid with: the registry's
+  :data:`~forecasting.registry.DEFAULT_MODEL` (profile-qr) unless a scenario or the daemon's
+  config names another, told the site (:class:`Site`: coordinates for clear-sky PV, the country
+  of the public holidays) when known.
 * :func:`foresight` is the *perfect-foresight* policy's forecast: every quantile of a slot is the
   net the meter will measure in it (only a simulation or a replay meter knows it).
-* Every :class:`SlotForecast` names the model version that produced it (``model``): today the
-  model's name (``seasonal-naive-day``, ``perfect-foresight``). Orders placed from it are traced to
+* Every :class:`SlotForecast` names the model that produced it (``model``: ``profile-qr``, the
+  fallback's ``seasonal-naive-day``, ``perfect-foresight``). Orders placed from it are traced to
   it through the agent's :class:`~gridnode.household.agent.Quote`.
 
-Known limit: fitting runs on the caller's thread at the slot boundary (cheap for the seasonal-naive
-model: ≈ 70 ms for 1,000 households); a slow model wants ``refit_every_s`` and a fit scheduled off
-the slot's hot path.
+Known limit: a fit runs on the caller's thread at the first boundary of a period (profile-qr:
+≈ 0.1–0.4 s per household; the in-process engine fits its whole community in one call).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final
 
-from forecasting.models import FittedForecaster, Forecaster, SeasonalNaive
+import numpy as np
+
+from forecasting.models import FittedForecaster, Forecaster, QuantileForecast, SeasonalNaive
 from forecasting.policy import SlotQuantiles, slot_quantiles
+from forecasting.registry import DEFAULT_MODEL, build_model
 from forecasting.series import MeterHistory
-from market.errors import UsageError
+from market.errors import InvalidInput, UsageError
 from market.slots import SlotClock
 
-__all__ = ["FORESIGHT_MODEL", "SlotForecast", "SlotForecaster", "bidding_forecaster", "foresight"]
+__all__ = [
+    "FORESIGHT_MODEL",
+    "HISTORY_DAYS",
+    "PLAUSIBLE_DAYS",
+    "REFIT_EVERY_S",
+    "Site",
+    "SlotForecast",
+    "SlotForecaster",
+    "bidding_forecaster",
+    "foresight",
+]
 
 #: the model name of :func:`foresight`'s forecasts
 FORESIGHT_MODEL = "perfect-foresight"
+#: the forecaster is refitted once a day (at 00:00 UTC), on the history before that
+REFIT_EVERY_S: Final = 86_400
+#: days of meter history a fit uses at most (profile-qr fits from 30 days and was measured with a
+#: year: its training window)
+HISTORY_DAYS: Final = 365
+#: rows fitted in one call of the model
+FIT_ROWS: Final = 32
+#: a forecast stays within the net power the meter showed in this many days
+PLAUSIBLE_DAYS: Final = 28
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where the household is, for the forecaster: coordinates (clear-sky PV) and the public
+    holidays' country (and subdivision), each ``None`` when not known."""
+
+    latitude: float | None = None
+    longitude: float | None = None
+    holiday_country: str | None = None
+    holiday_subdiv: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.latitude is None) != (self.longitude is None):
+            raise UsageError("a site needs both latitude and longitude, or neither")
+        if self.latitude is not None and not -90.0 <= self.latitude <= 90.0:
+            raise UsageError(f"latitude must lie in [-90, 90], got {self.latitude}")
+        if self.longitude is not None and not -180.0 <= self.longitude <= 180.0:
+            raise UsageError(f"longitude must lie in [-180, 180], got {self.longitude}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,34 +121,84 @@ def foresight(actual_wh: Iterable[tuple[int, int | None]]) -> SlotForecast:
     )
 
 
-def bidding_forecaster() -> SlotForecaster:
-    """The forecaster households bid with: seasonal naive (same time yesterday, error quantiles
-    from the last 28 days), refitted at every boundary."""
-    return SlotForecaster(SeasonalNaive(period_days=1, train_days=28))
+def bidding_forecaster(
+    model: str = DEFAULT_MODEL, *, site: Site = Site(), refit_every_s: int = REFIT_EVERY_S
+) -> SlotForecaster:
+    """The forecaster households bid with (module rules): the registry's model ``model`` for the
+    household's ``site``, refitted every ``refit_every_s``, seasonal naive while history is short."""
+    return SlotForecaster(
+        build_model(
+            model,
+            latitude=site.latitude,
+            longitude=site.longitude,
+            holiday_country=site.holiday_country,
+            holiday_subdiv=site.holiday_subdiv,
+        ),
+        refit_every_s=refit_every_s,
+        fallback=SeasonalNaive(period_days=1, train_days=28),
+    )
 
 
 class SlotForecaster:
     """One model, fitted on a history of one or many households (see the module rules)."""
 
-    def __init__(self, model: Forecaster, *, refit_every_s: int = 0) -> None:
+    def __init__(
+        self,
+        model: Forecaster,
+        *,
+        refit_every_s: int = REFIT_EVERY_S,
+        fit_days: int = HISTORY_DAYS,
+        fallback: Forecaster | None = None,
+    ) -> None:
         if refit_every_s < 0:
             raise UsageError(f"refit_every_s must be >= 0, got {refit_every_s}")
+        if fit_days < 1:
+            raise UsageError(f"fit_days must be >= 1, got {fit_days}")
         self.model = model
         self.refit_every_s = refit_every_s
+        self.fit_days = fit_days
+        self.fallback = fallback
         self._fitted: FittedForecaster | None = None
-        self._fitted_at_s = 0
+        self._fitted_name = model.name
+        self._period: int | None = None  # the period the model was fitted in; None: the fallback
         self._rows = 0
+        self.fits = 0  # how many fits it made (the model's and the fallback's)
 
     @property
     def name(self) -> str:
-        """The model version its forecasts name."""
-        return self.model.name
+        """The model whose forecasts come out now (the fallback's while the model cannot fit)."""
+        return self._fitted_name
+
+    @property
+    def history_days(self) -> int:
+        """Days of history a driver passes so that every fit sees all of its ``fit_days`` (the
+        period may have started up to ``refit_every_s`` ago): then a fit depends on the period
+        and the meter data alone."""
+        return self.fit_days + -(-self.refit_every_s // 86_400)
+
+    def _period_of(self, now_s: int) -> int:
+        return now_s // self.refit_every_s if self.refit_every_s else now_s
 
     def fit(self, history: MeterHistory, *, now_s: int) -> None:
-        """Fit the model on ``history`` now (the next forecasts use this fit)."""
-        self._fitted = self.model.fit(history)
-        self._fitted_at_s = now_s
+        """Fit for the period of ``now_s`` on ``history`` up to the period's start (at most
+        ``fit_days`` of it), or the fallback on all of ``history`` (module rules)."""
+        period = self._period_of(now_s)
+        end = period * self.refit_every_s if self.refit_every_s else now_s
+        end = min(end, history.end_s)
+        end -= (end - history.start_s) % history.step_s
+        start = max(history.start_s, end - self.fit_days * 86_400)
         self._rows = history.households
+        self.fits += 1
+        try:
+            self._fitted = _fit_rows(self.model, history.window(start, max(start, end)))
+            self._fitted_name, self._period = self.model.name, period
+        except InvalidInput as exc:
+            if self.fallback is None or exc.reason != "history_too_short":
+                raise
+            fit_on = history.window(max(history.start_s, history.end_s - self.fit_days * 86_400),
+                                    history.end_s)  # fmt: skip
+            self._fitted = _fit_rows(self.fallback, fit_on)
+            self._fitted_name, self._period = self.fallback.name, None
 
     def forecast(
         self, history: MeterHistory, *, now_s: int, slots: Sequence[int], clock: SlotClock
@@ -106,13 +216,49 @@ class SlotForecaster:
         if (
             self._fitted is None
             or self._rows != rows
-            or now_s - self._fitted_at_s >= self.refit_every_s
+            or self._period is None
+            or self._period != self._period_of(now_s)
         ):
             self.fit(history, now_s=now_s)
         assert self._fitted is not None
-        fc = self._fitted.predict(history, horizon)
+        fc = _plausible(self._fitted.predict(history, horizon), history)
         keep = set(wanted)
         return [
             SlotForecast(self.name, tuple(q for q in row if q.slot in keep))
             for row in slot_quantiles(fc, now=now_s, clock=clock)
         ]
+
+
+def _plausible(fc: QuantileForecast, history: MeterHistory) -> QuantileForecast:
+    """``fc`` clipped, row by row, to the net power of the last :data:`PLAUSIBLE_DAYS` days of
+    ``history`` (module rules)."""
+    recent = history.net_w[:, -PLAUSIBLE_DAYS * history.steps_per_day :]
+    lo, hi = recent.min(axis=1), recent.max(axis=1)
+    values = np.clip(fc.values_w, lo[:, None, None], hi[:, None, None])
+    values.setflags(write=False)
+    return replace(fc, values_w=values)
+
+
+def _fit_rows(model: Forecaster, history: MeterHistory) -> FittedForecaster:
+    """``model`` fitted on ``history``, :data:`FIT_ROWS` rows at a time (module rules)."""
+    n = history.households
+    if n <= FIT_ROWS:
+        return model.fit(history)
+    parts = tuple(
+        (slice(i, min(i + FIT_ROWS, n)), model.fit(history.select(slice(i, min(i + FIT_ROWS, n)))))
+        for i in range(0, n, FIT_ROWS)
+    )
+    return _FittedRows(parts)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _FittedRows:
+    """A model fitted in blocks of rows: predicts each block and stacks the rows back."""
+
+    parts: tuple[tuple[slice, FittedForecaster], ...]
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        forecasts = [f.predict(history.select(rows), horizon) for rows, f in self.parts]
+        values = np.concatenate([fc.values_w for fc in forecasts])
+        values.setflags(write=False)
+        return replace(forecasts[0], values_w=values)

@@ -71,12 +71,22 @@ def test_bidding_policy_is_checked_and_perfect_foresight_needs_a_replay_meter(
         "bidding.policy must be one of forecast, naive-fixed-price, perfect-foresight, "
         "got 'psychic'" in bad.stderr
     )
-    with pytest.raises(UsageError, match=r"needs meter\.source = 'replay', got 'none'"):
+    with pytest.raises(UsageError, match=r"needs meter\.source = 'replay' or 'file', got 'none'"):
         update_config(d, {"bidding.policy": "perfect-foresight"})
-    with pytest.raises(UsageError, match=r"needs meter\.source = 'replay', got 'file'"):
-        update_config(d, {"bidding.policy": "perfect-foresight", "meter.source": "file"})
+    with pytest.raises(UsageError, match=r"needs meter\.source = 'replay' or 'file', got 'mqtt'"):
+        update_config(
+            d,
+            {
+                "bidding.policy": "perfect-foresight",
+                "meter.source": "mqtt",
+                "meter.mqtt_url": "mqtt://localhost",
+                "meter.mqtt_topic": ["tele/meter/SENSOR"],
+            },
+        )
     update_config(d, {"bidding.policy": "naive-fixed-price", "meter.source": "file"})
     assert load_config(d).bidding_policy == "naive-fixed-price"
+    # a meter file written ahead (the daemon engine's real homes) can be read ahead
+    update_config(d, {"bidding.policy": "perfect-foresight", "meter.source": "file"})
     update_config(d, {"bidding.policy": "perfect-foresight", "meter.source": "replay"})
     assert load_config(d).bidding_policy == "perfect-foresight"
 

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from forecasting.policy import PolicyConfig, SlotQuantiles, median_only_order, quote_slot
 from gridnode.core.ledger import sign_order
-from gridnode.household.agent import AgentConfig, Bidding, HouseholdAgent, Reading
+from gridnode.household.agent import (
+    PRICE_DAYS,
+    AgentConfig,
+    Bidding,
+    HouseholdAgent,
+    Reading,
+    expected_clearing_price,
+)
 from gridnode.household.battery import Battery, dispatch
 from gridnode.household.forecast import SlotForecast
 from market.errors import UsageError
@@ -190,14 +197,8 @@ def test_a_quote_is_the_policy_applied_to_the_forecast_and_the_battery_now(
     if bidding is Bidding.NAIVE_FIXED_PRICE:
         expected = median_only_order(q, household="me", config=POLICY)
     else:
-        expected = quote_slot(
-            q,
-            household="me",
-            config=POLICY,
-            slot_seconds=900,
-            lead_s=CLOCK.gate_closure(slot) - now_s,
-            battery=a.battery_state,
-        )
+        expected = quote_slot(q, household="me", config=POLICY, slot_seconds=900,
+                              battery=a.battery_state)  # fmt: skip
     assert quote.order == expected
     if quote.order is not None:
         assert quote.order.nonce == 0 and quote.order.household == "me"
@@ -245,3 +246,67 @@ def test_a_requote_replaces_the_earlier_order_in_the_ledger() -> None:
     assert [o.order.side for o in orders] == [Side.SELL, Side.BUY]
     held = state.open_order(target, key.public_hex)
     assert held is not None and held.id == orders[1].id
+
+
+def test_the_expected_clearing_price_is_the_median_of_the_same_time_on_past_days() -> None:
+    per_day = 96
+    slot = FIRST + 10 * per_day
+    same_time = {slot - d * per_day: 100_000 + 10_000 * d for d in range(1, PRICE_DAYS + 1)}
+    assert expected_clearing_price(slot, same_time, CLOCK) == 140_000  # days 1..7: the 4th
+    # only what cleared at a price counts; an even count takes the lower middle
+    some = {slot - per_day: 250_000, slot - 2 * per_day: None, slot - 3 * per_day: 90_000}
+    assert expected_clearing_price(slot, some, CLOCK) == 90_000
+    # no price at that time of day: the last slots' prices; none at all: none
+    recent = {slot - 1: 200_000, slot - 2: 180_000, slot - 3: 210_000, slot - 9: 1}
+    assert expected_clearing_price(slot, recent, CLOCK) == 200_000
+    assert expected_clearing_price(slot, {}, CLOCK) is None
+    # the agent quotes at the price it expects (the curve gets a level there)
+    a = agent()
+    now_s = boundary(slot - 1)
+    q = SlotQuantiles(slot, 100, 500, 900)
+    actions = a.on_slot_boundary(now_s, natural_wh=dict.fromkeys(a.needs(now_s).read, 0),
+                                 contract_wh={}, forecast=SlotForecast("m", (q,)),
+                                 clearing_prices=same_time)  # fmt: skip
+    (quote,) = actions.quotes
+    assert quote.expected_price_micro_per_kwh == 140_000
+    assert quote.order == quote_slot(q, household="me", config=POLICY, slot_seconds=900,
+                                     expected_price_micro_per_kwh=140_000)  # fmt: skip
+    assert quote.order is not None and 140_000 in [s.price_micro_per_kwh for s in quote.order.steps]
+
+
+def test_forecasts_that_keep_missing_make_the_agent_careful() -> None:
+    """The agent's own record calibrates its bands: a forecaster that promises surplus the meter
+    never shows makes the agent widen its lower half-band, so it offers less."""
+    a = agent()
+    q_for = lambda slot: SlotQuantiles(slot, 400, 500, 600)  # noqa: E731 - a local shorthand
+    slot = FIRST + 1
+    first = None
+    for _k in range(40):
+        now_s = boundary(slot - 1)
+        needs = a.needs(now_s)
+        actions = a.on_slot_boundary(
+            now_s, natural_wh=dict.fromkeys(needs.read, -200), contract_wh={},
+            forecast=SlotForecast("m", (q_for(slot),)),
+        )  # fmt: skip
+        (quote,) = actions.quotes
+        if first is None:
+            first = quote.order
+        slot += 1
+    lo, hi = a.calibration.scales
+    assert lo > 1.0 and hi == 1.0  # the readings fell far below the P10, never above the P90
+    assert first is not None and quote.order is not None
+    offered = lambda o, price: sum(  # noqa: E731
+        s.energy_wh for s in o.steps if s.price_micro_per_kwh <= price
+    )
+    assert offered(quote.order, 146_000) < offered(first, 146_000)  # the sure part shrank
+    assert offered(quote.order, 300_000) == offered(first, 300_000)  # the median and P90 stay
+    # perfect foresight's record is perfect: nothing to widen
+    pf = agent(bidding=Bidding.PERFECT_FORESIGHT)
+    slot = FIRST + 1
+    for _ in range(40):
+        now_s = boundary(slot - 1)
+        pf.on_slot_boundary(now_s, natural_wh=dict.fromkeys(pf.needs(now_s).read, 300),
+                            contract_wh={},
+                            forecast=SlotForecast("pf", (SlotQuantiles(slot, 300, 300, 300),)))  # fmt: skip
+        slot += 1
+    assert pf.calibration.scales == (1.0, 1.0)

@@ -1,4 +1,6 @@
-"""The household's slot forecaster: one batched forecast equals each household's own, on real data."""
+"""The household's slot forecaster on real data: one batched forecast equals each household's own, fits
+follow the community clock's periods (not when a driver started), seasonal naive while history is
+short, forecasts stay within what the meter showed."""
 
 from __future__ import annotations
 
@@ -7,22 +9,30 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from forecasting.data import load_shipped
-from forecasting.models import FittedForecaster, SeasonalNaive
+from forecasting.data import SHIPPED_LATITUDE, SHIPPED_LONGITUDE, load_shipped
+from forecasting.models import FittedForecaster, QuantileForecast, SeasonalNaive
 from forecasting.policy import forecast_slots
+from forecasting.profile_qr import ProfileQR
 from forecasting.series import MeterHistory
+from gridnode.household import forecast as forecast_module
 from gridnode.household.agent import HISTORY_DAYS
-from gridnode.household.forecast import SlotForecaster, bidding_forecaster
+from gridnode.household.forecast import (
+    PLAUSIBLE_DAYS,
+    Site,
+    SlotForecaster,
+    bidding_forecaster,
+)
 from market.errors import UsageError
 from market.slots import SlotClock
 
 CLOCK = SlotClock(900, 300)
+SITE = Site(SHIPPED_LATITUDE, SHIPPED_LONGITUDE, "FR")
 
 
-def community(now_s: int) -> MeterHistory:
+def community(now_s: int, days: int = HISTORY_DAYS + 1) -> MeterHistory:
     """Three households from the shipped real data: scaled, and one a day shifted."""
     data = load_shipped()
-    start = now_s - HISTORY_DAYS * 86_400
+    start = now_s - days * 86_400
     a, b = data.window(start, now_s), data.window(start - 86_400, now_s - 86_400)
     assert a.pv_w is not None and a.load_w is not None
     assert b.pv_w is not None and b.load_w is not None
@@ -36,31 +46,36 @@ def community(now_s: int) -> MeterHistory:
 
 
 NOW_S = 1_243_879_200  # 2009-06-01 11:00 UTC-7 in the shipped data, on a slot boundary
+DAY_START = NOW_S - NOW_S % 86_400  # the daily fit's period starts at 00:00 UTC
 
 
 def test_a_batched_forecast_gives_every_household_its_own_forecast() -> None:
     hist = community(NOW_S)
     slots = [CLOCK.slot_at(NOW_S) + k for k in (1, 2, 5)]
-    batch = bidding_forecaster().forecast(hist, now_s=NOW_S, slots=slots, clock=CLOCK)
+    batch = bidding_forecaster(site=SITE).forecast(hist, now_s=NOW_S, slots=slots, clock=CLOCK)
     assert len(batch) == 3 and len({fc.quantiles for fc in batch}) == 3  # the rows differ
+    model = ProfileQR(latitude=SHIPPED_LATITUDE, longitude=SHIPPED_LONGITUDE,
+                      holiday_country="FR")  # fmt: skip
     for row, fc in enumerate(batch):
-        alone = bidding_forecaster().forecast(
+        alone = bidding_forecaster(site=SITE).forecast(
             hist.select([row]), now_s=NOW_S, slots=slots, clock=CLOCK
         )
         assert [fc] == alone
-        assert fc.model == "seasonal-naive-day"
+        assert fc.model == "profile-qr"
         assert [q.slot for q in fc.quantiles] == slots
-        # the same quantiles as forecasting the next two hours straight from the model
-        model = SeasonalNaive(period_days=1, train_days=28)
-        direct = forecast_slots(
-            hist.select([row]), model.fit(hist.select([row])), now=NOW_S, clock=CLOCK, horizon=8
-        )
-        assert list(fc.quantiles) == [q for q in direct if q.slot in slots]
+        # the model fitted on the history before today's period, forecasting from now
+        mine = hist.select([row])
+        fitted = model.fit(mine.window(DAY_START - HISTORY_DAYS * 86_400, DAY_START))
+        direct = forecast_slots(mine, fitted, now=NOW_S, clock=CLOCK, horizon=8)
+        recent = mine.net_w[0, -PLAUSIBLE_DAYS * 96 :] * 0.25  # Wh per 15 min
+        for got, want in zip(fc.quantiles, [q for q in direct if q.slot in slots], strict=True):
+            if recent.min() <= want.p10_wh and want.p90_wh <= recent.max():
+                assert got == want  # within what the meter showed: not clipped
 
 
 def test_slots_out_of_reach_are_left_out_and_the_future_is_refused() -> None:
     hist = community(NOW_S)
-    f = bidding_forecaster()
+    f = bidding_forecaster(site=SITE)
     first_open = CLOCK.first_open_slot(NOW_S)
     far = CLOCK.slot_at(NOW_S + 2 * 86_400)
     (fc, *_) = f.forecast(hist, now_s=NOW_S, slots=[first_open - 1, first_open, far], clock=CLOCK)
@@ -72,32 +87,97 @@ def test_slots_out_of_reach_are_left_out_and_the_future_is_refused() -> None:
 
 @dataclass
 class CountingModel:
-    """A real model that counts its fits."""
+    """A real model that counts its fits and remembers where each fit's history ended."""
 
     inner: SeasonalNaive = field(default_factory=lambda: SeasonalNaive(1, 28))
-    fits: int = 0
+    ends: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.inner.name
 
     def fit(self, history: MeterHistory) -> FittedForecaster:
-        self.fits += 1
+        self.ends.append(history.end_s)
         return self.inner.fit(history)
 
 
-def test_refits_follow_the_schedule() -> None:
-    hist = community(NOW_S)
+def test_fits_follow_the_periods_of_the_community_clock() -> None:
     model = CountingModel()
     f = SlotForecaster(model, refit_every_s=3_600)
     slot = CLOCK.first_open_slot(NOW_S)
-    for k in range(4):  # four boundaries within the hour: one fit
+    for k in range(4):  # four boundaries within the hour: one fit, on the data before the hour
         now_s = NOW_S + 900 * k
-        f.forecast(community(now_s), now_s=now_s, slots=[slot + k], clock=CLOCK)
-    assert model.fits == 1
-    f.forecast(community(NOW_S + 3_600), now_s=NOW_S + 3_600, slots=[slot + 4], clock=CLOCK)
-    assert model.fits == 2
-    f.forecast(hist.select([0]), now_s=NOW_S + 3_600, slots=[slot + 4], clock=CLOCK)
-    assert model.fits == 3  # other rows: fitted again
+        f.forecast(community(now_s, 40), now_s=now_s, slots=[slot + k], clock=CLOCK)
+    assert model.ends == [NOW_S]
+    f.forecast(community(NOW_S + 3_600, 40), now_s=NOW_S + 3_600, slots=[slot + 4], clock=CLOCK)
+    assert model.ends == [NOW_S, NOW_S + 3_600]
+    f.forecast(community(NOW_S + 3_600).select([0]), now_s=NOW_S + 3_600, slots=[slot + 4],
+               clock=CLOCK)  # fmt: skip
+    assert len(model.ends) == 3  # other rows: fitted again
     with pytest.raises(UsageError, match="refit_every_s"):
         SlotForecaster(model, refit_every_s=-1)
+
+
+def test_a_fit_depends_on_the_period_not_on_when_the_driver_started() -> None:
+    """A daemon that started hours earlier and the in-process engine that starts now forecast
+    alike: both fitted on the data before today's period began."""
+    slots = [CLOCK.first_open_slot(NOW_S)]
+    early = bidding_forecaster(site=SITE)
+    early.forecast(community(NOW_S - 6 * 3_600), now_s=NOW_S - 6 * 3_600, slots=[
+        CLOCK.first_open_slot(NOW_S - 6 * 3_600)], clock=CLOCK)  # fmt: skip
+    late = bidding_forecaster(site=SITE)
+    hist = community(NOW_S)
+    assert early.forecast(hist, now_s=NOW_S, slots=slots, clock=CLOCK) == late.forecast(
+        hist, now_s=NOW_S, slots=slots, clock=CLOCK
+    )
+    assert early.fits == late.fits == 1
+    assert early.history_days == HISTORY_DAYS + 1
+
+
+def test_seasonal_naive_stands_in_while_the_history_is_short() -> None:
+    f = bidding_forecaster(site=SITE)
+    slot = CLOCK.first_open_slot(NOW_S)
+    (fc, *_) = f.forecast(community(NOW_S, 10), now_s=NOW_S, slots=[slot], clock=CLOCK)
+    assert fc.model == "seasonal-naive-day" and fc.quantiles
+    (fc, *_) = f.forecast(community(NOW_S, 60), now_s=NOW_S, slots=[slot], clock=CLOCK)
+    assert fc.model == "profile-qr"  # enough history now: the model takes over
+    with pytest.raises(Exception, match="history_too_short"):
+        f.forecast(community(NOW_S, 1), now_s=NOW_S, slots=[slot], clock=CLOCK)
+
+
+@dataclass(frozen=True)
+class Wild:
+    """A model that forecasts 100 kW of surplus and 100 kW of need (a broken extrapolation)."""
+
+    name: str = "wild"
+
+    def fit(self, history: MeterHistory) -> FittedForecaster:
+        return self
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        values = np.tile([-1e5, 0.0, 1e5], (history.households, horizon, 1))
+        return QuantileForecast(history.end_s, history.step_s, (0.1, 0.5, 0.9), values)
+
+
+def test_a_forecast_never_leaves_the_range_the_meter_showed() -> None:
+    hist = community(NOW_S, 40)
+    (fc, *_) = SlotForecaster(Wild()).forecast(
+        hist, now_s=NOW_S, slots=[CLOCK.first_open_slot(NOW_S)], clock=CLOCK
+    )
+    (q,) = fc.quantiles
+    recent = hist.net_w[0, -PLAUSIBLE_DAYS * 96 :]
+    assert q.p10_wh == round(recent.min() / 4) and q.p90_wh == round(recent.max() / 4)
+
+
+def test_many_rows_are_fitted_a_block_at_a_time_with_the_same_forecasts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hist = community(NOW_S, 40)
+    slots = [CLOCK.first_open_slot(NOW_S) + k for k in range(3)]
+    whole = SlotForecaster(SeasonalNaive(1, 28)).forecast(hist, now_s=NOW_S, slots=slots,
+                                                          clock=CLOCK)  # fmt: skip
+    monkeypatch.setattr(forecast_module, "FIT_ROWS", 2)
+    model = CountingModel()
+    blocks = SlotForecaster(model).forecast(hist, now_s=NOW_S, slots=slots, clock=CLOCK)
+    assert len(model.ends) == 2  # rows 0-1, then row 2
+    assert blocks == whole

@@ -221,10 +221,11 @@ def test_imbalance_columns_key_figure_and_compare_row(tmp_path: Path) -> None:
     assert line.rstrip().endswith(f"{diff:+,.2f} ¤")
 
 
-def test_results_without_imbalance_figures_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("old", [1, 2])
+def test_results_without_the_newer_figures_are_refused(tmp_path: Path, old: int) -> None:
     make_result(1).write_json(tmp_path / "results.json")
     doc = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    doc["version"] = 1  # written before the imbalance KPIs existed
+    doc["version"] = old  # 1: before the imbalance KPIs; 2: before over-contracts and weeks
     (tmp_path / "results.json").write_text(json.dumps(doc), encoding="utf-8")
-    with pytest.raises(ValueError, match="results version 1 is not 2"):
+    with pytest.raises(ValueError, match=f"results version {old} is not 3"):
         SimResult.read_json(tmp_path / "results.json")

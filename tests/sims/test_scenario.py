@@ -18,7 +18,16 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
 
 def test_shipped_examples_load() -> None:
     names = sorted(p.name for p in SCENARIOS.glob("*.toml"))
-    assert names == ["batteries.toml", "faults.toml", "small.toml", "town.toml", "year.toml"]
+    assert names == [
+        "batteries.toml",
+        "faults.toml",
+        "homes-spring.toml",
+        "homes-summer.toml",
+        "homes-winter.toml",
+        "small.toml",
+        "town.toml",
+        "year.toml",
+    ]
     batteries = load_scenario(SCENARIOS / "batteries.toml")
     specs = batteries.household_specs()
     assert sum(s.battery_kwh == 5.0 and s.battery_kw == 2.5 for s in specs) == 3
@@ -33,6 +42,20 @@ def test_shipped_examples_load() -> None:
     assert town.cadence == "fixed"
     year = load_scenario(SCENARIOS / "year.toml")
     assert (year.households, year.slots, year.cadence) == (100, 365 * 96, "adaptive")
+    assert (small.model, town.model, town.refit_days, small.refit_days) == (
+        "profile-qr", "profile-qr", 28, 1)  # fmt: skip
+
+
+@pytest.mark.parametrize("season", ["winter", "spring", "summer"])
+def test_the_real_home_scenarios_are_distinct_real_homes(season: str) -> None:
+    sc = load_scenario(SCENARIOS / f"homes-{season}.toml")
+    specs = sc.household_specs()
+    assert sc.home_source == "citylearn" and sc.slot_seconds == 3600 and sc.days >= 7
+    assert len({s.home for s in specs}) == len(specs) >= 15  # every household its own home
+    assert {s.pv_scale for s in specs} == {0.0, 1.0}  # with its own PV, or without
+    assert all(s.pv_kwp in (4.0, 5.0) for s in specs if s.pv_scale == 1.0)
+    assert sc.site.latitude == pytest.approx(34.0922) and sc.site.holiday_country == "US"
+    assert sc.policy == "forecast" and sc.model == "profile-qr" and sc.netting.value == "none"
 
 
 def test_overrides_replace_the_file_values() -> None:
@@ -112,6 +135,43 @@ def _doc(**overrides: Any) -> dict[str, Any]:
             "battery_without_power",
         ),
         (_doc(bidding={"policy": "psychic"}), "bidding.policy", "unknown_value"),
+        (_doc(bidding={"model": "psychic"}), "bidding.model", "unknown_value"),
+        (_doc(site={"latitude": 52.5}), "site.longitude", "missing"),
+        (_doc(site={"latitude": 95, "longitude": 0}), "site.latitude", "out_of_range"),
+        (_doc(site={"holiday_country": 7}), "site.holiday_country", "not_a_string"),
+        (_doc(site={"holiday_country": "XX"}), "site.holiday_country", "unknown_calendar"),
+        (
+            _doc(site={"holiday_country": "US", "holiday_subdiv": "ZZ"}),
+            "site.holiday_subdiv",
+            "unknown_calendar",
+        ),
+        (_doc(households={"count": 4, "source": "mars"}), "households.source", "unknown_value"),
+        (
+            _doc(households={"count": 4, "homes": [1, 2]}),
+            "households.homes",
+            "not_for_this_source",
+        ),
+        (
+            _doc(households={"source": "citylearn", "homes": [1, 18]}),
+            "households.homes",
+            "bad_homes",
+        ),
+        (
+            _doc(households={"source": "citylearn", "homes": [1, 1]}),
+            "households.homes",
+            "bad_homes",
+        ),
+        (
+            _doc(households={"source": "citylearn"}, market={"slot_seconds": 900}),
+            "market.slot_seconds",
+            "not_whole_intervals",
+        ),
+        (
+            _doc(households={"source": "citylearn", "group": [{"pv_kwp": 3}]}),
+            "households.group[0].pv_kwp",
+            "not_for_this_source",
+        ),
+        (_doc(households={"source": "meter-folder"}), "households.folder", "missing"),
         (_doc(network={"drop_rate": 0.9}), "network.drop_rate", "out_of_range"),
         (_doc(faults=[{"kind": "meteor", "at_s": 0}]), "faults[0].kind", "unknown_value"),
         (
