@@ -250,27 +250,40 @@ _MED7: Final = 2
 _ENV: Final = 7
 
 
-def _origins(series: _Series, o: IntArray, s: int) -> tuple[FloatArray, FloatArray]:
+def _all_profiles(series: _Series, s: int) -> FloatArray:
+    """``(n, T, 8)`` :func:`_profiles` of every interval with 7 days before it (zeros before):
+    computed once per series, so origins and targets share them."""
+    total = series.load.shape[1]
+    out = np.zeros((series.load.shape[0], total, 8))
+    t = np.arange(LAG_DAYS * s, total, dtype=np.int64)
+    out[:, t] = _profiles(series, t, s)
+    return out
+
+
+def _origins(
+    series: _Series, o: IntArray, s: int, every: FloatArray
+) -> tuple[FloatArray, FloatArray]:
     """``(n, len(o), 5)`` origin features and ``(n, len(o))`` scales at origins ``o`` (each needs
     ``(LAG_DAYS + 1)`` days before it): the last hour's, day's and interval's departure from the
     7-day median profile, the PV's clear-sky index over the last hour and day; the mean load of the
-    last 7 days (at least :data:`SCALE_FLOOR_W`)."""
+    last 7 days (at least :data:`SCALE_FLOOR_W`). ``every``: :func:`_all_profiles`. Window sums
+    are differences of running sums (one pass over the series, whatever the origins)."""
     hour = max(1, 3600 * s // SECONDS_PER_DAY)
-    day = o[:, None] - s + np.arange(s)[None, :]  # (len(o), s): the day before each origin
-    flat = day.ravel()
-    prof = _profiles(series, flat, s)
-    n = series.load.shape[0]
-    resid = (series.load[:, flat] - prof[..., _MED7]).reshape(n, len(o), s)
-    pv = series.pv[:, flat].reshape(n, len(o), s)
-    env = prof[..., _ENV].reshape(n, len(o), s)
-    k_day = _ratio(pv.sum(axis=-1), env.sum(axis=-1), 1.0)
-    k_hour = _ratio(pv[..., -hour:].sum(axis=-1), env[..., -hour:].sum(axis=-1), k_day)
+    resid = series.load - every[..., _MED7]
+
+    def before(values: FloatArray, k: int) -> FloatArray:
+        run = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
+        out: FloatArray = run[:, o] - run[:, o - k]
+        return out
+
+    pv_day, env_day = before(series.pv, s), before(every[..., _ENV], s)
+    k_day = _ratio(pv_day, env_day, 1.0)
+    k_hour = _ratio(before(series.pv, hour), before(every[..., _ENV], hour), k_day)
     feats = np.stack(
-        [resid[..., -hour:].mean(axis=-1), resid.mean(axis=-1), resid[..., -1], k_hour, k_day],
+        [before(resid, hour) / hour, before(resid, s) / s, resid[:, o - 1], k_hour, k_day],
         axis=-1,
     )
-    week = o[:, None] - np.arange(1, LAG_DAYS * s + 1)[None, :]
-    scale = np.maximum(np.abs(series.load[:, week]).mean(axis=-1), SCALE_FLOOR_W)
+    scale = np.maximum(before(np.abs(series.load), LAG_DAYS * s) / (LAG_DAYS * s), SCALE_FLOOR_W)
     return feats, scale
 
 
@@ -314,12 +327,13 @@ def _training_rows(
     origins = origins[origins <= last]
     k = k[: len(origins)]
     buckets = lead_buckets(history.step_s)
-    orig, scale = _origins(series, origins, s)
+    every = _all_profiles(series, s)
+    orig, scale = _origins(series, origins, s, every)
     xs, ys = [], []
     for b in range(int(buckets.max()) + 1):
         leads = np.flatnonzero(buckets == b)
         t = origins + leads[k % len(leads)]
-        prof = _profiles(series, t, s)
+        prof = every[:, t]
         xs.append(_design(prof, orig, scale))
         net = series.pv[:, t] - series.load[:, t]
         ys.append(np.clip(net / scale, -X_CLIP, X_CLIP))
@@ -389,9 +403,7 @@ def _update_rows(
     series = _series(
         history, 0, latitude=lat, longitude=lon, holiday_country=country, holiday_subdiv=subdiv
     )
-    x, y, origins = _training_rows(
-        history, series, max_origins=max_origins, train_days=train_days
-    )
+    x, y, origins = _training_rows(history, series, max_origins=max_origins, train_days=train_days)
     n, n_b, n_s, f = x.shape
     taus = np.asarray(QUANTILES)
     if previous is None:
@@ -401,9 +413,10 @@ def _update_rows(
         r = y[:, :, None, :] - pred
         w = np.where(r >= 0, taus[None, None, :, None], 1.0 - taus[None, None, :, None])
         w = w / np.maximum(np.abs(r), R_FLOOR)
-    xw = x[:, :, None, :, :] * w[..., None]  # (n, B, Q, S, F)
-    gram = np.einsum("nbqsf,nbsg->nbqfg", xw, x)
-    rhs = np.einsum("nbqsf,nbs->nbqf", xw, y)
+    xt = np.ascontiguousarray(np.swapaxes(x, -1, -2))  # (n, B, F, S)
+    xwt = xt[:, :, None] * w[:, :, :, None, :]  # (n, B, Q, F, S)
+    gram = np.matmul(xwt, x[:, :, None])  # (n, B, Q, F, F), BLAS
+    rhs = np.matmul(xwt, y[:, :, None, :, None])[..., 0]
     iu = np.triu_indices(f)
     stats = np.concatenate([gram[..., iu[0], iu[1]], rhs], axis=-1)  # (n, B, Q, _BLOCK)
     out = np.zeros((n, layout.length), dtype=np.int64)
@@ -522,7 +535,7 @@ class CommunityModel:
         if count <= 0:
             return Validation(0, 0.0, 0.0, 0.0, 0.0)
         return Validation(
-            int(round(count)),
+            round(count),
             abs_e / count,
             (p10 + p50 + p90) / (3 * count),
             naive / count,
@@ -535,9 +548,10 @@ def _solve(total: IntArray, layout: Layout) -> FloatArray:
     iu = np.triu_indices(FEATURES)
     gram = np.zeros((layout.buckets, len(QUANTILES), FEATURES, FEATURES))
     gram[..., iu[0], iu[1]] = stats[..., :_TRI]
-    gram = gram + np.swapaxes(np.triu(gram, 1), -1, -2)
+    gram += np.swapaxes(np.triu(gram, 1), -1, -2)
     rhs = stats[..., _TRI:]
-    beta: FloatArray = np.linalg.solve(gram + RIDGE * np.eye(FEATURES), rhs[..., None])[..., 0]
+    solved = np.linalg.solve(gram + RIDGE * np.eye(FEATURES), rhs[..., None])[..., 0]
+    beta: FloatArray = np.asarray(solved, dtype=np.float64)
     return beta
 
 
@@ -621,9 +635,10 @@ def community_forecast(
         holiday_subdiv=holiday_subdiv,
     )
     o = np.array([tail.steps], dtype=np.int64)
-    orig, scale = _origins(series, o, s)  # (n, 1, 5), (n, 1)
+    every = _all_profiles(series, s)
+    orig, scale = _origins(series, o, s, every)  # (n, 1, 5), (n, 1)
     t = tail.steps + np.arange(horizon, dtype=np.int64)
-    prof = _profiles(series, t, s)
+    prof = every[:, t]
     x = _design(prof, np.repeat(orig, horizon, axis=1), np.repeat(scale, horizon, axis=1))
     coefs = model.coefs[lead_buckets(history.step_s)[:horizon]]  # (H, Q, F)
     values = np.einsum("nhf,hqf->nhq", x, coefs) * scale[:, :, None]
@@ -644,6 +659,10 @@ class ModelRef:
     community_permille: int
 
 
+#: the local model of a household whose history is too short for its own local model
+_FALLBACK: Final = SeasonalNaive(period_days=1, train_days=28)
+
+
 @dataclass(frozen=True, slots=True)
 class FederatedForecaster:
     """The personalised forecaster: ``community`` blended with the household's ``local`` model
@@ -652,7 +671,7 @@ class FederatedForecaster:
 
     community: CommunityModel | None
     local: Forecaster
-    fallback: Forecaster = SeasonalNaive(period_days=1, train_days=28)
+    fallback: Forecaster = _FALLBACK
     latitude: float | None = None
     longitude: float | None = None
     holiday_country: str | None = None
@@ -697,7 +716,7 @@ class FederatedForecaster:
             ModelRef(
                 None if community is None else community.hash,
                 local_model.name,
-                int(round(1000 * (1.0 - float(np.mean(w))))),
+                round(1000 * (1.0 - float(np.mean(w)))),
             )
             for w in weights
         )

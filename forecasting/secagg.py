@@ -69,19 +69,24 @@ __all__ = [
     "Abort",
     "Aggregation",
     "Complete",
+    "DpConfig",
     "MaskedUpdate",
     "Restart",
     "Reveal",
     "RoundSpec",
+    "RoundStats",
     "SecAggError",
     "SecAggReason",
+    "Transcript",
     "Unmask",
+    "aggregate_round",
     "clip_l2",
     "default_threshold",
     "gaussian_noise",
     "gaussian_sigma",
     "keypair_from_seed",
     "mask_update",
+    "message_bytes",
     "pair_seed",
     "reveal_seeds",
     "unmask_vector",
@@ -524,4 +529,109 @@ def gaussian_noise(length: int, sigma: float, threshold: int, rng: np.random.Gen
     round. The stated ε is the continuous Gaussian's; rounded noise is close to it but not exactly
     it (the discrete Gaussian of Canonne, Kamath & Steinke 2020 would be exact: not done)."""
     out: I64 = np.rint(rng.normal(0.0, sigma / math.sqrt(threshold), length)).astype(np.int64)
+    return out
+
+
+# --------------------------------------------------------------------------- the in-process round
+
+
+@dataclass(frozen=True, slots=True)
+class DpConfig:
+    """Differential privacy of a round's sum (off unless given): each member clips its update to
+    L2 ``clip_norm`` (update units) and adds its share of ``N(0, sigma²)``, ``sigma`` from
+    :func:`gaussian_sigma` (``epsilon``, ``delta``, sensitivity ``clip_norm``)."""
+
+    epsilon: float
+    delta: float
+    clip_norm: float
+
+    @property
+    def sigma(self) -> float:
+        return gaussian_sigma(self.epsilon, self.delta, self.clip_norm)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStats:
+    """What a round cost: attempts, contributors, bytes each member sent (its masked update and
+    its seed reveals, over every attempt: the most any member sent, and the total), and the CPU
+    seconds of the whole in-process round by the caller's ``cpu_clock`` (0 without one)."""
+
+    members: int
+    contributors: int
+    attempts: int
+    update_entries: int
+    max_bytes_per_member: int
+    total_bytes: int
+    cpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """Every message of an in-process round, in order (what each member sent and received)."""
+
+    updates: tuple[MaskedUpdate, ...]
+    unmasks: tuple[Unmask, ...]
+    reveals: tuple[Reveal, ...]
+
+
+def aggregate_round(
+    updates: Mapping[bytes, I64],
+    keys: Mapping[bytes, bytes],
+    round: int,
+    *,
+    dropped: Iterable[bytes] = (),
+    silent: Iterable[bytes] = (),
+    degree: int = DEFAULT_DEGREE,
+    dp: DpConfig | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[Complete | Abort, Transcript]:
+    """Run the protocol in process over ``updates`` (public key → int64 update) with ``keys``
+    (public → private): ``dropped`` members never send their update, ``silent`` ones send it but
+    never reveal. Returns the outcome and every message sent."""
+    drop, mute = frozenset(dropped), frozenset(silent)
+    length = len(next(iter(updates.values())))
+    spec = RoundSpec.new(round, updates, length, degree=degree)
+    sent: list[MaskedUpdate] = []
+    unmasks: list[Unmask] = []
+    reveals: list[Reveal] = []
+    if dp is not None and rng is None:
+        raise SecAggError(SecAggReason.BAD_SPEC, "DP needs the caller's seeded rng")
+    while True:
+        agg = Aggregation(spec)
+        for member in spec.members:
+            if member in drop:
+                continue
+            vec = updates[member]
+            noise = None
+            if dp is not None and rng is not None:
+                vec = clip_l2(vec, dp.clip_norm)
+                noise = gaussian_noise(length, dp.sigma, spec.threshold, rng)
+            msg = mask_update(spec, keys[member], member, vec, noise=noise)
+            sent.append(msg)
+            agg.add_update(msg)
+        outcome: Outcome | None = agg.close_collection()
+        if isinstance(outcome, Unmask):
+            unmasks.append(outcome)
+            done = None
+            for member in sorted(outcome.requests):
+                if member not in mute:
+                    reveal = reveal_seeds(spec, keys[member], member, outcome)
+                    reveals.append(reveal)
+                    done = agg.add_reveal(reveal)
+            outcome = done if done is not None else agg.close_reveals()
+        transcript = Transcript(tuple(sent), tuple(unmasks), tuple(reveals))
+        if isinstance(outcome, Complete | Abort):
+            return outcome, transcript
+        assert isinstance(outcome, Restart)
+        spec = outcome.spec
+
+
+def message_bytes(transcript: Transcript) -> dict[bytes, int]:
+    """Bytes each member sent in ``transcript``: masked vectors and revealed (key, seed) pairs
+    (payload only; the transport adds its framing)."""
+    out: dict[bytes, int] = {}
+    for u in transcript.updates:
+        out[u.member] = out.get(u.member, 0) + len(u.masked)
+    for r in transcript.reveals:
+        out[r.member] = out.get(r.member, 0) + 64 * len(r.seeds)
     return out
