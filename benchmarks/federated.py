@@ -89,7 +89,7 @@ def train_community(homes: MeterHistory) -> tuple[CommunityModel, list[dict[str,
     keys = keys_for(homes.households, 1)
     for r, at in enumerate(ROUNDS_S, start=1):
         since = None if model is None else ROUNDS_S[r - 2]
-        model, stats, _ = run_round([homes.until(at)], keys, r, model, since_s=since, **SITE)  # type: ignore[arg-type]
+        model, _stats, _ = run_round([homes.until(at)], keys, r, model, since_s=since, **SITE)  # type: ignore[arg-type]
         assert model is not None
         v = model.validation
         log.append(

@@ -20,10 +20,12 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   one fit on everyone's pooled data. Quantile regression is solved by iteratively reweighted least
   squares (IRLS, weights ``τ / |r|`` or ``(1 − τ) / |r|``); a federated **round is one IRLS step
   warm-started from the last committed model** (the first round is least squares), so one secure
-  sum per round and the model tracks the pooled quantile regression as rounds go on (measured: one
-  weekly step lands within 0.1 % of the converged fit, ``docs/federated.md``). Averaging members'
-  own coefficients (FedAvg) was measured and rejected: one member with near-zero PV or load fits
-  wild coefficients and the average is ruined, while pooled statistics are robust to it.
+  sum per round and the model tracks the pooled quantile regression as rounds go on (the P50
+  settles within a few rounds; the P10/P90 bands need more: after two IRLS rounds the P10–P90
+  coverage measured in ``benchmarks/federated.py`` was only 27 %). Averaging members' own
+  coefficients (FedAvg) was rejected: one member with near-zero PV or load fits wild coefficients
+  and the average is ruined, while pooled statistics are robust to it (an argument from an earlier
+  WIP measurement, not re-run in the benchmark).
 * **Updates are integers.** A member's update (:func:`local_update`) is one vector of
   :data:`FRAC_BITS`-bit fixed-point int64: per bucket and quantile the upper triangle of ``XᵀWX``
   and ``XᵀWy``, per bucket the sample count, then the **held-back validation** of the previous
