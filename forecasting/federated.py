@@ -366,7 +366,7 @@ def local_update(
     holiday_subdiv: str | None = None,
     max_origins: int = MAX_ORIGINS,
     train_days: int = TRAIN_DAYS,
-    rows_per_chunk: int = 8,
+    rows_per_chunk: int = 1,
 ) -> IntArray:
     """Every row's update ``(households, Layout(step).length)`` int64 (module rules): the IRLS
     step's statistics with weights from ``previous`` (``None``, or another step or version: least

@@ -13,7 +13,8 @@ caller's seeded generator; deadlines are explicit calls):
   ``O(degree)`` per member instead of ``O(n)``). For neighbours ``i < j`` (member order) the pair
   seed is ``BLAKE2b-256(X25519(sk_i, pk_j) ‖ digest ‖ pk_lo ‖ pk_hi, person="gn.secagg.pair.1")``
   (PyNaCl's X25519; both sides derive the same seed) and the mask is the first ``8·length``
-  bytes of ``SHAKE-256("gn.secagg.mask.1" ‖ seed)`` read as little-endian uint64. Member ``i``
+  bytes of the ChaCha20 keystream keyed by the seed (libsodium, nonce ``"gn.secagg.m1"``) read
+  as little-endian uint64. Member ``i``
   sends ``x_i + Σ_{j>i} m_ij − Σ_{j<i} m_ij  (mod 2**64)``; over all members the masks cancel and
   the sum is the plain sum mod 2**64 **exactly** (an int64 update's two's complement bits).
 * **Dropouts.** After the collection deadline (:meth:`Aggregation.close_collection`) the
@@ -57,7 +58,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from nacl.bindings import crypto_scalarmult
+from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt, crypto_scalarmult
 from nacl.public import PrivateKey
 
 from market.codec import pack
@@ -103,7 +104,7 @@ MAX_ATTEMPTS: Final = 4
 DEFAULT_DEGREE: Final = 24
 _SPEC_TAG: Final = "gn.secagg.round"
 _PAIR_PERSON: Final = b"gn.secagg.pair.1"
-_MASK_TAG: Final = b"gn.secagg.mask.1"
+_MASK_NONCE: Final = b"gn.secagg.m1"  # 12 bytes: the IETF nonce
 _ORDER_PERSON: Final = b"gn.secagg.order1"
 
 
@@ -258,8 +259,10 @@ def pair_seed(spec: RoundSpec, private: bytes, own: bytes, peer: bytes) -> bytes
 
 
 def _mask(seed: bytes, length: int) -> U64:
-    raw = hashlib.shake_256(_MASK_TAG + seed).digest(8 * length)
-    out: U64 = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+    """The pair mask: the ChaCha20 keystream under key ``seed`` (libsodium's IETF ChaCha20-Poly1305
+    encryption of zeros with a fixed nonce; each seed keys one stream, the tag is dropped)."""
+    raw = crypto_aead_chacha20poly1305_ietf_encrypt(bytes(8 * length), None, _MASK_NONCE, seed)
+    out: U64 = np.frombuffer(raw[: 8 * length], dtype="<u8").astype(np.uint64)
     return out
 
 
