@@ -41,6 +41,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,9 @@ from forecasting.data import (
     CITYLEARN_UTC_OFFSET_S,
     load_citylearn_homes,
 )
-from forecasting.federated import CommunityModel, FederatedForecaster
+from forecasting.federated import CommunityModel, FederatedForecaster, community_forecast
 from forecasting.federated_round import run_round
-from forecasting.models import FittedForecaster, Forecaster
+from forecasting.models import FittedForecaster, Forecaster, QuantileForecast
 from forecasting.profile_qr import ProfileQR
 from forecasting.secagg import keypair_from_seed
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
@@ -103,14 +104,15 @@ def train_community(homes: MeterHistory) -> tuple[CommunityModel, list[dict[str,
 
 def evaluate(
     homes: MeterHistory,
-    fit_at: dict[int, tuple[FittedForecaster, FittedForecaster]] | None,
+    fit_at: dict[int, tuple[FittedForecaster, ...]] | None,
     make: Any,
     *,
     cold: bool,
 ) -> dict[str, float]:
-    """Sum of |P50 − actual| and counts for local (index 0) and federated (1), per horizon."""
+    """Mean |P50 − actual| of local, federated and community-alone forecasts, per horizon."""
     s = homes.steps_per_day
-    err = {"da_local": 0.0, "da_fed": 0.0, "nh_local": 0.0, "nh_fed": 0.0}
+    names = ("local", "fed", "com")
+    err = {f"{h}_{m}": 0.0 for h in ("da", "nh") for m in names}
     count = {"da": 0, "nh": 0}
     fitted = None if fit_at is None else fit_at[0]
     for day in range(CUTOFF_S, EVAL_END_S, SECONDS_PER_DAY):
@@ -121,19 +123,29 @@ def evaluate(
         actual = homes.window(day, day + SECONDS_PER_DAY).net_w
         for k, model in enumerate(fitted):
             p = model.predict(homes.window(start, day), s).median_w
-            err["da_fed" if k else "da_local"] += float(np.abs(p - actual).sum())
+            err[f"da_{names[k]}"] += float(np.abs(p - actual).sum())
         count["da"] += actual.size
         for h in range(s):
             past = homes.window(start, day + h * homes.step_s)
             for k, model in enumerate(fitted):
                 p = model.predict(past, 1).median_w[:, 0]
-                err["nh_fed" if k else "nh_local"] += float(np.abs(p - actual[:, h]).sum())
+                err[f"nh_{names[k]}"] += float(np.abs(p - actual[:, h]).sum())
             count["nh"] += actual.shape[0]
     return {
         **{k: v / count[k[:2]] for k, v in err.items()},
         "samples_da": count["da"],
         "samples_nh": count["nh"],
     }
+
+
+@dataclass(frozen=True)
+class CommunityAlone:
+    """The community model without the personal blend (a diagnostic column)."""
+
+    model: CommunityModel
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        return community_forecast(self.model, history, horizon, **SITE)  # type: ignore[arg-type]
 
 
 def accuracy() -> dict[str, Any]:
@@ -144,9 +156,10 @@ def accuracy() -> dict[str, Any]:
     local_model: Forecaster = ProfileQR(**SITE)  # type: ignore[arg-type]
 
     def both(model: CommunityModel | None) -> Any:
-        def make(past: MeterHistory) -> tuple[FittedForecaster, FittedForecaster]:
+        def make(past: MeterHistory) -> tuple[FittedForecaster, ...]:
             fed = FederatedForecaster(model, local_model, **SITE).fit(past)  # type: ignore[arg-type]
-            return fed.local, fed
+            assert model is not None
+            return fed.local, fed, CommunityAlone(model)
 
         return make
 
@@ -159,15 +172,16 @@ def accuracy() -> dict[str, Any]:
         one = evaluate(homes.select([row]), None, both(loo), cold=True)
         for k, v in one.items():
             cold_sum[k] = cold_sum.get(k, 0.0) + v
-        print(f"  cold home {home}: day-ahead {one['da_local']:.0f} → {one['da_fed']:.0f} W, "
-              f"next hour {one['nh_local']:.0f} → {one['nh_fed']:.0f} W", flush=True)  # fmt: skip
+        print(f"  cold home {home}: day-ahead {one['da_local']:.0f} → {one['da_fed']:.0f} W "
+              f"(community alone {one['da_com']:.0f}), next hour {one['nh_local']:.0f} → "
+              f"{one['nh_fed']:.0f} W ({one['nh_com']:.0f})", flush=True)  # fmt: skip
     cold = {k: v / len(rows) for k, v in cold_sum.items()}
     out: dict[str, Any] = {"rounds": log, "cpu_s": round(time.process_time() - t0, 1)}
     for name, res in (("established", established), ("cold_start_14d", cold)):
         out[name] = {
             f"{h}_{m}_mae_w": round(res[f"{h}_{m}"], 1)
             for h in ("da", "nh")
-            for m in ("local", "fed")
+            for m in ("local", "fed", "com")
         }
         for h in ("da", "nh"):
             out[name][f"{h}_fed_vs_local"] = round(1.0 - res[f"{h}_fed"] / res[f"{h}_local"], 4)
@@ -225,7 +239,8 @@ def main() -> int:
                 f"{name:>15}: day-ahead MAE local {g['da_local_mae_w']} W, federated "
                 f"{g['da_fed_mae_w']} W ({100 * g['da_fed_vs_local']:+.1f} % lower); next hour "
                 f"local {g['nh_local_mae_w']} W, federated {g['nh_fed_mae_w']} W "
-                f"({100 * g['nh_fed_vs_local']:+.1f} % lower)"
+                f"({100 * g['nh_fed_vs_local']:+.1f} % lower); community alone "
+                f"{g['da_com_mae_w']} / {g['nh_com_mae_w']} W"
             )
     out["round"] = cost = round_cost(args.members)
     print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ from forecasting.federated import (
     pooled_model,
 )
 from forecasting.federated_round import run_round
-from forecasting.models import SeasonalNaive
+from forecasting.models import QuantileForecast, SeasonalNaive, _make_forecast
 from forecasting.secagg import keypair_from_seed
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
 from market.errors import DataReason, WireReason
@@ -180,3 +182,31 @@ def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> Non
     assert np.all((cold.weights >= 0) & (cold.weights <= 1))
     assert all(r.community == model.hash for r in cold.refs)
     assert np.mean([r.community_permille for r in cold.refs]) > 500
+
+
+@dataclass(frozen=True)
+class _Oracle:
+    """A "local model" that knows the future of ``truth``: the best any local model can be."""
+
+    truth: MeterHistory
+    name: str = "oracle"
+    min_history_days: int = 1
+
+    def fit(self, history: MeterHistory) -> _Oracle:
+        return self
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        i = self.truth.index_at(history.end_s)
+        values = self.truth.net_w[:, i : i + horizon]
+        return _make_forecast(history, np.repeat(values[:, :, None], 3, axis=2))
+
+
+def test_a_household_whose_local_model_is_better_keeps_it(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    past = homes.window(homes.start_s, homes.end_s - SECONDS_PER_DAY)
+    fitted = FederatedForecaster(model, _Oracle(homes), **SITE).fit(past)  # type: ignore[arg-type]
+    assert np.all(fitted.weights == 1.0)  # the local model's weight: all of it
+    assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
+    blend = fitted.predict(past, 24).values_w
+    assert np.array_equal(blend, _Oracle(homes).predict(past, 24).values_w)
