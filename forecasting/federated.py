@@ -120,7 +120,7 @@ TRAIN_DAYS: Final = 365
 #: ridge on the pooled normal equations (scale units; a conditioning guard, not a prior)
 RIDGE: Final = 1e-2
 SCALE_FLOOR_W: Final = 50.0
-#: the P10/P90 are widened about the P50 by this (chosen on the tuning homes: docs/federated.md)
+#: the P10/P90 are widened about the P50 by this (set in the WIP module, not re-tuned since)
 BAND_SCALE: Final = 1.1
 BLEND_DAYS: Final = 14
 BLEND_POWER: Final = 4.0
