@@ -1,0 +1,783 @@
+"""The community forecaster that members train together in federated rounds, and its personal blend.
+
+Rules of this module (all pure: no clock, no randomness, no I/O):
+
+* **Model family: pooled linear quantile regression** (P10/P50/P90) on *short-lag, normalised*
+  profile features, one coefficient set per lead bucket (the buckets of :mod:`forecasting.profile_qr`)
+  and quantile level, shared by every member. Features of a target ``t = o + L`` from origin ``o``
+  (all from data before ``o``): the load a day and a week before, the 7-day median and mean of the
+  same time, the mean of the same day type over those 7 days; yesterday's PV, the 7-day median
+  clear-sky index × clear-sky GHI and the 7-day clear-sky envelope (pvlib's sun geometry when the
+  site is known, else the PV's own 7-day maximum); at the origin the last hour's and the last day's
+  departure from the 7-day median profile, the last interval's departure, and the envelope × the
+  last hour's / day's clear-sky index. Every feature and the target are divided by the household's
+  **scale** (its mean load over the 7 days before the origin, at least :data:`SCALE_FLOOR_W`), so a
+  household of any size weighs the same and the intercept is in units of that scale. A net-only
+  meter uses ``-net`` as its load and no PV (zeros). Only 7 days of lags: a household forecasts
+  from :data:`MIN_FORECAST_DAYS` days of history and contributes from :data:`MIN_CONTRIBUTE_DAYS`.
+* **Why this family.** Its sufficient statistics sum *exactly*: for weights ``w`` the weighted
+  normal equations ``Σ XᵀWX β = Σ XᵀWy`` over all members' samples give the same coefficients as
+  one fit on everyone's pooled data. Quantile regression is solved by iteratively reweighted least
+  squares (IRLS, weights ``τ / |r|`` or ``(1 − τ) / |r|``); a federated **round is one IRLS step
+  warm-started from the last committed model** (the first round is least squares), so one secure
+  sum per round and the model tracks the pooled quantile regression as rounds go on (the P50
+  settles within a few rounds; the P10/P90 bands need more: after two IRLS rounds the P10–P90
+  coverage measured in ``benchmarks/federated.py`` was only 27 %). Averaging members' own
+  coefficients (FedAvg) was rejected: one member with near-zero PV or load fits wild coefficients
+  and the average is ruined, while pooled statistics are robust to it (an argument from an earlier
+  WIP measurement, not re-run in the benchmark).
+* **Updates are integers.** A member's update (:func:`local_update`) is one vector of
+  :data:`FRAC_BITS`-bit fixed-point int64: per bucket and quantile the upper triangle of ``XᵀWX``
+  and ``XᵀWy``, per bucket the sample count, then the **held-back validation** of the previous
+  model (:data:`VALIDATION_FIELDS`: on the samples from origins at or after ``since_s``, data that
+  model never saw: count, absolute error of the P50, pinball losses, seasonal-naive error, P10–P90
+  coverage; all in scale units). Inputs are clipped (:data:`X_CLIP`, :data:`R_FLOOR`, at most
+  :data:`MAX_ORIGINS` origins) so every entry is bounded and a sum over up to 2**20 members cannot
+  overflow int64: secure aggregation sums the vectors mod 2**64 and the total is exact.
+* **A model is its aggregate.** :class:`CommunityModel` is the exact summed vector plus the round,
+  the step, the feature version, the previous model's hash and the number of contributors; its
+  **content hash** (:attr:`CommunityModel.hash`) is the SHA-256 of that canonical encoding, so every
+  member that received the sum derives the same hash bit for bit, while the coefficients (a ridge
+  solve in float64) are derived from it locally.
+* **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
+  with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
+  short for it) per lead bucket, weighting each by the inverse of its mean absolute error on the
+  household's own last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`:
+  ``w_local = e_c^p / (e_l^p + e_c^p)``. A year-old household whose local model is better keeps
+  most of its own forecast; a two-week-old one leans on the community. The blend is per quantile
+  level, re-sorted. Each row's :class:`ModelRef` names the community model's hash, the local model
+  and the community's weight (permille): what an order's provenance carries.
+
+Known limits: no weather input (like profile-qr); the community model assumes households are alike
+after normalisation (one neighbourhood); DST is not modelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from forecasting.models import (
+    QUANTILES,
+    FittedForecaster,
+    Forecaster,
+    QuantileForecast,
+    SeasonalNaive,
+    _make_forecast,
+)
+from forecasting.profile_qr import _day_type, _holiday_days, _ratio, _year, lead_buckets
+from forecasting.series import SECONDS_PER_DAY, FloatArray, MeterHistory
+from forecasting.solar import clear_sky_ghi_w_m2
+from market.codec import pack, unpack
+from market.errors import DataReason, InvalidInput, UsageError, WireReason
+
+__all__ = [
+    "BLEND_DAYS",
+    "BLEND_POWER",
+    "FEATURES",
+    "FEATURE_VERSION",
+    "FRAC_BITS",
+    "MIN_CONTRIBUTE_DAYS",
+    "MIN_FORECAST_DAYS",
+    "VALIDATION_FIELDS",
+    "CommunityModel",
+    "FederatedForecaster",
+    "FittedFederated",
+    "Layout",
+    "ModelRef",
+    "Validation",
+    "community_forecast",
+    "decode_model",
+    "local_update",
+    "pooled_model",
+]
+
+IntArray = npt.NDArray[np.int64]
+
+#: names the features, their normalisation, the update layout and the IRLS rule: members with
+#: another version do not mix (a new version starts again from least squares)
+FEATURE_VERSION: Final = "gn.fedqr.1"
+LAG_DAYS: Final = 7
+#: days of history a household needs to be forecast (7 days of lags + the day before the origin)
+MIN_FORECAST_DAYS: Final = LAG_DAYS + 1
+#: days of history a household needs to contribute (one origin whose every lead is known)
+MIN_CONTRIBUTE_DAYS: Final = LAG_DAYS + 2
+#: regression columns: intercept, 5 load profile, 3 PV profile, 3 origin departures, 2 PV × index
+FEATURES: Final = 14
+#: fixed-point fractional bits of an update's entries
+FRAC_BITS: Final = 16
+#: every normalised feature and target is clipped to [-X_CLIP, X_CLIP]
+X_CLIP: Final = 16.0
+#: IRLS: a residual counts as at least this (scale units), so a weight is at most 0.9 / R_FLOOR
+R_FLOOR: Final = 0.05
+#: training origins per household at most (spread over the training window and times of day)
+MAX_ORIGINS: Final = 2000
+TRAIN_DAYS: Final = 365
+#: ridge on the pooled normal equations (scale units; a conditioning guard, not a prior)
+RIDGE: Final = 1e-2
+SCALE_FLOOR_W: Final = 50.0
+#: the P10/P90 are widened about the P50 by this (set in the WIP module, not re-tuned since)
+BAND_SCALE: Final = 1.1
+BLEND_DAYS: Final = 14
+BLEND_POWER: Final = 4.0
+VALIDATION_FIELDS: Final = (
+    "count",
+    "abs_error",
+    "pinball_p10",
+    "pinball_p50",
+    "pinball_p90",
+    "naive_abs_error",
+    "covered",
+)
+_TRI: Final = FEATURES * (FEATURES + 1) // 2
+_BLOCK: Final = _TRI + FEATURES  # one (bucket, quantile): triu(XᵀWX) then XᵀWy
+_MODEL_TAG: Final = "gn.fedmodel"
+_MODEL_VERSION: Final = 1
+#: the hash a first round names as its previous model
+NO_MODEL: Final = bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each statistic sits in an update vector for intervals of ``step_s``."""
+
+    step_s: int
+
+    @property
+    def buckets(self) -> int:
+        return int(lead_buckets(self.step_s).max()) + 1
+
+    @property
+    def stats_len(self) -> int:
+        return self.buckets * len(QUANTILES) * _BLOCK
+
+    @property
+    def counts_at(self) -> int:
+        return self.stats_len
+
+    @property
+    def validation_at(self) -> int:
+        return self.stats_len + self.buckets
+
+    @property
+    def length(self) -> int:
+        """Entries of one update (int64 each)."""
+        return self.validation_at + len(VALIDATION_FIELDS)
+
+
+# --------------------------------------------------------------------------- features
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    load: FloatArray  # (n, T) load-like (the load, or -net for a net-only meter)
+    pv: FloatArray  # (n, T) PV (zeros for a net-only meter)
+    has_pv: bool
+    ghi: FloatArray | None  # (T,) clear-sky GHI at interval midpoints, when the site is known
+    day_type: IntArray  # (T,)
+
+
+def _series(
+    history: MeterHistory,
+    extra: int,
+    *,
+    latitude: float | None,
+    longitude: float | None,
+    holiday_country: str | None,
+    holiday_subdiv: str | None,
+) -> _Series:
+    """The history's series padded with ``extra`` future intervals (zeros)."""
+    n = history.households
+    if history.load_w is not None and history.pv_w is not None:
+        load, pv, has_pv = history.load_w, history.pv_w, True
+    else:
+        load, pv, has_pv = -history.net_w, np.zeros_like(history.net_w), False
+    total = history.steps + extra
+    pad = np.zeros((n, extra))
+    idx = np.arange(total, dtype=np.int64)
+    ghi = None
+    if has_pv and latitude is not None and longitude is not None:
+        mid = history.start_s + idx * history.step_s + history.step_s // 2
+        ghi = clear_sky_ghi_w_m2(mid, latitude=latitude, longitude=longitude)
+    first = (history.start_s + history.utc_offset_s) // SECONDS_PER_DAY
+    last = (history.start_s + total * history.step_s + history.utc_offset_s) // SECONDS_PER_DAY
+    hol = _holiday_days(holiday_country, holiday_subdiv, range(_year(first), _year(last) + 1))
+    return _Series(
+        load=np.concatenate([load, pad], axis=1),
+        pv=np.concatenate([pv, pad], axis=1),
+        has_pv=has_pv,
+        ghi=ghi,
+        day_type=_day_type(history, idx, hol),
+    )
+
+
+def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
+    """``(n, len(t), 8)`` profile features of targets ``t`` (each needs 7 days before it)."""
+    idx = t[:, None] - s * np.arange(1, LAG_DAYS + 1)[None, :]  # (M, D)
+    lags = series.load[:, idx]  # (n, M, D)
+    same = series.day_type[idx] == series.day_type[t][:, None]
+    rank = np.cumsum(same, axis=1)
+    w = (same & (rank <= 4)).astype(np.float64)
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+    pv_lags = series.pv[:, idx]
+    if series.ghi is None:
+        env = pv_lags.max(axis=-1)
+        med = np.median(pv_lags, axis=-1)
+    else:
+        ghi_lags = series.ghi[idx]
+        lit = ghi_lags > 20.0
+        ratio = np.where(lit[None], pv_lags / np.where(lit, ghi_lags, 1.0)[None], 0.0)
+        env = ratio.max(axis=-1) * series.ghi[t][None]
+        med = np.median(ratio, axis=-1) * series.ghi[t][None]
+    return np.stack(
+        [
+            lags[..., 0],
+            lags[..., LAG_DAYS - 1],
+            np.median(lags, axis=-1),
+            lags.mean(axis=-1),
+            np.einsum("nmd,md->nm", lags, w),
+            pv_lags[..., 0],
+            med,
+            env,
+        ],
+        axis=-1,
+    )
+
+
+_MED7: Final = 2
+_ENV: Final = 7
+
+
+def _all_profiles(series: _Series, s: int) -> FloatArray:
+    """``(n, T, 8)`` :func:`_profiles` of every interval with 7 days before it (zeros before):
+    computed once per series, so origins and targets share them."""
+    total = series.load.shape[1]
+    out = np.zeros((series.load.shape[0], total, 8))
+    t = np.arange(LAG_DAYS * s, total, dtype=np.int64)
+    out[:, t] = _profiles(series, t, s)
+    return out
+
+
+def _origins(
+    series: _Series, o: IntArray, s: int, every: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """``(n, len(o), 5)`` origin features and ``(n, len(o))`` scales at origins ``o`` (each needs
+    ``(LAG_DAYS + 1)`` days before it): the last hour's, day's and interval's departure from the
+    7-day median profile, the PV's clear-sky index over the last hour and day; the mean load of the
+    last 7 days (at least :data:`SCALE_FLOOR_W`). ``every``: :func:`_all_profiles`. Window sums
+    are differences of running sums (one pass over the series, whatever the origins)."""
+    hour = max(1, 3600 * s // SECONDS_PER_DAY)
+    resid = series.load - every[..., _MED7]
+
+    def before(values: FloatArray, k: int) -> FloatArray:
+        run = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
+        out: FloatArray = run[:, o] - run[:, o - k]
+        return out
+
+    pv_day, env_day = before(series.pv, s), before(every[..., _ENV], s)
+    k_day = _ratio(pv_day, env_day, 1.0)
+    k_hour = _ratio(before(series.pv, hour), before(every[..., _ENV], hour), k_day)
+    feats = np.stack(
+        [before(resid, hour) / hour, before(resid, s) / s, resid[:, o - 1], k_hour, k_day],
+        axis=-1,
+    )
+    scale = np.maximum(before(np.abs(series.load), LAG_DAYS * s) / (LAG_DAYS * s), SCALE_FLOOR_W)
+    return feats, scale
+
+
+def _design(prof: FloatArray, orig: FloatArray, scale: FloatArray) -> FloatArray:
+    """``(n, M, FEATURES)`` normalised, clipped regression rows (targets' profiles ``prof``, their
+    origins' features ``orig`` and scales ``scale``, all per row)."""
+    env = prof[..., _ENV]
+    cols = np.concatenate(
+        [
+            scale[..., None],
+            prof,
+            orig[..., :3],
+            (env * orig[..., 3])[..., None],
+            (env * orig[..., 4])[..., None],
+        ],
+        axis=-1,
+    )
+    out: FloatArray = np.clip(cols / scale[..., None], -X_CLIP, X_CLIP)
+    return out
+
+
+def _training_rows(
+    history: MeterHistory, series: _Series, *, max_origins: int, train_days: int
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    """Training samples of every row: ``X (n, B, N, F)``, ``y (n, B, N)`` (normalised net) and
+    ``origin (N,)`` indices: origins spread over the last ``train_days`` days (at most
+    ``max_origins``, over every time of day), one lead of each bucket per origin, cycling."""
+    s = history.steps_per_day
+    first = MIN_FORECAST_DAYS * s
+    last = history.steps - s  # every lead of the last origin is inside the history
+    if last < first:
+        raise InvalidInput(
+            reason=DataReason.HISTORY_TOO_SHORT, subject="meter history", field="steps",
+            expected=f">= {MIN_CONTRIBUTE_DAYS} days to contribute to a round",
+            found=f"{history.steps / s:.1f} days",
+        )  # fmt: skip
+    first = max(first, last - train_days * s)
+    stride = max(1, -(-(last + 1 - first) // max_origins))
+    k = np.arange((last + 1 - first) // stride, dtype=np.int64)
+    origins = first + k * stride + (k % stride)
+    origins = origins[origins <= last]
+    k = k[: len(origins)]
+    buckets = lead_buckets(history.step_s)
+    every = _all_profiles(series, s)
+    orig, scale = _origins(series, origins, s, every)
+    xs, ys = [], []
+    for b in range(int(buckets.max()) + 1):
+        leads = np.flatnonzero(buckets == b)
+        t = origins + leads[k % len(leads)]
+        prof = every[:, t]
+        xs.append(_design(prof, orig, scale))
+        net = series.pv[:, t] - series.load[:, t]
+        ys.append(np.clip(net / scale, -X_CLIP, X_CLIP))
+    return np.stack(xs, axis=1), np.stack(ys, axis=1), origins
+
+
+# --------------------------------------------------------------------------- updates
+
+
+def _fixed(values: FloatArray) -> IntArray:
+    out: IntArray = np.rint(values * float(1 << FRAC_BITS)).astype(np.int64)
+    return out
+
+
+def _pinball(r: FloatArray, tau: float) -> FloatArray:
+    out: FloatArray = np.maximum(tau * r, (tau - 1.0) * r)
+    return out
+
+
+def local_update(
+    history: MeterHistory,
+    *,
+    previous: CommunityModel | None,
+    since_s: int | None = None,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    holiday_country: str | None = None,
+    holiday_subdiv: str | None = None,
+    max_origins: int = MAX_ORIGINS,
+    train_days: int = TRAIN_DAYS,
+    rows_per_chunk: int = 1,
+) -> IntArray:
+    """Every row's update ``(households, Layout(step).length)`` int64 (module rules): the IRLS
+    step's statistics with weights from ``previous`` (``None``, or another step or version: least
+    squares), and ``previous``'s held-back validation on samples from origins at or after
+    ``since_s`` (none without ``previous`` or ``since_s``). Rows are computed ``rows_per_chunk`` at
+    a time; a row's update never depends on the others."""
+    layout = Layout(history.step_s)
+    usable = previous if previous is not None and previous.step_s == history.step_s else None
+    out = np.zeros((history.households, layout.length), dtype=np.int64)
+    for lo in range(0, history.households, rows_per_chunk):
+        rows = list(range(lo, min(lo + rows_per_chunk, history.households)))
+        chunk = history.select(rows) if len(rows) != history.households else history
+        out[lo : lo + len(rows)] = _update_rows(
+            chunk,
+            usable,
+            since_s,
+            layout,
+            site=(latitude, longitude, holiday_country, holiday_subdiv),
+            max_origins=max_origins,
+            train_days=train_days,
+        )
+    return out
+
+
+def _update_rows(
+    history: MeterHistory,
+    previous: CommunityModel | None,
+    since_s: int | None,
+    layout: Layout,
+    *,
+    site: tuple[float | None, float | None, str | None, str | None],
+    max_origins: int,
+    train_days: int,
+) -> IntArray:
+    lat, lon, country, subdiv = site
+    series = _series(
+        history, 0, latitude=lat, longitude=lon, holiday_country=country, holiday_subdiv=subdiv
+    )
+    x, y, origins = _training_rows(history, series, max_origins=max_origins, train_days=train_days)
+    n, n_b, n_s, f = x.shape
+    taus = np.asarray(QUANTILES)
+    if previous is None:
+        w = np.ones((n, n_b, len(taus), n_s))
+    else:
+        pred = np.einsum("nbsf,bqf->nbqs", x, previous.coefs)  # (n, B, Q, S)
+        r = y[:, :, None, :] - pred
+        w = np.where(r >= 0, taus[None, None, :, None], 1.0 - taus[None, None, :, None])
+        w = w / np.maximum(np.abs(r), R_FLOOR)
+    xt = np.ascontiguousarray(np.swapaxes(x, -1, -2))  # (n, B, F, S)
+    xwt = xt[:, :, None] * w[:, :, :, None, :]  # (n, B, Q, F, S)
+    gram = np.matmul(xwt, x[:, :, None])  # (n, B, Q, F, F), BLAS
+    rhs = np.matmul(xwt, y[:, :, None, :, None])[..., 0]
+    iu = np.triu_indices(f)
+    stats = np.concatenate([gram[..., iu[0], iu[1]], rhs], axis=-1)  # (n, B, Q, _BLOCK)
+    out = np.zeros((n, layout.length), dtype=np.int64)
+    out[:, : layout.stats_len] = _fixed(stats.reshape(n, -1))
+    out[:, layout.counts_at : layout.counts_at + n_b] = n_s << FRAC_BITS
+    if previous is not None and since_s is not None:
+        since = (since_s - history.start_s) // history.step_s
+        held = origins >= since
+        if held.any():
+            xv, yv = x[:, :, held], y[:, :, held]
+            pv = np.einsum("nbsf,bqf->nbsq", xv, previous.coefs)
+            mid = pv[..., 1:2]
+            pv = np.sort(mid + BAND_SCALE * (pv - mid), axis=-1)
+            r = yv[..., None] - pv
+            naive = xv[..., 6] - xv[..., 1]  # yesterday's PV − load, in scale units
+            covered = (yv >= pv[..., 0]) & (yv <= pv[..., 2])
+            values = [
+                np.full(n, float(held.sum() * n_b)),
+                np.abs(r[..., 1]).sum(axis=(1, 2)),
+                *(_pinball(r[..., q], tau).sum(axis=(1, 2)) for q, tau in enumerate(QUANTILES)),
+                np.abs(yv - naive).sum(axis=(1, 2)),
+                covered.sum(axis=(1, 2)).astype(np.float64),
+            ]
+            out[:, layout.validation_at :] = _fixed(np.stack(values, axis=-1))
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """The previous model's error on data it never saw, summed over the contributors (scale
+    units: 1.0 is a household's mean load)."""
+
+    samples: int
+    mae: float  # mean |P50 − actual|
+    pinball: float  # mean pinball loss over P10/P50/P90
+    naive_mae: float  # seasonal naive (same time yesterday) on the same samples
+    coverage: float  # share inside [P10, P90]
+
+    @property
+    def skill(self) -> float:
+        """MAE skill against seasonal naive (0 when there were no samples)."""
+        return 1.0 - self.mae / self.naive_mae if self.naive_mae > 0 else 0.0
+
+
+def _unfixed(values: IntArray) -> FloatArray:
+    out: FloatArray = values.astype(np.float64) / float(1 << FRAC_BITS)
+    return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CommunityModel:
+    """A committed round's model: the exact summed update and what it was made from (module
+    rules); ``coefs (buckets, quantiles, FEATURES)`` are derived from it."""
+
+    round: int
+    step_s: int
+    previous: bytes  # the hash of the model whose weights the round used (NO_MODEL: none)
+    contributors: int
+    total: IntArray  # (Layout(step_s).length,) the exact sum of the contributors' updates
+    coefs: FloatArray
+
+    @classmethod
+    def of(
+        cls, total: IntArray, *, round: int, step_s: int, previous: bytes, contributors: int
+    ) -> CommunityModel:
+        """The model of a round whose updates summed to ``total``."""
+        layout = Layout(step_s)
+        total = np.asarray(total, dtype=np.int64)
+        if total.shape != (layout.length,):
+            raise UsageError(f"an update for {step_s}-s steps has {layout.length} entries")
+        if len(previous) != 32:
+            raise UsageError("previous must be a 32-byte model hash")
+        total = total.copy()
+        total.setflags(write=False)
+        coefs = _solve(total, layout)
+        coefs.setflags(write=False)
+        return cls(round, step_s, bytes(previous), contributors, total, coefs)
+
+    def content(self) -> bytes:
+        """The canonical bytes the hash covers (what a member serves to one that missed the
+        round): ``["gn.fedmodel", 1, version, step_s, round, previous, contributors, total]``."""
+        return pack(
+            [
+                _MODEL_TAG,
+                _MODEL_VERSION,
+                FEATURE_VERSION,
+                self.step_s,
+                self.round,
+                self.previous,
+                self.contributors,
+                [int(v) for v in self.total],
+            ]
+        )
+
+    @property
+    def hash(self) -> bytes:
+        """The model's content hash: SHA-256 of :meth:`content`."""
+        return hashlib.sha256(self.content()).digest()
+
+    @property
+    def samples(self) -> int:
+        """Training samples summed over contributors and buckets."""
+        layout = Layout(self.step_s)
+        counts = self.total[layout.counts_at : layout.counts_at + layout.buckets]
+        return int(counts.sum() >> FRAC_BITS)
+
+    @property
+    def validation(self) -> Validation:
+        """The previous model's held-back error (zeros when nobody had any)."""
+        layout = Layout(self.step_s)
+        v = _unfixed(self.total[layout.validation_at :])
+        count, abs_e, p10, p50, p90, naive, covered = (float(x) for x in v)
+        if count <= 0:
+            return Validation(0, 0.0, 0.0, 0.0, 0.0)
+        return Validation(
+            round(count),
+            abs_e / count,
+            (p10 + p50 + p90) / (3 * count),
+            naive / count,
+            covered / count,
+        )
+
+
+def _solve(total: IntArray, layout: Layout) -> FloatArray:
+    stats = _unfixed(total[: layout.stats_len]).reshape(layout.buckets, len(QUANTILES), _BLOCK)
+    iu = np.triu_indices(FEATURES)
+    gram = np.zeros((layout.buckets, len(QUANTILES), FEATURES, FEATURES))
+    gram[..., iu[0], iu[1]] = stats[..., :_TRI]
+    gram += np.swapaxes(np.triu(gram, 1), -1, -2)
+    rhs = stats[..., _TRI:]
+    solved = np.linalg.solve(gram + RIDGE * np.eye(FEATURES), rhs[..., None])[..., 0]
+    beta: FloatArray = np.asarray(solved, dtype=np.float64)
+    return beta
+
+
+def pooled_model(
+    updates: IntArray, *, round: int, step_s: int, previous: CommunityModel | None
+) -> CommunityModel:
+    """The model of a round from its members' updates in the clear (rows of ``updates``): what
+    secure aggregation computes without seeing them (tests and the local check)."""
+    total = np.asarray(updates, dtype=np.int64).sum(axis=0, dtype=np.int64)
+    return CommunityModel.of(
+        total,
+        round=round,
+        step_s=step_s,
+        previous=NO_MODEL if previous is None else previous.hash,
+        contributors=int(np.asarray(updates).shape[0]),
+    )
+
+
+def decode_model(data: bytes) -> CommunityModel:
+    """A model from :meth:`CommunityModel.content` (strict: tag, version, feature version,
+    layout)."""
+    value = unpack(data, what="community model", max_bytes=1 << 20)
+    if not isinstance(value, list) or len(value) != 8:
+        raise InvalidInput(reason=WireReason.BAD_SHAPE, subject="community model")
+    tag, version, features, step_s, rnd, previous, contributors, total = value
+    if tag != _MODEL_TAG or version != _MODEL_VERSION:
+        raise InvalidInput(reason=WireReason.BAD_TAG, subject="community model", found=repr(tag))
+    if features != FEATURE_VERSION:
+        raise InvalidInput(
+            reason=WireReason.BAD_VERSION, subject="community model", field="features",
+            expected=FEATURE_VERSION, found=repr(features)[:40],
+        )  # fmt: skip
+    ints = (step_s, rnd, contributors)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or not (
+        isinstance(previous, bytes) and len(previous) == 32 and isinstance(total, list)
+    ):
+        raise InvalidInput(reason=WireReason.BAD_TYPE, subject="community model")
+    if step_s <= 0 or SECONDS_PER_DAY % step_s or len(total) != Layout(step_s).length:
+        raise InvalidInput(reason=WireReason.BAD_SHAPE, subject="community model", field="total")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in total):
+        raise InvalidInput(reason=WireReason.BAD_TYPE, subject="community model", field="total")
+    try:
+        arr = np.asarray(total, dtype=np.int64)
+    except OverflowError:
+        raise InvalidInput(reason=WireReason.BAD_TYPE, subject="community model") from None
+    return CommunityModel.of(
+        arr, round=rnd, step_s=step_s, previous=previous, contributors=contributors
+    )
+
+
+def community_forecast(
+    model: CommunityModel,
+    history: MeterHistory,
+    horizon: int,
+    *,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    holiday_country: str | None = None,
+    holiday_subdiv: str | None = None,
+) -> QuantileForecast:
+    """The community model's forecast of the ``horizon`` intervals after ``history`` for every
+    row (each needs :data:`MIN_FORECAST_DAYS` days)."""
+    s = history.steps_per_day
+    if history.step_s != model.step_s:
+        raise UsageError(f"the model is for {model.step_s}-s steps, got {history.step_s}-s steps")
+    if not 1 <= horizon <= s:
+        raise UsageError(f"horizon must be 1..{s} intervals, got {horizon}")
+    need = MIN_FORECAST_DAYS * s
+    if history.steps < need:
+        raise InvalidInput(
+            reason=DataReason.HISTORY_TOO_SHORT, subject="meter history", field="steps",
+            expected=f">= {need} intervals ({MIN_FORECAST_DAYS} days)", found=str(history.steps),
+        )  # fmt: skip
+    tail = history.window(history.end_s - need * history.step_s, history.end_s)
+    series = _series(
+        tail,
+        horizon,
+        latitude=latitude,
+        longitude=longitude,
+        holiday_country=holiday_country,
+        holiday_subdiv=holiday_subdiv,
+    )
+    o = np.array([tail.steps], dtype=np.int64)
+    every = _all_profiles(series, s)
+    orig, scale = _origins(series, o, s, every)  # (n, 1, 5), (n, 1)
+    t = tail.steps + np.arange(horizon, dtype=np.int64)
+    prof = every[:, t]
+    x = _design(prof, np.repeat(orig, horizon, axis=1), np.repeat(scale, horizon, axis=1))
+    coefs = model.coefs[lead_buckets(history.step_s)[:horizon]]  # (H, Q, F)
+    values = np.einsum("nhf,hqf->nhq", x, coefs) * scale[:, :, None]
+    mid = values[..., 1:2]
+    return _make_forecast(history, mid + BAND_SCALE * (values - mid))
+
+
+# --------------------------------------------------------------------------- personalisation
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """Which model version made a row's forecast: the committed community model (``None``: a
+    local model alone), the local model's name and the community's weight in the blend (‰)."""
+
+    community: bytes | None
+    local: str
+    community_permille: int
+
+
+#: the local model of a household whose history is too short for its own local model
+_FALLBACK: Final = SeasonalNaive(period_days=1, train_days=28)
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedForecaster:
+    """The personalised forecaster: ``community`` blended with the household's ``local`` model
+    (``fallback`` while its history is too short for ``local``), module rules. Without a
+    community model it is the local model alone."""
+
+    community: CommunityModel | None
+    local: Forecaster
+    fallback: Forecaster = _FALLBACK
+    latitude: float | None = None
+    longitude: float | None = None
+    holiday_country: str | None = None
+    holiday_subdiv: str | None = None
+    blend_days: int = BLEND_DAYS
+    blend_power: float = BLEND_POWER
+
+    @property
+    def name(self) -> str:
+        return "federated"
+
+    @property
+    def min_history_days(self) -> int:
+        return MIN_FORECAST_DAYS
+
+    def _site(self) -> dict[str, str | float | None]:
+        return {
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "holiday_country": self.holiday_country,
+            "holiday_subdiv": self.holiday_subdiv,
+        }
+
+    def fit(self, history: MeterHistory) -> FittedFederated:
+        local_model = self.local
+        try:
+            local = local_model.fit(history)
+        except InvalidInput as exc:
+            if exc.reason is not DataReason.HISTORY_TOO_SHORT:
+                raise
+            local_model = self.fallback
+            local = local_model.fit(history)
+        n = history.households
+        n_b = Layout(history.step_s).buckets
+        weights = np.ones((n, n_b))
+        community = self.community
+        if community is not None and community.step_s != history.step_s:
+            community = None
+        if community is not None:
+            weights = self._weights(history, community, local)
+        refs = tuple(
+            ModelRef(
+                None if community is None else community.hash,
+                local_model.name,
+                round(1000 * (1.0 - float(np.mean(w)))),
+            )
+            for w in weights
+        )
+        return FittedFederated(self, community, local, weights, refs)
+
+    def _weights(
+        self, history: MeterHistory, community: CommunityModel, local: FittedForecaster
+    ) -> FloatArray:
+        """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``."""
+        s = history.steps_per_day
+        buckets = lead_buckets(history.step_s)
+        n_b = int(buckets.max()) + 1
+        first = max(MIN_FORECAST_DAYS * s, history.steps - self.blend_days * s)
+        origins = list(range(first, history.steps - 1, max(1, s // 8)))
+        err_c = np.zeros((history.households, n_b))
+        err_l = np.zeros((history.households, n_b))
+        hits = np.zeros(n_b)
+        for o in origins:
+            horizon = min(s, history.steps - o)
+            past = history.window(history.start_s, history.start_s + o * history.step_s)
+            try:
+                fl = local.predict(past, horizon).median_w
+            except InvalidInput:
+                continue
+            fc = community_forecast(community, past, horizon, **self._site()).median_w  # type: ignore[arg-type]
+            actual = history.net_w[:, o : o + horizon]
+            for b in range(n_b):
+                lead = np.flatnonzero(buckets[:horizon] == b)
+                if len(lead):
+                    err_c[:, b] += np.abs(fc[:, lead] - actual[:, lead]).mean(axis=1)
+                    err_l[:, b] += np.abs(fl[:, lead] - actual[:, lead]).mean(axis=1)
+                    hits[b] += 1
+        p = self.blend_power
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = err_c**p / (err_l**p + err_c**p)
+        w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=0.5), 0.0)  # no evidence: community
+        out: FloatArray = w
+        return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FittedFederated:
+    """A fitted personalised forecaster: each row's local weights per lead bucket and its
+    :class:`ModelRef` (``refs``, one per row)."""
+
+    model: FederatedForecaster
+    community: CommunityModel | None
+    local: FittedForecaster
+    weights: FloatArray  # (n, buckets): the local model's weight
+    refs: tuple[ModelRef, ...]
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        fl = self.local.predict(history, horizon)
+        if self.community is None:
+            return fl
+        if history.households != self.weights.shape[0]:
+            raise UsageError(
+                f"fitted for {self.weights.shape[0]} households, got {history.households}"
+            )
+        fc = community_forecast(self.community, history, horizon, **self.model._site())  # type: ignore[arg-type]
+        w = self.weights[:, lead_buckets(history.step_s)[:horizon]][:, :, None]
+        return _make_forecast(history, w * fl.values_w + (1.0 - w) * fc.values_w)

@@ -1,0 +1,212 @@
+"""The community model, its round and the personal blend, on real homes (small, fast slices)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from forecasting.data import (
+    CITYLEARN_LATITUDE,
+    CITYLEARN_LONGITUDE,
+    load_citylearn_homes,
+)
+from forecasting.federated import (
+    MIN_CONTRIBUTE_DAYS,
+    CommunityModel,
+    FederatedForecaster,
+    Layout,
+    community_forecast,
+    decode_model,
+    local_update,
+    pooled_model,
+)
+from forecasting.federated_round import run_round
+from forecasting.models import QuantileForecast, SeasonalNaive, _make_forecast
+from forecasting.secagg import keypair_from_seed
+from forecasting.series import SECONDS_PER_DAY, MeterHistory
+from market.errors import DataReason, WireReason
+from tests.refusals import refused
+
+SITE = {"latitude": CITYLEARN_LATITUDE, "longitude": CITYLEARN_LONGITUDE}
+
+
+@pytest.fixture(scope="module")
+def homes() -> MeterHistory:
+    h = load_citylearn_homes((1, 2, 3, 4, 5, 6))
+    return h.window(h.start_s, h.start_s + 60 * SECONDS_PER_DAY)
+
+
+def keys(n: int, salt: int = 0) -> list[tuple[bytes, bytes]]:
+    return [keypair_from_seed(bytes([salt]) + k.to_bytes(31, "big")) for k in range(n)]
+
+
+def test_a_member_update_is_its_own_and_sums_to_the_pooled_model(homes: MeterHistory) -> None:
+    together = local_update(homes, previous=None, **SITE)  # type: ignore[arg-type]
+    alone = local_update(homes.select([2]), previous=None, **SITE)  # type: ignore[arg-type]
+    assert np.array_equal(together[2], alone[0])
+    assert together.dtype == np.int64 and together.shape == (6, Layout(3600).length)
+    model, stats, _ = run_round([homes], keys(6), 1, None, **SITE)  # type: ignore[arg-type]
+    assert model is not None and stats.contributors == 6
+    plain = pooled_model(together, round=1, step_s=3600, previous=None)
+    assert model.hash == plain.hash and np.array_equal(model.total, plain.total)
+
+
+def test_the_model_hash_is_the_same_for_every_member_and_round_trips(homes: MeterHistory) -> None:
+    ups = local_update(homes, previous=None, **SITE)  # type: ignore[arg-type]
+    a = pooled_model(ups, round=1, step_s=3600, previous=None)
+    b = CommunityModel.of(a.total.copy(), round=1, step_s=3600, previous=bytes(32), contributors=6)
+    assert a.hash == b.hash
+    assert decode_model(a.content()).hash == a.hash
+    assert pooled_model(ups, round=2, step_s=3600, previous=None).hash != a.hash
+    with refused(WireReason.BAD_TAG):
+        decode_model(a.content().replace(b"gn.fedmodel", b"gn.fedmodeX"))
+
+
+def test_every_byte_a_member_sends_hides_its_update_and_readings(homes: MeterHistory) -> None:
+    """Capture every message of a round with a dropout: the sum is exact, no update or reading
+    appears in any byte sent, and the same update under other keys gives unrelated bytes."""
+    n = homes.households
+    ks = keys(n)
+    model, stats, transcript = run_round([homes], ks, 1, None, dropped=[5], degree=2, **SITE)  # type: ignore[arg-type]
+    assert model is not None and model.contributors == 5
+    plain = local_update(homes, previous=None, **SITE)  # type: ignore[arg-type]
+    assert np.array_equal(model.total, plain[:5].sum(axis=0))  # exact, int64
+    assert transcript.reveals  # the dropped member's neighbours revealed their pair seeds
+    sent = b"".join(u.masked for u in transcript.updates)
+    sent += b"".join(seed + d for r in transcript.reveals for d, seed in r.seeds)
+    for k in range(5):
+        mine = next(u for u in transcript.updates if u.member == ks[k][1])
+        masked = np.frombuffer(mine.masked, dtype="<u8")
+        update = plain[k].view(np.uint64)
+        # masked entries look uniform: no entry equals the update's, the top bits are fair coins
+        assert np.mean(masked == update) < 0.01
+        assert 0.45 < float(np.mean(masked >> np.uint64(63))) < 0.55
+        # no 8-byte run of the update or of any raw reading (as float64 or int Wh) is in the bytes
+        nonzero = [int(v) for v in plain[k] if abs(int(v)) > 1 << 20][:50]
+        assert all(v.to_bytes(8, "little", signed=True) not in sent for v in nonzero)
+    assert homes.pv_w is not None and homes.load_w is not None
+    readings = np.concatenate([homes.load_w[:, 200:230].ravel(), homes.pv_w[:, 300:330].ravel()])
+    assert all(np.float64(r).tobytes() not in sent for r in readings if r > 0)
+    assert all(
+        round(r).to_bytes(8, "little", signed=True) not in sent for r in readings if r > 1000
+    )
+    # the same updates under other key pairs: unrelated bytes, same sum
+    again, _, transcript2 = run_round(
+        [homes], keys(n, salt=9), 1, None, dropped=[5], degree=2, **SITE
+    )  # type: ignore[arg-type]
+    assert again is not None and again.hash == model.hash
+    a = np.frombuffer(transcript.updates[0].masked, dtype="<u8")
+    b = np.frombuffer(transcript2.updates[0].masked, dtype="<u8")
+    assert np.mean(a == b) < 0.01
+    assert stats.max_bytes_per_member == 8 * Layout(3600).length + 64
+
+
+def test_without_one_pair_seed_the_aggregator_cannot_unmask(homes: MeterHistory) -> None:
+    """All messages plus every pair seed but one of member 0's: member 0's vector minus the known
+    masks is still its update plus one unknown pseudorandom mask."""
+    from forecasting.secagg import RoundSpec, _mask, pair_seed
+
+    ks = keys(homes.households)
+    plain = local_update(homes, previous=None, **SITE)  # type: ignore[arg-type]
+    _, _, transcript = run_round([homes], ks, 1, None, degree=2, **SITE)  # type: ignore[arg-type]
+    spec = RoundSpec.new(1, [pk for _, pk in ks], Layout(3600).length, degree=2)
+    sk0, pk0 = ks[0]
+    i = spec.index(pk0)
+    nb = spec.neighbours(pk0)
+    vec = np.frombuffer(
+        transcript.updates[[u.member for u in transcript.updates].index(pk0)].masked, dtype="<u8"
+    ).copy()
+    for j in nb[1:]:  # every seed but the first neighbour's
+        m = _mask(pair_seed(spec, sk0, pk0, spec.members[j]), spec.length)
+        vec = vec - m if j > i else vec + m
+    left = vec - plain[0].view(np.uint64)
+    assert np.mean(left == 0) < 0.01  # still masked
+    m = _mask(pair_seed(spec, sk0, pk0, spec.members[nb[0]]), spec.length)
+    vec = vec - m if nb[0] > i else vec + m
+    assert np.array_equal(vec, plain[0].view(np.uint64))  # and the last seed unmasks it exactly
+
+
+def test_a_history_too_short_to_contribute_is_refused_and_left_out(homes: MeterHistory) -> None:
+    short = homes.window(homes.start_s, homes.start_s + (MIN_CONTRIBUTE_DAYS - 1) * SECONDS_PER_DAY)
+    with refused(DataReason.HISTORY_TOO_SHORT):
+        local_update(short, previous=None)
+    model, stats, _ = run_round(
+        [homes.select([0, 1, 2]), short.select([3])],
+        keys(4),
+        1,
+        None,
+        **SITE,  # type: ignore[arg-type]
+    )
+    assert model is not None and stats.members == 3 and model.contributors == 3
+
+
+@pytest.fixture(scope="module")
+def model(homes: MeterHistory) -> CommunityModel:
+    first, _, _ = run_round([homes], keys(6), 1, None, **SITE)  # type: ignore[arg-type]
+    second, _, _ = run_round(
+        [homes], keys(6), 2, first, since_s=homes.end_s - 14 * SECONDS_PER_DAY, **SITE
+    )  # type: ignore[arg-type]
+    assert second is not None
+    return second
+
+
+def test_the_held_back_validation_is_summed_in_the_round(model: CommunityModel) -> None:
+    v = model.validation
+    assert v.samples > 0 and 0 < v.mae < v.naive_mae  # round 1's model beats naive on 6 homes
+    assert 0.0 <= v.coverage <= 1.0
+
+
+def test_community_forecast_is_sane(model: CommunityModel, homes: MeterHistory) -> None:
+    past = homes.window(homes.end_s - 10 * SECONDS_PER_DAY, homes.end_s - SECONDS_PER_DAY)
+    f = community_forecast(model, past, 24, **SITE)  # type: ignore[arg-type]
+    assert f.values_w.shape == (6, 24, 3)
+    assert np.all(np.diff(f.values_w, axis=2) >= 0)
+    actual = homes.window(past.end_s, past.end_s + SECONDS_PER_DAY).net_w
+    naive = past.net_w[:, -24:]
+    assert np.abs(f.median_w - actual).mean() < 1.5 * np.abs(naive - actual).mean()
+
+
+def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> None:
+    """No community: the local model alone. A cold-start household (14 days, local = seasonal
+    naive) leans on the community; the weights are in [0, 1] and the refs name the model."""
+    local = SeasonalNaive(period_days=1, train_days=28)
+    alone = FederatedForecaster(None, local).fit(homes)
+    past = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    assert np.array_equal(
+        alone.predict(past, 24).values_w, local.fit(homes).predict(past, 24).values_w
+    )
+    assert all(r.community is None and r.community_permille == 0 for r in alone.refs)
+    cold = FederatedForecaster(model, local, **SITE).fit(past)  # type: ignore[arg-type]
+    assert np.all((cold.weights >= 0) & (cold.weights <= 1))
+    assert all(r.community == model.hash for r in cold.refs)
+    assert np.mean([r.community_permille for r in cold.refs]) > 500
+
+
+@dataclass(frozen=True)
+class _Oracle:
+    """A "local model" that knows the future of ``truth``: the best any local model can be."""
+
+    truth: MeterHistory
+    name: str = "oracle"
+    min_history_days: int = 1
+
+    def fit(self, history: MeterHistory) -> _Oracle:
+        return self
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        i = self.truth.index_at(history.end_s)
+        values = self.truth.net_w[:, i : i + horizon]
+        return _make_forecast(history, np.repeat(values[:, :, None], 3, axis=2))
+
+
+def test_a_household_whose_local_model_is_better_keeps_it(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    past = homes.window(homes.start_s, homes.end_s - SECONDS_PER_DAY)
+    fitted = FederatedForecaster(model, _Oracle(homes), **SITE).fit(past)  # type: ignore[arg-type]
+    assert np.all(fitted.weights == 1.0)  # the local model's weight: all of it
+    assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
+    blend = fitted.predict(past, 24).values_w
+    assert np.array_equal(blend, _Oracle(homes).predict(past, 24).values_w)
