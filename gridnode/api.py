@@ -56,6 +56,7 @@ from gridnode.api_requests import (
     parse_order_request,
 )
 from gridnode.chain import trade_row
+from gridnode.core.consensus_messages import Evidence, Proposal, Vote, VoteType
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
 from market.errors import (
@@ -211,6 +212,7 @@ async def status(request: web.Request) -> web.Response:
         "retail_micro_per_kwh": genesis.retail_micro_per_kwh,
         "feed_in_micro_per_kwh": genesis.feed_in_micro_per_kwh,
         "max_steps": genesis.max_steps,
+        "evidence_total": snap.evidence_total,
     }
     return web.json_response(body)
 
@@ -412,6 +414,50 @@ async def submissions(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+def _signed_json(msg: Vote | Proposal) -> dict[str, Any]:
+    if isinstance(msg, Vote):
+        return {"block_hash": msg.block_hash.hex(), "signature": msg.signature.hex()}
+    return {
+        "block_hash": msg.block_hash.hex(),
+        "valid_round": msg.valid_round,
+        "signature": msg.signature.hex(),
+    }
+
+
+def evidence_json(ev: Evidence, validators: tuple[str, ...]) -> dict[str, Any]:
+    """One piece of equivocation evidence: the validator, the step, and both signed values (with
+    their signatures, so anyone can check them against the genesis key)."""
+    a, b = ev.first, ev.second
+    if isinstance(a, Vote):
+        kind, step, index = "duplicate_vote", VoteType(a.vote_type).name.lower(), a.validator
+    else:
+        kind, step, index = "duplicate_proposal", "proposal", a.proposer
+    return {
+        "kind": kind,
+        "validator": validators[index] if 0 <= index < len(validators) else "",
+        "validator_index": index,
+        "height": a.height,
+        "round": a.round,
+        "step": step,
+        "first": _signed_json(a),
+        "second": _signed_json(b),
+    }
+
+
+async def evidence(request: web.Request) -> web.Response:
+    """Equivocation evidence this node saw (a validator that signed two different values for one
+    step: a double vote or a double proposal), newest first; ``total`` counts all since start.
+    Read-only; empty on a full node (only validators see votes)."""
+    check_params(request, ())
+    snap = _snapshot(request)
+    validators = snap.ledger.genesis.validators
+    body = {
+        "total": snap.evidence_total,
+        "evidence": [evidence_json(ev, validators) for ev in reversed(snap.evidence)],
+    }
+    return web.json_response(body)
+
+
 # ------------------------------------------------------------------------------------------ writes
 
 
@@ -573,6 +619,7 @@ def make_app(
     app.router.add_get("/api/balance", balance)
     app.router.add_get("/api/forecast", forecast)
     app.router.add_get("/api/submissions", submissions)
+    app.router.add_get("/api/evidence", evidence)
     for path in _STATIC:
         app.router.add_get(path, page)
     return app

@@ -600,6 +600,8 @@ class DaemonNode:
             gossip_orders=tuple(self.live_orders.values()),
             started_ms=self.started_ms,
             submissions=tuple(self._submissions),
+            evidence=tuple(self.runtime.recent_evidence),
+            evidence_total=self.runtime.evidence,
         )
 
     def _publish(self) -> None:

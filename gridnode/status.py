@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gridnode.core.consensus_messages import Evidence
 from gridnode.core.ledger import LedgerState, SignedOrder
 from market.orders import Order
 
@@ -92,6 +93,10 @@ class Snapshot:
     started_ms: int = 0
     #: the latest orders this node submitted, oldest first (a bounded window)
     submissions: tuple[Submission, ...] = ()
+    #: equivocation evidence this validator saw (two different signed values of one validator
+    #: for one step; the latest, oldest first) and how many since it started
+    evidence: tuple[Evidence, ...] = ()
+    evidence_total: int = 0
 
     @property
     def height(self) -> int:
