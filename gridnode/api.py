@@ -200,7 +200,11 @@ async def status(request: web.Request) -> web.Response:
         "mempool_size": snap.mempool_size,
         "misbehaviour": dict(sorted(snap.misbehaviour.items())),
         "misbehaviour_total": sum(snap.misbehaviour.values()),
-        "banned_peers": sum(1 for p in snap.peers if p.banned),
+        "banned_peers": (
+            snap.banned_peers
+            if snap.banned_peers is not None
+            else sum(1 for p in snap.peers if p.banned)
+        ),
         "open_orders": sum(
             1 for s, by_h in ledger.orders.items() if clock.is_open(s, now_s) for _ in by_h
         ),

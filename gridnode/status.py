@@ -97,6 +97,9 @@ class Snapshot:
     #: for one step; the latest, oldest first) and how many since it started
     evidence: tuple[Evidence, ...] = ()
     evidence_total: int = 0
+    #: peers banned now (``peers`` shows the connected and the latest others only); ``None``:
+    #: count the banned among ``peers``
+    banned_peers: int | None = None
 
     @property
     def height(self) -> int:
