@@ -161,6 +161,17 @@ class _Slice:
         channel = self.rng.choice(("submit", "submit", "submit-batch", "submit-batch", "tx",
                                    "consensus", "consensus", "framing"))  # fmt: skip
         base = self.rng.choice(self.corpus.frames[channel])
+        if channel == "framing":  # a length prefix the frame decoder refuses, then anything
+            prefix = self.rng.choice(
+                (
+                    b"\xff" * self.rng.randint(9, 12),  # a varint longer than 9 bytes
+                    b"\x80\x00",  # not minimal
+                    b"\x81\x80\x00",
+                    b"\x80\x80\x80\x01",  # 2 MiB: over the frame limit
+                    bytes([0xFF, 0xFF, 0xFF, 0x7F]),
+                )
+            )
+            return channel, prefix + self.rng.randbytes(self.rng.randint(0, 64))
         if self.rng.random() < 0.1:
             return channel, self.rng.randbytes(self.rng.randint(0, 200))
         return channel, mutate(base, self.rng, self.pool)

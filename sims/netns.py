@@ -211,8 +211,10 @@ class NetLab:
             with contextlib.suppress(OSError):
                 self._delayer.kill()
             self._delayer.wait()
-            if self._delayer.stdin is not None:
-                self._delayer.stdin.close()
+            for pipe in (self._delayer.stdin, self._delayer.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
             self._delayer = None
         if self._opened:
             _remove_lab(self.tag)
