@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speedup", type=int, default=60, help="community clock speed-up")
     p.add_argument("--out", type=Path, default=None, help="where the community and report go")
     args = p.parse_args(argv)
+    # SIGINT and SIGTERM end the run cleanly (daemons stopped, namespaces removed), also when it
+    # was started in the background (where the shell ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     why = netlab_unavailable()
     if why is not None:
         print(f"chaos: cannot run here: {why}", file=sys.stderr)

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 
 from sims.chaos import ChaosConfig, ChaosRun, KillEvent, PartitionEvent
-from sims.netns import netlab_unavailable
+from tests.chaos import needs_netlab
 
-pytestmark = [
-    pytest.mark.net,
-    pytest.mark.skipif(netlab_unavailable() is not None, reason=str(netlab_unavailable())),
-]
+pytestmark = [pytest.mark.net, needs_netlab]
 
 
 def test_a_storm_and_a_partition_under_latency_and_loss(tmp_path: Path) -> None:

@@ -12,11 +12,9 @@ import time
 import pytest
 
 from sims.netns import LinkFaults, NetLab, netlab_unavailable
+from tests.chaos import needs_netlab
 
-pytestmark = [
-    pytest.mark.net,
-    pytest.mark.skipif(netlab_unavailable() is not None, reason=str(netlab_unavailable())),
-]
+pytestmark = [pytest.mark.net, needs_netlab]
 
 _SERVER = """
 import socket, sys

@@ -49,7 +49,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         node.wait_ready()
         status = ["status", "--dir", str(node.dir), "--json"]
-        assert readme_path.wait_for(lambda: '"height": 4' in readme_path.gridnode(*status).stdout, 60)
+        assert readme_path.wait_for(
+            lambda: '"height": 4' in readme_path.gridnode(*status).stdout, 60
+        )
     finally:
         assert node.stop() == 0
     for name in ("ready", "daemon.log"):
@@ -70,9 +72,7 @@ def _copy(template: Path, tmp: Path, n: int) -> Path:
     return d
 
 
-def test_mutated_files_are_taken_or_refused_in_one_line(
-    template: Path, tmp_path: Path
-) -> None:
+def test_mutated_files_are_taken_or_refused_in_one_line(template: Path, tmp_path: Path) -> None:
     cases = iter(range(10**6))
 
     @SETTINGS
