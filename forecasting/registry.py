@@ -12,8 +12,6 @@ needs the optional package when fitted.
 
 from __future__ import annotations
 
-from typing import Final
-
 from forecasting.models import (
     AutoRegForecaster,
     ClearSkyPV,
@@ -23,32 +21,11 @@ from forecasting.models import (
     SeasonalNaive,
     Target,
 )
+from forecasting.names import DEFAULT_MODEL, DEFAULT_MODELS, MODEL_NAMES
 from forecasting.profile_qr import ProfileQR
 from market.errors import UsageError
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_MODELS", "MODEL_NAMES", "build_model"]
-
-#: The model the daemon and the engines should bid with (the best measured, see the docs).
-DEFAULT_MODEL: Final = "profile-qr"
-
-MODEL_NAMES: Final = (
-    "profile-qr",
-    "seasonal-naive-day",
-    "seasonal-naive-week",
-    "quantile-regression",
-    "components",
-    "autoreg",
-    "prophet",
-)
-#: What ``gridnode forecast backtest`` runs unless told otherwise (prophet is opt-in: slow).
-DEFAULT_MODELS: Final = (
-    "profile-qr",
-    "seasonal-naive-day",
-    "seasonal-naive-week",
-    "quantile-regression",
-    "components",
-    "autoreg",
-)
 
 
 def build_model(

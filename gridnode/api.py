@@ -73,6 +73,7 @@ from gridnode.api_views import (
     validator_rows,
 )
 from gridnode.chain import trade_row
+from gridnode.core.consensus_messages import Evidence, Proposal, Vote, VoteType
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.localtime import LocalTime, zone_named
 from gridnode.metrics import render_metrics
@@ -310,7 +311,11 @@ def status_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
         "mempool_size": snap.mempool_size,
         "misbehaviour": dict(sorted(snap.misbehaviour.items())),
         "misbehaviour_total": sum(snap.misbehaviour.values()),
-        "banned_peers": sum(1 for p in snap.peers if p.banned),
+        "banned_peers": (
+            snap.banned_peers
+            if snap.banned_peers is not None
+            else sum(1 for p in snap.peers if p.banned)
+        ),
         "open_orders": sum(
             1 for s, by_h in ledger.orders.items() if clock.is_open(s, now_s) for _ in by_h
         ),
@@ -323,6 +328,7 @@ def status_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
         "feed_in_micro_per_kwh": genesis.feed_in_micro_per_kwh,
         "max_steps": genesis.max_steps,
         **status_extras(snap, _zone(app, snap)),
+        "evidence_total": snap.evidence_total,
     }
     return body
 
@@ -620,6 +626,50 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _signed_json(msg: Vote | Proposal) -> dict[str, Any]:
+    if isinstance(msg, Vote):
+        return {"block_hash": msg.block_hash.hex(), "signature": msg.signature.hex()}
+    return {
+        "block_hash": msg.block_hash.hex(),
+        "valid_round": msg.valid_round,
+        "signature": msg.signature.hex(),
+    }
+
+
+def evidence_json(ev: Evidence, validators: tuple[str, ...]) -> dict[str, Any]:
+    """One piece of equivocation evidence: the validator, the step, and both signed values (with
+    their signatures, so anyone can check them against the genesis key)."""
+    a, b = ev.first, ev.second
+    if isinstance(a, Vote):
+        kind, step, index = "duplicate_vote", VoteType(a.vote_type).name.lower(), a.validator
+    else:
+        kind, step, index = "duplicate_proposal", "proposal", a.proposer
+    return {
+        "kind": kind,
+        "validator": validators[index] if 0 <= index < len(validators) else "",
+        "validator_index": index,
+        "height": a.height,
+        "round": a.round,
+        "step": step,
+        "first": _signed_json(a),
+        "second": _signed_json(b),
+    }
+
+
+async def evidence(request: web.Request) -> web.Response:
+    """Equivocation evidence this node saw (a validator that signed two different values for one
+    step: a double vote or a double proposal), newest first; ``total`` counts all since start.
+    Read-only; empty on a full node (only validators see votes)."""
+    check_params(request, ())
+    snap = _snapshot(request)
+    validators = snap.ledger.genesis.validators
+    body = {
+        "total": snap.evidence_total,
+        "evidence": [evidence_json(ev, validators) for ev in reversed(snap.evidence)],
+    }
+    return web.json_response(body)
+
+
 # ------------------------------------------------------------------------------------------ writes
 
 
@@ -820,6 +870,7 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get(PLOTLY_PATH, plotly_page)
     app.router.add_get("/api/proof", proof)
+    app.router.add_get("/api/evidence", evidence)
     for path in _STATIC:
         app.router.add_get(path, page)
     return app

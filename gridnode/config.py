@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import tomli_w
 
-from forecasting.registry import DEFAULT_MODEL, MODEL_NAMES
+from forecasting.names import DEFAULT_MODEL, MODEL_NAMES
 from market.errors import UsageError
 
 # the ledger (numpy), keys (libsodium), zones and token randomness are imported where they are used:

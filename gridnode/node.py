@@ -23,7 +23,7 @@ else decides an order:
    application), then ``TRUNCATE`` (the WAL below h+1), then ``SNAPSHOT`` (every ``snapshot_every``
    heights, the application's state bytes), then ``NOTIFY`` (observers and listeners: only a block
    that is stored and applied is ever announced, so nothing acknowledged is lost by a crash);
-5. ``EvidenceFound`` → ``EVIDENCE`` (counted); ``ProposalRefused`` → ``REFUSED`` (logged on the
+5. ``EvidenceFound`` → ``EVIDENCE`` (counted, the latest kept in :attr:`Executor.recent_evidence`); ``ProposalRefused`` → ``REFUSED`` (logged on the
    ``gridnode.node`` logger with the application's reason, counted in :attr:`Executor.refused`).
 
 A committed block that breaks an application rule despite a valid commit (impossible with < 1/3
@@ -46,12 +46,14 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from gridnode.core.app import LedgerApp
 from gridnode.core.consensus import (
+    EVIDENCE_KEPT,
     Application,
     Backlog,
     Broadcast,
@@ -72,6 +74,7 @@ from gridnode.core.consensus import (
     encode_wal_record,
 )
 from gridnode.core.consensus_messages import (
+    Evidence,
     SyncedBlock,
     ValidatorSet,
     decode_commit,
@@ -237,6 +240,8 @@ class Executor(Generic[AppT]):
         self.snapshot_every = snapshot_every
         self.misbehaviour: dict[str, dict[str, int]] = {}
         self.evidence = 0
+        #: the latest equivocation evidence seen (bounded), oldest first: the API shows it
+        self.recent_evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
         #: proposals this node refused to vote for, by the application's reason
         self.refused: dict[str, int] = {}
         self.last_heard_ms: dict[str, int] = {}
@@ -344,7 +349,9 @@ class Executor(Generic[AppT]):
                 self.store.put_snapshot(eff.height, self.app.snapshot())
             # NOTIFY: nothing to do here; observers run after every action
         elif duty is Duty.EVIDENCE:
+            assert isinstance(eff, EvidenceFound)
             self.evidence += 1
+            self.recent_evidence.append(eff.evidence)
         elif isinstance(eff, ProposalRefused):
             self.refused[eff.reason] = self.refused.get(eff.reason, 0) + 1
             log.info(

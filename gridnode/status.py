@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gridnode.core.consensus_messages import Evidence
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.history import HistoryView
 from gridnode.metrics import LatencyHistogram
@@ -106,6 +107,13 @@ class Snapshot:
     submit_failures: tuple[int, ...] = ()
     #: submission-to-commit times of this node's transactions (:mod:`gridnode.metrics`)
     commit_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: equivocation evidence this validator saw (two different signed values of one validator
+    #: for one step; the latest, oldest first) and how many since it started
+    evidence: tuple[Evidence, ...] = ()
+    evidence_total: int = 0
+    #: peers banned now (``peers`` shows the connected and the latest others only); ``None``:
+    #: count the banned among ``peers``
+    banned_peers: int | None = None
 
     @property
     def height(self) -> int:

@@ -93,6 +93,10 @@ class Household:
     p2p_port: int
     api_port: int
     process: subprocess.Popen[bytes] | None = None
+    #: the address it listens on (libp2p and API); another than loopback in a network lab
+    host: str = "127.0.0.1"
+    #: what runs its daemon command, e.g. ``ip netns exec NS`` (:mod:`sims.netns`)
+    command_prefix: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -100,10 +104,10 @@ class Household:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.host}:{self.api_port}"
 
     def multiaddr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{peer_id_of(self.key.public_key)}"
+        return f"/ip4/{self.host}/tcp/{self.p2p_port}/p2p/{peer_id_of(self.key.public_key)}"
 
 
 @dataclass
@@ -190,15 +194,16 @@ class LocalCommunity:
         households = []
         for d in sorted(root.glob("node*"), key=lambda p: int(p.name[4:])):
             cfg = tomllib.loads((d / "gridnode.toml").read_text(encoding="utf-8"))
-            p2p = int(cfg["network"]["listen"][0].rsplit("/", 1)[-1])
+            listen = cfg["network"]["listen"][0].split("/")  # /ip4/HOST/tcp/PORT
             households.append(
                 Household(
                     int(d.name[4:]),
                     d,
                     load_identity(d),
                     cfg["node"]["role"],
-                    p2p,
+                    int(listen[4]),
                     cfg["api"]["port"],
+                    host=listen[2],
                 )
             )
         genesis = load_genesis(households[0].dir / "genesis.toml")
@@ -215,6 +220,7 @@ class LocalCommunity:
             log = (h.dir / "daemon.log").open("ab")
             h.process = subprocess.Popen(
                 [
+                    *h.command_prefix,
                     sys.executable,
                     "-m",
                     "gridnode",
@@ -275,6 +281,7 @@ class LocalCommunity:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(h.api_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        req.add_header("Host", "127.0.0.1")  # the API answers loopback names only (DNS rebinding)
         if method != "GET":
             req.add_header("Authorization", f"Bearer {load_token(h.dir)}")
         try:

@@ -64,11 +64,13 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
 * Known limits: the validator set is fixed (from genesis); no proposer weighting; proposals carry
   the whole block (no block parts); the commit kept is the > 2/3 precommit set seen when deciding;
   messages for heights other than the current one and the next are dropped (sync covers them);
-  evidence is reported, not yet acted on (no slashing or committee change).
+  evidence is reported, not yet acted on (no slashing or committee change); the core keeps only
+  the latest :data:`EVIDENCE_KEPT` pieces (:attr:`Consensus.evidence`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -116,6 +118,7 @@ from gridnode.core.crypto import KeyPair
 from market.errors import InvalidInput, UsageError
 
 __all__ = [
+    "EVIDENCE_KEPT",
     "AdaptiveCommit",
     "Application",
     "Backlog",
@@ -142,6 +145,8 @@ __all__ = [
 
 #: Distinct values accepted from one validator for one (type, round); more is only spam.
 _MAX_VALUES_PER_SIGNER: Final = 4
+#: evidence the core keeps (newest): an equivocating validator must not grow it without bound
+EVIDENCE_KEPT: Final = 256
 
 
 class Application(Protocol):
@@ -347,7 +352,8 @@ class Consensus(_SyncMixin):
         self.refused_signatures = 0
         #: next-height messages not buffered: not signed by a validator
         self.refused_future = 0
-        self.evidence: list[Evidence] = []
+        #: the latest :data:`EVIDENCE_KEPT` pieces of equivocation evidence, oldest first
+        self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
         if lock is not None and lock.height == height:
             for vote in lock.proof:  # the proof-of-lock, to gossip again (see _rebroadcast)
                 if vote.height == height and vote.vote_type is VoteType.PREVOTE:

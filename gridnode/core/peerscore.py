@@ -193,6 +193,10 @@ class PeerScores:
     def get(self, peer: str) -> PeerScore | None:
         return self._scores.get(peer)
 
+    def forget(self, peer: str) -> None:
+        """Drop ``peer``'s score (its record starts afresh if it misbehaves again)."""
+        self._scores.pop(peer, None)
+
     def peers(self) -> list[str]:
         return sorted(self._scores)
 

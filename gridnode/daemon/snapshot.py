@@ -35,6 +35,8 @@ __all__ = ["StatusBoard"]
 _RECENT_BLOCKS = 1_000
 #: submitted orders the snapshot shows (``/api/submissions``): a week of 15-minute slots and more
 _SUBMISSIONS = 2_000
+#: peers the snapshot shows besides the connected ones: the most recently active
+_PEERS_SHOWN = 100
 #: submissions no validator acknowledged, kept for the health badge
 _SUBMIT_FAILURES = 256
 
@@ -98,19 +100,19 @@ class StatusBoard:
     def make(self) -> Snapshot:
         node = self._node
         net, runtime = node.net, node.runtime
-        stats = net.peer_stats()  # the one record of misbehaviour: each refusal once
         connected = set(net.connected_peers())
-        totals: dict[str, int] = {}
+        # the one record of misbehaviour (each refusal once): totals of every peer ever, the
+        # counters of connected peers and of the latest others (bounded: identities are free)
+        totals = net.misbehaviour_totals()
+        stats = net.peer_stats(peers=connected, recent=_PEERS_SHOWN)
         peers = []
         for peer in sorted(set(stats) | connected):
             try:
-                household = public_hex_of(peer)
+                household = public_hex_of(peer)  # cached in gridnode.net.identity
             except InvalidInput:
                 household = ""
             st = stats.get(peer)
             bad = dict(st.misbehaviour) if st is not None else {}
-            for k, v in bad.items():
-                totals[k] = totals.get(k, 0) + v
             peers.append(
                 PeerInfo(
                     peer,
@@ -151,4 +153,7 @@ class StatusBoard:
             history=node.history.view(),
             submit_failures=tuple(self._submit_failures),
             commit_latency=self._latency.histogram(),
+            evidence=tuple(runtime.recent_evidence),
+            evidence_total=runtime.evidence,
+            banned_peers=net.banned_count(),
         )

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -331,9 +331,20 @@ class NetHost:
 
     # ---- misbehaviour, scores, bans ----
 
-    def peer_stats(self) -> dict[str, PeerStats]:
-        """A snapshot of every peer's counters and score (a copy: safe to hand to another thread)."""
-        return self.peers.stats()
+    def peer_stats(
+        self, *, peers: Collection[str] | None = None, recent: int | None = None
+    ) -> dict[str, PeerStats]:
+        """A snapshot of peers' counters and scores (a copy: safe to hand to another thread): all
+        the book keeps, or those of ``peers`` and the ``recent`` most recently active ones."""
+        return self.peers.stats(peers=peers, recent=recent)
+
+    def banned_count(self) -> int:
+        """How many peers are banned now."""
+        return self.peers.banned_count()
+
+    def misbehaviour_totals(self) -> dict[str, int]:
+        """Misbehaviour by reason of every peer since the host started (each refusal once)."""
+        return self.peers.totals()
 
     def report_misbehaviour(self, error: PeerMisbehaviour) -> None:
         """Record a fault a handler found in ``error.peer``'s payload while it still answers (e.g.
