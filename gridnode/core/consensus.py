@@ -73,8 +73,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
+from gridnode.core.consensus_config import (
+    AdaptiveCommit,
+    Application,
+    Backlog,
+    BlockSource,
+    ConsensusConfig,
+)
 from gridnode.core.consensus_effects import (
     Broadcast,
     Decided,
@@ -102,7 +109,6 @@ from gridnode.core.consensus_messages import (
     Evidence,
     FutureBuffer,
     Proposal,
-    SyncedBlock,
     ValidatorSet,
     Vote,
     VoteType,
@@ -110,10 +116,10 @@ from gridnode.core.consensus_messages import (
     commit_from_votes,
     sign_proposal,
     sign_vote,
-    verify_commit,
     verify_proposal,
     verify_vote,
 )
+from gridnode.core.consensus_sync import FullNode, SyncMixin
 from gridnode.core.crypto import KeyPair
 from market.errors import InvalidInput, UsageError
 
@@ -149,89 +155,6 @@ _MAX_VALUES_PER_SIGNER: Final = 4
 EVIDENCE_KEPT: Final = 256
 
 
-class Application(Protocol):
-    """What consensus asks of the replicated application (the ledger, or a test app)."""
-
-    def make_block(self, height: int, round_: int, now: int) -> bytes:
-        """The block this node proposes at (height, round) when it has no valid value."""
-        ...
-
-    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
-        """Why ``block`` may not be committed at ``height``, or ``None`` if it may.
-
-        ``now`` (this node's clock, ms) is given only for a fresh proposal (L22): then the block's
-        time is also judged against it. ``None``: the clock-free rules only (a value with a
-        proof-of-lock, or one being locked or decided), which must not depend on when they are
-        asked.
-        """
-        ...
-
-
-class BlockSource(Protocol):
-    """Committed blocks this node can serve to lagging peers (its store)."""
-
-    def committed(self, height: int) -> SyncedBlock | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class AdaptiveCommit:
-    """The wait after a decision when work is waiting (milliseconds; see the module rules):
-    ``busy_ms`` once transactions are pending, ``full_ms`` once a block's worth is."""
-
-    busy_ms: int
-    full_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    """What the application has waiting for the next block (adaptive cadence): ``pending``
-    transactions, whether they ``full``-y fill a block, and ``due_ms``, the earliest block time at
-    which a block would change the state even without a transaction (``None``: never)."""
-
-    pending: int
-    full: bool = False
-    due_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConsensusConfig:
-    """Timeouts in milliseconds (``base + round * delta``) and sync limits.
-
-    ``unsafe_quorum`` exists only for the campaign's negative control: it replaces the > 2/3
-    threshold with a smaller one so the campaign can show it catches the resulting forks.
-    """
-
-    propose_ms: int = 400
-    propose_delta_ms: int = 200
-    prevote_ms: int = 150
-    prevote_delta_ms: int = 100
-    precommit_ms: int = 150
-    precommit_delta_ms: int = 100
-    commit_ms: int = 50
-    sync_interval_ms: int = 300
-    rebroadcast_ms: int = 1_000
-    sync_batch: int = 32
-    #: a block response carries blocks up to this many bytes (at least one block): it must fit
-    #: in one network frame
-    sync_max_bytes: int = 768 * 1024
-    #: adaptive cadence (see the module rules); ``None``: every height waits ``commit_ms``
-    adaptive: AdaptiveCommit | None = None
-    unsafe_quorum: int | None = None
-
-    def timeout(self, kind: TimerKind, round_: int) -> int:
-        if kind is TimerKind.PROPOSE:
-            return self.propose_ms + round_ * self.propose_delta_ms
-        if kind is TimerKind.PREVOTE:
-            return self.prevote_ms + round_ * self.prevote_delta_ms
-        if kind is TimerKind.PRECOMMIT:
-            return self.precommit_ms + round_ * self.precommit_delta_ms
-        if kind is TimerKind.NEW_HEIGHT:
-            return self.commit_ms
-        if kind is TimerKind.REBROADCAST:
-            return self.rebroadcast_ms
-        return self.sync_interval_ms
-
-
 # --- per-height bookkeeping ---------------------------------------------------------------------
 
 
@@ -257,45 +180,7 @@ class _Height:
         return len(self.by_value.get((vote_type, round_, value), ()))
 
 
-class _SyncMixin:
-    """Block-sync logic shared by validators and full nodes."""
-
-    _validators: ValidatorSet
-    _blocks_src: BlockSource
-    _config: ConsensusConfig
-    height: int
-
-    def _answer_request(self, sender: str, req: BlockRequest, out: list[Effect]) -> None:
-        found: list[SyncedBlock] = []
-        limit = max(0, min(req.max_blocks, self._config.sync_batch))
-        h, size = req.from_height, 0
-        while len(found) < limit:
-            sb = self._blocks_src.committed(h)
-            if sb is None:
-                break
-            size += len(sb.block)
-            if found and size > self._config.sync_max_bytes:
-                break  # the rest in the next request: a response must fit one frame
-            found.append(sb)
-            h += 1
-        if found:
-            out.append(Send(sender, BlockResponse(tuple(found))))
-
-    def _verified(self, sb: SyncedBlock) -> bool:
-        try:
-            verify_commit(
-                self._validators,
-                sb.commit,
-                sb.block,
-                height=sb.height,
-                quorum=self._config.unsafe_quorum,
-            )
-        except InvalidInput:
-            return False
-        return True
-
-
-class Consensus(_SyncMixin):
+class Consensus(SyncMixin):
     """One validator's Tendermint state machine for consecutive heights."""
 
     def __init__(
@@ -838,56 +723,3 @@ class Consensus(_SyncMixin):
             self._set_timer(TimerKind.PRECOMMIT, r, now, out)
             return True
         return False
-
-
-class FullNode(_SyncMixin):
-    """A non-validator: polls peers for blocks, keeps those with a valid commit, serves them."""
-
-    def __init__(
-        self,
-        *,
-        validators: ValidatorSet,
-        peers: Sequence[str],
-        blocks: BlockSource,
-        height: int = 1,
-        config: ConsensusConfig | None = None,
-    ) -> None:
-        if not peers:
-            raise UsageError("a full node needs at least one peer to sync from")
-        self._validators = validators
-        self._peers = tuple(peers)
-        self._blocks_src = blocks
-        self._config = config or ConsensusConfig()
-        self.height = height
-        self._next_peer = 0
-        self.rejected_blocks = 0
-
-    def start(self, now: int) -> list[Effect]:
-        return self.on_timer(TimerKind.SYNC, self.height, 0, now)
-
-    def on_timer(self, kind: TimerKind, height: int, round_: int, now: int) -> list[Effect]:
-        del height, round_
-        if kind is not TimerKind.SYNC:
-            return []
-        peer = self._peers[self._next_peer % len(self._peers)]
-        self._next_peer += 1
-        return [
-            Send(peer, BlockRequest(self.height, self._config.sync_batch)),
-            SetTimer(TimerKind.SYNC, self.height, 0, now + self._config.sync_interval_ms),
-        ]
-
-    def on_message(self, sender: str, msg: ConsensusMessage, now: int) -> list[Effect]:
-        del now
-        out: list[Effect] = []
-        if isinstance(msg, BlockRequest):
-            self._answer_request(sender, msg, out)
-        elif isinstance(msg, BlockResponse):
-            for sb in msg.blocks:
-                if sb.height != self.height:
-                    continue
-                if not self._verified(sb):
-                    self.rejected_blocks += 1
-                    continue
-                out.append(Decided(sb.height, sb.block, sb.commit))
-                self.height += 1
-        return out
