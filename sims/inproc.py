@@ -98,7 +98,7 @@ from gridnode.household.agent import (
     Needs,
 )
 from gridnode.household.battery import Dispatch, battery_from_sizes, contracts_wh
-from gridnode.household.forecast import SlotForecast, bidding_forecaster, foresight
+from gridnode.household.forecast import SlotForecast, foresight
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.errors import UsageError
@@ -109,6 +109,7 @@ from sims.prunedstore import PrunedMemoryStore
 from sims.results import FaultEvent, SimResult
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
 from sims.slotstats import SlotMembers, SlotValues
+from sims.training import Training
 
 __all__ = ["Progress", "results_digest", "run_inproc"]
 
@@ -260,7 +261,14 @@ class _Engine:
             node_anchor_s=begin_s + sc.slot_seconds,
             start_s=start_s,
         )
-        self.forecaster = bidding_forecaster(sc.model, site=sc.site, refit_every_s=self.refit_s)
+        # every household's forecaster; under federated training also the rounds (sims.training)
+        self.training = Training(
+            sc,
+            self.specs,
+            self.history,
+            first_slot_s=self.clock.start(self.first_slot),
+            refit_s=self.refit_s,
+        )
         self.calm = False
         self.full_node: SampleFullNode | SampleFullNodeProcess = SampleFullNode(
             self.genesis, (self.first_slot, self.last_slot)
@@ -454,13 +462,10 @@ class _Engine:
         if not slots:
             return [None] * len(self.agents)
         if self.sc.policy == Bidding.PERFECT_FORESIGHT:
+            self.training.catch_up(now_s)  # the rounds still run (their cost is a KPI)
             actual = {s: self.slot_energy(s)[0].tolist() for s in slots}
             return [foresight((s, actual[s][i]) for s in slots) for i in range(len(self.agents))]
-        hist = self.history.until(now_s)
-        out: list[SlotForecast | None] = [
-            *self.forecaster.forecast(hist, now_s=now_s, slots=slots, clock=self.clock)
-        ]
-        return out
+        return self.training.forecast(now_s, slots, self.clock)
 
     def submit(self, household: int, tx: Tx, *, attempt: int) -> None:
         if attempt >= len(self.validators):

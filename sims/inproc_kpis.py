@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from sims.results import HouseholdKPI, SimResult, SlotRecord
 
 if TYPE_CHECKING:
     from sims.inproc import _Engine, _Validator
+    from sims.scenario import HouseholdSpec
 
 __all__ = ["collect", "reference", "results_digest"]
 
@@ -104,6 +105,8 @@ def collect(
         state_digest=final.digest().hex(),
         conservation_ok=conservation,
         notes=notes,
+        training=sc.training,
+        rounds=list(e.training.rounds),
     )
 
 
@@ -176,30 +179,53 @@ def _households(e: _Engine, slots_done: int, market: MarketOutcome) -> list[Hous
     n_slots = max(0, min(slots_done, _slots_seen(e)))
     pv_tot = np.zeros(len(e.specs), dtype=np.int64)
     load_tot = np.zeros(len(e.specs), dtype=np.int64)
+    err = [0] * len(e.specs)  # Σ |P50 − natural net| over the delivered slots it quoted
+    quoted = [0] * len(e.specs)
     for slot in range(e.first_slot, e.first_slot + n_slots):
-        _net, pv, load = e.slot_energy(slot)
+        net, pv, load = e.slot_energy(slot)
         pv_tot += pv
         load_tot += load
-    b = e.batteries
+        for i in range(len(e.specs)):
+            p50 = e.stats.forecast_p50.get((slot, i))
+            if p50 is not None:
+                err[i] += abs(p50 - int(net[i]))
+                quoted[i] += 1
     return [
-        household_kpi(
-            e.hh_keys[i].public_hex,
-            spec,
-            market.households.get(e.hh_keys[i].public_hex),
-            pv_wh=int(pv_tot[i]),
-            load_wh=int(load_tot[i]),
-            battery_charged_wh=b.charged_wh[i],
-            battery_discharged_wh=b.discharged_wh[i],
-            battery_loss_wh=b.loss_wh[i],
-            battery_soc_start_wh=b.start_soc_wh[i],
-            battery_soc_end_wh=b.soc_wh[i],
+        replace(
+            _kpi(e, i, spec, market, pv_wh=int(pv_tot[i]), load_wh=int(load_tot[i])),
+            history_days=spec.history_days,
+            forecast_abs_error_wh=err[i],
+            forecast_slots=quoted[i],
         )
         for i, spec in enumerate(e.specs)
     ]
 
 
+def _kpi(
+    e: _Engine, i: int, spec: HouseholdSpec, market: MarketOutcome, *, pv_wh: int, load_wh: int
+) -> HouseholdKPI:
+    b = e.batteries
+    return household_kpi(
+        e.hh_keys[i].public_hex,
+        spec,
+        market.households.get(e.hh_keys[i].public_hex),
+        pv_wh=pv_wh,
+        load_wh=load_wh,
+        battery_charged_wh=b.charged_wh[i],
+        battery_discharged_wh=b.discharged_wh[i],
+        battery_loss_wh=b.loss_wh[i],
+        battery_soc_start_wh=b.start_soc_wh[i],
+        battery_soc_end_wh=b.soc_wh[i],
+    )
+
+
 def results_digest(result: SimResult) -> str:
-    """SHA-256 of the run's results without the wall time (for determinism checks)."""
+    """SHA-256 of the run's results without the wall-time fields (the run's wall seconds, each
+    training round's CPU seconds and their summary): for determinism checks."""
     doc = result.to_json()
     doc.pop("wall_seconds", None)
+    for r in doc.get("rounds", []):
+        r.pop("cpu_s", None)
+    for key in ("round_cpu_s_mean", "round_cpu_s_max"):
+        doc.get("training_summary", {}).pop(key, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
