@@ -138,6 +138,10 @@ def test_a_rounds_model_is_the_pooled_model_of_the_members_plain_updates() -> No
     assert t.rounds[1].model_hash == plain.hash.hex() and t.rounds[1].contributors == 5
     # each member's X25519 keys come from the seed
     assert federated_keys(sc.seed, 5) == t.keys
+    # after a round every household bids with the blend (the cold-start ones have 10 days: enough)
+    first = e.clock.start(e.first_slot)
+    forecasts = t.forecast(first, [e.first_slot + 1], e.clock)
+    assert {fc.model for fc in forecasts if fc is not None} == {"federated"}
 
 
 def test_an_inproc_federated_run_is_deterministic_with_kpis_per_group() -> None:
@@ -148,7 +152,10 @@ def test_an_inproc_federated_run_is_deterministic_with_kpis_per_group() -> None:
     hashes = [r.model_hash for r in a.rounds]
     assert hashes == [r.model_hash for r in b.rounds]
     assert len(hashes) == 3 and all(hashes) and len(set(hashes)) == 3  # 2 before, 1 during
-    assert all(r.contributors == 5 and r.bytes_per_member == 25_832 for r in a.rounds)
+    # the cold-start members (10 days at the first slot) join once they have 9 days (the first
+    # round is 1 day 8 hours before the first slot at 08:00 UTC: 8.7 days)
+    assert [r.members for r in a.rounds] == [3, 5, 5]
+    assert all(r.contributors == r.members and r.bytes_per_member == 25_832 for r in a.rounds)
     groups = a.groups()
     assert set(groups) == {"established", "cold-start-10d"}
     assert groups["cold-start-10d"]["households"] == 2
