@@ -15,7 +15,9 @@ Same node code as the daemon, different driver:
   quotes the next open slots from its row of **one batched forecast**
   (:class:`gridnode.household.forecast.SlotForecaster`: the scenario's model, profile-qr by
   default, fitted for the whole community's history matrix once per ``refit_days`` period on the
-  year before it, predicting every slot; or perfect foresight), with the scenario's policy and the
+  year before it, predicting every slot — one forecaster per history group, and under
+  ``[training] mode = "federated"`` the community model's rounds and the personal blend:
+  :mod:`sims.training`; or perfect foresight), with the scenario's policy and the
   clearing prices of the highest honest validator's ledger state (the expected price). The engine signs
   what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
   it to a validator (another one after a timeout if it does not answer); a validator that admits a
