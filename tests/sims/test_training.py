@@ -3,6 +3,8 @@ in-process federated rounds — deterministic, really cold-start, and summing to
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ from sims.inproc import _Engine, run_inproc
 from sims.inproc_kpis import results_digest
 from sims.report import render_html
 from sims.results import SimResult
-from sims.scenario import parse_scenario
+from sims.scenario import load_scenario, parse_scenario
 from sims.training import federated_keys
 from tests.refusals import refused
 
@@ -183,3 +185,14 @@ def test_results_with_rounds_survive_json(tmp_path: Any) -> None:
     back = SimResult.read_json(tmp_path / "results.json")
     assert back.rounds == result.rounds and back.training == "federated"
     assert back.groups() == result.groups()
+
+
+def test_the_shipped_pair_differs_only_in_training() -> None:
+    scenarios = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
+    local = load_scenario(scenarios / "homes-fed-local.toml")
+    fed = load_scenario(scenarios / "homes-fed-federated.toml")
+    assert (local.training, fed.training) == ("local", "federated")
+    assert local.household_specs() == fed.household_specs()
+    assert sum(s.history_days == 14 for s in fed.household_specs()) == 6
+    same = dataclasses.replace(fed, training="local", name=local.name, source=local.source)
+    assert same == local
