@@ -295,6 +295,8 @@ class SimReason(StrEnum):
     NET_ONLY_METERS = "net_only_meters"  # a PV / load scale for meters that hold only the net
     NEEDS_THE_SITE = "needs_the_site"  # a model that needs the site's latitude and longitude
     BAD_HOMES = "bad_homes"  # CityLearn home numbers that are not distinct numbers in range
+    FEDERATED_ONLY = "federated_only"  # a [training] key that needs mode = "federated"
+    DP_WITHOUT_EPSILON = "dp_without_epsilon"  # dp_delta / dp_clip_norm without dp_epsilon
 
 
 Reason = (

@@ -3,7 +3,9 @@
 :func:`compare` prints the community KPIs of both runs and the difference B − A (e.g. forecast-driven vs
 perfect-foresight bidding, pay-as-clear vs pay-as-bid, in-process vs daemons), plus how much of B's
 savings A captures — with B the perfect-foresight run of the same scenario, the share of perfect
-foresight's savings. The economics rows (P2P gains, imbalance cost's share of them, over-contracted
+foresight's savings. The training rows follow (``docs/sims.md``, *Training*): per history group
+(established, cold-start-14d, …) the forecast MAE and savings, with B's change relative to A — local
+vs federated training side by side — and the federated rounds' cost. The economics rows (P2P gains, imbalance cost's share of them, over-contracted
 energy, household-weeks worse off than grid-only) are defined in ``docs/sims.md``, *Economics*. When
 the runs were made together with ``--policies``, every policy's economics follow the table. It reads
 only :class:`~sims.results.SimResult`.
@@ -139,15 +141,68 @@ _ROWS: list[_Row] = [
 ]
 
 
+def _group(label: str, key: str) -> Callable[[SimResult], Any]:
+    return lambda r: r.groups().get(label, {}).get(key)
+
+
+def _training_rows(a: SimResult, b: SimResult) -> list[_Row]:
+    """Training (``docs/sims.md``): per history group (established, cold-start-14d, …) its
+    forecast MAE and savings; then the federated rounds' cost."""
+    labels = sorted(set(a.groups()) | set(b.groups()))
+    rows: list[_Row] = [("training", lambda r: r.training, str, None)]
+    for label in labels:
+        rows += [
+            (f"[{label}] households", _group(label, "households"), _n, _diff(_n)),
+            (
+                f"[{label}] forecast MAE (Wh/household-slot)",
+                _group(label, "forecast_mae_wh"),
+                _n,
+                _diff(_n),
+            ),
+            (f"[{label}] savings vs grid-only", _group(label, "savings_micro"), _m, _diff(_m)),
+            (f"[{label}] savings %", _group(label, "savings_pct"), _pc, _diff(_pc)),
+        ]
+    summary = [
+        ("rounds completed", "rounds_completed", _n),
+        ("bytes per member per round", "bytes_per_member_per_round", _n),
+        ("bytes per round (all members)", "bytes_per_round", _n),
+        ("round CPU s (mean, in process)", "round_cpu_s_mean", _s),
+    ]
+    for label, key, fmt in summary:
+        rows.append((label, _summary(key), fmt, _diff(fmt)))
+    return rows
+
+
+def _summary(key: str) -> Callable[[SimResult], Any]:
+    return lambda r: r.training_summary()[key]
+
+
+def _pc(x: Any) -> str:
+    return "–" if x is None else f"{x:.1f} %"
+
+
+def _s(x: Any) -> str:
+    return "–" if x is None else f"{x:.3f} s"
+
+
+#: rows whose values may differ without a "differs" mark
+_SAME_OR_NOT = ("engine", "rule", "policy", "seed", "training")
+#: rows whose relative change B vs A is shown too (lower or higher is better: the reader judges)
+_RELATIVE = ("forecast MAE", "savings vs grid-only")
+
+
 def compare(a: SimResult, b: SimResult) -> str:
-    """A fixed-width table: KPI, run A, run B, B − A."""
+    """A fixed-width table: KPI, run A, run B, B − A (and, for forecast MAE and savings, B's
+    change relative to A)."""
     rows = [("KPI", f"A: {a.scenario}"[:28], f"B: {b.scenario}"[:28], "B − A")]
-    for label, get, fmt, dfmt in _ROWS:
+    for label, get, fmt, dfmt in [*_ROWS, *_training_rows(a, b)]:
         va, vb = get(a), get(b)
         diff = ""
         if dfmt is not None and va is not None and vb is not None:
             diff = dfmt(vb - va)
-        elif dfmt is None and va != vb and label not in ("engine", "rule", "policy", "seed"):
+            if any(k in label for k in _RELATIVE) and va:
+                diff += f" ({100 * (vb - va) / abs(va):+.1f} %)"
+        elif dfmt is None and va != vb and label not in _SAME_OR_NOT:
             diff = "differs"
         rows.append(
             (label, fmt(va) if va is not None else "–", fmt(vb) if vb is not None else "–", diff)

@@ -16,7 +16,7 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +301,10 @@ def collect(
             if sent[hh].get(slot):
                 p50 = _p50_for(meter, forecasters[hh], slot, clock, scenario.policy)
                 if p50 is not None:  # the forecast is of the natural net, before the battery
-                    err += abs(p50 - (readings[hh] + charged - discharged))
+                    e = abs(p50 - (readings[hh] + charged - discharged))
+                    err += e
+                    per_hh[hh]["fc_err"] += e
+                    per_hh[hh]["fc_n"] += 1
         for so in replay.books.get(slot, {}).values():
             tid = tx_id(so).hex()
             commit_ms = replay.committed_ms.get(tid)
@@ -323,17 +326,22 @@ def collect(
             )
         )
     households = [
-        household_kpi(
-            hh,
-            spec,
-            market.households.get(hh),
-            pv_wh=per_hh[hh]["pv"],
-            load_wh=per_hh[hh]["load"],
-            battery_charged_wh=per_hh[hh]["charged"],
-            battery_discharged_wh=per_hh[hh]["discharged"],
-            battery_loss_wh=per_hh[hh]["loss"],
-            battery_soc_start_wh=per_hh[hh]["soc_start"],
-            battery_soc_end_wh=per_hh[hh]["soc_end"],
+        replace(
+            household_kpi(
+                hh,
+                spec,
+                market.households.get(hh),
+                pv_wh=per_hh[hh]["pv"],
+                load_wh=per_hh[hh]["load"],
+                battery_charged_wh=per_hh[hh]["charged"],
+                battery_discharged_wh=per_hh[hh]["discharged"],
+                battery_loss_wh=per_hh[hh]["loss"],
+                battery_soc_start_wh=per_hh[hh]["soc_start"],
+                battery_soc_end_wh=per_hh[hh]["soc_end"],
+            ),
+            history_days=spec.history_days,
+            forecast_abs_error_wh=per_hh[hh]["fc_err"],
+            forecast_slots=per_hh[hh]["fc_n"],
         )
         for hh, spec in specs_by_key.items()
     ]

@@ -172,6 +172,11 @@ def _check_supported(scenario: Scenario) -> None:
             f"(gridnode.household.agent.QUOTED_SLOTS); horizon_slots = {scenario.horizon_slots} runs only "
             "in the in-process engine (--engine inproc)"
         )
+    if any(g.history_days for g in scenario.groups):
+        raise UsageError(
+            "cold-start households (households.group history_days) run only in the in-process "
+            "engine (--engine inproc): a daemon reads its meter file's whole history"
+        )
     bad = sorted({f.kind for f in scenario.faults if f.kind not in SUPPORTED_FAULTS})
     if bad:
         raise UsageError(
@@ -222,7 +227,7 @@ def _stable_ports(lc: LocalCommunity, rng_seed: int) -> None:
 METER_FILE = "meter.parquet"
 
 
-def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> None:
+def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> list[str]:
     """Turn a freshly created community into the scenario's: validators not members, the scenario's
     tariffs and deadline in the genesis, each household's meter, forecaster and bidding in its
     config. The shipped household is replayed by the daemon's own replay meter; other homes (the
@@ -275,6 +280,30 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
             write_meter_file(_home_row(scenario, spec), h.dir / METER_FILE, shift_s=shift)
             meter = {"meter.source": "file", "bidding.meter_history": METER_FILE}
         update_config(h.dir, meter | sizes | bidding)
+    return _training_config(households, scenario)
+
+
+def _training_config(households: list[Any], scenario: Scenario) -> list[str]:
+    """Write ``[training] mode = "federated"`` and ``round_every_s`` into every household's config
+    for a federated scenario; the notes for the result. A daemon whose config does not know the
+    ``[training]`` keys (a build before federated rounds in the daemon) trains locally: said in
+    the notes, not hidden."""
+    if scenario.training != "federated":
+        return []
+    keys = {"training.mode": "federated",
+            "training.round_every_s": scenario.round_every_days * 86_400}  # fmt: skip
+    try:
+        for h in households:
+            update_config(h.dir, keys)
+    except UsageError as exc:
+        return [
+            f"training = federated was NOT applied: these daemons' config has no [training] keys "
+            f"({exc}); every household trained locally (run --engine inproc for federated rounds)"
+        ]
+    return [
+        f"training = federated: every household daemon configured with a round every "
+        f"{scenario.round_every_days} day(s); the daemons' rounds are not recorded in these results"
+    ]
 
 
 #: a year as the daemon engine shifts real homes: the whole weeks nearest 365.25 days
@@ -362,15 +391,18 @@ def run_daemons(
     )
     lc.create()
     _stable_ports(lc, os.getpid())
-    configure(lc, scenario, specs)
+    training_notes = configure(lc, scenario, specs)
     n = len(lc.households)
     wall0 = time.monotonic()
     say(f"starting {n} daemons ({scenario.validators} validators) under {root}")
     try:
-        return _run_started(
+        run = _run_started(
             lc, scenario, specs, planned=planned, speedup=speedup, ready_timeout_s=ready_timeout_s,
             progress=progress, say=say, wall0=wall0,
         )  # fmt: skip
+        run.result.training = scenario.training
+        run.result.notes.extend(training_notes)
+        return run
     except BaseException:
         lc.stop()  # never leave daemons behind (a start-up failure, a bug, Ctrl-C during collection)
         raise

@@ -15,7 +15,9 @@ Same node code as the daemon, different driver:
   quotes the next open slots from its row of **one batched forecast**
   (:class:`gridnode.household.forecast.SlotForecaster`: the scenario's model, profile-qr by
   default, fitted for the whole community's history matrix once per ``refit_days`` period on the
-  year before it, predicting every slot; or perfect foresight), with the scenario's policy and the
+  year before it, predicting every slot — one forecaster per history group, and under
+  ``[training] mode = "federated"`` the community model's rounds and the personal blend:
+  :mod:`sims.training`; or perfect foresight), with the scenario's policy and the
   clearing prices of the highest honest validator's ledger state (the expected price). The engine signs
   what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
   it to a validator (another one after a timeout if it does not answer); a validator that admits a
@@ -60,9 +62,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import heapq
-import json
 import random
 import time
 from array import array
@@ -100,17 +100,18 @@ from gridnode.household.agent import (
     Needs,
 )
 from gridnode.household.battery import Dispatch, battery_from_sizes, contracts_wh
-from gridnode.household.forecast import SlotForecast, bidding_forecaster, foresight
+from gridnode.household.forecast import SlotForecast, foresight
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.errors import UsageError
-from sims.fullnode import ChainSummary, SampleFullNode, SampleFullNodeProcess
+from sims.fullnode import SampleFullNode, SampleFullNodeProcess
 from sims.homes import community_history, data_utc_offset_s
-from sims.ledger_kpis import MarketOutcome, household_kpi, slot_record, trade_rows
+from sims.inproc_kpis import collect, reference, results_digest
 from sims.prunedstore import PrunedMemoryStore
-from sims.results import FaultEvent, HouseholdKPI, SimResult, SlotRecord
+from sims.results import FaultEvent, SimResult
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
 from sims.slotstats import SlotMembers, SlotValues
+from sims.training import Training
 
 __all__ = ["Progress", "results_digest", "run_inproc"]
 
@@ -262,7 +263,14 @@ class _Engine:
             node_anchor_s=begin_s + sc.slot_seconds,
             start_s=start_s,
         )
-        self.forecaster = bidding_forecaster(sc.model, site=sc.site, refit_every_s=self.refit_s)
+        # every household's forecaster; under federated training also the rounds (sims.training)
+        self.training = Training(
+            sc,
+            self.specs,
+            self.history,
+            first_slot_s=self.clock.start(self.first_slot),
+            refit_s=self.refit_s,
+        )
         self.calm = False
         self.full_node: SampleFullNode | SampleFullNodeProcess = SampleFullNode(
             self.genesis, (self.first_slot, self.last_slot)
@@ -456,13 +464,10 @@ class _Engine:
         if not slots:
             return [None] * len(self.agents)
         if self.sc.policy == Bidding.PERFECT_FORESIGHT:
+            self.training.catch_up(now_s)  # the rounds still run (their cost is a KPI)
             actual = {s: self.slot_energy(s)[0].tolist() for s in slots}
             return [foresight((s, actual[s][i]) for s in slots) for i in range(len(self.agents))]
-        hist = self.history.until(now_s)
-        out: list[SlotForecast | None] = [
-            *self.forecaster.forecast(hist, now_s=now_s, slots=slots, clock=self.clock)
-        ]
-        return out
+        return self.training.forecast(now_s, slots, self.clock)
 
     def submit(self, household: int, tx: Tx, *, attempt: int) -> None:
         if attempt >= len(self.validators):
@@ -698,17 +703,11 @@ def run_inproc(
         if isinstance(e.full_node, SampleFullNodeProcess):
             e.full_node.close()
         raise
-    result = _collect(e, slots_done=slots_done, interrupted=interrupted, trades_out=trades_out)
+    result = collect(e, slots_done=slots_done, interrupted=interrupted, trades_out=trades_out)
     result.wall_seconds = round(time.perf_counter() - wall0, 3)
     if chain_out is not None:
-        chain_out(e.genesis, _reference(e).store)
+        chain_out(e.genesis, reference(e).store)
     return result
-
-
-def _reference(e: _Engine) -> _Validator:
-    """The live validator with the longest chain (the lowest index among equals)."""
-    live = [v for v in e.validators if v.runtime is not None]
-    return max(live, key=lambda v: (_height_of(v), -v.index))
 
 
 def _calm(e: _Engine) -> None:
@@ -729,179 +728,3 @@ def _calm(e: _Engine) -> None:
         heads = {v.runtime.state.height for v in e.validators if v.runtime is not None}
         if len(heads) == 1:
             return
-
-
-# ---------------------------------------------------------------------------------- results
-
-
-def _collect(
-    e: _Engine, *, slots_done: int, interrupted: bool, trades_out: list[dict[str, Any]] | None
-) -> SimResult:
-    sc = e.sc
-    notes: list[str] = []
-    live = [v for v in e.validators if v.runtime is not None]
-    ref = _reference(e)
-    # the sample full node: replay the reference validator's committed chain from genesis,
-    # remembering the state digest at every height a validator stands at
-    heights = {_height_of(v) for v in live}
-    chain = e.full_node.summary(heights, through=e.first_slot + _slots_seen(e) - 1)
-    replay = _replay(e, chain, trades_out)
-    assert ref.runtime is not None
-    final = ref.runtime.state
-    # agreement: every validator's chain is a prefix of the reference chain (same block hash at its
-    # head height) and its state digest equals the replayed state's at that height
-    agreement = replay.final_digest == final.digest() and not replay.problem
-    for v in live:
-        assert v.runtime is not None
-        h = v.runtime.state.height
-        mine, theirs = v.store.block(h), ref.store.block(h)
-        same_block = h == 0 or (
-            mine is not None and theirs is not None and mine.block_hash == theirs.block_hash
-        )
-        if not same_block or v.runtime.state.digest() != replay.digests.get(h):
-            agreement = False
-    if len(heights) > 1:
-        notes.append(
-            "validators ended at different heights (the laggards' chains are prefixes of the "
-            "longest, checked): " + ", ".join(f"v{v.index}={_height_of(v)}" for v in e.validators)
-        )
-    if not agreement:
-        notes.append(
-            "validators DISAGREE: heights "
-            + ", ".join(f"v{v.index}={_height_of(v)}" for v in e.validators)
-        )
-    if replay.problem:
-        notes.append(replay.problem)
-    conservation = _conservation(final, replay)
-    households = _households(e, slots_done, chain.market)
-    lat = sorted(e.stats.latencies_ms)
-    if e.stats.refused:
-        notes.append(
-            "transactions refused: "
-            + ", ".join(f"{k}={n}" for k, n in sorted(e.stats.refused.items()))
-        )
-    notes.append(
-        f"messages between validators: {e.stats.messages}, dropped {e.stats.dropped}; "
-        f"evidence of equivocation: {sum(v.runtime.evidence for v in live if v.runtime)}"
-    )
-    return SimResult(
-        scenario=sc.name,
-        engine="inproc",
-        seed=sc.seed,
-        rule=sc.rule.value,
-        policy=sc.policy,
-        slot_seconds=sc.slot_seconds,
-        slots_planned=sc.slots,
-        slots_done=slots_done,
-        interrupted=interrupted,
-        wall_seconds=0.0,
-        households=households,
-        slots=replay.records,
-        faults=list(e.events),
-        blocks_committed=final.height,
-        commit_latency_ms_p50=_pct(lat, 50),
-        commit_latency_ms_p99=_pct(lat, 99),
-        ledger_agreement=agreement,
-        head_hash=final.head_hash.hex(),
-        state_digest=final.digest().hex(),
-        conservation_ok=conservation,
-        notes=notes,
-    )
-
-
-def _height_of(v: _Validator) -> int:
-    return v.runtime.state.height if v.runtime is not None else -1
-
-
-def _pct(values: list[int], p: int) -> float | None:
-    if not values:
-        return None
-    return float(values[min(len(values) - 1, (len(values) * p) // 100)])
-
-
-@dataclass(slots=True)
-class _Replay:
-    final_digest: bytes
-    records: list[SlotRecord]
-    digests: dict[int, bytes]
-    problem: str
-    totals_agree: bool
-
-
-def _replay(e: _Engine, chain: ChainSummary, trades_out: list[dict[str, Any]] | None) -> _Replay:
-    """Per-slot records: the chain's market outcome (:mod:`sims.ledger_kpis`, from the sample full
-    node) and the engine's meters, forecasts and batteries."""
-    names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}
-    records: list[SlotRecord] = []
-    for m in chain.market.slots:
-        net, pv, load = e.slot_energy(m.slot)
-        if trades_out is not None:
-            trades_out.extend(trade_rows(m, names))
-        err = sum(
-            abs(p50 - int(net[i]))
-            for i in range(len(e.specs))
-            if (p50 := e.stats.forecast_p50.get((m.slot, i))) is not None
-        )
-        charged, discharged = e.batteries.by_slot.get(m.slot, (0, 0))
-        records.append(
-            slot_record(
-                m,
-                start_s=e.clock.start(m.slot),
-                orders_submitted=len(e.stats.orders_submitted.get(m.slot, set())),
-                pv_wh=int(pv.sum()),
-                load_wh=int(load.sum()),
-                net_wh=int(net.sum()),
-                forecast_abs_error_wh=err,
-                battery_charged_wh=charged,
-                battery_discharged_wh=discharged,
-            )
-        )
-    return _Replay(
-        chain.final_digest, records, chain.digests, chain.problem, chain.market.totals_agree
-    )
-
-
-def _slots_seen(e: _Engine) -> int:
-    """Slots whose delivery the run reached (all of them unless interrupted)."""
-    return max(0, min(e.sc.slots, e.now // 1000 // e.sc.slot_seconds - e.first_slot))
-
-
-def _conservation(final: LedgerState, replay: _Replay) -> bool:
-    """Σ balances = 0, Σ bought = Σ sold in the ledger's totals, and its settlements sum to them."""
-    balances_ok = sum(final.balances.values()) == 0
-    totals = final.totals.values()
-    energy_ok = sum(t.bought_p2p_wh for t in totals) == sum(t.sold_p2p_wh for t in totals)
-    return balances_ok and energy_ok and replay.totals_agree
-
-
-def _households(e: _Engine, slots_done: int, market: MarketOutcome) -> list[HouseholdKPI]:
-    n_slots = max(0, min(slots_done, _slots_seen(e)))
-    pv_tot = np.zeros(len(e.specs), dtype=np.int64)
-    load_tot = np.zeros(len(e.specs), dtype=np.int64)
-    for slot in range(e.first_slot, e.first_slot + n_slots):
-        _net, pv, load = e.slot_energy(slot)
-        pv_tot += pv
-        load_tot += load
-    b = e.batteries
-    return [
-        household_kpi(
-            e.hh_keys[i].public_hex,
-            spec,
-            market.households.get(e.hh_keys[i].public_hex),
-            pv_wh=int(pv_tot[i]),
-            load_wh=int(load_tot[i]),
-            battery_charged_wh=b.charged_wh[i],
-            battery_discharged_wh=b.discharged_wh[i],
-            battery_loss_wh=b.loss_wh[i],
-            battery_soc_start_wh=b.start_soc_wh[i],
-            battery_soc_end_wh=b.soc_wh[i],
-        )
-        for i, spec in enumerate(e.specs)
-    ]
-
-
-def results_digest(result: SimResult) -> str:
-    """SHA-256 of the run's results without the wall time (for determinism checks)."""
-    doc = result.to_json()
-    doc.pop("wall_seconds", None)
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -427,6 +427,61 @@ def _household_table(result: SimResult) -> str:
     )
 
 
+def _num(x: float | None, fmt: str, unit: str = "") -> str:
+    return "–" if x is None else f"{x:{fmt}}{unit}"
+
+
+def _training_section(result: SimResult) -> str:
+    """Training (``docs/sims.md``): the KPIs per history group (established, cold-start) and,
+    under federated training, the rounds."""
+    rows = []
+    for label, g in result.groups().items():
+        cells = [
+            str(g["households"]),
+            _num(g["forecast_mae_wh"], ".0f"),
+            _money(g["savings_micro"]),
+            _num(g["savings_pct"], ".1f", " %"),
+            _money(g["imbalance_cost_micro"]),
+        ]
+        rows.append(
+            f"<tr><td>{html.escape(label)}</td>"
+            + "".join(f"<td class='v'>{html.escape(c)}</td>" for c in cells)
+            + "</tr>"
+        )
+    out = (
+        f"<section id='training'><h2>Training: {html.escape(result.training)}</h2>"
+        "<table id='groups'><tr><th>group</th><th>households</th>"
+        "<th>forecast MAE (Wh per household-slot, P50 vs net)</th><th>savings vs grid-only</th>"
+        "<th>savings %</th><th>imbalance cost</th></tr>" + "".join(rows) + "</table>"
+    )
+    if result.rounds:
+        t = result.training_summary()
+        out += (
+            f"<p id='rounds-summary'>{t['rounds_completed']} of {t['rounds']} rounds completed; "
+            f"{_num(t['bytes_per_member_per_round'], ',.0f')} bytes sent per member per round "
+            f"({_num(t['bytes_per_round'], ',.0f')} per round in all); round CPU "
+            f"{_num(t['round_cpu_s_mean'], '.3f', ' s')} mean (the whole round, in process); "
+            f"last model {html.escape((t['last_model_hash'] or '–')[:16])}</p>"
+        )
+        head = ("round", "contributors / members", "bytes / member", "CPU s",
+                "held-back skill", "model")  # fmt: skip
+        body = "".join(
+            f"<tr><td>{r.round}</td><td class='v'>{r.contributors} / {r.members}</td>"
+            f"<td class='v'>{r.bytes_per_member:,}</td><td class='v'>{r.cpu_s:.3f}</td>"
+            f"<td class='v'>{_pct(r.validation_skill)}</td>"
+            f"<td>{html.escape(r.model_hash[:16] or 'aborted')}</td></tr>"
+            for r in result.rounds
+        )
+        out += (
+            "<div class='scroll'><table id='rounds'><tr>"
+            + "".join(f"<th>{html.escape(x)}</th>" for x in head)
+            + "</tr>"
+            + body
+            + "</table></div>"
+        )
+    return out + "</section>"
+
+
 def render_html(result: SimResult, *, utc_offset_s: int = SHIPPED_UTC_OFFSET_S) -> str:
     """The report as one HTML string (plotly.js inline; deterministic for a given result)."""
     off = utc_offset_s
@@ -480,6 +535,7 @@ def render_html(result: SimResult, *, utc_offset_s: int = SHIPPED_UTC_OFFSET_S) 
         "</header><main>"
         f"<section><h2>Key figures</h2>{_kpi_table(result)}</section>"
         + policies
+        + _training_section(result)
         + parts[0]
         + parts[1]
         + f"<section><h2>Households</h2>{_household_table(result)}"

@@ -14,9 +14,20 @@ from typing import Any
 
 from market.kpis import self_consumption, self_sufficiency
 
-__all__ = ["FaultEvent", "HouseholdKPI", "SimResult", "SlotRecord", "economics"]
+__all__ = [
+    "FaultEvent",
+    "HouseholdKPI",
+    "RoundRecord",
+    "SimResult",
+    "SlotRecord",
+    "economics",
+    "history_group",
+]
 
-RESULTS_VERSION = 3  # 2: imbalance energy and cost; 3: over-contract, weekly savings, homes
+#: 2: imbalance energy and cost; 3: over-contract, weekly savings, homes; 4: training (rounds,
+#: per-household forecast error, history groups). Version 3 files are still read.
+RESULTS_VERSION = 4
+_READS = (3, 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +88,41 @@ class HouseholdKPI:
     over_contract_cost_micro: int = 0
     weekly_savings_micro: tuple[int, ...] = ()
     home: str = ""  # whose meter data it replays ("shipped", "citylearn-3", a meter file's name)
+    # cold start: its meter history began this many days before the run (0: all the data)
+    history_days: int = 0
+    # Σ |P50 forecast − natural net| over the slots it quoted (that were delivered), and how many
+    forecast_abs_error_wh: int = 0
+    forecast_slots: int = 0
 
     @property
     def savings_micro(self) -> int:
         return self.grid_only_bill_micro - self.bill_micro
+
+
+def history_group(history_days: int) -> str:
+    """The KPI group of a household by its history: ``established`` or ``cold-start-14d``."""
+    return "established" if history_days == 0 else f"cold-start-{history_days}d"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    """One federated training round (``sims.training``): who took part, what it cost, which model
+    it committed (``model_hash`` hex, empty when the round aborted) and the previous model's
+    held-back error on the contributors' data since the previous round (scale units: 1.0 is a
+    household's mean load; skill against seasonal naive)."""
+
+    round: int
+    at_s: int  # simulated unix seconds: the history it trained on ends here
+    members: int
+    contributors: int
+    attempts: int
+    bytes_per_member: int  # the most any member sent (masked update + seed reveals)
+    total_bytes: int
+    cpu_s: float  # CPU seconds of the whole in-process round (varies between runs)
+    model_hash: str
+    validation_samples: int = 0
+    validation_mae: float | None = None
+    validation_skill: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +160,55 @@ class SimResult:
     #: when the run is one of several policies on the same scenario (``--policies``): every
     #: policy's economics by name (:func:`sims.economics.comparison`), this one's included
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    training: str = "local"  # "local" | "federated" (the scenario's [training] mode)
+    rounds: list[RoundRecord] = field(default_factory=list)  # federated training rounds
 
     # ------------------------------------------------------------------ KPIs
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """KPIs per history group (:func:`history_group`: established, cold-start-14d, …):
+        households, forecast MAE (Wh per household-slot, P50 vs the natural net), bill, grid-only
+        bill, savings (µ¤ and %), imbalance cost."""
+        out: dict[str, dict[str, Any]] = {}
+        for label in sorted({history_group(h.history_days) for h in self.households}):
+            hh = [h for h in self.households if history_group(h.history_days) == label]
+            bill = sum(h.bill_micro for h in hh)
+            grid_only = sum(h.grid_only_bill_micro for h in hh)
+            slots = sum(h.forecast_slots for h in hh)
+            out[label] = {
+                "households": len(hh),
+                "history_days": hh[0].history_days,
+                "forecast_mae_wh": (
+                    sum(h.forecast_abs_error_wh for h in hh) / slots if slots else None
+                ),
+                "forecast_slots": slots,
+                "bill_micro": bill,
+                "grid_only_bill_micro": grid_only,
+                "savings_micro": grid_only - bill,
+                "savings_pct": 100.0 * (grid_only - bill) / grid_only if grid_only else None,
+                "imbalance_cost_micro": sum(h.imbalance_cost_micro for h in hh),
+            }
+        return out
+
+    def training_summary(self) -> dict[str, Any]:
+        """The federated rounds in brief: how many completed, contributors, bytes each member sent
+        per round (mean of the rounds' most), total bytes per round, round CPU (mean and most),
+        the last model's hash and held-back skill (all ``None`` without rounds)."""
+        done = [r for r in self.rounds if r.model_hash]
+        n = len(done)
+        last = done[-1] if done else None
+        return {
+            "mode": self.training,
+            "rounds": len(self.rounds),
+            "rounds_completed": n,
+            "contributors_mean": sum(r.contributors for r in done) / n if n else None,
+            "bytes_per_member_per_round": sum(r.bytes_per_member for r in done) / n if n else None,
+            "bytes_per_round": sum(r.total_bytes for r in done) / n if n else None,
+            "round_cpu_s_mean": sum(r.cpu_s for r in done) / n if n else None,
+            "round_cpu_s_max": max((r.cpu_s for r in done), default=None),
+            "last_model_hash": last.model_hash if last else None,
+            "last_validation_skill": last.validation_skill if last else None,
+        }
+
     def community(self) -> dict[str, Any]:
         hh = self.households
         bill = sum(h.bill_micro for h in hh)
@@ -171,11 +260,18 @@ class SimResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "version": RESULTS_VERSION,
-            **{k: v for k, v in asdict(self).items() if k not in ("households", "slots", "faults")},
+            **{
+                k: v
+                for k, v in asdict(self).items()
+                if k not in ("households", "slots", "faults", "rounds")
+            },
             "community": self.community(),
             "households": [asdict(h) | {"savings_micro": h.savings_micro} for h in self.households],
             "slots": [asdict(s) for s in self.slots],
             "faults": [asdict(f) for f in self.faults],
+            "rounds": [asdict(r) for r in self.rounds],
+            "groups": self.groups(),
+            "training_summary": self.training_summary(),
         }
 
     def write_json(self, path: Path) -> None:
@@ -184,12 +280,13 @@ class SimResult:
     @classmethod
     def read_json(cls, path: Path) -> SimResult:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("version") != RESULTS_VERSION:
-            raise ValueError(
-                f"{path}: results version {doc.get('version')} is not {RESULTS_VERSION}"
-            )
+        if doc.get("version") not in _READS:
+            raise ValueError(f"{path}: results version {doc.get('version')} is not one of {_READS}")
         doc.pop("version")
         doc.pop("community", None)
+        doc.pop("groups", None)
+        doc.pop("training_summary", None)
+        rounds = [RoundRecord(**r) for r in doc.pop("rounds", [])]
         hh = [
             HouseholdKPI(
                 **{k: v for k, v in h.items() if k != "savings_micro"}
@@ -199,7 +296,7 @@ class SimResult:
         ]
         slots = [SlotRecord(**s) for s in doc.pop("slots")]
         faults = [FaultEvent(**f) for f in doc.pop("faults")]
-        return cls(**doc, households=hh, slots=slots, faults=faults)
+        return cls(**doc, households=hh, slots=slots, faults=faults, rounds=rounds)
 
 
 def economics(households: list[HouseholdKPI]) -> dict[str, Any]:

@@ -25,6 +25,14 @@ Both engines (``sims.inproc`` and the real-daemon engine) read a scenario only t
 * **The site** (``[site]``: latitude, longitude, holiday country) is what the households'
   forecaster is told (clear-sky PV, public holidays); it defaults to the source's site.
 * **Overrides** (``households``, ``days``, ``seed``) replace the file's values before validation.
+* **Training** (``[training]``, :data:`TRAINING_MODES`): ``"local"`` (default: each household fits
+  its forecaster on its own history alone) or ``"federated"`` (the households also train one
+  community forecaster in rounds every ``round_every_days`` — :data:`ROUND_EVERY_DAYS` by default —
+  starting ``rounds_before_start`` rounds before the first slot, optionally with differential
+  privacy ``dp_epsilon``; each bids with its personal blend, ``sims.training``). The federated-only
+  keys in a local scenario are errors (``federated_only``). A household group's ``history_days``
+  (0 = all the data) makes its households **cold-start**: their meter history begins that many
+  days before the first slot, in both modes.
 * **Fault plan**: a list of timed faults, times in seconds after the simulation start; what each
   engine supports is documented in ``docs/sims.md`` (the in-process engine supports all kinds).
 
@@ -32,7 +40,8 @@ Scenario fields (stable API): ``name, seed, days, start_day, start_hour, slot_se
 gate_lead_seconds, reading_deadline_seconds, rule, netting, retail_micro_per_kwh,
 feed_in_micro_per_kwh, grid_fee_micro_per_kwh, validators, households, groups, day_spread, policy,
 model, horizon_slots, latency_ms, drop_rate, faults, source, block_interval_s, cadence, home_source,
-home_ids, meter_folder, site, refit_days``; derived: ``slots``, ``duration_s``,
+home_ids, meter_folder, site, refit_days, training, round_every_days, rounds_before_start,
+dp_epsilon, dp_delta, dp_clip_norm``; derived: ``slots``, ``duration_s``,
 ``household_specs()``, ``node_keys()``.
 """
 
@@ -59,7 +68,9 @@ __all__ = [
     "FAULT_KINDS",
     "HOME_SOURCES",
     "POLICIES",
+    "ROUND_EVERY_DAYS",
     "SHIPPED_PV_KWP",
+    "TRAINING_MODES",
     "FaultSpec",
     "HouseholdGroup",
     "HouseholdSpec",
@@ -81,6 +92,20 @@ MODELS: Final = MODEL_NAMES
 HOME_SOURCES: Final = ("shipped", "citylearn", "meter-folder")
 #: the CityLearn homes' numbers (``forecasting.data.CITYLEARN_HOMES``)
 CITYLEARN_HOME_IDS: Final = tuple(range(1, 18))
+#: ``[training] mode``
+TRAINING_MODES: Final = ("local", "federated")
+#: ``[training] round_every_days`` by default: daily, like the forecaster's refit. A round is one
+#: IRLS step of the pooled quantile regression (``forecasting.federated``), so the model needs a
+#: few rounds to settle (its P10/P90 more): weekly rounds would take a month or more where daily
+#: ones take days, and a round is cheap (25.8 kB sent per member, ~8 ms CPU per member)
+ROUND_EVERY_DAYS: Final = 1
+#: ``[training] rounds_before_start`` by default: the community had trained this many rounds when
+#: the run begins (the P50 settles within a few IRLS rounds)
+ROUNDS_BEFORE_START: Final = 4
+#: ``[training] dp_delta`` and ``dp_clip_norm`` by default (``forecasting.secagg.DpConfig``; the
+#: clip norm is in update units: fixed-point sums, ``docs/federated.md``)
+DP_DELTA: Final = 1e-5
+DP_CLIP_NORM: Final = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +119,7 @@ class HouseholdGroup:
     battery_kwh: float = 0.0
     battery_kw: float = 0.0
     pv_scale: tuple[float, float] = (1.0, 1.0)  # × the home's own PV (other sources)
+    history_days: int = 0  # cold start: meter history from this many days before the run; 0 = all
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +136,7 @@ class HouseholdSpec:
     day_offset: int  # replay day relative to the scenario's start_day
     pv_scale: float = 1.0  # × the home's measured PV
     home: str = "shipped"  # which home's data: "shipped", "citylearn-3", a meter file's name
+    history_days: int = 0  # its meter history starts this many days before the run (0: all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +201,12 @@ class Scenario:
     meter_folder: str = ""  # households.folder, absolute (source "meter-folder")
     site: Site = field(default_factory=Site)
     refit_days: int = REFIT_EVERY_S // 86_400  # [bidding] refit_days: the forecaster's period
+    training: str = "local"  # [training] mode: "local" | "federated"
+    round_every_days: int = ROUND_EVERY_DAYS
+    rounds_before_start: int = ROUNDS_BEFORE_START
+    dp_epsilon: float | None = None  # differential privacy of each round's sum (None: off)
+    dp_delta: float = DP_DELTA
+    dp_clip_norm: float = DP_CLIP_NORM
 
     @property
     def duration_s(self) -> int:
@@ -223,6 +256,7 @@ class Scenario:
                     day_offset=offset,
                     pv_scale=pv_scale,
                     home=home,
+                    history_days=g.history_days,
                 )
             )
         return specs
@@ -415,6 +449,9 @@ def parse_scenario(
         battery_kw = g.float_("battery_kw", 0.0, 0.0, 1000.0)
         if battery_kwh > 0 and battery_kw <= 0:  # a battery that can never move energy: a typo
             raise g.fail("battery_kw", "battery_without_power", "> 0 when battery_kwh > 0", 0.0)
+        history_days = g.int_("history_days", 0, 0, 3660)
+        if history_days == 1:  # the fallback forecaster needs 2 days (0 means all the data)
+            raise g.fail("history_days", "out_of_range", "0 (all the data) or >= 2", 1)
         groups.append(
             HouseholdGroup(
                 name=g.str_("name", f"group{i}"),
@@ -424,6 +461,7 @@ def parse_scenario(
                 battery_kwh=battery_kwh,
                 battery_kw=battery_kw,
                 pv_scale=pv_scale,
+                history_days=history_days,
             )
         )
         g.finish()
@@ -480,6 +518,8 @@ def parse_scenario(
     except UsageError as exc:
         raise b.fail("model", SimReason.NEEDS_THE_SITE, str(exc), model) from None
 
+    training = _training(r.table_("training"))
+
     c = r.table_("consensus")
     block_interval = c.int_("block_interval_s", 60, 1, 3600)
     cadence = c.str_("cadence", "fixed", CADENCES)
@@ -533,7 +573,37 @@ def parse_scenario(
         meter_folder=homes.folder,
         site=site,
         refit_days=refit_days,
+        **training,
     )
+
+
+def _training(t: _Reader) -> dict[str, Any]:
+    """``[training]`` (module rules): the mode, and the federated-only keys."""
+    mode = t.str_("mode", "local", TRAINING_MODES)
+    federated_only = ("round_every_days", "rounds_before_start", "dp_epsilon", "dp_delta",
+                      "dp_clip_norm")  # fmt: skip
+    if mode == "local":
+        for key in federated_only:
+            if key in t.table:
+                raise t.fail(key, SimReason.FEDERATED_ONLY, "training.mode = 'federated'",
+                             t.table[key])  # fmt: skip
+        t.finish()
+        return {"training": mode}
+    out: dict[str, Any] = {
+        "training": mode,
+        "round_every_days": t.int_("round_every_days", ROUND_EVERY_DAYS, 1, 28),
+        "rounds_before_start": t.int_("rounds_before_start", ROUNDS_BEFORE_START, 0, 52),
+    }
+    if "dp_epsilon" in t.table:
+        out["dp_epsilon"] = t.float_("dp_epsilon", 1.0, 0.01, 100.0)
+        out["dp_delta"] = t.float_("dp_delta", DP_DELTA, 1e-12, 0.1)
+        out["dp_clip_norm"] = t.float_("dp_clip_norm", DP_CLIP_NORM, 1.0, 1e18)
+    else:
+        for key in ("dp_delta", "dp_clip_norm"):
+            if key in t.table:
+                raise t.fail(key, SimReason.DP_WITHOUT_EPSILON, "dp_epsilon as well", t.table[key])
+    t.finish()
+    return out
 
 
 @dataclass(frozen=True, slots=True)

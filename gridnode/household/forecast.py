@@ -19,8 +19,9 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   on the history up to ``now_s``.
 * **Many rows** are fitted :data:`FIT_ROWS` at a time (a year of history for a thousand households
   at once would need gigabytes); rows never share parameters, so the forecasts are the same.
-* **Too little history**: when the model cannot be fitted yet (``history_too_short``: profile-qr
-  needs 30 days), the ``fallback`` (seasonal naive: same time yesterday, needs 2 days) is fitted
+* **Too little history**: when the model cannot be fitted yet, or cannot predict from the
+  history passed (``history_too_short``: profile-qr needs 30 days, the federated blend's community
+  model 8), the ``fallback`` (seasonal naive: same time yesterday, needs 2 days) is fitted
   instead — on the history up to ``now_s``, at every call, until the model can be fitted.
 * **Plausible**: every forecast is clipped, row by row, to the range of net power the household's
   meter showed in the last :data:`PLAUSIBLE_DAYS` days of the history passed in. A model that
@@ -35,6 +36,14 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   :data:`~forecasting.registry.DEFAULT_MODEL` (profile-qr) unless a scenario or the daemon's
   config names another, told the site (:class:`Site`: coordinates for clear-sky PV, the country
   of the public holidays) when known.
+* :func:`federated_forecaster` is what both drivers bid with under **federated training**
+  (``docs/federated.md``): :class:`forecasting.federated.FederatedForecaster` — the community
+  model of the last committed round blended with the same local model :func:`bidding_forecaster`
+  would use — in the same :class:`SlotForecaster` (its refit schedule, fallback and clipping).
+  Without a community model, or while the history is shorter than the community model needs
+  (:data:`forecasting.federated.MIN_FORECAST_DAYS`), it is exactly the local forecaster. A new
+  community model means a new forecaster (the blend weights depend on it): the driver builds one
+  per committed model.
 * :func:`foresight` is the *perfect-foresight* policy's forecast: every quantile of a slot is the
   net the meter will measure in it (only a simulation or a replay meter knows it).
 * Every :class:`SlotForecast` names the model that produced it (``model``: ``profile-qr``, the
@@ -53,6 +62,7 @@ from typing import Final
 
 import numpy as np
 
+from forecasting.federated import CommunityModel, FederatedForecaster
 from forecasting.models import FittedForecaster, Forecaster, QuantileForecast, SeasonalNaive
 from forecasting.policy import SlotQuantiles, slot_quantiles
 from forecasting.registry import DEFAULT_MODEL, build_model
@@ -69,6 +79,7 @@ __all__ = [
     "SlotForecast",
     "SlotForecaster",
     "bidding_forecaster",
+    "federated_forecaster",
     "foresight",
 ]
 
@@ -134,6 +145,40 @@ def bidding_forecaster(
             holiday_country=site.holiday_country,
             holiday_subdiv=site.holiday_subdiv,
         ),
+        refit_every_s=refit_every_s,
+        fallback=SeasonalNaive(period_days=1, train_days=28),
+    )
+
+
+def federated_forecaster(
+    community: CommunityModel | None,
+    model: str = DEFAULT_MODEL,
+    *,
+    site: Site = Site(),
+    refit_every_s: int = REFIT_EVERY_S,
+) -> SlotForecaster:
+    """The forecaster households bid with under federated training (module rules): ``community``
+    blended with the local model ``model`` (the registry's, for the ``site``), refitted every
+    ``refit_every_s``; ``community=None`` is :func:`bidding_forecaster`'s model."""
+    if community is None:
+        return bidding_forecaster(model, site=site, refit_every_s=refit_every_s)
+    local = build_model(
+        model,
+        latitude=site.latitude,
+        longitude=site.longitude,
+        holiday_country=site.holiday_country,
+        holiday_subdiv=site.holiday_subdiv,
+    )
+    blended = FederatedForecaster(
+        community,
+        local,
+        latitude=site.latitude,
+        longitude=site.longitude,
+        holiday_country=site.holiday_country,
+        holiday_subdiv=site.holiday_subdiv,
+    )
+    return SlotForecaster(
+        blended,
         refit_every_s=refit_every_s,
         fallback=SeasonalNaive(period_days=1, train_days=28),
     )
@@ -221,7 +266,17 @@ class SlotForecaster:
         ):
             self.fit(history, now_s=now_s)
         assert self._fitted is not None
-        fc = _plausible(self._fitted.predict(history, horizon), history)
+        try:
+            predicted = self._fitted.predict(history, horizon)
+        except InvalidInput as exc:
+            # a model that fitted but needs more history to predict than this (the federated
+            # blend's community model: MIN_FORECAST_DAYS): the fallback, like a model that cannot fit
+            if self.fallback is None or exc.reason != "history_too_short":
+                raise
+            self._fitted = _fit_rows(self.fallback, history)
+            self._fitted_name, self._period = self.fallback.name, None
+            predicted = self._fitted.predict(history, horizon)
+        fc = _plausible(predicted, history)
         keep = set(wanted)
         return [
             SlotForecast(self.name, tuple(q for q in row if q.slot in keep))

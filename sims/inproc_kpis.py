@@ -1,0 +1,231 @@
+"""What the in-process engine reports at the end of a run: the KPI collection of :mod:`sims.inproc`.
+
+Rules of this module: it reads the finished engine (its validators, the sample full node's chain
+summary, the households' meters, forecasts and batteries) and builds the
+:class:`~sims.results.SimResult`; it changes nothing in the engine. ``results_digest`` is the
+determinism check (the results without their wall-time fields).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gridnode.core.ledger import LedgerState
+from sims.fullnode import ChainSummary
+from sims.ledger_kpis import MarketOutcome, household_kpi, slot_record, trade_rows
+from sims.results import HouseholdKPI, SimResult, SlotRecord
+
+if TYPE_CHECKING:
+    from sims.inproc import _Engine, _Validator
+    from sims.scenario import HouseholdSpec
+
+__all__ = ["collect", "reference", "results_digest"]
+
+
+def reference(e: _Engine) -> _Validator:
+    """The live validator with the longest chain (the lowest index among equals)."""
+    live = [v for v in e.validators if v.runtime is not None]
+    return max(live, key=lambda v: (_height_of(v), -v.index))
+
+
+def collect(
+    e: _Engine, *, slots_done: int, interrupted: bool, trades_out: list[dict[str, Any]] | None
+) -> SimResult:
+    sc = e.sc
+    notes: list[str] = []
+    live = [v for v in e.validators if v.runtime is not None]
+    ref = reference(e)
+    # the sample full node: replay the reference validator's committed chain from genesis,
+    # remembering the state digest at every height a validator stands at
+    heights = {_height_of(v) for v in live}
+    chain = e.full_node.summary(heights, through=e.first_slot + _slots_seen(e) - 1)
+    replay = _replay(e, chain, trades_out)
+    assert ref.runtime is not None
+    final = ref.runtime.state
+    # agreement: every validator's chain is a prefix of the reference chain (same block hash at its
+    # head height) and its state digest equals the replayed state's at that height
+    agreement = replay.final_digest == final.digest() and not replay.problem
+    for v in live:
+        assert v.runtime is not None
+        h = v.runtime.state.height
+        mine, theirs = v.store.block(h), ref.store.block(h)
+        same_block = h == 0 or (
+            mine is not None and theirs is not None and mine.block_hash == theirs.block_hash
+        )
+        if not same_block or v.runtime.state.digest() != replay.digests.get(h):
+            agreement = False
+    if len(heights) > 1:
+        notes.append(
+            "validators ended at different heights (the laggards' chains are prefixes of the "
+            "longest, checked): " + ", ".join(f"v{v.index}={_height_of(v)}" for v in e.validators)
+        )
+    if not agreement:
+        notes.append(
+            "validators DISAGREE: heights "
+            + ", ".join(f"v{v.index}={_height_of(v)}" for v in e.validators)
+        )
+    if replay.problem:
+        notes.append(replay.problem)
+    conservation = _conservation(final, replay)
+    households = _households(e, slots_done, chain.market)
+    lat = sorted(e.stats.latencies_ms)
+    if e.stats.refused:
+        notes.append(
+            "transactions refused: "
+            + ", ".join(f"{k}={n}" for k, n in sorted(e.stats.refused.items()))
+        )
+    notes.append(
+        f"messages between validators: {e.stats.messages}, dropped {e.stats.dropped}; "
+        f"evidence of equivocation: {sum(v.runtime.evidence for v in live if v.runtime)}"
+    )
+    return SimResult(
+        scenario=sc.name,
+        engine="inproc",
+        seed=sc.seed,
+        rule=sc.rule.value,
+        policy=sc.policy,
+        slot_seconds=sc.slot_seconds,
+        slots_planned=sc.slots,
+        slots_done=slots_done,
+        interrupted=interrupted,
+        wall_seconds=0.0,
+        households=households,
+        slots=replay.records,
+        faults=list(e.events),
+        blocks_committed=final.height,
+        commit_latency_ms_p50=_pct(lat, 50),
+        commit_latency_ms_p99=_pct(lat, 99),
+        ledger_agreement=agreement,
+        head_hash=final.head_hash.hex(),
+        state_digest=final.digest().hex(),
+        conservation_ok=conservation,
+        notes=notes,
+        training=sc.training,
+        rounds=list(e.training.rounds),
+    )
+
+
+def _height_of(v: _Validator) -> int:
+    return v.runtime.state.height if v.runtime is not None else -1
+
+
+def _pct(values: list[int], p: int) -> float | None:
+    if not values:
+        return None
+    return float(values[min(len(values) - 1, (len(values) * p) // 100)])
+
+
+@dataclass(slots=True)
+class _Replay:
+    final_digest: bytes
+    records: list[SlotRecord]
+    digests: dict[int, bytes]
+    problem: str
+    totals_agree: bool
+
+
+def _replay(e: _Engine, chain: ChainSummary, trades_out: list[dict[str, Any]] | None) -> _Replay:
+    """Per-slot records: the chain's market outcome (:mod:`sims.ledger_kpis`, from the sample full
+    node) and the engine's meters, forecasts and batteries."""
+    names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}
+    records: list[SlotRecord] = []
+    for m in chain.market.slots:
+        net, pv, load = e.slot_energy(m.slot)
+        if trades_out is not None:
+            trades_out.extend(trade_rows(m, names))
+        err = sum(
+            abs(p50 - int(net[i]))
+            for i in range(len(e.specs))
+            if (p50 := e.stats.forecast_p50.get((m.slot, i))) is not None
+        )
+        charged, discharged = e.batteries.by_slot.get(m.slot, (0, 0))
+        records.append(
+            slot_record(
+                m,
+                start_s=e.clock.start(m.slot),
+                orders_submitted=len(e.stats.orders_submitted.get(m.slot, set())),
+                pv_wh=int(pv.sum()),
+                load_wh=int(load.sum()),
+                net_wh=int(net.sum()),
+                forecast_abs_error_wh=err,
+                battery_charged_wh=charged,
+                battery_discharged_wh=discharged,
+            )
+        )
+    return _Replay(
+        chain.final_digest, records, chain.digests, chain.problem, chain.market.totals_agree
+    )
+
+
+def _slots_seen(e: _Engine) -> int:
+    """Slots whose delivery the run reached (all of them unless interrupted)."""
+    return max(0, min(e.sc.slots, e.now // 1000 // e.sc.slot_seconds - e.first_slot))
+
+
+def _conservation(final: LedgerState, replay: _Replay) -> bool:
+    """Σ balances = 0, Σ bought = Σ sold in the ledger's totals, and its settlements sum to them."""
+    balances_ok = sum(final.balances.values()) == 0
+    totals = final.totals.values()
+    energy_ok = sum(t.bought_p2p_wh for t in totals) == sum(t.sold_p2p_wh for t in totals)
+    return balances_ok and energy_ok and replay.totals_agree
+
+
+def _households(e: _Engine, slots_done: int, market: MarketOutcome) -> list[HouseholdKPI]:
+    n_slots = max(0, min(slots_done, _slots_seen(e)))
+    pv_tot = np.zeros(len(e.specs), dtype=np.int64)
+    load_tot = np.zeros(len(e.specs), dtype=np.int64)
+    err = [0] * len(e.specs)  # Σ |P50 − natural net| over the delivered slots it quoted
+    quoted = [0] * len(e.specs)
+    for slot in range(e.first_slot, e.first_slot + n_slots):
+        net, pv, load = e.slot_energy(slot)
+        pv_tot += pv
+        load_tot += load
+        for i in range(len(e.specs)):
+            p50 = e.stats.forecast_p50.get((slot, i))
+            if p50 is not None:
+                err[i] += abs(p50 - int(net[i]))
+                quoted[i] += 1
+    return [
+        replace(
+            _kpi(e, i, spec, market, pv_wh=int(pv_tot[i]), load_wh=int(load_tot[i])),
+            history_days=spec.history_days,
+            forecast_abs_error_wh=err[i],
+            forecast_slots=quoted[i],
+        )
+        for i, spec in enumerate(e.specs)
+    ]
+
+
+def _kpi(
+    e: _Engine, i: int, spec: HouseholdSpec, market: MarketOutcome, *, pv_wh: int, load_wh: int
+) -> HouseholdKPI:
+    b = e.batteries
+    return household_kpi(
+        e.hh_keys[i].public_hex,
+        spec,
+        market.households.get(e.hh_keys[i].public_hex),
+        pv_wh=pv_wh,
+        load_wh=load_wh,
+        battery_charged_wh=b.charged_wh[i],
+        battery_discharged_wh=b.discharged_wh[i],
+        battery_loss_wh=b.loss_wh[i],
+        battery_soc_start_wh=b.start_soc_wh[i],
+        battery_soc_end_wh=b.soc_wh[i],
+    )
+
+
+def results_digest(result: SimResult) -> str:
+    """SHA-256 of the run's results without the wall-time fields (the run's wall seconds, each
+    training round's CPU seconds and their summary): for determinism checks."""
+    doc = result.to_json()
+    doc.pop("wall_seconds", None)
+    for r in doc.get("rounds", []):
+        r.pop("cpu_s", None)
+    for key in ("round_cpu_s_mean", "round_cpu_s_max"):
+        doc.get("training_summary", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
