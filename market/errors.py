@@ -112,6 +112,16 @@ class LedgerReason(StrEnum):
     DUPLICATE = "duplicate"
     #: the mempool is full
     MEMPOOL_FULL = "full"
+    #: an order names a community model hash the ledger never committed
+    UNKNOWN_MODEL = "unknown_model"
+    #: a model commitment for another round than the one after the last committed model
+    MODEL_ROUND_NOT_NEXT = "model_round_not_next"
+    #: a model commitment whose previous model is not the last committed one
+    MODEL_WRONG_PREVIOUS = "model_wrong_previous"
+    #: a model commitment for a model hash the ledger already holds
+    DUPLICATE_MODEL = "duplicate_model"
+    #: a model commitment whose values no aggregator makes (zero hash, contributors out of range)
+    BAD_MODEL = "bad_model"
 
 
 class ConsensusReason(StrEnum):
@@ -357,6 +367,7 @@ MISBEHAVIOUR: Final[frozenset[Reason]] = frozenset(
         # forged or foreign
         LedgerReason.BAD_SIGNATURE,
         LedgerReason.NOT_A_MEMBER,
+        LedgerReason.BAD_MODEL,
         # an order no honest household signs: it breaks the community's static rules
         OrderReason.EMPTY_ID,
         OrderReason.ID_TOO_LONG,
