@@ -168,6 +168,12 @@ class WireReason(StrEnum):
     HANDLER_FAILED = "handler_failed"
     #: a peer's REJECTED answer named a code we do not know (a newer peer?)
     UNKNOWN_REASON = "unknown_reason"
+    #: a federated-round message an honest member can meet refused (another round, late, a
+    #: duplicate, a member without the previous model): not misbehaviour
+    FED_REFUSED = "fed_refused"
+    #: a federated-round contribution no honest member sends (wrong length, a key outside the
+    #: round, a reveal that is not what was asked, a spec naming non-members)
+    BAD_CONTRIBUTION = "bad_contribution"
 
 
 class ApiReason(StrEnum):
@@ -368,6 +374,7 @@ MISBEHAVIOUR: Final[frozenset[Reason]] = frozenset(
         LedgerReason.BAD_SIGNATURE,
         LedgerReason.NOT_A_MEMBER,
         LedgerReason.BAD_MODEL,
+        WireReason.BAD_CONTRIBUTION,
         # an order no honest household signs: it breaks the community's static rules
         OrderReason.EMPTY_ID,
         OrderReason.ID_TOO_LONG,
