@@ -7,7 +7,8 @@ The pure protocol is :mod:`forecasting.secagg` (masks, the aggregator's state ma
 * **Periods and the aggregator.** Node time is cut into periods of ``training.round_every_s``
   (aligned to multiples of it in unix time). The aggregator of period ``p`` is the validator
   ``genesis.validators[p mod n_validators]`` (:func:`aggregator_of`): everyone computes it, and a
-  dead validator only costs the periods it would have aggregated. The round it runs is the one
+  dead validator only costs the periods it would have aggregated. A daemon aggregates only
+  periods that begin after it started (it first connects to its peers). The round it runs is the one
   after the last committed model (``len(state.models) + 1``), whose previous model is the
   ledger's ``last_model``.
 * **Keys.** A member's X25519 key is its Ed25519 identity key converted by libsodium
@@ -32,8 +33,9 @@ The pure protocol is :mod:`forecasting.secagg` (masks, the aggregator's state ma
   The aggregator asks, so every update and reveal arrives on a stream authenticated as its
   member (the noise handshake binds the peer id to the Ed25519 key); the pure core's ``member``
   field is filled from that, never from the bytes.
-* **Deadlines** on the node clock (trio's): :class:`FedTimeouts` bound the invitation, the
-  collection and the reveal phase; after each, the state machine's ``close_…`` decides: complete,
+* **Deadlines** on the node clock (trio's): :class:`FedTimeouts` bound the invitation (the
+  aggregator keeps the whole window open, so a slow member can still join), the collection and
+  the reveal phase; after each, the state machine's ``close_…`` decides: complete,
   ask reveals, restart with the survivors, or abort. A round never waits without a deadline.
 * **Commit and adoption.** A completed round's model is committed by the aggregator
   (:func:`gridnode.core.ledger.sign_model`: hash, round, previous, contributors, the summed
@@ -218,6 +220,7 @@ class FederationDriver:
     async def run(self) -> None:
         """Adopt committed models and aggregate this validator's periods, until cancelled."""
         clock = self.node.clock
+        self._ran_period = clock.now_ms() // 1000 // self.round_every_s  # module rules
         while True:
             await self._adopt_latest()
             now_s = clock.now_ms() // 1000
@@ -294,7 +297,9 @@ class FederationDriver:
             and history is not None
             and self._previous() is not False
         )
-        return pack(["gn.fed.join", 1, history.step_s if joins and history is not None else 0])
+        step_s = history.step_s if joins and history is not None else 0
+        log.info("federated: round %d invitation: %s", value[2], "joined" if step_s else "declined")
+        return pack(["gn.fed.join", 1, step_s])
 
     def on_spec(self, value: list[Any]) -> bytes:
         from forecasting.federated import Layout, local_update  # noqa: PLC0415
@@ -330,6 +335,10 @@ class FederationDriver:
             since_s=now_s - self.round_every_s,
         )[0]
         masked = mask_update(spec, self._x_private, self.x_public, update)
+        log.info(
+            "federated: round %d attempt %d: masked update on history to %d, since %d",
+            rnd, attempt, now_s, now_s - self.round_every_s,
+        )  # fmt: skip
         self._rounds[spec.digest] = _MemberRound(spec)
         while len(self._rounds) > 8:
             del self._rounds[next(iter(self._rounds))]
@@ -497,6 +506,7 @@ class FederationDriver:
         report.invited = len(members)
         invite = pack(["gn.fed.invite", 1, rnd])
         joins = await self._ask(members, lambda h: invite, self.timeouts.invite_s, report)
+        await trio.sleep_until(started + self.timeouts.invite_s)  # the whole invitation window
         steps: dict[str, int] = {}
         for h, data in joins.items():
             try:
