@@ -234,9 +234,10 @@ class FederationDriver:
                 try:
                     report = await self.aggregate(period)
                     log.info(
-                        "federated round %d: %s, %d of %d invited contributed in %.2f s",
+                        "federated round %d: %s, %d of %d invited contributed in %.2f s "
+                        "(%d attempts, %d bytes in, %d bytes out)",
                         report.round, report.outcome, report.contributors, report.invited,
-                        report.wall_s,
+                        report.wall_s, report.attempts, report.bytes_in, report.bytes_out,
                     )  # fmt: skip
                 except Exception:  # a bug in a round must never stop the node
                     log.exception("federated round failed")
