@@ -35,7 +35,8 @@ from sims.daemons import LocalCommunity  # noqa: E402
 
 _ROUND = re.compile(
     r"^(\S+ \S+) INFO gridnode: federated round (\d+): (.+?), (\d+) of (\d+) invited contributed "
-    r"in ([\d.]+) s \((\d+) attempts, (\d+) bytes in, (\d+) bytes out\)",
+    r"in ([\d.]+) s \((\d+) attempts, (\d+) bytes in, (\d+) bytes out; (\d+) answered, "
+    r"(\d+) joined\)",
     re.MULTILINE,
 )
 
@@ -54,6 +55,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--round-every", type=int, default=1800, help="node seconds")
     ap.add_argument("--timeout", type=float, default=900.0, help="wall seconds in all")
+    ap.add_argument("--keep", action="store_true", help="keep the daemons' directories (logs)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="gn-fedbench-"))
     lc = LocalCommunity(root, validators=4, full_nodes=args.nodes - 4, speedup=60)
@@ -89,11 +91,14 @@ def main() -> int:
                     if started > ready_wall + 1 and int(m.group(2)) not in wanted:
                         wanted[int(m.group(2))] = m
             time.sleep(1.0)
-        print("round  outcome      contributors/invited  attempts  wall s  bytes in  bytes out")
+        print(
+            "round  outcome      contributors/invited  answered  joined  attempts  wall s  "
+            "bytes in  bytes out"
+        )
         for rnd, m in sorted(wanted.items()):
             print(
                 f"{rnd:5d}  {m.group(3):<11}  {m.group(4):>5} / {m.group(5):<13}  "
-                f"{m.group(7):>8}  {float(m.group(6)):6.2f}  {int(m.group(8)):8,}  "
+                f"{m.group(10):>8}  {m.group(11):>6}  {m.group(7):>8}  {float(m.group(6)):6.2f}  {int(m.group(8)):8,}  "
                 f"{int(m.group(9)):9,}"
             )
         if wanted:
@@ -113,7 +118,8 @@ def main() -> int:
         print(f"daemons' CPU: {cpu:.0f} s over {time.monotonic() - t0:.0f} s of wall time")
     finally:
         lc.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     return 0 if len(wanted) >= args.rounds else 1
 
 

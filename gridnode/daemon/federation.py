@@ -103,6 +103,8 @@ PROTOCOL: Final = "fedround"
 MAX_FED_BYTES: Final = 512 * 1024
 #: days of meter history an update is computed on
 HISTORY_DAYS: Final = 365
+#: a request that failed on the network is sent again after this long, until its phase's deadline
+_RETRY_S: Final = 0.5
 _TAGS: Final = ("gn.fed.invite", "gn.fed.spec", "gn.fed.unmask", "gn.fed.getmodel")
 
 
@@ -139,6 +141,7 @@ class RoundReport:
     round: int
     period: int
     invited: int = 0
+    answered: int = 0  # members that answered the invitation in its window (joined or declined)
     joined: int = 0
     contributors: int = 0
     attempts: int = 0
@@ -235,9 +238,10 @@ class FederationDriver:
                     report = await self.aggregate(period)
                     log.info(
                         "federated round %d: %s, %d of %d invited contributed in %.2f s "
-                        "(%d attempts, %d bytes in, %d bytes out)",
+                        "(%d attempts, %d bytes in, %d bytes out; %d answered, %d joined)",
                         report.round, report.outcome, report.contributors, report.invited,
                         report.wall_s, report.attempts, report.bytes_in, report.bytes_out,
+                        report.answered, report.joined,
                     )  # fmt: skip
                 except Exception:  # a bug in a round must never stop the node
                     log.exception("federated round failed")
@@ -463,7 +467,8 @@ class FederationDriver:
         self, members: Sequence[str], body: Callable[[str], bytes], timeout_s: float,
         report: RoundReport,
     ) -> dict[str, bytes]:  # fmt: skip
-        """Send each member its request at once; the answers that came before ``timeout_s``."""
+        """Send each member its request at once (again after a network failure); the answers that
+        came before ``timeout_s``."""
         answers: dict[str, bytes] = {}
 
         async def one(h: str) -> None:
@@ -475,16 +480,24 @@ class FederationDriver:
                 except InvalidInput as exc:
                     log.info("federated: this node cannot take part: %s", exc)
                 return
-            try:
-                answers[h] = await self.node.net.request(
-                    peer_id_of_hex(h), PROTOCOL, data, timeout_s=timeout_s
-                )
-                report.bytes_in += len(answers[h])
-            except Rejected as exc:
-                log.info("federated: %s refused: %s", h[:12], exc.reason)
-            except (NetworkError, InvalidInput, UsageError) as exc:
-                log.debug("federated: %s: %s", h[:12], exc)
+            while True:  # a peer not reachable yet (still dialling): again until the deadline
+                try:
+                    answers[h] = await self.node.net.request(
+                        peer_id_of_hex(h), PROTOCOL, data, timeout_s=deadline - trio.current_time()
+                    )
+                    report.bytes_in += len(answers[h])
+                    return
+                except Rejected as exc:
+                    log.info("federated: %s refused: %s", h[:12], exc.reason)
+                    return
+                except (InvalidInput, UsageError) as exc:
+                    log.debug("federated: %s: %s", h[:12], exc)
+                    return
+                except NetworkError as exc:
+                    log.debug("federated: %s: %s", h[:12], exc)
+                    await trio.sleep(_RETRY_S)
 
+        deadline = trio.current_time() + timeout_s
         with trio.move_on_after(timeout_s):
             async with trio.open_nursery() as nursery:
                 for h in members:
@@ -516,6 +529,7 @@ class FederationDriver:
                     steps[h] = v[2]
             except InvalidInput as exc:
                 self._blame(peer_id_of_hex(h), "join", str(exc))
+        report.answered = len(joins)
         report.joined = len(steps)
         if len(steps) < 3:
             report.outcome = f"aborted: {len(steps)} joined, 3 needed"
