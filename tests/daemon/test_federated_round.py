@@ -36,7 +36,8 @@ from gridnode.daemon.federation import HISTORY_DAYS
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import NetConfig, NetHost, open_net_host, peer_id_of
 from gridnode.startup import make_meter
-from market.errors import LedgerReason, Rejected
+from market.codec import pack
+from market.errors import LedgerReason, Rejected, WireReason
 from market.orders import Order, Side, Step
 from sims.daemons import LocalCommunity
 from tests.refusals import refused
@@ -101,6 +102,22 @@ async def test_an_order_naming_an_uncommitted_model_is_refused_at_submit(
         # the same order without a model (a local model's) is admitted
         local = sign_order(member, lc.genesis, dataclasses.replace(order, order_id="local-ok"))
         assert await bridge.call(host.request, victim, "submit", local.encode()) == local.id
+        # fedround: bad bytes and a non-validator's round messages are refused by reason, and
+        # counted against the sender only when no honest peer sends them
+        with refused(WireReason.MALFORMED, error=Rejected):
+            await bridge.call(host.request, victim, "fedround", b"\xc1")
+        spec = pack(["gn.fed.spec", 1, 1, 0, 900, [member.public_hex], 3, 24])
+        with refused(WireReason.NOT_PERMITTED, error=Rejected):
+            await bridge.call(host.request, victim, "fedround", spec)
+        with refused(LedgerReason.UNKNOWN_MODEL, error=Rejected):
+            await bridge.call(
+                host.request, victim, "fedround", pack(["gn.fed.getmodel", 1, bytes(32)])
+            )
+    me = peer_id_of(key.public_key)
+    peers = {p["peer_id"]: p for p in lc.api(0, "/api/peers")["peers"]}
+    counted = peers[me]["misbehaviour"]
+    assert counted.get("malformed") == 1 and counted.get("not_permitted") == 1
+    assert "unknown_model" not in counted
 
 
 def test_a_round_completes_without_a_member_killed_mid_round_and_orders_trace_to_it(
