@@ -68,6 +68,8 @@ from gridnode.api_requests import (
 from gridnode.api_views import (
     household_view,
     market_view,
+    model_view,
+    provenance_view,
     slot_view,
     status_extras,
     validator_rows,
@@ -656,6 +658,38 @@ def evidence_json(ev: Evidence, validators: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+async def model(request: web.Request) -> web.Response:
+    """``GET /api/model?hash=HEX``: a committed community model's commitment (default: the
+    newest) and the list of committed models. Read-only (docs/federated.md)."""
+    check_params(request, ("hash",))
+    raw = request.query.get("hash")
+    wanted = None
+    if raw is not None:
+        if len(raw) != 64 or not all(c in "0123456789abcdef" for c in raw):
+            raise ApiError(400, ApiReason.BAD_PARAMETER, "hash: 64 lowercase hex", field="hash")
+        wanted = bytes.fromhex(raw)
+    doc = model_view(_snapshot(request).ledger, wanted)
+    if raw is not None and not doc["found"]:
+        raise ApiError(404, LedgerReason.UNKNOWN_MODEL, "no model with this hash was committed")
+    return web.json_response(doc)
+
+
+async def provenance(request: web.Request) -> web.Response:
+    """``GET /api/provenance?order=ID``: which model made an order (hash, round, contributors,
+    federated validation error, or "local model") and, for this node's own orders, its forecast
+    quantiles and policy parameters. Read-only (docs/federated.md)."""
+    check_params(request, ("order",))
+    order_id = request.query.get("order", "")
+    if not order_id or len(order_id) > 128:
+        raise ApiError(400, ApiReason.BAD_PARAMETER, "order: an order id", field="order")
+    lookup = getattr(request.app[HANDLE_KEY], "provenance", None)
+    record = lookup(order_id) if lookup is not None else None
+    doc = provenance_view(_snapshot(request).ledger, order_id, record)
+    if not doc["found"]:
+        raise ApiError(404, ApiReason.NOT_FOUND, "no open order or record with this id")
+    return web.json_response(doc)
+
+
 async def evidence(request: web.Request) -> web.Response:
     """Equivocation evidence this node saw (a validator that signed two different values for one
     step: a double vote or a double proposal), newest first; ``total`` counts all since start.
@@ -871,6 +905,8 @@ def make_app(
     app.router.add_get(PLOTLY_PATH, plotly_page)
     app.router.add_get("/api/proof", proof)
     app.router.add_get("/api/evidence", evidence)
+    app.router.add_get("/api/model", model)
+    app.router.add_get("/api/provenance", provenance)
     for path in _STATIC:
         app.router.add_get(path, page)
     return app

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+from gridnode.core.ledger import LedgerState
 from gridnode.health import Health, node_health
 from gridnode.history import HouseholdSlot
 from gridnode.localtime import LocalTime
@@ -37,6 +38,8 @@ __all__ = [
     "MAX_ROWS",
     "household_view",
     "market_view",
+    "model_view",
+    "provenance_view",
     "slot_view",
     "status_extras",
 ]
@@ -711,3 +714,55 @@ def _explain(doc: dict[str, Any], r: HouseholdSlot, snap: Snapshot) -> list[str]
         else:
             lines.append("Not settled yet: waiting for the meter readings (or their deadline).")
     return lines
+
+
+# --------------------------------------------------------------------------- provenance (issue 13)
+
+
+def model_view(ledger: LedgerState, model_hash: bytes | None) -> dict[str, Any]:
+    """``/api/model``: a committed community model (default: the newest) and every model's hash
+    in round order. ``found`` is false for a hash the ledger never committed."""
+    from gridnode.explain import model_json  # noqa: PLC0415
+
+    chain = sorted(ledger.models.items(), key=lambda kv: kv[1].round)
+    if model_hash is None:
+        model_hash = ledger.last_model if ledger.models else None
+    committed = None if model_hash is None else ledger.models.get(model_hash)
+    return {
+        "found": committed is not None,
+        "model": None if model_hash is None else model_json(model_hash, committed),
+        "committed": [{"round": m.round, "hash": h.hex()} for h, m in chain],
+        "last_model": ledger.last_model.hex() if ledger.models else None,
+    }
+
+
+def provenance_view(
+    ledger: LedgerState, order_id: str, record: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``/api/provenance``: which model made the order (the signed hash in the ledger's open
+    order, else in this node's record) with the model's commitment, and this node's record of its
+    forecast and policy (``None`` when this node did not make the order)."""
+    from gridnode.explain import NOT_ON_LEDGER, model_json  # noqa: PLC0415
+
+    held = next(
+        (so for by_h in ledger.orders.values() for so in by_h.values()
+         if so.order.order_id == order_id),
+        None,
+    )  # fmt: skip
+    if held is not None:
+        model, source = held.model, "ledger (open order)"
+    elif record is not None:
+        model = None if record.get("model") is None else bytes.fromhex(str(record["model"]))
+        source = (
+            "this node's record (the order is no longer open; gridnode explain reads the chain)"
+        )
+    else:
+        return {"order_id": order_id, "found": False}
+    return {
+        "order_id": order_id,
+        "found": True,
+        "model_hash_from": source,
+        "model": model_json(model, None if model is None else ledger.models.get(model)),
+        "local": record,
+        "not_on_ledger": NOT_ON_LEDGER,
+    }

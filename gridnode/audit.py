@@ -263,7 +263,7 @@ class Tally:
                 self.orders += 1
             elif kind == "SignedCancel":
                 self.cancels += 1
-            else:
+            elif kind == "SignedReading":
                 self.readings += 1
         for c in facts.cleared:
             self.slots_cleared += 1

@@ -78,6 +78,8 @@ DSMR_VERSIONS: Final = ("4", "5", "5B")
 MQTT_FORMATS: Final = ("tasmota", "shelly-gen1", "shelly-gen2", "homeassistant", "custom")
 #: ``bidding.policy``: the same policies the in-process simulation engine runs (``docs/sims.md``)
 BIDDING_POLICIES: Final = ("forecast", "naive-fixed-price", "perfect-foresight")
+#: ``training.mode``: fit the forecaster alone, or with the community (docs/federated.md)
+TRAINING_MODES: Final = ("local", "federated")
 #: keys a config must set: what the node exposes is never a silent default
 REQUIRED_KEYS: Final = (("node", "role"), ("network", "listen"), ("network", "mdns"))
 
@@ -136,6 +138,9 @@ class Config:
     mqtt_unit: str | None = None
     mqtt_power_unit: str = "W"
     meter_max_age_s: int = 600
+    # -- federated training (docs/federated.md, "Rounds over libp2p") --
+    training_mode: str = "local"
+    round_every_s: int = 86_400
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -182,6 +187,16 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
     ),
     ("api", "port"): ("api_port", int, "API and status page port"),
     ("household", "pv_kwp"): ("pv_kwp", (int, float), "rooftop PV peak power, kWp"),
+    ("training", "mode"): (
+        "training_mode",
+        str,
+        '"local" (the household fits its forecaster alone) or "federated" (it also trains the community model in rounds over libp2p and bids with the personal blend; docs/federated.md)',
+    ),
+    ("training", "round_every_s"): (
+        "round_every_s",
+        int,
+        "seconds of node time between federated rounds (86400: daily)",
+    ),
     ("household", "battery_kwh"): ("battery_kwh", (int, float), "battery capacity, kWh (0 = none)"),
     ("household", "battery_kw"): ("battery_kw", (int, float), "battery charge/discharge power, kW"),
     ("bidding", "enabled"): (
@@ -656,6 +671,16 @@ def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config
             f"meter.source = 'replay' or 'file', got {values.get('meter_source', 'none')!r}"
         )
     _check_site(path, values)
+    if values.get("training_mode", "local") not in TRAINING_MODES:
+        raise UsageError(
+            f"{path}: training.mode must be one of {', '.join(TRAINING_MODES)}, "
+            f"got {values['training_mode']!r}"
+        )
+    if values.get("round_every_s", 86_400) < 60:
+        raise UsageError(
+            f"{path}: training.round_every_s must be >= 60 (seconds of node time), "
+            f"got {values['round_every_s']}"
+        )
     directory = directory.resolve()
     for name in ("genesis_path", "data_dir", "meter_history"):
         if name in values:

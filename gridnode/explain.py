@@ -12,12 +12,13 @@ Everything here is a fact of the chain as the one chain reader (:mod:`gridnode.c
   order), whether it was the one in the book at gate closure, its trades and its household's
   settlement line for that slot.
 
-What the ledger does not hold is said, not guessed: an order on the ledger is
-``["gn.order", 1, id, household, side, slot, nonce, steps]``; the forecast quantiles, the policy
-parameters and the model version behind it (the household agent's ``Quote``: ``model``,
-``forecast``) stay on the household's node (its ``/api/submissions``), so ``explain`` reports them
-as not on the ledger. What an order would need to carry for the ledger to answer is listed in
-:data:`NOT_ON_LEDGER` (issue 13 adds the model's hash to orders).
+**Which model made an order** is on the ledger: an order names the committed community model
+that produced it (its hash, signed with the order) or nothing ("local model": the household's own
+forecaster, or a hand-placed order); the model's commitment (round, previous model, contributors,
+the summed held-back validation, feature version, aggregator, height) is a transaction of the same
+chain (:func:`model_json`). The forecast quantiles and the policy parameters stay on the
+household's node (its local record ``DATA/provenance.jsonl``, ``/api/provenance``): ``explain``
+shows them when given that record (``local``), and says so otherwise (:data:`NOT_ON_LEDGER`).
 """
 
 from __future__ import annotations
@@ -26,18 +27,63 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from gridnode.chain import BlockFacts, SlotCleared, SlotSettled, trade_row
-from gridnode.core.ledger import SignedOrder
+from gridnode.core.ledger import CommittedModel, SignedModel, SignedOrder
 from gridnode.core.ledger.stateroot import BILL_FIELDS
 
-__all__ = ["NOT_ON_LEDGER", "curves", "explain_order", "explain_slot"]
+__all__ = ["NOT_ON_LEDGER", "curves", "explain_order", "explain_slot", "model_json"]
 
-#: what an explanation of an order needs that orders do not carry (yet)
+#: what an explanation of an order needs that orders do not carry
 NOT_ON_LEDGER: Final = {
-    "model": "the forecasting model version (and, with issue 13, its committed hash)",
     "forecast": "the P10/P50/P90 forecast of the slot's net Wh the quote was made from",
-    "policy": "the bidding policy and its parameters (critical ratio, price bounds, battery)",
-    "where": "the household's own node: /api/submissions (the agent's Quote), not the chain",
+    "policy": "the bidding policy and its parameters (expected clearing price)",
+    "where": "the household's own node: DATA/provenance.jsonl, /api/provenance (not the chain)",
 }
+
+
+def _validation_json(values: tuple[int, ...]) -> dict[str, Any]:
+    """The summed validation integers (16-bit fixed point, ``forecasting.federated``) as means."""
+    from forecasting.federated import FRAC_BITS  # noqa: PLC0415
+
+    count, abs_e, p10, p50, p90, naive, covered = (v / (1 << FRAC_BITS) for v in values)
+    out: dict[str, Any] = {"samples": round(count), "sums": list(values)}
+    if count > 0:
+        out.update(
+            mae=round(abs_e / count, 6),
+            pinball=round((p10 + p50 + p90) / (3 * count), 6),
+            naive_mae=round(naive / count, 6),
+            coverage=round(covered / count, 6),
+            skill=round(1.0 - abs_e / naive, 6) if naive > 0 else 0.0,
+        )
+    return out
+
+
+def model_json(model: bytes | None, committed: CommittedModel | None) -> dict[str, Any]:
+    """Which model made an order: ``local`` (none named), ``community`` (a committed model and
+    its commitment) or ``unknown`` (a hash this chain did not commit: the ledger refuses such an
+    order, so only a forged record shows it)."""
+    if model is None:
+        return {"kind": "local", "text": "local model (the household's own forecaster)"}
+    if committed is None:
+        return {"kind": "unknown", "hash": model.hex()}
+    return {
+        "kind": "community",
+        "hash": model.hex(),
+        "round": committed.round,
+        "previous": committed.previous.hex(),
+        "contributors": committed.contributors,
+        "validation": _validation_json(committed.validation),
+        "validation_of": "the previous model's held-back error, summed over the contributors "
+        "(units of each household's mean load)",
+        "features": committed.features,
+        "aggregator": committed.aggregator,
+        "height": committed.height,
+    }
+
+
+def _committed(tx: SignedModel, height: int) -> CommittedModel:
+    return CommittedModel(
+        tx.round, tx.previous, tx.contributors, tx.validation, tx.features, tx.aggregator, height
+    )
 
 
 def _order_json(so: SignedOrder) -> dict[str, Any]:
@@ -145,8 +191,12 @@ def explain_slot(slot: int, facts: Iterable[BlockFacts]) -> dict[str, Any]:
     return out
 
 
-def explain_order(order_id: str, facts: Iterable[BlockFacts]) -> dict[str, Any]:
-    """Read ``facts`` until the order's slot is settled (or the chain ends)."""
+def explain_order(
+    order_id: str, facts: Iterable[BlockFacts], *, local: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read ``facts`` until the order's slot is settled (or the chain ends); ``local``: the
+    household node's record of the order (forecast, policy), when known."""
+    models: dict[bytes, CommittedModel] = {}
     versions: list[dict[str, Any]] = []
     slot: int | None = None
     household = ""
@@ -155,9 +205,19 @@ def explain_order(order_id: str, facts: Iterable[BlockFacts]) -> dict[str, Any]:
     line: dict[str, Any] | None = None
     cleared_at: dict[str, Any] | None = None
     for f in facts:
+        for tx in f.block.txs:
+            if isinstance(tx, SignedModel):
+                models[tx.model] = _committed(tx, f.height)
         for o in f.orders:
             if o.order.order_id == order_id:
-                versions.append({"height": f.height, "time_ms": f.time_ms, **_order_json(o)})
+                versions.append(
+                    {
+                        "height": f.height,
+                        "time_ms": f.time_ms,
+                        **_order_json(o),
+                        "model": model_json(o.model, models.get(o.model) if o.model else None),
+                    }
+                )
                 slot, household = o.order.slot, o.household
         for c in f.cleared:
             if slot is not None and c.slot == slot:
@@ -184,5 +244,7 @@ def explain_order(order_id: str, facts: Iterable[BlockFacts]) -> dict[str, Any]:
         "slot_cleared": cleared_at,
         "trades": trades,
         "settlement": line,
+        "model": versions[-1]["model"] if versions else None,
+        "local": local,
         "not_on_ledger": NOT_ON_LEDGER,
     }

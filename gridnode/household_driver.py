@@ -26,15 +26,27 @@ the daemon's I/O around it (the in-process simulation engine drives the same age
 * **Log lines** (logger ``gridnode``): ``battery slot N: …`` at each dispatch, ``reading slot N: …``
   and ``quoted slot N: SIDE E Wh in K steps (result)`` after the submission's answer. The
   real-daemon simulation engine reads the ``quoted slot`` lines (their time stamps).
+* **Provenance** (``training.mode = "federated"``, ``docs/federated.md``): once the node adopted a
+  committed community model (:meth:`HouseholdDriver.use_community`), the household bids with the
+  personal blend :class:`~forecasting.federated.FederatedForecaster` (that model + its local
+  ``bidding.model``) and every order forecast by it carries the model's hash (signed, on the
+  ledger); an order forecast otherwise carries none ("local model"). What made each order — the
+  model hash or the local model's name, the slot's P10/P50/P90 and the policy with its expected
+  clearing price — is kept in the node's local record (:attr:`HouseholdDriver.provenance`, the
+  newest :data:`PROVENANCE_KEPT`, appended to ``DATA/provenance.jsonl``): ``gridnode explain``
+  and ``/api/provenance`` read it.
 * Only a member of the community reads and quotes; bidding off (``bidding.enabled = false``) still
   sends the meter readings.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
@@ -66,9 +78,46 @@ from market.errors import InvalidInput, NetworkError, UsageError
 from market.orders import Order
 from market.slots import SlotClock
 
-__all__ = ["HouseholdDriver", "HouseholdNode", "battery_of", "forecaster_of", "foreseen"]
+if TYPE_CHECKING:
+    from forecasting.federated import CommunityModel
+
+__all__ = [
+    "PROVENANCE_FILE",
+    "HouseholdDriver",
+    "HouseholdNode",
+    "battery_of",
+    "forecaster_of",
+    "foreseen",
+    "read_provenance",
+]
 
 log = logging.getLogger("gridnode")
+
+#: the local record of what made each order, in the node's data directory (JSON lines)
+PROVENANCE_FILE: Final = "provenance.jsonl"
+#: orders the local record keeps in memory
+PROVENANCE_KEPT: Final = 4096
+
+
+def read_provenance(data_dir: Path, order_id: str) -> dict[str, Any] | None:
+    """The local record of ``order_id`` in ``data_dir``'s :data:`PROVENANCE_FILE` (the newest
+    line for it), or ``None``. A damaged line is skipped."""
+    path = data_dir / PROVENANCE_FILE
+    found = None
+    try:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if order_id not in line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and row.get("order_id") == order_id:
+                    found = row
+    except OSError:
+        return None
+    return found
 
 
 class HouseholdNode(Protocol):
@@ -79,8 +128,9 @@ class HouseholdNode(Protocol):
     clock: NodeClock
     runtime: NodeRuntime
 
-    def sign_order(self, order: Order) -> SignedOrder:
-        """``order`` as this household's, with its next nonce, signed."""
+    def sign_order(self, order: Order, *, model: bytes | None = None) -> SignedOrder:
+        """``order`` as this household's, with its next nonce, signed (``model``: the committed
+        community model that produced it)."""
         ...
 
     async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
@@ -141,8 +191,61 @@ class HouseholdDriver:
             )
         )
         self.forecaster = forecaster if forecaster is not None else forecaster_of(config)
+        self.config = config
+        #: the committed community model the forecaster blends in (``None``: local only)
+        self.model_hash: bytes | None = None
+        #: order id -> what made it (module rules)
+        self.provenance: OrderedDict[str, dict[str, Any]] = OrderedDict()
         #: the last forecast quoted from: ``(slot, P10, P50, P90)`` Wh (the status page shows it)
         self.forecast: tuple[tuple[int, int, int, int], ...] = ()
+
+    def use_community(self, model: CommunityModel) -> None:
+        """Bid from now on with ``model`` blended with the household's local model (module
+        rules): the federation driver calls this once the model is committed and checked."""
+        from forecasting.federated import FederatedForecaster  # noqa: PLC0415
+        from forecasting.models import SeasonalNaive  # noqa: PLC0415
+        from gridnode.household.forecast import REFIT_EVERY_S  # noqa: PLC0415
+
+        config = self.config
+        local = forecaster_of(config).model
+        self.forecaster = SlotForecaster(
+            FederatedForecaster(
+                model,
+                local,
+                latitude=config.latitude,
+                longitude=config.longitude,
+                holiday_country=config.holiday_country,
+                holiday_subdiv=config.holiday_subdiv,
+            ),
+            refit_every_s=REFIT_EVERY_S,
+            fallback=SeasonalNaive(period_days=1, train_days=28),
+        )
+        self.model_hash = model.hash
+
+    def _record(self, order: Order, model: bytes | None, forecaster: str, q: Any) -> None:
+        row = {
+            "order_id": order.order_id,
+            "slot": order.slot,
+            "model": None if model is None else model.hex(),
+            "forecaster": forecaster,
+            "forecast_wh": {
+                "p10": q.forecast.p10_wh,
+                "p50": q.forecast.p50_wh,
+                "p90": q.forecast.p90_wh,
+            },
+            "policy": {
+                "name": self.agent.config.bidding.value,
+                "expected_price_micro_per_kwh": q.expected_price_micro_per_kwh,
+            },
+        }
+        self.provenance[order.order_id] = row
+        while len(self.provenance) > PROVENANCE_KEPT:
+            self.provenance.popitem(last=False)
+        try:
+            with (self.config.data_dir / PROVENANCE_FILE).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            log.warning("provenance record not written: %s", exc)
 
     async def run(self, on_step: Callable[[], None]) -> None:
         """Step after every slot boundary until cancelled; ``on_step`` after each step."""
@@ -211,7 +314,15 @@ class HouseholdDriver:
             sign_reading(node.key, node.genesis, slot=r.slot, net_wh=r.net_wh)
             for r in actions.readings
         ]
-        placed = [(q, node.sign_order(q.order)) for q in actions.quotes if q.order is not None]
+        federated = forecast is not None and forecast.model == "federated"
+        model = self.model_hash if federated else None
+        placed = [
+            (q, node.sign_order(q.order, model=model))
+            for q in actions.quotes
+            if q.order is not None
+        ]
+        for q, tx in placed:
+            self._record(tx.order, tx.model, q.model, q)
         if not readings and not placed:
             return actions
         at_ms = node.clock.now_ms()

@@ -112,6 +112,16 @@ class LedgerReason(StrEnum):
     DUPLICATE = "duplicate"
     #: the mempool is full
     MEMPOOL_FULL = "full"
+    #: an order names a community model hash the ledger never committed
+    UNKNOWN_MODEL = "unknown_model"
+    #: a model commitment for another round than the one after the last committed model
+    MODEL_ROUND_NOT_NEXT = "model_round_not_next"
+    #: a model commitment whose previous model is not the last committed one
+    MODEL_WRONG_PREVIOUS = "model_wrong_previous"
+    #: a model commitment for a model hash the ledger already holds
+    DUPLICATE_MODEL = "duplicate_model"
+    #: a model commitment whose values no aggregator makes (zero hash, contributors out of range)
+    BAD_MODEL = "bad_model"
 
 
 class ConsensusReason(StrEnum):
@@ -158,6 +168,12 @@ class WireReason(StrEnum):
     HANDLER_FAILED = "handler_failed"
     #: a peer's REJECTED answer named a code we do not know (a newer peer?)
     UNKNOWN_REASON = "unknown_reason"
+    #: a federated-round message an honest member can meet refused (another round, late, a
+    #: duplicate, a member without the previous model): not misbehaviour
+    FED_REFUSED = "fed_refused"
+    #: a federated-round contribution no honest member sends (wrong length, a key outside the
+    #: round, a reveal that is not what was asked, a spec naming non-members)
+    BAD_CONTRIBUTION = "bad_contribution"
 
 
 class ApiReason(StrEnum):
@@ -359,6 +375,8 @@ MISBEHAVIOUR: Final[frozenset[Reason]] = frozenset(
         # forged or foreign
         LedgerReason.BAD_SIGNATURE,
         LedgerReason.NOT_A_MEMBER,
+        LedgerReason.BAD_MODEL,
+        WireReason.BAD_CONTRIBUTION,
         # an order no honest household signs: it breaks the community's static rules
         OrderReason.EMPTY_ID,
         OrderReason.ID_TOO_LONG,

@@ -3,8 +3,11 @@ from the ledger alone (SOURCE: a data directory or an export file; the chain is 
 
 For a slot: the book at gate closure as supply and demand curves, the clearing point, every trade
 and every settlement line. For an order: each committed version, whether it was in the book at
-gate closure, its trades and its household's settlement line — and what the ledger does not hold
-(the forecast, policy and model behind the order stay on the household's node). docs/audit.md.
+gate closure, its trades and its household's settlement line, and which model produced it: a
+committed community model (hash, round, contributors, federated validation error) or "local
+model". The forecast quantiles and policy parameters are not on the ledger: they are shown when
+SOURCE is the household's own data directory (its provenance.jsonl). docs/audit.md,
+docs/federated.md.
 """
 
 from __future__ import annotations
@@ -143,10 +146,53 @@ def _order_text(doc: dict[str, Any]) -> list[str]:
             f"settled at height {s['height']}: bill {s['bill_micro']:,} µ¤ for the slot "
             f"(grid only {s['grid_only_bill_micro']:,})"
         )
-    lines.append(
-        "not on the ledger: " + "; ".join(f"{k}: {v}" for k, v in doc["not_on_ledger"].items())
-    )
+    lines.extend(_model_text(doc["model"]))
+    local = doc.get("local")
+    if local is None:
+        lines.append(
+            "not on the ledger: " + "; ".join(f"{k}: {v}" for k, v in doc["not_on_ledger"].items())
+        )
+    else:
+        f, p = local.get("forecast_wh") or {}, local.get("policy") or {}
+        lines.append(
+            f"this node's record: forecaster {local.get('forecaster')}, slot forecast "
+            f"P10 {f.get('p10')} / P50 {f.get('p50')} / P90 {f.get('p90')} Wh; policy "
+            f"{p.get('name')}, expected clearing price {p.get('expected_price_micro_per_kwh')} µ¤/kWh"
+        )
     return lines
+
+
+def _model_text(m: dict[str, Any] | None) -> list[str]:
+    if m is None:
+        return []
+    if m["kind"] == "local":
+        return ["model: local model (no community model named in the order)"]
+    if m["kind"] == "unknown":
+        return [f"model: {m['hash'][:16]}… was never committed on this chain"]
+    v = m["validation"]
+    err = (
+        f"federated validation MAE {v['mae']:.3f} (skill {v['skill']:+.1%} vs seasonal naive) on "
+        f"{v['samples']:,} held-back samples"
+        if "mae" in v
+        else "no federated validation yet (the first round)"
+    )
+    return [
+        f"model: community model {m['hash'][:16]}…, round {m['round']}, "
+        f"{m['contributors']} contributors, committed at height {m['height']} "
+        f"(features {m['features']}); {err}"
+    ]
+
+
+def _local(source: Path, order_id: str) -> dict[str, Any] | None:
+    """The household node's record of the order when SOURCE is its directory (or data dir)."""
+    from gridnode.household_driver import read_provenance
+
+    for d in (source, source / "data"):
+        if d.is_dir():
+            found = read_provenance(d, order_id)
+            if found is not None:
+                return found
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -160,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
             doc = explain_slot(args.slot, _facts(args))
             text = _slot_text(doc)
         else:
-            doc = explain_order(args.order, _facts(args))
+            doc = explain_order(args.order, _facts(args), local=_local(args.source, args.order))
             text = _order_text(doc)
     except ChainError as exc:
         print(f"explain: the chain does not verify: {exc}", file=sys.stderr)

@@ -52,6 +52,7 @@ from gridnode.core.ledger import (
     sign_order,
     sign_reading,
 )
+from gridnode.daemon.federation import HISTORY_DAYS, FederationDriver
 from gridnode.daemon.gossip import OrderGossip
 from gridnode.daemon.snapshot import StatusBoard
 from gridnode.daemon.submit import Submissions
@@ -178,6 +179,17 @@ class DaemonNode:
         self.runtime.listeners.append(self.proofs.on_commit)
         #: the household's meter readings and automatic orders (a household with a meter)
         self.household = None if meter is None else HouseholdDriver(self, meter, config)
+        #: federated rounds (``training.mode = "federated"``; docs/federated.md)
+        self.federation: FederationDriver | None = None
+        if config.training_mode == "federated":
+            self.federation = FederationDriver(
+                self,
+                round_every_s=config.round_every_s,
+                history=lambda now_s: (
+                    None if meter is None else meter.history_before(now_s, days=HISTORY_DAYS)
+                ),
+                on_model=None if self.household is None else self.household.use_community,
+            )
         self.latest = self.status.make()
 
     @property
@@ -225,6 +237,8 @@ class DaemonNode:
         self.net.protect(self.validator_peers.values())  # never banned by one bad message
         self.net.on_message("consensus", self._on_consensus)
         self.submissions.register()
+        if self.federation is not None:
+            self.federation.register()
         await self.gossip.subscribe()
         self.runtime.start(self.clock.now_ms())
         self._publish()
@@ -235,6 +249,8 @@ class DaemonNode:
                 nursery.start_soon(self.gossip.run)
             if self.household is not None:
                 nursery.start_soon(self.household.run, self._publish)
+            if self.federation is not None:
+                nursery.start_soon(self.federation.run)
 
     async def _timer_loop(self) -> None:
         while True:
@@ -300,10 +316,11 @@ class DaemonNode:
         self._nonce = max(self._nonce, self.runtime.state.nonces.get(self.key.public_hex, 0)) + 1
         return self._nonce
 
-    def sign_order(self, order: Order) -> SignedOrder:
-        """``order`` as this household's, with its next nonce, signed."""
+    def sign_order(self, order: Order, *, model: bytes | None = None) -> SignedOrder:
+        """``order`` as this household's, with its next nonce, signed; ``model``: the committed
+        community model that produced it (``None``: a local model)."""
         order = replace(order, household=self.key.public_hex, nonce=self._next_nonce())
-        return sign_order(self.key, self.genesis, order)
+        return sign_order(self.key, self.genesis, order, model=model)
 
     async def place_order(self, order: Order) -> SubmitResult:
         at_ms = self.clock.now_ms()

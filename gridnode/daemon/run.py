@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -33,6 +34,7 @@ from gridnode.config import Config, DirLock, write_atomic
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
 from gridnode.daemon.node import DaemonNode, raise_fatal
+from gridnode.household_driver import read_provenance
 from gridnode.meter import Meter
 from gridnode.meters import open_live_meter, start_meter_reader, stop_meter_reader
 from gridnode.net.bridge import TrioBridge
@@ -80,6 +82,16 @@ class BridgeHandle:
 
     def blocks(self, from_height: int, limit: int) -> list[BlockInfo]:
         return self._node.blocks(from_height, limit)
+
+    def provenance(self, order_id: str) -> dict[str, Any] | None:
+        """This node's record of what made ``order_id`` (its household driver's), or ``None``."""
+        household = self._node.household
+        if household is None:
+            return None
+        found = household.provenance.get(order_id)
+        if found is None:
+            found = read_provenance(self._node.config.data_dir, order_id)
+        return found
 
     @property
     def proofs(self) -> ProofKeeper:

@@ -66,7 +66,8 @@ def test_export_info_audit_explain_prove_verify(
     assert main(["explain", str(out), "--order", first, "--json", "--jobs", "1"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["found"] and doc["in_book_at_gate_closure"] is None and not doc["trades"]
-    assert set(doc["not_on_ledger"]) >= {"model", "forecast", "policy"}
+    assert set(doc["not_on_ledger"]) >= {"forecast", "policy"}
+    assert doc["model"]["kind"] == "local"  # an order naming no community model
     replacing = chain.txs["o0b"].order.order_id  # type: ignore[union-attr]
     assert main(["explain", str(out), "--order", replacing, "--jobs", "1"]) == 0
     assert "in the book" in capsys.readouterr().out

@@ -27,6 +27,7 @@ from gridnode.core.ledger import (
     Block,
     Genesis,
     sign_cancel,
+    sign_model,
     sign_order,
     sign_reading,
 )
@@ -46,6 +47,8 @@ GENESIS = Genesis(
     validators=tuple(k.public_hex for k in VALIDATORS),
 )
 SLOT = 2_000_001  # open at genesis time (900 s slots)
+#: the model hash of the provenance vectors (a committed community model's content hash)
+MODEL = hashlib.sha256(b"a model").digest()
 
 
 def vectors() -> dict[str, bytes]:
@@ -92,6 +95,19 @@ def vectors() -> dict[str, bytes]:
         "order_tx_id": signed.id,
         "cancel_tx": cancel.encode(),
         "reading_tx": reading.encode(),
+        "order_tx_model": sign_order(HOUSEHOLD, g, order, model=MODEL).encode(),
+        "model_tx": sign_model(
+            VALIDATORS[0],
+            g,
+            round=1,
+            model=MODEL,
+            previous=ZERO_HASH,
+            contributors=3,
+            validation=(1, 2, 3, 4, 5, 6, 7),
+            features="gn.fedqr.1",
+        ).encode(),
+        "fed_invite": pack(["gn.fed.invite", 1, 1]),
+        "fed_join": pack(["gn.fed.join", 1, 900]),
         "tx_batch": encode_tx_batch([signed, reading]),
         "gossip_orders_2": encode_tx_batch([signed]),
         "tx_results": encode_tx_results(

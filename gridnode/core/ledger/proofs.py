@@ -25,6 +25,7 @@ and the genesis alone (a light client, in the spirit of CometBFT's: signatures, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -245,6 +246,16 @@ def _entry(data: Any, tag: str, n: int, step: str) -> list[Any]:
     return value
 
 
+def _root_entry(record: bytes) -> list[Any]:
+    """The root record: version 1 (15 items), or 2 (17: with the models tree) once a community
+    model was committed (:mod:`.stateroot`)."""
+    with contextlib.suppress(InvalidInput):
+        value = unpack(record, what="root record", max_bytes=MAX_PROOF_BYTES)
+        if isinstance(value, list) and len(value) == 17 and value[:2] == ["gn.stateroot", 2]:
+            return value
+    return _entry(record, "gn.stateroot", 15, "root record")
+
+
 def verify_bill_proof(genesis: Genesis, data: bytes) -> ProvenBill:
     """Check a proof against ``genesis`` alone (see the module rules)."""
     try:
@@ -280,8 +291,8 @@ def verify_bill_proof(genesis: Genesis, data: bytes) -> ProvenBill:
     # 2. the header's state root is the hash of the root record
     if not isinstance(record, bytes) or hashlib.sha256(record).digest() != header.state_root:
         raise _fail(ChainReason.BAD_PROOF, "root record", "the header's state_root")
-    r = _entry(record, "gn.stateroot", 15, "root record")
-    (_, _, r_genesis, r_height, _, _, _, _, _, n_members, a_root, n_slots, s_root, _, _) = r
+    r = _root_entry(record)
+    (_, _, r_genesis, r_height, _, _, _, _, _, n_members, a_root, n_slots, s_root) = r[:13]
     if r_genesis != genesis.hash or r_height != header.height or n_members != len(genesis.members):
         raise _fail(ChainReason.BAD_PROOF, "root record", "this genesis and height")
     if (

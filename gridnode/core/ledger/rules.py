@@ -18,6 +18,18 @@
   open, not too far ahead; nonce rule).
 * :class:`~.transactions.SignedReading` — accepted once per household and slot, from the slot's end
   until ``reading_deadline_seconds`` after it.
+* An order that names a **model** (the community model that produced it) is admitted only if that
+  model hash was committed before it (in an earlier block, or earlier in the same block):
+  ``unknown_model`` otherwise. An order without one is a local model's and needs nothing.
+* :class:`~.transactions.SignedModel` — a federated round's result. Admitted only if it is signed
+  (``bad_signature``) by a validator (``not_a_validator``; which validator aggregates a round is
+  the round driver's deterministic choice, ``docs/federated.md``: the ledger accepts any), its
+  hash is new (``duplicate_model``), its round is the one after the last committed model's
+  (``model_round_not_next``; the first is round 1), it names the last committed model as its
+  previous one (zeros before the first; ``model_wrong_previous``), and its values are ones an
+  aggregator makes (``bad_model``: a zero hash, fewer than 3 contributors or more than the
+  members, a negative validation sum, an empty feature version). The state keeps it
+  (:class:`~.state.CommittedModel`, with the committing height) and the state root commits to it.
 
 **Blocks.** A block is valid (:func:`check`) when: its height is the next one, ``prev_hash`` is the
 head, its time is strictly later than the previous block's (and, when the caller passes ``now_ms``,
@@ -52,8 +64,9 @@ from typing import Any
 
 from gridnode.core.ledger.blocks import Block
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
-from gridnode.core.ledger.state import HouseholdTotals, LedgerState, SettledSlot
+from gridnode.core.ledger.state import CommittedModel, HouseholdTotals, LedgerState, SettledSlot
 from gridnode.core.ledger.transactions import (
+    SignedModel,
     SignedOrder,
     SignedReading,
     Tx,
@@ -98,8 +111,23 @@ class _Draft:
             self.order_ids = frozenset(
                 o.order.order_id for v in state.orders.values() for o in v.values()
             )
+        self.models: Mapping[bytes, CommittedModel] = state.models
+        self.last_model = state.last_model
         self._own: set[str] = set()
         self._own_slots: set[tuple[str, int]] = set()
+
+    def put_model(self, tx: SignedModel, height: int) -> None:
+        models = dict(self.models)
+        models[tx.model] = CommittedModel(
+            tx.round,
+            tx.previous,
+            tx.contributors,
+            tx.validation,
+            tx.features,
+            tx.aggregator,
+            height,
+        )
+        self.models, self.last_model = models, tx.model
 
     # -- writes used by admission (copy on first write) --
     def set_nonce(self, household: str, nonce: int) -> None:
@@ -228,6 +256,9 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
     genesis = draft.state.genesis
     now_s = time_ms // 1000
     clock = genesis.clock
+    if isinstance(tx, SignedModel):
+        _admit_model(draft, tx, write=write)
+        return
     if tx.household not in genesis.member_set:
         raise _reject(LedgerReason.NOT_A_MEMBER, tx, "a member of the community", tx.household[:16])
     if not _signature_ok(draft, genesis, tx):
@@ -267,6 +298,11 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
     previous = draft.orders.get(slot, {}).get(tx.household)
     if isinstance(tx, SignedOrder):
         _order_ok(draft, genesis, tx)
+        if tx.model is not None and tx.model not in draft.models:
+            raise _reject(
+                LedgerReason.UNKNOWN_MODEL, tx, "a committed model's hash (or none)",
+                tx.model.hex()[:16],
+            )  # fmt: skip
         if tx.order.order_id in draft.order_ids and (
             previous is None or previous.order.order_id != tx.order.order_id
         ):
@@ -280,6 +316,38 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
             draft.drop_order(slot, previous)
     if write:
         draft.set_nonce(tx.household, nonce)
+
+
+def _admit_model(draft: _Draft, tx: SignedModel, *, write: bool) -> None:
+    """The model commitment rules (module docstring)."""
+    genesis = draft.state.genesis
+    if tx.aggregator not in genesis.validators:
+        raise _reject(LedgerReason.NOT_A_VALIDATOR, tx, "a validator's key", tx.aggregator[:16])
+    if not _signature_ok(draft, genesis, tx):
+        raise _reject(LedgerReason.BAD_SIGNATURE, tx, "the aggregator's signature", "another")
+    if (
+        tx.model == ZERO_HASH
+        or not 3 <= tx.contributors <= len(genesis.members)
+        or any(v < 0 for v in tx.validation)
+        or not tx.features
+    ):
+        raise _reject(
+            LedgerReason.BAD_MODEL, tx, "a model hash, 3..members contributors",
+            f"{tx.contributors} contributors",
+        )  # fmt: skip
+    if tx.model in draft.models:
+        raise _reject(LedgerReason.DUPLICATE_MODEL, tx, "a new model", tx.model.hex()[:16])
+    last = draft.models.get(draft.last_model)
+    expected = 1 if last is None else last.round + 1
+    if tx.round != expected:
+        raise _reject(LedgerReason.MODEL_ROUND_NOT_NEXT, tx, f"round {expected}", tx.round)
+    if tx.previous != draft.last_model:
+        raise _reject(
+            LedgerReason.MODEL_WRONG_PREVIOUS, tx, draft.last_model.hex()[:16],
+            tx.previous.hex()[:16],
+        )  # fmt: skip
+    if write:
+        draft.put_model(tx, draft.state.height + 1)
 
 
 def _clear_due(draft: _Work, time_ms: int, outcome: list[SlotCleared] | None) -> int:
@@ -401,6 +469,8 @@ def _run(
         last_cleared_slot=last_cleared,
         settled_slots=state.settled_slots + settled,
         settled=done if done or state.settled else state.settled,
+        models=admitting.models,
+        last_model=admitting.last_model,
         open_order_ids=frozenset(draft.order_ids),
         memo=state.memo,
     )

@@ -5,12 +5,18 @@ cleared trades awaiting settlement, clearing prices, readings, balances (househo
 the pool; the sum is always exactly 0) and per-household totals. It is never mutated: the rules
 (:mod:`.rules`) return a new one.
 
+``models`` holds every community model a federated round committed (:class:`CommittedModel`, by
+content hash) and ``last_model`` the newest one's hash (zeros before the first): what an order's
+model hash is checked against, and what the next round must name as its previous model.
+
 ``settled`` holds the slots the block that made this state settled (their trades, readings and
 bill lines), for one height only: so the state root commits to every household's bill of a slot
 at the height that settled it (:mod:`.stateroot`), and the next block drops them.
 
 **Encoding.** Canonical msgpack of the whole state with sorted keys (:meth:`LedgerState.encode`,
-``["gn.state", 2, …]``; :func:`decode_state` is its inverse, for snapshots). It is assembled from
+``["gn.state", 2, …]`` with 16 items while no model was committed; ``["gn.state", 3, …]`` with two
+more, ``last_model`` and the models in round order, after the first; :func:`decode_state` reads
+both, for snapshots). It is assembled from
 memoised parts, so a block that changes a few slots re-packs only those; the memo never changes the
 bytes (tests compare it with the plain definition).
 
@@ -33,10 +39,50 @@ from market.codec import pack, unpack
 from market.errors import InvalidInput, LedgerReason, WireReason
 from market.settlement import HouseholdBill
 
-__all__ = ["HouseholdTotals", "LedgerState", "SettledSlot", "decode_state", "genesis_state"]
+__all__ = [
+    "CommittedModel",
+    "HouseholdTotals",
+    "LedgerState",
+    "SettledSlot",
+    "decode_state",
+    "genesis_state",
+]
 
 #: the state snapshot's format (2: the slots settled by the last block are part of the state)
 STATE_FORMAT: Final = 2
+#: ... and 3 once a community model was committed (two more items: the models)
+STATE_FORMAT_MODELS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedModel:
+    """A community model a federated round committed (:class:`~.transactions.SignedModel`), and
+    the height of the block that committed it."""
+
+    round: int
+    previous: bytes
+    contributors: int
+    validation: tuple[int, ...]
+    features: str
+    aggregator: str
+    height: int
+
+    def wire(self, model: bytes) -> list[Any]:
+        return [
+            model,
+            self.round,
+            self.previous,
+            self.contributors,
+            list(self.validation),
+            self.features,
+            self.aggregator,
+            self.height,
+        ]
+
+
+def models_wire(models: Mapping[bytes, CommittedModel]) -> list[Any]:
+    """The models in round order, each :meth:`CommittedModel.wire`."""
+    return [m.wire(h) for h, m in sorted(models.items(), key=lambda kv: kv[1].round)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +177,9 @@ class LedgerState:
     settled_slots: int = 0
     #: the slots the block that made this state settled (see the module rules)
     settled: Mapping[int, SettledSlot] = field(default_factory=dict)
+    #: committed community models by content hash, and the newest one's hash (module rules)
+    models: Mapping[bytes, CommittedModel] = field(default_factory=dict)
+    last_model: bytes = ZERO_HASH
     #: derived from ``orders`` (ids of every open order), kept so admission checks need not rebuild
     #: it; not part of the encoding or of equality
     open_order_ids: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -169,11 +218,17 @@ class LedgerState:
             items = sorted(top.items())
             return _array_header(len(items)) + b"".join(one(slot, inner) for slot, inner in items)
 
+        tail = []
+        if self.models:
+            tail = [
+                pack(self.last_model),
+                part("models", self.models, lambda: models_wire(self.models)),
+            ]
         out = b"".join(
             [
-                _array_header(16),
+                _array_header(16 + len(tail)),
                 pack("gn.state"),
-                pack(STATE_FORMAT),
+                pack(STATE_FORMAT_MODELS if self.models else STATE_FORMAT),
                 pack(self.genesis.hash),
                 pack(self.height),
                 pack(self.head_hash),
@@ -188,6 +243,7 @@ class LedgerState:
                 pack(self.last_cleared_slot),
                 pack(self.settled_slots),
                 pack(_settled_wire(self.settled)),
+                *tail,
             ]
         )
         if len(memo) > 64:  # forget slots no longer in the state
@@ -200,10 +256,11 @@ class LedgerState:
 
     def _encode_plain(self) -> bytes:
         """:meth:`encode` without the memo (the definition; tests compare the two)."""
+        tail = [self.last_model, models_wire(self.models)] if self.models else []
         return pack(
             [
                 "gn.state",
-                STATE_FORMAT,
+                STATE_FORMAT_MODELS if self.models else STATE_FORMAT,
                 self.genesis.hash,
                 self.height,
                 self.head_hash,
@@ -221,6 +278,7 @@ class LedgerState:
                 self.last_cleared_slot,
                 self.settled_slots,
                 _settled_wire(self.settled),
+                *tail,
             ]
         )
 
@@ -239,6 +297,10 @@ class LedgerState:
 def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
     """Inverse of :meth:`LedgerState.encode` (for snapshots); the genesis must be the one it was made for."""
     value = unpack(data, what="state", max_bytes=1 << 30)
+    last_model, models = ZERO_HASH, []
+    if isinstance(value, list) and len(value) == 18 and value[1] == STATE_FORMAT_MODELS:
+        last_model, models = value[16], value[17]
+        value = [value[0], STATE_FORMAT, *value[2:16]]
     try:
         (
             tag,
@@ -305,6 +367,10 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
             for slot, ts, r, bills in settled
         },
         open_order_ids=frozenset(o.order.order_id for v in order_map.values() for o in v.values()),
+        models={
+            m[0]: CommittedModel(m[1], m[2], m[3], tuple(m[4]), m[5], m[6], m[7]) for m in models
+        },
+        last_model=last_model,
     )
 
 

@@ -23,9 +23,14 @@ Rules:
   household's entry is what its bill proof carries.
 * **Prices tree**: one entry per slot with a recorded clearing price, in slot order:
   ``["gn.price", 1, slot, price | nil]``.
+* **Models tree**: one entry per committed community model, in round order: ``["gn.model", 1,
+  round, model_hash, previous_hash, contributors, validation, features, aggregator, height]``
+  (``validation``: the seven summed integers of the commitment).
 * **Root**: ``SHA-256`` of the record ``["gn.stateroot", 1, genesis_hash, height, time_ms,
   last_cleared_slot, settled_slots, grid_balance_micro, pool_balance_micro, n_members,
-  accounts_root, n_slots, slots_root, n_prices, prices_root]``. It leaves out the head hash (a
+  accounts_root, n_slots, slots_root, n_prices, prices_root]``; once a model was committed the
+  record is ``["gn.stateroot", 2, …the same 13…, n_models, models_root]`` (so a chain without
+  federated rounds keeps its roots). It leaves out the head hash (a
   block cannot commit to its own hash); a block's ``state_root`` is this root of the state after
   it, and two nodes agree at a height iff their roots are equal.
 * **Incremental**: each tree is kept per chain of states in the state's memo together with the
@@ -49,7 +54,7 @@ from market.codec import pack
 from market.settlement import GRID, POOL, HouseholdBill
 
 if TYPE_CHECKING:
-    from gridnode.core.ledger.state import LedgerState, SettledSlot
+    from gridnode.core.ledger.state import CommittedModel, LedgerState, SettledSlot
     from gridnode.core.ledger.transactions import SignedOrder
 
 __all__ = [
@@ -60,6 +65,7 @@ __all__ = [
     "StateTree",
     "account_entry",
     "bill_wire",
+    "model_entry",
     "root_record",
     "slot_entry",
     "slot_leaf_entry",
@@ -143,13 +149,45 @@ def price_entry(slot: int, price: int | None) -> bytes:
     return pack(["gn.price", VERSION, slot, price])
 
 
+def model_entry(model: bytes, m: CommittedModel) -> bytes:
+    """A models-tree entry."""
+    return pack(
+        [
+            "gn.model",
+            VERSION,
+            m.round,
+            model,
+            m.previous,
+            m.contributors,
+            list(m.validation),
+            m.features,
+            m.aggregator,
+            m.height,
+        ]
+    )
+
+
+def _models(state: LedgerState) -> tuple[int, bytes]:
+    memo = state.memo
+    hit = memo.get("mt:models")
+    if hit is not None and hit[0] is state.models:
+        cached: tuple[int, bytes] = hit[1]
+        return cached
+    ordered = sorted(state.models.items(), key=lambda kv: kv[1].round)
+    leaves = [leaf_hash(model_entry(h, m)) for h, m in ordered]
+    result = (len(leaves), tree_root(leaves))
+    memo["mt:models"] = (state.models, result)
+    return result
+
+
 def root_record(
     state: LedgerState, accounts_root: bytes, slots: tuple[int, bytes], prices: tuple[int, bytes]
 ) -> bytes:
+    models = list(_models(state)) if state.models else []
     return pack(
         [
             "gn.stateroot",
-            VERSION,
+            2 if models else VERSION,
             state.genesis.hash,
             state.height,
             state.time_ms,
@@ -163,6 +201,7 @@ def root_record(
             slots[1],
             prices[0],
             prices[1],
+            *models,
         ]
     )
 
@@ -346,6 +385,7 @@ def state_tree(state: LedgerState) -> StateTree:
         state.readings,
         state.settled,
         state.clearing_prices,
+        state.models,
     )
     scalars = (state.height, state.time_ms, state.last_cleared_slot, state.settled_slots)
     hit = state.memo.get("mt:tree")

@@ -4,10 +4,20 @@
 key over the msgpack of ``body``; the signature domain names the community, so nothing signed for one
 community is valid in another):
 
-* :class:`SignedOrder` (``gn.tx.order``) — a market :class:`~market.orders.Order`.
+* :class:`SignedOrder` (``gn.tx.order``) — a market :class:`~market.orders.Order`, and optionally
+  the **model** that produced it: the 32-byte content hash of a committed community model, appended
+  to the order's wire array as a 9th element (signed with it). Absent means "a local model" (the
+  household's own forecaster, or a hand-placed order); the order's bytes are then exactly those of
+  an order without provenance. A present hash is never all zeros (that would be a second way to
+  say "local"), and the ledger refuses one it never committed (:mod:`.rules`).
 * :class:`SignedCancel` (``gn.tx.cancel``) — removes the household's open order for a slot.
 * :class:`SignedReading` (``gn.tx.reading``) — a household's measured net energy for a delivered
   slot (``+`` exported).
+* :class:`SignedModel` (``gn.tx.model``) — a federated round's result, signed by the round's
+  aggregator (a validator): the model's content hash, the round, the previous model's hash, the
+  number of contributors, the securely summed held-back validation (the model's integer
+  validation entries, :data:`MODEL_VALIDATION_FIELDS`) and the feature/code version
+  (``docs/federated.md``, "Provenance on the ledger").
 
 What makes a transaction admissible (membership, signature, nonce, slot window, one open order per
 household and slot, one reading per household and slot) is a ledger rule: :mod:`.rules`.
@@ -30,12 +40,15 @@ from market.orders import Order
 
 __all__ = [
     "MAX_TX_BYTES",
+    "MODEL_VALIDATION_FIELDS",
     "SignedCancel",
+    "SignedModel",
     "SignedOrder",
     "SignedReading",
     "Tx",
     "decode_tx",
     "sign_cancel",
+    "sign_model",
     "sign_order",
     "sign_reading",
     "tx_id",
@@ -43,6 +56,19 @@ __all__ = [
 ]
 
 MAX_TX_BYTES: Final = 8 * 1024
+#: the summed validation integers a model commitment carries, in this order (16-bit fixed point
+#: sums over the contributors: ``forecasting.federated.VALIDATION_FIELDS``)
+MODEL_VALIDATION_FIELDS: Final = (
+    "count",
+    "abs_error",
+    "pinball_p10",
+    "pinball_p50",
+    "pinball_p90",
+    "naive_abs_error",
+    "covered",
+)
+#: a model commitment's feature version is at most this many characters
+MAX_FEATURES_CHARS: Final = 32
 
 
 def _seal(tx: object, wire: list[Any]) -> None:
@@ -55,6 +81,8 @@ def _seal(tx: object, wire: list[Any]) -> None:
 class SignedOrder:
     order: Order
     signature: bytes
+    #: the committed community model that produced the order (``None``: a local model)
+    model: bytes | None = None
     #: the canonical bytes and their SHA-256 (the tx id), computed once: they are needed for every
     #: mempool lookup, block and state digest
     raw: bytes = field(init=False, repr=False, compare=False)
@@ -68,10 +96,15 @@ class SignedOrder:
         return self.order.household
 
     def body(self) -> list[Any]:
-        return order_to_wire(self.order)
+        return _order_body(self.order, self.model)
 
     def encode(self) -> bytes:
         return self.raw
+
+
+def _order_body(order: Order, model: bytes | None) -> list[Any]:
+    wire = order_to_wire(order)
+    return wire if model is None else [*wire, model]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +145,59 @@ class SignedReading:
         return self.raw
 
 
-Tx = SignedOrder | SignedCancel | SignedReading
+@dataclass(frozen=True, slots=True)
+class SignedModel:
+    """A federated round's committed result, signed by its aggregator (module rules)."""
 
-_DOMAIN = {SignedOrder: "order", SignedCancel: "cancel", SignedReading: "reading"}
+    aggregator: str  # the aggregating validator's public key (hex)
+    round: int
+    model: bytes  # the model's content hash (32 bytes)
+    previous: bytes  # the previous committed model's hash (32 zero bytes for the first)
+    contributors: int
+    validation: tuple[int, ...]  # MODEL_VALIDATION_FIELDS
+    features: str  # the feature/code version
+    signature: bytes
+    raw: bytes = field(init=False, repr=False, compare=False)
+    id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _seal(self, ["gn.tx.model", FORMAT, self.body(), self.signature])
+
+    @property
+    def household(self) -> str:
+        """The signer (every transaction names its signer ``household``)."""
+        return self.aggregator
+
+    def body(self) -> list[Any]:
+        return [
+            "gn.model",
+            FORMAT,
+            self.aggregator,
+            self.round,
+            self.model,
+            self.previous,
+            self.contributors,
+            list(self.validation),
+            self.features,
+        ]
+
+    def encode(self) -> bytes:
+        return self.raw
+
+
+Tx = SignedOrder | SignedCancel | SignedReading | SignedModel
+
+_DOMAIN = {
+    SignedOrder: "order",
+    SignedCancel: "cancel",
+    SignedReading: "reading",
+    SignedModel: "model",
+}
 _TAG_BYTES: Final = {
     SignedOrder: pack("gn.tx.order"),
     SignedCancel: pack("gn.tx.cancel"),
     SignedReading: pack("gn.tx.reading"),
+    SignedModel: pack("gn.tx.model"),
 }
 
 
@@ -127,10 +206,35 @@ def tx_id(tx: Tx) -> bytes:
     return tx.id
 
 
-def sign_order(key: KeyPair, genesis: Genesis, order: Order) -> SignedOrder:
+def sign_order(
+    key: KeyPair, genesis: Genesis, order: Order, *, model: bytes | None = None
+) -> SignedOrder:
+    """``order`` signed; ``model``: the committed community model's hash that produced it
+    (``None``: a local model)."""
     if order.household != key.public_hex:
         raise UsageError("an order's household must be the signing key's public key")
-    return SignedOrder(order, key.sign(genesis.domain("order"), pack(order_to_wire(order))))
+    if model is not None and (len(model) != 32 or model == bytes(32)):
+        raise UsageError("an order's model is a 32-byte, non-zero model hash (or None: local)")
+    body = pack(_order_body(order, model))
+    return SignedOrder(order, key.sign(genesis.domain("order"), body), model)
+
+
+def sign_model(
+    key: KeyPair,
+    genesis: Genesis,
+    *,
+    round: int,
+    model: bytes,
+    previous: bytes,
+    contributors: int,
+    validation: tuple[int, ...],
+    features: str,
+) -> SignedModel:
+    """A model commitment signed by ``key`` (the round's aggregator)."""
+    unsigned = SignedModel(
+        key.public_hex, round, model, previous, contributors, tuple(validation), features, b""
+    )
+    return replace(unsigned, signature=key.sign(genesis.domain("model"), pack(unsigned.body())))
 
 
 def sign_cancel(key: KeyPair, genesis: Genesis, *, slot: int, nonce: int) -> SignedCancel:
@@ -178,10 +282,26 @@ def _tx_from_wire(value: Any, raw: bytes | None = None) -> Tx:
             reason=WireReason.BAD_TYPE, subject="tx", field="signature", expected="bytes"
         )
     if tag == "gn.tx.order":
+        model = None
+        if isinstance(body, list) and len(body) == 9:
+            model = body[8]
+            if not isinstance(model, bytes) or len(model) != 32:
+                raise InvalidInput(
+                    reason=WireReason.BAD_TYPE, subject="order", field="model",
+                    expected="32 bytes", found=type(model).__name__,
+                )  # fmt: skip
+            if model == bytes(32):
+                raise InvalidInput(
+                    reason=WireReason.OUT_OF_RANGE, subject="order", field="model",
+                    expected="a model hash (leave it out for a local model)", found="zeros",
+                )  # fmt: skip
+            body = body[:8]
         order = order_from_wire(body)
         if raw is None:
-            return SignedOrder(order, sig)
-        return _decoded(SignedOrder, raw, order=order, signature=sig)
+            return SignedOrder(order, sig, model)
+        return _decoded(SignedOrder, raw, order=order, signature=sig, model=model)
+    if tag == "gn.tx.model":
+        return _model_from_wire(body, sig, raw)
     if not isinstance(body, list) or len(body) != 5 or body[1] != FORMAT:
         raise InvalidInput(
             reason=WireReason.BAD_SHAPE, subject="tx", field="body", expected="array of 5"
@@ -209,9 +329,53 @@ def _tx_from_wire(value: Any, raw: bytes | None = None) -> Tx:
         reason=WireReason.BAD_TAG,
         subject="tx",
         field="tag",
-        expected="gn.tx.order|cancel|reading",
+        expected="gn.tx.order|cancel|reading|model",
         found=repr(tag),
     )
+
+
+def _model_from_wire(body: Any, sig: bytes, raw: bytes | None) -> SignedModel:
+    """A :class:`SignedModel` from its body (structure and types; the ledger checks values)."""
+    if not isinstance(body, list) or len(body) != 9 or body[:2] != ["gn.model", FORMAT]:
+        raise InvalidInput(
+            reason=WireReason.BAD_SHAPE, subject="model tx", field="body", expected="array of 9"
+        )
+    _, _, aggregator, rnd, model, previous, contributors, validation, features = body
+    if not isinstance(aggregator, str) or not isinstance(features, str):
+        raise InvalidInput(reason=WireReason.BAD_TYPE, subject="model tx", expected="str")
+    rnd = _int(rnd, "model tx", "round")
+    contributors = _int(contributors, "model tx", "contributors")
+    for name, value in (("model", model), ("previous", previous)):
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise InvalidInput(
+                reason=WireReason.BAD_TYPE, subject="model tx", field=name, expected="32 bytes"
+            )
+    if not isinstance(validation, list) or len(validation) != len(MODEL_VALIDATION_FIELDS):
+        raise InvalidInput(
+            reason=WireReason.BAD_SHAPE, subject="model tx", field="validation",
+            expected=f"array of {len(MODEL_VALIDATION_FIELDS)}",
+        )  # fmt: skip
+    ints = tuple(_int(v, "model tx", "validation") for v in validation)
+    if len(features) > MAX_FEATURES_CHARS:
+        raise InvalidInput(
+            reason=WireReason.OUT_OF_RANGE, subject="model tx", field="features",
+            expected=f"at most {MAX_FEATURES_CHARS} chars", found=str(len(features)),
+        )  # fmt: skip
+    values = {
+        "aggregator": aggregator,
+        "round": rnd,
+        "model": model,
+        "previous": previous,
+        "contributors": contributors,
+        "validation": ints,
+        "features": features,
+        "signature": sig,
+    }
+    if raw is None:
+        return SignedModel(**values)
+    tx = _decoded(SignedModel, raw, **values)
+    assert isinstance(tx, SignedModel)
+    return tx
 
 
 def decode_tx(data: bytes) -> Tx:
