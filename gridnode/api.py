@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import hashlib
 import heapq
 import hmac
@@ -46,14 +45,22 @@ import json
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from gridnode.api_audit import evidence, model, proof, provenance
+from gridnode.api_page import (
+    PAGES_KEY,
+    PLOTLY_PATH,
+    STATIC,
+    load_pages,
+    page,
+    plotly_page,
+)
 from gridnode.api_requests import (
+    HANDLE_KEY,
     HOSTS_KEY,
     MAX_BODY_BYTES,
     QUIET_SERVER_LOG,
@@ -64,18 +71,16 @@ from gridnode.api_requests import (
     int_param,
     json_body,
     parse_order_request,
+    snapshot_of,
 )
 from gridnode.api_views import (
     household_view,
     market_view,
-    model_view,
-    provenance_view,
     slot_view,
     status_extras,
     validator_rows,
 )
 from gridnode.chain import trade_row
-from gridnode.core.consensus_messages import Evidence, Proposal, Vote, VoteType
 from gridnode.core.ledger import LedgerState, SignedOrder
 from gridnode.localtime import LocalTime, zone_named
 from gridnode.metrics import render_metrics
@@ -102,6 +107,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("gridnode.api")
+_snapshot = snapshot_of
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8470
@@ -110,10 +116,8 @@ DEFAULT_BLOCKS: Final = 20
 DEFAULT_TRADE_SLOTS: Final = 8
 MAX_TRADE_SLOTS: Final = 96
 
-HANDLE_KEY: Final = web.AppKey("gridnode_handle", NodeHandle)
 _TOKEN_KEY: Final = web.AppKey("gridnode_token", bytes)
 _DIGEST_KEY: Final = web.AppKey("gridnode_digest_cache", dict)
-_PAGES_KEY: Final = web.AppKey("gridnode_pages", dict)
 _IDS_KEY: Final[web.AppKey[itertools.count[int]]] = web.AppKey("gridnode_order_ids")
 _VIEWS_KEY: Final = web.AppKey("gridnode_view_cache", dict)
 _STOP_KEY: Final = web.AppKey("gridnode_stop_streams", asyncio.Event)
@@ -125,59 +129,8 @@ EVENT_PERIOD_S: Final = 1.0
 #: (DNS rebinding) sends its own name as Host and is refused.
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
 
-#: Only this origin. plotly.js sets inline styles on the elements it draws ('unsafe-inline' for
-#: styles only: a style cannot fetch anything that img-src / default-src do not allow).
-_CSP: Final = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
-)
-_STATIC: Final = {  # URL path -> (file in gridnode/web, content type)
-    "/": ("index.html", "text/html"),
-    "/static/app.js": ("app.js", "text/javascript"),
-    "/static/charts.js": ("charts.js", "text/javascript"),
-    "/static/style.css": ("style.css", "text/css"),
-    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
-    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
-}
-PLOTLY_PATH: Final = "/static/plotly.min.js"
-
 
 # ----------------------------------------------------------------------------------------- views
-
-
-async def proof(request: web.Request) -> web.Response:
-    """``GET /api/proof?household=HEX&slot=S&height=H``: a bill proof (docs/merkle.md) that
-    ``gridnode verify-bill`` checks against the genesis alone. Served by a node that keeps
-    proof states (:class:`gridnode.bills.ProofKeeper`, the handle's ``proofs``)."""
-    check_params(request, ("household", "slot", "height"))
-    keeper = getattr(request.app[HANDLE_KEY], "proofs", None)
-    if keeper is None:
-        raise ApiError(404, ApiReason.NOT_FOUND, "this node serves no proofs")
-    household = request.query.get("household", _snapshot(request).household)
-    if len(household) != 64 or not all(c in "0123456789abcdef" for c in household):
-        raise ApiError(
-            400, ApiReason.BAD_PARAMETER, "household: 64 lowercase hex", field="household"
-        )
-    slot = int_param(request, "slot", None)
-    height = int_param(request, "height", None, low=1)
-    try:
-        at, data = keeper.proof(household, slot=slot, height=height)
-    except InvalidInput as exc:
-        raise ApiError(404, exc.reason, str(exc), field=exc.field) from None
-    body = {
-        "household": household,
-        "height": at,
-        "slot": slot,
-        "bytes": len(data),
-        "proof_hex": data.hex(),
-        "verify": "save as a file; gridnode verify-bill FILE --genesis genesis.toml",
-    }
-    return web.json_response(body)
-
-
-def _snapshot(request: web.Request) -> Snapshot:
-    return request.app[HANDLE_KEY].snapshot()
 
 
 def _digest(app: web.Application, ledger: LedgerState) -> str:
@@ -628,82 +581,6 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _signed_json(msg: Vote | Proposal) -> dict[str, Any]:
-    if isinstance(msg, Vote):
-        return {"block_hash": msg.block_hash.hex(), "signature": msg.signature.hex()}
-    return {
-        "block_hash": msg.block_hash.hex(),
-        "valid_round": msg.valid_round,
-        "signature": msg.signature.hex(),
-    }
-
-
-def evidence_json(ev: Evidence, validators: tuple[str, ...]) -> dict[str, Any]:
-    """One piece of equivocation evidence: the validator, the step, and both signed values (with
-    their signatures, so anyone can check them against the genesis key)."""
-    a, b = ev.first, ev.second
-    if isinstance(a, Vote):
-        kind, step, index = "duplicate_vote", VoteType(a.vote_type).name.lower(), a.validator
-    else:
-        kind, step, index = "duplicate_proposal", "proposal", a.proposer
-    return {
-        "kind": kind,
-        "validator": validators[index] if 0 <= index < len(validators) else "",
-        "validator_index": index,
-        "height": a.height,
-        "round": a.round,
-        "step": step,
-        "first": _signed_json(a),
-        "second": _signed_json(b),
-    }
-
-
-async def model(request: web.Request) -> web.Response:
-    """``GET /api/model?hash=HEX``: a committed community model's commitment (default: the
-    newest) and the list of committed models. Read-only (docs/federated.md)."""
-    check_params(request, ("hash",))
-    raw = request.query.get("hash")
-    wanted = None
-    if raw is not None:
-        if len(raw) != 64 or not all(c in "0123456789abcdef" for c in raw):
-            raise ApiError(400, ApiReason.BAD_PARAMETER, "hash: 64 lowercase hex", field="hash")
-        wanted = bytes.fromhex(raw)
-    doc = model_view(_snapshot(request).ledger, wanted)
-    if raw is not None and not doc["found"]:
-        raise ApiError(404, LedgerReason.UNKNOWN_MODEL, "no model with this hash was committed")
-    return web.json_response(doc)
-
-
-async def provenance(request: web.Request) -> web.Response:
-    """``GET /api/provenance?order=ID``: which model made an order (hash, round, contributors,
-    federated validation error, or "local model") and, for this node's own orders, its forecast
-    quantiles and policy parameters. Read-only (docs/federated.md)."""
-    check_params(request, ("order",))
-    order_id = request.query.get("order", "")
-    if not order_id or len(order_id) > 128:
-        raise ApiError(400, ApiReason.BAD_PARAMETER, "order: an order id", field="order")
-    lookup = getattr(request.app[HANDLE_KEY], "provenance", None)
-    record = lookup(order_id) if lookup is not None else None
-    doc = provenance_view(_snapshot(request).ledger, order_id, record)
-    if not doc["found"]:
-        raise ApiError(404, ApiReason.NOT_FOUND, "no open order or record with this id")
-    return web.json_response(doc)
-
-
-async def evidence(request: web.Request) -> web.Response:
-    """Equivocation evidence this node saw (a validator that signed two different values for one
-    step: a double vote or a double proposal), newest first; ``total`` counts all since start.
-    Read-only; empty on a full node (only validators see votes)."""
-    check_params(request, ())
-    snap = _snapshot(request)
-    validators = snap.ledger.genesis.validators
-    body = {
-        "total": snap.evidence_total,
-        "evidence": [evidence_json(ev, validators) for ev in reversed(snap.evidence)],
-    }
-    return web.json_response(body)
-
-
 # ------------------------------------------------------------------------------------------ writes
 
 
@@ -815,47 +692,6 @@ async def cancel_order(request: web.Request) -> web.Response:
     return _submit_response(result)
 
 
-# ------------------------------------------------------------------------------------------- page
-
-
-def _load_pages() -> dict[str, tuple[bytes, str]]:
-    root = resources.files("gridnode") / "web"
-    return {
-        path: (root.joinpath(name).read_bytes(), ctype) for path, (name, ctype) in _STATIC.items()
-    }
-
-
-def plotly_js() -> Path:
-    """The plotly.js bundle the ``plotly`` Python package ships (no CDN, no download)."""
-    import plotly  # noqa: PLC0415  # only its file is needed
-
-    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-
-
-async def page(request: web.Request) -> web.Response:
-    body, ctype = request.app[_PAGES_KEY][request.path]
-    return web.Response(
-        body=body,
-        content_type=ctype,
-        charset="utf-8" if ctype.startswith("text/") else None,
-        headers={"Content-Security-Policy": _CSP, "Referrer-Policy": "no-referrer"},
-    )
-
-
-async def plotly_page(request: web.Request) -> web.Response:
-    """plotly.js, read and gzipped once (4.8 MB → 1.4 MB), cached by the browser for a day."""
-    pages: dict[str, Any] = request.app[_PAGES_KEY]
-    held = pages.get(PLOTLY_PATH)
-    if held is None:
-        raw = await asyncio.to_thread(plotly_js().read_bytes)
-        held = pages[PLOTLY_PATH] = (raw, await asyncio.to_thread(gzip.compress, raw, 6))
-    raw, packed = held
-    headers = {"Cache-Control": "max-age=86400", "Content-Type": "text/javascript; charset=utf-8"}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        return web.Response(body=packed, headers={**headers, "Content-Encoding": "gzip"})
-    return web.Response(body=raw, headers=headers)
-
-
 # -------------------------------------------------------------------------------------- app & run
 
 
@@ -878,7 +714,7 @@ def make_app(
     app[HANDLE_KEY] = handle
     app[_TOKEN_KEY] = token.strip().encode("utf-8")
     app[_DIGEST_KEY] = {}
-    app[_PAGES_KEY] = _load_pages()
+    app[PAGES_KEY] = load_pages()
     app[_IDS_KEY] = itertools.count()
     app[_VIEWS_KEY] = {}
     app[_STOP_KEY] = asyncio.Event()
@@ -907,7 +743,7 @@ def make_app(
     app.router.add_get("/api/evidence", evidence)
     app.router.add_get("/api/model", model)
     app.router.add_get("/api/provenance", provenance)
-    for path in _STATIC:
+    for path in STATIC:
         app.router.add_get(path, page)
     return app
 

@@ -29,10 +29,12 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gridnode.status import NodeHandle, Snapshot
 from market.errors import ApiReason, DataReason, OrderReason, Reason, WireReason
 from market.orders import Order, Side, Step
 
 __all__ = [
+    "HANDLE_KEY",
     "HOSTS_KEY",
     "MAX_BODY_BYTES",
     "MAX_INT_DIGITS",
@@ -46,7 +48,17 @@ __all__ = [
     "int_param",
     "json_body",
     "parse_order_request",
+    "snapshot_of",
 ]
+
+#: the node the API serves (a :class:`~gridnode.status.NodeHandle`), set by ``make_app``
+HANDLE_KEY: Final = web.AppKey("gridnode_handle", NodeHandle)
+
+
+def snapshot_of(request: web.Request) -> Snapshot:
+    """The node's latest snapshot, as the request's handlers read it."""
+    return request.app[HANDLE_KEY].snapshot()
+
 
 log = logging.getLogger("gridnode.api")
 

@@ -477,7 +477,7 @@ async def test_page_and_assets_are_served_same_origin_only(http: aiohttp.ClientS
 async def test_plotly_is_served_from_the_python_package_gzipped(
     http: aiohttp.ClientSession,
 ) -> None:
-    from gridnode.api import plotly_js
+    from gridnode.api_page import plotly_js
 
     shipped = plotly_js().read_bytes()
     async with http.get("/static/plotly.min.js") as response:  # aiohttp asks for gzip
