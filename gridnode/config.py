@@ -28,12 +28,9 @@ Rules of this module:
 
 from __future__ import annotations
 
-import fcntl
 import math
-import os
 import re
 import secrets
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 import tomli_w
 
 from forecasting.names import DEFAULT_MODEL, MODEL_NAMES
+from gridnode.files import LOCK_NAME, DirLock, read_text, write_atomic
 from market.errors import UsageError
 
 # the ledger (numpy), keys (libsodium), zones and token randomness are imported where they are used:
@@ -61,14 +59,15 @@ __all__ = [
     "load_genesis",
     "load_identity",
     "load_token",
+    "read_text",
     "update_config",
+    "write_atomic",
     "write_genesis",
 ]
 
 CONFIG_NAME: Final = "gridnode.toml"
 IDENTITY_NAME: Final = "identity.key"
 TOKEN_NAME: Final = "api.token"
-LOCK_NAME: Final = "gridnode.lock"
 GENESIS_NAME: Final = "genesis.toml"
 ROLES: Final = ("validator", "full")
 #: ``meter.source``: none, a meter history file, the shipped replay, or a live meter (docs/meters.md)
@@ -400,65 +399,6 @@ def _render_commented(doc: Mapping[str, Mapping[str, Any]]) -> str:
             lines.extend(_LIVE_METER_EXAMPLE)
         lines.append("")
     return "\n".join(lines)
-
-
-def write_atomic(path: Path, text: str, *, mode: int = 0o644, overwrite: bool = True) -> None:
-    """Write ``text`` to ``path`` atomically (the module's rule); ``overwrite=False`` refuses an
-    existing file (:class:`UsageError`) without a window in which two writers could both win."""
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            if path.is_dir():
-                raise UsageError(f"{path}: is a directory, where a file belongs")
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise UsageError(f"{path} already exists: refusing to overwrite it") from None
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_text(path: Path, *, missing: str) -> str:
-    """``path``'s text (UTF-8), or a one-line :class:`UsageError` naming the file; ``missing`` is
-    the message's end when there is no file."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: {missing}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, where a file belongs") from None
-    except NotADirectoryError:
-        raise UsageError(f"{path}: a file is where a directory belongs on this path") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied (not readable by this user)") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _check_dir(directory: Path, *, create: bool) -> None:
@@ -850,54 +790,3 @@ def write_genesis(path: Path, genesis: Genesis) -> None:
         f"# its hash ({genesis.hash.hex()[:16]}…) names the chain. Prices are µ-units per kWh.\n"
     )
     write_atomic(path, header + tomli_w.dumps({"genesis": genesis.to_dict()}))
-
-
-class DirLock:
-    """An exclusive lock on ``DIR/gridnode.lock`` (flock): one daemon per data dir.
-
-    ``gridnode init`` creates the (empty) file; taking the lock writes nothing, so a daemon refused
-    at start leaves the directory as it was. A daemon that started records its pid in it
-    (:meth:`record_pid`), which a second one names when it is refused.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> DirLock:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except IsADirectoryError:
-            raise UsageError(f"{self.path}: is a directory, where the lock file belongs") from None
-        except OSError as exc:
-            raise UsageError(
-                f"{self.path}: cannot open the lock file for writing: {exc.strerror or exc}"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self.path.read_text(encoding="utf-8", errors="replace").strip() or "?"
-            raise UsageError(
-                f"{self.path}: a daemon is already running on this directory (pid {holder})"
-            ) from None
-        self._fd = fd
-        return self
-
-    def record_pid(self) -> None:
-        """Write this process' pid into the held lock file (after a successful start)."""
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> DirLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
