@@ -382,7 +382,13 @@ class Streams:
             backlog.extend(bodies)
             return
         self._send_backlog[key] = list(bodies)
-        self._nursery.start_soon(self._open_and_flush, peer, protocol)
+        try:
+            self._nursery.start_soon(self._open_and_flush, peer, protocol)
+        except RuntimeError:  # the nursery closed: the host is stopping, nothing more goes out
+            self._send_backlog.pop(key, None)
+            log.debug(
+                "host stopping: dropping %d messages to %s on %s", len(bodies), peer, protocol
+            )
 
     async def _open_and_flush(self, peer: str, protocol: str) -> None:
         key = (peer, protocol)
