@@ -27,6 +27,12 @@ The pure protocol is :mod:`forecasting.secagg` (masks, the aggregator's state ma
   - ``["gn.fed.unmask", 1, digest, [received…], [dropped…], [[member, [dropped…]]…]]`` →
     ``["gn.fed.reveal", 1, digest, [[dropped, seed]…]]`` (:func:`forecasting.secagg.reveal_seeds`;
     its refusals are the member's);
+  - ``["gn.fed.check", 1, digest]`` (member → member) → ``["gn.fed.checked", 1, digest, 0|1]``:
+    1 when the asked member answered that attempt's spec with its masked update. Before it
+    reveals a pair seed with a member the aggregator calls dropped, a member asks that member
+    (:data:`CHECK_S` wall seconds); one that says it delivered is not unmasked behind its back
+    (the reveal is refused, the attempt restarts without the refusers). A member that is really
+    gone cannot answer, and its seeds are revealed;
   - ``["gn.fed.getmodel", 1, hash]`` (anyone → anyone) → the model's content bytes
     (:meth:`forecasting.federated.CommunityModel.content`) or REJECTED ``unknown_model``.
 
@@ -48,9 +54,9 @@ The pure protocol is :mod:`forecasting.secagg` (masks, the aggregator's state ma
   reported to the peer book (:meth:`NetHost.report_misbehaviour`) and the member is treated as
   dropped. Nothing a peer sends stops a round beyond its deadline.
 
-Known limits: the aggregator's ``Unmask`` is not cross-checked among members (an aggregator that
-lies about who dropped could unmask a member: ``docs/federated.md``, threat model); one round at a
-time; the update is computed on the trio thread (≈ 10 ms for a year of hourly data).
+Known limits: the check above protects a member the aggregator falsely calls dropped only while
+that member is reachable by its neighbours (an aggregator that also cuts it off from all of them
+could still unmask it: ``docs/federated.md``, threat model); one round at a time; the update is computed on the trio thread (≈ 10 ms for a year of hourly data).
 """
 
 from __future__ import annotations
@@ -105,7 +111,9 @@ MAX_FED_BYTES: Final = 512 * 1024
 HISTORY_DAYS: Final = 365
 #: a request that failed on the network is sent again after this long, until its phase's deadline
 _RETRY_S: Final = 0.5
-_TAGS: Final = ("gn.fed.invite", "gn.fed.spec", "gn.fed.unmask", "gn.fed.getmodel")
+_TAGS: Final = ("gn.fed.invite", "gn.fed.spec", "gn.fed.unmask", "gn.fed.getmodel", "gn.fed.check")
+#: wall seconds a member waits for a neighbour's answer to ``gn.fed.check`` before revealing
+CHECK_S: Final = 2.0
 
 
 def aggregator_of(genesis: Genesis, period: int) -> str:
@@ -272,13 +280,43 @@ class FederationDriver:
         if tag not in _TAGS:
             raise _refuse(WireReason.BAD_TAG, "request", repr(tag))
         sender = public_hex_of(peer_id)
+        if tag == "gn.fed.check":
+            if sender not in self.genesis.member_set:
+                raise _refuse(WireReason.NOT_PERMITTED, "check", "members ask members")
+            return self.on_check(value)
         if sender not in self.genesis.validators:
             raise _refuse(WireReason.NOT_PERMITTED, str(tag), "rounds are run by validators")
         if tag == "gn.fed.invite":
             return self.on_invite(value)
         if tag == "gn.fed.spec":
             return self.on_spec(value)
-        return self.on_unmask(value)
+        return await self.on_unmask(value)
+
+    def on_check(self, value: list[Any]) -> bytes:
+        """Did this member send its masked update for attempt ``digest``? (module rules)"""
+        if len(value) != 3 or not isinstance(value[2], bytes) or len(value[2]) != 32:
+            raise _refuse(WireReason.BAD_SHAPE, "check")
+        return pack(["gn.fed.checked", 1, value[2], int(value[2] in self._rounds)])
+
+    async def _says_delivered(self, member: str, digest: bytes) -> bool:
+        """Ask ``member`` whether it delivered its masked update for ``digest``; ``False`` when it
+        does not answer within :data:`CHECK_S` (gone) or answers anything else."""
+        if member == self.me:
+            return digest in self._rounds
+        try:  # the request's own timeout: NetworkError when the member does not answer in time
+            answer = await self.node.net.request(
+                peer_id_of_hex(member), PROTOCOL, pack(["gn.fed.check", 1, digest]),
+                timeout_s=CHECK_S,
+            )  # fmt: skip
+            reply = _decode(answer, "checked")
+        except (Rejected, NetworkError, InvalidInput, UsageError):
+            return False
+        return (
+            len(reply) == 4
+            and reply[0] == "gn.fed.checked"
+            and reply[2] == digest
+            and (reply[3] == 1)
+        )
 
     def _contribution_history(self) -> MeterHistory | None:
         from forecasting.federated import MIN_CONTRIBUTE_DAYS  # noqa: PLC0415
@@ -349,7 +387,7 @@ class FederationDriver:
             del self._rounds[next(iter(self._rounds))]
         return pack(["gn.fed.masked", 1, spec.digest, masked.masked])
 
-    def on_unmask(self, value: list[Any]) -> bytes:
+    async def on_unmask(self, value: list[Any]) -> bytes:
         from forecasting.secagg import SecAggError, Unmask, reveal_seeds  # noqa: PLC0415
 
         if len(value) != 6 or not isinstance(value[2], bytes):
@@ -370,6 +408,25 @@ class FederationDriver:
             for r in requests
             if r[0] in members
         }
+        mine = {self._member_of_x[x] for x in asks.get(self.x_public, ())}
+        delivered: list[str] = []
+
+        async def check(h: str) -> None:
+            if await self._says_delivered(h, digest):
+                delivered.append(h)
+
+        async with trio.open_nursery() as nursery:
+            for h in sorted(mine):
+                nursery.start_soon(check, h)
+        log.info(
+            "federated: %d dropped neighbour(s) checked, %d say they delivered",
+            len(mine), len(delivered),
+        )  # fmt: skip
+        if delivered:
+            raise _refuse(
+                WireReason.FED_REFUSED, "unmask",
+                f"{len(delivered)} member(s) called dropped say they delivered: {delivered[0][:12]}",
+            )  # fmt: skip
         unmask = Unmask(
             digest,
             frozenset(self._x_members[h] for h in got),

@@ -113,10 +113,15 @@ async def test_an_order_naming_an_uncommitted_model_is_refused_at_submit(
             await bridge.call(
                 host.request, victim, "fedround", pack(["gn.fed.getmodel", 1, bytes(32)])
             )
+        # only members ask a member whether it delivered its update (the unmask check)
+        with refused(WireReason.NOT_PERMITTED, error=Rejected):
+            await bridge.call(
+                host.request, victim, "fedround", pack(["gn.fed.check", 1, bytes(32)])
+            )
     me = peer_id_of(key.public_key)
     peers = {p["peer_id"]: p for p in lc.api(0, "/api/peers")["peers"]}
     counted = peers[me]["misbehaviour"]
-    assert counted.get("malformed") == 1 and counted.get("not_permitted") == 1
+    assert counted.get("malformed") == 1 and counted.get("not_permitted") == 2
     assert "unknown_model" not in counted
 
 
@@ -140,6 +145,11 @@ def test_a_round_completes_without_a_member_killed_mid_round_and_orders_trace_to
     # the aggregator asked the survivors for their seeds with the dropped member
     aggregator = lc.genesis.validators.index(model["aggregator"])
     assert "1 dropped, asking" in _log(lc, aggregator)
+    # before revealing, the survivors asked the dropped member whether it had delivered: it was
+    # dead, so nobody vouched for it and the seeds were revealed
+    checks = [i for i in survivors if "dropped neighbour(s) checked, 0 say they delivered" in
+              _log(lc, i)]  # fmt: skip
+    assert checks, "no survivor checked the dropped member before revealing"
 
     # the aggregate is the survivors' plain sum: recompute their updates here, in process
     updates = []
