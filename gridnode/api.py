@@ -74,6 +74,7 @@ from gridnode.api_requests import (
     snapshot_of,
 )
 from gridnode.api_views import (
+    account_totals,
     household_view,
     market_view,
     slot_view,
@@ -451,19 +452,11 @@ async def balance(request: web.Request) -> web.Response:
     ledger = snap.ledger
     genesis = ledger.genesis
     me = snap.household
-    totals = ledger.totals.get(me)
     body = {
         "household": me,
         "member": me in genesis.members,
         "balance_micro": ledger.balances.get(me, 0),
-        "bought_p2p_wh": totals.bought_p2p_wh if totals else 0,
-        "sold_p2p_wh": totals.sold_p2p_wh if totals else 0,
-        "grid_import_wh": totals.grid_import_wh if totals else 0,
-        "grid_export_wh": totals.grid_export_wh if totals else 0,
-        "bill_micro": totals.bill_micro if totals else 0,
-        "grid_only_bill_micro": totals.grid_only_bill_micro if totals else 0,
-        "savings_micro": totals.savings_micro if totals else 0,
-        "slots_settled": totals.slots_settled if totals else 0,
+        **account_totals(ledger, me),
         "retail_micro_per_kwh": genesis.retail_micro_per_kwh,
         "feed_in_micro_per_kwh": genesis.feed_in_micro_per_kwh,
         "grid_fee_micro_per_kwh": genesis.grid_fee_micro_per_kwh,

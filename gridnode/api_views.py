@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from gridnode.core.ledger import LedgerState
+from gridnode.core.ledger import HouseholdTotals, LedgerState
 from gridnode.health import Health, node_health
 from gridnode.history import HouseholdSlot
 from gridnode.localtime import LocalTime
@@ -36,6 +36,7 @@ from market.orders import Order, Side
 
 __all__ = [
     "MAX_ROWS",
+    "account_totals",
     "household_view",
     "market_view",
     "model_view",
@@ -365,6 +366,22 @@ def _trades(
     return rows
 
 
+def account_totals(ledger: LedgerState, household: str) -> dict[str, int]:
+    """A household's totals since it joined, from the ledger (zeros before its first settled
+    slot): what ``/api/balance`` and the page's "since joining" show."""
+    t = ledger.totals.get(household) or HouseholdTotals()
+    return {
+        "bill_micro": t.bill_micro,
+        "grid_only_bill_micro": t.grid_only_bill_micro,
+        "savings_micro": t.savings_micro,
+        "bought_p2p_wh": t.bought_p2p_wh,
+        "sold_p2p_wh": t.sold_p2p_wh,
+        "grid_import_wh": t.grid_import_wh,
+        "grid_export_wh": t.grid_export_wh,
+        "slots_settled": t.slots_settled,
+    }
+
+
 def household_view(snap: Snapshot, zone: LocalTime) -> dict[str, Any]:
     """``/api/household``: what an owner asks (module rules)."""
     ledger = snap.ledger
@@ -378,7 +395,6 @@ def household_view(snap: Snapshot, zone: LocalTime) -> dict[str, Any]:
     days = view.days if view is not None else ()
     labels = {today.isoformat(): "today", zone.date(yesterday_start).isoformat(): "yesterday"}
     chart = _chart_rows(snap, zone, yesterday_start, labels)
-    totals = ledger.totals.get(me)
     metered = [r for r in slots if r.settled and r.bill is not None and r.metered is not None]
     known = [r for r in metered if r.metered and r.metered.pv_wh is not None]
     load = sum(r.metered.load_wh or 0 for r in known if r.metered)
@@ -401,14 +417,7 @@ def household_view(snap: Snapshot, zone: LocalTime) -> dict[str, Any]:
         "days": day_docs[-31:],
         "since_joining": {
             "balance_micro": ledger.balances.get(me, 0),
-            "bill_micro": totals.bill_micro if totals else 0,
-            "grid_only_bill_micro": totals.grid_only_bill_micro if totals else 0,
-            "savings_micro": totals.savings_micro if totals else 0,
-            "bought_p2p_wh": totals.bought_p2p_wh if totals else 0,
-            "sold_p2p_wh": totals.sold_p2p_wh if totals else 0,
-            "grid_import_wh": totals.grid_import_wh if totals else 0,
-            "grid_export_wh": totals.grid_export_wh if totals else 0,
-            "slots_settled": totals.slots_settled if totals else 0,
+            **account_totals(ledger, me),
         },
         "shares": {
             "slots": len(known),
