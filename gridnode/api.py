@@ -108,7 +108,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("gridnode.api")
-_snapshot = snapshot_of
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8470
@@ -218,7 +217,7 @@ def market_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     check_params(request, ())
-    return web.json_response(status_doc(request.app, _snapshot(request)))
+    return web.json_response(status_doc(request.app, snapshot_of(request)))
 
 
 def status_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
@@ -291,7 +290,7 @@ def status_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
 
 async def peers(request: web.Request) -> web.Response:
     check_params(request, ())
-    return web.json_response(peers_doc(request.app, _snapshot(request)))
+    return web.json_response(peers_doc(request.app, snapshot_of(request)))
 
 
 def peers_doc(app: web.Application, snap: Snapshot) -> dict[str, Any]:
@@ -325,7 +324,7 @@ async def orders(request: web.Request) -> web.Response:
     check_params(request, ("mine", "slot"))
     mine = bool_param(request, "mine")
     only_slot = int_param(request, "slot", None)
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     ledger = snap.ledger
     clock = ledger.genesis.clock
     now_s = snap.now_ms // 1000
@@ -395,7 +394,7 @@ async def trades(request: web.Request) -> web.Response:
     only_slot = int_param(request, "slot", None)
     limit = int_param(request, "limit", DEFAULT_TRADE_SLOTS, low=1, high=MAX_TRADE_SLOTS)
     assert limit is not None
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     ledger = snap.ledger
     if only_slot is not None:
         if only_slot > ledger.last_cleared_slot:
@@ -423,7 +422,7 @@ async def blocks(request: web.Request) -> web.Response:
     check_params(request, ("from", "limit"))
     limit = int_param(request, "limit", DEFAULT_BLOCKS, low=1, high=MAX_BLOCKS)
     assert limit is not None
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     height = snap.ledger.height
     start = int_param(request, "from", max(1, height - limit + 1), low=1)
     assert start is not None
@@ -448,7 +447,7 @@ async def blocks(request: web.Request) -> web.Response:
 
 async def balance(request: web.Request) -> web.Response:
     check_params(request, ())
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     ledger = snap.ledger
     genesis = ledger.genesis
     me = snap.household
@@ -467,7 +466,7 @@ async def balance(request: web.Request) -> web.Response:
 
 async def forecast(request: web.Request) -> web.Response:
     check_params(request, ())
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     body = {
         "now_ms": snap.now_ms,
         "forecast": [
@@ -483,7 +482,7 @@ async def submissions(request: web.Request) -> web.Response:
     each got; ``slot`` keeps one slot's. Read-only."""
     check_params(request, ("slot",))
     only_slot = int_param(request, "slot", None)
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     body = {
         "now_ms": snap.now_ms,
         "household": snap.household,
@@ -510,20 +509,20 @@ async def household(request: web.Request) -> web.Response:
     """The owner's view: energy per slot, bills per day, shares, orders and their fate, trades
     kept after settlement, missed readings (:func:`gridnode.api_views.household_view`)."""
     check_params(request, ())
-    return web.json_response(household_doc(request.app, _snapshot(request)))
+    return web.json_response(household_doc(request.app, snapshot_of(request)))
 
 
 async def market(request: web.Request) -> web.Response:
     """The community's clearing prices and volumes (:func:`gridnode.api_views.market_view`)."""
     check_params(request, ())
-    return web.json_response(market_doc(request.app, _snapshot(request)))
+    return web.json_response(market_doc(request.app, snapshot_of(request)))
 
 
 async def slot_detail(request: web.Request) -> web.Response:
     """Why a slot went as it did: the book's curves, my steps, the clearing point, my bill."""
     check_params(request, ("slot",))
     slot = int_param(request, "slot", None)
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     if slot is None:
         slot = household_doc(request.app, snap)["why_slot"]
         if slot is None:
@@ -539,7 +538,7 @@ async def slot_detail(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition (:func:`gridnode.metrics.render_metrics`)."""
     check_params(request, ())
-    body = render_metrics(_snapshot(request))
+    body = render_metrics(snapshot_of(request))
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -556,7 +555,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     async with response:  # on the way out: stop the pings, wait for them
         try:
             while not stop.is_set() and response.is_connected():
-                snap = _snapshot(request)
+                snap = snapshot_of(request)
                 await response.send(json.dumps(status_doc(app, snap)), event="status")
                 for name, build in (
                     ("household", household_doc),
@@ -630,7 +629,7 @@ async def place_order(request: web.Request) -> web.Response:
     _authorize(request)
     check_params(request, ())
     doc = await json_body(request)
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     _check_member(snap)
     genesis = snap.ledger.genesis
     order = parse_order_request(doc, snap.household, _new_order_id(request, snap, doc))
@@ -660,7 +659,7 @@ async def cancel_order(request: web.Request) -> web.Response:
             400, ApiReason.BAD_PARAMETER, f"slot must be an integer >= 0, got {raw!r}", field="slot"
         )
     slot = int(raw)
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     _check_member(snap)
     genesis = snap.ledger.genesis
     clock = genesis.clock

@@ -16,8 +16,6 @@ from market.errors import ApiReason, InvalidInput, LedgerReason
 
 __all__ = ["evidence", "evidence_json", "model", "proof", "provenance"]
 
-_snapshot = snapshot_of
-
 
 async def proof(request: web.Request) -> web.Response:
     """``GET /api/proof?household=HEX&slot=S&height=H``: a bill proof (docs/merkle.md) that
@@ -27,7 +25,7 @@ async def proof(request: web.Request) -> web.Response:
     keeper = getattr(request.app[HANDLE_KEY], "proofs", None)
     if keeper is None:
         raise ApiError(404, ApiReason.NOT_FOUND, "this node serves no proofs")
-    household = request.query.get("household", _snapshot(request).household)
+    household = request.query.get("household", snapshot_of(request).household)
     if len(household) != 64 or not all(c in "0123456789abcdef" for c in household):
         raise ApiError(
             400, ApiReason.BAD_PARAMETER, "household: 64 lowercase hex", field="household"
@@ -89,7 +87,7 @@ async def model(request: web.Request) -> web.Response:
         if len(raw) != 64 or not all(c in "0123456789abcdef" for c in raw):
             raise ApiError(400, ApiReason.BAD_PARAMETER, "hash: 64 lowercase hex", field="hash")
         wanted = bytes.fromhex(raw)
-    doc = model_view(_snapshot(request).ledger, wanted)
+    doc = model_view(snapshot_of(request).ledger, wanted)
     if raw is not None and not doc["found"]:
         raise ApiError(404, LedgerReason.UNKNOWN_MODEL, "no model with this hash was committed")
     return web.json_response(doc)
@@ -105,7 +103,7 @@ async def provenance(request: web.Request) -> web.Response:
         raise ApiError(400, ApiReason.BAD_PARAMETER, "order: an order id", field="order")
     lookup = getattr(request.app[HANDLE_KEY], "provenance", None)
     record = lookup(order_id) if lookup is not None else None
-    doc = provenance_view(_snapshot(request).ledger, order_id, record)
+    doc = provenance_view(snapshot_of(request).ledger, order_id, record)
     if not doc["found"]:
         raise ApiError(404, ApiReason.NOT_FOUND, "no open order or record with this id")
     return web.json_response(doc)
@@ -116,7 +114,7 @@ async def evidence(request: web.Request) -> web.Response:
     step: a double vote or a double proposal), newest first; ``total`` counts all since start.
     Read-only; empty on a full node (only validators see votes)."""
     check_params(request, ())
-    snap = _snapshot(request)
+    snap = snapshot_of(request)
     validators = snap.ledger.genesis.validators
     body = {
         "total": snap.evidence_total,
