@@ -15,6 +15,11 @@ Rules of this module (``gridnode run`` obeys them through :func:`gridnode.daemon
   I/O error), a committed block broke a ledger rule, a bug in one of the node's tasks — is reported
   once to the :class:`FatalLatch`; the daemon then stops serving (API first), logs one CRITICAL
   line and exits 1. Nothing keeps serving a frozen state.
+* **Frozen start-up objects.** Right after the daemon is ready, :func:`settle_after_start`
+  collects garbage once, then moves every object made by the imports and the start-up out of the
+  cyclic garbage collector's reach (``gc.freeze``): a full collection otherwise walks ~120,000 of
+  them, ≈ 40 ms that stall the node's thread (and every submission waiting on it) each time.
+  Those objects live as long as the process; what the node makes later is collected as before.
 * **Quiet, timestamped logs.** Every line carries a timestamp, level and logger; py-libp2p's own
   records (e.g. "Failed to open TCP stream" every time a peer is down) are shown only at
   ``logging.level = "debug"``, as DEBUG.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import sys
@@ -63,6 +69,7 @@ __all__ = [
     "open_node_store",
     "preflight",
     "root_cause",
+    "settle_after_start",
     "setup_logging",
     "store_binding",
 ]
@@ -73,6 +80,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 # ----------------------------------------------------------------------------------- logging
+
+
+def settle_after_start() -> None:
+    """Once the daemon serves: collect, then freeze what start-up made (see the module rules)."""
+    gc.collect()
+    gc.freeze()
 
 
 class _Libp2pAsDebug(logging.Filter):

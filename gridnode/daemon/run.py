@@ -47,6 +47,7 @@ from gridnode.startup import (
     describe,
     open_node_store,
     root_cause,
+    settle_after_start,
     setup_logging,
     store_binding,
 )
@@ -246,6 +247,7 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
         lock.record_pid()
         if ready_file is not None:
             write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
+        settle_after_start()
         waiters = [
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(fatal.wait()),
