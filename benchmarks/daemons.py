@@ -28,7 +28,7 @@ reached), nothing (all offered orders committed; latency ≈ the block interval)
 longer than they ran (other load on the machine).
 
     python benchmarks/daemons.py [--singles 20] [--rates 100,300,1000] [--seconds 10]
-                                 [--mode single|batch] [--drain 30]
+                                 [--mode single|batch] [--drain 30] [--keep]
 """
 
 from __future__ import annotations
@@ -277,7 +277,10 @@ class Bench:
         if not store.exists():
             raise SystemExit(f"validator 0's store is not at {store}")
         self.report(store)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.args.keep:
+            print(f"# the community (daemon logs, stores) is kept in {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def report(self, store_path: Path) -> None:
         store = NodeStore.open(store_path)
@@ -424,6 +427,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="sending time per rate")
     ap.add_argument("--mode", choices=("single", "batch"), default="single")
     ap.add_argument("--drain", type=float, default=30.0, help="max seconds to wait for commits")
+    ap.add_argument("--keep", action="store_true", help="keep the daemons' folders (logs, stores)")
     asyncio.run(Bench(ap.parse_args()).main())
 
 
