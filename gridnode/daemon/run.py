@@ -50,6 +50,7 @@ from gridnode.startup import (
     settle_after_start,
     setup_logging,
     store_binding,
+    tune_malloc,
 )
 from gridnode.status import BlockInfo, Snapshot, SubmitResult
 from gridnode.store import NodeStore, bind
@@ -207,6 +208,7 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     before anything is written (the CLI prints one line and exits 2; :mod:`gridnode.startup` lists
     what is checked).
     """
+    tune_malloc()
     config, key, genesis, meter = plan.config, plan.key, plan.genesis, plan.meter
     setup_logging(config.log_level)
     lock = DirLock(config.dir).acquire()
