@@ -134,8 +134,9 @@ def import_layers() -> list[str]:
     rows = []
     for line in out.strip().splitlines():
         name, rss, cpu, mods = line.split("|")
+        sign = "" if name in ("interpreter", "total") else "+"
         rows.append(
-            f"    {name:<30} +{float(rss):5.1f} MB  +{float(cpu):.3f} s CPU  {mods} modules"
+            f"    {name:<30} {sign}{float(rss):5.1f} MB  {sign}{float(cpu):.3f} s CPU  {mods} modules"
         )
     return rows
 
