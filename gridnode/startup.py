@@ -15,12 +15,15 @@ Rules of this module (``gridnode run`` obeys them through :func:`gridnode.daemon
   I/O error), a committed block broke a ledger rule, a bug in one of the node's tasks — is reported
   once to the :class:`FatalLatch`; the daemon then stops serving (API first), logs one CRITICAL
   line and exits 1. Nothing keeps serving a frozen state.
-* **Large blocks go back to the system.** :func:`tune_malloc` (first thing in
+* **Large blocks go back to the system — in a household.** When the daemon will run a household
+  driver (a meter is configured), :func:`tune_malloc` (first thing in
   :func:`gridnode.daemon.run_daemon`) fixes glibc's mmap threshold at 128 KiB: every allocation
-  that large (numpy's arrays while a household fits its forecaster, a big book's clearing) gets
-  its own mapping, unmapped when freed. By default glibc raises the threshold after the first such
-  free (up to 32 MiB) and serves later large arrays from a heap it rarely shrinks: an idle
-  household kept ≈ 12 MB more (``benchmarks/daemon_footprint.py``). No effect off glibc.
+  that large (numpy's arrays while the household fits its forecaster) gets its own mapping,
+  unmapped when freed. By default glibc raises the threshold after the first such free (up to
+  32 MiB) and serves later large arrays from a heap it rarely shrinks: an idle household kept
+  ≈ 13 MB more (``benchmarks/daemon_footprint.py``). Validators keep glibc's default: their memory
+  does not change with it, and a fresh mapping per large array made clearing a 100,000-step book
+  ≈ 10 ms slower (``benchmarks/clearing.py``). No effect off glibc.
 * **Frozen start-up objects.** Right after the daemon is ready, :func:`settle_after_start`
   collects garbage once, then moves every object made by the imports and the start-up out of the
   cyclic garbage collector's reach (``gc.freeze``): a full collection otherwise walks ~120,000 of

@@ -208,8 +208,9 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     before anything is written (the CLI prints one line and exits 2; :mod:`gridnode.startup` lists
     what is checked).
     """
-    tune_malloc()
     config, key, genesis, meter = plan.config, plan.key, plan.genesis, plan.meter
+    if meter is not None or config.meter_source in LIVE_SOURCES:  # a household driver will run
+        tune_malloc()
     setup_logging(config.log_level)
     lock = DirLock(config.dir).acquire()
     stop = asyncio.Event()
