@@ -4,18 +4,24 @@ Starts a small real community (``gridnode run`` processes: 4 validators and ``--
 member households with a replay meter and automatic bidding, the way the daemon engine configures
 them; clock at 60×) and prints, per role:
 
-* **start-up**: wall seconds from spawning the process to its ready file (API serving, libp2p
-  listening), and the CPU seconds the process had used by then (``/proc/<pid>/stat``; what a
-  loaded machine cannot stretch);
+* **start-up**, defined as process exec → ready: from spawning ``python -m gridnode run`` to its
+  ``--ready-file`` existing, which the daemon writes once its API serves and libp2p listens
+  (polled every 2 ms); wall seconds, and the CPU seconds the process had used by then
+  (``/proc/<pid>/stat``: what a loaded machine cannot stretch). The daemons run with **compiled
+  bytecode cached** (``PYTHONPYCACHEPREFIX`` in a temporary folder, filled by one warm-up start),
+  as from an installed package; ``--cold`` compiles every module at every start instead (a source
+  tree under ``PYTHONDONTWRITEBYTECODE``, as this project's sessions run);
 * **memory when idle**: after ``--idle`` seconds of running (the households have forecast and
   quoted by then), ``VmRSS`` — the figure the target is stated in — and the unique (private) and
   proportional (PSS) set from ``/proc/<pid>/smaps_rollup``: with many daemons on one machine the
   shared libraries' pages are counted once, so PSS × N is what N daemons really take;
-* **imports**: in fresh interpreters, what ``import gridnode.daemon`` costs (CPU s, max RSS, and
-  whether pandas, pyarrow, statsmodels, scipy, pvlib, plotly or sklearn were loaded), and
-  ``import libp2p`` alone for comparison (a floor this project does not control).
+* **imports**: in fresh interpreters, what ``import gridnode.daemon`` costs (CPU s, RSS, and
+  whether pandas, pyarrow, statsmodels, scipy, pvlib, plotly or sklearn were loaded), and in one
+  interpreter, step by step, what each layer adds: py-libp2p's own dependencies that gridnode
+  never uses (loaded by ``libp2p/__init__.py`` whatever one imports from it), the rest of
+  py-libp2p, numpy, aiohttp, and gridnode's own modules.
 
-    python benchmarks/daemon_footprint.py [--households 2] [--idle 20]
+    python benchmarks/daemon_footprint.py [--households 2] [--idle 20] [--cold]
 """
 
 from __future__ import annotations
@@ -35,8 +41,13 @@ if str(_HERE.parent) not in sys.path:
     sys.path.insert(0, str(_HERE.parent))
 
 from gridnode.config import update_config  # noqa: E402 - after the path fix
-from sims.daemons import LocalCommunity  # noqa: E402
+from sims.daemons import Household, LocalCommunity  # noqa: E402
 
+#: what the daemons import (validators and households), compiled once into the bytecode cache
+WARM_UP = (
+    "import gridnode.cli, gridnode.cli.run, gridnode.startup, gridnode.daemon, "
+    "gridnode.household_driver, gridnode.meter, gridnode.meters"
+)
 HEAVY = ("pandas", "pyarrow", "statsmodels", "scipy", "pvlib", "plotly", "sklearn")
 
 
@@ -76,15 +87,96 @@ def import_cost(statement: str) -> str:
     ).stdout.strip()
 
 
+#: the import layers of a validator's daemon, in order; each step's cost is what it adds on top
+#: of the steps before it in one interpreter. The first group is what ``libp2p/__init__.py``
+#: imports for features gridnode does not use (AutoTLS/ACME, DNS multiaddrs and the persistent
+#: peerstore, mDNS when off, RSA/secp256k1/ECDSA keys, QUIC, metrics, WebSockets, NAT port
+#: mapping), imported first so the rest of py-libp2p's cost is separated from them.
+LAYERS: tuple[tuple[str, str], ...] = (
+    ("python and asyncio", "asyncio"),
+    ("trio", "trio"),
+    ("cryptography, PyNaCl", "cryptography.x509, nacl.signing"),
+    (
+        "libp2p's unused dependencies",
+        "requests, httpx, dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
+        "fastecdsa.curve, aioquic.quic.connection, prometheus_client, trio_websocket, psutil, "
+        "netaddr",
+    ),
+    ("the rest of py-libp2p", "libp2p"),
+    ("numpy (clearing)", "numpy"),
+    ("aiohttp (the API)", "aiohttp.web"),
+    ("gridnode (validator)", "gridnode.startup, gridnode.daemon"),
+)
+
+
+def import_layers() -> list[str]:
+    """Each of :data:`LAYERS`' RSS and CPU on top of the ones before, in one fresh interpreter."""
+    code = (
+        "import resource, sys, time\n"
+        "def now():\n"
+        "    u = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "    rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
+        "    return rss[0] / 1024, u.ru_utime + u.ru_stime, len(sys.modules)\n"
+        "last = now()\n"
+        "print(f'interpreter|{last[0]:.1f}|{last[1]:.3f}|{last[2]}')\n"
+        f"for name, mods in {LAYERS!r}:\n"
+        "    for m in mods.split(', '):\n"
+        "        __import__(m)\n"
+        "    cur = now()\n"
+        "    print(f'{name}|{cur[0] - last[0]:.1f}|{cur[1] - last[1]:.3f}|{cur[2] - last[2]}')\n"
+        "    last = cur\n"
+        "print(f'total|{last[0]:.1f}|{last[1]:.3f}|{last[2]}')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(_HERE.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rows = []
+    for line in out.strip().splitlines():
+        name, rss, cpu, mods = line.split("|")
+        sign = "" if name in ("interpreter", "total") else "+"
+        rows.append(
+            f"    {name:<30} {sign}{float(rss):5.1f} MB  {sign}{float(cpu):.3f} s CPU  {mods} modules"
+        )
+    return rows
+
+
+def wait_ready(h: Household, timeout_s: float = 120.0) -> float:
+    """Wall seconds until ``h``'s ready file exists (polled every 2 ms)."""
+    ready = h.dir / "ready"
+    deadline = time.monotonic() + timeout_s
+    while not ready.exists():
+        if h.process is not None and h.process.poll() is not None:
+            raise SystemExit(f"{h.name} exited with {h.process.returncode}; see {h.dir}/daemon.log")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{h.name} not ready after {timeout_s} s")
+        time.sleep(0.002)
+    return time.monotonic()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--households", type=int, default=2)
     ap.add_argument("--idle", type=float, default=20.0, help="seconds to run before measuring")
+    ap.add_argument(
+        "--cold", action="store_true", help="no bytecode cache: compile every module at each start"
+    )
     args = ap.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
-    for statement in ("import libp2p", "import gridnode.daemon"):
-        print(f"  {statement:<24} {import_cost(statement)}")
     with tempfile.TemporaryDirectory(prefix="gridnode-footprint-") as tmp:
+        # every interpreter below (imports and daemons) inherits the bytecode setting
+        if args.cold:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+            os.environ.pop("PYTHONPYCACHEPREFIX", None)
+        else:
+            os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+            os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+            import_cost(WARM_UP)  # fills the cache once
+        print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+        for statement in ("import libp2p", "import gridnode.daemon"):
+            print(f"  {statement:<24} {import_cost(statement)}")
+        print("  import layers of a validator, each on top of the ones before (one interpreter):")
+        for row in import_layers():
+            print(row)
         lc = LocalCommunity(Path(tmp) / "c", validators=4, full_nodes=args.households, speedup=60)
         lc.create()
         for h in lc.households[4:]:
@@ -97,9 +189,9 @@ def main() -> None:
         for h in lc.households:  # one at a time: each start-up is measured on its own
             started[h.index] = time.monotonic()
             lc.start([h.index])
-            lc.wait_ready(60, which=[h.index])
+            at = wait_ready(h)
             assert h.process is not None
-            ready[h.index] = (time.monotonic() - started[h.index], proc_cpu_s(h.process.pid))
+            ready[h.index] = (at - started[h.index], proc_cpu_s(h.process.pid))
         time.sleep(args.idle)
         rows: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
         for h in lc.households:
@@ -108,6 +200,8 @@ def main() -> None:
             rows.setdefault(role, []).append((*ready[h.index], memory_mb(h.process.pid)))
         lc.stop()
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    how = "compiled at every start (--cold)" if args.cold else "cached (as an installed package)"
+    print(f"  bytecode: {how}; start-up = exec -> ready file (API serving, libp2p listening)")
     for role, items in rows.items():
         wall = statistics.median(r[0] for r in items)
         cpu = statistics.median(r[1] for r in items)

@@ -28,7 +28,7 @@ reached), nothing (all offered orders committed; latency ≈ the block interval)
 longer than they ran (other load on the machine).
 
     python benchmarks/daemons.py [--singles 20] [--rates 100,300,1000] [--seconds 10]
-                                 [--mode single|batch] [--drain 30]
+                                 [--mode single|batch] [--drain 30] [--keep]
 """
 
 from __future__ import annotations
@@ -58,7 +58,13 @@ from gridnode.core.crypto import KeyPair  # noqa: E402
 from gridnode.core.ledger import SignedOrder, decode_block, sign_order  # noqa: E402
 from gridnode.daemon.node import MAX_BLOCK_BYTES, MAX_BLOCK_TXS  # noqa: E402
 from gridnode.net.bridge import TrioBridge  # noqa: E402
-from gridnode.net.host import NetConfig, NetHost, open_net_host, peer_id_of  # noqa: E402
+from gridnode.net.host import (  # noqa: E402
+    NetConfig,
+    NetHost,
+    open_net_host,
+    peer_id_of,
+    peer_id_of_hex,
+)
 from gridnode.store import NodeStore  # noqa: E402
 from gridnode.txbatch import encode_tx_batch  # noqa: E402
 from market.orders import Order, Side, Step  # noqa: E402
@@ -92,6 +98,7 @@ class Run:
     end_send: float = 0.0
     end: float = 0.0
     sent: dict[str, float] = field(default_factory=dict)  # order id -> submit wall time
+    to: dict[str, str] = field(default_factory=dict)  # order id -> the validator it was sent to
     acked: int = 0
     refused: int = 0
     client_cpu: float = 0.0
@@ -163,6 +170,7 @@ class Bench:
             if self.args.mode == "single":
                 for so in due:
                     k += 1
+                    run.to[so.order.order_id] = peers[k % len(peers)]
                     pending.append(
                         asyncio.create_task(
                             bridge.call(
@@ -173,6 +181,8 @@ class Bench:
             else:
                 for i, peer in enumerate(peers):
                     part = due[i :: len(peers)]
+                    for so in part:
+                        run.to[so.order.order_id] = peer
                     if part:
                         pending.append(
                             asyncio.create_task(
@@ -267,17 +277,23 @@ class Bench:
         if not store.exists():
             raise SystemExit(f"validator 0's store is not at {store}")
         self.report(store)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.args.keep:
+            print(f"# the community (daemon logs, stores) is kept in {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def report(self, store_path: Path) -> None:
         store = NodeStore.open(store_path)
         try:
             height_of: dict[str, int] = {}
+            proposed: dict[int, tuple[float, str]] = {}  # height -> (block time s, proposer peer)
             size: dict[int, int] = {}
             nbytes: dict[int, int] = {}
             rounds: dict[int, int] = {}
             for sb in store.blocks_from(1, 1 << 30):
-                txs = decode_block(sb.block).txs
+                block = decode_block(sb.block)
+                txs = block.txs
+                proposed[sb.height] = (block.time_ms / 1000, peer_id_of_hex(block.proposer))
                 size[sb.height] = len(txs)
                 nbytes[sb.height] = len(sb.block)
                 rounds[sb.height] = decode_commit(sb.commit).round
@@ -321,6 +337,7 @@ class Bench:
             throughput = committed / max(1e-9, last_commit - run.start)
             p50 = statistics.median(lat) if lat else float("nan")
             p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
+            stages = self.stages(run, height_of, proposed)
             mean_interval = statistics.mean(intervals) if intervals else float("nan")
             full = sum(
                 1
@@ -369,11 +386,38 @@ class Bench:
                 f"CPU per daemon {' '.join(f'{c:.0%}' for c in cpu)}, waiting for a CPU "
                 f"{' '.join(f'{w:.0%}' for w in wait)}, client {client_share:.0%} | bound: {bound}"
             )
+            print(f"  where the latency goes (p50s): {stages}")
             print(
                 f"  CPU per committed order: daemons {' '.join(f'{m:.2f}' for m in per_order)} ms "
                 f"(sum {sum(per_order):.2f}), client {client_ms:.2f} ms -> this machine's "
                 f"{cores} cores, if not shared, could commit ≈ {capacity:.0f} orders/s"
             )
+
+    def stages(
+        self, run: Run, height_of: dict[str, int], proposed: dict[int, tuple[float, str]]
+    ) -> str:
+        """Submit -> proposal (the block's time: its proposer's clock when it built the block) ->
+        commit (validator 0's API showed the height), split by whether the order was sent to the
+        block's proposer or reached it from another validator (order gossip)."""
+        parts: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
+        for oid, t in run.sent.items():
+            h = height_of.get(oid)
+            if h is None or h not in self.seen or h not in proposed:
+                continue
+            block_s, proposer = proposed[h]
+            waiting, deciding = parts[run.to.get(oid) == proposer]
+            waiting.append(block_s - t)
+            deciding.append(self.seen[h] - block_s)
+        out = []
+        for direct, label in ((True, "sent to the proposer"), (False, "via another validator")):
+            waiting, deciding = parts[direct]
+            if waiting:
+                out.append(
+                    f"{label} n={len(waiting)}: submit->proposal "
+                    f"{1000 * statistics.median(waiting):.0f} ms, proposal->commit seen "
+                    f"{1000 * statistics.median(deciding):.0f} ms"
+                )
+        return "; ".join(out) or "none committed"
 
 
 def main() -> None:
@@ -383,6 +427,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="sending time per rate")
     ap.add_argument("--mode", choices=("single", "batch"), default="single")
     ap.add_argument("--drain", type=float, default=30.0, help="max seconds to wait for commits")
+    ap.add_argument("--keep", action="store_true", help="keep the daemons' folders (logs, stores)")
     asyncio.run(Bench(ap.parse_args()).main())
 
 

@@ -25,6 +25,7 @@ import heapq
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -52,20 +53,22 @@ from gridnode.core.ledger import (
     sign_order,
     sign_reading,
 )
-from gridnode.daemon.federation import HISTORY_DAYS, FederationDriver
 from gridnode.daemon.gossip import OrderGossip
 from gridnode.daemon.snapshot import StatusBoard
 from gridnode.daemon.submit import Submissions
 from gridnode.history import History, MeteredSlot
-from gridnode.household_driver import HouseholdDriver
 from gridnode.localtime import LocalTime
-from gridnode.meter import Meter
 from gridnode.net.host import NetHost, peer_id_of_hex, public_hex_of
 from gridnode.node import Committed, LedgerHalted, NodeRuntime
 from gridnode.status import BlockInfo, SubmitResult
 from gridnode.store import NodeStore, StoreFailed
 from market.errors import InvalidInput, LedgerReason, NetworkError, UsageError
 from market.orders import Order
+
+if TYPE_CHECKING:  # a household's driver, its meter and federated rounds: imported when configured
+    from gridnode.daemon.federation import FederationDriver
+    from gridnode.household_driver import HouseholdDriver
+    from gridnode.meter import Meter
 
 __all__ = ["DaemonNode", "consensus_config", "raise_fatal", "seed_history"]
 
@@ -178,10 +181,19 @@ class DaemonNode:
         self.proofs = ProofKeeper(store)
         self.runtime.listeners.append(self.proofs.on_commit)
         #: the household's meter readings and automatic orders (a household with a meter)
-        self.household = None if meter is None else HouseholdDriver(self, meter, config)
+        self.household: HouseholdDriver | None = None
+        if meter is not None:  # forecasting and bidding: loaded only by a household that has them
+            from gridnode.household_driver import HouseholdDriver  # noqa: PLC0415
+
+            self.household = HouseholdDriver(self, meter, config)
         #: federated rounds (``training.mode = "federated"``; docs/federated.md)
         self.federation: FederationDriver | None = None
         if config.training_mode == "federated":
+            from gridnode.daemon.federation import (  # noqa: PLC0415 - only when configured
+                HISTORY_DAYS,
+                FederationDriver,
+            )
+
             self.federation = FederationDriver(
                 self,
                 round_every_s=config.round_every_s,

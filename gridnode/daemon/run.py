@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -34,9 +34,6 @@ from gridnode.config import Config, DirLock, write_atomic
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
 from gridnode.daemon.node import DaemonNode, raise_fatal
-from gridnode.household_driver import read_provenance
-from gridnode.meter import Meter
-from gridnode.meters import open_live_meter, start_meter_reader, stop_meter_reader
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import NetConfig, NetHost, open_net_host
 from gridnode.node import LedgerHalted
@@ -50,13 +47,18 @@ from gridnode.startup import (
     describe,
     open_node_store,
     root_cause,
+    settle_after_start,
     setup_logging,
     store_binding,
+    tune_malloc,
 )
 from gridnode.status import BlockInfo, Snapshot, SubmitResult
 from gridnode.store import NodeStore, bind
 from market.errors import GridnodeError, InvalidInput
 from market.orders import Order
+
+if TYPE_CHECKING:
+    from gridnode.meter import Meter
 
 __all__ = ["BridgeHandle", "open_daemon_node", "run_daemon"]
 
@@ -90,6 +92,8 @@ class BridgeHandle:
             return None
         found = household.provenance.get(order_id)
         if found is None:
+            from gridnode.household_driver import read_provenance  # noqa: PLC0415 - a household's
+
             found = read_provenance(self._node.config.data_dir, order_id)
         return found
 
@@ -156,6 +160,8 @@ async def open_daemon_node(
         async with open_net_host(key, net_config) as net:
             check_listening(config, net.addrs)
             if meter is None and config.meter_source in LIVE_SOURCES:  # stamped on the node clock
+                from gridnode.meters import open_live_meter  # noqa: PLC0415 - a live meter's only
+
                 meter = open_live_meter(
                     config, slot_seconds=genesis.slot_seconds, now_ms=clock.now_ms
                 )
@@ -203,6 +209,8 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     what is checked).
     """
     config, key, genesis, meter = plan.config, plan.key, plan.genesis, plan.meter
+    if meter is not None or config.meter_source in LIVE_SOURCES:  # a household driver will run
+        tune_malloc()
     setup_logging(config.log_level)
     lock = DirLock(config.dir).acquire()
     stop = asyncio.Event()
@@ -211,6 +219,10 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bridge = TrioBridge().start()
+    live = config.meter_source in LIVE_SOURCES  # gridnode.meters is imported only for one
+    if live:
+        from gridnode.meters import start_meter_reader, stop_meter_reader  # noqa: PLC0415
+
     api = None
     reader = None
     node: DaemonNode | None = None
@@ -222,7 +234,8 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
             )
         except BaseExceptionGroup as group:  # a refusal raised inside trio's nurseries
             raise root_cause(group) from None
-        reader = start_meter_reader(node.meter)  # a live meter's reader runs on this asyncio loop
+        if live:  # a live meter's reader runs on this asyncio loop
+            reader = start_meter_reader(node.meter)
         api = await start_api(
             make_app(BridgeHandle(bridge, node), token=plan.token), config.api_host, config.api_port
         )
@@ -237,6 +250,7 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
         lock.record_pid()
         if ready_file is not None:
             write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
+        settle_after_start()
         waiters = [
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(fatal.wait()),
@@ -256,7 +270,8 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
         if api is not None:
             await api.stop()
         await bridge.aclose()
-        await stop_meter_reader(reader, node.meter if node is not None else meter)
+        if live:
+            await stop_meter_reader(reader, node.meter if node is not None else meter)
         lock.release()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

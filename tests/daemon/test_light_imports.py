@@ -51,6 +51,22 @@ def test_the_run_command_imports_no_heavy_library() -> None:
     assert not [m for m in loaded if m == "sims" or m.startswith("sims.")]
 
 
+def test_a_validator_loads_no_household_forecasting_or_federation_code() -> None:
+    # a validator (no meter, no federated training) runs no household driver: those modules are
+    # imported by the daemon only when a household's config needs them
+    loaded = set(_loaded_after("import gridnode.startup, gridnode.daemon\n"))
+    assert "gridnode.daemon.node" in loaded
+    lazy = {
+        "gridnode.household_driver",
+        "gridnode.daemon.federation",
+        "gridnode.meter",
+        "gridnode.meters",
+        "forecasting.models",
+        "forecasting.secagg",
+    }
+    assert loaded & lazy == set()
+
+
 def test_the_whole_command_line_still_loads_every_command() -> None:
     # the control: without a command named, every command's module is loaded (so the check above
     # is about the run command's path, not a broken probe)
