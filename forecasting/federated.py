@@ -42,11 +42,14 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
 * **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
   with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
   short for it) per lead bucket, weighting each by the inverse of its mean absolute error on the
-  household's own last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`:
-  ``w_local = e_c^p / (e_l^p + e_c^p)``. A year-old household whose local model is better keeps
-  most of its own forecast; a two-week-old one leans on the community. The blend is per quantile
-  level, re-sorted. Each row's :class:`ModelRef` names the community model's hash, the local model
-  and the community's weight (permille): what an order's provenance carries.
+  household's own last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`, and shrinking the
+  local weight by the amount of local evidence — ``h`` days of history against a prior of
+  :data:`BLEND_PRIOR_DAYS`: ``w_local = h / (h + k) · e_c^p / (e_l^p + e_c^p)``. A year-old
+  household whose local model is better keeps most of its own forecast (``h/(h+k)`` ≈ 0.93); a
+  two-week-old one, whose error comparison rests on 6 days, leans on the community (≈ 0.33 of the
+  error-based local weight). The blend is per quantile level, re-sorted. Each row's
+  :class:`ModelRef` names the community model's hash, the local model and the community's weight
+  (permille): what an order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
 after normalisation (one neighbourhood); DST is not modelled.
@@ -78,6 +81,7 @@ from market.errors import DataReason, InvalidInput, UsageError, WireReason
 __all__ = [
     "BLEND_DAYS",
     "BLEND_POWER",
+    "BLEND_PRIOR_DAYS",
     "FEATURES",
     "FEATURE_VERSION",
     "FRAC_BITS",
@@ -124,6 +128,9 @@ SCALE_FLOOR_W: Final = 50.0
 BAND_SCALE: Final = 1.1
 BLEND_DAYS: Final = 14
 BLEND_POWER: Final = 4.0
+#: the local weight is shrunk by ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
+#: on the tuning homes 1, 3, 5, 8, 10: ``docs/federated.md``, "Personalisation")
+BLEND_PRIOR_DAYS: Final = 28.0
 VALIDATION_FIELDS: Final = (
     "count",
     "abs_error",
@@ -680,6 +687,7 @@ class FederatedForecaster:
     holiday_subdiv: str | None = None
     blend_days: int = BLEND_DAYS
     blend_power: float = BLEND_POWER
+    blend_prior_days: float = BLEND_PRIOR_DAYS
 
     @property
     def name(self) -> str:
@@ -752,10 +760,11 @@ class FederatedForecaster:
                     err_l[:, b] += np.abs(fl[:, lead] - actual[:, lead]).mean(axis=1)
                     hits[b] += 1
         p = self.blend_power
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = err_c**p / (err_l**p + err_c**p)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            w = 1.0 / (1.0 + (err_l / err_c) ** p)  # = e_c^p / (e_l^p + e_c^p), overflow-safe
         w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=0.5), 0.0)  # no evidence: community
-        out: FloatArray = w
+        days = history.steps / s
+        out: FloatArray = w * (days / (days + self.blend_prior_days))
         return out
 
 

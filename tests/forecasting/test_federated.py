@@ -13,6 +13,7 @@ from forecasting.data import (
     load_citylearn_homes,
 )
 from forecasting.federated import (
+    BLEND_PRIOR_DAYS,
     MIN_CONTRIBUTE_DAYS,
     CommunityModel,
     FederatedForecaster,
@@ -205,7 +206,17 @@ def test_a_household_whose_local_model_is_better_keeps_it(
     model: CommunityModel, homes: MeterHistory
 ) -> None:
     past = homes.window(homes.start_s, homes.end_s - SECONDS_PER_DAY)
+    # its errors alone give the local model all the weight, shrunk only by the local evidence
+    days = past.steps / past.steps_per_day
     fitted = FederatedForecaster(model, _Oracle(homes), **SITE).fit(past)  # type: ignore[arg-type]
+    assert np.allclose(fitted.weights, days / (days + BLEND_PRIOR_DAYS))
+    # a two-week-old household with the same (perfect) local model leans on the community
+    two_weeks = past.window(past.end_s - 14 * SECONDS_PER_DAY, past.end_s)
+    young = FederatedForecaster(model, _Oracle(homes), **SITE).fit(two_weeks)  # type: ignore[arg-type]
+    assert np.allclose(young.weights, 14 / (14 + BLEND_PRIOR_DAYS))
+    assert all(r.community_permille > 500 for r in young.refs)
+    # without the evidence prior: all of it
+    fitted = FederatedForecaster(model, _Oracle(homes), blend_prior_days=0.0, **SITE).fit(past)  # type: ignore[arg-type]
     assert np.all(fitted.weights == 1.0)  # the local model's weight: all of it
     assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
     blend = fitted.predict(past, 24).values_w
