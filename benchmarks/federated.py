@@ -73,6 +73,8 @@ from forecasting.federated import (
     CommunityModel,
     FederatedForecaster,
     community_forecast,
+    dp_scale,
+    dp_unscale,
     local_update,
 )
 from forecasting.federated_round import run_round
@@ -98,10 +100,11 @@ EVAL_END_S = local_midnight(2017, 7, 30)
 #: settled after ~10 steps); the benchmark before this change held the 3 weekly rounds.
 ROUNDS = 14
 ROUNDS_S = tuple(CUTOFF_S - k * SECONDS_PER_DAY for k in range(ROUNDS - 1, -1, -1))
-#: DP clip norm (update units: 16-bit fixed point). Below every member's update norm on the tuning
-#: homes (≈ 10⁹–10¹⁰), so every update is scaled to exactly this norm (which weighs members
-#: equally), and far above the rounding of the scaled entries
-DP_CLIP = 1e8
+#: DP clip norm (update units, after :func:`forecasting.federated.dp_scale`): the scenarios'
+#: default (``sims.scenario.DP_CLIP_NORM``). A member's pre-scaled update has a norm of 3–4·10⁹
+#: (≈ 57 entries' worth of DP_UNIT = 2²⁵), the first round's unscaled one 10⁹–10¹⁰ (tuning homes),
+#: so every update is scaled down to exactly this norm (which weighs members equally)
+DP_CLIP = 1e9
 DP_DELTA = 1e-5
 DP_EPSILONS = (0.5, 1.0, 1.4, 2.0, 4.0, 8.0)
 #: community sizes of the DP sweep: 0 is the real homes; others emulate N households like them
@@ -158,16 +161,19 @@ def _emulated_round(
     (each ``N(0, σ²/t)``, ``t`` the threshold): secure aggregation itself is exact, so it is left
     out here."""
     updates = local_update(past, previous=previous, since_s=since, **SITE)  # type: ignore[arg-type]
-    if dp is not None:
-        updates = np.stack([clip_l2(row, dp.clip_norm) for row in updates])
-    total = updates.astype(np.float64).sum(axis=0) * (size / past.households)
+    scale = None if dp is None else dp_scale(previous, past.step_s)
+    if dp is not None and scale is not None:  # as run_round does
+        updates = np.stack([clip_l2(np.rint(row * scale).astype(np.int64), dp.clip_norm)
+                            for row in updates])  # fmt: skip
+    total = np.rint(updates.astype(np.float64).sum(axis=0) * (size / past.households))
     if dp is not None:
         assert rng is not None
         spread = dp.sigma * np.sqrt(size / default_threshold(size))
-        total += rng.normal(0.0, spread, total.shape)
+        total = np.rint(total + rng.normal(0.0, spread, total.shape))
+    summed = total.astype(np.int64)
     return CommunityModel.of(
-        np.rint(total).astype(np.int64), round=r, step_s=past.step_s, contributors=size,
-        previous=NO_MODEL if previous is None else previous.hash,
+        summed if scale is None else dp_unscale(summed, scale), round=r, step_s=past.step_s,
+        contributors=size, previous=NO_MODEL if previous is None else previous.hash,
     )  # fmt: skip
 
 

@@ -82,6 +82,7 @@ __all__ = [
     "BLEND_DAYS",
     "BLEND_POWER",
     "BLEND_PRIOR_DAYS",
+    "DP_UNIT",
     "FEATURES",
     "FEATURE_VERSION",
     "FRAC_BITS",
@@ -96,6 +97,8 @@ __all__ = [
     "Validation",
     "community_forecast",
     "decode_model",
+    "dp_scale",
+    "dp_unscale",
     "local_update",
     "pooled_model",
 ]
@@ -140,6 +143,9 @@ VALIDATION_FIELDS: Final = (
     "naive_abs_error",
     "covered",
 )
+#: under differential privacy a member scales its statistics entry by entry (:func:`dp_scale`) so
+#: a typical member's entry is about this many update units before clipping and noise
+DP_UNIT: Final = float(1 << 25)
 _TRI: Final = FEATURES * (FEATURES + 1) // 2
 _BLOCK: Final = _TRI + FEATURES  # one (bucket, quantile): triu(XᵀWX) then XᵀWy
 _MODEL_TAG: Final = "gn.fedmodel"
@@ -562,6 +568,33 @@ def _solve(total: IntArray, layout: Layout) -> FloatArray:
     solved = np.linalg.solve(gram + RIDGE * np.eye(FEATURES), rhs[..., None])[..., 0]
     beta: FloatArray = np.asarray(solved, dtype=np.float64)
     return beta
+
+
+def dp_scale(previous: CommunityModel | None, step_s: int) -> FloatArray:
+    """Per-entry factors by which a member multiplies its update before DP clipping and noise (the
+    sum is divided by them afterwards): user-level DP adds the same noise to every entry, while a
+    member's statistics span orders of magnitude, so unscaled the noise drowns all but the largest.
+    Scaled so that the ``previous`` committed model's per-contributor mean of each statistic (public)
+    is :data:`DP_UNIT` units (means under a thousandth of their RMS count as that), every statistic
+    pays the noise alike. The sample counts and the held-back validation get 0: not shared under
+    DP. Without a usable ``previous`` (the first round): 1 on every statistic."""
+    layout = Layout(step_s)
+    out = np.zeros(layout.length)
+    if previous is None or previous.step_s != step_s or previous.contributors <= 0:
+        out[: layout.stats_len] = 1.0
+        return out
+    mean = np.abs(previous.total[: layout.stats_len].astype(np.float64)) / previous.contributors
+    floor = 1e-3 * float(np.sqrt(np.mean(mean**2))) + 1.0
+    out[: layout.stats_len] = DP_UNIT / np.maximum(mean, floor)
+    return out
+
+
+def dp_unscale(total: IntArray, scale: FloatArray) -> IntArray:
+    """The noisy sum of :func:`dp_scale`-scaled updates in update units again (0 where unshared)."""
+    kept = scale > 0
+    out = np.zeros(total.shape, dtype=np.int64)
+    out[kept] = np.rint(total[kept].astype(np.float64) / scale[kept]).astype(np.int64)
+    return out
 
 
 def pooled_model(

@@ -14,18 +14,21 @@ from forecasting.data import (
 )
 from forecasting.federated import (
     BLEND_PRIOR_DAYS,
+    DP_UNIT,
     MIN_CONTRIBUTE_DAYS,
     CommunityModel,
     FederatedForecaster,
     Layout,
     community_forecast,
     decode_model,
+    dp_scale,
+    dp_unscale,
     local_update,
     pooled_model,
 )
 from forecasting.federated_round import run_round
 from forecasting.models import QuantileForecast, SeasonalNaive, _make_forecast
-from forecasting.secagg import keypair_from_seed
+from forecasting.secagg import DpConfig, keypair_from_seed
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
 from market.errors import DataReason, WireReason
 from tests.refusals import refused
@@ -221,3 +224,32 @@ def test_a_household_whose_local_model_is_better_keeps_it(
     assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
     blend = fitted.predict(past, 24).values_w
     assert np.array_equal(blend, _Oracle(homes).predict(past, 24).values_w)
+
+
+def test_dp_prescaling_equalises_the_statistics_and_is_undone_on_the_sum(
+    homes: MeterHistory,
+) -> None:
+    """Under DP every statistic is scaled to DP_UNIT per typical member (from the previous model,
+    public) before clipping and noise, and the sum is scaled back; counts and validation are not
+    shared."""
+    first = pooled_model(local_update(homes, previous=None, **SITE), round=1, step_s=3600,  # type: ignore[arg-type]
+                         previous=None)  # fmt: skip
+    layout = Layout(3600)
+    assert np.array_equal(dp_scale(None, 3600)[: layout.stats_len], np.ones(layout.stats_len))
+    scale = dp_scale(first, 3600)
+    assert np.all(scale[layout.stats_len :] == 0) and np.all(scale[: layout.stats_len] > 0)
+    ups = local_update(homes, previous=first, **SITE)  # type: ignore[arg-type]
+    scaled = np.rint(ups * scale).astype(np.int64)
+    stats = slice(0, layout.stats_len)
+    typical = np.median(np.abs(scaled[:, stats]).mean(axis=0))
+    assert 0.1 * DP_UNIT < typical < 10 * DP_UNIT  # near the unit, whatever the statistic's size
+    back = dp_unscale(scaled.sum(axis=0), scale)
+    plain = ups.sum(axis=0)
+    assert np.allclose(back[stats], plain[stats], rtol=1e-6, atol=8)  # rounding only
+    assert np.all(back[layout.stats_len :] == 0)
+    # a DP round through secure aggregation: noisy but usable statistics, nothing else shared
+    dp = DpConfig(epsilon=2.0, delta=1e-5, clip_norm=1e9)
+    model, _, _ = run_round([homes], keys(6), 2, first, dp=dp, rng=np.random.default_rng(5),
+                            **SITE)  # type: ignore[arg-type]  # fmt: skip
+    assert model is not None and model.samples == 0 and model.validation.samples == 0
+    assert np.all(np.isfinite(model.coefs))
