@@ -576,8 +576,10 @@ def dp_scale(previous: CommunityModel | None, step_s: int) -> FloatArray:
     member's statistics span orders of magnitude, so unscaled the noise drowns all but the largest.
     Scaled so that the ``previous`` committed model's per-contributor mean of each statistic (public)
     is :data:`DP_UNIT` units (means under a thousandth of their RMS count as that), every statistic
-    pays the noise alike. The sample counts and the held-back validation get 0: not shared under
-    DP. Without a usable ``previous`` (the first round): 1 on every statistic."""
+    pays the noise alike. Factors are kept within [2⁻⁶, 2⁶]: a previous model that is mostly noise
+    (a small community at a small ε) would otherwise shrink them round after round until the
+    unscaled noise overflows. The sample counts and the held-back validation get 0: not shared
+    under DP. Without a usable ``previous`` (the first round): 1 on every statistic."""
     layout = Layout(step_s)
     out = np.zeros(layout.length)
     if previous is None or previous.step_s != step_s or previous.contributors <= 0:
@@ -585,7 +587,7 @@ def dp_scale(previous: CommunityModel | None, step_s: int) -> FloatArray:
         return out
     mean = np.abs(previous.total[: layout.stats_len].astype(np.float64)) / previous.contributors
     floor = 1e-3 * float(np.sqrt(np.mean(mean**2))) + 1.0
-    out[: layout.stats_len] = DP_UNIT / np.maximum(mean, floor)
+    out[: layout.stats_len] = np.clip(DP_UNIT / np.maximum(mean, floor), 2.0**-6, 2.0**6)
     return out
 
 
