@@ -8,6 +8,8 @@ signed readings, each order's commit time); :func:`save_submissions` saves each 
 chain's market outcome (:mod:`sims.ledger_kpis`, the same fold as the in-process engine's) with the
 replay meters, the submissions and the batteries into a :class:`~sims.results.SimResult` and the
 trade rows. :func:`collect_run` does the same from copied-back directories alone.
+:func:`round_records` gives a federated run's rounds (the ledger's model commitments joined with
+the aggregators' ``fedrounds.jsonl``).
 """
 
 from __future__ import annotations
