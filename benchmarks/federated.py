@@ -106,9 +106,13 @@ ROUNDS_S = tuple(CUTOFF_S - k * SECONDS_PER_DAY for k in range(ROUNDS - 1, -1, -
 #: so every update is scaled down to exactly this norm (which weighs members equally)
 DP_CLIP = 1e9
 DP_DELTA = 1e-5
-DP_EPSILONS = (0.5, 1.0, 1.4, 2.0, 4.0, 8.0)
-#: community sizes of the DP sweep: 0 is the real homes; others emulate N households like them
-DP_SIZES = (0, 1000, 10000)
+#: the DP sweep: (community size, ε). Size 0 is the real homes; others emulate N households like
+#: them. Without DP an emulated community gives the real homes' model (the same pooled fit).
+DP_SETTINGS = (
+    (0, 2.0), (0, 8.0),
+    (1000, 1.4), (1000, 2.0), (1000, 4.0),
+    (10000, 0.5), (10000, 1.0), (10000, 1.4), (10000, 2.0), (10000, 4.0),
+)  # fmt: skip
 
 
 def keys_for(n: int, salt: int) -> list[tuple[bytes, bytes]]:
@@ -270,29 +274,27 @@ def accuracy(
     return out
 
 
-def dp_sweep(which: tuple[int, ...]) -> list[dict[str, Any]]:
+def dp_sweep(which: tuple[int, ...], sizes: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
     """Day-ahead MAE of both groups under DP, per community size and ε (module docstring)."""
     out = []
-    for size in DP_SIZES:
-        for eps in (None, *DP_EPSILONS):
-            dp = None if eps is None else DpConfig(eps, DP_DELTA, DP_CLIP)
-            if size == 0 and eps is None:
-                continue  # the accuracy run's figures
-            acc = accuracy(which, dp=dp, size=size, horizons=("da",), verbose=False)
-            row = {"size": size or len(CITYLEARN_CLEAN_HOMES), "emulated": bool(size),
-                   "epsilon": eps, "sigma_over_clip": None if dp is None else
-                   round(dp.sigma / DP_CLIP, 3)}  # fmt: skip
-            for g in ("established", "cold_start_14d"):
-                row[g] = acc[g]
-            out.append(row)
-            print(_dp_line(row), flush=True)
+    for size, eps in DP_SETTINGS:
+        if sizes is not None and size not in sizes:
+            continue
+        dp = DpConfig(eps, DP_DELTA, DP_CLIP)
+        acc = accuracy(which, dp=dp, size=size, horizons=("da",), verbose=False)
+        row = {"size": size or len(CITYLEARN_CLEAN_HOMES), "emulated": bool(size),
+               "epsilon": eps, "sigma_over_clip": round(dp.sigma / DP_CLIP, 3)}  # fmt: skip
+        for g in ("established", "cold_start_14d"):
+            row[g] = acc[g]
+        out.append(row)
+        print(_dp_line(row), flush=True)
     return out
 
 
 def _dp_line(row: dict[str, Any]) -> str:
     e, c = row["established"], row["cold_start_14d"]
     size = f"{row['size']}{' (emulated)' if row['emulated'] else ' real homes'}"
-    eps = "no DP" if row["epsilon"] is None else f"ε = {row['epsilon']}"
+    eps = f"ε = {row['epsilon']}"
     return (
         f"DP {size:>18}, {eps:>9}: day-ahead established fed {e['da_fed_mae_w']} W "
         f"({100 * e['da_fed_vs_local']:+.1f} % vs local {e['da_local_mae_w']}; community alone "
@@ -342,6 +344,7 @@ def main() -> int:
     parser.add_argument("--homes", choices=("test", "tuning", "both"), default="both")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--dp", action="store_true", help="also the DP sweep (test homes)")
+    parser.add_argument("--dp-sizes", type=int, nargs="+", help="only these sizes (0: real homes)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict[str, Any] = {}
@@ -364,7 +367,7 @@ def main() -> int:
                     flush=True,
                 )
     if args.dp:
-        out["dp"] = dp_sweep(TEST_HOMES)
+        out["dp"] = dp_sweep(TEST_HOMES, None if args.dp_sizes is None else tuple(args.dp_sizes))
     out["round"] = cost = round_cost(args.members)
     print(
         f"round of {cost['members']} households ({cost['contributors']} contributed, 2 dropped): "

@@ -41,15 +41,16 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   solve in float64) are derived from it locally.
 * **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
   with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
-  short for it) per lead bucket, weighting each by the inverse of its mean absolute error on the
-  household's own last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`, and shrinking the
-  local weight by the amount of local evidence — ``h`` days of history against a prior of
-  :data:`BLEND_PRIOR_DAYS`: ``w_local = h / (h + k) · e_c^p / (e_l^p + e_c^p)``. A year-old
-  household whose local model is better keeps most of its own forecast (``h/(h+k)`` ≈ 0.93); a
-  two-week-old one, whose error comparison rests on 6 days, leans on the community (≈ 0.33 of the
-  error-based local weight). The blend is per quantile level, re-sorted. Each row's
-  :class:`ModelRef` names the community model's hash, the local model and the community's weight
-  (permille): what an order's provenance carries.
+  short for it) per lead bucket. The local model's odds are its error ratio on the household's own
+  last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`, times a **prior** for the amount of
+  local evidence — ``h`` days of history against :data:`BLEND_PRIOR_DAYS` (``k``):
+  ``odds = (e_c / e_l)^p · h / (h + k)``, ``w_local = odds / (1 + odds)``. A year-old household
+  whose local model is better keeps most of its own forecast (prior ≈ 0.93); a two-week-old one,
+  whose comparison rests on 6 days, needs its local model clearly better before it outweighs the
+  community (prior 1/3 at ``k = 28``); a community model far worse than the local one (a garbage
+  round) gets almost no weight whatever the prior. The blend is per quantile level, re-sorted.
+  Each row's :class:`ModelRef` names the community model's hash, the local model and the
+  community's weight (permille): what an order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
 after normalisation (one neighbourhood); DST is not modelled.
@@ -131,7 +132,7 @@ SCALE_FLOOR_W: Final = 50.0
 BAND_SCALE: Final = 1.1
 BLEND_DAYS: Final = 14
 BLEND_POWER: Final = 4.0
-#: the local weight is shrunk by ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
+#: the local model's prior odds are ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
 #: on the tuning homes 1, 3, 5, 8, 10: ``docs/federated.md``, "Personalisation")
 BLEND_PRIOR_DAYS: Final = 28.0
 VALIDATION_FIELDS: Final = (
@@ -795,11 +796,13 @@ class FederatedForecaster:
                     err_l[:, b] += np.abs(fl[:, lead] - actual[:, lead]).mean(axis=1)
                     hits[b] += 1
         p = self.blend_power
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            w = 1.0 / (1.0 + (err_l / err_c) ** p)  # = e_c^p / (e_l^p + e_c^p), overflow-safe
-        w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=0.5), 0.0)  # no evidence: community
         days = history.steps / s
-        out: FloatArray = w * (days / (days + self.blend_prior_days))
+        prior = days / (days + self.blend_prior_days)  # the local model's prior odds
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            # odds e_c^p / e_l^p × prior, as a weight; overflow-safe
+            w = 1.0 / (1.0 + (err_l / err_c) ** p / prior)
+        w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=prior / (1.0 + prior)), 0.0)
+        out: FloatArray = w  # no evidence: the community
         return out
 
 

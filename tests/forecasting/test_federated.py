@@ -209,21 +209,60 @@ def test_a_household_whose_local_model_is_better_keeps_it(
     model: CommunityModel, homes: MeterHistory
 ) -> None:
     past = homes.window(homes.start_s, homes.end_s - SECONDS_PER_DAY)
-    # its errors alone give the local model all the weight, shrunk only by the local evidence
-    days = past.steps / past.steps_per_day
-    fitted = FederatedForecaster(model, _Oracle(homes), **SITE).fit(past)  # type: ignore[arg-type]
-    assert np.allclose(fitted.weights, days / (days + BLEND_PRIOR_DAYS))
-    # a two-week-old household with the same (perfect) local model leans on the community
     two_weeks = past.window(past.end_s - 14 * SECONDS_PER_DAY, past.end_s)
-    young = FederatedForecaster(model, _Oracle(homes), **SITE).fit(two_weeks)  # type: ignore[arg-type]
-    assert np.allclose(young.weights, 14 / (14 + BLEND_PRIOR_DAYS))
-    assert all(r.community_permille > 500 for r in young.refs)
-    # without the evidence prior: all of it
-    fitted = FederatedForecaster(model, _Oracle(homes), blend_prior_days=0.0, **SITE).fit(past)  # type: ignore[arg-type]
-    assert np.all(fitted.weights == 1.0)  # the local model's weight: all of it
-    assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
+    for history in (past, two_weeks):  # the evidence prior never outweighs a clear comparison
+        fitted = FederatedForecaster(model, _Oracle(homes), **SITE).fit(history)  # type: ignore[arg-type]
+        assert np.all(fitted.weights == 1.0)  # the local model's weight: all of it
+        assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
     blend = fitted.predict(past, 24).values_w
     assert np.array_equal(blend, _Oracle(homes).predict(past, 24).values_w)
+
+
+@dataclass(frozen=True)
+class _Twin:
+    """A "local model" that forecasts exactly as the community model: no evidence either way."""
+
+    model: CommunityModel
+    name: str = "twin"
+    min_history_days: int = 1
+
+    def fit(self, history: MeterHistory) -> _Twin:
+        return self
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        return community_forecast(self.model, history, horizon, **SITE)  # type: ignore[arg-type]
+
+
+def test_with_equal_errors_the_evidence_prior_decides(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """Equal errors: the local model's weight is its prior odds h / (h + k) as a weight — a
+    two-week-old household leans on the community, a year-old one keeps about half."""
+    for days in (14, 59):
+        history = homes.window(homes.end_s - days * SECONDS_PER_DAY, homes.end_s)
+        fitted = FederatedForecaster(model, _Twin(model), **SITE).fit(history)  # type: ignore[arg-type]
+        odds = days / (days + BLEND_PRIOR_DAYS)
+        assert np.allclose(fitted.weights, odds / (1.0 + odds))
+    assert np.all(fitted.weights > 0.3)
+    young = FederatedForecaster(model, _Twin(model), **SITE).fit(  # type: ignore[arg-type]
+        homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    )
+    assert np.all(young.weights < 0.3) and all(r.community_permille > 700 for r in young.refs)
+
+
+def test_a_garbage_community_model_does_not_hurt_a_cold_start_household(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """A round whose sum is garbage (a malicious member, DP noise in a small community): even a
+    two-week-old household, whose prior leans on the community, keeps its own forecast."""
+    rng = np.random.default_rng(1)
+    total = model.total + rng.integers(-(1 << 48), 1 << 48, model.total.shape)
+    garbage = CommunityModel.of(total, round=9, step_s=3600, previous=model.hash, contributors=6)
+    history = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    fitted = FederatedForecaster(garbage, SeasonalNaive(), **SITE).fit(history)  # type: ignore[arg-type]
+    # mostly its own (a prior that shrank the weight itself would have capped it at 1/3)
+    assert np.all(fitted.weights > 0.8)
+    assert np.mean(fitted.weights) > 0.95
 
 
 def test_dp_prescaling_equalises_the_statistics_and_is_undone_on_the_sum(
