@@ -31,6 +31,10 @@ What is measured and how (from the chain and the daemons' API, never from their 
   (:func:`gridnode.household.forecast.bidding_forecaster`) and compares it with the reading the
   household signed.
 * **Ledger agreement** — every node's ``/api/status`` reports the same height, head hash and digest.
+* **Federated rounds** (``training = federated``) — the ledger's model commitments joined with the
+  record each aggregating validator writes per round (``DATA/fedrounds.jsonl``:
+  :func:`sims.daemon_collect.round_records`): the same per-round KPIs as the in-process engine's,
+  the round's wall time in place of its CPU time.
 
 Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
 validator count, households (PV, load scale, replay day, batteries: each household daemon
