@@ -1,18 +1,20 @@
-"""Federated forecasting benchmark: cold-start and established households on real homes, and what a
-round costs.
+"""Federated forecasting benchmark: cold-start and established households on real homes, what
+differential privacy costs, and what a round costs.
 
-Run from the repo root (a few minutes on 2 shared cores)::
+Run from the repo root (≈ 5 minutes on 2 shared cores; ``--dp`` adds ≈ 10)::
 
-    python benchmarks/federated.py [--members 1000] [--json FILE]
+    python benchmarks/federated.py [--homes test|tuning|both] [--dp] [--members 1000] [--json FILE]
 
 **Data and split.** The 13 clean CityLearn homes (``CITYLEARN_CLEAN_HOMES``, hourly, real load and
 PV, 2016-08-01 → 2017-07-31) are the community. Training and evaluation periods are disjoint:
-the community model is trained in three weekly-spaced rounds on data **before 2017-04-01**
-(rounds at 2017-03-18, 03-25 and 04-01, each on the history known then; round 1 is least
-squares, rounds 2 and 3 are IRLS steps, and each round sums the previous model's held-back error
-on the week since it was committed); local models are fitted on the same past; every figure is
-on origins from **2017-04-01 to 2017-07-30** that no model saw. Households evaluated are the TEST
-homes of ``docs/forecasting.md`` (2, 4, 6, 9, 11, 13, 16, 17), never used to choose a constant.
+the community model is trained in :data:`ROUNDS` **daily** rounds on data **before 2017-04-01**
+(the last at 2017-04-01 00:00 local, each on the history known then; round 1 is least squares,
+the others IRLS steps warm-started from the previous model, each summing the previous model's
+held-back error on the day since it was committed: the daemon's default cadence); local models are
+fitted on the same past; every figure is on origins from **2017-04-01 to 2017-07-30** that no model
+saw. Households evaluated: the TEST homes of ``docs/forecasting.md`` (2, 4, 6, 9, 11, 13, 16, 17),
+never used to choose a constant, and — reported apart — the TUNING homes (1, 3, 5, 8, 10) on
+which the constants of this benchmark and of the personal blend were chosen (``--homes``).
 
 **Groups.** *Established*: the home's whole history before the origin (8–12 months: the data set
 holds one year); local = ``profile-qr`` fitted on everything before 2017-04-01; federated = the
@@ -22,7 +24,15 @@ community model of all 13 homes blended with that local model. *Cold start*: the
 **other 12 homes** (leave-one-out: the home contributed nothing) blended with that fallback,
 refitted every midnight. Horizons: *day-ahead* (origins at local midnight, the next 24 h) and
 *next hour* (origins every hour, lead 0; blend weights fitted at midnight). MAE is of the P50 of
-the net surplus in W over all test homes, origins and leads.
+the net surplus in W over the homes, origins and leads.
+
+**Differential privacy** (``--dp``; day-ahead only): the same rounds with every member's update
+clipped to L2 norm :data:`DP_CLIP` and Gaussian noise calibrated for (ε, δ = 10⁻⁵) per round
+(:class:`forecasting.secagg.DpConfig`), for several ε, in two community sizes: the real 13 homes
+(12 for a cold-start home; through :func:`forecasting.federated_round.run_round`, masks and all),
+and a community of ``N`` households *like these* (each real home's clipped update counted
+``N / 13`` times; the noise of ``N`` members' shares, ``N(0, σ² N / t)``), because the noise of
+user-level DP does not shrink with the community while the signal grows with it.
 
 **Round cost.** ``--members`` households (default 1,000) synthesised from the 13 homes (each a
 random home, shifted by −3…+3 days, scaled by 0.8–1.25), one in-process round
@@ -58,14 +68,23 @@ from forecasting.data import (
     CITYLEARN_UTC_OFFSET_S,
     load_citylearn_homes,
 )
-from forecasting.federated import CommunityModel, FederatedForecaster, community_forecast
+from forecasting.federated import (
+    NO_MODEL,
+    CommunityModel,
+    FederatedForecaster,
+    community_forecast,
+    dp_scale,
+    dp_unscale,
+    local_update,
+)
 from forecasting.federated_round import run_round
 from forecasting.models import FittedForecaster, Forecaster, QuantileForecast
 from forecasting.profile_qr import ProfileQR
-from forecasting.secagg import keypair_from_seed
+from forecasting.secagg import DpConfig, clip_l2, default_threshold, keypair_from_seed
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
 
 TEST_HOMES = (2, 4, 6, 9, 11, 13, 16, 17)
+TUNING_HOMES = (1, 3, 5, 8, 10)
 SITE = {"latitude": CITYLEARN_LATITUDE, "longitude": CITYLEARN_LONGITUDE}
 COLD_DAYS = 14
 
@@ -76,21 +95,50 @@ def local_midnight(y: int, m: int, d: int) -> int:
 
 CUTOFF_S = local_midnight(2017, 4, 1)
 EVAL_END_S = local_midnight(2017, 7, 30)
-ROUNDS_S = (CUTOFF_S - 14 * SECONDS_PER_DAY, CUTOFF_S - 7 * SECONDS_PER_DAY, CUTOFF_S)
+#: daily rounds before the cutoff. Chosen on the tuning homes (cold start, day-ahead, community
+#: model alone): 3 weekly rounds 603.1 W, 10 daily 587.9 W, 20 daily 587.0 W (the IRLS P50 has
+#: settled after ~10 steps); the benchmark before this change held the 3 weekly rounds.
+ROUNDS = 14
+ROUNDS_S = tuple(CUTOFF_S - k * SECONDS_PER_DAY for k in range(ROUNDS - 1, -1, -1))
+#: DP clip norm (update units, after :func:`forecasting.federated.dp_scale`): the scenarios'
+#: default (``sims.scenario.DP_CLIP_NORM``). A member's pre-scaled update has a norm of 3–4·10⁹
+#: (≈ 57 entries' worth of DP_UNIT = 2²⁵), the first round's unscaled one 10⁹–10¹⁰ (tuning homes),
+#: so every update is scaled down to exactly this norm (which weighs members equally)
+DP_CLIP = 1e9
+DP_DELTA = 1e-5
+#: the DP sweep: (community size, ε). Size 0 is the real homes; others emulate N households like
+#: them. Without DP an emulated community gives the real homes' model (the same pooled fit).
+DP_SETTINGS = (
+    (0, 2.0), (0, 8.0),
+    (1000, 1.4), (1000, 2.0), (1000, 4.0),
+    (10000, 0.5), (10000, 1.0), (10000, 1.4), (10000, 2.0), (10000, 4.0),
+)  # fmt: skip
 
 
 def keys_for(n: int, salt: int) -> list[tuple[bytes, bytes]]:
     return [keypair_from_seed((salt << 32 | k).to_bytes(32, "big")) for k in range(n)]
 
 
-def train_community(homes: MeterHistory) -> tuple[CommunityModel, list[dict[str, Any]]]:
-    """Three rounds at ROUNDS_S on what each home knew then."""
+def train_community(
+    homes: MeterHistory, *, dp: DpConfig | None = None, size: int = 0, seed: int = 0
+) -> tuple[CommunityModel, list[dict[str, Any]]]:
+    """:data:`ROUNDS` rounds at ROUNDS_S on what each home knew then: secure rounds of the real
+    homes (``size`` 0), or a community of ``size`` households like them (module docstring)."""
     model: CommunityModel | None = None
     log = []
     keys = keys_for(homes.households, 1)
     for r, at in enumerate(ROUNDS_S, start=1):
         since = None if model is None else ROUNDS_S[r - 2]
-        model, _stats, _ = run_round([homes.until(at)], keys, r, model, since_s=since, **SITE)  # type: ignore[arg-type]
+        rng = None if dp is None else np.random.default_rng([seed, r])
+        if size:
+            model = _emulated_round(
+                homes.until(at), r, previous=model, since=since, dp=dp, size=size, rng=rng
+            )
+        else:
+            model, _stats, _ = run_round(
+                [homes.until(at)], keys, r, model, since_s=since, dp=dp, rng=rng,
+                **SITE,  # type: ignore[arg-type]
+            )  # fmt: skip
         assert model is not None
         v = model.validation
         log.append(
@@ -102,39 +150,67 @@ def train_community(homes: MeterHistory) -> tuple[CommunityModel, list[dict[str,
     return model, log
 
 
-def evaluate(
-    homes: MeterHistory,
-    fit_at: dict[int, tuple[FittedForecaster, ...]] | None,
-    make: Any,
+def _emulated_round(
+    past: MeterHistory,
+    r: int,
     *,
-    cold: bool,
+    previous: CommunityModel | None,
+    since: int | None,
+    dp: DpConfig | None,
+    size: int,
+    rng: np.random.Generator | None,
+) -> CommunityModel:
+    """The sum a round of ``size`` households like the rows of ``past`` would give: each row's
+    (clipped) update counted ``size / rows`` times, plus the noise of ``size`` members' shares
+    (each ``N(0, σ²/t)``, ``t`` the threshold): secure aggregation itself is exact, so it is left
+    out here."""
+    updates = local_update(past, previous=previous, since_s=since, **SITE)  # type: ignore[arg-type]
+    scale = None if dp is None else dp_scale(previous, past.step_s)
+    if dp is not None and scale is not None:  # as run_round does
+        updates = np.stack([clip_l2(np.rint(row * scale).astype(np.int64), dp.clip_norm)
+                            for row in updates])  # fmt: skip
+    total = np.rint(updates.astype(np.float64).sum(axis=0) * (size / past.households))
+    if dp is not None:
+        assert rng is not None
+        spread = dp.sigma * np.sqrt(size / default_threshold(size))
+        total = np.rint(total + rng.normal(0.0, spread, total.shape))
+    summed = total.astype(np.int64)
+    return CommunityModel.of(
+        summed if scale is None else dp_unscale(summed, scale), round=r, step_s=past.step_s,
+        contributors=size, previous=NO_MODEL if previous is None else previous.hash,
+    )  # fmt: skip
+
+
+def evaluate(
+    homes: MeterHistory, make: Any, *, cold: bool, horizons: tuple[str, ...] = ("da", "nh")
 ) -> dict[str, float]:
     """Mean |P50 − actual| of local, federated and community-alone forecasts, per horizon."""
     s = homes.steps_per_day
     names = ("local", "fed", "com")
-    err = {f"{h}_{m}": 0.0 for h in ("da", "nh") for m in names}
-    count = {"da": 0, "nh": 0}
-    fitted = None if fit_at is None else fit_at[0]
+    err = {f"{h}_{m}": 0.0 for h in horizons for m in names}
+    count = dict.fromkeys(horizons, 0)
+    fitted = None
     for day in range(CUTOFF_S, EVAL_END_S, SECONDS_PER_DAY):
         start = day - COLD_DAYS * SECONDS_PER_DAY if cold else homes.start_s
         if fitted is None or cold:
             fitted = make(homes.window(start, day))
         assert fitted is not None
         actual = homes.window(day, day + SECONDS_PER_DAY).net_w
-        for k, model in enumerate(fitted):
-            p = model.predict(homes.window(start, day), s).median_w
-            err[f"da_{names[k]}"] += float(np.abs(p - actual).sum())
-        count["da"] += actual.size
-        for h in range(s):
-            past = homes.window(start, day + h * homes.step_s)
+        if "da" in horizons:
             for k, model in enumerate(fitted):
-                p = model.predict(past, 1).median_w[:, 0]
-                err[f"nh_{names[k]}"] += float(np.abs(p - actual[:, h]).sum())
-            count["nh"] += actual.shape[0]
+                p = model.predict(homes.window(start, day), s).median_w
+                err[f"da_{names[k]}"] += float(np.abs(p - actual).sum())
+            count["da"] += actual.size
+        if "nh" in horizons:
+            for h in range(s):
+                past = homes.window(start, day + h * homes.step_s)
+                for k, model in enumerate(fitted):
+                    p = model.predict(past, 1).median_w[:, 0]
+                    err[f"nh_{names[k]}"] += float(np.abs(p - actual[:, h]).sum())
+                count["nh"] += actual.shape[0]
     return {
         **{k: v / count[k[:2]] for k, v in err.items()},
-        "samples_da": count["da"],
-        "samples_nh": count["nh"],
+        **{f"samples_{h}": count[h] for h in horizons},
     }
 
 
@@ -148,44 +224,84 @@ class CommunityAlone:
         return community_forecast(self.model, history, horizon, **SITE)  # type: ignore[arg-type]
 
 
-def accuracy() -> dict[str, Any]:
-    homes = load_citylearn_homes(CITYLEARN_CLEAN_HOMES)
-    rows = [CITYLEARN_CLEAN_HOMES.index(h) for h in TEST_HOMES]
-    t0 = time.process_time()
-    community, log = train_community(homes)
+def _forecasters(model: CommunityModel) -> Any:
     local_model: Forecaster = ProfileQR(**SITE)  # type: ignore[arg-type]
 
-    def both(model: CommunityModel | None) -> Any:
-        def make(past: MeterHistory) -> tuple[FittedForecaster, ...]:
-            fed = FederatedForecaster(model, local_model, **SITE).fit(past)  # type: ignore[arg-type]
-            assert model is not None
-            return fed.local, fed, CommunityAlone(model)
+    def make(past: MeterHistory) -> tuple[FittedForecaster, ...]:
+        fed = FederatedForecaster(model, local_model, **SITE).fit(past)  # type: ignore[arg-type]
+        return fed.local, fed, CommunityAlone(model)
 
-        return make
+    return make
 
-    test = homes.select(rows)
-    established = evaluate(test, None, both(community), cold=False)
+
+def accuracy(
+    which: tuple[int, ...],
+    *,
+    dp: DpConfig | None = None,
+    size: int = 0,
+    horizons: tuple[str, ...] = ("da", "nh"),
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Both groups on the homes ``which`` (module docstring); ``dp``/``size``: the DP sweep."""
+    homes = load_citylearn_homes(CITYLEARN_CLEAN_HOMES)
+    rows = [CITYLEARN_CLEAN_HOMES.index(h) for h in which]
+    t0 = time.process_time()
+    community, log = train_community(homes, dp=dp, size=size, seed=0)
+    established = evaluate(homes.select(rows), _forecasters(community), cold=False,
+                           horizons=horizons)  # fmt: skip
     cold_sum: dict[str, float] = {}
-    for row, home in zip(rows, TEST_HOMES, strict=True):
+    for row, home in zip(rows, which, strict=True):
         others = [k for k in range(homes.households) if k != row]
-        loo, _ = train_community(homes.select(others))
-        one = evaluate(homes.select([row]), None, both(loo), cold=True)
+        loo, _ = train_community(homes.select(others), dp=dp, size=size, seed=home)
+        one = evaluate(homes.select([row]), _forecasters(loo), cold=True, horizons=horizons)
         for k, v in one.items():
             cold_sum[k] = cold_sum.get(k, 0.0) + v
-        print(f"  cold home {home}: day-ahead {one['da_local']:.0f} → {one['da_fed']:.0f} W "
-              f"(community alone {one['da_com']:.0f}), next hour {one['nh_local']:.0f} → "
-              f"{one['nh_fed']:.0f} W ({one['nh_com']:.0f})", flush=True)  # fmt: skip
+        if verbose:
+            print(f"  cold home {home}: " + ", ".join(
+                f"{h} {one[f'{h}_local']:.0f} → {one[f'{h}_fed']:.0f} W (community alone "
+                f"{one[f'{h}_com']:.0f})" for h in horizons), flush=True)  # fmt: skip
     cold = {k: v / len(rows) for k, v in cold_sum.items()}
-    out: dict[str, Any] = {"rounds": log, "cpu_s": round(time.process_time() - t0, 1)}
+    out: dict[str, Any] = {"homes": list(which), "rounds": log,
+                           "cpu_s": round(time.process_time() - t0, 1)}  # fmt: skip
     for name, res in (("established", established), ("cold_start_14d", cold)):
         out[name] = {
             f"{h}_{m}_mae_w": round(res[f"{h}_{m}"], 1)
-            for h in ("da", "nh")
+            for h in horizons
             for m in ("local", "fed", "com")
         }
-        for h in ("da", "nh"):
+        for h in horizons:
             out[name][f"{h}_fed_vs_local"] = round(1.0 - res[f"{h}_fed"] / res[f"{h}_local"], 4)
     return out
+
+
+def dp_sweep(which: tuple[int, ...], sizes: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
+    """Day-ahead MAE of both groups under DP, per community size and ε (module docstring)."""
+    out = []
+    for size, eps in DP_SETTINGS:
+        if sizes is not None and size not in sizes:
+            continue
+        dp = DpConfig(eps, DP_DELTA, DP_CLIP)
+        acc = accuracy(which, dp=dp, size=size, horizons=("da",), verbose=False)
+        row = {"size": size or len(CITYLEARN_CLEAN_HOMES), "emulated": bool(size),
+               "epsilon": eps, "sigma_over_clip": round(dp.sigma / DP_CLIP, 3)}  # fmt: skip
+        for g in ("established", "cold_start_14d"):
+            row[g] = acc[g]
+        out.append(row)
+        print(_dp_line(row), flush=True)
+    return out
+
+
+def _dp_line(row: dict[str, Any]) -> str:
+    e, c = row["established"], row["cold_start_14d"]
+    size = f"{row['size']}{' (emulated)' if row['emulated'] else ' real homes'}"
+    eps = f"ε = {row['epsilon']}"
+    return (
+        f"DP {size:>18}, {eps:>9}: day-ahead established fed {e['da_fed_mae_w']} W "
+        f"({100 * e['da_fed_vs_local']:+.1f} % vs local {e['da_local_mae_w']}; community alone "
+        f"{e['da_com_mae_w']}), cold start fed {c['da_fed_mae_w']} W "
+        f"({100 * c['da_fed_vs_local']:+.1f} % vs local {c['da_local_mae_w']}; community alone "
+        f"{c['da_com_mae_w']})"
+    )
 
 
 def synthetic(n: int, seed: int) -> MeterHistory:
@@ -225,23 +341,33 @@ def round_cost(members: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--homes", choices=("test", "tuning", "both"), default="both")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--dp", action="store_true", help="also the DP sweep (test homes)")
+    parser.add_argument("--dp-sizes", type=int, nargs="+", help="only these sizes (0: real homes)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict[str, Any] = {}
+    sets = {"tuning": TUNING_HOMES, "test": TEST_HOMES}
+    chosen = ("tuning", "test") if args.homes == "both" else (args.homes,)
     if not args.skip_accuracy:
-        out["accuracy"] = acc = accuracy()
-        for r in acc["rounds"]:
-            print(f"round {r['round']}: {r}")
-        for name in ("established", "cold_start_14d"):
-            g = acc[name]
-            print(
-                f"{name:>15}: day-ahead MAE local {g['da_local_mae_w']} W, federated "
-                f"{g['da_fed_mae_w']} W ({100 * g['da_fed_vs_local']:+.1f} % lower); next hour "
-                f"local {g['nh_local_mae_w']} W, federated {g['nh_fed_mae_w']} W "
-                f"({100 * g['nh_fed_vs_local']:+.1f} % lower); community alone "
-                f"{g['da_com_mae_w']} / {g['nh_com_mae_w']} W"
-            )
+        for name in chosen:
+            print(f"{name} homes {sets[name]}:", flush=True)
+            out[f"accuracy_{name}"] = acc = accuracy(sets[name])
+            for r in acc["rounds"][-2:]:
+                print(f"  round {r['round']}: {r}")
+            for group in ("established", "cold_start_14d"):
+                g = acc[group]
+                print(
+                    f"  {name} {group:>15}: day-ahead MAE local {g['da_local_mae_w']} W, federated "
+                    f"{g['da_fed_mae_w']} W ({100 * g['da_fed_vs_local']:+.1f} % lower); next hour "
+                    f"local {g['nh_local_mae_w']} W, federated {g['nh_fed_mae_w']} W "
+                    f"({100 * g['nh_fed_vs_local']:+.1f} % lower); community alone "
+                    f"{g['da_com_mae_w']} / {g['nh_com_mae_w']} W",
+                    flush=True,
+                )
+    if args.dp:
+        out["dp"] = dp_sweep(TEST_HOMES, None if args.dp_sizes is None else tuple(args.dp_sizes))
     out["round"] = cost = round_cost(args.members)
     print(
         f"round of {cost['members']} households ({cost['contributors']} contributed, 2 dropped): "

@@ -41,12 +41,16 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   solve in float64) are derived from it locally.
 * **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
   with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
-  short for it) per lead bucket, weighting each by the inverse of its mean absolute error on the
-  household's own last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`:
-  ``w_local = e_c^p / (e_l^p + e_c^p)``. A year-old household whose local model is better keeps
-  most of its own forecast; a two-week-old one leans on the community. The blend is per quantile
-  level, re-sorted. Each row's :class:`ModelRef` names the community model's hash, the local model
-  and the community's weight (permille): what an order's provenance carries.
+  short for it) per lead bucket. The local model's odds are its error ratio on the household's own
+  last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`, times a **prior** for the amount of
+  local evidence — ``h`` days of history against :data:`BLEND_PRIOR_DAYS` (``k``):
+  ``odds = (e_c / e_l)^p · h / (h + k)``, ``w_local = odds / (1 + odds)``. A year-old household
+  whose local model is better keeps most of its own forecast (prior ≈ 0.93); a two-week-old one,
+  whose comparison rests on 6 days, needs its local model clearly better before it outweighs the
+  community (prior 1/3 at ``k = 28``); a community model far worse than the local one (a garbage
+  round) gets almost no weight whatever the prior. The blend is per quantile level, re-sorted.
+  Each row's :class:`ModelRef` names the community model's hash, the local model and the
+  community's weight (permille): what an order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
 after normalisation (one neighbourhood); DST is not modelled.
@@ -78,6 +82,8 @@ from market.errors import DataReason, InvalidInput, UsageError, WireReason
 __all__ = [
     "BLEND_DAYS",
     "BLEND_POWER",
+    "BLEND_PRIOR_DAYS",
+    "DP_UNIT",
     "FEATURES",
     "FEATURE_VERSION",
     "FRAC_BITS",
@@ -92,6 +98,8 @@ __all__ = [
     "Validation",
     "community_forecast",
     "decode_model",
+    "dp_scale",
+    "dp_unscale",
     "local_update",
     "pooled_model",
 ]
@@ -124,6 +132,9 @@ SCALE_FLOOR_W: Final = 50.0
 BAND_SCALE: Final = 1.1
 BLEND_DAYS: Final = 14
 BLEND_POWER: Final = 4.0
+#: the local model's prior odds are ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
+#: on the tuning homes 1, 3, 5, 8, 10: ``docs/federated.md``, "Personalisation")
+BLEND_PRIOR_DAYS: Final = 28.0
 VALIDATION_FIELDS: Final = (
     "count",
     "abs_error",
@@ -133,6 +144,9 @@ VALIDATION_FIELDS: Final = (
     "naive_abs_error",
     "covered",
 )
+#: under differential privacy a member scales its statistics entry by entry (:func:`dp_scale`) so
+#: a typical member's entry is about this many update units before clipping and noise
+DP_UNIT: Final = float(1 << 25)
 _TRI: Final = FEATURES * (FEATURES + 1) // 2
 _BLOCK: Final = _TRI + FEATURES  # one (bucket, quantile): triu(XᵀWX) then XᵀWy
 _MODEL_TAG: Final = "gn.fedmodel"
@@ -557,6 +571,35 @@ def _solve(total: IntArray, layout: Layout) -> FloatArray:
     return beta
 
 
+def dp_scale(previous: CommunityModel | None, step_s: int) -> FloatArray:
+    """Per-entry factors by which a member multiplies its update before DP clipping and noise (the
+    sum is divided by them afterwards): user-level DP adds the same noise to every entry, while a
+    member's statistics span orders of magnitude, so unscaled the noise drowns all but the largest.
+    Scaled so that the ``previous`` committed model's per-contributor mean of each statistic (public)
+    is :data:`DP_UNIT` units (means under a thousandth of their RMS count as that), every statistic
+    pays the noise alike. Factors are kept within [2⁻⁶, 2⁶]: a previous model that is mostly noise
+    (a small community at a small ε) would otherwise shrink them round after round until the
+    unscaled noise overflows. The sample counts and the held-back validation get 0: not shared
+    under DP. Without a usable ``previous`` (the first round): 1 on every statistic."""
+    layout = Layout(step_s)
+    out = np.zeros(layout.length)
+    if previous is None or previous.step_s != step_s or previous.contributors <= 0:
+        out[: layout.stats_len] = 1.0
+        return out
+    mean = np.abs(previous.total[: layout.stats_len].astype(np.float64)) / previous.contributors
+    floor = 1e-3 * float(np.sqrt(np.mean(mean**2))) + 1.0
+    out[: layout.stats_len] = np.clip(DP_UNIT / np.maximum(mean, floor), 2.0**-6, 2.0**6)
+    return out
+
+
+def dp_unscale(total: IntArray, scale: FloatArray) -> IntArray:
+    """The noisy sum of :func:`dp_scale`-scaled updates in update units again (0 where unshared)."""
+    kept = scale > 0
+    out = np.zeros(total.shape, dtype=np.int64)
+    out[kept] = np.rint(total[kept].astype(np.float64) / scale[kept]).astype(np.int64)
+    return out
+
+
 def pooled_model(
     updates: IntArray, *, round: int, step_s: int, previous: CommunityModel | None
 ) -> CommunityModel:
@@ -680,6 +723,7 @@ class FederatedForecaster:
     holiday_subdiv: str | None = None
     blend_days: int = BLEND_DAYS
     blend_power: float = BLEND_POWER
+    blend_prior_days: float = BLEND_PRIOR_DAYS
 
     @property
     def name(self) -> str:
@@ -752,10 +796,13 @@ class FederatedForecaster:
                     err_l[:, b] += np.abs(fl[:, lead] - actual[:, lead]).mean(axis=1)
                     hits[b] += 1
         p = self.blend_power
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = err_c**p / (err_l**p + err_c**p)
-        w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=0.5), 0.0)  # no evidence: community
-        out: FloatArray = w
+        days = history.steps / s
+        prior = days / (days + self.blend_prior_days)  # the local model's prior odds
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            # odds e_c^p / e_l^p × prior, as a weight; overflow-safe
+            w = 1.0 / (1.0 + (err_l / err_c) ** p / prior)
+        w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=prior / (1.0 + prior)), 0.0)
+        out: FloatArray = w  # no evidence: the community
         return out
 
 

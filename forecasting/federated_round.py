@@ -10,6 +10,11 @@ Rules of this module (pure: no I/O; the CPU clock and the DP generator are the c
   (:func:`forecasting.secagg.aggregate_round`: dropouts, reveals and restarts included).
 * The result is the :class:`~forecasting.federated.CommunityModel` of the exact sum of the
   contributors' updates (``None`` when the round aborted), and :class:`RoundStats`.
+* **Differential privacy** (``dp``): every member multiplies its update by
+  :func:`forecasting.federated.dp_scale` of the previous model (public) before the aggregation
+  clips it and adds its noise share; the sum is divided by the same factors
+  (:func:`~forecasting.federated.dp_unscale`) before it becomes the model, so every statistic pays
+  the noise alike (``docs/federated.md``, "Differential privacy").
 * Members whose history is too short to contribute (under
   :data:`~forecasting.federated.MIN_CONTRIBUTE_DAYS` days) are not members of the round.
 """
@@ -26,6 +31,8 @@ from forecasting.federated import (
     NO_MODEL,
     CommunityModel,
     Layout,
+    dp_scale,
+    dp_unscale,
     local_update,
 )
 from forecasting.secagg import (
@@ -80,6 +87,9 @@ def run_round(
             for k in range(history.households):
                 updates[keys[first + k][1]] = block[k]
         first += history.households
+    scale = None if dp is None else dp_scale(previous, step_s)
+    if scale is not None:  # DP: statistics pre-scaled alike before clipping and noise
+        updates = {k: np.rint(v * scale).astype(np.int64) for k, v in updates.items()}
     private = {public: secret for secret, public in keys}
     outcome, transcript = aggregate_round(
         updates,
@@ -94,7 +104,7 @@ def run_round(
     model = None
     if isinstance(outcome, Complete):
         model = CommunityModel.of(
-            outcome.total,
+            outcome.total if scale is None else dp_unscale(outcome.total, scale),
             round=round,
             step_s=step_s,
             previous=NO_MODEL if previous is None else previous.hash,

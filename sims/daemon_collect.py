@@ -8,6 +8,8 @@ signed readings, each order's commit time); :func:`save_submissions` saves each 
 chain's market outcome (:mod:`sims.ledger_kpis`, the same fold as the in-process engine's) with the
 replay meters, the submissions and the batteries into a :class:`~sims.results.SimResult` and the
 trade rows. :func:`collect_run` does the same from copied-back directories alone.
+:func:`round_records` gives a federated run's rounds (the ledger's model commitments joined with
+the aggregators' ``fedrounds.jsonl``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 from forecasting.data import load_meter_history
 from forecasting.series import energy_wh
 from gridnode.chain import stored_blocks
-from gridnode.core.ledger import Genesis, LedgerState, SignedOrder, tx_id
+from gridnode.core.ledger import CommittedModel, Genesis, LedgerState, SignedOrder, tx_id
 from gridnode.household.battery import battery_from_sizes
 from gridnode.household.forecast import SlotForecaster, bidding_forecaster
 from gridnode.meter import ReplayMeter, shipped_replay
@@ -34,7 +36,7 @@ from market.slots import SlotClock
 from sims.daemons import LocalCommunity
 from sims.fullnode import ChainSummary, SampleFullNode
 from sims.ledger_kpis import household_kpi, slot_record, trade_rows
-from sims.results import SimResult, SlotRecord
+from sims.results import RoundRecord, SimResult, SlotRecord
 from sims.scenario import HouseholdSpec, Scenario
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "collect",
     "collect_run",
     "read_store",
+    "round_records",
     "save_submissions",
 ]
 
@@ -157,6 +160,75 @@ def _meter_of(h: Any, scenario: Scenario, spec: HouseholdSpec, genesis: Genesis)
     from sims.daemon_engine import METER_FILE  # noqa: PLC0415 - the engine imports this module
 
     return ReplayMeter(load_meter_history(h.dir / METER_FILE), 0, 0)
+
+
+# --------------------------------------------------------------------------------------- rounds
+
+
+def round_records(
+    validator_dirs: Iterable[Path], models: Mapping[bytes, CommittedModel]
+) -> list[RoundRecord]:
+    """The federated rounds of a daemon run (``training = federated``), one record per round an
+    aggregator ran, in round order. What the ledger committed (``gn.tx.model``: round, model hash,
+    contributors, the summed held-back validation) comes from the ledger's ``models``; what only
+    the aggregator saw (members that joined, attempts, round wall seconds, payload bytes in all and
+    the most one member answered with) from the ``data/fedrounds.jsonl`` each validator daemon
+    under ``validator_dirs`` writes (:data:`gridnode.daemon.federation.ROUNDS_FILE`). A committed
+    model without a record (its aggregator's directory is gone) still counts, with zeros for the
+    costs; an aborted round has an empty ``model_hash``. ``cpu_s`` is the round's *wall* seconds here (the daemons' CPU is not
+    separable per round): the in-process engine's is CPU seconds."""
+    from gridnode.daemon.federation import ROUNDS_FILE  # noqa: PLC0415
+    from gridnode.explain import model_json  # noqa: PLC0415
+
+    reports: list[dict[str, Any]] = []
+    for d in validator_dirs:
+        path = d / "data" / ROUNDS_FILE
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill
+                if isinstance(doc, dict):
+                    reports.append(doc)
+    by_hash = {r["model"]: r for r in reports if r.get("model")}
+    out: list[RoundRecord] = []
+    for model_hash, committed in models.items():
+        r = by_hash.pop(model_hash.hex(), {})
+        v = model_json(model_hash, committed)["validation"]
+        out.append(
+            RoundRecord(
+                round=committed.round,
+                at_s=int(r.get("at_s", 0)),
+                members=int(r.get("joined", committed.contributors)),
+                contributors=committed.contributors,
+                attempts=int(r.get("attempts", 0)),
+                bytes_per_member=int(r.get("max_bytes_per_member", 0)),
+                total_bytes=int(r.get("bytes_in", 0)),
+                cpu_s=float(r.get("wall_s", 0.0)),
+                model_hash=model_hash.hex(),
+                validation_samples=int(v["samples"]),
+                validation_mae=v.get("mae"),
+                validation_skill=v.get("skill"),
+            )
+        )
+    for r in reports:  # rounds that committed nothing (aborted, or refused by the ledger)
+        if not r.get("model") or r["model"] in by_hash:
+            out.append(
+                RoundRecord(
+                    round=int(r["round"]),
+                    at_s=int(r["at_s"]),
+                    members=int(r["joined"]),
+                    contributors=0,
+                    attempts=int(r["attempts"]),
+                    bytes_per_member=int(r["max_bytes_per_member"]),
+                    total_bytes=int(r["bytes_in"]),
+                    cpu_s=float(r["wall_s"]),
+                    model_hash="",
+                )
+            )
+    out.sort(key=lambda rec: (rec.round, rec.model_hash == ""))
+    return out
 
 
 # --------------------------------------------------------------------------------------- API
@@ -381,5 +453,6 @@ def collect(
         state_digest=state.digest().hex(),
         conservation_ok=conservation,
         notes=notes,
+        rounds=round_records([h.dir for h in lc.households if h.role == "validator"], state.models),
     )
     return result_obj, trades_out, replay

@@ -31,6 +31,10 @@ What is measured and how (from the chain and the daemons' API, never from their 
   (:func:`gridnode.household.forecast.bidding_forecaster`) and compares it with the reading the
   household signed.
 * **Ledger agreement** — every node's ``/api/status`` reports the same height, head hash and digest.
+* **Federated rounds** (``training = federated``) — the ledger's model commitments joined with the
+  record each aggregating validator writes per round (``DATA/fedrounds.jsonl``:
+  :func:`sims.daemon_collect.round_records`): the same per-round KPIs as the in-process engine's,
+  the round's wall time in place of its CPU time.
 
 Supported scenario features: tariffs, slot length, gate lead, reading deadline, rule, netting,
 validator count, households (PV, load scale, replay day, batteries: each household daemon
@@ -280,12 +284,13 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
             write_meter_file(_home_row(scenario, spec), h.dir / METER_FILE, shift_s=shift)
             meter = {"meter.source": "file", "bidding.meter_history": METER_FILE}
         update_config(h.dir, meter | sizes | bidding)
-    return _training_config(households, scenario)
+    return _training_config(lc.households, scenario)  # validators too: they aggregate
 
 
 def _training_config(households: list[Any], scenario: Scenario) -> list[str]:
-    """Write ``[training] mode = "federated"`` and ``round_every_s`` into every household's config
-    for a federated scenario; the notes for the result. A daemon whose config does not know the
+    """Write ``[training] mode = "federated"`` and ``round_every_s`` into every daemon's config
+    (the validators aggregate the rounds, the households contribute) for a federated scenario; the
+    notes for the result. A daemon whose config does not know the
     ``[training]`` keys (a build before federated rounds in the daemon) trains locally: said in
     the notes, not hidden."""
     if scenario.training != "federated":
@@ -301,8 +306,10 @@ def _training_config(households: list[Any], scenario: Scenario) -> list[str]:
             f"({exc}); every household trained locally (run --engine inproc for federated rounds)"
         ]
     return [
-        f"training = federated: every household daemon configured with a round every "
-        f"{scenario.round_every_days} day(s); the daemons' rounds are not recorded in these results"
+        f"training = federated: every daemon configured with a round every "
+        f"{scenario.round_every_days} day(s) at 00:00 UTC node time, aggregated by the validators "
+        f"in turn (no rounds before the first slot: rounds_before_start applies to the in-process "
+        f"engine only); the rounds are in `rounds` (round time is wall seconds, not CPU)"
     ]
 
 

@@ -62,6 +62,7 @@ could still unmask it: ``docs/federated.md``, threat model); one round at a time
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_FED_BYTES",
     "PROTOCOL",
+    "ROUNDS_FILE",
     "FedTimeouts",
     "FederationDriver",
     "RoundReport",
@@ -114,6 +116,9 @@ _RETRY_S: Final = 0.5
 _TAGS: Final = ("gn.fed.invite", "gn.fed.spec", "gn.fed.unmask", "gn.fed.getmodel", "gn.fed.check")
 #: wall seconds a member waits for a neighbour's answer to ``gn.fed.check`` before revealing
 CHECK_S: Final = 2.0
+#: the aggregator appends one JSON line per round it ran (:meth:`RoundReport.record`) to this file
+#: in its data directory (read by the real-daemon simulation engine, ``sims.daemon_collect``)
+ROUNDS_FILE: Final = "fedrounds.jsonl"
 
 
 def aggregator_of(genesis: Genesis, period: int) -> str:
@@ -158,6 +163,28 @@ class RoundReport:
     wall_s: float = 0.0
     bytes_in: int = 0  # payload bytes of the members' answers
     bytes_out: int = 0  # payload bytes of the aggregator's requests
+    #: payload bytes each member answered with in the round (join, masked update, reveals)
+    member_bytes: dict[str, int] = field(default_factory=dict)
+
+    def record(self, round_every_s: int) -> dict[str, Any]:
+        """The report as one JSON object (a line of :data:`ROUNDS_FILE`); ``at_s``: the node
+        second its period began (the meter history it trained on ends about there)."""
+        return {
+            "round": self.round,
+            "period": self.period,
+            "at_s": self.period * round_every_s,
+            "outcome": self.outcome,
+            "model": self.model.hex() if self.outcome == "committed" else "",
+            "invited": self.invited,
+            "answered": self.answered,
+            "joined": self.joined,
+            "contributors": self.contributors,
+            "attempts": self.attempts,
+            "wall_s": round(self.wall_s, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "max_bytes_per_member": max(self.member_bytes.values(), default=0),
+        }
 
 
 def _refuse(reason: WireReason, what: str, detail: str = "") -> InvalidInput:
@@ -251,12 +278,23 @@ class FederationDriver:
                         report.wall_s, report.attempts, report.bytes_in, report.bytes_out,
                         report.answered, report.joined,
                     )  # fmt: skip
+                    self._write_record(report)
                 except Exception:  # a bug in a round must never stop the node
                     log.exception("federated round failed")
             next_ms = (period + 1) * self.round_every_s * 1000
             self._changed = trio.Event()
             with trio.move_on_after(min(clock.seconds_until(next_ms), 1.0)):
                 await self._changed.wait()
+
+    def _write_record(self, report: RoundReport) -> None:
+        """Append the round's record to :data:`ROUNDS_FILE` (a failing disk is logged, never
+        stops the node)."""
+        try:
+            path = self.node.config.data_dir / ROUNDS_FILE
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(report.record(self.round_every_s), sort_keys=True) + "\n")
+        except OSError as exc:
+            log.warning("federated: cannot record round %d: %s", report.round, exc)
 
     # ------------------------------------------------------------------ member side
     def _next_round(self) -> int:
@@ -543,6 +581,7 @@ class FederationDriver:
                         peer_id_of_hex(h), PROTOCOL, data, timeout_s=deadline - trio.current_time()
                     )
                     report.bytes_in += len(answers[h])
+                    report.member_bytes[h] = report.member_bytes.get(h, 0) + len(answers[h])
                     return
                 except Rejected as exc:
                     log.info("federated: %s refused: %s", h[:12], exc.reason)

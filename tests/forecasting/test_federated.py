@@ -13,18 +13,22 @@ from forecasting.data import (
     load_citylearn_homes,
 )
 from forecasting.federated import (
+    BLEND_PRIOR_DAYS,
+    DP_UNIT,
     MIN_CONTRIBUTE_DAYS,
     CommunityModel,
     FederatedForecaster,
     Layout,
     community_forecast,
     decode_model,
+    dp_scale,
+    dp_unscale,
     local_update,
     pooled_model,
 )
 from forecasting.federated_round import run_round
 from forecasting.models import QuantileForecast, SeasonalNaive, _make_forecast
-from forecasting.secagg import keypair_from_seed
+from forecasting.secagg import DpConfig, keypair_from_seed
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
 from market.errors import DataReason, WireReason
 from tests.refusals import refused
@@ -205,8 +209,86 @@ def test_a_household_whose_local_model_is_better_keeps_it(
     model: CommunityModel, homes: MeterHistory
 ) -> None:
     past = homes.window(homes.start_s, homes.end_s - SECONDS_PER_DAY)
-    fitted = FederatedForecaster(model, _Oracle(homes), **SITE).fit(past)  # type: ignore[arg-type]
-    assert np.all(fitted.weights == 1.0)  # the local model's weight: all of it
-    assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
+    two_weeks = past.window(past.end_s - 14 * SECONDS_PER_DAY, past.end_s)
+    for history in (past, two_weeks):  # the evidence prior never outweighs a clear comparison
+        fitted = FederatedForecaster(model, _Oracle(homes), **SITE).fit(history)  # type: ignore[arg-type]
+        assert np.all(fitted.weights == 1.0)  # the local model's weight: all of it
+        assert all(r.community_permille == 0 and r.community == model.hash for r in fitted.refs)
     blend = fitted.predict(past, 24).values_w
     assert np.array_equal(blend, _Oracle(homes).predict(past, 24).values_w)
+
+
+@dataclass(frozen=True)
+class _Twin:
+    """A "local model" that forecasts exactly as the community model: no evidence either way."""
+
+    model: CommunityModel
+    name: str = "twin"
+    min_history_days: int = 1
+
+    def fit(self, history: MeterHistory) -> _Twin:
+        return self
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        return community_forecast(self.model, history, horizon, **SITE)  # type: ignore[arg-type]
+
+
+def test_with_equal_errors_the_evidence_prior_decides(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """Equal errors: the local model's weight is its prior odds h / (h + k) as a weight — a
+    two-week-old household leans on the community, a year-old one keeps about half."""
+    for days in (14, 59):
+        history = homes.window(homes.end_s - days * SECONDS_PER_DAY, homes.end_s)
+        fitted = FederatedForecaster(model, _Twin(model), **SITE).fit(history)  # type: ignore[arg-type]
+        odds = days / (days + BLEND_PRIOR_DAYS)
+        assert np.allclose(fitted.weights, odds / (1.0 + odds))
+    assert np.all(fitted.weights > 0.3)
+    young = FederatedForecaster(model, _Twin(model), **SITE).fit(  # type: ignore[arg-type]
+        homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    )
+    assert np.all(young.weights < 0.3) and all(r.community_permille > 700 for r in young.refs)
+
+
+def test_a_garbage_community_model_does_not_hurt_a_cold_start_household(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """A round whose sum is garbage (a malicious member, DP noise in a small community): even a
+    two-week-old household, whose prior leans on the community, keeps its own forecast."""
+    rng = np.random.default_rng(1)
+    total = model.total + rng.integers(-(1 << 48), 1 << 48, model.total.shape)
+    garbage = CommunityModel.of(total, round=9, step_s=3600, previous=model.hash, contributors=6)
+    history = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    fitted = FederatedForecaster(garbage, SeasonalNaive(), **SITE).fit(history)  # type: ignore[arg-type]
+    # mostly its own (a prior that shrank the weight itself would have capped it at 1/3)
+    assert np.all(fitted.weights > 0.8)
+    assert np.mean(fitted.weights) > 0.95
+
+
+def test_dp_prescaling_equalises_the_statistics_and_is_undone_on_the_sum(
+    homes: MeterHistory,
+) -> None:
+    """Under DP every statistic is scaled to DP_UNIT per typical member (from the previous model,
+    public) before clipping and noise, and the sum is scaled back; counts and validation are not
+    shared."""
+    first = pooled_model(local_update(homes, previous=None, **SITE), round=1, step_s=3600,  # type: ignore[arg-type]
+                         previous=None)  # fmt: skip
+    layout = Layout(3600)
+    assert np.array_equal(dp_scale(None, 3600)[: layout.stats_len], np.ones(layout.stats_len))
+    scale = dp_scale(first, 3600)
+    assert np.all(scale[layout.stats_len :] == 0) and np.all(scale[: layout.stats_len] > 0)
+    ups = local_update(homes, previous=first, **SITE)  # type: ignore[arg-type]
+    scaled = np.rint(ups * scale).astype(np.int64)
+    stats = slice(0, layout.stats_len)
+    typical = np.median(np.abs(scaled[:, stats]).mean(axis=0))
+    assert 0.1 * DP_UNIT < typical < 10 * DP_UNIT  # near the unit, whatever the statistic's size
+    back = dp_unscale(scaled.sum(axis=0), scale)
+    plain = ups.sum(axis=0)
+    assert np.allclose(back[stats], plain[stats], rtol=1e-6, atol=8)  # rounding only
+    assert np.all(back[layout.stats_len :] == 0)
+    # a DP round through secure aggregation: noisy but usable statistics, nothing else shared
+    dp = DpConfig(epsilon=2.0, delta=1e-5, clip_norm=1e9)
+    model, _, _ = run_round([homes], keys(6), 2, first, dp=dp, rng=np.random.default_rng(5),
+                            **SITE)  # type: ignore[arg-type]  # fmt: skip
+    assert model is not None and model.samples == 0 and model.validation.samples == 0
+    assert np.all(np.isfinite(model.coefs))

@@ -21,6 +21,7 @@ def test_shipped_examples_load() -> None:
     assert names == [
         "batteries.toml",
         "faults.toml",
+        "homes-fed-daemons.toml",
         "homes-fed-federated.toml",
         "homes-fed-local.toml",
         "homes-spring.toml",
