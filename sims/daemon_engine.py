@@ -126,6 +126,9 @@ class DaemonRun:
     cpu_s: dict[int, float] = field(default_factory=dict)
     measure_wall_s: float = 0.0  # wall seconds from the first to the last measured clearing
     first_slot: int = 0  # the first measured slot (node-clock slot number)
+    #: node unix seconds + this = the homes' local time (None: the shipped household's replay
+    #: meter, whose anchor the caller reads from the genesis)
+    local_offset_s: int | None = None
 
     @property
     def wall_s_per_slot(self) -> float | None:
@@ -227,12 +230,15 @@ def _stable_ports(lc: LocalCommunity, rng_seed: int) -> None:
 METER_FILE = "meter.parquet"
 
 
-def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> list[str]:
+def configure(
+    lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
+) -> tuple[list[str], int]:
     """Turn a freshly created community into the scenario's: validators not members, the scenario's
     tariffs and deadline in the genesis, each household's meter, forecaster and bidding in its
     config. The shipped household is replayed by the daemon's own replay meter; other homes (the
     CityLearn homes, a meter folder) are written as each household's meter file in node time
-    (:func:`homes_clock`, which may move the genesis time)."""
+    (:func:`homes_clock`, which may move the genesis time). Returns the notes for the result and
+    node time − data time (0 for the shipped household, whose replay meter anchors itself)."""
     assert lc.genesis is not None
     households = [h for h in lc.households if h.role == "full"]
     genesis_s, shift = homes_clock(scenario, lc.genesis.genesis_time_ms // 1000, lc.speedup)
@@ -280,7 +286,7 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
             write_meter_file(_home_row(scenario, spec), h.dir / METER_FILE, shift_s=shift)
             meter = {"meter.source": "file", "bidding.meter_history": METER_FILE}
         update_config(h.dir, meter | sizes | bidding)
-    return _training_config(households, scenario)
+    return _training_config(households, scenario), shift
 
 
 def _training_config(households: list[Any], scenario: Scenario) -> list[str]:
@@ -391,7 +397,7 @@ def run_daemons(
     )
     lc.create()
     _stable_ports(lc, os.getpid())
-    training_notes = configure(lc, scenario, specs)
+    training_notes, shift_s = configure(lc, scenario, specs)
     n = len(lc.households)
     wall0 = time.monotonic()
     say(f"starting {n} daemons ({scenario.validators} validators) under {root}")
@@ -402,6 +408,8 @@ def run_daemons(
         )  # fmt: skip
         run.result.training = scenario.training
         run.result.notes.extend(training_notes)
+        if scenario.home_source != "shipped":  # the homes' meter files run shift_s behind
+            run.local_offset_s = data_utc_offset_s(scenario) - shift_s
         return run
     except BaseException:
         lc.stop()  # never leave daemons behind (a start-up failure, a bug, Ctrl-C during collection)
