@@ -18,7 +18,9 @@ their PV than the reported ones) it
 3. repeats the replay with one knob of the policy moved (band calibration off; offers and bids out
    to the 95 % / 98 % tail; 90 price levels instead of 11; no expected clearing price) and prints
    each variant's share of perfect foresight's savings, imbalance cost over P2P gains and
-   household-weeks worse off; then the forecast's error statistics that bound it: per season, the
+   household-weeks worse off — and, as an oracle, with the forecast's errors and bands scaled by
+   0.75 and 0.5 (every quantile moved towards the reading): how much sharper the forecast would
+   have to be; then the forecast's error statistics that bound it: per season, the
    PV homes' mean surplus in a surplus slot against their forecast's P10–P90 band there, and the
    correlation of a slot's P50 error with the error two slots earlier (the last one known when
    quoting).
@@ -45,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import forecasting.policy as policy_module  # noqa: E402 - after the path fix
 from benchmarks.economics import SEASONS, TUNING, TUNING_SEED, _path  # noqa: E402
+from forecasting.policy import SlotQuantiles  # noqa: E402
 from gridnode.household.agent import HouseholdAgent  # noqa: E402
 from gridnode.household.forecast import SlotForecast, foresight  # noqa: E402
 from market.clearing import clear  # noqa: E402
@@ -83,9 +86,17 @@ class _NoCalibration:
 
 
 def replay(
-    e: _Engine, cap: Captured, *, pf: bool = False, calibrate: bool = True, prices: bool = True
+    e: _Engine,
+    cap: Captured,
+    *,
+    pf: bool = False,
+    calibrate: bool = True,
+    prices: bool = True,
+    sharpen: float = 1.0,
 ) -> dict[str, Any]:
-    """The market on the captured forecasts (module docstring); ``pf``: quote the meter instead."""
+    """The market on the captured forecasts (module docstring); ``pf``: quote the meter instead;
+    ``sharpen`` < 1: every quantile moved that far towards the meter's reading (an oracle: the
+    forecast's errors and band scaled by it — how sharp the forecast would have to be)."""
     boundaries, meters = cap
     agents = [HouseholdAgent(a.config) for a in e.agents]
     if not calibrate:
@@ -104,6 +115,8 @@ def replay(
             fc = forecasts[i]
             if pf:
                 fc = foresight((s, meters[s][i]) for s in needs.quote if s in meters)
+            elif sharpen != 1.0 and fc is not None:
+                fc = _sharpened(fc, meters, i, sharpen)
             actions = a.on_slot_boundary(
                 now_s,
                 natural_wh={s: meters[s][i] for s in needs.read},
@@ -139,6 +152,16 @@ def replay(
     return sums
 
 
+def _sharpened(fc: SlotForecast, meters: dict[int, list[int]], i: int, k: float) -> SlotForecast:
+    def towards(q: SlotQuantiles) -> SlotQuantiles:
+        a = meters.get(q.slot, [q.p50_wh] * (i + 1))[i]
+        return SlotQuantiles(
+            q.slot, *(round(a + k * (v - a)) for v in (q.p10_wh, q.p50_wh, q.p90_wh))
+        )
+
+    return SlotForecast(fc.model, tuple(towards(q) for q in fc.quantiles))
+
+
 @contextmanager
 def _levels(levels: tuple[int, ...]) -> Iterator[None]:
     """The policy's price levels and tail moved for the duration (restored after)."""
@@ -166,6 +189,8 @@ def _variants() -> list[tuple[str, Callable[[_Engine, Captured], dict[str, Any]]
         ("offers/bids out to the 98 % tail", with_levels((*base, 50, 20))),
         ("90 price levels instead of 11", with_levels(tuple(range(990, 99, -10)))),
         ("no expected clearing price", lambda e, c: replay(e, c, prices=False)),
+        ("oracle: forecast errors x 0.75", lambda e, c: replay(e, c, sharpen=0.75)),
+        ("oracle: forecast errors x 0.5", lambda e, c: replay(e, c, sharpen=0.5)),
     ]
 
 
