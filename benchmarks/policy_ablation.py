@@ -194,7 +194,7 @@ def _variants() -> list[tuple[str, Callable[[_Engine, Captured], dict[str, Any]]
     ]
 
 
-def _error_stats(e: _Engine, cap: Captured) -> str:
+def _error_stats(e: _Engine, cap: Captured, shipped: dict[str, Any], pf: dict[str, Any]) -> str:
     boundaries, meters = cap
     pv = [i for i, s in enumerate(e.specs) if s.pv_kwp > 0]
     rows: dict[tuple[int, int], tuple[int, int, int, int]] = {}
@@ -213,11 +213,30 @@ def _error_stats(e: _Engine, cap: Captured) -> str:
     corr = float(np.corrcoef(a[:, 0], a[:, 1])[0, 1]) if len(a) > 2 else float("nan")
     mean_surplus = np.mean([x for x, _ in surplus]) if surplus else 0.0
     band = np.mean([w for _, w in surplus]) if surplus else 0.0
-    return (
+    lines = [
         f"  PV homes in slots with surplus: mean surplus {mean_surplus:,.0f} Wh, forecast P10-P90 "
         f"band {band:,.0f} Wh ({band / max(mean_surplus, 1):.1f}x); P50 error vs the error two "
         f"slots earlier: correlation {corr:+.3f}"
-    )
+    ]
+    by_side = {True: [0, 0], False: [0, 0]}
+    for i in range(len(e.specs)):
+        by_side[i in pv][0] += shipped["per_household"][i]
+        by_side[i in pv][1] += pf["per_household"][i]
+    for side, (got, best) in by_side.items():
+        lines.append(
+            f"  {'with PV' if side else 'without PV'}: {got / 1e6:.2f} ¤ of perfect foresight's "
+            f"{best / 1e6:.2f} ¤ ({100 * got / best if best else 0:.0f} %)"
+        )
+    for i in pv:
+        mine = [(v[3], v[2] - v[0]) for (s, j), v in rows.items() if j == i and v[3] > 0]
+        got, best = shipped["per_household"][i], pf["per_household"][i]
+        lines.append(
+            f"    {e.specs[i].home:14s} {got / 1e6:6.2f} of {best / 1e6:6.2f} ¤ "
+            f"({100 * got / best if best else 0:3.0f} %); mean surplus "
+            f"{np.mean([x for x, _ in mine]) if mine else 0:5.0f} Wh, band "
+            f"{np.mean([w for _, w in mine]) if mine else 0:5.0f} Wh"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -238,14 +257,16 @@ def main() -> int:
         print(f"\n{sc.name}: {sc.days:g} days from {sc.start_day}, seed {sc.seed}, "
               f"{len(e.specs)} households; perfect foresight saves {pf['savings'] / 1e6:.2f} ¤ "
               f"(captured in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        shipped: dict[str, Any] = {}
         for label, run in _variants():
             r = run(e, cap)
+            shipped = shipped or r  # the first variant: the policy as shipped
             gains = r["savings"] + r["imbalance"]
             print(f"  {label:36s} savings {r['savings'] / 1e6:7.2f} ¤  share of PF "
                   f"{100 * r['savings'] / pf['savings']:5.1f} %  imbalance/gains "
                   f"{100 * r['imbalance'] / max(gains, 1):5.1f} %  households worse off "
                   f"{r['worse']}/{r['households']}")  # fmt: skip
-        print(_error_stats(e, cap))
+        print(_error_stats(e, cap, shipped, pf))
     return 0
 
 
