@@ -130,6 +130,9 @@ class DaemonRun:
     cpu_s: dict[int, float] = field(default_factory=dict)
     measure_wall_s: float = 0.0  # wall seconds from the first to the last measured clearing
     first_slot: int = 0  # the first measured slot (node-clock slot number)
+    #: node unix seconds + this = the homes' local time (None: the shipped household's replay
+    #: meter, whose anchor the caller reads from the genesis)
+    local_offset_s: int | None = None
 
     @property
     def wall_s_per_slot(self) -> float | None:
@@ -231,15 +234,21 @@ def _stable_ports(lc: LocalCommunity, rng_seed: int) -> None:
 METER_FILE = "meter.parquet"
 
 
-def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]) -> list[str]:
+def configure(
+    lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
+) -> tuple[list[str], int]:
     """Turn a freshly created community into the scenario's: validators not members, the scenario's
     tariffs and deadline in the genesis, each household's meter, forecaster and bidding in its
     config. The shipped household is replayed by the daemon's own replay meter; other homes (the
     CityLearn homes, a meter folder) are written as each household's meter file in node time
-    (:func:`homes_clock`, which may move the genesis time)."""
+    (:func:`homes_clock`, which may move the genesis time). Returns the notes for the result and
+    node time − data time (0 for the shipped household, whose replay meter anchors itself)."""
     assert lc.genesis is not None
     households = [h for h in lc.households if h.role == "full"]
-    genesis_s, shift = homes_clock(scenario, lc.genesis.genesis_time_ms // 1000, lc.speedup)
+    lead = warmup_s(scenario, len(lc.households), lc.speedup)
+    genesis_s, shift = homes_clock(
+        scenario, lc.genesis.genesis_time_ms // 1000, lc.speedup, lead_s=lead
+    )
     lc.genesis = replace(
         lc.genesis,
         genesis_time_ms=genesis_s * 1000
@@ -284,7 +293,7 @@ def configure(lc: LocalCommunity, scenario: Scenario, specs: list[HouseholdSpec]
             write_meter_file(_home_row(scenario, spec), h.dir / METER_FILE, shift_s=shift)
             meter = {"meter.source": "file", "bidding.meter_history": METER_FILE}
         update_config(h.dir, meter | sizes | bidding)
-    return _training_config(lc.households, scenario)  # validators too: they aggregate
+    return _training_config(lc.households, scenario), shift  # validators too: they aggregate
 
 
 def _training_config(households: list[Any], scenario: Scenario) -> list[str]:
@@ -317,7 +326,21 @@ def _training_config(households: list[Any], scenario: Scenario) -> list[str]:
 _YEAR_S: Final = 365.25 * 86_400
 
 
-def homes_clock(scenario: Scenario, now_s: int, speedup: float) -> tuple[int, int]:
+def warmup_s(scenario: Scenario, daemons: int, speedup: float) -> int:
+    """Node seconds a real-home community is started ahead of ``start_day``/``start_hour`` (with a
+    clock speed-up): the wall time its daemons may take to start (:func:`run_daemons` waits
+    60 s + 3 s per daemon for them, and the first measured slot must be quoted before its gate),
+    whole slots. So the measured slots begin at the scenario's start, the same data hours in every
+    run of the scenario (each policy's, and the in-process engine's), not wherever start-up ended."""
+    if scenario.home_source == "shipped" or speedup <= 1.0:
+        return 0
+    node_s = (60.0 + 3.0 * daemons + 2 * scenario.slot_seconds / speedup) * speedup
+    return math.ceil(node_s / scenario.slot_seconds) * scenario.slot_seconds
+
+
+def homes_clock(
+    scenario: Scenario, now_s: int, speedup: float, *, lead_s: int = 0
+) -> tuple[int, int]:
     """``(genesis_s, shift_s)`` for a community of real homes: the genesis time, and node time −
     data time, a whole number of weeks nearest a whole number of years — so the homes keep their
     weekdays and time of day, and the sun its season (within half a week): the forecaster's
@@ -325,12 +348,11 @@ def homes_clock(scenario: Scenario, now_s: int, speedup: float) -> tuple[int, in
     a year / (speedup − 1)) so that node time ``now_s`` is ``start_day`` at ``start_hour`` of the
     homes' calendar, those years later; in real time the node clock is the wall clock, and the
     replay runs the homes' data of the wall clock's date in the data year nearest ``start_day``.
+    ``lead_s``: node time ``now_s`` is that much earlier in the homes' data (:func:`warmup_s`).
     The shipped household: ``(now_s, 0)`` (its replay meter anchors itself)."""
     if scenario.home_source == "shipped":
         return now_s, 0
-    day = dt.date.fromisoformat(scenario.start_day)
-    midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
-    start = midnight - data_utc_offset_s(scenario) + int(scenario.start_hour * 3600)
+    start = _data_start_s(scenario) - lead_s
 
     def shift_of(years: int) -> int:
         return round(years * _YEAR_S / WEEK_S) * WEEK_S
@@ -342,6 +364,13 @@ def homes_clock(scenario: Scenario, now_s: int, speedup: float) -> tuple[int, in
         years += 1
     shift = shift_of(years)
     return now_s - int((start + shift - now_s) / (speedup - 1.0)), shift
+
+
+def _data_start_s(scenario: Scenario) -> int:
+    """``start_day`` at ``start_hour`` of the homes' calendar, as data time (unix seconds)."""
+    day = dt.date.fromisoformat(scenario.start_day)
+    midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+    return midnight - data_utc_offset_s(scenario) + int(scenario.start_hour * 3600)
 
 
 def _home_row(scenario: Scenario, spec: HouseholdSpec) -> MeterHistory:
@@ -398,7 +427,7 @@ def run_daemons(
     )
     lc.create()
     _stable_ports(lc, os.getpid())
-    training_notes = configure(lc, scenario, specs)
+    training_notes, shift_s = configure(lc, scenario, specs)
     n = len(lc.households)
     wall0 = time.monotonic()
     say(f"starting {n} daemons ({scenario.validators} validators) under {root}")
@@ -406,9 +435,12 @@ def run_daemons(
         run = _run_started(
             lc, scenario, specs, planned=planned, speedup=speedup, ready_timeout_s=ready_timeout_s,
             progress=progress, say=say, wall0=wall0,
+            start_s=_data_start_s(scenario) + shift_s if warmup_s(scenario, n, speedup) else None,
         )  # fmt: skip
         run.result.training = scenario.training
         run.result.notes.extend(training_notes)
+        if scenario.home_source != "shipped":  # the homes' meter files run shift_s behind
+            run.local_offset_s = data_utc_offset_s(scenario) - shift_s
         return run
     except BaseException:
         lc.stop()  # never leave daemons behind (a start-up failure, a bug, Ctrl-C during collection)
@@ -432,7 +464,10 @@ def _run_started(
     progress: Callable[[int, int], None] | None,
     say: Callable[[str], None],
     wall0: float,
+    start_s: int | None = None,
 ) -> DaemonRun:
+    """``start_s``: measure from the slot starting there (node time; real homes, see
+    :func:`warmup_s`), else — or when start-up took longer — from two slots after start-up."""
     assert lc.genesis is not None
     clock = lc.genesis.clock
     n = len(lc.households)
@@ -446,6 +481,7 @@ def _run_started(
     faults: list[FaultEvent] = []
     interrupted = stalled = False
     first = last = 0
+    late: list[str] = []
     startup = 0.0
     try:
         lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=validators)
@@ -457,6 +493,15 @@ def _run_started(
         startup = time.monotonic() - wall0
         status = lc.api(0, "/api/status")
         first = status["current_slot"] + 2  # every household has quoted it before its gate
+        if start_s is not None:
+            if clock.slot_at(start_s) >= first:
+                first = clock.slot_at(start_s)
+            else:
+                late.append(
+                    f"the daemons were ready after the scenario's start: measured from slot "
+                    f"{first}, {first - clock.slot_at(start_s)} slot(s) after it (other runs of "
+                    f"this scenario may cover other hours)"
+                )
         last = first + planned - 1
         say(f"{n} daemons ready in {startup:.1f} s; measuring slots {first}..{last}")
         sim_start_s = clock.start(first)
@@ -576,6 +621,7 @@ def _run_started(
             result.notes.append(
                 f"ledger agreement checked at every node's own height ({heights[0]}..{heights[-1]})"
             )
+    result.notes.extend(late)
     if bad_exits:
         result.notes.append(f"daemons exited with codes {bad_exits}")
     if frozen:

@@ -268,6 +268,8 @@ def _run_daemons(
         bar.close()
     result: SimResult = run_.result
     trades: list[dict[str, Any]] = run_.trades
+    if run_.local_offset_s is not None:  # real homes: their meter files' own clock
+        return result, trades, int(run_.local_offset_s)
     from forecasting.data import SHIPPED_UTC_OFFSET_S
     from gridnode.config import load_genesis
     from gridnode.meter import shipped_replay

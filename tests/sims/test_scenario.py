@@ -24,6 +24,7 @@ def test_shipped_examples_load() -> None:
         "homes-fed-daemons.toml",
         "homes-fed-federated.toml",
         "homes-fed-local.toml",
+        "homes-small.toml",
         "homes-spring.toml",
         "homes-summer.toml",
         "homes-winter.toml",
@@ -35,6 +36,15 @@ def test_shipped_examples_load() -> None:
     specs = batteries.household_specs()
     assert sum(s.battery_kwh == 5.0 and s.battery_kw == 2.5 for s in specs) == 3
     assert all(s.pv_kwp > 0 for s in specs if s.battery_kwh > 0)
+    homes_small = load_scenario(SCENARIOS / "homes-small.toml")  # the real-daemon engine's
+    assert (homes_small.households, homes_small.slots, homes_small.home_source) == (
+        6,
+        48,
+        "citylearn",
+    )
+    assert {s.home for s in homes_small.household_specs()} == {
+        f"citylearn-{i}" for i in (2, 3, 4, 5, 9, 11)
+    }
     small = load_scenario(SCENARIOS / "small.toml")
     assert (small.households, small.days, small.slots, small.validators) == (12, 1.0, 96, 4)
     assert small.rule is Rule.PAY_AS_CLEAR and small.policy == "forecast"
