@@ -336,7 +336,8 @@ def cost(quick: bool) -> dict[str, float]:
     rows = [i % homes.households for i in range(n)]
     many = homes.select(rows).until(now)
     coefs = np.repeat(fitted_one.coefs, n, axis=0)
-    fitted_many = type(fitted_one)(fitted_one.model, coefs, fitted_one.step_s)
+    scales = np.repeat(fitted_one.band_scales, n, axis=0)
+    fitted_many = type(fitted_one)(fitted_one.model, coefs, fitted_one.step_s, scales)
     t_many = _best_of(lambda: fitted_many.predict(many, 8), 3)
     figures["predict_ms_per_household_batched"] = 1000 * t_many / n
     figures["predict_s_all_batched"] = t_many

@@ -25,9 +25,16 @@ Rules of this module:
   ``train_days`` days and over every time of day (each origin contributes one lead of each bucket,
   cycling through the bucket's leads). So the same fitted model serves the daemon's next-slot
   quotes and a day-ahead plan from any time of day, and a fit costs the same for any window.
-* **Bands** are the fitted P10/P90, widened about the P50 by ``band_scale`` (in-sample quantiles
-  are too narrow out of sample; the factor was chosen on the tuning homes and years only, see
-  ``docs/forecasting.md``) and sorted (no crossing).
+* **Bands** are the fitted P10/P90, widened about the P50 by a factor per household and lead
+  bucket calibrated by *split conformal prediction*: the coefficients are fitted once on the older
+  80 % of the training origins, and the factor is the smallest that puts 80 % of the most recent
+  20 % inside (the split-conformal rank), clipped to [1, 3] (in-sample quantiles are rarely too
+  wide out of sample); then the coefficients are refitted on all origins. With fewer than 14 days
+  of held-out origins, or a fixed ``band_scale``, one factor serves all (1.04 by default, chosen
+  on the tuning homes). The bands are sorted (no crossing).
+* **Dead features are left out**: a feature whose RMS over the training origins is below 1 % of
+  the mean |target| (PV before the panels were installed, a meter that read a few W) gets no
+  coefficient, instead of a huge one that explodes once the feature moves.
 * Vectorised over households: one call fits or forecasts every row of a history; households never
   share parameters, so a household's forecast does not depend on who else is in the batch.
 * Pure: no clock, no randomness; pvlib's clear-sky GHI is computed from the time stamps alone.
@@ -72,9 +79,9 @@ ENVELOPE_DAYS: Final = 14
 MIN_TRAIN_DAYS: Final = 7  # days of training origins a fit needs at least
 MIN_GHI_W_M2: Final = 20.0
 DEFAULT_BAND_SCALE: Final = 1.04  # too little history to calibrate: the tuning homes' factor
-MIN_CALIBRATION_ORIGINS: Final = 100
+MIN_CALIBRATION_DAYS: Final = 14  # the held-out recent origins must span two weeks at least
 DEAD_FEATURE_SHARE: Final = 0.01  # a feature with RMS below this share of mean |target| is left out
-MIN_BAND_SCALE: Final = 0.8
+MIN_BAND_SCALE: Final = 1.0
 MAX_BAND_SCALE: Final = 3.0
 
 
@@ -299,7 +306,7 @@ class ProfileQR:
         n = x_all.shape[0]
         coefs = np.stack([self._coefs(x_all[i], y_all[i]) for i in range(n)])
         n_cal = int(len(origins) * self.calibration_share)
-        if self.band_scale is not None or n_cal < MIN_CALIBRATION_ORIGINS:
+        if self.band_scale is not None or n_cal * stride < MIN_CALIBRATION_DAYS * s:
             scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
         else:  # split conformal: fit on the older origins, score the most recent ones
             cut = len(origins) - n_cal
