@@ -10,8 +10,9 @@ Rules of this module:
     over the last 7 days, the mean over the last 21 days, and the mean of the last 4 days of the
     same *day type* (working day, or weekend/holiday) at that time;
   - *origin* features, known at the origin: the last hour's and the last day's departure from the
-    7-day median profile (the household is out, has guests, the heating is on ...), and the last
-    interval's departure.
+    7-day median profile (the household is out, has guests, the heating is on ...), the last
+    interval's departure and the last interval's value itself (persistence: an air conditioner
+    that is running now is likely running in the next slot).
 
   When PV and load are metered separately (``Target.NET``), the load features come from the load
   and the PV features from the PV: a **clear-sky envelope** (clear-sky GHI from pvlib times the
@@ -139,6 +140,8 @@ def _lags(y: FloatArray, t: IntArray, s: int, days: int) -> FloatArray:
 #: Profile feature columns (load part; PV part follows when PV is metered).
 MED7: Final = 2
 PV_ENV: Final = 7
+#: Origin feature columns of the load (the PV's clear-sky indices follow when PV is metered).
+LOAD_ORIGIN: Final = 4
 
 
 def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
@@ -187,6 +190,7 @@ def _origin_features(series: _Series, prof: FloatArray, t0: int, o: IntArray, s:
         (c_r[:, i] - c_r[:, i - hour]) / hour,
         (c_r[:, i] - c_r[:, i - s]) / s,
         resid[:, i - 1],
+        series.load[:, o - 1],
     ]
     if series.pv is not None:
         c_pv = np.concatenate([zero, np.cumsum(series.pv[:, t], axis=1)], axis=1)
@@ -206,10 +210,10 @@ def _ratio(num: FloatArray, den: FloatArray, default: FloatArray | float) -> Flo
 def _design(prof_t: FloatArray, orig: FloatArray, has_pv: bool) -> FloatArray:
     """``(n, M, F)`` regression features from target profiles and origin features (both (n, M, ·))."""
     n, m = prof_t.shape[:2]
-    cols = [np.ones((n, m, 1)), prof_t, orig[..., :3]]
+    cols = [np.ones((n, m, 1)), prof_t, orig[..., :LOAD_ORIGIN]]
     if has_pv:
         env = prof_t[..., PV_ENV : PV_ENV + 1]
-        cols += [env * orig[..., 3:4], env * orig[..., 4:5]]
+        cols += [env * orig[..., LOAD_ORIGIN : LOAD_ORIGIN + 1], env * orig[..., LOAD_ORIGIN + 1 :]]
     return np.concatenate(cols, axis=-1)
 
 
