@@ -8,7 +8,9 @@ Rules of this module:
 * Scores compare the P50 with the actual ``target`` series: MAE and RMSE (W), the mean pinball loss
   over the quantile levels (W), the share of actuals inside [P10, P90] (coverage), and MAE skill
   ``1 - MAE / MAE_baseline`` against ``baseline`` (seasonal naive, one day) on the same origins.
-  Per-horizon MAE and coverage are kept too. All households of the history are pooled.
+  Per-horizon MAE and coverage are kept too, and broken down per household and per calendar month
+  of the origin (local time), each per horizon step, so a report can say which homes and seasons a
+  model serves well; the headline figures pool all households.
 * Pure: the only optional impurity is ``clock``, a function the *caller* passes to time fits and
   predictions (``time.perf_counter`` in the CLI and benchmark, nothing in tests); without it costs
   are reported as ``None``.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from forecasting.models import (
     QUANTILES,
@@ -48,6 +51,13 @@ class ModelScore:
     skill_mae: float
     mae_by_horizon_w: tuple[float, ...]
     coverage_by_horizon: tuple[float, ...]
+    #: ``[household][horizon step]``, households in the history's row order
+    mae_by_household_w: tuple[tuple[float, ...], ...]
+    coverage_by_household: tuple[tuple[float, ...], ...]
+    #: ``[month − 1][horizon step]`` by the origin's local calendar month; ``()`` for a month
+    #: without origins (:attr:`BacktestReport.origins_by_month` counts them)
+    mae_by_month_w: tuple[tuple[float, ...], ...]
+    coverage_by_month: tuple[tuple[float, ...], ...]
     fits: int
     fit_seconds: float | None
     predict_ms_per_household: float | None
@@ -66,12 +76,16 @@ class BacktestReport:
     last_origin_s: int
     baseline: str
     scores: tuple[ModelScore, ...]
+    origins_by_month: tuple[int, ...] = (0,) * 12
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to 4 significant decimals)."""
 
         def rnd(v: float | None) -> float | None:
             return None if v is None else round(float(v), 4)
+
+        def rows(table: tuple[tuple[float, ...], ...]) -> list[list[float | None]]:
+            return [[rnd(v) for v in row] for row in table]
 
         return {
             "target": self.target,
@@ -82,6 +96,7 @@ class BacktestReport:
             "first_origin_s": self.first_origin_s,
             "last_origin_s": self.last_origin_s,
             "baseline": self.baseline,
+            "origins_by_month": list(self.origins_by_month),
             "models": [
                 {
                     "name": s.name,
@@ -92,6 +107,10 @@ class BacktestReport:
                     "skill_mae": rnd(s.skill_mae),
                     "mae_by_horizon_w": [rnd(v) for v in s.mae_by_horizon_w],
                     "coverage_by_horizon": [rnd(v) for v in s.coverage_by_horizon],
+                    "mae_by_household_w": rows(s.mae_by_household_w),
+                    "coverage_by_household": rows(s.coverage_by_household),
+                    "mae_by_month_w": rows(s.mae_by_month_w),
+                    "coverage_by_month": rows(s.coverage_by_month),
                     "fits": s.fits,
                     "fit_seconds": rnd(s.fit_seconds),
                     "predict_ms_per_household": rnd(s.predict_ms_per_household),
@@ -147,6 +166,9 @@ def backtest(
     t = np.asarray(origins)[:, None] + np.arange(horizon)[None, :]
     actual = actual_all[:, t]  # (n, origins, H)
     refit_steps = refit_every_days * history.steps_per_day
+    local_s = history.start_s + np.asarray(origins) * history.step_s + history.utc_offset_s
+    month = local_s.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12
+    origins_by_month = tuple(int(c) for c in np.bincount(month, minlength=12))
     scores = []
     base_mae = None
     for model in everyone:
@@ -179,6 +201,10 @@ def backtest(
                 skill_mae=1.0 - mae / base_mae if base_mae > 0 else 0.0,
                 mae_by_horizon_w=tuple(float(v) for v in np.abs(err).mean(axis=(0, 1))),
                 coverage_by_horizon=tuple(float(v) for v in inside.mean(axis=(0, 1))),
+                mae_by_household_w=_table(np.abs(err).mean(axis=1)),
+                coverage_by_household=_table(inside.mean(axis=1)),
+                mae_by_month_w=_by_month(np.abs(err).mean(axis=0), month),
+                coverage_by_month=_by_month(inside.mean(axis=0), month),
                 fits=run.fits,
                 fit_seconds=run.fit_seconds if clock else None,
                 predict_ms_per_household=(
@@ -198,6 +224,21 @@ def backtest(
         last_origin_s=history.start_s + origins[-1] * history.step_s,
         baseline=base.name,
         scores=tuple(scores),
+        origins_by_month=origins_by_month,
+    )
+
+
+def _table(values: FloatArray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in values)
+
+
+def _by_month(
+    per_origin: FloatArray, month: npt.NDArray[np.int64]
+) -> tuple[tuple[float, ...], ...]:
+    """``(origins, H)`` values averaged per origin month: 12 rows, ``()`` for empty months."""
+    return tuple(
+        tuple(float(v) for v in per_origin[month == m].mean(axis=0)) if np.any(month == m) else ()
+        for m in range(12)
     )
 
 

@@ -10,8 +10,9 @@ Rules of this module:
     over the last 7 days, the mean over the last 21 days, and the mean of the last 4 days of the
     same *day type* (working day, or weekend/holiday) at that time;
   - *origin* features, known at the origin: the last hour's and the last day's departure from the
-    7-day median profile (the household is out, has guests, the heating is on ...), and the last
-    interval's departure.
+    7-day median profile (the household is out, has guests, the heating is on ...), the last
+    interval's departure and the last interval's value itself (persistence: an air conditioner
+    that is running now is likely running in the next slot).
 
   When PV and load are metered separately (``Target.NET``), the load features come from the load
   and the PV features from the PV: a **clear-sky envelope** (clear-sky GHI from pvlib times the
@@ -25,9 +26,16 @@ Rules of this module:
   ``train_days`` days and over every time of day (each origin contributes one lead of each bucket,
   cycling through the bucket's leads). So the same fitted model serves the daemon's next-slot
   quotes and a day-ahead plan from any time of day, and a fit costs the same for any window.
-* **Bands** are the fitted P10/P90, widened about the P50 by ``band_scale`` (in-sample quantiles
-  are too narrow out of sample; the factor was chosen on the tuning homes and years only, see
-  ``docs/forecasting.md``) and sorted (no crossing).
+* **Bands** are the fitted P10/P90, widened about the P50 by a factor per household and lead
+  bucket calibrated by *split conformal prediction*: the coefficients are fitted once on the older
+  80 % of the training origins, and the factor is the smallest that puts 80 % of the most recent
+  20 % inside (the split-conformal rank), clipped to [1, 3] (in-sample quantiles are rarely too
+  wide out of sample); then the coefficients are refitted on all origins. With fewer than 14 days
+  of held-out origins, or a fixed ``band_scale``, one factor serves all (1.04 by default, chosen
+  on the tuning homes). The bands are sorted (no crossing).
+* **Dead features are left out**: a feature whose RMS over the training origins is below 1 % of
+  the mean |target| (PV before the panels were installed, a meter that read a few W) gets no
+  coefficient, instead of a huge one that explodes once the feature moves.
 * Vectorised over households: one call fits or forecasts every row of a history; households never
   share parameters, so a household's forecast does not depend on who else is in the batch.
 * Pure: no clock, no randomness; pvlib's clear-sky GHI is computed from the time stamps alone.
@@ -71,6 +79,11 @@ PROFILE_DAYS: Final = 21  # the oldest lag a feature uses
 ENVELOPE_DAYS: Final = 14
 MIN_TRAIN_DAYS: Final = 7  # days of training origins a fit needs at least
 MIN_GHI_W_M2: Final = 20.0
+DEFAULT_BAND_SCALE: Final = 1.04  # too little history to calibrate: the tuning homes' factor
+MIN_CALIBRATION_DAYS: Final = 14  # the held-out recent origins must span two weeks at least
+DEAD_FEATURE_SHARE: Final = 0.01  # a feature with RMS below this share of mean |target| is left out
+MIN_BAND_SCALE: Final = 1.0
+MAX_BAND_SCALE: Final = 3.0
 
 
 def lead_buckets(step_s: int) -> IntArray:
@@ -127,6 +140,8 @@ def _lags(y: FloatArray, t: IntArray, s: int, days: int) -> FloatArray:
 #: Profile feature columns (load part; PV part follows when PV is metered).
 MED7: Final = 2
 PV_ENV: Final = 7
+#: Origin feature columns of the load (the PV's clear-sky indices follow when PV is metered).
+LOAD_ORIGIN: Final = 4
 
 
 def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
@@ -175,6 +190,7 @@ def _origin_features(series: _Series, prof: FloatArray, t0: int, o: IntArray, s:
         (c_r[:, i] - c_r[:, i - hour]) / hour,
         (c_r[:, i] - c_r[:, i - s]) / s,
         resid[:, i - 1],
+        series.load[:, o - 1],
     ]
     if series.pv is not None:
         c_pv = np.concatenate([zero, np.cumsum(series.pv[:, t], axis=1)], axis=1)
@@ -194,10 +210,10 @@ def _ratio(num: FloatArray, den: FloatArray, default: FloatArray | float) -> Flo
 def _design(prof_t: FloatArray, orig: FloatArray, has_pv: bool) -> FloatArray:
     """``(n, M, F)`` regression features from target profiles and origin features (both (n, M, ·))."""
     n, m = prof_t.shape[:2]
-    cols = [np.ones((n, m, 1)), prof_t, orig[..., :3]]
+    cols = [np.ones((n, m, 1)), prof_t, orig[..., :LOAD_ORIGIN]]
     if has_pv:
         env = prof_t[..., PV_ENV : PV_ENV + 1]
-        cols += [env * orig[..., 3:4], env * orig[..., 4:5]]
+        cols += [env * orig[..., LOAD_ORIGIN : LOAD_ORIGIN + 1], env * orig[..., LOAD_ORIGIN + 1 :]]
     return np.concatenate(cols, axis=-1)
 
 
@@ -211,7 +227,8 @@ class ProfileQR:
     longitude: float | None = None
     holiday_country: str | None = None
     holiday_subdiv: str | None = None
-    band_scale: float = 1.04
+    band_scale: float | None = None
+    calibration_share: float = 0.2
     iterations: int = 25
     ridge: float = 1e-3
     target: Target = Target.NET
@@ -290,16 +307,63 @@ class ProfileQR:
             ys.append(y[:, origins + lead])
         x_all = np.stack(xs, axis=1)  # (n, B, N, F)
         y_all = np.stack(ys, axis=1)  # (n, B, N)
-        n, _, _, f = x_all.shape
-        taus = np.repeat(np.asarray(QUANTILES), n_b)
-        coefs = np.zeros((n, n_b, len(QUANTILES), f))
-        for i in range(n):
-            x = np.tile(x_all[i], (len(QUANTILES), 1, 1))
-            yy = np.tile(y_all[i], (len(QUANTILES), 1))
-            beta = _irls_quantile(x, yy, taus, iterations=self.iterations, ridge=self.ridge)
-            coefs[i] = beta.reshape(len(QUANTILES), n_b, f).transpose(1, 0, 2)
+        n = x_all.shape[0]
+        coefs = np.stack([self._coefs(x_all[i], y_all[i]) for i in range(n)])
+        n_cal = int(len(origins) * self.calibration_share)
+        if self.band_scale is not None or n_cal * stride < MIN_CALIBRATION_DAYS * s:
+            scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
+        else:  # split conformal: fit on the older origins, score the most recent ones
+            cut = len(origins) - n_cal
+            scales = np.stack(
+                [
+                    _conformal_scales(
+                        np.einsum(
+                            "bnf,bqf->bnq",
+                            x_all[i, :, cut:],
+                            self._coefs(x_all[i, :, :cut], y_all[i, :, :cut]),
+                        ),
+                        y_all[i, :, cut:],
+                    )
+                    for i in range(n)
+                ]
+            )
         coefs.setflags(write=False)
-        return FittedProfileQR(self, coefs, history.step_s)
+        scales.setflags(write=False)
+        return FittedProfileQR(self, coefs, history.step_s, scales)
+
+    def _coefs(self, x_b: FloatArray, y_b: FloatArray) -> FloatArray:
+        """``(B, Q, F)`` coefficients of one household from ``(B, N, F)`` features, ``(B, N)``."""
+        n_b, _, f = x_b.shape
+        # a feature that is (nearly) always zero here, such as PV before the panels were
+        # installed, would get a huge coefficient and explode once it moves: leave it out
+        rms = np.sqrt((x_b**2).mean(axis=1, keepdims=True))  # (B, 1, F)
+        dead = rms < DEAD_FEATURE_SHARE * (np.abs(y_b).mean(axis=1)[:, None, None] + 1.0)
+        dead[..., 0] = False  # the intercept
+        x_b = np.where(dead, 0.0, x_b)
+        x = np.tile(x_b, (len(QUANTILES), 1, 1))
+        y = np.tile(y_b, (len(QUANTILES), 1))
+        taus = np.repeat(np.asarray(QUANTILES), n_b)
+        beta = _irls_quantile(x, y, taus, iterations=self.iterations, ridge=self.ridge)
+        out: FloatArray = beta.reshape(len(QUANTILES), n_b, f).transpose(1, 0, 2)
+        return out
+
+
+def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
+    """Per lead bucket, the factor that widens the P10/P90 about the P50 so that 80 % of the
+    held-out ``actual`` values ``(B, N)`` fall inside (``pred`` is ``(B, N, Q)``), clipped to
+    [:data:`MIN_BAND_SCALE`, :data:`MAX_BAND_SCALE`]."""
+    pred = np.sort(pred, axis=-1)
+    lo, mid, hi = pred[..., 0], pred[..., 1], pred[..., 2]
+    width = np.maximum(np.abs(mid) * 1e-3, 1.0)  # W: a band of zero width needs any scale
+    need = np.maximum(
+        (mid - actual) / np.maximum(mid - lo, width), (actual - mid) / np.maximum(hi - mid, width)
+    )
+    level = QUANTILES[-1] - QUANTILES[0]
+    k = np.ceil(level * (need.shape[1] + 1)) / need.shape[1]  # split-conformal rank
+    out: FloatArray = np.clip(
+        np.quantile(need, min(k, 1.0), axis=1), MIN_BAND_SCALE, MAX_BAND_SCALE
+    )
+    return out
 
 
 def _year(day: int) -> int:
@@ -308,11 +372,13 @@ def _year(day: int) -> int:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FittedProfileQR:
-    """Per-household coefficients ``(households, buckets, quantiles, features)``."""
+    """Per-household coefficients ``(households, buckets, quantiles, features)`` and band
+    scales ``(households, buckets)``."""
 
     model: ProfileQR
     coefs: FloatArray
     step_s: int
+    band_scales: FloatArray
 
     def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
         s = history.steps_per_day
@@ -337,8 +403,8 @@ class FittedProfileQR:
         prof = _profiles(series, np.arange(t0, o + horizon, dtype=np.int64), s)
         orig = _origin_features(series, prof, t0, np.array([o], dtype=np.int64), s)
         x = _design(prof[:, s:], np.repeat(orig, horizon, axis=1), series.pv is not None)
-        coefs = self.coefs[:, lead_buckets(history.step_s)[:horizon]]  # (n, H, Q, F)
-        values = np.einsum("nhf,nhqf->nhq", x, coefs)
+        buckets = lead_buckets(history.step_s)[:horizon]
+        values = np.einsum("nhf,nhqf->nhq", x, self.coefs[:, buckets])  # coefs (n, H, Q, F)
         mid = values[:, :, QUANTILES.index(0.5)][:, :, None]
-        values = mid + self.model.band_scale * (values - mid)
+        values = mid + self.band_scales[:, buckets, None] * (values - mid)
         return _make_forecast(history, values)

@@ -39,7 +39,17 @@ def test_naive_scores_itself_zero_skill_and_metrics_are_consistent(
         assert 0 <= s.coverage_p10_p90 <= 1
         assert np.mean(s.mae_by_horizon_w) == pytest.approx(s.mae_w)
         assert s.fit_seconds is None and s.predict_ms_per_household is None
+    # the breakdowns add up: households equally weighted, months weighted by their origins
+    assert report.origins_by_month == (0, 0, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    for s in report.scores:
+        by_hh = np.asarray(s.mae_by_household_w)
+        assert by_hh.shape == (1, 24)
+        assert by_hh.mean(axis=0) == pytest.approx(s.mae_by_horizon_w)
+        assert [len(row) for row in s.mae_by_month_w] == [0, 0, 24] + [0] * 9
+        assert s.mae_by_month_w[2] == pytest.approx(s.mae_by_horizon_w)
+        assert s.coverage_by_month[2] == pytest.approx(s.coverage_by_horizon)
     doc = json.loads(json.dumps(report.to_json()))
+    assert doc["models"][0]["mae_by_month_w"][0] == []
     assert [m["name"] for m in doc["models"]] == ["seasonal-naive-day", "seasonal-naive-week"]
     assert len(doc["models"][1]["mae_by_horizon_w"]) == 24
     assert "seasonal-naive-week" in format_table(report)

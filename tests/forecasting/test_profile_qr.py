@@ -3,6 +3,8 @@ homes it was not tuned on (short runs; the full figures: benchmarks/forecasting.
 
 from __future__ import annotations
 
+import calendar
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,10 @@ from market.errors import InvalidInput, UsageError
 from tests.forecasting.conftest import local_midnight_utc
 
 SITE = {"latitude": SHIPPED_LATITUDE, "longitude": SHIPPED_LONGITUDE}
+
+
+def _fontana_midnight(year: int, month: int, day: int) -> int:
+    return calendar.timegm((year, month, day, 0, 0, 0)) - CITYLEARN_UTC_OFFSET_S
 
 
 def test_the_registry_default_is_profile_qr() -> None:
@@ -125,3 +131,41 @@ def test_skill_on_held_out_homes_at_both_horizons() -> None:
     assert day.scores[1].skill_mae > 0.10
     for report in (short, day):
         assert 0.70 <= report.scores[1].coverage_p10_p90 <= 0.90
+
+
+def test_bands_are_calibrated_on_the_most_recent_origins() -> None:
+    """Split conformal: a household whose errors grew lately gets wider bands than its twin with
+    steady errors; with too little history, or a fixed ``band_scale``, one factor for all."""
+    home = load_citylearn_homes((2,), end_s=local_midnight_utc(2017, 3, 1))
+    assert home.load_w is not None and home.pv_w is not None
+    rng = np.random.default_rng(7)
+    noise = rng.normal(0.0, 150.0, home.load_w.shape[1])
+    recent = np.arange(home.steps) >= home.steps - 40 * 24  # the last 40 days: twice the noise
+    load = np.vstack([home.load_w[0] + noise, home.load_w[0] + noise * np.where(recent, 3, 1)])
+    twins = MeterHistory.from_components(
+        np.vstack([home.pv_w[0]] * 2), np.maximum(load, 0.0), start_s=home.start_s,
+        step_s=home.step_s, utc_offset_s=home.utc_offset_s,
+    )  # fmt: skip
+    fitted = ProfileQR(train_days=150).fit(twins)
+    steady, grown = fitted.band_scales
+    assert np.all((fitted.band_scales >= 1.0) & (fitted.band_scales <= 3.0))
+    assert grown.mean() > steady.mean() + 0.2
+    fixed = ProfileQR(train_days=150, band_scale=1.3).fit(twins)
+    assert np.all(fixed.band_scales == 1.3)
+    short = ProfileQR().fit(twins.window(twins.end_s - 45 * 86_400, twins.end_s))
+    assert np.all(short.band_scales == 1.04)  # 23 days of origins: too few to hold 20 % out
+
+
+def test_a_feature_that_was_always_zero_does_not_explode_when_it_moves() -> None:
+    """CityLearn home 15: its PV meter read a few W at most until July 2017, then real PV. Fitted
+    on the months before, the medians in July stay within the household's own range (they
+    reached ±50 kW when the near-zero PV features got huge coefficients)."""
+    home = load_citylearn_homes((15,))
+    fitted = ProfileQR(latitude=CITYLEARN_LATITUDE, longitude=CITYLEARN_LONGITUDE).fit(
+        home.until(_fontana_midnight(2017, 7, 1))
+    )
+    span = float(np.abs(home.net_w).max())
+    for day in (10, 20, 25):
+        h = home.until(_fontana_midnight(2017, 7, day))
+        p50 = fitted.predict(h, 24).values_w[..., 1]
+        assert np.abs(p50).max() <= 1.5 * span
