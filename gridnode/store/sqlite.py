@@ -506,6 +506,8 @@ def _open_schema(conn: sqlite3.Connection, path: Path, binding: StoreBinding | N
         if isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc):
             raise _open_error(path, exc) from exc
         raise _not_ours(path, f"not a SQLite database ({exc})") from exc
+    except UnicodeDecodeError as exc:  # SQLite's message quotes a damaged name that is not UTF-8
+        raise _damaged(path, f"schema text that is not UTF-8 ({exc.reason})") from exc
     if app_id not in (0, APPLICATION_ID):
         raise _not_ours(path, f"application_id {app_id:#x}")
     if app_id == 0:  # stores are created whole (see _create): a file without our id is not one

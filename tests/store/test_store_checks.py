@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,29 @@ def test_a_damaged_page_is_refused_untouched(tmp_path: Path, page: int) -> None:
         NodeStore.open(path)
     assert exc.value.reason == "damaged_store"
     assert "\n" not in str(exc.value)
+    assert files(tmp_path) == before
+
+
+def test_a_schema_name_that_is_not_utf8_is_refused_as_damaged(tmp_path: Path) -> None:
+    # a flipped byte in sqlite_schema's name column: SQLite's error message quotes the name, and
+    # Python failed decoding the message itself (UnicodeDecodeError, not an sqlite3.Error)
+    path = tmp_path / "node.sqlite"
+    filled(path)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA writable_schema=ON")
+    name = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' LIMIT 1").fetchone()[0]
+    conn.execute(
+        "UPDATE sqlite_schema SET name = CAST(X'74FF' AS TEXT), "
+        "sql = CAST(X'435245415445205441424C45207428FF' AS TEXT) WHERE name = ?",
+        (name,),
+    )
+    conn.commit()
+    conn.close()
+    before = files(tmp_path)
+    with pytest.raises(InvalidInput) as exc:
+        NodeStore.open(path)
+    assert exc.value.reason == "damaged_store"
+    assert "not UTF-8" in str(exc.value) and "\n" not in str(exc.value)
     assert files(tmp_path) == before
 
 
