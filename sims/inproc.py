@@ -33,8 +33,9 @@ Same node code as the daemon, different driver:
 * **What is shared to go fast** (outcomes identical, CPU not modelled per validator): the simulated
   validators share one cache of verified signatures and checked order rules, households put their
   own freshly signed transactions into it (the engine injects no forged transaction; the full node
-  verifies every signature on its own), one of verified votes and proposals, and a cache of checked
-  blocks keyed by (head, block hash).
+  verifies every signature on its own), one of verified votes and proposals, a cache of checked
+  blocks keyed by (head, block hash), and one of mempool admission answers keyed by (committed
+  state, transaction, clock second): admission is a function of those alone.
 * **Determinism**: one ``random.Random(seed)`` draws every latency and loss in event order; keys come
   from a seeded generator; events are ordered by ``(time, sequence)``; nothing iterates a ``set``.
   The same scenario and seed give a byte-identical ``results.json`` apart from ``wall_seconds``.
@@ -205,6 +206,9 @@ class _Engine:
         self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
         # and one cache of verified consensus votes and proposals (each verified once, not 7 times)
         self.verified_votes: set[tuple[int, str, bytes, bytes]] = set()
+        # and one of mempool admission answers keyed by (committed state, tx, clock second): the
+        # check is a function of those alone, so validators on the same state share the answer
+        self.admission: dict[tuple[int, bytes, bytes, int], str | None] = {}
         self.specs: list[HouseholdSpec] = sc.household_specs()
         self.hh_keys, v_keys = sc.node_keys()
         # simulated time: the data's calendar, start_day at start_hour (data-local time)
@@ -364,6 +368,7 @@ class _Engine:
             verified=self.verified,
             shared_blocks=self.shared_blocks,
             verified_votes=self.verified_votes,
+            shared_admission=self.admission,
         )
         rt.listeners.append(functools.partial(self._committed, v))
         v.runtime = rt
