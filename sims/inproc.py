@@ -128,6 +128,9 @@ KEEP_BLOCKS: Final = 2 * SNAPSHOT_EVERY
 #: households' burst after a slot boundary arrives within the links' latency), at once when they
 #: fill half a block, and at a gate closure or reading deadline; block_interval_s when idle
 ADAPTIVE: Final = AdaptiveCommit(busy_ms=2_000, full_ms=0)
+#: the shared cache of checked blocks keeps those at most this many heights under the latest
+#: decision (validators lagging further check blocks themselves; the outcome is the same)
+SHARED_BLOCKS_BEHIND: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +382,7 @@ class _Engine:
         if c.height in st.decided_at:
             return
         st.decided_at[c.height] = self.now
+        self._forget_checked(c.height - SHARED_BLOCKS_BEHIND)
         sb = v.store.block(c.height)
         assert sb is not None  # stored before it is applied
         # the sample full node gets each height's first decision, in height order
@@ -390,6 +394,18 @@ class _Engine:
             at = st.submitted_at.pop(tx_id(tx), None)
             if at is not None:
                 st.latencies_ms.append(self.now - at)
+
+    def _forget_checked(self, below: int) -> None:
+        """Drop the shared checked blocks under height ``below`` (a validator that needs one again,
+        e.g. replaying its store after a crash, checks it itself: same state, more CPU). Each
+        holds its block's transactions and the state after it: kept for a year's run, they
+        would be the engine's largest use of memory."""
+        shared = self.shared_blocks
+        while shared:
+            first = next(iter(shared))
+            if shared[first][0].height >= below:
+                return
+            del shared[first]
 
     def crash(self, v: _Validator) -> None:
         v.runtime = None
