@@ -2,8 +2,9 @@
 
 **What it shares and skips** (printed as the first line of the output too): the simulated
 validators share one cache of verified signatures and checked order rules, one of verified votes and
-proposals and one of checked blocks (:mod:`sims.inproc`), so each signature is verified about once
-per process, not once per validator — per-validator CPU is not modelled and the figure says nothing
+proposals, one of checked blocks and one of mempool admission answers (:mod:`sims.inproc`), so each
+signature is verified and each transaction admission-checked about once per process, not once per
+validator — per-validator CPU is not modelled and the figure says nothing
 about a real validator's speed (``benchmarks/ledger.py`` measures that). Households' consensus cores
 are not run. On big runs (``--full-node auto``) the sample full node, which re-verifies everything
 on its own, is a child process on the second core: ``cpu s`` is this process only; ``wall s``
@@ -174,8 +175,9 @@ def main() -> None:
     )
     if not args.json:
         print(
-            f"# in-process engine, {args.validators} validators sharing verified-signature, vote and "
-            "block-check caches (each signature verified ~once per process, not per validator); "
+            f"# in-process engine, {args.validators} validators sharing verified-signature, vote, "
+            "block-check and admission caches (each signature verified ~once per process, not per "
+            "validator); "
             "households' consensus cores not run; cpu s = this process only (the sample full node "
             f"runs {'in a child process on big runs' if args.full_node == 'auto' else args.full_node})"
         )
