@@ -131,6 +131,9 @@ ADAPTIVE: Final = AdaptiveCommit(busy_ms=2_000, full_ms=0)
 #: the shared cache of checked blocks keeps those at most this many heights under the latest
 #: decision (validators lagging further check blocks themselves; the outcome is the same)
 SHARED_BLOCKS_BEHIND: Final = 16
+#: the shared cache of verified votes and proposals is emptied beyond this many (≈ 9 a height: a
+#: year's would hold ~600,000)
+VERIFIED_VOTES_KEPT: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +386,8 @@ class _Engine:
             return
         st.decided_at[c.height] = self.now
         self._forget_checked(c.height - SHARED_BLOCKS_BEHIND)
+        if len(self.verified_votes) > VERIFIED_VOTES_KEPT:  # a cache: forgetting costs CPU only
+            self.verified_votes.clear()
         sb = v.store.block(c.height)
         assert sb is not None  # stored before it is applied
         # the sample full node gets each height's first decision, in height order
