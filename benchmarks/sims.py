@@ -2,8 +2,9 @@
 
 **What it shares and skips** (printed as the first line of the output too): the simulated
 validators share one cache of verified signatures and checked order rules, one of verified votes and
-proposals and one of checked blocks (:mod:`sims.inproc`), so each signature is verified about once
-per process, not once per validator — per-validator CPU is not modelled and the figure says nothing
+proposals, one of checked blocks and one of mempool admission answers (:mod:`sims.inproc`), so each
+signature is verified and each transaction admission-checked about once per process, not once per
+validator — per-validator CPU is not modelled and the figure says nothing
 about a real validator's speed (``benchmarks/ledger.py`` measures that). Households' consensus cores
 are not run. On big runs (``--full-node auto``) the sample full node, which re-verifies everything
 on its own, is a child process on the second core: ``cpu s`` is this process only; ``wall s``
@@ -21,6 +22,16 @@ slows the run ~1.3x), and the extrapolated wall time of the full scenario (N hou
                               [--full-node auto|process|inline]
 
 The real-daemon engine's curve is ``benchmarks/sims_daemons.py``.
+
+``--year`` instead runs ``sims/scenarios/year.toml`` (100 households, 4 validators, 365 days of
+15-minute slots; ``--days N`` cuts it to its first N days) as ``gridnode sim`` does and prints one
+row: wall seconds, the engine's CPU seconds, the sample full node's (the child process), the peak
+RSS of each, household-slots per second of wall time, the forecaster's period (``refit_days``),
+the results digest (:func:`sims.inproc.results_digest`: compare two runs' KPIs without the wall
+times) and the load average before and after (the machine is shared: read the figures with it).
+A run shorter than the year also prints the year's wall time extrapolated linearly.
+
+    python benchmarks/sims.py --year [--days 30] [--out results.json]
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ import argparse
 import cProfile
 import dataclasses
 import json
+import os
 import pstats
+import resource
 import sys
 import time
 from pathlib import Path
@@ -44,6 +57,7 @@ from sims.inproc import run_inproc  # noqa: E402 - after the path fix above
 from sims.scenario import load_scenario  # noqa: E402 - after the path fix above
 
 TOWN = Path(__file__).resolve().parents[1] / "sims" / "scenarios" / "town.toml"
+YEAR = Path(__file__).resolve().parents[1] / "sims" / "scenarios" / "year.toml"
 
 
 def _cum(stats: pstats.Stats, suffix: str) -> float:
@@ -89,6 +103,45 @@ def one(
     return row
 
 
+def year(days: float | None, out: Path | None) -> dict[str, object]:
+    """One run of ``year.toml`` (the module's ``--year``)."""
+    from sims.inproc import results_digest  # noqa: PLC0415 - only --year prints the digest
+
+    sc = load_scenario(YEAR, days=days)
+    load0 = os.getloadavg()
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = run_inproc(sc)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    households = len(r.households)
+    row: dict[str, object] = {
+        "scenario": "year.toml",
+        "days": sc.days,
+        "households": households,
+        "validators": sc.validators,
+        "refit_days": sc.refit_days,
+        "slots": r.slots_done,
+        "wall_s": round(wall, 1),
+        "engine_cpu_s": round(cpu, 1),
+        "full_node_cpu_s": round(child.ru_utime + child.ru_stime, 1),
+        "engine_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "full_node_peak_rss_mb": child.ru_maxrss // 1024,
+        "household_slots_per_s": round(households * r.slots_done / wall, 1),
+        "ms_per_household_slot": round(1000 * wall / max(1, households * r.slots_done), 3),
+        "blocks": r.blocks_committed,
+        "agreement": r.ledger_agreement,
+        "digest": results_digest(r),
+        "load_before": [round(x, 2) for x in load0],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    if r.slots_done < 365 * 96:
+        row["year_wall_min_extrapolated"] = round(wall * 365 * 96 / max(1, r.slots_done) / 60, 1)
+    if out is not None:
+        r.write_json(out)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--households", default="12,100,300,1000")
@@ -100,15 +153,31 @@ def main() -> None:
         help="where the sample full node runs (see sims.fullnode)",
     )  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
+    ap.add_argument("--year", action="store_true", help="run sims/scenarios/year.toml instead")
+    ap.add_argument("--days", type=float, default=None, help="--year: only the first N days")
+    ap.add_argument("--out", type=Path, default=None, help="--year: also write results.json here")
     args = ap.parse_args()
+    if args.year:
+        row = year(args.days, args.out)
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(
+                "# sims/scenarios/year.toml in process (validators share caches, see the module "
+                "docstring); the sample full node is a child process: its CPU and RSS are separate"
+            )
+            for k, v in row.items():
+                print(f"{k:>28} {v}")
+        return
     header = (
         f"{'households':>10} {'slots':>5} {'wall s':>8} {'cpu s':>7} {'hh·slot/s':>10} {'blocks':>6} "
         f"{'7-day min':>9} {'sig':>5} {'admit':>5} agree"
     )
     if not args.json:
         print(
-            f"# in-process engine, {args.validators} validators sharing verified-signature, vote and "
-            "block-check caches (each signature verified ~once per process, not per validator); "
+            f"# in-process engine, {args.validators} validators sharing verified-signature, vote, "
+            "block-check and admission caches (each signature verified ~once per process, not per "
+            "validator); "
             "households' consensus cores not run; cpu s = this process only (the sample full node "
             f"runs {'in a child process on big runs' if args.full_node == 'auto' else args.full_node})"
         )

@@ -411,6 +411,7 @@ class NodeRuntime(Executor[LedgerApp]):
         verified: set[bytes] | None = None,
         shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
         verified_votes: set[tuple[int, str, bytes, bytes]] | None = None,
+        shared_admission: dict[tuple[int, bytes, bytes, int], str | None] | None = None,
     ) -> None:
         self.genesis = genesis
         self.listeners: list[Callable[[Committed], None]] = []
@@ -421,6 +422,7 @@ class NodeRuntime(Executor[LedgerApp]):
             max_block_bytes=max_block_bytes,
             verified=verified,
             shared_blocks=shared_blocks,
+            shared_admission=shared_admission,
         )
         super().__init__(
             app=app,

@@ -33,8 +33,9 @@ Same node code as the daemon, different driver:
 * **What is shared to go fast** (outcomes identical, CPU not modelled per validator): the simulated
   validators share one cache of verified signatures and checked order rules, households put their
   own freshly signed transactions into it (the engine injects no forged transaction; the full node
-  verifies every signature on its own), one of verified votes and proposals, and a cache of checked
-  blocks keyed by (head, block hash).
+  verifies every signature on its own), one of verified votes and proposals, a cache of checked
+  blocks keyed by (head, block hash), and one of mempool admission answers keyed by (committed
+  state, transaction, clock second): admission is a function of those alone.
 * **Determinism**: one ``random.Random(seed)`` draws every latency and loss in event order; keys come
   from a seeded generator; events are ordered by ``(time, sequence)``; nothing iterates a ``set``.
   The same scenario and seed give a byte-identical ``results.json`` apart from ``wall_seconds``.
@@ -127,6 +128,12 @@ KEEP_BLOCKS: Final = 2 * SNAPSHOT_EVERY
 #: households' burst after a slot boundary arrives within the links' latency), at once when they
 #: fill half a block, and at a gate closure or reading deadline; block_interval_s when idle
 ADAPTIVE: Final = AdaptiveCommit(busy_ms=2_000, full_ms=0)
+#: the shared cache of checked blocks keeps those at most this many heights under the latest
+#: decision (validators lagging further check blocks themselves; the outcome is the same)
+SHARED_BLOCKS_BEHIND: Final = 16
+#: the shared cache of verified votes and proposals is emptied beyond this many (≈ 9 a height: a
+#: year's would hold ~600,000)
+VERIFIED_VOTES_KEPT: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +212,9 @@ class _Engine:
         self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
         # and one cache of verified consensus votes and proposals (each verified once, not 7 times)
         self.verified_votes: set[tuple[int, str, bytes, bytes]] = set()
+        # and one of mempool admission answers keyed by (committed state, tx, clock second): the
+        # check is a function of those alone, so validators on the same state share the answer
+        self.admission: dict[tuple[int, bytes, bytes, int], str | None] = {}
         self.specs: list[HouseholdSpec] = sc.household_specs()
         self.hh_keys, v_keys = sc.node_keys()
         # simulated time: the data's calendar, start_day at start_hour (data-local time)
@@ -364,6 +374,7 @@ class _Engine:
             verified=self.verified,
             shared_blocks=self.shared_blocks,
             verified_votes=self.verified_votes,
+            shared_admission=self.admission,
         )
         rt.listeners.append(functools.partial(self._committed, v))
         v.runtime = rt
@@ -374,6 +385,9 @@ class _Engine:
         if c.height in st.decided_at:
             return
         st.decided_at[c.height] = self.now
+        self._forget_checked(c.height - SHARED_BLOCKS_BEHIND)
+        if len(self.verified_votes) > VERIFIED_VOTES_KEPT:  # a cache: forgetting costs CPU only
+            self.verified_votes.clear()
         sb = v.store.block(c.height)
         assert sb is not None  # stored before it is applied
         # the sample full node gets each height's first decision, in height order
@@ -385,6 +399,18 @@ class _Engine:
             at = st.submitted_at.pop(tx_id(tx), None)
             if at is not None:
                 st.latencies_ms.append(self.now - at)
+
+    def _forget_checked(self, below: int) -> None:
+        """Drop the shared checked blocks under height ``below`` (a validator that needs one again,
+        e.g. replaying its store after a crash, checks it itself: same state, more CPU). Each
+        holds its block's transactions and the state after it: kept for a year's run, they
+        would be the engine's largest use of memory."""
+        shared = self.shared_blocks
+        while shared:
+            first = next(iter(shared))
+            if shared[first][0].height >= below:
+                return
+            del shared[first]
 
     def crash(self, v: _Validator) -> None:
         v.runtime = None

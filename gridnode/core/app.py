@@ -55,6 +55,7 @@ from market.errors import InvalidInput
 __all__ = ["LedgerApp"]
 
 _CACHE_LIMIT: Final = 64
+_ADMISSION_LIMIT: Final = 200_000  # a shared admission cache is emptied when it reaches this
 
 
 def _wrong_height(height: int, found: int) -> InvalidInput:
@@ -82,6 +83,7 @@ class LedgerApp:
         state: LedgerState | None = None,
         verified: set[bytes] | None = None,
         shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
+        shared_admission: dict[tuple[int, bytes, bytes, int], str | None] | None = None,
     ) -> None:
         self.genesis = genesis
         self.state = state if state is not None else genesis_state(genesis)
@@ -99,6 +101,11 @@ class LedgerApp:
         #: that runs many nodes in one process shares one: the same block on the same head always
         #: yields the same state, so one node's check serves all (per-node CPU is not modelled).
         self._shared = shared_blocks
+        #: (height, head hash, tx id, clock second) -> the admission check's answer. Only a
+        #: simulation running many nodes in one process shares one: admission is a function of the
+        #: committed state, the transaction and the clock's second alone, so one node's answer
+        #: serves every node on the same state in the same second (per-node CPU is not modelled).
+        self._shared_admission = shared_admission
         self.mempool: Mempool[Tx] = Mempool(
             tx_id=tx_id,
             check=self._check_tx,
@@ -108,13 +115,20 @@ class LedgerApp:
 
     # ------------------------------------------------------------------ mempool
     def _check_tx(self, tx: Tx) -> str | None:
-        error = admission_error(
-            self.state,
-            tx,
-            time_ms=max(self.state.time_ms + 1, self._now_ms),
-            verified=self.verified,
-        )
-        return None if error is None else error.reason
+        state = self.state
+        time_ms = max(state.time_ms + 1, self._now_ms)
+        shared = self._shared_admission
+        if shared is not None:
+            key = (state.height, state.head_hash, tx.id, time_ms // 1000)
+            if key in shared:
+                return shared[key]
+        error = admission_error(state, tx, time_ms=time_ms, verified=self.verified)
+        reason = None if error is None else error.reason
+        if shared is not None:
+            if len(shared) >= _ADMISSION_LIMIT:
+                shared.clear()
+            shared[key] = reason
+        return reason
 
     def submit(self, tx: Tx, *, now_ms: int | None = None) -> AddResult:
         """Offer a transaction to the mempool (see the module rules), as of ``now_ms`` if given."""

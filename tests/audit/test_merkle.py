@@ -226,3 +226,35 @@ def test_a_snapshot_round_trip_keeps_the_root(height: int) -> None:
     assert again == state
     assert again.digest() == state.digest()
     assert state.encode() == state._encode_plain()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(-2, 40), st.none() | st.integers(0, 9)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_the_prices_tree_kept_along_a_chain_is_the_one_built_afresh(
+    steps: list[tuple[int, int, int | None]],
+) -> None:
+    """The prices tree is extended at its right edge while prices are appended after the last
+    slot, rebuilt when one is inserted before it or changed: either way the root over the entries
+    in slot order (:func:`tree_root`), whatever the memo holds."""
+    from dataclasses import replace
+
+    from gridnode.core.ledger.stateroot import _prices, price_entry
+
+    base = small_chain().states[0]
+    memo: dict[object, object] = {}
+    prices: dict[int, int | None] = {}
+    for kind, slot, price in steps:
+        prices = dict(prices)
+        if kind < 3:  # mostly appends, some anywhere (an insert before the end, or a change)
+            prices[max(prices, default=0) + 1 + kind if kind else slot] = price
+        elif prices:
+            del prices[min(prices)]  # the tree shrinks: rebuilt
+        state = replace(base, clearing_prices=prices, memo=memo)
+        leaves = [leaf_hash(price_entry(s, p)) for s, p in sorted(prices.items())]
+        assert _prices(state) == (len(leaves), tree_root(leaves))

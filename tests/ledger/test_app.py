@@ -47,3 +47,35 @@ def test_mempool_refuses_inadmissible_transactions_with_a_reason() -> None:
     assert app.submit(tx).accepted
     app.apply(1, app.make_block(1, 0, T0_MS + 1))
     assert app.submit(tx).reason == "duplicate"  # remembered as committed
+
+
+def test_a_shared_admission_cache_gives_every_node_the_same_answers_as_its_own_check() -> None:
+    """Nodes sharing one admission cache (the in-process engine's) answer exactly as a node
+    checking alone: admissions, refusals with their reason, before and after a block."""
+    c = Community()
+    shared: dict[tuple[int, bytes, bytes, int], str | None] = {}
+    alone = LedgerApp(c.genesis, proposer=c.genesis.validators[0])
+    pair = [
+        LedgerApp(c.genesis, proposer=v, shared_admission=shared) for v in c.genesis.validators[:2]
+    ]
+    early = sign_reading(c.members[0], c.genesis, slot=OPEN, net_wh=1)
+    orders = [c.order(i, Side.BUY, OPEN, (150_000, 100)) for i in range(3)]
+    closed = c.order(3, Side.SELL, OPEN - 2, (100_000, 100))  # its gate has closed
+    batch = [early, *orders, closed, orders[0]]
+
+    def answers(app: LedgerApp, now_ms: int) -> list[tuple[bool, str]]:
+        return [(r.accepted, r.reason) for r in (app.submit(tx, now_ms=now_ms) for tx in batch)]
+
+    expected = answers(alone, T0_MS + 1)
+    assert [a[0] for a in expected] == [False, True, True, True, False, False]
+    assert expected[0][1] == "slot_not_delivered" and expected[-1][1] == "duplicate"
+    assert all(answers(app, T0_MS + 1) == expected for app in pair)
+    assert shared  # the second node's answers came from the first's checks
+    block = alone.make_block(1, 0, T0_MS + 2)
+    for app in (alone, *pair):
+        app.apply(1, block)
+    later = c.order(4, Side.SELL, OPEN, (100_000, 50))
+    assert {app.submit(later, now_ms=T0_MS + 3).reason for app in (alone, *pair)} == {""}
+    assert {app.submit(orders[1], now_ms=T0_MS + 3).reason for app in (alone, *pair)} == {
+        "duplicate"
+    }

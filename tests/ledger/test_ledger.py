@@ -11,6 +11,7 @@ from gridnode.core.ledger import (
     Block,
     Genesis,
     SignedOrder,
+    admit,
     apply,
     check,
     decode_block,
@@ -166,6 +167,30 @@ def test_inadmissible_transactions_are_refused_and_invalidate_a_block(
     with refused(why):
         check(s, forced)
     assert after.nonces == s.nonces or make_bad == "duplicate_reading"
+
+
+def test_a_built_block_is_the_admissible_part_and_its_state_is_the_checked_one() -> None:
+    """build_block admits and applies in one pass: its block holds exactly what :func:`admit`
+    keeps, and its state (root included) is what re-checking the block from scratch gives."""
+    c = Community()
+    s = c.state()
+    r = sign_reading(c.members[0], c.genesis, slot=SLOT0, net_wh=-40)
+    first = c.order(1, Side.SELL, OPEN, (100_000, 500))
+    txs = [
+        first,
+        c.order(2, Side.BUY, OPEN, (150_000, 300)),
+        c.order(3, Side.BUY, OPEN, (1, 1), oid=first.order.order_id),  # type: ignore[union-attr]
+        first,  # a replay of a kept one
+        c.order(1, Side.SELL, OPEN, (110_000, 200)),  # replaces the first
+        r,
+        sign_reading(c.members[0], c.genesis, slot=SLOT0, net_wh=-41),  # a second reading
+        sign_reading(c.members[2], c.genesis, slot=SLOT0, net_wh=25),
+    ]
+    for time_ms in (T0_MS + 2, T0_MS + SLOT_MS + 1, gate_ms(OPEN) + 1):
+        block, after = c.block(s, time_ms, txs)
+        assert list(block.txs) == admit(s, txs, time_ms=block.time_ms)
+        checked = check(s, block)
+        assert checked.digest() == after.digest() and block.state_root == checked.digest()
 
 
 def test_a_newer_order_replaces_the_open_one_and_cancel_removes_it() -> None:

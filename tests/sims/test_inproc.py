@@ -259,3 +259,20 @@ def test_same_results_across_processes_with_different_hash_seeds() -> None:
         )
         digests.add(done.stdout.strip())
     assert len(digests) == 1
+
+
+def test_the_shared_caches_change_speed_never_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine forgets shared checked blocks behind the latest decision and empties its cache
+    of verified votes when it is full (memory for long runs): a validator replaying its store
+    after a crash then checks blocks itself, votes are verified again. The results are those of
+    a run that keeps everything."""
+    faults = (FaultSpec(kind="crash", at_s=1800, duration_s=3600, validator=2),)
+    sc = _daytime(faults=faults, block_interval_s=60)
+    monkeypatch.setattr("sims.inproc.VERIFIED_VOTES_KEPT", 20)
+    forgetful = run_inproc(sc)
+    monkeypatch.setattr("sims.inproc.SHARED_BLOCKS_BEHIND", 10**9)
+    monkeypatch.setattr("sims.inproc.VERIFIED_VOTES_KEPT", 10**9)
+    keeping = run_inproc(sc)
+    assert forgetful.ledger_agreement is True, forgetful.notes
+    assert forgetful.blocks_committed > 40  # the crashed validator missed more than 16 heights
+    assert results_digest(forgetful) == results_digest(keeping)

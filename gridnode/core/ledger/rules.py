@@ -445,6 +445,24 @@ def _run(
     admitting = _Draft(state, verified)
     for tx in txs:
         _admit(admitting, tx, time_ms)
+    return _finish(
+        state, admitting, height=height, head_hash=head_hash, time_ms=time_ms, cleared=cleared,
+        settled_out=settled_out,
+    )  # fmt: skip
+
+
+def _finish(
+    state: LedgerState,
+    admitting: _Draft,
+    *,
+    height: int,
+    head_hash: bytes,
+    time_ms: int,
+    cleared: list[SlotCleared] | None = None,
+    settled_out: list[SlotSettled] | None = None,
+) -> LedgerState:
+    """The rest of :func:`_run` once its transactions are admitted into ``admitting``: clearing,
+    settlement and the new state."""
     draft = _Work.of(admitting)
     last_cleared = _clear_due(draft, time_ms, cleared)
     done: dict[int, SettledSlot] = {}
@@ -483,7 +501,11 @@ def admit(
 
     Each transaction is kept if it is admissible after the ones kept before it.
     """
-    draft = _Draft(state, verified)
+    return _keep_admissible(_Draft(state, verified), txs, time_ms)
+
+
+def _keep_admissible(draft: _Draft, txs: Iterable[Tx], time_ms: int) -> list[Tx]:
+    """:func:`admit` on ``draft``, which holds the kept ones' writes afterwards."""
     kept: list[Tx] = []
     for tx in txs:
         try:
@@ -515,15 +537,11 @@ def build_block(
 ) -> tuple[Block, LedgerState]:
     """A valid next block from the admissible part of ``txs``, and the state after it."""
     time_ms = max(time_ms, state.time_ms + 1)
-    chosen = tuple(admit(state, txs, time_ms=time_ms, verified=verified))
-    after = _run(
-        state,
-        height=state.height + 1,
-        head_hash=ZERO_HASH,
-        time_ms=time_ms,
-        txs=chosen,
-        verified=verified,
-    )
+    # one pass: the draft that chose the admissible part is the one the block applies (admitting
+    # the chosen ones again on a fresh draft would make the same writes in the same order)
+    draft = _Draft(state, verified)
+    chosen = tuple(_keep_admissible(draft, txs, time_ms))
+    after = _finish(state, draft, height=state.height + 1, head_hash=ZERO_HASH, time_ms=time_ms)
     block = Block(state.height + 1, state.head_hash, time_ms, proposer, chosen, _root(after))
     return block, replace(after, head_hash=block.hash)
 

@@ -38,7 +38,9 @@ Rules:
   households whose entries changed (found by identity: the ledger never mutates a mapping it has
   handed on), so a block rehashes what it changed, not the state. A memo never changes a root.
 
-Known limits: the prices tree is rebuilt when a slot is cleared (it grows by one entry per slot).
+Known limits: the prices tree grows by one entry per cleared slot (35,040 a year of 15-minute
+slots); a new price costs ``O(log n)`` hashes when it is appended after every slot the tree holds
+(always, on a chain), the whole tree otherwise.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from gridnode.core.merkle import FixedTree, leaf_hash, tree_root
+from gridnode.core.merkle import FixedTree, leaf_hash, node_hash, tree_root
 from market.clearing import Trade
 from market.codec import pack
 from market.settlement import GRID, POOL, HouseholdBill
@@ -361,17 +363,72 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
 
 
 def _prices(state: LedgerState) -> tuple[int, bytes]:
+    """The prices tree's size and root. The tree only grows at its end (a slot is cleared after
+    every slot before it): the memo keeps the right edge of the tree (:class:`_Frontier`), so a
+    new price hashes ``O(log n)`` nodes, not the ``n`` entries of a year's prices."""
     memo = state.memo
     prices = state.clearing_prices
     hit = memo.get("mt:prices")
     if hit is not None and (hit[0] is prices or hit[0] == prices):
-        memo["mt:prices"] = (prices, hit[1])
+        memo["mt:prices"] = (prices, hit[1], hit[2])
         result: tuple[int, bytes] = hit[1]
         return result
-    leaves = [leaf_hash(price_entry(s, p)) for s, p in sorted(prices.items())]
-    result = (len(leaves), tree_root(leaves))
-    memo["mt:prices"] = (dict(prices), result)
+    frontier: _Frontier | None = None
+    if hit is not None and len(prices) > len(hit[0]) and hit[0].items() <= prices.items():
+        added = _added(hit[0], prices)
+        if hit[2].last < added[0]:  # appended after every slot the tree holds
+            frontier = hit[2].extended((s, prices[s]) for s in added)
+    if frontier is None:
+        frontier = _Frontier().extended(sorted(prices.items()))
+    result = (frontier.size, frontier.root())
+    memo["mt:prices"] = (dict(prices), result, frontier)
     return result
+
+
+def _added(old: Mapping[int, int | None], new: Mapping[int, int | None]) -> list[int]:
+    """The slots of ``new`` not in ``old`` (which ``new`` contains), in order: looked for from
+    the end of ``new`` (where the ledger adds them), so finding one costs O(1), not O(n)."""
+    want = len(new) - len(old)
+    found: list[int] = []
+    for slot in reversed(new) if isinstance(new, dict) else reversed(list(new)):
+        if slot not in old:
+            found.append(slot)
+            if len(found) == want:
+                break
+    return sorted(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Frontier:
+    """The right edge of a Merkle tree over price entries in slot order: the roots of its perfect
+    subtrees, largest first (the binary digits of the size), and the last entry's slot. Its root
+    is RFC 9162's tree hash over the same entries (tested against :func:`tree_root`)."""
+
+    peaks: tuple[tuple[int, bytes], ...] = ()  # (leaves, root) of each perfect subtree
+    last: int = -(2**63)
+
+    @property
+    def size(self) -> int:
+        return sum(n for n, _ in self.peaks)
+
+    def extended(self, entries: Iterable[tuple[int, int | None]]) -> _Frontier:
+        peaks, last = list(self.peaks), self.last
+        for slot, price in entries:
+            node = (1, leaf_hash(price_entry(slot, price)))
+            while peaks and peaks[-1][0] == node[0]:
+                left = peaks.pop()
+                node = (2 * node[0], node_hash(left[1], node[1]))
+            peaks.append(node)
+            last = slot
+        return _Frontier(tuple(peaks), last)
+
+    def root(self) -> bytes:
+        if not self.peaks:
+            return tree_root([])
+        root = self.peaks[-1][1]
+        for _, peak in reversed(self.peaks[:-1]):
+            root = node_hash(peak, root)
+        return root
 
 
 def state_tree(state: LedgerState) -> StateTree:
