@@ -253,27 +253,25 @@ def print_breakdown(details: dict[str, dict[str, Any]]) -> None:
             print(line(season, ns["per_season"][season], da["per_season"][season]))
 
 
+def citylearn_case(label: str, homes: tuple[int, ...], quick: bool) -> list[dict[str, Any]]:
+    """:func:`run_case` on CityLearn ``homes`` over the data set's own year (Sep 2016 - Jul 2017)."""
+    cl = CITYLEARN_UTC_OFFSET_S
+    return run_case(
+        label,
+        load_citylearn_homes(homes),
+        (CITYLEARN_LATITUDE, CITYLEARN_LONGITUDE),
+        (local(2016, 9, 15, cl), local(2017, 7, 31, cl)),
+        quick=quick,
+        homes=tuple(f"home {h}" for h in homes),
+    )
+
+
 def skill(quick: bool, uci_2010: bool) -> list[dict[str, Any]]:
     print("== held-out skill (TEST set; tuning used CityLearn homes 1,3,5,8,10 + UCI 2007-08)")
     print(f"{'data':<38}{'horizon':<11}{'model':<22}{'hh':>4}{'origins':>8}{'MAE kW':>8}"
           f"{'skill':>9}{'P10-P90':>9}{'fit s':>8}{'ms/hh':>8}")  # fmt: skip
-    cl = CITYLEARN_UTC_OFFSET_S
-    rows = run_case(
-        "CityLearn homes 2,4,6,9,11,13,16,17",
-        load_citylearn_homes(TEST_HOMES),
-        (CITYLEARN_LATITUDE, CITYLEARN_LONGITUDE),
-        (local(2016, 9, 15, cl), local(2017, 7, 31, cl)),
-        quick=quick,
-        homes=tuple(f"home {h}" for h in TEST_HOMES),
-    )
-    rows += run_case(
-        "CityLearn homes 7,12,14,15 (flagged)",
-        load_citylearn_homes(FLAGGED_HOMES),
-        (CITYLEARN_LATITUDE, CITYLEARN_LONGITUDE),
-        (local(2016, 9, 15, cl), local(2017, 7, 31, cl)),
-        quick=quick,
-        homes=tuple(f"home {h}" for h in FLAGGED_HOMES),
-    )
+    rows = citylearn_case("CityLearn homes 2,4,6,9,11,13,16,17", TEST_HOMES, quick)
+    rows += citylearn_case("CityLearn homes 7,12,14,15 (flagged)", FLAGGED_HOMES, quick)
     uci = SHIPPED_UTC_OFFSET_S
     site = (SHIPPED_LATITUDE, SHIPPED_LONGITUDE)
     year_2009 = (local(2009, 1, 1, uci), local(2010, 1, 1, uci))
@@ -298,15 +296,8 @@ def skill(quick: bool, uci_2010: bool) -> list[dict[str, Any]]:
 def tuning(quick: bool) -> list[dict[str, Any]]:
     """The same figures on the TUNING set, for comparison only (every choice was made here)."""
     print("== tuning set, for comparison (every profile-qr choice was made on these)")
-    cl, uci = CITYLEARN_UTC_OFFSET_S, SHIPPED_UTC_OFFSET_S
-    rows = run_case(
-        "TUNING CityLearn homes 1,3,5,8,10",
-        load_citylearn_homes(TUNING_HOMES),
-        (CITYLEARN_LATITUDE, CITYLEARN_LONGITUDE),
-        (local(2016, 9, 15, cl), local(2017, 7, 31, cl)),
-        quick=quick,
-        homes=tuple(f"home {h}" for h in TUNING_HOMES),
-    )
+    uci = SHIPPED_UTC_OFFSET_S
+    rows = citylearn_case("TUNING CityLearn homes 1,3,5,8,10", TUNING_HOMES, quick)
     rows += run_case(
         "TUNING UCI/PVDAQ 2008, hourly",
         load_shipped(step_s=3600),
