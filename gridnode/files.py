@@ -1,18 +1,21 @@
 """Files as a daemon writes and reads them: atomic writes (a temporary file in the same directory,
 fsync'ed, renamed over the target, the directory fsync'ed: a crash leaves the old file or the new
-one, never half of either), text reads whose every failure is one line naming the file, and the
-one-daemon-per-directory lock. Split from :mod:`gridnode.config`, which re-exports them."""
+one, never half of either), text reads whose every failure is one line naming the file, the
+daemon's own JSON-lines records read back, and the one-daemon-per-directory lock. Split from :mod:`gridnode.config`, which re-exports them."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from market.errors import UsageError
 
-__all__ = ["LOCK_NAME", "DirLock", "read_text", "write_atomic"]
+__all__ = ["LOCK_NAME", "DirLock", "json_lines", "read_text", "write_atomic"]
 
 #: the lock file in a household directory
 LOCK_NAME = "gridnode.lock"
@@ -75,6 +78,26 @@ def read_text(path: Path, *, missing: str) -> str:
         ) from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def json_lines(path: Path, *, containing: str | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON-lines record the daemon appends to (``provenance.jsonl``,
+    ``fedrounds.jsonl``), in file order. A damaged line (one cut short by a kill) or one that is
+    not an object is skipped; a missing or unreadable file has none. With ``containing``, only
+    lines holding that text are parsed (a lookup in a long record)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if containing is not None and containing not in line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    yield row
+    except OSError:
+        return
 
 
 class DirLock:

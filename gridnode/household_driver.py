@@ -54,6 +54,7 @@ from gridnode.clock import NodeClock
 from gridnode.config import Config
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis, SignedOrder, Tx, sign_reading
+from gridnode.files import json_lines
 from gridnode.history import MeteredSlot
 from gridnode.household.agent import (
     BOUNDARY_DELAY_MS,
@@ -102,21 +103,10 @@ PROVENANCE_KEPT: Final = 4096
 def read_provenance(data_dir: Path, order_id: str) -> dict[str, Any] | None:
     """The local record of ``order_id`` in ``data_dir``'s :data:`PROVENANCE_FILE` (the newest
     line for it), or ``None``. A damaged line is skipped."""
-    path = data_dir / PROVENANCE_FILE
     found = None
-    try:
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if order_id not in line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and row.get("order_id") == order_id:
-                    found = row
-    except OSError:
-        return None
+    for row in json_lines(data_dir / PROVENANCE_FILE, containing=order_id):
+        if row.get("order_id") == order_id:
+            found = row
     return found
 
 

@@ -26,6 +26,7 @@ from forecasting.data import load_meter_history
 from forecasting.series import energy_wh
 from gridnode.chain import stored_blocks
 from gridnode.core.ledger import CommittedModel, Genesis, LedgerState, SignedOrder, tx_id
+from gridnode.files import json_lines
 from gridnode.household.battery import battery_from_sizes
 from gridnode.household.forecast import SlotForecaster, bidding_forecaster
 from gridnode.meter import ReplayMeter, shipped_replay
@@ -180,17 +181,7 @@ def round_records(
     from gridnode.daemon.federation import ROUNDS_FILE  # noqa: PLC0415
     from gridnode.explain import model_json  # noqa: PLC0415
 
-    reports: list[dict[str, Any]] = []
-    for d in validator_dirs:
-        path = d / "data" / ROUNDS_FILE
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    doc = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a kill
-                if isinstance(doc, dict):
-                    reports.append(doc)
+    reports = [r for d in validator_dirs for r in json_lines(d / "data" / ROUNDS_FILE)]
     by_hash = {r["model"]: r for r in reports if r.get("model")}
     out: list[RoundRecord] = []
     for model_hash, committed in models.items():
