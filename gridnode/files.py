@@ -15,7 +15,7 @@ from typing import Any
 
 from market.errors import UsageError
 
-__all__ = ["LOCK_NAME", "DirLock", "json_lines", "read_text", "write_atomic"]
+__all__ = ["LOCK_NAME", "DirLock", "fsync_path", "json_lines", "read_text", "write_atomic"]
 
 #: the lock file in a household directory
 LOCK_NAME = "gridnode.lock"
@@ -44,15 +44,16 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644, overwrite: bool = 
                 os.link(tmp, path)
             except FileExistsError:
                 raise UsageError(f"{path} already exists: refusing to overwrite it") from None
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path (a directory: so a rename or create in it lasts)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

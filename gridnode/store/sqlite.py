@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Concatenate, Final, ParamSpec, Self, TypeVar
 
+from gridnode.files import fsync_path
 from gridnode.store.records import (
     APPLICATION_ID,
     Durability,
@@ -599,7 +600,7 @@ def _create(path: Path, binding: StoreBinding | None) -> None:
                 )
         finally:
             conn.close()
-        _fsync_path(tmp)
+        fsync_path(tmp)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -607,18 +608,10 @@ def _create(path: Path, binding: StoreBinding | None) -> None:
         except OSError:  # a file system without hard links: rename (no other creator expected)
             if not path.exists():
                 os.replace(tmp, path)
-        _fsync_path(path.parent)
+        fsync_path(path.parent)
     except (OSError, sqlite3.Error) as exc:
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"cannot create the store {str(path)!r}: {text}") from None
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
