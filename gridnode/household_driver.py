@@ -70,6 +70,7 @@ from gridnode.household.forecast import (
     SlotForecast,
     SlotForecaster,
     bidding_forecaster,
+    federated_forecaster,
     foresight,
 )
 from gridnode.meter import Meter
@@ -142,11 +143,15 @@ def battery_of(config: Config) -> Battery | None:
     return battery_from_sizes(config.battery_kwh, config.battery_kw)
 
 
+def site_of(config: Config) -> Site:
+    """The household's site as its forecasters take it (``household.latitude``/``longitude``/
+    ``holiday_country``/``holiday_subdiv``)."""
+    return Site(config.latitude, config.longitude, config.holiday_country, config.holiday_subdiv)
+
+
 def forecaster_of(config: Config) -> SlotForecaster:
-    """The forecaster the household bids with: ``bidding.model`` for its site
-    (``household.latitude``/``longitude``/``holiday_country``/``holiday_subdiv``)."""
-    site = Site(config.latitude, config.longitude, config.holiday_country, config.holiday_subdiv)
-    return bidding_forecaster(config.bidding_model, site=site)
+    """The forecaster the household bids with: ``bidding.model`` for its :func:`site_of`."""
+    return bidding_forecaster(config.bidding_model, site=site_of(config))
 
 
 def foreseen(meter: Meter, slots: Sequence[int], clock: SlotClock) -> SlotForecast:
@@ -192,23 +197,8 @@ class HouseholdDriver:
     def use_community(self, model: CommunityModel) -> None:
         """Bid from now on with ``model`` blended with the household's local model (module
         rules): the federation driver calls this once the model is committed and checked."""
-        from forecasting.federated import FederatedForecaster  # noqa: PLC0415
-        from forecasting.models import SeasonalNaive  # noqa: PLC0415
-        from gridnode.household.forecast import REFIT_EVERY_S  # noqa: PLC0415
-
-        config = self.config
-        local = forecaster_of(config).model
-        self.forecaster = SlotForecaster(
-            FederatedForecaster(
-                model,
-                local,
-                latitude=config.latitude,
-                longitude=config.longitude,
-                holiday_country=config.holiday_country,
-                holiday_subdiv=config.holiday_subdiv,
-            ),
-            refit_every_s=REFIT_EVERY_S,
-            fallback=SeasonalNaive(period_days=1, train_days=28),
+        self.forecaster = federated_forecaster(
+            model, self.config.bidding_model, site=site_of(self.config)
         )
         self.model_hash = model.hash
 
