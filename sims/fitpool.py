@@ -134,6 +134,9 @@ class FitPool:
         root = str(Path(__file__).resolve().parents[1])
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+        # the workers are the parallelism: one BLAS thread each, not a spinning pool per worker
+        # (a matrix product's elements do not depend on how many threads computed them: tested)
+        env |= {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         for _ in range(self.workers):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "sims.fitpool"],

@@ -17,7 +17,9 @@ Same node code as the daemon, different driver:
   default, fitted for the whole community's history matrix once per ``refit_days`` period on the
   year before it, predicting every slot — one forecaster per history group, and under
   ``[training] mode = "federated"`` the community model's rounds and the personal blend:
-  :mod:`sims.training`; or perfect foresight), with the scenario's policy and the
+  :mod:`sims.training`; or perfect foresight; on big runs the fits run in worker processes,
+  the next period's fitted ahead while this one is simulated: :mod:`sims.fitpool`, same
+  results), with the scenario's policy and the
   clearing prices of the highest honest validator's ledger state (the expected price). The engine signs
   what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
   it to a validator (another one after a timeout if it does not answer); a validator that admits a
