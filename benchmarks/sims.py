@@ -33,6 +33,9 @@ times) and the load average before and after (the machine is shared: read the fi
 A run shorter than the year also prints the year's wall time extrapolated linearly.
 
     python benchmarks/sims.py --year [--days 30] [--out results.json] [--fit-workers N]
+
+``--town`` prints the same row for ``sims/scenarios/town.toml`` (1,000 households × 7 days, 7
+validators; ``--days`` cuts it).
 """
 
 from __future__ import annotations
@@ -104,20 +107,22 @@ def one(
     return row
 
 
-def year(days: float | None, out: Path | None, fit_workers: int | None) -> dict[str, object]:
-    """One run of ``year.toml`` (the module's ``--year``)."""
+def year(
+    days: float | None, out: Path | None, fit_workers: int | None, path: Path = YEAR
+) -> dict[str, object]:
+    """One run of ``year.toml`` (the module's ``--year``; ``--town``: ``town.toml``)."""
     from sims.inproc import results_digest  # noqa: PLC0415 - only --year prints the digest
 
-    sc = load_scenario(YEAR, days=days)
+    sc = load_scenario(path, days=days)
     load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    r = run_inproc(sc, fit_workers=fit_workers)
+    r = run_inproc(sc) if fit_workers is None else run_inproc(sc, fit_workers=fit_workers)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     households = len(r.households)
     row: dict[str, object] = {
-        "scenario": "year.toml",
+        "scenario": path.name,
         "days": sc.days,
         "households": households,
         "validators": sc.validators,
@@ -137,7 +142,7 @@ def year(days: float | None, out: Path | None, fit_workers: int | None) -> dict[
         "load_before": [round(x, 2) for x in load0],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
-    if r.slots_done < 365 * 96:
+    if path == YEAR and r.slots_done < 365 * 96:
         row["year_wall_min_extrapolated"] = round(wall * 365 * 96 / max(1, r.slots_done) / 60, 1)
     if out is not None:
         r.write_json(out)
@@ -156,6 +161,9 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     ap.add_argument("--year", action="store_true", help="run sims/scenarios/year.toml instead")
+    ap.add_argument(
+        "--town", action="store_true", help="run sims/scenarios/town.toml like --year (its figures)"
+    )
     ap.add_argument("--days", type=float, default=None, help="--year: only the first N days")
     ap.add_argument("--out", type=Path, default=None, help="--year: also write results.json here")
     ap.add_argument(
@@ -163,13 +171,13 @@ def main() -> None:
         help="--year: forecaster fit worker processes (0: in the engine; default: the engine's choice)",
     )  # fmt: skip
     args = ap.parse_args()
-    if args.year:
-        row = year(args.days, args.out, args.fit_workers)
+    if args.year or args.town:
+        row = year(args.days, args.out, args.fit_workers, TOWN if args.town else YEAR)
         if args.json:
             print(json.dumps(row))
         else:
             print(
-                "# sims/scenarios/year.toml in process (validators share caches, see the module "
+                f"# sims/scenarios/{row['scenario']} in process (validators share caches, see the module "
                 "docstring); the sample full node and the forecaster-fit workers are child processes: "
                 "children_cpu_s is theirs together, child_peak_rss_mb the largest child's"
             )
