@@ -186,6 +186,10 @@ class FitPool:
             if not any(w.job is None for w in self._procs) or not self._queue:
                 return
 
+    def pending(self) -> int:
+        """Blocks queued or being fitted."""
+        return len(self._queue) + sum(w.job is not None for w in self._procs)
+
     # ------------------------------------------------------------------ the block fitter
     def ahead(self, model: Forecaster, blocks: Sequence[MeterHistory]) -> None:
         """Start fitting ``model`` on ``blocks`` now, for a later :meth:`fit_blocks` call."""

@@ -246,6 +246,7 @@ class Training:
         """With a pool: start cohort ``k``'s fit for the next refit period, once (module rules)."""
         if self.pool is None or not self.refit_s:
             return
+        self.pool.poll()  # take the answers in, hand the queued blocks to idle workers
         start = (now_s // self.refit_s + 1) * self.refit_s
         if start >= self.history.end_s or (k, start) in self._ahead_done:
             return

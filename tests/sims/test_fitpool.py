@@ -12,6 +12,7 @@ import pytest
 from forecasting.models import SeasonalNaive
 from forecasting.profile_qr import FittedProfileQR
 from forecasting.series import MeterHistory
+from gridnode.household import forecast as forecast_module
 from gridnode.household.forecast import bidding_forecaster, fit_inline, row_blocks
 from market.errors import DataReason, UsageError
 from sims.fitpool import FitPool
@@ -59,6 +60,27 @@ def test_pool_fits_equal_inline_fits_bit_for_bit_and_ahead_fits_are_taken() -> N
         pool.ahead(forecaster.model, blocks)
         assert _coefs(list(pool.fit_blocks(other, blocks))) == _coefs(list(inline))
         assert pool.ahead_taken == 1
+    finally:
+        pool.close()
+
+
+def test_polling_hands_queued_blocks_to_idle_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forecast_module, "FIT_ROWS", 2)
+    e, history = _history(5)
+    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
+    now_s = e.clock.start(e.first_slot)
+    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
+    blocks = [b for _, b in row_blocks(window)]
+    assert len(blocks) == 3
+    pool = FitPool(1)
+    try:
+        pool.ahead(forecaster.model, blocks)
+        assert pool.pending() == 3  # one in the worker, two queued
+        while pool.pending():  # what the engine does at every forecast, here waiting
+            pool.poll(wait=True)
+        fitted = pool.fit_blocks(forecaster.model, blocks)
+        assert pool.ahead_taken == 1
+        assert _coefs(list(fitted)) == _coefs(list(fit_inline(forecaster.model, blocks)))
     finally:
         pool.close()
 
