@@ -81,8 +81,12 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             model, block = pickle.load(inp)
         except EOFError:
             return
-        pickle.dump(_fit_block(model, block), out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
+        result = _fit_block(model, block)
+        try:
+            pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+            out.flush()
+        except BrokenPipeError:  # the parent is gone (ended, or its run was interrupted)
+            return
 
 
 @dataclass(slots=True, eq=False)
