@@ -25,13 +25,17 @@ The real-daemon engine's curve is ``benchmarks/sims_daemons.py``.
 
 ``--year`` instead runs ``sims/scenarios/year.toml`` (100 households, 4 validators, 365 days of
 15-minute slots; ``--days N`` cuts it to its first N days) as ``gridnode sim`` does and prints one
-row: wall seconds, the engine's CPU seconds, the sample full node's (the child process), the peak
-RSS of each, household-slots per second of wall time, the forecaster's period (``refit_days``),
+row: wall seconds, the engine's CPU seconds, its child processes' together (the sample full node
+and the forecaster-fit workers, :mod:`sims.fitpool`; ``--fit-workers 0`` fits in the engine), the
+peak RSS of the engine and of the largest child, household-slots per second of wall time, the forecaster's period (``refit_days``),
 the results digest (:func:`sims.inproc.results_digest`: compare two runs' KPIs without the wall
 times) and the load average before and after (the machine is shared: read the figures with it).
 A run shorter than the year also prints the year's wall time extrapolated linearly.
 
-    python benchmarks/sims.py --year [--days 30] [--out results.json]
+    python benchmarks/sims.py --year [--days 30] [--out results.json] [--fit-workers N]
+
+``--town`` prints the same row for ``sims/scenarios/town.toml`` (1,000 households × 7 days, 7
+validators; ``--days`` cuts it).
 """
 
 from __future__ import annotations
@@ -103,20 +107,22 @@ def one(
     return row
 
 
-def year(days: float | None, out: Path | None) -> dict[str, object]:
-    """One run of ``year.toml`` (the module's ``--year``)."""
+def year(
+    days: float | None, out: Path | None, fit_workers: int | None, path: Path = YEAR
+) -> dict[str, object]:
+    """One run of ``year.toml`` (the module's ``--year``; ``--town``: ``town.toml``)."""
     from sims.inproc import results_digest  # noqa: PLC0415 - only --year prints the digest
 
-    sc = load_scenario(YEAR, days=days)
+    sc = load_scenario(path, days=days)
     load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    r = run_inproc(sc)
+    r = run_inproc(sc) if fit_workers is None else run_inproc(sc, fit_workers=fit_workers)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     households = len(r.households)
     row: dict[str, object] = {
-        "scenario": "year.toml",
+        "scenario": path.name,
         "days": sc.days,
         "households": households,
         "validators": sc.validators,
@@ -124,9 +130,10 @@ def year(days: float | None, out: Path | None) -> dict[str, object]:
         "slots": r.slots_done,
         "wall_s": round(wall, 1),
         "engine_cpu_s": round(cpu, 1),
-        "full_node_cpu_s": round(child.ru_utime + child.ru_stime, 1),
+        "fit_workers": "auto" if fit_workers is None else fit_workers,
+        "children_cpu_s": round(child.ru_utime + child.ru_stime, 1),
         "engine_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-        "full_node_peak_rss_mb": child.ru_maxrss // 1024,
+        "child_peak_rss_mb": child.ru_maxrss // 1024,
         "household_slots_per_s": round(households * r.slots_done / wall, 1),
         "ms_per_household_slot": round(1000 * wall / max(1, households * r.slots_done), 3),
         "blocks": r.blocks_committed,
@@ -135,7 +142,7 @@ def year(days: float | None, out: Path | None) -> dict[str, object]:
         "load_before": [round(x, 2) for x in load0],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
-    if r.slots_done < 365 * 96:
+    if path == YEAR and r.slots_done < 365 * 96:
         row["year_wall_min_extrapolated"] = round(wall * 365 * 96 / max(1, r.slots_done) / 60, 1)
     if out is not None:
         r.write_json(out)
@@ -154,17 +161,25 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     ap.add_argument("--year", action="store_true", help="run sims/scenarios/year.toml instead")
+    ap.add_argument(
+        "--town", action="store_true", help="run sims/scenarios/town.toml like --year (its figures)"
+    )
     ap.add_argument("--days", type=float, default=None, help="--year: only the first N days")
     ap.add_argument("--out", type=Path, default=None, help="--year: also write results.json here")
+    ap.add_argument(
+        "--fit-workers", type=int, default=None,
+        help="--year: forecaster fit worker processes (0: in the engine; default: the engine's choice)",
+    )  # fmt: skip
     args = ap.parse_args()
-    if args.year:
-        row = year(args.days, args.out)
+    if args.year or args.town:
+        row = year(args.days, args.out, args.fit_workers, TOWN if args.town else YEAR)
         if args.json:
             print(json.dumps(row))
         else:
             print(
-                "# sims/scenarios/year.toml in process (validators share caches, see the module "
-                "docstring); the sample full node is a child process: its CPU and RSS are separate"
+                f"# sims/scenarios/{row['scenario']} in process (validators share caches, see the module "
+                "docstring); the sample full node and the forecaster-fit workers are child processes: "
+                "children_cpu_s is theirs together, child_peak_rss_mb the largest child's"
             )
             for k, v in row.items():
                 print(f"{k:>28} {v}")

@@ -120,6 +120,20 @@ def _holiday_days(country: str | None, subdiv: str | None, years: range) -> froz
     return frozenset(int((np.datetime64(d, "D") - epoch).astype(np.int64)) for d in cal)
 
 
+@functools.lru_cache(maxsize=8)
+def _ghi(
+    start_s: int, step_s: int, total: int, lo: int, *, latitude: float, longitude: float
+) -> FloatArray:
+    """Clear-sky GHI at the midpoints of ``total`` intervals from ``start_s`` (0 before ``lo``),
+    read-only. Memoised: a community fitted or predicted in blocks of rows asks for the same
+    window once per block (the values are a function of the arguments alone)."""
+    mid = start_s + np.arange(lo, total, dtype=np.int64) * step_s + step_s // 2
+    ghi = np.zeros(total)
+    ghi[lo:] = clear_sky_ghi_w_m2(mid, latitude=latitude, longitude=longitude)
+    ghi.setflags(write=False)
+    return ghi
+
+
 @dataclass(frozen=True, slots=True)
 class _Series:
     """What the features are built from, for one history (all arrays (households, T) or (T,))."""
@@ -261,9 +275,14 @@ class ProfileQR:
                 if (extra_steps)
                 else 0
             )
-            mid = history.start_s + idx[lo:] * history.step_s + history.step_s // 2
-            ghi = np.zeros(total)
-            ghi[lo:] = clear_sky_ghi_w_m2(mid, latitude=self.latitude, longitude=self.longitude)
+            ghi = _ghi(
+                history.start_s,
+                history.step_s,
+                total,
+                lo,
+                latitude=self.latitude,
+                longitude=self.longitude,
+            )
         first = (history.start_s + history.utc_offset_s) // SECONDS_PER_DAY
         last = (history.start_s + total * history.step_s + history.utc_offset_s) // SECONDS_PER_DAY
         years = range(int(_year(first)), int(_year(last)) + 1)

@@ -29,6 +29,7 @@ megabytes at 1,000 households); a validator stuck further behind is reported as 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import os
 import pickle
@@ -49,6 +50,9 @@ __all__ = ["ChainSummary", "SampleFullNode", "SampleFullNodeProcess"]
 
 #: how many of the latest states a full node keeps to answer digest requests at the end
 KEEP_STATES = 64
+#: the pipe to the child process, bytes (Linux's default is 64 KiB; an unprivileged process may
+#: raise it up to /proc/sys/fs/pipe-max-size, 1 MiB by default)
+PIPE_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -170,6 +174,11 @@ class SampleFullNodeProcess:
             stdout=subprocess.PIPE,
             env=env,
         )
+        # a bigger pipe (Linux): a slot's batch fits in it, so the engine does not wait for the
+        # child to read it while the child is busy re-verifying the previous one
+        with contextlib.suppress(AttributeError, OSError):
+            assert self._proc.stdin is not None
+            fcntl.fcntl(self._proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._pending: list[tuple[int, bytes, bytes]] = []
         self._send(("genesis", (genesis.to_dict(), slots, keep)))
 

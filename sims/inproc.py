@@ -17,7 +17,9 @@ Same node code as the daemon, different driver:
   default, fitted for the whole community's history matrix once per ``refit_days`` period on the
   year before it, predicting every slot — one forecaster per history group, and under
   ``[training] mode = "federated"`` the community model's rounds and the personal blend:
-  :mod:`sims.training`; or perfect foresight), with the scenario's policy and the
+  :mod:`sims.training`; or perfect foresight; on big runs the fits run in worker processes,
+  the next period's fitted ahead while this one is simulated: :mod:`sims.fitpool`, same
+  results), with the scenario's policy and the
   clearing prices of the highest honest validator's ledger state (the expected price). The engine signs
   what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
   it to a validator (another one after a timeout if it does not answer); a validator that admits a
@@ -119,6 +121,7 @@ __all__ = ["Progress", "results_digest", "run_inproc"]
 RETRY_MS: Final = 2_000  # a household re-sends elsewhere when a validator does not answer
 QUOTE_OFFSET_MS: Final = BOUNDARY_DELAY_MS  # households act just after the slot boundary
 PARALLEL_FULL_NODE_FROM: Final = 20_000  # household-slots: below, a second process is not worth it
+FIT_WORKERS: Final = 2  # forecaster fit workers on big runs (sims.fitpool): this machine's cores
 CALM_LIMIT_MS: Final = 3_600_000  # after the last slot: at most this long for validators to agree
 #: validators snapshot their state every this many heights, and keep this many blocks (and all
 #: above their latest snapshot): a year's chain is not held in RAM four to seven times
@@ -198,7 +201,9 @@ class _Stats:
 
 
 class _Engine:
-    def __init__(self, sc: Scenario, *, first_slot: int | None = None) -> None:
+    def __init__(
+        self, sc: Scenario, *, first_slot: int | None = None, fit_workers: int = 0
+    ) -> None:
         self.sc = sc
         self.rng = random.Random(f"net:{sc.seed}")
         # One signature-verification cache shared by every simulated validator in this process,
@@ -280,6 +285,7 @@ class _Engine:
             self.history,
             first_slot_s=self.clock.start(self.first_slot),
             refit_s=self.refit_s,
+            fit_workers=fit_workers,
         )
         self.calm = False
         self.full_node: SampleFullNode | SampleFullNodeProcess = SampleFullNode(
@@ -666,6 +672,7 @@ def run_inproc(
     first_slot: int | None = None,
     full_node: str = "auto",
     chain_out: Callable[[Genesis, MemoryStore], object] | None = None,
+    fit_workers: int | None = None,
 ) -> SimResult:
     """Run ``scenario`` in process (see the module rules). Ctrl-C (``KeyboardInterrupt``) or
     ``should_stop()`` returning true ends the run early with ``interrupted=True`` and what was done.
@@ -684,15 +691,23 @@ def run_inproc(
     ``"inline"`` (this process), or ``"auto"`` (a process from ``PARALLEL_FULL_NODE_FROM``
     household-slots on). Same results either way.
 
+    ``fit_workers``: how many worker processes fit the forecasters (:mod:`sims.fitpool`: the
+    blocks of a fit spread over them, the next refit period's fit started ahead); ``0`` fits in
+    this process; ``None`` (auto) uses ``FIT_WORKERS`` of them from ``PARALLEL_FULL_NODE_FROM``
+    household-slots on under forecast bidding. Same results either way.
+
     ``chain_out`` is called at the end with the genesis and the store of the validator whose chain
     the results report (the highest; e.g. to export it for ``gridnode audit``)."""
     if full_node not in ("auto", "process", "inline"):
         raise UsageError(f"full_node must be auto, process or inline, got {full_node!r}")
+    if fit_workers is not None and fit_workers < 0:
+        raise UsageError(f"fit_workers must be >= 0, got {fit_workers}")
     wall0 = time.perf_counter()
-    e = _Engine(scenario, first_slot=first_slot)
-    parallel = full_node == "process" or (
-        full_node == "auto" and len(e.specs) * scenario.slots >= PARALLEL_FULL_NODE_FROM
-    )
+    big = scenario.households * scenario.slots >= PARALLEL_FULL_NODE_FROM
+    if fit_workers is None:
+        fit_workers = FIT_WORKERS if big and scenario.policy == Bidding.FORECAST else 0
+    e = _Engine(scenario, first_slot=first_slot, fit_workers=fit_workers)
+    parallel = full_node == "process" or (full_node == "auto" and big)
     if parallel:
         e.full_node = SampleFullNodeProcess(e.genesis, (e.first_slot, e.last_slot))
     sc = scenario
@@ -729,6 +744,8 @@ def run_inproc(
         if isinstance(e.full_node, SampleFullNodeProcess):
             e.full_node.close()
         raise
+    finally:
+        e.training.close()
     result = collect(e, slots_done=slots_done, interrupted=interrupted, trades_out=trades_out)
     result.wall_seconds = round(time.perf_counter() - wall0, 3)
     if chain_out is not None:

@@ -32,6 +32,11 @@ of the slots it quotes. Rules of this module:
   (``time.process_time``: the only figure that varies between runs, left out of
   :func:`sims.inproc_kpis.results_digest`), the model's content hash and the held-back validation.
   Deterministic for a seed: the same scenario gives the same model hashes.
+* **Fits in worker processes** (``fit_workers > 0``, the engine's choice on long runs): every
+  cohort's forecaster fits its blocks in a :class:`sims.fitpool.FitPool`, and after each forecast
+  the next refit period's fit is started ahead (the history before that period is known now), so it
+  runs on the other core while the engine simulates this period. Same fits, same results (the
+  pool's rules); :meth:`Training.close` stops the workers.
 """
 
 from __future__ import annotations
@@ -49,12 +54,16 @@ from forecasting.federated_round import run_round
 from forecasting.secagg import DpConfig, keypair_from_seed
 from forecasting.series import MeterHistory
 from gridnode.household.forecast import (
+    BlockFitter,
     SlotForecast,
     SlotForecaster,
     bidding_forecaster,
     federated_forecaster,
+    fit_inline,
+    row_blocks,
 )
 from market.slots import SlotClock
+from sims.fitpool import FitPool
 from sims.results import RoundRecord, history_group
 from sims.scenario import HouseholdSpec, Scenario
 
@@ -109,6 +118,7 @@ class Training:
         *,
         first_slot_s: int,
         refit_s: int,
+        fit_workers: int = 0,
     ) -> None:
         self.sc = sc
         self.history = history
@@ -118,9 +128,17 @@ class Training:
         self.federated = sc.training == "federated"
         self.model: CommunityModel | None = None
         self.rounds: list[RoundRecord] = []
+        self.pool = FitPool(fit_workers) if fit_workers > 0 else None
+        self.fit_blocks: BlockFitter = fit_inline if self.pool is None else self.pool.fit_blocks
+        self._ahead_done: set[tuple[int, int]] = set()  # (cohort, period start) fits started ahead
         # per cohort: the forecaster, and the community model hash it blends (None: local)
         self._forecasters: list[tuple[bytes | None, SlotForecaster]] = [
-            (None, bidding_forecaster(sc.model, site=sc.site, refit_every_s=refit_s))
+            (
+                None,
+                bidding_forecaster(
+                    sc.model, site=sc.site, refit_every_s=refit_s, fit_blocks=self.fit_blocks
+                ),
+            )
             for _ in self.cohorts
         ]
         self.keys: list[tuple[bytes, bytes]] = []
@@ -221,7 +239,28 @@ class Training:
                 strict=True,
             ):
                 out[i] = fc
+            self._fit_ahead(k, forecaster, now_s)
         return out
+
+    def _fit_ahead(self, k: int, forecaster: SlotForecaster, now_s: int) -> None:
+        """With a pool: start cohort ``k``'s fit for the next refit period, once (module rules)."""
+        if self.pool is None or not self.refit_s:
+            return
+        self.pool.poll()  # take the answers in, hand the queued blocks to idle workers
+        start = (now_s // self.refit_s + 1) * self.refit_s
+        if start >= self.history.end_s or (k, start) in self._ahead_done:
+            return
+        self._ahead_done.add((k, start))
+        h = self.history_of(self.cohorts[k], start)
+        if h is None:
+            return
+        window = forecaster.fit_window(h, now_s=start)
+        self.pool.ahead(forecaster.model, [block for _, block in row_blocks(window)])
+
+    def close(self) -> None:
+        """Stop the fit workers, if any."""
+        if self.pool is not None:
+            self.pool.close()
 
     def _forecaster(self, k: int, history: MeterHistory) -> SlotForecaster:
         """Cohort ``k``'s forecaster: a new one whenever the community model it should blend
@@ -233,7 +272,11 @@ class Training:
         have, forecaster = self._forecasters[k]
         if want != have:
             forecaster = federated_forecaster(
-                model, self.sc.model, site=self.sc.site, refit_every_s=self.refit_s
+                model,
+                self.sc.model,
+                site=self.sc.site,
+                refit_every_s=self.refit_s,
+                fit_blocks=self.fit_blocks,
             )
             self._forecasters[k] = (want, forecaster)
         return forecaster

@@ -18,7 +18,12 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   from midnight forecasts from this hour's meter data). ``refit_every_s = 0`` fits at every call
   on the history up to ``now_s``.
 * **Many rows** are fitted :data:`FIT_ROWS` at a time (a year of history for a thousand households
-  at once would need gigabytes); rows never share parameters, so the forecasts are the same.
+  at once would need gigabytes); rows never share parameters, so the forecasts are the same. The
+  blocks are fitted by a :data:`BlockFitter`: :func:`fit_inline` (in order, on the caller's thread)
+  unless the driver passes another — the in-process engine fits them in worker processes
+  (``sims.fitpool``); a fit is a pure function of the model and the block, so the results are
+  the same. :meth:`SlotForecaster.fit_window` says which history a period's fit sees, so a
+  driver can fit the next period ahead.
 * **Too little history**: when the model cannot be fitted yet, or cannot predict from the
   history passed (``history_too_short``: profile-qr needs 30 days, the federated blend's community
   model 8), the ``fallback`` (seasonal naive: same time yesterday, needs 2 days) is fitted
@@ -50,13 +55,14 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   fallback's ``seasonal-naive-day``, ``perfect-foresight``). Orders placed from it are traced to
   it through the agent's :class:`~gridnode.household.agent.Quote`.
 
-Known limit: a fit runs on the caller's thread at the first boundary of a period (profile-qr:
-≈ 0.1–0.4 s per household; the in-process engine fits its whole community in one call).
+Known limit: by default a fit runs on the caller's thread at the first boundary of a period
+(profile-qr: ≈ 0.1–0.4 s per household; the in-process engine fits its whole community at once,
+in worker processes and a period ahead on long runs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -71,16 +77,20 @@ from market.errors import InvalidInput, UsageError
 from market.slots import SlotClock
 
 __all__ = [
+    "FIT_ROWS",
     "FORESIGHT_MODEL",
     "HISTORY_DAYS",
     "PLAUSIBLE_DAYS",
     "REFIT_EVERY_S",
+    "BlockFitter",
     "Site",
     "SlotForecast",
     "SlotForecaster",
     "bidding_forecaster",
     "federated_forecaster",
+    "fit_inline",
     "foresight",
+    "row_blocks",
 ]
 
 #: the model name of :func:`foresight`'s forecasts
@@ -94,6 +104,14 @@ HISTORY_DAYS: Final = 365
 FIT_ROWS: Final = 32
 #: a forecast stays within the net power the meter showed in this many days
 PLAUSIBLE_DAYS: Final = 28
+
+#: fits ``model`` on each of the blocks (histories of at most :data:`FIT_ROWS` rows), in order
+BlockFitter = Callable[[Forecaster, Sequence[MeterHistory]], Sequence[FittedForecaster]]
+
+
+def fit_inline(model: Forecaster, blocks: Sequence[MeterHistory]) -> list[FittedForecaster]:
+    """The default :data:`BlockFitter`: each block fitted in turn on the caller's thread."""
+    return [model.fit(block) for block in blocks]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +151,11 @@ def foresight(actual_wh: Iterable[tuple[int, int | None]]) -> SlotForecast:
 
 
 def bidding_forecaster(
-    model: str = DEFAULT_MODEL, *, site: Site = Site(), refit_every_s: int = REFIT_EVERY_S
+    model: str = DEFAULT_MODEL,
+    *,
+    site: Site = Site(),
+    refit_every_s: int = REFIT_EVERY_S,
+    fit_blocks: BlockFitter = fit_inline,
 ) -> SlotForecaster:
     """The forecaster households bid with (module rules): the registry's model ``model`` for the
     household's ``site``, refitted every ``refit_every_s``, seasonal naive while history is short."""
@@ -147,6 +169,7 @@ def bidding_forecaster(
         ),
         refit_every_s=refit_every_s,
         fallback=SeasonalNaive(period_days=1, train_days=28),
+        fit_blocks=fit_blocks,
     )
 
 
@@ -156,12 +179,15 @@ def federated_forecaster(
     *,
     site: Site = Site(),
     refit_every_s: int = REFIT_EVERY_S,
+    fit_blocks: BlockFitter = fit_inline,
 ) -> SlotForecaster:
     """The forecaster households bid with under federated training (module rules): ``community``
     blended with the local model ``model`` (the registry's, for the ``site``), refitted every
     ``refit_every_s``; ``community=None`` is :func:`bidding_forecaster`'s model."""
     if community is None:
-        return bidding_forecaster(model, site=site, refit_every_s=refit_every_s)
+        return bidding_forecaster(
+            model, site=site, refit_every_s=refit_every_s, fit_blocks=fit_blocks
+        )
     local = build_model(
         model,
         latitude=site.latitude,
@@ -181,6 +207,7 @@ def federated_forecaster(
         blended,
         refit_every_s=refit_every_s,
         fallback=SeasonalNaive(period_days=1, train_days=28),
+        fit_blocks=fit_blocks,
     )
 
 
@@ -194,6 +221,7 @@ class SlotForecaster:
         refit_every_s: int = REFIT_EVERY_S,
         fit_days: int = HISTORY_DAYS,
         fallback: Forecaster | None = None,
+        fit_blocks: BlockFitter = fit_inline,
     ) -> None:
         if refit_every_s < 0:
             raise UsageError(f"refit_every_s must be >= 0, got {refit_every_s}")
@@ -203,6 +231,7 @@ class SlotForecaster:
         self.refit_every_s = refit_every_s
         self.fit_days = fit_days
         self.fallback = fallback
+        self.fit_blocks = fit_blocks
         self._fitted: FittedForecaster | None = None
         self._fitted_name = model.name
         self._period: int | None = None  # the period the model was fitted in; None: the fallback
@@ -224,25 +253,32 @@ class SlotForecaster:
     def _period_of(self, now_s: int) -> int:
         return now_s // self.refit_every_s if self.refit_every_s else now_s
 
+    def fit_window(self, history: MeterHistory, *, now_s: int) -> MeterHistory:
+        """What the model's fit for the period of ``now_s`` sees of ``history``: the history up to
+        the period's start, at most ``fit_days`` of it (module rules)."""
+        end = self._period_of(now_s) * self.refit_every_s if self.refit_every_s else now_s
+        end = min(end, history.end_s)
+        end -= (end - history.start_s) % history.step_s
+        start = max(history.start_s, end - self.fit_days * 86_400)
+        return history.window(start, max(start, end))
+
     def fit(self, history: MeterHistory, *, now_s: int) -> None:
         """Fit for the period of ``now_s`` on ``history`` up to the period's start (at most
         ``fit_days`` of it), or the fallback on all of ``history`` (module rules)."""
         period = self._period_of(now_s)
-        end = period * self.refit_every_s if self.refit_every_s else now_s
-        end = min(end, history.end_s)
-        end -= (end - history.start_s) % history.step_s
-        start = max(history.start_s, end - self.fit_days * 86_400)
         self._rows = history.households
         self.fits += 1
         try:
-            self._fitted = _fit_rows(self.model, history.window(start, max(start, end)))
+            self._fitted = _fit_rows(
+                self.model, self.fit_window(history, now_s=now_s), self.fit_blocks
+            )
             self._fitted_name, self._period = self.model.name, period
         except InvalidInput as exc:
             if self.fallback is None or exc.reason != "history_too_short":
                 raise
             fit_on = history.window(max(history.start_s, history.end_s - self.fit_days * 86_400),
                                     history.end_s)  # fmt: skip
-            self._fitted = _fit_rows(self.fallback, fit_on)
+            self._fitted = _fit_rows(self.fallback, fit_on, self.fit_blocks)
             self._fitted_name, self._period = self.fallback.name, None
 
     def forecast(
@@ -273,7 +309,7 @@ class SlotForecaster:
             # blend's community model: MIN_FORECAST_DAYS): the fallback, like a model that cannot fit
             if self.fallback is None or exc.reason != "history_too_short":
                 raise
-            self._fitted = _fit_rows(self.fallback, history)
+            self._fitted = _fit_rows(self.fallback, history, self.fit_blocks)
             self._fitted_name, self._period = self.fallback.name, None
             predicted = self._fitted.predict(history, horizon)
         fc = _plausible(predicted, history)
@@ -294,16 +330,25 @@ def _plausible(fc: QuantileForecast, history: MeterHistory) -> QuantileForecast:
     return replace(fc, values_w=values)
 
 
-def _fit_rows(model: Forecaster, history: MeterHistory) -> FittedForecaster:
-    """``model`` fitted on ``history``, :data:`FIT_ROWS` rows at a time (module rules)."""
+def row_blocks(history: MeterHistory) -> list[tuple[slice, MeterHistory]]:
+    """``history`` cut into blocks of :data:`FIT_ROWS` rows (module rules): one block, itself,
+    when it has no more rows than that."""
     n = history.households
     if n <= FIT_ROWS:
-        return model.fit(history)
-    parts = tuple(
-        (slice(i, min(i + FIT_ROWS, n)), model.fit(history.select(slice(i, min(i + FIT_ROWS, n)))))
-        for i in range(0, n, FIT_ROWS)
-    )
-    return _FittedRows(parts)
+        return [(slice(0, n), history)]
+    rows = [slice(i, min(i + FIT_ROWS, n)) for i in range(0, n, FIT_ROWS)]
+    return [(r, history.select(r)) for r in rows]
+
+
+def _fit_rows(
+    model: Forecaster, history: MeterHistory, fit_blocks: BlockFitter = fit_inline
+) -> FittedForecaster:
+    """``model`` fitted on ``history``, :data:`FIT_ROWS` rows at a time (module rules)."""
+    blocks = row_blocks(history)
+    fitted = fit_blocks(model, [block for _, block in blocks])
+    if len(blocks) == 1:
+        return fitted[0]
+    return _FittedRows(tuple((rows, f) for (rows, _), f in zip(blocks, fitted, strict=True)))
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,0 +1,258 @@
+"""Forecaster fits in worker processes: the in-process engine's block fitter.
+
+The engine fits its whole community's forecaster once per refit period (profile-qr: ≈ 0.1–0.25 CPU-s
+per household; 1,000 households ≈ 2–4 min of one core). :class:`FitPool` is a
+:data:`gridnode.household.forecast.BlockFitter` that does this work in worker processes. Rules:
+
+* **Same results.** A fit is a pure function of the model and its block of history (the forecast
+  module's rules); a worker runs the same code on the same bytes, so the fitted parameters equal an
+  inline fit's bit for bit and the run's results are identical (tested: same results digest with
+  and without the pool).
+* **Spread**: the blocks of one fit (:data:`~gridnode.household.forecast.FIT_ROWS` rows each) are
+  spread over the workers (``workers``, two on this 2-core machine): the engine waits for them, so
+  a fit it needs now takes about half the wall time.
+* **Ahead**: :meth:`FitPool.ahead` starts a fit now; a later :meth:`FitPool.fit_blocks` call for the
+  same model object and the same blocks (window, rows and content fingerprint) takes its result
+  instead of fitting again. The engine fits the next refit period's model while it simulates the
+  current period (:class:`sims.training.Training`), so on a long run the fits leave the engine's
+  core. A fit started ahead that is never asked for is dropped at :meth:`close`.
+* **Cheap fits stay inline**: the seasonal-naive fallback (fitted at every call while a history is
+  short) costs less than shipping its history to a worker.
+* **Refusals** in a worker (:class:`market.errors.InvalidInput`, e.g. ``history_too_short``) come
+  back as the same refusal when the result is taken, as an inline fit raises it.
+* Workers are plain child processes (``python -m sims.fitpool``, like the sample full node's: a
+  :mod:`multiprocessing` ``spawn`` would re-import the caller's main module, ``fork`` would copy
+  the engine and its pipes), started at the first fit and stopped by :meth:`close` (the engine
+  closes the pool at the end of a run). A worker gets one block at a time (the parent never blocks
+  on a full pipe); the rest wait in the parent and are handed out whenever the engine asks the
+  pool for anything (:meth:`FitPool.poll` at every forecast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from forecasting.models import FittedForecaster, Forecaster, SeasonalNaive
+from forecasting.series import MeterHistory
+from gridnode.household.forecast import fit_inline
+from market.errors import InvalidInput, Reason
+
+__all__ = ["FitPool"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """An :class:`InvalidInput` raised in a worker, in a form that crosses the process boundary."""
+
+    reason: Reason
+    subject: str
+    field: str
+    expected: str
+    found: str
+
+
+def _fit_block(model: Forecaster, block: MeterHistory) -> FittedForecaster | _Refusal:
+    """``model`` fitted on ``block`` (or the refusal): what a worker does with a job."""
+    try:
+        return model.fit(block)
+    except InvalidInput as exc:
+        return _Refusal(exc.reason, exc.subject, exc.field, exc.expected, exc.found)
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """The worker process: fit each ``(model, block)`` read from ``inp``, answer on ``out``, until
+    the input closes. Frames are pickles (trusted: parent and child are the same program)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the pipe
+    while True:
+        try:
+            model, block = pickle.load(inp)
+        except EOFError:
+            return
+        result = _fit_block(model, block)
+        try:
+            pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+            out.flush()
+        except BrokenPipeError:  # the parent is gone (ended, or its run was interrupted)
+            return
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    model: Forecaster
+    block: MeterHistory | None  # dropped once sent (a year of 32 rows: ≈ 27 MB)
+    result: FittedForecaster | _Refusal | None = None
+    done: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    job: _Job | None = None
+    fd: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.proc.stdout is not None
+        self.fd = self.proc.stdout.fileno()
+
+
+def _key(model: Forecaster, blocks: Sequence[MeterHistory]) -> tuple[Any, ...]:
+    """What identifies a fit: the model object and each block's window, rows and a fingerprint of
+    its last day of net power (two windows of one cohort's history with equal bounds are equal)."""
+    parts: list[tuple[int, int, int, int, bytes]] = []
+    for b in blocks:
+        tail = b.net_w[:, -b.steps_per_day :]
+        parts.append(
+            (b.start_s, b.end_s, b.step_s, b.households, hashlib.blake2b(tail.tobytes()).digest())
+        )
+    return (id(model), tuple(parts))
+
+
+class FitPool:
+    """Fits blocks of a forecaster's history in worker processes (module rules)."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = max(1, workers)
+        self._procs: list[_Worker] = []
+        self._queue: deque[_Job] = deque()
+        # key -> (the model, kept alive so that its id is not reused; the blocks' jobs)
+        self._ahead: dict[tuple[Any, ...], tuple[Forecaster, list[_Job]]] = {}
+        self.fits = 0  # fits done in workers
+        self.ahead_taken = 0  # of them, started ahead and taken
+
+    # ------------------------------------------------------------------ workers
+    def _start(self) -> None:
+        # the child imports this very package, wherever the caller found it
+        root = str(Path(__file__).resolve().parents[1])
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+        # the workers are the parallelism: one BLAS thread each, not a spinning pool per worker
+        # (a matrix product's elements do not depend on how many threads computed them: tested)
+        env |= {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        for _ in range(self.workers):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sims.fitpool"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            self._procs.append(_Worker(proc))
+
+    def _submit(self, model: Forecaster, blocks: Sequence[MeterHistory]) -> list[_Job]:
+        if not self._procs:
+            self._start()
+        jobs = [_Job(model, b) for b in blocks]
+        self._queue.extend(jobs)
+        self.poll()
+        return jobs
+
+    def _collect(self, w: _Worker) -> None:
+        assert w.proc.stdout is not None and w.job is not None
+        try:
+            w.job.result = pickle.load(w.proc.stdout)
+        except EOFError:
+            code = w.proc.wait()
+            raise RuntimeError(
+                f"a forecaster-fit worker ended without an answer (exit {code}; its error is above)"
+            ) from None
+        w.job.done, w.job = True, None
+
+    def poll(self, *, wait: bool = False) -> None:
+        """Take the answers that are in and hand queued blocks to idle workers; with ``wait``,
+        block until at least one busy worker answers (if any is busy)."""
+        while True:
+            busy = [w for w in self._procs if w.job is not None]
+            if busy:
+                ready, _, _ = select.select([w.fd for w in busy], [], [], None if wait else 0)
+                for w in busy:
+                    if w.fd in ready:
+                        self._collect(w)
+                wait = False
+            for w in self._procs:
+                if w.job is None and self._queue:
+                    job = self._queue.popleft()
+                    assert w.proc.stdin is not None
+                    pickle.dump((job.model, job.block), w.proc.stdin, pickle.HIGHEST_PROTOCOL)
+                    w.proc.stdin.flush()
+                    w.job, job.block = job, None
+            if not any(w.job is None for w in self._procs) or not self._queue:
+                return
+
+    def pending(self) -> int:
+        """Blocks queued or being fitted."""
+        return len(self._queue) + sum(w.job is not None for w in self._procs)
+
+    # ------------------------------------------------------------------ the block fitter
+    def ahead(self, model: Forecaster, blocks: Sequence[MeterHistory]) -> None:
+        """Start fitting ``model`` on ``blocks`` now, for a later :meth:`fit_blocks` call."""
+        if isinstance(model, SeasonalNaive) or not blocks:
+            return
+        key = _key(model, blocks)
+        if key not in self._ahead:
+            self._ahead[key] = (model, self._submit(model, blocks))
+
+    def fit_blocks(
+        self, model: Forecaster, blocks: Sequence[MeterHistory]
+    ) -> list[FittedForecaster]:
+        """The :data:`~gridnode.household.forecast.BlockFitter`: ``model`` fitted on each block."""
+        if isinstance(model, SeasonalNaive):
+            return fit_inline(model, blocks)
+        entry = self._ahead.pop(_key(model, blocks), None)
+        if entry is not None:
+            jobs = entry[1]
+            self.ahead_taken += 1
+        else:
+            jobs = self._submit(model, blocks)
+        self.fits += 1
+        while not all(j.done for j in jobs):
+            self.poll(wait=True)
+        out: list[FittedForecaster] = []
+        for j in jobs:
+            r = j.result
+            if isinstance(r, _Refusal):
+                raise InvalidInput(
+                    reason=r.reason,
+                    subject=r.subject,
+                    field=r.field,
+                    expected=r.expected,
+                    found=r.found,
+                )
+            assert r is not None
+            out.append(r)
+        return out
+
+    def close(self) -> None:
+        """Stop the workers (fits started ahead and not taken are dropped)."""
+        self._ahead.clear()
+        self._queue.clear()
+        for w in self._procs:
+            if w.job is not None:  # fitting a block nobody will take: stop it
+                w.proc.kill()
+            for pipe in (w.proc.stdin, w.proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(BrokenPipeError):
+                        pipe.close()
+        for w in self._procs:
+            try:
+                w.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - only if a worker hangs
+                w.proc.kill()
+                w.proc.wait()
+        self._procs = []
+
+
+if __name__ == "__main__":
+    # run the imported module's serve, so what it pickles is sims.fitpool's (not __main__'s) types
+    importlib.import_module("sims.fitpool").serve(sys.stdin.buffer, sys.stdout.buffer)

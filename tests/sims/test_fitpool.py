@@ -1,0 +1,135 @@
+"""Forecaster fits in worker processes (``sims.fitpool``): the same fits, the same run results.
+
+Real child processes (``python -m sims.fitpool``), real profile-qr fits on the shipped data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from forecasting.models import SeasonalNaive
+from forecasting.profile_qr import FittedProfileQR
+from forecasting.series import MeterHistory
+from gridnode.household import forecast as forecast_module
+from gridnode.household.forecast import bidding_forecaster, fit_inline, row_blocks
+from market.errors import DataReason, UsageError
+from sims.fitpool import FitPool
+from sims.inproc import _Engine, run_inproc
+from sims.inproc_kpis import results_digest
+from sims.scenario import load_scenario
+from sims.training import Training
+from tests.refusals import refused
+
+YEAR = Path(__file__).resolve().parents[2] / "sims" / "scenarios" / "year.toml"
+DAY_S = 86_400
+
+
+def _history(households: int) -> tuple[_Engine, MeterHistory]:
+    sc = dataclasses.replace(load_scenario(YEAR, households=households, days=3), refit_days=1)
+    e = _Engine(sc)
+    return e, e.history
+
+
+def _coefs(fitted: list[object]) -> list[bytes]:
+    out = []
+    for f in fitted:
+        assert isinstance(f, FittedProfileQR)
+        out.append(f.coefs.tobytes() + f.band_scales.tobytes())
+    return out
+
+
+def test_pool_fits_equal_inline_fits_bit_for_bit_and_ahead_fits_are_taken() -> None:
+    e, history = _history(5)
+    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
+    now_s = e.clock.start(e.first_slot)
+    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
+    blocks = [b for _, b in row_blocks(window.select(slice(0, 5)))]
+    inline = fit_inline(forecaster.model, blocks)
+    pool = FitPool(2)
+    try:
+        assert _coefs(list(pool.fit_blocks(forecaster.model, blocks))) == _coefs(list(inline))
+        assert (pool.fits, pool.ahead_taken) == (1, 0)
+        pool.ahead(forecaster.model, blocks)
+        pool.poll()
+        assert _coefs(list(pool.fit_blocks(forecaster.model, blocks))) == _coefs(list(inline))
+        assert (pool.fits, pool.ahead_taken) == (2, 1)
+        # another model object is another fit, even on the same blocks
+        other = bidding_forecaster(e.sc.model, site=e.sc.site).model
+        pool.ahead(forecaster.model, blocks)
+        assert _coefs(list(pool.fit_blocks(other, blocks))) == _coefs(list(inline))
+        assert pool.ahead_taken == 1
+    finally:
+        pool.close()
+
+
+def test_polling_hands_queued_blocks_to_idle_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forecast_module, "FIT_ROWS", 2)
+    e, history = _history(5)
+    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
+    now_s = e.clock.start(e.first_slot)
+    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
+    blocks = [b for _, b in row_blocks(window)]
+    assert len(blocks) == 3
+    pool = FitPool(1)
+    try:
+        pool.ahead(forecaster.model, blocks)
+        assert pool.pending() == 3  # one in the worker, two queued
+        while pool.pending():  # what the engine does at every forecast, here waiting
+            pool.poll(wait=True)
+        fitted = pool.fit_blocks(forecaster.model, blocks)
+        assert pool.ahead_taken == 1
+        assert _coefs(list(fitted)) == _coefs(list(fit_inline(forecaster.model, blocks)))
+    finally:
+        pool.close()
+
+
+def test_a_refusal_in_a_worker_comes_back_as_the_same_refusal() -> None:
+    _e, history = _history(2)
+    short = history.window(history.start_s, history.start_s + 5 * DAY_S)
+    model = bidding_forecaster().model
+    with refused(DataReason.HISTORY_TOO_SHORT) as inline:
+        fit_inline(model, [short])
+    pool = FitPool(1)
+    try:
+        with refused(DataReason.HISTORY_TOO_SHORT) as pooled:
+            pool.fit_blocks(model, [short])
+        # the seasonal-naive fallback is fitted inline (cheap; no worker is asked)
+        assert pool.fit_blocks(SeasonalNaive(period_days=1, train_days=28), [short])
+        assert pool.fits == 1
+    finally:
+        pool.close()
+    assert str(pooled.value) == str(inline.value)
+
+
+def test_training_fits_the_next_period_ahead_with_the_same_forecasts() -> None:
+    e, history = _history(4)
+    first = e.clock.start(e.first_slot)
+    times = [first, first + DAY_S, first + DAY_S + 900]
+    got = []
+    for workers in (0, 1):
+        t = Training(e.sc, e.specs, history, first_slot_s=first, refit_s=DAY_S, fit_workers=workers)
+        try:
+            runs = []
+            for now_s in times:
+                slot = e.clock.slot_at(now_s) + 1
+                runs.append(t.forecast(now_s, [slot], e.clock))
+            got.append(runs)
+            if t.pool is not None:
+                assert t.pool.fits == 2 and t.pool.ahead_taken == 1
+        finally:
+            t.close()
+    assert got[0] == got[1]
+
+
+def test_a_run_with_fit_workers_has_the_same_results() -> None:
+    sc = dataclasses.replace(load_scenario(YEAR, households=4, days=1.25), refit_days=1)
+    digests = {w: results_digest(run_inproc(sc, full_node="inline", fit_workers=w)) for w in (0, 2)}
+    assert digests[0] == digests[2]
+
+
+def test_fit_workers_must_not_be_negative() -> None:
+    sc = load_scenario(YEAR, households=2, days=0.25)
+    with pytest.raises(UsageError, match="fit_workers must be >= 0"):
+        run_inproc(sc, fit_workers=-1)
