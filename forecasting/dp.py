@@ -70,7 +70,9 @@ def gdp_delta(epsilon: float, mu: float) -> float:
     if mu <= 0.0:
         return 0.0
     a = epsilon / mu
-    return max(0.0, _phi(-a + mu / 2.0) - math.exp(epsilon) * _phi(-a - mu / 2.0))
+    tail = _phi(-a - mu / 2.0)
+    scaled = math.exp(epsilon + math.log(tail)) if tail > 0.0 else 0.0  # e^ε·Φ, no overflow
+    return max(0.0, _phi(-a + mu / 2.0) - scaled)
 
 
 def gdp_epsilon(mu: float, delta: float) -> float:
