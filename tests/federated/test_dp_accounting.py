@@ -55,7 +55,9 @@ def test_rounds_compose_exactly_and_the_spend_grows_with_every_round(
         last = eps
     # R rounds at σ = zC are one Gaussian mechanism at σ = zC / sqrt(R)
     assert spend.rounds == rounds
-    assert spend.epsilon(delta) == pytest.approx(gdp_epsilon(math.sqrt(rounds) / z, delta), rel=1e-9)
+    assert spend.epsilon(delta) == pytest.approx(
+        gdp_epsilon(math.sqrt(rounds) / z, delta), rel=1e-9
+    )
     assert DpSpend().after(z).after(z).epsilon(delta) > DpSpend().after(z).epsilon(delta)
 
 

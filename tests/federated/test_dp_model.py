@@ -65,7 +65,9 @@ def _noisy(r: Round2, sigma: float, seed: int) -> CommunityModel:
     )  # fmt: skip
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.floats(1e2, 1e16), st.integers(0, 2**32))
 def test_a_noisy_model_never_has_wild_coefficients(round2: Round2, sigma: float, seed: int) -> None:
     """Whatever the noise, the coefficients are finite and no larger than the clean model's
