@@ -39,6 +39,14 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   **content hash** (:attr:`CommunityModel.hash`) is the SHA-256 of that canonical encoding, so every
   member that received the sum derives the same hash bit for bit, while the coefficients (a ridge
   solve in float64) are derived from it locally.
+* **Differential privacy** (optional): members pre-scale their statistics by powers of two
+  (:func:`dp_scale`, from the previous committed model: public), the round clips and adds
+  Gaussian noise, and the model records the sum's public noise (:class:`SumNoise`: its standard
+  deviation and the scale exponents; a 9th content element, absent without DP). Its coefficients
+  come from a **stable solve** (:func:`_solve_noisy`): each (bucket, quantile) noisy Gram has its
+  eigenvalues raised to at least :data:`DP_NOISE_FLOOR` times the largest row norm of the noise's
+  standard deviations (about twice its spectral norm), so an indefinite noisy Gram cannot return wild coefficients and noise-swamped directions shrink
+  toward zero.
 * **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
   with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
   short for it) per lead bucket. The local model's odds are its error ratio on the household's own
@@ -84,6 +92,7 @@ __all__ = [
     "BLEND_POWER",
     "BLEND_PRIOR_DAYS",
     "DP_MAX_SHIFT",
+    "DP_NOISE_FLOOR",
     "DP_UNIT",
     "FEATURES",
     "FEATURE_VERSION",
@@ -151,6 +160,13 @@ VALIDATION_FIELDS: Final = (
 DP_UNIT: Final = float(1 << 25)
 #: :func:`dp_scale`'s factors are ``2**k`` for ``|k| <= DP_MAX_SHIFT``
 DP_MAX_SHIFT: Final = 6
+#: the noisy solve raises a Gram's eigenvalues to at least this times the largest row norm of its
+#: noise's standard deviations (about twice the noise's expected spectral norm). Chosen on the
+#: tuning homes 1, 3, 5, 8, 10 (cold start, day-ahead, community model alone, 14 daily rounds;
+#: ``docs/federated.md``): 1: 633 W, 2: 608 W, 4: 595 W, 8: 592 W, 16: 591 W at 10,000 households
+#: and ε = 2 over the rounds; but 2: 621 W, 8: 628 W, 16: 949 W (the model shrinks to nothing) at
+#: 1,000 households and ε = 9.3
+DP_NOISE_FLOOR: Final = 4.0
 _TRI: Final = FEATURES * (FEATURES + 1) // 2
 _BLOCK: Final = _TRI + FEATURES  # one (bucket, quantile): triu(XᵀWX) then XᵀWy
 _MODEL_TAG: Final = "gn.fedmodel"
@@ -629,17 +645,17 @@ def _solve_noisy(total: IntArray, layout: Layout, noise: SumNoise) -> FloatArray
     """Coefficients of a DP round's noisy normal equations that stay bounded however large the
     noise (module rules): per (bucket, quantile) the noisy Gram ``G + E`` (``E`` symmetric with the
     public per-entry standard deviations ``s_ij`` of :class:`SumNoise`) has its eigenvalues raised
-    to at least ``λ = 2 max_i sqrt(Σ_j s_ij²)`` — about the spectral norm of ``E`` — before the
-    solve. Directions the noise swamps get eigenvalue ``λ`` (a ridge of the noise's size: they
-    shrink toward zero), directions well above it are left as they are, and an indefinite noisy
-    Gram (which made the plain ridge solve return wild coefficients) cannot occur:
-    ``‖β‖ ≤ ‖b‖ / λ``."""
+    to at least ``λ = DP_NOISE_FLOOR · max_i sqrt(Σ_j s_ij²)`` (``2 max_i …`` is about the
+    expected spectral norm of ``E``) before the solve. Directions the noise swamps get eigenvalue
+    ``λ`` (a ridge of the noise's size: they shrink toward zero), directions well above it are left
+    as they are, and an indefinite noisy Gram (which made the plain ridge solve return wild
+    coefficients) cannot occur: ``‖β‖ ≤ ‖b‖ / λ``."""
     shape = (layout.buckets, len(QUANTILES), _BLOCK)
     stats = _unfixed(total[: layout.stats_len]).reshape(shape)
     std = (noise.std() / (1 << FRAC_BITS)).reshape(shape)
     gram = _gram(stats[..., :_TRI])
     s_gram = _gram(std[..., :_TRI])
-    floor = 2.0 * np.sqrt((s_gram**2).sum(axis=-1)).max(axis=-1) + RIDGE  # (B, Q)
+    floor = DP_NOISE_FLOOR * np.sqrt((s_gram**2).sum(axis=-1)).max(axis=-1) + RIDGE  # (B, Q)
     vals, vecs = np.linalg.eigh(gram)
     vals = np.maximum(vals, floor[..., None])
     rhs = stats[..., _TRI:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecasting.dp import DpBudget, DpSpend, gdp_delta, gdp_epsilon, gdp_mu, zcdp_epsilon
@@ -30,6 +30,7 @@ def test_one_round_is_the_analytic_gaussian_mechanism() -> None:
     assert gaussian_sigma(1.0, 1e-5, 10.0) == pytest.approx(10 / gdp_mu(1.0, 1e-5), rel=1e-12)
 
 
+@settings(deadline=None)  # bisections: slow under a loaded machine, never wrong
 @given(st.floats(0.05, 20.0), st.sampled_from([1e-3, 1e-5, 1e-8]))
 def test_epsilon_and_mu_invert_the_delta_curve(mu: float, delta: float) -> None:
     eps = gdp_epsilon(mu, delta)
@@ -42,6 +43,7 @@ def test_epsilon_and_mu_invert_the_delta_curve(mu: float, delta: float) -> None:
     assert eps <= zcdp_epsilon(mu * mu / 2, delta) + 1e-9
 
 
+@settings(deadline=None)  # bisections: slow under a loaded machine, never wrong
 @given(st.floats(0.3, 50.0), st.integers(1, 400), st.sampled_from([1e-5, 1e-7]))
 def test_rounds_compose_exactly_and_the_spend_grows_with_every_round(
     z: float, rounds: int, delta: float
@@ -61,6 +63,7 @@ def test_rounds_compose_exactly_and_the_spend_grows_with_every_round(
     assert DpSpend().after(z).after(z).epsilon(delta) > DpSpend().after(z).epsilon(delta)
 
 
+@settings(deadline=None)  # bisections: slow under a loaded machine, never wrong
 @given(st.floats(0.1, 20.0), st.integers(1, 1000))
 def test_a_budget_is_spent_exactly_by_its_rounds_and_then_refuses(eps: float, rounds: int) -> None:
     budget = DpBudget(eps, 1e-5, rounds)
