@@ -4,6 +4,7 @@ differential privacy costs, and what a round costs.
 Run from the repo root (≈ 5 minutes on 2 shared cores; ``--dp`` adds ≈ 10)::
 
     python benchmarks/federated.py [--homes test|tuning|both] [--dp] [--members 1000] [--json FILE]
+        [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…] [--dp-homes test|tuning]
 
 **Data and split.** The 13 clean CityLearn homes (``CITYLEARN_CLEAN_HOMES``, hourly, real load and
 PV, 2016-08-01 → 2017-07-31) are the community. Training and evaluation periods are disjoint:
