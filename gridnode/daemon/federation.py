@@ -488,17 +488,22 @@ class FederationDriver:
         history = self._contribution_history()
         if previous is False or history is None or history.step_s != step_s:
             raise _refuse(WireReason.FED_REFUSED, "spec", "cannot contribute to this round")
+        refusal = ""
         if self.dp_budget is not None and dp is None:
-            raise _refuse(WireReason.FED_REFUSED, "spec", "this member contributes only with DP")
-        if (
+            refusal = "this member contributes only with DP"
+        elif (
             self.dp_budget is not None
             and dp is not None
             and not self.dp_spend.allows(self.dp_budget, dp[0])
         ):
-            raise _refuse(
-                WireReason.FED_REFUSED, "spec",
-                f"σ/C {dp[0]} would exceed this member's DP budget (spent {self.dp_spend})",
-            )  # fmt: skip
+            refusal = (
+                f"σ/C {dp[0]} would exceed this member's DP budget (spent ε "
+                f"{self.dp_spend.epsilon(self.dp_budget.delta):.3f} over "
+                f"{self.dp_spend.rounds} rounds of ε {self.dp_budget.epsilon})"
+            )
+        if refusal:
+            log.info("federated: round %d: refused: %s", rnd, refusal)
+            raise _refuse(WireReason.FED_REFUSED, "spec", refusal)
         try:
             spec = RoundSpec.new(
                 rnd,
