@@ -4,6 +4,7 @@ differential privacy costs, and what a round costs.
 Run from the repo root (≈ 5 minutes on 2 shared cores; ``--dp`` adds ≈ 10)::
 
     python benchmarks/federated.py [--homes test|tuning|both] [--dp] [--members 1000] [--json FILE]
+        [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…] [--dp-homes test|tuning]
 
 **Data and split.** The 13 clean CityLearn homes (``CITYLEARN_CLEAN_HOMES``, hourly, real load and
 PV, 2016-08-01 → 2017-07-31) are the community. Training and evaluation periods are disjoint:
@@ -27,8 +28,10 @@ refitted every midnight. Horizons: *day-ahead* (origins at local midnight, the n
 the net surplus in W over the homes, origins and leads.
 
 **Differential privacy** (``--dp``; day-ahead only): the same rounds with every member's update
-clipped to L2 norm :data:`DP_CLIP` and Gaussian noise calibrated for (ε, δ = 10⁻⁵) per round
-(:class:`forecasting.secagg.DpConfig`), for several ε, in two community sizes: the real 13 homes
+clipped to L2 norm :data:`DP_CLIP` and Gaussian noise calibrated so that the :data:`ROUNDS` rounds
+*together* are (ε, δ = 10⁻⁵)-DP for each household (:class:`forecasting.secagg.DpConfig` with
+``rounds = ROUNDS``, composed exactly: :mod:`forecasting.dp`), for several total ε, in community
+sizes: the real 13 homes
 (12 for a cold-start home; through :func:`forecasting.federated_round.run_round`, masks and all),
 and a community of ``N`` households *like these* (each real home's clipped update counted
 ``N / 13`` times; the noise of ``N`` members' shares, ``N(0, σ² N / t)``), because the noise of
@@ -68,10 +71,13 @@ from forecasting.data import (
     CITYLEARN_UTC_OFFSET_S,
     load_citylearn_homes,
 )
+from forecasting.dp import gdp_epsilon
 from forecasting.federated import (
     NO_MODEL,
     CommunityModel,
     FederatedForecaster,
+    Layout,
+    SumNoise,
     community_forecast,
     dp_scale,
     dp_unscale,
@@ -106,12 +112,15 @@ ROUNDS_S = tuple(CUTOFF_S - k * SECONDS_PER_DAY for k in range(ROUNDS - 1, -1, -
 #: so every update is scaled down to exactly this norm (which weighs members equally)
 DP_CLIP = 1e9
 DP_DELTA = 1e-5
-#: the DP sweep: (community size, ε). Size 0 is the real homes; others emulate N households like
-#: them. Without DP an emulated community gives the real homes' model (the same pooled fit).
+#: the DP sweep: (community size, total ε over the ROUNDS rounds). Size 0 is the real homes; others
+#: emulate N households like them. Without DP an emulated community gives the real homes' model
+#: (the same pooled fit). The doc's table before the accounting stated ε per round: 14 rounds at
+#: ε = 2 each are ε ≈ 9.3 in total (σ/C = 1.99), at ε = 1 each ε ≈ 4.4 (σ/C = 3.73).
 DP_SETTINGS = (
-    (0, 2.0), (0, 8.0),
-    (1000, 1.4), (1000, 2.0), (1000, 4.0),
-    (10000, 0.5), (10000, 1.0), (10000, 1.4), (10000, 2.0), (10000, 4.0),
+    (0, 9.3),
+    (1000, 2.0), (1000, 4.0), (1000, 9.3),
+    (10000, 1.0), (10000, 2.0), (10000, 4.0), (10000, 9.3),
+    (100000, 1.0), (100000, 2.0),
 )  # fmt: skip
 
 
@@ -170,14 +179,16 @@ def _emulated_round(
         updates = np.stack([clip_l2(np.rint(row * scale).astype(np.int64), dp.clip_norm)
                             for row in updates])  # fmt: skip
     total = np.rint(updates.astype(np.float64).sum(axis=0) * (size / past.households))
-    if dp is not None:
+    noise = None
+    if dp is not None and scale is not None:
         assert rng is not None
         spread = dp.sigma * np.sqrt(size / default_threshold(size))
         total = np.rint(total + rng.normal(0.0, spread, total.shape))
+        noise = SumNoise.of(spread, scale, Layout(past.step_s))
     summed = total.astype(np.int64)
     return CommunityModel.of(
         summed if scale is None else dp_unscale(summed, scale), round=r, step_s=past.step_s,
-        contributors=size, previous=NO_MODEL if previous is None else previous.hash,
+        contributors=size, previous=NO_MODEL if previous is None else previous.hash, noise=noise,
     )  # fmt: skip
 
 
@@ -274,16 +285,27 @@ def accuracy(
     return out
 
 
-def dp_sweep(which: tuple[int, ...], sizes: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
-    """Day-ahead MAE of both groups under DP, per community size and ε (module docstring)."""
+def dp_sweep(
+    which: tuple[int, ...],
+    sizes: tuple[int, ...] | None = None,
+    epsilons: tuple[float, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """Day-ahead MAE of both groups under DP, per community size and total ε (module docstring)."""
     out = []
-    for size, eps in DP_SETTINGS:
+    settings = DP_SETTINGS
+    if epsilons is not None:
+        settings = tuple(
+            (size, eps) for size in sorted({s for s, _ in DP_SETTINGS}) for eps in epsilons
+        )
+    for size, eps in settings:
         if sizes is not None and size not in sizes:
             continue
-        dp = DpConfig(eps, DP_DELTA, DP_CLIP)
+        dp = DpConfig(eps, DP_DELTA, DP_CLIP, rounds=ROUNDS)
         acc = accuracy(which, dp=dp, size=size, horizons=("da",), verbose=False)
         row = {"size": size or len(CITYLEARN_CLEAN_HOMES), "emulated": bool(size),
-               "epsilon": eps, "sigma_over_clip": round(dp.sigma / DP_CLIP, 3)}  # fmt: skip
+               "epsilon_total": eps, "rounds": ROUNDS,
+               "epsilon_per_round": round(gdp_epsilon(1.0 / dp.noise_multiplier, DP_DELTA), 3),
+               "sigma_over_clip": round(dp.noise_multiplier, 3)}  # fmt: skip
         for g in ("established", "cold_start_14d"):
             row[g] = acc[g]
         out.append(row)
@@ -294,7 +316,8 @@ def dp_sweep(which: tuple[int, ...], sizes: tuple[int, ...] | None = None) -> li
 def _dp_line(row: dict[str, Any]) -> str:
     e, c = row["established"], row["cold_start_14d"]
     size = f"{row['size']}{' (emulated)' if row['emulated'] else ' real homes'}"
-    eps = f"ε = {row['epsilon']}"
+    eps = (f"ε = {row['epsilon_total']} over {row['rounds']} rounds (σ/C {row['sigma_over_clip']}, "
+           f"ε {row['epsilon_per_round']} per round alone)")  # fmt: skip
     return (
         f"DP {size:>18}, {eps:>9}: day-ahead established fed {e['da_fed_mae_w']} W "
         f"({100 * e['da_fed_vs_local']:+.1f} % vs local {e['da_local_mae_w']}; community alone "
@@ -341,10 +364,18 @@ def round_cost(members: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--skip-cost", action="store_true", help="no round-cost measurement")
     parser.add_argument("--homes", choices=("test", "tuning", "both"), default="both")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--dp", action="store_true", help="also the DP sweep (test homes)")
     parser.add_argument("--dp-sizes", type=int, nargs="+", help="only these sizes (0: real homes)")
+    parser.add_argument("--dp-epsilons", type=float, nargs="+", help="these total ε (every size)")
+    parser.add_argument(
+        "--dp-homes",
+        choices=("test", "tuning"),
+        default="test",
+        help="homes the DP sweep evaluates (choices were made on tuning)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict[str, Any] = {}
@@ -367,7 +398,15 @@ def main() -> int:
                     flush=True,
                 )
     if args.dp:
-        out["dp"] = dp_sweep(TEST_HOMES, None if args.dp_sizes is None else tuple(args.dp_sizes))
+        out["dp"] = dp_sweep(
+            sets[args.dp_homes],
+            None if args.dp_sizes is None else tuple(args.dp_sizes),
+            None if args.dp_epsilons is None else tuple(args.dp_epsilons),
+        )
+    if args.skip_cost:
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        return 0
     out["round"] = cost = round_cost(args.members)
     print(
         f"round of {cost['members']} households ({cost['contributors']} contributed, 2 dropped): "

@@ -12,6 +12,10 @@ attempts, wall seconds (invitation window of 5 s included), payload bytes the ag
 via each daemon's ``/api/model``). Then the daemons' total CPU seconds.
 
     python benchmarks/federated_daemons.py [--nodes 50] [--rounds 2] [--round-every 1800]
+        [--dp-epsilon E [--dp-rounds R]]
+
+``--dp-epsilon``: every household sets ``[training] dp_epsilon`` (its total ε over ``--dp-rounds``
+rounds, δ = 10⁻⁵): the rounds run with differential privacy (``docs/federated.md``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def main() -> int:
     ap.add_argument("--round-every", type=int, default=1800, help="node seconds")
     ap.add_argument("--timeout", type=float, default=900.0, help="wall seconds in all")
     ap.add_argument("--keep", action="store_true", help="keep the daemons' directories (logs)")
+    ap.add_argument("--dp-epsilon", type=float, help="DP: every household's total ε (δ = 1e-5)")
+    ap.add_argument("--dp-rounds", type=int, default=0, help="DP: the horizon (0: a year)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="gn-fedbench-"))
     lc = LocalCommunity(root, validators=4, full_nodes=args.nodes - 4, speedup=60)
@@ -70,7 +76,12 @@ def main() -> int:
                 "bidding.enabled": False,
                 "training.mode": "federated",
                 "training.round_every_s": args.round_every,
-            },
+            }
+            | (
+                {"training.dp_epsilon": args.dp_epsilon, "training.dp_rounds": args.dp_rounds}
+                if args.dp_epsilon is not None
+                else {}
+            ),
         )
     print(f"{args.nodes} daemons created in {time.monotonic() - t0:.1f} s under {root}")
     try:

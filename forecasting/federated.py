@@ -39,6 +39,14 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   **content hash** (:attr:`CommunityModel.hash`) is the SHA-256 of that canonical encoding, so every
   member that received the sum derives the same hash bit for bit, while the coefficients (a ridge
   solve in float64) are derived from it locally.
+* **Differential privacy** (optional): members pre-scale their statistics by powers of two
+  (:func:`dp_scale`, from the previous committed model: public), the round clips and adds
+  Gaussian noise, and the model records the sum's public noise (:class:`SumNoise`: its standard
+  deviation and the scale exponents; a 9th content element, absent without DP). Its coefficients
+  come from a **stable solve** (:func:`_solve_noisy`): each (bucket, quantile) noisy Gram has its
+  eigenvalues raised to at least :data:`DP_NOISE_FLOOR` times the largest row norm of the noise's
+  standard deviations (about twice its spectral norm), so an indefinite noisy Gram cannot return wild coefficients and noise-swamped directions shrink
+  toward zero.
 * **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
   with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
   short for it) per lead bucket. The local model's odds are its error ratio on the household's own
@@ -83,6 +91,8 @@ __all__ = [
     "BLEND_DAYS",
     "BLEND_POWER",
     "BLEND_PRIOR_DAYS",
+    "DP_MAX_SHIFT",
+    "DP_NOISE_FLOOR",
     "DP_UNIT",
     "FEATURES",
     "FEATURE_VERSION",
@@ -95,6 +105,7 @@ __all__ = [
     "FittedFederated",
     "Layout",
     "ModelRef",
+    "SumNoise",
     "Validation",
     "community_forecast",
     "decode_model",
@@ -147,6 +158,15 @@ VALIDATION_FIELDS: Final = (
 #: under differential privacy a member scales its statistics entry by entry (:func:`dp_scale`) so
 #: a typical member's entry is about this many update units before clipping and noise
 DP_UNIT: Final = float(1 << 25)
+#: :func:`dp_scale`'s factors are ``2**k`` for ``|k| <= DP_MAX_SHIFT``
+DP_MAX_SHIFT: Final = 6
+#: the noisy solve raises a Gram's eigenvalues to at least this times the largest row norm of its
+#: noise's standard deviations (about twice the noise's expected spectral norm). Chosen on the
+#: tuning homes 1, 3, 5, 8, 10 (cold start, day-ahead, community model alone, 14 daily rounds;
+#: ``docs/federated.md``): 1: 633 W, 2: 608 W, 4: 595 W, 8: 592 W, 16: 591 W at 10,000 households
+#: and ε = 2 over the rounds; but 2: 621 W, 8: 628 W, 16: 949 W (the model shrinks to nothing) at
+#: 1,000 households and ε = 9.3
+DP_NOISE_FLOOR: Final = 4.0
 _TRI: Final = FEATURES * (FEATURES + 1) // 2
 _BLOCK: Final = _TRI + FEATURES  # one (bucket, quantile): triu(XᵀWX) then XᵀWy
 _MODEL_TAG: Final = "gn.fedmodel"
@@ -485,6 +505,36 @@ def _unfixed(values: IntArray) -> FloatArray:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class SumNoise:
+    """The public noise of a differentially private round's sum (module rules, and
+    ``docs/federated.md``, "Differential privacy"): every member multiplied statistic ``k`` by
+    ``2**shifts[k]`` (:func:`dp_scale`) before clipping and noise, the sum carries Gaussian noise
+    of standard deviation ``sigma`` in those scaled units, and the model's ``total`` is that sum
+    divided back; so statistic ``k`` of ``total`` carries noise of ``sigma / 2**shifts[k]``. The
+    sample counts and the held-back validation are not shared under DP (zeros)."""
+
+    sigma: int
+    shifts: tuple[
+        int, ...
+    ]  # one per statistic (Layout.stats_len), in [-DP_MAX_SHIFT, DP_MAX_SHIFT]
+
+    def __post_init__(self) -> None:
+        if self.sigma <= 0 or any(abs(k) > DP_MAX_SHIFT for k in self.shifts):
+            raise UsageError(f"DP noise: sigma > 0 and shifts within ±{DP_MAX_SHIFT}")
+
+    @classmethod
+    def of(cls, sigma: float, scale: FloatArray, layout: Layout) -> SumNoise:
+        """The noise of a sum with noise ``sigma`` (scaled units) of :func:`dp_scale` ``scale``."""
+        shifts = np.rint(np.log2(scale[: layout.stats_len])).astype(np.int64)
+        return cls(max(1, round(sigma)), tuple(int(k) for k in shifts))
+
+    def std(self) -> FloatArray:
+        """Each statistic's noise standard deviation in update units."""
+        out: FloatArray = self.sigma * np.exp2(-np.asarray(self.shifts, dtype=np.float64))
+        return out
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CommunityModel:
     """A committed round's model: the exact summed update and what it was made from (module
@@ -496,39 +546,53 @@ class CommunityModel:
     contributors: int
     total: IntArray  # (Layout(step_s).length,) the exact sum of the contributors' updates
     coefs: FloatArray
+    #: the public noise of a differentially private round's sum (``None``: no DP)
+    noise: SumNoise | None = None
 
     @classmethod
     def of(
-        cls, total: IntArray, *, round: int, step_s: int, previous: bytes, contributors: int
+        cls,
+        total: IntArray,
+        *,
+        round: int,
+        step_s: int,
+        previous: bytes,
+        contributors: int,
+        noise: SumNoise | None = None,
     ) -> CommunityModel:
-        """The model of a round whose updates summed to ``total``."""
+        """The model of a round whose updates summed to ``total`` (``noise``: a DP round's)."""
         layout = Layout(step_s)
         total = np.asarray(total, dtype=np.int64)
         if total.shape != (layout.length,):
             raise UsageError(f"an update for {step_s}-s steps has {layout.length} entries")
         if len(previous) != 32:
             raise UsageError("previous must be a 32-byte model hash")
+        if noise is not None and len(noise.shifts) != layout.stats_len:
+            raise UsageError(f"a DP model's noise names {layout.stats_len} statistics")
         total = total.copy()
         total.setflags(write=False)
-        coefs = _solve(total, layout)
+        coefs = _solve(total, layout) if noise is None else _solve_noisy(total, layout, noise)
         coefs.setflags(write=False)
-        return cls(round, step_s, bytes(previous), contributors, total, coefs)
+        return cls(round, step_s, bytes(previous), contributors, total, coefs, noise)
 
     def content(self) -> bytes:
         """The canonical bytes the hash covers (what a member serves to one that missed the
-        round): ``["gn.fedmodel", 1, version, step_s, round, previous, contributors, total]``."""
-        return pack(
-            [
-                _MODEL_TAG,
-                _MODEL_VERSION,
-                FEATURE_VERSION,
-                self.step_s,
-                self.round,
-                self.previous,
-                self.contributors,
-                [int(v) for v in self.total],
-            ]
-        )
+        round): ``["gn.fedmodel", 1, version, step_s, round, previous, contributors, total]``, and
+        for a DP round a 9th element ``[sigma, [shift…]]`` (:class:`SumNoise`); a model without DP
+        has exactly the 8 elements it always had."""
+        fields: list[object] = [
+            _MODEL_TAG,
+            _MODEL_VERSION,
+            FEATURE_VERSION,
+            self.step_s,
+            self.round,
+            self.previous,
+            self.contributors,
+            [int(v) for v in self.total],
+        ]
+        if self.noise is not None:
+            fields.append([self.noise.sigma, list(self.noise.shifts)])
+        return pack(fields)
 
     @property
     def hash(self) -> bytes:
@@ -561,13 +625,42 @@ class CommunityModel:
 
 def _solve(total: IntArray, layout: Layout) -> FloatArray:
     stats = _unfixed(total[: layout.stats_len]).reshape(layout.buckets, len(QUANTILES), _BLOCK)
-    iu = np.triu_indices(FEATURES)
-    gram = np.zeros((layout.buckets, len(QUANTILES), FEATURES, FEATURES))
-    gram[..., iu[0], iu[1]] = stats[..., :_TRI]
-    gram += np.swapaxes(np.triu(gram, 1), -1, -2)
+    gram = _gram(stats[..., :_TRI])
     rhs = stats[..., _TRI:]
     solved = np.linalg.solve(gram + RIDGE * np.eye(FEATURES), rhs[..., None])[..., 0]
     beta: FloatArray = np.asarray(solved, dtype=np.float64)
+    return beta
+
+
+def _gram(stats: FloatArray) -> FloatArray:
+    """Symmetric ``(…, FEATURES, FEATURES)`` matrices from their upper triangles ``(…, _TRI)``."""
+    iu = np.triu_indices(FEATURES)
+    gram = np.zeros((*stats.shape[:-1], FEATURES, FEATURES))
+    gram[..., iu[0], iu[1]] = stats
+    gram += np.swapaxes(np.triu(gram, 1), -1, -2)
+    return gram
+
+
+def _solve_noisy(total: IntArray, layout: Layout, noise: SumNoise) -> FloatArray:
+    """Coefficients of a DP round's noisy normal equations that stay bounded however large the
+    noise (module rules): per (bucket, quantile) the noisy Gram ``G + E`` (``E`` symmetric with the
+    public per-entry standard deviations ``s_ij`` of :class:`SumNoise`) has its eigenvalues raised
+    to at least ``λ = DP_NOISE_FLOOR · max_i sqrt(Σ_j s_ij²)`` (``2 max_i …`` is about the
+    expected spectral norm of ``E``) before the solve. Directions the noise swamps get eigenvalue
+    ``λ`` (a ridge of the noise's size: they shrink toward zero), directions well above it are left
+    as they are, and an indefinite noisy Gram (which made the plain ridge solve return wild
+    coefficients) cannot occur: ``‖β‖ ≤ ‖b‖ / λ``."""
+    shape = (layout.buckets, len(QUANTILES), _BLOCK)
+    stats = _unfixed(total[: layout.stats_len]).reshape(shape)
+    std = (noise.std() / (1 << FRAC_BITS)).reshape(shape)
+    gram = _gram(stats[..., :_TRI])
+    s_gram = _gram(std[..., :_TRI])
+    floor = DP_NOISE_FLOOR * np.sqrt((s_gram**2).sum(axis=-1)).max(axis=-1) + RIDGE  # (B, Q)
+    vals, vecs = np.linalg.eigh(gram)
+    vals = np.maximum(vals, floor[..., None])
+    rhs = stats[..., _TRI:]
+    proj = np.einsum("bqfk,bqf->bqk", vecs, rhs) / vals
+    beta: FloatArray = np.einsum("bqfk,bqk->bqf", vecs, proj)
     return beta
 
 
@@ -579,7 +672,8 @@ def dp_scale(previous: CommunityModel | None, step_s: int) -> FloatArray:
     is :data:`DP_UNIT` units (means under a thousandth of their RMS count as that), every statistic
     pays the noise alike. Factors are kept within [2⁻⁶, 2⁶]: a previous model that is mostly noise
     (a small community at a small ε) would otherwise shrink them round after round until the
-    unscaled noise overflows. The sample counts and the held-back validation get 0: not shared
+    unscaled noise overflows. Factors are powers of two (the model records their exponents,
+    :class:`SumNoise`). The sample counts and the held-back validation get 0: not shared
     under DP. Without a usable ``previous`` (the first round): 1 on every statistic."""
     layout = Layout(step_s)
     out = np.zeros(layout.length)
@@ -588,7 +682,10 @@ def dp_scale(previous: CommunityModel | None, step_s: int) -> FloatArray:
         return out
     mean = np.abs(previous.total[: layout.stats_len].astype(np.float64)) / previous.contributors
     floor = 1e-3 * float(np.sqrt(np.mean(mean**2))) + 1.0
-    out[: layout.stats_len] = np.clip(DP_UNIT / np.maximum(mean, floor), 2.0**-6, 2.0**6)
+    shift = np.clip(
+        np.rint(np.log2(DP_UNIT / np.maximum(mean, floor))), -DP_MAX_SHIFT, DP_MAX_SHIFT
+    )
+    out[: layout.stats_len] = np.exp2(shift)
     return out
 
 
@@ -619,9 +716,9 @@ def decode_model(data: bytes) -> CommunityModel:
     """A model from :meth:`CommunityModel.content` (strict: tag, version, feature version,
     layout)."""
     value = unpack(data, what="community model", max_bytes=1 << 20)
-    if not isinstance(value, list) or len(value) != 8:
+    if not isinstance(value, list) or len(value) not in (8, 9):
         raise InvalidInput(reason=WireReason.BAD_SHAPE, subject="community model")
-    tag, version, features, step_s, rnd, previous, contributors, total = value
+    tag, version, features, step_s, rnd, previous, contributors, total = value[:8]
     if tag != _MODEL_TAG or version != _MODEL_VERSION:
         raise InvalidInput(reason=WireReason.BAD_TAG, subject="community model", found=repr(tag))
     if features != FEATURE_VERSION:
@@ -642,9 +739,25 @@ def decode_model(data: bytes) -> CommunityModel:
         arr = np.asarray(total, dtype=np.int64)
     except OverflowError:
         raise InvalidInput(reason=WireReason.BAD_TYPE, subject="community model") from None
+    noise = None if len(value) == 8 else _decode_noise(value[8], Layout(step_s))
     return CommunityModel.of(
-        arr, round=rnd, step_s=step_s, previous=previous, contributors=contributors
+        arr, round=rnd, step_s=step_s, previous=previous, contributors=contributors, noise=noise
     )
+
+
+def _decode_noise(value: object, layout: Layout) -> SumNoise:
+    bad = InvalidInput(reason=WireReason.BAD_SHAPE, subject="community model", field="noise")
+    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], list):
+        raise bad
+    sigma, shifts = value
+    if len(shifts) != layout.stats_len or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in (sigma, *shifts)
+    ):
+        raise bad
+    try:
+        return SumNoise(sigma, tuple(shifts))
+    except UsageError:
+        raise bad from None
 
 
 def community_forecast(

@@ -14,13 +14,16 @@ Rules of this module (pure: no I/O; the CPU clock and the DP generator are the c
   :func:`forecasting.federated.dp_scale` of the previous model (public) before the aggregation
   clips it and adds its noise share; the sum is divided by the same factors
   (:func:`~forecasting.federated.dp_unscale`) before it becomes the model, so every statistic pays
-  the noise alike (``docs/federated.md``, "Differential privacy").
+  the noise alike (``docs/federated.md``, "Differential privacy"). The model records the sum's
+  public noise (:class:`~forecasting.federated.SumNoise`: ``σ·sqrt(n/t)`` for ``n`` contributors
+  of threshold ``t``, and the scale exponents), from which its coefficients are solved stably.
 * Members whose history is too short to contribute (under
   :data:`~forecasting.federated.MIN_CONTRIBUTE_DAYS` days) are not members of the round.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
@@ -31,6 +34,7 @@ from forecasting.federated import (
     NO_MODEL,
     CommunityModel,
     Layout,
+    SumNoise,
     dp_scale,
     dp_unscale,
     local_update,
@@ -103,12 +107,17 @@ def run_round(
     )
     model = None
     if isinstance(outcome, Complete):
+        noise = None
+        if dp is not None and scale is not None:  # n contributors' shares of N(0, σ²/t)
+            spread = dp.sigma * math.sqrt(len(outcome.contributors) / outcome.spec.threshold)
+            noise = SumNoise.of(spread, scale, Layout(step_s))
         model = CommunityModel.of(
             outcome.total if scale is None else dp_unscale(outcome.total, scale),
             round=round,
             step_s=step_s,
             previous=NO_MODEL if previous is None else previous.hash,
             contributors=len(outcome.contributors),
+            noise=noise,
         )
     sent = message_bytes(transcript)
     attempts = len({u.digest for u in transcript.updates})

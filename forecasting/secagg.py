@@ -36,9 +36,10 @@ caller's seeded generator; deadlines are explicit calls):
   equivocate.
 * **Optional DP** (off by default): each member adds Gaussian noise of standard deviation
   ``sigma / sqrt(t)`` (``t`` the threshold: the fewest honest contributors a completed round has),
-  so the sum carries at least ``N(0, sigma²)``; :func:`gaussian_sigma` calibrates ``sigma`` for
-  ``(ε, δ)`` and an L2 sensitivity with the analytic Gaussian mechanism (Balle & Wang 2018), and
-  :func:`clip_l2` bounds a member's update to that sensitivity.
+  so the sum carries at least ``N(0, sigma²)``; :func:`gaussian_sigma` calibrates ``sigma`` for a
+  total ``(ε, δ)`` over a number of rounds and an L2 sensitivity (the analytic Gaussian mechanism of
+  Balle & Wang 2018, composed exactly over rounds: :mod:`forecasting.dp`), and :func:`clip_l2`
+  bounds a member's update to that sensitivity.
 
 Refusals raise :class:`SecAggError` (a ``ValueError``) with a :class:`SecAggReason`: whose fault
 it is (our misuse, or a peer's bytes) is in each reason's comment.
@@ -61,6 +62,7 @@ import numpy.typing as npt
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt, crypto_scalarmult
 from nacl.public import PrivateKey
 
+from forecasting.dp import MAX_EPSILON, gdp_mu
 from market.codec import pack
 
 __all__ = [
@@ -493,28 +495,17 @@ class Aggregation:
 # --------------------------------------------------------------------------- differential privacy
 
 
-def _phi(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
-    """The smallest ``sigma`` of Gaussian noise that makes a sum with L2 ``sensitivity``
-    ``(epsilon, delta)``-DP: the analytic Gaussian mechanism (Balle & Wang 2018, Thm 8):
-    ``Φ(Δ/2σ − εσ/Δ) − e^ε Φ(−Δ/2σ − εσ/Δ) ≤ δ``, found by bisection."""
-    if epsilon <= 0 or not 0 < delta < 1 or sensitivity <= 0:
-        raise SecAggError(SecAggReason.BAD_SPEC, "epsilon > 0, 0 < delta < 1, sensitivity > 0")
-
-    def leak(sigma: float) -> float:
-        a, b = sensitivity / (2 * sigma), epsilon * sigma / sensitivity
-        return _phi(a - b) - math.exp(epsilon) * _phi(-a - b)
-
-    lo, hi = 1e-9 * sensitivity, sensitivity
-    while leak(hi) > delta:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if leak(mid) <= delta else (mid, hi)
-    return hi
+def gaussian_sigma(epsilon: float, delta: float, sensitivity: float, rounds: int = 1) -> float:
+    """The smallest ``sigma`` of Gaussian noise per round that makes ``rounds`` rounds of a sum with
+    L2 ``sensitivity`` together ``(epsilon, delta)``-DP: ``sensitivity · sqrt(rounds) / μ`` with
+    ``μ`` the budget's Gaussian-DP parameter (:func:`forecasting.dp.gdp_mu`; one round is the
+    analytic Gaussian mechanism of Balle & Wang 2018, rounds compose exactly)."""
+    if not 0 < epsilon <= MAX_EPSILON or not 0 < delta < 1 or sensitivity <= 0 or rounds < 1:
+        raise SecAggError(
+            SecAggReason.BAD_SPEC,
+            "epsilon in (0, 100], 0 < delta < 1, sensitivity > 0, rounds >= 1",
+        )
+    return sensitivity * math.sqrt(rounds) / gdp_mu(epsilon, delta)
 
 
 def clip_l2(update: I64, max_norm: float) -> I64:
@@ -542,15 +533,22 @@ def gaussian_noise(length: int, sigma: float, threshold: int, rng: np.random.Gen
 class DpConfig:
     """Differential privacy of a round's sum (off unless given): each member clips its update to
     L2 ``clip_norm`` (update units) and adds its share of ``N(0, sigma²)``, ``sigma`` from
-    :func:`gaussian_sigma` (``epsilon``, ``delta``, sensitivity ``clip_norm``)."""
+    :func:`gaussian_sigma`: ``(epsilon, delta)`` is the **total** over ``rounds`` rounds (1: the
+    budget of this round alone), composed exactly (:mod:`forecasting.dp`)."""
 
     epsilon: float
     delta: float
     clip_norm: float
+    rounds: int = 1
 
     @property
     def sigma(self) -> float:
-        return gaussian_sigma(self.epsilon, self.delta, self.clip_norm)
+        return gaussian_sigma(self.epsilon, self.delta, self.clip_norm, self.rounds)
+
+    @property
+    def noise_multiplier(self) -> float:
+        """``sigma / clip_norm``: what one round spends (:class:`forecasting.dp.DpSpend`)."""
+        return self.sigma / self.clip_norm
 
 
 @dataclass(frozen=True, slots=True)

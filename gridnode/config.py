@@ -140,6 +140,12 @@ class Config:
     # -- federated training (docs/federated.md, "Rounds over libp2p") --
     training_mode: str = "local"
     round_every_s: int = 86_400
+    #: differential privacy of the rounds (docs/federated.md, "Differential privacy"): the
+    #: household's total (epsilon, delta) over dp_rounds rounds (0: a year of rounds); None: off
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_rounds: int = 0
+    dp_clip_norm: float = 1e9
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -195,6 +201,26 @@ _SCHEMA: Final[dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]]] 
         "round_every_s",
         int,
         "seconds of node time between federated rounds (86400: daily)",
+    ),
+    ("training", "dp_epsilon"): (
+        "dp_epsilon",
+        (int, float),
+        "differential privacy (off unless set): this household's TOTAL epsilon over dp_rounds rounds, 0 < epsilon <= 100; rounds this node aggregates add the noise that spends it, and it stops contributing once it is spent (docs/federated.md)",
+    ),
+    ("training", "dp_delta"): (
+        "dp_delta",
+        (int, float),
+        "the delta of the DP budget, 0 < delta <= 0.01 (default 1e-5)",
+    ),
+    ("training", "dp_rounds"): (
+        "dp_rounds",
+        int,
+        "rounds the DP budget covers (default: a year of rounds at round_every_s)",
+    ),
+    ("training", "dp_clip_norm"): (
+        "dp_clip_norm",
+        (int, float),
+        "L2 norm each pre-scaled update is clipped to (update units; default 1e9)",
     ),
     ("household", "battery_kwh"): ("battery_kwh", (int, float), "battery capacity, kWh (0 = none)"),
     ("household", "battery_kw"): ("battery_kw", (int, float), "battery charge/discharge power, kW"),
@@ -621,6 +647,7 @@ def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config
             f"{path}: training.round_every_s must be >= 60 (seconds of node time), "
             f"got {values['round_every_s']}"
         )
+    _check_dp(path, values)
     directory = directory.resolve()
     for name in ("genesis_path", "data_dir", "meter_history"):
         if name in values:
@@ -639,6 +666,37 @@ def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config
         if name in values:
             values[name] = float(values[name])
     return Config(dir=directory, **values)
+
+
+#: DP keys of [training] (all need dp_epsilon and training.mode = "federated")
+_DP_KEYS: Final = ("dp_epsilon", "dp_delta", "dp_rounds", "dp_clip_norm")
+
+
+def _check_dp(path: Path, values: dict[str, Any]) -> None:
+    """``[training] dp_*``: ranges, and that they come with ``dp_epsilon`` and federated mode. The
+    default horizon (``dp_rounds = 0``) becomes a year of rounds."""
+    given = [k for k in _DP_KEYS if k in values]
+    if not given:
+        return
+    if "dp_epsilon" not in values:
+        raise UsageError(f"{path}: training.{given[0]} needs training.dp_epsilon (the budget)")
+    if values.get("training_mode", "local") != "federated":
+        raise UsageError(f'{path}: training.dp_epsilon needs training.mode = "federated"')
+    checks = (
+        ("dp_epsilon", lambda v: 0 < v <= 100, "in (0, 100]"),
+        ("dp_delta", lambda v: 0 < v <= 0.01, "in (0, 0.01]"),
+        ("dp_rounds", lambda v: 0 <= v <= 10**6, "in 0..1000000 (0: a year of rounds)"),
+        ("dp_clip_norm", lambda v: 1 <= v <= 1e15, "in [1, 1e15]"),
+    )
+    for name, ok, words in checks:
+        if name in values and not (math.isfinite(values[name]) and ok(values[name])):
+            raise UsageError(f"{path}: training.{name} must be {words}, got {values[name]!r}")
+    for name in ("dp_epsilon", "dp_delta", "dp_clip_norm"):
+        if name in values:
+            values[name] = float(values[name])
+    if not values.get("dp_rounds"):
+        every = values.get("round_every_s", 86_400)
+        values["dp_rounds"] = max(1, -(-365 * 86_400 // every))
 
 
 def _check_site(path: Path, values: dict[str, Any]) -> None:

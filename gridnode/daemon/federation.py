@@ -64,6 +64,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -87,12 +89,14 @@ from market.errors import (
 )
 
 if TYPE_CHECKING:
+    from forecasting.dp import DpBudget, DpSpend
     from forecasting.federated import CommunityModel
     from forecasting.secagg import Abort, Complete, Restart, RoundSpec
     from forecasting.series import MeterHistory
     from gridnode.daemon.node import DaemonNode
 
 __all__ = [
+    "DP_SPEND_FILE",
     "MAX_FED_BYTES",
     "PROTOCOL",
     "ROUNDS_FILE",
@@ -119,6 +123,11 @@ CHECK_S: Final = 2.0
 #: the aggregator appends one JSON line per round it ran (:meth:`RoundReport.record`) to this file
 #: in its data directory (read by the real-daemon simulation engine, ``sims.daemon_collect``)
 ROUNDS_FILE: Final = "fedrounds.jsonl"
+#: a member's privacy account (:class:`forecasting.dp.DpSpend` as JSON) in its data directory:
+#: written before each DP update leaves the node, so a restart never forgets what was spent
+DP_SPEND_FILE: Final = "dpspend.json"
+#: the spec's noise multiplier is carried in millionths
+_Z_UNIT: Final = 1_000_000
 
 
 def aggregator_of(genesis: Genesis, period: int) -> str:
@@ -165,6 +174,11 @@ class RoundReport:
     bytes_out: int = 0  # payload bytes of the aggregator's requests
     #: payload bytes each member answered with in the round (join, masked update, reveals)
     member_bytes: dict[str, int] = field(default_factory=dict)
+    #: differential privacy of the round (0: none): σ / C, and the ε this round alone spends at
+    #: ``dp_delta`` for each contributor (its total is in each member's :data:`DP_SPEND_FILE`)
+    dp_noise_multiplier: float = 0.0
+    dp_delta: float = 0.0
+    dp_epsilon_round: float = 0.0
 
     def record(self, round_every_s: int) -> dict[str, Any]:
         """The report as one JSON object (a line of :data:`ROUNDS_FILE`); ``at_s``: the node
@@ -184,7 +198,15 @@ class RoundReport:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "max_bytes_per_member": max(self.member_bytes.values(), default=0),
-        }
+        } | (
+            {
+                "dp_noise_multiplier": round(self.dp_noise_multiplier, 6),
+                "dp_delta": self.dp_delta,
+                "dp_epsilon_round": round(self.dp_epsilon_round, 6),
+            }
+            if self.dp_noise_multiplier
+            else {}
+        )
 
 
 def _refuse(reason: WireReason, what: str, detail: str = "") -> InvalidInput:
@@ -249,6 +271,17 @@ class FederationDriver:
         self._adopt_failed: dict[bytes, int] = {}
         self.refused = 0  # fed messages this node refused (all reasons)
         self._changed = trio.Event()
+        #: differential privacy (``training.dp_*``): this household's total budget (``None``: it
+        #: sets none; it still adds the noise a DP round's spec asks for) and the clip norm of
+        #: the rounds this node aggregates
+        self.dp_budget: DpBudget | None = None
+        config = node.config
+        self.dp_clip_norm = int(config.dp_clip_norm)
+        if config.dp_epsilon is not None:
+            from forecasting.dp import DpBudget  # noqa: PLC0415
+
+            self.dp_budget = DpBudget(config.dp_epsilon, config.dp_delta, config.dp_rounds)
+        self._dp_spend: DpSpend | None = None  # loaded from DP_SPEND_FILE on first use
 
     # ------------------------------------------------------------------ wiring
     def register(self) -> None:
@@ -295,6 +328,50 @@ class FederationDriver:
                 f.write(json.dumps(report.record(self.round_every_s), sort_keys=True) + "\n")
         except OSError as exc:
             log.warning("federated: cannot record round %d: %s", report.round, exc)
+
+    # ------------------------------------------------------------------ privacy account
+    @property
+    def dp_spend(self) -> DpSpend:
+        """This member's privacy account (:data:`DP_SPEND_FILE`; an unreadable file counts as a
+        spent budget: the member then contributes to no DP round rather than forget a spend)."""
+        from forecasting.dp import DpSpend  # noqa: PLC0415
+
+        if self._dp_spend is None:
+            path = self.node.config.data_dir / DP_SPEND_FILE
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                rounds, mu2 = raw["rounds"], raw["mu_squared"]
+                if not (_ints(rounds) and isinstance(mu2, float | int) and mu2 >= 0):
+                    raise ValueError("bad fields")
+                self._dp_spend = DpSpend(rounds, float(mu2))
+            except FileNotFoundError:
+                self._dp_spend = DpSpend()
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("federated: %s unreadable (%s): no DP contributions", path, exc)
+                self._dp_spend = DpSpend(0, math.inf)
+        return self._dp_spend
+
+    def _record_spend(self, spend: DpSpend) -> None:
+        """Persist ``spend`` before the update that spends it leaves the node (raises on a
+        failing disk: then the update is not sent)."""
+        from gridnode.files import write_atomic  # noqa: PLC0415
+
+        delta = self.dp_budget.delta if self.dp_budget is not None else 1e-5
+        record = {
+            "rounds": spend.rounds,
+            "mu_squared": spend.mu_squared,
+            "epsilon": spend.epsilon(delta),
+            "delta": delta,
+        }
+        write_atomic(self.node.config.data_dir / DP_SPEND_FILE, json.dumps(record) + "\n")
+        self._dp_spend = spend
+
+    def _dp_of_spec(self) -> tuple[float, int] | None:
+        """The DP this node asks of the rounds it aggregates: ``(σ/C, C)`` (``None``: none)."""
+        if self.dp_budget is None:
+            return None
+        z = round(self.dp_budget.noise_multiplier * _Z_UNIT) / _Z_UNIT
+        return z, self.dp_clip_norm
 
     # ------------------------------------------------------------------ member side
     def _next_round(self) -> int:
@@ -377,18 +454,31 @@ class FederationDriver:
             and self.me in self.genesis.member_set
             and history is not None
             and self._previous() is not False
+            and (
+                self.dp_budget is None
+                or self.dp_spend.allows(self.dp_budget, self.dp_budget.noise_multiplier)
+            )
         )
         step_s = history.step_s if joins and history is not None else 0
         log.info("federated: round %d invitation: %s", value[2], "joined" if step_s else "declined")
         return pack(["gn.fed.join", 1, step_s])
 
     def on_spec(self, value: list[Any]) -> bytes:
-        from forecasting.federated import Layout, local_update  # noqa: PLC0415
-        from forecasting.secagg import RoundSpec, SecAggError, mask_update  # noqa: PLC0415
+        import numpy as np  # noqa: PLC0415
 
-        if len(value) != 8 or not _ints(value[2], value[3], value[4], value[6], value[7]):
+        from forecasting.federated import Layout, dp_scale, local_update  # noqa: PLC0415
+        from forecasting.secagg import (  # noqa: PLC0415
+            RoundSpec,
+            SecAggError,
+            clip_l2,
+            gaussian_noise,
+            mask_update,
+        )
+
+        if len(value) not in (8, 9) or not _ints(value[2], value[3], value[4], value[6], value[7]):
             raise _refuse(WireReason.BAD_SHAPE, "spec")
-        _, _, rnd, attempt, step_s, members, threshold, degree = value
+        _, _, rnd, attempt, step_s, members, threshold, degree = value[:8]
+        dp = _spec_dp(value)
         hexes = _hexes(members, self.genesis.member_set, "spec")
         if self.me not in hexes:
             raise _refuse(WireReason.BAD_CONTRIBUTION, "spec", "a round without this member")
@@ -398,6 +488,22 @@ class FederationDriver:
         history = self._contribution_history()
         if previous is False or history is None or history.step_s != step_s:
             raise _refuse(WireReason.FED_REFUSED, "spec", "cannot contribute to this round")
+        refusal = ""
+        if self.dp_budget is not None and dp is None:
+            refusal = "this member contributes only with DP"
+        elif (
+            self.dp_budget is not None
+            and dp is not None
+            and not self.dp_spend.allows(self.dp_budget, dp[0])
+        ):
+            refusal = (
+                f"σ/C {dp[0]} would exceed this member's DP budget (spent ε "
+                f"{self.dp_spend.epsilon(self.dp_budget.delta):.3f} over "
+                f"{self.dp_spend.rounds} rounds of ε {self.dp_budget.epsilon})"
+            )
+        if refusal:
+            log.info("federated: round %d: refused: %s", rnd, refusal)
+            raise _refuse(WireReason.FED_REFUSED, "spec", refusal)
         try:
             spec = RoundSpec.new(
                 rnd,
@@ -415,7 +521,26 @@ class FederationDriver:
             previous=previous if previous is not None else None,  # type: ignore[arg-type]
             since_s=now_s - self.round_every_s,
         )[0]
-        masked = mask_update(spec, self._x_private, self.x_public, update)
+        noise = None
+        if dp is not None:  # pre-scale, clip, this member's noise share; the spend first
+            z, clip = dp
+            scale = dp_scale(previous if previous is not None else None, step_s)  # type: ignore[arg-type]
+            update = clip_l2(np.rint(update * scale).astype(np.int64), clip)
+            rng = np.random.default_rng(int.from_bytes(os.urandom(32), "big"))
+            noise = gaussian_noise(len(update), z * clip, spec.threshold, rng)
+            try:
+                self._record_spend(self.dp_spend.after(z))
+            except UsageError as exc:
+                raise _refuse(
+                    WireReason.FED_REFUSED, "spec", f"cannot record the spend: {exc}"
+                ) from None
+            log.info(
+                "federated: round %d: DP update (σ/C %.3f); this household's privacy spent: "
+                "ε %.3f over %d rounds", rnd, z, self.dp_spend.epsilon(
+                    self.dp_budget.delta if self.dp_budget is not None else 1e-5
+                ), self.dp_spend.rounds,
+            )  # fmt: skip
+        masked = mask_update(spec, self._x_private, self.x_public, update, noise=noise)
         log.info(
             "federated: round %d attempt %d: masked update on history to %d, since %d",
             rnd, attempt, now_s, now_s - self.round_every_s,
@@ -602,7 +727,15 @@ class FederationDriver:
 
     async def aggregate(self, period: int) -> RoundReport:
         """Run the round of ``period`` as its aggregator (module rules)."""
-        from forecasting.federated import NO_MODEL, CommunityModel, Layout  # noqa: PLC0415
+        from forecasting.dp import gdp_epsilon  # noqa: PLC0415
+        from forecasting.federated import (  # noqa: PLC0415
+            NO_MODEL,
+            CommunityModel,
+            Layout,
+            SumNoise,
+            dp_scale,
+            dp_unscale,
+        )
         from forecasting.secagg import MAX_ATTEMPTS, Abort, Complete, Restart  # noqa: PLC0415
 
         started = trio.current_time()
@@ -612,6 +745,11 @@ class FederationDriver:
         report = RoundReport(rnd, period)
         self.reports.append(report)
         del self.reports[:-64]
+        dp = self._dp_of_spec()
+        base = self._previous()
+        if dp is not None and base is False:
+            report.outcome = "aborted: DP pre-scaling needs the previous model, not adopted here"
+            return report
         members = list(self.genesis.members)
         report.invited = len(members)
         invite = pack(["gn.fed.invite", 1, rnd])
@@ -638,7 +776,7 @@ class FederationDriver:
         done: Complete | None = None
         while spec is not None and done is None:
             report.attempts += 1
-            outcome = await self._attempt(spec, step_s, report)
+            outcome = await self._attempt(spec, step_s, report, dp)
             if isinstance(outcome, Complete):
                 done = outcome
             elif isinstance(outcome, Restart) and spec.attempt + 1 < MAX_ATTEMPTS:
@@ -650,12 +788,23 @@ class FederationDriver:
         report.wall_s = trio.current_time() - started
         if done is None:
             return report
+        total, noise = done.total, None
+        if dp is not None:  # the sum scaled back; its public noise (module rules)
+            z, clip = dp
+            scale = dp_scale(base if isinstance(base, CommunityModel) else None, step_s)
+            total = dp_unscale(done.total, scale)
+            spread = z * clip * math.sqrt(len(done.contributors) / done.spec.threshold)
+            noise = SumNoise.of(spread, scale, Layout(step_s))
+            report.dp_noise_multiplier = z
+            report.dp_delta = self.dp_budget.delta if self.dp_budget is not None else 0.0
+            report.dp_epsilon_round = gdp_epsilon(1.0 / z, report.dp_delta)
         model = CommunityModel.of(
-            done.total,
+            total,
             round=rnd,
             step_s=step_s,
             previous=NO_MODEL if previous == ZERO_HASH else previous,
             contributors=len(done.contributors),
+            noise=noise,
         )
         layout = Layout(step_s)
         validation = tuple(max(0, int(v)) for v in model.total[layout.validation_at :])
@@ -679,7 +828,7 @@ class FederationDriver:
         return report
 
     async def _attempt(
-        self, spec: RoundSpec, step_s: int, report: RoundReport
+        self, spec: RoundSpec, step_s: int, report: RoundReport, dp: tuple[float, int] | None
     ) -> Complete | Restart | Abort:
         """One attempt: collect masked updates, then reveals; the state machine's outcome."""
         from forecasting.secagg import (  # noqa: PLC0415
@@ -692,8 +841,11 @@ class FederationDriver:
 
         agg = Aggregation(spec)
         hexes = [self._member_of_x[x] for x in spec.members]
-        body = pack(["gn.fed.spec", 1, spec.round, spec.attempt, step_s, hexes, spec.threshold,
-                     spec.degree])  # fmt: skip
+        fields: list[Any] = ["gn.fed.spec", 1, spec.round, spec.attempt, step_s, hexes,
+                             spec.threshold, spec.degree]  # fmt: skip
+        if dp is not None:  # the round's DP: [σ/C in millionths, C]
+            fields.append([round(dp[0] * _Z_UNIT), dp[1]])
+        body = pack(fields)
         answers = await self._ask(hexes, lambda h: body, self.timeouts.collect_s, report)
         for h, data in answers.items():
             try:
@@ -742,6 +894,16 @@ class FederationDriver:
         self.refused += 1
         if is_misbehaviour(exc.reason):
             self.node.net.report_misbehaviour(PeerMisbehaviour(peer_id_of_hex(h), exc))
+
+
+def _spec_dp(value: list[Any]) -> tuple[float, int] | None:
+    """A spec's optional 9th element ``[σ/C in millionths, C]``: ``(σ/C, C)``, or ``None``."""
+    if len(value) == 8:
+        return None
+    dp = value[8]
+    if not (isinstance(dp, list) and len(dp) == 2 and _ints(*dp) and dp[0] > 0 and dp[1] > 0):
+        raise _refuse(WireReason.BAD_SHAPE, "spec", "dp: [noise multiplier (millionths), clip]")
+    return dp[0] / _Z_UNIT, dp[1]
 
 
 def _spec(rnd: int, members: Sequence[bytes], length: int) -> RoundSpec:
