@@ -22,14 +22,17 @@ one slot ahead (gate closure is 300 s before a 900-s slot), so at 15-minute step
 (15–30 min ahead), origins every interval; on hourly data it is the coming hour (lead 0), origins
 every hour. *Day-ahead*: origins at local midnight, the next 24 h. Skill is MAE skill against the
 seasonal naive forecast (same time yesterday) on the same origins and leads; coverage is the share
-of actuals inside [P10, P90] at those leads. Each case also prints, for ``profile-qr``, skill and
-coverage per home and per season (the origins' local months: winter = Dec-Feb ...) at both
+of actuals inside [P10, P90] at those leads. Models: ``profile-qr`` (the default),
+``day-ahead-blend`` (profile-qr from every origin; from local midnight combined with the midnight
+``quantile-regression``) and, day-ahead, ``quantile-regression`` alone. Each case also prints, for
+``profile-qr`` and then ``day-ahead-blend``, skill and coverage per home and per season (the origins' local months: winter = Dec-Feb ...) at both
 horizons, and the fit seconds per household per fit and predict ms per household of every model.
 The tuning set's figures follow, labelled TUNING, for comparison only (``--no-tuning`` skips them).
 
 **Cost.** Predict: one household per call (the daemon) and 1,000 households in one call (the
 in-process engine), at 15-minute steps, for the 8 intervals the engines ask for. Fit: per household,
-at 15-minute and hourly steps, with a year of history.
+at 15-minute and hourly steps, with a year of history. The day-ahead blend: its fit (both models)
+and a day-ahead forecast (96 intervals) from local midnight, one household.
 
 Prints figures; asserts nothing (what the tests check: ``tests/forecasting/``).
 """
