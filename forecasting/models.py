@@ -18,6 +18,9 @@ Rules of this module:
   textbook baseline); AutoReg's P50 adds its median in-sample error at that time of day (a per-hour
   bias correction, worth about 5 points of skill on the real household); the quantile-regression model fits each quantile directly;
   the clear-sky PV model takes quantiles of recent clear-sky indices.
+* :class:`MidnightBlend` (``day-ahead-blend``) is a forecast combination: another model from every
+  origin; from local midnight the weighted average of its quantiles and the midnight quantile
+  regression's, level by level, moved a fixed share toward the 7-day median.
 * Prophet lives in :mod:`forecasting.prophet_model` (imported lazily: it is optional and slow).
 
 Known limits: no weather forecast input (day-ahead PV skill is limited by clouds); holidays are not
