@@ -99,6 +99,10 @@ def run(label: str, history: MeterHistory, site: tuple[float, float], span: tupl
             f"profile-qr {d} days": ProfileQR(latitude=lat, longitude=lon, train_days=d)
             for d in (45, 90, 180)
         },
+        **{
+            f"profile-qr ridge {r}": ProfileQR(latitude=lat, longitude=lon, ridge=r)
+            for r in (0.1, 1.0, 5.0)
+        },
         **extra,
     }
     recorded = [Recorded(k, m) for k, m in members.items()]
@@ -165,9 +169,7 @@ def main() -> int:
     site = (SHIPPED_LATITUDE, SHIPPED_LONGITUDE)
     run("TUNING UCI 2008, hourly", load_shipped(step_s=3600), site,
         (_local(2008, 1, 1, uci), _local(2009, 1, 1, uci)),
-        {"profile-qr 730 days": ProfileQR(latitude=site[0], longitude=site[1], train_days=730),
-         **{f"profile-qr ridge {r}": ProfileQR(latitude=site[0], longitude=site[1], ridge=r)
-            for r in (0.1, 1.0)}})  # fmt: skip
+        {"profile-qr 730 days": ProfileQR(latitude=site[0], longitude=site[1], train_days=730)})  # fmt: skip
     return 0
 
 
