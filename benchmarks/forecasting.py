@@ -22,14 +22,17 @@ one slot ahead (gate closure is 300 s before a 900-s slot), so at 15-minute step
 (15–30 min ahead), origins every interval; on hourly data it is the coming hour (lead 0), origins
 every hour. *Day-ahead*: origins at local midnight, the next 24 h. Skill is MAE skill against the
 seasonal naive forecast (same time yesterday) on the same origins and leads; coverage is the share
-of actuals inside [P10, P90] at those leads. Each case also prints, for ``profile-qr``, skill and
-coverage per home and per season (the origins' local months: winter = Dec-Feb ...) at both
+of actuals inside [P10, P90] at those leads. Models: ``profile-qr`` (the default),
+``day-ahead-blend`` (profile-qr from every origin; from local midnight combined with the midnight
+``quantile-regression``) and, day-ahead, ``quantile-regression`` alone. Each case also prints, for
+``profile-qr`` and then ``day-ahead-blend``, skill and coverage per home and per season (the origins' local months: winter = Dec-Feb ...) at both
 horizons, and the fit seconds per household per fit and predict ms per household of every model.
 The tuning set's figures follow, labelled TUNING, for comparison only (``--no-tuning`` skips them).
 
 **Cost.** Predict: one household per call (the daemon) and 1,000 households in one call (the
 in-process engine), at 15-minute steps, for the 8 intervals the engines ask for. Fit: per household,
-at 15-minute and hourly steps, with a year of history.
+at 15-minute and hourly steps, with a year of history. The day-ahead blend: its fit (both models)
+and a day-ahead forecast (96 intervals) from local midnight, one household.
 
 Prints figures; asserts nothing (what the tests check: ``tests/forecasting/``).
 """
@@ -114,10 +117,17 @@ def uci_2009_2010() -> MeterHistory | None:
 
 
 def models_for(site: tuple[float, float] | None, *, day_ahead: bool, step_s: int) -> list[Any]:
+    """profile-qr (the default), the day-ahead blend (profile-qr from every origin, combined
+    with the midnight quantile regression from local midnight) and, day-ahead only, the midnight
+    quantile regression alone (it cannot forecast from other origins)."""
     lat, lon = site if site else (None, None)
-    out: list[Forecaster] = [build_model("profile-qr", latitude=lat, longitude=lon)]
-    if day_ahead:  # the midnight-origin model cannot forecast from other origins
-        out.append(QuantileRegression(horizon=86_400 // step_s))
+    horizon = 86_400 // step_s
+    out: list[Forecaster] = [
+        build_model(name, latitude=lat, longitude=lon, horizon=horizon)
+        for name in ("profile-qr", "day-ahead-blend")
+    ]
+    if day_ahead:
+        out.append(QuantileRegression(horizon=horizon))
     return out
 
 
@@ -135,9 +145,11 @@ def _pooled(table: tuple[tuple[float, ...], ...], weights: list[int], at: int) -
     return sum(v * w for v, w in pairs) / sum(w for _, w in pairs) if pairs else float("nan")
 
 
-def breakdown(report: BacktestReport, at: int, homes: tuple[str, ...]) -> dict[str, Any]:
-    """Skill and coverage of the first non-baseline model per home and per season."""
-    base, model = report.scores[0], report.scores[1]
+def breakdown(
+    report: BacktestReport, at: int, homes: tuple[str, ...], k: int = 1
+) -> dict[str, Any]:
+    """Skill and coverage of model ``k`` (1: the first non-baseline one) per home and season."""
+    base, model = report.scores[0], report.scores[k]
     per_home = {}
     for i, home in enumerate(homes):
         b, m = _at(base.mae_by_household_w[i], at), _at(model.mae_by_household_w[i], at)
@@ -201,7 +213,7 @@ def run_case(
             -1,
         ),
     ]
-    details = {}
+    details, blend = {}, {}
     for horizon_name, run, at in cases:
         report = run()
         base = report.scores[0]
@@ -231,8 +243,11 @@ def run_case(
             )
         names = homes or tuple(f"row {i}" for i in range(report.households))
         details[horizon_name] = breakdown(report, at, names)
+        blend[horizon_name] = breakdown(report, at, names, k=2)
     rows[0]["breakdown"] = details
+    rows[0]["breakdown_day_ahead_blend"] = blend
     print_breakdown(details)
+    print_breakdown(blend)
     return rows
 
 
@@ -345,6 +360,18 @@ def cost(quick: bool) -> dict[str, float]:
     figures["fit_s_per_household_15min_batched"] = _best_of(lambda: model.fit(batch), 1) / k
     hourly = load_citylearn_homes(TEST_HOMES).until(now - now % 3600)
     figures["fit_s_per_household_hourly"] = _best_of(lambda: model.fit(hourly.select([0])), 2)
+    # the day-ahead blend: both fits; a day-ahead forecast from local midnight
+    at_midnight = homes.select([0]).until(now - 3 * 900)
+    blend_15 = build_model("day-ahead-blend", horizon=96, **site)
+    blend_1h = build_model("day-ahead-blend", horizon=24, **site)
+    figures["blend_fit_s_per_household_15min"] = _best_of(lambda: blend_15.fit(at_midnight), 2)
+    figures["blend_fit_s_per_household_hourly"] = _best_of(
+        lambda: blend_1h.fit(hourly.select([0])), 2
+    )
+    fitted_blend = blend_15.fit(at_midnight)
+    figures["blend_predict_ms_day_ahead_one_household"] = 1000 * _best_of(
+        lambda: fitted_blend.predict(at_midnight, 96), 20
+    )
     for key, value in figures.items():
         print(f"{key:<40}{value:10.4f}")
     return figures

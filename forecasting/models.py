@@ -18,6 +18,9 @@ Rules of this module:
   textbook baseline); AutoReg's P50 adds its median in-sample error at that time of day (a per-hour
   bias correction, worth about 5 points of skill on the real household); the quantile-regression model fits each quantile directly;
   the clear-sky PV model takes quantiles of recent clear-sky indices.
+* :class:`MidnightBlend` (``day-ahead-blend``) is a forecast combination: another model from every
+  origin; from local midnight the weighted average of its quantiles and the midnight quantile
+  regression's, level by level, moved a fixed share toward the 7-day median.
 * Prophet lives in :mod:`forecasting.prophet_model` (imported lazily: it is optional and slow).
 
 Known limits: no weather forecast input (day-ahead PV skill is limited by clouds); holidays are not
@@ -36,7 +39,7 @@ import numpy.typing as npt
 
 from forecasting.series import FloatArray, MeterHistory
 from forecasting.solar import clear_sky_ghi_w_m2
-from market.errors import InvalidInput, UsageError
+from market.errors import DataReason, InvalidInput, UsageError
 
 __all__ = [
     "QUANTILES",
@@ -45,6 +48,7 @@ __all__ = [
     "ComponentForecaster",
     "FittedForecaster",
     "Forecaster",
+    "MidnightBlend",
     "QuantileForecast",
     "QuantileRegression",
     "SeasonalNaive",
@@ -532,6 +536,80 @@ class FittedComponents:
             dist = np.hypot(pv[:, :, k] - pv[:, :, mid], load[:, :, mirror] - load[:, :, mid])
             out[:, :, k] = net50 + np.sign(q - 0.5) * dist
         return _make_forecast(history, out)
+
+
+# --------------------------------------------------------------------------- day-ahead blend
+
+#: The midnight model's share in :class:`MidnightBlend` (chosen on the tuning set).
+MIDNIGHT_SHARE: Final = 0.3
+#: How far :class:`MidnightBlend` moves its forecast toward the 7-day median (tuning set).
+MEDIAN_SHARE: Final = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class MidnightBlend:
+    """``anytime`` from every origin; from an origin the midnight model ``midnight`` was fitted
+    for (local midnight, up to its horizon), a **forecast combination**: the weighted average of
+    the two forecasts' quantiles, level by level (Vincentisation, a valid distribution; the bands
+    stay as wide as the members'), ``midnight_share`` of the midnight model, then moved
+    ``median_share`` of the way from its P50 to the median of the same time over the last 7 days
+    (a shrinkage toward the robust profile; every level moves by the same amount).
+
+    Two forecasters with different errors (one coefficient set per lead bucket fitted on every
+    time of day, against one per target hour fitted at midnight) beat each alone day-ahead; the
+    weights are fixed (learnt per household on held-out origins they were noisier and no better).
+    A history too short for the midnight model (it needs
+    :attr:`QuantileRegression.min_history_days`) gets ``anytime`` alone.
+    """
+
+    anytime: Forecaster
+    midnight: QuantileRegression
+    midnight_share: float = MIDNIGHT_SHARE
+    median_share: float = MEDIAN_SHARE
+
+    @property
+    def name(self) -> str:
+        return "day-ahead-blend"
+
+    @property
+    def min_history_days(self) -> int:
+        return min_history_days(self.anytime)
+
+    def fit(self, history: MeterHistory) -> FittedMidnightBlend:
+        midnight: FittedForecaster | None
+        try:
+            midnight = self.midnight.fit(history)
+        except InvalidInput as exc:
+            if exc.reason is not DataReason.HISTORY_TOO_SHORT:
+                raise
+            midnight = None
+        return FittedMidnightBlend(self, self.anytime.fit(history), midnight)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FittedMidnightBlend:
+    model: MidnightBlend
+    anytime: FittedForecaster
+    midnight: FittedForecaster | None
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        fc = self.anytime.predict(history, horizon)
+        m = self.model.midnight
+        if (
+            self.midnight is None
+            or horizon > m.horizon
+            or int(history.step_of_day(history.steps)) not in m.origin_steps_of_day
+        ):
+            return fc
+        w = self.model.midnight_share
+        values = (1.0 - w) * fc.values_w + w * self.midnight.predict(history, horizon).values_w
+        s = history.steps_per_day
+        t = _targets(history, horizon)
+        y = target_values(history, m.target)
+        med7 = np.median(y[:, t[None, :] - s * np.arange(1, 8)[:, None]], axis=1)  # (n, H)
+        mid = values[:, :, QUANTILES.index(0.5)]
+        values = values + (self.model.median_share * (med7 - mid))[:, :, None]
+        return _make_forecast(history, values)
 
 
 def min_history_days(model: Forecaster) -> int:

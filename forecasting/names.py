@@ -12,6 +12,7 @@ DEFAULT_MODEL: Final = "profile-qr"
 
 MODEL_NAMES: Final = (
     "profile-qr",
+    "day-ahead-blend",
     "seasonal-naive-day",
     "seasonal-naive-week",
     "quantile-regression",

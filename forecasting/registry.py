@@ -7,7 +7,9 @@ clear-sky PV when the history has PV and load metered (without them it falls bac
 14-day envelope), and a public-holiday calendar when given a country code (``holidays`` package).
 Every model is vectorised over households (rows of a history) and its ``fit`` result forecasts from
 any origin the model documents. ``components`` needs the coordinates; ``prophet`` is listed but
-needs the optional package when fitted.
+needs the optional package when fitted. ``day-ahead-blend`` is ``profile-qr`` from every origin
+and, from local midnight, its combination with the midnight ``quantile-regression`` (``horizon``
+intervals: a day of them for day-ahead plans).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from forecasting.models import (
     ClearSkyPV,
     ComponentForecaster,
     Forecaster,
+    MidnightBlend,
     QuantileRegression,
     SeasonalNaive,
     Target,
@@ -46,6 +49,12 @@ def build_model(
             holiday_country=holiday_country,
             holiday_subdiv=holiday_subdiv,
         )
+    if name == "day-ahead-blend":
+        anytime = build_model(
+            "profile-qr", latitude=latitude, longitude=longitude,
+            holiday_country=holiday_country, holiday_subdiv=holiday_subdiv,
+        )  # fmt: skip
+        return MidnightBlend(anytime, QuantileRegression(horizon=horizon))
     if name == "seasonal-naive-day":
         return SeasonalNaive(period_days=1)
     if name == "seasonal-naive-week":
