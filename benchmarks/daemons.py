@@ -66,7 +66,8 @@ from gridnode.net.host import (  # noqa: E402
     peer_id_of_hex,
 )
 from gridnode.store import NodeStore  # noqa: E402
-from gridnode.txbatch import encode_tx_batch  # noqa: E402
+from gridnode.txbatch import decode_tx_results, encode_tx_batch  # noqa: E402
+from market.errors import Rejected  # noqa: E402
 from market.orders import Order, Side, Step  # noqa: E402
 from sims.daemons import LocalCommunity  # noqa: E402
 
@@ -101,6 +102,10 @@ class Run:
     to: dict[str, str] = field(default_factory=dict)  # order id -> the validator it was sent to
     acked: int = 0
     refused: int = 0
+    #: orders a validator acknowledged (OK) / refused with a reason code / left unanswered
+    accepted: set[str] = field(default_factory=set)
+    reasons: dict[str, int] = field(default_factory=dict)
+    unanswered: int = 0
     client_cpu: float = 0.0
     daemon_cpu: list[float] = field(default_factory=list)
     daemon_wait: list[float] = field(default_factory=list)
@@ -156,6 +161,7 @@ class Bench:
 
     async def send(self, bridge: TrioBridge, client: NetHost, peers: list[str], run: Run) -> None:
         pending: list[asyncio.Task[Any]] = []
+        batches: list[list[str]] = []  # the order ids of each request, in request order
         run.start = time.time()
         c0 = time.process_time()
         cpu0 = [cpu_of(h.process.pid) for h in self.lc.households if h.process is not None]
@@ -171,6 +177,7 @@ class Bench:
                 for so in due:
                     k += 1
                     run.to[so.order.order_id] = peers[k % len(peers)]
+                    batches.append([so.order.order_id])
                     pending.append(
                         asyncio.create_task(
                             bridge.call(
@@ -184,6 +191,7 @@ class Bench:
                     for so in part:
                         run.to[so.order.order_id] = peer
                     if part:
+                        batches.append([so.order.order_id for so in part])
                         pending.append(
                             asyncio.create_task(
                                 bridge.call(
@@ -192,11 +200,28 @@ class Bench:
                             )
                         )
         run.end_send = time.time()
-        for result in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(result, BaseException):
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for ids, result in zip(batches, results, strict=True):
+            if isinstance(result, Rejected):
                 run.refused += 1
+                run.reasons[result.reason.value] = run.reasons.get(result.reason.value, 0) + len(
+                    ids
+                )
+            elif isinstance(result, BaseException):  # no answer in time (or the stream failed)
+                run.refused += 1
+                run.unanswered += len(ids)
             else:
                 run.acked += 1
+                if self.args.mode == "single":
+                    run.accepted.update(ids)
+                    continue
+                for oid, (_, reason) in zip(
+                    ids, decode_tx_results(result, expected=len(ids)), strict=True
+                ):
+                    if reason is None:
+                        run.accepted.add(oid)
+                    else:
+                        run.reasons[reason] = run.reasons.get(reason, 0) + 1
         run.client_cpu = time.process_time() - c0
         # drain: until validator 0 counts every order sent so far as committed (all are for
         # future slots, so they stay open), or holds none pending and counts no new one for 3 s
@@ -385,6 +410,12 @@ class Bench:
                 f" max {max(sizes, default=0)}, {full} full, {late} decided after round 0 | "
                 f"CPU per daemon {' '.join(f'{c:.0%}' for c in cpu)}, waiting for a CPU "
                 f"{' '.join(f'{w:.0%}' for w in wait)}, client {client_share:.0%} | bound: {bound}"
+            )
+            lost = sum(1 for oid in run.accepted if oid not in height_of)
+            refusals = ", ".join(f"{r} {n}" for r, n in sorted(run.reasons.items())) or "none"
+            print(
+                f"  answers: accepted {len(run.accepted)}, refused {refusals}, unanswered "
+                f"{run.unanswered} | accepted but not committed: {lost}"
             )
             print(f"  where the latency goes (p50s): {stages}")
             print(

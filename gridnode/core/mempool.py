@@ -8,7 +8,9 @@ Rules of this module:
   (bytes counted against a batch's budget).
 * A transaction whose id is pending, or was removed as committed (the last ``remember_committed``
   ids), is rejected as ``"duplicate"``; the pool holds at most ``capacity`` transactions
-  (``"full"`` beyond that). Nothing is evicted to make room.
+  (``"full"`` beyond that). Nothing is evicted to make room. :attr:`Mempool.full` and
+  :meth:`Mempool.knows` let a caller refuse cheaply *before* it decodes or checks a transaction
+  (back-pressure: a node under more load than it can carry spends next to nothing per refusal).
 * :meth:`Mempool.batch` is deterministic: pending transactions ordered by ``(sort_key(tx), id)``
   (``sort_key`` defaults to the empty tuple, i.e. id order), taken greedily while the count is
   ``<= max_count`` and the summed size ``<= max_bytes`` (a transaction that does not fit is skipped,
@@ -76,6 +78,15 @@ class Mempool(Generic[T]):
 
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._pending
+
+    @property
+    def full(self) -> bool:
+        """The pool holds ``capacity`` transactions: :meth:`add` refuses anything new (``"full"``)."""
+        return len(self._pending) >= self._capacity
+
+    def knows(self, tx_id: bytes) -> bool:
+        """``tx_id`` is pending or was committed lately: :meth:`add` would answer ``"duplicate"``."""
+        return tx_id in self._pending or tx_id in self._committed
 
     def add(self, tx: T) -> AddResult:
         tid = self._tx_id(tx)

@@ -16,11 +16,24 @@ Rules of this module (``docs/protocol.md``):
   foreign transactions is misbehaviour of its sender, recorded once per reason (the batch is one
   message) while every transaction still gets its answer. Only validators may share (``tx``); one
   that forwards a forged or malformed transaction is to blame.
+* **Back-pressure** (validators, :class:`Backpressure`): a validator takes submissions only
+  while its mempool holds fewer than what the committee committed in the last
+  ``PENDING_TARGET_S`` seconds (at least ``PENDING_MIN_TXS``, about one full block), so an
+  accepted transaction waits about that long, however starved the machine. A submission is looked
+  up by its id (SHA-256 of its bytes) *before* it is decoded: one the node already holds is
+  answered OK at once; beyond the limit anything else is refused ``full``
+  (:attr:`LedgerReason.MEMPOOL_FULL`, never counted against the peer) without decoding or
+  checking a signature. Transactions other validators share are always taken (up to the mempool's
+  hard capacity): every validator holds every accepted transaction, so a household's nonces stay
+  in order whoever proposes. Overload therefore costs a refusal per order, not an admitted backlog
+  that makes every block bigger, every mempool re-check longer and every height slower.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from gridnode.clock import NodeClock
@@ -43,7 +56,42 @@ from market.errors import (
     reason_of,
 )
 
-__all__ = ["Submissions"]
+__all__ = ["PENDING_MIN_TXS", "PENDING_TARGET_S", "Backpressure", "Submissions"]
+
+#: a validator takes submissions while its mempool holds fewer than what the committee committed
+#: in this many seconds (measured over the last ``_RATE_WINDOW_S``) ...
+PENDING_TARGET_S = 1.5
+#: ... and never fewer than this many (about one full block of orders: a slot's burst)
+PENDING_MIN_TXS = 1_000
+_RATE_WINDOW_S = 10.0
+
+
+class Backpressure:
+    """How many pending transactions a validator takes submissions up to (see the module rules):
+    ``PENDING_TARGET_S`` seconds of the committee's recent commit rate, at least ``min_txs``."""
+
+    def __init__(
+        self, *, target_s: float = PENDING_TARGET_S, min_txs: int = PENDING_MIN_TXS
+    ) -> None:
+        self.target_s = target_s
+        self.min_txs = min_txs
+        self._commits: deque[tuple[float, int]] = deque()  # (wall seconds, transactions)
+        self._window_txs = 0
+        #: submissions refused ``full`` since start (the status page and benchmarks read it)
+        self.refused = 0
+
+    def on_commit(self, txs: int, now_s: float) -> None:
+        """A block of ``txs`` transactions was committed at ``now_s`` (monotonic seconds)."""
+        self._commits.append((now_s, txs))
+        self._window_txs += txs
+        while self._commits and self._commits[0][0] < now_s - _RATE_WINDOW_S:
+            self._window_txs -= self._commits.popleft()[1]
+
+    @property
+    def limit(self) -> int:
+        """The pending transactions up to which submissions are taken."""
+        rate = self._window_txs / _RATE_WINDOW_S
+        return max(self.min_txs, int(rate * self.target_s))
 
 
 class Submissions:
@@ -73,6 +121,7 @@ class Submissions:
         #: no validator acknowledged (the health badge); the status board sets both
         self.on_send: Callable[[Sequence[Tx]], None] = lambda txs: None
         self.on_unacknowledged: Callable[[], None] = lambda: None
+        self.backpressure = Backpressure()
 
     def register(self) -> None:
         """Serve the submit protocols on the host."""
@@ -82,7 +131,13 @@ class Submissions:
 
     # ------------------------------------------------------------------ server
     def accept(self, tx: Tx, *, share: bool) -> SubmitResult:
-        """Offer ``tx`` to this validator's mempool; an accepted one is shared and gossiped."""
+        """Offer ``tx`` to this validator's mempool, unless it holds as many as it takes
+        submissions up to (back-pressure: refused ``full``); an accepted one is shared and
+        gossiped."""
+        pool = self._runtime.app.mempool
+        if len(pool) >= self.backpressure.limit and not pool.knows(tx.id):
+            self.backpressure.refused += 1
+            return SubmitResult(False, tx.id.hex(), LedgerReason.MEMPOOL_FULL.value)
         result = self._runtime.submit(tx, self._clock.now_ms())
         tid = result.tx_id.hex()
         if result.accepted and share:
@@ -96,8 +151,23 @@ class Submissions:
         accepted = result.accepted or reason is LedgerReason.DUPLICATE
         return SubmitResult(accepted, tid, reason or "")
 
+    def _held_or_full(self, body: bytes) -> tuple[bytes, bool, bool]:
+        """Back-pressure before decoding (see the module rules): ``(id, held, full)`` — the id
+        ``body`` would have, whether the mempool already holds it (or just committed it), and
+        whether it holds as many as the node takes submissions up to."""
+        pool = self._runtime.app.mempool
+        tid = hashlib.sha256(body).digest()
+        return tid, pool.knows(tid), len(pool) >= self.backpressure.limit
+
     async def _on_submit(self, peer_id: str, body: bytes) -> bytes:
         """``submit``: one transaction; OK with its id, or REJECTED with the bare reason code."""
+        if self._runtime.is_validator:
+            tid, held, full = self._held_or_full(body)
+            if held:
+                return tid
+            if full:
+                self.backpressure.refused += 1
+                raise InvalidInput(reason=LedgerReason.MEMPOOL_FULL, subject="submit")
         tx = decode_tx(body)
         if not self._runtime.is_validator:
             raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit")
@@ -130,6 +200,8 @@ class Submissions:
             raise InvalidInput(
                 reason=WireReason.NOT_PERMITTED, subject="tx", expected="a validator"
             )
+        if self._runtime.app.mempool.knows(hashlib.sha256(body).digest()):
+            return  # held already: nothing to decode
         tx = decode_tx(body)
         result = self._runtime.submit(tx, self._clock.now_ms())
         if not result.accepted and is_misbehaviour(result.reason):
