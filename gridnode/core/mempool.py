@@ -8,14 +8,15 @@ Rules of this module:
   (bytes counted against a batch's budget).
 * A transaction whose id is pending, or was removed as committed (the last ``remember_committed``
   ids), is rejected as ``"duplicate"``; the pool holds at most ``capacity`` transactions
-  (``"full"`` beyond that). Nothing is evicted to make room. :attr:`Mempool.full` and
-  :meth:`Mempool.knows` let a caller refuse cheaply *before* it decodes or checks a transaction
-  (back-pressure: a node under more load than it can carry spends next to nothing per refusal).
+  (``"full"`` beyond that). Nothing is evicted to make room. :meth:`Mempool.knows` lets a
+  caller answer a re-sent transaction before it decodes or checks it.
 * :meth:`Mempool.batch` is deterministic: pending transactions ordered by ``(sort_key(tx), id)``
-  (``sort_key`` defaults to the empty tuple, i.e. id order), taken greedily while the count is
-  ``<= max_count`` and the summed size ``<= max_bytes`` (a transaction that does not fit is skipped,
-  later smaller ones may still be taken). Two pools holding the same set give the same batch,
-  whatever the arrival order.
+  (``sort_key`` defaults to the empty tuple, i.e. id order), taken in that order while the count
+  is ``<= max_count`` and the summed size ``<= max_bytes``: the batch is a prefix of the order, the
+  first transaction that does not fit ends it. (Skipping it for a later, smaller one let a
+  household's next nonce into a block ahead of its previous one, which then became stale and was
+  lost although a validator had accepted it: seen with full blocks under load.) Two pools holding
+  the same set give the same batch, whatever the arrival order.
 * :meth:`Mempool.remove_committed` drops what a decided block contained.
 """
 
@@ -79,11 +80,6 @@ class Mempool(Generic[T]):
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._pending
 
-    @property
-    def full(self) -> bool:
-        """The pool holds ``capacity`` transactions: :meth:`add` refuses anything new (``"full"``)."""
-        return len(self._pending) >= self._capacity
-
     def knows(self, tx_id: bytes) -> bool:
         """``tx_id`` is pending or was committed lately: :meth:`add` would answer ``"duplicate"``."""
         return tx_id in self._pending or tx_id in self._committed
@@ -117,7 +113,7 @@ class Mempool(Generic[T]):
                 break
             size = self._sizes[tid]
             if used + size > max_bytes:
-                continue
+                break
             out.append(tx)
             used += size
         return out

@@ -21,8 +21,10 @@ Rules of this module:
 
 from __future__ import annotations
 
+import cProfile
 import heapq
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -77,6 +79,9 @@ log = logging.getLogger("gridnode")
 #: the snapshot is rebuilt at most this long after a change, and at least every _REFRESH_S
 _COALESCE_S = 0.02
 _REFRESH_S = 0.5
+#: set to a path prefix, the node's thread (consensus, libp2p, submissions) is profiled with
+#: cProfile and the stats are written to ``<prefix>.<pid>`` when the daemon stops (``docs/daemon.md``)
+PROFILE_ENV = "GRIDNODE_PROFILE"
 #: wall seconds from a decision to the next height's start when transactions are waiting
 COMMIT_BUSY_S = 0.25
 #: blocks are sized in bytes so that a proposal rides in one yamux stream window (py-libp2p's is
@@ -260,20 +265,16 @@ class DaemonNode:
         await self.gossip.subscribe()
         self.runtime.start(self.clock.now_ms())
         self._publish()
-        import os  # TEMP PROFILE
-
-        prof = None
-        if os.environ.get("GRIDNODE_PROFILE"):
-            import cProfile
-
-            prof = cProfile.Profile()
+        profile = os.environ.get(PROFILE_ENV)
+        prof = cProfile.Profile() if profile else None
+        if prof is not None:
             prof.enable()
         try:
             await self._run_tasks()
         finally:
             if prof is not None:
                 prof.disable()
-                prof.dump_stats(os.environ["GRIDNODE_PROFILE"] + f".{os.getpid()}")
+                prof.dump_stats(f"{profile}.{os.getpid()}")
 
     async def _run_tasks(self) -> None:
         async with trio.open_nursery() as nursery:
