@@ -80,6 +80,10 @@ class Mempool(Generic[T]):
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._pending
 
+    def get(self, tx_id: bytes) -> T | None:
+        """The pending transaction with id ``tx_id``, if any."""
+        return self._pending.get(tx_id)
+
     def knows(self, tx_id: bytes) -> bool:
         """``tx_id`` is pending or was committed lately: :meth:`add` would answer ``"duplicate"``."""
         return tx_id in self._pending or tx_id in self._committed

@@ -14,7 +14,8 @@ Rules of this module (``docs/protocol.md`` §7.4):
   re-checked after every block) or has just committed as admissible without checking it again. The net layer blames the forwarder only for
   misbehaviour (a stale nonce or a closed slot can be a race, a forgery cannot).
 * A batch is decoded once: the topic validator (which may run more than once on our own messages)
-  and the handler share the result through a small cache.
+  and the handler share the result through a small cache; an item the mempool holds (looked up
+  by its id, the SHA-256 of its bytes) is not decoded at all.
 * The live book (:attr:`OrderGossip.live_orders`, the status page's) keeps what the ledger does not
   hold yet: an order whose nonce the ledger has used (committed, or replaced by a newer one)
   leaves it after the block, as does a closed slot's. A validator also offers every gossiped
@@ -119,7 +120,8 @@ class OrderGossip:
         orders = self._decoded.get(data)
         if orders is not None:
             return orders
-        txs = decode_tx_batch(data, max_bytes=self._net.config.max_gossip_bytes)
+        pool = self._runtime.app.mempool  # a validator holds most of them already
+        txs = decode_tx_batch(data, max_bytes=self._net.config.max_gossip_bytes, known=pool.get)
         orders = tuple(tx for tx in txs if isinstance(tx, SignedOrder))
         if len(orders) != len(txs):
             raise InvalidInput(reason=WireReason.NOT_AN_ORDER, subject="order batch")
