@@ -22,7 +22,9 @@ how many were decided only after round 0, i.e. after a timeout); each daemon's C
 runnable but waiting for a CPU (``/proc/<pid>/task/*/schedstat``: what other load on the machine
 takes), as shares of the run; CPU milliseconds per committed order per daemon and for the client,
 and the rate this machine's cores could carry at that cost if nothing else ran (the figure that
-survives a shared, loaded machine); and a verdict on what bounds the run: the client (offered rate not
+survives a shared, loaded machine); the validators' answers — accepted, refused by reason (``full``:
+back-pressure), unanswered (the client's request timed out) — and how many accepted orders never
+committed (must be 0); and a verdict on what bounds the run: the client (offered rate not
 reached), nothing (all offered orders committed; latency ≈ the block interval), the block size
 (blocks full), a validator's CPU, or the block interval — noting when the daemons waited for a CPU
 longer than they ran (other load on the machine).
