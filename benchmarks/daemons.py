@@ -108,6 +108,7 @@ class Run:
     accepted: set[str] = field(default_factory=set)
     reasons: dict[str, int] = field(default_factory=dict)
     unanswered: int = 0
+    pending_at_end: int = 0  # validator 0's mempool when the drain ended
     client_cpu: float = 0.0
     daemon_cpu: list[float] = field(default_factory=list)
     daemon_wait: list[float] = field(default_factory=list)
@@ -225,11 +226,12 @@ class Bench:
                     else:
                         run.reasons[reason] = run.reasons.get(reason, 0) + 1
         run.client_cpu = time.process_time() - c0
-        # drain: until validator 0 counts every order sent so far as committed (all are for
+        # drain: until validator 0 counts every order accepted so far as committed (all are for
         # future slots, so they stay open), or holds none pending and counts no new one for 3 s
-        expected = self.base_open + sum(len(r.sent) for r in self.runs)
+        expected = self.base_open + sum(len(r.accepted) for r in self.runs)
         deadline = time.time() + self.args.drain
         last_count, last_change = -1, time.time()
+        status: dict[str, Any] = {}
         while time.time() < deadline:
             status = await asyncio.to_thread(self.lc.api, 0, "/api/status")
             count = int(status["open_orders"])
@@ -240,6 +242,7 @@ class Bench:
             elif int(status.get("mempool_size", 0)) == 0 and time.time() - last_change > 3:
                 break
             await asyncio.sleep(0.2)
+        run.pending_at_end = int(status.get("mempool_size", 0))
         run.end = time.time()
         cpu1 = [cpu_of(h.process.pid) for h in self.lc.households if h.process is not None]
         run.daemon_cpu = [b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True)]
@@ -254,6 +257,7 @@ class Bench:
             t0 = time.time()
             run.sent[so.order.order_id] = t0
             await bridge.call(client.request, peers[i % len(peers)], "submit", so.encode())
+            run.accepted.add(so.order.order_id)
             # committed once validator 0 counts one more open order (no other orders are placed)
             while int(self.lc.api(0, "/api/status")["open_orders"]) < i + 1 + self.base_open:
                 await asyncio.sleep(0.01)
@@ -417,7 +421,8 @@ class Bench:
             refusals = ", ".join(f"{r} {n}" for r, n in sorted(run.reasons.items())) or "none"
             print(
                 f"  answers: accepted {len(run.accepted)}, refused {refusals}, unanswered "
-                f"{run.unanswered} | accepted but not committed: {lost}"
+                f"{run.unanswered} | accepted but not committed: {lost} (validator 0 still held "
+                f"{run.pending_at_end} pending when the drain ended)"
             )
             print(f"  where the latency goes (p50s): {stages}")
             print(
