@@ -16,17 +16,19 @@ Rules of this module (``docs/protocol.md``):
   foreign transactions is misbehaviour of its sender, recorded once per reason (the batch is one
   message) while every transaction still gets its answer. Only validators may share (``tx``); one
   that forwards a forged or malformed transaction is to blame.
-* **Back-pressure** (validators, :class:`Backpressure`): a validator takes submissions only
-  while its mempool holds fewer than what the committee committed in the last
+* **Back-pressure** (validators, :class:`Backpressure`): a validator takes **orders** only while
+  its mempool holds fewer transactions than the committee committed in the last
   ``PENDING_TARGET_S`` seconds (at least ``PENDING_MIN_TXS``, about one full block), so an
-  accepted transaction waits about that long, however starved the machine. A submission is looked
-  up by its id (SHA-256 of its bytes) *before* it is decoded: one the node already holds is
-  answered OK at once; beyond the limit anything else is refused ``full``
-  (:attr:`LedgerReason.MEMPOOL_FULL`, never counted against the peer) without decoding or
-  checking a signature. Transactions other validators share are always taken (up to the mempool's
+  accepted order waits about that long, however starved the machine; beyond it an order is
+  refused ``full`` (:attr:`LedgerReason.MEMPOOL_FULL`, never counted against the peer) before its
+  signature is checked or anything is shared. Readings, cancels and model commitments are always
+  offered to the mempool: one per household and slot at most, they are bounded by the community,
+  not by the load, and a household does not re-send a refused reading. A re-sent transaction is
+  looked up by its id (SHA-256 of its bytes) before it is decoded and answered OK at once when
+  the node holds it. Transactions other validators share are always taken (up to the mempool's
   hard capacity): every validator holds every accepted transaction, so a household's nonces stay
-  in order whoever proposes. Overload therefore costs a refusal per order, not an admitted backlog
-  that makes every block bigger, every mempool re-check longer and every height slower.
+  in order whoever proposes. Overload therefore costs a refusal per order, not an admitted
+  backlog that makes every block bigger, every mempool re-check longer and every height slower.
 """
 
 from __future__ import annotations
@@ -131,11 +133,15 @@ class Submissions:
 
     # ------------------------------------------------------------------ server
     def accept(self, tx: Tx, *, share: bool) -> SubmitResult:
-        """Offer ``tx`` to this validator's mempool, unless it holds as many as it takes
-        submissions up to (back-pressure: refused ``full``); an accepted one is shared and
+        """Offer ``tx`` to this validator's mempool — an order only while the mempool holds fewer
+        than the back-pressure limit (else refused ``full``); an accepted one is shared and
         gossiped."""
         pool = self._runtime.app.mempool
-        if len(pool) >= self.backpressure.limit and not pool.knows(tx.id):
+        if (
+            isinstance(tx, SignedOrder)
+            and len(pool) >= self.backpressure.limit
+            and not pool.knows(tx.id)
+        ):
             self.backpressure.refused += 1
             return SubmitResult(False, tx.id.hex(), LedgerReason.MEMPOOL_FULL.value)
         result = self._runtime.submit(tx, self._clock.now_ms())
@@ -151,23 +157,12 @@ class Submissions:
         accepted = result.accepted or reason is LedgerReason.DUPLICATE
         return SubmitResult(accepted, tid, reason or "")
 
-    def _held_or_full(self, body: bytes) -> tuple[bytes, bool, bool]:
-        """Back-pressure before decoding (see the module rules): ``(id, held, full)`` — the id
-        ``body`` would have, whether the mempool already holds it (or just committed it), and
-        whether it holds as many as the node takes submissions up to."""
-        pool = self._runtime.app.mempool
-        tid = hashlib.sha256(body).digest()
-        return tid, pool.knows(tid), len(pool) >= self.backpressure.limit
-
     async def _on_submit(self, peer_id: str, body: bytes) -> bytes:
         """``submit``: one transaction; OK with its id, or REJECTED with the bare reason code."""
-        if self._runtime.is_validator:
-            tid, held, full = self._held_or_full(body)
-            if held:
+        if self._runtime.is_validator:  # a re-send: answered before decoding (module rules)
+            tid = hashlib.sha256(body).digest()
+            if self._runtime.app.mempool.knows(tid):
                 return tid
-            if full:
-                self.backpressure.refused += 1
-                raise InvalidInput(reason=LedgerReason.MEMPOOL_FULL, subject="submit")
         tx = decode_tx(body)
         if not self._runtime.is_validator:
             raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit")

@@ -1,7 +1,8 @@
 """Overload: 4 validator daemons under a burst far beyond what they take degrade gracefully.
 
 A client host (one libp2p host in this process, as ``benchmarks/daemons.py`` uses) sends one
-validator 6,000 signed orders at once, pipelined as ``submit-batch`` requests on one stream. The
+validator 6,000 signed orders at once, as concurrent ``submit-batch`` requests on one stream (each
+member's orders in one request, in nonce order: the requests may arrive in any order). The
 validator takes submissions only up to its back-pressure limit (``gridnode.daemon.submit``) and
 refuses the rest with the typed reason ``full``; every order it accepted commits on every
 validator, and nothing it refused does. Behaviour only: no timing is asserted (deadlines only
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import pytest
 
 from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import SignedOrder, sign_order
+from gridnode.core.ledger import SignedOrder, SignedReading, Tx, sign_order, sign_reading
 from gridnode.daemon.submit import PENDING_MIN_TXS
 from gridnode.net.bridge import TrioBridge
 from gridnode.net.host import NetConfig, NetHost, open_net_host, peer_id_of
@@ -28,18 +30,19 @@ from sims.daemons import LocalCommunity
 
 pytestmark = pytest.mark.net
 
-MEMBERS = 60
-SLOTS = 100  # orders per member, one per slot: MEMBERS * SLOTS in the burst
-BATCH = 500
+MEMBERS = 600
+SLOTS = 10  # orders per member, one per slot: MEMBERS * SLOTS in the burst
+PER_REQUEST = 40  # members per request (their orders, then their readings): the requests may
+# go out in any order, a member's nonces stay in order within its one request
 
 
 def burst(members: list[KeyPair], lc: LocalCommunity, first_open: int) -> list[SignedOrder]:
-    """Every member's orders for the next ``SLOTS`` slots, nonce order kept per member."""
+    """Every member's orders for the next ``SLOTS`` slots, member by member in nonce order."""
     assert lc.genesis is not None
     rng = random.Random(3)
     out = []
-    for n in range(1, SLOTS + 1):
-        for i, key in enumerate(members):
+    for i, key in enumerate(members):
+        for n in range(1, SLOTS + 1):
             order = Order(
                 f"burst-{i}-{n}",
                 key.public_hex,
@@ -74,8 +77,20 @@ async def test_a_burst_beyond_the_limit_is_refused_full_and_every_accepted_order
         status = lc.api(0, "/api/status")
         base_open = int(status["open_orders"])
         orders = burst(members, lc, int(status["first_open_slot"]))
-        assert BATCH <= MAX_BATCH_TXS
-        batches = [orders[i : i + BATCH] for i in range(0, len(orders), BATCH)]
+        # each request: PER_REQUEST members' orders, then those members' readings of the last
+        # delivered slot (readings are bounded by the community, one per household and slot, and
+        # must never be refused for load: here they come right after orders refused for it)
+        delivered = lc.genesis.clock.slot_at(int(time.time())) - 1
+        batches: list[list[Tx]] = []
+        for m in range(0, MEMBERS, PER_REQUEST):
+            group = members[m : m + PER_REQUEST]
+            batches.append(
+                [
+                    *orders[m * SLOTS : (m + PER_REQUEST) * SLOTS],
+                    *(sign_reading(k, lc.genesis, slot=delivered, net_wh=-100) for k in group),
+                ]
+            )
+        assert max(map(len, batches)) <= MAX_BATCH_TXS
         validator = peer_id_of(lc.households[0].key.public_key)
 
         async with TrioBridge() as bridge:
@@ -93,16 +108,31 @@ async def test_a_burst_beyond_the_limit_is_refused_full_and_every_accepted_order
                 )
             )
         reasons: list[LedgerReason | str | None] = []
+        reading_reasons: list[LedgerReason | str | None] = []
+        readings_after_full = 0  # readings answered after an order of their request was refused
         for batch, answer in zip(batches, answers, strict=True):
             rows = decode_tx_results(answer, expected=len(batch))
             assert [tid for tid, _ in rows] == [tx.id for tx in batch]
-            reasons.extend(reason for _, reason in rows)
+            full_seen = False
+            for tx, (_, reason) in zip(batch, rows, strict=True):
+                if isinstance(tx, SignedReading):
+                    reading_reasons.append(reason)
+                    readings_after_full += full_seen
+                else:
+                    reasons.append(reason)
+                    full_seen = full_seen or reason == LedgerReason.MEMPOOL_FULL
+        # every reading is taken, also right after orders refused for load (only if the test
+        # crossed that slot's reading deadline may one be refused: as late, never for load)
+        late = time.time() >= lc.genesis.clock.end(delivered) + lc.genesis.reading_deadline_seconds
+        allowed = {None, LedgerReason.READING_TOO_LATE} if late else {None}
+        assert set(reading_reasons) <= allowed, set(reading_reasons)
+        assert readings_after_full > 0
         accepted = reasons.count(None)
         refused = [r for r in reasons if r is not None]
         # the burst is larger than the validator takes: the rest is refused, typed, and only so
         assert refused, "a burst of 6,000 orders was taken whole: no back-pressure"
         assert set(refused) == {LedgerReason.MEMPOOL_FULL}, set(refused)
-        assert accepted >= PENDING_MIN_TXS
+        assert accepted + reading_reasons.count(None) >= PENDING_MIN_TXS  # the limit's floor
 
         # every accepted order commits, on every validator, and no refused one does
         def committed(i: int) -> int:
