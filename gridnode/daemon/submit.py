@@ -79,8 +79,6 @@ class Backpressure:
         self.min_txs = min_txs
         self._commits: deque[tuple[float, int]] = deque()  # (wall seconds, transactions)
         self._window_txs = 0
-        #: submissions refused ``full`` since start (the status page and benchmarks read it)
-        self.refused = 0
 
     def on_commit(self, txs: int, now_s: float) -> None:
         """A block of ``txs`` transactions was committed at ``now_s`` (monotonic seconds)."""
@@ -142,7 +140,6 @@ class Submissions:
             and len(pool) >= self.backpressure.limit
             and not pool.knows(tx.id)
         ):
-            self.backpressure.refused += 1
             return SubmitResult(False, tx.id.hex(), LedgerReason.MEMPOOL_FULL.value)
         result = self._runtime.submit(tx, self._clock.now_ms())
         tid = result.tx_id.hex()
