@@ -60,7 +60,7 @@ from market.errors import (
 
 __all__ = ["PENDING_MIN_TXS", "PENDING_TARGET_S", "Backpressure", "Submissions"]
 
-#: a validator takes submissions while its mempool holds fewer than what the committee committed
+#: a validator takes orders while its mempool holds fewer than what the committee committed
 #: in this many seconds (measured over the last ``_RATE_WINDOW_S``) ...
 PENDING_TARGET_S = 1.5
 #: ... and never fewer than this many (about one full block of orders: a slot's burst)
@@ -69,7 +69,7 @@ _RATE_WINDOW_S = 10.0
 
 
 class Backpressure:
-    """How many pending transactions a validator takes submissions up to (see the module rules):
+    """How many pending transactions a validator takes orders up to (see the module rules):
     ``PENDING_TARGET_S`` seconds of the committee's recent commit rate, at least ``min_txs``."""
 
     def __init__(
@@ -89,7 +89,7 @@ class Backpressure:
 
     @property
     def limit(self) -> int:
-        """The pending transactions up to which submissions are taken."""
+        """The pending transactions up to which orders are taken."""
         rate = self._window_txs / _RATE_WINDOW_S
         return max(self.min_txs, int(rate * self.target_s))
 
