@@ -18,7 +18,7 @@ Rules of this module (``docs/protocol.md``):
   that forwards a forged or malformed transaction is to blame.
 * **Back-pressure** (validators, :class:`Backpressure`): a validator takes **orders** only while
   its mempool holds fewer transactions than the committee committed in the last
-  ``PENDING_TARGET_S`` seconds (at least ``PENDING_MIN_TXS``, about one full block), so an
+  ``PENDING_TARGET_S`` seconds (at least ``PENDING_MIN_TXS``, about two full blocks), so an
   accepted order waits about that long, however starved the machine; beyond it an order is
   refused ``full`` (:attr:`LedgerReason.MEMPOOL_FULL`, never counted against the peer) before its
   signature is checked or anything is shared. Readings, cancels and model commitments are always
@@ -62,9 +62,10 @@ __all__ = ["PENDING_MIN_TXS", "PENDING_TARGET_S", "Backpressure", "Submissions"]
 
 #: a validator takes orders while its mempool holds fewer than what the committee committed
 #: in this many seconds (measured over the last ``_RATE_WINDOW_S``) ...
-PENDING_TARGET_S = 1.5
-#: ... and never fewer than this many (about one full block of orders: a slot's burst)
-PENDING_MIN_TXS = 1_000
+PENDING_TARGET_S = 2.0
+#: ... and never fewer than this many (about two full blocks of orders: one being decided while the
+#: next gathers; and a slot's burst)
+PENDING_MIN_TXS = 2_000
 _RATE_WINDOW_S = 10.0
 
 
