@@ -22,7 +22,9 @@ how many were decided only after round 0, i.e. after a timeout); each daemon's C
 runnable but waiting for a CPU (``/proc/<pid>/task/*/schedstat``: what other load on the machine
 takes), as shares of the run; CPU milliseconds per committed order per daemon and for the client,
 and the rate this machine's cores could carry at that cost if nothing else ran (the figure that
-survives a shared, loaded machine); and a verdict on what bounds the run: the client (offered rate not
+survives a shared, loaded machine); the validators' answers — accepted, refused by reason (``full``:
+back-pressure), unanswered (the client's request timed out) — and how many accepted orders never
+committed (must be 0); and a verdict on what bounds the run: the client (offered rate not
 reached), nothing (all offered orders committed; latency ≈ the block interval), the block size
 (blocks full), a validator's CPU, or the block interval — noting when the daemons waited for a CPU
 longer than they ran (other load on the machine).
@@ -66,7 +68,8 @@ from gridnode.net.host import (  # noqa: E402
     peer_id_of_hex,
 )
 from gridnode.store import NodeStore  # noqa: E402
-from gridnode.txbatch import encode_tx_batch  # noqa: E402
+from gridnode.txbatch import decode_tx_results, encode_tx_batch  # noqa: E402
+from market.errors import Rejected  # noqa: E402
 from market.orders import Order, Side, Step  # noqa: E402
 from sims.daemons import LocalCommunity  # noqa: E402
 
@@ -101,6 +104,11 @@ class Run:
     to: dict[str, str] = field(default_factory=dict)  # order id -> the validator it was sent to
     acked: int = 0
     refused: int = 0
+    #: orders a validator acknowledged (OK) / refused with a reason code / left unanswered
+    accepted: set[str] = field(default_factory=set)
+    reasons: dict[str, int] = field(default_factory=dict)
+    unanswered: int = 0
+    pending_at_end: int = 0  # validator 0's mempool when the drain ended
     client_cpu: float = 0.0
     daemon_cpu: list[float] = field(default_factory=list)
     daemon_wait: list[float] = field(default_factory=list)
@@ -156,6 +164,7 @@ class Bench:
 
     async def send(self, bridge: TrioBridge, client: NetHost, peers: list[str], run: Run) -> None:
         pending: list[asyncio.Task[Any]] = []
+        batches: list[list[str]] = []  # the order ids of each request, in request order
         run.start = time.time()
         c0 = time.process_time()
         cpu0 = [cpu_of(h.process.pid) for h in self.lc.households if h.process is not None]
@@ -171,6 +180,7 @@ class Bench:
                 for so in due:
                     k += 1
                     run.to[so.order.order_id] = peers[k % len(peers)]
+                    batches.append([so.order.order_id])
                     pending.append(
                         asyncio.create_task(
                             bridge.call(
@@ -184,6 +194,7 @@ class Bench:
                     for so in part:
                         run.to[so.order.order_id] = peer
                     if part:
+                        batches.append([so.order.order_id for so in part])
                         pending.append(
                             asyncio.create_task(
                                 bridge.call(
@@ -192,17 +203,35 @@ class Bench:
                             )
                         )
         run.end_send = time.time()
-        for result in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(result, BaseException):
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for ids, result in zip(batches, results, strict=True):
+            if isinstance(result, Rejected):
                 run.refused += 1
+                run.reasons[result.reason.value] = run.reasons.get(result.reason.value, 0) + len(
+                    ids
+                )
+            elif isinstance(result, BaseException):  # no answer in time (or the stream failed)
+                run.refused += 1
+                run.unanswered += len(ids)
             else:
                 run.acked += 1
+                if self.args.mode == "single":
+                    run.accepted.update(ids)
+                    continue
+                for oid, (_, reason) in zip(
+                    ids, decode_tx_results(result, expected=len(ids)), strict=True
+                ):
+                    if reason is None:
+                        run.accepted.add(oid)
+                    else:
+                        run.reasons[reason] = run.reasons.get(reason, 0) + 1
         run.client_cpu = time.process_time() - c0
-        # drain: until validator 0 counts every order sent so far as committed (all are for
+        # drain: until validator 0 counts every order accepted so far as committed (all are for
         # future slots, so they stay open), or holds none pending and counts no new one for 3 s
-        expected = self.base_open + sum(len(r.sent) for r in self.runs)
+        expected = self.base_open + sum(len(r.accepted) for r in self.runs)
         deadline = time.time() + self.args.drain
         last_count, last_change = -1, time.time()
+        status: dict[str, Any] = {}
         while time.time() < deadline:
             status = await asyncio.to_thread(self.lc.api, 0, "/api/status")
             count = int(status["open_orders"])
@@ -213,6 +242,7 @@ class Bench:
             elif int(status.get("mempool_size", 0)) == 0 and time.time() - last_change > 3:
                 break
             await asyncio.sleep(0.2)
+        run.pending_at_end = int(status.get("mempool_size", 0))
         run.end = time.time()
         cpu1 = [cpu_of(h.process.pid) for h in self.lc.households if h.process is not None]
         run.daemon_cpu = [b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True)]
@@ -227,6 +257,7 @@ class Bench:
             t0 = time.time()
             run.sent[so.order.order_id] = t0
             await bridge.call(client.request, peers[i % len(peers)], "submit", so.encode())
+            run.accepted.add(so.order.order_id)
             # committed once validator 0 counts one more open order (no other orders are placed)
             while int(self.lc.api(0, "/api/status")["open_orders"]) < i + 1 + self.base_open:
                 await asyncio.sleep(0.01)
@@ -385,6 +416,13 @@ class Bench:
                 f" max {max(sizes, default=0)}, {full} full, {late} decided after round 0 | "
                 f"CPU per daemon {' '.join(f'{c:.0%}' for c in cpu)}, waiting for a CPU "
                 f"{' '.join(f'{w:.0%}' for w in wait)}, client {client_share:.0%} | bound: {bound}"
+            )
+            lost = sum(1 for oid in run.accepted if oid not in height_of)
+            refusals = ", ".join(f"{r} {n}" for r, n in sorted(run.reasons.items())) or "none"
+            print(
+                f"  answers: accepted {len(run.accepted)}, refused {refusals}, unanswered "
+                f"{run.unanswered} | accepted but not committed: {lost} (validator 0 still held "
+                f"{run.pending_at_end} pending when the drain ended)"
             )
             print(f"  where the latency goes (p50s): {stages}")
             print(

@@ -412,6 +412,7 @@ class NodeRuntime(Executor[LedgerApp]):
         shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
         verified_votes: set[tuple[int, str, bytes, bytes]] | None = None,
         shared_admission: dict[tuple[int, bytes, bytes, int], str | None] | None = None,
+        mempool_capacity: int = 100_000,
     ) -> None:
         self.genesis = genesis
         self.listeners: list[Callable[[Committed], None]] = []
@@ -423,6 +424,7 @@ class NodeRuntime(Executor[LedgerApp]):
             verified=verified,
             shared_blocks=shared_blocks,
             shared_admission=shared_admission,
+            mempool_capacity=mempool_capacity,
         )
         super().__init__(
             app=app,

@@ -20,7 +20,8 @@ validator requires every item to be an admissible order).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from gridnode.core.ledger import Tx, decode_tx
@@ -55,8 +56,12 @@ def encode_tx_batch(txs: Sequence[Tx]) -> bytes:
     return pack([BATCH_TAG, _VERSION, [tx.encode() for tx in txs]])
 
 
-def decode_tx_batch(data: bytes, *, max_bytes: int) -> tuple[Tx, ...]:
-    """Strictly parse a batch: every item must decode as a transaction, none may repeat."""
+def decode_tx_batch(
+    data: bytes, *, max_bytes: int, known: Callable[[bytes], Tx | None] | None = None
+) -> tuple[Tx, ...]:
+    """Strictly parse a batch: every item must decode as a transaction, none may repeat.
+    ``known(id)``: a transaction the caller already holds under that id (SHA-256 of its bytes,
+    hence of the item's bytes), taken instead of decoding the item again (a validator's mempool)."""
     value = unpack(data, what="tx batch", max_bytes=max_bytes)
     if (
         not isinstance(value, list)
@@ -85,7 +90,8 @@ def decode_tx_batch(data: bytes, *, max_bytes: int) -> tuple[Tx, ...]:
             raise InvalidInput(
                 reason=WireReason.BAD_TYPE, subject="tx batch", field="item", expected="bytes"
             )
-        tx = decode_tx(item)
+        held = None if known is None else known(hashlib.sha256(item).digest())
+        tx = decode_tx(item) if held is None else held
         if tx.id in seen:
             raise InvalidInput(
                 reason=WireReason.DUPLICATE_IN_BATCH,

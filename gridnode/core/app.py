@@ -84,6 +84,7 @@ class LedgerApp:
         verified: set[bytes] | None = None,
         shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
         shared_admission: dict[tuple[int, bytes, bytes, int], str | None] | None = None,
+        mempool_capacity: int = 100_000,
     ) -> None:
         self.genesis = genesis
         self.state = state if state is not None else genesis_state(genesis)
@@ -111,6 +112,7 @@ class LedgerApp:
             check=self._check_tx,
             size=lambda tx: len(tx.encode()),
             sort_key=_nonce_key,
+            capacity=mempool_capacity,
         )
 
     # ------------------------------------------------------------------ mempool

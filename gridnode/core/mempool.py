@@ -8,12 +8,15 @@ Rules of this module:
   (bytes counted against a batch's budget).
 * A transaction whose id is pending, or was removed as committed (the last ``remember_committed``
   ids), is rejected as ``"duplicate"``; the pool holds at most ``capacity`` transactions
-  (``"full"`` beyond that). Nothing is evicted to make room.
+  (``"full"`` beyond that). Nothing is evicted to make room. :meth:`Mempool.knows` lets a
+  caller answer a re-sent transaction before it decodes or checks it.
 * :meth:`Mempool.batch` is deterministic: pending transactions ordered by ``(sort_key(tx), id)``
-  (``sort_key`` defaults to the empty tuple, i.e. id order), taken greedily while the count is
-  ``<= max_count`` and the summed size ``<= max_bytes`` (a transaction that does not fit is skipped,
-  later smaller ones may still be taken). Two pools holding the same set give the same batch,
-  whatever the arrival order.
+  (``sort_key`` defaults to the empty tuple, i.e. id order), taken in that order while the count
+  is ``<= max_count`` and the summed size ``<= max_bytes``: the batch is a prefix of the order, the
+  first transaction that does not fit ends it. (Skipping it for a later, smaller one let a
+  household's next nonce into a block ahead of its previous one, which then became stale and was
+  lost although a validator had accepted it: seen with full blocks under load.) Two pools holding
+  the same set give the same batch, whatever the arrival order.
 * :meth:`Mempool.remove_committed` drops what a decided block contained.
 """
 
@@ -77,6 +80,14 @@ class Mempool(Generic[T]):
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._pending
 
+    def get(self, tx_id: bytes) -> T | None:
+        """The pending transaction with id ``tx_id``, if any."""
+        return self._pending.get(tx_id)
+
+    def knows(self, tx_id: bytes) -> bool:
+        """``tx_id`` is pending or was committed lately: :meth:`add` would answer ``"duplicate"``."""
+        return tx_id in self._pending or tx_id in self._committed
+
     def add(self, tx: T) -> AddResult:
         tid = self._tx_id(tx)
         if tid in self._pending or tid in self._committed:
@@ -106,7 +117,7 @@ class Mempool(Generic[T]):
                 break
             size = self._sizes[tid]
             if used + size > max_bytes:
-                continue
+                break
             out.append(tx)
             used += size
         return out

@@ -10,10 +10,12 @@ Rules of this module (``docs/protocol.md`` §7.4):
   slot's order, and with it the whole batch).
 * The topic validator refuses a whole batch when any order in it is malformed, unsigned, from a
   non-member, replayed or for a closed slot — unless it is exactly the order the ledger already
-  committed (the batch raced the block). The net layer blames the forwarder only for
+  committed (the batch raced the block); a validator takes an order its mempool holds (admitted, and
+  re-checked after every block) or has just committed as admissible without checking it again. The net layer blames the forwarder only for
   misbehaviour (a stale nonce or a closed slot can be a race, a forgery cannot).
 * A batch is decoded once: the topic validator (which may run more than once on our own messages)
-  and the handler share the result through a small cache.
+  and the handler share the result through a small cache; an item the mempool holds (looked up
+  by its id, the SHA-256 of its bytes) is not decoded at all.
 * The live book (:attr:`OrderGossip.live_orders`, the status page's) keeps what the ledger does not
   hold yet: an order whose nonce the ledger has used (committed, or replaced by a newer one)
   leaves it after the block, as does a closed slot's. A validator also offers every gossiped
@@ -118,7 +120,8 @@ class OrderGossip:
         orders = self._decoded.get(data)
         if orders is not None:
             return orders
-        txs = decode_tx_batch(data, max_bytes=self._net.config.max_gossip_bytes)
+        pool = self._runtime.app.mempool  # a validator holds most of them already
+        txs = decode_tx_batch(data, max_bytes=self._net.config.max_gossip_bytes, known=pool.get)
         orders = tuple(tx for tx in txs if isinstance(tx, SignedOrder))
         if len(orders) != len(txs):
             raise InvalidInput(reason=WireReason.NOT_AN_ORDER, subject="order batch")
@@ -133,7 +136,10 @@ class OrderGossip:
         orders = self._batch(data)
         state, now = self._runtime.state, self._clock.now_ms()
         verified = self._runtime.app.verified
+        pool = self._runtime.app.mempool
         for tx in orders:
+            if pool.knows(tx.id):  # admitted here (re-checked after every block) or committed
+                continue
             error = admission_error(state, tx, time_ms=now, verified=verified)
             if error is not None and not is_committed(state, tx):
                 self._decoded.pop(data, None)

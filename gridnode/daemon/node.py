@@ -21,8 +21,10 @@ Rules of this module:
 
 from __future__ import annotations
 
+import cProfile
 import heapq
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -77,13 +79,21 @@ log = logging.getLogger("gridnode")
 #: the snapshot is rebuilt at most this long after a change, and at least every _REFRESH_S
 _COALESCE_S = 0.02
 _REFRESH_S = 0.5
+#: set to a path prefix, the node's thread (consensus, libp2p, submissions) is profiled with
+#: cProfile and the stats are written to ``<prefix>.<pid>`` when the daemon stops (``docs/daemon.md``)
+PROFILE_ENV = "GRIDNODE_PROFILE"
 #: wall seconds from a decision to the next height's start when transactions are waiting
 COMMIT_BUSY_S = 0.25
-#: blocks are sized in bytes: a proposal (and a block response) must fit one network frame
-#: (``gridnode.net.framing.DEFAULT_MAX_FRAME_BYTES``, 1 MiB) with room for its envelope
-MAX_BLOCK_BYTES = 768 * 1024
-#: ... and the count is only a backstop (≈ 190–230 bytes per order: ~3,500 orders fill the bytes)
-MAX_BLOCK_TXS = 10_000
+#: blocks are sized in bytes so that a proposal rides in one yamux stream window (py-libp2p's is
+#: 256 KiB): a larger one needs window updates from its receivers, and a receiver starved of CPU
+#: sends them late, so the proposal missed the propose timeout and overload collapsed (a height
+#: took 15-19 s with 768-KiB blocks; ``docs/benchmarks.md``)
+MAX_BLOCK_BYTES = 192 * 1024
+#: ... and the count is only a backstop (≈ 190–230 bytes per order: ~900 orders fill the bytes)
+MAX_BLOCK_TXS = 2_000
+#: a validator's mempool holds at most this many transactions (what peers share included); the
+#: submissions it takes are bounded far lower, by what the committee commits (``Backpressure``)
+MEMPOOL_TXS = 20_000
 
 
 def raise_fatal(exc: BaseException) -> None:
@@ -154,6 +164,7 @@ class DaemonNode:
             verified_votes=set(),  # _on_consensus checks signatures first; the core reuses them
             max_block_txs=MAX_BLOCK_TXS,
             max_block_bytes=MAX_BLOCK_BYTES,
+            mempool_capacity=MEMPOOL_TXS,
         )
         self.gossip = OrderGossip(runtime=self.runtime, net=net, clock=clock, genesis=genesis)
         self.submissions = Submissions(
@@ -254,6 +265,18 @@ class DaemonNode:
         await self.gossip.subscribe()
         self.runtime.start(self.clock.now_ms())
         self._publish()
+        profile = os.environ.get(PROFILE_ENV)
+        prof = cProfile.Profile() if profile else None
+        if prof is not None:
+            prof.enable()
+        try:
+            await self._run_tasks()
+        finally:
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(f"{profile}.{os.getpid()}")
+
+    async def _run_tasks(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._publish_loop)
@@ -320,6 +343,7 @@ class DaemonNode:
         self._before = event.state
         self.status.on_commit(event)
         self.gossip.on_commit(event)
+        self.submissions.backpressure.on_commit(len(event.block.txs), trio.current_time())
         if event.height % 50 == 0:
             log.info("height %d, %d slots settled", event.height, event.state.settled_slots)
 

@@ -16,11 +16,26 @@ Rules of this module (``docs/protocol.md``):
   foreign transactions is misbehaviour of its sender, recorded once per reason (the batch is one
   message) while every transaction still gets its answer. Only validators may share (``tx``); one
   that forwards a forged or malformed transaction is to blame.
+* **Back-pressure** (validators, :class:`Backpressure`): a validator takes **orders** only while
+  its mempool holds fewer transactions than the committee committed in the last
+  ``PENDING_TARGET_S`` seconds (at least ``PENDING_MIN_TXS``, about two full blocks), so an
+  accepted order waits about that long, however starved the machine; beyond it an order is
+  refused ``full`` (:attr:`LedgerReason.MEMPOOL_FULL`, never counted against the peer) before its
+  signature is checked or anything is shared. Readings, cancels and model commitments are always
+  offered to the mempool: one per household and slot at most, they are bounded by the community,
+  not by the load, and a household does not re-send a refused reading. A re-sent transaction is
+  looked up by its id (SHA-256 of its bytes) before it is decoded and answered OK at once when
+  the node holds it. Transactions other validators share are always taken (up to the mempool's
+  hard capacity): every validator holds every accepted transaction, so a household's nonces stay
+  in order whoever proposes. Overload therefore costs a refusal per order, not an admitted
+  backlog that makes every block bigger, every mempool re-check longer and every height slower.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from gridnode.clock import NodeClock
@@ -43,7 +58,41 @@ from market.errors import (
     reason_of,
 )
 
-__all__ = ["Submissions"]
+__all__ = ["PENDING_MIN_TXS", "PENDING_TARGET_S", "Backpressure", "Submissions"]
+
+#: a validator takes orders while its mempool holds fewer than what the committee committed
+#: in this many seconds (measured over the last ``_RATE_WINDOW_S``) ...
+PENDING_TARGET_S = 2.0
+#: ... and never fewer than this many (about two full blocks of orders: one being decided while the
+#: next gathers; and a slot's burst)
+PENDING_MIN_TXS = 2_000
+_RATE_WINDOW_S = 10.0
+
+
+class Backpressure:
+    """How many pending transactions a validator takes orders up to (see the module rules):
+    ``PENDING_TARGET_S`` seconds of the committee's recent commit rate, at least ``min_txs``."""
+
+    def __init__(
+        self, *, target_s: float = PENDING_TARGET_S, min_txs: int = PENDING_MIN_TXS
+    ) -> None:
+        self.target_s = target_s
+        self.min_txs = min_txs
+        self._commits: deque[tuple[float, int]] = deque()  # (wall seconds, transactions)
+        self._window_txs = 0
+
+    def on_commit(self, txs: int, now_s: float) -> None:
+        """A block of ``txs`` transactions was committed at ``now_s`` (monotonic seconds)."""
+        self._commits.append((now_s, txs))
+        self._window_txs += txs
+        while self._commits and self._commits[0][0] < now_s - _RATE_WINDOW_S:
+            self._window_txs -= self._commits.popleft()[1]
+
+    @property
+    def limit(self) -> int:
+        """The pending transactions up to which orders are taken."""
+        rate = self._window_txs / _RATE_WINDOW_S
+        return max(self.min_txs, int(rate * self.target_s))
 
 
 class Submissions:
@@ -73,6 +122,7 @@ class Submissions:
         #: no validator acknowledged (the health badge); the status board sets both
         self.on_send: Callable[[Sequence[Tx]], None] = lambda txs: None
         self.on_unacknowledged: Callable[[], None] = lambda: None
+        self.backpressure = Backpressure()
 
     def register(self) -> None:
         """Serve the submit protocols on the host."""
@@ -82,7 +132,16 @@ class Submissions:
 
     # ------------------------------------------------------------------ server
     def accept(self, tx: Tx, *, share: bool) -> SubmitResult:
-        """Offer ``tx`` to this validator's mempool; an accepted one is shared and gossiped."""
+        """Offer ``tx`` to this validator's mempool — an order only while the mempool holds fewer
+        than the back-pressure limit (else refused ``full``); an accepted one is shared and
+        gossiped."""
+        pool = self._runtime.app.mempool
+        if (
+            isinstance(tx, SignedOrder)
+            and len(pool) >= self.backpressure.limit
+            and not pool.knows(tx.id)
+        ):
+            return SubmitResult(False, tx.id.hex(), LedgerReason.MEMPOOL_FULL.value)
         result = self._runtime.submit(tx, self._clock.now_ms())
         tid = result.tx_id.hex()
         if result.accepted and share:
@@ -98,6 +157,10 @@ class Submissions:
 
     async def _on_submit(self, peer_id: str, body: bytes) -> bytes:
         """``submit``: one transaction; OK with its id, or REJECTED with the bare reason code."""
+        if self._runtime.is_validator:  # a re-send: answered before decoding (module rules)
+            tid = hashlib.sha256(body).digest()
+            if self._runtime.app.mempool.knows(tid):
+                return tid
         tx = decode_tx(body)
         if not self._runtime.is_validator:
             raise InvalidInput(reason=LedgerReason.NOT_A_VALIDATOR, subject="submit")
@@ -130,6 +193,8 @@ class Submissions:
             raise InvalidInput(
                 reason=WireReason.NOT_PERMITTED, subject="tx", expected="a validator"
             )
+        if self._runtime.app.mempool.knows(hashlib.sha256(body).digest()):
+            return  # held already: nothing to decode
         tx = decode_tx(body)
         result = self._runtime.submit(tx, self._clock.now_ms())
         if not result.accepted and is_misbehaviour(result.reason):

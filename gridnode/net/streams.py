@@ -18,7 +18,9 @@ Rules of this module (``docs/protocol.md`` §4):
   ``slot_closed`` and not counted, a forged one ``bad_signature`` and counted. Any other exception
   is our bug: logged, answered ``handler_failed``, never blamed on the peer.
 * A peer that sends an oversize or malformed frame, or a response nobody asked for, gets its
-  stream reset and the fault recorded; no peer input can raise out of a stream task.
+  stream reset and the fault recorded; no peer input can raise out of a stream task. Responses
+  that arrive on a stream we closed (a request on it timed out, so the rest were abandoned) are
+  not the peer's fault: a slow validator is not banned for answering late.
 * A banned peer's streams are reset as they open, and nothing is sent to it.
 * A sans-IO driver that cannot await uses :meth:`Streams.send_soon`: it never blocks and keeps
   the order of messages per (peer, protocol).
@@ -129,8 +131,8 @@ class _Outbound:
         try:
             while not self.closed:
                 data = await self.stream.read(_READ_CHUNK)
-                if not data:
-                    break
+                if not data or self.closed:  # closed meanwhile (a request timed out): the
+                    break  # responses left are for requests we abandoned, not the peer's fault
                 for frame in decoder.feed(data):
                     book.count(self.peer, "frames_in")
                     if not self.pending:  # a response nobody asked for

@@ -60,6 +60,39 @@ def test_batches_respect_count_and_byte_limits(txs: list[bytes]) -> None:
     assert len(set(batch)) == len(batch)
 
 
+@given(txs=st.lists(st.binary(min_size=1, max_size=30), unique=True, max_size=40))
+def test_a_batch_is_a_prefix_of_the_order(txs: list[bytes]) -> None:
+    p = pool()
+    for tx in txs:
+        p.add(tx)
+    ordered = p.batch(max_count=1000, max_bytes=10**6)
+    batch = p.batch(max_count=5, max_bytes=50)
+    assert batch == ordered[: len(batch)]
+
+
+def test_a_transaction_that_does_not_fit_ends_the_batch() -> None:
+    """A household's nonce 2 must not ride ahead of its nonce 1 that did not fit (nonce 1 would
+    then be stale, and lost although a validator accepted it)."""
+    p: Mempool[tuple[int, bytes]] = Mempool(
+        tx_id=lambda t: t[1],
+        check=lambda t: None,
+        size=lambda t: len(t[1]),
+        sort_key=lambda t: (t[0],),
+    )
+    for tx in [(1, b"aaaa"), (2, b"bbbbbbbb"), (3, b"cc")]:
+        p.add(tx)
+    assert p.batch(max_count=10, max_bytes=10) == [(1, b"aaaa")]
+
+
+def test_knows_pending_and_recently_committed_ids() -> None:
+    p = pool()
+    p.add(b"x")
+    p.add(b"y")
+    p.remove_committed([hashlib.sha256(b"x").digest()])
+    assert p.knows(hashlib.sha256(b"x").digest()) and p.knows(hashlib.sha256(b"y").digest())
+    assert not p.knows(hashlib.sha256(b"z").digest())
+
+
 def test_sort_key_orders_the_batch_before_the_id() -> None:
     p: Mempool[tuple[int, bytes]] = Mempool(
         tx_id=lambda t: t[1], check=lambda t: None, size=lambda t: 1, sort_key=lambda t: (t[0],)

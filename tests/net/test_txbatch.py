@@ -86,6 +86,20 @@ def test_a_repeated_transaction_or_an_oversize_batch_is_refused() -> None:
         encode_tx_batch([])
 
 
+def test_items_the_caller_holds_are_taken_as_held_not_decoded_again() -> None:
+    txs = orders(3)
+    held = {txs[1].id: txs[1]}
+    asked: list[bytes] = []
+
+    def known(tid: bytes) -> SignedOrder | None:
+        asked.append(tid)
+        return held.get(tid)
+
+    got = decode_tx_batch(encode_tx_batch(txs), max_bytes=1 << 20, known=known)
+    assert got == tuple(txs) and got[1] is txs[1] and got[0] is not txs[0]
+    assert asked == [tx.id for tx in txs]
+
+
 def test_split_for_keeps_order_and_every_batch_fits() -> None:
     txs = orders(40)
     limit = 2_000
