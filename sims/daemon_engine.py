@@ -73,7 +73,16 @@ from gridnode.config import load_genesis, update_config, write_genesis
 from gridnode.household.agent import QUOTED_SLOTS
 from gridnode.meter import shipped_replay
 from market.errors import UsageError
-from sims.daemon_collect import ChainReplay, collect, collect_run, read_store, save_submissions
+from sims.daemon_collect import (
+    FATES,
+    ChainReplay,
+    OrderFates,
+    collect,
+    collect_run,
+    order_fates,
+    read_store,
+    save_submissions,
+)
 from sims.daemons import LocalCommunity
 from sims.homes import data_utc_offset_s, home_histories, write_meter_file
 from sims.ledger_kpis import WEEK_S
@@ -133,6 +142,8 @@ class DaemonRun:
     #: node unix seconds + this = the homes' local time (None: the shipped household's replay
     #: meter, whose anchor the caller reads from the genesis)
     local_offset_s: int | None = None
+    #: why orders missed their slot, and when households sent them (None: interrupted, no slot)
+    fates: OrderFates | None = None
 
     @property
     def wall_s_per_slot(self) -> float | None:
@@ -598,6 +609,20 @@ def _run_started(
         digest_at=frozenset(v[0] for v in served_heads.values()),
     )
     result.wall_seconds = time.monotonic() - wall0
+    fates = None
+    if first > 0:  # a measured window was chosen (not interrupted during start-up)
+        fates = order_fates(
+            [(h.key.public_hex, h.dir) for h in lc.households if h.role == "full"],
+            replay, clock, slots=(first, last), speedup=speedup, quoted_slots=QUOTED_SLOTS,
+        )  # fmt: skip
+    missed = {f: fates.total(f) for f in FATES[1:] if fates.total(f)} if fates else {}
+    if fates and missed:
+        why = ", ".join(f"{n} {f}" for f, n in missed.items())
+        reasons = ", ".join(f"{r} × {n}" for r, n in sorted(fates.refusals.items()))
+        result.notes.append(
+            f"household-slots whose order missed its slot: {why}"
+            + (f" (refused: {reasons})" if reasons else "")
+        )
     result.interrupted = interrupted
     result.faults = faults
     result.slots_planned = planned
@@ -648,6 +673,7 @@ def _run_started(
     return DaemonRun(
         result, trades, lc.root, timings, speedup, n, startup, served, cpu,
         timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0, first,
+        fates=fates,
     )  # fmt: skip
 
 
