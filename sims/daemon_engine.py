@@ -490,17 +490,38 @@ def _run_started(
     timings: list[SlotTiming] = []
     served: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = {}
     faults: list[FaultEvent] = []
-    interrupted = stalled = False
+    interrupted = stalled = start_stalled = False
     first = last = 0
     late: list[str] = []
     startup = 0.0
     try:
         lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=validators)
         rest = [h.index for h in lc.households if h.role != "validator"]
+        slot_wall_s = scenario.slot_seconds / speedup
+        growing = _LedgerWatch(lc, stall_s=max(60.0, 4 * slot_wall_s))
         for i in range(0, len(rest), _START_BATCH):
             batch = rest[i : i + _START_BATCH]
             lc.start(which=batch)
             lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=batch)
+            if not growing.still():
+                raise _StartupStalled(
+                    f"the ledger stopped growing during start-up (height {growing.height} for "
+                    f"{growing.stall_s:.0f} s with {len(validators) + i + len(batch)} of {n} "
+                    "daemons started): nothing measured"
+                )
+        # ready to trade: every household's bidding loop has made its first step (its first
+        # forecast, a model fit, is the slowest) and a validator answered it
+        silent = _await_first_bids(lc, rest, timeout_s=3 * slot_wall_s + 30.0 + 0.5 * n)
+        if not growing.still():
+            raise _StartupStalled(
+                f"the ledger stopped growing during start-up (height {growing.height} for "
+                f"{growing.stall_s:.0f} s, all {n} daemons started): nothing measured"
+            )
+        if silent:
+            late.append(
+                f"{len(silent)} households had not bid when measuring began "
+                f"({', '.join(silent[:10])}{'…' if len(silent) > 10 else ''})"
+            )
         startup = time.monotonic() - wall0
         status = lc.api(0, "/api/status")
         first = status["current_slot"] + 2  # every household has quoted it before its gate
@@ -522,7 +543,6 @@ def _run_started(
         restarts: list[tuple[int, int]] = []
         seen = first - 1
         settled_at_first = -1
-        slot_wall_s = scenario.slot_seconds / speedup
         deadline = time.monotonic() + (planned + 4) * slot_wall_s * 4 + 120
         last_height, last_progress = -1, time.monotonic()
         stall_s = max(60.0, 4 * slot_wall_s)
@@ -577,11 +597,15 @@ def _run_started(
     except KeyboardInterrupt:
         interrupted = True
         say("interrupted: stopping the daemons and collecting what was committed")
+    except _StartupStalled as exc:
+        start_stalled = True
+        late.append(str(exc))
+        say(str(exc))
     # what every node serves: (height, head hash, state digest). The chain keeps growing while we
     # ask N nodes one after the other, so nodes are compared with the replayed chain at *their*
     # height rather than with each other at one instant.
     served_heads: dict[int, tuple[int, str, str]] = {}
-    if not interrupted:
+    if not interrupted and not start_stalled:
 
         def every_node_answers() -> bool:
             for h in lc.households:
@@ -623,10 +647,10 @@ def _run_started(
             f"household-slots whose order missed its slot: {why}"
             + (f" (refused: {reasons})" if reasons else "")
         )
-    result.interrupted = interrupted
+    result.interrupted = interrupted or start_stalled
     result.faults = faults
     result.slots_planned = planned
-    if not interrupted:
+    if not result.interrupted:
         # every node's served (head, digest) is the replayed chain's at that node's height
         wrong = {i: v for i, v in served_heads.items() if replay.digests.get(v[0]) != (v[1], v[2])}
         missing = len(lc.households) - len(served_heads)
@@ -675,6 +699,48 @@ def _run_started(
         timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0, first,
         fates=fates,
     )  # fmt: skip
+
+
+class _StartupStalled(Exception):
+    """The ledger stopped growing while the daemons started (the machine is overloaded)."""
+
+
+class _LedgerWatch:
+    """Whether the ledger still grows: validator 0's height, asked at each :meth:`still`; false
+    once it has not changed (or not been answered) for ``stall_s`` wall seconds."""
+
+    def __init__(self, lc: LocalCommunity, *, stall_s: float) -> None:
+        self.lc, self.stall_s = lc, stall_s
+        self.height, self.since = -1, time.monotonic()
+
+    def still(self) -> bool:
+        try:
+            height = int(self.lc.api(0, "/api/status", timeout_s=5)["height"])
+        except (OSError, ValueError, KeyError):
+            height = self.height
+        if height != self.height:
+            self.height, self.since = height, time.monotonic()
+        return time.monotonic() - self.since <= self.stall_s
+
+
+def _await_first_bids(lc: LocalCommunity, indices: list[int], *, timeout_s: float) -> list[str]:
+    """Wait until each household in ``indices`` lists a submission a validator accepted in its
+    ``/api/submissions`` (its bidding loop has run a step end to end); the names of those that had
+    not within ``timeout_s``."""
+    waiting = set(indices)
+
+    def all_bid() -> bool:
+        for i in sorted(waiting):
+            try:
+                doc = lc.api(i, "/api/submissions", timeout_s=5)
+            except (OSError, ValueError):
+                continue
+            if any(sub.get("accepted") for sub in doc.get("submissions", ())):
+                waiting.discard(i)
+        return not waiting
+
+    lc.wait_for(all_bid, timeout_s, poll_s=0.5)
+    return [lc.households[i].name for i in sorted(waiting)]
 
 
 def _cpu_seconds(pid: int) -> float:
