@@ -44,7 +44,13 @@ SMALL = Path(__file__).resolve().parents[1] / "sims" / "scenarios" / "small.toml
 
 
 def one(
-    daemons: int, speedup: float, slots: int, validators: int, keep: Path | None = None
+    daemons: int,
+    speedup: float,
+    slots: int,
+    validators: int,
+    *,
+    keep: Path | None = None,
+    household_nice: int = 0,
 ) -> dict[str, object]:
     sc = load_scenario(SMALL, households=daemons - validators, seed=7)
     sc = dataclasses.replace(sc, start_hour=11.0, validators=validators)
@@ -55,7 +61,9 @@ def one(
         else:
             base = keep / f"d{daemons}-x{speedup:g}-{time.strftime('%Y%m%dT%H%M%S')}"
         t0 = time.monotonic()
-        run = run_daemons(sc, base / "c", speedup=speedup, slots=slots)
+        run = run_daemons(
+            sc, base / "c", speedup=speedup, slots=slots, household_nice=household_nice
+        )
         wall = time.monotonic() - t0
     load_end = os.getloadavg()[0]
     r = run.result
@@ -83,6 +91,8 @@ def one(
         "startup_s": run.startup_wall_s,
         "run_wall_s": wall,
         "daemon_cpu_s": cpu,
+        "validators_cpu_s": sum(v for i, v in run.cpu_s.items() if i < validators),
+        "household_nice": household_nice,
         "cpu_per_wall_s": cpu / r.wall_seconds if r.wall_seconds else None,
         # CPU per daemon per slot of wall time (over the whole run, start-up included)
         "cpu_ms_per_daemon_slot": 1000 * cpu / daemons / (r.wall_seconds / (900 / speedup))
@@ -112,6 +122,12 @@ def main() -> None:
     p.add_argument("--validators", type=int, default=4)
     p.add_argument("--json", action="store_true", help="also print each row as JSON")
     p.add_argument(
+        "--household-nice",
+        type=int,
+        default=0,
+        help="start the household daemons at this lower CPU priority (validators at the default)",
+    )
+    p.add_argument(
         "--keep",
         type=Path,
         help="keep each run's community (daemon logs, stores, submissions) under this directory",
@@ -125,7 +141,10 @@ def main() -> None:
     print(head, flush=True)
     for n in [int(x) for x in args.daemons.split(",")]:
         for speedup in [float(x) for x in args.speedups.split(",")]:
-            row = one(n, speedup, args.slots, args.validators, args.keep)
+            row = one(
+                n, speedup, args.slots, args.validators,
+                keep=args.keep, household_nice=args.household_nice,
+            )  # fmt: skip
             meas = row["measured_s_per_slot"]
             lat50, lat99 = row["commit_latency_ms_p50"], row["commit_latency_ms_p99"]
             share = row["committed_share"]
@@ -150,7 +169,8 @@ def main() -> None:
                 f"{refused}; "
                 f"sent after the boundary p50/max "
                 f"{'–' if after50 is None else f'{after50:.2f}/{after_max:.2f}'} s, "
-                f"min lead to gate {row['lead_to_gate_s_min'] or 0:.2f} s",
+                f"min lead to gate {row['lead_to_gate_s_min'] or 0:.2f} s; validators used "
+                f"{row['validators_cpu_s']:.0f} of {row['daemon_cpu_s']:.0f} CPU s",
                 flush=True,
             )
             if args.json:

@@ -408,12 +408,16 @@ def run_daemons(
     ready_timeout_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    household_nice: int = 0,
 ) -> DaemonRun:
     """Run ``scenario`` with real daemons under ``root`` (must be empty or absent).
 
     ``slots`` overrides the scenario's slot count (a day is 96 slots: at ``speedup`` 60 that is 24
     minutes of wall time). ``progress(done, planned)`` is called as slots clear. Ctrl-C stops the
-    daemons and returns what was committed, marked ``interrupted``.
+    daemons and returns what was committed, marked ``interrupted``. ``household_nice`` > 0 starts
+    the household daemons at that lower CPU priority (:meth:`LocalCommunity.start`; the
+    validators keep the default), so that many households on one machine do not starve the
+    committee; the run's notes say so.
     """
     _check_supported(scenario)
     say = log or (lambda _msg: None)
@@ -445,7 +449,7 @@ def run_daemons(
     try:
         run = _run_started(
             lc, scenario, specs, planned=planned, speedup=speedup, ready_timeout_s=ready_timeout_s,
-            progress=progress, say=say, wall0=wall0,
+            progress=progress, say=say, wall0=wall0, household_nice=household_nice,
             start_s=_data_start_s(scenario) + shift_s if warmup_s(scenario, n, speedup) else None,
         )  # fmt: skip
         run.result.training = scenario.training
@@ -476,6 +480,7 @@ def _run_started(
     say: Callable[[str], None],
     wall0: float,
     start_s: int | None = None,
+    household_nice: int = 0,
 ) -> DaemonRun:
     """``start_s``: measure from the slot starting there (node time; real homes, see
     :func:`warmup_s`), else — or when start-up took longer — from two slots after start-up."""
@@ -501,7 +506,7 @@ def _run_started(
         growing = _LedgerWatch(lc, stall_s=max(60.0, 4 * slot_wall_s))
         for i in range(0, len(rest), _START_BATCH):
             batch = rest[i : i + _START_BATCH]
-            lc.start(which=batch)
+            lc.start(which=batch, nice=household_nice)
             lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=batch)
             if not growing.still():
                 raise _StartupStalled(
@@ -685,6 +690,7 @@ def _run_started(
     result.notes.append(
         f"daemon engine: {n} gridnode processes ({scenario.validators} validators), clock speed-up "
         f"{speedup:g} ({scenario.slot_seconds / speedup:.1f} s per slot), started in {startup:.1f} s"
+        + (f"; household daemons at nice {household_nice}" if household_nice else "")
     )
     if len(timings) > 1:
         lags = sorted(t.lag_s for t in timings)
