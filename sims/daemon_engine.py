@@ -514,9 +514,9 @@ def _run_started(
                     f"{growing.stall_s:.0f} s with {len(validators) + i + len(batch)} of {n} "
                     "daemons started): nothing measured"
                 )
-        # ready to trade: every household's bidding loop has made its first step (its first
-        # forecast, a model fit, is the slowest) and a validator answered it
-        silent = _await_first_bids(lc, rest, timeout_s=3 * slot_wall_s + 30.0 + 0.5 * n)
+        # ready to trade: every household has caught up with the chain and its bidding loop has
+        # made a step a validator accepted (its first forecast, a model fit, is the slowest)
+        silent = _await_first_bids(lc, rest, timeout_s=3 * slot_wall_s + 60.0 + 2.0 * n)
         if not growing.still():
             raise _StartupStalled(
                 f"the ledger stopped growing during start-up (height {growing.height} for "
@@ -524,7 +524,7 @@ def _run_started(
             )
         if silent:
             late.append(
-                f"{len(silent)} households had not bid when measuring began "
+                f"{len(silent)} households had not caught up or bid when measuring began "
                 f"({', '.join(silent[:10])}{'…' if len(silent) > 10 else ''})"
             )
         startup = time.monotonic() - wall0
@@ -729,23 +729,33 @@ class _LedgerWatch:
         return time.monotonic() - self.since <= self.stall_s
 
 
+#: a household is caught up when its height is at most this many blocks below validator 0's
+_SYNCED_BLOCKS = 3
+
+
 def _await_first_bids(lc: LocalCommunity, indices: list[int], *, timeout_s: float) -> list[str]:
-    """Wait until each household in ``indices`` lists a submission a validator accepted in its
-    ``/api/submissions`` (its bidding loop has run a step end to end); the names of those that had
-    not within ``timeout_s``."""
+    """Wait until each household in ``indices`` is ready to trade: it lists a submission a
+    validator accepted in its ``/api/submissions`` (its bidding loop has run a step end to end) and
+    has caught up with the chain (its height within :data:`_SYNCED_BLOCKS` of validator 0's; a
+    household started late replays every block since genesis, on the thread its bidding runs on).
+    The names of those that were not within ``timeout_s``."""
     waiting = set(indices)
 
-    def all_bid() -> bool:
+    def all_ready() -> bool:
+        head = int(lc.api(0, "/api/status", timeout_s=5)["height"])
         for i in sorted(waiting):
             try:
+                height = int(lc.api(i, "/api/status", timeout_s=5)["height"])
+                if height < head - _SYNCED_BLOCKS:
+                    continue
                 doc = lc.api(i, "/api/submissions", timeout_s=5)
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError):
                 continue
             if any(sub.get("accepted") for sub in doc.get("submissions", ())):
                 waiting.discard(i)
         return not waiting
 
-    lc.wait_for(all_bid, timeout_s, poll_s=0.5)
+    lc.wait_for(all_ready, timeout_s, poll_s=0.5)
     return [lc.households[i].name for i in sorted(waiting)]
 
 
