@@ -740,10 +740,13 @@ def _await_first_bids(lc: LocalCommunity, indices: list[int], *, timeout_s: floa
     household started late replays every block since genesis, on the thread its bidding runs on).
     The names of those that were not within ``timeout_s``."""
     waiting = set(indices)
+    deadline = time.monotonic() + timeout_s
 
     def all_ready() -> bool:
         head = int(lc.api(0, "/api/status", timeout_s=5)["height"])
         for i in sorted(waiting):
+            if time.monotonic() > deadline:  # an overloaded machine answers slowly: stop asking
+                break
             try:
                 height = int(lc.api(i, "/api/status", timeout_s=5)["height"])
                 if height < head - _SYNCED_BLOCKS:
