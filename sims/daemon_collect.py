@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from forecasting.data import load_meter_history
 from forecasting.series import energy_wh
@@ -41,10 +41,13 @@ from sims.results import RoundRecord, SimResult, SlotRecord
 from sims.scenario import HouseholdSpec, Scenario
 
 __all__ = [
+    "FATES",
     "SUBMISSIONS_FILE",
     "ChainReplay",
+    "OrderFates",
     "collect",
     "collect_run",
+    "order_fates",
     "read_store",
     "round_records",
     "save_submissions",
@@ -238,15 +241,103 @@ def save_submissions(lc: LocalCommunity) -> None:
         (h.dir / SUBMISSIONS_FILE).write_text(json.dumps(doc), encoding="utf-8")
 
 
+def _submission_rows(directory: Path) -> list[dict[str, Any]]:
+    """A household's saved submissions (:func:`save_submissions`), oldest first."""
+    path = directory / SUBMISSIONS_FILE
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["submissions"]
+    return rows
+
+
 def _submissions(directory: Path) -> dict[int, dict[str, int]]:
     """slot -> {transaction id (hex): node-clock ms it was sent} of a household's saved
-    submissions (:func:`_save_submissions`)."""
+    submissions (:func:`save_submissions`)."""
     out: dict[int, dict[str, int]] = defaultdict(dict)
-    path = directory / SUBMISSIONS_FILE
-    if path.exists():
-        for sub in json.loads(path.read_text(encoding="utf-8"))["submissions"]:
-            out[int(sub["slot"])][str(sub["tx_id"])] = int(sub["at_ms"])
+    for sub in _submission_rows(directory):
+        out[int(sub["slot"])][str(sub["tx_id"])] = int(sub["at_ms"])
     return out
+
+
+#: what became of a household's order for a measured slot (:func:`order_fates`), in this order
+FATES: Final = (
+    "in its slot",
+    "not submitted",
+    "refused",
+    "sent after gate closure",
+    "committed after gate closure",
+    "accepted, not committed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFates:
+    """Why orders missed their slot: per measured slot, how many households' orders met each of
+    :data:`FATES` (the first that applies, in that order; a household that sent several orders for
+    a slot is judged by its last), and the timing of every order sent for a measured slot, in wall
+    seconds: from the slot boundary it was quoted at to sending it (the household's step: its
+    forecast, and waiting for a core), and from sending it to the slot's gate closure (negative:
+    sent late)."""
+
+    by_slot: Mapping[int, Mapping[str, int]]
+    refusals: Mapping[str, int]  # the validators' reasons, over all measured slots
+    sent_after_boundary_s: tuple[float, ...]
+    lead_to_gate_s: tuple[float, ...]
+
+    def total(self, fate: str) -> int:
+        return sum(c.get(fate, 0) for c in self.by_slot.values())
+
+
+def order_fates(
+    household_dirs: Iterable[tuple[str, Path]],
+    replay: ChainReplay,
+    clock: SlotClock,
+    *,
+    slots: tuple[int, int],
+    speedup: float,
+    quoted_slots: int,
+) -> OrderFates:
+    """What became of each household's order for each measured slot the ledger cleared
+    (:class:`OrderFates`):
+    ``household_dirs`` are (public key hex, directory with its ``submissions.json``); the orders
+    of each slot's cleared book and every transaction's block time are the chain's
+    (:func:`read_store`); an order is quoted ``quoted_slots`` slot boundaries before its slot."""
+    first, last = slots
+    by_slot: dict[int, dict[str, int]] = {
+        s: dict.fromkeys(FATES, 0)
+        for s in range(first, min(last, replay.state.last_cleared_slot) + 1)
+    }
+    refusals: dict[str, int] = defaultdict(int)
+    after_boundary: list[float] = []
+    lead: list[float] = []
+    for household, directory in household_dirs:
+        last_sent: dict[int, dict[str, Any]] = {}
+        for row in _submission_rows(directory):
+            slot = int(row["slot"])
+            if slot in by_slot:
+                last_sent[slot] = row
+                at_s = int(row["at_ms"]) / 1000
+                after_boundary.append((at_s - clock.start(slot - quoted_slots)) / speedup)
+                lead.append((clock.gate_closure(slot) - at_s) / speedup)
+        for slot, counts in by_slot.items():
+            sub = last_sent.get(slot)
+            gate_ms = clock.gate_closure(slot) * 1000
+            committed_ms = None if sub is None else replay.committed_ms.get(str(sub["tx_id"]))
+            if household in replay.books.get(slot, {}):
+                fate = "in its slot"
+            elif sub is None:
+                fate = "not submitted"
+            elif not sub["accepted"]:
+                fate = "refused"
+                refusals[str(sub["reason"])] += 1
+            elif int(sub["at_ms"]) >= gate_ms:
+                fate = "sent after gate closure"
+            elif committed_ms is not None:
+                fate = "committed after gate closure"
+            else:
+                fate = "accepted, not committed"
+            counts[fate] += 1
+    return OrderFates(by_slot, dict(refusals), tuple(after_boundary), tuple(lead))
 
 
 def _battery_moves(

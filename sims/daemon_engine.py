@@ -73,7 +73,16 @@ from gridnode.config import load_genesis, update_config, write_genesis
 from gridnode.household.agent import QUOTED_SLOTS
 from gridnode.meter import shipped_replay
 from market.errors import UsageError
-from sims.daemon_collect import ChainReplay, collect, collect_run, read_store, save_submissions
+from sims.daemon_collect import (
+    FATES,
+    ChainReplay,
+    OrderFates,
+    collect,
+    collect_run,
+    order_fates,
+    read_store,
+    save_submissions,
+)
 from sims.daemons import LocalCommunity
 from sims.homes import data_utc_offset_s, home_histories, write_meter_file
 from sims.ledger_kpis import WEEK_S
@@ -133,6 +142,8 @@ class DaemonRun:
     #: node unix seconds + this = the homes' local time (None: the shipped household's replay
     #: meter, whose anchor the caller reads from the genesis)
     local_offset_s: int | None = None
+    #: why orders missed their slot, and when households sent them (None: interrupted, no slot)
+    fates: OrderFates | None = None
 
     @property
     def wall_s_per_slot(self) -> float | None:
@@ -397,12 +408,16 @@ def run_daemons(
     ready_timeout_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    household_nice: int = 0,
 ) -> DaemonRun:
     """Run ``scenario`` with real daemons under ``root`` (must be empty or absent).
 
     ``slots`` overrides the scenario's slot count (a day is 96 slots: at ``speedup`` 60 that is 24
     minutes of wall time). ``progress(done, planned)`` is called as slots clear. Ctrl-C stops the
-    daemons and returns what was committed, marked ``interrupted``.
+    daemons and returns what was committed, marked ``interrupted``. ``household_nice`` > 0 starts
+    the household daemons at that lower CPU priority (:meth:`LocalCommunity.start`; the
+    validators keep the default), so that many households on one machine do not starve the
+    committee; the run's notes say so.
     """
     _check_supported(scenario)
     say = log or (lambda _msg: None)
@@ -434,7 +449,7 @@ def run_daemons(
     try:
         run = _run_started(
             lc, scenario, specs, planned=planned, speedup=speedup, ready_timeout_s=ready_timeout_s,
-            progress=progress, say=say, wall0=wall0,
+            progress=progress, say=say, wall0=wall0, household_nice=household_nice,
             start_s=_data_start_s(scenario) + shift_s if warmup_s(scenario, n, speedup) else None,
         )  # fmt: skip
         run.result.training = scenario.training
@@ -465,6 +480,7 @@ def _run_started(
     say: Callable[[str], None],
     wall0: float,
     start_s: int | None = None,
+    household_nice: int = 0,
 ) -> DaemonRun:
     """``start_s``: measure from the slot starting there (node time; real homes, see
     :func:`warmup_s`), else — or when start-up took longer — from two slots after start-up."""
@@ -479,17 +495,38 @@ def _run_started(
     timings: list[SlotTiming] = []
     served: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = {}
     faults: list[FaultEvent] = []
-    interrupted = stalled = False
+    interrupted = stalled = start_stalled = False
     first = last = 0
     late: list[str] = []
     startup = 0.0
     try:
         lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=validators)
         rest = [h.index for h in lc.households if h.role != "validator"]
+        slot_wall_s = scenario.slot_seconds / speedup
+        growing = _LedgerWatch(lc, stall_s=max(60.0, 4 * slot_wall_s))
         for i in range(0, len(rest), _START_BATCH):
             batch = rest[i : i + _START_BATCH]
-            lc.start(which=batch)
+            lc.start(which=batch, nice=household_nice)
             lc.wait_ready(ready_timeout_s or 60.0 + 3.0 * n, which=batch)
+            if not growing.still():
+                raise _StartupStalled(
+                    f"the ledger stopped growing during start-up (height {growing.height} for "
+                    f"{growing.stall_s:.0f} s with {len(validators) + i + len(batch)} of {n} "
+                    "daemons started): nothing measured"
+                )
+        # ready to trade: every household has caught up with the chain and its bidding loop has
+        # made a step a validator accepted (its first forecast, a model fit, is the slowest)
+        silent = _await_first_bids(lc, rest, timeout_s=3 * slot_wall_s + 60.0 + 2.0 * n)
+        if not growing.still():
+            raise _StartupStalled(
+                f"the ledger stopped growing during start-up (height {growing.height} for "
+                f"{growing.stall_s:.0f} s, all {n} daemons started): nothing measured"
+            )
+        if silent:
+            late.append(
+                f"{len(silent)} households had not caught up or bid when measuring began "
+                f"({', '.join(silent[:10])}{'…' if len(silent) > 10 else ''})"
+            )
         startup = time.monotonic() - wall0
         status = lc.api(0, "/api/status")
         first = status["current_slot"] + 2  # every household has quoted it before its gate
@@ -511,7 +548,6 @@ def _run_started(
         restarts: list[tuple[int, int]] = []
         seen = first - 1
         settled_at_first = -1
-        slot_wall_s = scenario.slot_seconds / speedup
         deadline = time.monotonic() + (planned + 4) * slot_wall_s * 4 + 120
         last_height, last_progress = -1, time.monotonic()
         stall_s = max(60.0, 4 * slot_wall_s)
@@ -566,11 +602,15 @@ def _run_started(
     except KeyboardInterrupt:
         interrupted = True
         say("interrupted: stopping the daemons and collecting what was committed")
+    except _StartupStalled as exc:
+        start_stalled = True
+        late.append(str(exc))
+        say(str(exc))
     # what every node serves: (height, head hash, state digest). The chain keeps growing while we
     # ask N nodes one after the other, so nodes are compared with the replayed chain at *their*
     # height rather than with each other at one instant.
     served_heads: dict[int, tuple[int, str, str]] = {}
-    if not interrupted:
+    if not interrupted and not start_stalled:
 
         def every_node_answers() -> bool:
             for h in lc.households:
@@ -598,10 +638,24 @@ def _run_started(
         digest_at=frozenset(v[0] for v in served_heads.values()),
     )
     result.wall_seconds = time.monotonic() - wall0
-    result.interrupted = interrupted
+    fates = None
+    if first > 0:  # a measured window was chosen (not interrupted during start-up)
+        fates = order_fates(
+            [(h.key.public_hex, h.dir) for h in lc.households if h.role == "full"],
+            replay, clock, slots=(first, last), speedup=speedup, quoted_slots=QUOTED_SLOTS,
+        )  # fmt: skip
+    missed = {f: fates.total(f) for f in FATES[1:] if fates.total(f)} if fates else {}
+    if fates and missed:
+        why = ", ".join(f"{n} {f}" for f, n in missed.items())
+        reasons = ", ".join(f"{r} × {n}" for r, n in sorted(fates.refusals.items()))
+        result.notes.append(
+            f"household-slots whose order missed its slot: {why}"
+            + (f" (refused: {reasons})" if reasons else "")
+        )
+    result.interrupted = interrupted or start_stalled
     result.faults = faults
     result.slots_planned = planned
-    if not interrupted:
+    if not result.interrupted:
         # every node's served (head, digest) is the replayed chain's at that node's height
         wrong = {i: v for i, v in served_heads.items() if replay.digests.get(v[0]) != (v[1], v[2])}
         missing = len(lc.households) - len(served_heads)
@@ -636,6 +690,7 @@ def _run_started(
     result.notes.append(
         f"daemon engine: {n} gridnode processes ({scenario.validators} validators), clock speed-up "
         f"{speedup:g} ({scenario.slot_seconds / speedup:.1f} s per slot), started in {startup:.1f} s"
+        + (f"; household daemons at nice {household_nice}" if household_nice else "")
     )
     if len(timings) > 1:
         lags = sorted(t.lag_s for t in timings)
@@ -648,7 +703,63 @@ def _run_started(
     return DaemonRun(
         result, trades, lc.root, timings, speedup, n, startup, served, cpu,
         timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0, first,
+        fates=fates,
     )  # fmt: skip
+
+
+class _StartupStalled(Exception):
+    """The ledger stopped growing while the daemons started (the machine is overloaded)."""
+
+
+class _LedgerWatch:
+    """Whether the ledger still grows: validator 0's height, asked at each :meth:`still`; false
+    once it has not changed (or not been answered) for ``stall_s`` wall seconds."""
+
+    def __init__(self, lc: LocalCommunity, *, stall_s: float) -> None:
+        self.lc, self.stall_s = lc, stall_s
+        self.height, self.since = -1, time.monotonic()
+
+    def still(self) -> bool:
+        try:
+            height = int(self.lc.api(0, "/api/status", timeout_s=5)["height"])
+        except (OSError, ValueError, KeyError):
+            height = self.height
+        if height != self.height:
+            self.height, self.since = height, time.monotonic()
+        return time.monotonic() - self.since <= self.stall_s
+
+
+#: a household is caught up when its height is at most this many blocks below validator 0's
+_SYNCED_BLOCKS = 3
+
+
+def _await_first_bids(lc: LocalCommunity, indices: list[int], *, timeout_s: float) -> list[str]:
+    """Wait until each household in ``indices`` is ready to trade: it lists a submission a
+    validator accepted in its ``/api/submissions`` (its bidding loop has run a step end to end) and
+    has caught up with the chain (its height within :data:`_SYNCED_BLOCKS` of validator 0's; a
+    household started late replays every block since genesis, on the thread its bidding runs on).
+    The names of those that were not within ``timeout_s``."""
+    waiting = set(indices)
+    deadline = time.monotonic() + timeout_s
+
+    def all_ready() -> bool:
+        head = int(lc.api(0, "/api/status", timeout_s=5)["height"])
+        for i in sorted(waiting):
+            if time.monotonic() > deadline:  # an overloaded machine answers slowly: stop asking
+                break
+            try:
+                height = int(lc.api(i, "/api/status", timeout_s=5)["height"])
+                if height < head - _SYNCED_BLOCKS:
+                    continue
+                doc = lc.api(i, "/api/submissions", timeout_s=5)
+            except (OSError, ValueError, KeyError):
+                continue
+            if any(sub.get("accepted") for sub in doc.get("submissions", ())):
+                waiting.discard(i)
+        return not waiting
+
+    lc.wait_for(all_ready, timeout_s, poll_s=0.5)
+    return [lc.households[i].name for i in sorted(waiting)]
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -210,7 +210,15 @@ class LocalCommunity:
         return cls(root=root, households=households, genesis=genesis)
 
     # ------------------------------------------------------------------ processes
-    def start(self, which: list[int] | None = None, *, env: dict[str, str] | None = None) -> None:
+    def start(
+        self, which: list[int] | None = None, *, env: dict[str, str] | None = None, nice: int = 0
+    ) -> None:
+        """Start the daemons ``which`` (all by default) that are not running. ``nice`` > 0 runs
+        them at that lower CPU priority (``nice -n``): on one shared machine, households niced
+        leave the committee its share of the cores, as validators on their own machines have."""
+        if nice < 0:
+            raise UsageError(f"nice must be >= 0 (never above other users' jobs), got {nice}")
+        lower = ("nice", "-n", str(nice)) if nice else ()
         for h in self.households:
             if which is not None and h.index not in which:
                 continue
@@ -221,6 +229,7 @@ class LocalCommunity:
             h.process = subprocess.Popen(
                 [
                     *h.command_prefix,
+                    *lower,
                     sys.executable,
                     "-m",
                     "gridnode",
