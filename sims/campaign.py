@@ -150,8 +150,8 @@ def stale_time_rule(sim: Simulation, name: str, app: NodeApp) -> None:
     against the node's clock, so a value whose lock is older than the drift bound is refused."""
     judged = app.block_error
 
-    def block_error(height: int, block: bytes, now: int | None) -> object:
-        return judged(height, block, sim.clock_ms(name) if now is None else now)
+    def block_error(height: int, block: bytes, now: int | None, *, round_: int = 0) -> object:
+        return judged(height, block, sim.clock_ms(name) if now is None else now, round_=round_)
 
     setattr(app, "block_error", block_error)  # noqa: B010 — replacing a method is the planted bug
 

@@ -134,13 +134,19 @@ class SimApp:
             out.append(tx)
         return t, out
 
-    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
-        """Why ``block`` may not be committed; ``now`` given (a fresh proposal): the clock too."""
+    def block_error(
+        self, height: int, block: bytes, now: int | None, *, round_: int = 0
+    ) -> InvalidInput | None:
+        """Why ``block`` may not be committed; ``now`` given (a fresh proposal): the clock too, its
+        old side one bound wider per round (as the ledger's rule)."""
         try:
             t, _ = self._parse(height, block)
         except InvalidInput as exc:
             return exc
-        if now is not None and abs(t - now) > self._bound:
+        if (
+            now is not None
+            and not now - self._bound * (1 + max(0, round_)) <= t <= now + self._bound
+        ):
             return InvalidInput(
                 reason="time_too_old" if t < now else "time_in_future",
                 subject=f"block {height}",

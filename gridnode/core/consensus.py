@@ -20,8 +20,10 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   application judges a block by its own rules (:meth:`Application.block_error` with ``now=None``:
   height, chain, signatures, time strictly after the previous block, …; cached per value and
   height) wherever consensus needs "valid(v)" (L28, L36, L49). Only a **fresh** proposal
-  (``valid_round == -1``, L22) is also judged against this node's clock (``now``), and only for
-  the prevote. A value that carries a proof-of-lock (a polka in its ``valid_round``) is never
+  (``valid_round == -1``, L22) is also judged against this node's clock (``now``, with the
+  proposal's round: the application may accept an older time in a later round, as CometBFT widens
+  its message-delay bound per round, so that a node starved of CPU, which judges every proposal
+  late, still prevotes for one eventually), and only for the prevote. A value that carries a proof-of-lock (a polka in its ``valid_round``) is never
   stopped by the clock: its time may be older than any drift bound after a long stall, and
   refusing it would leave the validators locked on it unable to decide anything, forever.
   Every refusal is reported as :class:`ProposalRefused` with the application's reason.
@@ -595,7 +597,7 @@ class Consensus(SyncMixin):
             return verify_proposal(self._validators, msg)
         return verify_vote(self._validators, msg)
 
-    def _valid(self, value: bytes, now: int | None, out: list[Effect]) -> bool:
+    def _valid(self, value: bytes, now: int | None, out: list[Effect], round_: int = 0) -> bool:
         """valid(v) of the paper: the application's clock-free rules, cached per value. With
         ``now`` (a fresh proposal, L22 only) the block's time is judged against this node's clock
         too (see the module rules)."""
@@ -611,7 +613,7 @@ class Consensus(SyncMixin):
                 self._refused(value, error, out)
         if not valid or now is None:
             return valid
-        error = self._app.block_error(self.height, block, now)
+        error = self._app.block_error(self.height, block, now, round_=round_)
         if error is not None:
             self._refused(value, error, out)
             return False
@@ -679,7 +681,7 @@ class Consensus(SyncMixin):
         if self.step is Step.PROPOSE and prop is not None:
             v, vr = prop.block_hash, prop.valid_round
             if vr == -1:  # L22: a fresh proposal, the only one judged against our clock
-                ok = self._valid(v, now, out) and (
+                ok = self._valid(v, now, out, r) and (
                     self._locked_round == -1 or self._locked_block == prop.block
                 )
                 self._vote(VoteType.PREVOTE, v if ok else NIL, now, out)

@@ -23,13 +23,17 @@ class Application(Protocol):
         """The block this node proposes at (height, round) when it has no valid value."""
         ...
 
-    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
+    def block_error(
+        self, height: int, block: bytes, now: int | None, *, round_: int = 0
+    ) -> InvalidInput | None:
         """Why ``block`` may not be committed at ``height``, or ``None`` if it may.
 
         ``now`` (this node's clock, ms) is given only for a fresh proposal (L22): then the block's
         time is also judged against it. ``None``: the clock-free rules only (a value with a
         proof-of-lock, or one being locked or decided), which must not depend on when they are
-        asked.
+        asked. ``round_`` is the fresh proposal's round: a later round may accept an older time
+        (the application's rule; a starved node judges every proposal late, and a bound that
+        never widens would refuse them all, round after round).
         """
         ...
 

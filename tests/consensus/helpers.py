@@ -31,7 +31,9 @@ class TagApp(Application):
     def make_block(self, height: int, round_: int, now: int) -> bytes:
         return pack([height, f"{self.tag}-r{round_}"])
 
-    def block_error(self, height: int, block: bytes, now: int | None) -> InvalidInput | None:
+    def block_error(
+        self, height: int, block: bytes, now: int | None, *, round_: int = 0
+    ) -> InvalidInput | None:
         self.validated.append(block)
         h, tag = unpack(block, what="test block")
         if h != height:

@@ -42,8 +42,10 @@ def test_under_the_old_time_rule_a_stale_lock_is_never_decided(
     world = World()
     judged = SimApp.block_error
 
-    def old_rule(self: SimApp, height: int, block: bytes, now: int | None) -> object:
-        return judged(self, height, block, world.now if now is None else now)
+    def old_rule(
+        self: SimApp, height: int, block: bytes, now: int | None, *, round_: int = 0
+    ) -> object:
+        return judged(self, height, block, world.now if now is None else now, round_=round_)
 
     monkeypatch.setattr(SimApp, "block_error", old_rule)
     text = (Path(__file__).parent / "testdata" / name).read_text(encoding="utf-8")

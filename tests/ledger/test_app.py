@@ -38,6 +38,35 @@ def test_propose_validate_apply_round_trip_across_two_nodes() -> None:
     assert len(decode_block(block).txs) == 6 and len(proposer.mempool) == 0
 
 
+def test_a_later_round_accepts_an_older_time_but_never_a_later_one() -> None:
+    """The clock rule's old side widens by one drift bound per round of a fresh proposal (a node
+    starved of CPU judges every proposal late); its future side never widens."""
+    c = Community()
+    proposer = LedgerApp(c.genesis, proposer=c.genesis.validators[0])
+    drift = c.genesis.max_drift_ms
+    for follower in (  # one that checked the block before (cached) and one that never saw it
+        LedgerApp(c.genesis, proposer=c.genesis.validators[1]),
+        LedgerApp(c.genesis, proposer=c.genesis.validators[2]),
+    ):
+        block = proposer.make_block(1, 0, T0_MS + 500)
+        if follower.proposer == c.genesis.validators[1]:
+            assert follower.block_error(1, block, T0_MS + 500) is None  # now cached
+        seen_late = T0_MS + 500 + drift + drift // 2  # 1.5 bounds after the block's time
+        late0 = follower.block_error(1, block, seen_late)
+        assert late0 is not None and late0.reason == "time_too_old"
+        assert follower.block_error(1, block, seen_late, round_=1) is None
+        very_late = (
+            T0_MS + 500 + 2 * drift + 1
+        )  # beyond round 1's two bounds, within round 2's three
+        late2 = follower.block_error(1, block, very_late, round_=1)
+        assert late2 is not None and late2.reason == "time_too_old"
+        assert follower.block_error(1, block, very_late, round_=2) is None
+        early = T0_MS + 500 - drift - 1  # the block is from this node's future
+        for round_ in (0, 1, 5):
+            ahead = follower.block_error(1, block, early, round_=round_)
+            assert ahead is not None and ahead.reason == "time_in_future"
+
+
 def test_mempool_refuses_inadmissible_transactions_with_a_reason() -> None:
     c = Community()
     app = LedgerApp(c.genesis, proposer=c.genesis.validators[0])

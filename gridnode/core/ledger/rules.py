@@ -33,8 +33,9 @@
 
 **Blocks.** A block is valid (:func:`check`) when: its height is the next one, ``prev_hash`` is the
 head, its time is strictly later than the previous block's (and, when the caller passes ``now_ms``,
-within ``max_drift_ms`` of the checking node's clock: validators check this before prevoting; nodes
-replaying committed blocks don't), the proposer is a validator, every transaction is admitted in
+within ``max_drift_ms`` of the checking node's clock: validators check this before prevoting, a
+later round's fresh proposal may be older by one more ``max_drift_ms`` per round; nodes replaying
+committed blocks don't), the proposer is a validator, every transaction is admitted in
 order against the evolving state (a refused transaction makes the whole block invalid: proposers
 filter first with :func:`admit`), and the ``state_root`` matches.
 
@@ -556,15 +557,20 @@ def check(
     block: Block,
     *,
     now_ms: int | None = None,
+    late_ms: int = 0,
     verified: set[bytes] | None = None,
 ) -> LedgerState:
     """Validate ``block`` as the next block; return the state after it, or raise :class:`InvalidInput`.
+
+    ``late_ms`` (with ``now_ms``) widens the old side of the clock rule: a time down to
+    ``now_ms - max_drift_ms - late_ms`` is accepted (a later round's fresh proposal, see
+    :meth:`gridnode.core.app.LedgerApp.block_error`); the future side never widens.
 
     ``verified`` is an optional cache of ids of transactions whose signatures (and, for orders,
     order rules) already passed, filled as a side effect; it changes how fast the answer comes,
     never the answer.
     """
-    return _checked(state, block, now_ms=now_ms, verified=verified, outcome=None)
+    return _checked(state, block, now_ms=now_ms, late_ms=late_ms, verified=verified, outcome=None)
 
 
 def _checked(
@@ -572,6 +578,7 @@ def _checked(
     block: Block,
     *,
     now_ms: int | None,
+    late_ms: int,
     verified: set[bytes] | None,
     outcome: tuple[list[SlotCleared], list[SlotSettled]] | None,
 ) -> LedgerState:
@@ -593,8 +600,9 @@ def _checked(
         raise bad(LedgerReason.TIME_NOT_MONOTONIC, f"> {state.time_ms}", block.time_ms)
     if now_ms is not None and block.time_ms > now_ms + genesis.max_drift_ms:
         raise bad(LedgerReason.TIME_IN_FUTURE, f"<= {now_ms + genesis.max_drift_ms}", block.time_ms)
-    if now_ms is not None and block.time_ms < now_ms - genesis.max_drift_ms:
-        raise bad(LedgerReason.TIME_TOO_OLD, f">= {now_ms - genesis.max_drift_ms}", block.time_ms)
+    if now_ms is not None and block.time_ms < now_ms - genesis.max_drift_ms - late_ms:
+        oldest = now_ms - genesis.max_drift_ms - late_ms
+        raise bad(LedgerReason.TIME_TOO_OLD, f">= {oldest}", block.time_ms)
     if block.proposer not in genesis.validators:
         raise bad(LedgerReason.NOT_A_VALIDATOR, "a validator's key", block.proposer[:16])
     after = _run(
@@ -664,5 +672,7 @@ def apply_with_outcome(
     """:func:`apply`, and what the block cleared and settled, from the same single step."""
     cleared: list[SlotCleared] = []
     settled: list[SlotSettled] = []
-    after = _checked(state, block, now_ms=None, verified=verified, outcome=(cleared, settled))
+    after = _checked(
+        state, block, now_ms=None, late_ms=0, verified=verified, outcome=(cleared, settled)
+    )
     return BlockOutcome(after, tuple(cleared), tuple(settled))
