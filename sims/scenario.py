@@ -204,7 +204,7 @@ class Scenario:
     training: str = "local"  # [training] mode: "local" | "federated"
     round_every_days: int = ROUND_EVERY_DAYS
     rounds_before_start: int = ROUNDS_BEFORE_START
-    dp_epsilon: float | None = None  # differential privacy of each round's sum (None: off)
+    dp_epsilon: float | None = None  # each household's total DP ε over the run's rounds (None: off)
     dp_delta: float = DP_DELTA
     dp_clip_norm: float = DP_CLIP_NORM
 

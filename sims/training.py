@@ -22,8 +22,9 @@ of the slots it quotes. Rules of this module:
   members with under 9 days are not members), warm-started from the previous committed model,
   summing the previous model's held-back error since the previous round, with each household's
   X25519 key pair derived from the scenario seed (:func:`federated_keys`), no dropouts, and the
-  optional differential privacy (``dp_epsilon``; its noise is drawn from a generator seeded by
-  the scenario seed and the round). An aborted round leaves the previous model in force. After a
+  optional differential privacy (``dp_epsilon``: each household's **total** ε over the run's
+  rounds, composed exactly as the daemon's ``[training] dp_epsilon`` over its ``dp_rounds``; its
+  noise is drawn from a generator seeded by the scenario seed and the round). An aborted round leaves the previous model in force. After a
   round the households bid with :func:`gridnode.household.forecast.federated_forecaster` (the
   community model blended with their own local model); a cohort whose history is shorter than the
   community model needs (8 days) bids locally until it is long enough.
@@ -149,6 +150,11 @@ class Training:
             self.keys = federated_keys(sc.seed, len(specs))
             first = first_slot_s // self.every_s - sc.rounds_before_start + 1
             self.next_round_s = first * self.every_s
+        #: the rounds this run holds (the first up to the last slot's start): the scenario's
+        #: ``dp_epsilon`` is each household's total over them, as the daemon's is over its
+        #: ``dp_rounds``
+        last_slot_s = first_slot_s + sc.duration_s - sc.slot_seconds
+        self.dp_rounds = max(1, (last_slot_s - self.next_round_s) // self.every_s + 1)
 
     def history_of(self, cohort: Cohort, until_s: int) -> MeterHistory | None:
         """What ``cohort``'s households know at ``until_s``: their rows, from where their history
@@ -184,7 +190,7 @@ class Training:
         dp = None
         rng = None
         if sc.dp_epsilon is not None:
-            dp = DpConfig(sc.dp_epsilon, sc.dp_delta, sc.dp_clip_norm)
+            dp = DpConfig(sc.dp_epsilon, sc.dp_delta, sc.dp_clip_norm, rounds=self.dp_rounds)
             rng = np.random.default_rng([sc.seed, number])
         previous = self.model
         model, stats, _transcript = run_round(

@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+import sims.training
+from forecasting.dp import DpSpend
 from forecasting.federated import local_update, pooled_model
+from forecasting.secagg import DpConfig
 from market.errors import DataReason, SimReason, WireReason
 from sims.compare import compare
 from sims.inproc import _Engine, run_inproc
@@ -196,3 +199,25 @@ def test_the_shipped_pair_differs_only_in_training() -> None:
     assert sum(s.history_days == 14 for s in fed.household_specs()) == 6
     same = dataclasses.replace(fed, training="local", name=local.name, source=local.source)
     assert same == local
+
+
+def test_a_scenarios_dp_epsilon_is_each_households_total_over_the_runs_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``[training] dp_epsilon`` means what the daemon's does: the total over every round the run
+    holds, composed exactly (forecasting.dp), not a budget per round."""
+    used: list[DpConfig] = []
+
+    def recording(*args: Any, **kwargs: Any) -> DpConfig:
+        used.append(DpConfig(*args, **kwargs))
+        return used[-1]
+
+    monkeypatch.setattr(sims.training, "DpConfig", recording)
+    sc = parse_scenario(_doc(rounds_before_start=2, dp_epsilon=4.0))
+    result = run_inproc(sc)
+    assert len(result.rounds) == 3 and len(used) == 3
+    assert all(d.rounds == 3 for d in used)
+    spend = DpSpend()
+    for d in used:
+        spend = spend.after(d.noise_multiplier)
+    assert spend.epsilon(sc.dp_delta) == pytest.approx(4.0, rel=1e-6)
