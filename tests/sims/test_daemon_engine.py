@@ -81,8 +81,8 @@ def test_real_daemons_trade_and_the_market_outcome_matches_the_pure_functions(
     assert r.community()["orders_committed_share"] == 1.0
     # ... which the fates tell the same way: every household's order in its slot, sent before its
     # gate closure; measuring began with all ready. (Not asserted: that each order was sent after
-    # the boundary it is attributed to. A CI run at a3ae7f4+ recorded two orders 1.4–1.6 s of wall
-    # time before it, not yet explained: docs/sims_daemons.md, "Order fates".)
+    # the boundary it is attributed to: a household's start-up step, mid-slot, quotes the first
+    # open slot, which can be two slots ahead (docs/sims_daemons.md, the fates' open anomaly).)
     assert run.fates is not None
     assert run.fates.total("in its slot") == sum(s.orders for s in r.slots) == 2 * sc.households
     assert all(run.fates.total(f) == 0 for f in FATES[1:]), run.fates
