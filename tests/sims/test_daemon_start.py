@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -47,10 +46,8 @@ def test_niced_households_and_a_stalled_ledger(tmp_path: Path) -> None:
         # a validator that stops (SIGSTOP: it neither makes blocks nor answers) stalls the ledger
         validator.send_signal(signal.SIGSTOP)
         try:
-            deadline = time.monotonic() + 30
-            while watch.still() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert not watch.still()  # unanswered or unchanged for more than stall_s
+            # unanswered or unchanged for more than stall_s
+            assert lc.wait_for(lambda: not watch.still(), 30, poll_s=0.5)
         finally:
             validator.send_signal(signal.SIGCONT)
     finally:
