@@ -62,7 +62,7 @@ import numpy.typing as npt
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt, crypto_scalarmult
 from nacl.public import PrivateKey
 
-from forecasting.dp import MAX_EPSILON, gdp_mu
+from forecasting.dp import MAX_EPSILON, DpBudget
 from market.codec import pack
 
 __all__ = [
@@ -505,7 +505,7 @@ def gaussian_sigma(epsilon: float, delta: float, sensitivity: float, rounds: int
             SecAggReason.BAD_SPEC,
             "epsilon in (0, 100], 0 < delta < 1, sensitivity > 0, rounds >= 1",
         )
-    return sensitivity * math.sqrt(rounds) / gdp_mu(epsilon, delta)
+    return sensitivity * DpBudget(epsilon, delta, rounds).noise_multiplier
 
 
 def clip_l2(update: I64, max_norm: float) -> I64:
