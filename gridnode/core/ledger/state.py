@@ -52,6 +52,8 @@ __all__ = [
 STATE_FORMAT: Final = 2
 #: ... and 3 once a community model was committed (two more items: the models)
 STATE_FORMAT_MODELS: Final = 3
+#: the per-slot parts of :meth:`LedgerState.encode`'s memo (keys ``(name, slot)``)
+_SLOT_PARTS: Final = frozenset({"orders", "readings"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +248,14 @@ class LedgerState:
                 *tail,
             ]
         )
-        if len(memo) > 64:  # forget slots no longer in the state
-            live = {("orders", s) for s in self.orders} | {("readings", s) for s in self.readings}
-            for key in [
-                k for k in memo if isinstance(k, tuple) and k[0] != "mt:slot" and k not in live
-            ]:
-                del memo[key]
+        # forget the parts of slots no longer in the state at once: a part holds the very mapping
+        # it packed, and a cleared slot's ~1 order per member kept alive only for this memo made
+        # every full garbage collection walk them (measured: 3/4 of the orders a node held)
+        live = {("orders", s) for s in self.orders} | {("readings", s) for s in self.readings}
+        for key in [
+            k for k in memo if isinstance(k, tuple) and k[0] in _SLOT_PARTS and k not in live
+        ]:
+            del memo[key]
         return out
 
     def _encode_plain(self) -> bytes:
