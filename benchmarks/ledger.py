@@ -40,6 +40,7 @@ committee, not what one node does. What it counts and what it leaves out:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import statistics
@@ -86,6 +87,32 @@ def verify_rate(n: int = 2000) -> float:
             verify(key.public_key, "bench", msg, sig)
         rates.append(n / (time.process_time() - t0))
     return statistics.median(rates)
+
+
+#: the node whose work runs now (a delivered message, a timer, a submit), for attributing the
+#: garbage collector's full collections (diagnostic only)
+_RUNNING = [""]
+
+
+class FullCollections:
+    """CPU seconds of the garbage collector's full (generation 2) collections, by the node that
+    was running when one started: all nodes share one heap here, so a collection walks every
+    node's objects and lands, whole, on whichever node allocated last (a diagnostic of the
+    per-node figures' spread, not a correction: the figures count it where it lands)."""
+
+    def __init__(self) -> None:
+        self.by: Counter[str] = Counter()
+        self.count = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._t0 = time.process_time()
+        else:
+            self.by[_RUNNING[0] or "clients"] += time.process_time() - self._t0
+            self.count += 1
 
 
 def _kind(domain: str) -> str:
@@ -149,10 +176,12 @@ class Ledger:
         submit = self._count(name, "submit", app.submit)
 
         def timed_submit(tx: Any, **kwargs: Any) -> Any:
-            t0 = time.process_time()
+            t0, outer = time.process_time(), _RUNNING[0]
+            _RUNNING[0] = name
             try:
                 return submit(tx, **kwargs)
             finally:
+                _RUNNING[0] = outer
                 self.submit_cpu[name] += time.process_time() - t0
 
         app.submit = timed_submit  # type: ignore[method-assign, unused-ignore]
@@ -232,6 +261,7 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     def timed_step(ev: tuple[Any, ...]) -> None:
         # CPU of delivering a message or firing a timer belongs to the node it is for
         current[0] = ev[1] if ev[0] in ("deliver", "timer") else "clients"
+        _RUNNING[0] = current[0]
         t0 = time.process_time()
         try:
             step(ev)
@@ -243,11 +273,14 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     if ledger is not None:
         ledger.sim = sim
     before = verify_counts()
+    full_gc = FullCollections()
+    gc.callbacks.append(full_gc)
     w0, c0 = time.perf_counter(), time.process_time()
     try:
         res = sim.run(fault_ms=1, calm_ms=args.seconds * 1000, progress_heights=1)
     finally:
         simnet_mod.verify_commit = check_commit
+        gc.callbacks.remove(full_gc)
     cpu_all = time.process_time() - c0
     wall = time.perf_counter() - w0
     total = _delta(before)
@@ -310,6 +343,16 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     print(
         f"  one core per node: the busiest ({busiest}) commits {per_node_tps:.0f} tx per CPU s "
         f"-> verify_bound_per_node={per_node_tps / rate:.3f}"
+    )
+    print(
+        f"  of which full garbage collections (one heap for all nodes; each lands whole on the "
+        f"node running): {full_gc.count}, {1000 * sum(full_gc.by.values()):.0f} ms in all; "
+        + " ".join(
+            f"{name} {1e6 * t / max(1, committed):.0f}"
+            for name, t in sorted(full_gc.by.items())
+            if t
+        )
+        + " µs per committed tx"
     )
     if ledger is not None:
         val = [f"v{i}" for i in range(validators)]
