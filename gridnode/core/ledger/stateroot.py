@@ -485,10 +485,12 @@ def _state_tree(state: LedgerState) -> StateTree:
 
 
 def _forget(state: LedgerState, live: Sequence[int]) -> None:
-    """Drop memoised members trees of slots that left the state (keeps a few for forks)."""
+    """Drop memoised members trees of slots that left the state (keeps up to two, for the state
+    before: a slot leaves one block after it settles). A memoised settled slot holds its ~1 bill
+    and trade list per member, which every full garbage collection walks while it is kept."""
     memo = state.memo
     keys = [k for k in memo if isinstance(k, tuple) and k[0] == "mt:slot"]
-    if len(keys) <= len(live) + 8:
+    if len(keys) <= len(live) + 2:
         return
     keep = set(live)
     for k in keys:
