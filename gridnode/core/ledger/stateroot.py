@@ -297,13 +297,16 @@ def _accounts(state: LedgerState) -> FixedTree:
     return tree
 
 
-def _by_household(trades: Sequence[Trade]) -> dict[str, list[Trade]]:
-    out: dict[str, list[Trade]] = {}
-    for t in trades:
-        out.setdefault(t.buyer, []).append(t)
+def _by_household(trades: Sequence[Trade]) -> dict[str, tuple[int, ...]]:
+    """Each household's trades, as their positions in ``trades`` (in order): tuples of ints,
+    which the garbage collector stops tracking, where a list of trades per household kept ~1
+    tracked object per member alive for as long as the slot awaits settlement."""
+    out: dict[str, list[int]] = {}
+    for k, t in enumerate(trades):
+        out.setdefault(t.buyer, []).append(k)
         if t.seller != t.buyer:
-            out.setdefault(t.seller, []).append(t)
-    return out
+            out.setdefault(t.seller, []).append(k)
+    return {h: tuple(ks) for h, ks in out.items()}
 
 
 _NO_TRADES: Final[tuple[Trade, ...]] = ()
@@ -331,7 +334,7 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
     if hit is None:
         base = _empty_tree(state)
         old: tuple[Any, ...] = (None, _NO_TRADES, None, None)
-        old_index: dict[str, list[Trade]] = {}
+        old_index: dict[str, tuple[int, ...]] = {}
     else:
         base, old, old_index = hit[1], hit[0], hit[2]
     index = old_index if trades is old[1] else _by_household(trades)
@@ -355,7 +358,7 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
                 slot,
                 h,
                 None if orders is None else orders.get(h),
-                index.get(h, _NO_TRADES),
+                [trades[k] for k in index.get(h, ())],
                 None if readings is None else readings.get(h),
                 None if settled is None else settled.bills.get(h),
                 members,
