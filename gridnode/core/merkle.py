@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 _sha256 = hashlib.sha256
-#: :meth:`FixedTree.updated` rehashes the whole tree when at least 1/this of its leaves changed (measured crossover)
+#: :meth:`FixedTree.updated` rehashes the whole tree when at least 1/this of its leaves changed
+#: (the measured crossover with updating only the nodes above them)
 _REBUILD_SHARE: Final = 2
 EMPTY_ROOT: Final = _sha256(b"").digest()
 

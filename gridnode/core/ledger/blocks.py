@@ -15,7 +15,8 @@ Rules of this module (``docs/protocol.md`` §7.6 gives the bytes, with test vect
 * :func:`decode_block` parses structure only (at most ``MAX_BLOCK_BYTES``) and refuses a block
   whose header does not match its transactions (``wrong_txs_root``); what makes a block valid is
   :mod:`.rules`. A transaction the caller already holds decoded (by id) is reused, not parsed
-  again: a transaction's decoding is a function of its bytes alone. :func:`decode_header` parses a header alone (for light clients).
+  again: a transaction's decoding is a function of its bytes alone. :func:`decode_header`
+  parses a header alone (for light clients).
 """
 
 from __future__ import annotations
