@@ -40,6 +40,7 @@ committee, not what one node does. What it counts and what it leaves out:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import statistics
@@ -58,8 +59,8 @@ if str(_HERE.parent) not in sys.path:
 
 from gridnode.core.app import LedgerApp  # noqa: E402 - after the path fix above
 from gridnode.core.consensus import ConsensusConfig  # noqa: E402
-from gridnode.core.crypto import KeyPair, verify, verify_counts  # noqa: E402
-from gridnode.core.ledger import decode_block, tx_id  # noqa: E402
+from gridnode.core.crypto import VERIFY_COUNTS, KeyPair, verify, verify_counts  # noqa: E402
+from gridnode.core.ledger import tx_id  # noqa: E402
 
 try:  # the simulation harness is moving from gridnode/ to sims/
     import sims.simnet as simnet_mod  # type: ignore[import-not-found, unused-ignore]
@@ -86,6 +87,32 @@ def verify_rate(n: int = 2000) -> float:
             verify(key.public_key, "bench", msg, sig)
         rates.append(n / (time.process_time() - t0))
     return statistics.median(rates)
+
+
+#: the node whose work runs now (a delivered message, a timer, a submit), for attributing the
+#: garbage collector's full collections (diagnostic only)
+_RUNNING = [""]
+
+
+class FullCollections:
+    """CPU seconds of the garbage collector's full (generation 2) collections, by the node that
+    was running when one started: all nodes share one heap here, so a collection walks every
+    node's objects and lands, whole, on whichever node allocated last (a diagnostic of the
+    per-node figures' spread, not a correction: the figures count it where it lands)."""
+
+    def __init__(self) -> None:
+        self.by: Counter[str] = Counter()
+        self.count = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._t0 = time.process_time()
+        else:
+            self.by[_RUNNING[0] or "clients"] += time.process_time() - self._t0
+            self.count += 1
 
 
 def _kind(domain: str) -> str:
@@ -123,13 +150,24 @@ class Ledger:
         self.submit_cpu: defaultdict[str, float] = defaultdict(float)
 
     def _count(self, who: str, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        by = self.by
+        keys: dict[str, tuple[str, str]] = {}  # domain -> (who, phase:kind), made once
+
         def counted(*args: Any, **kwargs: Any) -> Any:
-            before = verify_counts()
+            # the same count as _delta, made cheaply: this wraps every submit, and its own cost
+            # lands in the node's CPU time
+            before = dict(VERIFY_COUNTS)
             try:
                 return fn(*args, **kwargs)
             finally:
-                for kind, n in _delta(before).items():
-                    self.by[(who, f"{phase}:{kind}")] += n
+                if before != VERIFY_COUNTS:
+                    for domain, n in VERIFY_COUNTS.items():
+                        d = n - before.get(domain, 0)
+                        if d and domain != "bench":
+                            key = keys.get(domain)
+                            if key is None:
+                                key = keys[domain] = (who, f"{phase}:{_kind(domain)}")
+                            by[key] += d
 
         return counted
 
@@ -138,10 +176,12 @@ class Ledger:
         submit = self._count(name, "submit", app.submit)
 
         def timed_submit(tx: Any, **kwargs: Any) -> Any:
-            t0 = time.process_time()
+            t0, outer = time.process_time(), _RUNNING[0]
+            _RUNNING[0] = name
             try:
                 return submit(tx, **kwargs)
             finally:
+                _RUNNING[0] = outer
                 self.submit_cpu[name] += time.process_time() - t0
 
         app.submit = timed_submit  # type: ignore[method-assign, unused-ignore]
@@ -151,8 +191,8 @@ class Ledger:
 
         def timed_apply(height: int, block: bytes) -> Any:
             state = apply(height, block)
-            if name == "v0":
-                txs = decode_block(block).txs
+            if name == "v0":  # the block apply() just decoded (not decoded again on v0's time)
+                txs = app.last_applied.txs if app.last_applied is not None else ()
                 self.block_sizes.append(len(txs))
                 for tx in txs:
                     at = self.submitted_at.pop(tx_id(tx), None)
@@ -221,6 +261,7 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     def timed_step(ev: tuple[Any, ...]) -> None:
         # CPU of delivering a message or firing a timer belongs to the node it is for
         current[0] = ev[1] if ev[0] in ("deliver", "timer") else "clients"
+        _RUNNING[0] = current[0]
         t0 = time.process_time()
         try:
             step(ev)
@@ -232,11 +273,14 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     if ledger is not None:
         ledger.sim = sim
     before = verify_counts()
+    full_gc = FullCollections()
+    gc.callbacks.append(full_gc)
     w0, c0 = time.perf_counter(), time.process_time()
     try:
         res = sim.run(fault_ms=1, calm_ms=args.seconds * 1000, progress_heights=1)
     finally:
         simnet_mod.verify_commit = check_commit
+        gc.callbacks.remove(full_gc)
     cpu_all = time.process_time() - c0
     wall = time.perf_counter() - w0
     total = _delta(before)
@@ -299,6 +343,16 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     print(
         f"  one core per node: the busiest ({busiest}) commits {per_node_tps:.0f} tx per CPU s "
         f"-> verify_bound_per_node={per_node_tps / rate:.3f}"
+    )
+    print(
+        f"  of which full garbage collections (one heap for all nodes; each lands whole on the "
+        f"node running): {full_gc.count}, {1000 * sum(full_gc.by.values()):.0f} ms in all; "
+        + " ".join(
+            f"{name} {1e6 * t / max(1, committed):.0f}"
+            for name, t in sorted(full_gc.by.items())
+            if t
+        )
+        + " µs per committed tx"
     )
     if ledger is not None:
         val = [f"v{i}" for i in range(validators)]

@@ -208,7 +208,7 @@ class LedgerApp:
                 return exc
             return None
         try:
-            parsed = decode_block(block)
+            parsed = decode_block(block, known=self.mempool.get)
             if parsed.height != height:
                 return _wrong_height(height, parsed.height)
             after = check(self.state, parsed, now_ms=now, late_ms=late, verified=self.verified)
@@ -223,7 +223,7 @@ class LedgerApp:
         if known is not None and known[1].height == self.state.height + 1:
             parsed, after = known
         else:  # a block this node did not check (a full node, a sync, a replay at boot)
-            parsed = decode_block(block)
+            parsed = decode_block(block, known=self.mempool.get)
             # committed: > 2/3 of the validators signed it, so an honest one checked every
             # signature in it (the module rules); every other rule is re-run here
             self.verified.update(tx_id(tx) for tx in parsed.txs)

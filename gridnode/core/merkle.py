@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 _sha256 = hashlib.sha256
+#: :meth:`FixedTree.updated` rehashes the whole tree when at least 1/this of its leaves changed
+#: (the measured crossover with updating only the nodes above them)
+_REBUILD_SHARE: Final = 2
 EMPTY_ROOT: Final = _sha256(b"").digest()
 
 
@@ -55,7 +58,8 @@ def _levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
     out = [level]
     while len(level) > 1:
         n = len(level)
-        nxt = [_sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, n - 1, 2)]
+        pairs = zip(level[::2], level[1::2], strict=False)  # an odd last node has no pair
+        nxt = [_sha256(b"\x01" + a + b).digest() for a, b in pairs]
         if n & 1:
             nxt.append(level[-1])  # carried up unchanged
         out.append(nxt)
@@ -146,15 +150,20 @@ class FixedTree:
         if not changes:
             return self
         new = FixedTree.__new__(FixedTree)
-        levels = [list(level) for level in self._levels]
-        base = levels[0]
+        base = list(self._levels[0])
         for i, h in changes.items():
             base[i] = h
+        if len(changes) * _REBUILD_SHARE >= len(base):
+            # so many leaves changed that nearly every node above is dirty: hashing each level
+            # whole is the same tree and cheaper than tracking which nodes to redo
+            new._levels = _levels(base)
+            return new
+        levels = [base, *(list(level) for level in self._levels[1:])]
         dirty: Iterable[int] = changes.keys()
         for depth in range(len(levels) - 1):
             below, above = levels[depth], levels[depth + 1]
             n = len(below)
-            parents = sorted({i >> 1 for i in dirty})
+            parents = {i >> 1 for i in dirty}  # any order: each parent reads the level below
             for p in parents:
                 left = 2 * p
                 if left + 1 < n:

@@ -14,12 +14,15 @@ Rules of this module (``docs/protocol.md`` §7.6 gives the bytes, with test vect
   ``prev_hash``. A commit and a header therefore prove a state root without the transactions.
 * :func:`decode_block` parses structure only (at most ``MAX_BLOCK_BYTES``) and refuses a block
   whose header does not match its transactions (``wrong_txs_root``); what makes a block valid is
-  :mod:`.rules`. :func:`decode_header` parses a header alone (for light clients).
+  :mod:`.rules`. A transaction the caller already holds decoded (by id) is reused, not parsed
+  again: a transaction's decoding is a function of its bytes alone. :func:`decode_header`
+  parses a header alone (for light clients).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -152,9 +155,19 @@ def decode_header(data: bytes) -> BlockHeader:
     return _header_from_wire(unpack(data, what="block header", max_bytes=MAX_HEADER_BYTES))
 
 
-def decode_block(data: bytes) -> Block:
+def _known_or_decoded(raw: bytes, known: Callable[[bytes], Tx | None]) -> Tx:
+    tx = known(hashlib.sha256(raw).digest())
+    if tx is not None and tx.raw == raw and len(raw) <= MAX_TX_BYTES:
+        return tx
+    return _tx_from_wire(unpack(raw, what="tx", max_bytes=MAX_TX_BYTES), raw)
+
+
+def decode_block(data: bytes, *, known: Callable[[bytes], Tx | None] | None = None) -> Block:
     """Strictly parse a block's bytes (structure, and that the header matches the transactions;
-    :func:`check` checks the rules)."""
+    :func:`check` checks the rules). ``known``: the transaction the caller already decoded under
+    an id (SHA-256 of its bytes), if it holds one (a validator's mempool); such a transaction
+    is taken instead of parsing the same bytes again (its bytes compared equal), which gives
+    the same block."""
     value = unpack(data, what="block", max_bytes=MAX_BLOCK_BYTES)
     if (
         not isinstance(value, list)
@@ -175,7 +188,10 @@ def decode_block(data: bytes) -> Block:
             reason=WireReason.BAD_TYPE, subject="block", field="txs", expected="array of bytes"
         )
     header = decode_header(header_bytes)
-    parsed = tuple(_tx_from_wire(unpack(t, what="tx", max_bytes=MAX_TX_BYTES), t) for t in txs)
+    if known is None:
+        parsed = tuple(_tx_from_wire(unpack(t, what="tx", max_bytes=MAX_TX_BYTES), t) for t in txs)
+    else:
+        parsed = tuple(_known_or_decoded(t, known) for t in txs)
     root = txs_root(parsed)
     if len(parsed) != header.n_txs or root != header.txs_root:
         raise InvalidInput(

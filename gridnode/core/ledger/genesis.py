@@ -74,6 +74,10 @@ class Genesis:
     member_set: frozenset[str] = field(init=False, repr=False, compare=False)
     #: a member's position in ``members`` (its leaf in the state root's trees)
     member_index: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    #: every member's and validator's key as bytes (signature checks: no hex parsing per check)
+    public_keys: Mapping[str, bytes] = field(init=False, repr=False, compare=False)
+    #: the members in sorted order (the state's encoding lists households so)
+    members_sorted: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _clock: SlotClock = field(init=False, repr=False, compare=False)
     _limits: OrderLimits = field(init=False, repr=False, compare=False)
     _hash: bytes = field(init=False, repr=False, compare=False)
@@ -97,6 +101,9 @@ class Genesis:
             raise UsageError("genesis needs at least one validator")
         object.__setattr__(self, "member_set", frozenset(self.members))
         object.__setattr__(self, "member_index", {h: i for i, h in enumerate(self.members)})
+        public = {h: bytes.fromhex(h) for h in (*self.members, *self.validators)}
+        object.__setattr__(self, "public_keys", public)
+        object.__setattr__(self, "members_sorted", tuple(sorted(self.members)))
         if self.reading_deadline_seconds < 0 or self.max_drift_ms < 0 or self.genesis_time_ms < 0:
             raise UsageError("reading deadline, drift and genesis time must be >= 0")
         if self.max_order_ahead_slots < 0:

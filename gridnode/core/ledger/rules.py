@@ -71,7 +71,6 @@ from gridnode.core.ledger.transactions import (
     SignedOrder,
     SignedReading,
     Tx,
-    tx_id,
     verify_signature,
 )
 from market.clearing import Trade, clear
@@ -180,19 +179,25 @@ class _Work:
 
     Clearing and settlement only add or drop whole slots, so ``orders`` and ``readings`` are copies
     of the outer mapping whose per-slot mappings are shared (never written); ``nonces`` is not
-    written at all. Sharing what did not change keeps :meth:`LedgerState.encode`'s memo useful.
+    written at all. ``order_ids``, ``trades``, ``prices``, ``balances`` and ``totals`` are the
+    state's (or the admitting draft's own) until a slot is cleared or settled: :meth:`own_cleared`
+    and :meth:`own_settled` copy them before the first write, so a block that clears and settles
+    nothing copies nothing. Sharing what did not change keeps :meth:`LedgerState.encode`'s memo
+    useful.
     """
 
     state: LedgerState
     nonces: Mapping[str, int]
     orders: dict[int, Mapping[str, SignedOrder]]
     readings: dict[int, Mapping[str, int]]
-    order_ids: set[str]
-    trades: dict[int, tuple[Trade, ...]]
-    prices: dict[int, int | None]
-    balances: dict[str, int]
-    totals: dict[str, HouseholdTotals]
+    order_ids: AbstractSet[str]
+    trades: Mapping[int, tuple[Trade, ...]]
+    prices: Mapping[int, int | None]
+    balances: Mapping[str, int]
+    totals: Mapping[str, HouseholdTotals]
+    ids_owned: bool
     cleared: int = 0  # slots cleared in this block
+    settling: bool = False  # balances and totals are owned copies
 
     @classmethod
     def of(cls, draft: _Draft) -> _Work:
@@ -202,12 +207,33 @@ class _Work:
             nonces=draft.nonces,
             orders=dict(draft.orders),
             readings=dict(draft.readings),
-            order_ids=set(draft.order_ids),
-            trades=dict(state.trades),
-            prices=dict(state.clearing_prices),
-            balances=dict(state.balances),
-            totals=dict(state.totals),
+            order_ids=draft.order_ids,  # the draft's own set if it wrote one: it is dropped after
+            trades=state.trades,
+            prices=state.clearing_prices,
+            balances=state.balances,
+            totals=state.totals,
+            ids_owned="ids" in draft._own,
         )
+
+    def own_cleared(self) -> tuple[set[str], dict[int, tuple[Trade, ...]], dict[int, int | None]]:
+        """``order_ids``, ``trades`` and ``prices``, owned (copied on the first call)."""
+        if not self.ids_owned:
+            self.order_ids = set(self.order_ids)
+            self.ids_owned = True
+        if not self.cleared:
+            self.trades, self.prices = dict(self.trades), dict(self.prices)
+        return self.order_ids, self.trades, self.prices  # type: ignore[return-value]
+
+    def own_settled(
+        self,
+    ) -> tuple[dict[int, tuple[Trade, ...]], dict[str, int], dict[str, HouseholdTotals]]:
+        """``trades``, ``balances`` and ``totals``, owned (copied on the first call)."""
+        if not self.settling:
+            if not self.cleared:
+                self.trades = dict(self.trades)
+            self.balances, self.totals = dict(self.balances), dict(self.totals)
+            self.settling = True
+        return self.trades, self.balances, self.totals  # type: ignore[return-value]
 
 
 def _reject(reason: Reason, tx: Tx, expected: str, found: object) -> InvalidInput:
@@ -222,16 +248,17 @@ def _reject(reason: Reason, tx: Tx, expected: str, found: object) -> InvalidInpu
 def _signature_ok(draft: _Draft, genesis: Genesis, tx: Tx) -> bool:
     """Verify once per cache: ``draft.verified`` holds ids (hash of the full signed bytes) of
     transactions whose signature already verified, so a cache hit means the same bytes."""
-    if draft.verified is None:
+    verified = draft.verified
+    if verified is None:
         return verify_signature(genesis, tx)
-    tid = tx_id(tx)
-    if tid in draft.verified:
+    tid = tx.id
+    if tid in verified:
         return True
     if not verify_signature(genesis, tx):
         return False
-    if len(draft.verified) > 500_000:
-        draft.verified.clear()
-    draft.verified.add(tid)
+    if len(verified) > 500_000:
+        verified.clear()
+    verified.add(tid)
     return True
 
 
@@ -239,12 +266,15 @@ def _order_ok(draft: _Draft, genesis: Genesis, tx: SignedOrder) -> None:
     """:func:`~market.orders.validate_order` once per cache: the order's rules depend only on its
     bytes and the genesis, so ``draft.verified`` also remembers ``b"o" + id`` of orders that passed
     (33 bytes: never equal to a 32-byte signature-cache id)."""
-    key = b"o" + tx_id(tx)
-    if draft.verified is not None and key in draft.verified:
+    verified = draft.verified
+    if verified is None:
+        validate_order(tx.order, limits=genesis.limits)
+        return
+    key = b"o" + tx.id
+    if key in verified:
         return
     validate_order(tx.order, limits=genesis.limits)
-    if draft.verified is not None:
-        draft.verified.add(key)
+    verified.add(key)
 
 
 def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
@@ -256,58 +286,44 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
     """
     genesis = draft.state.genesis
     now_s = time_ms // 1000
-    clock = genesis.clock
-    if isinstance(tx, SignedModel):
-        _admit_model(draft, tx, write=write)
+    kind = type(tx)
+    if kind is SignedModel:
+        _admit_model(draft, tx, write=write)  # type: ignore[arg-type]
         return
-    if tx.household not in genesis.member_set:
-        raise _reject(LedgerReason.NOT_A_MEMBER, tx, "a member of the community", tx.household[:16])
+    household = tx.household
+    if household not in genesis.member_set:
+        raise _reject(LedgerReason.NOT_A_MEMBER, tx, "a member of the community", household[:16])
     if not _signature_ok(draft, genesis, tx):
         raise _reject(LedgerReason.BAD_SIGNATURE, tx, "the household's signature", "another")
-    if isinstance(tx, SignedReading):
-        if now_s < clock.end(tx.slot):
-            raise _reject(
-                LedgerReason.SLOT_NOT_DELIVERED, tx, f"block time >= {clock.end(tx.slot)}", now_s
-            )
-        if now_s >= clock.end(tx.slot) + genesis.reading_deadline_seconds:
-            raise _reject(LedgerReason.READING_TOO_LATE, tx, "a reading before the deadline", now_s)
-        if tx.household in draft.readings.get(tx.slot, {}):
-            raise _reject(
-                LedgerReason.DUPLICATE_READING, tx, "one reading per household and slot", tx.slot
-            )
-        if abs(tx.net_wh) > genesis.limits.max_energy_wh:
-            raise _reject(
-                OrderReason.ENERGY_TOO_LARGE,
-                tx,
-                f"|net_wh| <= {genesis.limits.max_energy_wh}",
-                tx.net_wh,
-            )
-        if write:
-            draft.put_reading(tx.slot, tx.household, tx.net_wh)
+    clock = genesis.clock
+    if kind is SignedReading:
+        _admit_reading(draft, tx, now_s, write=write)  # type: ignore[arg-type]
         return
-    nonce = tx.order.nonce if isinstance(tx, SignedOrder) else tx.nonce
-    if nonce <= draft.nonces.get(tx.household, -1):
-        raise _reject(
-            LedgerReason.STALE_NONCE, tx, f"nonce > {draft.nonces.get(tx.household, -1)}", nonce
-        )
-    slot = tx.order.slot if isinstance(tx, SignedOrder) else tx.slot
+    order = tx.order if kind is SignedOrder else None  # type: ignore[union-attr]
+    nonce = tx.nonce if order is None else order.nonce  # type: ignore[union-attr]
+    last = draft.nonces.get(household, -1)
+    if nonce <= last:
+        raise _reject(LedgerReason.STALE_NONCE, tx, f"nonce > {last}", nonce)
+    slot = tx.slot if order is None else order.slot  # type: ignore[union-attr]
     why = clock.window_error(slot, now_s, max_ahead_slots=genesis.max_order_ahead_slots)
     if why is not None:
         first = clock.first_open_slot(now_s)
-        last = first + genesis.max_order_ahead_slots
-        raise _reject(why, tx, f"a slot open at {now_s} (in {first}..{last})", slot)
-    previous = draft.orders.get(slot, {}).get(tx.household)
-    if isinstance(tx, SignedOrder):
+        last_slot = first + genesis.max_order_ahead_slots
+        raise _reject(why, tx, f"a slot open at {now_s} (in {first}..{last_slot})", slot)
+    held = draft.orders.get(slot)
+    previous = None if held is None else held.get(household)
+    if order is not None:
+        assert isinstance(tx, SignedOrder)
         _order_ok(draft, genesis, tx)
         if tx.model is not None and tx.model not in draft.models:
             raise _reject(
                 LedgerReason.UNKNOWN_MODEL, tx, "a committed model's hash (or none)",
                 tx.model.hex()[:16],
             )  # fmt: skip
-        if tx.order.order_id in draft.order_ids and (
-            previous is None or previous.order.order_id != tx.order.order_id
+        if order.order_id in draft.order_ids and (
+            previous is None or previous.order.order_id != order.order_id
         ):
-            raise _reject(OrderReason.DUPLICATE_ID, tx, "an order id not in use", tx.order.order_id)
+            raise _reject(OrderReason.DUPLICATE_ID, tx, "an order id not in use", order.order_id)
         if write:
             draft.put_order(tx, previous)
     else:
@@ -316,7 +332,31 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
         if write:
             draft.drop_order(slot, previous)
     if write:
-        draft.set_nonce(tx.household, nonce)
+        draft.set_nonce(household, nonce)
+
+
+def _admit_reading(draft: _Draft, tx: SignedReading, now_s: int, *, write: bool) -> None:
+    """The reading rules (module docstring), after membership and signature."""
+    genesis = draft.state.genesis
+    end = genesis.clock.end(tx.slot)
+    if now_s < end:
+        raise _reject(LedgerReason.SLOT_NOT_DELIVERED, tx, f"block time >= {end}", now_s)
+    if now_s >= end + genesis.reading_deadline_seconds:
+        raise _reject(LedgerReason.READING_TOO_LATE, tx, "a reading before the deadline", now_s)
+    held = draft.readings.get(tx.slot)
+    if held is not None and tx.household in held:
+        raise _reject(
+            LedgerReason.DUPLICATE_READING, tx, "one reading per household and slot", tx.slot
+        )
+    if abs(tx.net_wh) > genesis.limits.max_energy_wh:
+        raise _reject(
+            OrderReason.ENERGY_TOO_LARGE,
+            tx,
+            f"|net_wh| <= {genesis.limits.max_energy_wh}",
+            tx.net_wh,
+        )
+    if write:
+        draft.put_reading(tx.slot, tx.household, tx.net_wh)
 
 
 def _admit_model(draft: _Draft, tx: SignedModel, *, write: bool) -> None:
@@ -356,15 +396,16 @@ def _clear_due(draft: _Work, time_ms: int, outcome: list[SlotCleared] | None) ->
     genesis = draft.state.genesis
     last_closed = genesis.clock.first_open_slot(time_ms // 1000) - 1
     for slot in sorted(s for s in draft.orders if s <= last_closed):
+        order_ids, all_trades, prices = draft.own_cleared()
         held = draft.orders.pop(slot)
         book = [so.order for so in held.values()]
         result = clear(book, slot=slot, rule=genesis.rule)
         trades = tuple(result.trades)
         if trades:
-            draft.trades[slot] = trades
-        draft.prices[slot] = result.clearing_price_micro_per_kwh
+            all_trades[slot] = trades
+        prices[slot] = result.clearing_price_micro_per_kwh
         for o in book:
-            draft.order_ids.discard(o.order_id)
+            order_ids.discard(o.order_id)
         draft.cleared += 1
         if outcome is not None:
             outcome.append(SlotCleared(slot, held, result.clearing_price_micro_per_kwh, trades))
@@ -390,7 +431,7 @@ def _settle_due(
         deadline_passed = now_s >= clock.end(slot) + genesis.reading_deadline_seconds
         if not deadline_passed and len(readings) < len(members):
             continue
-        trades = draft.trades.pop(slot, ())
+        trades = draft.own_settled()[0].pop(slot, ())
         draft.readings.pop(slot, None)
         result = settle_slot(genesis, slot, trades, readings)
         _book(draft, result)
@@ -416,12 +457,13 @@ def settle_slot(
 
 
 def _book(draft: _Work, result: Settlement) -> None:
+    _, balances, totals = draft.own_settled()
     for t in result.transfers:
-        draft.balances[t.payer] = draft.balances.get(t.payer, 0) - t.amount_micro
-        draft.balances[t.payee] = draft.balances.get(t.payee, 0) + t.amount_micro
+        balances[t.payer] = balances.get(t.payer, 0) - t.amount_micro
+        balances[t.payee] = balances.get(t.payee, 0) + t.amount_micro
     for b in result.bills:
-        old = draft.totals.get(b.household, HouseholdTotals())
-        draft.totals[b.household] = HouseholdTotals(
+        old = totals.get(b.household, HouseholdTotals())
+        totals[b.household] = HouseholdTotals(
             bought_p2p_wh=old.bought_p2p_wh + b.bought_p2p_wh,
             sold_p2p_wh=old.sold_p2p_wh + b.sold_p2p_wh,
             grid_import_wh=old.grid_import_wh + b.grid_import_wh,
@@ -490,7 +532,7 @@ def _finish(
         settled=done if done or state.settled else state.settled,
         models=admitting.models,
         last_model=admitting.last_model,
-        open_order_ids=frozenset(draft.order_ids),
+        open_order_ids=ids if isinstance(ids := draft.order_ids, frozenset) else frozenset(ids),
         memo=state.memo,
     )
 

@@ -48,6 +48,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 from typing import TYPE_CHECKING, Any, Final
 
 from gridnode.core.merkle import FixedTree, leaf_hash, node_hash, tree_root
@@ -231,8 +233,10 @@ def _changed(old: Mapping[Any, Any] | None, new: Mapping[Any, Any] | None) -> It
         return new.keys() if new is not None else ()
     if new is None:
         return old.keys()
-    out = [k for k, v in new.items() if old.get(k) is not v]
-    out.extend(k for k in old.keys() - new.keys())
+    # [k for k, v in new.items() if old.get(k) is not v], iterated in C (a block's states hold
+    # thousands of entries each and change a few hundred)
+    out = list(compress(new.keys(), map(is_not, map(old.get, new.keys()), new.values())))
+    out.extend(old.keys() - new.keys())
     return out
 
 
@@ -293,13 +297,16 @@ def _accounts(state: LedgerState) -> FixedTree:
     return tree
 
 
-def _by_household(trades: Sequence[Trade]) -> dict[str, list[Trade]]:
-    out: dict[str, list[Trade]] = {}
-    for t in trades:
-        out.setdefault(t.buyer, []).append(t)
+def _by_household(trades: Sequence[Trade]) -> dict[str, tuple[int, ...]]:
+    """Each household's trades, as their positions in ``trades`` (in order): tuples of ints,
+    which the garbage collector stops tracking, where a list of trades per household kept ~1
+    tracked object per member alive for as long as the slot awaits settlement."""
+    out: dict[str, list[int]] = {}
+    for k, t in enumerate(trades):
+        out.setdefault(t.buyer, []).append(k)
         if t.seller != t.buyer:
-            out.setdefault(t.seller, []).append(t)
-    return out
+            out.setdefault(t.seller, []).append(k)
+    return {h: tuple(ks) for h, ks in out.items()}
 
 
 _NO_TRADES: Final[tuple[Trade, ...]] = ()
@@ -327,7 +334,7 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
     if hit is None:
         base = _empty_tree(state)
         old: tuple[Any, ...] = (None, _NO_TRADES, None, None)
-        old_index: dict[str, list[Trade]] = {}
+        old_index: dict[str, tuple[int, ...]] = {}
     else:
         base, old, old_index = hit[1], hit[0], hit[2]
     index = old_index if trades is old[1] else _by_household(trades)
@@ -351,7 +358,7 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
                 slot,
                 h,
                 None if orders is None else orders.get(h),
-                index.get(h, _NO_TRADES),
+                [trades[k] for k in index.get(h, ())],
                 None if readings is None else readings.get(h),
                 None if settled is None else settled.bills.get(h),
                 members,
@@ -481,10 +488,12 @@ def _state_tree(state: LedgerState) -> StateTree:
 
 
 def _forget(state: LedgerState, live: Sequence[int]) -> None:
-    """Drop memoised members trees of slots that left the state (keeps a few for forks)."""
+    """Drop memoised members trees of slots that left the state (keeps up to two, for the state
+    before: a slot leaves one block after it settles). A memoised settled slot holds its ~1 bill
+    and trade list per member, which every full garbage collection walks while it is kept."""
     memo = state.memo
     keys = [k for k in memo if isinstance(k, tuple) and k[0] == "mt:slot"]
-    if len(keys) <= len(live) + 8:
+    if len(keys) <= len(live) + 2:
         return
     keep = set(live)
     for k in keys:

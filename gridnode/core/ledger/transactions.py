@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from gridnode.core.crypto import KeyPair, verify_hex
+from gridnode.core.crypto import KeyPair, verify, verify_hex
 from gridnode.core.ledger.genesis import FORMAT, Genesis, _sha256
 from market.codec import order_from_wire, order_to_wire, pack, unpack
 from market.errors import InvalidInput, UsageError, WireReason
@@ -393,6 +393,8 @@ def signed_body(tx: Tx) -> bytes:
 
 
 def verify_signature(genesis: Genesis, tx: Tx) -> bool:
-    return verify_hex(
-        tx.household, genesis.domain(_DOMAIN[type(tx)]), signed_body(tx), tx.signature
-    )
+    domain = genesis.domain(_DOMAIN[type(tx)])
+    key = genesis.public_keys.get(tx.household)  # a member's or validator's: valid hex, parsed once
+    if key is None:
+        return verify_hex(tx.household, domain, signed_body(tx), tx.signature)
+    return verify(key, domain, signed_body(tx), tx.signature)
