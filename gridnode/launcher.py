@@ -151,10 +151,11 @@ class LaunchedProcess:
         """Signal the child (nothing once its exit is known; a child that just ended and was
         reaped is not signalled: the pidfd never names another process)."""
         self.poll()
-        if self.returncode is not None or self._pidfd is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(self._pidfd, sig)
+        with self._launcher._lock:  # the pidfd is closed under this lock when the exit is known
+            if self.returncode is not None or self._pidfd is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -287,8 +288,8 @@ class Launcher:
         with self._lock:
             self._children[child.pid] = child
             early = self._replies.pop(-child.pid, None)  # it exited before we registered it
-        if early is not None:
-            child._exited(early[0]["code"])
+            if early is not None:
+                child._exited(early[0]["code"])
         return child
 
     def close(self, timeout_s: float = GRACE_S) -> None:
@@ -362,7 +363,7 @@ class Launcher:
         elif op in ("spawned", "error"):
             self._replies[message["id"]] = (message, fds)
         elif op == "exit":
-            child = self._children.get(message["pid"])
+            child = self._children.pop(message["pid"], None)
             if child is None:  # before spawn() registered it
                 self._replies[-message["pid"]] = (message, fds)
             else:
@@ -379,6 +380,7 @@ class Launcher:
         with contextlib.suppress(OSError):
             self._sock.close()
         live = [c for c in self._children.values() if c.returncode is None]
+        self._children.clear()
         for child in live:  # PR_SET_PDEATHSIG sent them SIGTERM
             code = -signal.SIGTERM
             if not child._exited_readable(GRACE_S):
