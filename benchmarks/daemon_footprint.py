@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -165,7 +166,7 @@ def wait_ready(h: Household, timeout_s: float = 120.0) -> float:
 
 
 def start_one_by_one(
-    root: Path, households: int, idle_s: float, launcher: Launcher | None
+    root: Path, households: int, idle_s: float, launcher: Launcher | Literal[False]
 ) -> dict[str, list[tuple[float, float, dict[str, float]]]]:
     """The small community, each daemon started alone (its start-up measured on its own), then
     ``idle_s`` of running: per role, (wall s to ready, CPU s by then, memory when idle)."""
@@ -190,7 +191,7 @@ def start_one_by_one(
             assert h.process is not None and h.process.poll() is None, f"{h.name} died"
             role = "validator" if h.role == "validator" else "household (replay meter, bidding)"
             rows.setdefault(role, []).append((*ready[h.index], memory_mb(h.process.pid)))
-        if launcher is not None:  # at the same moment: its pages are shared with its children
+        if launcher:  # at the same moment: its pages are shared with its children
             rows["the launcher itself"] = [
                 (0.0, launcher.preload["cpu_s"], memory_mb(launcher.pid))
             ]
@@ -199,7 +200,9 @@ def start_one_by_one(
     return rows
 
 
-def start_many(root: Path, n: int, idle_s: float, launcher: Launcher | None) -> dict[str, float]:
+def start_many(
+    root: Path, n: int, idle_s: float, launcher: Launcher | Literal[False]
+) -> dict[str, float]:
     """``n`` daemons (4 validators, the rest full nodes without a meter) started at once: wall
     seconds until every one is ready, their CPU seconds by then, and after ``idle_s`` the sum of
     their RSS, PSS and USS (with the launcher's own when there is one)."""
@@ -215,7 +218,7 @@ def start_many(root: Path, n: int, idle_s: float, launcher: Launcher | None) -> 
         time.sleep(idle_s)
         pids = [h.process.pid for h in lc.households if h.process is not None]
         total = {"rss": 0.0, "pss": 0.0, "uss": 0.0}
-        for pid in pids + ([launcher.pid] if launcher is not None else []):
+        for pid in pids + ([launcher.pid] if launcher else []):
             for k, v in memory_mb(pid).items():
                 total[k] += v
     finally:
@@ -288,7 +291,7 @@ def main() -> None:
         how = (
             "compiled at every start (--cold)" if args.cold else "cached (as an installed package)"
         )
-        ways: list[tuple[str, Launcher | None]] = [("popen", None)]
+        ways: list[tuple[str, Launcher | Literal[False]]] = [("popen", False)]
         launcher = None
         if args.launcher:
             t0 = time.monotonic()
@@ -305,7 +308,7 @@ def main() -> None:
                 rows = start_one_by_one(Path(tmp) / f"c-{name}", args.households, args.idle, way)
                 print(
                     f"{name}: bytecode {how}; start-up = "
-                    + ("exec" if way is None else "fork request")
+                    + ("fork request" if way else "exec")
                     + f" -> ready file (API serving, libp2p listening); load {load:.1f} -> "
                     f"{os.getloadavg()[0]:.1f}"
                 )
@@ -318,7 +321,7 @@ def main() -> None:
                     f"{got['wall_s']:.1f} s wall, {got['cpu_s']:.1f} s CPU by then; after "
                     f"{args.idle:.0f} s: RSS {got['rss']:.0f} MB, PSS {got['pss']:.0f} MB, USS "
                     f"{got['uss']:.0f} MB summed"
-                    + (" (with the launcher's)" if way is not None else "")
+                    + (" (with the launcher's)" if way else "")
                     + f"; load {load:.1f} -> {os.getloadavg()[0]:.1f}"
                 )
         finally:

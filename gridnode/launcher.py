@@ -75,6 +75,7 @@ __all__ = [
     "Launcher",
     "LauncherGone",
     "default_launcher",
+    "launcher_enabled",
 ]
 
 #: what a daemon imports (validators and households: the command line's run command, the start-up
@@ -90,8 +91,9 @@ PRELOAD: Final = (
 )
 #: set before the imports: numeric libraries must not start threads in a process that forks
 THREAD_ENV: Final = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: ``GRIDNODE_LAUNCHER=1``: :class:`sims.daemons.LocalCommunity` starts its daemons from one
-#: process-wide launcher (:func:`default_launcher`) instead of ``subprocess.Popen``
+#: ``GRIDNODE_LAUNCHER=0``: :class:`sims.daemons.LocalCommunity` exec's each daemon
+#: (``subprocess.Popen``) instead of forking it from the process-wide launcher
+#: (:func:`default_launcher`)
 LAUNCHER_ENV: Final = "GRIDNODE_LAUNCHER"
 #: seconds a child has to stop after SIGTERM before it is killed (launcher closing or gone)
 GRACE_S: Final = 15.0
@@ -401,10 +403,20 @@ class Launcher:
 _DEFAULT: dict[str, Launcher] = {}
 
 
+def launcher_enabled() -> bool:
+    """Whether tools start daemons from a launcher by default: not when ``$GRIDNODE_LAUNCHER`` is
+    ``0``, nor off Linux (pidfds, ``prctl``)."""
+    return (
+        os.environ.get(LAUNCHER_ENV, "1") != "0"
+        and sys.platform == "linux"
+        and hasattr(os, "pidfd_open")
+    )
+
+
 def default_launcher() -> Launcher | None:
-    """The process-wide launcher when ``$GRIDNODE_LAUNCHER`` is ``1`` (started on first use,
-    closed at exit), else ``None``."""
-    if os.environ.get(LAUNCHER_ENV, "") != "1":
+    """The process-wide launcher (started on first use, closed at exit), or ``None`` when
+    :func:`launcher_enabled` says no."""
+    if not launcher_enabled():
         return None
     current = _DEFAULT.get("launcher")
     if current is None or current.gone is not None:

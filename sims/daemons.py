@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gridnode.cli import main as gridnode_main
 from gridnode.config import (
@@ -131,8 +131,8 @@ class LocalCommunity:
     households: list[Household] = field(default_factory=list)
     genesis: Genesis | None = None
     #: start daemons forked from this pre-imported launcher (not those with a command prefix);
-    #: ``None``: ``$GRIDNODE_LAUNCHER=1``'s process-wide one, else ``subprocess.Popen``
-    launcher: Launcher | None = None
+    #: ``None``: the process-wide one unless ``$GRIDNODE_LAUNCHER=0``; ``False``: exec each one
+    launcher: Launcher | Literal[False] | None = None
 
     def create(self) -> None:
         """Set the community up the README's way (see the module docstring): fresh keys (or
@@ -230,8 +230,8 @@ class LocalCommunity:
                 continue
             (h.dir / "ready").unlink(missing_ok=True)
             run = ["run", "--dir", str(h.dir), "--ready-file", str(h.dir / "ready")]
-            launcher = self.launcher or default_launcher()
-            if launcher is not None and not h.command_prefix:  # forked, pre-imported: launcher.py
+            launcher = default_launcher() if self.launcher is None else self.launcher
+            if launcher and not h.command_prefix:  # forked from a pre-imported parent: launcher.py
                 h.process = launcher.spawn(
                     run, log=h.dir / "daemon.log", env={**os.environ, **(env or {})}, nice=nice
                 )

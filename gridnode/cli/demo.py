@@ -60,10 +60,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--keep-running", action="store_true", help="leave the daemons up until Ctrl-C")
     p.add_argument(
-        "--launcher",
-        action="store_true",
-        help="fork the daemons from one process that imported the daemon's code once (faster "
-        "start, less memory; docs/daemon.md, 'Many daemons on one machine: the launcher')",
+        "--no-launcher",
+        dest="launcher",
+        action="store_false",
+        help="exec each daemon (`python -m gridnode run`) instead of forking it from one process "
+        "that imported the daemon's code once (docs/daemon.md, 'Many daemons on one machine: "
+        "the launcher'); also GRIDNODE_LAUNCHER=0",
     )
     p.set_defaults(func=run)
 
@@ -106,10 +108,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"community of {n} households ({args.validators} validators) in {root}")
     print("starting daemons (real libp2p over loopback)…", flush=True)
-    if args.launcher:
-        from gridnode.launcher import Launcher
+    from gridnode.launcher import Launcher, launcher_enabled
 
-        lc.launcher = Launcher.start()
+    lc.launcher = Launcher.start() if args.launcher and launcher_enabled() else False
     lc.start()
     stopped = False
     served: dict[int, tuple[int | None, list[dict[str, Any]]]] = {}
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not stopped:
             _stop(lc)
-        if lc.launcher is not None:
+        if lc.launcher:
             lc.launcher.close()
         if args.dir is None and not args.keep_running:
             shutil.rmtree(root, ignore_errors=True)
