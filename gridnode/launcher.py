@@ -532,8 +532,9 @@ def serve(sock: socket.socket) -> list[str] | int:
                     pid = os.fork()
                 except OSError as exc:
                     os.close(fds[0])
-                    _send(sock, {"op": "error", "id": request["id"], "error": str(exc),
-                                 "errno": exc.errno})  # fmt: skip
+                    with contextlib.suppress(OSError):  # the caller gone: its EOF comes next
+                        _send(sock, {"op": "error", "id": request["id"], "error": str(exc),
+                                     "errno": exc.errno})  # fmt: skip
                     continue
                 if pid == 0:
                     close_all()
@@ -543,7 +544,8 @@ def serve(sock: socket.socket) -> list[str] | int:
                 pidfd = os.pidfd_open(pid)
                 children[pid] = pidfd
                 sel.register(pidfd, selectors.EVENT_READ, pid)
-                _send(sock, {"op": "spawned", "id": request["id"], "pid": pid}, [pidfd])
+                with contextlib.suppress(OSError):  # the caller gone: its EOF comes next
+                    _send(sock, {"op": "spawned", "id": request["id"], "pid": pid}, [pidfd])
             else:
                 pid = key.data
                 _, status = os.waitpid(pid, 0)
