@@ -19,9 +19,18 @@ them; clock at 60×) and prints, per role:
   whether pandas, pyarrow, statsmodels, scipy, pvlib, plotly or sklearn were loaded), and in one
   interpreter, step by step, what each layer adds: py-libp2p's own dependencies that gridnode
   never uses (loaded by ``libp2p/__init__.py`` whatever one imports from it), the rest of
-  py-libp2p, numpy, aiohttp, and gridnode's own modules.
+  py-libp2p, numpy, aiohttp, and gridnode's own modules;
+* with ``--launcher``: the same community again, each daemon forked from one pre-imported
+  launcher (:mod:`gridnode.launcher`) instead of exec'd, in the same run after the first; start-up
+  is then fork request → ready and its CPU the child's since the fork; the launcher's own memory
+  is printed beside (its pages are shared with its children: their RSS counts them, PSS splits
+  them). The load average is printed with each;
+* with ``--many N``: ``N`` daemons (4 validators, ``N - 4`` full nodes without a meter) started at
+  once, the time until all are ready, their summed CPU by then, and their summed RSS, PSS and
+  USS after ``--idle`` seconds (with the launcher's); both ways with ``--launcher``.
 
     python benchmarks/daemon_footprint.py [--households 2] [--idle 20] [--cold]
+        [--launcher] [--many N] [--no-imports]
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -41,6 +51,7 @@ if str(_HERE.parent) not in sys.path:
     sys.path.insert(0, str(_HERE.parent))
 
 from gridnode.config import update_config  # noqa: E402 - after the path fix
+from gridnode.launcher import Launcher  # noqa: E402
 from sims.daemons import Household, LocalCommunity  # noqa: E402
 
 #: what the daemons import (validators and households), compiled once into the bytecode cache
@@ -154,6 +165,86 @@ def wait_ready(h: Household, timeout_s: float = 120.0) -> float:
     return time.monotonic()
 
 
+def start_one_by_one(
+    root: Path, households: int, idle_s: float, launcher: Launcher | Literal[False]
+) -> dict[str, list[tuple[float, float, dict[str, float]]]]:
+    """The small community, each daemon started alone (its start-up measured on its own), then
+    ``idle_s`` of running: per role, (wall s to ready, CPU s by then, memory when idle)."""
+    lc = LocalCommunity(root, validators=4, full_nodes=households, speedup=60, launcher=launcher)
+    lc.create()
+    for h in lc.households[4:]:
+        update_config(
+            h.dir,
+            {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
+        )
+    ready: dict[int, tuple[float, float]] = {}  # index -> (wall s to ready, CPU s by then)
+    rows: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
+    try:
+        for h in lc.households:  # one at a time: each start-up is measured on its own
+            started = time.monotonic()
+            lc.start([h.index])
+            at = wait_ready(h)
+            assert h.process is not None
+            ready[h.index] = (at - started, proc_cpu_s(h.process.pid))
+        time.sleep(idle_s)
+        for h in lc.households:
+            assert h.process is not None and h.process.poll() is None, f"{h.name} died"
+            role = "validator" if h.role == "validator" else "household (replay meter, bidding)"
+            rows.setdefault(role, []).append((*ready[h.index], memory_mb(h.process.pid)))
+        if launcher:  # at the same moment: its pages are shared with its children
+            rows["the launcher itself"] = [
+                (0.0, launcher.preload["cpu_s"], memory_mb(launcher.pid))
+            ]
+    finally:
+        lc.stop()
+    return rows
+
+
+def start_many(
+    root: Path, n: int, idle_s: float, launcher: Launcher | Literal[False]
+) -> dict[str, float]:
+    """``n`` daemons (4 validators, the rest full nodes without a meter) started at once: wall
+    seconds until every one is ready, their CPU seconds by then, and after ``idle_s`` the sum of
+    their RSS, PSS and USS (with the launcher's own when there is one)."""
+    lc = LocalCommunity(root, validators=4, full_nodes=n - 4, speedup=60, launcher=launcher)
+    lc.create()
+    try:
+        t0 = time.monotonic()
+        lc.start()
+        for h in lc.households:
+            wait_ready(h, timeout_s=300.0)
+        wall = time.monotonic() - t0
+        cpu = sum(proc_cpu_s(h.process.pid) for h in lc.households if h.process is not None)
+        time.sleep(idle_s)
+        pids = [h.process.pid for h in lc.households if h.process is not None]
+        total = {"rss": 0.0, "pss": 0.0, "uss": 0.0}
+        for pid in pids + ([launcher.pid] if launcher else []):
+            for k, v in memory_mb(pid).items():
+                total[k] += v
+    finally:
+        lc.stop()
+    return {"wall_s": wall, "cpu_s": cpu, **total}
+
+
+def print_rows(rows: dict[str, list[tuple[float, float, dict[str, float]]]], idle_s: float) -> None:
+    for role, items in rows.items():
+        if role == "the launcher itself":
+            mem = items[0][2]
+            print(
+                f"  {role:<34} imports {items[0][1]:.2f} s CPU once  |  RSS {mem['rss']:.0f} MB, "
+                f"PSS {mem['pss']:.0f} MB, USS {mem['uss']:.0f} MB (pages shared with its children)"
+            )
+            continue
+        wall = statistics.median(r[0] for r in items)
+        cpu = statistics.median(r[1] for r in items)
+        mem = {k: statistics.median(r[2][k] for r in items) for k in ("rss", "pss", "uss")}
+        print(
+            f"  {role:<34} n={len(items)}  start-up {wall:.2f} s wall, {cpu:.2f} s CPU  |  "
+            f"idle after {idle_s:.0f} s: RSS {mem['rss']:.0f} MB, "
+            f"PSS {mem['pss']:.0f} MB, USS {mem['uss']:.0f} MB  (medians)"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--households", type=int, default=2)
@@ -161,7 +252,24 @@ def main() -> None:
     ap.add_argument(
         "--cold", action="store_true", help="no bytecode cache: compile every module at each start"
     )
+    ap.add_argument(
+        "--launcher",
+        action="store_true",
+        help="also start the same community from a pre-imported launcher (gridnode.launcher) "
+        "and print both, popen first",
+    )
+    ap.add_argument(
+        "--many",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also start N daemons at once (4 validators, N-4 full nodes) and print the time "
+        "until all are ready and their summed memory (with --launcher: both ways)",
+    )
+    ap.add_argument("--no-imports", action="store_true", help="skip the import measurements")
     args = ap.parse_args()
+    if args.many and args.many < 5:
+        ap.error("--many needs at least 5 daemons (4 validators and a household)")
     with tempfile.TemporaryDirectory(prefix="gridnode-footprint-") as tmp:
         # every interpreter below (imports and daemons) inherits the bytecode setting
         if args.cold:
@@ -172,45 +280,54 @@ def main() -> None:
             os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
             import_cost(WARM_UP)  # fills the cache once
         print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
-        for statement in ("import libp2p", "import gridnode.daemon"):
-            print(f"  {statement:<24} {import_cost(statement)}")
-        print("  import layers of a validator, each on top of the ones before (one interpreter):")
-        for row in import_layers():
-            print(row)
-        lc = LocalCommunity(Path(tmp) / "c", validators=4, full_nodes=args.households, speedup=60)
-        lc.create()
-        for h in lc.households[4:]:
-            update_config(
-                h.dir,
-                {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
+        if not args.no_imports:
+            for statement in ("import libp2p", "import gridnode.daemon"):
+                print(f"  {statement:<24} {import_cost(statement)}")
+            print(
+                "  import layers of a validator, each on top of the ones before (one interpreter):"
             )
-        started: dict[int, float] = {}
-        ready: dict[int, tuple[float, float]] = {}  # index -> (wall s to ready, CPU s by then)
-        for h in lc.households:  # one at a time: each start-up is measured on its own
-            started[h.index] = time.monotonic()
-            lc.start([h.index])
-            at = wait_ready(h)
-            assert h.process is not None
-            ready[h.index] = (at - started[h.index], proc_cpu_s(h.process.pid))
-        time.sleep(args.idle)
-        rows: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
-        for h in lc.households:
-            assert h.process is not None and h.process.poll() is None, f"{h.name} died"
-            role = "validator" if h.role == "validator" else "household (replay meter, bidding)"
-            rows.setdefault(role, []).append((*ready[h.index], memory_mb(h.process.pid)))
-        lc.stop()
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    how = "compiled at every start (--cold)" if args.cold else "cached (as an installed package)"
-    print(f"  bytecode: {how}; start-up = exec -> ready file (API serving, libp2p listening)")
-    for role, items in rows.items():
-        wall = statistics.median(r[0] for r in items)
-        cpu = statistics.median(r[1] for r in items)
-        mem = {k: statistics.median(r[2][k] for r in items) for k in ("rss", "pss", "uss")}
-        print(
-            f"  {role:<34} n={len(items)}  start-up {wall:.2f} s wall, {cpu:.2f} s CPU  |  "
-            f"idle after {args.idle:.0f} s: RSS {mem['rss']:.0f} MB, "
-            f"PSS {mem['pss']:.0f} MB, USS {mem['uss']:.0f} MB  (medians)"
+            for row in import_layers():
+                print(row)
+        how = (
+            "compiled at every start (--cold)" if args.cold else "cached (as an installed package)"
         )
+        ways: list[tuple[str, Launcher | Literal[False]]] = [("popen", False)]
+        launcher = None
+        if args.launcher:
+            t0 = time.monotonic()
+            launcher = Launcher.start()
+            ways.append(("launcher", launcher))
+            lw = time.monotonic() - t0
+            print(
+                f"launcher (pid {launcher.pid}) ready in {lw:.2f} s wall; its imports "
+                f"{launcher.preload['cpu_s']:.2f} s CPU, {launcher.preload['modules']} modules"
+            )
+        try:
+            for name, way in ways:
+                load = os.getloadavg()[0]
+                rows = start_one_by_one(Path(tmp) / f"c-{name}", args.households, args.idle, way)
+                print(
+                    f"{name}: bytecode {how}; start-up = "
+                    + ("fork request" if way else "exec")
+                    + f" -> ready file (API serving, libp2p listening); load {load:.1f} -> "
+                    f"{os.getloadavg()[0]:.1f}"
+                )
+                print_rows(rows, args.idle)
+            for name, way in ways if args.many else []:
+                load = os.getloadavg()[0]
+                got = start_many(Path(tmp) / f"m-{name}", args.many, args.idle, way)
+                print(
+                    f"{name}: {args.many} daemons started at once: all ready in "
+                    f"{got['wall_s']:.1f} s wall, {got['cpu_s']:.1f} s CPU by then; after "
+                    f"{args.idle:.0f} s: RSS {got['rss']:.0f} MB, PSS {got['pss']:.0f} MB, USS "
+                    f"{got['uss']:.0f} MB summed"
+                    + (" (with the launcher's)" if way else "")
+                    + f"; load {load:.1f} -> {os.getloadavg()[0]:.1f}"
+                )
+        finally:
+            if launcher is not None:
+                launcher.close()
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gridnode.cli import main as gridnode_main
 from gridnode.config import (
@@ -43,6 +43,7 @@ from gridnode.config import (
 )
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
+from gridnode.launcher import LaunchedProcess, Launcher, default_launcher
 from gridnode.net.host import peer_id_of
 from market.clearing import Rule
 from market.errors import UsageError
@@ -92,7 +93,7 @@ class Household:
     role: str
     p2p_port: int
     api_port: int
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | LaunchedProcess | None = None
     #: the address it listens on (libp2p and API); another than loopback in a network lab
     host: str = "127.0.0.1"
     #: what runs its daemon command, e.g. ``ip netns exec NS`` (:mod:`sims.netns`)
@@ -129,6 +130,9 @@ class LocalCommunity:
     keys: tuple[KeyPair, ...] = ()
     households: list[Household] = field(default_factory=list)
     genesis: Genesis | None = None
+    #: start daemons forked from this pre-imported launcher (not those with a command prefix);
+    #: ``None``: the process-wide one unless ``$GRIDNODE_LAUNCHER=0``; ``False``: exec each one
+    launcher: Launcher | Literal[False] | None = None
 
     def create(self) -> None:
         """Set the community up the README's way (see the module docstring): fresh keys (or
@@ -225,20 +229,16 @@ class LocalCommunity:
             if h.process is not None and h.process.poll() is None:
                 continue
             (h.dir / "ready").unlink(missing_ok=True)
+            run = ["run", "--dir", str(h.dir), "--ready-file", str(h.dir / "ready")]
+            launcher = default_launcher() if self.launcher is None else self.launcher
+            if launcher and not h.command_prefix:  # forked from a pre-imported parent: launcher.py
+                h.process = launcher.spawn(
+                    run, log=h.dir / "daemon.log", env={**os.environ, **(env or {})}, nice=nice
+                )
+                continue
             log = (h.dir / "daemon.log").open("ab")
             h.process = subprocess.Popen(
-                [
-                    *h.command_prefix,
-                    *lower,
-                    sys.executable,
-                    "-m",
-                    "gridnode",
-                    "run",
-                    "--dir",
-                    str(h.dir),
-                    "--ready-file",
-                    str(h.dir / "ready"),
-                ],
+                [*h.command_prefix, *lower, sys.executable, "-m", "gridnode", *run],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

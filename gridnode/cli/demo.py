@@ -59,6 +59,14 @@ def register(sub: Any) -> None:
         "--speedup", type=float, default=60.0, help="clock speed-up (default %(default)s)"
     )
     p.add_argument("--keep-running", action="store_true", help="leave the daemons up until Ctrl-C")
+    p.add_argument(
+        "--no-launcher",
+        dest="launcher",
+        action="store_false",
+        help="exec each daemon (`python -m gridnode run`) instead of forking it from one process "
+        "that imported the daemon's code once (docs/daemon.md, 'Many daemons on one machine: "
+        "the launcher'); also GRIDNODE_LAUNCHER=0",
+    )
     p.set_defaults(func=run)
 
 
@@ -100,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"community of {n} households ({args.validators} validators) in {root}")
     print("starting daemons (real libp2p over loopback)…", flush=True)
+    from gridnode.launcher import Launcher, launcher_enabled
+
+    lc.launcher = Launcher.start() if args.launcher and launcher_enabled() else False
     lc.start()
     stopped = False
     served: dict[int, tuple[int | None, list[dict[str, Any]]]] = {}
@@ -175,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not stopped:
             _stop(lc)
+        if lc.launcher:
+            lc.launcher.close()
         if args.dir is None and not args.keep_running:
             shutil.rmtree(root, ignore_errors=True)
 
