@@ -41,6 +41,7 @@ validators; ``--days`` cuts it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
 import json
@@ -107,16 +108,46 @@ def one(
     return row
 
 
+def _rss_mb(pid: int | str = "self") -> int:
+    """A process's resident set now (``VmRSS``), MB; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
 def year(
     days: float | None, out: Path | None, fit_workers: int | None, path: Path = YEAR
 ) -> dict[str, object]:
     """One run of ``year.toml`` (the module's ``--year``; ``--town``: ``town.toml``)."""
-    from sims.inproc import results_digest  # noqa: PLC0415 - only --year prints the digest
+    from sims.inproc import Progress, results_digest  # noqa: PLC0415 - only --year uses them
 
     sc = load_scenario(path, days=days)
+    # every simulated day: the engine's RSS and its children's together (full node, fit workers)
+    rss: list[tuple[int, int, int]] = []
+    per_day = 86_400 // sc.slot_seconds
+
+    def sample(p: Progress) -> None:
+        if p.slots_done % per_day == 0 and p.slots_done:
+            rss.append((p.slots_done // per_day, _rss_mb(), sum(map(_rss_mb, _children()))))
+
     load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    r = run_inproc(sc) if fit_workers is None else run_inproc(sc, fit_workers=fit_workers)
+    r = run_inproc(
+        sc, progress=sample, **({} if fit_workers is None else {"fit_workers": fit_workers})
+    )
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -141,6 +172,8 @@ def year(
         "digest": results_digest(r),
         "load_before": [round(x, 2) for x in load0],
         "load_after": [round(x, 2) for x in os.getloadavg()],
+        # (day, engine MB, children MB) at the end of every 7th simulated day and the last
+        "rss_by_day_mb": [x for x in rss if x[0] % 7 == 0 or x is rss[-1]],
     }
     if path == YEAR and r.slots_done < 365 * 96:
         row["year_wall_min_extrapolated"] = round(wall * 365 * 96 / max(1, r.slots_done) / 60, 1)

@@ -64,8 +64,11 @@ energy is offered in every planned slot at once (the caller re-plans after fills
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
@@ -251,26 +254,40 @@ class NetDistribution:
 
 class BandCalibration:
     """A household's record of forecasts and readings, and the band widths it calls for (module
-    rules). Pure and deterministic: its state is the record, in slot order."""
+    rules). Pure and deterministic: its state is the record, in slot order.
+
+    Each side's errors are kept twice: in slot order (to forget the oldest) and sorted (kept so by
+    insertion and removal, ``O(log n)`` search), so :attr:`scales` reads its 90 % tail without
+    sorting the window again (it is read for every quote). Equal errors keep their slot order in
+    the sorted list (inserted after, removed from the front of their run), as a stable sort of the
+    window would order them: the tail read is the same element."""
 
     def __init__(self, *, slot_seconds: int) -> None:
         self._size = CALIBRATION_DAYS * 86_400 // slot_seconds
-        self._below: list[float] = []  # (P50 − reading) / (P50 − P10) of the last slots
-        self._above: list[float] = []  # (reading − P50) / (P90 − P50)
+        self._below: deque[float] = deque()  # (P50 − reading) / (P50 − P10) of the last slots
+        self._above: deque[float] = deque()  # (reading − P50) / (P90 − P50)
+        self._below_sorted: list[float] = []
+        self._above_sorted: list[float] = []
 
     def record(self, q: SlotQuantiles, actual_wh: int) -> None:
         """Slot ``q.slot`` read ``actual_wh``: how far below and above its P50 it fell, in lower
         and upper half-bands (≤ 1 on both: inside P10–P90)."""
-        self._below.append((q.p50_wh - actual_wh) / max(q.p50_wh - q.p10_wh, 1))
-        self._above.append((actual_wh - q.p50_wh) / max(q.p90_wh - q.p50_wh, 1))
-        if len(self._below) > self._size:
-            del self._below[0], self._above[0]
+        below = (q.p50_wh - actual_wh) / max(q.p50_wh - q.p10_wh, 1)
+        above = (actual_wh - q.p50_wh) / max(q.p90_wh - q.p50_wh, 1)
+        for window, ordered, error in (
+            (self._below, self._below_sorted, below),
+            (self._above, self._above_sorted, above),
+        ):
+            window.append(error)
+            bisect.insort_right(ordered, error)
+            if len(window) > self._size:
+                oldest = window.popleft()
+                del ordered[bisect.bisect_left(ordered, oldest)]
 
     @staticmethod
-    def _scale(errors: list[float]) -> float:
-        if len(errors) < CALIBRATION_MIN:
+    def _scale(ordered: list[float]) -> float:
+        if len(ordered) < CALIBRATION_MIN:
             return 1.0
-        ordered = sorted(errors)
         tail = ordered[math.ceil(0.9 * len(ordered)) - 1]  # 90 % of readings within it
         return min(max(tail, 1.0), CALIBRATION_MAX_SCALE)
 
@@ -279,7 +296,7 @@ class BandCalibration:
         """The factors to widen the lower and the upper half-band by: each so that no more than
         10 % of the recorded readings would have fallen beyond it (1 until
         :data:`CALIBRATION_MIN` slots are in)."""
-        return self._scale(self._below), self._scale(self._above)
+        return self._scale(self._below_sorted), self._scale(self._above_sorted)
 
 
 def sell_reservation(
@@ -339,11 +356,13 @@ def _floor(wh: float) -> int:
     return math.floor(wh + 1e-9) if -1e18 < wh < 1e18 else -1
 
 
-def _levels(config: PolicyConfig, expected: int, *, sell: bool, battery: bool) -> list[int]:
+@functools.lru_cache(maxsize=256)
+def _levels(config: PolicyConfig, expected: int, *, sell: bool, battery: bool) -> tuple[int, ...]:
     """The curve's price levels (module rules): a sell ask ``F + (1 − u)·spread`` rounded up, a
     bid ``F − g + u·spread`` rounded down, for ``u`` in :data:`LEVELS`; the expected clearing price;
     with a battery also the stored energy's value ``v`` and a level just past it (the battery's
-    plateau, where a sliver of tail probability moves a Wh's reservation off ``v``)."""
+    plateau, where a sliver of tail probability moves a Wh's reservation off ``v``). Memoised: a
+    pure function of its arguments, asked for by every household's quote of a slot alike."""
     f, r, spread = config.feed_in_micro_per_kwh, config.retail_micro_per_kwh, config.spread
     g = config.grid_fee_micro_per_kwh
     if sell:
@@ -358,7 +377,7 @@ def _levels(config: PolicyConfig, expected: int, *, sell: bool, battery: bool) -
             prices |= {math.ceil(v), math.ceil(v + (r - v) / 50)}
         else:
             prices |= {math.floor(v) - g, math.floor(v - (v - f) / 50) - g}
-    return sorted(p for p in prices if f <= p <= r)
+    return tuple(sorted(p for p in prices if f <= p <= r))
 
 
 def _sell_curve(

@@ -28,6 +28,12 @@ run reached):
 measures on its own (meters, forecasts, batteries, submissions) into the rows of
 :mod:`sims.results`.
 
+Memory (a year's run keeps every measured slot's trades until :meth:`MarketKPIs.finish`): each
+slot's trades are kept as columns (:func:`compact_trades`: a :class:`market.clearing.Trades` of
+machine integers, the households' keys interned once for the whole run, 64-hex order ids packed as
+32 bytes), not as a tuple of :class:`~market.clearing.Trade` objects: ≈ 60 against ≈ 200 bytes a
+trade. They read back as the same trades, in the same order (tested).
+
 Known limit: a measured slot after ``through`` that the ledger settled would count in the
 households' sums but get no slot record; it cannot happen (a slot settles only after its delivery,
 and ``through`` is the last slot delivered).
@@ -35,13 +41,15 @@ and ``through`` is the last slot delivered).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from gridnode.chain import BlockFacts, trade_row
 from gridnode.core.ledger import Genesis, HouseholdTotals, LedgerState, settle_slot
-from market.clearing import Trade
+from market.clearing import Trade, Trades
 from market.settlement import (
     HouseholdBill,
     Settlement,
@@ -60,6 +68,7 @@ __all__ = [
     "MarketKPIs",
     "MarketOutcome",
     "SlotMarket",
+    "compact_trades",
     "household_kpi",
     "over_contracted",
     "slot_record",
@@ -74,7 +83,7 @@ class SlotMarket:
     slot: int
     height: int  # the block that cleared it; 0: no book cleared (no order, or not yet)
     clearing_price_micro_per_kwh: int | None
-    trades: tuple[Trade, ...]
+    trades: Sequence[Trade]  # compact_trades' columns: iterates as the ledger's trades
     orders: int
     settled: bool  # the ledger settled it; else the settlement figures are provisional
     grid_import_wh: int = 0
@@ -123,7 +132,7 @@ class MarketKPIs:
     genesis: Genesis
     first_slot: int
     last_slot: int
-    _cleared: dict[int, tuple[int, int | None, tuple[Trade, ...], int]] = field(
+    _cleared: dict[int, tuple[int, int | None, Sequence[Trade], int]] = field(
         default_factory=dict
     )  # slot -> (height, price, trades, orders)
     _readings: dict[int, dict[str, int]] = field(default_factory=dict)  # measured, not settled
@@ -146,7 +155,7 @@ class MarketKPIs:
                 self._cleared[c.slot] = (
                     facts.height,
                     c.clearing_price_micro_per_kwh,
-                    c.trades,
+                    compact_trades(c.trades),
                     len(c.book),
                 )
         for s in facts.settled:
@@ -253,6 +262,76 @@ def _bill_totals(b: HouseholdBill) -> tuple[int, ...]:
 def _add(acc: list[int], values: tuple[int, ...]) -> None:
     for i, v in enumerate(values):
         acc[i] += v
+
+
+class _HexIds(Sequence[str]):
+    """Order ids that are 64 lowercase hex digits, packed as 32 bytes each; read back as the same
+    strings."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self._packed = b"".join(bytes.fromhex(i) for i in ids)
+
+    def __len__(self) -> int:
+        return len(self._packed) // 32
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        k = index % len(self) * 32
+        return self._packed[k : k + 32].hex()
+
+
+def _is_hex_id(order_id: str) -> bool:
+    if len(order_id) != 64:
+        return False
+    try:
+        return bytes.fromhex(order_id).hex() == order_id
+    except ValueError:
+        return False
+
+
+def compact_trades(trades: Sequence[Trade]) -> Sequence[Trade]:
+    """``trades`` as columns (module rules: what a year's run keeps per slot): equal to ``trades``
+    item by item, in order. Households' keys are interned (one string per household for the whole
+    run); order ids that are 64 lowercase hex digits (the ledger's) are packed; an amount outside
+    a signed 64-bit integer keeps the trades as they are."""
+    if not trades:
+        return ()
+    index: dict[str, int] = {}
+    ids: list[str] = []
+    homes: list[str] = []
+    buy, sell = array("q"), array("q")
+    for t in trades:
+        for order, home, column in ((t.buy_order, t.buyer, buy), (t.sell_order, t.seller, sell)):
+            k = index.get(order)
+            if k is None:
+                k = index[order] = len(ids)
+                ids.append(order)
+                homes.append(sys.intern(home))
+            column.append(k)
+    try:
+        energy = array("q", [t.energy_wh for t in trades])
+        price = array("q", [t.price_micro_per_kwh for t in trades])
+        amount = array("q", [t.amount_micro for t in trades])
+    except OverflowError:
+        return tuple(trades)
+    return Trades(
+        buy=buy,
+        sell=sell,
+        energy_wh=energy,
+        price_micro_per_kwh=price,
+        amount_micro=amount,
+        order_ids=_HexIds(ids) if all(_is_hex_id(i) for i in ids) else tuple(ids),
+        households=tuple(homes),
+    )
 
 
 def trade_rows(m: SlotMarket, names: Mapping[str, str]) -> list[dict[str, Any]]:

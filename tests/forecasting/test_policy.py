@@ -12,6 +12,10 @@ from hypothesis import strategies as st
 
 from forecasting.models import QuantileRegression
 from forecasting.policy import (
+    CALIBRATION_DAYS,
+    CALIBRATION_MAX_SCALE,
+    CALIBRATION_MIN,
+    BandCalibration,
     BatteryState,
     NetDistribution,
     PolicyConfig,
@@ -400,3 +404,39 @@ def test_plan_orders_from_real_history_covers_the_open_slots(shipped_15min: Mete
             hourly.until(now + 3600 - now % 3600), fitted, now=now, clock=clock, config=cfg,
             household="me", horizon=24,
         )  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-3, 3), st.integers(-3, 3), st.integers(-6, 6)),
+        min_size=0,
+        max_size=260,
+    ),
+    st.sampled_from([3600, 1800]),
+)
+def test_calibration_scales_equal_a_fresh_sort_of_the_window(
+    readings: list[tuple[int, int, int]], slot_seconds: int
+) -> None:
+    """The calibration's incrementally sorted windows give the scales a naive reference gives:
+    keep the last window of errors in slot order, sort it again at every read (many equal
+    errors, -0.0 and 0.0 among them: small integer bands)."""
+    cal = BandCalibration(slot_seconds=slot_seconds)
+    size = CALIBRATION_DAYS * 86_400 // slot_seconds
+    below: list[float] = []
+    above: list[float] = []
+
+    def scale(errors: list[float]) -> float:
+        if len(errors) < CALIBRATION_MIN:
+            return 1.0
+        tail = sorted(errors)[math.ceil(0.9 * len(errors)) - 1]
+        return min(max(tail, 1.0), CALIBRATION_MAX_SCALE)
+
+    for n, (lo, hi, actual) in enumerate(readings):
+        p50 = 0
+        q = SlotQuantiles(n, p50 - abs(lo), p50, p50 + abs(hi))
+        cal.record(q, actual)
+        below.append((q.p50_wh - actual) / max(q.p50_wh - q.p10_wh, 1))
+        above.append((actual - q.p50_wh) / max(q.p90_wh - q.p50_wh, 1))
+        del below[:-size], above[:-size]
+        assert cal.scales == (scale(below), scale(above))
