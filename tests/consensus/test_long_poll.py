@@ -20,7 +20,6 @@ from gridnode.core.consensus import (
     FullNode,
     Send,
     SetTimer,
-    TimerKind,
 )
 from gridnode.core.consensus_messages import BlockRequest, BlockResponse, SyncedBlock
 from gridnode.core.consensus_sync import HELD_REQUESTS
