@@ -21,7 +21,12 @@ from gridnode.core.consensus import (
     Send,
     SetTimer,
 )
-from gridnode.core.consensus_messages import BlockRequest, BlockResponse, SyncedBlock
+from gridnode.core.consensus_messages import (
+    BlockRequest,
+    BlockResponse,
+    ConsensusMessage,
+    SyncedBlock,
+)
 from gridnode.core.consensus_sync import HELD_REQUESTS
 from tests.consensus.helpers import ListBlocks, TagApp, keys, validator_set
 
@@ -94,7 +99,9 @@ class World:
             if isinstance(event, SetTimer):
                 self.handle(dst, node.on_timer(event.kind, event.height, event.round, at))
                 continue
-            sender, msg = event  # type: ignore[misc]
+            assert isinstance(event, tuple)
+            sender: str = event[0]
+            msg: ConsensusMessage = event[1]
             if sender in self.down:
                 continue
             if isinstance(msg, BlockResponse):
