@@ -93,6 +93,11 @@ def one(
         "daemon_cpu_s": cpu,
         "validators_cpu_s": sum(v for i, v in run.cpu_s.items() if i < validators),
         "household_nice": household_nice,
+        # steady state (every household caught up and bidding, the measured slots): cores one
+        # daemon keeps busy per wall second, the idle cost plus its share of the slots' work
+        "steady_wall_s": run.steady_wall_s,
+        "household_cores": run.steady_cores(validators=False),
+        "validator_cores": run.steady_cores(validators=True),
         "cpu_per_wall_s": cpu / r.wall_seconds if r.wall_seconds else None,
         # CPU per daemon per slot of wall time (over the whole run, start-up included)
         "cpu_ms_per_daemon_slot": 1000 * cpu / daemons / (r.wall_seconds / (900 / speedup))
@@ -171,6 +176,14 @@ def main() -> None:
                 f"{'–' if after50 is None else f'{after50:.2f}/{after_max:.2f}'} s, "
                 f"min lead to gate {row['lead_to_gate_s_min'] or 0:.2f} s; validators used "
                 f"{row['validators_cpu_s']:.0f} of {row['daemon_cpu_s']:.0f} CPU s",
+                flush=True,
+            )
+            hh, va = row["household_cores"], row["validator_cores"]
+            print(
+                f"{'':>7} steady state ({row['steady_wall_s']:.0f} wall s): a household "
+                f"{'–' if hh is None else f'{hh:.4f}'} core, a validator "
+                f"{'–' if va is None else f'{va:.4f}'} core per wall second; load "
+                f"{os.getloadavg()[0]:.1f}",
                 flush=True,
             )
             if args.json:

@@ -20,8 +20,9 @@ else decides an order:
 3. ``Broadcast`` / ``Send`` → ``SEND``: the message's canonical bytes to the outbox;
    ``SetTimer`` → ``TIMER``;
 4. ``Decided(h, block, commit)`` → ``STORE`` (block + commit, durable) **before** ``APPLY`` (the
-   application), then ``TRUNCATE`` (the WAL below h+1), then ``SNAPSHOT`` (every ``snapshot_every``
-   heights, the application's state bytes), then ``NOTIFY`` (observers and listeners: only a block
+   application), then ``TRUNCATE`` (the WAL below h+1; nothing on a full node, which writes no
+   WAL: that durable write was half a household's store time per block), then ``SNAPSHOT``
+   (every ``snapshot_every`` heights, the application's state bytes), then ``NOTIFY`` (observers and listeners: only a block
    that is stored and applied is ever announced, so nothing acknowledged is lost by a crash);
 5. ``EvidenceFound`` → ``EVIDENCE`` (counted, the latest kept in :attr:`Executor.recent_evidence`); ``ProposalRefused`` → ``REFUSED`` (logged on the
    ``gridnode.node`` logger with the application's reason, counted in :attr:`Executor.refused`).
@@ -343,7 +344,7 @@ class Executor(Generic[AppT]):
                 self.store.put_block(eff.height, eff.commit.block_hash, eff.block, commit)
             elif duty is Duty.APPLY:
                 self._apply(eff.height, eff.block)
-            elif duty is Duty.TRUNCATE:
+            elif duty is Duty.TRUNCATE and self.is_validator:  # a full node writes no WAL
                 self.store.truncate_wal(eff.height + 1)
             elif duty is Duty.SNAPSHOT:
                 self.store.put_snapshot(eff.height, self.app.snapshot())

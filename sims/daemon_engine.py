@@ -144,6 +144,22 @@ class DaemonRun:
     local_offset_s: int | None = None
     #: why orders missed their slot, and when households sent them (None: interrupted, no slot)
     fates: OrderFates | None = None
+    #: CPU seconds each daemon used over the steady-state window (by node index): from the
+    #: measured window's start (every household caught up and bidding) to its last clearing
+    steady_cpu_s: dict[int, float] = field(default_factory=dict)
+    steady_wall_s: float = 0.0  # wall seconds of that window
+    validators: frozenset[int] = frozenset()  # the validators' node indices
+
+    def steady_cores(self, *, validators: bool) -> float | None:
+        """Mean cores one validator (or one household) daemon kept busy per wall second over
+        the steady-state window (its idle cost plus its share of the slots' work); ``None`` if no
+        window was measured."""
+        picked = [
+            cpu for i, cpu in self.steady_cpu_s.items() if (i in self.validators) == validators
+        ]
+        if not picked or self.steady_wall_s <= 0:
+            return None
+        return sum(picked) / len(picked) / self.steady_wall_s
 
     @property
     def wall_s_per_slot(self) -> float | None:
@@ -496,6 +512,8 @@ def _run_started(
     served: dict[int, dict[int, tuple[int | None, list[tuple[Any, ...]]]]] = {}
     faults: list[FaultEvent] = []
     interrupted = stalled = start_stalled = False
+    steady_cpu: dict[int, float] = {}
+    steady_wall_s = 0.0
     first = last = 0
     late: list[str] = []
     startup = 0.0
@@ -541,6 +559,7 @@ def _run_started(
                 )
         last = first + planned - 1
         say(f"{n} daemons ready in {startup:.1f} s; measuring slots {first}..{last}")
+        steady0 = (time.monotonic(), _all_cpu_seconds(lc))
         sim_start_s = clock.start(first)
         pending = sorted(
             (f.at_s, i, f) for i, f in enumerate(scenario.faults)
@@ -591,6 +610,9 @@ def _run_started(
                         progress(s - first + 1, planned)
                 seen = cleared
             time.sleep(0.25)
+        steady1 = (time.monotonic(), _all_cpu_seconds(lc))
+        steady_wall_s = steady1[0] - steady0[0]
+        steady_cpu = {i: cpu - steady0[1].get(i, cpu) for i, cpu in steady1[1].items()}
         # settlement of the last slot needs its readings (one slot later)
         lc.wait_for(
             lambda: (
@@ -625,7 +647,7 @@ def _run_started(
         lc.wait_for(every_node_answers, 30 + n, poll_s=0.5)
     frozen = _frozen_nodes(lc, speedup)
     save_submissions(lc)
-    cpu = {h.index: _cpu_seconds(h.process.pid) for h in lc.households if h.process is not None}
+    cpu = _all_cpu_seconds(lc)
     codes = lc.stop()
     bad_exits = {i: c for i, c in codes.items() if c not in (0, -9)}
     result, trades, replay = collect(
@@ -703,8 +725,14 @@ def _run_started(
     return DaemonRun(
         result, trades, lc.root, timings, speedup, n, startup, served, cpu,
         timings[-1].cleared_wall_s - timings[0].cleared_wall_s if timings else 0.0, first,
-        fates=fates,
+        fates=fates, steady_cpu_s=steady_cpu, steady_wall_s=steady_wall_s,
+        validators=frozenset(validators),
     )  # fmt: skip
+
+
+def _all_cpu_seconds(lc: LocalCommunity) -> dict[int, float]:
+    """CPU seconds each running daemon has used so far, by node index."""
+    return {h.index: _cpu_seconds(h.process.pid) for h in lc.households if h.process is not None}
 
 
 class _StartupStalled(Exception):

@@ -111,6 +111,7 @@ from gridnode.core.consensus_messages import (
     Evidence,
     FutureBuffer,
     Proposal,
+    SyncedBlock,
     ValidatorSet,
     Vote,
     VoteType,
@@ -205,6 +206,7 @@ class Consensus(SyncMixin):
         self.index: Final = index
         self._app = app
         self._blocks_src = blocks
+        self._held = {}  # long poll (gridnode.core.consensus_sync)
         self._config = config or ConsensusConfig()
         self._quorum = self._config.unsafe_quorum or validators.quorum
         self.height = height
@@ -344,12 +346,13 @@ class Consensus(SyncMixin):
     def on_message(self, sender: str, msg: ConsensusMessage, now: int) -> list[Effect]:
         out: list[Effect] = []
         if isinstance(msg, BlockRequest):
-            self._answer_request(sender, msg, out)
+            self._answer_request(sender, msg, now, out)
             return out
         if isinstance(msg, BlockResponse):
             for sb in msg.blocks:
                 if sb.height == self.height and self._verified(sb):
                     out.append(Decided(sb.height, sb.block, sb.commit))
+                    self._release_held(sb, now, out)
                     self._advance_height(now, out)
             return out
         if msg.height < self.height:
@@ -629,6 +632,7 @@ class Consensus(SyncMixin):
         votes = list(self._h.by_value[(VoteType.PRECOMMIT, round_, value)].values())
         commit = commit_from_votes(self.height, round_, value, votes)
         out.append(Decided(self.height, self._h.blocks[value], commit))
+        self._release_held(SyncedBlock(self.height, self._h.blocks[value], commit), now, out)
         self._advance_height(now, out)
 
     def _advance_height(self, now: int, out: list[Effect]) -> None:

@@ -85,6 +85,11 @@ class ConsensusConfig:
     #: a block response carries blocks up to this many bytes (at least one block): it must fit
     #: in one network frame
     sync_max_bytes: int = 768 * 1024
+    #: long poll (``gridnode.core.consensus_sync``): a request for the block being decided is held
+    #: this long and answered once it is decided, and a full node asks again at once after each
+    #: block it got (falling back to another peer after this long without one). ``0``: not held;
+    #: a full node polls every ``sync_interval_ms``.
+    sync_wait_ms: int = 0
     #: adaptive cadence (see the module rules); ``None``: every height waits ``commit_ms``
     adaptive: AdaptiveCommit | None = None
     unsafe_quorum: int | None = None

@@ -84,6 +84,13 @@ _REFRESH_S = 0.5
 PROFILE_ENV = "GRIDNODE_PROFILE"
 #: wall seconds from a decision to the next height's start when transactions are waiting
 COMMIT_BUSY_S = 0.25
+#: ... and when nothing is pending or due (the idle heartbeat): a block then changes nothing but
+#: the chain's time, and each one cost every node of the community a fetch, a commit check, a
+#: durable write and an apply (docs/daemon.md, "idle cost")
+IDLE_BLOCK_S = 3.0
+#: a full node's block request is held this long by the validator it asked (long poll), after
+#: which it asks the next one (a validator that went away): above the idle heartbeat
+SYNC_WAIT_S = 5.0
 #: blocks are sized in bytes so that a proposal rides in one yamux stream window (py-libp2p's is
 #: 256 KiB): a larger one needs window updates from its receivers, and a receiver starved of CPU
 #: sends them late, so the proposal missed the propose timeout and overload collapsed (a height
@@ -103,9 +110,11 @@ def raise_fatal(exc: BaseException) -> None:
 
 
 def consensus_config(speedup: float) -> ConsensusConfig:
-    """Timeouts for real networks, scaled to the clock: a block about every second of wall time
-    when idle; with transactions waiting the next height starts ``COMMIT_BUSY_S`` after a
-    decision, at once when they fill half a block (adaptive cadence, ``gridnode.core.consensus``)."""
+    """Timeouts for real networks, scaled to the clock: with transactions waiting the next height
+    starts ``COMMIT_BUSY_S`` after a decision, at once when they fill half a block, at the moment
+    a block would clear or settle a slot by its time alone (a gate closure, a reading deadline),
+    and otherwise ``IDLE_BLOCK_S`` after it (adaptive cadence, ``gridnode.core.consensus``). Full
+    nodes learn of blocks by long poll (``SYNC_WAIT_S``, ``gridnode.core.consensus_sync``)."""
 
     def ms(seconds: float) -> int:
         return int(seconds * 1000 * speedup)
@@ -117,8 +126,9 @@ def consensus_config(speedup: float) -> ConsensusConfig:
         prevote_delta_ms=ms(0.25),
         precommit_ms=ms(0.5),
         precommit_delta_ms=ms(0.25),
-        commit_ms=ms(1.0),
+        commit_ms=ms(IDLE_BLOCK_S),
         sync_interval_ms=ms(1.0),
+        sync_wait_ms=ms(SYNC_WAIT_S),
         rebroadcast_ms=ms(2.0),
         adaptive=AdaptiveCommit(busy_ms=ms(COMMIT_BUSY_S), full_ms=0),
     )
