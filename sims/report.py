@@ -139,8 +139,8 @@ def _table(frame: pd.DataFrame, out_dir: Path, name: str) -> None:
     frame.to_csv(out_dir / f"{name}.csv", index=False)
 
 
-#: rows per Parquet row group (and CSV chunk) of the streamed trade table: ≈ 50 MB of buffered
-#: columns at most, and few enough groups that readers stay fast
+#: rows per Parquet row group (and CSV chunk) of the streamed trade table: tens of MB of buffered
+#: columns at most (estimated), and few enough groups that readers stay fast
 TRADE_ROW_GROUP: Final = 65_536
 
 
