@@ -6,7 +6,8 @@ optionally the run's individual trades, and writes into ``out_dir``:
 * ``results.json`` — :meth:`SimResult.to_json` (``SimResult.read_json`` reads it back);
 * ``slots.parquet`` / ``slots.csv`` — one row per delivery slot (:class:`~sims.results.SlotRecord`);
 * ``households.parquet`` / ``households.csv`` — one row per household with its KPIs and savings;
-* ``trades.parquet`` / ``trades.csv`` — one row per trade, when the engine passed them;
+* ``trades.parquet`` / ``trades.csv`` — one row per trade, when the engine passed them (or
+  :class:`TradeTable` streamed them during the run);
 * ``faults.csv`` — the fault plan as it happened;
 * ``report.html`` — one file that opens offline: plotly.js is embedded inline (no CDN), every
   figure's element id is fixed, so the same result always gives the same bytes.
@@ -15,18 +16,28 @@ Energy and money stay integers (Wh, µ¤) in the tables; the report shows kWh an
 Times in the report are the data's local time with its offset (``utc_offset_s``: the shipped data's
 UTC−7 by default; the daemon engine's caller passes the offset that maps its node clock onto the
 data's calendar), so the sun peaks at noon; the tables keep unix ``start_s``.
+
+Memory: the trade table — a year's run has millions of trades — is never held whole.
+:class:`TradeTable` takes the rows a slot at a time (``extend``, what the engines call on their
+``trades_out``), buffers them as columns, and writes every :data:`TRADE_ROW_GROUP` rows as one
+Parquet row group (pyarrow's ``ParquetWriter``) and one CSV chunk; it never buffers more than one
+row group. The files hold the same content as writing the whole table at once (same columns,
+dtypes, row order and values; the same CSV bytes; tested).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any, Final
 
 import pandas as pd
 import plotly.graph_objects as go
+import pyarrow as pa
+import pyarrow.parquet as pq
 from plotly.subplots import make_subplots
 
 from forecasting.data import SHIPPED_UTC_OFFSET_S
@@ -35,7 +46,7 @@ from market.kpis import self_consumption, self_sufficiency
 from sims import economics
 from sims.results import HouseholdKPI, SimResult
 
-__all__ = ["kpi_rows", "write_outputs"]
+__all__ = ["TRADE_ROW_GROUP", "TradeTable", "kpi_rows", "write_outputs"]
 
 REPORT_NAME = "report.html"
 
@@ -50,8 +61,10 @@ def write_outputs(
     """Write every output of ``result`` into ``out_dir`` (created if needed); return the report's path.
 
     ``trades``: optional rows (``slot``, ``buyer``, ``seller``, ``energy_wh``,
-    ``price_micro_per_kwh``, ``amount_micro``, …) for the trades table. ``utc_offset_s``: what to
-    add to the slots' unix start times to get the data's local wall-clock time (the report's axis).
+    ``price_micro_per_kwh``, ``amount_micro``, …) for the trades table, written through
+    :class:`TradeTable` (``None``: no trade table, or one already streamed into ``out_dir``).
+    ``utc_offset_s``: what to add to the slots' unix start times to get the data's local
+    wall-clock time (the report's axis).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     result.write_json(out_dir / "results.json")
@@ -59,7 +72,8 @@ def write_outputs(
     _table(pd.DataFrame(doc["slots"], columns=_SLOT_COLUMNS), out_dir, "slots")
     _table(pd.DataFrame(doc["households"], columns=_HOUSEHOLD_COLUMNS), out_dir, "households")
     if trades is not None:
-        _table(pd.DataFrame(list(trades)), out_dir, "trades")
+        with TradeTable(out_dir) as table:
+            table.extend(trades)
     pd.DataFrame(doc["faults"], columns=["at_s", "kind", "detail"]).to_csv(
         out_dir / "faults.csv", index=False
     )
@@ -123,6 +137,102 @@ def _table(frame: pd.DataFrame, out_dir: Path, name: str) -> None:
         )
     frame.to_parquet(out_dir / f"{name}.parquet", index=False)
     frame.to_csv(out_dir / f"{name}.csv", index=False)
+
+
+#: rows per Parquet row group (and CSV chunk) of the streamed trade table: tens of MB of buffered
+#: columns at most (estimated), and few enough groups that readers stay fast
+TRADE_ROW_GROUP: Final = 65_536
+
+
+class TradeTable:
+    """``trades.parquet`` / ``trades.csv`` in ``out_dir``, written one row group at a time (module
+    rules). Use as a context manager: leaving it writes the last group (or, with no rows at all,
+    the same empty table as before); leaving it on an exception removes the partial files.
+
+    Every row must have the first row's keys, in the same order (one row per trade:
+    :func:`sims.ledger_kpis.trade_rows`)."""
+
+    def __init__(self, out_dir: Path, *, rows_per_group: int = TRADE_ROW_GROUP) -> None:
+        if rows_per_group < 1:
+            raise ValueError(f"rows_per_group must be at least 1, not {rows_per_group}")
+        self._dir = out_dir
+        self._group = rows_per_group
+        self._names: tuple[str, ...] = ()
+        self._columns: list[list[Any]] = []
+        self._buffered = 0
+        self._parquet: pq.ParquetWriter | None = None
+        self._csv: IO[str] | None = None
+        self._closed = False
+        self.rows = 0  # written so far
+        self.max_buffered = 0  # the most rows ever held at once (at most one group)
+
+    def __enter__(self) -> TradeTable:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.close()
+            return
+        self._close_files()
+        for name in ("trades.parquet", "trades.csv"):
+            (self._dir / name).unlink(missing_ok=True)
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add rows (a slot's trades) in order; full row groups go to disk at once."""
+        if self._closed:
+            raise ValueError("the trade table is closed")
+        for row in rows:
+            if not self._names:
+                self._names = tuple(row)
+                self._columns = [[] for _ in self._names]
+            elif tuple(row) != self._names:
+                raise ValueError(f"trade row with columns {tuple(row)}, expected {self._names}")
+            for column, value in zip(self._columns, row.values(), strict=True):
+                column.append(value)
+            self._buffered += 1
+            self.max_buffered = max(self.max_buffered, self._buffered)
+            if self._buffered == self._group:
+                self._flush()
+
+    def close(self) -> None:
+        """Write what is buffered and close the files (idempotent)."""
+        if self._closed:
+            return
+        if self._buffered:
+            self._flush()
+        if self._parquet is None:  # no trade at all: the same empty table as a whole-table write
+            self._dir.mkdir(parents=True, exist_ok=True)
+            _table(pd.DataFrame([]), self._dir, "trades")
+        self._close_files()
+
+    def _flush(self) -> None:
+        frame = pd.DataFrame(dict(zip(self._names, self._columns, strict=True)))
+        self._columns = [[] for _ in self._names]
+        self._buffered = 0
+        if self._parquet is None:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            self._parquet = pq.ParquetWriter(self._dir / "trades.parquet", table.schema)
+            self._csv = open(self._dir / "trades.csv", "w", encoding="utf-8", newline="")  # noqa: SIM115
+            header = True
+        else:
+            table = pa.Table.from_pandas(frame, schema=self._parquet.schema, preserve_index=False)
+            header = False
+        self._parquet.write_table(table)
+        frame.to_csv(self._csv, header=header, index=False)
+        self.rows += len(frame)
+
+    def _close_files(self) -> None:
+        self._closed = True
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._csv is not None:
+            self._csv.close()
 
 
 # ----------------------------------------------------------------------------------------- KPIs

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.policies is not None:
         return _run_policies(scenario, args, out)
     if args.engine == "inproc":
-        result, trades = _run_inproc(scenario, args.chain)
+        result, trades = _run_inproc(scenario, out, args.chain)
         offset_s = None  # slots are numbered on the data's calendar
     else:
         result, trades, offset_s = _run_daemons(scenario, out, args.speedup)
@@ -146,13 +146,13 @@ def _run_policies(scenario: Any, args: argparse.Namespace, out: Path) -> int:
             f"found {args.policies!r}"
         )
     results: dict[str, SimResult] = {}
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, list[dict[str, Any]] | None] = {}
     offsets: dict[str, int | None] = {}
     for policy in policies:
         sc = dataclasses.replace(scenario, policy=policy)
         print(f"policy {policy}: running", file=sys.stderr)
         if args.engine == "inproc":
-            results[policy], runs[policy] = _run_inproc(sc)
+            results[policy], runs[policy] = _run_inproc(sc, out / policy)
             offsets[policy] = None
         else:
             results[policy], runs[policy], offsets[policy] = _run_daemons(
@@ -184,11 +184,14 @@ def _bar(total: int) -> Any:
     return tqdm(total=total, unit="slot", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
-def _run_inproc(scenario: Any, chain: Path | None = None) -> tuple[SimResult, list[dict[str, Any]]]:
+def _run_inproc(scenario: Any, out: Path, chain: Path | None = None) -> tuple[SimResult, None]:
+    """The run; its trades are streamed into ``out``'s trade table as the engine collects them
+    (:class:`sims.report.TradeTable`: bounded memory however many trades), hence ``None``."""
     from forecasting.data import SHIPPED_UTC_OFFSET_S
     from gridnode.chainfile import write_chain_file
     from gridnode.localtime import format_offset
     from sims.inproc import Progress, run_inproc
+    from sims.report import TradeTable
 
     def chain_out(genesis: Any, store: Any) -> None:
         if chain is not None:
@@ -196,9 +199,8 @@ def _run_inproc(scenario: Any, chain: Path | None = None) -> tuple[SimResult, li
             end = write_chain_file(chain, genesis, store)
             print(f"chain: {chain} ({end.blocks} blocks)", file=sys.stderr)
 
-    trades: list[dict[str, Any]] = []
     stop = _StopOnSigint()
-    with stop:
+    with stop, TradeTable(out) as trades:
         bar = _bar(scenario.slots)
 
         def progress(p: Progress) -> None:
@@ -215,12 +217,12 @@ def _run_inproc(scenario: Any, chain: Path | None = None) -> tuple[SimResult, li
                 scenario,
                 progress=progress,
                 should_stop=stop.requested,
-                trades_out=trades,
+                trades_out=trades,  # type: ignore[arg-type]  # the engine only calls .extend
                 chain_out=chain_out,
             )
         finally:
             bar.close()
-    return result, trades
+    return result, None
 
 
 class _StopOnSigint:
@@ -285,10 +287,10 @@ def _run_daemons(
 
 
 def _write(
-    result: SimResult, out: Path, trades: list[dict[str, Any]], offset_s: int | None
+    result: SimResult, out: Path, trades: list[dict[str, Any]] | None, offset_s: int | None
 ) -> Path:
     """The outputs and the report (times in the data's local time: ``offset_s`` from the slots'
-    unix times, or the shipped data's own offset)."""
+    unix times, or the shipped data's own offset; ``trades``: ``None`` when already streamed)."""
     report = importlib.import_module("sims.report")
     extra = {} if offset_s is None else {"utc_offset_s": offset_s}
     written: Path = report.write_outputs(result, out, trades=trades, **extra)
