@@ -109,7 +109,7 @@ from gridnode.store import MemoryStore
 from market.errors import UsageError
 from sims.fullnode import SampleFullNode, SampleFullNodeProcess
 from sims.homes import community_history, data_utc_offset_s
-from sims.inproc_kpis import collect, reference, results_digest
+from sims.inproc_kpis import TradeSink, collect, reference, results_digest
 from sims.prunedstore import PrunedMemoryStore
 from sims.results import FaultEvent, SimResult
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
@@ -668,7 +668,7 @@ def run_inproc(
     *,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    trades_out: list[dict[str, Any]] | None = None,
+    trades_out: TradeSink | None = None,
     first_slot: int | None = None,
     full_node: str = "auto",
     chain_out: Callable[[Genesis, MemoryStore], object] | None = None,

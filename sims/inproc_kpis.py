@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -24,7 +25,14 @@ if TYPE_CHECKING:
     from sims.inproc import _Engine, _Validator
     from sims.scenario import HouseholdSpec
 
-__all__ = ["collect", "reference", "results_digest"]
+__all__ = ["TradeSink", "collect", "reference", "results_digest"]
+
+
+class TradeSink(Protocol):
+    """Where the run's trade rows go, a slot at a time: a list, or ``sims.report.TradeTable``,
+    which writes them to disk in row groups as they come."""
+
+    def extend(self, rows: Iterable[dict[str, Any]], /) -> None: ...
 
 
 def reference(e: _Engine) -> _Validator:
@@ -34,7 +42,7 @@ def reference(e: _Engine) -> _Validator:
 
 
 def collect(
-    e: _Engine, *, slots_done: int, interrupted: bool, trades_out: list[dict[str, Any]] | None
+    e: _Engine, *, slots_done: int, interrupted: bool, trades_out: TradeSink | None
 ) -> SimResult:
     sc = e.sc
     notes: list[str] = []
@@ -129,7 +137,7 @@ class _Replay:
     totals_agree: bool
 
 
-def _replay(e: _Engine, chain: ChainSummary, trades_out: list[dict[str, Any]] | None) -> _Replay:
+def _replay(e: _Engine, chain: ChainSummary, trades_out: TradeSink | None) -> _Replay:
     """Per-slot records: the chain's market outcome (:mod:`sims.ledger_kpis`, from the sample full
     node) and the engine's meters, forecasts and batteries."""
     names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}

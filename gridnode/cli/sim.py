@@ -217,7 +217,7 @@ def _run_inproc(scenario: Any, out: Path, chain: Path | None = None) -> tuple[Si
                 scenario,
                 progress=progress,
                 should_stop=stop.requested,
-                trades_out=trades,  # type: ignore[arg-type]  # the engine only calls .extend
+                trades_out=trades,
                 chain_out=chain_out,
             )
         finally:
