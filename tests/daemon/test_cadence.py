@@ -15,28 +15,25 @@ from pathlib import Path
 from gridnode.core.ledger import sign_reading
 from gridnode.daemon.node import IDLE_BLOCK_S, consensus_config
 from gridnode.node import NodeRuntime
-from gridnode.store import Durability, NodeStore
 from market.orders import Side
 from tests.ledger.helpers import T0_MS, Community
-from tests.node.test_runtime import Net
+from tests.node.test_runtime import Net, boot
 
 SPEEDUP = 60.0
 SLOT_MS = 900_000
 
 
 def _boot(net: Net, c: Community, tmp: Path, name: str, i: int, *, validator: bool) -> NodeRuntime:
-    key = (c.validators if validator else c.members)[i]
-    rt = NodeRuntime(
-        genesis=c.genesis,
-        key=key,
-        store=NodeStore.open(tmp / f"{name}.sqlite", durability=Durability.NORMAL),
-        outbox=net.outbox(key.public_hex, list(c.genesis.validators)),
+    return boot(
+        net,
+        c,
+        tmp,
+        name,
+        i,
         validator=validator,
         config=consensus_config(SPEEDUP),
+        snapshot_every=100,
     )
-    net.nodes[key.public_hex] = rt
-    rt.start(net.now)
-    return rt
 
 
 def test_idle_blocks_are_rare_and_what_block_time_does_happens_on_time(tmp_path: Path) -> None:

@@ -67,8 +67,18 @@ class _Outbox:
 
 
 def boot(
-    net: Net, c: Community, tmp: Path, name: str, key_index: int, *, validator: bool
+    net: Net,
+    c: Community,
+    tmp: Path,
+    name: str,
+    key_index: int,
+    *,
+    validator: bool,
+    config: ConsensusConfig | None = None,
+    snapshot_every: int = 5,
 ) -> NodeRuntime:
+    """A node on ``net``; by default one height per ~10 virtual seconds (a 15-minute slot is ~90
+    blocks, not thousands)."""
     key = (c.validators if validator else c.members)[key_index]
     store = NodeStore.open(tmp / f"{name}.sqlite", durability=Durability.NORMAL)
     rt = NodeRuntime(
@@ -77,9 +87,8 @@ def boot(
         store=store,
         outbox=net.outbox(key.public_hex, list(c.genesis.validators)),
         validator=validator,
-        snapshot_every=5,
-        # one height per ~10 virtual seconds: a 15-minute slot is ~90 blocks, not thousands
-        config=ConsensusConfig(commit_ms=10_000, sync_interval_ms=5_000),
+        snapshot_every=snapshot_every,
+        config=config or ConsensusConfig(commit_ms=10_000, sync_interval_ms=5_000),
     )
     net.nodes[key.public_hex] = rt
     rt.start(net.now)
