@@ -67,6 +67,7 @@ after normalisation (one neighbourhood); DST is not modelled.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -110,6 +111,7 @@ __all__ = [
     "community_forecast",
     "decode_model",
     "dp_scale",
+    "dp_total",
     "dp_unscale",
     "local_update",
     "pooled_model",
@@ -695,6 +697,24 @@ def dp_unscale(total: IntArray, scale: FloatArray) -> IntArray:
     out = np.zeros(total.shape, dtype=np.int64)
     out[kept] = np.rint(total[kept].astype(np.float64) / scale[kept]).astype(np.int64)
     return out
+
+
+def dp_total(
+    total: IntArray,
+    previous: CommunityModel | None,
+    step_s: int,
+    *,
+    sigma: float,
+    contributors: int,
+    threshold: int,
+) -> tuple[IntArray, SumNoise]:
+    """A DP round's summed total in update units again (:func:`dp_unscale` by the
+    :func:`dp_scale` of ``previous``) and the public noise it carries: each of ``contributors``
+    members added a share of ``N(0, sigma² / threshold)``, so the sum holds
+    ``N(0, sigma² · contributors / threshold)`` (:class:`SumNoise`)."""
+    scale = dp_scale(previous, step_s)
+    spread = sigma * math.sqrt(contributors / threshold)
+    return dp_unscale(total, scale), SumNoise.of(spread, scale, Layout(step_s))
 
 
 def pooled_model(

@@ -23,7 +23,6 @@ Rules of this module (pure: no I/O; the CPU clock and the DP generator are the c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
@@ -34,9 +33,8 @@ from forecasting.federated import (
     NO_MODEL,
     CommunityModel,
     Layout,
-    SumNoise,
     dp_scale,
-    dp_unscale,
+    dp_total,
     local_update,
 )
 from forecasting.secagg import (
@@ -107,12 +105,18 @@ def run_round(
     )
     model = None
     if isinstance(outcome, Complete):
-        noise = None
-        if dp is not None and scale is not None:  # n contributors' shares of N(0, σ²/t)
-            spread = dp.sigma * math.sqrt(len(outcome.contributors) / outcome.spec.threshold)
-            noise = SumNoise.of(spread, scale, Layout(step_s))
+        total, noise = outcome.total, None
+        if dp is not None:
+            total, noise = dp_total(
+                outcome.total,
+                previous,
+                step_s,
+                sigma=dp.sigma,
+                contributors=len(outcome.contributors),
+                threshold=outcome.spec.threshold,
+            )
         model = CommunityModel.of(
-            outcome.total if scale is None else dp_unscale(outcome.total, scale),
+            total,
             round=round,
             step_s=step_s,
             previous=NO_MODEL if previous is None else previous.hash,

@@ -466,7 +466,12 @@ class FederationDriver:
     def on_spec(self, value: list[Any]) -> bytes:
         import numpy as np  # noqa: PLC0415
 
-        from forecasting.federated import Layout, dp_scale, local_update  # noqa: PLC0415
+        from forecasting.federated import (  # noqa: PLC0415
+            CommunityModel,
+            Layout,
+            dp_scale,
+            local_update,
+        )
         from forecasting.secagg import (  # noqa: PLC0415
             RoundSpec,
             SecAggError,
@@ -488,6 +493,7 @@ class FederationDriver:
         history = self._contribution_history()
         if previous is False or history is None or history.step_s != step_s:
             raise _refuse(WireReason.FED_REFUSED, "spec", "cannot contribute to this round")
+        prior = previous if isinstance(previous, CommunityModel) else None
         refusal = ""
         if self.dp_budget is not None and dp is None:
             refusal = "this member contributes only with DP"
@@ -518,13 +524,13 @@ class FederationDriver:
         now_s = self.node.clock.now_ms() // 1000
         update = local_update(
             history,
-            previous=previous if previous is not None else None,  # type: ignore[arg-type]
+            previous=prior,
             since_s=now_s - self.round_every_s,
         )[0]
         noise = None
         if dp is not None:  # pre-scale, clip, this member's noise share; the spend first
             z, clip = dp
-            scale = dp_scale(previous if previous is not None else None, step_s)  # type: ignore[arg-type]
+            scale = dp_scale(prior, step_s)
             update = clip_l2(np.rint(update * scale).astype(np.int64), clip)
             rng = np.random.default_rng(int.from_bytes(os.urandom(32), "big"))
             noise = gaussian_noise(len(update), z * clip, spec.threshold, rng)
@@ -732,9 +738,7 @@ class FederationDriver:
             NO_MODEL,
             CommunityModel,
             Layout,
-            SumNoise,
-            dp_scale,
-            dp_unscale,
+            dp_total,
         )
         from forecasting.secagg import MAX_ATTEMPTS, Abort, Complete, Restart  # noqa: PLC0415
 
@@ -791,10 +795,14 @@ class FederationDriver:
         total, noise = done.total, None
         if dp is not None:  # the sum scaled back; its public noise (module rules)
             z, clip = dp
-            scale = dp_scale(base if isinstance(base, CommunityModel) else None, step_s)
-            total = dp_unscale(done.total, scale)
-            spread = z * clip * math.sqrt(len(done.contributors) / done.spec.threshold)
-            noise = SumNoise.of(spread, scale, Layout(step_s))
+            total, noise = dp_total(
+                done.total,
+                base if isinstance(base, CommunityModel) else None,
+                step_s,
+                sigma=z * clip,
+                contributors=len(done.contributors),
+                threshold=done.spec.threshold,
+            )
             report.dp_noise_multiplier = z
             report.dp_delta = self.dp_budget.delta if self.dp_budget is not None else 0.0
             report.dp_epsilon_round = gdp_epsilon(1.0 / z, report.dp_delta)
