@@ -100,6 +100,8 @@ __all__ = [
     "FRAC_BITS",
     "MIN_CONTRIBUTE_DAYS",
     "MIN_FORECAST_DAYS",
+    "PERSONAL_DAYS",
+    "PERSONAL_PRIOR_SAMPLES",
     "VALIDATION_FIELDS",
     "CommunityModel",
     "FederatedForecaster",
@@ -114,6 +116,7 @@ __all__ = [
     "dp_total",
     "dp_unscale",
     "local_update",
+    "personal_coefs",
     "pooled_model",
 ]
 
@@ -148,6 +151,11 @@ BLEND_POWER: Final = 4.0
 #: the local model's prior odds are ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
 #: on the tuning homes 1, 3, 5, 8, 10: ``docs/federated.md``, "Personalisation")
 BLEND_PRIOR_DAYS: Final = 28.0
+#: personalisation: a household corrects the community's coefficients on its own last
+#: ``PERSONAL_DAYS`` days, the community model weighing as ``PERSONAL_PRIOR_SAMPLES`` of an average
+#: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
+PERSONAL_DAYS: Final = 28
+PERSONAL_PRIOR_SAMPLES: Final = 80.0
 VALIDATION_FIELDS: Final = (
     "count",
     "abs_error",
@@ -792,9 +800,21 @@ def community_forecast(
 ) -> QuantileForecast:
     """The community model's forecast of the ``horizon`` intervals after ``history`` for every
     row (each needs :data:`MIN_FORECAST_DAYS` days)."""
-    s = history.steps_per_day
     if history.step_s != model.step_s:
         raise UsageError(f"the model is for {model.step_s}-s steps, got {history.step_s}-s steps")
+    site = (latitude, longitude, holiday_country, holiday_subdiv)
+    return _forecast(model.coefs[None], history, horizon, site)
+
+
+def _forecast(
+    coefs: FloatArray,
+    history: MeterHistory,
+    horizon: int,
+    site: tuple[float | None, float | None, str | None, str | None],
+) -> QuantileForecast:
+    """The forecast of coefficients ``coefs`` — ``(1 or n, buckets, quantiles, FEATURES)``: one
+    set for every row, or each row its own — of the ``horizon`` intervals after ``history``."""
+    s = history.steps_per_day
     if not 1 <= horizon <= s:
         raise UsageError(f"horizon must be 1..{s} intervals, got {horizon}")
     need = MIN_FORECAST_DAYS * s
@@ -803,6 +823,7 @@ def community_forecast(
             reason=DataReason.HISTORY_TOO_SHORT, subject="meter history", field="steps",
             expected=f">= {need} intervals ({MIN_FORECAST_DAYS} days)", found=str(history.steps),
         )  # fmt: skip
+    latitude, longitude, holiday_country, holiday_subdiv = site
     tail = history.window(history.end_s - need * history.step_s, history.end_s)
     series = _series(
         tail,
@@ -818,10 +839,70 @@ def community_forecast(
     t = tail.steps + np.arange(horizon, dtype=np.int64)
     prof = every[:, t]
     x = _design(prof, np.repeat(orig, horizon, axis=1), np.repeat(scale, horizon, axis=1))
-    coefs = model.coefs[lead_buckets(history.step_s)[:horizon]]  # (H, Q, F)
-    values = np.einsum("nhf,hqf->nhq", x, coefs) * scale[:, :, None]
+    lead = coefs[:, lead_buckets(history.step_s)[:horizon]]  # (1 or n, H, Q, F)
+    values = np.einsum("nhf,nhqf->nhq", x, np.broadcast_to(lead, (x.shape[0], *lead.shape[1:])))
+    values = values * scale[:, :, None]
     mid = values[..., 1:2]
     return _make_forecast(history, mid + BAND_SCALE * (values - mid))
+
+
+def personal_coefs(
+    model: CommunityModel,
+    history: MeterHistory,
+    *,
+    prior_samples: float = PERSONAL_PRIOR_SAMPLES,
+    days: int = PERSONAL_DAYS,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    holiday_country: str | None = None,
+    holiday_subdiv: str | None = None,
+) -> FloatArray:
+    """Every row's own coefficients ``(n, buckets, quantiles, FEATURES)``: the community model
+    corrected on the row's own last ``days`` days, with the community model as the prior (module
+    rules, *Personalisation*). Per (bucket, quantile) the MAP estimate
+    ``β = (G_h + a·G_c)⁻¹ (b_h + a·b_c)``: ``G_h, b_h`` the row's own IRLS statistics at the
+    community's coefficients (:func:`local_update` of its recent history), ``G_c, b_c`` the
+    community's summed statistics (whose solution is the community's ``β_c``) scaled by
+    ``a = prior_samples / N_c`` (``N_c`` the community's samples in that bucket), so the prior
+    weighs as much as ``prior_samples`` of an average member's samples whatever the community's
+    size. A row too short to have a sample of its own (under :data:`MIN_CONTRIBUTE_DAYS` days), a
+    model without sample counts (a DP round: the counts are not shared) or ``prior_samples = inf``:
+    the community's coefficients unchanged."""
+    if history.step_s != model.step_s:
+        raise UsageError(f"the model is for {model.step_s}-s steps, got {history.step_s}-s steps")
+    layout = Layout(model.step_s)
+    n = history.households
+    out: FloatArray = np.repeat(model.coefs[None], n, axis=0)
+    counts = (
+        model.total[layout.counts_at : layout.counts_at + layout.buckets] >> FRAC_BITS
+    ).astype(np.float64)
+    s = history.steps_per_day
+    if (
+        not math.isfinite(prior_samples)
+        or history.steps < MIN_CONTRIBUTE_DAYS * s
+        or np.any(counts <= 0)
+    ):
+        return out
+    span = min(history.steps, (days + MIN_FORECAST_DAYS) * s)
+    recent = history.window(history.end_s - span * history.step_s, history.end_s)
+    own = _unfixed(
+        local_update(
+            recent,
+            previous=model,
+            latitude=latitude,
+            longitude=longitude,
+            holiday_country=holiday_country,
+            holiday_subdiv=holiday_subdiv,
+            train_days=days,
+            rows_per_chunk=n,
+        )[:, : layout.stats_len]
+    ).reshape(n, layout.buckets, len(QUANTILES), _BLOCK)
+    com = _unfixed(model.total[: layout.stats_len]).reshape(layout.buckets, len(QUANTILES), _BLOCK)
+    stats = own + (prior_samples / counts)[:, None, None] * com
+    gram = _gram(stats[..., :_TRI]) + RIDGE * np.eye(FEATURES)
+    solved = np.linalg.solve(gram, stats[..., _TRI:, None])[..., 0]
+    out[:] = solved
+    return out
 
 
 # --------------------------------------------------------------------------- personalisation
@@ -857,6 +938,8 @@ class FederatedForecaster:
     blend_days: int = BLEND_DAYS
     blend_power: float = BLEND_POWER
     blend_prior_days: float = BLEND_PRIOR_DAYS
+    personal_prior_samples: float = PERSONAL_PRIOR_SAMPLES
+    personal_days: int = PERSONAL_DAYS
 
     @property
     def name(self) -> str:
@@ -866,13 +949,8 @@ class FederatedForecaster:
     def min_history_days(self) -> int:
         return MIN_FORECAST_DAYS
 
-    def _site(self) -> dict[str, str | float | None]:
-        return {
-            "latitude": self.latitude,
-            "longitude": self.longitude,
-            "holiday_country": self.holiday_country,
-            "holiday_subdiv": self.holiday_subdiv,
-        }
+    def _site(self) -> tuple[float | None, float | None, str | None, str | None]:
+        return (self.latitude, self.longitude, self.holiday_country, self.holiday_subdiv)
 
     def fit(self, history: MeterHistory) -> FittedFederated:
         local_model = self.local
@@ -889,8 +967,15 @@ class FederatedForecaster:
         community = self.community
         if community is not None and community.step_s != history.step_s:
             community = None
+        coefs = None
         if community is not None:
-            weights = self._weights(history, community, local)
+            latitude, longitude, country, subdiv = self._site()
+            coefs = personal_coefs(
+                community, history, prior_samples=self.personal_prior_samples,
+                days=self.personal_days, latitude=latitude, longitude=longitude,
+                holiday_country=country, holiday_subdiv=subdiv,
+            )  # fmt: skip
+            weights = self._weights(history, coefs, local)
         refs = tuple(
             ModelRef(
                 None if community is None else community.hash,
@@ -899,10 +984,10 @@ class FederatedForecaster:
             )
             for w in weights
         )
-        return FittedFederated(self, community, local, weights, refs)
+        return FittedFederated(self, community, coefs, local, weights, refs)
 
     def _weights(
-        self, history: MeterHistory, community: CommunityModel, local: FittedForecaster
+        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster
     ) -> FloatArray:
         """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``."""
         s = history.steps_per_day
@@ -920,7 +1005,7 @@ class FederatedForecaster:
                 fl = local.predict(past, horizon).median_w
             except InvalidInput:
                 continue
-            fc = community_forecast(community, past, horizon, **self._site()).median_w  # type: ignore[arg-type]
+            fc = _forecast(coefs, past, horizon, self._site()).median_w
             actual = history.net_w[:, o : o + horizon]
             for b in range(n_b):
                 lead = np.flatnonzero(buckets[:horizon] == b)
@@ -946,18 +1031,20 @@ class FittedFederated:
 
     model: FederatedForecaster
     community: CommunityModel | None
+    #: ``(n, buckets, quantiles, FEATURES)`` each row's personal coefficients (no community: None)
+    coefs: FloatArray | None
     local: FittedForecaster
     weights: FloatArray  # (n, buckets): the local model's weight
     refs: tuple[ModelRef, ...]
 
     def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
         fl = self.local.predict(history, horizon)
-        if self.community is None:
+        if self.coefs is None:
             return fl
         if history.households != self.weights.shape[0]:
             raise UsageError(
                 f"fitted for {self.weights.shape[0]} households, got {history.households}"
             )
-        fc = community_forecast(self.community, history, horizon, **self.model._site())  # type: ignore[arg-type]
+        fc = _forecast(self.coefs, history, horizon, self.model._site())
         w = self.weights[:, lead_buckets(history.step_s)[:horizon]][:, :, None]
         return _make_forecast(history, w * fl.values_w + (1.0 - w) * fc.values_w)

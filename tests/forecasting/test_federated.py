@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from forecasting.federated import (
     BLEND_PRIOR_DAYS,
     DP_UNIT,
     MIN_CONTRIBUTE_DAYS,
+    PERSONAL_DAYS,
+    PERSONAL_PRIOR_SAMPLES,
     CommunityModel,
     FederatedForecaster,
     Layout,
@@ -24,6 +27,7 @@ from forecasting.federated import (
     dp_scale,
     dp_unscale,
     local_update,
+    personal_coefs,
     pooled_model,
 )
 from forecasting.federated_round import run_round
@@ -188,6 +192,59 @@ def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> Non
     assert np.mean([r.community_permille for r in cold.refs]) > 500
 
 
+def _own_loss(stats: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``βᵀGβ − 2βᵀb`` per row, bucket and quantile: a row's weighted squared error on its own
+    samples up to a constant (its own IRLS statistics ``stats``, upper triangles then ``b``)."""
+    f = beta.shape[-1]
+    iu = np.triu_indices(f)
+    gram = np.zeros((*stats.shape[:-1], f, f))
+    gram[..., iu[0], iu[1]] = stats[..., : len(iu[0])]
+    gram += np.swapaxes(np.triu(gram, 1), -1, -2)
+    rhs = stats[..., len(iu[0]) :]
+    quad = np.einsum("...f,...fg,...g->...", beta, gram, beta)
+    out: np.ndarray = quad - 2.0 * np.einsum("...f,...f->...", beta, rhs)
+    return out
+
+
+def test_personal_coefficients_are_the_community_prior_corrected_by_the_own_data(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """The MAP fit: never worse than the community's coefficients on the household's own samples,
+    moving from the community's (a heavy prior) to the own fit (a light one); a row's own
+    coefficients depend on its own data only; nothing to correct with (too short a history, an
+    infinite prior, a DP model without counts): the community's coefficients."""
+    past = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    layout = Layout(3600)
+    own = local_update(past, previous=model, train_days=PERSONAL_DAYS, **SITE)  # type: ignore[arg-type]
+    stats = own[:, : layout.stats_len].astype(np.float64).reshape(6, layout.buckets, 3, -1) / float(
+        1 << 16
+    )
+    base = np.broadcast_to(model.coefs, (6, *model.coefs.shape))
+    losses = []
+    for prior in (1e9, PERSONAL_PRIOR_SAMPLES, 1.0):
+        beta = personal_coefs(model, past, prior_samples=prior, **SITE)  # type: ignore[arg-type]
+        assert beta.shape == (6, layout.buckets, 3, model.coefs.shape[-1])
+        losses.append(_own_loss(stats, beta))
+    assert np.all(losses[1] <= _own_loss(stats, base) + 1e-9)
+    assert np.all(losses[2] <= losses[1] + 1e-9) and np.all(losses[1] <= losses[0] + 1e-9)
+    assert np.mean(losses[1]) < np.mean(_own_loss(stats, base))  # it does correct something
+    heavy = personal_coefs(model, past, prior_samples=1e9, **SITE)  # type: ignore[arg-type]
+    assert np.allclose(heavy, base, atol=1e-3)
+    one = personal_coefs(model, past.select([2]), **SITE)  # type: ignore[arg-type]
+    assert np.array_equal(one[0], personal_coefs(model, past, **SITE)[2])  # type: ignore[arg-type]
+    short = past.window(past.end_s - (MIN_CONTRIBUTE_DAYS - 1) * SECONDS_PER_DAY, past.end_s)
+    none = personal_coefs(model, past, prior_samples=math.inf, **SITE)  # type: ignore[arg-type]
+    for same in (personal_coefs(model, short, **SITE), none):  # type: ignore[arg-type]
+        assert np.array_equal(same, base)
+    layout_counts = slice(layout.counts_at, layout.counts_at + layout.buckets)
+    no_counts = model.total.copy()
+    no_counts[layout_counts] = 0  # what a DP round's sum holds
+    dp_like = CommunityModel.of(no_counts, round=3, step_s=3600, previous=model.hash,
+                                contributors=6)  # fmt: skip
+    base_dp = np.broadcast_to(dp_like.coefs, base.shape)
+    assert np.array_equal(personal_coefs(dp_like, past, **SITE), base_dp)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class _Oracle:
     """A "local model" that knows the future of ``truth``: the best any local model can be."""
@@ -237,14 +294,17 @@ def test_with_equal_errors_the_evidence_prior_decides(
     model: CommunityModel, homes: MeterHistory
 ) -> None:
     """Equal errors: the local model's weight is its prior odds h / (h + k) as a weight — a
-    two-week-old household leans on the community, a year-old one keeps about half."""
+    two-week-old household leans on the community, a year-old one keeps about half. (The twin
+    forecasts as the community model itself: personalisation off, ``personal_prior_samples``
+    infinite.)"""
     for days in (14, 59):
         history = homes.window(homes.end_s - days * SECONDS_PER_DAY, homes.end_s)
-        fitted = FederatedForecaster(model, _Twin(model), **SITE).fit(history)  # type: ignore[arg-type]
+        fitted = FederatedForecaster(model, _Twin(model), personal_prior_samples=math.inf,  # type: ignore[arg-type]
+                                     **SITE).fit(history)  # type: ignore[arg-type]  # fmt: skip
         odds = days / (days + BLEND_PRIOR_DAYS)
         assert np.allclose(fitted.weights, odds / (1.0 + odds))
     assert np.all(fitted.weights > 0.3)
-    young = FederatedForecaster(model, _Twin(model), **SITE).fit(  # type: ignore[arg-type]
+    young = FederatedForecaster(model, _Twin(model), personal_prior_samples=math.inf, **SITE).fit(  # type: ignore[arg-type]
         homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
     )
     assert np.all(young.weights < 0.3) and all(r.community_permille > 700 for r in young.refs)
