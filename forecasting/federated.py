@@ -5,16 +5,19 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
 * **Model family: pooled linear quantile regression** (P10/P50/P90) on *short-lag, normalised*
   profile features, one coefficient set per lead bucket (the buckets of :mod:`forecasting.profile_qr`)
   and quantile level, shared by every member. Features of a target ``t = o + L`` from origin ``o``
-  (all from data before ``o``): the load a day and a week before, the 7-day median and mean of the
-  same time, the mean of the same day type over those 7 days; yesterday's PV, the 7-day median
-  clear-sky index × clear-sky GHI and the 7-day clear-sky envelope (pvlib's sun geometry when the
-  site is known, else the PV's own 7-day maximum); at the origin the last hour's and the last day's
-  departure from the 7-day median profile, the last interval's departure, and the envelope × the
-  last hour's / day's clear-sky index. Every feature and the target are divided by the household's
-  **scale** (its mean load over the 7 days before the origin, at least :data:`SCALE_FLOOR_W`), so a
-  household of any size weighs the same and the intercept is in units of that scale. A net-only
-  meter uses ``-net`` as its load and no PV (zeros). Only 7 days of lags: a household forecasts
-  from :data:`MIN_FORECAST_DAYS` days of history and contributes from :data:`MIN_CONTRIBUTE_DAYS`.
+  (all from data before ``o``; "the lag days": the :data:`LAG_DAYS` = 13 days before ``t``, or as
+  many as the history holds, at least :data:`WEEK_DAYS`): the load a day and a week before, the
+  median and mean of the same time over the lag days, the mean of the last 4 days of the same day
+  type; yesterday's PV, the lag days' median clear-sky index × clear-sky GHI and their clear-sky
+  envelope (pvlib's sun geometry when the site is known, else the PV's own maximum); at the origin
+  the last hour's and the last day's departure from the median profile, the last interval's
+  departure, and the envelope × the last hour's / day's clear-sky index. Every feature and the
+  target are divided by the household's **scale** (its mean load over the 7 days before the
+  origin, at least :data:`SCALE_FLOOR_W`), so a household of any size weighs the same and the
+  intercept is in units of that scale. A net-only meter uses ``-net`` as its load and no PV
+  (zeros). A household forecasts from :data:`MIN_FORECAST_DAYS` days of history and contributes
+  from :data:`MIN_CONTRIBUTE_DAYS`; 13 lag days (:data:`FEATURE_VERSION` ``gn.fedqr.2``; 7 in
+  ``gn.fedqr.1``) is what a two-week-old household has.
 * **Why this family.** Its sufficient statistics sum *exactly*: for weights ``w`` the weighted
   normal equations ``Σ XᵀWX β = Σ XᵀWy`` over all members' samples give the same coefficients as
   one fit on everyone's pooled data. Quantile regression is solved by iteratively reweighted least
@@ -47,8 +50,15 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   eigenvalues raised to at least :data:`DP_NOISE_FLOOR` times the largest row norm of the noise's
   standard deviations (about twice its spectral norm), so an indefinite noisy Gram cannot return wild coefficients and noise-swamped directions shrink
   toward zero.
-* **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
-  with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
+* **Personalisation, 1: a MAP correction** (:func:`personal_coefs`): each household refits the
+  community's coefficients on its own last :data:`PERSONAL_DAYS` days with the community model as
+  the prior — its own IRLS statistics (one :func:`local_update` at the community's coefficients)
+  plus the community's summed statistics scaled to weigh :data:`PERSONAL_PRIOR_SAMPLES` samples —
+  so a two-week-old household moves its coefficients only as far as its few days support. Local:
+  nothing leaves the node, and the result is a function of the committed model and the household's
+  own history.
+* **Personalisation, 2: the blend** (:class:`FederatedForecaster`): each household blends the
+  (corrected) community forecast with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
   short for it) per lead bucket. The local model's odds are its error ratio on the household's own
   last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`, times a **prior** for the amount of
   local evidence — ``h`` days of history against :data:`BLEND_PRIOR_DAYS` (``k``):
@@ -61,7 +71,10 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   community's weight (permille): what an order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
-after normalisation (one neighbourhood); DST is not modelled.
+after normalisation (one neighbourhood; clusters of the 12-13 real homes did not help:
+``docs/federated.md``); DST is not modelled; a DP model is not corrected (its sample counts are not
+shared, and its noisy statistics would make a poor prior); the blend judges the corrected model on
+days it was fitted on (optimistic for it).
 """
 
 from __future__ import annotations
@@ -98,11 +111,13 @@ __all__ = [
     "FEATURES",
     "FEATURE_VERSION",
     "FRAC_BITS",
+    "LAG_DAYS",
     "MIN_CONTRIBUTE_DAYS",
     "MIN_FORECAST_DAYS",
     "PERSONAL_DAYS",
     "PERSONAL_PRIOR_SAMPLES",
     "VALIDATION_FIELDS",
+    "WEEK_DAYS",
     "CommunityModel",
     "FederatedForecaster",
     "FittedFederated",

@@ -16,6 +16,8 @@ from forecasting.data import (
 from forecasting.federated import (
     BLEND_PRIOR_DAYS,
     DP_UNIT,
+    FEATURE_VERSION,
+    LAG_DAYS,
     MIN_CONTRIBUTE_DAYS,
     PERSONAL_DAYS,
     PERSONAL_PRIOR_SAMPLES,
@@ -174,6 +176,22 @@ def test_community_forecast_is_sane(model: CommunityModel, homes: MeterHistory) 
     actual = homes.window(past.end_s, past.end_s + SECONDS_PER_DAY).net_w
     naive = past.net_w[:, -24:]
     assert np.abs(f.median_w - actual).mean() < 1.5 * np.abs(naive - actual).mean()
+
+
+def test_the_forecast_looks_back_13_days_or_as_many_as_there_are(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """gn.fedqr.2: the profile features use the LAG_DAYS (13) days before a target — a history
+    longer than 14 days forecasts exactly as its last 14 days — and a shorter history (at least 8
+    days) uses the days it has."""
+    assert FEATURE_VERSION == "gn.fedqr.2" and LAG_DAYS == 13
+    end = homes.end_s - SECONDS_PER_DAY
+    two_weeks = homes.window(end - 14 * SECONDS_PER_DAY, end)
+    longer = homes.window(homes.start_s, end)
+    a = community_forecast(model, two_weeks, 24, **SITE).values_w  # type: ignore[arg-type]
+    assert np.array_equal(a, community_forecast(model, longer, 24, **SITE).values_w)  # type: ignore[arg-type]
+    ten = community_forecast(model, homes.window(end - 10 * SECONDS_PER_DAY, end), 24, **SITE)  # type: ignore[arg-type]
+    assert np.all(np.isfinite(ten.values_w)) and not np.array_equal(ten.values_w, a)
 
 
 def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> None:
