@@ -282,8 +282,11 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
     """``(n, len(t), 8)`` profile features of targets ``t`` (each needs :data:`WEEK_DAYS` days
     before it) over the last :data:`LAG_DAYS` days before each, or as many as there are."""
     days = np.minimum(t // s, LAG_DAYS)
+    groups = np.unique(days)
+    if len(groups) == 1:
+        return _profiles_over(series, t, s, int(groups[0]))
     out = np.zeros((series.load.shape[0], len(t), 8))
-    for d in np.unique(days):
+    for d in groups:
         sel = days == d
         out[:, sel] = _profiles_over(series, t[sel], s, int(d))
     return out
@@ -298,20 +301,23 @@ def _profiles_over(series: _Series, t: IntArray, s: int, days: int) -> FloatArra
     w = (same & (rank <= 4)).astype(np.float64)
     w /= np.maximum(w.sum(axis=1, keepdims=True), 1.0)
     pv_lags = series.pv[:, idx]
+    n = lags.shape[0]
     if series.ghi is None:
         env = pv_lags.max(axis=-1)
-        med = _median(pv_lags)
+        medians = _median(np.concatenate([lags, pv_lags]))
+        med = medians[n:]
     else:
-        ghi_lags = series.ghi[idx]
-        lit = ghi_lags > 20.0
-        ratio = pv_lags * np.where(lit, 1.0 / np.where(lit, ghi_lags, 1.0), 0.0)[None]
+        lit = series.ghi > 20.0
+        inverse = np.where(lit, 1.0 / np.where(lit, series.ghi, 1.0), 0.0)  # (T,): 0 unlit
+        ratio = pv_lags * inverse[idx][None]
         env = ratio.max(axis=-1) * series.ghi[t][None]
-        med = _median(ratio) * series.ghi[t][None]
+        medians = _median(np.concatenate([lags, ratio]))
+        med = medians[n:] * series.ghi[t][None]
     return np.stack(
         [
             lags[..., 0],
             lags[..., WEEK_DAYS - 1],
-            _median(lags),
+            medians[:n],
             lags.mean(axis=-1),
             np.einsum("nmd,md->nm", lags, w),
             pv_lags[..., 0],
@@ -323,18 +329,11 @@ def _profiles_over(series: _Series, t: IntArray, s: int, days: int) -> FloatArra
 
 
 def _median(values: FloatArray) -> FloatArray:
-    """The median over the last (short: the lag days) axis, ``np.median``'s value exactly: an
-    odd-even transposition sorting network over the ``d`` lag columns (``d`` rounds of vectorised
-    min/max over all targets at once), 2–3× faster than a partition of many short rows."""
+    """The median over the last (short: the lag days) axis, ``np.median``'s value exactly: one
+    sort of the short rows (2–4× faster than ``np.median``'s partition of many short rows)."""
     d = values.shape[-1]
-    cols = list(np.moveaxis(values, -1, 0).copy())
-    for r in range(d):
-        for i in range(r % 2, d - 1, 2):
-            cols[i], cols[i + 1] = (
-                np.minimum(cols[i], cols[i + 1]),
-                np.maximum(cols[i], cols[i + 1]),
-            )
-    out: FloatArray = 0.5 * (cols[(d - 1) // 2] + cols[d // 2])
+    ranked = np.sort(values, axis=-1)
+    out: FloatArray = 0.5 * (ranked[..., (d - 1) // 2] + ranked[..., d // 2])
     return out
 
 
