@@ -23,9 +23,13 @@ community model of all 13 homes blended with that local model. *Cold start*: the
 **14 days** before each day's midnight; local = what such a household has (``profile-qr`` needs
 30 days, so its fallback, seasonal naive on those 14 days); federated = the community model of the
 **other 12 homes** (leave-one-out: the home contributed nothing) blended with that fallback,
-refitted every midnight. Horizons: *day-ahead* (origins at local midnight, the next 24 h) and
-*next hour* (origins every hour, lead 0; blend weights fitted at midnight). MAE is of the P50 of
-the net surplus in W over the homes, origins and leads.
+refitted every midnight. In both groups the household first corrects the community model on its
+own last days (the MAP correction, :func:`forecasting.federated.personal_coefs`: on those 14 days
+for a cold-start home, on the 28 before 2017-04-01 for an established one, fitted once); the
+"community alone" column is the model *without* that correction (a diagnostic). Horizons:
+*day-ahead* (origins at local midnight, the next 24 h) and *next hour* (origins every hour, lead
+0; blend weights fitted at midnight). MAE is of the P50 of the net surplus in W over the homes,
+origins and leads.
 
 **Differential privacy** (``--dp``; day-ahead only): the same rounds with every member's update
 clipped to L2 norm :data:`DP_CLIP` and Gaussian noise calibrated so that the :data:`ROUNDS` rounds

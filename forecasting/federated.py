@@ -5,16 +5,19 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
 * **Model family: pooled linear quantile regression** (P10/P50/P90) on *short-lag, normalised*
   profile features, one coefficient set per lead bucket (the buckets of :mod:`forecasting.profile_qr`)
   and quantile level, shared by every member. Features of a target ``t = o + L`` from origin ``o``
-  (all from data before ``o``): the load a day and a week before, the 7-day median and mean of the
-  same time, the mean of the same day type over those 7 days; yesterday's PV, the 7-day median
-  clear-sky index × clear-sky GHI and the 7-day clear-sky envelope (pvlib's sun geometry when the
-  site is known, else the PV's own 7-day maximum); at the origin the last hour's and the last day's
-  departure from the 7-day median profile, the last interval's departure, and the envelope × the
-  last hour's / day's clear-sky index. Every feature and the target are divided by the household's
-  **scale** (its mean load over the 7 days before the origin, at least :data:`SCALE_FLOOR_W`), so a
-  household of any size weighs the same and the intercept is in units of that scale. A net-only
-  meter uses ``-net`` as its load and no PV (zeros). Only 7 days of lags: a household forecasts
-  from :data:`MIN_FORECAST_DAYS` days of history and contributes from :data:`MIN_CONTRIBUTE_DAYS`.
+  (all from data before ``o``; "the lag days": the :data:`LAG_DAYS` = 13 days before ``t``, or as
+  many as the history holds, at least :data:`WEEK_DAYS`): the load a day and a week before, the
+  median and mean of the same time over the lag days, the mean of the last 4 days of the same day
+  type; yesterday's PV, the lag days' median clear-sky index × clear-sky GHI and their clear-sky
+  envelope (pvlib's sun geometry when the site is known, else the PV's own maximum); at the origin
+  the last hour's and the last day's departure from the median profile, the last interval's
+  departure, and the envelope × the last hour's / day's clear-sky index. Every feature and the
+  target are divided by the household's **scale** (its mean load over the 7 days before the
+  origin, at least :data:`SCALE_FLOOR_W`), so a household of any size weighs the same and the
+  intercept is in units of that scale. A net-only meter uses ``-net`` as its load and no PV
+  (zeros). A household forecasts from :data:`MIN_FORECAST_DAYS` days of history and contributes
+  from :data:`MIN_CONTRIBUTE_DAYS`; 13 lag days (:data:`FEATURE_VERSION` ``gn.fedqr.2``; 7 in
+  ``gn.fedqr.1``) is what a two-week-old household has.
 * **Why this family.** Its sufficient statistics sum *exactly*: for weights ``w`` the weighted
   normal equations ``Σ XᵀWX β = Σ XᵀWy`` over all members' samples give the same coefficients as
   one fit on everyone's pooled data. Quantile regression is solved by iteratively reweighted least
@@ -47,8 +50,15 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   eigenvalues raised to at least :data:`DP_NOISE_FLOOR` times the largest row norm of the noise's
   standard deviations (about twice its spectral norm), so an indefinite noisy Gram cannot return wild coefficients and noise-swamped directions shrink
   toward zero.
-* **Personalisation** (:class:`FederatedForecaster`): each household blends the community forecast
-  with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
+* **Personalisation, 1: a MAP correction** (:func:`personal_coefs`): each household refits the
+  community's coefficients on its own last :data:`PERSONAL_DAYS` days with the community model as
+  the prior — its own IRLS statistics (one :func:`local_update` at the community's coefficients)
+  plus the community's summed statistics scaled to weigh :data:`PERSONAL_PRIOR_SAMPLES` samples —
+  so a two-week-old household moves its coefficients only as far as its few days support. Local:
+  nothing leaves the node, and the result is a function of the committed model and the household's
+  own history.
+* **Personalisation, 2: the blend** (:class:`FederatedForecaster`): each household blends the
+  (corrected) community forecast with its own local model's (``local``: profile-qr, or the ``fallback`` while its history is too
   short for it) per lead bucket. The local model's odds are its error ratio on the household's own
   last :data:`BLEND_DAYS` days raised to :data:`BLEND_POWER`, times a **prior** for the amount of
   local evidence — ``h`` days of history against :data:`BLEND_PRIOR_DAYS` (``k``):
@@ -61,7 +71,10 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   community's weight (permille): what an order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
-after normalisation (one neighbourhood); DST is not modelled.
+after normalisation (one neighbourhood; clusters of the 12-13 real homes did not help:
+``docs/federated.md``); DST is not modelled; a DP model is not corrected (its sample counts are not
+shared, and its noisy statistics would make a poor prior); the blend judges the corrected model on
+days it was fitted on (optimistic for it).
 """
 
 from __future__ import annotations
@@ -98,9 +111,13 @@ __all__ = [
     "FEATURES",
     "FEATURE_VERSION",
     "FRAC_BITS",
+    "LAG_DAYS",
     "MIN_CONTRIBUTE_DAYS",
     "MIN_FORECAST_DAYS",
+    "PERSONAL_DAYS",
+    "PERSONAL_PRIOR_SAMPLES",
     "VALIDATION_FIELDS",
+    "WEEK_DAYS",
     "CommunityModel",
     "FederatedForecaster",
     "FittedFederated",
@@ -114,6 +131,7 @@ __all__ = [
     "dp_total",
     "dp_unscale",
     "local_update",
+    "personal_coefs",
     "pooled_model",
 ]
 
@@ -121,12 +139,16 @@ IntArray = npt.NDArray[np.int64]
 
 #: names the features, their normalisation, the update layout and the IRLS rule: members with
 #: another version do not mix (a new version starts again from least squares)
-FEATURE_VERSION: Final = "gn.fedqr.1"
-LAG_DAYS: Final = 7
+FEATURE_VERSION: Final = "gn.fedqr.2"
+#: the profile features' lags: the last ``LAG_DAYS`` days before a target, or as many as the
+#: history holds but at least ``WEEK_DAYS`` (gn.fedqr.1 used 7 days; 13 days, what a 14-day
+#: household has, was chosen on the tuning homes: ``docs/federated.md``)
+LAG_DAYS: Final = 13
+WEEK_DAYS: Final = 7
 #: days of history a household needs to be forecast (7 days of lags + the day before the origin)
-MIN_FORECAST_DAYS: Final = LAG_DAYS + 1
+MIN_FORECAST_DAYS: Final = WEEK_DAYS + 1
 #: days of history a household needs to contribute (one origin whose every lead is known)
-MIN_CONTRIBUTE_DAYS: Final = LAG_DAYS + 2
+MIN_CONTRIBUTE_DAYS: Final = WEEK_DAYS + 2
 #: regression columns: intercept, 5 load profile, 3 PV profile, 3 origin departures, 2 PV × index
 FEATURES: Final = 14
 #: fixed-point fractional bits of an update's entries
@@ -148,6 +170,11 @@ BLEND_POWER: Final = 4.0
 #: the local model's prior odds are ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
 #: on the tuning homes 1, 3, 5, 8, 10: ``docs/federated.md``, "Personalisation")
 BLEND_PRIOR_DAYS: Final = 28.0
+#: personalisation: a household corrects the community's coefficients on its own last
+#: ``PERSONAL_DAYS`` days, the community model weighing as ``PERSONAL_PRIOR_SAMPLES`` of an average
+#: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
+PERSONAL_DAYS: Final = 28
+PERSONAL_PRIOR_SAMPLES: Final = 80.0
 VALIDATION_FIELDS: Final = (
     "count",
     "abs_error",
@@ -252,28 +279,45 @@ def _series(
 
 
 def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
-    """``(n, len(t), 8)`` profile features of targets ``t`` (each needs 7 days before it)."""
-    idx = t[:, None] - s * np.arange(1, LAG_DAYS + 1)[None, :]  # (M, D)
+    """``(n, len(t), 8)`` profile features of targets ``t`` (each needs :data:`WEEK_DAYS` days
+    before it) over the last :data:`LAG_DAYS` days before each, or as many as there are."""
+    days = np.minimum(t // s, LAG_DAYS)
+    groups = np.unique(days)
+    if len(groups) == 1:
+        return _profiles_over(series, t, s, int(groups[0]))
+    out = np.zeros((series.load.shape[0], len(t), 8))
+    for d in groups:
+        sel = days == d
+        out[:, sel] = _profiles_over(series, t[sel], s, int(d))
+    return out
+
+
+def _profiles_over(series: _Series, t: IntArray, s: int, days: int) -> FloatArray:
+    """:func:`_profiles` of targets ``t`` over their last ``days`` days."""
+    idx = t[:, None] - s * np.arange(1, days + 1)[None, :]  # (M, D)
     lags = series.load[:, idx]  # (n, M, D)
     same = series.day_type[idx] == series.day_type[t][:, None]
     rank = np.cumsum(same, axis=1)
     w = (same & (rank <= 4)).astype(np.float64)
     w /= np.maximum(w.sum(axis=1, keepdims=True), 1.0)
     pv_lags = series.pv[:, idx]
+    n = lags.shape[0]
     if series.ghi is None:
         env = pv_lags.max(axis=-1)
-        med = np.median(pv_lags, axis=-1)
+        medians = _median(np.concatenate([lags, pv_lags]))
+        med = medians[n:]
     else:
-        ghi_lags = series.ghi[idx]
-        lit = ghi_lags > 20.0
-        ratio = np.where(lit[None], pv_lags / np.where(lit, ghi_lags, 1.0)[None], 0.0)
+        lit = series.ghi > 20.0
+        inverse = np.where(lit, 1.0 / np.where(lit, series.ghi, 1.0), 0.0)  # (T,): 0 unlit
+        ratio = pv_lags * inverse[idx][None]
         env = ratio.max(axis=-1) * series.ghi[t][None]
-        med = np.median(ratio, axis=-1) * series.ghi[t][None]
+        medians = _median(np.concatenate([lags, ratio]))
+        med = medians[n:] * series.ghi[t][None]
     return np.stack(
         [
             lags[..., 0],
-            lags[..., LAG_DAYS - 1],
-            np.median(lags, axis=-1),
+            lags[..., WEEK_DAYS - 1],
+            medians[:n],
             lags.mean(axis=-1),
             np.einsum("nmd,md->nm", lags, w),
             pv_lags[..., 0],
@@ -284,16 +328,25 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
     )
 
 
+def _median(values: FloatArray) -> FloatArray:
+    """The median over the last (short: the lag days) axis, ``np.median``'s value exactly: one
+    sort of the short rows (2–4× faster than ``np.median``'s partition of many short rows)."""
+    d = values.shape[-1]
+    ranked = np.sort(values, axis=-1)
+    out: FloatArray = 0.5 * (ranked[..., (d - 1) // 2] + ranked[..., d // 2])
+    return out
+
+
 _MED7: Final = 2
 _ENV: Final = 7
 
 
-def _all_profiles(series: _Series, s: int) -> FloatArray:
-    """``(n, T, 8)`` :func:`_profiles` of every interval with 7 days before it (zeros before):
-    computed once per series, so origins and targets share them."""
+def _all_profiles(series: _Series, s: int, first: int = 0) -> FloatArray:
+    """``(n, T, 8)`` :func:`_profiles` of every interval from ``first`` with :data:`WEEK_DAYS`
+    days before it (zeros before): computed once per series, so origins and targets share them."""
     total = series.load.shape[1]
     out = np.zeros((series.load.shape[0], total, 8))
-    t = np.arange(LAG_DAYS * s, total, dtype=np.int64)
+    t = np.arange(max(first, WEEK_DAYS * s), total, dtype=np.int64)
     out[:, t] = _profiles(series, t, s)
     return out
 
@@ -302,7 +355,7 @@ def _origins(
     series: _Series, o: IntArray, s: int, every: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """``(n, len(o), 5)`` origin features and ``(n, len(o))`` scales at origins ``o`` (each needs
-    ``(LAG_DAYS + 1)`` days before it): the last hour's, day's and interval's departure from the
+    ``(WEEK_DAYS + 1)`` days before it): the last hour's, day's and interval's departure from the
     7-day median profile, the PV's clear-sky index over the last hour and day; the mean load of the
     last 7 days (at least :data:`SCALE_FLOOR_W`). ``every``: :func:`_all_profiles`. Window sums
     are differences of running sums (one pass over the series, whatever the origins)."""
@@ -321,7 +374,7 @@ def _origins(
         [before(resid, hour) / hour, before(resid, s) / s, resid[:, o - 1], k_hour, k_day],
         axis=-1,
     )
-    scale = np.maximum(before(np.abs(series.load), LAG_DAYS * s) / (LAG_DAYS * s), SCALE_FLOOR_W)
+    scale = np.maximum(before(np.abs(series.load), WEEK_DAYS * s) / (WEEK_DAYS * s), SCALE_FLOOR_W)
     return feats, scale
 
 
@@ -792,9 +845,21 @@ def community_forecast(
 ) -> QuantileForecast:
     """The community model's forecast of the ``horizon`` intervals after ``history`` for every
     row (each needs :data:`MIN_FORECAST_DAYS` days)."""
-    s = history.steps_per_day
     if history.step_s != model.step_s:
         raise UsageError(f"the model is for {model.step_s}-s steps, got {history.step_s}-s steps")
+    site = (latitude, longitude, holiday_country, holiday_subdiv)
+    return _forecast(model.coefs[None], history, horizon, site)
+
+
+def _forecast(
+    coefs: FloatArray,
+    history: MeterHistory,
+    horizon: int,
+    site: tuple[float | None, float | None, str | None, str | None],
+) -> QuantileForecast:
+    """The forecast of coefficients ``coefs`` — ``(1 or n, buckets, quantiles, FEATURES)``: one
+    set for every row, or each row its own — of the ``horizon`` intervals after ``history``."""
+    s = history.steps_per_day
     if not 1 <= horizon <= s:
         raise UsageError(f"horizon must be 1..{s} intervals, got {horizon}")
     need = MIN_FORECAST_DAYS * s
@@ -803,7 +868,9 @@ def community_forecast(
             reason=DataReason.HISTORY_TOO_SHORT, subject="meter history", field="steps",
             expected=f">= {need} intervals ({MIN_FORECAST_DAYS} days)", found=str(history.steps),
         )  # fmt: skip
-    tail = history.window(history.end_s - need * history.step_s, history.end_s)
+    latitude, longitude, holiday_country, holiday_subdiv = site
+    span = min(history.steps, (LAG_DAYS + 1) * s)  # every lag of the origin's last day
+    tail = history.window(history.end_s - span * history.step_s, history.end_s)
     series = _series(
         tail,
         horizon,
@@ -813,15 +880,75 @@ def community_forecast(
         holiday_subdiv=holiday_subdiv,
     )
     o = np.array([tail.steps], dtype=np.int64)
-    every = _all_profiles(series, s)
+    every = _all_profiles(series, s, tail.steps - s)  # the origin's features use its last day
     orig, scale = _origins(series, o, s, every)  # (n, 1, 5), (n, 1)
     t = tail.steps + np.arange(horizon, dtype=np.int64)
     prof = every[:, t]
     x = _design(prof, np.repeat(orig, horizon, axis=1), np.repeat(scale, horizon, axis=1))
-    coefs = model.coefs[lead_buckets(history.step_s)[:horizon]]  # (H, Q, F)
-    values = np.einsum("nhf,hqf->nhq", x, coefs) * scale[:, :, None]
+    lead = coefs[:, lead_buckets(history.step_s)[:horizon]]  # (1 or n, H, Q, F)
+    values = np.einsum("nhf,nhqf->nhq", x, np.broadcast_to(lead, (x.shape[0], *lead.shape[1:])))
+    values = values * scale[:, :, None]
     mid = values[..., 1:2]
     return _make_forecast(history, mid + BAND_SCALE * (values - mid))
+
+
+def personal_coefs(
+    model: CommunityModel,
+    history: MeterHistory,
+    *,
+    prior_samples: float = PERSONAL_PRIOR_SAMPLES,
+    days: int = PERSONAL_DAYS,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    holiday_country: str | None = None,
+    holiday_subdiv: str | None = None,
+) -> FloatArray:
+    """Every row's own coefficients ``(n, buckets, quantiles, FEATURES)``: the community model
+    corrected on the row's own last ``days`` days, with the community model as the prior (module
+    rules, *Personalisation*). Per (bucket, quantile) the MAP estimate
+    ``β = (G_h + a·G_c)⁻¹ (b_h + a·b_c)``: ``G_h, b_h`` the row's own IRLS statistics at the
+    community's coefficients (:func:`local_update` of its recent history), ``G_c, b_c`` the
+    community's summed statistics (whose solution is the community's ``β_c``) scaled by
+    ``a = prior_samples / N_c`` (``N_c`` the community's samples in that bucket), so the prior
+    weighs as much as ``prior_samples`` of an average member's samples whatever the community's
+    size. A row too short to have a sample of its own (under :data:`MIN_CONTRIBUTE_DAYS` days), a
+    model without sample counts (a DP round: the counts are not shared) or ``prior_samples = inf``:
+    the community's coefficients unchanged."""
+    if history.step_s != model.step_s:
+        raise UsageError(f"the model is for {model.step_s}-s steps, got {history.step_s}-s steps")
+    layout = Layout(model.step_s)
+    n = history.households
+    out: FloatArray = np.repeat(model.coefs[None], n, axis=0)
+    counts = (
+        model.total[layout.counts_at : layout.counts_at + layout.buckets] >> FRAC_BITS
+    ).astype(np.float64)
+    s = history.steps_per_day
+    if (
+        not math.isfinite(prior_samples)
+        or history.steps < MIN_CONTRIBUTE_DAYS * s
+        or np.any(counts <= 0)
+    ):
+        return out
+    span = min(history.steps, (days + LAG_DAYS + 1) * s)  # the own samples' every lag
+    recent = history.window(history.end_s - span * history.step_s, history.end_s)
+    own = _unfixed(
+        local_update(
+            recent,
+            previous=model,
+            latitude=latitude,
+            longitude=longitude,
+            holiday_country=holiday_country,
+            holiday_subdiv=holiday_subdiv,
+            train_days=days,
+            rows_per_chunk=n,
+        )[:, : layout.stats_len]
+    ).reshape(n, layout.buckets, len(QUANTILES), _BLOCK)
+    com = _unfixed(model.total[: layout.stats_len]).reshape(layout.buckets, len(QUANTILES), _BLOCK)
+    stats = own + (prior_samples / counts)[:, None, None] * com
+    gram = _gram(stats[..., :_TRI]) + RIDGE * np.eye(FEATURES)
+    solved = np.linalg.solve(gram, stats[..., _TRI:, None])[..., 0]
+    out[:] = solved
+    return out
 
 
 # --------------------------------------------------------------------------- personalisation
@@ -857,6 +984,8 @@ class FederatedForecaster:
     blend_days: int = BLEND_DAYS
     blend_power: float = BLEND_POWER
     blend_prior_days: float = BLEND_PRIOR_DAYS
+    personal_prior_samples: float = PERSONAL_PRIOR_SAMPLES
+    personal_days: int = PERSONAL_DAYS
 
     @property
     def name(self) -> str:
@@ -866,13 +995,8 @@ class FederatedForecaster:
     def min_history_days(self) -> int:
         return MIN_FORECAST_DAYS
 
-    def _site(self) -> dict[str, str | float | None]:
-        return {
-            "latitude": self.latitude,
-            "longitude": self.longitude,
-            "holiday_country": self.holiday_country,
-            "holiday_subdiv": self.holiday_subdiv,
-        }
+    def _site(self) -> tuple[float | None, float | None, str | None, str | None]:
+        return (self.latitude, self.longitude, self.holiday_country, self.holiday_subdiv)
 
     def fit(self, history: MeterHistory) -> FittedFederated:
         local_model = self.local
@@ -889,8 +1013,15 @@ class FederatedForecaster:
         community = self.community
         if community is not None and community.step_s != history.step_s:
             community = None
+        coefs = None
         if community is not None:
-            weights = self._weights(history, community, local)
+            latitude, longitude, country, subdiv = self._site()
+            coefs = personal_coefs(
+                community, history, prior_samples=self.personal_prior_samples,
+                days=self.personal_days, latitude=latitude, longitude=longitude,
+                holiday_country=country, holiday_subdiv=subdiv,
+            )  # fmt: skip
+            weights = self._weights(history, coefs, local)
         refs = tuple(
             ModelRef(
                 None if community is None else community.hash,
@@ -899,10 +1030,10 @@ class FederatedForecaster:
             )
             for w in weights
         )
-        return FittedFederated(self, community, local, weights, refs)
+        return FittedFederated(self, community, coefs, local, weights, refs)
 
     def _weights(
-        self, history: MeterHistory, community: CommunityModel, local: FittedForecaster
+        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster
     ) -> FloatArray:
         """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``."""
         s = history.steps_per_day
@@ -920,7 +1051,7 @@ class FederatedForecaster:
                 fl = local.predict(past, horizon).median_w
             except InvalidInput:
                 continue
-            fc = community_forecast(community, past, horizon, **self._site()).median_w  # type: ignore[arg-type]
+            fc = _forecast(coefs, past, horizon, self._site()).median_w
             actual = history.net_w[:, o : o + horizon]
             for b in range(n_b):
                 lead = np.flatnonzero(buckets[:horizon] == b)
@@ -946,18 +1077,20 @@ class FittedFederated:
 
     model: FederatedForecaster
     community: CommunityModel | None
+    #: ``(n, buckets, quantiles, FEATURES)`` each row's personal coefficients (no community: None)
+    coefs: FloatArray | None
     local: FittedForecaster
     weights: FloatArray  # (n, buckets): the local model's weight
     refs: tuple[ModelRef, ...]
 
     def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
         fl = self.local.predict(history, horizon)
-        if self.community is None:
+        if self.coefs is None:
             return fl
         if history.households != self.weights.shape[0]:
             raise UsageError(
                 f"fitted for {self.weights.shape[0]} households, got {history.households}"
             )
-        fc = community_forecast(self.community, history, horizon, **self.model._site())  # type: ignore[arg-type]
+        fc = _forecast(self.coefs, history, horizon, self.model._site())
         w = self.weights[:, lead_buckets(history.step_s)[:horizon]][:, :, None]
         return _make_forecast(history, w * fl.values_w + (1.0 - w) * fc.values_w)

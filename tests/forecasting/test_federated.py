@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,11 @@ from forecasting.data import (
 from forecasting.federated import (
     BLEND_PRIOR_DAYS,
     DP_UNIT,
+    FEATURE_VERSION,
+    LAG_DAYS,
     MIN_CONTRIBUTE_DAYS,
+    PERSONAL_DAYS,
+    PERSONAL_PRIOR_SAMPLES,
     CommunityModel,
     FederatedForecaster,
     Layout,
@@ -24,6 +29,7 @@ from forecasting.federated import (
     dp_scale,
     dp_unscale,
     local_update,
+    personal_coefs,
     pooled_model,
 )
 from forecasting.federated_round import run_round
@@ -172,6 +178,22 @@ def test_community_forecast_is_sane(model: CommunityModel, homes: MeterHistory) 
     assert np.abs(f.median_w - actual).mean() < 1.5 * np.abs(naive - actual).mean()
 
 
+def test_the_forecast_looks_back_13_days_or_as_many_as_there_are(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """gn.fedqr.2: the profile features use the LAG_DAYS (13) days before a target — a history
+    longer than 14 days forecasts exactly as its last 14 days — and a shorter history (at least 8
+    days) uses the days it has."""
+    assert FEATURE_VERSION == "gn.fedqr.2" and LAG_DAYS == 13
+    end = homes.end_s - SECONDS_PER_DAY
+    two_weeks = homes.window(end - 14 * SECONDS_PER_DAY, end)
+    longer = homes.window(homes.start_s, end)
+    a = community_forecast(model, two_weeks, 24, **SITE).values_w  # type: ignore[arg-type]
+    assert np.array_equal(a, community_forecast(model, longer, 24, **SITE).values_w)  # type: ignore[arg-type]
+    ten = community_forecast(model, homes.window(end - 10 * SECONDS_PER_DAY, end), 24, **SITE)  # type: ignore[arg-type]
+    assert np.all(np.isfinite(ten.values_w)) and not np.array_equal(ten.values_w, a)
+
+
 def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> None:
     """No community: the local model alone. A cold-start household (14 days, local = seasonal
     naive) leans on the community; the weights are in [0, 1] and the refs name the model."""
@@ -186,6 +208,59 @@ def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> Non
     assert np.all((cold.weights >= 0) & (cold.weights <= 1))
     assert all(r.community == model.hash for r in cold.refs)
     assert np.mean([r.community_permille for r in cold.refs]) > 500
+
+
+def _own_loss(stats: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``βᵀGβ − 2βᵀb`` per row, bucket and quantile: a row's weighted squared error on its own
+    samples up to a constant (its own IRLS statistics ``stats``, upper triangles then ``b``)."""
+    f = beta.shape[-1]
+    iu = np.triu_indices(f)
+    gram = np.zeros((*stats.shape[:-1], f, f))
+    gram[..., iu[0], iu[1]] = stats[..., : len(iu[0])]
+    gram += np.swapaxes(np.triu(gram, 1), -1, -2)
+    rhs = stats[..., len(iu[0]) :]
+    quad = np.einsum("...f,...fg,...g->...", beta, gram, beta)
+    out: np.ndarray = quad - 2.0 * np.einsum("...f,...f->...", beta, rhs)
+    return out
+
+
+def test_personal_coefficients_are_the_community_prior_corrected_by_the_own_data(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """The MAP fit: never worse than the community's coefficients on the household's own samples,
+    moving from the community's (a heavy prior) to the own fit (a light one); a row's own
+    coefficients depend on its own data only; nothing to correct with (too short a history, an
+    infinite prior, a DP model without counts): the community's coefficients."""
+    past = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    layout = Layout(3600)
+    own = local_update(past, previous=model, train_days=PERSONAL_DAYS, **SITE)  # type: ignore[arg-type]
+    stats = own[:, : layout.stats_len].astype(np.float64).reshape(6, layout.buckets, 3, -1) / float(
+        1 << 16
+    )
+    base = np.broadcast_to(model.coefs, (6, *model.coefs.shape))
+    losses = []
+    for prior in (1e9, PERSONAL_PRIOR_SAMPLES, 1.0):
+        beta = personal_coefs(model, past, prior_samples=prior, **SITE)  # type: ignore[arg-type]
+        assert beta.shape == (6, layout.buckets, 3, model.coefs.shape[-1])
+        losses.append(_own_loss(stats, beta))
+    assert np.all(losses[1] <= _own_loss(stats, base) + 1e-9)
+    assert np.all(losses[2] <= losses[1] + 1e-9) and np.all(losses[1] <= losses[0] + 1e-9)
+    assert np.mean(losses[1]) < np.mean(_own_loss(stats, base))  # it does correct something
+    heavy = personal_coefs(model, past, prior_samples=1e9, **SITE)  # type: ignore[arg-type]
+    assert np.allclose(heavy, base, atol=1e-3)
+    one = personal_coefs(model, past.select([2]), **SITE)  # type: ignore[arg-type]
+    assert np.array_equal(one[0], personal_coefs(model, past, **SITE)[2])  # type: ignore[arg-type]
+    short = past.window(past.end_s - (MIN_CONTRIBUTE_DAYS - 1) * SECONDS_PER_DAY, past.end_s)
+    none = personal_coefs(model, past, prior_samples=math.inf, **SITE)  # type: ignore[arg-type]
+    for same in (personal_coefs(model, short, **SITE), none):  # type: ignore[arg-type]
+        assert np.array_equal(same, base)
+    layout_counts = slice(layout.counts_at, layout.counts_at + layout.buckets)
+    no_counts = model.total.copy()
+    no_counts[layout_counts] = 0  # what a DP round's sum holds
+    dp_like = CommunityModel.of(no_counts, round=3, step_s=3600, previous=model.hash,
+                                contributors=6)  # fmt: skip
+    base_dp = np.broadcast_to(dp_like.coefs, base.shape)
+    assert np.array_equal(personal_coefs(dp_like, past, **SITE), base_dp)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -237,14 +312,17 @@ def test_with_equal_errors_the_evidence_prior_decides(
     model: CommunityModel, homes: MeterHistory
 ) -> None:
     """Equal errors: the local model's weight is its prior odds h / (h + k) as a weight — a
-    two-week-old household leans on the community, a year-old one keeps about half."""
+    two-week-old household leans on the community, a year-old one keeps about half. (The twin
+    forecasts as the community model itself: personalisation off, ``personal_prior_samples``
+    infinite.)"""
     for days in (14, 59):
         history = homes.window(homes.end_s - days * SECONDS_PER_DAY, homes.end_s)
-        fitted = FederatedForecaster(model, _Twin(model), **SITE).fit(history)  # type: ignore[arg-type]
+        fitted = FederatedForecaster(model, _Twin(model), personal_prior_samples=math.inf,  # type: ignore[arg-type]
+                                     **SITE).fit(history)  # type: ignore[arg-type]  # fmt: skip
         odds = days / (days + BLEND_PRIOR_DAYS)
         assert np.allclose(fitted.weights, odds / (1.0 + odds))
     assert np.all(fitted.weights > 0.3)
-    young = FederatedForecaster(model, _Twin(model), **SITE).fit(  # type: ignore[arg-type]
+    young = FederatedForecaster(model, _Twin(model), personal_prior_samples=math.inf, **SITE).fit(  # type: ignore[arg-type]
         homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
     )
     assert np.all(young.weights < 0.3) and all(r.community_permille > 700 for r in young.refs)
