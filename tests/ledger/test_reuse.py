@@ -8,6 +8,7 @@ snapshots walk the sorted members. Each must give the same block, root, answer a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 
 import pytest
@@ -37,6 +38,9 @@ def test_a_block_decoded_with_known_transactions_is_the_block_decoded_from_bytes
     reused = decode_block(block.raw, known=held.get)
     assert reused == plain and reused.hash == plain.hash and reused.raw == plain.raw
     assert [tx.raw for tx in reused.txs] == [tx.raw for tx in plain.txs]
+    # the ids of the parsed ones come from the lookup's hash: the SHA-256 of their bytes
+    assert [tx.id for tx in reused.txs] == [tx.id for tx in plain.txs]
+    assert all(tx.id == hashlib.sha256(tx.raw).digest() for tx in reused.txs)
     assert all(reused.txs[i] is txs[i] for i in range(0, 6, 2))  # the held objects themselves
     assert all(reused.txs[i] is not txs[i] for i in range(1, 6, 2))  # the others parsed
 

@@ -100,6 +100,19 @@ class _Draft:
     before clearing and settlement.
     """
 
+    __slots__ = (
+        "_own",
+        "_own_slots",
+        "last_model",
+        "models",
+        "nonces",
+        "order_ids",
+        "orders",
+        "readings",
+        "state",
+        "verified",
+    )
+
     def __init__(self, state: LedgerState, verified: set[bytes] | None = None) -> None:
         self.state = state
         self.verified = verified
