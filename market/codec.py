@@ -14,6 +14,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final
 
 import msgpack
@@ -43,9 +44,25 @@ CLEARING_TAG: Final = "gn.clearing"
 MAX_RECORD_BYTES: Final = 64 * 1024
 
 
+#: one reusable packer per thread: ``msgpack.packb`` builds a packer and its 256 KiB buffer for
+#: every call, most of the cost of packing a small record (≈ 0.7 of 1.1 µs for a state-root leaf)
+_PACKERS = threading.local()
+#: a packer whose buffer grew past this (a block, a snapshot) is dropped, not kept with it
+_KEEP_BUFFER_BYTES: Final = 256 * 1024
+
+
 def pack(value: Any) -> bytes:
-    """Canonical msgpack bytes of ``value`` (arrays, str, bytes, int, bool, None only)."""
-    return msgpack.packb(value, use_bin_type=True, strict_types=False)  # type: ignore[no-any-return]
+    """Canonical msgpack bytes of ``value`` (arrays, str, bytes, int, bool, None only): exactly
+    ``msgpack.packb(value, use_bin_type=True, strict_types=False)``, by a packer kept per thread
+    (a packer resets itself after each value, and after a value it could not pack)."""
+    try:
+        packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True, strict_types=False)
+    data: bytes = packer.pack(value)
+    if len(data) > _KEEP_BUFFER_BYTES:
+        del _PACKERS.packer
+    return data
 
 
 def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:

@@ -119,3 +119,37 @@ def test_snapshots_after_many_blocks_are_the_plain_encoding() -> None:
             assert app.snapshot() == app.state._encode_plain()
         now += rng.randint(100_000, 700_000)
     assert app.state.settled_slots > 0
+
+
+def test_the_kept_packer_packs_exactly_what_packb_packs() -> None:
+    """``market.codec.pack`` keeps one packer per thread: the same bytes as a fresh ``packb``,
+    also after a value it could not pack, after a large value (whose packer is dropped) and on
+    another thread."""
+    import threading
+
+    import msgpack
+
+    from market.codec import pack
+
+    rng = random.Random(5)
+
+    def fresh(value: object) -> bytes:
+        out: bytes = msgpack.packb(value, use_bin_type=True, strict_types=False)
+        return out
+
+    values: list[object] = [
+        ["gn.slotleaf", 1, 2**40, "ab" * 32, rng.randbytes(196), [[0, 3, 5, 7, 9]], None, None],
+        [-1, 2**63 - 1, -(2**63), True, False, "é" * 40, b"", []],
+        rng.randbytes(300_000),  # larger than the buffer a packer keeps
+        ("tuple", "packs", "as", "an", "array"),
+    ]
+    for value in values:
+        assert pack(value) == fresh(value)
+    with pytest.raises(TypeError):
+        pack([1, object()])
+    assert pack(values[0]) == fresh(values[0])  # nothing of the failed value is left behind
+    other: list[bytes] = []
+    thread = threading.Thread(target=lambda: other.extend(pack(v) for v in values))
+    thread.start()
+    thread.join()
+    assert other == [fresh(v) for v in values]
