@@ -67,7 +67,7 @@ def pack(value: Any) -> bytes:
 
 def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
     """Strictly parse one msgpack value; reject oversize, trailing or non-canonical bytes."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # a tuple: faster than a union
         raise InvalidInput(
             reason=WireReason.NOT_BYTES, subject=what, expected="bytes", found=type(data).__name__
         )
@@ -78,8 +78,9 @@ def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
             expected=f"<= {max_bytes} bytes",
             found=f"{len(data)} bytes",
         )
+    raw = data if type(data) is bytes else bytes(data)
     try:
-        value = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
+        value = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
     except (
         msgpack.ExtraData,
         msgpack.FormatError,
@@ -90,7 +91,7 @@ def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
         raise InvalidInput(
             reason=WireReason.MALFORMED, subject=what, expected="one msgpack value", found=str(exc)
         ) from exc
-    if pack(value) != bytes(data):
+    if pack(value) != raw:
         raise InvalidInput(
             reason=WireReason.NON_CANONICAL,
             subject=what,
@@ -138,6 +139,10 @@ def order_to_wire(order: Order) -> list[Any]:
     ]
 
 
+#: a side by its wire value (what ``Side(value)`` finds, without the enum call)
+_SIDES: Final = {side.value: side for side in Side}
+
+
 def order_from_wire(value: Any, *, what: str = "order") -> Order:
     """Inverse of :func:`order_to_wire`; checks structure and types, not the market rules."""
     if not isinstance(value, list) or len(value) != 8:
@@ -162,6 +167,23 @@ def order_from_wire(value: Any, *, what: str = "order") -> Order:
             found=repr(version),
         )
     order_id = _expect_str(order_id, what=what, field="id")
+    # the plain types msgpack gives: the order at once, without building the error subject;
+    # anything else takes the checks below (which raise the typed errors)
+    side_v = _SIDES.get(side) if type(side) is str else None
+    if (
+        side_v is not None
+        and type(household) is str
+        and type(slot) is int
+        and type(nonce) is int
+        and type(steps) is list
+    ):
+        plain = [
+            Step(s[0], s[1])
+            for s in steps
+            if type(s) is list and len(s) == 2 and type(s[0]) is int and type(s[1]) is int
+        ]
+        if len(plain) == len(steps):
+            return Order(order_id, household, side_v, slot, tuple(plain), nonce)
     what = f"order {order_id!r}"
     household = _expect_str(household, what=what, field="household")
     side_s = _expect_str(side, what=what, field="side")

@@ -14,7 +14,7 @@ import random
 import pytest
 
 from gridnode.core.app import LedgerApp
-from gridnode.core.ledger import Tx, decode_block, sign_reading, verify_signature
+from gridnode.core.ledger import SignedOrder, Tx, decode_block, sign_reading, verify_signature
 from gridnode.core.merkle import FixedTree, leaf_hash, tree_root, verify_inclusion
 from market.orders import Side
 from tests.ledger.helpers import T0_MS, Community
@@ -153,3 +153,37 @@ def test_the_kept_packer_packs_exactly_what_packb_packs() -> None:
     thread.start()
     thread.join()
     assert other == [fresh(v) for v in values]
+
+
+def test_an_order_decoded_from_plain_values_is_the_one_the_checked_path_builds() -> None:
+    """``order_from_wire`` builds an order of the plain types msgpack gives at once; the same
+    values as subclasses (which skip that shortcut and take every check) give the same order,
+    and bad values still raise the typed errors."""
+    from market.codec import order_from_wire, order_to_wire
+    from market.errors import InvalidInput, OrderReason, WireReason
+
+    class Int(int):
+        pass
+
+    class Str(str):
+        __slots__ = ()
+
+    c = Community()
+    for tx in _orders(c):
+        assert isinstance(tx, SignedOrder)
+        wire = order_to_wire(tx.order)
+        fast = order_from_wire(wire)
+        tag, version, oid, household, side, slot, nonce, steps = wire
+        checked = order_from_wire(
+            [tag, version, oid, Str(household), Str(side), Int(slot), Int(nonce),
+             [[Int(p), Int(e)] for p, e in steps]]
+        )  # fmt: skip
+        assert fast == checked == tx.order
+        assert type(fast.slot) is int and fast.steps == checked.steps
+    wire = order_to_wire(_orders(c)[0].order)  # type: ignore[union-attr]
+    with pytest.raises(InvalidInput) as bad_side:
+        order_from_wire([*wire[:4], "hold", *wire[5:]])
+    assert bad_side.value.reason == OrderReason.BAD_SIDE
+    with pytest.raises(InvalidInput) as bad_step:
+        order_from_wire([*wire[:7], [[1, True]]])
+    assert bad_step.value.reason == WireReason.BAD_TYPE
