@@ -171,10 +171,10 @@ class FixedTree:
             for p in parents:
                 left = p << 1
                 if left + 1 < n:
-                    h = node()
-                    h.update(below[left])
-                    h.update(below[left + 1])
-                    above[p] = h.digest()
+                    hasher = node()
+                    hasher.update(below[left])
+                    hasher.update(below[left + 1])
+                    above[p] = hasher.digest()
                 else:
                     above[p] = below[left]
             levels.append(above)
