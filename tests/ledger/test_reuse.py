@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,58 @@ def test_an_order_decoded_from_plain_values_is_the_one_the_checked_path_builds()
     with pytest.raises(InvalidInput) as bad_step:
         order_from_wire([*wire[:7], [[1, True]]])
     assert bad_step.value.reason == WireReason.BAD_TYPE
+
+
+def test_roots_over_the_writes_admission_noted_are_the_roots_built_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A block's admission notes which households it wrote in the nonces and each slot's orders
+    and readings (``stateroot.note_writes``); the next root rehashes those instead of comparing
+    every entry. On a chain with orders, replacements, cancels and readings, proposed by one
+    validator and checked by another, every root is the one computed without any memo."""
+    from gridnode.core.ledger import rules, sign_cancel
+    from gridnode.core.ledger.stateroot import _WRITES, note_writes
+
+    notes: list[int] = []
+
+    def counted(*args: Any) -> None:
+        notes.append(1)
+        note_writes(*args)
+
+    monkeypatch.setattr(rules, "note_writes", counted)
+
+    c = Community(n_members=30)
+    proposer = LedgerApp(c.genesis, proposer=c.genesis.validators[0])
+    follower = LedgerApp(c.genesis, proposer=c.genesis.validators[1])
+    rng = random.Random(4)
+    clock = c.genesis.clock
+    now = T0_MS + 500
+    for height in range(1, 40):
+        first = clock.first_open_slot(now // 1000)
+        for _ in range(rng.randint(0, 15)):
+            member = rng.randrange(30)
+            key = c.members[member]
+            roll = rng.random()
+            if roll < 0.2:
+                tx: Tx = sign_reading(key, c.genesis, slot=first - 2, net_wh=rng.randint(-900, 900))
+            elif roll < 0.3:
+                c.nonce[key.public_hex] += 1
+                tx = sign_cancel(
+                    key, c.genesis, slot=first + rng.randint(0, 1), nonce=c.nonce[key.public_hex]
+                )
+            else:
+                side = Side.SELL if member % 2 else Side.BUY
+                tx = c.order(
+                    member, side, first + rng.randint(0, 1), (rng.randint(80_000, 300_000), 100)
+                )
+            proposer.submit(tx, now_ms=now)
+            follower.submit(tx, now_ms=now)
+        block = proposer.make_block(height, 0, now)
+        assert follower.block_error(height, block, now) is None
+        assert len(follower.state.memo.get(_WRITES, ())) <= 1  # the root took up every note
+        for app in (proposer, follower):
+            app.apply(height, block)
+            assert app.state.digest() == dataclasses.replace(app.state, memo={}).digest()
+        assert follower.state.digest() == proposer.state.digest()
+        now += rng.randint(200_000, 500_000)
+    assert follower.state.settled_slots > 0 and len(notes) > 40
