@@ -14,6 +14,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final
 
 import msgpack
@@ -43,14 +44,30 @@ CLEARING_TAG: Final = "gn.clearing"
 MAX_RECORD_BYTES: Final = 64 * 1024
 
 
+#: one reusable packer per thread: ``msgpack.packb`` builds a packer and its 256 KiB buffer for
+#: every call, most of the cost of packing a small record (≈ 0.7 of 1.1 µs for a state-root leaf)
+_PACKERS = threading.local()
+#: a packer whose buffer grew past this (a block, a snapshot) is dropped, not kept with it
+_KEEP_BUFFER_BYTES: Final = 256 * 1024
+
+
 def pack(value: Any) -> bytes:
-    """Canonical msgpack bytes of ``value`` (arrays, str, bytes, int, bool, None only)."""
-    return msgpack.packb(value, use_bin_type=True, strict_types=False)  # type: ignore[no-any-return]
+    """Canonical msgpack bytes of ``value`` (arrays, str, bytes, int, bool, None only): exactly
+    ``msgpack.packb(value, use_bin_type=True, strict_types=False)``, by a packer kept per thread
+    (a packer resets itself after each value, and after a value it could not pack)."""
+    try:
+        packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True, strict_types=False)
+    data: bytes = packer.pack(value)
+    if len(data) > _KEEP_BUFFER_BYTES:
+        del _PACKERS.packer
+    return data
 
 
 def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
     """Strictly parse one msgpack value; reject oversize, trailing or non-canonical bytes."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # a tuple: faster than a union
         raise InvalidInput(
             reason=WireReason.NOT_BYTES, subject=what, expected="bytes", found=type(data).__name__
         )
@@ -61,8 +78,9 @@ def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
             expected=f"<= {max_bytes} bytes",
             found=f"{len(data)} bytes",
         )
+    raw = data if type(data) is bytes else bytes(data)
     try:
-        value = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
+        value = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
     except (
         msgpack.ExtraData,
         msgpack.FormatError,
@@ -73,7 +91,7 @@ def unpack(data: bytes, *, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
         raise InvalidInput(
             reason=WireReason.MALFORMED, subject=what, expected="one msgpack value", found=str(exc)
         ) from exc
-    if pack(value) != bytes(data):
+    if pack(value) != raw:
         raise InvalidInput(
             reason=WireReason.NON_CANONICAL,
             subject=what,
@@ -121,6 +139,10 @@ def order_to_wire(order: Order) -> list[Any]:
     ]
 
 
+#: a side by its wire value (what ``Side(value)`` finds, without the enum call)
+_SIDES: Final = {side.value: side for side in Side}
+
+
 def order_from_wire(value: Any, *, what: str = "order") -> Order:
     """Inverse of :func:`order_to_wire`; checks structure and types, not the market rules."""
     if not isinstance(value, list) or len(value) != 8:
@@ -145,6 +167,23 @@ def order_from_wire(value: Any, *, what: str = "order") -> Order:
             found=repr(version),
         )
     order_id = _expect_str(order_id, what=what, field="id")
+    # the plain types msgpack gives: the order at once, without building the error subject;
+    # anything else takes the checks below (which raise the typed errors)
+    side_v = _SIDES.get(side) if type(side) is str else None
+    if (
+        side_v is not None
+        and type(household) is str
+        and type(slot) is int
+        and type(nonce) is int
+        and type(steps) is list
+    ):
+        plain = [
+            Step(s[0], s[1])
+            for s in steps
+            if type(s) is list and len(s) == 2 and type(s[0]) is int and type(s[1]) is int
+        ]
+        if len(plain) == len(steps):
+            return Order(order_id, household, side_v, slot, tuple(plain), nonce)
     what = f"order {order_id!r}"
     household = _expect_str(household, what=what, field="household")
     side_s = _expect_str(side, what=what, field="side")

@@ -40,6 +40,8 @@ _sha256 = hashlib.sha256
 #: (the measured crossover with updating only the nodes above them)
 _REBUILD_SHARE: Final = 2
 EMPTY_ROOT: Final = _sha256(b"").digest()
+#: SHA-256 fed the inner-node prefix: :meth:`FixedTree.updated` copies it per node
+_NODE_PREFIX: Final = _sha256(b"\x01")
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -158,18 +160,24 @@ class FixedTree:
             # whole is the same tree and cheaper than tracking which nodes to redo
             new._levels = _levels(base)
             return new
-        levels = [base, *(list(level) for level in self._levels[1:])]
+        levels = [base]
+        below = base
+        node = _NODE_PREFIX.copy  # a copy of SHA-256 after 0x01: node_hash without re-hashing it
         dirty: Iterable[int] = changes.keys()
-        for depth in range(len(levels) - 1):
-            below, above = levels[depth], levels[depth + 1]
+        for level in self._levels[1:]:
+            above = list(level)
             n = len(below)
             parents = {i >> 1 for i in dirty}  # any order: each parent reads the level below
             for p in parents:
-                left = 2 * p
+                left = p << 1
                 if left + 1 < n:
-                    above[p] = _sha256(b"\x01" + below[left] + below[left + 1]).digest()
+                    hasher = node()
+                    hasher.update(below[left])
+                    hasher.update(below[left + 1])
+                    above[p] = hasher.digest()
                 else:
                     above[p] = below[left]
-            dirty = parents
+            levels.append(above)
+            below, dirty = above, parents
         new._levels = levels
         return new

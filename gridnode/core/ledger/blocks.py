@@ -156,10 +156,11 @@ def decode_header(data: bytes) -> BlockHeader:
 
 
 def _known_or_decoded(raw: bytes, known: Callable[[bytes], Tx | None]) -> Tx:
-    tx = known(hashlib.sha256(raw).digest())
+    tid = hashlib.sha256(raw).digest()
+    tx = known(tid)
     if tx is not None and tx.raw == raw and len(raw) <= MAX_TX_BYTES:
         return tx
-    return _tx_from_wire(unpack(raw, what="tx", max_bytes=MAX_TX_BYTES), raw)
+    return _tx_from_wire(unpack(raw, what="tx", max_bytes=MAX_TX_BYTES), raw, tid)
 
 
 def decode_block(data: bytes, *, known: Callable[[bytes], Tx | None] | None = None) -> Block:

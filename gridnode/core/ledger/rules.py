@@ -66,6 +66,7 @@ from typing import Any
 from gridnode.core.ledger.blocks import Block
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
 from gridnode.core.ledger.state import CommittedModel, HouseholdTotals, LedgerState, SettledSlot
+from gridnode.core.ledger.stateroot import note_writes
 from gridnode.core.ledger.transactions import (
     SignedModel,
     SignedOrder,
@@ -100,6 +101,20 @@ class _Draft:
     before clearing and settlement.
     """
 
+    __slots__ = (
+        "_nonce_keys",
+        "_own",
+        "_own_slots",
+        "last_model",
+        "models",
+        "nonces",
+        "order_ids",
+        "orders",
+        "readings",
+        "state",
+        "verified",
+    )
+
     def __init__(self, state: LedgerState, verified: set[bytes] | None = None) -> None:
         self.state = state
         self.verified = verified
@@ -114,7 +129,10 @@ class _Draft:
         self.models: Mapping[bytes, CommittedModel] = state.models
         self.last_model = state.last_model
         self._own: set[str] = set()
-        self._own_slots: set[tuple[str, int]] = set()
+        #: (name, slot) of each per-slot mapping this draft copied -> the state's mapping it
+        #: copied (``None``: the slot had none) and the households written to the copy
+        self._own_slots: dict[tuple[str, int], tuple[Mapping[str, Any] | None, set[str]]] = {}
+        self._nonce_keys: set[str] = set()  # the households whose nonce this draft wrote
 
     def put_model(self, tx: SignedModel, height: int) -> None:
         models = dict(self.models)
@@ -135,6 +153,7 @@ class _Draft:
             self.nonces = dict(self.nonces)
             self._own.add("nonces")
         self.nonces[household] = nonce  # type: ignore[index]
+        self._nonce_keys.add(household)
 
     def _ids(self) -> set[str]:
         if "ids" not in self._own:
@@ -142,35 +161,51 @@ class _Draft:
             self._own.add("ids")
         return self.order_ids  # type: ignore[return-value]
 
-    def _slot_dict(self, name: str, slot: int) -> dict[str, Any]:
+    def _slot_dict(self, name: str, slot: int, household: str) -> dict[str, Any]:
+        """The draft's own mapping of ``slot`` in ``name``, about to be written at ``household``."""
         top: Any = getattr(self, name)
         if name not in self._own:
             top = dict(top)
             setattr(self, name, top)
             self._own.add(name)
-        if (name, slot) not in self._own_slots:
-            top[slot] = dict(top.get(slot, {}))
-            self._own_slots.add((name, slot))
+        own = self._own_slots.get((name, slot))
+        if own is None:
+            base = top.get(slot)
+            top[slot] = {} if base is None else dict(base)
+            own = self._own_slots[(name, slot)] = (base, set())
+        own[1].add(household)
         inner: dict[str, Any] = top[slot]
         return inner
+
+    def note_writes(self, after: LedgerState) -> None:
+        """Tell the state root which entries this draft's writes touched in the mappings
+        ``after`` (the state built from it) took over (:func:`.stateroot.note_writes`)."""
+        memo = after.memo
+        if "nonces" in self._own and after.nonces is self.nonces:
+            note_writes(memo, after.nonces, self.state.nonces, self._nonce_keys)
+        for (name, slot), (base, keys) in self._own_slots.items():
+            if base is not None:
+                inner = (after.orders if name == "orders" else after.readings).get(slot)
+                if inner is not None:
+                    note_writes(memo, inner, base, keys)
 
     def put_order(self, tx: SignedOrder, previous: SignedOrder | None) -> None:
         ids = self._ids()
         if previous is not None:
             ids.discard(previous.order.order_id)
-        self._slot_dict("orders", tx.order.slot)[tx.household] = tx
+        self._slot_dict("orders", tx.order.slot, tx.household)[tx.household] = tx
         ids.add(tx.order.order_id)
 
     def drop_order(self, slot: int, previous: SignedOrder) -> None:
         self._ids().discard(previous.order.order_id)
-        by_h = self._slot_dict("orders", slot)
+        by_h = self._slot_dict("orders", slot, previous.household)
         del by_h[previous.household]
         if not by_h:
             del self.orders[slot]  # type: ignore[attr-defined]
-            self._own_slots.discard(("orders", slot))
+            del self._own_slots[("orders", slot)]
 
     def put_reading(self, slot: int, household: str, net_wh: int) -> None:
-        self._slot_dict("readings", slot)[household] = net_wh
+        self._slot_dict("readings", slot, household)[household] = net_wh
 
 
 @dataclass(slots=True)
@@ -461,16 +496,17 @@ def _book(draft: _Work, result: Settlement) -> None:
     for t in result.transfers:
         balances[t.payer] = balances.get(t.payer, 0) - t.amount_micro
         balances[t.payee] = balances.get(t.payee, 0) + t.amount_micro
+    zero = HouseholdTotals()
     for b in result.bills:
-        old = totals.get(b.household, HouseholdTotals())
-        totals[b.household] = HouseholdTotals(
-            bought_p2p_wh=old.bought_p2p_wh + b.bought_p2p_wh,
-            sold_p2p_wh=old.sold_p2p_wh + b.sold_p2p_wh,
-            grid_import_wh=old.grid_import_wh + b.grid_import_wh,
-            grid_export_wh=old.grid_export_wh + b.grid_export_wh,
-            bill_micro=old.bill_micro + b.bill_micro,
-            grid_only_bill_micro=old.grid_only_bill_micro + b.grid_only_bill_micro,
-            slots_settled=old.slots_settled + 1,
+        old = totals.get(b.household, zero)
+        totals[b.household] = HouseholdTotals(  # positional, in the fields' order (a third faster)
+            old.bought_p2p_wh + b.bought_p2p_wh,
+            old.sold_p2p_wh + b.sold_p2p_wh,
+            old.grid_import_wh + b.grid_import_wh,
+            old.grid_export_wh + b.grid_export_wh,
+            old.bill_micro + b.bill_micro,
+            old.grid_only_bill_micro + b.grid_only_bill_micro,
+            old.slots_settled + 1,
         )
 
 
@@ -513,7 +549,7 @@ def _finish(
     if sum(draft.balances.values()) != 0:  # pragma: no cover - settlement already guarantees it
         raise AssertionError("ledger balances do not sum to zero")
     market = draft.cleared or settled  # otherwise trades, prices, balances, totals are unchanged
-    return LedgerState(
+    after = LedgerState(
         genesis=state.genesis,
         height=height,
         head_hash=head_hash,
@@ -535,6 +571,8 @@ def _finish(
         open_order_ids=ids if isinstance(ids := draft.order_ids, frozenset) else frozenset(ids),
         memo=state.memo,
     )
+    admitting.note_writes(after)
+    return after
 
 
 def admit(

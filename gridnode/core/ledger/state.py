@@ -53,7 +53,7 @@ STATE_FORMAT: Final = 2
 #: ... and 3 once a community model was committed (two more items: the models)
 STATE_FORMAT_MODELS: Final = 3
 #: the per-slot parts of :meth:`LedgerState.encode`'s memo (keys ``(name, slot)``)
-_SLOT_PARTS: Final = frozenset({"orders", "readings"})
+_SLOT_PARTS: Final = frozenset({"orders", "readings", "trades"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +233,15 @@ class LedgerState:
             items = sorted(top.items())
             return _array_header(len(items)) + b"".join(one(slot, inner) for slot, inner in items)
 
+        def trades() -> bytes:
+            # by slot too: a cleared slot's trades never change until it settles, so each slot
+            # is packed once (``_trades_wire`` is the same list, item by item)
+            def one(slot: int, ts: tuple[Trade, ...]) -> bytes:
+                return part(("trades", slot), ts, lambda: _trades_wire({slot: ts})[0])
+
+            items = sorted(self.trades.items())
+            return _array_header(len(items)) + b"".join(one(slot, ts) for slot, ts in items)
+
         tail = []
         if self.models:
             tail = [
@@ -250,7 +259,7 @@ class LedgerState:
                 pack(self.time_ms),
                 part("nonces", self.nonces, lambda: _by_key(self.nonces, members)),
                 by_slot("orders", self.orders, lambda hv: [[h, o.raw] for h, o in hv]),
-                part("trades", self.trades, lambda: _trades_wire(self.trades)),
+                trades(),
                 part("prices", self.clearing_prices, lambda: sorted(self.clearing_prices.items())),
                 by_slot("readings", self.readings, lambda hv: hv),
                 part("balances", self.balances, lambda: sorted(self.balances.items())),
@@ -264,7 +273,11 @@ class LedgerState:
         # forget the parts of slots no longer in the state at once: a part holds the very mapping
         # it packed, and a cleared slot's ~1 order per member kept alive only for this memo made
         # every full garbage collection walk them (measured: 3/4 of the orders a node held)
-        live = {("orders", s) for s in self.orders} | {("readings", s) for s in self.readings}
+        live = (
+            {("orders", s) for s in self.orders}
+            | {("readings", s) for s in self.readings}
+            | {("trades", s) for s in self.trades}
+        )
         for key in [
             k for k in memo if isinstance(k, tuple) and k[0] in _SLOT_PARTS and k not in live
         ]:

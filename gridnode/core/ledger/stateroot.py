@@ -36,7 +36,9 @@ Rules:
 * **Incremental**: each tree is kept per chain of states in the state's memo together with the
   very objects it was computed from; the next state's tree is the memo's, updated at the
   households whose entries changed (found by identity: the ledger never mutates a mapping it has
-  handed on), so a block rehashes what it changed, not the state. A memo never changes a root.
+  handed on; for the nonces and the slots' orders and readings a block's admission wrote, from
+  the rules' note of the households it wrote, :func:`note_writes`, instead of comparing every
+  entry), so a block rehashes what it changed, not the state. A memo never changes a root.
 
 Known limits: the prices tree grows by one entry per cleared slot (35,040 a year of 15-minute
 slots); a new price costs ``O(log n)`` hashes when it is appended after every slot the tree holds
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import compress
 from operator import is_not
@@ -225,10 +228,41 @@ class StateTree:
         return [leaf_hash(e) for e in self.slot_entries]
 
 
-def _changed(old: Mapping[Any, Any] | None, new: Mapping[Any, Any] | None) -> Iterable[Any]:
-    """Keys whose value is not the very same object in ``old`` and ``new``."""
+#: the memo's record of which entries the rules wrote to make a mapping (:func:`note_writes`)
+_WRITES: Final = "mt:writes"
+#: ... holding at most this many mappings (a block's admission writes about four)
+_WRITES_KEPT: Final = 16
+
+
+def note_writes(
+    memo: dict[Any, Any], new: Mapping[Any, Any], base: Mapping[Any, Any], keys: AbstractSet[Any]
+) -> None:
+    """Record in ``memo`` that ``new`` is a copy of ``base`` with only the entries at ``keys``
+    set or deleted: the next tree built over ``new`` after one over ``base`` rehashes those
+    entries without comparing every other one (:func:`_changed`). Only the ledger's rules call
+    it, for the mappings a block's admission wrote; the record holds both mappings, so it can
+    never be taken for another mapping that happens to reuse an address."""
+    writes = memo.get(_WRITES)
+    if writes is None:
+        writes = memo[_WRITES] = {}
+    writes[id(new)] = (new, base, keys)
+    while len(writes) > _WRITES_KEPT:
+        del writes[next(iter(writes))]
+
+
+def _changed(
+    old: Mapping[Any, Any] | None, new: Mapping[Any, Any] | None, memo: dict[Any, Any]
+) -> Iterable[Any]:
+    """Keys whose value is not the very same object in ``old`` and ``new`` (or a few more: the
+    keys the rules wrote when ``new`` was made from ``old``, :func:`note_writes`)."""
     if old is new:
         return ()
+    writes = memo.get(_WRITES)
+    if writes and new is not None:
+        noted = writes.pop(id(new), None)
+        if noted is not None and noted[0] is new and noted[1] is old:
+            keys: AbstractSet[Any] = noted[2]
+            return keys
     if old is None:
         return new.keys() if new is not None else ()
     if new is None:
@@ -265,9 +299,9 @@ def _accounts(state: LedgerState) -> FixedTree:
     else:
         base = hit[1]
         old_n, old_b, old_t = hit[0]
-        dirty = set(_changed(old_n, state.nonces))
-        dirty.update(_changed(old_b, state.balances))
-        dirty.update(_changed(old_t, state.totals))
+        dirty = set(_changed(old_n, state.nonces, memo))
+        dirty.update(_changed(old_b, state.balances, memo))
+        dirty.update(_changed(old_t, state.totals, memo))
     changes: dict[int, bytes] = {}
     for h in dirty:
         i = index.get(h)
@@ -338,8 +372,8 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
     else:
         base, old, old_index = hit[1], hit[0], hit[2]
     index = old_index if trades is old[1] else _by_household(trades)
-    dirty = set(_changed(old[0], orders))
-    dirty.update(_changed(old[2], readings))
+    dirty = set(_changed(old[0], orders, memo))
+    dirty.update(_changed(old[2], readings, memo))
     if trades is not old[1]:
         dirty.update(old_index)
         dirty.update(index)

@@ -259,19 +259,21 @@ def _int(value: Any, what: str, field: str) -> int:
     return value
 
 
-def _decoded(cls: type[Tx], raw: bytes, **values: Any) -> Tx:
+def _decoded(cls: type[Tx], raw: bytes, tid: bytes | None, **values: Any) -> Tx:
     """A transaction decoded from ``raw``, its canonical bytes (``unpack`` checked that they
-    re-encode to themselves): its ``raw`` and ``id`` come from them without packing again."""
+    re-encode to themselves): its ``raw`` and ``id`` come from them without packing again;
+    ``tid``: SHA-256 of ``raw`` when the caller already computed it (``None``: computed here)."""
     tx = cls.__new__(cls)
     for name, value in values.items():
         object.__setattr__(tx, name, value)
     object.__setattr__(tx, "raw", raw)
-    object.__setattr__(tx, "id", _sha256(raw))
+    object.__setattr__(tx, "id", _sha256(raw) if tid is None else tid)
     return tx
 
 
-def _tx_from_wire(value: Any, raw: bytes | None = None) -> Tx:
-    """A transaction from its unpacked ``value``; ``raw``: the canonical bytes it came from."""
+def _tx_from_wire(value: Any, raw: bytes | None = None, tid: bytes | None = None) -> Tx:
+    """A transaction from its unpacked ``value``; ``raw``: the canonical bytes it came from
+    (``tid``: their SHA-256, if the caller has it)."""
     if not isinstance(value, list) or len(value) != 4 or value[1] != FORMAT:
         raise InvalidInput(
             reason=WireReason.BAD_SHAPE, subject="tx", expected="[tag, 1, body, signature]"
@@ -299,9 +301,9 @@ def _tx_from_wire(value: Any, raw: bytes | None = None) -> Tx:
         order = order_from_wire(body)
         if raw is None:
             return SignedOrder(order, sig, model)
-        return _decoded(SignedOrder, raw, order=order, signature=sig, model=model)
+        return _decoded(SignedOrder, raw, tid, order=order, signature=sig, model=model)
     if tag == "gn.tx.model":
-        return _model_from_wire(body, sig, raw)
+        return _model_from_wire(body, sig, raw, tid)
     if not isinstance(body, list) or len(body) != 5 or body[1] != FORMAT:
         raise InvalidInput(
             reason=WireReason.BAD_SHAPE, subject="tx", field="body", expected="array of 5"
@@ -316,14 +318,14 @@ def _tx_from_wire(value: Any, raw: bytes | None = None) -> Tx:
         if raw is None:
             return SignedCancel(household, slot, nonce, sig)
         return _decoded(
-            SignedCancel, raw, household=household, slot=slot, nonce=nonce, signature=sig
+            SignedCancel, raw, tid, household=household, slot=slot, nonce=nonce, signature=sig
         )
     if tag == "gn.tx.reading" and body[0] == "gn.reading":
         slot, net_wh = _int(body[3], "reading", "slot"), _int(body[4], "reading", "net_wh")
         if raw is None:
             return SignedReading(household, slot, net_wh, sig)
         return _decoded(
-            SignedReading, raw, household=household, slot=slot, net_wh=net_wh, signature=sig
+            SignedReading, raw, tid, household=household, slot=slot, net_wh=net_wh, signature=sig
         )
     raise InvalidInput(
         reason=WireReason.BAD_TAG,
@@ -334,7 +336,9 @@ def _tx_from_wire(value: Any, raw: bytes | None = None) -> Tx:
     )
 
 
-def _model_from_wire(body: Any, sig: bytes, raw: bytes | None) -> SignedModel:
+def _model_from_wire(
+    body: Any, sig: bytes, raw: bytes | None, tid: bytes | None = None
+) -> SignedModel:
     """A :class:`SignedModel` from its body (structure and types; the ledger checks values)."""
     if not isinstance(body, list) or len(body) != 9 or body[:2] != ["gn.model", FORMAT]:
         raise InvalidInput(
@@ -373,7 +377,7 @@ def _model_from_wire(body: Any, sig: bytes, raw: bytes | None) -> SignedModel:
     }
     if raw is None:
         return SignedModel(**values)
-    tx = _decoded(SignedModel, raw, **values)
+    tx = _decoded(SignedModel, raw, tid, **values)
     assert isinstance(tx, SignedModel)
     return tx
 
