@@ -68,7 +68,6 @@ import functools
 import heapq
 import random
 import time
-from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -109,7 +108,7 @@ from gridnode.store import MemoryStore
 from market.errors import UsageError
 from sims.fullnode import SampleFullNode, SampleFullNodeProcess
 from sims.homes import community_history, data_utc_offset_s
-from sims.inproc_kpis import TradeSink, collect, reference, results_digest
+from sims.inproc_kpis import LatencyCounts, TradeSink, collect, reference, results_digest
 from sims.prunedstore import PrunedMemoryStore
 from sims.results import FaultEvent, SimResult
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
@@ -187,7 +186,7 @@ class _Stats:
 
     households: int
     submitted_at: dict[bytes, int] = field(default_factory=dict)
-    latencies_ms: array[int] = field(default_factory=lambda: array("q"))
+    latencies_ms: LatencyCounts = field(default_factory=LatencyCounts)
     decided_at: dict[int, int] = field(default_factory=dict)
     orders_submitted: SlotMembers = field(init=False)
     forecast_p50: SlotValues = field(init=False)  # (slot, hh) -> P50
