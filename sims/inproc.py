@@ -136,6 +136,11 @@ SHARED_BLOCKS_BEHIND: Final = 16
 #: the shared cache of verified votes and proposals is emptied beyond this many (≈ 9 a height: a
 #: year's would hold ~600,000)
 VERIFIED_VOTES_KEPT: Final = 50_000
+#: likewise the shared verified-signature set (≈ 29,000 ids a simulated day at 100 households; the
+#: ledger's own bound, 500,000, is ≈ 50 MB) and the shared admission answers (≈ 19,000 a day; the
+#: app's bound, 200,000, ≈ 50 MB): a year's run is memory-bound (docs/sims.md, "A year")
+VERIFIED_KEPT: Final = 100_000
+ADMISSION_KEPT: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +398,10 @@ class _Engine:
         self._forget_checked(c.height - SHARED_BLOCKS_BEHIND)
         if len(self.verified_votes) > VERIFIED_VOTES_KEPT:  # a cache: forgetting costs CPU only
             self.verified_votes.clear()
+        if len(self.verified) > VERIFIED_KEPT:  # likewise
+            self.verified.clear()
+        if len(self.admission) > ADMISSION_KEPT:
+            self.admission.clear()
         sb = v.store.block(c.height)
         assert sb is not None  # stored before it is applied
         # the sample full node gets each height's first decision, in height order
