@@ -128,6 +128,54 @@ def _children() -> list[int]:
     return pids
 
 
+def _role(pid: int) -> str:
+    """``"full node"`` (``python -m sims.fullnode``), ``"fit"`` (``-m sims.fitpool``) or ``""``."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return "full node" if b"sims.fullnode" in cmd else "fit" if b"sims.fitpool" in cmd else ""
+
+
+@dataclasses.dataclass(slots=True)
+class _Memory:
+    """The run's resident memory, sampled at every slot boundary from ``/proc``: the engine, the
+    full node's child, the fit workers together, and the peak of their sum at one moment."""
+
+    per_day: int
+    by_day: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
+    peak_total_mb: int = 0
+    peak_at_day: float = 0.0
+    peak_fit_mb: int = 0  # the fit workers' sum, at most
+
+    def sample(self, slots_done: int) -> None:
+        engine, full, fit = _rss_mb(), 0, 0
+        for pid in _children():
+            role = _role(pid)
+            if role == "full node":
+                full += _rss_mb(pid)
+            elif role == "fit":
+                fit += _rss_mb(pid)
+        total = engine + full + fit
+        self.peak_fit_mb = max(self.peak_fit_mb, fit)
+        if total > self.peak_total_mb:
+            self.peak_total_mb, self.peak_at_day = total, round(slots_done / self.per_day, 2)
+        if slots_done % self.per_day == 0 and slots_done:
+            self.by_day.append((slots_done // self.per_day, engine, full, fit))
+
+    def year_peak_mb(self) -> int | None:
+        """The year's peak of the sum, projected: the engine's and the full node's growth per
+        day over the run's second half carried on to day 365, plus the fit workers' peak."""
+        if len(self.by_day) < 2:
+            return None
+        last = self.by_day[-1]
+        mid = min(self.by_day, key=lambda r: abs(r[0] - last[0] / 2))
+        if mid[0] >= last[0]:
+            return None
+        slope = (last[1] + last[2] - mid[1] - mid[2]) / (last[0] - mid[0])
+        return round(last[1] + last[2] + max(0.0, slope) * (365 - last[0]) + self.peak_fit_mb)
+
+
 def year(
     days: float | None, out: Path | None, fit_workers: int | None, path: Path = YEAR
 ) -> dict[str, object]:
@@ -135,13 +183,10 @@ def year(
     from sims.inproc import Progress, results_digest  # noqa: PLC0415 - only --year uses them
 
     sc = load_scenario(path, days=days)
-    # every simulated day: the engine's RSS and its children's together (full node, fit workers)
-    rss: list[tuple[int, int, int]] = []
-    per_day = 86_400 // sc.slot_seconds
+    memory = _Memory(86_400 // sc.slot_seconds)
 
     def sample(p: Progress) -> None:
-        if p.slots_done % per_day == 0 and p.slots_done:
-            rss.append((p.slots_done // per_day, _rss_mb(), sum(map(_rss_mb, _children()))))
+        memory.sample(p.slots_done)
 
     load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -172,10 +217,15 @@ def year(
         "digest": results_digest(r),
         "load_before": [round(x, 2) for x in load0],
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        # (day, engine MB, children MB) at the end of every 7th simulated day and the last
-        "rss_by_day_mb": [x for x in rss if x[0] % 7 == 0 or x is rss[-1]],
+        # (day, engine MB, full node MB, fit workers MB) at the end of every 7th simulated day
+        # and the last; the peak of their sum (sampled at every slot boundary) and its day
+        "rss_by_day_mb": [x for x in memory.by_day if x[0] % 7 == 0 or x is memory.by_day[-1]],
+        "peak_total_rss_mb": memory.peak_total_mb,
+        "peak_total_at_day": memory.peak_at_day,
+        "peak_fit_workers_rss_mb": memory.peak_fit_mb,
     }
     if path == YEAR and r.slots_done < 365 * 96:
+        row["year_peak_total_mb_projected"] = memory.year_peak_mb()
         row["year_wall_min_extrapolated"] = round(wall * 365 * 96 / max(1, r.slots_done) / 60, 1)
     if out is not None:
         r.write_json(out)

@@ -22,8 +22,14 @@ Two ways to run it, same answer (same input bytes, same pure functions):
 A block that does not read (:class:`gridnode.chain.ChainError`) is the node's ``problem``; nothing
 after it is applied.
 
-Known limit: digests are kept for the last ``keep`` heights only (a state per height costs
-megabytes at 1,000 households); a validator stuck further behind is reported as a problem.
+Memory: the node keeps one ledger state (the reader's), the state digests of the last ``keep``
+heights (32 bytes each, not the states: every state holds its own copy of the clearing prices, one
+entry per slot so far: 64 states at the end of a year held ≈ 80 MB of them) and the
+market fold's per-slot figures (:mod:`sims.ledger_kpis`). Tested: after many blocks it holds no
+state but the current one.
+
+Known limit: digests are kept for the last ``keep`` heights only; a validator stuck further
+behind is reported as a problem.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from sims.ledger_kpis import MarketKPIs, MarketOutcome
 
 __all__ = ["ChainSummary", "SampleFullNode", "SampleFullNodeProcess"]
 
-#: how many of the latest states a full node keeps to answer digest requests at the end
+#: how many of the latest heights' state digests a full node keeps to answer digest requests at
+#: the end
 KEEP_STATES = 64
 #: the pipe to the child process, bytes (Linux's default is 64 KiB; an unprivileged process may
 #: raise it up to /proc/sys/fs/pipe-max-size, 1 MiB by default)
@@ -78,12 +85,12 @@ class SampleFullNode:
     problem: str = ""
     reader: ChainReader = field(init=False)
     kpis: MarketKPIs = field(init=False)
-    _recent: deque[LedgerState] = field(init=False)
+    _recent: deque[tuple[int, bytes]] = field(init=False)  # (height, state digest)
 
     def __post_init__(self) -> None:
         self.reader = ChainReader(self.genesis)
         self.kpis = MarketKPIs(self.genesis, *self.slots)
-        self._recent = deque([self.reader.state], maxlen=self.keep)
+        self._recent = deque([(0, self.reader.state.digest())], maxlen=self.keep)
 
     @property
     def state(self) -> LedgerState:
@@ -100,7 +107,9 @@ class SampleFullNode:
             self.problem = f"replay: {exc}"
             return None
         self.kpis.add(facts)
-        self._recent.append(self.reader.state)
+        # the digest, not the state (module rules); the reader compared it with the block's
+        # state root, so this reads its memo
+        self._recent.append((self.reader.height, self.reader.state.digest()))
         return facts
 
     def feed_all(self, blocks: Iterable[tuple[int, bytes, bytes]]) -> None:
@@ -111,12 +120,12 @@ class SampleFullNode:
         """The digests at ``digest_at`` and the market outcome of the measured slots up to
         ``through`` (default: all of them)."""
         state = self.reader.state
-        by_height = {s.height: s for s in self._recent}
+        by_height = dict(self._recent)
         digests: dict[int, bytes] = {}
         problem = self.problem
         for h in sorted(set(digest_at)):
             if h in by_height:
-                digests[h] = by_height[h].digest()
+                digests[h] = by_height[h]
             elif not problem and h > state.height:
                 problem = f"replay: a validator is at height {h}, the full node at {state.height}"
             elif not problem:

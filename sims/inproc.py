@@ -68,7 +68,6 @@ import functools
 import heapq
 import random
 import time
-from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -109,7 +108,7 @@ from gridnode.store import MemoryStore
 from market.errors import UsageError
 from sims.fullnode import SampleFullNode, SampleFullNodeProcess
 from sims.homes import community_history, data_utc_offset_s
-from sims.inproc_kpis import TradeSink, collect, reference, results_digest
+from sims.inproc_kpis import LatencyCounts, TradeSink, collect, reference, results_digest
 from sims.prunedstore import PrunedMemoryStore
 from sims.results import FaultEvent, SimResult
 from sims.scenario import FaultSpec, HouseholdSpec, Scenario
@@ -137,6 +136,11 @@ SHARED_BLOCKS_BEHIND: Final = 16
 #: the shared cache of verified votes and proposals is emptied beyond this many (≈ 9 a height: a
 #: year's would hold ~600,000)
 VERIFIED_VOTES_KEPT: Final = 50_000
+#: likewise the shared verified-signature set (≈ 29,000 ids a simulated day at 100 households; the
+#: ledger's own bound, 500,000, is ≈ 50 MB) and the shared admission answers (≈ 19,000 a day; the
+#: app's bound, 200,000, ≈ 50 MB): a year's run is memory-bound (docs/sims.md, "A year")
+VERIFIED_KEPT: Final = 100_000
+ADMISSION_KEPT: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,7 @@ class _Stats:
 
     households: int
     submitted_at: dict[bytes, int] = field(default_factory=dict)
-    latencies_ms: array[int] = field(default_factory=lambda: array("q"))
+    latencies_ms: LatencyCounts = field(default_factory=LatencyCounts)
     decided_at: dict[int, int] = field(default_factory=dict)
     orders_submitted: SlotMembers = field(init=False)
     forecast_p50: SlotValues = field(init=False)  # (slot, hh) -> P50
@@ -394,6 +398,10 @@ class _Engine:
         self._forget_checked(c.height - SHARED_BLOCKS_BEHIND)
         if len(self.verified_votes) > VERIFIED_VOTES_KEPT:  # a cache: forgetting costs CPU only
             self.verified_votes.clear()
+        if len(self.verified) > VERIFIED_KEPT:  # likewise
+            self.verified.clear()
+        if len(self.admission) > ADMISSION_KEPT:
+            self.admission.clear()
         sb = v.store.block(c.height)
         assert sb is not None  # stored before it is applied
         # the sample full node gets each height's first decision, in height order
