@@ -24,6 +24,15 @@ Rules of this module (``gridnode run`` obeys them through :func:`gridnode.daemon
   ≈ 13 MB more (``benchmarks/daemon_footprint.py``). Validators keep glibc's default: their memory
   does not change with it, and a fresh mapping per large array made clearing a 100,000-step book
   ≈ 10 ms slower (``benchmarks/clearing.py``). No effect off glibc.
+* **A household syncs its store less.** A validator's store runs at SQLite ``synchronous=FULL``
+  (every block, consensus record and signed vote fsynced before it is acted on: what it signed
+  must survive power loss, or it could sign twice). A household (a full node) signs no votes and
+  writes no consensus log; everything in its store is the community's chain, which it re-fetches
+  from the validators by height. So it runs at ``NORMAL`` (:func:`store_durability`): in WAL mode
+  that still survives a crash or ``kill -9`` of the daemon; a power loss may cut the newest
+  blocks off the end (never a block in the middle: the WAL is a log), and the node fetches them
+  again when it restarts. Its nonces come from the ledger state and the validators refuse a stale
+  one, as after any restart. One fsync less per block on a small always-on box.
 * **Frozen start-up objects.** Right after the daemon is ready, :func:`settle_after_start`
   collects garbage once, then moves every object made by the imports and the start-up out of the
   cyclic garbage collector's reach (``gc.freeze``): a full collection otherwise walks ~120,000 of
@@ -59,7 +68,7 @@ from gridnode.config import (
 )
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import ZERO_HASH, Genesis, LedgerState, decode_block
-from gridnode.store import NodeStore, StoreBinding, StoreFailed
+from gridnode.store import Durability, NodeStore, StoreBinding, StoreFailed
 from market.errors import GridnodeError, InvalidInput, UsageError
 
 if TYPE_CHECKING:
@@ -82,6 +91,7 @@ __all__ = [
     "settle_after_start",
     "setup_logging",
     "store_binding",
+    "store_durability",
     "tune_malloc",
 ]
 
@@ -307,6 +317,11 @@ def check_listening(config: Config, addrs: list[str]) -> None:
         )
 
 
+def store_durability(config: Config) -> Durability:
+    """``FULL`` for a validator, ``NORMAL`` for a household (see the module rules)."""
+    return Durability.FULL if config.role == "validator" else Durability.NORMAL
+
+
 def store_binding(genesis: Genesis) -> StoreBinding:
     return StoreBinding(community_id=genesis.community_id, genesis_hash=genesis.hash)
 
@@ -324,7 +339,12 @@ def open_node_store(
         raise UsageError(f"{data}: cannot create node.data_dir: {exc.strerror or exc}") from None
     path = data / "node.sqlite"
     try:
-        return NodeStore.open(path, binding=store_binding(genesis), on_failure=on_failure)
+        return NodeStore.open(
+            path,
+            durability=store_durability(config),
+            binding=store_binding(genesis),
+            on_failure=on_failure,
+        )
     except InvalidInput as exc:
         raise UsageError(_store_refusal(config, genesis, path, exc)) from None
 
