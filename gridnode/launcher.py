@@ -443,7 +443,10 @@ def _preload() -> dict[str, Any]:
     """Import what a daemon needs, check no thread was started, freeze the imports' objects."""
     import importlib  # noqa: PLC0415
 
+    from gridnode.lazyimports import install  # noqa: PLC0415
+
     t0 = time.process_time()
+    install()  # as `gridnode run` does: its children import no more than a standalone daemon
     for name in PRELOAD:
         importlib.import_module(name)
     threads = os.listdir("/proc/self/task")

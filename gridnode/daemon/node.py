@@ -62,6 +62,7 @@ from gridnode.history import History, MeteredSlot
 from gridnode.localtime import LocalTime
 from gridnode.net.host import NetHost, peer_id_of_hex, public_hex_of
 from gridnode.node import Committed, LedgerHalted, NodeRuntime
+from gridnode.startup import trim_malloc
 from gridnode.status import BlockInfo, SubmitResult
 from gridnode.store import NodeStore, StoreFailed
 from market.errors import InvalidInput, LedgerReason, NetworkError, UsageError
@@ -293,7 +294,7 @@ class DaemonNode:
             if self.runtime.is_validator:
                 nursery.start_soon(self.gossip.run)
             if self.household is not None:
-                nursery.start_soon(self.household.run, self._publish)
+                nursery.start_soon(self.household.run, self._after_household_step)
             if self.federation is not None:
                 nursery.start_soon(self.federation.run)
 
@@ -354,6 +355,7 @@ class DaemonNode:
         self.status.on_commit(event)
         self.gossip.on_commit(event)
         self.submissions.backpressure.on_commit(len(event.block.txs), trio.current_time())
+        trim_malloc()  # what applying the block (clearing, settlement) freed goes back
         if event.height % 50 == 0:
             log.info("height %d, %d slots settled", event.height, event.state.settled_slots)
 
@@ -399,6 +401,10 @@ class DaemonNode:
         return await self.submissions.submit_batch(txs)
 
     # ------------------------------------------------------------------ snapshot
+    def _after_household_step(self) -> None:
+        self._publish()
+        trim_malloc()  # what the step's forecaster fit freed goes back to the system
+
     def _publish(self) -> None:
         self.history.note_forecast(self.forecast)
         self.latest = self.status.make()
