@@ -220,10 +220,11 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
     must exist and parse (it used to start anyway and log a traceback every slot). A live meter
     (:data:`LIVE_SOURCES`) is ``None`` here: the daemon opens it on its own clock
     (:func:`gridnode.daemon.open_daemon_node`)."""
-    from gridnode.meter import FileMeter, shipped_replay  # noqa: PLC0415 - numpy, pandas: only with a meter
-
     path = config.dir / CONFIG_NAME
+    # the meter code (numpy arrays, pandas for a file) is imported only by a node that has a meter
     if config.meter_source == "replay":
+        from gridnode.meter import shipped_replay  # noqa: PLC0415
+
         return shipped_replay(
             node_anchor_s=genesis.genesis_time_ms // 1000,
             day=config.replay_day,
@@ -245,6 +246,8 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
                 f"{path}: meter.source = 'file' reads bidding.meter_history {history}, which "
                 f"{what}: start your meter adapter first, or set meter.source = 'none'"
             )
+        from gridnode.meter import FileMeter  # noqa: PLC0415
+
         meter = FileMeter(history)
         try:  # read it once now (the node re-reads it every slot): its last day, whenever that is
             meter.history_before(2**62, days=1)
