@@ -59,6 +59,30 @@ def test_a_plain_import_of_libp2p_runs_what_the_daemon_defers() -> None:
     assert {"httpx", "fastecdsa.keys"} <= LAZY_MODULES
 
 
+def test_a_name_read_from_a_deferred_package_runs_its_init_and_is_the_real_one() -> None:
+    # in a fresh interpreter, as `gridnode run` installs it: a sub-package's module imports
+    # without its __init__; reading a name the __init__ defines runs it, once
+    probe = (
+        "import sys\n"
+        "from gridnode.lazyimports import install, loaded_modules\n"
+        "assert install()\n"
+        "import libp2p.transport.tcp.tcp\n"
+        "assert 'libp2p.transport' in sys.modules and 'libp2p.transport' not in loaded_modules()\n"
+        "assert 'libp2p.transport.websocket.transport' not in sys.modules\n"
+        "from libp2p.transport import TransportManager, WebsocketTransport\n"
+        "from libp2p.transport.manager import TransportManager as Real\n"
+        "assert TransportManager is Real and 'libp2p.transport' in loaded_modules()\n"
+        "assert WebsocketTransport.__module__ == 'libp2p.transport.websocket.transport'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok"]
+
+
 def _start(d: Path) -> subprocess.Popen[bytes]:
     log = (d / "daemon.log").open("ab")
     with log:
@@ -101,4 +125,7 @@ def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path
         ran = set((h.dir / "modules").read_text().split())
         assert ran & set(NEVER_RUN) == set(), h.name
         assert set(RUN) <= ran, h.name
+    # and a validator (no meter) ran no meter, forecasting or household code at all
     assert "gridnode.household_driver" in set((household.dir / "modules").read_text().split())
+    ran = set((validator.dir / "modules").read_text().split())
+    assert ran & {"gridnode.meter", "gridnode.household_driver", "forecasting.series"} == set()
