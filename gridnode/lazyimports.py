@@ -34,9 +34,15 @@ Rules of this module:
   modules never ran.
 * :func:`install` is idempotent and does nothing once ``libp2p`` has been imported (a package
   already imported cannot be deferred); it returns whether the finder is in place.
-* Known limit: :class:`importlib.util.LazyLoader` (Python 3.11) takes no lock; two threads reading
-  a lazy module's first attribute at once could both run it. The modules listed are ones the
-  daemon never uses at all.
+* Known limits: a deferred ``__init__`` runs under one lock of this module, not under the import
+  system's lock of that package: a thread running one while another thread, in the middle of
+  importing a module that the first one's ``__init__`` imports too, reads a name from a second
+  deferred package could wait on each other. The daemon imports almost nothing once it serves,
+  and nothing of py-libp2p from two threads. :class:`importlib.util.LazyLoader` (Python 3.11)
+  takes no lock: two threads reading a lazy module's first attribute at once could both run it;
+  the modules listed are ones the daemon never uses at all.
+* What ran in a daemon: :func:`loaded_modules`; ``gridnode run --modules-file FILE`` writes it on
+  exit.
 """
 
 from __future__ import annotations
