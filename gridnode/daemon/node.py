@@ -80,6 +80,9 @@ log = logging.getLogger("gridnode")
 #: the snapshot is rebuilt at most this long after a change, and at least every _REFRESH_S
 _COALESCE_S = 0.02
 _REFRESH_S = 0.5
+#: glibc's free pages are handed back after a block at most this often (wall seconds): a trim walks
+#: every free chunk, which a busy validator's heap has many of (``gridnode.startup.trim_malloc``)
+_TRIM_EVERY_S = 5.0
 #: set to a path prefix, the node's thread (consensus, libp2p, submissions) is profiled with
 #: cProfile and the stats are written to ``<prefix>.<pid>`` when the daemon stops (``docs/daemon.md``)
 PROFILE_ENV = "GRIDNODE_PROFILE"
@@ -162,6 +165,7 @@ class DaemonNode:
         self._timer_changed = trio.Event()
         self._changed = trio.Event()
         self._nonce = 0
+        self._trimmed_at = -_TRIM_EVERY_S  # trio time of the last trim after a block
         #: called with an error the node cannot go on from (set by :func:`open_daemon_node`)
         self.on_fatal: Callable[[BaseException], None] = raise_fatal
         self.runtime = NodeRuntime(
@@ -355,7 +359,9 @@ class DaemonNode:
         self.status.on_commit(event)
         self.gossip.on_commit(event)
         self.submissions.backpressure.on_commit(len(event.block.txs), trio.current_time())
-        trim_malloc()  # what applying the block (clearing, settlement) freed goes back
+        if trio.current_time() - self._trimmed_at >= _TRIM_EVERY_S:
+            self._trimmed_at = trio.current_time()
+            trim_malloc()  # what applying blocks (clearing, settlement) freed goes back
         if event.height % 50 == 0:
             log.info("height %d, %d slots settled", event.height, event.state.settled_slots)
 
