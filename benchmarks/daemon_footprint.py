@@ -15,11 +15,13 @@ them; clock at 60×) and prints, per role:
   quoted by then), ``VmRSS`` — the figure the target is stated in — and the unique (private) and
   proportional (PSS) set from ``/proc/<pid>/smaps_rollup``: with many daemons on one machine the
   shared libraries' pages are counted once, so PSS × N is what N daemons really take;
-* **imports**: in fresh interpreters, what ``import gridnode.daemon`` costs (CPU s, RSS, and
-  whether pandas, pyarrow, statsmodels, scipy, pvlib, plotly or sklearn were loaded), and in one
-  interpreter, step by step, what each layer adds: py-libp2p's own dependencies that gridnode
-  never uses (loaded by ``libp2p/__init__.py`` whatever one imports from it), the rest of
-  py-libp2p, numpy, aiohttp, and gridnode's own modules;
+* **imports**: in fresh interpreters, what ``import libp2p`` costs plainly and as the daemon
+  imports it (:mod:`gridnode.lazyimports` installed, as ``gridnode run`` and the launcher do), and
+  what ``import gridnode.daemon`` costs as the daemon imports it (CPU s, RSS, and whether pandas,
+  pyarrow, statsmodels, scipy, pvlib, plotly or sklearn were loaded); and in one interpreter (the
+  finder installed), step by step, what each layer adds: the libraries py-libp2p still imports
+  for features gridnode never uses (it imports names from them at the top of modules the daemon
+  does use), the rest of py-libp2p, numpy, aiohttp, and gridnode's own modules;
 * with ``--launcher``: the same community again, each daemon forked from one pre-imported
   launcher (:mod:`gridnode.launcher`) instead of exec'd, in the same run after the first; start-up
   is then fork request → ready and its CPU the child's since the fork; the launcher's own memory
@@ -81,10 +83,13 @@ def memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def import_cost(statement: str) -> str:
+#: what ``gridnode run`` does before its imports (:mod:`gridnode.lazyimports`)
+AS_THE_DAEMON = "from gridnode.lazyimports import install; install()"
+
+
+def import_cost(statement: str, *, as_daemon: bool = True) -> str:
     code = (
-        "import resource, sys\n"
-        f"{statement}\n"
+        "import resource, sys\n" + (f"{AS_THE_DAEMON}\n" if as_daemon else "") + f"{statement}\n"
         "u = resource.getrusage(resource.RUSAGE_SELF)\n"
         # VmRSS, not ru_maxrss: a child's ru_maxrss keeps its parent's peak across fork + exec
         "rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
@@ -98,20 +103,22 @@ def import_cost(statement: str) -> str:
     ).stdout.strip()
 
 
-#: the import layers of a validator's daemon, in order; each step's cost is what it adds on top
-#: of the steps before it in one interpreter. The first group is what ``libp2p/__init__.py``
-#: imports for features gridnode does not use (AutoTLS/ACME, DNS multiaddrs and the persistent
-#: peerstore, mDNS when off, RSA/secp256k1/ECDSA keys, QUIC, metrics, WebSockets, NAT port
-#: mapping), imported first so the rest of py-libp2p's cost is separated from them.
+#: the import layers of a validator's daemon, in order, in one interpreter with
+#: :mod:`gridnode.lazyimports` installed (as ``gridnode run`` does); each step's cost is what it
+#: adds on top of the steps before it. The fourth group is what py-libp2p still imports for
+#: features gridnode does not use — AutoTLS/ACME (requests), DNS multiaddrs (dnspython), mDNS when
+#: off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve), QUIC (aioquic), metrics
+#: (prometheus_client), the resource manager's system probe (psutil), netaddr — because modules
+#: the daemon does use import names from them at their top (``docs/benchmarks.md``); imported
+#: first so the rest of py-libp2p's cost is separated from them.
 LAYERS: tuple[tuple[str, str], ...] = (
     ("python and asyncio", "asyncio"),
     ("trio", "trio"),
     ("cryptography, PyNaCl", "cryptography.x509, nacl.signing"),
     (
         "libp2p's unused dependencies",
-        "requests, httpx, dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
-        "fastecdsa.curve, aioquic.quic.connection, prometheus_client, trio_websocket, psutil, "
-        "netaddr",
+        "requests, dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
+        "aioquic.quic.connection, prometheus_client, psutil, netaddr",
     ),
     ("the rest of py-libp2p", "libp2p"),
     ("numpy (clearing)", "numpy"),
@@ -124,6 +131,7 @@ def import_layers() -> list[str]:
     """Each of :data:`LAYERS`' RSS and CPU on top of the ones before, in one fresh interpreter."""
     code = (
         "import resource, sys, time\n"
+        f"{AS_THE_DAEMON}\n"
         "def now():\n"
         "    u = resource.getrusage(resource.RUSAGE_SELF)\n"
         "    rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
@@ -281,10 +289,14 @@ def main() -> None:
             import_cost(WARM_UP)  # fills the cache once
         print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
         if not args.no_imports:
-            for statement in ("import libp2p", "import gridnode.daemon"):
-                print(f"  {statement:<24} {import_cost(statement)}")
             print(
-                "  import layers of a validator, each on top of the ones before (one interpreter):"
+                f"  import libp2p (plainly)          {import_cost('import libp2p', as_daemon=False)}"
+            )
+            print(f"  import libp2p (as the daemon)    {import_cost('import libp2p')}")
+            print(f"  import gridnode.daemon (daemon)  {import_cost('import gridnode.daemon')}")
+            print(
+                "  import layers of a validator, each on top of the ones before (one interpreter, "
+                "gridnode.lazyimports installed):"
             )
             for row in import_layers():
                 print(row)

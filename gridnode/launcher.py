@@ -67,6 +67,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from market.errors import UsageError
+
 __all__ = [
     "LAUNCHER_ENV",
     "PRELOAD",
@@ -91,10 +93,12 @@ PRELOAD: Final = (
 )
 #: set before the imports: numeric libraries must not start threads in a process that forks
 THREAD_ENV: Final = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: ``GRIDNODE_LAUNCHER=0``: :class:`sims.daemons.LocalCommunity` exec's each daemon
+#: ``GRIDNODE_LAUNCHER=0`` (or ``false``): :class:`sims.daemons.LocalCommunity` exec's each daemon
 #: (``subprocess.Popen``) instead of forking it from the process-wide launcher
-#: (:func:`default_launcher`)
+#: (:func:`default_launcher`); ``1``/``true``, empty or unset: the launcher
 LAUNCHER_ENV: Final = "GRIDNODE_LAUNCHER"
+#: the values :data:`LAUNCHER_ENV` may take (any case, surrounding blanks ignored)
+_LAUNCHER_SWITCH: Final = {"": True, "1": True, "true": True, "0": False, "false": False}
 #: seconds a child has to stop after SIGTERM before it is killed (launcher closing or gone)
 GRACE_S: Final = 15.0
 _MAX_MESSAGE: Final = 1 << 18
@@ -405,12 +409,17 @@ _DEFAULT: dict[str, Launcher] = {}
 
 def launcher_enabled() -> bool:
     """Whether tools start daemons from a launcher by default: not when ``$GRIDNODE_LAUNCHER`` is
-    ``0``, nor off Linux (pidfds, ``prctl``)."""
-    return (
-        os.environ.get(LAUNCHER_ENV, "1") != "0"
-        and sys.platform == "linux"
-        and hasattr(os, "pidfd_open")
-    )
+    ``0`` or ``false``, nor off Linux (pidfds, ``prctl``). Any other value than those, ``1``,
+    ``true`` or empty is refused (:class:`~market.errors.UsageError`: the CLI prints one line and
+    exits 2) rather than read as either."""
+    raw = os.environ.get(LAUNCHER_ENV, "")
+    wanted = _LAUNCHER_SWITCH.get(raw.strip().lower())
+    if wanted is None:
+        raise UsageError(
+            f"${LAUNCHER_ENV} is {raw!r}: expected 1 or true (fork daemons from the launcher, the "
+            "default) or 0 or false (exec each daemon)"
+        )
+    return wanted and sys.platform == "linux" and hasattr(os, "pidfd_open")
 
 
 def default_launcher() -> Launcher | None:
@@ -434,7 +443,10 @@ def _preload() -> dict[str, Any]:
     """Import what a daemon needs, check no thread was started, freeze the imports' objects."""
     import importlib  # noqa: PLC0415
 
+    from gridnode.lazyimports import install  # noqa: PLC0415
+
     t0 = time.process_time()
+    install()  # as `gridnode run` does: its children import no more than a standalone daemon
     for name in PRELOAD:
         importlib.import_module(name)
     threads = os.listdir("/proc/self/task")

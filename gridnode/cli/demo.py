@@ -75,7 +75,10 @@ def _euro(micro: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gridnode.launcher import Launcher, launcher_enabled
     from sims.daemons import LocalCommunity
+
+    use_launcher = launcher_enabled() and args.launcher  # a bad $GRIDNODE_LAUNCHER: refused first
 
     if not 1 <= args.validators <= 10 or not 0 <= args.full_nodes <= 20:
         raise UsageError("--validators must be 1..10 and --full-nodes 0..20")
@@ -108,9 +111,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"community of {n} households ({args.validators} validators) in {root}")
     print("starting daemons (real libp2p over loopback)…", flush=True)
-    from gridnode.launcher import Launcher, launcher_enabled
-
-    lc.launcher = Launcher.start() if args.launcher and launcher_enabled() else False
+    lc.launcher = Launcher.start() if use_launcher else False
     lc.start()
     stopped = False
     served: dict[int, tuple[int | None, list[dict[str, Any]]]] = {}

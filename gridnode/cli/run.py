@@ -29,13 +29,29 @@ def register(sub: Any) -> None:
         type=Path,
         help="write the API URL and listen addresses here once serving (for scripts)",
     )
+    p.add_argument(
+        "--modules-file",
+        type=Path,
+        help="on exit, write the names of the Python modules the daemon ran here, one a line "
+        "(tests and benchmarks: what a daemon imports; docs/daemon.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from gridnode.lazyimports import install
+
+    install()  # before anything imports libp2p: what the daemon never runs is not loaded
     from gridnode.startup import preflight
 
     plan = preflight(args.dir)  # the files, clock, meter and ports: refused before libp2p loads
     from gridnode.daemon import run_daemon
 
-    return asyncio.run(run_daemon(plan, ready_file=args.ready_file))
+    try:
+        return asyncio.run(run_daemon(plan, ready_file=args.ready_file))
+    finally:
+        if args.modules_file is not None:
+            from gridnode.files import write_atomic
+            from gridnode.lazyimports import loaded_modules
+
+            write_atomic(args.modules_file, "".join(f"{name}\n" for name in loaded_modules()))

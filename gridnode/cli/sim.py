@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "--chain: only the inproc engine (a daemon run's chain: gridnode chain export)"
         )
+    if args.engine == "daemons" or args.policies is not None:
+        from gridnode.launcher import launcher_enabled
+
+        launcher_enabled()  # a bad $GRIDNODE_LAUNCHER is refused before anything is written
     if args.policies is not None:
         return _run_policies(scenario, args, out)
     if args.engine == "inproc":

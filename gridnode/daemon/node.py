@@ -62,6 +62,7 @@ from gridnode.history import History, MeteredSlot
 from gridnode.localtime import LocalTime
 from gridnode.net.host import NetHost, peer_id_of_hex, public_hex_of
 from gridnode.node import Committed, LedgerHalted, NodeRuntime
+from gridnode.startup import trim_malloc
 from gridnode.status import BlockInfo, SubmitResult
 from gridnode.store import NodeStore, StoreFailed
 from market.errors import InvalidInput, LedgerReason, NetworkError, UsageError
@@ -79,6 +80,9 @@ log = logging.getLogger("gridnode")
 #: the snapshot is rebuilt at most this long after a change, and at least every _REFRESH_S
 _COALESCE_S = 0.02
 _REFRESH_S = 0.5
+#: glibc's free pages are handed back after a block at most this often (wall seconds): a trim walks
+#: every free chunk, which a busy validator's heap has many of (``gridnode.startup.trim_malloc``)
+_TRIM_EVERY_S = 5.0
 #: set to a path prefix, the node's thread (consensus, libp2p, submissions) is profiled with
 #: cProfile and the stats are written to ``<prefix>.<pid>`` when the daemon stops (``docs/daemon.md``)
 PROFILE_ENV = "GRIDNODE_PROFILE"
@@ -161,6 +165,7 @@ class DaemonNode:
         self._timer_changed = trio.Event()
         self._changed = trio.Event()
         self._nonce = 0
+        self._trimmed_at = -_TRIM_EVERY_S  # trio time of the last trim after a block
         #: called with an error the node cannot go on from (set by :func:`open_daemon_node`)
         self.on_fatal: Callable[[BaseException], None] = raise_fatal
         self.runtime = NodeRuntime(
@@ -293,7 +298,7 @@ class DaemonNode:
             if self.runtime.is_validator:
                 nursery.start_soon(self.gossip.run)
             if self.household is not None:
-                nursery.start_soon(self.household.run, self._publish)
+                nursery.start_soon(self.household.run, self._after_household_step)
             if self.federation is not None:
                 nursery.start_soon(self.federation.run)
 
@@ -354,6 +359,9 @@ class DaemonNode:
         self.status.on_commit(event)
         self.gossip.on_commit(event)
         self.submissions.backpressure.on_commit(len(event.block.txs), trio.current_time())
+        if trio.current_time() - self._trimmed_at >= _TRIM_EVERY_S:
+            self._trimmed_at = trio.current_time()
+            trim_malloc()  # what applying blocks (clearing, settlement) freed goes back
         if event.height % 50 == 0:
             log.info("height %d, %d slots settled", event.height, event.state.settled_slots)
 
@@ -399,6 +407,10 @@ class DaemonNode:
         return await self.submissions.submit_batch(txs)
 
     # ------------------------------------------------------------------ snapshot
+    def _after_household_step(self) -> None:
+        self._publish()
+        trim_malloc()  # what the step's forecaster fit freed goes back to the system
+
     def _publish(self) -> None:
         self.history.note_forecast(self.forecast)
         self.latest = self.status.make()

@@ -208,6 +208,11 @@ class NodeStore:
         return self._path
 
     @property
+    def durability(self) -> Durability:
+        """How hard the consensus tables are synced (what :meth:`open` was given)."""
+        return self._durability
+
+    @property
     def failed(self) -> StoreFailed | None:
         """The failure that stopped this store, or ``None``."""
         return self._failed

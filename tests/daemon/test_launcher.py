@@ -208,3 +208,39 @@ def test_a_launcher_whose_caller_died_stops_its_daemons(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert "stopping" in (tmp_path / "c" / "node0" / "daemon.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [("0", False), ("false", False), (" FALSE ", False), ("1", True), ("True", True), ("", True)],
+)
+def test_the_launcher_switch_reads_0_1_true_and_false(
+    monkeypatch: pytest.MonkeyPatch, value: str, enabled: bool
+) -> None:
+    from gridnode.launcher import LAUNCHER_ENV, launcher_enabled
+
+    monkeypatch.setenv(LAUNCHER_ENV, value)
+    assert launcher_enabled() is (enabled and sys.platform == "linux")
+
+
+@pytest.mark.parametrize("value", ["no", "off", "2", "-1", "yes please"])
+def test_any_other_launcher_switch_is_one_line_and_exit_2_before_anything_is_written(
+    tmp_path: Path, value: str
+) -> None:
+    out = tmp_path / "demo"
+    env = {**os.environ, "GRIDNODE_LAUNCHER": value, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "gridnode", "demo", "--dir", str(out), "--slots", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"gridnode demo: error: $GRIDNODE_LAUNCHER is {value!r}: expected 1 or true (fork daemons "
+        "from the launcher, the default) or 0 or false (exec each daemon)"
+    ]
+    assert not out.exists()

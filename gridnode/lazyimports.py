@@ -1,0 +1,196 @@
+"""Import less of py-libp2p: what the daemon never runs is loaded only if something asks for it.
+
+py-libp2p 0.8.1 imports every transport, security protocol, key type and service it ships, in its
+packages' ``__init__`` files and at the top of the modules the daemon does use
+(``docs/benchmarks.md``, "Where a validator's … go"). :func:`install`, called by the daemon's entry
+points (``gridnode run`` and the launcher) before anything imports libp2p, puts one import finder
+(:class:`_Finder`) in front of Python's own. It changes *when* two kinds of module run, never what
+runs: no installed file is edited, copied or patched, and nothing is replaced by a stand-in.
+
+Rules of this module:
+
+* **Deferred package ``__init__``** (:data:`DEFERRED_PACKAGES`: every sub-package of ``libp2p``,
+  not ``libp2p`` itself, whose ``new_host`` the daemon calls). Such a package is created as
+  Python creates any package (its spec, ``__path__``, ``__file__``), so its sub-modules import as
+  usual, but its ``__init__.py`` runs only when something reads a name from the package that is
+  not one of its sub-modules (``from libp2p.transport import TCP``; ``libp2p.kad_dht.KadDHT``) —
+  then in full, once, under a lock, before the name is returned. So
+  ``libp2p/kad_dht/__init__.py`` (Kademlia), ``libp2p/transport/__init__.py`` (the WebSocket
+  transport) and the like run only if something needs them; a name read from a package gets what
+  the package defines, as without this module.
+* **Lazy leaf modules** (:data:`LAZY_MODULES`: libraries py-libp2p imports whole, ``import X``,
+  for features the daemon does not use): :class:`importlib.util.LazyLoader`, the standard
+  library's, runs such a module on the first access to one of its attributes.
+* **What is not made lazy, and why**: a module py-libp2p imports *names* from at its top
+  (``from aioquic.quic.connection import QuicConnection``) runs at that moment: Python's import
+  statement reads the name at once, and a stand-in object would not be the real class (type
+  checks, subclasses). That is why QUIC (aioquic), AutoTLS (requests), mDNS (zeroconf), the DNS
+  resolver (dnspython), RSA and secp256k1 keys and relay are still imported
+  (``docs/benchmarks.md`` lists them); only py-libp2p importing them where they are used
+  (upstream) would drop them.
+* **Failure is loud.** A package whose deferred ``__init__`` fails raises where its name was read,
+  as a failing import raises where it is imported. ``tests/daemon/test_lazy_imports.py`` runs real
+  daemons over real libp2p with this finder installed and checks, in the daemon process, which
+  modules never ran.
+* :func:`install` is idempotent and does nothing once ``libp2p`` has been imported (a package
+  already imported cannot be deferred); it returns whether the finder is in place.
+* Known limits: a deferred ``__init__`` runs under one lock of this module, not under the import
+  system's lock of that package: a thread running one while another thread, in the middle of
+  importing a module that the first one's ``__init__`` imports too, reads a name from a second
+  deferred package could wait on each other. The daemon imports almost nothing once it serves,
+  and nothing of py-libp2p from two threads. :class:`importlib.util.LazyLoader` (Python 3.11)
+  takes no lock: two threads reading a lazy module's first attribute at once could both run it;
+  the modules listed are ones the daemon never uses at all.
+* What ran in a daemon: :func:`loaded_modules`; ``gridnode run --modules-file FILE`` writes it on
+  exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+import types
+from collections.abc import Sequence
+from typing import Any, Final
+
+__all__ = ["DEFERRED_PACKAGES", "LAZY_MODULES", "install", "installed", "loaded_modules"]
+
+#: every sub-package of these (not the package itself) has its ``__init__`` deferred
+DEFERRED_PACKAGES: Final = ("libp2p",)
+#: modules run on first attribute access (imported whole by py-libp2p, never used by the daemon):
+#: httpx and h11 (AutoTLS's ACME client), service_identity (TLS certificates), ifaddr and
+#: miniupnpc (mDNS, UPnP), pycryptodome's RSA/AES/Salsa20 parts (RSA keys, SECIO), fastecdsa
+#: (ECDSA keys), aioquic's HTTP/3
+LAZY_MODULES: Final = frozenset(
+    {
+        "httpx",
+        "h11",
+        "service_identity",
+        "ifaddr",
+        "miniupnpc",
+        "aioquic.h3.connection",
+        "fastecdsa.keys",
+        "fastecdsa.curvemath",
+        "Crypto.Cipher.AES",
+        "Crypto.Cipher.Salsa20",
+        "Crypto.Hash.SHA256",
+        "Crypto.Random",
+        "Crypto.Signature.pkcs1_15",
+        "Crypto.Util.Counter",
+    }
+)
+
+_lock = threading.RLock()
+#: deferred packages whose ``__init__`` has not run yet: name -> the real loader
+_pending: dict[str, importlib.abc.Loader] = {}
+
+
+def _deferred(name: str) -> bool:
+    return any(name.startswith(top + ".") for top in DEFERRED_PACKAGES)
+
+
+class _DeferredInit(importlib.abc.Loader):
+    """Creates a package without running its ``__init__``; the first read of a name that is not a
+    sub-module runs it (the module rules)."""
+
+    def __init__(self, real: importlib.abc.Loader) -> None:
+        self._real = real
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self._real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        _pending[module.__name__] = self._real
+        module.__dict__["__getattr__"] = _reader(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, get_data, …
+        return getattr(self._real, name)
+
+
+def _reader(module: types.ModuleType) -> Any:
+    """The package's ``__getattr__`` (PEP 562: called only for names it does not have yet)."""
+    package = module.__name__
+
+    def __getattr__(name: str) -> Any:
+        if not name.startswith("__"):
+            sub = f"{package}.{name}"
+            if sub in sys.modules:
+                return sys.modules[sub]
+            if importlib.machinery.PathFinder.find_spec(sub, module.__path__) is not None:
+                return importlib.import_module(sub)
+        _run_init(module)
+        try:
+            return module.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
+def _run_init(module: types.ModuleType) -> None:
+    with _lock:
+        loader = _pending.pop(module.__name__, None)
+        if loader is None:
+            return  # ran already (or is running in this thread: its own names are being set)
+        module.__dict__.pop("__getattr__", None)
+        loader.exec_module(module)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds modules as Python's path finder does, then defers or lazies the ones listed."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        lazy = fullname in LAZY_MODULES
+        if not lazy and not _deferred(fullname):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        if lazy:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        elif spec.submodule_search_locations is not None:  # a package: defer its __init__
+            spec.loader = _DeferredInit(spec.loader)
+        return spec
+
+
+def installed() -> bool:
+    return any(isinstance(f, _Finder) for f in sys.meta_path)
+
+
+def install() -> bool:
+    """Put the finder first on :data:`sys.meta_path` (see the module rules); ``False`` when it
+    cannot take effect because libp2p was imported already."""
+    with _lock:
+        if installed():
+            return True
+        if any(top in sys.modules for top in DEFERRED_PACKAGES):
+            return False
+        sys.meta_path.insert(0, _Finder())
+        return True
+
+
+def loaded_modules() -> list[str]:
+    """The names of the modules that have run in this process (sorted): those in
+    :data:`sys.modules` less the deferred packages whose ``__init__`` has not run and the lazy
+    modules not yet touched."""
+    with _lock:
+        pending = set(_pending)
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name not in pending and not _untouched(module)
+    )
+
+
+def _untouched(module: object) -> bool:
+    """A lazy module whose code has not run (LazyLoader gives it a class of its own until then)."""
+    return type(module).__name__ == "_LazyModule"

@@ -1,0 +1,131 @@
+"""``gridnode run`` defers what py-libp2p imports but the daemon never runs (:mod:`gridnode.lazyimports`).
+
+Real daemons (a validator and a bidding household, exec'd as a user starts them, with the finder
+installed by ``gridnode run``) commit the household's orders over real libp2p; on exit each writes
+the modules it ran (``--modules-file``), and the deferred ones are not among them. A fresh
+interpreter importing py-libp2p the ordinary way is the control: it runs every one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gridnode.config import update_config
+from gridnode.lazyimports import LAZY_MODULES
+from sims.daemons import LocalCommunity
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: modules a plain ``import libp2p`` runs and an idle daemon must not: Kademlia, the WebSocket
+#: transport, Bitswap, circuit relay, IPNS records (run by sub-packages' ``__init__`` files), AutoTLS's
+#: HTTP client, ECDSA keys and TLS certificate checks (lazy leaf modules)
+NEVER_RUN = (
+    "libp2p.kad_dht.kad_dht",
+    "libp2p.transport.websocket.transport",
+    "trio_websocket",
+    "libp2p.bitswap.client",
+    "libp2p.relay.circuit_v2.transport",
+    "libp2p.records.ipns",
+    "httpx",
+    "fastecdsa.keys",
+    "service_identity",
+)
+#: what the daemon does run: the part of py-libp2p it uses
+RUN = (
+    "libp2p.transport.tcp.tcp",
+    "libp2p.security.noise.transport",
+    "libp2p.stream_muxer.yamux.yamux",
+    "libp2p.pubsub.gossipsub",
+)
+
+
+def test_a_plain_import_of_libp2p_runs_what_the_daemon_defers() -> None:
+    # the control: without the finder, each of NEVER_RUN is loaded (so the check below can fail)
+    probe = "import json, sys, libp2p\nprint(json.dumps(sorted(sys.modules)))\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    assert set(NEVER_RUN) <= loaded
+    assert {"httpx", "fastecdsa.keys"} <= LAZY_MODULES
+
+
+def test_a_name_read_from_a_deferred_package_runs_its_init_and_is_the_real_one() -> None:
+    # in a fresh interpreter, as `gridnode run` installs it: a sub-package's module imports
+    # without its __init__; reading a name the __init__ defines runs it, once
+    probe = (
+        "import sys\n"
+        "from gridnode.lazyimports import install, loaded_modules\n"
+        "assert install()\n"
+        "import libp2p.transport.tcp.tcp\n"
+        "assert 'libp2p.transport' in sys.modules and 'libp2p.transport' not in loaded_modules()\n"
+        "assert 'libp2p.transport.websocket.transport' not in sys.modules\n"
+        "from libp2p.transport import TransportManager, WebsocketTransport\n"
+        "from libp2p.transport.manager import TransportManager as Real\n"
+        "assert TransportManager is Real and 'libp2p.transport' in loaded_modules()\n"
+        "assert WebsocketTransport.__module__ == 'libp2p.transport.websocket.transport'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok"]
+
+
+def _start(d: Path) -> subprocess.Popen[bytes]:
+    log = (d / "daemon.log").open("ab")
+    with log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gridnode", "run", "--dir", str(d), "--ready-file",
+             str(d / "ready"), "--modules-file", str(d / "modules")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+
+
+@pytest.mark.net
+@pytest.mark.timeout(240)
+def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path: Path) -> None:
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60, launcher=False)
+    lc.create()
+    validator, household = lc.households
+    update_config(
+        household.dir,
+        {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
+    )
+    procs = [_start(h.dir) for h in lc.households]
+    for h, proc in zip(lc.households, procs, strict=True):
+        h.process = proc  # for wait_ready: exits early if a daemon dies
+    try:
+        lc.wait_ready(120)
+        # end to end: the household's bidding loop submits over libp2p, the validator accepts,
+        # and the household, a full node, syncs the blocks that carry them
+        assert lc.wait_for(
+            lambda: any(s["accepted"] for s in lc.api(1, "/api/submissions")["submissions"]), 120
+        )
+        assert lc.wait_for(lambda: lc.api(1, "/api/status")["height"] >= 3, 60)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        codes = [proc.wait(timeout=max(1.0, deadline - time.monotonic())) for proc in procs]
+    assert codes == [0, 0]
+    for h in (validator, household):
+        ran = set((h.dir / "modules").read_text().split())
+        assert ran & set(NEVER_RUN) == set(), h.name
+        assert set(RUN) <= ran, h.name
+    # and a validator (no meter) ran no meter, forecasting or household code at all
+    assert "gridnode.household_driver" in set((household.dir / "modules").read_text().split())
+    ran = set((validator.dir / "modules").read_text().split())
+    assert ran & {"gridnode.meter", "gridnode.household_driver", "forecasting.series"} == set()
