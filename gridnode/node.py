@@ -40,7 +40,8 @@ sender (:attr:`Executor.misbehaviour`) and is dropped; nothing a peer sends can 
 
 **Hooks** (harnesses only; the daemon sets none): :attr:`Executor.plan_hooks` may cut or reorder a
 step's actions before they run (the campaign's torn crash — ``kill -9`` after ``k`` actions — and
-its planted bugs), :attr:`Executor.observers` see every action after it ran (the campaign's checks).
+its planted bugs; a step without effects has no actions, and runs no hook),
+:attr:`Executor.observers` see every action after it ran (the campaign's checks).
 """
 
 from __future__ import annotations
@@ -298,8 +299,11 @@ class Executor(Generic[AppT]):
         """Offer a transaction to this node's mempool (and, with adaptive cadence, tell the
         consensus core about the backlog: it may start the next height sooner)."""
         result = self.app.submit(tx, now_ms=now)
-        if result.accepted and isinstance(self.core, Consensus) and self.core.wants_backlog:
-            self._run(self.core.on_backlog(self.app.backlog(), now), now)
+        core = self.core
+        if result.accepted and isinstance(core, Consensus) and core.wants_backlog:
+            backlog = self.app.backlog()
+            if backlog.full or not core.told_pending:  # else the report changes nothing
+                self._run(core.on_backlog(backlog, now), now)
         return result
 
     def _report_backlog(self, now: int) -> None:
@@ -313,6 +317,8 @@ class Executor(Generic[AppT]):
 
     # ------------------------------------------------------------------ the contract, carried out
     def _run(self, effects: list[Effect], now: int | None = None) -> None:
+        if not effects:  # nothing to carry out (hooks only cut or reorder: nothing for them)
+            return
         actions = plan(effects, snapshot_every=self.snapshot_every)
         for hook in self.plan_hooks:
             actions = hook(actions)

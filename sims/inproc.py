@@ -263,6 +263,7 @@ class _Engine:
         self.blocked: set[tuple[int, int]] = set()
         self.drop_rate = sc.drop_rate
         self.fault_drop: list[float] = []
+        self.loss_rate = sc.drop_rate  # max(drop_rate, *fault_drop): set by set_loss()
         self.events: list[FaultEvent] = []
         self.stats = _Stats(len(self.specs))
         self.nonces = [0] * len(self.specs)
@@ -333,8 +334,12 @@ class _Engine:
         return lo + int(self.rng.random() * (hi - lo + 1))  # uniform on lo..hi; randint is slower
 
     def lost(self) -> bool:
-        rate = max([self.drop_rate, *self.fault_drop])
+        rate = self.loss_rate
         return rate > 0 and self.rng.random() < rate
+
+    def set_loss(self) -> None:
+        """Recompute :attr:`loss_rate` after ``drop_rate`` or ``fault_drop`` changed."""
+        self.loss_rate = max([self.drop_rate, *self.fault_drop])
 
     def node_now(self, v: _Validator) -> int:
         return self.now + v.skew_ms
@@ -556,6 +561,7 @@ class _Engine:
                 self.fault_drop.append(f.rate)
             else:
                 self.fault_drop.remove(f.rate)
+            self.set_loss()
             self.events.append(FaultEvent(at_s, "drop" if phase == "start" else "drop-end",
                                           f"rate={f.rate}"))  # fmt: skip
         elif f.kind == "partition":
@@ -759,6 +765,7 @@ def _calm(e: _Engine) -> None:
     e.blocked.clear()
     e.fault_drop.clear()
     e.drop_rate = 0.0
+    e.set_loss()
     for v in e.validators:
         v.byzantine = ""
         v.skew_ms = 0
