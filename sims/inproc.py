@@ -79,6 +79,7 @@ from forecasting.series import energy_wh
 from gridnode.core.consensus import AdaptiveCommit, ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     NIL,
+    ConsensusMessage,
     Vote,
     decode_message,
     encode_message,
@@ -217,6 +218,8 @@ class _Engine:
         self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
         # and one cache of verified consensus votes and proposals (each verified once, not 7 times)
         self.verified_votes: set[tuple[int, str, bytes, bytes]] = set()
+        # and one of decoded consensus messages: a broadcast's bytes are decoded once, not by each
+        self.decoded: dict[bytes, ConsensusMessage] = {}
         # and one of mempool admission answers keyed by (committed state, tx, clock second): the
         # check is a function of those alone, so validators on the same state share the answer
         self.admission: dict[tuple[int, bytes, bytes, int], str | None] = {}
@@ -385,6 +388,7 @@ class _Engine:
             verified=self.verified,
             shared_blocks=self.shared_blocks,
             verified_votes=self.verified_votes,
+            decoded=self.decoded,
             shared_admission=self.admission,
         )
         rt.listeners.append(functools.partial(self._committed, v))
