@@ -40,7 +40,8 @@ sender (:attr:`Executor.misbehaviour`) and is dropped; nothing a peer sends can 
 
 **Hooks** (harnesses only; the daemon sets none): :attr:`Executor.plan_hooks` may cut or reorder a
 step's actions before they run (the campaign's torn crash — ``kill -9`` after ``k`` actions — and
-its planted bugs), :attr:`Executor.observers` see every action after it ran (the campaign's checks).
+its planted bugs; a step without effects has no actions, and runs no hook),
+:attr:`Executor.observers` see every action after it ran (the campaign's checks).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ from gridnode.core.consensus import (
     encode_wal_record,
 )
 from gridnode.core.consensus_messages import (
+    ConsensusMessage,
     Evidence,
     SyncedBlock,
     ValidatorSet,
@@ -103,6 +105,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("gridnode.node")
+
+#: a shared cache of decoded consensus messages (see :class:`Executor`) is emptied at this size
+DECODED_KEPT = 512
 
 
 class LedgerHalted(GridnodeError):
@@ -232,8 +237,15 @@ class Executor(Generic[AppT]):
         sync_peers: Sequence[str],
         config: ConsensusConfig | None = None,
         snapshot_every: int = 100,
+        decoded: dict[bytes, ConsensusMessage] | None = None,
     ) -> None:
         self.app = app
+        #: consensus bytes -> the message they decode to. Only a simulation running many nodes in
+        #: one process shares one: every validator receives the same broadcast bytes, and decoding
+        #: is a function of the bytes alone (messages are immutable; undecodable bytes are never
+        #: cached, so each node still counts them against their sender). Per-node CPU is then not
+        #: modelled. Emptied at ``DECODED_KEPT`` entries.
+        self.decoded = decoded
         self.validators = validators
         self.key = key
         self.store = store
@@ -286,11 +298,18 @@ class Executor(Generic[AppT]):
         self._run(self.core.on_timer(kind, height, round_, now), now)
 
     def on_message(self, sender: str, data: bytes, now: int) -> None:
-        try:
-            msg = decode_message(data)
-        except InvalidInput as exc:
-            self.count(sender, exc.reason)
-            return
+        cache = self.decoded
+        msg = None if cache is None else cache.get(data)
+        if msg is None:
+            try:
+                msg = decode_message(data)
+            except InvalidInput as exc:
+                self.count(sender, exc.reason)
+                return
+            if cache is not None:
+                if len(cache) >= DECODED_KEPT:
+                    cache.clear()
+                cache[data] = msg
         self.last_heard_ms[sender] = now
         self._run(self.core.on_message(sender, msg, now), now)
 
@@ -298,8 +317,11 @@ class Executor(Generic[AppT]):
         """Offer a transaction to this node's mempool (and, with adaptive cadence, tell the
         consensus core about the backlog: it may start the next height sooner)."""
         result = self.app.submit(tx, now_ms=now)
-        if result.accepted and isinstance(self.core, Consensus) and self.core.wants_backlog:
-            self._run(self.core.on_backlog(self.app.backlog(), now), now)
+        core = self.core
+        if result.accepted and isinstance(core, Consensus) and core.wants_backlog:
+            backlog = self.app.backlog()
+            if backlog.full or not core.told_pending:  # else the report changes nothing
+                self._run(core.on_backlog(backlog, now), now)
         return result
 
     def _report_backlog(self, now: int) -> None:
@@ -313,6 +335,8 @@ class Executor(Generic[AppT]):
 
     # ------------------------------------------------------------------ the contract, carried out
     def _run(self, effects: list[Effect], now: int | None = None) -> None:
+        if not effects:  # nothing to carry out (hooks only cut or reorder: nothing for them)
+            return
         actions = plan(effects, snapshot_every=self.snapshot_every)
         for hook in self.plan_hooks:
             actions = hook(actions)
@@ -413,6 +437,7 @@ class NodeRuntime(Executor[LedgerApp]):
         shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] | None = None,
         verified_votes: set[tuple[int, str, bytes, bytes]] | None = None,
         shared_admission: dict[tuple[int, bytes, bytes, int], str | None] | None = None,
+        decoded: dict[bytes, ConsensusMessage] | None = None,
         mempool_capacity: int = 100_000,
     ) -> None:
         self.genesis = genesis
@@ -439,6 +464,7 @@ class NodeRuntime(Executor[LedgerApp]):
             sync_peers=list(sync_peers) if sync_peers else list(genesis.validators),
             config=config,
             snapshot_every=snapshot_every,
+            decoded=decoded,
         )
         self.observers.append(self._announce)
 

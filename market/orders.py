@@ -112,7 +112,7 @@ REJECTION_REASONS: Final = (
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def validate_order(
@@ -126,9 +126,9 @@ def validate_order(
 
     With ``clock`` and ``now`` the order's slot must also still be open at ``now``.
     """
-    subject = f"order {order.order_id!r}" if order.order_id else "order"
 
     def reject(reason: OrderReason, field: str, expected: str, found: object) -> InvalidInput:
+        subject = f"order {order.order_id!r}" if order.order_id else "order"
         return InvalidInput(
             reason=reason, subject=subject, field=field, expected=expected, found=repr(found)
         )
@@ -163,6 +163,10 @@ def validate_order(
     cap = min(limits.price_cap_micro_per_kwh, MAX_PRICE_MICRO_PER_KWH)
     max_energy = min(limits.max_energy_wh, MAX_ENERGY_WH)
     for i, step in enumerate(order.steps):
+        energy, price = step.energy_wh, step.price_micro_per_kwh
+        plain = type(energy) is int and type(price) is int
+        if plain and 0 < energy <= max_energy and 0 <= price <= cap:
+            continue  # a valid step of plain ints: the checks below, in one
         if not _is_int(step.energy_wh) or step.energy_wh <= 0:
             raise reject(
                 OrderReason.NON_POSITIVE_ENERGY, f"steps[{i}].energy_wh", "> 0", step.energy_wh

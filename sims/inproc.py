@@ -78,6 +78,7 @@ from forecasting.series import energy_wh
 from gridnode.core.consensus import AdaptiveCommit, ConsensusConfig, TimerKind
 from gridnode.core.consensus_messages import (
     NIL,
+    ConsensusMessage,
     Vote,
     decode_message,
     encode_message,
@@ -221,6 +222,8 @@ class _Engine:
         self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
         # and one cache of verified consensus votes and proposals (each verified once, not 7 times)
         self.verified_votes: set[tuple[int, str, bytes, bytes]] = set()
+        # and one of decoded consensus messages: a broadcast's bytes are decoded once, not by each
+        self.decoded: dict[bytes, ConsensusMessage] = {}
         # and one of mempool admission answers keyed by (committed state, tx, clock second): the
         # check is a function of those alone, so validators on the same state share the answer
         self.admission: dict[tuple[int, bytes, bytes, int], str | None] = {}
@@ -267,6 +270,7 @@ class _Engine:
         self.blocked: set[tuple[int, int]] = set()
         self.drop_rate = sc.drop_rate
         self.fault_drop: list[float] = []
+        self.loss_rate = sc.drop_rate  # max(drop_rate, *fault_drop): set by set_loss()
         self.events: list[FaultEvent] = []
         self.stats = _Stats(len(self.specs))
         self.nonces = [0] * len(self.specs)
@@ -337,8 +341,12 @@ class _Engine:
         return lo + int(self.rng.random() * (hi - lo + 1))  # uniform on lo..hi; randint is slower
 
     def lost(self) -> bool:
-        rate = max([self.drop_rate, *self.fault_drop])
+        rate = self.loss_rate
         return rate > 0 and self.rng.random() < rate
+
+    def set_loss(self) -> None:
+        """Recompute :attr:`loss_rate` after ``drop_rate`` or ``fault_drop`` changed."""
+        self.loss_rate = max([self.drop_rate, *self.fault_drop])
 
     def node_now(self, v: _Validator) -> int:
         return self.now + v.skew_ms
@@ -384,6 +392,7 @@ class _Engine:
             verified=self.verified,
             shared_blocks=self.shared_blocks,
             verified_votes=self.verified_votes,
+            decoded=self.decoded,
             shared_admission=self.admission,
         )
         rt.listeners.append(functools.partial(self._committed, v))
@@ -564,6 +573,7 @@ class _Engine:
                 self.fault_drop.append(f.rate)
             else:
                 self.fault_drop.remove(f.rate)
+            self.set_loss()
             self.events.append(FaultEvent(at_s, "drop" if phase == "start" else "drop-end",
                                           f"rate={f.rate}"))  # fmt: skip
         elif f.kind == "partition":
@@ -767,6 +777,7 @@ def _calm(e: _Engine) -> None:
     e.blocked.clear()
     e.fault_drop.clear()
     e.drop_rate = 0.0
+    e.set_loss()
     for v in e.validators:
         v.byzantine = ""
         v.skew_ms = 0

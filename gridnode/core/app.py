@@ -56,6 +56,7 @@ __all__ = ["LedgerApp"]
 
 _CACHE_LIMIT: Final = 64
 _ADMISSION_LIMIT: Final = 200_000  # a shared admission cache is emptied when it reaches this
+_UNKNOWN: Final = object()  # not in the shared admission cache
 
 
 def _wrong_height(height: int, found: int) -> InvalidInput:
@@ -122,8 +123,9 @@ class LedgerApp:
         shared = self._shared_admission
         if shared is not None:
             key = (state.height, state.head_hash, tx.id, time_ms // 1000)
-            if key in shared:
-                return shared[key]
+            answer = shared.get(key, _UNKNOWN)
+            if answer is not _UNKNOWN:
+                return answer  # type: ignore[return-value]
         error = admission_error(state, tx, time_ms=time_ms, verified=self.verified)
         reason = None if error is None else error.reason
         if shared is not None:

@@ -411,6 +411,14 @@ class Consensus(SyncMixin):
         always reports, the state — and with it what is due — having changed)."""
         return self._waiting_adaptively() and (self._busy_since is None or not self._full_seen)
 
+    @property
+    def told_pending(self) -> bool:
+        """In this wait the core was already told that transactions are pending: a further
+        report that is not full cannot move the next height's start (what is due is a function of
+        the state, which changes only with a decision; a later ``now`` only starts later), so a
+        driver may skip it and report only a full backlog."""
+        return self._waiting_adaptively() and self._busy_since is not None
+
     def _waiting_adaptively(self) -> bool:
         """In the wait after a decision, with adaptive cadence."""
         return (

@@ -125,15 +125,23 @@ class Mempool(Generic[T]):
     def remove_committed(self, tx_ids: Iterable[bytes]) -> int:
         """Drop transactions a decided block contained; returns how many were pending."""
         removed = 0
+        pending, sizes, committed, remember = (
+            self._pending,
+            self._sizes,
+            self._committed,
+            self._remember,
+        )
         for tid in tx_ids:
-            if self._pending.pop(tid, None) is not None:
-                self._bytes -= self._sizes.pop(tid)
+            if pending.pop(tid, None) is not None:
+                self._bytes -= sizes.pop(tid)
                 removed += 1
-            if self._remember:
-                self._committed[tid] = None
-                self._committed.move_to_end(tid)
-        while len(self._committed) > self._remember:
-            self._committed.popitem(last=False)
+            if remember:
+                if tid in committed:
+                    committed.move_to_end(tid)
+                else:
+                    committed[tid] = None
+        while len(committed) > remember:
+            committed.popitem(last=False)
         return removed
 
     def recheck(self) -> list[bytes]:

@@ -23,7 +23,10 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   unless the driver passes another — the in-process engine fits them in worker processes
   (``sims.fitpool``); a fit is a pure function of the model and the block, so the results are
   the same. :meth:`SlotForecaster.fit_window` says which history a period's fit sees, so a
-  driver can fit the next period ahead.
+  driver can fit the next period ahead. profile-qr's fitted blocks are then stacked into one
+  fitted model (its coefficients are per row and its prediction vectorised over rows), so a
+  community is *predicted* in one call, not one per block (bit for bit the same numbers, tested;
+  other models predict block by block).
 * **Too little history**: when the model cannot be fitted yet, or cannot predict from the
   history passed (``history_too_short``: profile-qr needs 30 days, the federated blend's community
   model 8), the ``fallback`` (seasonal naive: same time yesterday, needs 2 days) is fitted
@@ -71,6 +74,7 @@ import numpy as np
 from forecasting.federated import CommunityModel, FederatedForecaster
 from forecasting.models import FittedForecaster, Forecaster, QuantileForecast, SeasonalNaive
 from forecasting.policy import SlotQuantiles, slot_quantiles
+from forecasting.profile_qr import FittedProfileQR
 from forecasting.registry import DEFAULT_MODEL, build_model
 from forecasting.series import MeterHistory
 from market.errors import InvalidInput, UsageError
@@ -348,7 +352,33 @@ def _fit_rows(
     fitted = fit_blocks(model, [block for _, block in blocks])
     if len(blocks) == 1:
         return fitted[0]
+    stacked = _stacked(fitted)
+    if stacked is not None:
+        return stacked
     return _FittedRows(tuple((rows, f) for (rows, _), f in zip(blocks, fitted, strict=True)))
+
+
+def _stacked(fitted: Sequence[FittedForecaster]) -> FittedProfileQR | None:
+    """profile-qr's blocks as one fitted model for all their rows (``None``: not profile-qr
+    blocks of one model): its coefficients and band scales are per row and its prediction
+    vectorised over rows, each row's forecast independent of the others in the batch
+    (:mod:`forecasting.profile_qr`'s rules), so predicting once for all rows gives the same
+    numbers as predicting block by block (tested bit for bit) at a fraction of the calls."""
+    parts = [f for f in fitted if isinstance(f, FittedProfileQR)]
+    if len(parts) != len(fitted):
+        return None
+    first = parts[0]
+    for f in parts:
+        if (f.model, f.step_s) != (first.model, first.step_s) or (
+            f.coefs.shape[1:],
+            f.band_scales.shape[1:],
+        ) != (first.coefs.shape[1:], first.band_scales.shape[1:]):
+            return None
+    coefs = np.concatenate([f.coefs for f in parts])
+    scales = np.concatenate([f.band_scales for f in parts])
+    coefs.setflags(write=False)
+    scales.setflags(write=False)
+    return FittedProfileQR(first.model, coefs, first.step_s, scales)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

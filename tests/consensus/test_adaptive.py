@@ -86,3 +86,21 @@ def test_fixed_cadence_waits_out_commit_ms_even_with_a_proposal_in_hand() -> Non
         proposals = [e for e in c.effects[i] if isinstance(e, Broadcast) and e.message.height == 2]
         assert not proposals
     assert isinstance(c.machines[0]._h.proposals.get(0), Proposal)
+
+
+def test_once_told_of_pending_work_only_a_full_backlog_can_move_the_start() -> None:
+    # the executor skips non-full reports once the core was told of pending work (gridnode.node):
+    # those reports must change nothing, whatever the clock says, while the state (and so what
+    # is due) stays that of the decision
+    for due in (None, 90, 400):
+        for full_at in (45, None):
+            c = _cluster(ADAPTIVE)
+            m = c.machines[2]
+            assert not m.told_pending
+            assert _starts(m.on_backlog(Backlog(2, due_ms=due), 40)) == [min(140, due or 140)]
+            assert m.told_pending and m.wants_backlog
+            for now in (41, 44) if full_at else (41, 90, 139, 140, 400, 900):
+                assert m.on_backlog(Backlog(1 + now, due_ms=due), now) == []
+            if full_at:  # a full block of them: busy_since + full_ms
+                assert _starts(m.on_backlog(Backlog(999, full=True, due_ms=due), 45)) == [50]
+                assert not m.wants_backlog  # full seen: the executor stops reporting

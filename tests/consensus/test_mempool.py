@@ -120,3 +120,13 @@ def test_recheck_drops_what_became_invalid() -> None:
     invalid.add(b"x")
     assert p.recheck() == [b"x"]
     assert b"x" not in p and b"y" in p
+
+
+def test_the_committed_ids_remembered_are_the_latest_ones_seen_again_or_not() -> None:
+    p: Mempool[bytes] = Mempool(
+        tx_id=lambda tx: tx, check=lambda tx: None, size=len, remember_committed=3
+    )
+    p.remove_committed([b"a", b"b", b"c"])
+    p.remove_committed([b"a", b"d"])  # a again: now newer than b and c; b falls out
+    assert [p.knows(x) for x in (b"a", b"b", b"c", b"d")] == [True, False, True, True]
+    assert p.add(b"b").accepted and p.add(b"c").reason == "duplicate"

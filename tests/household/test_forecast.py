@@ -181,3 +181,26 @@ def test_many_rows_are_fitted_a_block_at_a_time_with_the_same_forecasts(
     blocks = SlotForecaster(model).forecast(hist, now_s=NOW_S, slots=slots, clock=CLOCK)
     assert len(model.ends) == 2  # rows 0-1, then row 2
     assert blocks == whole
+
+
+def test_profile_qr_blocks_predict_as_one_model_with_the_same_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """profile-qr fitted in blocks of rows is stacked into one fitted model for all rows: its
+    predictions equal the block-by-block ones bit for bit, from any origin, for any horizon."""
+    monkeypatch.setattr(forecast_module, "FIT_ROWS", 2)
+    model = ProfileQR(latitude=SHIPPED_LATITUDE, longitude=SHIPPED_LONGITUDE, max_origins=200)
+    hist = community(NOW_S, 40)
+    blocks = forecast_module.row_blocks(hist)
+    fitted = forecast_module.fit_inline(model, [b for _, b in blocks])
+    by_block = forecast_module._FittedRows(
+        tuple((rows, f) for (rows, _), f in zip(blocks, fitted, strict=True))
+    )
+    stacked = forecast_module._fit_rows(model, hist)
+    assert len(blocks) == 2 and not isinstance(stacked, forecast_module._FittedRows)
+    for hours in (0, 5, 13, 23):
+        h = hist.window(hist.start_s, NOW_S - hours * 3600)
+        for horizon in (1, 2, 7, 96):
+            a, b = by_block.predict(h, horizon), stacked.predict(h, horizon)
+            assert a.values_w.tobytes() == b.values_w.tobytes()
+            assert (a.origin_s, a.step_s, a.quantiles) == (b.origin_s, b.step_s, b.quantiles)

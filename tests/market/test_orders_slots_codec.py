@@ -44,6 +44,11 @@ GOOD = Order("o1", "h1", Side.SELL, 10, (Step(120_000, 800), Step(180_000, 400))
         ({"steps": (Step(1, 10**9 + 1),)}, "energy_too_large", "steps[0].energy_wh"),
         ({"steps": (Step(-1, 5),)}, "price_out_of_range", "steps[0].price"),
         ({"steps": (Step(1_000_001, 5),)}, "price_out_of_range", "steps[0].price"),
+        # not plain ints: the fast path of plain-int steps must not let these through
+        ({"steps": (Step(1, True),)}, "non_positive_energy", "steps[0].energy_wh"),
+        ({"steps": (Step(1, 5), Step(False, 5))}, "price_out_of_range", "steps[1].price"),
+        ({"steps": (Step(1, 5.0),)}, "non_positive_energy", "steps[0].energy_wh"),  # type: ignore[arg-type]
+        ({"steps": (Step(2.5, 5),)}, "price_out_of_range", "steps[0].price"),  # type: ignore[arg-type]
     ],
 )
 def test_every_rejection_names_reason_and_field(
@@ -54,6 +59,14 @@ def test_every_rejection_names_reason_and_field(
         validate_order(bad)
     assert (info.value.reason, info.value.field) == (reason, field)
     assert reason in REJECTION_REASONS
+
+
+def test_steps_of_int_subclasses_other_than_bool_pass_as_before() -> None:
+    class Wh(int):
+        pass
+
+    order = dataclasses.replace(GOOD, steps=(Step(Wh(120_000), Wh(800)),))
+    assert validate_order(order) is order
 
 
 def test_valid_order_passes_and_closed_slot_is_rejected() -> None:

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from gridnode.cli import sim as sim_cli
+from gridnode.core.consensus import Consensus
 from gridnode.meter import ReplayMeter, shipped_replay
+from gridnode.node import NodeRuntime
 from sims.inproc import _Engine, results_digest, run_inproc
 from sims.results import SimResult
 from sims.scenario import FaultSpec, Scenario, load_scenario
@@ -276,3 +278,56 @@ def test_the_shared_caches_change_speed_never_results(monkeypatch: pytest.Monkey
     assert forgetful.ledger_agreement is True, forgetful.notes
     assert forgetful.blocks_committed > 40  # the crashed validator missed more than 16 heights
     assert results_digest(forgetful) == results_digest(keeping)
+
+
+def test_backlog_reports_the_executor_skips_change_no_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under adaptive cadence the executor reports only a full backlog once the consensus core
+    knows transactions are pending (``Consensus.told_pending``): the same results as a node that
+    reports after every admitted transaction."""
+    calls = [0]
+    on_backlog = Consensus.on_backlog
+
+    def counted(self: Consensus, backlog: object, now: int) -> object:
+        calls[0] += 1
+        return on_backlog(self, backlog, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Consensus, "on_backlog", counted)
+    sc = _daytime(cadence="adaptive", block_interval_s=600)
+    skipping = run_inproc(sc)
+    skipped_calls = calls[0]
+    monkeypatch.setattr(Consensus, "told_pending", property(lambda self: False))
+    calls[0] = 0
+    reporting = run_inproc(sc)
+    assert skipping.blocks_committed > 5 and skipping.ledger_agreement is True
+    assert calls[0] > 2 * skipped_calls  # it did skip reports ...
+    assert results_digest(skipping) == results_digest(reporting)  # ... and nothing changed
+
+
+def test_shared_decoded_messages_change_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validators share decoded consensus messages (a broadcast's bytes decoded once): the
+    same results as validators that each decode what they receive, under every kind of fault."""
+    import gridnode.node as node_module
+
+    sc = load_scenario(SCENARIOS / "faults.toml")
+    sc = dataclasses.replace(sc, days=1 / 12, start_hour=9.0, households=6)
+    decodes = [0]
+    decode = node_module.decode_message
+
+    def counted(data: bytes) -> object:
+        decodes[0] += 1
+        return decode(data)
+
+    monkeypatch.setattr(node_module, "decode_message", counted)
+    shared = run_inproc(sc)
+    shared_decodes = decodes[0]
+
+    def lone(**kwargs: object) -> NodeRuntime:
+        return NodeRuntime(**{**kwargs, "decoded": None})  # type: ignore[arg-type]
+
+    monkeypatch.setattr("sims.inproc.NodeRuntime", lone)
+    decodes[0] = 0
+    alone = run_inproc(sc)
+    assert decodes[0] > 2 * shared_decodes  # each validator decoded for itself ...
+    assert results_digest(shared) == results_digest(alone)  # ... to the same results
