@@ -242,6 +242,8 @@ class _Series:
     has_pv: bool
     ghi: FloatArray | None  # (T,) clear-sky GHI at interval midpoints, when the site is known
     day_type: IntArray  # (T,)
+    day: IntArray  # (T,) local day of each interval, counted from the first interval's
+    type_of_day: IntArray  # (days,) the day type of each local day (``day`` indexes it)
 
 
 def _series(
@@ -269,12 +271,18 @@ def _series(
     first = (history.start_s + history.utc_offset_s) // SECONDS_PER_DAY
     last = (history.start_s + total * history.step_s + history.utc_offset_s) // SECONDS_PER_DAY
     hol = _holiday_days(holiday_country, holiday_subdiv, range(_year(first), _year(last) + 1))
+    day_type = _day_type(history, idx, hol)
+    day = (history.start_s + idx * history.step_s + history.utc_offset_s) // SECONDS_PER_DAY - first
+    type_of_day = np.zeros(int(day[-1]) + 1 if total else 0, dtype=np.int64)
+    type_of_day[day] = day_type  # constant within a local day
     return _Series(
         load=np.concatenate([load, pad], axis=1),
         pv=np.concatenate([pv, pad], axis=1),
         has_pv=has_pv,
         ghi=ghi,
-        day_type=_day_type(history, idx, hol),
+        day_type=day_type,
+        day=day,
+        type_of_day=type_of_day,
     )
 
 
@@ -294,12 +302,18 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
 
 def _profiles_over(series: _Series, t: IntArray, s: int, days: int) -> FloatArray:
     """:func:`_profiles` of targets ``t`` over their last ``days`` days."""
-    idx = t[:, None] - s * np.arange(1, days + 1)[None, :]  # (M, D)
+    back = np.arange(1, days + 1)
+    idx = t[:, None] - s * back[None, :]  # (M, D)
     lags = series.load[:, idx]  # (n, M, D)
-    same = series.day_type[idx] == series.day_type[t][:, None]
+    # The same-day-type weights depend on the target's local day only (interval t - s*k lies k
+    # days before t's): computed once per day, then spread over the day's targets.
+    target_days, of_target = np.unique(series.day[t], return_inverse=True)
+    kinds = series.type_of_day
+    same = kinds[target_days[:, None] - back[None, :]] == kinds[target_days][:, None]
     rank = np.cumsum(same, axis=1)
-    w = (same & (rank <= 4)).astype(np.float64)
-    w /= np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+    w_day = (same & (rank <= 4)).astype(np.float64)
+    w_day /= np.maximum(w_day.sum(axis=1, keepdims=True), 1.0)
+    w = w_day[of_target.reshape(-1)]
     pv_lags = series.pv[:, idx]
     n = lags.shape[0]
     if series.ghi is None:
@@ -346,8 +360,14 @@ def _all_profiles(series: _Series, s: int, first: int = 0) -> FloatArray:
     days before it (zeros before): computed once per series, so origins and targets share them."""
     total = series.load.shape[1]
     out = np.zeros((series.load.shape[0], total, 8))
-    t = np.arange(max(first, WEEK_DAYS * s), total, dtype=np.int64)
-    out[:, t] = _profiles(series, t, s)
+    lo = max(first, WEEK_DAYS * s)
+    # Targets are contiguous, so each look-back length (7 .. LAG_DAYS days: :func:`_profiles`'
+    # groups) is one slice: no masks, no scatter.
+    for days in range(WEEK_DAYS, LAG_DAYS + 1):
+        a = max(lo, days * s)
+        b = total if days == LAG_DAYS else min(total, (days + 1) * s)
+        if a < b:
+            out[:, a:b] = _profiles_over(series, np.arange(a, b, dtype=np.int64), s, days)
     return out
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import forecasting.federated as fed
 from forecasting.data import (
     CITYLEARN_LATITUDE,
     CITYLEARN_LONGITUDE,
@@ -192,6 +193,34 @@ def test_the_forecast_looks_back_13_days_or_as_many_as_there_are(
     assert np.array_equal(a, community_forecast(model, longer, 24, **SITE).values_w)  # type: ignore[arg-type]
     ten = community_forecast(model, homes.window(end - 10 * SECONDS_PER_DAY, end), 24, **SITE)  # type: ignore[arg-type]
     assert np.all(np.isfinite(ten.values_w)) and not np.array_equal(ten.values_w, a)
+
+
+def test_whole_series_profiles_equal_the_per_target_definition(homes: MeterHistory) -> None:
+    """The training path computes every interval's profiles in slices, with the same-day-type
+    weights once per local day; the forecast path takes any targets. Both give the same numbers
+    (weekends and a holiday calendar, a UTC offset, every look-back length from 7 to 13 days)."""
+    shifted = MeterHistory.from_components(
+        homes.pv_w, homes.load_w, start_s=homes.start_s + 7 * 3600, step_s=homes.step_s,
+        utc_offset_s=-5 * 3600,
+    )  # fmt: skip
+    s = shifted.steps_per_day
+    for country in (None, "US"):
+        series = fed._series(
+            shifted, 0, latitude=SITE["latitude"], longitude=SITE["longitude"],
+            holiday_country=country, holiday_subdiv=None,
+        )  # fmt: skip
+        every = fed._all_profiles(series, s)
+        t = np.arange(7 * s, shifted.steps, dtype=np.int64)[::-3]  # any order, any subset
+        assert np.array_equal(every[:, t], fed._profiles(series, t, s))
+        assert not every[:, : 7 * s].any()
+        # Column 4 by its definition: the mean load at this time on the (up to) 4 latest of the
+        # look-back days of the target's day type (weekend/holiday or working day).
+        kind = series.day_type
+        for target in t[::40]:
+            back = [target - s * k for k in range(1, min(int(target) // s, LAG_DAYS) + 1)]
+            same = [i for i in back if kind[i] == kind[target]][:4]
+            want = series.load[:, same].mean(axis=1) if same else np.zeros(len(series.load))
+            assert np.allclose(every[:, target, 4], want, rtol=1e-12, atol=1e-9)
 
 
 def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> None:
