@@ -117,31 +117,29 @@ _M_MMAP_THRESHOLD: Final = -3
 _MMAP_THRESHOLD_BYTES: Final = 128 * 1024
 
 
-def tune_malloc() -> None:
-    """Fix glibc's mmap threshold (see the module rules); nothing where there is no glibc."""
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):  # no C library to ask, or no mallopt
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-
-
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The process's C library on Linux (where glibc's allocator is tuned), else ``None``."""
     if sys.platform != "linux":
         return None
     try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim  # noqa: B018 - glibc has it; musl and others may not
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None)
+    except OSError:  # no C library to ask
         return None
-    return libc
+
+
+def tune_malloc() -> None:
+    """Fix glibc's mmap threshold (see the module rules); nothing where there is no glibc."""
+    mallopt = getattr(_libc(), "mallopt", None)  # musl and others may not have it
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 def trim_malloc() -> None:
     """Hand glibc's free pages back to the system (see the module rules); nothing off glibc."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    trim = getattr(_libc(), "malloc_trim", None)  # musl and others may not have it
+    if trim is not None:
+        trim(0)
 
 
 def settle_after_start() -> None:
