@@ -260,8 +260,11 @@ class _Engine:
             adaptive=ADAPTIVE if sc.cadence == "adaptive" else None,
         )
         self.now = begin_s * 1000
-        self.heap: list[tuple[int, int, tuple[Any, ...]]] = []
-        self.seq = 0
+        # the event queue, ordered by (time, push order): a heap of the distinct times that have
+        # events and, per time, its events in push order (cheaper than one heap entry per event:
+        # a slot's burst of transactions lands on a few hundred distinct milliseconds)
+        self.times: list[int] = []
+        self.at: dict[int, list[tuple[Any, ...]]] = {}
         self.validators = [
             _Validator(k.public_hex, i, k, PrunedMemoryStore(keep_blocks=KEEP_BLOCKS))
             for i, k in enumerate(v_keys)
@@ -333,8 +336,12 @@ class _Engine:
 
     # ------------------------------------------------------------------ scheduling
     def push(self, at: int, event: tuple[Any, ...]) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (at, self.seq, event))
+        events = self.at.get(at)
+        if events is None:
+            self.at[at] = [event]
+            heapq.heappush(self.times, at)
+        else:
+            events.append(event)
 
     def latency(self) -> int:
         lo, hi = self.sc.latency_ms
@@ -541,14 +548,19 @@ class _Engine:
             return
         if v.byzantine == "silent":
             return
+        # forward to every other validator: lost() and latency() inlined (the same draws from
+        # the same generator in the same order)
+        st, blocked, rate, rand = self.stats, self.blocked, self.loss_rate, self.rng.random
+        lo, hi = self.sc.latency_ms
+        span, now, push = hi - lo + 1, self.now + lo, self.push
         for other in self.validators:
             if other is v:
                 continue
-            self.stats.messages += 1
-            if (v.index, other.index) in self.blocked or self.lost():
-                self.stats.dropped += 1
+            st.messages += 1
+            if (blocked and (v.index, other.index) in blocked) or (rate > 0 and rand() < rate):
+                st.dropped += 1
                 continue
-            self.push(self.now + self.latency(), ("tx", other.index, tx))
+            push(now + int(rand() * span), ("tx", other.index, tx))
 
     # ------------------------------------------------------------------ faults
     def schedule_faults(self, begin_ms: int) -> None:
@@ -611,18 +623,18 @@ class _Engine:
     # ------------------------------------------------------------------ the loop
     def step(self, ev: tuple[Any, ...]) -> None:
         kind = ev[0]
-        if kind == "msg":
+        if kind == "tx":  # the most frequent first
             v = self.validators[ev[1]]
             if v.runtime is not None:
-                v.runtime.on_message(ev[2], ev[3], self.node_now(v))
+                v.runtime.submit(ev[2], self.now + v.skew_ms)
+        elif kind == "msg":
+            v = self.validators[ev[1]]
+            if v.runtime is not None:
+                v.runtime.on_message(ev[2], ev[3], self.now + v.skew_ms)
         elif kind == "timer":
             v = self.validators[ev[1]]
             if v.runtime is not None and v.incarnation == ev[2]:
-                v.runtime.on_timer(ev[3], ev[4], ev[5], self.node_now(v))
-        elif kind == "tx":
-            v = self.validators[ev[1]]
-            if v.runtime is not None:
-                v.runtime.submit(ev[2], self.node_now(v))
+                v.runtime.on_timer(ev[3], ev[4], ev[5], self.now + v.skew_ms)
         elif kind == "arrive":
             self.arrive(ev[1], ev[2], ev[3], self.validators[ev[4]])
         elif kind == "submit":
@@ -633,10 +645,14 @@ class _Engine:
             self.households_act(ev[1])
 
     def run_until(self, until_ms: int) -> None:
-        while self.heap and self.heap[0][0] <= until_ms:
-            at, _seq, ev = heapq.heappop(self.heap)
+        times, by_time, step = self.times, self.at, self.step
+        while times and times[0] <= until_ms:
+            at = heapq.heappop(times)
             self.now = at
-            self.step(ev)
+            # an event pushed for this same time while these run gets a new list, run next: the
+            # order is still (time, push order)
+            for ev in by_time.pop(at):
+                step(ev)
         self.now = max(self.now, until_ms)
 
     def height(self) -> int:
