@@ -70,6 +70,7 @@ import gc
 import heapq
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -228,7 +229,9 @@ class _Engine:
         # Likewise one cache of checked blocks keyed by (head hash, block hash): a validator whose
         # head and proposal match another's reuses that check. The sample full node re-applies
         # every committed block from genesis on its own, without these caches.
-        self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = {}
+        # (ordered: the oldest are dropped from its front, which a plain dict finds by scanning
+        # past every entry deleted before)
+        self.shared_blocks: dict[tuple[bytes, bytes], tuple[Block, LedgerState]] = OrderedDict()
         # and one cache of verified consensus votes and proposals (each verified once, not 7 times)
         self.verified_votes: set[tuple[int, str, bytes, bytes]] = set()
         # and one of decoded consensus messages: a broadcast's bytes are decoded once, not by each
