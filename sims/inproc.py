@@ -72,7 +72,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -104,12 +104,14 @@ from gridnode.household.agent import (
     Bidding,
     HouseholdAgent,
     Needs,
+    expected_clearing_price,
 )
 from gridnode.household.battery import Dispatch, battery_from_sizes, contracts_wh
 from gridnode.household.forecast import SlotForecast, foresight
 from gridnode.node import Committed, NodeRuntime
 from gridnode.store import MemoryStore
 from market.errors import UsageError
+from market.orders import Order
 from sims.fullnode import SampleFullNode, SampleFullNodeProcess
 from sims.homes import community_history, data_utc_offset_s
 from sims.inproc_kpis import LatencyCounts, TradeSink, collect, reference, results_digest
@@ -470,6 +472,9 @@ class _Engine:
         natural = self._natural(needs)
         contracts = self._contracts(needs)
         prices = self._clearing_prices()
+        # the expected clearing price of each quoted slot is the same for every household
+        quoted = sorted({s for n in needs for s in n.quote})
+        expected = {s: expected_clearing_price(s, prices, self.clock) for s in quoted}
         forecasts = self._forecasts(now_s, needs)
         readings: list[tuple[int, Tx]] = []
         orders: list[tuple[int, Tx]] = []
@@ -481,6 +486,7 @@ class _Engine:
                 contract_wh={s: contracts[s].get(key.public_hex, 0) for s in contracts},
                 forecast=forecasts[i],
                 clearing_prices=prices,
+                expected_prices=expected,
             )
             for r in actions.readings:
                 if r.dispatch is not None:
@@ -493,7 +499,8 @@ class _Engine:
                     continue
                 # as the daemon's: the order id is the policy's (nonce 0), the nonce the household's
                 # next one; the clearing breaks ties between equal prices by order id
-                order = replace(q.order, nonce=self.nonces[i])
+                o = q.order  # with the nonce (what dataclasses.replace does, without its lookups)
+                order = Order(o.order_id, o.household, o.side, o.slot, o.steps, self.nonces[i])
                 self.stats.orders_submitted.setdefault(q.slot, set()).add(i)
                 orders.append((i, sign_order(key, self.genesis, order)))
         for i, tx in readings + orders:
