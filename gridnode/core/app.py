@@ -30,6 +30,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import operator
 from typing import Final
 
 from gridnode.core.consensus import Backlog
@@ -61,6 +62,13 @@ _UNKNOWN: Final = object()  # not in the shared admission cache
 
 def _wrong_height(height: int, found: int) -> InvalidInput:
     return InvalidInput(reason="wrong_height", subject=f"block {height}", found=str(found))
+
+
+_ID: Final = operator.attrgetter("id")
+
+
+def _size(tx: Tx) -> int:
+    return len(tx.raw)  # tx.encode() is tx.raw
 
 
 def _nonce_key(tx: Tx) -> tuple[int, ...]:
@@ -109,9 +117,9 @@ class LedgerApp:
         #: serves every node on the same state in the same second (per-node CPU is not modelled).
         self._shared_admission = shared_admission
         self.mempool: Mempool[Tx] = Mempool(
-            tx_id=tx_id,
+            tx_id=_ID,  # tx_id(tx) is tx.id: read without a Python call
             check=self._check_tx,
-            size=lambda tx: len(tx.encode()),
+            size=_size,
             sort_key=_nonce_key,
             capacity=mempool_capacity,
         )
@@ -235,7 +243,7 @@ class LedgerApp:
         self.state = after
         self.last_applied = parsed
         self._after.clear()
-        self.mempool.remove_committed(tx_id(tx) for tx in parsed.txs)
+        self.mempool.remove_committed([tx.id for tx in parsed.txs])  # tx.id is tx_id(tx)
         self.mempool.recheck()
         return after
 

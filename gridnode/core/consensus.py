@@ -670,14 +670,15 @@ class Consensus(SyncMixin):
 
     def _fire_one(self, now: int, out: list[Effect]) -> bool:
         h, q, r = self._h, self._quorum, self.round
-        # L49: a proposal's value with 2f+1 precommits in any round -> decide.
-        for (vt, rnd, value), votes in sorted(h.by_value.items(), key=lambda kv: kv[0]):
-            if (
-                vt is VoteType.PRECOMMIT
-                and value != NIL
-                and len(votes) >= q
-                and self._valid(value, None, out)
-            ):
+        # L49: a proposal's value with 2f+1 precommits in any round -> decide (the first in
+        # (type, round, value) order; only values with a quorum of precommits are sorted)
+        decidable = [
+            key
+            for key, votes in h.by_value.items()
+            if len(votes) >= q and key[0] is VoteType.PRECOMMIT and key[2] != NIL
+        ]
+        for _, rnd, value in sorted(decidable) if len(decidable) > 1 else decidable:
+            if self._valid(value, None, out):
                 self._decide(rnd, value, now, out)
                 return True
         # L55: f+1 validators are in a later round -> skip to it.

@@ -164,10 +164,11 @@ class Proposal:
     valid_round: int
     proposer: int
     signature: bytes
+    #: :func:`block_hash` of ``block``, computed once (the core reads it on every vote it counts)
+    block_hash: bytes = field(init=False, repr=False, compare=False)
 
-    @property
-    def block_hash(self) -> bytes:
-        return block_hash(self.block)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_hash", block_hash(self.block))
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,14 +90,15 @@ class Mempool(Generic[T]):
 
     def add(self, tx: T) -> AddResult:
         tid = self._tx_id(tx)
-        if tid in self._pending or tid in self._committed:
+        pending = self._pending
+        if tid in pending or tid in self._committed:
             return AddResult(tid, accepted=False, reason="duplicate")
-        if len(self._pending) >= self._capacity:
+        if len(pending) >= self._capacity:
             return AddResult(tid, accepted=False, reason="full")
         reason = self._check(tx)
         if reason is not None:
             return AddResult(tid, accepted=False, reason=reason)
-        self._pending[tid] = tx
+        pending[tid] = tx
         size = self._sizes[tid] = self._size(tx)
         self._bytes += size
         return AddResult(tid, accepted=True)
@@ -124,7 +125,7 @@ class Mempool(Generic[T]):
 
     def remove_committed(self, tx_ids: Iterable[bytes]) -> int:
         """Drop transactions a decided block contained; returns how many were pending."""
-        removed = 0
+        removed = freed = 0
         pending, sizes, committed, remember = (
             self._pending,
             self._sizes,
@@ -132,14 +133,16 @@ class Mempool(Generic[T]):
             self._remember,
         )
         for tid in tx_ids:
-            if pending.pop(tid, None) is not None:
-                self._bytes -= sizes.pop(tid)
+            if tid in pending:
+                del pending[tid]
+                freed += sizes.pop(tid)
                 removed += 1
             if remember:
                 if tid in committed:
                     committed.move_to_end(tid)
                 else:
                     committed[tid] = None
+        self._bytes -= freed
         while len(committed) > remember:
             committed.popitem(last=False)
         return removed

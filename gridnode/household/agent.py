@@ -233,11 +233,15 @@ class HouseholdAgent:
         contract_wh: Mapping[int, int],
         forecast: SlotForecast | None,
         clearing_prices: Mapping[int, int | None] | None = None,
+        expected_prices: Mapping[int, int | None] | None = None,
     ) -> Actions:
         """Read every slot of ``needs(now_s).read`` (``natural_wh`` must hold each, ``None`` when the
         meter has no data; ``contract_wh`` the committed position, absent = 0), then quote from
         ``forecast`` (``None``: no forecast, no quotes) at the prices ``clearing_prices`` (the
-        ledger's, by slot) lead it to expect. See the module rules."""
+        ledger's, by slot) lead it to expect. See the module rules. ``expected_prices``: what
+        :func:`expected_clearing_price` gives for the quoted slots from these ``clearing_prices``
+        on this clock, if the driver already computed it (it is the same for every household: a
+        driver of many agents computes it once a slot); slots it lacks are computed here."""
         needs = self.needs(now_s)
         readings = [self._lost.pop(s) for s in sorted(self._lost)] if self._lost else []
         for slot in needs.read:
@@ -249,7 +253,9 @@ class HouseholdAgent:
         if needs.read:
             self._next_read = needs.read[-1] + 1
         quotes = (
-            () if forecast is None else self._quotes(needs.quote, forecast, clearing_prices or {})
+            ()
+            if forecast is None
+            else self._quotes(needs.quote, forecast, clearing_prices or {}, expected_prices or {})
         )
         return Actions(tuple(readings), quotes)
 
@@ -292,6 +298,7 @@ class HouseholdAgent:
         slots: tuple[int, ...],
         forecast: SlotForecast,
         clearing_prices: Mapping[int, int | None],
+        expected_prices: Mapping[int, int | None],
     ) -> tuple[Quote, ...]:
         c = self.config
         battery = self.battery_state
@@ -304,7 +311,10 @@ class HouseholdAgent:
             if self._naive:
                 order = median_only_order(q, household=c.household, config=c.policy)
             else:
-                expected = expected_clearing_price(q.slot, clearing_prices, c.clock)
+                if q.slot in expected_prices:
+                    expected = expected_prices[q.slot]
+                else:
+                    expected = expected_clearing_price(q.slot, clearing_prices, c.clock)
                 self._quoted[q.slot] = q
                 order = quote_slot(
                     q,

@@ -23,6 +23,7 @@ from gridnode.core.consensus_messages import (
     CommitSig,
     DuplicateProposal,
     DuplicateVote,
+    Proposal,
     SyncedBlock,
     ValidatorSet,
     VoteType,
@@ -97,6 +98,12 @@ def test_proposals_round_trip_and_only_the_rounds_proposer_may_propose(
     prop = sign_proposal(KEYS[p], height=h, round_=r, block=block, valid_round=-1, proposer=p)
     assert decode_message(encode_message(prop)) == prop
     assert verify_proposal(VALS, prop)
+    # the block hash is computed once, at construction: the same as computing it when read
+    decoded = decode_message(encode_message(prop))
+    assert isinstance(decoded, Proposal)
+    assert prop.block_hash == decoded.block_hash == block_hash(block)
+    other = dataclasses.replace(prop, block=block + b"x")
+    assert other.block_hash == block_hash(block + b"x") != prop.block_hash
     q = (p + 1) % 4
     forged = sign_proposal(KEYS[q], height=h, round_=r, block=block, valid_round=-1, proposer=q)
     assert not verify_proposal(VALS, forged)

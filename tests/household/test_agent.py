@@ -274,6 +274,25 @@ def test_the_expected_clearing_price_is_the_median_of_the_same_time_on_past_days
     assert quote.order is not None and 140_000 in [s.price_micro_per_kwh for s in quote.order.steps]
 
 
+def test_expected_prices_from_the_driver_are_what_the_agent_would_compute() -> None:
+    """A driver of many agents may compute the expected clearing prices once a slot and hand
+    them over: the same quotes as an agent computing them, and a slot they lack is computed."""
+    per_day = 96
+    slot = FIRST + 10 * per_day
+    prices = {slot - d * per_day: 100_000 + 10_000 * d for d in range(1, PRICE_DAYS + 1)}
+    q = SlotQuantiles(slot, 100, 500, 900)
+    now_s = boundary(slot - 1)
+    quotes = []
+    for expected in (None, {slot: expected_clearing_price(slot, prices, CLOCK)}, {slot + 1: 1}):
+        a = agent()
+        quotes.append(a.on_slot_boundary(now_s, natural_wh=dict.fromkeys(a.needs(now_s).read, 0),
+                                         contract_wh={}, forecast=SlotForecast("m", (q,)),
+                                         clearing_prices=prices,
+                                         expected_prices=expected).quotes)  # fmt: skip
+    assert quotes[0] == quotes[1] == quotes[2]
+    assert quotes[0][0].expected_price_micro_per_kwh == 140_000
+
+
 def test_forecasts_that_keep_missing_make_the_agent_careful() -> None:
     """The agent's own record calibrates its bands: a forecaster that promises surplus the meter
     never shows makes the agent widen its lower half-band, so it offers less."""

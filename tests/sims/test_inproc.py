@@ -331,3 +331,47 @@ def test_shared_decoded_messages_change_no_result(monkeypatch: pytest.MonkeyPatc
     alone = run_inproc(sc)
     assert decodes[0] > 2 * shared_decodes  # each validator decoded for itself ...
     assert results_digest(shared) == results_digest(alone)  # ... to the same results
+
+
+def test_a_run_collects_garbage_less_often_and_restores_the_thresholds() -> None:
+    """The engine raises the cyclic collector's thresholds for its run (``GC_THRESHOLDS``; when
+    garbage is collected changes no result) and gives the caller's back, also when it fails."""
+    import gc
+
+    from sims.inproc import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    run_inproc(_daytime(days=1 / 24), progress=lambda p: seen.append(gc.get_threshold()))
+    assert seen and set(seen) == {GC_THRESHOLDS}
+    assert gc.get_threshold() == before
+
+    def fail(p: object) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        run_inproc(_daytime(days=1 / 24), progress=fail)
+    assert gc.get_threshold() == before
+
+
+def test_events_run_by_time_then_in_the_order_they_were_queued() -> None:
+    """The engine's event queue (a heap of times, a list per time) runs events as one heap
+    ordered by (time, push order) would: also one queued for the current time while its time's
+    events run, which runs after those already queued."""
+    e = _Engine(_daytime(days=1 / 24))
+    ran: list[str] = []
+
+    def step(ev: tuple[object, ...]) -> None:
+        ran.append(str(ev[0]))
+        if ev[0] == "b":
+            e.push(e.now, ("d",))  # the current time: after "c", queued before it
+            e.push(e.now + 1, ("f",))
+
+    e.step = step  # type: ignore[method-assign]
+    t = e.now + 10
+    for at, name in [(t + 5, "g"), (t, "a"), (t, "b"), (t, "c"), (t + 1, "e")]:
+        e.push(at, (name,))
+    e.run_until(t + 1)
+    assert ran == ["a", "b", "c", "d", "e", "f"] and e.now == t + 1
+    e.run_until(t + 10)
+    assert ran[-1] == "g" and e.now == t + 10
