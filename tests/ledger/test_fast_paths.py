@@ -1,0 +1,137 @@
+"""Stop 23's ledger fast paths give exactly what the plain definitions give (issue 16).
+
+Signing packs a transaction's body once and lays its bytes out from it; a key pair signs with
+libsodium's ``crypto_sign`` on keys derived once. Each is compared here with the plain path it
+replaces: the same bytes, ids, signatures and transactions.
+"""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+import nacl.signing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridnode.core.crypto import KeyPair, signing_bytes
+from gridnode.core.ledger import (
+    SignedCancel,
+    SignedModel,
+    SignedOrder,
+    SignedReading,
+    decode_tx,
+    sign_cancel,
+    sign_model,
+    sign_order,
+    sign_reading,
+    verify_signature,
+)
+from market.codec import order_to_wire
+from market.orders import Order, Side, Step
+from tests.ledger.helpers import Community
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+def _plain_raw(tag: str, body: list[object], signature: bytes) -> bytes:
+    out: bytes = msgpack.packb([tag, 1, body, signature], use_bin_type=True)
+    return out
+
+
+def _plain_signature(key: KeyPair, domain: str, body: list[object]) -> bytes:
+    message = signing_bytes(domain, msgpack.packb(body, use_bin_type=True))
+    return nacl.signing.SigningKey(key.seed).sign(message).signature
+
+
+def test_a_key_pair_signs_and_names_itself_as_pynacls_signing_key_does() -> None:
+    rng = random.Random(3)
+    for _ in range(20):
+        key = KeyPair.from_rng(rng)
+        plain = nacl.signing.SigningKey(key.seed)
+        assert key.public_key == bytes(plain.verify_key)
+        assert key.public_hex == bytes(plain.verify_key).hex()
+        message = rng.randbytes(rng.randint(0, 300))
+        signature = key.sign("reading:x", message)
+        assert signature == plain.sign(signing_bytes("reading:x", message)).signature
+        assert len(signature) == 64
+
+
+@settings(max_examples=60, deadline=None)
+@given(slot=INT64, net_wh=INT64, nonce=INT64, seed=st.binary(min_size=32, max_size=32))
+def test_readings_and_cancels_signed_once_are_the_plain_transactions(
+    slot: int, net_wh: int, nonce: int, seed: bytes
+) -> None:
+    c = Community()
+    key = KeyPair(seed)
+    h = key.public_hex
+    reading = sign_reading(key, c.genesis, slot=slot, net_wh=net_wh)
+    body: list[object] = ["gn.reading", 1, h, slot, net_wh]
+    sig = _plain_signature(key, c.genesis.domain("reading"), body)
+    assert reading.signature == sig
+    assert reading.raw == _plain_raw("gn.tx.reading", body, sig)
+    plain_reading = SignedReading(h, slot, net_wh, sig)
+    assert reading == plain_reading
+    assert (reading.raw, reading.id) == (plain_reading.raw, plain_reading.id)
+    assert decode_tx(reading.raw) == reading
+
+    cancel = sign_cancel(key, c.genesis, slot=slot, nonce=nonce)
+    body = ["gn.cancel", 1, h, slot, nonce]
+    sig = _plain_signature(key, c.genesis.domain("cancel"), body)
+    plain_cancel = SignedCancel(h, slot, nonce, sig)
+    assert cancel == plain_cancel
+    assert cancel.raw == _plain_raw("gn.tx.cancel", body, sig) == plain_cancel.raw
+    assert cancel.id == plain_cancel.id
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    slot=st.integers(min_value=0, max_value=2**63 - 1),
+    nonce=st.integers(min_value=0, max_value=2**63 - 1),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2**40), st.integers(0, 2**40)), min_size=1, max_size=12
+    ),
+    model=st.one_of(st.none(), st.binary(min_size=32, max_size=32).filter(any)),
+    order_id=st.text(max_size=40),
+)
+def test_orders_signed_once_are_the_plain_transactions(
+    slot: int, nonce: int, steps: list[tuple[int, int]], model: bytes | None, order_id: str
+) -> None:
+    c = Community()
+    key = c.members[0]
+    order = Order(
+        order_id, key.public_hex, Side.SELL, slot, tuple(Step(p, e) for p, e in steps), nonce
+    )
+    tx = sign_order(key, c.genesis, order, model=model)
+    body = order_to_wire(order) + ([] if model is None else [model])
+    sig = _plain_signature(key, c.genesis.domain("order"), body)
+    plain = SignedOrder(order, sig, model)
+    assert tx == plain and (tx.raw, tx.id) == (plain.raw, plain.id)
+    assert tx.raw == _plain_raw("gn.tx.order", body, sig)
+    assert decode_tx(tx.raw) == tx and verify_signature(c.genesis, tx)
+
+
+def test_a_model_commitment_signed_once_is_the_plain_transaction() -> None:
+    c = Community()
+    key = c.validators[1]
+    values = {
+        "round": 3,
+        "model": bytes(range(32)),
+        "previous": bytes(range(1, 33)),
+        "contributors": 5,
+        "validation": (1, 2, 3, 4, 5, 6, 7),
+        "features": "profile-qr/2",
+    }
+    tx = sign_model(key, c.genesis, **values)  # type: ignore[arg-type]
+    body: list[object] = [
+        "gn.model", 1, key.public_hex, 3, values["model"], values["previous"], 5,
+        [1, 2, 3, 4, 5, 6, 7], "profile-qr/2",
+    ]  # fmt: skip
+    sig = _plain_signature(key, c.genesis.domain("model"), body)
+    plain = SignedModel(
+        key.public_hex, 3, bytes(range(32)), bytes(range(1, 33)), 5, (1, 2, 3, 4, 5, 6, 7),
+        "profile-qr/2", sig,
+    )  # fmt: skip
+    assert tx == plain and (tx.raw, tx.id) == (plain.raw, plain.id)
+    assert tx.raw == _plain_raw("gn.tx.model", body, sig)
+    assert decode_tx(tx.raw) == tx and verify_signature(c.genesis, tx)
