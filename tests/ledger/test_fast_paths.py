@@ -29,7 +29,7 @@ from gridnode.core.ledger import (
 )
 from market.codec import order_to_wire
 from market.orders import Order, Side, Step
-from tests.ledger.helpers import Community
+from tests.ledger.helpers import T0_MS, Community
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -135,3 +135,85 @@ def test_a_model_commitment_signed_once_is_the_plain_transaction() -> None:
     assert tx == plain and (tx.raw, tx.id) == (plain.raw, plain.id)
     assert tx.raw == _plain_raw("gn.tx.model", body, sig)
     assert decode_tx(tx.raw) == tx and verify_signature(c.genesis, tx)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),  # which earlier mapping to add to (forks: several children)
+            st.lists(st.tuples(st.integers(-3, 60), st.none() | st.integers(0, 9)), max_size=4),
+        ),
+        max_size=25,
+    )
+)
+def test_clearing_prices_read_as_the_dict_they_stand_for(
+    steps: list[tuple[int, list[tuple[int, int | None]]]],
+) -> None:
+    """A :class:`ClearingPrices` is the ``dict`` of its items, whatever was appended to its log
+    after it (its children, forks of them), whether the new prices come after its last slot
+    (appended in place) or not (merged into a new log)."""
+    import pickle
+
+    from gridnode.core.ledger.prices import ClearingPrices
+
+    held: list[tuple[ClearingPrices, dict[int, int | None]]] = [(ClearingPrices(), {})]
+    for pick, entries in steps:
+        base, plain = held[-1 - pick % len(held)]
+        ordered = sorted(dict(entries).items())
+        if pick % 2:  # mostly after the last slot, as the ledger adds them
+            top = max(plain, default=-4)
+            ordered = [(top + 1 + k, p) for k, (_, p) in enumerate(ordered)]
+        held.append((base.plus(ordered), {**plain, **dict(ordered)}))
+        for prices, expected in held:  # no holder ever sees its prices change
+            assert dict(prices.items()) == expected and prices == expected
+            assert list(prices) == sorted(expected) and len(prices) == len(expected)
+            for slot in range(-4, 66):
+                assert (slot in prices) == (slot in expected)
+                assert prices.get(slot, "none") == expected.get(slot, "none")
+    last, expected = held[-1]
+    assert pickle.loads(pickle.dumps(last)) == expected
+    assert ClearingPrices.of(expected) == last and (
+        ClearingPrices.of(expected) != {1: 1} or not expected
+    )
+
+
+def test_a_year_of_prices_is_shared_along_the_chain_and_the_root_is_the_plain_one() -> None:
+    """A block that clears a slot adds its price to the chain's log (no copy of the prices
+    before it); the state root and the snapshot bytes are those of the plain definitions."""
+    from dataclasses import replace
+
+    from gridnode.core.ledger import decode_state, genesis_state
+    from gridnode.core.ledger.prices import ClearingPrices
+    from gridnode.core.ledger.stateroot import _prices, price_entry
+    from gridnode.core.merkle import leaf_hash, tree_root
+
+    c = Community()
+    state = genesis_state(c.genesis)
+    first = state.last_cleared_slot + 1
+    state = replace(
+        state, clearing_prices={s: 7 * s % 11 or None for s in range(first - 3000, first)}
+    )
+    now = T0_MS + 500
+    for k in range(3):
+        slot = c.genesis.clock.first_open_slot(now // 1000) + 1
+        orders = [
+            c.order(i, Side.SELL if i % 2 else Side.BUY, slot, (150_000 + k, 100 * (i + 1)))
+            for i in range(6)
+        ]
+        before = state
+        _, state = c.block(state, now, orders)
+        now = (c.genesis.clock.start(slot) - c.genesis.gate_lead_seconds) * 1000 + 1000
+        _, state = c.block(state, now, [])
+        prices = state.clearing_prices
+        assert (
+            isinstance(prices, ClearingPrices)
+            and slot in prices
+            and slot not in before.clearing_prices
+        )
+        leaves = [leaf_hash(price_entry(s, p)) for s, p in sorted(prices.items())]
+        fresh = replace(state, memo={})
+        assert _prices(state) == _prices(fresh) == (len(leaves), tree_root(leaves))
+        assert state.digest() == fresh.digest() and state.encode() == state._encode_plain()
+        assert decode_state(state.encode(), c.genesis) == state
+        now = c.genesis.clock.start(slot + 1) * 1000 + 500

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
+from gridnode.core.ledger.prices import ClearingPrices
 from gridnode.core.ledger.stateroot import BILL_FIELDS, StateTree, bill_wire, state_tree
 from gridnode.core.ledger.transactions import SignedOrder, decode_tx
 from market.clearing import Trade
@@ -379,7 +380,7 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
         nonces=dict(nonces),
         orders=order_map,
         trades={slot: tuple(Trade(*t) for t in ts) for slot, ts in trades},
-        clearing_prices=dict(prices),
+        clearing_prices=ClearingPrices.of(dict(prices)),
         readings={slot: dict(r) for slot, r in readings},
         balances=dict(balances),
         totals={t[0]: HouseholdTotals(*t[1:]) for t in totals},
@@ -410,5 +411,6 @@ def genesis_state(genesis: Genesis) -> LedgerState:
     return LedgerState(
         genesis=genesis,
         time_ms=genesis.genesis_time_ms,
+        clearing_prices=ClearingPrices(),
         last_cleared_slot=clock.first_open_slot(genesis.genesis_time_ms // 1000) - 1,
     )
