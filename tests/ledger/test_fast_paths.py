@@ -216,4 +216,5 @@ def test_a_year_of_prices_is_shared_along_the_chain_and_the_root_is_the_plain_on
         assert _prices(state) == _prices(fresh) == (len(leaves), tree_root(leaves))
         assert state.digest() == fresh.digest() and state.encode() == state._encode_plain()
         assert decode_state(state.encode(), c.genesis) == state
+        assert before.encode() == before._encode_plain()  # an older state, after a newer one
         now = c.genesis.clock.start(slot + 1) * 1000 + 500

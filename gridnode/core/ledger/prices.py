@@ -125,6 +125,9 @@ class ClearingPrices(Mapping[int, "int | None"]):
             return NotImplemented
         return len(other) == self._n and self._dict() == dict(other.items())
 
+    # unhashable, like dict (mypy types object.__hash__ as always callable)
+    __hash__ = None  # type: ignore[assignment]
+
     def _dict(self) -> dict[int, int | None]:
         prices = self._log.prices
         return {s: prices[s] for s in islice(self._log.slots, self._n)}
