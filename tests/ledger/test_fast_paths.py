@@ -218,3 +218,28 @@ def test_a_year_of_prices_is_shared_along_the_chain_and_the_root_is_the_plain_on
         assert decode_state(state.encode(), c.genesis) == state
         assert before.encode() == before._encode_plain()  # an older state, after a newer one
         now = c.genesis.clock.start(slot + 1) * 1000 + 500
+
+
+def test_prices_added_with_and_without_a_price_extend_the_tree_as_built_afresh() -> None:
+    """A block may record slots without a price (``None``: nothing crossed) next to priced
+    ones; the kept right edge of the prices tree takes every one of them, for the shared
+    prices and for a plain ``dict`` alike."""
+    from dataclasses import replace
+
+    from gridnode.core.ledger import genesis_state
+    from gridnode.core.ledger.prices import ClearingPrices
+    from gridnode.core.ledger.stateroot import _prices, price_entry
+    from gridnode.core.merkle import leaf_hash, tree_root
+
+    base = genesis_state(Community().genesis)
+    steps: list[dict[int, int | None]] = [{1: 5}, {2: None, 3: 7}, {4: None}, {5: 9, 6: None}]
+    for shared in (True, False):
+        memo: dict[object, object] = {}
+        plain: dict[int, int | None] = {}
+        prices: ClearingPrices | dict[int, int | None] = ClearingPrices() if shared else {}
+        for added in steps:
+            plain = {**plain, **added}
+            prices = prices.plus(sorted(added.items())) if shared else dict(plain)  # type: ignore[union-attr]
+            state = replace(base, clearing_prices=prices, memo=memo)
+            leaves = [leaf_hash(price_entry(s, p)) for s, p in sorted(plain.items())]
+            assert _prices(state) == (len(leaves), tree_root(leaves))

@@ -423,9 +423,9 @@ def _prices(state: LedgerState) -> tuple[int, bytes]:
     if hit is not None:
         old = hit[0]
         added = prices.added_since(old) if isinstance(prices, ClearingPrices) else None
-        if added is None:  # any other mapping: the slots whose price is not the very same
-            added = sorted(_changed(old, prices, memo))
-        if added and hit[2].last < added[0] and not any(s in old for s in added):
+        if added is None and len(prices) > len(old) and old.items() <= prices.items():
+            added = sorted(prices.keys() - old.keys())  # any other mapping that grew
+        if added and hit[2].last < added[0]:
             frontier = hit[2].extended((s, prices[s]) for s in added)  # appended after them all
     if frontier is None:
         frontier = _Frontier().extended(sorted(prices.items()))
