@@ -243,3 +243,32 @@ def test_prices_added_with_and_without_a_price_extend_the_tree_as_built_afresh()
             state = replace(base, clearing_prices=prices, memo=memo)
             leaves = [leaf_hash(price_entry(s, p)) for s, p in sorted(plain.items())]
             assert _prices(state) == (len(leaves), tree_root(leaves))
+
+
+def test_settlement_reads_plain_int_readings_at_once_and_checks_any_other_as_before() -> None:
+    """``settle`` takes a reading of exactly ``int`` at once; an ``int`` subclass gives the same
+    settlement, a ``bool`` or a missing reading the same refusals as before."""
+    from market.clearing import clear
+    from market.errors import OrderReason, WireReason
+    from market.settlement import Netting, Tariff, settle
+    from tests.refusals import refused
+
+    class Wh(int):
+        pass
+
+    tariff = Tariff(300_000, 80_000, 10_000)
+    book = [
+        Order("b1", "h1", Side.BUY, 1, (Step(200_000, 800),)),
+        Order("b2", "h2", Side.BUY, 1, (Step(180_000, 300),)),
+        Order("s1", "h3", Side.SELL, 1, (Step(100_000, 900),)),
+    ]
+    trades = clear(book, slot=1).trades
+    plain = {"h1": -1000, "h2": -250, "h3": 700, "h4": 50}
+    for netting in Netting:
+        expected = settle(1, trades, plain, tariff, netting=netting)
+        subclassed = {h: Wh(v) for h, v in plain.items()}
+        assert settle(1, trades, subclassed, tariff, netting=netting) == expected
+        with refused(WireReason.BAD_TYPE):
+            settle(1, trades, {**plain, "h2": True}, tariff, netting=netting)
+        with refused(OrderReason.MISSING_READING):
+            settle(1, trades, {h: v for h, v in plain.items() if h != "h3"}, tariff)
