@@ -38,15 +38,25 @@ committee, not what one node does. What it counts and what it leaves out:
 
 ``--app sim`` replaces the ledger by consensus' minimal signed log (the consensus core's ceiling).
 
+``--prices N`` instead times the ledger's per-block work late in a long chain: ``build_block`` for
+100 members on a state that already holds ``N`` earlier slots' clearing prices (a year of
+15-minute slots: 35,040) — 40 rounds of a block of 100 orders, eight empty blocks and the block
+that clears the slot — and a snapshot (``state.encode()``) after each clearing block; it prints
+the mean CPU ms of each kind of block and of a snapshot, and the final state root (the same
+from any tree: compare a tree's figures with ``--prices 300``, where a chain starts).
+
     python benchmarks/ledger.py [--validators 4,7] [--seconds 10] [--offer 2200] [--members 2000] [--block-txs 500]
                                 [--commit-ms 200] [--app ledger|sim] [--snapshot-every 100]
                                 [--no-startup-freeze]
+    python benchmarks/ledger.py --prices 35040
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import importlib
 import inspect
 import os
 import random
@@ -55,6 +65,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +78,16 @@ if str(_HERE.parent) not in sys.path:
 from gridnode.core.app import LedgerApp  # noqa: E402 - after the path fix above
 from gridnode.core.consensus import ConsensusConfig  # noqa: E402
 from gridnode.core.crypto import VERIFY_COUNTS, KeyPair, verify, verify_counts  # noqa: E402
-from gridnode.core.ledger import tx_id  # noqa: E402
+from gridnode.core.ledger import (  # noqa: E402
+    Genesis,
+    build_block,
+    genesis_state,
+    sign_order,
+    tx_id,
+)
 from gridnode.node import NodeRuntime  # noqa: E402
 from gridnode.startup import settle_after_start  # noqa: E402
+from market.orders import Order, Side, Step  # noqa: E402
 
 try:  # the simulation harness is moving from gridnode/ to sims/
     import sims.simnet as simnet_mod  # type: ignore[import-not-found, unused-ignore]
@@ -405,6 +423,60 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     )
 
 
+def prices_bench(n_prices: int, rounds: int = 40) -> None:
+    """``--prices``: block building and snapshots on a state holding ``n_prices`` prices."""
+    rng = random.Random(7)
+    members = [KeyPair.from_rng(rng) for _ in range(100)]
+    genesis = Genesis(
+        community_id="bench-prices",
+        genesis_time_ms=1_800_000_000_000,
+        members=tuple(k.public_hex for k in members),
+        validators=tuple(KeyPair.from_rng(rng).public_hex for _ in range(4)),
+    )
+    start = genesis_state(genesis)
+    first = start.last_cleared_slot + 1
+    prices: Any = {s: 100_000 + s % 977 for s in range(first - n_prices, first)}
+    with contextlib.suppress(ImportError):  # as the ledger holds them (a tree from before
+        # the shared prices holds a dict)
+        prices = importlib.import_module("gridnode.core.ledger.prices").ClearingPrices.of(prices)
+    state = replace(start, clearing_prices=prices)
+    state.digest()
+    clock, proposer = genesis.clock, genesis.validators[0]
+    spent: Counter[str] = Counter()
+
+    def timed(kind: str, txs: list[Any], time_ms: int) -> None:
+        nonlocal state
+        t = time.process_time()
+        _, state = build_block(state, time_ms=time_ms, proposer=proposer, txs=txs)
+        spent[kind] += time.process_time() - t
+
+    now = genesis.genesis_time_ms + 1000
+    for k in range(rounds):
+        slot = clock.first_open_slot(now // 1000) + 1
+        orders = []
+        for i, key in enumerate(members):
+            steps = (Step(150_000 + 100 * (i % 7), 100 + i),)
+            side = Side.SELL if i % 2 else Side.BUY
+            order = Order(f"o{k}-{i}", key.public_hex, side, slot, steps, k + 1)
+            orders.append(sign_order(key, genesis, order))
+        timed("orders", orders, now)
+        for _ in range(8):
+            now += 10_000
+            timed("empty", [], now)
+        now = (clock.start(slot) - genesis.gate_lead_seconds) * 1000 + 1000  # past gate closure
+        timed("clearing", [], now)
+        t = time.process_time()
+        state.encode()
+        spent["snapshot"] += time.process_time() - t
+        now = clock.start(slot + 1) * 1000 + 1000
+    per = {"orders": rounds, "empty": 8 * rounds, "clearing": rounds, "snapshot": rounds}
+    figures = " ".join(f"{k}_ms={1e3 * spent[k] / n:.3f}" for k, n in per.items())
+    print(
+        f"prices={len(state.clearing_prices)} members=100 {figures} "
+        f"state_root={state.digest().hex()[:16]} load_average={os.getloadavg()[0]:.1f}"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--validators", default="4,7")
@@ -431,7 +503,16 @@ def main() -> None:
         default=True,
         help="freeze the start-up objects once the nodes are up, as the daemon does",
     )
+    p.add_argument(
+        "--prices",
+        type=int,
+        default=None,
+        help="instead: per-block ledger work on a state holding this many clearing prices",
+    )
     args = p.parse_args()
+    if args.prices is not None:
+        prices_bench(args.prices)
+        return
     rate = verify_rate()
     print(
         f"ed25519_verify_per_cpu_s={rate:.0f} (PyNaCl, one core, this process); load average "

@@ -97,6 +97,15 @@ class TransferKind(Enum):
     NETTING = "netting"
 
 
+_TRADE: Final = TransferKind.TRADE
+_GRID_FEE: Final = TransferKind.GRID_FEE
+_GRID_IMPORT: Final = TransferKind.GRID_IMPORT
+_GRID_EXPORT: Final = TransferKind.GRID_EXPORT
+_NETTING: Final = TransferKind.NETTING
+#: a household without a reading (:func:`settle` looks each one up once)
+_MISSING: Final = object()
+
+
 @dataclass(frozen=True, slots=True)
 class Tariff:
     """The community's prices, µ¤ per kWh."""
@@ -239,22 +248,35 @@ def settle(
     netting: Netting = Netting.NONE,
 ) -> Settlement:
     """Settle one slot (see the module rules)."""
-    trades = list(trades)
+    trades = tuple(trades)
     bought: dict[str, int] = {}
     sold: dict[str, int] = {}
+    paid: dict[str, int] = {}
+    received: dict[str, int] = {}
+    fees: dict[str, int] = {}
     transfers: list[Transfer] = []
+    add = transfers.append
+    fee_price = tariff.grid_fee_micro_per_kwh
     for t in trades:
-        bought[t.buyer] = bought.get(t.buyer, 0) + t.energy_wh
-        sold[t.seller] = sold.get(t.seller, 0) + t.energy_wh
-        if t.buyer != t.seller:  # a wash trade moves no money (see the module rules)
-            transfers.append(Transfer(t.buyer, t.seller, t.amount_micro, TransferKind.TRADE))
-        fee = amount_micro(t.energy_wh, tariff.grid_fee_micro_per_kwh)
+        buyer, seller, energy = t.buyer, t.seller, t.energy_wh
+        bought[buyer] = bought.get(buyer, 0) + energy
+        sold[seller] = sold.get(seller, 0) + energy
+        if buyer != seller:  # a wash trade moves no money (see the module rules)
+            amount = t.amount_micro
+            add(Transfer(buyer, seller, amount, _TRADE))
+            paid[buyer] = paid.get(buyer, 0) + amount
+            received[seller] = received.get(seller, 0) + amount
+        fee = amount_micro(energy, fee_price)
         if fee:
-            transfers.append(Transfer(t.buyer, GRID, fee, TransferKind.GRID_FEE))
+            add(Transfer(buyer, GRID, fee, _GRID_FEE))
+            fees[buyer] = fees.get(buyer, 0) + fee
 
     households = sorted(set(measured_net_wh) | set(bought) | set(sold))
     for h in households:
-        if h not in measured_net_wh:
+        value = measured_net_wh.get(h, _MISSING)
+        if type(value) is int:  # the plain case at once; anything else is checked below
+            continue
+        if value is _MISSING:
             raise InvalidInput(
                 reason=OrderReason.MISSING_READING,
                 subject=f"slot {slot}",
@@ -262,7 +284,6 @@ def settle(
                 expected="a meter reading for every household that traded",
                 found="none",
             )
-        value = measured_net_wh[h]
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidInput(
                 reason=WireReason.BAD_TYPE,
@@ -279,8 +300,8 @@ def settle(
         )
 
     imbalance = {h: measured_net_wh[h] - (sold.get(h, 0) - bought.get(h, 0)) for h in households}
-    netted = {h: 0 for h in households}
-    netting_money = {h: 0 for h in households}
+    netted: dict[str, int] = {}
+    netting_money: dict[str, int] = {}
     if netting is Netting.COMMUNITY:
         shorts = [h for h in households if imbalance[h] < 0]
         longs = [h for h in households if imbalance[h] > 0]
@@ -293,59 +314,47 @@ def settle(
                 netted[h] = e
                 netting_money[h] = m
                 if m:
-                    transfers.append(Transfer(h, POOL, m, TransferKind.NETTING))
+                    add(Transfer(h, POOL, m, _NETTING))
             for h, e, m in zip(longs, long_e, largest_remainder(money, long_e), strict=True):
                 netted[h] = -e
                 netting_money[h] = -m
                 if m:
-                    transfers.append(Transfer(POOL, h, m, TransferKind.NETTING))
+                    add(Transfer(POOL, h, m, _NETTING))
 
     bills: list[HouseholdBill] = []
-    paid: dict[str, int] = {}
-    received: dict[str, int] = {}
-    fees: dict[str, int] = {}
-    for tr in transfers:
-        if tr.kind is TransferKind.TRADE:
-            paid[tr.payer] = paid.get(tr.payer, 0) + tr.amount_micro
-            received[tr.payee] = received.get(tr.payee, 0) + tr.amount_micro
-        elif tr.kind is TransferKind.GRID_FEE:
-            fees[tr.payer] = fees.get(tr.payer, 0) + tr.amount_micro
+    retail, feed_in = tariff.retail_micro_per_kwh, tariff.feed_in_micro_per_kwh
     for h in households:
-        residual = imbalance[h] + netted[h]  # what is left for the grid
+        e_net = netted.get(h, 0)
+        residual = imbalance[h] + e_net  # what is left for the grid
         grid_import_wh = -residual if residual < 0 else 0
         grid_export_wh = residual if residual > 0 else 0
-        import_micro = amount_micro(grid_import_wh, tariff.retail_micro_per_kwh)
-        export_micro = amount_micro(grid_export_wh, tariff.feed_in_micro_per_kwh)
+        import_micro = amount_micro(grid_import_wh, retail)
+        export_micro = amount_micro(grid_export_wh, feed_in)
         if import_micro:
-            transfers.append(Transfer(h, GRID, import_micro, TransferKind.GRID_IMPORT))
+            add(Transfer(h, GRID, import_micro, _GRID_IMPORT))
         if export_micro:
-            transfers.append(Transfer(GRID, h, export_micro, TransferKind.GRID_EXPORT))
-        bill = (
-            paid.get(h, 0)
-            - received.get(h, 0)
-            + fees.get(h, 0)
-            + netting_money[h]
-            + import_micro
-            - export_micro
-        )
+            add(Transfer(GRID, h, export_micro, _GRID_EXPORT))
+        h_paid, h_received, h_fees = paid.get(h, 0), received.get(h, 0), fees.get(h, 0)
+        m_net = netting_money.get(h, 0)
+        measured = measured_net_wh[h]
         bills.append(
-            HouseholdBill(
-                household=h,
-                measured_net_wh=measured_net_wh[h],
-                bought_p2p_wh=bought.get(h, 0),
-                sold_p2p_wh=sold.get(h, 0),
-                imbalance_wh=imbalance[h],
-                netted_wh=netted[h],
-                grid_import_wh=grid_import_wh,
-                grid_export_wh=grid_export_wh,
-                paid_p2p_micro=paid.get(h, 0),
-                received_p2p_micro=received.get(h, 0),
-                grid_fee_micro=fees.get(h, 0),
-                netting_micro=netting_money[h],
-                grid_import_micro=import_micro,
-                grid_export_micro=export_micro,
-                bill_micro=bill,
-                grid_only_bill_micro=grid_only_bill_micro(measured_net_wh[h], tariff),
+            HouseholdBill(  # positional, in the fields' order (a third faster than keywords)
+                h,
+                measured,
+                bought.get(h, 0),
+                sold.get(h, 0),
+                imbalance[h],
+                e_net,
+                grid_import_wh,
+                grid_export_wh,
+                h_paid,
+                h_received,
+                h_fees,
+                m_net,
+                import_micro,
+                export_micro,
+                h_paid - h_received + h_fees + m_net + import_micro - export_micro,
+                grid_only_bill_micro(measured, tariff),
             )
         )
     result = Settlement(slot=slot, bills=tuple(bills), transfers=tuple(transfers))
@@ -366,11 +375,13 @@ def check_settlement(settlement: Settlement, trades: Iterable[Trade]) -> None:
             f"slot {settlement.slot}: household sold totals != traded {traded}"
         )
     balance: dict[str, int] = {}
+    get = balance.get
     for t in settlement.transfers:
-        if t.amount_micro < 0 or t.payer == t.payee:
+        amount, payer, payee = t.amount_micro, t.payer, t.payee
+        if amount < 0 or payer == payee:
             raise InvariantViolation(f"slot {settlement.slot}: bad transfer {t}")
-        balance[t.payer] = balance.get(t.payer, 0) - t.amount_micro
-        balance[t.payee] = balance.get(t.payee, 0) + t.amount_micro
+        balance[payer] = get(payer, 0) - amount
+        balance[payee] = get(payee, 0) + amount
     if sum(balance.values()) != 0:
         raise InvariantViolation(
             f"slot {settlement.slot}: money not conserved: {sum(balance.values())}"
@@ -378,7 +389,7 @@ def check_settlement(settlement: Settlement, trades: Iterable[Trade]) -> None:
     if balance.get(POOL, 0) != 0:
         raise InvariantViolation(f"slot {settlement.slot}: netting pool left {balance[POOL]}")
     for b in settlement.bills:
-        if -balance.get(b.household, 0) != b.bill_micro:
+        if -get(b.household, 0) != b.bill_micro:
             raise InvariantViolation(
                 f"slot {settlement.slot}: bill of {b.household} {b.bill_micro} != its transfers "
                 f"{-balance.get(b.household, 0)}"

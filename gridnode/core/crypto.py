@@ -9,6 +9,9 @@ Rules of this module:
 * Keys for simulations and tests come from a seeded ``random.Random`` (:meth:`KeyPair.from_rng`), so
   runs replay exactly; real nodes use :meth:`KeyPair.generate` (OS randomness) once, at ``init``.
 * :func:`verify` never raises on bad input; it answers ``False``.
+* A key pair derives its libsodium secret key and its public key (bytes and hex) once, when it is
+  built; :meth:`KeyPair.sign` is libsodium's ``crypto_sign`` on them (PyNaCl's bindings), the same
+  64 bytes as ``nacl.signing.SigningKey(seed).sign(...)`` without that wrapper's result object.
 * Every call of :func:`verify` that reaches Ed25519 (well-formed key and signature lengths) is counted
   by signature domain in :data:`VERIFY_COUNTS`, always on (a dict increment, ≈ 0.1 % of a verify), so
   benchmarks and metrics can say how many verifications a piece of work really did. The count is
@@ -21,6 +24,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Final
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -53,12 +57,18 @@ class KeyPair:
     """An Ed25519 key pair, built from its 32-byte seed."""
 
     seed: bytes = field(repr=False)
-    _key: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    #: libsodium's 64-byte secret key (seed and public key) and the public key, bytes and hex
+    _secret: bytes = field(init=False, repr=False, compare=False)
+    _public: bytes = field(init=False, repr=False, compare=False)
+    _public_hex: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
             raise ValueError(f"an Ed25519 seed is 32 bytes, got {len(self.seed)}")
-        object.__setattr__(self, "_key", nacl.signing.SigningKey(self.seed))
+        public, secret = nacl.bindings.crypto_sign_seed_keypair(self.seed)
+        object.__setattr__(self, "_secret", secret)
+        object.__setattr__(self, "_public", public)
+        object.__setattr__(self, "_public_hex", public.hex())
 
     @classmethod
     def from_rng(cls, rng: random.Random) -> KeyPair:
@@ -72,15 +82,16 @@ class KeyPair:
 
     @property
     def public_key(self) -> bytes:
-        return bytes(self._key.verify_key)
+        return self._public
 
     @property
     def public_hex(self) -> str:
-        return self.public_key.hex()
+        return self._public_hex
 
     def sign(self, domain: str, message: bytes) -> bytes:
         """A 64-byte signature over ``message`` for ``domain``."""
-        return self._key.sign(signing_bytes(domain, message)).signature
+        signed: bytes = nacl.bindings.crypto_sign(signing_bytes(domain, message), self._secret)
+        return signed[:SIGNATURE_BYTES]
 
 
 def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> bool:

@@ -60,11 +60,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gridnode.core.ledger.blocks import Block
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
+from gridnode.core.ledger.prices import ClearingPrices
 from gridnode.core.ledger.state import CommittedModel, HouseholdTotals, LedgerState, SettledSlot
 from gridnode.core.ledger.stateroot import note_writes
 from gridnode.core.ledger.transactions import (
@@ -214,11 +215,12 @@ class _Work:
 
     Clearing and settlement only add or drop whole slots, so ``orders`` and ``readings`` are copies
     of the outer mapping whose per-slot mappings are shared (never written); ``nonces`` is not
-    written at all. ``order_ids``, ``trades``, ``prices``, ``balances`` and ``totals`` are the
-    state's (or the admitting draft's own) until a slot is cleared or settled: :meth:`own_cleared`
-    and :meth:`own_settled` copy them before the first write, so a block that clears and settles
+    written at all. ``order_ids``, ``trades``, ``balances`` and ``totals`` are the state's (or
+    the admitting draft's own) until a slot is cleared or settled: :meth:`own_cleared` and
+    :meth:`own_settled` copy them before the first write, so a block that clears and settles
     nothing copies nothing. Sharing what did not change keeps :meth:`LedgerState.encode`'s memo
-    useful.
+    useful. The prices the block records are collected in ``priced`` and added to the state's
+    at the end (:class:`~.prices.ClearingPrices`: no copy of a year's prices per block).
     """
 
     state: LedgerState
@@ -227,12 +229,13 @@ class _Work:
     readings: dict[int, Mapping[str, int]]
     order_ids: AbstractSet[str]
     trades: Mapping[int, tuple[Trade, ...]]
-    prices: Mapping[int, int | None]
     balances: Mapping[str, int]
     totals: Mapping[str, HouseholdTotals]
     ids_owned: bool
     cleared: int = 0  # slots cleared in this block
     settling: bool = False  # balances and totals are owned copies
+    #: the prices this block recorded, ``(slot, price)`` in slot order
+    priced: list[tuple[int, int | None]] = field(default_factory=list)
 
     @classmethod
     def of(cls, draft: _Draft) -> _Work:
@@ -244,20 +247,19 @@ class _Work:
             readings=dict(draft.readings),
             order_ids=draft.order_ids,  # the draft's own set if it wrote one: it is dropped after
             trades=state.trades,
-            prices=state.clearing_prices,
             balances=state.balances,
             totals=state.totals,
             ids_owned="ids" in draft._own,
         )
 
-    def own_cleared(self) -> tuple[set[str], dict[int, tuple[Trade, ...]], dict[int, int | None]]:
-        """``order_ids``, ``trades`` and ``prices``, owned (copied on the first call)."""
+    def own_cleared(self) -> tuple[set[str], dict[int, tuple[Trade, ...]]]:
+        """``order_ids`` and ``trades``, owned (copied on the first call)."""
         if not self.ids_owned:
             self.order_ids = set(self.order_ids)
             self.ids_owned = True
         if not self.cleared:
-            self.trades, self.prices = dict(self.trades), dict(self.prices)
-        return self.order_ids, self.trades, self.prices  # type: ignore[return-value]
+            self.trades = dict(self.trades)
+        return self.order_ids, self.trades  # type: ignore[return-value]
 
     def own_settled(
         self,
@@ -431,14 +433,14 @@ def _clear_due(draft: _Work, time_ms: int, outcome: list[SlotCleared] | None) ->
     genesis = draft.state.genesis
     last_closed = genesis.clock.first_open_slot(time_ms // 1000) - 1
     for slot in sorted(s for s in draft.orders if s <= last_closed):
-        order_ids, all_trades, prices = draft.own_cleared()
+        order_ids, all_trades = draft.own_cleared()
         held = draft.orders.pop(slot)
         book = [so.order for so in held.values()]
         result = clear(book, slot=slot, rule=genesis.rule)
         trades = tuple(result.trades)
         if trades:
             all_trades[slot] = trades
-        prices[slot] = result.clearing_price_micro_per_kwh
+        draft.priced.append((slot, result.clearing_price_micro_per_kwh))
         for o in book:
             order_ids.discard(o.order_id)
         draft.cleared += 1
@@ -557,7 +559,7 @@ def _finish(
         nonces=draft.nonces,
         orders=draft.orders,
         trades=draft.trades if market else state.trades,
-        clearing_prices=draft.prices if market else state.clearing_prices,
+        clearing_prices=_with_prices(state.clearing_prices, draft.priced),
         readings=draft.readings,
         balances={k: v for k, v in draft.balances.items() if v or k in (GRID, POOL)}
         if settled
@@ -573,6 +575,17 @@ def _finish(
     )
     admitting.note_writes(after)
     return after
+
+
+def _with_prices(
+    prices: Mapping[int, int | None], priced: list[tuple[int, int | None]]
+) -> Mapping[int, int | None]:
+    """``prices`` and the ones a block recorded (``prices`` itself when it recorded none)."""
+    if not priced:
+        return prices
+    if not isinstance(prices, ClearingPrices):  # a state built by hand, or from a snapshot
+        prices = ClearingPrices.of(prices)
+    return prices.plus(priced)
 
 
 def admit(

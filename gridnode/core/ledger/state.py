@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
+from gridnode.core.ledger.prices import ClearingPrices
 from gridnode.core.ledger.stateroot import BILL_FIELDS, StateTree, bill_wire, state_tree
 from gridnode.core.ledger.transactions import SignedOrder, decode_tx
 from market.clearing import Trade
@@ -176,6 +177,9 @@ class LedgerState:
     ``orders``: open (not yet cleared) orders by slot, then household. ``trades``: cleared slots awaiting
     settlement. ``readings``: meter readings by slot, then household. ``balances``: µ¤ per account,
     positive = the account is owed money; households, the grid and the pool; sum always 0.
+    ``clearing_prices``: every cleared slot's price; the states :func:`~.rules.apply` makes hold
+    a :class:`~.prices.ClearingPrices` (a prefix of one log shared along the chain), any other
+    mapping reads the same.
     """
 
     genesis: Genesis
@@ -260,7 +264,7 @@ class LedgerState:
                 part("nonces", self.nonces, lambda: _by_key(self.nonces, members)),
                 by_slot("orders", self.orders, lambda hv: [[h, o.raw] for h, o in hv]),
                 trades(),
-                part("prices", self.clearing_prices, lambda: sorted(self.clearing_prices.items())),
+                self._prices_part(),
                 by_slot("readings", self.readings, lambda hv: hv),
                 part("balances", self.balances, lambda: sorted(self.balances.items())),
                 part("totals", self.totals, lambda: _totals_wire(self.totals, members)),
@@ -283,6 +287,29 @@ class LedgerState:
         ]:
             del memo[key]
         return out
+
+    def _prices_part(self) -> bytes:
+        """The prices' part of :meth:`encode`: ``pack(sorted(prices.items()))``. Prices shared
+        along the chain (:class:`~.prices.ClearingPrices`) keep their items' bytes in the memo
+        and pack only the ones added since (a year holds 35,040 prices: packing them all took
+        tens of ms per snapshot); an array's bytes are its header and its items' bytes."""
+        prices = self.clearing_prices
+        if not isinstance(prices, ClearingPrices):
+            hit = self.memo.get("prices")
+            if hit is not None and hit[0] is prices:
+                packed: bytes = hit[1]
+                return packed
+            packed = pack(sorted(prices.items()))
+            self.memo["prices"] = (prices, packed)
+            return packed
+        hit = self.memo.get("prices:items")
+        added = None if hit is None else prices.added_since(hit[0])
+        if hit is None or added is None:
+            items = b"".join(pack([s, prices[s]]) for s in prices)
+        else:
+            items = hit[1] + b"".join(pack([s, prices[s]]) for s in added)
+        self.memo["prices:items"] = (prices, items)
+        return _array_header(len(prices)) + items
 
     def _encode_plain(self) -> bytes:
         """:meth:`encode` without the memo (the definition; tests compare the two)."""
@@ -379,7 +406,7 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
         nonces=dict(nonces),
         orders=order_map,
         trades={slot: tuple(Trade(*t) for t in ts) for slot, ts in trades},
-        clearing_prices=dict(prices),
+        clearing_prices=ClearingPrices.of(dict(prices)),
         readings={slot: dict(r) for slot, r in readings},
         balances=dict(balances),
         totals={t[0]: HouseholdTotals(*t[1:]) for t in totals},
@@ -410,5 +437,6 @@ def genesis_state(genesis: Genesis) -> LedgerState:
     return LedgerState(
         genesis=genesis,
         time_ms=genesis.genesis_time_ms,
+        clearing_prices=ClearingPrices(),
         last_cleared_slot=clock.first_open_slot(genesis.genesis_time_ms // 1000) - 1,
     )

@@ -55,6 +55,7 @@ from itertools import compress
 from operator import is_not
 from typing import TYPE_CHECKING, Any, Final
 
+from gridnode.core.ledger.prices import ClearingPrices
 from gridnode.core.merkle import FixedTree, leaf_hash, node_hash, tree_root
 from market.clearing import Trade
 from market.codec import pack
@@ -406,7 +407,11 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
 def _prices(state: LedgerState) -> tuple[int, bytes]:
     """The prices tree's size and root. The tree only grows at its end (a slot is cleared after
     every slot before it): the memo keeps the right edge of the tree (:class:`_Frontier`), so a
-    new price hashes ``O(log n)`` nodes, not the ``n`` entries of a year's prices."""
+    new price hashes ``O(log n)`` nodes, not the ``n`` entries of a year's prices. The memo holds
+    the prices mapping it was computed from (never mutated, like every state mapping, not a copy
+    of it); the slots a block added are read off the chain's shared log
+    (:meth:`~.prices.ClearingPrices.added_since`), so a block that clears a slot costs
+    ``O(log n)`` too, not a copy and a comparison of a year's prices."""
     memo = state.memo
     prices = state.clearing_prices
     hit = memo.get("mt:prices")
@@ -415,28 +420,18 @@ def _prices(state: LedgerState) -> tuple[int, bytes]:
         result: tuple[int, bytes] = hit[1]
         return result
     frontier: _Frontier | None = None
-    if hit is not None and len(prices) > len(hit[0]) and hit[0].items() <= prices.items():
-        added = _added(hit[0], prices)
-        if hit[2].last < added[0]:  # appended after every slot the tree holds
-            frontier = hit[2].extended((s, prices[s]) for s in added)
+    if hit is not None:
+        old = hit[0]
+        added = prices.added_since(old) if isinstance(prices, ClearingPrices) else None
+        if added is None and len(prices) > len(old) and old.items() <= prices.items():
+            added = sorted(prices.keys() - old.keys())  # any other mapping that grew
+        if added and hit[2].last < added[0]:
+            frontier = hit[2].extended((s, prices[s]) for s in added)  # appended after them all
     if frontier is None:
         frontier = _Frontier().extended(sorted(prices.items()))
     result = (frontier.size, frontier.root())
-    memo["mt:prices"] = (dict(prices), result, frontier)
+    memo["mt:prices"] = (prices, result, frontier)
     return result
-
-
-def _added(old: Mapping[int, int | None], new: Mapping[int, int | None]) -> list[int]:
-    """The slots of ``new`` not in ``old`` (which ``new`` contains), in order: looked for from
-    the end of ``new`` (where the ledger adds them), so finding one costs O(1), not O(n)."""
-    want = len(new) - len(old)
-    found: list[int] = []
-    for slot in reversed(new) if isinstance(new, dict) else reversed(list(new)):
-        if slot not in old:
-            found.append(slot)
-            if len(found) == want:
-                break
-    return sorted(found)
 
 
 @dataclass(frozen=True, slots=True)

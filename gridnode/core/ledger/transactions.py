@@ -22,14 +22,18 @@ community is valid in another):
 What makes a transaction admissible (membership, signature, nonce, slot window, one open order per
 household and slot, one reading per household and slot) is a ledger rule: :mod:`.rules`.
 
-A transaction's id is the SHA-256 of its canonical bytes, computed once when it is built.
+A transaction's id is the SHA-256 of its canonical bytes, computed once when it is built. The
+``sign_*`` functions pack the body once: it is what the key signs, and the transaction's canonical
+bytes are laid out from it (msgpack's array of four is its header followed by its items' own
+bytes, so ``_HEADS[kind] + body + pack(signature)`` *is* ``pack([tag, 1, body, signature])``,
+tested against that definition), never packed a second time.
 :func:`decode_tx` parses structure only (at most ``MAX_TX_BYTES``); undecodable bytes raise
 :class:`~market.errors.InvalidInput` with a :class:`~market.errors.WireReason`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gridnode.core.crypto import KeyPair, verify, verify_hex
@@ -77,6 +81,12 @@ def _seal(tx: object, wire: list[Any]) -> None:
     object.__setattr__(tx, "id", _sha256(raw))
 
 
+def _signed(cls: type[Tx], body: bytes, signature: bytes, **values: Any) -> Tx:
+    """A transaction of kind ``cls`` from its body's canonical bytes (what was signed) and the
+    signature: its bytes laid out from them (module rules), not packed again."""
+    return _decoded(cls, _HEADS[cls] + body + pack(signature), None, signature=signature, **values)
+
+
 @dataclass(frozen=True, slots=True)
 class SignedOrder:
     order: Order
@@ -120,7 +130,7 @@ class SignedCancel:
         _seal(self, ["gn.tx.cancel", FORMAT, self.body(), self.signature])
 
     def body(self) -> list[Any]:
-        return ["gn.cancel", FORMAT, self.household, self.slot, self.nonce]
+        return _cancel_body(self.household, self.slot, self.nonce)
 
     def encode(self) -> bytes:
         return self.raw
@@ -139,7 +149,7 @@ class SignedReading:
         _seal(self, ["gn.tx.reading", FORMAT, self.body(), self.signature])
 
     def body(self) -> list[Any]:
-        return ["gn.reading", FORMAT, self.household, self.slot, self.net_wh]
+        return _reading_body(self.household, self.slot, self.net_wh)
 
     def encode(self) -> bytes:
         return self.raw
@@ -169,20 +179,48 @@ class SignedModel:
         return self.aggregator
 
     def body(self) -> list[Any]:
-        return [
-            "gn.model",
-            FORMAT,
+        return _model_body(
             self.aggregator,
             self.round,
             self.model,
             self.previous,
             self.contributors,
-            list(self.validation),
+            self.validation,
             self.features,
-        ]
+        )
 
     def encode(self) -> bytes:
         return self.raw
+
+
+def _cancel_body(household: str, slot: int, nonce: int) -> list[Any]:
+    return ["gn.cancel", FORMAT, household, slot, nonce]
+
+
+def _reading_body(household: str, slot: int, net_wh: int) -> list[Any]:
+    return ["gn.reading", FORMAT, household, slot, net_wh]
+
+
+def _model_body(  # noqa: PLR0917 - the body's fields, in the body's order
+    aggregator: str,
+    round: int,
+    model: bytes,
+    previous: bytes,
+    contributors: int,
+    validation: tuple[int, ...],
+    features: str,
+) -> list[Any]:
+    return [
+        "gn.model",
+        FORMAT,
+        aggregator,
+        round,
+        model,
+        previous,
+        contributors,
+        list(validation),
+        features,
+    ]
 
 
 Tx = SignedOrder | SignedCancel | SignedReading | SignedModel
@@ -199,6 +237,8 @@ _TAG_BYTES: Final = {
     SignedReading: pack("gn.tx.reading"),
     SignedModel: pack("gn.tx.model"),
 }
+#: what a transaction's bytes start with: msgpack's array-of-4 header, the tag and the format
+_HEADS: Final = {kind: b"\x94" + tag + pack(FORMAT) for kind, tag in _TAG_BYTES.items()}
 
 
 def tx_id(tx: Tx) -> bytes:
@@ -216,7 +256,11 @@ def sign_order(
     if model is not None and (len(model) != 32 or model == bytes(32)):
         raise UsageError("an order's model is a 32-byte, non-zero model hash (or None: local)")
     body = pack(_order_body(order, model))
-    return SignedOrder(order, key.sign(genesis.domain("order"), body), model)
+    tx = _signed(
+        SignedOrder, body, key.sign(genesis.domain("order"), body), order=order, model=model
+    )
+    assert isinstance(tx, SignedOrder)
+    return tx
 
 
 def sign_model(
@@ -231,20 +275,37 @@ def sign_model(
     features: str,
 ) -> SignedModel:
     """A model commitment signed by ``key`` (the round's aggregator)."""
-    unsigned = SignedModel(
-        key.public_hex, round, model, previous, contributors, tuple(validation), features, b""
-    )
-    return replace(unsigned, signature=key.sign(genesis.domain("model"), pack(unsigned.body())))
+    aggregator, validation = key.public_hex, tuple(validation)
+    body = pack(_model_body(aggregator, round, model, previous, contributors, validation, features))
+    tx = _signed(
+        SignedModel, body, key.sign(genesis.domain("model"), body),
+        aggregator=aggregator, round=round, model=model, previous=previous,
+        contributors=contributors, validation=validation, features=features,
+    )  # fmt: skip
+    assert isinstance(tx, SignedModel)
+    return tx
 
 
 def sign_cancel(key: KeyPair, genesis: Genesis, *, slot: int, nonce: int) -> SignedCancel:
-    unsigned = SignedCancel(key.public_hex, slot, nonce, b"")
-    return replace(unsigned, signature=key.sign(genesis.domain("cancel"), pack(unsigned.body())))
+    household = key.public_hex
+    body = pack(_cancel_body(household, slot, nonce))
+    tx = _signed(
+        SignedCancel, body, key.sign(genesis.domain("cancel"), body),
+        household=household, slot=slot, nonce=nonce,
+    )  # fmt: skip
+    assert isinstance(tx, SignedCancel)
+    return tx
 
 
 def sign_reading(key: KeyPair, genesis: Genesis, *, slot: int, net_wh: int) -> SignedReading:
-    unsigned = SignedReading(key.public_hex, slot, net_wh, b"")
-    return replace(unsigned, signature=key.sign(genesis.domain("reading"), pack(unsigned.body())))
+    household = key.public_hex
+    body = pack(_reading_body(household, slot, net_wh))
+    tx = _signed(
+        SignedReading, body, key.sign(genesis.domain("reading"), body),
+        household=household, slot=slot, net_wh=net_wh,
+    )  # fmt: skip
+    assert isinstance(tx, SignedReading)
+    return tx
 
 
 def _int(value: Any, what: str, field: str) -> int:
