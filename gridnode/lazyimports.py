@@ -59,7 +59,7 @@ from typing import Any, Final
 
 __all__ = ["DEFERRED_PACKAGES", "LAZY_MODULES", "install", "installed", "loaded_modules"]
 
-#: every sub-package of these (not the package itself) has its ``__init__`` deferred
+#: these packages and every sub-package of them have their ``__init__`` deferred
 DEFERRED_PACKAGES: Final = ("libp2p",)
 #: modules run on first attribute access (imported whole by py-libp2p, never used by the daemon):
 #: httpx and h11 (AutoTLS's ACME client), service_identity (TLS certificates), ifaddr and
@@ -90,7 +90,7 @@ _pending: dict[str, importlib.abc.Loader] = {}
 
 
 def _deferred(name: str) -> bool:
-    return any(name.startswith(top + ".") for top in DEFERRED_PACKAGES)
+    return any(name == top or name.startswith(top + ".") for top in DEFERRED_PACKAGES)
 
 
 class _DeferredInit(importlib.abc.Loader):

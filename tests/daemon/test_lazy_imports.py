@@ -24,10 +24,17 @@ from sims.daemons import LocalCommunity
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: modules a plain ``import libp2p`` runs and an idle daemon must not: Kademlia, the WebSocket
-#: transport, Bitswap, circuit relay, IPNS records (run by sub-packages' ``__init__`` files), AutoTLS's
-#: HTTP client, ECDSA keys and TLS certificate checks (lazy leaf modules)
+#: modules a plain ``import libp2p`` runs and an idle daemon must not: py-libp2p's own
+#: ``__init__`` with the QUIC, TLS and SECIO transports and the key store it imports; Kademlia,
+#: the WebSocket transport, Bitswap, circuit relay, IPNS records (run by sub-packages' ``__init__``
+#: files); AutoTLS's HTTP client, ECDSA keys and TLS certificate checks (lazy leaf modules)
 NEVER_RUN = (
+    "libp2p",  # its __init__: the daemon assembles its host from the parts (build_host)
+    "libp2p.transport.quic.transport",
+    "libp2p.transport.quic.listener",
+    "libp2p.security.tls.transport",
+    "libp2p.security.secio.transport",
+    "libp2p.crypto.keystore",
     "libp2p.kad_dht.kad_dht",
     "libp2p.transport.websocket.transport",
     "trio_websocket",
