@@ -9,25 +9,37 @@ runs: no installed file is edited, copied or patched, and nothing is replaced by
 
 Rules of this module:
 
-* **Deferred package ``__init__``** (:data:`DEFERRED_PACKAGES`: every sub-package of ``libp2p``,
-  not ``libp2p`` itself, whose ``new_host`` the daemon calls). Such a package is created as
-  Python creates any package (its spec, ``__path__``, ``__file__``), so its sub-modules import as
-  usual, but its ``__init__.py`` runs only when something reads a name from the package that is
-  not one of its sub-modules (``from libp2p.transport import TCP``; ``libp2p.kad_dht.KadDHT``) —
-  then in full, once, under a lock, before the name is returned. So
-  ``libp2p/kad_dht/__init__.py`` (Kademlia), ``libp2p/transport/__init__.py`` (the WebSocket
-  transport) and the like run only if something needs them; a name read from a package gets what
-  the package defines, as without this module.
+* **Deferred package ``__init__``** (:data:`DEFERRED_PACKAGES`: ``libp2p`` and every sub-package
+  of it). Such a package is created as Python creates any package (its spec, ``__path__``,
+  ``__file__``), so its sub-modules import as usual, but its ``__init__.py`` runs only when
+  something reads a name from the package that is not one of its sub-modules (``from
+  libp2p.transport import TCP``; ``libp2p.kad_dht.KadDHT``; ``from libp2p import new_host``) —
+  then in full, once, under a lock, before the name is returned. So ``libp2p/__init__.py``
+  (which imports the QUIC, TLS and SECIO transports, the key store and the peer-store backends
+  to offer them in ``new_host``; the daemon assembles its host from the parts instead,
+  :func:`gridnode.net.host.build_host`), ``libp2p/kad_dht/__init__.py`` (Kademlia),
+  ``libp2p/transport/__init__.py`` (the WebSocket transport) and the like run only if something
+  needs them; a name read from a package gets what the package defines, as without this module.
+  One effect besides imports: ``libp2p/__init__.py`` also configures py-libp2p's logger from
+  ``LIBP2P_DEBUG``; the daemon routes that logger itself (``gridnode.startup.setup_logging``).
 * **Lazy leaf modules** (:data:`LAZY_MODULES`: libraries py-libp2p imports whole, ``import X``,
   for features the daemon does not use): :class:`importlib.util.LazyLoader`, the standard
   library's, runs such a module on the first access to one of its attributes.
 * **What is not made lazy, and why**: a module py-libp2p imports *names* from at its top
-  (``from aioquic.quic.connection import QuicConnection``) runs at that moment: Python's import
-  statement reads the name at once, and a stand-in object would not be the real class (type
-  checks, subclasses). That is why QUIC (aioquic), AutoTLS (requests), mDNS (zeroconf), the DNS
-  resolver (dnspython), RSA and secp256k1 keys and relay are still imported
-  (``docs/benchmarks.md`` lists them); only py-libp2p importing them where they are used
-  (upstream) would drop them.
+  (``from aioquic.quic.connection import QuicConnectionError``) runs at that moment: Python's
+  import statement reads the name at once, and a stand-in object would not be the real class
+  (type checks, ``except`` clauses, subclasses). The modules that do so are py-libp2p's core,
+  which every host needs, not its optional transports: ``libp2p.custom_types`` imports
+  ``QUICStream`` (whose module imports aioquic, with pyOpenSSL and X.509), ``libp2p.peer.id``
+  imports the key decoder (RSA keys: pycryptodome, with cffi's C parser; secp256k1: coincurve),
+  ``BasicHost``'s module imports AutoTLS's ACME and broker clients (requests, dnspython), mDNS
+  (zeroconf), UPnP and relay, the swarm and ping import the resource manager and metrics
+  (prometheus_client, psutil), the TCP transport and the swarm import multiaddr's DNS resolver
+  (dnspython). ``LazyLoader`` on requests, psutil, coincurve, dnspython's modules or
+  pycryptodome's ``Crypto.Hash``/``Crypto.Signature`` changes nothing: each is read by name
+  elsewhere in that core at import (measured). ``docs/benchmarks.md`` lists what they cost;
+  only py-libp2p importing them where they are used (upstream), or a host not built on
+  ``BasicHost`` and ``Swarm``, would drop them.
 * **Failure is loud.** A package whose deferred ``__init__`` fails raises where its name was read,
   as a failing import raises where it is imported. ``tests/daemon/test_lazy_imports.py`` runs real
   daemons over real libp2p with this finder installed and checks, in the daemon process, which
