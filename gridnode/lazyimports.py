@@ -4,8 +4,9 @@ py-libp2p 0.8.1 imports every transport, security protocol, key type and service
 packages' ``__init__`` files and at the top of the modules the daemon does use
 (``docs/benchmarks.md``, "Where a validator's … go"). :func:`install`, called by the daemon's entry
 points (``gridnode run`` and the launcher) before anything imports libp2p, puts one import finder
-(:class:`_Finder`) in front of Python's own. It changes *when* two kinds of module run, never what
-runs: no installed file is edited, copied or patched, and nothing is replaced by a stand-in.
+(:class:`_Finder`) in front of Python's own. It changes *when* two kinds of module run, and keeps
+one optional library out of the daemon (its one user falls back, by design, to the standard
+library): no installed file is edited, copied or patched, and nothing is replaced by a stand-in.
 
 Rules of this module:
 
@@ -25,6 +26,14 @@ Rules of this module:
 * **Lazy leaf modules** (:data:`LAZY_MODULES`: libraries py-libp2p imports whole, ``import X``,
   for features the daemon does not use): :class:`importlib.util.LazyLoader`, the standard
   library's, runs such a module on the first access to one of its attributes.
+* **An optional backend not offered** (:data:`ABSENT_MODULES`: ``cffi``, the Python package —
+  not ``_cffi_backend``, which PyNaCl's and coincurve's compiled bindings load). Importing it
+  raises :class:`ModuleNotFoundError`, as if it were not installed, naming this module. Its
+  only user in the daemon is pycryptodome (py-libp2p's RSA keys and SECIO ciphers: imported by
+  the key decoder, never used by a community of Ed25519 keys), which then takes its documented
+  ``ctypes`` backend (the one it uses under ``python -OO`` or without cffi) instead of cffi's
+  in-line mode, which imports pycparser and parses C declarations at every start. The same C
+  library is called either way. Anything else that needs cffi fails loudly at its import.
 * **What is not made lazy, and why**: a module py-libp2p imports *names* from at its top
   (``from aioquic.quic.connection import QuicConnectionError``) runs at that moment: Python's
   import statement reads the name at once, and a stand-in object would not be the real class
@@ -69,7 +78,14 @@ import types
 from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["DEFERRED_PACKAGES", "LAZY_MODULES", "install", "installed", "loaded_modules"]
+__all__ = [
+    "ABSENT_MODULES",
+    "DEFERRED_PACKAGES",
+    "LAZY_MODULES",
+    "install",
+    "installed",
+    "loaded_modules",
+]
 
 #: these packages and every sub-package of them have their ``__init__`` deferred
 DEFERRED_PACKAGES: Final = ("libp2p",)
@@ -95,6 +111,9 @@ LAZY_MODULES: Final = frozenset(
         "Crypto.Util.Counter",
     }
 )
+
+#: optional libraries the daemon is not offered (reported not installed; see the module rules)
+ABSENT_MODULES: Final = frozenset({"cffi"})
 
 _lock = threading.RLock()
 #: deferred packages whose ``__init__`` has not run yet: name -> the real loader
@@ -153,7 +172,8 @@ def _run_init(module: types.ModuleType) -> None:
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds modules as Python's path finder does, then defers or lazies the ones listed."""
+    """Finds modules as Python's path finder does, then defers or lazies the ones listed; refuses
+    the absent ones."""
 
     def find_spec(
         self,
@@ -161,6 +181,12 @@ class _Finder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] in ABSENT_MODULES:
+            raise ModuleNotFoundError(
+                f"No module named {fullname!r}: gridnode.lazyimports keeps it out of the daemon "
+                "(ABSENT_MODULES)",
+                name=fullname,
+            )
         lazy = fullname in LAZY_MODULES
         if not lazy and not _deferred(fullname):
             return None
