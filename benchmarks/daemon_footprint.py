@@ -15,8 +15,9 @@ them; clock at 60×) and prints, per role:
   quoted by then), ``VmRSS`` — the figure the target is stated in — and the unique (private) and
   proportional (PSS) set from ``/proc/<pid>/smaps_rollup``: with many daemons on one machine the
   shared libraries' pages are counted once, so PSS × N is what N daemons really take;
-* **imports**: in fresh interpreters, what ``import libp2p`` costs plainly and as the daemon
-  imports it (:mod:`gridnode.lazyimports` installed, as ``gridnode run`` and the launcher do), and
+* **imports**: in fresh interpreters, what ``import libp2p`` costs plainly and what the parts of
+  py-libp2p the daemon uses cost as the daemon imports them (:mod:`gridnode.lazyimports`
+  installed, as ``gridnode run`` and the launcher do: ``libp2p/__init__.py`` does not run), and
   what ``import gridnode.daemon`` costs as the daemon imports it (CPU s, RSS, and whether pandas,
   pyarrow, statsmodels, scipy, pvlib, plotly or sklearn were loaded); and in one interpreter (the
   finder installed), step by step, what each layer adds: the libraries py-libp2p still imports
@@ -103,6 +104,26 @@ def import_cost(statement: str, *, as_daemon: bool = True) -> str:
     ).stdout.strip()
 
 
+#: the modules of py-libp2p the daemon's host is built from (``gridnode.net.host.build_host``) and
+#: its gossip and identities use; with :mod:`gridnode.lazyimports` installed, ``import libp2p`` alone
+#: runs nothing (its ``__init__`` is deferred), so these are what "py-libp2p as the daemon" costs
+LIBP2P_PARTS = (
+    "libp2p.host.basic_host",
+    "libp2p.network.swarm",
+    "libp2p.transport.tcp.tcp",
+    "libp2p.transport.upgrader",
+    "libp2p.transport.manager",
+    "libp2p.security.noise.transport",
+    "libp2p.stream_muxer.yamux.yamux",
+    "libp2p.stream_muxer.mplex.mplex",
+    "libp2p.peer.peerstore",
+    "libp2p.rcmgr.manager",
+    "libp2p.pubsub.gossipsub",
+    "libp2p.pubsub.floodsub",
+    "libp2p.crypto.ed25519",
+    "libp2p.crypto.x25519",
+)
+
 #: the import layers of a validator's daemon, in order, in one interpreter with
 #: :mod:`gridnode.lazyimports` installed (as ``gridnode run`` does); each step's cost is what it
 #: adds on top of the steps before it. The fourth group is what py-libp2p still imports for
@@ -120,7 +141,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
         "requests, dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
         "aioquic.quic.connection, prometheus_client, psutil, netaddr",
     ),
-    ("the rest of py-libp2p", "libp2p"),
+    ("the rest of py-libp2p (the daemon's parts)", ", ".join(LIBP2P_PARTS)),
     ("numpy (clearing)", "numpy"),
     ("aiohttp (the API)", "aiohttp.web"),
     ("gridnode (validator)", "gridnode.startup, gridnode.daemon"),
@@ -292,7 +313,8 @@ def main() -> None:
             print(
                 f"  import libp2p (plainly)          {import_cost('import libp2p', as_daemon=False)}"
             )
-            print(f"  import libp2p (as the daemon)    {import_cost('import libp2p')}")
+            parts = "import " + ", ".join(LIBP2P_PARTS)
+            print(f"  py-libp2p as the daemon uses it  {import_cost(parts)}")
             print(f"  import gridnode.daemon (daemon)  {import_cost('import gridnode.daemon')}")
             print(
                 "  import layers of a validator, each on top of the ones before (one interpreter, "

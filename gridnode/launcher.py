@@ -1,7 +1,7 @@
 """Start many daemons from one pre-imported parent: the launcher (a zygote).
 
-A daemon's start-up CPU is almost all imports (py-libp2p's ``__init__`` alone imports every
-transport and service it ships: ``docs/benchmarks.md``). When one machine runs many daemons (the
+A daemon's start-up CPU is almost all imports (py-libp2p's core modules import the libraries of
+every transport and service it ships: ``docs/benchmarks.md``). When one machine runs many daemons (the
 daemon simulation engine, ``gridnode demo``, the tests), each paid that again. A
 :class:`Launcher` is a long-lived process (``python -m gridnode.launcher``) that imports what a
 daemon needs once, then forks one child per daemon; the child runs ``python -m gridnode ARGS``'s

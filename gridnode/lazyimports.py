@@ -4,30 +4,51 @@ py-libp2p 0.8.1 imports every transport, security protocol, key type and service
 packages' ``__init__`` files and at the top of the modules the daemon does use
 (``docs/benchmarks.md``, "Where a validator's … go"). :func:`install`, called by the daemon's entry
 points (``gridnode run`` and the launcher) before anything imports libp2p, puts one import finder
-(:class:`_Finder`) in front of Python's own. It changes *when* two kinds of module run, never what
-runs: no installed file is edited, copied or patched, and nothing is replaced by a stand-in.
+(:class:`_Finder`) in front of Python's own. It changes *when* two kinds of module run, and keeps
+one optional library out of the daemon (its one user falls back, by design, to the standard
+library): no installed file is edited, copied or patched, and nothing is replaced by a stand-in.
 
 Rules of this module:
 
-* **Deferred package ``__init__``** (:data:`DEFERRED_PACKAGES`: every sub-package of ``libp2p``,
-  not ``libp2p`` itself, whose ``new_host`` the daemon calls). Such a package is created as
-  Python creates any package (its spec, ``__path__``, ``__file__``), so its sub-modules import as
-  usual, but its ``__init__.py`` runs only when something reads a name from the package that is
-  not one of its sub-modules (``from libp2p.transport import TCP``; ``libp2p.kad_dht.KadDHT``) —
-  then in full, once, under a lock, before the name is returned. So
-  ``libp2p/kad_dht/__init__.py`` (Kademlia), ``libp2p/transport/__init__.py`` (the WebSocket
-  transport) and the like run only if something needs them; a name read from a package gets what
-  the package defines, as without this module.
+* **Deferred package ``__init__``** (:data:`DEFERRED_PACKAGES`: ``libp2p`` and every sub-package
+  of it). Such a package is created as Python creates any package (its spec, ``__path__``,
+  ``__file__``), so its sub-modules import as usual, but its ``__init__.py`` runs only when
+  something reads a name from the package that is not one of its sub-modules (``from
+  libp2p.transport import TCP``; ``libp2p.kad_dht.KadDHT``; ``from libp2p import new_host``) —
+  then in full, once, under a lock, before the name is returned. So ``libp2p/__init__.py``
+  (which imports the QUIC, TLS and SECIO transports, the key store and the peer-store backends
+  to offer them in ``new_host``; the daemon assembles its host from the parts instead,
+  :func:`gridnode.net.host.build_host`), ``libp2p/kad_dht/__init__.py`` (Kademlia),
+  ``libp2p/transport/__init__.py`` (the WebSocket transport) and the like run only if something
+  needs them; a name read from a package gets what the package defines, as without this module.
+  One effect besides imports: ``libp2p/__init__.py`` also configures py-libp2p's logger from
+  ``LIBP2P_DEBUG``; the daemon routes that logger itself (``gridnode.startup.setup_logging``).
 * **Lazy leaf modules** (:data:`LAZY_MODULES`: libraries py-libp2p imports whole, ``import X``,
   for features the daemon does not use): :class:`importlib.util.LazyLoader`, the standard
   library's, runs such a module on the first access to one of its attributes.
+* **An optional backend not offered** (:data:`ABSENT_MODULES`: ``cffi``, the Python package —
+  not ``_cffi_backend``, which PyNaCl's and coincurve's compiled bindings load). Importing it
+  raises :class:`ModuleNotFoundError`, as if it were not installed, naming this module. Its
+  only user in the daemon is pycryptodome (py-libp2p's RSA keys and SECIO ciphers: imported by
+  the key decoder, never used by a community of Ed25519 keys), which then takes its documented
+  ``ctypes`` backend (the one it uses under ``python -OO`` or without cffi) instead of cffi's
+  in-line mode, which imports pycparser and parses C declarations at every start. The same C
+  library is called either way. Anything else that needs cffi fails loudly at its import.
 * **What is not made lazy, and why**: a module py-libp2p imports *names* from at its top
-  (``from aioquic.quic.connection import QuicConnection``) runs at that moment: Python's import
-  statement reads the name at once, and a stand-in object would not be the real class (type
-  checks, subclasses). That is why QUIC (aioquic), AutoTLS (requests), mDNS (zeroconf), the DNS
-  resolver (dnspython), RSA and secp256k1 keys and relay are still imported
-  (``docs/benchmarks.md`` lists them); only py-libp2p importing them where they are used
-  (upstream) would drop them.
+  (``from aioquic.quic.connection import QuicConnectionError``) runs at that moment: Python's
+  import statement reads the name at once, and a stand-in object would not be the real class
+  (type checks, ``except`` clauses, subclasses). The modules that do so are py-libp2p's core,
+  which every host needs, not its optional transports: ``libp2p.custom_types`` imports
+  ``QUICStream`` (whose module imports aioquic, with pyOpenSSL and X.509), ``libp2p.peer.id``
+  imports the key decoder (RSA keys: pycryptodome, with cffi's C parser; secp256k1: coincurve),
+  ``BasicHost``'s module imports AutoTLS's ACME and broker clients (requests, dnspython), mDNS
+  (zeroconf), UPnP and relay, the swarm and ping import the resource manager and metrics
+  (prometheus_client, psutil), the TCP transport and the swarm import multiaddr's DNS resolver
+  (dnspython). ``LazyLoader`` on requests, psutil, coincurve, dnspython's modules or
+  pycryptodome's ``Crypto.Hash``/``Crypto.Signature`` changes nothing: each is read by name
+  elsewhere in that core at import (measured). ``docs/benchmarks.md`` lists what they cost;
+  only py-libp2p importing them where they are used (upstream), or a host not built on
+  ``BasicHost`` and ``Swarm``, would drop them.
 * **Failure is loud.** A package whose deferred ``__init__`` fails raises where its name was read,
   as a failing import raises where it is imported. ``tests/daemon/test_lazy_imports.py`` runs real
   daemons over real libp2p with this finder installed and checks, in the daemon process, which
@@ -57,9 +78,16 @@ import types
 from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["DEFERRED_PACKAGES", "LAZY_MODULES", "install", "installed", "loaded_modules"]
+__all__ = [
+    "ABSENT_MODULES",
+    "DEFERRED_PACKAGES",
+    "LAZY_MODULES",
+    "install",
+    "installed",
+    "loaded_modules",
+]
 
-#: every sub-package of these (not the package itself) has its ``__init__`` deferred
+#: these packages and every sub-package of them have their ``__init__`` deferred
 DEFERRED_PACKAGES: Final = ("libp2p",)
 #: modules run on first attribute access (imported whole by py-libp2p, never used by the daemon):
 #: httpx and h11 (AutoTLS's ACME client), service_identity (TLS certificates), ifaddr and
@@ -84,13 +112,16 @@ LAZY_MODULES: Final = frozenset(
     }
 )
 
+#: optional libraries the daemon is not offered (reported not installed; see the module rules)
+ABSENT_MODULES: Final = frozenset({"cffi"})
+
 _lock = threading.RLock()
 #: deferred packages whose ``__init__`` has not run yet: name -> the real loader
 _pending: dict[str, importlib.abc.Loader] = {}
 
 
 def _deferred(name: str) -> bool:
-    return any(name.startswith(top + ".") for top in DEFERRED_PACKAGES)
+    return any(name == top or name.startswith(top + ".") for top in DEFERRED_PACKAGES)
 
 
 class _DeferredInit(importlib.abc.Loader):
@@ -141,7 +172,8 @@ def _run_init(module: types.ModuleType) -> None:
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds modules as Python's path finder does, then defers or lazies the ones listed."""
+    """Finds modules as Python's path finder does, then defers or lazies the ones listed; refuses
+    the absent ones."""
 
     def find_spec(
         self,
@@ -149,6 +181,12 @@ class _Finder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] in ABSENT_MODULES:
+            raise ModuleNotFoundError(
+                f"No module named {fullname!r}: gridnode.lazyimports keeps it out of the daemon "
+                "(ABSENT_MODULES)",
+                name=fullname,
+            )
         lazy = fullname in LAZY_MODULES
         if not lazy and not _deferred(fullname):
             return None

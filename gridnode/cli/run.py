@@ -39,6 +39,19 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import gc
+
+    # no cyclic collections while start-up imports and builds: ~260 of them, each walking what
+    # the imports made so far; the daemon collects once when it serves and turns the collector
+    # back on (gridnode.startup.settle_after_start) — or, if it never got there, the finally below
+    gc.disable()
+    try:
+        return _run(args)
+    finally:
+        gc.enable()
+
+
+def _run(args: argparse.Namespace) -> int:
     from gridnode.lazyimports import install
 
     install()  # before anything imports libp2p: what the daemon never runs is not loaded

@@ -13,7 +13,8 @@ specified in ``docs/protocol.md``. The host is put together from four parts:
 
 Rules of this module:
 
-* Transport: TCP + Noise + Yamux, nothing else offered. Yamux acknowledges received data the way
+* Transport: TCP + Noise + Yamux (Mplex as the fallback muxer), nothing else offered; listen
+  addresses must be TCP (:func:`build_host`). Yamux acknowledges received data the way
   go-yamux does — a window update once half the window was read — instead of py-libp2p's default
   of one update per read (``PY_YAMUX_RELEASE_ON_READ=0``, set for this process when a host opens
   unless the environment says otherwise): an update is a frame written, encrypted and sent, and
@@ -43,16 +44,27 @@ from typing import Any, Literal
 
 import multiaddr
 import trio
-from libp2p import create_yamux_muxer_option, new_host
 from libp2p.abc import INotifee
+from libp2p.crypto.keys import KeyPair as Libp2pKeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.host.basic_host import BasicHost
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStore
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.rcmgr.manager import new_resource_manager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
+from libp2p.transport.manager import TransportManager
+from libp2p.transport.tcp.tcp import TCP
+from libp2p.transport.upgrader import TransportUpgrader
 
 from gridnode.core.crypto import KeyPair
 from gridnode.core.peerscore import ScoreParams
@@ -92,6 +104,7 @@ __all__ = [
     "PeerStats",
     "RequestHandler",
     "Validator",
+    "build_host",
     "libp2p_key_pair",
     "open_net_host",
     "peer_id_of",
@@ -145,6 +158,10 @@ class NetConfig:
                 multiaddr.Multiaddr(addr)
             except Exception as exc:
                 raise UsageError(f"address {addr!r} is not a multiaddr: {exc}") from exc
+        for addr in self.listen_addrs:  # the host offers TCP only (build_host)
+            names = {p.name for p in multiaddr.Multiaddr(addr).protocols()}
+            if "tcp" not in names or names & {"ws", "wss"}:
+                raise UsageError(f"listen address {addr!r}: expected a TCP address (/ip4/…/tcp/…)")
         for addr in self.bootstrap:
             if "/p2p/" not in addr:
                 raise UsageError(f"bootstrap address {addr!r} must end in /p2p/<peer id>")
@@ -490,19 +507,51 @@ async def _close_connections(host: Any, router: Any, net: NetHost) -> None:
                 await host.disconnect(peer)
 
 
+def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
+    """The host ``new_host`` builds for our options, assembled from py-libp2p's own classes.
+
+    Our options to ``libp2p.new_host`` were: this key pair, Noise as the only security protocol
+    (a fresh X25519 static key), Yamux then Mplex as muxers, TCP listen addresses, mDNS on or off,
+    everything else at its default. For those, ``new_host`` (and the ``new_swarm`` it calls)
+    makes exactly these objects: one default resource manager shared by the swarm and the host, a
+    transport upgrader over the security and muxer choices, one TCP transport (a plain TCP listen
+    address selects TCP; nothing else is offered), a peer store holding our key pair, a transport
+    manager without port sharing (that is only for TCP and WebSocket on one port), the swarm with
+    default retry and connection settings, and a :class:`BasicHost` with its default protocols
+    (identify, identify-push, ping) and a negotiation timeout of 30 s (``new_host``'s default,
+    also ``BasicHost``'s). What is different is only what is *imported*: ``libp2p/__init__.py``,
+    which imports the QUIC, TLS, SECIO, WebSocket and key-store modules to offer them, never
+    runs (:mod:`gridnode.lazyimports` defers it). ``tests/daemon/test_host_assembly.py`` checks
+    the two agree — same protocols, muxers, transports and handlers — and talk to each other.
+    """
+    noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+    upgrader = TransportUpgrader(
+        secure_transports_by_protocol={NOISE_PROTOCOL_ID: noise},
+        muxer_transports_by_protocol={
+            TProtocol(YAMUX_PROTOCOL_ID): Yamux,
+            TProtocol(MPLEX_PROTOCOL_ID): Mplex,
+        },
+    )
+    peer_id = ID.from_pubkey(key_pair.public_key)
+    peerstore = PeerStore()
+    peerstore.add_key_pair(peer_id, key_pair)
+    resources = new_resource_manager()
+    swarm = Swarm(
+        peer_id,
+        peerstore,
+        upgrader,
+        transports=[TCP()],
+        transport_manager=TransportManager(port_demuxers={}),
+    )
+    swarm.set_resource_manager(resources)
+    return BasicHost(network=swarm, enable_mDNS=mdns, resource_manager=resources)
+
+
 @asynccontextmanager
 async def open_net_host(keys: KeyPair, config: NetConfig) -> AsyncIterator[NetHost]:
     """Start a host for ``keys`` with ``config``; stop it cleanly on exit (see module rules)."""
     os.environ.setdefault(_YAMUX_RELEASE_ON_READ, "0")  # read by py-libp2p's Yamux on every read
-    key_pair = libp2p_key_pair(keys)
-    noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
-    host = new_host(
-        key_pair=key_pair,
-        sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt=create_yamux_muxer_option(),
-        listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen_addrs],
-        enable_mDNS=config.mdns,
-    )
+    host = build_host(libp2p_key_pair(keys), mdns=config.mdns)
     router = make_router(config)
     pubsub = Pubsub(host, router, strict_signing=True)
     try:

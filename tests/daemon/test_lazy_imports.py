@@ -24,10 +24,18 @@ from sims.daemons import LocalCommunity
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: modules a plain ``import libp2p`` runs and an idle daemon must not: Kademlia, the WebSocket
-#: transport, Bitswap, circuit relay, IPNS records (run by sub-packages' ``__init__`` files), AutoTLS's
-#: HTTP client, ECDSA keys and TLS certificate checks (lazy leaf modules)
+#: modules a plain ``import libp2p`` runs and an idle daemon must not: py-libp2p's own
+#: ``__init__`` with the QUIC, TLS and SECIO transports and the key store it imports; Kademlia,
+#: the WebSocket transport, Bitswap, circuit relay, IPNS records (run by sub-packages' ``__init__``
+#: files); AutoTLS's HTTP client, ECDSA keys and TLS certificate checks (lazy leaf modules); cffi
+#: and its C parser (an optional backend of pycryptodome's, not offered)
 NEVER_RUN = (
+    "libp2p",  # its __init__: the daemon assembles its host from the parts (build_host)
+    "libp2p.transport.quic.transport",
+    "libp2p.transport.quic.listener",
+    "libp2p.security.tls.transport",
+    "libp2p.security.secio.transport",
+    "libp2p.crypto.keystore",
     "libp2p.kad_dht.kad_dht",
     "libp2p.transport.websocket.transport",
     "trio_websocket",
@@ -37,6 +45,8 @@ NEVER_RUN = (
     "httpx",
     "fastecdsa.keys",
     "service_identity",
+    "cffi",  # kept out (ABSENT_MODULES): pycryptodome uses its ctypes backend, no C parser
+    "pycparser",
 )
 #: what the daemon does run: the part of py-libp2p it uses
 RUN = (
@@ -81,6 +91,50 @@ def test_a_name_read_from_a_deferred_package_runs_its_init_and_is_the_real_one()
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok"]
+
+
+def test_cffi_is_not_offered_and_pycryptodome_works_through_ctypes() -> None:
+    # without the finder pycryptodome (imported by py-libp2p's key decoder) runs on cffi, which
+    # parses C declarations with pycparser; with it, cffi is "not installed" and pycryptodome
+    # takes its ctypes backend: an RSA key still signs, serialises, decodes and verifies
+    probe = (
+        "import sys\n"
+        "from gridnode.lazyimports import ABSENT_MODULES, install\n"
+        "if sys.argv[1] == 'daemon':\n"
+        "    assert install() and ABSENT_MODULES == {'cffi'}\n"
+        "from libp2p.crypto.rsa import create_new_key_pair\n"
+        "from libp2p.crypto.serialization import deserialize_public_key\n"
+        "import Crypto.Util._raw_api as raw, nacl.signing\n"
+        "kp = create_new_key_pair(1024)\n"
+        "sig = kp.private_key.sign(b'order')\n"
+        "pub = deserialize_public_key(kp.public_key.serialize())\n"
+        "assert pub.verify(b'order', sig) and not pub.verify(b'other', sig)\n"
+        "sk = nacl.signing.SigningKey.generate()\n"
+        "assert sk.verify_key.verify(sk.sign(b'order')) == b'order'\n"
+        "try:\n"
+        "    import cffi\n"
+        "    print(raw.backend, 'cffi importable')\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(raw.backend, 'pycparser' in sys.modules, exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(mode: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert run("plain") == "cffi cffi importable"
+    assert run("daemon") == (
+        "ctypes False No module named 'cffi': gridnode.lazyimports keeps it out of the daemon "
+        "(ABSENT_MODULES)"
+    )
 
 
 def _start(d: Path) -> subprocess.Popen[bytes]:
