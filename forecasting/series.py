@@ -156,10 +156,14 @@ class MeterHistory:
         )  # fmt: skip
 
     def select(self, households: slice | list[int]) -> MeterHistory:
-        """A subset of the households (rows)."""
+        """A subset of the households (rows), read-only like every history's arrays."""
 
         def rows(a: FloatArray | None) -> FloatArray | None:
-            return None if a is None else a[households]
+            if a is None:
+                return None
+            out = a[households]  # a view for a slice, a new array for a list
+            out.setflags(write=False)
+            return out
 
         return MeterHistory(
             self.start_s, self.step_s, self.net_w[households], rows(self.pv_w),
