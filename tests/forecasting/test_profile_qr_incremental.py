@@ -181,8 +181,11 @@ def test_a_refit_a_pickle_and_other_rows_start_afresh(
     assert isinstance(refit, FittedProfileQR)
     for f in (warm, clone, refit):
         assert _walk(f, history, [end + 900, end + 2 * 900], [2]) == 2
-    # two rows of the same household: another row count, another key
+    # two rows of the same household: another row count, another key; selected rows are
+    # read-only like every history's (the memo trusts them rather than copying them)
     two = history.select([0, 0])
+    assert two.pv_w is not None and two.load_w is not None
+    assert not any(a.flags.writeable for a in (two.net_w, two.pv_w, two.load_w))
     both = FittedProfileQR(fitted.model, np.concatenate([fitted.coefs] * 2), 900,
                            np.concatenate([fitted.band_scales] * 2))  # fmt: skip
     assert _walk(both, two, [end + 3 * 900, end + 4 * 900], [2]) == 2
