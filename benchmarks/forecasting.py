@@ -30,7 +30,10 @@ horizons, and the fit seconds per household per fit and predict ms per household
 The tuning set's figures follow, labelled TUNING, for comparison only (``--no-tuning`` skips them).
 
 **Cost.** Predict: one household per call (the daemon) and 1,000 households in one call (the
-in-process engine), at 15-minute steps, for the 8 intervals the engines ask for. Fit: per household,
+in-process engine), at 15-minute steps, for the 8 intervals the engines ask for, cold (a fitted
+model's first prediction), and warm: CPU per slot over 96 consecutive slots' origins (2 intervals,
+as the engines ask), the history a window of one immutable history (the engine) or built anew
+each slot (``_copied``, a daemon). Fit: per household,
 at 15-minute and hourly steps, with a year of history. The day-ahead blend: its fit (both models)
 and a day-ahead forecast (96 intervals) from local midnight, one household.
 
@@ -342,16 +345,50 @@ def cost(quick: bool) -> dict[str, float]:
     one = homes.select([0]).until(now)
     fitted_one = model.fit(one)
     figures = {}
-    figures["predict_ms_one_household"] = 1000 * _best_of(lambda: fitted_one.predict(one, 8), 50)
+
+    def cold(f: Any) -> Any:  # the fitted model afresh: nothing of an earlier prediction kept
+        return type(f)(f.model, f.coefs, f.step_s, f.band_scales)
+
+    figures["predict_ms_one_household"] = 1000 * _best_of(
+        lambda: cold(fitted_one).predict(one, 8), 50
+    )
     # the engine's call: many households in one history (the 8 test homes repeated)
     rows = [i % homes.households for i in range(n)]
     many = homes.select(rows).until(now)
     coefs = np.repeat(fitted_one.coefs, n, axis=0)
     scales = np.repeat(fitted_one.band_scales, n, axis=0)
     fitted_many = type(fitted_one)(fitted_one.model, coefs, fitted_one.step_s, scales)
-    t_many = _best_of(lambda: fitted_many.predict(many, 8), 3)
+    t_many = _best_of(lambda: cold(fitted_many).predict(many, 8), 3)
     figures["predict_ms_per_household_batched"] = 1000 * t_many / n
     figures["predict_s_all_batched"] = t_many
+    # warm: a slot's prediction after the previous slot's, as the daemon and the engines predict
+    # (a fitted model reuses its last window's profile features: forecasting.profile_qr); the
+    # engine passes windows of one immutable history, a daemon builds its history anew each slot
+    # ("copied": equal values in new memory, compared rather than trusted)
+    slots = 96
+
+    def walk(fitted: Any, history: MeterHistory, *, copied: bool) -> float:
+        fitted = cold(fitted)
+        spent = 0.0
+        for k in range(slots):
+            h = history.until(now + k * 900)
+            if copied:  # built anew (not timed), one at a time: 1,000 rows are 60 MB each
+                h = MeterHistory.from_components(h.pv_w, h.load_w, start_s=h.start_s, step_s=900,
+                                                 utc_offset_s=h.utc_offset_s)  # fmt: skip
+            t0 = time.process_time()
+            fitted.predict(h, 2)
+            if k:  # the first prediction is cold
+                spent += time.process_time() - t0
+        return spent / (slots - 1)
+
+    tail = homes.window(now - 40 * 86_400, now + slots * 900)
+    for label, fitted, rows_tail in (
+        ("one_household", fitted_one, tail.select([0])),
+        ("all_batched", fitted_many, tail.select(rows)),
+    ):
+        for copied in (False, True):
+            key = f"predict_ms_per_slot_warm_{label}" + ("_copied" if copied else "")
+            figures[key] = 1000 * walk(fitted, rows_tail, copied=copied)
     k = 4 if quick else 8
     figures["fit_s_per_household_15min"] = _best_of(
         lambda: model.fit(homes.select([0]).until(now)), 2

@@ -38,6 +38,16 @@ Rules of this module:
   coefficient, instead of a huge one that explodes once the feature moves.
 * Vectorised over households: one call fits or forecasts every row of a history; households never
   share parameters, so a household's forecast does not depend on who else is in the batch.
+* **Incremental prediction.** An interval's profile features are a function of the meter values
+  1–21 days before it, its calendar and its clear-sky GHI alone, so a fitted model keeps those of
+  the intervals its last prediction used (the day before the origin and the targets) and the next
+  prediction computes only the intervals it does not hold — from the next slot's origin, one.
+  They are reused only for the same rows, grid, local offset and holidays, and when the meter
+  values they were built from are the same: the same read-only memory (a
+  :class:`~forecasting.series.MeterHistory` is an immutable value; the in-process engine passes
+  windows of one history) or values equal bit for bit (a daemon builds its history anew). The
+  forecasts are bit for bit those computed from scratch (tested from many origins and horizons,
+  across gaps, changed values, refits and the new year). Clear-sky GHI is memoised per day.
 * Pure: no clock, no randomness; pvlib's clear-sky GHI is computed from the time stamps alone.
 
 Known limits: no weather forecast (a cloudy day after a clear one is missed day-ahead; day-ahead
@@ -50,7 +60,7 @@ a year.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -126,12 +136,35 @@ def _ghi(
 ) -> FloatArray:
     """Clear-sky GHI at the midpoints of ``total`` intervals from ``start_s`` (0 before ``lo``),
     read-only. Memoised: a community fitted or predicted in blocks of rows asks for the same
-    window once per block (the values are a function of the arguments alone)."""
-    mid = start_s + np.arange(lo, total, dtype=np.int64) * step_s + step_s // 2
+    window once per block (the values are a function of the arguments alone); the days are
+    memoised too (:func:`_ghi_day`), so a prediction at every slot computes a new day's values
+    once, not its whole window's at every slot."""
     ghi = np.zeros(total)
-    ghi[lo:] = clear_sky_ghi_w_m2(mid, latitude=latitude, longitude=longitude)
+    if lo < total:
+        s = SECONDS_PER_DAY // step_s
+        phase = start_s % step_s
+        k_lo = (start_s - phase) // step_s + lo  # interval numbers on the grid from unix 0
+        k_hi = k_lo + total - lo
+        first, last = k_lo // s, (k_hi - 1) // s
+        days = [
+            _ghi_day(d, phase, step_s, latitude=latitude, longitude=longitude)
+            for d in range(first, last + 1)
+        ]
+        ghi[lo:] = np.concatenate(days)[k_lo - first * s : k_hi - first * s]
     ghi.setflags(write=False)
     return ghi
+
+
+@functools.lru_cache(maxsize=64)
+def _ghi_day(day: int, phase: int, step_s: int, *, latitude: float, longitude: float) -> FloatArray:
+    """Clear-sky GHI at the midpoints of the intervals ``phase + k * step_s`` that start on UTC
+    day ``day`` (read-only). :func:`forecasting.solar.clear_sky_ghi_w_m2` is elementwise, so the
+    values do not depend on how the times are cut into calls (tested bit for bit)."""
+    s = SECONDS_PER_DAY // step_s
+    mid = day * SECONDS_PER_DAY + phase + np.arange(s, dtype=np.int64) * step_s + step_s // 2
+    out = clear_sky_ghi_w_m2(mid, latitude=latitude, longitude=longitude)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +175,7 @@ class _Series:
     pv: FloatArray | None  # the PV, when metered
     ghi: FloatArray | None  # clear-sky GHI at each interval's midpoint (when the site is known)
     day_type: IntArray  # (T,)
+    holidays: frozenset[int]  # the public holidays day_type was built with
 
 
 def _lags(y: FloatArray, t: IntArray, s: int, days: int) -> FloatArray:
@@ -287,14 +321,10 @@ class ProfileQR:
         last = (history.start_s + total * history.step_s + history.utc_offset_s) // SECONDS_PER_DAY
         years = range(int(_year(first)), int(_year(last)) + 1)
         hol = _holiday_days(self.holiday_country, self.holiday_subdiv, years)
-        pad = np.zeros((load.shape[0], extra_steps))
-        series = _Series(
-            load=np.concatenate([load, pad], axis=1),
-            pv=None if pv is None else np.concatenate([pv, pad], axis=1),
-            ghi=ghi,
-            day_type=_day_type(history, idx, hol),
-        )
-        return series
+        # load and PV end with the history (a feature never reads a value after it); the
+        # calendar and GHI cover the extra steps too (the targets')
+        return _Series(load=load, pv=pv, ghi=ghi, day_type=_day_type(history, idx, hol),
+                       holidays=hol)  # fmt: skip
 
     def fit(self, history: MeterHistory) -> FittedProfileQR:
         s = history.steps_per_day
@@ -389,6 +419,126 @@ def _year(day: int) -> int:
     return int(str(np.datetime64(int(day), "D"))[:4])
 
 
+class _ProfileMemo:
+    """What the last prediction of a fitted model computed that the next one can reuse: the
+    profile features of the intervals it used (a day before its origin and its targets) and the
+    meter values those features were built from (module rules, *Incremental prediction*).
+
+    Private to one :class:`FittedProfileQR`. Its state is replaced as one tuple, so predictions
+    from several threads read a consistent memo (at worst they compute more). A pickle of it is
+    an empty memo: a fitted model crosses a process boundary without it."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        #: (key, unix second of the window's first interval, its profiles (n, M, P), the inputs:
+        #: the load-like series and the PV or None, from PROFILE_DAYS before the window's first
+        #: interval to a day before its end, (n, M + (PROFILE_DAYS - 1) · s) each)
+        self.state: (
+            tuple[tuple[object, ...], int, FloatArray, tuple[FloatArray, FloatArray | None]] | None
+        ) = None
+
+    def __reduce__(self) -> tuple[type[_ProfileMemo], tuple[()]]:
+        return (_ProfileMemo, ())
+
+    def window(
+        self,
+        series: _Series,
+        *,
+        t0: int,
+        end: int,
+        key: tuple[object, ...],
+        start_s: int,
+        step_s: int,
+    ) -> FloatArray:
+        """``(n, end − t0, P)`` :func:`_profiles` of the intervals ``t0 .. end − 1`` of
+        ``series`` (``t0`` starts at ``start_s``): those the memo holds for the same ``key`` and
+        the same input values are taken from it, the others computed; the memo then holds this
+        window. Bit for bit :func:`_profiles` of the whole window (an interval's features are a
+        function of its own inputs; for the same rows, numpy's reductions sum alike; tested)."""
+        s = SECONDS_PER_DAY // step_s
+        lag = PROFILE_DAYS * s  # the oldest input of an interval is this many steps before it
+        inputs = (series.load[:, t0 - lag : end - s],
+                  None if series.pv is None else series.pv[:, t0 - lag : end - s])  # fmt: skip
+        m = end - t0
+        lo = hi = shift = 0  # the window's positions [lo, hi) taken from the memo's shift + lo ..
+        state = self.state
+        if state is not None and state[0] == key:
+            _, held_s, held, held_inputs = state
+            shift = (start_s - held_s) // step_s
+            lo, hi = max(0, -shift), min(m, held.shape[1] - shift)
+            if lo < hi and not _same_inputs(
+                held_inputs, inputs, shift=shift, lo=lo, hi=hi, span=lag - s
+            ):
+                lo = hi = 0
+        if lo < hi:
+            assert state is not None
+            t = t0 + np.concatenate([np.arange(lo), np.arange(hi, m)]).astype(np.int64)
+            parts = [state[2][:, shift + lo : shift + hi]]
+            if t.size:
+                new = _profiles(series, t, s)
+                parts = [new[:, :lo], *parts, new[:, lo:]]
+            prof = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        else:
+            prof = _profiles(series, np.arange(t0, end, dtype=np.int64), s)
+        kept = (_kept(inputs[0]), None if inputs[1] is None else _kept(inputs[1]))
+        self.state = (key, start_s, prof, kept)
+        return prof
+
+
+def _kept(a: FloatArray) -> FloatArray:
+    """``a`` itself when it is a read-only view of read-only memory (an immutable history's, as
+    :class:`~forecasting.series.MeterHistory` makes them), else a copy: what the memo keeps."""
+    return a if _frozen_owner(a) is not None else a.copy()
+
+
+def _frozen_owner(a: FloatArray) -> FloatArray | None:
+    """The array that owns ``a``'s memory, when neither it nor ``a`` can be written through."""
+    owner = a
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    if a.flags.writeable or owner.flags.writeable or owner.base is not None:
+        return None
+    return owner
+
+
+def _same_inputs(
+    old: tuple[FloatArray, FloatArray | None],
+    new: tuple[FloatArray, FloatArray | None],
+    *,
+    shift: int,
+    lo: int,
+    hi: int,
+    span: int,
+) -> bool:
+    """Whether the inputs of window positions ``lo .. hi − 1`` are bit for bit the same in the
+    memo's ``old`` (positions offset by ``shift``) and ``new`` (each position's inputs are the
+    ``span + 1`` values from its own position on)."""
+    for a, b in zip(old, new, strict=True):
+        if (a is None) != (b is None):
+            return False
+        if a is None or b is None:
+            continue
+        owner = _frozen_owner(a)
+        if (
+            owner is not None
+            and owner is _frozen_owner(b)
+            and a.strides == b.strides
+            and a.shape[0] == b.shape[0]
+            and _address(b) - _address(a) == shift * a.strides[1]
+        ):
+            continue  # the same immutable memory: the same values
+        x = a[:, shift + lo : shift + hi + span]
+        y = b[:, lo : hi + span]
+        if x.shape != y.shape or not np.array_equal(x.view(np.int64), y.view(np.int64)):
+            return False
+    return True
+
+
+def _address(a: FloatArray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class FittedProfileQR:
     """Per-household coefficients ``(households, buckets, quantiles, features)`` and band
@@ -398,6 +548,7 @@ class FittedProfileQR:
     coefs: FloatArray
     step_s: int
     band_scales: FloatArray
+    _memo: _ProfileMemo = field(default_factory=_ProfileMemo, init=False, repr=False)
 
     def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
         s = history.steps_per_day
@@ -419,8 +570,11 @@ class FittedProfileQR:
         series = self.model._series(tail, horizon)
         o = tail.steps
         t0 = o - s
-        prof = _profiles(series, np.arange(t0, o + horizon, dtype=np.int64), s)
-        orig = _origin_features(series, prof, t0, np.array([o], dtype=np.int64), s)
+        key = (tail.households, series.pv is None, series.ghi is None, tail.step_s,
+               tail.start_s % tail.step_s, tail.utc_offset_s, series.holidays)  # fmt: skip
+        prof = self._memo.window(series, t0=t0, end=o + horizon, key=key,
+                                 start_s=tail.start_s + t0 * tail.step_s, step_s=tail.step_s)  # fmt: skip
+        orig = _origin_features(series, prof[:, :s], t0, np.array([o], dtype=np.int64), s)
         x = _design(prof[:, s:], np.repeat(orig, horizon, axis=1), series.pv is not None)
         buckets = lead_buckets(history.step_s)[:horizon]
         values = np.einsum("nhf,nhqf->nhq", x, self.coefs[:, buckets])  # coefs (n, H, Q, F)

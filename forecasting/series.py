@@ -156,14 +156,17 @@ class MeterHistory:
         )  # fmt: skip
 
     def select(self, households: slice | list[int]) -> MeterHistory:
-        """A subset of the households (rows)."""
+        """A subset of the households (rows), read-only like every history's arrays."""
 
-        def rows(a: FloatArray | None) -> FloatArray | None:
-            return None if a is None else a[households]
+        def rows(a: FloatArray) -> FloatArray:
+            out = a[households]  # a view for a slice, a new array for a list
+            out.setflags(write=False)
+            return out
 
         return MeterHistory(
-            self.start_s, self.step_s, self.net_w[households], rows(self.pv_w),
-            rows(self.load_w), self.utc_offset_s,
+            self.start_s, self.step_s, rows(self.net_w),
+            None if self.pv_w is None else rows(self.pv_w),
+            None if self.load_w is None else rows(self.load_w), self.utc_offset_s,
         )  # fmt: skip
 
     def resample(self, step_s: int) -> MeterHistory:

@@ -440,3 +440,42 @@ def test_calibration_scales_equal_a_fresh_sort_of_the_window(
         above.append((actual - q.p50_wh) / max(q.p90_wh - q.p50_wh, 1))
         del below[:-size], above[:-size]
         assert cal.scales == (scale(below), scale(above))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(-3000, 3000),
+    st.integers(0, 2000),
+    st.integers(0, 2000),
+    st.integers(60_000, 320_000),
+    st.floats(1.0, 3.0),
+    st.floats(1.0, 3.0),
+    st.booleans(),
+)
+def test_the_curves_walk_the_levels_with_their_survival_probabilities(
+    p10: int, d50: int, d90: int, expected: int, lo: float, hi: float, battery: bool
+) -> None:
+    """Speed-only memos (issue 16): the curves read each level's survival probability from a
+    memoised table and share equal steps; the table is the levels and the formula, the steps
+    are plain values (equal to freshly built ones)."""
+    from forecasting import policy
+
+    config = PolicyConfig(feed_in_micro_per_kwh=80_000, retail_micro_per_kwh=300_000,
+                          grid_fee_micro_per_kwh=10_000)  # fmt: skip
+    f, r, g, spread = 80_000, 300_000, 10_000, 220_000
+    for sell in (True, False):
+        levels = policy._levels(config, expected, sell=sell, battery=battery)
+        rungs = policy._rungs(config, expected, sell=sell, battery=battery)
+        want = (
+            [(p, (r - p) / spread) for p in levels]
+            if sell
+            else [(p, (p + g - f) / spread) for p in reversed(levels)]
+        )
+        assert list(rungs) == want
+    q = SlotQuantiles(7, p10, p10 + d50, p10 + d50 + d90)
+    bat = BatteryState(energy_wh=3000, capacity_wh=8000, max_power_w=4000) if battery else None
+    order = quote_slot(q, household="h", config=config, slot_seconds=900, battery=bat,
+                       expected_price_micro_per_kwh=expected, widen=(lo, hi))  # fmt: skip
+    if order is not None:
+        assert order.steps == tuple(Step(s.price_micro_per_kwh, s.energy_wh) for s in order.steps)
+        assert all(type(s) is Step for s in order.steps)
