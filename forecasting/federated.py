@@ -484,6 +484,12 @@ def local_update(
     a time; a row's update never depends on the others."""
     layout = Layout(history.step_s)
     usable = previous if previous is not None and previous.step_s == history.step_s else None
+    # Only the last train_days days' origins are samples, and their features look back at most
+    # LAG_DAYS + 1 days (an origin's departures use its last day's profiles, each over the LAG_DAYS
+    # before it): the rest of the history cannot change the update (tested), so it is not read.
+    keep = (train_days + LAG_DAYS + 2) * history.steps_per_day
+    if history.steps > keep:
+        history = history.window(history.end_s - keep * history.step_s, history.end_s)
     out = np.zeros((history.households, layout.length), dtype=np.int64)
     for lo in range(0, history.households, rows_per_chunk):
         rows = list(range(lo, min(lo + rows_per_chunk, history.households)))

@@ -223,6 +223,29 @@ def test_whole_series_profiles_equal_the_per_target_definition(homes: MeterHisto
             assert np.allclose(every[:, target, 4], want, rtol=1e-12, atol=1e-9)
 
 
+def test_an_update_reads_only_its_training_window(homes: MeterHistory) -> None:
+    """``local_update`` drops the history before its last ``train_days`` days' samples and their
+    look-back: the update is exactly the one computed on the whole history (statistics, counts and
+    the held-back validation; with and without a previous model, a holiday calendar too)."""
+    first = local_update(homes, previous=None, **SITE)  # type: ignore[arg-type]
+    previous = pooled_model(first, round=1, step_s=3600, previous=None)
+    since = homes.end_s - 3 * SECONDS_PER_DAY
+    site = (SITE["latitude"], SITE["longitude"], "US", None)
+    layout = Layout(homes.step_s)
+    for train_days in (20, 30):
+        for prev in (None, previous):
+            windowed = local_update(
+                homes, previous=prev, since_s=since, train_days=train_days,
+                holiday_country="US", **SITE,  # type: ignore[arg-type]
+            )  # fmt: skip
+            whole = fed._update_rows(
+                homes, prev, since, layout, site=site, max_origins=fed.MAX_ORIGINS,
+                train_days=train_days,
+            )  # fmt: skip
+            assert np.array_equal(windowed, whole)
+            assert prev is None or windowed[:, layout.validation_at].all()
+
+
 def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> None:
     """No community: the local model alone. A cold-start household (14 days, local = seasonal
     naive) leans on the community; the weights are in [0, 1] and the refs name the model."""
