@@ -1,37 +1,44 @@
 """Federated forecasting benchmark: cold-start and established households on real homes, what
 differential privacy costs, and what a round costs.
 
-Run from the repo root (≈ 5 minutes on 2 shared cores; ``--dp`` adds ≈ 10)::
+Run from the repo root (≈ 4 CPU minutes per home set, rolling; ``--dp`` adds ≈ 10)::
 
-    python benchmarks/federated.py [--homes test|tuning|both] [--dp] [--members 1000] [--json FILE]
-        [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…] [--dp-homes test|tuning]
+    python benchmarks/federated.py [--homes test|tuning|both] [--frozen] [--dp] [--members 1000]
+        [--json FILE] [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…]
+        [--dp-homes test|tuning]
 
 **Data and split.** The 13 clean CityLearn homes (``CITYLEARN_CLEAN_HOMES``, hourly, real load and
-PV, 2016-08-01 → 2017-07-31) are the community. Training and evaluation periods are disjoint:
-the community model is trained in :data:`ROUNDS` **daily** rounds on data **before 2017-04-01**
-(the last at 2017-04-01 00:00 local, each on the history known then; round 1 is least squares,
-the others IRLS steps warm-started from the previous model, each summing the previous model's
-held-back error on the day since it was committed: the daemon's default cadence); local models are
-fitted on the same past; every figure is on origins from **2017-04-01 to 2017-07-30** that no model
-saw. Households evaluated: the TEST homes of ``docs/forecasting.md`` (2, 4, 6, 9, 11, 13, 16, 17),
-never used to choose a constant, and — reported apart — the TUNING homes (1, 3, 5, 8, 10) on
-which the constants of this benchmark and of the personal blend were chosen (``--homes``).
+PV, 2016-08-01 → 2017-07-31) are the community. The community model is trained in :data:`ROUNDS`
+**daily** rounds on data **before 2017-04-01** (the last at 2017-04-01 00:00 local, each on the
+history known then; round 1 is least squares, the others IRLS steps warm-started from the previous
+model, each summing the previous model's held-back error on the day since it was committed: the
+daemon's default cadence); every figure is on origins from **2017-04-01 to 2017-07-30**, each
+forecast by models fitted on data before its day only. **By default the evaluation runs the way the
+daemon does** (*rolling*): the rounds go on at every local midnight of the evaluation (one round a
+day, each on everything known by then; a household forecasts a day with that day's model) and every
+household's own models are refitted every midnight too (the daemon's ``REFIT_EVERY_S``), so both
+groups compare what a household actually gets, like for like. ``--frozen``: the benchmark before
+that — the community model of 2017-04-01 and, for established households, local models fitted
+once on the history before it, used unchanged through July. Households evaluated: the TEST homes
+of ``docs/forecasting.md`` (2, 4, 6, 9, 11, 13, 16, 17), never used to choose a constant, and —
+reported apart — the TUNING homes (1, 3, 5, 8, 10) on which the constants of this benchmark and of
+the personal blend were chosen (``--homes``).
 
-**Groups.** *Established*: the home's whole history before the origin (8–12 months: the data set
-holds one year); local = ``profile-qr`` fitted on everything before 2017-04-01; federated = the
-community model of all 13 homes blended with that local model. *Cold start*: the home has only the
-**14 days** before each day's midnight; local = what such a household has (``profile-qr`` needs
-30 days, so its fallback, seasonal naive on those 14 days); federated = the community model of the
-**other 12 homes** (leave-one-out: the home contributed nothing) blended with that fallback,
-refitted every midnight. In both groups the household first corrects the community model on its
-own last days (the MAP correction, :func:`forecasting.federated.personal_coefs`: on those 14 days
-for a cold-start home, on the 28 before 2017-04-01 for an established one, fitted once); the
-"community alone" column is the model *without* that correction (a diagnostic). Horizons:
-*day-ahead* (origins at local midnight, the next 24 h) and *next hour* (origins every hour, lead
-0; blend weights fitted at midnight). MAE is of the P50 of the net surplus in W over the homes,
-origins and leads.
+**Groups.** *Established*: the home's whole history before the origin's day (8–12 months: the data
+set holds one year); local = ``profile-qr`` fitted on it; federated = the community model of all 13
+homes blended with that local model. *Cold start*: the home has only the **14 days** before each
+day's midnight, every day; local = what such a household has (``profile-qr`` needs 30 days, so its
+fallback, seasonal naive on those 14 days); federated = the community model of the **other 12
+homes** (leave-one-out: the home contributed nothing) blended with that fallback, refitted every
+midnight. In both groups the household first corrects the community model on its own last days
+(the MAP correction, :func:`forecasting.federated.personal_coefs`: on those 14 days for a
+cold-start home, on its last 28 for an established one); the "community alone" column is the model
+*without* that correction (a diagnostic). Horizons: *day-ahead* (origins at local midnight, the
+next 24 h) and *next hour* (origins every hour, lead 0; blend weights fitted at midnight). MAE is
+of the P50 of the net surplus in W over the homes, origins and leads.
 
-**Differential privacy** (``--dp``; day-ahead only): the same rounds with every member's update
+**Differential privacy** (``--dp``; day-ahead only; frozen: the :data:`ROUNDS` rounds before the
+cutoff are what the budget pays for): the same rounds with every member's update
 clipped to L2 norm :data:`DP_CLIP` and Gaussian noise calibrated so that the :data:`ROUNDS` rounds
 *together* are (ε, δ = 10⁻⁵)-DP for each household (:class:`forecasting.secagg.DpConfig` with
 ``rounds = ROUNDS``, composed exactly: :mod:`forecasting.dp`), for several total ε, in community

@@ -108,6 +108,7 @@ __all__ = [
     "DP_MAX_SHIFT",
     "DP_NOISE_FLOOR",
     "DP_UNIT",
+    "FALLBACK_PRIOR_DAYS",
     "FEATURES",
     "FEATURE_VERSION",
     "FRAC_BITS",
@@ -170,6 +171,10 @@ BLEND_POWER: Final = 4.0
 #: the local model's prior odds are ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
 #: on the tuning homes 1, 3, 5, 8, 10: ``docs/federated.md``, "Personalisation")
 BLEND_PRIOR_DAYS: Final = 28.0
+#: ... and ``h / (h + FALLBACK_PRIOR_DAYS)`` while its history is too short for its own local model
+#: (the ``fallback``, seasonal naive, stands in): a placeholder is trusted less than a fitted
+#: model (chosen on the tuning homes with rolling rounds: ``docs/federated.md``, "Measured")
+FALLBACK_PRIOR_DAYS: Final = 84.0
 #: personalisation: a household corrects the community's coefficients on its own last
 #: ``PERSONAL_DAYS`` days, the community model weighing as ``PERSONAL_PRIOR_SAMPLES`` of an average
 #: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
@@ -1010,6 +1015,7 @@ class FederatedForecaster:
     blend_days: int = BLEND_DAYS
     blend_power: float = BLEND_POWER
     blend_prior_days: float = BLEND_PRIOR_DAYS
+    fallback_prior_days: float = FALLBACK_PRIOR_DAYS
     personal_prior_samples: float = PERSONAL_PRIOR_SAMPLES
     personal_days: int = PERSONAL_DAYS
 
@@ -1047,7 +1053,8 @@ class FederatedForecaster:
                 days=self.personal_days, latitude=latitude, longitude=longitude,
                 holiday_country=country, holiday_subdiv=subdiv,
             )  # fmt: skip
-            weights = self._weights(history, coefs, local)
+            k = self.fallback_prior_days if local_model is self.fallback else self.blend_prior_days
+            weights = self._weights(history, coefs, local, k)
         refs = tuple(
             ModelRef(
                 None if community is None else community.hash,
@@ -1059,9 +1066,10 @@ class FederatedForecaster:
         return FittedFederated(self, community, coefs, local, weights, refs)
 
     def _weights(
-        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster
+        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster, prior_days: float
     ) -> FloatArray:
-        """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``."""
+        """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``, the
+        local model's prior odds ``h / (h + prior_days)``."""
         s = history.steps_per_day
         buckets = lead_buckets(history.step_s)
         n_b = int(buckets.max()) + 1
@@ -1087,7 +1095,7 @@ class FederatedForecaster:
                     hits[b] += 1
         p = self.blend_power
         days = history.steps / s
-        prior = days / (days + self.blend_prior_days)  # the local model's prior odds
+        prior = days / (days + prior_days)  # the local model's prior odds
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # odds e_c^p / e_l^p × prior, as a weight; overflow-safe
             w = 1.0 / (1.0 + (err_l / err_c) ** p / prior)
