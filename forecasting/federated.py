@@ -17,7 +17,9 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   intercept is in units of that scale. A net-only meter uses ``-net`` as its load and no PV
   (zeros). A household forecasts from :data:`MIN_FORECAST_DAYS` days of history and contributes
   from :data:`MIN_CONTRIBUTE_DAYS`; 13 lag days (:data:`FEATURE_VERSION` ``gn.fedqr.2``; 7 in
-  ``gn.fedqr.1``) is what a two-week-old household has.
+  ``gn.fedqr.1``) is what a two-week-old household has. A member's samples are its origins of the
+  last :data:`TRAIN_DAYS` days (60: with daily rounds the model follows the season), and its update
+  reads only those days and their look-back.
 * **Why this family.** Its sufficient statistics sum *exactly*: for weights ``w`` the weighted
   normal equations ``Σ XᵀWX β = Σ XᵀWy`` over all members' samples give the same coefficients as
   one fit on everyone's pooled data. Quantile regression is solved by iteratively reweighted least
@@ -65,8 +67,10 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   ``odds = (e_c / e_l)^p · h / (h + k)``, ``w_local = odds / (1 + odds)``. A year-old household
   whose local model is better keeps most of its own forecast (prior ≈ 0.93); a two-week-old one,
   whose comparison rests on 6 days, needs its local model clearly better before it outweighs the
-  community (prior 1/3 at ``k = 28``); a community model far worse than the local one (a garbage
-  round) gets almost no weight whatever the prior. The blend is per quantile level, re-sorted.
+  community (prior 1/3 at ``k = 28``); while the ``fallback`` stands in for the local model the
+  prior is ``h / (h + FALLBACK_PRIOR_DAYS)`` (0.14 at 14 days: a placeholder earns less trust); a
+  community model far worse than the local one (a garbage round) gets little weight whatever the
+  prior. The blend is per quantile level, re-sorted.
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
   community's weight (permille): what an order's provenance carries.
 
