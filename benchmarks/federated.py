@@ -1,37 +1,44 @@
 """Federated forecasting benchmark: cold-start and established households on real homes, what
 differential privacy costs, and what a round costs.
 
-Run from the repo root (≈ 5 minutes on 2 shared cores; ``--dp`` adds ≈ 10)::
+Run from the repo root (≈ 4 CPU minutes per home set, rolling; ``--dp`` adds ≈ 10)::
 
-    python benchmarks/federated.py [--homes test|tuning|both] [--dp] [--members 1000] [--json FILE]
-        [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…] [--dp-homes test|tuning]
+    python benchmarks/federated.py [--homes test|tuning|both] [--frozen] [--dp] [--members 1000]
+        [--json FILE] [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…]
+        [--dp-homes test|tuning]
 
 **Data and split.** The 13 clean CityLearn homes (``CITYLEARN_CLEAN_HOMES``, hourly, real load and
-PV, 2016-08-01 → 2017-07-31) are the community. Training and evaluation periods are disjoint:
-the community model is trained in :data:`ROUNDS` **daily** rounds on data **before 2017-04-01**
-(the last at 2017-04-01 00:00 local, each on the history known then; round 1 is least squares,
-the others IRLS steps warm-started from the previous model, each summing the previous model's
-held-back error on the day since it was committed: the daemon's default cadence); local models are
-fitted on the same past; every figure is on origins from **2017-04-01 to 2017-07-30** that no model
-saw. Households evaluated: the TEST homes of ``docs/forecasting.md`` (2, 4, 6, 9, 11, 13, 16, 17),
-never used to choose a constant, and — reported apart — the TUNING homes (1, 3, 5, 8, 10) on
-which the constants of this benchmark and of the personal blend were chosen (``--homes``).
+PV, 2016-08-01 → 2017-07-31) are the community. The community model is trained in :data:`ROUNDS`
+**daily** rounds on data **before 2017-04-01** (the last at 2017-04-01 00:00 local, each on the
+history known then; round 1 is least squares, the others IRLS steps warm-started from the previous
+model, each summing the previous model's held-back error on the day since it was committed: the
+daemon's default cadence); every figure is on origins from **2017-04-01 to 2017-07-30**, each
+forecast by models fitted on data before its day only. **By default the evaluation runs the way the
+daemon does** (*rolling*): the rounds go on at every local midnight of the evaluation (one round a
+day, each on everything known by then; a household forecasts a day with that day's model) and every
+household's own models are refitted every midnight too (the daemon's ``REFIT_EVERY_S``), so both
+groups compare what a household actually gets, like for like. ``--frozen``: the benchmark before
+that — the community model of 2017-04-01 and, for established households, local models fitted
+once on the history before it, used unchanged through July. Households evaluated: the TEST homes
+of ``docs/forecasting.md`` (2, 4, 6, 9, 11, 13, 16, 17), never used to choose a constant, and —
+reported apart — the TUNING homes (1, 3, 5, 8, 10) on which the constants of this benchmark and of
+the personal blend were chosen (``--homes``).
 
-**Groups.** *Established*: the home's whole history before the origin (8–12 months: the data set
-holds one year); local = ``profile-qr`` fitted on everything before 2017-04-01; federated = the
-community model of all 13 homes blended with that local model. *Cold start*: the home has only the
-**14 days** before each day's midnight; local = what such a household has (``profile-qr`` needs
-30 days, so its fallback, seasonal naive on those 14 days); federated = the community model of the
-**other 12 homes** (leave-one-out: the home contributed nothing) blended with that fallback,
-refitted every midnight. In both groups the household first corrects the community model on its
-own last days (the MAP correction, :func:`forecasting.federated.personal_coefs`: on those 14 days
-for a cold-start home, on the 28 before 2017-04-01 for an established one, fitted once); the
-"community alone" column is the model *without* that correction (a diagnostic). Horizons:
-*day-ahead* (origins at local midnight, the next 24 h) and *next hour* (origins every hour, lead
-0; blend weights fitted at midnight). MAE is of the P50 of the net surplus in W over the homes,
-origins and leads.
+**Groups.** *Established*: the home's whole history before the origin's day (8–12 months: the data
+set holds one year); local = ``profile-qr`` fitted on it; federated = the community model of all 13
+homes blended with that local model. *Cold start*: the home has only the **14 days** before each
+day's midnight, every day; local = what such a household has (``profile-qr`` needs 30 days, so its
+fallback, seasonal naive on those 14 days); federated = the community model of the **other 12
+homes** (leave-one-out: the home contributed nothing) blended with that fallback, refitted every
+midnight. In both groups the household first corrects the community model on its own last days
+(the MAP correction, :func:`forecasting.federated.personal_coefs`: on those 14 days for a
+cold-start home, on its last 28 for an established one); the "community alone" column is the model
+*without* that correction (a diagnostic). Horizons: *day-ahead* (origins at local midnight, the
+next 24 h) and *next hour* (origins every hour, lead 0; blend weights fitted at midnight). MAE is
+of the P50 of the net surplus in W over the homes, origins and leads.
 
-**Differential privacy** (``--dp``; day-ahead only): the same rounds with every member's update
+**Differential privacy** (``--dp``; day-ahead only; frozen: the :data:`ROUNDS` rounds before the
+cutoff are what the budget pays for): the same rounds with every member's update
 clipped to L2 norm :data:`DP_CLIP` and Gaussian noise calibrated so that the :data:`ROUNDS` rounds
 *together* are (ε, δ = 10⁻⁵)-DP for each household (:class:`forecasting.secagg.DpConfig` with
 ``rounds = ROUNDS``, composed exactly: :mod:`forecasting.dp`), for several total ε, in community
@@ -110,6 +117,8 @@ EVAL_END_S = local_midnight(2017, 7, 30)
 #: settled after ~10 steps); the benchmark before this change held the 3 weekly rounds.
 ROUNDS = 14
 ROUNDS_S = tuple(CUTOFF_S - k * SECONDS_PER_DAY for k in range(ROUNDS - 1, -1, -1))
+#: the evaluation's days (local midnights): day-ahead origins, and the daily refits
+EVAL_DAYS_S = tuple(range(CUTOFF_S, EVAL_END_S, SECONDS_PER_DAY))
 #: DP clip norm (update units, after :func:`forecasting.federated.dp_scale`): the scenarios'
 #: default (``sims.scenario.DP_CLIP_NORM``). A member's pre-scaled update has a norm of 3–4·10⁹
 #: (≈ 57 entries' worth of DP_UNIT = 2²⁵), the first round's unscaled one 10⁹–10¹⁰ (tuning homes),
@@ -132,16 +141,36 @@ def keys_for(n: int, salt: int) -> list[tuple[bytes, bytes]]:
     return [keypair_from_seed((salt << 32 | k).to_bytes(32, "big")) for k in range(n)]
 
 
+def round_times(rolling: bool) -> tuple[int, ...]:
+    """When the rounds are held: :data:`ROUNDS_S` before the cutoff, then (``rolling``) one more at
+    every local midnight of the evaluation, the daemon's daily cadence (module docstring)."""
+    return ROUNDS_S + (EVAL_DAYS_S[1:] if rolling else ())
+
+
+def in_force(models: dict[int, CommunityModel], day_s: int) -> CommunityModel:
+    """The model a household forecasts with on ``day_s``: the last one committed by then."""
+    return models[max(t for t in models if t <= day_s)]
+
+
 def train_community(
-    homes: MeterHistory, *, dp: DpConfig | None = None, size: int = 0, seed: int = 0
-) -> tuple[CommunityModel, list[dict[str, Any]]]:
-    """:data:`ROUNDS` rounds at ROUNDS_S on what each home knew then: secure rounds of the real
-    homes (``size`` 0), or a community of ``size`` households like them (module docstring)."""
+    homes: MeterHistory,
+    *,
+    dp: DpConfig | None = None,
+    size: int = 0,
+    seed: int = 0,
+    rolling: bool = False,
+) -> tuple[dict[int, CommunityModel], list[dict[str, Any]]]:
+    """The rounds of :func:`round_times` on what each home knew then (each round warm-started from
+    the last, its held-back validation on the data since): secure rounds of the real homes
+    (``size`` 0), or a community of ``size`` households like them (module docstring). Returns the
+    model of every round by its time, and a log line per round."""
     model: CommunityModel | None = None
+    models: dict[int, CommunityModel] = {}
     log = []
     keys = keys_for(homes.households, 1)
-    for r, at in enumerate(ROUNDS_S, start=1):
-        since = None if model is None else ROUNDS_S[r - 2]
+    times = round_times(rolling)
+    for r, at in enumerate(times, start=1):
+        since = None if model is None else times[r - 2]
         rng = None if dp is None else np.random.default_rng([seed, r])
         if size:
             model = _emulated_round(
@@ -153,14 +182,14 @@ def train_community(
                 **SITE,  # type: ignore[arg-type]
             )  # fmt: skip
         assert model is not None
+        models[at] = model
         v = model.validation
         log.append(
             {"round": r, "contributors": model.contributors, "val_samples": v.samples,
              "val_mae_scale": round(v.mae, 4), "val_skill": round(v.skill, 4),
              "val_coverage": round(v.coverage, 3), "hash": model.hash.hex()[:16]}
         )  # fmt: skip
-    assert model is not None
-    return model, log
+    return models, log
 
 
 def _emulated_round(
@@ -197,18 +226,26 @@ def _emulated_round(
 
 
 def evaluate(
-    homes: MeterHistory, make: Any, *, cold: bool, horizons: tuple[str, ...] = ("da", "nh")
+    homes: MeterHistory,
+    make: Any,
+    *,
+    cold: bool,
+    refit_daily: bool,
+    horizons: tuple[str, ...] = ("da", "nh"),
 ) -> dict[str, float]:
-    """Mean |P50 − actual| of local, federated and community-alone forecasts, per horizon."""
+    """Mean |P50 − actual| of local, federated and community-alone forecasts, per horizon.
+    ``make(past, day_s)`` fits them on ``past`` for ``day_s``; a cold-start household (the last
+    :data:`COLD_DAYS` days) refits every day, an established one (its whole history) every day when
+    ``refit_daily`` (the daemon's cadence), else once on the history before the cutoff."""
     s = homes.steps_per_day
     names = ("local", "fed", "com")
     err = {f"{h}_{m}": 0.0 for h in horizons for m in names}
     count = dict.fromkeys(horizons, 0)
     fitted = None
-    for day in range(CUTOFF_S, EVAL_END_S, SECONDS_PER_DAY):
+    for day in EVAL_DAYS_S:
         start = day - COLD_DAYS * SECONDS_PER_DAY if cold else homes.start_s
-        if fitted is None or cold:
-            fitted = make(homes.window(start, day))
+        if fitted is None or cold or refit_daily:
+            fitted = make(homes.window(start, day), day)
         assert fitted is not None
         actual = homes.window(day, day + SECONDS_PER_DAY).net_w
         if "da" in horizons:
@@ -239,10 +276,11 @@ class CommunityAlone:
         return community_forecast(self.model, history, horizon, **SITE)  # type: ignore[arg-type]
 
 
-def _forecasters(model: CommunityModel) -> Any:
+def _forecasters(models: dict[int, CommunityModel]) -> Any:
     local_model: Forecaster = ProfileQR(**SITE)  # type: ignore[arg-type]
 
-    def make(past: MeterHistory) -> tuple[FittedForecaster, ...]:
+    def make(past: MeterHistory, day_s: int) -> tuple[FittedForecaster, ...]:
+        model = in_force(models, day_s)
         fed = FederatedForecaster(model, local_model, **SITE).fit(past)  # type: ignore[arg-type]
         return fed.local, fed, CommunityAlone(model)
 
@@ -255,20 +293,24 @@ def accuracy(
     dp: DpConfig | None = None,
     size: int = 0,
     horizons: tuple[str, ...] = ("da", "nh"),
+    rolling: bool = True,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Both groups on the homes ``which`` (module docstring); ``dp``/``size``: the DP sweep."""
+    """Both groups on the homes ``which`` (module docstring); ``dp``/``size``: the DP sweep;
+    ``rolling``: rounds and local refits continue daily through the evaluation (the daemon's
+    cadence), else the models are frozen at the cutoff."""
     homes = load_citylearn_homes(CITYLEARN_CLEAN_HOMES)
     rows = [CITYLEARN_CLEAN_HOMES.index(h) for h in which]
     t0 = time.process_time()
-    community, log = train_community(homes, dp=dp, size=size, seed=0)
+    community, log = train_community(homes, dp=dp, size=size, seed=0, rolling=rolling)
     established = evaluate(homes.select(rows), _forecasters(community), cold=False,
-                           horizons=horizons)  # fmt: skip
+                           refit_daily=rolling, horizons=horizons)  # fmt: skip
     cold_sum: dict[str, float] = {}
     for row, home in zip(rows, which, strict=True):
         others = [k for k in range(homes.households) if k != row]
-        loo, _ = train_community(homes.select(others), dp=dp, size=size, seed=home)
-        one = evaluate(homes.select([row]), _forecasters(loo), cold=True, horizons=horizons)
+        loo, _ = train_community(homes.select(others), dp=dp, size=size, seed=home, rolling=rolling)
+        one = evaluate(homes.select([row]), _forecasters(loo), cold=True, refit_daily=rolling,
+                       horizons=horizons)  # fmt: skip
         for k, v in one.items():
             cold_sum[k] = cold_sum.get(k, 0.0) + v
         if verbose:
@@ -276,7 +318,7 @@ def accuracy(
                 f"{h} {one[f'{h}_local']:.0f} → {one[f'{h}_fed']:.0f} W (community alone "
                 f"{one[f'{h}_com']:.0f})" for h in horizons), flush=True)  # fmt: skip
     cold = {k: v / len(rows) for k, v in cold_sum.items()}
-    out: dict[str, Any] = {"homes": list(which), "rounds": log,
+    out: dict[str, Any] = {"homes": list(which), "rolling": rolling, "rounds": log,
                            "cpu_s": round(time.process_time() - t0, 1)}  # fmt: skip
     for name, res in (("established", established), ("cold_start_14d", cold)):
         out[name] = {
@@ -305,7 +347,7 @@ def dp_sweep(
         if sizes is not None and size not in sizes:
             continue
         dp = DpConfig(eps, DP_DELTA, DP_CLIP, rounds=ROUNDS)
-        acc = accuracy(which, dp=dp, size=size, horizons=("da",), verbose=False)
+        acc = accuracy(which, dp=dp, size=size, horizons=("da",), rolling=False, verbose=False)
         row = {"size": size or len(CITYLEARN_CLEAN_HOMES), "emulated": bool(size),
                "epsilon_total": eps, "rounds": ROUNDS,
                "epsilon_per_round": round(gdp_epsilon(1.0 / dp.noise_multiplier, DP_DELTA), 3),
@@ -380,6 +422,11 @@ def main() -> int:
         default="test",
         help="homes the DP sweep evaluates (choices were made on tuning)",
     )
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="models frozen at the cutoff (the benchmark before rolling rounds)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict[str, Any] = {}
@@ -388,7 +435,7 @@ def main() -> int:
     if not args.skip_accuracy:
         for name in chosen:
             print(f"{name} homes {sets[name]}:", flush=True)
-            out[f"accuracy_{name}"] = acc = accuracy(sets[name])
+            out[f"accuracy_{name}"] = acc = accuracy(sets[name], rolling=not args.frozen)
             for r in acc["rounds"][-2:]:
                 print(f"  round {r['round']}: {r}")
             for group in ("established", "cold_start_14d"):

@@ -17,7 +17,9 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   intercept is in units of that scale. A net-only meter uses ``-net`` as its load and no PV
   (zeros). A household forecasts from :data:`MIN_FORECAST_DAYS` days of history and contributes
   from :data:`MIN_CONTRIBUTE_DAYS`; 13 lag days (:data:`FEATURE_VERSION` ``gn.fedqr.2``; 7 in
-  ``gn.fedqr.1``) is what a two-week-old household has.
+  ``gn.fedqr.1``) is what a two-week-old household has. A member's samples are its origins of the
+  last :data:`TRAIN_DAYS` days (60: with daily rounds the model follows the season), and its update
+  reads only those days and their look-back.
 * **Why this family.** Its sufficient statistics sum *exactly*: for weights ``w`` the weighted
   normal equations ``Σ XᵀWX β = Σ XᵀWy`` over all members' samples give the same coefficients as
   one fit on everyone's pooled data. Quantile regression is solved by iteratively reweighted least
@@ -65,8 +67,10 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   ``odds = (e_c / e_l)^p · h / (h + k)``, ``w_local = odds / (1 + odds)``. A year-old household
   whose local model is better keeps most of its own forecast (prior ≈ 0.93); a two-week-old one,
   whose comparison rests on 6 days, needs its local model clearly better before it outweighs the
-  community (prior 1/3 at ``k = 28``); a community model far worse than the local one (a garbage
-  round) gets almost no weight whatever the prior. The blend is per quantile level, re-sorted.
+  community (prior 1/3 at ``k = 28``); while the ``fallback`` stands in for the local model the
+  prior is ``h / (h + FALLBACK_PRIOR_DAYS)`` (0.14 at 14 days: a placeholder earns less trust); a
+  community model far worse than the local one (a garbage round) gets little weight whatever the
+  prior. The blend is per quantile level, re-sorted.
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
   community's weight (permille): what an order's provenance carries.
 
@@ -108,6 +112,7 @@ __all__ = [
     "DP_MAX_SHIFT",
     "DP_NOISE_FLOOR",
     "DP_UNIT",
+    "FALLBACK_PRIOR_DAYS",
     "FEATURES",
     "FEATURE_VERSION",
     "FRAC_BITS",
@@ -159,7 +164,10 @@ X_CLIP: Final = 16.0
 R_FLOOR: Final = 0.05
 #: training origins per household at most (spread over the training window and times of day)
 MAX_ORIGINS: Final = 2000
-TRAIN_DAYS: Final = 365
+#: a member's samples are its origins of the last ``TRAIN_DAYS`` days: with daily rounds the
+#: model follows the season (chosen on the tuning homes with rolling rounds, cold start day-ahead:
+#: 365 days 574.5 W, 180 572.3 W, 90 572.0 W, 60 570.2 W; ``docs/federated.md``, "Measured")
+TRAIN_DAYS: Final = 60
 #: ridge on the pooled normal equations (scale units; a conditioning guard, not a prior)
 RIDGE: Final = 1e-2
 SCALE_FLOOR_W: Final = 50.0
@@ -170,6 +178,10 @@ BLEND_POWER: Final = 4.0
 #: the local model's prior odds are ``h / (h + BLEND_PRIOR_DAYS)`` for ``h`` days of history (chosen
 #: on the tuning homes 1, 3, 5, 8, 10: ``docs/federated.md``, "Personalisation")
 BLEND_PRIOR_DAYS: Final = 28.0
+#: ... and ``h / (h + FALLBACK_PRIOR_DAYS)`` while its history is too short for its own local model
+#: (the ``fallback``, seasonal naive, stands in): a placeholder is trusted less than a fitted
+#: model (chosen on the tuning homes with rolling rounds: ``docs/federated.md``, "Measured")
+FALLBACK_PRIOR_DAYS: Final = 84.0
 #: personalisation: a household corrects the community's coefficients on its own last
 #: ``PERSONAL_DAYS`` days, the community model weighing as ``PERSONAL_PRIOR_SAMPLES`` of an average
 #: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
@@ -484,6 +496,12 @@ def local_update(
     a time; a row's update never depends on the others."""
     layout = Layout(history.step_s)
     usable = previous if previous is not None and previous.step_s == history.step_s else None
+    # Only the last train_days days' origins are samples, and their features look back at most
+    # LAG_DAYS + 1 days (an origin's departures use its last day's profiles, each over the LAG_DAYS
+    # before it): the rest of the history cannot change the update (tested), so it is not read.
+    keep = (train_days + LAG_DAYS + 2) * history.steps_per_day
+    if history.steps > keep:
+        history = history.window(history.end_s - keep * history.step_s, history.end_s)
     out = np.zeros((history.households, layout.length), dtype=np.int64)
     for lo in range(0, history.households, rows_per_chunk):
         rows = list(range(lo, min(lo + rows_per_chunk, history.households)))
@@ -1004,6 +1022,7 @@ class FederatedForecaster:
     blend_days: int = BLEND_DAYS
     blend_power: float = BLEND_POWER
     blend_prior_days: float = BLEND_PRIOR_DAYS
+    fallback_prior_days: float = FALLBACK_PRIOR_DAYS
     personal_prior_samples: float = PERSONAL_PRIOR_SAMPLES
     personal_days: int = PERSONAL_DAYS
 
@@ -1041,7 +1060,8 @@ class FederatedForecaster:
                 days=self.personal_days, latitude=latitude, longitude=longitude,
                 holiday_country=country, holiday_subdiv=subdiv,
             )  # fmt: skip
-            weights = self._weights(history, coefs, local)
+            k = self.fallback_prior_days if local_model is self.fallback else self.blend_prior_days
+            weights = self._weights(history, coefs, local, k)
         refs = tuple(
             ModelRef(
                 None if community is None else community.hash,
@@ -1053,9 +1073,10 @@ class FederatedForecaster:
         return FittedFederated(self, community, coefs, local, weights, refs)
 
     def _weights(
-        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster
+        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster, prior_days: float
     ) -> FloatArray:
-        """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``."""
+        """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``, the
+        local model's prior odds ``h / (h + prior_days)``."""
         s = history.steps_per_day
         buckets = lead_buckets(history.step_s)
         n_b = int(buckets.max()) + 1
@@ -1081,7 +1102,7 @@ class FederatedForecaster:
                     hits[b] += 1
         p = self.blend_power
         days = history.steps / s
-        prior = days / (days + self.blend_prior_days)  # the local model's prior odds
+        prior = days / (days + prior_days)  # the local model's prior odds
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # odds e_c^p / e_l^p × prior, as a weight; overflow-safe
             w = 1.0 / (1.0 + (err_l / err_c) ** p / prior)

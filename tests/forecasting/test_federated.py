@@ -17,6 +17,7 @@ from forecasting.data import (
 from forecasting.federated import (
     BLEND_PRIOR_DAYS,
     DP_UNIT,
+    FALLBACK_PRIOR_DAYS,
     FEATURE_VERSION,
     LAG_DAYS,
     MIN_CONTRIBUTE_DAYS,
@@ -37,7 +38,7 @@ from forecasting.federated_round import run_round
 from forecasting.models import QuantileForecast, SeasonalNaive, _make_forecast
 from forecasting.secagg import DpConfig, keypair_from_seed
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
-from market.errors import DataReason, WireReason
+from market.errors import DataReason, InvalidInput, WireReason
 from tests.refusals import refused
 
 SITE = {"latitude": CITYLEARN_LATITUDE, "longitude": CITYLEARN_LONGITUDE}
@@ -223,6 +224,29 @@ def test_whole_series_profiles_equal_the_per_target_definition(homes: MeterHisto
             assert np.allclose(every[:, target, 4], want, rtol=1e-12, atol=1e-9)
 
 
+def test_an_update_reads_only_its_training_window(homes: MeterHistory) -> None:
+    """``local_update`` drops the history before its last ``train_days`` days' samples and their
+    look-back: the update is exactly the one computed on the whole history (statistics, counts and
+    the held-back validation; with and without a previous model, a holiday calendar too)."""
+    first = local_update(homes, previous=None, **SITE)  # type: ignore[arg-type]
+    previous = pooled_model(first, round=1, step_s=3600, previous=None)
+    since = homes.end_s - 3 * SECONDS_PER_DAY
+    site = (SITE["latitude"], SITE["longitude"], "US", None)
+    layout = Layout(homes.step_s)
+    for train_days in (20, 30):
+        for prev in (None, previous):
+            windowed = local_update(
+                homes, previous=prev, since_s=since, train_days=train_days,
+                holiday_country="US", **SITE,  # type: ignore[arg-type]
+            )  # fmt: skip
+            whole = fed._update_rows(
+                homes, prev, since, layout, site=site, max_origins=fed.MAX_ORIGINS,
+                train_days=train_days,
+            )  # fmt: skip
+            assert np.array_equal(windowed, whole)
+            assert prev is None or windowed[:, layout.validation_at].all()
+
+
 def test_personalisation_rule(model: CommunityModel, homes: MeterHistory) -> None:
     """No community: the local model alone. A cold-start household (14 days, local = seasonal
     naive) leans on the community; the weights are in [0, 1] and the refs name the model."""
@@ -370,6 +394,46 @@ def test_a_garbage_community_model_does_not_hurt_a_cold_start_household(
     # mostly its own (a prior that shrank the weight itself would have capped it at 1/3)
     assert np.all(fitted.weights > 0.8)
     assert np.mean(fitted.weights) > 0.95
+
+
+@dataclass(frozen=True)
+class _TooYoung:
+    """A local model that cannot fit yet (like profile-qr under 30 days): the fallback stands in."""
+
+    name: str = "too-young"
+    min_history_days: int = 30
+
+    def fit(self, history: MeterHistory) -> _TooYoung:
+        raise InvalidInput(
+            reason=DataReason.HISTORY_TOO_SHORT, subject="meter history", field="steps",
+            expected=">= 30 days", found="fewer",
+        )  # fmt: skip
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        raise AssertionError("never fitted")
+
+
+def test_a_fallback_local_model_has_the_fallback_prior(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """While the household's own model cannot fit, the fallback standing in for it gets the prior
+    odds h / (h + FALLBACK_PRIOR_DAYS), not h / (h + BLEND_PRIOR_DAYS); and a garbage community
+    model still gets almost no weight against it."""
+    history = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    fitted = FederatedForecaster(
+        model, _TooYoung(), fallback=_Twin(model), personal_prior_samples=math.inf, **SITE,  # type: ignore[arg-type]
+    ).fit(history)  # fmt: skip
+    odds = 14 / (14 + FALLBACK_PRIOR_DAYS)
+    assert FALLBACK_PRIOR_DAYS > BLEND_PRIOR_DAYS
+    assert np.allclose(fitted.weights, odds / (1.0 + odds))
+    assert all(r.local == "twin" for r in fitted.refs)
+    rng = np.random.default_rng(2)
+    total = model.total + rng.integers(-(1 << 48), 1 << 48, model.total.shape)
+    garbage = CommunityModel.of(total, round=9, step_s=3600, previous=model.hash, contributors=6)
+    fitted = FederatedForecaster(garbage, _TooYoung(), **SITE).fit(history)  # type: ignore[arg-type]
+    assert all(r.local == "seasonal-naive-day" for r in fitted.refs)
+    # mostly its own (this garbage: 86 % at k = 84, 93 % at k = 28, 79 % at k = 168)
+    assert np.all(fitted.weights > 0.4) and np.mean(fitted.weights) > 0.85
 
 
 def test_dp_prescaling_equalises_the_statistics_and_is_undone_on_the_sum(
