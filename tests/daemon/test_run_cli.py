@@ -202,3 +202,17 @@ def test_a_full_disk_stops_the_daemon_with_one_line_instead_of_a_zombie(
         head = store.head()
         assert head is not None and head.height >= 3
         assert store.integrity_check() == "ok"
+
+
+def test_a_start_up_that_fails_turns_the_garbage_collector_back_on(tmp_path: Path) -> None:
+    """`gridnode run` switches cyclic collection off while it starts; a start-up refused before
+    the daemon serves (here: no community directory) must leave it on for the caller."""
+    import argparse
+    import gc
+
+    from gridnode.cli.run import run
+
+    assert gc.isenabled()
+    with pytest.raises(UsageError):
+        run(argparse.Namespace(dir=tmp_path / "no-such-home", modules_file=None))
+    assert gc.isenabled()
