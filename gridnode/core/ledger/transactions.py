@@ -34,7 +34,7 @@ tested against that definition), never packed a second time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from gridnode.core.crypto import KeyPair, verify, verify_hex
 from gridnode.core.ledger.genesis import FORMAT, Genesis, _sha256
@@ -81,10 +81,17 @@ def _seal(tx: object, wire: list[Any]) -> None:
     object.__setattr__(tx, "id", _sha256(raw))
 
 
-def _signed(cls: type[Tx], body: bytes, signature: bytes, **values: Any) -> Tx:
-    """A transaction of kind ``cls`` from its body's canonical bytes (what was signed) and the
-    signature: its bytes laid out from them (module rules), not packed again."""
-    return _decoded(cls, _HEADS[cls] + body + pack(signature), None, signature=signature, **values)
+def _signed(
+    cls: type[_TxT], key: KeyPair, genesis: Genesis, body: list[Any], **values: Any
+) -> _TxT:
+    """A transaction of kind ``cls`` signed by ``key``: ``body`` packed once, signed under the
+    kind's domain, and the transaction's bytes laid out from it (module rules), not packed again;
+    ``values``: its fields but the signature."""
+    packed = pack(body)
+    signature = key.sign(genesis.domain(_DOMAIN[cls]), packed)
+    tx = _decoded(cls, _HEADS[cls] + packed + pack(signature), None, signature=signature, **values)
+    assert isinstance(tx, cls)
+    return tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +231,7 @@ def _model_body(  # noqa: PLR0917 - the body's fields, in the body's order
 
 
 Tx = SignedOrder | SignedCancel | SignedReading | SignedModel
+_TxT = TypeVar("_TxT", SignedOrder, SignedCancel, SignedReading, SignedModel)
 
 _DOMAIN = {
     SignedOrder: "order",
@@ -255,12 +263,7 @@ def sign_order(
         raise UsageError("an order's household must be the signing key's public key")
     if model is not None and (len(model) != 32 or model == bytes(32)):
         raise UsageError("an order's model is a 32-byte, non-zero model hash (or None: local)")
-    body = pack(_order_body(order, model))
-    tx = _signed(
-        SignedOrder, body, key.sign(genesis.domain("order"), body), order=order, model=model
-    )
-    assert isinstance(tx, SignedOrder)
-    return tx
+    return _signed(SignedOrder, key, genesis, _order_body(order, model), order=order, model=model)
 
 
 def sign_model(
@@ -276,36 +279,24 @@ def sign_model(
 ) -> SignedModel:
     """A model commitment signed by ``key`` (the round's aggregator)."""
     aggregator, validation = key.public_hex, tuple(validation)
-    body = pack(_model_body(aggregator, round, model, previous, contributors, validation, features))
-    tx = _signed(
-        SignedModel, body, key.sign(genesis.domain("model"), body),
+    body = _model_body(aggregator, round, model, previous, contributors, validation, features)
+    return _signed(
+        SignedModel, key, genesis, body,
         aggregator=aggregator, round=round, model=model, previous=previous,
         contributors=contributors, validation=validation, features=features,
     )  # fmt: skip
-    assert isinstance(tx, SignedModel)
-    return tx
 
 
 def sign_cancel(key: KeyPair, genesis: Genesis, *, slot: int, nonce: int) -> SignedCancel:
     household = key.public_hex
-    body = pack(_cancel_body(household, slot, nonce))
-    tx = _signed(
-        SignedCancel, body, key.sign(genesis.domain("cancel"), body),
-        household=household, slot=slot, nonce=nonce,
-    )  # fmt: skip
-    assert isinstance(tx, SignedCancel)
-    return tx
+    body = _cancel_body(household, slot, nonce)
+    return _signed(SignedCancel, key, genesis, body, household=household, slot=slot, nonce=nonce)
 
 
 def sign_reading(key: KeyPair, genesis: Genesis, *, slot: int, net_wh: int) -> SignedReading:
     household = key.public_hex
-    body = pack(_reading_body(household, slot, net_wh))
-    tx = _signed(
-        SignedReading, body, key.sign(genesis.domain("reading"), body),
-        household=household, slot=slot, net_wh=net_wh,
-    )  # fmt: skip
-    assert isinstance(tx, SignedReading)
-    return tx
+    body = _reading_body(household, slot, net_wh)
+    return _signed(SignedReading, key, genesis, body, household=household, slot=slot, net_wh=net_wh)
 
 
 def _int(value: Any, what: str, field: str) -> int:
