@@ -424,8 +424,7 @@ def _sell_curve(
         elif u <= tail:  # P(X ≥ k) ≥ u: k up to the (1 − u) quantile
             k = cap
         else:
-            x = quantile(1.0 - u)
-            k = math.floor(x + 1e-9) if -1e18 < x < 1e18 else -1  # _floor, inline
+            k = _floor(quantile(1.0 - u))
         if k > done:
             k = min(k, cap)
             steps.append(_step(price, k - done))
@@ -460,8 +459,7 @@ def _buy_curve(
         elif u <= tail:
             k = cap
         else:
-            x = -quantile(u)
-            k = math.floor(x + 1e-9) if -1e18 < x < 1e18 else -1  # _floor, inline
+            k = _floor(-quantile(u))
         if k > done:
             k = min(k, cap)
             steps.append(_step(price, k - done))

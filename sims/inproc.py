@@ -567,19 +567,15 @@ class _Engine:
             return
         if v.byzantine == "silent":
             return
-        # forward to every other validator: lost() and latency() inlined (the same draws from
-        # the same generator in the same order)
-        st, blocked, rate, rand = self.stats, self.blocked, self.loss_rate, self.rng.random
-        lo, hi = self.sc.latency_ms
-        span, now, push = hi - lo + 1, self.now + lo, self.push
+        st, blocked = self.stats, self.blocked
         for other in self.validators:
             if other is v:
                 continue
             st.messages += 1
-            if (blocked and (v.index, other.index) in blocked) or (rate > 0 and rand() < rate):
+            if (blocked and (v.index, other.index) in blocked) or self.lost():
                 st.dropped += 1
                 continue
-            push(now + int(rand() * span), ("tx", other.index, tx))
+            self.push(self.now + self.latency(), ("tx", other.index, tx))
 
     # ------------------------------------------------------------------ faults
     def schedule_faults(self, begin_ms: int) -> None:
@@ -645,15 +641,15 @@ class _Engine:
         if kind == "tx":  # the most frequent first
             v = self.validators[ev[1]]
             if v.runtime is not None:
-                v.runtime.submit(ev[2], self.now + v.skew_ms)
+                v.runtime.submit(ev[2], self.node_now(v))
         elif kind == "msg":
             v = self.validators[ev[1]]
             if v.runtime is not None:
-                v.runtime.on_message(ev[2], ev[3], self.now + v.skew_ms)
+                v.runtime.on_message(ev[2], ev[3], self.node_now(v))
         elif kind == "timer":
             v = self.validators[ev[1]]
             if v.runtime is not None and v.incarnation == ev[2]:
-                v.runtime.on_timer(ev[3], ev[4], ev[5], self.now + v.skew_ms)
+                v.runtime.on_timer(ev[3], ev[4], ev[5], self.node_now(v))
         elif kind == "arrive":
             self.arrive(ev[1], ev[2], ev[3], self.validators[ev[4]])
         elif kind == "submit":
