@@ -148,15 +148,16 @@ async def open_daemon_node(
         work.cancel()
         on_fatal(exc)
 
+    # the network settings are checked before the store is opened: a refusal changes nothing
+    net_config = NetConfig(
+        community=genesis.community_id,
+        listen_addrs=config.listen,
+        bootstrap=config.bootstrap,
+        mdns=config.mdns,
+        gossip_degree_high=max(64, len(genesis.members) + len(genesis.validators)),
+    )
     store = open_node_store(config, genesis, on_failure=halt)
     try:
-        net_config = NetConfig(
-            community=genesis.community_id,
-            listen_addrs=config.listen,
-            bootstrap=config.bootstrap,
-            mdns=config.mdns,
-            gossip_degree_high=max(64, len(genesis.members) + len(genesis.validators)),
-        )
         async with open_net_host(key, net_config) as net:
             check_listening(config, net.addrs)
             if meter is None and config.meter_source in LIVE_SOURCES:  # stamped on the node clock

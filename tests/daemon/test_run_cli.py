@@ -216,3 +216,24 @@ def test_a_start_up_that_fails_turns_the_garbage_collector_back_on(tmp_path: Pat
     with pytest.raises(UsageError):
         run(argparse.Namespace(dir=tmp_path / "no-such-home", modules_file=None))
     assert gc.isenabled()
+
+
+def test_a_listen_address_that_is_not_tcp_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "home"
+    assert gridnode("init", "--dir", str(d)).returncode == 0
+    made = gridnode(
+        "community", "create", "--id", "t", "--validator", str(d), "--member", str(d),
+        "--out", str(d / "genesis.toml"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    update_config(d, {"network.listen": ["/ip4/127.0.0.1/udp/0/quic-v1"]})
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    refused = gridnode("run", "--dir", str(d))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "gridnode run: error: listen address '/ip4/127.0.0.1/udp/0/quic-v1': "
+        "expected a TCP address (/ip4/…/tcp/…)"
+    ]
+    assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
