@@ -30,7 +30,7 @@ import trio
 from gridnode.api import make_app, start_api
 from gridnode.bills import ProofKeeper
 from gridnode.clock import NodeClock
-from gridnode.config import Config, DirLock, write_atomic
+from gridnode.config import CONFIG_NAME, Config, DirLock, write_atomic
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
 from gridnode.daemon.node import DaemonNode, raise_fatal
@@ -54,7 +54,7 @@ from gridnode.startup import (
 )
 from gridnode.status import BlockInfo, Snapshot, SubmitResult
 from gridnode.store import NodeStore, bind
-from market.errors import GridnodeError, InvalidInput
+from market.errors import GridnodeError, InvalidInput, UsageError
 from market.orders import Order
 
 if TYPE_CHECKING:
@@ -149,13 +149,16 @@ async def open_daemon_node(
         on_fatal(exc)
 
     # the network settings are checked before the store is opened: a refusal changes nothing
-    net_config = NetConfig(
-        community=genesis.community_id,
-        listen_addrs=config.listen,
-        bootstrap=config.bootstrap,
-        mdns=config.mdns,
-        gossip_degree_high=max(64, len(genesis.members) + len(genesis.validators)),
-    )
+    try:
+        net_config = NetConfig(
+            community=genesis.community_id,
+            listen_addrs=config.listen,
+            bootstrap=config.bootstrap,
+            mdns=config.mdns,
+            gossip_degree_high=max(64, len(genesis.members) + len(genesis.validators)),
+        )
+    except UsageError as exc:  # the addresses come from the config file: name it, as preflight does
+        raise UsageError(f"{config.dir / CONFIG_NAME}: [network] {exc}") from None
     store = open_node_store(config, genesis, on_failure=halt)
     try:
         async with open_net_host(key, net_config) as net:

@@ -233,7 +233,8 @@ def test_a_listen_address_that_is_not_tcp_is_refused_before_anything_is_written(
     refused = gridnode("run", "--dir", str(d))
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        "gridnode run: error: listen address '/ip4/127.0.0.1/udp/0/quic-v1': "
+        f"gridnode run: error: {d / 'gridnode.toml'}: [network] "
+        "listen address '/ip4/127.0.0.1/udp/0/quic-v1': "
         "expected a TCP address (/ip4/…/tcp/…)"
     ]
     assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
