@@ -201,3 +201,18 @@ def test_wrong_lengths_are_refused_before_ed25519() -> None:
     assert not verify(key.public_key[:31], DOMAIN, b"m", sig)
     assert not verify(key.public_key, DOMAIN, b"m", sig + b"\x00")
     assert not verify(key.public_key, DOMAIN, b"m", sig[:63])
+
+
+def test_other_bytes_types_are_answered_as_pynacl_does() -> None:
+    """Not ``bytes`` (a bytearray, a memoryview): the direct call cannot take them, PyNaCl's path
+    answers (what it answered before the direct call existed), never an exception."""
+    key = KeyPair.from_rng(random.Random(8))
+    sig = key.sign(DOMAIN, b"m")
+    for k, m, s in (
+        (bytearray(key.public_key), b"m", sig),
+        (key.public_key, b"m", bytearray(sig)),
+        (key.public_key, memoryview(b"m"), sig),
+        (key.public_key, bytearray(b"m"), memoryview(sig)),
+    ):
+        assert verify(k, DOMAIN, m, s) == crypto._verify_pynacl(k, signing_bytes(DOMAIN, m), s)
+    assert verify(key.public_key, DOMAIN, bytearray(b"m"), sig)

@@ -57,9 +57,20 @@ _PREFIX: Final = b"gridnode/"
 VERIFY_COUNTS: Final[dict[str, int]] = {}
 
 
+#: ``b"gridnode/" + domain + b"\x00"`` by domain, built once each (a node signs and verifies under
+#: a handful of domains; the map stops growing at :data:`_HEADS_KEPT`)
+_HEADS: Final[dict[str, bytes]] = {}
+_HEADS_KEPT: Final = 1024
+
+
 def signing_bytes(domain: str, message: bytes) -> bytes:
     """The exact bytes a signature covers for ``domain``."""
-    return _PREFIX + domain.encode("ascii") + b"\x00" + message
+    head = _HEADS.get(domain)
+    if head is None:
+        head = _PREFIX + domain.encode("ascii") + b"\x00"
+        if len(_HEADS) < _HEADS_KEPT:
+            _HEADS[domain] = head
+    return head + message
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +138,15 @@ def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> 
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     VERIFY_COUNTS[domain] = VERIFY_COUNTS.get(domain, 0) + 1
+    signed = signing_bytes(domain, message)
     if _VERIFY_DETACHED is not None:
-        signed = signing_bytes(domain, message)
-        return _VERIFY_DETACHED(bytes(signature), signed, len(signed), bytes(public_key)) == 0
-    return _verify_pynacl(public_key, signing_bytes(domain, message), signature)
+        try:
+            return _VERIFY_DETACHED(signature, signed, len(signed), public_key) == 0
+        except (
+            ctypes.ArgumentError
+        ):  # not bytes (a bytearray, a memoryview): PyNaCl's path takes it
+            pass
+    return _verify_pynacl(public_key, signed, signature)
 
 
 def _verify_pynacl(public_key: bytes, signed: bytes, signature: bytes) -> bool:
