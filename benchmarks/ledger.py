@@ -20,7 +20,8 @@ committee, not what one node does. What it counts and what it leaves out:
   measured in CPU time, so it does not depend on the offered rate beyond amortising the per-height
   work (votes) over fuller blocks.
 * ``tx_per_cpu_s`` — committed ÷ cpu_s. ``verify_bound`` — that ÷ Ed25519 verifications per CPU
-  second on one core, measured in this process (PyNaCl); ``1/verifies_per_tx`` is its ceiling.
+  second on one core, measured in this process (:func:`gridnode.core.crypto.verify`: libsodium's
+  ``crypto_sign_verify_detached``); ``1/verifies_per_tx`` is its ceiling.
 * ``verifies`` — every Ed25519 verification (counted in :mod:`gridnode.core.crypto`), by domain
   (``tx`` = order/cancel/reading signatures, ``vote``, ``proposal``) and by who did it: each
   validator's mempool admission (``submit``), block check (``check``: proposing and validating),
@@ -515,8 +516,8 @@ def main() -> None:
         return
     rate = verify_rate()
     print(
-        f"ed25519_verify_per_cpu_s={rate:.0f} (PyNaCl, one core, this process); load average "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"ed25519_verify_per_cpu_s={rate:.0f} (libsodium via gridnode.core.crypto.verify, one "
+        f"core, this process); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     for n in (int(v) for v in args.validators.split(",")):
         bench(args, n, rate)

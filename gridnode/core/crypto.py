@@ -12,6 +12,13 @@ Rules of this module:
 * A key pair derives its libsodium secret key and its public key (bytes and hex) once, when it is
   built; :meth:`KeyPair.sign` is libsodium's ``crypto_sign`` on them (PyNaCl's bindings), the same
   64 bytes as ``nacl.signing.SigningKey(seed).sign(...)`` without that wrapper's result object.
+* :func:`verify` is libsodium's ``crypto_sign_verify_detached``, the function PyNaCl's
+  ``VerifyKey.verify`` reaches through ``crypto_sign_open`` (which copies the signature and message
+  into one buffer, calls it, and copies the message out): called directly, from the libsodium
+  PyNaCl ships (loaded once with :mod:`ctypes`), it accepts exactly the same signatures
+  (libsodium's strict rules: canonical ``S`` and ``R``, no small-order ``R`` or key, the
+  cofactorless equation; tested on edge cases against PyNaCl) for ≈ 10 % less CPU per call. Where
+  that library does not export it, :func:`verify` uses PyNaCl's own path.
 * Every call of :func:`verify` that reaches Ed25519 (well-formed key and signature lengths) is counted
   by signature domain in :data:`VERIFY_COUNTS`, always on (a dict increment, ≈ 0.1 % of a verify), so
   benchmarks and metrics can say how many verifications a piece of work really did. The count is
@@ -20,7 +27,10 @@ Rules of this module:
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -47,9 +57,20 @@ _PREFIX: Final = b"gridnode/"
 VERIFY_COUNTS: Final[dict[str, int]] = {}
 
 
+#: ``b"gridnode/" + domain + b"\x00"`` by domain, built once each (a node signs and verifies under
+#: a handful of domains; the map stops growing at :data:`_HEADS_KEPT`)
+_HEADS: Final[dict[str, bytes]] = {}
+_HEADS_KEPT: Final = 1024
+
+
 def signing_bytes(domain: str, message: bytes) -> bytes:
     """The exact bytes a signature covers for ``domain``."""
-    return _PREFIX + domain.encode("ascii") + b"\x00" + message
+    head = _HEADS.get(domain)
+    if head is None:
+        head = _PREFIX + domain.encode("ascii") + b"\x00"
+        if len(_HEADS) < _HEADS_KEPT:
+            _HEADS[domain] = head
+    return head + message
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +115,45 @@ class KeyPair:
         return signed[:SIGNATURE_BYTES]
 
 
+def _detached() -> Callable[[bytes, bytes, int, bytes], int] | None:
+    """libsodium's ``crypto_sign_verify_detached(sig, m, mlen, pk)`` (0: valid) from the library
+    PyNaCl loaded (the module rules), or ``None`` if it does not export it."""
+    spec = importlib.util.find_spec("nacl._sodium")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        fn = ctypes.CDLL(spec.origin).crypto_sign_verify_detached
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_VERIFY_DETACHED: Final = _detached()
+
+
 def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is ``public_key``'s signature over ``message`` for ``domain``."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     VERIFY_COUNTS[domain] = VERIFY_COUNTS.get(domain, 0) + 1
+    signed = signing_bytes(domain, message)
+    if _VERIFY_DETACHED is not None:
+        try:
+            return _VERIFY_DETACHED(signature, signed, len(signed), public_key) == 0
+        except (
+            ctypes.ArgumentError
+        ):  # not bytes (a bytearray, a memoryview): PyNaCl's path takes it
+            pass
+    return _verify_pynacl(public_key, signed, signature)
+
+
+def _verify_pynacl(public_key: bytes, signed: bytes, signature: bytes) -> bool:
+    """PyNaCl's own verification (``crypto_sign_open``): the fallback, and the reference the
+    tests compare :func:`verify` with."""
     try:
-        nacl.signing.VerifyKey(public_key).verify(signing_bytes(domain, message), signature)
+        nacl.signing.VerifyKey(public_key).verify(signed, signature)
     except (
         nacl.exceptions.BadSignatureError,
         nacl.exceptions.ValueError,

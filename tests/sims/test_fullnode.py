@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import random
 import types
 from pathlib import Path
 from typing import ClassVar
@@ -11,13 +12,26 @@ from typing import ClassVar
 import pytest
 
 import sims.inproc
+import tests.test_crypto_edges as edges
 from gridnode.chain import BlockFacts
-from gridnode.core.ledger import Genesis, LedgerState, apply, decode_block, genesis_state
+from gridnode.core.crypto import KeyPair, signing_bytes
+from gridnode.core.ledger import (
+    Genesis,
+    LedgerState,
+    SignedReading,
+    apply,
+    decode_block,
+    genesis_state,
+    sign_reading,
+)
+from gridnode.core.ledger.transactions import signed_body, verify_signature
 from market.errors import UsageError
 from sims.fullnode import SampleFullNode, SampleFullNodeProcess
 from sims.inproc import results_digest, run_inproc
 from sims.results import SimResult
 from sims.scenario import Scenario, load_scenario
+from tests.chain.helpers import commit_for
+from tests.ledger.helpers import T0_MS, Community
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
 
@@ -177,3 +191,72 @@ def test_the_memoised_state_encoding_is_the_plain_one_at_every_height(
         assert dataclasses.replace(state, memo={}).digest() == state.digest()
         assert before.encode() == before._encode_plain()  # the shared memo moved on: still right
     assert state.settled_slots > 0 and state.height == len(chain)
+
+
+# ------------------------------------------- a real full node: what it must refuse, by reason
+
+
+def _edge_signed(c: Community, member: int, tx: SignedReading, case: str) -> SignedReading:
+    """``tx`` re-signed by ``member``'s own key so that libsodium's strict rules refuse it while
+    ZIP-215's (ed25519-zebra, batch verifiers) accept it, or just wrongly (``case``)."""
+    key = c.members[member]
+    signed = signing_bytes(c.genesis.domain("gn.tx.reading"), signed_body(tx))
+    a, pub, r = edges._scalar(key.seed), key.public_key, 424242
+    if case == "mixed_order_r":  # R = rB + T: the cofactored equation holds, the strict one not
+        sig = edges._sign(a, pub, r, edges._add(edges._mul(r, edges.B), edges.T8), signed)
+    elif case == "s_plus_l":  # S + L: the equation holds mod L, S is not canonical
+        sig = edges._sign(a, pub, r, edges._mul(r, edges.B), signed, s_plus=edges.L)
+    elif case == "small_order_r":
+        sig = edges.SMALL_ORDER[3] + tx.signature[32:]
+    else:  # another household's signature over the same bytes
+        sig = c.members[member + 1].sign(c.genesis.domain("gn.tx.reading"), signed_body(tx))
+    return SignedReading(tx.household, tx.slot, tx.net_wh, sig)
+
+
+@pytest.mark.parametrize("case", ["mixed_order_r", "s_plus_l", "small_order_r", "other_key"])
+def test_the_full_node_refuses_a_signature_strict_ed25519_refuses(case: str) -> None:
+    """A committed block (commit by every validator, the right state root: a reading's
+    signature is not in the state) whose one transaction's signature only a permissive verifier
+    would accept: the full node stops there, naming the transaction's ``bad_signature``."""
+    c = Community(seed=5, n_members=4)
+    slot = T0_MS // 1000 // 900 + 1
+    state = c.state()
+    good = sign_reading(c.members[1], c.genesis, slot=slot, net_wh=-321)
+    block, _ = c.block(state, (slot + 1) * 900_000 + 1_000, [good])
+    bad = _edge_signed(c, 1, good, case)
+    assert verify_signature(c.genesis, good) and not verify_signature(c.genesis, bad)
+    forged = dataclasses.replace(block, txs=(bad,)).encode()
+    assert decode_block(forged).state_root == block.state_root
+    node = SampleFullNode(c.genesis, (slot, slot))
+    assert node.feed(1, forged, commit_for(c.validators, 1, forged)) is None
+    assert "block 1: broken_rule" in node.problem and "bad_signature" in node.problem
+    assert node.state.height == 0
+    fine = SampleFullNode(c.genesis, (slot, slot))  # the block as signed reads
+    assert fine.feed(1, block.encode(), commit_for(c.validators, 1, block.encode())) is not None
+
+
+def test_the_full_node_refuses_invalid_transactions_and_wrong_roots() -> None:
+    """Each block below is committed by every validator and well formed: the full node refuses
+    it for the ledger rule it breaks, and nothing of it is applied."""
+    c = Community(seed=6, n_members=4)
+    slot = T0_MS // 1000 // 900 + 1
+    read_ms = (slot + 1) * 900_000 + 1_000
+    state = c.state()
+    r1 = sign_reading(c.members[1], c.genesis, slot=slot, net_wh=10)
+    r1b = sign_reading(c.members[1], c.genesis, slot=slot, net_wh=11)
+    block, _ = c.block(state, read_ms, [r1])
+    outsider = KeyPair.from_rng(random.Random(77))
+    cases = {
+        "duplicate_reading": dataclasses.replace(block, txs=(r1, r1b)),
+        "slot_not_delivered": dataclasses.replace(block, time_ms=T0_MS + 1_000),
+        "not_a_member": dataclasses.replace(
+            block, txs=(sign_reading(outsider, c.genesis, slot=slot, net_wh=1),)
+        ),
+        "wrong_state_root": dataclasses.replace(block, state_root=bytes(32)),
+    }
+    for reason, bad in cases.items():
+        data = bad.encode()
+        node = SampleFullNode(c.genesis, (slot, slot))
+        assert node.feed(1, data, commit_for(c.validators, 1, data)) is None
+        assert "broken_rule" in node.problem and reason in node.problem, (reason, node.problem)
+        assert node.state.height == 0
