@@ -121,6 +121,7 @@ __all__ = [
     "MIN_FORECAST_DAYS",
     "PERSONAL_DAYS",
     "PERSONAL_PRIOR_SAMPLES",
+    "PROFILE_DAYS",
     "VALIDATION_FIELDS",
     "WEEK_DAYS",
     "CommunityModel",
@@ -186,6 +187,9 @@ FALLBACK_PRIOR_DAYS: Final = 84.0
 #: ``PERSONAL_DAYS`` days, the community model weighing as ``PERSONAL_PRIOR_SAMPLES`` of an average
 #: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
 PERSONAL_DAYS: Final = 28
+#: a household on the fallback mixes its own median profile of the last this many days into the
+#: community side of the blend (module rules, *Personalisation, 3*)
+PROFILE_DAYS: Final = 14
 PERSONAL_PRIOR_SAMPLES: Final = 80.0
 VALIDATION_FIELDS: Final = (
     "count",
@@ -989,6 +993,18 @@ def personal_coefs(
     return out
 
 
+def _profile_forecast(history: MeterHistory, horizon: int, days: int) -> QuantileForecast:
+    """The household's own median profile: P10/P50/P90 of the net at the same time of day over
+    the last ``days`` days (as many as the history holds, at least one)."""
+    s = history.steps_per_day
+    if not 1 <= horizon <= s or history.steps < s:
+        raise UsageError(f"a profile needs a whole day and a horizon of 1..{s} intervals")
+    t = history.steps + np.arange(horizon, dtype=np.int64)
+    back = np.arange(1, min(days, history.steps // s) + 1, dtype=np.int64)
+    same = history.net_w[:, t[:, None] - s * back[None, :]]  # (n, H, D)
+    return _make_forecast(history, np.moveaxis(np.quantile(same, QUANTILES, axis=-1), 0, -1))
+
+
 # --------------------------------------------------------------------------- personalisation
 
 
@@ -1060,23 +1076,34 @@ class FederatedForecaster:
                 days=self.personal_days, latitude=latitude, longitude=longitude,
                 holiday_country=country, holiday_subdiv=subdiv,
             )  # fmt: skip
-            k = self.fallback_prior_days if local_model is self.fallback else self.blend_prior_days
-            weights = self._weights(history, coefs, local, k)
+            on_fallback = local_model is self.fallback
+            k = self.fallback_prior_days if on_fallback else self.blend_prior_days
+            weights, profile = self._weights(history, coefs, local, k, on_fallback)
+        else:
+            profile = np.zeros((n, n_b))
         refs = tuple(
             ModelRef(
                 None if community is None else community.hash,
                 local_model.name,
-                round(1000 * (1.0 - float(np.mean(w)))),
+                round(1000 * float(np.mean((1.0 - w) * (1.0 - p)))),
             )
-            for w in weights
+            for w, p in zip(weights, profile, strict=True)
         )
-        return FittedFederated(self, community, coefs, local, weights, refs)
+        return FittedFederated(self, community, coefs, local, weights, profile, refs)
 
     def _weights(
-        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster, prior_days: float
-    ) -> FloatArray:
+        self,
+        history: MeterHistory,
+        coefs: FloatArray,
+        local: FittedForecaster,
+        prior_days: float,
+        with_profile: bool,
+    ) -> tuple[FloatArray, FloatArray]:
         """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``, the
-        local model's prior odds ``h / (h + prior_days)``."""
+        local model's prior odds ``h / (h + prior_days)``; and (``with_profile``, else zeros) the
+        weights of the household's median profile against the corrected community model on the
+        community side, from their errors on the same origins (``(e_c / e_p)^p`` odds, no
+        prior)."""
         s = history.steps_per_day
         buckets = lead_buckets(history.step_s)
         n_b = int(buckets.max()) + 1
@@ -1084,6 +1111,7 @@ class FederatedForecaster:
         origins = list(range(first, history.steps - 1, max(1, s // 8)))
         err_c = np.zeros((history.households, n_b))
         err_l = np.zeros((history.households, n_b))
+        err_p = np.zeros((history.households, n_b))
         hits = np.zeros(n_b)
         for o in origins:
             horizon = min(s, history.steps - o)
@@ -1093,12 +1121,14 @@ class FederatedForecaster:
             except InvalidInput:
                 continue
             fc = _forecast(coefs, past, horizon, self._site()).median_w
+            fp = _profile_forecast(past, horizon, PROFILE_DAYS).median_w if with_profile else fc
             actual = history.net_w[:, o : o + horizon]
             for b in range(n_b):
                 lead = np.flatnonzero(buckets[:horizon] == b)
                 if len(lead):
                     err_c[:, b] += np.abs(fc[:, lead] - actual[:, lead]).mean(axis=1)
                     err_l[:, b] += np.abs(fl[:, lead] - actual[:, lead]).mean(axis=1)
+                    err_p[:, b] += np.abs(fp[:, lead] - actual[:, lead]).mean(axis=1)
                     hits[b] += 1
         p = self.blend_power
         days = history.steps / s
@@ -1106,9 +1136,12 @@ class FederatedForecaster:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # odds e_c^p / e_l^p × prior, as a weight; overflow-safe
             w = 1.0 / (1.0 + (err_l / err_c) ** p / prior)
+            wp = 1.0 / (1.0 + (err_p / err_c) ** p)
         w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=prior / (1.0 + prior)), 0.0)
         out: FloatArray = w  # no evidence: the community
-        return out
+        # equal (or no) errors: half each; no evidence or no profile: the community model alone
+        wp = np.where(hits[None, :] > 0, np.nan_to_num(wp, nan=0.5), 0.0)
+        return out, wp if with_profile else np.zeros_like(out)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -1122,6 +1155,9 @@ class FittedFederated:
     coefs: FloatArray | None
     local: FittedForecaster
     weights: FloatArray  # (n, buckets): the local model's weight
+    #: ``(n, buckets)`` the weight of the household's own median profile on the community side
+    #: (zeros unless the local model is the fallback)
+    profile: FloatArray
     refs: tuple[ModelRef, ...]
 
     def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
@@ -1132,6 +1168,11 @@ class FittedFederated:
             raise UsageError(
                 f"fitted for {self.weights.shape[0]} households, got {history.households}"
             )
-        fc = _forecast(self.coefs, history, horizon, self.model._site())
-        w = self.weights[:, lead_buckets(history.step_s)[:horizon]][:, :, None]
-        return _make_forecast(history, w * fl.values_w + (1.0 - w) * fc.values_w)
+        buckets = lead_buckets(history.step_s)[:horizon]
+        side = _forecast(self.coefs, history, horizon, self.model._site()).values_w
+        if np.any(self.profile > 0):
+            wp = self.profile[:, buckets][:, :, None]
+            fp = _profile_forecast(history, horizon, PROFILE_DAYS).values_w
+            side = wp * fp + (1.0 - wp) * side
+        w = self.weights[:, buckets][:, :, None]
+        return _make_forecast(history, w * fl.values_w + (1.0 - w) * side)
