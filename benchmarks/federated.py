@@ -85,6 +85,7 @@ from forecasting.data import (
 from forecasting.dp import gdp_epsilon
 from forecasting.federated import (
     NO_MODEL,
+    PROFILE_DAYS,
     CommunityModel,
     FederatedForecaster,
     Layout,
@@ -93,6 +94,7 @@ from forecasting.federated import (
     dp_scale,
     dp_unscale,
     local_update,
+    profile_forecast,
 )
 from forecasting.federated_round import run_round
 from forecasting.models import FittedForecaster, Forecaster, QuantileForecast
@@ -238,7 +240,7 @@ def evaluate(
     :data:`COLD_DAYS` days) refits every day, an established one (its whole history) every day when
     ``refit_daily`` (the daemon's cadence), else once on the history before the cutoff."""
     s = homes.steps_per_day
-    names = ("local", "fed", "com")
+    names = ("local", "fed", "com", "prof")
     err = {f"{h}_{m}": 0.0 for h in horizons for m in names}
     count = dict.fromkeys(horizons, 0)
     fitted = None
@@ -276,13 +278,22 @@ class CommunityAlone:
         return community_forecast(self.model, history, horizon, **SITE)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class ProfileAlone:
+    """The household's own median profile of its last :data:`PROFILE_DAYS` days, which a
+    cold-start household mixes into the community side (a diagnostic column: local data only)."""
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        return profile_forecast(history, horizon, PROFILE_DAYS)
+
+
 def _forecasters(models: dict[int, CommunityModel]) -> Any:
     local_model: Forecaster = ProfileQR(**SITE)  # type: ignore[arg-type]
 
     def make(past: MeterHistory, day_s: int) -> tuple[FittedForecaster, ...]:
         model = in_force(models, day_s)
         fed = FederatedForecaster(model, local_model, **SITE).fit(past)  # type: ignore[arg-type]
-        return fed.local, fed, CommunityAlone(model)
+        return fed.local, fed, CommunityAlone(model), ProfileAlone()
 
     return make
 
@@ -316,7 +327,8 @@ def accuracy(
         if verbose:
             print(f"  cold home {home}: " + ", ".join(
                 f"{h} {one[f'{h}_local']:.0f} → {one[f'{h}_fed']:.0f} W (community alone "
-                f"{one[f'{h}_com']:.0f})" for h in horizons), flush=True)  # fmt: skip
+                f"{one[f'{h}_com']:.0f}, own profile alone {one[f'{h}_prof']:.0f})"
+                for h in horizons), flush=True)  # fmt: skip
     cold = {k: v / len(rows) for k, v in cold_sum.items()}
     out: dict[str, Any] = {"homes": list(which), "rolling": rolling, "rounds": log,
                            "cpu_s": round(time.process_time() - t0, 1)}  # fmt: skip
@@ -324,7 +336,7 @@ def accuracy(
         out[name] = {
             f"{h}_{m}_mae_w": round(res[f"{h}_{m}"], 1)
             for h in horizons
-            for m in ("local", "fed", "com")
+            for m in ("local", "fed", "com", "prof")
         }
         for h in horizons:
             out[name][f"{h}_fed_vs_local"] = round(1.0 - res[f"{h}_fed"] / res[f"{h}_local"], 4)
@@ -445,7 +457,8 @@ def main() -> int:
                     f"{g['da_fed_mae_w']} W ({100 * g['da_fed_vs_local']:+.1f} % lower); next hour "
                     f"local {g['nh_local_mae_w']} W, federated {g['nh_fed_mae_w']} W "
                     f"({100 * g['nh_fed_vs_local']:+.1f} % lower); community alone "
-                    f"{g['da_com_mae_w']} / {g['nh_com_mae_w']} W",
+                    f"{g['da_com_mae_w']} / {g['nh_com_mae_w']} W; own {PROFILE_DAYS}-day median "
+                    f"profile alone {g['da_prof_mae_w']} / {g['nh_prof_mae_w']} W",
                     flush=True,
                 )
     if args.dp:

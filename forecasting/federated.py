@@ -139,6 +139,7 @@ __all__ = [
     "local_update",
     "personal_coefs",
     "pooled_model",
+    "profile_forecast",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -993,7 +994,7 @@ def personal_coefs(
     return out
 
 
-def _profile_forecast(history: MeterHistory, horizon: int, days: int) -> QuantileForecast:
+def profile_forecast(history: MeterHistory, horizon: int, days: int) -> QuantileForecast:
     """The household's own median profile: P10/P50/P90 of the net at the same time of day over
     the last ``days`` days (as many as the history holds, at least one)."""
     s = history.steps_per_day
@@ -1121,7 +1122,7 @@ class FederatedForecaster:
             except InvalidInput:
                 continue
             fc = _forecast(coefs, past, horizon, self._site()).median_w
-            fp = _profile_forecast(past, horizon, PROFILE_DAYS).median_w if with_profile else fc
+            fp = profile_forecast(past, horizon, PROFILE_DAYS).median_w if with_profile else fc
             actual = history.net_w[:, o : o + horizon]
             for b in range(n_b):
                 lead = np.flatnonzero(buckets[:horizon] == b)
@@ -1172,7 +1173,7 @@ class FittedFederated:
         side = _forecast(self.coefs, history, horizon, self.model._site()).values_w
         if np.any(self.profile > 0):
             wp = self.profile[:, buckets][:, :, None]
-            fp = _profile_forecast(history, horizon, PROFILE_DAYS).values_w
+            fp = profile_forecast(history, horizon, PROFILE_DAYS).values_w
             side = wp * fp + (1.0 - wp) * side
         w = self.weights[:, buckets][:, :, None]
         return _make_forecast(history, w * fl.values_w + (1.0 - w) * side)

@@ -439,11 +439,11 @@ def test_a_fallback_local_model_has_the_fallback_prior(
 
 def test_the_profile_is_the_median_of_the_same_time_over_the_last_days(homes: MeterHistory) -> None:
     history = homes.window(homes.end_s - 20 * SECONDS_PER_DAY, homes.end_s)
-    got = fed._profile_forecast(history, 24, PROFILE_DAYS).median_w
+    got = fed.profile_forecast(history, 24, PROFILE_DAYS).median_w
     same = history.net_w[:, -PROFILE_DAYS * 24 :].reshape(history.households, PROFILE_DAYS, 24)
     assert np.allclose(got, np.median(same, axis=1))
     young = history.window(history.end_s - 3 * SECONDS_PER_DAY, history.end_s)  # as many as held
-    first = fed._profile_forecast(young, 5, PROFILE_DAYS).median_w
+    first = fed.profile_forecast(young, 5, PROFILE_DAYS).median_w
     assert np.allclose(first, np.median(young.net_w.reshape(-1, 3, 24)[:, :, :5], axis=1))
 
 
