@@ -71,8 +71,18 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   prior is ``h / (h + FALLBACK_PRIOR_DAYS)`` (0.14 at 14 days: a placeholder earns less trust); a
   community model far worse than the local one (a garbage round) gets little weight whatever the
   prior. The blend is per quantile level, re-sorted.
+* **Personalisation, 3: a cold-start household's own profile** (while the ``fallback`` stands
+  in for its local model): the community side of the blend is itself a mix of the corrected
+  community forecast and the household's own **median profile** (:func:`profile_forecast`: the
+  P10/P50/P90 of its net at the same time of day over its last :data:`PROFILE_DAYS` days), per
+  lead bucket with odds ``(e_c / e_p)^p`` from both forecasts' errors on the same origins of its
+  own last days (no prior). Forecast combination: the two err differently (the linear community
+  model cannot reproduce a median of the net from its load and PV features; adding that median
+  as a feature did not help), and a garbage community model leaves the community side to the
+  profile. A household whose local model fits gets no profile (its profile-qr has it).
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
-  community's weight (permille): what an order's provenance carries.
+  community's weight (permille; the community model's share of the whole blend): what an
+  order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
 after normalisation (one neighbourhood; clusters of the 12-13 real homes did not help:
