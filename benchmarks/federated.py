@@ -33,7 +33,9 @@ homes** (leave-one-out: the home contributed nothing) blended with that fallback
 midnight. In both groups the household first corrects the community model on its own last days
 (the MAP correction, :func:`forecasting.federated.personal_coefs`: on those 14 days for a
 cold-start home, on its last 28 for an established one); the "community alone" column is the model
-*without* that correction (a diagnostic). Horizons: *day-ahead* (origins at local midnight, the
+*without* that correction (a diagnostic), and "own profile alone" the household's median profile
+of its last 14 days, which a cold-start household mixes into the community side
+(:func:`forecasting.federated.profile_forecast`; local data only, a diagnostic). Horizons: *day-ahead* (origins at local midnight, the
 next 24 h) and *next hour* (origins every hour, lead 0; blend weights fitted at midnight). MAE is
 of the P50 of the net surplus in W over the homes, origins and leads.
 
