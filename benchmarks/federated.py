@@ -289,12 +289,14 @@ class ProfileAlone:
         return profile_forecast(history, horizon, PROFILE_DAYS)
 
 
-def _forecasters(models: dict[int, CommunityModel]) -> Any:
+def _forecasters(models: dict[int, CommunityModel], profile_days: int = 0) -> Any:
     local_model: Forecaster = ProfileQR(**SITE)  # type: ignore[arg-type]
 
     def make(past: MeterHistory, day_s: int) -> tuple[FittedForecaster, ...]:
         model = in_force(models, day_s)
-        fed = FederatedForecaster(model, local_model, **SITE).fit(past)  # type: ignore[arg-type]
+        fed = FederatedForecaster(model, local_model, profile_days=profile_days, **SITE).fit(  # type: ignore[arg-type]
+            past
+        )
         return fed.local, fed, CommunityAlone(model), ProfileAlone()
 
     return make
@@ -308,21 +310,23 @@ def accuracy(
     horizons: tuple[str, ...] = ("da", "nh"),
     rolling: bool = True,
     verbose: bool = True,
+    profile_days: int = 0,
 ) -> dict[str, Any]:
     """Both groups on the homes ``which`` (module docstring); ``dp``/``size``: the DP sweep;
     ``rolling``: rounds and local refits continue daily through the evaluation (the daemon's
-    cadence), else the models are frozen at the cutoff."""
+    cadence), else the models are frozen at the cutoff; ``profile_days``: the cold-start profile
+    mix (``--profile-mix``; off by default, as in the daemon)."""
     homes = load_citylearn_homes(CITYLEARN_CLEAN_HOMES)
     rows = [CITYLEARN_CLEAN_HOMES.index(h) for h in which]
     t0 = time.process_time()
     community, log = train_community(homes, dp=dp, size=size, seed=0, rolling=rolling)
-    established = evaluate(homes.select(rows), _forecasters(community), cold=False,
+    established = evaluate(homes.select(rows), _forecasters(community, profile_days), cold=False,
                            refit_daily=rolling, horizons=horizons)  # fmt: skip
     cold_sum: dict[str, float] = {}
     for row, home in zip(rows, which, strict=True):
         others = [k for k in range(homes.households) if k != row]
         loo, _ = train_community(homes.select(others), dp=dp, size=size, seed=home, rolling=rolling)
-        one = evaluate(homes.select([row]), _forecasters(loo), cold=True, refit_daily=rolling,
+        one = evaluate(homes.select([row]), _forecasters(loo, profile_days), cold=True, refit_daily=rolling,
                        horizons=horizons)  # fmt: skip
         for k, v in one.items():
             cold_sum[k] = cold_sum.get(k, 0.0) + v
@@ -441,6 +445,11 @@ def main() -> int:
         action="store_true",
         help="models frozen at the cutoff (the benchmark before rolling rounds)",
     )
+    parser.add_argument(
+        "--profile-mix",
+        action="store_true",
+        help="cold-start households mix their own median profile in (off by default)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict[str, Any] = {}
@@ -449,7 +458,11 @@ def main() -> int:
     if not args.skip_accuracy:
         for name in chosen:
             print(f"{name} homes {sets[name]}:", flush=True)
-            out[f"accuracy_{name}"] = acc = accuracy(sets[name], rolling=not args.frozen)
+            out[f"accuracy_{name}"] = acc = accuracy(
+                sets[name],
+                rolling=not args.frozen,
+                profile_days=PROFILE_DAYS if args.profile_mix else 0,
+            )
             for r in acc["rounds"][-2:]:
                 print(f"  round {r['round']}: {r}")
             for group in ("established", "cold_start_14d"):

@@ -71,8 +71,8 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   prior is ``h / (h + FALLBACK_PRIOR_DAYS)`` (0.14 at 14 days: a placeholder earns less trust); a
   community model far worse than the local one (a garbage round) gets little weight whatever the
   prior. The blend is per quantile level, re-sorted.
-* **Personalisation, 3: a cold-start household's own profile** (while the ``fallback`` stands
-  in for its local model): the community side of the blend is itself a mix of the corrected
+* **Personalisation, 3 (opt-in, off by default: ``profile_days``): a cold-start household's own
+  profile** (while the ``fallback`` stands in for its local model): the community side of the blend is itself a mix of the corrected
   community forecast and the household's own **median profile** (:func:`profile_forecast`: the
   P10/P50/P90 of its net at the same time of day over its last :data:`PROFILE_DAYS` days), per
   lead bucket with odds ``(e_c / e_p)^p`` from both forecasts' errors on the same origins of its
@@ -80,7 +80,9 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   corrected community model: there it is far better than a profile). Forecast combination: the two err differently (the linear community
   model cannot reproduce a median of the net from its load and PV features; adding that median
   as a feature did not help), and a garbage community model leaves the community side to the
-  profile. A household whose local model fits gets no profile (its profile-qr has it).
+  profile. A household whose local model fits gets no profile (its profile-qr has it). Off by
+  default: it helps day-ahead (issue 13's measure) but made the in-process engine's cold-start
+  households, who bid a few slots ahead, 2 % worse (``docs/federated.md``).
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
   community's weight (permille; the community model's share of the whole blend): what an
   order's provenance carries.
@@ -199,8 +201,8 @@ FALLBACK_PRIOR_DAYS: Final = 84.0
 #: ``PERSONAL_DAYS`` days, the community model weighing as ``PERSONAL_PRIOR_SAMPLES`` of an average
 #: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
 PERSONAL_DAYS: Final = 28
-#: a household on the fallback mixes its own median profile of the last this many days into the
-#: community side of the blend (module rules, *Personalisation, 3*)
+#: the profile's days when a household on the fallback mixes its own median profile into the
+#: community side of the blend (module rules, *Personalisation, 3*: opt-in, off by default)
 PROFILE_DAYS: Final = 14
 PERSONAL_PRIOR_SAMPLES: Final = 80.0
 VALIDATION_FIELDS: Final = (
@@ -1053,6 +1055,8 @@ class FederatedForecaster:
     fallback_prior_days: float = FALLBACK_PRIOR_DAYS
     personal_prior_samples: float = PERSONAL_PRIOR_SAMPLES
     personal_days: int = PERSONAL_DAYS
+    #: days of the cold-start profile mix (*Personalisation, 3*); 0: off (the default)
+    profile_days: int = 0
 
     @property
     def name(self) -> str:
@@ -1090,7 +1094,8 @@ class FederatedForecaster:
             )  # fmt: skip
             on_fallback = local_model is self.fallback
             k = self.fallback_prior_days if on_fallback else self.blend_prior_days
-            weights, profile = self._weights(history, coefs, local, k, on_fallback)
+            mix = on_fallback and self.profile_days > 0
+            weights, profile = self._weights(history, coefs, local, k, mix)
         else:
             profile = np.zeros((n, n_b))
         refs = tuple(
@@ -1133,7 +1138,9 @@ class FederatedForecaster:
             except InvalidInput:
                 continue
             fc = _forecast(coefs, past, horizon, self._site()).median_w
-            fp = profile_forecast(past, horizon, PROFILE_DAYS).median_w if with_profile else fc
+            fp = fc
+            if with_profile:
+                fp = profile_forecast(past, horizon, self.profile_days).median_w
             actual = history.net_w[:, o : o + horizon]
             for b in range(n_b):
                 lead = np.flatnonzero(buckets[:horizon] == b)
@@ -1188,7 +1195,7 @@ class FittedFederated:
         side = _forecast(self.coefs, history, horizon, self.model._site()).values_w
         if np.any(self.profile > 0):
             wp = self.profile[:, buckets][:, :, None]
-            fp = profile_forecast(history, horizon, PROFILE_DAYS).values_w
+            fp = profile_forecast(history, horizon, self.model.profile_days).values_w
             side = wp * fp + (1.0 - wp) * side
         w = self.weights[:, buckets][:, :, None]
         return _make_forecast(history, w * fl.values_w + (1.0 - w) * side)
