@@ -82,7 +82,7 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   as a feature did not help), and a garbage community model leaves the community side to the
   profile. A household whose local model fits gets no profile (its profile-qr has it). Off by
   default: it helps day-ahead (issue 13's measure) but made the in-process engine's cold-start
-  households, who bid a few slots ahead, 2 % worse (``docs/federated.md``).
+  households, who bid an hour ahead, 2 % worse (``docs/federated.md``).
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
   community's weight (permille; the community model's share of the whole blend): what an
   order's provenance carries.
