@@ -33,7 +33,9 @@ homes** (leave-one-out: the home contributed nothing) blended with that fallback
 midnight. In both groups the household first corrects the community model on its own last days
 (the MAP correction, :func:`forecasting.federated.personal_coefs`: on those 14 days for a
 cold-start home, on its last 28 for an established one); the "community alone" column is the model
-*without* that correction (a diagnostic). Horizons: *day-ahead* (origins at local midnight, the
+*without* that correction (a diagnostic), and "own profile alone" the household's median profile
+of its last 14 days, which a cold-start household mixes into the community side
+(:func:`forecasting.federated.profile_forecast`; local data only, a diagnostic). Horizons: *day-ahead* (origins at local midnight, the
 next 24 h) and *next hour* (origins every hour, lead 0; blend weights fitted at midnight). MAE is
 of the P50 of the net surplus in W over the homes, origins and leads.
 
@@ -85,6 +87,7 @@ from forecasting.data import (
 from forecasting.dp import gdp_epsilon
 from forecasting.federated import (
     NO_MODEL,
+    PROFILE_DAYS,
     CommunityModel,
     FederatedForecaster,
     Layout,
@@ -93,6 +96,7 @@ from forecasting.federated import (
     dp_scale,
     dp_unscale,
     local_update,
+    profile_forecast,
 )
 from forecasting.federated_round import run_round
 from forecasting.models import FittedForecaster, Forecaster, QuantileForecast
@@ -238,7 +242,7 @@ def evaluate(
     :data:`COLD_DAYS` days) refits every day, an established one (its whole history) every day when
     ``refit_daily`` (the daemon's cadence), else once on the history before the cutoff."""
     s = homes.steps_per_day
-    names = ("local", "fed", "com")
+    names = ("local", "fed", "com", "prof")
     err = {f"{h}_{m}": 0.0 for h in horizons for m in names}
     count = dict.fromkeys(horizons, 0)
     fitted = None
@@ -276,13 +280,24 @@ class CommunityAlone:
         return community_forecast(self.model, history, horizon, **SITE)  # type: ignore[arg-type]
 
 
-def _forecasters(models: dict[int, CommunityModel]) -> Any:
+@dataclass(frozen=True)
+class ProfileAlone:
+    """The household's own median profile of its last :data:`PROFILE_DAYS` days, which a
+    cold-start household mixes into the community side (a diagnostic column: local data only)."""
+
+    def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
+        return profile_forecast(history, horizon, PROFILE_DAYS)
+
+
+def _forecasters(models: dict[int, CommunityModel], profile_days: int = 0) -> Any:
     local_model: Forecaster = ProfileQR(**SITE)  # type: ignore[arg-type]
 
     def make(past: MeterHistory, day_s: int) -> tuple[FittedForecaster, ...]:
         model = in_force(models, day_s)
-        fed = FederatedForecaster(model, local_model, **SITE).fit(past)  # type: ignore[arg-type]
-        return fed.local, fed, CommunityAlone(model)
+        fed = FederatedForecaster(model, local_model, profile_days=profile_days, **SITE).fit(  # type: ignore[arg-type]
+            past
+        )
+        return fed.local, fed, CommunityAlone(model), ProfileAlone()
 
     return make
 
@@ -295,28 +310,31 @@ def accuracy(
     horizons: tuple[str, ...] = ("da", "nh"),
     rolling: bool = True,
     verbose: bool = True,
+    profile_days: int = 0,
 ) -> dict[str, Any]:
     """Both groups on the homes ``which`` (module docstring); ``dp``/``size``: the DP sweep;
     ``rolling``: rounds and local refits continue daily through the evaluation (the daemon's
-    cadence), else the models are frozen at the cutoff."""
+    cadence), else the models are frozen at the cutoff; ``profile_days``: the cold-start profile
+    mix (``--profile-mix``; off by default, as in the daemon)."""
     homes = load_citylearn_homes(CITYLEARN_CLEAN_HOMES)
     rows = [CITYLEARN_CLEAN_HOMES.index(h) for h in which]
     t0 = time.process_time()
     community, log = train_community(homes, dp=dp, size=size, seed=0, rolling=rolling)
-    established = evaluate(homes.select(rows), _forecasters(community), cold=False,
+    established = evaluate(homes.select(rows), _forecasters(community, profile_days), cold=False,
                            refit_daily=rolling, horizons=horizons)  # fmt: skip
     cold_sum: dict[str, float] = {}
     for row, home in zip(rows, which, strict=True):
         others = [k for k in range(homes.households) if k != row]
         loo, _ = train_community(homes.select(others), dp=dp, size=size, seed=home, rolling=rolling)
-        one = evaluate(homes.select([row]), _forecasters(loo), cold=True, refit_daily=rolling,
+        one = evaluate(homes.select([row]), _forecasters(loo, profile_days), cold=True, refit_daily=rolling,
                        horizons=horizons)  # fmt: skip
         for k, v in one.items():
             cold_sum[k] = cold_sum.get(k, 0.0) + v
         if verbose:
             print(f"  cold home {home}: " + ", ".join(
                 f"{h} {one[f'{h}_local']:.0f} → {one[f'{h}_fed']:.0f} W (community alone "
-                f"{one[f'{h}_com']:.0f})" for h in horizons), flush=True)  # fmt: skip
+                f"{one[f'{h}_com']:.0f}, own profile alone {one[f'{h}_prof']:.0f})"
+                for h in horizons), flush=True)  # fmt: skip
     cold = {k: v / len(rows) for k, v in cold_sum.items()}
     out: dict[str, Any] = {"homes": list(which), "rolling": rolling, "rounds": log,
                            "cpu_s": round(time.process_time() - t0, 1)}  # fmt: skip
@@ -324,7 +342,7 @@ def accuracy(
         out[name] = {
             f"{h}_{m}_mae_w": round(res[f"{h}_{m}"], 1)
             for h in horizons
-            for m in ("local", "fed", "com")
+            for m in ("local", "fed", "com", "prof")
         }
         for h in horizons:
             out[name][f"{h}_fed_vs_local"] = round(1.0 - res[f"{h}_fed"] / res[f"{h}_local"], 4)
@@ -427,6 +445,11 @@ def main() -> int:
         action="store_true",
         help="models frozen at the cutoff (the benchmark before rolling rounds)",
     )
+    parser.add_argument(
+        "--profile-mix",
+        action="store_true",
+        help="cold-start households mix their own median profile in (off by default)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict[str, Any] = {}
@@ -435,7 +458,11 @@ def main() -> int:
     if not args.skip_accuracy:
         for name in chosen:
             print(f"{name} homes {sets[name]}:", flush=True)
-            out[f"accuracy_{name}"] = acc = accuracy(sets[name], rolling=not args.frozen)
+            out[f"accuracy_{name}"] = acc = accuracy(
+                sets[name],
+                rolling=not args.frozen,
+                profile_days=PROFILE_DAYS if args.profile_mix else 0,
+            )
             for r in acc["rounds"][-2:]:
                 print(f"  round {r['round']}: {r}")
             for group in ("established", "cold_start_14d"):
@@ -445,7 +472,8 @@ def main() -> int:
                     f"{g['da_fed_mae_w']} W ({100 * g['da_fed_vs_local']:+.1f} % lower); next hour "
                     f"local {g['nh_local_mae_w']} W, federated {g['nh_fed_mae_w']} W "
                     f"({100 * g['nh_fed_vs_local']:+.1f} % lower); community alone "
-                    f"{g['da_com_mae_w']} / {g['nh_com_mae_w']} W",
+                    f"{g['da_com_mae_w']} / {g['nh_com_mae_w']} W; own {PROFILE_DAYS}-day median "
+                    f"profile alone {g['da_prof_mae_w']} / {g['nh_prof_mae_w']} W",
                     flush=True,
                 )
     if args.dp:

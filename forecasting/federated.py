@@ -71,8 +71,21 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   prior is ``h / (h + FALLBACK_PRIOR_DAYS)`` (0.14 at 14 days: a placeholder earns less trust); a
   community model far worse than the local one (a garbage round) gets little weight whatever the
   prior. The blend is per quantile level, re-sorted.
+* **Personalisation, 3 (opt-in, off by default: ``profile_days``): a cold-start household's own
+  profile** (while the ``fallback`` stands in for its local model): the community side of the blend is itself a mix of the corrected
+  community forecast and the household's own **median profile** (:func:`profile_forecast`: the
+  P10/P50/P90 of its net at the same time of day over its last :data:`PROFILE_DAYS` days), per
+  lead bucket with odds ``(e_c / e_p)^p`` from both forecasts' errors on the same origins of its
+  own last days (no prior), from the second lead bucket on (the next interval keeps the
+  corrected community model: there it is far better than a profile). Forecast combination: the two err differently (the linear community
+  model cannot reproduce a median of the net from its load and PV features; adding that median
+  as a feature did not help), and a garbage community model leaves the community side to the
+  profile. A household whose local model fits gets no profile (its profile-qr has it). Off by
+  default: it helps day-ahead (issue 13's measure) but made the in-process engine's cold-start
+  households, who bid an hour ahead, 2 % worse (``docs/federated.md``).
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
-  community's weight (permille): what an order's provenance carries.
+  community's weight (permille; the community model's share of the whole blend): what an
+  order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
 after normalisation (one neighbourhood; clusters of the 12-13 real homes did not help:
@@ -121,6 +134,7 @@ __all__ = [
     "MIN_FORECAST_DAYS",
     "PERSONAL_DAYS",
     "PERSONAL_PRIOR_SAMPLES",
+    "PROFILE_DAYS",
     "VALIDATION_FIELDS",
     "WEEK_DAYS",
     "CommunityModel",
@@ -138,6 +152,7 @@ __all__ = [
     "local_update",
     "personal_coefs",
     "pooled_model",
+    "profile_forecast",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -186,6 +201,9 @@ FALLBACK_PRIOR_DAYS: Final = 84.0
 #: ``PERSONAL_DAYS`` days, the community model weighing as ``PERSONAL_PRIOR_SAMPLES`` of an average
 #: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
 PERSONAL_DAYS: Final = 28
+#: the profile's days when a household on the fallback mixes its own median profile into the
+#: community side of the blend (module rules, *Personalisation, 3*: opt-in, off by default)
+PROFILE_DAYS: Final = 14
 PERSONAL_PRIOR_SAMPLES: Final = 80.0
 VALIDATION_FIELDS: Final = (
     "count",
@@ -989,6 +1007,18 @@ def personal_coefs(
     return out
 
 
+def profile_forecast(history: MeterHistory, horizon: int, days: int) -> QuantileForecast:
+    """The household's own median profile: P10/P50/P90 of the net at the same time of day over
+    the last ``days`` days (as many as the history holds, at least one)."""
+    s = history.steps_per_day
+    if not 1 <= horizon <= s or history.steps < s:
+        raise UsageError(f"a profile needs a whole day and a horizon of 1..{s} intervals")
+    t = history.steps + np.arange(horizon, dtype=np.int64)
+    back = np.arange(1, min(days, history.steps // s) + 1, dtype=np.int64)
+    same = history.net_w[:, t[:, None] - s * back[None, :]]  # (n, H, D)
+    return _make_forecast(history, np.moveaxis(np.quantile(same, QUANTILES, axis=-1), 0, -1))
+
+
 # --------------------------------------------------------------------------- personalisation
 
 
@@ -1025,6 +1055,8 @@ class FederatedForecaster:
     fallback_prior_days: float = FALLBACK_PRIOR_DAYS
     personal_prior_samples: float = PERSONAL_PRIOR_SAMPLES
     personal_days: int = PERSONAL_DAYS
+    #: days of the cold-start profile mix (*Personalisation, 3*); 0: off (the default)
+    profile_days: int = 0
 
     @property
     def name(self) -> str:
@@ -1060,23 +1092,35 @@ class FederatedForecaster:
                 days=self.personal_days, latitude=latitude, longitude=longitude,
                 holiday_country=country, holiday_subdiv=subdiv,
             )  # fmt: skip
-            k = self.fallback_prior_days if local_model is self.fallback else self.blend_prior_days
-            weights = self._weights(history, coefs, local, k)
+            on_fallback = local_model is self.fallback
+            k = self.fallback_prior_days if on_fallback else self.blend_prior_days
+            mix = on_fallback and self.profile_days > 0
+            weights, profile = self._weights(history, coefs, local, k, mix)
+        else:
+            profile = np.zeros((n, n_b))
         refs = tuple(
             ModelRef(
                 None if community is None else community.hash,
                 local_model.name,
-                round(1000 * (1.0 - float(np.mean(w)))),
+                round(1000 * float(np.mean((1.0 - w) * (1.0 - p)))),
             )
-            for w in weights
+            for w, p in zip(weights, profile, strict=True)
         )
-        return FittedFederated(self, community, coefs, local, weights, refs)
+        return FittedFederated(self, community, coefs, local, weights, profile, refs)
 
     def _weights(
-        self, history: MeterHistory, coefs: FloatArray, local: FittedForecaster, prior_days: float
-    ) -> FloatArray:
+        self,
+        history: MeterHistory,
+        coefs: FloatArray,
+        local: FittedForecaster,
+        prior_days: float,
+        with_profile: bool,
+    ) -> tuple[FloatArray, FloatArray]:
         """``(n, buckets)`` local weights from both models' errors on the last ``blend_days``, the
-        local model's prior odds ``h / (h + prior_days)``."""
+        local model's prior odds ``h / (h + prior_days)``; and (``with_profile``, else zeros) the
+        weights of the household's median profile against the corrected community model on the
+        community side, from their errors on the same origins (``(e_c / e_p)^p`` odds, no
+        prior)."""
         s = history.steps_per_day
         buckets = lead_buckets(history.step_s)
         n_b = int(buckets.max()) + 1
@@ -1084,6 +1128,7 @@ class FederatedForecaster:
         origins = list(range(first, history.steps - 1, max(1, s // 8)))
         err_c = np.zeros((history.households, n_b))
         err_l = np.zeros((history.households, n_b))
+        err_p = np.zeros((history.households, n_b))
         hits = np.zeros(n_b)
         for o in origins:
             horizon = min(s, history.steps - o)
@@ -1093,12 +1138,16 @@ class FederatedForecaster:
             except InvalidInput:
                 continue
             fc = _forecast(coefs, past, horizon, self._site()).median_w
+            fp = fc
+            if with_profile:
+                fp = profile_forecast(past, horizon, self.profile_days).median_w
             actual = history.net_w[:, o : o + horizon]
             for b in range(n_b):
                 lead = np.flatnonzero(buckets[:horizon] == b)
                 if len(lead):
                     err_c[:, b] += np.abs(fc[:, lead] - actual[:, lead]).mean(axis=1)
                     err_l[:, b] += np.abs(fl[:, lead] - actual[:, lead]).mean(axis=1)
+                    err_p[:, b] += np.abs(fp[:, lead] - actual[:, lead]).mean(axis=1)
                     hits[b] += 1
         p = self.blend_power
         days = history.steps / s
@@ -1106,9 +1155,16 @@ class FederatedForecaster:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # odds e_c^p / e_l^p × prior, as a weight; overflow-safe
             w = 1.0 / (1.0 + (err_l / err_c) ** p / prior)
+            wp = 1.0 / (1.0 + (err_p / err_c) ** p)
         w = np.where(hits[None, :] > 0, np.nan_to_num(w, nan=prior / (1.0 + prior)), 0.0)
         out: FloatArray = w  # no evidence: the community
-        return out
+        # equal (or no) errors: half each; no evidence or no profile: the community model alone
+        wp = np.where(hits[None, :] > 0, np.nan_to_num(wp, nan=0.5), 0.0)
+        # The first bucket (the next interval: what the household bids with) keeps the community
+        # side as it was: there the origin's departures make the corrected model far better than
+        # any profile, and the mix cost next-hour accuracy (tuning homes: 467.9 → 469.5 W).
+        wp[:, 0] = 0.0
+        return out, wp if with_profile else np.zeros_like(out)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -1122,6 +1178,9 @@ class FittedFederated:
     coefs: FloatArray | None
     local: FittedForecaster
     weights: FloatArray  # (n, buckets): the local model's weight
+    #: ``(n, buckets)`` the weight of the household's own median profile on the community side
+    #: (zeros unless the local model is the fallback)
+    profile: FloatArray
     refs: tuple[ModelRef, ...]
 
     def predict(self, history: MeterHistory, horizon: int) -> QuantileForecast:
@@ -1132,6 +1191,11 @@ class FittedFederated:
             raise UsageError(
                 f"fitted for {self.weights.shape[0]} households, got {history.households}"
             )
-        fc = _forecast(self.coefs, history, horizon, self.model._site())
-        w = self.weights[:, lead_buckets(history.step_s)[:horizon]][:, :, None]
-        return _make_forecast(history, w * fl.values_w + (1.0 - w) * fc.values_w)
+        buckets = lead_buckets(history.step_s)[:horizon]
+        side = _forecast(self.coefs, history, horizon, self.model._site()).values_w
+        if np.any(self.profile > 0):
+            wp = self.profile[:, buckets][:, :, None]
+            fp = profile_forecast(history, horizon, self.model.profile_days).values_w
+            side = wp * fp + (1.0 - wp) * side
+        w = self.weights[:, buckets][:, :, None]
+        return _make_forecast(history, w * fl.values_w + (1.0 - w) * side)

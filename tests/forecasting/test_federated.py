@@ -23,6 +23,7 @@ from forecasting.federated import (
     MIN_CONTRIBUTE_DAYS,
     PERSONAL_DAYS,
     PERSONAL_PRIOR_SAMPLES,
+    PROFILE_DAYS,
     CommunityModel,
     FederatedForecaster,
     Layout,
@@ -434,6 +435,50 @@ def test_a_fallback_local_model_has_the_fallback_prior(
     assert all(r.local == "seasonal-naive-day" for r in fitted.refs)
     # mostly its own (this garbage: 86 % at k = 84, 93 % at k = 28, 79 % at k = 168)
     assert np.all(fitted.weights > 0.4) and np.mean(fitted.weights) > 0.85
+
+
+def test_the_profile_is_the_median_of_the_same_time_over_the_last_days(homes: MeterHistory) -> None:
+    history = homes.window(homes.end_s - 20 * SECONDS_PER_DAY, homes.end_s)
+    got = fed.profile_forecast(history, 24, PROFILE_DAYS).median_w
+    same = history.net_w[:, -PROFILE_DAYS * 24 :].reshape(history.households, PROFILE_DAYS, 24)
+    assert np.allclose(got, np.median(same, axis=1))
+    young = history.window(history.end_s - 3 * SECONDS_PER_DAY, history.end_s)  # as many as held
+    first = fed.profile_forecast(young, 5, PROFILE_DAYS).median_w
+    assert np.allclose(first, np.median(young.net_w.reshape(-1, 3, 24)[:, :, :5], axis=1))
+
+
+def test_only_a_household_on_the_fallback_mixes_in_its_own_profile_when_asked(
+    model: CommunityModel, homes: MeterHistory
+) -> None:
+    """Opt-in: a cold-start household (its local model cannot fit yet) mixes its median profile into the
+    community side, per lead bucket by both forecasts' errors on its own days; a household whose
+    local model fits does not (its forecast is exactly the two-model blend); and against a
+    garbage community model the community side becomes the household's own profile."""
+    history = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
+    off = FederatedForecaster(model, _TooYoung(), **SITE).fit(history)  # type: ignore[arg-type]
+    assert np.all(off.profile == 0.0)  # opt-in
+    cold = FederatedForecaster(model, _TooYoung(), profile_days=PROFILE_DAYS, **SITE).fit(history)  # type: ignore[arg-type]
+    assert np.all((cold.profile >= 0) & (cold.profile <= 1)) and np.any(cold.profile > 0.05)
+    assert np.any(cold.profile < 0.95) and np.all(cold.profile[:, 0] == 0.0)  # not the next slot
+    both = (1.0 - cold.weights) * (1.0 - cold.profile)
+    assert [r.community_permille for r in cold.refs] == [round(1000 * b.mean()) for b in both]
+    fitted = FederatedForecaster(model, _Twin(model), profile_days=PROFILE_DAYS, **SITE).fit(  # type: ignore[arg-type]
+        history
+    )
+    assert np.all(fitted.profile == 0.0)
+    assert fitted.coefs is not None
+    w = fitted.weights[:, fed.lead_buckets(3600)][:, :, None]
+    fc = fed._forecast(fitted.coefs, history, 24, fitted.model._site()).values_w
+    two = np.sort(w * _Twin(model).predict(history, 24).values_w + (1.0 - w) * fc, axis=2)
+    assert np.array_equal(fitted.predict(history, 24).values_w, two)
+    rng = np.random.default_rng(3)
+    total = model.total + rng.integers(-(1 << 48), 1 << 48, model.total.shape)
+    garbage = CommunityModel.of(total, round=9, step_s=3600, previous=model.hash, contributors=6)
+    bad = FederatedForecaster(garbage, _TooYoung(), profile_days=PROFILE_DAYS, **SITE).fit(  # type: ignore[arg-type]
+        history
+    )
+    assert np.mean(bad.profile[:, 1:]) > 0.95
+    assert all(r.community_permille < 50 for r in bad.refs)  # 3–45 ‰ here
 
 
 def test_dp_prescaling_equalises_the_statistics_and_is_undone_on_the_sum(
