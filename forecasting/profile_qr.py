@@ -185,11 +185,71 @@ def _lags(y: FloatArray, t: IntArray, s: int, days: int) -> FloatArray:
     return out
 
 
+def _lag(y: FloatArray, t: IntArray, s: int, d: int) -> FloatArray:
+    """``(n, len(t))``: y at ``t − d·s`` (a view when ``t`` is a run of consecutive intervals)."""
+    if len(t) and t[-1] - t[0] == len(t) - 1:
+        return y[:, t[0] - d * s : t[-1] + 1 - d * s]
+    out: FloatArray = y[:, t - d * s]
+    return out
+
+
+def _median7(v: list[FloatArray]) -> FloatArray:
+    """The elementwise median of seven equal-shaped arrays: their 4th smallest value, picked by a
+    sorting network of minima and maxima. A selection, no arithmetic: the same numbers as
+    :func:`numpy.median` over an axis of length 7 (for values without NaN; tested bit for bit;
+    of a zero and a negative zero either may be picked, as by numpy's partition), at a fraction
+    of its cost (it partitions a copy and checks for NaN)."""
+    assert len(v) == 7
+    v = list(v)
+    for i, j in _NETWORK7:
+        v[i], v[j] = np.minimum(v[i], v[j]), np.maximum(v[i], v[j])
+    return v[3]
+
+
+#: A sorting network of 7 inputs (16 compare-exchanges); after it, v[3] is the median.
+_NETWORK7: Final = ((0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5), (3, 4),
+                    (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6))  # fmt: skip
+
+
 #: Profile feature columns (load part; PV part follows when PV is metered).
 MED7: Final = 2
 PV_ENV: Final = 7
 #: Origin feature columns of the load (the PV's clear-sky indices follow when PV is metered).
 LOAD_ORIGIN: Final = 4
+
+
+def _med7(series: _Series, t: IntArray, s: int) -> FloatArray:
+    """``(n, len(t))`` the median of the load at the same time over the 7 days before ``t``
+    (profile column :data:`MED7`)."""
+    return _median7([_lag(series.load, t, s, d) for d in range(1, 8)])
+
+
+def _pv_ratios(series: _Series, t: IntArray, s: int, days: range) -> list[FloatArray]:
+    """PV at the same time ``d`` days before ``t`` for each ``d`` in ``days``, as a share of
+    clear-sky GHI then (0 when the sun is below :data:`MIN_GHI_W_M2`), or the PV itself without
+    the site's GHI: ``(n, len(t))`` each."""
+    assert series.pv is not None
+    pv = [_lag(series.pv, t, s, d) for d in days]
+    if series.ghi is None:
+        return pv
+    out = []
+    for d, pv_d in zip(days, pv, strict=True):
+        ghi_d = series.ghi[t - d * s]
+        lit = ghi_d > MIN_GHI_W_M2
+        out.append(np.where(lit[None], pv_d / np.where(lit, ghi_d, 1.0)[None], 0.0))
+    return out
+
+
+def _pv_env(series: _Series, t: IntArray, s: int) -> FloatArray:
+    """``(n, len(t))`` the clear-day PV envelope at ``t`` (profile column :data:`PV_ENV`): the
+    highest PV/GHI ratio at that time over :data:`ENVELOPE_DAYS` days times the GHI at ``t``
+    (without GHI: the highest PV). A maximum is exact in any order."""
+    ratios = _pv_ratios(series, t, s, range(1, ENVELOPE_DAYS + 1))
+    env = functools.reduce(np.maximum, ratios)
+    if series.ghi is None:
+        return env
+    out: FloatArray = env * series.ghi[t][None]
+    return out
 
 
 def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
@@ -205,33 +265,29 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
     feats = [
         lags[..., 0],
         lags[..., 6],
-        np.median(lags[..., :7], axis=-1),
+        _med7(series, t, s),
         lags.mean(axis=-1),
         np.einsum("nmd,md->nm", lags, w),
     ]
     if series.pv is not None:
-        pv_lags = _lags(series.pv, t, s, ENVELOPE_DAYS)
-        if series.ghi is None:
-            env, med = pv_lags.max(axis=-1), np.median(pv_lags[..., :7], axis=-1)
-        else:
-            ghi_t = series.ghi[t]
-            ghi_lags = series.ghi[t[:, None] - s * np.arange(1, ENVELOPE_DAYS + 1)]
-            lit = ghi_lags > MIN_GHI_W_M2
-            ratio = np.where(lit[None], pv_lags / np.where(lit, ghi_lags, 1.0)[None], 0.0)
-            env = ratio.max(axis=-1) * ghi_t[None]
-            med = np.median(ratio[..., :7], axis=-1) * ghi_t[None]
-        feats += [pv_lags[..., 0], med, env]
+        med = _median7(_pv_ratios(series, t, s, range(1, 8)))
+        if series.ghi is not None:
+            med = med * series.ghi[t][None]
+        feats += [_lag(series.pv, t, s, 1), med, _pv_env(series, t, s)]
     return np.stack(feats, axis=-1)
 
 
-def _origin_features(series: _Series, prof: FloatArray, t0: int, o: IntArray, s: int) -> FloatArray:
-    """``(n, len(o), K)`` features known at origins ``o``, from the profiles ``prof`` of the
-    intervals ``t0, t0 + 1, …`` (which must cover at least a day before each origin)."""
+def _origin_features(  # noqa: PLR0917 - the profile columns it reads are passed apart
+    series: _Series, med7: FloatArray, env: FloatArray | None, t0: int, o: IntArray, s: int
+) -> FloatArray:
+    """``(n, len(o), K)`` features known at origins ``o``, from the profile columns
+    :data:`MED7` (``med7``) and :data:`PV_ENV` (``env``, with PV) of the intervals ``t0, t0 + 1,
+    …`` (which must cover at least a day before each origin), ``(n, M)`` each."""
     hour = max(1, 3600 * s // SECONDS_PER_DAY)
     n = series.load.shape[0]
     zero = np.zeros((n, 1))
-    t = t0 + np.arange(prof.shape[1])
-    resid = series.load[:, t] - prof[..., MED7]
+    t = t0 + np.arange(med7.shape[1])
+    resid = series.load[:, t] - med7
     c_r = np.concatenate([zero, np.cumsum(resid, axis=1)], axis=1)
     i = o - t0  # position of the origin in the cumulative sums
     feats = [
@@ -241,8 +297,9 @@ def _origin_features(series: _Series, prof: FloatArray, t0: int, o: IntArray, s:
         series.load[:, o - 1],
     ]
     if series.pv is not None:
+        assert env is not None
         c_pv = np.concatenate([zero, np.cumsum(series.pv[:, t], axis=1)], axis=1)
-        c_env = np.concatenate([zero, np.cumsum(prof[..., PV_ENV], axis=1)], axis=1)
+        c_env = np.concatenate([zero, np.cumsum(env, axis=1)], axis=1)
         k_day = _ratio(c_pv[:, i] - c_pv[:, i - s], c_env[:, i] - c_env[:, i - s], 1.0)
         k_hour = _ratio(c_pv[:, i] - c_pv[:, i - hour], c_env[:, i] - c_env[:, i - hour], k_day)
         feats += [k_hour, k_day]
@@ -346,14 +403,22 @@ class ProfileQR:
         n_b = int(buckets.max()) + 1
         series = self._series(history, 0)
         t0 = first - s
-        prof = _profiles(series, np.arange(t0, history.steps, dtype=np.int64), s)
-        orig = _origin_features(series, prof, t0, origins, s)
-        xs, ys = [], []
+        # the origin features need two profile columns of every interval (their sums over the
+        # last hour and day); the targets need all of them, but only ≈ 60 % of the intervals are
+        # targets: an interval's features are its own (bit for bit the same in any subset)
+        t_all = np.arange(t0, history.steps, dtype=np.int64)
+        env = None if series.pv is None else _pv_env(series, t_all, s)
+        orig = _origin_features(series, _med7(series, t_all, s), env, t0, origins, s)
+        targets = []
         for b in range(n_b):
             leads = np.flatnonzero(buckets == b)
-            lead = leads[k % len(leads)]
-            xs.append(_design(prof[:, origins + lead - t0], orig, series.pv is not None))
-            ys.append(y[:, origins + lead])
+            targets.append(origins + leads[k % len(leads)])
+        t_used = np.unique(np.concatenate(targets))
+        prof = _profiles(series, t_used, s)
+        xs, ys = [], []
+        for t_b in targets:
+            xs.append(_design(prof[:, np.searchsorted(t_used, t_b)], orig, series.pv is not None))
+            ys.append(y[:, t_b])
         x_all = np.stack(xs, axis=1)  # (n, B, N, F)
         y_all = np.stack(ys, axis=1)  # (n, B, N)
         n = x_all.shape[0]
@@ -574,7 +639,8 @@ class FittedProfileQR:
                tail.start_s % tail.step_s, tail.utc_offset_s, series.holidays)  # fmt: skip
         prof = self._memo.window(series, t0=t0, end=o + horizon, key=key,
                                  start_s=tail.start_s + t0 * tail.step_s, step_s=tail.step_s)  # fmt: skip
-        orig = _origin_features(series, prof[:, :s], t0, np.array([o], dtype=np.int64), s)
+        env = None if series.pv is None else prof[:, :s, PV_ENV]
+        orig = _origin_features(series, prof[:, :s, MED7], env, t0, np.array([o], np.int64), s)
         x = _design(prof[:, s:], np.repeat(orig, horizon, axis=1), series.pv is not None)
         buckets = lead_buckets(history.step_s)[:horizon]
         values = np.einsum("nhf,nhqf->nhq", x, self.coefs[:, buckets])  # coefs (n, H, Q, F)
