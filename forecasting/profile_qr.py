@@ -70,7 +70,6 @@ from forecasting.models import (
     QUANTILES,
     QuantileForecast,
     Target,
-    _irls_quantile,
     _make_forecast,
     target_values,
 )
@@ -335,6 +334,8 @@ class ProfileQR:
     band_scale: float | None = None
     calibration_share: float = 0.2
     iterations: int = 25
+    warm_iterations: int = 0
+    relaxation: float = 1.0
     ridge: float = 1e-3
     target: Target = Target.NET
 
@@ -422,44 +423,112 @@ class ProfileQR:
         x_all = np.stack(xs, axis=1)  # (n, B, N, F)
         y_all = np.stack(ys, axis=1)  # (n, B, N)
         n = x_all.shape[0]
-        coefs = np.stack([self._coefs(x_all[i], y_all[i]) for i in range(n)])
         n_cal = int(len(origins) * self.calibration_share)
-        if self.band_scale is not None or n_cal * stride < MIN_CALIBRATION_DAYS * s:
-            scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
-        else:  # split conformal: fit on the older origins, score the most recent ones
-            cut = len(origins) - n_cal
-            scales = np.stack(
-                [
-                    _conformal_scales(
-                        np.einsum(
-                            "bnf,bqf->bnq",
-                            x_all[i, :, cut:],
-                            self._coefs(x_all[i, :, :cut], y_all[i, :, :cut]),
-                        ),
-                        y_all[i, :, cut:],
-                    )
-                    for i in range(n)
-                ]
-            )
+        calibrate = self.band_scale is None and n_cal * stride >= MIN_CALIBRATION_DAYS * s
+        cut = len(origins) - n_cal
+        coefs = np.empty((n, n_b, len(QUANTILES), x_all.shape[-1]))
+        scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
+        for i in range(n):
+            fits = _QuantileFits(x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation)
+            if calibrate:  # split conformal: fit on the older origins, score the most recent ones
+                older = fits.fit(cut, iterations=self.iterations)
+                pred = np.einsum("bnf,bqf->bnq", x_all[i, :, cut:], older)
+                scales[i] = _conformal_scales(pred, y_all[i, :, cut:])
+                # all origins, from the older origins' coefficients (nearly the solution)
+                coefs[i] = (
+                    fits.fit(len(origins), iterations=self.warm_iterations, start=older)
+                    if self.warm_iterations
+                    else fits.fit(len(origins), iterations=self.iterations)
+                )
+            else:
+                coefs[i] = fits.fit(len(origins), iterations=self.iterations)
         coefs.setflags(write=False)
         scales.setflags(write=False)
         return FittedProfileQR(self, coefs, history.step_s, scales)
 
-    def _coefs(self, x_b: FloatArray, y_b: FloatArray) -> FloatArray:
-        """``(B, Q, F)`` coefficients of one household from ``(B, N, F)`` features, ``(B, N)``."""
-        n_b, _, f = x_b.shape
+
+#: Upper-triangle index pairs of a Gram matrix of F features, by F.
+@functools.lru_cache(maxsize=4)
+def _pairs(f: int) -> tuple[IntArray, IntArray]:
+    iu, ju = np.triu_indices(f)
+    return iu.astype(np.int64), ju.astype(np.int64)
+
+
+class _QuantileFits:
+    """One household's quantile regressions: every lead bucket and quantile level, on the first
+    ``rows`` training origins (the older ones, to calibrate) or all of them, by IRLS.
+
+    The same regression as :func:`forecasting.models._irls_quantile` on each bucket and level
+    (features scaled by their RMS over the fit's origins, the ridge relative to that scale, the
+    same weights, dead features left out), computed so that the levels and both fits share the
+    work: the three levels have the same features, so each Gram matrix ``Xᵀ W X`` is the
+    products of feature pairs (computed once, for both fits) times the level's weights — one
+    matrix product per iteration for all buckets and levels, half the multiplications of a Gram
+    matrix per level (it is symmetric). The same numbers as that function up to rounding
+    (``relaxation = 1``, the same iterations: tested).
+
+    Two changes to the iteration (the rules of the module): the step is **over-relaxed** (from
+    the third iteration, ``β ← β + ω (β_IRLS − β)``, ``ω`` = ``relaxation``), which reaches the
+    same pinball loss in about half the iterations; and a fit may **start** from coefficients
+    (the older origins' fit, for all of them) instead of from least squares."""
+
+    def __init__(self, x: FloatArray, y: FloatArray, *, ridge: float, relaxation: float) -> None:
+        self.x, self.y = x, y  # (B, N, F), (B, N)
+        self.ridge, self.relaxation = ridge, relaxation
+        self.rms = np.sqrt((x**2).mean(axis=1))  # (B, F), over all origins
+        self.scale = self.rms + 1e-9
+        self.xs = x / self.scale[:, None, :]
+        self.xs_t = np.ascontiguousarray(self.xs.transpose(0, 2, 1))  # (B, F, N)
+        iu, ju = _pairs(x.shape[-1])
+        self.pairs_t = self.xs_t[:, iu] * self.xs_t[:, ju]  # (B, P, N)
+
+    def fit(self, rows: int, *, iterations: int, start: FloatArray | None = None) -> FloatArray:
+        """``(B, Q, F)`` coefficients (in the features' units) from the first ``rows`` origins:
+        ``iterations`` of IRLS from least squares, or from ``start`` (``(B, Q, F)``)."""
+        x, y = self.x[:, :rows], self.y[:, :rows]
+        n_b, _, f = x.shape
+        iu, ju = _pairs(f)
         # a feature that is (nearly) always zero here, such as PV before the panels were
         # installed, would get a huge coefficient and explode once it moves: leave it out
-        rms = np.sqrt((x_b**2).mean(axis=1, keepdims=True))  # (B, 1, F)
-        dead = rms < DEAD_FEATURE_SHARE * (np.abs(y_b).mean(axis=1)[:, None, None] + 1.0)
-        dead[..., 0] = False  # the intercept
-        x_b = np.where(dead, 0.0, x_b)
-        x = np.tile(x_b, (len(QUANTILES), 1, 1))
-        y = np.tile(y_b, (len(QUANTILES), 1))
-        taus = np.repeat(np.asarray(QUANTILES), n_b)
-        beta = _irls_quantile(x, y, taus, iterations=self.iterations, ridge=self.ridge)
-        out: FloatArray = beta.reshape(len(QUANTILES), n_b, f).transpose(1, 0, 2)
+        rms = self.rms if rows == self.x.shape[1] else np.sqrt((x**2).mean(axis=1))
+        dead = rms < DEAD_FEATURE_SHARE * (np.abs(y).mean(axis=1)[:, None] + 1.0)
+        dead[:, 0] = False  # the intercept
+        # this fit's features are xs · d: scaled by their RMS over its own origins, dead ones 0
+        d = np.where(dead, 0.0, self.scale / (rms + 1e-9))[:, None, :]  # (B, 1, F)
+        dd = d[..., :, None] * d[..., None, :]  # (B, 1, F, F)
+        xs, xs_t, pairs_t = self.xs[:, :rows], self.xs_t[:, :, :rows], self.pairs_t[:, :, :rows]
+        taus = np.asarray(QUANTILES)[None, :, None]  # (1, Q, 1)
+        floor = 1e-3 * (np.abs(y).mean(axis=1)[:, None, None] + 1e-9)
+        yq = y[:, None, :]  # (B, 1, N)
+        eye = self.ridge * np.eye(f)
+        gram = np.empty((n_b, len(QUANTILES), f, f))
+        if start is None:
+            beta = np.zeros((n_b, len(QUANTILES), f))
+            w = np.ones((n_b, len(QUANTILES), rows))
+            plain = 2  # the first steps (least squares, then its first reweighting) in full
+        else:
+            beta = np.where(d > 0, start * self.scale[:, None, :] / np.where(d > 0, d, 1.0), 0.0)
+            w = _weights(yq - (beta * d) @ xs_t, taus, floor)
+            plain = 0
+        for it in range(iterations):
+            g = w @ pairs_t.transpose(0, 2, 1)  # (B, Q, P)
+            gram[..., iu, ju] = g
+            gram[..., ju, iu] = g
+            gram *= dd
+            gram += eye
+            rhs = ((w * yq) @ xs) * d  # (B, Q, F)
+            step = np.linalg.solve(gram, rhs[..., None])[..., 0]
+            beta = step if it < plain else beta + self.relaxation * (step - beta)
+            w = _weights(yq - (beta * d) @ xs_t, taus, floor)
+        out: FloatArray = beta * d / self.scale[:, None, :]
         return out
+
+
+def _weights(r: FloatArray, taus: FloatArray, floor: FloatArray) -> FloatArray:
+    """IRLS weights of the pinball loss for residuals ``r``: τ / |r| above, (1 − τ) / |r| below
+    (``|r|`` at least ``floor``)."""
+    out: FloatArray = np.where(r >= 0, taus, 1.0 - taus) / np.maximum(np.abs(r), floor)
+    return out
 
 
 def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
