@@ -333,9 +333,9 @@ class ProfileQR:
     holiday_subdiv: str | None = None
     band_scale: float | None = None
     calibration_share: float = 0.2
-    iterations: int = 25
-    warm_iterations: int = 0
-    relaxation: float = 1.0
+    iterations: int = 14
+    warm_iterations: int = 8
+    relaxation: float = 1.8
     ridge: float = 1e-3
     target: Target = Target.NET
 
@@ -384,7 +384,10 @@ class ProfileQR:
         return _Series(load=load, pv=pv, ghi=ghi, day_type=_day_type(history, idx, hol),
                        holidays=hol)  # fmt: skip
 
-    def fit(self, history: MeterHistory) -> FittedProfileQR:
+    def training_set(self, history: MeterHistory) -> tuple[FloatArray, FloatArray, int | None]:
+        """What :meth:`fit` fits: features ``(n, B, N, F)`` and targets ``(n, B, N)`` of the
+        training origins (oldest first) for each household and lead bucket, and how many of the
+        origins the calibration fit takes (``None``: no calibration, one fixed factor)."""
         s = history.steps_per_day
         y = target_values(history, self.target)
         first = (PROFILE_DAYS + 1) * s  # the oldest lag of the first origin's target
@@ -420,28 +423,34 @@ class ProfileQR:
         for t_b in targets:
             xs.append(_design(prof[:, np.searchsorted(t_used, t_b)], orig, series.pv is not None))
             ys.append(y[:, t_b])
-        x_all = np.stack(xs, axis=1)  # (n, B, N, F)
-        y_all = np.stack(ys, axis=1)  # (n, B, N)
-        n = x_all.shape[0]
         n_cal = int(len(origins) * self.calibration_share)
         calibrate = self.band_scale is None and n_cal * stride >= MIN_CALIBRATION_DAYS * s
-        cut = len(origins) - n_cal
-        coefs = np.empty((n, n_b, len(QUANTILES), x_all.shape[-1]))
+        return (
+            np.stack(xs, axis=1),
+            np.stack(ys, axis=1),
+            len(origins) - n_cal if calibrate else None,
+        )
+
+    def fit(self, history: MeterHistory) -> FittedProfileQR:
+        x_all, y_all, cut = self.training_set(history)
+        n, n_b, n_origins, n_f = x_all.shape
+        coefs = np.empty((n, n_b, len(QUANTILES), n_f))
         scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
         for i in range(n):
             fits = _QuantileFits(x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation)
-            if calibrate:  # split conformal: fit on the older origins, score the most recent ones
-                older = fits.fit(cut, iterations=self.iterations)
-                pred = np.einsum("bnf,bqf->bnq", x_all[i, :, cut:], older)
-                scales[i] = _conformal_scales(pred, y_all[i, :, cut:])
-                # all origins, from the older origins' coefficients (nearly the solution)
-                coefs[i] = (
-                    fits.fit(len(origins), iterations=self.warm_iterations, start=older)
-                    if self.warm_iterations
-                    else fits.fit(len(origins), iterations=self.iterations)
-                )
-            else:
-                coefs[i] = fits.fit(len(origins), iterations=self.iterations)
+            if cut is None:
+                coefs[i] = fits.fit(n_origins, iterations=self.iterations)
+                continue
+            # split conformal: fit on the older origins, score the most recent ones
+            older = fits.fit(cut, iterations=self.iterations)
+            pred = np.einsum("bnf,bqf->bnq", x_all[i, :, cut:], older)
+            scales[i] = _conformal_scales(pred, y_all[i, :, cut:])
+            # then all origins, from the older origins' coefficients (nearly the solution)
+            coefs[i] = (
+                fits.fit(n_origins, iterations=self.warm_iterations, start=older)
+                if self.warm_iterations
+                else fits.fit(n_origins, iterations=self.iterations)
+            )
         coefs.setflags(write=False)
         scales.setflags(write=False)
         return FittedProfileQR(self, coefs, history.step_s, scales)
@@ -479,8 +488,14 @@ class _QuantileFits:
         self.scale = self.rms + 1e-9
         self.xs = x / self.scale[:, None, :]
         self.xs_t = np.ascontiguousarray(self.xs.transpose(0, 2, 1))  # (B, F, N)
-        iu, ju = _pairs(x.shape[-1])
-        self.pairs_t = self.xs_t[:, iu] * self.xs_t[:, ju]  # (B, P, N)
+        n_b, f, n = self.xs_t.shape
+        self.pairs_t = np.empty((n_b, f * (f + 1) // 2, n))  # (B, P, N), in _pairs' order
+        at = 0
+        for i in range(f):
+            np.multiply(
+                self.xs_t[:, i : i + 1], self.xs_t[:, i:], out=self.pairs_t[:, at : at + f - i]
+            )
+            at += f - i
 
     def fit(self, rows: int, *, iterations: int, start: FloatArray | None = None) -> FloatArray:
         """``(B, Q, F)`` coefficients (in the features' units) from the first ``rows`` origins:
@@ -527,7 +542,10 @@ class _QuantileFits:
 def _weights(r: FloatArray, taus: FloatArray, floor: FloatArray) -> FloatArray:
     """IRLS weights of the pinball loss for residuals ``r``: τ / |r| above, (1 − τ) / |r| below
     (``|r|`` at least ``floor``)."""
-    out: FloatArray = np.where(r >= 0, taus, 1.0 - taus) / np.maximum(np.abs(r), floor)
+    size = np.abs(r)
+    np.maximum(size, floor, out=size)
+    out: FloatArray = np.where(r >= 0, taus, 1.0 - taus)
+    np.divide(out, size, out=out)
     return out
 
 
