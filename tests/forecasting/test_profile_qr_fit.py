@@ -1,6 +1,6 @@
 """profile-qr's fit: the shared IRLS equals the plain per-level IRLS up to rounding, and the fast
-schedule (over-relaxed, the all-origins fit started from the calibration fit) fits as well as
-the plain one (in-sample and held-out pinball loss), on real households with and without PV."""
+schedule (over-relaxed, 14 iterations instead of 25) fits as well as the plain one (in-sample
+and held-out pinball loss) and forecasts alike, on real households with and without PV."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from forecasting.series import FloatArray, MeterHistory
 from tests.forecasting.conftest import local_midnight_utc
 
 SITE = {"latitude": SHIPPED_LATITUDE, "longitude": SHIPPED_LONGITUDE}
-PLAIN = {"iterations": 25, "warm_iterations": 0, "relaxation": 1.0}  # the schedule before
+PLAIN = {"iterations": 25, "relaxation": 1.0}  # the schedule before
 
 
 def _plain_coefs(x: FloatArray, y: FloatArray, *, iterations: int = 25) -> FloatArray:
@@ -82,21 +82,21 @@ def test_shared_irls_equals_the_plain_irls_up_to_rounding(
 def test_fast_schedule_fits_as_well_as_the_plain_one(
     training: tuple[FloatArray, FloatArray, int],
 ) -> None:
-    """Pinball loss of the default fit (14 over-relaxed iterations on the older origins, then 8
-    on all from there) against 25 + 25 plain iterations: in-sample on all origins, and of the
-    calibration fit on the held-out recent origins (what sets the bands). Measured: 0.9997–0.9998
-    mean, 1.0003 at most in-sample; 1.0001–1.0002 mean, 1.0034 at most held out (without the
-    over-relaxation, the same iterations give 1.0004 and 1.03)."""
+    """Pinball loss of the default fits (14 over-relaxed iterations) against 25 plain ones:
+    in-sample on all origins, and of the calibration fit on the held-out recent origins (what
+    sets the bands). Measured: 0.99995–1.0000 mean, 1.0005 at most in-sample; 1.0001–1.0002
+    mean, 1.0034 at most held out (14 plain iterations: 1.009–1.011 mean in-sample, 1.03 at
+    most held out; 11 over-relaxed ones: 1.001–1.002 mean in-sample)."""
     x, y, cut = training
     model = ProfileQR()
     for i in range(x.shape[0]):
         fits = _QuantileFits(x[i], y[i], ridge=model.ridge, relaxation=model.relaxation)
         older = fits.fit(cut, iterations=model.iterations)
-        fast = fits.fit(x.shape[2], iterations=model.warm_iterations, start=older)
+        fast = fits.fit(x.shape[2], iterations=model.iterations)
         plain_older = _plain_coefs(x[i, :, :cut], y[i, :, :cut])
         plain = _plain_coefs(x[i], y[i])
         in_sample = _pinball(x[i], y[i], fast) / _pinball(x[i], y[i], plain)
-        assert in_sample.mean() < 1.0002 and in_sample.max() < 1.001, (i, in_sample)
+        assert in_sample.mean() < 1.0005 and in_sample.max() < 1.002, (i, in_sample)
         held = x[i, :, cut:], y[i, :, cut:]
         held_out = _pinball(*held, older) / _pinball(*held, plain_older)
         assert held_out.mean() < 1.002 and held_out.max() < 1.01, (i, held_out)
@@ -105,7 +105,7 @@ def test_fast_schedule_fits_as_well_as_the_plain_one(
 def test_the_plain_schedule_is_still_available_and_forecasts_alike(
     shipped_15min: MeterHistory,
 ) -> None:
-    """``ProfileQR(iterations=25, warm_iterations=0, relaxation=1)`` is the schedule before;
+    """``ProfileQR(iterations=25, relaxation=1)`` is the schedule before;
     the default's forecasts differ from it by little next to the forecast error."""
     cut = local_midnight_utc(2008, 11, 1)
     past = shipped_15min.until(cut).window(cut - 200 * 86_400, cut)
