@@ -26,6 +26,10 @@ Rules of this module:
   ``train_days`` days and over every time of day (each origin contributes one lead of each bucket,
   cycling through the bucket's leads). So the same fitted model serves the daemon's next-slot
   quotes and a day-ahead plan from any time of day, and a fit costs the same for any window.
+  The IRLS is **over-relaxed** (``relaxation`` ω = 1.8: from the third iteration each step goes
+  ω times as far as the plain IRLS step), which reaches the in-sample pinball loss of 25 plain
+  iterations in ``iterations`` = 14 (tested); the levels and both fits share the work
+  (:class:`_QuantileFits`). A fit computes the profile features only at the intervals it reads.
 * **Bands** are the fitted P10/P90, widened about the P50 by a factor per household and lead
   bucket calibrated by *split conformal prediction*: the coefficients are fitted once on the older
   80 % of the training origins, and the factor is the smallest that puts 80 % of the most recent
@@ -485,13 +489,16 @@ class _QuantileFits:
         self.xs = x / self.scale[:, None, :]
         self.xs_t = np.ascontiguousarray(self.xs.transpose(0, 2, 1))  # (B, F, N)
         n_b, f, n = self.xs_t.shape
-        self.pairs_t = np.empty((n_b, f * (f + 1) // 2, n))  # (B, P, N), in _pairs' order
+        # the products of feature pairs (in _pairs' order), then of each feature and the
+        # target: one matrix product with the weights gives XᵀWX and XᵀWy
+        self.pairs_t = np.empty((n_b, f * (f + 1) // 2 + f, n))  # (B, P + F, N)
         at = 0
         for i in range(f):
             np.multiply(
                 self.xs_t[:, i : i + 1], self.xs_t[:, i:], out=self.pairs_t[:, at : at + f - i]
             )
             at += f - i
+        np.multiply(self.xs_t, y[:, None, :], out=self.pairs_t[:, at:])
 
     def fit(self, rows: int, *, iterations: int) -> FloatArray:
         """``(B, Q, F)`` coefficients (in the features' units) from the first ``rows`` origins,
@@ -507,21 +514,23 @@ class _QuantileFits:
         # this fit's features are xs · d: scaled by their RMS over its own origins, dead ones 0
         d = np.where(dead, 0.0, self.scale / (rms + 1e-9))[:, None, :]  # (B, 1, F)
         dd = d[..., :, None] * d[..., None, :]  # (B, 1, F, F)
-        xs, xs_t, pairs_t = self.xs[:, :rows], self.xs_t[:, :, :rows], self.pairs_t[:, :, :rows]
+        xs_t, pairs_t = self.xs_t[:, :, :rows], self.pairs_t[:, :, :rows]
+        p = len(iu)
         taus = np.asarray(QUANTILES)[None, :, None]  # (1, Q, 1)
         floor = 1e-3 * (np.abs(y).mean(axis=1)[:, None, None] + 1e-9)
         yq = y[:, None, :]  # (B, 1, N)
         eye = self.ridge * np.eye(f)
         gram = np.empty((n_b, len(QUANTILES), f, f))
-        w = np.ones((n_b, 1, rows))  # least squares first: one set of weights for every level
-        beta = np.zeros((n_b, len(QUANTILES), f))
+        # least squares first: one set of weights for every level
+        w: FloatArray = np.ones((n_b, 1, rows))
+        beta: FloatArray = np.zeros((n_b, len(QUANTILES), f))
         for it in range(iterations):
-            g = w @ pairs_t.transpose(0, 2, 1)  # (B, Q or 1, P)
-            gram[..., iu, ju] = g
-            gram[..., ju, iu] = g
+            g = w @ pairs_t.transpose(0, 2, 1)  # (B, Q or 1, P + F)
+            gram[..., iu, ju] = g[..., :p]
+            gram[..., ju, iu] = g[..., :p]
             gram *= dd
             gram += eye
-            rhs = ((w * yq) @ xs) * d  # (B, Q or 1, F)
+            rhs = g[..., p:] * d  # (B, Q or 1, F)
             step = np.linalg.solve(gram, rhs[..., None])[..., 0]
             beta = step if it < 2 else beta + self.relaxation * (step - beta)
             w = _weights(yq - (beta * d) @ xs_t, taus, floor)
