@@ -531,7 +531,7 @@ class _QuantileFits:
             gram *= dd
             gram += eye
             rhs = g[..., p:] * d  # (B, Q or 1, F)
-            step = np.linalg.solve(gram, rhs[..., None])[..., 0]
+            step = np.asarray(np.linalg.solve(gram, rhs[..., None])[..., 0], dtype=np.float64)
             beta = step if it < 2 else beta + self.relaxation * (step - beta)
             w = _weights(yq - (beta * d) @ xs_t, taus, floor)
         out: FloatArray = beta * d / self.scale[:, None, :]
