@@ -59,7 +59,7 @@ Pure: no clock, no I/O; the same history and ``now_s`` give the same quantiles. 
   it through the agent's :class:`~gridnode.household.agent.Quote`.
 
 Known limit: by default a fit runs on the caller's thread at the first boundary of a period
-(profile-qr: ≈ 0.1–0.4 s per household; the in-process engine fits its whole community at once,
+(profile-qr: ≈ 0.07–0.1 s per household with a year of 15-minute history; the in-process engine fits its whole community at once,
 in worker processes and a period ahead on long runs).
 """
 

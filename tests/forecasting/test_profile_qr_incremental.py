@@ -22,13 +22,16 @@ from forecasting.data import (
 from forecasting.models import QUANTILES, _make_forecast
 from forecasting.profile_qr import (
     ENVELOPE_DAYS,
+    MED7,
     PROFILE_DAYS,
+    PV_ENV,
     FittedProfileQR,
     ProfileQR,
     _day_type,
     _design,
     _ghi,
     _holiday_days,
+    _median7,
     _origin_features,
     _profiles,
     _Series,
@@ -70,7 +73,8 @@ def _plain(fitted: FittedProfileQR, history: MeterHistory, horizon: int) -> Floa
     o = tail.steps
     t0 = o - s
     prof = _profiles(series, np.arange(t0, o + horizon, dtype=np.int64), s)
-    orig = _origin_features(series, prof, t0, np.array([o], dtype=np.int64), s)
+    env = None if series.pv is None else prof[..., PV_ENV]
+    orig = _origin_features(series, prof[..., MED7], env, t0, np.array([o], dtype=np.int64), s)
     x = _design(prof[:, s:], np.repeat(orig, horizon, axis=1), series.pv is not None)
     buckets = lead_buckets(history.step_s)[:horizon]
     values = np.einsum("nhf,nhqf->nhq", x, fitted.coefs[:, buckets])
@@ -264,3 +268,18 @@ def test_consecutive_origins_compute_only_the_new_interval(
         fitted.predict(history.until(o + k * 900), 2)
     fitted.predict(history.until(o + 10 * 86_400), 2)
     assert computed == [96 + 2, 1, 1, 1, 96 + 2]
+
+
+def test_median_of_seven_by_network_equals_numpy_median_bit_for_bit() -> None:
+    """The sorting network picks the same value as :func:`numpy.median` (ties, zeros, signs;
+    of a zero and a negative zero, either may be picked: equal values, not equal bits)."""
+    rng = np.random.default_rng(7)
+    for values in (
+        rng.normal(size=(3, 500, 7)) * 1000,
+        np.round(rng.normal(size=(2, 400, 7)) * 3) + 0.0,  # many ties (+ 0.0: no negative zero)
+        np.where(rng.random((2, 300, 7)) < 0.6, 0.0, rng.random((2, 300, 7))),  # mostly zero
+    ):
+        got = _median7([values[..., i] for i in range(7)])
+        assert _bits(got) == _bits(np.median(values, axis=-1))
+    signed = np.round(rng.normal(size=(2, 400, 7)) * 0.3)  # zeros of both signs
+    assert np.array_equal(_median7([signed[..., i] for i in range(7)]), np.median(signed, axis=-1))
