@@ -9,7 +9,8 @@ Rules of this module:
 * A transaction whose id is pending, or was removed as committed (the last ``remember_committed``
   ids), is rejected as ``"duplicate"``; the pool holds at most ``capacity`` transactions
   (``"full"`` beyond that). Nothing is evicted to make room. :meth:`Mempool.knows` lets a
-  caller answer a re-sent transaction before it decodes or checks it.
+  caller answer a re-sent transaction before it decodes or checks it. :meth:`Mempool.offer` is
+  :meth:`Mempool.add` answering ``None`` or the reason instead of an :class:`AddResult`.
 * :meth:`Mempool.batch` is deterministic: pending transactions ordered by ``(sort_key(tx), id)``
   (``sort_key`` defaults to the empty tuple, i.e. id order), taken in that order while the count
   is ``<= max_count`` and the summed size ``<= max_bytes``: the batch is a prefix of the order, the
@@ -89,19 +90,27 @@ class Mempool(Generic[T]):
         return tx_id in self._pending or tx_id in self._committed
 
     def add(self, tx: T) -> AddResult:
+        """Offer ``tx`` (see the module rules): accepted, or the rejection reason."""
+        reason = self.offer(tx)
+        return AddResult(self._tx_id(tx), accepted=reason is None, reason=reason or "")
+
+    def offer(self, tx: T) -> str | None:
+        """:meth:`add` without its result object: ``None`` when accepted, else the rejection
+        reason (a simulation offers every transaction to every validator's pool; the object
+        was a third of the cost of an add)."""
         tid = self._tx_id(tx)
         pending = self._pending
         if tid in pending or tid in self._committed:
-            return AddResult(tid, accepted=False, reason="duplicate")
+            return "duplicate"
         if len(pending) >= self._capacity:
-            return AddResult(tid, accepted=False, reason="full")
+            return "full"
         reason = self._check(tx)
         if reason is not None:
-            return AddResult(tid, accepted=False, reason=reason)
+            return reason
         pending[tid] = tx
         size = self._sizes[tid] = self._size(tx)
         self._bytes += size
-        return AddResult(tid, accepted=True)
+        return None
 
     def _ordered(self) -> list[tuple[bytes, T]]:
         key = self._sort_key
