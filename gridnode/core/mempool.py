@@ -26,13 +26,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from market.errors import UsageError
 
 __all__ = ["AddResult", "Mempool"]
 
 T = TypeVar("T")
+_ABSENT: Final = object()  # not pending (a transaction may be any value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +142,16 @@ class Mempool(Generic[T]):
             self._committed,
             self._remember,
         )
+        # one lookup per table for an id (each lookup in a large table is a likely cache miss)
         for tid in tx_ids:
-            if tid in pending:
-                del pending[tid]
+            if pending.pop(tid, _ABSENT) is not _ABSENT:
                 freed += sizes.pop(tid)
                 removed += 1
             if remember:
-                if tid in committed:
-                    committed.move_to_end(tid)
-                else:
-                    committed[tid] = None
+                known = len(committed)
+                committed[tid] = None  # a new id goes last; a known one keeps its place ...
+                if len(committed) == known:
+                    committed.move_to_end(tid)  # ... so it is moved last
         self._bytes -= freed
         while len(committed) > remember:
             committed.popitem(last=False)
