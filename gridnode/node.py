@@ -139,6 +139,14 @@ class NodeApp(Application, Protocol):
         """Offer a transaction to the mempool (as of ``now_ms`` if given)."""
         ...
 
+    def offer(self, tx: Any, *, now_ms: int | None = None) -> str | None:
+        """:meth:`submit` answering ``None`` (accepted) or the rejection reason."""
+        ...
+
+    def backlog_full(self) -> bool:
+        """Whether :meth:`backlog` would say ``full``."""
+        ...
+
     def snapshot(self) -> bytes:
         """The committed state's bytes (stored every ``snapshot_every`` heights)."""
         ...
@@ -317,12 +325,25 @@ class Executor(Generic[AppT]):
         """Offer a transaction to this node's mempool (and, with adaptive cadence, tell the
         consensus core about the backlog: it may start the next height sooner)."""
         result = self.app.submit(tx, now_ms=now)
-        core = self.core
-        if result.accepted and isinstance(core, Consensus) and core.wants_backlog:
-            backlog = self.app.backlog()
-            if backlog.full or not core.told_pending:  # else the report changes nothing
-                self._run(core.on_backlog(backlog, now), now)
+        if result.accepted:
+            self._admitted(now)
         return result
+
+    def offer(self, tx: Any, now: int) -> str | None:
+        """:meth:`submit` answering ``None`` (accepted) or the rejection reason, without a result
+        object (a simulation offers every transaction to every validator)."""
+        reason = self.app.offer(tx, now_ms=now)
+        if reason is None:
+            self._admitted(now)
+        return reason
+
+    def _admitted(self, now: int) -> None:
+        """A transaction was admitted: report the backlog if that can move the next height."""
+        core = self.core
+        if isinstance(core, Consensus) and core.wants_backlog:
+            app = self.app
+            if not core.told_pending or app.backlog_full():  # else the report changes nothing
+                self._run(core.on_backlog(app.backlog(), now), now)
 
     def _report_backlog(self, now: int) -> None:
         core = self.core

@@ -154,6 +154,7 @@ ADMISSION_KEPT: Final = 50_000
 #: the town shape and the year's first days, results identical; they do not depend on when
 #: garbage is collected). Garbage cycles live a little longer (≤ 50,000 young objects).
 GC_THRESHOLDS: Final = (50_000, 20, 100)
+NETS_KEPT: Final = 4  # slots whose natural nets the engine keeps (slot_net)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,7 @@ class _Engine:
         self.events: list[FaultEvent] = []
         self.stats = _Stats(len(self.specs))
         self.nonces = [0] * len(self.specs)
+        self._nets: dict[int, list[int]] = {}  # slot -> natural net Wh per household
         self.home = [i % len(self.validators) for i in range(len(self.specs))]
         self.refit_s = sc.refit_days * 86_400
         # the history the forecaster is fitted on: HISTORY_DAYS before its first period's start
@@ -347,6 +349,18 @@ class _Engine:
         if h.pv_w is None or h.load_w is None:
             return net, np.zeros_like(net), np.zeros_like(net)
         return net, energy_wh(h.pv_w, step).sum(axis=1), energy_wh(h.load_w, step).sum(axis=1)
+
+    def slot_net(self, slot: int) -> list[int]:
+        """Every household's natural net Wh in ``slot``: :meth:`slot_energy`'s first array as a
+        list, without the PV and load sums, kept for the last few slots (perfect foresight quotes
+        a slot one boundary before the meters read it). Read-only for callers."""
+        net = self._nets.get(slot)
+        if net is None:
+            h = self.history.window(self.clock.start(slot), self.clock.end(slot))
+            net = self._nets[slot] = energy_wh(h.net_w, h.step_s).sum(axis=1).tolist()
+            if len(self._nets) > NETS_KEPT:
+                del self._nets[min(self._nets)]
+        return net
 
     # ------------------------------------------------------------------ scheduling
     def push(self, at: int, event: tuple[Any, ...]) -> None:
@@ -512,7 +526,7 @@ class _Engine:
     def _natural(self, needs: list[Needs]) -> dict[int, list[int]]:
         """Every household's meter (natural net, Wh) for each slot some agent needs read."""
         slots = sorted({s for n in needs for s in n.read})
-        return {s: self.slot_energy(s)[0].tolist() for s in slots}
+        return {s: self.slot_net(s) for s in slots}
 
     def _contracts(self, needs: list[Needs]) -> dict[int, dict[str, int]]:
         """Wh sold − bought per household in the trades of each slot to read, as the highest honest
@@ -540,7 +554,7 @@ class _Engine:
             return [None] * len(self.agents)
         if self.sc.policy == Bidding.PERFECT_FORESIGHT:
             self.training.catch_up(now_s)  # the rounds still run (their cost is a KPI)
-            actual = {s: self.slot_energy(s)[0].tolist() for s in slots}
+            actual = {s: self.slot_net(s) for s in slots}
             return [foresight((s, actual[s][i]) for s in slots) for i in range(len(self.agents))]
         return self.training.forecast(now_s, slots, self.clock)
 
@@ -560,10 +574,10 @@ class _Engine:
         if rt is None:  # crashed: no answer, the household re-sends elsewhere after a timeout
             self.push(self.now + RETRY_MS, ("submit", household, tx, attempt + 1))
             return
-        result = rt.submit(tx, self.node_now(v))
-        if not result.accepted:
-            if result.reason != "duplicate":
-                self.stats.refused[result.reason] = self.stats.refused.get(result.reason, 0) + 1
+        reason = rt.offer(tx, self.node_now(v))
+        if reason is not None:
+            if reason != "duplicate":
+                self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
             return
         if v.byzantine == "silent":
             return
@@ -641,7 +655,7 @@ class _Engine:
         if kind == "tx":  # the most frequent first
             v = self.validators[ev[1]]
             if v.runtime is not None:
-                v.runtime.submit(ev[2], self.node_now(v))
+                v.runtime.offer(ev[2], self.node_now(v))
         elif kind == "msg":
             v = self.validators[ev[1]]
             if v.runtime is not None:

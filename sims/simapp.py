@@ -81,10 +81,17 @@ class SimApp:
         del now_ms
         return self.mempool.add(tx)
 
+    def offer(self, tx: SimTx, *, now_ms: int | None = None) -> str | None:
+        del now_ms
+        return self.mempool.offer(tx)
+
+    def backlog_full(self) -> bool:
+        return len(self.mempool) >= self._max_txs
+
     def backlog(self) -> Backlog:
         """Pending transactions, and whether they fill a block (adaptive cadence); nothing here
         is due by time alone."""
-        return Backlog(len(self.mempool), len(self.mempool) >= self._max_txs)
+        return Backlog(len(self.mempool), self.backlog_full())
 
     def block_tx_ids(self, block: bytes) -> list[bytes]:
         try:

@@ -708,7 +708,7 @@ class Simulation:
         # a client submits to two validators, as a household re-sending on timeout would
         for name in self.rng.sample(alive, min(2, len(alive))):
             node = self.nodes[name]
-            node.rt.submit(tx, node.now())
+            node.rt.offer(tx, node.now())
 
     def _finish(
         self, heights_at_calm: dict[str, int], progress_heights: int, liveness_ms: int

@@ -148,6 +148,19 @@ class LedgerApp:
             self._now_ms = max(self._now_ms, now_ms)
         return self.mempool.add(tx)
 
+    def offer(self, tx: Tx, *, now_ms: int | None = None) -> str | None:
+        """:meth:`submit` answering ``None`` (accepted) or the rejection reason
+        (:meth:`Mempool.offer <gridnode.core.mempool.Mempool.offer>`)."""
+        if now_ms is not None and now_ms > self._now_ms:
+            self._now_ms = now_ms
+        return self.mempool.offer(tx)
+
+    def backlog_full(self) -> bool:
+        """The pending transactions fill half a block's count or bytes (:meth:`backlog`'s
+        ``full``)."""
+        mempool = self.mempool
+        return len(mempool) >= self._max_txs // 2 or mempool.pending_bytes >= self._max_bytes // 2
+
     def backlog(self) -> Backlog:
         """What the adaptive cadence starts the next height for (``gridnode.core.consensus``):
         the pending transactions, full at half the block's count or bytes limit, and when a block
@@ -155,7 +168,7 @@ class LedgerApp:
         slot holding open orders, the reading deadline of the earliest slot awaiting settlement
         (the ledger's rules decide what a block does; this only says when to look)."""
         count = len(self.mempool)
-        full = count >= self._max_txs // 2 or self.mempool.pending_bytes >= self._max_bytes // 2
+        full = self.backlog_full()
         state = self.state
         if self._due[0] is not state:  # a function of the state alone: once per block
             clock, due = self.genesis.clock, []

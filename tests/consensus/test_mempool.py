@@ -130,3 +130,24 @@ def test_the_committed_ids_remembered_are_the_latest_ones_seen_again_or_not() ->
     p.remove_committed([b"a", b"d"])  # a again: now newer than b and c; b falls out
     assert [p.knows(x) for x in (b"a", b"b", b"c", b"d")] == [True, False, True, True]
     assert p.add(b"b").accepted and p.add(b"c").reason == "duplicate"
+
+
+@given(
+    txs=st.lists(st.binary(min_size=1, max_size=4), max_size=60),
+    committed=st.lists(st.binary(min_size=1, max_size=4), max_size=10),
+)
+def test_offer_answers_as_add_does(txs: list[bytes], committed: list[bytes]) -> None:
+    """``offer`` is ``add`` answering ``None`` or the reason: the same answers, in the same pool
+    state, for duplicates, committed ids, a full pool and failed checks."""
+    bad = frozenset(tx for tx in txs if tx[0] % 5 == 0)
+    a, b = pool(capacity=12, bad=bad), pool(capacity=12, bad=bad)
+    ids = [hashlib.sha256(tx).digest() for tx in committed]
+    a.remove_committed(ids)
+    b.remove_committed(ids)
+    for tx in txs:
+        added = a.add(tx)
+        reason = b.offer(tx)
+        assert added.tx_id == hashlib.sha256(tx).digest()
+        assert (added.accepted, added.reason) == (reason is None, reason or "")
+        assert len(a) == len(b) and a.pending_bytes == b.pending_bytes
+    assert a.batch(max_count=100, max_bytes=10**6) == b.batch(max_count=100, max_bytes=10**6)

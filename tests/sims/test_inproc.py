@@ -305,6 +305,52 @@ def test_backlog_reports_the_executor_skips_change_no_result(
     assert results_digest(skipping) == results_digest(reporting)  # ... and nothing changed
 
 
+def test_offers_without_result_objects_change_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine offers transactions with ``Executor.offer`` (the reason or ``None``, no
+    ``AddResult``), and the executor reads ``backlog_full()`` before it builds a backlog: the same
+    results as submitting with ``Executor.submit`` and building the backlog each time, under
+    adaptive cadence and with a validator down for a while."""
+    faults = (FaultSpec(kind="crash", at_s=1800, duration_s=1800, validator=1),)
+    sc = _daytime(cadence="adaptive", block_interval_s=600, faults=faults)
+    offers = [0]
+    offer = NodeRuntime.offer
+
+    def counted(self: NodeRuntime, tx: object, now: int) -> str | None:
+        offers[0] += 1
+        return offer(self, tx, now)
+
+    monkeypatch.setattr(NodeRuntime, "offer", counted)
+    fast = run_inproc(sc)
+    assert offers[0] > 100
+
+    def via_submit(self: NodeRuntime, tx: object, now: int) -> str | None:
+        result = self.submit(tx, now)
+        return None if result.accepted else result.reason
+
+    def eager(self: NodeRuntime, now: int) -> None:  # the backlog built after every admission
+        core = self.core
+        if isinstance(core, Consensus) and core.wants_backlog:
+            backlog = self.app.backlog()
+            if backlog.full or not core.told_pending:
+                self._run(core.on_backlog(backlog, now), now)
+
+    monkeypatch.setattr(NodeRuntime, "offer", via_submit)
+    monkeypatch.setattr(NodeRuntime, "_admitted", eager)
+    slow = run_inproc(sc)
+    assert fast.ledger_agreement is True and fast.blocks_committed > 5
+    assert results_digest(fast) == results_digest(slow)
+
+
+def test_slot_net_is_the_meters_net_energy() -> None:
+    """``_Engine.slot_net`` (net only, kept for a few slots) is ``slot_energy``'s net as a list,
+    also for a slot asked again after it was dropped."""
+    e = _Engine(_daytime(days=1 / 12))
+    slots = [e.first_slot + k for k in (0, 1, 2, 0, 3, 4, 5, 6, 1, 7)]
+    for s in slots:
+        assert e.slot_net(s) == e.slot_energy(s)[0].tolist()
+    assert len(e._nets) <= 4
+
+
 def test_shared_decoded_messages_change_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """The validators share decoded consensus messages (a broadcast's bytes decoded once): the
     same results as validators that each decode what they receive, under every kind of fault."""
