@@ -342,6 +342,12 @@ class ProfileQR:
     ridge: float = 1e-3
     target: Target = Target.NET
 
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise UsageError(f"profile-qr iterations must be >= 1, got {self.iterations}")
+        if not 0.0 < self.relaxation < 2.0:  # over-relaxation converges only for 0 < ω < 2
+            raise UsageError(f"profile-qr relaxation must be in (0, 2), got {self.relaxation}")
+
     @property
     def name(self) -> str:
         return "profile-qr"

@@ -4,6 +4,8 @@ and held-out pinball loss) and forecasts alike, on real households with and with
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from forecasting.data import SHIPPED_LATITUDE, SHIPPED_LONGITUDE
 from forecasting.models import QUANTILES, _irls_quantile
 from forecasting.profile_qr import DEAD_FEATURE_SHARE, ProfileQR, _QuantileFits
 from forecasting.series import FloatArray, MeterHistory
+from market.errors import UsageError
 from tests.forecasting.conftest import local_midnight_utc
 
 SITE = {"latitude": SHIPPED_LATITUDE, "longitude": SHIPPED_LONGITUDE}
@@ -121,3 +124,18 @@ def test_the_plain_schedule_is_still_available_and_forecasts_alike(
         diffs.append(np.abs(a - b).mean())
         errors.append(np.abs(b - actual).mean())
     assert np.mean(diffs) < 0.1 * np.mean(errors)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"iterations": 0}, "iterations must be >= 1, got 0"),
+        ({"relaxation": 0.0}, "relaxation must be in (0, 2), got 0.0"),
+        ({"relaxation": 2.0}, "relaxation must be in (0, 2), got 2.0"),
+    ],
+)
+def test_an_iteration_schedule_that_cannot_converge_is_refused(
+    fields: dict[str, float], message: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        ProfileQR(**fields)  # type: ignore[arg-type]
