@@ -299,9 +299,7 @@ def _irls_quantile(
     gram = np.empty((b, f, f))
     fitted = np.empty((b, n, 1))
     r = np.empty_like(y)
-    size = np.empty_like(y)
-    above = np.broadcast_to(taus[:, None], y.shape)
-    below = np.broadcast_to(1.0 - taus[:, None], y.shape)
+    level = taus[:, None]
     for _ in range(iterations):
         np.multiply(xs, w[:, :, None], out=weighted)
         np.matmul(xtw, xs, out=gram)
@@ -309,10 +307,18 @@ def _irls_quantile(
         beta = np.linalg.solve(gram, (xtw @ y[:, :, None]))[:, :, 0]
         np.matmul(xs, beta[:, :, None], out=fitted)
         np.subtract(y, fitted[:, :, 0], out=r)
-        np.maximum(np.abs(r, out=size), floor, out=size)
-        w = np.where(r >= 0, above, below)
-        np.divide(w, size, out=w)
+        w = _pinball_weights(r, level, floor)
     out: FloatArray = beta / scale[:, 0, :]
+    return out
+
+
+def _pinball_weights(r: FloatArray, taus: FloatArray, floor: FloatArray) -> FloatArray:
+    """IRLS weights of the pinball loss for residuals ``r``: τ / |r| above, (1 − τ) / |r| below
+    (``|r|`` at least ``floor``; ``taus`` and ``floor`` broadcast against ``r``)."""
+    size = np.abs(r)
+    np.maximum(size, floor, out=size)
+    out: FloatArray = np.where(r >= 0, taus, 1.0 - taus)
+    np.divide(out, size, out=out)
     return out
 
 

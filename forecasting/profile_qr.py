@@ -75,6 +75,7 @@ from forecasting.models import (
     QuantileForecast,
     Target,
     _make_forecast,
+    _pinball_weights,
     target_values,
 )
 from forecasting.series import SECONDS_PER_DAY, FloatArray, MeterHistory
@@ -539,19 +540,9 @@ class _QuantileFits:
             rhs = g[..., p:] * d  # (B, Q or 1, F)
             step = np.asarray(np.linalg.solve(gram, rhs[..., None])[..., 0], dtype=np.float64)
             beta = step if it < 2 else beta + self.relaxation * (step - beta)
-            w = _weights(yq - (beta * d) @ xs_t, taus, floor)
+            w = _pinball_weights(yq - (beta * d) @ xs_t, taus, floor)
         out: FloatArray = beta * d / self.scale[:, None, :]
         return out
-
-
-def _weights(r: FloatArray, taus: FloatArray, floor: FloatArray) -> FloatArray:
-    """IRLS weights of the pinball loss for residuals ``r``: τ / |r| above, (1 − τ) / |r| below
-    (``|r|`` at least ``floor``)."""
-    size = np.abs(r)
-    np.maximum(size, floor, out=size)
-    out: FloatArray = np.where(r >= 0, taus, 1.0 - taus)
-    np.divide(out, size, out=out)
-    return out
 
 
 def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
