@@ -144,16 +144,19 @@ class LedgerApp:
 
     def submit(self, tx: Tx, *, now_ms: int | None = None) -> AddResult:
         """Offer a transaction to the mempool (see the module rules), as of ``now_ms`` if given."""
-        if now_ms is not None:
-            self._now_ms = max(self._now_ms, now_ms)
+        self._advance(now_ms)
         return self.mempool.add(tx)
 
     def offer(self, tx: Tx, *, now_ms: int | None = None) -> str | None:
         """:meth:`submit` answering ``None`` (accepted) or the rejection reason
         (:meth:`Mempool.offer <gridnode.core.mempool.Mempool.offer>`)."""
+        self._advance(now_ms)
+        return self.mempool.offer(tx)
+
+    def _advance(self, now_ms: int | None) -> None:
+        """The admission clock moves forward to ``now_ms`` (if given), never back."""
         if now_ms is not None and now_ms > self._now_ms:
             self._now_ms = now_ms
-        return self.mempool.offer(tx)
 
     def backlog_full(self) -> bool:
         """The pending transactions fill half a block's count or bytes (:meth:`backlog`'s
