@@ -71,18 +71,20 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   prior is ``h / (h + FALLBACK_PRIOR_DAYS)`` (0.14 at 14 days: a placeholder earns less trust); a
   community model far worse than the local one (a garbage round) gets little weight whatever the
   prior. The blend is per quantile level, re-sorted.
-* **Personalisation, 3 (opt-in, off by default: ``profile_days``): a cold-start household's own
-  profile** (while the ``fallback`` stands in for its local model): the community side of the blend is itself a mix of the corrected
-  community forecast and the household's own **median profile** (:func:`profile_forecast`: the
-  P10/P50/P90 of its net at the same time of day over its last :data:`PROFILE_DAYS` days), per
-  lead bucket with odds ``(e_c / e_p)^p`` from both forecasts' errors on the same origins of its
-  own last days (no prior), from the second lead bucket on (the next interval keeps the
-  corrected community model: there it is far better than a profile). Forecast combination: the two err differently (the linear community
-  model cannot reproduce a median of the net from its load and PV features; adding that median
-  as a feature did not help), and a garbage community model leaves the community side to the
-  profile. A household whose local model fits gets no profile (its profile-qr has it). Off by
-  default: it helps day-ahead (issue 13's measure) but made the in-process engine's cold-start
-  households, who bid an hour ahead, 2 % worse (``docs/federated.md``).
+* **Personalisation, 3: a cold-start household's own profile at long leads** (``profile_days``,
+  on by default; 0: off), while the ``fallback`` stands in for its local model: at leads of
+  :data:`PROFILE_MIN_LEAD_S` (4 h) and more (:func:`profile_buckets`) the community side of the
+  blend is itself a mix of the corrected community forecast and the household's own **median
+  profile** (:func:`profile_forecast`: the P10/P50/P90 of its net at the same time of day over its
+  last :data:`PROFILE_DAYS` days), per lead bucket with odds ``(e_c / e_p)^p`` from both
+  forecasts' errors on the same origins of its own last days (no prior). The shorter leads — the
+  slots a household bids with — keep the corrected community model: there the origin's
+  departures make it far better than a profile (mixed in from the second lead bucket on, it made
+  the in-process engine's cold-start households, who bid an hour ahead, 2 % worse). Forecast
+  combination: the two err differently (the linear community model cannot reproduce a median of
+  the net from its load and PV features; adding that median as a feature did not help), and a
+  garbage community model leaves the community side to the profile. A household whose local
+  model fits gets no profile (its profile-qr has it), so established households are unaffected.
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
   community's weight (permille; the community model's share of the whole blend): what an
   order's provenance carries.
