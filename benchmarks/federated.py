@@ -5,7 +5,7 @@ Run from the repo root (≈ 4 CPU minutes per home set, rolling; ``--dp`` adds �
 
     python benchmarks/federated.py [--homes test|tuning|both] [--frozen] [--dp] [--members 1000]
         [--json FILE] [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…]
-        [--dp-homes test|tuning]
+        [--dp-homes test|tuning] [--no-profile-mix]
 
 **Data and split.** The 13 clean CityLearn homes (``CITYLEARN_CLEAN_HOMES``, hourly, real load and
 PV, 2016-08-01 → 2017-07-31) are the community. The community model is trained in :data:`ROUNDS`
