@@ -1219,8 +1219,8 @@ class FittedFederated:
             )
         buckets = lead_buckets(history.step_s)[:horizon]
         side = _forecast(self.coefs, history, horizon, self.model._site()).values_w
-        if np.any(self.profile > 0):
-            wp = self.profile[:, buckets][:, :, None]
+        wp = self.profile[:, buckets][:, :, None]
+        if np.any(wp > 0):  # not when every lead asked is short (the slots a household bids)
             fp = profile_forecast(history, horizon, self.model.profile_days).values_w
             side = wp * fp + (1.0 - wp) * side
         w = self.weights[:, buckets][:, :, None]
