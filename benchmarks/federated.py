@@ -5,7 +5,7 @@ Run from the repo root (≈ 4 CPU minutes per home set, rolling; ``--dp`` adds �
 
     python benchmarks/federated.py [--homes test|tuning|both] [--frozen] [--dp] [--members 1000]
         [--json FILE] [--skip-accuracy] [--skip-cost] [--dp-sizes N…] [--dp-epsilons ε…]
-        [--dp-homes test|tuning]
+        [--dp-homes test|tuning] [--no-profile-mix]
 
 **Data and split.** The 13 clean CityLearn homes (``CITYLEARN_CLEAN_HOMES``, hourly, real load and
 PV, 2016-08-01 → 2017-07-31) are the community. The community model is trained in :data:`ROUNDS`
@@ -289,7 +289,7 @@ class ProfileAlone:
         return profile_forecast(history, horizon, PROFILE_DAYS)
 
 
-def _forecasters(models: dict[int, CommunityModel], profile_days: int = 0) -> Any:
+def _forecasters(models: dict[int, CommunityModel], profile_days: int = PROFILE_DAYS) -> Any:
     local_model: Forecaster = ProfileQR(**SITE)  # type: ignore[arg-type]
 
     def make(past: MeterHistory, day_s: int) -> tuple[FittedForecaster, ...]:
@@ -310,12 +310,12 @@ def accuracy(
     horizons: tuple[str, ...] = ("da", "nh"),
     rolling: bool = True,
     verbose: bool = True,
-    profile_days: int = 0,
+    profile_days: int = PROFILE_DAYS,
 ) -> dict[str, Any]:
     """Both groups on the homes ``which`` (module docstring); ``dp``/``size``: the DP sweep;
     ``rolling``: rounds and local refits continue daily through the evaluation (the daemon's
     cadence), else the models are frozen at the cutoff; ``profile_days``: the cold-start profile
-    mix (``--profile-mix``; off by default, as in the daemon)."""
+    mix (on by default, as in the daemon; 0: off, ``--no-profile-mix``)."""
     homes = load_citylearn_homes(CITYLEARN_CLEAN_HOMES)
     rows = [CITYLEARN_CLEAN_HOMES.index(h) for h in which]
     t0 = time.process_time()
@@ -446,9 +446,9 @@ def main() -> int:
         help="models frozen at the cutoff (the benchmark before rolling rounds)",
     )
     parser.add_argument(
-        "--profile-mix",
+        "--no-profile-mix",
         action="store_true",
-        help="cold-start households mix their own median profile in (off by default)",
+        help="cold-start households do not mix their own median profile in (stop 23's blend)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -461,7 +461,7 @@ def main() -> int:
             out[f"accuracy_{name}"] = acc = accuracy(
                 sets[name],
                 rolling=not args.frozen,
-                profile_days=PROFILE_DAYS if args.profile_mix else 0,
+                profile_days=0 if args.no_profile_mix else PROFILE_DAYS,
             )
             for r in acc["rounds"][-2:]:
                 print(f"  round {r['round']}: {r}")

@@ -71,18 +71,20 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   prior is ``h / (h + FALLBACK_PRIOR_DAYS)`` (0.14 at 14 days: a placeholder earns less trust); a
   community model far worse than the local one (a garbage round) gets little weight whatever the
   prior. The blend is per quantile level, re-sorted.
-* **Personalisation, 3 (opt-in, off by default: ``profile_days``): a cold-start household's own
-  profile** (while the ``fallback`` stands in for its local model): the community side of the blend is itself a mix of the corrected
-  community forecast and the household's own **median profile** (:func:`profile_forecast`: the
-  P10/P50/P90 of its net at the same time of day over its last :data:`PROFILE_DAYS` days), per
-  lead bucket with odds ``(e_c / e_p)^p`` from both forecasts' errors on the same origins of its
-  own last days (no prior), from the second lead bucket on (the next interval keeps the
-  corrected community model: there it is far better than a profile). Forecast combination: the two err differently (the linear community
-  model cannot reproduce a median of the net from its load and PV features; adding that median
-  as a feature did not help), and a garbage community model leaves the community side to the
-  profile. A household whose local model fits gets no profile (its profile-qr has it). Off by
-  default: it helps day-ahead (issue 13's measure) but made the in-process engine's cold-start
-  households, who bid an hour ahead, 2 % worse (``docs/federated.md``).
+* **Personalisation, 3: a cold-start household's own profile at long leads** (``profile_days``,
+  on by default; 0: off), while the ``fallback`` stands in for its local model: at leads of
+  :data:`PROFILE_MIN_LEAD_S` (4 h) and more (:func:`profile_buckets`) the community side of the
+  blend is itself a mix of the corrected community forecast and the household's own **median
+  profile** (:func:`profile_forecast`: the P10/P50/P90 of its net at the same time of day over its
+  last :data:`PROFILE_DAYS` days), per lead bucket with odds ``(e_c / e_p)^p`` from both
+  forecasts' errors on the same origins of its own last days (no prior). The shorter leads — the
+  slots a household bids with — keep the corrected community model: there the origin's
+  departures make it far better than a profile (mixed in from the second lead bucket on, it made
+  the in-process engine's cold-start households, who bid an hour ahead, 2 % worse). Forecast
+  combination: the two err differently (the linear community model cannot reproduce a median of
+  the net from its load and PV features; adding that median as a feature did not help), and a
+  garbage community model leaves the community side to the profile. A household whose local
+  model fits gets no profile (its profile-qr has it), so established households are unaffected.
   Each row's :class:`ModelRef` names the community model's hash, the local model and the
   community's weight (permille; the community model's share of the whole blend): what an
   order's provenance carries.
@@ -135,6 +137,7 @@ __all__ = [
     "PERSONAL_DAYS",
     "PERSONAL_PRIOR_SAMPLES",
     "PROFILE_DAYS",
+    "PROFILE_MIN_LEAD_S",
     "VALIDATION_FIELDS",
     "WEEK_DAYS",
     "CommunityModel",
@@ -152,6 +155,7 @@ __all__ = [
     "local_update",
     "personal_coefs",
     "pooled_model",
+    "profile_buckets",
     "profile_forecast",
 ]
 
@@ -202,8 +206,14 @@ FALLBACK_PRIOR_DAYS: Final = 84.0
 #: member's samples (:func:`personal_coefs`; chosen on the tuning homes: ``docs/federated.md``)
 PERSONAL_DAYS: Final = 28
 #: the profile's days when a household on the fallback mixes its own median profile into the
-#: community side of the blend (module rules, *Personalisation, 3*: opt-in, off by default)
+#: community side of the blend (module rules, *Personalisation, 3*)
 PROFILE_DAYS: Final = 14
+#: ... at the lead buckets whose first interval starts at least this long after the history's
+#: end (:func:`profile_buckets`): the slots a household bids with (the next hour or two) keep the
+#: corrected community model. Chosen on the tuning homes (cold start, day-ahead, offline
+#: emulation; mix from lead 1 h / 2 h / 3 h / 4 h / 6 h: 562.7 / 562.8 / 563.7 / 564.3 / 564.7 W,
+#: none 568.7 W): 4 h, as far as the gain allows from the slots bid with (``docs/federated.md``)
+PROFILE_MIN_LEAD_S: Final = 4 * 3600
 PERSONAL_PRIOR_SAMPLES: Final = 80.0
 VALIDATION_FIELDS: Final = (
     "count",
@@ -1007,6 +1017,19 @@ def personal_coefs(
     return out
 
 
+def profile_buckets(step_s: int, min_lead_s: int = PROFILE_MIN_LEAD_S) -> npt.NDArray[np.bool_]:
+    """Which lead buckets (:func:`forecasting.profile_qr.lead_buckets` at ``step_s``) a cold-start
+    household mixes its own profile into: those whose first interval starts at least
+    ``min_lead_s`` after the history's end (interval ``i`` of a forecast starts ``i · step_s``
+    after it)."""
+    if step_s <= 0 or min_lead_s < 0:
+        raise UsageError(f"step_s must be > 0 and min_lead_s >= 0, got {step_s}, {min_lead_s}")
+    buckets = lead_buckets(step_s)
+    first = np.array([np.flatnonzero(buckets == b)[0] for b in range(int(buckets.max()) + 1)])
+    out: npt.NDArray[np.bool_] = first * step_s >= min_lead_s
+    return out
+
+
 def profile_forecast(history: MeterHistory, horizon: int, days: int) -> QuantileForecast:
     """The household's own median profile: P10/P50/P90 of the net at the same time of day over
     the last ``days`` days (as many as the history holds, at least one)."""
@@ -1055,8 +1078,10 @@ class FederatedForecaster:
     fallback_prior_days: float = FALLBACK_PRIOR_DAYS
     personal_prior_samples: float = PERSONAL_PRIOR_SAMPLES
     personal_days: int = PERSONAL_DAYS
-    #: days of the cold-start profile mix (*Personalisation, 3*); 0: off (the default)
-    profile_days: int = 0
+    #: days of the cold-start profile mix (*Personalisation, 3*); 0: off
+    profile_days: int = PROFILE_DAYS
+    #: the mix applies from this lead on (:func:`profile_buckets`)
+    profile_min_lead_s: int = PROFILE_MIN_LEAD_S
 
     @property
     def name(self) -> str:
@@ -1160,10 +1185,11 @@ class FederatedForecaster:
         out: FloatArray = w  # no evidence: the community
         # equal (or no) errors: half each; no evidence or no profile: the community model alone
         wp = np.where(hits[None, :] > 0, np.nan_to_num(wp, nan=0.5), 0.0)
-        # The first bucket (the next interval: what the household bids with) keeps the community
-        # side as it was: there the origin's departures make the corrected model far better than
-        # any profile, and the mix cost next-hour accuracy (tuning homes: 467.9 → 469.5 W).
-        wp[:, 0] = 0.0
+        # The short leads (the next hours: what the household bids with) keep the community side
+        # as it was: there the origin's departures make the corrected model far better than any
+        # profile; the mix cost next-hour accuracy (tuning homes: 467.9 → 469.5 W) and, at a lead
+        # of an hour, the in-process engine's cold-start bids (2.1 %).
+        wp[:, ~profile_buckets(history.step_s, self.profile_min_lead_s)] = 0.0
         return out, wp if with_profile else np.zeros_like(out)
 
 
@@ -1193,8 +1219,8 @@ class FittedFederated:
             )
         buckets = lead_buckets(history.step_s)[:horizon]
         side = _forecast(self.coefs, history, horizon, self.model._site()).values_w
-        if np.any(self.profile > 0):
-            wp = self.profile[:, buckets][:, :, None]
+        wp = self.profile[:, buckets][:, :, None]
+        if np.any(wp > 0):  # not when every lead asked is short (the slots a household bids)
             fp = profile_forecast(history, horizon, self.model.profile_days).values_w
             side = wp * fp + (1.0 - wp) * side
         w = self.weights[:, buckets][:, :, None]

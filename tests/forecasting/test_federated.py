@@ -24,6 +24,7 @@ from forecasting.federated import (
     PERSONAL_DAYS,
     PERSONAL_PRIOR_SAMPLES,
     PROFILE_DAYS,
+    PROFILE_MIN_LEAD_S,
     CommunityModel,
     FederatedForecaster,
     Layout,
@@ -34,12 +35,13 @@ from forecasting.federated import (
     local_update,
     personal_coefs,
     pooled_model,
+    profile_buckets,
 )
 from forecasting.federated_round import run_round
 from forecasting.models import QuantileForecast, SeasonalNaive, _make_forecast
 from forecasting.secagg import DpConfig, keypair_from_seed
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
-from market.errors import DataReason, InvalidInput, WireReason
+from market.errors import DataReason, InvalidInput, UsageError, WireReason
 from tests.refusals import refused
 
 SITE = {"latitude": CITYLEARN_LATITUDE, "longitude": CITYLEARN_LONGITUDE}
@@ -447,24 +449,59 @@ def test_the_profile_is_the_median_of_the_same_time_over_the_last_days(homes: Me
     assert np.allclose(first, np.median(young.net_w.reshape(-1, 3, 24)[:, :, :5], axis=1))
 
 
-def test_only_a_household_on_the_fallback_mixes_in_its_own_profile_when_asked(
+def test_the_profile_mix_leaves_the_short_leads_alone() -> None:
+    """The mix's lead buckets: those whose first interval starts at least ``min_lead_s`` after the
+    history's end (interval i starts i · step_s after it); by default 4 h, so the next hours — the
+    slots a household bids with — keep the corrected community model."""
+    assert PROFILE_MIN_LEAD_S == 4 * 3600
+    hourly = fed.lead_buckets(3600)
+    got = profile_buckets(3600)
+    assert got.shape == (int(hourly.max()) + 1,)
+    # hourly buckets start at leads 0, 1, 2, 3, 4, 6, 8, 12, 16 h
+    assert got.tolist() == [False] * 4 + [True] * 5
+    for step_s in (900, 1800, 3600):
+        buckets = fed.lead_buckets(step_s)
+        mixed = profile_buckets(step_s)
+        for lead, b in enumerate(buckets):
+            if lead * step_s >= PROFILE_MIN_LEAD_S:
+                assert mixed[b]  # every lead from 4 h on is mixed ...
+            if lead * step_s < PROFILE_MIN_LEAD_S:
+                assert not mixed[b]  # ... and none before it (buckets never straddle 4 h)
+    assert profile_buckets(3600, 0).all()
+    assert profile_buckets(3600, 3600).tolist() == [False] + [True] * 8
+    assert not profile_buckets(3600, 86400).any()
+    with pytest.raises(UsageError, match="min_lead_s"):
+        profile_buckets(3600, -1)
+    with pytest.raises(UsageError, match="step_s"):
+        profile_buckets(0)
+
+
+def test_only_a_household_on_the_fallback_mixes_in_its_own_profile(
     model: CommunityModel, homes: MeterHistory
 ) -> None:
-    """Opt-in: a cold-start household (its local model cannot fit yet) mixes its median profile into the
-    community side, per lead bucket by both forecasts' errors on its own days; a household whose
-    local model fits does not (its forecast is exactly the two-model blend); and against a
-    garbage community model the community side becomes the household's own profile."""
+    """By default a cold-start household (its local model cannot fit yet) mixes its median profile
+    into the community side at leads of 4 h and more, per lead bucket by both forecasts' errors on
+    its own days; the shorter leads, and every lead of a household whose local model fits, are
+    exactly the two-model blend; against a garbage community model the community side of the
+    long leads becomes the household's own profile."""
     history = homes.window(homes.end_s - 14 * SECONDS_PER_DAY, homes.end_s)
-    off = FederatedForecaster(model, _TooYoung(), **SITE).fit(history)  # type: ignore[arg-type]
-    assert np.all(off.profile == 0.0)  # opt-in
-    cold = FederatedForecaster(model, _TooYoung(), profile_days=PROFILE_DAYS, **SITE).fit(history)  # type: ignore[arg-type]
+    off = FederatedForecaster(model, _TooYoung(), profile_days=0, **SITE).fit(history)  # type: ignore[arg-type]
+    assert np.all(off.profile == 0.0)
+    cold = FederatedForecaster(model, _TooYoung(), **SITE).fit(history)  # type: ignore[arg-type]
+    long = profile_buckets(3600)
     assert np.all((cold.profile >= 0) & (cold.profile <= 1)) and np.any(cold.profile > 0.05)
-    assert np.any(cold.profile < 0.95) and np.all(cold.profile[:, 0] == 0.0)  # not the next slot
+    assert np.any(cold.profile < 0.95) and np.all(cold.profile[:, ~long] == 0.0)
+    assert np.all(cold.profile[:, long] > 0.0)
+    assert np.array_equal(cold.weights, off.weights)  # the local weight is the same rule's
     both = (1.0 - cold.weights) * (1.0 - cold.profile)
     assert [r.community_permille for r in cold.refs] == [round(1000 * b.mean()) for b in both]
-    fitted = FederatedForecaster(model, _Twin(model), profile_days=PROFILE_DAYS, **SITE).fit(  # type: ignore[arg-type]
-        history
+    # the short leads (the slots bid with) are bit for bit the forecast without the mix
+    short = np.flatnonzero(~long[fed.lead_buckets(3600)])
+    assert np.array_equal(
+        cold.predict(history, 24).values_w[:, short], off.predict(history, 24).values_w[:, short]
     )
+    assert not np.array_equal(cold.predict(history, 24).values_w, off.predict(history, 24).values_w)
+    fitted = FederatedForecaster(model, _Twin(model), **SITE).fit(history)  # type: ignore[arg-type]
     assert np.all(fitted.profile == 0.0)
     assert fitted.coefs is not None
     w = fitted.weights[:, fed.lead_buckets(3600)][:, :, None]
@@ -474,11 +511,11 @@ def test_only_a_household_on_the_fallback_mixes_in_its_own_profile_when_asked(
     rng = np.random.default_rng(3)
     total = model.total + rng.integers(-(1 << 48), 1 << 48, model.total.shape)
     garbage = CommunityModel.of(total, round=9, step_s=3600, previous=model.hash, contributors=6)
-    bad = FederatedForecaster(garbage, _TooYoung(), profile_days=PROFILE_DAYS, **SITE).fit(  # type: ignore[arg-type]
-        history
-    )
-    assert np.mean(bad.profile[:, 1:]) > 0.95
-    assert all(r.community_permille < 50 for r in bad.refs)  # 3–45 ‰ here
+    bad = FederatedForecaster(garbage, _TooYoung(), **SITE).fit(history)  # type: ignore[arg-type]
+    assert np.mean(bad.profile[:, long]) > 0.95
+    # at the long leads the community's share of the blend is small (here 0–10 %, mean < 1 %)
+    share = (1.0 - bad.weights) * (1.0 - bad.profile)
+    assert np.mean(share[:, long]) < 0.03
 
 
 def test_dp_prescaling_equalises_the_statistics_and_is_undone_on_the_sum(
