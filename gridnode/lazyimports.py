@@ -72,6 +72,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import re
 import sys
 import threading
 import types
@@ -88,7 +89,7 @@ __all__ = [
 ]
 
 #: these packages and every sub-package of them have their ``__init__`` deferred
-DEFERRED_PACKAGES: Final = ("libp2p",)
+DEFERRED_PACKAGES: Final = ("libp2p", "aiohttp")
 #: modules run on first attribute access (imported whole by py-libp2p, never used by the daemon):
 #: httpx and h11 (AutoTLS's ACME client), service_identity (TLS certificates), ifaddr and
 #: miniupnpc (mDNS, UPnP), pycryptodome's RSA/AES/Salsa20 parts (RSA keys, SECIO), fastecdsa
@@ -97,6 +98,7 @@ LAZY_MODULES: Final = frozenset(
     {
         "httpx",
         "h11",
+        "requests",
         "service_identity",
         "ifaddr",
         "miniupnpc",
@@ -153,13 +155,50 @@ def _reader(module: types.ModuleType) -> Any:
                 return sys.modules[sub]
             if importlib.machinery.PathFinder.find_spec(sub, module.__path__) is not None:
                 return importlib.import_module(sub)
+        elif name == "__version__" and package in _pending:
+            version = _literal_version(module)
+            if version is not None:
+                return version
         _run_init(module)
         try:
             return module.__dict__[name]
         except KeyError:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+            pass
+        own = module.__dict__.get("__getattr__")  # the package's own (PEP 562), if it has one
+        if own is not None and own is not __getattr__:
+            return own(name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+#: ``__version__ = "1.2.3"``, a line of its own at the top level of a package's ``__init__.py``
+_VERSION_LINE = re.compile(
+    rb"""^__version__ = (?:"([!#-~]+)"|'([!#-&(-~]+)')[ \t]*$""", re.MULTILINE
+)
+#: any line that names ``__version__``
+_VERSION_ANY = re.compile(rb"^.*\b__version__\b.*$", re.MULTILINE)
+
+
+def _literal_version(module: types.ModuleType) -> str | None:
+    """The string a deferred package's ``__init__`` binds ``__version__`` to, read from its
+    source without running it, when the one line of the source that names ``__version__`` is a
+    top-level assignment of a plain ASCII string literal; ``None`` otherwise (then the
+    ``__init__`` runs)."""
+    spec = module.__spec__
+    origin = spec.origin if spec is not None else None
+    if origin is None or not origin.endswith("__init__.py"):
+        return None
+    try:
+        with open(origin, "rb") as f:
+            source = f.read()
+    except OSError:
+        return None
+    lines = _VERSION_ANY.findall(source)
+    found = _VERSION_LINE.fullmatch(lines[0]) if len(lines) == 1 else None
+    if found is None:
+        return None
+    return (found.group(1) or found.group(2)).decode("ascii")
 
 
 def _run_init(module: types.ModuleType) -> None:
@@ -169,6 +208,54 @@ def _run_init(module: types.ModuleType) -> None:
             return  # ran already (or is running in this thread: its own names are being set)
         module.__dict__.pop("__getattr__", None)
         loader.exec_module(module)
+
+
+class _LazyModule(types.ModuleType):
+    """A lazy module until its code runs: reading any attribute but ``__spec__`` runs it."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "__spec__":  # read by every later ``import X`` of it (and by nothing else)
+            return super().__getattribute__(name)
+        _run_lazy(self)
+        return getattr(self, name)
+
+    def __delattr__(self, name: str) -> None:
+        _run_lazy(self)
+        delattr(self, name)
+
+
+class _LazyLoader(importlib.abc.Loader):
+    """Creates a module as its real loader does and runs its code on first use (the module
+    rules)."""
+
+    def __init__(self, real: importlib.abc.Loader) -> None:
+        self._real = real
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self._real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        spec = module.__spec__
+        assert spec is not None
+        spec.loader = module.__loader__ = self._real
+        spec.loader_state = dict(module.__dict__)  # what the import system set before its code
+        module.__class__ = _LazyModule
+
+
+def _run_lazy(module: types.ModuleType) -> None:
+    with _lock:
+        if type(module) is not _LazyModule:
+            return  # ran meanwhile, in another thread
+        module.__class__ = types.ModuleType  # type: ignore[assignment]  # (narrowed above)
+        spec = module.__spec__
+        assert spec is not None and spec.loader is not None
+        before: dict[str, object] = spec.loader_state
+        # what was set on it since it was created (sub-modules imported meanwhile): kept, as an
+        # eager import would have left them
+        since = {k: v for k, v in module.__dict__.items() if before.get(k, before) is not v}
+        spec.loader_state = None
+        spec.loader.exec_module(module)
+        module.__dict__.update(since)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -194,7 +281,11 @@ class _Finder(importlib.abc.MetaPathFinder):
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         if lazy:
-            spec.loader = importlib.util.LazyLoader(spec.loader)
+            if isinstance(
+                spec.loader,
+                importlib.machinery.SourceFileLoader | importlib.machinery.SourcelessFileLoader,
+            ):
+                spec.loader = _LazyLoader(spec.loader)  # (an extension module cannot run twice)
         elif spec.submodule_search_locations is not None:  # a package: defer its __init__
             spec.loader = _DeferredInit(spec.loader)
         return spec
@@ -231,4 +322,4 @@ def loaded_modules() -> list[str]:
 
 def _untouched(module: object) -> bool:
     """A lazy module whose code has not run (LazyLoader gives it a class of its own until then)."""
-    return type(module).__name__ == "_LazyModule"
+    return type(module) is _LazyModule

@@ -47,7 +47,14 @@ NEVER_RUN = (
     "service_identity",
     "cffi",  # kept out (ABSENT_MODULES): pycryptodome uses its ctypes backend, no C parser
     "pycparser",
+    "requests",  # AutoTLS's ACME and broker clients (imported twice: lazy all the same)
+    "urllib3",
+    "aiohttp",  # its __init__, which imports the HTTP client: the API needs only aiohttp.web
+    "aiohttp.client",
+    "aiohttp.connector",  # builds two TLS contexts at import, reading the system's CA file twice
 )
+#: what a plain ``import libp2p, aiohttp.web`` runs (the control below)
+CONTROL = "import libp2p, aiohttp.web"
 #: what the daemon does run: the part of py-libp2p it uses
 RUN = (
     "libp2p.transport.tcp.tcp",
@@ -59,14 +66,118 @@ RUN = (
 
 def test_a_plain_import_of_libp2p_runs_what_the_daemon_defers() -> None:
     # the control: without the finder, each of NEVER_RUN is loaded (so the check below can fail)
-    probe = "import json, sys, libp2p\nprint(json.dumps(sorted(sys.modules)))\n"
+    probe = f"import json, sys\n{CONTROL}\nprint(json.dumps(sorted(sys.modules)))\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
     assert set(NEVER_RUN) <= loaded
-    assert {"httpx", "fastecdsa.keys"} <= LAZY_MODULES
+    assert {"httpx", "fastecdsa.keys", "requests"} <= LAZY_MODULES
+
+
+def _probe(code: str, *args: str) -> list[str]:
+    """Runs ``code`` in a fresh interpreter (this tree on the path); its stdout's words."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_a_lazy_module_imported_twice_stays_lazy_and_runs_on_first_use() -> None:
+    # a second `import requests` (py-libp2p has two) reads only the module's __spec__, which
+    # does not run it; the first real use does, and gets the real module
+    probe = (
+        "import sys\n"
+        "from gridnode.lazyimports import install, loaded_modules\n"
+        "assert install()\n"
+        "import requests\n"
+        "import requests as again\n"
+        "assert again is requests and requests.__spec__.name == 'requests'\n"
+        "print('requests' in loaded_modules(), 'urllib3' in sys.modules)\n"
+        "req = requests.Request('GET', 'http://127.0.0.1:9/x', params={'a': 1}).prepare()\n"
+        "print(req.url, 'requests' in loaded_modules(), type(requests).__name__)\n"
+        "import requests.adapters\n"
+        "print(requests.adapters.HTTPAdapter.__module__)\n"
+    )
+    assert _probe(probe) == [
+        "False",
+        "False",
+        "http://127.0.0.1:9/x?a=1",
+        "True",
+        "module",
+        "requests.adapters",
+    ]
+
+
+def test_aiohttp_web_runs_without_the_client_which_still_works_when_used() -> None:
+    # with the finder, aiohttp.web imports without aiohttp's __init__ (and the client it
+    # imports); its __version__ is read from the source; the first name only the __init__
+    # defines runs it, and an HTTP client then talks to a server of aiohttp.web's
+    probe = (
+        "import asyncio, sys\n"
+        "from gridnode.lazyimports import install, loaded_modules\n"
+        "if sys.argv[1] == 'daemon':\n"
+        "    assert install()\n"
+        "from aiohttp import web\n"
+        "import aiohttp\n"
+        "print(aiohttp.__version__, 'aiohttp.connector' in sys.modules)\n"
+        "async def main():\n"
+        "    app = web.Application()\n"
+        "    app.router.add_get('/', lambda r: web.json_response({'ok': 1}))\n"
+        "    runner = web.AppRunner(app)\n"
+        "    await runner.setup()\n"
+        "    site = web.TCPSite(runner, '127.0.0.1', 0)\n"
+        "    await site.start()\n"
+        "    port = runner.addresses[0][1]\n"
+        "    print('aiohttp' in loaded_modules(), 'aiohttp.client' in sys.modules)\n"
+        "    async with aiohttp.ClientSession() as s:\n"
+        "        async with s.get(f'http://127.0.0.1:{port}/') as r:\n"
+        "            print(r.status, await r.json())\n"
+        "    await runner.cleanup()\n"
+        "asyncio.run(main())\n"
+        "from aiohttp.client import ClientSession\n"
+        "print(aiohttp.ClientSession is ClientSession, 'aiohttp' in loaded_modules())\n"
+        "print(aiohttp.GunicornWebWorker)\n"  # the package's own __getattr__ (gunicorn absent)
+    )
+    import aiohttp  # the installed version, for the comparison
+
+    plain = _probe(probe, "plain")
+    ran = ["200", "{'ok':", "1}", "True", "True", "None"]  # a request served; the real names
+    assert plain == [aiohttp.__version__, "True", "True", "True", *ran]
+    assert _probe(probe, "daemon") == [aiohttp.__version__, "False", "False", "False", *ran]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('"""Doc."""\n\n__version__ = "3.14.5"\n\nfrom . import x\n', "3.14.5"),
+        ("__version__ = '1.0'  \n", "1.0"),
+        # anything but one plain literal assignment: None (the __init__ then runs)
+        ('__version__ = "1.0"\n__version__ += ".post1"\n', None),
+        ("from ._version import __version__\n", None),
+        ("__version__ = get_version()\n", None),
+        ('if True:\n    __version__ = "1.0"\n', None),
+        ('__version__ = "1.0" "2"\n', None),
+        ("x = 1\n", None),
+    ],
+)
+def test_a_deferred_package_version_is_read_only_from_a_plain_literal(
+    tmp_path: Path, source: str, expected: str | None
+) -> None:
+    import importlib.util
+    import types
+
+    from gridnode.lazyimports import _literal_version
+
+    init = tmp_path / "pkg" / "__init__.py"
+    init.parent.mkdir()
+    init.write_text(source)
+    module = types.ModuleType("pkg")
+    module.__spec__ = importlib.util.spec_from_file_location("pkg", init)
+    assert _literal_version(module) == expected
 
 
 def test_a_name_read_from_a_deferred_package_runs_its_init_and_is_the_real_one() -> None:
