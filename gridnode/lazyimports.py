@@ -90,27 +90,105 @@ __all__ = [
 
 #: these packages and every sub-package of them have their ``__init__`` deferred
 DEFERRED_PACKAGES: Final = ("libp2p", "aiohttp")
-#: modules run on first attribute access (imported whole by py-libp2p, never used by the daemon):
-#: httpx and h11 (AutoTLS's ACME client), service_identity (TLS certificates), ifaddr and
-#: miniupnpc (mDNS, UPnP), pycryptodome's RSA/AES/Salsa20 parts (RSA keys, SECIO), fastecdsa
-#: (ECDSA keys), aioquic's HTTP/3
+#: modules run on first attribute access: imported whole (``import X``, ``from package import
+#: X`` of a module) by py-libp2p or the libraries it imports, for features the daemon does not
+#: use; none of them runs in a validator or a bidding household (tests/daemon/test_lazy_imports.py)
 LAZY_MODULES: Final = frozenset(
     {
+        # AutoTLS's ACME and broker clients (requests imports urllib3, idna, charset_normalizer)
         "httpx",
         "h11",
         "requests",
+        # TLS certificates and QUIC's certificate store: service_identity, pyOpenSSL's TLS (not
+        # its ``crypto`` module, which replaces itself in sys.modules), certifi
         "service_identity",
+        "OpenSSL.SSL",
+        "certifi",
+        "certifi.core",
+        # mDNS
         "ifaddr",
-        "miniupnpc",
-        "aioquic.h3.connection",
-        "fastecdsa.keys",
-        "fastecdsa.curvemath",
+        # RSA keys, SECIO, ECDSA keys (its C curve arithmetic runs on import: not lazy), HTTP/3
         "Crypto.Cipher.AES",
         "Crypto.Cipher.Salsa20",
         "Crypto.Hash.SHA256",
         "Crypto.Random",
         "Crypto.Signature.pkcs1_15",
         "Crypto.Util.Counter",
+        "fastecdsa.keys",
+        "aioquic.h3.connection",
+        # DNS multiaddrs: record types and helpers dnspython and multiaddr's resolver import (the
+        # resolver object itself is built at import, by py-libp2p's bootstrap module)
+        "dns._ddr",
+        "dns._text_util",
+        "dns._tls_util",
+        "dns.entropy",
+        "dns.ipv6",
+        "dns.rdtypes.ANY.OPT",
+        "dns.rdtypes.ANY.PTR",
+        "dns.rdtypes.ANY.SOA",
+        "dns.rdtypes.ANY.TSIG",
+        "dns.rdtypes.ANY.TXT",
+        "dns.rdtypes.IN.A",
+        "dns.rdtypes.IN.AAAA",
+        "dns.rdtypes.nsbase",
+        "dns.rdtypes.svcbbase",
+        "dns.rdtypes.txtbase",
+        "dns.rdtypes.util",
+        "dns.reversename",
+        "dns.serial",
+        "dns.ttl",
+        "idna",
+        "idna.core",
+        "idna.idnadata",
+        "idna.intranges",
+        "idna.package_data",
+        # content identifiers (IPFS CIDs) and multibase: py-libp2p's records and Bitswap
+        "cid",
+        "cid.base58",
+        "cid.builder",
+        "cid.cid",
+        "cid.prefix",
+        "cid.set",
+        "multibase",
+        "multibase.converters",
+        "multibase.exceptions",
+        "multibase.multibase",
+        "morphys",
+        "baseconv",
+        # protobuf's pure-Python implementation and text format (its C implementation, upb, is
+        # the one that runs), metrics' values (no metric is made)
+        "google.protobuf.descriptor_database",
+        "google.protobuf.internal.containers",
+        "google.protobuf.internal.decoder",
+        "google.protobuf.internal.encoder",
+        "google.protobuf.internal.extension_dict",
+        "google.protobuf.internal.message_listener",
+        "google.protobuf.internal.python_edition_defaults",
+        "google.protobuf.internal.python_message",
+        "google.protobuf.internal.type_checkers",
+        "google.protobuf.internal.wire_format",
+        "google.protobuf.text_encoding",
+        "google.protobuf.text_format",
+        "google.protobuf.unknown_fields",
+        "prometheus_client.mmap_dict",
+        "prometheus_client.values",
+        # the standard library's, imported by those libraries for what the daemon does not do
+        "calendar",
+        "csv",
+        "decimal",
+        "email.base64mime",
+        "email.header",
+        "email.quoprimime",
+        "fractions",
+        "glob",
+        "gzip",
+        "hmac",
+        "pickle",
+        "pprint",
+        "secrets",
+        "shlex",
+        "statistics",
+        "stringprep",
     }
 )
 
@@ -255,6 +333,8 @@ def _run_lazy(module: types.ModuleType) -> None:
         since = {k: v for k, v in module.__dict__.items() if before.get(k, before) is not v}
         spec.loader_state = None
         spec.loader.exec_module(module)
+        if sys.modules.get(spec.name, module) is not module:  # those holding it have the old one
+            raise ImportError(f"{spec.name} replaced itself in sys.modules: it cannot be lazy")
         module.__dict__.update(since)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import signal
 import subprocess
 import sys
@@ -53,8 +54,8 @@ NEVER_RUN = (
     "aiohttp.client",
     "aiohttp.connector",  # builds two TLS contexts at import, reading the system's CA file twice
 )
-#: what a plain ``import libp2p, aiohttp.web`` runs (the control below)
-CONTROL = "import libp2p, aiohttp.web"
+#: what a plain import of py-libp2p, aiohttp.web and the daemon runs (the control below)
+CONTROL = "import libp2p, aiohttp.web, gridnode.startup, gridnode.daemon"
 #: what the daemon does run: the part of py-libp2p it uses
 RUN = (
     "libp2p.transport.tcp.tcp",
@@ -65,7 +66,8 @@ RUN = (
 
 
 def test_a_plain_import_of_libp2p_runs_what_the_daemon_defers() -> None:
-    # the control: without the finder, each of NEVER_RUN is loaded (so the check below can fail)
+    # the control: without the finder, each of NEVER_RUN and of the lazy modules is loaded by
+    # what the daemon imports (so the check on the daemons below can fail)
     probe = f"import json, sys\n{CONTROL}\nprint(json.dumps(sorted(sys.modules)))\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
@@ -73,6 +75,7 @@ def test_a_plain_import_of_libp2p_runs_what_the_daemon_defers() -> None:
     )
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
     assert set(NEVER_RUN) <= loaded
+    assert loaded >= LAZY_MODULES
     assert {"httpx", "fastecdsa.keys", "requests"} <= LAZY_MODULES
 
 
@@ -148,6 +151,61 @@ def test_aiohttp_web_runs_without_the_client_which_still_works_when_used() -> No
     ran = ["200", "{'ok':", "1}", "True", "True", "None"]  # a request served; the real names
     assert plain == [aiohttp.__version__, "True", "True", "True", *ran]
     assert _probe(probe, "daemon") == [aiohttp.__version__, "False", "False", "False", *ran]
+
+
+def test_every_lazy_module_when_used_is_the_module_a_plain_import_gives() -> None:
+    # what the daemon imports, then each lazy module used (its names listed): the same names
+    # as without the finder, and each then counts as run
+    probe = (
+        "import importlib, json, sys\n"
+        "from gridnode.lazyimports import LAZY_MODULES, install, loaded_modules\n"
+        "if sys.argv[1] == 'daemon':\n"
+        "    assert install()\n"
+        f"{CONTROL}\n"
+        "names = {m: sorted(vars(importlib.import_module(m))) for m in sorted(LAZY_MODULES)}\n"
+        "names = {m: [n for n in v if not n.startswith('__')] for m, v in names.items()}\n"
+        "print(json.dumps([names, sorted(LAZY_MODULES - set(loaded_modules()))]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(mode: str) -> list[object]:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        got: list[object] = json.loads(out.stdout.splitlines()[-1])
+        return got
+
+    plain, daemon = run("plain"), run("daemon")
+    assert daemon == plain
+    assert daemon[1] == []
+
+
+def test_a_lazy_module_that_replaces_itself_in_sys_modules_fails_loudly(tmp_path: Path) -> None:
+    (tmp_path / "swapper.py").write_text(
+        "import sys, types\nsys.modules[__name__] = types.ModuleType(__name__)\nX = 1\n"
+    )
+    probe = (
+        "import sys\n"
+        "import gridnode.lazyimports as li\n"
+        "li.LAZY_MODULES = li.LAZY_MODULES | {'swapper'}\n"
+        "assert li.install()\n"
+        "import swapper\n"
+        "try:\n"
+        "    swapper.X\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "swapper replaced itself in sys.modules: it cannot be lazy"
 
 
 @pytest.mark.parametrize(
@@ -248,14 +306,14 @@ def test_cffi_is_not_offered_and_pycryptodome_works_through_ctypes() -> None:
     )
 
 
-def _start(d: Path) -> subprocess.Popen[bytes]:
+def _start(d: Path, **env: str) -> subprocess.Popen[bytes]:
     log = (d / "daemon.log").open("ab")
     with log:
         return subprocess.Popen(
             [sys.executable, "-m", "gridnode", "run", "--dir", str(d), "--ready-file",
              str(d / "ready"), "--modules-file", str(d / "modules")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         )  # fmt: skip
 
 
@@ -269,7 +327,8 @@ def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path
         household.dir,
         {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
     )
-    procs = [_start(h.dir) for h in lc.households]
+    # the validator is profiled (GRIDNODE_PROFILE: cProfile is imported only then)
+    procs = [_start(validator.dir, GRIDNODE_PROFILE=str(tmp_path / "prof")), _start(household.dir)]
     for h, proc in zip(lc.households, procs, strict=True):
         h.process = proc  # for wait_ready: exits early if a daemon dies
     try:
@@ -289,7 +348,12 @@ def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path
     for h in (validator, household):
         ran = set((h.dir / "modules").read_text().split())
         assert ran & set(NEVER_RUN) == set(), h.name
+        assert ran & LAZY_MODULES == set(), h.name
         assert set(RUN) <= ran, h.name
+    assert "cProfile" in set((validator.dir / "modules").read_text().split())
+    assert "cProfile" not in set((household.dir / "modules").read_text().split())
+    stats = pstats.Stats(str(tmp_path / f"prof.{procs[0].pid}"))
+    assert any(fn.endswith("gossip.py") for fn, _, _ in stats.stats)  # type: ignore[attr-defined]
     # and a validator (no meter) ran no meter, forecasting or household code at all
     assert "gridnode.household_driver" in set((household.dir / "modules").read_text().split())
     ran = set((validator.dir / "modules").read_text().split())
