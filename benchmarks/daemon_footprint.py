@@ -95,8 +95,9 @@ def import_cost(statement: str, *, as_daemon: bool = True) -> str:
         # VmRSS, not ru_maxrss: a child's ru_maxrss keeps its parent's peak across fork + exec
         "rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "from gridnode.lazyimports import loaded_modules\n"
         "print(f'{u.ru_utime + u.ru_stime:.3f} s CPU, RSS {rss[0] / 1024:.0f} MB, "
-        '{len(sys.modules)} modules, heavy: {heavy or "none"}\')\n'
+        '{len(loaded_modules())} modules run, heavy: {heavy or "none"}\')\n'
     )
     env = {**os.environ, "PYTHONPATH": str(_HERE.parent)}
     return subprocess.run(
@@ -126,24 +127,25 @@ LIBP2P_PARTS = (
 
 #: the import layers of a validator's daemon, in order, in one interpreter with
 #: :mod:`gridnode.lazyimports` installed (as ``gridnode run`` does); each step's cost is what it
-#: adds on top of the steps before it. The fourth group is what py-libp2p still imports for
-#: features gridnode does not use — AutoTLS/ACME (requests), DNS multiaddrs (dnspython), mDNS when
-#: off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve), QUIC (aioquic), metrics
-#: (prometheus_client), the resource manager's system probe (psutil), netaddr — because modules
-#: the daemon does use import names from them at their top (``docs/benchmarks.md``); imported
-#: first so the rest of py-libp2p's cost is separated from them.
+#: adds on top of the steps before it. The fourth group is what py-libp2p still runs for
+#: features gridnode does not use — DNS multiaddrs (dnspython: a resolver is built at import),
+#: mDNS when off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve), QUIC (aioquic),
+#: metrics (prometheus_client), the resource manager's system probe (psutil), netaddr — because
+#: modules the daemon does use import names from them at their top (``docs/benchmarks.md``);
+#: imported first so the rest of py-libp2p's cost is separated from them. (AutoTLS's HTTP client,
+#: requests, is lazy since this branch: importing it runs nothing.)
 LAYERS: tuple[tuple[str, str], ...] = (
     ("python and asyncio", "asyncio"),
     ("trio", "trio"),
     ("cryptography, PyNaCl", "cryptography.x509, nacl.signing"),
     (
         "libp2p's unused dependencies",
-        "requests, dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
+        "dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
         "aioquic.quic.connection, prometheus_client, psutil, netaddr",
     ),
     ("the rest of py-libp2p (the daemon's parts)", ", ".join(LIBP2P_PARTS)),
     ("numpy (clearing)", "numpy"),
-    ("aiohttp (the API)", "aiohttp.web"),
+    ("aiohttp.web (the API; aiohttp's __init__ and client deferred)", "aiohttp.web"),
     ("gridnode (validator)", "gridnode.startup, gridnode.daemon"),
 )
 
@@ -156,7 +158,8 @@ def import_layers() -> list[str]:
         "def now():\n"
         "    u = resource.getrusage(resource.RUSAGE_SELF)\n"
         "    rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
-        "    return rss[0] / 1024, u.ru_utime + u.ru_stime, len(sys.modules)\n"
+        "    from gridnode.lazyimports import loaded_modules\n"
+        "    return rss[0] / 1024, u.ru_utime + u.ru_stime, len(loaded_modules())\n"
         "last = now()\n"
         "print(f'interpreter|{last[0]:.1f}|{last[1]:.3f}|{last[2]}')\n"
         f"for name, mods in {LAYERS!r}:\n"
@@ -176,7 +179,7 @@ def import_layers() -> list[str]:
         name, rss, cpu, mods = line.split("|")
         sign = "" if name in ("interpreter", "total") else "+"
         rows.append(
-            f"    {name:<30} {sign}{float(rss):5.1f} MB  {sign}{float(cpu):.3f} s CPU  {mods} modules"
+            f"    {name:<30} {sign}{float(rss):5.1f} MB  {sign}{float(cpu):.3f} s CPU  {mods} modules run"
         )
     return rows
 
