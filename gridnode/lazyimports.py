@@ -92,7 +92,8 @@ __all__ = [
 DEFERRED_PACKAGES: Final = ("libp2p", "aiohttp")
 #: modules run on first attribute access: imported whole (``import X``, ``from package import
 #: X`` of a module) by py-libp2p or the libraries it imports, for features the daemon does not
-#: use; none of them runs in a validator or a bidding household (tests/daemon/test_lazy_imports.py)
+#: use — none of them runs in a validator or a bidding household — and numpy, which a validator
+#: needs only once it has an order book (tests/daemon/test_lazy_imports.py)
 LAZY_MODULES: Final = frozenset(
     {
         # AutoTLS's ACME and broker clients (requests imports urllib3, idna, charset_normalizer)
@@ -172,6 +173,10 @@ LAZY_MODULES: Final = frozenset(
         "google.protobuf.unknown_fields",
         "prometheus_client.mmap_dict",
         "prometheus_client.values",
+        # numpy: the clearing and order books' columns (market.clearing, market.orders), so a
+        # validator is ready before it has run (it runs at the first book); a household's
+        # forecaster uses it at once
+        "numpy",
         # the standard library's, imported by those libraries for what the daemon does not do
         "calendar",
         "csv",
