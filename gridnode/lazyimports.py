@@ -1,31 +1,46 @@
-"""Import less of py-libp2p: what the daemon never runs is loaded only if something asks for it.
+"""Import less: what the daemon never runs (or runs only later) is loaded only if something asks.
 
 py-libp2p 0.8.1 imports every transport, security protocol, key type and service it ships, in its
-packages' ``__init__`` files and at the top of the modules the daemon does use
-(``docs/benchmarks.md``, "Where a validator's … go"). :func:`install`, called by the daemon's entry
-points (``gridnode run`` and the launcher) before anything imports libp2p, puts one import finder
-(:class:`_Finder`) in front of Python's own. It changes *when* two kinds of module run, and keeps
-one optional library out of the daemon (its one user falls back, by design, to the standard
-library): no installed file is edited, copied or patched, and nothing is replaced by a stand-in.
+packages' ``__init__`` files and at the top of the modules the daemon does use; aiohttp's
+``__init__`` imports its HTTP client beside the server (``docs/benchmarks.md``, "Where a
+validator's … go"). :func:`install`, called by the daemon's entry points (``gridnode run`` and
+the launcher) before anything imports libp2p, puts one import finder (:class:`_Finder`) in front
+of Python's own. It changes *when* two kinds of module run, and keeps one optional library out of
+the daemon (its one user falls back, by design, to the standard library): no installed file is
+edited, copied or patched, and nothing is replaced by a stand-in.
 
 Rules of this module:
 
-* **Deferred package ``__init__``** (:data:`DEFERRED_PACKAGES`: ``libp2p`` and every sub-package
-  of it). Such a package is created as Python creates any package (its spec, ``__path__``,
-  ``__file__``), so its sub-modules import as usual, but its ``__init__.py`` runs only when
-  something reads a name from the package that is not one of its sub-modules (``from
-  libp2p.transport import TCP``; ``libp2p.kad_dht.KadDHT``; ``from libp2p import new_host``) —
-  then in full, once, under a lock, before the name is returned. So ``libp2p/__init__.py``
-  (which imports the QUIC, TLS and SECIO transports, the key store and the peer-store backends
-  to offer them in ``new_host``; the daemon assembles its host from the parts instead,
-  :func:`gridnode.net.host.build_host`), ``libp2p/kad_dht/__init__.py`` (Kademlia),
-  ``libp2p/transport/__init__.py`` (the WebSocket transport) and the like run only if something
-  needs them; a name read from a package gets what the package defines, as without this module.
-  One effect besides imports: ``libp2p/__init__.py`` also configures py-libp2p's logger from
-  ``LIBP2P_DEBUG``; the daemon routes that logger itself (``gridnode.startup.setup_logging``).
-* **Lazy leaf modules** (:data:`LAZY_MODULES`: libraries py-libp2p imports whole, ``import X``,
-  for features the daemon does not use): :class:`importlib.util.LazyLoader`, the standard
-  library's, runs such a module on the first access to one of its attributes.
+* **Deferred package ``__init__``** (:data:`DEFERRED_PACKAGES`: ``libp2p``, ``aiohttp`` and every
+  sub-package of them). Such a package is created as Python creates any package (its spec,
+  ``__path__``, ``__file__``), so its sub-modules import as usual, but its ``__init__.py`` runs
+  only when something reads a name from the package that is not one of its sub-modules (``from
+  libp2p.transport import TCP``; ``libp2p.kad_dht.KadDHT``; ``aiohttp.ClientSession``) — then in
+  full, once, under a lock, before the name is returned; a name the ``__init__`` does not bind
+  goes to the package's own ``__getattr__`` (PEP 562) if it has one, as without this module. So
+  ``libp2p/__init__.py`` (which imports the QUIC, TLS and SECIO transports, the key store and the
+  peer-store backends to offer them in ``new_host``; the daemon assembles its host from the parts
+  instead, :func:`gridnode.net.host.build_host`), ``libp2p/kad_dht/__init__.py`` (Kademlia),
+  ``libp2p/transport/__init__.py`` (the WebSocket transport) and ``aiohttp/__init__.py`` (the HTTP
+  client, whose connector builds two TLS contexts at import, each reading the system's CA file:
+  the API needs only ``aiohttp.web``) run only if something needs them. One name is answered
+  without running the ``__init__``: ``__version__`` (``aiohttp.http`` reads it at import), when the
+  ``__init__.py`` source has exactly one line naming it and that line binds it to a plain string
+  literal — the value the ``__init__`` would bind. One effect besides imports:
+  ``libp2p/__init__.py`` also configures py-libp2p's logger from ``LIBP2P_DEBUG``; the daemon
+  routes that logger itself (``gridnode.startup.setup_logging``).
+* **Lazy modules** (:data:`LAZY_MODULES`: modules imported whole — ``import X``, or ``from
+  package import X`` of a module — by py-libp2p or the libraries it imports, for features the
+  daemon does not use; and numpy, which a validator needs only once it has an order book). Such a
+  module is created by its own loader and its code runs on the first read of any attribute but
+  ``__spec__``, once, under this module's lock; what the import system set on it meanwhile (its
+  sub-modules) is kept. ``__spec__`` is exempt because every later ``import X`` of an imported
+  module reads it: :class:`importlib.util.LazyLoader` (Python 3.11), which does not exempt it,
+  runs a module at its second import (py-libp2p imports requests twice). ``from X import name``
+  reads ``name`` and so runs ``X`` (as it must). Only source modules can be lazy (an extension
+  module runs when it is created); a lazy module whose code replaces it in :data:`sys.modules`
+  (pyOpenSSL's ``crypto`` does) raises :class:`ImportError` at its first use: whoever imported
+  it holds the old object.
 * **An optional backend not offered** (:data:`ABSENT_MODULES`: ``cffi``, the Python package —
   not ``_cffi_backend``, which PyNaCl's and coincurve's compiled bindings load). Importing it
   raises :class:`ModuleNotFoundError`, as if it were not installed, naming this module. Its
@@ -35,33 +50,27 @@ Rules of this module:
   in-line mode, which imports pycparser and parses C declarations at every start. The same C
   library is called either way. Anything else that needs cffi fails loudly at its import.
 * **What is not made lazy, and why**: a module py-libp2p imports *names* from at its top
-  (``from aioquic.quic.connection import QuicConnectionError``) runs at that moment: Python's
-  import statement reads the name at once, and a stand-in object would not be the real class
-  (type checks, ``except`` clauses, subclasses). The modules that do so are py-libp2p's core,
-  which every host needs, not its optional transports: ``libp2p.custom_types`` imports
-  ``QUICStream`` (whose module imports aioquic, with pyOpenSSL and X.509), ``libp2p.peer.id``
-  imports the key decoder (RSA keys: pycryptodome, with cffi's C parser; secp256k1: coincurve),
-  ``BasicHost``'s module imports AutoTLS's ACME and broker clients (requests, dnspython), mDNS
-  (zeroconf), UPnP and relay, the swarm and ping import the resource manager and metrics
-  (prometheus_client, psutil), the TCP transport and the swarm import multiaddr's DNS resolver
-  (dnspython). ``LazyLoader`` on requests, psutil, coincurve, dnspython's modules or
-  pycryptodome's ``Crypto.Hash``/``Crypto.Signature`` changes nothing: each is read by name
-  elsewhere in that core at import (measured). ``docs/benchmarks.md`` lists what they cost;
-  only py-libp2p importing them where they are used (upstream), or a host not built on
-  ``BasicHost`` and ``Swarm``, would drop them.
-* **Failure is loud.** A package whose deferred ``__init__`` fails raises where its name was read,
-  as a failing import raises where it is imported. ``tests/daemon/test_lazy_imports.py`` runs real
-  daemons over real libp2p with this finder installed and checks, in the daemon process, which
-  modules never ran.
+  (``from zeroconf import Zeroconf``) runs at that moment: Python's import statement reads the
+  name at once, and a stand-in object would not be the real class (type checks, ``except``
+  clauses, subclasses). The modules that do so are py-libp2p's core, which every host needs, not
+  its optional transports: ``libp2p.custom_types`` imports ``QUICStream`` (whose module imports
+  aioquic, with cryptography's X.509), ``libp2p.peer.id`` imports the key decoder (RSA keys:
+  pycryptodome; secp256k1: coincurve, read in an annotation), ``BasicHost``'s module imports mDNS
+  (zeroconf) and the bootstrap module, which builds multiaddr's DNS resolver (dnspython) at
+  import, the resource manager imports its Prometheus exporter and takes a ``psutil.Process``
+  when the host is built. ``docs/benchmarks.md`` lists what they cost; only py-libp2p importing
+  them where they are used (upstream) would drop them.
+* **Failure is loud.** A package whose deferred ``__init__`` fails, or a lazy module whose code
+  fails, raises where its name was read, as a failing import raises where it is imported.
+  ``tests/daemon/test_lazy_imports.py`` runs real daemons over real libp2p with this finder
+  installed and checks, in the daemon process, which modules never ran.
 * :func:`install` is idempotent and does nothing once ``libp2p`` has been imported (a package
   already imported cannot be deferred); it returns whether the finder is in place.
-* Known limits: a deferred ``__init__`` runs under one lock of this module, not under the import
-  system's lock of that package: a thread running one while another thread, in the middle of
-  importing a module that the first one's ``__init__`` imports too, reads a name from a second
-  deferred package could wait on each other. The daemon imports almost nothing once it serves,
-  and nothing of py-libp2p from two threads. :class:`importlib.util.LazyLoader` (Python 3.11)
-  takes no lock: two threads reading a lazy module's first attribute at once could both run it;
-  the modules listed are ones the daemon never uses at all.
+* Known limits: a deferred ``__init__`` or a lazy module runs under one lock of this module, not
+  under the import system's lock of that module: a thread running one while another thread, in
+  the middle of importing a module that the first one's code imports too, touches a second
+  deferred or lazy module could wait on each other. The daemon imports almost nothing once it
+  serves; numpy (the one lazy module it does use) imports only numpy and the standard library.
 * What ran in a daemon: :func:`loaded_modules`; ``gridnode run --modules-file FILE`` writes it on
   exit.
 """
