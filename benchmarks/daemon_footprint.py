@@ -28,18 +28,25 @@ them; clock at 60×) and prints, per role:
   is then fork request → ready and its CPU the child's since the fork; the launcher's own memory
   is printed beside (its pages are shared with its children: their RSS counts them, PSS splits
   them). The load average is printed with each;
+* with ``--against TREE``, only this: a validator's and a household's start-up (exec -> ready,
+  wall and CPU, and RSS at ready), each daemon alone and stopped at ready, alternating between
+  this tree and ``TREE`` (another source tree, e.g. main via ``git archive``) ``--pairs`` times
+  in the same minutes: on a machine whose load changes by the minute, a comparison that one run
+  after the other is not;
 * with ``--many N``: ``N`` daemons (4 validators, ``N - 4`` full nodes without a meter) started at
   once, the time until all are ready, their summed CPU by then, and their summed RSS, PSS and
   USS after ``--idle`` seconds (with the launcher's); both ways with ``--launcher``.
 
     python benchmarks/daemon_footprint.py [--households 2] [--idle 20] [--cold]
         [--launcher] [--many N] [--no-imports]
+    python benchmarks/daemon_footprint.py --against TREE [--pairs 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -95,8 +102,9 @@ def import_cost(statement: str, *, as_daemon: bool = True) -> str:
         # VmRSS, not ru_maxrss: a child's ru_maxrss keeps its parent's peak across fork + exec
         "rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "from gridnode.lazyimports import loaded_modules\n"
         "print(f'{u.ru_utime + u.ru_stime:.3f} s CPU, RSS {rss[0] / 1024:.0f} MB, "
-        '{len(sys.modules)} modules, heavy: {heavy or "none"}\')\n'
+        '{len(loaded_modules())} modules run, heavy: {heavy or "none"}\')\n'
     )
     env = {**os.environ, "PYTHONPATH": str(_HERE.parent)}
     return subprocess.run(
@@ -126,25 +134,28 @@ LIBP2P_PARTS = (
 
 #: the import layers of a validator's daemon, in order, in one interpreter with
 #: :mod:`gridnode.lazyimports` installed (as ``gridnode run`` does); each step's cost is what it
-#: adds on top of the steps before it. The fourth group is what py-libp2p still imports for
-#: features gridnode does not use — AutoTLS/ACME (requests), DNS multiaddrs (dnspython), mDNS when
-#: off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve), QUIC (aioquic), metrics
-#: (prometheus_client), the resource manager's system probe (psutil), netaddr — because modules
-#: the daemon does use import names from them at their top (``docs/benchmarks.md``); imported
-#: first so the rest of py-libp2p's cost is separated from them.
+#: adds on top of the steps before it. The fourth group is what py-libp2p still runs for
+#: features gridnode does not use — DNS multiaddrs (dnspython: a resolver is built at import),
+#: mDNS when off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve), QUIC (aioquic),
+#: metrics (prometheus_client), the resource manager's system probe (psutil), netaddr — because
+#: modules the daemon does use import names from them at their top (``docs/benchmarks.md``);
+#: imported first so the rest of py-libp2p's cost is separated from them. (AutoTLS's HTTP client,
+#: requests, is lazy since stop 25: importing it runs nothing.) numpy is lazy in the daemon: the
+#: last layer is what it adds when a validator first clears (after it is ready).
 LAYERS: tuple[tuple[str, str], ...] = (
     ("python and asyncio", "asyncio"),
     ("trio", "trio"),
     ("cryptography, PyNaCl", "cryptography.x509, nacl.signing"),
     (
         "libp2p's unused dependencies",
-        "requests, dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
+        "dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
         "aioquic.quic.connection, prometheus_client, psutil, netaddr",
     ),
     ("the rest of py-libp2p (the daemon's parts)", ", ".join(LIBP2P_PARTS)),
-    ("numpy (clearing)", "numpy"),
-    ("aiohttp (the API)", "aiohttp.web"),
+    ("aiohttp.web (the API; aiohttp's __init__ and client deferred)", "aiohttp.web"),
     ("gridnode (validator)", "gridnode.startup, gridnode.daemon"),
+    # lazy in the daemon: importing a sub-module runs the package (a validator, at its first book)
+    ("numpy, at the first order book", "numpy._core"),
 )
 
 
@@ -156,7 +167,8 @@ def import_layers() -> list[str]:
         "def now():\n"
         "    u = resource.getrusage(resource.RUSAGE_SELF)\n"
         "    rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:')]\n"
-        "    return rss[0] / 1024, u.ru_utime + u.ru_stime, len(sys.modules)\n"
+        "    from gridnode.lazyimports import loaded_modules\n"
+        "    return rss[0] / 1024, u.ru_utime + u.ru_stime, len(loaded_modules())\n"
         "last = now()\n"
         "print(f'interpreter|{last[0]:.1f}|{last[1]:.3f}|{last[2]}')\n"
         f"for name, mods in {LAYERS!r}:\n"
@@ -176,7 +188,7 @@ def import_layers() -> list[str]:
         name, rss, cpu, mods = line.split("|")
         sign = "" if name in ("interpreter", "total") else "+"
         rows.append(
-            f"    {name:<30} {sign}{float(rss):5.1f} MB  {sign}{float(cpu):.3f} s CPU  {mods} modules"
+            f"    {name:<30} {sign}{float(rss):5.1f} MB  {sign}{float(cpu):.3f} s CPU  {mods} modules run"
         )
     return rows
 
@@ -255,6 +267,63 @@ def start_many(
     return {"wall_s": wall, "cpu_s": cpu, **total}
 
 
+def start_alone(tree: Path, d: Path) -> tuple[float, float, float]:
+    """``gridnode run`` of ``tree`` (its own source on ``PYTHONPATH``) on the daemon directory
+    ``d``, alone: wall and CPU seconds from exec to its ready file, and its RSS (MB) then; it is
+    stopped (SIGTERM) right after."""
+    ready = d / "ready"
+    ready.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    with (d / "daemon.log").open("ab") as log:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gridnode", "run", "--dir", str(d), "--ready-file", str(ready)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tree,
+        )  # fmt: skip
+    try:
+        deadline = t0 + 120.0
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{tree}: the daemon in {d} did not get ready; see its daemon.log")
+            time.sleep(0.002)
+        wall = time.monotonic() - t0
+        cpu = proc_cpu_s(proc.pid)
+        rss = memory_mb(proc.pid)["rss"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return wall, cpu, rss
+
+
+def start_pairs(root: Path, other: Path, pairs: int) -> None:
+    """A validator's and a household's start-up, alternating between this tree and ``other`` (e.g.
+    main, ``git archive``'d) ``pairs`` times in the same minutes, each daemon alone; medians."""
+    lc = LocalCommunity(root, validators=4, full_nodes=1, speedup=60, launcher=False)
+    lc.create()
+    household = lc.households[4]
+    update_config(
+        household.dir,
+        {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
+    )
+    trees = {"this tree": _HERE.parent, str(other): other}
+    for tree in trees.values():  # bytecode into the cache, the store opened once
+        start_alone(tree, lc.households[0].dir)
+        start_alone(tree, household.dir)
+    for role, d in (("validator", lc.households[0].dir), ("household", household.dir)):
+        load = os.getloadavg()[0]
+        got: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
+        for _ in range(pairs):
+            for name, tree in trees.items():
+                got[name].append(start_alone(tree, d))
+        for name, rows in got.items():
+            wall, cpu, rss = (statistics.median(r[i] for r in rows) for i in range(3))
+            print(
+                f"  {role:<10} {name:<24} n={pairs}  start-up {wall:.2f} s wall, {cpu:.2f} s CPU "
+                f"(min {min(r[1] for r in rows):.2f})  |  RSS at ready {rss:.0f} MB  (medians)"
+            )
+        print(f"  (alternating, load {load:.1f} -> {os.getloadavg()[0]:.1f})")
+
+
 def print_rows(rows: dict[str, list[tuple[float, float, dict[str, float]]]], idle_s: float) -> None:
     for role, items in rows.items():
         if role == "the launcher itself":
@@ -296,6 +365,15 @@ def main() -> None:
         "until all are ready and their summed memory (with --launcher: both ways)",
     )
     ap.add_argument("--no-imports", action="store_true", help="skip the import measurements")
+    ap.add_argument(
+        "--against",
+        type=Path,
+        metavar="TREE",
+        help="only: start a validator and a household alone, alternating with TREE's "
+        "(another source tree, e.g. main: git -C REPO archive main | tar -x -C TREE), "
+        "--pairs times each, and print both",
+    )
+    ap.add_argument("--pairs", type=int, default=5, help="with --against: starts per tree")
     args = ap.parse_args()
     if args.many and args.many < 5:
         ap.error("--many needs at least 5 daemons (4 validators and a household)")
@@ -309,6 +387,14 @@ def main() -> None:
             os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
             import_cost(WARM_UP)  # fills the cache once
         print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+        if args.against is not None:
+            print(
+                f"start-up alone (bytecode cached; exec -> ready file), this tree and "
+                f"{args.against} alternating:"
+            )
+            start_pairs(Path(tmp) / "pairs", args.against.resolve(), args.pairs)
+            print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+            return
         if not args.no_imports:
             print(
                 f"  import libp2p (plainly)          {import_cost('import libp2p', as_daemon=False)}"

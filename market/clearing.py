@@ -49,10 +49,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from itertools import repeat
-from typing import Any, NamedTuple, NoReturn, cast, overload
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, cast, overload
 
-import numpy as np
-import numpy.typing as npt
+import numpy as np  # lazy in a daemon (gridnode.lazyimports): it runs at the first clearing
 
 from market.errors import InvalidInput, OrderReason
 from market.orders import BookColumns, Order, Side, ValidBook, book_columns
@@ -60,10 +59,13 @@ from market.units import WH_PER_KWH, amount_micro, largest_remainder
 
 __all__ = ["ClearingResult", "Rule", "Trade", "Trades", "clear"]
 
-_I64 = np.int64
-_IntArray = npt.NDArray[np.int64]
-#: A column of integers: a numpy array on the fast path, a list of Python ints on the exact one.
-_Column = Sequence[int] | npt.NDArray[Any]
+_I64: Final = "int64"  # the dtype np.int64, named (nothing of numpy is read at import)
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    _IntArray = npt.NDArray[np.int64]
+    #: A column of integers: a numpy array on the fast path, a list of Python ints on the exact one.
+    _Column = Sequence[int] | npt.NDArray[Any]
 # Products above this may overflow int64; such (rare, huge) books take the exact Python-int path.
 _SAFE = 2**62
 

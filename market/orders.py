@@ -23,10 +23,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain
-from typing import Final, overload
+from typing import TYPE_CHECKING, Final, overload
 
-import numpy as np
-import numpy.typing as npt
+import numpy as np  # lazy in a daemon (gridnode.lazyimports): it runs at the first book's columns
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 from market.errors import InvalidInput, OrderReason
 from market.slots import SlotClock

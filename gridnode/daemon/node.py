@@ -21,7 +21,6 @@ Rules of this module:
 
 from __future__ import annotations
 
-import cProfile
 import heapq
 import logging
 import os
@@ -281,8 +280,11 @@ class DaemonNode:
         self.runtime.start(self.clock.now_ms())
         self._publish()
         profile = os.environ.get(PROFILE_ENV)
-        prof = cProfile.Profile() if profile else None
-        if prof is not None:
+        prof = None
+        if profile:
+            import cProfile  # noqa: PLC0415 - only when asked for
+
+            prof = cProfile.Profile()
             prof.enable()
         try:
             await self._run_tasks()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import signal
 import subprocess
 import sys
@@ -47,7 +48,14 @@ NEVER_RUN = (
     "service_identity",
     "cffi",  # kept out (ABSENT_MODULES): pycryptodome uses its ctypes backend, no C parser
     "pycparser",
+    "requests",  # AutoTLS's ACME and broker clients (imported twice: lazy all the same)
+    "urllib3",
+    "aiohttp",  # its __init__, which imports the HTTP client: the API needs only aiohttp.web
+    "aiohttp.client",
+    "aiohttp.connector",  # builds two TLS contexts at import, reading the system's CA file twice
 )
+#: what a plain import of py-libp2p, aiohttp.web and the daemon runs (the control below)
+CONTROL = "import libp2p, aiohttp.web, gridnode.startup, gridnode.daemon"
 #: what the daemon does run: the part of py-libp2p it uses
 RUN = (
     "libp2p.transport.tcp.tcp",
@@ -58,15 +66,176 @@ RUN = (
 
 
 def test_a_plain_import_of_libp2p_runs_what_the_daemon_defers() -> None:
-    # the control: without the finder, each of NEVER_RUN is loaded (so the check below can fail)
-    probe = "import json, sys, libp2p\nprint(json.dumps(sorted(sys.modules)))\n"
+    # the control: without the finder, each of NEVER_RUN and of the lazy modules is loaded by
+    # what the daemon imports (so the check on the daemons below can fail)
+    probe = f"import json, sys\n{CONTROL}\nprint(json.dumps(sorted(sys.modules)))\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
     assert set(NEVER_RUN) <= loaded
-    assert {"httpx", "fastecdsa.keys"} <= LAZY_MODULES
+    assert loaded >= LAZY_MODULES
+    assert {"httpx", "fastecdsa.keys", "requests"} <= LAZY_MODULES
+
+
+def _probe(code: str, *args: str) -> list[str]:
+    """Runs ``code`` in a fresh interpreter (this tree on the path); its stdout's words."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_a_lazy_module_imported_twice_stays_lazy_and_runs_on_first_use() -> None:
+    # a second `import requests` (py-libp2p has two) reads only the module's __spec__, which
+    # does not run it; the first real use does, and gets the real module
+    probe = (
+        "import sys\n"
+        "from gridnode.lazyimports import install, loaded_modules\n"
+        "assert install()\n"
+        "import requests\n"
+        "import requests as again\n"
+        "assert again is requests and requests.__spec__.name == 'requests'\n"
+        "print('requests' in loaded_modules(), 'urllib3' in sys.modules)\n"
+        "req = requests.Request('GET', 'http://127.0.0.1:9/x', params={'a': 1}).prepare()\n"
+        "print(req.url, 'requests' in loaded_modules(), type(requests).__name__)\n"
+        "import requests.adapters\n"
+        "print(requests.adapters.HTTPAdapter.__module__)\n"
+    )
+    assert _probe(probe) == [
+        "False",
+        "False",
+        "http://127.0.0.1:9/x?a=1",
+        "True",
+        "module",
+        "requests.adapters",
+    ]
+
+
+def test_aiohttp_web_runs_without_the_client_which_still_works_when_used() -> None:
+    # with the finder, aiohttp.web imports without aiohttp's __init__ (and the client it
+    # imports); its __version__ is read from the source; the first name only the __init__
+    # defines runs it, and an HTTP client then talks to a server of aiohttp.web's
+    probe = (
+        "import asyncio, sys\n"
+        "from gridnode.lazyimports import install, loaded_modules\n"
+        "if sys.argv[1] == 'daemon':\n"
+        "    assert install()\n"
+        "from aiohttp import web\n"
+        "import aiohttp\n"
+        "print(aiohttp.__version__, 'aiohttp.connector' in sys.modules)\n"
+        "async def main():\n"
+        "    app = web.Application()\n"
+        "    app.router.add_get('/', lambda r: web.json_response({'ok': 1}))\n"
+        "    runner = web.AppRunner(app)\n"
+        "    await runner.setup()\n"
+        "    site = web.TCPSite(runner, '127.0.0.1', 0)\n"
+        "    await site.start()\n"
+        "    port = runner.addresses[0][1]\n"
+        "    print('aiohttp' in loaded_modules(), 'aiohttp.client' in sys.modules)\n"
+        "    async with aiohttp.ClientSession() as s:\n"
+        "        async with s.get(f'http://127.0.0.1:{port}/') as r:\n"
+        "            print(r.status, await r.json())\n"
+        "    await runner.cleanup()\n"
+        "asyncio.run(main())\n"
+        "from aiohttp.client import ClientSession\n"
+        "print(aiohttp.ClientSession is ClientSession, 'aiohttp' in loaded_modules())\n"
+        "print(aiohttp.GunicornWebWorker)\n"  # the package's own __getattr__ (gunicorn absent)
+    )
+    import aiohttp  # the installed version, for the comparison
+
+    plain = _probe(probe, "plain")
+    ran = ["200", "{'ok':", "1}", "True", "True", "None"]  # a request served; the real names
+    assert plain == [aiohttp.__version__, "True", "True", "True", *ran]
+    assert _probe(probe, "daemon") == [aiohttp.__version__, "False", "False", "False", *ran]
+
+
+def test_every_lazy_module_when_used_is_the_module_a_plain_import_gives() -> None:
+    # what the daemon imports, then each lazy module used (its names listed): the same names
+    # as without the finder, and each then counts as run
+    probe = (
+        "import importlib, json, sys\n"
+        "from gridnode.lazyimports import LAZY_MODULES, install, loaded_modules\n"
+        "if sys.argv[1] == 'daemon':\n"
+        "    assert install()\n"
+        f"{CONTROL}\n"
+        "names = {m: sorted(vars(importlib.import_module(m))) for m in sorted(LAZY_MODULES)}\n"
+        "names = {m: [n for n in v if not n.startswith('__')] for m, v in names.items()}\n"
+        "print(json.dumps([names, sorted(LAZY_MODULES - set(loaded_modules()))]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(mode: str) -> list[object]:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        got: list[object] = json.loads(out.stdout.splitlines()[-1])
+        return got
+
+    plain, daemon = run("plain"), run("daemon")
+    assert daemon == plain
+    assert daemon[1] == []
+
+
+def test_a_lazy_module_that_replaces_itself_in_sys_modules_fails_loudly(tmp_path: Path) -> None:
+    (tmp_path / "swapper.py").write_text(
+        "import sys, types\nsys.modules[__name__] = types.ModuleType(__name__)\nX = 1\n"
+    )
+    probe = (
+        "import sys\n"
+        "import gridnode.lazyimports as li\n"
+        "li.LAZY_MODULES = li.LAZY_MODULES | {'swapper'}\n"
+        "assert li.install()\n"
+        "import swapper\n"
+        "try:\n"
+        "    swapper.X\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "swapper replaced itself in sys.modules: it cannot be lazy"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('"""Doc."""\n\n__version__ = "3.14.5"\n\nfrom . import x\n', "3.14.5"),
+        ("__version__ = '1.0'  \n", "1.0"),
+        # anything but one plain literal assignment: None (the __init__ then runs)
+        ('__version__ = "1.0"\n__version__ += ".post1"\n', None),
+        ("from ._version import __version__\n", None),
+        ("__version__ = get_version()\n", None),
+        ('if True:\n    __version__ = "1.0"\n', None),
+        ('__version__ = "1.0" "2"\n', None),
+        ("x = 1\n", None),
+    ],
+)
+def test_a_deferred_package_version_is_read_only_from_a_plain_literal(
+    tmp_path: Path, source: str, expected: str | None
+) -> None:
+    import importlib.util
+    import types
+
+    from gridnode.lazyimports import _literal_version
+
+    init = tmp_path / "pkg" / "__init__.py"
+    init.parent.mkdir()
+    init.write_text(source)
+    module = types.ModuleType("pkg")
+    module.__spec__ = importlib.util.spec_from_file_location("pkg", init)
+    assert _literal_version(module) == expected
 
 
 def test_a_name_read_from_a_deferred_package_runs_its_init_and_is_the_real_one() -> None:
@@ -137,15 +306,34 @@ def test_cffi_is_not_offered_and_pycryptodome_works_through_ctypes() -> None:
     )
 
 
-def _start(d: Path) -> subprocess.Popen[bytes]:
+def _start(d: Path, **env: str) -> subprocess.Popen[bytes]:
     log = (d / "daemon.log").open("ab")
     with log:
         return subprocess.Popen(
             [sys.executable, "-m", "gridnode", "run", "--dir", str(d), "--ready-file",
              str(d / "ready"), "--modules-file", str(d / "modules")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         )  # fmt: skip
+
+
+@pytest.mark.net
+@pytest.mark.timeout(120)
+def test_a_validator_is_ready_without_numpy(tmp_path: Path) -> None:
+    # numpy (lazy) runs at a validator's first order book, not before it serves
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=0, speedup=60, launcher=False)
+    lc.create()
+    (validator,) = lc.households
+    validator.process = proc = _start(validator.dir)
+    try:
+        lc.wait_ready(90)
+        assert lc.api(0, "/api/status")["height"] >= 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0
+    ran = set((validator.dir / "modules").read_text().split())
+    assert "numpy" not in ran and "market.clearing" in ran and "libp2p.pubsub.gossipsub" in ran
 
 
 @pytest.mark.net
@@ -158,7 +346,8 @@ def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path
         household.dir,
         {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
     )
-    procs = [_start(h.dir) for h in lc.households]
+    # the validator is profiled (GRIDNODE_PROFILE: cProfile is imported only then)
+    procs = [_start(validator.dir, GRIDNODE_PROFILE=str(tmp_path / "prof")), _start(household.dir)]
     for h, proc in zip(lc.households, procs, strict=True):
         h.process = proc  # for wait_ready: exits early if a daemon dies
     try:
@@ -169,6 +358,10 @@ def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path
             lambda: any(s["accepted"] for s in lc.api(1, "/api/submissions")["submissions"]), 120
         )
         assert lc.wait_for(lambda: lc.api(1, "/api/status")["height"] >= 3, 60)
+        # and the validator clears the household's slot: numpy, lazy until then, runs for it
+        subs = lc.api(1, "/api/submissions")["submissions"]
+        slot = max(s["slot"] for s in subs if s["accepted"])
+        assert lc.wait_for(lambda: lc.api(0, "/api/status")["last_cleared_slot"] >= slot, 90)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -178,7 +371,12 @@ def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path
     for h in (validator, household):
         ran = set((h.dir / "modules").read_text().split())
         assert ran & set(NEVER_RUN) == set(), h.name
+        assert ran & LAZY_MODULES == {"numpy"}, h.name  # numpy: the clearing, the forecaster
         assert set(RUN) <= ran, h.name
+    assert "cProfile" in set((validator.dir / "modules").read_text().split())
+    assert "cProfile" not in set((household.dir / "modules").read_text().split())
+    stats = pstats.Stats(str(tmp_path / f"prof.{procs[0].pid}"))
+    assert any(fn.endswith("gossip.py") for fn, _, _ in stats.stats)  # type: ignore[attr-defined]
     # and a validator (no meter) ran no meter, forecasting or household code at all
     assert "gridnode.household_driver" in set((household.dir / "modules").read_text().split())
     ran = set((validator.dir / "modules").read_text().split())
