@@ -543,8 +543,13 @@ class _QuantileFits:
         # least squares first: one set of weights for every level
         w: FloatArray = np.ones((n_b, 1, rows))
         beta: FloatArray = np.zeros((n_b, len(QUANTILES), f))
+        # the residuals and weights of every iteration in the same two arrays (the same values
+        # as new arrays: half a MB each, which the allocator maps and unmaps every time)
+        r = np.empty((n_b, len(QUANTILES), rows))
+        weights = np.empty_like(r)
+        pairs = pairs_t.transpose(0, 2, 1)
         for it in range(iterations):
-            g = w @ pairs_t.transpose(0, 2, 1)  # (B, Q or 1, P + F)
+            g = w @ pairs  # (B, Q or 1, P + F)
             gram[..., iu, ju] = g[..., :p]
             gram[..., ju, iu] = g[..., :p]
             gram *= dd
@@ -552,7 +557,9 @@ class _QuantileFits:
             rhs = g[..., p:] * d  # (B, Q or 1, F)
             step = np.asarray(np.linalg.solve(gram, rhs[..., None])[..., 0], dtype=np.float64)
             beta = step if it < 2 else beta + self.relaxation * (step - beta)
-            w = _pinball_weights(yq - (beta * d) @ xs_t, taus, floor)
+            np.matmul(beta * d, xs_t, out=r)
+            np.subtract(yq, r, out=r)
+            w = _pinball_weights(r, taus, floor, out=weights)
         out: FloatArray = beta * d / self.scale[:, None, :]
         return out
 
