@@ -457,8 +457,13 @@ class ProfileQR:
         n, n_b, n_origins, n_f = x_all.shape
         coefs = np.empty((n, n_b, len(QUANTILES), n_f))
         scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
+        # the households' products of feature pairs, one after the other in the same array (20 MB
+        # for a year's origins: allocating it anew for each household cost more than filling it)
+        pairs_t = np.empty((n_b, n_f * (n_f + 1) // 2 + n_f, n_origins))
         for i in range(n):
-            fits = _QuantileFits(x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation)
+            fits = _QuantileFits(
+                x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation, pairs_t=pairs_t
+            )
             if cut is None:
                 coefs[i] = fits.fit(n_origins, iterations=self.iterations)
                 continue
@@ -500,7 +505,17 @@ class _QuantileFits:
     **over-relaxed**, ``β ← β + ω (β_IRLS − β)`` with ``ω`` = ``relaxation``: it reaches the
     pinball loss of 25 plain iterations in about 14."""
 
-    def __init__(self, x: FloatArray, y: FloatArray, *, ridge: float, relaxation: float) -> None:
+    def __init__(
+        self,
+        x: FloatArray,
+        y: FloatArray,
+        *,
+        ridge: float,
+        relaxation: float,
+        pairs_t: FloatArray | None = None,
+    ) -> None:
+        """``pairs_t``: an array of shape ``(B, P + F, N)`` to hold the products of feature pairs
+        (overwritten; a new one when ``None``)."""
         self.x, self.y = x, y  # (B, N, F), (B, N)
         self.ridge, self.relaxation = ridge, relaxation
         self.rms = np.sqrt((x**2).mean(axis=1))  # (B, F), over all origins
@@ -510,7 +525,10 @@ class _QuantileFits:
         n_b, f, n = self.xs_t.shape
         # the products of feature pairs (in _pairs' order), then of each feature and the
         # target: one matrix product with the weights gives XᵀWX and XᵀWy
-        self.pairs_t = np.empty((n_b, f * (f + 1) // 2 + f, n))  # (B, P + F, N)
+        shape = (n_b, f * (f + 1) // 2 + f, n)  # (B, P + F, N)
+        if pairs_t is not None and pairs_t.shape != shape:
+            raise UsageError(f"pairs_t must have shape {shape}, got {pairs_t.shape}")
+        self.pairs_t = np.empty(shape) if pairs_t is None else pairs_t
         at = 0
         for i in range(f):
             np.multiply(

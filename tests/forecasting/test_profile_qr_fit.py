@@ -157,3 +157,21 @@ def test_pinball_weights_into_a_given_array_are_the_same_bits() -> None:
     assert got is out
     assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
     assert np.array_equal(given, np.maximum(np.abs(r), floor))
+
+
+def test_quantile_fits_in_a_given_pairs_array_are_the_same_bits() -> None:
+    """The fit reuses one array for every household's products of feature pairs: a fit in a
+    used array (another household's products in it) gives the coefficients of a fresh one; an
+    array of the wrong shape is refused."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 300, 4))
+    x[..., 0] = 1.0
+    y = x @ np.array([5.0, 2.0, -1.0, 0.5]) + rng.normal(size=(3, 300))
+    fresh = _QuantileFits(x, y, ridge=1e-3, relaxation=1.8)
+    used = np.full((3, 4 * 5 // 2 + 4, 300), 7.0)
+    _QuantileFits(x * 2, y, ridge=1e-3, relaxation=1.8, pairs_t=used)
+    again = _QuantileFits(x, y, ridge=1e-3, relaxation=1.8, pairs_t=used)
+    for rows in (240, 300):
+        assert fresh.fit(rows, iterations=6).tobytes() == again.fit(rows, iterations=6).tobytes()
+    with pytest.raises(UsageError, match="pairs_t must have shape"):
+        _QuantileFits(x, y, ridge=1e-3, relaxation=1.8, pairs_t=np.empty((3, 13, 300)))
