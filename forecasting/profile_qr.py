@@ -268,8 +268,18 @@ def _pv_env(series: _Series, t: IntArray, s: int) -> FloatArray:
     return out
 
 
-def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
-    """``(n, len(t), P)`` profile features at intervals ``t`` (each needs 21 days before it)."""
+def _profiles(
+    series: _Series,
+    t: IntArray,
+    s: int,
+    *,
+    med7: FloatArray | None = None,
+    env: FloatArray | None = None,
+) -> FloatArray:
+    """``(n, len(t), P)`` profile features at intervals ``t`` (each needs 21 days before it).
+    ``med7``, ``env``: the columns :data:`MED7` and :data:`PV_ENV` at ``t`` when the caller has
+    them (a fit computes both at every interval: each value is a function of its own interval's
+    inputs, so taking them is bit for bit computing them again)."""
     lags = _lags(series.load, t, s, PROFILE_DAYS)
     same = (
         series.day_type[t[:, None] - s * np.arange(1, PROFILE_DAYS + 1)]
@@ -281,7 +291,7 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
     feats = [
         lags[..., 0],
         lags[..., 6],
-        _med7(series, t, s),
+        _med7(series, t, s) if med7 is None else med7,
         lags.mean(axis=-1),
         np.einsum("nmd,md->nm", lags, w),
     ]
@@ -289,7 +299,7 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
         med = _median7(_pv_ratios(series, t, s, range(1, 8)))
         if series.ghi is not None:
             med = med * series.ghi[t][None]
-        feats += [_lag(series.pv, t, s, 1), med, _pv_env(series, t, s)]
+        feats += [_lag(series.pv, t, s, 1), med, _pv_env(series, t, s) if env is None else env]
     return np.stack(feats, axis=-1)
 
 
@@ -434,13 +444,17 @@ class ProfileQR:
         # targets: an interval's features are its own (bit for bit the same in any subset)
         t_all = np.arange(t0, history.steps, dtype=np.int64)
         env = None if series.pv is None else _pv_env(series, t_all, s)
-        orig = _origin_features(series, _med7(series, t_all, s), env, t0, origins, s)
+        med7 = _med7(series, t_all, s)
+        orig = _origin_features(series, med7, env, t0, origins, s)
         targets = []
         for b in range(n_b):
             leads = np.flatnonzero(buckets == b)
             targets.append(origins + leads[k % len(leads)])
         t_used = np.unique(np.concatenate(targets))
-        prof = _profiles(series, t_used, s)
+        at = t_used - t0
+        prof = _profiles(
+            series, t_used, s, med7=med7[:, at], env=None if env is None else env[:, at]
+        )
         pos = [np.searchsorted(t_used, t_b) for t_b in targets]
         first_x = _design(prof[:, pos[0]], orig, series.pv is not None)
         x_all = np.empty((first_x.shape[0], n_b, *first_x.shape[1:]))  # (n, B, N, F)

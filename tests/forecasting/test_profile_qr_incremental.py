@@ -309,3 +309,24 @@ def test_pv_ratios_from_one_span_equal_each_lag_computed_apart_bit_for_bit() -> 
             want = np.where(lit[None], pv_d / np.where(lit, g_d, 1.0)[None], 0.0)
             assert _bits(g) == _bits(want)
     assert [g.shape for g in pq._pv_ratios(series, span[:0], s, days)] == [(3, 0)] * len(days)
+
+
+def test_profiles_given_their_median_and_envelope_columns_are_the_same_bits() -> None:
+    """A fit hands :func:`_profiles` the 7-day median and the PV envelope it computed at every
+    interval, taken at the targets: the same features as computed at the targets."""
+    rng = np.random.default_rng(13)
+    s, total = 24, 40 * 24
+    ghi = np.where(rng.random(total) < 0.4, 0.0, rng.random(total) * 900)
+    load, pv = rng.random((2, total)) * 3000, rng.random((2, total)) * 5000
+    series = _Series(load=load, pv=pv, ghi=ghi, day_type=rng.integers(0, 2, total),
+                     holidays=frozenset())  # fmt: skip
+    t0 = 22 * s
+    every = np.arange(t0, total, dtype=np.int64)
+    med7 = pq._med7(series, every, s)
+    env = pq._pv_env(series, every, s)
+    t = np.unique(rng.integers(t0, total, size=150))
+    plain = _profiles(series, t, s)
+    given = _profiles(series, t, s, med7=med7[:, t - t0], env=env[:, t - t0])
+    assert _bits(given) == _bits(plain)
+    assert _bits(given[..., MED7]) == _bits(med7[:, t - t0])
+    assert _bits(given[..., PV_ENV]) == _bits(env[:, t - t0])
