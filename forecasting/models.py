@@ -312,14 +312,25 @@ def _irls_quantile(
     return out
 
 
-def _pinball_weights(r: FloatArray, taus: FloatArray, floor: FloatArray) -> FloatArray:
+def _pinball_weights(
+    r: FloatArray, taus: FloatArray, floor: FloatArray, *, out: FloatArray | None = None
+) -> FloatArray:
     """IRLS weights of the pinball loss for residuals ``r``: τ / |r| above, (1 − τ) / |r| below
-    (``|r|`` at least ``floor``; ``taus`` and ``floor`` broadcast against ``r``)."""
-    size = np.abs(r)
-    np.maximum(size, floor, out=size)
-    out: FloatArray = np.where(r >= 0, taus, 1.0 - taus)
-    np.divide(out, size, out=out)
-    return out
+    (``|r|`` at least ``floor``; ``taus`` and ``floor`` broadcast against ``r``). ``out``: an
+    array of ``r``'s shape to write them to (the same values; a loop saves the allocations),
+    and then ``r`` is overwritten with the clipped sizes."""
+    if out is None:
+        size = np.abs(r)
+        np.maximum(size, floor, out=size)
+        weights: FloatArray = np.where(r >= 0, taus, 1.0 - taus)
+    else:
+        weights = out
+        np.copyto(weights, 1.0 - taus)
+        np.copyto(weights, taus, where=r >= 0)
+        size = np.abs(r, out=r)
+        np.maximum(size, floor, out=size)
+    np.divide(weights, size, out=weights)
+    return weights
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,14 +233,26 @@ def _pv_ratios(series: _Series, t: IntArray, s: int, days: range) -> list[FloatA
     clear-sky GHI then (0 when the sun is below :data:`MIN_GHI_W_M2`), or the PV itself without
     the site's GHI: ``(n, len(t))`` each."""
     assert series.pv is not None
-    pv = [_lag(series.pv, t, s, d) for d in days]
     if series.ghi is None:
-        return pv
-    out = []
-    for d, pv_d in zip(days, pv, strict=True):
-        ghi_d = series.ghi[t - d * s]
-        lit = ghi_d > MIN_GHI_W_M2
-        out.append(np.where(lit[None], pv_d / np.where(lit, ghi_d, 1.0)[None], 0.0))
+        return [_lag(series.pv, t, s, d) for d in days]
+    if not len(t):
+        return [np.zeros((series.pv.shape[0], 0)) for _ in days]
+    # an interval's ratio is a function of that interval alone: compute it once for every
+    # interval the lags read (the span from the oldest to the newest) and take each lag from
+    # it, when that span is smaller than the lags' intervals together (a fit's consecutive
+    # intervals: ≈ 14 times less arithmetic; a prediction's few targets: the lags apart)
+    lo, hi = int(t.min()) - days[-1] * s, int(t.max()) - days[0] * s + 1
+    if hi - lo <= len(days) * len(t):
+        ratio = _ratio_of(series.pv[:, lo:hi], series.ghi[lo:hi])
+        return [_lag(ratio, t - lo, s, d) for d in days]
+    return [_ratio_of(series.pv[:, t - d * s], series.ghi[t - d * s]) for d in days]
+
+
+def _ratio_of(pv: FloatArray, ghi: FloatArray) -> FloatArray:
+    """``pv`` ``(n, M)`` as a share of ``ghi`` ``(M,)``, 0 where the sun is below
+    :data:`MIN_GHI_W_M2` (elementwise: the same value for an interval in any batch)."""
+    lit = ghi > MIN_GHI_W_M2
+    out: FloatArray = np.where(lit[None], pv / np.where(lit, ghi, 1.0)[None], 0.0)
     return out
 
 
@@ -256,8 +268,18 @@ def _pv_env(series: _Series, t: IntArray, s: int) -> FloatArray:
     return out
 
 
-def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
-    """``(n, len(t), P)`` profile features at intervals ``t`` (each needs 21 days before it)."""
+def _profiles(
+    series: _Series,
+    t: IntArray,
+    s: int,
+    *,
+    med7: FloatArray | None = None,
+    env: FloatArray | None = None,
+) -> FloatArray:
+    """``(n, len(t), P)`` profile features at intervals ``t`` (each needs 21 days before it).
+    ``med7``, ``env``: the columns :data:`MED7` and :data:`PV_ENV` at ``t`` when the caller has
+    them (a fit computes both at every interval: each value is a function of its own interval's
+    inputs, so taking them is bit for bit computing them again)."""
     lags = _lags(series.load, t, s, PROFILE_DAYS)
     same = (
         series.day_type[t[:, None] - s * np.arange(1, PROFILE_DAYS + 1)]
@@ -269,7 +291,7 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
     feats = [
         lags[..., 0],
         lags[..., 6],
-        _med7(series, t, s),
+        _med7(series, t, s) if med7 is None else med7,
         lags.mean(axis=-1),
         np.einsum("nmd,md->nm", lags, w),
     ]
@@ -277,7 +299,7 @@ def _profiles(series: _Series, t: IntArray, s: int) -> FloatArray:
         med = _median7(_pv_ratios(series, t, s, range(1, 8)))
         if series.ghi is not None:
             med = med * series.ghi[t][None]
-        feats += [_lag(series.pv, t, s, 1), med, _pv_env(series, t, s)]
+        feats += [_lag(series.pv, t, s, 1), med, _pv_env(series, t, s) if env is None else env]
     return np.stack(feats, axis=-1)
 
 
@@ -422,13 +444,17 @@ class ProfileQR:
         # targets: an interval's features are its own (bit for bit the same in any subset)
         t_all = np.arange(t0, history.steps, dtype=np.int64)
         env = None if series.pv is None else _pv_env(series, t_all, s)
-        orig = _origin_features(series, _med7(series, t_all, s), env, t0, origins, s)
+        med7 = _med7(series, t_all, s)
+        orig = _origin_features(series, med7, env, t0, origins, s)
         targets = []
         for b in range(n_b):
             leads = np.flatnonzero(buckets == b)
             targets.append(origins + leads[k % len(leads)])
         t_used = np.unique(np.concatenate(targets))
-        prof = _profiles(series, t_used, s)
+        at = t_used - t0
+        prof = _profiles(
+            series, t_used, s, med7=med7[:, at], env=None if env is None else env[:, at]
+        )
         pos = [np.searchsorted(t_used, t_b) for t_b in targets]
         first_x = _design(prof[:, pos[0]], orig, series.pv is not None)
         x_all = np.empty((first_x.shape[0], n_b, *first_x.shape[1:]))  # (n, B, N, F)
@@ -445,8 +471,13 @@ class ProfileQR:
         n, n_b, n_origins, n_f = x_all.shape
         coefs = np.empty((n, n_b, len(QUANTILES), n_f))
         scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
+        # the households' products of feature pairs, one after the other in the same array (20 MB
+        # for a year's origins: allocating it anew for each household cost more than filling it)
+        pairs_t = np.empty((n_b, n_f * (n_f + 1) // 2 + n_f, n_origins))
         for i in range(n):
-            fits = _QuantileFits(x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation)
+            fits = _QuantileFits(
+                x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation, pairs_t=pairs_t
+            )
             if cut is None:
                 coefs[i] = fits.fit(n_origins, iterations=self.iterations)
                 continue
@@ -488,7 +519,17 @@ class _QuantileFits:
     **over-relaxed**, ``β ← β + ω (β_IRLS − β)`` with ``ω`` = ``relaxation``: it reaches the
     pinball loss of 25 plain iterations in about 14."""
 
-    def __init__(self, x: FloatArray, y: FloatArray, *, ridge: float, relaxation: float) -> None:
+    def __init__(
+        self,
+        x: FloatArray,
+        y: FloatArray,
+        *,
+        ridge: float,
+        relaxation: float,
+        pairs_t: FloatArray | None = None,
+    ) -> None:
+        """``pairs_t``: an array of shape ``(B, P + F, N)`` to hold the products of feature pairs
+        (overwritten; a new one when ``None``)."""
         self.x, self.y = x, y  # (B, N, F), (B, N)
         self.ridge, self.relaxation = ridge, relaxation
         self.rms = np.sqrt((x**2).mean(axis=1))  # (B, F), over all origins
@@ -498,7 +539,10 @@ class _QuantileFits:
         n_b, f, n = self.xs_t.shape
         # the products of feature pairs (in _pairs' order), then of each feature and the
         # target: one matrix product with the weights gives XᵀWX and XᵀWy
-        self.pairs_t = np.empty((n_b, f * (f + 1) // 2 + f, n))  # (B, P + F, N)
+        shape = (n_b, f * (f + 1) // 2 + f, n)  # (B, P + F, N)
+        if pairs_t is not None and pairs_t.shape != shape:
+            raise UsageError(f"pairs_t must have shape {shape}, got {pairs_t.shape}")
+        self.pairs_t = np.empty(shape) if pairs_t is None else pairs_t
         at = 0
         for i in range(f):
             np.multiply(
@@ -531,8 +575,13 @@ class _QuantileFits:
         # least squares first: one set of weights for every level
         w: FloatArray = np.ones((n_b, 1, rows))
         beta: FloatArray = np.zeros((n_b, len(QUANTILES), f))
+        # the residuals and weights of every iteration in the same two arrays (the same values
+        # as new arrays: half a MB each, which the allocator maps and unmaps every time)
+        r = np.empty((n_b, len(QUANTILES), rows))
+        weights = np.empty_like(r)
+        pairs = pairs_t.transpose(0, 2, 1)
         for it in range(iterations):
-            g = w @ pairs_t.transpose(0, 2, 1)  # (B, Q or 1, P + F)
+            g = w @ pairs  # (B, Q or 1, P + F)
             gram[..., iu, ju] = g[..., :p]
             gram[..., ju, iu] = g[..., :p]
             gram *= dd
@@ -540,7 +589,9 @@ class _QuantileFits:
             rhs = g[..., p:] * d  # (B, Q or 1, F)
             step = np.asarray(np.linalg.solve(gram, rhs[..., None])[..., 0], dtype=np.float64)
             beta = step if it < 2 else beta + self.relaxation * (step - beta)
-            w = _pinball_weights(yq - (beta * d) @ xs_t, taus, floor)
+            np.matmul(beta * d, xs_t, out=r)
+            np.subtract(yq, r, out=r)
+            w = _pinball_weights(r, taus, floor, out=weights)
         out: FloatArray = beta * d / self.scale[:, None, :]
         return out
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from forecasting.data import SHIPPED_LATITUDE, SHIPPED_LONGITUDE
-from forecasting.models import QUANTILES, _irls_quantile
+from forecasting.models import QUANTILES, _irls_quantile, _pinball_weights
 from forecasting.profile_qr import DEAD_FEATURE_SHARE, ProfileQR, _QuantileFits
 from forecasting.series import FloatArray, MeterHistory
 from market.errors import UsageError
@@ -139,3 +139,39 @@ def test_an_iteration_schedule_that_cannot_converge_is_refused(
 ) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         ProfileQR(**fields)  # type: ignore[arg-type]
+
+
+def test_pinball_weights_into_a_given_array_are_the_same_bits() -> None:
+    """``_pinball_weights(..., out=)`` (the IRLS loop's reused arrays) writes exactly the weights
+    of a fresh call, zeros and the floor included, and leaves the clipped sizes in ``r``."""
+    rng = np.random.default_rng(5)
+    r = rng.normal(size=(4, 3, 200)) * 100
+    r[:, :, ::9] = 0.0
+    r[:, :, 1::9] = -0.0
+    taus = np.asarray(QUANTILES)[None, :, None]
+    floor = rng.random((4, 1, 1)) + 0.5
+    want = _pinball_weights(r.copy(), taus, floor)
+    out = np.full_like(r, np.nan)
+    given = r.copy()
+    got = _pinball_weights(given, taus, floor, out=out)
+    assert got is out
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
+    assert np.array_equal(given, np.maximum(np.abs(r), floor))
+
+
+def test_quantile_fits_in_a_given_pairs_array_are_the_same_bits() -> None:
+    """The fit reuses one array for every household's products of feature pairs: a fit in a
+    used array (another household's products in it) gives the coefficients of a fresh one; an
+    array of the wrong shape is refused."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 300, 4))
+    x[..., 0] = 1.0
+    y = x @ np.array([5.0, 2.0, -1.0, 0.5]) + rng.normal(size=(3, 300))
+    fresh = _QuantileFits(x, y, ridge=1e-3, relaxation=1.8)
+    used = np.full((3, 4 * 5 // 2 + 4, 300), 7.0)
+    _QuantileFits(x * 2, y, ridge=1e-3, relaxation=1.8, pairs_t=used)
+    again = _QuantileFits(x, y, ridge=1e-3, relaxation=1.8, pairs_t=used)
+    for rows in (240, 300):
+        assert fresh.fit(rows, iterations=6).tobytes() == again.fit(rows, iterations=6).tobytes()
+    with pytest.raises(UsageError, match="pairs_t must have shape"):
+        _QuantileFits(x, y, ridge=1e-3, relaxation=1.8, pairs_t=np.empty((3, 13, 300)))

@@ -283,3 +283,50 @@ def test_median_of_seven_by_network_equals_numpy_median_bit_for_bit() -> None:
         assert _bits(got) == _bits(np.median(values, axis=-1))
     signed = np.round(rng.normal(size=(2, 400, 7)) * 0.3)  # zeros of both signs
     assert np.array_equal(_median7([signed[..., i] for i in range(7)]), np.median(signed, axis=-1))
+
+
+def test_pv_ratios_from_one_span_equal_each_lag_computed_apart_bit_for_bit() -> None:
+    """:func:`~forecasting.profile_qr._pv_ratios` computes each interval's PV/GHI ratio once over
+    the span the lags read (a fit's intervals) or at each lag apart (a prediction's few targets):
+    both give, for every lag, the ratio of that interval's own values (the oracle: the
+    elementwise rule on the gathered values)."""
+    rng = np.random.default_rng(11)
+    s, total = 24, 40 * 24
+    ghi = np.where(rng.random(total) < 0.4, rng.random(total) * 15, rng.random(total) * 900)
+    ghi[::7] = pq.MIN_GHI_W_M2  # at the threshold: not lit
+    pv = rng.random((3, total)) * 5000
+    series = _Series(load=pv, pv=pv, ghi=ghi, day_type=np.zeros(total, np.int64),
+                     holidays=frozenset())  # fmt: skip
+    days = range(1, ENVELOPE_DAYS + 1)
+    span = np.arange(20 * s, total, dtype=np.int64)  # consecutive: one span
+    sparse = np.unique(rng.integers(20 * s, total, size=60))  # sparse, sorted
+    few = np.array([total - 3, total - 1], np.int64)  # a prediction's: the lags apart
+    for t in (span, sparse, few, span[::3]):
+        got = pq._pv_ratios(series, t, s, days)
+        for d, g in zip(days, got, strict=True):
+            g_d, pv_d = ghi[t - d * s], pv[:, t - d * s]
+            lit = g_d > pq.MIN_GHI_W_M2
+            want = np.where(lit[None], pv_d / np.where(lit, g_d, 1.0)[None], 0.0)
+            assert _bits(g) == _bits(want)
+    assert [g.shape for g in pq._pv_ratios(series, span[:0], s, days)] == [(3, 0)] * len(days)
+
+
+def test_profiles_given_their_median_and_envelope_columns_are_the_same_bits() -> None:
+    """A fit hands :func:`_profiles` the 7-day median and the PV envelope it computed at every
+    interval, taken at the targets: the same features as computed at the targets."""
+    rng = np.random.default_rng(13)
+    s, total = 24, 40 * 24
+    ghi = np.where(rng.random(total) < 0.4, 0.0, rng.random(total) * 900)
+    load, pv = rng.random((2, total)) * 3000, rng.random((2, total)) * 5000
+    series = _Series(load=load, pv=pv, ghi=ghi, day_type=rng.integers(0, 2, total),
+                     holidays=frozenset())  # fmt: skip
+    t0 = 22 * s
+    every = np.arange(t0, total, dtype=np.int64)
+    med7 = pq._med7(series, every, s)
+    env = pq._pv_env(series, every, s)
+    t = np.unique(rng.integers(t0, total, size=150))
+    plain = _profiles(series, t, s)
+    given = _profiles(series, t, s, med7=med7[:, t - t0], env=env[:, t - t0])
+    assert _bits(given) == _bits(plain)
+    assert _bits(given[..., MED7]) == _bits(med7[:, t - t0])
+    assert _bits(given[..., PV_ENV]) == _bits(env[:, t - t0])

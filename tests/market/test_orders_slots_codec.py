@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from market import codec
 from market.clearing import clear
 from market.codec import decode_order, encode_clearing_result, encode_order, pack
-from market.errors import InvalidInput, OrderReason, UsageError
+from market.errors import InvalidInput, OrderReason, UsageError, WireReason
 from market.orders import (
     REJECTION_REASONS,
     Order,
@@ -148,3 +149,27 @@ def test_decoder_is_strict(data: bytes, reason: str) -> None:
 def test_clearing_result_encoding_is_deterministic(book: list[Order]) -> None:
     r = clear(book, slot=7)
     assert encode_clearing_result(r) == encode_clearing_result(clear(list(reversed(book)), slot=7))
+
+
+def test_decoded_orders_share_step_objects_and_the_memo_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decoding remembers each ``(price, energy)`` step (an immutable value) and hands the same
+    object to every order that has it: the orders equal those built directly, their steps are
+    ``Step``s with the decoded fields, and the memo is emptied once it holds its bound."""
+    monkeypatch.setattr(codec, "_STEPS", {})
+    monkeypatch.setattr(codec, "_STEPS_KEPT", 3)
+    a = Order("a", "h1", Side.BUY, 5, (Step(100, 2), Step(90, 3)), nonce=1)
+    b = Order("b", "h2", Side.SELL, 5, (Step(90, 3), Step(100, 2)), nonce=2)
+    da, db = decode_order(encode_order(a)), decode_order(encode_order(b))
+    assert (da, db) == (a, b)
+    assert da.steps[0] is db.steps[1] and da.steps[1] is db.steps[0]
+    assert all(type(s) is Step for s in (*da.steps, *db.steps))
+    c = Order("c", "h1", Side.BUY, 6, (Step(80, 1), Step(70, 4)), nonce=3)
+    assert decode_order(encode_order(c)) == c
+    assert len(codec._STEPS) <= 3 and codec._STEPS[70, 4] == Step(70, 4)
+    # a step that is not a pair of ints still takes the checked path and its typed refusal
+    bad = pack(["gn.order", 1, "d", "h1", "buy", 6, 1, [[80, True]]])
+    with pytest.raises(InvalidInput) as err:
+        decode_order(bad)
+    assert (err.value.reason, err.value.field) == (WireReason.BAD_TYPE, "steps[0].energy_wh")
