@@ -1083,6 +1083,16 @@ class FederatedForecaster:
     #: the mix applies from this lead on (:func:`profile_buckets`)
     profile_min_lead_s: int = PROFILE_MIN_LEAD_S
 
+    def __post_init__(self) -> None:
+        if self.profile_days < 0:
+            raise UsageError(
+                f"federated profile_days must be >= 0 (0: off), got {self.profile_days}"
+            )
+        if self.profile_min_lead_s < 0:
+            raise UsageError(
+                f"federated profile_min_lead_s must be >= 0, got {self.profile_min_lead_s}"
+            )
+
     @property
     def name(self) -> str:
         return "federated"

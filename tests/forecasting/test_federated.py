@@ -476,6 +476,13 @@ def test_the_profile_mix_leaves_the_short_leads_alone() -> None:
         profile_buckets(0)
 
 
+@pytest.mark.parametrize(("field", "value"), [("profile_days", -1), ("profile_min_lead_s", -3600)])
+def test_a_negative_profile_setting_is_refused_not_taken_as_off(field: str, value: int) -> None:
+    with pytest.raises(UsageError, match=f"federated {field} must be >= 0.*got {value}"):
+        FederatedForecaster(None, SeasonalNaive(), **{field: value})  # type: ignore[arg-type]
+    assert FederatedForecaster(None, SeasonalNaive(), profile_days=0).profile_days == 0  # off
+
+
 def test_only_a_household_on_the_fallback_mixes_in_its_own_profile(
     model: CommunityModel, homes: MeterHistory
 ) -> None:
