@@ -79,14 +79,19 @@ def test_a_plain_import_of_libp2p_runs_what_the_daemon_defers() -> None:
     assert {"httpx", "fastecdsa.keys", "requests"} <= LAZY_MODULES
 
 
-def _probe(code: str, *args: str) -> list[str]:
-    """Runs ``code`` in a fresh interpreter (this tree on the path); its stdout's words."""
+def _probe_out(code: str, *args: str) -> str:
+    """Runs ``code`` in a fresh interpreter (this tree on the path); its stdout (it must exit 0)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
     )
     assert out.returncode == 0, out.stderr
-    return out.stdout.split()
+    return out.stdout
+
+
+def _probe(code: str, *args: str) -> list[str]:
+    """:func:`_probe_out`'s stdout's words."""
+    return _probe_out(code, *args).split()
 
 
 def test_a_lazy_module_imported_twice_stays_lazy_and_runs_on_first_use() -> None:
@@ -166,18 +171,9 @@ def test_every_lazy_module_when_used_is_the_module_a_plain_import_gives() -> Non
         "names = {m: [n for n in v if not n.startswith('__')] for m, v in names.items()}\n"
         "print(json.dumps([names, sorted(LAZY_MODULES - set(loaded_modules()))]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(mode: str) -> list[object]:
-        out = subprocess.run(
-            [sys.executable, "-c", probe, mode],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
-        got: list[object] = json.loads(out.stdout.splitlines()[-1])
+        got: list[object] = json.loads(_probe_out(probe, mode).splitlines()[-1])
         return got
 
     plain, daemon = run("plain"), run("daemon")
@@ -254,12 +250,7 @@ def test_a_name_read_from_a_deferred_package_runs_its_init_and_is_the_real_one()
         "assert WebsocketTransport.__module__ == 'libp2p.transport.websocket.transport'\n"
         "print('ok')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["ok"]
+    assert _probe(probe) == ["ok"]
 
 
 def test_cffi_is_not_offered_and_pycryptodome_works_through_ctypes() -> None:
@@ -286,18 +277,9 @@ def test_cffi_is_not_offered_and_pycryptodome_works_through_ctypes() -> None:
         "except ModuleNotFoundError as exc:\n"
         "    print(raw.backend, 'pycparser' in sys.modules, exc)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(mode: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-c", probe, mode],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
+        return _probe_out(probe, mode).strip()
 
     assert run("plain") == "cffi cffi importable"
     assert run("daemon") == (
