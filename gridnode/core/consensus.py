@@ -46,7 +46,8 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   starts the round at once (the wait lets the proposer gather transactions; once it proposed,
   waiting only adds latency). Timing only: no rule of safety looks at it.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
-  proposal signature is checked once on arrival (exact duplicates are dropped before that).
+  proposal signature is checked once on arrival (exact duplicates are dropped before that); the
+  node's own, signed with its key as it records them, are not checked (they cannot fail).
   "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
   values (recorded as :class:`EvidenceFound`, once per validator and step) counts for each of
   them, as the quorum-intersection argument allows; "2f+1 votes of any value" counts distinct
@@ -429,13 +430,17 @@ class Consensus(SyncMixin):
 
     # -- recording -------------------------------------------------------------------------------
 
-    def _record(self, msg: Proposal | Vote, out: list[Effect]) -> None:
+    def _record(
+        self, msg: Proposal | Vote, out: list[Effect], *, signed_here: bool = False
+    ) -> None:
+        """Take a proposal or vote into this height's tally (``signed_here``: this node just
+        signed it with its own key, so its signature is not checked again)."""
         h = self._h
         if isinstance(msg, Proposal):
             old = h.proposals.get(msg.round)
             if old is not None and old.signature == msg.signature and old.block == msg.block:
                 return
-            if not verify_proposal(self._validators, msg):
+            if not verify_proposal(self._validators, msg, signed_here=signed_here):
                 return
             if old is not None:
                 if (old.block_hash, old.valid_round) != (msg.block_hash, msg.valid_round):
@@ -451,7 +456,7 @@ class Consensus(SyncMixin):
         signer_key = (msg.vote_type, msg.round, msg.validator)
         if h.values_per_signer.get(signer_key, 0) >= _MAX_VALUES_PER_SIGNER:
             return
-        if not verify_vote(self._validators, msg):
+        if not verify_vote(self._validators, msg, signed_here=signed_here):
             return
         h.values_per_signer[signer_key] = h.values_per_signer.get(signer_key, 0) + 1
         same_value[msg.validator] = msg
@@ -543,7 +548,7 @@ class Consensus(SyncMixin):
                     proposer=self.index,
                 )
                 out.append(Broadcast(prop))
-                self._record(prop, out)
+                self._record(prop, out, signed_here=True)
         self._set_timer(TimerKind.PROPOSE, round_, now, out)
 
     def _resend_signed(self, last: SignedRecord, out: list[Effect]) -> None:
@@ -558,7 +563,7 @@ class Consensus(SyncMixin):
             validator=self.index,
         )
         out.append(Broadcast(vote))
-        self._record(vote, out)
+        self._record(vote, out, signed_here=True)
 
     def _vote(self, vote_type: VoteType, value: bytes, now: int, out: list[Effect]) -> None:
         step = Step.PREVOTE if vote_type is VoteType.PREVOTE else Step.PRECOMMIT
@@ -582,7 +587,7 @@ class Consensus(SyncMixin):
             validator=self.index,
         )
         out.append(Broadcast(vote))
-        self._record(vote, out)
+        self._record(vote, out, signed_here=True)
 
     def _persist_lock(self, out: list[Effect]) -> None:
         proof: tuple[Vote, ...] = ()
