@@ -420,6 +420,20 @@ class Consensus(SyncMixin):
         driver may skip it and report only a full backlog."""
         return self._waiting_adaptively() and self._busy_since is not None
 
+    def backlog_wanted(self) -> int:
+        """What one more admitted transaction's report can do, in one call (a simulation asks at
+        every admission): ``0`` nothing (not :attr:`wants_backlog`), ``1`` something only if the
+        backlog is full (:attr:`told_pending`), ``2`` it may move the next height's start."""
+        if not (
+            self._config.adaptive is not None
+            and self.step is Step.NEW_HEIGHT
+            and self._decided_at is not None
+        ):
+            return 0
+        if self._busy_since is None:
+            return 2
+        return 0 if self._full_seen else 1
+
     def _waiting_adaptively(self) -> bool:
         """In the wait after a decision, with adaptive cadence."""
         return (
