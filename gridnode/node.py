@@ -340,10 +340,10 @@ class Executor(Generic[AppT]):
     def _admitted(self, now: int) -> None:
         """A transaction was admitted: report the backlog if that can move the next height."""
         core = self.core
-        if isinstance(core, Consensus) and core.wants_backlog:
-            app = self.app
-            if not core.told_pending or app.backlog_full():  # else the report changes nothing
-                self._run(core.on_backlog(app.backlog(), now), now)
+        if isinstance(core, Consensus):
+            wanted = core.backlog_wanted()  # 1: told already, only a full backlog changes something
+            if wanted == 2 or (wanted == 1 and self.app.backlog_full()):
+                self._run(core.on_backlog(self.app.backlog(), now), now)
 
     def _report_backlog(self, now: int) -> None:
         core = self.core

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from concurrent.futures import ThreadPoolExecutor
 
+import nacl.signing
 import pytest
 
 from gridnode.core import crypto
@@ -216,3 +218,43 @@ def test_other_bytes_types_are_answered_as_pynacl_does() -> None:
     ):
         assert verify(k, DOMAIN, m, s) == crypto._verify_pynacl(k, signing_bytes(DOMAIN, m), s)
     assert verify(key.public_key, DOMAIN, bytearray(b"m"), sig)
+
+
+# --- signing: the direct call gives PyNaCl's bytes ------------------------------------------------
+
+
+def test_the_direct_signing_call_is_in_use() -> None:
+    assert crypto._SIGN_DETACHED is not None
+
+
+@pytest.mark.parametrize("message", [b"", b"\x00", b"m\x00m", bytes(range(256)) * 40])
+def test_signatures_are_pynacls_byte_for_byte(message: bytes) -> None:
+    rng = random.Random(11)
+    for _ in range(20):
+        key = KeyPair.from_rng(rng)
+        sig = key.sign(DOMAIN, message)
+        signed = signing_bytes(DOMAIN, message)
+        assert sig == crypto._sign_pynacl(signed, key._secret)
+        assert sig == nacl.signing.SigningKey(key.seed).sign(signed).signature
+        assert verify(key.public_key, DOMAIN, message, sig)
+
+
+def test_signing_falls_back_to_pynacl_without_the_direct_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = KeyPair.from_rng(random.Random(12))
+    direct = key.sign(DOMAIN, b"m")
+    monkeypatch.setattr(crypto, "_SIGN_DETACHED", None)
+    assert key.sign(DOMAIN, b"m") == direct
+    assert crypto._sign_detached(None) is None
+    assert crypto._detached(None) is None
+
+
+def test_signing_from_threads_gives_each_caller_its_own_signature() -> None:
+    """The direct call releases the GIL: concurrent signers never see each other's bytes."""
+    keys = [KeyPair.from_rng(random.Random(i)) for i in range(8)]
+    jobs = [(k, bytes([i % 256]) * (i % 97)) for i in range(2_000) for k in keys[i % 8 : i % 8 + 1]]
+    with ThreadPoolExecutor(4) as pool:
+        sigs = list(pool.map(lambda job: job[0].sign(DOMAIN, job[1]), jobs))
+    for (k, m), sig in zip(jobs, sigs, strict=True):
+        assert sig == crypto._sign_pynacl(signing_bytes(DOMAIN, m), k._secret)

@@ -46,7 +46,8 @@ The algorithm is Algorithm 1 of Buchman, Kwon, Milosevic, "The latest gossip on 
   starts the round at once (the wait lets the proposer gather transactions; once it proposed,
   waiting only adds latency). Timing only: no rule of safety looks at it.
 * Safety needs < n/3 Byzantine validators; nothing here trusts the delivering peer. Every vote and
-  proposal signature is checked once on arrival (exact duplicates are dropped before that).
+  proposal signature is checked once on arrival (exact duplicates are dropped before that); the
+  node's own, signed with its key as it records them, are not checked (they cannot fail).
   "2f+1 votes for v" counts the distinct validators that signed v, so a validator that signed two
   values (recorded as :class:`EvidenceFound`, once per validator and step) counts for each of
   them, as the quorum-intersection argument allows; "2f+1 votes of any value" counts distinct
@@ -419,6 +420,20 @@ class Consensus(SyncMixin):
         driver may skip it and report only a full backlog."""
         return self._waiting_adaptively() and self._busy_since is not None
 
+    def backlog_wanted(self) -> int:
+        """What one more admitted transaction's report can do, in one call (a simulation asks at
+        every admission): ``0`` nothing (not :attr:`wants_backlog`), ``1`` something only if the
+        backlog is full (:attr:`told_pending`), ``2`` it may move the next height's start."""
+        if not (
+            self._config.adaptive is not None
+            and self.step is Step.NEW_HEIGHT
+            and self._decided_at is not None
+        ):
+            return 0
+        if self._busy_since is None:
+            return 2
+        return 0 if self._full_seen else 1
+
     def _waiting_adaptively(self) -> bool:
         """In the wait after a decision, with adaptive cadence."""
         return (
@@ -429,13 +444,17 @@ class Consensus(SyncMixin):
 
     # -- recording -------------------------------------------------------------------------------
 
-    def _record(self, msg: Proposal | Vote, out: list[Effect]) -> None:
+    def _record(
+        self, msg: Proposal | Vote, out: list[Effect], *, signed_here: bool = False
+    ) -> None:
+        """Take a proposal or vote into this height's tally (``signed_here``: this node just
+        signed it with its own key, so its signature is not checked again)."""
         h = self._h
         if isinstance(msg, Proposal):
             old = h.proposals.get(msg.round)
             if old is not None and old.signature == msg.signature and old.block == msg.block:
                 return
-            if not verify_proposal(self._validators, msg):
+            if not verify_proposal(self._validators, msg, signed_here=signed_here):
                 return
             if old is not None:
                 if (old.block_hash, old.valid_round) != (msg.block_hash, msg.valid_round):
@@ -451,7 +470,7 @@ class Consensus(SyncMixin):
         signer_key = (msg.vote_type, msg.round, msg.validator)
         if h.values_per_signer.get(signer_key, 0) >= _MAX_VALUES_PER_SIGNER:
             return
-        if not verify_vote(self._validators, msg):
+        if not verify_vote(self._validators, msg, signed_here=signed_here):
             return
         h.values_per_signer[signer_key] = h.values_per_signer.get(signer_key, 0) + 1
         same_value[msg.validator] = msg
@@ -543,7 +562,7 @@ class Consensus(SyncMixin):
                     proposer=self.index,
                 )
                 out.append(Broadcast(prop))
-                self._record(prop, out)
+                self._record(prop, out, signed_here=True)
         self._set_timer(TimerKind.PROPOSE, round_, now, out)
 
     def _resend_signed(self, last: SignedRecord, out: list[Effect]) -> None:
@@ -558,7 +577,7 @@ class Consensus(SyncMixin):
             validator=self.index,
         )
         out.append(Broadcast(vote))
-        self._record(vote, out)
+        self._record(vote, out, signed_here=True)
 
     def _vote(self, vote_type: VoteType, value: bytes, now: int, out: list[Effect]) -> None:
         step = Step.PREVOTE if vote_type is VoteType.PREVOTE else Step.PRECOMMIT
@@ -582,7 +601,7 @@ class Consensus(SyncMixin):
             validator=self.index,
         )
         out.append(Broadcast(vote))
-        self._record(vote, out)
+        self._record(vote, out, signed_here=True)
 
     def _persist_lock(self, out: list[Effect]) -> None:
         proof: tuple[Vote, ...] = ()

@@ -35,6 +35,7 @@ from gridnode.core.consensus_messages import (
     sign_proposal,
     sign_vote,
 )
+from gridnode.core.crypto import verify_counts
 from market.codec import pack
 from tests.consensus.helpers import ListBlocks, TagApp, keys, validator_set
 
@@ -340,3 +341,15 @@ def test_timeouts_grow_per_round() -> None:
     cfg = ConsensusConfig()
     for kind in (TimerKind.PROPOSE, TimerKind.PREVOTE, TimerKind.PRECOMMIT):
         assert cfg.timeout(kind, 0) < cfg.timeout(kind, 1) < cfg.timeout(kind, 5)
+
+
+def test_a_validator_does_not_verify_its_own_votes_and_proposals() -> None:
+    c = Cluster.build()
+    before = verify_counts()
+    effects = c.machines[1].start(0)  # the proposer of height 1 proposes and prevotes alone
+    own = [e.message for e in effects if isinstance(e, Broadcast)]
+    assert [type(m) for m in own] == [Proposal, Vote]
+    assert verify_counts() == before  # its own signatures were not checked again ...
+    c.handle(1, effects)
+    c.deliver_all()  # ... and the others' were (each of them once, on arrival)
+    assert verify_counts().get("proposal", 0) - before.get("proposal", 0) == 3

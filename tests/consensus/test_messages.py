@@ -41,6 +41,7 @@ from gridnode.core.consensus_messages import (
     verify_proposal,
     verify_vote,
 )
+from gridnode.core.crypto import verify_counts
 from market.errors import ConsensusReason, InvalidInput, WireReason
 from tests.consensus.helpers import keys, validator_set
 from tests.refusals import refused
@@ -238,3 +239,20 @@ def test_a_shared_vote_cache_never_accepts_what_does_not_verify() -> None:
     prop = sign_proposal(KEYS[1], height=4, round_=1, block=BLOCK, valid_round=-1, proposer=1)
     assert verify_proposal(vals, prop) and len(cache) == 2
     assert not verify_proposal(vals, dataclasses.replace(prop, valid_round=0))
+
+
+def test_a_message_signed_here_skips_only_the_ed25519_check() -> None:
+    cache: set[tuple[int, str, bytes, bytes]] = set()
+    vals = ValidatorSet(VALS.public_keys, verified=cache)
+    vote = sign_vote(
+        KEYS[2], vote_type=VoteType.PREVOTE, height=3, round_=0, value=HASH, validator=2
+    )
+    before = verify_counts().get("vote", 0)
+    assert verify_vote(vals, vote, signed_here=True) and len(cache) == 1
+    assert verify_vote(vals, vote)  # another node of the process: a cache hit
+    assert verify_counts().get("vote", 0) == before  # no Ed25519 verification ran
+    # the message's own rules still apply to what is signed here
+    assert not verify_vote(vals, dataclasses.replace(vote, validator=9), signed_here=True)
+    prop = sign_proposal(KEYS[1], height=4, round_=1, block=BLOCK, valid_round=-1, proposer=1)
+    assert not verify_proposal(vals, dataclasses.replace(prop, proposer=2), signed_here=True)
+    assert verify_proposal(vals, prop, signed_here=True) and len(cache) == 2
