@@ -377,6 +377,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.many and args.many < 5:
         ap.error("--many needs at least 5 daemons (4 validators and a household)")
+    if args.against is not None and not (args.against / "gridnode" / "__init__.py").is_file():
+        ap.error(f"--against {args.against}: not a gridnode source tree (no gridnode/__init__.py)")
+    if args.pairs < 1:
+        ap.error(f"--pairs must be >= 1, got {args.pairs}")
+    if args.households < 1 or args.idle < 0:
+        ap.error("--households must be >= 1 and --idle >= 0")
     with tempfile.TemporaryDirectory(prefix="gridnode-footprint-") as tmp:
         # every interpreter below (imports and daemons) inherits the bytecode setting
         if args.cold:
