@@ -246,8 +246,10 @@ def test_signing_falls_back_to_pynacl_without_the_direct_call(
     direct = key.sign(DOMAIN, b"m")
     monkeypatch.setattr(crypto, "_SIGN_DETACHED", None)
     assert key.sign(DOMAIN, b"m") == direct
-    assert crypto._sign_detached(None) is None
-    assert crypto._detached(None) is None
+    # no library, or a library without the symbol: no direct call
+    for name in ("crypto_sign_detached", "crypto_sign_verify_detached"):
+        assert crypto._sodium_function(None, name, []) is None
+    assert crypto._sodium_function(crypto._SODIUM, "no_such_function", []) is None
 
 
 def test_signing_from_threads_gives_each_caller_its_own_signature() -> None:

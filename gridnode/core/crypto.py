@@ -12,8 +12,9 @@ Rules of this module:
 * A key pair derives its libsodium secret key and its public key (bytes and hex) once, when it is
   built; :meth:`KeyPair.sign` is libsodium's ``crypto_sign_detached`` on them, called directly from
   the libsodium PyNaCl ships (loaded once with :mod:`ctypes`; a fresh 64-byte buffer per call,
-  as the call releases the GIL), ≈ 3-5 % less CPU per signature: the same 64 bytes as PyNaCl's ``crypto_sign`` (which allocates a buffer for signature and
-  message, copies the message out with it and is cut to the signature here) and as
+  as the call releases the GIL), ≈ 3-5 % less CPU per signature: the same 64 bytes as PyNaCl's
+  ``crypto_sign`` (which allocates a buffer for signature and message, copies the message out
+  with it and is cut to the signature here) and as
   ``nacl.signing.SigningKey(seed).sign(...)`` — Ed25519 signatures are deterministic (tested
   byte for byte). Where that library does not export it, PyNaCl's ``crypto_sign`` signs.
 * :func:`verify` is libsodium's ``crypto_sign_verify_detached``, the function PyNaCl's
@@ -141,45 +142,33 @@ def _sodium() -> ctypes.CDLL | None:
         return None
 
 
-def _sign_detached(
-    lib: ctypes.CDLL | None,
-) -> Callable[[Any, None, bytes, int, bytes], int] | None:
-    """libsodium's ``crypto_sign_detached(sig, siglen_p, m, mlen, sk)`` (0: signed) from ``lib``,
-    or ``None`` if it does not export it (the module rules)."""
+def _sodium_function(lib: ctypes.CDLL | None, name: str, argtypes: list[Any]) -> Any:
+    """libsodium's function ``name`` from ``lib`` (the library PyNaCl loaded, the module rules),
+    typed with ``argtypes`` and an ``int`` result, or ``None`` if it does not export it."""
     if lib is None:
         return None
     try:
-        fn = lib.crypto_sign_detached
+        fn = getattr(lib, name)
     except AttributeError:
         return None
-    fn.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_void_p,
-        ctypes.c_char_p,
-        ctypes.c_ulonglong,
-        ctypes.c_char_p,
-    ]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def _detached(lib: ctypes.CDLL | None) -> Callable[[bytes, bytes, int, bytes], int] | None:
-    """libsodium's ``crypto_sign_verify_detached(sig, m, mlen, pk)`` (0: valid) from ``lib``, the
-    library PyNaCl loaded (the module rules), or ``None`` if it does not export it."""
-    if lib is None:
-        return None
-    try:
-        fn = lib.crypto_sign_verify_detached
-    except AttributeError:
-        return None
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
 
 
 _SODIUM: Final = _sodium()
-_VERIFY_DETACHED: Final = _detached(_SODIUM)
-_SIGN_DETACHED: Final = _sign_detached(_SODIUM)
+#: ``crypto_sign_verify_detached(sig, m, mlen, pk)``, 0: valid
+_VERIFY_DETACHED: Final[Callable[[bytes, bytes, int, bytes], int] | None] = _sodium_function(
+    _SODIUM,
+    "crypto_sign_verify_detached",
+    [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p],
+)
+#: ``crypto_sign_detached(sig, siglen_p, m, mlen, sk)``, 0: signed
+_SIGN_DETACHED: Final[Callable[[Any, None, bytes, int, bytes], int] | None] = _sodium_function(
+    _SODIUM,
+    "crypto_sign_detached",
+    [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p],
+)
 
 
 def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> bool:
@@ -191,10 +180,8 @@ def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> 
     if _VERIFY_DETACHED is not None:
         try:
             return _VERIFY_DETACHED(signature, signed, len(signed), public_key) == 0
-        except (
-            ctypes.ArgumentError
-        ):  # not bytes (a bytearray, a memoryview): PyNaCl's path takes it
-            pass
+        except ctypes.ArgumentError:
+            pass  # not bytes (a bytearray, a memoryview): PyNaCl's path takes it
     return _verify_pynacl(public_key, signed, signature)
 
 
