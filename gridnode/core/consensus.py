@@ -424,11 +424,7 @@ class Consensus(SyncMixin):
         """What one more admitted transaction's report can do, in one call (a simulation asks at
         every admission): ``0`` nothing (not :attr:`wants_backlog`), ``1`` something only if the
         backlog is full (:attr:`told_pending`), ``2`` it may move the next height's start."""
-        if not (
-            self._config.adaptive is not None
-            and self.step is Step.NEW_HEIGHT
-            and self._decided_at is not None
-        ):
+        if not self._waiting_adaptively():
             return 0
         if self._busy_since is None:
             return 2
