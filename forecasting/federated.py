@@ -90,8 +90,8 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   order's provenance carries.
 
 Known limits: no weather input (like profile-qr); the community model assumes households are alike
-after normalisation (one neighbourhood; clusters of the 12-13 real homes did not help:
-``docs/federated.md``); DST is not modelled; a DP model is not corrected (its sample counts are not
+after normalisation (one neighbourhood; clusters of the 12-13 real homes did not help, fixed or
+trained in rounds as IFCA with 2-3 models: ``docs/federated.md``); DST is not modelled; a DP model is not corrected (its sample counts are not
 shared, and its noisy statistics would make a poor prior); the blend judges the corrected model on
 days it was fitted on (optimistic for it).
 """
