@@ -107,6 +107,10 @@ MAX_BLOCK_TXS = 2_000
 MEMPOOL_TXS = 20_000
 
 
+def _nothing() -> None:
+    pass
+
+
 def raise_fatal(exc: BaseException) -> None:
     """The default ``on_fatal``: raise the error (:func:`gridnode.daemon.run.open_daemon_node`
     sets one that stops the daemon)."""
@@ -214,6 +218,9 @@ class DaemonNode:
         #: :func:`gridnode.daemon.run.open_daemon_node` sets one, and the daemon sets it once it
         #: serves: a household's forecaster warms after start-up (docs/daemon.md, "Start-up")
         self.household_gate: trio.Event | None = None
+        #: called once on the trio thread after the household's first step (or its end, if it
+        #: never steps): :func:`gridnode.daemon.run.run_daemon` settles start-up there
+        self.on_household_warm: Callable[[], None] = _nothing
         self._community: CommunityModel | None = None  # adopted before the driver was built
         #: federated rounds (``training.mode = "federated"``; docs/federated.md)
         self.federation: FederationDriver | None = None
@@ -277,7 +284,18 @@ class DaemonNode:
         if self._community is not None:
             household.use_community(self._community)
         self.household = household
-        await household.run(self._after_household_step)
+        warm = False
+
+        def after_step() -> None:
+            nonlocal warm
+            self._after_household_step()
+            if not warm:
+                warm = True
+                self.on_household_warm()
+
+        await household.run(after_step)
+        if not warm:  # it returned without a step: not a member of the community
+            self.on_household_warm()
 
     @property
     def live_orders(self) -> dict[bytes, SignedOrder]:

@@ -262,7 +262,10 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
         lock.record_pid()
         if ready_file is not None:
             write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
-        settle_after_start()
+        if node.meter is None:
+            settle_after_start()
+        else:  # a household: its start-up ends once its driver warmed up (the forecaster fitted)
+            node.on_household_warm = settle_after_start
         await bridge.run_sync(gate.set)  # a household's driver and forecaster warm up now
         waiters = [
             asyncio.ensure_future(stop.wait()),

@@ -217,10 +217,17 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
                 meter=make_meter(config, genesis),
             )  # fmt: skip
             gate = node.household_gate = trio.Event()
+            warmed: list[str] = []  # what the daemon settles its start-up at (run_daemon)
+            node.on_household_warm = lambda: warmed.append(node.forecaster)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.run)
                 await trio.sleep(2.0)  # the node serves (blocks, API), the household waits
-                seen["closed"] = (node.household, node.forecaster, node.latest.forecaster)
+                seen["closed"] = (
+                    node.household,
+                    node.forecaster,
+                    node.latest.forecaster,
+                    warmed[:],
+                )
                 seen["quotes_closed"] = (tmp_path / PROVENANCE_FILE).exists()
                 seen["open_slot"] = genesis.clock.first_open_slot(clock.now_ms() // 1000)
                 gate.set()
@@ -231,14 +238,16 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
                 seen["warm"] = (node.forecaster, node.forecast)
                 await trio.sleep(1.0)  # the next snapshot
                 seen["snapshot"] = node.latest.forecaster
+                seen["warmed"] = warmed
                 nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     store.close()
-    assert seen["closed"] == (None, "warming", "warming")
+    assert seen["closed"] == (None, "warming", "warming", [])
     assert seen["quotes_closed"] is False
     forecaster, forecast = seen["warm"]  # type: ignore[misc]
     assert forecaster == "profile-qr" and seen["snapshot"] == "profile-qr"
+    assert seen["warmed"] == ["profile-qr"]  # once, after the first step
     # the first quote: the real model's, for the first open slot when the gate opened
     rows = [json.loads(line) for line in (tmp_path / PROVENANCE_FILE).read_text().splitlines()]
     assert rows[0]["forecaster"] == "profile-qr" and rows[0]["slot"] == seen["open_slot"]
@@ -250,19 +259,19 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
 # --------------------------------------------------------------- real daemons over libp2p
 
 #: runs ``gridnode run ARGS`` as ``python -m gridnode`` does, after making the daemon write the
-#: modules that have run at the moment it is ready (its settle step follows the ready file and
-#: precedes the household gate) to the file named first
+#: modules that have run when it writes its ready file (before it opens the household gate) to
+#: the file named first
 AT_READY = """\
 import sys
 from gridnode.lazyimports import install, loaded_modules
 install()
 import gridnode.daemon.run as run
-settle = run.settle_after_start
-def at_ready():
+write = run.write_atomic
+def at_ready(path, text):
     with open(sys.argv[1], "w") as f:
         f.write("\\n".join(loaded_modules()))
-    settle()
-run.settle_after_start = at_ready
+    write(path, text)
+run.write_atomic = at_ready
 from gridnode.cli import main
 sys.exit(main(sys.argv[2:]))
 """
