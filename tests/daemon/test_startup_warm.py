@@ -159,6 +159,22 @@ def test_the_start_up_checks_of_a_replay_household_run_no_numpy(tmp_path: Path) 
     assert {m for m in ran if m.startswith("forecasting")} <= {"forecasting", "forecasting.names"}
 
 
+def test_a_live_meter_household_opens_its_meter_without_numpy() -> None:
+    # a DSMR or MQTT household opens its meter (gridnode.meters) before it serves; the meter's
+    # history (numpy, forecasting.series) is built at the forecaster's first use
+    ran = json.loads(
+        _probe(
+            "import json\n"
+            "from gridnode.lazyimports import install, loaded_modules\n"
+            "install()\n"
+            "import gridnode.startup, gridnode.daemon, gridnode.meters, gridnode.meters.live\n"
+            "print(json.dumps(loaded_modules()))\n"
+        )
+    )
+    assert "gridnode.meters.live" in ran
+    assert set(WARM_MODULES) & set(ran) == set()
+
+
 def test_one_blas_thread_fits_the_forecaster_bit_for_bit_as_the_default() -> None:
     # gridnode run holds OpenBLAS to one thread (gridnode.cli.run): the same fitted coefficients
     code = (
