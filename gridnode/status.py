@@ -104,7 +104,7 @@ class Snapshot:
     #: what the household forecasts with: "none" (no meter), "off" (bidding disabled), "warming"
     #: (loading its meter history and forecaster after start-up, until its first forecast), else
     #: the model of its last forecast (e.g. "profile-qr")
-    forecaster: str = "none"
+    forecaster_state: str = "none"
     #: this household's recent slots kept after settlement (:mod:`gridnode.history`)
     history: HistoryView | None = None
     #: node times (unix ms) of recent submissions no validator acknowledged, oldest first

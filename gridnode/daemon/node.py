@@ -246,7 +246,7 @@ class DaemonNode:
         return () if self.household is None else self.household.forecast
 
     @property
-    def forecaster(self) -> str:
+    def forecaster_state(self) -> str:
         """What the household forecasts with, for the status page: ``"none"`` (no meter),
         ``"off"`` (bidding disabled), ``"warming"`` (its meter history, forecaster and first fit
         are loading: until its first forecast), else the model of its last forecast."""

@@ -234,14 +234,14 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
             )  # fmt: skip
             gate = node.household_gate = trio.Event()
             warmed: list[str] = []  # what the daemon settles its start-up at (run_daemon)
-            node.on_household_warm = lambda: warmed.append(node.forecaster)
+            node.on_household_warm = lambda: warmed.append(node.forecaster_state)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.run)
                 await trio.sleep(2.0)  # the node serves (blocks, API), the household waits
                 seen["closed"] = (
                     node.household,
-                    node.forecaster,
-                    node.latest.forecaster,
+                    node.forecaster_state,
+                    node.latest.forecaster_state,
                     warmed[:],
                 )
                 seen["quotes_closed"] = (tmp_path / PROVENANCE_FILE).exists()
@@ -249,11 +249,11 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
                 gate.set()
                 for _ in range(200):  # the first step: at once on trio's (virtual) clock
                     await trio.sleep(0.01)
-                    if node.forecaster != "warming":
+                    if node.forecaster_state != "warming":
                         break
-                seen["warm"] = (node.forecaster, node.forecast)
+                seen["warm"] = (node.forecaster_state, node.forecast)
                 await trio.sleep(1.0)  # the next snapshot
-                seen["snapshot"] = node.latest.forecaster
+                seen["snapshot"] = node.latest.forecaster_state
                 seen["warmed"] = warmed
                 nursery.cancel_scope.cancel()
 
