@@ -235,9 +235,12 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
             gate = node.household_gate = trio.Event()
             warmed: list[str] = []  # what the daemon settles its start-up at (run_daemon)
             node.on_household_warm = lambda: warmed.append(node.forecaster_state)
+            slots = genesis.clock
+            seen["start_slot"] = start_slot = slots.slot_at(clock.now_ms() // 1000)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.run)
-                await trio.sleep(2.0)  # the node serves (blocks, API), the household waits
+                # the node serves (blocks, API), the household waits — here past a slot boundary
+                await trio.sleep(clock.seconds_until(slots.start(start_slot + 1) * 1000) + 2.0)
                 seen["closed"] = (
                     node.household,
                     node.forecaster_state,
@@ -252,6 +255,8 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
                     if node.forecaster_state != "warming":
                         break
                 seen["warm"] = (node.forecaster_state, node.forecast)
+                assert node.household is not None
+                seen["first_slot"] = node.household.agent.config.first_slot
                 await trio.sleep(1.0)  # the next snapshot
                 seen["snapshot"] = node.latest.forecaster_state
                 seen["warmed"] = warmed
@@ -264,6 +269,8 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
     forecaster, forecast = seen["warm"]  # type: ignore[misc]
     assert forecaster == "profile-qr" and seen["snapshot"] == "profile-qr"
     assert seen["warmed"] == ["profile-qr"]  # once, after the first step
+    # it reads from the slot the node started in, though built in a later one
+    assert seen["first_slot"] == seen["start_slot"] and seen["open_slot"] > seen["start_slot"] + 1
     # the first quote: the real model's, for the first open slot when the gate opened
     rows = [json.loads(line) for line in (tmp_path / PROVENANCE_FILE).read_text().splitlines()]
     assert rows[0]["forecaster"] == "profile-qr" and rows[0]["slot"] == seen["open_slot"]
