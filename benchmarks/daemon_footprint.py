@@ -29,7 +29,10 @@ them; clock at 60×) and prints, per role:
   is printed beside (its pages are shared with its children: their RSS counts them, PSS splits
   them). The load average is printed with each;
 * with ``--against TREE``, only this: a validator's and a household's start-up (exec -> ready,
-  wall and CPU, and RSS at ready), each daemon alone and stopped at ready, alternating between
+  wall and CPU, and RSS at ready) and the household's **first quote** (exec -> its first order
+  forecast and signed, wall and CPU: "forecaster ready" — a household warms its forecaster after
+  it is ready, ``docs/daemon.md``), each daemon alone (no validator answers: the quote is made,
+  its submission fails) and stopped then, alternating between
   this tree and ``TREE`` (another source tree, e.g. main via ``git archive``) ``--pairs`` times
   in the same minutes: on a machine whose load changes by the minute, a comparison that one run
   after the other is not;
@@ -267,12 +270,30 @@ def start_many(
     return {"wall_s": wall, "cpu_s": cpu, **total}
 
 
-def start_alone(tree: Path, d: Path) -> tuple[float, float, float]:
+#: a household's record of each order it made (``gridnode.household_driver``): a line is appended
+#: once the order is forecast and signed, before it is submitted — in every tree measured
+PROVENANCE = Path("data") / "provenance.jsonl"
+
+
+def _lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def start_alone(
+    tree: Path, d: Path, *, first_quote: bool = False
+) -> tuple[float, float, float, float, float]:
     """``gridnode run`` of ``tree`` (its own source on ``PYTHONPATH``) on the daemon directory
-    ``d``, alone: wall and CPU seconds from exec to its ready file, and its RSS (MB) then; it is
+    ``d``, alone: wall and CPU seconds from exec to its ready file, its RSS (MB) then, and with
+    ``first_quote`` (a bidding household) wall and CPU seconds from exec to its first quote (its
+    first order forecast and signed: a new line in its provenance record), else NaN; it is
     stopped (SIGTERM) right after."""
     ready = d / "ready"
     ready.unlink(missing_ok=True)
+    quotes = _lines(d / PROVENANCE)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     with (d / "daemon.log").open("ab") as log:
         t0 = time.monotonic()
@@ -289,10 +310,18 @@ def start_alone(tree: Path, d: Path) -> tuple[float, float, float]:
         wall = time.monotonic() - t0
         cpu = proc_cpu_s(proc.pid)
         rss = memory_mb(proc.pid)["rss"]
+        quote_wall = quote_cpu = float("nan")
+        while first_quote:
+            if _lines(d / PROVENANCE) > quotes:
+                quote_wall, quote_cpu = time.monotonic() - t0, proc_cpu_s(proc.pid)
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{tree}: the daemon in {d} made no quote; see its daemon.log")
+            time.sleep(0.002)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    return wall, cpu, rss
+    return wall, cpu, rss, quote_wall, quote_cpu
 
 
 def start_pairs(root: Path, other: Path, pairs: int) -> None:
@@ -308,19 +337,27 @@ def start_pairs(root: Path, other: Path, pairs: int) -> None:
     trees = {"this tree": _HERE.parent, str(other): other}
     for tree in trees.values():  # bytecode into the cache, the store opened once
         start_alone(tree, lc.households[0].dir)
-        start_alone(tree, household.dir)
+        start_alone(tree, household.dir, first_quote=True)
     for role, d in (("validator", lc.households[0].dir), ("household", household.dir)):
         load = os.getloadavg()[0]
-        got: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
+        got: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n in trees}
         for _ in range(pairs):
             for name, tree in trees.items():
-                got[name].append(start_alone(tree, d))
+                got[name].append(start_alone(tree, d, first_quote=role == "household"))
         for name, rows in got.items():
-            wall, cpu, rss = (statistics.median(r[i] for r in rows) for i in range(3))
+            wall, cpu, rss, q_wall, q_cpu = (
+                statistics.median(r[i] for r in rows) for i in range(5)
+            )
             print(
                 f"  {role:<10} {name:<24} n={pairs}  start-up {wall:.2f} s wall, {cpu:.2f} s CPU "
                 f"(min {min(r[1] for r in rows):.2f})  |  RSS at ready {rss:.0f} MB  (medians)"
             )
+            if role == "household":
+                print(
+                    f"  {'':<10} {'':<24} first quote (forecaster ready: its first order "
+                    f"forecast and signed) {q_wall:.2f} s wall, {q_cpu:.2f} s CPU "
+                    f"(min {min(r[4] for r in rows):.2f})"
+                )
         print(f"  (alternating, load {load:.1f} -> {os.getloadavg()[0]:.1f})")
 
 

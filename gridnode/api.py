@@ -201,6 +201,7 @@ def _history_key(snap: Snapshot) -> object:
         clock.slot_at(snap.now_ms // 1000),
         clock.first_open_slot(snap.now_ms // 1000),
         snap.forecast,
+        snap.forecaster_state,
     )
 
 
@@ -469,6 +470,7 @@ async def forecast(request: web.Request) -> web.Response:
     snap = snapshot_of(request)
     body = {
         "now_ms": snap.now_ms,
+        "forecaster": snap.forecaster_state,
         "forecast": [
             {"slot": slot, "p10_wh": p10, "p50_wh": p50, "p90_wh": p90}
             for slot, p10, p50, p90 in snap.forecast

@@ -125,6 +125,7 @@ def status_extras(snap: Snapshot, zone: LocalTime) -> dict[str, Any]:
         ),
         "member": snap.household in snap.ledger.genesis.member_set,
         "meter_source": snap.meter_source,
+        "forecaster": snap.forecaster_state,
     }
 
 
@@ -431,6 +432,7 @@ def household_view(snap: Snapshot, zone: LocalTime) -> dict[str, Any]:
         if view is None or view.since_slot is None
         else _when(zone, snap, view.since_slot),
         "slots": chart,
+        "forecaster": snap.forecaster_state,
         "forecast": [
             {**_when(zone, snap, s), "p10_wh": p10, "p50_wh": p50, "p90_wh": p90}
             for s, p10, p50, p90 in snap.forecast

@@ -118,6 +118,7 @@ class HouseholdNode(Protocol):
     genesis: Genesis
     clock: NodeClock
     runtime: NodeRuntime
+    started_ms: int  # the node clock when the node started
 
     def sign_order(self, order: Order, *, model: bytes | None = None) -> SignedOrder:
         """``order`` as this household's, with its next nonce, signed (``model``: the committed
@@ -181,7 +182,8 @@ class HouseholdDriver:
                 node.key.public_hex,
                 bidding=Bidding(config.bidding_policy),
                 battery=battery_of(config),
-                first_slot=clock.slot_at(node.clock.now_ms() // 1000),
+                # the slot the node started in (its driver is built once the daemon serves)
+                first_slot=clock.slot_at(node.started_ms // 1000),
                 quoted_slots=QUOTED_SLOTS if config.bidding_enabled else 0,
             )
         )

@@ -67,6 +67,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from gridnode.cli.run import BLAS_THREADS_ENV
 from market.errors import UsageError
 
 __all__ = [
@@ -92,7 +93,8 @@ PRELOAD: Final = (
     "gridnode.meters",
 )
 #: set before the imports: numeric libraries must not start threads in a process that forks
-THREAD_ENV: Final = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: (the settings an exec'd ``gridnode run`` takes too)
+THREAD_ENV: Final = BLAS_THREADS_ENV
 #: ``GRIDNODE_LAUNCHER=0`` (or ``false``): :class:`sims.daemons.LocalCommunity` exec's each daemon
 #: (``subprocess.Popen``) instead of forking it from the process-wide launcher
 #: (:func:`default_launcher`); ``1``/``true``, empty or unset: the launcher

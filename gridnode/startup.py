@@ -6,7 +6,8 @@ Rules of this module (``gridnode run`` obeys them through :func:`gridnode.daemon
   reported as one :class:`~market.errors.UsageError` line that names the file or key, the problem
   and the fix (the CLI prints it and exits 2): the config, identity, token and genesis files; the
   role; the genesis' clock against a config that still sets one; the meter and bidding settings
-  (a file meter's history must exist and parse); the data directory; the API port and every
+  (a file meter's history must exist and parse; a replay meter's day must lie in the shipped
+  data, checked without reading it: :class:`gridnode.meter.ShippedReplay`); the data directory; the API port and every
   libp2p listen port (bound the way the servers bind them, so a taken port is a refusal, not a
   daemon running without a listener); the directory lock; the store (checked on open:
   :mod:`gridnode.store`) and the chain in it (bound to this community and genesis, and replayed:
@@ -48,7 +49,9 @@ Rules of this module (``gridnode run`` obeys them through :func:`gridnode.daemon
   of the collector's reach (``gc.freeze``: a full collection otherwise walks ~120,000 of them,
   ≈ 40 ms that stall the node's thread, and every submission waiting on it, each time) and
   turns the collector back on. Those objects live as long as the process; what the node makes
-  later is collected as before. A start-up that fails ends the process before that.
+  later is collected as before — a household's warm-up too (its meter data, forecasting code and
+  first fit, loaded once the daemon serves: ``docs/daemon.md``). A start-up that fails ends the
+  process before that.
 * **Quiet, timestamped logs.** Every line carries a timestamp, level and logger; py-libp2p's own
   records (e.g. "Failed to open TCP stream" every time a peer is down) are shown only at
   ``logging.level = "debug"``, as DEBUG.
@@ -227,11 +230,12 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
     (:data:`LIVE_SOURCES`) is ``None`` here: the daemon opens it on its own clock
     (:func:`gridnode.daemon.open_daemon_node`)."""
     path = config.dir / CONFIG_NAME
-    # the meter code (numpy arrays, pandas for a file) is imported only by a node that has a meter
+    # the meter code is imported only by a node that has a meter; a replay's settings are checked
+    # here and its data (numpy) read once the daemon serves (its first use: docs/daemon.md)
     if config.meter_source == "replay":
-        from gridnode.meter import shipped_replay  # noqa: PLC0415
+        from gridnode.meter import ShippedReplay  # noqa: PLC0415
 
-        return shipped_replay(
+        return ShippedReplay.of(
             node_anchor_s=genesis.genesis_time_ms // 1000,
             day=config.replay_day,
             day_offset=config.replay_day_offset,

@@ -101,6 +101,10 @@ class Snapshot:
     timezone: str = "UTC"
     #: ``meter.source`` ("none", "replay", "file", "dsmr", "mqtt")
     meter_source: str = "none"
+    #: what the household forecasts with: "none" (no meter), "off" (bidding disabled), "warming"
+    #: (loading its meter history and forecaster after start-up, until its first forecast), else
+    #: the model of its last forecast (e.g. "profile-qr")
+    forecaster_state: str = "none"
     #: this household's recent slots kept after settlement (:mod:`gridnode.history`)
     history: HistoryView | None = None
     #: node times (unix ms) of recent submissions no validator acknowledged, oldest first

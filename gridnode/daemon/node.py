@@ -68,6 +68,7 @@ from market.errors import InvalidInput, LedgerReason, NetworkError, UsageError
 from market.orders import Order
 
 if TYPE_CHECKING:  # a household's driver, its meter and federated rounds: imported when configured
+    from forecasting.federated import CommunityModel
     from gridnode.daemon.federation import FederationDriver
     from gridnode.household_driver import HouseholdDriver
     from gridnode.meter import Meter
@@ -104,6 +105,10 @@ MAX_BLOCK_TXS = 2_000
 #: a validator's mempool holds at most this many transactions (what peers share included); the
 #: submissions it takes are bounded far lower, by what the committee commits (``Backpressure``)
 MEMPOOL_TXS = 20_000
+
+
+def _nothing() -> None:
+    pass
 
 
 def raise_fatal(exc: BaseException) -> None:
@@ -205,12 +210,18 @@ class DaemonNode:
         #: the states /api/proof serves bill proofs from (gridnode/bills.py)
         self.proofs = ProofKeeper(store)
         self.runtime.listeners.append(self.proofs.on_commit)
-        #: the household's meter readings and automatic orders (a household with a meter)
+        #: the household's meter readings and automatic orders (a household with a meter): built
+        #: by the node's household task (forecasting and bidding are imported only by a household
+        #: that has them), once ``household_gate`` is set (``None``: when the node runs)
         self.household: HouseholdDriver | None = None
-        if meter is not None:  # forecasting and bidding: loaded only by a household that has them
-            from gridnode.household_driver import HouseholdDriver  # noqa: PLC0415
-
-            self.household = HouseholdDriver(self, meter, config)
+        self._household_meter = meter
+        #: :func:`gridnode.daemon.run.open_daemon_node` sets one, and the daemon sets it once it
+        #: serves: a household's forecaster warms after start-up (docs/daemon.md, "Start-up")
+        self.household_gate: trio.Event | None = None
+        #: called once on the trio thread after the household's first step (or its end, if it
+        #: never steps): :func:`gridnode.daemon.run.run_daemon` settles start-up there
+        self.on_household_warm: Callable[[], None] = _nothing
+        self._community: CommunityModel | None = None  # adopted before the driver was built
         #: federated rounds (``training.mode = "federated"``; docs/federated.md)
         self.federation: FederationDriver | None = None
         if config.training_mode == "federated":
@@ -225,7 +236,7 @@ class DaemonNode:
                 history=lambda now_s: (
                     None if meter is None else meter.history_before(now_s, days=HISTORY_DAYS)
                 ),
-                on_model=None if self.household is None else self.household.use_community,
+                on_model=None if meter is None else self._use_community,
             )
         self.latest = self.status.make()
 
@@ -235,9 +246,56 @@ class DaemonNode:
         return () if self.household is None else self.household.forecast
 
     @property
+    def forecaster_state(self) -> str:
+        """What the household forecasts with, for the status page: ``"none"`` (no meter),
+        ``"off"`` (bidding disabled), ``"warming"`` (its meter history, forecaster and first fit
+        are loading: until its first forecast), else the model of its last forecast."""
+        if self._household_meter is None:
+            return "none"
+        if not self.config.bidding_enabled:
+            return "off"
+        household = self.household
+        if household is None or not household.forecast:
+            return "warming"
+        if self.config.bidding_policy == "perfect-foresight":
+            return "perfect-foresight"
+        return household.forecaster.name
+
+    @property
     def meter(self) -> Meter | None:
         """Where the household's readings come from (``None``: no meter configured)."""
-        return None if self.household is None else self.household.meter
+        return self._household_meter
+
+    def _use_community(self, model: CommunityModel) -> None:
+        """A committed community model for the household's forecaster (federated rounds)."""
+        if self.household is None:
+            self._community = model  # handed over when the driver is built
+        else:
+            self.household.use_community(model)
+
+    async def _run_household(self) -> None:
+        """Build the household driver once the gate opens (see ``household_gate``), then run it."""
+        if self.household_gate is not None:
+            await self.household_gate.wait()
+        from gridnode.household_driver import HouseholdDriver  # noqa: PLC0415 - a household's
+
+        assert self._household_meter is not None
+        household = HouseholdDriver(self, self._household_meter, self.config)
+        if self._community is not None:
+            household.use_community(self._community)
+        self.household = household
+        warm = False
+
+        def after_step() -> None:
+            nonlocal warm
+            self._after_household_step()
+            if not warm:
+                warm = True
+                self.on_household_warm()
+
+        await household.run(after_step)
+        if not warm:  # it returned without a step: not a member of the community
+            self.on_household_warm()
 
     @property
     def live_orders(self) -> dict[bytes, SignedOrder]:
@@ -299,8 +357,8 @@ class DaemonNode:
             nursery.start_soon(self._publish_loop)
             if self.runtime.is_validator:
                 nursery.start_soon(self.gossip.run)
-            if self.household is not None:
-                nursery.start_soon(self.household.run, self._after_household_step)
+            if self._household_meter is not None:
+                nursery.start_soon(self._run_household)
             if self.federation is not None:
                 nursery.start_soon(self.federation.run)
 

@@ -134,8 +134,12 @@ async def open_daemon_node(
     *,
     meter: Meter | None = None,
     on_fatal: Callable[[BaseException], None] = raise_fatal,
+    household_gate: trio.Event | None = None,
 ) -> AsyncIterator[DaemonNode]:
     """On the trio thread: open the store and the host, run the node, close everything on exit.
+
+    ``household_gate``: the node builds and runs its household driver (a meter's) once it is set
+    (``None``: at once); :func:`run_daemon` sets it once the daemon serves.
 
     Start-up refusals are :class:`UsageError` (one line each, :mod:`gridnode.startup`). After
     start, an error the node cannot go on from (its store failed, a committed block broke a rule,
@@ -174,6 +178,7 @@ async def open_daemon_node(
                 meter=meter,
             )  # fmt: skip
             node.on_fatal = halt
+            node.household_gate = household_gate
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_run_node, node, work, halt)
                 try:
@@ -223,6 +228,7 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bridge = TrioBridge().start()
+    gate = trio.Event()  # the household driver starts once the daemon serves (docs/daemon.md)
     live = config.meter_source in LIVE_SOURCES  # gridnode.meters is imported only for one
     if live:
         from gridnode.meters import start_meter_reader, stop_meter_reader  # noqa: PLC0415
@@ -234,7 +240,9 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     try:
         try:
             node = await bridge.enter(
-                lambda: open_daemon_node(config, genesis, key, meter=meter, on_fatal=fatal.report)
+                lambda: open_daemon_node(
+                    config, genesis, key, meter=meter, on_fatal=fatal.report, household_gate=gate
+                )
             )
         except BaseExceptionGroup as group:  # a refusal raised inside trio's nurseries
             raise root_cause(group) from None
@@ -254,7 +262,11 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
         lock.record_pid()
         if ready_file is not None:
             write_atomic(ready_file, f"{api.url}\n" + "\n".join(node.net.addrs) + "\n")
-        settle_after_start()
+        if node.meter is None:
+            settle_after_start()
+        else:  # a household: its start-up ends once its driver warmed up (the forecaster fitted)
+            node.on_household_warm = settle_after_start
+        await bridge.run_sync(gate.set)  # a household's driver and forecaster warm up now
         waiters = [
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(fatal.wait()),

@@ -150,6 +150,7 @@ class StatusBoard:
             speedup=node.clock.speedup,
             timezone=node.zone.name,
             meter_source=node.config.meter_source,
+            forecaster_state=node.forecaster_state,
             history=node.history.view(),
             submit_failures=tuple(self._submit_failures),
             commit_latency=self._latency.histogram(),

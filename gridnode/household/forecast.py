@@ -67,11 +67,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from forecasting.federated import CommunityModel, FederatedForecaster
 from forecasting.models import FittedForecaster, Forecaster, QuantileForecast, SeasonalNaive
 from forecasting.policy import SlotQuantiles, slot_quantiles
 from forecasting.profile_qr import FittedProfileQR
@@ -79,6 +78,9 @@ from forecasting.registry import DEFAULT_MODEL, build_model
 from forecasting.series import MeterHistory
 from market.errors import InvalidInput, UsageError
 from market.slots import SlotClock
+
+if TYPE_CHECKING:  # federated training's code: imported by a household that trains so
+    from forecasting.federated import CommunityModel
 
 __all__ = [
     "FIT_ROWS",
@@ -192,6 +194,8 @@ def federated_forecaster(
         return bidding_forecaster(
             model, site=site, refit_every_s=refit_every_s, fit_blocks=fit_blocks
         )
+    from forecasting.federated import FederatedForecaster  # noqa: PLC0415 - federated only
+
     local = build_model(
         model,
         latitude=site.latitude,

@@ -35,11 +35,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from forecasting.series import MeterHistory
 from gridnode.meter import Meter
 from gridnode.meters.registers import (
     Break,
@@ -54,6 +53,9 @@ from gridnode.meters.registers import (
 )
 from market.errors import InvalidInput, UsageError
 from market.slots import SlotClock
+
+if TYPE_CHECKING:  # the forecaster's series (numpy at import): read where a history is built
+    from forecasting.series import MeterHistory
 
 __all__ = ["REGISTERS", "LiveMeter", "MeterStore", "SlotEnergy"]
 
@@ -324,6 +326,8 @@ class LiveMeter(Meter):
                 reason="no_history", subject="live meter", expected=">= 2 metered slots",
                 found=f"{len(energies)} before {node_s}",
             )  # fmt: skip
+        from forecasting.series import MeterHistory  # noqa: PLC0415 - a household's, once serving
+
         idx = np.arange(len(energies))
         ok = np.array([e is not None for e in energies])
         to_w = 3600.0 / step

@@ -183,7 +183,9 @@ function showHousehold(h) {
   const withBoth = today.filter((r) => r.forecast && r.natural_wh !== null);
   const mae = withBoth.length ? Math.round(withBoth.reduce((a, r) => a + Math.abs(r.forecast[1] - r.natural_wh), 0) / withBoth.length) : null;
   const anyForecast = h.forecast.length || h.slots.some((r) => r.forecast);
-  setText("forecast-note", !anyForecast
+  setText("forecast-note", h.forecaster === "warming"
+    ? "The forecaster is warming up: the daemon loads the meter history and fits the model once it serves; the first forecast and quote follow."
+    : !anyForecast
     ? "No forecast: this node does not bid automatically (bidding.enabled), or its meter has less than a day of history. Measured surplus shown."
     : (mae === null ? "No slot with both a forecast and a reading yet today." : "Mean error of the P50 today: " + mae + " Wh per slot over " + withBoth.length + " slots.") +
       (h.forecast.length ? " The next slots' forecast is shown ahead." : ""));

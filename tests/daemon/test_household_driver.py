@@ -93,7 +93,6 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
                 clock=clock,
                 meter=make_meter(config, genesis),
             )
-            assert node.household is not None
             slots = genesis.clock
             start_slot = slots.slot_at(clock.now_ms() // 1000)
             # until the SLOTS slots after the start one are delivered and their readings committed
@@ -103,6 +102,7 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
                 nursery.start_soon(node.run)
                 await trio.sleep(clock.seconds_until(until_ms))
                 seen["start_slot"] = start_slot
+                assert node.household is not None  # built by the node's household task
                 seen["soc_wh"] = node.household.agent.soc_wh
                 seen["forecast"] = node.latest.forecast
                 nursery.cancel_scope.cancel()
