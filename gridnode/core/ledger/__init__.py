@@ -4,7 +4,7 @@ Every node keeps this state and re-derives it from the blocks alone; consensus o
 blocks. The package is split along its seams, each module opening with its own rules:
 
 * :mod:`.genesis` — the community's parameters (:class:`Genesis`) and the shared constants;
-* :mod:`.transactions` — signed orders, cancels and readings: signing, ids, strict decoding;
+* :mod:`.transactions` — signed orders, cancels, readings and bundles (a reading and orders signed once): signing, ids, strict decoding;
 * :mod:`.state` — :class:`LedgerState` and its canonical encoding (snapshots);
 * :mod:`.stateroot` — the state root: a Merkle commitment to the state (``docs/merkle.md``);
 * :mod:`.blocks` — :class:`Block`, its header (which commits to the transactions) and strict
@@ -43,12 +43,17 @@ from gridnode.core.ledger.state import (
 from gridnode.core.ledger.transactions import (
     MAX_TX_BYTES,
     MODEL_VALIDATION_FIELDS,
+    BundledOrder,
+    BundleReading,
+    OpenOrder,
+    SignedBundle,
     SignedCancel,
     SignedModel,
     SignedOrder,
     SignedReading,
     Tx,
     decode_tx,
+    sign_bundle,
     sign_cancel,
     sign_model,
     sign_order,
@@ -66,10 +71,14 @@ __all__ = [
     "ZERO_HASH",
     "Block",
     "BlockOutcome",
+    "BundleReading",
+    "BundledOrder",
     "CommittedModel",
     "Genesis",
     "HouseholdTotals",
     "LedgerState",
+    "OpenOrder",
+    "SignedBundle",
     "SignedCancel",
     "SignedModel",
     "SignedOrder",
@@ -88,6 +97,7 @@ __all__ = [
     "decode_tx",
     "genesis_state",
     "settle_slot",
+    "sign_bundle",
     "sign_cancel",
     "sign_model",
     "sign_order",
