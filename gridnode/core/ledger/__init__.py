@@ -22,6 +22,7 @@ from __future__ import annotations
 from gridnode.core.ledger.blocks import MAX_BLOCK_BYTES, Block, decode_block
 from gridnode.core.ledger.genesis import FORMAT, MAX_CLOCK_SPEEDUP, ZERO_HASH, Genesis
 from gridnode.core.ledger.rules import (
+    READING_REFUSALS,
     BlockOutcome,
     SlotCleared,
     SlotSettled,
@@ -68,6 +69,7 @@ __all__ = [
     "MAX_CLOCK_SPEEDUP",
     "MAX_TX_BYTES",
     "MODEL_VALIDATION_FIELDS",
+    "READING_REFUSALS",
     "ZERO_HASH",
     "Block",
     "BlockOutcome",

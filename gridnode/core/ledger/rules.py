@@ -71,7 +71,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from gridnode.core.ledger.blocks import Block
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
@@ -93,6 +93,7 @@ from market.orders import Order, validate_order
 from market.settlement import GRID, POOL, Settlement, settle
 
 __all__ = [
+    "READING_REFUSALS",
     "BlockOutcome",
     "SlotCleared",
     "SlotSettled",
@@ -104,6 +105,21 @@ __all__ = [
     "check",
     "settle_slot",
 ]
+
+
+#: the reasons a reading can be refused for (membership, signature and the reading rules): a
+#: bundle refused for any other reason was refused for one of its orders, and its reading sent
+#: alone may still be admitted (what a household does then: :mod:`gridnode.household_driver`)
+READING_REFUSALS: Final = frozenset(
+    {
+        LedgerReason.NOT_A_MEMBER,
+        LedgerReason.BAD_SIGNATURE,
+        LedgerReason.SLOT_NOT_DELIVERED,
+        LedgerReason.READING_TOO_LATE,
+        LedgerReason.DUPLICATE_READING,
+        OrderReason.ENERGY_TOO_LARGE,
+    }
+)
 
 
 class _Draft:
