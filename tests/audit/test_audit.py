@@ -40,6 +40,21 @@ def test_an_honest_chain_passes_with_the_ledgers_figures(chain: SmallChain, tmp_
         assert result.to_json()["checked"]["commit_signatures"] == 4 * len(chain.chain)
 
 
+def test_a_chain_of_bundles_passes_and_counts_their_parts(tmp_path: Path) -> None:
+    bundled = small_chain(bundled=True)
+    path = export(bundled.chain, tmp_path / "b.gnc", bundled.community.genesis)
+    for jobs in (1, 2):  # the pre-verifying pool names bundles' ids and order keys as the ledger
+        result = run_audit(open_chain(path), jobs=jobs)
+        assert result.ok, result.discrepancy
+        final = bundled.states[-1]
+        assert result.state_root == final.digest().hex()
+        assert result.tally.slots_settled == 2 and result.tally.missing_readings == 1
+        doc = result.to_json()
+        # 7 orders, 1 cancel, 4 lone readings, 6 bundles (6 readings, one of them with an order)
+        assert doc["transactions"] == {"orders": 8, "cancels": 1, "readings": 10, "bundles": 6}
+        assert doc["checked"]["transactions"] == doc["checked"]["transaction_signatures"] == 18
+
+
 def test_an_audit_resumes_from_its_checkpoint(chain: SmallChain, tmp_path: Path) -> None:
     path = export(chain.chain, tmp_path / "c.gnc", chain.community.genesis)
     cp = tmp_path / "audit.checkpoint"
