@@ -159,3 +159,22 @@ def test_bad_arguments_exit_2_with_one_line(
     assert "not a gridnode chain export" in capsys.readouterr().err
     assert main(["audit", str(tmp_path / "x.gnc"), "--resume"]) == 2
     assert main(["audit", str(tmp_path / "x.gnc"), "--expect-head", "abc"]) == 2
+
+
+def test_explain_finds_an_order_a_bundle_placed_by_its_order_id() -> None:
+    from gridnode.chain import ChainReader
+    from gridnode.core.ledger import BundledOrder, SignedBundle
+    from gridnode.explain import explain_order
+
+    bundled = small_chain(bundled=True)
+    facts = list(ChainReader(bundled.community.genesis).read_all(bundled.chain))
+    placed = [o for f in facts for o in f.orders if isinstance(o, BundledOrder)]
+    (order,) = placed  # member 0's bundle carried one order
+    bundle = next(
+        tx for f in facts for tx in f.block.txs if isinstance(tx, SignedBundle) and tx.orders
+    )
+    doc = explain_order(order.order.order_id, facts)
+    assert doc["found"]
+    (version,) = doc["versions"]
+    assert version["placed_by"] == "bundle" and version["tx_id"] == bundle.id.hex()
+    assert version["slot"] == order.order.slot
