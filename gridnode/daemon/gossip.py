@@ -3,8 +3,8 @@
 Rules of this module (``docs/protocol.md`` §7.4):
 
 * Each validator gossips the orders it accepted from submissions — signed orders, and the
-  bundles (a household's reading and orders signed once) that carry orders — as **batches** on the GossipSub
-  topic ``/gridnode/<community>/orders/2``: at most one message per ``_GOSSIP_EVERY_S`` of wall
+  bundles (a household's reading and orders signed once) that carry orders — as **batches** on
+  the GossipSub topic ``/gridnode/<community>/orders/2``: at most one message per ``_GOSSIP_EVERY_S`` of wall
   time, after gathering for ``_GOSSIP_GATHER_S`` (households submit in a burst at a slot
   boundary), only when there is something to send. Orders already committed, replaced, or whose
   gate closes within ``_GOSSIP_MARGIN_S`` are left out (a peer would rightly refuse a closed
