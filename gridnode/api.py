@@ -82,7 +82,7 @@ from gridnode.api_views import (
     validator_rows,
 )
 from gridnode.chain import trade_row
-from gridnode.core.ledger import LedgerState, SignedOrder
+from gridnode.core.ledger import LedgerState, OpenOrder
 from gridnode.localtime import LocalTime, zone_named
 from gridnode.metrics import render_metrics
 from gridnode.status import NodeHandle, Snapshot, SubmitResult
@@ -149,7 +149,7 @@ def _delivery(snap: Snapshot, slot: int) -> str:
     return zone_named(snap.timezone).interval(clock.start(slot), clock.end(slot))
 
 
-def _order_json(so: SignedOrder, snap: Snapshot, *, open_: bool) -> dict[str, Any]:
+def _order_json(so: OpenOrder, snap: Snapshot, *, open_: bool) -> dict[str, Any]:
     o = so.order
     return {
         "order_id": o.order_id,

@@ -46,6 +46,8 @@ from gridnode.core.ledger import (
     Block,
     Genesis,
     LedgerState,
+    OpenOrder,
+    SignedBundle,
     SignedCancel,
     SignedOrder,
     SignedReading,
@@ -64,6 +66,7 @@ __all__ = [
     "ChainError",
     "ChainReader",
     "ChainReason",
+    "CommittedReading",
     "SlotCleared",
     "SlotSettled",
     "stored_blocks",
@@ -97,6 +100,17 @@ class ChainError(InvalidInput):
 
 
 @dataclass(frozen=True, slots=True)
+class CommittedReading:
+    """A meter reading a block committed: ``tx_id`` is the transaction that carried it (a
+    ``gn.tx.reading``, or the ``gn.tx.bundle`` it was part of)."""
+
+    household: str
+    slot: int
+    net_wh: int
+    tx_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class BlockFacts:
     """What one committed block did to the ledger (see the module rules)."""
 
@@ -114,18 +128,34 @@ class BlockFacts:
         return self.block.time_ms
 
     @property
-    def orders(self) -> tuple[SignedOrder, ...]:
-        """Orders committed in this block (a later one of the same household and slot replaces
-        an earlier one: :attr:`SlotCleared.book` is what was left at gate closure)."""
-        return tuple(tx for tx in self.block.txs if isinstance(tx, SignedOrder))
+    def orders(self) -> tuple[OpenOrder, ...]:
+        """Orders committed in this block, each its own transaction or a bundle's, in the
+        block's order (a later one of the same household and slot replaces an earlier one:
+        :attr:`SlotCleared.book` is what was left at gate closure)."""
+        out: list[OpenOrder] = []
+        for tx in self.block.txs:
+            if isinstance(tx, SignedOrder):
+                out.append(tx)
+            elif isinstance(tx, SignedBundle):
+                out.extend(tx.placed())
+        return tuple(out)
 
     @property
     def cancels(self) -> tuple[SignedCancel, ...]:
         return tuple(tx for tx in self.block.txs if isinstance(tx, SignedCancel))
 
     @property
-    def readings(self) -> tuple[SignedReading, ...]:
-        return tuple(tx for tx in self.block.txs if isinstance(tx, SignedReading))
+    def readings(self) -> tuple[CommittedReading, ...]:
+        """Readings committed in this block, each its own transaction or a bundle's, in the
+        block's order."""
+        out: list[CommittedReading] = []
+        for tx in self.block.txs:
+            if isinstance(tx, SignedReading):
+                out.append(CommittedReading(tx.household, tx.slot, tx.net_wh, tx.id))
+            elif isinstance(tx, SignedBundle) and tx.reading is not None:
+                r = tx.reading
+                out.append(CommittedReading(tx.household, r.slot, r.net_wh, tx.id))
+        return tuple(out)
 
 
 class ChainReader:

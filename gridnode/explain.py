@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from gridnode.chain import BlockFacts, SlotCleared, SlotSettled, trade_row
-from gridnode.core.ledger import CommittedModel, SignedModel, SignedOrder
+from gridnode.core.ledger import BundledOrder, CommittedModel, OpenOrder, SignedModel
 from gridnode.core.ledger.stateroot import BILL_FIELDS
 
 __all__ = ["NOT_ON_LEDGER", "curves", "explain_order", "explain_slot", "model_json"]
@@ -86,11 +86,13 @@ def _committed(tx: SignedModel, height: int) -> CommittedModel:
     )
 
 
-def _order_json(so: SignedOrder) -> dict[str, Any]:
+def _order_json(so: OpenOrder) -> dict[str, Any]:
     o = so.order
     return {
         "order_id": o.order_id,
+        # the transaction that placed it: its own gn.tx.order, or the gn.tx.bundle it came in
         "tx_id": so.id.hex(),
+        "placed_by": "bundle" if isinstance(so, BundledOrder) else "order",
         "household": o.household,
         "side": o.side.value,
         "slot": o.slot,
@@ -102,7 +104,7 @@ def _order_json(so: SignedOrder) -> dict[str, Any]:
     }
 
 
-def curves(book: Iterable[SignedOrder]) -> dict[str, list[dict[str, Any]]]:
+def curves(book: Iterable[OpenOrder]) -> dict[str, list[dict[str, Any]]]:
     """Supply (sell steps, ascending price) and demand (buy steps, descending price), each step
     with the cumulative Wh offered up to it (ties: by household, as listed)."""
     sells: list[tuple[int, int, str, str]] = []
@@ -200,7 +202,7 @@ def explain_order(
     versions: list[dict[str, Any]] = []
     slot: int | None = None
     household = ""
-    in_book: SignedOrder | None = None
+    in_book: OpenOrder | None = None
     trades: list[dict[str, Any]] = []
     line: dict[str, Any] | None = None
     cleared_at: dict[str, Any] | None = None

@@ -15,11 +15,16 @@ the daemon's I/O around it (the in-process simulation engine drives the same age
   :class:`~gridnode.household.forecast.SlotForecaster` row: ``bidding.model``, by default
   profile-qr, told the household's site; fitted once a day on the year before the day began, so
   the fit is off the other slots' path; perfect foresight reads the meter ahead), hand all of it
-  to the agent, sign what it returns (readings with
-  :func:`~gridnode.core.ledger.sign_reading`, orders with the node's next nonce) and submit
-  everything of the step in **one** acknowledged request (``…/submit-batch/1.0.0``; a validator
-  takes them into its own mempool). When no validator answered, the readings go back to the agent
-  and are re-sent unchanged at the next step.
+  to the agent, sign what it returns as **one transaction** (a
+  :class:`~gridnode.core.ledger.SignedBundle`: the reading of the slot just delivered and the
+  orders, each with the node's next nonce, signed once; a reading re-sent from an earlier step
+  goes alone, as a ``gn.tx.reading``) and submit everything of the step in **one** acknowledged
+  request (``…/submit-batch/1.0.0``; a validator takes them into its own mempool). A bundle is
+  admitted all or nothing: when it is refused for one of its orders (e.g. ``full``, or a slot
+  that closed), its reading is sent again alone at once
+  (:data:`~gridnode.core.ledger.READING_REFUSALS` says which refusals are the reading's own).
+  When no validator answered, the readings go back to the agent and are re-sent unchanged at the
+  next step.
 * **The page's history**: each delivered slot's natural net, signed reading, PV and load (where
   the meter measures them apart) and battery go to the node (``record_metered``) before the
   submission, so a slot whose reading could not be sent is still shown.
@@ -53,7 +58,14 @@ import trio
 from gridnode.clock import NodeClock
 from gridnode.config import Config
 from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import Genesis, SignedOrder, Tx, sign_reading
+from gridnode.core.ledger import (
+    READING_REFUSALS,
+    BundleReading,
+    Genesis,
+    SignedBundle,
+    Tx,
+    sign_reading,
+)
 from gridnode.files import json_lines
 from gridnode.history import MeteredSlot
 from gridnode.household.agent import (
@@ -120,9 +132,11 @@ class HouseholdNode(Protocol):
     runtime: NodeRuntime
     started_ms: int  # the node clock when the node started
 
-    def sign_order(self, order: Order, *, model: bytes | None = None) -> SignedOrder:
-        """``order`` as this household's, with its next nonce, signed (``model``: the committed
-        community model that produced it)."""
+    def sign_bundle(
+        self, reading: BundleReading | None, orders: Sequence[Order], *, model: bytes | None = None
+    ) -> SignedBundle:
+        """``reading`` and ``orders`` as this household's one transaction, each order with its
+        next nonce, signed once (``model``: the committed community model that produced them)."""
         ...
 
     async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
@@ -292,34 +306,52 @@ class HouseholdDriver:
                 (q.slot, q.forecast.p10_wh, q.forecast.p50_wh, q.forecast.p90_wh)
                 for q in actions.quotes
             )
-        readings = [
-            sign_reading(node.key, node.genesis, slot=r.slot, net_wh=r.net_wh)
-            for r in actions.readings
+        # the newest reading (the slot just delivered) rides in the bundle; re-sent ones go alone
+        newest = max(actions.readings, key=lambda r: r.slot, default=None)
+        alone = [r for r in actions.readings if r is not newest]
+        lone: list[Tx] = [
+            sign_reading(node.key, node.genesis, slot=r.slot, net_wh=r.net_wh) for r in alone
         ]
         federated = forecast is not None and forecast.model == "federated"
         model = self.model_hash if federated else None
-        placed = [
-            (q, node.sign_order(q.order, model=model))
-            for q in actions.quotes
-            if q.order is not None
-        ]
-        for q, tx in placed:
-            self._record(tx.order, tx.model, q.model, q)
-        if not readings and not placed:
+        quotes = [q for q in actions.quotes if q.order is not None]
+        bundle = None
+        if newest is not None or quotes:
+            bundle = node.sign_bundle(
+                None if newest is None else BundleReading(newest.slot, newest.net_wh),
+                [q.order for q in quotes if q.order is not None],
+                model=model,
+            )
+            for q, order in zip(quotes, bundle.orders, strict=True):
+                self._record(order, model, q.model, q)
+        if bundle is None:
             return actions
         at_ms = node.clock.now_ms()
         try:
-            results = await node.submit_batch([*readings, *(tx for _, tx in placed)])
+            results = await node.submit_batch([*lone, bundle])
+            result = results.pop(len(lone))  # the bundle's answer; the rest are the lone readings'
+            if (
+                not result.accepted
+                and newest is not None
+                and bundle.orders
+                and result.reason not in READING_REFUSALS
+            ):  # refused for an order: the reading goes alone (module rules)
+                only = sign_reading(node.key, node.genesis, slot=newest.slot, net_wh=newest.net_wh)
+                results += await node.submit_batch([only])
+                alone.append(newest)
         except NetworkError:
             agent.readings_lost(actions.readings)
             raise
-        for r, result in zip(actions.readings, results, strict=False):
-            log.info("reading slot %d: %+d Wh (%s)", r.slot, r.net_wh, result.reason or "accepted")
-        for (q, tx), result in zip(placed, results[len(readings) :], strict=False):
-            node.record_submission(tx.order, at_ms, result)
+        answers = list(zip(alone, results, strict=False))
+        if newest is not None and newest not in alone:
+            answers.append((newest, result))
+        for r, answer in sorted(answers, key=lambda ra: ra[0].slot):
+            log.info("reading slot %d: %+d Wh (%s)", r.slot, r.net_wh, answer.reason or "accepted")
+        for q, order in zip(quotes, bundle.orders, strict=True):
+            node.record_submission(order, at_ms, result)
             log.info(
                 "quoted slot %d: %s %d Wh in %d steps (%s)",
-                q.slot, tx.order.side.value, tx.order.energy_wh, len(tx.order.steps),
+                q.slot, order.side.value, order.energy_wh, len(order.steps),
                 result.reason or "accepted",
             )  # fmt: skip
         return actions

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gridnode.core.consensus_messages import Evidence
-from gridnode.core.ledger import LedgerState, SignedOrder
+from gridnode.core.ledger import LedgerState, OpenOrder
 from gridnode.history import HistoryView
 from gridnode.metrics import LatencyHistogram
 from market.orders import Order
@@ -91,7 +91,7 @@ class Snapshot:
     #: (slot, p10_wh, p50_wh, p90_wh) of forecast net surplus
     forecast: tuple[tuple[int, int, int, int], ...] = ()
     #: the live book seen on gossip (signature-checked), not yet committed
-    gossip_orders: tuple[SignedOrder, ...] = ()
+    gossip_orders: tuple[OpenOrder, ...] = ()
     started_ms: int = 0
     #: the latest orders this node submitted, oldest first (a bounded window)
     submissions: tuple[Submission, ...] = ()

@@ -1,8 +1,8 @@
 """Batches of transactions on the wire: one message carrying many signed transactions.
 
 py-libp2p spends milliseconds of CPU per message on every host (``docs/protocol.md`` §8), so the
-daemon sends few, larger messages: a household submits its reading and its orders of a slot in one
-request (``…/submit-batch/1.0.0``) and validators gossip the orders they accepted as batches
+daemon sends few, larger messages: a household submits its transactions of a slot (its bundle:
+reading and orders signed once, and any reading re-sent alone) in one request (``…/submit-batch/1.0.0``) and validators gossip the orders they accepted as batches
 (topic ``/gridnode/<community>/orders/2``). Formats (``docs/protocol.md`` §7.4):
 
 * batch = ``["gn.txbatch", 1, [tx_record_bytes, …]]`` — each item is one transaction's canonical

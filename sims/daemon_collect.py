@@ -25,7 +25,7 @@ from typing import Any, Final
 from forecasting.data import load_meter_history
 from forecasting.series import energy_wh
 from gridnode.chain import stored_blocks
-from gridnode.core.ledger import CommittedModel, Genesis, LedgerState, SignedOrder, tx_id
+from gridnode.core.ledger import CommittedModel, Genesis, LedgerState, OpenOrder
 from gridnode.files import json_lines
 from gridnode.household.battery import battery_from_sizes
 from gridnode.household.forecast import SlotForecaster, bidding_forecaster
@@ -63,9 +63,9 @@ class ChainReplay:
 
     summary: ChainSummary  # digests, problem, the measured slots' market outcome
     state: LedgerState  # after the last block read
-    books: dict[int, Mapping[str, SignedOrder]] = field(default_factory=dict)  # measured, cleared
+    books: dict[int, Mapping[str, OpenOrder]] = field(default_factory=dict)  # measured, cleared
     readings: dict[int, dict[str, int]] = field(default_factory=dict)  # measured slots, as signed
-    committed_ms: dict[str, int] = field(default_factory=dict)  # order tx id (hex) -> block time
+    committed_ms: dict[str, int] = field(default_factory=dict)  # placing tx id (hex) -> block time
     digests: dict[int, tuple[str, str]] = field(default_factory=dict)  # height -> (head, digest)
 
 
@@ -88,7 +88,7 @@ def read_store(
     replay (the summary's ``problem``)."""
     node = SampleFullNode(genesis, slots, keep=1)
     first, last = slots
-    books: dict[int, Mapping[str, SignedOrder]] = {}
+    books: dict[int, Mapping[str, OpenOrder]] = {}
     readings: dict[int, dict[str, int]] = {}
     committed_ms: dict[str, int] = {}
     digests: dict[int, tuple[str, str]] = {}
@@ -99,7 +99,7 @@ def read_store(
             if facts is None:
                 break
             for so in facts.orders:
-                committed_ms[tx_id(so).hex()] = facts.time_ms
+                committed_ms[so.id.hex()] = facts.time_ms  # the placing tx's id
             for r in facts.readings:
                 if first <= r.slot <= last:
                     readings.setdefault(r.slot, {})[r.household] = r.net_wh
@@ -460,7 +460,7 @@ def collect(
                     per_hh[hh]["fc_err"] += e
                     per_hh[hh]["fc_n"] += 1
         for so in replay.books.get(slot, {}).values():
-            tid = tx_id(so).hex()
+            tid = so.id.hex()  # the placing transaction (an order or a bundle)
             commit_ms = replay.committed_ms.get(tid)
             sent_ms = sent.get(so.household, {}).get(slot, {}).get(tid)
             if commit_ms is not None and sent_ms is not None:

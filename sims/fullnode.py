@@ -14,7 +14,7 @@ Two ways to run it, same answer (same input bytes, same pure functions):
 
 * :class:`SampleFullNode` in the engine's process (small runs: no process start-up cost);
 * :class:`SampleFullNodeProcess`: the same object in a child process, fed through a pipe as
-  blocks are decided, so re-verifying ~2 signatures per household per slot (and settling every
+  blocks are decided, so re-verifying ~1 signature per household per slot (and settling every
   slot) runs on the second core while the engine simulates. The engine sends blocks in batches (one
   per slot boundary) and asks for the :class:`ChainSummary` at the end; Ctrl-C in the terminal is
   left to the parent (the child ignores SIGINT and exits when its pipe closes).

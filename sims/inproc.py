@@ -20,10 +20,12 @@ Same node code as the daemon, different driver:
   :mod:`sims.training`; or perfect foresight; on big runs the fits run in worker processes,
   the next period's fitted ahead while this one is simulated: :mod:`sims.fitpool`, same
   results), with the scenario's policy and the
-  clearing prices of the highest honest validator's ledger state (the expected price). The engine signs
-  what the agents produce (:func:`gridnode.core.ledger.sign_reading` / ``sign_order``) and submits
-  it to a validator (another one after a timeout if it does not answer); a validator that admits a
-  transaction to its mempool forwards it to the other validators.
+  clearing prices of the highest honest validator's ledger state (the expected price). The engine
+  signs what each agent produces at a boundary as one transaction, as the daemon does
+  (:func:`gridnode.core.ledger.sign_bundle`: its reading and its orders, signed once; a bundle
+  refused for one of its orders is followed by its reading alone) and submits it to a validator
+  (another one after a timeout if it does not answer); a validator that admits a transaction to
+  its mempool forwards it to the other validators.
 * **Households are full nodes logically**, but their consensus cores are not run (1,000 cores would
   only re-verify the same commits). The validators' committed chain *is* the ledger. A sample full
   node (:mod:`sims.fullnode`) gets every height's first decision as it happens, checks its ≥ 2/3
@@ -89,11 +91,14 @@ from gridnode.core.consensus_messages import (
 )
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
+    READING_REFUSALS,
     Block,
+    BundleReading,
     Genesis,
     LedgerState,
+    SignedBundle,
     Tx,
-    sign_order,
+    sign_bundle,
     sign_reading,
     tx_id,
 )
@@ -490,8 +495,7 @@ class _Engine:
         quoted = sorted({s for n in needs for s in n.quote})
         expected = {s: expected_clearing_price(s, prices, self.clock) for s in quoted}
         forecasts = self._forecasts(now_s, needs)
-        readings: list[tuple[int, Tx]] = []
-        orders: list[tuple[int, Tx]] = []
+        bundles: list[tuple[int, Tx]] = []
         for i, agent in enumerate(self.agents):
             key = self.hh_keys[i]
             actions = agent.on_slot_boundary(
@@ -502,10 +506,17 @@ class _Engine:
                 clearing_prices=prices,
                 expected_prices=expected,
             )
+            reading = None
             for r in actions.readings:
                 if r.dispatch is not None:
                     self.batteries.record(i, r.slot, r.dispatch)
-                readings.append((i, sign_reading(key, self.genesis, slot=r.slot, net_wh=r.net_wh)))
+                if reading is not None:  # a bundle carries one reading: any other goes alone
+                    bundles.append(
+                        (i, sign_reading(key, self.genesis, slot=r.slot, net_wh=r.net_wh))
+                    )
+                else:
+                    reading = BundleReading(r.slot, r.net_wh)
+            orders: list[Order] = []
             for q in actions.quotes:
                 self.stats.forecast_p50[(q.slot, i)] = q.forecast.p50_wh
                 self.nonces[i] += 1
@@ -516,8 +527,12 @@ class _Engine:
                 o = q.order  # with the nonce (what dataclasses.replace does, without its lookups)
                 order = Order(o.order_id, o.household, o.side, o.slot, o.steps, self.nonces[i])
                 self.stats.orders_submitted.setdefault(q.slot, set()).add(i)
-                orders.append((i, sign_order(key, self.genesis, order)))
-        for i, tx in readings + orders:
+                orders.append(order)
+            if reading is not None or orders:
+                # what the daemon sends at a boundary: one bundle, signed once (docs/ledger.md)
+                bundle = sign_bundle(key, self.genesis, reading=reading, orders=tuple(orders))
+                bundles.append((i, bundle))
+        for i, tx in bundles:
             # the simulated validators take the simulation's own signatures as verified (nothing
             # forged is injected); the full node re-verifies every one (see the module rules)
             self.verified.add(tx_id(tx))
@@ -578,6 +593,7 @@ class _Engine:
         if reason is not None:
             if reason != "duplicate":
                 self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+                self._reading_alone(household, tx, reason)
             return
         if v.byzantine == "silent":
             return
@@ -590,6 +606,23 @@ class _Engine:
                 st.dropped += 1
                 continue
             self.push(self.now + self.latency(), ("tx", other.index, tx))
+
+    def _reading_alone(self, household: int, tx: Tx, reason: str) -> None:
+        """A bundle refused for one of its orders (e.g. its slot closed while it was re-sent)
+        takes its reading down with it (all or nothing): the household then sends the reading
+        alone, as the daemon does (:class:`gridnode.household_driver.HouseholdDriver`)."""
+        if (
+            isinstance(tx, SignedBundle)
+            and tx.reading is not None
+            and tx.orders
+            and reason not in READING_REFUSALS
+        ):
+            r = tx.reading
+            alone = sign_reading(
+                self.hh_keys[household], self.genesis, slot=r.slot, net_wh=r.net_wh
+            )
+            self.verified.add(tx_id(alone))
+            self.submit(household, alone, attempt=0)
 
     # ------------------------------------------------------------------ faults
     def schedule_faults(self, begin_ms: int) -> None:

@@ -39,6 +39,7 @@ from gridnode.core.ledger import (
     Block,
     Genesis,
     LedgerState,
+    SignedBundle,
     SignedCancel,
     SignedOrder,
     Tx,
@@ -76,6 +77,8 @@ def _nonce_key(tx: Tx) -> tuple[int, ...]:
         return (tx.order.nonce,)
     if isinstance(tx, SignedCancel):
         return (tx.nonce,)
+    if isinstance(tx, SignedBundle) and tx.orders:
+        return (tx.orders[0].nonce,)
     return (0,)
 
 

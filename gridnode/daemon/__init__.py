@@ -21,8 +21,8 @@ refuses a whole batch if any order in it is malformed, unsigned, from a non-memb
 a closed slot. (py-libp2p costs every host milliseconds of CPU per gossip message: few messages.)
 
 A member household with a meter runs a :class:`~gridnode.household_driver.HouseholdDriver` in the
-node's nursery: its pure agent reads, quotes and hands signed readings and orders to
-:meth:`DaemonNode.submit_batch`.
+node's nursery: its pure agent reads and quotes, and the driver hands the slot's reading and
+orders, signed once as a bundle, to :meth:`DaemonNode.submit_batch`.
 
 Time: the node clock (:class:`~gridnode.clock.NodeClock`) is ``epoch + (wall − epoch) × speedup`` in
 unix ms, with ``epoch`` the genesis time and ``wall`` trio's clock anchored to the wall clock at

@@ -2,8 +2,9 @@
 
 Rules of this module (``docs/protocol.md`` §7.4):
 
-* Each validator gossips the orders it accepted from submissions as **batches** on the GossipSub
-  topic ``/gridnode/<community>/orders/2``: at most one message per ``_GOSSIP_EVERY_S`` of wall
+* Each validator gossips the orders it accepted from submissions — signed orders, and the
+  bundles (a household's reading and orders signed once) that carry orders — as **batches** on
+  the GossipSub topic ``/gridnode/<community>/orders/2``: at most one message per ``_GOSSIP_EVERY_S`` of wall
   time, after gathering for ``_GOSSIP_GATHER_S`` (households submit in a burst at a slot
   boundary), only when there is something to send. Orders already committed, replaced, or whose
   gate closes within ``_GOSSIP_MARGIN_S`` are left out (a peer would rightly refuse a closed
@@ -26,8 +27,8 @@ Rules of this module (``docs/protocol.md`` §7.4):
 * A batch is decoded once: the topic validator (which may run more than once on our own messages)
   and the handler share the result through a small cache; an item the mempool holds (looked up
   by its id, the SHA-256 of its bytes) is not decoded at all.
-* The live book (:attr:`OrderGossip.live_orders`, the status page's) keeps what the ledger does not
-  hold yet: an order whose nonce the ledger has used (committed, or replaced by a newer one)
+* The live book (:attr:`OrderGossip.live_orders`, the status page's: each order, a bundle's
+  one by one) keeps what the ledger does not hold yet: an order whose nonce the ledger has used (committed, or replaced by a newer one)
   leaves it after the block, as does a closed slot's. A validator also offers every gossiped
   order to its own mempool.
 """
@@ -40,7 +41,14 @@ from collections import OrderedDict
 import trio
 
 from gridnode.clock import NodeClock
-from gridnode.core.ledger import Genesis, LedgerState, SignedOrder, admission_error, tx_id
+from gridnode.core.ledger import (
+    Genesis,
+    LedgerState,
+    OpenOrder,
+    SignedBundle,
+    SignedOrder,
+    admission_error,
+)
 from gridnode.net.host import NetHost, peer_id_of_hex
 from gridnode.node import Committed, NodeRuntime
 from gridnode.txbatch import decode_tx_batch, encode_tx_batch, split_for
@@ -62,10 +70,21 @@ _GOSSIP_MARGIN_S = 2.0
 _DECODED_CACHE = 64
 
 
-def is_committed(state: LedgerState, tx: SignedOrder) -> bool:
-    """``tx`` is exactly the order the ledger holds for its household and slot."""
-    held = state.open_order(tx.order.slot, tx.household)
-    return held is not None and held.id == tx.id
+#: what the order topic carries: signed orders, and bundles that carry orders
+Gossiped = SignedOrder | SignedBundle
+
+
+def _orders_of(tx: Gossiped) -> tuple[OpenOrder, ...]:
+    return (tx,) if isinstance(tx, SignedOrder) else tx.placed()
+
+
+def is_committed(state: LedgerState, tx: Gossiped) -> bool:
+    """``tx`` placed exactly the orders the ledger holds for its household and their slots."""
+    for o in _orders_of(tx):
+        held = state.open_order(o.order.slot, tx.household)
+        if held is None or held.id != tx.id:
+            return False
+    return True
 
 
 class OrderGossip:
@@ -79,11 +98,12 @@ class OrderGossip:
         self._clock = clock
         self._genesis = genesis
         #: orders seen on gossip, not yet committed (the status page's live book)
-        self.live_orders: dict[bytes, SignedOrder] = {}
+        #: (by the placing transaction's id and the order's slot)
+        self.live_orders: dict[tuple[bytes, int], OpenOrder] = {}
         #: validators: orders accepted from submissions, to gossip in the next batch
-        self._pending: dict[tuple[str, int], SignedOrder] = {}
+        self._pending: dict[tuple[str, int], Gossiped] = {}
         self._wake = trio.Event()
-        self._decoded: OrderedDict[bytes, tuple[SignedOrder, ...]] = OrderedDict()
+        self._decoded: OrderedDict[bytes, tuple[Gossiped, ...]] = OrderedDict()
         #: the validators' peer ids: a household trusts a batch one of them authored
         self._validator_peers = frozenset(peer_id_of_hex(v) for v in genesis.validators)
         #: batches taken without checking each order (a household, a validator's batch)
@@ -94,12 +114,13 @@ class OrderGossip:
             "orders", self._on_batch, validate=self._validate, version=ORDERS_TOPIC_VERSION
         )
 
-    def queue(self, tx: SignedOrder) -> None:
+    def queue(self, tx: Gossiped) -> None:
         """A validator accepted ``tx`` from a submission: gossip it in the next batch (the newest
-        nonce per household and slot)."""
-        key = (tx.household, tx.order.slot)
+        nonce per household and slot: a bundle counts by its first order's)."""
+        first = _orders_of(tx)[0].order
+        key = (tx.household, first.slot)
         held = self._pending.get(key)
-        if held is None or held.order.nonce < tx.order.nonce:
+        if held is None or _orders_of(held)[0].order.nonce < first.nonce:
             self._pending[key] = tx
         self._wake.set()
 
@@ -129,14 +150,18 @@ class OrderGossip:
             if runs:
                 log.info("gossiped %d orders in %d batch(es)", len(fresh), len(runs))
 
-    def _batch(self, data: bytes) -> tuple[SignedOrder, ...]:
+    def _batch(self, data: bytes) -> tuple[Gossiped, ...]:
         """Decode a gossiped order batch once (see the module rules)."""
         orders = self._decoded.get(data)
         if orders is not None:
             return orders
         pool = self._runtime.app.mempool  # a validator holds most of them already
         txs = decode_tx_batch(data, max_bytes=self._net.config.max_gossip_bytes, known=pool.get)
-        orders = tuple(tx for tx in txs if isinstance(tx, SignedOrder))
+        orders = tuple(
+            tx
+            for tx in txs
+            if isinstance(tx, SignedOrder) or (isinstance(tx, SignedBundle) and tx.orders)
+        )
         if len(orders) != len(txs):
             raise InvalidInput(reason=WireReason.NOT_AN_ORDER, subject="order batch")
         self._decoded[data] = orders
@@ -174,7 +199,8 @@ class OrderGossip:
         for tx in orders:
             if is_committed(state, tx):
                 continue
-            self.live_orders[tx_id(tx)] = tx
+            for o in _orders_of(tx):
+                self.live_orders[(tx.id, o.order.slot)] = o
             if self._runtime.is_validator:
                 self._runtime.submit(tx, now)
 

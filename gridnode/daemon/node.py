@@ -43,13 +43,17 @@ from gridnode.core.consensus_messages import (
 )
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import (
+    BundleReading,
     Genesis,
     LedgerState,
+    OpenOrder,
+    SignedBundle,
     SignedOrder,
     Tx,
     decode_block,
     decode_state,
     genesis_state,
+    sign_bundle,
     sign_cancel,
     sign_order,
     sign_reading,
@@ -298,7 +302,7 @@ class DaemonNode:
             self.on_household_warm()
 
     @property
-    def live_orders(self) -> dict[bytes, SignedOrder]:
+    def live_orders(self) -> dict[tuple[bytes, int], OpenOrder]:
         """Orders seen on gossip, not yet committed."""
         return self.gossip.live_orders
 
@@ -435,6 +439,21 @@ class DaemonNode:
         community model that produced it (``None``: a local model)."""
         order = replace(order, household=self.key.public_hex, nonce=self._next_nonce())
         return sign_order(self.key, self.genesis, order, model=model)
+
+    def sign_bundle(
+        self,
+        reading: BundleReading | None,
+        orders: Sequence[Order],
+        *,
+        model: bytes | None = None,
+    ) -> SignedBundle:
+        """``reading`` and ``orders`` as this household's one transaction of a slot boundary,
+        each order with its next nonce, signed once; ``model``: the committed community model
+        that produced the orders (``None``: a local model)."""
+        me = self.key.public_hex
+        placed = tuple(replace(o, household=me, nonce=self._next_nonce()) for o in orders)
+        models = (model,) * len(placed)
+        return sign_bundle(self.key, self.genesis, reading=reading, orders=placed, models=models)
 
     async def place_order(self, order: Order) -> SubmitResult:
         at_ms = self.clock.now_ms()

@@ -4,11 +4,12 @@ Rules of this module (``docs/protocol.md``):
 
 * **Client**: a household sends its transactions to a validator with an acknowledged request,
   re-sent to the next validator on timeout (connected validators first): the API's single orders
-  and cancels on ``…/submit/1.0.0``, a household's readings and orders of a slot in one
-  ``…/submit-batch/1.0.0`` request. A validator submits to its own mempool directly.
+  and cancels on ``…/submit/1.0.0``, a household's transactions of a slot (its bundle: reading
+  and orders signed once, and any reading re-sent alone) in one ``…/submit-batch/1.0.0`` request. A validator submits to its own mempool directly.
 * **Server** (validators): a submitted transaction is offered to the mempool; the answer is OK with
   its id, or REJECTED with the bare reason code. An accepted one is shared with the other
-  validators (``…/tx/1.0.0``, one-way) and, if it is an order, queued for the next gossip batch.
+  validators (``…/tx/1.0.0``, one-way) and, if it is an order or a bundle carrying orders, queued
+  for the next gossip batch.
 * **Blame**: peer-facing handlers decode what a peer sent and refuse bad bytes by raising
   :class:`InvalidInput`; the net layer (:mod:`gridnode.net.peers`) records it against the peer if
   the reason is misbehaviour, once. A refusal an honest peer can meet (``slot_closed``,
@@ -16,14 +17,16 @@ Rules of this module (``docs/protocol.md``):
   foreign transactions is misbehaviour of its sender, recorded once per reason (the batch is one
   message) while every transaction still gets its answer. Only validators may share (``tx``); one
   that forwards a forged or malformed transaction is to blame.
-* **Back-pressure** (validators, :class:`Backpressure`): a validator takes **orders** only while
+* **Back-pressure** (validators, :class:`Backpressure`): a validator takes **orders** (and
+  bundles that carry orders) only while
   its mempool holds fewer transactions than the committee committed in the last
   ``PENDING_TARGET_S`` seconds (at least ``PENDING_MIN_TXS``, about two full blocks), so an
   accepted order waits about that long, however starved the machine; beyond it an order is
   refused ``full`` (:attr:`LedgerReason.MEMPOOL_FULL`, never counted against the peer) before its
   signature is checked or anything is shared. Readings, cancels and model commitments are always
   offered to the mempool: one per household and slot at most, they are bounded by the community,
-  not by the load, and a household does not re-send a refused reading. A re-sent transaction is
+  not by the load, and a household does not re-send a refused reading (a bundle refused ``full``
+  takes its reading down with it: the household then sends that reading alone at once). A re-sent transaction is
   looked up by its id (SHA-256 of its bytes) before it is decoded and answered OK at once when
   the node holds it. Transactions other validators share are always taken (up to the mempool's
   hard capacity): every validator holds every accepted transaction, so a household's nonces stay
@@ -40,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from gridnode.clock import NodeClock
 from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import SignedOrder, Tx, decode_tx, tx_id
+from gridnode.core.ledger import SignedBundle, SignedOrder, Tx, decode_tx, tx_id
 from gridnode.daemon.gossip import OrderGossip
 from gridnode.net.host import NetHost
 from gridnode.node import NodeRuntime
@@ -137,7 +140,7 @@ class Submissions:
         gossiped."""
         pool = self._runtime.app.mempool
         if (
-            isinstance(tx, SignedOrder)
+            (isinstance(tx, SignedOrder) or (isinstance(tx, SignedBundle) and tx.orders))
             and len(pool) >= self.backpressure.limit
             and not pool.knows(tx.id)
         ):
@@ -149,7 +152,7 @@ class Submissions:
                 if v != self._me:
                     with contextlib.suppress(UsageError, NetworkError):
                         self._net.send_soon(peer, "tx", [tx.encode()])
-            if isinstance(tx, SignedOrder):
+            if isinstance(tx, SignedOrder) or (isinstance(tx, SignedBundle) and tx.orders):
                 self._gossip.queue(tx)
         reason = reason_of(result.reason) if result.reason else None
         accepted = result.accepted or reason is LedgerReason.DUPLICATE

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from gridnode.chainfile import write_chain
-from gridnode.core.ledger import Genesis, LedgerState, Tx, sign_cancel, sign_reading
+from gridnode.core.ledger import (
+    BundleReading,
+    Genesis,
+    LedgerState,
+    SignedOrder,
+    Tx,
+    sign_bundle,
+    sign_cancel,
+    sign_reading,
+)
 from market.orders import Side
 from market.settlement import Netting
 from tests.chain.helpers import commit_for
@@ -26,7 +35,9 @@ class SmallChain:
     txs: dict[str, Tx]
 
 
-def small_chain(*, seed: int = 3) -> SmallChain:
+def small_chain(*, seed: int = 3, bundled: bool = False) -> SmallChain:
+    """``bundled``: the second slot's readings come in bundles (``gn.tx.bundle``), member 0's
+    with an order for a later slot."""
     c = Community(
         seed=seed,
         n_members=6,
@@ -52,10 +63,22 @@ def small_chain(*, seed: int = 3) -> SmallChain:
         sign_reading(c.members[i], c.genesis, slot=SLOT, net_wh=w)
         for i, w in ((1, -450), (3, 120), (4, -60), (5, -200))
     ]
-    r2 = [  # everyone reads: s2 settles at once
+    r2: list[Tx] = [  # everyone reads: s2 settles at once
         sign_reading(c.members[i], c.genesis, slot=s2, net_wh=w)
         for i, w in ((0, 50), (1, -100), (2, -80), (3, 20), (4, 650), (5, -760))
     ]
+    if bundled:
+        later = c.order(0, Side.SELL, SLOT + 4, (100_000, 100))
+        assert isinstance(later, SignedOrder)
+        r2 = [
+            sign_bundle(
+                c.members[i],
+                c.genesis,
+                reading=BundleReading(s2, w),
+                orders=(later.order,) if i == 0 else (),
+            )
+            for i, w in ((0, 50), (1, -100), (2, -80), (3, 20), (4, 650), (5, -760))
+        ]
     gate_ms = (SLOT * 900 - 300) * 1000
     for time_ms, txs in (
         (T0_MS + 1_000, [tx["o0"], tx["o1"], tx["o2"], tx["o3"], tx["p4"]]),

@@ -40,6 +40,21 @@ def test_an_honest_chain_passes_with_the_ledgers_figures(chain: SmallChain, tmp_
         assert result.to_json()["checked"]["commit_signatures"] == 4 * len(chain.chain)
 
 
+def test_a_chain_of_bundles_passes_and_counts_their_parts(tmp_path: Path) -> None:
+    bundled = small_chain(bundled=True)
+    path = export(bundled.chain, tmp_path / "b.gnc", bundled.community.genesis)
+    for jobs in (1, 2):  # the pre-verifying pool names bundles' ids and order keys as the ledger
+        result = run_audit(open_chain(path), jobs=jobs)
+        assert result.ok, result.discrepancy
+        final = bundled.states[-1]
+        assert result.state_root == final.digest().hex()
+        assert result.tally.slots_settled == 2 and result.tally.missing_readings == 1
+        doc = result.to_json()
+        # 7 orders, 1 cancel, 4 lone readings, 6 bundles (6 readings, one of them with an order)
+        assert doc["transactions"] == {"orders": 8, "cancels": 1, "readings": 10, "bundles": 6}
+        assert doc["checked"]["transactions"] == doc["checked"]["transaction_signatures"] == 18
+
+
 def test_an_audit_resumes_from_its_checkpoint(chain: SmallChain, tmp_path: Path) -> None:
     path = export(chain.chain, tmp_path / "c.gnc", chain.community.genesis)
     cp = tmp_path / "audit.checkpoint"
@@ -144,3 +159,22 @@ def test_bad_arguments_exit_2_with_one_line(
     assert "not a gridnode chain export" in capsys.readouterr().err
     assert main(["audit", str(tmp_path / "x.gnc"), "--resume"]) == 2
     assert main(["audit", str(tmp_path / "x.gnc"), "--expect-head", "abc"]) == 2
+
+
+def test_explain_finds_an_order_a_bundle_placed_by_its_order_id() -> None:
+    from gridnode.chain import ChainReader
+    from gridnode.core.ledger import BundledOrder, SignedBundle
+    from gridnode.explain import explain_order
+
+    bundled = small_chain(bundled=True)
+    facts = list(ChainReader(bundled.community.genesis).read_all(bundled.chain))
+    placed = [o for f in facts for o in f.orders if isinstance(o, BundledOrder)]
+    (order,) = placed  # member 0's bundle carried one order
+    bundle = next(
+        tx for f in facts for tx in f.block.txs if isinstance(tx, SignedBundle) and tx.orders
+    )
+    doc = explain_order(order.order.order_id, facts)
+    assert doc["found"]
+    (version,) = doc["versions"]
+    assert version["placed_by"] == "bundle" and version["tx_id"] == bundle.id.hex()
+    assert version["slot"] == order.order.slot

@@ -24,6 +24,7 @@ from gridnode.core.consensus_messages import (
 )
 from gridnode.core.crypto import verify
 from gridnode.core.ledger import (
+    SignedBundle,
     SignedCancel,
     SignedOrder,
     SignedReading,
@@ -76,6 +77,10 @@ def test_transactions_decode_and_their_signatures_verify(v: dict[str, bytes]) ->
     assert isinstance(cancel, SignedCancel) and verify_signature(GENESIS, cancel)
     assert isinstance(reading, SignedReading) and verify_signature(GENESIS, reading)
     assert reading.net_wh == -250
+    bundle = decode_tx(v["bundle_tx"])
+    assert isinstance(bundle, SignedBundle) and verify_signature(GENESIS, bundle)
+    assert bundle.reading is not None and bundle.reading.net_wh == -250
+    assert [o.order_id for o in bundle.orders] == ["o-1"] and bundle.models[0] is not None
 
 
 def test_batches_results_and_frames_decode(v: dict[str, bytes]) -> None:

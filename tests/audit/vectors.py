@@ -8,6 +8,7 @@ document and this module agree and that our decoders read every vector back.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from gridnode.core.consensus_messages import (
     BlockRequest,
@@ -25,7 +26,9 @@ from gridnode.core.crypto import KeyPair, signing_bytes
 from gridnode.core.ledger import (
     ZERO_HASH,
     Block,
+    BundleReading,
     Genesis,
+    sign_bundle,
     sign_cancel,
     sign_model,
     sign_order,
@@ -96,6 +99,14 @@ def vectors() -> dict[str, bytes]:
         "cancel_tx": cancel.encode(),
         "reading_tx": reading.encode(),
         "order_tx_model": sign_order(HOUSEHOLD, g, order, model=MODEL).encode(),
+        # the reading above and the order above (nonce 3, naming the model), signed once
+        "bundle_tx": sign_bundle(
+            HOUSEHOLD,
+            g,
+            reading=BundleReading(SLOT - 1, -250),
+            orders=(replace(order, nonce=3),),
+            models=(MODEL,),
+        ).encode(),
         "model_tx": sign_model(
             VALIDATORS[0],
             g,

@@ -17,10 +17,11 @@ import pytest
 import trio
 import trio.testing
 
+from gridnode.chain import BlockFacts
 from gridnode.clock import NodeClock
 from gridnode.config import Config
 from gridnode.core.crypto import KeyPair
-from gridnode.core.ledger import Genesis, SignedOrder, SignedReading, decode_block
+from gridnode.core.ledger import Genesis, OpenOrder, decode_block
 from gridnode.daemon import DaemonNode
 from gridnode.household.battery import Battery, dispatch
 from gridnode.household_driver import foreseen
@@ -109,14 +110,19 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     readings: dict[int, list[int]] = {}
-    orders: dict[int, list[SignedOrder]] = {}
+    orders: dict[int, list[OpenOrder]] = {}
+    kinds: set[str] = set()
     for sb in store.blocks_from(1, 100_000):
-        for tx in decode_block(sb.block).txs:
-            if isinstance(tx, SignedReading):
-                readings.setdefault(tx.slot, []).append(tx.net_wh)
-            elif isinstance(tx, SignedOrder):
-                orders.setdefault(tx.order.slot, []).append(tx)
+        block = decode_block(sb.block)
+        kinds |= {type(tx).__name__ for tx in block.txs}
+        facts = BlockFacts(block, sb.block_hash, (), ())  # the chain reader's view of its txs
+        for r in facts.readings:
+            readings.setdefault(r.slot, []).append(r.net_wh)
+        for o in facts.orders:
+            orders.setdefault(o.order.slot, []).append(o)
     store.close()
+    # the household sends one transaction per slot boundary: its reading and orders, bundled
+    assert kinds == {"SignedBundle"}, kinds
 
     start_slot = seen["start_slot"]
     assert isinstance(start_slot, int)

@@ -178,3 +178,31 @@ def test_a_bill_proof_verifies_against_a_root_that_commits_models() -> None:
     proof = make_bill_proof(state, decode_block(data).header.raw, commit, household)
     bill = verify_bill_proof(c.genesis, proof)
     assert bill.household == household and bill.height == 1
+
+
+def test_a_bundles_order_may_name_a_committed_model_and_keeps_it_open() -> None:
+    from gridnode.core.ledger import BundledOrder, BundleReading, sign_bundle
+
+    c = Community()
+    first = _model(c, 1, ZERO_HASH)
+    _, state = c.block(c.state(), T0_MS + 1000, [first])
+    key = c.members[0]
+    order = Order("b0-1", key.public_hex, Side.BUY, SLOT, (Step(100_000, 500),), 1)
+    later = replace(order, order_id="b0-2", slot=SLOT + 1, nonce=2)
+    bundle = sign_bundle(
+        key, c.genesis, reading=BundleReading(SLOT - 3, 5), orders=(order, later),
+        models=(first.model, None),
+    )  # fmt: skip
+    block, after = c.block(state, T0_MS + 2000, [bundle])
+    assert block.txs == (bundle,)
+    held = after.open_order(SLOT, key.public_hex)
+    assert isinstance(held, BundledOrder) and held.model == first.model
+    assert after.open_order(SLOT + 1, key.public_hex).model is None  # type: ignore[union-attr]
+    assert decode_state(after.encode(), c.genesis).digest() == after.digest()
+    # the same bundle naming a model the ledger never committed is refused whole
+    unknown = sign_bundle(
+        key, c.genesis, reading=BundleReading(SLOT - 3, 5), orders=(order, later),
+        models=(None, _hash(9)),
+    )  # fmt: skip
+    err = admission_error(state, unknown, time_ms=T0_MS + 2000)
+    assert err is not None and err.reason is LedgerReason.UNKNOWN_MODEL and "order 1" in err.subject

@@ -18,7 +18,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gridnode.core.ledger import SignedReading, decode_block
+from gridnode.chain import BlockFacts
+from gridnode.core.ledger import SignedBundle, decode_block
 from gridnode.store import NodeStore
 from sims.daemons import LocalCommunity
 from tests.meters.conftest import Broker
@@ -35,7 +36,7 @@ def increments(slot: int) -> tuple[int, int]:
 
 
 def committed_readings(lc: LocalCommunity) -> int:
-    """How many transactions the chain holds (bidding is off: every one is a reading)."""
+    """How many transactions the chain holds (bidding is off: every one carries a reading)."""
     total, start = 0, 1
     while True:
         page = lc.api(0, f"/api/blocks?from={start}&limit=100")
@@ -102,17 +103,14 @@ async def test_a_daemon_fed_by_mqtt_signs_the_register_differences(
         head = store.head()
         assert head is not None
         blocks = store.blocks_from(1, head.height)
-    readings = {
-        tx.slot: tx.net_wh
-        for sb in blocks
-        for tx in decode_block(sb.block).txs
-        if isinstance(tx, SignedReading)
-    }
+    # bidding is off: each boundary's transaction is a bundle carrying the reading alone
+    facts = [BlockFacts(decode_block(sb.block), sb.block_hash, (), ()) for sb in blocks]
+    readings = {r.slot: r.net_wh for f in facts for r in f.readings}
     me = lc.households[0].key.public_hex
     assert all(
-        isinstance(tx, SignedReading) and tx.household == me
-        for sb in blocks
-        for tx in decode_block(sb.block).txs
+        isinstance(tx, SignedBundle) and tx.household == me and not tx.orders
+        for f in facts
+        for tx in f.block.txs
     )
     checked = {slot: net for slot, net in readings.items() if slot in expected}
     assert len(checked) >= 3, (readings, expected)

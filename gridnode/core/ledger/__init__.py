@@ -4,7 +4,7 @@ Every node keeps this state and re-derives it from the blocks alone; consensus o
 blocks. The package is split along its seams, each module opening with its own rules:
 
 * :mod:`.genesis` — the community's parameters (:class:`Genesis`) and the shared constants;
-* :mod:`.transactions` — signed orders, cancels and readings: signing, ids, strict decoding;
+* :mod:`.transactions` — signed orders, cancels, readings and bundles (a reading and orders signed once): signing, ids, strict decoding;
 * :mod:`.state` — :class:`LedgerState` and its canonical encoding (snapshots);
 * :mod:`.stateroot` — the state root: a Merkle commitment to the state (``docs/merkle.md``);
 * :mod:`.blocks` — :class:`Block`, its header (which commits to the transactions) and strict
@@ -22,6 +22,7 @@ from __future__ import annotations
 from gridnode.core.ledger.blocks import MAX_BLOCK_BYTES, Block, decode_block
 from gridnode.core.ledger.genesis import FORMAT, MAX_CLOCK_SPEEDUP, ZERO_HASH, Genesis
 from gridnode.core.ledger.rules import (
+    READING_REFUSALS,
     BlockOutcome,
     SlotCleared,
     SlotSettled,
@@ -43,12 +44,17 @@ from gridnode.core.ledger.state import (
 from gridnode.core.ledger.transactions import (
     MAX_TX_BYTES,
     MODEL_VALIDATION_FIELDS,
+    BundledOrder,
+    BundleReading,
+    OpenOrder,
+    SignedBundle,
     SignedCancel,
     SignedModel,
     SignedOrder,
     SignedReading,
     Tx,
     decode_tx,
+    sign_bundle,
     sign_cancel,
     sign_model,
     sign_order,
@@ -63,13 +69,18 @@ __all__ = [
     "MAX_CLOCK_SPEEDUP",
     "MAX_TX_BYTES",
     "MODEL_VALIDATION_FIELDS",
+    "READING_REFUSALS",
     "ZERO_HASH",
     "Block",
     "BlockOutcome",
+    "BundleReading",
+    "BundledOrder",
     "CommittedModel",
     "Genesis",
     "HouseholdTotals",
     "LedgerState",
+    "OpenOrder",
+    "SignedBundle",
     "SignedCancel",
     "SignedModel",
     "SignedOrder",
@@ -88,6 +99,7 @@ __all__ = [
     "decode_tx",
     "genesis_state",
     "settle_slot",
+    "sign_bundle",
     "sign_cancel",
     "sign_model",
     "sign_order",

@@ -18,6 +18,16 @@
   open, not too far ahead; nonce rule).
 * :class:`~.transactions.SignedReading` — accepted once per household and slot, from the slot's end
   until ``reading_deadline_seconds`` after it.
+* :class:`~.transactions.SignedBundle` — a household's reading and orders signed once: admitted
+  **all or nothing**. Membership and the signature are checked once for the whole bundle; then
+  its reading obeys the reading rules and each of its orders, in the bundle's order, the order
+  rules above (its nonce above the one before it, its id not in use, its model committed, ...),
+  exactly as if each were its own transaction; an order that is not the signer's is
+  ``bad_signature`` (its household did not sign it). The first refused part refuses the whole
+  bundle with that part's reason (the refusal's subject names the part) and nothing of it
+  applies: a household's reading is never lost to a bad order by half-applying, and a proposer
+  can keep or drop a bundle as one transaction. An order a bundle places is held open as a
+  :class:`~.transactions.BundledOrder` and replaced or cancelled like any other.
 * An order that names a **model** (the community model that produced it) is admitted only if that
   model hash was committed before it (in an earlier block, or earlier in the same block):
   ``unknown_model`` otherwise. An order without one is a local model's and needs nothing.
@@ -61,7 +71,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from gridnode.core.ledger.blocks import Block
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
@@ -69,6 +79,8 @@ from gridnode.core.ledger.prices import ClearingPrices
 from gridnode.core.ledger.state import CommittedModel, HouseholdTotals, LedgerState, SettledSlot
 from gridnode.core.ledger.stateroot import note_writes
 from gridnode.core.ledger.transactions import (
+    OpenOrder,
+    SignedBundle,
     SignedModel,
     SignedOrder,
     SignedReading,
@@ -77,10 +89,11 @@ from gridnode.core.ledger.transactions import (
 )
 from market.clearing import Trade, clear
 from market.errors import InvalidInput, LedgerReason, OrderReason, Reason
-from market.orders import validate_order
+from market.orders import Order, validate_order
 from market.settlement import GRID, POOL, Settlement, settle
 
 __all__ = [
+    "READING_REFUSALS",
     "BlockOutcome",
     "SlotCleared",
     "SlotSettled",
@@ -92,6 +105,21 @@ __all__ = [
     "check",
     "settle_slot",
 ]
+
+
+#: the reasons a reading can be refused for (membership, signature and the reading rules): a
+#: bundle refused for any other reason was refused for one of its orders, and its reading sent
+#: alone may still be admitted (what a household does then: :mod:`gridnode.household_driver`)
+READING_REFUSALS: Final = frozenset(
+    {
+        LedgerReason.NOT_A_MEMBER,
+        LedgerReason.BAD_SIGNATURE,
+        LedgerReason.SLOT_NOT_DELIVERED,
+        LedgerReason.READING_TOO_LATE,
+        LedgerReason.DUPLICATE_READING,
+        OrderReason.ENERGY_TOO_LARGE,
+    }
+)
 
 
 class _Draft:
@@ -120,7 +148,7 @@ class _Draft:
         self.state = state
         self.verified = verified
         self.nonces: Mapping[str, int] = state.nonces
-        self.orders: Mapping[int, Mapping[str, SignedOrder]] = state.orders
+        self.orders: Mapping[int, Mapping[str, OpenOrder]] = state.orders
         self.readings: Mapping[int, Mapping[str, int]] = state.readings
         self.order_ids: AbstractSet[str] = state.open_order_ids
         if state.orders and not state.open_order_ids:  # a state built without the derived field
@@ -190,14 +218,14 @@ class _Draft:
                 if inner is not None:
                     note_writes(memo, inner, base, keys)
 
-    def put_order(self, tx: SignedOrder, previous: SignedOrder | None) -> None:
+    def put_order(self, tx: OpenOrder, previous: OpenOrder | None) -> None:
         ids = self._ids()
         if previous is not None:
             ids.discard(previous.order.order_id)
         self._slot_dict("orders", tx.order.slot, tx.household)[tx.household] = tx
         ids.add(tx.order.order_id)
 
-    def drop_order(self, slot: int, previous: SignedOrder) -> None:
+    def drop_order(self, slot: int, previous: OpenOrder) -> None:
         self._ids().discard(previous.order.order_id)
         by_h = self._slot_dict("orders", slot, previous.household)
         del by_h[previous.household]
@@ -225,7 +253,7 @@ class _Work:
 
     state: LedgerState
     nonces: Mapping[str, int]
-    orders: dict[int, Mapping[str, SignedOrder]]
+    orders: dict[int, Mapping[str, OpenOrder]]
     readings: dict[int, Mapping[str, int]]
     order_ids: AbstractSet[str]
     trades: Mapping[int, tuple[Trade, ...]]
@@ -273,10 +301,14 @@ class _Work:
         return self.trades, self.balances, self.totals  # type: ignore[return-value]
 
 
-def _reject(reason: Reason, tx: Tx, expected: str, found: object) -> InvalidInput:
+def _reject(
+    reason: Reason, tx: Tx, expected: str, found: object, *, part: str = ""
+) -> InvalidInput:
+    """``part``: which part of a bundle was refused (``"reading"``, ``"order 2"``)."""
+    where = f", {part}" if part else ""
     return InvalidInput(
         reason=reason,
-        subject=f"{type(tx).__name__} {tx.id.hex()[:16]} from {tx.household[:16]}",
+        subject=f"{type(tx).__name__} {tx.id.hex()[:16]} from {tx.household[:16]}{where}",
         expected=expected,
         found=str(found),
     )
@@ -299,18 +331,18 @@ def _signature_ok(draft: _Draft, genesis: Genesis, tx: Tx) -> bool:
     return True
 
 
-def _order_ok(draft: _Draft, genesis: Genesis, tx: SignedOrder) -> None:
+def _order_ok(draft: _Draft, genesis: Genesis, order: Order, key: bytes) -> None:
     """:func:`~market.orders.validate_order` once per cache: the order's rules depend only on its
-    bytes and the genesis, so ``draft.verified`` also remembers ``b"o" + id`` of orders that passed
-    (33 bytes: never equal to a 32-byte signature-cache id)."""
+    bytes and the genesis, so ``draft.verified`` also remembers the ``key`` of orders that passed:
+    ``b"o" + id`` of a :class:`SignedOrder` (33 bytes), ``b"o" + id + index`` of a bundle's order
+    (34 bytes): never equal to a 32-byte signature-cache id, nor to each other."""
     verified = draft.verified
     if verified is None:
-        validate_order(tx.order, limits=genesis.limits)
+        validate_order(order, limits=genesis.limits)
         return
-    key = b"o" + tx.id
     if key in verified:
         return
-    validate_order(tx.order, limits=genesis.limits)
+    validate_order(order, limits=genesis.limits)
     verified.add(key)
 
 
@@ -334,7 +366,10 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
         raise _reject(LedgerReason.BAD_SIGNATURE, tx, "the household's signature", "another")
     clock = genesis.clock
     if kind is SignedReading:
-        _admit_reading(draft, tx, now_s, write=write)  # type: ignore[arg-type]
+        _admit_reading(draft, tx, tx.slot, tx.net_wh, now_s, write=write)  # type: ignore[union-attr]
+        return
+    if kind is SignedBundle:
+        _admit_bundle(draft, tx, now_s, write=write)  # type: ignore[arg-type]
         return
     order = tx.order if kind is SignedOrder else None  # type: ignore[union-attr]
     nonce = tx.nonce if order is None else order.nonce  # type: ignore[union-attr]
@@ -351,7 +386,7 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
     previous = None if held is None else held.get(household)
     if order is not None:
         assert isinstance(tx, SignedOrder)
-        _order_ok(draft, genesis, tx)
+        _order_ok(draft, genesis, order, b"o" + tx.id)
         if tx.model is not None and tx.model not in draft.models:
             raise _reject(
                 LedgerReason.UNKNOWN_MODEL, tx, "a committed model's hash (or none)",
@@ -372,28 +407,104 @@ def _admit(draft: _Draft, tx: Tx, time_ms: int, *, write: bool = True) -> None:
         draft.set_nonce(household, nonce)
 
 
-def _admit_reading(draft: _Draft, tx: SignedReading, now_s: int, *, write: bool) -> None:
-    """The reading rules (module docstring), after membership and signature."""
+def _admit_reading(
+    draft: _Draft, tx: Tx, slot: int, net_wh: int, now_s: int, *, write: bool, part: str = ""
+) -> None:
+    """The reading rules (module docstring), after membership and signature: ``tx``'s reading
+    of ``slot`` (a :class:`SignedReading`, or a bundle's with ``part="reading"``)."""
     genesis = draft.state.genesis
-    end = genesis.clock.end(tx.slot)
+    end = genesis.clock.end(slot)
     if now_s < end:
-        raise _reject(LedgerReason.SLOT_NOT_DELIVERED, tx, f"block time >= {end}", now_s)
+        raise _reject(LedgerReason.SLOT_NOT_DELIVERED, tx, f"block time >= {end}", now_s, part=part)
     if now_s >= end + genesis.reading_deadline_seconds:
-        raise _reject(LedgerReason.READING_TOO_LATE, tx, "a reading before the deadline", now_s)
-    held = draft.readings.get(tx.slot)
+        raise _reject(
+            LedgerReason.READING_TOO_LATE, tx, "a reading before the deadline", now_s, part=part
+        )
+    held = draft.readings.get(slot)
     if held is not None and tx.household in held:
         raise _reject(
-            LedgerReason.DUPLICATE_READING, tx, "one reading per household and slot", tx.slot
-        )
-    if abs(tx.net_wh) > genesis.limits.max_energy_wh:
+            LedgerReason.DUPLICATE_READING, tx, "one reading per household and slot", slot,
+            part=part,
+        )  # fmt: skip
+    if abs(net_wh) > genesis.limits.max_energy_wh:
         raise _reject(
-            OrderReason.ENERGY_TOO_LARGE,
-            tx,
-            f"|net_wh| <= {genesis.limits.max_energy_wh}",
-            tx.net_wh,
-        )
+            OrderReason.ENERGY_TOO_LARGE, tx, f"|net_wh| <= {genesis.limits.max_energy_wh}",
+            net_wh, part=part,
+        )  # fmt: skip
     if write:
-        draft.put_reading(tx.slot, tx.household, tx.net_wh)
+        draft.put_reading(slot, tx.household, net_wh)
+
+
+def _admit_bundle(draft: _Draft, tx: SignedBundle, now_s: int, *, write: bool) -> None:
+    """The bundle rules (module docstring), after membership and signature: every part checked
+    before anything is written (all or nothing), then (if ``write``) every part written.
+
+    The parts' effects on each other are those of separate transactions in the bundle's order:
+    each order's nonce must be above the one before it, and an order id is in use if the state's
+    open orders hold it (unless an earlier order of the bundle replaced that one) or an earlier
+    order of the bundle took it. Orders are for distinct slots (decoding refuses others), so no
+    order of a bundle replaces another of it.
+    """
+    genesis = draft.state.genesis
+    household = tx.household
+    if tx.reading is not None:
+        r = tx.reading
+        _admit_reading(draft, tx, r.slot, r.net_wh, now_s, write=False, part="reading")
+    if not tx.orders:
+        if write and tx.reading is not None:
+            draft.put_reading(tx.reading.slot, household, tx.reading.net_wh)
+        return
+    clock = genesis.clock
+    last = draft.nonces.get(household, -1)
+    taken: set[str] = set()  # ids the bundle's earlier orders took
+    freed: set[str] = set()  # ids of open orders the bundle's earlier orders replaced
+    placed = tx.placed()
+    previous: list[OpenOrder | None] = []
+    for i, (bo, model) in enumerate(zip(placed, tx.models, strict=True)):
+        order, part = bo.order, f"order {i}"
+        if order.household != household:
+            raise _reject(
+                LedgerReason.BAD_SIGNATURE, tx, "orders of the signing household",
+                order.household[:16], part=part,
+            )  # fmt: skip
+        if order.nonce <= last:
+            raise _reject(LedgerReason.STALE_NONCE, tx, f"nonce > {last}", order.nonce, part=part)
+        last = order.nonce
+        slot = order.slot
+        why = clock.window_error(slot, now_s, max_ahead_slots=genesis.max_order_ahead_slots)
+        if why is not None:
+            first = clock.first_open_slot(now_s)
+            last_slot = first + genesis.max_order_ahead_slots
+            raise _reject(
+                why, tx, f"a slot open at {now_s} (in {first}..{last_slot})", slot, part=part
+            )
+        held = draft.orders.get(slot)
+        before = None if held is None else held.get(household)
+        try:
+            _order_ok(draft, genesis, order, b"o" + tx.id + bytes((i & 0xFF,)))
+        except InvalidInput as exc:
+            raise _reject(exc.reason, tx, exc.expected or "", exc.found or "", part=part) from None
+        if model is not None and model not in draft.models:
+            raise _reject(
+                LedgerReason.UNKNOWN_MODEL, tx, "a committed model's hash (or none)",
+                model.hex()[:16], part=part,
+            )  # fmt: skip
+        oid = order.order_id
+        replaced = None if before is None else before.order.order_id
+        in_use = oid in taken or (oid in draft.order_ids and oid not in freed)
+        if in_use and replaced != oid:
+            raise _reject(OrderReason.DUPLICATE_ID, tx, "an order id not in use", oid, part=part)
+        if replaced is not None:
+            freed.add(replaced)
+        taken.add(oid)
+        previous.append(before)
+    if not write:
+        return
+    if tx.reading is not None:
+        draft.put_reading(tx.reading.slot, household, tx.reading.net_wh)
+    for bo, before in zip(placed, previous, strict=True):
+        draft.put_order(bo, before)
+    draft.set_nonce(household, last)
 
 
 def _admit_model(draft: _Draft, tx: SignedModel, *, write: bool) -> None:
@@ -730,7 +841,7 @@ class SlotCleared:
     ``last_cleared_slot``."""
 
     slot: int
-    book: Mapping[str, SignedOrder]
+    book: Mapping[str, OpenOrder]
     clearing_price_micro_per_kwh: int | None
     trades: tuple[Trade, ...]
 

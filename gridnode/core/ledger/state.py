@@ -34,7 +34,7 @@ from typing import Any, Final
 from gridnode.core.ledger.genesis import ZERO_HASH, Genesis
 from gridnode.core.ledger.prices import ClearingPrices
 from gridnode.core.ledger.stateroot import BILL_FIELDS, StateTree, bill_wire, state_tree
-from gridnode.core.ledger.transactions import SignedOrder, decode_tx
+from gridnode.core.ledger.transactions import OpenOrder, SignedBundle, SignedOrder, decode_tx
 from market.clearing import Trade
 from market.codec import pack, unpack
 from market.errors import InvalidInput, LedgerReason, WireReason
@@ -187,7 +187,7 @@ class LedgerState:
     head_hash: bytes = ZERO_HASH
     time_ms: int = 0
     nonces: Mapping[str, int] = field(default_factory=dict)
-    orders: Mapping[int, Mapping[str, SignedOrder]] = field(default_factory=dict)
+    orders: Mapping[int, Mapping[str, OpenOrder]] = field(default_factory=dict)
     trades: Mapping[int, tuple[Trade, ...]] = field(default_factory=dict)
     clearing_prices: Mapping[int, int | None] = field(default_factory=dict)
     readings: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
@@ -324,7 +324,7 @@ class LedgerState:
                 self.time_ms,
                 sorted(self.nonces.items()),
                 [
-                    [slot, [[h, o.encode()] for h, o in sorted(by_h.items())]]
+                    [slot, [[h, o.raw] for h, o in sorted(by_h.items())]]
                     for slot, by_h in sorted(self.orders.items())
                 ],
                 _trades_wire(self.trades),
@@ -347,7 +347,7 @@ class LedgerState:
         """The state root's trees, for cutting proofs (:mod:`gridnode.core.ledger.proofs`)."""
         return state_tree(self)
 
-    def open_order(self, slot: int, household: str) -> SignedOrder | None:
+    def open_order(self, slot: int, household: str) -> OpenOrder | None:
         return self.orders.get(slot, {}).get(household)
 
 
@@ -387,16 +387,11 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
             subject="state snapshot",
             expected=genesis.hash.hex()[:16],
         )
-    order_map: dict[int, dict[str, SignedOrder]] = {}
+    order_map: dict[int, dict[str, OpenOrder]] = {}
     for slot, by_h in orders:
-        parsed = {}
+        parsed: dict[str, OpenOrder] = {}
         for h, raw in by_h:
-            tx = decode_tx(raw)
-            if not isinstance(tx, SignedOrder):
-                raise InvalidInput(
-                    reason=WireReason.BAD_TYPE, subject="state snapshot", field="orders"
-                )
-            parsed[h] = tx
+            parsed[h] = _open_order(decode_tx(raw), slot)
         order_map[slot] = parsed
     return LedgerState(
         genesis=genesis,
@@ -429,6 +424,18 @@ def decode_state(data: bytes, genesis: Genesis) -> LedgerState:
         },
         last_model=last_model,
     )
+
+
+def _open_order(tx: object, slot: int) -> OpenOrder:
+    """A snapshot's open order of ``slot`` from the transaction that placed it: a
+    :class:`SignedOrder`, or a bundle's order for that slot."""
+    if isinstance(tx, SignedOrder):
+        return tx
+    if isinstance(tx, SignedBundle):
+        for bo in tx.placed():
+            if bo.order.slot == slot:
+                return bo
+    raise InvalidInput(reason=WireReason.BAD_TYPE, subject="state snapshot", field="orders")
 
 
 def genesis_state(genesis: Genesis) -> LedgerState:

@@ -16,7 +16,8 @@ Rules:
   made this state. ``members_root`` is the root of the slot's **members tree**: one entry per
   member in genesis order (fixed size ``n``): the empty string when the member has nothing in the
   slot, else ``["gn.slotleaf", 1, slot, household, order | nil, trades, reading | nil, bill | nil]``
-  — its open order (the transaction's canonical bytes), its trades (each ``[role,
+  — its open order (the canonical bytes of the transaction that placed it: its ``gn.tx.order``,
+  or the ``gn.tx.bundle`` that carried it, whose order for this slot it is), its trades (each ``[role,
   counterparty, energy_wh, price_micro_per_kwh, amount_micro]``: role 0 bought, 1 sold, the
   counterparty as its member index; in the clearing's order), its signed reading, and, in a slot
   settled by this block, its bill line (:data:`BILL_FIELDS`, 15 integers). Compact on purpose: a
@@ -63,7 +64,7 @@ from market.settlement import GRID, POOL, HouseholdBill
 
 if TYPE_CHECKING:
     from gridnode.core.ledger.state import CommittedModel, LedgerState, SettledSlot
-    from gridnode.core.ledger.transactions import SignedOrder
+    from gridnode.core.ledger.transactions import OpenOrder
 
 __all__ = [
     "BILL_FIELDS",
@@ -120,7 +121,7 @@ def account_entry(
 def slot_leaf_entry(  # noqa: PLR0917 - the entry's fields, in the entry's order
     slot: int,
     household: str,
-    order: SignedOrder | None,
+    order: OpenOrder | None,
     trades: Sequence[Trade],
     reading: int | None,
     bill: HouseholdBill | None,

@@ -13,6 +13,18 @@ community is valid in another):
 * :class:`SignedCancel` (``gn.tx.cancel``) — removes the household's open order for a slot.
 * :class:`SignedReading` (``gn.tx.reading``) — a household's measured net energy for a delivered
   slot (``+`` exported).
+* :class:`SignedBundle` (``gn.tx.bundle``) — what a household's daemon sends at a slot boundary,
+  signed **once**: its reading of the slot just delivered (optional) and its orders for the slots
+  it quotes (0..k, at most one per slot; each a full market order with its own order id and nonce,
+  and optionally its model, exactly as in ``gn.tx.order``). Body ``["gn.bundle", 1, household,
+  [slot, net_wh] | nil, [order, ...]]`` (each order the 8-element order array, or 9 with the
+  model hash). Neither part may be missing from both (an empty bundle is ``bad_shape``); two
+  orders for one slot are ``duplicate_in_batch``. The ledger admits a bundle **all or nothing**
+  (:mod:`.rules`): every part obeys the rules of its separate kind, and one refused part refuses
+  the bundle with that part's reason. An order a bundle placed is held open as a
+  :class:`BundledOrder` (the order, its model, and the bundle): it has no transaction id of its
+  own — it is named by its order id (as provenance names every order) and located by the
+  bundle's id and its slot; the state root commits to the bundle's bytes as its open order.
 * :class:`SignedModel` (``gn.tx.model``) — a federated round's result, signed by the round's
   aggregator (a validator): the model's content hash, the round, the previous model's hash, the
   number of contributors, the securely summed held-back validation (the model's integer
@@ -45,12 +57,17 @@ from market.orders import Order
 __all__ = [
     "MAX_TX_BYTES",
     "MODEL_VALIDATION_FIELDS",
+    "BundleReading",
+    "BundledOrder",
+    "OpenOrder",
+    "SignedBundle",
     "SignedCancel",
     "SignedModel",
     "SignedOrder",
     "SignedReading",
     "Tx",
     "decode_tx",
+    "sign_bundle",
     "sign_cancel",
     "sign_model",
     "sign_order",
@@ -200,6 +217,89 @@ class SignedModel:
         return self.raw
 
 
+@dataclass(frozen=True, slots=True)
+class BundleReading:
+    """The reading a :class:`SignedBundle` carries: the household's measured net energy (Wh,
+    ``+`` exported) of a delivered ``slot``, as a :class:`SignedReading` would."""
+
+    slot: int
+    net_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBundle:
+    """A household's reading and orders of one slot boundary, signed once (module rules).
+
+    ``models[i]`` is the committed community model that produced ``orders[i]`` (``None``: a
+    local model)."""
+
+    household: str
+    reading: BundleReading | None
+    orders: tuple[Order, ...]
+    models: tuple[bytes | None, ...]
+    signature: bytes
+    raw: bytes = field(init=False, repr=False, compare=False)
+    id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _seal(self, ["gn.tx.bundle", FORMAT, self.body(), self.signature])
+
+    def body(self) -> list[Any]:
+        return _bundle_body(self.household, self.reading, self.orders, self.models)
+
+    def encode(self) -> bytes:
+        return self.raw
+
+    def placed(self) -> tuple[BundledOrder, ...]:
+        """Its orders as the ledger holds them open, in the bundle's order."""
+        return tuple(
+            BundledOrder(o, m, self) for o, m in zip(self.orders, self.models, strict=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BundledOrder:
+    """An order a :class:`SignedBundle` placed, as the ledger holds it open: ``order`` and its
+    ``model`` as the bundle carries them, and the ``bundle`` itself (its signature covers the
+    order). ``raw`` and ``id`` are the *bundle's* (the transaction that placed the order): an
+    order inside a bundle has no transaction id of its own (module rules)."""
+
+    order: Order
+    model: bytes | None
+    bundle: SignedBundle = field(repr=False)
+
+    @property
+    def household(self) -> str:
+        return self.order.household
+
+    @property
+    def raw(self) -> bytes:
+        return self.bundle.raw
+
+    @property
+    def id(self) -> bytes:
+        return self.bundle.id
+
+
+#: an open order as the ledger holds it: placed by its own transaction or by a bundle
+OpenOrder = SignedOrder | BundledOrder
+
+
+def _bundle_body(
+    household: str,
+    reading: BundleReading | None,
+    orders: tuple[Order, ...],
+    models: tuple[bytes | None, ...],
+) -> list[Any]:
+    return [
+        "gn.bundle",
+        FORMAT,
+        household,
+        None if reading is None else [reading.slot, reading.net_wh],
+        [_order_body(o, m) for o, m in zip(orders, models, strict=True)],
+    ]
+
+
 def _cancel_body(household: str, slot: int, nonce: int) -> list[Any]:
     return ["gn.cancel", FORMAT, household, slot, nonce]
 
@@ -230,20 +330,22 @@ def _model_body(  # noqa: PLR0917 - the body's fields, in the body's order
     ]
 
 
-Tx = SignedOrder | SignedCancel | SignedReading | SignedModel
-_TxT = TypeVar("_TxT", SignedOrder, SignedCancel, SignedReading, SignedModel)
+Tx = SignedOrder | SignedCancel | SignedReading | SignedModel | SignedBundle
+_TxT = TypeVar("_TxT", SignedOrder, SignedCancel, SignedReading, SignedModel, SignedBundle)
 
 _DOMAIN = {
     SignedOrder: "order",
     SignedCancel: "cancel",
     SignedReading: "reading",
     SignedModel: "model",
+    SignedBundle: "bundle",
 }
 _TAG_BYTES: Final = {
     SignedOrder: pack("gn.tx.order"),
     SignedCancel: pack("gn.tx.cancel"),
     SignedReading: pack("gn.tx.reading"),
     SignedModel: pack("gn.tx.model"),
+    SignedBundle: pack("gn.tx.bundle"),
 }
 #: what a transaction's bytes start with: msgpack's array-of-4 header, the tag and the format
 _HEADS: Final = {kind: b"\x94" + tag + pack(FORMAT) for kind, tag in _TAG_BYTES.items()}
@@ -299,6 +401,36 @@ def sign_reading(key: KeyPair, genesis: Genesis, *, slot: int, net_wh: int) -> S
     return _signed(SignedReading, key, genesis, body, household=household, slot=slot, net_wh=net_wh)
 
 
+def sign_bundle(
+    key: KeyPair,
+    genesis: Genesis,
+    *,
+    reading: BundleReading | None = None,
+    orders: tuple[Order, ...] = (),
+    models: tuple[bytes | None, ...] | None = None,
+) -> SignedBundle:
+    """A household's ``reading`` and ``orders`` signed once by ``key``; ``models[i]``: the
+    committed community model's hash that produced ``orders[i]`` (default: all local)."""
+    household = key.public_hex
+    orders = tuple(orders)
+    models = (None,) * len(orders) if models is None else tuple(models)
+    if len(models) != len(orders):
+        raise UsageError("a bundle names one model (or None) per order")
+    if reading is None and not orders:
+        raise UsageError("a bundle carries a reading, orders, or both")
+    if any(o.household != household for o in orders):
+        raise UsageError("a bundle's orders are the signing household's")
+    if len({o.slot for o in orders}) != len(orders):
+        raise UsageError("a bundle carries at most one order per slot")
+    if any(m is not None and (len(m) != 32 or m == bytes(32)) for m in models):
+        raise UsageError("an order's model is a 32-byte, non-zero model hash (or None: local)")
+    body = _bundle_body(household, reading, orders, models)
+    return _signed(
+        SignedBundle, key, genesis, body,
+        household=household, reading=reading, orders=orders, models=models,
+    )  # fmt: skip
+
+
 def _int(value: Any, what: str, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput(
@@ -336,26 +468,14 @@ def _tx_from_wire(value: Any, raw: bytes | None = None, tid: bytes | None = None
             reason=WireReason.BAD_TYPE, subject="tx", field="signature", expected="bytes"
         )
     if tag == "gn.tx.order":
-        model = None
-        if isinstance(body, list) and len(body) == 9:
-            model = body[8]
-            if not isinstance(model, bytes) or len(model) != 32:
-                raise InvalidInput(
-                    reason=WireReason.BAD_TYPE, subject="order", field="model",
-                    expected="32 bytes", found=type(model).__name__,
-                )  # fmt: skip
-            if model == bytes(32):
-                raise InvalidInput(
-                    reason=WireReason.OUT_OF_RANGE, subject="order", field="model",
-                    expected="a model hash (leave it out for a local model)", found="zeros",
-                )  # fmt: skip
-            body = body[:8]
-        order = order_from_wire(body)
+        order, model = _order_from_body(body)
         if raw is None:
             return SignedOrder(order, sig, model)
         return _decoded(SignedOrder, raw, tid, order=order, signature=sig, model=model)
     if tag == "gn.tx.model":
         return _model_from_wire(body, sig, raw, tid)
+    if tag == "gn.tx.bundle":
+        return _bundle_from_wire(body, sig, raw, tid)
     if not isinstance(body, list) or len(body) != 5 or body[1] != FORMAT:
         raise InvalidInput(
             reason=WireReason.BAD_SHAPE, subject="tx", field="body", expected="array of 5"
@@ -383,9 +503,80 @@ def _tx_from_wire(value: Any, raw: bytes | None = None, tid: bytes | None = None
         reason=WireReason.BAD_TAG,
         subject="tx",
         field="tag",
-        expected="gn.tx.order|cancel|reading|model",
+        expected="gn.tx.order|cancel|reading|model|bundle",
         found=repr(tag),
     )
+
+
+def _order_from_body(body: Any, what: str = "order") -> tuple[Order, bytes | None]:
+    """An order's body (the order array, and the model hash as a 9th element if any)."""
+    model = None
+    if isinstance(body, list) and len(body) == 9:
+        model = body[8]
+        if not isinstance(model, bytes) or len(model) != 32:
+            raise InvalidInput(
+                reason=WireReason.BAD_TYPE, subject=what, field="model",
+                expected="32 bytes", found=type(model).__name__,
+            )  # fmt: skip
+        if model == bytes(32):
+            raise InvalidInput(
+                reason=WireReason.OUT_OF_RANGE, subject=what, field="model",
+                expected="a model hash (leave it out for a local model)", found="zeros",
+            )  # fmt: skip
+        body = body[:8]
+    return order_from_wire(body, what=what), model
+
+
+def _bundle_from_wire(
+    body: Any, sig: bytes, raw: bytes | None, tid: bytes | None = None
+) -> SignedBundle:
+    """A :class:`SignedBundle` from its body (structure and types; the ledger checks values,
+    including that every order is the signer's)."""
+    if not isinstance(body, list) or len(body) != 5 or body[:2] != ["gn.bundle", FORMAT]:
+        raise InvalidInput(
+            reason=WireReason.BAD_SHAPE, subject="bundle", field="body", expected="array of 5"
+        )
+    _, _, household, reading_wire, orders_wire = body
+    if not isinstance(household, str):
+        raise InvalidInput(
+            reason=WireReason.BAD_TYPE, subject="bundle", field="household", expected="str"
+        )
+    reading = None
+    if reading_wire is not None:
+        if not isinstance(reading_wire, list) or len(reading_wire) != 2:
+            raise InvalidInput(
+                reason=WireReason.BAD_SHAPE, subject="bundle", field="reading",
+                expected="[slot, net_wh] or nil",
+            )  # fmt: skip
+        reading = BundleReading(
+            _int(reading_wire[0], "bundle reading", "slot"),
+            _int(reading_wire[1], "bundle reading", "net_wh"),
+        )
+    if not isinstance(orders_wire, list):
+        raise InvalidInput(
+            reason=WireReason.BAD_TYPE, subject="bundle", field="orders", expected="array"
+        )
+    if reading is None and not orders_wire:
+        raise InvalidInput(
+            reason=WireReason.BAD_SHAPE, subject="bundle", expected="a reading, orders or both",
+            found="neither",
+        )  # fmt: skip
+    parts = [_order_from_body(o, "bundle order") for o in orders_wire]
+    orders = tuple(o for o, _ in parts)
+    models = tuple(m for _, m in parts)
+    if len({o.slot for o in orders}) != len(orders):
+        raise InvalidInput(
+            reason=WireReason.DUPLICATE_IN_BATCH, subject="bundle", field="orders",
+            expected="at most one order per slot",
+        )  # fmt: skip
+    if raw is None:
+        return SignedBundle(household, reading, orders, models, sig)
+    tx = _decoded(
+        SignedBundle, raw, tid,
+        household=household, reading=reading, orders=orders, models=models, signature=sig,
+    )  # fmt: skip
+    assert isinstance(tx, SignedBundle)
+    return tx
 
 
 def _model_from_wire(

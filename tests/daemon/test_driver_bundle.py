@@ -1,0 +1,131 @@
+"""The household driver sends one bundle per slot boundary; a bundle refused for one of its orders
+is followed by its reading alone (the ledger admits a bundle all or nothing)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+
+from gridnode.clock import NodeClock
+from gridnode.config import Config
+from gridnode.core.crypto import KeyPair
+from gridnode.core.ledger import (
+    BundleReading,
+    Genesis,
+    LedgerState,
+    SignedBundle,
+    SignedReading,
+    Tx,
+    genesis_state,
+    sign_bundle,
+)
+from gridnode.history import MeteredSlot
+from gridnode.household_driver import HouseholdDriver
+from gridnode.meter import shipped_replay
+from gridnode.status import SubmitResult
+from market.errors import LedgerReason, OrderReason
+from market.orders import Order
+
+WALL0_MS = 1_800_000_000_000 + 60_000  # one minute into a slot
+
+
+@dataclass
+class _Runtime:
+    state: LedgerState
+
+
+@dataclass
+class _Node:
+    """The driver's node (:class:`gridnode.household_driver.HouseholdNode`) with a scripted
+    validator: it answers each transaction with ``refuse(tx)`` (``""``: accepted)."""
+
+    key: KeyPair
+    genesis: Genesis
+    clock: NodeClock
+    runtime: _Runtime
+    refuse: str
+    sent: list[list[Tx]] = field(default_factory=list)
+    nonce: int = 0
+
+    def sign_bundle(
+        self, reading: BundleReading | None, orders: Sequence[Order], *, model: bytes | None = None
+    ) -> SignedBundle:
+        placed = []
+        for o in orders:
+            self.nonce += 1
+            placed.append(replace(o, household=self.key.public_hex, nonce=self.nonce))
+        return sign_bundle(
+            self.key, self.genesis, reading=reading, orders=tuple(placed),
+            models=(model,) * len(placed),
+        )  # fmt: skip
+
+    async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
+        self.sent.append(list(txs))
+        out = []
+        for tx in txs:
+            reason = self.refuse if isinstance(tx, SignedBundle) else ""
+            out.append(SubmitResult(not reason, tx.id.hex(), reason))
+        return out
+
+    def record_submission(self, order: Order, at_ms: int, result: SubmitResult) -> None:
+        pass
+
+    def record_metered(self, metered: MeteredSlot) -> None:
+        pass
+
+
+def _step(tmp_path: Path, refuse: str) -> list[list[Tx]]:
+    key = KeyPair.from_rng(random.Random(5))
+    genesis = Genesis(
+        community_id="bundle-driver",
+        genesis_time_ms=WALL0_MS - 3_600_000,
+        members=(key.public_hex,),
+        validators=(key.public_hex,),
+    )
+    config = Config(
+        dir=tmp_path, bidding_enabled=True, bidding_policy="perfect-foresight",
+        meter_source="replay",
+    )  # fmt: skip
+    meter = shipped_replay(node_anchor_s=genesis.genesis_time_ms // 1000, hour=11.0, pv_scale=1.5)
+    slots = genesis.clock
+    first = slots.slot_at(WALL0_MS // 1000)
+    sent: list[list[Tx]] = []
+
+    async def main() -> None:
+        clock = NodeClock.start(epoch_ms=WALL0_MS, speedup=1.0, wall_ms=WALL0_MS)
+        node = _Node(key, genesis, clock, _Runtime(genesis_state(genesis)), refuse, sent)
+        driver = HouseholdDriver(node, meter, config)  # type: ignore[arg-type]
+        for k in (1, 2):  # two boundaries: the second reads the first slot and quotes
+            await driver.step(slots.start(first + k) + 1)
+
+    trio.run(main)
+    return sent
+
+
+def test_one_bundle_per_boundary_carries_the_reading_and_the_orders(tmp_path: Path) -> None:
+    sent = _step(tmp_path, "")
+    last = sent[-1]
+    assert len(last) == 1 and isinstance(last[0], SignedBundle)
+    bundle = last[0]
+    assert bundle.reading is not None and bundle.orders  # the slot just delivered, and quotes
+    assert [o.nonce for o in bundle.orders] == sorted({o.nonce for o in bundle.orders})
+
+
+def test_a_bundle_refused_for_an_order_is_followed_by_its_reading_alone(tmp_path: Path) -> None:
+    sent = _step(tmp_path, LedgerReason.MEMPOOL_FULL.value)
+    bundle_batch, alone_batch = sent[-2], sent[-1]
+    (bundle,) = bundle_batch
+    assert isinstance(bundle, SignedBundle) and bundle.reading is not None and bundle.orders
+    (alone,) = alone_batch
+    assert isinstance(alone, SignedReading)
+    assert (alone.slot, alone.net_wh) == (bundle.reading.slot, bundle.reading.net_wh)
+
+
+def test_a_bundle_refused_for_its_reading_is_not_followed_by_it(tmp_path: Path) -> None:
+    for reason in (LedgerReason.DUPLICATE_READING, OrderReason.ENERGY_TOO_LARGE):
+        sent = _step(tmp_path, reason.value)
+        assert all(isinstance(tx, SignedBundle) for batch in sent for tx in batch)
