@@ -50,6 +50,7 @@ class _Node:
     refuse: str
     sent: list[list[Tx]] = field(default_factory=list)
     nonce: int = 0
+    started_ms: int = WALL0_MS  # the node clock when the node started (the driver's first slot)
 
     def sign_bundle(
         self, reading: BundleReading | None, orders: Sequence[Order], *, model: bytes | None = None
