@@ -469,26 +469,37 @@ class ProfileQR:
     def fit(self, history: MeterHistory) -> FittedProfileQR:
         x_all, y_all, cut = self.training_set(history)
         n, n_b, n_origins, n_f = x_all.shape
-        coefs = np.empty((n, n_b, len(QUANTILES), n_f))
+        coefs = np.zeros((n, n_b, len(QUANTILES), n_f))
         scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
-        # the households' products of feature pairs, one after the other in the same array (20 MB
-        # for a year's origins: allocating it anew for each household cost more than filling it)
-        pairs_t = np.empty((n_b, n_f * (n_f + 1) // 2 + n_f, n_origins))
+        # the households' products of feature pairs, one after the other in the same array per
+        # number of features (20 MB for a year's origins: allocating it anew for each household
+        # cost more than filling it)
+        pairs_by_f: dict[int, FloatArray] = {}
         for i in range(n):
+            # a feature that is 0 at every origin (the PV's, for a household without PV) is
+            # dead in every bucket and both fits (its coefficient is 0, and the other
+            # coefficients are those of the regression without it): left out of the IRLS, which
+            # then costs as much as the features left in (a Gram matrix of 10 features instead
+            # of 15: half the pair products)
+            live = np.flatnonzero((x_all[i] != 0.0).any(axis=(0, 1)))
+            x = x_all[i] if len(live) == n_f else np.ascontiguousarray(x_all[i][..., live])
+            f = x.shape[-1]
+            if f not in pairs_by_f:
+                pairs_by_f[f] = np.empty((n_b, f * (f + 1) // 2 + f, n_origins))
             fits = _QuantileFits(
-                x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation, pairs_t=pairs_t
+                x, y_all[i], ridge=self.ridge, relaxation=self.relaxation, pairs_t=pairs_by_f[f]
             )
             if cut is None:
-                coefs[i] = fits.fit(n_origins, iterations=self.iterations)
+                coefs[i][..., live] = fits.fit(n_origins, iterations=self.iterations)
                 continue
             # split conformal: fit on the older origins, score the most recent ones; then fit
             # all origins alike (not from the older fit's coefficients: a fit started there
             # converges further than the one the bands were calibrated on, and the bands held
             # 0.5-1.4 points more than 80 %)
             older = fits.fit(cut, iterations=self.iterations)
-            pred = np.einsum("bnf,bqf->bnq", x_all[i, :, cut:], older)
+            pred = np.einsum("bnf,bqf->bnq", x[:, cut:], older)
             scales[i] = _conformal_scales(pred, y_all[i, :, cut:])
-            coefs[i] = fits.fit(n_origins, iterations=self.iterations)
+            coefs[i][..., live] = fits.fit(n_origins, iterations=self.iterations)
         coefs.setflags(write=False)
         scales.setflags(write=False)
         return FittedProfileQR(self, coefs, history.step_s, scales)
