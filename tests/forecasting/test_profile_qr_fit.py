@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from forecasting import profile_qr
 from forecasting.data import SHIPPED_LATITUDE, SHIPPED_LONGITUDE
 from forecasting.models import QUANTILES, _irls_quantile, _pinball_weights
 from forecasting.profile_qr import DEAD_FEATURE_SHARE, ProfileQR, _QuantileFits
@@ -206,3 +207,26 @@ def test_features_zero_at_every_origin_are_left_out_of_the_irls(
         # the fitted values the bands and forecasts are made of: within a thousandth of a watt
         fitted = np.einsum("bnf,bqf->bnq", x[1], got.coefs[1])
         assert np.abs(fitted - np.einsum("bnf,bqf->bnq", x[1], want)).max() < 1e-3
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 3 * 1024 * 1024, 1 << 40])
+def test_buckets_iterated_a_few_at_a_time_are_the_same_bits(
+    training: tuple[FloatArray, FloatArray, int],
+    cache_bytes: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The IRLS iterates a few lead buckets at a time (their pair products stay in the cache):
+    one bucket at a time, a few, or all 13 at once give the same coefficients bit for bit."""
+    x, y, cut = training
+    want = [
+        _QuantileFits(x[i], y[i], ridge=1e-3, relaxation=1.8).fit(rows, iterations=6)
+        for i in range(2)
+        for rows in (cut, x.shape[2])
+    ]
+    monkeypatch.setattr(profile_qr, "IRLS_CACHE_BYTES", cache_bytes)
+    got = [
+        _QuantileFits(x[i], y[i], ridge=1e-3, relaxation=1.8).fit(rows, iterations=6)
+        for i in range(2)
+        for rows in (cut, x.shape[2])
+    ]
+    assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
