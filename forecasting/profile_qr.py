@@ -39,7 +39,11 @@ Rules of this module:
   on the tuning homes). The bands are sorted (no crossing).
 * **Dead features are left out**: a feature whose RMS over the training origins is below 1 % of
   the mean |target| (PV before the panels were installed, a meter that read a few W) gets no
-  coefficient, instead of a huge one that explodes once the feature moves.
+  coefficient, instead of a huge one that explodes once the feature moves. A feature that is 0
+  at every training origin (the PV's, for a household without PV) is left out of the household's
+  IRLS altogether (the same regression; the coefficients equal up to rounding, tested), which
+  then costs what its live features cost; the IRLS iterates a few lead buckets at a time, so
+  their pair products stay in the cache (the same bits).
 * Vectorised over households: one call fits or forecasts every row of a history; households never
   share parameters, so a household's forecast does not depend on who else is in the batch.
 * **Incremental prediction.** An interval's profile features are a function of the meter values
