@@ -39,7 +39,11 @@ Rules of this module:
   on the tuning homes). The bands are sorted (no crossing).
 * **Dead features are left out**: a feature whose RMS over the training origins is below 1 % of
   the mean |target| (PV before the panels were installed, a meter that read a few W) gets no
-  coefficient, instead of a huge one that explodes once the feature moves.
+  coefficient, instead of a huge one that explodes once the feature moves. A feature that is 0
+  at every training origin (the PV's, for a household without PV) is left out of the household's
+  IRLS altogether (the same regression; the coefficients equal up to rounding, tested), which
+  then costs what its live features cost; the IRLS iterates a few lead buckets at a time, so
+  their pair products stay in the cache (the same bits).
 * Vectorised over households: one call fits or forecasts every row of a history; households never
   share parameters, so a household's forecast does not depend on who else is in the batch.
 * **Incremental prediction.** An interval's profile features are a function of the meter values
@@ -98,6 +102,9 @@ MIN_CALIBRATION_DAYS: Final = 14  # the held-out recent origins must span two we
 DEAD_FEATURE_SHARE: Final = 0.01  # a feature with RMS below this share of mean |target| is left out
 MIN_BAND_SCALE: Final = 1.0
 MAX_BAND_SCALE: Final = 3.0
+#: The IRLS iterates as many lead buckets at a time as have at most this many bytes of pair
+#: products (at least one): what stays in a core's cache between iterations (2 MB of L2 here).
+IRLS_CACHE_BYTES: Final = 4 << 20
 
 
 def lead_buckets(step_s: int) -> IntArray:
@@ -469,26 +476,37 @@ class ProfileQR:
     def fit(self, history: MeterHistory) -> FittedProfileQR:
         x_all, y_all, cut = self.training_set(history)
         n, n_b, n_origins, n_f = x_all.shape
-        coefs = np.empty((n, n_b, len(QUANTILES), n_f))
+        coefs = np.zeros((n, n_b, len(QUANTILES), n_f))
         scales = np.full((n, n_b), self.band_scale or DEFAULT_BAND_SCALE)
-        # the households' products of feature pairs, one after the other in the same array (20 MB
-        # for a year's origins: allocating it anew for each household cost more than filling it)
-        pairs_t = np.empty((n_b, n_f * (n_f + 1) // 2 + n_f, n_origins))
+        # the households' products of feature pairs, one after the other in the same array per
+        # number of features (20 MB for a year's origins: allocating it anew for each household
+        # cost more than filling it)
+        pairs_by_f: dict[int, FloatArray] = {}
         for i in range(n):
+            # a feature that is 0 at every origin (the PV's, for a household without PV) is
+            # dead in every bucket and both fits (its coefficient is 0, and the other
+            # coefficients are those of the regression without it): left out of the IRLS, which
+            # then costs as much as the features left in (a Gram matrix of 10 features instead
+            # of 15: half the pair products)
+            live = np.flatnonzero((x_all[i] != 0.0).any(axis=(0, 1)))
+            x = x_all[i] if len(live) == n_f else np.ascontiguousarray(x_all[i][..., live])
+            f = x.shape[-1]
+            if f not in pairs_by_f:
+                pairs_by_f[f] = np.empty((n_b, f * (f + 1) // 2 + f, n_origins))
             fits = _QuantileFits(
-                x_all[i], y_all[i], ridge=self.ridge, relaxation=self.relaxation, pairs_t=pairs_t
+                x, y_all[i], ridge=self.ridge, relaxation=self.relaxation, pairs_t=pairs_by_f[f]
             )
             if cut is None:
-                coefs[i] = fits.fit(n_origins, iterations=self.iterations)
+                coefs[i][..., live] = fits.fit(n_origins, iterations=self.iterations)
                 continue
             # split conformal: fit on the older origins, score the most recent ones; then fit
             # all origins alike (not from the older fit's coefficients: a fit started there
             # converges further than the one the bands were calibrated on, and the bands held
             # 0.5-1.4 points more than 80 %)
             older = fits.fit(cut, iterations=self.iterations)
-            pred = np.einsum("bnf,bqf->bnq", x_all[i, :, cut:], older)
+            pred = np.einsum("bnf,bqf->bnq", x[:, cut:], older)
             scales[i] = _conformal_scales(pred, y_all[i, :, cut:])
-            coefs[i] = fits.fit(n_origins, iterations=self.iterations)
+            coefs[i][..., live] = fits.fit(n_origins, iterations=self.iterations)
         coefs.setflags(write=False)
         scales.setflags(write=False)
         return FittedProfileQR(self, coefs, history.step_s, scales)
@@ -556,7 +574,6 @@ class _QuantileFits:
         by ``iterations`` of IRLS from least squares."""
         x, y = self.x[:, :rows], self.y[:, :rows]
         n_b, _, f = x.shape
-        iu, ju = _pairs(f)
         # a feature that is (nearly) always zero here, such as PV before the panels were
         # installed, would get a huge coefficient and explode once it moves: leave it out
         rms = self.rms if rows == self.x.shape[1] else np.sqrt((x**2).mean(axis=1))
@@ -564,12 +581,32 @@ class _QuantileFits:
         dead[:, 0] = False  # the intercept
         # this fit's features are xs · d: scaled by their RMS over its own origins, dead ones 0
         d = np.where(dead, 0.0, self.scale / (rms + 1e-9))[:, None, :]  # (B, 1, F)
-        dd = d[..., :, None] * d[..., None, :]  # (B, 1, F, F)
-        xs_t, pairs_t = self.xs_t[:, :, :rows], self.pairs_t[:, :, :rows]
+        floor = 1e-3 * (np.abs(y).mean(axis=1)[:, None, None] + 1e-9)
+        out: FloatArray = np.empty((n_b, len(QUANTILES), f))
+        # the buckets are independent regressions: iterate a few at a time, so that their pair
+        # products (what every iteration reads) stay in the cache from one iteration to the next
+        # instead of streaming all of them (20 MB) from memory each time; every product, solve
+        # and weight is computed for one bucket alone either way (the same bits, tested)
+        per_bucket = self.pairs_t[0, :, :rows].nbytes
+        group = max(1, IRLS_CACHE_BYTES // per_bucket)
+        for lo in range(0, n_b, group):
+            bs = slice(lo, min(n_b, lo + group))
+            out[bs] = self._iterate(rows, bs, d[bs], floor[bs], iterations=iterations)
+        return out
+
+    def _iterate(
+        self, rows: int, bs: slice, d: FloatArray, floor: FloatArray, *, iterations: int
+    ) -> FloatArray:
+        """The IRLS of buckets ``bs`` on the first ``rows`` origins: ``(b, Q, F)`` coefficients
+        in the features' units, given the fit's feature factors ``d`` ``(b, 1, F)`` (scaled,
+        dead ones 0) and the weights' ``floor`` ``(b, 1, 1)``."""
+        n_b, _, f = d.shape
+        iu, ju = _pairs(f)
+        dd = d[..., :, None] * d[..., None, :]  # (b, 1, F, F)
+        xs_t, pairs_t = self.xs_t[bs, :, :rows], self.pairs_t[bs, :, :rows]
         p = len(iu)
         taus = np.asarray(QUANTILES)[None, :, None]  # (1, Q, 1)
-        floor = 1e-3 * (np.abs(y).mean(axis=1)[:, None, None] + 1e-9)
-        yq = y[:, None, :]  # (B, 1, N)
+        yq = self.y[bs, None, :rows]  # (b, 1, N)
         eye = self.ridge * np.eye(f)
         gram = np.empty((n_b, len(QUANTILES), f, f))
         # least squares first: one set of weights for every level
@@ -581,18 +618,18 @@ class _QuantileFits:
         weights = np.empty_like(r)
         pairs = pairs_t.transpose(0, 2, 1)
         for it in range(iterations):
-            g = w @ pairs  # (B, Q or 1, P + F)
+            g = w @ pairs  # (b, Q or 1, P + F)
             gram[..., iu, ju] = g[..., :p]
             gram[..., ju, iu] = g[..., :p]
             gram *= dd
             gram += eye
-            rhs = g[..., p:] * d  # (B, Q or 1, F)
+            rhs = g[..., p:] * d  # (b, Q or 1, F)
             step = np.asarray(np.linalg.solve(gram, rhs[..., None])[..., 0], dtype=np.float64)
             beta = step if it < 2 else beta + self.relaxation * (step - beta)
             np.matmul(beta * d, xs_t, out=r)
             np.subtract(yq, r, out=r)
             w = _pinball_weights(r, taus, floor, out=weights)
-        out: FloatArray = beta * d / self.scale[:, None, :]
+        out: FloatArray = beta * d / self.scale[bs, None, :]
         return out
 
 

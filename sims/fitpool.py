@@ -1,7 +1,8 @@
 """Forecaster fits in worker processes: the in-process engine's block fitter.
 
-The engine fits its whole community's forecaster once per refit period (profile-qr: ≈ 0.07–0.1 CPU-s
-per household with a year of 15-minute history; 1,000 households ≈ 1.5 min of one core). :class:`FitPool` is a
+The engine fits its whole community's forecaster once per refit period (profile-qr: ≈ 0.04–0.06 CPU-s
+per household with a year of 15-minute history, less without PV; 1,000 households ≈ 1 min of one
+core; ``docs/forecasting.md``, *Cost*). :class:`FitPool` is a
 :data:`gridnode.household.forecast.BlockFitter` that does this work in worker processes. Rules:
 
 * **Same results.** A fit is a pure function of the model and its block of history (the forecast

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from forecasting import profile_qr
 from forecasting.data import SHIPPED_LATITUDE, SHIPPED_LONGITUDE
 from forecasting.models import QUANTILES, _irls_quantile, _pinball_weights
 from forecasting.profile_qr import DEAD_FEATURE_SHARE, ProfileQR, _QuantileFits
@@ -49,9 +50,9 @@ def _pinball(x: FloatArray, y: FloatArray, coefs: FloatArray) -> FloatArray:
 
 
 @pytest.fixture(scope="module")
-def training(shipped_15min: MeterHistory) -> tuple[FloatArray, FloatArray, int]:
-    """A year of 15-minute training origins for two households: the shipped one with PV, and
-    the same load without PV (its PV features are dead: all zero)."""
+def two_homes(shipped_15min: MeterHistory) -> MeterHistory:
+    """300 days of 15-minute history of two households: the shipped one with PV, and the same
+    load without PV (its PV features are dead: all zero)."""
     past = shipped_15min.until(local_midnight_utc(2009, 3, 1))
     past = past.window(past.end_s - 300 * 86_400, past.end_s)
     assert past.pv_w is not None and past.load_w is not None
@@ -62,7 +63,13 @@ def training(shipped_15min: MeterHistory) -> tuple[FloatArray, FloatArray, int]:
         step_s=past.step_s,
         utc_offset_s=past.utc_offset_s,
     )
-    x, y, cut = ProfileQR(**SITE).training_set(two)  # type: ignore[arg-type]
+    return two
+
+
+@pytest.fixture(scope="module")
+def training(two_homes: MeterHistory) -> tuple[FloatArray, FloatArray, int]:
+    """A year of 15-minute training origins of :func:`two_homes`."""
+    x, y, cut = ProfileQR(**SITE).training_set(two_homes)  # type: ignore[arg-type]
     assert cut is not None and x.shape[:2] == (2, 13)
     return x, y, cut
 
@@ -175,3 +182,51 @@ def test_quantile_fits_in_a_given_pairs_array_are_the_same_bits() -> None:
         assert fresh.fit(rows, iterations=6).tobytes() == again.fit(rows, iterations=6).tobytes()
     with pytest.raises(UsageError, match="pairs_t must have shape"):
         _QuantileFits(x, y, ridge=1e-3, relaxation=1.8, pairs_t=np.empty((3, 13, 300)))
+
+
+def test_features_zero_at_every_origin_are_left_out_of_the_irls(
+    two_homes: MeterHistory, training: tuple[FloatArray, FloatArray, int]
+) -> None:
+    """A household without PV is fitted on its 10 live features, not 15: its PV coefficients
+    are 0 and the others those of the IRLS on all 15 columns up to rounding (the regressions
+    are the same: a zero feature is dead in every bucket and both fits); the household with PV
+    is fitted as before, bit for bit."""
+    x, y, _cut = training
+    model = ProfileQR(**SITE)  # type: ignore[arg-type]
+    got = model.fit(two_homes)
+    pv = [6, 7, 8, 13, 14]
+    assert np.all(x[1][..., pv] == 0.0) and np.all(got.coefs[1][..., pv] == 0.0)
+    for i in range(2):
+        fits = _QuantileFits(x[i], y[i], ridge=model.ridge, relaxation=model.relaxation)
+        want = fits.fit(x.shape[2], iterations=model.iterations)
+        if i == 0:
+            assert got.coefs[0].tobytes() == want.tobytes()
+            continue
+        scale = np.abs(want).max(axis=-1, keepdims=True) + 1e-9  # per bucket and level
+        assert (np.abs(got.coefs[1] - want) / scale).max() < 1e-6
+        # the fitted values the bands and forecasts are made of: within a thousandth of a watt
+        fitted = np.einsum("bnf,bqf->bnq", x[1], got.coefs[1])
+        assert np.abs(fitted - np.einsum("bnf,bqf->bnq", x[1], want)).max() < 1e-3
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 3 * 1024 * 1024, 1 << 40])
+def test_buckets_iterated_a_few_at_a_time_are_the_same_bits(
+    training: tuple[FloatArray, FloatArray, int],
+    cache_bytes: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The IRLS iterates a few lead buckets at a time (their pair products stay in the cache):
+    one bucket at a time, a few, or all 13 at once give the same coefficients bit for bit."""
+    x, y, cut = training
+    want = [
+        _QuantileFits(x[i], y[i], ridge=1e-3, relaxation=1.8).fit(rows, iterations=6)
+        for i in range(2)
+        for rows in (cut, x.shape[2])
+    ]
+    monkeypatch.setattr(profile_qr, "IRLS_CACHE_BYTES", cache_bytes)
+    got = [
+        _QuantileFits(x[i], y[i], ridge=1e-3, relaxation=1.8).fit(rows, iterations=6)
+        for i in range(2)
+        for rows in (cut, x.shape[2])
+    ]
+    assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
