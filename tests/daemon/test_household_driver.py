@@ -22,14 +22,12 @@ from gridnode.clock import NodeClock
 from gridnode.config import Config
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis, OpenOrder, decode_block
-from gridnode.daemon import DaemonNode
 from gridnode.household.battery import Battery, dispatch
 from gridnode.household_driver import foreseen
 from gridnode.meter import shipped_replay
-from gridnode.net.host import NetConfig, open_net_host
-from gridnode.startup import make_meter
 from gridnode.store import NodeStore
 from market.slots import SlotClock
+from tests.daemon.single_node import open_single_node
 
 SPEEDUP = 60.0  # a 15-minute slot in 15 s of (virtual) wall time
 WALL0_MS = 1_750_000_100_000  # the wall clock when the daemon starts (fixed: a virtual run)
@@ -80,20 +78,8 @@ def test_household_driver_reads_and_quotes_every_slot_under_a_virtual_clock(
     seen: dict[str, object] = {}
 
     async def main() -> None:
-        clock = NodeClock.start(epoch_ms=genesis.genesis_time_ms, speedup=SPEEDUP, wall_ms=WALL0_MS)
-        net_config = NetConfig(
-            community=genesis.community_id, listen_addrs=config.listen, mdns=False
-        )
-        async with open_net_host(key, net_config) as net:
-            node = DaemonNode(
-                config=config,
-                genesis=genesis,
-                key=key,
-                store=store,
-                net=net,
-                clock=clock,
-                meter=make_meter(config, genesis),
-            )
+        node_at = open_single_node(config, genesis, key, store, speedup=SPEEDUP, wall_ms=WALL0_MS)
+        async with node_at as (node, clock):
             slots = genesis.clock
             start_slot = slots.slot_at(clock.now_ms() // 1000)
             # until the SLOTS slots after the start one are delivered and their readings committed

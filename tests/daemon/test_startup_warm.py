@@ -27,11 +27,9 @@ from hypothesis import strategies as st
 
 from forecasting.data import load_shipped
 from gridnode.cli.run import BLAS_THREADS_ENV
-from gridnode.clock import NodeClock
 from gridnode.config import Config, update_config
 from gridnode.core.crypto import KeyPair
 from gridnode.core.ledger import Genesis
-from gridnode.daemon import DaemonNode
 from gridnode.household.forecast import bidding_forecaster
 from gridnode.household_driver import PROVENANCE_FILE
 from gridnode.meter import (
@@ -42,12 +40,11 @@ from gridnode.meter import (
     ShippedReplay,
     shipped_replay,
 )
-from gridnode.net.host import NetConfig, open_net_host
-from gridnode.startup import make_meter
 from gridnode.store import NodeStore
 from market.errors import UsageError
 from market.slots import SlotClock
 from sims.daemons import LocalCommunity
+from tests.daemon.single_node import open_single_node
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_ANCHOR_S = 1_800_000_123
@@ -221,15 +218,8 @@ def test_a_household_node_warms_its_forecaster_once_the_gate_opens(tmp_path: Pat
     seen: dict[str, object] = {}
 
     async def main() -> None:
-        clock = NodeClock.start(epoch_ms=genesis.genesis_time_ms, speedup=SPEEDUP, wall_ms=WALL0_MS)
-        net_config = NetConfig(
-            community=genesis.community_id, listen_addrs=config.listen, mdns=False
-        )
-        async with open_net_host(key, net_config) as net:
-            node = DaemonNode(
-                config=config, genesis=genesis, key=key, store=store, net=net, clock=clock,
-                meter=make_meter(config, genesis),
-            )  # fmt: skip
+        node_at = open_single_node(config, genesis, key, store, speedup=SPEEDUP, wall_ms=WALL0_MS)
+        async with node_at as (node, clock):
             gate = node.household_gate = trio.Event()
             warmed: list[str] = []  # what the daemon settles its start-up at (run_daemon)
             node.on_household_warm = lambda: warmed.append(node.forecaster_state)
