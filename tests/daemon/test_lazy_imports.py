@@ -339,9 +339,17 @@ def test_daemons_trade_over_libp2p_without_running_the_deferred_modules(tmp_path
             lambda: any(s["accepted"] for s in lc.api(1, "/api/submissions")["submissions"]), 120
         )
         assert lc.wait_for(lambda: lc.api(1, "/api/status")["height"] >= 3, 60)
-        # and the validator clears the household's slot: numpy, lazy until then, runs for it
-        subs = lc.api(1, "/api/submissions")["submissions"]
-        slot = max(s["slot"] for s in subs if s["accepted"])
+        # and the validator clears a slot with the household's order in a block: numpy, lazy
+        # until then, runs for it. (An order accepted into a mempool can still miss its slot's
+        # gate on a loaded machine and never be booked; the slot then "clears" by time alone.)
+        booked: list[int] = []
+
+        def committed() -> bool:
+            booked.extend(o["slot"] for o in lc.api(0, "/api/orders")["orders"])
+            return bool(booked)
+
+        assert lc.wait_for(committed, 120, poll_s=0.1)
+        slot = min(booked)
         assert lc.wait_for(lambda: lc.api(0, "/api/status")["last_cleared_slot"] >= slot, 90)
     finally:
         codes = lc.stop(timeout_s=60)  # SIGTERM both; a daemon still running then is killed
