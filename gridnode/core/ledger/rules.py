@@ -52,7 +52,9 @@ filter first with :func:`admit`), and the ``state_root`` matches.
 **Apply** (:func:`apply`), in this order: admit the transactions; then **clear** every slot whose gate
 closure is ``<=`` the block time (each slot once, from exactly the orders the ledger holds for it, with
 :func:`market.clearing.clear`), keeping its trades until settlement; then **settle** every cleared slot
-whose readings are all in (every member) or whose reading deadline has passed. A household that traded
+whose readings are all in (every member) or whose reading deadline has passed; a slot settled
+because every member read it keeps its readings until the deadline (so a second reading of it is
+still a ``duplicate_reading``), and is settled once. A household that traded
 but sent no reading by the deadline is settled as if its meter read **0 Wh** (it delivered and used
 nothing): a seller that does not report buys its whole contract back at retail, a buyer sells its
 purchase back at feed-in, so staying silent never pays (:func:`settle_slot` is that rule, the only
@@ -571,16 +573,25 @@ def _settle_due(
     clock = genesis.clock
     now_s = time_ms // 1000
     members = genesis.members
+    before = draft.state.readings
     settled = 0
     for slot in sorted(set(draft.trades) | set(draft.readings)):
         if slot > last_cleared:
             continue
         readings = draft.readings.get(slot, {})
         deadline_passed = now_s >= clock.end(slot) + genesis.reading_deadline_seconds
-        if not deadline_passed and len(readings) < len(members):
+        complete = len(readings) == len(members)
+        # a slot every member has read was settled by the block that brought its last reading
+        # (it was cleared by then: a reading comes after the slot's end); its readings are kept
+        # until the deadline so that a second reading of it is refused (``duplicate_reading``)
+        already = complete and len(before.get(slot, ())) == len(members)
+        if deadline_passed:
+            draft.readings.pop(slot, None)
+            if already:
+                continue
+        elif not complete or already:
             continue
         trades = draft.own_settled()[0].pop(slot, ())
-        draft.readings.pop(slot, None)
         result = settle_slot(genesis, slot, trades, readings)
         _book(draft, result)
         done[slot] = SettledSlot(trades, readings, {b.household: b for b in result.bills})
