@@ -89,7 +89,9 @@ def collect(
     # remembering the state digest at every height a validator stands at
     heights = {_height_of(v) for v in live}
     chain = e.full_node.summary(heights, through=e.first_slot + _slots_seen(e) - 1)
-    replay = _replay(e, chain, trades_out)
+    # the households' KPIs cover the slots the run finished, the records every slot it reached
+    household_slots = max(0, min(slots_done, _slots_seen(e)))
+    replay = _replay(e, chain, trades_out, household_slots=household_slots)
     assert ref.runtime is not None
     final = ref.runtime.state
     # agreement: every validator's chain is a prefix of the reference chain (same block hash at its
@@ -117,7 +119,7 @@ def collect(
     if replay.problem:
         notes.append(replay.problem)
     conservation = _conservation(final, replay)
-    households = _households(e, slots_done, chain.market)
+    households = _households(e, replay.meters, chain.market)
     lat = e.stats.latencies_ms
     if e.stats.refused:
         notes.append(
@@ -160,28 +162,54 @@ def _height_of(v: _Validator) -> int:
 
 
 @dataclass(slots=True)
+class _Meters:
+    """Per household, over the slots :func:`_households` reports (the first ``household_slots``
+    of :func:`_replay`'s): PV and load Wh, Σ |P50 − natural net| over the slots it quoted, and
+    how many it quoted."""
+
+    pv_wh: np.ndarray[Any, np.dtype[np.int64]]
+    load_wh: np.ndarray[Any, np.dtype[np.int64]]
+    forecast_abs_error_wh: list[int]
+    forecast_slots: list[int]
+
+
+@dataclass(slots=True)
 class _Replay:
     final_digest: bytes
     records: list[SlotRecord]
     digests: dict[int, bytes]
     problem: str
     totals_agree: bool
+    meters: _Meters
 
 
-def _replay(e: _Engine, chain: ChainSummary, trades_out: TradeSink | None) -> _Replay:
+def _replay(
+    e: _Engine, chain: ChainSummary, trades_out: TradeSink | None, *, household_slots: int
+) -> _Replay:
     """Per-slot records: the chain's market outcome (:mod:`sims.ledger_kpis`, from the sample full
-    node) and the engine's meters, forecasts and batteries."""
+    node) and the engine's meters, forecasts and batteries; in the same pass (each slot's meters
+    read once) the households' sums over the first ``household_slots`` of those slots."""
     names = {k.public_hex: spec.name for k, spec in zip(e.hh_keys, e.specs, strict=True)}
+    n = len(e.specs)
+    meters = _Meters(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), [0] * n, [0] * n)
     records: list[SlotRecord] = []
     for m in chain.market.slots:
         net, pv, load = e.slot_energy(m.slot)
         if trades_out is not None:
             trades_out.extend(trade_rows(m, names))
-        err = sum(
-            abs(p50 - int(net[i]))
-            for i in range(len(e.specs))
-            if (p50 := e.stats.forecast_p50.get((m.slot, i))) is not None
-        )
+        for_households = m.slot < e.first_slot + household_slots
+        if for_households:
+            meters.pv_wh += pv
+            meters.load_wh += load
+        err = 0
+        for i in range(n):
+            p50 = e.stats.forecast_p50.get((m.slot, i))
+            if p50 is not None:
+                miss = abs(p50 - int(net[i]))
+                err += miss
+                if for_households:
+                    meters.forecast_abs_error_wh[i] += miss
+                    meters.forecast_slots[i] += 1
         charged, discharged = e.batteries.by_slot.get(m.slot, (0, 0))
         records.append(
             slot_record(
@@ -197,7 +225,7 @@ def _replay(e: _Engine, chain: ChainSummary, trades_out: TradeSink | None) -> _R
             )
         )
     return _Replay(
-        chain.final_digest, records, chain.digests, chain.problem, chain.market.totals_agree
+        chain.final_digest, records, chain.digests, chain.problem, chain.market.totals_agree, meters
     )
 
 
@@ -214,27 +242,13 @@ def _conservation(final: LedgerState, replay: _Replay) -> bool:
     return balances_ok and energy_ok and replay.totals_agree
 
 
-def _households(e: _Engine, slots_done: int, market: MarketOutcome) -> list[HouseholdKPI]:
-    n_slots = max(0, min(slots_done, _slots_seen(e)))
-    pv_tot = np.zeros(len(e.specs), dtype=np.int64)
-    load_tot = np.zeros(len(e.specs), dtype=np.int64)
-    err = [0] * len(e.specs)  # Σ |P50 − natural net| over the delivered slots it quoted
-    quoted = [0] * len(e.specs)
-    for slot in range(e.first_slot, e.first_slot + n_slots):
-        net, pv, load = e.slot_energy(slot)
-        pv_tot += pv
-        load_tot += load
-        for i in range(len(e.specs)):
-            p50 = e.stats.forecast_p50.get((slot, i))
-            if p50 is not None:
-                err[i] += abs(p50 - int(net[i]))
-                quoted[i] += 1
+def _households(e: _Engine, meters: _Meters, market: MarketOutcome) -> list[HouseholdKPI]:
     return [
         replace(
-            _kpi(e, i, spec, market, pv_wh=int(pv_tot[i]), load_wh=int(load_tot[i])),
+            _kpi(e, i, spec, market, pv_wh=int(meters.pv_wh[i]), load_wh=int(meters.load_wh[i])),
             history_days=spec.history_days,
-            forecast_abs_error_wh=err[i],
-            forecast_slots=quoted[i],
+            forecast_abs_error_wh=meters.forecast_abs_error_wh[i],
+            forecast_slots=meters.forecast_slots[i],
         )
         for i, spec in enumerate(e.specs)
     ]

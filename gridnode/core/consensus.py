@@ -404,26 +404,15 @@ class Consensus(SyncMixin):
         next height earlier."""
         return self._waiting_adaptively()
 
-    @property
-    def wants_backlog(self) -> bool:
-        """Whether one more admitted transaction can still move the next height's start: waiting
-        adaptively, and not yet told of pending transactions, or of a full block of them (a
-        driver may skip :meth:`on_backlog` after a transaction otherwise; after a decision it
-        always reports, the state — and with it what is due — having changed)."""
-        return self._waiting_adaptively() and (self._busy_since is None or not self._full_seen)
-
-    @property
-    def told_pending(self) -> bool:
-        """In this wait the core was already told that transactions are pending: a further
-        report that is not full cannot move the next height's start (what is due is a function of
-        the state, which changes only with a decision; a later ``now`` only starts later), so a
-        driver may skip it and report only a full backlog."""
-        return self._waiting_adaptively() and self._busy_since is not None
-
     def backlog_wanted(self) -> int:
-        """What one more admitted transaction's report can do, in one call (a simulation asks at
-        every admission): ``0`` nothing (not :attr:`wants_backlog`), ``1`` something only if the
-        backlog is full (:attr:`told_pending`), ``2`` it may move the next height's start."""
+        """What one more admitted transaction's report (:meth:`on_backlog`) can do, in one call (a
+        simulation asks at every admission): ``2`` it may move the next height's start (waiting
+        adaptively, and not yet told of pending transactions in this wait); ``1`` something only
+        if the backlog is full (told of pending ones already: what is due is a function of the
+        state, which changes only with a decision, and a later ``now`` only starts later); ``0``
+        nothing (not waiting adaptively, or told of a full block already). A driver may skip the
+        reports this rules out; after a decision it always reports, the state — and with it what
+        is due — having changed."""
         if not self._waiting_adaptively():
             return 0
         if self._busy_since is None:

@@ -284,7 +284,7 @@ def test_backlog_reports_the_executor_skips_change_no_result(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Under adaptive cadence the executor reports only a full backlog once the consensus core
-    knows transactions are pending (``Consensus.told_pending``, ``backlog_wanted``): the same results as a node that
+    knows transactions are pending (``Consensus.backlog_wanted``): the same results as a node that
     reports after every admitted transaction."""
     calls = [0]
     on_backlog = Consensus.on_backlog
@@ -298,7 +298,8 @@ def test_backlog_reports_the_executor_skips_change_no_result(
     skipping = run_inproc(sc)
     skipped_calls = calls[0]
     # as if never told: every admission that can matter is reported
-    monkeypatch.setattr(Consensus, "backlog_wanted", lambda self: 2 * self.wants_backlog)
+    wanted = Consensus.backlog_wanted
+    monkeypatch.setattr(Consensus, "backlog_wanted", lambda self: 2 * (wanted(self) > 0))
     calls[0] = 0
     reporting = run_inproc(sc)
     assert skipping.blocks_committed > 5 and skipping.ledger_agreement is True
@@ -330,9 +331,12 @@ def test_offers_without_result_objects_change_no_result(monkeypatch: pytest.Monk
 
     def eager(self: NodeRuntime, now: int) -> None:  # the backlog built after every admission
         core = self.core
-        if isinstance(core, Consensus) and core.wants_backlog:
+        if not isinstance(core, Consensus):
+            return
+        wanted = core.backlog_wanted()
+        if wanted:
             backlog = self.app.backlog()
-            if backlog.full or not core.told_pending:
+            if backlog.full or wanted == 2:
                 self._run(core.on_backlog(backlog, now), now)
 
     monkeypatch.setattr(NodeRuntime, "offer", via_submit)
