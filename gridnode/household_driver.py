@@ -349,7 +349,7 @@ class HouseholdDriver:
                 results += await node.submit_batch([only])
             except NetworkError:  # the lone readings were answered: only this one goes again
                 agent.readings_lost([newest])
-                self._log_answers(zip(alone, results, strict=True))
+                self._log_answers(zip(alone, results, strict=False))
                 self._log_quotes(quotes, bundle, at_ms, result)
                 raise
             alone.append(newest)
