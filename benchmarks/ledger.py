@@ -3,7 +3,14 @@
 Runs 4 and 7 validators and one full node on the simulated network (no faults) with the real ledger
 (:class:`gridnode.core.app.LedgerApp`): ``--members`` households (2,000) submit signed orders and
 meter readings on a fast clock (2-second slots); slots are cleared and settled inside ``apply``. Each transaction
-is submitted to two validators (as a household re-sending on timeout would).
+is submitted to two validators (as a household re-sending on timeout would). ``--txs`` says what
+the households submit (:data:`sims.ledger_campaign.TX_KINDS`): ``bundle`` (the default, what a
+daemon sends since stop 26: one ``gn.tx.bundle`` per submission, the household's reading of the
+last delivered slot the first time it sends in that slot's window, and one order; one signature)
+or ``separate`` (≈ 30 % ``gn.tx.reading``, the rest ``gn.tx.order``: the benchmark before stop 27).
+The first line of each run names the kind; ``committed`` counts transactions and ``parts`` the
+orders and readings in them (a bundle counts both of its parts), so the two kinds compare on
+``parts_per_cpu_s``.
 
 **All nodes share this one process and its one core**, each with its own caches (nothing is
 verified once for all, unlike ``sims/inproc.py``): the figure is what one core does for the whole
@@ -23,7 +30,7 @@ committee, not what one node does. What it counts and what it leaves out:
   second on one core, measured in this process (:func:`gridnode.core.crypto.verify`: libsodium's
   ``crypto_sign_verify_detached``); ``1/verifies_per_tx`` is its ceiling.
 * ``verifies`` — every Ed25519 verification (counted in :mod:`gridnode.core.crypto`), by domain
-  (``tx`` = order/cancel/reading signatures, ``vote``, ``proposal``) and by who did it: each
+  (``tx`` = order/cancel/reading/bundle signatures: one per bundle, ``vote``, ``proposal``) and by who did it: each
   validator's mempool admission (``submit``), block check (``check``: proposing and validating),
   ``apply``; consensus messages; the full node; and the *harness* (the simulation's own check of
   every decided commit, not node work but CPU in this process).
@@ -47,8 +54,8 @@ the mean CPU ms of each kind of block and of a snapshot, and the final state roo
 from any tree: compare a tree's figures with ``--prices 300``, where a chain starts).
 
     python benchmarks/ledger.py [--validators 4,7] [--seconds 10] [--offer 2200] [--members 2000] [--block-txs 500]
-                                [--commit-ms 200] [--app ledger|sim] [--snapshot-every 100]
-                                [--no-startup-freeze]
+                                [--commit-ms 200] [--app ledger|sim] [--txs bundle|separate]
+                                [--snapshot-every 100] [--no-startup-freeze]
     python benchmarks/ledger.py --prices 35040
 """
 
@@ -99,6 +106,10 @@ try:  # the simulation harness is moving from gridnode/ to sims/
 except ImportError:
     import gridnode.simnet as simnet_mod  # type: ignore[no-redef, unused-ignore]
     from gridnode.ledger_campaign import EPOCH_MS, LedgerWorld  # type: ignore[no-redef, unused-ignore]
+try:  # a tree from before stop 27 offers separate orders and readings only
+    from sims.ledger_campaign import TX_KINDS  # type: ignore[import-not-found, unused-ignore]
+except ImportError:
+    TX_KINDS = ("separate",)  # type: ignore[assignment, misc, unused-ignore]
 
 Simulation = simnet_mod.Simulation
 #: how often a daemon stores a state snapshot (``NodeRuntime``'s default, which ``gridnode run`` keeps)
@@ -163,9 +174,10 @@ def _delta(before: dict[str, int]) -> Counter[str]:
 class Ledger:
     """Counting every verification by node and phase, the clients' CPU, and commit latencies."""
 
-    def __init__(self, validators: int, offer_per_s: int, members: int) -> None:
+    def __init__(self, validators: int, offer_per_s: int, members: int, txs: str) -> None:
+        kind: dict[str, Any] = {"txs": txs} if "bundle" in TX_KINDS else {}
         self.world = LedgerWorld(
-            seed=1, validators=validators, members=members, double_sign_share=0.0
+            seed=1, validators=validators, members=members, double_sign_share=0.0, **kind
         )
         self.offer_per_s = offer_per_s
         self._owed = 0.0
@@ -254,7 +266,9 @@ class Ledger:
 
 
 def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
-    ledger = Ledger(validators, args.offer, args.members) if args.app == "ledger" else None
+    ledger = (
+        Ledger(validators, args.offer, args.members, args.txs) if args.app == "ledger" else None
+    )
     hooks: dict[str, Any] = {}
     if ledger is not None:
         hooks = {
@@ -320,8 +334,15 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     total = _delta(before)
     if ledger is not None:  # the ledger's run checks (conservation, agreement), not timed
         res.violations.extend(ledger.world.check(sim, res))
+    parts_note, parts = "", 0
     if ledger is not None:
         committed = ledger.world.committed_txs
+        orders = getattr(ledger.world, "committed_orders", None)
+        if orders is not None:
+            parts = orders + ledger.world.committed_readings
+            parts_note = (
+                f" parts={parts} ({orders} orders, {ledger.world.committed_readings} readings)"
+            )
         client = ledger.client_cpu
         lat = sorted(ledger.latencies)
         offered = ledger.offered
@@ -339,9 +360,10 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
     per_tx = n_verify / max(1, committed)
     tps = committed / cpu
     nodes = validators + 1
+    kind = f" txs={args.txs}" if ledger is not None else ""
     print(
-        f"app={args.app} validators={validators} full_nodes=1 virtual_s={args.seconds} "
-        f"heights={res.heights} offered={offered} committed={committed} "
+        f"app={args.app}{kind} validators={validators} full_nodes=1 virtual_s={args.seconds} "
+        f"heights={res.heights} offered={offered} committed={committed}{parts_note} "
         f"uncommitted={offered - committed} (pending at the end {pending}, the rest refused or expired) "
         f"fill={fill:.2f} violations={len(res.violations)}"
     )
@@ -350,6 +372,7 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
         f"wall {wall:.2f}) "
         f"tx_per_cpu_s={tps:.0f} verify_bound={tps / rate:.3f} (ceiling 1/verifies_per_tx = "
         f"{1 / per_tx if per_tx else 0:.3f}) verify_share_of_cpu={n_verify / rate / cpu:.0%}"
+        + (f" parts_per_cpu_s={parts / cpu:.0f}" if parts else "")
     )
     print(
         f"  verifies={n_verify} per_committed_tx={per_tx:.2f} "
@@ -374,9 +397,12 @@ def bench(args: argparse.Namespace, validators: int, rate: float) -> None:
         f"{1e6 * sim_cpu / max(1, committed):.0f}"
     )
     per_node_tps = committed / own[busiest] if own[busiest] else 0.0
+    per_node_parts = (
+        f" ({parts / own[busiest]:.0f} orders and readings)" if parts and own[busiest] else ""
+    )
     print(
-        f"  one core per node: the busiest ({busiest}) commits {per_node_tps:.0f} tx per CPU s "
-        f"-> verify_bound_per_node={per_node_tps / rate:.3f}"
+        f"  one core per node: the busiest ({busiest}) commits {per_node_tps:.0f} tx per CPU s"
+        f"{per_node_parts} -> verify_bound_per_node={per_node_tps / rate:.3f}"
     )
     print(
         f"  of which full garbage collections (one heap for all nodes; each lands whole on the "
@@ -492,6 +518,13 @@ def main() -> None:
     )
     p.add_argument("--commit-ms", type=int, default=200, help="consensus wait between heights")
     p.add_argument("--app", choices=("ledger", "sim"), default="ledger")
+    p.add_argument(
+        "--txs",
+        choices=TX_KINDS,
+        default=TX_KINDS[0],
+        help="what the households submit: one bundle (reading + order, signed once) per "
+        "submission as daemons do (default), or separate orders and readings",
+    )
     p.add_argument(
         "--snapshot-every",
         type=int,

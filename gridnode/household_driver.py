@@ -23,8 +23,10 @@ the daemon's I/O around it (the in-process simulation engine drives the same age
   admitted all or nothing: when it is refused for one of its orders (e.g. ``full``, or a slot
   that closed), its reading is sent again alone at once
   (:data:`~gridnode.core.ledger.READING_REFUSALS` says which refusals are the reading's own).
-  When no validator answered, the readings go back to the agent and are re-sent unchanged at the
-  next step.
+  The readings no validator answered go back to the agent and are re-sent unchanged at the next
+  step: all of the step's when the step's request got no answer, only the bundle's when its
+  reading sent alone got none (the others were answered: sent again they would only be refused
+  as duplicates).
 * **The page's history**: each delivered slot's natural net, signed reading, PV and load (where
   the meter measures them apart) and battery go to the node (``record_metered``) before the
   submission, so a slot whose reading could not be sent is still shown.
@@ -49,7 +51,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -75,6 +77,8 @@ from gridnode.household.agent import (
     AgentConfig,
     Bidding,
     HouseholdAgent,
+    Quote,
+    Reading,
 )
 from gridnode.household.battery import Battery, battery_from_sizes, contract_wh
 from gridnode.household.forecast import (
@@ -263,7 +267,8 @@ class HouseholdDriver:
 
     async def step(self, now_s: int) -> Actions:
         """One boundary at community time ``now_s``: what the agent did (also when the submission
-        failed: then :class:`NetworkError` is raised after the readings went back to the agent)."""
+        failed: then :class:`NetworkError` is raised after the unanswered readings went back to the
+        agent)."""
         node, agent = self.node, self.agent
         clock = node.genesis.clock
         needs = agent.needs(now_s)
@@ -329,32 +334,48 @@ class HouseholdDriver:
         at_ms = node.clock.now_ms()
         try:
             results = await node.submit_batch([*lone, bundle])
-            result = results.pop(len(lone))  # the bundle's answer; the rest are the lone readings'
-            if (
-                not result.accepted
-                and newest is not None
-                and bundle.orders
-                and result.reason not in READING_REFUSALS
-            ):  # refused for an order: the reading goes alone (module rules)
-                only = sign_reading(node.key, node.genesis, slot=newest.slot, net_wh=newest.net_wh)
-                results += await node.submit_batch([only])
-                alone.append(newest)
-        except NetworkError:
+        except NetworkError:  # nothing of the step was answered: every reading goes again
             agent.readings_lost(actions.readings)
             raise
+        result = results.pop(len(lone))  # the bundle's answer; the rest are the lone readings'
+        if (
+            not result.accepted
+            and newest is not None
+            and bundle.orders
+            and result.reason not in READING_REFUSALS
+        ):  # refused for an order: the reading goes alone (module rules)
+            only = sign_reading(node.key, node.genesis, slot=newest.slot, net_wh=newest.net_wh)
+            try:
+                results += await node.submit_batch([only])
+            except NetworkError:  # the lone readings were answered: only this one goes again
+                agent.readings_lost([newest])
+                self._log_answers(zip(alone, results, strict=False))
+                self._log_quotes(quotes, bundle, at_ms, result)
+                raise
+            alone.append(newest)
         answers = list(zip(alone, results, strict=False))
         if newest is not None and newest not in alone:
             answers.append((newest, result))
+        self._log_answers(answers)
+        self._log_quotes(quotes, bundle, at_ms, result)
+        return actions
+
+    @staticmethod
+    def _log_answers(answers: Iterable[tuple[Reading, SubmitResult]]) -> None:
         for r, answer in sorted(answers, key=lambda ra: ra[0].slot):
             log.info("reading slot %d: %+d Wh (%s)", r.slot, r.net_wh, answer.reason or "accepted")
+
+    def _log_quotes(
+        self, quotes: Sequence[Quote], bundle: SignedBundle, at_ms: int, result: SubmitResult
+    ) -> None:
+        """Record and log the bundle's orders with its answer ``result``."""
         for q, order in zip(quotes, bundle.orders, strict=True):
-            node.record_submission(order, at_ms, result)
+            self.node.record_submission(order, at_ms, result)
             log.info(
                 "quoted slot %d: %s %d Wh in %d steps (%s)",
                 q.slot, order.side.value, order.energy_wh, len(order.steps),
                 result.reason or "accepted",
             )  # fmt: skip
-        return actions
 
     def _forecast(self, now_s: int, slots: Sequence[int]) -> SlotForecast | None:
         if not slots:

@@ -13,7 +13,9 @@ daemon runs (:class:`gridnode.node.Executor`) — with faults during ``--fault-m
   ``--liveness-ms`` (``no_decision_within_bound``) and at least ``--progress-heights`` more blocks
   within ``--calm-ms`` (``no_progress_after_faults``).
 
-``--cadence`` (default ``mixed``: odd seeds adaptive) picks the consensus wait between heights:
+``--txs`` (default ``bundle``) says what the ledger's households submit: one ``gn.tx.bundle``
+(reading and order, signed once) as daemons do, or ``separate`` orders and readings (the
+transcript before stop 27). ``--cadence`` (default ``mixed``: odd seeds adaptive) picks the consensus wait between heights:
 the fixed ``commit_ms`` the in-process engine runs, or the adaptive cadence the daemon runs (the
 next height starts sooner once transactions wait, and on the round-0 proposal).
 
@@ -49,7 +51,7 @@ from dataclasses import dataclass, field, replace
 
 from gridnode.core.consensus import AdaptiveCommit, ConsensusConfig, SignedRecord
 from gridnode.node import Action, Duty, NodeApp, PlanHook
-from sims.ledger_campaign import EPOCH_MS, LedgerWorld, broken_nonce_rule
+from sims.ledger_campaign import EPOCH_MS, TX_KINDS, LedgerWorld, broken_nonce_rule
 from sims.simnet import (
     FAULT_NAMES,
     AppHook,
@@ -87,6 +89,11 @@ class CampaignSummary:
     evidence: int = 0
     refused_proposals: int = 0
     committed_txs: int = 0
+    #: what the ledger's households submitted (``LedgerWorld.txs``; empty: the minimal log)
+    txs: str = ""
+    #: the orders and readings in the committed transactions (a bundle counts its parts)
+    committed_orders: int = 0
+    committed_readings: int = 0
     double_signs: int = 0
     settled_slots: int = 0
     violations: int = 0
@@ -109,7 +116,13 @@ class CampaignSummary:
             f"crashes={self.crashes} torn={self.torn_crashes} stalls={self.stalls} "
             f"byzantine_events={self.byzantine_events} evidence={self.evidence} "
             f"refused_proposals={self.refused_proposals} committed_txs={self.committed_txs} "
-            f"double_signed_orders={self.double_signs} settled_slots={self.settled_slots} "
+            + (
+                f"(txs={self.txs}: {self.committed_orders} orders, {self.committed_readings} "
+                "readings) "
+                if self.txs
+                else ""
+            )
+            + f"double_signed_orders={self.double_signs} settled_slots={self.settled_slots} "
             f"recovery_ms_p50={self.recovery(0.5)} recovery_ms_p99={self.recovery(0.99)} "
             f"recovery_ms_max={self.recovery(1.0)} "
             f"violations={self.violations}" + (f" ({kinds})" if kinds else "")
@@ -182,12 +195,14 @@ def run_campaign(
     checks: Sequence[RunCheck] = (),
     app: str | None = None,
     cadence: str = "mixed",
+    txs: str = TX_KINDS[0],
 ) -> tuple[CampaignSummary, list[tuple[int, Violation]]]:
     """Run the campaign; returns the summary and every (seed, violation).
 
     ``cadence`` is the consensus wait between heights: ``fixed`` (``commit_ms``, the in-process
     engine's), ``adaptive`` (the daemon's: sooner when transactions wait,
     :class:`~gridnode.core.consensus.AdaptiveCommit`) or ``mixed`` (odd seeds adaptive).
+    ``txs``: what the ledger's households submit (:data:`sims.ledger_campaign.TX_KINDS`).
 
     ``app`` defaults to the ledger, except for the consensus-level negative controls: their
     Byzantine coalition forges blocks of consensus' minimal test log, which under the ledger are
@@ -231,7 +246,7 @@ def run_campaign(
     found: list[tuple[int, Violation]] = []
     failing: list[int] = []
     for seed in range(start_seed, start_seed + seeds):
-        world = LedgerWorld(seed=seed, validators=validators) if app == "ledger" else None
+        world = LedgerWorld(seed=seed, validators=validators, txs=txs) if app == "ledger" else None
         sim = Simulation(
             seed=seed,
             validators=validators,
@@ -260,6 +275,9 @@ def run_campaign(
                 checks=run_checks,
             )
         if world is not None:
+            summary.txs = world.txs
+            summary.committed_orders += world.committed_orders
+            summary.committed_readings += world.committed_readings
             summary.double_signs += world.double_signs
             summary.settled_slots += world.settled_slots
         summary.seeds += 1
@@ -321,6 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="consensus wait between heights: fixed, adaptive (the daemon's) or mixed (odd seeds "
         "adaptive; default)",
     )
+    p.add_argument(
+        "--txs",
+        choices=TX_KINDS,
+        default=TX_KINDS[0],
+        help="what the ledger's households submit: one bundle (reading + order) per submission, "
+        "as daemons do (default), or separate orders and readings (the transcript before stop 27)",
+    )
     p.add_argument("--show", type=int, default=10, help="violations to print (stderr)")
     args = p.parse_args(argv)
     faults = [] if args.faults == "none" else [x for x in args.faults.split(",") if x]
@@ -342,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         liveness_ms=args.liveness_ms,
         app=args.app,
         cadence=args.cadence,
+        txs=args.txs,
     )
     wall = time.perf_counter() - t0
     for seed, v in found[: args.show]:

@@ -2,8 +2,9 @@
 from the ledger alone (SOURCE: a data directory or an export file; the chain is verified as read).
 
 For a slot: the book at gate closure as supply and demand curves, the clearing point, every trade
-and every settlement line. For an order: each committed version, whether it was in the book at
-gate closure, its trades and its household's settlement line, and which model produced it: a
+and every settlement line. For an order: each committed version and the transaction that placed
+it (its own gn.tx.order, or the gn.tx.bundle it came in), whether it was in the book at gate
+closure, its trades and its household's settlement line, and which model produced it: a
 committed community model (hash, round, contributors, federated validation error) or "local
 model". The forecast quantiles and policy parameters are not on the ledger: they are shown when
 SOURCE is the household's own data directory (its provenance.jsonl). docs/audit.md,
@@ -59,6 +60,10 @@ def _facts(args: argparse.Namespace) -> Iterator[Any]:
     finally:
         pipeline.close()
         src.close()
+
+
+#: the transaction that placed an order version (``placed_by`` of the JSON), as printed
+_PLACED_BY = {"order": "gn.tx.order", "bundle": "gn.tx.bundle"}
 
 
 def _wh(x: int) -> str:
@@ -119,9 +124,10 @@ def _order_text(doc: dict[str, Any]) -> list[str]:
         steps = ", ".join(
             f"{s['energy_wh']:,} Wh at {s['price_micro_per_kwh']:,}" for s in v["steps"]
         )
+        placed_by = _PLACED_BY.get(v["placed_by"], v["placed_by"])
         lines.append(
             f"  height {v['height']}: {v['side']} for slot {v['slot']}, nonce {v['nonce']}: {steps} "
-            f"(household {v['household'][:12]}, tx {v['tx_id'][:16]})"
+            f"(household {v['household'][:12]}, placed by {placed_by} {v['tx_id'][:16]})"
         )
     book = doc["in_book_at_gate_closure"]
     c = doc["slot_cleared"]

@@ -22,8 +22,7 @@ def chain() -> SmallChain:
     return small_chain()
 
 
-@pytest.fixture
-def node(chain: SmallChain, tmp_path: Path) -> Path:
+def _node_dir(chain: SmallChain, tmp_path: Path) -> Path:
     g = tmp_path / "genesis.toml"
     write_genesis(g, chain.community.genesis)
     d = tmp_path / "node"
@@ -32,6 +31,11 @@ def node(chain: SmallChain, tmp_path: Path) -> Path:
         for height, block, commit in chain.chain:
             store.put_block(height, block_hash(block), block, commit)
     return d
+
+
+@pytest.fixture
+def node(chain: SmallChain, tmp_path: Path) -> Path:
+    return _node_dir(chain, tmp_path)
 
 
 def test_export_info_audit_explain_prove_verify(
@@ -70,7 +74,9 @@ def test_export_info_audit_explain_prove_verify(
     assert doc["model"]["kind"] == "local"  # an order naming no community model
     replacing = chain.txs["o0b"].order.order_id  # type: ignore[union-attr]
     assert main(["explain", str(out), "--order", replacing, "--jobs", "1"]) == 0
-    assert "in the book" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "in the book" in text
+    assert f"placed by gn.tx.order {chain.txs['o0b'].id.hex()[:16]}" in text
 
     m1 = chain.community.members[1].public_hex
     proof = tmp_path / "bill.proof"
@@ -116,3 +122,28 @@ def test_a_simulations_chain_audits_to_the_runs_head_and_root(
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "expected head id" in printed and "expected state root" in printed
+
+
+def test_explain_prints_which_transaction_placed_each_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``placed_by`` of the JSON, in the printout: an order a bundle placed names the bundle."""
+    from gridnode.core.ledger import SignedBundle, decode_block
+
+    bundled = small_chain(bundled=True)
+    node = _node_dir(bundled, tmp_path)
+    bundle = next(
+        tx
+        for _, block, _ in bundled.chain
+        for tx in decode_block(block).txs
+        if isinstance(tx, SignedBundle) and tx.orders
+    )
+    (order,) = bundle.orders
+    assert main(["explain", str(node), "--order", order.order_id, "--json", "--jobs", "1"]) == 0
+    (version,) = json.loads(capsys.readouterr().out)["versions"]
+    assert version["placed_by"] == "bundle"
+    assert main(["explain", str(node), "--order", order.order_id, "--jobs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert f"nonce {order.nonce}" in text
+    assert f"placed by gn.tx.bundle {bundle.id.hex()[:16]}" in text
+    assert "gn.tx.order" not in text

@@ -13,6 +13,7 @@ from sims.campaign import main, run_campaign
 LINE = re.compile(
     r"^seeds=(\d+) heights=(\d+) partitions=(\d+) crashes=(\d+) torn=\d+ stalls=(\d+) "
     r"byzantine_events=(\d+) evidence=(\d+) refused_proposals=\d+ committed_txs=(\d+) "
+    r"(?:\(txs=[a-z]+: \d+ orders, \d+ readings\) )?"  # with the ledger
     r"double_signed_orders=\d+ settled_slots=\d+ "
     r"recovery_ms_p50=(-?\d+) recovery_ms_p99=-?\d+ recovery_ms_max=(-?\d+) "
     r"violations=(\d+)(?: \(([a-z_:,\d]+)\))? wall_s=[\d.]+"

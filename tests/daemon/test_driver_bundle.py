@@ -1,5 +1,6 @@
 """The household driver sends one bundle per slot boundary; a bundle refused for one of its orders
-is followed by its reading alone (the ledger admits a bundle all or nothing)."""
+is followed by its reading alone (the ledger admits a bundle all or nothing); only the readings no
+validator answered are sent again."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from gridnode.clock import NodeClock
@@ -27,7 +30,7 @@ from gridnode.history import MeteredSlot
 from gridnode.household_driver import HouseholdDriver
 from gridnode.meter import shipped_replay
 from gridnode.status import SubmitResult
-from market.errors import LedgerReason, OrderReason
+from market.errors import LedgerReason, NetworkError, OrderReason
 from market.orders import Order
 
 WALL0_MS = 1_800_000_000_000 + 60_000  # one minute into a slot
@@ -41,7 +44,9 @@ class _Runtime:
 @dataclass
 class _Node:
     """The driver's node (:class:`gridnode.household_driver.HouseholdNode`) with a scripted
-    validator: it answers each transaction with ``refuse(tx)`` (``""``: accepted)."""
+    validator: it answers each bundle with ``refuse`` (``""``: accepted; every other transaction
+    is accepted), and after ``answers_left`` more requests (``None``: never) no validator
+    answers (:class:`NetworkError`)."""
 
     key: KeyPair
     genesis: Genesis
@@ -51,6 +56,7 @@ class _Node:
     sent: list[list[Tx]] = field(default_factory=list)
     nonce: int = 0
     started_ms: int = WALL0_MS  # the node clock when the node started (the driver's first slot)
+    answers_left: int | None = None
 
     def sign_bundle(
         self, reading: BundleReading | None, orders: Sequence[Order], *, model: bytes | None = None
@@ -66,6 +72,10 @@ class _Node:
 
     async def submit_batch(self, txs: Sequence[Tx]) -> list[SubmitResult]:
         self.sent.append(list(txs))
+        if self.answers_left is not None:
+            if self.answers_left == 0:
+                raise NetworkError("no validator answered (scripted)")
+            self.answers_left -= 1
         out = []
         for tx in txs:
             reason = self.refuse if isinstance(tx, SignedBundle) else ""
@@ -79,7 +89,7 @@ class _Node:
         pass
 
 
-def _step(tmp_path: Path, refuse: str) -> list[list[Tx]]:
+def _setup(tmp_path: Path) -> tuple[KeyPair, Genesis, Config, Any]:
     key = KeyPair.from_rng(random.Random(5))
     genesis = Genesis(
         community_id="bundle-driver",
@@ -92,6 +102,11 @@ def _step(tmp_path: Path, refuse: str) -> list[list[Tx]]:
         meter_source="replay",
     )  # fmt: skip
     meter = shipped_replay(node_anchor_s=genesis.genesis_time_ms // 1000, hour=11.0, pv_scale=1.5)
+    return key, genesis, config, meter
+
+
+def _step(tmp_path: Path, refuse: str) -> list[list[Tx]]:
+    key, genesis, config, meter = _setup(tmp_path)
     slots = genesis.clock
     first = slots.slot_at(WALL0_MS // 1000)
     sent: list[list[Tx]] = []
@@ -130,3 +145,51 @@ def test_a_bundle_refused_for_its_reading_is_not_followed_by_it(tmp_path: Path) 
     for reason in (LedgerReason.DUPLICATE_READING, OrderReason.ENERGY_TOO_LARGE):
         sent = _step(tmp_path, reason.value)
         assert all(isinstance(tx, SignedBundle) for batch in sent for tx in batch)
+
+
+def _readings(batch: Sequence[Tx]) -> list[int]:
+    """The slots of the lone readings in ``batch``."""
+    return [tx.slot for tx in batch if isinstance(tx, SignedReading)]
+
+
+def test_only_the_unanswered_reading_goes_back_after_the_lone_resend_fails(
+    tmp_path: Path,
+) -> None:
+    """The bundle's reading sent alone (after the bundle was refused for an order) meets a network
+    error: that reading comes out again at the next step; the re-sent reading the same request
+    carried (and a validator accepted) does not."""
+    key, genesis, config, meter = _setup(tmp_path)
+    slots = genesis.clock
+    first = slots.slot_at(WALL0_MS // 1000)
+    sent: list[list[Tx]] = []
+
+    async def main() -> None:
+        clock = NodeClock.start(epoch_ms=WALL0_MS, speedup=1.0, wall_ms=WALL0_MS)
+        node = _Node(key, genesis, clock, _Runtime(genesis_state(genesis)), "", sent)
+        driver = HouseholdDriver(node, meter, config)  # type: ignore[arg-type]
+        await driver.step(slots.start(first + 1) + 1)
+        # no validator answers at all: the step's reading goes back to the agent
+        node.answers_left = 0
+        with pytest.raises(NetworkError):
+            await driver.step(slots.start(first + 2) + 1)
+        (lost,) = sent[-1]
+        assert isinstance(lost, SignedBundle) and lost.reading is not None
+        # the lost reading goes alone beside the new bundle (both answered: the reading accepted,
+        # the bundle refused for an order); then the bundle's reading alone meets no validator
+        node.refuse, node.answers_left = LedgerReason.MEMPOOL_FULL.value, 1
+        n = len(sent)
+        with pytest.raises(NetworkError):
+            await driver.step(slots.start(first + 3) + 1)
+        together, unanswered = sent[n:]
+        assert _readings(together) == [lost.reading.slot]
+        bundle = together[-1]
+        assert isinstance(bundle, SignedBundle) and bundle.reading is not None and bundle.orders
+        assert _readings(unanswered) == [bundle.reading.slot]
+        # the next step sends again only the reading no validator answered
+        node.refuse, node.answers_left = "", None
+        n = len(sent)
+        await driver.step(slots.start(first + 4) + 1)
+        (batch,) = sent[n:]
+        assert _readings(batch) == [bundle.reading.slot]
+
+    trio.run(main)
