@@ -5,10 +5,8 @@ The reference knows the rules of each separate kind (order, cancel, reading) and
 bundles: a bundle is its parts applied in its order to a scratch copy of the model, all or nothing,
 refused with the first refused part's reason (an order of another household: ``bad_signature``).
 Every submission checks the reason the ledger gives (``admission_error``) against the model's.
-
-Known gap, kept out of the generated steps: a slot every member has read settles at once and the
-ledger forgets its readings, so a second reading of it before the deadline is admitted and settled
-again (``test_a_second_reading_of_a_slot_settled_early_is_refused``, an expected failure).
+A slot every member read is settled at once and keeps its readings until its deadline, so a
+second reading of it is still ``duplicate_reading`` (``tests/ledger/test_settle_once.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeAlias
 
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -85,7 +82,6 @@ class LedgerVersusModel(RuleBasedStateMachine):
         self.state = self.c.state()
         self.time_ms = T0_MS
         self.m = Model()
-        self.settled_early: set[int] = set()  # slots every member read (the known gap)
         self.history: list[Tx] = []  # admitted transactions that placed or cancelled orders
 
     # --------------------------------------------------------------- the model
@@ -182,14 +178,12 @@ class LedgerVersusModel(RuleBasedStateMachine):
 
     def settle(self, now_s: int) -> None:
         """What the block's clearing and settlement do to the model: cleared slots' orders go,
-        a slot every member read or whose deadline passed is settled (its readings go)."""
+        a slot's readings go at its deadline (a slot every member read was settled at once, and
+        keeps them until then: a second reading of it is a duplicate)."""
         first_open = self.g.clock.first_open_slot(now_s)
         self.m.open = {k: v for k, v in self.m.open.items() if k[0] >= first_open}
         for slot in list(self.m.readings):
-            if len(self.m.readings[slot]) == N_MEMBERS:
-                self.settled_early.add(slot)
-                del self.m.readings[slot]
-            elif now_s >= self.g.clock.end(slot) + self.g.reading_deadline_seconds:
+            if now_s >= self.g.clock.end(slot) + self.g.reading_deadline_seconds:
                 del self.m.readings[slot]
 
     def submit(self, tx: Tx, dt_ms: int) -> bool:
@@ -218,10 +212,6 @@ class LedgerVersusModel(RuleBasedStateMachine):
         n = self.c.nonce[key.public_hex]
         slot = self.first_open_slot(now_ms) + ahead
         return Order(oid or f"m{member}-{n}", key.public_hex, side, slot, (Step(price, energy),), n)
-
-    def readable(self, slot: int) -> bool:
-        """A reading of ``slot`` stays clear of the known gap (module docstring)."""
-        return slot not in self.settled_early
 
     # --------------------------------------------------------------- rules
     @rule(
@@ -261,8 +251,7 @@ class LedgerVersusModel(RuleBasedStateMachine):
     )
     def reading(self, member: int, net: int, back: int) -> None:
         slot = (self.time_ms + 1) // SLOT_MS - back  # 0: not delivered, 1: due, 2: too late
-        if self.readable(slot):
-            self.submit(sign_reading(self.c.members[member], self.g, slot=slot, net_wh=net), 1)
+        self.submit(sign_reading(self.c.members[member], self.g, slot=slot, net_wh=net), 1)
 
     @rule(
         member=st.integers(0, N_MEMBERS - 1),
@@ -298,7 +287,7 @@ class LedgerVersusModel(RuleBasedStateMachine):
         if back is not None:
             slot = now_ms // SLOT_MS - back
             net = TOO_MUCH_WH if defect == "reading_too_large" else net
-            reading = BundleReading(slot, net) if self.readable(slot) else None
+            reading = BundleReading(slot, net)
         orders = [self.next_order(member, spec, now_ms) for spec in specs]
         if reading is None and not orders:
             return
@@ -361,22 +350,3 @@ class LedgerVersusModel(RuleBasedStateMachine):
 
 TestLedgerVersusModel = LedgerVersusModel.TestCase
 TestLedgerVersusModel.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap in gridnode/core/ledger/rules.py: a slot settled early forgets its readings",
-)
-def test_a_second_reading_of_a_slot_settled_early_is_refused() -> None:
-    """One reading per household and slot: also after every member read and the slot settled
-    before its deadline. Today the ledger drops the settled slot's readings, admits the second
-    reading and settles the slot again: the household is paid twice for one slot's export."""
-    c = Community(n_members=2, seed=7)
-    slot = T0_MS // SLOT_MS
-    now_ms = T0_MS + SLOT_MS + 1  # the slot delivered, its reading due
-    s = c.state()
-    _, s = c.block(s, now_ms, [sign_reading(k, c.genesis, slot=slot, net_wh=5) for k in c.members])
-    assert s.settled_slots == 1  # every member read: settled at once
-    again = sign_reading(c.members[0], c.genesis, slot=slot, net_wh=700)
-    err = admission_error(s, again, time_ms=now_ms + 1000)
-    assert err is not None and err.reason is LedgerReason.DUPLICATE_READING
