@@ -9,15 +9,18 @@ A household's daemon needs two things from its meter: the **history** to forecas
   simulation harness use it so communities trade on real data in real (or accelerated) time.
 * :class:`FileMeter` — a household's own meter history file (``docs/forecasting.md`` schema), which an
   external meter adapter keeps appending to; readings are taken from it once a slot is covered.
+  Checked cheaply at start (:meth:`FileMeter.checked`: its header and newest rows, no numpy),
+  read whole at its first use and then only as it grows (``docs/meters.md``, "A meter history
+  file").
 
 * :class:`ShippedReplay` — the daemon's replay meter (``meter.source = "replay"``): the same
   replay as :func:`shipped_replay` gives, its settings checked when it is made (a replay day
   outside the data is refused at start, before anything is written) but the data read at its
   first use — in the daemon, once it serves (``docs/daemon.md``, "Start-up").
 
-Both are deterministic functions of their inputs; neither reads the clock. Importing this module
-loads no numpy (the start-up checks of a replay or file meter import it; the data's code is
-imported where the data is read).
+Each is a deterministic function of its inputs (a file meter's: the file); none reads the clock.
+Importing this module loads no numpy, nor do the start-up checks of a replay or file meter (the
+data's code is imported where the data is read).
 """
 
 from __future__ import annotations
@@ -287,17 +290,33 @@ class FileMeter(Meter):
                 reason="unknown_format", subject=str(path),
                 expected="a .csv, .csv.gz or .parquet file", found=path.suffix or "no suffix",
             )  # fmt: skip
-        data = _file_bytes(path)
-        header, _, body = data.partition(b"\n")
-        layout = csv_layout(decode(header, path, first=True), path)
-        whole, _, partial = body.rpartition(b"\n")
-        lines = [line for line in whole.split(b"\n") if line not in (b"", b"\r")]
-        newest = lines[-CHECKED_ROWS:]
-        text = decode(b"\n".join(newest), path, first=False)
-        first_row = 2 + len(lines) - len(newest)
+        data = _file_bytes(path)  # the lines found by index: a year's rows are not copied
+        cut = data.find(b"\n")
+        layout = csv_layout(decode(data if cut < 0 else data[:cut], path, first=True), path)
+        body = len(data) if cut < 0 else cut + 1
+        end = max(body, data.rfind(b"\n") + 1)  # the complete lines end there
+        partial = data[end:] not in (b"", b"\r")
+        empty_lines = (
+            data.startswith((b"\n", b"\r\n"), body)
+            or data.find(b"\n\n", body, end) >= 0
+            or data.find(b"\n\r\n", body, end) >= 0
+        )
+        if not empty_lines:
+            rows = data.count(b"\n", body, end)
+            at = end - 1
+            for _ in range(min(rows, CHECKED_ROWS)):  # back to the newline before the newest
+                at = data.rfind(b"\n", 0, at)
+            newest = data[at + 1 : end]
+            checked = min(rows, CHECKED_ROWS)
+        else:
+            lines = [line for line in data[body:end].split(b"\n") if line not in (b"", b"\r")]
+            rows, checked = len(lines), min(len(lines), CHECKED_ROWS)
+            newest = b"\n".join(lines[len(lines) - checked :])
+        text = decode(newest, path, first=False)
+        first_row = 2 + rows - checked
         check_rows(
             layout, csv_cells(text, layout, path, line=first_row), path, first_row=first_row,
-            file_rows=len(lines) + (partial not in (b"", b"\r")),
+            file_rows=rows + partial,
         )  # fmt: skip
         return cls(path)
 
