@@ -37,7 +37,9 @@ replay meter, the way the daemon engine configures them; clock at 60×) and prin
   its submission fails) and stopped then, alternating between
   this tree and ``TREE`` (another source tree, e.g. main via ``git archive``) ``--pairs`` times
   in the same minutes: on a machine whose load changes by the minute, a comparison that one run
-  after the other is not;
+  after the other is not; then, twice per tree, what a file meter's calls cost per slot on the
+  year-long meter file (the first step reads it whole; then one row appended per slot and the
+  step's three calls);
 * with ``--many N``: ``N`` daemons (4 validators, ``N - 4`` full nodes without a meter) started at
   once, the time until all are ready, their summed CPU by then, and their summed RSS, PSS and
   USS after ``--idle`` seconds (with the launcher's); both ways with ``--launcher``.
@@ -375,6 +377,12 @@ def start_pairs(root: Path, other: Path, pairs: int) -> None:
                     f"(min {min(r[4] for r in rows):.2f})"
                 )
         print(f"  (alternating, load {load:.1f} -> {os.getloadavg()[0]:.1f})")
+    load = os.getloadavg()[0]
+    for _ in range(2):
+        for name, tree in trees.items():
+            cost = slot_cost(tree, file_household.dir / "meter.csv", root)
+            print(f"  file meter, a year's CSV: {name:<24} {cost}")
+    print(f"  (one row appended per slot, then a step's three meter calls; load {load:.1f})")
 
 
 #: the meter file a file-meter household reads (``meter.source = "file"``): a year
@@ -400,6 +408,49 @@ def write_meter_csv(path: Path, node_anchor_s: int) -> int:
             when = dt.datetime.fromtimestamp(h.start_s + i * h.step_s, zone)
             f.write(f"{when.isoformat()},{pv:.1f},{load:.1f}\n")
     return h.steps
+
+
+#: one household step's meter calls on a meter file, timed in a fresh interpreter of a tree: the
+#: file read once (the first step), then per slot one row appended (the slot just delivered)
+#: and the three calls a step makes (history, net reading, PV/load reading)
+SLOT_COST = """\
+import datetime as dt, shutil, statistics, sys, time
+from pathlib import Path
+from gridnode.meter import FileMeter
+from market.slots import SlotClock
+src, path = Path(sys.argv[1]), Path(sys.argv[2])
+shutil.copy(src, path)
+last = src.read_text().rstrip().rsplit("\\n", 1)[1].split(",")[0]
+end = dt.datetime.fromisoformat(last)
+meter = FileMeter.checked(path) if hasattr(FileMeter, "checked") else FileMeter(path)
+clock = SlotClock(slot_seconds=900)
+def step(k):
+    node_s = int(end.timestamp()) + 900 * (k + 1)
+    meter.history_before(node_s, days=365)
+    meter.slot_net_wh(node_s // 900 - 1, clock)
+    meter.slot_pv_load_wh(node_s // 900 - 1, clock)
+t = time.process_time()
+step(0)
+first = time.process_time() - t
+times = []
+for k in range(1, 11):
+    with path.open("a") as f:
+        f.write(f"{(end + dt.timedelta(minutes=15 * k)).isoformat()},100.0,200.0\\n")
+    t = time.process_time()
+    step(k)
+    times.append(time.process_time() - t)
+print(f"first step {first:.3f} s CPU, then {statistics.median(times) * 1000:.1f} ms per slot")
+"""
+
+
+def slot_cost(tree: Path, meter_csv: Path, work: Path) -> str:
+    """:data:`SLOT_COST` run with ``tree``'s code on a copy of ``meter_csv``."""
+    out = subprocess.run(
+        [sys.executable, "-c", SLOT_COST, str(meter_csv), str(work / "slot-cost.csv")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+        check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
 
 
 def use_meter_file(d: Path, node_anchor_s: int) -> None:
