@@ -65,8 +65,9 @@ UNITS: Final = {"w": (1.0, False), "kw": (1000.0, False), "wh": (1.0, True), "kw
 #: cells that are empty (after stripping)
 EMPTY_CELLS: Final = frozenset({"", "nan", "NaN", "NA", "null", "None"})
 
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_SECOND: Final = dt.timedelta(seconds=1)
+_EPOCH_ORDINAL: Final = dt.date(1970, 1, 1).toordinal()
+#: UTC offset (s) of each fixed-offset zone met (``fromisoformat`` makes only such zones)
+_OFFSETS: dict[dt.tzinfo, int] = {}
 #: dates and times pandas' "ISO8601" reader took besides ``fromisoformat``'s: unpadded fields,
 #: ``/`` between the date's parts
 _LOOSE_TIME: Final = re.compile(
@@ -224,11 +225,21 @@ def unix_time(cell: str, offset_s: int | None) -> tuple[int, int | None] | None:
             if loose is None:
                 return None
             when = loose
-    zone = when.utcoffset()
+    # unix seconds by hand: ≈ 3x faster than ``(when - epoch) // second`` (a year's rows)
+    seconds = (
+        (when.toordinal() - _EPOCH_ORDINAL) * 86_400
+        + when.hour * 3600 + when.minute * 60 + when.second
+    )  # fmt: skip
+    zone = when.tzinfo
     if zone is None:
-        seconds = (when.replace(tzinfo=dt.UTC) - _EPOCH) // _SECOND
         return seconds - (offset_s or 0), None
-    return (when - _EPOCH) // _SECOND, int(zone.total_seconds())
+    shift = _OFFSETS.get(zone)
+    if shift is None:
+        delta = when.utcoffset()
+        if delta is None:  # a tzinfo without an offset: as naive
+            return seconds - (offset_s or 0), None
+        shift = _OFFSETS.setdefault(zone, int(delta.total_seconds()))
+    return seconds - shift, shift
 
 
 def _loose_time(text: str) -> dt.datetime | None:
