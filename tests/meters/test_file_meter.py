@@ -282,3 +282,79 @@ def test_gzip_and_parquet_files_are_read_whole_when_they_change(tmp_path: Path, 
     write(30)
     assert meter.slot_net_wh(T0 // 900 + 29, CLOCK) == 29
     assert not math.isnan(meter.history_before(2**62, days=1).net_w.sum())
+
+
+# ------------------------------------------------------ a real node whose meter file turns bad
+
+SPEEDUP = 60.0
+WALL0_MS = 1_750_000_100_000
+
+
+@pytest.mark.net
+def test_a_node_whose_meter_file_turns_bad_keeps_running_and_skips_those_readings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real :class:`~gridnode.daemon.DaemonNode` (libp2p host, SQLite store, household driver)
+    on trio's virtual clock, its meter a file: the slots the file covers are read and committed;
+    once the adapter writes a junk row, one warning line, no reading for the slots after it, no
+    failed step; the node goes on committing blocks."""
+    import random
+
+    import trio
+    import trio.testing
+
+    from gridnode.chain import BlockFacts
+    from gridnode.config import Config
+    from gridnode.core.crypto import KeyPair
+    from gridnode.core.ledger import Genesis, decode_block
+    from gridnode.store import NodeStore
+    from tests.daemon.single_node import open_single_node
+
+    key = KeyPair.from_rng(random.Random("file-meter-node"))
+    genesis = Genesis(
+        community_id="file-meter-test", genesis_time_ms=WALL0_MS - 1_000,
+        members=(key.public_hex,), validators=(key.public_hex,),
+    )  # fmt: skip
+    slots = genesis.clock
+    now_s = (WALL0_MS - 1_000) // 1000 + 60  # node time ~ a minute after genesis
+    start_slot = slots.slot_at(now_s)
+    path = tmp_path / "meter.csv"
+
+    def rows(first: int, last: int) -> str:  # 15-minute rows, 400 W net: 100 Wh per slot
+        return "".join(f"{slots.start(first) + 900 * i},400\n" for i in range(last - first))
+
+    path.write_text("time_s,net_w\n" + rows(start_slot - 96, start_slot + 2))  # to slot +1's end
+    config = Config(
+        dir=tmp_path, role="validator", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
+        bidding_enabled=False, meter_source="file", meter_history=path, clock_speedup=SPEEDUP,
+    )  # fmt: skip
+    store = NodeStore.open(tmp_path / "node.sqlite")
+
+    async def main() -> None:
+        node_at = open_single_node(config, genesis, key, store, speedup=SPEEDUP, wall_ms=WALL0_MS)
+        async with node_at as (node, clock):
+            assert slots.slot_at(clock.now_ms() // 1000) == start_slot
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node.run)
+                await trio.sleep(clock.seconds_until(slots.start(start_slot + 2) * 1000 + 60_000))
+                with path.open("a") as f:  # the adapter writes junk, then good rows again
+                    f.write(f"{slots.start(start_slot + 2)},junk\n")
+                    f.write(rows(start_slot + 3, start_slot + 6))
+                await trio.sleep(clock.seconds_until(slots.start(start_slot + 6) * 1000 + 120_000))
+                nursery.cancel_scope.cancel()
+
+    with caplog.at_level(logging.INFO, logger="gridnode"):
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    readings: dict[int, int] = {}
+    height = 0
+    for sb in store.blocks_from(1, 100_000):
+        facts = BlockFacts(decode_block(sb.block), sb.block_hash, (), ())
+        readings |= {r.slot: r.net_wh for r in facts.readings}
+        height = sb.height
+    store.close()
+    assert readings == {start_slot: 100, start_slot + 1: 100}  # none after the junk row
+    assert height >= 6  # the node went on committing
+    messages = [r.getMessage() for r in caplog.records]
+    bad = [m for m in messages if m.startswith("meter file not read")]
+    assert len(bad) == 1 and f"{path} row " in bad[0] and "field 'net_w': not_a_number" in bad[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], messages
