@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from forecasting.meter_rows import check_rows, csv_cells, csv_layout, decode
 from market.errors import InvalidInput, UsageError
 from market.slots import SlotClock
 
@@ -272,6 +271,13 @@ class FileMeter(Meter):
         :func:`forecasting.meter_rows.check_rows` (a Parquet file: its magic bytes); numpy is not
         loaded. :class:`InvalidInput` (one line naming the file, and row and column where one
         is at fault) or :class:`OSError` otherwise."""
+        from forecasting.meter_rows import (  # noqa: PLC0415 - a file meter's only: pure Python
+            check_rows,
+            csv_cells,
+            csv_layout,
+            decode,
+        )
+
         path = Path(path)
         name = path.name.lower()
         if name.endswith(".parquet"):
@@ -359,6 +365,7 @@ class FileMeter(Meter):
             more_meter_rows,
             read_meter_rows,
         )
+        from forecasting.meter_rows import decode  # noqa: PLC0415
 
         if not self.path.name.lower().endswith(".csv"):  # gzip and Parquet: whole
             rows = read_meter_rows(self.path)

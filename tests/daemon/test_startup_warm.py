@@ -154,6 +154,37 @@ def test_the_start_up_checks_of_a_replay_household_run_no_numpy(tmp_path: Path) 
     assert {m for m in ran if m.startswith("forecasting")} <= {"forecasting", "forecasting.names"}
 
 
+def test_the_start_up_checks_of_a_file_meter_household_run_no_numpy(tmp_path: Path) -> None:
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60, launcher=False)
+    lc.create()
+    household = lc.households[1]
+    write_meter_csv(household.dir / "meter.csv", lc.genesis.genesis_time_ms // 1000, days=30)
+    update_config(
+        household.dir,
+        {"meter.source": "file", "bidding.meter_history": "meter.csv", "bidding.enabled": True},
+    )
+    ran = json.loads(
+        _probe(
+            "import json\n"
+            "from gridnode.lazyimports import install, loaded_modules\n"
+            "install()\n"
+            "from pathlib import Path\n"
+            "from gridnode.startup import preflight\n"
+            f"plan = preflight(Path({str(household.dir)!r}))\n"
+            "assert type(plan.meter).__name__ == 'FileMeter', plan.meter\n"
+            "print(json.dumps(loaded_modules()))\n"
+        )
+    )
+    assert "gridnode.meter" in ran and "pandas" not in ran
+    assert set(WARM_MODULES) & set(ran) == set()
+    # its header and newest rows checked by the pure cell rules (forecasting.meter_rows) alone
+    assert {m for m in ran if m.startswith("forecasting")} <= {
+        "forecasting",
+        "forecasting.names",
+        "forecasting.meter_rows",
+    }
+
+
 def test_a_live_meter_household_opens_its_meter_without_numpy() -> None:
     # a DSMR or MQTT household opens its meter (gridnode.meters) before it serves; the meter's
     # history (numpy, forecasting.series) is built at the forecaster's first use
