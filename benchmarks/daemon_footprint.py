@@ -1,8 +1,9 @@
 """One daemon's footprint: start-up time, memory when idle, and what its imports cost.
 
 Starts a small real community (``gridnode run`` processes: 4 validators and ``--households``
-member households with a replay meter and automatic bidding, the way the daemon engine configures
-them; clock at 60×) and prints, per role:
+member households with automatic bidding, the last with a meter file — a year of the shipped
+household's readings as a meter adapter writes them, ``meter.source = "file"`` — the others with a
+replay meter, the way the daemon engine configures them; clock at 60×) and prints, per role:
 
 * **start-up**, defined as process exec → ready: from spawning ``python -m gridnode run`` to its
   ``--ready-file`` existing, which the daemon writes once its API serves and libp2p listens
@@ -28,14 +29,17 @@ them; clock at 60×) and prints, per role:
   is then fork request → ready and its CPU the child's since the fork; the launcher's own memory
   is printed beside (its pages are shared with its children: their RSS counts them, PSS splits
   them). The load average is printed with each;
-* with ``--against TREE``, only this: a validator's and a household's start-up (exec -> ready,
+* with ``--against TREE``, only this: a validator's and two households' (a replay meter, a meter
+  file) start-up (exec -> ready,
   wall and CPU, and RSS at ready) and the household's **first quote** (exec -> its first order
   forecast and signed, wall and CPU: "forecaster ready" — a household warms its forecaster after
   it is ready, ``docs/daemon.md``), each daemon alone (no validator answers: the quote is made,
   its submission fails) and stopped then, alternating between
   this tree and ``TREE`` (another source tree, e.g. main via ``git archive``) ``--pairs`` times
   in the same minutes: on a machine whose load changes by the minute, a comparison that one run
-  after the other is not;
+  after the other is not; then, twice per tree, what a file meter's calls cost per slot on the
+  year-long meter file (the first step reads it whole; then one row appended per slot and the
+  step's three calls);
 * with ``--many N``: ``N`` daemons (4 validators, ``N - 4`` full nodes without a meter) started at
   once, the time until all are ready, their summed CPU by then, and their summed RSS, PSS and
   USS after ``--idle`` seconds (with the launcher's); both ways with ``--launcher``.
@@ -216,11 +220,12 @@ def start_one_by_one(
     ``idle_s`` of running: per role, (wall s to ready, CPU s by then, memory when idle)."""
     lc = LocalCommunity(root, validators=4, full_nodes=households, speedup=60, launcher=launcher)
     lc.create()
-    for h in lc.households[4:]:
+    for h in lc.households[4:-1]:
         update_config(
             h.dir,
             {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
         )
+    use_meter_file(lc.households[-1].dir, lc.genesis.genesis_time_ms // 1000)
     ready: dict[int, tuple[float, float]] = {}  # index -> (wall s to ready, CPU s by then)
     rows: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
     try:
@@ -233,7 +238,13 @@ def start_one_by_one(
         time.sleep(idle_s)
         for h in lc.households:
             assert h.process is not None and h.process.poll() is None, f"{h.name} died"
-            role = "validator" if h.role == "validator" else "household (replay meter, bidding)"
+            role = (
+                "validator"
+                if h.role == "validator"
+                else "household (file meter, bidding)"
+                if h is lc.households[-1]
+                else "household (replay meter, bidding)"
+            )
             rows.setdefault(role, []).append((*ready[h.index], memory_mb(h.process.pid)))
         if launcher:  # at the same moment: its pages are shared with its children
             rows["the launcher itself"] = [
@@ -325,40 +336,130 @@ def start_alone(
 
 
 def start_pairs(root: Path, other: Path, pairs: int) -> None:
-    """A validator's and a household's start-up, alternating between this tree and ``other`` (e.g.
-    main, ``git archive``'d) ``pairs`` times in the same minutes, each daemon alone; medians."""
-    lc = LocalCommunity(root, validators=4, full_nodes=1, speedup=60, launcher=False)
+    """A validator's and two households' start-up (one with a replay meter, one with a meter
+    file: :func:`write_meter_csv`), alternating between this tree and ``other`` (e.g. main,
+    ``git archive``'d) ``pairs`` times in the same minutes, each daemon alone; medians."""
+    lc = LocalCommunity(root, validators=4, full_nodes=2, speedup=60, launcher=False)
     lc.create()
-    household = lc.households[4]
+    household, file_household = lc.households[4], lc.households[5]
     update_config(
         household.dir,
         {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
     )
+    use_meter_file(file_household.dir, lc.genesis.genesis_time_ms // 1000)
     trees = {"this tree": _HERE.parent, str(other): other}
     for tree in trees.values():  # bytecode into the cache, the store opened once
         start_alone(tree, lc.households[0].dir)
         start_alone(tree, household.dir, first_quote=True)
-    for role, d in (("validator", lc.households[0].dir), ("household", household.dir)):
+        start_alone(tree, file_household.dir, first_quote=True)
+    for role, d in (
+        ("validator", lc.households[0].dir),
+        ("household", household.dir),
+        ("household (file meter)", file_household.dir),
+    ):
         load = os.getloadavg()[0]
         got: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n in trees}
         for _ in range(pairs):
             for name, tree in trees.items():
-                got[name].append(start_alone(tree, d, first_quote=role == "household"))
+                got[name].append(start_alone(tree, d, first_quote=role != "validator"))
         for name, rows in got.items():
             wall, cpu, rss, q_wall, q_cpu = (
                 statistics.median(r[i] for r in rows) for i in range(5)
             )
             print(
-                f"  {role:<10} {name:<24} n={pairs}  start-up {wall:.2f} s wall, {cpu:.2f} s CPU "
+                f"  {role:<22} {name:<24} n={pairs}  start-up {wall:.2f} s wall, {cpu:.2f} s CPU "
                 f"(min {min(r[1] for r in rows):.2f})  |  RSS at ready {rss:.0f} MB  (medians)"
             )
-            if role == "household":
+            if role != "validator":
                 print(
-                    f"  {'':<10} {'':<24} first quote (forecaster ready: its first order "
+                    f"  {'':<22} {'':<24} first quote (forecaster ready: its first order "
                     f"forecast and signed) {q_wall:.2f} s wall, {q_cpu:.2f} s CPU "
                     f"(min {min(r[4] for r in rows):.2f})"
                 )
         print(f"  (alternating, load {load:.1f} -> {os.getloadavg()[0]:.1f})")
+    load = os.getloadavg()[0]
+    for _ in range(2):
+        for name, tree in trees.items():
+            cost = slot_cost(tree, file_household.dir / "meter.csv", root)
+            print(f"  file meter, a year's CSV: {name:<24} {cost}")
+    print(f"  (one row appended per slot, then a step's three meter calls; load {load:.1f})")
+
+
+#: the meter file a file-meter household reads (``meter.source = "file"``): a year
+METER_FILE_DAYS = 365
+
+
+def write_meter_csv(path: Path, node_anchor_s: int) -> int:
+    """A year of the shipped household's meter readings in node time, ending two days after
+    ``node_anchor_s``, as a meter adapter writes them: ISO timestamps at the data's local
+    standard time, ``pv_w`` and ``load_w``, one row per 15 minutes. Its number of rows."""
+    import datetime as dt  # noqa: PLC0415
+
+    from gridnode.meter import shipped_replay  # noqa: PLC0415 - numpy: the benchmark's side only
+
+    h = shipped_replay(node_anchor_s=node_anchor_s, hour=11.0).history_before(
+        node_anchor_s + 2 * 86_400, days=METER_FILE_DAYS
+    )
+    assert h.pv_w is not None and h.load_w is not None
+    zone = dt.timezone(dt.timedelta(seconds=h.utc_offset_s))
+    with path.open("w") as f:
+        f.write("timestamp,pv_w,load_w\n")
+        for i, (pv, load) in enumerate(zip(h.pv_w[0], h.load_w[0], strict=True)):
+            when = dt.datetime.fromtimestamp(h.start_s + i * h.step_s, zone)
+            f.write(f"{when.isoformat()},{pv:.1f},{load:.1f}\n")
+    return h.steps
+
+
+#: one household step's meter calls on a meter file, timed in a fresh interpreter of a tree: the
+#: file read once (the first step), then per slot one row appended (the slot just delivered)
+#: and the three calls a step makes (history, net reading, PV/load reading)
+SLOT_COST = """\
+import datetime as dt, shutil, statistics, sys, time
+from pathlib import Path
+from gridnode.meter import FileMeter
+from market.slots import SlotClock
+src, path = Path(sys.argv[1]), Path(sys.argv[2])
+shutil.copy(src, path)
+last = src.read_text().rstrip().rsplit("\\n", 1)[1].split(",")[0]
+end = dt.datetime.fromisoformat(last)
+meter = FileMeter.checked(path) if hasattr(FileMeter, "checked") else FileMeter(path)
+clock = SlotClock(slot_seconds=900)
+def step(k):
+    node_s = int(end.timestamp()) + 900 * (k + 1)
+    meter.history_before(node_s, days=365)
+    meter.slot_net_wh(node_s // 900 - 1, clock)
+    meter.slot_pv_load_wh(node_s // 900 - 1, clock)
+t = time.process_time()
+step(0)
+first = time.process_time() - t
+times = []
+for k in range(1, 11):
+    with path.open("a") as f:
+        f.write(f"{(end + dt.timedelta(minutes=15 * k)).isoformat()},100.0,200.0\\n")
+    t = time.process_time()
+    step(k)
+    times.append(time.process_time() - t)
+print(f"first step {first:.3f} s CPU, then {statistics.median(times) * 1000:.1f} ms per slot")
+"""
+
+
+def slot_cost(tree: Path, meter_csv: Path, work: Path) -> str:
+    """:data:`SLOT_COST` run with ``tree``'s code on a copy of ``meter_csv``."""
+    out = subprocess.run(
+        [sys.executable, "-c", SLOT_COST, str(meter_csv), str(work / "slot-cost.csv")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+        check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def use_meter_file(d: Path, node_anchor_s: int) -> None:
+    """Make the daemon in ``d`` a bidding household with a file meter (:func:`write_meter_csv`)."""
+    write_meter_csv(d / "meter.csv", node_anchor_s)
+    update_config(
+        d,
+        {"meter.source": "file", "bidding.meter_history": "meter.csv", "bidding.enabled": True},
+    )
 
 
 def print_rows(rows: dict[str, list[tuple[float, float, dict[str, float]]]], idle_s: float) -> None:

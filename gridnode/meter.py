@@ -9,30 +9,39 @@ A household's daemon needs two things from its meter: the **history** to forecas
   simulation harness use it so communities trade on real data in real (or accelerated) time.
 * :class:`FileMeter` — a household's own meter history file (``docs/forecasting.md`` schema), which an
   external meter adapter keeps appending to; readings are taken from it once a slot is covered.
+  Checked cheaply at start (:meth:`FileMeter.checked`: its header and newest rows, no numpy),
+  read whole at its first use and then only as it grows (``docs/meters.md``, "A meter history
+  file").
 
 * :class:`ShippedReplay` — the daemon's replay meter (``meter.source = "replay"``): the same
   replay as :func:`shipped_replay` gives, its settings checked when it is made (a replay day
   outside the data is refused at start, before anything is written) but the data read at its
   first use — in the daemon, once it serves (``docs/daemon.md``, "Start-up").
 
-Both are deterministic functions of their inputs; neither reads the clock. Importing this module
-loads no numpy (the start-up checks of a replay or file meter import it; the data's code is
-imported where the data is read).
+Each is a deterministic function of its inputs (a file meter's: the file); none reads the clock.
+Importing this module loads no numpy, nor do the start-up checks of a replay or file meter (the
+data's code is imported where the data is read).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import gzip
+import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from market.errors import UsageError
+from market.errors import InvalidInput, UsageError
 from market.slots import SlotClock
 
 if TYPE_CHECKING:
+    from forecasting.data.meter_files import MeterFile, MeterRows
     from forecasting.series import MeterHistory
+
+log = logging.getLogger("gridnode")
 
 __all__ = [
     "SHIPPED_END_S",
@@ -219,24 +228,199 @@ def _shipped_meter(replay: ShippedReplay) -> ReplayMeter:
     )  # fmt: skip
 
 
+#: the newest rows of a meter file checked at start (two days of 15-minute rows)
+CHECKED_ROWS: Final = 192
+#: bytes before the end of what was read that must be unchanged for a file to count as "grown"
+_SEAM_BYTES: Final = 256
+
+
 @dataclass(frozen=True, slots=True)
+class _Read:
+    """What a :class:`FileMeter` read well: the file's state then and what it made of it."""
+
+    key: tuple[int, int]  # (size, mtime_ns) when read
+    rows: MeterRows
+    meter_file: MeterFile
+    header: bytes  # a plain CSV's first line, newline included (else empty)
+    read_to: int  # a plain CSV's bytes read: up to and with its last newline (else 0)
+    seam: bytes  # the bytes just before ``read_to``
+
+
 class FileMeter(Meter):
-    """A household's own meter history file, re-read on every call (an adapter appends to it)."""
+    """A household's own meter history file, which an adapter appends to (module docstring):
+    :meth:`checked` checks it cheaply at start; its rows are read at the first reading or history
+    asked of it and again only when the file changed (its size or modification time): a plain CSV
+    file that only grew by its appended lines, a ``.csv.gz`` or Parquet file or a CSV that changed
+    otherwise whole. A plain CSV's last line is read once it ends with a newline (an adapter may be
+    half-way through writing it). A file that turns bad is logged once (one line naming the file,
+    row and column) per change of the file: the rows read before are kept, slots after them have
+    no reading (``None``) until the file is fixed; before any good read there is no history
+    (:class:`InvalidInput`) and no reading."""
 
-    path: Path
+    __slots__ = ("_failed", "_read", "path")
 
-    def _load(self) -> MeterHistory:
-        from forecasting.data import load_meter_history  # noqa: PLC0415 - numpy, pandas
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._read: _Read | None = None
+        #: the file's state (size, mtime_ns) when it was last refused, and the refusal
+        self._failed: tuple[tuple[int, int], InvalidInput] | None = None
 
-        return load_meter_history(self.path)
+    @classmethod
+    def checked(cls, path: Path) -> FileMeter:
+        """The file meter of ``path`` once its header and newest rows pass
+        :func:`forecasting.meter_rows.check_rows` (a Parquet file: its magic bytes); numpy is not
+        loaded. :class:`InvalidInput` (one line naming the file, and row and column where one
+        is at fault) or :class:`OSError` otherwise."""
+        from forecasting.meter_rows import (  # noqa: PLC0415 - a file meter's only: pure Python
+            check_rows,
+            csv_cells,
+            csv_layout,
+            decode,
+        )
+
+        path = Path(path)
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            with path.open("rb") as f:
+                head = f.read(4)
+                f.seek(max(0, path.stat().st_size - 4))
+                tail = f.read(4)
+            if head != b"PAR1" or tail != b"PAR1":
+                raise InvalidInput(
+                    reason="unparseable", subject=str(path), expected="a Parquet file",
+                    found="no PAR1 magic bytes at its start and end",
+                )  # fmt: skip
+            return cls(path)
+        if not name.endswith((".csv", ".csv.gz")):
+            raise InvalidInput(
+                reason="unknown_format", subject=str(path),
+                expected="a .csv, .csv.gz or .parquet file", found=path.suffix or "no suffix",
+            )  # fmt: skip
+        data = _file_bytes(path)  # the lines found by index: a year's rows are not copied
+        cut = data.find(b"\n")
+        layout = csv_layout(decode(data if cut < 0 else data[:cut], path, first=True), path)
+        body = len(data) if cut < 0 else cut + 1
+        end = max(body, data.rfind(b"\n") + 1)  # the complete lines end there
+        partial = data[end:] not in (b"", b"\r")
+        empty_lines = (
+            data.startswith((b"\n", b"\r\n"), body)
+            or data.find(b"\n\n", body, end) >= 0
+            or data.find(b"\n\r\n", body, end) >= 0
+        )
+        if not empty_lines:
+            rows = data.count(b"\n", body, end)
+            at = end - 1
+            for _ in range(min(rows, CHECKED_ROWS)):  # back to the newline before the newest
+                at = data.rfind(b"\n", 0, at)
+            newest = data[at + 1 : end]
+            checked = min(rows, CHECKED_ROWS)
+        else:
+            lines = [line for line in data[body:end].split(b"\n") if line not in (b"", b"\r")]
+            rows, checked = len(lines), min(len(lines), CHECKED_ROWS)
+            newest = b"\n".join(lines[len(lines) - checked :])
+        text = decode(newest, path, first=False)
+        first_row = 2 + rows - checked
+        check_rows(
+            layout, csv_cells(text, layout, path, line=first_row), path, first_row=first_row,
+            file_rows=rows + partial,
+        )  # fmt: skip
+        return cls(path)
+
+    def meter_file(self) -> MeterFile:
+        """The file as last read well, read again first if it changed (class docstring)."""
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            key = (-1, -1)  # no file
+            refusal = InvalidInput(reason="unreadable", subject=str(self.path), found=str(exc))
+        else:
+            key = (st.st_size, st.st_mtime_ns)
+            read = self._read
+            if read is not None and read.key == key:
+                return read.meter_file
+            if self._failed is None or self._failed[0] != key:
+                try:
+                    self._read = self._read_again(key, read)
+                except InvalidInput as exc:
+                    refusal = exc
+                else:
+                    self._failed = None
+                    return self._read.meter_file
+        if self._failed is None or self._failed[0] != key:  # refused in a new state: logged
+            self._failed = (key, refusal)
+            kept = (
+                "the rows read before are kept; later slots have no reading until it is fixed"
+                if self._read is not None
+                else "no history and no readings until it is fixed"
+            )
+            log.warning("meter file not read: %s (%s)", str(refusal).splitlines()[0], kept)
+        if self._read is not None:
+            return self._read.meter_file
+        raise self._failed[1]
+
+    def _read_again(self, key: tuple[int, int], last: _Read | None) -> _Read:
+        from forecasting.data.meter_files import (  # noqa: PLC0415 - numpy: where data is read
+            csv_meter_rows,
+            meter_file_of,
+            more_meter_rows,
+            read_meter_rows,
+        )
+        from forecasting.meter_rows import decode  # noqa: PLC0415
+
+        if not self.path.name.lower().endswith(".csv"):  # gzip and Parquet: whole
+            rows = read_meter_rows(self.path)
+            return _Read(key, rows, meter_file_of(rows), b"", 0, b"")
+        try:
+            with self.path.open("rb") as f:
+                if last is not None and key[0] >= last.read_to:
+                    header = f.read(len(last.header))
+                    f.seek(last.read_to - len(last.seam))
+                    if header == last.header and f.read(len(last.seam)) == last.seam:
+                        new = f.read()  # grown: only the lines appended
+                        new = new[: new.rfind(b"\n") + 1]
+                        if not new:
+                            return _Read(key, last.rows, last.meter_file, last.header,
+                                         last.read_to, last.seam)  # fmt: skip
+                        text = decode(new, self.path, first=False)
+                        rows = more_meter_rows(last.rows, text)
+                        return _Read(
+                            key, rows, meter_file_of(rows), last.header, last.read_to + len(new),
+                            (last.seam + new)[-_SEAM_BYTES:],
+                        )  # fmt: skip
+                    f.seek(0)
+                data = f.read()
+        except OSError as exc:
+            raise InvalidInput(reason="unreadable", subject=str(self.path), found=str(exc)) from exc
+        data = data[: data.rfind(b"\n") + 1]
+        header = data[: data.find(b"\n") + 1]
+        rows = csv_meter_rows(self.path, decode(data, self.path, first=True))
+        return _Read(key, rows, meter_file_of(rows), header, len(data), data[-_SEAM_BYTES:])
 
     def history_before(self, node_s: int, *, days: int) -> MeterHistory:
-        h = self._load()
+        h = self.meter_file().history
         end = min(h.end_s, node_s - (node_s - h.start_s) % h.step_s)
         return h.window(max(h.start_s, end - days * 86_400), end)
 
+    def _history(self) -> MeterHistory | None:
+        try:
+            return self.meter_file().history
+        except InvalidInput:  # logged by meter_file: the slot has no reading
+            return None
+
     def slot_net_wh(self, slot: int, clock: SlotClock) -> int | None:
-        return _net_wh(self._load(), clock.start(slot), clock.end(slot))
+        h = self._history()
+        return None if h is None else _net_wh(h, clock.start(slot), clock.end(slot))
 
     def slot_pv_load_wh(self, slot: int, clock: SlotClock) -> tuple[int, int] | None:
-        return _pv_load_wh(self._load(), clock.start(slot), clock.end(slot))
+        h = self._history()
+        return None if h is None else _pv_load_wh(h, clock.start(slot), clock.end(slot))
+
+
+def _file_bytes(path: Path) -> bytes:
+    """A meter file's bytes, gunzipped for a ``.gz``."""
+    if not path.name.lower().endswith(".gz"):
+        return path.read_bytes()
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InvalidInput(reason="unparseable", subject=str(path), found=str(exc)) from exc

@@ -6,8 +6,10 @@ Rules of this module (``gridnode run`` obeys them through :func:`gridnode.daemon
   reported as one :class:`~market.errors.UsageError` line that names the file or key, the problem
   and the fix (the CLI prints it and exits 2): the config, identity, token and genesis files; the
   role; the genesis' clock against a config that still sets one; the meter and bidding settings
-  (a file meter's history must exist and parse; a replay meter's day must lie in the shipped
-  data, checked without reading it: :class:`gridnode.meter.ShippedReplay`); the data directory; the API port and every
+  (a file meter's history must exist, and its header and newest rows parse: the whole file is
+  read once the daemon serves, :class:`gridnode.meter.FileMeter`; a replay meter's day must lie
+  in the shipped data, checked without reading it: :class:`gridnode.meter.ShippedReplay`); the
+  data directory; the API port and every
   libp2p listen port (bound the way the servers bind them, so a taken port is a refusal, not a
   daemon running without a listener); the directory lock; the store (checked on open:
   :mod:`gridnode.store`) and the chain in it (bound to this community and genesis, and replayed:
@@ -226,7 +228,8 @@ LIVE_SOURCES: Final = ("dsmr", "mqtt")
 
 def make_meter(config: Config, genesis: Genesis) -> Meter | None:
     """The meter the config asks for (``[meter] source``), checked at start: a file meter's history
-    must exist and parse (it used to start anyway and log a traceback every slot). A live meter
+    must exist and its header and newest rows parse (:meth:`gridnode.meter.FileMeter.checked`;
+    it used to start anyway and log a traceback every slot). A live meter
     (:data:`LIVE_SOURCES`) is ``None`` here: the daemon opens it on its own clock
     (:func:`gridnode.daemon.open_daemon_node`)."""
     path = config.dir / CONFIG_NAME
@@ -258,13 +261,11 @@ def make_meter(config: Config, genesis: Genesis) -> Meter | None:
             )
         from gridnode.meter import FileMeter  # noqa: PLC0415
 
-        meter = FileMeter(history)
-        try:  # read it once now (the node re-reads it every slot): its last day, whenever that is
-            meter.history_before(2**62, days=1)
+        try:  # its header and newest rows now (no numpy); read whole once the daemon serves
+            return FileMeter.checked(history)
         except (ValueError, OSError, UsageError) as exc:  # InvalidInput is a ValueError
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UsageError(f"{history}: not a usable meter history: {text}") from None
-        return meter
     if config.meter_source in LIVE_SOURCES:  # opened by the daemon once its store and clock are
         return None  # up (its keys were checked with the config; docs/meters.md)
     if config.bidding_enabled:

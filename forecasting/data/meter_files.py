@@ -23,40 +23,59 @@ Rules of this module:
   the row and the column: rows are counted as a spreadsheet shows them (CSV: the header is row 1,
   the first data row is row 2; Parquet: the first data row is row 1).
 * Reading is the only I/O; nothing is written, nothing downloaded, no clock read.
+* A file is read in two stages: its **rows** (:func:`read_meter_rows`; the cell rules are
+  :mod:`forecasting.meter_rows`', pure Python: CSV is read with the ``csv`` module, without pandas;
+  Parquet with pandas) and the **intervals** they make (:func:`meter_file_of`: order, spacing,
+  gaps, filling). Rows appended to a CSV file are read on their own (:func:`more_meter_rows`) and
+  the intervals made again of all of them: what a daemon's file meter does when its adapter
+  appends (``gridnode.meter.FileMeter``). Either way the refusals and the history are those of
+  reading the whole file at once (``tests/forecasting/test_meter_rows.py``).
 """
 
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-if (
-    TYPE_CHECKING
-):  # pandas is imported where a file is read: a daemon that reads none never loads it
-    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
-
+from forecasting.meter_rows import (
+    QUANTITIES,
+    TIME_TEXT_COLUMNS,
+    UNITS,
+    Layout,
+    bad_cell,
+    csv_cells,
+    csv_layout,
+    decode,
+    layout_of,
+    number,
+    unix_time,
+)
 from forecasting.series import SECONDS_PER_DAY, FloatArray, MeterHistory
 from market.errors import InvalidInput
 
 __all__ = [
     "METER_SUFFIXES",
+    "QUANTITIES",
+    "TIME_TEXT_COLUMNS",
+    "UNITS",
     "MeterFile",
+    "MeterRows",
     "align_histories",
+    "csv_meter_rows",
     "load_meter_folder",
     "load_meter_history",
+    "meter_file_of",
+    "more_meter_rows",
     "read_meter_file",
+    "read_meter_rows",
 ]
 
 METER_SUFFIXES: Final = (".csv", ".csv.gz", ".parquet")
-TIME_TEXT_COLUMNS: Final = ("timestamp", "time", "datetime", "date_time")
-QUANTITIES: Final = ("net", "pv", "load")
-#: unit suffix → (factor to W or Wh, whether the column is energy per interval)
-UNITS: Final = {"w": (1.0, False), "kw": (1000.0, False), "wh": (1.0, True), "kwh": (1000.0, True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,25 +88,76 @@ class MeterFile:
     filled_steps: int  # intervals filled by interpolation
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
-    """The table and the row number of its first data row (see the module rules)."""
-    import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
+@dataclass(frozen=True, slots=True)
+class MeterRows:
+    """A meter file's rows as read, before the rules of the intervals (:func:`meter_file_of`).
+    A cell that broke a rule of the value columns is kept (its row index and text) and refused
+    there, in the order the rules are applied (module rules)."""
 
-    name = path.name.lower()
+    path: Path
+    layout: Layout
+    first_row: int  # the row number of the first data row (CSV 2, Parquet 1)
+    time_s: npt.NDArray[np.int64]  # each row's time (unix s)
+    offsets: frozenset[int]  # the UTC offsets the timestamps carried
+    values: dict[str, FloatArray]  # value column → its numbers (NaN: empty cell)
+    not_numbers: dict[str, tuple[int, str]]  # value column → its first non-number (index, cell)
+    negatives: dict[str, tuple[int, str]]  # value column → its first negative number
+
+    def __len__(self) -> int:
+        return len(self.time_s)
+
+    def extended(self, more: MeterRows) -> MeterRows:
+        """These rows and then ``more`` (rows read after them, of the same file and layout)."""
+        n = len(self)
+
+        def first(
+            mine: dict[str, tuple[int, str]], theirs: dict[str, tuple[int, str]]
+        ) -> dict[str, tuple[int, str]]:
+            return {**{c: (n + i, t) for c, (i, t) in theirs.items()}, **mine}
+
+        return replace(
+            self,
+            time_s=np.concatenate([self.time_s, more.time_s]),
+            offsets=self.offsets | more.offsets,
+            values={c: np.concatenate([v, more.values[c]]) for c, v in self.values.items()},
+            not_numbers=first(self.not_numbers, more.not_numbers),
+            negatives=first(self.negatives, more.negatives),
+        )
+
+
+def _text(path: Path) -> str:
+    """A CSV file's text (gunzipped), UTF-8 with or without a byte-order mark."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        if name.endswith(".parquet"):
-            return pd.read_parquet(path), 1
-        if name.endswith((".csv", ".csv.gz")):
-            sep = ";" if ";" in _header(path) and "," not in _header(path) else ","
-            table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
-            if sep == ";":  # a European export: decimal commas
-                table = table.apply(lambda c: c.str.replace(",", ".", regex=False))
-            return table, 2
+        with opener(path, "rb") as f:
+            data = f.read()
+    except EOFError as exc:  # a cut-off .gz
+        raise InvalidInput(reason="unparseable", subject=str(path), found=str(exc)) from exc
     except OSError as exc:
         raise InvalidInput(reason="unreadable", subject=str(path), found=str(exc)) from exc
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        detail = " ".join(str(exc).split())[:120]
-        raise InvalidInput(reason="unparseable", subject=str(path), found=detail) from exc
+    return decode(data, path, first=True)
+
+
+def read_meter_rows(path: str | Path, *, utc_offset_s: int | None = None) -> MeterRows:
+    """The rows of one meter file (module rules)."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return csv_meter_rows(path, _text(path), utc_offset_s=utc_offset_s)
+    if name.endswith(".parquet"):
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
+
+        try:
+            table = pd.read_parquet(path)
+        except OSError as exc:
+            raise InvalidInput(reason="unreadable", subject=str(path), found=str(exc)) from exc
+        except ValueError as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise InvalidInput(reason="unparseable", subject=str(path), found=detail) from exc
+        layout = layout_of([str(c) for c in table.columns], path)
+        wanted = [layout.time, *(col for col, _, _ in layout.values.values())]
+        cells = {c: table[c].astype(str).tolist() for c in wanted}
+        return _rows(path, layout, cells, 1, utc_offset_s)
     raise InvalidInput(
         reason="unknown_format",
         subject=str(path),
@@ -96,209 +166,174 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
     )
 
 
-def _header(path: Path) -> str:
-    """The first line of a (possibly gzipped) text file."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        return f.readline()
+def csv_meter_rows(path: Path, text: str, *, utc_offset_s: int | None = None) -> MeterRows:
+    """The rows of the CSV file ``path`` whose text (header first) is ``text``."""
+    header, _, body = text.partition("\n")
+    layout = csv_layout(header, path)
+    return _rows(path, layout, csv_cells(body, layout, path), 2, utc_offset_s)
 
 
-def _bad(
-    path: Path, row: int, column: str, reason: str, *, expected: str, found: str
-) -> InvalidInput:
-    return InvalidInput(
-        reason=reason, subject=f"{path} row {row}", field=column, expected=expected, found=found
-    )
+def more_meter_rows(rows: MeterRows, text: str, *, utc_offset_s: int | None = None) -> MeterRows:
+    """``rows`` (of a CSV file) and the rows in ``text``, the lines appended to the file after
+    them (whole lines, no header)."""
+    more = _rows(
+        rows.path, rows.layout, csv_cells(text, rows.layout, rows.path),
+        rows.first_row + len(rows), utc_offset_s,
+    )  # fmt: skip
+    return rows.extended(more)
 
 
-def _numbers(table: pd.DataFrame, column: str, path: Path, first_row: int) -> FloatArray:
-    """The column as floats, NaN where the cell is empty; a non-number names its row."""
-    import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
-
-    raw = table[column]
-    values = np.array(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
-    text = raw.astype(str).str.strip()
-    empty = raw.isna().to_numpy() | text.isin(["", "nan", "NaN", "NA", "null", "None"]).to_numpy()
-    bad = ~np.isfinite(values) & ~empty
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _bad(
-            path,
-            first_row + i,
-            column,
-            "not_a_number",
-            expected="a number",
-            found=repr(raw.iloc[i]),
-        )
-    values[empty] = np.nan
-    return values
-
-
-def _times(
-    table: pd.DataFrame, columns: dict[str, str], path: Path, first_row: int, offset_s: int | None
-) -> tuple[npt.NDArray[np.int64], int | None]:
-    """Unix seconds of each row, and the smallest UTC offset the timestamps carried (if any)."""
-    import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - only where read
-
-    if "time_s" in columns:
-        col = columns["time_s"]
-        values = _numbers(table, col, path, first_row)
+def _rows(
+    path: Path, layout: Layout, cells: dict[str, list[str]], first_row: int,
+    offset_s: int | None,
+) -> MeterRows:  # fmt: skip
+    """The rows of ``cells``: the time column read (its refusals raised), the value columns'
+    numbers and their first bad cells kept (refused by :func:`meter_file_of`)."""
+    times = cells[layout.time]
+    offsets: set[int] = set()
+    if layout.time_is_text:
+        seconds = np.empty(len(times), dtype=np.int64)
+        for i, cell in enumerate(times):
+            got = unix_time(cell, offset_s)
+            if got is None:
+                raise bad_cell(path, first_row + i, layout.time, "bad_time",
+                               expected="ISO 8601 date-time", found=repr(cell.strip()))  # fmt: skip
+            seconds[i] = got[0]
+            if got[1] is not None:
+                offsets.add(got[1])
+    else:
+        values, not_number, _ = _numbers(times)
+        if not_number is not None:
+            i = not_number[0]
+            raise bad_cell(path, first_row + i, layout.time, "not_a_number",
+                           expected="a number", found=repr(times[i]))  # fmt: skip
         missing = ~np.isfinite(values)
         if missing.any():
             i = int(np.flatnonzero(missing)[0])
-            raise _bad(
-                path,
-                first_row + i,
-                col,
-                "missing_time",
-                expected="unix seconds",
-                found="an empty cell",
-            )
-        return values.astype(np.int64), None
-    text_col = next((columns[c] for c in TIME_TEXT_COLUMNS if c in columns), None)
-    if text_col is None:
+            raise bad_cell(path, first_row + i, layout.time, "missing_time",
+                           expected="unix seconds", found="an empty cell")  # fmt: skip
+        seconds = values.astype(np.int64)
+    out: dict[str, FloatArray] = {}
+    not_numbers: dict[str, tuple[int, str]] = {}
+    negatives: dict[str, tuple[int, str]] = {}
+    for col, _, _ in layout.values.values():
+        out[col], bad, negative = _numbers(cells[col])
+        if bad is not None:
+            not_numbers[col] = bad
+        if negative is not None:
+            negatives[col] = negative
+    return MeterRows(
+        path, layout, first_row, seconds, frozenset(offsets), out, not_numbers, negatives
+    )
+
+
+def _numbers(
+    cells: list[str],
+) -> tuple[FloatArray, tuple[int, str] | None, tuple[int, str] | None]:
+    """The cells as numbers (NaN: empty, and where not a number), the first cell that is not a
+    number and the first negative one (index, cell)."""
+    text = "".join(cells)
+    if text.isascii() and "_" not in text:  # numpy reads what float reads: the usual case at once
+        try:
+            fast = np.array(cells, dtype=np.float64)
+        except ValueError:  # an empty cell or a non-number: cell by cell
+            pass
+        else:
+            if np.isfinite(fast).all():
+                below = np.flatnonzero(fast < 0)
+                return fast, None, (int(below[0]), cells[below[0]]) if len(below) else None
+    values = np.empty(len(cells), dtype=np.float64)
+    bad = negative = None
+    for i, cell in enumerate(cells):
+        v = number(cell)
+        if v is None:
+            if bad is None:
+                bad = (i, cell)
+            v = float("nan")
+        elif v < 0 and negative is None:
+            negative = (i, cell)
+        values[i] = v
+    return values, bad, negative
+
+
+def meter_file_of(
+    rows: MeterRows, *, utc_offset_s: int | None = None, max_gap_steps: int = 4
+) -> MeterFile:
+    """The intervals of ``rows`` (module rules): the file as :func:`read_meter_file` reads it."""
+    path, first_row, layout, time_s = rows.path, rows.first_row, rows.layout, rows.time_s
+    if len(time_s) < 2:
         raise InvalidInput(
-            reason="missing_column", subject=str(path), field="time_s",
-            expected=f"a time column ('time_s' or one of {', '.join(TIME_TEXT_COLUMNS)})",
-            found=", ".join(map(str, table.columns)) or "no columns",
-        )  # fmt: skip
-    col = text_col
-    text = table[col].astype(str).str.strip()
-    stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _bad(
-            path,
-            first_row + i,
-            col,
-            "bad_time",
-            expected="ISO 8601 date-time",
-            found=repr(text.iloc[i]),
+            reason="too_few_rows", subject=str(path), expected=">= 2 rows", found=str(len(time_s))
         )
-    out = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
-    parts = text.str.extract(r"([+-])(\d{2}):?(\d{2})$")
-    has_offset = parts[0].notna().to_numpy()
-    zulu = text.str.upper().str.endswith("Z").to_numpy()
-    naive = ~has_offset & ~zulu
-    out = out - np.where(naive, offset_s or 0, 0)
-    offsets = set()
-    if has_offset.any():
-        sign = np.where(parts[0][has_offset] == "-", -1, 1)
-        secs = parts[1][has_offset].astype(int) * 3600 + parts[2][has_offset].astype(int) * 60
-        offsets = {int(v) for v in np.unique(sign * secs.to_numpy())}
-    if zulu.any():
-        offsets.add(0)
-    return out, (min(offsets) if offsets else None)
-
-
-def _value_columns(columns: dict[str, str], path: Path) -> dict[str, tuple[str, float, bool]]:
-    """quantity → (file column, factor, energy-per-interval?) for the value columns present."""
-    found: dict[str, tuple[str, float, bool]] = {}
-    for q in QUANTITIES:
-        for unit, (factor, energy) in UNITS.items():
-            name = f"{q}_{unit}"
-            if name in columns:
-                if q in found:
-                    raise InvalidInput(
-                        reason="ambiguous_column", subject=str(path), field=columns[name],
-                        expected=f"one {q} column", found=f"{found[q][0]} and {columns[name]}",
-                    )  # fmt: skip
-                found[q] = (columns[name], factor, energy)
-    if ("pv" in found) != ("load" in found):
-        have, missing = ("pv", "load") if "pv" in found else ("load", "pv")
-        if "net" not in found:
-            raise InvalidInput(
-                reason="missing_column", subject=str(path), field=f"{missing}_w",
-                expected=f"'{missing}_w' together with '{found[have][0]}', or a 'net_w' column",
-                found=", ".join(columns.values()),
-            )  # fmt: skip
-        del found[have]
-    if not found:
-        raise InvalidInput(
-            reason="missing_column", subject=str(path), field="net_w",
-            expected="'net_w' or both 'pv_w' and 'load_w' (or _kw, _wh, _kwh)",
-            found=", ".join(columns.values()) or "no columns",
-        )  # fmt: skip
-    return found
+    steps = np.diff(time_s)
+    time_col = layout.time
+    if np.any(steps <= 0):
+        i = int(np.flatnonzero(steps <= 0)[0]) + 1
+        raise bad_cell(path, first_row + i, time_col, "unsorted_time", expected="times in increasing order", found="a time not after the row before")  # fmt: skip
+    spacings, counts = np.unique(steps[steps > 0], return_counts=True)
+    step_s = int(spacings[np.argmax(counts)]) if len(spacings) else 1  # the usual spacing
+    if SECONDS_PER_DAY % step_s:
+        raise bad_cell(path, first_row + int(np.argmin(steps)) + 1, time_col, "irregular_time", expected="a spacing that divides a day", found=f"{step_s} s")  # fmt: skip
+    if np.any(steps % step_s):
+        i = int(np.flatnonzero(steps % step_s)[0]) + 1
+        raise bad_cell(path, first_row + i, time_col, "irregular_time", expected=f"evenly spaced times ({step_s} s)", found=f"{int(steps[i - 1])} s after the row before")  # fmt: skip
+    if int(steps.max()) > step_s * (max_gap_steps + 1):
+        i = int(np.argmax(steps)) + 1
+        raise bad_cell(path, first_row + i, time_col, "gap_too_long", expected=f"gaps of at most {max_gap_steps} intervals", found=f"{int(steps[i - 1]) // step_s - 1} missing intervals before this row")  # fmt: skip
+    grid = np.arange(time_s[0], time_s[-1] + 1, step_s, dtype=np.int64)
+    filled = len(grid) - len(time_s)
+    arrays: dict[str, FloatArray] = {}
+    for q, (col, factor, energy) in layout.values.items():
+        if col in rows.not_numbers:
+            i, cell = rows.not_numbers[col]
+            raise bad_cell(path, first_row + i, col, "not_a_number", expected="a number", found=repr(cell))  # fmt: skip
+        v = rows.values[col] * factor
+        if energy:
+            v = v * 3600.0 / step_s  # energy per interval → mean power
+        if q != "net" and col in rows.negatives:
+            i, cell = rows.negatives[col]
+            raise bad_cell(path, first_row + i, col, "negative_value", expected=">= 0", found=repr(cell))  # fmt: skip
+        ok = np.isfinite(v)
+        if ok.sum() < 2:
+            raise bad_cell(
+                path, first_row, col, "empty_column", expected="values", found="fewer than 2"
+            )
+        run = _longest_missing_run(ok)
+        if run[1] > max_gap_steps:
+            raise bad_cell(path, first_row + run[0], col, "gap_too_long", expected=f"at most {max_gap_steps} empty cells in a row", found=f"{run[1]} from this row")  # fmt: skip
+        filled += int((~ok).sum())
+        arrays[q] = np.interp(grid, time_s[ok], v[ok])
+    seen_offset = min(rows.offsets) if rows.offsets else None
+    offset = utc_offset_s if utc_offset_s is not None else (seen_offset or 0)
+    if "pv" in arrays:
+        history = MeterHistory.from_components(
+            arrays["pv"], arrays["load"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
+        )
+        used = {q: layout.values[q][0] for q in ("pv", "load")}
+    else:
+        history = MeterHistory.from_net(
+            arrays["net"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
+        )
+        used = {"net": layout.values["net"][0]}
+    return MeterFile(path, history, used, filled)
 
 
 def read_meter_file(
     path: str | Path, *, utc_offset_s: int | None = None, max_gap_steps: int = 4
 ) -> MeterFile:
     """Read one meter history file (rules in the module docstring)."""
-    path = Path(path)
-    table, first_row = _read_table(path)
-    columns = {str(c).strip().lower(): str(c) for c in table.columns}
-    values_spec = _value_columns(columns, path)
-    time_s, seen_offset = _times(table, columns, path, first_row, utc_offset_s)
-    if len(time_s) < 2:
-        raise InvalidInput(
-            reason="too_few_rows", subject=str(path), expected=">= 2 rows", found=str(len(time_s))
-        )
-    steps = np.diff(time_s)
-    time_col = columns.get("time_s") or next(columns[c] for c in TIME_TEXT_COLUMNS if c in columns)
-    if np.any(steps <= 0):
-        i = int(np.flatnonzero(steps <= 0)[0]) + 1
-        raise _bad(path, first_row + i, time_col, "unsorted_time", expected="times in increasing order", found="a time not after the row before")  # fmt: skip
-    spacings, counts = np.unique(steps[steps > 0], return_counts=True)
-    step_s = int(spacings[np.argmax(counts)]) if len(spacings) else 1  # the usual spacing
-    if SECONDS_PER_DAY % step_s:
-        raise _bad(path, first_row + int(np.argmin(steps)) + 1, time_col, "irregular_time", expected="a spacing that divides a day", found=f"{step_s} s")  # fmt: skip
-    if np.any(steps % step_s):
-        i = int(np.flatnonzero(steps % step_s)[0]) + 1
-        raise _bad(path, first_row + i, time_col, "irregular_time", expected=f"evenly spaced times ({step_s} s)", found=f"{int(steps[i - 1])} s after the row before")  # fmt: skip
-    if int(steps.max()) > step_s * (max_gap_steps + 1):
-        i = int(np.argmax(steps)) + 1
-        raise _bad(path, first_row + i, time_col, "gap_too_long", expected=f"gaps of at most {max_gap_steps} intervals", found=f"{int(steps[i - 1]) // step_s - 1} missing intervals before this row")  # fmt: skip
-    grid = np.arange(time_s[0], time_s[-1] + 1, step_s, dtype=np.int64)
-    filled = len(grid) - len(time_s)
-    arrays: dict[str, FloatArray] = {}
-    for q, (col, factor, energy) in values_spec.items():
-        v = _numbers(table, col, path, first_row) * factor
-        if energy:
-            v = v * 3600.0 / step_s  # energy per interval → mean power
-        if q != "net":
-            negative = v < 0
-            if negative.any():
-                i = int(np.flatnonzero(negative)[0])
-                raise _bad(path, first_row + i, col, "negative_value", expected=">= 0", found=repr(table[col].iloc[i]))  # fmt: skip
-        ok = np.isfinite(v)
-        if ok.sum() < 2:
-            raise _bad(
-                path, first_row, col, "empty_column", expected="values", found="fewer than 2"
-            )
-        run = _longest_missing_run(ok)
-        if run[1] > max_gap_steps:
-            raise _bad(path, first_row + run[0], col, "gap_too_long", expected=f"at most {max_gap_steps} empty cells in a row", found=f"{run[1]} from this row")  # fmt: skip
-        filled += int((~ok).sum())
-        arrays[q] = np.interp(grid, time_s[ok], v[ok])
-    offset = utc_offset_s if utc_offset_s is not None else (seen_offset or 0)
-    if "pv" in arrays:
-        history = MeterHistory.from_components(
-            arrays["pv"], arrays["load"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
-        )
-        used = {q: values_spec[q][0] for q in ("pv", "load")}
-    else:
-        history = MeterHistory.from_net(
-            arrays["net"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
-        )
-        used = {"net": values_spec["net"][0]}
-    return MeterFile(path, history, used, filled)
+    rows = read_meter_rows(path, utc_offset_s=utc_offset_s)
+    return meter_file_of(rows, utc_offset_s=utc_offset_s, max_gap_steps=max_gap_steps)
 
 
 def _longest_missing_run(ok: npt.NDArray[np.bool_]) -> tuple[int, int]:
-    """(start index, length) of the longest run of ``False`` in ``ok``."""
-    best = (0, 0)
-    start = -1
-    for i, flag in enumerate(np.append(ok, True)):
-        if not flag and start < 0:
-            start = i
-        elif flag and start >= 0:
-            if i - start > best[1]:
-                best = (start, i - start)
-            start = -1
-    return best
+    """(start index, length) of the longest run of ``False`` in ``ok`` (the first if several)."""
+    edges = np.diff(np.concatenate([[0], (~ok).astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if not len(starts):
+        return (0, 0)
+    k = int(np.argmax(ends - starts))
+    return int(starts[k]), int(ends[k] - starts[k])
 
 
 def load_meter_history(

@@ -167,6 +167,26 @@ CASES: dict[str, tuple[Callable[[Ctx], None], tuple[str, ...]]] = {
         lambda c: c.edit("gridnode.toml", 'source = "none"', 'source = "file"'),
         ("meter.source = 'file' reads bidding.meter_history", "meter.csv, which does not exist"),
     ),
+    "file meter with a bad newest row": (
+        lambda c: (
+            c.edit("gridnode.toml", 'source = "none"', 'source = "file"'),
+            (c.dir / "meter.csv").write_text(
+                "time_s,net_w\n" + "".join(f"{900 * i},{i}\n" for i in range(500)) + "1e9,x\n"
+            ),
+        ),
+        (
+            "meter.csv: not a usable meter history",
+            "meter.csv row 502 field 'net_w'",
+            "not_a_number",
+        ),
+    ),
+    "file meter without a time column": (
+        lambda c: (
+            c.edit("gridnode.toml", 'source = "none"', 'source = "file"'),
+            (c.dir / "meter.csv").write_text("when,net_w\n0,1\n900,2\n"),
+        ),
+        ("meter.csv: not a usable meter history", "field 'time_s': missing_column"),
+    ),
     "libp2p port taken": (
         lambda c: c.hold_port(c.config_port("listen")),
         ("gridnode.toml: network.listen /ip4/127.0.0.1/tcp/", "Address already in use"),

@@ -154,6 +154,37 @@ def test_the_start_up_checks_of_a_replay_household_run_no_numpy(tmp_path: Path) 
     assert {m for m in ran if m.startswith("forecasting")} <= {"forecasting", "forecasting.names"}
 
 
+def test_the_start_up_checks_of_a_file_meter_household_run_no_numpy(tmp_path: Path) -> None:
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60, launcher=False)
+    lc.create()
+    household = lc.households[1]
+    write_meter_csv(household.dir / "meter.csv", lc.genesis.genesis_time_ms // 1000, days=30)
+    update_config(
+        household.dir,
+        {"meter.source": "file", "bidding.meter_history": "meter.csv", "bidding.enabled": True},
+    )
+    ran = json.loads(
+        _probe(
+            "import json\n"
+            "from gridnode.lazyimports import install, loaded_modules\n"
+            "install()\n"
+            "from pathlib import Path\n"
+            "from gridnode.startup import preflight\n"
+            f"plan = preflight(Path({str(household.dir)!r}))\n"
+            "assert type(plan.meter).__name__ == 'FileMeter', plan.meter\n"
+            "print(json.dumps(loaded_modules()))\n"
+        )
+    )
+    assert "gridnode.meter" in ran and "pandas" not in ran
+    assert set(WARM_MODULES) & set(ran) == set()
+    # its header and newest rows checked by the pure cell rules (forecasting.meter_rows) alone
+    assert {m for m in ran if m.startswith("forecasting")} <= {
+        "forecasting",
+        "forecasting.names",
+        "forecasting.meter_rows",
+    }
+
+
 def test_a_live_meter_household_opens_its_meter_without_numpy() -> None:
     # a DSMR or MQTT household opens its meter (gridnode.meters) before it serves; the meter's
     # history (numpy, forecasting.series) is built at the forecaster's first use
@@ -288,18 +319,37 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def write_meter_csv(path: Path, node_anchor_s: int, *, days: int) -> None:
+    """``days`` of the shipped household's readings in node time up to a day after
+    ``node_anchor_s``, as a meter adapter writes them (``time_s``, ``pv_w``, ``load_w``)."""
+    h = shipped_replay(node_anchor_s=node_anchor_s, hour=11.0).history_before(
+        node_anchor_s + 86_400, days=days
+    )
+    assert h.pv_w is not None and h.load_w is not None
+    rows = zip(h.pv_w[0], h.load_w[0], strict=True)
+    path.write_text(
+        "time_s,pv_w,load_w\n"
+        + "".join(f"{h.start_s + i * h.step_s},{p:.1f},{q:.1f}\n" for i, (p, q) in enumerate(rows))
+    )
+
+
 @pytest.mark.net
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("source", ["replay", "file"])
 def test_a_household_daemon_is_ready_before_its_forecaster_and_bids_with_it(
-    tmp_path: Path,
+    tmp_path: Path, source: str
 ) -> None:
+    """With a replay meter or a meter file (checked at start without numpy: its header and
+    newest rows; read whole once the daemon serves)."""
     lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60, launcher=False)
     lc.create()
     household = lc.households[1]
-    update_config(
-        household.dir,
-        {"meter.source": "replay", "meter.replay_hour": 11.0, "bidding.enabled": True},
-    )
+    if source == "replay":
+        meter: dict[str, object] = {"meter.source": "replay", "meter.replay_hour": 11.0}
+    else:
+        write_meter_csv(household.dir / "meter.csv", lc.genesis.genesis_time_ms // 1000, days=60)
+        meter = {"meter.source": "file", "bidding.meter_history": "meter.csv"}
+    update_config(household.dir, {**meter, "bidding.enabled": True})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for h in lc.households:
         with (h.dir / "daemon.log").open("ab") as log:
@@ -326,7 +376,9 @@ def test_a_household_daemon_is_ready_before_its_forecaster_and_bids_with_it(
     assert {m for m in at_ready if m.startswith("forecasting")} <= {
         "forecasting",
         "forecasting.names",
+        "forecasting.meter_rows",  # a meter file's start-up check: pure Python
     }
+    assert "pandas" not in at_ready
     rows = [
         json.loads(line)
         for line in (household.dir / "data" / PROVENANCE_FILE).read_text().splitlines()
