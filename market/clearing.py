@@ -233,6 +233,7 @@ class _Book:
     columns: BookColumns
     order: npt.NDArray[np.intp]  # per step: its order
     step: npt.NDArray[np.intp]  # per step: its index within its order
+    buy: npt.NDArray[np.bool_]  # per step: whether it is a buy step
 
 
 def _book(orders: Sequence[Order], slot: int) -> _Book | None:
@@ -254,6 +255,7 @@ def _book(orders: Sequence[Order], slot: int) -> _Book | None:
         columns=columns,
         order=order,
         step=np.arange(len(order), dtype=np.intp) - starts[order],
+        buy=columns.is_buy[order],
     )
 
 
@@ -266,17 +268,17 @@ def _curve(book: _Book, side: Side) -> _Curve:
     (a book where every step has its own price sorts no string at all).
     """
     cols = book.columns
-    where = np.flatnonzero(
-        cols.is_buy[book.order] if side is Side.BUY else ~cols.is_buy[book.order]
-    )
+    where = np.flatnonzero(book.buy if side is Side.BUY else ~book.buy)
+    price = cols.price_micro_per_kwh[where]
     if len(where):
-        price = cols.price_micro_per_kwh[where]
-        where = where[_by_price(-price if side is Side.BUY else price)]
-        rank_key = cols.price_micro_per_kwh[where]
-        where = _rank_ties(book, where, -rank_key if side is Side.BUY else rank_key)
+        key = -price if side is Side.BUY else price
+        perm = _by_price(key)
+        where, price = where[perm], price[perm]
+        # reorders steps only within runs of equal price: ``price`` stays as it is
+        where = _rank_ties(book, where, key[perm])
     qty = cols.energy_wh[where]
     return _Curve(
-        price=cols.price_micro_per_kwh[where],
+        price=price,
         qty=qty,
         order=book.order[where],
         cum=np.cumsum(qty, dtype=_I64),

@@ -364,11 +364,12 @@ def _surely_valid(slot: int, book: Sequence[Order], limits: OrderLimits) -> Book
         parts.append(part)
     if "" in unique:
         return None
+    counts = np.frombuffer(b"".join(p.counts for p in parts), dtype=np.uint8)
     return BookColumns(
         order_ids=ids,
         households=homes,
         is_buy=np.frombuffer(b"".join(p.is_buy for p in parts), dtype=bool),
-        step_counts=np.concatenate([p.counts for p in parts]),
+        step_counts=counts.astype(np.intp),
         price_micro_per_kwh=np.concatenate([p.price for p in parts]),
         energy_wh=np.concatenate([p.energy for p in parts]),
     )
@@ -381,7 +382,7 @@ class _Part:
     ids: list[str]
     homes: list[str]
     is_buy: bytes
-    counts: npt.NDArray[np.intp]
+    counts: bytes
     price: npt.NDArray[np.int64]
     energy: npt.NDArray[np.int64]
 
@@ -393,7 +394,10 @@ def _surely_valid_part(part: Sequence[Order], slot: int, limits: OrderLimits) ->
     if not _only(part, Order):
         return None
     ids = [o.order_id for o in part]
-    if not _only(ids, str) or max(map(len, ids)) > limits.max_id_chars:
+    if not _only(ids, str):
+        return None
+    lengths = _bytes(map(len, ids))
+    if lengths is None or not _within(lengths, 0, limits.max_id_chars):
         return None
     homes = [o.household for o in part]
     if not _only(homes, str) or not all(homes):  # all exact str: all() is "none empty"
@@ -411,10 +415,13 @@ def _surely_valid_part(part: Sequence[Order], slot: int, limits: OrderLimits) ->
     curves = [o.steps for o in part]
     if not _only(curves, tuple):
         return None
-    counts = _lengths(curves)
-    if int(counts.min()) < 1 or int(counts.max()) > limits.max_steps:
+    counts = _bytes(map(len, curves))
+    if counts is None or not _within(counts, 1, limits.max_steps):
         return None
-    steps = list(chain.from_iterable(curves))
+    if counts.count(1) == n:  # single-step orders: unpacking each is faster than chain
+        steps = [step for (step,) in curves]
+    else:
+        steps = list(chain.from_iterable(curves))
     if not _only(steps, Step):
         return None
     energies = [s.energy_wh for s in steps]
@@ -457,6 +464,20 @@ def _int64(values: list[int]) -> npt.NDArray[np.int64] | None:
         return np.fromiter(values, dtype=np.int64, count=len(values))
     except OverflowError:
         return None
+
+
+def _bytes(values: Iterable[int]) -> bytes | None:
+    """``values`` as bytes (built in C), or ``None`` if one is outside 0..255."""
+    try:
+        return bytes(values)
+    except ValueError:
+        return None
+
+
+def _within(small: bytes, low: int, high: int) -> bool:
+    """Whether every byte of ``small`` is in ``low..high`` (one C pass: delete those, see what
+    is left)."""
+    return not small.translate(None, bytes(range(max(low, 0), min(high, 255) + 1)))
 
 
 def _lengths(curves: list[tuple[Step, ...]]) -> npt.NDArray[np.intp]:
