@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from itertools import repeat
-from operator import itemgetter
+from operator import gt, itemgetter
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, cast, overload
 
 import numpy as np  # lazy in a daemon (gridnode.lazyimports): it runs at the first clearing
@@ -285,13 +285,21 @@ def _curve(book: _Book, side: Side) -> _Curve:
     )
 
 
+#: below this many keys one stable sort of the int64 key is faster than the radix passes
+_RADIX_MIN: Final = 2048
+
+
 def _by_price(key: _IntArray) -> npt.NDArray[np.intp]:
     """The permutation that sorts ``key`` ascending, equal keys kept in their order (stable).
 
     Prices span far less than 64 bits, so the key less its minimum is sorted as one or two 16-bit
     digits, least significant first: numpy's stable sort of 16-bit integers is a radix sort,
-    ≈ 4x faster than sorting the int64 key. A span of 32 bits or more takes numpy's stable sort.
+    ≈ 4x faster than sorting the int64 key on 50k steps. A span of 32 bits or more, or fewer than
+    :data:`_RADIX_MIN` keys (where the radix passes' fixed costs exceed the sort), take numpy's
+    stable sort of the key itself.
     """
+    if len(key) < _RADIX_MIN:
+        return np.argsort(key, kind="stable")
     low = int(key.min())
     span = int(key.max()) - low
     if span >= 2**32:
@@ -306,21 +314,42 @@ def _by_price(key: _IntArray) -> npt.NDArray[np.intp]:
 
 def _rank_ties(book: _Book, where: npt.NDArray[np.intp], price: _IntArray) -> npt.NDArray[np.intp]:
     """Reorder runs of equal ``price`` in ``where`` (sorted by ``price`` ascending, then input
-    position) by (order id, step index)."""
+    position) by (order id, step index).
+
+    A run of two steps from two orders (the usual tie) is put in order by comparing the two ids;
+    longer runs that mix orders rank their orders' ids with one sort and reorder by (id rank,
+    step index).
+    """
     order = book.order[where]
     new_level = price[1:] != price[:-1]
     same = ~new_level & (order[1:] != order[:-1])
     if not same.any():
         return where  # equal prices only within one order: input position is step order
     level = np.concatenate(([0], np.cumsum(new_level)))
-    mixed = np.zeros(int(level[-1]) + 1, dtype=bool)
+    size = np.bincount(level)  # steps per run of equal price
+    mixed = np.zeros(len(size), dtype=bool)
     mixed[level[1:][same]] = True
-    at = np.flatnonzero(mixed[level])  # the steps of every level that mixes orders
+    out = where.copy()
+    ids = book.columns.order_ids
+    first = np.flatnonzero(np.concatenate(([True], new_level)))  # where each run starts
+    pairs = first[np.flatnonzero(mixed & (size == 2))]  # two steps, two orders
+    if len(pairs):
+        later = map(ids.__getitem__, order[pairs + 1].tolist())
+        swap = np.fromiter(
+            map(gt, map(ids.__getitem__, order[pairs].tolist()), later),
+            dtype=bool,
+            count=len(pairs),
+        )
+        at = pairs[swap]
+        out[at], out[at + 1] = where[at + 1], where[at]
+    at = np.flatnonzero((mixed & (size > 2))[level])  # the steps of longer mixed runs
+    if not len(at):
+        return out
     owns = np.zeros(len(book.columns.step_counts), dtype=bool)
     owns[order[at]] = True
-    owners = np.flatnonzero(owns).tolist()  # the orders with a step in such a level, once each
+    owners = np.flatnonzero(owns).tolist()  # the orders with a step in such a run, once each
     rank = np.empty(len(owns), dtype=_I64)
-    rank[sorted(owners, key=book.columns.order_ids.__getitem__)] = np.arange(len(owners))
+    rank[sorted(owners, key=ids.__getitem__)] = np.arange(len(owners))
     steps = book.step[where[at]]
     secondary = rank[order[at]] * (int(steps.max()) + 1) + steps  # id rank, then step index
     span = int(secondary.max()) + 1
@@ -328,7 +357,6 @@ def _rank_ties(book: _Book, where: npt.NDArray[np.intp], price: _IntArray) -> np
         perm = np.argsort(level[at] * span + secondary)  # keys are distinct: any sort will do
     else:
         perm = np.lexsort((secondary, level[at]))
-    out = where.copy()
     out[at] = where[at][perm]
     return out
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import chain, repeat
 from operator import is_
-from typing import TYPE_CHECKING, Final, overload
+from typing import TYPE_CHECKING, Any, Final, overload
 
 import numpy as np  # lazy in a daemon (gridnode.lazyimports): it runs at the first book's columns
 
@@ -269,10 +269,17 @@ def book_columns(orders: Sequence[Order]) -> BookColumns:
         order_ids=ids,
         households=homes,
         is_buy=np.frombuffer(b"".join(is_buy), dtype=bool),
-        step_counts=np.concatenate(counts) if counts else np.zeros(0, dtype=np.intp),
-        price_micro_per_kwh=np.concatenate(prices) if prices else np.zeros(0, dtype=np.int64),
-        energy_wh=np.concatenate(energies) if energies else np.zeros(0, dtype=np.int64),
+        step_counts=_joined(counts, "intp"),
+        price_micro_per_kwh=_joined(prices, "int64"),
+        energy_wh=_joined(energies, "int64"),
     )
+
+
+def _joined(arrays: Sequence[npt.NDArray[Any]], dtype: str) -> npt.NDArray[Any]:
+    """The chunks' arrays one after another (a single chunk as it is: most books are small)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
 
 
 class ValidBook(Sequence[Order]):
@@ -366,8 +373,8 @@ def _surely_valid(slot: int, book: Sequence[Order], limits: OrderLimits) -> Book
         households=homes,
         is_buy=np.frombuffer(b"".join(p.is_buy for p in parts), dtype=bool),
         step_counts=counts.astype(np.intp),
-        price_micro_per_kwh=np.concatenate([p.price for p in parts]),
-        energy_wh=np.concatenate([p.energy for p in parts]),
+        price_micro_per_kwh=_joined([p.price for p in parts], "int64"),
+        energy_wh=_joined([p.energy for p in parts], "int64"),
     )
 
 

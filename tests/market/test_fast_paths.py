@@ -447,7 +447,19 @@ def test_clearing_chunked_columns_matches_the_reference(
 )
 def test_radix_price_sort_is_numpys_stable_sort(keys: list[int], span: int) -> None:
     key = np.asarray([k % span - span // 2 for k in keys], dtype=np.int64)
-    assert clearing._by_price(key).tolist() == np.argsort(key, kind="stable").tolist()
+    want = np.argsort(key, kind="stable").tolist()
+    assert clearing._by_price(key).tolist() == want
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(clearing, "_RADIX_MIN", 0)  # the radix passes even for a few keys
+        assert clearing._by_price(key).tolist() == want
+
+
+@settings(max_examples=50, deadline=None)
+@given(book=st.one_of(TIED, WIDE), rule=RULES)
+def test_radix_sorted_books_clear_like_the_reference(book: list[Order], rule: Rule) -> None:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(clearing, "_RADIX_MIN", 0)
+        check(book, rule)
 
 
 def _big_book(n: int) -> list[Order]:
