@@ -1,8 +1,11 @@
 """Clearing speed, counting all the work: validation, the auction, and the trade objects.
 
-Two kinds of book: *realistic* (households send 1–4 steps each, half sellers and half buyers, prices
-between feed-in 80 000 and retail 300 000 µ¤/kWh, 50–2 000 Wh per step), sized by steps; and
-*single-step* (one step per order), sized by orders. Every row names both the orders and the steps.
+Four kinds of book: *realistic* (households send 1–4 steps each, half sellers and half buyers,
+prices between feed-in 80 000 and retail 300 000 µ¤/kWh, 50–2 000 Wh per step), sized by steps;
+*single* (one step per order), sized by orders; *wide* (1–16 steps per order: fewer orders with many
+steps), and *round* (realistic, but every price a multiple of 1 000 µ¤/kWh: 221 price levels, so
+nearly every step ties with others and order ids decide), both sized by steps. Every row names both
+the orders and the steps.
 
 Per book it times, in CPU time of this process (``time.process_time``: robust to other jobs on a
 shared machine; garbage collection left on, as in a node):
@@ -23,7 +26,10 @@ steps' int64 price keys (one array, already built: the floor of any sort-based a
 = ``v+c`` ÷ Python's ``sorted`` of the (price, order id, step) tuples (the floor in pure Python).
 
     python benchmarks/clearing.py [--steps 1000,10000,100000,1000000] [--single 10000,100000]
+                                  [--wide 100000] [--round 100000]
                                   [--repeat 7] [--cold 3] [--rule pay-as-clear]
+
+An empty list (``--wide ""``) leaves that kind out.
 """
 
 from __future__ import annotations
