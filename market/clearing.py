@@ -334,12 +334,8 @@ def _rank_ties(book: _Book, where: npt.NDArray[np.intp], price: _IntArray) -> np
     first = np.flatnonzero(np.concatenate(([True], new_level)))  # where each run starts
     pairs = first[np.flatnonzero(mixed & (size == 2))]  # two steps, two orders
     if len(pairs):
-        later = map(ids.__getitem__, order[pairs + 1].tolist())
-        swap = np.fromiter(
-            map(gt, map(ids.__getitem__, order[pairs].tolist()), later),
-            dtype=bool,
-            count=len(pairs),
-        )
+        earlier, later = _gather(order[pairs])(ids), _gather(order[pairs + 1])(ids)
+        swap = np.frombuffer(bytes(map(gt, earlier, later)), dtype=bool)
         at = pairs[swap]
         out[at], out[at + 1] = where[at + 1], where[at]
     at = np.flatnonzero((mixed & (size > 2))[level])  # the steps of longer mixed runs
