@@ -411,9 +411,8 @@ def _surely_valid_part(part: Sequence[Order], slot: int, limits: OrderLimits) ->
     slots = [o.slot for o in part]
     if not _only(slots, int) or slots.count(slot) != n:
         return None
-    nonces = [o.nonce for o in part]
-    nonce = _int64(nonces) if _only(nonces, int) else None
-    if nonce is None or int(nonce.min()) < 0 or int(nonce.max()) >= _BULK_INT_LIMIT:
+    nonces = [o.nonce for o in part]  # exact ints (checked first): min and max compare exactly
+    if not _only(nonces, int) or min(nonces) < 0 or max(nonces) >= _BULK_INT_LIMIT:
         return None
     curves = [o.steps for o in part]
     if not _only(curves, tuple):
