@@ -1,8 +1,11 @@
 """Clearing speed, counting all the work: validation, the auction, and the trade objects.
 
-Two kinds of book: *realistic* (households send 1–4 steps each, half sellers and half buyers, prices
-between feed-in 80 000 and retail 300 000 µ¤/kWh, 50–2 000 Wh per step), sized by steps; and
-*single-step* (one step per order), sized by orders. Every row names both the orders and the steps.
+Four kinds of book: *realistic* (households send 1–4 steps each, half sellers and half buyers,
+prices between feed-in 80 000 and retail 300 000 µ¤/kWh, 50–2 000 Wh per step), sized by steps;
+*single* (one step per order), sized by orders; *wide* (1–16 steps per order: fewer orders with many
+steps), and *round* (realistic, but every price a multiple of 1 000 µ¤/kWh: 221 price levels, so
+nearly every step ties with others and order ids decide), both sized by steps. Every row names both
+the orders and the steps.
 
 Per book it times, in CPU time of this process (``time.process_time``: robust to other jobs on a
 shared machine; garbage collection left on, as in a node):
@@ -23,7 +26,10 @@ steps' int64 price keys (one array, already built: the floor of any sort-based a
 = ``v+c`` ÷ Python's ``sorted`` of the (price, order id, step) tuples (the floor in pure Python).
 
     python benchmarks/clearing.py [--steps 1000,10000,100000,1000000] [--single 10000,100000]
+                                  [--wide 100000] [--round 100000]
                                   [--repeat 7] [--cold 3] [--rule pay-as-clear]
+
+An empty list (``--wide ""``) leaves that kind out.
 """
 
 from __future__ import annotations
@@ -46,8 +52,11 @@ FEED_IN, RETAIL = 80_000, 300_000
 LIMITS = OrderLimits(price_cap_micro_per_kwh=RETAIL)
 
 
-def realistic_book(steps: int, *, seed: int = 1, max_steps: int = 4) -> list[Order]:
-    """About ``steps`` steps in orders of 1..``max_steps`` steps (``max_steps=1``: single-step)."""
+def realistic_book(
+    steps: int, *, seed: int = 1, max_steps: int = 4, price_grid: int = 1
+) -> list[Order]:
+    """About ``steps`` steps in orders of 1..``max_steps`` steps (``max_steps=1``: single-step),
+    prices rounded down to a multiple of ``price_grid`` (1: any integer; 1 000: many ties)."""
     rng = random.Random(seed)
     orders: list[Order] = []
     n = 0
@@ -56,6 +65,7 @@ def realistic_book(steps: int, *, seed: int = 1, max_steps: int = 4) -> list[Ord
         side = Side.SELL if rng.random() < 0.5 else Side.BUY
         base = rng.randint(FEED_IN, RETAIL)
         prices = [*sorted(rng.randint(FEED_IN, RETAIL) for _ in range(k - 1)), base]
+        prices = [p - p % price_grid for p in prices]
         orders.append(
             Order(
                 order_id=f"{side.value}-{len(orders):07d}",
@@ -105,11 +115,11 @@ def validate_and_clear(book: Sequence[Order], rule: Rule) -> Any:
     return clear(validate_book(1, book, limits=LIMITS), slot=1, rule=rule)
 
 
-def maker(size: int, max_steps: int) -> Callable[[int], list[Order]]:
+def maker(size: int, max_steps: int, price_grid: int = 1) -> Callable[[int], list[Order]]:
     """A book of about ``size`` steps for a seed."""
 
     def make(seed: int) -> list[Order]:
-        return realistic_book(size, seed=seed, max_steps=max_steps)
+        return realistic_book(size, seed=seed, max_steps=max_steps, price_grid=price_grid)
 
     return make
 
@@ -142,6 +152,10 @@ def main() -> None:
         "--steps", default="1000,10000,100000,1000000", help="realistic books, by steps"
     )
     ap.add_argument("--single", default="10000,100000", help="single-step books, by orders")
+    ap.add_argument("--wide", default="100000", help="books of 1-16-step orders, by steps")
+    ap.add_argument(
+        "--round", default="100000", help="realistic books priced on a 1 000 µ¤ grid, by steps"
+    )
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--cold", type=int, default=3, help="fresh books for the cold figure")
     ap.add_argument("--rule", choices=[r.value for r in Rule], default=Rule.PAY_AS_CLEAR.value)
@@ -162,6 +176,10 @@ def main() -> None:
         plans.append(("realistic", size, maker(size, 4)))
     for size in (int(s) for s in args.single.split(",") if s):
         plans.append(("single", size, maker(size, 1)))
+    for size in (int(s) for s in args.wide.split(",") if s):
+        plans.append(("wide", size, maker(size, 16)))
+    for size in (int(s) for s in args.round.split(",") if s):
+        plans.append(("round", size, maker(size, 4, 1_000)))
     for kind, size, make in plans:
         cold_s = cold(make, rule, args.cold if size <= 100_000 else 1)
         book = make(1)

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from itertools import chain
-from typing import TYPE_CHECKING, Final, overload
+from itertools import chain, repeat
+from operator import is_
+from typing import TYPE_CHECKING, Any, Final, overload
 
 import numpy as np  # lazy in a daemon (gridnode.lazyimports): it runs at the first book's columns
 
@@ -203,7 +204,7 @@ def validate_book(
 ) -> Sequence[Order]:
     """Validate every order of one slot's book: each order's rules, its slot, unique ids."""
     seen: set[str] = set()
-    book = list(orders)
+    book = tuple(orders)  # ValidBook keeps this tuple (no second copy)
     columns = _surely_valid(slot, book, limits)
     if columns is not None:
         return ValidBook(book, slot=slot, columns=columns)
@@ -246,37 +247,39 @@ class BookColumns:
 
 
 def book_columns(orders: Sequence[Order]) -> BookColumns:
-    """The columns of ``orders`` (no rule checked; numpy's ``OverflowError`` past int64)."""
-    curves = [o.steps for o in orders]
-    steps = list(chain.from_iterable(curves))
-    return _columns(
-        ids=[o.order_id for o in orders],
-        homes=[o.household for o in orders],
-        sides=[o.side for o in orders],
-        counts=np.fromiter(map(len, curves), dtype=np.intp, count=len(curves)),
-        prices=[s.price_micro_per_kwh for s in steps],
-        energies=[s.energy_wh for s in steps],
-    )
-
-
-def _columns(
-    *,
-    ids: list[str],
-    homes: list[str],
-    sides: list[Side],
-    counts: npt.NDArray[np.intp],
-    prices: list[int],
-    energies: list[int],
-) -> BookColumns:
-    buy = Side.BUY
+    """The columns of ``orders`` (no rule checked; numpy's ``OverflowError`` past int64), read
+    :data:`_CHUNK` orders at a time like the bulk check (each chunk stays in the CPU's cache)."""
+    ids: list[str] = []
+    homes: list[str] = []
+    is_buy: list[bytes] = []
+    counts: list[npt.NDArray[np.intp]] = []
+    prices: list[npt.NDArray[np.int64]] = []
+    energies: list[npt.NDArray[np.int64]] = []
+    for start in range(0, len(orders), _CHUNK):
+        part = orders[start : start + _CHUNK]
+        ids += [o.order_id for o in part]
+        homes += [o.household for o in part]
+        is_buy.append(bytes(map(is_, [o.side for o in part], repeat(Side.BUY))))
+        curves = [o.steps for o in part]
+        counts.append(_lengths(curves))
+        steps = list(chain.from_iterable(curves))
+        prices.append(np.asarray([s.price_micro_per_kwh for s in steps], dtype=np.int64))
+        energies.append(np.asarray([s.energy_wh for s in steps], dtype=np.int64))
     return BookColumns(
         order_ids=ids,
         households=homes,
-        is_buy=np.asarray([side is buy for side in sides], dtype=bool),
-        step_counts=counts,
-        price_micro_per_kwh=np.asarray(prices, dtype=np.int64),
-        energy_wh=np.asarray(energies, dtype=np.int64),
+        is_buy=np.frombuffer(b"".join(is_buy), dtype=bool),
+        step_counts=_joined(counts, "intp"),
+        price_micro_per_kwh=_joined(prices, "int64"),
+        energy_wh=_joined(energies, "int64"),
     )
+
+
+def _joined(arrays: Sequence[npt.NDArray[Any]], dtype: str) -> npt.NDArray[Any]:
+    """The chunks' arrays one after another (a single chunk as it is: most books are small)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
 
 
 class ValidBook(Sequence[Order]):
@@ -323,65 +326,167 @@ class ValidBook(Sequence[Order]):
 _BULK_INT_LIMIT: Final = 2**62
 
 
-def _surely_valid(slot: int, book: list[Order], limits: OrderLimits) -> BookColumns | None:
+#: orders the bulk check reads per chunk: small enough that a chunk's objects stay in the CPU's
+#: cache across the dozen passes over them (1.4-1.7x faster than passes over the whole book)
+_CHUNK: Final = 2048
+
+
+def _surely_valid(slot: int, book: Sequence[Order], limits: OrderLimits) -> BookColumns | None:
     """``book``'s columns if every order certainly passes :func:`validate_book` for ``slot``.
 
-    The fast path of :func:`validate_book`: the same rules checked column by column (one list per
-    field, then ``set(map(type, ...))``, ``min``, ``max``), ≈ 5x faster than order by order. It is a
-    *sufficient* check: columns only for books every per-order rule accepts. Anything it cannot
-    confirm — a rule broken, an unusual type (a ``str`` or ``int`` subclass, steps in a list), a
-    slot or nonce above :data:`_BULK_INT_LIMIT` — answers ``None``, and the per-order rules run and
-    raise the refusal with its reason. ``tests/market/test_fast_paths.py`` holds the two together.
+    The fast path of :func:`validate_book`: the same rules checked column by column, ≈ 5x faster
+    than order by order. Each field is read into a list once and every check on it is one C-level
+    pass over that list (:func:`_only` for the exact type, ``set`` for unique ids, lengths as
+    :func:`_bytes` checked by :func:`_within`, ``all``, ``list.count``, ``min``/``max``, numpy for
+    energies and prices). The book's objects are scattered in memory, so a pass costs what reading
+    them from memory costs; the book is therefore read in chunks of :data:`_CHUNK` orders, all
+    passes over one chunk before the next.
+
+    It is a *sufficient* check: columns only for books every per-order rule accepts. Anything it
+    cannot confirm — a rule broken, an unusual type (a ``str`` or ``int`` subclass, steps in a
+    list), a slot or nonce above :data:`_BULK_INT_LIMIT` — answers ``None``, and the per-order
+    rules run and raise the refusal with its reason. ``tests/market/test_fast_paths.py`` holds the
+    two together.
     """
     if not book:
         return book_columns(())
-    n = len(book)
-    if set(map(type, book)) != {Order} or type(slot) is not int:
+    if type(slot) is not int or not 0 <= slot < _BULK_INT_LIMIT:
         return None
-    if not 0 <= slot < _BULK_INT_LIMIT:
+    ids: list[str] = []
+    homes: list[str] = []
+    unique: set[str] = set()
+    parts: list[_Part] = []
+    for start in range(0, len(book), _CHUNK):
+        part = _surely_valid_part(book[start : start + _CHUNK], slot, limits)
+        if part is None:
+            return None
+        unique.update(part.ids)
+        ids += part.ids
+        if len(unique) != len(ids):  # a repeated id
+            return None
+        homes += part.homes
+        parts.append(part)
+    if "" in unique:
         return None
-    ids = [o.order_id for o in book]
-    unique = set(ids)
-    if set(map(type, ids)) != {str} or len(unique) != n or "" in unique:
+    counts = np.frombuffer(b"".join(p.counts for p in parts), dtype=np.uint8)
+    return BookColumns(
+        order_ids=ids,
+        households=homes,
+        is_buy=np.frombuffer(b"".join(p.is_buy for p in parts), dtype=bool),
+        step_counts=counts.astype(np.intp),
+        price_micro_per_kwh=_joined([p.price for p in parts], "int64"),
+        energy_wh=_joined([p.energy for p in parts], "int64"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """The columns of one chunk of a book that passed the bulk check."""
+
+    ids: list[str]
+    homes: list[str]
+    is_buy: bytes
+    counts: bytes
+    price: npt.NDArray[np.int64]
+    energy: npt.NDArray[np.int64]
+
+
+def _surely_valid_part(part: Sequence[Order], slot: int, limits: OrderLimits) -> _Part | None:
+    """One chunk's columns if each of its orders certainly passes the per-order rules and is for
+    ``slot`` (:func:`_surely_valid` checks the ids across chunks)."""
+    n = len(part)
+    if not _only(part, Order):
         return None
-    if max(map(len, ids)) > limits.max_id_chars:
+    ids = [o.order_id for o in part]
+    if not _only(ids, str):
         return None
-    homes = [o.household for o in book]
-    if set(map(type, homes)) != {str} or "" in homes:
+    lengths = _bytes(map(len, ids))
+    if lengths is None or not _within(lengths, 0, limits.max_id_chars):
         return None
-    sides = [o.side for o in book]
-    if set(map(type, sides)) != {Side}:
+    homes = [o.household for o in part]
+    if not _only(homes, str) or not all(homes):  # all exact str: all() is "none empty"
         return None
-    slots = [o.slot for o in book]
-    if set(map(type, slots)) != {int} or slots.count(slot) != n:
+    sides = [o.side for o in part]
+    if not _only(sides, Side):  # an Enum with members has no subclasses: BUY or SELL
         return None
-    nonces = [o.nonce for o in book]
-    if set(map(type, nonces)) != {int} or min(nonces) < 0 or max(nonces) >= _BULK_INT_LIMIT:
+    slots = [o.slot for o in part]
+    if not _only(slots, int) or slots.count(slot) != n:
         return None
-    curves = [o.steps for o in book]
-    if set(map(type, curves)) != {tuple}:
+    nonces = [o.nonce for o in part]  # exact ints (checked first): min and max compare exactly
+    if not _only(nonces, int) or min(nonces) < 0 or max(nonces) >= _BULK_INT_LIMIT:
         return None
-    counts = np.fromiter(map(len, curves), dtype=np.intp, count=n)
-    if int(counts.min()) < 1 or int(counts.max()) > limits.max_steps:
+    curves = [o.steps for o in part]
+    if not _only(curves, tuple):
         return None
-    steps = list(chain.from_iterable(curves))
-    if set(map(type, steps)) != {Step}:
+    counts = _bytes(map(len, curves))
+    if counts is None or not _within(counts, 1, limits.max_steps):
+        return None
+    if counts.count(1) == n:  # single-step orders: unpacking each is faster than chain
+        steps = [step for (step,) in curves]
+    else:
+        steps = list(chain.from_iterable(curves))
+    if not _only(steps, Step):
         return None
     energies = [s.energy_wh for s in steps]
     prices = [s.price_micro_per_kwh for s in steps]
-    if set(map(type, energies)) != {int} or set(map(type, prices)) != {int}:
+    if not _only(energies, int) or not _only(prices, int):
         return None
-    try:
-        columns = _columns(
-            ids=ids, homes=homes, sides=sides, counts=counts, prices=prices, energies=energies
-        )
-    except OverflowError:  # beyond int64: far beyond every bound; the per-order rules say which
+    energy, price = _int64(energies), _int64(prices)
+    if energy is None or price is None:  # beyond int64: far beyond every bound
         return None
-    energy, price = columns.energy_wh, columns.price_micro_per_kwh
     if int(energy.min()) <= 0 or int(energy.max()) > min(limits.max_energy_wh, MAX_ENERGY_WH):
         return None
     if int(price.min()) < 0:
         return None
     if int(price.max()) > min(limits.price_cap_micro_per_kwh, MAX_PRICE_MICRO_PER_KWH):
         return None
-    return columns
+    return _Part(
+        ids=ids,
+        homes=homes,
+        is_buy=bytes(map(is_, sides, repeat(Side.BUY))),
+        counts=counts,
+        price=price,
+        energy=energy,
+    )
+
+
+def _only(values: Sequence[object], kind: type) -> bool:
+    """Whether every item of ``values`` is of exactly the type ``kind`` (no subclass).
+
+    One C pass building the list of types and one counting ``kind`` in it (``list.count``: the
+    identity test first), ≈ 1.4x faster than ``set(map(type, values)) == {kind}``. Like that
+    set, it trusts ``==`` between type objects, which only a metaclass that overrides ``__eq__``
+    can bend.
+    """
+    return list(map(type, values)).count(kind) == len(values)
+
+
+def _int64(values: list[int]) -> npt.NDArray[np.int64] | None:
+    """``values`` (exact ints) as an int64 array, or ``None`` if one is beyond int64."""
+    try:
+        return np.fromiter(values, dtype=np.int64, count=len(values))
+    except OverflowError:
+        return None
+
+
+def _bytes(values: Iterable[int]) -> bytes | None:
+    """``values`` as bytes (built in C), or ``None`` if one is outside 0..255."""
+    try:
+        return bytes(values)
+    except ValueError:
+        return None
+
+
+def _within(small: bytes, low: int, high: int) -> bool:
+    """Whether every byte of ``small`` is in ``low..high`` (one C pass: delete those, see what
+    is left)."""
+    return not small.translate(None, bytes(range(max(low, 0), min(high, 255) + 1)))
+
+
+def _lengths(curves: list[tuple[Step, ...]]) -> npt.NDArray[np.intp]:
+    """The lengths of ``curves`` as an intp array."""
+    try:  # one byte per curve, built in C; a curve of 256 steps or more does not fit a byte
+        small = np.frombuffer(bytes(map(len, curves)), dtype=np.uint8)
+    except ValueError:
+        return np.fromiter(map(len, curves), dtype=np.intp, count=len(curves))
+    return small.astype(np.intp)

@@ -1,10 +1,11 @@
 """The fast paths of clearing and book validation against plain reference implementations.
 
-``clear`` works on numpy columns (a packed sort key, ids sorted only where prices tie, columns
-shared with :func:`validate_book`); here a step-by-step Python clearing written from the module's
-documented rules must give the identical result, trade for trade. ``validate_book`` first tries a
-column-by-column check; the per-order rules must answer every book the same way (same reason,
-same field), and the bulk check must accept only books those rules accept.
+``clear`` works on numpy columns (a radix sort of prices, ids sorted only where prices tie,
+columns shared with :func:`validate_book`); here a step-by-step Python clearing written from the
+module's documented rules must give the identical result, trade for trade. ``validate_book`` first
+tries a column-by-column check, chunk by chunk; the per-order rules must answer every book the same
+way (same reason, same field), the bulk check must accept only books those rules accept, and the
+columns it builds (whatever the chunk size) must equal the plain reader's.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from market import clearing
+from market import clearing, orders
 from market.clearing import ClearingResult, Rule, Trade, clear
 from market.errors import InvalidInput
 from market.orders import (
+    BookColumns,
     Order,
     OrderLimits,
     Side,
     Step,
     ValidBook,
+    book_columns,
     validate_book,
     validate_order,
 )
@@ -379,3 +382,139 @@ def test_plain_valid_books_take_the_bulk_path(book: list[Order]) -> None:
     checked = validate_book(7, book, limits=LIMITS)
     assert isinstance(checked, ValidBook) and checked.columns is not None
     assert checked == book and list(checked) == book and len(checked) == len(book)
+
+
+# ---------------------------------------------------------------- chunks, radix sort, fallbacks
+
+CHUNKS = st.sampled_from([1, 2, 3, 2048])
+
+
+def same_columns(book: Sequence[Order], columns: object) -> None:
+    """The bulk check's columns are exactly what the plain column reader makes of the book."""
+    want = book_columns(book)
+    assert isinstance(columns, BookColumns)
+    assert columns.order_ids == want.order_ids and columns.households == want.households
+    for name in ("is_buy", "step_counts", "price_micro_per_kwh", "energy_wh"):
+        got, exp = getattr(columns, name), getattr(want, name)
+        assert got.dtype == exp.dtype and got.tolist() == exp.tolist(), name
+
+
+@settings(max_examples=100, deadline=None)
+@given(book=st.lists(st.one_of(GOOD_ORDER, ORDER), max_size=8), chunk=CHUNKS)
+def test_chunked_bulk_check_judges_like_the_per_order_rules(book: list[Order], chunk: int) -> None:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(orders, "_CHUNK", chunk)
+        same_refusal(book)
+
+
+@settings(max_examples=100, deadline=None)
+@given(book=st.lists(GOOD_ORDER, max_size=12), chunk=CHUNKS)
+def test_chunked_bulk_columns_equal_the_plain_columns(book: list[Order], chunk: int) -> None:
+    # ids drawn freely: books with an id repeated within or across chunks must be refused
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(orders, "_CHUNK", chunk)
+        same_refusal(book)
+        if len({o.order_id for o in book}) == len(book):
+            checked = validate_book(7, book, limits=LIMITS)
+            assert isinstance(checked, ValidBook)
+            same_columns(book, checked.columns)
+
+
+@settings(max_examples=50, deadline=None)
+@given(book=TIED, rule=RULES, chunk=CHUNKS)
+def test_clearing_chunked_columns_matches_the_reference(
+    book: list[Order], rule: Rule, chunk: int
+) -> None:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(orders, "_CHUNK", chunk)
+        checked = validate_book(7, book)
+    assert isinstance(checked, ValidBook) and checked.columns is not None
+    same(clear(checked, slot=7, rule=rule), reference_clear(book, rule=rule))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(
+        st.one_of(
+            st.integers(-(2**15), 2**15),
+            st.integers(-(2**31), 2**31),
+            st.integers(-(2**62), 2**62),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    span=st.sampled_from([2**8, 2**16, 2**32, 2**63]),
+)
+def test_radix_price_sort_is_numpys_stable_sort(keys: list[int], span: int) -> None:
+    key = np.asarray([k % span - span // 2 for k in keys], dtype=np.int64)
+    want = np.argsort(key, kind="stable").tolist()
+    assert clearing._by_price(key).tolist() == want
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(clearing, "_RADIX_MIN", 0)  # the radix passes even for a few keys
+        assert clearing._by_price(key).tolist() == want
+
+
+@settings(max_examples=50, deadline=None)
+@given(book=st.one_of(TIED, WIDE), rule=RULES)
+def test_radix_sorted_books_clear_like_the_reference(book: list[Order], rule: Rule) -> None:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(clearing, "_RADIX_MIN", 0)
+        check(book, rule)
+
+
+def _big_book(n: int) -> list[Order]:
+    rng = random.Random(n)
+    return [
+        Order(
+            f"i{k:05d}",
+            f"h{k % 97}",
+            rng.choice(list(Side)),
+            7,
+            tuple(Step(rng.randint(0, 300_000), rng.randint(1, 5_000)) for _ in range(1 + k % 4)),
+            nonce=k,
+        )
+        for k in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        "none",
+        "duplicate_across_chunks",
+        "bad_price_last_chunk",
+        "wrong_slot_last_chunk",
+        "empty_household_middle",
+    ],
+)
+def test_a_book_of_many_chunks_is_judged_like_the_per_order_rules(spoil: str) -> None:
+    book = _big_book(5_000)  # more than two chunks of 2048
+    if spoil == "duplicate_across_chunks":
+        book[4_500] = dataclasses.replace(book[4_500], order_id=book[10].order_id)
+    elif spoil == "bad_price_last_chunk":
+        book[-1] = dataclasses.replace(book[-1], steps=(Step(300_001, 1),))
+    elif spoil == "wrong_slot_last_chunk":
+        book[-2] = dataclasses.replace(book[-2], slot=8)
+    elif spoil == "empty_household_middle":
+        book[2_500] = dataclasses.replace(book[2_500], household="")
+    same_refusal(book)
+    if spoil == "none":
+        checked = validate_book(7, book, limits=LIMITS)
+        assert isinstance(checked, ValidBook)
+        same_columns(book, checked.columns)
+
+
+def test_ids_and_curves_too_long_for_a_byte_go_to_the_per_order_rules() -> None:
+    # lengths of 256 or more do not fit the bulk check's bytes: the per-order rules decide
+    limits = OrderLimits(max_id_chars=300, max_steps=300)
+    long_id = Order("x" * 256, "h", Side.BUY, 7, (Step(10, 1),))
+    long_curve = Order("y", "h", Side.SELL, 7, (Step(5, 1),) * 256)
+    for book in ([long_id], [long_curve], [long_id, long_curve]):
+        assert orders._surely_valid(7, book, limits) is None
+        checked = validate_book(7, book, limits=limits)
+        assert isinstance(checked, ValidBook) and checked.columns is None
+        for rule in Rule:
+            check(book, rule)
+    with pytest.raises(InvalidInput) as info:
+        validate_book(7, [long_id])  # the default limits: at most 128 chars
+    assert info.value.reason == "id_too_long"
