@@ -143,12 +143,13 @@ LIBP2P_PARTS = (
 #: :mod:`gridnode.lazyimports` installed (as ``gridnode run`` does); each step's cost is what it
 #: adds on top of the steps before it. The fourth group is what py-libp2p still runs for
 #: features gridnode does not use — DNS multiaddrs (dnspython: a resolver is built at import),
-#: mDNS when off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve), QUIC (aioquic),
+#: mDNS when off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve),
 #: metrics (prometheus_client), the resource manager's system probe (psutil), netaddr — because
 #: modules the daemon does use import names from them at their top (``docs/benchmarks.md``);
 #: imported first so the rest of py-libp2p's cost is separated from them. (AutoTLS's HTTP client,
-#: requests, is lazy since stop 25: importing it runs nothing.) numpy is lazy in the daemon: the
-#: last layer is what it adds when a validator first clears (after it is ready).
+#: requests, is lazy since stop 25: importing it runs nothing; QUIC's aioquic is not offered since
+#: stop 27: ``gridnode.lazyimports.ABSENT_MODULES``.) numpy is lazy in the daemon: the last layer
+#: is what it adds when a validator first clears (after it is ready).
 LAYERS: tuple[tuple[str, str], ...] = (
     ("python and asyncio", "asyncio"),
     ("trio", "trio"),
@@ -156,7 +157,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     (
         "libp2p's unused dependencies",
         "dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
-        "aioquic.quic.connection, prometheus_client, psutil, netaddr",
+        "prometheus_client, psutil, netaddr",
     ),
     ("the rest of py-libp2p (the daemon's parts)", ", ".join(LIBP2P_PARTS)),
     ("aiohttp.web (the API; aiohttp's __init__ and client deferred)", "aiohttp.web"),
