@@ -37,7 +37,8 @@ replay meter, the way the daemon engine configures them; clock at 60×) and prin
   its submission fails) and stopped then, alternating between
   this tree and ``TREE`` (another source tree, e.g. main via ``git archive``) ``--pairs`` times
   in the same minutes: on a machine whose load changes by the minute, a comparison that one run
-  after the other is not; then, twice per tree, what a file meter's calls cost per slot on the
+  after the other is not; with the median of the per-pair CPU differences (each pair's two
+  starts follow each other, so a load that changes by the minute moves both); then, twice per tree, what a file meter's calls cost per slot on the
   year-long meter file (the first step reads it whole; then one row appended per slot and the
   step's three calls);
 * with ``--many N``: ``N`` daemons (4 validators, ``N - 4`` full nodes without a meter) started at
@@ -377,6 +378,12 @@ def start_pairs(root: Path, other: Path, pairs: int) -> None:
                     f"forecast and signed) {q_wall:.2f} s wall, {q_cpu:.2f} s CPU "
                     f"(min {min(r[4] for r in rows):.2f})"
                 )
+        this, that = got.values()  # per pair, this tree's start then the other's, in a row
+        diffs = [a[1] - b[1] for a, b in zip(this, that, strict=True)]
+        print(
+            f"  {'':<22} paired: this tree - {other}: median {statistics.median(diffs):+.3f} s CPU "
+            f"to ready, {sum(d < 0 for d in diffs)} of {pairs} pairs lower"
+        )
         print(f"  (alternating, load {load:.1f} -> {os.getloadavg()[0]:.1f})")
     load = os.getloadavg()[0]
     for _ in range(2):
