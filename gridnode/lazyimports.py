@@ -61,9 +61,9 @@ Rules of this module:
     ``libp2p.custom_types``) catches the :class:`ImportError` and does without aioquic's two
     error classes, which only its QUIC connections raise; dnspython (multiaddr's DNS resolver)
     asks the metadata whether DNS-over-QUIC's requirement is installed and, told no, defines
-    its QUIC names without it (``dns.quic.have_quic`` is ``False``). What it kept out: aioquic's
-    ≈ 30 modules and 36 dataclasses, pyOpenSSL (only its TLS module imports it) — ≈ 2 MB and
-    ≈ 0.03 s of every start.
+    its QUIC names without it (``dns.quic.have_quic`` is ``False``). What it keeps out: 32
+    modules (aioquic's, with 36 dataclasses, and pyOpenSSL, which only aioquic's TLS imports) —
+    ≈ 2 MB and ≈ 0.02–0.04 s of CPU at every start (``docs/benchmarks.md``, "Stop 27").
 * **What is not made lazy, and why**: a module py-libp2p imports *names* from at its top
   (``from zeroconf import Zeroconf``) runs at that moment: Python's import statement reads the
   name at once, and a stand-in object would not be the real class (type checks, ``except``
