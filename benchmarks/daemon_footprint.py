@@ -37,7 +37,8 @@ replay meter, the way the daemon engine configures them; clock at 60×) and prin
   its submission fails) and stopped then, alternating between
   this tree and ``TREE`` (another source tree, e.g. main via ``git archive``) ``--pairs`` times
   in the same minutes: on a machine whose load changes by the minute, a comparison that one run
-  after the other is not; then, twice per tree, what a file meter's calls cost per slot on the
+  after the other is not; with the median of the per-pair CPU differences (each pair's two
+  starts follow each other, so a load that changes by the minute moves both); then, twice per tree, what a file meter's calls cost per slot on the
   year-long meter file (the first step reads it whole; then one row appended per slot and the
   step's three calls);
 * with ``--many N``: ``N`` daemons (4 validators, ``N - 4`` full nodes without a meter) started at
@@ -143,12 +144,13 @@ LIBP2P_PARTS = (
 #: :mod:`gridnode.lazyimports` installed (as ``gridnode run`` does); each step's cost is what it
 #: adds on top of the steps before it. The fourth group is what py-libp2p still runs for
 #: features gridnode does not use — DNS multiaddrs (dnspython: a resolver is built at import),
-#: mDNS when off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve), QUIC (aioquic),
+#: mDNS when off (zeroconf), RSA and secp256k1 keys (pycryptodome, coincurve),
 #: metrics (prometheus_client), the resource manager's system probe (psutil), netaddr — because
 #: modules the daemon does use import names from them at their top (``docs/benchmarks.md``);
 #: imported first so the rest of py-libp2p's cost is separated from them. (AutoTLS's HTTP client,
-#: requests, is lazy since stop 25: importing it runs nothing.) numpy is lazy in the daemon: the
-#: last layer is what it adds when a validator first clears (after it is ready).
+#: requests, is lazy since stop 25: importing it runs nothing; QUIC's aioquic is not offered since
+#: stop 27: ``gridnode.lazyimports.ABSENT_MODULES``.) numpy is lazy in the daemon: the last layer
+#: is what it adds when a validator first clears (after it is ready).
 LAYERS: tuple[tuple[str, str], ...] = (
     ("python and asyncio", "asyncio"),
     ("trio", "trio"),
@@ -156,7 +158,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     (
         "libp2p's unused dependencies",
         "dns.asyncresolver, zeroconf, Crypto.PublicKey.RSA, coincurve, "
-        "aioquic.quic.connection, prometheus_client, psutil, netaddr",
+        "prometheus_client, psutil, netaddr",
     ),
     ("the rest of py-libp2p (the daemon's parts)", ", ".join(LIBP2P_PARTS)),
     ("aiohttp.web (the API; aiohttp's __init__ and client deferred)", "aiohttp.web"),
@@ -376,6 +378,12 @@ def start_pairs(root: Path, other: Path, pairs: int) -> None:
                     f"forecast and signed) {q_wall:.2f} s wall, {q_cpu:.2f} s CPU "
                     f"(min {min(r[4] for r in rows):.2f})"
                 )
+        this, that = got.values()  # per pair, this tree's start then the other's, in a row
+        diffs = [a[1] - b[1] for a, b in zip(this, that, strict=True)]
+        print(
+            f"  {'':<22} paired: this tree - {other}: median {statistics.median(diffs):+.3f} s CPU "
+            f"to ready, {sum(d < 0 for d in diffs)} of {pairs} pairs lower"
+        )
         print(f"  (alternating, load {load:.1f} -> {os.getloadavg()[0]:.1f})")
     load = os.getloadavg()[0]
     for _ in range(2):

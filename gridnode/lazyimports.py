@@ -41,20 +41,35 @@ Rules of this module:
   module runs when it is created); a lazy module whose code replaces it in :data:`sys.modules`
   (pyOpenSSL's ``crypto`` does) raises :class:`ImportError` at its first use: whoever imported
   it holds the old object.
-* **An optional backend not offered** (:data:`ABSENT_MODULES`: ``cffi``, the Python package —
-  not ``_cffi_backend``, which PyNaCl's and coincurve's compiled bindings load). Importing it
-  raises :class:`ModuleNotFoundError`, as if it were not installed, naming this module. Its
-  only user in the daemon is pycryptodome (py-libp2p's RSA keys and SECIO ciphers: imported by
-  the key decoder, never used by a community of Ed25519 keys), which then takes its documented
-  ``ctypes`` backend (the one it uses under ``python -OO`` or without cffi) instead of cffi's
-  in-line mode, which imports pycparser and parses C declarations at every start. The same C
-  library is called either way. Anything else that needs cffi fails loudly at its import.
+* **Optional libraries not offered** (:data:`ABSENT_MODULES`). Importing one raises
+  :class:`ModuleNotFoundError`, as if it were not installed, naming this module, and its
+  distribution is not installed for :mod:`importlib.metadata` either, when asked for by name
+  (:class:`importlib.metadata.PackageNotFoundError`: ``version("aioquic")``), so a library that
+  checks an optional dependency's metadata before importing it believes the same; a scan of
+  every distribution still lists it. Anything else that needs one fails loudly at its import.
+  They are:
+
+  - ``cffi``, the Python package — not ``_cffi_backend``, which PyNaCl's and coincurve's
+    compiled bindings load. Its only user in the daemon is pycryptodome (py-libp2p's RSA keys
+    and SECIO ciphers: imported by the key decoder, never used by a community of Ed25519 keys),
+    which then takes its documented ``ctypes`` backend (the one it uses under ``python -OO`` or
+    without cffi) instead of cffi's in-line mode, which imports pycparser and parses C
+    declarations at every start. The same C library is called either way.
+  - ``aioquic`` (QUIC; the daemon listens and dials on TCP only and refuses any other listen
+    address). Two modules of the daemon's import it for QUIC alone, and each takes the path it
+    has for its absence: py-libp2p's QUIC stream (imported for a type alias by
+    ``libp2p.custom_types``) catches the :class:`ImportError` and does without aioquic's two
+    error classes, which only its QUIC connections raise; dnspython (multiaddr's DNS resolver)
+    asks the metadata whether DNS-over-QUIC's requirement is installed and, told no, defines
+    its QUIC names without it (``dns.quic.have_quic`` is ``False``). What it keeps out: 32
+    modules (aioquic's, with 36 dataclasses, and pyOpenSSL, which only aioquic's TLS imports) —
+    ≈ 2 MB and ≈ 0.02–0.04 s of CPU at every start (``docs/benchmarks.md``, "Stop 27").
 * **What is not made lazy, and why**: a module py-libp2p imports *names* from at its top
   (``from zeroconf import Zeroconf``) runs at that moment: Python's import statement reads the
   name at once, and a stand-in object would not be the real class (type checks, ``except``
   clauses, subclasses). The modules that do so are py-libp2p's core, which every host needs, not
-  its optional transports: ``libp2p.custom_types`` imports ``QUICStream`` (whose module imports
-  aioquic, with cryptography's X.509), ``libp2p.peer.id`` imports the key decoder (RSA keys:
+  its optional transports: ``BasicHost``'s module imports cryptography's X.509 (for AutoTLS),
+  ``libp2p.peer.id`` imports the key decoder (RSA keys:
   pycryptodome; secp256k1: coincurve, read in an annotation), ``BasicHost``'s module imports mDNS
   (zeroconf) and the bootstrap module, which builds multiaddr's DNS resolver (dnspython) at
   import, the resource manager imports its Prometheus exporter and takes a ``psutil.Process``
@@ -85,7 +100,7 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 __all__ = [
@@ -117,7 +132,7 @@ LAZY_MODULES: Final = frozenset(
         "certifi.core",
         # mDNS
         "ifaddr",
-        # RSA keys, SECIO, ECDSA keys (its C curve arithmetic runs on import: not lazy), HTTP/3
+        # RSA keys, SECIO, ECDSA keys (its C curve arithmetic runs on import: not lazy)
         "Crypto.Cipher.AES",
         "Crypto.Cipher.Salsa20",
         "Crypto.Hash.SHA256",
@@ -125,7 +140,6 @@ LAZY_MODULES: Final = frozenset(
         "Crypto.Signature.pkcs1_15",
         "Crypto.Util.Counter",
         "fastecdsa.keys",
-        "aioquic.h3.connection",
         # DNS multiaddrs: record types and helpers dnspython and multiaddr's resolver import (the
         # resolver object itself is built at import, by py-libp2p's bootstrap module)
         "dns._ddr",
@@ -206,8 +220,9 @@ LAZY_MODULES: Final = frozenset(
     }
 )
 
-#: optional libraries the daemon is not offered (reported not installed; see the module rules)
-ABSENT_MODULES: Final = frozenset({"cffi"})
+#: optional libraries the daemon is not offered (reported not installed, as modules and as
+#: distributions; see the module rules): each name is both
+ABSENT_MODULES: Final = frozenset({"cffi", "aioquic"})
 
 _lock = threading.RLock()
 #: deferred packages whose ``__init__`` has not run yet: name -> the real loader
@@ -383,6 +398,22 @@ class _Finder(importlib.abc.MetaPathFinder):
         elif spec.submodule_search_locations is not None:  # a package: defer its __init__
             spec.loader = _DeferredInit(spec.loader)
         return spec
+
+    def find_distributions(self, context: Any = None) -> Iterator[Any]:
+        """What :mod:`importlib.metadata` asks every finder (first ours): an absent module's
+        distribution asked for by name is not installed (``PackageNotFoundError`` ends the
+        search, as when no finder has it); nothing of its own otherwise."""
+        name = getattr(context, "name", None)
+        if name is not None and _normal_name(name) in ABSENT_MODULES:
+            from importlib.metadata import PackageNotFoundError  # noqa: PLC0415 - only then
+
+            raise PackageNotFoundError(name)
+        return iter(())
+
+
+def _normal_name(name: str) -> str:
+    """A distribution's name as the metadata compares it (PEP 503, then ``-`` as ``_``)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def installed() -> bool:

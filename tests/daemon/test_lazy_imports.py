@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: ``__init__`` with the QUIC, TLS and SECIO transports and the key store it imports; Kademlia,
 #: the WebSocket transport, Bitswap, circuit relay, IPNS records (run by sub-packages' ``__init__``
 #: files); AutoTLS's HTTP client, ECDSA keys and TLS certificate checks (lazy leaf modules); cffi
-#: and its C parser (an optional backend of pycryptodome's, not offered)
+#: and its C parser (an optional backend of pycryptodome's, not offered); aioquic and pyOpenSSL
+#: (QUIC, not offered)
 NEVER_RUN = (
     "libp2p",  # its __init__: the daemon assembles its host from the parts (build_host)
     "libp2p.transport.quic.transport",
@@ -47,6 +48,9 @@ NEVER_RUN = (
     "service_identity",
     "cffi",  # kept out (ABSENT_MODULES): pycryptodome uses its ctypes backend, no C parser
     "pycparser",
+    "aioquic",  # kept out (ABSENT_MODULES): py-libp2p's QUIC stream and dnspython do without it
+    "aioquic.tls",
+    "OpenSSL",  # imported by aioquic's TLS alone
     "requests",  # AutoTLS's ACME and broker clients (imported twice: lazy all the same)
     "urllib3",
     "aiohttp",  # its __init__, which imports the HTTP client: the API needs only aiohttp.web
@@ -260,7 +264,7 @@ def test_cffi_is_not_offered_and_pycryptodome_works_through_ctypes() -> None:
         "import sys\n"
         "from gridnode.lazyimports import ABSENT_MODULES, install\n"
         "if sys.argv[1] == 'daemon':\n"
-        "    assert install() and ABSENT_MODULES == {'cffi'}\n"
+        "    assert install() and ABSENT_MODULES == {'cffi', 'aioquic'}\n"
         "from libp2p.crypto.rsa import create_new_key_pair\n"
         "from libp2p.crypto.serialization import deserialize_public_key\n"
         "import Crypto.Util._raw_api as raw, nacl.signing\n"
@@ -285,6 +289,62 @@ def test_cffi_is_not_offered_and_pycryptodome_works_through_ctypes() -> None:
         "ctypes False No module named 'cffi': gridnode.lazyimports keeps it out of the daemon "
         "(ABSENT_MODULES)"
     )
+
+
+def test_aioquic_is_not_offered_and_what_imports_it_does_without() -> None:
+    # without the finder py-libp2p's QUIC stream (imported by libp2p.custom_types) and dnspython
+    # (multiaddr's DNS resolver, built by py-libp2p's bootstrap module) import aioquic; with it,
+    # aioquic is not installed — as a module and as a distribution asked for by name — and
+    # both take their paths for its absence: the QUIC stream without aioquic's error classes,
+    # dnspython without DNS-over-QUIC; multiaddr's DNS resolver is still built, BasicHost's module
+    # imports, and other distributions' metadata is read as before
+    probe = (
+        "import sys\n"
+        "from gridnode.lazyimports import install\n"
+        "if sys.argv[1] == 'daemon':\n"
+        "    assert install()\n"
+        "import importlib.metadata as md\n"
+        "import libp2p.custom_types, libp2p.transport.quic.stream as qs\n"
+        "import dns.quic, dns.resolver\n"
+        "from libp2p.host.basic_host import BasicHost\n"
+        "from multiaddr.resolvers import DNSResolver\n"
+        "DNSResolver()\n"
+        "try:\n"
+        "    found = md.version('aioquic')\n"
+        "except md.PackageNotFoundError:\n"
+        "    found = 'none'\n"
+        "try:\n"
+        "    import aioquic\n"
+        "    imported = 'importable'\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    imported = str(exc).split(':')[0]\n"
+        "print(found != 'none', dns.quic.have_quic, qs.QuicConnectionError is not None,\n"
+        "      'aioquic' in sys.modules, 'OpenSSL' in sys.modules, md.version('dnspython') > '2',\n"
+        "      imported)\n"
+    )
+    plain = _probe_out(probe, "plain").strip()
+    assert plain == "True True True True True True importable"
+    daemon = _probe_out(probe, "daemon").strip()
+    assert daemon == "False False False False False True No module named 'aioquic'"
+
+
+@pytest.mark.parametrize("name", ["aioquic", "AioQuic", "cffi"])
+def test_an_absent_module_is_absent_from_the_metadata_by_name_only(name: str) -> None:
+    probe = (
+        "import sys, importlib.metadata as md\n"
+        "from gridnode.lazyimports import install\n"
+        "assert install()\n"
+        "try:\n"
+        "    md.version(sys.argv[1])\n"
+        "    print('found')\n"
+        "except md.PackageNotFoundError as exc:\n"
+        "    print('not found:', exc)\n"
+        "print(sys.argv[1].lower() in {d.metadata['Name'].lower() for d in md.distributions()})\n"
+    )
+    assert _probe_out(probe, name).splitlines() == [
+        f"not found: No package metadata was found for {name}",
+        "True",  # a scan of every distribution still lists it (documented)
+    ]
 
 
 def _start(d: Path, **env: str) -> subprocess.Popen[bytes]:
