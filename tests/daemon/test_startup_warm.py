@@ -131,23 +131,29 @@ def _probe(code: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_the_start_up_checks_of_a_replay_household_run_no_numpy(tmp_path: Path) -> None:
-    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60, launcher=False)
-    lc.create()
-    household = lc.households[1]
-    update_config(household.dir, {"meter.source": "replay", "bidding.enabled": True})
-    ran = json.loads(
+def _preflight_modules(home: Path, meter: str) -> list[str]:
+    """The modules a daemon's start-up checks (``preflight``) ran for ``home``, whose meter is
+    checked to be a ``meter`` (its class name), in a fresh interpreter with the lazy imports."""
+    return json.loads(  # type: ignore[no-any-return]
         _probe(
             "import json\n"
             "from gridnode.lazyimports import install, loaded_modules\n"
             "install()\n"
             "from pathlib import Path\n"
             "from gridnode.startup import preflight\n"
-            f"plan = preflight(Path({str(household.dir)!r}))\n"
-            "assert type(plan.meter).__name__ == 'ShippedReplay', plan.meter\n"
+            f"plan = preflight(Path({str(home)!r}))\n"
+            f"assert type(plan.meter).__name__ == {meter!r}, plan.meter\n"
             "print(json.dumps(loaded_modules()))\n"
         )
     )
+
+
+def test_the_start_up_checks_of_a_replay_household_run_no_numpy(tmp_path: Path) -> None:
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60, launcher=False)
+    lc.create()
+    household = lc.households[1]
+    update_config(household.dir, {"meter.source": "replay", "bidding.enabled": True})
+    ran = _preflight_modules(household.dir, "ShippedReplay")
     assert "gridnode.meter" in ran
     assert set(WARM_MODULES) & set(ran) == set()
     # the config's model names (forecasting.names: no numpy) and nothing else of forecasting
@@ -163,18 +169,7 @@ def test_the_start_up_checks_of_a_file_meter_household_run_no_numpy(tmp_path: Pa
         household.dir,
         {"meter.source": "file", "bidding.meter_history": "meter.csv", "bidding.enabled": True},
     )
-    ran = json.loads(
-        _probe(
-            "import json\n"
-            "from gridnode.lazyimports import install, loaded_modules\n"
-            "install()\n"
-            "from pathlib import Path\n"
-            "from gridnode.startup import preflight\n"
-            f"plan = preflight(Path({str(household.dir)!r}))\n"
-            "assert type(plan.meter).__name__ == 'FileMeter', plan.meter\n"
-            "print(json.dumps(loaded_modules()))\n"
-        )
-    )
+    ran = _preflight_modules(household.dir, "FileMeter")
     assert "gridnode.meter" in ran and "pandas" not in ran
     assert set(WARM_MODULES) & set(ran) == set()
     # its header and newest rows checked by the pure cell rules (forecasting.meter_rows) alone
