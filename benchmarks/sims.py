@@ -108,23 +108,24 @@ def one(
     return row
 
 
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
 def _rss_mb(pid: int | str = "self") -> int:
-    """A process's resident set now (``VmRSS``), MB; 0 if it is gone."""
+    """A process's resident set now, MB (``/proc/PID/statm``'s resident pages: ``VmRSS``, read
+    without formatting the whole status file); 0 if it is gone."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 0
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(int(f.read().split()[1]) * _PAGE_MB)
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _children() -> list[int]:
     pids: list[int] = []
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):
-            pids += [int(p) for p in (task / "children").read_text().split()]
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children", "rb") as f:
+            pids += [int(p) for p in f.read().split()]
     return pids
 
 
@@ -147,11 +148,19 @@ class _Memory:
     peak_total_mb: int = 0
     peak_at_day: float = 0.0
     peak_fit_mb: int = 0  # the fit workers' sum, at most
+    # each child's role, read once (a child's command line does not change; a pid is not reused
+    # while its parent has not waited for it)
+    roles: dict[int, str] = dataclasses.field(default_factory=dict)
 
     def sample(self, slots_done: int) -> None:
+        """(≈ 0.1 ms at every slot boundary, ≈ 3.5 s of the engine's CPU over a year; twice that
+        before statm and the roles kept.)"""
         engine, full, fit = _rss_mb(), 0, 0
+        roles = self.roles
         for pid in _children():
-            role = _role(pid)
+            role = roles.get(pid)
+            if role is None:
+                role = roles[pid] = _role(pid)
             if role == "full node":
                 full += _rss_mb(pid)
             elif role == "fit":

@@ -34,6 +34,14 @@ commit, none repeated; no batch verifier accepts exactly libsodium's signatures)
 decoding, the state root, settlement, clearing and the KPI fold: ``docs/ledger.md``, "Cost: the
 sample full node" and "Stop 25".
 
+Garbage collection: the child collects with the engine's thresholds (:data:`GC_THRESHOLDS`, as
+:data:`sims.inproc.GC_THRESHOLDS`: a young collection every 50,000 allocations, the old
+generations rarely) and freezes what it imported and the genesis before the first block, so its
+collections walk the chain's recent objects instead of every module's — ≈ 3 % of its CPU over a
+few simulated days at the default thresholds (396 young, 36 middle and 3 full collections in
+`year.toml`'s first 3 days), none of it needed: the node's results do not depend on when garbage
+is collected.
+
 Known limit: digests are kept for the last ``keep`` heights only; a validator stuck further
 behind is reported as a problem.
 """
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import importlib
 import os
 import pickle
@@ -66,6 +75,8 @@ KEEP_STATES = 64
 #: the pipe to the child process, bytes (Linux's default is 64 KiB; an unprivileged process may
 #: raise it up to /proc/sys/fs/pipe-max-size, 1 MiB by default)
 PIPE_BYTES = 1 << 20
+#: the child's garbage-collector thresholds (the in-process engine's, ``sims.inproc.GC_THRESHOLDS``)
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 @dataclass(slots=True)
@@ -159,6 +170,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             return
         if kind == "genesis":
             node = SampleFullNode(Genesis.from_dict(payload[0]), payload[1], keep=payload[2])
+            gc.collect()
+            gc.freeze()  # the modules and the genesis live as long as the process
+            gc.set_threshold(*GC_THRESHOLDS)
         elif kind == "blocks" and node is not None:
             node.feed_all(payload)
         elif kind == "summary" and node is not None:

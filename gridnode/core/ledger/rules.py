@@ -460,10 +460,10 @@ def _admit_bundle(draft: _Draft, tx: SignedBundle, now_s: int, *, write: bool) -
     last = draft.nonces.get(household, -1)
     taken: set[str] = set()  # ids the bundle's earlier orders took
     freed: set[str] = set()  # ids of open orders the bundle's earlier orders replaced
-    placed = tx.placed()
     previous: list[OpenOrder | None] = []
-    for i, (bo, model) in enumerate(zip(placed, tx.models, strict=True)):
-        order, part = bo.order, f"order {i}"
+    # the orders as the bundle carries them; the open orders (BundledOrder) only if written
+    for i, (order, model) in enumerate(zip(tx.orders, tx.models, strict=True)):
+        part = f"order {i}"
         if order.household != household:
             raise _reject(
                 LedgerReason.BAD_SIGNATURE, tx, "orders of the signing household",
@@ -504,7 +504,7 @@ def _admit_bundle(draft: _Draft, tx: SignedBundle, now_s: int, *, write: bool) -
         return
     if tx.reading is not None:
         draft.put_reading(tx.reading.slot, household, tx.reading.net_wh)
-    for bo, before in zip(placed, previous, strict=True):
+    for bo, before in zip(tx.placed(), previous, strict=True):
         draft.put_order(bo, before)
     draft.set_nonce(household, last)
 
