@@ -169,7 +169,8 @@ class LedgerApp:
         the pending transactions, full at half the block's count or bytes limit, and when a block
         would next clear or settle something by its time alone — the gate closure of the earliest
         slot holding open orders, the reading deadline of the earliest slot awaiting settlement
-        (the ledger's rules decide what a block does; this only says when to look)."""
+        (not one every member read: it is settled already) (the ledger's rules decide what a block
+        does; this only says when to look)."""
         count = len(self.mempool)
         full = self.backlog_full()
         state = self.state
@@ -177,7 +178,13 @@ class LedgerApp:
             clock, due = self.genesis.clock, []
             if state.orders:
                 due.append(clock.gate_closure(min(state.orders)) * 1000)
-            waiting = state.trades.keys() | state.readings.keys()
+            # a slot every member read was settled by the block that brought its last reading;
+            # it keeps its readings until its deadline (a re-reading is a duplicate) and a later
+            # block drops them: its deadline is no reason to start a height
+            members = len(self.genesis.members)
+            waiting = state.trades.keys() | {
+                s for s, r in state.readings.items() if len(r) < members
+            }
             if waiting:
                 deadline = clock.end(min(waiting)) + self.genesis.reading_deadline_seconds
                 due.append(deadline * 1000)

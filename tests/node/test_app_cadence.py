@@ -61,3 +61,19 @@ def test_a_committed_block_is_applied_without_one_verification_per_transaction()
     proposer.apply(1, block)
     assert full.state.digest() == validator.state.digest() == proposer.state.digest()
     assert full.state.height == 1 and len(full.state.orders[slot]) == 5
+
+
+def test_a_slot_every_member_read_is_settled_and_names_no_deadline() -> None:
+    # it keeps its readings until its deadline (a re-reading is a duplicate), but it is settled:
+    # waking a height at its deadline would make a block per slot for nothing (stop 27: the year
+    # made 50 % more blocks until the cadence knew)
+    c = Community(n_members=2)
+    app = LedgerApp(c.genesis, proposer=c.genesis.validators[0])
+    slot = T0_MS // 1000 // SLOT_S - 1
+    for key in c.members:
+        assert app.submit(
+            sign_reading(key, c.genesis, slot=slot, net_wh=5), now_ms=T0_MS + 1
+        ).accepted
+    app.apply(1, app.make_block(1, 0, T0_MS + 1_000))
+    assert app.state.settled_slots == 1 and slot in app.state.readings
+    assert app.backlog() == Backlog(0, False, None)
