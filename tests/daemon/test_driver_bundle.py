@@ -5,10 +5,10 @@ validator answered are sent again."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 import trio
@@ -34,6 +34,10 @@ from market.errors import LedgerReason, NetworkError, OrderReason
 from market.orders import Order
 
 WALL0_MS = 1_800_000_000_000 + 60_000  # one minute into a slot
+
+
+#: the driver's step just after a slot boundary (``_drive``)
+Step: TypeAlias = Callable[[int], Awaitable[None]]
 
 
 @dataclass
@@ -105,7 +109,12 @@ def _setup(tmp_path: Path) -> tuple[KeyPair, Genesis, Config, Any]:
     return key, genesis, config, meter
 
 
-def _step(tmp_path: Path, refuse: str) -> list[list[Tx]]:
+def _drive(
+    tmp_path: Path, refuse: str, script: Callable[[_Node, Step], Awaitable[None]]
+) -> list[list[Tx]]:
+    """Run ``script`` on trio's clock with a scripted node (refusing bundles for ``refuse``) and a
+    driver over it; ``step(k)`` is the driver's step just after the ``k``-th slot boundary. What
+    the node was sent, batch by batch."""
     key, genesis, config, meter = _setup(tmp_path)
     slots = genesis.clock
     first = slots.slot_at(WALL0_MS // 1000)
@@ -115,11 +124,22 @@ def _step(tmp_path: Path, refuse: str) -> list[list[Tx]]:
         clock = NodeClock.start(epoch_ms=WALL0_MS, speedup=1.0, wall_ms=WALL0_MS)
         node = _Node(key, genesis, clock, _Runtime(genesis_state(genesis)), refuse, sent)
         driver = HouseholdDriver(node, meter, config)  # type: ignore[arg-type]
-        for k in (1, 2):  # two boundaries: the second reads the first slot and quotes
+
+        async def step(k: int) -> None:
             await driver.step(slots.start(first + k) + 1)
+
+        await script(node, step)
 
     trio.run(main)
     return sent
+
+
+def _step(tmp_path: Path, refuse: str) -> list[list[Tx]]:
+    async def two_boundaries(node: _Node, step: Step) -> None:
+        for k in (1, 2):  # two boundaries: the second reads the first slot and quotes
+            await step(k)
+
+    return _drive(tmp_path, refuse, two_boundaries)
 
 
 def test_one_bundle_per_boundary_carries_the_reading_and_the_orders(tmp_path: Path) -> None:
@@ -158,20 +178,14 @@ def test_only_the_unanswered_reading_goes_back_after_the_lone_resend_fails(
     """The bundle's reading sent alone (after the bundle was refused for an order) meets a network
     error: that reading comes out again at the next step; the re-sent reading the same request
     carried (and a validator accepted) does not."""
-    key, genesis, config, meter = _setup(tmp_path)
-    slots = genesis.clock
-    first = slots.slot_at(WALL0_MS // 1000)
-    sent: list[list[Tx]] = []
 
-    async def main() -> None:
-        clock = NodeClock.start(epoch_ms=WALL0_MS, speedup=1.0, wall_ms=WALL0_MS)
-        node = _Node(key, genesis, clock, _Runtime(genesis_state(genesis)), "", sent)
-        driver = HouseholdDriver(node, meter, config)  # type: ignore[arg-type]
-        await driver.step(slots.start(first + 1) + 1)
+    async def script(node: _Node, step: Step) -> None:
+        sent = node.sent
+        await step(1)
         # no validator answers at all: the step's reading goes back to the agent
         node.answers_left = 0
         with pytest.raises(NetworkError):
-            await driver.step(slots.start(first + 2) + 1)
+            await step(2)
         (lost,) = sent[-1]
         assert isinstance(lost, SignedBundle) and lost.reading is not None
         # the lost reading goes alone beside the new bundle (both answered: the reading accepted,
@@ -179,7 +193,7 @@ def test_only_the_unanswered_reading_goes_back_after_the_lone_resend_fails(
         node.refuse, node.answers_left = LedgerReason.MEMPOOL_FULL.value, 1
         n = len(sent)
         with pytest.raises(NetworkError):
-            await driver.step(slots.start(first + 3) + 1)
+            await step(3)
         together, unanswered = sent[n:]
         assert _readings(together) == [lost.reading.slot]
         bundle = together[-1]
@@ -188,8 +202,8 @@ def test_only_the_unanswered_reading_goes_back_after_the_lone_resend_fails(
         # the next step sends again only the reading no validator answered
         node.refuse, node.answers_left = "", None
         n = len(sent)
-        await driver.step(slots.start(first + 4) + 1)
+        await step(4)
         (batch,) = sent[n:]
         assert _readings(batch) == [bundle.reading.slot]
 
-    trio.run(main)
+    _drive(tmp_path, "", script)
