@@ -434,24 +434,40 @@ def test_clearing_chunked_columns_matches_the_reference(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    keys=st.lists(
-        st.one_of(
-            st.integers(-(2**15), 2**15),
-            st.integers(-(2**31), 2**31),
-            st.integers(-(2**62), 2**62),
+    steps=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.one_of(st.integers(0, 2**8), st.integers(0, 2**20), st.integers(0, 2**62 - 1)),
         ),
-        min_size=1,
         max_size=60,
     ),
-    span=st.sampled_from([2**8, 2**16, 2**32, 2**63]),
+    span=st.sampled_from([2**4, 2**15, 2**16, 2**31, 2**47, 2**62]),
 )
-def test_radix_price_sort_is_numpys_stable_sort(keys: list[int], span: int) -> None:
-    key = np.asarray([k % span - span // 2 for k in keys], dtype=np.int64)
+def test_price_ranking_is_a_stable_sort_buys_descending_then_sells_ascending(
+    steps: list[tuple[bool, int]], span: int
+) -> None:
+    buy = np.asarray([b for b, _ in steps], dtype=bool)
+    price = np.asarray([p % span for _, p in steps], dtype=np.int64)
+    want = sorted(
+        range(len(steps)),
+        key=lambda i: (not buy[i], -int(price[i]) if buy[i] else int(price[i]), i),
+    )
+    for radix_min in (clearing._RADIX_MIN, 0):  # 0: the radix passes even for a few keys
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(clearing, "_RADIX_MIN", radix_min)
+            perm, n_buy = clearing._by_price(price, buy)
+        assert perm.tolist() == want and n_buy == int(buy.sum())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 2**47), min_size=1, max_size=80),
+    kind=st.sampled_from([np.uint16, np.uint32, np.uint64]),
+)
+def test_radix_passes_are_numpys_stable_sort(keys: list[int], kind: type) -> None:
+    key = np.asarray(keys, dtype=np.uint64).astype(kind)  # wrapped to the type's width
     want = np.argsort(key, kind="stable").tolist()
-    assert clearing._by_price(key).tolist() == want
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(clearing, "_RADIX_MIN", 0)  # the radix passes even for a few keys
-        assert clearing._by_price(key).tolist() == want
+    assert clearing._radix(key, int(key.max())).tolist() == want
 
 
 @settings(max_examples=50, deadline=None)
