@@ -257,18 +257,16 @@ def _book(orders: Sequence[Order], slot: int) -> BookColumns | None:
 
 #: below this many keys one stable sort of the int64 key is faster than the radix passes
 _RADIX_MIN: Final = 2048
-#: keys of this many bits or more take numpy's stable sort of the int64 key (rare: prices that
-#: span more than 2**47 µ¤/kWh)
-_RADIX_BITS: Final = 48
 
 
 def _by_price(price: _IntArray, buy: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], int]:
     """The book's step positions, buys first by price descending, then sells by price ascending,
     equal prices of a side in input position; and how many are buys.
 
-    One stable sort of one key for both sides: a buy's is ``hi - price`` (``0..span``), a sell's
-    ``price - lo + span + 1``, in the narrowest unsigned type that holds them, sorted by
-    :func:`_radix`.
+    One stable sort of one key for both sides, in 16-bit digits (:func:`_radix`): ``price - lo``
+    in the low bits, its complement for a buy (the high price first), and the top bit set for a
+    sell, i.e. ``(price - lo) ^ (top bit - is_buy)``. Under :data:`_RADIX_MIN` steps, or for
+    prices spanning 2**47 or more, numpy's stable sort of an int64 key instead.
     """
     n = len(price)
     buys = int(np.count_nonzero(buy))
@@ -276,15 +274,19 @@ def _by_price(price: _IntArray, buy: npt.NDArray[np.bool_]) -> tuple[npt.NDArray
         return np.zeros(0, dtype=np.intp), 0
     lo, hi = int(price.min()), int(price.max())
     span = hi - lo
-    top = 2 * span + 1  # the largest key
-    if n < _RADIX_MIN or top >= 2**_RADIX_BITS:
+    digits = next((d for d in (1, 2, 3) if span < 2 ** (16 * d - 1)), 0)
+    if n < _RADIX_MIN or not digits:
         wide = np.where(buy, hi - price, price + (span + 1 - lo))
         return np.argsort(wide, kind="stable"), buys
-    kind = np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.uint64
-    key = np.empty(n, dtype=kind)
-    np.subtract(hi, price, out=key, where=buy, casting="unsafe")
-    np.subtract(price, lo - span - 1, out=key, where=~buy, casting="unsafe")
-    return _radix(key, top), buys
+    kind = (np.uint16, np.uint32, np.uint64)[digits - 1]
+    key: npt.NDArray[Any] = np.empty(n, dtype=kind)
+    np.subtract(price, lo, out=key, casting="unsafe")  # 0..span: fits below the top bit
+    flip: npt.NDArray[Any] = buy.astype(kind)
+    # a sell's flip: the top bit; a buy's: every bit below it
+    np.subtract(kind(1 << (16 * digits - 1)), flip, out=flip)
+    np.bitwise_xor(key, flip, out=key)
+    del flip
+    return _radix(key, (1 << (16 * digits)) - 1), buys
 
 
 def _radix(key: npt.NDArray[Any], top: int) -> npt.NDArray[np.intp]:
