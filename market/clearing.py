@@ -307,8 +307,16 @@ def _radix(digits: list[npt.NDArray[np.uint16]]) -> npt.NDArray[np.intp]:
     (≈ 10x faster than its stable sort of wider integers)."""
     perm = np.argsort(digits.pop(0), kind="stable")
     while digits:
-        perm = perm[np.argsort(digits.pop(0)[perm], kind="stable")]
+        then = np.argsort(digits.pop(0)[perm], kind="stable")
+        for at in range(0, len(then), _GATHER):  # then = perm[then], a slice at a time
+            then[at : at + _GATHER] = perm[then[at : at + _GATHER]]
+        perm = then
     return perm
+
+
+#: elements gathered at a time where a permutation is composed in place (a small temporary
+#: instead of a third array as long as the key)
+_GATHER: Final = 8192
 
 
 def _ranked(where: npt.NDArray[np.intp], energy: _IntArray) -> _Ranked:

@@ -270,17 +270,19 @@ def book_columns(orders: Sequence[Order]) -> BookColumns:
         order_ids=ids,
         households=homes,
         is_buy=np.frombuffer(b"".join(is_buy), dtype=bool),
-        step_counts=_joined(counts, "uint8"),
+        # uint8, or intp if a chunk has a curve of 256 steps or more
+        step_counts=np.concatenate(counts) if counts else np.zeros(0, dtype=np.uint8),
         price_micro_per_kwh=_joined(prices, "int64"),
         energy_wh=_joined(energies, "int64"),
     )
 
 
 def _joined(arrays: Sequence[npt.NDArray[Any]], dtype: str) -> npt.NDArray[Any]:
-    """The chunks' arrays one after another (a single chunk as it is: most books are small)."""
-    if len(arrays) == 1:
+    """The chunks' arrays one after another, as ``dtype`` (a single chunk of that type as it
+    is: most books are small)."""
+    if len(arrays) == 1 and arrays[0].dtype == dtype:
         return arrays[0]
-    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+    return np.concatenate(arrays, dtype=dtype) if arrays else np.zeros(0, dtype=dtype)
 
 
 class ValidBook(Sequence[Order]):
@@ -356,7 +358,11 @@ def _surely_valid(slot: int, book: Sequence[Order], limits: OrderLimits) -> Book
     ids: list[str] = []
     homes: list[str] = []
     unique: set[str] = set()
-    parts: list[_Part] = []
+    is_buy: list[bytes] = []
+    counts: list[bytes] = []
+    prices: list[npt.NDArray[np.integer[Any]]] = []
+    energies: list[npt.NDArray[np.integer[Any]]] = []
+    narrow = len(book) > _CHUNK  # chunks kept until joined: as int32 where they fit
     for start in range(0, len(book), _CHUNK):
         part = _surely_valid_part(book[start : start + _CHUNK], slot, limits)
         if part is None:
@@ -366,17 +372,25 @@ def _surely_valid(slot: int, book: Sequence[Order], limits: OrderLimits) -> Book
         if len(unique) != len(ids):  # a repeated id
             return None
         homes += part.homes
-        parts.append(part)
+        is_buy.append(part.is_buy)
+        counts.append(part.counts)
+        prices.append(_narrowed(part.price) if narrow else part.price)
+        energies.append(_narrowed(part.energy) if narrow else part.energy)
     del unique  # ~50 bytes an id: gone before the step columns are joined (a lower peak)
-    counts = np.frombuffer(b"".join(p.counts for p in parts), dtype=np.uint8)
     return BookColumns(
         order_ids=ids,
         households=homes,
-        is_buy=np.frombuffer(b"".join(p.is_buy for p in parts), dtype=bool),
-        step_counts=counts,
-        price_micro_per_kwh=_joined([p.price for p in parts], "int64"),
-        energy_wh=_joined([p.energy for p in parts], "int64"),
+        is_buy=np.frombuffer(b"".join(is_buy), dtype=bool),
+        step_counts=np.frombuffer(b"".join(counts), dtype=np.uint8),
+        price_micro_per_kwh=_joined(prices, "int64"),
+        energy_wh=_joined(energies, "int64"),
     )
+
+
+def _narrowed(values: npt.NDArray[np.int64]) -> npt.NDArray[np.integer[Any]]:
+    """``values`` (non-negative, checked) as int32 if they fit, else as they are: half the
+    memory for a chunk waiting to be joined."""
+    return values.astype(np.int32) if int(values.max()) < 2**31 else values
 
 
 @dataclass(frozen=True, slots=True)
