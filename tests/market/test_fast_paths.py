@@ -468,6 +468,9 @@ def test_radix_passes_are_numpys_stable_sort(keys: list[int], kind: type) -> Non
     key = np.asarray(keys, dtype=np.uint64).astype(kind)  # wrapped to the type's width
     want = np.argsort(key, kind="stable").tolist()
     assert clearing._radix(clearing._digits(key, int(key.max()))).tolist() == want
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(clearing, "_GATHER", 3)  # the permutation composed a few elements at a time
+        assert clearing._radix(clearing._digits(key, int(key.max()))).tolist() == want
 
 
 @settings(max_examples=50, deadline=None)
@@ -518,6 +521,25 @@ def test_a_book_of_many_chunks_is_judged_like_the_per_order_rules(spoil: str) ->
         checked = validate_book(7, book, limits=LIMITS)
         assert isinstance(checked, ValidBook)
         same_columns(book, checked.columns)
+
+
+@pytest.mark.parametrize("big", [2**31 - 1, 2**31, 10**12])
+def test_chunks_of_wide_and_narrow_integers_join_as_int64(big: int) -> None:
+    # chunks waiting to be joined are kept as int32 where they fit; a chunk with a larger value
+    # stays int64, and every join is int64 with the same values as the plain reader's
+    limits = OrderLimits(price_cap_micro_per_kwh=10**12, max_energy_wh=10**12)
+    book = [
+        Order("a", "h1", Side.BUY, 7, (Step(5, 3), Step(big, 1))),
+        Order("b", "h2", Side.SELL, 7, (Step(7, big),)),
+        Order("c", "h3", Side.SELL, 7, (Step(1, 2),)),
+    ]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(orders, "_CHUNK", 1)
+        checked = validate_book(7, book, limits=limits)
+    assert isinstance(checked, ValidBook)
+    same_columns(book, checked.columns)
+    for rule in Rule:
+        same(clear(checked, slot=7, rule=rule), reference_clear(book, rule=rule))
 
 
 def test_ids_and_curves_too_long_for_a_byte_go_to_the_per_order_rules() -> None:
