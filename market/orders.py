@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from itertools import chain, repeat
-from operator import is_
+from functools import reduce
+from itertools import repeat
+from operator import iconcat, is_
 from typing import TYPE_CHECKING, Any, Final, overload
 
 import numpy as np  # lazy in a daemon (gridnode.lazyimports): it runs at the first book's columns
@@ -263,7 +264,7 @@ def book_columns(orders: Sequence[Order]) -> BookColumns:
         is_buy.append(bytes(map(is_, [o.side for o in part], repeat(Side.BUY))))
         curves = [o.steps for o in part]
         counts.append(_lengths(curves))
-        steps = list(chain.from_iterable(curves))
+        steps: list[Step] = reduce(iconcat, curves, [])
         prices.append(np.asarray([s.price_micro_per_kwh for s in steps], dtype=np.int64))
         energies.append(np.asarray([s.energy_wh for s in steps], dtype=np.int64))
     return BookColumns(
@@ -435,10 +436,11 @@ def _surely_valid_part(part: Sequence[Order], slot: int, limits: OrderLimits) ->
     counts = _bytes(map(len, curves))
     if counts is None or not _within(counts, 1, limits.max_steps):
         return None
-    if counts.count(1) == n:  # single-step orders: unpacking each is faster than chain
-        steps = [step for (step,) in curves]
-    else:
-        steps = list(chain.from_iterable(curves))
+    # single-step orders: unpacking each is faster than joining; else list += tuple, which
+    # copies the tuple's items (no iterator per curve, as chain makes)
+    steps: list[Step] = (
+        [step for (step,) in curves] if counts.count(1) == n else reduce(iconcat, curves, [])
+    )
     if not _only(steps, Step):
         return None
     energies = [s.energy_wh for s in steps]
