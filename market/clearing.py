@@ -456,14 +456,23 @@ def _rank_ties(
     owns = np.zeros(len(ids), dtype=bool)
     owns[owned] = True
     owners = np.flatnonzero(owns)  # the orders with a step in such a run, once each, ascending
-    rank = np.empty(len(owners), dtype=_I64)  # per owner: its id's rank among them
-    rank[np.searchsorted(owners, sorted(owners.tolist(), key=ids.__getitem__))] = np.arange(
-        len(owners)
-    )
-    # each step's index in its order: its position less its order's first (the book's steps
-    # are grouped by order, so ``book_order`` is sorted)
-    steps = where[at] - np.searchsorted(book_order, owned)
-    secondary = rank[np.searchsorted(owners, owned)] * (int(steps.max()) + 1) + steps
+    by_id = sorted(owners.tolist(), key=ids.__getitem__)
+    steps: npt.NDArray[Any]
+    if len(at) * _DENSE >= len(ids):  # many: look ranks and first steps up in per-order arrays
+        narrow = np.int32 if len(book_order) < 2**31 else np.intp
+        rank = np.empty(len(ids), dtype=narrow)  # per order (owners only): its id's rank
+        rank[by_id] = np.arange(len(owners), dtype=narrow)
+        owner_rank = rank[owned]
+        starts: npt.NDArray[Any] = np.cumsum(columns.step_counts, dtype=narrow)
+        starts -= columns.step_counts  # each order's first step
+        steps = where[at] - starts[owned]  # each step's index in its order
+    else:  # few: search the owners and the book's steps (grouped by order: ``book_order`` is
+        # sorted) instead of two arrays as long as the book's orders
+        rank = np.empty(len(owners), dtype=_I64)
+        rank[np.searchsorted(owners, by_id)] = np.arange(len(owners))
+        owner_rank = rank[np.searchsorted(owners, owned)]
+        steps = where[at] - np.searchsorted(book_order, owned)
+    secondary = owner_rank.astype(_I64) * (int(steps.max()) + 1) + steps  # id rank, step index
     span = int(secondary.max()) + 1
     if (int(level[-1]) + 1) * span < _SAFE:
         perm = np.argsort(level[at] * span + secondary)  # keys are distinct: any sort will do
@@ -471,6 +480,12 @@ def _rank_ties(
         perm = np.lexsort((secondary, level[at]))
     out[at] = where[at][perm]
     return out
+
+
+#: long ties look their owners up in per-order arrays once they have at least 1/_DENSE as many
+#: steps as the book has orders (a round-priced book), else by binary search (fewer, smaller
+#: temporaries)
+_DENSE: Final = 8
 
 
 def _dot(a: _IntArray, b: _IntArray) -> int:

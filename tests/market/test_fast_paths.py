@@ -474,6 +474,16 @@ def test_radix_passes_are_numpys_stable_sort(keys: list[int], kind: type) -> Non
 
 
 @settings(max_examples=50, deadline=None)
+@given(book=TIED, rule=RULES, dense=st.sampled_from([0, 10**9]))
+def test_long_ties_rank_alike_by_search_or_by_per_order_arrays(
+    book: list[Order], rule: Rule, dense: int
+) -> None:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(clearing, "_DENSE", dense)  # 0: always by search; 10**9: always by arrays
+        check(book, rule)
+
+
+@settings(max_examples=50, deadline=None)
 @given(book=st.one_of(TIED, WIDE), rule=RULES)
 def test_radix_sorted_books_clear_like_the_reference(book: list[Order], rule: Rule) -> None:
     with pytest.MonkeyPatch.context() as m:
