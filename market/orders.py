@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from itertools import chain, repeat
-from operator import is_
+from functools import reduce
+from itertools import repeat
+from operator import iconcat, is_
 from typing import TYPE_CHECKING, Any, Final, overload
 
 import numpy as np  # lazy in a daemon (gridnode.lazyimports): it runs at the first book's columns
@@ -234,14 +235,15 @@ def validate_book(
 class BookColumns:
     """A book's orders as columns, in input order: what the bulk check and clearing read.
 
-    Per order: ``order_ids``, ``households``, ``is_buy``, ``step_counts``; per step (the orders'
-    steps one after another): ``price_micro_per_kwh`` and ``energy_wh`` as int64.
+    Per order: ``order_ids``, ``households``, ``is_buy``, ``step_counts`` (one byte each when every
+    order has fewer than 256 steps, else intp); per step (the orders' steps one after another):
+    ``price_micro_per_kwh`` and ``energy_wh`` as int64.
     """
 
     order_ids: list[str]
     households: list[str]
     is_buy: npt.NDArray[np.bool_]
-    step_counts: npt.NDArray[np.intp]
+    step_counts: npt.NDArray[np.integer[Any]]
     price_micro_per_kwh: npt.NDArray[np.int64]
     energy_wh: npt.NDArray[np.int64]
 
@@ -252,7 +254,7 @@ def book_columns(orders: Sequence[Order]) -> BookColumns:
     ids: list[str] = []
     homes: list[str] = []
     is_buy: list[bytes] = []
-    counts: list[npt.NDArray[np.intp]] = []
+    counts: list[npt.NDArray[np.integer[Any]]] = []
     prices: list[npt.NDArray[np.int64]] = []
     energies: list[npt.NDArray[np.int64]] = []
     for start in range(0, len(orders), _CHUNK):
@@ -262,24 +264,26 @@ def book_columns(orders: Sequence[Order]) -> BookColumns:
         is_buy.append(bytes(map(is_, [o.side for o in part], repeat(Side.BUY))))
         curves = [o.steps for o in part]
         counts.append(_lengths(curves))
-        steps = list(chain.from_iterable(curves))
+        steps: list[Step] = reduce(iconcat, curves, [])
         prices.append(np.asarray([s.price_micro_per_kwh for s in steps], dtype=np.int64))
         energies.append(np.asarray([s.energy_wh for s in steps], dtype=np.int64))
     return BookColumns(
         order_ids=ids,
         households=homes,
         is_buy=np.frombuffer(b"".join(is_buy), dtype=bool),
-        step_counts=_joined(counts, "intp"),
+        # uint8, or intp if a chunk has a curve of 256 steps or more
+        step_counts=np.concatenate(counts) if counts else np.zeros(0, dtype=np.uint8),
         price_micro_per_kwh=_joined(prices, "int64"),
         energy_wh=_joined(energies, "int64"),
     )
 
 
 def _joined(arrays: Sequence[npt.NDArray[Any]], dtype: str) -> npt.NDArray[Any]:
-    """The chunks' arrays one after another (a single chunk as it is: most books are small)."""
-    if len(arrays) == 1:
+    """The chunks' arrays one after another, as ``dtype`` (a single chunk of that type as it
+    is: most books are small)."""
+    if len(arrays) == 1 and arrays[0].dtype == dtype:
         return arrays[0]
-    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+    return np.concatenate(arrays, dtype=dtype) if arrays else np.zeros(0, dtype=dtype)
 
 
 class ValidBook(Sequence[Order]):
@@ -355,7 +359,11 @@ def _surely_valid(slot: int, book: Sequence[Order], limits: OrderLimits) -> Book
     ids: list[str] = []
     homes: list[str] = []
     unique: set[str] = set()
-    parts: list[_Part] = []
+    is_buy: list[bytes] = []
+    counts: list[bytes] = []
+    prices: list[npt.NDArray[np.integer[Any]]] = []
+    energies: list[npt.NDArray[np.integer[Any]]] = []
+    narrow = len(book) > _CHUNK  # chunks kept until joined: as int32 where they fit
     for start in range(0, len(book), _CHUNK):
         part = _surely_valid_part(book[start : start + _CHUNK], slot, limits)
         if part is None:
@@ -365,18 +373,25 @@ def _surely_valid(slot: int, book: Sequence[Order], limits: OrderLimits) -> Book
         if len(unique) != len(ids):  # a repeated id
             return None
         homes += part.homes
-        parts.append(part)
-    if "" in unique:
-        return None
-    counts = np.frombuffer(b"".join(p.counts for p in parts), dtype=np.uint8)
+        is_buy.append(part.is_buy)
+        counts.append(part.counts)
+        prices.append(_narrowed(part.price) if narrow else part.price)
+        energies.append(_narrowed(part.energy) if narrow else part.energy)
+    del unique  # ~50 bytes an id: gone before the step columns are joined (a lower peak)
     return BookColumns(
         order_ids=ids,
         households=homes,
-        is_buy=np.frombuffer(b"".join(p.is_buy for p in parts), dtype=bool),
-        step_counts=counts.astype(np.intp),
-        price_micro_per_kwh=_joined([p.price for p in parts], "int64"),
-        energy_wh=_joined([p.energy for p in parts], "int64"),
+        is_buy=np.frombuffer(b"".join(is_buy), dtype=bool),
+        step_counts=np.frombuffer(b"".join(counts), dtype=np.uint8),
+        price_micro_per_kwh=_joined(prices, "int64"),
+        energy_wh=_joined(energies, "int64"),
     )
+
+
+def _narrowed(values: npt.NDArray[np.int64]) -> npt.NDArray[np.integer[Any]]:
+    """``values`` (non-negative, checked) as int32 if they fit, else as they are: half the
+    memory for a chunk waiting to be joined."""
+    return values.astype(np.int32) if int(values.max()) < 2**31 else values
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +416,7 @@ def _surely_valid_part(part: Sequence[Order], slot: int, limits: OrderLimits) ->
     if not _only(ids, str):
         return None
     lengths = _bytes(map(len, ids))
-    if lengths is None or not _within(lengths, 0, limits.max_id_chars):
+    if lengths is None or not _within(lengths, 1, limits.max_id_chars):  # none empty
         return None
     homes = [o.household for o in part]
     if not _only(homes, str) or not all(homes):  # all exact str: all() is "none empty"
@@ -421,10 +436,11 @@ def _surely_valid_part(part: Sequence[Order], slot: int, limits: OrderLimits) ->
     counts = _bytes(map(len, curves))
     if counts is None or not _within(counts, 1, limits.max_steps):
         return None
-    if counts.count(1) == n:  # single-step orders: unpacking each is faster than chain
-        steps = [step for (step,) in curves]
-    else:
-        steps = list(chain.from_iterable(curves))
+    # single-step orders: unpacking each is faster than joining; else list += tuple, which
+    # copies the tuple's items (no iterator per curve, as chain makes)
+    steps: list[Step] = (
+        [step for (step,) in curves] if counts.count(1) == n else reduce(iconcat, curves, [])
+    )
     if not _only(steps, Step):
         return None
     energies = [s.energy_wh for s in steps]
@@ -483,10 +499,10 @@ def _within(small: bytes, low: int, high: int) -> bool:
     return not small.translate(None, bytes(range(max(low, 0), min(high, 255) + 1)))
 
 
-def _lengths(curves: list[tuple[Step, ...]]) -> npt.NDArray[np.intp]:
-    """The lengths of ``curves`` as an intp array."""
-    try:  # one byte per curve, built in C; a curve of 256 steps or more does not fit a byte
-        small = np.frombuffer(bytes(map(len, curves)), dtype=np.uint8)
+def _lengths(curves: list[tuple[Step, ...]]) -> npt.NDArray[np.integer[Any]]:
+    """The lengths of ``curves``: one byte each (built in C), or intp if a curve has 256 steps
+    or more."""
+    try:
+        return np.frombuffer(bytes(map(len, curves)), dtype=np.uint8)
     except ValueError:
         return np.fromiter(map(len, curves), dtype=np.intp, count=len(curves))
-    return small.astype(np.intp)

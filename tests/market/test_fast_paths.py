@@ -434,24 +434,53 @@ def test_clearing_chunked_columns_matches_the_reference(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    keys=st.lists(
-        st.one_of(
-            st.integers(-(2**15), 2**15),
-            st.integers(-(2**31), 2**31),
-            st.integers(-(2**62), 2**62),
+    steps=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.one_of(st.integers(0, 2**8), st.integers(0, 2**20), st.integers(0, 2**62 - 1)),
         ),
-        min_size=1,
         max_size=60,
     ),
-    span=st.sampled_from([2**8, 2**16, 2**32, 2**63]),
+    span=st.sampled_from([2**4, 2**15, 2**16, 2**31, 2**47, 2**62]),
 )
-def test_radix_price_sort_is_numpys_stable_sort(keys: list[int], span: int) -> None:
-    key = np.asarray([k % span - span // 2 for k in keys], dtype=np.int64)
+def test_price_ranking_is_a_stable_sort_buys_descending_then_sells_ascending(
+    steps: list[tuple[bool, int]], span: int
+) -> None:
+    buy = np.asarray([b for b, _ in steps], dtype=bool)
+    price = np.asarray([p % span for _, p in steps], dtype=np.int64)
+    want = sorted(
+        range(len(steps)),
+        key=lambda i: (not buy[i], -int(price[i]) if buy[i] else int(price[i]), i),
+    )
+    for radix_min in (clearing._RADIX_MIN, 0):  # 0: the radix passes even for a few keys
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(clearing, "_RADIX_MIN", radix_min)
+            perm, n_buy = clearing._by_price(price, buy)
+        assert perm.tolist() == want and n_buy == int(buy.sum())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 2**47), min_size=1, max_size=80),
+    kind=st.sampled_from([np.uint16, np.uint32, np.uint64]),
+)
+def test_radix_passes_are_numpys_stable_sort(keys: list[int], kind: type) -> None:
+    key = np.asarray(keys, dtype=np.uint64).astype(kind)  # wrapped to the type's width
     want = np.argsort(key, kind="stable").tolist()
-    assert clearing._by_price(key).tolist() == want
+    assert clearing._radix(clearing._digits(key, int(key.max()))).tolist() == want
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(clearing, "_RADIX_MIN", 0)  # the radix passes even for a few keys
-        assert clearing._by_price(key).tolist() == want
+        m.setattr(clearing, "_GATHER", 3)  # the permutation composed a few elements at a time
+        assert clearing._radix(clearing._digits(key, int(key.max()))).tolist() == want
+
+
+@settings(max_examples=50, deadline=None)
+@given(book=TIED, rule=RULES, dense=st.sampled_from([0, 10**9]))
+def test_long_ties_rank_alike_by_search_or_by_per_order_arrays(
+    book: list[Order], rule: Rule, dense: int
+) -> None:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(clearing, "_DENSE", dense)  # 0: always by search; 10**9: always by arrays
+        check(book, rule)
 
 
 @settings(max_examples=50, deadline=None)
@@ -502,6 +531,25 @@ def test_a_book_of_many_chunks_is_judged_like_the_per_order_rules(spoil: str) ->
         checked = validate_book(7, book, limits=LIMITS)
         assert isinstance(checked, ValidBook)
         same_columns(book, checked.columns)
+
+
+@pytest.mark.parametrize("big", [2**31 - 1, 2**31, 10**12])
+def test_chunks_of_wide_and_narrow_integers_join_as_int64(big: int) -> None:
+    # chunks waiting to be joined are kept as int32 where they fit; a chunk with a larger value
+    # stays int64, and every join is int64 with the same values as the plain reader's
+    limits = OrderLimits(price_cap_micro_per_kwh=10**12, max_energy_wh=10**12)
+    book = [
+        Order("a", "h1", Side.BUY, 7, (Step(5, 3), Step(big, 1))),
+        Order("b", "h2", Side.SELL, 7, (Step(7, big),)),
+        Order("c", "h3", Side.SELL, 7, (Step(1, 2),)),
+    ]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(orders, "_CHUNK", 1)
+        checked = validate_book(7, book, limits=limits)
+    assert isinstance(checked, ValidBook)
+    same_columns(book, checked.columns)
+    for rule in Rule:
+        same(clear(checked, slot=7, rule=rule), reference_clear(book, rule=rule))
 
 
 def test_ids_and_curves_too_long_for_a_byte_go_to_the_per_order_rules() -> None:
