@@ -89,7 +89,6 @@ from forecasting.models import (
     QuantileForecast,
     Target,
     _make_forecast,
-    _pinball_weights,
     target_values,
 )
 from forecasting.series import SECONDS_PER_DAY, FloatArray, MeterHistory
@@ -707,6 +706,19 @@ def _pairs(f: int) -> tuple[IntArray, IntArray]:
     return iu.astype(np.int64), ju.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=4)
+def _gram_of_pairs(f: int) -> IntArray:
+    """For each element of an F × F Gram matrix (row-major), the index of its pair's product in
+    :func:`_pairs`' order (the matrix is symmetric: (i, j) and (j, i) share one)."""
+    iu, ju = _pairs(f)
+    full = np.empty((f, f), dtype=np.int64)
+    full[iu, ju] = np.arange(len(iu))
+    full[ju, iu] = np.arange(len(iu))
+    out: IntArray = full.ravel()
+    out.setflags(write=False)
+    return out
+
+
 class _QuantileFits:
     """One household's quantile regressions: every lead bucket and quantile level, on the first
     ``rows`` training origins (the older ones, to calibrate) or all of them, by IRLS.
@@ -789,14 +801,16 @@ class _QuantileFits:
         in the features' units, given the fit's feature factors ``d`` ``(b, 1, F)`` (scaled,
         dead ones 0) and the weights' ``floor`` ``(b, 1, 1)``."""
         n_b, _, f = d.shape
-        iu, ju = _pairs(f)
+        p = f * (f + 1) // 2  # pair products; the target products follow
         dd = d[..., :, None] * d[..., None, :]  # (b, 1, F, F)
         xs_t, pairs_t = self.xs_t[bs, :, :rows], self.pairs_t[bs, :, :rows]
-        p = len(iu)
         taus = np.asarray(QUANTILES)[None, :, None]  # (1, Q, 1)
         yq = self.y[bs, None, :rows]  # (b, 1, N)
         eye = self.ridge * np.eye(f)
         gram = np.empty((n_b, len(QUANTILES), f, f))
+        # each Gram matrix from its pairs' products in one gather (both triangles)
+        flat = gram.reshape(n_b, len(QUANTILES), f * f)
+        full = _gram_of_pairs(f)
         # least squares first: one set of weights for every level
         w: FloatArray = np.ones((n_b, 1, rows))
         beta: FloatArray = np.zeros((n_b, len(QUANTILES), f))
@@ -804,11 +818,18 @@ class _QuantileFits:
         # as new arrays: half a MB each, which the allocator maps and unmaps every time)
         r = np.empty((n_b, len(QUANTILES), rows))
         weights = np.empty_like(r)
+        # the pinball weights' levels as whole arrays (τ above, 1 − τ below): picked by one
+        # ``where`` over contiguous operands, ≈ 25 % cheaper than over the broadcast levels
+        above = np.empty(r.shape, dtype=np.bool_)
+        tau_hi = np.broadcast_to(taus, r.shape).copy()
+        tau_lo = 1.0 - tau_hi
         pairs = pairs_t.transpose(0, 2, 1)
         for it in range(iterations):
             g = w @ pairs  # (b, Q or 1, P + F)
-            gram[..., iu, ju] = g[..., :p]
-            gram[..., ju, iu] = g[..., :p]
+            if g.shape[1] == len(QUANTILES):
+                np.take(g, full, axis=-1, out=flat)
+            else:  # least squares: one set of weights for every level
+                flat[...] = np.take(g, full, axis=-1)
             gram *= dd
             gram += eye
             rhs = g[..., p:] * d  # (b, Q or 1, F)
@@ -816,9 +837,29 @@ class _QuantileFits:
             beta = step if it < 2 else beta + self.relaxation * (step - beta)
             np.matmul(beta * d, xs_t, out=r)
             np.subtract(yq, r, out=r)
-            w = _pinball_weights(r, taus, floor, out=weights)
+            w = _weights_into(r, tau_hi, tau_lo, floor, above=above, out=weights)
         out: FloatArray = beta * d / self.scale[bs, None, :]
         return out
+
+
+def _weights_into(
+    r: FloatArray,
+    tau_hi: FloatArray,
+    tau_lo: FloatArray,
+    floor: FloatArray,
+    *,
+    above: npt.NDArray[np.bool_],
+    out: FloatArray,
+) -> FloatArray:
+    """:func:`forecasting.models._pinball_weights` of ``r`` into ``out`` (``r`` overwritten with
+    the clipped sizes), given its levels as arrays of ``r``'s shape (τ, 1 − τ) and a buffer
+    ``above`` for the signs: the same operations on the same numbers (tested bit for bit)."""
+    np.greater_equal(r, 0.0, out=above)
+    levels = np.where(above, tau_hi, tau_lo)
+    size = np.abs(r, out=r)
+    np.maximum(size, floor, out=size)
+    np.divide(levels, size, out=out)
+    return out
 
 
 def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
