@@ -13,8 +13,10 @@ a block computes everything; the later ones reuse what they can: ``docs/forecast
         [--blocks 0,2] [--cold]
 
 ``--cold`` empties profile-qr's fit memo before every fit (every fit from scratch, as before it).
-Compare two trees by running this file of one tree with ``PYTHONPATH`` set to each, in the same
-minutes.
+``--ab`` fits every block twice, one right after the other: from scratch (an empty memo) and with
+the memo of the weeks before, and prints both CPU totals (the same minutes, the same process: what
+the memo saves, with the machine's other load shared alike). Compare two trees by running this file
+with ``PYTHONPATH`` set to each, side by side.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-week", type=int, default=0, help="the first period (0: the run's)")
     ap.add_argument("--blocks", default="", help="only these blocks of each fit, e.g. 0,2")
     ap.add_argument("--cold", action="store_true", help="empty the fit memo before every fit")
+    ap.add_argument("--ab", action="store_true", help="each fit from scratch and with the memo")
     args = ap.parse_args(argv)
     if args.weeks < 1 or args.first_week < 0:
         print("refits: --weeks must be >= 1 and --first-week >= 0", file=sys.stderr)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     first_s = engine.clock.start(engine.first_slot)
     clear_sky_ghi_w_m2(np.array([first_s]), latitude=1.0, longitude=1.0)  # pvlib's import
     print(f"{pq.__file__}  blocks {only or 'all'}  {'cold' if args.cold else 'memo'}")
-    total, whole = 0.0, hashlib.sha256()
+    total, total_cold, whole = 0.0, 0.0, hashlib.sha256()
     for week in range(args.first_week, args.first_week + args.weeks):
         start = (first_s // training.refit_s + week) * training.refit_s if week else first_s
         jobs = []
@@ -83,13 +86,24 @@ def main(argv: list[str] | None = None) -> int:
             jobs += [
                 (forecaster.model, b) for i, b in enumerate(blocks) if only is None or i in only
             ]
-        t = time.process_time()
-        fitted = []
+        fitted, cpu, cpu_cold = [], 0.0, 0.0
         for model, block in jobs:
-            if args.cold:
+            if args.ab:  # from scratch first, in a memo of its own
+                memo = pq._FIT_MEMO
+                pq._FIT_MEMO = pq._FitMemo(pq.FIT_MEMO_BLOCKS)  # type: ignore[misc]
+                t = time.process_time()
+                cold = model.fit(block)
+                cpu_cold += time.process_time() - t
+                pq._FIT_MEMO = memo  # type: ignore[misc]
+            elif args.cold:
                 pq._FIT_MEMO.clear()
+            t = time.process_time()
             fitted.append(model.fit(block))
-        cpu = time.process_time() - t
+            cpu += time.process_time() - t
+            if args.ab:  # the same numbers either way
+                assert isinstance(cold, pq.FittedProfileQR)
+                assert isinstance(fitted[-1], pq.FittedProfileQR)
+                assert cold.coefs.tobytes() == fitted[-1].coefs.tobytes()
         digest = hashlib.sha256()
         for f in fitted:
             assert isinstance(f, pq.FittedProfileQR)
@@ -97,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         whole.update(digest.digest())
         if week > args.first_week:
             total += cpu
-        print(
-            f"week {week:3d}: {cpu:6.2f} CPU-s  {len(jobs)} blocks  {digest.hexdigest()[:16]}",
-            flush=True,
-        )
+            total_cold += cpu_cold
+        scratch = f"  from scratch {cpu_cold:6.2f}" if args.ab else ""
+        print(f"week {week:3d}: {cpu:6.2f} CPU-s{scratch}  {len(jobs)} blocks  "
+              f"{digest.hexdigest()[:16]}", flush=True)  # fmt: skip
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    print(
-        f"weeks after the first: {total:.2f} CPU-s; all {whole.hexdigest()[:16]}; peak RSS {rss} MB"
-    )
+    scratch = f" (from scratch {total_cold:.2f})" if args.ab else ""
+    print(f"weeks after the first: {total:.2f} CPU-s{scratch}; all {whole.hexdigest()[:16]}; "
+          f"peak RSS {rss} MB")  # fmt: skip
     return 0
 
 
