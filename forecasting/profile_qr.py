@@ -752,8 +752,10 @@ class _QuantileFits:
         self.ridge, self.relaxation = ridge, relaxation
         self.rms = np.sqrt((x**2).mean(axis=1))  # (B, F), over all origins
         self.scale = self.rms + 1e-9
-        self.xs = x / self.scale[:, None, :]
-        self.xs_t = np.ascontiguousarray(self.xs.transpose(0, 2, 1))  # (B, F, N)
+        # the scaled features, laid out (B, F, N) as they are divided (the same quotients as
+        # dividing (B, N, F) and transposing a copy: one pass, one array)
+        self.xs_t = np.empty((x.shape[0], x.shape[2], x.shape[1]))  # (B, F, N)
+        np.divide(x.transpose(0, 2, 1), self.scale[:, :, None], out=self.xs_t)
         n_b, f, n = self.xs_t.shape
         # the products of feature pairs (in _pairs' order), then of each feature and the
         # target: one matrix product with the weights gives XᵀWX and XᵀWy
