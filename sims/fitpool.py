@@ -17,6 +17,12 @@ core; ``docs/forecasting.md``, *Cost*). :class:`FitPool` is a
   instead of fitting again. The engine fits the next refit period's model while it simulates the
   current period (:class:`sims.training.Training`), so on a long run the fits leave the engine's
   core. A fit started ahead that is never asked for is dropped at :meth:`close`.
+* **The same blocks to the same worker**: block ``i`` of a fit prefers worker ``i % workers``, so a
+  worker refits the households it fitted last period and reuses the features it computed then
+  (profile-qr's fit memo, :mod:`forecasting.profile_qr`'s rules: a weekly refit's training window
+  is last week's moved by a week). A fit started ahead waits in the parent for its worker; the
+  blocks of a fit the engine waits for go to whichever worker is idle (its own blocks first).
+  Which worker fits a block never changes the numbers, only the work.
 * **Cheap fits stay inline**: the seasonal-naive fallback (fitted at every call while a history is
   short) costs less than shipping its history to a worker.
 * **Refusals** in a worker (:class:`market.errors.InvalidInput`, e.g. ``history_too_short``) come
@@ -94,6 +100,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 class _Job:
     model: Forecaster
     block: MeterHistory | None  # dropped once sent (a year of 32 rows: ≈ 27 MB)
+    worker: int = 0  # the worker it prefers (block i of a fit: i % workers)
+    waited: bool = False  # the engine waits for it: any idle worker takes it
     result: FittedForecaster | _Refusal | None = None
     done: bool = False
 
@@ -151,10 +159,12 @@ class FitPool:
             )
             self._procs.append(_Worker(proc))
 
-    def _submit(self, model: Forecaster, blocks: Sequence[MeterHistory]) -> list[_Job]:
+    def _submit(
+        self, model: Forecaster, blocks: Sequence[MeterHistory], *, waited: bool
+    ) -> list[_Job]:
         if not self._procs:
             self._start()
-        jobs = [_Job(model, b) for b in blocks]
+        jobs = [_Job(model, b, i % self.workers, waited) for i, b in enumerate(blocks)]
         self._queue.extend(jobs)
         self.poll()
         return jobs
@@ -181,15 +191,29 @@ class FitPool:
                     if w.fd in ready:
                         self._collect(w)
                 wait = False
-            for w in self._procs:
+            sent = False
+            for i, w in enumerate(self._procs):
                 if w.job is None and self._queue:
-                    job = self._queue.popleft()
+                    job = self._next_for(i)
+                    if job is None:
+                        continue
                     assert w.proc.stdin is not None
                     pickle.dump((job.model, job.block), w.proc.stdin, pickle.HIGHEST_PROTOCOL)
                     w.proc.stdin.flush()
                     w.job, job.block = job, None
-            if not any(w.job is None for w in self._procs) or not self._queue:
+                    sent = True
+            if not sent or not any(w.job is None for w in self._procs) or not self._queue:
                 return
+
+    def _next_for(self, worker: int) -> _Job | None:
+        """The queued job idle worker ``worker`` takes (removed from the queue): the first that
+        prefers it, else the first the engine waits for, else none (module rules)."""
+        job = next((j for j in self._queue if j.worker == worker), None)
+        if job is None:
+            job = next((j for j in self._queue if j.waited), None)
+        if job is not None:
+            self._queue.remove(job)
+        return job
 
     def pending(self) -> int:
         """Blocks queued or being fitted."""
@@ -202,7 +226,7 @@ class FitPool:
             return
         key = _key(model, blocks)
         if key not in self._ahead:
-            self._ahead[key] = (model, self._submit(model, blocks))
+            self._ahead[key] = (model, self._submit(model, blocks, waited=False))
 
     def fit_blocks(
         self, model: Forecaster, blocks: Sequence[MeterHistory]
@@ -214,8 +238,10 @@ class FitPool:
         if entry is not None:
             jobs = entry[1]
             self.ahead_taken += 1
+            for j in jobs:
+                j.waited = True  # now any idle worker may take those still queued
         else:
-            jobs = self._submit(model, blocks)
+            jobs = self._submit(model, blocks, waited=True)
         self.fits += 1
         while not all(j.done for j in jobs):
             self.poll(wait=True)

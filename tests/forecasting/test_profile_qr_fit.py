@@ -164,6 +164,14 @@ def test_pinball_weights_into_a_given_array_are_the_same_bits() -> None:
     assert got is out
     assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
     assert np.array_equal(given, np.maximum(np.abs(r), floor))
+    # the IRLS loop's form: the levels as whole arrays, a buffer for the signs
+    tau_hi = np.broadcast_to(taus, r.shape).copy()
+    given = r.copy()
+    above = np.empty(r.shape, dtype=np.bool_)
+    out = np.full_like(r, np.nan)
+    got = profile_qr._weights_into(given, tau_hi, 1.0 - tau_hi, floor, above=above, out=out)
+    assert got is out and got.tobytes() == np.ascontiguousarray(want).tobytes()
+    assert np.array_equal(given, np.maximum(np.abs(r), floor))
 
 
 def test_quantile_fits_in_a_given_pairs_array_are_the_same_bits() -> None:

@@ -15,6 +15,7 @@ from forecasting.series import MeterHistory
 from gridnode.household import forecast as forecast_module
 from gridnode.household.forecast import bidding_forecaster, fit_inline, row_blocks
 from market.errors import DataReason, UsageError
+from sims import fitpool as fitpool_module
 from sims.fitpool import FitPool
 from sims.inproc import _Engine, run_inproc
 from sims.inproc_kpis import results_digest
@@ -133,3 +134,20 @@ def test_fit_workers_must_not_be_negative() -> None:
     sc = load_scenario(YEAR, households=2, days=0.25)
     with pytest.raises(UsageError, match="fit_workers must be >= 0"):
         run_inproc(sc, fit_workers=-1)
+
+
+def test_a_worker_takes_its_own_blocks_and_any_block_the_engine_waits_for() -> None:
+    """Block i of a fit prefers worker i % workers (its features of the last period are there);
+    a fit the engine waits for goes to any idle worker, its own blocks first."""
+    pool = FitPool(2)
+    model = bidding_forecaster().model
+    ahead = [fitpool_module._Job(model, None, i % 2) for i in range(4)]
+    waited = [fitpool_module._Job(model, None, i % 2, waited=True) for i in range(2)]
+    pool._queue.extend([*ahead, *waited])
+    assert pool._next_for(1) is ahead[1]
+    assert pool._next_for(1) is ahead[3]
+    assert pool._next_for(1) is waited[1]
+    assert pool._next_for(1) is waited[0]  # not its own, but waited for
+    assert pool._next_for(1) is None  # ahead[0] and [2] wait for worker 0
+    assert pool._next_for(0) is ahead[0]
+    assert list(pool._queue) == [ahead[2]]
