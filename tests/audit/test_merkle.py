@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridnode.core.ledger import LedgerState
-from gridnode.core.ledger.stateroot import BILL_FIELDS
+from gridnode.core.ledger.stateroot import (
+    BILL_FIELDS,
+    _bill_line,
+    _trade_wires,
+    slot_leaf_entry,
+)
 from gridnode.core.merkle import (
     EMPTY_ROOT,
     FixedTree,
@@ -19,8 +24,9 @@ from gridnode.core.merkle import (
     tree_root,
     verify_inclusion,
 )
+from market.clearing import Trade
 from market.codec import pack
-from market.settlement import GRID, POOL
+from market.settlement import GRID, POOL, HouseholdBill
 from tests.audit.helpers import small_chain
 
 
@@ -208,6 +214,37 @@ def test_the_incremental_state_root_is_the_specified_one_at_every_height() -> No
     assert any(s.trades for s in chain.states) and any(s.orders for s in chain.states)
     for state in chain.states:
         assert state.digest() == spec_root(state)
+
+
+_TRADE_ROWS = st.lists(
+    st.tuples(
+        st.integers(0, 5), st.integers(0, 5), st.integers(1, 10**9), st.integers(0, 10**6),
+        st.integers(0, 2**40),
+    ),
+    max_size=12,
+)  # fmt: skip
+
+
+@given(_TRADE_ROWS, st.integers(-(10**6), 10**6))
+def test_the_members_entries_built_in_the_tree_loop_are_slot_leaf_entry_bytes(
+    rows: list[tuple[int, int, int, int, int]], net: int
+) -> None:
+    """The members tree encodes its changed entries itself (each household's trades as tuples
+    made once per trade list, the bill line read by ``attrgetter``): the same bytes as
+    :func:`slot_leaf_entry`, wash trades (buyer = seller) included."""
+    members = {f"h{i}": i for i in range(6)}
+    trades = [Trade(f"h{b}", f"h{s}", "bo", "so", e, p, a) for b, s, e, p, a in rows]
+    wires = _trade_wires(trades, members)
+    bill = HouseholdBill("h0", net, *range(1, 15))
+    for h in members:
+        mine = [t for t in trades if h in {t.buyer, t.seller}]
+        for b in (None, bill):
+            built = pack(
+                ["gn.slotleaf", 1, 7, h, None, wires.get(h, ()), net,
+                 None if b is None else _bill_line(b)]
+            )  # fmt: skip
+            assert built == slot_leaf_entry(7, h, None, mine, net, b, members)
+    assert set(wires) == {h for t in trades for h in (t.buyer, t.seller)}
 
 
 def test_the_root_does_not_depend_on_the_memo() -> None:

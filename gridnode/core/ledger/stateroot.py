@@ -53,7 +53,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import compress
-from operator import is_not
+from operator import attrgetter, is_not
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from gridnode.core.ledger.prices import ClearingPrices
@@ -333,19 +334,31 @@ def _accounts(state: LedgerState) -> FixedTree:
     return tree
 
 
-def _by_household(trades: Sequence[Trade]) -> dict[str, tuple[int, ...]]:
-    """Each household's trades, as their positions in ``trades`` (in order): tuples of ints,
-    which the garbage collector stops tracking, where a list of trades per household kept ~1
-    tracked object per member alive for as long as the slot awaits settlement."""
-    out: dict[str, list[int]] = {}
-    for k, t in enumerate(trades):
-        out.setdefault(t.buyer, []).append(k)
-        if t.seller != t.buyer:
-            out.setdefault(t.seller, []).append(k)
-    return {h: tuple(ks) for h, ks in out.items()}
+def _trade_wires(
+    trades: Sequence[Trade], members: Mapping[str, int]
+) -> dict[str, tuple[tuple[int, int, int, int, int], ...]]:
+    """Each household's trades as its members-tree entry carries them (:func:`slot_leaf_entry`:
+    ``(role, counterparty, energy_wh, price_micro_per_kwh, amount_micro)``, in the clearing's
+    order), computed once per trade list: a slot's entries are re-encoded when it clears, as its
+    readings arrive and when it settles, over the same trades. Tuples of ints, which msgpack packs
+    as the arrays the entry specifies and which the garbage collector stops tracking (a list per
+    household would keep ~1 tracked object per member alive while the slot awaits settlement)."""
+    out: dict[str, list[tuple[int, int, int, int, int]]] = {}
+    for t in trades:
+        buyer, seller = t.buyer, t.seller
+        e, p, a = t.energy_wh, t.price_micro_per_kwh, t.amount_micro
+        out.setdefault(buyer, []).append((0, members[seller], e, p, a))
+        if seller != buyer:
+            out.setdefault(seller, []).append((1, members[buyer], e, p, a))
+    return {h: tuple(w) for h, w in out.items()}
 
 
 _NO_TRADES: Final[tuple[Trade, ...]] = ()
+_NO_WIRES: Final[tuple[tuple[int, int, int, int, int], ...]] = ()
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+#: a bill line of a members-tree entry read in C (a tuple packs as the array ``bill_wire`` gives)
+_bill_line: Final = attrgetter(*BILL_FIELDS)
+_LEAF_TAG: Final = "gn.slotleaf"
 
 
 def _members(state: LedgerState, slot: int) -> FixedTree:
@@ -367,41 +380,57 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
         tree: FixedTree = hit[1]
         return tree
     orders, trades, readings, settled = objs
+    members = state.genesis.member_index
     if hit is None:
         base = _empty_tree(state)
         old: tuple[Any, ...] = (None, _NO_TRADES, None, None)
-        old_index: dict[str, tuple[int, ...]] = {}
+        old_wires: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {}
     else:
-        base, old, old_index = hit[1], hit[0], hit[2]
-    index = old_index if trades is old[1] else _by_household(trades)
+        base, old, old_wires = hit[1], hit[0], hit[2]
+    wires = old_wires if trades is old[1] else _trade_wires(trades, members)
     dirty = set(_changed(old[0], orders, memo))
     dirty.update(_changed(old[2], readings, memo))
     if trades is not old[1]:
-        dirty.update(old_index)
-        dirty.update(index)
+        dirty.update(old_wires)
+        dirty.update(wires)
     if settled is not old[3]:
         for s in (old[3], settled):
             if s is not None:
                 dirty.update(s.bills)
-    members = state.genesis.member_index
+    # each changed entry as slot_leaf_entry encodes it (tested against it and the specification),
+    # without a call, a trade list or a bill list per entry
+    order_of = _EMPTY.get if orders is None else orders.get
+    reading_of = _EMPTY.get if readings is None else readings.get
+    bill_of = _EMPTY.get if settled is None else settled.bills.get
+    wires_of = wires.get
+    sha = _sha256
     changes: dict[int, bytes] = {}
     for h in dirty:
         i = members.get(h)
         if i is None:  # pragma: no cover - only members trade, read and get bills
             continue
-        changes[i] = leaf_hash(
-            slot_leaf_entry(
+        order = order_of(h)
+        mine = wires_of(h, _NO_WIRES)
+        reading = reading_of(h)
+        bill = bill_of(h)
+        if order is None and not mine and reading is None and bill is None:
+            changes[i] = _EMPTY_LEAF
+            continue
+        entry = pack(
+            [
+                _LEAF_TAG,
+                VERSION,
                 slot,
                 h,
-                None if orders is None else orders.get(h),
-                [trades[k] for k in index.get(h, ())],
-                None if readings is None else readings.get(h),
-                None if settled is None else settled.bills.get(h),
-                members,
-            )
+                None if order is None else order.raw,
+                mine,
+                reading,
+                None if bill is None else _bill_line(bill),
+            ]
         )
+        changes[i] = sha(b"\x00" + entry).digest()
     tree = base.updated(changes)
-    memo[key] = (objs, tree, index)
+    memo[key] = (objs, tree, wires)
     return tree
 
 
