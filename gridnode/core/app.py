@@ -49,6 +49,7 @@ from gridnode.core.ledger import (
     decode_block,
     decode_state,
     genesis_state,
+    read_by_every_member,
     tx_id,
 )
 from gridnode.core.mempool import AddResult, Mempool
@@ -181,9 +182,9 @@ class LedgerApp:
             # a slot every member read was settled by the block that brought its last reading;
             # it keeps its readings until its deadline (a re-reading is a duplicate) and a later
             # block drops them: its deadline is no reason to start a height
-            members = len(self.genesis.members)
+            genesis = self.genesis
             waiting = state.trades.keys() | {
-                s for s, r in state.readings.items() if len(r) < members
+                s for s, r in state.readings.items() if not read_by_every_member(genesis, r)
             }
             if waiting:
                 deadline = clock.end(min(waiting)) + self.genesis.reading_deadline_seconds

@@ -32,6 +32,7 @@ from gridnode.core.ledger.rules import (
     apply_with_outcome,
     build_block,
     check,
+    read_by_every_member,
     settle_slot,
 )
 from gridnode.core.ledger.state import (
@@ -98,6 +99,7 @@ __all__ = [
     "decode_state",
     "decode_tx",
     "genesis_state",
+    "read_by_every_member",
     "settle_slot",
     "sign_bundle",
     "sign_cancel",

@@ -70,7 +70,7 @@ re-derived.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -105,6 +105,7 @@ __all__ = [
     "apply_with_outcome",
     "build_block",
     "check",
+    "read_by_every_member",
     "settle_slot",
 ]
 
@@ -562,6 +563,14 @@ def _clear_due(draft: _Work, time_ms: int, outcome: list[SlotCleared] | None) ->
     return max(last_closed, draft.state.last_cleared_slot)
 
 
+def read_by_every_member(genesis: Genesis, readings: Sized) -> bool:
+    """Whether a slot's ``readings`` (one per household that read it) are every member's: such a
+    slot is settled by the block that brings its last reading, before its reading deadline, and
+    keeps its readings until that deadline so that a second reading of it is refused. The one copy
+    of that condition (block building here; the adaptive cadence in :mod:`gridnode.core.app`)."""
+    return len(readings) == len(genesis.members)
+
+
 def _settle_due(
     draft: _Work,
     time_ms: int,
@@ -572,7 +581,6 @@ def _settle_due(
     genesis = draft.state.genesis
     clock = genesis.clock
     now_s = time_ms // 1000
-    members = genesis.members
     before = draft.state.readings
     settled = 0
     for slot in sorted(set(draft.trades) | set(draft.readings)):
@@ -580,11 +588,11 @@ def _settle_due(
             continue
         readings = draft.readings.get(slot, {})
         deadline_passed = now_s >= clock.end(slot) + genesis.reading_deadline_seconds
-        complete = len(readings) == len(members)
+        complete = read_by_every_member(genesis, readings)
         # a slot every member has read was settled by the block that brought its last reading
         # (it was cleared by then: a reading comes after the slot's end); its readings are kept
         # until the deadline so that a second reading of it is refused (``duplicate_reading``)
-        already = complete and len(before.get(slot, ())) == len(members)
+        already = complete and read_by_every_member(genesis, before.get(slot, ()))
         if deadline_passed:
             draft.readings.pop(slot, None)
             if already:
