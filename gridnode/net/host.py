@@ -484,15 +484,32 @@ class NetHost:
 # -- lifecycle ------------------------------------------------------------------------------------
 
 
+async def _refuse_stream(stream: Any) -> None:
+    """The handler of a protocol the host no longer serves (it is stopping): reset the stream."""
+    with contextlib.suppress(Exception):
+        await stream.reset()
+
+
+def _stop_serving(host: Any, protocols: Iterable[str]) -> None:
+    """Answer every new stream for ``protocols`` with a reset, from now on.
+
+    The handlers are replaced, not removed: py-libp2p's multiselect checks that a protocol has a
+    handler, writes its acceptance (a suspension point) and only then looks the handler up, so a
+    handler removed in between raised ``KeyError`` in the connection's task and tore the host
+    down with it (seen in CI: a peer opening a ``/meshsub`` stream while the host stopped).
+    """
+    for protocol in protocols:
+        with contextlib.suppress(Exception):
+            host.set_stream_handler(TProtocol(protocol), _refuse_stream)
+
+
 async def _close_connections(host: Any, router: Any, net: NetHost) -> None:
     """Stop inbound traffic, then close every connection, before Pubsub's service stops.
 
     Otherwise a pubsub stream still being read schedules work on the stopped Pubsub service
     ("Nursery is closed to new arrivals"), which tears down the host with an error.
     """
-    for protocol in router.get_protocols():
-        with contextlib.suppress(Exception):
-            host.remove_stream_handler(protocol)
+    _stop_serving(host, router.get_protocols())
     network = host.get_network()
     await net.streams.close_all()
     for _ in range(3):  # connections that were being set up may register late: sweep again
