@@ -28,8 +28,9 @@ Rules of this module:
 * Misbehaviour is recorded in one place, :class:`gridnode.net.peers.PeerBook`, by the parts that
   decode a peer's bytes; a handler that must still answer reports through
   :meth:`NetHost.report_misbehaviour`. Counters and scores: :meth:`NetHost.peer_stats`.
-* Shutdown order (``notes/py-libp2p.md``): cancel our tasks, disconnect every peer, stop GossipSub
-  and Pubsub, stop the host, then stop Pubsub's cache thread. No thread of ours survives.
+* Shutdown order (``notes/py-libp2p.md``): cancel our tasks, answer new pubsub streams with a reset
+  (their handlers are replaced, never removed: :func:`_stop_serving`), disconnect every peer, stop
+  GossipSub and Pubsub, stop the host, then stop Pubsub's cache thread. No thread of ours survives.
 """
 
 from __future__ import annotations
