@@ -121,21 +121,40 @@ GHI_DAYS_KEPT: Final = 512
 FIT_MEMO_BLOCKS: Final = 4
 
 
+@functools.lru_cache(maxsize=8)
 def lead_buckets(step_s: int) -> IntArray:
-    """Bucket index of each lead 0 .. steps_per_day − 1 for intervals of ``step_s``."""
+    """Bucket index of each lead 0 .. steps_per_day − 1 for intervals of ``step_s`` (read-only;
+    memoised: every prediction asks)."""
     s = SECONDS_PER_DAY // step_s
     edges = sorted({-(-e // step_s) for e in LEAD_EDGES_S})
     lead = np.arange(s)
-    return np.asarray(np.searchsorted(edges, lead, side="right") - 1, dtype=np.int64)
+    out = np.asarray(np.searchsorted(edges, lead, side="right") - 1, dtype=np.int64)
+    out.setflags(write=False)
+    return out
 
 
 def _day_type(history: MeterHistory, idx: IntArray, holidays: frozenset[int]) -> IntArray:
     """1 for a weekend day or holiday (local calendar), else 0, for intervals ``idx``."""
     t = history.start_s + idx * history.step_s + history.utc_offset_s
     day = t // SECONDS_PER_DAY
-    out = ((day + 3) % 7 >= 5).astype(np.int64)  # 1970-01-01 was a Thursday
+    if not len(day):
+        return np.zeros(0, dtype=np.int64)
+    # a day's type is its own: computed once per day the intervals span, then spread to them
+    # (the same integers as per interval; a holiday lookup per day, not per interval)
+    first = int(day.min())
+    out: IntArray = _day_types(first, int(day.max()) + 1, holidays)[day - first]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _day_types(first: int, end: int, holidays: frozenset[int]) -> IntArray:
+    """:func:`_day_type` of the local days ``first .. end − 1`` (read-only; memoised: a prediction
+    at every slot asks for the same days)."""
+    days = np.arange(first, end, dtype=np.int64)
+    out = ((days + 3) % 7 >= 5).astype(np.int64)  # 1970-01-01 was a Thursday
     if holidays:
-        out |= np.isin(day, np.fromiter(holidays, dtype=np.int64)).astype(np.int64)
+        out |= np.isin(days, np.fromiter(holidays, dtype=np.int64)).astype(np.int64)
+    out.setflags(write=False)
     return out
 
 
@@ -266,11 +285,15 @@ def _pv_ratios(series: _Series, t: IntArray, s: int, days: range) -> list[FloatA
     if hi - lo <= len(days) * len(t):
         ratio = _ratio_of(series.pv[:, lo:hi], series.ghi[lo:hi])
         return [_lag(ratio, t - lo, s, d) for d in days]
-    return [_ratio_of(series.pv[:, t - d * s], series.ghi[t - d * s]) for d in days]
+    # the lags apart: every lag's intervals in one gather and one ratio (elementwise: the same
+    # values as lag by lag, at one call's overhead instead of one per lag)
+    idx = t[None, :] - s * np.asarray(days, dtype=np.int64)[:, None]  # (D, M)
+    ratio = _ratio_of(series.pv[:, idx], series.ghi[idx])  # (n, D, M)
+    return [ratio[:, j] for j in range(len(days))]
 
 
 def _ratio_of(pv: FloatArray, ghi: FloatArray) -> FloatArray:
-    """``pv`` ``(n, M)`` as a share of ``ghi`` ``(M,)``, 0 where the sun is below
+    """``pv`` ``(n, *S)`` as a share of ``ghi`` ``S``, 0 where the sun is below
     :data:`MIN_GHI_W_M2` (elementwise: the same value for an interval in any batch)."""
     lit = ghi > MIN_GHI_W_M2
     out: FloatArray = np.where(lit[None], pv / np.where(lit, ghi, 1.0)[None], 0.0)
@@ -281,7 +304,11 @@ def _pv_env(series: _Series, t: IntArray, s: int) -> FloatArray:
     """``(n, len(t))`` the clear-day PV envelope at ``t`` (profile column :data:`PV_ENV`): the
     highest PV/GHI ratio at that time over :data:`ENVELOPE_DAYS` days times the GHI at ``t``
     (without GHI: the highest PV). A maximum is exact in any order."""
-    ratios = _pv_ratios(series, t, s, range(1, ENVELOPE_DAYS + 1))
+    return _envelope(series, t, _pv_ratios(series, t, s, range(1, ENVELOPE_DAYS + 1)))
+
+
+def _envelope(series: _Series, t: IntArray, ratios: list[FloatArray]) -> FloatArray:
+    """:func:`_pv_env` from the :data:`ENVELOPE_DAYS` ratios of :func:`_pv_ratios`."""
     env = functools.reduce(np.maximum, ratios)
     if series.ghi is None:
         return env
@@ -317,10 +344,14 @@ def _profiles(
         np.einsum("nmd,md->nm", lags, w),
     ]
     if series.pv is not None:
-        med = _median7(_pv_ratios(series, t, s, range(1, 8)))
+        # the envelope's 14 ratios hold the median's 7 (a ratio is its interval's alone)
+        ratios = _pv_ratios(series, t, s, range(1, (7 if env is not None else ENVELOPE_DAYS) + 1))
+        med = _median7(ratios[:7])
         if series.ghi is not None:
             med = med * series.ghi[t][None]
-        feats += [_lag(series.pv, t, s, 1), med, _pv_env(series, t, s) if env is None else env]
+        if env is None:
+            env = _envelope(series, t, ratios)
+        feats += [_lag(series.pv, t, s, 1), med, env]
     return np.stack(feats, axis=-1)
 
 
@@ -331,11 +362,9 @@ def _origin_features(  # noqa: PLR0917 - the profile columns it reads are passed
     :data:`MED7` (``med7``) and :data:`PV_ENV` (``env``, with PV) of the intervals ``t0, t0 + 1,
     …`` (which must cover at least a day before each origin), ``(n, M)`` each."""
     hour = max(1, 3600 * s // SECONDS_PER_DAY)
-    n = series.load.shape[0]
-    zero = np.zeros((n, 1))
-    t = t0 + np.arange(med7.shape[1])
-    resid = series.load[:, t] - med7
-    c_r = np.concatenate([zero, np.cumsum(resid, axis=1)], axis=1)
+    m = med7.shape[1]
+    resid = series.load[:, t0 : t0 + m] - med7
+    c_r = _cumsum0(resid)
     i = o - t0  # position of the origin in the cumulative sums
     feats = [
         (c_r[:, i] - c_r[:, i - hour]) / hour,
@@ -345,12 +374,21 @@ def _origin_features(  # noqa: PLR0917 - the profile columns it reads are passed
     ]
     if series.pv is not None:
         assert env is not None
-        c_pv = np.concatenate([zero, np.cumsum(series.pv[:, t], axis=1)], axis=1)
-        c_env = np.concatenate([zero, np.cumsum(env, axis=1)], axis=1)
+        c_pv = _cumsum0(series.pv[:, t0 : t0 + m])
+        c_env = _cumsum0(env)
         k_day = _ratio(c_pv[:, i] - c_pv[:, i - s], c_env[:, i] - c_env[:, i - s], 1.0)
         k_hour = _ratio(c_pv[:, i] - c_pv[:, i - hour], c_env[:, i] - c_env[:, i - hour], k_day)
         feats += [k_hour, k_day]
     return np.stack(feats, axis=-1)
+
+
+def _cumsum0(a: FloatArray) -> FloatArray:
+    """``(n, M + 1)``: 0, then the running sums of ``a`` ``(n, M)`` along its rows (into one
+    array: the same sums as concatenating a zero column to :func:`numpy.cumsum`)."""
+    out = np.empty((a.shape[0], a.shape[1] + 1))
+    out[:, 0] = 0.0
+    np.cumsum(a, axis=1, out=out[:, 1:])
+    return out
 
 
 def _ratio(num: FloatArray, den: FloatArray, default: FloatArray | float) -> FloatArray:
@@ -882,7 +920,9 @@ def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _year(day: int) -> int:
+    """The calendar year of day number ``day`` (memoised: asked twice at every prediction)."""
     return int(str(np.datetime64(int(day), "D"))[:4])
 
 
