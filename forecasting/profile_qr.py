@@ -363,22 +363,39 @@ def _origin_features(  # noqa: PLR0917 - the profile columns it reads are passed
     …`` (which must cover at least a day before each origin), ``(n, M)`` each."""
     hour = max(1, 3600 * s // SECONDS_PER_DAY)
     m = med7.shape[1]
-    resid = series.load[:, t0 : t0 + m] - med7
-    c_r = _cumsum0(resid)
-    i = o - t0  # position of the origin in the cumulative sums
+    n = series.load.shape[0]
+    i = o - t0  # position of the origin in the running sums (the first i values summed)
+    load = series.load[:, t0 : t0 + m]
+    pv = None if series.pv is None else series.pv[:, t0 : t0 + m]
+    if len(o) == 1 and n >= _ROWS_SUMMED_ACROSS and int(i[0]) >= s:
+        # one origin (a prediction): only the sums of its last day and hour are read, the
+        # intervals as rows, so each running sum is a sum over rows, vectorised across the
+        # households (module rules, *Incremental prediction*: the same sums, in the same order)
+        at = (int(i[0]) - s, int(i[0]) - hour, int(i[0]))
+        resid_t = np.empty((m, n))
+        np.subtract(load.T, med7.T, out=resid_t)
+        c_r = _sums_at(resid_t, at)
+        feats = [(c_r[2] - c_r[1]) / hour, (c_r[2] - c_r[0]) / s, resid_t[at[2] - 1],
+                 series.load[:, int(o[0]) - 1]]  # fmt: skip
+        if pv is not None:
+            assert env is not None
+            c_pv, c_env = _sums_at(pv.T.copy(), at), _sums_at(env.T.copy(), at)
+            k_day = _ratio(c_pv[2] - c_pv[0], c_env[2] - c_env[0], 1.0)
+            feats += [_ratio(c_pv[2] - c_pv[1], c_env[2] - c_env[1], k_day), k_day]
+        return np.stack(feats, axis=-1)[:, None, :]
+    resid = load - med7
+    r = _cumsum0(resid)
     feats = [
-        (c_r[:, i] - c_r[:, i - hour]) / hour,
-        (c_r[:, i] - c_r[:, i - s]) / s,
+        (r[:, i] - r[:, i - hour]) / hour,
+        (r[:, i] - r[:, i - s]) / s,
         resid[:, i - 1],
         series.load[:, o - 1],
     ]
-    if series.pv is not None:
+    if pv is not None:
         assert env is not None
-        c_pv = _cumsum0(series.pv[:, t0 : t0 + m])
-        c_env = _cumsum0(env)
-        k_day = _ratio(c_pv[:, i] - c_pv[:, i - s], c_env[:, i] - c_env[:, i - s], 1.0)
-        k_hour = _ratio(c_pv[:, i] - c_pv[:, i - hour], c_env[:, i] - c_env[:, i - hour], k_day)
-        feats += [k_hour, k_day]
+        p, e = _cumsum0(pv), _cumsum0(env)
+        k_day = _ratio(p[:, i] - p[:, i - s], e[:, i] - e[:, i - s], 1.0)
+        feats += [_ratio(p[:, i] - p[:, i - hour], e[:, i] - e[:, i - hour], k_day), k_day]
     return np.stack(feats, axis=-1)
 
 
@@ -388,6 +405,34 @@ def _cumsum0(a: FloatArray) -> FloatArray:
     out = np.empty((a.shape[0], a.shape[1] + 1))
     out[:, 0] = 0.0
     np.cumsum(a, axis=1, out=out[:, 1:])
+    return out
+
+
+#: :func:`_sums_at` needs at least this many columns: numpy adds the rows of a ``(M, n)`` array
+#: one after the other (``out += row``, as :func:`numpy.cumsum` does) only when the rows are not
+#: its fast axis, i.e. for ``n ≥ 2`` (a single column is summed pairwise: other bits; tested)
+_ROWS_SUMMED_ACROSS: Final = 2
+
+
+def _sums_at(a_t: FloatArray, at: tuple[int, ...]) -> list[FloatArray]:
+    """The running sums of ``a_t`` ``(M, n)`` (C-contiguous, ``n ≥`` :data:`_ROWS_SUMMED_ACROSS`)
+    over its first ``p`` rows for each ``p`` in ``at`` (ascending), ``(n,)`` each: bit for bit
+    :func:`_cumsum0` of ``a_t.T`` at ``p`` — row 0, then each next row added in order (tested)."""
+    out: list[FloatArray] = []
+    acc: FloatArray | None = None
+    done = 0
+    for p in at:
+        if p == 0:
+            out.append(np.zeros(a_t.shape[1]))
+            continue
+        if acc is None:
+            acc = np.add.reduce(a_t[:p], axis=0)
+        else:
+            acc = acc.copy()
+            for k in range(done, p):
+                acc += a_t[k]
+        done = p
+        out.append(acc)
     return out
 
 
