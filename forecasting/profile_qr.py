@@ -316,6 +316,11 @@ def _envelope(series: _Series, t: IntArray, ratios: list[FloatArray]) -> FloatAr
     return out
 
 
+#: :func:`_profiles` of at most this many intervals (a prediction's new ones) takes the load's and
+#: the PV's medians of seven in one pass of the sorting network (fewer, larger operations).
+_FEW_INTERVALS: Final = 8
+
+
 def _profiles(
     series: _Series,
     t: IntArray,
@@ -336,6 +341,22 @@ def _profiles(
     rank = np.cumsum(same, axis=1)
     w = (same & (rank <= 4)).astype(np.float64)
     w /= np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+    ratios = None
+    med = None
+    if series.pv is not None:
+        # the envelope's 14 ratios hold the median's 7 (a ratio is its interval's alone)
+        ratios = _pv_ratios(series, t, s, range(1, (7 if env is not None else ENVELOPE_DAYS) + 1))
+        if med7 is None and len(t) <= _FEW_INTERVALS:
+            # a prediction's few intervals: both medians of seven through one sorting network
+            # (elementwise: the same values; the load's 7 lags are the first 7 of ``lags``)
+            m = len(t)
+            both = np.empty((7, lags.shape[0], 2 * m))
+            both[..., :m] = lags[..., :7].transpose(2, 0, 1)
+            both[..., m:] = np.asarray(ratios[:7])
+            medians = _median7(list(both))
+            med7, med = medians[:, :m], medians[:, m:]
+        else:
+            med = _median7(ratios[:7])
     feats = [
         lags[..., 0],
         lags[..., 6],
@@ -344,9 +365,7 @@ def _profiles(
         np.einsum("nmd,md->nm", lags, w),
     ]
     if series.pv is not None:
-        # the envelope's 14 ratios hold the median's 7 (a ratio is its interval's alone)
-        ratios = _pv_ratios(series, t, s, range(1, (7 if env is not None else ENVELOPE_DAYS) + 1))
-        med = _median7(ratios[:7])
+        assert ratios is not None and med is not None
         if series.ghi is not None:
             med = med * series.ghi[t][None]
         if env is None:
