@@ -55,7 +55,10 @@ Rules of this module:
   :class:`~forecasting.series.MeterHistory` is an immutable value; the in-process engine passes
   windows of one history) or values equal bit for bit (a daemon builds its history anew). The
   forecasts are bit for bit those computed from scratch (tested from many origins and horizons,
-  across gaps, changed values, refits and the new year). Clear-sky GHI is memoised per day.
+  across gaps, changed values, refits and the new year). Clear-sky GHI is memoised per day, the
+  day types per span of days. A prediction's one origin sums its last day and hour over the
+  intervals as rows, vectorised across the households, in the order of the running sums (the
+  same bits; one household keeps :func:`numpy.cumsum`, which numpy would otherwise sum pairwise).
 * **Weekly refits.** A refit's training window is usually an earlier fit's grown or moved by a
   week (the engines refit every period on the history before it), so a process keeps the
   features its last :data:`FIT_MEMO_BLOCKS` fits computed (:class:`_FitMemo`: the 7-day median
