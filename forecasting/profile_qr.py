@@ -55,7 +55,10 @@ Rules of this module:
   :class:`~forecasting.series.MeterHistory` is an immutable value; the in-process engine passes
   windows of one history) or values equal bit for bit (a daemon builds its history anew). The
   forecasts are bit for bit those computed from scratch (tested from many origins and horizons,
-  across gaps, changed values, refits and the new year). Clear-sky GHI is memoised per day.
+  across gaps, changed values, refits and the new year). Clear-sky GHI is memoised per day, the
+  day types per span of days. A prediction's one origin sums its last day and hour over the
+  intervals as rows, vectorised across the households, in the order of the running sums (the
+  same bits; one household keeps :func:`numpy.cumsum`, which numpy would otherwise sum pairwise).
 * **Weekly refits.** A refit's training window is usually an earlier fit's grown or moved by a
   week (the engines refit every period on the history before it), so a process keeps the
   features its last :data:`FIT_MEMO_BLOCKS` fits computed (:class:`_FitMemo`: the 7-day median
@@ -121,21 +124,40 @@ GHI_DAYS_KEPT: Final = 512
 FIT_MEMO_BLOCKS: Final = 4
 
 
+@functools.lru_cache(maxsize=8)
 def lead_buckets(step_s: int) -> IntArray:
-    """Bucket index of each lead 0 .. steps_per_day − 1 for intervals of ``step_s``."""
+    """Bucket index of each lead 0 .. steps_per_day − 1 for intervals of ``step_s`` (read-only;
+    memoised: every prediction asks)."""
     s = SECONDS_PER_DAY // step_s
     edges = sorted({-(-e // step_s) for e in LEAD_EDGES_S})
     lead = np.arange(s)
-    return np.asarray(np.searchsorted(edges, lead, side="right") - 1, dtype=np.int64)
+    out = np.asarray(np.searchsorted(edges, lead, side="right") - 1, dtype=np.int64)
+    out.setflags(write=False)
+    return out
 
 
 def _day_type(history: MeterHistory, idx: IntArray, holidays: frozenset[int]) -> IntArray:
     """1 for a weekend day or holiday (local calendar), else 0, for intervals ``idx``."""
     t = history.start_s + idx * history.step_s + history.utc_offset_s
     day = t // SECONDS_PER_DAY
-    out = ((day + 3) % 7 >= 5).astype(np.int64)  # 1970-01-01 was a Thursday
+    if not len(day):
+        return np.zeros(0, dtype=np.int64)
+    # a day's type is its own: computed once per day the intervals span, then spread to them
+    # (the same integers as per interval; a holiday lookup per day, not per interval)
+    first = int(day.min())
+    out: IntArray = _day_types(first, int(day.max()) + 1, holidays)[day - first]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _day_types(first: int, end: int, holidays: frozenset[int]) -> IntArray:
+    """:func:`_day_type` of the local days ``first .. end − 1`` (read-only; memoised: a prediction
+    at every slot asks for the same days)."""
+    days = np.arange(first, end, dtype=np.int64)
+    out = ((days + 3) % 7 >= 5).astype(np.int64)  # 1970-01-01 was a Thursday
     if holidays:
-        out |= np.isin(day, np.fromiter(holidays, dtype=np.int64)).astype(np.int64)
+        out |= np.isin(days, np.fromiter(holidays, dtype=np.int64)).astype(np.int64)
+    out.setflags(write=False)
     return out
 
 
@@ -266,11 +288,15 @@ def _pv_ratios(series: _Series, t: IntArray, s: int, days: range) -> list[FloatA
     if hi - lo <= len(days) * len(t):
         ratio = _ratio_of(series.pv[:, lo:hi], series.ghi[lo:hi])
         return [_lag(ratio, t - lo, s, d) for d in days]
-    return [_ratio_of(series.pv[:, t - d * s], series.ghi[t - d * s]) for d in days]
+    # the lags apart: every lag's intervals in one gather and one ratio (elementwise: the same
+    # values as lag by lag, at one call's overhead instead of one per lag)
+    idx = t[None, :] - s * np.asarray(days, dtype=np.int64)[:, None]  # (D, M)
+    ratio = _ratio_of(series.pv[:, idx], series.ghi[idx])  # (n, D, M)
+    return [ratio[:, j] for j in range(len(days))]
 
 
 def _ratio_of(pv: FloatArray, ghi: FloatArray) -> FloatArray:
-    """``pv`` ``(n, M)`` as a share of ``ghi`` ``(M,)``, 0 where the sun is below
+    """``pv`` ``(n, *S)`` as a share of ``ghi`` ``S``, 0 where the sun is below
     :data:`MIN_GHI_W_M2` (elementwise: the same value for an interval in any batch)."""
     lit = ghi > MIN_GHI_W_M2
     out: FloatArray = np.where(lit[None], pv / np.where(lit, ghi, 1.0)[None], 0.0)
@@ -281,12 +307,21 @@ def _pv_env(series: _Series, t: IntArray, s: int) -> FloatArray:
     """``(n, len(t))`` the clear-day PV envelope at ``t`` (profile column :data:`PV_ENV`): the
     highest PV/GHI ratio at that time over :data:`ENVELOPE_DAYS` days times the GHI at ``t``
     (without GHI: the highest PV). A maximum is exact in any order."""
-    ratios = _pv_ratios(series, t, s, range(1, ENVELOPE_DAYS + 1))
+    return _envelope(series, t, _pv_ratios(series, t, s, range(1, ENVELOPE_DAYS + 1)))
+
+
+def _envelope(series: _Series, t: IntArray, ratios: list[FloatArray]) -> FloatArray:
+    """:func:`_pv_env` from the :data:`ENVELOPE_DAYS` ratios of :func:`_pv_ratios`."""
     env = functools.reduce(np.maximum, ratios)
     if series.ghi is None:
         return env
     out: FloatArray = env * series.ghi[t][None]
     return out
+
+
+#: :func:`_profiles` of at most this many intervals (a prediction's new ones) takes the load's and
+#: the PV's medians of seven in one pass of the sorting network (fewer, larger operations).
+_FEW_INTERVALS: Final = 8
 
 
 def _profiles(
@@ -309,6 +344,22 @@ def _profiles(
     rank = np.cumsum(same, axis=1)
     w = (same & (rank <= 4)).astype(np.float64)
     w /= np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+    ratios = None
+    med = None
+    if series.pv is not None:
+        # the envelope's 14 ratios hold the median's 7 (a ratio is its interval's alone)
+        ratios = _pv_ratios(series, t, s, range(1, (7 if env is not None else ENVELOPE_DAYS) + 1))
+        if med7 is None and len(t) <= _FEW_INTERVALS:
+            # a prediction's few intervals: both medians of seven through one sorting network
+            # (elementwise: the same values; the load's 7 lags are the first 7 of ``lags``)
+            m = len(t)
+            both = np.empty((7, lags.shape[0], 2 * m))
+            both[..., :m] = lags[..., :7].transpose(2, 0, 1)
+            both[..., m:] = np.asarray(ratios[:7])
+            medians = _median7(list(both))
+            med7, med = medians[:, :m], medians[:, m:]
+        else:
+            med = _median7(ratios[:7])
     feats = [
         lags[..., 0],
         lags[..., 6],
@@ -317,10 +368,12 @@ def _profiles(
         np.einsum("nmd,md->nm", lags, w),
     ]
     if series.pv is not None:
-        med = _median7(_pv_ratios(series, t, s, range(1, 8)))
+        assert ratios is not None and med is not None
         if series.ghi is not None:
             med = med * series.ghi[t][None]
-        feats += [_lag(series.pv, t, s, 1), med, _pv_env(series, t, s) if env is None else env]
+        if env is None:
+            env = _envelope(series, t, ratios)
+        feats += [_lag(series.pv, t, s, 1), med, env]
     return np.stack(feats, axis=-1)
 
 
@@ -331,26 +384,78 @@ def _origin_features(  # noqa: PLR0917 - the profile columns it reads are passed
     :data:`MED7` (``med7``) and :data:`PV_ENV` (``env``, with PV) of the intervals ``t0, t0 + 1,
     …`` (which must cover at least a day before each origin), ``(n, M)`` each."""
     hour = max(1, 3600 * s // SECONDS_PER_DAY)
+    m = med7.shape[1]
     n = series.load.shape[0]
-    zero = np.zeros((n, 1))
-    t = t0 + np.arange(med7.shape[1])
-    resid = series.load[:, t] - med7
-    c_r = np.concatenate([zero, np.cumsum(resid, axis=1)], axis=1)
-    i = o - t0  # position of the origin in the cumulative sums
+    i = o - t0  # position of the origin in the running sums (the first i values summed)
+    load = series.load[:, t0 : t0 + m]
+    pv = None if series.pv is None else series.pv[:, t0 : t0 + m]
+    if len(o) == 1 and n >= _ROWS_SUMMED_ACROSS and int(i[0]) >= s:
+        # one origin (a prediction): only the sums of its last day and hour are read, the
+        # intervals as rows, so each running sum is a sum over rows, vectorised across the
+        # households (module rules, *Incremental prediction*: the same sums, in the same order)
+        at = (int(i[0]) - s, int(i[0]) - hour, int(i[0]))
+        resid_t = np.empty((m, n))
+        np.subtract(load.T, med7.T, out=resid_t)
+        c_r = _sums_at(resid_t, at)
+        feats = [(c_r[2] - c_r[1]) / hour, (c_r[2] - c_r[0]) / s, resid_t[at[2] - 1],
+                 series.load[:, int(o[0]) - 1]]  # fmt: skip
+        if pv is not None:
+            assert env is not None
+            c_pv, c_env = _sums_at(pv.T.copy(), at), _sums_at(env.T.copy(), at)
+            k_day = _ratio(c_pv[2] - c_pv[0], c_env[2] - c_env[0], 1.0)
+            feats += [_ratio(c_pv[2] - c_pv[1], c_env[2] - c_env[1], k_day), k_day]
+        return np.stack(feats, axis=-1)[:, None, :]
+    resid = load - med7
+    r = _cumsum0(resid)
     feats = [
-        (c_r[:, i] - c_r[:, i - hour]) / hour,
-        (c_r[:, i] - c_r[:, i - s]) / s,
+        (r[:, i] - r[:, i - hour]) / hour,
+        (r[:, i] - r[:, i - s]) / s,
         resid[:, i - 1],
         series.load[:, o - 1],
     ]
-    if series.pv is not None:
+    if pv is not None:
         assert env is not None
-        c_pv = np.concatenate([zero, np.cumsum(series.pv[:, t], axis=1)], axis=1)
-        c_env = np.concatenate([zero, np.cumsum(env, axis=1)], axis=1)
-        k_day = _ratio(c_pv[:, i] - c_pv[:, i - s], c_env[:, i] - c_env[:, i - s], 1.0)
-        k_hour = _ratio(c_pv[:, i] - c_pv[:, i - hour], c_env[:, i] - c_env[:, i - hour], k_day)
-        feats += [k_hour, k_day]
+        p, e = _cumsum0(pv), _cumsum0(env)
+        k_day = _ratio(p[:, i] - p[:, i - s], e[:, i] - e[:, i - s], 1.0)
+        feats += [_ratio(p[:, i] - p[:, i - hour], e[:, i] - e[:, i - hour], k_day), k_day]
     return np.stack(feats, axis=-1)
+
+
+def _cumsum0(a: FloatArray) -> FloatArray:
+    """``(n, M + 1)``: 0, then the running sums of ``a`` ``(n, M)`` along its rows (into one
+    array: the same sums as concatenating a zero column to :func:`numpy.cumsum`)."""
+    out = np.empty((a.shape[0], a.shape[1] + 1))
+    out[:, 0] = 0.0
+    np.cumsum(a, axis=1, out=out[:, 1:])
+    return out
+
+
+#: :func:`_sums_at` needs at least this many columns: numpy adds the rows of a ``(M, n)`` array
+#: one after the other (``out += row``, as :func:`numpy.cumsum` does) only when the rows are not
+#: its fast axis, i.e. for ``n ≥ 2`` (a single column is summed pairwise: other bits; tested)
+_ROWS_SUMMED_ACROSS: Final = 2
+
+
+def _sums_at(a_t: FloatArray, at: tuple[int, ...]) -> list[FloatArray]:
+    """The running sums of ``a_t`` ``(M, n)`` (C-contiguous, ``n ≥`` :data:`_ROWS_SUMMED_ACROSS`)
+    over its first ``p`` rows for each ``p`` in ``at`` (ascending), ``(n,)`` each: bit for bit
+    :func:`_cumsum0` of ``a_t.T`` at ``p`` — row 0, then each next row added in order (tested)."""
+    out: list[FloatArray] = []
+    acc: FloatArray | None = None
+    done = 0
+    for p in at:
+        if p == 0:
+            out.append(np.zeros(a_t.shape[1]))
+            continue
+        if acc is None:
+            acc = np.add.reduce(a_t[:p], axis=0)
+        else:
+            acc = acc.copy()
+            for k in range(done, p):
+                acc += a_t[k]
+        done = p
+        out.append(acc)
+    return out
 
 
 def _ratio(num: FloatArray, den: FloatArray, default: FloatArray | float) -> FloatArray:
@@ -882,7 +987,9 @@ def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _year(day: int) -> int:
+    """The calendar year of day number ``day`` (memoised: asked twice at every prediction)."""
     return int(str(np.datetime64(int(day), "D"))[:4])
 
 

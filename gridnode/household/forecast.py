@@ -321,11 +321,16 @@ class SlotForecaster:
             self._fitted_name, self._period = self.fallback.name, None
             predicted = self._fitted.predict(history, horizon)
         fc = _plausible(predicted, history)
+        rows_q = slot_quantiles(fc, now=now_s, clock=clock)
+        if not rows_q:
+            return []
+        # every row has the same slots: which to keep is decided once (most often, all)
         keep = set(wanted)
-        return [
-            SlotForecast(self.name, tuple(q for q in row if q.slot in keep))
-            for row in slot_quantiles(fc, now=now_s, clock=clock)
-        ]
+        kept = [j for j, q in enumerate(rows_q[0]) if q.slot in keep]
+        name = self.name
+        if len(kept) == len(rows_q[0]):
+            return [SlotForecast(name, tuple(row)) for row in rows_q]
+        return [SlotForecast(name, tuple(row[j] for j in kept)) for row in rows_q]
 
 
 def _plausible(fc: QuantileForecast, history: MeterHistory) -> QuantileForecast:

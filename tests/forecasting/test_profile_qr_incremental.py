@@ -10,6 +10,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import forecasting.profile_qr as pq
 from forecasting.data import (
@@ -330,3 +332,75 @@ def test_profiles_given_their_median_and_envelope_columns_are_the_same_bits() ->
     assert _bits(given) == _bits(plain)
     assert _bits(given[..., MED7]) == _bits(med7[:, t - t0])
     assert _bits(given[..., PV_ENV]) == _bits(env[:, t - t0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 7),
+    s=st.sampled_from([24, 96]),
+    days=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    with_pv=st.booleans(),
+)
+def test_origin_features_of_one_origin_equal_the_running_sums_bit_for_bit(
+    n: int, s: int, days: int, seed: int, with_pv: bool
+) -> None:
+    """A prediction's one origin takes the sums of its last day and hour over the intervals as
+    rows (:func:`~forecasting.profile_qr._sums_at`, vectorised across households): the same bits
+    as the running sums along each household's row (the path of several origins), for any number
+    of households (one: the running sums themselves), magnitudes that round, zeros of both signs."""
+    rng = np.random.default_rng(seed)
+    m = days * s
+    total = m + s
+    scale = 10.0 ** rng.integers(-3, 7, size=(n, total))
+
+    def values() -> FloatArray:
+        v = rng.normal(size=(n, total)) * scale
+        v[rng.random((n, total)) < 0.2] = 0.0
+        v[rng.random((n, total)) < 0.05] = -0.0
+        return v
+
+    load, pv = values(), np.abs(values())
+    series = _Series(load=load, pv=pv if with_pv else None, ghi=None,
+                     day_type=np.zeros(total, np.int64), holidays=frozenset())  # fmt: skip
+    t0 = total - m
+    med7 = values()[:, :m]
+    env = np.abs(values()[:, :m]) if with_pv else None
+    o = t0 + m
+    one = _origin_features(series, med7, env, t0, np.array([o], np.int64), s)
+    several = _origin_features(series, med7, env, t0, np.array([o - 1, o], np.int64), s)
+    assert one.shape == (n, 1, several.shape[-1])
+    assert _bits(one) == _bits(several[:, 1:])
+    a_t = np.ascontiguousarray(rng.normal(size=(m, n)) * scale[:, :m].T)
+    want = pq._cumsum0(a_t.T)
+    if n >= pq._ROWS_SUMMED_ACROSS:
+        at = (0, 1, m - 5, m - 1, m)
+        for p, got in zip(at, pq._sums_at(a_t, at), strict=True):
+            assert _bits(got) == _bits(want[:, p])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    start_day=st.integers(-400, 30_000),
+    step_s=st.sampled_from([900, 3600]),
+    offset_s=st.sampled_from([-18_000, 0, 3600, 19_800]),
+    steps=st.integers(0, 2000),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_day_types_per_day_equal_the_rule_per_interval(
+    start_day: int, step_s: int, offset_s: int, steps: int, seed: int
+) -> None:
+    """:func:`_day_type` decides each local day once and spreads it to its intervals: the same
+    integers as the rule applied to every interval (weekend or holiday: 1)."""
+    rng = np.random.default_rng(seed)
+    start = start_day * SECONDS_PER_DAY + int(rng.integers(0, 96)) * 900
+    h = MeterHistory.from_net(np.zeros((1, max(steps, 1))), start_s=start, step_s=step_s,
+                              utc_offset_s=offset_s)  # fmt: skip
+    idx = rng.permutation(steps).astype(np.int64)[: int(rng.integers(0, steps + 1))]
+    day = (start + idx * step_s + offset_s) // SECONDS_PER_DAY
+    holidays = frozenset(int(d) for d in rng.choice(day, size=min(len(day), 5))) if len(day) else (
+        frozenset())  # fmt: skip
+    for hol in (frozenset(), holidays):
+        want = np.array([int((d + 3) % 7 >= 5 or int(d) in hol) for d in day], np.int64)
+        got = _day_type(h, idx, hol)
+        assert got.dtype == np.int64 and got.tolist() == want.tolist()
