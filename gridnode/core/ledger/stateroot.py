@@ -132,23 +132,32 @@ def slot_leaf_entry(  # noqa: PLR0917 - the entry's fields, in the entry's order
     the genesis member index (trades name their counterparty by it)."""
     if order is None and not trades and reading is None and bill is None:
         return b""
-    return pack(
+    return _leaf_entry(
+        slot,
+        household,
+        None if order is None else order.raw,
         [
-            "gn.slotleaf",
-            VERSION,
-            slot,
-            household,
-            None if order is None else order.raw,
-            [
-                [0, members[t.seller], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
-                if t.buyer == household
-                else [1, members[t.buyer], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
-                for t in trades
-            ],
-            reading,
-            None if bill is None else bill_wire(bill),
-        ]
+            [0, members[t.seller], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+            if t.buyer == household
+            else [1, members[t.buyer], t.energy_wh, t.price_micro_per_kwh, t.amount_micro]
+            for t in trades
+        ],
+        reading,
+        None if bill is None else bill_wire(bill),
     )
+
+
+def _leaf_entry(  # noqa: PLR0917 - the entry's fields, in the entry's order
+    slot: int,
+    household: str,
+    order_raw: bytes | None,
+    trades: Sequence[Sequence[int]],
+    reading: int | None,
+    bill: Sequence[Any] | None,
+) -> bytes:
+    """A non-empty members-tree entry from its encoded parts: the one copy of its layout
+    (:func:`slot_leaf_entry`, and ``_members``, which brings each part already encoded)."""
+    return pack(["gn.slotleaf", VERSION, slot, household, order_raw, trades, reading, bill])
 
 
 def slot_entry(slot: int, phase: int, price: int | None, members_root: bytes) -> bytes:
@@ -358,7 +367,6 @@ _NO_WIRES: Final[tuple[tuple[int, int, int, int, int], ...]] = ()
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 #: a bill line of a members-tree entry read in C (a tuple packs as the array ``bill_wire`` gives)
 _bill_line: Final = attrgetter(*BILL_FIELDS)
-_LEAF_TAG: Final = "gn.slotleaf"
 
 
 def _members(state: LedgerState, slot: int) -> FixedTree:
@@ -403,7 +411,6 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
     reading_of = _EMPTY.get if readings is None else readings.get
     bill_of = _EMPTY.get if settled is None else settled.bills.get
     wires_of = wires.get
-    sha = _sha256
     changes: dict[int, bytes] = {}
     for h in dirty:
         i = members.get(h)
@@ -416,19 +423,16 @@ def _members(state: LedgerState, slot: int) -> FixedTree:
         if order is None and not mine and reading is None and bill is None:
             changes[i] = _EMPTY_LEAF
             continue
-        entry = pack(
-            [
-                _LEAF_TAG,
-                VERSION,
+        changes[i] = leaf_hash(
+            _leaf_entry(
                 slot,
                 h,
                 None if order is None else order.raw,
                 mine,
                 reading,
                 None if bill is None else _bill_line(bill),
-            ]
+            )
         )
-        changes[i] = sha(b"\x00" + entry).digest()
     tree = base.updated(changes)
     memo[key] = (objs, tree, wires)
     return tree
