@@ -206,10 +206,13 @@ def _check_supported(scenario: Scenario) -> None:
             f"(gridnode.household.agent.QUOTED_SLOTS); horizon_slots = {scenario.horizon_slots} runs only "
             "in the in-process engine (--engine inproc)"
         )
-    if any(g.history_days for g in scenario.groups):
+    if scenario.home_source == "shipped" and any(g.history_days for g in scenario.groups):
         raise UsageError(
-            "cold-start households (households.group history_days) run only in the in-process "
-            "engine (--engine inproc): a daemon reads its meter file's whole history"
+            "cold-start households (households.group history_days) of the shipped household run "
+            "only in the in-process engine (--engine inproc): its replay meter serves the whole "
+            'shipped history; with real homes (households.source = "citylearn" or a meter '
+            "folder) the daemon engine writes a cold-start household's meter file from "
+            "history_days before the first slot"
         )
     bad = sorted({f.kind for f in scenario.faults if f.kind not in SUPPORTED_FAULTS})
     if bad:
@@ -401,18 +404,27 @@ def _data_start_s(scenario: Scenario) -> int:
 
 
 def _home_row(scenario: Scenario, spec: HouseholdSpec) -> MeterHistory:
-    """The household's whole history in the data's time: its home's meter data replayed its day
-    offset later, PV and load scaled (the row :func:`sims.homes.community_history` gives the
-    in-process engine)."""
+    """The household's history in the data's time: its home's meter data replayed its day offset
+    later, PV and load scaled (the row :func:`sims.homes.community_history` gives the in-process
+    engine). All of it, or for a cold-start household (``history_days``) only what follows
+    ``history_days`` before the first slot, as :func:`sims.training.cohorts` cuts it in process:
+    the daemon's meter file then begins there, and the daemon knows nothing earlier."""
     home = home_histories(scenario)[spec.home]
     start = home.start_s - spec.day_offset * 86_400
     if home.pv_w is not None and home.load_w is not None:
-        return MeterHistory.from_components(
+        row = MeterHistory.from_components(
             home.pv_w * spec.pv_scale, home.load_w * spec.load_scale,
             start_s=start, step_s=home.step_s, utc_offset_s=home.utc_offset_s,
         )  # fmt: skip
-    return MeterHistory.from_net(home.net_w, start_s=start, step_s=home.step_s,
-                                 utc_offset_s=home.utc_offset_s)  # fmt: skip
+    else:
+        row = MeterHistory.from_net(home.net_w, start_s=start, step_s=home.step_s,
+                                    utc_offset_s=home.utc_offset_s)  # fmt: skip
+    if not spec.history_days:
+        return row
+    begins = _data_start_s(scenario) - spec.history_days * 86_400
+    if begins <= row.start_s:
+        return row
+    return row.window(begins - (begins - row.start_s) % row.step_s, row.end_s)
 
 
 def run_daemons(

@@ -110,6 +110,11 @@ def test_a_federated_daemon_run_records_its_round(tmp_path: Path) -> None:
     assert first.total_bytes >= sc.households * 8 * Layout(3600).length
     assert first.cpu_s > 0  # the round's wall seconds (5 s invitation window included)
     assert first.at_s % 86_400 == 0
+    # cold-start households took part with their 14 days, and the results compare the groups
+    groups = r.groups()
+    assert set(groups) == {"established", "cold-start-14d"}, groups
+    assert groups["cold-start-14d"]["households"] == 2
+    assert groups["cold-start-14d"]["forecast_slots"] > 0
     # the rounds survive results.json
     r.write_json(tmp_path / "results.json")
     again = SimResult.read_json(tmp_path / "results.json")
