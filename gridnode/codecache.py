@@ -51,6 +51,9 @@ Rules of this module:
 from __future__ import annotations
 import __future__
 
+import array
+import binascii
+import bisect
 import builtins
 import contextlib
 import importlib.util
@@ -67,7 +70,7 @@ __all__ = ["MAX_ENTRIES", "cache_path", "install", "installed", "save", "stats"]
 #: entries kept per kind (generated code, regular expressions)
 MAX_ENTRIES: Final = 8192
 #: the file's layout; a change makes older files unreadable (and rewritten)
-_FORMAT: Final = 1
+_FORMAT: Final = 4
 #: the ``__future__`` compiler flags a caller's code can carry, which ``compile`` inherits
 _FUTURE_MASK: Final = sum(
     getattr(__future__, n).compiler_flag for n in __future__.all_feature_names
@@ -76,44 +79,106 @@ _FUTURE_MASK: Final = sum(
 _WARNS_STR: Final = ("[[", "--", "&&", "~~", "||", "(?(")
 _WARNS_BYTES: Final = (*(s.encode() for s in _WARNS_STR), b"(?P")
 
-#: a generated function's key: (source, file name, mode, compiler flags, optimisation level)
-_CodeKey = tuple[str, str, str, int, int]
-#: a regular expression's key, (pattern, flags), and what ``_sre.compile`` takes besides the
-#: pattern (flags, code, groups, group index, index group) with where it was compiled
-#: (``module:line`` of the first caller outside ``re``)
-_RegexKey = tuple[str | bytes, int]
-_RegexEntry = tuple[int, list[int], int, dict[str, int], tuple[str | None, ...], str]
+#: a generated function's key: (source, file name, mode, compiler flags, optimisation level);
+#: a regular expression's: (pattern, flags), and its value what ``_sre.compile`` takes besides
+#: the pattern (flags, code, groups, group index, index group)
+_Key = tuple[Any, ...]
+#: the file's index: four arrays of one size, sorted by the first: each record's key's CRC
+#: (:func:`_crc`), its offset in the records, its length, and its place (a position in the
+#: head's tuple of places)
+_TYPECODE: Final = "I"
 
 _lock = threading.Lock()
 
 
-class _Cache:
-    """What the file holds: generated code (marshalled, loaded on a hit only), regular
-    expressions, and where code or patterns are generated that differ from start to start (file
-    names of generated code, ``module:line`` of regular expressions)."""
-
-    def __init__(
-        self,
-        code: dict[_CodeKey, bytes] | None = None,
-        regex: dict[_RegexKey, _RegexEntry] | None = None,
-        varying: frozenset[str] = frozenset(),
-    ) -> None:
-        self.code = code or {}
-        self.regex = regex or {}
-        self.varying = varying
+def _crc(kind: str, key: _Key) -> int:
+    """Where an entry is filed; two keys may share one (a record holds its whole key, compared
+    on each hit), which costs a miss, not a wrong answer."""
+    return binascii.crc32(repr((kind, key)).encode("utf-8", "surrogatepass"))
 
 
 class _State:
-    """The cache while installed: the file's, what this start used and added, and the hooks'
-    previous values."""
+    """The cache while installed: the file (read whole, one buffer; an entry is decoded on a
+    hit only), the entries this start used and added, and the hooks' previous values.
 
-    def __init__(self, path: Path, cache: _Cache) -> None:
+    A record is ``marshal.dumps((kind, key, value, place))``: kind ``"code"`` (the value a code
+    object) or ``"regex"``; ``place`` is where it was generated (a file name for code, the
+    caller's ``module:line`` for a pattern), by which what differs from start to start is found
+    (:func:`_kept`). The index is four flat arrays (no object per entry: nothing of it is left
+    scattered among the start-up's objects once it is dropped)."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.old = cache
-        self.used = _Cache()
-        self.new = _Cache()
+        self.records = memoryview(b"")
+        self.crcs = array.array(_TYPECODE)
+        self.offsets = array.array(_TYPECODE)
+        self.lengths = array.array(_TYPECODE)
+        self.place_ids = array.array(_TYPECODE)
+        self.places: tuple[str, ...] = ()
+        self.varying: frozenset[str] = frozenset()
+        self.used: set[int] = set()  # positions in the index
+        self.new: dict[int, tuple[bytes, str]] = {}  # CRC -> (record, place)
         self.hits = 0
+        self.new_code = self.new_regex = 0
         self.undo: list[tuple[object, str, object]] = []  # (module, name, previous or _MISSING)
+
+    def load(self) -> None:
+        """The file's index, if it is this interpreter's (see the module rules); else empty."""
+        try:
+            data = memoryview(self.path.read_bytes())  # (``marshal.load`` reads piece by piece)
+            size = int.from_bytes(data[:8], "little")
+            header, varying, count, places = marshal.loads(data[8 : 8 + size])
+            if (
+                header != _header()
+                or type(varying) is not frozenset
+                or type(count) is not int
+                or type(places) is not tuple
+            ):
+                return
+            arrays = []
+            at = 8 + size
+            for _ in range(4):
+                a = array.array(_TYPECODE)
+                a.frombytes(data[at : at + count * a.itemsize])
+                at += count * a.itemsize
+                arrays.append(a)
+        except (OSError, EOFError, ValueError, TypeError):
+            return
+        if any(len(a) != count for a in arrays) or any(i >= len(places) for i in arrays[3]):
+            return
+        self.crcs, self.offsets, self.lengths, self.place_ids = arrays
+        self.records = data[at:]
+        self.places = places
+        self.varying = varying
+
+    def _record(self, i: int) -> tuple[Any, ...]:
+        offset = self.offsets[i]
+        return marshal.loads(self.records[offset : offset + self.lengths[i]])
+
+    def find(self, kind: str, key: _Key) -> Any:
+        """The value filed for exactly ``key``, or ``None``."""
+        crc = _crc(kind, key)
+        i = bisect.bisect_left(self.crcs, crc)
+        if i == len(self.crcs) or self.crcs[i] != crc:
+            return None
+        try:
+            found_kind, found_key, value, _ = self._record(i)
+        except (EOFError, ValueError, TypeError):  # a damaged file: compiled as without it
+            return None
+        if found_kind != kind or found_key != key:
+            return None
+        self.hits += 1
+        self.used.add(i)
+        return value
+
+    def add(self, kind: str, key: _Key, value: Any, place: str) -> None:
+        if place in self.varying:
+            return
+        self.new[_crc(kind, key)] = (marshal.dumps((kind, key, value, place)), place)
+        if kind == "code":
+            self.new_code += 1
+        else:
+            self.new_regex += 1
 
 
 class _Installed:
@@ -147,22 +212,6 @@ def cache_path() -> Path:
     return pyc.with_name(f"generated.{sys.implementation.cache_tag}.bin")
 
 
-def _load(path: Path) -> _Cache:
-    try:
-        data = marshal.loads(path.read_bytes())  # (``marshal.load`` reads a file piece by piece)
-        header, code, regex, varying = data
-    except (OSError, EOFError, ValueError, TypeError):
-        return _Cache()
-    if (
-        header != _header()
-        or type(code) is not dict
-        or type(regex) is not dict
-        or type(varying) is not frozenset
-    ):
-        return _Cache()
-    return _Cache(code, regex, varying)
-
-
 # ------------------------------------------------------------------------------------ hooks
 
 
@@ -172,19 +221,12 @@ def _compiled(source: str, filename: str, mode: str, flags: int, optimize: int) 
     state = _now.state
     key = (source, filename, mode, flags, optimize)
     if state is not None:
-        found = state.old.code.get(key)
-        if found is not None:
-            try:
-                code = marshal.loads(found)
-            except (EOFError, ValueError, TypeError):  # a damaged file: compiled as without it
-                code = None
-            if type(code) is types.CodeType:
-                state.hits += 1
-                state.used.code[key] = found
-                return code
+        code = state.find("code", key)
+        if type(code) is types.CodeType:
+            return code
     code = builtins.compile(source, filename, mode, flags, True, optimize)
-    if state is not None and filename not in state.old.varying:
-        state.new.code[key] = marshal.dumps(code)
+    if state is not None:
+        state.add("code", key, code, filename)
     return code
 
 
@@ -255,17 +297,13 @@ def _regex(p: Any, flags: int = 0) -> Any:
     if state is None or type(flags) is not int or not _regex_cacheable(p, flags):
         return _now.original_regex(p, flags)
     key = (p, flags)
-    found = state.old.regex.get(key)
+    found = state.find("regex", key)
     if found is not None:
         try:
-            final_flags, code, groups, groupindex, indexgroup, _ = found
-            compiled = _sre.compile(p, final_flags, code, groups, dict(groupindex), indexgroup)
+            final_flags, code, groups, groupindex, indexgroup = found
+            return _sre.compile(p, final_flags, code, groups, dict(groupindex), indexgroup)
         except (TypeError, ValueError, RuntimeError):  # a damaged file: compiled as without it
-            compiled = None
-        if compiled is not None:
-            state.hits += 1
-            state.used.regex[key] = found
-            return compiled
+            pass
     parsed = _parser.parse(p, flags)
     code = _compiler._code(parsed, flags)
     groupindex = parsed.state.groupdict
@@ -278,10 +316,8 @@ def _regex(p: Any, flags: int = 0) -> Any:
         parsed.state.groups - 1,
         dict(groupindex),
         tuple(names),
-        _origin(),
     )
-    if entry[5] not in state.old.varying:
-        state.new.regex[key] = entry
+    state.add("regex", key, entry, _origin())
     return _sre.compile(p, entry[0], code, entry[2], groupindex, entry[4])
 
 
@@ -332,8 +368,8 @@ def install() -> bool:
         return False
     with _lock:
         if _now.state is None:
-            path = cache_path()
-            state = _State(path, _load(path))
+            state = _State(cache_path())
+            state.load()
             _install_hooks(state)
             _now.state = state
         return True
@@ -353,16 +389,34 @@ def save() -> bool:
             else:
                 setattr(module, name, previous)
     _last.clear()
-    _last.update(hits=state.hits, new_code=len(state.new.code), new_regex=len(state.new.regex))
+    _last.update(hits=state.hits, new_code=state.new_code, new_regex=state.new_regex)
     if sys.dont_write_bytecode:
         return False
     kept = _kept(state)
     if kept is None:
         return False
+    varying, records = kept
+    crcs, offsets, lengths, place_ids = (array.array(_TYPECODE) for _ in range(4))
+    places: dict[str, int] = {}
+    at = 0
+    for crc in sorted(records):
+        record, place = records[crc]
+        crcs.append(crc)
+        offsets.append(at)
+        lengths.append(len(record))
+        place_ids.append(places.setdefault(place, len(places)))
+        at += len(record)
+    head = marshal.dumps((_header(), varying, len(crcs), tuple(places)))
     tmp = state.path.with_name(f"{state.path.name}.{os.getpid()}.tmp")
     try:
         state.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(marshal.dumps((_header(), kept.code, kept.regex, kept.varying)))
+        with tmp.open("wb") as f:
+            f.write(len(head).to_bytes(8, "little"))
+            f.write(head)
+            for a in (crcs, offsets, lengths, place_ids):
+                f.write(a.tobytes())
+            for crc in sorted(records):
+                f.write(records[crc][0])
         os.replace(tmp, state.path)
     except OSError:  # not writable (an installed package's directory): as bytecode is not
         with contextlib.suppress(OSError):
@@ -371,41 +425,32 @@ def save() -> bool:
     return True
 
 
-def _kept(state: _State) -> _Cache | None:
+def _kept(state: _State) -> tuple[frozenset[str], dict[int, tuple[bytes, str]]] | None:
     """What the file keeps after this start, or ``None`` if that is what it holds: this start's
-    entries (used and new), then the file's others while there is room (:data:`MAX_ENTRIES`
-    each). What differs from start to start is not kept: a new entry made where an old one
-    that this start did not use was made names such a place, and nothing made there is kept
-    again — attrs' generated ``__hash__`` embeds a hash of its file name (salted per process),
-    and the email package builds character classes from sets (ordered by salted hashes). Places
-    are file names for generated code (not ``<string>``), ``module:line`` for patterns."""
-    old, used, new = state.old, state.used, state.new
-    named = {k[1] for k in new.code if k[1] != "<string>"}
-    origins = {e[5] for e in new.regex.values()}
-    varying = (
-        old.varying
-        | {k[1] for k in old.code if k[1] in named and k not in used.code}
-        | {e[5] for k, e in old.regex.items() if e[5] in origins and k not in used.regex}
-    )
-    code = {k: v for k, v in (*used.code.items(), *new.code.items()) if k[1] not in varying}
-    regex = {k: e for k, e in (*used.regex.items(), *new.regex.items()) if e[5] not in varying}
-    for ck, cv in old.code.items():
-        if len(code) >= MAX_ENTRIES:
+    entries (used and new), then the file's others while there is room (:data:`MAX_ENTRIES`).
+    What differs from start to start is not kept: a new entry made where an old one that this
+    start did not use was made names such a place, and nothing made there is kept again —
+    attrs' generated ``__hash__`` embeds a hash of its file name (salted per process), and the
+    email package builds character classes from sets (ordered by salted hashes). Places are
+    file names for generated code (not ``<string>``), ``module:line`` for patterns."""
+    if not state.new:
+        return None  # (what is kept is what the file holds: only new entries change it)
+    old: dict[int, tuple[bytes, str]] = {}
+    for i, crc in enumerate(state.crcs):
+        offset = state.offsets[i]
+        record = bytes(state.records[offset : offset + state.lengths[i]])
+        old[crc] = (record, state.places[state.place_ids[i]])
+    used = {state.crcs[i] for i in state.used}
+    places = {place for _, place in state.new.values() if place != "<string>"}
+    varying = state.varying | {p for crc, (_, p) in old.items() if p in places and crc not in used}
+    records = {crc: old[crc] for crc in used if crc in old and old[crc][1] not in varying}
+    records.update((crc, r) for crc, r in state.new.items() if r[1] not in varying)
+    for crc, r in old.items():
+        if len(records) >= MAX_ENTRIES:
             break
-        if ck[1] not in varying:
-            code.setdefault(ck, cv)
-    for rk, re_ in old.regex.items():
-        if len(regex) >= MAX_ENTRIES:
-            break
-        if re_[5] not in varying:
-            regex.setdefault(rk, re_)
-    if (
-        code.keys() == old.code.keys()
-        and regex.keys() == old.regex.keys()
-        and varying == old.varying
-    ):
-        return None
-    return _Cache(code, regex, frozenset(varying))
+        if r[1] not in varying:
+            records.setdefault(crc, r)
+    return frozenset(varying), records
 
 
 def stats() -> dict[str, int]:

@@ -78,15 +78,19 @@ def test_what_a_daemon_compiles_from_the_cache_equals_a_fresh_compilation(tmp_pa
         _sre = importlib.import_module("_sre")
         compiler = importlib.import_module("re._compiler")
         codes = patterns = 0
-        for (source, filename, mode, flags, optimize), blob in state.used.code.items():
-            fresh = builtins.compile(source, filename, mode, flags, True, optimize)
-            assert marshal.loads(blob) == fresh, (filename, source[:200])
-            codes += 1
-        for (pattern, flags), (final, code, groups, index, names, _) in state.used.regex.items():
-            cached = _sre.compile(pattern, final, code, groups, dict(index), names)
-            assert cached == codecache._now.original_regex(pattern, flags), pattern
-            patterns += 1
-        print(json.dumps([codes, patterns, len(state.new.code), len(state.new.regex)]))
+        for i in state.used:
+            kind, key, value, _ = state._record(i)
+            if kind == "code":
+                source, filename, mode, flags, optimize = key
+                fresh = builtins.compile(source, filename, mode, flags, True, optimize)
+                assert value == fresh, (filename, source[:200])
+                codes += 1
+            else:
+                (pattern, flags), (final, code, groups, index, names) = key, value
+                cached = _sre.compile(pattern, final, code, groups, dict(index), names)
+                assert cached == codecache._now.original_regex(pattern, flags), pattern
+                patterns += 1
+        print(json.dumps([codes, patterns, state.new_code, state.new_regex]))
         """
     )
     codes, patterns, new_code, new_regex = json.loads(_python(DAEMON_IMPORTS + check, tmp_path))
@@ -199,9 +203,19 @@ def test_save_takes_the_hooks_out(cache_dir: Path) -> None:
     assert codecache.save() is False  # once
 
 
+def _framed(head: bytes) -> bytes:
+    """A file laid out as :mod:`gridnode.codecache` writes it, with ``head`` as its head."""
+    return len(head).to_bytes(8, "little") + head
+
+
 @pytest.mark.parametrize(
     "content",
-    [b"", b"not marshal", marshal.dumps((("other", 1), {}, {}, frozenset())), marshal.dumps(42)],
+    [
+        b"",
+        b"not marshal",
+        _framed(marshal.dumps((("other", 1), frozenset(), 0, ()))),
+        _framed(marshal.dumps(42)),
+    ],
     ids=["empty", "garbage", "other-interpreter", "wrong-shape"],
 )
 def test_a_damaged_or_foreign_file_is_ignored_and_replaced(cache_dir: Path, content: bytes) -> None:
@@ -304,3 +318,20 @@ def test_a_daemon_writes_the_cache_once_and_then_starts_from_it(tmp_path: Path) 
         stamps.append(found.stat().st_mtime_ns)
     # the first start writes it; the others compiled nothing it did not hold
     assert stamps[0] == stamps[1] == stamps[2]
+
+
+def test_an_entry_filed_under_anothers_crc_is_a_miss_not_a_wrong_answer(tmp_path: Path) -> None:
+    # two keys may share a CRC: the record holds its whole key, compared at each hit
+    wanted = ("def f():\n return 1\n", "<string>", "exec", 0, -1)
+    other = ("def f():\n return 2\n", "<string>", "exec", 0, -1)
+    code = compile(other[0], "<string>", "exec", dont_inherit=True)
+    record = marshal.dumps(("code", other, code, "<string>"))
+    state = codecache._State(tmp_path / "cache.bin")
+    state.records = memoryview(record)
+    state.offsets.append(0)
+    state.lengths.append(len(record))
+    state.crcs.append(codecache._crc("code", wanted))
+    assert state.find("code", wanted) is None
+    state.crcs[0] = codecache._crc("code", other)
+    assert state.find("code", other) == code
+    assert state.hits == 1
