@@ -36,16 +36,24 @@ Rules of this module:
   ``re.DEBUG`` (which prints) likewise.
 * **A cache file per interpreter, next to the bytecode.** One file,
   ``gridnode/__pycache__/generated.<cache tag>.bin`` (under ``sys.pycache_prefix`` when that is
-  set: :func:`importlib.util.cache_from_source`), in :mod:`marshal`'s format, as ``.pyc`` files
-  are. It is used only if its header matches this interpreter exactly (version string, bytecode
-  magic number, the regular-expression engine's magic and code size, optimisation level);
-  otherwise, or if it cannot be read or decoded, start-up compiles as without it and :func:`save`
-  writes a new one. It is written as bytecode is: not under ``PYTHONDONTWRITEBYTECODE``
-  (``sys.dont_write_bytecode``), atomically (a temporary file renamed over it), and silently not
-  where the directory is not writable. It holds at most :data:`MAX_ENTRIES` entries per kind.
-  Whoever can write it could put code in it, as with ``.pyc`` files in the same directory.
-* **Start-up only.** :func:`save` removes the hooks and drops the cache (the process keeps none of
-  it: idle memory as without it); generated code compiled later is compiled as usual.
+  set: :func:`importlib.util.cache_from_source`): a :mod:`marshal`'d head, the records (each
+  ``marshal``'d, as ``.pyc`` files are, and decoded only when its key is asked for; a record
+  holds its whole key, compared at each hit, so two keys filed under one CRC cost a miss, never
+  a wrong answer), then the index (flat arrays: nothing per entry is left in the heap once it is
+  dropped). It is used only if its header matches this interpreter exactly (version string,
+  bytecode magic number, the regular-expression engine's magic and code size, optimisation
+  level); otherwise, or if it cannot be read or decoded, start-up compiles as without it and
+  :func:`save` writes a new one. What differs from start to start (attrs' salted ``__hash__``,
+  the email package's set-ordered character classes) is noticed at the next start and never
+  kept again, so the file settles and is no longer rewritten. It is written as bytecode is: not
+  under ``PYTHONDONTWRITEBYTECODE`` (``sys.dont_write_bytecode``), atomically (a temporary file
+  renamed over it), and silently not where the directory is not writable. It holds at most
+  :data:`MAX_ENTRIES` entries (this start's first). Whoever can write it could put code in it,
+  as with ``.pyc`` files in the same directory.
+* **Start-up only.** :func:`save` removes the hooks and drops the cache; generated code compiled
+  later is compiled as usual. Once settled the process keeps nothing of it (idle memory as
+  without it); a start that compiled entries the file lacked (the first, or one after an
+  upgrade) held their keys until then and keeps ≈ 1 MB more of heap it freed.
 """
 
 from __future__ import annotations
@@ -70,7 +78,7 @@ __all__ = ["MAX_ENTRIES", "cache_path", "install", "installed", "save", "stats"]
 #: entries kept per kind (generated code, regular expressions)
 MAX_ENTRIES: Final = 8192
 #: the file's layout; a change makes older files unreadable (and rewritten)
-_FORMAT: Final = 4
+_FORMAT: Final = 5
 #: the ``__future__`` compiler flags a caller's code can carry, which ``compile`` inherits
 _FUTURE_MASK: Final = sum(
     getattr(__future__, n).compiler_flag for n in __future__.all_feature_names
@@ -83,9 +91,9 @@ _WARNS_BYTES: Final = (*(s.encode() for s in _WARNS_STR), b"(?P")
 #: a regular expression's: (pattern, flags), and its value what ``_sre.compile`` takes besides
 #: the pattern (flags, code, groups, group index, index group)
 _Key = tuple[Any, ...]
-#: the file's index: four arrays of one size, sorted by the first: each record's key's CRC
-#: (:func:`_crc`), its offset in the records, its length, and its place (a position in the
-#: head's tuple of places)
+#: the file's index (at its end, after the records): four arrays of one size, sorted by the
+#: first: each record's key's CRC (:func:`_crc`), its offset in the records, its length, and
+#: its place (a position in the head's tuple of places)
 _TYPECODE: Final = "I"
 
 _lock = threading.Lock()
@@ -117,7 +125,7 @@ class _State:
         self.places: tuple[str, ...] = ()
         self.varying: frozenset[str] = frozenset()
         self.used: set[int] = set()  # positions in the index
-        self.new: dict[int, tuple[bytes, str]] = {}  # CRC -> (record, place)
+        self.new: dict[int, tuple[Any, ...]] = {}  # CRC -> (kind, key, value, place)
         self.hits = 0
         self.new_code = self.new_regex = 0
         self.undo: list[tuple[object, str, object]] = []  # (module, name, previous or _MISSING)
@@ -136,7 +144,8 @@ class _State:
             ):
                 return
             arrays = []
-            at = 8 + size
+            at = len(data) - 4 * count * array.array(_TYPECODE).itemsize  # (the index: last)
+            records = data[8 + size : at]
             for _ in range(4):
                 a = array.array(_TYPECODE)
                 a.frombytes(data[at : at + count * a.itemsize])
@@ -147,7 +156,7 @@ class _State:
         if any(len(a) != count for a in arrays) or any(i >= len(places) for i in arrays[3]):
             return
         self.crcs, self.offsets, self.lengths, self.place_ids = arrays
-        self.records = data[at:]
+        self.records = records
         self.places = places
         self.varying = varying
 
@@ -174,7 +183,7 @@ class _State:
     def add(self, kind: str, key: _Key, value: Any, place: str) -> None:
         if place in self.varying:
             return
-        self.new[_crc(kind, key)] = (marshal.dumps((kind, key, value, place)), place)
+        self.new[_crc(kind, key)] = (kind, key, value, place)  # (marshalled when written)
         if kind == "code":
             self.new_code += 1
         else:
@@ -398,25 +407,33 @@ def save() -> bool:
     varying, records = kept
     crcs, offsets, lengths, place_ids = (array.array(_TYPECODE) for _ in range(4))
     places: dict[str, int] = {}
-    at = 0
-    for crc in sorted(records):
-        record, place = records[crc]
-        crcs.append(crc)
-        offsets.append(at)
-        lengths.append(len(record))
-        place_ids.append(places.setdefault(place, len(places)))
-        at += len(record)
-    head = marshal.dumps((_header(), varying, len(crcs), tuple(places)))
+    for entry in records.values():
+        where = state.places[state.place_ids[entry]] if type(entry) is int else entry[3]
+        places.setdefault(where, len(places))
+    head = marshal.dumps((_header(), varying, len(records), tuple(places)))
     tmp = state.path.with_name(f"{state.path.name}.{os.getpid()}.tmp")
     try:
         state.path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as f:
             f.write(len(head).to_bytes(8, "little"))
             f.write(head)
+            at = 0
+            for crc in sorted(records):  # one record at a time: nothing of the file is held
+                entry = records[crc]
+                if type(entry) is int:  # the file's own: copied
+                    offset = state.offsets[entry]
+                    length = f.write(state.records[offset : offset + state.lengths[entry]])
+                    place = state.places[state.place_ids[entry]]
+                else:
+                    length = f.write(marshal.dumps(entry))
+                    place = entry[3]
+                crcs.append(crc)
+                offsets.append(at)
+                lengths.append(length)
+                place_ids.append(places[place])
+                at += length
             for a in (crcs, offsets, lengths, place_ids):
                 f.write(a.tobytes())
-            for crc in sorted(records):
-                f.write(records[crc][0])
         os.replace(tmp, state.path)
     except OSError:  # not writable (an installed package's directory): as bytecode is not
         with contextlib.suppress(OSError):
@@ -425,31 +442,35 @@ def save() -> bool:
     return True
 
 
-def _kept(state: _State) -> tuple[frozenset[str], dict[int, tuple[bytes, str]]] | None:
+def _kept(state: _State) -> tuple[frozenset[str], dict[int, Any]] | None:
     """What the file keeps after this start, or ``None`` if that is what it holds: this start's
-    entries (used and new), then the file's others while there is room (:data:`MAX_ENTRIES`).
-    What differs from start to start is not kept: a new entry made where an old one that this
-    start did not use was made names such a place, and nothing made there is kept again —
-    attrs' generated ``__hash__`` embeds a hash of its file name (salted per process), and the
-    email package builds character classes from sets (ordered by salted hashes). Places are
-    file names for generated code (not ``<string>``), ``module:line`` for patterns."""
+    entries (used and new), then the file's others while there is room (:data:`MAX_ENTRIES`),
+    each a position in the file's index or a new entry. What differs from start to start is not
+    kept: a new entry made where an old one that this start did not use was made names such a
+    place, and nothing made there is kept again — attrs' generated ``__hash__`` embeds a hash of
+    its file name (salted per process), and the email package builds character classes from
+    sets (ordered by salted hashes). Places are file names for generated code (not
+    ``<string>``), ``module:line`` for patterns."""
     if not state.new:
         return None  # (what is kept is what the file holds: only new entries change it)
-    old: dict[int, tuple[bytes, str]] = {}
+
+    def place(i: int) -> str:
+        return state.places[state.place_ids[i]]
+
+    new_places = {entry[3] for entry in state.new.values() if entry[3] != "<string>"}
+    varying = state.varying | {
+        place(i) for i in range(len(state.crcs)) if i not in state.used and place(i) in new_places
+    }
+    records: dict[int, Any] = {}
+    for i in sorted(state.used):
+        if place(i) not in varying:
+            records[state.crcs[i]] = i
+    records.update((crc, e) for crc, e in state.new.items() if e[3] not in varying)
     for i, crc in enumerate(state.crcs):
-        offset = state.offsets[i]
-        record = bytes(state.records[offset : offset + state.lengths[i]])
-        old[crc] = (record, state.places[state.place_ids[i]])
-    used = {state.crcs[i] for i in state.used}
-    places = {place for _, place in state.new.values() if place != "<string>"}
-    varying = state.varying | {p for crc, (_, p) in old.items() if p in places and crc not in used}
-    records = {crc: old[crc] for crc in used if crc in old and old[crc][1] not in varying}
-    records.update((crc, r) for crc, r in state.new.items() if r[1] not in varying)
-    for crc, r in old.items():
         if len(records) >= MAX_ENTRIES:
             break
-        if r[1] not in varying:
-            records.setdefault(crc, r)
+        if crc not in records and place(i) not in varying:
+            records[crc] = i
     return frozenset(varying), records
 
 
