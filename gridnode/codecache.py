@@ -183,11 +183,12 @@ class _State:
     def add(self, kind: str, key: _Key, value: Any, place: str) -> None:
         if place in self.varying:
             return
-        self.new[_crc(kind, key)] = (kind, key, value, place)  # (marshalled when written)
         if kind == "code":
             self.new_code += 1
         else:
             self.new_regex += 1
+        if not sys.dont_write_bytecode:  # (else never written: not held either)
+            self.new[_crc(kind, key)] = (kind, key, value, place)  # (marshalled when written)
 
 
 class _Installed:
