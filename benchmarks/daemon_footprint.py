@@ -10,8 +10,10 @@ replay meter, the way the daemon engine configures them; clock at 60×) and prin
   (polled every 2 ms); wall seconds, and the CPU seconds the process had used by then
   (``/proc/<pid>/stat``: what a loaded machine cannot stretch). The daemons run with **compiled
   bytecode cached** (``PYTHONPYCACHEPREFIX`` in a temporary folder, filled by one warm-up start),
-  as from an installed package; ``--cold`` compiles every module at every start instead (a source
-  tree under ``PYTHONDONTWRITEBYTECODE``, as this project's sessions run);
+  as from an installed package, and with it the code their imports generate
+  (:mod:`gridnode.codecache`, written beside the bytecode by that warm-up); ``--cold`` compiles
+  every module at every start instead (a source tree under ``PYTHONDONTWRITEBYTECODE``, as this
+  project's sessions run: neither cache is written);
 * **memory when idle**: after ``--idle`` seconds of running (the households have forecast and
   quoted by then), ``VmRSS`` — the figure the target is stated in — and the unique (private) and
   proportional (PSS) set from ``/proc/<pid>/smaps_rollup``: with many daemons on one machine the
@@ -99,8 +101,14 @@ def memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
-#: what ``gridnode run`` does before its imports (:mod:`gridnode.lazyimports`)
-AS_THE_DAEMON = "from gridnode.lazyimports import install; install()"
+#: what ``gridnode run`` does before its imports (:mod:`gridnode.lazyimports`, and
+#: :mod:`gridnode.codecache`: the code the imports generate, from the cache the warm-up filled)
+AS_THE_DAEMON = (
+    "from gridnode.lazyimports import install; install()\n"
+    "from gridnode import codecache; codecache.install()"
+)
+#: what ``gridnode run`` does once ready: the cache written (by the warm-up import)
+SAVE = "from gridnode import codecache; codecache.save()"
 
 
 def import_cost(statement: str, *, as_daemon: bool = True) -> str:
@@ -113,6 +121,7 @@ def import_cost(statement: str, *, as_daemon: bool = True) -> str:
         "from gridnode.lazyimports import loaded_modules\n"
         "print(f'{u.ru_utime + u.ru_stime:.3f} s CPU, RSS {rss[0] / 1024:.0f} MB, "
         '{len(loaded_modules())} modules run, heavy: {heavy or "none"}\')\n'
+        + (f"{SAVE}\n" if as_daemon else "")
     )
     env = {**os.environ, "PYTHONPATH": str(_HERE.parent)}
     return subprocess.run(

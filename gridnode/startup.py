@@ -75,6 +75,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from gridnode import codecache
 from gridnode.config import (
     CONFIG_NAME,
     Config,
@@ -154,6 +155,7 @@ def trim_malloc() -> None:
 def settle_after_start() -> None:
     """Once the daemon serves: collect, freeze what start-up made, turn the collector on (``gridnode
     run`` turned it off for the start-up; see the module rules)."""
+    codecache.save()
     gc.collect()
     gc.freeze()
     gc.enable()

@@ -74,6 +74,9 @@ def _run(args: argparse.Namespace) -> int:
     from gridnode.lazyimports import install
 
     install()  # before anything imports libp2p: what the daemon never runs is not loaded
+    from gridnode import codecache
+
+    codecache.install()  # the code the imports generate, as compiled at an earlier start
     from gridnode.startup import preflight
 
     plan = preflight(args.dir)  # the files, clock, meter and ports: refused before libp2p loads
@@ -82,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_daemon(plan, ready_file=args.ready_file))
     finally:
+        codecache.save()  # if the daemon stopped before it settled (where it saves)
         if args.modules_file is not None:
             from gridnode.files import write_atomic
             from gridnode.lazyimports import loaded_modules
