@@ -26,7 +26,8 @@ The real-daemon engine's curve is ``benchmarks/sims_daemons.py``.
 ``--year`` instead runs ``sims/scenarios/year.toml`` (100 households, 4 validators, 365 days of
 15-minute slots; ``--days N`` cuts it to its first N days) as ``gridnode sim`` does and prints one
 row: wall seconds, the engine's CPU seconds, its child processes' together (the sample full node
-and the forecaster-fit workers, :mod:`sims.fitpool`; ``--fit-workers 0`` fits in the engine), the
+and the forecaster-fit workers, :mod:`sims.fitpool`; ``--fit-workers 0`` fits in the engine) and
+each role's share of them (read from ``/proc`` at the last slot boundary), the
 peak RSS of the engine and of the largest child, household-slots per second of wall time, the forecaster's period (``refit_days``),
 the results digest (:func:`sims.inproc.results_digest`: compare two runs' KPIs without the wall
 times) and the load average before and after (the machine is shared: read the figures with it).
@@ -129,6 +130,19 @@ def _children() -> list[int]:
     return pids
 
 
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float | None:
+    """A child's CPU seconds so far (user + system, ``/proc/PID/stat``), ``None`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * _TICK_S
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _role(pid: int) -> str:
     """``"full node"`` (``python -m sims.fullnode``), ``"fit"`` (``-m sims.fitpool``) or ``""``."""
     try:
@@ -144,6 +158,7 @@ class _Memory:
     full node's child, the fit workers together, and the peak of their sum at one moment."""
 
     per_day: int
+    last_slot: int = 0  # the run's slots: the children's CPU is read at its end too
     by_day: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
     peak_total_mb: int = 0
     peak_at_day: float = 0.0
@@ -151,6 +166,9 @@ class _Memory:
     # each child's role, read once (a child's command line does not change; a pid is not reused
     # while its parent has not waited for it)
     roles: dict[int, str] = dataclasses.field(default_factory=dict)
+    # each child's CPU seconds at the last simulated day's end (and the run's last slot) it lived
+    # to (read there only: ≈ 10 µs a child): the split of ``children_cpu_s`` by role
+    cpu: dict[int, float] = dataclasses.field(default_factory=dict)
 
     def sample(self, slots_done: int) -> None:
         """(≈ 0.1 ms at every slot boundary, ≈ 3.5 s of the engine's CPU over a year; twice that
@@ -171,6 +189,15 @@ class _Memory:
             self.peak_total_mb, self.peak_at_day = total, round(slots_done / self.per_day, 2)
         if slots_done % self.per_day == 0 and slots_done:
             self.by_day.append((slots_done // self.per_day, engine, full, fit))
+        if (slots_done % self.per_day == 0 and slots_done) or slots_done == self.last_slot:
+            for pid, role in roles.items():
+                if role:
+                    cpu_s = _cpu_s(pid)
+                    if cpu_s is not None:
+                        self.cpu[pid] = cpu_s
+
+    def cpu_by_role(self, role: str) -> float:
+        return round(sum(v for pid, v in self.cpu.items() if self.roles.get(pid) == role), 1)
 
     def year_peak_mb(self) -> int | None:
         """The year's peak of the sum, projected: the engine's and the full node's growth per
@@ -192,7 +219,7 @@ def year(
     from sims.inproc import Progress, results_digest  # noqa: PLC0415 - only --year uses them
 
     sc = load_scenario(path, days=days)
-    memory = _Memory(86_400 // sc.slot_seconds)
+    memory = _Memory(86_400 // sc.slot_seconds, last_slot=sc.slots)
 
     def sample(p: Progress) -> None:
         memory.sample(p.slots_done)
@@ -217,6 +244,10 @@ def year(
         "engine_cpu_s": round(cpu, 1),
         "fit_workers": "auto" if fit_workers is None else fit_workers,
         "children_cpu_s": round(child.ru_utime + child.ru_stime, 1),
+        # of them, as read at the last slot boundary (the fit workers are done by then; the full
+        # node's work after it, on the blocks that settle the last slots, is not counted)
+        "full_node_cpu_s": memory.cpu_by_role("full node"),
+        "fit_workers_cpu_s": memory.cpu_by_role("fit"),
         "engine_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "child_peak_rss_mb": child.ru_maxrss // 1024,
         "household_slots_per_s": round(households * r.slots_done / wall, 1),

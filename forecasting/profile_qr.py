@@ -67,7 +67,10 @@ Rules of this module:
   windows hold whose inputs (meter values 21 days back, calendar, clear-sky GHI) are bit for bit
   the same; it computes the others. The training set, hence the fit, is bit for bit the one from
   scratch (tested over grown, moved and arbitrary windows, changed values, other rows,
-  calendars and sites); what a fit returns does not depend on what was fitted before it.
+  calendars and sites); what a fit returns does not depend on what was fitted before it. A
+  process whose fits are never followed by a refit of the same rows (a run shorter than its
+  refit period: one fit per household) keeps none (:func:`keep_fit_features` ``(0)``): an entry
+  holds ≈ 70–100 MB for a block of 32 households' year, which such a process would only carry.
 * Pure: no clock, no randomness; pvlib's clear-sky GHI is computed from the time stamps alone.
 
 Known limits: no weather forecast (a cloudy day after a clear one is missed day-ahead; day-ahead
@@ -98,7 +101,7 @@ from forecasting.series import SECONDS_PER_DAY, FloatArray, MeterHistory
 from forecasting.solar import clear_sky_ghi_w_m2
 from market.errors import InvalidInput, UsageError
 
-__all__ = ["FittedProfileQR", "ProfileQR"]
+__all__ = ["FIT_MEMO_BLOCKS", "FittedProfileQR", "ProfileQR", "keep_fit_features"]
 
 IntArray = npt.NDArray[np.int64]
 
@@ -518,6 +521,14 @@ class _FitMemo:
         with self._lock:
             self._entries = []
 
+    def resize(self, blocks: int) -> None:
+        """Keep at most ``blocks`` entries from now on (the newest; ``0``: none)."""
+        if blocks < 0:
+            raise UsageError(f"the fit memo keeps >= 0 blocks, got {blocks}")
+        with self._lock:
+            self.blocks = blocks
+            self._entries = self._entries[len(self._entries) - blocks :] if blocks else []
+
     def features(
         self,
         series: _Series,
@@ -598,6 +609,9 @@ class _FitMemo:
     def _put(self, old: _FitFeatures | None, entry: _FitFeatures) -> None:
         """Store ``entry`` in place of ``old`` (if held), dropping the oldest beyond the limit."""
         with self._lock:
+            if not self.blocks:
+                self._entries = []
+                return
             entries = [e for e in self._entries if e is not old]
             self._entries = [*entries[max(0, len(entries) + 1 - self.blocks) :], entry]
 
@@ -644,6 +658,14 @@ def _equal_inputs(old: _Series, new: _Series, there: slice, here: slice) -> bool
 
 #: The process's fit memo (module rules, *Weekly refits*).
 _FIT_MEMO: Final = _FitMemo(FIT_MEMO_BLOCKS)
+
+
+def keep_fit_features(blocks: int) -> None:
+    """How many blocks of households' fit features this process keeps for their next fit
+    (module rules, *Weekly refits*): :data:`FIT_MEMO_BLOCKS` unless told otherwise; ``0`` for a
+    process that will not refit the same rows (it then holds none). Never changes a fit's result,
+    only what a refit costs and what the process holds."""
+    _FIT_MEMO.resize(blocks)
 
 
 @dataclass(frozen=True, slots=True)

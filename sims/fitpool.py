@@ -23,6 +23,11 @@ core; ``docs/forecasting.md``, *Cost*). :class:`FitPool` is a
   is last week's moved by a week). A fit started ahead waits in the parent for its worker; the
   blocks of a fit the engine waits for go to whichever worker is idle (its own blocks first).
   Which worker fits a block never changes the numbers, only the work.
+* **No memo without a refit**: ``fit_memo_blocks`` is how many blocks' fit features each worker
+  keeps for their refit (:func:`forecasting.profile_qr.keep_fit_features`); the engine passes
+  ``0`` when no household is fitted twice in the run (a run shorter than its refit period, as
+  the town's 7 days of a 28-day period), so the workers do not carry features nobody reuses
+  (≈ 100 MB per worker in the town). Never changes a fit, only memory.
 * **Cheap fits stay inline**: the seasonal-naive fallback (fitted at every call while a history is
   short) costs less than shipping its history to a worker.
 * **Refusals** in a worker (:class:`market.errors.InvalidInput`, e.g. ``history_too_short``) come
@@ -53,9 +58,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from forecasting.models import FittedForecaster, Forecaster, SeasonalNaive
+from forecasting.profile_qr import FIT_MEMO_BLOCKS, keep_fit_features
 from forecasting.series import MeterHistory
 from gridnode.household.forecast import fit_inline
-from market.errors import InvalidInput, Reason
+from market.errors import InvalidInput, Reason, UsageError
 
 __all__ = ["FitPool"]
 
@@ -79,10 +85,12 @@ def _fit_block(model: Forecaster, block: MeterHistory) -> FittedForecaster | _Re
         return _Refusal(exc.reason, exc.subject, exc.field, exc.expected, exc.found)
 
 
-def serve(inp: BinaryIO, out: BinaryIO) -> None:
+def serve(inp: BinaryIO, out: BinaryIO, *, fit_memo_blocks: int = FIT_MEMO_BLOCKS) -> None:
     """The worker process: fit each ``(model, block)`` read from ``inp``, answer on ``out``, until
-    the input closes. Frames are pickles (trusted: parent and child are the same program)."""
+    the input closes, keeping ``fit_memo_blocks`` blocks' fit features (module rules). Frames are
+    pickles (trusted: parent and child are the same program)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the pipe
+    keep_fit_features(fit_memo_blocks)
     while True:
         try:
             model, block = pickle.load(inp)
@@ -132,8 +140,11 @@ def _key(model: Forecaster, blocks: Sequence[MeterHistory]) -> tuple[Any, ...]:
 class FitPool:
     """Fits blocks of a forecaster's history in worker processes (module rules)."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, *, fit_memo_blocks: int = FIT_MEMO_BLOCKS) -> None:
+        if fit_memo_blocks < 0:
+            raise UsageError(f"fit_memo_blocks must be >= 0, got {fit_memo_blocks}")
         self.workers = max(1, workers)
+        self.fit_memo_blocks = fit_memo_blocks
         self._procs: list[_Worker] = []
         self._queue: deque[_Job] = deque()
         # key -> (the model, kept alive so that its id is not reused; the blocks' jobs)
@@ -152,7 +163,7 @@ class FitPool:
         env |= {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         for _ in range(self.workers):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sims.fitpool"],
+                [sys.executable, "-m", "sims.fitpool", str(self.fit_memo_blocks)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -282,4 +293,8 @@ class FitPool:
 
 if __name__ == "__main__":
     # run the imported module's serve, so what it pickles is sims.fitpool's (not __main__'s) types
-    importlib.import_module("sims.fitpool").serve(sys.stdin.buffer, sys.stdout.buffer)
+    importlib.import_module("sims.fitpool").serve(
+        sys.stdin.buffer,
+        sys.stdout.buffer,
+        fit_memo_blocks=int(sys.argv[1]) if len(sys.argv) > 1 else FIT_MEMO_BLOCKS,
+    )

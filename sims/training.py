@@ -37,7 +37,9 @@ of the slots it quotes. Rules of this module:
   cohort's forecaster fits its blocks in a :class:`sims.fitpool.FitPool`, and after each forecast
   the next refit period's fit is started ahead (the history before that period is known now), so it
   runs on the other core while the engine simulates this period. Same fits, same results (the
-  pool's rules); :meth:`Training.close` stops the workers.
+  pool's rules); :meth:`Training.close` stops the workers. When every forecast of the run falls
+  in one refit period (and training is local), each household is fitted once: the workers then
+  keep no fit features for a refit (:func:`single_fit`; the pool's rules).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import numpy as np
 
 from forecasting.federated import MIN_FORECAST_DAYS, CommunityModel
 from forecasting.federated_round import run_round
+from forecasting.profile_qr import FIT_MEMO_BLOCKS
 from forecasting.secagg import DpConfig, keypair_from_seed
 from forecasting.series import MeterHistory
 from gridnode.household.forecast import (
@@ -68,7 +71,7 @@ from sims.fitpool import FitPool
 from sims.results import RoundRecord, history_group
 from sims.scenario import HouseholdSpec, Scenario
 
-__all__ = ["Cohort", "Training", "cohorts", "federated_keys"]
+__all__ = ["Cohort", "Training", "cohorts", "federated_keys", "single_fit"]
 
 DAY_S: Final = 86_400
 
@@ -108,6 +111,16 @@ def cohorts(specs: Sequence[HouseholdSpec], first_slot_s: int) -> list[Cohort]:
     ]
 
 
+def single_fit(sc: Scenario, *, first_slot_s: int, end_s: int, refit_s: int) -> bool:
+    """Whether a run fits each cohort's forecaster once: local training, and every time it
+    forecasts or fits ahead — from a day before ``first_slot_s`` (the first forecast comes a slot
+    before it) up to ``end_s`` (where its history ends: no fit ahead starts after) — lies in one
+    refit period of ``refit_s`` (``0``: a fit at every forecast)."""
+    if sc.training != "local" or refit_s <= 0:
+        return False
+    return (first_slot_s - DAY_S) // refit_s == (end_s - 1) // refit_s
+
+
 class Training:
     """Every household's forecaster and, under federated training, the rounds (module rules)."""
 
@@ -129,7 +142,12 @@ class Training:
         self.federated = sc.training == "federated"
         self.model: CommunityModel | None = None
         self.rounds: list[RoundRecord] = []
-        self.pool = FitPool(fit_workers) if fit_workers > 0 else None
+        once = single_fit(sc, first_slot_s=first_slot_s, end_s=history.end_s, refit_s=refit_s)
+        self.pool = (
+            FitPool(fit_workers, fit_memo_blocks=0 if once else FIT_MEMO_BLOCKS)
+            if fit_workers > 0
+            else None
+        )
         self.fit_blocks: BlockFitter = fit_inline if self.pool is None else self.pool.fit_blocks
         self._ahead_done: set[tuple[int, int]] = set()  # (cohort, period start) fits started ahead
         # per cohort: the forecaster, and the community model hash it blends (None: local)

@@ -20,6 +20,7 @@ import forecasting.profile_qr as pq
 from forecasting.data import SHIPPED_LATITUDE, SHIPPED_LONGITUDE
 from forecasting.profile_qr import ProfileQR
 from forecasting.series import MeterHistory
+from market.errors import UsageError
 from tests.forecasting.conftest import local_midnight_utc
 
 SITE = {"latitude": SHIPPED_LATITUDE, "longitude": SHIPPED_LONGITUDE}
@@ -180,7 +181,32 @@ def test_any_sequence_of_windows_gives_the_training_set_from_scratch(
         lo, hi = homes.start_s + 30 * DAY_S, homes.start_s + 130 * DAY_S
         for d_lo, d_hi, row in moves:
             lo, hi = lo + d_lo * DAY_S, hi + d_hi * DAY_S
-            if hi - lo < MODEL.min_history_days * DAY_S:
-                continue
+            if hi - lo < MODEL.min_history_days * DAY_S or lo < homes.start_s:
+                continue  # too short, or moved before the data begin (hi stays inside them)
             h = homes.window(lo, hi).select([row, (row + 1) % 3])
             assert _bits(MODEL, h) == _scratch(MODEL, h)
+
+
+def test_a_memo_told_to_keep_fewer_blocks_drops_the_oldest_and_none_keeps_nothing(
+    homes: MeterHistory,
+) -> None:
+    h = homes.window(homes.start_s, homes.start_s + 80 * DAY_S).select([0])
+    assert h.pv_w is not None and h.load_w is not None
+    blocks = [
+        MeterHistory.from_components(h.pv_w, (1.0 + 0.1 * i) * h.load_w, start_s=h.start_s,
+                                     step_s=h.step_s, utc_offset_s=h.utc_offset_s)
+        for i in range(3)
+    ]  # fmt: skip
+    with _fresh_memo() as memo:
+        for block in blocks:
+            _bits(MODEL, block)
+        newest = memo._entries[-1]
+        pq.keep_fit_features(1)
+        assert memo._entries == [newest]
+        pq.keep_fit_features(0)
+        assert memo._entries == []
+        assert _bits(MODEL, blocks[0]) == _scratch(MODEL, blocks[0])
+        assert _bits(MODEL, blocks[0]) == _scratch(MODEL, blocks[0])  # the same rows again
+        assert memo._entries == [] and memo.taken == 0
+        with pytest.raises(UsageError, match=">= 0 blocks"):
+            pq.keep_fit_features(-1)

@@ -5,10 +5,14 @@ Real child processes (``python -m sims.fitpool``), real profile-qr fits on the s
 from __future__ import annotations
 
 import dataclasses
+import io
+import pickle
+import signal
 from pathlib import Path
 
 import pytest
 
+from forecasting import profile_qr
 from forecasting.models import SeasonalNaive
 from forecasting.profile_qr import FittedProfileQR
 from forecasting.series import MeterHistory
@@ -20,7 +24,7 @@ from sims.fitpool import FitPool
 from sims.inproc import _Engine, run_inproc
 from sims.inproc_kpis import results_digest
 from sims.scenario import load_scenario
-from sims.training import Training
+from sims.training import Training, single_fit
 from tests.refusals import refused
 
 YEAR = Path(__file__).resolve().parents[2] / "sims" / "scenarios" / "year.toml"
@@ -151,3 +155,72 @@ def test_a_worker_takes_its_own_blocks_and_any_block_the_engine_waits_for() -> N
     assert pool._next_for(1) is None  # ahead[0] and [2] wait for worker 0
     assert pool._next_for(0) is ahead[0]
     assert list(pool._queue) == [ahead[2]]
+
+
+TOWN = Path(__file__).resolve().parents[2] / "sims" / "scenarios" / "town.toml"
+
+
+def test_a_run_inside_one_refit_period_fits_once_and_others_refit() -> None:
+    """The town (7 days of a 28-day period) fits each household once: its workers keep no fit
+    features; a weekly refit over 3 days crossing a period, a fit at every forecast, or federated
+    training keep them (single_fit's rules)."""
+    town = load_scenario(TOWN, households=4)
+    first = 1_243_814_400  # 2009-06-01 00:00 UTC, the town's first day (period 14392..14419)
+    assert single_fit(town, first_slot_s=first, end_s=first + 7 * DAY_S, refit_s=28 * DAY_S)
+    # the run's end, or its first forecast a slot before its first slot, in the next period
+    assert not single_fit(town, first_slot_s=first, end_s=first + 25 * DAY_S, refit_s=28 * DAY_S)
+    period = 14_392 * DAY_S
+    assert not single_fit(town, first_slot_s=period + 900, end_s=period + DAY_S, refit_s=28 * DAY_S)
+    assert not single_fit(town, first_slot_s=first, end_s=first + DAY_S, refit_s=0)
+    federated = dataclasses.replace(town, training="federated")
+    assert not single_fit(federated, first_slot_s=first, end_s=first + DAY_S, refit_s=28 * DAY_S)
+    year = load_scenario(YEAR, households=4, days=3)
+    assert not single_fit(year, first_slot_s=first, end_s=first + 3 * DAY_S, refit_s=DAY_S)
+
+
+def test_a_worker_told_no_refit_keeps_no_fit_features_and_fits_the_same() -> None:
+    e, history = _history(3)
+    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
+    now_s = e.clock.start(e.first_slot)
+    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
+    blocks = [b for _, b in row_blocks(window)]
+    frames = io.BytesIO()
+    for b in blocks * 2:  # the same rows twice: a memo would take the second fit's features
+        pickle.dump((forecaster.model, b), frames, protocol=pickle.HIGHEST_PROTOCOL)
+    answers: dict[int, list[bytes]] = {}
+    handler = signal.getsignal(signal.SIGINT)
+    memo = profile_qr._FitMemo(profile_qr.FIT_MEMO_BLOCKS)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(profile_qr, "_FIT_MEMO", memo)
+            for keep in (profile_qr.FIT_MEMO_BLOCKS, 0):
+                frames.seek(0)
+                out = io.BytesIO()
+                fitpool_module.serve(frames, out, fit_memo_blocks=keep)
+                assert memo.blocks == keep
+                assert len(memo._entries) == (1 if keep else 0)
+                out.seek(0)
+                answers[keep] = _coefs([pickle.load(out) for _ in range(2 * len(blocks))])
+                assert memo.taken > 0  # the memo was used by the first serve, not the second
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert answers[0] == answers[profile_qr.FIT_MEMO_BLOCKS]
+    assert answers[0] == _coefs(list(fit_inline(forecaster.model, blocks))) * 2
+
+
+def test_a_pool_passes_its_memo_size_to_its_workers() -> None:
+    e, history = _history(3)
+    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
+    now_s = e.clock.start(e.first_slot)
+    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
+    blocks = [b for _, b in row_blocks(window)]
+    pool = FitPool(1, fit_memo_blocks=0)
+    try:
+        assert _coefs(list(pool.fit_blocks(forecaster.model, blocks))) == _coefs(
+            list(fit_inline(forecaster.model, blocks))
+        )
+        assert pool._procs[0].proc.args[-1] == "0"
+    finally:
+        pool.close()
+    with pytest.raises(UsageError, match="fit_memo_blocks must be >= 0"):
+        FitPool(1, fit_memo_blocks=-1)

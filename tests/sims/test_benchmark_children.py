@@ -1,0 +1,60 @@
+"""``benchmarks/sims.py --year/--town`` splits its children's CPU by role: what it reads from
+``/proc`` for a live fit worker is that worker's CPU, as the kernel reports it once it has ended."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_sims", ROOT / "benchmarks" / "sims.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_sims", module)  # its dataclasses look themselves up
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts the repository first on the path
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_fit_workers_cpu_is_read_by_role_at_the_last_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = _bench(monkeypatch)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sims.fitpool", "0"],
+        stdin=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdin is not None
+    try:
+        while (bench._cpu_s(proc.pid) or 0.0) < 0.05:  # started: importing its modules
+            assert proc.poll() is None
+        memory = bench._Memory(96, last_slot=5)
+        memory.sample(3)  # not a day's end nor the last slot: roles and memory only
+        assert memory.roles.get(proc.pid) == "fit"
+        assert memory.cpu == {}
+        proc.stdin.close()  # the worker ends at its input's end; read it before it is reaped
+        read = None
+        while proc.poll() is None:
+            read = bench._cpu_s(proc.pid) or read
+            memory.sample(5)
+    finally:
+        proc.stdin.close()
+        proc.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    assert read is not None and 0.05 <= memory.cpu_by_role("fit") <= total + 0.01
+    assert total - memory.cpu_by_role("fit") < 0.2  # what it used after the last read
+    assert memory.cpu_by_role("full node") == 0.0
+    assert bench._cpu_s(proc.pid) is None  # gone
