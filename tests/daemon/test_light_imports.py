@@ -84,3 +84,23 @@ def test_the_shipped_arrays_are_the_shipped_parquet_file() -> None:
         assert np.array_equal(arrays["load_w"], table["load_w"].to_numpy())
     h = load_shipped()
     assert h.steps == len(table) and h.start_s == int(table["time_s"].iloc[0])
+
+
+def test_a_household_with_its_site_forecasts_without_heavy_libraries() -> None:
+    # a PV household that names its site (clear-sky PV in profile-qr) fits and predicts with the
+    # daemon's forecaster: the sun's geometry is numpy only (forecasting/solar.py), so neither
+    # pvlib nor the pandas and scipy it brings are loaded (a site used to cost ≈ 120 MB of RSS)
+    loaded = _loaded_after(
+        "import numpy as np\n"
+        "from forecasting.registry import build_model\n"
+        "from forecasting.series import MeterHistory\n"
+        "t = np.arange(40 * 96)\n"
+        "pv = np.clip(np.sin((t % 96 - 24) / 48 * np.pi), 0, None) * 3000\n"
+        "load = 400 + 200 * np.cos(t % 96 / 96 * 2 * np.pi)\n"
+        "h = MeterHistory.from_components(pv, load, start_s=1_243_814_400, step_s=900)\n"
+        "m = build_model('profile-qr', latitude=36.0, longitude=-80.0).fit(h)\n"
+        "f = m.predict(h, 8)\n"
+        "assert f is not None\n"
+    )
+    assert "forecasting.solar" in loaded and "forecasting.profile_qr" in loaded
+    assert _heavy(loaded) == []
