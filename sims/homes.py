@@ -248,9 +248,9 @@ def _shipped_history(
         assert h.pv_w is not None and h.load_w is not None
         pv_rows.append(h.pv_w[0])
         load_rows.append(h.load_w[0])
-    # the rows as lists: from_components copies them into one array (np.stack first would copy
-    # every row twice; a town's year of history is ≈ 300 MB per array: ≈ 1.4 s of the engine's
-    # start-up, which the first forecaster fit waits for)
+    # the rows as lists: from_components copies them into one array (np.stack first copied
+    # every row twice; a town's year of history is ≈ 300 MB per array: the start-up, which the
+    # first forecaster fit waits for, took 3.3-3.9 CPU-s instead of 0.7-0.9; docs/sims.md, Scale)
     return MeterHistory.from_components(
         pv_rows,
         load_rows,
