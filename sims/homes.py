@@ -193,11 +193,11 @@ def community_history(
         load_rows.append(w.load_w[0] * spec.load_scale)
     else:
         return MeterHistory.from_components(
-            np.stack(pv_rows), np.stack(load_rows), start_s=first, step_s=step,
+            pv_rows, load_rows, start_s=first, step_s=step,  # copied once (_shipped_history)
             utc_offset_s=offset,
         )  # fmt: skip
     return MeterHistory.from_net(
-        np.stack([w.net_w[0] for w in windows]), start_s=first, step_s=step, utc_offset_s=offset
+        [w.net_w[0] for w in windows], start_s=first, step_s=step, utc_offset_s=offset
     )
 
 
@@ -248,9 +248,12 @@ def _shipped_history(
         assert h.pv_w is not None and h.load_w is not None
         pv_rows.append(h.pv_w[0])
         load_rows.append(h.load_w[0])
+    # the rows as lists: from_components copies them into one array (np.stack first copied
+    # every row twice; a town's year of history is ≈ 300 MB per array: the start-up, which the
+    # first forecaster fit waits for, took 3.3-3.9 CPU-s instead of 0.7-0.9; docs/sims.md, Scale)
     return MeterHistory.from_components(
-        np.stack(pv_rows),
-        np.stack(load_rows),
+        pv_rows,
+        load_rows,
         start_s=first,
         step_s=data.step_s,
         utc_offset_s=data.utc_offset_s,

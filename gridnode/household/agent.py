@@ -53,6 +53,7 @@ the forecast is of the natural net, which is what the battery-aware policy expec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -220,8 +221,7 @@ class HouseholdAgent:
         if c.last_slot is not None:
             delivered = min(delivered, c.last_slot + 1)
             quote_end = min(quote_end, c.last_slot + 1)
-        quote = range(max(first_open, c.first_slot), quote_end)
-        needs = Needs(tuple(range(self._next_read, delivered)), tuple(quote))
+        needs = _needs(self._next_read, delivered, max(first_open, c.first_slot), quote_end)
         self._needs = (now_s, self._next_read, needs)
         return needs
 
@@ -327,6 +327,14 @@ class HouseholdAgent:
                 )
             out.append(Quote(q.slot, q, forecast.model, order, expected))
         return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _needs(next_read: int, delivered: int, quote_from: int, quote_end: int) -> Needs:
+    """``Needs`` of the slots ``next_read ..< delivered`` and ``quote_from ..< quote_end``, one
+    shared value per distinct range (frozen: agents of one community at one boundary mostly ask
+    for the same, and a driver of a thousand agents built a thousand equal values a slot)."""
+    return Needs(tuple(range(next_read, delivered)), tuple(range(quote_from, quote_end)))
 
 
 def expected_clearing_price(

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forecasting.data import SHIPPED_LATITUDE, SHIPPED_LONGITUDE, load_shipped
 from forecasting.models import FittedForecaster, QuantileForecast, SeasonalNaive
@@ -18,9 +20,11 @@ from gridnode.household import forecast as forecast_module
 from gridnode.household.agent import HISTORY_DAYS
 from gridnode.household.forecast import (
     PLAUSIBLE_DAYS,
+    RecentRange,
     Site,
     SlotForecaster,
     bidding_forecaster,
+    recent_range,
 )
 from market.errors import UsageError
 from market.slots import SlotClock
@@ -204,3 +208,48 @@ def test_profile_qr_blocks_predict_as_one_model_with_the_same_numbers(
             a, b = by_block.predict(h, horizon), stacked.predict(h, horizon)
             assert a.values_w.tobytes() == b.values_w.tobytes()
             assert (a.origin_s, a.step_s, a.quantiles) == (b.origin_s, b.step_s, b.quantiles)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    step_s=st.sampled_from([900, 1800, 3600]),
+    start_offset_steps=st.integers(0, 95),
+    days=st.integers(1, PLAUSIBLE_DAYS + 6),
+    moves=st.lists(st.integers(0, 200), min_size=1, max_size=12),
+)
+def test_the_cached_plausible_bounds_equal_a_whole_scan(
+    seed: int, step_s: int, start_offset_steps: int, days: int, moves: list[int]
+) -> None:
+    """RecentRange (whole days cached, partial days scanned) gives recent_range's numbers for
+    windows moving on over one history, and over a second history after it (the cache starts
+    again), whatever the grid and the UTC-day alignment."""
+    rng = np.random.default_rng(seed)
+    per_day = 86_400 // step_s
+    steps = (days + 3) * per_day
+    start_s = 1_244_000_000 // 86_400 * 86_400 + start_offset_steps * 900
+    start_s -= start_s % step_s
+    # values with many ties and signed zeros' neighbours: a minimum or maximum must not move
+    values = rng.integers(-3, 4, size=(5, steps)).astype(np.float64) * rng.choice([0.5, 250.0])
+    full = MeterHistory.from_net(values, start_s=start_s, step_s=step_s)
+    other = MeterHistory.from_net(values[:, ::-1], start_s=start_s, step_s=step_s)
+    ranges = RecentRange()
+    end = start_s + per_day * step_s
+    for history in (full, other):
+        for move in moves:
+            end = min(full.end_s, end + move * step_s)
+            window = history.window(history.start_s, end)
+            lo, hi = ranges.of(window)
+            want_lo, want_hi = recent_range(window)
+            assert lo.tobytes() == want_lo.tobytes()
+            assert hi.tobytes() == want_hi.tobytes()
+
+
+def test_a_writable_history_is_scanned_whole_not_cached() -> None:
+    """A history whose values could still change is never served from the cache."""
+    values = np.arange(4 * 96, dtype=np.float64).reshape(1, -1)
+    writable = MeterHistory(0, 900, values[:, : 3 * 96])  # a view of a writable array
+    ranges = RecentRange()
+    assert ranges.of(writable)[1][0] == 3 * 96 - 1
+    values[0, 3 * 96 - 1] = 10_000.0
+    assert ranges.of(writable)[1][0] == 10_000.0
