@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import pickle
 import signal
 from pathlib import Path
@@ -224,3 +225,25 @@ def test_a_pool_passes_its_memo_size_to_its_workers() -> None:
         pool.close()
     with pytest.raises(UsageError, match="fit_memo_blocks must be >= 0"):
         FitPool(1, fit_memo_blocks=-1)
+
+
+def _nice(pid: int) -> int:
+    # field 19 of /proc/PID/stat, counted after the command name's closing parenthesis
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
+def test_workers_run_at_background_priority() -> None:
+    # module rules: a worker lowers its priority by WORKER_NICE, the engine keeps its own
+    e, history = _history(2)
+    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
+    now_s = e.clock.start(e.first_slot)
+    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
+    blocks = [b for _, b in row_blocks(window)]
+    pool = FitPool(1)
+    try:
+        list(pool.fit_blocks(forecaster.model, blocks))  # the worker has started and answered
+        worker = pool._procs[0].proc.pid
+        assert _nice(worker) == min(19, _nice(os.getpid()) + fitpool_module.WORKER_NICE)
+    finally:
+        pool.close()
