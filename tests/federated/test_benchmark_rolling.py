@@ -6,8 +6,6 @@ exactly 14 days of its own history before each origin."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,18 +16,14 @@ import pytest
 from forecasting.data import CITYLEARN_CLEAN_HOMES, load_citylearn_homes
 from forecasting.models import SeasonalNaive
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
+from tests.benchscripts import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "federated.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_federated", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("federated")
 
 
 def test_rolling_rounds_are_daily_through_the_evaluation(bench: ModuleType) -> None:

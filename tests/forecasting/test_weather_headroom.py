@@ -4,7 +4,6 @@ fit finds a weather effect that is there, and a missing ``--wheel`` is one line,
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +12,15 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from tests.benchscripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks" / "weather_headroom.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_weather_headroom", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("weather_headroom")
 
 
 def _weather(rng: np.random.Generator, hours: int, noise: float) -> dict[str, np.ndarray]:

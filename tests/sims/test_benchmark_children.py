@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import resource
 import subprocess
@@ -13,17 +12,16 @@ from types import ModuleType
 
 import pytest
 
+from tests.benchscripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_sims", ROOT / "benchmarks" / "sims.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_sims", module)  # its dataclasses look themselves up
+    # load_benchmark registers bench_sims; the monkeypatch takes it out again after the test
+    monkeypatch.setitem(sys.modules, "bench_sims", ModuleType("bench_sims"))
     monkeypatch.setattr(sys, "path", list(sys.path))  # it puts the repository first on the path
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sims")
 
 
 def test_a_fit_workers_cpu_is_read_by_role_at_the_last_slot(

@@ -18,7 +18,7 @@ from forecasting.models import SeasonalNaive
 from forecasting.profile_qr import FittedProfileQR
 from forecasting.series import MeterHistory
 from gridnode.household import forecast as forecast_module
-from gridnode.household.forecast import bidding_forecaster, fit_inline, row_blocks
+from gridnode.household.forecast import SlotForecaster, bidding_forecaster, fit_inline, row_blocks
 from market.errors import DataReason, UsageError
 from sims import fitpool as fitpool_module
 from sims.fitpool import FitPool
@@ -36,6 +36,15 @@ def _history(households: int) -> tuple[_Engine, MeterHistory]:
     sc = dataclasses.replace(load_scenario(YEAR, households=households, days=3), refit_days=1)
     e = _Engine(sc)
     return e, e.history
+
+
+def _first_fit_blocks(households: int) -> tuple[SlotForecaster, list[MeterHistory]]:
+    """The daemon's forecaster (refitted daily) and the blocks of its fit at the first slot."""
+    e, history = _history(households)
+    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
+    now_s = e.clock.start(e.first_slot)
+    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
+    return forecaster, [b for _, b in row_blocks(window)]
 
 
 def _coefs(fitted: list[object]) -> list[bytes]:
@@ -180,11 +189,7 @@ def test_a_run_inside_one_refit_period_fits_once_and_others_refit() -> None:
 
 
 def test_a_worker_told_no_refit_keeps_no_fit_features_and_fits_the_same() -> None:
-    e, history = _history(3)
-    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
-    now_s = e.clock.start(e.first_slot)
-    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
-    blocks = [b for _, b in row_blocks(window)]
+    forecaster, blocks = _first_fit_blocks(3)
     frames = io.BytesIO()
     for b in blocks * 2:  # the same rows twice: a memo would take the second fit's features
         pickle.dump((forecaster.model, b), frames, protocol=pickle.HIGHEST_PROTOCOL)
@@ -210,11 +215,7 @@ def test_a_worker_told_no_refit_keeps_no_fit_features_and_fits_the_same() -> Non
 
 
 def test_a_pool_passes_its_memo_size_to_its_workers() -> None:
-    e, history = _history(3)
-    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
-    now_s = e.clock.start(e.first_slot)
-    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
-    blocks = [b for _, b in row_blocks(window)]
+    forecaster, blocks = _first_fit_blocks(3)
     pool = FitPool(1, fit_memo_blocks=0)
     try:
         assert _coefs(list(pool.fit_blocks(forecaster.model, blocks))) == _coefs(
@@ -235,11 +236,7 @@ def _nice(pid: int) -> int:
 
 def test_workers_run_at_background_priority() -> None:
     # module rules: a worker lowers its priority by WORKER_NICE, the engine keeps its own
-    e, history = _history(2)
-    forecaster = bidding_forecaster(e.sc.model, site=e.sc.site, refit_every_s=DAY_S)
-    now_s = e.clock.start(e.first_slot)
-    window = forecaster.fit_window(history.window(history.start_s, now_s), now_s=now_s)
-    blocks = [b for _, b in row_blocks(window)]
+    forecaster, blocks = _first_fit_blocks(2)
     pool = FitPool(1)
     try:
         list(pool.fit_blocks(forecaster.model, blocks))  # the worker has started and answered
