@@ -52,7 +52,9 @@ def test_a_fit_workers_cpu_is_read_by_role_at_the_last_slot(
         proc.wait()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    assert read is not None and 0.05 <= memory.cpu_by_role("fit") <= total + 0.01
+    # /proc counts user and system time in clock ticks (10 ms), the kernel's rusage in µs: the
+    # two can differ by a few ticks either way (CI once read 0.20 against 0.182)
+    assert read is not None and 0.05 <= memory.cpu_by_role("fit") <= total + 0.05
     assert total - memory.cpu_by_role("fit") < 0.2  # what it used after the last read
     assert memory.cpu_by_role("full node") == 0.0
     assert bench._cpu_s(proc.pid) is None  # gone
