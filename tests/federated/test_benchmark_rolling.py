@@ -6,7 +6,6 @@ exactly 14 days of its own history before each origin."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -17,8 +16,6 @@ from forecasting.data import CITYLEARN_CLEAN_HOMES, load_citylearn_homes
 from forecasting.models import SeasonalNaive
 from forecasting.series import SECONDS_PER_DAY, MeterHistory
 from tests.benchscripts import load_benchmark
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "federated.py"
 
 
 @pytest.fixture(scope="module")
