@@ -368,7 +368,7 @@ class FileMeter(Meter):
         from forecasting.meter_rows import decode  # noqa: PLC0415
 
         if not self.path.name.lower().endswith(".csv"):  # gzip and Parquet: whole
-            rows = read_meter_rows(self.path)
+            rows = read_meter_rows(self.path, isolate=True)  # a Parquet file: without pandas here
             return _Read(key, rows, meter_file_of(rows), b"", 0, b"")
         try:
             with self.path.open("rb") as f:

@@ -284,6 +284,68 @@ def test_gzip_and_parquet_files_are_read_whole_when_they_change(tmp_path: Path, 
     assert not math.isnan(meter.history_before(2**62, days=1).net_w.sum())
 
 
+def test_a_parquet_file_is_read_in_a_child_process_with_the_same_rows_and_refusals(
+    tmp_path: Path,
+) -> None:
+    """The daemon's file meter reads Parquet in a child process (so the daemon never imports
+    pandas): the rows are those of the in-process read, and a bad file's refusal is the same one
+    line naming file, row and column."""
+    import pandas as pd  # the test writes Parquet with pandas, as exports do
+
+    from forecasting.data.meter_files import read_meter_rows
+
+    good = tmp_path / "good.parquet"
+    stamps = [f"2024-03-{1 + i // 96:02d}T{(i % 96) // 4:02d}:{15 * (i % 4):02d}:00+01:00"
+              for i in range(300)]  # fmt: skip
+    pd.DataFrame({"Timestamp": stamps, "pv_kw": np.linspace(0, 3, 300),
+                  "load_kwh": np.linspace(0.1, 0.4, 300), "other": "x"}).to_parquet(good)  # fmt: skip
+    here, there = read_meter_rows(good), read_meter_rows(good, isolate=True)
+    assert (there.layout, there.first_row, there.offsets) == (here.layout, 1, here.offsets)
+    assert np.array_equal(there.time_s, here.time_s)
+    assert there.values.keys() == here.values.keys()
+    assert all(np.array_equal(there.values[k], here.values[k]) for k in here.values)
+    assert there.time_s[1] - there.time_s[0] == 900
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame(
+        {"time_s": T0 + 900 * np.arange(10), "net_w": ["1"] * 5 + ["x"] + ["2"] * 4}
+    ).to_parquet(bad)
+    refusals = []
+    for isolate in (False, True):
+        with pytest.raises(InvalidInput) as info:
+            read_meter_file(bad) if not isolate else FileMeter(bad).meter_file()
+        refusals.append(str(info.value))
+    assert refusals[0] == refusals[1] and "row 6" in refusals[0], refusals
+    nocols = tmp_path / "nocols.parquet"
+    pd.DataFrame({"when": [1, 2], "power": [3, 4]}).to_parquet(nocols)
+    with pytest.raises(InvalidInput) as info:
+        read_meter_rows(nocols, isolate=True)
+    assert info.value.reason == "missing_column" and str(nocols) in str(info.value)
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1 not really PAR1")
+    with pytest.raises(InvalidInput) as info:
+        read_meter_rows(junk, isolate=True)
+    assert info.value.reason == "unparseable" and "\n" not in str(info.value)
+
+
+def test_a_daemon_reading_a_parquet_meter_file_imports_no_pandas(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    path = tmp_path / "meter.parquet"
+    pd.DataFrame({"time_s": T0 + 900 * np.arange(200), "net_w": np.arange(200) * 2.0}).to_parquet(
+        path
+    )
+    probe = (
+        "import sys; from pathlib import Path; from gridnode.meter import FileMeter\n"
+        f"m = FileMeter.checked(Path({str(path)!r})); f = m.meter_file()\n"
+        "print(len(f.history.net_w[0]), sorted(k for k in ('pandas', 'pyarrow') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["200", "[]"], out
+
+
 # ------------------------------------------------------ a real node whose meter file turns bad
 
 SPEEDUP = 60.0
