@@ -12,7 +12,7 @@ Rules of this module:
   multi-year build gives it (tested for every country and subdivision the package knows, and
   by property over the years).
 * **Where the calendars come from**: in this process by default (:func:`build`; importing the
-  package's countries costs ≈ 280 modules, ≈ 12 MB and ≈ 0.06 s of CPU, which a long-running
+  package's countries costs ≈ 380 modules, ≈ 15 MB and ≈ 0.1 s of CPU, which a long-running
   process then carries). A driver may install another :data:`Source` with :func:`use_source` —
   the daemon installs :mod:`gridnode.holidaycache` (a small file in its data directory, built by
   a short-lived child process), so it never imports the package. A source must return exactly

@@ -2,12 +2,12 @@
 
 A household that names its country (``household.holiday_country``, ``holiday_subdiv``) needs the
 day numbers of its public holidays (:mod:`forecasting.holidaycal`). Importing the `holidays`
-package's countries to build them costs ≈ 280 modules, ≈ 12 MB of RSS for as long as the daemon
-runs and ≈ 0.06 s of CPU at every start. So the daemon never imports it; rules of this module:
+package's countries to build them costs ≈ 380 modules, ≈ 15 MB of RSS for as long as the daemon
+runs (≈ 13 MB measured on an idle household) and ≈ 0.1 s of CPU at every start. So the daemon never imports it; rules of this module:
 
 * **The file**: ``DATA/holidays-<country>[-<subdiv>].json`` (``DATA`` is ``node.data_dir``; a
   code with characters other than letters, digits, ``_`` and ``-`` is spelt in hex), holding the
-  country and subdivision, the package's *key* and each year's day numbers. A read answers when
+  country and subdivision, the package's *key*, each year's day numbers and their SHA-256. A read answers when
   the file is this calendar's, its key is the installed package's and it holds every year asked.
 * **The key** changes with the installed package and is read without importing it: the SHA-256
   of the ``RECORD`` of its ``holidays-*.dist-info`` (every installed file with its hash; the
@@ -15,7 +15,7 @@ runs and ≈ 0.06 s of CPU at every start. So the daemon never imports it; rules
   with the version); a package with no ``RECORD`` (a source checkout) is keyed by the size and
   modification time of every file of it.
 * **A miss** (no file, another calendar's, another key, a year it lacks, a file that does not
-  parse or does not hold day numbers) builds the calendar in a **short-lived child process**
+  parse, does not hold day numbers or whose days do not match their SHA-256) builds the calendar in a **short-lived child process**
   (``python -m gridnode.holidaycache``, a JSON request on stdin, a JSON answer on stdout) for the
   union of the years asked, the years the file held (under the same key) and :data:`WINDOW_YEARS`
   either side of today's year, and writes the file atomically (a temporary file, fsynced,
@@ -144,7 +144,15 @@ def _read(path: Path) -> _Calendar | None:
         if not all(isinstance(d, int) and not isinstance(d, bool) for d in days):
             return None
         years[int(year)] = tuple(days)
+    if doc.get("sum") != _checksum(years):  # a flipped digit, an edit
+        return None
     return _Calendar(country, subdiv, key, years)
+
+
+def _checksum(years: dict[int, tuple[int, ...]]) -> str:
+    """SHA-256 of the years' days in a canonical text."""
+    text = ";".join(f"{y}:{','.join(map(str, years[y]))}" for y in sorted(years))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _write(path: Path, cal: _Calendar) -> bool:
@@ -156,6 +164,7 @@ def _write(path: Path, cal: _Calendar) -> bool:
         "subdiv": cal.subdiv,
         "key": cal.key,
         "years": {str(y): list(cal.years[y]) for y in sorted(cal.years)},
+        "sum": _checksum(cal.years),
     }
     if not path.parent.is_dir():  # not made yet (the store makes it): written at the next ask
         return False

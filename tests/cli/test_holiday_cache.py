@@ -115,12 +115,21 @@ def _rewrite(path: Path, **changes: object) -> None:
     path.write_text(json.dumps(doc))
 
 
+def _change_a_day(path: Path) -> None:
+    """A flipped digit in the first day number: still a well-formed calendar, but not the one
+    that was written."""
+    text = path.read_text()
+    i = text.index('":[', text.index('"years"')) + 3 + 4  # the last digit of the first day
+    path.write_text(text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1 :])
+
+
 BROKEN = {
-    "another package": lambda p: _rewrite(p, key="0" * 64, years={str(y): [] for y in WINDOW}),
+    "another package": lambda p: _rewrite(p, key="0" * 64),  # its days and their sum intact
     "another calendar": lambda p: _rewrite(p, country="FR"),
     "another format": lambda p: _rewrite(p, format=0),
     "days not numbers": lambda p: _rewrite(p, years={str(THIS_YEAR): ["2026-01-01"]}),
     "a year not a number": lambda p: _rewrite(p, years={"next": [1]}),
+    "a day changed": _change_a_day,
     "truncated": lambda p: p.write_bytes(p.read_bytes()[:40]),
     "not UTF-8": lambda p: p.write_bytes(b"\xff\xfe\x00garbage"),
     "a list": lambda p: p.write_text("[1, 2, 3]"),
