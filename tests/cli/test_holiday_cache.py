@@ -11,6 +11,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,3 +268,49 @@ def test_concurrent_first_starts_leave_one_whole_file(tmp_path: Path) -> None:
     years = range(THIS_YEAR - 2, THIS_YEAR + 3)
     assert days("US", None, years, tmp_path) == holidaycal.build("US", None, years)
     assert not children_ran(before)
+
+
+def test_a_household_daemon_quotes_without_importing_the_package(tmp_path: Path) -> None:
+    """A real `gridnode run` of a bidding household with a holiday country, started twice: its
+    imports (``PYTHONPROFILEIMPORTTIME``, in its log) never include the package, up to its first
+    quote (its forecaster fitted with the holidays); the first start wrote the file."""
+    from sims.daemons import LocalCommunity
+
+    lc = LocalCommunity(tmp_path / "c", validators=1, full_nodes=1, speedup=60, launcher=False)
+    lc.create()
+    d = lc.households[1].dir
+    update_config(
+        d,
+        {
+            "meter.source": "replay",
+            "meter.replay_hour": 11.0,
+            "bidding.enabled": True,
+            "household.holiday_country": "US",
+        },
+    )  # the config check wrote the file; the daemon starts with it as a second start would
+    assert file_years(d / "data" / "holidays-US.json") == WINDOW
+    (d / "data" / "holidays-US.json").unlink()  # and as a first start
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONPROFILEIMPORTTIME": "1"}
+    provenance = d / "data" / "provenance.jsonl"
+    for start in ("first", "second"):
+        quotes = len(provenance.read_bytes().splitlines()) if provenance.exists() else 0
+        log = d / f"{start}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gridnode", "run", "--dir", str(d)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120.0
+            while not (provenance.exists() and len(provenance.read_bytes().splitlines()) > quotes):
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "no quote"
+                time.sleep(0.05)  # polling the quote's line, with a deadline
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        imports = [line for line in log.read_text().splitlines() if line.startswith("import time:")]
+        assert any(line.endswith("| gridnode.household_driver") for line in imports)
+        names = [line.rsplit("|", 1)[1].strip() for line in imports]
+        assert not [n for n in names if n == "holidays" or n.startswith("holidays.")], start
+        assert file_years(d / "data" / "holidays-US.json") == WINDOW
