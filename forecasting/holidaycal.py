@@ -9,8 +9,8 @@ Rules of this module:
 * **The package builds a calendar year by year**, and a year's holidays do not depend on which
   other years are built with it (an observed day that falls in the previous year belongs to the
   year that observes it): the calendar of several years is the union of theirs, as one
-  multi-year build gives it (tested for every country and subdivision the package knows, and
-  by property over the years).
+  multi-year build gives it (tested for every country the package knows and its first two
+  subdivisions over four years, and by property over any years for six calendars).
 * **Where the calendars come from**: in this process by default (:func:`build`; importing the
   package's countries costs ≈ 380 modules, ≈ 15 MB and ≈ 0.1 s of CPU, which a long-running
   process then carries). A driver may install another :data:`Source` with :func:`use_source` —
