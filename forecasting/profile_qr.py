@@ -90,6 +90,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from forecasting import holidaycal
 from forecasting.models import (
     QUANTILES,
     QuantileForecast,
@@ -170,14 +171,9 @@ def _holiday_days(country: str | None, subdiv: str | None, years: range) -> froz
     (memoised: a pure function of its arguments, asked again at every forecast)."""
     if country is None:
         return frozenset()
-    import holidays as holidays_lib  # noqa: PLC0415 - only needed when a country is configured
-
-    try:
-        cal = holidays_lib.country_holidays(country, subdiv=subdiv, years=list(years))
-    except NotImplementedError:
-        raise UsageError(f"no holiday calendar for country {country!r} / {subdiv!r}") from None
-    epoch = np.datetime64("1970-01-01", "D")
-    return frozenset(int((np.datetime64(d, "D") - epoch).astype(np.int64)) for d in cal)
+    # from the process's calendar source: in-process, or the daemon's file cache (which never
+    # imports the holidays package into the daemon: forecasting.holidaycal)
+    return holidaycal.holiday_days(country, subdiv, years)
 
 
 @functools.lru_cache(maxsize=8)

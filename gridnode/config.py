@@ -636,7 +636,7 @@ def _parse_config(directory: Path, path: Path, doc: Mapping[str, Any]) -> Config
             f"only a replay meter (or a meter file written ahead, in a simulation) can: it needs "
             f"meter.source = 'replay' or 'file', got {values.get('meter_source', 'none')!r}"
         )
-    _check_site(path, values)
+    _check_site(path, values, data_dir=directory.resolve() / values.get("data_dir", "data"))
     if values.get("training_mode", "local") not in TRAINING_MODES:
         raise UsageError(
             f"{path}: training.mode must be one of {', '.join(TRAINING_MODES)}, "
@@ -699,8 +699,9 @@ def _check_dp(path: Path, values: dict[str, Any]) -> None:
         values["dp_rounds"] = max(1, -(-365 * 86_400 // every))
 
 
-def _check_site(path: Path, values: dict[str, Any]) -> None:
-    """``bidding.model`` and the household's site (the bidding forecaster's inputs)."""
+def _check_site(path: Path, values: dict[str, Any], *, data_dir: Path) -> None:
+    """``bidding.model`` and the household's site (the bidding forecaster's inputs); the holiday
+    calendar is checked through its file in ``data_dir`` (:mod:`gridnode.holidaycache`)."""
     model = values.get("bidding_model", DEFAULT_MODEL)
     if model not in MODEL_NAMES:
         raise UsageError(
@@ -717,11 +718,13 @@ def _check_site(path: Path, values: dict[str, Any]) -> None:
     if subdiv is not None and country is None:
         raise UsageError(f"{path}: household.holiday_subdiv needs household.holiday_country")
     if country is not None:
-        import holidays  # noqa: PLC0415 - only a household that names its country needs it
+        # through the calendar file in the data directory (the first start builds it in a child
+        # process, later ones read it): the holidays package stays out of this process
+        from gridnode import holidaycache  # noqa: PLC0415 - only a household that names its country
 
         try:
-            holidays.country_holidays(country, subdiv=subdiv)
-        except NotImplementedError:
+            holidaycache.check(country, subdiv, cache_dir=data_dir)
+        except UsageError:
             raise UsageError(
                 f"{path}: household.holiday_country/holiday_subdiv: no public-holiday calendar "
                 f"for {country!r}/{subdiv!r} (the holidays package's codes, e.g. 'US'/'CA')"

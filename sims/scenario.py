@@ -491,11 +491,11 @@ def parse_scenario(
     if subdiv is not None and country is None:
         raise site_t.fail("holiday_country", "missing", "a country for holiday_subdiv", None)
     if country is not None:
-        import holidays  # noqa: PLC0415 - only a scenario that names a country needs it
+        from forecasting import holidaycal  # noqa: PLC0415 - only a scenario that names a country
 
         try:
-            holidays.country_holidays(country, subdiv=subdiv)
-        except NotImplementedError:
+            holidaycal.build(country, subdiv, ())  # the package's check of the codes, no year built
+        except UsageError:
             key = "holiday_subdiv" if subdiv is not None else "holiday_country"
             raise site_t.fail(key, SimReason.UNKNOWN_CALENDAR, "a country (and subdivision) the "
                               "holidays package knows, e.g. 'US' / 'CA'", subdiv or country) from None  # fmt: skip

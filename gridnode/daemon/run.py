@@ -221,6 +221,10 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     if meter is not None or config.meter_source in LIVE_SOURCES:  # a household driver will run
         tune_malloc()
     setup_logging(config.log_level)
+    if config.holiday_country is not None:  # its forecaster reads the calendar file the config
+        from gridnode import holidaycache  # noqa: PLC0415 - check made: the package stays out
+
+        holidaycache.install(config.data_dir)
     lock = DirLock(config.dir).acquire()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
