@@ -763,7 +763,7 @@ class ProfileQR:
         for b in range(n_b):
             leads = np.flatnonzero(buckets == b)
             targets.append(origins + leads[k % len(leads)])
-        t_used = np.unique(np.concatenate(targets))
+        t_used = _sorted_unique(np.concatenate(targets))
         # the origin features need two profile columns of every interval (their sums over the
         # last hour and day); the targets need all of them, but only ≈ 60 % of the intervals are
         # targets: an interval's features are its own (bit for bit the same in any subset), so
@@ -1006,6 +1006,19 @@ def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
     out: FloatArray = np.clip(
         np.quantile(need, min(k, 1.0), axis=1), MIN_BAND_SCALE, MAX_BAND_SCALE
     )
+    return out
+
+
+def _sorted_unique(a: IntArray) -> IntArray:
+    """The distinct values of ``a``, ascending: :func:`numpy.unique`'s answer for integers (it
+    sorts and keeps each first of a run, as here), without its check for a masked array, which
+    imports ``numpy.ma`` — ≈ 5 MB that a household daemon would otherwise hold for good for
+    this one call (``tests/daemon/test_light_imports.py``)."""
+    ordered = np.sort(a)
+    first = np.empty(ordered.shape, dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    out: IntArray = ordered[first]
     return out
 
 
