@@ -1011,7 +1011,8 @@ def _row_quantile(a: FloatArray, q: float) -> FloatArray:
     """Each row's quantile ``q`` of the finite ``a`` ``(B, N)``, ``N`` ≥ 1: bit for bit
     ``np.quantile(a, q, axis=1)`` (its default method, "linear": the order statistics at the
     floor and ceiling of ``(N − 1)·q``, interpolated as numpy's ``_lerp`` does; tested against
-    it), without the :func:`numpy.unique` numpy calls for the positions to partition at, whose
+    it) but for the sign of a zero (numpy partitions, this sorts: equal -0.0 and 0.0 may come
+    in another order; :func:`_conformal_scales` clips it to >= 1), without the :func:`numpy.unique` numpy calls for the positions to partition at, whose
     check for a masked array imports ``numpy.ma`` (:func:`_sorted_unique`)."""
     n = a.shape[1]
     virtual = (n - 1) * np.float64(q)
