@@ -759,7 +759,7 @@ class ProfileQR:
         for b in range(n_b):
             leads = np.flatnonzero(buckets == b)
             targets.append(origins + leads[k % len(leads)])
-        t_used = np.unique(np.concatenate(targets))
+        t_used = _sorted_unique(np.concatenate(targets))
         # the origin features need two profile columns of every interval (their sums over the
         # last hour and day); the targets need all of them, but only ≈ 60 % of the intervals are
         # targets: an interval's features are its own (bit for bit the same in any subset), so
@@ -999,9 +999,47 @@ def _conformal_scales(pred: FloatArray, actual: FloatArray) -> FloatArray:
     )
     level = QUANTILES[-1] - QUANTILES[0]
     k = np.ceil(level * (need.shape[1] + 1)) / need.shape[1]  # split-conformal rank
-    out: FloatArray = np.clip(
-        np.quantile(need, min(k, 1.0), axis=1), MIN_BAND_SCALE, MAX_BAND_SCALE
-    )
+    out: FloatArray = np.clip(_row_quantile(need, min(k, 1.0)), MIN_BAND_SCALE, MAX_BAND_SCALE)
+    return out
+
+
+def _row_quantile(a: FloatArray, q: float) -> FloatArray:
+    """Each row's quantile ``q`` of the finite ``a`` ``(B, N)``, ``N`` ≥ 1: bit for bit
+    ``np.quantile(a, q, axis=1)`` (its default method, "linear": the order statistics at the
+    floor and ceiling of ``(N − 1)·q``, interpolated as numpy's ``_lerp`` does; tested against
+    it) but for the sign of a zero (numpy partitions, this sorts: equal -0.0 and 0.0 may come
+    in another order; :func:`_conformal_scales` clips it to >= 1), without the :func:`numpy.unique` numpy calls for the positions to partition at, whose
+    check for a masked array imports ``numpy.ma`` (:func:`_sorted_unique`)."""
+    n = a.shape[1]
+    virtual = (n - 1) * np.float64(q)
+    if virtual >= n - 1:  # numpy: both neighbours are the last value
+        prev = nxt = -1
+    elif virtual < 0:
+        prev = nxt = 0
+    else:
+        prev = int(np.floor(virtual))
+        nxt = prev + 1
+    gamma = float(virtual - prev)
+    ordered = np.sort(a, axis=1)
+    below, above = ordered[:, prev], ordered[:, nxt]
+    diff = above - below
+    if gamma >= 0.5:
+        out: FloatArray = above - diff * (1 - gamma)
+    else:
+        out = below + diff * gamma
+    return out
+
+
+def _sorted_unique(a: IntArray) -> IntArray:
+    """The distinct values of ``a``, ascending: :func:`numpy.unique`'s answer for integers (it
+    sorts and keeps each first of a run, as here), without its check for a masked array, which
+    imports ``numpy.ma`` — ≈ 5 MB that a household daemon would otherwise hold for good for
+    this one call (``tests/daemon/test_light_imports.py``)."""
+    ordered = np.sort(a)
+    first = np.empty(ordered.shape, dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    out: IntArray = ordered[first]
     return out
 
 

@@ -104,3 +104,47 @@ def test_a_household_with_its_site_forecasts_without_heavy_libraries() -> None:
     )
     assert "forecasting.solar" in loaded and "forecasting.profile_qr" in loaded
     assert _heavy(loaded) == []
+
+
+def test_a_household_steps_without_numpy_ma() -> None:
+    # a household's forecaster (profile-qr with a year of history: its calibrated bands) fits and
+    # predicts as the daemon runs it, with the daemon's finder installed: numpy.ma (≈ 1.6 MB in a
+    # daemon, imported by np.unique's and so np.quantile's check for a masked array) is not run
+    loaded = _loaded_after(
+        "from gridnode.lazyimports import install\n"
+        "install()\n"
+        "import gridnode.startup, gridnode.daemon\n"
+        "from gridnode.household.forecast import bidding_forecaster\n"
+        "from gridnode.meter import ShippedReplay\n"
+        "from market.slots import SlotClock\n"
+        "now = 1_800_000_000 - 1_800_000_000 % 900\n"
+        "meter = ShippedReplay.of(node_anchor_s=now, hour=11.0)\n"
+        "fc = bidding_forecaster()\n"
+        "h = meter.history_before(now + 5, days=fc.history_days)\n"
+        "q = fc.forecast(h, now_s=now + 5, slots=[now // 900 + 2], clock=SlotClock(900))\n"
+        "assert fc.name == 'profile-qr' and q[0].quantiles, (fc.name, q)\n"
+    )
+    assert "forecasting.profile_qr" in loaded and "numpy.linalg" in loaded
+    assert [m for m in loaded if m == "numpy.ma" or m.startswith("numpy.ma.")] == []
+
+
+def test_a_replay_meters_histories_are_views_of_its_series() -> None:
+    # the daemon's replay meter scales the shipped series once; each step's history is a window
+    # of it (read-only views), not new arrays the forecaster's memos would keep alive
+    from gridnode.meter import ShippedReplay
+
+    now = 1_800_000_000 - 1_800_000_000 % 900
+    for scales in ({}, {"pv_scale": 1.5, "load_scale": 0.7}):
+        replay = ShippedReplay.of(node_anchor_s=now, hour=11.0, **scales)
+        data = replay.loaded().data
+        assert data.pv_w is not None and data.load_w is not None
+        h = replay.history_before(now + 3 * 86_400, days=366)
+        assert h.pv_w is not None and h.load_w is not None
+        for got, series in ((h.net_w, data.net_w), (h.pv_w, data.pv_w), (h.load_w, data.load_w)):
+            assert np.shares_memory(got, series) and not got.flags.writeable
+        shipped = load_shipped()
+        assert shipped.pv_w is not None
+        pv_scale = scales.get("pv_scale", 1.0)
+        first = shipped.index_at(h.start_s - (replay.node_anchor_s - replay.data_anchor_s))
+        want = shipped.pv_w[0, first : first + h.steps] * pv_scale
+        assert h.pv_w[0].view(np.int64).tolist() == want.view(np.int64).tolist()
