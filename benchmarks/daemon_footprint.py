@@ -55,6 +55,7 @@ replay meter, the way the daemon engine configures them; clock at 60×) and prin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -62,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -305,17 +307,14 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def start_alone(
-    tree: Path, d: Path, *, first_quote: bool = False
-) -> tuple[float, float, float, float, float]:
+@contextlib.contextmanager
+def running(tree: Path, d: Path) -> Iterator[tuple[subprocess.Popen[bytes], float, float]]:
     """``gridnode run`` of ``tree`` (its own source on ``PYTHONPATH``) on the daemon directory
-    ``d``, alone: wall and CPU seconds from exec to its ready file, its RSS (MB) then, and with
-    ``first_quote`` (a bidding household) wall and CPU seconds from exec to its first quote (its
-    first order forecast and signed: a new line in its provenance record), else NaN; it is
-    stopped (SIGTERM) right after."""
+    ``d``, alone, until its ready file appears: yields the process, the monotonic time of its
+    exec and the deadline (exec + 120 s) for what the caller waits for next; stopped (SIGTERM)
+    on leaving."""
     ready = d / "ready"
     ready.unlink(missing_ok=True)
-    quotes = _lines(d / PROVENANCE)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     with (d / "daemon.log").open("ab") as log:
         t0 = time.monotonic()
@@ -329,6 +328,21 @@ def start_alone(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"{tree}: the daemon in {d} did not get ready; see its daemon.log")
             time.sleep(0.002)
+        yield proc, t0, deadline
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def start_alone(
+    tree: Path, d: Path, *, first_quote: bool = False
+) -> tuple[float, float, float, float, float]:
+    """:func:`running` of ``tree`` on ``d``: wall and CPU seconds from exec to its ready file,
+    its RSS (MB) then, and with ``first_quote`` (a bidding household) wall and CPU seconds from
+    exec to its first quote (its first order forecast and signed: a new line in its provenance
+    record), else NaN; it is stopped right after."""
+    quotes = _lines(d / PROVENANCE)
+    with running(tree, d) as (proc, t0, deadline):
         wall = time.monotonic() - t0
         cpu = proc_cpu_s(proc.pid)
         rss = memory_mb(proc.pid)["rss"]
@@ -340,9 +354,6 @@ def start_alone(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"{tree}: the daemon in {d} made no quote; see its daemon.log")
             time.sleep(0.002)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
     return wall, cpu, rss, quote_wall, quote_cpu
 
 

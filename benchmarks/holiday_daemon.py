@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,15 +29,15 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_HERE.parent) not in sys.path:
     sys.path.insert(0, str(_HERE.parent))
 
+from benchmarks.daemon_footprint import (  # noqa: E402 - its daemon start and /proc readers
+    PROVENANCE,
+    _lines,
+    memory_mb,
+    proc_cpu_s,
+    running,
+)
 from gridnode.config import update_config  # noqa: E402 - after the path fix
 from sims.daemons import LocalCommunity  # noqa: E402
-
-PROVENANCE = Path("data") / "provenance.jsonl"
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_s(pid: int) -> float:
@@ -48,46 +46,11 @@ def children_cpu_s(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
-def memory_mb(pid: int) -> tuple[float, float]:
-    rss = next(
-        int(line.split()[1]) / 1024
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
-    )
-    pss = next(
-        int(line.split()[1]) / 1024
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-        if line.startswith("Pss:")
-    )
-    return rss, pss
-
-
-def _lines(path: Path) -> int:
-    try:
-        return len(path.read_bytes().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
 def start(tree: Path, d: Path, idle_s: float) -> dict[str, float]:
     """One start of the household in ``d`` from ``tree``'s source; stopped after ``idle_s``."""
-    ready = d / "ready"
-    ready.unlink(missing_ok=True)
     quotes = _lines(d / PROVENANCE)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    with (d / "daemon.log").open("ab") as log:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gridnode", "run", "--dir", str(d), "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tree,
-        )  # fmt: skip
     out: dict[str, float] = {}
-    try:
-        deadline = t0 + 120.0
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{tree}: the daemon in {d} did not get ready; see daemon.log")
-            time.sleep(0.002)
+    with running(tree, d) as (proc, _t0, deadline):
         t_ready = time.monotonic()
         out["cpu_ready"] = proc_cpu_s(proc.pid)
         out["child_ready"] = children_cpu_s(proc.pid)
@@ -97,11 +60,9 @@ def start(tree: Path, d: Path, idle_s: float) -> dict[str, float]:
             time.sleep(0.005)
         out["cpu_quote"] = proc_cpu_s(proc.pid)
         time.sleep(max(0.0, t_ready + idle_s - time.monotonic()))
-        out["rss"], out["pss"] = memory_mb(proc.pid)
+        mem = memory_mb(proc.pid)
+        out["rss"], out["pss"] = mem["rss"], mem["pss"]
         out["cpu_idle"] = proc_cpu_s(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
     return out
 
 
