@@ -183,16 +183,12 @@ def _build_in_child(
     child failed (logged). Raises the one line of an unknown calendar."""
     import subprocess  # noqa: PLC0415 - only a miss starts a child
 
+    from gridnode.child import last_words, run_module  # noqa: PLC0415
+
     request = json.dumps({"country": country, "subdiv": subdiv, "years": sorted(years)})
-    root = Path(__file__).resolve().parent.parent  # the child imports this very tree
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "gridnode.holidaycache"],
-            input=request.encode(),
-            capture_output=True,
-            cwd=root,
-            timeout=CHILD_TIMEOUT_S,
-            check=False,
+        done = run_module(
+            "gridnode.holidaycache", stdin=request.encode(), timeout_s=CHILD_TIMEOUT_S
         )
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("holiday calendar: the child failed (%s); building it in this process", exc)
@@ -207,11 +203,8 @@ def _build_in_child(
         if set(built) != years:
             raise ValueError("not the years asked")
     except (ValueError, TypeError, KeyError, AttributeError):
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         log.warning(
-            "holiday calendar: the child exited %s (%s); building it in this process",
-            done.returncode,
-            tail[0],
+            "holiday calendar: the child ended %s; building it in this process", last_words(done)
         )
         return None
     return built

@@ -380,9 +380,10 @@ class FileMeter(Meter):
             read_meter_rows,
         )
         from forecasting.meter_rows import decode  # noqa: PLC0415
+        from gridnode.parquet_child import read_cells  # noqa: PLC0415
 
         if not self.path.name.lower().endswith(".csv"):  # gzip and Parquet: whole
-            rows = read_meter_rows(self.path, isolate=True)  # a Parquet file: without pandas here
+            rows = read_meter_rows(self.path, parquet=read_cells)  # Parquet: pandas in a child
             return _Read(key, rows, meter_file_of(rows), b"", 0, b"")
         try:
             with self.path.open("rb") as f:

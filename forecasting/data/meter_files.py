@@ -25,16 +25,18 @@ Rules of this module:
 * Reading is the only I/O; nothing is written, nothing downloaded, no clock read.
 * A file is read in two stages: its **rows** (:func:`read_meter_rows`; the cell rules are
   :mod:`forecasting.meter_rows`', pure Python: CSV is read with the ``csv`` module, without pandas;
-  Parquet with pandas, in a child process when a daemon reads it: ``isolate``) and the **intervals** they make (:func:`meter_file_of`: order, spacing,
-  gaps, filling). Rows appended to a CSV file are read on their own (:func:`more_meter_rows`) and
-  the intervals made again of all of them: what a daemon's file meter does when its adapter
-  appends (``gridnode.meter.FileMeter``). Either way the refusals and the history are those of
+  Parquet with pandas, or with whatever reader the caller gives: a daemon's is a child process) and
+  the **intervals** they make (:func:`meter_file_of`: order, spacing, gaps, filling). Rows
+  appended to a CSV file are read on their own (:func:`more_meter_rows`) and the intervals made
+  again of all of them: what a daemon's file meter does when its adapter appends
+  (``gridnode.meter.FileMeter``). Either way the refusals and the history are those of
   reading the whole file at once (``tests/forecasting/test_meter_rows.py``).
 """
 
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -139,20 +141,21 @@ def _text(path: Path) -> str:
 
 
 def read_meter_rows(
-    path: str | Path, *, utc_offset_s: int | None = None, isolate: bool = False
+    path: str | Path,
+    *,
+    utc_offset_s: int | None = None,
+    parquet: Callable[[Path], tuple[list[str], dict[str, list[str]]]] | None = None,
 ) -> MeterRows:
-    """The rows of one meter file (module rules). ``isolate``: a Parquet file is read in a child
-    process (:mod:`forecasting.data.parquet_cells`), so that this process never imports pandas
-    and pyarrow (≈ 100 MB): what a daemon's file meter asks. The rows and refusals are the same."""
+    """The rows of one meter file (module rules). ``parquet`` reads a Parquet file's column names
+    and cells in place of :func:`parquet_cells` (a daemon's file meter reads them in a child
+    process, ``gridnode.parquet_child``, so that it never imports pandas and pyarrow); the rules
+    applied to them, and so the rows and refusals, are the same."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
         return csv_meter_rows(path, _text(path), utc_offset_s=utc_offset_s)
     if name.endswith(".parquet"):
-        if isolate:
-            columns, cells = _parquet_cells_isolated(path)
-        else:
-            columns, cells = parquet_cells(path)
+        columns, cells = (parquet or parquet_cells)(path)
         return _rows(path, layout_of(columns, path), cells, 1, utc_offset_s)
     raise InvalidInput(
         reason="unknown_format",
@@ -178,49 +181,6 @@ def parquet_cells(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     layout = layout_of(columns, path)
     wanted = [layout.time, *(col for col, _, _ in layout.values.values())]
     return columns, {c: table[c].astype(str).tolist() for c in wanted}
-
-
-#: how long a child process may take to read one Parquet meter file (a year of 15-min rows: ≈ 1 s)
-PARQUET_CHILD_TIMEOUT_S: Final = 300.0
-
-
-def _parquet_cells_isolated(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """:func:`parquet_cells` run in a child process (``python -m forecasting.data.parquet_cells``),
-    its answer or refusal passed back as msgpack on its standard output."""
-    import os  # noqa: PLC0415 - only a daemon's Parquet meter file needs these
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    import msgpack  # noqa: PLC0415
-
-    root = str(Path(__file__).resolve().parents[2])  # the tree this module was imported from
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "forecasting.data.parquet_cells", str(path)],
-            capture_output=True, env=env, timeout=PARQUET_CHILD_TIMEOUT_S, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise InvalidInput(
-            reason="unreadable", subject=str(path),
-            found=f"not read within {PARQUET_CHILD_TIMEOUT_S:.0f} s",
-        ) from None  # fmt: skip
-    except OSError as exc:
-        raise InvalidInput(reason="unreadable", subject=str(path), found=str(exc)) from exc
-    try:
-        answer = msgpack.unpackb(done.stdout) if done.returncode == 0 else None
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise InvalidInput(
-            reason="unreadable", subject=str(path),
-            found=f"its reader exited {done.returncode}: {tail[-1] if tail else 'no message'}",
-        )  # fmt: skip
-    if "error" in answer:
-        raise InvalidInput(**answer["error"])
-    return list(answer["columns"]), dict(answer["cells"])
 
 
 def csv_meter_rows(path: Path, text: str, *, utc_offset_s: int | None = None) -> MeterRows:

@@ -285,21 +285,22 @@ def test_gzip_and_parquet_files_are_read_whole_when_they_change(tmp_path: Path, 
 
 
 def test_a_parquet_file_is_read_in_a_child_process_with_the_same_rows_and_refusals(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The daemon's file meter reads Parquet in a child process (so the daemon never imports
     pandas): the rows are those of the in-process read, and a bad file's refusal is the same one
     line naming file, row and column."""
     import pandas as pd  # the test writes Parquet with pandas, as exports do
 
-    from forecasting.data.meter_files import read_meter_rows
+    from forecasting.data.meter_files import meter_file_of, read_meter_rows
+    from gridnode.parquet_child import read_cells
 
     good = tmp_path / "good.parquet"
     stamps = [f"2024-03-{1 + i // 96:02d}T{(i % 96) // 4:02d}:{15 * (i % 4):02d}:00+01:00"
               for i in range(300)]  # fmt: skip
     pd.DataFrame({"Timestamp": stamps, "pv_kw": np.linspace(0, 3, 300),
                   "load_kwh": np.linspace(0.1, 0.4, 300), "other": "x"}).to_parquet(good)  # fmt: skip
-    here, there = read_meter_rows(good), read_meter_rows(good, isolate=True)
+    here, there = read_meter_rows(good), read_meter_rows(good, parquet=read_cells)
     assert (there.layout, there.first_row, there.offsets) == (here.layout, 1, here.offsets)
     assert np.array_equal(there.time_s, here.time_s)
     assert there.values.keys() == here.values.keys()
@@ -315,15 +316,22 @@ def test_a_parquet_file_is_read_in_a_child_process_with_the_same_rows_and_refusa
             read_meter_file(bad) if not isolate else FileMeter(bad).meter_file()
         refusals.append(str(info.value))
     assert refusals[0] == refusals[1] and "row 6" in refusals[0], refusals
+    monkeypatch.chdir(tmp_path)  # a path relative to the caller's directory, not the child's
+    relative = []
+    for reader in (None, read_cells):
+        with pytest.raises(InvalidInput) as info:
+            meter_file_of(read_meter_rows(Path("bad.parquet"), parquet=reader))
+        relative.append(str(info.value))
+    assert relative[0] == relative[1] and relative[0].startswith("bad.parquet"), relative
     nocols = tmp_path / "nocols.parquet"
     pd.DataFrame({"when": [1, 2], "power": [3, 4]}).to_parquet(nocols)
     with pytest.raises(InvalidInput) as info:
-        read_meter_rows(nocols, isolate=True)
+        read_meter_rows(nocols, parquet=read_cells)
     assert info.value.reason == "missing_column" and str(nocols) in str(info.value)
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"PAR1 not really PAR1")
     with pytest.raises(InvalidInput) as info:
-        read_meter_rows(junk, isolate=True)
+        read_meter_rows(junk, parquet=read_cells)
     assert info.value.reason == "unparseable" and "\n" not in str(info.value)
 
 
