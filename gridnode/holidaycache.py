@@ -211,11 +211,12 @@ def _build_in_child(
 
 
 def holiday_days(
-    country: str, subdiv: str | None, years: range, *, cache_dir: Path
+    country: str, subdiv: str | None, years: range, *, cache_dir: Path, write: bool = True
 ) -> frozenset[int]:
     """The day numbers of the public holidays of ``country`` (``subdiv``) in ``years``, from the
     file in ``cache_dir`` or this process's calendars, else built by a child and cached (module
-    rules); exactly :func:`forecasting.holidaycal.build`'s."""
+    rules); exactly :func:`forecasting.holidaycal.build`'s. ``write=False``: a calendar built
+    now is kept for this process only, until :func:`install` (or a later ask) writes it."""
     key = package_key()
     if key is None:  # not installed: the in-process build says so as it always did
         return holidaycal.build(country, subdiv, years)
@@ -239,22 +240,29 @@ def holiday_days(
                 known = built
                 _unwritten.add(path)
             _known[(path, country, subdiv, key)] = known
-        if path in _unwritten and _write(path, _Calendar(country, subdiv, key, known)):
+        if write and path in _unwritten and _write(path, _Calendar(country, subdiv, key, known)):
             _unwritten.discard(path)
     return frozenset(d for y in asked for d in known[y])
 
 
 def check(country: str, subdiv: str | None, *, cache_dir: Path) -> None:
     """Refuse an unknown country or subdivision (:func:`forecasting.holidaycal.unknown_calendar`)
-    through the file in ``cache_dir``: the first check builds it, the next ones read it."""
+    through the file in ``cache_dir``: the first check builds the calendar, the next ones read
+    it. Nothing is written (a config check that refuses must leave the disk as it was): a daemon
+    writes the built calendar at :func:`install`, once its start-up checks have passed."""
     this_year = _this_year()
-    holiday_days(country, subdiv, range(this_year, this_year + 1), cache_dir=cache_dir)
+    holiday_days(country, subdiv, range(this_year, this_year + 1), cache_dir=cache_dir, write=False)
 
 
 def install(cache_dir: Path) -> None:
     """Make this process's forecasters take their calendars from ``cache_dir`` (the daemon, at
-    start); they never import the `holidays` package then, once the file is there."""
+    start, once its start-up checks have passed); they never import the `holidays` package then.
+    The calendars the config check built are written now."""
     holidaycal.use_source(functools.partial(holiday_days, cache_dir=cache_dir))
+    with _lock:
+        for (path, country, subdiv, key), years in list(_known.items()):
+            if path in _unwritten and _write(path, _Calendar(country, subdiv, key, years)):
+                _unwritten.discard(path)
 
 
 def main() -> int:

@@ -232,11 +232,11 @@ async def run_daemon(plan: Plan, *, ready_file: Path | None = None) -> int:
     if meter is not None or config.meter_source in LIVE_SOURCES:  # a household driver will run
         tune_malloc()
     setup_logging(config.log_level)
+    lock = DirLock(config.dir).acquire()
     if config.holiday_country is not None:  # its forecaster reads the calendar file the config
         from gridnode import holidaycache  # noqa: PLC0415 - check made: the package stays out
 
-        holidaycache.install(config.data_dir)
-    lock = DirLock(config.dir).acquire()
+        holidaycache.install(config.data_dir)  # after the refusals: it writes the file
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     fatal = FatalLatch(loop)

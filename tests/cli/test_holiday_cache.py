@@ -188,11 +188,18 @@ def test_an_unknown_calendar_is_one_line_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_config_check_builds_the_file_in_the_data_directory(tmp_path: Path) -> None:
+def test_the_config_check_builds_the_calendar_and_the_daemon_install_writes_it(
+    tmp_path: Path,
+) -> None:
     d = tmp_path / "home"
     create_data_dir(d)
     update_config(d, {"household.holiday_country": "US", "household.holiday_subdiv": "CA"})
-    assert file_years(d / "data" / "holidays-US-CA.json") == WINDOW
+    assert not (d / "data" / "holidays-US-CA.json").exists()  # a check writes nothing
+    holidaycache.install(d / "data")  # what `gridnode run` does once its checks passed
+    try:
+        assert file_years(d / "data" / "holidays-US-CA.json") == WINDOW
+    finally:
+        holidaycal.use_source(None)
     with pytest.raises(UsageError) as info:
         update_config(d, {"household.holiday_subdiv": "Atlantis"})
     assert str(info.value) == (
@@ -226,8 +233,8 @@ print(hashlib.sha256(fc.values_w.tobytes()).hexdigest(), "holidays" in sys.modul
 def test_a_daemon_never_imports_the_package_and_forecasts_the_same(tmp_path: Path) -> None:
     d = tmp_path / "home"
     create_data_dir(d)
-    update_config(d, {"household.holiday_country": "US"})  # the file: this year's window
-    (d / "data" / "holidays-US.json").unlink()  # as after `gridnode init`: no file yet
+    update_config(d, {"household.holiday_country": "US"})
+    assert not (d / "data" / "holidays-US.json").exists()  # the check wrote nothing: no file yet
     end_s = calendar.timegm((2017, 1, 20, 0, 0, 0)) - SHIPPED_UTC_OFFSET_S
     homes = load_citylearn_homes((2,), end_s=end_s)
     fc = ProfileQR(train_days=60, holiday_country="US").fit(homes).predict(homes, 24)
@@ -245,13 +252,29 @@ def test_a_daemon_never_imports_the_package_and_forecasts_the_same(tmp_path: Pat
     assert file_years(d / "data" / "holidays-US.json") == WINDOW | {2016, 2017}
 
 
-#: a first start's config check, several at once on one data directory
+#: a first start's config check and then its install (what `gridnode run` does once its start-up
+#: checks passed), several at once on one data directory
 CHECK = """
 import sys
 from pathlib import Path
 from gridnode import holidaycache
 holidaycache.check("US", None, cache_dir=Path(sys.argv[1]))
+holidaycache.install(Path(sys.argv[1]))
 """
+
+
+def test_the_config_check_writes_nothing_the_install_writes_what_it_built(tmp_path: Path) -> None:
+    """A start that the config check passes but a later start-up check refuses must leave the
+    disk as it was: the check builds the calendar for its process only; the daemon's install,
+    after the refusals, writes it."""
+    path = holidaycache.cache_path(tmp_path, "US", None)
+    holidaycache.check("US", None, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    holidaycache.install(tmp_path)
+    try:
+        assert file_years(path) == WINDOW
+    finally:
+        holidaycal.use_source(None)
 
 
 def test_concurrent_first_starts_leave_one_whole_file(tmp_path: Path) -> None:
@@ -287,9 +310,8 @@ def test_a_household_daemon_quotes_without_importing_the_package(tmp_path: Path)
             "bidding.enabled": True,
             "household.holiday_country": "US",
         },
-    )  # the config check wrote the file; the daemon starts with it as a second start would
-    assert file_years(d / "data" / "holidays-US.json") == WINDOW
-    (d / "data" / "holidays-US.json").unlink()  # and as a first start
+    )
+    assert not (d / "data" / "holidays-US.json").exists()  # the check wrote nothing: a first start
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONPROFILEIMPORTTIME": "1"}
     provenance = d / "data" / "provenance.jsonl"
     for start in ("first", "second"):
