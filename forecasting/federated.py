@@ -34,9 +34,9 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
 * **Updates are integers.** A member's update (:func:`local_update`) is one vector of
   :data:`FRAC_BITS`-bit fixed-point int64: per bucket and quantile the upper triangle of ``XᵀWX``
   and ``XᵀWy``, per bucket the sample count, then the **held-back validation** of the previous
-  model (:data:`VALIDATION_FIELDS`: on the samples from origins at or after ``since_s``, data that
-  model never saw: count, absolute error of the P50, pinball losses, seasonal-naive error, P10–P90
-  coverage; all in scale units). Inputs are clipped (:data:`X_CLIP`, :data:`R_FLOOR`, at most
+  model (:data:`VALIDATION_FIELDS`: on the samples whose target the history reads at or after
+  ``since_s``, data that model never saw: count, absolute error of the P50, pinball losses,
+  seasonal-naive error, P10–P90 coverage; all in scale units). Inputs are clipped (:data:`X_CLIP`, :data:`R_FLOOR`, at most
   :data:`MAX_ORIGINS` origins) so every entry is bounded and a sum over up to 2**20 members cannot
   overflow int64: secure aggregation sums the vectors mod 2**64 and the total is exact.
 * **A model is its aggregate.** :class:`CommunityModel` is the exact summed vector plus the round,
@@ -460,8 +460,9 @@ def _training_rows(
     history: MeterHistory, series: _Series, *, max_origins: int, train_days: int
 ) -> tuple[FloatArray, FloatArray, IntArray]:
     """Training samples of every row: ``X (n, B, N, F)``, ``y (n, B, N)`` (normalised net) and
-    ``origin (N,)`` indices: origins spread over the last ``train_days`` days (at most
-    ``max_origins``, over every time of day), one lead of each bucket per origin, cycling."""
+    each sample's **target** index ``(B, N)``: origins spread over the last ``train_days`` days
+    (at most ``max_origins``, over every time of day), one lead of each bucket per origin,
+    cycling."""
     s = history.steps_per_day
     first = MIN_FORECAST_DAYS * s
     last = history.steps - s  # every lead of the last origin is inside the history
@@ -480,7 +481,7 @@ def _training_rows(
     buckets = lead_buckets(history.step_s)
     every = _all_profiles(series, s)
     orig, scale = _origins(series, origins, s, every)
-    xs, ys = [], []
+    xs, ys, ts = [], [], []
     for b in range(int(buckets.max()) + 1):
         leads = np.flatnonzero(buckets == b)
         t = origins + leads[k % len(leads)]
@@ -488,7 +489,8 @@ def _training_rows(
         xs.append(_design(prof, orig, scale))
         net = series.pv[:, t] - series.load[:, t]
         ys.append(np.clip(net / scale, -X_CLIP, X_CLIP))
-    return np.stack(xs, axis=1), np.stack(ys, axis=1), origins
+        ts.append(t)
+    return np.stack(xs, axis=1), np.stack(ys, axis=1), np.stack(ts)
 
 
 # --------------------------------------------------------------------------- updates
@@ -560,9 +562,10 @@ def _update_rows(
     series = _series(
         history, 0, latitude=lat, longitude=lon, holiday_country=country, holiday_subdiv=subdiv
     )
-    x, y, origins = _training_rows(history, series, max_origins=max_origins, train_days=train_days)
+    x, y, targets = _training_rows(history, series, max_origins=max_origins, train_days=train_days)
     n, n_b, n_s, f = x.shape
     taus = np.asarray(QUANTILES)
+    pred = None
     if previous is None:
         w = np.ones((n, n_b, len(taus), n_s))
     else:
@@ -579,26 +582,49 @@ def _update_rows(
     out = np.zeros((n, layout.length), dtype=np.int64)
     out[:, : layout.stats_len] = _fixed(stats.reshape(n, -1))
     out[:, layout.counts_at : layout.counts_at + n_b] = n_s << FRAC_BITS
-    if previous is not None and since_s is not None:
-        since = (since_s - history.start_s) // history.step_s
-        held = origins >= since
-        if held.any():
-            xv, yv = x[:, :, held], y[:, :, held]
-            pv = np.einsum("nbsf,bqf->nbsq", xv, previous.coefs)
-            mid = pv[..., 1:2]
-            pv = np.sort(mid + BAND_SCALE * (pv - mid), axis=-1)
-            r = yv[..., None] - pv
-            naive = xv[..., 6] - xv[..., 1]  # yesterday's PV − load, in scale units
-            covered = (yv >= pv[..., 0]) & (yv <= pv[..., 2])
-            values = [
-                np.full(n, float(held.sum() * n_b)),
-                np.abs(r[..., 1]).sum(axis=(1, 2)),
-                *(_pinball(r[..., q], tau).sum(axis=(1, 2)) for q, tau in enumerate(QUANTILES)),
-                np.abs(yv - naive).sum(axis=(1, 2)),
-                covered.sum(axis=(1, 2)).astype(np.float64),
-            ]
-            out[:, layout.validation_at :] = _fixed(np.stack(values, axis=-1))
+    if pred is not None and since_s is not None:
+        out[:, layout.validation_at :] = _held_back(x, y, targets, pred, since_s, history)
     return out
+
+
+def _held_back(  # noqa: PLR0917 - the samples, the previous model's forecasts of them, the cut
+    x: FloatArray,
+    y: FloatArray,
+    targets: IntArray,
+    pred: FloatArray,
+    since_s: int,
+    history: MeterHistory,
+) -> IntArray:
+    """Each row's held-back validation (:data:`VALIDATION_FIELDS`, fixed point) of the previous
+    model's forecasts ``pred (n, B, Q, S)`` of the samples whose **target** the history reads at
+    or after ``since_s`` — the previous round's time: that model was fitted before those readings
+    existed, so it never saw them (not as a target, not in a feature). A sample of lead ``L``
+    qualifies from an origin ``L`` before ``since_s`` on: with daily rounds at hourly steps ≈ 71
+    samples per member and round over the 9 buckets, the long leads most (before stop 31 only
+    origins at or after ``since_s`` counted, and a sample needs its whole day ahead known: at
+    most one origin per member and round — 9 samples —, often none). Zeros when no sample is
+    held back."""
+    n = x.shape[0]
+    since = (since_s - history.start_s) // history.step_s
+    held = targets >= since  # (B, S): the reading at index t is known once its interval ends
+    if not held.any():
+        return np.zeros((n, len(VALIDATION_FIELDS)), dtype=np.int64)
+    b_i, s_i = np.nonzero(held)
+    xv, yv = x[:, b_i, s_i], y[:, b_i, s_i]  # (n, H, F), (n, H)
+    pv = np.moveaxis(pred[:, b_i, :, s_i], 0, 1)  # (n, H, Q)
+    mid = pv[..., 1:2]
+    pv = np.sort(mid + BAND_SCALE * (pv - mid), axis=-1)
+    r = yv[..., None] - pv
+    naive = xv[..., 6] - xv[..., 1]  # yesterday's PV − load, in scale units
+    covered = (yv >= pv[..., 0]) & (yv <= pv[..., 2])
+    values = [
+        np.full(n, float(len(b_i))),
+        np.abs(r[..., 1]).sum(axis=1),
+        *(_pinball(r[..., q], tau).sum(axis=1) for q, tau in enumerate(QUANTILES)),
+        np.abs(yv - naive).sum(axis=1),
+        covered.sum(axis=1).astype(np.float64),
+    ]
+    return _fixed(np.stack(values, axis=-1))
 
 
 # --------------------------------------------------------------------------- the model

@@ -173,6 +173,36 @@ def test_the_held_back_validation_is_summed_in_the_round(model: CommunityModel) 
     assert 0.0 <= v.coverage <= 1.0
 
 
+def test_a_daily_round_holds_back_every_sample_whose_reading_came_after_the_last_round(
+    homes: MeterHistory,
+) -> None:
+    """With a round a day, the held-back validation is the previous model's error on exactly the
+    samples whose target reading came after that model's round (fitted on the history before it,
+    it never saw them): about a day of samples per lead bucket, not the at most one origin per
+    bucket that counting only origins after the round gave."""
+    since = homes.end_s - SECONDS_PER_DAY
+    before = homes.window(homes.start_s, since)
+    first = local_update(before, previous=None, **SITE)  # type: ignore[arg-type]
+    model = pooled_model(first, round=1, step_s=homes.step_s, previous=None)
+    update = local_update(homes, previous=model, since_s=since, **SITE)  # type: ignore[arg-type]
+    got = update[:, Layout(homes.step_s).validation_at :] / float(1 << fed.FRAC_BITS)
+    series = fed._series(
+        homes, 0, latitude=SITE["latitude"], longitude=SITE["longitude"], holiday_country=None,
+        holiday_subdiv=None,
+    )  # fmt: skip
+    x, y, targets = fed._training_rows(
+        homes, series, max_origins=fed.MAX_ORIGINS, train_days=fed.TRAIN_DAYS
+    )
+    held = targets >= (since - homes.start_s) // homes.step_s
+    buckets = targets.shape[0]
+    assert held.sum() >= 5 * buckets  # 71 here (9 buckets); by origin, one origin: 9
+    assert np.array_equal(got[:, 0], np.full(len(got), float(held.sum())))  # the count
+    p50 = np.einsum("nbsf,bf->nbs", x, model.coefs[:, 1])
+    want = np.abs(y - p50)[:, held].sum(axis=1)
+    assert np.allclose(got[:, 1], want, rtol=1e-6, atol=1e-3)
+    assert np.all(got[:, 6] <= got[:, 0])  # covered ≤ count
+
+
 def test_community_forecast_is_sane(model: CommunityModel, homes: MeterHistory) -> None:
     past = homes.window(homes.end_s - 10 * SECONDS_PER_DAY, homes.end_s - SECONDS_PER_DAY)
     f = community_forecast(model, past, 24, **SITE)  # type: ignore[arg-type]
