@@ -126,18 +126,19 @@ def layout_of(names: Sequence[str], path: object, *, sep: str = ",") -> Layout:
                     )  # fmt: skip
                 found[q] = (columns[name], factor, energy)
     if ("pv" in found) != ("load" in found):
-        have, missing = ("pv", "load") if "pv" in found else ("load", "pv")
-        if "net" not in found:
+        if "net" in found:  # the net is the file's own: a lone pv or load column is not used
+            del found["pv" if "pv" in found else "load"]
+        elif "pv" in found:  # PV alone (a PV monitor's export) says nothing of the load
             raise InvalidInput(
-                reason="missing_column", subject=str(path), field=f"{missing}_w",
-                expected=f"'{missing}_w' together with '{found[have][0]}', or a 'net_w' column",
+                reason="missing_column", subject=str(path), field="load_w",
+                expected=f"'load_w' together with '{found['pv'][0]}', or a 'net_w' column",
                 found=", ".join(columns.values()),
             )  # fmt: skip
-        del found[have]
+        # a load alone (a consumption export) is a home without PV: its net is -load
     if not found:
         raise InvalidInput(
             reason="missing_column", subject=str(path), field="net_w",
-            expected="'net_w' or both 'pv_w' and 'load_w' (or _kw, _wh, _kwh)",
+            expected="'net_w', 'load_w' or both 'pv_w' and 'load_w' (or _kw, _wh, _kwh)",
             found=", ".join(columns.values()) or "no columns",
         )  # fmt: skip
     if "time_s" in columns:

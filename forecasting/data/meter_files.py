@@ -11,7 +11,8 @@ Rules of this module:
   - values, ``{net,pv,load}_{w,kw,wh,kwh}``: ``w``/``kw`` are mean power over the interval, ``wh``/
     ``kwh`` the energy in the interval (converted with the interval's length). ``net`` is export
     ``+`` / import ``-``; ``pv`` and ``load`` are ``>= 0`` and come together (preferred: the net is
-    derived from them). One unit per quantity.
+    derived from them), or ``load`` comes alone: a home without PV (a consumption export; its PV
+    is zero). ``pv`` alone is refused (it says nothing of the load). One unit per quantity.
 * The household's **local standard-time offset** (what its calendar features use) is the caller's
   ``utc_offset_s`` if given, else the smallest UTC offset among the timestamps (DST adds an hour,
   so the smallest is standard time), else 0.
@@ -322,11 +323,12 @@ def meter_file_of(
         arrays[q] = np.interp(grid, time_s[ok], v[ok])
     seen_offset = min(rows.offsets) if rows.offsets else None
     offset = utc_offset_s if utc_offset_s is not None else (seen_offset or 0)
-    if "pv" in arrays:
+    if "load" in arrays:  # with its PV, or alone: a home without PV (module rules)
+        pv = arrays["pv"] if "pv" in arrays else np.zeros_like(arrays["load"])
         history = MeterHistory.from_components(
-            arrays["pv"], arrays["load"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
+            pv, arrays["load"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
         )
-        used = {q: layout.values[q][0] for q in ("pv", "load")}
+        used = {q: layout.values[q][0] for q in ("pv", "load") if q in layout.values}
     else:
         history = MeterHistory.from_net(
             arrays["net"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset

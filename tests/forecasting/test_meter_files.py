@@ -53,6 +53,31 @@ def test_export_shapes_give_the_same_history(
     np.testing.assert_allclose(h.net_w[0], pv - load, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("column", ["load_w", "Load_kWh"])
+def test_a_consumption_export_alone_is_a_home_without_pv(tmp_path: Path, column: str) -> None:
+    """A load column alone (a utility's consumption export) reads as the same file with a PV
+    column of zeros; a PV column alone is refused, naming the missing load column."""
+    n = 200
+    load = 300.0 + 100.0 * np.sin(np.arange(n) / 10)
+    factor = 1e-3 / 4 if column.lower().endswith("kwh") else 1.0
+    pd.DataFrame({"time": _stamps(n, 900), column: load * factor}).to_csv(
+        tmp_path / "alone.csv", index=False
+    )
+    pd.DataFrame({"time": _stamps(n, 900), "load_w": load, "pv_w": 0.0}).to_csv(
+        tmp_path / "zeros.csv", index=False
+    )
+    alone, zeros = read_meter_file(tmp_path / "alone.csv"), read_meter_file(tmp_path / "zeros.csv")
+    assert alone.columns == {"load": column}
+    for a, b in ((alone.history.load_w, zeros.history.load_w), (alone.history.pv_w, zeros.history.pv_w)):  # fmt: skip
+        assert a is not None and b is not None
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    np.testing.assert_allclose(alone.history.net_w, zeros.history.net_w, rtol=1e-9)
+    pd.DataFrame({"time": _stamps(n, 900), "pv_w": load}).to_csv(tmp_path / "pv.csv", index=False)
+    with pytest.raises(InvalidInput) as info:
+        read_meter_file(tmp_path / "pv.csv")
+    assert info.value.reason == "missing_column" and "field 'load_w'" in str(info.value)
+
+
 def test_naive_timestamps_are_local_at_the_given_offset(tmp_path: Path) -> None:
     stamps = [f"2010-01-01 {h:02d}:00" for h in range(5)]
     pd.DataFrame({"timestamp": stamps, "net_w": [1, 2, 3, 4, 5]}).to_csv(tmp_path / "a.csv")
