@@ -328,7 +328,9 @@ def meter_file_of(
         history = MeterHistory.from_components(
             pv, arrays["load"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
         )
-        used = {q: layout.values[q][0] for q in ("pv", "load") if q in layout.values}
+        used: dict[str, str] = {
+            q: layout.values[q][0] for q in ("pv", "load") if q in layout.values
+        }
     else:
         history = MeterHistory.from_net(
             arrays["net"], start_s=int(grid[0]), step_s=step_s, utc_offset_s=offset
