@@ -61,7 +61,8 @@ def register(sub: Any) -> None:
             "intervals, refit every --refit-days on the past only. Prints a table; --json FILE "
             "(or -) writes the full report including per-horizon MAE. With --history, --start "
             "defaults to the first day with enough history before it for every model and --end "
-            "to the file's last whole day."
+            "to the file's last whole day; a file too short for some of the default models "
+            "backtests the others (a note names those left out and the days each needs)."
         ),
     )
     _history_args(b)
@@ -243,6 +244,47 @@ def _emit_json(doc: Any, target: str | None) -> None:
         Path(target).write_text(text, encoding="utf-8")
 
 
+def _fits(history: MeterHistory, model: Forecaster, offset: int) -> bool:
+    """Whether ``history`` holds ``model``'s minimum before a first origin and a day to score."""
+    first = _midnight_at_or_after(
+        history.start_s + min_history_days(model) * SECONDS_PER_DAY, offset
+    )
+    return first + SECONDS_PER_DAY <= history.end_s
+
+
+def _models_that_fit(
+    history: MeterHistory, models: list[Forecaster], offset: int, *, where: str
+) -> list[Forecaster]:
+    """The default models a file is long enough for (a note on stderr names the others and what
+    they need); refused when the default bidding model (:data:`DEFAULT_MODEL`) is not one of them
+    (naive baselines alone would say nothing of the forecaster), naming its minimum."""
+    fit = [m for m in models if _fits(history, m, offset)]
+    if len(fit) == len(models):
+        return models
+    days = (history.end_s - history.start_s) / SECONDS_PER_DAY
+    main = next((m for m in models if m.name == DEFAULT_MODEL), None)
+    if main is None or main not in fit:
+        need = min_history_days(main) if main is not None else min(map(min_history_days, models))
+        span = (
+            f"{where} runs {_local_date(history.start_s, offset)} -> "
+            f"{_local_date(history.end_s - 1, offset)}"
+        )
+        raise InvalidInput(
+            reason="history_too_short", subject=where,
+            expected=f"at least {need + 1} days of meter history ({need} before the first origin "
+            f"for {DEFAULT_MODEL}, 1 to score; every default model: "
+            f"{max(map(min_history_days, models)) + 1})",
+            found=f"{days:.1f} days ({span})",
+        )  # fmt: skip
+    left = ", ".join(f"{m.name} {min_history_days(m)}" for m in models if m not in fit)
+    print(
+        f"gridnode forecast: note: {where} holds {days:.1f} days, too few for some of the default "
+        f"models; left out (days each needs before its first origin): {left}",
+        file=sys.stderr,
+    )
+    return fit
+
+
 def _backtest_span(
     args: argparse.Namespace, history: MeterHistory, models: list[Forecaster], offset: int
 ) -> tuple[int, int]:
@@ -311,6 +353,8 @@ def run_backtest(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     if "components" in names and not history.has_components:
         raise UsageError("the components model needs a history with pv_w and load_w")
+    if args.history is not None and args.start is None and args.models == ",".join(DEFAULT_MODELS):
+        models = _models_that_fit(history, models, offset, where=args.history)
     start, end = _backtest_span(args, history, models, offset)
     report = backtest(
         history,

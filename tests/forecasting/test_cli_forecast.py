@@ -124,13 +124,31 @@ def test_too_little_history_names_the_minimum_and_a_usable_start(
     assert run(["forecast", "backtest", "--history", str(short)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "history_too_short" in err
-    assert "at least" in err and "20.0 days" in err and str(short) in err
+    assert "at least 31 days" in err and "for profile-qr" in err and "20.0 days" in err
+    assert str(short) in err
     longer = _user_file(tmp_path, 70, "longer.csv")
     code = run(["forecast", "backtest", "--history", str(longer), "--start", "2007-04-20",
                 "--models", "seasonal-naive-day,profile-qr"])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--start 2007-05-16 or later" in err
+
+
+def test_a_file_too_short_for_some_default_models_backtests_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """40 days: enough for profile-qr (30 before its first origin) and the naive baselines, not
+    for quantile-regression (44) nor autoreg (56): those are left out with a note on stderr."""
+    path = _user_file(tmp_path, 40)
+    assert run(["forecast", "backtest", "--history", str(path), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert {m["name"] for m in doc["models"]} == {
+        "profile-qr", "seasonal-naive-day", "seasonal-naive-week",
+    }  # fmt: skip
+    note = captured.err.strip()
+    assert len(note.splitlines()) == 1 and note.startswith("gridnode forecast: note:")
+    assert "quantile-regression 44" in note and "autoreg 56" in note and "40.0 days" in note
 
 
 def test_bad_files_give_one_line_and_exit_2(
