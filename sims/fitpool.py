@@ -33,7 +33,12 @@ core; ``docs/forecasting.md``, *Cost*). :class:`FitPool` is a
   a fit started ahead then runs in what the engine and the sample full node leave of the cores,
   instead of taking the engine's turn on its core (the engine is the run's critical path):
   ``year.toml`` 28 days 66.1–66.6 → 61.1–61.2 s wall, two alternating pairs at load 2–2.5, the
-  same digest (stop 29). Never changes a fit, only when it runs.
+  same digest (stop 29). Since stop 31 by 19, the lowest ordinary priority (10 before): a fit
+  ahead is background work, and at 10 it still took ≈ a tenth of a core from the engine whenever
+  the engine, the full node and a worker all wanted one. The engine's wall over its own CPU time
+  on the 28-day cut: 1.12–1.13 at 10 against 1.09–1.12 at 19 (3 alternating pairs; Linux's
+  idle scheduling class: 1.08–1.09, not taken: a worker in it would starve, and the engine wait,
+  while other programs keep every core busy). Never changes a fit, only when it runs.
 * **Cheap fits stay inline**: the seasonal-naive fallback (fitted at every call while a history is
   short) costs less than shipping its history to a worker.
 * **Refusals** in a worker (:class:`market.errors.InvalidInput`, e.g. ``history_too_short``) come
@@ -71,8 +76,9 @@ from market.errors import InvalidInput, Reason, UsageError
 
 __all__ = ["WORKER_NICE", "FitPool"]
 
-#: how much a worker lowers its CPU priority (module rules: background priority)
-WORKER_NICE = 10
+#: how much a worker lowers its CPU priority (module rules: background priority; 19 is the
+#: lowest ordinary priority, whatever the engine's own)
+WORKER_NICE = 19
 
 
 @dataclass(frozen=True, slots=True)
