@@ -36,9 +36,10 @@ Rules of this module (all pure: no clock, no randomness, no I/O):
   and ``XᵀWy``, per bucket the sample count, then the **held-back validation** of the previous
   model (:data:`VALIDATION_FIELDS`: on the samples whose target the history reads at or after
   ``since_s``, data that model never saw: count, absolute error of the P50, pinball losses,
-  seasonal-naive error, P10–P90 coverage; all in scale units). Inputs are clipped (:data:`X_CLIP`, :data:`R_FLOOR`, at most
-  :data:`MAX_ORIGINS` origins) so every entry is bounded and a sum over up to 2**20 members cannot
-  overflow int64: secure aggregation sums the vectors mod 2**64 and the total is exact.
+  seasonal-naive error, P10–P90 coverage; all in scale units). Inputs are clipped
+  (:data:`X_CLIP`, :data:`R_FLOOR`, at most :data:`MAX_ORIGINS` origins) so every entry is
+  bounded and a sum over up to 2**20 members cannot overflow int64: secure aggregation sums the
+  vectors mod 2**64 and the total is exact.
 * **A model is its aggregate.** :class:`CommunityModel` is the exact summed vector plus the round,
   the step, the feature version, the previous model's hash and the number of contributors; its
   **content hash** (:attr:`CommunityModel.hash`) is the SHA-256 of that canonical encoding, so every
