@@ -242,6 +242,9 @@ def year(
         "slots": r.slots_done,
         "wall_s": round(wall, 1),
         "engine_cpu_s": round(cpu, 1),
+        # what the children cost the engine's core (it is the critical path): steadier than the
+        # wall when the host's speed swings (docs/sims.md, "Stop 31")
+        "wall_over_engine_cpu": round(wall / max(cpu, 1e-9), 3),
         "fit_workers": "auto" if fit_workers is None else fit_workers,
         "children_cpu_s": round(child.ru_utime + child.ru_stime, 1),
         # of them, as read at the last slot boundary (the fit workers are done by then; the full
