@@ -155,6 +155,13 @@ def _checksum(years: dict[int, tuple[int, ...]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _write_pending(path: Path, cal: _Calendar) -> None:
+    """Write ``cal`` to ``path`` if this process built it and has not written it yet (the caller
+    holds :data:`_lock`)."""
+    if path in _unwritten and _write(path, cal):
+        _unwritten.discard(path)
+
+
 def _write(path: Path, cal: _Calendar) -> bool:
     """Write the file atomically; ``False`` when its directory is not there yet (the store makes
     it) or the write failed (logged)."""
@@ -240,8 +247,8 @@ def holiday_days(
                 known = built
                 _unwritten.add(path)
             _known[(path, country, subdiv, key)] = known
-        if write and path in _unwritten and _write(path, _Calendar(country, subdiv, key, known)):
-            _unwritten.discard(path)
+        if write:
+            _write_pending(path, _Calendar(country, subdiv, key, known))
     return frozenset(d for y in asked for d in known[y])
 
 
@@ -261,8 +268,7 @@ def install(cache_dir: Path) -> None:
     holidaycal.use_source(functools.partial(holiday_days, cache_dir=cache_dir))
     with _lock:
         for (path, country, subdiv, key), years in list(_known.items()):
-            if path in _unwritten and _write(path, _Calendar(country, subdiv, key, years)):
-                _unwritten.discard(path)
+            _write_pending(path, _Calendar(country, subdiv, key, years))
 
 
 def main() -> int:
