@@ -244,11 +244,35 @@ def _emit_json(doc: Any, target: str | None) -> None:
         Path(target).write_text(text, encoding="utf-8")
 
 
+def _first_origin(history: MeterHistory, need_days: int, offset: int) -> int:
+    """The first local midnight with ``need_days`` days of ``history`` before it."""
+    return _midnight_at_or_after(history.start_s + need_days * SECONDS_PER_DAY, offset)
+
+
+def _span(where: str, history: MeterHistory, offset: int) -> str:
+    return (
+        f"{where} runs {_local_date(history.start_s, offset)} -> "
+        f"{_local_date(history.end_s - 1, offset)}"
+    )
+
+
+def _too_short(  # noqa: PLR0917 - the history, where it is from, and what it lacks
+    where: str, history: MeterHistory, offset: int, need_days: int, whom: str, more: str = ""
+) -> InvalidInput:
+    """The refusal of a history with fewer than ``need_days`` days before a first origin and one
+    to score (``whom``: the models that need them; ``more``: said after)."""
+    days = (history.end_s - history.start_s) / SECONDS_PER_DAY
+    return InvalidInput(
+        reason="history_too_short", subject=where,
+        expected=f"at least {need_days + 1} days of meter history ({need_days} before the "
+        f"first origin for {whom}, 1 to score{more})",
+        found=f"{days:.1f} days ({_span(where, history, offset)})",
+    )  # fmt: skip
+
+
 def _fits(history: MeterHistory, model: Forecaster, offset: int) -> bool:
     """Whether ``history`` holds ``model``'s minimum before a first origin and a day to score."""
-    first = _midnight_at_or_after(
-        history.start_s + min_history_days(model) * SECONDS_PER_DAY, offset
-    )
+    first = _first_origin(history, min_history_days(model), offset)
     return first + SECONDS_PER_DAY <= history.end_s
 
 
@@ -256,26 +280,20 @@ def _models_that_fit(
     history: MeterHistory, models: list[Forecaster], offset: int, *, where: str
 ) -> list[Forecaster]:
     """The default models a file is long enough for (a note on stderr names the others and what
-    they need); refused when the default bidding model (:data:`DEFAULT_MODEL`) is not one of them
-    (naive baselines alone would say nothing of the forecaster), naming its minimum."""
+    they need); refused when the default bidding model (:data:`DEFAULT_MODEL`, one of them) is
+    not one of those (naive baselines alone would say nothing of the forecaster), naming its
+    minimum."""
     fit = [m for m in models if _fits(history, m, offset)]
     if len(fit) == len(models):
         return models
-    days = (history.end_s - history.start_s) / SECONDS_PER_DAY
-    main = next((m for m in models if m.name == DEFAULT_MODEL), None)
-    if main is None or main not in fit:
-        need = min_history_days(main) if main is not None else min(map(min_history_days, models))
-        span = (
-            f"{where} runs {_local_date(history.start_s, offset)} -> "
-            f"{_local_date(history.end_s - 1, offset)}"
-        )
-        raise InvalidInput(
-            reason="history_too_short", subject=where,
-            expected=f"at least {need + 1} days of meter history ({need} before the first origin "
-            f"for {DEFAULT_MODEL}, 1 to score; every default model: "
-            f"{max(map(min_history_days, models)) + 1})",
-            found=f"{days:.1f} days ({span})",
+    main = next(m for m in models if m.name == DEFAULT_MODEL)
+    if main not in fit:
+        every = max(map(min_history_days, models)) + 1
+        raise _too_short(
+            where, history, offset, min_history_days(main), DEFAULT_MODEL,
+            f"; every default model: {every}",
         )  # fmt: skip
+    days = (history.end_s - history.start_s) / SECONDS_PER_DAY
     left = ", ".join(f"{m.name} {min_history_days(m)}" for m in models if m not in fit)
     print(
         f"gridnode forecast: note: {where} holds {days:.1f} days, too few for some of the default "
@@ -292,7 +310,7 @@ def _backtest_span(
     start with too little history before it, naming the minimum and a usable start."""
     need_days = max(min_history_days(m) for m in models)
     where = args.history or "the shipped data"
-    first_ok = _midnight_at_or_after(history.start_s + need_days * SECONDS_PER_DAY, offset)
+    first_ok = _first_origin(history, need_days, offset)
     if args.history is None:
         start_text, end_text = args.start or "2009-01-01", args.end or "2010-01-01"
         start = _local_to_utc(start_text, offset, "--start")
@@ -301,18 +319,9 @@ def _backtest_span(
         start = first_ok if args.start is None else _local_to_utc(args.start, offset, "--start")
         end = history.end_s if args.end is None else _local_to_utc(args.end, offset, "--end")
     end = min(end, history.end_s)
-    span = (
-        f"{where} runs {_local_date(history.start_s, offset)} -> "
-        f"{_local_date(history.end_s - 1, offset)}"
-    )
+    span = _span(where, history, offset)
     if first_ok + SECONDS_PER_DAY > history.end_s:
-        days = (history.end_s - history.start_s) / SECONDS_PER_DAY
-        raise InvalidInput(
-            reason="history_too_short", subject=where,
-            expected=f"at least {need_days + 1} days of meter history ({need_days} before the "
-            f"first origin for {', '.join(m.name for m in models)}, 1 to score)",
-            found=f"{days:.1f} days ({span})",
-        )  # fmt: skip
+        raise _too_short(where, history, offset, need_days, ", ".join(m.name for m in models))
     if start < first_ok:
         raise InvalidInput(
             reason="history_too_short", subject="--start",
