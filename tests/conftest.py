@@ -1,8 +1,29 @@
-"""Suite-wide rules: a run that passes nothing is a failure, never a green."""
+"""Suite-wide rules: a run that passes nothing is a failure, never a green; a socket left open is
+reported with the stack that opened it (:mod:`tests.sockets`), in the network test that left it."""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 import pytest
+
+from tests.sockets import track_sockets
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    track_sockets()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """After a test that runs real hosts or daemons, collect garbage: a socket it left open in a
+    reference cycle is reported now, in that test, not in whichever test the collector ran next."""
+    try:
+        return (yield)
+    finally:
+        if item.get_closest_marker("net") is not None:
+            gc.collect()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

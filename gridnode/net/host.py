@@ -20,7 +20,8 @@ Rules of this module:
   unless the environment says otherwise): an update is a frame written, encrypted and sent, and
   was one for every message a validator received.
 * Wanted peers (bootstrap, :meth:`NetHost.add_peer`, mDNS finds) are dialled in parallel and
-  re-dialled with exponential back-off whenever they are not connected.
+  re-dialled with exponential back-off whenever they are not connected. Nothing else is dialled:
+  py-libp2p's auto-connector, which dials every peer it has heard of, is off (:class:`_NoAutoDials`).
 * **Bans.** When a peer's score falls below the threshold (``NetConfig.score``) the host closes its
   streams and connections and, until the ban ends, closes every new connection from it, resets its
   streams, drops gossip it forwards or authored, neither dials it nor sends to it. Genesis
@@ -50,6 +51,7 @@ from libp2p.crypto.keys import KeyPair as Libp2pKeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.basic_host import BasicHost
+from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -525,6 +527,25 @@ async def _close_connections(host: Any, router: Any, net: NetHost) -> None:
                 await host.disconnect(peer)
 
 
+class _NoAutoDials(AutoConnector):
+    """py-libp2p's auto-connector, switched off: the host dials only the peers it wants.
+
+    Upstream's swarm dials every peer in its peer store whenever it holds fewer connections than
+    its watermark (100), on a timer and after every disconnect. For us that is wrong three ways:
+    it re-dials a peer we closed on purpose (a ban), it dials peers the daemon never asked for,
+    and it dials during shutdown: our sweep closes every connection, each close schedules a new
+    round of dials, and a dial still in flight when the swarm stops left its socket unclosed
+    (CI: ``ResourceWarning`` for a loopback socket in ``tests/net/test_net_hosts.py``). Whom to
+    dial is :meth:`NetHost.add_peer`'s decision, with its own back-off.
+    """
+
+    async def maybe_connect(self) -> None:
+        return None
+
+    async def run_background_task(self, nursery: trio.Nursery) -> None:
+        return None
+
+
 def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
     """The host ``new_host`` builds for our options, assembled from py-libp2p's own classes.
 
@@ -539,8 +560,9 @@ def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
     (identify, identify-push, ping) and a negotiation timeout of 30 s (``new_host``'s default,
     also ``BasicHost``'s). What is different is only what is *imported*: ``libp2p/__init__.py``,
     which imports the QUIC, TLS, SECIO, WebSocket and key-store modules to offer them, never
-    runs (:mod:`gridnode.lazyimports` defers it). ``tests/daemon/test_host_assembly.py`` checks
-    the two agree — same protocols, muxers, transports and handlers — and talk to each other.
+    runs (:mod:`gridnode.lazyimports` defers it), and the swarm's auto-connector is switched off
+    (:class:`_NoAutoDials`). ``tests/daemon/test_host_assembly.py`` checks the two agree — same
+    protocols, muxers, transports and handlers — and talk to each other.
     """
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     upgrader = TransportUpgrader(
@@ -562,6 +584,7 @@ def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
         transport_manager=TransportManager(port_demuxers={}),
     )
     swarm.set_resource_manager(resources)
+    swarm.auto_connector = _NoAutoDials(swarm)
     return BasicHost(network=swarm, enable_mDNS=mdns, resource_manager=resources)
 
 

@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+import multiaddr
 import pytest
 import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from gridnode.core.crypto import KeyPair, verify
 from gridnode.core.peerscore import ScoreParams
@@ -296,6 +298,34 @@ def test_reconnects_after_a_peer_restarts() -> None:
                 b2.on_request("ping", lambda p, body: b"pong2")
                 await wait_for(lambda: b2.peer_id in a.connected_peers(), what="reconnect")
                 assert await a.request(b2.peer_id, "ping", b"") == b"pong2"
+
+    run(scenario)
+
+
+def test_a_host_dials_only_the_peers_it_wants() -> None:
+    """A peer whose address the host knows but does not want is never dialled behind the daemon's
+    back. py-libp2p's auto-connector dialled every such peer (one met before, removed with
+    ``remove_peer``, or banned, once its 60-s back-off ended) whenever a disconnect left the host
+    below its 100-connection watermark, and during shutdown."""
+    ka, kb, kc = keys(3, seed=29)
+    cfg = NetConfig(community=COMMUNITY, reconnect_min_s=0.2, reconnect_max_s=0.5)
+
+    async def scenario() -> None:
+        async with (
+            open_net_host(ka, cfg) as a,
+            open_net_host(kb, cfg) as b,
+            open_net_host(kc, cfg) as c,
+        ):
+            # b's address in a's peer store, as for any peer a has met; not connected, not wanted
+            info = info_from_p2p_addr(multiaddr.Multiaddr(b.addrs[0]))
+            a._host.get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
+            await a.connect(c.addrs[0])
+            await a.disconnect(c.peer_id)  # upstream's trigger: a disconnect below the watermark
+            with trio.move_on_after(2):
+                while b.peer_id not in a.connected_peers():
+                    await trio.sleep(0.05)
+            assert b.peer_id not in a.connected_peers()
+            assert c.peer_id not in a.connected_peers()
 
     run(scenario)
 
