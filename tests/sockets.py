@@ -25,6 +25,7 @@ _opened_at: dict[int, tuple[list[traceback.FrameSummary], list[str]]] = {}
 def _trio_tasks() -> list[str]:
     """The names of the running trio task and of the tasks that started its nurseries, innermost
     first: a task's stack stops at its own coroutine, so this says who asked for the socket."""
+    task: trio.lowlevel.Task | None
     try:
         task = trio.lowlevel.current_task()
     except RuntimeError:  # not in trio
