@@ -10,9 +10,19 @@ import pytest
 
 from tests.sockets import track_sockets
 
+#: a ``slow`` test's own time limit (the suite's is 300 s, ``pyproject.toml``): the long chaos run,
+#: the million fuzzed frames and the kill -9 soaks take 2-8 minutes each on this 2-core machine
+SLOW_TIMEOUT_S = 1800
+
 
 def pytest_configure(config: pytest.Config) -> None:
     track_sockets()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.hookimpl(wrapper=True)
