@@ -52,13 +52,15 @@ from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.basic_host import BasicHost
 from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.config import ConnectionConfig
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.peer.peerstore import PeerStore
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.rcmgr.manager import new_resource_manager
+from libp2p.rcmgr.connection_limits import ConnectionLimits
+from libp2p.rcmgr.manager import ResourceLimits, new_resource_manager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
@@ -121,6 +123,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: a host's connection limit: a validator holds one connection per member of its community. py-libp2p's
+#: default (300 in all, of which 250 inbound: ``max_connections - min_connections``) refused a
+#: validator's 251st member without a word (``benchmarks/fan_in.py``)
+DEFAULT_MAX_CONNECTIONS = 2000
+
+
 @dataclass(frozen=True, slots=True)
 class NetConfig:
     """Network settings. Durations in seconds; sizes in bytes."""
@@ -147,6 +155,8 @@ class NetConfig:
     publish_wait_s: float = 5.0
     #: how misbehaviour is weighed, forgiven and punished (``docs/protocol.md`` §6)
     score: ScoreParams = field(default_factory=ScoreParams)
+    #: connections held at most, inbound and outbound together (:func:`build_host`)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         check_community(self.community)
@@ -154,6 +164,8 @@ class NetConfig:
             raise UsageError(f"router {self.router!r}: expected 'gossipsub' or 'floodsub'")
         if not 0 < self.gossip_degree_low <= self.gossip_degree <= self.gossip_degree_high:
             raise UsageError("expected 0 < gossip_degree_low <= gossip_degree <= degree_high")
+        if not 1 <= self.max_connections <= 100_000:
+            raise UsageError(f"max_connections {self.max_connections}: expected 1..100000")
         if not 0 < self.publish_queue_limit <= 32:
             raise UsageError("publish_queue_limit: expected 1..32 (libp2p's queue holds 32)")
         for addr in (*self.listen_addrs, *self.bootstrap):
@@ -546,7 +558,9 @@ class _NoAutoDials(AutoConnector):
         return None
 
 
-def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
+def build_host(
+    key_pair: Libp2pKeyPair, *, mdns: bool = False, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> BasicHost:
     """The host ``new_host`` builds for our options, assembled from py-libp2p's own classes.
 
     Our options to ``libp2p.new_host`` were: this key pair, Noise as the only security protocol
@@ -560,8 +574,13 @@ def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
     (identify, identify-push, ping) and a negotiation timeout of 30 s (``new_host``'s default,
     also ``BasicHost``'s). What is different is only what is *imported*: ``libp2p/__init__.py``,
     which imports the QUIC, TLS, SECIO, WebSocket and key-store modules to offer them, never
-    runs (:mod:`gridnode.lazyimports` defers it), and the swarm's auto-connector is switched off
-    (:class:`_NoAutoDials`). ``tests/daemon/test_host_assembly.py`` checks the two agree — same
+    runs (:mod:`gridnode.lazyimports` defers it), the swarm's auto-connector is switched off
+    (:class:`_NoAutoDials`), and the host holds up to ``max_connections`` connections, all of them
+    inbound if need be (upstream's default: 300, of which 250 inbound), never pruned (upstream
+    prunes idle ones above its high watermark); its resource manager allows as many established
+    connections in each direction (upstream: 256 inbound, after the handshake, silently for the
+    dialler) and twice as many in its overall count (at the same limit it closed an established
+    connection when one more was being refused). ``tests/daemon/test_host_assembly.py`` checks the two agree — same
     protocols, muxers, transports and handlers — and talk to each other.
     """
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
@@ -575,13 +594,29 @@ def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
     peer_id = ID.from_pubkey(key_pair.public_key)
     peerstore = PeerStore()
     peerstore.add_key_pair(peer_id, key_pair)
-    resources = new_resource_manager()
+    resources = new_resource_manager(
+        limits=ResourceLimits(max_connections=2 * max_connections),
+        connection_limits=ConnectionLimits(  # upstream's defaults but for the established counts
+            max_pending_inbound=64,
+            max_pending_outbound=64,
+            max_established_inbound=max_connections,
+            max_established_outbound=max_connections,
+            max_established_per_peer=8,
+            max_established_total=max_connections,
+        ),
+    )
     swarm = Swarm(
         peer_id,
         peerstore,
         upgrader,
         transports=[TCP()],
         transport_manager=TransportManager(port_demuxers={}),
+        connection_config=ConnectionConfig(
+            max_connections=max_connections,
+            min_connections=0,  # upstream's inbound cap is max_connections - min_connections
+            low_watermark=0,
+            high_watermark=max_connections,
+        ),
     )
     swarm.set_resource_manager(resources)
     swarm.auto_connector = _NoAutoDials(swarm)
@@ -592,7 +627,9 @@ def build_host(key_pair: Libp2pKeyPair, *, mdns: bool = False) -> BasicHost:
 async def open_net_host(keys: KeyPair, config: NetConfig) -> AsyncIterator[NetHost]:
     """Start a host for ``keys`` with ``config``; stop it cleanly on exit (see module rules)."""
     os.environ.setdefault(_YAMUX_RELEASE_ON_READ, "0")  # read by py-libp2p's Yamux on every read
-    host = build_host(libp2p_key_pair(keys), mdns=config.mdns)
+    host = build_host(
+        libp2p_key_pair(keys), mdns=config.mdns, max_connections=config.max_connections
+    )
     router = make_router(config)
     pubsub = Pubsub(host, router, strict_signing=True)
     try:

@@ -9,6 +9,7 @@ request/response stream on a protocol of ours, identify and ping, and GossipSub 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import multiaddr
@@ -26,7 +27,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
-from gridnode.net.host import build_host
+from gridnode.net.host import DEFAULT_MAX_CONNECTIONS, build_host
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 ECHO = TProtocol("/gridnode-test/echo/1")
@@ -81,9 +82,25 @@ def parts(host: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mdns", [False, True])
 def test_build_host_makes_what_new_host_makes(mdns: bool) -> None:
+    """The same host as upstream's ``new_host`` but for its connection limits (``build_host``)."""
     key_pair = create_new_key_pair()
     ours, theirs = parts(build_host(key_pair, mdns=mdns)), parts(upstream_host(key_pair, mdns=mdns))
+    mine, upstream = ours.pop("connection"), theirs.pop("connection")
+    limits, upstream_limits = ours.pop("resource limits"), theirs.pop("resource limits")
     assert ours == theirs
+    assert (upstream.max_connections, upstream.min_connections) == (300, 50)  # 250 inbound
+    assert (mine.max_connections, mine.min_connections) == (DEFAULT_MAX_CONNECTIONS, 0)
+    assert (mine.low_watermark, mine.high_watermark) == (0, DEFAULT_MAX_CONNECTIONS)  # no pruning
+    assert replace(mine, max_connections=300, min_connections=50, low_watermark=100,
+                   high_watermark=300) == upstream  # fmt: skip
+    assert limits == {**upstream_limits, "max_connections": 2 * DEFAULT_MAX_CONNECTIONS}
+    counted = build_host(key_pair).get_network()._resource_manager.connection_limits
+    established = (
+        counted.max_established_inbound,
+        counted.max_established_outbound,
+        counted.max_established_total,
+    )
+    assert established == (DEFAULT_MAX_CONNECTIONS,) * 3  # upstream: 256, 256, 1024
     assert ours["security"] == [(NOISE_PROTOCOL_ID, NoiseTransport)]
     assert [p for p, _ in ours["muxers"]] == ["/yamux/1.0.0", "/mplex/6.7.0"]
     assert ours["mdns"] is mdns

@@ -330,6 +330,34 @@ def test_a_host_dials_only_the_peers_it_wants() -> None:
     run(scenario)
 
 
+def test_a_host_holds_as_many_connections_as_configured_inbound_included() -> None:
+    """``NetConfig.max_connections`` is the host's limit, and every one of them may be inbound
+    (py-libp2p's own default accepted only 250 inbound: a validator refused its 251st member;
+    ``python benchmarks/fan_in.py`` shows 320 members held by default). Beyond it the host refuses.
+
+    The refusal is tested on the hub's own dial: a member refused *inbound* gets its error, but
+    py-libp2p 0.8.1 leaves that member's socket open (its dial path, upstream)."""
+    with pytest.raises(UsageError, match="max_connections"):
+        NetConfig(community=COMMUNITY, max_connections=0)
+    ks = keys(6, seed=31)
+    hub_cfg = NetConfig(community=COMMUNITY, max_connections=4)
+    cfg = NetConfig(community=COMMUNITY)
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            hub = await stack.enter_async_context(open_net_host(ks[0], hub_cfg))
+            members = [await stack.enter_async_context(open_net_host(k, cfg)) for k in ks[1:]]
+            for m in members[:4]:
+                await m.connect(hub.addrs[0])  # all four inbound
+            await trio.sleep(0.5)  # a connection dropped late would show now
+            assert sorted(hub.connected_peers()) == sorted(m.peer_id for m in members[:4])
+            with pytest.raises(NetworkError):
+                await hub.connect(members[4].addrs[0])
+            assert len(hub.connected_peers()) == 4
+
+    run(scenario)
+
+
 def signed(k: KeyPair, payload: bytes) -> bytes:
     return k.sign("test-gossip", payload) + payload
 
