@@ -574,13 +574,14 @@ def build_host(
     (identify, identify-push, ping) and a negotiation timeout of 30 s (``new_host``'s default,
     also ``BasicHost``'s). What is different is only what is *imported*: ``libp2p/__init__.py``,
     which imports the QUIC, TLS, SECIO, WebSocket and key-store modules to offer them, never
-    runs (:mod:`gridnode.lazyimports` defers it), the swarm's auto-connector is switched off
-    (:class:`_NoAutoDials`), and the host holds up to ``max_connections`` connections, all of them
-    inbound if need be (upstream's default: 300, of which 250 inbound), never pruned (upstream
-    prunes idle ones above its high watermark); its resource manager allows as many established
-    connections in each direction (upstream: 256 inbound, after the handshake, silently for the
-    dialler) and twice as many in its overall count (at the same limit it closed an established
-    connection when one more was being refused). ``tests/daemon/test_host_assembly.py`` checks the two agree — same
+    runs (:mod:`gridnode.lazyimports` defers it). What is different in the host: the swarm's
+    auto-connector is switched off (:class:`_NoAutoDials`), and the host holds up to
+    ``max_connections`` connections, all of them inbound if need be (upstream's default: 300, of
+    which 250 inbound), never pruned (upstream prunes idle ones above its high watermark); its
+    resource manager allows as many established connections in each direction (upstream: 256
+    inbound, checked after the handshake, silently for the dialler) and twice as many in its
+    overall count (at the same limit it closed an established connection when one more was being
+    refused). ``tests/daemon/test_host_assembly.py`` checks the two agree otherwise — same
     protocols, muxers, transports and handlers — and talk to each other.
     """
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
