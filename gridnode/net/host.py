@@ -59,7 +59,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.peer.peerstore import PeerStore
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.rcmgr.connection_limits import ConnectionLimits
+from libp2p.rcmgr.connection_limits import new_connection_limits_with_defaults
 from libp2p.rcmgr.manager import ResourceLimits, new_resource_manager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -597,14 +597,10 @@ def build_host(
     peerstore.add_key_pair(peer_id, key_pair)
     resources = new_resource_manager(
         limits=ResourceLimits(max_connections=2 * max_connections),
-        connection_limits=ConnectionLimits(  # upstream's defaults but for the established counts
-            max_pending_inbound=64,
-            max_pending_outbound=64,
-            max_established_inbound=max_connections,
-            max_established_outbound=max_connections,
-            max_established_per_peer=8,
-            max_established_total=max_connections,
-        ),
+        connection_limits=new_connection_limits_with_defaults()  # but the established counts
+        .with_max_established_inbound(max_connections)
+        .with_max_established_outbound(max_connections)
+        .with_max_established_total(max_connections),
     )
     swarm = Swarm(
         peer_id,
