@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gridnode.core.crypto import KeyPair
 from gridnode.net.host import DEFAULT_MAX_CONNECTIONS, NetConfig, NetHost, open_net_host
+from market.errors import UsageError
 
 
 async def fan_in(members: int, max_connections: int) -> dict[str, float]:
@@ -95,6 +96,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.members < 1:
         ap.error("--members: expected at least 1")
+    try:
+        NetConfig(community="fan-in", max_connections=args.max_connections)
+    except UsageError as exc:
+        ap.error(f"--max-connections: {exc}")
     print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
     print(f"{args.members} members dial one hub (max_connections {args.max_connections})")
     r = trio.run(fan_in, args.members, args.max_connections)
